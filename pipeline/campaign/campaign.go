@@ -1,0 +1,280 @@
+// Package campaign is the typed configuration of a measurement campaign: its
+// homes, each home's gateway, taps and device inventory. It is read from a
+// YAML campaign file with strict decoding and validated before anything runs.
+package campaign
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// Campaign is one collection effort over many homes.
+type Campaign struct {
+	// Name becomes a subject token and a prefix of dataset names.
+	Name  string  `yaml:"name"`
+	Homes []*Home `yaml:"homes"`
+}
+
+// Home is one household behind one gateway.
+type Home struct {
+	Name    string  `yaml:"name"`
+	Gateway Gateway `yaml:"gateway"`
+	// Taps are the capture points of this home's gateway.
+	Taps []Tap `yaml:"taps"`
+	// Inventory maps the home's MACs to devices: the only source of labels.
+	Inventory []Device `yaml:"inventory"`
+	// InventoryFile, when set, is a YAML file holding the inventory list
+	// (relative to the campaign file); entries are appended to Inventory.
+	InventoryFile string `yaml:"inventory_file"`
+}
+
+// Gateway describes how the home reaches the internet; it decides packet
+// direction and which WAN view an observer sees.
+type Gateway struct {
+	// Mode is "napt" (address and port translation) or "vpn" (every packet in
+	// one encrypted tunnel).
+	Mode string `yaml:"mode"`
+	// MAC is the gateway's LAN-side address. A frame sent to it leaves the
+	// home; a frame from it enters. Optional when LANNets decides.
+	MAC string `yaml:"mac"`
+	// LANNets are the home's own prefixes. Empty means the private ranges
+	// (RFC 1918, IPv6 link-local and ULA), written out by Defaults so the
+	// decision is visible in the effective configuration.
+	LANNets []string `yaml:"lan_nets"`
+}
+
+// Tap is one capture point: a file or an interface.
+type Tap struct {
+	Name string `yaml:"name"` // "lan" or "wan"
+	// Files are capture files (pcap or pcapng), relative to the campaign
+	// file; each is one capture session.
+	Files []string `yaml:"files"`
+	// Interface is a live interface, instead of files.
+	Interface string `yaml:"interface"`
+}
+
+// Device is one inventory entry.
+type Device struct {
+	MAC      string `yaml:"mac"`
+	Name     string `yaml:"name"`
+	Category string `yaml:"category"` // "iot" or "non-iot"
+}
+
+// Categories of devices.
+const (
+	CategoryIoT    = "iot"
+	CategoryNonIoT = "non-iot"
+)
+
+// DefaultLANNets are the private ranges used when a home names none.
+var DefaultLANNets = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fe80::/10", "fc00::/7"}
+
+// Load reads, defaults and validates a campaign file.
+func Load(path string) (*Campaign, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read campaign file: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("campaign file %s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for _, h := range c.Homes {
+		for i := range h.Taps {
+			for j, f := range h.Taps[i].Files {
+				if !filepath.IsAbs(f) {
+					h.Taps[i].Files[j] = filepath.Join(base, f)
+				}
+			}
+		}
+		if h.InventoryFile != "" {
+			f := h.InventoryFile
+			if !filepath.IsAbs(f) {
+				f = filepath.Join(base, f)
+			}
+			inv, err := LoadInventory(f)
+			if err != nil {
+				return nil, fmt.Errorf("campaign file %s: home %s: %w", path, h.Name, err)
+			}
+			h.Inventory = append(h.Inventory, inv...)
+			h.InventoryFile = f
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("campaign file %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a campaign strictly (unknown fields are errors) and applies defaults.
+func Parse(data []byte) (*Campaign, error) {
+	var c Campaign
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("decode YAML: %w", err)
+	}
+	c.Defaults()
+	return &c, nil
+}
+
+// Defaults fills the fields a campaign may leave out.
+func (c *Campaign) Defaults() {
+	for _, h := range c.Homes {
+		if h.Gateway.Mode == "" {
+			h.Gateway.Mode = "napt"
+		}
+		if len(h.Gateway.LANNets) == 0 {
+			h.Gateway.LANNets = append([]string(nil), DefaultLANNets...)
+		}
+		for i := range h.Inventory {
+			if h.Inventory[i].Category == "" {
+				h.Inventory[i].Category = CategoryIoT
+			}
+		}
+	}
+}
+
+// Validate checks everything that can be checked without touching the network.
+// Inventory and LAN prefixes are validated again when parsed for use, so the
+// error names the field.
+func (c *Campaign) Validate() error {
+	var errs []error
+	if err := schemas.ValidateToken("campaign name", c.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Homes) == 0 {
+		errs = append(errs, errors.New("no homes: add at least one entry under 'homes'"))
+	}
+	seen := map[string]bool{}
+	for i, h := range c.Homes {
+		if err := schemas.ValidateToken(fmt.Sprintf("homes[%d].name", i), h.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[h.Name] {
+			errs = append(errs, fmt.Errorf("home %s appears twice", h.Name))
+		}
+		seen[h.Name] = true
+		if err := h.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("home %s: %w", h.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks one home.
+func (h *Home) Validate() error {
+	var errs []error
+	if h.Gateway.Mode != "napt" && h.Gateway.Mode != "vpn" {
+		errs = append(errs, fmt.Errorf("gateway.mode %q: want napt or vpn", h.Gateway.Mode))
+	}
+	if h.Gateway.MAC != "" {
+		if _, err := schemas.ParseMAC(h.Gateway.MAC); err != nil {
+			errs = append(errs, fmt.Errorf("gateway.mac: %w", err))
+		}
+	}
+	if _, err := h.LANPrefixes(); err != nil {
+		errs = append(errs, err)
+	}
+	taps := map[string]bool{}
+	for i, t := range h.Taps {
+		if err := schemas.ValidateToken(fmt.Sprintf("taps[%d].name", i), t.Name); err != nil {
+			errs = append(errs, err)
+		}
+		if taps[t.Name] {
+			errs = append(errs, fmt.Errorf("tap %s appears twice", t.Name))
+		}
+		taps[t.Name] = true
+		if (len(t.Files) == 0) == (t.Interface == "") {
+			errs = append(errs, fmt.Errorf("tap %s: give either files or interface", t.Name))
+		}
+	}
+	if _, err := h.MACIndex(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// LANPrefixes parses the home's LAN prefixes.
+func (h *Home) LANPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(h.Gateway.LANNets))
+	for _, s := range h.Gateway.LANNets {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("gateway.lan_nets: %q is not a CIDR prefix such as 192.168.1.0/24", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// GatewayMAC parses the gateway MAC; the zero MAC when none is configured.
+func (h *Home) GatewayMAC() schemas.MAC {
+	m, _ := schemas.ParseMAC(h.Gateway.MAC) // validated in Validate
+	return m
+}
+
+// MACIndex maps each inventory MAC to its device, refusing duplicates and bad entries.
+func (h *Home) MACIndex() (map[schemas.MAC]Device, error) {
+	idx := make(map[schemas.MAC]Device, len(h.Inventory))
+	for i, d := range h.Inventory {
+		m, err := schemas.ParseMAC(d.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("inventory[%d]: %w", i, err)
+		}
+		if strings.TrimSpace(d.Name) == "" {
+			return nil, fmt.Errorf("inventory[%d] (%s): name is empty", i, d.MAC)
+		}
+		if d.Category != CategoryIoT && d.Category != CategoryNonIoT {
+			return nil, fmt.Errorf("inventory[%d] (%s): category %q: want iot or non-iot", i, d.MAC, d.Category)
+		}
+		if prev, dup := idx[m]; dup {
+			return nil, fmt.Errorf("inventory[%d]: MAC %s already belongs to %s", i, d.MAC, prev.Name)
+		}
+		idx[m] = d
+	}
+	return idx, nil
+}
+
+// LoadInventory reads an inventory file: a YAML list of devices.
+func LoadInventory(path string) ([]Device, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	var inv []Device
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&inv); err != nil {
+		return nil, fmt.Errorf("inventory %s: decode YAML: %w", path, err)
+	}
+	for i := range inv {
+		if inv[i].Category == "" {
+			inv[i].Category = CategoryIoT
+		}
+	}
+	return inv, nil
+}
+
+// WriteInventory writes an inventory file that LoadInventory reads back.
+func WriteInventory(path string, inv []Device) error {
+	data, err := yaml.Marshal(inv)
+	if err != nil {
+		return fmt.Errorf("encode inventory: %w", err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("write inventory: %w", err)
+	}
+	return nil
+}

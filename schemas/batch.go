@@ -1,0 +1,306 @@
+package schemas
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Batch kinds. A packet batch comes from a capture agent; a labeled batch from
+// a labeler. They share one layout so one decoder serves both, and the kind
+// byte keeps a labeler from reading its own output as input.
+const (
+	KindPackets byte = 'P'
+	KindLabeled byte = 'L'
+)
+
+// BatchVersion is the wire version this code writes and the newest it reads.
+const BatchVersion = 1
+
+var batchMagic = [3]byte{'H', 'M', 'B'}
+
+// ErrUnknownVersion is returned for a batch newer than this worker: the
+// message should be left for a newer worker, not terminated.
+var ErrUnknownVersion = errors.New("batch version newer than this worker understands")
+
+// Batch is the unit a message carries: many records of one source, in order.
+type Batch struct {
+	Kind     byte
+	Campaign string
+	Home     string
+	Tap      string // packet batches: "lan", "wan", ...
+	View     string // labeled batches: "lan", "napt", "vpn"
+	// Source names the capture input (a file's base name and hash, or an
+	// interface and start time); Session names the capture session the
+	// packets belong to. Windows never cross sessions.
+	Source  string
+	Session string
+	// FirstOffset is the Offset of Packets[0]; (Source, FirstOffset) is the
+	// message id that JetStream deduplicates retried publishes by.
+	FirstOffset uint64
+	// Final marks the last batch of a session: downstream flushes then.
+	Final bool
+	// Devices is the label vocabulary of a labeled batch; Labels[i] indexes it
+	// for Packets[i], or is Unlabeled.
+	Devices []Device
+	Labels  []int32
+	Packets []Packet
+}
+
+// Device is an inventory entry as it travels with labeled batches.
+type Device struct {
+	Name     string
+	Category string // "iot" or "non-iot"
+}
+
+// Unlabeled marks a packet no inventory entry claims (router, unknown host),
+// or a WAN packet that could not be paired with its LAN packet.
+const Unlabeled int32 = -1
+
+// MsgID is the deterministic JetStream message id of the batch.
+func (b *Batch) MsgID() string {
+	return fmt.Sprintf("%c:%s:%s:%d", b.Kind, b.Source, b.Session, b.FirstOffset)
+}
+
+// AppendBinary encodes the batch after dst. Timestamps are delta-coded and
+// integers varint-coded: a typical packet costs about 20 bytes.
+func (b *Batch) AppendBinary(dst []byte) ([]byte, error) {
+	if b.Kind != KindPackets && b.Kind != KindLabeled {
+		return nil, fmt.Errorf("encode batch: unknown kind %q", b.Kind)
+	}
+	if b.Kind == KindLabeled && len(b.Labels) != len(b.Packets) {
+		return nil, fmt.Errorf("encode batch: %d labels for %d packets", len(b.Labels), len(b.Packets))
+	}
+	dst = append(dst, batchMagic[:]...)
+	dst = append(dst, BatchVersion, b.Kind)
+	var flags byte
+	if b.Final {
+		flags |= 1
+	}
+	dst = append(dst, flags)
+	for _, s := range []string{b.Campaign, b.Home, b.Tap, b.View, b.Source, b.Session} {
+		dst = appendString(dst, s)
+	}
+	dst = binary.AppendUvarint(dst, b.FirstOffset)
+	dst = binary.AppendUvarint(dst, uint64(len(b.Devices)))
+	for _, d := range b.Devices {
+		dst = appendString(dst, d.Name)
+		dst = appendString(dst, d.Category)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(b.Packets)))
+	prevTs, prevOff := int64(0), b.FirstOffset
+	for i := range b.Packets {
+		p := &b.Packets[i]
+		dst = binary.AppendVarint(dst, p.TsNs-prevTs)
+		prevTs = p.TsNs
+		dst = binary.AppendVarint(dst, int64(p.Offset-prevOff))
+		prevOff = p.Offset
+		dst = binary.AppendVarint(dst, int64(p.DPort))
+		dst = append(dst, p.ProtoBits, byte(p.Direction))
+		dst = binary.AppendUvarint(dst, uint64(p.FrameLen))
+		dst = binary.AppendUvarint(dst, uint64(p.IntervalNs))
+		dst = append(dst, p.TTL, p.Transport, p.TCPOptionsLen)
+		dst = binary.AppendUvarint(dst, uint64(p.IPLen))
+		dst = binary.AppendUvarint(dst, uint64(p.TCPFlags))
+		dst = binary.AppendUvarint(dst, uint64(p.TCPWindow))
+		dst = binary.AppendUvarint(dst, uint64(p.PayloadLen))
+		if b.Kind == KindPackets {
+			dst = append(dst, p.SrcMAC[:]...)
+			dst = append(dst, p.DstMAC[:]...)
+		} else {
+			dst = binary.AppendVarint(dst, int64(b.Labels[i]))
+		}
+	}
+	return dst, nil
+}
+
+// DecodeBatch parses one encoded batch. It never panics on malformed input;
+// the error says what was wrong and where.
+func DecodeBatch(data []byte) (*Batch, error) {
+	r := reader{buf: data}
+	if len(data) < 6 || data[0] != batchMagic[0] || data[1] != batchMagic[1] || data[2] != batchMagic[2] {
+		return nil, errors.New("decode batch: not a HomeMole batch (bad magic)")
+	}
+	if data[3] > BatchVersion {
+		return nil, fmt.Errorf("decode batch: version %d: %w (this worker reads up to %d; upgrade it)", data[3], ErrUnknownVersion, BatchVersion)
+	}
+	if data[3] == 0 {
+		return nil, errors.New("decode batch: version 0 does not exist")
+	}
+	b := &Batch{Kind: data[4]}
+	if b.Kind != KindPackets && b.Kind != KindLabeled {
+		return nil, fmt.Errorf("decode batch: unknown kind %q", b.Kind)
+	}
+	b.Final = data[5]&1 != 0
+	r.pos = 6
+	for _, s := range []*string{&b.Campaign, &b.Home, &b.Tap, &b.View, &b.Source, &b.Session} {
+		*s = r.string()
+	}
+	b.FirstOffset = r.uvarint()
+	nDev := r.count(2)
+	if nDev > 0 {
+		b.Devices = make([]Device, nDev)
+		for i := range b.Devices {
+			b.Devices[i].Name = r.string()
+			b.Devices[i].Category = r.string()
+		}
+	}
+	// The smallest packet encoding is 14 bytes plus MACs or a label.
+	n := r.count(15)
+	if r.err != nil {
+		return nil, fmt.Errorf("decode batch header: %w", r.err)
+	}
+	b.Packets = make([]Packet, n)
+	if b.Kind == KindLabeled {
+		b.Labels = make([]int32, n)
+	}
+	prevTs, prevOff := int64(0), b.FirstOffset
+	for i := 0; i < n && r.err == nil; i++ {
+		p := &b.Packets[i]
+		prevTs += r.varint()
+		p.TsNs = prevTs
+		prevOff += uint64(r.varint())
+		p.Offset = prevOff
+		p.DPort = r.int32()
+		p.ProtoBits = r.byte()
+		p.Direction = int8(r.byte())
+		p.FrameLen = r.uint32()
+		p.IntervalNs = int64(r.uvarint())
+		p.TTL, p.Transport, p.TCPOptionsLen = r.byte(), r.byte(), r.byte()
+		p.IPLen = r.uint16()
+		p.TCPFlags = r.uint16()
+		p.TCPWindow = r.uint16()
+		p.PayloadLen = r.uint32()
+		if b.Kind == KindPackets {
+			copy(p.SrcMAC[:], r.bytes(6))
+			copy(p.DstMAC[:], r.bytes(6))
+		} else {
+			l := r.int32()
+			if l < Unlabeled || int(l) >= len(b.Devices) {
+				r.fail(fmt.Errorf("label %d outside a vocabulary of %d devices", l, len(b.Devices)))
+			}
+			b.Labels[i] = l
+		}
+		if p.Direction < DirLocal || p.Direction > DirOutbound {
+			r.fail(fmt.Errorf("direction %d", p.Direction))
+		}
+		if r.err != nil {
+			return nil, fmt.Errorf("decode batch: packet %d of %d: %w", i, n, r.err)
+		}
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("decode batch: %w", r.err)
+	}
+	if r.pos != len(data) {
+		return nil, fmt.Errorf("decode batch: %d trailing bytes", len(data)-r.pos)
+	}
+	return b, nil
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// reader is a sticky-error cursor: after the first error every read returns
+// zero, so decoders check once per record instead of once per field.
+type reader struct {
+	buf []byte
+	pos int
+	err error
+}
+
+func (r *reader) fail(err error) {
+	if r.err == nil {
+		r.err = fmt.Errorf("at byte %d: %w", r.pos, err)
+	}
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if r.pos >= len(r.buf) {
+		r.fail(errors.New("truncated"))
+		return 0
+	}
+	c := r.buf[r.pos]
+	r.pos++
+	return c
+}
+
+func (r *reader) bytes(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if len(r.buf)-r.pos < n {
+		r.fail(errors.New("truncated"))
+		return nil
+	}
+	s := r.buf[r.pos : r.pos+n]
+	r.pos += n
+	return s
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.buf[r.pos:])
+	if n <= 0 {
+		r.fail(errors.New("bad or truncated varint"))
+		return 0
+	}
+	r.pos += n
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.buf[r.pos:])
+	if n <= 0 {
+		r.fail(errors.New("bad or truncated varint"))
+		return 0
+	}
+	r.pos += n
+	return v
+}
+
+func (r *reader) bounded(v uint64, max uint64, what string) uint64 {
+	if v > max {
+		r.fail(fmt.Errorf("%s %d out of range", what, v))
+		return 0
+	}
+	return v
+}
+
+func (r *reader) uint32() uint32 { return uint32(r.bounded(r.uvarint(), math.MaxUint32, "value")) }
+func (r *reader) uint16() uint16 { return uint16(r.bounded(r.uvarint(), math.MaxUint16, "value")) }
+
+func (r *reader) int32() int32 {
+	v := r.varint()
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		r.fail(fmt.Errorf("value %d out of int32 range", v))
+		return 0
+	}
+	return int32(v)
+}
+
+// count reads a length and refuses one the remaining bytes cannot hold, so a
+// corrupt length never makes the decoder allocate gigabytes.
+func (r *reader) count(minSize int) int {
+	v := r.uvarint()
+	if r.err == nil && v > uint64((len(r.buf)-r.pos)/minSize) {
+		r.fail(fmt.Errorf("count %d exceeds what %d remaining bytes can hold", v, len(r.buf)-r.pos))
+		return 0
+	}
+	return int(v)
+}
+
+func (r *reader) string() string {
+	n := r.count(1)
+	return string(r.bytes(n))
+}

@@ -1,0 +1,111 @@
+// Package schemas holds the contracts between HomeMole's workers: the packet
+// record that capture agents publish, the labeled record that labelers
+// publish, the subjects both travel on, and the Arrow schema of traffic
+// windows. Every wire format here is versioned; FORMAT.md describes it byte by byte.
+package schemas
+
+import "fmt"
+
+// Protocol bits of the HomeMole packet vector, in the seed's order
+// "IP TCP UDP TLS HTTP DNS other": the leftmost character of the 7-character
+// string is the IP bit. A UDP DNS request is 1010010, NTP is 1010001.
+const (
+	ProtoIP uint8 = 1 << (6 - iota)
+	ProtoTCP
+	ProtoUDP
+	ProtoTLS
+	ProtoHTTP
+	ProtoDNS
+	ProtoOther
+)
+
+// ProtoBitsString renders protocol bits as the seed's 7-character string.
+func ProtoBitsString(bits uint8) string {
+	var b [7]byte
+	for i := 0; i < 7; i++ {
+		if bits&(1<<(6-i)) != 0 {
+			b[i] = '1'
+		} else {
+			b[i] = '0'
+		}
+	}
+	return string(b[:])
+}
+
+// Direction of a packet relative to the home, decided from the home's
+// configuration (LAN prefixes, gateway MAC), never guessed.
+const (
+	DirInbound  int8 = 0
+	DirOutbound int8 = 1
+	// DirLocal marks traffic that stays inside the home or whose direction the
+	// configuration cannot decide (ARP, LAN-to-LAN, no configuration given).
+	DirLocal int8 = -1
+)
+
+// NoPort is the DPort of a packet without a transport port (ARP, ICMP, fragments).
+const NoPort int32 = -1
+
+// Packet is one captured packet's metadata. Addresses appear only as MACs and
+// only on the LAN tap: the labeler needs them and strips them before anything
+// is written to a dataset.
+type Packet struct {
+	TsNs   int64  // capture timestamp, ns since the Unix epoch
+	Offset uint64 // index of the packet within its capture source, from 0
+
+	// HomeMole vector.
+	DPort      int32  // destination port, NoPort when there is none
+	ProtoBits  uint8  // see ProtoIP..ProtoOther
+	Direction  int8   // DirInbound, DirOutbound or DirLocal
+	FrameLen   uint32 // bytes on the wire (original length, not the snap length)
+	IntervalNs int64  // gap to the previous packet of the same tap stream, 0 for the first
+
+	// Sequence-profile vector (Ma et al.). Zero where the header does not exist.
+	TTL           uint8  // IPv4 TTL or IPv6 hop limit
+	IPLen         uint16 // IPv4 total length or IPv6 payload length + 40
+	Transport     uint8  // IP protocol number (6 TCP, 17 UDP, ...), 0 without IP
+	TCPFlags      uint16 // the nine TCP flag bits, FIN = bit 0
+	TCPWindow     uint16
+	TCPOptionsLen uint8  // bytes of TCP options
+	PayloadLen    uint32 // transport payload bytes (TCP or UDP), IP payload otherwise
+
+	SrcMAC, DstMAC MAC // LAN tap only; zero elsewhere and after labeling
+}
+
+// MAC is a 48-bit hardware address kept as a value so records stay allocation-free.
+type MAC [6]byte
+
+func (m MAC) String() string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+// IsZero reports whether no address was recorded.
+func (m MAC) IsZero() bool { return m == MAC{} }
+
+// ParseMAC reads "aa:bb:cc:dd:ee:ff" (or with '-'), case-insensitive.
+func ParseMAC(s string) (MAC, error) {
+	var m MAC
+	if len(s) != 17 {
+		return m, fmt.Errorf("MAC %q: want 6 hex bytes separated by ':'", s)
+	}
+	for i := 0; i < 6; i++ {
+		hi, ok1 := unhex(s[i*3])
+		lo, ok2 := unhex(s[i*3+1])
+		if !ok1 || !ok2 || (i < 5 && s[i*3+2] != ':' && s[i*3+2] != '-') {
+			return m, fmt.Errorf("MAC %q: want 6 hex bytes separated by ':'", s)
+		}
+		m[i] = hi<<4 | lo
+	}
+	return m, nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

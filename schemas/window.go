@@ -1,0 +1,209 @@
+package schemas
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/array"
+	"github.com/apache/arrow/go/v15/arrow/memory"
+)
+
+// WindowSchemaVersion names the feature layout of dataset objects. Readers
+// refuse objects whose "homemole.window.version" metadata they do not know.
+const WindowSchemaVersion = 1
+
+// Window kinds, as in the seed's two datasets.
+const (
+	KindInd   = "ind"   // one device's own packet sequence (Dataset-Ind)
+	KindNoise = "noise" // the home's merged stream, labels per packet (Dataset-Noise)
+)
+
+// Window is one traffic window: N consecutive packet vectors of one stream
+// with a label per packet. Slices have length N (the dataset's window size);
+// positions at and after Len are padding, labeled Unlabeled.
+type Window struct {
+	ID      string // deterministic: <view>/<home>/<session>/<kind>/<seq>
+	Home    string
+	Session string
+	View    string
+	Kind    string
+	Group   string // the unit cross-validation keeps on one side of a split
+	Len     int
+
+	TsNs      []int64
+	DPort     []int32
+	ProtoBits []uint8
+	Direction []int8
+	FrameLen  []int32
+	Interval  []float32 // seconds, within the stream the window was cut from
+
+	TTL        []uint8
+	IPLen      []int32
+	Transport  []uint8
+	TCPFlags   []int32
+	TCPWindow  []int32
+	TCPOptLen  []uint8
+	PayloadLen []int32
+
+	Label []int16 // index into the dataset's label vocabulary, or -1
+}
+
+// NewWindow allocates a window of n packet slots, all padding.
+func NewWindow(n int) *Window {
+	w := &Window{
+		TsNs: make([]int64, n), DPort: make([]int32, n), ProtoBits: make([]uint8, n),
+		Direction: make([]int8, n), FrameLen: make([]int32, n), Interval: make([]float32, n),
+		TTL: make([]uint8, n), IPLen: make([]int32, n), Transport: make([]uint8, n),
+		TCPFlags: make([]int32, n), TCPWindow: make([]int32, n), TCPOptLen: make([]uint8, n),
+		PayloadLen: make([]int32, n), Label: make([]int16, n),
+	}
+	for i := range w.Label {
+		w.Label[i] = int16(Unlabeled)
+		w.DPort[i] = NoPort
+	}
+	return w
+}
+
+// Set writes packet p with its label into slot i.
+func (w *Window) Set(i int, p *Packet, intervalS float32, label int32) {
+	w.TsNs[i] = p.TsNs
+	w.DPort[i] = p.DPort
+	w.ProtoBits[i] = p.ProtoBits
+	w.Direction[i] = p.Direction
+	w.FrameLen[i] = int32(p.FrameLen)
+	w.Interval[i] = intervalS
+	w.TTL[i] = p.TTL
+	w.IPLen[i] = int32(p.IPLen)
+	w.Transport[i] = p.Transport
+	w.TCPFlags[i] = int32(p.TCPFlags)
+	w.TCPWindow[i] = int32(p.TCPWindow)
+	w.TCPOptLen[i] = p.TCPOptionsLen
+	w.PayloadLen[i] = int32(p.PayloadLen)
+	w.Label[i] = int16(label)
+}
+
+// WindowArrowSchema is the Arrow schema of dataset objects for windows of n packets.
+func WindowArrowSchema(n int) *arrow.Schema {
+	fsl := func(t arrow.DataType) arrow.DataType { return arrow.FixedSizeListOf(int32(n), t) }
+	md := arrow.NewMetadata(
+		[]string{"homemole.window.version", "homemole.window.size"},
+		[]string{strconv.Itoa(WindowSchemaVersion), strconv.Itoa(n)},
+	)
+	return arrow.NewSchema([]arrow.Field{
+		{Name: "window_id", Type: arrow.BinaryTypes.String},
+		{Name: "home", Type: arrow.BinaryTypes.String},
+		{Name: "session", Type: arrow.BinaryTypes.String},
+		{Name: "view", Type: arrow.BinaryTypes.String},
+		{Name: "kind", Type: arrow.BinaryTypes.String},
+		{Name: "group", Type: arrow.BinaryTypes.String},
+		{Name: "n_packets", Type: arrow.PrimitiveTypes.Int32},
+		{Name: "ts_ns", Type: fsl(arrow.PrimitiveTypes.Int64)},
+		{Name: "dport", Type: fsl(arrow.PrimitiveTypes.Int32)},
+		{Name: "proto_bits", Type: fsl(arrow.PrimitiveTypes.Uint8)},
+		{Name: "direction", Type: fsl(arrow.PrimitiveTypes.Int8)},
+		{Name: "frame_len", Type: fsl(arrow.PrimitiveTypes.Int32)},
+		{Name: "interval_s", Type: fsl(arrow.PrimitiveTypes.Float32)},
+		{Name: "ttl", Type: fsl(arrow.PrimitiveTypes.Uint8)},
+		{Name: "ip_len", Type: fsl(arrow.PrimitiveTypes.Int32)},
+		{Name: "transport", Type: fsl(arrow.PrimitiveTypes.Uint8)},
+		{Name: "tcp_flags", Type: fsl(arrow.PrimitiveTypes.Int32)},
+		{Name: "tcp_window", Type: fsl(arrow.PrimitiveTypes.Int32)},
+		{Name: "tcp_options_len", Type: fsl(arrow.PrimitiveTypes.Uint8)},
+		{Name: "payload_len", Type: fsl(arrow.PrimitiveTypes.Int32)},
+		{Name: "label", Type: fsl(arrow.PrimitiveTypes.Int16)},
+	}, &md)
+}
+
+// WindowsToRecord builds one Arrow record batch from windows of size n.
+// The caller releases the record.
+func WindowsToRecord(mem memory.Allocator, n int, ws []*Window) (arrow.Record, error) {
+	b := array.NewRecordBuilder(mem, WindowArrowSchema(n))
+	defer b.Release()
+	for _, w := range ws {
+		if len(w.Label) != n {
+			return nil, fmt.Errorf("window %s has %d slots, dataset window size is %d", w.ID, len(w.Label), n)
+		}
+		for i, s := range []string{w.ID, w.Home, w.Session, w.View, w.Kind, w.Group} {
+			b.Field(i).(*array.StringBuilder).Append(s)
+		}
+		b.Field(6).(*array.Int32Builder).Append(int32(w.Len))
+		appendList(b.Field(7), w.TsNs, func(vb array.Builder, v int64) { vb.(*array.Int64Builder).Append(v) })
+		appendList(b.Field(8), w.DPort, appendI32)
+		appendList(b.Field(9), w.ProtoBits, appendU8)
+		appendList(b.Field(10), w.Direction, func(vb array.Builder, v int8) { vb.(*array.Int8Builder).Append(v) })
+		appendList(b.Field(11), w.FrameLen, appendI32)
+		appendList(b.Field(12), w.Interval, func(vb array.Builder, v float32) { vb.(*array.Float32Builder).Append(v) })
+		appendList(b.Field(13), w.TTL, appendU8)
+		appendList(b.Field(14), w.IPLen, appendI32)
+		appendList(b.Field(15), w.Transport, appendU8)
+		appendList(b.Field(16), w.TCPFlags, appendI32)
+		appendList(b.Field(17), w.TCPWindow, appendI32)
+		appendList(b.Field(18), w.TCPOptLen, appendU8)
+		appendList(b.Field(19), w.PayloadLen, appendI32)
+		appendList(b.Field(20), w.Label, func(vb array.Builder, v int16) { vb.(*array.Int16Builder).Append(v) })
+	}
+	return b.NewRecord(), nil
+}
+
+func appendI32(vb array.Builder, v int32) { vb.(*array.Int32Builder).Append(v) }
+func appendU8(vb array.Builder, v uint8)  { vb.(*array.Uint8Builder).Append(v) }
+
+func appendList[T any](fb array.Builder, vals []T, add func(array.Builder, T)) {
+	lb := fb.(*array.FixedSizeListBuilder)
+	lb.Append(true)
+	vb := lb.ValueBuilder()
+	for _, v := range vals {
+		add(vb, v)
+	}
+}
+
+// WindowsFromRecord reads the windows of one record batch written by WindowsToRecord.
+func WindowsFromRecord(rec arrow.Record) ([]*Window, error) {
+	md := rec.Schema().Metadata()
+	if v := md.FindKey("homemole.window.version"); v < 0 || md.Values()[v] != strconv.Itoa(WindowSchemaVersion) {
+		return nil, fmt.Errorf("read windows: feature-schema version is not %d; use a HomeMole build that matches the dataset", WindowSchemaVersion)
+	}
+	si := md.FindKey("homemole.window.size")
+	if si < 0 {
+		return nil, fmt.Errorf("read windows: no window size in schema metadata")
+	}
+	n, err := strconv.Atoi(md.Values()[si])
+	if err != nil || n <= 0 {
+		return nil, fmt.Errorf("read windows: bad window size %q", md.Values()[si])
+	}
+	if !rec.Schema().Equal(WindowArrowSchema(n)) {
+		return nil, fmt.Errorf("read windows: schema differs from the window schema v%d", WindowSchemaVersion)
+	}
+	rows := int(rec.NumRows())
+	out := make([]*Window, rows)
+	str := func(c int) *array.String { return rec.Column(c).(*array.String) }
+	vals := func(c int) arrow.Array { return rec.Column(c).(*array.FixedSizeList).ListValues() }
+	for r := 0; r < rows; r++ {
+		w := &Window{
+			ID: str(0).Value(r), Home: str(1).Value(r), Session: str(2).Value(r), View: str(3).Value(r),
+			Kind: str(4).Value(r), Group: str(5).Value(r),
+			Len: int(rec.Column(6).(*array.Int32).Value(r)),
+		}
+		lo, hi := r*n, (r+1)*n
+		w.TsNs = append([]int64(nil), vals(7).(*array.Int64).Int64Values()[lo:hi]...)
+		w.DPort = append([]int32(nil), vals(8).(*array.Int32).Int32Values()[lo:hi]...)
+		w.ProtoBits = append([]uint8(nil), vals(9).(*array.Uint8).Uint8Values()[lo:hi]...)
+		w.Direction = append([]int8(nil), vals(10).(*array.Int8).Int8Values()[lo:hi]...)
+		w.FrameLen = append([]int32(nil), vals(11).(*array.Int32).Int32Values()[lo:hi]...)
+		w.Interval = append([]float32(nil), vals(12).(*array.Float32).Float32Values()[lo:hi]...)
+		w.TTL = append([]uint8(nil), vals(13).(*array.Uint8).Uint8Values()[lo:hi]...)
+		w.IPLen = append([]int32(nil), vals(14).(*array.Int32).Int32Values()[lo:hi]...)
+		w.Transport = append([]uint8(nil), vals(15).(*array.Uint8).Uint8Values()[lo:hi]...)
+		w.TCPFlags = append([]int32(nil), vals(16).(*array.Int32).Int32Values()[lo:hi]...)
+		w.TCPWindow = append([]int32(nil), vals(17).(*array.Int32).Int32Values()[lo:hi]...)
+		w.TCPOptLen = append([]uint8(nil), vals(18).(*array.Uint8).Uint8Values()[lo:hi]...)
+		w.PayloadLen = append([]int32(nil), vals(19).(*array.Int32).Int32Values()[lo:hi]...)
+		w.Label = append([]int16(nil), vals(20).(*array.Int16).Int16Values()[lo:hi]...)
+		if w.Len < 0 || w.Len > n {
+			return nil, fmt.Errorf("read windows: window %s has %d packets in %d slots", w.ID, w.Len, n)
+		}
+		out[r] = w
+	}
+	return out, nil
+}
