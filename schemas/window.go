@@ -1,7 +1,10 @@
 package schemas
 
 import (
+	"bytes"
 	"fmt"
+	"github.com/apache/arrow/go/v15/arrow/ipc"
+	"io"
 	"strconv"
 
 	"github.com/apache/arrow/go/v15/arrow"
@@ -206,4 +209,82 @@ func WindowsFromRecord(rec arrow.Record) ([]*Window, error) {
 		out[r] = w
 	}
 	return out, nil
+}
+
+// EncodeWindows writes windows as one Arrow IPC file (one record batch).
+// The bytes depend only on the windows, so a rewrite is byte-identical.
+func EncodeWindows(n int, ws []*Window) ([]byte, error) {
+	rec, err := WindowsToRecord(memory.DefaultAllocator, n, ws)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	var buf seekBuffer
+	fw, err := ipc.NewFileWriter(&buf, ipc.WithSchema(rec.Schema()))
+	if err != nil {
+		return nil, fmt.Errorf("arrow file writer: %w", err)
+	}
+	if err := fw.Write(rec); err != nil {
+		return nil, fmt.Errorf("write arrow record: %w", err)
+	}
+	if err := fw.Close(); err != nil {
+		return nil, fmt.Errorf("close arrow file: %w", err)
+	}
+	return buf.buf, nil
+}
+
+// DecodeWindows reads every record batch of an Arrow IPC file of windows.
+func DecodeWindows(data []byte) ([]*Window, error) {
+	fr, err := ipc.NewFileReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("open arrow file: %w", err)
+	}
+	defer fr.Close()
+	var out []*Window
+	for i := 0; i < fr.NumRecords(); i++ {
+		rec, err := fr.Record(i)
+		if err != nil {
+			return nil, fmt.Errorf("arrow record %d: %w", i, err)
+		}
+		ws, err := WindowsFromRecord(rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ws...)
+	}
+	return out, nil
+}
+
+// seekBuffer is the in-memory io.WriteSeeker that Arrow's file writer needs.
+type seekBuffer struct {
+	buf []byte
+	pos int
+}
+
+func (b *seekBuffer) Write(p []byte) (int, error) {
+	if need := b.pos + len(p); need > len(b.buf) {
+		b.buf = append(b.buf, make([]byte, need-len(b.buf))...)
+	}
+	copy(b.buf[b.pos:], p)
+	b.pos += len(p)
+	return len(p), nil
+}
+
+func (b *seekBuffer) Seek(off int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = off
+	case io.SeekCurrent:
+		abs = int64(b.pos) + off
+	case io.SeekEnd:
+		abs = int64(len(b.buf)) + off
+	default:
+		return 0, fmt.Errorf("seek: bad whence %d", whence)
+	}
+	if abs < 0 {
+		return 0, fmt.Errorf("seek: negative position %d", abs)
+	}
+	b.pos = int(abs)
+	return abs, nil
 }

@@ -34,7 +34,7 @@ type Home struct {
 	Inventory []Device `yaml:"inventory"`
 	// InventoryFile, when set, is a YAML file holding the inventory list
 	// (relative to the campaign file); entries are appended to Inventory.
-	InventoryFile string `yaml:"inventory_file"`
+	InventoryFile string `yaml:"inventory_file,omitempty"`
 }
 
 // Gateway describes how the home reaches the internet; it decides packet
@@ -45,7 +45,7 @@ type Gateway struct {
 	Mode string `yaml:"mode"`
 	// MAC is the gateway's LAN-side address. A frame sent to it leaves the
 	// home; a frame from it enters. Optional when LANNets decides.
-	MAC string `yaml:"mac"`
+	MAC string `yaml:"mac,omitempty"`
 	// LANNets are the home's own prefixes. Empty means the private ranges
 	// (RFC 1918, IPv6 link-local and ULA), written out by Defaults so the
 	// decision is visible in the effective configuration.
@@ -57,9 +57,9 @@ type Tap struct {
 	Name string `yaml:"name"` // "lan" or "wan"
 	// Files are capture files (pcap or pcapng), relative to the campaign
 	// file; each is one capture session.
-	Files []string `yaml:"files"`
+	Files []string `yaml:"files,omitempty"`
 	// Interface is a live interface, instead of files.
-	Interface string `yaml:"interface"`
+	Interface string `yaml:"interface,omitempty"`
 }
 
 // Device is one inventory entry.

@@ -1,0 +1,177 @@
+// Package build runs a dataset build in one process: capture agents for
+// every home, a labeler and a windower, joined by JetStream exactly as the
+// separate workers of a cluster are, then assembles the manifest once every
+// published session has been windowed.
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/agent"
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/pipeline/label"
+	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/pipeline/window"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Build is one dataset build.
+type Build struct {
+	Campaign *campaign.Campaign
+	Spec     window.Spec
+	Bus      *bus.Conn
+	Store    store.Store
+	Log      *slog.Logger
+	// Timeout bounds the wait for the last session once publishing ended.
+	Timeout time.Duration
+}
+
+// Result summarises a build for people.
+type Result struct {
+	Manifest *dataset.Manifest
+	Agents   map[string]agent.Stats
+	Labels   map[string]label.Stats
+	Elapsed  time.Duration
+}
+
+// LabelsOf is the label vocabulary of a campaign: every inventory device
+// name, in first-seen order over homes, so it is stable for a campaign file.
+func LabelsOf(c *campaign.Campaign) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, h := range c.Homes {
+		for _, d := range h.Inventory {
+			if !seen[d.Name] {
+				seen[d.Name] = true
+				out = append(out, d.Name)
+			}
+		}
+	}
+	return out
+}
+
+// Run publishes, labels and windows the campaign, then writes the manifest.
+func (b *Build) Run(ctx context.Context) (*Result, error) {
+	start := time.Now()
+	if _, err := b.Store.Get(ctx, dataset.Key(b.Spec.Dataset, b.Spec.Version)); err == nil {
+		return nil, fmt.Errorf("dataset %s/%s already exists: choose another --version (datasets are immutable)", b.Spec.Dataset, b.Spec.Version)
+	}
+	lab, err := label.New(b.Campaign)
+	if err != nil {
+		return nil, err
+	}
+	win, err := window.New(b.Spec, b.Store, b.Log)
+	if err != nil {
+		return nil, err
+	}
+	wanted := map[string]bool{}
+	for _, h := range b.Campaign.Homes {
+		for _, t := range h.Taps {
+			for _, f := range t.Files {
+				wanted[h.Name+"/"+agent.SessionName(t.Name, f)] = true
+			}
+		}
+	}
+	win.Accept = func(home, session string) bool { return wanted[home+"/"+session] }
+	var mu sync.Mutex
+	done := map[string]bool{}
+	partCh := make(chan struct{}, 1)
+	win.OnPart = func(p window.Part) {
+		mu.Lock()
+		done[p.Home+"/"+p.Session] = true
+		mu.Unlock()
+		b.Log.Info("session windowed", "home", p.Home, "session", p.Session, "packets", p.Packets, "windows", p.Windows)
+		select {
+		case partCh <- struct{}{}:
+		default:
+		}
+	}
+
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	errCh := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		errCh <- lab.Run(wctx, b.Bus, "labeler-"+b.Campaign.Name, b.Log)
+	}()
+	go func() {
+		defer wg.Done()
+		errCh <- b.Bus.Consume(wctx, bus.ConsumerConfig{
+			Stream:        schemas.StreamLabeled,
+			Durable:       "windower-" + b.Spec.Dataset + "-" + b.Spec.Version,
+			Filter:        schemas.LabeledSubject(b.Campaign.Name, "*", "lan"),
+			MaxAckPending: 100000,
+			AckWait:       10 * time.Minute,
+		}, win.Handle)
+	}()
+
+	res := &Result{Agents: map[string]agent.Stats{}}
+	var expected []string
+	for _, h := range b.Campaign.Homes {
+		ag, err := agent.New(agent.Config{Campaign: b.Campaign.Name, Home: h, Log: b.Log})
+		if err != nil {
+			return nil, err
+		}
+		pub := b.Bus.NewAsyncPublisher(64)
+		if err := ag.RunFiles(ctx, pub); err != nil {
+			return nil, err
+		}
+		st := ag.Stats()
+		res.Agents[h.Name] = st
+		b.Log.Info("home published", "home", h.Name, "files", st.Files, "packets", st.Packets, "decode_errors", st.DecodeErrors, "read_errors", st.ReadErrors, "batches", st.Batches)
+		for _, s := range st.Sessions {
+			expected = append(expected, h.Name+"/"+s)
+		}
+	}
+	if len(expected) == 0 {
+		return nil, errors.New("no capture could be read: check the taps' files in the campaign")
+	}
+
+	timeout := b.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Minute
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		mu.Lock()
+		missing := 0
+		for _, s := range expected {
+			if !done[s] {
+				missing++
+			}
+		}
+		mu.Unlock()
+		if missing == 0 {
+			break
+		}
+		select {
+		case <-partCh:
+		case err := <-errCh:
+			return nil, fmt.Errorf("worker stopped during the build: %w", err)
+		case <-deadline.C:
+			return nil, fmt.Errorf("%d of %d sessions were not windowed within %s: check the labeler and windower logs", missing, len(expected), timeout)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	stopWorkers()
+	wg.Wait()
+	res.Labels = lab.Stats()
+	m, err := dataset.Assemble(ctx, b.Store, b.Spec)
+	if err != nil {
+		return nil, err
+	}
+	res.Manifest = m
+	res.Elapsed = time.Since(start)
+	return res, nil
+}

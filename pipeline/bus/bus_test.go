@@ -1,0 +1,133 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/schemas"
+)
+
+func connect(t *testing.T) *Conn {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	srv, err := embedded.Start(context.Background(), t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	c, err := Connect(context.Background(), Config{URL: srv.NATSURL}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func batch(offset uint64, n int) *schemas.Batch {
+	b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "c", Home: "h", Tap: "lan", Source: "c/h/lan/x.pcap", Session: "lan-x", FirstOffset: offset}
+	for i := 0; i < n; i++ {
+		b.Packets = append(b.Packets, schemas.Packet{Offset: offset + uint64(i), TsNs: int64(i), DPort: 53, FrameLen: 80})
+	}
+	return b
+}
+
+func TestPublishDeduplicatesRetries(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	subj := schemas.PacketSubject("c", "h", "lan")
+	pub := c.NewAsyncPublisher(4)
+	for round := 0; round < 2; round++ { // the second round is a restarted agent
+		for off := uint64(0); off < 100; off += 10 {
+			if err := pub.Publish(ctx, subj, batch(off, 10)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Publish(ctx, subj, batch(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.JS.Stream(ctx, schemas.StreamPackets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().State.Msgs; got != 10 {
+		t.Fatalf("stream holds %d messages, want 10", got)
+	}
+}
+
+func TestConsumeTerminatesMalformedAndRetriesFailures(t *testing.T) {
+	c := connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	subj := schemas.PacketSubject("c", "h", "lan")
+	// A malformed message, a good one, one that fails once, one that fails for good.
+	if _, err := c.JS.Publish(ctx, subj, []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []uint64{0, 10, 20} {
+		if err := c.Publish(ctx, subj, batch(off, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[uint64]int{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Consume(ctx, ConsumerConfig{Stream: schemas.StreamPackets, Durable: "t", Filter: subj}, func(_ context.Context, d *Delivery) error {
+			mu.Lock()
+			seen[d.Batch.FirstOffset]++
+			n := seen[d.Batch.FirstOffset]
+			finished := seen[0] >= 1 && seen[10] >= 2 && seen[20] >= 1
+			mu.Unlock()
+			if finished {
+				defer cancel()
+			}
+			switch {
+			case d.Batch.FirstOffset == 10 && n == 1:
+				return errors.New("store unreachable")
+			case d.Batch.FirstOffset == 20:
+				return Permanent(errors.New("unknown home"))
+			}
+			return d.Ack()
+		})
+	}()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if seen[0] != 1 || seen[10] != 2 || seen[20] != 1 {
+		t.Fatalf("deliveries %v: want the good batch once, the retried one twice, the permanent failure once", seen)
+	}
+	// Acks are fire-and-forget: give the server a moment to count them.
+	var pendingAcks, pending uint64
+	for range 50 {
+		info, err := c.JS.Consumer(context.Background(), schemas.StreamPackets, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci := info.CachedInfo()
+		pendingAcks, pending = uint64(ci.NumAckPending), ci.NumPending
+		if pendingAcks == 0 && pending == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("consumer left %d pending acks and %d pending messages", pendingAcks, pending)
+}
+
+func TestConnectUnreachable(t *testing.T) {
+	_, err := Connect(context.Background(), Config{URL: "nats://127.0.0.1:1"}, slog.New(slog.DiscardHandler))
+	if err == nil || !errors.Is(err, nats.ErrNoServers) {
+		t.Fatalf("got %v, want a clear no-servers error", err)
+	}
+}

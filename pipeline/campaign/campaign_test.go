@@ -1,0 +1,76 @@
+package campaign
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadGood(t *testing.T) {
+	c, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := c.Homes[0], c.Homes[1]
+	if want, _ := filepath.Abs("testdata/a.pcap"); mustAbs(t, h1.Taps[0].Files[0]) != want {
+		t.Errorf("tap file not resolved against the campaign file: %s", h1.Taps[0].Files[0])
+	}
+	if h2.Gateway.Mode != "napt" || len(h2.Gateway.LANNets) != len(DefaultLANNets) {
+		t.Errorf("defaults not applied: %+v", h2.Gateway)
+	}
+	if len(h2.Inventory) != 1 || h2.Inventory[0].Category != CategoryIoT {
+		t.Errorf("inventory file not read with its default category: %+v", h2.Inventory)
+	}
+	idx, err := h1.MACIndex()
+	if err != nil || len(idx) != 2 {
+		t.Fatalf("MAC index: %v %v", idx, err)
+	}
+	if h1.GatewayMAC().String() != "02:00:00:00:00:01" {
+		t.Errorf("gateway MAC %s", h1.GatewayMAC())
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestLoadBad(t *testing.T) {
+	want := map[string]string{
+		"unknown-field":      "field colour not found",
+		"bad-name":           "not allowed",
+		"no-homes":           "no homes",
+		"bad-mode":           "want napt or vpn",
+		"bad-prefix":         "CIDR",
+		"dup-mac":            "already belongs to a",
+		"bad-mac":            "6 hex bytes",
+		"tap-without-source": "either files or interface",
+		"bad-category":       "want iot or non-iot",
+		"dup-home":           "appears twice",
+		"broken":             "decode YAML",
+	}
+	files, _ := filepath.Glob("testdata/*.bad.yaml")
+	if len(files) != len(want) {
+		t.Fatalf("%d bad files, %d expectations", len(files), len(want))
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".bad.yaml")
+		_, err := Load(f)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), want[name]) || !strings.Contains(err.Error(), f) {
+			t.Errorf("%s: error %q should name the file and say %q", name, err, want[name])
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	if _, err := Load("testdata/nope.yaml"); err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,189 @@
+// Package dataset assembles, verifies and reads dataset versions: the
+// manifest that names every window object with its size and SHA-256, and
+// the reader trainers use.
+package dataset
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/pipeline/window"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Manifest describes one dataset version. It holds no timestamps, so a
+// rebuild from the same captures yields the same bytes.
+type Manifest struct {
+	Dataset              string         `json:"dataset"`
+	Version              string         `json:"version"`
+	FeatureSchemaVersion int            `json:"feature_schema_version"`
+	Kind                 string         `json:"kind"`
+	WindowSize           int            `json:"window_size"`
+	Labels               []string       `json:"labels"`
+	Windows              int            `json:"windows"`
+	Packets              int            `json:"packets"`
+	UnlabeledPackets     int            `json:"unlabeled_packets"`
+	WindowsPerDevice     map[string]int `json:"windows_per_device"`
+	WindowsPerView       map[string]int `json:"windows_per_view"`
+	// Groups are the units cross-validation keeps on one side of a split:
+	// home/session.
+	Groups []string      `json:"groups"`
+	Parts  []window.Part `json:"parts"`
+}
+
+// Key is the manifest's object key.
+func Key(dataset, version string) string {
+	return path.Join("datasets", dataset, version, "manifest.json")
+}
+
+// Assemble collects the part records the windowers wrote for spec and writes
+// the manifest. It is written last, after every object it names.
+func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest, error) {
+	objs, err := st.List(ctx, spec.Prefix()+"/")
+	if err != nil {
+		return nil, fmt.Errorf("assemble manifest of %s/%s: %w", spec.Dataset, spec.Version, err)
+	}
+	m := &Manifest{
+		Dataset: spec.Dataset, Version: spec.Version, FeatureSchemaVersion: schemas.WindowSchemaVersion,
+		Kind: spec.Kind, WindowSize: spec.Size, Labels: spec.Labels,
+		WindowsPerDevice: map[string]int{}, WindowsPerView: map[string]int{},
+	}
+	for _, o := range objs {
+		if path.Base(o.Key) != window.PartSuffix {
+			continue
+		}
+		data, err := st.Get(ctx, o.Key)
+		if err != nil {
+			return nil, err
+		}
+		var p window.Part
+		if err := json.Unmarshal(data, &p); err != nil {
+			return nil, fmt.Errorf("part record %s: %w", st.Location(o.Key), err)
+		}
+		m.Parts = append(m.Parts, p)
+		m.Windows += p.Windows
+		m.Packets += p.Packets
+		m.UnlabeledPackets += p.Unlabeled
+		m.WindowsPerView[p.View] += p.Windows
+		for d, n := range p.PerDevice {
+			m.WindowsPerDevice[d] += n
+		}
+		m.Groups = append(m.Groups, p.Home+"/"+p.Session)
+	}
+	if len(m.Parts) == 0 {
+		return nil, fmt.Errorf("assemble manifest of %s/%s: no sessions were windowed under %s", spec.Dataset, spec.Version, st.Location(spec.Prefix()))
+	}
+	sort.Strings(m.Groups)
+	m.Groups = compactStrings(m.Groups)
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.Put(ctx, Key(spec.Dataset, spec.Version), data, "application/json"); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func compactStrings(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Load reads a dataset version's manifest.
+func Load(ctx context.Context, st store.Store, dataset, version string) (*Manifest, error) {
+	data, err := st.Get(ctx, Key(dataset, version))
+	if err != nil {
+		return nil, fmt.Errorf("open dataset %s/%s: %w (list datasets with `homemole dataset ls`)", dataset, version, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", st.Location(Key(dataset, version)), err)
+	}
+	if m.FeatureSchemaVersion != schemas.WindowSchemaVersion {
+		return nil, fmt.Errorf("dataset %s/%s has feature schema v%d, this build reads v%d: rebuild the dataset or use a matching HomeMole",
+			dataset, version, m.FeatureSchemaVersion, schemas.WindowSchemaVersion)
+	}
+	return &m, nil
+}
+
+// Verify re-reads every object the manifest names and checks its size,
+// SHA-256 and window count.
+func Verify(ctx context.Context, st store.Store, m *Manifest) error {
+	var errs []error
+	for _, p := range m.Parts {
+		n := 0
+		for _, o := range p.Objects {
+			data, err := st.Get(ctx, o.Key)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			sum := sha256.Sum256(data)
+			if int64(len(data)) != o.Size || hex.EncodeToString(sum[:]) != o.SHA256 {
+				errs = append(errs, fmt.Errorf("%s: size or SHA-256 differs from the manifest", st.Location(o.Key)))
+				continue
+			}
+			ws, err := schemas.DecodeWindows(data)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", st.Location(o.Key), err))
+				continue
+			}
+			n += len(ws)
+		}
+		if n != p.Windows {
+			errs = append(errs, fmt.Errorf("session %s/%s: %d windows in objects, manifest says %d", p.Home, p.Session, n, p.Windows))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Windows reads the windows of the groups keep accepts (nil keeps all).
+func Windows(ctx context.Context, st store.Store, m *Manifest, keep func(group string) bool) ([]*schemas.Window, error) {
+	var out []*schemas.Window
+	for _, p := range m.Parts {
+		if keep != nil && !keep(p.Home+"/"+p.Session) {
+			continue
+		}
+		for _, o := range p.Objects {
+			data, err := st.Get(ctx, o.Key)
+			if err != nil {
+				return nil, err
+			}
+			ws, err := schemas.DecodeWindows(data)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", st.Location(o.Key), err)
+			}
+			out = append(out, ws...)
+		}
+	}
+	return out, nil
+}
+
+// List names the dataset versions in the store, as "dataset/version".
+func List(ctx context.Context, st store.Store) ([]string, error) {
+	objs, err := st.List(ctx, "datasets/")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, o := range objs {
+		if strings.HasSuffix(o.Key, "/manifest.json") {
+			out = append(out, strings.TrimSuffix(strings.TrimPrefix(o.Key, "datasets/"), "/manifest.json"))
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,120 @@
+// Package endpoints decides where a process finds NATS and S3: the
+// endpoints it is given (cluster mode), or embedded servers it starts itself
+// (the default). Everything after this point is the same code in both modes.
+package endpoints
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/store"
+)
+
+// Config holds the endpoint settings every worker shares. Each field has a
+// flag and an environment variable; the flag wins.
+type Config struct {
+	Home      string // HOMEMOLE_HOME: embedded state, default ./.homemole
+	NATSURL   string // HOMEMOLE_NATS_URL
+	Replicas  int    // HOMEMOLE_NATS_REPLICAS
+	S3        string // HOMEMOLE_S3_ENDPOINT (host:port)
+	S3Bucket  string // HOMEMOLE_S3_BUCKET
+	S3TLS     bool   // HOMEMOLE_S3_TLS
+	AccessKey string // HOMEMOLE_S3_ACCESS_KEY (never a flag: flags show in ps)
+	SecretKey string // HOMEMOLE_S3_SECRET_KEY (never a flag)
+}
+
+// FromEnv reads the environment.
+func FromEnv() Config {
+	c := Config{
+		Home:      os.Getenv("HOMEMOLE_HOME"),
+		NATSURL:   os.Getenv("HOMEMOLE_NATS_URL"),
+		S3:        os.Getenv("HOMEMOLE_S3_ENDPOINT"),
+		S3Bucket:  os.Getenv("HOMEMOLE_S3_BUCKET"),
+		S3TLS:     os.Getenv("HOMEMOLE_S3_TLS") == "true",
+		AccessKey: os.Getenv("HOMEMOLE_S3_ACCESS_KEY"),
+		SecretKey: os.Getenv("HOMEMOLE_S3_SECRET_KEY"),
+	}
+	if c.Home == "" {
+		c.Home = ".homemole"
+	}
+	if c.S3Bucket == "" {
+		c.S3Bucket = "homemole"
+	}
+	if os.Getenv("HOMEMOLE_NATS_REPLICAS") == "3" {
+		c.Replicas = 3
+	}
+	return c
+}
+
+// Register adds the endpoint flags to fs, defaulting to the environment.
+func (c *Config) Register(fs *flag.FlagSet) {
+	fs.StringVar(&c.Home, "home", c.Home, "folder for embedded state: JetStream store, S3 buckets, demo captures, reports (env HOMEMOLE_HOME)")
+	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS URL of a JetStream cluster; empty starts an embedded server (env HOMEMOLE_NATS_URL)")
+	fs.StringVar(&c.S3, "s3", c.S3, "S3 endpoint host:port (MinIO); empty starts an embedded S3 server; keys from HOMEMOLE_S3_ACCESS_KEY and HOMEMOLE_S3_SECRET_KEY (env HOMEMOLE_S3_ENDPOINT)")
+	fs.StringVar(&c.S3Bucket, "bucket", c.S3Bucket, "S3 bucket for datasets, models and reports (env HOMEMOLE_S3_BUCKET)")
+	fs.BoolVar(&c.S3TLS, "s3-tls", c.S3TLS, "use TLS to S3 (env HOMEMOLE_S3_TLS=true)")
+}
+
+// Env is an opened set of endpoints.
+type Env struct {
+	Bus   *bus.Conn
+	Store store.Store
+	// Embedded is true when this process runs its own servers.
+	Embedded bool
+	// NATSURL and S3Endpoint are the endpoints in use.
+	NATSURL, S3Endpoint string
+	servers             *embedded.Servers
+}
+
+// Open connects to the configured endpoints, starting embedded servers
+// for whichever is not configured.
+func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, error) {
+	env := &Env{}
+	natsURL, s3 := c.NATSURL, store.S3Config{Endpoint: c.S3, AccessKey: c.AccessKey, SecretKey: c.SecretKey, Bucket: c.S3Bucket, TLS: c.S3TLS}
+	if natsURL == "" || s3.Endpoint == "" {
+		dir, err := filepath.Abs(c.Home)
+		if err != nil {
+			return nil, fmt.Errorf("embedded state folder %q: %w", c.Home, err)
+		}
+		srv, err := embedded.Start(ctx, dir, log)
+		if err != nil {
+			return nil, err
+		}
+		env.servers, env.Embedded = srv, true
+		if natsURL == "" {
+			natsURL = srv.NATSURL
+		}
+		if s3.Endpoint == "" {
+			s3 = store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: c.S3Bucket}
+		}
+	}
+	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: c.Replicas, Name: name}, log)
+	if err != nil {
+		env.Close()
+		return nil, err
+	}
+	env.Bus, env.NATSURL, env.S3Endpoint = conn, natsURL, s3.Endpoint
+	st, err := store.OpenS3(ctx, s3)
+	if err != nil {
+		env.Close()
+		return nil, err
+	}
+	env.Store = st
+	return env, nil
+}
+
+// Close releases the connection and stops embedded servers.
+func (e *Env) Close() {
+	if e.Bus != nil {
+		e.Bus.Close()
+	}
+	if e.servers != nil {
+		e.servers.Close()
+	}
+}

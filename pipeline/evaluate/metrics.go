@@ -1,0 +1,180 @@
+// Package evaluate judges per-packet predictions the way the HomeMole paper
+// does (overall accuracy, category accuracy per device, confusion matrices)
+// and writes the report people read: report.json and a self-contained
+// report.html with plots.
+package evaluate
+
+import (
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Confusion counts packets by true class (row) and predicted class (column).
+type Confusion struct {
+	Labels []string `json:"labels"`
+	Counts [][]int  `json:"counts"`
+}
+
+// NewConfusion makes an empty matrix over labels.
+func NewConfusion(labels []string) *Confusion {
+	c := &Confusion{Labels: labels, Counts: make([][]int, len(labels))}
+	for i := range c.Counts {
+		c.Counts[i] = make([]int, len(labels))
+	}
+	return c
+}
+
+// Add counts one packet. Unlabeled packets (truth < 0) are not judged.
+func (c *Confusion) Add(truth, pred int) error {
+	if truth < 0 {
+		return nil
+	}
+	if truth >= len(c.Labels) || pred < 0 || pred >= len(c.Labels) {
+		return fmt.Errorf("class out of range: truth %d, prediction %d, %d classes", truth, pred, len(c.Labels))
+	}
+	c.Counts[truth][pred]++
+	return nil
+}
+
+// Merge adds another matrix over the same labels.
+func (c *Confusion) Merge(o *Confusion) {
+	for i := range c.Counts {
+		for j := range c.Counts[i] {
+			c.Counts[i][j] += o.Counts[i][j]
+		}
+	}
+}
+
+// Total is the number of judged packets.
+func (c *Confusion) Total() int {
+	n := 0
+	for _, row := range c.Counts {
+		for _, v := range row {
+			n += v
+		}
+	}
+	return n
+}
+
+// Accuracy is the seed's overall accuracy: correctly labeled packets over all packets.
+func (c *Confusion) Accuracy() float64 {
+	ok := 0
+	for i := range c.Counts {
+		ok += c.Counts[i][i]
+	}
+	if t := c.Total(); t > 0 {
+		return float64(ok) / float64(t)
+	}
+	return math.NaN()
+}
+
+// ClassMetrics are one device's figures.
+type ClassMetrics struct {
+	Device  string `json:"device"`
+	Packets int    `json:"packets"`
+	// Accuracy is the seed's category accuracy: the share of this device's
+	// packets labeled as this device (its recall).
+	Accuracy  float64 `json:"accuracy"`
+	Precision float64 `json:"precision"`
+	F1        float64 `json:"f1"`
+}
+
+// PerClass computes each device's figures; devices without packets in the
+// evaluated data are left out rather than reported as zero.
+func (c *Confusion) PerClass() []ClassMetrics {
+	var out []ClassMetrics
+	for i, name := range c.Labels {
+		support, predicted := 0, 0
+		for j := range c.Counts {
+			support += c.Counts[i][j]
+			predicted += c.Counts[j][i]
+		}
+		if support == 0 {
+			continue
+		}
+		tp := float64(c.Counts[i][i])
+		rec := tp / float64(support)
+		prec := 0.0
+		if predicted > 0 {
+			prec = tp / float64(predicted)
+		}
+		f1 := 0.0
+		if prec+rec > 0 {
+			f1 = 2 * prec * rec / (prec + rec)
+		}
+		out = append(out, ClassMetrics{Device: name, Packets: support, Accuracy: rec, Precision: prec, F1: f1})
+	}
+	return out
+}
+
+// MacroF1 averages F1 over the devices present in the evaluated data.
+func (c *Confusion) MacroF1() float64 {
+	pc := c.PerClass()
+	if len(pc) == 0 {
+		return math.NaN()
+	}
+	s := 0.0
+	for _, m := range pc {
+		s += m.F1
+	}
+	return s / float64(len(pc))
+}
+
+// SessionVote is the device a whole capture session is named as, by
+// majority of its packets' predictions, beside the majority of its labels.
+type SessionVote struct {
+	Group     string `json:"group"`
+	Truth     string `json:"truth"`
+	Predicted string `json:"predicted"`
+	Packets   int    `json:"packets"`
+}
+
+// Voter tallies predictions per session.
+type Voter struct {
+	labels []string
+	truth  map[string][]int
+	pred   map[string][]int
+}
+
+// NewVoter makes a voter over labels.
+func NewVoter(labels []string) *Voter {
+	return &Voter{labels: labels, truth: map[string][]int{}, pred: map[string][]int{}}
+}
+
+// Add counts one judged packet of group.
+func (v *Voter) Add(group string, truth, pred int) {
+	if truth < 0 || truth >= len(v.labels) || pred < 0 || pred >= len(v.labels) {
+		return
+	}
+	if v.truth[group] == nil {
+		v.truth[group] = make([]int, len(v.labels))
+		v.pred[group] = make([]int, len(v.labels))
+	}
+	v.truth[group][truth]++
+	v.pred[group][pred]++
+}
+
+// Votes returns one vote per group, sorted by group.
+func (v *Voter) Votes() []SessionVote {
+	var out []SessionVote
+	for g, t := range v.truth {
+		n := 0
+		for _, x := range t {
+			n += x
+		}
+		out = append(out, SessionVote{Group: g, Truth: v.labels[argmax(t)], Predicted: v.labels[argmax(v.pred[g])], Packets: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
+	return out
+}
+
+func argmax(xs []int) int {
+	b := 0
+	for i, x := range xs {
+		if x > xs[b] {
+			b = i
+		}
+	}
+	return b
+}

@@ -1,0 +1,139 @@
+// Package store keeps datasets, checkpoints and reports in S3-compatible
+// object storage (MinIO in a cluster, the embedded server on one machine),
+// through minio-go in both cases.
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// Store is the seam every stage writes objects through.
+type Store interface {
+	Put(ctx context.Context, key string, data []byte, contentType string) (ObjectInfo, error)
+	Get(ctx context.Context, key string) ([]byte, error)
+	List(ctx context.Context, prefix string) ([]ObjectInfo, error)
+	// Location renders a key the way a person finds it (s3://bucket/key).
+	Location(key string) string
+}
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Key    string `json:"key"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// ErrNotFound is returned by Get for a missing key.
+var ErrNotFound = errors.New("object not found")
+
+// S3Config says where the object store is. Credentials come from the
+// environment or a Kubernetes Secret and are never logged.
+type S3Config struct {
+	Endpoint  string // host:port
+	AccessKey string
+	SecretKey string
+	Bucket    string
+	TLS       bool
+	Region    string
+}
+
+// S3 is a Store on an S3-compatible server.
+type S3 struct {
+	cli    *minio.Client
+	bucket string
+}
+
+// OpenS3 connects and creates the bucket when it does not exist yet.
+func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
+	if cfg.Endpoint == "" {
+		return nil, errors.New("S3 endpoint is empty: set --s3 or HOMEMOLE_S3_ENDPOINT, or leave both empty for the embedded store")
+	}
+	if len(cfg.Bucket) < 3 {
+		return nil, fmt.Errorf("S3 bucket %q: names need at least 3 characters", cfg.Bucket)
+	}
+	cli, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure: cfg.TLS,
+		Region: cfg.Region,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("S3 client for %s: %w", cfg.Endpoint, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ok, err := cli.BucketExists(cctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("reach S3 at %s (bucket %s): %w (is the server up and are HOMEMOLE_S3_ACCESS_KEY/HOMEMOLE_S3_SECRET_KEY right?)", cfg.Endpoint, cfg.Bucket, err)
+	}
+	if !ok {
+		if err := cli.MakeBucket(cctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
+			// Another worker may have created it in between.
+			if ok2, err2 := cli.BucketExists(cctx, cfg.Bucket); err2 != nil || !ok2 {
+				return nil, fmt.Errorf("create bucket %s on %s: %w", cfg.Bucket, cfg.Endpoint, err)
+			}
+		}
+	}
+	return &S3{cli: cli, bucket: cfg.Bucket}, nil
+}
+
+// Put writes an object whole; a retry with the same key and bytes rewrites
+// the same object, which is what makes deterministic names crash-safe.
+func (s *S3) Put(ctx context.Context, key string, data []byte, contentType string) (ObjectInfo, error) {
+	if contentType == "" {
+		contentType = "application/octet-stream"
+	}
+	sum := sha256.Sum256(data)
+	_, err := s.cli.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{
+		ContentType:  contentType,
+		UserMetadata: map[string]string{"sha256": hex.EncodeToString(sum[:])},
+	})
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("put %s: %w", s.Location(key), err)
+	}
+	return ObjectInfo{Key: key, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}, nil
+}
+
+// Get reads an object whole.
+func (s *S3) Get(ctx context.Context, key string) ([]byte, error) {
+	obj, err := s.cli.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", s.Location(key), err)
+	}
+	defer obj.Close()
+	data, err := io.ReadAll(obj)
+	if err != nil {
+		var er minio.ErrorResponse
+		if errors.As(err, &er) && er.Code == "NoSuchKey" {
+			return nil, fmt.Errorf("get %s: %w", s.Location(key), ErrNotFound)
+		}
+		return nil, fmt.Errorf("get %s: %w", s.Location(key), err)
+	}
+	return data, nil
+}
+
+// List returns the objects under prefix, sorted by key.
+func (s *S3) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
+	var out []ObjectInfo
+	for o := range s.cli.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			return nil, fmt.Errorf("list %s: %w", s.Location(prefix), o.Err)
+		}
+		out = append(out, ObjectInfo{Key: o.Key, Size: o.Size})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// Location renders a key as s3://bucket/key.
+func (s *S3) Location(key string) string { return "s3://" + s.bucket + "/" + key }

@@ -1,0 +1,105 @@
+// Command homemole is HomeMole's command line: it runs the whole pipeline
+// in one process on embedded servers (demo, build, train), or one worker of
+// it against a NATS JetStream cluster and MinIO.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, log *slog.Logger, args []string) error
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"demo":    {"generate a smart home, build a dataset, train a BLSTM and report, all embedded", runDemo},
+		"build":   {"build a dataset version from a campaign file (capture -> label -> window -> manifest)", runBuild},
+		"train":   {"train and evaluate a model on a dataset version; writes checkpoint and report", runTrain},
+		"dataset": {"list and verify datasets: dataset ls | dataset verify --dataset NAME --version V", runDataset},
+		"serve":   {"run the embedded NATS and S3 servers only, for workers in other processes", runServe},
+	}
+}
+
+const overview = `homemole fingerprints IoT devices from the metadata of their traffic.
+
+A campaign file names homes, each with a gateway, taps (capture files or
+interfaces) and an inventory of MAC -> device. Capture agents publish packet
+metadata to NATS JetStream, labelers label it from the inventory, windowers
+cut traffic windows into Arrow objects on S3, and trainers learn the
+HomeMole BLSTM from them.
+
+Without --nats and --s3 every command starts embedded servers with their
+state under --home (default ./.homemole).
+
+Usage: homemole COMMAND [flags]   (homemole COMMAND --help for its flags)
+
+Commands:
+`
+
+func main() {
+	cli.Main(func(ctx context.Context, log *slog.Logger) error {
+		cmds := commands()
+		if len(os.Args) < 2 || os.Args[1] == "help" || os.Args[1] == "-h" || os.Args[1] == "--help" {
+			fmt.Fprint(os.Stderr, usage(cmds))
+			if len(os.Args) < 2 {
+				return cli.Usagef("no command given")
+			}
+			return nil
+		}
+		c, ok := cmds[os.Args[1]]
+		if !ok {
+			fmt.Fprint(os.Stderr, usage(cmds))
+			return cli.Usagef("unknown command %q", os.Args[1])
+		}
+		return c.run(ctx, log, os.Args[2:])
+	})
+}
+
+func usage(cmds map[string]command) string {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString(overview)
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %-9s %s\n", n, cmds[n].summary)
+	}
+	b.WriteString("\nEnvironment: HOMEMOLE_HOME, HOMEMOLE_NATS_URL, HOMEMOLE_S3_ENDPOINT, HOMEMOLE_S3_BUCKET,\nHOMEMOLE_S3_ACCESS_KEY, HOMEMOLE_S3_SECRET_KEY, HOMEMOLE_LOG (debug|info|warn|error), HOMEMOLE_LOG_FORMAT (json).\n")
+	return b.String()
+}
+
+// newFlags makes a flag set whose --help explains the command.
+func newFlags(name, synopsis, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: homemole %s %s\n\n%s\n\nFlags:\n", name, synopsis, about)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags and refuses stray arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return cli.Usagef("%s: %v", fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("%s: unexpected argument %q (flags come as --name value)", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}

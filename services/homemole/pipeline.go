@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/build"
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/train"
+	"github.com/homemole/homemole/pipeline/window"
+	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+func runBuild(ctx context.Context, log *slog.Logger, args []string) error {
+	ep := endpoints.FromEnv()
+	fs := newFlags("build", "--campaign FILE --dataset NAME [--version V] [--kind ind|noise] [--window N]",
+		"Publishes every capture of the campaign's homes, labels the LAN packets from each home's\n"+
+			"inventory, cuts traffic windows and writes them with a manifest to S3 under\n"+
+			"datasets/NAME/V/. Datasets are immutable: a version is built once.")
+	ep.Register(fs)
+	file := fs.String("campaign", "", "campaign file (YAML): homes, taps, inventories")
+	spec := window.Spec{}
+	fs.StringVar(&spec.Dataset, "dataset", "", "dataset name")
+	fs.StringVar(&spec.Version, "version", "v1", "dataset version")
+	fs.StringVar(&spec.Kind, "kind", schemas.KindInd, "ind: one device's own packets per window (pure IoT); noise: the home's merged stream")
+	fs.IntVar(&spec.Size, "window", 100, "packets per window (the paper studies 20, 40 and 100)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *file == "" || spec.Dataset == "" {
+		return cli.Usagef("build needs --campaign FILE and --dataset NAME")
+	}
+	c, err := campaign.Load(*file)
+	if err != nil {
+		return err
+	}
+	spec.Labels = build.LabelsOf(c)
+	env, err := endpoints.Open(ctx, ep, "homemole-build", log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	res, err := (&build.Build{Campaign: c, Spec: spec, Bus: env.Bus, Store: env.Store, Log: log}).Run(ctx)
+	if err != nil {
+		return err
+	}
+	printBuild(res, env)
+	return nil
+}
+
+func printBuild(res *build.Result, env *endpoints.Env) {
+	m := res.Manifest
+	fmt.Printf("\nDataset %s/%s built in %s\n", m.Dataset, m.Version, res.Elapsed.Round(time.Millisecond))
+	for home, st := range res.Agents {
+		fmt.Printf("  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures\n", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
+	}
+	fmt.Printf("  %d windows of %d packets (%s) from %d sessions; %d packets, %d of them unlabeled\n",
+		m.Windows, m.WindowSize, m.Kind, len(m.Groups), m.Packets, m.UnlabeledPackets)
+	for _, l := range m.Labels {
+		if n := m.WindowsPerDevice[l]; n > 0 {
+			fmt.Printf("    %-22s %6d windows\n", l, n)
+		}
+	}
+	fmt.Printf("  manifest: %s\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)))
+}
+
+func modelFlags(fs *flag.FlagSet) *learn.Config {
+	cfg := learn.DefaultConfig()
+	fs.Func("model", "blstm (bidirectional, default) or lstm", func(s string) error {
+		switch s {
+		case "blstm":
+			cfg.Bidirectional = true
+		case "lstm":
+			cfg.Bidirectional = false
+		default:
+			return fmt.Errorf("model %q: want blstm or lstm", s)
+		}
+		return nil
+	})
+	fs.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "training epochs (paper: 15)")
+	fs.IntVar(&cfg.BatchSize, "batch", cfg.BatchSize, "windows per training batch")
+	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate (paper: 0.001)")
+	return &cfg
+}
+
+func runTrain(ctx context.Context, log *slog.Logger, args []string) error {
+	ep := endpoints.FromEnv()
+	fs := newFlags("train", "--dataset NAME [--version V] [--model blstm|lstm] [--epochs N] [--run NAME]",
+		"Trains the HomeMole model on a dataset version, holding out a share of the capture\n"+
+			"sessions, labels every held-out packet and writes models/RUN/model.ckpt and\n"+
+			"reports/RUN/report.{json,html}.")
+	ep.Register(fs)
+	name := fs.String("dataset", "", "dataset name")
+	version := fs.String("version", "v1", "dataset version")
+	run := fs.String("run", "", "run name (default: dataset-model-time)")
+	seed := fs.Uint64("seed", 1, "seed of the split and the training")
+	share := fs.Float64("test-share", 0.2, "share of capture sessions held out for evaluation")
+	cfg := modelFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *name == "" {
+		return cli.Usagef("train needs --dataset NAME")
+	}
+	env, err := endpoints.Open(ctx, ep, "homemole-train", log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	if *run == "" {
+		*run = fmt.Sprintf("%s-%s-%s", *name, cfg.Name(), time.Now().UTC().Format("20060102T150405"))
+	}
+	cfg.Seed = int64(*seed)
+	out, err := trainAndReport(ctx, log, env, train.Job{Dataset: *name, Version: *version, Run: *run, Model: *cfg, TestShare: *share, Seed: *seed}, filepath.Join(ep.Home, "reports"))
+	if err != nil {
+		return err
+	}
+	fmt.Print("\n" + out.Report.Summary())
+	return nil
+}
+
+// trainAndReport runs a training job with terminal progress and copies the
+// report next to the embedded state, where a browser can open it.
+func trainAndReport(ctx context.Context, log *slog.Logger, env *endpoints.Env, job train.Job, localDir string) (*train.Outcome, error) {
+	job.Store, job.Log = env.Store, log
+	job.Progress = func(e learn.EpochStats) {
+		log.Info("epoch", "epoch", fmt.Sprintf("%d/%d", e.Epoch, job.Model.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
+			"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))
+	}
+	out, err := job.Run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(localDir, job.Run)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("report folder: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.html"), out.HTML, 0o644); err != nil {
+		return nil, fmt.Errorf("write report: %w", err)
+	}
+	js, err := out.Report.JSON()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.json"), js, 0o644); err != nil {
+		return nil, fmt.Errorf("write report: %w", err)
+	}
+	out.ReportHTML = filepath.Join(dir, "report.html")
+	return out, nil
+}
+
+func runDataset(ctx context.Context, log *slog.Logger, args []string) error {
+	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify") {
+		return cli.Usagef("dataset needs a subcommand: ls | verify --dataset NAME --version V")
+	}
+	ep := endpoints.FromEnv()
+	fs := newFlags("dataset "+args[0], "[--dataset NAME --version V]",
+		"ls lists the dataset versions in the store; verify re-reads every object of a\n"+
+			"version and checks its size, SHA-256 and window count against the manifest.")
+	ep.Register(fs)
+	name := fs.String("dataset", "", "dataset name (verify)")
+	version := fs.String("version", "v1", "dataset version (verify)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	env, err := endpoints.Open(ctx, ep, "homemole-dataset", log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	if args[0] == "ls" {
+		names, err := dataset.List(ctx, env.Store)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			fmt.Println(n)
+		}
+		return nil
+	}
+	if *name == "" {
+		return cli.Usagef("dataset verify needs --dataset NAME")
+	}
+	m, err := dataset.Load(ctx, env.Store, *name, *version)
+	if err != nil {
+		return err
+	}
+	if err := dataset.Verify(ctx, env.Store, m); err != nil {
+		return fmt.Errorf("dataset %s/%s failed verification:\n%w", *name, *version, err)
+	}
+	objs := 0
+	for _, p := range m.Parts {
+		objs += len(p.Objects)
+	}
+	fmt.Printf("dataset %s/%s verified: %d objects, %d windows, hashes and counts match the manifest\n", *name, *version, objs, m.Windows)
+	return nil
+}
+
+func runServe(ctx context.Context, log *slog.Logger, args []string) error {
+	ep := endpoints.FromEnv()
+	fs := newFlags("serve", "[--home DIR]",
+		"Starts the embedded NATS (JetStream) and S3 servers and keeps them up until\n"+
+			"interrupted, so workers in other processes can share them.")
+	fs.StringVar(&ep.Home, "home", ep.Home, "folder for the servers' state (env HOMEMOLE_HOME)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ep.NATSURL, ep.S3 = "", ""
+	env, err := endpoints.Open(ctx, ep, "homemole-serve", log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	// The embedded server's keys are fixed and loopback-only: printing them gives nothing away.
+	fmt.Printf("HOMEMOLE_NATS_URL=%s\nHOMEMOLE_S3_ENDPOINT=%s\nHOMEMOLE_S3_ACCESS_KEY=%s\nHOMEMOLE_S3_SECRET_KEY=%s\n",
+		env.NATSURL, env.S3Endpoint, embedded.S3AccessKey, embedded.S3SecretKey)
+	<-ctx.Done()
+	return nil
+}
