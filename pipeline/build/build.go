@@ -63,6 +63,9 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	if _, err := b.Store.Get(ctx, dataset.Key(b.Spec.Dataset, b.Spec.Version)); err == nil {
 		return nil, fmt.Errorf("dataset %s/%s already exists: choose another --version (datasets are immutable)", b.Spec.Dataset, b.Spec.Version)
 	}
+	if err := window.SaveSpec(ctx, b.Store, b.Spec); err != nil {
+		return nil, err
+	}
 	lab, err := label.New(b.Campaign)
 	if err != nil {
 		return nil, err

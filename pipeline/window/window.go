@@ -292,3 +292,33 @@ func Cut(spec Spec, home, view, sess string, pkts []schemas.Packet, labels []int
 	}
 	return out
 }
+
+// SpecKey is where a build records its spec, so that the manifest can be
+// assembled by any process once the windowers are done.
+func (s *Spec) SpecKey() string { return path.Join(s.Prefix(), "_spec.json") }
+
+// SaveSpec records the spec; a spec already there must be the same.
+func SaveSpec(ctx context.Context, st store.Store, s Spec) error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if old, err := st.Get(ctx, s.SpecKey()); err == nil && string(old) != string(data) {
+		return fmt.Errorf("dataset %s/%s was started with another spec (%s): choose another version", s.Dataset, s.Version, st.Location(s.SpecKey()))
+	}
+	_, err = st.Put(ctx, s.SpecKey(), data, "application/json")
+	return err
+}
+
+// LoadSpec reads the spec a build recorded.
+func LoadSpec(ctx context.Context, st store.Store, dataset, version string) (Spec, error) {
+	s := Spec{Dataset: dataset, Version: version}
+	data, err := st.Get(ctx, s.SpecKey())
+	if err != nil {
+		return s, fmt.Errorf("dataset %s/%s has no recorded spec: was a windower started for it? %w", dataset, version, err)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("spec %s: %w", st.Location(s.SpecKey()), err)
+	}
+	return s, s.Validate()
+}

@@ -160,13 +160,14 @@ func trainAndReport(ctx context.Context, log *slog.Logger, env *endpoints.Env, j
 }
 
 func runDataset(ctx context.Context, log *slog.Logger, args []string) error {
-	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify") {
-		return cli.Usagef("dataset needs a subcommand: ls | verify --dataset NAME --version V")
+	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify" && args[0] != "assemble") {
+		return cli.Usagef("dataset needs a subcommand: ls | verify --dataset NAME --version V | assemble --dataset NAME --version V")
 	}
 	ep := endpoints.FromEnv()
 	fs := newFlags("dataset "+args[0], "[--dataset NAME --version V]",
 		"ls lists the dataset versions in the store; verify re-reads every object of a\n"+
-			"version and checks its size, SHA-256 and window count against the manifest.")
+			"version and checks its size, SHA-256 and window count against the manifest;\n"+
+			"assemble writes the manifest of a version that separate windower workers built.")
 	ep.Register(fs)
 	name := fs.String("dataset", "", "dataset name (verify)")
 	version := fs.String("version", "v1", "dataset version (verify)")
@@ -189,7 +190,19 @@ func runDataset(ctx context.Context, log *slog.Logger, args []string) error {
 		return nil
 	}
 	if *name == "" {
-		return cli.Usagef("dataset verify needs --dataset NAME")
+		return cli.Usagef("dataset %s needs --dataset NAME", args[0])
+	}
+	if args[0] == "assemble" {
+		spec, err := window.LoadSpec(ctx, env.Store, *name, *version)
+		if err != nil {
+			return err
+		}
+		m, err := dataset.Assemble(ctx, env.Store, spec)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("manifest %s: %d windows from %d sessions\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)), m.Windows, len(m.Groups))
+		return nil
 	}
 	m, err := dataset.Load(ctx, env.Store, *name, *version)
 	if err != nil {

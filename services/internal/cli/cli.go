@@ -62,3 +62,20 @@ var ErrUsage = errors.New("usage")
 func Usagef(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
 }
+
+// Args are the command-line arguments after the program name.
+func Args() []string { return os.Args[1:] }
+
+// Parse parses the program's flags; --help prints usage and ends cleanly.
+func Parse(fs *flag.FlagSet) error {
+	if err := fs.Parse(Args()); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return Usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package evaluate
+
+import (
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestConfusionFigures(t *testing.T) {
+	c := NewConfusion([]string{"plug", "cam", "hub"})
+	// plug: 8 right, 2 as cam; cam: 5 right; hub: never in the data.
+	for i := 0; i < 8; i++ {
+		_ = c.Add(0, 0)
+	}
+	_ = c.Add(0, 1)
+	_ = c.Add(0, 1)
+	for i := 0; i < 5; i++ {
+		_ = c.Add(1, 1)
+	}
+	_ = c.Add(-1, 2) // unlabeled: not judged
+	if c.Total() != 15 {
+		t.Fatalf("total %d", c.Total())
+	}
+	if got := c.Accuracy(); math.Abs(got-13.0/15) > 1e-12 {
+		t.Errorf("accuracy %v", got)
+	}
+	pc := c.PerClass()
+	if len(pc) != 2 {
+		t.Fatalf("devices absent from the data must not be reported: %+v", pc)
+	}
+	if pc[0].Accuracy != 0.8 || pc[0].Precision != 1 || math.Abs(pc[1].Precision-5.0/7) > 1e-12 {
+		t.Errorf("per class %+v", pc)
+	}
+	wantF1 := (2*0.8/(1.8) + 2*(5.0/7)/(1+5.0/7)) / 2
+	if math.Abs(c.MacroF1()-wantF1) > 1e-12 {
+		t.Errorf("macro F1 %v, want %v", c.MacroF1(), wantF1)
+	}
+	if err := c.Add(0, 7); err == nil {
+		t.Error("out-of-range prediction accepted")
+	}
+}
+
+func TestVoter(t *testing.T) {
+	v := NewVoter([]string{"plug", "cam"})
+	v.Add("s1/plug", 0, 0)
+	v.Add("s1/plug", 0, 1)
+	v.Add("s1/plug", 0, 0)
+	v.Add("s2/cam", 1, 0)
+	votes := v.Votes()
+	if len(votes) != 2 || votes[0].Predicted != "plug" || votes[0].Packets != 3 || votes[1].Predicted != "plug" || votes[1].Truth != "cam" {
+		t.Fatalf("%+v", votes)
+	}
+}
+
+func TestReportRenders(t *testing.T) {
+	c := NewConfusion([]string{"plug", "cam<script>"})
+	_ = c.Add(0, 0)
+	_ = c.Add(1, 0)
+	r := &Report{Run: "r1", Dataset: "d/v1", Model: "blstm", Confusion: c, Epochs: []Epoch{{1, 1.2, 0.4, 100}, {2, 0.6, 0.8, 110}}}
+	r.Fill()
+	html, err := r.HTML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(html)
+	for _, want := range []string{"<svg", "50.0 %", "cam&lt;script&gt;", "Confusion matrix", "polyline"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("report.html lacks %q", want)
+		}
+	}
+	if strings.Contains(s, "cam<script>") {
+		t.Error("device names must be escaped")
+	}
+	js, err := r.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(js, &back); err != nil || back["accuracy"].(float64) != 0.5 {
+		t.Fatalf("report.json: %v %v", err, back["accuracy"])
+	}
+	empty := &Report{Confusion: NewConfusion([]string{"a"})}
+	empty.Fill()
+	if js, err := empty.JSON(); err != nil || !strings.Contains(string(js), `"accuracy": null`) {
+		t.Errorf("an empty evaluation must say null, not fail or claim 0: %s %v", js, err)
+	}
+}

@@ -1,0 +1,54 @@
+// Command trainer is the trainer and evaluator worker: it trains one model on
+// one dataset version (CUDA when libtorch sees a GPU, CPU otherwise) and
+// writes the checkpoint and the report to S3.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+
+	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/train"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+func main() {
+	cli.Main(func(ctx context.Context, log *slog.Logger) error {
+		ep := endpoints.FromEnv()
+		fs := flag.NewFlagSet("trainer", flag.ContinueOnError)
+		ep.Register(fs)
+		job := train.Job{Model: learn.DefaultConfig()}
+		fs.StringVar(&job.Dataset, "dataset", "", "dataset name")
+		fs.StringVar(&job.Version, "version", "v1", "dataset version")
+		fs.StringVar(&job.Run, "run", "", "run name: checkpoint and report go under models/RUN and reports/RUN")
+		fs.BoolVar(&job.Model.Bidirectional, "bidirectional", true, "BLSTM (true) or LSTM (false)")
+		fs.IntVar(&job.Model.Epochs, "epochs", job.Model.Epochs, "training epochs")
+		fs.Uint64Var(&job.Seed, "seed", 1, "seed of the split and the training")
+		if err := cli.Parse(fs); err != nil {
+			return err
+		}
+		if job.Dataset == "" || job.Run == "" || ep.NATSURL == "" || ep.S3 == "" {
+			return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
+		}
+		env, err := endpoints.Open(ctx, ep, "trainer", log)
+		if err != nil {
+			return err
+		}
+		defer env.Close()
+		job.Store, job.Log = env.Store, log
+		job.Model.Seed = int64(job.Seed)
+		job.Progress = func(e learn.EpochStats) {
+			log.Info("epoch", "epoch", e.Epoch, "loss", e.Loss, "train_accuracy", e.Accuracy, "windows_per_s", e.WindowsPerSec)
+		}
+		out, err := job.Run(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Print(out.Report.Summary())
+		fmt.Printf("checkpoint %s\nreport %s\n", env.Store.Location(out.Checkpoint), env.Store.Location(out.ReportHTML))
+		return nil
+	})
+}
