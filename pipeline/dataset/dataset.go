@@ -17,6 +17,7 @@ import (
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/schemas/windowfile"
 )
 
 // Manifest describes one dataset version. It holds no timestamps, so a
@@ -31,6 +32,7 @@ type Manifest struct {
 	Windows              int            `json:"windows"`
 	Packets              int            `json:"packets"`
 	UnlabeledPackets     int            `json:"unlabeled_packets"`
+	BackgroundPackets    int            `json:"background_packets"`
 	WindowsPerDevice     map[string]int `json:"windows_per_device"`
 	WindowsPerView       map[string]int `json:"windows_per_view"`
 	// Groups are the units cross-validation keeps on one side of a split:
@@ -72,6 +74,7 @@ func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest,
 		m.Windows += p.Windows
 		m.Packets += p.Packets
 		m.UnlabeledPackets += p.Unlabeled
+		m.BackgroundPackets += p.Background
 		m.WindowsPerView[p.View] += p.Windows
 		for d, n := range p.PerDevice {
 			m.WindowsPerDevice[d] += n
@@ -137,7 +140,7 @@ func Verify(ctx context.Context, st store.Store, m *Manifest) error {
 				errs = append(errs, fmt.Errorf("%s: size or SHA-256 differs from the manifest", st.Location(o.Key)))
 				continue
 			}
-			ws, err := schemas.DecodeWindows(data)
+			ws, err := windowfile.Decode(data)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", st.Location(o.Key), err))
 				continue
@@ -163,7 +166,7 @@ func Windows(ctx context.Context, st store.Store, m *Manifest, keep func(group s
 			if err != nil {
 				return nil, err
 			}
-			ws, err := schemas.DecodeWindows(data)
+			ws, err := windowfile.Decode(data)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", st.Location(o.Key), err)
 			}

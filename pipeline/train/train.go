@@ -26,7 +26,7 @@ type Job struct {
 	Store   store.Store
 	Dataset string
 	Version string
-	Run     string
+	RunName string
 	Model   learn.Config
 	// TestShare of the groups (capture sessions) is held out; at least one.
 	TestShare float64
@@ -64,6 +64,14 @@ func SplitGroups(groups []string, share float64, seed uint64) (train, test []str
 	return train, test, nil
 }
 
+// ModelName is how reports and run names call a model configuration.
+func ModelName(c learn.Config) string {
+	if c.Bidirectional {
+		return "blstm"
+	}
+	return "lstm"
+}
+
 // Run does the whole job.
 func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	m, err := dataset.Load(ctx, j.Store, j.Dataset, j.Version)
@@ -93,7 +101,7 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 		"train_sessions", len(trainG), "test_sessions", len(testG))
 
 	rep := &evaluate.Report{
-		Run: j.Run, Dataset: j.Dataset + "/" + j.Version, Model: j.Model.Name(), Device: learn.DeviceName(),
+		Run: j.RunName, Dataset: j.Dataset + "/" + j.Version, Model: ModelName(j.Model),
 		Split:        fmt.Sprintf("grouped hold-out: %d of %d capture sessions held out (seed %d)", len(testG), len(m.Groups), j.Seed),
 		TrainWindows: len(trainW), TestWindows: len(testW), TrainGroups: trainG, TestGroups: testG,
 	}
@@ -105,9 +113,10 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("train %s on %s/%s: %w", j.Model.Name(), j.Dataset, j.Version, err)
+		return nil, fmt.Errorf("train %s on %s/%s: %w", ModelName(j.Model), j.Dataset, j.Version, err)
 	}
 	defer model.Close()
+	rep.Device = model.Device()
 	rep.TrainSeconds = time.Since(start).Seconds()
 
 	out := &Outcome{Report: rep}
@@ -115,7 +124,7 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	if err := model.Save(&ckpt); err != nil {
 		return nil, fmt.Errorf("save checkpoint: %w", err)
 	}
-	out.Checkpoint = path.Join("models", j.Run, "model.ckpt")
+	out.Checkpoint = path.Join("models", j.RunName, "model.ckpt")
 	if _, err := j.Store.Put(ctx, out.Checkpoint, ckpt.Bytes(), "application/octet-stream"); err != nil {
 		return nil, err
 	}
@@ -148,8 +157,8 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	out.ReportJSON = path.Join("reports", j.Run, "report.json")
-	out.ReportHTML = path.Join("reports", j.Run, "report.html")
+	out.ReportJSON = path.Join("reports", j.RunName, "report.json")
+	out.ReportHTML = path.Join("reports", j.RunName, "report.html")
 	if _, err := j.Store.Put(ctx, out.ReportJSON, js, "application/json"); err != nil {
 		return nil, err
 	}

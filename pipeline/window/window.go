@@ -16,6 +16,7 @@ import (
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/schemas/windowfile"
 )
 
 // Spec is what a dataset build asks of the windower.
@@ -56,16 +57,20 @@ func (s *Spec) Prefix() string { return path.Join("datasets", s.Dataset, s.Versi
 
 // Part records what one session contributed; the manifest is assembled from parts.
 type Part struct {
-	Home      string             `json:"home"`
-	View      string             `json:"view"`
-	Session   string             `json:"session"`
-	Source    string             `json:"source"`
-	Packets   int                `json:"packets"`
-	Unlabeled int                `json:"unlabeled_packets"`
-	Windows   int                `json:"windows"`
-	PerDevice map[string]int     `json:"windows_per_device"`
-	Objects   []store.ObjectInfo `json:"objects"`
-	Offsets   [2]uint64          `json:"offsets"` // lineage: first and last packet offset of the source
+	Home    string `json:"home"`
+	View    string `json:"view"`
+	Session string `json:"session"`
+	Source  string `json:"source"`
+	Packets int    `json:"packets"`
+	// Unlabeled packets belong to no inventory device (the router, guests,
+	// multicast from unknown hosts); Background packets belong to devices
+	// this kind of dataset leaves out (non-IoT devices in ind windows).
+	Unlabeled  int                `json:"unlabeled_packets"`
+	Background int                `json:"background_packets"`
+	Windows    int                `json:"windows"`
+	PerDevice  map[string]int     `json:"windows_per_device"`
+	Objects    []store.ObjectInfo `json:"objects"`
+	Offsets    [2]uint64          `json:"offsets"` // lineage: first and last packet offset of the source
 }
 
 // PartSuffix names the per-session part records.
@@ -93,7 +98,7 @@ type session struct {
 	started                bool
 	packets                []schemas.Packet
 	labels                 []int16
-	unlabeled              int
+	unlabeled, background  int
 	pending                []*bus.Delivery
 }
 
@@ -142,6 +147,7 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		return fmt.Errorf("session %s: batch at offset %d arrived before offset %d; waiting for redelivery", key, b.FirstOffset, s.next)
 	}
 	s.started = true
+	unlabeledBefore, backgroundBefore := s.unlabeled, s.background
 	// Map the home's label vocabulary onto the dataset's.
 	remap := make([]int16, len(b.Devices))
 	for i, dev := range b.Devices {
@@ -152,11 +158,13 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 	}
 	for i := range b.Packets {
 		l := int16(-1)
-		if b.Labels[i] >= 0 {
-			l = remap[b.Labels[i]]
-		}
-		if l < 0 {
+		switch {
+		case b.Labels[i] < 0:
 			s.unlabeled++
+		case remap[b.Labels[i]] < 0:
+			s.background++
+		default:
+			l = remap[b.Labels[i]]
 		}
 		s.packets = append(s.packets, b.Packets[i])
 		s.labels = append(s.labels, l)
@@ -175,6 +183,7 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		s.packets = s.packets[:len(s.packets)-len(b.Packets)]
 		s.labels = s.labels[:len(s.labels)-len(b.Packets)]
 		s.next = b.FirstOffset
+		s.unlabeled, s.background = unlabeledBefore, backgroundBefore
 		return err
 	}
 	for _, p := range s.pending {
@@ -195,7 +204,7 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	ws := Cut(w.spec, s.home, s.view, s.id, s.packets, s.labels)
 	part := Part{Home: s.home, View: s.view, Session: s.id, Source: s.source, Packets: len(s.packets),
-		Unlabeled: s.unlabeled, Windows: len(ws), PerDevice: map[string]int{}}
+		Unlabeled: s.unlabeled, Background: s.background, Windows: len(ws), PerDevice: map[string]int{}}
 	if len(s.packets) > 0 {
 		part.Offsets = [2]uint64{s.packets[0].Offset, s.packets[len(s.packets)-1].Offset}
 	}
@@ -205,7 +214,7 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	dir := path.Join(w.spec.Prefix(), s.view, s.home, s.id)
 	for lo := 0; lo < len(ws); lo += w.spec.WindowsPerObject {
 		hi := min(lo+w.spec.WindowsPerObject, len(ws))
-		data, err := schemas.EncodeWindows(w.spec.Size, ws[lo:hi])
+		data, err := windowfile.Encode(w.spec.Size, ws[lo:hi])
 		if err != nil {
 			return part, fmt.Errorf("encode windows of session %s: %w", s.id, err)
 		}

@@ -33,6 +33,9 @@ func runDemo(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.StringVar(&ep.Home, "home", ep.Home, "folder for the demo's state (env HOMEMOLE_HOME); the demo uses its demo/ subfolder")
 	size := fs.Int("window", 100, "packets per window")
 	gen := homegen.DefaultConfig()
+	// Ten half-hour sessions give the sparse devices (smart plugs) enough
+	// windows to hold two sessions out and still train on eight.
+	gen.Sessions, gen.SessionDuration = 10, 30*time.Minute
 	fs.IntVar(&gen.Sessions, "sessions", gen.Sessions, "capture sessions to generate")
 	fs.DurationVar(&gen.SessionDuration, "session-length", gen.SessionDuration, "length of each capture session")
 	fs.Uint64Var(&gen.Seed, "seed", gen.Seed, "seed of the generated home, the split and the training")
@@ -84,10 +87,10 @@ func runDemo(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	printBuild(res, env)
 
-	step(3, "training a %s (%d epochs) on the training sessions", cfg.Name(), cfg.Epochs)
+	step(3, "training a %s (%d epochs) on the training sessions", train.ModelName(*cfg), cfg.Epochs)
 	cfg.Seed = int64(gen.Seed)
 	out, err := trainAndReport(ctx, log, env, train.Job{
-		Dataset: spec.Dataset, Version: spec.Version, Run: "demo-" + cfg.Name(), Model: *cfg, Seed: gen.Seed,
+		Dataset: spec.Dataset, Version: spec.Version, RunName: "demo-" + train.ModelName(*cfg), Model: *cfg, Seed: gen.Seed,
 	}, filepath.Join(dir, "reports"))
 	if err != nil {
 		return err

@@ -64,8 +64,12 @@ func printBuild(res *build.Result, env *endpoints.Env) {
 	for home, st := range res.Agents {
 		fmt.Printf("  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures\n", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
 	}
-	fmt.Printf("  %d windows of %d packets (%s) from %d sessions; %d packets, %d of them unlabeled\n",
+	fmt.Printf("  %d windows of %d packets (%s) from %d sessions; of %d packets, %d belong to no inventory device",
 		m.Windows, m.WindowSize, m.Kind, len(m.Groups), m.Packets, m.UnlabeledPackets)
+	if m.BackgroundPackets > 0 {
+		fmt.Printf(" and %d to non-IoT background left out of %s windows", m.BackgroundPackets, m.Kind)
+	}
+	fmt.Println()
 	for _, l := range m.Labels {
 		if n := m.WindowsPerDevice[l]; n > 0 {
 			fmt.Printf("    %-22s %6d windows\n", l, n)
@@ -118,10 +122,10 @@ func runTrain(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	defer env.Close()
 	if *run == "" {
-		*run = fmt.Sprintf("%s-%s-%s", *name, cfg.Name(), time.Now().UTC().Format("20060102T150405"))
+		*run = fmt.Sprintf("%s-%s-%s", *name, train.ModelName(*cfg), time.Now().UTC().Format("20060102T150405"))
 	}
 	cfg.Seed = int64(*seed)
-	out, err := trainAndReport(ctx, log, env, train.Job{Dataset: *name, Version: *version, Run: *run, Model: *cfg, TestShare: *share, Seed: *seed}, filepath.Join(ep.Home, "reports"))
+	out, err := trainAndReport(ctx, log, env, train.Job{Dataset: *name, Version: *version, RunName: *run, Model: *cfg, TestShare: *share, Seed: *seed}, filepath.Join(ep.Home, "reports"))
 	if err != nil {
 		return err
 	}
@@ -141,7 +145,7 @@ func trainAndReport(ctx context.Context, log *slog.Logger, env *endpoints.Env, j
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(localDir, job.Run)
+	dir := filepath.Join(localDir, job.RunName)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("report folder: %w", err)
 	}

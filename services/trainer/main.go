@@ -23,14 +23,14 @@ func main() {
 		job := train.Job{Model: learn.DefaultConfig()}
 		fs.StringVar(&job.Dataset, "dataset", "", "dataset name")
 		fs.StringVar(&job.Version, "version", "v1", "dataset version")
-		fs.StringVar(&job.Run, "run", "", "run name: checkpoint and report go under models/RUN and reports/RUN")
+		fs.StringVar(&job.RunName, "run", "", "run name: checkpoint and report go under models/RUN and reports/RUN")
 		fs.BoolVar(&job.Model.Bidirectional, "bidirectional", true, "BLSTM (true) or LSTM (false)")
 		fs.IntVar(&job.Model.Epochs, "epochs", job.Model.Epochs, "training epochs")
 		fs.Uint64Var(&job.Seed, "seed", 1, "seed of the split and the training")
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
-		if job.Dataset == "" || job.Run == "" || ep.NATSURL == "" || ep.S3 == "" {
+		if job.Dataset == "" || job.RunName == "" || ep.NATSURL == "" || ep.S3 == "" {
 			return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
 		}
 		env, err := endpoints.Open(ctx, ep, "trainer", log)

@@ -1,0 +1,124 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+func FuzzOpenFile(f *testing.F) {
+	if raw, err := os.ReadFile(filepath.Join(sentinelDir, "TP-LinkPlugHS100", "Setup-A-1-STA.pcap")); err == nil {
+		f.Add(raw[:min(len(raw), 2000)])
+		var buf bytes.Buffer
+		w, _ := pcapgo.NewNgWriter(&buf, layers.LinkTypeEthernet)
+		src, _ := NewReader(bytes.NewReader(raw), "seed")
+		for i := 0; i < 5; i++ {
+			fr, err := src.Next()
+			if err != nil {
+				break
+			}
+			w.WritePacket(fr.CI, fr.Data)
+		}
+		w.Flush()
+		f.Add(buf.Bytes())
+	}
+	b := &ngBuilder{order: binary.BigEndian}
+	b.section()
+	b.iface(101, 0, b.option(9, []byte{0x80 | 20}), b.option(14, make([]byte, 8)))
+	b.epb(0, 12345, []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2}, 20)
+	f.Add(b.buf.Bytes())
+	f.Add([]byte{})
+	f.Add([]byte{0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		src, err := NewReader(bytes.NewReader(data), "fuzz")
+		if err != nil {
+			return
+		}
+		defer src.Close()
+		st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error { return nil })
+		if err == nil {
+			return
+		}
+		// Every packet is at least a 12-byte block or a 16-byte record header,
+		// so a reader that loops without consuming input would show here.
+		if st.Packets > uint64(len(data)/12) {
+			t.Fatalf("%d packets out of %d bytes", st.Packets, len(data))
+		}
+		if data[0] != 0x1f && !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("error of no known kind: %v", err)
+		}
+	})
+}
+
+// TestEditcapPcapng reads pcapng as Wireshark writes it, when editcap is installed.
+func TestEditcapPcapng(t *testing.T) {
+	editcap, err := exec.LookPath("editcap")
+	if err != nil {
+		t.Skip("editcap not installed")
+	}
+	path := smallSentinel(t)
+	want := openAll(t, path)
+	for _, format := range []string{"pcapng", "nsecpcap"} {
+		out := filepath.Join(t.TempDir(), "x."+format)
+		if msg, err := exec.Command(editcap, "-F", format, path, out).CombinedOutput(); err != nil {
+			t.Fatalf("editcap -F %s: %v: %s", format, err, msg)
+		}
+		sameFrames(t, format, openAll(t, out), want)
+	}
+}
+
+// BenchmarkReadSentinel reads and decodes every IoT Sentinel capture.
+func BenchmarkReadSentinel(b *testing.B) {
+	files := sentinelFiles(b)
+	var packets, bytesRead uint64
+	for b.Loop() {
+		for _, path := range files {
+			st, err := ReadFile(context.Background(), path, sentinelHome, func(*schemas.Packet) error { return nil })
+			if err != nil {
+				b.Fatal(err)
+			}
+			packets += st.Packets
+			bytesRead += st.Bytes
+		}
+	}
+	b.ReportMetric(float64(packets)/b.Elapsed().Seconds(), "packets/s")
+	b.ReportMetric(float64(bytesRead)/b.Elapsed().Seconds()/1e6, "MB/s")
+	b.ReportMetric(float64(packets)/float64(b.N), "packets/op")
+}
+
+// BenchmarkNextSentinel only reads frames, to separate reading from decoding.
+func BenchmarkNextSentinel(b *testing.B) {
+	files := sentinelFiles(b)
+	var packets uint64
+	for b.Loop() {
+		for _, path := range files {
+			src, err := OpenFile(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for {
+				if _, err := src.Next(); err != nil {
+					if !errors.Is(err, io.EOF) {
+						b.Fatal(err)
+					}
+					break
+				}
+				packets++
+			}
+			src.Close()
+		}
+	}
+	b.ReportMetric(float64(packets)/b.Elapsed().Seconds(), "packets/s")
+}

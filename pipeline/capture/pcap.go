@@ -1,0 +1,90 @@
+package capture
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/features"
+)
+
+// pcapReader reads the libpcap format: a 24-byte file header, then per
+// packet a 16-byte record header (seconds, sub-second units, captured
+// length, wire length) and the captured bytes.
+type pcapReader struct {
+	in        input
+	order     binary.ByteOrder
+	fracNanos int64 // nanoseconds per sub-second unit: 1000 or 1
+	link      features.LinkType
+	hdr       [16]byte
+	buf       []byte
+	n         uint64 // packets delivered
+	err       error  // sticky: once the stream failed, it stays failed
+}
+
+func newPcapReader(in input) (*pcapReader, error) {
+	var h [24]byte
+	if err := in.full(h[:]); err != nil {
+		return nil, fmt.Errorf("%w: %s: the 24-byte pcap file header is cut short after %d bytes", ErrTruncated, in.name, in.off)
+	}
+	r := &pcapReader{in: in, fracNanos: 1000, order: binary.LittleEndian}
+	switch [4]byte(h[:4]) {
+	case magicPcapMicroBE:
+		r.order = binary.BigEndian
+	case magicPcapNanoLE:
+		r.fracNanos = 1
+	case magicPcapNanoBE:
+		r.order, r.fracNanos = binary.BigEndian, 1
+	}
+	// libpcap itself accepts any 2.x; 2.4 is all that has been written for decades.
+	if major := r.order.Uint16(h[4:6]); major != 2 {
+		return nil, fmt.Errorf("%w: %s: pcap version %d.%d; only version 2 exists", ErrCorrupt, in.name, major, r.order.Uint16(h[6:8]))
+	}
+	// The upper bits of the link-type field carry FCS information, not the type.
+	r.link = features.LinkType(r.order.Uint32(h[20:24]) & 0xffff)
+	return r, nil
+}
+
+func (r *pcapReader) Next() (Frame, error) {
+	if r.err != nil {
+		return Frame{}, r.err
+	}
+	f, err := r.next()
+	if err != nil {
+		r.err = err
+		return Frame{}, err
+	}
+	return f, nil
+}
+
+func (r *pcapReader) next() (Frame, error) {
+	at := r.in.off
+	if err := r.in.full(r.hdr[:]); err != nil {
+		if err == io.EOF {
+			return Frame{}, io.EOF
+		}
+		return Frame{}, r.in.truncated(r.n, err)
+	}
+	sec := r.order.Uint32(r.hdr[0:4])
+	frac := r.order.Uint32(r.hdr[4:8])
+	capLen := r.order.Uint32(r.hdr[8:12])
+	wireLen := r.order.Uint32(r.hdr[12:16])
+	if capLen > maxFrameLen {
+		return Frame{}, r.in.corrupt(r.n, at, "the record claims %d captured bytes, more than the %d a packet can have", capLen, maxFrameLen)
+	}
+	r.buf = grow(r.buf, int(capLen))
+	if err := r.in.full(r.buf); err != nil {
+		return Frame{}, r.in.truncated(r.n, err)
+	}
+	f := Frame{Data: r.buf, LinkType: r.link, Offset: r.n}
+	f.CI.Timestamp = time.Unix(int64(sec), int64(frac)*r.fracNanos).UTC()
+	f.CI.CaptureLength = int(capLen)
+	// Some writers leave the wire length zero or below the captured length;
+	// the wire carried at least what was captured.
+	f.CI.Length = int(max(wireLen, capLen))
+	r.n++
+	return f, nil
+}
+
+func (r *pcapReader) Close() error { return r.in.close() }

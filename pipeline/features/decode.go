@@ -1,0 +1,376 @@
+// Package features is where a captured frame becomes HomeMole's packet record
+// (schemas.Packet): the HomeMole vector <dport, protocol bits, direction,
+// frame length, interval> and the header fields of Ma et al.'s sequence
+// profiles. It reads headers only; payload bytes are looked at just far enough
+// to pick the application bit (see appBit).
+package features
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// LinkType is a pcap/pcapng link-layer header type (LINKTYPE_*). It is 16
+// bits wide, as in both file formats: gopacket v1.1.19's layers.LinkType is a
+// uint8 and cannot name Linux SLL2 (276). A layers.LinkType converts to it
+// without loss: LinkType(layers.LinkTypeEthernet).
+type LinkType uint16
+
+// The link types Decode reads.
+const (
+	LinkTypeEthernet LinkType = 1
+	// LinkTypeRaw is raw IP, the version taken from the first nibble.
+	LinkTypeRaw LinkType = 101
+	// LinkTypeLinuxSLL is Linux "cooked" capture v1 (tcpdump -i any).
+	LinkTypeLinuxSLL LinkType = 113
+	// LinkTypeIPv4 and LinkTypeIPv6 are raw IP with the version fixed by the
+	// link type.
+	LinkTypeIPv4 LinkType = 228
+	LinkTypeIPv6 LinkType = 229
+	// LinkTypeLinuxSLL2 is Linux cooked capture v2 (tcpdump -i any on
+	// libpcap >= 1.10).
+	LinkTypeLinuxSLL2 LinkType = 276
+)
+
+func (t LinkType) String() string {
+	switch t {
+	case LinkTypeEthernet:
+		return "Ethernet"
+	case LinkTypeRaw:
+		return "raw IP"
+	case LinkTypeLinuxSLL:
+		return "Linux SLL"
+	case LinkTypeIPv4:
+		return "raw IPv4"
+	case LinkTypeIPv6:
+		return "raw IPv6"
+	case LinkTypeLinuxSLL2:
+		return "Linux SLL2"
+	}
+	return fmt.Sprintf("link type %d", uint16(t))
+}
+
+// Errors a caller can count by kind. Every error Decode returns wraps one of them.
+var (
+	// ErrUnsupportedLinkType: the frame's link type is not one Decode reads.
+	ErrUnsupportedLinkType = errors.New("unsupported link type")
+	// ErrMalformed: a header is truncated or contradicts itself.
+	ErrMalformed = errors.New("malformed frame")
+)
+
+const (
+	// QinQ stacks two tags; more than a few means a loop of garbage, not a network.
+	maxVLANTags = 4
+	// Real stacks use two or three extension headers; the bound keeps a
+	// crafted chain from costing more than a few header reads.
+	maxIPv6ExtHeaders = 8
+)
+
+// Decoder decodes the frames of one tap stream. It keeps gopacket's decoding
+// layers between calls so that decoding a frame does not allocate, and the
+// previous frame's timestamp for IntervalNs. Not safe for concurrent use:
+// create one per stream.
+//
+// The layers are chained by hand instead of through a
+// gopacket.DecodingLayerParser because the parser follows NextLayerType: it
+// would walk into tunnels (IPv4-in-IPv4 overwrites the outer header held in
+// the reused layer), it stops at IPv4 first fragments although their
+// transport header is present, and it has no SLL2 decoder. The record
+// describes the outermost IP header and its transport header only.
+type Decoder struct {
+	home HomeConfig
+
+	eth   layers.Ethernet
+	dot1q layers.Dot1Q
+	ip4   layers.IPv4
+	ip6   layers.IPv6
+	ext   layers.IPv6ExtensionSkipper
+	tcp   layers.TCP
+	udp   layers.UDP
+
+	prevTsNs int64
+	havePrev bool
+}
+
+// NewDecoder returns a Decoder for one tap stream of the given home.
+func NewDecoder(home HomeConfig) *Decoder {
+	return &Decoder{home: home.clone()}
+}
+
+// Decode fills p from one frame. linkType is the frame's link type, ci its
+// capture info (FrameLen is ci.Length, the length on the wire) and offset its
+// index in the capture source. Every field of p is overwritten.
+//
+// A frame Decode cannot read (unsupported link type, impossible or truncated
+// headers) yields an error wrapping ErrUnsupportedLinkType or ErrMalformed;
+// the caller is expected to count and skip it. Such a frame does not advance
+// the stream's clock, so IntervalNs of the next frame is the gap to the last
+// frame that was decoded, i.e. to the previous record the stream publishes.
+func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
+	*p = schemas.Packet{
+		TsNs:      ci.Timestamp.UnixNano(),
+		Offset:    offset,
+		DPort:     schemas.NoPort,
+		Direction: schemas.DirLocal,
+		FrameLen:  uint32(ci.Length),
+	}
+	// The wire length cannot be shorter than what was captured; some writers
+	// leave it zero.
+	if ci.Length < len(data) {
+		p.FrameLen = uint32(len(data))
+	}
+	if err := d.link(linkType, data, p); err != nil {
+		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
+	}
+	// Out-of-order timestamps (merged interfaces, clock steps) give a zero
+	// gap rather than a negative one: the models read intervals as durations.
+	if d.havePrev && p.TsNs > d.prevTsNs {
+		p.IntervalNs = p.TsNs - d.prevTsNs
+	}
+	d.prevTsNs, d.havePrev = p.TsNs, true
+	return nil
+}
+
+func malformed(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrMalformed, what, err)
+}
+
+func (d *Decoder) link(linkType LinkType, data []byte, p *schemas.Packet) error {
+	switch linkType {
+	case LinkTypeEthernet:
+		if err := d.eth.DecodeFromBytes(data, gopacket.NilDecodeFeedback); err != nil {
+			return malformed("Ethernet header", err)
+		}
+		copy(p.SrcMAC[:], d.eth.SrcMAC)
+		copy(p.DstMAC[:], d.eth.DstMAC)
+		etherType, payload := d.eth.EthernetType, d.eth.Payload
+		for tags := 0; isVLAN(etherType); tags++ {
+			if tags == maxVLANTags {
+				return fmt.Errorf("%w: more than %d stacked VLAN tags", ErrMalformed, maxVLANTags)
+			}
+			if err := d.dot1q.DecodeFromBytes(payload, gopacket.NilDecodeFeedback); err != nil {
+				return malformed("802.1Q tag", err)
+			}
+			etherType, payload = d.dot1q.Type, d.dot1q.Payload
+		}
+		return d.network(etherType, payload, p)
+	case LinkTypeLinuxSLL:
+		// Parsed by hand: gopacket's LinuxSLL slices the address by the
+		// header's address length and panics when that exceeds the frame.
+		const sllLen = 16
+		if len(data) < sllLen {
+			return fmt.Errorf("%w: Linux SLL header needs %d bytes, frame has %d", ErrMalformed, sllLen, len(data))
+		}
+		return d.network(layers.EthernetType(binary.BigEndian.Uint16(data[14:16])), data[sllLen:], p)
+	case LinkTypeLinuxSLL2:
+		// protocol(2) reserved(2) ifindex(4) hatype(2) pkttype(1) addrlen(1) addr(8)
+		const sll2Len = 20
+		if len(data) < sll2Len {
+			return fmt.Errorf("%w: Linux SLL2 header needs %d bytes, frame has %d", ErrMalformed, sll2Len, len(data))
+		}
+		return d.network(layers.EthernetType(binary.BigEndian.Uint16(data[0:2])), data[sll2Len:], p)
+	case LinkTypeRaw:
+		if len(data) == 0 {
+			return fmt.Errorf("%w: empty raw IP frame", ErrMalformed)
+		}
+		switch data[0] >> 4 {
+		case 4:
+			return d.ipv4(data, p)
+		case 6:
+			return d.ipv6(data, p)
+		}
+		return fmt.Errorf("%w: raw IP frame with IP version %d", ErrMalformed, data[0]>>4)
+	case LinkTypeIPv4:
+		return d.ipv4(data, p)
+	case LinkTypeIPv6:
+		return d.ipv6(data, p)
+	}
+	// DLT_RAW is 12 on most systems but 14 on OpenBSD, where 12 is DLT_LOOP;
+	// a file carrying either number is ambiguous, so neither is guessed.
+	return fmt.Errorf("%w %d: want Ethernet (1), Linux SLL (113), SLL2 (276) or raw IP (101, 228, 229)",
+		ErrUnsupportedLinkType, uint16(linkType))
+}
+
+func isVLAN(t layers.EthernetType) bool {
+	// 0x9100 is the pre-802.1ad QinQ outer tag some switches still emit.
+	return t == layers.EthernetTypeDot1Q || t == layers.EthernetTypeQinQ || t == 0x9100
+}
+
+func (d *Decoder) network(etherType layers.EthernetType, payload []byte, p *schemas.Packet) error {
+	switch etherType {
+	case layers.EthernetTypeIPv4:
+		return d.ipv4(payload, p)
+	case layers.EthernetTypeIPv6:
+		return d.ipv6(payload, p)
+	}
+	// ARP, EAPOL, LLC and the like are not routed, so they never cross the
+	// gateway: Direction stays DirLocal whatever the MACs say.
+	p.ProtoBits = schemas.ProtoOther
+	return nil
+}
+
+func (d *Decoder) ipv4(b []byte, p *schemas.Packet) error {
+	// gopacket does not check the version, and a v6 header read as v4 would
+	// decode into nonsense instead of failing.
+	if len(b) > 0 && b[0]>>4 != 4 {
+		return fmt.Errorf("%w: IPv4 header carries IP version %d", ErrMalformed, b[0]>>4)
+	}
+	ip := &d.ip4
+	if err := ip.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+		return malformed("IPv4 header", err)
+	}
+	p.ProtoBits = schemas.ProtoIP
+	p.TTL = ip.TTL
+	p.IPLen = ip.Length
+	p.Transport = uint8(ip.Protocol)
+	src, dst := addr4(ip.SrcIP), addr4(ip.DstIP)
+	p.Direction = d.home.direction(src, dst, p.SrcMAC, p.DstMAC)
+
+	wire := int(ip.Length) - int(ip.IHL)*4
+	if ip.FragOffset != 0 {
+		// A later fragment has no transport header: no port, and no
+		// application bit because nothing in it can be classified.
+		p.ProtoBits |= transportBit(ip.Protocol)
+		p.PayloadLen = uint32(wire)
+		return nil
+	}
+	return d.transport(ip.Protocol, ip.Payload, wire, p)
+}
+
+func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
+	if len(b) > 0 && b[0]>>4 != 6 {
+		return fmt.Errorf("%w: IPv6 header carries IP version %d", ErrMalformed, b[0]>>4)
+	}
+	ip := &d.ip6
+	if err := ip.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+		return malformed("IPv6 header", err)
+	}
+	p.ProtoBits = schemas.ProtoIP
+	p.TTL = ip.HopLimit
+	length := int(ip.Length)
+	if length == 0 {
+		// A jumbogram; gopacket has already bounded the payload by the
+		// hop-by-hop jumbo length.
+		length = len(ip.Payload)
+		if ip.HopByHop != nil {
+			length += ip.HopByHop.ActualLength
+		}
+	}
+	p.IPLen = uint16(min(length+40, 0xffff))
+	p.Direction = d.home.direction(addr16(ip.SrcIP), addr16(ip.DstIP), p.SrcMAC, p.DstMAC)
+
+	next, payload, extLen := ip.NextHeader, ip.Payload, 0
+	if ip.HopByHop != nil {
+		next, extLen = ip.HopByHop.NextHeader, ip.HopByHop.ActualLength
+	}
+	for n := 0; ; n++ {
+		if n == maxIPv6ExtHeaders {
+			return fmt.Errorf("%w: more than %d IPv6 extension headers", ErrMalformed, maxIPv6ExtHeaders)
+		}
+		switch next {
+		case layers.IPProtocolIPv6HopByHop, layers.IPProtocolIPv6Routing, layers.IPProtocolIPv6Destination,
+			135, 139, 140: // mobility, HIP, shim6: same length encoding
+			if err := d.ext.DecodeFromBytes(payload, gopacket.NilDecodeFeedback); err != nil {
+				return malformed("IPv6 extension header", err)
+			}
+			next, payload, extLen = d.ext.NextHeader, d.ext.Payload, extLen+len(d.ext.Contents)
+			continue
+		case layers.IPProtocolIPv6Fragment:
+			const fragLen = 8
+			if len(payload) < fragLen {
+				return fmt.Errorf("%w: IPv6 fragment header needs %d bytes, %d left", ErrMalformed, fragLen, len(payload))
+			}
+			next = layers.IPProtocol(payload[0])
+			later := binary.BigEndian.Uint16(payload[2:4])>>3 != 0
+			payload, extLen = payload[fragLen:], extLen+fragLen
+			if later {
+				p.Transport = uint8(next)
+				p.ProtoBits |= transportBit(next)
+				p.PayloadLen = uint32(max(length-extLen, 0))
+				return nil
+			}
+			continue
+		}
+		break
+	}
+	p.Transport = uint8(next)
+	wire := length - extLen
+	if wire < 0 {
+		return fmt.Errorf("%w: IPv6 extension headers (%d bytes) longer than the payload length %d", ErrMalformed, extLen, length)
+	}
+	return d.transport(next, payload, wire, p)
+}
+
+// transport reads the transport header. b is the captured IP payload, wire
+// the IP payload length the IP header states; PayloadLen comes from wire so
+// that it stays right when the snap length cut the payload short.
+func (d *Decoder) transport(proto layers.IPProtocol, b []byte, wire int, p *schemas.Packet) error {
+	switch proto {
+	case layers.IPProtocolTCP:
+		p.ProtoBits |= schemas.ProtoTCP
+		t := &d.tcp
+		if err := t.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+			return malformed("TCP header", err)
+		}
+		hdr := int(t.DataOffset) * 4
+		n := wire - hdr
+		if n < 0 {
+			return fmt.Errorf("%w: TCP header (%d bytes) longer than the IP payload (%d bytes)", ErrMalformed, hdr, wire)
+		}
+		p.DPort = int32(t.DstPort)
+		// Nine flag bits, FIN in bit 0 up to NS (the low bit of byte 12) in bit 8.
+		p.TCPFlags = uint16(b[13]) | uint16(b[12]&1)<<8
+		p.TCPWindow = t.Window
+		p.TCPOptionsLen = uint8(hdr - 20)
+		p.PayloadLen = uint32(n)
+		if n > 0 {
+			p.ProtoBits |= appBit(true, uint16(t.SrcPort), uint16(t.DstPort), clip(t.Payload, n))
+		}
+	case layers.IPProtocolUDP:
+		p.ProtoBits |= schemas.ProtoUDP
+		u := &d.udp
+		if err := u.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+			return malformed("UDP header", err)
+		}
+		n := wire - 8
+		if n < 0 {
+			return fmt.Errorf("%w: UDP header longer than the IP payload (%d bytes)", ErrMalformed, wire)
+		}
+		p.DPort = int32(u.DstPort)
+		p.PayloadLen = uint32(n)
+		if n > 0 {
+			p.ProtoBits |= appBit(false, uint16(u.SrcPort), uint16(u.DstPort), clip(u.Payload, n))
+		}
+	default:
+		p.PayloadLen = uint32(wire)
+		if wire > 0 {
+			p.ProtoBits |= schemas.ProtoOther
+		}
+	}
+	return nil
+}
+
+// clip drops bytes beyond the stated payload (link-layer padding that a
+// header chain with an odd length field left in the slice).
+func clip(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+func transportBit(proto layers.IPProtocol) uint8 {
+	switch proto {
+	case layers.IPProtocolTCP:
+		return schemas.ProtoTCP
+	case layers.IPProtocolUDP:
+		return schemas.ProtoUDP
+	}
+	return 0
+}

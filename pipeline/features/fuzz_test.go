@@ -1,0 +1,84 @@
+package features
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+func FuzzDecode(f *testing.F) {
+	seeds := []struct {
+		link LinkType
+		data []byte
+	}{
+		{LinkTypeEthernet, build(f, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 40))},
+		{LinkTypeEthernet, build(f, eth(devMAC, gwMAC, layers.EthernetTypeDot1Q), &layers.Dot1Q{Type: layers.EthernetTypeIPv6}, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(1, 53), dnsQuery(f))},
+		{LinkTypeEthernet, build(f, eth(gwMAC, devMAC, layers.EthernetTypeIPv6), ip6(cloud6, dev6, layers.IPProtocolIPv6Destination),
+			gopacket.Payload{byte(layers.IPProtocolIPv6Fragment), 0, 1, 4, 0, 0, 0, 0}, gopacket.Payload{17, 0, 0, 1, 0, 0, 0, 42}, udp(53, 4000), gopacket.Payload(make([]byte, 20)))},
+		{LinkTypeEthernet, build(f, eth(devMAC, ssdpMAC, layers.EthernetTypeIPv4), ip4(devIP, ssdpIP, layers.IPProtocolUDP), udp(1900, 1900), gopacket.Payload("M-SEARCH * HTTP/1.1\r\n\r\n"))},
+		{LinkTypeLinuxSLL, append(sllHeader(0x0800), build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())...)},
+		{LinkTypeLinuxSLL2, append(sll2Header(0x86dd), build(f, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S"))...)},
+		{LinkTypeRaw, build(f, ip4(devIP, cloudIP, layers.IPProtocolICMPv4), gopacket.Payload(make([]byte, 8)))},
+	}
+	// A few real frames of every kind the IoT Sentinel captures hold.
+	if files, _ := filepath.Glob(filepath.Join(sentinelDir, "HueBridge", "Setup-A-1-STA.pcap")); len(files) == 1 {
+		link, frames := readPcap(f, files[0])
+		for i := 0; i < len(frames); i += 50 {
+			seeds = append(seeds, struct {
+				link LinkType
+				data []byte
+			}{link, frames[i].data})
+		}
+	}
+	for _, s := range seeds {
+		f.Add(uint16(s.link), s.data)
+	}
+	f.Fuzz(func(t *testing.T, link uint16, data []byte) {
+		d := NewDecoder(withGW)
+		var p schemas.Packet
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(data), Length: len(data)}
+		err := d.Decode(LinkType(link), data, ci, 0, &p)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupportedLinkType) {
+				t.Fatalf("error of no known kind: %v", err)
+			}
+			return
+		}
+		if msg := structural(&p, rawFrame{data, ci}); msg != "" {
+			t.Fatalf("%s: %+v", msg, p)
+		}
+	})
+}
+
+// BenchmarkDecode decodes the frames of real captures held in memory.
+func BenchmarkDecode(b *testing.B) {
+	byDevice := sentinelFiles(b)
+	var links []LinkType
+	var frames []rawFrame
+	for _, files := range byDevice {
+		link, fr := readPcap(b, files[0])
+		for range fr {
+			links = append(links, link)
+		}
+		frames = append(frames, fr...)
+	}
+	d := NewDecoder(sentinelHome)
+	var p schemas.Packet
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	for b.Loop() {
+		i := n % len(frames)
+		if err := d.Decode(links[i], frames[i].data, frames[i].ci, uint64(i), &p); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "packets/s")
+}

@@ -1,0 +1,480 @@
+package homegen
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/google/gopacket/layers"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+)
+
+// device is a LAN host with its servers and the per-device constants of its
+// behaviour (drawn once per home, so a device keeps its rhythm and message
+// sizes across sessions the way real firmware does).
+type device struct {
+	*host
+	servers map[string]*host
+	period  time.Duration  // heartbeat or keepalive period
+	size    map[string]int // fixed message sizes
+	run     func(s *sim, d *device, h *home)
+}
+
+// home is the generated household: gateway, multicast groups, devices.
+type home struct {
+	lan     netip.Prefix
+	gw      *host
+	ssdp    *host // 239.255.255.250:1900
+	mdns    *host // 224.0.0.251:5353
+	devices []*device
+}
+
+// Stacks of the devices and servers.
+var (
+	lwip    = stack{ttl: 255, window: 5840, mss: 1460, synOpts: "mss", portLo: 49152, portHi: 65535}
+	rtos    = stack{ttl: 64, window: 2920, mss: 1460, synOpts: "mss", portLo: 1024, portHi: 5000}
+	linux   = stack{ttl: 64, window: 29200, mss: 1460, synOpts: "linux", portLo: 32768, portHi: 60999}
+	busybox = stack{ttl: 64, window: 14600, mss: 1460, synOpts: "bsd", portLo: 32768, portHi: 60999}
+	android = stack{ttl: 64, window: 65535, mss: 1460, synOpts: "linux", portLo: 32768, portHi: 60999}
+)
+
+// publicFirstOctets are first octets of public address space servers are
+// drawn from; none is private, shared or reserved.
+var publicFirstOctets = []byte{3, 13, 18, 23, 34, 35, 44, 52, 54, 99, 104, 142, 151, 157, 185, 199}
+
+func newHome(seed uint64) *home {
+	rng := rand.New(rand.NewPCG(seed, layoutStream))
+	lan := netip.MustParsePrefix("192.168.1.0/24")
+	h := &home{
+		lan: lan,
+		gw: &host{name: "gateway", mac: vendorMAC(rng, 0xa0, 0x63, 0x91), ip: netip.AddrFrom4([4]byte{192, 168, 1, 1}),
+			stack: stack{ttl: 64, window: 65535, mss: 1460}, rtt: time.Millisecond},
+		ssdp: &host{mac: net.HardwareAddr{0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa}, ip: netip.AddrFrom4([4]byte{239, 255, 255, 250}), stack: stack{ttl: 4}},
+		mdns: &host{mac: net.HardwareAddr{0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb}, ip: netip.AddrFrom4([4]byte{224, 0, 0, 251}), stack: stack{ttl: 255}},
+	}
+	used := map[byte]bool{1: true}
+	lanIP := func() netip.Addr {
+		for {
+			b := byte(20 + rng.IntN(230))
+			if !used[b] {
+				used[b] = true
+				return netip.AddrFrom4([4]byte{192, 168, 1, b})
+			}
+		}
+	}
+	server := func(name string, rttLo, rttHi time.Duration) *host {
+		ip := [4]byte{publicFirstOctets[rng.IntN(len(publicFirstOctets))], byte(rng.IntN(256)), byte(rng.IntN(256)), byte(1 + rng.IntN(254))}
+		// Servers are mostly Linux (initial TTL 64), some Windows (128),
+		// seen 6 to 20 hops away.
+		ttl := 64
+		if rng.IntN(5) == 0 {
+			ttl = 128
+		}
+		return &host{name: name, ip: netip.AddrFrom4(ip),
+			stack: stack{ttl: uint8(ttl - 6 - rng.IntN(15)), window: []uint16{65535, 64240, 26847, 28960}[rng.IntN(4)], mss: []uint16{1460, 1440, 1380}[rng.IntN(3)]},
+			rtt:   rttLo + time.Duration(rng.Int64N(int64(rttHi-rttLo)))}
+	}
+	ntp := server("ntp.example", 10*time.Millisecond, 60*time.Millisecond)
+	dev := func(name, category string, mac net.HardwareAddr, st stack, run func(*sim, *device, *home)) *device {
+		d := &device{host: &host{name: name, mac: mac, ip: lanIP(), stack: st, category: category},
+			servers: map[string]*host{"ntp": ntp}, size: map[string]int{}, run: run}
+		h.devices = append(h.devices, d)
+		return d
+	}
+	between := func(lo, hi int) int { return lo + rng.IntN(hi-lo+1) }
+	secs := func(lo, hi int) time.Duration { return time.Duration(between(lo, hi)) * time.Second }
+
+	plug := dev("smart-plug", campaign.CategoryIoT, vendorMAC(rng, 0x50, 0xc7, 0xbf), lwip, runPlugTLS)
+	plug.servers["cloud"] = server("devs.plug-cloud.example", 30*time.Millisecond, 90*time.Millisecond)
+	plug.period = secs(30, 60)
+	plug.size["hello"], plug.size["beat"], plug.size["beatAck"] = between(170, 200), between(100, 130), between(80, 95)
+	plug.size["state"], plug.size["cmd"] = between(140, 160), between(170, 190)
+
+	mqttPlug := dev("smart-plug-mqtt", campaign.CategoryIoT, vendorMAC(rng, 0xd8, 0xf1, 0x5b), rtos, runPlugMQTT)
+	mqttPlug.servers["broker"] = server("mqtt.switch-cloud.example", 40*time.Millisecond, 150*time.Millisecond)
+	mqttPlug.period = secs(50, 70)
+
+	cam := dev("camera", campaign.CategoryIoT, vendorMAC(rng, 0x2c, 0xaa, 0x8e), linux, runCamera)
+	cam.servers["dns"] = &host{name: "public-resolver", ip: netip.AddrFrom4([4]byte{8, 8, 8, 8}), stack: stack{ttl: 121}, rtt: 12 * time.Millisecond}
+	cam.servers["api"] = server("api.cam-cloud.example", 20*time.Millisecond, 80*time.Millisecond)
+	cam.servers["relay"] = server("relay.cam-cloud.example", 20*time.Millisecond, 80*time.Millisecond)
+	cam.period = secs(9, 12)
+	cam.size["keepalive"], cam.size["beat"], cam.size["beatAck"] = between(40, 56), between(150, 180), between(120, 140)
+	cam.size["relayPort"] = between(10000, 20000)
+
+	voice := dev("voice-assistant", campaign.CategoryIoT, vendorMAC(rng, 0x68, 0x54, 0xfd), linux, runVoice)
+	voice.servers["avs"] = server("avs.voice-cloud.example", 20*time.Millisecond, 60*time.Millisecond)
+	for i := range 3 {
+		voice.servers[fmt.Sprintf("media%d", i)] = server(fmt.Sprintf("media%d.voice-cdn.example", i), 10*time.Millisecond, 50*time.Millisecond)
+	}
+	voice.period = secs(28, 32)
+
+	hub := dev("hub", campaign.CategoryIoT, vendorMAC(rng, 0x00, 0x17, 0x88), busybox, runHub)
+	hub.servers["broker"] = server("broker.hub-cloud.example", 30*time.Millisecond, 100*time.Millisecond)
+	hub.period = secs(55, 65)
+	hub.size["report"] = between(150, 200)
+
+	phone := dev("phone", campaign.CategoryNonIoT, randomMAC(rng), android, runPhone)
+	phone.servers["push"] = server("push.phone-os.example", 20*time.Millisecond, 60*time.Millisecond)
+	for i, name := range []string{"www.news", "cdn.news", "api.social", "img.social", "www.shop", "static.shop", "video.stream", "www.search", "mail.web", "maps.web"} {
+		srv := server(name+".example", 8*time.Millisecond, 90*time.Millisecond)
+		srv.quic = i%3 != 2 // two thirds of the sites also speak HTTP/3
+		phone.servers[fmt.Sprintf("web%d", i)] = srv
+	}
+	phone.period = secs(200, 280)
+	return h
+}
+
+// layoutStream is the PCG stream of the home's layout; sessions use 1, 2, ...
+const layoutStream = 0x686f6d65
+
+// vendorMAC is an address under a fixed OUI, so a device's MAC looks like
+// its maker's.
+func vendorMAC(rng *rand.Rand, a, b, c byte) net.HardwareAddr {
+	return net.HardwareAddr{a, b, c, byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256))}
+}
+
+// randomMAC is a locally administered unicast address, as phones use when
+// they randomise their MAC per network.
+func randomMAC(rng *rand.Rand) net.HardwareAddr {
+	m := net.HardwareAddr{byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256))}
+	m[0] = m[0]&^1 | 2
+	return m
+}
+
+// runPlugTLS: a smart plug on one long-lived TLS connection to its cloud,
+// sending a fixed-size heartbeat every period and, rarely, answering an
+// on/off command pushed by the cloud.
+func runPlugTLS(s *sim, d *device, h *home) {
+	cloud := d.servers["cloud"]
+	t := s.uniform(300*time.Millisecond, 5*time.Second)
+	t = s.dnsLookup(t, d.host, h.gw, cloud.name, cloud.ip)
+	s.ntpExchange(t+s.uniform(10*time.Millisecond, 100*time.Millisecond), d.host, d.servers["ntp"], 3)
+	c, t := s.dial(t+s.uniform(100*time.Millisecond, 300*time.Millisecond), d.host, cloud, 443)
+	t = c.tlsHandshake(t, d.size["hello"], s.between(2900, 3300), 126)
+	t = c.exchange(t, s.tlsRecord(23, 229), s.tlsRecord(23, 101), s.uniform(10*time.Millisecond, 40*time.Millisecond))
+	// One connection carries everything, so its messages are sent one after
+	// the other: a message due while another is in flight waits (free).
+	beat, event, free := t+d.period, t+s.exp(4*time.Minute), t
+	for beat < s.dur || event < s.dur {
+		if event < beat {
+			free = c.push(max(event, free), s.tlsRecord(23, d.size["cmd"]), s.tlsRecord(23, d.size["state"]))
+			event += s.exp(4 * time.Minute)
+			continue
+		}
+		free = c.exchange(max(beat, free), s.tlsRecord(23, d.size["beat"]), s.tlsRecord(23, d.size["beatAck"]), s.uniform(5*time.Millisecond, 30*time.Millisecond))
+		beat += s.jitter(d.period, 0.01)
+	}
+}
+
+// MQTT 3.1.1 control packets, sized to what the device sends.
+func mqttPacket(typ byte, body []byte) []byte {
+	// Remaining length, 7 bits per byte.
+	out := []byte{typ}
+	for n := len(body); ; {
+		b := byte(n & 0x7f)
+		if n >>= 7; n > 0 {
+			out = append(out, b|0x80)
+			continue
+		}
+		out = append(out, b)
+		break
+	}
+	return append(out, body...)
+}
+
+func mqttString(b []byte, s string) []byte {
+	return append(append(b, byte(len(s)>>8), byte(len(s))), s...)
+}
+
+func mqttConnect(clientID string, keepalive time.Duration) []byte {
+	body := mqttString(nil, "MQTT")
+	body = append(body, 4, 0x02, byte(int(keepalive.Seconds())>>8), byte(int(keepalive.Seconds())))
+	return mqttPacket(0x10, mqttString(body, clientID))
+}
+
+func mqttPublish(topic, payload string) []byte {
+	return mqttPacket(0x30, append(mqttString(nil, topic), payload...))
+}
+
+func mqttSubscribe(id uint16, topic string) []byte {
+	return mqttPacket(0x82, append(mqttString([]byte{byte(id >> 8), byte(id)}, topic), 1))
+}
+
+// runPlugMQTT: a plug that speaks MQTT in the clear: 2-byte pings every
+// keepalive, telemetry every five minutes, commands now and then.
+func runPlugMQTT(s *sim, d *device, h *home) {
+	broker := d.servers["broker"]
+	id := fmt.Sprintf("sw-%x", []byte(d.mac[3:]))
+	t := s.uniform(time.Second, 8*time.Second)
+	t = s.dnsLookup(t, d.host, h.gw, broker.name, broker.ip)
+	c, t := s.dial(t+s.uniform(50*time.Millisecond, 200*time.Millisecond), d.host, broker, 1883)
+	t = c.exchange(t, mqttConnect(id, d.period), []byte{0x20, 0x02, 0x00, 0x00}, s.uniform(2*time.Millisecond, 20*time.Millisecond))
+	t = c.exchange(t+s.uniform(time.Millisecond, 10*time.Millisecond), mqttSubscribe(1, "cmnd/"+id+"/POWER"), []byte{0x90, 0x03, 0x00, 0x01, 0x01}, 5*time.Millisecond)
+	ping, report, cmd, free := t+d.period, t+s.uniform(time.Minute, 5*time.Minute), t+s.exp(5*time.Minute), t
+	for ping < s.dur || report < s.dur || cmd < s.dur {
+		switch next := min(ping, report, cmd); next {
+		case ping:
+			free = c.exchange(max(ping, free), []byte{0xc0, 0x00}, []byte{0xd0, 0x00}, time.Millisecond)
+			ping += s.jitter(d.period, 0.005)
+		case report:
+			watts := 3 + s.rng.Float64()*40
+			msg := fmt.Sprintf(`{"Time":"%s","ENERGY":{"Power":%.1f,"Voltage":%d,"Current":%.3f}}`,
+				s.wall.Add(report).Format("2006-01-02T15:04:05"), watts, s.between(228, 234), watts/230)
+			free = c.send(max(report, free), true, mqttPublish("tele/"+id+"/SENSOR", msg), 0)
+			report += s.jitter(5*time.Minute, 0.02)
+		default:
+			state := []string{"ON", "OFF"}[s.rng.IntN(2)]
+			free = c.push(max(cmd, free), mqttPublish("cmnd/"+id+"/POWER", state), mqttPublish("stat/"+id+"/POWER", state))
+			cmd += s.exp(5 * time.Minute)
+		}
+	}
+}
+
+// runCamera: a camera holding a UDP session with its relay (keepalives
+// every few seconds) and a TLS control connection, uploading a UDP video
+// burst whenever it sees motion.
+func runCamera(s *sim, d *device, h *home) {
+	resolver, api, relay := d.servers["dns"], d.servers["api"], d.servers["relay"]
+	t := s.uniform(500*time.Millisecond, 4*time.Second)
+	t = s.dnsLookup(t, d.host, resolver, api.name, api.ip)
+	t = s.dnsLookup(t+s.uniform(time.Millisecond, 5*time.Millisecond), d.host, resolver, relay.name, relay.ip)
+	s.ntpExchange(t, d.host, d.servers["ntp"], 4)
+	c, ct := s.dial(t+s.uniform(10*time.Millisecond, 50*time.Millisecond), d.host, api, 443)
+	ct = c.tlsHandshake(ct, 290, s.between(3800, 4400), 93)
+	c.exchange(ct, s.tlsRecord(23, 350), s.tlsRecord(23, 212), 30*time.Millisecond)
+
+	port, relayPort := uint16(d.size["relayPort"]), uint16(32100)
+	keepalive := func(at time.Duration) {
+		b := s.bytes(d.size["keepalive"])
+		b[0], b[1] = 0xf1, 0xe0
+		s.udp(at, d.host, relay, port, relayPort, b)
+		r := s.bytes(d.size["keepalive"])
+		r[0], r[1] = 0xf1, 0xe1
+		s.udp(at+relay.rtt, relay, d.host, relayPort, port, r)
+	}
+	for k := t + s.uniform(0, d.period); k < s.dur; k += s.jitter(d.period, 0.03) {
+		keepalive(k)
+	}
+	beat, motion, free := ct+time.Minute, t+10*time.Second+s.exp(100*time.Second), ct
+	for beat < s.dur || motion < s.dur {
+		if beat < motion {
+			free = c.exchange(max(beat, free), s.tlsRecord(23, d.size["beat"]), s.tlsRecord(23, d.size["beatAck"]), s.uniform(5*time.Millisecond, 20*time.Millisecond))
+			beat += s.jitter(time.Minute, 0.02)
+			continue
+		}
+		at := max(motion, free)
+		free = c.exchange(at, s.tlsRecord(23, s.between(400, 440)), s.tlsRecord(23, 90), s.uniform(20*time.Millisecond, 60*time.Millisecond))
+		cameraBurst(s, d, relay, port, relayPort, at+s.uniform(50*time.Millisecond, 200*time.Millisecond), s.uniform(8*time.Second, 20*time.Second))
+		motion += s.uniform(20*time.Second, 40*time.Second) + s.exp(80*time.Second)
+	}
+}
+
+// cameraBurst streams video frames to the relay: a key frame of many full
+// datagrams every two seconds, small delta frames in between, receiver
+// reports coming back twice a second.
+func cameraBurst(s *sim, d *device, relay *host, port, relayPort uint16, at, dur time.Duration) {
+	const fps = 15
+	frame := time.Second / fps
+	for i := 0; time.Duration(i)*frame < dur; i++ {
+		ft := at + time.Duration(i)*frame + s.uniform(0, 3*time.Millisecond)
+		n, size := 1+s.rng.IntN(2), func() int { return s.between(200, 1100) }
+		if i%(2*fps) == 0 {
+			n, size = s.between(8, 12), func() int { return s.between(1300, 1400) }
+		}
+		for k := range n {
+			b := s.bytes(size())
+			b[0] = 0x80 // RTP version 2
+			s.udp(ft+time.Duration(k)*400*time.Microsecond, d.host, relay, port, relayPort, b)
+		}
+		if i%(fps/2) == 0 {
+			// RTCP receiver report: header, sender SSRC, one report block.
+			r := s.bytes(32)
+			r[0], r[1], r[2], r[3] = 0x81, 201, 0, 7
+			s.udp(ft+relay.rtt, relay, d.host, relayPort, port, r)
+		}
+	}
+}
+
+// runVoice: a voice assistant: one TLS connection to its cloud with a ping
+// every half minute, NTP every few minutes, and on each interaction a voice
+// upload, a spoken answer and sometimes a media fetch from a CDN.
+func runVoice(s *sim, d *device, h *home) {
+	avs := d.servers["avs"]
+	t := s.uniform(200*time.Millisecond, 3*time.Second)
+	t = s.dnsLookup(t, d.host, h.gw, avs.name, avs.ip)
+	c, t := s.dial(t+s.uniform(time.Millisecond, 10*time.Millisecond), d.host, avs, 443)
+	t = c.tlsHandshake(t, 517, s.between(4200, 4800), 80)
+	t = c.exchange(t, s.tlsRecord(23, 620), s.tlsRecord(23, 380), 40*time.Millisecond)
+	for n := t + s.uniform(0, time.Minute); n < s.dur; n += s.jitter(5*time.Minute, 0.1) {
+		n = s.dnsLookup(n, d.host, h.gw, d.servers["ntp"].name, d.servers["ntp"].ip)
+		s.ntpExchange(n, d.host, d.servers["ntp"], 4)
+	}
+	ping, ask, free := t+d.period, t+s.exp(140*time.Second), t
+	for ping < s.dur || ask < s.dur {
+		if ping < ask {
+			free = c.exchange(max(ping, free), s.tlsRecord(23, 39), s.tlsRecord(23, 39), s.uniform(time.Millisecond, 5*time.Millisecond))
+			ping += s.jitter(d.period, 0.02)
+			continue
+		}
+		// The spoken request goes up in small audio chunks, one every 40-60 ms.
+		chunks := make([][]byte, s.between(25, 60))
+		for i := range chunks {
+			chunks[i] = s.tlsRecord(23, s.between(320, 660))
+		}
+		end := c.sendChunks(max(ask, free), true, chunks, s.uniform(40*time.Millisecond, 60*time.Millisecond))
+		answer := end + s.uniform(300*time.Millisecond, 800*time.Millisecond)
+		free = c.send(answer, false, s.tlsStream(s.between(8_000, 40_000)), s.uniform(100*time.Microsecond, 300*time.Microsecond))
+		if s.rng.IntN(10) < 3 {
+			media := d.servers[fmt.Sprintf("media%d", s.rng.IntN(3))]
+			m := s.dnsLookup(free+s.uniform(50*time.Millisecond, 300*time.Millisecond), d.host, h.gw, media.name, media.ip)
+			mc, m := s.dial(m, d.host, media, 443)
+			m = mc.tlsHandshake(m, 517, s.between(3000, 5000), 80)
+			m = mc.exchange(m, s.tlsRecord(23, s.between(200, 600)), s.tlsRecord(23, s.between(300, 900)), s.uniform(10*time.Millisecond, 50*time.Millisecond))
+			m = mc.send(m+s.uniform(time.Millisecond, 10*time.Millisecond), false, s.tlsStream(s.between(10_000, 120_000)), s.uniform(80*time.Microsecond, 200*time.Microsecond))
+			mc.close(m+s.uniform(time.Second, 5*time.Second), true)
+		}
+		ask = free + s.uniform(5*time.Second, 15*time.Second) + s.exp(140*time.Second)
+	}
+}
+
+// runHub: a smart-home hub: MQTT over TLS on 8883 with keepalives and
+// sensor reports, and the LAN chatter of a UPnP/Bonjour device (SSDP
+// NOTIFY, mDNS announcements, answers to M-SEARCH).
+func runHub(s *sim, d *device, h *home) {
+	broker := d.servers["broker"]
+	t := s.uniform(time.Second, 6*time.Second)
+	t = s.dnsLookup(t, d.host, h.gw, broker.name, broker.ip)
+	s.ntpExchange(t+s.uniform(time.Millisecond, 50*time.Millisecond), d.host, d.servers["ntp"], 4)
+	c, t := s.dial(t+s.uniform(100*time.Millisecond, 500*time.Millisecond), d.host, broker, 8883)
+	t = c.tlsHandshake(t, 240, s.between(3600, 4000), 75)
+	t = c.exchange(t, s.tlsRecord(23, 120), s.tlsRecord(23, 35), 10*time.Millisecond)
+	ping, report, free := t+d.period, t+s.exp(45*time.Second), t
+	for ping < s.dur || report < s.dur {
+		if ping < report {
+			free = c.exchange(max(ping, free), s.tlsRecord(23, 31), s.tlsRecord(23, 31), s.uniform(time.Millisecond, 5*time.Millisecond))
+			ping += s.jitter(d.period, 0.005)
+			continue
+		}
+		free = c.exchange(max(report, free), s.tlsRecord(23, d.size["report"]+s.between(-20, 60)), s.tlsRecord(23, 35), s.uniform(2*time.Millisecond, 10*time.Millisecond))
+		report += s.exp(45 * time.Second)
+	}
+
+	uuid := fmt.Sprintf("2f402f80-da50-11e1-9b23-%x", []byte(d.mac))
+	for n := s.uniform(0, 30*time.Second); n < s.dur; n += s.jitter(60*time.Second, 0.02) {
+		for i, nt := range []string{"upnp:rootdevice", "uuid:" + uuid, "urn:schemas-upnp-org:device:basic:1"} {
+			usn := "uuid:" + uuid
+			if !strings.HasPrefix(nt, "uuid:") {
+				usn += "::" + nt
+			}
+			msg := "NOTIFY * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nCACHE-CONTROL: max-age=100\r\n" +
+				"LOCATION: http://" + d.ip.String() + ":80/description.xml\r\nSERVER: Linux/3.14.0 UPnP/1.0 IpBridge/1.50.0\r\n" +
+				"NTS: ssdp:alive\r\nNT: " + nt + "\r\nUSN: " + usn + "\r\n\r\n"
+			s.udp(n+time.Duration(i)*s.uniform(80*time.Millisecond, 120*time.Millisecond), d.host, h.ssdp, 1900, 1900, []byte(msg))
+		}
+	}
+	for n := s.uniform(0, 2*time.Minute); n < s.dur; n += s.jitter(2*time.Minute, 0.05) {
+		name := fmt.Sprintf("hub-%02x%02x.local", d.mac[4], d.mac[5])
+		ans := layers.DNSResourceRecord{Name: []byte(name), Type: layers.DNSTypeA, Class: layers.DNSClassIN | 0x8000, TTL: 120, IP: d.ip.AsSlice()}
+		s.udp(n, d.host, h.mdns, 5353, 5353, dnsBytes(s, &layers.DNS{QR: true, AA: true, Answers: []layers.DNSResourceRecord{ans}}))
+	}
+}
+
+// runPhone: the non-IoT background: a phone alternating between idle (only
+// its push connection) and browsing, each page load a few DNS lookups
+// followed by HTTPS or QUIC fetches of widely varying size.
+func runPhone(s *sim, d *device, h *home) {
+	push := d.servers["push"]
+	t := s.uniform(100*time.Millisecond, 10*time.Second)
+	t = s.dnsLookup(t, d.host, h.gw, push.name, push.ip)
+	c, t := s.dial(t, d.host, push, 5228)
+	t = c.tlsHandshake(t, 517, s.between(3000, 3600), 80)
+	for p := t + s.uniform(0, d.period); p < s.dur; p += s.jitter(d.period, 0.05) {
+		c.exchange(p, s.tlsRecord(23, 31), s.tlsRecord(23, 31), s.uniform(time.Millisecond, 10*time.Millisecond))
+	}
+	for a := s.exp(time.Minute); a < s.dur; {
+		active := s.exp(3 * time.Minute)
+		for p := a + s.exp(5*time.Second); p < a+active && p < s.dur; p += s.exp(20 * time.Second) {
+			pageLoad(s, d, h, p)
+			if s.rng.IntN(12) == 0 {
+				mSearch(s, d, h, p)
+			}
+		}
+		a += active + s.exp(2*time.Minute)
+	}
+}
+
+func pageLoad(s *sim, d *device, h *home, at time.Duration) {
+	for range s.between(1, 3) {
+		srv := d.servers[fmt.Sprintf("web%d", s.rng.IntN(10))]
+		t := at + s.uniform(0, 300*time.Millisecond)
+		if s.rng.IntN(10) < 7 { // the rest is in the phone's DNS cache
+			t = s.dnsLookup(t, d.host, h.gw, srv.name, srv.ip)
+		}
+		size := int(1000 * (5 + s.rng.ExpFloat64()*60)) // mostly tens of kB, sometimes hundreds
+		if srv.quic && s.rng.IntN(10) < 6 {
+			quicFetch(s, d, srv, t, size)
+			continue
+		}
+		c, t := s.dial(t, d.host, srv, 443)
+		t = c.tlsHandshake(t, 517, s.between(2500, 5000), 80)
+		t = c.exchange(t, s.tlsRecord(23, s.between(300, 900)), s.tlsRecord(23, s.between(200, 600)), s.uniform(20*time.Millisecond, 200*time.Millisecond))
+		t = c.send(t+s.uniform(time.Millisecond, 20*time.Millisecond), false, s.tlsStream(size), s.uniform(50*time.Microsecond, 150*time.Microsecond))
+		c.close(t+s.uniform(5*time.Second, 30*time.Second), s.rng.IntN(2) == 0)
+	}
+}
+
+// quicFetch is an HTTP/3 fetch: padded Initial packets both ways, then
+// short-header packets, the client acknowledging every few.
+func quicFetch(s *sim, d *device, srv *host, at time.Duration, size int) {
+	port := s.ephemeral(d.host)
+	long := func(n int) []byte {
+		b := s.bytes(n)
+		b[0] = 0xc0 | b[0]&0x0f
+		b[1], b[2], b[3], b[4] = 0, 0, 0, 1
+		return b
+	}
+	short := func(n int) []byte {
+		b := s.bytes(n)
+		b[0] = 0x40 | b[0]&0x3f
+		return b
+	}
+	s.udp(at, d.host, srv, port, 443, long(1252))
+	at += srv.rtt
+	s.udp(at, srv, d.host, 443, port, long(1252))
+	s.udp(at+100*time.Microsecond, srv, d.host, 443, port, long(s.between(900, 1252)))
+	at += s.uniform(time.Millisecond, 3*time.Millisecond)
+	s.udp(at, d.host, srv, port, 443, long(1252))
+	s.udp(at+200*time.Microsecond, d.host, srv, port, 443, short(s.between(80, 400)))
+	at += srv.rtt + s.uniform(5*time.Millisecond, 80*time.Millisecond)
+	gap := s.uniform(60*time.Microsecond, 200*time.Microsecond)
+	for i := 0; size > 0; i++ {
+		n := min(size, s.between(1200, 1350))
+		s.udp(at, srv, d.host, 443, port, short(n))
+		size -= n
+		if i%3 == 2 || size <= 0 {
+			s.udp(at+s.uniform(200*time.Microsecond, 2*time.Millisecond), d.host, srv, port, 443, short(s.between(38, 60)))
+		}
+		at += gap
+	}
+}
+
+// mSearch is an app on the phone looking for UPnP devices; the hub answers.
+func mSearch(s *sim, d *device, h *home, at time.Duration) {
+	port := s.ephemeral(d.host)
+	msg := []byte("M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n")
+	s.udp(at, d.host, h.ssdp, port, 1900, msg)
+	s.udp(at+s.uniform(100*time.Millisecond, 300*time.Millisecond), d.host, h.ssdp, port, 1900, msg)
+	for _, dev := range h.devices {
+		if dev.name != "hub" {
+			continue
+		}
+		reply := "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=100\r\nEXT:\r\nLOCATION: http://" + dev.ip.String() +
+			":80/description.xml\r\nSERVER: Linux/3.14.0 UPnP/1.0 IpBridge/1.50.0\r\nST: upnp:rootdevice\r\nUSN: uuid:hub::upnp:rootdevice\r\n\r\n"
+		s.udp(at+s.uniform(10*time.Millisecond, time.Second), dev.host, d.host, 1900, port, []byte(reply))
+	}
+}

@@ -1,0 +1,84 @@
+// Package learn trains and applies HomeMole's per-packet device classifier:
+// the LSTM / BLSTM of the paper's Table 3 over traffic windows
+// (schemas.Window), built on gotch (libtorch).
+//
+// Building it needs the patched gotch copy: run `go run ./tools/gotchsetup`
+// (or `go tool task setup`) once; it writes the go.work that points the
+// build at .build/gotch.
+package learn
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Config holds the model's shape and the training schedule. The defaults are
+// the paper's (Table 3) with the bidirectional variant, its best model.
+type Config struct {
+	Bidirectional bool    // BLSTM when true, LSTM otherwise
+	Hidden        int     // LSTM hidden size per direction
+	EmbedDim      int     // destination-port embedding size
+	Dropout       float64 // on the LSTM outputs, training only
+	LR            float64 // Adam learning rate
+	Epochs        int
+	BatchSize     int // windows per optimisation step
+	MaxPorts      int // most frequent training ports that get their own embedding
+	Seed          int64
+	// Threads sets libtorch's intra-op thread count (process-wide) when > 0;
+	// 0 leaves libtorch's default.
+	Threads int
+}
+
+// DefaultConfig returns the paper's settings: BLSTM, hidden 64, port
+// embedding 30, dropout 0.5, Adam at 0.001, 15 epochs.
+func DefaultConfig() Config {
+	return Config{
+		Bidirectional: true,
+		Hidden:        64,
+		EmbedDim:      30,
+		Dropout:       0.5,
+		LR:            0.001,
+		Epochs:        15,
+		BatchSize:     64,
+		MaxPorts:      512,
+		Seed:          1,
+	}
+}
+
+// Validate reports every field that cannot produce a model, not only the
+// first one, so a bad configuration is fixed in one go.
+func (c Config) Validate() error {
+	var errs []string
+	bad := func(field string, v any, want string) {
+		errs = append(errs, fmt.Sprintf("%s is %v, must be %s", field, v, want))
+	}
+	if c.Hidden <= 0 {
+		bad("Hidden", c.Hidden, "> 0")
+	}
+	if c.EmbedDim <= 0 {
+		bad("EmbedDim", c.EmbedDim, "> 0")
+	}
+	if math.IsNaN(c.Dropout) || c.Dropout < 0 || c.Dropout >= 1 {
+		bad("Dropout", c.Dropout, "in [0, 1)")
+	}
+	if math.IsNaN(c.LR) || math.IsInf(c.LR, 0) || c.LR <= 0 {
+		bad("LR", c.LR, "a finite number > 0")
+	}
+	if c.Epochs <= 0 {
+		bad("Epochs", c.Epochs, "> 0")
+	}
+	if c.BatchSize <= 0 {
+		bad("BatchSize", c.BatchSize, "> 0")
+	}
+	if c.MaxPorts <= 0 {
+		bad("MaxPorts", c.MaxPorts, "> 0")
+	}
+	if c.Threads < 0 {
+		bad("Threads", c.Threads, ">= 0 (0 = libtorch's default)")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("learn: invalid config: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,225 @@
+package learn
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// Embedding rows reserved before the port vocabulary. Padding gets a row of
+// its own so that the backward direction of a BLSTM, which reads a short
+// window's padding first, sees a constant learned token rather than a real
+// packet's port.
+const (
+	portPad   = 0 // slot at or after Window.Len
+	portNone  = 1 // packet without a transport port (schemas.NoPort)
+	portOOV   = 2 // port outside the vocabulary
+	portFirst = 3 // first vocabulary row
+)
+
+// minPortCount keeps ports seen once out of the vocabulary: they would get
+// an embedding trained on a single packet, while sending them to the
+// out-of-vocabulary row trains that row on exactly the kind of rare port
+// it stands for at inference.
+const minPortCount = 2
+
+// numericDim is the per-packet input after the port embedding: 7 protocol
+// bits, direction one-hot (out, in, local), frame length and log interval.
+const numericDim = 7 + 3 + 2
+
+// features is what feature preparation learns from the training fold. It
+// is saved in the checkpoint: inference must encode packets exactly as
+// training did.
+type features struct {
+	Ports      []int32 `json:"ports"` // vocabulary; Ports[i] has embedding row portFirst+i
+	FrameMean  float64 `json:"frame_mean"`
+	FrameStd   float64 `json:"frame_std"`
+	LogIvlMean float64 `json:"log_interval_mean"`
+	LogIvlStd  float64 `json:"log_interval_std"`
+
+	index map[int32]int64 // port -> embedding row, rebuilt from Ports
+}
+
+// fitFeatures learns the port vocabulary and the normalisation statistics
+// from the real packets (slots before Len) of the training windows,
+// labeled or not: features do not depend on labels.
+func fitFeatures(ws []*schemas.Window, maxPorts int) *features {
+	counts := map[int32]int{}
+	var n, frameSum, frameSq, ivlSum, ivlSq float64
+	for _, w := range ws {
+		for i := range w.Len {
+			if p := w.DPort[i]; p >= 0 {
+				counts[p]++
+			}
+			fl := float64(w.FrameLen[i])
+			li := logInterval(w.Interval[i])
+			n++
+			frameSum += fl
+			frameSq += fl * fl
+			ivlSum += li
+			ivlSq += li * li
+		}
+	}
+	type pc struct {
+		port  int32
+		count int
+	}
+	var ranked []pc
+	for p, c := range counts {
+		if c >= minPortCount {
+			ranked = append(ranked, pc{p, c})
+		}
+	}
+	// Ties broken by port number keep the vocabulary, and so the
+	// embedding rows, identical across runs.
+	slices.SortFunc(ranked, func(a, b pc) int {
+		if c := cmp.Compare(b.count, a.count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.port, b.port)
+	})
+	if len(ranked) > maxPorts {
+		ranked = ranked[:maxPorts]
+	}
+	f := &features{FrameMean: 0, FrameStd: 1, LogIvlMean: 0, LogIvlStd: 1}
+	for _, r := range ranked {
+		f.Ports = append(f.Ports, r.port)
+	}
+	if n > 0 {
+		f.FrameMean, f.FrameStd = meanStd(frameSum, frameSq, n)
+		f.LogIvlMean, f.LogIvlStd = meanStd(ivlSum, ivlSq, n)
+	}
+	f.buildIndex()
+	return f
+}
+
+func meanStd(sum, sq, n float64) (mean, std float64) {
+	mean = sum / n
+	v := sq/n - mean*mean
+	// A constant feature (every frame the same length) would divide by
+	// zero; it carries no information, so any positive scale will do.
+	if !(v > 1e-12) {
+		return mean, 1
+	}
+	return mean, math.Sqrt(v)
+}
+
+// logInterval compresses inter-packet gaps, which span microseconds to
+// minutes. Negative or non-finite gaps (clock steps, first packet of a
+// stream) count as zero.
+func logInterval(s float32) float64 {
+	x := float64(s)
+	if !(x > 0) || math.IsInf(x, 1) {
+		return 0
+	}
+	return math.Log1p(x)
+}
+
+func (f *features) buildIndex() {
+	f.index = make(map[int32]int64, len(f.Ports))
+	for i, p := range f.Ports {
+		f.index[p] = portFirst + int64(i)
+	}
+}
+
+// portRows is the embedding table's row count.
+func (f *features) portRows() int64 { return portFirst + int64(len(f.Ports)) }
+
+func (f *features) portRow(p int32) int64 {
+	if p < 0 {
+		return portNone
+	}
+	if r, ok := f.index[p]; ok {
+		return r
+	}
+	return portOOV
+}
+
+// encoded is a batch of windows of n slots in the layout the model takes:
+// row-major [window][slot].
+type encoded struct {
+	n       int
+	ports   []int64   // [B*n] embedding rows
+	numeric []float32 // [B*n*numericDim]
+	targets []int64   // [B*n] class, or -1 where the loss must not look
+	labeled int       // positions with a target >= 0
+}
+
+func (f *features) encode(ws []*schemas.Window, n int) encoded {
+	e := encoded{
+		n:       n,
+		ports:   make([]int64, len(ws)*n),
+		numeric: make([]float32, len(ws)*n*numericDim),
+		targets: make([]int64, len(ws)*n),
+	}
+	for b, w := range ws {
+		for i := range n {
+			k := b*n + i
+			e.targets[k] = -1
+			if i >= w.Len {
+				e.ports[k] = portPad // numeric inputs stay zero
+				continue
+			}
+			e.ports[k] = f.portRow(w.DPort[i])
+			x := e.numeric[k*numericDim : (k+1)*numericDim]
+			bits := w.ProtoBits[i]
+			for j := range 7 { // IP (bit 6) first, "other" (bit 0) last
+				if bits&(1<<(6-j)) != 0 {
+					x[j] = 1
+				}
+			}
+			switch w.Direction[i] {
+			case 1:
+				x[7] = 1
+			case 0:
+				x[8] = 1
+			case -1:
+				x[9] = 1
+			}
+			x[10] = float32((float64(w.FrameLen[i]) - f.FrameMean) / f.FrameStd)
+			x[11] = float32((logInterval(w.Interval[i]) - f.LogIvlMean) / f.LogIvlStd)
+			if l := w.Label[i]; l >= 0 {
+				e.targets[k] = int64(l)
+				e.labeled++
+			}
+		}
+	}
+	return e
+}
+
+// checkWindow rejects windows the encoder would misread. numClasses < 0
+// skips the label check (inference does not read labels).
+func checkWindow(w *schemas.Window, numClasses int) error {
+	if w == nil {
+		return fmt.Errorf("nil window")
+	}
+	n := len(w.Label)
+	if n == 0 {
+		return fmt.Errorf("window %q has no slots", w.ID)
+	}
+	for _, f := range []struct {
+		name string
+		len  int
+	}{
+		{"DPort", len(w.DPort)}, {"ProtoBits", len(w.ProtoBits)}, {"Direction", len(w.Direction)},
+		{"FrameLen", len(w.FrameLen)}, {"Interval", len(w.Interval)},
+	} {
+		if f.len != n {
+			return fmt.Errorf("window %q: %s has %d slots, Label has %d", w.ID, f.name, f.len, n)
+		}
+	}
+	if w.Len < 0 || w.Len > n {
+		return fmt.Errorf("window %q: Len %d outside [0, %d]", w.ID, w.Len, n)
+	}
+	if numClasses >= 0 {
+		for i := range w.Len {
+			if l := w.Label[i]; l < -1 || int(l) >= numClasses {
+				return fmt.Errorf("window %q: label %d at slot %d outside [-1, %d)", w.ID, l, i, numClasses)
+			}
+		}
+	}
+	return nil
+}

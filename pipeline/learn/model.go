@@ -1,0 +1,489 @@
+package learn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/nn"
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// Model is a trained per-packet classifier. It holds libtorch memory:
+// call Close when done with it. A Model is not safe for concurrent use.
+type Model struct {
+	cfg        Config
+	numClasses int
+	feat       *features
+	device     gotch.Device
+
+	vs    *nn.VarStore
+	embed *ts.Tensor  // [port rows, EmbedDim]
+	lstm  []ts.Tensor // flat LSTM weights in libtorch's order
+	fcW   *ts.Tensor  // [numClasses, directions*Hidden]
+	fcB   *ts.Tensor  // [numClasses]
+}
+
+// EpochStats reports one finished epoch.
+type EpochStats struct {
+	Epoch         int           // 1-based
+	Loss          float64       // mean cross-entropy per labeled packet
+	Accuracy      float64       // per labeled packet, on the training batches (dropout on)
+	WindowsPerSec float64       // training throughput of this epoch
+	Elapsed       time.Duration // since training started
+}
+
+// Config returns the configuration the model was trained with.
+func (m *Model) Config() Config { return m.cfg }
+
+// NumClasses returns the number of device classes the model predicts.
+func (m *Model) NumClasses() int { return m.numClasses }
+
+// Device names where the model's weights live: "cpu" or "cuda:N".
+func (m *Model) Device() string {
+	if m.device.IsCuda() {
+		return fmt.Sprintf("cuda:%d", m.device.Value)
+	}
+	return "cpu"
+}
+
+func (c Config) directions() int64 {
+	if c.Bidirectional {
+		return 2
+	}
+	return 1
+}
+
+// newModel lays out the network of Table 3 with fresh weights:
+// embedding(dport) ++ numeric inputs -> (B)LSTM -> dropout -> linear.
+// Initialisation follows PyTorch's defaults for these layers, so results
+// compare with the paper's PyTorch setting.
+func newModel(cfg Config, feat *features, numClasses int, device gotch.Device) (m *Model, err error) {
+	m = &Model{cfg: cfg, numClasses: numClasses, feat: feat, device: device, vs: nn.NewVarStore(device)}
+	defer func() {
+		if err != nil {
+			m.Close()
+			m = nil
+		}
+	}()
+	root := m.vs.Root()
+	if m.embed, err = root.Sub("embed").NewVar("weight", []int64{feat.portRows(), int64(cfg.EmbedDim)}, nn.NewRandnInit(0, 1)); err != nil {
+		return nil, fmt.Errorf("learn: create embedding: %w", err)
+	}
+	h := int64(cfg.Hidden)
+	in := int64(cfg.EmbedDim + numericDim)
+	bound := 1 / math.Sqrt(float64(h))
+	lstm := root.Sub("lstm")
+	for _, suffix := range []string{"", "_reverse"}[:cfg.directions()] {
+		for _, p := range []struct {
+			name string
+			dims []int64
+		}{
+			{"weight_ih_l0", []int64{4 * h, in}},
+			{"weight_hh_l0", []int64{4 * h, h}},
+			{"bias_ih_l0", []int64{4 * h}},
+			{"bias_hh_l0", []int64{4 * h}},
+		} {
+			t, err := lstm.NewVar(p.name+suffix, p.dims, nn.NewUniformInit(-bound, bound))
+			if err != nil {
+				return nil, fmt.Errorf("learn: create LSTM weight %s: %w", p.name+suffix, err)
+			}
+			m.lstm = append(m.lstm, *t)
+		}
+	}
+	if device.IsCuda() {
+		// cuDNN wants the weights in one contiguous buffer; without this
+		// it copies them on every call. Untested here (no GPU): it mirrors
+		// gotch's own nn.NewLSTM.
+		ts.Must_CudnnRnnFlattenWeight(m.lstm, 4, in, 2, h, 0, 1, true, cfg.Bidirectional)
+	}
+	d := cfg.directions() * h
+	fcBound := 1 / math.Sqrt(float64(d))
+	fc := root.Sub("fc")
+	if m.fcW, err = fc.NewVar("weight", []int64{int64(numClasses), d}, nn.NewUniformInit(-fcBound, fcBound)); err != nil {
+		return nil, fmt.Errorf("learn: create output layer: %w", err)
+	}
+	if m.fcB, err = fc.NewVar("bias", []int64{int64(numClasses)}, nn.NewUniformInit(-fcBound, fcBound)); err != nil {
+		return nil, fmt.Errorf("learn: create output layer: %w", err)
+	}
+	return m, nil
+}
+
+// Close frees the model's libtorch memory. The model is unusable after.
+func (m *Model) Close() {
+	if m == nil || m.vs == nil {
+		return
+	}
+	// The var store owns every weight; the fields above only alias them.
+	for _, t := range m.vs.Variables() {
+		_ = t.Drop()
+	}
+	m.vs, m.embed, m.lstm, m.fcW, m.fcB = nil, nil, nil, nil, nil
+}
+
+// scope collects the tensors of one step so they are freed together:
+// gotch v0.7.0 frees nothing on its own, and a leak per batch adds up
+// over an epoch.
+type scope []*ts.Tensor
+
+func (s *scope) keep(t *ts.Tensor, err error) (*ts.Tensor, error) {
+	if err == nil && t != nil {
+		*s = append(*s, t)
+	}
+	return t, err
+}
+
+func (s *scope) free() {
+	for _, t := range *s {
+		_ = t.Drop()
+	}
+	*s = (*s)[:0]
+}
+
+// inputs moves an encoded batch to the model's device.
+func (m *Model) inputs(sc *scope, e encoded) (ports, numeric, targets *ts.Tensor, err error) {
+	b := int64(len(e.ports) / e.n)
+	n := int64(e.n)
+	toDevice := func(t *ts.Tensor, err error) (*ts.Tensor, error) {
+		if _, err := sc.keep(t, err); err != nil || !m.device.IsCuda() {
+			return t, err
+		}
+		return sc.keep(t.To(m.device, false))
+	}
+	if ports, err = toDevice(tensorOf(e.ports, []int64{b, n}, gotch.Int64)); err != nil {
+		return nil, nil, nil, err
+	}
+	if numeric, err = toDevice(tensorOf(e.numeric, []int64{b, n, numericDim}, gotch.Float)); err != nil {
+		return nil, nil, nil, err
+	}
+	if targets, err = toDevice(tensorOf(e.targets, []int64{b * n}, gotch.Int64)); err != nil {
+		return nil, nil, nil, err
+	}
+	return ports, numeric, targets, nil
+}
+
+// tensorOf copies a slice into a new CPU tensor. It hands gotch raw bytes:
+// gotch's typed constructors walk slices by reflection, which cost about a
+// tenth of a training step.
+func tensorOf[T int64 | float32](data []T, shape []int64, dtype gotch.DType) (*ts.Tensor, error) {
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(data))), len(data)*int(unsafe.Sizeof(data[0])))
+	return ts.OfDataSize(raw, shape, dtype)
+}
+
+// forward returns per-packet logits [B*n, numClasses].
+func (m *Model) forward(sc *scope, ports, numeric *ts.Tensor, train bool) (*ts.Tensor, error) {
+	emb, err := sc.keep(ts.Embedding(m.embed, ports, -1, false, false))
+	if err != nil {
+		return nil, fmt.Errorf("embedding: %w", err)
+	}
+	x, err := sc.keep(ts.Cat([]ts.Tensor{*emb, *numeric}, 2))
+	if err != nil {
+		return nil, fmt.Errorf("concatenate inputs: %w", err)
+	}
+	size, err := x.Size()
+	if err != nil {
+		return nil, err
+	}
+	state := []int64{m.cfg.directions(), size[0], int64(m.cfg.Hidden)}
+	h0, err := sc.keep(ts.Zeros(state, gotch.Float, m.device))
+	if err != nil {
+		return nil, err
+	}
+	c0, err := sc.keep(ts.Zeros(state, gotch.Float, m.device))
+	if err != nil {
+		return nil, err
+	}
+	out, h, c, err := x.Lstm([]ts.Tensor{*h0, *c0}, m.lstm, true, 1, 0, train, m.cfg.Bidirectional, true)
+	if err != nil {
+		return nil, fmt.Errorf("LSTM: %w", err)
+	}
+	sc.keep(out, nil)
+	sc.keep(h, nil)
+	sc.keep(c, nil)
+	if train && m.cfg.Dropout > 0 {
+		if out, err = sc.keep(ts.Dropout(out, m.cfg.Dropout, true)); err != nil {
+			return nil, fmt.Errorf("dropout: %w", err)
+		}
+	}
+	logits, err := sc.keep(ts.Linear(out, m.fcW, m.fcB))
+	if err != nil {
+		return nil, fmt.Errorf("output layer: %w", err)
+	}
+	return sc.keep(logits.Reshape([]int64{-1, int64(m.numClasses)}, false))
+}
+
+// Train fits a model on the training windows (one fold). numClasses is
+// the size of the label vocabulary; labels must be in [-1, numClasses),
+// -1 marking packets that are unlabeled. Padding (slots at or after Len)
+// and unlabeled packets are never trained on. All windows must have the
+// same number of slots. Cancelling ctx stops training between batches.
+// progress, if not nil, is called after every epoch.
+func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses int, progress func(EpochStats)) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if numClasses < 1 {
+		return nil, fmt.Errorf("learn: numClasses is %d, must be >= 1", numClasses)
+	}
+	if len(train) == 0 {
+		return nil, errors.New("learn: no training windows")
+	}
+	n := len(train[0].Label)
+	var labeled []*schemas.Window
+	for i, w := range train {
+		if err := checkWindow(w, numClasses); err != nil {
+			return nil, fmt.Errorf("learn: training window %d: %w", i, err)
+		}
+		if len(w.Label) != n {
+			return nil, fmt.Errorf("learn: training window %d (%q) has %d slots, the first has %d; train one window size at a time", i, w.ID, len(w.Label), n)
+		}
+		for j := range w.Len {
+			if w.Label[j] >= 0 {
+				labeled = append(labeled, w)
+				break
+			}
+		}
+	}
+	if len(labeled) == 0 {
+		return nil, errors.New("learn: the training windows hold no labeled packet")
+	}
+
+	// libtorch's grad mode and gotch's error slot are per OS thread; a
+	// goroutine that migrated between cgo calls would lose both.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if cfg.Threads > 0 {
+		if err := setTorchThreads(cfg.Threads); err != nil {
+			return nil, fmt.Errorf("learn: set libtorch threads: %w", err)
+		}
+	}
+	if err := seedTorch(cfg.Seed); err != nil {
+		return nil, fmt.Errorf("learn: seed libtorch: %w", err)
+	}
+	// Features come from all training windows, windows without labels
+	// included; only the loss needs labels.
+	feat := fitFeatures(train, cfg.MaxPorts)
+	m, err := newModel(cfg, feat, numClasses, gotch.CudaIfAvailable())
+	if err != nil {
+		return nil, err
+	}
+	if err := m.fit(ctx, labeled, progress); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(EpochStats)) error {
+	opt, err := ts.Adam(m.cfg.LR, 0.9, 0.999, 0)
+	if err != nil {
+		return fmt.Errorf("learn: create Adam optimizer: %w", err)
+	}
+	defer opt.Drop()
+	if err := opt.AddParameters(m.vs.TrainableVariables()); err != nil {
+		return fmt.Errorf("learn: register weights with the optimizer: %w", err)
+	}
+	if prev, err := ts.GradSetEnabled(true); err == nil {
+		defer ts.GradSetEnabled(prev)
+	}
+
+	// Windows without any labeled packet were left out by Train: they
+	// contribute nothing to the loss, so skipping them is exact.
+	seed := uint64(m.cfg.Seed)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	order := make([]int, len(ws))
+	for i := range order {
+		order[i] = i
+	}
+	n := len(ws[0].Label)
+	batch := make([]*schemas.Window, 0, m.cfg.BatchSize)
+	start := time.Now()
+	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
+		epochStart := time.Now()
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		var lossSum float64
+		var correct, total int64
+		for lo := 0; lo < len(order); lo += m.cfg.BatchSize {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("learn: training stopped in epoch %d: %w", epoch, err)
+			}
+			batch = batch[:0]
+			for _, k := range order[lo:min(lo+m.cfg.BatchSize, len(order))] {
+				batch = append(batch, ws[k])
+			}
+			loss, ok, count, err := m.step(opt, m.feat.encode(batch, n))
+			if err != nil {
+				return fmt.Errorf("learn: epoch %d, batch at %d: %w", epoch, lo, err)
+			}
+			lossSum += loss * float64(count)
+			correct += ok
+			total += count
+		}
+		if progress != nil {
+			secs := time.Since(epochStart).Seconds()
+			progress(EpochStats{
+				Epoch:         epoch,
+				Loss:          lossSum / float64(max(total, 1)),
+				Accuracy:      float64(correct) / float64(max(total, 1)),
+				WindowsPerSec: float64(len(order)) / max(secs, 1e-9),
+				Elapsed:       time.Since(start),
+			})
+		}
+	}
+	return nil
+}
+
+// step runs one optimisation step and returns the batch's mean loss, the
+// number of labeled packets predicted right, and the number labeled.
+func (m *Model) step(opt *ts.COptimizer, e encoded) (loss float64, correct, labeled int64, err error) {
+	if e.labeled == 0 {
+		return 0, 0, 0, nil // the mean over no packets is NaN: nothing to learn
+	}
+	var sc scope
+	defer sc.free()
+	ports, numeric, targets, err := m.inputs(&sc, e)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("move batch to %v: %w", m.device, err)
+	}
+	logits, err := m.forward(&sc, ports, numeric, true)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	// ignore_index -1 is the mask: padding and unlabeled packets carry -1.
+	l, err := sc.keep(logits.CrossEntropyLoss(targets, ts.None, 1, -1, 0, false))
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("loss: %w", err)
+	}
+	if err := opt.ZeroGrad(); err != nil {
+		return 0, 0, 0, fmt.Errorf("zero gradients: %w", err)
+	}
+	if err := l.Backward(); err != nil {
+		return 0, 0, 0, fmt.Errorf("backward: %w", err)
+	}
+	if err := opt.Step(); err != nil {
+		return 0, 0, 0, fmt.Errorf("optimizer step: %w", err)
+	}
+	lv, err := scalarFloat(l)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("read loss: %w", err)
+	}
+	// argmax is never -1, so masked positions never count as correct.
+	pred, err := sc.keep(logits.Argmax([]int64{1}, false, false))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	eq, err := sc.keep(pred.EqTensor(targets, false))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	sum, err := sc.keep(eq.Sum(gotch.Int64, false))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	ok, err := scalarInt(sum)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("read accuracy: %w", err)
+	}
+	return lv, ok, int64(e.labeled), nil
+}
+
+func scalarFloat(t *ts.Tensor) (float64, error) {
+	v := make([]float32, 1)
+	if err := t.CopyData(v, 1); err != nil {
+		return 0, err
+	}
+	return float64(v[0]), nil
+}
+
+func scalarInt(t *ts.Tensor) (int64, error) {
+	v := make([]int64, 1)
+	if err := t.CopyData(v, 1); err != nil {
+		return 0, err
+	}
+	return v[0], nil
+}
+
+// Predict labels every real packet of each window: out[i] has ws[i].Len
+// classes. Dropout is off and no gradients are kept. Windows may differ
+// in size; labels in the windows are ignored.
+func (m *Model) Predict(ws []*schemas.Window) ([][]int32, error) {
+	if m == nil || m.vs == nil {
+		return nil, errors.New("learn: Predict on a closed model")
+	}
+	bySize := map[int][]int{}
+	var sizes []int
+	for i, w := range ws {
+		if err := checkWindow(w, -1); err != nil {
+			return nil, fmt.Errorf("learn: window %d: %w", i, err)
+		}
+		n := len(w.Label)
+		if _, ok := bySize[n]; !ok {
+			sizes = append(sizes, n)
+		}
+		bySize[n] = append(bySize[n], i)
+	}
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	prev, err := ts.GradSetEnabled(false)
+	if err != nil {
+		return nil, fmt.Errorf("learn: disable gradients: %w", err)
+	}
+	defer ts.GradSetEnabled(prev)
+
+	out := make([][]int32, len(ws))
+	batch := make([]*schemas.Window, 0, m.cfg.BatchSize)
+	for _, n := range sizes {
+		idx := bySize[n]
+		for lo := 0; lo < len(idx); lo += m.cfg.BatchSize {
+			part := idx[lo:min(lo+m.cfg.BatchSize, len(idx))]
+			batch = batch[:0]
+			for _, i := range part {
+				batch = append(batch, ws[i])
+			}
+			pred, err := m.predictBatch(m.feat.encode(batch, n))
+			if err != nil {
+				return nil, fmt.Errorf("learn: predict: %w", err)
+			}
+			for b, i := range part {
+				row := pred[b*n : b*n+ws[i].Len]
+				labels := make([]int32, len(row))
+				for k, p := range row {
+					labels[k] = int32(p)
+				}
+				out[i] = labels
+			}
+		}
+	}
+	return out, nil
+}
+
+func (m *Model) predictBatch(e encoded) ([]int64, error) {
+	var sc scope
+	defer sc.free()
+	ports, numeric, _, err := m.inputs(&sc, e)
+	if err != nil {
+		return nil, err
+	}
+	logits, err := m.forward(&sc, ports, numeric, false)
+	if err != nil {
+		return nil, err
+	}
+	pred, err := sc.keep(logits.Argmax([]int64{1}, false, false))
+	if err != nil {
+		return nil, err
+	}
+	v := make([]int64, len(e.ports))
+	if err := pred.CopyData(v, uint(len(v))); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
