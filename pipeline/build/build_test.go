@@ -204,6 +204,15 @@ func TestBuildRealCaptures(t *testing.T) {
 			}
 		}
 	}
+
+	// Verification notices an object that changed after the manifest was written.
+	victim := m.Parts[0].Objects[0].Key
+	if _, err := h.store.Put(context.Background(), victim, []byte("tampered"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := dataset.Verify(context.Background(), h.store, m); err == nil || !strings.Contains(err.Error(), victim) {
+		t.Errorf("verify after tampering with %s: %v", victim, err)
+	}
 }
 
 func TestBuildSurvivesCorruptCaptures(t *testing.T) {

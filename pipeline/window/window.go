@@ -7,6 +7,7 @@ package window
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"log/slog"
 	"path"
@@ -30,6 +31,15 @@ type Spec struct {
 	Labels []string
 	// WindowsPerObject bounds an object's size; a session writes several.
 	WindowsPerObject int
+}
+
+// RegisterFlags adds the spec's flags (all but the label vocabulary, which
+// comes from the campaign's inventories) to fs.
+func (s *Spec) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&s.Dataset, "dataset", "", "dataset name")
+	fs.StringVar(&s.Version, "version", "v1", "dataset version")
+	fs.StringVar(&s.Kind, "kind", schemas.KindInd, "ind: one device's own packets per window (pure IoT); noise: the home's merged stream")
+	fs.IntVar(&s.Size, "window", 100, "packets per window (the paper studies 20, 40 and 100)")
 }
 
 // Validate refuses specs no window can be cut from.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,7 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-func runDemo(ctx context.Context, log *slog.Logger, args []string) error {
+func runDemo(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
 	fs := newFlags("demo", "[--window N] [--sessions N] [--epochs N] [--model blstm|lstm]",
 		"Runs the whole pipeline on one machine with embedded NATS and S3:\n"+
@@ -50,7 +51,7 @@ func runDemo(ctx context.Context, log *slog.Logger, args []string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("clear the demo folder %s: %w", dir, err)
 	}
-	step(1, "generating a demo home: %d sessions of %s", gen.Sessions, gen.SessionDuration)
+	step(out, 1, "generating a demo home: %d sessions of %s", gen.Sessions, gen.SessionDuration)
 	home, err := homegen.Generate(gen, filepath.Join(dir, "captures"))
 	if err != nil {
 		return fmt.Errorf("generate demo home: %w", err)
@@ -69,7 +70,7 @@ func runDemo(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	for _, d := range home.Inventory {
-		fmt.Printf("     %-18s %-8s %s\n", d.Name, d.Category, d.MAC)
+		fmt.Fprintf(out, "     %-18s %-8s %s\n", d.Name, d.Category, d.MAC)
 	}
 
 	ep.Home = filepath.Join(dir, "state")
@@ -79,43 +80,43 @@ func runDemo(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	defer env.Close()
-	step(2, "capture -> label -> window through embedded JetStream (%s) and S3 (%s)", env.NATSURL, env.S3Endpoint)
+	step(out, 2, "capture -> label -> window through embedded JetStream (%s) and S3 (%s)", env.NATSURL, env.S3Endpoint)
 	spec := window.Spec{Dataset: "demo", Version: "v1", Kind: schemas.KindInd, Size: *size, Labels: build.LabelsOf(c)}
 	res, err := (&build.Build{Campaign: c, Spec: spec, Bus: env.Bus, Store: env.Store, Log: log}).Run(ctx)
 	if err != nil {
 		return err
 	}
-	printBuild(res, env)
+	printBuild(out, res, env)
 
-	step(3, "training a %s (%d epochs) on the training sessions", train.ModelName(*cfg), cfg.Epochs)
+	step(out, 3, "training a %s (%d epochs) on the training sessions", train.ModelName(*cfg), cfg.Epochs)
 	cfg.Seed = int64(gen.Seed)
-	out, err := trainAndReport(ctx, log, env, train.Job{
+	run, err := trainAndReport(ctx, log, env, train.Job{
 		Dataset: spec.Dataset, Version: spec.Version, RunName: "demo-" + train.ModelName(*cfg), Model: *cfg, Seed: gen.Seed,
 	}, filepath.Join(dir, "reports"))
 	if err != nil {
 		return err
 	}
 
-	step(4, "summary")
+	step(out, 4, "summary")
 	m := res.Manifest
 	packets := 0
 	for _, st := range res.Agents {
 		packets += st.Packets
 	}
-	fmt.Printf("  packets read:     %d from %d captures\n", packets, len(home.Files))
-	fmt.Printf("  windows written:  %d (%d packets each, %s)\n", m.Windows, m.WindowSize, m.Kind)
-	fmt.Print(indent(out.Report.Summary()))
-	fmt.Printf("  dataset:  %s (on disk under %s)\n", env.Store.Location("datasets/demo/v1/manifest.json"), filepath.Join(ep.Home, "s3"))
-	fmt.Printf("  model:    %s\n", env.Store.Location(out.Checkpoint))
-	fmt.Printf("  report:   %s\n", out.ReportHTML)
-	fmt.Printf("  campaign: %s (rerun the build with `homemole build --campaign %s --dataset mine`)\n",
+	fmt.Fprintf(out, "  packets read:     %d from %d captures\n", packets, len(home.Files))
+	fmt.Fprintf(out, "  windows written:  %d (%d packets each, %s)\n", m.Windows, m.WindowSize, m.Kind)
+	fmt.Fprint(out, indent(run.Report.Summary()))
+	fmt.Fprintf(out, "  dataset:  %s (on disk under %s)\n", env.Store.Location("datasets/demo/v1/manifest.json"), filepath.Join(ep.Home, "s3"))
+	fmt.Fprintf(out, "  model:    %s\n", env.Store.Location(run.Checkpoint))
+	fmt.Fprintf(out, "  report:   %s\n", run.ReportHTML)
+	fmt.Fprintf(out, "  campaign: %s (rerun the build with `homemole build --campaign %s --dataset mine`)\n",
 		filepath.Join(dir, "campaign.yaml"), filepath.Join(dir, "campaign.yaml"))
-	fmt.Printf("  done in %s\n", time.Since(start).Round(time.Second))
+	fmt.Fprintf(out, "  done in %s\n", time.Since(start).Round(time.Second))
 	return nil
 }
 
-func step(n int, format string, args ...any) {
-	fmt.Printf("\n[%d/4] %s\n", n, fmt.Sprintf(format, args...))
+func step(out io.Writer, n int, format string, args ...any) {
+	fmt.Fprintf(out, "\n[%d/4] %s\n", n, fmt.Sprintf(format, args...))
 }
 
 func indent(s string) string {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -17,7 +18,7 @@ import (
 
 type command struct {
 	summary string
-	run     func(ctx context.Context, log *slog.Logger, args []string) error
+	run     func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error
 }
 
 func commands() map[string]command {
@@ -61,7 +62,7 @@ func main() {
 			fmt.Fprint(os.Stderr, usage(cmds))
 			return cli.Usagef("unknown command %q", os.Args[1])
 		}
-		return c.run(ctx, log, os.Args[2:])
+		return c.run(ctx, log, os.Stdout, os.Args[2:])
 	})
 }
 

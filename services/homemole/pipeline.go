@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,11 +18,10 @@ import (
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
-	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-func runBuild(ctx context.Context, log *slog.Logger, args []string) error {
+func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
 	fs := newFlags("build", "--campaign FILE --dataset NAME [--version V] [--kind ind|noise] [--window N]",
 		"Publishes every capture of the campaign's homes, labels the LAN packets from each home's\n"+
@@ -30,10 +30,7 @@ func runBuild(ctx context.Context, log *slog.Logger, args []string) error {
 	ep.Register(fs)
 	file := fs.String("campaign", "", "campaign file (YAML): homes, taps, inventories")
 	spec := window.Spec{}
-	fs.StringVar(&spec.Dataset, "dataset", "", "dataset name")
-	fs.StringVar(&spec.Version, "version", "v1", "dataset version")
-	fs.StringVar(&spec.Kind, "kind", schemas.KindInd, "ind: one device's own packets per window (pure IoT); noise: the home's merged stream")
-	fs.IntVar(&spec.Size, "window", 100, "packets per window (the paper studies 20, 40 and 100)")
+	spec.RegisterFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -54,28 +51,28 @@ func runBuild(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	printBuild(res, env)
+	printBuild(out, res, env)
 	return nil
 }
 
-func printBuild(res *build.Result, env *endpoints.Env) {
+func printBuild(out io.Writer, res *build.Result, env *endpoints.Env) {
 	m := res.Manifest
-	fmt.Printf("\nDataset %s/%s built in %s\n", m.Dataset, m.Version, res.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(out, "\nDataset %s/%s built in %s\n", m.Dataset, m.Version, res.Elapsed.Round(time.Millisecond))
 	for home, st := range res.Agents {
-		fmt.Printf("  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures\n", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
+		fmt.Fprintf(out, "  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures\n", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
 	}
-	fmt.Printf("  %d windows of %d packets (%s) from %d sessions; of %d packets, %d belong to no inventory device",
+	fmt.Fprintf(out, "  %d windows of %d packets (%s) from %d sessions; of %d packets, %d belong to no inventory device",
 		m.Windows, m.WindowSize, m.Kind, len(m.Groups), m.Packets, m.UnlabeledPackets)
 	if m.BackgroundPackets > 0 {
-		fmt.Printf(" and %d to non-IoT background left out of %s windows", m.BackgroundPackets, m.Kind)
+		fmt.Fprintf(out, " and %d to non-IoT background left out of %s windows", m.BackgroundPackets, m.Kind)
 	}
-	fmt.Println()
+	fmt.Fprintln(out)
 	for _, l := range m.Labels {
 		if n := m.WindowsPerDevice[l]; n > 0 {
-			fmt.Printf("    %-22s %6d windows\n", l, n)
+			fmt.Fprintf(out, "    %-22s %6d windows\n", l, n)
 		}
 	}
-	fmt.Printf("  manifest: %s\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)))
+	fmt.Fprintf(out, "  manifest: %s\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)))
 }
 
 func modelFlags(fs *flag.FlagSet) *learn.Config {
@@ -97,7 +94,7 @@ func modelFlags(fs *flag.FlagSet) *learn.Config {
 	return &cfg
 }
 
-func runTrain(ctx context.Context, log *slog.Logger, args []string) error {
+func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
 	fs := newFlags("train", "--dataset NAME [--version V] [--model blstm|lstm] [--epochs N] [--run NAME]",
 		"Trains the HomeMole model on a dataset version, holding out a share of the capture\n"+
@@ -125,11 +122,11 @@ func runTrain(ctx context.Context, log *slog.Logger, args []string) error {
 		*run = fmt.Sprintf("%s-%s-%s", *name, train.ModelName(*cfg), time.Now().UTC().Format("20060102T150405"))
 	}
 	cfg.Seed = int64(*seed)
-	out, err := trainAndReport(ctx, log, env, train.Job{Dataset: *name, Version: *version, RunName: *run, Model: *cfg, TestShare: *share, Seed: *seed}, filepath.Join(ep.Home, "reports"))
+	trained, err := trainAndReport(ctx, log, env, train.Job{Dataset: *name, Version: *version, RunName: *run, Model: *cfg, TestShare: *share, Seed: *seed}, filepath.Join(ep.Home, "reports"))
 	if err != nil {
 		return err
 	}
-	fmt.Print("\n" + out.Report.Summary())
+	fmt.Fprint(out, "\n"+trained.Report.Summary())
 	return nil
 }
 
@@ -141,7 +138,7 @@ func trainAndReport(ctx context.Context, log *slog.Logger, env *endpoints.Env, j
 		log.Info("epoch", "epoch", fmt.Sprintf("%d/%d", e.Epoch, job.Model.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
 			"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))
 	}
-	out, err := job.Run(ctx)
+	res, err := job.Run(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -149,21 +146,21 @@ func trainAndReport(ctx context.Context, log *slog.Logger, env *endpoints.Env, j
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("report folder: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "report.html"), out.HTML, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "report.html"), res.HTML, 0o644); err != nil {
 		return nil, fmt.Errorf("write report: %w", err)
 	}
-	js, err := out.Report.JSON()
+	js, err := res.Report.JSON()
 	if err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "report.json"), js, 0o644); err != nil {
 		return nil, fmt.Errorf("write report: %w", err)
 	}
-	out.ReportHTML = filepath.Join(dir, "report.html")
-	return out, nil
+	res.ReportHTML = filepath.Join(dir, "report.html")
+	return res, nil
 }
 
-func runDataset(ctx context.Context, log *slog.Logger, args []string) error {
+func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify" && args[0] != "assemble") {
 		return cli.Usagef("dataset needs a subcommand: ls | verify --dataset NAME --version V | assemble --dataset NAME --version V")
 	}
@@ -189,7 +186,7 @@ func runDataset(ctx context.Context, log *slog.Logger, args []string) error {
 			return err
 		}
 		for _, n := range names {
-			fmt.Println(n)
+			fmt.Fprintln(out, n)
 		}
 		return nil
 	}
@@ -205,7 +202,7 @@ func runDataset(ctx context.Context, log *slog.Logger, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("manifest %s: %d windows from %d sessions\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)), m.Windows, len(m.Groups))
+		fmt.Fprintf(out, "manifest %s: %d windows from %d sessions\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)), m.Windows, len(m.Groups))
 		return nil
 	}
 	m, err := dataset.Load(ctx, env.Store, *name, *version)
@@ -219,11 +216,11 @@ func runDataset(ctx context.Context, log *slog.Logger, args []string) error {
 	for _, p := range m.Parts {
 		objs += len(p.Objects)
 	}
-	fmt.Printf("dataset %s/%s verified: %d objects, %d windows, hashes and counts match the manifest\n", *name, *version, objs, m.Windows)
+	fmt.Fprintf(out, "dataset %s/%s verified: %d objects, %d windows, hashes and counts match the manifest\n", *name, *version, objs, m.Windows)
 	return nil
 }
 
-func runServe(ctx context.Context, log *slog.Logger, args []string) error {
+func runServe(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
 	fs := newFlags("serve", "[--home DIR]",
 		"Starts the embedded NATS (JetStream) and S3 servers and keeps them up until\n"+
@@ -239,7 +236,7 @@ func runServe(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	defer env.Close()
 	// The embedded server's keys are fixed and loopback-only: printing them gives nothing away.
-	fmt.Printf("HOMEMOLE_NATS_URL=%s\nHOMEMOLE_S3_ENDPOINT=%s\nHOMEMOLE_S3_ACCESS_KEY=%s\nHOMEMOLE_S3_SECRET_KEY=%s\n",
+	fmt.Fprintf(out, "HOMEMOLE_NATS_URL=%s\nHOMEMOLE_S3_ENDPOINT=%s\nHOMEMOLE_S3_ACCESS_KEY=%s\nHOMEMOLE_S3_SECRET_KEY=%s\n",
 		env.NATSURL, env.S3Endpoint, embedded.S3AccessKey, embedded.S3SecretKey)
 	<-ctx.Done()
 	return nil

@@ -26,10 +26,7 @@ func main() {
 		ep.Register(fs)
 		file := fs.String("campaign", "", "campaign file (YAML): its inventories give the label vocabulary")
 		spec := window.Spec{}
-		fs.StringVar(&spec.Dataset, "dataset", "", "dataset name")
-		fs.StringVar(&spec.Version, "version", "v1", "dataset version")
-		fs.StringVar(&spec.Kind, "kind", schemas.KindInd, "ind or noise")
-		fs.IntVar(&spec.Size, "window", 100, "packets per window")
+		spec.RegisterFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}

@@ -1,0 +1,69 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/embedded"
+)
+
+func open(t *testing.T) *S3 {
+	t.Helper()
+	srv, err := embedded.Start(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	s, err := OpenS3(context.Background(), S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestPutGetList(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("window"), 2<<20) // 12 MiB: more than one multipart part
+	info, err := s.Put(ctx, "datasets/d/v1/a.arrow", big, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size != int64(len(big)) || len(info.SHA256) != 64 {
+		t.Errorf("info %+v", info)
+	}
+	if _, err := s.Put(ctx, "datasets/d/v1/b.arrow", []byte("b"), ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, "datasets/d/v1/a.arrow")
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("get: %v (%d bytes)", err, len(got))
+	}
+	objs, err := s.List(ctx, "datasets/d/")
+	if err != nil || len(objs) != 2 || objs[0].Key != "datasets/d/v1/a.arrow" || objs[1].Size != 1 {
+		t.Fatalf("list %+v %v", objs, err)
+	}
+	if _, err := s.Get(ctx, "datasets/nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "s3://homemole/datasets/nope") {
+		t.Errorf("missing key: %v", err)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := OpenS3(ctx, S3Config{Endpoint: "127.0.0.1:1", AccessKey: "a", SecretKey: "b", Bucket: "homemole"})
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "is the server up") {
+		t.Fatalf("got %v, want an error naming the endpoint and the fix", err)
+	}
+	if _, err := OpenS3(ctx, S3Config{Bucket: "homemole"}); err == nil {
+		t.Fatal("empty endpoint accepted")
+	}
+	if _, err := OpenS3(ctx, S3Config{Endpoint: "x:1", Bucket: "hm"}); err == nil {
+		t.Fatal("two-letter bucket accepted")
+	}
+}
