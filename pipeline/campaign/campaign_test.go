@@ -74,3 +74,26 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestFromDeviceDirs(t *testing.T) {
+	c, err := FromDeviceDirs("../../../shared/data/iot-sentinel-dev", "sentinel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Homes) != 31 {
+		t.Errorf("%d homes, want one per device folder (31)", len(c.Homes))
+	}
+	files := 0
+	for _, h := range c.Homes {
+		files += len(h.Taps[0].Files)
+		if len(h.Inventory) != 1 || h.Inventory[0].Category != CategoryIoT {
+			t.Errorf("home %s inventory %+v", h.Name, h.Inventory)
+		}
+	}
+	if files != 277 {
+		t.Errorf("%d captures, want 277", files)
+	}
+	if _, err := FromDeviceDirs(t.TempDir(), "x"); err == nil {
+		t.Error("an empty folder was accepted")
+	}
+}

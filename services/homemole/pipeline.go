@@ -23,21 +23,36 @@ import (
 
 func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
-	fs := newFlags("build", "--campaign FILE --dataset NAME [--version V] [--kind ind|noise] [--window N]",
+	fs := newFlags("build", "(--campaign FILE | --from-dir DIR) --dataset NAME [--version V] [--kind ind|noise] [--window N]",
 		"Publishes every capture of the campaign's homes, labels the LAN packets from each home's\n"+
 			"inventory, cuts traffic windows and writes them with a manifest to S3 under\n"+
-			"datasets/NAME/V/. Datasets are immutable: a version is built once.")
+			"datasets/NAME/V/. Datasets are immutable: a version is built once.\n\n"+
+			"--from-dir takes a folder laid out like the IoT Sentinel captures: one folder per\n"+
+			"device holding its captures and its MAC in _iotdevice-mac.txt; each folder becomes a\n"+
+			"home, and the rest of its traffic is background.")
 	ep.Register(fs)
 	file := fs.String("campaign", "", "campaign file (YAML): homes, taps, inventories")
+	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout) instead of a campaign file")
+	view := fs.String("view", "lan", "lan (what the home network sees); napt and vpn come with the gateway emulator")
 	spec := window.Spec{}
 	spec.RegisterFlags(fs)
+	fs.StringVar(&spec.Dataset, "name", "", "same as --dataset")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *file == "" || spec.Dataset == "" {
-		return cli.Usagef("build needs --campaign FILE and --dataset NAME")
+	if (*file == "") == (*dir == "") || spec.Dataset == "" {
+		return cli.Usagef("build needs --dataset NAME and one of --campaign FILE or --from-dir DIR")
 	}
-	c, err := campaign.Load(*file)
+	if *view != "lan" {
+		return cli.Usagef("view %q: only the lan view can be built so far; napt and vpn need the gateway emulator", *view)
+	}
+	var c *campaign.Campaign
+	var err error
+	if *file != "" {
+		c, err = campaign.Load(*file)
+	} else {
+		c, err = campaign.FromDeviceDirs(*dir, spec.Dataset)
+	}
 	if err != nil {
 		return err
 	}
@@ -161,8 +176,11 @@ func trainAndReport(ctx context.Context, log *slog.Logger, env *endpoints.Env, j
 }
 
 func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	if len(args) > 0 && args[0] == "build" {
+		return runBuild(ctx, log, out, args[1:])
+	}
 	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify" && args[0] != "assemble") {
-		return cli.Usagef("dataset needs a subcommand: ls | verify --dataset NAME --version V | assemble --dataset NAME --version V")
+		return cli.Usagef("dataset needs a subcommand: build ... | ls | verify --dataset NAME --version V | assemble --dataset NAME --version V")
 	}
 	ep := endpoints.FromEnv()
 	fs := newFlags("dataset "+args[0], "[--dataset NAME --version V]",
