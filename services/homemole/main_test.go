@@ -48,6 +48,13 @@ func TestDemoCommand(t *testing.T) {
 		t.Errorf("verify said %q", out.String())
 	}
 	out.Reset()
+	if err := runDataset(context.Background(), quiet(), &out, []string{"inspect", "--home", state, "--dataset", "demo"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "label mix") || !strings.Contains(out.String(), "camera") {
+		t.Errorf("inspect said %q", out.String())
+	}
+	out.Reset()
 	if err := runDataset(context.Background(), quiet(), &out, []string{"ls", "--home", state}); err != nil || strings.TrimSpace(out.String()) != "demo/v1" {
 		t.Errorf("ls said %q, %v", out.String(), err)
 	}

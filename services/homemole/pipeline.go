@@ -179,12 +179,13 @@ func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if len(args) > 0 && args[0] == "build" {
 		return runBuild(ctx, log, out, args[1:])
 	}
-	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify" && args[0] != "assemble") {
-		return cli.Usagef("dataset needs a subcommand: build ... | ls | verify --dataset NAME --version V | assemble --dataset NAME --version V")
+	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify" && args[0] != "assemble" && args[0] != "inspect") {
+		return cli.Usagef("dataset needs a subcommand: build ... | ls | inspect, verify or assemble --dataset NAME --version V")
 	}
 	ep := endpoints.FromEnv()
 	fs := newFlags("dataset "+args[0], "[--dataset NAME --version V]",
-		"ls lists the dataset versions in the store; verify re-reads every object of a\n"+
+		"ls lists the dataset versions in the store; inspect shows windows per device and\n"+
+			"view and the label mix; verify re-reads every object of a\n"+
 			"version and checks its size, SHA-256 and window count against the manifest;\n"+
 			"assemble writes the manifest of a version that separate windower workers built.")
 	ep.Register(fs)
@@ -210,6 +211,17 @@ func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	}
 	if *name == "" {
 		return cli.Usagef("dataset %s needs --dataset NAME", args[0])
+	}
+	if args[0] == "inspect" {
+		m, err := dataset.Load(ctx, env.Store, *name, *version)
+		if err != nil {
+			return err
+		}
+		in, err := dataset.Inspect(ctx, env.Store, m)
+		if err != nil {
+			return err
+		}
+		return in.Print(out, m)
 	}
 	if args[0] == "assemble" {
 		spec, err := window.LoadSpec(ctx, env.Store, *name, *version)
