@@ -89,7 +89,7 @@ func TestCommandErrors(t *testing.T) {
 		}, false, "want napt or vpn"},
 		"dataset without subcommand": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
 			return runDataset(ctx, l, o, nil)
-		}, true, "ls | verify"},
+		}, true, "ls | inspect"},
 	} {
 		err := c.run(ctx, quiet(), &out)
 		if err == nil || !strings.Contains(err.Error(), c.want) || errors.Is(err, cli.ErrUsage) != c.usage {
