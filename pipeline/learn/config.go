@@ -24,6 +24,11 @@ type Config struct {
 	Epochs        int
 	BatchSize     int // windows per optimisation step
 	MaxPorts      int // most frequent training ports that get their own embedding
+	// LenEmbedDim adds an embedding of the exact frame length beside the
+	// normalised one, over the MaxLens most frequent training lengths;
+	// 0 gives the paper's model exactly.
+	LenEmbedDim int
+	MaxLens     int
 	Seed          int64
 	// Threads sets libtorch's intra-op thread count (process-wide) when > 0;
 	// 0 leaves libtorch's default.
@@ -42,6 +47,8 @@ func DefaultConfig() Config {
 		Epochs:        15,
 		BatchSize:     64,
 		MaxPorts:      512,
+		LenEmbedDim:   16,
+		MaxLens:       512,
 		Seed:          1,
 	}
 }
@@ -73,6 +80,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPorts <= 0 {
 		bad("MaxPorts", c.MaxPorts, "> 0")
+	}
+	if c.LenEmbedDim < 0 {
+		bad("LenEmbedDim", c.LenEmbedDim, ">= 0 (0 = no frame-length embedding, the paper's model)")
+	}
+	if c.LenEmbedDim > 0 && c.MaxLens <= 0 {
+		bad("MaxLens", c.MaxLens, "> 0 when LenEmbedDim > 0")
 	}
 	if c.Threads < 0 {
 		bad("Threads", c.Threads, ">= 0 (0 = libtorch's default)")

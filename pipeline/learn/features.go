@@ -26,6 +26,14 @@ const (
 // it stands for at inference.
 const minPortCount = 2
 
+// Rows of the frame-length embedding: padding, lengths outside the
+// vocabulary, then the vocabulary.
+const (
+	lenPad   = 0
+	lenOOV   = 1
+	lenFirst = 2
+)
+
 // numericDim is the per-packet input after the port embedding: 7 protocol
 // bits, direction one-hot (out, in, local), frame length and log interval.
 const numericDim = 7 + 3 + 2
@@ -39,21 +47,31 @@ type features struct {
 	FrameStd   float64 `json:"frame_std"`
 	LogIvlMean float64 `json:"log_interval_mean"`
 	LogIvlStd  float64 `json:"log_interval_std"`
+	// Lens is the frame-length vocabulary (empty when the model has no
+	// frame-length embedding); Lens[i] has embedding row lenFirst+i.
+	Lens []int32 `json:"frame_lens,omitempty"`
 
-	index map[int32]int64 // port -> embedding row, rebuilt from Ports
+	index    map[int32]int64 // port -> embedding row, rebuilt from Ports
+	lenIndex map[int32]int64 // frame length -> embedding row, rebuilt from Lens
 }
 
 // fitFeatures learns the port vocabulary and the normalisation statistics
 // from the real packets (slots before Len) of the training windows,
 // labeled or not: features do not depend on labels.
-func fitFeatures(ws []*schemas.Window, maxPorts int) *features {
+//
+// Frame lengths get a vocabulary too when maxLens > 0: IoT firmware sends
+// messages of fixed sizes, and an embedding lets the model tell 342 bytes
+// from 343, which one normalised number spread over 60..1514 hardly does.
+func fitFeatures(ws []*schemas.Window, maxPorts, maxLens int) *features {
 	counts := map[int32]int{}
+	lenCounts := map[int32]int{}
 	var n, frameSum, frameSq, ivlSum, ivlSq float64
 	for _, w := range ws {
 		for i := range w.Len {
 			if p := w.DPort[i]; p >= 0 {
 				counts[p]++
 			}
+			lenCounts[w.FrameLen[i]]++
 			fl := float64(w.FrameLen[i])
 			li := logInterval(w.Interval[i])
 			n++
@@ -63,8 +81,24 @@ func fitFeatures(ws []*schemas.Window, maxPorts int) *features {
 			ivlSq += li * li
 		}
 	}
+	f := &features{FrameMean: 0, FrameStd: 1, LogIvlMean: 0, LogIvlStd: 1}
+	f.Ports = vocabulary(counts, maxPorts)
+	if maxLens > 0 {
+		f.Lens = vocabulary(lenCounts, maxLens)
+	}
+	if n > 0 {
+		f.FrameMean, f.FrameStd = meanStd(frameSum, frameSq, n)
+		f.LogIvlMean, f.LogIvlStd = meanStd(ivlSum, ivlSq, n)
+	}
+	f.buildIndex()
+	return f
+}
+
+// vocabulary ranks the values seen at least minPortCount times by
+// frequency and keeps the first max of them.
+func vocabulary(counts map[int32]int, max int) []int32 {
 	type pc struct {
-		port  int32
+		value int32
 		count int
 	}
 	var ranked []pc
@@ -79,21 +113,16 @@ func fitFeatures(ws []*schemas.Window, maxPorts int) *features {
 		if c := cmp.Compare(b.count, a.count); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.port, b.port)
+		return cmp.Compare(a.value, b.value)
 	})
-	if len(ranked) > maxPorts {
-		ranked = ranked[:maxPorts]
+	if len(ranked) > max {
+		ranked = ranked[:max]
 	}
-	f := &features{FrameMean: 0, FrameStd: 1, LogIvlMean: 0, LogIvlStd: 1}
-	for _, r := range ranked {
-		f.Ports = append(f.Ports, r.port)
+	out := make([]int32, len(ranked))
+	for i, r := range ranked {
+		out[i] = r.value
 	}
-	if n > 0 {
-		f.FrameMean, f.FrameStd = meanStd(frameSum, frameSq, n)
-		f.LogIvlMean, f.LogIvlStd = meanStd(ivlSum, ivlSq, n)
-	}
-	f.buildIndex()
-	return f
+	return out
 }
 
 func meanStd(sum, sq, n float64) (mean, std float64) {
@@ -123,6 +152,20 @@ func (f *features) buildIndex() {
 	for i, p := range f.Ports {
 		f.index[p] = portFirst + int64(i)
 	}
+	f.lenIndex = make(map[int32]int64, len(f.Lens))
+	for i, l := range f.Lens {
+		f.lenIndex[l] = lenFirst + int64(i)
+	}
+}
+
+// lenRows is the frame-length embedding's row count.
+func (f *features) lenRows() int64 { return lenFirst + int64(len(f.Lens)) }
+
+func (f *features) lenRow(l int32) int64 {
+	if r, ok := f.lenIndex[l]; ok {
+		return r
+	}
+	return lenOOV
 }
 
 // portRows is the embedding table's row count.
@@ -142,7 +185,8 @@ func (f *features) portRow(p int32) int64 {
 // row-major [window][slot].
 type encoded struct {
 	n       int
-	ports   []int64   // [B*n] embedding rows
+	ports   []int64   // [B*n] port embedding rows
+	lens    []int64   // [B*n] frame-length embedding rows
 	numeric []float32 // [B*n*numericDim]
 	targets []int64   // [B*n] class, or -1 where the loss must not look
 	labeled int       // positions with a target >= 0
@@ -152,6 +196,7 @@ func (f *features) encode(ws []*schemas.Window, n int) encoded {
 	e := encoded{
 		n:       n,
 		ports:   make([]int64, len(ws)*n),
+		lens:    make([]int64, len(ws)*n),
 		numeric: make([]float32, len(ws)*n*numericDim),
 		targets: make([]int64, len(ws)*n),
 	}
@@ -160,10 +205,11 @@ func (f *features) encode(ws []*schemas.Window, n int) encoded {
 			k := b*n + i
 			e.targets[k] = -1
 			if i >= w.Len {
-				e.ports[k] = portPad // numeric inputs stay zero
+				e.ports[k], e.lens[k] = portPad, lenPad // numeric inputs stay zero
 				continue
 			}
 			e.ports[k] = f.portRow(w.DPort[i])
+			e.lens[k] = f.lenRow(w.FrameLen[i])
 			x := e.numeric[k*numericDim : (k+1)*numericDim]
 			bits := w.ProtoBits[i]
 			for j := range 7 { // IP (bit 6) first, "other" (bit 0) last

@@ -27,6 +27,7 @@ type Model struct {
 
 	vs    *nn.VarStore
 	embed *ts.Tensor  // [port rows, EmbedDim]
+	lens  *ts.Tensor  // [length rows, LenEmbedDim]; nil without a frame-length embedding
 	lstm  []ts.Tensor // flat LSTM weights in libtorch's order
 	fcW   *ts.Tensor  // [numClasses, directions*Hidden]
 	fcB   *ts.Tensor  // [numClasses]
@@ -78,8 +79,13 @@ func newModel(cfg Config, feat *features, numClasses int, device gotch.Device) (
 	if m.embed, err = root.Sub("embed").NewVar("weight", []int64{feat.portRows(), int64(cfg.EmbedDim)}, nn.NewRandnInit(0, 1)); err != nil {
 		return nil, fmt.Errorf("learn: create embedding: %w", err)
 	}
+	if cfg.LenEmbedDim > 0 {
+		if m.lens, err = root.Sub("len_embed").NewVar("weight", []int64{feat.lenRows(), int64(cfg.LenEmbedDim)}, nn.NewRandnInit(0, 1)); err != nil {
+			return nil, fmt.Errorf("learn: create frame-length embedding: %w", err)
+		}
+	}
 	h := int64(cfg.Hidden)
-	in := int64(cfg.EmbedDim + numericDim)
+	in := int64(cfg.EmbedDim + cfg.LenEmbedDim + numericDim)
 	bound := 1 / math.Sqrt(float64(h))
 	lstm := root.Sub("lstm")
 	for _, suffix := range []string{"", "_reverse"}[:cfg.directions()] {
@@ -126,7 +132,7 @@ func (m *Model) Close() {
 	for _, t := range m.vs.Variables() {
 		_ = t.Drop()
 	}
-	m.vs, m.embed, m.lstm, m.fcW, m.fcB = nil, nil, nil, nil, nil
+	m.vs, m.embed, m.lens, m.lstm, m.fcW, m.fcB = nil, nil, nil, nil, nil, nil
 }
 
 // scope collects the tensors of one step so they are freed together:
@@ -149,7 +155,7 @@ func (s *scope) free() {
 }
 
 // inputs moves an encoded batch to the model's device.
-func (m *Model) inputs(sc *scope, e encoded) (ports, numeric, targets *ts.Tensor, err error) {
+func (m *Model) inputs(sc *scope, e encoded) (ports, lens, numeric, targets *ts.Tensor, err error) {
 	b := int64(len(e.ports) / e.n)
 	n := int64(e.n)
 	toDevice := func(t *ts.Tensor, err error) (*ts.Tensor, error) {
@@ -159,15 +165,18 @@ func (m *Model) inputs(sc *scope, e encoded) (ports, numeric, targets *ts.Tensor
 		return sc.keep(t.To(m.device, false))
 	}
 	if ports, err = toDevice(tensorOf(e.ports, []int64{b, n}, gotch.Int64)); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
+	}
+	if lens, err = toDevice(tensorOf(e.lens, []int64{b, n}, gotch.Int64)); err != nil {
+		return nil, nil, nil, nil, err
 	}
 	if numeric, err = toDevice(tensorOf(e.numeric, []int64{b, n, numericDim}, gotch.Float)); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if targets, err = toDevice(tensorOf(e.targets, []int64{b * n}, gotch.Int64)); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return ports, numeric, targets, nil
+	return ports, lens, numeric, targets, nil
 }
 
 // tensorOf copies a slice into a new CPU tensor. It hands gotch raw bytes:
@@ -179,12 +188,20 @@ func tensorOf[T int64 | float32](data []T, shape []int64, dtype gotch.DType) (*t
 }
 
 // forward returns per-packet logits [B*n, numClasses].
-func (m *Model) forward(sc *scope, ports, numeric *ts.Tensor, train bool) (*ts.Tensor, error) {
+func (m *Model) forward(sc *scope, ports, lens, numeric *ts.Tensor, train bool) (*ts.Tensor, error) {
 	emb, err := sc.keep(ts.Embedding(m.embed, ports, -1, false, false))
 	if err != nil {
 		return nil, fmt.Errorf("embedding: %w", err)
 	}
-	x, err := sc.keep(ts.Cat([]ts.Tensor{*emb, *numeric}, 2))
+	parts := []ts.Tensor{*emb}
+	if m.lens != nil {
+		lemb, err := sc.keep(ts.Embedding(m.lens, lens, -1, false, false))
+		if err != nil {
+			return nil, fmt.Errorf("frame-length embedding: %w", err)
+		}
+		parts = append(parts, *lemb)
+	}
+	x, err := sc.keep(ts.Cat(append(parts, *numeric), 2))
 	if err != nil {
 		return nil, fmt.Errorf("concatenate inputs: %w", err)
 	}
@@ -270,7 +287,11 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	}
 	// Features come from all training windows, windows without labels
 	// included; only the loss needs labels.
-	feat := fitFeatures(train, cfg.MaxPorts)
+	maxLens := 0
+	if cfg.LenEmbedDim > 0 {
+		maxLens = cfg.MaxLens
+	}
+	feat := fitFeatures(train, cfg.MaxPorts, maxLens)
 	m, err := newModel(cfg, feat, numClasses, gotch.CudaIfAvailable())
 	if err != nil {
 		return nil, err
@@ -349,11 +370,11 @@ func (m *Model) step(opt *ts.COptimizer, e encoded) (loss float64, correct, labe
 	}
 	var sc scope
 	defer sc.free()
-	ports, numeric, targets, err := m.inputs(&sc, e)
+	ports, lens, numeric, targets, err := m.inputs(&sc, e)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("move batch to %v: %w", m.device, err)
 	}
-	logits, err := m.forward(&sc, ports, numeric, true)
+	logits, err := m.forward(&sc, ports, lens, numeric, true)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -469,11 +490,11 @@ func (m *Model) Predict(ws []*schemas.Window) ([][]int32, error) {
 func (m *Model) predictBatch(e encoded) ([]int64, error) {
 	var sc scope
 	defer sc.free()
-	ports, numeric, _, err := m.inputs(&sc, e)
+	ports, lens, numeric, _, err := m.inputs(&sc, e)
 	if err != nil {
 		return nil, err
 	}
-	logits, err := m.forward(&sc, ports, numeric, false)
+	logits, err := m.forward(&sc, ports, lens, numeric, false)
 	if err != nil {
 		return nil, err
 	}

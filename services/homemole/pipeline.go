@@ -106,6 +106,7 @@ func modelFlags(fs *flag.FlagSet) *learn.Config {
 	fs.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "training epochs (paper: 15)")
 	fs.IntVar(&cfg.BatchSize, "batch", cfg.BatchSize, "windows per training batch")
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate (paper: 0.001)")
+	fs.IntVar(&cfg.LenEmbedDim, "len-embed", cfg.LenEmbedDim, "size of the exact-frame-length embedding added to the paper's inputs; 0 = the paper's model exactly")
 	return &cfg
 }
 

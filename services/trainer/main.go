@@ -26,6 +26,7 @@ func main() {
 		fs.StringVar(&job.RunName, "run", "", "run name: checkpoint and report go under models/RUN and reports/RUN")
 		fs.BoolVar(&job.Model.Bidirectional, "bidirectional", true, "BLSTM (true) or LSTM (false)")
 		fs.IntVar(&job.Model.Epochs, "epochs", job.Model.Epochs, "training epochs")
+		fs.IntVar(&job.Model.LenEmbedDim, "len-embed", job.Model.LenEmbedDim, "exact-frame-length embedding size; 0 = the paper's model exactly")
 		fs.Uint64Var(&job.Seed, "seed", 1, "seed of the split and the training")
 		if err := cli.Parse(fs); err != nil {
 			return err
