@@ -29,7 +29,7 @@ type Config struct {
 	// 0 gives the paper's model exactly.
 	LenEmbedDim int
 	MaxLens     int
-	Seed          int64
+	Seed        int64
 	// Threads sets libtorch's intra-op thread count (process-wide) when > 0;
 	// 0 leaves libtorch's default.
 	Threads int
