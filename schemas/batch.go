@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Batch kinds. A packet batch comes from a capture agent; a labeled batch from
@@ -66,11 +67,33 @@ func (b *Batch) MsgID() string {
 // AppendBinary encodes the batch after dst. Timestamps are delta-coded and
 // integers varint-coded: a typical packet costs about 20 bytes.
 func (b *Batch) AppendBinary(dst []byte) ([]byte, error) {
-	if b.Kind != KindPackets && b.Kind != KindLabeled {
-		return nil, fmt.Errorf("encode batch: unknown kind %q", b.Kind)
-	}
 	if b.Kind == KindLabeled && len(b.Labels) != len(b.Packets) {
 		return nil, fmt.Errorf("encode batch: %d labels for %d packets", len(b.Labels), len(b.Packets))
+	}
+	dst, err := b.AppendHeader(dst, len(b.Packets))
+	if err != nil {
+		return nil, err
+	}
+	e := NewRecordEncoder(b.FirstOffset)
+	for i := range b.Packets {
+		p := &b.Packets[i]
+		if b.Kind == KindPackets {
+			dst = e.AppendPacket(dst, p)
+		} else {
+			dst = e.appendCommon(dst, p)
+			dst = binary.AppendVarint(dst, int64(b.Labels[i]))
+		}
+	}
+	return dst, nil
+}
+
+// AppendHeader encodes what AppendBinary writes before the records, for a
+// batch that will carry n of them. With a RecordEncoder it lets a producer
+// encode packets as they arrive and cut a batch at a byte size, instead of
+// collecting Packets and encoding them in a second pass.
+func (b *Batch) AppendHeader(dst []byte, n int) ([]byte, error) {
+	if b.Kind != KindPackets && b.Kind != KindLabeled {
+		return nil, fmt.Errorf("encode batch: unknown kind %q", b.Kind)
 	}
 	dst = append(dst, batchMagic[:]...)
 	dst = append(dst, BatchVersion, b.Kind)
@@ -79,7 +102,7 @@ func (b *Batch) AppendBinary(dst []byte) ([]byte, error) {
 		flags |= 1
 	}
 	dst = append(dst, flags)
-	for _, s := range []string{b.Campaign, b.Home, b.Tap, b.View, b.Source, b.Session} {
+	for _, s := range [...]string{b.Campaign, b.Home, b.Tap, b.View, b.Source, b.Session} {
 		dst = appendString(dst, s)
 	}
 	dst = binary.AppendUvarint(dst, b.FirstOffset)
@@ -88,31 +111,68 @@ func (b *Batch) AppendBinary(dst []byte) ([]byte, error) {
 		dst = appendString(dst, d.Name)
 		dst = appendString(dst, d.Category)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(b.Packets)))
-	prevTs, prevOff := int64(0), b.FirstOffset
-	for i := range b.Packets {
-		p := &b.Packets[i]
-		dst = binary.AppendVarint(dst, p.TsNs-prevTs)
-		prevTs = p.TsNs
-		dst = binary.AppendVarint(dst, int64(p.Offset-prevOff))
-		prevOff = p.Offset
-		dst = binary.AppendVarint(dst, int64(p.DPort))
-		dst = append(dst, p.ProtoBits, byte(p.Direction))
-		dst = binary.AppendUvarint(dst, uint64(p.FrameLen))
-		dst = binary.AppendUvarint(dst, uint64(p.IntervalNs))
-		dst = append(dst, p.TTL, p.Transport, p.TCPOptionsLen)
-		dst = binary.AppendUvarint(dst, uint64(p.IPLen))
-		dst = binary.AppendUvarint(dst, uint64(p.TCPFlags))
-		dst = binary.AppendUvarint(dst, uint64(p.TCPWindow))
-		dst = binary.AppendUvarint(dst, uint64(p.PayloadLen))
-		if b.Kind == KindPackets {
-			dst = append(dst, p.SrcMAC[:]...)
-			dst = append(dst, p.DstMAC[:]...)
-		} else {
-			dst = binary.AppendVarint(dst, int64(b.Labels[i]))
-		}
+	return binary.AppendUvarint(dst, uint64(n)), nil
+}
+
+// MaxPacketRecordLen bounds the encoded length of one record of a packet
+// batch (every varint at its widest), so a producer can tell before encoding
+// a packet whether it still fits under a byte limit.
+const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12
+
+// RecordEncoder encodes the records of one batch in order: each record is
+// delta-coded against the previous one, so the encoder carries that state.
+type RecordEncoder struct {
+	prevTs  int64
+	prevOff uint64
+}
+
+// NewRecordEncoder starts the records of a batch whose FirstOffset is first.
+func NewRecordEncoder(first uint64) RecordEncoder { return RecordEncoder{prevOff: first} }
+
+// AppendPacket appends p as the next record of a packet batch (kind P).
+func (e *RecordEncoder) AppendPacket(dst []byte, p *Packet) []byte {
+	dst = e.appendCommon(dst, p)
+	dst = append(dst, p.SrcMAC[:]...)
+	return append(dst, p.DstMAC[:]...)
+}
+
+// appendCommon appends the fields both kinds of record share. It is the
+// capture agent's per-packet cost, hence written into room grown once
+// (enough for the MACs too) rather than field by field through append.
+func (e *RecordEncoder) appendCommon(dst []byte, p *Packet) []byte {
+	dst = slices.Grow(dst, MaxPacketRecordLen)
+	n := len(dst)
+	b := dst[n : n+MaxPacketRecordLen]
+	i := putVarint(b, 0, p.TsNs-e.prevTs)
+	i = putVarint(b, i, int64(p.Offset-e.prevOff))
+	i = putVarint(b, i, int64(p.DPort))
+	b[i], b[i+1] = p.ProtoBits, byte(p.Direction)
+	i = putUvarint(b, i+2, uint64(p.FrameLen))
+	i = putUvarint(b, i, uint64(p.IntervalNs))
+	b[i], b[i+1], b[i+2] = p.TTL, p.Transport, p.TCPOptionsLen
+	i = putUvarint(b, i+3, uint64(p.IPLen))
+	i = putUvarint(b, i, uint64(p.TCPFlags))
+	i = putUvarint(b, i, uint64(p.TCPWindow))
+	i = putUvarint(b, i, uint64(p.PayloadLen))
+	e.prevTs, e.prevOff = p.TsNs, p.Offset
+	return dst[:n+i]
+}
+
+// putUvarint writes v at b[i:] as binary.AppendUvarint would and returns
+// the index after it.
+func putUvarint(b []byte, i int, v uint64) int {
+	for v >= 0x80 {
+		b[i] = byte(v) | 0x80
+		v >>= 7
+		i++
 	}
-	return dst, nil
+	b[i] = byte(v)
+	return i + 1
+}
+
+// putVarint writes v zig-zag coded, as binary.AppendVarint would.
+func putVarint(b []byte, i int, v int64) int {
+	return putUvarint(b, i, uint64(v<<1)^uint64(v>>63))
 }
 
 // DecodeBatch parses one encoded batch. It never panics on malformed input;

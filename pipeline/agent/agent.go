@@ -1,6 +1,15 @@
 // Package agent is the capture agent: it reads a home's taps, decodes every
 // packet into its metadata record and publishes the records in batches.
 // It builds without cgo so it cross-compiles for small gateways.
+//
+// Batches are encoded as they fill (schemas.RecordEncoder) and cut by
+// packet count, by encoded size and, for live sources, by age. A sender
+// goroutine publishes them asynchronously with a bounded window; when
+// JetStream stops acknowledging, it keeps them in an on-disk spool of
+// bounded size and drains it in order once JetStream answers again. When
+// the window and the spool are full, reading stops: backpressure, never
+// loss. Per-source progress files and the spool let a restarted agent
+// resume where the last one stopped.
 package agent
 
 import (
@@ -10,7 +19,11 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
@@ -18,32 +31,71 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// Publisher is the seam between the agent and the bus; bus.AsyncPublisher
-// implements it.
+// Publisher is the seam between the agent and JetStream; *bus.Conn
+// implements it. The agent keeps data untouched until the future resolves.
 type Publisher interface {
-	Publish(ctx context.Context, subject string, b *schemas.Batch) error
-	Flush(ctx context.Context) error
+	PublishAsync(subject, msgID string, data []byte) (jetstream.PubAckFuture, error)
 }
 
-// Config of one home's agent.
+// Config of one home's agent. Zero values take the defaults.
 type Config struct {
 	Campaign string
 	Home     *campaign.Home
-	// BatchSize is the number of packets per message.
+	// BatchSize is the most packets per message (default 4096).
 	BatchSize int
-	Log       *slog.Logger
-	// Progress, when set, is called after every published batch.
+	// BatchBytes is the most bytes per message (default 64 KiB: about 2500
+	// packets, well under NATS's default 1 MiB payload limit).
+	BatchBytes int
+	// MaxBatchAge sends the batch of a live source once its first packet is
+	// this old (default 200 ms), so a tap that trickles is not held back
+	// until a batch fills. Files are read far faster and ignore it.
+	MaxBatchAge time.Duration
+	// Window is the most batches published and not yet acknowledged
+	// (default 32); publishing waits beyond it.
+	Window int
+	// AckTimeout turns a batch that is not acknowledged in time into a
+	// failed publish (default 10 s).
+	AckTimeout time.Duration
+	// RetryMax caps the pause between attempts while JetStream does not
+	// answer (default 5 s); pauses start at 50 ms and double.
+	RetryMax time.Duration
+	// SpoolDir holds the spool and the per-source progress files. Empty: no
+	// spool, batches wait in memory only (up to Window), and a restart
+	// publishes every capture from its start again.
+	SpoolDir string
+	// SpoolMaxBytes bounds the spool (default 256 MiB).
+	SpoolMaxBytes int64
+	// ShutdownGrace is how long a cancelled agent waits for the batches in
+	// flight before spooling them (default 2 s).
+	ShutdownGrace time.Duration
+	Log           *slog.Logger
+	// Progress, when set, is called after every acknowledged batch, from
+	// the goroutine that publishes: it must return quickly.
 	Progress func(Stats)
 }
 
 // Stats counts what the agent read and sent.
 type Stats struct {
-	Files        int
+	Files int
+	// Packets were put in batches in this run. A cancelled run counts the
+	// few of its last batches that it neither sent nor spooled, which the
+	// next run reads again.
 	Packets      int
 	DecodeErrors int
 	ReadErrors   int
-	Batches      int
-	// Sessions are the capture sessions published, in order.
+	// Batches were cut in this run; Acked of them, or of those a previous
+	// run spooled, were acknowledged by JetStream.
+	Batches int
+	Acked   int
+	// Spooled counts batches written to the spool; Outages the times
+	// JetStream stopped acknowledging.
+	Spooled int
+	Outages int
+	// Skipped counts the packets of resumed sessions that an earlier run
+	// had published or spooled already.
+	Skipped int
+	// Sessions are the capture sessions published, in order, including
+	// those an earlier run completed.
 	Sessions []string
 }
 
@@ -51,16 +103,45 @@ type Stats struct {
 type Agent struct {
 	cfg  Config
 	home features.HomeConfig
-	st   Stats
+
+	mu sync.Mutex
+	st Stats
 }
 
 // New checks the configuration and prepares the home's direction rules.
 func New(cfg Config) (*Agent, error) {
-	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 512
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
 	}
-	if cfg.BatchSize < 1 || cfg.BatchSize > 65536 {
+	def(&cfg.MaxBatchAge, 200*time.Millisecond)
+	def(&cfg.AckTimeout, 10*time.Second)
+	def(&cfg.RetryMax, 5*time.Second)
+	def(&cfg.ShutdownGrace, 2*time.Second)
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 4096
+	}
+	if cfg.BatchBytes == 0 {
+		cfg.BatchBytes = 64 << 10
+	}
+	if cfg.Window == 0 {
+		cfg.Window = 32
+	}
+	if cfg.SpoolMaxBytes == 0 {
+		cfg.SpoolMaxBytes = 256 << 20
+	}
+	switch {
+	case cfg.BatchSize < 1 || cfg.BatchSize > 65536:
 		return nil, fmt.Errorf("batch size %d: want 1..65536 packets", cfg.BatchSize)
+	case cfg.BatchBytes < 4<<10 || cfg.BatchBytes > 8<<20:
+		return nil, fmt.Errorf("batch bytes %d: want 4 KiB..8 MiB (and at most the NATS server's max_payload)", cfg.BatchBytes)
+	case cfg.Window < 1 || cfg.Window > 1024:
+		return nil, fmt.Errorf("publish window %d: want 1..1024 batches", cfg.Window)
+	case cfg.MaxBatchAge < 0 || cfg.AckTimeout < 0 || cfg.RetryMax < 0 || cfg.ShutdownGrace < 0:
+		return nil, errors.New("agent durations must not be negative")
+	case cfg.SpoolDir != "" && cfg.SpoolMaxBytes < 4*int64(cfg.BatchBytes+spoolSlack):
+		return nil, fmt.Errorf("spool limit %d bytes: want at least 4 batches (%d bytes)", cfg.SpoolMaxBytes, 4*(cfg.BatchBytes+spoolSlack))
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -76,22 +157,34 @@ func New(cfg Config) (*Agent, error) {
 }
 
 // Stats returns the counts so far.
-func (a *Agent) Stats() Stats { return a.st }
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.st
+	st.Sessions = slices.Clone(a.st.Sessions)
+	return st
+}
 
-// SessionName derives a capture session's name from its file: deterministic,
-// so a restarted agent republishes under the same message ids.
-func SessionName(tap, file string) string {
-	base := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
-	var b strings.Builder
-	b.WriteString(tap + "-")
-	for _, r := range base {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
+func (a *Agent) count(f func(*Stats)) {
+	a.mu.Lock()
+	f(&a.st)
+	a.mu.Unlock()
+}
+
+// Input is one capture session to publish.
+type Input struct {
+	Tap string
+	// Name is a file's path, or for a live source a name unique to this
+	// capture (interface and start time): the session and the source,
+	// hence the message ids, derive from it.
+	Name string
+	// Open opens the source when its turn comes.
+	Open func() (capture.Source, error)
+	// Live marks a source that delivers packets as they happen: its
+	// batches are also cut by age, and as it cannot be read twice it is
+	// never skipped or resumed from the progress of an earlier run. Its
+	// Close must interrupt a Next that waits for packets.
+	Live bool
 }
 
 // RunFiles publishes every file of every file tap, one capture session per
@@ -99,85 +192,369 @@ func SessionName(tap, file string) string {
 // packets before it are published, the error is logged and counted, and
 // the agent goes on with the next file.
 func (a *Agent) RunFiles(ctx context.Context, pub Publisher) error {
+	return a.Run(ctx, pub, a.Inputs(false, time.Time{}))
+}
+
+// Inputs lists the home's taps as inputs: every file of the file taps and,
+// when live is set, every interface tap as one session named after the
+// interface and start, which runs until ctx ends.
+func (a *Agent) Inputs(live bool, start time.Time) []Input {
+	var inputs []Input
 	for _, tap := range a.cfg.Home.Taps {
 		for _, f := range tap.Files {
-			if err := a.publishFile(ctx, pub, tap.Name, f); err != nil {
-				return err
-			}
+			inputs = append(inputs, Input{Tap: tap.Name, Name: f, Open: func() (capture.Source, error) { return openFileAhead(f) }})
+		}
+		if live && tap.Interface != "" {
+			iface := tap.Interface
+			inputs = append(inputs, Input{
+				Tap: tap.Name, Name: iface + "@" + start.UTC().Format("20060102T150405Z"), Live: true,
+				Open: func() (capture.Source, error) { return capture.OpenLive(iface, capture.LiveOptions{}) },
+			})
 		}
 	}
-	if err := pub.Flush(ctx); err != nil {
-		return fmt.Errorf("home %s: wait for JetStream acks: %w", a.cfg.Home.Name, err)
+	return inputs
+}
+
+// Run publishes the inputs in order and returns once JetStream has
+// acknowledged every batch. When ctx ends it stops reading, spools what is
+// not acknowledged and returns ctx's error; a run with the same spool
+// folder then resumes without loss or duplicates.
+func (a *Agent) Run(ctx context.Context, pub Publisher, inputs []Input) error {
+	s := &sender{
+		cfg: &a.cfg, log: a.cfg.Log, pub: pub,
+		bufs:    newBufPool(a.cfg.Window+8, a.cfg.BatchBytes),
+		onSpool: func() { a.count(func(st *Stats) { st.Spooled++ }) },
+		onFail:  func() { a.count(func(st *Stats) { st.Outages++ }) },
+		onAck: func(*batchMeta) {
+			a.count(func(st *Stats) { st.Acked++ })
+			if a.cfg.Progress != nil {
+				a.cfg.Progress(a.Stats())
+			}
+		},
+	}
+	// resume maps a source to where this run starts reading it.
+	resume := map[string]progress{}
+	if a.cfg.SpoolDir != "" {
+		book, err := openProgress(filepath.Join(a.cfg.SpoolDir, "progress"), a.cfg.Log)
+		if err != nil {
+			return fmt.Errorf("home %s: %w", a.cfg.Home.Name, err)
+		}
+		sp, recs, err := openSpool(filepath.Join(a.cfg.SpoolDir, "spool"), a.cfg.SpoolMaxBytes)
+		var damage *spoolDamage
+		if errors.As(err, &damage) {
+			a.cfg.Log.Warn("spool damaged", "home", a.cfg.Home.Name, "err", err)
+		} else if err != nil {
+			return fmt.Errorf("home %s: %w", a.cfg.Home.Name, err)
+		}
+		s.spool, s.book = sp, book
+		for src, p := range book.m {
+			resume[src] = p
+		}
+		for _, r := range recs {
+			if book.get(r.meta.source).covers(&r.meta) {
+				// Acknowledged, but the segment outlived the run that sent it.
+				if err := sp.ack(r.ref); err != nil {
+					sp.close()
+					return fmt.Errorf("home %s: %w", a.cfg.Home.Name, err)
+				}
+				continue
+			}
+			s.q = append(s.q, &entry{batchMeta: r.meta, ref: r.ref})
+			p := resume[r.meta.source]
+			resume[r.meta.source] = progress{Source: p.Source, Next: max(p.Next, r.meta.next), Final: p.Final || r.meta.final}
+		}
+		if len(s.q) > 0 {
+			a.cfg.Log.Info("spool from an earlier run will be sent first", "home", a.cfg.Home.Name, "batches", len(s.q))
+		}
+	}
+
+	// The sender outlives ctx a little: after cancellation it still waits
+	// for the batches in flight and spools the rest, and it takes the
+	// final batch of a live session that the cancellation ended.
+	sctx, stopSender := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSender()
+	in := make(chan *outBatch, 2)
+	stopped := make(chan struct{})
+	var serr error
+	go func() {
+		defer close(stopped)
+		serr = s.run(sctx, in)
+	}()
+	// send hands a batch over. Once ctx ends, only a live session's
+	// batches still go, for a grace period: its packets cannot be read again.
+	send := func(b *outBatch, live bool) error {
+		select {
+		case in <- b:
+			return nil
+		case <-stopped:
+			return errSenderStopped
+		case <-ctx.Done():
+		}
+		if !live {
+			return ctx.Err()
+		}
+		grace := time.NewTimer(a.cfg.ShutdownGrace)
+		defer grace.Stop()
+		select {
+		case in <- b:
+			return nil
+		case <-stopped:
+			return errSenderStopped
+		case <-grace.C:
+			return ctx.Err()
+		}
+	}
+	var rerr error
+	for _, input := range inputs {
+		r := progress{}
+		if a.cfg.SpoolDir != "" && !input.Live {
+			r = resume[a.source(input)]
+		}
+		if rerr = a.publishInput(ctx, input, r, s.bufs, send); rerr != nil {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		stopSender()
+	}
+	close(in)
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		stopSender()
+		<-stopped
+	}
+	switch {
+	case serr != nil:
+		return fmt.Errorf("home %s: publish: %w", a.cfg.Home.Name, serr)
+	case ctx.Err() != nil:
+		return fmt.Errorf("home %s: stopped: %w", a.cfg.Home.Name, ctx.Err())
+	case rerr != nil:
+		return fmt.Errorf("home %s: %w", a.cfg.Home.Name, rerr)
 	}
 	return nil
 }
 
-func (a *Agent) publishFile(ctx context.Context, pub Publisher, tap, path string) error {
-	src, err := capture.OpenFile(path)
-	if err != nil {
-		a.st.ReadErrors++
-		a.cfg.Log.Error("capture skipped", "home", a.cfg.Home.Name, "tap", tap, "file", path, "err", err)
+var errSenderStopped = errors.New("publishing stopped")
+
+func (a *Agent) source(in Input) string {
+	return a.cfg.Campaign + "/" + a.cfg.Home.Name + "/" + in.Tap + "/" + filepath.Base(in.Name)
+}
+
+// Frames are read in runs between context checks: a check per frame would
+// cost more than decoding some of them.
+const ctxCheckEvery = 4096
+
+// publishInput reads one capture session, starting at r, and hands its
+// batches to send.
+func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bufPool, send func(*outBatch, bool) error) error {
+	log := a.cfg.Log.With("home", a.cfg.Home.Name, "tap", in.Tap, "input", in.Name)
+	session := campaign.SessionName(in.Tap, in.Name)
+	if r.Final {
+		log.Info("session already published by an earlier run")
+		a.count(func(st *Stats) { st.Files++; st.Sessions = append(st.Sessions, session) })
 		return nil
 	}
-	defer src.Close()
-	a.st.Files++
-	a.st.Sessions = append(a.st.Sessions, SessionName(tap, path))
-	subject := schemas.PacketSubject(a.cfg.Campaign, a.cfg.Home.Name, tap)
-	b := &schemas.Batch{
-		Kind: schemas.KindPackets, Campaign: a.cfg.Campaign, Home: a.cfg.Home.Name, Tap: tap,
-		Source:  a.cfg.Campaign + "/" + a.cfg.Home.Name + "/" + tap + "/" + filepath.Base(path),
-		Session: SessionName(tap, path),
+	src, err := in.Open()
+	if err != nil {
+		a.count(func(st *Stats) { st.ReadErrors++ })
+		log.Error("capture skipped", "err", err)
+		return nil
+	}
+	closeSrc := func() { src.Close() }
+	if in.Live {
+		// A live source blocks in Next while the tap is quiet; closing it
+		// is what wakes it when the run is cancelled.
+		stop := context.AfterFunc(ctx, func() { src.Close() })
+		closeSrc = func() {
+			if stop() {
+				src.Close()
+			}
+		}
+	}
+	defer closeSrc()
+	a.count(func(st *Stats) { st.Files++; st.Sessions = append(st.Sessions, session) })
+	if r.Next > 0 {
+		log.Info("resuming session", "offset", r.Next)
+	}
+
+	bt, err := a.newBatcher(in, session, r.Next, bufs, send)
+	if err != nil {
+		return err
+	}
+	if in.Live {
+		stopAge := bt.ageFlusher(a.cfg.MaxBatchAge)
+		defer stopAge()
 	}
 	dec := features.NewDecoder(a.home)
-	send := func(final bool) error {
-		b.Final = final
-		if err := pub.Publish(ctx, subject, b); err != nil {
-			return fmt.Errorf("home %s: %w", a.cfg.Home.Name, err)
-		}
-		a.st.Batches++
-		if a.cfg.Progress != nil {
-			a.cfg.Progress(a.st)
-		}
-		next := b.FirstOffset
-		if n := len(b.Packets); n > 0 {
-			next = b.Packets[n-1].Offset + 1
-		}
-		// A fresh slice: the async publisher already encoded the old one,
-		// but keeping ownership simple costs little.
-		b.Packets = make([]schemas.Packet, 0, a.cfg.BatchSize)
-		b.FirstOffset = next
-		return nil
-	}
-	b.Packets = make([]schemas.Packet, 0, a.cfg.BatchSize)
+	var p schemas.Packet
+	var frames, skipped, decodeErrs int
+	defer func() {
+		a.count(func(st *Stats) { st.Skipped += skipped; st.DecodeErrors += decodeErrs })
+	}()
 	for {
-		if err := ctx.Err(); err != nil {
-			return err
+		if frames++; frames%ctxCheckEvery == 0 && ctx.Err() != nil {
+			break
 		}
 		fr, err := src.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			a.st.ReadErrors++
-			a.cfg.Log.Error("capture ends early; packets before the fault are kept", "home", a.cfg.Home.Name, "tap", tap, "file", path, "err", err)
+			if ctx.Err() != nil {
+				break
+			}
+			a.count(func(st *Stats) { st.ReadErrors++ })
+			log.Error("capture ends early; packets before the fault are kept", "err", err)
 			break
 		}
-		if len(b.Packets) == 0 {
-			b.FirstOffset = fr.Offset
-		}
-		b.Packets = b.Packets[:len(b.Packets)+1]
-		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &b.Packets[len(b.Packets)-1]); err != nil {
-			b.Packets = b.Packets[:len(b.Packets)-1]
-			a.st.DecodeErrors++
+		// Frames before the resume point are decoded all the same: the
+		// decoder's clock gives the first resumed packet its interval.
+		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
+			if fr.Offset >= r.Next {
+				decodeErrs++
+			}
 			continue
 		}
-		a.st.Packets++
-		if len(b.Packets) == a.cfg.BatchSize {
-			if err := send(false); err != nil {
-				return err
-			}
+		if fr.Offset < r.Next {
+			skipped++
+			continue
+		}
+		if err := bt.add(&p); err != nil {
+			return err
 		}
 	}
+	if ctx.Err() != nil && !in.Live {
+		// A file is resumed by the next run; a live session ends here, and
+		// its final batch still goes out (send allows it a grace period).
+		return ctx.Err()
+	}
 	// The final batch may be empty: it still tells downstream the session ended.
-	return send(true)
+	return bt.cut(true)
+}
+
+// batcher encodes one session's packets into batches as they arrive.
+type batcher struct {
+	a       *Agent
+	hdr     schemas.Batch
+	meta    batchMeta // subject, source and session of every batch
+	enc     schemas.RecordEncoder
+	body    []byte
+	n       int
+	first   uint64
+	last    uint64
+	maxBody int
+	bufs    *bufPool
+	send    func(b *outBatch, live bool) error
+	// Live sources only: mu guards the batch against the age flusher, born
+	// is when its first packet arrived.
+	mu   *sync.Mutex
+	born time.Time
+}
+
+func (a *Agent) newBatcher(in Input, session string, first uint64, bufs *bufPool, send func(*outBatch, bool) error) (*batcher, error) {
+	bt := &batcher{
+		a: a, bufs: bufs,
+		hdr: schemas.Batch{
+			Kind: schemas.KindPackets, Campaign: a.cfg.Campaign, Home: a.cfg.Home.Name, Tap: in.Tap,
+			Source: a.source(in), Session: session,
+		},
+		first: first,
+		enc:   schemas.NewRecordEncoder(first),
+		send:  send,
+	}
+	bt.meta = batchMeta{subject: schemas.PacketSubject(a.cfg.Campaign, a.cfg.Home.Name, in.Tap), source: bt.hdr.Source, session: session}
+	// The header at its widest: offsets of 10 bytes, a count of 3.
+	bt.hdr.FirstOffset = 1 << 63
+	hdr, err := bt.hdr.AppendHeader(nil, 65536)
+	if err != nil {
+		return nil, err
+	}
+	bt.maxBody = a.cfg.BatchBytes - len(hdr) - schemas.MaxPacketRecordLen
+	if bt.maxBody < schemas.MaxPacketRecordLen {
+		return nil, fmt.Errorf("batch bytes %d leave no room for packets after the %d-byte header of %s", a.cfg.BatchBytes, len(hdr), bt.hdr.Source)
+	}
+	bt.body = make([]byte, 0, bt.maxBody+schemas.MaxPacketRecordLen)
+	if in.Live {
+		bt.mu = &sync.Mutex{}
+	}
+	return bt, nil
+}
+
+func (b *batcher) add(p *schemas.Packet) error {
+	if b.mu != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.n == 0 {
+			b.born = time.Now()
+		}
+	}
+	b.body = b.enc.AppendPacket(b.body, p)
+	b.n++
+	b.last = p.Offset
+	if b.n >= b.a.cfg.BatchSize || len(b.body) > b.maxBody {
+		return b.cutLocked(false)
+	}
+	return nil
+}
+
+func (b *batcher) cut(final bool) error {
+	if b.mu != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+	}
+	return b.cutLocked(final)
+}
+
+// cutLocked sends the batch so far. Batches start where the previous one's
+// last packet ended, not at the next decodable packet, so a resumed run
+// cuts them at the same offsets and gives them the same message ids.
+func (b *batcher) cutLocked(final bool) error {
+	next := b.first
+	if b.n > 0 {
+		next = b.last + 1
+	}
+	b.hdr.FirstOffset, b.hdr.Final = b.first, final
+	data, err := b.hdr.AppendHeader(b.bufs.get(), b.n)
+	if err != nil {
+		return err
+	}
+	data = append(data, b.body...)
+	m := b.meta
+	m.msgID, m.first, m.next, m.final, m.packets = b.hdr.MsgID(), b.first, next, final, b.n
+	packets := b.n
+	b.first, b.n, b.body = next, 0, b.body[:0]
+	b.enc = schemas.NewRecordEncoder(next)
+	b.a.count(func(st *Stats) { st.Batches++; st.Packets += packets })
+	return b.send(&outBatch{batchMeta: m, data: data}, b.mu != nil)
+}
+
+// ageFlusher sends a live source's batch once it is MaxBatchAge old, while
+// the reader may be blocked waiting for the next packet.
+func (b *batcher) ageFlusher(age time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(max(age/4, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			b.mu.Lock()
+			var err error
+			if b.n > 0 && time.Since(b.born) >= age {
+				err = b.cutLocked(false)
+			}
+			b.mu.Unlock()
+			if err != nil {
+				return // the reader meets the same error on its next send
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }

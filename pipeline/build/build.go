@@ -78,7 +78,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	for _, h := range b.Campaign.Homes {
 		for _, t := range h.Taps {
 			for _, f := range t.Files {
-				wanted[h.Name+"/"+agent.SessionName(t.Name, f)] = true
+				wanted[h.Name+"/"+campaign.SessionName(t.Name, f)] = true
 			}
 		}
 	}
@@ -124,8 +124,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		pub := b.Bus.NewAsyncPublisher(64)
-		if err := ag.RunFiles(ctx, pub); err != nil {
+		if err := ag.RunFiles(ctx, b.Bus); err != nil {
 			return nil, err
 		}
 		st := ag.Stats()

@@ -3,7 +3,10 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,5 +132,58 @@ func TestConnectUnreachable(t *testing.T) {
 	_, err := Connect(context.Background(), Config{URL: "nats://127.0.0.1:1"}, slog.New(slog.DiscardHandler))
 	if err == nil || !errors.Is(err, nats.ErrNoServers) {
 		t.Fatalf("got %v, want a clear no-servers error", err)
+	}
+	for _, want := range []string{"nats://127.0.0.1:1", "is the server running", "HOMEMOLE_NATS_URL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+// TestConnectRetry: a spooling publisher's connection starts without a
+// server, fails publishes at once while there is none, and has the streams
+// once a server comes up.
+func TestConnectRetry(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	log := slog.New(slog.DiscardHandler)
+	c, err := Connect(context.Background(), Config{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), RetryConnect: true, NoReconnectBuffer: true, ReconnectWait: 50 * time.Millisecond}, log)
+	if err != nil {
+		t.Fatalf("RetryConnect should not fail without a server: %v", err)
+	}
+	defer c.Close()
+	data, _ := batch(0, 1).AppendBinary(nil)
+	if _, err := c.PublishAsync("hm.pkt.c.h.lan", "id", data); err == nil || !strings.Contains(err.Error(), "not connected") {
+		t.Fatalf("publish without a server: %v", err)
+	}
+	srv, err := embedded.Start(context.Background(), t.TempDir(), log, embedded.NATSPort(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		if _, err := c.JS.Stream(ctx, schemas.StreamPackets); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("streams not declared after the server started: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f, err := c.PublishAsync(schemas.PacketSubject("c", "h", "lan"), "id", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-f.Ok():
+	case err := <-f.Err():
+		t.Fatal(err)
+	case <-ctx.Done():
+		t.Fatal("no ack")
 	}
 }

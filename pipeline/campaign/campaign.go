@@ -200,11 +200,31 @@ func (h *Home) Validate() error {
 		if (len(t.Files) == 0) == (t.Interface == "") {
 			errs = append(errs, fmt.Errorf("tap %s: give either files or interface", t.Name))
 		}
+		// Sessions, and so message ids, are named after files: two files
+		// with one name would be taken for one session.
+		sessions := map[string]string{}
+		for _, f := range t.Files {
+			s := SessionName(t.Name, f)
+			if prev, dup := sessions[s]; dup {
+				errs = append(errs, fmt.Errorf("tap %s: %s and %s would both be session %s: rename one (sessions are named after their files)", t.Name, prev, f, s))
+			}
+			sessions[s] = f
+		}
 	}
 	if _, err := h.MACIndex(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// SessionName derives a capture session's name from its file: deterministic,
+// so a restarted agent republishes under the same message ids.
+func SessionName(tap, file string) string {
+	base := filepath.Base(file)
+	for _, ext := range []string{".gz", ".pcapng", ".pcap"} {
+		base = strings.TrimSuffix(base, ext)
+	}
+	return tap + "-" + tokenOf(base)
 }
 
 // LANPrefixes parses the home's LAN prefixes.

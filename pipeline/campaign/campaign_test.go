@@ -51,6 +51,7 @@ func TestLoadBad(t *testing.T) {
 		"bad-category":       "want iot or non-iot",
 		"dup-home":           "appears twice",
 		"broken":             "decode YAML",
+		"dup-session":        "would both be session lan-x",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

@@ -39,10 +39,27 @@ type Servers struct {
 	log  *slog.Logger
 }
 
+// Option adjusts how Start runs the servers.
+type Option func(*options)
+
+type options struct {
+	natsPort int
+}
+
+// NATSPort makes NATS listen on a fixed port instead of one the kernel
+// picks: a server restarted on the state of a stopped one is then reachable
+// at the same URL, as a cluster node coming back is.
+func NATSPort(port int) Option { return func(o *options) { o.natsPort = port } }
+
 // Start starts both servers with their state under dir (JetStream in
-// dir/nats, buckets in dir/s3). Ports are chosen by the kernel so several
-// instances (tests in parallel) never collide.
-func Start(ctx context.Context, dir string, log *slog.Logger) (*Servers, error) {
+// dir/nats, buckets in dir/s3). Ports are chosen by the kernel (unless
+// NATSPort fixes NATS's) so several instances (tests in parallel) never
+// collide.
+func Start(ctx context.Context, dir string, log *slog.Logger, opts ...Option) (*Servers, error) {
+	o := options{natsPort: server.RANDOM_PORT}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	natsDir := filepath.Join(dir, "nats")
 	s3Dir := filepath.Join(dir, "s3")
 	for _, d := range []string{natsDir, s3Dir} {
@@ -53,7 +70,7 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Servers, error) 
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "homemole-embedded",
 		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
+		Port:       o.natsPort,
 		JetStream:  true,
 		StoreDir:   natsDir,
 		NoSigs:     true,

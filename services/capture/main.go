@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
@@ -22,12 +25,22 @@ func main() {
 		file := fs.String("campaign", "", "campaign file (YAML)")
 		home := fs.String("home", "", "the home this agent captures, as named in the campaign")
 		natsURL := fs.String("nats", os.Getenv("HOMEMOLE_NATS_URL"), "NATS URL (env HOMEMOLE_NATS_URL); `homemole serve` runs a local one")
-		batch := fs.Int("batch", 512, "packets per published batch")
+		batch := fs.Int("batch", 4096, "most packets per published batch")
+		batchBytes := fs.Int("batch-bytes", 64<<10, "most bytes per published batch (keep it under the server's max_payload)")
+		window := fs.Int("window", 32, "most batches published and not yet acknowledged")
+		spoolDir := fs.String("spool", os.Getenv("HOMEMOLE_SPOOL"), "folder for the spool and the progress files (env HOMEMOLE_SPOOL): while NATS is unreachable batches\n"+
+			"wait there, and a restarted agent resumes each capture where the last one stopped. Empty: batches wait\n"+
+			"in memory only, the agent fails at once if NATS is unreachable at start, and a restart publishes everything again")
+		spoolMax := fs.String("spool-max", "256MiB", "most disk the spool may use (e.g. 64MiB, 2GiB); when it is full the agent stops reading until NATS answers")
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
 		if *file == "" || *home == "" || *natsURL == "" {
 			return cli.Usagef("capture needs --campaign FILE, --home NAME and --nats URL")
+		}
+		maxBytes, err := parseSize(*spoolMax)
+		if err != nil {
+			return cli.Usagef("--spool-max: %v", err)
 		}
 		c, err := campaign.Load(*file)
 		if err != nil {
@@ -42,21 +55,52 @@ func main() {
 		if h == nil {
 			return cli.Usagef("home %q is not in %s", *home, *file)
 		}
-		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "capture-" + *home}, log)
+		ag, err := agent.New(agent.Config{
+			Campaign: c.Name, Home: h, BatchSize: *batch, BatchBytes: *batchBytes, Window: *window,
+			SpoolDir: *spoolDir, SpoolMaxBytes: maxBytes, Log: log,
+		})
+		if err != nil {
+			return cli.Usagef("%v", err)
+		}
+		// With a spool the agent can start before NATS does and fill the
+		// spool meanwhile; without one, an unreachable server is an error now.
+		spooling := *spoolDir != ""
+		conn, err := bus.Connect(ctx, bus.Config{
+			URL: *natsURL, Name: "capture-" + *home, RetryConnect: spooling, NoReconnectBuffer: spooling,
+		}, log)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
-		ag, err := agent.New(agent.Config{Campaign: c.Name, Home: h, BatchSize: *batch, Log: log})
-		if err != nil {
-			return err
-		}
-		if err := ag.RunFiles(ctx, conn.NewAsyncPublisher(64)); err != nil {
+		// Interface taps capture until the agent is stopped (SIGTERM); the
+		// final batch of each live session is sent on the way out.
+		if err := ag.Run(ctx, conn, ag.Inputs(true, time.Now())); err != nil {
 			return err
 		}
 		st := ag.Stats()
-		fmt.Printf("home %s: %d captures, %d packets in %d batches; %d undecodable packets, %d unreadable captures\n",
-			*home, st.Files, st.Packets, st.Batches, st.DecodeErrors, st.ReadErrors)
+		fmt.Printf("home %s: %d captures, %d packets in %d batches (%d acknowledged, %d spooled during %d outages, %d packets resumed past); %d undecodable packets, %d unreadable captures\n",
+			*home, st.Files, st.Packets, st.Batches, st.Acked, st.Spooled, st.Outages, st.Skipped, st.DecodeErrors, st.ReadErrors)
 		return nil
 	})
+}
+
+// parseSize reads a byte count with an optional binary (KiB, MiB, GiB) or
+// decimal (KB, MB, GB) unit.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want a positive number of bytes, optionally with KiB, MiB, GiB, KB, MB or GB", s)
+	}
+	return n * mult, nil
 }
