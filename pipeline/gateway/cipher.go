@@ -1,0 +1,71 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Cipher is an OpenVPN data-channel cipher configuration; it fixes how much
+// bigger a packet gets when it is tunnelled.
+type Cipher string
+
+// The ciphers whose overhead the emulator and the pairing know.
+const (
+	AES256GCM Cipher = "aes-256-gcm"
+	// AES256CBC is AES-256-CBC with HMAC-SHA1 authentication (OpenVPN's
+	// "--cipher AES-256-CBC --auth SHA1").
+	AES256CBC Cipher = "aes-256-cbc"
+)
+
+// Ciphers lists the known ciphers, in the order auto-detection tries them.
+var Ciphers = []Cipher{AES256GCM, AES256CBC}
+
+// ParseCipher accepts a cipher name in any case.
+func ParseCipher(s string) (Cipher, error) {
+	c := Cipher(strings.ToLower(strings.TrimSpace(s)))
+	for _, k := range Ciphers {
+		if c == k {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("cipher %q: want %s or %s", s, AES256GCM, AES256CBC)
+}
+
+// Overhead sizes of OpenVPN's data channel, per packet.
+const (
+	opcodeLen   = 1  // opcode (5 bits) and key id (3 bits)
+	peerIDLen   = 3  // P_DATA_V2 peer id
+	packetIDLen = 4  // replay-protection counter
+	gcmTagLen   = 16 // AES-GCM authentication tag
+	hmacSHA1Len = 20
+	aesBlock    = 16 // AES block, also the CBC IV length
+)
+
+// OuterUDPOverhead is what the outer IPv4 and UDP headers add to the
+// OpenVPN payload.
+const OuterUDPOverhead = 20 + 8
+
+// PayloadSize is the UDP payload length OpenVPN sends for an inner IP packet
+// of inner bytes (its IP total length):
+//
+//   - AES-256-GCM: opcode/key id 1 + peer id 3 + packet id 4 + tag 16 +
+//     inner, i.e. inner + 24. The packet id travels in the clear as the
+//     AEAD nonce's tail, and GCM is a stream mode, so there is no padding.
+//   - AES-256-CBC + HMAC-SHA1: opcode/key id 1 + HMAC 20 + IV 16 +
+//     CBC(packet id 4 + inner), the plaintext padded to whole 16-byte
+//     blocks with PKCS#7, which always adds 1 to 16 bytes. So 16 inner
+//     sizes share one outer size, and the outer size minus 37 is a
+//     multiple of 16.
+//
+// It returns 0 for an unknown cipher.
+func PayloadSize(c Cipher, inner int) int {
+	switch c {
+	case AES256GCM:
+		return opcodeLen + peerIDLen + packetIDLen + gcmTagLen + inner
+	case AES256CBC:
+		plain := packetIDLen + inner
+		padded := (plain/aesBlock + 1) * aesBlock
+		return opcodeLen + hmacSHA1Len + aesBlock + padded
+	}
+	return 0
+}

@@ -1,0 +1,337 @@
+// Package pair pairs the packets of a WAN capture with the LAN packets they
+// came from, so that labels, which exist only on the LAN side, can follow
+// traffic through a gateway doing NAPT or tunnelling everything through a
+// VPN.
+//
+// NAPT rewrites the LAN address and port but leaves most of a packet as it
+// was: IP length and ID, protocol, the remote end, TCP sequence numbers and
+// flags. Those form a signature; among LAN packets with the same signature
+// within a small time window the pairing prefers the one whose LAN endpoint
+// agrees with the port mapping learned so far, then the nearest in time.
+//
+// A VPN hides all of that: what remains is the direction, the time and the
+// outer size. The HomeMole paper pairs a post-VPN packet at time t with a
+// smaller pre-VPN packet in [t-20 ms, t) (outbound) or (t, t+20 ms]
+// (inbound); MethodWindow does that. MethodExact does better: the cipher's
+// size function (gateway.PayloadSize) predicts the outer size exactly (the
+// cipher is detected when not given), each LAN packet is used once, and
+// tunnel packets are taken in the order they were sent (OpenVPN's clear
+// packet id under AES-GCM, else a counting outer IP ID, else capture
+// order), each with the earliest unused LAN packet that fits: a tunnel
+// encrypts first come, first served.
+package pair
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Method is how VPN packets are paired.
+type Method string
+
+const (
+	// MethodExact predicts the outer size with the cipher's size function
+	// and assigns one-to-one in order.
+	MethodExact Method = "exact"
+	// MethodWindow is the HomeMole paper's rule: the nearest smaller LAN
+	// packet of the same direction within the window, not one-to-one.
+	MethodWindow Method = "window"
+)
+
+// Config says how to pair.
+type Config struct {
+	Mode gateway.Mode
+	// Home places LAN packets (direction, and which far ends are local).
+	Home features.HomeConfig
+	// Cipher is the VPN cipher; empty detects it from the captures.
+	Cipher gateway.Cipher
+	// Method for VPN; empty is MethodExact.
+	Method Method
+	// Window bounds the time between a WAN packet and its LAN packet:
+	// default 5 ms for NAPT and 20 ms for VPN.
+	Window time.Duration
+	// VPNPort is the VPN server's UDP port, which tells tunnel packets and
+	// their direction apart (default 1194).
+	VPNPort uint16
+	// DelayTolerance is how much the tunnel's delay may change from one
+	// packet to the next of a direction before an earlier fitting LAN
+	// packet is passed over as lost (default 2 ms).
+	DelayTolerance time.Duration
+	// TimeOrder pairs VPN packets in capture order even when the tunnel
+	// shows the order they were sent in (see sendOrder), to measure what
+	// that order is worth.
+	TimeOrder bool
+}
+
+// Result is one LAN index per WAN packet (-1: unpaired) and counts.
+type Result struct {
+	Pairs []int64
+	// Paired counts WAN packets with a LAN packet.
+	Paired int
+	// LANCrossing counts LAN packets that cross the gateway; LANUnpaired
+	// those of them no WAN packet was paired with.
+	LANCrossing, LANUnpaired int
+	// WANOther counts WAN packets that are not of the gateway's traffic
+	// (not IP, or not the tunnel); they stay unpaired.
+	WANOther int
+	// Cipher is the cipher used (configured or detected) under VPN.
+	Cipher gateway.Cipher
+	// WANAddr is the gateway's public address as found under NAPT.
+	WANAddr netip.Addr
+	// Skipped counts frames of either capture that could not be decoded.
+	Skipped int
+}
+
+// Rate is the share of WAN packets that were paired.
+func (r Result) Rate() float64 {
+	if len(r.Pairs) == 0 {
+		return 0
+	}
+	return float64(r.Paired) / float64(len(r.Pairs))
+}
+
+type lanPkt struct {
+	idx int64
+	ts  int64
+	out bool
+	h   gateway.Header
+}
+
+type wanPkt struct {
+	idx int64
+	ts  int64
+	h   gateway.Header
+	// pid is the UDP payload's bytes 4 to 8: OpenVPN's packet id when
+	// the cipher is an AEAD one, which sends it in the clear.
+	pid    uint32
+	hasPID bool
+}
+
+// Pair reads both captures whole and pairs them.
+func Pair(ctx context.Context, lan, wan capture.Source, cfg Config) (Result, error) {
+	var res Result
+	if _, err := gateway.ParseMode(string(cfg.Mode)); err != nil {
+		return res, err
+	}
+	if cfg.VPNPort == 0 {
+		cfg.VPNPort = 1194
+	}
+	if cfg.Method == "" {
+		cfg.Method = MethodExact
+	}
+	if cfg.Method != MethodExact && cfg.Method != MethodWindow {
+		return res, fmt.Errorf("pairing method %q: want %s or %s", cfg.Method, MethodExact, MethodWindow)
+	}
+	if cfg.DelayTolerance <= 0 {
+		cfg.DelayTolerance = 2 * time.Millisecond
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 5 * time.Millisecond
+		if cfg.Mode == gateway.VPN {
+			cfg.Window = 20 * time.Millisecond
+		}
+	}
+	lans, skipped, err := readLAN(ctx, lan, cfg.Home)
+	if err != nil {
+		return res, err
+	}
+	wans, wskipped, nwan, err := readWAN(ctx, wan)
+	if err != nil {
+		return res, err
+	}
+	res.Skipped = skipped + wskipped
+	res.LANCrossing = len(lans)
+	res.Pairs = make([]int64, nwan)
+	for i := range res.Pairs {
+		res.Pairs[i] = -1
+	}
+	if cfg.Mode == gateway.NAPT {
+		res.WANAddr = pairNAPT(lans, wans, cfg, &res)
+	} else {
+		if err := pairVPN(lans, wans, cfg, &res); err != nil {
+			return res, err
+		}
+	}
+	used := make(map[int64]bool, len(res.Pairs))
+	for _, l := range res.Pairs {
+		if l >= 0 {
+			res.Paired++
+			used[l] = true
+		}
+	}
+	res.LANUnpaired = len(lans) - len(used)
+	return res, nil
+}
+
+// readLAN keeps the LAN packets that cross the gateway, by the same rule as
+// the emulator: placed outbound or inbound by the home's configuration,
+// with the far end outside the LAN prefixes.
+func readLAN(ctx context.Context, src capture.Source, home features.HomeConfig) ([]lanPkt, int, error) {
+	dec := features.NewDecoder(home)
+	var p schemas.Packet
+	var out []lanPkt
+	skipped := 0
+	for n := 0; ; n++ {
+		if n&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, 0, err
+			}
+		}
+		fr, err := src.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("read LAN capture: %w", err)
+		}
+		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
+			skipped++
+			continue
+		}
+		if p.Direction == schemas.DirLocal {
+			continue
+		}
+		h, err := gateway.ParseHeader(fr.LinkType, fr.Data)
+		if err != nil {
+			skipped++
+			continue
+		}
+		isOut := p.Direction == schemas.DirOutbound
+		remote := h.Dst
+		if !isOut {
+			remote = h.Src
+		}
+		if inNets(home.LANNets, remote) {
+			continue
+		}
+		out = append(out, lanPkt{idx: int64(fr.Offset), ts: fr.CI.Timestamp.UnixNano(), out: isOut, h: h})
+	}
+	slices.SortStableFunc(out, func(a, b lanPkt) int { return cmp.Compare(a.ts, b.ts) })
+	return out, skipped, nil
+}
+
+func readWAN(ctx context.Context, src capture.Source) ([]wanPkt, int, int, error) {
+	var out []wanPkt
+	n, skipped := 0, 0
+	for ; ; n++ {
+		if n&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, 0, 0, err
+			}
+		}
+		fr, err := src.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("read WAN capture: %w", err)
+		}
+		h, err := gateway.ParseHeader(fr.LinkType, fr.Data)
+		if err != nil {
+			skipped++
+			continue
+		}
+		w := wanPkt{idx: int64(fr.Offset), ts: fr.CI.Timestamp.UnixNano(), h: h}
+		if at := h.IPStart + h.L4 + 8; h.Proto == gateway.ProtoUDP && !h.Later && len(fr.Data) >= at+8 {
+			w.pid, w.hasPID = binary.BigEndian.Uint32(fr.Data[at+4:at+8]), true
+		}
+		out = append(out, w)
+	}
+	slices.SortStableFunc(out, func(a, b wanPkt) int { return cmp.Compare(a.ts, b.ts) })
+	return out, skipped, n, nil
+}
+
+func inNets(nets []netip.Prefix, a netip.Addr) bool {
+	for _, p := range nets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteCSV writes one "wan_index,lan_index" row per WAN packet under a
+// header row; lan_index is empty when the packet is unpaired.
+func WriteCSV(w io.Writer, pairs []int64) error {
+	bw := bufio.NewWriter(w)
+	bw.WriteString(gateway.TruthHeader + "\n")
+	var line []byte
+	for i, l := range pairs {
+		line = strconv.AppendInt(line[:0], int64(i), 10)
+		line = append(line, ',')
+		if l >= 0 {
+			line = strconv.AppendInt(line, l, 10)
+		}
+		line = append(line, '\n')
+		bw.Write(line)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write pairs: %w", err)
+	}
+	return nil
+}
+
+// ReadCSV reads a pairs or ground-truth file ("wan_index,lan_index" rows,
+// lan_index possibly empty) into one LAN index per WAN index (-1: none).
+func ReadCSV(r io.Reader, name string) ([]int64, error) {
+	sc := bufio.NewScanner(r)
+	var pairs []int64
+	for line := 0; sc.Scan(); line++ {
+		s := strings.TrimSpace(sc.Text())
+		if s == "" || (line == 0 && s == gateway.TruthHeader) {
+			continue
+		}
+		ws, ls, ok := strings.Cut(s, ",")
+		if !ok {
+			return nil, fmt.Errorf("%s line %d: %q is not wan_index,lan_index", name, line+1, s)
+		}
+		wi, err := strconv.ParseInt(ws, 10, 64)
+		if err != nil || wi < 0 || wi > 1<<32 {
+			return nil, fmt.Errorf("%s line %d: wan_index %q is not a packet index", name, line+1, ws)
+		}
+		li := int64(-1)
+		if ls != "" {
+			if li, err = strconv.ParseInt(ls, 10, 64); err != nil || li < 0 {
+				return nil, fmt.Errorf("%s line %d: lan_index %q is not a packet index", name, line+1, ls)
+			}
+		}
+		for int64(len(pairs)) <= wi {
+			pairs = append(pairs, -1)
+		}
+		pairs[wi] = li
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return pairs, nil
+}
+
+// Score compares pairs with the ground truth: correct counts WAN packets
+// whose LAN index agrees (unpaired where the truth has none counts as
+// agreeing), total the WAN packets of the truth.
+func Score(pairs, truth []int64) (correct, total int) {
+	for i, t := range truth {
+		p := int64(-1)
+		if i < len(pairs) {
+			p = pairs[i]
+		}
+		if p == t {
+			correct++
+		}
+	}
+	return correct, len(truth)
+}
