@@ -14,6 +14,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -47,7 +48,19 @@ func FuzzOpenFile(f *testing.F) {
 			return
 		}
 		defer src.Close()
-		st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error { return nil })
+		// Through WriteCSV, as `homemole features` reads: the CSV holds one
+		// row per decoded packet whether the capture ends cleanly or not.
+		var csv bytes.Buffer
+		st, err := WriteCSV(context.Background(), src, sentinelHome, &csv)
+		lines := bytes.Split(bytes.TrimSuffix(csv.Bytes(), []byte("\n")), []byte("\n"))
+		if string(lines[0]) != features.CSVHeader || uint64(len(lines)-1) != st.Packets-st.DecodeErrors {
+			t.Fatalf("CSV of %d lines for %d packets of which %d undecodable (err %v)", len(lines), st.Packets, st.DecodeErrors, err)
+		}
+		for _, l := range lines[1:] {
+			if n := bytes.Count(l, []byte(",")); n != 12 {
+				t.Fatalf("CSV row with %d commas: %q", n, l)
+			}
+		}
 		if err == nil {
 			return
 		}

@@ -17,15 +17,13 @@ type pcapReader struct {
 	order     binary.ByteOrder
 	fracNanos int64 // nanoseconds per sub-second unit: 1000 or 1
 	link      features.LinkType
-	hdr       [16]byte
-	buf       []byte
 	n         uint64 // packets delivered
 	err       error  // sticky: once the stream failed, it stays failed
 }
 
 func newPcapReader(in input) (*pcapReader, error) {
-	var h [24]byte
-	if err := in.full(h[:]); err != nil {
+	h, err := in.take(24)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s: the 24-byte pcap file header is cut short after %d bytes", ErrTruncated, in.name, in.off)
 	}
 	r := &pcapReader{in: in, fracNanos: 1000, order: binary.LittleEndian}
@@ -60,24 +58,26 @@ func (r *pcapReader) Next() (Frame, error) {
 
 func (r *pcapReader) next() (Frame, error) {
 	at := r.in.off
-	if err := r.in.full(r.hdr[:]); err != nil {
+	h, err := r.in.take(16)
+	if err != nil {
 		if err == io.EOF {
 			return Frame{}, io.EOF
 		}
 		return Frame{}, r.in.truncated(r.n, err)
 	}
-	sec := r.order.Uint32(r.hdr[0:4])
-	frac := r.order.Uint32(r.hdr[4:8])
-	capLen := r.order.Uint32(r.hdr[8:12])
-	wireLen := r.order.Uint32(r.hdr[12:16])
+	// Read out before the next take, which may move the buffer under h.
+	sec := r.order.Uint32(h[0:4])
+	frac := r.order.Uint32(h[4:8])
+	capLen := r.order.Uint32(h[8:12])
+	wireLen := r.order.Uint32(h[12:16])
 	if capLen > maxFrameLen {
 		return Frame{}, r.in.corrupt(r.n, at, "the record claims %d captured bytes, more than the %d a packet can have", capLen, maxFrameLen)
 	}
-	r.buf = grow(r.buf, int(capLen))
-	if err := r.in.full(r.buf); err != nil {
+	data, err := r.in.take(int(capLen))
+	if err != nil {
 		return Frame{}, r.in.truncated(r.n, err)
 	}
-	f := Frame{Data: r.buf, LinkType: r.link, Offset: r.n}
+	f := Frame{Data: data, LinkType: r.link, Offset: r.n}
 	f.CI.Timestamp = time.Unix(int64(sec), int64(frac)*r.fracNanos).UTC()
 	f.CI.CaptureLength = int(capLen)
 	// Some writers leave the wire length zero or below the captured length;

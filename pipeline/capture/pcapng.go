@@ -50,7 +50,7 @@ type ngReader struct {
 	order  binary.ByteOrder
 	ifaces []ngInterface
 	head   [12]byte
-	buf    []byte
+	body   []byte // the body of the block just read, in the input's buffer
 	n      uint64 // packets delivered
 	err    error  // sticky
 }
@@ -86,8 +86,8 @@ func (r *ngReader) Next() (Frame, error) {
 
 func (r *ngReader) Close() error { return r.in.close() }
 
-// block reads one non-packet block, or the header of a packet block whose
-// body it then leaves in r.buf. It returns io.EOF only at a clean block boundary.
+// block reads one block and, for a packet block, leaves its body in
+// r.body. It returns io.EOF only at a clean block boundary.
 func (r *ngReader) block() error {
 	_, _, err := r.readBlock()
 	return err
@@ -107,23 +107,27 @@ func (r *ngReader) packet() (Frame, bool, error) {
 	return Frame{}, false, nil
 }
 
-// readBlock reads a block's type and length, then loads the bodies of the
-// blocks it parses into r.buf and skips the others. It returns the block
+// readBlock reads a block's type and length, then takes the bodies of the
+// blocks it parses into r.body and skips the others. It returns the block
 // type and the offset where the block starts.
 func (r *ngReader) readBlock() (uint32, int64, error) {
 	at := r.in.off
-	if err := r.in.full(r.head[:8]); err != nil {
+	head, err := r.in.take(8)
+	if err != nil {
 		if err == io.EOF {
 			return 0, at, io.EOF
 		}
 		return 0, at, r.in.truncated(r.n, err)
 	}
+	copy(r.head[:8], head)
 	// The section header's type reads the same in both byte orders; its
 	// byte-order magic, right after the length, decides how to read the rest.
 	if binary.LittleEndian.Uint32(r.head[:4]) == ngSectionHeader {
-		if err := r.in.full(r.head[8:12]); err != nil {
+		magic, err := r.in.take(4)
+		if err != nil {
 			return 0, at, r.in.truncated(r.n, err)
 		}
+		copy(r.head[8:12], magic)
 		switch {
 		case binary.LittleEndian.Uint32(r.head[8:12]) == ngByteOrderMagic:
 			r.order = binary.LittleEndian
@@ -159,18 +163,25 @@ func (r *ngReader) readBlock() (uint32, int64, error) {
 			return 0, at, r.in.corrupt(r.n, at, "packet block claims %d bytes, more than a packet can have", total)
 		}
 	default:
-		if err := r.in.discard(body); err != nil {
+		if err := r.in.skip(body); err != nil {
 			return 0, at, r.in.truncated(r.n, err)
 		}
-		return typ, at, r.trailer(typ, total, at)
+		t, err := r.in.take(4)
+		if err != nil {
+			return 0, at, r.in.truncated(r.n, err)
+		}
+		return typ, at, r.trailer(typ, total, at, t)
 	}
-	r.buf = grow(r.buf, int(body))
-	if err := r.in.full(r.buf); err != nil {
+	// Body and trailer in one take: a second take could move the buffer
+	// under the body.
+	b, err := r.in.take(int(body) + 4)
+	if err != nil {
 		return 0, at, r.in.truncated(r.n, err)
 	}
-	if err := r.trailer(typ, total, at); err != nil {
+	if err := r.trailer(typ, total, at, b[body:]); err != nil {
 		return 0, at, err
 	}
+	r.body = b[:body:body]
 	switch typ {
 	case ngSectionHeader:
 		return typ, at, r.parseSection(at)
@@ -180,21 +191,17 @@ func (r *ngReader) readBlock() (uint32, int64, error) {
 	return typ, at, nil
 }
 
-// trailer checks the copy of the block length that ends every block; a
+// trailer checks t, the copy of the block length that ends every block; a
 // mismatch means the reader has lost the block boundaries.
-func (r *ngReader) trailer(typ, total uint32, at int64) error {
-	var t [4]byte
-	if err := r.in.full(t[:]); err != nil {
-		return r.in.truncated(r.n, err)
-	}
-	if got := r.order.Uint32(t[:]); got != total {
+func (r *ngReader) trailer(typ, total uint32, at int64, t []byte) error {
+	if got := r.order.Uint32(t); got != total {
 		return r.in.corrupt(r.n, at, "block of type %#x starts with length %d but ends with %d", typ, total, got)
 	}
 	return nil
 }
 
 func (r *ngReader) parseSection(at int64) error {
-	b := r.buf
+	b := r.body
 	if len(b) < 12 {
 		return r.in.corrupt(r.n, at, "section header block of %d bytes", len(b)+16)
 	}
@@ -207,7 +214,7 @@ func (r *ngReader) parseSection(at int64) error {
 }
 
 func (r *ngReader) parseInterface(at int64) error {
-	b := r.buf
+	b := r.body
 	if len(b) < 8 {
 		return r.in.corrupt(r.n, at, "interface description block of %d bytes", len(b)+12)
 	}
@@ -254,7 +261,7 @@ func (r *ngReader) parseInterface(at int64) error {
 }
 
 func (r *ngReader) parsePacket(typ uint32, at int64) (Frame, error) {
-	b := r.buf
+	b := r.body
 	f := Frame{Offset: r.n}
 	var ifID uint32
 	var ts uint64

@@ -53,6 +53,9 @@ func FuzzDecode(f *testing.F) {
 		if msg := structural(&p, rawFrame{data, ci}); msg != "" {
 			t.Fatalf("%s: %+v", msg, p)
 		}
+		if msg := checkCSVRow(&p); msg != "" {
+			t.Fatalf("CSV row: %s", msg)
+		}
 	})
 }
 

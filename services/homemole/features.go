@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+func runFeatures(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
+	return featuresCommand(ctx, out, os.Stderr, args)
+}
+
+// featuresCommand is runFeatures with stderr passed in, so tests can read
+// the skipped-packet report.
+func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("features", "--in FILE [--lan-net CIDR]... [--lan-mac MAC] [--out FILE.csv|-]",
+		"Decodes every packet of a capture (pcap or pcapng, optionally gzipped) as the capture\n"+
+			"agent does and writes one CSV row per packet under a header row:\n"+
+			"  "+features.CSVHeader+"\n"+
+			"A field is empty where its header does not exist in the packet: dport without TCP or\n"+
+			"UDP, ttl/ip_len/transport/payload_len without IP, tcp_* without TCP. proto_bits is the\n"+
+			"7-character IP TCP UDP TLS HTTP DNS other string; direction is 1 outbound, 0 inbound,\n"+
+			"-1 local; tcp_flags is the nine flag bits as a decimal number (FIN = 1); interval_s is\n"+
+			"the gap to the previous decoded packet in seconds.\n\n"+
+			"Direction: multicast and broadcast are local; a frame to the gateway's LAN MAC\n"+
+			"(--lan-mac) is outbound, from it inbound; otherwise the LAN prefixes decide. Without\n"+
+			"--lan-net they are the private ranges, as in a campaign file without lan_nets:\n"+
+			"  "+strings.Join(campaign.DefaultLANNets, " ")+"\n\n"+
+			"Packets the decoder cannot read are skipped and counted on stderr. On a truncated or\n"+
+			"corrupt capture, the rows of the packets before the fault are written, then the\n"+
+			"command fails.")
+	fs.SetOutput(stderr)
+	in := fs.String("in", "", "capture file to read (pcap or pcapng, optionally gzip-compressed)")
+	outPath := fs.String("out", "-", "CSV file to write; - is stdout")
+	var nets []netip.Prefix
+	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: the private ranges)", func(s string) error {
+		for _, part := range strings.Split(s, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(part))
+			if err != nil {
+				return fmt.Errorf("%q is not a CIDR prefix such as 192.168.1.0/24", part)
+			}
+			nets = append(nets, p.Masked())
+		}
+		return nil
+	})
+	var gatewayMAC schemas.MAC
+	fs.Func("lan-mac", "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff", func(s string) error {
+		m, err := schemas.ParseMAC(s)
+		if err != nil {
+			return err
+		}
+		if m.IsZero() {
+			return fmt.Errorf("MAC %q: the zero address cannot be a gateway", s)
+		}
+		gatewayMAC = m
+		return nil
+	})
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *in == "" {
+		return cli.Usagef("features needs --in FILE")
+	}
+	if *outPath != "-" && filepath.Clean(*outPath) == filepath.Clean(*in) {
+		// Creating the output would empty the capture before it is read.
+		return cli.Usagef("features: --out %s is the capture itself", *outPath)
+	}
+	if len(nets) == 0 {
+		for _, s := range campaign.DefaultLANNets {
+			nets = append(nets, netip.MustParsePrefix(s))
+		}
+	}
+	home := features.HomeConfig{LANNets: nets, GatewayMAC: gatewayMAC}
+
+	// The capture is opened before the output is created, so that a wrong
+	// --in does not leave an empty CSV file behind.
+	src, err := capture.OpenFile(*in)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	w, closeOut := stdout, func() error { return nil }
+	if *outPath != "-" {
+		f, err := os.Create(*outPath)
+		if err != nil {
+			return fmt.Errorf("create CSV output: %w", err)
+		}
+		defer f.Close()
+		w, closeOut = f, f.Close
+	}
+	st, err := capture.WriteCSV(ctx, src, home, w)
+	if st.DecodeErrors > 0 {
+		fmt.Fprintf(stderr, "features: %s: skipped %d of %d packets the decoder cannot read; the first: %v\n",
+			*in, st.DecodeErrors, st.Packets, st.FirstDecodeError)
+	}
+	if err != nil {
+		return fmt.Errorf("write features CSV of %s: %w", *in, err)
+	}
+	if err := closeOut(); err != nil {
+		return fmt.Errorf("write features CSV %s: %w", *outPath, err)
+	}
+	return src.Close()
+}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/pair"
+	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+// homeFlags adds --lan-net and --gateway-mac, which place LAN packets as
+// the capture agent does; the returned function builds the HomeConfig
+// after parsing.
+func homeFlags(fs *flag.FlagSet) func() features.HomeConfig {
+	var nets []netip.Prefix
+	var mac schemas.MAC
+	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: the private ranges)", func(s string) error {
+		for _, part := range strings.Split(s, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(part))
+			if err != nil {
+				return fmt.Errorf("%q is not a CIDR prefix such as 192.168.1.0/24", part)
+			}
+			nets = append(nets, p.Masked())
+		}
+		return nil
+	})
+	fs.Func("gateway-mac", "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff: frames to it are outbound, from it inbound", func(s string) error {
+		m, err := schemas.ParseMAC(s)
+		if err != nil {
+			return err
+		}
+		if m.IsZero() {
+			return fmt.Errorf("MAC %q: the zero address cannot be a gateway", s)
+		}
+		mac = m
+		return nil
+	})
+	return func() features.HomeConfig {
+		if len(nets) == 0 {
+			for _, s := range campaign.DefaultLANNets {
+				nets = append(nets, netip.MustParsePrefix(s))
+			}
+		}
+		return features.HomeConfig{LANNets: nets, GatewayMAC: mac}
+	}
+}
+
+// createOutput creates path unless it is one of the inputs, which creating
+// it would empty before it is read.
+func createOutput(cmd, flagName, path string, inputs ...string) (*os.File, error) {
+	for _, in := range inputs {
+		if filepath.Clean(path) == filepath.Clean(in) {
+			return nil, cli.Usagef("%s: --%s %s is one of the input captures", cmd, flagName, path)
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: create --%s: %w", cmd, flagName, err)
+	}
+	return f, nil
+}
+
+func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("gateway", "--in LAN.pcap --mode napt|vpn [--cipher C] [--seed N] --out WAN.pcap --truth truth.csv",
+		"Emulates a home gateway: turns a LAN capture into what an observer on the WAN link would\n"+
+			"capture. napt translates addresses and ports onto the gateway's WAN address (mappings\n"+
+			"with timeouts, TTL one hop apart, checksums updated, IP ID and TCP sequence numbers kept,\n"+
+			"50-500 us forwarding delay); vpn wraps every crossing packet into one OpenVPN UDP flow to\n"+
+			"port 1194, sized by the cipher, delayed 0.5-20 ms. Only packets that cross the gateway\n"+
+			"appear: LAN-local, ARP and multicast traffic stays home. The WAN capture is an Ethernet\n"+
+			"pcap with nanosecond timestamps, in WAN time order; the truth file has one row\n"+
+			"wan_index,lan_index per WAN packet (0-based packet ordinals). The same seed gives the\n"+
+			"same bytes.")
+	in := fs.String("in", "", "LAN capture (pcap or pcapng, optionally gzipped)")
+	mode := fs.String("mode", "napt", "napt or vpn")
+	cipher := fs.String("cipher", string(gateway.AES256GCM), "VPN data-channel cipher: aes-256-gcm or aes-256-cbc (with HMAC-SHA1)")
+	seed := fs.Uint64("seed", 1, "seed of every random choice (ports, delays, payload bytes)")
+	outPath := fs.String("out", "", "WAN capture to write (pcap)")
+	truthPath := fs.String("truth", "", "ground-truth CSV to write")
+	reorder := fs.Bool("reorder", false, "vpn: let per-packet jitter reorder packets of one direction")
+	ping := fs.Duration("vpn-ping", 10*time.Second, "vpn: keepalive after this much silence in a direction (OpenVPN --ping); 0 sends none")
+	loss := fs.Float64("loss", 0, "share of outbound packets the gateway loses, 0 to below 1")
+	home := homeFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *in == "" || *outPath == "" || *truthPath == "" {
+		return cli.Usagef("gateway needs --in LAN.pcap, --out WAN.pcap and --truth truth.csv")
+	}
+	m, err := gateway.ParseMode(*mode)
+	if err != nil {
+		return cli.Usagef("gateway: --mode: %v", err)
+	}
+	c, err := gateway.ParseCipher(*cipher)
+	if err != nil {
+		return cli.Usagef("gateway: --cipher: %v", err)
+	}
+	if filepath.Clean(*outPath) == filepath.Clean(*truthPath) {
+		return cli.Usagef("gateway: --out and --truth are the same file")
+	}
+	src, err := capture.OpenFile(*in)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	wan, err := createOutput("gateway", "out", *outPath, *in)
+	if err != nil {
+		return err
+	}
+	defer wan.Close()
+	truth, err := createOutput("gateway", "truth", *truthPath, *in)
+	if err != nil {
+		return err
+	}
+	defer truth.Close()
+	if *loss < 0 || *loss >= 1 {
+		return cli.Usagef("gateway: --loss %g: want a share from 0 up to, not including, 1", *loss)
+	}
+	if *ping < 0 {
+		return cli.Usagef("gateway: --vpn-ping %s: want 0 (none) or a positive interval", *ping)
+	}
+	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed, Reorder: *reorder, VPNPing: *ping, Loss: *loss}
+	st, err := gateway.Emulate(ctx, src, home(), cfg, wan, truth)
+	if err != nil {
+		return fmt.Errorf("gateway %s: %w", *in, err)
+	}
+	if err := wan.Close(); err != nil {
+		return fmt.Errorf("gateway: write %s: %w", *outPath, err)
+	}
+	if err := truth.Close(); err != nil {
+		return fmt.Errorf("gateway: write %s: %w", *truthPath, err)
+	}
+	fmt.Fprintf(out, "gateway %s: %d LAN packets, %d crossed to the WAN, %d stayed local, %d undecodable, %d expired (TTL 1), %d lost\n",
+		m, st.LANPackets, st.Crossing, st.Local, st.Undecodable, st.Dropped, st.Lost)
+	if m == gateway.VPN {
+		fmt.Fprintf(out, "  %d keepalive pings (WAN packets without a LAN packet)\n", st.Pings)
+	}
+	if m == gateway.NAPT {
+		fmt.Fprintf(out, "  %d NAPT mappings, %d on a port an expired mapping had\n", st.Mappings, st.Reused)
+	}
+	if st.FirstError != nil {
+		log.Warn("gateway: packets skipped", "count", st.Undecodable, "first", st.FirstError)
+	}
+	fmt.Fprintf(out, "  wrote %s (%d packets) and %s\n", *outPath, st.WANPackets, *truthPath)
+	return src.Close()
+}
+
+func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("pair", "--lan FILE --wan FILE --mode napt|vpn [--out pairs.csv] [--truth truth.csv]",
+		"Pairs every WAN packet with the LAN packet it came from, so LAN labels can follow it.\n"+
+			"napt matches what survives translation (IP length and ID, protocol, remote address and\n"+
+			"port, TCP sequence numbers and flags) within --window, learning the port mapping; vpn\n"+
+			"predicts each tunnel packet's size from the cipher's size function (detected when\n"+
+			"--cipher is auto), assigns one-to-one and keeps the tunnel's order. Writes one row\n"+
+			"wan_index,lan_index per WAN packet (lan_index empty when unpaired) and prints the\n"+
+			"pairing rate, and the accuracy against --truth when given. Both captures may be of any\n"+
+			"link type the capture reader takes (Ethernet, SLL, raw IP).")
+	lanPath := fs.String("lan", "", "LAN capture")
+	wanPath := fs.String("wan", "", "WAN capture")
+	mode := fs.String("mode", "", "napt or vpn")
+	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc, or auto to detect")
+	method := fs.String("method", string(pair.MethodExact), "vpn: exact (size function, one-to-one, in order) or window (the paper's rule)")
+	window := fs.Duration("window", 0, "largest gap between a WAN packet and its LAN packet (default 5ms napt, 20ms vpn)")
+	vpnPort := fs.Uint("vpn-port", 1194, "vpn: the VPN server's UDP port")
+	outPath := fs.String("out", "-", "pairs CSV to write; - is stdout")
+	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report accuracy")
+	home := homeFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *lanPath == "" || *wanPath == "" || *mode == "" {
+		return cli.Usagef("pair needs --lan FILE, --wan FILE and --mode napt|vpn")
+	}
+	m, err := gateway.ParseMode(*mode)
+	if err != nil {
+		return cli.Usagef("pair: --mode: %v", err)
+	}
+	cfg := pair.Config{Mode: m, Home: home(), Method: pair.Method(*method), Window: *window}
+	if *cipher != "auto" {
+		if cfg.Cipher, err = gateway.ParseCipher(*cipher); err != nil {
+			return cli.Usagef("pair: --cipher: %v (or auto)", err)
+		}
+	}
+	if *vpnPort == 0 || *vpnPort > 65535 {
+		return cli.Usagef("pair: --vpn-port %d is not a port", *vpnPort)
+	}
+	cfg.VPNPort = uint16(*vpnPort)
+	if *window < 0 || *window > time.Minute {
+		return cli.Usagef("pair: --window %s: want a gap up to a minute", *window)
+	}
+	var truth []int64
+	if *truthPath != "" {
+		f, err := os.Open(*truthPath)
+		if err != nil {
+			return fmt.Errorf("pair: open --truth: %w", err)
+		}
+		truth, err = pair.ReadCSV(f, *truthPath)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	lan, err := capture.OpenFile(*lanPath)
+	if err != nil {
+		return err
+	}
+	defer lan.Close()
+	wan, err := capture.OpenFile(*wanPath)
+	if err != nil {
+		return err
+	}
+	defer wan.Close()
+	res, err := pair.Pair(ctx, lan, wan, cfg)
+	if err != nil {
+		return fmt.Errorf("pair %s with %s: %w", *wanPath, *lanPath, err)
+	}
+	report := out
+	if *outPath == "-" {
+		if err := pair.WriteCSV(out, res.Pairs); err != nil {
+			return err
+		}
+		// The summary must not mix into the CSV on stdout.
+		report = os.Stderr
+	} else {
+		f, err := createOutput("pair", "out", *outPath, *lanPath, *wanPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pair.WriteCSV(f, res.Pairs); err != nil {
+			return fmt.Errorf("pair: %s: %w", *outPath, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("pair: write %s: %w", *outPath, err)
+		}
+	}
+	fmt.Fprintf(report, "pair %s: %d WAN packets, %d paired (%.2f %%), %d not the gateway's traffic; %d of %d crossing LAN packets unpaired",
+		m, len(res.Pairs), res.Paired, 100*res.Rate(), res.WANOther, res.LANUnpaired, res.LANCrossing)
+	if m == gateway.VPN && res.Cipher != "" {
+		fmt.Fprintf(report, "; cipher %s", res.Cipher)
+	}
+	if m == gateway.NAPT && res.WANAddr.IsValid() {
+		fmt.Fprintf(report, "; WAN address %s", res.WANAddr)
+	}
+	fmt.Fprintln(report)
+	if truth != nil {
+		if len(truth) != len(res.Pairs) {
+			return fmt.Errorf("pair: --truth %s has %d WAN packets, %s has %d: they are not of the same capture", *truthPath, len(truth), *wanPath, len(res.Pairs))
+		}
+		c, n := pair.Score(res.Pairs, truth)
+		fmt.Fprintf(report, "accuracy against %s: %d of %d (%.3f %%)\n", *truthPath, c, n, 100*float64(c)/float64(max(n, 1)))
+	}
+	return nil
+}
