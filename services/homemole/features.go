@@ -5,15 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
-	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -43,45 +40,14 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 	fs.SetOutput(stderr)
 	in := fs.String("in", "", "capture file to read (pcap or pcapng, optionally gzip-compressed)")
 	outPath := fs.String("out", "-", "CSV file to write; - is stdout")
-	var nets []netip.Prefix
-	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: the private ranges)", func(s string) error {
-		for _, part := range strings.Split(s, ",") {
-			p, err := netip.ParsePrefix(strings.TrimSpace(part))
-			if err != nil {
-				return fmt.Errorf("%q is not a CIDR prefix such as 192.168.1.0/24", part)
-			}
-			nets = append(nets, p.Masked())
-		}
-		return nil
-	})
-	var gatewayMAC schemas.MAC
-	fs.Func("lan-mac", "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff", func(s string) error {
-		m, err := schemas.ParseMAC(s)
-		if err != nil {
-			return err
-		}
-		if m.IsZero() {
-			return fmt.Errorf("MAC %q: the zero address cannot be a gateway", s)
-		}
-		gatewayMAC = m
-		return nil
-	})
+	homeOf := homeFlags(fs, "lan-mac")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *in == "" {
 		return cli.Usagef("features needs --in FILE")
 	}
-	if *outPath != "-" && filepath.Clean(*outPath) == filepath.Clean(*in) {
-		// Creating the output would empty the capture before it is read.
-		return cli.Usagef("features: --out %s is the capture itself", *outPath)
-	}
-	if len(nets) == 0 {
-		for _, s := range campaign.DefaultLANNets {
-			nets = append(nets, netip.MustParsePrefix(s))
-		}
-	}
-	home := features.HomeConfig{LANNets: nets, GatewayMAC: gatewayMAC}
+	home := homeOf()
 
 	// The capture is opened before the output is created, so that a wrong
 	// --in does not leave an empty CSV file behind.
@@ -92,9 +58,9 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 	defer src.Close()
 	w, closeOut := stdout, func() error { return nil }
 	if *outPath != "-" {
-		f, err := os.Create(*outPath)
+		f, err := createOutput("features", "out", *outPath, *in)
 		if err != nil {
-			return fmt.Errorf("create CSV output: %w", err)
+			return err
 		}
 		defer f.Close()
 		w, closeOut = f, f.Close

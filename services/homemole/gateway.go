@@ -21,10 +21,10 @@ import (
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-// homeFlags adds --lan-net and --gateway-mac, which place LAN packets as
-// the capture agent does; the returned function builds the HomeConfig
-// after parsing.
-func homeFlags(fs *flag.FlagSet) func() features.HomeConfig {
+// homeFlags adds --lan-net and the gateway-MAC flag (named macFlag), which
+// place LAN packets as the capture agent does; the returned function builds
+// the HomeConfig after parsing.
+func homeFlags(fs *flag.FlagSet, macFlag string) func() features.HomeConfig {
 	var nets []netip.Prefix
 	var mac schemas.MAC
 	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: the private ranges)", func(s string) error {
@@ -37,7 +37,7 @@ func homeFlags(fs *flag.FlagSet) func() features.HomeConfig {
 		}
 		return nil
 	})
-	fs.Func("gateway-mac", "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff: frames to it are outbound, from it inbound", func(s string) error {
+	fs.Func(macFlag, "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff: frames to it are outbound, from it inbound", func(s string) error {
 		m, err := schemas.ParseMAC(s)
 		if err != nil {
 			return err
@@ -93,7 +93,7 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	reorder := fs.Bool("reorder", false, "vpn: let per-packet jitter reorder packets of one direction")
 	ping := fs.Duration("vpn-ping", 10*time.Second, "vpn: keepalive after this much silence in a direction (OpenVPN --ping); 0 sends none")
 	loss := fs.Float64("loss", 0, "share of outbound packets the gateway loses, 0 to below 1")
-	home := homeFlags(fs)
+	home := homeFlags(fs, "gateway-mac")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	vpnPort := fs.Uint("vpn-port", 1194, "vpn: the VPN server's UDP port")
 	outPath := fs.String("out", "-", "pairs CSV to write; - is stdout")
 	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report accuracy")
-	home := homeFlags(fs)
+	home := homeFlags(fs, "gateway-mac")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
