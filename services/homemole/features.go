@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -46,6 +47,11 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 	}
 	if *in == "" {
 		return cli.Usagef("features needs --in FILE")
+	}
+	if *outPath != "-" && filepath.Clean(*outPath) == filepath.Clean(*in) {
+		// Checked before the capture is opened: creating the output would
+		// empty the capture before it is read.
+		return cli.Usagef("features: --out %s is the capture itself", *outPath)
 	}
 	home := homeOf()
 
