@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,7 +85,12 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	}
 	win.Accept = func(home, session string) bool { return wanted[home+"/"+session] }
 	var mu sync.Mutex
-	done := map[string]bool{}
+	// Sessions an interrupted run of this build already windowed have their
+	// deliveries acknowledged and will not come again: count their parts.
+	done, err := windowedSessions(ctx, b.Store, b.Spec)
+	if err != nil {
+		return nil, err
+	}
 	partCh := make(chan struct{}, 1)
 	win.OnPart = func(p window.Part) {
 		mu.Lock()
@@ -109,9 +115,10 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	go func() {
 		defer wg.Done()
 		errCh <- b.Bus.Consume(wctx, bus.ConsumerConfig{
-			Stream:        schemas.StreamLabeled,
-			Durable:       "windower-" + b.Spec.Dataset + "-" + b.Spec.Version,
-			Filter:        schemas.LabeledSubject(b.Campaign.Name, "*", "lan"),
+			Stream:  schemas.StreamLabeled,
+			Durable: "windower-" + b.Spec.Dataset + "-" + b.Spec.Version,
+			// Every view: the lan view, and the napt or vpn view of homes with a WAN tap.
+			Filter:        schemas.LabeledSubject(b.Campaign.Name, "*", "*"),
 			MaxAckPending: 100000,
 			AckWait:       10 * time.Minute,
 		}, win.Handle)
@@ -176,4 +183,21 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	res.Manifest = m
 	res.Elapsed = time.Since(start)
 	return res, nil
+}
+
+// windowedSessions lists the home/session pairs whose part records exist.
+func windowedSessions(ctx context.Context, st store.Store, spec window.Spec) (map[string]bool, error) {
+	objs, err := st.List(ctx, spec.Prefix()+"/")
+	if err != nil {
+		return nil, fmt.Errorf("list the sessions already windowed: %w", err)
+	}
+	done := map[string]bool{}
+	for _, o := range objs {
+		// datasets/<dataset>/<version>/<view>/<home>/<session>/_part.json
+		parts := strings.Split(strings.TrimPrefix(o.Key, spec.Prefix()+"/"), "/")
+		if len(parts) == 4 && parts[3] == window.PartSuffix {
+			done[parts[1]+"/"+parts[2]] = true
+		}
+	}
+	return done, nil
 }

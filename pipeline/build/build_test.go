@@ -205,6 +205,24 @@ func TestBuildRealCaptures(t *testing.T) {
 		}
 	}
 
+	// A build interrupted after its sessions were windowed, before the
+	// manifest was written, completes on a rerun with the same manifest.
+	manifestKey := dataset.Key("sentinel", "v2")
+	before, err := h.store.Get(context.Background(), manifestKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.Delete(context.Background(), manifestKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.build(t, c, "v2"); err != nil {
+		t.Fatalf("rerun of an interrupted build: %v", err)
+	}
+	after, err := h.store.Get(context.Background(), manifestKey)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the rerun's manifest differs from the first one (%v)", err)
+	}
+
 	// Verification notices an object that changed after the manifest was written.
 	victim := m.Parts[0].Objects[0].Key
 	if _, err := h.store.Put(context.Background(), victim, []byte("tampered"), ""); err != nil {

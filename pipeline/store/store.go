@@ -23,6 +23,7 @@ type Store interface {
 	Put(ctx context.Context, key string, data []byte, contentType string) (ObjectInfo, error)
 	Get(ctx context.Context, key string) ([]byte, error)
 	List(ctx context.Context, prefix string) ([]ObjectInfo, error)
+	Delete(ctx context.Context, key string) error
 	// Location renders a key the way a person finds it (s3://bucket/key).
 	Location(key string) string
 }
@@ -133,6 +134,14 @@ func (s *S3) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, nil
+}
+
+// Delete removes an object; removing a missing key is not an error.
+func (s *S3) Delete(ctx context.Context, key string) error {
+	if err := s.cli.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil {
+		return fmt.Errorf("delete %s: %w", s.Location(key), err)
+	}
+	return nil
 }
 
 // Location renders a key as s3://bucket/key.

@@ -1,0 +1,197 @@
+package build
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/pair"
+	"github.com/homemole/homemole/pipeline/window"
+	"github.com/homemole/homemole/schemas"
+)
+
+// gatewayHome generates a home and, for each LAN session, the WAN capture
+// its gateway would have seen (same base name) and the ground truth.
+func gatewayHome(t *testing.T, mode gateway.Mode) (*campaign.Campaign, map[string][]int64) {
+	t.Helper()
+	dir := t.TempDir()
+	g, err := homegen.Generate(homegen.Config{Seed: 11, Sessions: 2, SessionDuration: 4 * time.Minute}, filepath.Join(dir, "lan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := g.HomeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	truth := map[string][]int64{}
+	var wanFiles []string
+	for i, f := range g.Files {
+		src, err := capture.OpenFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wanPath := filepath.Join(dir, "wan", filepath.Base(f))
+		os.MkdirAll(filepath.Dir(wanPath), 0o755)
+		wf, err := os.Create(wanPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tb strings.Builder
+		gcfg := gateway.DefaultConfig()
+		gcfg.Mode, gcfg.Seed = mode, uint64(i+1)
+		// A gateway that loses packets and a tunnel that sends keepalives
+		// leave LAN packets without WAN packets and WAN packets without
+		// LAN packets: the pairing must leave both unpaired.
+		gcfg.Loss, gcfg.VPNPing = 0.002, 10*time.Second
+		if _, err := gateway.Emulate(context.Background(), src, hc, gcfg, wf, &tb); err != nil {
+			t.Fatalf("emulate %s: %v", f, err)
+		}
+		src.Close()
+		if err := wf.Close(); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := pair.ReadCSV(strings.NewReader(tb.String()), wanPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		truth[campaign.SessionName("wan", wanPath)] = tr
+		wanFiles = append(wanFiles, wanPath)
+	}
+	c := &campaign.Campaign{Name: "gw-" + string(mode), Homes: []*campaign.Home{{
+		Name:    "home-1",
+		Gateway: campaign.Gateway{Mode: string(mode), MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
+		Taps: []campaign.Tap{
+			{Name: "lan", Files: g.Files},
+			{Name: "wan", Files: wanFiles},
+		},
+		Inventory: g.Inventory,
+	}}}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c, truth
+}
+
+// lanLabels labels a LAN capture's packets by ordinal from the inventory,
+// as indexes into labels: the reference WAN labels are derived from.
+func lanLabels(t *testing.T, home *campaign.Home, file string, labels []string) map[uint64]int16 {
+	t.Helper()
+	hc, err := features.HomeFromCampaign(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := home.MACIndex()
+	pos := map[string]int16{}
+	for i, n := range labels {
+		pos[n] = int16(i)
+	}
+	out := map[uint64]int16{}
+	if _, err := capture.ReadFile(context.Background(), file, hc, func(p *schemas.Packet) error {
+		l := int16(-1)
+		if d, ok := idx[p.SrcMAC]; ok {
+			l = pos[d.Name]
+		} else if d, ok := idx[p.DstMAC]; ok {
+			l = pos[d.Name]
+		}
+		out[p.Offset] = l
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestBuildWANViews builds a home with a LAN and a WAN tap and checks that
+// the WAN view's windows carry the labels the ground truth implies.
+func TestBuildWANViews(t *testing.T) {
+	for _, tc := range []struct {
+		mode gateway.Mode
+		want float64
+	}{{gateway.NAPT, 0.999}, {gateway.VPN, 0.995}} {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			h := start(t)
+			c, truth := gatewayHome(t, tc.mode)
+			home := c.Homes[0]
+			spec := window.Spec{Dataset: "gw", Version: "v1", Kind: schemas.KindNoise, Size: 100, Labels: LabelsOf(c)}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			res, err := (&Build{Campaign: c, Spec: spec, Bus: h.bus, Store: h.store, Log: h.log, Timeout: time.Minute}).Run(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws, err := dataset.Windows(ctx, h.store, res.Manifest, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The WAN view's packets in order, per session: noise windows
+			// cut the whole stream, window k holding packets k*size on.
+			type seqWin struct {
+				k int
+				w *schemas.Window
+			}
+			bySession := map[string][]seqWin{}
+			views := map[string]int{}
+			for _, w := range ws {
+				views[w.View]++
+				if w.View != string(tc.mode) {
+					continue
+				}
+				k, err := strconv.Atoi(w.ID[strings.LastIndexByte(w.ID, '/')+1:])
+				if err != nil {
+					t.Fatalf("window id %s", w.ID)
+				}
+				bySession[w.Session] = append(bySession[w.Session], seqWin{k, w})
+			}
+			if views["lan"] == 0 || views[string(tc.mode)] == 0 {
+				t.Fatalf("windows per view %v: want lan and %s", views, tc.mode)
+			}
+			agree, total := 0, 0
+			for i, lanFile := range home.Taps[0].Files {
+				wanSession := campaign.SessionName("wan", home.Taps[1].Files[i])
+				tr := truth[wanSession]
+				want := lanLabels(t, home, lanFile, spec.Labels)
+				sw := bySession[wanSession]
+				sort.Slice(sw, func(a, b int) bool { return sw[a].k < sw[b].k })
+				var got []int16
+				for _, s := range sw {
+					got = append(got, s.w.Label[:s.w.Len]...)
+				}
+				if len(got) != len(tr) {
+					t.Errorf("session %s: %d packets in WAN windows, %d in the WAN capture", wanSession, len(got), len(tr))
+				}
+				for j, l := range tr {
+					w := int16(-1)
+					if l >= 0 {
+						w = want[uint64(l)]
+					}
+					if j < len(got) && got[j] == w {
+						agree++
+					}
+					total++
+				}
+			}
+			acc := float64(agree) / float64(max(total, 1))
+			st := res.Labels[home.Name].PerTap["wan"]
+			t.Logf("%s: %d WAN packets, pairing rate %.3f %%, labels agree with the ground truth for %.3f %% (%d unpaired)",
+				tc.mode, total, 100*st.PairingRate(), 100*acc, st.Unpaired)
+			if acc < tc.want {
+				t.Errorf("%s: %.4f of WAN labels agree with the ground truth, want at least %.4f", tc.mode, acc, tc.want)
+			}
+			if st.Packets != total {
+				t.Errorf("labeler counted %d WAN packets, the captures hold %d", st.Packets, total)
+			}
+		})
+	}
+}
