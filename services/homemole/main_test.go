@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -20,7 +21,10 @@ func quiet() *slog.Logger {
 // TestDemoCommand runs `homemole demo` small, then `dataset verify` and
 // `dataset ls` against the state it left, as a person would.
 func TestDemoCommand(t *testing.T) {
-	home := t.TempDir()
+	// A relative --home, as a person types it: paths the demo writes must
+	// still resolve.
+	t.Chdir(t.TempDir())
+	home := "hm"
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
 	var out bytes.Buffer
@@ -37,6 +41,17 @@ func TestDemoCommand(t *testing.T) {
 	report := filepath.Join(home, "demo", "reports", "demo-blstm", "report.html")
 	if html, err := os.ReadFile(report); err != nil || !bytes.Contains(html, []byte("Confusion matrix")) {
 		t.Errorf("report %s: %v", report, err)
+	}
+
+	// The campaign file the demo leaves behind loads, and names the captures.
+	c, err := campaign.Load(filepath.Join(home, "demo", "campaign.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range c.Homes[0].Taps[0].Files {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("campaign file names a capture that is not there: %v", err)
+		}
 	}
 
 	state := filepath.Join(home, "demo", "state")
