@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 )
 
@@ -17,7 +18,9 @@ const (
 )
 
 // BatchVersion is the wire version this code writes and the newest it reads.
-const BatchVersion = 1
+// Version 2 added the pairing fields to packet records; version 1 batches
+// still decode, with those fields zero (SrcPort NoPort).
+const BatchVersion = 2
 
 var batchMagic = [3]byte{'H', 'M', 'B'}
 
@@ -117,7 +120,10 @@ func (b *Batch) AppendHeader(dst []byte, n int) ([]byte, error) {
 // MaxPacketRecordLen bounds the encoded length of one record of a packet
 // batch (every varint at its widest), so a producer can tell before encoding
 // a packet whether it still fits under a byte limit.
-const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12
+const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12 + pairingLen
+
+// pairingLen is the widest encoding of the version 2 pairing fields.
+const pairingLen = 5 + 3 + 5 + 5 + 2*17
 
 // RecordEncoder encodes the records of one batch in order: each record is
 // delta-coded against the previous one, so the encoder carries that state.
@@ -133,7 +139,26 @@ func NewRecordEncoder(first uint64) RecordEncoder { return RecordEncoder{prevOff
 func (e *RecordEncoder) AppendPacket(dst []byte, p *Packet) []byte {
 	dst = e.appendCommon(dst, p)
 	dst = append(dst, p.SrcMAC[:]...)
-	return append(dst, p.DstMAC[:]...)
+	dst = append(dst, p.DstMAC[:]...)
+	dst = binary.AppendVarint(dst, int64(p.SrcPort))
+	dst = binary.AppendUvarint(dst, uint64(p.IPID))
+	dst = binary.AppendUvarint(dst, uint64(p.TCPSeq))
+	dst = binary.AppendUvarint(dst, uint64(p.TCPAck))
+	dst = appendAddr(dst, p.SrcIP)
+	return appendAddr(dst, p.DstIP)
+}
+
+// appendAddr writes an address as its length (0, 4 or 16) and its bytes.
+func appendAddr(dst []byte, a netip.Addr) []byte {
+	switch {
+	case a.Is4():
+		b := a.As4()
+		return append(append(dst, 4), b[:]...)
+	case a.IsValid():
+		b := a.As16()
+		return append(append(dst, 16), b[:]...)
+	}
+	return append(dst, 0)
 }
 
 // appendCommon appends the fields both kinds of record share. It is the
@@ -215,6 +240,7 @@ func DecodeBatch(data []byte) (*Batch, error) {
 	if b.Kind == KindLabeled {
 		b.Labels = make([]int32, n)
 	}
+	version := data[3]
 	prevTs, prevOff := int64(0), b.FirstOffset
 	for i := 0; i < n && r.err == nil; i++ {
 		p := &b.Packets[i]
@@ -235,6 +261,15 @@ func DecodeBatch(data []byte) (*Batch, error) {
 		if b.Kind == KindPackets {
 			copy(p.SrcMAC[:], r.bytes(6))
 			copy(p.DstMAC[:], r.bytes(6))
+			p.SrcPort = NoPort
+			if version >= 2 {
+				p.SrcPort = r.int32()
+				p.IPID = r.uint16()
+				p.TCPSeq = r.uint32()
+				p.TCPAck = r.uint32()
+				p.SrcIP = r.addr()
+				p.DstIP = r.addr()
+			}
 		} else {
 			l := r.int32()
 			if l < Unlabeled || int(l) >= len(b.Devices) {
@@ -358,6 +393,25 @@ func (r *reader) count(minSize int) int {
 		return 0
 	}
 	return int(v)
+}
+
+// addr reads what appendAddr wrote.
+func (r *reader) addr() netip.Addr {
+	switch n := r.byte(); n {
+	case 0:
+		return netip.Addr{}
+	case 4:
+		if b := r.bytes(4); b != nil {
+			return netip.AddrFrom4([4]byte(b))
+		}
+	case 16:
+		if b := r.bytes(16); b != nil {
+			return netip.AddrFrom16([16]byte(b))
+		}
+	default:
+		r.fail(fmt.Errorf("address length %d", n))
+	}
+	return netip.Addr{}
 }
 
 func (r *reader) string() string {

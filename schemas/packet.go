@@ -4,7 +4,10 @@
 // windows. Every wire format here is versioned; FORMAT.md describes it byte by byte.
 package schemas
 
-import "fmt"
+import (
+	"fmt"
+	"net/netip"
+)
 
 // Protocol bits of the HomeMole packet vector, in the seed's order
 // "IP TCP UDP TLS HTTP DNS other": the leftmost character of the 7-character
@@ -69,6 +72,24 @@ type Packet struct {
 	PayloadLen    uint32 // transport payload bytes (TCP or UDP), IP payload otherwise
 
 	SrcMAC, DstMAC MAC // LAN tap only; zero elsewhere and after labeling
+
+	// What the labeler needs to follow a packet through the gateway and
+	// nothing else may see: NAPT keeps the IP ID, the remote end and the
+	// TCP sequence space but rewrites the LAN port, and a tunnel's outer IP
+	// ID shows the order it sent packets in. Packet batches only (wire
+	// version 2); the labeler zeroes them, as it does the MACs.
+	SrcPort        int32  // source port, NoPort when there is none
+	IPID           uint16 // IPv4 identification, 0 for IPv6
+	TCPSeq, TCPAck uint32
+	SrcIP, DstIP   netip.Addr // the zero Addr without IP
+}
+
+// StripAddresses zeroes every field that names a host or a flow, so that a
+// record may leave the labeler.
+func (p *Packet) StripAddresses() {
+	p.SrcMAC, p.DstMAC = MAC{}, MAC{}
+	p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck = 0, 0, 0, 0
+	p.SrcIP, p.DstIP = netip.Addr{}, netip.Addr{}
 }
 
 // MAC is a 48-bit hardware address kept as a value so records stay allocation-free.

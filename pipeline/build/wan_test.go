@@ -195,3 +195,26 @@ func TestBuildWANViews(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildLANSessionWithoutWAN: a LAN session no WAN file pairs with is
+// labeled without waiting, and the build completes.
+func TestBuildLANSessionWithoutWAN(t *testing.T) {
+	h := start(t)
+	c, _ := gatewayHome(t, gateway.NAPT)
+	home := c.Homes[0]
+	home.Taps[1].Files = home.Taps[1].Files[:1]
+	spec := window.Spec{Dataset: "gw", Version: "v1", Kind: schemas.KindNoise, Size: 100, Labels: LabelsOf(c)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := (&Build{Campaign: c, Spec: spec, Bus: h.bus, Store: h.store, Log: h.log, Timeout: 30 * time.Second}).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	views := map[string]int{}
+	for _, p := range res.Manifest.Parts {
+		views[p.View]++
+	}
+	if views["lan"] != 2 || views["napt"] != 1 {
+		t.Errorf("sessions per view %v: want 2 lan and 1 napt", views)
+	}
+}

@@ -36,7 +36,8 @@ type Manifest struct {
 	WindowsPerDevice     map[string]int `json:"windows_per_device"`
 	WindowsPerView       map[string]int `json:"windows_per_view"`
 	// Groups are the units cross-validation keeps on one side of a split:
-	// home/session.
+	// home/session, one group for the taps that saw the same session
+	// (window.GroupOf).
 	Groups []string      `json:"groups"`
 	Parts  []window.Part `json:"parts"`
 }
@@ -79,7 +80,7 @@ func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest,
 		for d, n := range p.PerDevice {
 			m.WindowsPerDevice[d] += n
 		}
-		m.Groups = append(m.Groups, p.Home+"/"+p.Session)
+		m.Groups = append(m.Groups, window.GroupOf(p.Home, p.Session))
 	}
 	if len(m.Parts) == 0 {
 		return nil, fmt.Errorf("assemble manifest of %s/%s: no sessions were windowed under %s", spec.Dataset, spec.Version, st.Location(spec.Prefix()))
@@ -158,7 +159,7 @@ func Verify(ctx context.Context, st store.Store, m *Manifest) error {
 func Windows(ctx context.Context, st store.Store, m *Manifest, keep func(group string) bool) ([]*schemas.Window, error) {
 	var out []*schemas.Window
 	for _, p := range m.Parts {
-		if keep != nil && !keep(p.Home+"/"+p.Session) {
+		if keep != nil && !keep(window.GroupOf(p.Home, p.Session)) {
 			continue
 		}
 		for _, o := range p.Objects {

@@ -117,6 +117,7 @@ func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo
 		TsNs:      ci.Timestamp.UnixNano(),
 		Offset:    offset,
 		DPort:     schemas.NoPort,
+		SrcPort:   schemas.NoPort,
 		Direction: schemas.DirLocal,
 		FrameLen:  uint32(ci.Length),
 	}
@@ -231,6 +232,7 @@ func (d *Decoder) ipv4(b []byte, p *schemas.Packet) error {
 	p.Transport = uint8(ip.Protocol)
 	src, dst := addr4(ip.SrcIP), addr4(ip.DstIP)
 	p.Direction = d.home.direction(src, dst, p.SrcMAC, p.DstMAC)
+	p.IPID, p.SrcIP, p.DstIP = ip.Id, src, dst
 
 	wire := int(ip.Length) - int(ip.IHL)*4
 	if ip.FragOffset != 0 {
@@ -263,7 +265,8 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 		}
 	}
 	p.IPLen = uint16(min(length+40, 0xffff))
-	p.Direction = d.home.direction(addr16(ip.SrcIP), addr16(ip.DstIP), p.SrcMAC, p.DstMAC)
+	p.SrcIP, p.DstIP = addr16(ip.SrcIP), addr16(ip.DstIP)
+	p.Direction = d.home.direction(p.SrcIP, p.DstIP, p.SrcMAC, p.DstMAC)
 
 	next, payload, extLen := ip.NextHeader, ip.Payload, 0
 	if ip.HopByHop != nil {
@@ -323,7 +326,8 @@ func (d *Decoder) transport(proto layers.IPProtocol, b []byte, wire int, p *sche
 		if n < 0 {
 			return fmt.Errorf("%w: TCP header (%d bytes) longer than the IP payload (%d bytes)", ErrMalformed, hdr, wire)
 		}
-		p.DPort = int32(t.DstPort)
+		p.DPort, p.SrcPort = int32(t.DstPort), int32(t.SrcPort)
+		p.TCPSeq, p.TCPAck = t.Seq, t.Ack
 		// Nine flag bits, FIN in bit 0 up to NS (the low bit of byte 12) in bit 8.
 		p.TCPFlags = uint16(b[13]) | uint16(b[12]&1)<<8
 		p.TCPWindow = t.Window
@@ -342,7 +346,7 @@ func (d *Decoder) transport(proto layers.IPProtocol, b []byte, wire int, p *sche
 		if n < 0 {
 			return fmt.Errorf("%w: UDP header longer than the IP payload (%d bytes)", ErrMalformed, wire)
 		}
-		p.DPort = int32(u.DstPort)
+		p.DPort, p.SrcPort = int32(u.DstPort), int32(u.SrcPort)
 		p.PayloadLen = uint32(n)
 		if n > 0 {
 			p.ProtoBits |= appBit(false, uint16(u.SrcPort), uint16(u.DstPort), clip(u.Payload, n))

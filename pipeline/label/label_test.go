@@ -2,6 +2,7 @@ package label
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/homemole/homemole/pipeline/bus"
@@ -74,5 +75,52 @@ func TestLabelRefusesWhatItCannotLabel(t *testing.T) {
 		if _, err := l.Label(b); !errors.Is(err, bus.ErrPermanent) {
 			t.Errorf("%s: got %v, want a permanent failure", name, err)
 		}
+	}
+}
+
+func TestLabelPairInheritsAndStrips(t *testing.T) {
+	c := testCampaign()
+	c.Homes[0].Gateway.Mode = "napt"
+	c.Homes[0].Taps = append(c.Homes[0].Taps, campaign.Tap{Name: "wan", Files: []string{"x.pcap"}})
+	l, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plug, router := schemas.MAC{2, 0, 0, 0, 0, 1}, schemas.MAC{2, 0, 0, 0, 0, 0xfe}
+	lanIP, wanIP := netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("203.0.113.2")
+	server, other := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("198.51.100.8")
+	tcp := func(ts int64, off uint64, src, dst netip.Addr, sport int32, id uint16) schemas.Packet {
+		return schemas.Packet{TsNs: ts, Offset: off, DPort: 443, SrcPort: sport, Direction: schemas.DirOutbound, IPLen: 60,
+			Transport: 6, TCPFlags: 0x18, TCPSeq: 1000, IPID: id, SrcIP: src, DstIP: dst, ProtoBits: schemas.ProtoIP | schemas.ProtoTCP}
+	}
+	lp := tcp(1_000_000, 0, lanIP, server, 5000, 7)
+	lp.SrcMAC, lp.DstMAC = plug, router
+	lan := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "c", Home: "h", Tap: "lan", Source: "l", Session: "lan-x", Final: true, Packets: []schemas.Packet{lp}}
+	wan := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "c", Home: "h", Tap: "wan", Source: "w", Session: "wan-x", Final: true, Packets: []schemas.Packet{
+		tcp(1_000_200, 0, wanIP, server, 40000, 7), // the plug's packet, translated
+		tcp(1_000_300, 1, wanIP, other, 40001, 9),  // no LAN packet
+	}}
+	res, err := l.LabelPair("h", []*schemas.Batch{lan}, []*schemas.Batch{wan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.WAN[0].Labels; got[0] != 0 || got[1] != schemas.Unlabeled {
+		t.Errorf("WAN labels %v, want [0 -1]", got)
+	}
+	if res.WAN[0].View != "napt" || res.LAN[0].View != "lan" || res.Pairing.Paired != 1 {
+		t.Errorf("views %s/%s, %d paired", res.LAN[0].View, res.WAN[0].View, res.Pairing.Paired)
+	}
+	for _, b := range append(res.LAN, res.WAN...) {
+		for _, p := range b.Packets {
+			if p.SrcIP.IsValid() || p.DstIP.IsValid() || p.SrcPort != 0 || p.IPID != 0 || p.TCPSeq != 0 || !p.SrcMAC.IsZero() {
+				t.Errorf("%s view: addresses left the labeler: %+v", b.View, p)
+			}
+		}
+	}
+	if !wan.Packets[0].SrcIP.IsValid() {
+		t.Error("the input batch was modified")
+	}
+	if BaseName("wan", "wan-session-01") != BaseName("lan", "lan-session-01") {
+		t.Error("wan-session-01 and lan-session-01 do not pair")
 	}
 }

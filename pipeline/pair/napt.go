@@ -54,7 +54,7 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 	// side or the other. A capture that talks to one server only has that
 	// server's address in every packet too, so remote ends the LAN side
 	// names are not candidates.
-	remotes := map[netip.Addr]bool{}
+	remotes := make(map[netip.Addr]bool, 64)
 	for _, l := range lans {
 		if l.out {
 			remotes[l.h.Dst] = true
@@ -80,7 +80,7 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 		}
 	}
 
-	bySig := map[sig][]int{}
+	bySig := make(map[sig][]int, len(lans))
 	for i, l := range lans {
 		s := signature(l.h, l.out)
 		bySig[s] = append(bySig[s], i)

@@ -124,26 +124,9 @@ type wanPkt struct {
 // Pair reads both captures whole and pairs them.
 func Pair(ctx context.Context, lan, wan capture.Source, cfg Config) (Result, error) {
 	var res Result
-	if _, err := gateway.ParseMode(string(cfg.Mode)); err != nil {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
 		return res, err
-	}
-	if cfg.VPNPort == 0 {
-		cfg.VPNPort = 1194
-	}
-	if cfg.Method == "" {
-		cfg.Method = MethodExact
-	}
-	if cfg.Method != MethodExact && cfg.Method != MethodWindow {
-		return res, fmt.Errorf("pairing method %q: want %s or %s", cfg.Method, MethodExact, MethodWindow)
-	}
-	if cfg.DelayTolerance <= 0 {
-		cfg.DelayTolerance = 2 * time.Millisecond
-	}
-	if cfg.Window <= 0 {
-		cfg.Window = 5 * time.Millisecond
-		if cfg.Mode == gateway.VPN {
-			cfg.Window = 20 * time.Millisecond
-		}
 	}
 	lans, skipped, err := readLAN(ctx, lan, cfg.Home)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/homemole/homemole/pipeline/bus"
@@ -263,6 +264,16 @@ func (w *Windower) majority(win *schemas.Window) string {
 	return w.spec.Labels[best]
 }
 
+// GroupOf is the unit cross-validation keeps on one side of a split: a
+// home's capture session, whatever tap saw it. "lan-session-01" and
+// "wan-session-01" are the same traffic seen twice, so they share a group.
+func GroupOf(home, session string) string {
+	if i := strings.IndexByte(session, '-'); i >= 0 {
+		session = session[i+1:]
+	}
+	return home + "/" + session
+}
+
 // Cut turns one session's packets into windows. Kind ind cuts each
 // device's own sequence (packets of no device are left out); kind noise cuts
 // the merged stream. The interval feature is recomputed inside the stream a
@@ -274,7 +285,7 @@ func Cut(spec Spec, home, view, sess string, pkts []schemas.Packet, labels []int
 			hi := min(lo+spec.Size, len(idx))
 			win := schemas.NewWindow(spec.Size)
 			win.ID = fmt.Sprintf("%s/%s/%s/%s/%s/%d", view, home, sess, spec.Kind, stream, lo/spec.Size)
-			win.Home, win.Session, win.View, win.Kind, win.Group = home, sess, view, spec.Kind, home+"/"+sess
+			win.Home, win.Session, win.View, win.Kind, win.Group = home, sess, view, spec.Kind, GroupOf(home, sess)
 			win.Len = hi - lo
 			for j := lo; j < hi; j++ {
 				k := idx[j]

@@ -48,7 +48,7 @@ func TestCutInd(t *testing.T) {
 	if cam.Label[0] != 1 || cam.Interval[1] != 2 {
 		t.Errorf("cam window %v %v", cam.Label, cam.Interval)
 	}
-	if full.ID == tail.ID || full.Group != "h/s" {
+	if full.ID == tail.ID || full.Group != GroupOf("h", "s") {
 		t.Errorf("ids %s %s group %s", full.ID, tail.ID, full.Group)
 	}
 }
@@ -79,5 +79,14 @@ func TestSpecValidate(t *testing.T) {
 		if err := s.Validate(); err == nil {
 			t.Errorf("%+v accepted", s)
 		}
+	}
+}
+
+func TestGroupOfJoinsTaps(t *testing.T) {
+	if GroupOf("h", "lan-session-01") != GroupOf("h", "wan-session-01") {
+		t.Error("the LAN and WAN views of one session must share a group, or a split leaks")
+	}
+	if GroupOf("h", "lan-session-01") == GroupOf("h", "lan-session-02") || GroupOf("h", "lan-x") == GroupOf("g", "lan-x") {
+		t.Error("different sessions or homes share a group")
 	}
 }

@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"serve":    {"run the embedded NATS and S3 servers only, for workers in other processes", runServe},
 		"features": {"decode a capture and write one CSV row of features per packet, to check them", runFeatures},
 		"gateway":  {"emulate a home gateway (napt or vpn): turn a LAN capture into the WAN capture plus ground truth", runGateway},
+		"label":    {"label a LAN capture from the inventory and its WAN capture (napt or vpn) by pairing; prints packets, labels per device, pairing rate", runLabel},
 		"pair":     {"pair a WAN capture's packets with their LAN packets (napt or vpn); accuracy against a truth file", runPair},
 	}
 }

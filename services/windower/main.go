@@ -56,7 +56,7 @@ func main() {
 		log.Info("windower running", "dataset", spec.Dataset+"/"+spec.Version, "kind", spec.Kind, "window", spec.Size)
 		return env.Bus.Consume(ctx, bus.ConsumerConfig{
 			Stream: schemas.StreamLabeled, Durable: "windower-" + spec.Dataset + "-" + spec.Version,
-			Filter: schemas.LabeledSubject(c.Name, "*", "lan"), MaxAckPending: 100000, AckWait: 10 * time.Minute,
+			Filter: schemas.LabeledSubject(c.Name, "*", "*"), MaxAckPending: 100000, AckWait: 10 * time.Minute,
 		}, w.Handle)
 	})
 }

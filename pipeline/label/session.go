@@ -1,0 +1,224 @@
+package label
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/pair"
+	"github.com/homemole/homemole/schemas"
+)
+
+// sessionPair gathers the LAN and WAN sessions of one home that share a
+// base name ("lan-session-01" and "wan-session-01").
+type sessionPair struct {
+	key  string
+	taps [2]tapBuffer // TapLAN, TapWAN
+}
+
+// tapBuffer is one tap's session as received so far, in offset order.
+type tapBuffer struct {
+	batches []*schemas.Batch
+	pending []*bus.Delivery
+	next    uint64 // offset expected in the next batch
+	started bool
+	final   bool
+}
+
+// BaseName is a session's name without its tap prefix: what pairs a WAN
+// session with its LAN session (campaign.SessionName prefixes the tap).
+func BaseName(tap, session string) string {
+	return strings.TrimPrefix(session, tap+"-")
+}
+
+func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus.Delivery, log *slog.Logger) error {
+	b := d.Batch
+	var ti int
+	switch b.Tap {
+	case TapLAN:
+	case TapWAN:
+		ti = 1
+	default:
+		return bus.Permanent(fmt.Errorf("batch %s: tap %q: the labeler knows the lan and wan taps", b.MsgID(), b.Tap))
+	}
+	key := b.Home + "/" + BaseName(b.Tap, b.Session)
+	l.mu.Lock()
+	sp, ok := l.pairs[key]
+	if !ok {
+		sp = &sessionPair{key: key}
+		l.pairs[key] = sp
+	}
+	l.mu.Unlock()
+	t := &sp.taps[ti]
+	switch {
+	case t.started && b.FirstOffset < t.next, t.final:
+		// A redelivery of a batch already held (its ack wait ran out while
+		// the pair waited for the other tap). Hold the new copy instead of
+		// acking it: acked now, the batch would be lost if this labeler
+		// died before the pair is published.
+		for i, hb := range t.batches {
+			if hb.FirstOffset == b.FirstOffset {
+				t.pending[i] = d
+				return nil
+			}
+		}
+		return d.Ack()
+	case t.started && b.FirstOffset > t.next:
+		return fmt.Errorf("session %s tap %s: batch at offset %d arrived before offset %d; waiting for redelivery", key, b.Tap, b.FirstOffset, t.next)
+	}
+	if !t.started {
+		t.started, t.next = true, b.FirstOffset
+	}
+	prevNext := t.next
+	t.batches = append(t.batches, b)
+	t.pending = append(t.pending, d)
+	if n := len(b.Packets); n > 0 {
+		t.next = b.Packets[n-1].Offset + 1
+	}
+	t.final = b.Final
+	if !sp.taps[0].final || !sp.taps[1].final {
+		return nil
+	}
+	if err := l.flushPair(ctx, conn, h, sp, log); err != nil {
+		// Retryable: the pair stays held; the final batch comes again.
+		t.batches = t.batches[:len(t.batches)-1]
+		t.pending = t.pending[:len(t.pending)-1]
+		t.next, t.final = prevNext, false
+		return err
+	}
+	for _, tb := range sp.taps {
+		for _, p := range tb.pending {
+			if err := p.Ack(); err != nil {
+				log.Warn("ack after publishing failed; the session pair will be republished identically", "pair", key, "err", err)
+			}
+		}
+	}
+	l.mu.Lock()
+	delete(l.pairs, key)
+	l.mu.Unlock()
+	return nil
+}
+
+// SessionResult is one session pair labeled: the labeled batches of both
+// views, one per input batch, and the pairing.
+type SessionResult struct {
+	LAN, WAN []*schemas.Batch
+	Pairing  pair.Result
+	// PairErr is why the WAN session could not be paired at all (its
+	// packets are then all Unlabeled), nil otherwise.
+	PairErr error
+}
+
+// LabelPair labels a LAN session from the inventory and its WAN session by
+// pairing, batch by batch as they came. Inputs are left as they were.
+func (l *Labeler) LabelPair(home string, lan, wan []*schemas.Batch) (*SessionResult, error) {
+	h, ok := l.homes[home]
+	if !ok {
+		return nil, fmt.Errorf("home %q is not in campaign %s", home, l.campaign)
+	}
+	if !h.hasWAN {
+		return nil, fmt.Errorf("home %s has no wan tap in campaign %s: its WAN view cannot be labeled", home, l.campaign)
+	}
+	res := &SessionResult{}
+	var lanPkts, wanPkts []schemas.Packet
+	var lanLabels []int32
+	for _, b := range lan {
+		out := labelLAN(h, b)
+		res.LAN = append(res.LAN, out)
+		lanPkts = append(lanPkts, b.Packets...)
+		lanLabels = append(lanLabels, out.Labels...)
+	}
+	for _, b := range wan {
+		wanPkts = append(wanPkts, b.Packets...)
+	}
+	cfg := pair.Config{Mode: gateway.Mode(h.view), Home: h.lan}
+	if cfg.Mode == gateway.VPN {
+		cfg.Cipher = l.Cipher
+	}
+	pr, err := pair.Records(lanPkts, wanPkts, cfg)
+	if err != nil {
+		res.PairErr = fmt.Errorf("pair session %s/%s: %w", home, sessionOf(wan), err)
+		pr = pair.Result{Pairs: make([]int64, len(wanPkts))}
+		for i := range pr.Pairs {
+			pr.Pairs[i] = -1
+		}
+	}
+	res.Pairing = pr
+	j := 0
+	for _, b := range wan {
+		out := labeledHeader(b, h.view, h.devices)
+		for i := range b.Packets {
+			p := b.Packets[i]
+			p.StripAddresses()
+			out.Packets[i] = p
+			out.Labels[i] = schemas.Unlabeled
+			if k := pr.Pairs[j]; k >= 0 {
+				out.Labels[i] = lanLabels[k]
+			}
+			j++
+		}
+		res.WAN = append(res.WAN, out)
+	}
+	return res, nil
+}
+
+func sessionOf(bs []*schemas.Batch) string {
+	if len(bs) == 0 {
+		return "(empty)"
+	}
+	return bs[0].Session
+}
+
+// flushPair labels a complete pair and publishes both views, waiting until
+// the stream has stored every batch.
+func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, sp *sessionPair, log *slog.Logger) error {
+	home := sp.taps[0].batches[0].Home
+	res, err := l.LabelPair(home, sp.taps[0].batches, sp.taps[1].batches)
+	if err != nil {
+		return err
+	}
+	if res.PairErr != nil {
+		log.Warn("WAN session left unlabeled", "pair", sp.key, "err", res.PairErr)
+	}
+	log.Info("session pair labeled", "pair", sp.key, "view", h.view, "wan_packets", len(res.Pairing.Pairs),
+		"paired", res.Pairing.Paired, "pairing_rate", res.Pairing.Rate())
+	futures := make([]jetstream.PubAckFuture, 0, len(res.LAN)+len(res.WAN))
+	for _, out := range append(append([]*schemas.Batch(nil), res.LAN...), res.WAN...) {
+		// A fresh buffer each: an async publish may still hold the last one.
+		data, err := out.AppendBinary(nil)
+		if err != nil {
+			return err
+		}
+		f, err := conn.PublishAsync(schemas.LabeledSubject(out.Campaign, out.Home, out.View), out.MsgID(), data)
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish labeled batch of session pair %s: %w", sp.key, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	unpaired := len(res.Pairing.Pairs) - res.Pairing.Paired
+	for _, out := range res.LAN {
+		l.count(home, TapLAN, h, out, 0, 0)
+	}
+	for i, out := range res.WAN {
+		p, u := 0, 0
+		if i == 0 {
+			p, u = res.Pairing.Paired, unpaired
+		}
+		l.count(home, TapWAN, h, out, p, u)
+	}
+	return nil
+}

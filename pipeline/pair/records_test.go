@@ -1,0 +1,97 @@
+package pair
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/schemas"
+)
+
+func readRecords(t *testing.T, path string, home features.HomeConfig) []schemas.Packet {
+	t.Helper()
+	var out []schemas.Packet
+	if _, err := capture.ReadFile(context.Background(), path, home, func(p *schemas.Packet) error {
+		out = append(out, *p)
+		return nil
+	}); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return out
+}
+
+// TestRecordsAgreeWithTruth pairs the records a capture agent would publish
+// (not the frames) and scores them against the emulator's ground truth.
+func TestRecordsAgreeWithTruth(t *testing.T) {
+	dir := t.TempDir()
+	g, err := homegen.Generate(homegen.Config{Seed: 7, Sessions: 1, SessionDuration: 5 * time.Minute}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, err := g.HomeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lan := readRecords(t, g.Files[0], home)
+	for _, tc := range []struct {
+		mode   gateway.Mode
+		cipher gateway.Cipher
+		want   float64
+	}{{gateway.NAPT, "", 0.999}, {gateway.VPN, gateway.AES256GCM, 0.995}, {gateway.VPN, gateway.AES256CBC, 0.995}} {
+		gcfg := gateway.DefaultConfig()
+		gcfg.Mode, gcfg.Cipher, gcfg.Seed = tc.mode, tc.cipher, 3
+		wanPath := filepath.Join(dir, string(tc.mode)+string(tc.cipher)+".pcap")
+		wf, err := os.Create(wanPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		truthBuf := new(bytes.Buffer)
+		src, err := capture.OpenFile(g.Files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gateway.Emulate(context.Background(), src, home, gcfg, wf, truthBuf); err != nil {
+			t.Fatal(err)
+		}
+		src.Close()
+		wf.Close()
+		truth, err := ReadCSV(truthBuf, "truth")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wan := readRecords(t, wanPath, home)
+		// Detection of the cipher is part of what is tested: leave it out.
+		res, err := Records(lan, wan, Config{Mode: tc.mode, Home: home})
+		if err != nil {
+			t.Fatal(err)
+		}
+		byOffset := make([]int64, len(truth))
+		for i := range byOffset {
+			byOffset[i] = -1
+		}
+		for j, l := range res.Pairs {
+			if l >= 0 {
+				byOffset[wan[j].Offset] = int64(lan[l].Offset)
+			}
+		}
+		correct, total := Score(byOffset, truth)
+		acc := float64(correct) / float64(total)
+		t.Logf("%s %s: %d WAN records, paired %.2f %%, agree with the truth %.3f %% (cipher %s)", tc.mode, tc.cipher, total, 100*res.Rate(), 100*acc, res.Cipher)
+		if len(wan) != len(truth) {
+			t.Errorf("%d WAN records, %d truth rows", len(wan), len(truth))
+		}
+		if acc < tc.want {
+			t.Errorf("%s: accuracy %.4f below %.4f", tc.mode, acc, tc.want)
+		}
+		if tc.mode == gateway.VPN && res.Cipher != tc.cipher {
+			t.Errorf("detected cipher %s, the gateway used %s", res.Cipher, tc.cipher)
+		}
+	}
+}
