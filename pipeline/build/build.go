@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -75,15 +76,21 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	wanted := map[string]bool{}
+	// wanted maps each session of the campaign's files to the view its
+	// windows get: the lan tap's the lan view, a wan tap's the gateway's mode.
+	wanted := map[string]string{}
 	for _, h := range b.Campaign.Homes {
 		for _, t := range h.Taps {
+			view := "lan"
+			if t.Name == "wan" {
+				view = h.Gateway.Mode
+			}
 			for _, f := range t.Files {
-				wanted[h.Name+"/"+campaign.SessionName(t.Name, f)] = true
+				wanted[h.Name+"/"+campaign.SessionName(t.Name, f)] = view
 			}
 		}
 	}
-	win.Accept = func(home, session string) bool { return wanted[home+"/"+session] }
+	win.Accept = func(home, session string) bool { return wanted[home+"/"+session] != "" }
 	var mu sync.Mutex
 	// Sessions an interrupted run of this build already windowed have their
 	// deliveries acknowledged and will not come again: count their parts.
@@ -138,7 +145,10 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		res.Agents[h.Name] = st
 		b.Log.Info("home published", "home", h.Name, "files", st.Files, "packets", st.Packets, "decode_errors", st.DecodeErrors, "read_errors", st.ReadErrors, "batches", st.Batches)
 		for _, s := range st.Sessions {
-			expected = append(expected, h.Name+"/"+s)
+			key := h.Name + "/" + s
+			if len(b.Spec.Views) == 0 || slices.Contains(b.Spec.Views, wanted[key]) {
+				expected = append(expected, key)
+			}
 		}
 	}
 	if len(expected) == 0 {

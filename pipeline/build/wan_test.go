@@ -218,3 +218,40 @@ func TestBuildLANSessionWithoutWAN(t *testing.T) {
 		t.Errorf("sessions per view %v: want 2 lan and 1 napt", views)
 	}
 }
+
+// TestBuildOneViewFromEmulatedWAN builds only the napt view of a home that
+// has LAN captures alone: EmulateWAN makes its WAN tap, and the build waits
+// for, and windows, the WAN sessions only.
+func TestBuildOneViewFromEmulatedWAN(t *testing.T) {
+	h := start(t)
+	dir := t.TempDir()
+	g, err := homegen.Generate(homegen.Config{Seed: 5, Sessions: 2, SessionDuration: 4 * time.Minute}, filepath.Join(dir, "lan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &campaign.Campaign{Name: "oneview", Homes: []*campaign.Home{{
+		Name: "home-1", Gateway: campaign.Gateway{MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
+		Taps: []campaign.Tap{{Name: "lan", Files: g.Files}}, Inventory: g.Inventory,
+	}}}
+	c.Defaults()
+	if err := EmulateWAN(context.Background(), c, gateway.NAPT, gateway.Config{}, filepath.Join(dir, "wan")); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Homes[0].Taps) != 2 || len(c.Homes[0].Taps[1].Files) != len(g.Files) || c.Homes[0].Gateway.Mode != "napt" {
+		t.Fatalf("emulated taps %+v", c.Homes[0].Taps)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := window.Spec{Dataset: "oneview", Version: "v1", Kind: schemas.KindNoise, Size: 50, Labels: LabelsOf(c), Views: []string{"napt"}}
+	res, err := (&Build{Campaign: c, Spec: spec, Bus: h.bus, Store: h.store, Log: h.log, Timeout: time.Minute}).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := res.Manifest
+	if len(m.WindowsPerView) != 1 || m.WindowsPerView["napt"] == 0 || len(m.Parts) != len(g.Files) {
+		t.Fatalf("windows per view %v from %d sessions: want napt windows from %d WAN sessions only", m.WindowsPerView, len(m.Parts), len(g.Files))
+	}
+	if labeled := m.Packets - m.UnlabeledPackets; labeled < m.Packets*9/10 {
+		t.Errorf("only %d of %d WAN packets got a label from their LAN packet", labeled, m.Packets)
+	}
+}

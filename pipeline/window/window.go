@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +33,9 @@ type Spec struct {
 	Labels []string
 	// WindowsPerObject bounds an object's size; a session writes several.
 	WindowsPerObject int
+	// Views, when set, are the only views windowed ("lan", "napt", "vpn");
+	// batches of other views are acknowledged and left out.
+	Views []string `json:",omitempty"`
 }
 
 // RegisterFlags adds the spec's flags (all but the label vocabulary, which
@@ -137,7 +141,7 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 	if b.Kind != schemas.KindLabeled {
 		return bus.Permanent(fmt.Errorf("batch %s is of kind %q, the windower reads labeled batches", b.MsgID(), b.Kind))
 	}
-	if w.Accept != nil && !w.Accept(b.Home, b.Session) {
+	if w.Accept != nil && !w.Accept(b.Home, b.Session) || len(w.spec.Views) > 0 && !slices.Contains(w.spec.Views, b.View) {
 		return d.Ack()
 	}
 	key := b.Home + "/" + b.View + "/" + b.Session

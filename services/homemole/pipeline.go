@@ -15,6 +15,7 @@ import (
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
@@ -33,7 +34,8 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	ep.Register(fs)
 	file := fs.String("campaign", "", "campaign file (YAML): homes, taps, inventories")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout) instead of a campaign file")
-	view := fs.String("view", "lan", "lan (what the home network sees); napt and vpn come with the gateway emulator")
+	view := fs.String("view", "lan", "lan (what the home network sees), or napt or vpn: what an observer beyond the gateway sees; homes without a wan tap get one from the gateway emulator")
+	cipher := fs.String("cipher", "aes-256-gcm", "VPN data-channel cipher the emulator uses for --view vpn: aes-256-gcm or aes-256-cbc")
 	spec := window.Spec{}
 	spec.RegisterFlags(fs)
 	fs.StringVar(&spec.Dataset, "name", "", "same as --dataset")
@@ -43,11 +45,18 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if (*file == "") == (*dir == "") || spec.Dataset == "" {
 		return cli.Usagef("build needs --dataset NAME and one of --campaign FILE or --from-dir DIR")
 	}
+	var mode gateway.Mode
 	if *view != "lan" {
-		return cli.Usagef("view %q: only the lan view can be built so far; napt and vpn need the gateway emulator", *view)
+		var err error
+		if mode, err = gateway.ParseMode(*view); err != nil {
+			return cli.Usagef("--view: %v (or lan)", err)
+		}
+	}
+	ciph, err := gateway.ParseCipher(*cipher)
+	if err != nil {
+		return cli.Usagef("--cipher: %v", err)
 	}
 	var c *campaign.Campaign
-	var err error
 	if *file != "" {
 		c, err = campaign.Load(*file)
 	} else {
@@ -57,6 +66,14 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 		return err
 	}
 	spec.Labels = build.LabelsOf(c)
+	spec.Views = []string{*view}
+	if mode != "" {
+		dir := filepath.Join(ep.Home, "emulated", spec.Dataset, spec.Version)
+		if err := build.EmulateWAN(ctx, c, mode, gateway.Config{Cipher: ciph}, dir); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "WAN captures (%s) emulated under %s\n", mode, dir)
+	}
 	env, err := endpoints.Open(ctx, ep, "homemole-build", log)
 	if err != nil {
 		return err

@@ -1,0 +1,86 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+)
+
+// EmulateWAN gives every home of c without a "wan" tap one, made by the
+// gateway emulator from its LAN captures in mode (napt or vpn), written
+// under dir. Each WAN capture keeps its LAN capture's base name, which is
+// how the labeler pairs a WAN session with its LAN session. The ground
+// truth is written beside each capture (.truth.csv).
+func EmulateWAN(ctx context.Context, c *campaign.Campaign, mode gateway.Mode, cfg gateway.Config, dir string) error {
+	cfg.Mode = mode
+	for _, h := range c.Homes {
+		h.Gateway.Mode = string(mode)
+		var lan *campaign.Tap
+		for i := range h.Taps {
+			if h.Taps[i].Name == "lan" {
+				lan = &h.Taps[i]
+			}
+		}
+		if lan == nil || hasTap(h, "wan") {
+			continue
+		}
+		home, err := features.HomeFromCampaign(h)
+		if err != nil {
+			return fmt.Errorf("home %s: %w", h.Name, err)
+		}
+		out := filepath.Join(dir, h.Name)
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return fmt.Errorf("emulated WAN captures of home %s: %w", h.Name, err)
+		}
+		wan := campaign.Tap{Name: "wan"}
+		for _, f := range lan.Files {
+			dst := filepath.Join(out, filepath.Base(f))
+			if err := emulateFile(ctx, f, dst, home, cfg); err != nil {
+				return fmt.Errorf("home %s: %w", h.Name, err)
+			}
+			wan.Files = append(wan.Files, dst)
+		}
+		h.Taps = append(h.Taps, wan)
+	}
+	return nil
+}
+
+func hasTap(h *campaign.Home, name string) bool {
+	for _, t := range h.Taps {
+		if t.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func emulateFile(ctx context.Context, lan, wan string, home features.HomeConfig, cfg gateway.Config) error {
+	src, err := capture.OpenFile(lan)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	w, err := os.Create(wan)
+	if err != nil {
+		return fmt.Errorf("emulate WAN view of %s: %w", lan, err)
+	}
+	defer w.Close()
+	truth, err := os.Create(wan + ".truth.csv")
+	if err != nil {
+		return fmt.Errorf("emulate WAN view of %s: %w", lan, err)
+	}
+	defer truth.Close()
+	if _, err := gateway.Emulate(ctx, src, home, cfg, w, truth); err != nil {
+		return fmt.Errorf("emulate WAN view of %s: %w", lan, err)
+	}
+	if err := truth.Close(); err != nil {
+		return fmt.Errorf("emulate WAN view of %s: %w", lan, err)
+	}
+	return w.Close()
+}
