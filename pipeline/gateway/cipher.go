@@ -51,11 +51,14 @@ const OuterUDPOverhead = 20 + 8
 //   - AES-256-GCM: opcode/key id 1 + peer id 3 + packet id 4 + tag 16 +
 //     inner, i.e. inner + 24. The packet id travels in the clear as the
 //     AEAD nonce's tail, and GCM is a stream mode, so there is no padding.
-//   - AES-256-CBC + HMAC-SHA1: opcode/key id 1 + HMAC 20 + IV 16 +
-//     CBC(packet id 4 + inner), the plaintext padded to whole 16-byte
-//     blocks with PKCS#7, which always adds 1 to 16 bytes. So 16 inner
-//     sizes share one outer size, and the outer size minus 37 is a
-//     multiple of 16.
+//   - AES-256-CBC + HMAC-SHA1: opcode/key id 1 + peer id 3 + HMAC 20 +
+//     IV 16 + CBC(packet id 4 + inner), the plaintext padded to whole
+//     16-byte blocks with PKCS#7, which always adds 1 to 16 bytes. So 16
+//     inner sizes share one outer size, and the outer size minus 40 is a
+//     multiple of 16. OpenVPN 2.6 in client-server mode sends P_DATA_V2,
+//     with the peer id, for CBC too: the real gateway lab
+//     (tools/gatewaylab) found every CBC packet 3 bytes longer than the
+//     formula without it.
 //
 // It returns 0 for an unknown cipher.
 func PayloadSize(c Cipher, inner int) int {
@@ -65,7 +68,7 @@ func PayloadSize(c Cipher, inner int) int {
 	case AES256CBC:
 		plain := packetIDLen + inner
 		padded := (plain/aesBlock + 1) * aesBlock
-		return opcodeLen + hmacSHA1Len + aesBlock + padded
+		return opcodeLen + peerIDLen + hmacSHA1Len + aesBlock + padded
 	}
 	return 0
 }

@@ -22,7 +22,7 @@ type tunnelPkt struct {
 // pairVPN pairs each direction of the tunnel with the LAN packets of that
 // direction. Without a configured cipher every known one is tried and the
 // one that pairs the most packets wins: a wrong size function finds few
-// exact fits (under AES-CBC outer sizes are 37 plus a multiple of 16, under
+// exact fits (under AES-CBC outer sizes are 40 plus a multiple of 16, under
 // GCM each is inner plus 24).
 func pairVPN(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 	var tun [2][]tunnelPkt // [0] inbound, [1] outbound

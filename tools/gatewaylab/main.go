@@ -1,0 +1,408 @@
+// Command gatewaylab runs a real home gateway in network namespaces on this
+// machine and measures how well pipeline/pair pairs what it captured.
+//
+// A device namespace sits behind a gateway namespace doing Linux NAPT
+// (iptables MASQUERADE) or running an OpenVPN client; an isp namespace is
+// its upstream router and the OpenVPN server, and an inet namespace answers
+// the device. The flows of a LAN capture whose client is its busiest device
+// are replayed through real sockets, tcpdump records the gateway's LAN, WAN
+// and (VPN) tun interfaces, and pair.Pair pairs WAN with LAN; ground truth
+// comes from payload tags (NAPT, LAN to tun) and tunnel order (tun to WAN).
+//
+// Needs root. Run from the repository root:
+//
+//	go run ./tools/gatewaylab --in ../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA.pcap
+//
+// Every namespace and process it creates is removed on exit, also on error
+// and on SIGINT/SIGTERM; namespaces of an earlier run killed with SIGKILL
+// are removed at the next start.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/pair"
+)
+
+// Debian packages the lab runs, by the command each provides.
+var debPackages = [][2]string{
+	{"ip", "iproute2"}, {"iptables", "iptables"}, {"tcpdump", "tcpdump"},
+	{"openvpn", "openvpn"}, {"openssl", "openssl"},
+}
+
+type row struct {
+	mode, cipher   string
+	lan, wan, tun  int
+	rate           float64
+	correct, total int
+	replayed       int64
+	note           string
+}
+
+func main() {
+	in := flag.String("in", "../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA.pcap", "LAN capture whose busiest device's flows are replayed (pcap or pcapng); \"homegen\" generates a home with pipeline/homegen and uses its first session")
+	dryRun := flag.Bool("dry-run", false, "only print what would be replayed (no root needed)")
+	modes := flag.String("modes", "napt,vpn:aes-256-gcm,vpn:aes-256-cbc", "comma-separated runs: napt, vpn:aes-256-gcm, vpn:aes-256-cbc")
+	maxPackets := flag.Int("max-packets", 2000, "replay at most this many of the device's packets")
+	maxLength := flag.Duration("max-duration", 60*time.Second, "replay at most this much of the (gap-shortened) capture")
+	maxGap := flag.Duration("max-gap", time.Second, "shorten idle gaps of the capture to this")
+	maxPayload := flag.Int("max-payload", 1300, "cap payload sizes (bytes), so that no packet is fragmented or resegmented")
+	outDir := flag.String("out", "", "keep the captures, truth and pairs here (default: a temp dir, removed)")
+	flag.Parse()
+	if *dryRun {
+		s, err := loadInput(*in, limits{maxPackets: *maxPackets, maxLength: *maxLength, maxGap: *maxGap, minPayload: 8, maxPayload: *maxPayload})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gatewaylab:", err)
+			os.Exit(1)
+		}
+		printScript(s, *in)
+		return
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "gatewaylab: needs root (network namespaces, iptables, tcpdump)")
+		os.Exit(2)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if err := mainErr(ctx, *in, *modes, *outDir, limits{
+		maxPackets: *maxPackets, maxLength: *maxLength, maxGap: *maxGap, minPayload: 8, maxPayload: *maxPayload,
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "gatewaylab:", err)
+		os.Exit(1)
+	}
+}
+
+func mainErr(ctx context.Context, in, modes, outDir string, lim limits) error {
+	if err := install(ctx); err != nil {
+		return err
+	}
+	removeStale()
+	s, err := loadInput(in, lim)
+	if err != nil {
+		return err
+	}
+	printScript(s, in)
+	if len(s.flows) == 0 {
+		return errors.New("nothing to replay")
+	}
+	keep := outDir != ""
+	if !keep {
+		if outDir, err = os.MkdirTemp("", "gatewaylab-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(outDir)
+	} else if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	var rows []row
+	for _, m := range strings.Split(modes, ",") {
+		m = strings.TrimSpace(m)
+		mode, cipher, _ := strings.Cut(m, ":")
+		if mode != "napt" && mode != "vpn" {
+			return fmt.Errorf("mode %q: want napt or vpn:CIPHER", m)
+		}
+		if mode == "vpn" && cipher == "" {
+			cipher = string(gateway.AES256GCM)
+		}
+		dir := filepath.Join(outDir, strings.ReplaceAll(m, ":", "-"))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		fmt.Printf("\n== %s\n", m)
+		start := time.Now()
+		r, err := runMode(ctx, s, mode, cipher, dir)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m, err)
+		}
+		fmt.Printf("%s done in %s\n", m, time.Since(start).Round(100*time.Millisecond))
+		rows = append(rows, r)
+	}
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\tcipher\tLAN pkts\tWAN pkts\ttun pkts\tpaired %\taccuracy %\tcorrect/total\t")
+	for _, r := range rows {
+		tun := "-"
+		if r.mode == "vpn" {
+			tun = fmt.Sprint(r.tun)
+		}
+		c := r.cipher
+		if c == "" {
+			c = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.2f\t%.2f\t%d/%d\t\n", r.mode, c, r.lan, r.wan, tun, 100*r.rate,
+			100*float64(r.correct)/float64(max(r.total, 1)), r.correct, r.total)
+	}
+	tw.Flush()
+	for _, r := range rows {
+		if r.note != "" {
+			fmt.Printf("%s %s: %s\n", r.mode, r.cipher, r.note)
+		}
+	}
+	if keep {
+		fmt.Printf("captures, truth and pairs in %s\n", outDir)
+	}
+	return nil
+}
+
+func printScript(s *script, in string) {
+	udp := 0
+	for _, f := range s.flows {
+		if !f.tcp {
+			udp++
+		}
+	}
+	fmt.Printf("flows of %s from %s: %d flows (%d UDP, %d TCP), %d payloads over %s; %d TCP flows not opened by the device skipped\n",
+		s.device, in, len(s.flows), udp, len(s.flows)-udp, s.packets, s.length.Round(time.Millisecond), s.skipped)
+}
+
+// loadInput reads the script from a capture, or from a generated home.
+func loadInput(in string, lim limits) (*script, error) {
+	if in != "homegen" {
+		return loadScript(in, lim)
+	}
+	dir, err := os.MkdirTemp("", "gatewaylab-home-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	h, err := homegen.Generate(homegen.Config{Seed: 1, Sessions: 1, SessionDuration: 5 * time.Minute}, dir)
+	if err != nil {
+		return nil, err
+	}
+	return loadScript(h.Files[0], lim)
+}
+
+// install installs the Debian packages of the commands that are missing.
+func install(ctx context.Context) error {
+	var missing []string
+	for _, p := range debPackages {
+		if _, err := exec.LookPath(p[0]); err != nil {
+			missing = append(missing, p[1])
+		}
+	}
+	if len(missing) == 0 {
+		fmt.Println("Debian packages: all present (iproute2 iptables tcpdump openvpn openssl)")
+		return nil
+	}
+	fmt.Printf("installing Debian packages: %s\n", strings.Join(missing, " "))
+	args := append([]string{"install", "-y", "--no-install-recommends"}, missing...)
+	cmd := exec.CommandContext(ctx, "apt-get", args...)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		// A fresh machine has no package lists yet.
+		if err := run(ctx, "apt-get", "update", "-qq"); err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out2, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get install %s: %w\n%s\n%s", strings.Join(missing, " "), err, tail(string(out), 5), tail(string(out2), 10))
+		}
+	}
+	fmt.Printf("installed: %s\n", strings.Join(missing, " "))
+	return nil
+}
+
+// tcpdump starts a capture and waits until it is listening.
+func (l *lab) tcpdump(ctx context.Context, ns, iface, path string) (func() (string, error), error) {
+	errPath := path + ".log"
+	ef, err := os.Create(errPath)
+	if err != nil {
+		return nil, err
+	}
+	defer ef.Close()
+	cmd, err := l.start(ns, nil, ef, "tcpdump", "-i", iface, "-w", path, "-s", "0", "-B", "32768", "-n", "-U", "--immediate-mode",
+		"--time-stamp-precision=nano", "-Z", "root", "ip")
+	if err != nil {
+		return nil, err
+	}
+	if err := waitLog(ctx, errPath, "listening on", 10*time.Second); err != nil {
+		return nil, fmt.Errorf("tcpdump on %s: %w", iface, err)
+	}
+	return func() (string, error) {
+		stop(cmd, 5*time.Second)
+		b, _ := os.ReadFile(errPath)
+		var captured, filtered int
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "dropped by kernel") && !strings.HasPrefix(line, "0 ") {
+				return "", fmt.Errorf("tcpdump on %s: %s", iface, line)
+			}
+			fmt.Sscanf(line, "%d packets captured", &captured)
+			fmt.Sscanf(line, "%d packets received by filter", &filtered)
+		}
+		// Packets the kernel accepted but tcpdump had not read when it
+		// stopped are lost to the file without counting as drops.
+		if captured != filtered {
+			return "", fmt.Errorf("tcpdump on %s: %d packets captured of %d received by filter", iface, captured, filtered)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}, nil
+}
+
+func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, err error) {
+	r.mode, r.cipher = mode, cipher
+	l := newLab(false)
+	defer l.close()
+	if err := l.up(ctx); err != nil {
+		return r, err
+	}
+	tunnel := mode == "vpn"
+	if tunnel {
+		if err := l.startVPN(ctx, dir, cipher); err != nil {
+			return r, err
+		}
+		for _, c := range [][]string{
+			{"ip", "route", "replace", "default", "dev", "tun0"},
+			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "tun0", "-j", "MASQUERADE"},
+			// Nothing of the LAN may leave outside the tunnel.
+			{"iptables", "-A", "FORWARD", "-o", "wan0", "-j", "DROP"},
+		} {
+			if err := l.in(ctx, l.gw, c...); err != nil {
+				return r, err
+			}
+		}
+		fmt.Println("tunnel up:", negotiated(filepath.Join(dir, "client.log")))
+	} else {
+		for _, c := range [][]string{
+			{"ip", "route", "add", "default", "via", ispWANAddr},
+			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"},
+		} {
+			if err := l.in(ctx, l.gw, c...); err != nil {
+				return r, err
+			}
+		}
+	}
+	lanPath, wanPath, tunPath := filepath.Join(dir, "lan.pcap"), filepath.Join(dir, "wan.pcap"), filepath.Join(dir, "tun.pcap")
+	var stops []func() (string, error)
+	stopAll := func() error {
+		var first error
+		for _, st := range stops {
+			if _, err := st(); err != nil && first == nil {
+				first = err
+			}
+		}
+		stops = nil
+		return first
+	}
+	defer stopAll()
+	caps := [][2]string{{"lan0", lanPath}, {"wan0", wanPath}}
+	if tunnel {
+		caps = append(caps, [2]string{"tun0", tunPath})
+	}
+	for _, c := range caps {
+		st, err := l.tcpdump(ctx, l.gw, c[0], c[1])
+		if err != nil {
+			return r, err
+		}
+		stops = append(stops, st)
+	}
+	rs, err := l.replay(ctx, s)
+	if err != nil {
+		return r, err
+	}
+	r.replayed = rs.sent.Load()
+	// Let the last packets reach every tap before tcpdump stops.
+	time.Sleep(time.Second)
+	if err := stopAll(); err != nil {
+		return r, err
+	}
+	fmt.Printf("replayed %d flows (%d UDP, %d TCP), %d payloads sent", rs.flows, rs.udp, rs.tcp, r.replayed)
+	if n := rs.errs.Load(); n > 0 {
+		fmt.Printf("; %d flow errors, first: %v", n, rs.firstErr.Load())
+	}
+	fmt.Println()
+
+	var truth []int64
+	var ti truthInfo
+	gc := gateway.Cipher(cipher)
+	if tunnel {
+		truth, ti, err = truthVPN(lanPath, tunPath, wanPath, gc)
+	} else {
+		truth, ti, err = truthNAPT(lanPath, wanPath)
+	}
+	if err != nil {
+		return r, err
+	}
+	r.lan, r.wan, r.tun = ti.lan, ti.wan, ti.tun
+	if tunnel {
+		fmt.Printf("tunnel order: %d/%d outbound and %d/%d inbound data packets (WAN/tun)", ti.wanOut, ti.tunOut, ti.wanIn, ti.tunIn)
+		if ti.sizeMismatch > 0 {
+			var ds []string
+			for d, n := range ti.delta {
+				ds = append(ds, fmt.Sprintf("%+d bytes x%d", d, n))
+			}
+			sort.Strings(ds)
+			fmt.Printf("; %d outer sizes differ from pair's size function (%s)", ti.sizeMismatch, strings.Join(ds, ", "))
+			r.note = fmt.Sprintf("outer size = size function %s", strings.Join(ds, ", "))
+		}
+		fmt.Println()
+	}
+
+	if err := writeCSV(filepath.Join(dir, "truth.csv"), truth); err != nil {
+		return r, err
+	}
+	if err := pairRun(ctx, &r, lanPath, wanPath, filepath.Join(dir, "pairs.csv"), gc, truth); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// pairRun pairs with pair.Pair as a user of the pipeline would and scores
+// the result against the truth.
+func pairRun(ctx context.Context, r *row, lanPath, wanPath, pairsPath string, gc gateway.Cipher, truth []int64) error {
+	lan, err := capture.OpenFile(lanPath)
+	if err != nil {
+		return err
+	}
+	defer lan.Close()
+	wan, err := capture.OpenFile(wanPath)
+	if err != nil {
+		return err
+	}
+	defer wan.Close()
+	cfg := pair.Config{Mode: gateway.NAPT, Home: features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix(lanNet)}}}
+	if r.mode == "vpn" {
+		cfg.Mode, cfg.Cipher = gateway.VPN, gc
+	}
+	res, err := pair.Pair(ctx, lan, wan, cfg)
+	if err != nil {
+		return err
+	}
+	r.rate = res.Rate()
+	r.correct, r.total = pair.Score(res.Pairs, truth)
+	if err := writeCSV(pairsPath, res.Pairs); err != nil {
+		return err
+	}
+	fmt.Printf("pair: %d of %d WAN packets paired, %d LAN packets crossing, %d of them unpaired, %d WAN other\n",
+		res.Paired, len(res.Pairs), res.LANCrossing, res.LANUnpaired, res.WANOther)
+	return nil
+}
+
+func writeCSV(path string, pairs []int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pair.WriteCSV(f, pairs); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

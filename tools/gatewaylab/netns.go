@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Addresses of the lab. The LAN is a home prefix; the WAN link and the
+// "internet" use documentation prefixes, which never leave these namespaces
+// because no namespace of the lab has a route to the host's own network.
+const (
+	lanNet     = "192.168.77.0/24"
+	devAddr    = "192.168.77.2"
+	gwLANAddr  = "192.168.77.1"
+	gwWANAddr  = "203.0.113.2"
+	ispWANAddr = "203.0.113.1" // the VPN server's public address, and the gateway's next hop
+	ispNetAddr = "198.51.100.1"
+	inetAddr   = "198.51.100.2"
+	tunNet     = "10.8.0.0"
+)
+
+const nsPrefix = "hmlab-"
+
+// lab is one set of namespaces and the processes started in them; close
+// undoes all of it.
+type lab struct {
+	id                 string
+	dev, gw, isp, inet string
+	mu                 sync.Mutex
+	procs              []*exec.Cmd
+	nsCreated          []string
+	verbose            bool
+}
+
+func newLab(verbose bool) *lab {
+	id := strconv.Itoa(os.Getpid())
+	l := &lab{id: id, verbose: verbose}
+	l.dev = nsPrefix + id + "-dev"
+	l.gw = nsPrefix + id + "-gw"
+	l.isp = nsPrefix + id + "-isp"
+	l.inet = nsPrefix + id + "-inet"
+	return l
+}
+
+// run runs a command to completion and returns its error with its output,
+// which is where ip and iptables say what went wrong.
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func (l *lab) in(ctx context.Context, ns string, args ...string) error {
+	return run(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
+}
+
+// up builds the topology
+//
+//	dev (eth0) --- (lan0) gw (wan0) --- (wan0) isp (net0) --- (eth0) inet
+//
+// where isp is both the gateway's upstream router and, in VPN mode, the
+// VPN server.
+func (l *lab) up(ctx context.Context) error {
+	for _, ns := range []string{l.dev, l.gw, l.isp, l.inet} {
+		if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		l.nsCreated = append(l.nsCreated, ns)
+		l.mu.Unlock()
+		// IPv6 would add router solicitations and DAD to the captures.
+		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"} {
+			if err := l.in(ctx, ns, "sysctl", "-qw", k); err != nil {
+				return err
+			}
+		}
+		if err := l.in(ctx, ns, "ip", "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+	}
+	links := [][4]string{
+		{l.dev, "eth0", l.gw, "lan0"},
+		{l.gw, "wan0", l.isp, "wan0"},
+		{l.isp, "net0", l.inet, "eth0"},
+	}
+	for _, k := range links {
+		if err := run(ctx, "ip", "link", "add", "hmtmp0", "netns", k[0], "type", "veth", "peer", "name", "hmtmp1", "netns", k[2]); err != nil {
+			return err
+		}
+		if err := l.in(ctx, k[0], "ip", "link", "set", "hmtmp0", "name", k[1]); err != nil {
+			return err
+		}
+		if err := l.in(ctx, k[2], "ip", "link", "set", "hmtmp1", "name", k[3]); err != nil {
+			return err
+		}
+	}
+	steps := [][]string{
+		{l.dev, "ip", "addr", "add", devAddr + "/24", "dev", "eth0"},
+		{l.dev, "ip", "link", "set", "eth0", "up"},
+		{l.dev, "ip", "route", "add", "default", "via", gwLANAddr},
+		{l.gw, "ip", "addr", "add", gwLANAddr + "/24", "dev", "lan0"},
+		{l.gw, "ip", "addr", "add", gwWANAddr + "/24", "dev", "wan0"},
+		{l.gw, "ip", "link", "set", "lan0", "up"},
+		{l.gw, "ip", "link", "set", "wan0", "up"},
+		{l.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{l.isp, "ip", "addr", "add", ispWANAddr + "/24", "dev", "wan0"},
+		{l.isp, "ip", "addr", "add", ispNetAddr + "/24", "dev", "net0"},
+		{l.isp, "ip", "link", "set", "wan0", "up"},
+		{l.isp, "ip", "link", "set", "net0", "up"},
+		{l.isp, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{l.inet, "ip", "addr", "add", inetAddr + "/24", "dev", "eth0"},
+		{l.inet, "ip", "link", "set", "eth0", "up"},
+		{l.inet, "ip", "route", "add", "default", "via", ispNetAddr},
+		// Offloads would let tcpdump see one 64 KiB segment where the
+		// wire carries many, on one side of the gateway and not the other.
+		{l.dev, "ethtool", "-K", "eth0", "tso", "off", "gso", "off", "gro", "off"},
+		{l.gw, "ethtool", "-K", "lan0", "tso", "off", "gso", "off", "gro", "off"},
+		{l.gw, "ethtool", "-K", "wan0", "tso", "off", "gso", "off", "gro", "off"},
+		{l.isp, "ethtool", "-K", "wan0", "tso", "off", "gso", "off", "gro", "off"},
+		{l.isp, "ethtool", "-K", "net0", "tso", "off", "gso", "off", "gro", "off"},
+		{l.inet, "ethtool", "-K", "eth0", "tso", "off", "gso", "off", "gro", "off"},
+	}
+	for _, s := range steps {
+		if s[1] == "ethtool" {
+			if _, err := exec.LookPath("ethtool"); err != nil {
+				continue
+			}
+		}
+		if err := l.in(ctx, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// start starts a long-running process in a namespace; close stops it.
+func (l *lab) start(ns string, stdout, stderr *os.File, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// Its own process group: a Ctrl-C at the terminal reaches this program,
+	// which then stops the children in order instead of all at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.procs = append(l.procs, cmd)
+	l.mu.Unlock()
+	return cmd, nil
+}
+
+// stop ends one process gently (tcpdump flushes its file on SIGINT) and
+// forcibly after a grace period.
+func stop(cmd *exec.Cmd, grace time.Duration) {
+	if cmd.Process == nil || cmd.ProcessState != nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// close stops every process the lab started and deletes its namespaces,
+// which takes their veths and tun devices with them. It is safe to call
+// more than once and after a partial up.
+func (l *lab) close() {
+	l.mu.Lock()
+	procs, nss := l.procs, l.nsCreated
+	l.procs, l.nsCreated = nil, nil
+	l.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		stop(procs[i], 3*time.Second)
+	}
+	for _, ns := range nss {
+		if err := run(context.Background(), "ip", "netns", "del", ns); err != nil {
+			fmt.Fprintf(os.Stderr, "gatewaylab: cleanup: %v\n", err)
+		}
+	}
+}
+
+// removeStale deletes namespaces left by a lab whose process is gone (one
+// killed with SIGKILL cannot clean up after itself).
+func removeStale() {
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, nsPrefix) {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, nsPrefix), "-", 2)[0])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); err == nil {
+			continue
+		}
+		if err := run(context.Background(), "ip", "netns", "del", name); err == nil {
+			fmt.Printf("removed stale namespace %s\n", name)
+		}
+	}
+}
+
+// inNS runs fn on a thread switched into the namespace ns. Sockets keep the
+// namespace they were created in, so fn creates them and any goroutine may
+// use them afterwards. The thread is never unlocked: Go then discards it
+// rather than reuse a thread in the wrong namespace.
+func inNS[T any](ns string, fn func() (T, error)) (T, error) {
+	type res struct {
+		v   T
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		var zero T
+		f, err := os.Open(filepath.Join("/run/netns", ns))
+		if err != nil {
+			ch <- res{zero, err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- res{zero, fmt.Errorf("setns %s: %w", ns, err)}
+			return
+		}
+		v, err := fn()
+		ch <- res{v, err}
+	}()
+	r := <-ch
+	return r.v, r.err
+}

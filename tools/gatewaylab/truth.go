@@ -1,0 +1,199 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/gateway"
+)
+
+type capPkt struct {
+	idx int64
+	ok  bool // an IPv4 packet
+	h   gateway.Header
+	key string
+	// udpPayload is the first bytes of a UDP payload (OpenVPN's opcode).
+	udpPayload []byte
+}
+
+// readCap reads a capture whole; isOut says which packets leave the home.
+func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	var out []capPkt
+	for {
+		fr, err := src.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		p := capPkt{idx: int64(fr.Offset)}
+		h, err := gateway.ParseHeader(fr.LinkType, fr.Data)
+		if err == nil && !h.V6 {
+			p.ok, p.h = true, h
+			p.key = packetKey(fr.Data, h, isOut(h))
+			if h.Proto == gateway.ProtoUDP && !h.Later {
+				at := h.IPStart + h.L4 + 8
+				if at < len(fr.Data) {
+					p.udpPayload = append([]byte(nil), fr.Data[at:min(len(fr.Data), at+8)]...)
+				}
+			}
+		}
+		out = append(out, p)
+	}
+}
+
+// packetKey names a packet the same way on both sides of a translation.
+// A payload is the replay's, unique in the run, so it names its packet
+// alone (a retransmission repeats it, and repeats are matched in order).
+// Without a payload, a packet is named by what NAPT and MASQUERADE leave
+// alone: the far end's port, the IP ID, TCP sequence, acknowledgement and
+// flags, and the length.
+func packetKey(data []byte, h gateway.Header, out bool) string {
+	if !h.Later && (h.Proto == gateway.ProtoTCP || h.Proto == gateway.ProtoUDP) {
+		n := payloadLen(data, h)
+		if n > 0 && n <= len(data) {
+			sum := sha256.Sum256(data[len(data)-n:])
+			return fmt.Sprintf("%d|%v|%x", h.Proto, out, sum[:12])
+		}
+	}
+	far := h.DstPort
+	if !out {
+		far = h.SrcPort
+	}
+	return fmt.Sprintf("%d|%v|%d|%d|%d|%d|%d|%d", h.Proto, out, far, h.ID, h.Seq, h.Ack, h.Flags, h.Len)
+}
+
+// matchByKey gives each packet of to the first not yet taken packet of from
+// with the same key (-1 when there is none).
+func matchByKey(from, to []capPkt) []int64 {
+	queue := map[string][]int64{}
+	for _, p := range from {
+		if p.ok {
+			queue[p.key] = append(queue[p.key], p.idx)
+		}
+	}
+	res := make([]int64, len(to))
+	for i, p := range to {
+		res[i] = -1
+		if !p.ok {
+			continue
+		}
+		if q := queue[p.key]; len(q) > 0 {
+			res[i], queue[p.key] = q[0], q[1:]
+		}
+	}
+	return res
+}
+
+func inPrefix(prefix string) func(gateway.Header) bool {
+	pfx := netip.MustParsePrefix(prefix)
+	return func(h gateway.Header) bool { return pfx.Contains(h.Src) }
+}
+
+type truthInfo struct {
+	lan, wan, tun int
+	// tunnel counts the WAN data-channel packets per direction, tunOut and
+	// tunIn the tun packets, which must agree for the order to hold.
+	wanOut, wanIn, tunOut, tunIn int
+	// sizeMismatch counts tunnel packets whose size does not fit the tun
+	// packet the order gives them: a check on the order, not on pairing.
+	sizeMismatch int
+	// delta counts outer payload size minus the size function's, per value.
+	delta map[int]int
+}
+
+// truthNAPT: the gateway only rewrites addresses and ports, so each WAN
+// packet is named like its LAN packet.
+func truthNAPT(lanPath, wanPath string) ([]int64, truthInfo, error) {
+	var ti truthInfo
+	lan, err := readCap(lanPath, inPrefix(lanNet))
+	if err != nil {
+		return nil, ti, err
+	}
+	wan, err := readCap(wanPath, func(h gateway.Header) bool { return h.Src == netip.MustParseAddr(gwWANAddr) })
+	if err != nil {
+		return nil, ti, err
+	}
+	ti.lan, ti.wan = len(lan), len(wan)
+	return matchByKey(lan, wan), ti, nil
+}
+
+// truthVPN: LAN to tun by name, as under NAPT (the gateway masquerades onto
+// the tunnel); tun to WAN by order, since OpenVPN encrypts the packets of
+// its tun device one by one, in order, into one data-channel packet each.
+func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64, truthInfo, error) {
+	var ti truthInfo
+	lan, err := readCap(lanPath, inPrefix(lanNet))
+	if err != nil {
+		return nil, ti, err
+	}
+	tun, err := readCap(tunPath, inPrefix(tunNet+"/24"))
+	if err != nil {
+		return nil, ti, err
+	}
+	gw := netip.MustParseAddr(gwWANAddr)
+	wan, err := readCap(wanPath, func(h gateway.Header) bool { return h.Src == gw })
+	if err != nil {
+		return nil, ti, err
+	}
+	ti.lan, ti.wan, ti.tun = len(lan), len(wan), len(tun)
+	tunLAN := matchByKey(lan, tun)
+	var tunOut, tunIn []int
+	for i, p := range tun {
+		if !p.ok {
+			continue
+		}
+		if inPrefix(tunNet + "/24")(p.h) {
+			tunOut = append(tunOut, i)
+		} else {
+			tunIn = append(tunIn, i)
+		}
+	}
+	ti.tunOut, ti.tunIn = len(tunOut), len(tunIn)
+	truth := make([]int64, len(wan))
+	for i := range truth {
+		truth[i] = -1
+	}
+	for i, p := range wan {
+		if !p.ok || p.h.Proto != gateway.ProtoUDP || len(p.udpPayload) == 0 {
+			continue
+		}
+		out := p.h.Src == gw && p.h.DstPort == 1194
+		in := p.h.Dst == gw && p.h.SrcPort == 1194
+		if op := p.udpPayload[0] >> 3; (!out && !in) || (op != 6 && op != 9) {
+			continue // not the data channel
+		}
+		var k, t int
+		if out {
+			k, ti.wanOut = ti.wanOut, ti.wanOut+1
+			if k >= len(tunOut) {
+				continue
+			}
+			t = tunOut[k]
+		} else {
+			k, ti.wanIn = ti.wanIn, ti.wanIn+1
+			if k >= len(tunIn) {
+				continue
+			}
+			t = tunIn[k]
+		}
+		if d := p.h.Len - gateway.OuterUDPOverhead - gateway.PayloadSize(cipher, tun[t].h.Len); d != 0 {
+			ti.sizeMismatch++
+			if ti.delta == nil {
+				ti.delta = map[int]int{}
+			}
+			ti.delta[d]++
+		}
+		truth[i] = tunLAN[t]
+	}
+	return truth, ti, nil
+}
