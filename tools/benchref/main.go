@@ -57,6 +57,14 @@ func run() error {
 	rows = append(rows, row{what: "(c) capture -> JetStream, acked (2 cores)", unit: "packets/s", ours: ours, reference: "none",
 		target: func(ours, _ float64) (bool, string) { return ours >= 2e6, ">= 2M/s" }})
 
+	fmt.Println("labeler: packet batches in -> labeled batches acknowledged, NAPT pairing (both cores) ...")
+	ours, err = goBench("./pipeline/label/", "BenchmarkLabel/paired", "packets/s", "3x")
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{what: "labeler with NAPT pairing, JetStream (2 cores)", unit: "packets/s", ours: ours, reference: "none",
+		target: func(ours, _ float64) (bool, string) { return ours >= 1e6, ">= 1M/s" }})
+
 	fmt.Println("learn: one BLSTM epoch over 640 windows of 100 packets ...")
 	ours, err = goBench("./pipeline/learn/", "BenchmarkTrain", "windows/s", "1x")
 	if err != nil {
