@@ -118,6 +118,11 @@ func newHome(seed uint64) *home {
 	hub.period = secs(55, 65)
 	hub.size["report"] = between(150, 200)
 
+	story := dev("story-teller", campaign.CategoryIoT, vendorMAC(rng, 0x24, 0x0a, 0xc4), rtos, runStoryTeller)
+	story.servers["content"] = server("content.story-cloud.example", 30*time.Millisecond, 120*time.Millisecond)
+	story.period = secs(290, 310)
+	story.size["poll"] = between(180, 220)
+
 	phone := dev("phone", campaign.CategoryNonIoT, randomMAC(rng), android, runPhone)
 	phone.servers["push"] = server("push.phone-os.example", 20*time.Millisecond, 60*time.Millisecond)
 	for i, name := range []string{"www.news", "cdn.news", "api.social", "img.social", "www.shop", "static.shop", "video.stream", "www.search", "mail.web", "maps.web"} {
@@ -126,7 +131,33 @@ func newHome(seed uint64) *home {
 		phone.servers[fmt.Sprintf("web%d", i)] = srv
 	}
 	phone.period = secs(200, 280)
+
 	return h
+}
+
+// runStoryTeller: a children's story player (the paper's "story teller"):
+// plain-HTTP polls of its content server every five minutes, and now and
+// then a story, downloaded whole as one large HTTP response.
+func runStoryTeller(s *sim, d *device, h *home) {
+	srv := d.servers["content"]
+	poll := fmt.Sprintf("POST /api/v1/poll HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n\r\n", srv.name)
+	for t := s.uniform(time.Second, d.period); t < s.dur; t += s.jitter(d.period, 0.03) {
+		t0 := s.dnsLookup(t, d.host, h.gw, srv.name, srv.ip)
+		c, t1 := s.dial(t0, d.host, srv, 80)
+		req := append([]byte(poll), s.bytes(max(0, d.size["poll"]-len(poll)))...)
+		t1 = c.exchange(t1, req, []byte("HTTP/1.1 204 No Content\r\nServer: story\r\n\r\n"), s.uniform(5*time.Millisecond, 20*time.Millisecond))
+		c.close(t1+s.uniform(10*time.Millisecond, 100*time.Millisecond), true)
+	}
+	for a := s.exp(15 * time.Minute); a < s.dur; a += s.exp(20 * time.Minute) {
+		a0 := s.dnsLookup(a, d.host, h.gw, srv.name, srv.ip)
+		c, a1 := s.dial(a0, d.host, srv, 80)
+		get := fmt.Sprintf("GET /stories/%04d.mp3 HTTP/1.1\r\nHost: %s\r\nRange: bytes=0-\r\n\r\n", s.between(1, 2000), srv.name)
+		n := s.between(100_000, 400_000) // a few minutes of low-bitrate speech
+		head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: %d\r\n\r\n", n)
+		a1 = c.exchange(a1, []byte(get), append([]byte(head), s.bytes(1200)...), s.uniform(20*time.Millisecond, 80*time.Millisecond))
+		a1 = c.send(a1, false, s.bytes(n), s.uniform(150*time.Microsecond, 400*time.Microsecond))
+		c.close(a1+s.uniform(time.Second, 3*time.Second), true)
+	}
 }
 
 // layoutStream is the PCG stream of the home's layout; sessions use 1, 2, ...

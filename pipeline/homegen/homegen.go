@@ -8,7 +8,8 @@
 // speaking MQTT in the clear), a camera's UDP bursts to a cloud relay with
 // keepalives in between, a voice assistant's TLS bursts around interactions
 // with DNS and NTP, a hub's MQTT-over-TLS keepalives and local SSDP/mDNS,
-// and a phone browsing over HTTPS and QUIC as non-IoT background. Every
+// a story teller's plain-HTTP polls and story downloads, and a phone
+// browsing over HTTPS and QUIC as non-IoT background. Every
 // device keeps its own stack (TTL, window, TCP options) and message sizes;
 // timing and sizes carry jitter so that telling devices apart is not a
 // lookup.

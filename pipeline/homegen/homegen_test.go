@@ -204,6 +204,7 @@ func TestGeneratedHomeDecodes(t *testing.T) {
 		"voice-assistant": {"1101000", "1010010", "1010001"},
 		"hub":             {"1101000", "1010100", "1010010"}, // TLS on 8883, SSDP, mDNS
 		"phone":           {"1101000", "1010001", "1010010", "1010100"},
+		"story-teller":    {"1100100", "1010010"}, // plain HTTP, DNS
 	}
 	for dev, list := range want {
 		for _, b := range list {
