@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/homemole/homemole/pipeline/campaign"
-	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 )
@@ -41,7 +40,7 @@ func EmulateWAN(ctx context.Context, c *campaign.Campaign, mode gateway.Mode, cf
 		wan := campaign.Tap{Name: "wan"}
 		for _, f := range lan.Files {
 			dst := filepath.Join(out, filepath.Base(f))
-			if err := emulateFile(ctx, f, dst, home, cfg); err != nil {
+			if _, err := gateway.EmulateFile(ctx, f, dst, dst+".truth.csv", home, cfg); err != nil {
 				return fmt.Errorf("home %s: %w", h.Name, err)
 			}
 			wan.Files = append(wan.Files, dst)
@@ -58,29 +57,4 @@ func hasTap(h *campaign.Home, name string) bool {
 		}
 	}
 	return false
-}
-
-func emulateFile(ctx context.Context, lan, wan string, home features.HomeConfig, cfg gateway.Config) error {
-	src, err := capture.OpenFile(lan)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	w, err := os.Create(wan)
-	if err != nil {
-		return fmt.Errorf("emulate WAN view of %s: %w", lan, err)
-	}
-	defer w.Close()
-	truth, err := os.Create(wan + ".truth.csv")
-	if err != nil {
-		return fmt.Errorf("emulate WAN view of %s: %w", lan, err)
-	}
-	defer truth.Close()
-	if _, err := gateway.Emulate(ctx, src, home, cfg, w, truth); err != nil {
-		return fmt.Errorf("emulate WAN view of %s: %w", lan, err)
-	}
-	if err := truth.Close(); err != nil {
-		return fmt.Errorf("emulate WAN view of %s: %w", lan, err)
-	}
-	return w.Close()
 }

@@ -58,13 +58,21 @@ func homeFlags(fs *flag.FlagSet, macFlag string) func() features.HomeConfig {
 	}
 }
 
-// createOutput creates path unless it is one of the inputs, which creating
-// it would empty before it is read.
-func createOutput(cmd, flagName, path string, inputs ...string) (*os.File, error) {
+// refuseInput refuses an output path that is one of the inputs, which
+// creating it would empty before it is read.
+func refuseInput(cmd, flagName, path string, inputs ...string) error {
 	for _, in := range inputs {
 		if filepath.Clean(path) == filepath.Clean(in) {
-			return nil, cli.Usagef("%s: --%s %s is one of the input captures", cmd, flagName, path)
+			return cli.Usagef("%s: --%s %s is one of the input captures", cmd, flagName, path)
 		}
+	}
+	return nil
+}
+
+// createOutput creates path unless it is one of the inputs.
+func createOutput(cmd, flagName, path string, inputs ...string) (*os.File, error) {
+	if err := refuseInput(cmd, flagName, path, inputs...); err != nil {
+		return nil, err
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -111,21 +119,12 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if filepath.Clean(*outPath) == filepath.Clean(*truthPath) {
 		return cli.Usagef("gateway: --out and --truth are the same file")
 	}
-	src, err := capture.OpenFile(*in)
-	if err != nil {
+	if err := refuseInput("gateway", "out", *outPath, *in); err != nil {
 		return err
 	}
-	defer src.Close()
-	wan, err := createOutput("gateway", "out", *outPath, *in)
-	if err != nil {
+	if err := refuseInput("gateway", "truth", *truthPath, *in); err != nil {
 		return err
 	}
-	defer wan.Close()
-	truth, err := createOutput("gateway", "truth", *truthPath, *in)
-	if err != nil {
-		return err
-	}
-	defer truth.Close()
 	if *loss < 0 || *loss >= 1 {
 		return cli.Usagef("gateway: --loss %g: want a share from 0 up to, not including, 1", *loss)
 	}
@@ -133,15 +132,9 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return cli.Usagef("gateway: --vpn-ping %s: want 0 (none) or a positive interval", *ping)
 	}
 	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed, Reorder: *reorder, VPNPing: *ping, Loss: *loss}
-	st, err := gateway.Emulate(ctx, src, home(), cfg, wan, truth)
+	st, err := gateway.EmulateFile(ctx, *in, *outPath, *truthPath, home(), cfg)
 	if err != nil {
-		return fmt.Errorf("gateway %s: %w", *in, err)
-	}
-	if err := wan.Close(); err != nil {
-		return fmt.Errorf("gateway: write %s: %w", *outPath, err)
-	}
-	if err := truth.Close(); err != nil {
-		return fmt.Errorf("gateway: write %s: %w", *truthPath, err)
+		return fmt.Errorf("gateway: %w", err)
 	}
 	fmt.Fprintf(out, "gateway %s: %d LAN packets, %d crossed to the WAN, %d stayed local, %d undecodable, %d expired (TTL 1), %d lost\n",
 		m, st.LANPackets, st.Crossing, st.Local, st.Undecodable, st.Dropped, st.Lost)
@@ -155,7 +148,7 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		log.Warn("gateway: packets skipped", "count", st.Undecodable, "first", st.FirstError)
 	}
 	fmt.Fprintf(out, "  wrote %s (%d packets) and %s\n", *outPath, st.WANPackets, *truthPath)
-	return src.Close()
+	return nil
 }
 
 func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
