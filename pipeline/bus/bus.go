@@ -214,65 +214,6 @@ func (c *Conn) Publish(ctx context.Context, subject string, b *schemas.Batch) er
 	return nil
 }
 
-// AsyncPublisher keeps a bounded number of publishes in flight. When the
-// window is full, Publish blocks: backpressure instead of unbounded memory.
-type AsyncPublisher struct {
-	js      jetstream.JetStream
-	pending []jetstream.PubAckFuture
-	window  int
-}
-
-// NewAsyncPublisher publishes with at most window unacknowledged batches.
-func (c *Conn) NewAsyncPublisher(window int) *AsyncPublisher {
-	if window <= 0 {
-		window = 64
-	}
-	return &AsyncPublisher{js: c.JS, window: window}
-}
-
-// Publish queues one batch; it returns the first failure seen among earlier
-// publishes, since JetStream acks arrive in order of completion.
-func (p *AsyncPublisher) Publish(ctx context.Context, subject string, b *schemas.Batch) error {
-	data, err := b.AppendBinary(nil)
-	if err != nil {
-		return err
-	}
-	if len(p.pending) >= p.window {
-		if err := p.waitOldest(ctx); err != nil {
-			return err
-		}
-	}
-	f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(b.MsgID()))
-	if err != nil {
-		return fmt.Errorf("publish batch %s to %s: %w", b.MsgID(), subject, err)
-	}
-	p.pending = append(p.pending, f)
-	return nil
-}
-
-func (p *AsyncPublisher) waitOldest(ctx context.Context) error {
-	f := p.pending[0]
-	p.pending = p.pending[1:]
-	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		return fmt.Errorf("publish to %s: %w", f.Msg().Subject, err)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// Flush waits until every queued batch is acknowledged by the stream.
-func (p *AsyncPublisher) Flush(ctx context.Context) error {
-	for len(p.pending) > 0 {
-		if err := p.waitOldest(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // ErrPermanent marks a message that can never be processed (malformed,
 // unknown home): it is terminated and counted, not retried.
 var ErrPermanent = errors.New("permanent failure")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/schemas"
@@ -45,16 +46,27 @@ func TestPublishDeduplicatesRetries(t *testing.T) {
 	c := connect(t)
 	ctx := context.Background()
 	subj := schemas.PacketSubject("c", "h", "lan")
-	pub := c.NewAsyncPublisher(4)
+	var futures []jetstream.PubAckFuture
 	for round := 0; round < 2; round++ { // the second round is a restarted agent
 		for off := uint64(0); off < 100; off += 10 {
-			if err := pub.Publish(ctx, subj, batch(off, 10)); err != nil {
+			b := batch(off, 10)
+			data, err := b.AppendBinary(nil)
+			if err != nil {
 				t.Fatal(err)
 			}
+			f, err := c.PublishAsync(subj, b.MsgID(), data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			futures = append(futures, f)
 		}
 	}
-	if err := pub.Flush(ctx); err != nil {
-		t.Fatal(err)
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		}
 	}
 	if err := c.Publish(ctx, subj, batch(0, 10)); err != nil {
 		t.Fatal(err)
