@@ -124,3 +124,36 @@ func TestLabelPairInheritsAndStrips(t *testing.T) {
 		t.Error("wan-session-01 and lan-session-01 do not pair")
 	}
 }
+
+// TestSessionChainAnyOrder: a restarted labeler receives the batches nobody
+// had fetched before the ones its predecessor held (those come back only
+// when their ack wait ends). The session is complete when its batches run
+// from offset 0 to the final one, whatever order they came in.
+func TestSessionChainAnyOrder(t *testing.T) {
+	batch := func(first uint64, offsets []uint64, final bool) heldBatch {
+		b := &schemas.Batch{FirstOffset: first, Final: final}
+		for _, o := range offsets {
+			b.Packets = append(b.Packets, schemas.Packet{Offset: o})
+		}
+		return heldBatch{batch: b}
+	}
+	// Offset 3 was undecodable: the second batch still starts at 3.
+	a, b, c := batch(0, []uint64{0, 1, 2}, false), batch(3, []uint64{4, 5}, false), batch(6, nil, true)
+	tb := tapBuffer{held: map[uint64]heldBatch{}}
+	for i, hb := range []heldBatch{c, b} {
+		tb.held[hb.batch.FirstOffset] = hb
+		if got := tb.chain(); got != nil {
+			t.Fatalf("after %d of the batches, without offset 0, the session is complete: %d batches", i+1, len(got))
+		}
+	}
+	tb.held[0] = a
+	got := tb.chain()
+	if len(got) != 3 || got[0] != a || got[1] != b || got[2] != c {
+		t.Fatalf("chain = %v, want the three batches in offset order", got)
+	}
+	// A non-final empty batch must not make the chain spin.
+	tb = tapBuffer{held: map[uint64]heldBatch{0: batch(0, nil, false)}}
+	if got := tb.chain(); got != nil {
+		t.Fatalf("an empty non-final batch completed the session: %v", got)
+	}
+}

@@ -21,13 +21,40 @@ type sessionPair struct {
 	taps [2]tapBuffer // TapLAN, TapWAN
 }
 
-// tapBuffer is one tap's session as received so far, in offset order.
+// tapBuffer is one tap's session as received so far, keyed by first
+// offset. Batches may come in any order: a restarted labeler gets the
+// batches nobody had fetched at once, and the ones its predecessor held
+// only when their ack wait runs out.
 type tapBuffer struct {
-	batches []*schemas.Batch
-	pending []*bus.Delivery
-	next    uint64 // offset expected in the next batch
-	started bool
-	final   bool
+	held map[uint64]heldBatch
+}
+
+type heldBatch struct {
+	batch *schemas.Batch
+	d     *bus.Delivery
+}
+
+// chain returns the session's batches in order when they run without a gap
+// from offset 0 (where the agent starts every session) to a final batch,
+// nil while any is missing.
+func (t *tapBuffer) chain() []heldBatch {
+	var out []heldBatch
+	for next := uint64(0); ; {
+		hb, ok := t.held[next]
+		if !ok {
+			return nil
+		}
+		out = append(out, hb)
+		if hb.batch.Final {
+			return out
+		}
+		n := len(hb.batch.Packets)
+		if n == 0 {
+			// Only a final batch may be empty; anything else would loop.
+			return nil
+		}
+		next = hb.batch.Packets[n-1].Offset + 1
+	}
 }
 
 // BaseName is a session's name without its tap prefix: what pairs a WAN
@@ -36,6 +63,8 @@ func BaseName(tap, session string) string {
 	return strings.TrimPrefix(session, tap+"-")
 }
 
+// hold keeps a batch of a paired home unacked until both taps' sessions are
+// complete, then labels and publishes the pair and acks every batch of it.
 func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus.Delivery, log *slog.Logger) error {
 	b := d.Batch
 	var ti int
@@ -51,49 +80,35 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 	sp, ok := l.pairs[key]
 	if !ok {
 		sp = &sessionPair{key: key}
+		sp.taps[0].held = map[uint64]heldBatch{}
+		sp.taps[1].held = map[uint64]heldBatch{}
 		l.pairs[key] = sp
 	}
 	l.mu.Unlock()
+	// A redelivery (its ack wait ran out while the pair waited for the
+	// other tap) replaces the copy held, not acked: acked now, the batch
+	// would be lost if this labeler died before the pair is published.
 	t := &sp.taps[ti]
-	switch {
-	case t.started && b.FirstOffset < t.next, t.final:
-		// A redelivery of a batch already held (its ack wait ran out while
-		// the pair waited for the other tap). Hold the new copy instead of
-		// acking it: acked now, the batch would be lost if this labeler
-		// died before the pair is published.
-		for i, hb := range t.batches {
-			if hb.FirstOffset == b.FirstOffset {
-				t.pending[i] = d
-				return nil
-			}
-		}
-		return d.Ack()
-	case t.started && b.FirstOffset > t.next:
-		return fmt.Errorf("session %s tap %s: batch at offset %d arrived before offset %d; waiting for redelivery", key, b.Tap, b.FirstOffset, t.next)
-	}
-	if !t.started {
-		t.started, t.next = true, b.FirstOffset
-	}
-	prevNext := t.next
-	t.batches = append(t.batches, b)
-	t.pending = append(t.pending, d)
-	if n := len(b.Packets); n > 0 {
-		t.next = b.Packets[n-1].Offset + 1
-	}
-	t.final = b.Final
-	if !sp.taps[0].final || !sp.taps[1].final {
+	prev, had := t.held[b.FirstOffset]
+	t.held[b.FirstOffset] = heldBatch{batch: b, d: d}
+	lan, wan := sp.taps[0].chain(), sp.taps[1].chain()
+	if lan == nil || wan == nil {
 		return nil
 	}
-	if err := l.flushPair(ctx, conn, h, sp, log); err != nil {
-		// Retryable: the pair stays held; the final batch comes again.
-		t.batches = t.batches[:len(t.batches)-1]
-		t.pending = t.pending[:len(t.pending)-1]
-		t.next, t.final = prevNext, false
+	if err := l.flushPair(ctx, conn, h, key, lan, wan, log); err != nil {
+		// Retryable: the pair stays held and this batch comes again.
+		if had {
+			t.held[b.FirstOffset] = prev
+		} else {
+			delete(t.held, b.FirstOffset)
+		}
 		return err
 	}
 	for _, tb := range sp.taps {
-		for _, p := range tb.pending {
-			if err := p.Ack(); err != nil {
+		for _, hb := range tb.held {
+			// Batches off the chain (a stray copy of another cut) are acked
+			// too: the session they claim to belong to is published.
+			if err := hb.d.Ack(); err != nil {
 				log.Warn("ack after publishing failed; the session pair will be republished identically", "pair", key, "err", err)
 			}
 		}
@@ -176,16 +191,23 @@ func sessionOf(bs []*schemas.Batch) string {
 
 // flushPair labels a complete pair and publishes both views, waiting until
 // the stream has stored every batch.
-func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, sp *sessionPair, log *slog.Logger) error {
-	home := sp.taps[0].batches[0].Home
-	res, err := l.LabelPair(home, sp.taps[0].batches, sp.taps[1].batches)
+func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, key string, lanHeld, wanHeld []heldBatch, log *slog.Logger) error {
+	home := lanHeld[0].batch.Home
+	batches := func(hs []heldBatch) []*schemas.Batch {
+		out := make([]*schemas.Batch, len(hs))
+		for i, hb := range hs {
+			out[i] = hb.batch
+		}
+		return out
+	}
+	res, err := l.LabelPair(home, batches(lanHeld), batches(wanHeld))
 	if err != nil {
 		return err
 	}
 	if res.PairErr != nil {
-		log.Warn("WAN session left unlabeled", "pair", sp.key, "err", res.PairErr)
+		log.Warn("WAN session left unlabeled", "pair", key, "err", res.PairErr)
 	}
-	log.Info("session pair labeled", "pair", sp.key, "view", h.view, "wan_packets", len(res.Pairing.Pairs),
+	log.Info("session pair labeled", "pair", key, "view", h.view, "wan_packets", len(res.Pairing.Pairs),
 		"paired", res.Pairing.Paired, "pairing_rate", res.Pairing.Rate())
 	futures := make([]jetstream.PubAckFuture, 0, len(res.LAN)+len(res.WAN))
 	for _, out := range append(append([]*schemas.Batch(nil), res.LAN...), res.WAN...) {
@@ -204,7 +226,7 @@ func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, s
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("publish labeled batch of session pair %s: %w", sp.key, err)
+			return fmt.Errorf("publish labeled batch of session pair %s: %w", key, err)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
