@@ -30,6 +30,9 @@ type Config struct {
 	LenEmbedDim int
 	MaxLens     int
 	Seed        int64
+	// Balance weighs each class in the loss by its inverse share of the
+	// training packets, so rare devices count as much as chatty ones.
+	Balance bool
 	// Threads sets libtorch's intra-op thread count (process-wide) when > 0;
 	// 0 leaves libtorch's default.
 	Threads int
@@ -50,6 +53,7 @@ func DefaultConfig() Config {
 		LenEmbedDim:   16,
 		MaxLens:       512,
 		Seed:          1,
+		Balance:       true,
 	}
 }
 

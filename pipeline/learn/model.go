@@ -325,6 +325,15 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 		order[i] = i
 	}
 	n := len(ws[0].Label)
+	weights := ts.None
+	if m.cfg.Balance {
+		w, err := classWeights(ws, m.numClasses, m.device)
+		if err != nil {
+			return fmt.Errorf("learn: class weights: %w", err)
+		}
+		defer w.MustDrop()
+		weights = w
+	}
 	batch := make([]*schemas.Window, 0, m.cfg.BatchSize)
 	start := time.Now()
 	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
@@ -340,7 +349,7 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 			for _, k := range order[lo:min(lo+m.cfg.BatchSize, len(order))] {
 				batch = append(batch, ws[k])
 			}
-			loss, ok, count, err := m.step(opt, m.feat.encode(batch, n))
+			loss, ok, count, err := m.step(opt, m.feat.encode(batch, n), weights)
 			if err != nil {
 				return fmt.Errorf("learn: epoch %d, batch at %d: %w", epoch, lo, err)
 			}
@@ -364,7 +373,7 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 
 // step runs one optimisation step and returns the batch's mean loss, the
 // number of labeled packets predicted right, and the number labeled.
-func (m *Model) step(opt *ts.COptimizer, e encoded) (loss float64, correct, labeled int64, err error) {
+func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss float64, correct, labeled int64, err error) {
 	if e.labeled == 0 {
 		return 0, 0, 0, nil // the mean over no packets is NaN: nothing to learn
 	}
@@ -379,7 +388,7 @@ func (m *Model) step(opt *ts.COptimizer, e encoded) (loss float64, correct, labe
 		return 0, 0, 0, err
 	}
 	// ignore_index -1 is the mask: padding and unlabeled packets carry -1.
-	l, err := sc.keep(logits.CrossEntropyLoss(targets, ts.None, 1, -1, 0, false))
+	l, err := sc.keep(logits.CrossEntropyLoss(targets, weights, 1, -1, 0, false))
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("loss: %w", err)
 	}
@@ -416,6 +425,44 @@ func (m *Model) step(opt *ts.COptimizer, e encoded) (loss float64, correct, labe
 	return lv, ok, int64(e.labeled), nil
 }
 
+// classWeights weighs each device's packets in the loss by the inverse of
+// its share of the training packets (scikit-learn's "balanced"): captures
+// of a chatty hub outnumber a scale's a hundred to one, and unweighted the
+// model learns to call every ambiguous packet a hub. Classes without
+// training packets get weight 0 (they never appear as targets anyway).
+func classWeights(ws []*schemas.Window, numClasses int, device gotch.Device) (*ts.Tensor, error) {
+	counts := make([]float64, numClasses)
+	var total, present float64
+	for _, w := range ws {
+		for i := range w.Len {
+			if l := w.Label[i]; l >= 0 {
+				counts[l]++
+				total++
+			}
+		}
+	}
+	for _, c := range counts {
+		if c > 0 {
+			present++
+		}
+	}
+	weights := make([]float32, numClasses)
+	for i, c := range counts {
+		if c > 0 {
+			weights[i] = float32(total / (present * c))
+		}
+	}
+	t, err := tensorOf(weights, []int64{int64(numClasses)}, gotch.Float)
+	if err != nil {
+		return nil, err
+	}
+	if device == gotch.CPU {
+		return t, nil
+	}
+	defer t.MustDrop()
+	return t.To(device, false)
+}
+
 func scalarFloat(t *ts.Tensor) (float64, error) {
 	v := make([]float32, 1)
 	if err := t.CopyData(v, 1); err != nil {
@@ -436,6 +483,35 @@ func scalarInt(t *ts.Tensor) (int64, error) {
 // classes. Dropout is off and no gradients are kept. Windows may differ
 // in size; labels in the windows are ignored.
 func (m *Model) Predict(ws []*schemas.Window) ([][]int32, error) {
+	lp, err := m.LogProbs(ws)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]int32, len(ws))
+	for i, w := range ws {
+		out[i] = make([]int32, w.Len)
+		for k := range w.Len {
+			out[i][k] = int32(argmax(lp[i][k*m.numClasses : (k+1)*m.numClasses]))
+		}
+	}
+	return out, nil
+}
+
+func argmax(xs []float32) int {
+	best := 0
+	for j, x := range xs {
+		if x > xs[best] {
+			best = j
+		}
+	}
+	return best
+}
+
+// LogProbs returns each real packet's log-probability of every class:
+// out[i] holds ws[i].Len rows of NumClasses values, row-major. Decoders
+// that pool evidence over many packets (a window of one device, a capture
+// session) need these rather than the argmax alone.
+func (m *Model) LogProbs(ws []*schemas.Window) ([][]float32, error) {
 	if m == nil || m.vs == nil {
 		return nil, errors.New("learn: Predict on a closed model")
 	}
@@ -460,7 +536,8 @@ func (m *Model) Predict(ws []*schemas.Window) ([][]int32, error) {
 	}
 	defer ts.GradSetEnabled(prev)
 
-	out := make([][]int32, len(ws))
+	c := m.numClasses
+	out := make([][]float32, len(ws))
 	batch := make([]*schemas.Window, 0, m.cfg.BatchSize)
 	for _, n := range sizes {
 		idx := bySize[n]
@@ -470,24 +547,20 @@ func (m *Model) Predict(ws []*schemas.Window) ([][]int32, error) {
 			for _, i := range part {
 				batch = append(batch, ws[i])
 			}
-			pred, err := m.predictBatch(m.feat.encode(batch, n))
+			lp, err := m.logProbBatch(m.feat.encode(batch, n))
 			if err != nil {
 				return nil, fmt.Errorf("learn: predict: %w", err)
 			}
 			for b, i := range part {
-				row := pred[b*n : b*n+ws[i].Len]
-				labels := make([]int32, len(row))
-				for k, p := range row {
-					labels[k] = int32(p)
-				}
-				out[i] = labels
+				out[i] = lp[b*n*c : (b*n+ws[i].Len)*c : (b*n+ws[i].Len)*c]
 			}
 		}
 	}
 	return out, nil
 }
 
-func (m *Model) predictBatch(e encoded) ([]int64, error) {
+// logProbBatch returns log-softmax rows [B*n*numClasses].
+func (m *Model) logProbBatch(e encoded) ([]float32, error) {
 	var sc scope
 	defer sc.free()
 	ports, lens, numeric, _, err := m.inputs(&sc, e)
@@ -498,12 +571,12 @@ func (m *Model) predictBatch(e encoded) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	pred, err := sc.keep(logits.Argmax([]int64{1}, false, false))
+	lp, err := sc.keep(logits.LogSoftmax(1, gotch.Float, false))
 	if err != nil {
 		return nil, err
 	}
-	v := make([]int64, len(e.ports))
-	if err := pred.CopyData(v, uint(len(v))); err != nil {
+	v := make([]float32, len(e.ports)*m.numClasses)
+	if err := lp.CopyData(v, uint(len(v))); err != nil {
 		return nil, err
 	}
 	return v, nil

@@ -23,15 +23,16 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"demo":     {"generate a smart home, build a dataset, train a BLSTM and report, all embedded", runDemo},
-		"build":    {"build a dataset version from a campaign file (capture -> label -> window -> manifest)", runBuild},
-		"train":    {"train and evaluate a model on a dataset version; writes checkpoint and report", runTrain},
-		"dataset":  {"build, list, inspect and verify datasets: dataset build | ls | inspect | verify | assemble", runDataset},
-		"serve":    {"run the embedded NATS and S3 servers only, for workers in other processes", runServe},
-		"features": {"decode a capture and write one CSV row of features per packet, to check them", runFeatures},
-		"gateway":  {"emulate a home gateway (napt or vpn): turn a LAN capture into the WAN capture plus ground truth", runGateway},
-		"label":    {"label a LAN capture from the inventory and its WAN capture (napt or vpn) by pairing; prints packets, labels per device, pairing rate", runLabel},
-		"pair":     {"pair a WAN capture's packets with their LAN packets (napt or vpn); accuracy against a truth file", runPair},
+		"demo":       {"generate a smart home, build a dataset, train a BLSTM and report, all embedded", runDemo},
+		"build":      {"build a dataset version from a campaign file (capture -> label -> window -> manifest)", runBuild},
+		"train":      {"train and evaluate a model on a dataset version; writes checkpoint and report", runTrain},
+		"dataset":    {"build, list, inspect and verify datasets: dataset build | ls | inspect | verify | assemble", runDataset},
+		"experiment": {"train on one folder of device captures, test on another; JSON summary per capture", runExperiment},
+		"serve":      {"run the embedded NATS and S3 servers only, for workers in other processes", runServe},
+		"features":   {"decode a capture and write one CSV row of features per packet, to check them", runFeatures},
+		"gateway":    {"emulate a home gateway (napt or vpn): turn a LAN capture into the WAN capture plus ground truth", runGateway},
+		"label":      {"label a LAN capture from the inventory and its WAN capture (napt or vpn) by pairing; prints packets, labels per device, pairing rate", runLabel},
+		"pair":       {"pair a WAN capture's packets with their LAN packets (napt or vpn); accuracy against a truth file", runPair},
 	}
 }
 

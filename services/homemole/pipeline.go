@@ -108,7 +108,7 @@ func printBuild(out io.Writer, res *build.Result, env *endpoints.Env) {
 }
 
 func modelFlags(fs *flag.FlagSet) *learn.Config {
-	cfg := learn.DefaultConfig()
+	cfg := learnFlags(fs)
 	fs.Func("model", "blstm (bidirectional, default) or lstm", func(s string) error {
 		switch s {
 		case "blstm":
@@ -120,6 +120,12 @@ func modelFlags(fs *flag.FlagSet) *learn.Config {
 		}
 		return nil
 	})
+	return cfg
+}
+
+// learnFlags registers the training schedule's flags.
+func learnFlags(fs *flag.FlagSet) *learn.Config {
+	cfg := learn.DefaultConfig()
 	fs.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "training epochs (paper: 15)")
 	fs.IntVar(&cfg.BatchSize, "batch", cfg.BatchSize, "windows per training batch")
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate (paper: 0.001)")

@@ -1,0 +1,317 @@
+// Package experiment runs the one-command experiment researchers (and the
+// people who judge the system) use: build a training dataset from one
+// folder of device captures and a test dataset from another, train a model
+// on the first, and say per test capture which device it recorded.
+package experiment
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/build"
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/pipeline/evaluate"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/pipeline/window"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Config is one experiment.
+type Config struct {
+	TrainDir, TestDir string // folders of device folders (IoT Sentinel layout)
+	View              string // lan, napt or vpn
+	Cipher            gateway.Cipher
+	Kind              string // schemas.KindInd or schemas.KindNoise
+	Window            int
+	Model             string // rf, lstm or blstm
+	Learn             learn.Config
+	// WorkDir holds the emulated WAN captures of the napt and vpn views.
+	WorkDir string
+	Bus     *bus.Conn
+	Store   store.Store
+	Log     *slog.Logger
+	// Progress receives each epoch's figures (LSTM, BLSTM).
+	Progress func(learn.EpochStats)
+}
+
+// Models names the models an experiment can train.
+var Models = []string{"rf", "lstm", "blstm"}
+
+// Session is one test capture and the device its packets voted for.
+type Session struct {
+	File      string  `json:"file"`
+	True      string  `json:"true"`
+	Predicted string  `json:"predicted"`
+	Packets   int     `json:"packets"` // device packets scored
+	Share     float64 `json:"share"`   // of them, the share predicted as Predicted
+}
+
+// Result is the experiment's JSON summary.
+type Result struct {
+	Model  string `json:"model"`
+	View   string `json:"view"`
+	Kind   string `json:"kind"`
+	Window int    `json:"window"`
+	Epochs int    `json:"epochs,omitempty"`
+	Seed   int64  `json:"seed"`
+	// OverallAccuracy is per packet, over the packets of inventory devices.
+	OverallAccuracy float64            `json:"overall_accuracy"`
+	PerDevice       map[string]float64 `json:"per_device"`
+	MacroF1         float64            `json:"macro_f1"`
+	// SessionAccuracy is the share of test captures whose packets' majority
+	// label is their device; SessionAccuracyTypes counts identical hardware
+	// (TypeOf) as one device.
+	SessionAccuracy      float64   `json:"session_accuracy"`
+	SessionAccuracyTypes float64   `json:"session_accuracy_types"`
+	Sessions             []Session `json:"sessions"`
+	// Unscored are test captures without a packet of their device in the
+	// chosen view (nothing to vote with); they count as wrong above.
+	Unscored      []string `json:"unscored,omitempty"`
+	TrainWindows  int      `json:"train_windows"`
+	TestWindows   int      `json:"test_windows"`
+	TrainSessions int      `json:"train_sessions"`
+	TestSessions  int      `json:"test_sessions"`
+	TrainSeconds  float64  `json:"train_seconds"`
+	Seconds       float64  `json:"seconds"`
+
+	confusion *evaluate.Confusion
+	// Report is the full evaluation (confusion matrix, training curve) for
+	// the HTML report; not part of the JSON summary.
+	Report *evaluate.Report `json:"-"`
+}
+
+// JSON is the summary as written to --json.
+func (r *Result) JSON() ([]byte, error) { return json.MarshalIndent(r, "", "  ") }
+
+// identicalHardware lists the IoT Sentinel devices that are the same
+// hardware under two names (the paper's 27 types from 31 devices): a model
+// cannot, and need not, tell them apart.
+var identicalHardware = map[string]string{
+	"EdimaxCam1": "EdimaxCam", "EdimaxCam2": "EdimaxCam",
+	"EdnetCam1": "EdnetCam", "EdnetCam2": "EdnetCam",
+	"WeMoInsightSwitch": "WeMoInsightSwitch", "WeMoInsightSwitch2": "WeMoInsightSwitch",
+	"WeMoSwitch": "WeMoSwitch", "WeMoSwitch2": "WeMoSwitch",
+}
+
+// TypeOf is the device type of a device name: the name itself except for
+// the identical-hardware pairs of the IoT Sentinel set.
+func TypeOf(device string) string {
+	if t, ok := identicalHardware[device]; ok {
+		return t
+	}
+	return device
+}
+
+// Run builds both datasets, trains, evaluates and summarises.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	start := time.Now()
+	if !slices.Contains(Models, cfg.Model) {
+		return nil, fmt.Errorf("model %q: want one of %v", cfg.Model, Models)
+	}
+	trainC, err := campaign.FromDeviceDirs(cfg.TrainDir, "exp-train")
+	if err != nil {
+		return nil, fmt.Errorf("training captures: %w", err)
+	}
+	testC, err := campaign.FromDeviceDirs(cfg.TestDir, "exp-test")
+	if err != nil {
+		return nil, fmt.Errorf("test captures: %w", err)
+	}
+	// The test dataset labels with the training vocabulary, so that label
+	// indices mean the same device on both sides; test-only devices come
+	// after it (the model can never name them: their captures count as
+	// misses, which is the truth).
+	labels := build.LabelsOf(trainC)
+	for _, l := range build.LabelsOf(testC) {
+		if !slices.Contains(labels, l) {
+			labels = append(labels, l)
+		}
+	}
+	numClasses := len(build.LabelsOf(trainC))
+	version := fmt.Sprintf("%d", time.Now().UnixNano())
+	trainM, err := cfg.buildDataset(ctx, trainC, "exp-train", version, labels)
+	if err != nil {
+		return nil, fmt.Errorf("build the training dataset: %w", err)
+	}
+	testM, err := cfg.buildDataset(ctx, testC, "exp-test", version, labels)
+	if err != nil {
+		return nil, fmt.Errorf("build the test dataset: %w", err)
+	}
+	trainW, err := dataset.Windows(ctx, cfg.Store, trainM, nil)
+	if err != nil {
+		return nil, err
+	}
+	testW, err := dataset.Windows(ctx, cfg.Store, testM, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(trainW) == 0 || len(testW) == 0 {
+		return nil, fmt.Errorf("%d training and %d test windows: both folders need captures with packets of their devices in the %s view", len(trainW), len(testW), cfg.View)
+	}
+	// Training windows only carry training labels; test windows of
+	// test-only devices keep theirs for scoring.
+	cfg.Log.Info("datasets built", "train_windows", len(trainW), "test_windows", len(testW), "devices", numClasses)
+
+	res := &Result{Model: cfg.Model, View: cfg.View, Kind: cfg.Kind, Window: cfg.Window, Seed: cfg.Learn.Seed,
+		TrainWindows: len(trainW), TestWindows: len(testW), TrainSessions: len(trainM.Groups), TestSessions: len(testM.Groups)}
+	rep := &evaluate.Report{
+		Run: "experiment", Dataset: cfg.TrainDir + " -> " + cfg.TestDir, Model: cfg.Model,
+		Split:        fmt.Sprintf("trained on %s (%d captures), tested on %s (%d captures)", cfg.TrainDir, len(trainM.Groups), cfg.TestDir, len(testM.Groups)),
+		TrainWindows: len(trainW), TestWindows: len(testW),
+	}
+	trainStart := time.Now()
+	model, err := Train(ctx, cfg.Model, cfg.Learn, trainW, numClasses, func(e learn.EpochStats) {
+		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: e.Epoch, Loss: e.Loss, TrainAccuracy: e.Accuracy, WindowsPerSec: e.WindowsPerSec})
+		if cfg.Progress != nil {
+			cfg.Progress(e)
+		}
+	}, cfg.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer model.Close()
+	if cfg.Model != "rf" {
+		res.Epochs = cfg.Learn.Epochs
+	}
+	res.TrainSeconds = time.Since(trainStart).Seconds()
+	preds, err := model.Predict(testW)
+	if err != nil {
+		return nil, fmt.Errorf("label the test windows: %w", err)
+	}
+	files := sessionFiles(testC, cfg.TestDir)
+	if err := res.score(labels, testW, preds, files); err != nil {
+		return nil, err
+	}
+	rep.Device = model.Device()
+	rep.TrainSeconds = res.TrainSeconds
+	rep.Confusion = res.confusion
+	rep.Fill()
+	res.Report = rep
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// buildDataset runs the real pipeline (capture agents, labeler, windower,
+// manifest) over one folder.
+func (cfg *Config) buildDataset(ctx context.Context, c *campaign.Campaign, name, version string, labels []string) (*dataset.Manifest, error) {
+	spec := window.Spec{Dataset: name, Version: version, Kind: cfg.Kind, Size: cfg.Window, Labels: labels, Views: []string{cfg.View}}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.View != "lan" {
+		mode, err := gateway.ParseMode(cfg.View)
+		if err != nil {
+			return nil, err
+		}
+		dir := filepath.Join(cfg.WorkDir, "emulated", name, version)
+		if err := build.EmulateWAN(ctx, c, mode, gateway.Config{Cipher: cfg.Cipher}, dir); err != nil {
+			return nil, err
+		}
+	}
+	res, err := (&build.Build{Campaign: c, Spec: spec, Bus: cfg.Bus, Store: cfg.Store, Log: cfg.Log}).Run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return res.Manifest, nil
+}
+
+// sessionFiles maps each capture's group (home and session, whatever the
+// tap) to its path relative to the folder, as the summary names it.
+func sessionFiles(c *campaign.Campaign, dir string) map[string]string {
+	out := map[string]string{}
+	for _, h := range c.Homes {
+		for _, t := range h.Taps {
+			if t.Name != "lan" {
+				continue
+			}
+			for _, f := range t.Files {
+				rel, err := filepath.Rel(dir, f)
+				if err != nil {
+					rel = f
+				}
+				out[window.GroupOf(h.Name, campaign.SessionName(t.Name, f))] = rel
+			}
+		}
+	}
+	return out
+}
+
+// score fills the per-packet and per-session figures. Only packets of an
+// inventory device are scored; the session vote is over those packets.
+func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, files map[string]string) error {
+	conf := evaluate.NewConfusion(labels)
+	type tally struct {
+		truth int
+		votes map[int]int
+		n     int
+	}
+	bySession := map[string]*tally{}
+	for i, w := range ws {
+		g := w.Group
+		for k := 0; k < w.Len; k++ {
+			t := int(w.Label[k])
+			if t < 0 {
+				continue
+			}
+			p := int(preds[i][k])
+			if err := conf.Add(t, p); err != nil {
+				return fmt.Errorf("window %s: %w", w.ID, err)
+			}
+			s := bySession[g]
+			if s == nil {
+				s = &tally{truth: t, votes: map[int]int{}}
+				bySession[g] = s
+			}
+			s.votes[p]++
+			s.n++
+		}
+	}
+	r.confusion = conf
+	r.OverallAccuracy = conf.Accuracy()
+	r.MacroF1 = conf.MacroF1()
+	r.PerDevice = map[string]float64{}
+	for _, pc := range conf.PerClass() {
+		r.PerDevice[pc.Device] = pc.Accuracy
+	}
+	var right, rightTypes int
+	groups := make([]string, 0, len(files))
+	for g := range files {
+		groups = append(groups, g)
+	}
+	sort.Strings(groups)
+	for _, g := range groups {
+		s := bySession[g]
+		if s == nil {
+			r.Unscored = append(r.Unscored, files[g])
+			continue
+		}
+		best, bestN := -1, -1
+		for l, n := range s.votes {
+			if n > bestN || n == bestN && l < best {
+				best, bestN = l, n
+			}
+		}
+		truth, pred := labels[s.truth], labels[best]
+		r.Sessions = append(r.Sessions, Session{File: files[g], True: truth, Predicted: pred, Packets: s.n, Share: float64(bestN) / float64(s.n)})
+		if truth == pred {
+			right++
+		}
+		if TypeOf(truth) == TypeOf(pred) {
+			rightTypes++
+		}
+	}
+	if n := len(groups); n > 0 {
+		r.SessionAccuracy = float64(right) / float64(n)
+		r.SessionAccuracyTypes = float64(rightTypes) / float64(n)
+	}
+	return nil
+}

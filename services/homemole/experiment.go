@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/experiment"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	ep := endpoints.FromEnv()
+	ep.Home = ""
+	fs := newFlags("experiment", "--train DIR --test DIR [--view lan|napt|vpn] [--model rf|lstm|blstm] [--window N] [--epochs N] --json OUT",
+		"Builds a dataset from each folder (laid out like the IoT Sentinel captures: one folder\n"+
+			"per device with its captures and _iotdevice-mac.txt), trains the model on the first,\n"+
+			"labels every packet of the second and writes a JSON summary: per-packet accuracy,\n"+
+			"accuracy per device, and per test capture the device its packets voted for.\n"+
+			"Packets of no inventory device (the phone doing the setup, the router) are\n"+
+			"background: the model may see them, they are not scored.\n\n"+
+			"Without --nats and --s3 it runs embedded servers in a fresh temporary --home that is\n"+
+			"removed afterwards (kept with --keep).")
+	ep.Register(fs)
+	trainDir := fs.String("train", "", "folder of device folders to train on")
+	testDir := fs.String("test", "", "folder of device folders to test on (the same devices, other captures)")
+	view := fs.String("view", "lan", "lan, napt or vpn: the vantage point (napt and vpn captures are made by the gateway emulator)")
+	cipher := fs.String("cipher", "aes-256-gcm", "VPN cipher of the emulator for --view vpn: aes-256-gcm or aes-256-cbc")
+	kind := fs.String("kind", schemas.KindInd, "ind (windows of one device's packets) or noise (windows of the whole capture, background included)")
+	win := fs.Int("window", 40, "packets per window")
+	model := fs.String("model", "blstm", "rf, lstm or blstm")
+	jsonOut := fs.String("json", "", "file to write the JSON summary to")
+	reportOut := fs.String("report", "", "file to write the HTML report to (default: beside --json, .html)")
+	keep := fs.Bool("keep", false, "keep the temporary embedded state (datasets, emulated captures)")
+	seed := fs.Int64("seed", 1, "seed of the training")
+	cfg := learnFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *trainDir == "" || *testDir == "" || *jsonOut == "" {
+		return cli.Usagef("experiment needs --train DIR, --test DIR and --json OUT")
+	}
+	if !slices.Contains(experiment.Models, *model) {
+		return cli.Usagef("--model %q: want one of %s", *model, strings.Join(experiment.Models, ", "))
+	}
+	if *view != "lan" {
+		if _, err := gateway.ParseMode(*view); err != nil {
+			return cli.Usagef("--view: %v (or lan)", err)
+		}
+	}
+	ciph, err := gateway.ParseCipher(*cipher)
+	if err != nil {
+		return cli.Usagef("--cipher: %v", err)
+	}
+	if *kind != schemas.KindInd && *kind != schemas.KindNoise {
+		return cli.Usagef("--kind %q: want ind or noise", *kind)
+	}
+	for _, d := range []string{*trainDir, *testDir} {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			return cli.Usagef("%s is not a folder of device folders", d)
+		}
+	}
+	if ep.Home == "" {
+		dir, err := os.MkdirTemp("", "homemole-experiment-")
+		if err != nil {
+			return fmt.Errorf("temporary state folder: %w", err)
+		}
+		ep.Home = dir
+		if *keep {
+			fmt.Fprintf(out, "embedded state kept in %s\n", dir)
+		} else {
+			defer os.RemoveAll(dir)
+		}
+	}
+	env, err := endpoints.Open(ctx, ep, "homemole-experiment", log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	cfg.Seed = *seed
+	res, err := experiment.Run(ctx, experiment.Config{
+		TrainDir: *trainDir, TestDir: *testDir, View: *view, Cipher: ciph, Kind: *kind, Window: *win,
+		Model: *model, Learn: *cfg, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
+		Progress: func(e learn.EpochStats) {
+			log.Info("epoch", "epoch", fmt.Sprintf("%d/%d", e.Epoch, cfg.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
+				"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))
+		},
+	})
+	if err != nil {
+		return err
+	}
+	js, err := res.JSON()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*jsonOut, append(js, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write the summary: %w", err)
+	}
+	if *reportOut == "" {
+		*reportOut = strings.TrimSuffix(*jsonOut, filepath.Ext(*jsonOut)) + ".html"
+	}
+	html, err := res.Report.HTML()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*reportOut, html, 0o644); err != nil {
+		return fmt.Errorf("write the report: %w", err)
+	}
+	fmt.Fprintf(out, "\n%s on the %s view, windows of %d (%s): %d test captures in %.0f s\n", res.Model, res.View, res.Window, res.Kind, len(res.Sessions)+len(res.Unscored), res.Seconds)
+	fmt.Fprintf(out, "  per-packet accuracy  %5.1f %%   macro F1 %.3f\n", 100*res.OverallAccuracy, res.MacroF1)
+	fmt.Fprintf(out, "  session accuracy     %5.1f %%   (device types: %.1f %%)\n", 100*res.SessionAccuracy, 100*res.SessionAccuracyTypes)
+	for _, s := range res.Sessions {
+		if experiment.TypeOf(s.True) != experiment.TypeOf(s.Predicted) {
+			fmt.Fprintf(out, "    miss: %-40s %s taken for %s (%.0f %% of %d packets)\n", s.File, s.True, s.Predicted, 100*s.Share, s.Packets)
+		}
+	}
+	fmt.Fprintf(out, "  summary: %s\n  report:  %s\n", *jsonOut, *reportOut)
+	return nil
+}

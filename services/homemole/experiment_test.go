@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/homemole/homemole/pipeline/experiment"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+
+// splitDevices lays out two folders like the IoT Sentinel set, linking
+// every other capture of each device into the test folder and the rest
+// into the training folder.
+func splitDevices(t *testing.T, devices ...string) (train, test string, testFiles []string) {
+	t.Helper()
+	root := t.TempDir()
+	train, test = filepath.Join(root, "train"), filepath.Join(root, "test")
+	for _, d := range devices {
+		src, err := filepath.Abs(filepath.Join(sentinelDir, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		caps, err := filepath.Glob(filepath.Join(src, "*.pcap"))
+		if err != nil || len(caps) < 4 {
+			t.Skipf("%s: need at least 4 captures of %s (%v)", src, d, err)
+		}
+		sort.Strings(caps)
+		for _, side := range []string{train, test} {
+			if err := os.MkdirAll(filepath.Join(side, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(src, "_iotdevice-mac.txt"), filepath.Join(side, d, "_iotdevice-mac.txt")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, c := range caps {
+			side := train
+			if i%2 == 1 {
+				side = test
+				testFiles = append(testFiles, filepath.Join(d, filepath.Base(c)))
+			}
+			if err := os.Symlink(c, filepath.Join(side, d, filepath.Base(c))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sort.Strings(testFiles)
+	return train, test, testFiles
+}
+
+// TestExperimentCommand trains on half of five devices' real captures and
+// names the device of each capture of the other half. The score comes
+// from captures the model never saw; chance is one in five.
+func TestExperimentCommand(t *testing.T) {
+	if _, err := os.Stat(sentinelDir); err != nil {
+		t.Skipf("real captures not beside the project: %v", err)
+	}
+	train, test, testFiles := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings", "EdnetGateway")
+	t.Setenv("HOMEMOLE_NATS_URL", "")
+	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
+	out := filepath.Join(t.TempDir(), "summary.json")
+	var stdout bytes.Buffer
+	err := runExperiment(context.Background(), quiet(), &stdout, []string{
+		"--train", train, "--test", test, "--model", "blstm", "--epochs", "6", "--window", "40", "--json", out})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res experiment.Result
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatalf("summary is not the documented JSON: %v\n%s", err, data)
+	}
+	t.Logf("%s", stdout.String())
+	var got []string
+	for _, s := range res.Sessions {
+		got = append(got, s.File)
+		if s.Packets <= 0 || s.Share <= 0 || s.Share > 1 {
+			t.Errorf("session %+v: packets and share must be positive", s)
+		}
+	}
+	got = append(got, res.Unscored...)
+	sort.Strings(got)
+	if strings.Join(got, ",") != strings.Join(testFiles, ",") {
+		t.Errorf("summary names the captures\n%v\nthe test folder holds\n%v", got, testFiles)
+	}
+	if len(res.PerDevice) != 5 {
+		t.Errorf("per_device has %d devices, want the 5 tested: %v", len(res.PerDevice), res.PerDevice)
+	}
+	if res.OverallAccuracy < 0.5 || res.SessionAccuracy < 0.6 {
+		t.Errorf("held-out accuracy per packet %.2f, per capture %.2f: want at least 0.5 and 0.6 (chance is 0.2)", res.OverallAccuracy, res.SessionAccuracy)
+	}
+	if res.Seconds <= 0 || res.TrainWindows == 0 || res.TestWindows == 0 {
+		t.Errorf("summary lacks its counts: %+v", res)
+	}
+	if html, err := os.ReadFile(strings.TrimSuffix(out, ".json") + ".html"); err != nil || !bytes.Contains(html, []byte("Confusion matrix")) {
+		t.Errorf("HTML report beside the summary: %v", err)
+	}
+}
+
+func TestExperimentRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--train", dir, "--json", filepath.Join(dir, "x.json")},
+		{"--train", dir, "--test", filepath.Join(dir, "missing"), "--json", filepath.Join(dir, "x.json")},
+		{"--train", dir, "--test", dir, "--model", "svm", "--json", filepath.Join(dir, "x.json")},
+		{"--train", dir, "--test", dir, "--view", "tor", "--json", filepath.Join(dir, "x.json")},
+	} {
+		err := runExperiment(context.Background(), quiet(), &bytes.Buffer{}, args)
+		if !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("experiment %v: %v, want a usage error", args, err)
+		}
+	}
+	// A folder without device folders: an error that says what it wants.
+	err := runExperiment(context.Background(), quiet(), &bytes.Buffer{}, []string{"--train", dir, "--test", dir, "--json", filepath.Join(dir, "x.json")})
+	if err == nil || !strings.Contains(err.Error(), "device folders") {
+		t.Errorf("empty folders: %v, want an error naming device folders", err)
+	}
+}
