@@ -266,3 +266,16 @@ func BenchmarkAppendPacket(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/packet")
 }
+
+func TestNewWindowsAreNewWindow(t *testing.T) {
+	ws := NewWindows(3, 4)
+	for _, w := range ws {
+		if !reflect.DeepEqual(w, NewWindow(4)) {
+			t.Fatalf("window %+v differs from NewWindow's", w)
+		}
+	}
+	ws[0].Label = append(ws[0].Label, 7)
+	if ws[1].Label[0] != int16(Unlabeled) {
+		t.Error("growing one window's column wrote into the next window")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -38,8 +39,21 @@ type Manifest struct {
 	// Groups are the units cross-validation keeps on one side of a split:
 	// home/session, one group for the taps that saw the same session
 	// (window.GroupOf).
-	Groups []string      `json:"groups"`
-	Parts  []window.Part `json:"parts"`
+	Groups []string `json:"groups"`
+	// Cap and CapSeed are the spec's per-device cap. CapThresholds holds,
+	// for each device with more than Cap windows, the largest CapScore the
+	// cap keeps: readers keep a window of that device only when its score
+	// is at most the threshold, so every reader sees the same Cap windows
+	// without the objects being rewritten. Devices without a threshold
+	// keep every window.
+	Cap           int               `json:"cap,omitempty"`
+	CapSeed       uint64            `json:"cap_seed,omitempty"`
+	CapThresholds map[string]uint64 `json:"cap_thresholds,omitempty"`
+	// KeptWindows and KeptPerDevice count what readers see after the cap
+	// (the same as Windows and WindowsPerDevice without one).
+	KeptWindows   int            `json:"kept_windows"`
+	KeptPerDevice map[string]int `json:"kept_windows_per_device"`
+	Parts         []window.Part  `json:"parts"`
 }
 
 // Key is the manifest's object key.
@@ -58,7 +72,12 @@ func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest,
 		Dataset: spec.Dataset, Version: spec.Version, FeatureSchemaVersion: schemas.WindowSchemaVersion,
 		Kind: spec.Kind, WindowSize: spec.Size, Labels: spec.Labels,
 		WindowsPerDevice: map[string]int{}, WindowsPerView: map[string]int{},
+		Cap: spec.Cap, CapSeed: spec.CapSeed, KeptPerDevice: map[string]int{},
 	}
+	// smallest[d] is device d's Cap smallest scores over the parts read so
+	// far: merging each part's own Cap smallest keeps it exact while
+	// holding at most Cap scores per device.
+	smallest := map[string][]uint64{}
 	for _, o := range objs {
 		if path.Base(o.Key) != window.PartSuffix {
 			continue
@@ -71,7 +90,6 @@ func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest,
 		if err := json.Unmarshal(data, &p); err != nil {
 			return nil, fmt.Errorf("part record %s: %w", st.Location(o.Key), err)
 		}
-		m.Parts = append(m.Parts, p)
 		m.Windows += p.Windows
 		m.Packets += p.Packets
 		m.UnlabeledPackets += p.Unlabeled
@@ -80,10 +98,36 @@ func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest,
 		for d, n := range p.PerDevice {
 			m.WindowsPerDevice[d] += n
 		}
+		if spec.Cap > 0 {
+			for d, n := range p.PerDevice {
+				sc := p.CapScores[d]
+				if len(sc) != min(n, spec.Cap) || !slices.IsSorted(sc) {
+					return nil, fmt.Errorf("part record %s: %d cap scores for %d windows of %s with a cap of %d: was it written without the cap? rebuild under another version",
+						st.Location(o.Key), len(sc), n, d, spec.Cap)
+				}
+				smallest[d] = mergeSmallest(smallest[d], sc, spec.Cap)
+			}
+		}
+		// The scores only serve the thresholds; a manifest carrying them
+		// would grow by Cap numbers per device and session.
+		p.CapScores = nil
+		m.Parts = append(m.Parts, p)
 		m.Groups = append(m.Groups, window.GroupOf(p.Home, p.Session))
 	}
 	if len(m.Parts) == 0 {
 		return nil, fmt.Errorf("assemble manifest of %s/%s: no sessions were windowed under %s", spec.Dataset, spec.Version, st.Location(spec.Prefix()))
+	}
+	m.KeptWindows = m.Windows
+	for d, n := range m.WindowsPerDevice {
+		m.KeptPerDevice[d] = n
+		if spec.Cap > 0 && n > spec.Cap {
+			if m.CapThresholds == nil {
+				m.CapThresholds = map[string]uint64{}
+			}
+			m.CapThresholds[d] = smallest[d][spec.Cap-1]
+			m.KeptPerDevice[d] = spec.Cap
+			m.KeptWindows -= n - spec.Cap
+		}
 	}
 	sort.Strings(m.Groups)
 	m.Groups = compactStrings(m.Groups)
@@ -95,6 +139,19 @@ func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest,
 		return nil, err
 	}
 	return m, nil
+}
+
+// mergeSmallest merges two ascending lists and keeps the k smallest.
+func mergeSmallest(a, b []uint64, k int) []uint64 {
+	out := make([]uint64, 0, min(len(a)+len(b), k))
+	for len(out) < k && (len(a) > 0 || len(b) > 0) {
+		if len(b) == 0 || len(a) > 0 && a[0] <= b[0] {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return out
 }
 
 func compactStrings(s []string) []string {
@@ -155,24 +212,17 @@ func Verify(ctx context.Context, st store.Store, m *Manifest) error {
 	return errors.Join(errs...)
 }
 
-// Windows reads the windows of the groups keep accepts (nil keeps all).
+// Windows reads the windows of the groups keep accepts (nil keeps all),
+// after the manifest's cap, in manifest order, all in memory. Trainers
+// that should not hold a dataset at once use Stream.
 func Windows(ctx context.Context, st store.Store, m *Manifest, keep func(group string) bool) ([]*schemas.Window, error) {
 	var out []*schemas.Window
-	for _, p := range m.Parts {
-		if keep != nil && !keep(window.GroupOf(p.Home, p.Session)) {
-			continue
-		}
-		for _, o := range p.Objects {
-			data, err := st.Get(ctx, o.Key)
-			if err != nil {
-				return nil, err
-			}
-			ws, err := windowfile.Decode(data)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", st.Location(o.Key), err)
-			}
-			out = append(out, ws...)
-		}
+	err := Stream(ctx, st, m, ReadOptions{Keep: keep}, func(w *schemas.Window) error {
+		out = append(out, w)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 )
@@ -43,9 +44,6 @@ type Config struct {
 	// Progress receives each epoch's figures (LSTM, BLSTM).
 	Progress func(learn.EpochStats)
 }
-
-// Models names the models an experiment can train.
-var Models = []string{"rf", "lstm", "blstm"}
 
 // Session is one test capture and the device its packets voted for.
 type Session struct {
@@ -70,7 +68,7 @@ type Result struct {
 	MacroF1         float64            `json:"macro_f1"`
 	// SessionAccuracy is the share of test captures whose packets' majority
 	// label is their device; SessionAccuracyTypes counts identical hardware
-	// (TypeOf) as one device.
+	// (evaluate.TypeOf) as one device.
 	SessionAccuracy      float64   `json:"session_accuracy"`
 	SessionAccuracyTypes float64   `json:"session_accuracy_types"`
 	Sessions             []Session `json:"sessions"`
@@ -93,30 +91,11 @@ type Result struct {
 // JSON is the summary as written to --json.
 func (r *Result) JSON() ([]byte, error) { return json.MarshalIndent(r, "", "  ") }
 
-// identicalHardware lists the IoT Sentinel devices that are the same
-// hardware under two names (the paper's 27 types from 31 devices): a model
-// cannot, and need not, tell them apart.
-var identicalHardware = map[string]string{
-	"EdimaxCam1": "EdimaxCam", "EdimaxCam2": "EdimaxCam",
-	"EdnetCam1": "EdnetCam", "EdnetCam2": "EdnetCam",
-	"WeMoInsightSwitch": "WeMoInsightSwitch", "WeMoInsightSwitch2": "WeMoInsightSwitch",
-	"WeMoSwitch": "WeMoSwitch", "WeMoSwitch2": "WeMoSwitch",
-}
-
-// TypeOf is the device type of a device name: the name itself except for
-// the identical-hardware pairs of the IoT Sentinel set.
-func TypeOf(device string) string {
-	if t, ok := identicalHardware[device]; ok {
-		return t
-	}
-	return device
-}
-
 // Run builds both datasets, trains, evaluates and summarises.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
-	if !slices.Contains(Models, cfg.Model) {
-		return nil, fmt.Errorf("model %q: want one of %v", cfg.Model, Models)
+	if !slices.Contains(train.Models, cfg.Model) {
+		return nil, fmt.Errorf("model %q: want one of %v", cfg.Model, train.Models)
 	}
 	trainC, err := campaign.FromDeviceDirs(cfg.TrainDir, "exp-train")
 	if err != nil {
@@ -169,7 +148,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		TrainWindows: len(trainW), TestWindows: len(testW),
 	}
 	trainStart := time.Now()
-	model, err := Train(ctx, cfg.Model, cfg.Learn, trainW, numClasses, func(e learn.EpochStats) {
+	model, err := train.Fit(ctx, cfg.Model, cfg.Learn, trainW, numClasses, func(e learn.EpochStats) {
 		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: e.Epoch, Loss: e.Loss, TrainAccuracy: e.Accuracy, WindowsPerSec: e.WindowsPerSec})
 		if cfg.Progress != nil {
 			cfg.Progress(e)
@@ -305,7 +284,7 @@ func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, f
 		if truth == pred {
 			right++
 		}
-		if TypeOf(truth) == TypeOf(pred) {
+		if evaluate.TypeOf(truth) == evaluate.TypeOf(pred) {
 			rightTypes++
 		}
 	}

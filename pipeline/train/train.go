@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"path"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/dataset"
@@ -133,17 +132,9 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("label held-out windows: %w", err)
 	}
-	conf := evaluate.NewConfusion(m.Labels)
-	voter := evaluate.NewVoter(m.Labels)
-	for i, w := range testW {
-		stream := w.ID[:strings.LastIndexByte(w.ID, '/')]
-		for k := 0; k < w.Len; k++ {
-			t, p := int(w.Label[k]), int(preds[i][k])
-			if err := conf.Add(t, p); err != nil {
-				return nil, fmt.Errorf("window %s: %w", w.ID, err)
-			}
-			voter.Add(stream, t, p)
-		}
+	conf, voter, err := judge(m.Labels, testW, preds)
+	if err != nil {
+		return nil, err
 	}
 	rep.Confusion = conf
 	rep.Sessions = voter.Votes()

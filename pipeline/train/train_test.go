@@ -59,38 +59,7 @@ func TestWalkingSkeleton(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir := t.TempDir()
-	home, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 5, SessionDuration: 10 * time.Minute}, filepath.Join(dir, "captures"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &campaign.Campaign{Name: "skeleton", Homes: []*campaign.Home{{
-		Name: "home-1", Gateway: campaign.Gateway{MAC: home.GatewayMAC, LANNets: []string{home.LANNet}},
-		Taps: []campaign.Tap{{Name: "lan", Files: home.Files}}, Inventory: home.Inventory,
-	}}}
-	c.Defaults()
-	srv, err := embedded.Start(ctx, filepath.Join(dir, "state"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := window.Spec{Dataset: "skeleton", Version: "v1", Kind: schemas.KindInd, Size: 40, Labels: build.LabelsOf(c)}
-	res, err := (&build.Build{Campaign: c, Spec: spec, Bus: conn, Store: st, Log: log}).Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Manifest.Windows == 0 {
-		t.Fatal("no windows")
-	}
+	st := buildSkeleton(ctx, t, log)
 
 	cfg := learn.DefaultConfig()
 	cfg.Epochs = 8
@@ -172,4 +141,45 @@ func TestWalkingSkeleton(t *testing.T) {
 	if got := float64(right) / float64(total); got != float64(r.Accuracy) {
 		t.Errorf("the stored checkpoint scores %.4f on the held-out windows, the report says %.4f", got, float64(r.Accuracy))
 	}
+}
+
+// buildSkeleton builds dataset skeleton/v1 (windows of 40, ind) from a
+// generated home of five sessions, through the real pipeline on embedded
+// servers, and returns the store holding it.
+func buildSkeleton(ctx context.Context, t *testing.T, log *slog.Logger) store.Store {
+	t.Helper()
+	dir := t.TempDir()
+	home, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 5, SessionDuration: 10 * time.Minute}, filepath.Join(dir, "captures"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &campaign.Campaign{Name: "skeleton", Homes: []*campaign.Home{{
+		Name: "home-1", Gateway: campaign.Gateway{MAC: home.GatewayMAC, LANNets: []string{home.LANNet}},
+		Taps: []campaign.Tap{{Name: "lan", Files: home.Files}}, Inventory: home.Inventory,
+	}}}
+	c.Defaults()
+	srv, err := embedded.Start(ctx, filepath.Join(dir, "state"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := window.Spec{Dataset: "skeleton", Version: "v1", Kind: schemas.KindInd, Size: 40, Labels: build.LabelsOf(c)}
+	res, err := (&build.Build{Campaign: c, Spec: spec, Bus: conn, Store: st, Log: log}).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Manifest.Windows == 0 {
+		t.Fatal("no windows")
+	}
+
+	return st
 }

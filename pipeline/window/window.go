@@ -12,7 +12,7 @@ import (
 	"log/slog"
 	"path"
 	"slices"
-	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -36,6 +36,13 @@ type Spec struct {
 	// Views, when set, are the only views windowed ("lan", "napt", "vpn");
 	// batches of other views are acknowledged and left out.
 	Views []string `json:",omitempty"`
+	// Cap bounds the windows a trainer reads per device (majority label),
+	// 5,000 in the paper; 0 keeps every window. The windower still writes
+	// every window: which ones a capped dataset keeps is decided from all
+	// sessions at once (see CapScore), which no single session can know.
+	Cap int `json:",omitempty"`
+	// CapSeed picks which windows the cap keeps.
+	CapSeed uint64 `json:",omitempty"`
 }
 
 // RegisterFlags adds the spec's flags (all but the label vocabulary, which
@@ -45,6 +52,8 @@ func (s *Spec) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&s.Version, "version", "v1", "dataset version")
 	fs.StringVar(&s.Kind, "kind", schemas.KindInd, "ind: one device's own packets per window (pure IoT); noise: the home's merged stream")
 	fs.IntVar(&s.Size, "window", 100, "packets per window (the paper studies 20, 40 and 100)")
+	fs.IntVar(&s.Cap, "cap", 5000, "windows kept per device, chosen by --cap-seed (the paper keeps 5,000); 0 keeps all")
+	fs.Uint64Var(&s.CapSeed, "cap-seed", 1, "seed of the choice of windows --cap keeps")
 }
 
 // Validate refuses specs no window can be cut from.
@@ -60,6 +69,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Size < 2 || s.Size > 10000 {
 		return fmt.Errorf("window size %d: want 2..10000 packets (the paper uses 20, 40, 100)", s.Size)
+	}
+	if s.Cap < 0 {
+		return fmt.Errorf("cap of %d windows per device: want 0 (no cap) or more", s.Cap)
 	}
 	if len(s.Labels) == 0 || len(s.Labels) > 32767 {
 		return fmt.Errorf("label vocabulary of %d devices: want 1..32767", len(s.Labels))
@@ -86,6 +98,12 @@ type Part struct {
 	PerDevice  map[string]int     `json:"windows_per_device"`
 	Objects    []store.ObjectInfo `json:"objects"`
 	Offsets    [2]uint64          `json:"offsets"` // lineage: first and last packet offset of the source
+	// CapScores holds, per device, the smallest CapScores of the session's
+	// windows, ascending, at most Spec.Cap of them: the dataset's Cap
+	// windows of smallest score are among the union of the sessions' Cap
+	// smallest, so the manifest can pick them exactly without rereading a
+	// window. Empty when the spec has no cap.
+	CapScores map[string][]uint64 `json:"cap_scores,omitempty"`
 }
 
 // PartSuffix names the per-session part records.
@@ -111,10 +129,14 @@ type session struct {
 	home, view, id, source string
 	next                   uint64 // offset expected in the next batch
 	started                bool
-	packets                []schemas.Packet
-	labels                 []int16
-	unlabeled, background  int
-	pending                []*bus.Delivery
+	// chunks are the batches' own packet slices: the pending deliveries
+	// hold the batches until the session is flushed anyway, and copying
+	// the packets into one slice was most of the worker's time.
+	chunks                [][]schemas.Packet
+	npackets              int
+	labels                []int16
+	unlabeled, background int
+	pending               []*bus.Delivery
 }
 
 // New prepares a windower that writes through st.
@@ -148,17 +170,36 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 	w.mu.Lock()
 	s, ok := w.sessions[key]
 	if !ok {
-		s = &session{home: b.Home, view: b.View, id: b.Session, source: b.Source, next: b.FirstOffset}
+		// Agents start every session at offset 0. A session begun at a
+		// later batch would be cut with a hole: a windower replacing a dead
+		// one gets the batches its predecessor had fetched only once their
+		// ack wait runs out, after the batches nobody had fetched.
+		s = &session{home: b.Home, view: b.View, id: b.Session, source: b.Source, next: 0}
 		w.sessions[key] = s
 	}
 	w.mu.Unlock()
 
 	switch {
 	case s.started && b.FirstOffset < s.next:
-		// A redelivery of a batch already buffered: the session's pending
-		// deliveries cover it; acking this copy loses nothing.
-		return d.Ack()
-	case s.started && b.FirstOffset > s.next:
+		// A redelivery of a batch already buffered (its ack wait ran out)
+		// is the same JetStream message: acked now, it would be lost if
+		// this worker died before the session is stored. It is acked with
+		// the session's other deliveries.
+		s.pending = append(s.pending, d)
+		return nil
+	case b.FirstOffset > s.next:
+		// A worker killed while acking a session it had stored leaves the
+		// batches it had not acked to come again without their start: they
+		// would wait for it forever.
+		if _, err := w.store.Get(ctx, path.Join(w.spec.Prefix(), s.view, s.home, s.id, PartSuffix)); err == nil {
+			for _, p := range append(s.pending, d) {
+				_ = p.Ack()
+			}
+			w.mu.Lock()
+			delete(w.sessions, key)
+			w.mu.Unlock()
+			return nil
+		}
 		return fmt.Errorf("session %s: batch at offset %d arrived before offset %d; waiting for redelivery", key, b.FirstOffset, s.next)
 	}
 	s.started = true
@@ -181,9 +222,10 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		default:
 			l = remap[b.Labels[i]]
 		}
-		s.packets = append(s.packets, b.Packets[i])
 		s.labels = append(s.labels, l)
 	}
+	s.chunks = append(s.chunks, b.Packets)
+	s.npackets += len(b.Packets)
 	if n := len(b.Packets); n > 0 {
 		s.next = b.Packets[n-1].Offset + 1
 	}
@@ -195,7 +237,8 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 	if err != nil {
 		// Retryable: the session stays buffered; the final batch comes again.
 		s.pending = s.pending[:len(s.pending)-1]
-		s.packets = s.packets[:len(s.packets)-len(b.Packets)]
+		s.chunks = s.chunks[:len(s.chunks)-1]
+		s.npackets -= len(b.Packets)
 		s.labels = s.labels[:len(s.labels)-len(b.Packets)]
 		s.next = b.FirstOffset
 		s.unlabeled, s.background = unlabeledBefore, backgroundBefore
@@ -215,31 +258,67 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 	return nil
 }
 
+// WriteSession windows one whole session held in memory and stores its
+// objects and part record, exactly as Handle does when a session's final
+// batch arrives. labels index the spec's vocabulary; a negative label is an
+// unlabeled packet.
+func (w *Windower) WriteSession(ctx context.Context, home, view, sess, source string, pkts []schemas.Packet, labels []int16) (Part, error) {
+	if len(labels) != len(pkts) {
+		return Part{}, fmt.Errorf("window session %s/%s: %d labels for %d packets", home, sess, len(labels), len(pkts))
+	}
+	s := &session{home: home, view: view, id: sess, source: source, chunks: [][]schemas.Packet{pkts}, npackets: len(pkts), labels: labels}
+	for i, l := range labels {
+		switch {
+		case int(l) >= len(w.spec.Labels):
+			return Part{}, fmt.Errorf("window session %s/%s: packet %d has label %d, the vocabulary has %d devices", home, sess, i, l, len(w.spec.Labels))
+		case l < 0:
+			s.unlabeled++
+		}
+	}
+	return w.flush(ctx, s)
+}
+
 // flush cuts the session's windows, writes them and the part record.
 func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
-	ws := Cut(w.spec, s.home, s.view, s.id, s.packets, s.labels)
-	part := Part{Home: s.home, View: s.view, Session: s.id, Source: s.source, Packets: len(s.packets),
+	ws := cut(w.spec, s.home, s.view, s.id, s.chunks, s.labels)
+	part := Part{Home: s.home, View: s.view, Session: s.id, Source: s.source, Packets: s.npackets,
 		Unlabeled: s.unlabeled, Background: s.background, Windows: len(ws), PerDevice: map[string]int{}}
-	if len(s.packets) > 0 {
-		part.Offsets = [2]uint64{s.packets[0].Offset, s.packets[len(s.packets)-1].Offset}
+	if s.npackets > 0 {
+		first, last := s.chunks[0], s.chunks[len(s.chunks)-1]
+		for _, c := range s.chunks {
+			if len(c) > 0 {
+				first = c
+				break
+			}
+		}
+		for i := len(s.chunks) - 1; i >= 0; i-- {
+			if len(s.chunks[i]) > 0 {
+				last = s.chunks[i]
+				break
+			}
+		}
+		part.Offsets = [2]uint64{first[0].Offset, last[len(last)-1].Offset}
+	}
+	if w.spec.Cap > 0 {
+		part.CapScores = map[string][]uint64{}
 	}
 	for _, win := range ws {
-		part.PerDevice[w.majority(win)]++
+		dev := DeviceOf(w.spec.Labels, win)
+		part.PerDevice[dev]++
+		if part.CapScores != nil {
+			part.CapScores[dev] = append(part.CapScores[dev], CapScore(w.spec.CapSeed, win.ID))
+		}
+	}
+	for dev, sc := range part.CapScores {
+		slices.Sort(sc)
+		part.CapScores[dev] = sc[:min(len(sc), w.spec.Cap)]
 	}
 	dir := path.Join(w.spec.Prefix(), s.view, s.home, s.id)
-	for lo := 0; lo < len(ws); lo += w.spec.WindowsPerObject {
-		hi := min(lo+w.spec.WindowsPerObject, len(ws))
-		data, err := windowfile.Encode(w.spec.Size, ws[lo:hi])
-		if err != nil {
-			return part, fmt.Errorf("encode windows of session %s: %w", s.id, err)
-		}
-		key := path.Join(dir, fmt.Sprintf("%s-w%06d-%06d.arrow", w.spec.Kind, lo, hi-1))
-		info, err := w.store.Put(ctx, key, data, "application/vnd.apache.arrow.file")
-		if err != nil {
-			return part, err
-		}
-		part.Objects = append(part.Objects, info)
+	objects, err := w.putObjects(ctx, dir, s.id, ws)
+	if err != nil {
+		return part, err
 	}
+	part.Objects = objects
 	pj, err := json.MarshalIndent(part, "", "  ")
 	if err != nil {
 		return part, err
@@ -250,22 +329,118 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	return part, nil
 }
 
-// majority names the device most packets of a window belong to, for counts.
-func (w *Windower) majority(win *schemas.Window) string {
-	counts := map[int16]int{}
-	for i := 0; i < win.Len; i++ {
-		counts[win.Label[i]]++
+// putsInFlight bounds a flush's concurrent object writes: encoding the next
+// object while S3 stores the previous ones keeps both cores busy, and two
+// writes in flight hide the round trip.
+const putsInFlight = 2
+
+// putObjects encodes the session's windows into objects of at most
+// WindowsPerObject windows and stores them, returning them in window order.
+func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schemas.Window) ([]store.ObjectInfo, error) {
+	per := w.spec.WindowsPerObject
+	n := (len(ws) + per - 1) / per
+	infos := make([]store.ObjectInfo, n)
+	errs := make([]error, n)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, putsInFlight)
+	var wg sync.WaitGroup
+	for i := range n {
+		lo, hi := i*per, min((i+1)*per, len(ws))
+		data, err := windowfile.Encode(w.spec.Size, ws[lo:hi])
+		if err != nil {
+			errs[i] = fmt.Errorf("encode windows of session %s: %w", sess, err)
+			break
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		key := path.Join(dir, fmt.Sprintf("%s-w%06d-%06d.arrow", w.spec.Kind, lo, hi-1))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			infos[i], errs[i] = w.store.Put(ctx, key, data, "application/vnd.apache.arrow.file")
+			if errs[i] != nil {
+				cancel() // the session is retried whole; the other writes are wasted
+			}
+		}()
 	}
-	best, bestN := int16(-1), 0
-	for l, n := range counts {
-		if n > bestN || n == bestN && l < best {
-			best, bestN = l, n
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
 		}
 	}
-	if best < 0 {
-		return "(unlabeled)"
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store windows of session %s: %w", sess, err)
 	}
-	return w.spec.Labels[best]
+	return infos, nil
+}
+
+// DeviceOf names the device most of a window's packets belong to, the
+// device a window counts for (and is capped under); "(unlabeled)" when
+// unlabeled packets are the most. Ties go to the lowest label.
+func DeviceOf(labels []string, win *schemas.Window) string {
+	// A window holds few distinct labels (one in ind windows): a short list
+	// beats a map.
+	type count struct {
+		label int16
+		n     int
+	}
+	var buf [8]count
+	counts := buf[:0]
+next:
+	for _, l := range win.Label[:win.Len] {
+		for i := range counts {
+			if counts[i].label == l {
+				counts[i].n++
+				continue next
+			}
+		}
+		counts = append(counts, count{l, 1})
+	}
+	best, bestN := int16(-1), 0
+	for _, c := range counts {
+		if c.n > bestN || c.n == bestN && c.label < best {
+			best, bestN = c.label, c.n
+		}
+	}
+	if best < 0 || int(best) >= len(labels) {
+		return Unlabeled
+	}
+	return labels[best]
+}
+
+// Unlabeled is the device name windows of mostly unlabeled packets count under.
+const Unlabeled = "(unlabeled)"
+
+// CapScore ranks a window for the per-device cap: a dataset capped at k
+// keeps, for each device, the k windows of smallest score. The score depends
+// on nothing but the seed and the window's ID, which is itself
+// deterministic, so which windows a cap keeps does not depend on the order
+// sessions were windowed in, nor on restarts: objects are written whole and
+// uncapped, and the choice is made when the manifest is assembled.
+func CapScore(seed uint64, id string) uint64 {
+	// FNV-1a spreads the ID; the SplitMix64 finaliser around it makes
+	// nearby IDs (".../17", ".../18") and nearby seeds land far apart.
+	h := uint64(14695981039346656037) ^ mix64(seed)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return mix64(h ^ seed)
+}
+
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // GroupOf is the unit cross-validation keeps on one side of a split: a
@@ -283,46 +458,77 @@ func GroupOf(home, session string) string {
 // the merged stream. The interval feature is recomputed inside the stream a
 // window is cut from, and a short tail is padded, never dropped.
 func Cut(spec Spec, home, view, sess string, pkts []schemas.Packet, labels []int16) []*schemas.Window {
-	var out []*schemas.Window
-	emit := func(stream string, idx []int) {
-		for lo := 0; lo < len(idx); lo += spec.Size {
-			hi := min(lo+spec.Size, len(idx))
-			win := schemas.NewWindow(spec.Size)
-			win.ID = fmt.Sprintf("%s/%s/%s/%s/%s/%d", view, home, sess, spec.Kind, stream, lo/spec.Size)
-			win.Home, win.Session, win.View, win.Kind, win.Group = home, sess, view, spec.Kind, GroupOf(home, sess)
+	return cut(spec, home, view, sess, [][]schemas.Packet{pkts}, labels)
+}
+
+// cut is Cut over a session kept as its batches' packet slices.
+func cut(spec Spec, home, view, sess string, chunks [][]schemas.Packet, labels []int16) []*schemas.Window {
+	n := len(labels)
+	all := make([]*schemas.Packet, 0, n)
+	for _, c := range chunks {
+		for i := range c {
+			all = append(all, &c[i])
+		}
+	}
+	var (
+		out    []*schemas.Window
+		free   []*schemas.Window // allocated for the session at once, taken in turn
+		group  = GroupOf(home, sess)
+		prefix = view + "/" + home + "/" + sess + "/" + spec.Kind + "/"
+	)
+	emit := func(stream string, pkts []*schemas.Packet, label func(j int) int16) {
+		id := prefix + stream + "/"
+		for lo := 0; lo < len(pkts); lo += spec.Size {
+			hi := min(lo+spec.Size, len(pkts))
+			win := free[0]
+			free = free[1:]
+			win.ID = id + strconv.Itoa(lo/spec.Size)
+			win.Home, win.Session, win.View, win.Kind, win.Group = home, sess, view, spec.Kind, group
 			win.Len = hi - lo
 			for j := lo; j < hi; j++ {
-				k := idx[j]
 				var gap float32
 				if j > 0 {
-					gap = float32(pkts[k].TsNs-pkts[idx[j-1]].TsNs) / 1e9
+					gap = float32(pkts[j].TsNs-pkts[j-1].TsNs) / 1e9
 				}
-				win.Set(j-lo, &pkts[k], gap, int32(labels[k]))
+				win.Set(j-lo, pkts[j], gap, int32(label(j)))
 			}
 			out = append(out, win)
 		}
 	}
 	if spec.Kind == schemas.KindNoise {
-		idx := make([]int, len(pkts))
-		for i := range idx {
-			idx[i] = i
-		}
-		emit("all", idx)
+		free = schemas.NewWindows((n+spec.Size-1)/spec.Size, spec.Size)
+		emit("all", all, func(j int) int16 { return labels[j] })
 		return out
 	}
-	byDev := map[int16][]int{}
-	for i, l := range labels {
+	// Group each device's packets with a counting sort: devices in label
+	// order, packets in capture order within each.
+	start := make([]int, len(spec.Labels)+1)
+	for _, l := range labels {
 		if l >= 0 {
-			byDev[l] = append(byDev[l], i)
+			start[l+1]++
 		}
 	}
-	devs := make([]int, 0, len(byDev))
-	for l := range byDev {
-		devs = append(devs, int(l))
+	for l := 1; l < len(start); l++ {
+		start[l] += start[l-1]
 	}
-	sort.Ints(devs)
-	for _, l := range devs {
-		emit(spec.Labels[l], byDev[int16(l)])
+	byDev := make([]*schemas.Packet, start[len(start)-1])
+	next := slices.Clone(start[:len(start)-1])
+	for i, l := range labels {
+		if l >= 0 {
+			byDev[next[l]] = all[i]
+			next[l]++
+		}
+	}
+	k := 0
+	for l := range spec.Labels {
+		k += (start[l+1] - start[l] + spec.Size - 1) / spec.Size
+	}
+	free = schemas.NewWindows(k, spec.Size)
+	out = make([]*schemas.Window, 0, k)
+	for l := range spec.Labels {
+		if start[l+1] > start[l] {
+			emit(spec.Labels[l], byDev[start[l]:start[l+1]], func(int) int16 { return int16(l) })
+		}
 	}
 	return out
 }

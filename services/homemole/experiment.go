@@ -11,9 +11,11 @@ import (
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/experiment"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -49,8 +51,8 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	if *trainDir == "" || *testDir == "" || *jsonOut == "" {
 		return cli.Usagef("experiment needs --train DIR, --test DIR and --json OUT")
 	}
-	if !slices.Contains(experiment.Models, *model) {
-		return cli.Usagef("--model %q: want one of %s", *model, strings.Join(experiment.Models, ", "))
+	if !slices.Contains(train.Models, *model) {
+		return cli.Usagef("--model %q: want one of %s", *model, strings.Join(train.Models, ", "))
 	}
 	if *view != "lan" {
 		if _, err := gateway.ParseMode(*view); err != nil {
@@ -119,7 +121,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	fmt.Fprintf(out, "  per-packet accuracy  %5.1f %%   macro F1 %.3f\n", 100*res.OverallAccuracy, res.MacroF1)
 	fmt.Fprintf(out, "  session accuracy     %5.1f %%   (device types: %.1f %%)\n", 100*res.SessionAccuracy, 100*res.SessionAccuracyTypes)
 	for _, s := range res.Sessions {
-		if experiment.TypeOf(s.True) != experiment.TypeOf(s.Predicted) {
+		if evaluate.TypeOf(s.True) != evaluate.TypeOf(s.Predicted) {
 			fmt.Fprintf(out, "    miss: %-40s %s taken for %s (%.0f %% of %d packets)\n", s.File, s.True, s.Predicted, 100*s.Share, s.Packets)
 		}
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-
 // splitDevices lays out two folders like the IoT Sentinel set, linking
 // every other capture of each device into the test folder and the rest
 // into the training folder.

@@ -27,6 +27,7 @@ func commands() map[string]command {
 		"build":      {"build a dataset version from a campaign file (capture -> label -> window -> manifest)", runBuild},
 		"train":      {"train and evaluate a model on a dataset version; writes checkpoint and report", runTrain},
 		"dataset":    {"build, list, inspect and verify datasets: dataset build | ls | inspect | verify | assemble", runDataset},
+		"cv":         {"cross-validate a model on a dataset: k folds (grouped, random, leave-one-home-out), mean and spread", runCV},
 		"experiment": {"train on one folder of device captures, test on another; JSON summary per capture", runExperiment},
 		"serve":      {"run the embedded NATS and S3 servers only, for workers in other processes", runServe},
 		"features":   {"decode a capture and write one CSV row of features per packet, to check them", runFeatures},

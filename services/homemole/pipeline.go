@@ -203,8 +203,14 @@ func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if len(args) > 0 && args[0] == "build" {
 		return runBuild(ctx, log, out, args[1:])
 	}
+	if len(args) > 0 && args[0] == "export" {
+		return runDatasetExport(ctx, log, out, args[1:])
+	}
+	if len(args) > 0 && args[0] == "to-pcap" {
+		return runDatasetToPcap(ctx, log, out, args[1:])
+	}
 	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify" && args[0] != "assemble" && args[0] != "inspect") {
-		return cli.Usagef("dataset needs a subcommand: build ... | ls | inspect, verify or assemble --dataset NAME --version V")
+		return cli.Usagef("dataset needs a subcommand: build ... | ls | inspect, verify or assemble --dataset NAME --version V | export or to-pcap --dataset NAME --out FILE ...")
 	}
 	ep := endpoints.FromEnv()
 	fs := newFlags("dataset "+args[0], "[--dataset NAME --version V]",

@@ -1,4 +1,4 @@
-package experiment
+package train
 
 import (
 	"context"
@@ -10,7 +10,10 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// Model is what an experiment needs of a trained classifier: a label per
+// Models names the models a trainer can fit.
+var Models = []string{"rf", "lstm", "blstm"}
+
+// Model is what evaluation needs of a trained classifier: a label per
 // packet of each window, and where it ran.
 type Model interface {
 	Predict(ws []*schemas.Window) ([][]int32, error)
@@ -19,8 +22,8 @@ type Model interface {
 	Close()
 }
 
-// Train trains the named model (rf, lstm or blstm) on the windows.
-func Train(ctx context.Context, name string, cfg learn.Config, ws []*schemas.Window, numClasses int, progress func(learn.EpochStats), log *slog.Logger) (Model, error) {
+// Fit trains the named model (rf, lstm or blstm) on the windows.
+func Fit(ctx context.Context, name string, cfg learn.Config, ws []*schemas.Window, numClasses int, progress func(learn.EpochStats), log *slog.Logger) (Model, error) {
 	switch name {
 	case "lstm", "blstm":
 		cfg.Bidirectional = name == "blstm"
@@ -39,4 +42,3 @@ func Train(ctx context.Context, name string, cfg learn.Config, ws []*schemas.Win
 func trainForest(ctx context.Context, seed int64, ws []*schemas.Window, numClasses int, log *slog.Logger) (Model, error) {
 	return nil, fmt.Errorf("model rf: the Random Forest baseline is not built yet")
 }
-

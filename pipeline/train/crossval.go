@@ -1,0 +1,403 @@
+package train
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"path"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/pipeline/evaluate"
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Cross-validation modes.
+const (
+	// CVGrouped keeps every window of a capture session in one fold: the
+	// default, since neighbouring windows share context and would leak it.
+	CVGrouped = "grouped"
+	// CVRandom deals windows into folds at random, as the paper does; it
+	// flatters the model and is there to compare with the paper.
+	CVRandom = "random"
+	// CVLeaveOneHomeOut holds out one home per fold.
+	CVLeaveOneHomeOut = "leave-one-home-out"
+)
+
+// CVModes lists the modes.
+var CVModes = []string{CVGrouped, CVRandom, CVLeaveOneHomeOut}
+
+// CrossValidation trains and judges one model k times on a dataset version.
+type CrossValidation struct {
+	Store   store.Store
+	Dataset string
+	Version string
+	RunName string
+	Model   string // rf, lstm or blstm
+	Learn   learn.Config
+	Folds   int // ignored by leave-one-home-out (one fold per home)
+	Mode    string
+	Seed    uint64
+	// Parallel folds train at once (goroutines sharing the cores; in a
+	// cluster each fold is a pod running the same code through Fold).
+	Parallel int
+	Log      *slog.Logger
+	Progress func(fold int, e learn.EpochStats)
+}
+
+// FoldResult is one fold's outcome.
+type FoldResult struct {
+	Fold                 int     `json:"fold"`
+	TestGroups           int     `json:"test_groups"`
+	TrainWindows         int     `json:"train_windows"`
+	TestWindows          int     `json:"test_windows"`
+	Accuracy             float64 `json:"accuracy"`
+	MacroF1              float64 `json:"macro_f1"`
+	SessionAccuracy      float64 `json:"session_accuracy"`
+	SessionAccuracyTypes float64 `json:"session_accuracy_types"`
+	TrainSeconds         float64 `json:"train_seconds"`
+	Report               string  `json:"report"`
+	Checkpoint           string  `json:"checkpoint"`
+}
+
+// CVResult sums the folds up: means and spreads, and the confusion matrix
+// of every held-out packet of every fold.
+type CVResult struct {
+	Run     string       `json:"run"`
+	Dataset string       `json:"dataset"`
+	Model   string       `json:"model"`
+	Mode    string       `json:"mode"`
+	Window  int          `json:"window"`
+	Folds   []FoldResult `json:"folds"`
+	// Mean and standard deviation over folds.
+	Accuracy             Spread                  `json:"accuracy"`
+	MacroF1              Spread                  `json:"macro_f1"`
+	SessionAccuracy      Spread                  `json:"session_accuracy"`
+	SessionAccuracyTypes Spread                  `json:"session_accuracy_types"`
+	PerDevice            []evaluate.ClassMetrics `json:"per_device"`
+	Confusion            *evaluate.Confusion     `json:"confusion"`
+	Sessions             []evaluate.SessionVote  `json:"session_votes"`
+	Seconds              float64                 `json:"seconds"`
+}
+
+// Spread is a mean and a standard deviation over folds.
+type Spread struct {
+	Mean float64 `json:"mean"`
+	Std  float64 `json:"std"`
+}
+
+func spreadOf(xs []float64) Spread {
+	var s Spread
+	if len(xs) == 0 {
+		return s
+	}
+	for _, x := range xs {
+		s.Mean += x
+	}
+	s.Mean /= float64(len(xs))
+	for _, x := range xs {
+		s.Std += (x - s.Mean) * (x - s.Mean)
+	}
+	s.Std = math.Sqrt(s.Std / float64(len(xs)))
+	return s
+}
+
+// fold is one split: which windows train and which are held out.
+type fold struct {
+	train, test func(w *schemas.Window) bool
+	testGroups  int
+}
+
+// splits makes the folds of the chosen mode.
+func (cv *CrossValidation) splits(m *dataset.Manifest) ([]fold, error) {
+	switch cv.Mode {
+	case CVGrouped, "":
+		fs, err := dataset.Folds(m.Groups, cv.Folds, cv.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("grouped folds over the capture sessions of %s/%s: %w", m.Dataset, m.Version, err)
+		}
+		return byGroup(fs, func(w *schemas.Window) string { return w.Group }), nil
+	case CVLeaveOneHomeOut:
+		var homes []string
+		for _, p := range m.Parts {
+			homes = append(homes, p.Home)
+		}
+		slices.Sort(homes)
+		homes = slices.Compact(homes)
+		if len(homes) < 2 {
+			return nil, fmt.Errorf("leave-one-home-out over %s/%s: %d home(s), need 2 or more", m.Dataset, m.Version, len(homes))
+		}
+		fs := make([][]string, len(homes))
+		for i, h := range homes {
+			fs[i] = []string{h}
+		}
+		return byGroup(fs, func(w *schemas.Window) string { return w.Home }), nil
+	case CVRandom:
+		if cv.Folds < 2 {
+			return nil, fmt.Errorf("random folds: %d folds, want 2 or more", cv.Folds)
+		}
+		k, seed := uint64(cv.Folds), cv.Seed
+		of := func(w *schemas.Window) int { return int(windowHash(seed, w.ID) % k) }
+		out := make([]fold, cv.Folds)
+		for i := range out {
+			out[i] = fold{
+				train: func(w *schemas.Window) bool { return of(w) != i },
+				test:  func(w *schemas.Window) bool { return of(w) == i },
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("cross-validation mode %q: want one of %s", cv.Mode, strings.Join(CVModes, ", "))
+}
+
+func byGroup(fs [][]string, key func(*schemas.Window) string) []fold {
+	out := make([]fold, len(fs))
+	for i, f := range fs {
+		in := map[string]bool{}
+		for _, g := range f {
+			in[g] = true
+		}
+		out[i] = fold{
+			train:      func(w *schemas.Window) bool { return !in[key(w)] },
+			test:       func(w *schemas.Window) bool { return in[key(w)] },
+			testGroups: len(f),
+		}
+	}
+	return out
+}
+
+// windowHash deals a window to a random fold by its ID alone, so the deal
+// does not depend on read order.
+func windowHash(seed uint64, id string) uint64 {
+	h := uint64(14695981039346656037) ^ seed
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return rand.New(rand.NewPCG(h, seed)).Uint64()
+}
+
+// Run trains and judges every fold, writes each fold's checkpoint and
+// report and the summary (reports/RUN/cv.json, cv.html) to the store.
+func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
+	start := time.Now()
+	if !slices.Contains(Models, cv.Model) {
+		return nil, nil, fmt.Errorf("model %q: want one of %v", cv.Model, Models)
+	}
+	m, err := dataset.Load(ctx, cv.Store, cv.Dataset, cv.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	folds, err := cv.splits(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	all, err := dataset.Windows(ctx, cv.Store, m, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	par := max(1, min(cv.Parallel, len(folds)))
+	lcfg := cv.Learn
+	if par > 1 && lcfg.Threads == 0 {
+		// Folds share the cores: libtorch's own threads would fight.
+		lcfg.Threads = max(1, runtime.NumCPU()/par)
+	}
+	cv.Log.Info("cross-validation", "dataset", cv.Dataset+"/"+cv.Version, "model", cv.Model, "mode", cv.Mode,
+		"folds", len(folds), "parallel", par, "windows", len(all))
+
+	results := make([]FoldResult, len(folds))
+	confs := make([]*evaluate.Confusion, len(folds))
+	votes := make([][]evaluate.SessionVote, len(folds))
+	errs := make([]error, len(folds))
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i, f := range folds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i], confs[i], votes[i], errs[i] = cv.runFold(ctx, m, i, f, all, lcfg)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, nil, fmt.Errorf("fold %d of %d: %w", i+1, len(folds), err)
+		}
+	}
+
+	res := &CVResult{Run: cv.RunName, Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Model, Mode: cv.Mode, Window: m.WindowSize, Folds: results}
+	if res.Mode == "" {
+		res.Mode = CVGrouped
+	}
+	res.Confusion = evaluate.NewConfusion(m.Labels)
+	var acc, f1, sess, types []float64
+	for i, r := range results {
+		res.Confusion.Merge(confs[i])
+		res.Sessions = append(res.Sessions, votes[i]...)
+		acc, f1 = append(acc, r.Accuracy), append(f1, r.MacroF1)
+		sess, types = append(sess, r.SessionAccuracy), append(types, r.SessionAccuracyTypes)
+	}
+	res.Accuracy, res.MacroF1 = spreadOf(acc), spreadOf(f1)
+	res.SessionAccuracy, res.SessionAccuracyTypes = spreadOf(sess), spreadOf(types)
+	res.PerDevice = res.Confusion.PerClass()
+	res.Seconds = time.Since(start).Seconds()
+
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return nil, nil, err
+	}
+	html, err := cvHTML(res)
+	if err != nil {
+		return nil, nil, err
+	}
+	for name, data := range map[string][]byte{"cv.json": js, "cv.html": html} {
+		if _, err := cv.Store.Put(ctx, path.Join("reports", cv.RunName, name), data, contentType(name)); err != nil {
+			return nil, nil, err
+		}
+	}
+	return res, html, nil
+}
+
+func contentType(name string) string {
+	if strings.HasSuffix(name, ".html") {
+		return "text/html"
+	}
+	return "application/json"
+}
+
+// runFold trains on the fold's training side and judges its held-out side.
+func (cv *CrossValidation) runFold(ctx context.Context, m *dataset.Manifest, i int, f fold, all []*schemas.Window, cfg learn.Config) (FoldResult, *evaluate.Confusion, []evaluate.SessionVote, error) {
+	var trainW, testW []*schemas.Window
+	for _, w := range all {
+		switch {
+		case f.test(w):
+			testW = append(testW, w)
+		case f.train(w):
+			trainW = append(trainW, w)
+		}
+	}
+	r := FoldResult{Fold: i + 1, TestGroups: f.testGroups, TrainWindows: len(trainW), TestWindows: len(testW)}
+	if len(trainW) == 0 || len(testW) == 0 {
+		return r, nil, nil, fmt.Errorf("%d training and %d held-out windows: too few sessions for this many folds", len(trainW), len(testW))
+	}
+	cfg.Seed += int64(i)
+	rep := &evaluate.Report{
+		Run: fmt.Sprintf("%s/fold-%d", cv.RunName, i+1), Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Model,
+		Split:        fmt.Sprintf("%s cross-validation, fold %d (seed %d)", cv.Mode, i+1, cv.Seed),
+		TrainWindows: len(trainW), TestWindows: len(testW),
+	}
+	t0 := time.Now()
+	model, err := Fit(ctx, cv.Model, cfg, trainW, len(m.Labels), func(e learn.EpochStats) {
+		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: e.Epoch, Loss: e.Loss, TrainAccuracy: e.Accuracy, WindowsPerSec: e.WindowsPerSec})
+		if cv.Progress != nil {
+			cv.Progress(i+1, e)
+		}
+	}, cv.Log)
+	if err != nil {
+		return r, nil, nil, err
+	}
+	defer model.Close()
+	r.TrainSeconds = time.Since(t0).Seconds()
+	rep.TrainSeconds, rep.Device = r.TrainSeconds, model.Device()
+	var ckpt bytes.Buffer
+	if err := model.Save(&ckpt); err != nil {
+		return r, nil, nil, fmt.Errorf("save checkpoint: %w", err)
+	}
+	r.Checkpoint = path.Join("models", cv.RunName, fmt.Sprintf("fold-%d", i+1), "model.ckpt")
+	if _, err := cv.Store.Put(ctx, r.Checkpoint, ckpt.Bytes(), "application/octet-stream"); err != nil {
+		return r, nil, nil, err
+	}
+	preds, err := model.Predict(testW)
+	if err != nil {
+		return r, nil, nil, fmt.Errorf("label held-out windows: %w", err)
+	}
+	conf, voter, err := judge(m.Labels, testW, preds)
+	if err != nil {
+		return r, nil, nil, err
+	}
+	rep.Confusion = conf
+	rep.Sessions = voter.Votes()
+	rep.Fill()
+	r.Accuracy, r.MacroF1 = conf.Accuracy(), conf.MacroF1()
+	r.SessionAccuracy, r.SessionAccuracyTypes = sessionAccuracy(rep.Sessions)
+	js, err := rep.JSON()
+	if err != nil {
+		return r, nil, nil, err
+	}
+	r.Report = path.Join("reports", cv.RunName, fmt.Sprintf("fold-%d", i+1), "report.json")
+	if _, err := cv.Store.Put(ctx, r.Report, js, "application/json"); err != nil {
+		return r, nil, nil, err
+	}
+	cv.Log.Info("fold done", "fold", i+1, "accuracy", fmt.Sprintf("%.3f", r.Accuracy), "session_accuracy", fmt.Sprintf("%.3f", r.SessionAccuracy),
+		"train_s", fmt.Sprintf("%.0f", r.TrainSeconds))
+	return r, conf, rep.Sessions, nil
+}
+
+// judge tallies held-out predictions per packet and per stream (one
+// device's packets of one session in ind windows, a session in noise ones).
+func judge(labels []string, ws []*schemas.Window, preds [][]int32) (*evaluate.Confusion, *evaluate.Voter, error) {
+	conf := evaluate.NewConfusion(labels)
+	voter := evaluate.NewVoter(labels)
+	for i, w := range ws {
+		stream := w.ID[:strings.LastIndexByte(w.ID, '/')]
+		for k := 0; k < w.Len; k++ {
+			t, p := int(w.Label[k]), int(preds[i][k])
+			if err := conf.Add(t, p); err != nil {
+				return nil, nil, fmt.Errorf("window %s: %w", w.ID, err)
+			}
+			voter.Add(stream, t, p)
+		}
+	}
+	return conf, voter, nil
+}
+
+// sessionAccuracy is the share of votes naming the right device, and the
+// right device type.
+func sessionAccuracy(votes []evaluate.SessionVote) (devices, types float64) {
+	if len(votes) == 0 {
+		return 0, 0
+	}
+	var d, t int
+	for _, v := range votes {
+		if v.Truth == v.Predicted {
+			d++
+		}
+		if evaluate.TypeOf(v.Truth) == evaluate.TypeOf(v.Predicted) {
+			t++
+		}
+	}
+	return float64(d) / float64(len(votes)), float64(t) / float64(len(votes))
+}
+
+// cvHTML renders the summary as the evaluator's report over every
+// held-out packet of every fold, with the folds' figures as notes.
+func cvHTML(res *CVResult) ([]byte, error) {
+	rep := &evaluate.Report{
+		Run: res.Run, Dataset: res.Dataset, Model: res.Model,
+		Split: fmt.Sprintf("%s cross-validation, %d folds: accuracy %.1f ± %.1f %%, macro F1 %.3f ± %.3f, session accuracy %.1f ± %.1f %% (device types %.1f ± %.1f %%)",
+			res.Mode, len(res.Folds), 100*res.Accuracy.Mean, 100*res.Accuracy.Std, res.MacroF1.Mean, res.MacroF1.Std,
+			100*res.SessionAccuracy.Mean, 100*res.SessionAccuracy.Std, 100*res.SessionAccuracyTypes.Mean, 100*res.SessionAccuracyTypes.Std),
+		Confusion: res.Confusion, Sessions: res.Sessions,
+	}
+	for _, f := range res.Folds {
+		rep.TrainWindows += f.TrainWindows
+		rep.TestWindows += f.TestWindows
+		rep.TrainSeconds += f.TrainSeconds
+		rep.Notes = append(rep.Notes, fmt.Sprintf("fold %d: %d held-out windows, accuracy %.1f %%, macro F1 %.3f, session accuracy %.1f %% (types %.1f %%), trained in %.0f s",
+			f.Fold, f.TestWindows, 100*f.Accuracy, f.MacroF1, 100*f.SessionAccuracy, 100*f.SessionAccuracyTypes, f.TrainSeconds))
+	}
+	rep.Fill()
+	return rep.HTML()
+}

@@ -1,0 +1,88 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/learn"
+)
+
+// TestCrossValidationGrouped runs grouped 3-fold CV of an LSTM on a
+// generated home: every fold is judged on sessions it never trained on,
+// each fold's report and checkpoint and the summary land in the store.
+func TestCrossValidationGrouped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st := buildSkeleton(ctx, t, log)
+	cfg := learn.DefaultConfig()
+	cfg.Epochs = 6
+	cv := &CrossValidation{Store: st, Dataset: "skeleton", Version: "v1", RunName: "cv-test", Model: "lstm", Learn: cfg,
+		Folds: 3, Mode: CVGrouped, Seed: 2, Parallel: 2, Log: log}
+	res, html, err := cv.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Folds) != 3 {
+		t.Fatalf("%d folds, want 3", len(res.Folds))
+	}
+	groups := 0
+	for _, f := range res.Folds {
+		groups += f.TestGroups
+		if f.TrainWindows == 0 || f.TestWindows == 0 {
+			t.Errorf("fold %d: %d training, %d held-out windows", f.Fold, f.TrainWindows, f.TestWindows)
+		}
+		for _, key := range []string{f.Report, f.Checkpoint} {
+			if _, err := st.Get(ctx, key); err != nil {
+				t.Errorf("fold %d: %v", f.Fold, err)
+			}
+		}
+	}
+	if groups != 5 {
+		t.Errorf("the folds hold out %d sessions in all, the dataset has 5: each must be held out exactly once", groups)
+	}
+	t.Logf("accuracy %.3f ± %.3f, session accuracy %.3f", res.Accuracy.Mean, res.Accuracy.Std, res.SessionAccuracy.Mean)
+	if res.Accuracy.Mean < 0.6 {
+		t.Errorf("mean held-out accuracy %.3f: want at least 0.6 on the generated home", res.Accuracy.Mean)
+	}
+	if res.Confusion.Total() == 0 || !strings.Contains(string(html), "fold 3") {
+		t.Error("the summary lacks the merged confusion matrix or the per-fold notes")
+	}
+	data, err := st.Get(ctx, "reports/cv-test/cv.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back CVResult
+	if err := json.Unmarshal(data, &back); err != nil || len(back.Folds) != 3 {
+		t.Fatalf("cv.json: %v", err)
+	}
+
+	// Bad settings fail before any training, naming what to change.
+	for _, bad := range []*CrossValidation{
+		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Model: "svm", Folds: 3, Log: log},
+		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Model: "lstm", Folds: 9, Mode: CVGrouped, Log: log},
+		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Model: "lstm", Folds: 3, Mode: "stratified", Log: log},
+		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Model: "lstm", Mode: CVLeaveOneHomeOut, Log: log},
+	} {
+		if _, _, err := bad.Run(ctx); err == nil {
+			t.Errorf("%s/%s with %d folds ran", bad.Model, bad.Mode, bad.Folds)
+		} else {
+			t.Logf("refused: %v", err)
+		}
+	}
+}
+
+func TestSpread(t *testing.T) {
+	s := spreadOf([]float64{0.8, 0.9, 1.0})
+	if d := s.Mean - 0.9; d > 1e-12 || d < -1e-12 {
+		t.Errorf("mean %v, want 0.9", s.Mean)
+	}
+	if s.Std < 0.0816 || s.Std > 0.0817 {
+		t.Errorf("std %v, want 0.0816 (population)", s.Std)
+	}
+}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/schemas/windowfile"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+// exportFixture builds a small dataset ("js/v1", windows of 20 packets)
+// from a generated home with `homemole build`, in embedded mode under a
+// temporary home, and returns that home with the Go reader's view of it.
+func exportFixture(t *testing.T) (home string, m *dataset.Manifest, ws []*schemas.Window, object []byte) {
+	t.Helper()
+	t.Setenv("HOMEMOLE_NATS_URL", "")
+	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
+	dir := t.TempDir()
+	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 2, SessionDuration: 3 * time.Minute}, filepath.Join(dir, "captures"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &campaign.Campaign{Name: "js", Homes: []*campaign.Home{{
+		Name:      "home-1",
+		Gateway:   campaign.Gateway{Mode: "napt", MAC: h.GatewayMAC, LANNets: []string{h.LANNet}},
+		Taps:      []campaign.Tap{{Name: "lan", Files: h.Files}},
+		Inventory: h.Inventory,
+	}}}
+	c.Defaults()
+	file := filepath.Join(dir, "campaign.yaml")
+	if err := writeCampaign(file, c); err != nil {
+		t.Fatal(err)
+	}
+	home = filepath.Join(dir, "state")
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := runBuild(ctx, quiet(), &out, []string{"--home", home, "--campaign", file, "--dataset", "js", "--kind", "noise", "--window", "20"}); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+
+	ep := endpoints.FromEnv()
+	ep.Home = home
+	env, err := endpoints.Open(ctx, ep, "homemole-test", quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	if m, err = dataset.Load(ctx, env.Store, "js", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if ws, err = dataset.Windows(ctx, env.Store, m, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Groups) < 2 || len(ws) < 10 {
+		t.Fatalf("the fixture has %d sessions and %d windows; the test needs two sessions and a few windows", len(m.Groups), len(ws))
+	}
+	if object, err = env.Store.Get(ctx, m.Parts[0].Objects[0].Key); err != nil {
+		t.Fatal(err)
+	}
+	return home, m, ws, object
+}
+
+func TestDatasetExportCommands(t *testing.T) {
+	ctx := context.Background()
+	home, m, ws, object := exportFixture(t)
+	dir := t.TempDir()
+
+	t.Run("to-pcap range", func(t *testing.T) {
+		path := filepath.Join(dir, "range.pcap")
+		var out bytes.Buffer
+		err := runDataset(ctx, quiet(), &out, []string{"to-pcap", "--home", home, "--dataset", "js", "--from", "2", "--to", "5", "--out", path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkts := readCapture(t, path)
+		var want []int32
+		for _, w := range ws[2:5] {
+			want = append(want, w.DPort[:w.Len]...)
+		}
+		if got := dports(pkts); !reflect.DeepEqual(got, want) {
+			t.Errorf("windows 2..4 as pcap: destination ports %v, want %v", got, want)
+		}
+		if !strings.Contains(out.String(), strconv.Itoa(len(want))+" packets of 3 windows") {
+			t.Errorf("to-pcap said %q", out.String())
+		}
+	})
+
+	t.Run("to-pcap one window of one session", func(t *testing.T) {
+		w := ws[len(ws)-1]
+		path := filepath.Join(dir, "one.pcap")
+		err := runDataset(ctx, quiet(), io.Discard, []string{"to-pcap", "--home", home, "--dataset", "js", "--session", w.Session, "--window", w.ID, "--out", path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkts := readCapture(t, path)
+		if len(pkts) != w.Len || pkts[0].TsNs != w.TsNs[0] || pkts[len(pkts)-1].FrameLen != uint32(w.FrameLen[w.Len-1]) {
+			t.Errorf("window %s as pcap: %d packets, want %d with the window's timestamps and lengths", w.ID, len(pkts), w.Len)
+		}
+	})
+
+	t.Run("export one session", func(t *testing.T) {
+		path := filepath.Join(dir, "one.parquet")
+		var out bytes.Buffer
+		err := runDataset(ctx, quiet(), &out, []string{"export", "--home", home, "--dataset", "js", "--session", m.Groups[1], "--out", path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, w := range ws {
+			if w.Group == m.Groups[1] {
+				n++
+			}
+		}
+		if !strings.Contains(out.String(), strconv.Itoa(n)+" windows of 20 packets") {
+			t.Errorf("export of session %s said %q, want %d windows", m.Groups[1], out.String(), n)
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		for name, c := range map[string]struct {
+			args  []string
+			usage bool
+			want  string
+		}{
+			"export without --out":  {[]string{"export", "--home", home, "--dataset", "js"}, true, "--out"},
+			"to-pcap empty range":   {[]string{"to-pcap", "--home", home, "--dataset", "js", "--out", "x", "--from", "3", "--to", "3"}, true, "selects no window"},
+			"to-pcap window and to": {[]string{"to-pcap", "--home", home, "--dataset", "js", "--out", "x", "--window", "w", "--to", "3"}, true, "not both"},
+			"unknown session":       {[]string{"export", "--home", home, "--dataset", "js", "--out", filepath.Join(dir, "x"), "--session", "nope"}, false, "no session \"nope\""},
+			"unknown window":        {[]string{"to-pcap", "--home", home, "--dataset", "js", "--out", filepath.Join(dir, "x"), "--window", "nope"}, false, "window_id column"},
+		} {
+			err := runDataset(ctx, quiet(), io.Discard, c.args)
+			if err == nil || !strings.Contains(err.Error(), c.want) || errors.Is(err, cli.ErrUsage) != c.usage {
+				t.Errorf("%s: got %v, want an error with %q (usage error: %v)", name, err, c.want, c.usage)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+			t.Errorf("a failed command left its output file behind (%v)", err)
+		}
+	})
+
+	// Readers outside Go: apache-arrow on one dataset object, DuckDB on the
+	// Parquet export, through tools/jscheck.
+	t.Run("javascript readers", func(t *testing.T) {
+		jscheck := jscheckReady(t)
+		objPath, pqPath := filepath.Join(dir, "object.arrow"), filepath.Join(dir, "all.parquet")
+		if err := os.WriteFile(objPath, object, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := runDataset(ctx, quiet(), io.Discard, []string{"export", "--home", home, "--dataset", "js", "--out", pqPath}); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("node", "check.mjs", objPath, pqPath)
+		cmd.Dir = jscheck
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdout, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("node check.mjs: %v\n%s", err, stderr.String())
+		}
+		var got struct {
+			Arrow struct {
+				Metadata map[string]string `json:"metadata"`
+				Windows  []jsWindow        `json:"windows"`
+			} `json:"arrow"`
+			Parquet struct {
+				Vocabulary []string   `json:"labels_vocabulary"`
+				Windows    []jsWindow `json:"windows"`
+			} `json:"parquet"`
+		}
+		if err := json.Unmarshal(stdout, &got); err != nil {
+			t.Fatalf("check.mjs printed %q: %v", stdout, err)
+		}
+		objWindows, err := windowfile.Decode(object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := asJS(objWindows); !reflect.DeepEqual(got.Arrow.Windows, want) {
+			t.Errorf("apache-arrow reads %d windows from %s that differ from the Go reader's %d:\n got %v\nwant %v",
+				len(got.Arrow.Windows), m.Parts[0].Objects[0].Key, len(want), head(got.Arrow.Windows), head(want))
+		}
+		if v := got.Arrow.Metadata["homemole.window.version"]; v != strconv.Itoa(schemas.WindowSchemaVersion) {
+			t.Errorf("apache-arrow sees window schema version %q", v)
+		}
+		if want := asJS(ws); !reflect.DeepEqual(got.Parquet.Windows, want) {
+			t.Errorf("DuckDB reads %d windows from the export that differ from the Go reader's %d:\n got %v\nwant %v",
+				len(got.Parquet.Windows), len(want), head(got.Parquet.Windows), head(want))
+		}
+		if !reflect.DeepEqual(got.Parquet.Vocabulary, m.Labels) {
+			t.Errorf("DuckDB reads the label vocabulary %q, the manifest has %q", got.Parquet.Vocabulary, m.Labels)
+		}
+	})
+}
+
+type jsWindow struct {
+	ID       string  `json:"id"`
+	NPackets int     `json:"n_packets"`
+	Labels   []int16 `json:"labels"`
+}
+
+func asJS(ws []*schemas.Window) []jsWindow {
+	out := make([]jsWindow, len(ws))
+	for i, w := range ws {
+		out[i] = jsWindow{ID: w.ID, NPackets: w.Len, Labels: w.Label}
+	}
+	return out
+}
+
+func head(ws []jsWindow) []jsWindow { return ws[:min(len(ws), 2)] }
+
+// jscheckReady returns tools/jscheck with its npm dependencies installed,
+// running `npm ci` when node_modules is missing or older than the lock file;
+// it skips the test when node or npm is not installed.
+func jscheckReady(t *testing.T) string {
+	t.Helper()
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed, so the apache-arrow and DuckDB readers are not checked: `sudo apt-get install -y nodejs npm`", tool)
+		}
+	}
+	dir, err := filepath.Abs(filepath.Join("..", "..", "tools", "jscheck"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
+	if err != nil {
+		t.Fatalf("tools/jscheck has no package-lock.json: %v", err)
+	}
+	if inst, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !inst.ModTime().Before(lock.ModTime()) {
+		return dir
+	}
+	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci in %s: %v\n%s\n(the npm registry must be reachable once; after that node_modules is reused)", dir, err, out)
+	}
+	return dir
+}
+
+// readCapture decodes a capture the way `homemole features` does, with the
+// LAN of reconstructed captures.
+func readCapture(t *testing.T, path string) []schemas.Packet {
+	t.Helper()
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dec := features.NewDecoder(features.HomeConfig{LANNets: []netip.Prefix{dataset.PcapLANNet}})
+	var out []schemas.Packet
+	for {
+		f, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p schemas.Packet
+		if err := dec.Decode(f.LinkType, f.Data, f.CI, f.Offset, &p); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+}
+
+func dports(ps []schemas.Packet) []int32 {
+	out := make([]int32, len(ps))
+	for i, p := range ps {
+		out[i] = p.DPort
+	}
+	return out
+}
