@@ -65,10 +65,16 @@ func TestExperimentCommand(t *testing.T) {
 	train, test, testFiles := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings", "EdnetGateway")
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
+	for _, model := range []string{"blstm", "rf"} {
+		t.Run(model, func(t *testing.T) { checkExperiment(t, train, test, model, testFiles) })
+	}
+}
+
+func checkExperiment(t *testing.T, train, test, model string, testFiles []string) {
 	out := filepath.Join(t.TempDir(), "summary.json")
 	var stdout bytes.Buffer
 	err := runExperiment(context.Background(), quiet(), &stdout, []string{
-		"--train", train, "--test", test, "--model", "blstm", "--epochs", "6", "--window", "40", "--json", out})
+		"--train", train, "--test", test, "--model", model, "--epochs", "6", "--window", "40", "--json", out})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stdout.String())
 	}

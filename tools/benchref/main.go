@@ -65,6 +65,10 @@ func run() error {
 	rows = append(rows, row{what: "labeler with NAPT pairing, JetStream (2 cores)", unit: "packets/s", ours: ours, reference: "none",
 		target: func(ours, _ float64) (bool, string) { return ours >= 1e6, ">= 1M/s" }})
 
+	if err := windowingBench(); err != nil {
+		return err
+	}
+
 	fmt.Println("learn: one BLSTM epoch over 640 windows of 100 packets ...")
 	ours, err = goBench("./pipeline/learn/", "BenchmarkTrain", "windows/s", "1x")
 	if err != nil {
@@ -77,6 +81,10 @@ func run() error {
 		r.ref = ref
 	}
 	rows = append(rows, r)
+
+	if err := forestBench(); err != nil {
+		return err
+	}
 
 	fmt.Printf("\n%-48s %12s %12s %9s  %-34s %s\n", "benchmark", "HomeMole", "reference", "ratio", "target", "reference tool (unit)")
 	missed := 0
