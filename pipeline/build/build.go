@@ -33,7 +33,28 @@ type Build struct {
 	Log      *slog.Logger
 	// Timeout bounds the wait for the last session once publishing ended.
 	Timeout time.Duration
+
+	// Seams for tests that kill the windowing worker mid-build.
+	// batchSize is the agents' packets per batch (the agent's default when
+	// zero): small batches give a kill many points to land between.
+	batchSize int
+	// windowerAckWait is how long the batches a dead windower fetched stay
+	// out of reach before JetStream hands them to its replacement.
+	windowerAckWait time.Duration
+	// runWindower replaces the one Windower a build runs otherwise.
+	runWindower windowerRunner
 }
+
+// windowerRunner runs the windowing worker of a build until ctx ends.
+type windowerRunner func(ctx context.Context, newWindower newWindowerFunc, consume consumeFunc) error
+
+// newWindowerFunc makes a windower with no state but the store's, writing
+// through st, and wired to the build.
+type newWindowerFunc func(st store.Store) (*window.Windower, error)
+
+// consumeFunc feeds the build's durable windower consumer to handle until
+// ctx ends.
+type consumeFunc func(ctx context.Context, handle func(context.Context, *bus.Delivery) error) error
 
 // Result summarises a build for people.
 type Result struct {
@@ -72,10 +93,6 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	win, err := window.New(b.Spec, b.Store, b.Log)
-	if err != nil {
-		return nil, err
-	}
 	// wanted maps each session of the campaign's files to the view its
 	// windows get: the lan tap's the lan view, a wan tap's the gateway's mode.
 	wanted := map[string]string{}
@@ -90,7 +107,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
-	win.Accept = func(home, session string) bool { return wanted[home+"/"+session] != "" }
+	accept := func(home, session string) bool { return wanted[home+"/"+session] != "" }
 	var mu sync.Mutex
 	// Sessions an interrupted run of this build already windowed have their
 	// deliveries acknowledged and will not come again: count their parts.
@@ -99,7 +116,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	partCh := make(chan struct{}, 1)
-	win.OnPart = func(p window.Part) {
+	onPart := func(p window.Part) {
 		mu.Lock()
 		done[p.Home+"/"+p.Session] = true
 		mu.Unlock()
@@ -108,6 +125,42 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		case partCh <- struct{}{}:
 		default:
 		}
+	}
+	var newWindower newWindowerFunc = func(st store.Store) (*window.Windower, error) {
+		w, err := window.New(b.Spec, st, b.Log)
+		if err != nil {
+			return nil, err
+		}
+		w.Accept, w.OnPart = accept, onPart
+		return w, nil
+	}
+	ackWait := b.windowerAckWait
+	if ackWait == 0 {
+		ackWait = 10 * time.Minute
+	}
+	var consume consumeFunc = func(ctx context.Context, handle func(context.Context, *bus.Delivery) error) error {
+		return b.Bus.Consume(ctx, bus.ConsumerConfig{
+			Stream:  schemas.StreamLabeled,
+			Durable: "windower-" + b.Spec.Dataset + "-" + b.Spec.Version,
+			// Every view: the lan view, and the napt or vpn view of homes with a WAN tap.
+			Filter:        schemas.LabeledSubject(b.Campaign.Name, "*", "*"),
+			MaxAckPending: 100000,
+			AckWait:       ackWait,
+		}, handle)
+	}
+	runWindower := b.runWindower
+	if runWindower == nil {
+		runWindower = func(ctx context.Context, newWindower newWindowerFunc, consume consumeFunc) error {
+			w, err := newWindower(b.Store)
+			if err != nil {
+				return err
+			}
+			return consume(ctx, w.Handle)
+		}
+	}
+	// Fail before publishing on a spec no windower can take.
+	if _, err := newWindower(b.Store); err != nil {
+		return nil, err
 	}
 
 	wctx, stopWorkers := context.WithCancel(ctx)
@@ -121,20 +174,13 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	}()
 	go func() {
 		defer wg.Done()
-		errCh <- b.Bus.Consume(wctx, bus.ConsumerConfig{
-			Stream:  schemas.StreamLabeled,
-			Durable: "windower-" + b.Spec.Dataset + "-" + b.Spec.Version,
-			// Every view: the lan view, and the napt or vpn view of homes with a WAN tap.
-			Filter:        schemas.LabeledSubject(b.Campaign.Name, "*", "*"),
-			MaxAckPending: 100000,
-			AckWait:       10 * time.Minute,
-		}, win.Handle)
+		errCh <- runWindower(wctx, newWindower, consume)
 	}()
 
 	res := &Result{Agents: map[string]agent.Stats{}}
 	var expected []string
 	for _, h := range b.Campaign.Homes {
-		ag, err := agent.New(agent.Config{Campaign: b.Campaign.Name, Home: h, Log: b.Log})
+		ag, err := agent.New(agent.Config{Campaign: b.Campaign.Name, Home: h, Log: b.Log, BatchSize: b.batchSize})
 		if err != nil {
 			return nil, err
 		}

@@ -49,6 +49,11 @@ type S3Config struct {
 	Region    string
 }
 
+const (
+	fixUnreachable = "is the server up? set --s3 or HOMEMOLE_S3_ENDPOINT to its host:port (and HOMEMOLE_S3_TLS=true if it speaks https), or leave both empty for the embedded store"
+	fixCredentials = "set HOMEMOLE_S3_ACCESS_KEY and HOMEMOLE_S3_SECRET_KEY to a key pair the server knows"
+)
+
 // S3 is a Store on an S3-compatible server.
 type S3 struct {
 	cli    *minio.Client
@@ -75,7 +80,11 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	defer cancel()
 	ok, err := cli.BucketExists(cctx, cfg.Bucket)
 	if err != nil {
-		return nil, fmt.Errorf("reach S3 at %s (bucket %s): %w (is the server up and are HOMEMOLE_S3_ACCESS_KEY/HOMEMOLE_S3_SECRET_KEY right?)", cfg.Endpoint, cfg.Bucket, err)
+		switch minio.ToErrorResponse(err).Code {
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied":
+			return nil, fmt.Errorf("S3 at %s refused the credentials for bucket %s: %w (%s)", cfg.Endpoint, cfg.Bucket, err, fixCredentials)
+		}
+		return nil, fmt.Errorf("reach S3 at %s (bucket %s): %w (%s)", cfg.Endpoint, cfg.Bucket, err, fixUnreachable)
 	}
 	if !ok {
 		if err := cli.MakeBucket(cctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {

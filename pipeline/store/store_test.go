@@ -26,8 +26,11 @@ func open(t *testing.T) *S3 {
 	return s
 }
 
-func TestPutGetList(t *testing.T) {
-	s := open(t)
+func TestPutGetList(t *testing.T) { checkPutGetList(t, open(t)) }
+
+// checkPutGetList is what every S3 server the store runs on must do alike.
+func checkPutGetList(t *testing.T, s *S3) {
+	t.Helper()
 	ctx := context.Background()
 	big := bytes.Repeat([]byte("window"), 2<<20) // 12 MiB: more than one multipart part
 	info, err := s.Put(ctx, "datasets/d/v1/a.arrow", big, "")
@@ -48,8 +51,17 @@ func TestPutGetList(t *testing.T) {
 	if err != nil || len(objs) != 2 || objs[0].Key != "datasets/d/v1/a.arrow" || objs[1].Size != 1 {
 		t.Fatalf("list %+v %v", objs, err)
 	}
-	if _, err := s.Get(ctx, "datasets/nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "s3://homemole/datasets/nope") {
+	if _, err := s.Get(ctx, "datasets/nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), s.Location("datasets/nope")) {
 		t.Errorf("missing key: %v", err)
+	}
+	if err := s.Delete(ctx, "datasets/d/v1/b.arrow"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "datasets/d/v1/b.arrow"); err != nil {
+		t.Errorf("deleting a missing key: %v", err)
+	}
+	if objs, err := s.List(ctx, "datasets/d/"); err != nil || len(objs) != 1 {
+		t.Errorf("list after delete %+v %v", objs, err)
 	}
 }
 
@@ -57,7 +69,7 @@ func TestUnreachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err := OpenS3(ctx, S3Config{Endpoint: "127.0.0.1:1", AccessKey: "a", SecretKey: "b", Bucket: "homemole"})
-	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "is the server up") {
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "is the server up") || !strings.Contains(err.Error(), "HOMEMOLE_S3_ENDPOINT") {
 		t.Fatalf("got %v, want an error naming the endpoint and the fix", err)
 	}
 	if _, err := OpenS3(ctx, S3Config{Bucket: "homemole"}); err == nil {

@@ -27,6 +27,7 @@ func main() {
 		file := fs.String("campaign", "", "campaign file (YAML): its inventories give the label vocabulary")
 		spec := window.Spec{}
 		spec.RegisterFlags(fs)
+		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches of an unfinished session stay with this worker unacknowledged; a dead worker's sessions go to another after it")
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -56,7 +57,7 @@ func main() {
 		log.Info("windower running", "dataset", spec.Dataset+"/"+spec.Version, "kind", spec.Kind, "window", spec.Size)
 		return env.Bus.Consume(ctx, bus.ConsumerConfig{
 			Stream: schemas.StreamLabeled, Durable: "windower-" + spec.Dataset + "-" + spec.Version,
-			Filter: schemas.LabeledSubject(c.Name, "*", "*"), MaxAckPending: 100000, AckWait: 10 * time.Minute,
+			Filter: schemas.LabeledSubject(c.Name, "*", "*"), MaxAckPending: 100000, AckWait: *ackWait,
 		}, w.Handle)
 	})
 }
