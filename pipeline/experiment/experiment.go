@@ -36,6 +36,9 @@ type Config struct {
 	Window            int
 	Model             string // rf, lstm or blstm
 	Learn             learn.Config
+	// Pool gives every packet of an ind window the class its packets
+	// jointly find likeliest (see train.PredictPooled).
+	Pool bool
 	// WorkDir holds the emulated WAN captures of the napt and vpn views.
 	WorkDir string
 	Bus     *bus.Conn
@@ -162,7 +165,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Epochs = cfg.Learn.Epochs
 	}
 	res.TrainSeconds = time.Since(trainStart).Seconds()
-	preds, err := model.Predict(testW)
+	preds, err := train.PredictPooled(model, testW, cfg.Pool && cfg.Kind == schemas.KindInd)
 	if err != nil {
 		return nil, fmt.Errorf("label the test windows: %w", err)
 	}

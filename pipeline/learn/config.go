@@ -30,6 +30,10 @@ type Config struct {
 	LenEmbedDim int
 	MaxLens     int
 	Seed        int64
+	// HeaderFeatures adds TTL, TCP window, options length, payload length,
+	// TCP flags and transport to the paper's inputs; false gives the
+	// paper's inputs.
+	HeaderFeatures bool
 	// Balance weighs each class in the loss by its inverse share of the
 	// training packets, so rare devices count as much as chatty ones.
 	Balance bool

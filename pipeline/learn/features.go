@@ -34,9 +34,25 @@ const (
 	lenFirst = 2
 )
 
-// numericDim is the per-packet input after the port embedding: 7 protocol
-// bits, direction one-hot (out, in, local), frame length and log interval.
-const numericDim = 7 + 3 + 2
+// paperDim is the paper's per-packet input after the port embedding: 7
+// protocol bits, direction one-hot (out, in, local), frame length and log
+// interval.
+const paperDim = 7 + 3 + 2
+
+// headerDim is what the header fields add when features.Header is set: TTL,
+// TCP window, TCP options length and payload length, scaled to about
+// [0, 1]; the nine TCP flag bits; transport one-hot (TCP, UDP, other IP).
+// A device's network stack fixes these (initial TTL, window, options), so
+// they tell apart firmware the paper's features see as the same.
+const headerDim = 4 + 9 + 3
+
+// numericDim is the width of the numeric input.
+func (f *features) numericDim() int {
+	if f.Header {
+		return paperDim + headerDim
+	}
+	return paperDim
+}
 
 // features is what feature preparation learns from the training fold. It
 // is saved in the checkpoint: inference must encode packets exactly as
@@ -50,6 +66,8 @@ type features struct {
 	// Lens is the frame-length vocabulary (empty when the model has no
 	// frame-length embedding); Lens[i] has embedding row lenFirst+i.
 	Lens []int32 `json:"frame_lens,omitempty"`
+	// Header adds the header fields (headerDim) to the numeric input.
+	Header bool `json:"header,omitempty"`
 
 	index    map[int32]int64 // port -> embedding row, rebuilt from Ports
 	lenIndex map[int32]int64 // frame length -> embedding row, rebuilt from Lens
@@ -188,13 +206,16 @@ type encoded struct {
 	ports   []int64   // [B*n] port embedding rows
 	lens    []int64   // [B*n] frame-length embedding rows
 	numeric []float32 // [B*n*numericDim]
+	dim     int       // numeric values per packet
 	targets []int64   // [B*n] class, or -1 where the loss must not look
 	labeled int       // positions with a target >= 0
 }
 
 func (f *features) encode(ws []*schemas.Window, n int) encoded {
+	numericDim := f.numericDim()
 	e := encoded{
 		n:       n,
+		dim:     numericDim,
 		ports:   make([]int64, len(ws)*n),
 		lens:    make([]int64, len(ws)*n),
 		numeric: make([]float32, len(ws)*n*numericDim),
@@ -227,6 +248,9 @@ func (f *features) encode(ws []*schemas.Window, n int) encoded {
 			}
 			x[10] = float32((float64(w.FrameLen[i]) - f.FrameMean) / f.FrameStd)
 			x[11] = float32((logInterval(w.Interval[i]) - f.LogIvlMean) / f.LogIvlStd)
+			if f.Header {
+				f.encodeHeader(w, i, x[paperDim:])
+			}
 			if l := w.Label[i]; l >= 0 {
 				e.targets[k] = int64(l)
 				e.labeled++
@@ -265,6 +289,47 @@ func checkWindow(w *schemas.Window, numClasses int) error {
 			if l := w.Label[i]; l < -1 || int(l) >= numClasses {
 				return fmt.Errorf("window %q: label %d at slot %d outside [-1, %d)", w.ID, l, i, numClasses)
 			}
+		}
+	}
+	return nil
+}
+
+// encodeHeader writes slot i's header fields (headerDim values) into x.
+// Fixed scales rather than fitted statistics: the fields have known ranges.
+func (f *features) encodeHeader(w *schemas.Window, i int, x []float32) {
+	x[0] = float32(w.TTL[i]) / 255
+	x[1] = float32(math.Log1p(float64(max(w.TCPWindow[i], 0))) / math.Log1p(65535))
+	x[2] = float32(w.TCPOptLen[i]) / 40
+	x[3] = float32(math.Log1p(float64(max(w.PayloadLen[i], 0))) / math.Log1p(65535))
+	for b := range 9 {
+		if w.TCPFlags[i]&(1<<b) != 0 {
+			x[4+b] = 1
+		}
+	}
+	switch w.Transport[i] {
+	case 6:
+		x[13] = 1
+	case 17:
+		x[14] = 1
+	case 0:
+	default:
+		x[15] = 1
+	}
+}
+
+// checkHeader rejects windows that lack the header columns a model with
+// header features reads.
+func checkHeader(w *schemas.Window) error {
+	n := len(w.Label)
+	for _, f := range []struct {
+		name string
+		len  int
+	}{
+		{"TTL", len(w.TTL)}, {"TCPWindow", len(w.TCPWindow)}, {"TCPOptLen", len(w.TCPOptLen)},
+		{"PayloadLen", len(w.PayloadLen)}, {"TCPFlags", len(w.TCPFlags)}, {"Transport", len(w.Transport)},
+	} {
+		if f.len != n {
+			return fmt.Errorf("window %q: %s has %d slots, Label has %d (header features need every header column; train with HeaderFeatures off for windows without them)", w.ID, f.name, f.len, n)
 		}
 	}
 	return nil

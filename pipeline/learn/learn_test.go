@@ -459,3 +459,59 @@ func BenchmarkTrain(b *testing.B) {
 	b.ReportMetric(rate, "windows/s")
 	b.ReportMetric(float64(TorchThreads()), "torch-threads")
 }
+
+// TestHeaderFeatures: two devices whose packets differ only in the
+// initial TTL and TCP window of their network stacks. The paper's inputs
+// cannot tell them apart; with header features the model must.
+func TestHeaderFeatures(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	mk := func(count int) []*schemas.Window {
+		ws := make([]*schemas.Window, count)
+		for k := range ws {
+			w := schemas.NewWindow(8)
+			w.ID, w.Len = fmt.Sprintf("hdr/%d", k), 8
+			c := rng.IntN(2)
+			for i := range w.Len {
+				w.DPort[i], w.ProtoBits[i], w.Direction[i] = 443, 0b1101000, 1
+				w.FrameLen[i] = int32(60 + rng.IntN(400))
+				w.Interval[i] = float32(rng.ExpFloat64())
+				w.Transport[i], w.TTL[i], w.TCPWindow[i] = 6, 64, 29200
+				if c == 1 {
+					w.TTL[i], w.TCPWindow[i] = 128, 8192
+				}
+				w.Label[i] = int16(c)
+			}
+			ws[k] = w
+		}
+		return ws
+	}
+	train, test := mk(128), mk(64)
+	cfg := smallConfig()
+	cfg.Epochs = 20
+	cfg.LenEmbedDim = 0
+	score := func(header bool) float64 {
+		cfg.HeaderFeatures = header
+		m, err := Train(context.Background(), cfg, train, 2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		pred, err := m.Predict(test)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return accuracy(t, test, pred)
+	}
+	with, without := score(true), score(false)
+	t.Logf("held-out accuracy with header features %.3f, without %.3f", with, without)
+	if with < 0.95 || without > 0.75 {
+		t.Errorf("with header features %.3f (want >= 0.95), without %.3f (want near chance, <= 0.75)", with, without)
+	}
+	// A window without the header columns is refused, not misread.
+	bad := mk(1)[0]
+	bad.TTL = nil
+	cfg.HeaderFeatures = true
+	if _, err := Train(context.Background(), cfg, append(mk(4), bad), 2, nil); err == nil || !strings.Contains(err.Error(), "TTL") {
+		t.Errorf("a window without TTL: %v, want an error naming TTL", err)
+	}
+}

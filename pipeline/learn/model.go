@@ -85,7 +85,7 @@ func newModel(cfg Config, feat *features, numClasses int, device gotch.Device) (
 		}
 	}
 	h := int64(cfg.Hidden)
-	in := int64(cfg.EmbedDim + cfg.LenEmbedDim + numericDim)
+	in := int64(cfg.EmbedDim + cfg.LenEmbedDim + feat.numericDim())
 	bound := 1 / math.Sqrt(float64(h))
 	lstm := root.Sub("lstm")
 	for _, suffix := range []string{"", "_reverse"}[:cfg.directions()] {
@@ -170,7 +170,7 @@ func (m *Model) inputs(sc *scope, e encoded) (ports, lens, numeric, targets *ts.
 	if lens, err = toDevice(tensorOf(e.lens, []int64{b, n}, gotch.Int64)); err != nil {
 		return nil, nil, nil, nil, err
 	}
-	if numeric, err = toDevice(tensorOf(e.numeric, []int64{b, n, numericDim}, gotch.Float)); err != nil {
+	if numeric, err = toDevice(tensorOf(e.numeric, []int64{b, n, int64(e.dim)}, gotch.Float)); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	if targets, err = toDevice(tensorOf(e.targets, []int64{b * n}, gotch.Int64)); err != nil {
@@ -259,6 +259,11 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 		if err := checkWindow(w, numClasses); err != nil {
 			return nil, fmt.Errorf("learn: training window %d: %w", i, err)
 		}
+		if cfg.HeaderFeatures {
+			if err := checkHeader(w); err != nil {
+				return nil, fmt.Errorf("learn: training window %d: %w", i, err)
+			}
+		}
 		if len(w.Label) != n {
 			return nil, fmt.Errorf("learn: training window %d (%q) has %d slots, the first has %d; train one window size at a time", i, w.ID, len(w.Label), n)
 		}
@@ -292,6 +297,7 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 		maxLens = cfg.MaxLens
 	}
 	feat := fitFeatures(train, cfg.MaxPorts, maxLens)
+	feat.Header = cfg.HeaderFeatures
 	m, err := newModel(cfg, feat, numClasses, gotch.CudaIfAvailable())
 	if err != nil {
 		return nil, err
@@ -398,6 +404,9 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss fl
 	if err := l.Backward(); err != nil {
 		return 0, 0, 0, fmt.Errorf("backward: %w", err)
 	}
+	if err := m.clipGradNorm(&sc, maxGradNorm); err != nil {
+		return 0, 0, 0, fmt.Errorf("clip gradients: %w", err)
+	}
 	if err := opt.Step(); err != nil {
 		return 0, 0, 0, fmt.Errorf("optimizer step: %w", err)
 	}
@@ -423,6 +432,55 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss fl
 		return 0, 0, 0, fmt.Errorf("read accuracy: %w", err)
 	}
 	return lv, ok, int64(e.labeled), nil
+}
+
+// maxGradNorm bounds the gradient's global L2 norm per step. LSTMs now and
+// then meet a batch whose gradient is orders of magnitude above the rest;
+// unclipped, one such Adam step throws a converged model back to chance
+// (seen on small data at the unit tests' learning rate).
+const maxGradNorm = 5.0
+
+// clipGradNorm scales the trainable weights' gradients down so that their
+// global L2 norm is at most max, as torch.nn.utils.clip_grad_norm_ does.
+func (m *Model) clipGradNorm(sc *scope, max float64) error {
+	vars := m.vs.TrainableVariables()
+	grads := make([]*ts.Tensor, 0, len(vars))
+	var sq float64
+	for i := range vars {
+		g, err := sc.keep(vars[i].Grad(false))
+		if err != nil {
+			return err
+		}
+		if ok, err := g.Defined(); err != nil || !ok {
+			continue // a weight the loss did not reach (an unused embedding row set)
+		}
+		g2, err := sc.keep(g.Square(false))
+		if err != nil {
+			return err
+		}
+		s, err := sc.keep(g2.Sum(gotch.Float, false))
+		if err != nil {
+			return err
+		}
+		v, err := scalarFloat(s)
+		if err != nil {
+			return err
+		}
+		sq += v
+		grads = append(grads, g)
+	}
+	norm := math.Sqrt(sq)
+	if !(norm > max) {
+		return nil
+	}
+	coef := ts.FloatScalar(max / (norm + 1e-6))
+	defer coef.MustDrop()
+	for _, g := range grads {
+		if err := g.MulScalar_(coef); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // classWeights weighs each device's packets in the loss by the inverse of
@@ -520,6 +578,11 @@ func (m *Model) LogProbs(ws []*schemas.Window) ([][]float32, error) {
 	for i, w := range ws {
 		if err := checkWindow(w, -1); err != nil {
 			return nil, fmt.Errorf("learn: window %d: %w", i, err)
+		}
+		if m.feat.Header {
+			if err := checkHeader(w); err != nil {
+				return nil, fmt.Errorf("learn: window %d: %w", i, err)
+			}
 		}
 		n := len(w.Label)
 		if _, ok := bySize[n]; !ok {

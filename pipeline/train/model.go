@@ -68,3 +68,54 @@ func trainForest(ctx context.Context, seed int64, ws []*schemas.Window, numClass
 		"importance_time_interval", fmt.Sprintf("%.2f", imp["time_interval"]), "importance_protocol", fmt.Sprintf("%.2f", imp["protocol"]))
 	return forestModel{m}, nil
 }
+
+// probModel is a model that says how sure it is, packet by packet.
+type probModel interface {
+	LogProbs(ws []*schemas.Window) ([][]float32, error)
+}
+
+// PredictPooled labels the packets of the windows; with pool set, and when
+// the model gives probabilities, each window's packets pool their evidence
+// and all get the class of highest summed log-probability. That is right
+// only for ind windows, where every packet is one device's by construction:
+// a few telling packets (an announcement carrying the model string) then
+// outweigh the many that one vendor's firmware shares across its devices.
+func PredictPooled(m Model, ws []*schemas.Window, pool bool) ([][]int32, error) {
+	pm, ok := m.(probModel)
+	if !pool || !ok {
+		return m.Predict(ws)
+	}
+	lp, err := pm.LogProbs(ws)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]int32, len(ws))
+	var sum []float64
+	for i, w := range ws {
+		if w.Len == 0 {
+			out[i] = []int32{}
+			continue
+		}
+		k := len(lp[i]) / w.Len
+		if sum == nil {
+			sum = make([]float64, k)
+		}
+		clear(sum)
+		for j := range w.Len {
+			for c := range k {
+				sum[c] += float64(lp[i][j*k+c])
+			}
+		}
+		best := 0
+		for c := range sum {
+			if sum[c] > sum[best] {
+				best = c
+			}
+		}
+		out[i] = make([]int32, w.Len)
+		for j := range out[i] {
+			out[i][j] = int32(best)
+		}
+	}
+	return out, nil
+}
