@@ -36,6 +36,8 @@ type Config struct {
 	Window            int
 	Model             string // rf, lstm or blstm
 	Learn             learn.Config
+	// SaveAs stores the trained model as models/SaveAs/ when set.
+	SaveAs string
 	// Pool gives every packet of an ind window the class its packets
 	// jointly find likeliest (see train.PredictPooled).
 	Pool bool
@@ -165,6 +167,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Epochs = cfg.Learn.Epochs
 	}
 	res.TrainSeconds = time.Since(trainStart).Seconds()
+	if cfg.SaveAs != "" {
+		meta := train.Meta{Model: cfg.Model, Labels: labels[:numClasses], Window: cfg.Window, View: cfg.View, Kind: cfg.Kind, Dataset: cfg.TrainDir, Seed: cfg.Learn.Seed}
+		if err := train.SaveModel(ctx, cfg.Store, cfg.SaveAs, model, meta); err != nil {
+			return nil, err
+		}
+	}
 	preds, err := train.PredictPooled(model, testW, cfg.Pool && cfg.Kind == schemas.KindInd)
 	if err != nil {
 		return nil, fmt.Errorf("label the test windows: %w", err)

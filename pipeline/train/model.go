@@ -1,13 +1,17 @@
 package train
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
 
 	"github.com/homemole/homemole/pipeline/forest"
 	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -118,4 +122,79 @@ func PredictPooled(m Model, ws []*schemas.Window, pool bool) ([][]int32, error) 
 		}
 	}
 	return out, nil
+}
+
+// Meta is what a stored model needs besides its weights to be used: which
+// model it is, the label vocabulary its classes index, and the window size
+// and view it was trained on. It is stored as model.json beside model.ckpt.
+type Meta struct {
+	Model   string   `json:"model"` // rf, lstm or blstm
+	Labels  []string `json:"labels"`
+	Window  int      `json:"window"`
+	View    string   `json:"view,omitempty"`
+	Kind    string   `json:"kind,omitempty"`
+	Dataset string   `json:"dataset,omitempty"`
+	Seed    int64    `json:"seed"`
+}
+
+// ModelKeys are where a run's model lives in the store.
+func ModelKeys(run string) (ckpt, meta string) {
+	return path.Join("models", run, "model.ckpt"), path.Join("models", run, "model.json")
+}
+
+// SaveModel stores the checkpoint, then the metadata that makes it usable:
+// a model.json never names a checkpoint that is not there.
+func SaveModel(ctx context.Context, st store.Store, run string, m Model, meta Meta) error {
+	var ckpt bytes.Buffer
+	if err := m.Save(&ckpt); err != nil {
+		return fmt.Errorf("save checkpoint of run %s: %w", run, err)
+	}
+	ck, mk := ModelKeys(run)
+	if _, err := st.Put(ctx, ck, ckpt.Bytes(), "application/octet-stream"); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = st.Put(ctx, mk, js, "application/json")
+	return err
+}
+
+// LoadModel reads a run's model back from the store.
+func LoadModel(ctx context.Context, st store.Store, run string) (Model, Meta, error) {
+	var meta Meta
+	ck, mk := ModelKeys(run)
+	js, err := st.Get(ctx, mk)
+	if err != nil {
+		return nil, meta, fmt.Errorf("model %s: %w (train one with homemole train, cv or experiment --save RUN)", run, err)
+	}
+	if err := json.Unmarshal(js, &meta); err != nil {
+		return nil, meta, fmt.Errorf("%s: %w", st.Location(mk), err)
+	}
+	if meta.Window <= 0 || len(meta.Labels) == 0 {
+		return nil, meta, fmt.Errorf("%s: window %d and %d labels: the metadata is incomplete", st.Location(mk), meta.Window, len(meta.Labels))
+	}
+	data, err := st.Get(ctx, ck)
+	if err != nil {
+		return nil, meta, err
+	}
+	var m Model
+	switch meta.Model {
+	case "rf":
+		f, err := forest.Load(bytes.NewReader(data))
+		if err != nil {
+			return nil, meta, fmt.Errorf("%s: %w", st.Location(ck), err)
+		}
+		m = forestModel{f}
+	case "lstm", "blstm":
+		l, err := learn.Load(bytes.NewReader(data))
+		if err != nil {
+			return nil, meta, fmt.Errorf("%s: %w", st.Location(ck), err)
+		}
+		m = l
+	default:
+		return nil, meta, fmt.Errorf("%s: model %q: want one of %v", st.Location(mk), meta.Model, Models)
+	}
+	return m, meta, nil
 }

@@ -4,7 +4,6 @@
 package train
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -119,12 +118,9 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	rep.TrainSeconds = time.Since(start).Seconds()
 
 	out := &Outcome{Report: rep}
-	var ckpt bytes.Buffer
-	if err := model.Save(&ckpt); err != nil {
-		return nil, fmt.Errorf("save checkpoint: %w", err)
-	}
-	out.Checkpoint = path.Join("models", j.RunName, "model.ckpt")
-	if _, err := j.Store.Put(ctx, out.Checkpoint, ckpt.Bytes(), "application/octet-stream"); err != nil {
+	out.Checkpoint, _ = ModelKeys(j.RunName)
+	meta := Meta{Model: ModelName(j.Model), Labels: m.Labels, Window: m.WindowSize, Kind: m.Kind, Dataset: j.Dataset + "/" + j.Version, Seed: j.Model.Seed}
+	if err := SaveModel(ctx, j.Store, j.RunName, model, meta); err != nil {
 		return nil, err
 	}
 

@@ -44,6 +44,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	reportOut := fs.String("report", "", "file to write the HTML report to (default: beside --json, .html)")
 	keep := fs.Bool("keep", false, "keep the temporary embedded state (datasets, emulated captures)")
 	seed := fs.Int64("seed", 1, "seed of the training")
+	save := fs.String("save", "", "store the trained model as models/RUN/ (for homemole predict; give --home to keep it)")
 	pool := fs.Bool("pool", false, "ind windows: label each window's packets with the class its packets jointly find likeliest (summed log-probabilities; lstm, blstm)")
 	cfg := learnFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -92,7 +93,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	cfg.Seed = *seed
 	res, err := experiment.Run(ctx, experiment.Config{
 		TrainDir: *trainDir, TestDir: *testDir, View: *view, Cipher: ciph, Kind: *kind, Window: *win,
-		Model: *model, Learn: *cfg, Pool: *pool, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
+		Model: *model, Learn: *cfg, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
 		Progress: func(e learn.EpochStats) {
 			log.Info("epoch", "epoch", fmt.Sprintf("%d/%d", e.Epoch, cfg.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
 				"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))

@@ -132,3 +132,58 @@ func TestExperimentRefusesBadInput(t *testing.T) {
 		t.Errorf("empty folders: %v, want an error naming device folders", err)
 	}
 }
+
+// TestPredictDeterministic trains the same model twice with the same seed
+// (CPU), stores both, and labels a held-out capture with each through
+// `homemole predict`: the device named and every packet's label must be
+// the same, and the device must be the capture's own.
+func TestPredictDeterministic(t *testing.T) {
+	if _, err := os.Stat(sentinelDir); err != nil {
+		t.Skipf("real captures not beside the project: %v", err)
+	}
+	train, test, testFiles := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings", "EdnetGateway")
+	t.Setenv("HOMEMOLE_NATS_URL", "")
+	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
+	home := filepath.Join(t.TempDir(), "hm")
+	for _, run := range []string{"a", "b"} {
+		err := runExperiment(context.Background(), quiet(), &bytes.Buffer{}, []string{"--home", home,
+			"--train", train, "--test", test, "--model", "blstm", "--epochs", "4", "--seed", "3", "--save", run, "--json", filepath.Join(t.TempDir(), "s.json")})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	capture := filepath.Join(test, testFiles[0]) // an Aria capture
+	mac, err := os.ReadFile(filepath.Join(test, "Aria", "_iotdevice-mac.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outs [2]string
+	var results [2]map[string]any
+	for i, run := range []string{"a", "b"} {
+		var out bytes.Buffer
+		js := filepath.Join(t.TempDir(), "p.json")
+		if err := runPredict(context.Background(), quiet(), &out, []string{"--home", home, "--model", run, "--in", capture, "--json", js}); err != nil {
+			t.Fatal(err)
+		}
+		outs[i] = out.String()
+		data, err := os.ReadFile(js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(data, &results[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Log(outs[0])
+	a, b := strings.SplitN(outs[0], "\n", 2)[1], strings.SplitN(outs[1], "\n", 2)[1]
+	if a != b {
+		t.Errorf("two models trained with the same seed label the capture differently:\n%s\n%s", a, b)
+	}
+	wantMAC := strings.ToLower(strings.TrimSpace(string(mac)))
+	if !strings.Contains(a, wantMAC) || !strings.Contains(strings.SplitN(a[strings.Index(a, wantMAC):], "\n", 2)[0], "Aria") {
+		t.Errorf("the Aria capture's device %s is not named Aria:\n%s", wantMAC, a)
+	}
+	if err := runPredict(context.Background(), quiet(), &bytes.Buffer{}, []string{"--home", home, "--model", "missing", "--in", capture}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("an unknown model: %v, want an error naming it", err)
+	}
+}

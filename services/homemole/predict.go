@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/identify"
+	"github.com/homemole/homemole/pipeline/train"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	ep := endpoints.FromEnv()
+	fs := newFlags("predict", "--model RUN --in CAPTURE [--json OUT] [--wan]",
+		"Labels every packet of a capture with a stored model (models/RUN/, written by\n"+
+			"homemole train, cv or experiment --save RUN) and says which devices it saw: on a LAN\n"+
+			"capture, per home-side MAC the device most of its packets were labeled as; on a\n"+
+			"capture taken beyond the gateway (--wan: NAPT or VPN), for the capture as a whole.")
+	ep.Register(fs)
+	run := fs.String("model", "", "run name of the stored model")
+	in := fs.String("in", "", "capture file (pcap or pcapng, optionally gzipped)")
+	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
+	wan := fs.Bool("wan", false, "the capture was taken beyond the gateway: do not split it by MAC")
+	home := homeFlags(fs, "gateway-mac")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *run == "" || *in == "" {
+		return cli.Usagef("predict needs --model RUN and --in CAPTURE")
+	}
+	if _, err := os.Stat(*in); err != nil {
+		return cli.Usagef("--in: %v", err)
+	}
+	env, err := endpoints.Open(ctx, ep, "homemole-predict", log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	model, meta, err := train.LoadModel(ctx, env.Store, *run)
+	if err != nil {
+		return err
+	}
+	defer model.Close()
+	res, err := identify.File(ctx, model, meta, *in, home(), !*wan)
+	if err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		js, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonOut, append(js, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", *jsonOut, err)
+		}
+	}
+	fmt.Fprintf(out, "%s: %d packets, model %s (%s, windows of %d, %d devices)\n", *in, res.Packets, *run, meta.Model, meta.Window, len(meta.Labels))
+	fmt.Fprintf(out, "  %-19s %8s  %-24s %s\n", "host", "packets", "device", "share of its packets")
+	for _, h := range res.Hosts {
+		fmt.Fprintf(out, "  %-19s %8d  %-24s %5.1f %%\n", h.Host, h.Packets, h.Device, 100*h.Share)
+	}
+	return nil
+}
