@@ -448,6 +448,7 @@ func BenchmarkTrain(b *testing.B) {
 	// The paper's model exactly, as tools/benchref/blstm_ref.py builds it
 	// in PyTorch, so the two figures compare like with like.
 	cfg.LenEmbedDim = 0
+	cfg.Threads = 1 // as the reference (see blstm_ref.py)
 	var rate float64
 	for b.Loop() {
 		m, err := Train(context.Background(), cfg, ws, len(devices), func(s EpochStats) { rate = s.WindowsPerSec })
