@@ -187,3 +187,44 @@ func TestPredictDeterministic(t *testing.T) {
 		t.Errorf("an unknown model: %v, want an error naming it", err)
 	}
 }
+
+// TestStudyCommand runs a small window-size study (two sizes, 3 folds, an
+// LSTM of few epochs) on real captures of four devices.
+func TestStudyCommand(t *testing.T) {
+	if _, err := os.Stat(sentinelDir); err != nil {
+		t.Skipf("real captures not beside the project: %v", err)
+	}
+	train, _, _ := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings")
+	t.Setenv("HOMEMOLE_NATS_URL", "")
+	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
+	out := t.TempDir()
+	var stdout bytes.Buffer
+	err := runStudy(context.Background(), quiet(), &stdout, []string{"--home", filepath.Join(t.TempDir(), "hm"), "--from-dir", train,
+		"--windows", "20,40", "--folds", "3", "--model", "lstm", "--epochs", "3", "--out", out})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	t.Log(stdout.String())
+	data, err := os.ReadFile(filepath.Join(out, "study.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var points []struct {
+		Window int `json:"window"`
+		CV     struct {
+			Folds []json.RawMessage `json:"folds"`
+		} `json:"cv"`
+	}
+	if err := json.Unmarshal(data, &points); err != nil {
+		t.Fatal(err)
+	}
+	if len(points) != 2 || points[0].Window != 20 || points[1].Window != 40 || len(points[1].CV.Folds) != 3 {
+		t.Errorf("study.json holds %+v, want windows 20 and 40 with 3 folds each", points)
+	}
+	if html, err := os.ReadFile(filepath.Join(out, "study.html")); err != nil || !bytes.Contains(html, []byte("<polyline")) {
+		t.Errorf("study.html lacks the curve: %v", err)
+	}
+	if err := runStudy(context.Background(), quiet(), &bytes.Buffer{}, []string{"--from-dir", train, "--windows", "20,x", "--out", out}); !errors.Is(err, cli.ErrUsage) {
+		t.Errorf("--windows 20,x: %v, want a usage error", err)
+	}
+}

@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"cv":         {"cross-validate a model on a dataset: k folds (grouped, random, leave-one-home-out), mean and spread", runCV},
 		"experiment": {"train on one folder of device captures, test on another; JSON summary per capture", runExperiment},
 		"predict":    {"label every packet of a capture with a stored model; which devices it saw", runPredict},
+		"study":      {"window-size study (paper Fig. 8): a dataset per window size, each cross-validated; curve in HTML", runStudy},
 		"serve":      {"run the embedded NATS and S3 servers only, for workers in other processes", runServe},
 		"features":   {"decode a capture and write one CSV row of features per packet, to check them", runFeatures},
 		"gateway":    {"emulate a home gateway (napt or vpn): turn a LAN capture into the WAN capture plus ground truth", runGateway},

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/experiment"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/train"
+	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	ep := endpoints.FromEnv()
+	fs := newFlags("study", "--from-dir DIR [--windows 20,40,100] [--view lan|napt|vpn] [--model rf|lstm|blstm] [--folds K] --out DIR",
+		"The window-size study of the HomeMole paper's Figure 8: builds a dataset per window\n"+
+			"size from a folder of device folders (IoT Sentinel layout), cross-validates the model\n"+
+			"on each (grouped folds), and writes study.json and study.html (accuracy and session\n"+
+			"accuracy over window sizes) to --out.")
+	ep.Register(fs)
+	dir := fs.String("from-dir", "", "folder of device folders")
+	windows := fs.String("windows", "20,40,100", "window sizes, comma-separated")
+	view := fs.String("view", "lan", "lan, napt or vpn")
+	cipher := fs.String("cipher", "aes-256-gcm", "VPN cipher for --view vpn")
+	kind := fs.String("kind", schemas.KindInd, "ind or noise")
+	model := fs.String("model", "blstm", "rf, lstm or blstm")
+	folds := fs.Int("folds", 5, "folds per window size")
+	parallel := fs.Int("parallel", 1, "folds trained at once")
+	seed := fs.Uint64("seed", 1, "seed of the folds and the training")
+	outDir := fs.String("out", "", "folder for study.json and study.html")
+	cfg := learnFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *outDir == "" {
+		return cli.Usagef("study needs --from-dir DIR and --out DIR")
+	}
+	var sizes []int
+	for _, f := range strings.Split(*windows, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return cli.Usagef("--windows: %q is not a window size (packets, > 0)", f)
+		}
+		sizes = append(sizes, n)
+	}
+	if !slices.Contains(train.Models, *model) {
+		return cli.Usagef("--model %q: want one of %s", *model, strings.Join(train.Models, ", "))
+	}
+	if *view != "lan" {
+		if _, err := gateway.ParseMode(*view); err != nil {
+			return cli.Usagef("--view: %v (or lan)", err)
+		}
+	}
+	ciph, err := gateway.ParseCipher(*cipher)
+	if err != nil {
+		return cli.Usagef("--cipher: %v", err)
+	}
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	env, err := endpoints.Open(ctx, ep, "homemole-study", log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	cfg.Seed = int64(*seed)
+	st := &experiment.Study{Dir: *dir, View: *view, Cipher: ciph, Kind: *kind, Model: *model, Windows: sizes, Folds: *folds,
+		Parallel: *parallel, Seed: *seed, Learn: *cfg, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log}
+	points, page, err := st.Run(ctx)
+	if err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(points, "", "  ")
+	if err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{"study.json": js, "study.html": page} {
+		if err := os.WriteFile(filepath.Join(*outDir, name), data, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	fmt.Fprintf(out, "\n%s on %s (%s view), grouped %d-fold cross-validation per window size\n", *model, *dir, *view, *folds)
+	fmt.Fprintf(out, "  %6s  %14s  %9s  %16s  %12s\n", "window", "accuracy", "macro F1", "session accuracy", "device types")
+	for _, p := range points {
+		fmt.Fprintf(out, "  %6d  %6.1f ± %4.1f %%  %9.3f  %14.1f %%  %10.1f %%\n", p.Window, 100*p.CV.Accuracy.Mean, 100*p.CV.Accuracy.Std,
+			p.CV.MacroF1.Mean, 100*p.CV.SessionAccuracy.Mean, 100*p.CV.SessionAccuracyTypes.Mean)
+	}
+	fmt.Fprintf(out, "  report: %s\n", filepath.Join(*outDir, "study.html"))
+	return nil
+}
