@@ -275,8 +275,12 @@ func collect(t *testing.T, src *LiveSource, done func([]captured) bool) []captur
 			t.Errorf("frame %d: CaptureLength %d, Length %d, %d bytes of data", f.Offset, f.CI.CaptureLength, f.CI.Length, len(f.Data))
 		}
 		ts := f.CI.Timestamp
-		if ts.Before(prev) {
-			t.Errorf("frame %d: timestamp %v is before the previous frame's %v", f.Offset, ts, prev)
+		// The kernel stamps frames as they arrive, on whichever CPU takes
+		// them, and may queue them to the socket in another order: a
+		// loaded machine shows steps back of a fraction of a millisecond
+		// (so do tcpdump's captures). A garbled stamp is off by far more.
+		if prev.Sub(ts) > 50*time.Millisecond {
+			t.Errorf("frame %d: timestamp %v is %v before the previous frame's %v", f.Offset, ts, prev.Sub(ts), prev)
 		}
 		if ts.Before(start.Add(-time.Second)) || ts.After(time.Now().Add(time.Second)) {
 			t.Errorf("frame %d: timestamp %v is not within the test (started %v)", f.Offset, ts, start)
