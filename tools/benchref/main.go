@@ -68,17 +68,25 @@ func run() error {
 	if err := windowingBench(); err != nil {
 		return err
 	}
-
-	fmt.Println("learn: one BLSTM epoch over 640 windows of 100 packets ...")
-	ours, err = goBench("./pipeline/learn/", "BenchmarkTrain", "windows/s", "1x")
-	if err != nil {
+	if err := seqprofileBench(); err != nil {
 		return err
 	}
-	r := row{what: "BLSTM training (n=100, batch 64, CPU)", unit: "windows/s", ours: ours, reference: "PyTorch (Debian python3-torch)"}
-	if ref, err := pytorchRate(); err != nil {
-		r.why = err.Error()
-	} else {
-		r.ref = ref
+
+	fmt.Println("learn: one BLSTM epoch over 640 windows of 100 packets ...")
+	// Three alternating rounds, best of each: a neighbour's burst on these
+	// shared machines then slows one round, not one side.
+	r := row{what: "BLSTM training (n=100, batch 64, 1 thread)", unit: "windows/s", reference: "PyTorch (Debian python3-torch)"}
+	for range 3 {
+		rate, err := goBench("./pipeline/learn/", "BenchmarkTrain", "windows/s", "1x")
+		if err != nil {
+			return err
+		}
+		r.ours = max(r.ours, rate)
+		if ref, err := pytorchRate(); err != nil {
+			r.why = err.Error()
+		} else {
+			r.ref = max(r.ref, ref)
+		}
 	}
 	rows = append(rows, r)
 

@@ -1,0 +1,173 @@
+package seqprofile
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Session is one capture, split into the device's own packets and the rest.
+type Session struct {
+	File string
+	// Device is the packets sent or received by the device's MAC;
+	// Background everything else in the capture (the phone that set the
+	// device up, the gateway, broadcasts).
+	Device, Background []Stamped
+}
+
+// DeviceTraffic is every capture of one device type.
+type DeviceTraffic struct {
+	Device   string
+	Sessions []Session
+}
+
+// macFile is where a device folder of the IoT Sentinel layout names the
+// device's MAC.
+const macFile = "_iotdevice-mac.txt"
+
+// LoadDir reads a folder laid out like the IoT Sentinel captures: one
+// folder per device type, holding its captures (*.pcap, *.pcapng, .gz too)
+// and _iotdevice-mac.txt with the device's MAC. Folders without that file
+// are skipped (they hold no device). Captures are read in name order.
+func LoadDir(ctx context.Context, dir string) ([]DeviceTraffic, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("sequence profiles: read %s: %w (want one folder per device type with %s inside)", dir, err, macFile)
+	}
+	var out []DeviceTraffic
+	for _, e := range entries {
+		devDir := filepath.Join(dir, e.Name())
+		// Stat follows symlinks: a folder of links to device folders is a layout too.
+		if st, err := os.Stat(devDir); err != nil || !st.IsDir() {
+			continue
+		}
+		macText, err := os.ReadFile(filepath.Join(devDir, macFile))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sequence profiles: device %s: %w", e.Name(), err)
+		}
+		mac, err := schemas.ParseMAC(strings.TrimSpace(string(macText)))
+		if err != nil {
+			return nil, fmt.Errorf("sequence profiles: %s: %w", filepath.Join(devDir, macFile), err)
+		}
+		files, err := captureFiles(devDir)
+		if err != nil {
+			return nil, err
+		}
+		dt := DeviceTraffic{Device: e.Name()}
+		for _, f := range files {
+			s, err := LoadSession(ctx, f, mac)
+			if err != nil {
+				return nil, err
+			}
+			dt.Sessions = append(dt.Sessions, s)
+		}
+		if len(dt.Sessions) > 0 {
+			out = append(out, dt)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("sequence profiles: no device folders with %s and captures under %s", macFile, dir)
+	}
+	return out, nil
+}
+
+func captureFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("sequence profiles: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		n := strings.TrimSuffix(e.Name(), ".gz")
+		if st, err := os.Stat(filepath.Join(dir, e.Name())); err == nil && !st.IsDir() && (strings.HasSuffix(n, ".pcap") || strings.HasSuffix(n, ".pcapng")) {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// LoadSession reads one capture and splits it by the device's MAC.
+func LoadSession(ctx context.Context, path string, mac schemas.MAC) (Session, error) {
+	s := Session{File: path}
+	_, err := capture.ReadFile(ctx, path, features.HomeConfig{}, func(p *schemas.Packet) error {
+		st := Stamped{TsNs: p.TsNs, V: VectorOf(p)}
+		if p.SrcMAC == mac || p.DstMAC == mac {
+			s.Device = append(s.Device, st)
+		} else {
+			s.Background = append(s.Background, st)
+		}
+		return nil
+	})
+	if err != nil {
+		return Session{}, fmt.Errorf("sequence profiles: %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// LoadCapture reads every packet of a capture as one stream.
+func LoadCapture(ctx context.Context, path string) ([]Stamped, error) {
+	var out []Stamped
+	_, err := capture.ReadFile(ctx, path, features.HomeConfig{}, func(p *schemas.Packet) error {
+		out = append(out, Stamped{TsNs: p.TsNs, V: VectorOf(p)})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// DeviceSet is the SPs of every device type, in one flat list for a
+// Matcher.
+type DeviceSet struct {
+	Devices []DeviceProfiles
+}
+
+// DeviceProfiles is one device type's SPs.
+type DeviceProfiles struct {
+	Device   string
+	Profiles []Profile
+	Stats    GenStats
+}
+
+// LearnDevice generates one device type's SPs from the bursts of its own
+// packets in the given sessions; no burst spans two sessions.
+func LearnDevice(name string, sessions []Session, gap time.Duration, cfg GenConfig) (DeviceProfiles, error) {
+	var bursts []Burst
+	for _, s := range sessions {
+		bursts = append(bursts, Bursts(s.Device, gap)...)
+	}
+	ps, st, err := Generate(bursts, cfg)
+	if err != nil {
+		return DeviceProfiles{}, fmt.Errorf("device %s: %w", name, err)
+	}
+	if len(ps) == 0 {
+		return DeviceProfiles{}, fmt.Errorf("device %s: no sequence profile from %d bursts: it needs at least two bursts that share a packet (capture it longer)", name, len(bursts))
+	}
+	return DeviceProfiles{Device: name, Profiles: ps, Stats: st}, nil
+}
+
+// Flat lists every SP of every device for a Matcher, and for each device
+// the indexes of its SPs in that list (its CNN's input channels).
+func (s *DeviceSet) Flat() (sps [][]Vector, channels [][]int) {
+	channels = make([][]int, len(s.Devices))
+	for d, dp := range s.Devices {
+		for _, p := range dp.Profiles {
+			channels[d] = append(channels[d], len(sps))
+			sps = append(sps, p.Elems)
+		}
+	}
+	return sps, channels
+}

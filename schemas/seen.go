@@ -1,0 +1,54 @@
+package schemas
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// SeenSubject is where the online detector publishes what it found in one
+// home: hm.seen.<campaign>.<home>. No stream is declared for it: detections
+// are a live feed; a consumer that must not miss one binds a stream of its
+// own to "hm.seen.>".
+func SeenSubject(campaign, home string) string {
+	return "hm.seen." + campaign + "." + home
+}
+
+// SeenVersion is the version of a Seen message; a consumer refuses others.
+const SeenVersion = 1
+
+// Seen is one time window's detections in one home, as JSON. The same
+// window layout is what `homemole detect --json` writes, one per window.
+type Seen struct {
+	Version  int    `json:"version"`
+	Campaign string `json:"campaign,omitempty"`
+	Home     string `json:"home,omitempty"`
+	SeenWindow
+}
+
+// SeenWindow is a time window [StartNs, EndNs) and the device types
+// detected in it.
+type SeenWindow struct {
+	StartNs    int64           `json:"start_ns"`
+	EndNs      int64           `json:"end_ns"`
+	Detections []SeenDetection `json:"detections"`
+}
+
+// SeenDetection is one device type with its estimated number behind the
+// address and the detector's probability that it is there.
+type SeenDetection struct {
+	Device string  `json:"device"`
+	Count  int     `json:"count"`
+	Score  float64 `json:"score"`
+}
+
+// DecodeSeen reads a Seen message and refuses versions it does not know.
+func DecodeSeen(b []byte) (Seen, error) {
+	var s Seen
+	if err := json.Unmarshal(b, &s); err != nil {
+		return Seen{}, fmt.Errorf("seen message: %w", err)
+	}
+	if s.Version != SeenVersion {
+		return Seen{}, fmt.Errorf("seen message version %d, this build reads version %d: upgrade the consumer", s.Version, SeenVersion)
+	}
+	return s, nil
+}

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/detect"
+	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/seqprofile"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+func runSP(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "train":
+			return runSPTrain(ctx, log, out, args[1:])
+		case "eval":
+			return runSPEval(ctx, log, out, args[1:])
+		case "show":
+			return runSPShow(out, args[1:])
+		}
+	}
+	return cli.Usagef("sp needs a subcommand: train --dir DIR --out MODEL | eval --dir DIR --json OUT | show --model MODEL")
+}
+
+const spAbout = "Learns Ma et al.'s sequence profiles (seeds/003) and their CNNs from a folder laid\n" +
+	"out like ../shared/data/iot-sentinel-dev: one folder per device type holding its\n" +
+	"captures and _iotdevice-mac.txt. Each device type's own packets (its MAC) are cut\n" +
+	"into bursts at pauses of --burst-gap; the longest common subsequences of pairs of\n" +
+	"bursts, fields that differ abstracted to Any, become sequence profiles (SPs), and\n" +
+	"the --max-sps most important are kept. Everything else in the captures, and the\n" +
+	"other device types, is background. Per device type a detector CNN learns to tell\n" +
+	"background from background plus the type, and a counter CNN how many of the type\n" +
+	"are there (1 to --max-count), from the SPs' match counts per --bin over --window."
+
+// spTrainFlags registers what sp train and sp eval share.
+func spTrainFlags(fs *flag.FlagSet) (*detect.Config, *time.Duration) {
+	cfg := detect.DefaultConfig()
+	window := new(time.Duration)
+	*window = cfg.Window()
+	fs.DurationVar(window, "window", *window, "CNN time window (the paper: 360s); a multiple of --bin")
+	fs.DurationVar(&cfg.Match.Bin, "bin", cfg.Match.Bin, "time-array bin: matches are counted per bin")
+	fs.DurationVar(&cfg.BurstGap, "burst-gap", cfg.BurstGap, "pause that ends a burst (the paper: 1s); also how long a started match waits for its next packet")
+	fs.Float64Var(&cfg.Gen.Distance.Threshold, "d", cfg.Gen.Distance.Threshold, "distance threshold d of the LCS (eq. 4): packets closer than d match")
+	fs.IntVar(&cfg.Gen.MaxProfiles, "max-sps", cfg.Gen.MaxProfiles, "SPs kept per device type (the paper: 10)")
+	fs.IntVar(&cfg.Gen.MaxBursts, "max-bursts", cfg.Gen.MaxBursts, "bursts sampled per device type for the pairwise LCS (bounds the work to n(n-1)/2 pairs)")
+	fs.IntVar(&cfg.Gen.MaxBurstLen, "max-burst-len", cfg.Gen.MaxBurstLen, "packets of a burst the LCS looks at (its opening)")
+	fs.IntVar(&cfg.MaxCount, "max-count", cfg.MaxCount, "largest number of devices of one type the counter learns")
+	fs.IntVar(&cfg.DetectorSamples, "detector-samples", cfg.DetectorSamples, "training windows per detector (half of them negatives)")
+	fs.IntVar(&cfg.CounterSamples, "counter-samples", cfg.CounterSamples, "training windows per counter (packets superposed and matched)")
+	fs.IntVar(&cfg.CNN.Epochs, "epochs", cfg.CNN.Epochs, "training epochs of each CNN")
+	fs.IntVar(&cfg.Threads, "threads", 0, "libtorch threads (0: libtorch's default)")
+	fs.Func("seed", "seed of sampling and training (default 1)", func(s string) error {
+		_, err := fmt.Sscan(s, &cfg.Seed)
+		return err
+	})
+	return &cfg, window
+}
+
+func finishConfig(cfg *detect.Config, window time.Duration) error {
+	if cfg.Match.Bin <= 0 || window%cfg.Match.Bin != 0 {
+		return cli.Usagef("--window %v must be a multiple of --bin %v", window, cfg.Match.Bin)
+	}
+	cfg.WindowBins = int(window / cfg.Match.Bin)
+	cfg.Match.MaxGap = cfg.BurstGap
+	if err := cfg.Validate(); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	return nil
+}
+
+// splitHoldout keeps every k-th capture of each device type out (k <= 0:
+// none), in name order; a type with fewer than k but at least two
+// captures gives its last one, so that every type is judged.
+func splitHoldout(devs []seqprofile.DeviceTraffic, k int) (train, test []seqprofile.DeviceTraffic) {
+	for _, d := range devs {
+		tr, te := seqprofile.DeviceTraffic{Device: d.Device}, seqprofile.DeviceTraffic{Device: d.Device}
+		for i, s := range d.Sessions {
+			last := i == len(d.Sessions)-1 && len(d.Sessions) >= 2 && len(d.Sessions) < k
+			if k > 0 && (i%k == k-1 || last) {
+				te.Sessions = append(te.Sessions, s)
+			} else {
+				tr.Sessions = append(tr.Sessions, s)
+			}
+		}
+		train = append(train, tr)
+		if len(te.Sessions) > 0 {
+			test = append(test, te)
+		}
+	}
+	return train, test
+}
+
+func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("sp train", "--dir DIR --out MODEL [--holdout K] [--window 360s] [--d 8] ...", spAbout+"\n\n"+
+		"The model file holds the SPs, the CNNs' weights and every setting; `homemole detect`\n"+
+		"reads it. With --holdout K every K-th capture of each device type is left out (the\n"+
+		"last one of a type with fewer than K), as `homemole sp eval` judges them. The 31\n"+
+		"IoT Sentinel types take about 3 minutes of CPU (5 on a busy 2-core machine).")
+	dir := fs.String("dir", "", "folder of device-type folders")
+	outPath := fs.String("out", "", "model file to write")
+	holdout := fs.Int("holdout", 0, "leave every K-th capture of each device type out (0: train on all)")
+	cfg, window := spTrainFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *outPath == "" {
+		return cli.Usagef("sp train needs --dir DIR and --out MODEL")
+	}
+	if err := finishConfig(cfg, *window); err != nil {
+		return err
+	}
+	devs, err := seqprofile.LoadDir(ctx, *dir)
+	if err != nil {
+		return err
+	}
+	train, _ := splitHoldout(devs, *holdout)
+	t0 := time.Now()
+	m, err := detect.Train(ctx, &detect.Corpus{Devices: train}, *cfg, log)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.SaveFile(*outPath); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "trained %d device types in %.0f s (%d SPs); model: %s\n", len(m.Devices), time.Since(t0).Seconds(), len(m.SPs()), *outPath)
+	for _, s := range m.Skipped {
+		fmt.Fprintf(out, "  skipped: %s\n", s)
+	}
+	return nil
+}
+
+func runSPEval(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("sp eval", "(--dir DIR | --generated) --json OUT [--report OUT.html] [--holdout 5] [--scenes 1000] [--out MODEL]", spAbout+"\n\n"+
+		"Trains on all captures but every --holdout-th of each device type, then judges the\n"+
+		"held-out ones: each scene is one --window into which 1 to 4 held-out captures of\n"+
+		"different device types are superposed at random offsets (devices behind one\n"+
+		"address, plus whatever else their captures hold). Per device type, a scene is a\n"+
+		"positive when one of its captures is in it and a detection when its detector fires.\n"+
+		"Writes precision, recall and F-score per device type as JSON and an HTML report.\n\n"+
+		"--generated judges a generated home instead (count errors for 1 to 100 devices of a\n"+
+		"type behind one NAT, and response times); it takes a few minutes.")
+	dir := fs.String("dir", "", "folder of device-type folders")
+	generated := fs.Bool("generated", false, "instead of --dir: a generated home (8 half-hour sessions) seen beyond an emulated NAPT gateway; train on 5 sessions, judge 0 to 100 devices of each type superposed on the other 3, with count errors and response times")
+	jsonOut := fs.String("json", "", "file to write the JSON report to")
+	reportOut := fs.String("report", "", "file to write the HTML report to (default: beside --json, .html)")
+	holdout := fs.Int("holdout", 5, "judge every K-th capture of each device type (the last of a type with fewer), train on the rest (the seed's 8:2)")
+	scenes := fs.Int("scenes", 1000, "scenes (windows) to judge")
+	modelOut := fs.String("out", "", "also write the trained model here")
+	cfg, window := spTrainFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if (*dir == "") == !*generated || *jsonOut == "" {
+		return cli.Usagef("sp eval needs --dir DIR or --generated, and --json OUT")
+	}
+	if *holdout < 2 || *scenes < 1 {
+		return cli.Usagef("--holdout %d, --scenes %d: want >= 2 and >= 1", *holdout, *scenes)
+	}
+	if err := finishConfig(cfg, *window); err != nil {
+		return err
+	}
+	var r *detect.Report
+	var err error
+	if *generated {
+		r, err = evalGenerated(ctx, log, *cfg, *modelOut)
+	} else {
+		r, err = evalCaptures(ctx, log, *cfg, *dir, *holdout, *scenes, *modelOut)
+	}
+	if err != nil {
+		return err
+	}
+	js, err := r.JSON()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*jsonOut, append(js, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write the JSON report: %w", err)
+	}
+	if *reportOut == "" {
+		*reportOut = strings.TrimSuffix(*jsonOut, filepath.Ext(*jsonOut)) + ".html"
+	}
+	html, err := r.HTML()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*reportOut, html, 0o644); err != nil {
+		return fmt.Errorf("write the HTML report: %w", err)
+	}
+	fmt.Fprint(out, r.Text())
+	fmt.Fprintf(out, "report: %s, %s\n", *jsonOut, *reportOut)
+	return nil
+}
+
+func runSPShow(out io.Writer, args []string) error {
+	fs := newFlags("sp show", "--model MODEL", "Prints each device type's sequence profiles: N(S), V(S) and the packet\n"+
+		"vectors, * for a field abstracted to Any.")
+	path := fs.String("model", "", "model file from `homemole sp train`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return cli.Usagef("sp show needs --model MODEL")
+	}
+	m, err := detect.LoadFile(*path)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	for _, d := range m.Devices {
+		fmt.Fprintf(out, "%s\n", d.Name)
+		for i, p := range d.Profiles {
+			fmt.Fprintf(out, "  SP %d: %s\n", i+1, p.String())
+		}
+	}
+	return nil
+}
+
+func evalCaptures(ctx context.Context, log *slog.Logger, cfg detect.Config, dir string, holdout, scenes int, modelOut string) (*detect.Report, error) {
+	devs, err := seqprofile.LoadDir(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	train, test := splitHoldout(devs, holdout)
+	t0 := time.Now()
+	m, err := detect.Train(ctx, &detect.Corpus{Devices: train}, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	trainSecs := time.Since(t0).Seconds()
+	if modelOut != "" {
+		if err := m.SaveFile(modelOut); err != nil {
+			return nil, err
+		}
+	}
+	r, err := detect.EvaluateCaptures(ctx, m, test, scenes, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	r.Title = "Sequence profiles + CNN on " + filepath.Base(filepath.Clean(dir))
+	r.Split = fmt.Sprintf("trained on all but every %d-th capture of each device type, judged on those (%d types)", holdout, len(m.Devices))
+	r.TrainSeconds = trainSecs
+	r.Notes = append(r.Notes, m.Skipped...)
+	return r, nil
+}
+
+// generatedCounts are the numbers of devices of one type judged behind one NAT.
+var generatedCounts = []int{1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 70, 100}
+
+func evalGenerated(ctx context.Context, log *slog.Logger, cfg detect.Config, modelOut string) (*detect.Report, error) {
+	dir, err := os.MkdirTemp("", "homemole-sp-eval-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	const sessions, trainN = 8, 5
+	h, err := homegen.Generate(homegen.Config{Seed: cfg.Seed, Sessions: sessions, SessionDuration: 30 * time.Minute}, dir)
+	if err != nil {
+		return nil, err
+	}
+	hc, err := h.HomeConfig()
+	if err != nil {
+		return nil, err
+	}
+	ss, err := detect.LoadHomeNAPT(ctx, h.Files, h.Inventory, hc)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	m, err := detect.Train(ctx, detect.HomeCorpus(ss[:trainN]), cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	trainSecs := time.Since(t0).Seconds()
+	if modelOut != "" {
+		if err := m.SaveFile(modelOut); err != nil {
+			return nil, err
+		}
+	}
+	r, err := detect.EvaluateNAT(ctx, m, ss[trainN:], generatedCounts, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	if err := detect.ResponseTimes(ctx, m, ss[trainN:], 13*time.Minute, cfg.Seed, r); err != nil {
+		return nil, err
+	}
+	r.Title = "Sequence profiles + CNN, generated home behind NAPT"
+	r.Split = fmt.Sprintf("home seed %d; trained on sessions 1-%d, judged on sessions %d-%d; per type and window: 0 or n devices superposed", cfg.Seed, trainN, trainN+1, sessions)
+	r.TrainSeconds = trainSecs
+	return r, nil
+}
