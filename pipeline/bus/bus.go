@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +44,9 @@ type Config struct {
 	// ReconnectWait is the pause between reconnect attempts (nats.go's
 	// default, 2 s, when zero).
 	ReconnectWait time.Duration
+	// Auth is who the connection is and which servers it trusts (none: an
+	// anonymous plain-text connection, as to the embedded server).
+	Auth Auth
 }
 
 // Conn is a JetStream connection with the streams declared.
@@ -95,6 +100,12 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 				wake()
 			}
 		}),
+		// Permission violations come back asynchronously: a publish to a
+		// subject the user may not use is dropped by the server and only
+		// this says why.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("NATS error", "err", err)
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
 			if cfg.RetryConnect {
@@ -108,26 +119,44 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if cfg.ReconnectWait > 0 {
 		opts = append(opts, nats.ReconnectWait(cfg.ReconnectWait))
 	}
+	opts = append(opts, cfg.Auth.options()...)
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w (%s)", cfg.URL, err, fixUnreachable)
+		return nil, fmt.Errorf("connect to NATS at %s: %w (%s)", redactURL(cfg.URL), err, fixConnect(err))
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(asyncAckTimeout))
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("open JetStream on %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("open JetStream on %s: %w", redactURL(cfg.URL), err)
 	}
 	c.NC, c.JS = nc, js
 	if cfg.RetryConnect && !nc.IsConnected() {
-		log.Warn("NATS is unreachable; retrying in the background", "url", cfg.URL, "fix", fixUnreachable)
+		log.Warn("NATS is unreachable; retrying in the background", "url", redactURL(cfg.URL), "fix", fixUnreachable)
 	} else if err := c.declareStreams(ctx); err != nil {
-		nc.Close()
-		return nil, err
+		if !cfg.RetryConnect {
+			nc.Close()
+			return nil, err
+		}
+		// A cluster moving a stream's leader answers again in seconds.
+		log.Warn("declaring streams failed; retrying in the background", "err", err)
+		wake()
 	}
 	if cfg.RetryConnect {
 		go c.declareLoop()
 	}
 	return c, nil
+}
+
+// fixConnect says what to check when a connection fails.
+func fixConnect(err error) string {
+	msg := strings.ToLower(err.Error())
+	switch {
+	case errors.Is(err, nats.ErrAuthorization) || strings.Contains(msg, "authorization") || strings.Contains(msg, "authentication"):
+		return "check the user: HOMEMOLE_NATS_USER and HOMEMOLE_NATS_PASSWORD, or HOMEMOLE_NATS_CREDS"
+	case strings.Contains(msg, "tls") || strings.Contains(msg, "x509") || strings.Contains(msg, "secure connection"):
+		return "check TLS: HOMEMOLE_NATS_CA names the CA of the servers' certificates, and tls:// URLs"
+	}
+	return fixUnreachable
 }
 
 const fixUnreachable = "is the server running? set --nats or HOMEMOLE_NATS_URL, or leave both empty for the embedded server"
@@ -141,8 +170,25 @@ func (c *Conn) declareStreams(ctx context.Context) error {
 		sc.Replicas = c.cfg.Replicas
 		sc.Duplicates = c.cfg.DedupWindow
 		sc.Retention = jetstream.LimitsPolicy
+		// A stream already laid out as wanted is left alone: a capture
+		// agent may read stream information but not change streams. More
+		// replicas than asked for count as wanted: a worker started
+		// without HOMEMOLE_NATS_REPLICAS=3 must not scale a cluster's
+		// streams down.
+		s, err := c.JS.Stream(ctx, sc.Name)
+		switch {
+		case err == nil:
+			have := s.CachedInfo().Config
+			if slices.Equal(have.Subjects, sc.Subjects) && have.Replicas >= sc.Replicas && have.Duplicates == sc.Duplicates && have.Storage == sc.Storage {
+				continue
+			}
+		case !errors.Is(err, jetstream.ErrStreamNotFound):
+			// Not an answer (a cluster electing the stream's leader): no
+			// reason to try to change the stream.
+			return fmt.Errorf("look up stream %s on %s: %w", sc.Name, redactURL(c.cfg.URL), err)
+		}
 		if _, err := c.JS.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("declare stream %s on %s: %w (is JetStream enabled on the server?)", sc.Name, c.cfg.URL, err)
+			return fmt.Errorf("declare stream %s on %s: %w (is JetStream enabled on the server, and may this user declare streams?)", sc.Name, redactURL(c.cfg.URL), err)
 		}
 	}
 	return nil
@@ -191,7 +237,7 @@ func (c *Conn) PublishAsync(subject, msgID string, data []byte) (jetstream.PubAc
 	// While disconnected nats.go fails a message with headers for lack of
 	// the server's feature list, an error that would hide the real cause.
 	if !c.NC.IsConnected() {
-		return nil, fmt.Errorf("publish batch %s to %s: not connected to NATS at %s", msgID, subject, c.cfg.URL)
+		return nil, fmt.Errorf("publish batch %s to %s: not connected to NATS at %s", msgID, subject, redactURL(c.cfg.URL))
 	}
 	f, err := c.JS.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(msgID))
 	if err != nil {
@@ -241,6 +287,10 @@ type ConsumerConfig struct {
 	Stream  string
 	Durable string
 	Filter  string
+	// Filters, when not nil, replaces Filter with several subjects (a
+	// partition's homes, see Partition). An empty list matches nothing:
+	// Consume then idles until ctx ends, as a replica without homes must.
+	Filters []string
 	// MaxAckPending bounds how many messages may wait for an ack; the
 	// windower holds a session's messages until the session ends.
 	MaxAckPending int
@@ -258,18 +308,51 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 	if cc.AckWait == 0 {
 		cc.AckWait = 2 * time.Minute
 	}
-	cons, err := c.JS.CreateOrUpdateConsumer(ctx, cc.Stream, jetstream.ConsumerConfig{
-		Durable:       cc.Durable,
-		FilterSubject: cc.Filter,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		MaxAckPending: cc.MaxAckPending,
-		AckWait:       cc.AckWait,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("declare consumer %s on %s: %w", cc.Durable, cc.Stream, err)
+	filter, filters := cc.Filter, []string(nil)
+	if cc.Filters != nil {
+		if len(cc.Filters) == 0 {
+			c.log.Warn("consumer has no subjects to read (a partition without homes); idling", "consumer", cc.Durable)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		filter, filters = "", cc.Filters
+		if len(filters) == 1 {
+			filter, filters = filters[0], nil
+		}
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(64))
+	// A cluster electing a new stream leader (a node restarting) answers
+	// nothing for a few seconds: declaring the consumer is retried then,
+	// rather than ending a worker that would only be restarted.
+	var cons jetstream.Consumer
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		var err error
+		cons, err = c.JS.CreateOrUpdateConsumer(ctx, cc.Stream, jetstream.ConsumerConfig{
+			Durable:        cc.Durable,
+			FilterSubject:  filter,
+			FilterSubjects: filters,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			MaxAckPending:  cc.MaxAckPending,
+			AckWait:        cc.AckWait,
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !transient(err) {
+			return fmt.Errorf("declare consumer %s on %s: %w", cc.Durable, cc.Stream, err)
+		}
+		c.log.Warn("declaring the consumer failed; retrying", "consumer", cc.Durable, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	// A pull request lost while a cluster elects the consumer's leader (a
+	// consumer just made, a node restarting) is noticed by its missing
+	// heartbeats and sent again: a 5 s expiry bounds that stall to seconds
+	// rather than the 30 s of nats.go's default.
+	it, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("consume %s from %s: %w", cc.Durable, cc.Stream, err)
 	}
@@ -309,4 +392,13 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 			_ = msg.NakWithDelay(time.Second)
 		}
 	}
+}
+
+// transient reports errors a JetStream cluster gives while it moves a
+// stream's leader or a client reconnects: worth a retry.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.As(err, &apiErr) && apiErr.Code == 503
 }

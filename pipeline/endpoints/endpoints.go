@@ -27,6 +27,10 @@ type Config struct {
 	S3TLS     bool   // HOMEMOLE_S3_TLS
 	AccessKey string // HOMEMOLE_S3_ACCESS_KEY (never a flag: flags show in ps)
 	SecretKey string // HOMEMOLE_S3_SECRET_KEY (never a flag)
+	// NATSAuth is the NATS user and TLS files (HOMEMOLE_NATS_USER,
+	// HOMEMOLE_NATS_PASSWORD, HOMEMOLE_NATS_CREDS, HOMEMOLE_NATS_CA, ...;
+	// never flags).
+	NATSAuth bus.Auth
 }
 
 // FromEnv reads the environment.
@@ -39,15 +43,14 @@ func FromEnv() Config {
 		S3TLS:     os.Getenv("HOMEMOLE_S3_TLS") == "true",
 		AccessKey: os.Getenv("HOMEMOLE_S3_ACCESS_KEY"),
 		SecretKey: os.Getenv("HOMEMOLE_S3_SECRET_KEY"),
+		Replicas:  bus.ReplicasFromEnv(),
+		NATSAuth:  bus.AuthFromEnv(),
 	}
 	if c.Home == "" {
 		c.Home = ".homemole"
 	}
 	if c.S3Bucket == "" {
 		c.S3Bucket = "homemole"
-	}
-	if os.Getenv("HOMEMOLE_NATS_REPLICAS") == "3" {
-		c.Replicas = 3
 	}
 	return c
 }
@@ -94,7 +97,11 @@ func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, e
 			s3 = store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: c.S3Bucket}
 		}
 	}
-	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: c.Replicas, Name: name}, log)
+	auth, replicas := c.NATSAuth, c.Replicas
+	if natsURL != c.NATSURL {
+		auth, replicas = bus.Auth{}, 1 // the embedded server is one node and knows no users
+	}
+	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: replicas, Name: name, Auth: auth}, log)
 	if err != nil {
 		env.Close()
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -49,8 +50,12 @@ type CrossValidation struct {
 	Mode    string
 	Seed    uint64
 	// Parallel folds train at once (goroutines sharing the cores; in a
-	// cluster each fold is a pod running the same code through Fold).
+	// cluster each fold is a pod running the same code through Only).
 	Parallel int
+	// Only, when set, runs just these folds (numbered from 1) and writes
+	// no summary: a cluster runs one fold per pod, and Gather writes the
+	// summary from the folds' records once all are in.
+	Only     []int
 	Log      *slog.Logger
 	Progress func(fold int, e learn.EpochStats)
 }
@@ -187,8 +192,9 @@ func windowHash(seed uint64, id string) uint64 {
 	return rand.New(rand.NewPCG(h, seed)).Uint64()
 }
 
-// Run trains and judges every fold, writes each fold's checkpoint and
-// report and the summary (reports/RUN/cv.json, cv.html) to the store.
+// Run trains and judges every fold (or those in Only), writes each fold's
+// checkpoint, report and record and, unless Only is set, the summary
+// (reports/RUN/cv.json, cv.html) to the store.
 func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 	start := time.Now()
 	if !slices.Contains(Models, cv.Model) {
@@ -202,57 +208,164 @@ func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	picked, err := cv.picked(len(folds))
+	if err != nil {
+		return nil, nil, err
+	}
 	all, err := dataset.Windows(ctx, cv.Store, m, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	par := max(1, min(cv.Parallel, len(folds)))
+	par := max(1, min(cv.Parallel, len(picked)))
 	lcfg := cv.Learn
 	if par > 1 && lcfg.Threads == 0 {
 		// Folds share the cores: libtorch's own threads would fight.
 		lcfg.Threads = max(1, runtime.NumCPU()/par)
 	}
 	cv.Log.Info("cross-validation", "dataset", cv.Dataset+"/"+cv.Version, "model", cv.Model, "mode", cv.Mode,
-		"folds", len(folds), "parallel", par, "windows", len(all))
+		"folds", len(folds), "running", len(picked), "parallel", par, "windows", len(all))
 
-	results := make([]FoldResult, len(folds))
-	confs := make([]*evaluate.Confusion, len(folds))
-	votes := make([][]evaluate.SessionVote, len(folds))
-	errs := make([]error, len(folds))
+	results := make([]FoldRecord, len(picked))
+	errs := make([]error, len(picked))
 	sem := make(chan struct{}, par)
 	var wg sync.WaitGroup
-	for i, f := range folds {
+	for k, i := range picked {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i], confs[i], votes[i], errs[i] = cv.runFold(ctx, m, i, f, all, lcfg)
+			results[k], errs[k] = cv.runFold(ctx, m, i, len(folds), folds[i], all, lcfg)
 		}()
 	}
 	wg.Wait()
-	for i, err := range errs {
+	for k, err := range errs {
 		if err != nil {
-			return nil, nil, fmt.Errorf("fold %d of %d: %w", i+1, len(folds), err)
+			return nil, nil, fmt.Errorf("fold %d of %d: %w", picked[k]+1, len(folds), err)
 		}
 	}
+	if len(cv.Only) > 0 {
+		res := &CVResult{Run: cv.RunName, Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Model, Mode: cv.modeName(), Window: m.WindowSize}
+		for _, r := range results {
+			res.Folds = append(res.Folds, r.Result)
+		}
+		res.Seconds = time.Since(start).Seconds()
+		return res, nil, nil
+	}
+	return cv.summarize(ctx, m, results, start)
+}
 
-	res := &CVResult{Run: cv.RunName, Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Model, Mode: cv.Mode, Window: m.WindowSize, Folds: results}
+// picked is the folds to run, numbered from 0.
+func (cv *CrossValidation) picked(n int) ([]int, error) {
+	if len(cv.Only) == 0 {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i
+		}
+		return out, nil
+	}
+	var out []int
+	for _, f := range cv.Only {
+		if f < 1 || f > n {
+			return nil, fmt.Errorf("fold %d: this %s cross-validation has folds 1 to %d", f, cv.modeName(), n)
+		}
+		if !slices.Contains(out, f-1) {
+			out = append(out, f-1)
+		}
+	}
+	return out, nil
+}
+
+func (cv *CrossValidation) modeName() string {
+	if cv.Mode == "" {
+		return CVGrouped
+	}
+	return cv.Mode
+}
+
+// FoldRecord is what a fold leaves in the store (reports/RUN/fold-I/fold.json)
+// for Gather: its figures, its confusion matrix and its session votes.
+type FoldRecord struct {
+	// Of names the cross-validation the fold belongs to (model, mode,
+	// folds, seed): Gather refuses a fold of another one left under the
+	// same run name.
+	Of        string                 `json:"of"`
+	Result    FoldResult             `json:"result"`
+	Confusion *evaluate.Confusion    `json:"confusion"`
+	Sessions  []evaluate.SessionVote `json:"session_votes"`
+}
+
+func (cv *CrossValidation) of(folds int) string {
+	return fmt.Sprintf("%s on %s/%s, %s, %d folds, seed %d", cv.Model, cv.Dataset, cv.Version, cv.modeName(), folds, cv.Seed)
+}
+
+func foldRecordKey(run string, fold int) string {
+	return path.Join("reports", run, fmt.Sprintf("fold-%d", fold), "fold.json")
+}
+
+// Gather writes the summary of a cross-validation whose folds ran apart
+// (Only, one pod each) from the records they left. It fails, naming them,
+// while any fold is missing, so it can be retried until all are in.
+func (cv *CrossValidation) Gather(ctx context.Context) (*CVResult, []byte, error) {
+	m, err := dataset.Load(ctx, cv.Store, cv.Dataset, cv.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	folds, err := cv.splits(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	records := make([]FoldRecord, len(folds))
+	var missing []string
+	for i := range folds {
+		data, err := cv.Store.Get(ctx, foldRecordKey(cv.RunName, i+1))
+		if errors.Is(err, store.ErrNotFound) {
+			missing = append(missing, fmt.Sprint(i+1))
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := json.Unmarshal(data, &records[i]); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", foldRecordKey(cv.RunName, i+1), err)
+		}
+		if of := cv.of(len(folds)); records[i].Of != of || records[i].Confusion == nil || len(records[i].Confusion.Labels) != len(m.Labels) {
+			return nil, nil, fmt.Errorf("%s is a fold of %q, not of %q: another run name, or the same settings as the folds", foldRecordKey(cv.RunName, i+1), records[i].Of, of)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, nil, fmt.Errorf("run %s: fold(s) %s of %d not done yet", cv.RunName, strings.Join(missing, ", "), len(folds))
+	}
+	// The folds ran apart: their training time is what there is to add up.
+	return cv.summarize(ctx, m, records, time.Time{})
+}
+
+// summarize writes reports/RUN/cv.json and cv.html over every fold.
+func (cv *CrossValidation) summarize(ctx context.Context, m *dataset.Manifest, records []FoldRecord, start time.Time) (*CVResult, []byte, error) {
+	res := &CVResult{Run: cv.RunName, Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Model, Mode: cv.Mode, Window: m.WindowSize}
 	if res.Mode == "" {
 		res.Mode = CVGrouped
 	}
 	res.Confusion = evaluate.NewConfusion(m.Labels)
 	var acc, f1, sess, types []float64
-	for i, r := range results {
-		res.Confusion.Merge(confs[i])
-		res.Sessions = append(res.Sessions, votes[i]...)
+	for _, rec := range records {
+		r := rec.Result
+		res.Folds = append(res.Folds, r)
+		res.Confusion.Merge(rec.Confusion)
+		res.Sessions = append(res.Sessions, rec.Sessions...)
 		acc, f1 = append(acc, r.Accuracy), append(f1, r.MacroF1)
 		sess, types = append(sess, r.SessionAccuracy), append(types, r.SessionAccuracyTypes)
 	}
 	res.Accuracy, res.MacroF1 = spreadOf(acc), spreadOf(f1)
 	res.SessionAccuracy, res.SessionAccuracyTypes = spreadOf(sess), spreadOf(types)
 	res.PerDevice = res.Confusion.PerClass()
-	res.Seconds = time.Since(start).Seconds()
+	if start.IsZero() {
+		for _, f := range res.Folds {
+			res.Seconds += f.TrainSeconds
+		}
+	} else {
+		res.Seconds = time.Since(start).Seconds()
+	}
 
 	js, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
@@ -277,8 +390,25 @@ func contentType(name string) string {
 	return "application/json"
 }
 
-// runFold trains on the fold's training side and judges its held-out side.
-func (cv *CrossValidation) runFold(ctx context.Context, m *dataset.Manifest, i int, f fold, all []*schemas.Window, cfg learn.Config) (FoldResult, *evaluate.Confusion, []evaluate.SessionVote, error) {
+// runFold trains on the fold's training side and judges its held-out side,
+// fold i of n, and leaves its record for Gather.
+func (cv *CrossValidation) runFold(ctx context.Context, m *dataset.Manifest, i, n int, f fold, all []*schemas.Window, cfg learn.Config) (FoldRecord, error) {
+	r, conf, votes, err := cv.fitFold(ctx, m, i, f, all, cfg)
+	if err != nil {
+		return FoldRecord{}, err
+	}
+	rec := FoldRecord{Of: cv.of(n), Result: r, Confusion: conf, Sessions: votes}
+	js, err := json.Marshal(rec)
+	if err != nil {
+		return FoldRecord{}, err
+	}
+	if _, err := cv.Store.Put(ctx, foldRecordKey(cv.RunName, i+1), js, "application/json"); err != nil {
+		return FoldRecord{}, err
+	}
+	return rec, nil
+}
+
+func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i int, f fold, all []*schemas.Window, cfg learn.Config) (FoldResult, *evaluate.Confusion, []evaluate.SessionVote, error) {
 	var trainW, testW []*schemas.Window
 	for _, w := range all {
 		switch {

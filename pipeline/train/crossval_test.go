@@ -86,3 +86,71 @@ func TestSpread(t *testing.T) {
 		t.Errorf("std %v, want 0.0816 (population)", s.Std)
 	}
 }
+
+// TestCrossValidationApart runs each fold on its own, as the pods of a
+// Kubernetes Indexed Job do, and gathers them: the summary must match the
+// one of a run that trained every fold in one process.
+func TestCrossValidationApart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st := buildSkeleton(ctx, t, log)
+	cv := func(run string, only ...int) *CrossValidation {
+		return &CrossValidation{Store: st, Dataset: "skeleton", Version: "v1", RunName: run, Model: "rf", Learn: learn.DefaultConfig(),
+			Folds: 3, Mode: CVGrouped, Seed: 2, Only: only, Log: log}
+	}
+	whole, _, err := cv("together").Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, f := range []int{3, 1} {
+		res, html, err := cv("apart", f).Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Folds) != 1 || res.Folds[0].Fold != f || html != nil {
+			t.Fatalf("--fold %d ran folds %+v", f, res.Folds)
+		}
+	}
+	if _, err := st.Get(ctx, "reports/apart/cv.json"); err == nil {
+		t.Error("a single fold wrote the run's summary, which the other folds' pods would overwrite")
+	}
+	if _, _, err := cv("apart").Gather(ctx); err == nil || !strings.Contains(err.Error(), "fold(s) 2 of 3 not done") {
+		t.Errorf("gather with fold 2 missing: %v", err)
+	}
+	if _, _, err := cv("apart", 2).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, html, err := cv("apart").Gather(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Folds) != 3 || got.Confusion.Total() != whole.Confusion.Total() || len(html) == 0 {
+		t.Fatalf("gathered %d folds over %d packets, want 3 over %d", len(got.Folds), got.Confusion.Total(), whole.Confusion.Total())
+	}
+	for i := range whole.Folds {
+		a, b := whole.Folds[i], got.Folds[i]
+		if a.Fold != b.Fold || a.TestWindows != b.TestWindows || a.Accuracy != b.Accuracy {
+			t.Errorf("fold %d apart: %d windows, accuracy %v; together: %d windows, accuracy %v", a.Fold, b.TestWindows, b.Accuracy, a.TestWindows, a.Accuracy)
+		}
+	}
+	if got.Accuracy != whole.Accuracy {
+		t.Errorf("gathered accuracy %+v, together %+v", got.Accuracy, whole.Accuracy)
+	}
+	if _, err := st.Get(ctx, "reports/apart/cv.json"); err != nil {
+		t.Errorf("gather wrote no summary: %v", err)
+	}
+
+	other := cv("apart")
+	other.Seed = 3
+	if _, _, err := other.Gather(ctx); err == nil || !strings.Contains(err.Error(), "seed 2") {
+		t.Errorf("gather with another seed than the folds': %v", err)
+	}
+
+	for _, bad := range [][]int{{0}, {4}} {
+		if _, _, err := cv("x", bad...).Run(ctx); err == nil || !strings.Contains(err.Error(), "folds 1 to 3") {
+			t.Errorf("fold %v of 3: %v", bad, err)
+		}
+	}
+}

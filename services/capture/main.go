@@ -16,6 +16,7 @@ import (
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -32,6 +33,7 @@ func main() {
 			"wait there, and a restarted agent resumes each capture where the last one stopped. Empty: batches wait\n"+
 			"in memory only, the agent fails at once if NATS is unreachable at start, and a restart publishes everything again")
 		spoolMax := fs.String("spool-max", "256MiB", "most disk the spool may use (e.g. 64MiB, 2GiB); when it is full the agent stops reading until NATS answers")
+		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -62,16 +64,34 @@ func main() {
 		if err != nil {
 			return cli.Usagef("%v", err)
 		}
+		m, err := metrics.Start(ctx, "capture", *metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		stat := func(f func(agent.Stats) int) func() float64 {
+			return func() float64 { return float64(f(ag.Stats())) }
+		}
+		if err := m.Report(metrics.Totals{
+			PacketsIn:  stat(func(s agent.Stats) int { return s.Packets }),
+			BatchesOut: stat(func(s agent.Stats) int { return s.Acked }),
+			Errors:     stat(func(s agent.Stats) int { return s.DecodeErrors + s.ReadErrors }),
+		}); err != nil {
+			return err
+		}
 		// With a spool the agent can start before NATS does and fill the
 		// spool meanwhile; without one, an unreachable server is an error now.
 		spooling := *spoolDir != ""
 		conn, err := bus.Connect(ctx, bus.Config{
 			URL: *natsURL, Name: "capture-" + *home, RetryConnect: spooling, NoReconnectBuffer: spooling,
+			Replicas: bus.ReplicasFromEnv(), Auth: bus.AuthFromEnv(),
 		}, log)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
+		// Ready once running, connected or not: a spooling agent works
+		// through an outage, and no Service routes to it.
+		m.SetReady(func() error { return nil })
 		// Interface taps capture until the agent is stopped (SIGTERM); the
 		// final batch of each live session is sent on the way out.
 		if err := ag.Run(ctx, conn, ag.Inputs(true, time.Now())); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,14 +20,17 @@ import (
 
 func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
-	fs := newFlags("cv", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--folds K] [--mode grouped|random|leave-one-home-out] [--parallel N]",
+	fs := newFlags("cv", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--folds K] [--mode grouped|random|leave-one-home-out] [--parallel N] [--fold I | --fold-index I | --gather]",
 		"Cross-validates a model on a dataset version: k folds, each trained on the rest and\n"+
 			"judged on its held-out windows; writes every fold's checkpoint and report and a\n"+
 			"summary (mean and spread over folds, confusion matrix over all held-out packets) to\n"+
 			"models/RUN/fold-I/ and reports/RUN/, and copies cv.html and cv.json under --home.\n\n"+
 			"Modes: grouped (default) keeps each capture session in one fold, since neighbouring\n"+
 			"windows share context; random deals windows as the paper does (it flatters);\n"+
-			"leave-one-home-out holds out a home per fold.")
+			"leave-one-home-out holds out a home per fold.\n\n"+
+			"On a cluster each fold runs in its own pod (a Kubernetes Indexed Job passes\n"+
+			"--fold-index $(JOB_COMPLETION_INDEX)) under one --run name, writing no summary;\n"+
+			"--gather then writes it from the folds' records, and fails until all are in.")
 	ep.Register(fs)
 	name := fs.String("dataset", "", "dataset name")
 	version := fs.String("version", "v1", "dataset version")
@@ -35,7 +39,10 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	mode := fs.String("mode", train.CVGrouped, "grouped, random or leave-one-home-out")
 	parallel := fs.Int("parallel", 1, "folds trained at once (they share the cores)")
 	seed := fs.Uint64("seed", 1, "seed of the folds and the training")
-	run := fs.String("run", "", "run name (default: dataset-model-cv-time)")
+	run := fs.String("run", "", "run name (default: dataset-model-cv-time; required with --fold, --fold-index and --gather)")
+	only := fs.String("fold", "", "run only these folds, numbered from 1 and comma-separated (e.g. 2 or 1,4), and write no summary")
+	foldIndex := fs.Int("fold-index", -1, "run only the fold numbered from 0 (a Kubernetes Indexed Job's completion index), and write no summary")
+	gather := fs.Bool("gather", false, "train nothing: write the summary of a run whose folds ran apart")
 	cfg := learnFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -49,6 +56,16 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	if !slices.Contains(train.CVModes, *mode) {
 		return cli.Usagef("--mode %q: want one of %s", *mode, strings.Join(train.CVModes, ", "))
 	}
+	folds1, err := parseFolds(*only, *foldIndex)
+	if err != nil {
+		return err
+	}
+	if (len(folds1) > 0 || *gather) && *run == "" {
+		return cli.Usagef("--fold, --fold-index and --gather need --run NAME: the folds' pods and the gather meet under it")
+	}
+	if len(folds1) > 0 && *gather {
+		return cli.Usagef("--gather trains nothing: give it without --fold and --fold-index")
+	}
 	if *run == "" {
 		*run = fmt.Sprintf("%s-%s-cv-%s", *name, *model, time.Now().UTC().Format("20060102T150405"))
 	}
@@ -59,14 +76,25 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	defer env.Close()
 	cfg.Seed = int64(*seed)
 	cv := &train.CrossValidation{Store: env.Store, Dataset: *name, Version: *version, RunName: *run, Model: *model, Learn: *cfg,
-		Folds: *folds, Mode: *mode, Seed: *seed, Parallel: *parallel, Log: log,
+		Folds: *folds, Mode: *mode, Seed: *seed, Parallel: *parallel, Only: folds1, Log: log,
 		Progress: func(fold int, e learn.EpochStats) {
 			log.Info("epoch", "fold", fold, "epoch", fmt.Sprintf("%d/%d", e.Epoch, cfg.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
 				"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))
 		}}
-	res, html, err := cv.Run(ctx)
+	run1 := cv.Run
+	if *gather {
+		run1 = cv.Gather
+	}
+	res, html, err := run1(ctx)
 	if err != nil {
 		return err
+	}
+	if html == nil {
+		for _, f := range res.Folds {
+			fmt.Fprintf(out, "fold %d of run %s: %d held-out windows, accuracy %.1f%%, macro F1 %.3f; summary: homemole cv --gather --run %s\n",
+				f.Fold, *run, f.TestWindows, 100*f.Accuracy, f.MacroF1, *run)
+		}
+		return nil
 	}
 	dir := filepath.Join(ep.Home, "reports", *run)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -84,4 +112,27 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 		100*res.SessionAccuracy.Mean, 100*res.SessionAccuracy.Std, 100*res.SessionAccuracyTypes.Mean, 100*res.SessionAccuracyTypes.Std)
 	fmt.Fprintf(out, "  report: %s\n", filepath.Join(dir, "cv.html"))
 	return nil
+}
+
+// parseFolds reads --fold (numbered from 1) and --fold-index (from 0) into
+// fold numbers from 1; neither given means every fold.
+func parseFolds(list string, index int) ([]int, error) {
+	if list != "" && index >= 0 {
+		return nil, cli.Usagef("give --fold or --fold-index, not both")
+	}
+	if index >= 0 {
+		return []int{index + 1}, nil
+	}
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, cli.Usagef("--fold %q: want fold numbers from 1, comma-separated", list)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

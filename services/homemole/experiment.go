@@ -38,7 +38,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	view := fs.String("view", "lan", "lan, napt or vpn: the vantage point (napt and vpn captures are made by the gateway emulator)")
 	cipher := fs.String("cipher", "aes-256-gcm", "VPN cipher of the emulator for --view vpn: aes-256-gcm or aes-256-cbc")
 	kind := fs.String("kind", schemas.KindInd, "ind (windows of one device's packets) or noise (windows of the whole capture, background included)")
-	win := fs.Int("window", 40, "packets per window")
+	win := fs.Int("window", 20, "packets per window (20: the best of 20, 40 and 100 in the window-size study, README)")
 	model := fs.String("model", "blstm", "rf, lstm or blstm")
 	jsonOut := fs.String("json", "", "file to write the JSON summary to")
 	reportOut := fs.String("report", "", "file to write the HTML report to (default: beside --json, .html)")

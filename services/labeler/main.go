@@ -1,6 +1,7 @@
 // Command labeler is the labeler worker: it labels a campaign's LAN packets
 // from each home's inventory and republishes them to the LABELED stream.
-// Replicas share one durable consumer, so adding one adds throughput.
+// Replicas split the homes (--partition I --partitions N), each reading its
+// homes in order through a durable consumer of its own.
 package main
 
 import (
@@ -8,10 +9,13 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/label"
+	"github.com/homemole/homemole/pipeline/metrics"
+	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -20,11 +24,18 @@ func main() {
 		fs := flag.NewFlagSet("labeler", flag.ContinueOnError)
 		file := fs.String("campaign", "", "campaign file (YAML) with the homes' inventories")
 		natsURL := fs.String("nats", os.Getenv("HOMEMOLE_NATS_URL"), "NATS URL (env HOMEMOLE_NATS_URL)")
+		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
+		var part bus.Partition
+		part.RegisterFlags(fs)
+		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
 		if *file == "" || *natsURL == "" {
 			return cli.Usagef("labeler needs --campaign FILE and --nats URL")
+		}
+		if err := part.Validate(); err != nil {
+			return cli.Usagef("%v", err)
 		}
 		c, err := campaign.Load(*file)
 		if err != nil {
@@ -34,12 +45,63 @@ func main() {
 		if err != nil {
 			return err
 		}
-		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "labeler"}, log)
+		l.AckWait = *ackWait
+		m, err := metrics.Start(ctx, "labeler", *metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		if err := m.Report(labelerTotals(l)); err != nil {
+			return err
+		}
+		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "labeler", Replicas: bus.ReplicasFromEnv(), Auth: bus.AuthFromEnv()}, log)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
-		log.Info("labeler running", "campaign", c.Name, "homes", len(c.Homes))
-		return l.Run(ctx, conn, "labeler-"+c.Name, log)
+		// Partitioned, this replica reads only its homes, under a durable of its own.
+		var homes []string
+		for _, h := range c.Homes {
+			homes = append(homes, h.Name)
+		}
+		cc := part.Apply(l.ConsumerConfig("labeler-"+c.Name), homes, func(home string) string { return schemas.PacketSubject(c.Name, home, "*") })
+		durable := cc.Durable
+		if err := m.WatchConsumer(conn.JS, schemas.StreamPackets, durable); err != nil {
+			return err
+		}
+		m.SetReady(metrics.NATSReady(conn.NC))
+		log.Info("labeler running", "campaign", c.Name, "homes", len(c.Homes), "partition", part.Index, "partitions", part.Count)
+		// l.Run's consume loop, with failed batches counted.
+		return conn.Consume(ctx, cc, func(ctx context.Context, d *bus.Delivery) error {
+			return m.Fail(l.Handle(ctx, conn, d, log))
+		})
 	})
+}
+
+// labelerTotals reads the labeler's own per-home counts at scrape time.
+func labelerTotals(l *label.Labeler) metrics.Totals {
+	sum := func(f func(label.Stats) int) func() float64 {
+		return func() float64 {
+			n := 0
+			for _, s := range l.Stats() {
+				n += f(s)
+			}
+			return float64(n)
+		}
+	}
+	return metrics.Totals{
+		PacketsIn:  sum(func(s label.Stats) int { return s.Packets }),
+		PacketsOut: sum(func(s label.Stats) int { return s.Labeled + s.Unlabeled }),
+		PairingRate: func() float64 {
+			var paired, all int
+			for _, s := range l.Stats() {
+				for _, t := range s.PerTap {
+					paired, all = paired+t.Paired, all+t.Paired+t.Unpaired
+				}
+			}
+			if all == 0 {
+				return 0
+			}
+			return float64(paired) / float64(all)
+		},
+	}
 }

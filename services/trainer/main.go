@@ -8,9 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -28,11 +30,20 @@ func main() {
 		fs.IntVar(&job.Model.Epochs, "epochs", job.Model.Epochs, "training epochs")
 		fs.IntVar(&job.Model.LenEmbedDim, "len-embed", job.Model.LenEmbedDim, "exact-frame-length embedding size; 0 = the paper's model exactly")
 		fs.Uint64Var(&job.Seed, "seed", 1, "seed of the split and the training")
+		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
 		if job.Dataset == "" || job.RunName == "" || ep.NATSURL == "" || ep.S3 == "" {
 			return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
+		}
+		m, err := metrics.Start(ctx, "trainer", *metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		var epochs atomic.Int64
+		if err := m.Report(metrics.Totals{Epochs: func() float64 { return float64(epochs.Load()) }}); err != nil {
+			return err
 		}
 		env, err := endpoints.Open(ctx, ep, "trainer", log)
 		if err != nil {
@@ -41,7 +52,9 @@ func main() {
 		defer env.Close()
 		job.Store, job.Log = env.Store, log
 		job.Model.Seed = int64(job.Seed)
+		m.SetReady(func() error { return nil })
 		job.Progress = func(e learn.EpochStats) {
+			epochs.Add(1)
 			log.Info("epoch", "epoch", e.Epoch, "loss", e.Loss, "train_accuracy", e.Accuracy, "windows_per_s", e.WindowsPerSec)
 		}
 		out, err := job.Run(ctx)

@@ -8,12 +8,14 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
@@ -28,17 +30,37 @@ func main() {
 		spec := window.Spec{}
 		spec.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches of an unfinished session stay with this worker unacknowledged; a dead worker's sessions go to another after it")
+		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
+		var part bus.Partition
+		part.RegisterFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
 		if *file == "" || spec.Dataset == "" || ep.NATSURL == "" || ep.S3 == "" {
 			return cli.Usagef("windower needs --campaign FILE, --dataset NAME, --nats URL and --s3 HOST:PORT")
 		}
+		if err := part.Validate(); err != nil {
+			return cli.Usagef("%v", err)
+		}
 		c, err := campaign.Load(*file)
 		if err != nil {
 			return err
 		}
 		spec.Labels = build.LabelsOf(c)
+		m, err := metrics.Start(ctx, "windower", *metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		// Packets in are counted as delivered, packets out and windows once
+		// their session's objects are stored.
+		var in, out, windows atomic.Int64
+		if err := m.Report(metrics.Totals{
+			PacketsIn:      func() float64 { return float64(in.Load()) },
+			PacketsOut:     func() float64 { return float64(out.Load()) },
+			WindowsWritten: func() float64 { return float64(windows.Load()) },
+		}); err != nil {
+			return err
+		}
 		env, err := endpoints.Open(ctx, ep, "windower", log)
 		if err != nil {
 			return err
@@ -52,12 +74,29 @@ func main() {
 			return err
 		}
 		w.OnPart = func(p window.Part) {
+			out.Add(int64(p.Packets))
+			windows.Add(int64(p.Windows))
 			log.Info("session windowed", "home", p.Home, "session", p.Session, "windows", p.Windows)
 		}
-		log.Info("windower running", "dataset", spec.Dataset+"/"+spec.Version, "kind", spec.Kind, "window", spec.Size)
-		return env.Bus.Consume(ctx, bus.ConsumerConfig{
+		log.Info("windower running", "dataset", spec.Dataset+"/"+spec.Version, "kind", spec.Kind, "window", spec.Size, "partition", part.Index, "partitions", part.Count)
+		// Partitioned, this replica reads only its homes (every session of a
+		// home comes to one replica), under a durable of its own.
+		var homes []string
+		for _, h := range c.Homes {
+			homes = append(homes, h.Name)
+		}
+		cc := part.Apply(bus.ConsumerConfig{
 			Stream: schemas.StreamLabeled, Durable: "windower-" + spec.Dataset + "-" + spec.Version,
 			Filter: schemas.LabeledSubject(c.Name, "*", "*"), MaxAckPending: 100000, AckWait: *ackWait,
-		}, w.Handle)
+		}, homes, func(home string) string { return schemas.LabeledSubject(c.Name, home, "*") })
+		durable := cc.Durable
+		if err := m.WatchConsumer(env.Bus.JS, schemas.StreamLabeled, durable); err != nil {
+			return err
+		}
+		m.SetReady(metrics.NATSReady(env.Bus.NC))
+		return env.Bus.Consume(ctx, cc, func(ctx context.Context, d *bus.Delivery) error {
+			in.Add(int64(len(d.Batch.Packets)))
+			return m.Fail(w.Handle(ctx, d))
+		})
 	})
 }

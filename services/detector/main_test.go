@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/detect"
+	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/schemas"
+)
+
+// TestReplayedHomeIsDetected replays a held-out session of a generated home,
+// as its capture agent's wan tap would publish it (NAPT view, batches of
+// 4096 packets), into embedded JetStream, runs the detector on it with a
+// model trained on the home's other sessions, and reads hm.seen back. Every
+// device type must be reported within the paper's slowest response time
+// (13 minutes, its Table VI) of the first packet, and no window may name a
+// type twice or carry a count below one.
+func TestReplayedHomeIsDetected(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dir := t.TempDir()
+	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 4, SessionDuration: 20 * time.Minute}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions, err := loadHome(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A small model (fewer samples and epochs than homemole sp train's
+	// defaults) keeps the test short; detection does not need more here.
+	cfg := detect.DefaultConfig()
+	cfg.DetectorSamples, cfg.CounterSamples, cfg.CNN.Epochs = 600, 120, 12
+	m, err := detect.Train(ctx, detect.HomeCorpus(sessions[:3]), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	modelPath := filepath.Join(dir, "home.spm")
+	if err := m.SaveFile(modelPath); err != nil {
+		t.Fatal(err)
+	}
+	model, err := detect.LoadFile(modelPath) // the detector reads what sp train wrote
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
+
+	// The held-out session's WAN capture, as the agent's wan tap sees it.
+	hc, err := h.HomeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wanPath := filepath.Join(dir, "wan.pcap")
+	if _, err := gateway.EmulateFile(ctx, h.Files[3], wanPath, filepath.Join(dir, "truth.csv"), hc, gateway.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	var pkts []schemas.Packet
+	if _, err := capture.ReadFile(ctx, wanPath, features.HomeConfig{}, func(p *schemas.Packet) error {
+		pkts = append(pkts, *p)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	srv, err := embedded.Start(ctx, t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL, Name: "test"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	var mu sync.Mutex
+	first := map[string]int64{}
+	var lastEnd int64
+	sub, err := conn.NC.Subscribe(schemas.SeenSubject("spring", "home-1"), func(msg *nats.Msg) {
+		s, err := schemas.DecodeSeen(msg.Data)
+		if err != nil {
+			t.Errorf("hm.seen message: %v", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		lastEnd = max(lastEnd, s.EndNs)
+		names := map[string]bool{}
+		for _, d := range s.Detections {
+			if names[d.Device] || d.Count < 1 || d.Score < 0.5 {
+				t.Errorf("window ending %d: bad detection %+v", s.EndNs, d)
+			}
+			names[d.Device] = true
+			if _, ok := first[d.Device]; !ok {
+				first[d.Device] = s.EndNs
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	const batch = 4096
+	for lo := 0; lo < len(pkts); lo += batch {
+		hi := min(lo+batch, len(pkts))
+		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "spring", Home: "home-1", Tap: "wan", Source: "wan.pcap",
+			Session: "session-04", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
+		if err := conn.Publish(ctx, schemas.PacketSubject("spring", "home-1", "wan"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(runCtx, conn, model, "spring", "home-1", "wan", 1, log) }()
+	end := pkts[len(pkts)-1].TsNs
+	for {
+		mu.Lock()
+		finished := lastEnd >= end
+		mu.Unlock()
+		if finished {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the detector published windows up to %d, the session ends at %d", lastEnd, end)
+		case err := <-done:
+			t.Fatalf("detector stopped: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	_ = conn.NC.Flush()
+	stop()
+	if err := <-done; err != nil && err != context.Canceled {
+		t.Fatalf("detector: %v", err)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	start := pkts[0].TsNs
+	var names []string
+	for _, d := range model.Devices {
+		names = append(names, d.Name)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		at, ok := first[n]
+		if !ok {
+			t.Errorf("%s was never reported", n)
+			continue
+		}
+		resp := time.Duration(at - start)
+		fmt.Printf("%-16s first reported %v after the first packet\n", n, resp.Round(time.Second))
+		if resp > 13*time.Minute {
+			t.Errorf("%s: first reported after %v, the paper's slowest device takes 13 min", n, resp)
+		}
+	}
+}
+
+func loadHome(h *homegen.Home) ([]detect.HomeSession, error) {
+	hc, err := h.HomeConfig()
+	if err != nil {
+		return nil, err
+	}
+	return detect.LoadHomeNAPT(context.Background(), h.Files, h.Inventory, hc)
+}

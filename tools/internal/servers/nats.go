@@ -1,0 +1,221 @@
+package servers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// User is a NATS user of the cluster's one application account, with the
+// subjects it may publish to and subscribe to (nil: all).
+type User struct {
+	Name, Password     string
+	Publish, Subscribe []string
+}
+
+// NewPassword is a random password for a throwaway user.
+func NewPassword() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Account is the account the users and the JetStream streams live in.
+const Account = "HOMEMOLE"
+
+// NATSCluster is a JetStream cluster of nodes on loopback: clients speak
+// TLS to them and log in as Users; routes between nodes stay on loopback.
+type NATSCluster struct {
+	Nodes []*NATSNode
+	TLS   TLSFiles
+	// URL lists every node (tls://127.0.0.1:P1,tls://...), as clients take it.
+	URL string
+}
+
+// NATSNode is one server of the cluster.
+type NATSNode struct {
+	Name     string
+	Port     int
+	HTTPPort int
+	dir      string
+	bin      string
+	conf     string
+	proc     *Proc
+}
+
+// StartNATSCluster starts n nodes with their state under dir and waits
+// until JetStream has a meta leader and every node reports healthy.
+func StartNATSCluster(bin, dir string, n int, tlsFiles TLSFiles, users []User) (*NATSCluster, error) {
+	c := &NATSCluster{TLS: tlsFiles}
+	routePorts := make([]int, n)
+	for i := range n {
+		var err error
+		node := &NATSNode{Name: fmt.Sprintf("n%d", i+1), bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1))}
+		if node.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+		if node.HTTPPort, err = FreePort(); err != nil {
+			return nil, err
+		}
+		if routePorts[i], err = FreePort(); err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, node)
+	}
+	var urls []string
+	for i, node := range c.Nodes {
+		if err := os.MkdirAll(node.dir, 0o755); err != nil {
+			return nil, err
+		}
+		var routes []string
+		for j, p := range routePorts {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats-route://127.0.0.1:%d", p)))
+			}
+		}
+		conf := fmt.Sprintf(`server_name: %s
+listen: "127.0.0.1:%d"
+http: "127.0.0.1:%d"
+max_payload: 8MB
+jetstream {
+  store_dir: %q
+  max_memory_store: 256MB
+  max_file_store: 8GB
+}
+cluster {
+  name: homemole
+  listen: "127.0.0.1:%d"
+  routes: [%s]
+}
+tls {
+  cert_file: %q
+  key_file: %q
+  ca_file: %q
+  timeout: 5
+}
+accounts {
+  %s {
+    jetstream: enabled
+    users: [
+%s    ]
+  }
+}
+`, node.Name, node.Port, node.HTTPPort, filepath.Join(node.dir, "jetstream"), routePorts[i], strings.Join(routes, ", "),
+			tlsFiles.Cert, tlsFiles.Key, tlsFiles.CA, Account, usersConf(users))
+		node.conf = filepath.Join(node.dir, "nats.conf")
+		if err := os.WriteFile(node.conf, []byte(conf), 0o600); err != nil {
+			return nil, err
+		}
+		urls = append(urls, fmt.Sprintf("tls://127.0.0.1:%d", node.Port))
+	}
+	c.URL = strings.Join(urls, ",")
+	for _, node := range c.Nodes {
+		if err := node.start(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	for _, node := range c.Nodes {
+		if err := node.WaitHealthy(90 * time.Second); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func usersConf(users []User) string {
+	var b strings.Builder
+	list := func(subjects []string) string {
+		q := make([]string, len(subjects))
+		for i, s := range subjects {
+			q[i] = fmt.Sprintf("%q", s)
+		}
+		return "[" + strings.Join(q, ", ") + "]"
+	}
+	for _, u := range users {
+		fmt.Fprintf(&b, "      {user: %q, password: %q", u.Name, u.Password)
+		if u.Publish != nil || u.Subscribe != nil {
+			b.WriteString(", permissions: {")
+			if u.Publish != nil {
+				fmt.Fprintf(&b, "publish: {allow: %s}, ", list(u.Publish))
+			}
+			if u.Subscribe != nil {
+				fmt.Fprintf(&b, "subscribe: {allow: %s}", list(u.Subscribe))
+			}
+			b.WriteString("}")
+		}
+		b.WriteString("}\n")
+	}
+	return b.String()
+}
+
+func (n *NATSNode) start() error {
+	p, err := Start("nats-"+n.Name, n.bin, []string{"-c", n.conf}, nil, filepath.Join(n.dir, "nats.log"))
+	if err != nil {
+		return err
+	}
+	n.proc = p
+	return nil
+}
+
+// Restart starts a stopped node again on its state.
+func (n *NATSNode) Restart() error {
+	if err := n.start(); err != nil {
+		return err
+	}
+	return n.WaitHealthy(90 * time.Second)
+}
+
+// Stop shuts the node down (lame duck, then SIGKILL after 15 s).
+func (n *NATSNode) Stop() {
+	if n.proc != nil {
+		n.proc.Stop(15 * time.Second)
+	}
+}
+
+// Kill ends the node with SIGKILL.
+func (n *NATSNode) Kill() {
+	if n.proc != nil {
+		n.proc.Kill()
+	}
+}
+
+// WaitHealthy waits until the node's /healthz says it and its JetStream
+// are ready (a meta leader is known, its streams are current).
+func (n *NATSNode) WaitHealthy(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", n.HTTPPort)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-n.proc.Exited():
+			out, _ := os.ReadFile(n.proc.LogFile)
+			return fmt.Errorf("NATS node %s exited before it was healthy: %v\nits log:\n%s", n.Name, n.proc.Err(), out)
+		case <-ctx.Done():
+			out, _ := os.ReadFile(n.proc.LogFile)
+			return fmt.Errorf("NATS node %s not healthy at %s within %s\nits log:\n%s", n.Name, url, timeout, out)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops every node.
+func (c *NATSCluster) Close() {
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
+}
