@@ -254,7 +254,15 @@ func gather[T any](ws []*schemas.Window, n int, col func(*schemas.Window) []T) [
 }
 
 // Decode reads every record batch of an Arrow IPC file of windows.
-func Decode(data []byte) ([]*schemas.Window, error) {
+func Decode(data []byte) (ws []*schemas.Window, err error) {
+	// Arrow reads the file's flatbuffers without bounds checks and panics
+	// on a damaged file (FuzzDecode found offsets past the end): a bad
+	// object must be an error naming it, not a dead worker.
+	defer func() {
+		if r := recover(); r != nil {
+			ws, err = nil, fmt.Errorf("damaged arrow file (%v): the object is not a window file this version wrote", r)
+		}
+	}()
 	fr, err := ipc.NewFileReader(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("open arrow file: %w", err)
@@ -266,11 +274,11 @@ func Decode(data []byte) ([]*schemas.Window, error) {
 		if err != nil {
 			return nil, fmt.Errorf("arrow record %d: %w", i, err)
 		}
-		ws, err := FromRecord(rec)
+		rws, err := FromRecord(rec)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, ws...)
+		out = append(out, rws...)
 	}
 	return out, nil
 }

@@ -74,3 +74,32 @@ func TestWindowsRefuseWrongSize(t *testing.T) {
 		t.Fatal("garbage decoded")
 	}
 }
+
+// FuzzDecode feeds Decode damaged window files: objects come from S3, where
+// a truncated upload or a foreign file must give an error, never a crash.
+func FuzzDecode(f *testing.F) {
+	w := schemas.NewWindow(4)
+	w.ID, w.Home, w.Session, w.View, w.Kind, w.Group, w.Len = "lan/h/s/ind/plug/0", "h", "s", "lan", schemas.KindInd, "h/s", 2
+	for i := range w.Len {
+		p := schemas.Packet{TsNs: int64(i), DPort: 443, FrameLen: 60, Transport: 6}
+		w.Set(i, &p, 0.5, 0)
+	}
+	good, err := Encode(4, []*schemas.Window{w})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Add([]byte("ARROW1"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ws, err := Decode(data)
+		if err != nil {
+			return
+		}
+		for _, w := range ws {
+			if w.Len < 0 || w.Len > len(w.Label) || len(w.DPort) != len(w.Label) {
+				t.Fatalf("decoded window %q has Len %d over %d slots (%d ports)", w.ID, w.Len, len(w.Label), len(w.DPort))
+			}
+		}
+	})
+}
