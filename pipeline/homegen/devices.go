@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,7 +47,101 @@ var (
 // drawn from; none is private, shared or reserved.
 var publicFirstOctets = []byte{3, 13, 18, 23, 34, 35, 44, 52, 54, 99, 104, 142, 151, 157, 185, 199}
 
-func newHome(seed uint64) *home {
+// layout draws a home: its addresses, servers and per-device constants,
+// all from one generator so that a seed always gives the same home.
+type layout struct {
+	rng  *rand.Rand
+	h    *home
+	used map[byte]bool
+	ntp  *host
+}
+
+func (l *layout) lanIP() netip.Addr {
+	for {
+		b := byte(20 + l.rng.IntN(230))
+		if !l.used[b] {
+			l.used[b] = true
+			return netip.AddrFrom4([4]byte{192, 168, 1, b})
+		}
+	}
+}
+
+// server draws a public server with a round trip in [rttLo, rttHi).
+func (l *layout) server(name string, rttLo, rttHi time.Duration) *host {
+	rng := l.rng
+	ip := [4]byte{publicFirstOctets[rng.IntN(len(publicFirstOctets))], byte(rng.IntN(256)), byte(rng.IntN(256)), byte(1 + rng.IntN(254))}
+	// Servers are mostly Linux (initial TTL 64), some Windows (128),
+	// seen 6 to 20 hops away.
+	ttl := 64
+	if rng.IntN(5) == 0 {
+		ttl = 128
+	}
+	return &host{name: name, ip: netip.AddrFrom4(ip),
+		stack: stack{ttl: uint8(ttl - 6 - rng.IntN(15)), window: []uint16{65535, 64240, 26847, 28960}[rng.IntN(4)], mss: []uint16{1460, 1440, 1380}[rng.IntN(3)]},
+		rtt:   rttLo + time.Duration(rng.Int64N(int64(rttHi-rttLo)))}
+}
+
+// dev adds a device to the home.
+func (l *layout) dev(name, category string, mac net.HardwareAddr, st stack, run func(*sim, *device, *home)) *device {
+	d := &device{host: &host{name: name, mac: mac, ip: l.lanIP(), stack: st, category: category},
+		servers: map[string]*host{"ntp": l.ntp}, size: map[string]int{}, run: run}
+	l.h.devices = append(l.h.devices, d)
+	return d
+}
+
+func (l *layout) between(lo, hi int) int { return lo + l.rng.IntN(hi-lo+1) }
+
+func (l *layout) secs(lo, hi int) time.Duration {
+	return time.Duration(l.between(lo, hi)) * time.Second
+}
+
+// demoBuilders add the demo home's devices.
+var demoBuilders = map[string]func(*layout){
+	"smart-plug": addSmartPlug, "smart-plug-mqtt": addMQTTPlug, "camera": addCamera,
+	"voice-assistant": addVoice, "hub": addHub, "story-teller": addStoryTeller, "phone": addPhone,
+}
+
+// classBuilders add one device of each class to a home being laid out.
+var classBuilders = mergeBuilders(demoBuilders, paperBuilders)
+
+func mergeBuilders(sets ...map[string]func(*layout)) map[string]func(*layout) {
+	out := map[string]func(*layout){}
+	for _, set := range sets {
+		for name, b := range set {
+			out[name] = b
+		}
+	}
+	return out
+}
+
+// DefaultClasses are the device classes of the demo home, in the order they
+// are laid out (the order is part of what a seed means).
+var DefaultClasses = []string{"smart-plug", "smart-plug-mqtt", "camera", "voice-assistant", "hub", "story-teller", "phone"}
+
+// Classes lists every device class Generate knows, sorted.
+func Classes() []string {
+	out := make([]string, 0, len(classBuilders))
+	for name := range classBuilders {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func newHome(seed uint64, classes []string) (*home, error) {
+	if len(classes) == 0 {
+		classes = DefaultClasses
+	}
+	seen := map[string]bool{}
+	for _, c := range classes {
+		if classBuilders[c] == nil {
+			return nil, fmt.Errorf("device class %q: want one of %s", c, strings.Join(Classes(), ", "))
+		}
+		if seen[c] {
+			return nil, fmt.Errorf("device class %q given twice", c)
+		}
+		seen[c] = true
+	}
 	rng := rand.New(rand.NewPCG(seed, layoutStream))
 	lan := netip.MustParsePrefix("192.168.1.0/24")
 	h := &home{
@@ -56,83 +151,70 @@ func newHome(seed uint64) *home {
 		ssdp: &host{mac: net.HardwareAddr{0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa}, ip: netip.AddrFrom4([4]byte{239, 255, 255, 250}), stack: stack{ttl: 4}},
 		mdns: &host{mac: net.HardwareAddr{0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb}, ip: netip.AddrFrom4([4]byte{224, 0, 0, 251}), stack: stack{ttl: 255}},
 	}
-	used := map[byte]bool{1: true}
-	lanIP := func() netip.Addr {
-		for {
-			b := byte(20 + rng.IntN(230))
-			if !used[b] {
-				used[b] = true
-				return netip.AddrFrom4([4]byte{192, 168, 1, b})
-			}
-		}
+	l := &layout{rng: rng, h: h, used: map[byte]bool{1: true}}
+	l.ntp = l.server("ntp.example", 10*time.Millisecond, 60*time.Millisecond)
+	for _, c := range classes {
+		classBuilders[c](l)
 	}
-	server := func(name string, rttLo, rttHi time.Duration) *host {
-		ip := [4]byte{publicFirstOctets[rng.IntN(len(publicFirstOctets))], byte(rng.IntN(256)), byte(rng.IntN(256)), byte(1 + rng.IntN(254))}
-		// Servers are mostly Linux (initial TTL 64), some Windows (128),
-		// seen 6 to 20 hops away.
-		ttl := 64
-		if rng.IntN(5) == 0 {
-			ttl = 128
-		}
-		return &host{name: name, ip: netip.AddrFrom4(ip),
-			stack: stack{ttl: uint8(ttl - 6 - rng.IntN(15)), window: []uint16{65535, 64240, 26847, 28960}[rng.IntN(4)], mss: []uint16{1460, 1440, 1380}[rng.IntN(3)]},
-			rtt:   rttLo + time.Duration(rng.Int64N(int64(rttHi-rttLo)))}
-	}
-	ntp := server("ntp.example", 10*time.Millisecond, 60*time.Millisecond)
-	dev := func(name, category string, mac net.HardwareAddr, st stack, run func(*sim, *device, *home)) *device {
-		d := &device{host: &host{name: name, mac: mac, ip: lanIP(), stack: st, category: category},
-			servers: map[string]*host{"ntp": ntp}, size: map[string]int{}, run: run}
-		h.devices = append(h.devices, d)
-		return d
-	}
-	between := func(lo, hi int) int { return lo + rng.IntN(hi-lo+1) }
-	secs := func(lo, hi int) time.Duration { return time.Duration(between(lo, hi)) * time.Second }
+	return h, nil
+}
 
-	plug := dev("smart-plug", campaign.CategoryIoT, vendorMAC(rng, 0x50, 0xc7, 0xbf), lwip, runPlugTLS)
-	plug.servers["cloud"] = server("devs.plug-cloud.example", 30*time.Millisecond, 90*time.Millisecond)
-	plug.period = secs(30, 60)
-	plug.size["hello"], plug.size["beat"], plug.size["beatAck"] = between(170, 200), between(100, 130), between(80, 95)
-	plug.size["state"], plug.size["cmd"] = between(140, 160), between(170, 190)
+func addSmartPlug(l *layout) {
+	plug := l.dev("smart-plug", campaign.CategoryIoT, vendorMAC(l.rng, 0x50, 0xc7, 0xbf), lwip, runPlugTLS)
+	plug.servers["cloud"] = l.server("devs.plug-cloud.example", 30*time.Millisecond, 90*time.Millisecond)
+	plug.period = l.secs(30, 60)
+	plug.size["hello"], plug.size["beat"], plug.size["beatAck"] = l.between(170, 200), l.between(100, 130), l.between(80, 95)
+	plug.size["state"], plug.size["cmd"] = l.between(140, 160), l.between(170, 190)
+}
 
-	mqttPlug := dev("smart-plug-mqtt", campaign.CategoryIoT, vendorMAC(rng, 0xd8, 0xf1, 0x5b), rtos, runPlugMQTT)
-	mqttPlug.servers["broker"] = server("mqtt.switch-cloud.example", 40*time.Millisecond, 150*time.Millisecond)
-	mqttPlug.period = secs(50, 70)
+func addMQTTPlug(l *layout) {
+	mqttPlug := l.dev("smart-plug-mqtt", campaign.CategoryIoT, vendorMAC(l.rng, 0xd8, 0xf1, 0x5b), rtos, runPlugMQTT)
+	mqttPlug.servers["broker"] = l.server("mqtt.switch-cloud.example", 40*time.Millisecond, 150*time.Millisecond)
+	mqttPlug.period = l.secs(50, 70)
+}
 
-	cam := dev("camera", campaign.CategoryIoT, vendorMAC(rng, 0x2c, 0xaa, 0x8e), linux, runCamera)
+func addCamera(l *layout) {
+	cam := l.dev("camera", campaign.CategoryIoT, vendorMAC(l.rng, 0x2c, 0xaa, 0x8e), linux, runCamera)
 	cam.servers["dns"] = &host{name: "public-resolver", ip: netip.AddrFrom4([4]byte{8, 8, 8, 8}), stack: stack{ttl: 121}, rtt: 12 * time.Millisecond}
-	cam.servers["api"] = server("api.cam-cloud.example", 20*time.Millisecond, 80*time.Millisecond)
-	cam.servers["relay"] = server("relay.cam-cloud.example", 20*time.Millisecond, 80*time.Millisecond)
-	cam.period = secs(9, 12)
-	cam.size["keepalive"], cam.size["beat"], cam.size["beatAck"] = between(40, 56), between(150, 180), between(120, 140)
-	cam.size["relayPort"] = between(10000, 20000)
+	cam.servers["api"] = l.server("api.cam-cloud.example", 20*time.Millisecond, 80*time.Millisecond)
+	cam.servers["relay"] = l.server("relay.cam-cloud.example", 20*time.Millisecond, 80*time.Millisecond)
+	cam.period = l.secs(9, 12)
+	cam.size["keepalive"], cam.size["beat"], cam.size["beatAck"] = l.between(40, 56), l.between(150, 180), l.between(120, 140)
+	cam.size["relayPort"] = l.between(10000, 20000)
+}
 
-	voice := dev("voice-assistant", campaign.CategoryIoT, vendorMAC(rng, 0x68, 0x54, 0xfd), linux, runVoice)
-	voice.servers["avs"] = server("avs.voice-cloud.example", 20*time.Millisecond, 60*time.Millisecond)
+func addVoice(l *layout) {
+	voice := l.dev("voice-assistant", campaign.CategoryIoT, vendorMAC(l.rng, 0x68, 0x54, 0xfd), linux, runVoice)
+	voice.servers["avs"] = l.server("avs.voice-cloud.example", 20*time.Millisecond, 60*time.Millisecond)
 	for i := range 3 {
-		voice.servers[fmt.Sprintf("media%d", i)] = server(fmt.Sprintf("media%d.voice-cdn.example", i), 10*time.Millisecond, 50*time.Millisecond)
+		voice.servers[fmt.Sprintf("media%d", i)] = l.server(fmt.Sprintf("media%d.voice-cdn.example", i), 10*time.Millisecond, 50*time.Millisecond)
 	}
-	voice.period = secs(28, 32)
+	voice.period = l.secs(28, 32)
+}
 
-	hub := dev("hub", campaign.CategoryIoT, vendorMAC(rng, 0x00, 0x17, 0x88), busybox, runHub)
-	hub.servers["broker"] = server("broker.hub-cloud.example", 30*time.Millisecond, 100*time.Millisecond)
-	hub.period = secs(55, 65)
-	hub.size["report"] = between(150, 200)
+func addHub(l *layout) {
+	hub := l.dev("hub", campaign.CategoryIoT, vendorMAC(l.rng, 0x00, 0x17, 0x88), busybox, runHub)
+	hub.servers["broker"] = l.server("broker.hub-cloud.example", 30*time.Millisecond, 100*time.Millisecond)
+	hub.period = l.secs(55, 65)
+	hub.size["report"] = l.between(150, 200)
+}
 
-	story := dev("story-teller", campaign.CategoryIoT, vendorMAC(rng, 0x24, 0x0a, 0xc4), rtos, runStoryTeller)
-	story.servers["content"] = server("content.story-cloud.example", 30*time.Millisecond, 120*time.Millisecond)
-	story.period = secs(290, 310)
-	story.size["poll"] = between(180, 220)
+func addStoryTeller(l *layout) {
+	story := l.dev("story-teller", campaign.CategoryIoT, vendorMAC(l.rng, 0x24, 0x0a, 0xc4), rtos, runStoryTeller)
+	story.servers["content"] = l.server("content.story-cloud.example", 30*time.Millisecond, 120*time.Millisecond)
+	story.period = l.secs(290, 310)
+	story.size["poll"] = l.between(180, 220)
+}
 
-	phone := dev("phone", campaign.CategoryNonIoT, randomMAC(rng), android, runPhone)
-	phone.servers["push"] = server("push.phone-os.example", 20*time.Millisecond, 60*time.Millisecond)
+func addPhone(l *layout) {
+	phone := l.dev("phone", campaign.CategoryNonIoT, randomMAC(l.rng), android, runPhone)
+	phone.servers["push"] = l.server("push.phone-os.example", 20*time.Millisecond, 60*time.Millisecond)
 	for i, name := range []string{"www.news", "cdn.news", "api.social", "img.social", "www.shop", "static.shop", "video.stream", "www.search", "mail.web", "maps.web"} {
-		srv := server(name+".example", 8*time.Millisecond, 90*time.Millisecond)
+		srv := l.server(name+".example", 8*time.Millisecond, 90*time.Millisecond)
 		srv.quic = i%3 != 2 // two thirds of the sites also speak HTTP/3
 		phone.servers[fmt.Sprintf("web%d", i)] = srv
 	}
-	phone.period = secs(200, 280)
-
-	return h
+	phone.period = l.secs(200, 280)
 }
 
 // runStoryTeller: a children's story player (the paper's "story teller"):

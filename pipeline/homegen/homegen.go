@@ -25,6 +25,13 @@
 // story and page sizes, round-trip times) is a plausible choice of ours,
 // not a measurement; tune it to a campaign's devices before relying on it.
 //
+// Config.Household picks the devices: the demo home above (the default) or
+// HouseholdPaper, the HomeMole paper's ten IoT devices (echo dot, google
+// home, tmall assistant, xiaomi hub, 360 camera, xiaobai camera, tplink,
+// orvibo and broadlink plugs, mitu story teller) with a phone and a tablet
+// as non-IoT background; paper.go says which of their numbers are the
+// paper's.
+//
 // Frames to and from the internet go through the gateway's MAC, as on a
 // real LAN tap, so direction by gateway MAC and by LAN prefix both work.
 package homegen
@@ -58,6 +65,10 @@ type Config struct {
 	// Start is when the first session begins. Sessions start an hour apart
 	// (back to back when a session lasts longer than that).
 	Start time.Time
+	// Household picks the devices: HouseholdDemo (the default, DefaultClasses)
+	// or HouseholdPaper (the HomeMole paper's ten IoT devices, PaperIoT,
+	// with a phone and a tablet as non-IoT background).
+	Household string
 }
 
 // DefaultConfig is six ten-minute sessions, about 40,000 packets.
@@ -126,7 +137,14 @@ func Generate(cfg Config, dir string) (*Home, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("generate home: %w", err)
 	}
-	h := newHome(cfg.Seed)
+	classes, err := HouseholdClasses(cfg.Household)
+	if err != nil {
+		return nil, fmt.Errorf("generate home: %w", err)
+	}
+	h, err := newHome(cfg.Seed, classes)
+	if err != nil {
+		return nil, fmt.Errorf("generate home: %w", err)
+	}
 	out := &Home{LANNet: h.lan.String(), GatewayMAC: schemas.MAC(h.gw.mac).String()}
 	spacing := max(time.Hour, cfg.SessionDuration)
 	for i := range cfg.Sessions {
