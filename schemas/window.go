@@ -1,5 +1,7 @@
 package schemas
 
+import "fmt"
+
 // WindowSchemaVersion names the feature layout of dataset objects. Readers
 // refuse objects whose "homemole.window.version" metadata they do not know.
 // The Arrow layout itself lives in schemas/windowfile, so that the capture
@@ -106,4 +108,36 @@ func (w *Window) Set(i int, p *Packet, intervalS float32, label int32) {
 	w.TCPOptLen[i] = p.TCPOptionsLen
 	w.PayloadLen[i] = int32(p.PayloadLen)
 	w.Label[i] = int16(label)
+}
+
+// Check reports what would make a model misread the window: no slots,
+// feature columns of another length than Label, Len outside the slots, or
+// (numClasses >= 0) a label outside [-1, numClasses).
+func (w *Window) Check(numClasses int) error {
+	n := len(w.Label)
+	if n == 0 {
+		return fmt.Errorf("window %q has no slots", w.ID)
+	}
+	for _, f := range []struct {
+		name string
+		len  int
+	}{
+		{"DPort", len(w.DPort)}, {"ProtoBits", len(w.ProtoBits)}, {"Direction", len(w.Direction)},
+		{"FrameLen", len(w.FrameLen)}, {"Interval", len(w.Interval)},
+	} {
+		if f.len != n {
+			return fmt.Errorf("window %q: %s has %d slots, Label has %d", w.ID, f.name, f.len, n)
+		}
+	}
+	if w.Len < 0 || w.Len > n {
+		return fmt.Errorf("window %q: Len %d outside [0, %d]", w.ID, w.Len, n)
+	}
+	if numClasses >= 0 {
+		for i := range w.Len {
+			if l := w.Label[i]; l < -1 || int(l) >= numClasses {
+				return fmt.Errorf("window %q: label %d at slot %d outside [-1, %d)", w.ID, l, i, numClasses)
+			}
+		}
+	}
+	return nil
 }

@@ -1,15 +1,14 @@
 package forest
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 
 	"gonum.org/v1/gonum/mat"
 	"gonum.org/v1/gonum/stat"
 
+	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -77,7 +76,7 @@ func fitEncoder(ws []*schemas.Window, maxPorts, components int) (*encoder, error
 			counts[w.DPort[i]]++
 		}
 	}
-	e := &encoder{Ports: vocabulary(counts, maxPorts)}
+	e := &encoder{Ports: features.Vocabulary(counts, maxPorts, minPortCount)}
 	e.buildIndex()
 	d := e.oneHotRows()
 	weights := make([]float64, d)
@@ -138,33 +137,6 @@ func fitEncoder(ws []*schemas.Window, maxPorts, components int) (*encoder, error
 		}
 	}
 	return e, nil
-}
-
-// vocabulary ranks the ports seen at least minPortCount times by frequency
-// and keeps the first max of them; ties go to the lower port so the
-// columns do not depend on map order.
-func vocabulary(counts map[int32]int, max int) []int32 {
-	type pc struct{ port, count int }
-	var ranked []pc
-	for p, c := range counts {
-		if p >= 0 && c >= minPortCount {
-			ranked = append(ranked, pc{int(p), c})
-		}
-	}
-	slices.SortFunc(ranked, func(a, b pc) int {
-		if c := cmp.Compare(b.count, a.count); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.port, b.port)
-	})
-	if len(ranked) > max {
-		ranked = ranked[:max]
-	}
-	out := make([]int32, len(ranked))
-	for i, r := range ranked {
-		out[i] = int32(r.port)
-	}
-	return out
 }
 
 // encodeRow writes packet i of w into x (cols() wide).
@@ -255,27 +227,5 @@ func checkWindow(w *schemas.Window, numClasses int) error {
 	if w == nil {
 		return errors.New("nil window")
 	}
-	n := len(w.Label)
-	for _, f := range []struct {
-		name string
-		len  int
-	}{
-		{"DPort", len(w.DPort)}, {"ProtoBits", len(w.ProtoBits)}, {"Direction", len(w.Direction)},
-		{"FrameLen", len(w.FrameLen)}, {"Interval", len(w.Interval)},
-	} {
-		if f.len != n {
-			return fmt.Errorf("window %q: %s has %d slots, Label has %d", w.ID, f.name, f.len, n)
-		}
-	}
-	if w.Len < 0 || w.Len > n {
-		return fmt.Errorf("window %q: Len %d outside [0, %d]", w.ID, w.Len, n)
-	}
-	if numClasses >= 0 {
-		for i := range w.Len {
-			if l := w.Label[i]; l < -1 || int(l) >= numClasses {
-				return fmt.Errorf("window %q: label %d at slot %d outside [-1, %d)", w.ID, l, i, numClasses)
-			}
-		}
-	}
-	return nil
+	return w.Check(numClasses)
 }

@@ -1,11 +1,11 @@
 package learn
 
 import (
-	"cmp"
+	"errors"
 	"fmt"
 	"math"
-	"slices"
 
+	pktfeatures "github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -100,9 +100,9 @@ func fitFeatures(ws []*schemas.Window, maxPorts, maxLens int) *features {
 		}
 	}
 	f := &features{FrameMean: 0, FrameStd: 1, LogIvlMean: 0, LogIvlStd: 1}
-	f.Ports = vocabulary(counts, maxPorts)
+	f.Ports = pktfeatures.Vocabulary(counts, maxPorts, minPortCount)
 	if maxLens > 0 {
-		f.Lens = vocabulary(lenCounts, maxLens)
+		f.Lens = pktfeatures.Vocabulary(lenCounts, maxLens, minPortCount)
 	}
 	if n > 0 {
 		f.FrameMean, f.FrameStd = meanStd(frameSum, frameSq, n)
@@ -110,37 +110,6 @@ func fitFeatures(ws []*schemas.Window, maxPorts, maxLens int) *features {
 	}
 	f.buildIndex()
 	return f
-}
-
-// vocabulary ranks the values seen at least minPortCount times by
-// frequency and keeps the first max of them.
-func vocabulary(counts map[int32]int, max int) []int32 {
-	type pc struct {
-		value int32
-		count int
-	}
-	var ranked []pc
-	for p, c := range counts {
-		if c >= minPortCount {
-			ranked = append(ranked, pc{p, c})
-		}
-	}
-	// Ties broken by port number keep the vocabulary, and so the
-	// embedding rows, identical across runs.
-	slices.SortFunc(ranked, func(a, b pc) int {
-		if c := cmp.Compare(b.count, a.count); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.value, b.value)
-	})
-	if len(ranked) > max {
-		ranked = ranked[:max]
-	}
-	out := make([]int32, len(ranked))
-	for i, r := range ranked {
-		out[i] = r.value
-	}
-	return out
 }
 
 func meanStd(sum, sq, n float64) (mean, std float64) {
@@ -264,34 +233,9 @@ func (f *features) encode(ws []*schemas.Window, n int) encoded {
 // skips the label check (inference does not read labels).
 func checkWindow(w *schemas.Window, numClasses int) error {
 	if w == nil {
-		return fmt.Errorf("nil window")
+		return errors.New("nil window")
 	}
-	n := len(w.Label)
-	if n == 0 {
-		return fmt.Errorf("window %q has no slots", w.ID)
-	}
-	for _, f := range []struct {
-		name string
-		len  int
-	}{
-		{"DPort", len(w.DPort)}, {"ProtoBits", len(w.ProtoBits)}, {"Direction", len(w.Direction)},
-		{"FrameLen", len(w.FrameLen)}, {"Interval", len(w.Interval)},
-	} {
-		if f.len != n {
-			return fmt.Errorf("window %q: %s has %d slots, Label has %d", w.ID, f.name, f.len, n)
-		}
-	}
-	if w.Len < 0 || w.Len > n {
-		return fmt.Errorf("window %q: Len %d outside [0, %d]", w.ID, w.Len, n)
-	}
-	if numClasses >= 0 {
-		for i := range w.Len {
-			if l := w.Label[i]; l < -1 || int(l) >= numClasses {
-				return fmt.Errorf("window %q: label %d at slot %d outside [-1, %d)", w.ID, l, i, numClasses)
-			}
-		}
-	}
-	return nil
+	return w.Check(numClasses)
 }
 
 // encodeHeader writes slot i's header fields (headerDim values) into x.
