@@ -229,6 +229,12 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 			return nil, ctx.Err()
 		}
 	}
+	// The windower can store a session pair's views while the labeler still
+	// waits for the last publish acks: stopped then, the labeler would
+	// neither count nor ack the pair. Give it a moment to finish.
+	for wait := time.Now(); lab.Held() > 0 && time.Since(wait) < 10*time.Second; {
+		time.Sleep(10 * time.Millisecond)
+	}
 	stopWorkers()
 	wg.Wait()
 	res.Labels = lab.Stats()

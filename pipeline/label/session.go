@@ -57,6 +57,13 @@ func (t *tapBuffer) chain() []heldBatch {
 	}
 }
 
+// Held is the number of session pairs held unpublished or unacked.
+func (l *Labeler) Held() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pairs)
+}
+
 // BaseName is a session's name without its tap prefix: what pairs a WAN
 // session with its LAN session (campaign.SessionName prefixes the tap).
 func BaseName(tap, session string) string {
