@@ -405,3 +405,31 @@ func BenchmarkTrain(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// FuzzLoad feeds Load damaged model files: a model comes from S3 and a bad
+// one must be refused, never crash a predictor later.
+func FuzzLoad(f *testing.F) {
+	ws := synthWindows(rand.New(rand.NewPCG(3, 4)), 40, 10)
+	cfg := DefaultConfig()
+	cfg.Trees, cfg.PCAComponents = 3, 4
+	m, err := Train(context.Background(), cfg, ws, len(devices), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := m.Save(&buf); err != nil {
+		f.Fatal(err)
+	}
+	good := buf.Bytes()
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Load(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if _, err := m.Predict(ws[:2]); err != nil {
+			return
+		}
+	})
+}
