@@ -34,7 +34,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	ep.Register(fs)
 	name := fs.String("dataset", "", "dataset name")
 	version := fs.String("version", "v1", "dataset version")
-	model := fs.String("model", "blstm", "rf, lstm or blstm")
+	model := trainModelFlag(fs)
 	folds := fs.Int("folds", 5, "number of folds (grouped, random)")
 	mode := fs.String("mode", train.CVGrouped, "grouped, random or leave-one-home-out")
 	parallel := fs.Int("parallel", 1, "folds trained at once (they share the cores)")
@@ -49,9 +49,6 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	if *name == "" {
 		return cli.Usagef("cv needs --dataset NAME")
-	}
-	if !slices.Contains(train.Models, *model) {
-		return cli.Usagef("--model %q: want one of %s", *model, strings.Join(train.Models, ", "))
 	}
 	if !slices.Contains(train.CVModes, *mode) {
 		return cli.Usagef("--mode %q: want one of %s", *mode, strings.Join(train.CVModes, ", "))

@@ -7,15 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/experiment"
-	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/learn"
-	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -35,11 +32,10 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	ep.Register(fs)
 	trainDir := fs.String("train", "", "folder of device folders to train on")
 	testDir := fs.String("test", "", "folder of device folders to test on (the same devices, other captures)")
-	view := fs.String("view", "lan", "lan, napt or vpn: the vantage point (napt and vpn captures are made by the gateway emulator)")
-	cipher := fs.String("cipher", "aes-256-gcm", "VPN cipher of the emulator for --view vpn: aes-256-gcm or aes-256-cbc")
+	view := viewFlags(fs)
 	kind := fs.String("kind", schemas.KindInd, "ind (windows of one device's packets) or noise (windows of the whole capture, background included)")
 	win := fs.Int("window", 20, "packets per window (20: the best of 20, 40 and 100 in the window-size study, README)")
-	model := fs.String("model", "blstm", "rf, lstm or blstm")
+	model := trainModelFlag(fs)
 	jsonOut := fs.String("json", "", "file to write the JSON summary to")
 	reportOut := fs.String("report", "", "file to write the HTML report to (default: beside --json, .html)")
 	keep := fs.Bool("keep", false, "keep the temporary embedded state (datasets, emulated captures)")
@@ -52,18 +48,6 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	}
 	if *trainDir == "" || *testDir == "" || *jsonOut == "" {
 		return cli.Usagef("experiment needs --train DIR, --test DIR and --json OUT")
-	}
-	if !slices.Contains(train.Models, *model) {
-		return cli.Usagef("--model %q: want one of %s", *model, strings.Join(train.Models, ", "))
-	}
-	if *view != "lan" {
-		if _, err := gateway.ParseMode(*view); err != nil {
-			return cli.Usagef("--view: %v (or lan)", err)
-		}
-	}
-	ciph, err := gateway.ParseCipher(*cipher)
-	if err != nil {
-		return cli.Usagef("--cipher: %v", err)
 	}
 	if *kind != schemas.KindInd && *kind != schemas.KindNoise {
 		return cli.Usagef("--kind %q: want ind or noise", *kind)
@@ -92,7 +76,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	defer env.Close()
 	cfg.Seed = *seed
 	res, err := experiment.Run(ctx, experiment.Config{
-		TrainDir: *trainDir, TestDir: *testDir, View: *view, Cipher: ciph, Kind: *kind, Window: *win,
+		TrainDir: *trainDir, TestDir: *testDir, View: view.name, Cipher: view.cipher, Kind: *kind, Window: *win,
 		Model: *model, Learn: *cfg, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
 		Progress: func(e learn.EpochStats) {
 			log.Info("epoch", "epoch", fmt.Sprintf("%d/%d", e.Epoch, cfg.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),

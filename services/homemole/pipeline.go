@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/build"
@@ -34,8 +36,7 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	ep.Register(fs)
 	file := fs.String("campaign", "", "campaign file (YAML): homes, taps, inventories")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout) instead of a campaign file")
-	view := fs.String("view", "lan", "lan (what the home network sees), or napt or vpn: what an observer beyond the gateway sees; homes without a wan tap get one from the gateway emulator")
-	cipher := fs.String("cipher", "aes-256-gcm", "VPN data-channel cipher the emulator uses for --view vpn: aes-256-gcm or aes-256-cbc")
+	view := viewFlags(fs)
 	spec := window.Spec{}
 	spec.RegisterFlags(fs)
 	fs.StringVar(&spec.Dataset, "name", "", "same as --dataset")
@@ -45,18 +46,8 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if (*file == "") == (*dir == "") || spec.Dataset == "" {
 		return cli.Usagef("build needs --dataset NAME and one of --campaign FILE or --from-dir DIR")
 	}
-	var mode gateway.Mode
-	if *view != "lan" {
-		var err error
-		if mode, err = gateway.ParseMode(*view); err != nil {
-			return cli.Usagef("--view: %v (or lan)", err)
-		}
-	}
-	ciph, err := gateway.ParseCipher(*cipher)
-	if err != nil {
-		return cli.Usagef("--cipher: %v", err)
-	}
 	var c *campaign.Campaign
+	var err error
 	if *file != "" {
 		c, err = campaign.Load(*file)
 	} else {
@@ -66,13 +57,13 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 		return err
 	}
 	spec.Labels = build.LabelsOf(c)
-	spec.Views = []string{*view}
-	if mode != "" {
+	spec.Views = []string{view.name}
+	if view.mode != "" {
 		dir := filepath.Join(ep.Home, "emulated", spec.Dataset, spec.Version)
-		if err := build.EmulateWAN(ctx, c, mode, gateway.Config{Cipher: ciph}, dir); err != nil {
+		if err := build.EmulateWAN(ctx, c, view.mode, gateway.Config{Cipher: view.cipher}, dir); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "WAN captures (%s) emulated under %s\n", mode, dir)
+		fmt.Fprintf(out, "WAN captures (%s) emulated under %s\n", view.mode, dir)
 	}
 	env, err := endpoints.Open(ctx, ep, "homemole-build", log)
 	if err != nil {
@@ -105,6 +96,51 @@ func printBuild(out io.Writer, res *build.Result, env *endpoints.Env) {
 		}
 	}
 	fmt.Fprintf(out, "  manifest: %s\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)))
+}
+
+// vantage is the point of view a dataset is built for: lan, or the napt or vpn
+// view the gateway emulator makes, with the VPN cipher it uses.
+type vantage struct {
+	name   string
+	mode   gateway.Mode // "" for lan
+	cipher gateway.Cipher
+}
+
+// viewFlags adds --view and --cipher, checked as they are parsed.
+func viewFlags(fs *flag.FlagSet) *vantage {
+	v := &vantage{name: "lan", cipher: gateway.AES256GCM}
+	fs.Func("view", "lan (what the home network sees), or napt or vpn: what an observer beyond the gateway sees; homes without a wan tap get one from the gateway emulator (default lan)", func(s string) error {
+		if s == "lan" {
+			v.name, v.mode = s, ""
+			return nil
+		}
+		m, err := gateway.ParseMode(s)
+		if err != nil {
+			return fmt.Errorf("%v (or lan)", err)
+		}
+		v.name, v.mode = s, m
+		return nil
+	})
+	fs.Func("cipher", "VPN data-channel cipher the emulator uses for --view vpn: aes-256-gcm or aes-256-cbc (default aes-256-gcm)", func(s string) error {
+		c, err := gateway.ParseCipher(s)
+		v.cipher = c
+		return err
+	})
+	return v
+}
+
+// trainModelFlag adds --model naming one of the trainable models, checked
+// as it is parsed.
+func trainModelFlag(fs *flag.FlagSet) *string {
+	model := "blstm"
+	fs.Func("model", "rf, lstm or blstm (default blstm)", func(s string) error {
+		if !slices.Contains(train.Models, s) {
+			return fmt.Errorf("want one of %s", strings.Join(train.Models, ", "))
+		}
+		model = s
+		return nil
+	})
+	return &model
 }
 
 func modelFlags(fs *flag.FlagSet) *learn.Config {

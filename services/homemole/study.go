@@ -8,14 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/experiment"
-	"github.com/homemole/homemole/pipeline/gateway"
-	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -30,10 +27,9 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	ep.Register(fs)
 	dir := fs.String("from-dir", "", "folder of device folders")
 	windows := fs.String("windows", "20,40,100", "window sizes, comma-separated")
-	view := fs.String("view", "lan", "lan, napt or vpn")
-	cipher := fs.String("cipher", "aes-256-gcm", "VPN cipher for --view vpn")
+	view := viewFlags(fs)
 	kind := fs.String("kind", schemas.KindInd, "ind or noise")
-	model := fs.String("model", "blstm", "rf, lstm or blstm")
+	model := trainModelFlag(fs)
 	folds := fs.Int("folds", 5, "folds per window size")
 	parallel := fs.Int("parallel", 1, "folds trained at once")
 	seed := fs.Uint64("seed", 1, "seed of the folds and the training")
@@ -53,18 +49,6 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 		}
 		sizes = append(sizes, n)
 	}
-	if !slices.Contains(train.Models, *model) {
-		return cli.Usagef("--model %q: want one of %s", *model, strings.Join(train.Models, ", "))
-	}
-	if *view != "lan" {
-		if _, err := gateway.ParseMode(*view); err != nil {
-			return cli.Usagef("--view: %v (or lan)", err)
-		}
-	}
-	ciph, err := gateway.ParseCipher(*cipher)
-	if err != nil {
-		return cli.Usagef("--cipher: %v", err)
-	}
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
@@ -74,7 +58,7 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	}
 	defer env.Close()
 	cfg.Seed = int64(*seed)
-	st := &experiment.Study{Dir: *dir, View: *view, Cipher: ciph, Kind: *kind, Model: *model, Windows: sizes, Folds: *folds,
+	st := &experiment.Study{Dir: *dir, View: view.name, Cipher: view.cipher, Kind: *kind, Model: *model, Windows: sizes, Folds: *folds,
 		Parallel: *parallel, Seed: *seed, Learn: *cfg, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log}
 	points, page, err := st.Run(ctx)
 	if err != nil {
@@ -89,7 +73,7 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 			return fmt.Errorf("write %s: %w", name, err)
 		}
 	}
-	fmt.Fprintf(out, "\n%s on %s (%s view), grouped %d-fold cross-validation per window size\n", *model, *dir, *view, *folds)
+	fmt.Fprintf(out, "\n%s on %s (%s view), grouped %d-fold cross-validation per window size\n", *model, *dir, view.name, *folds)
 	fmt.Fprintf(out, "  %6s  %14s  %9s  %16s  %12s\n", "window", "accuracy", "macro F1", "session accuracy", "device types")
 	for _, p := range points {
 		fmt.Fprintf(out, "  %6d  %6.1f ± %4.1f %%  %9.3f  %14.1f %%  %10.1f %%\n", p.Window, 100*p.CV.Accuracy.Mean, 100*p.CV.Accuracy.Std,
