@@ -26,6 +26,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/seqprofile"
 	"github.com/homemole/homemole/schemas"
 )
@@ -256,11 +257,11 @@ func Train(ctx context.Context, c *Corpus, cfg Config, log *slog.Logger) (*Model
 	runtime.LockOSThread() // libtorch's grad mode and gotch's error slot are per thread
 	defer runtime.UnlockOSThread()
 	if cfg.Threads > 0 {
-		if err := setTorchThreads(cfg.Threads); err != nil {
+		if err := learn.SetTorchThreads(cfg.Threads); err != nil {
 			return nil, fmt.Errorf("detect: set libtorch threads: %w", err)
 		}
 	}
-	if err := seedTorch(int64(cfg.Seed)); err != nil {
+	if err := learn.SeedTorch(int64(cfg.Seed)); err != nil {
 		return nil, fmt.Errorf("detect: seed libtorch: %w", err)
 	}
 	if err := m.build(); err != nil {

@@ -283,11 +283,11 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if cfg.Threads > 0 {
-		if err := setTorchThreads(cfg.Threads); err != nil {
+		if err := SetTorchThreads(cfg.Threads); err != nil {
 			return nil, fmt.Errorf("learn: set libtorch threads: %w", err)
 		}
 	}
-	if err := seedTorch(cfg.Seed); err != nil {
+	if err := SeedTorch(cfg.Seed); err != nil {
 		return nil, fmt.Errorf("learn: seed libtorch: %w", err)
 	}
 	// Features come from all training windows, windows without labels

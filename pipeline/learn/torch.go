@@ -34,16 +34,18 @@ import "errors"
 
 var errNoTorchSymbol = errors.New("libtch's C functions are not linked into this binary")
 
-// seedTorch seeds libtorch's generators (CPU and CUDA), which draw the
-// initial weights and the dropout masks.
-func seedTorch(seed int64) error {
+// SeedTorch seeds libtorch's generators (CPU and CUDA), which draw the
+// initial weights and the dropout masks. Process-wide; pipeline/detect's
+// CNNs seed through it too.
+func SeedTorch(seed int64) error {
 	if C.hm_manual_seed(C.int64_t(seed)) != 0 {
 		return errNoTorchSymbol
 	}
 	return nil
 }
 
-func setTorchThreads(n int) error {
+// SetTorchThreads sets libtorch's intra-op thread count, process-wide.
+func SetTorchThreads(n int) error {
 	if C.hm_set_num_threads(C.int(n)) != 0 {
 		return errNoTorchSymbol
 	}
