@@ -10,6 +10,8 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/nn"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/homemole/homemole/pipeline/learn"
 )
 
 // CNNConfig is the shape and training of one network. The paper gives the
@@ -106,24 +108,6 @@ func newCNN(p *nn.Path, cfg CNNConfig, in, bins, outputs int64) (*cnn, error) {
 	return n, nil
 }
 
-// scope collects the tensors of one step so they are freed together:
-// gotch v0.7.0 frees nothing on its own.
-type scope []*ts.Tensor
-
-func (s *scope) keep(t *ts.Tensor, err error) (*ts.Tensor, error) {
-	if err == nil && t != nil {
-		*s = append(*s, t)
-	}
-	return t, err
-}
-
-func (s *scope) free() {
-	for _, t := range *s {
-		_ = t.Drop()
-	}
-	*s = (*s)[:0]
-}
-
 // tensorOf copies a slice into a new CPU tensor as raw bytes (gotch's typed
 // constructors walk slices by reflection).
 func tensorOf[T int64 | float32](data []T, shape []int64, dtype gotch.DType) (*ts.Tensor, error) {
@@ -133,42 +117,42 @@ func tensorOf[T int64 | float32](data []T, shape []int64, dtype gotch.DType) (*t
 
 // forward maps x [B, in, bins] to [B, outputs]; a counter's output has
 // passed its ReLU.
-func (n *cnn) forward(sc *scope, x *ts.Tensor, train bool) (*ts.Tensor, error) {
+func (n *cnn) forward(sc *learn.Scope, x *ts.Tensor, train bool) (*ts.Tensor, error) {
 	h := x
 	pad := int64(n.cfg.Kernel / 2)
 	for i := range 3 {
 		var err error
-		if h, err = sc.keep(ts.Conv1d(h, n.convW[i], n.convB[i], []int64{1}, []int64{pad}, []int64{1}, 1)); err != nil {
+		if h, err = sc.Keep(ts.Conv1d(h, n.convW[i], n.convB[i], []int64{1}, []int64{pad}, []int64{1}, 1)); err != nil {
 			return nil, fmt.Errorf("conv%d: %w", i+1, err)
 		}
-		if h, err = sc.keep(h.Relu(false)); err != nil {
+		if h, err = sc.Keep(h.Relu(false)); err != nil {
 			return nil, err
 		}
-		if h, err = sc.keep(h.MaxPool1d([]int64{2}, []int64{2}, []int64{0}, []int64{1}, true, false)); err != nil {
+		if h, err = sc.Keep(h.MaxPool1d([]int64{2}, []int64{2}, []int64{0}, []int64{1}, true, false)); err != nil {
 			return nil, fmt.Errorf("pool%d: %w", i+1, err)
 		}
 	}
-	h, err := sc.keep(h.Flatten(1, -1, false))
+	h, err := sc.Keep(h.Flatten(1, -1, false))
 	if err != nil {
 		return nil, err
 	}
-	if h, err = sc.keep(ts.Dropout(h, n.cfg.Dropout, train)); err != nil {
+	if h, err = sc.Keep(ts.Dropout(h, n.cfg.Dropout, train)); err != nil {
 		return nil, err
 	}
-	if h, err = sc.keep(ts.Linear(h, n.fc1W, n.fc1B)); err != nil {
+	if h, err = sc.Keep(ts.Linear(h, n.fc1W, n.fc1B)); err != nil {
 		return nil, fmt.Errorf("fc1: %w", err)
 	}
-	if h, err = sc.keep(h.Relu(false)); err != nil {
+	if h, err = sc.Keep(h.Relu(false)); err != nil {
 		return nil, err
 	}
-	if h, err = sc.keep(ts.Dropout(h, n.cfg.Dropout, train)); err != nil {
+	if h, err = sc.Keep(ts.Dropout(h, n.cfg.Dropout, train)); err != nil {
 		return nil, err
 	}
-	if h, err = sc.keep(ts.Linear(h, n.fc2W, n.fc2B)); err != nil {
+	if h, err = sc.Keep(ts.Linear(h, n.fc2W, n.fc2B)); err != nil {
 		return nil, fmt.Errorf("fc2: %w", err)
 	}
 	if n.outputs == 1 {
-		if h, err = sc.keep(h.Relu(false)); err != nil {
+		if h, err = sc.Keep(h.Relu(false)); err != nil {
 			return nil, err
 		}
 	}
@@ -238,10 +222,10 @@ func (n *cnn) fit(ctx context.Context, vars []ts.Tensor, s *samples, seed uint64
 }
 
 func (n *cnn) step(opt *ts.COptimizer, bx, by []float32, bl []int64, bw []float32) (float64, error) {
-	var sc scope
-	defer sc.free()
+	var sc learn.Scope
+	defer sc.Free()
 	b := int64(len(by))
-	x, err := sc.keep(tensorOf(bx, []int64{b, n.in, n.bins}, gotch.Float))
+	x, err := sc.Keep(tensorOf(bx, []int64{b, n.in, n.bins}, gotch.Float))
 	if err != nil {
 		return 0, err
 	}
@@ -251,35 +235,35 @@ func (n *cnn) step(opt *ts.COptimizer, bx, by []float32, bl []int64, bw []float3
 	}
 	var loss *ts.Tensor
 	if n.outputs > 1 {
-		t, err := sc.keep(tensorOf(bl, []int64{b}, gotch.Int64))
+		t, err := sc.Keep(tensorOf(bl, []int64{b}, gotch.Int64))
 		if err != nil {
 			return 0, err
 		}
-		if loss, err = sc.keep(out.CrossEntropyLoss(t, ts.None, 1, -100, 0, false)); err != nil {
+		if loss, err = sc.Keep(out.CrossEntropyLoss(t, ts.None, 1, -100, 0, false)); err != nil {
 			return 0, fmt.Errorf("cross-entropy: %w", err)
 		}
 	} else {
-		t, err := sc.keep(tensorOf(by, []int64{b, 1}, gotch.Float))
+		t, err := sc.Keep(tensorOf(by, []int64{b, 1}, gotch.Float))
 		if err != nil {
 			return 0, err
 		}
-		w, err := sc.keep(tensorOf(bw, []int64{b, 1}, gotch.Float))
+		w, err := sc.Keep(tensorOf(bw, []int64{b, 1}, gotch.Float))
 		if err != nil {
 			return 0, err
 		}
-		d, err := sc.keep(out.Sub(t, false))
+		d, err := sc.Keep(out.Sub(t, false))
 		if err != nil {
 			return 0, err
 		}
-		sq, err := sc.keep(d.Square(false))
+		sq, err := sc.Keep(d.Square(false))
 		if err != nil {
 			return 0, err
 		}
-		wsq, err := sc.keep(sq.Mul(w, false))
+		wsq, err := sc.Keep(sq.Mul(w, false))
 		if err != nil {
 			return 0, err
 		}
-		if loss, err = sc.keep(wsq.Mean(gotch.Float, false)); err != nil {
+		if loss, err = sc.Keep(wsq.Mean(gotch.Float, false)); err != nil {
 			return 0, fmt.Errorf("weighted MSE: %w", err)
 		}
 	}
@@ -316,29 +300,29 @@ func (n *cnn) predict(x []float32, size int) ([]float32, error) {
 	const chunk = 512
 	for lo := 0; lo < count; lo += chunk {
 		hi := min(lo+chunk, count)
-		var sc scope
-		xt, err := sc.keep(tensorOf(x[lo*size:hi*size], []int64{int64(hi - lo), n.in, n.bins}, gotch.Float))
+		var sc learn.Scope
+		xt, err := sc.Keep(tensorOf(x[lo*size:hi*size], []int64{int64(hi - lo), n.in, n.bins}, gotch.Float))
 		if err != nil {
-			sc.free()
+			sc.Free()
 			return nil, err
 		}
 		y, err := n.forward(&sc, xt, false)
 		if err != nil {
-			sc.free()
+			sc.Free()
 			return nil, err
 		}
 		if n.outputs > 1 {
-			if y, err = sc.keep(y.Softmax(1, gotch.Float, false)); err != nil {
-				sc.free()
+			if y, err = sc.Keep(y.Softmax(1, gotch.Float, false)); err != nil {
+				sc.Free()
 				return nil, err
 			}
 		}
 		vals := make([]float32, (hi-lo)*int(n.outputs))
 		if err := y.CopyData(vals, uint(len(vals))); err != nil {
-			sc.free()
+			sc.Free()
 			return nil, err
 		}
-		sc.free()
+		sc.Free()
 		for i := range hi - lo {
 			out = append(out, vals[i*int(n.outputs)+int(n.outputs)-1])
 		}

@@ -135,19 +135,21 @@ func (m *Model) Close() {
 	m.vs, m.embed, m.lens, m.lstm, m.fcW, m.fcB = nil, nil, nil, nil, nil, nil
 }
 
-// scope collects the tensors of one step so they are freed together:
+// Scope collects the tensors of one step so they are freed together:
 // gotch v0.7.0 frees nothing on its own, and a leak per batch adds up
 // over an epoch.
-type scope []*ts.Tensor
+type Scope []*ts.Tensor
 
-func (s *scope) keep(t *ts.Tensor, err error) (*ts.Tensor, error) {
+// Keep records t for Free and passes the call's results through.
+func (s *Scope) Keep(t *ts.Tensor, err error) (*ts.Tensor, error) {
 	if err == nil && t != nil {
 		*s = append(*s, t)
 	}
 	return t, err
 }
 
-func (s *scope) free() {
+// Free drops every tensor kept.
+func (s *Scope) Free() {
 	for _, t := range *s {
 		_ = t.Drop()
 	}
@@ -155,14 +157,14 @@ func (s *scope) free() {
 }
 
 // inputs moves an encoded batch to the model's device.
-func (m *Model) inputs(sc *scope, e encoded) (ports, lens, numeric, targets *ts.Tensor, err error) {
+func (m *Model) inputs(sc *Scope, e encoded) (ports, lens, numeric, targets *ts.Tensor, err error) {
 	b := int64(len(e.ports) / e.n)
 	n := int64(e.n)
 	toDevice := func(t *ts.Tensor, err error) (*ts.Tensor, error) {
-		if _, err := sc.keep(t, err); err != nil || !m.device.IsCuda() {
+		if _, err := sc.Keep(t, err); err != nil || !m.device.IsCuda() {
 			return t, err
 		}
-		return sc.keep(t.To(m.device, false))
+		return sc.Keep(t.To(m.device, false))
 	}
 	if ports, err = toDevice(tensorOf(e.ports, []int64{b, n}, gotch.Int64)); err != nil {
 		return nil, nil, nil, nil, err
@@ -188,20 +190,20 @@ func tensorOf[T int64 | float32](data []T, shape []int64, dtype gotch.DType) (*t
 }
 
 // forward returns per-packet logits [B*n, numClasses].
-func (m *Model) forward(sc *scope, ports, lens, numeric *ts.Tensor, train bool) (*ts.Tensor, error) {
-	emb, err := sc.keep(ts.Embedding(m.embed, ports, -1, false, false))
+func (m *Model) forward(sc *Scope, ports, lens, numeric *ts.Tensor, train bool) (*ts.Tensor, error) {
+	emb, err := sc.Keep(ts.Embedding(m.embed, ports, -1, false, false))
 	if err != nil {
 		return nil, fmt.Errorf("embedding: %w", err)
 	}
 	parts := []ts.Tensor{*emb}
 	if m.lens != nil {
-		lemb, err := sc.keep(ts.Embedding(m.lens, lens, -1, false, false))
+		lemb, err := sc.Keep(ts.Embedding(m.lens, lens, -1, false, false))
 		if err != nil {
 			return nil, fmt.Errorf("frame-length embedding: %w", err)
 		}
 		parts = append(parts, *lemb)
 	}
-	x, err := sc.keep(ts.Cat(append(parts, *numeric), 2))
+	x, err := sc.Keep(ts.Cat(append(parts, *numeric), 2))
 	if err != nil {
 		return nil, fmt.Errorf("concatenate inputs: %w", err)
 	}
@@ -210,11 +212,11 @@ func (m *Model) forward(sc *scope, ports, lens, numeric *ts.Tensor, train bool) 
 		return nil, err
 	}
 	state := []int64{m.cfg.directions(), size[0], int64(m.cfg.Hidden)}
-	h0, err := sc.keep(ts.Zeros(state, gotch.Float, m.device))
+	h0, err := sc.Keep(ts.Zeros(state, gotch.Float, m.device))
 	if err != nil {
 		return nil, err
 	}
-	c0, err := sc.keep(ts.Zeros(state, gotch.Float, m.device))
+	c0, err := sc.Keep(ts.Zeros(state, gotch.Float, m.device))
 	if err != nil {
 		return nil, err
 	}
@@ -222,19 +224,19 @@ func (m *Model) forward(sc *scope, ports, lens, numeric *ts.Tensor, train bool) 
 	if err != nil {
 		return nil, fmt.Errorf("LSTM: %w", err)
 	}
-	sc.keep(out, nil)
-	sc.keep(h, nil)
-	sc.keep(c, nil)
+	sc.Keep(out, nil)
+	sc.Keep(h, nil)
+	sc.Keep(c, nil)
 	if train && m.cfg.Dropout > 0 {
-		if out, err = sc.keep(ts.Dropout(out, m.cfg.Dropout, true)); err != nil {
+		if out, err = sc.Keep(ts.Dropout(out, m.cfg.Dropout, true)); err != nil {
 			return nil, fmt.Errorf("dropout: %w", err)
 		}
 	}
-	logits, err := sc.keep(ts.Linear(out, m.fcW, m.fcB))
+	logits, err := sc.Keep(ts.Linear(out, m.fcW, m.fcB))
 	if err != nil {
 		return nil, fmt.Errorf("output layer: %w", err)
 	}
-	return sc.keep(logits.Reshape([]int64{-1, int64(m.numClasses)}, false))
+	return sc.Keep(logits.Reshape([]int64{-1, int64(m.numClasses)}, false))
 }
 
 // Train fits a model on the training windows (one fold). numClasses is
@@ -383,8 +385,8 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss fl
 	if e.labeled == 0 {
 		return 0, 0, 0, nil // the mean over no packets is NaN: nothing to learn
 	}
-	var sc scope
-	defer sc.free()
+	var sc Scope
+	defer sc.Free()
 	ports, lens, numeric, targets, err := m.inputs(&sc, e)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("move batch to %v: %w", m.device, err)
@@ -394,7 +396,7 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss fl
 		return 0, 0, 0, err
 	}
 	// ignore_index -1 is the mask: padding and unlabeled packets carry -1.
-	l, err := sc.keep(logits.CrossEntropyLoss(targets, weights, 1, -1, 0, false))
+	l, err := sc.Keep(logits.CrossEntropyLoss(targets, weights, 1, -1, 0, false))
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("loss: %w", err)
 	}
@@ -415,15 +417,15 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss fl
 		return 0, 0, 0, fmt.Errorf("read loss: %w", err)
 	}
 	// argmax is never -1, so masked positions never count as correct.
-	pred, err := sc.keep(logits.Argmax([]int64{1}, false, false))
+	pred, err := sc.Keep(logits.Argmax([]int64{1}, false, false))
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	eq, err := sc.keep(pred.EqTensor(targets, false))
+	eq, err := sc.Keep(pred.EqTensor(targets, false))
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	sum, err := sc.keep(eq.Sum(gotch.Int64, false))
+	sum, err := sc.Keep(eq.Sum(gotch.Int64, false))
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -442,23 +444,23 @@ const maxGradNorm = 5.0
 
 // clipGradNorm scales the trainable weights' gradients down so that their
 // global L2 norm is at most max, as torch.nn.utils.clip_grad_norm_ does.
-func (m *Model) clipGradNorm(sc *scope, max float64) error {
+func (m *Model) clipGradNorm(sc *Scope, max float64) error {
 	vars := m.vs.TrainableVariables()
 	grads := make([]*ts.Tensor, 0, len(vars))
 	var sq float64
 	for i := range vars {
-		g, err := sc.keep(vars[i].Grad(false))
+		g, err := sc.Keep(vars[i].Grad(false))
 		if err != nil {
 			return err
 		}
 		if ok, err := g.Defined(); err != nil || !ok {
 			continue // a weight the loss did not reach (an unused embedding row set)
 		}
-		g2, err := sc.keep(g.Square(false))
+		g2, err := sc.Keep(g.Square(false))
 		if err != nil {
 			return err
 		}
-		s, err := sc.keep(g2.Sum(gotch.Float, false))
+		s, err := sc.Keep(g2.Sum(gotch.Float, false))
 		if err != nil {
 			return err
 		}
@@ -624,8 +626,8 @@ func (m *Model) LogProbs(ws []*schemas.Window) ([][]float32, error) {
 
 // logProbBatch returns log-softmax rows [B*n*numClasses].
 func (m *Model) logProbBatch(e encoded) ([]float32, error) {
-	var sc scope
-	defer sc.free()
+	var sc Scope
+	defer sc.Free()
 	ports, lens, numeric, _, err := m.inputs(&sc, e)
 	if err != nil {
 		return nil, err
@@ -634,7 +636,7 @@ func (m *Model) logProbBatch(e encoded) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	lp, err := sc.keep(logits.LogSoftmax(1, gotch.Float, false))
+	lp, err := sc.Keep(logits.LogSoftmax(1, gotch.Float, false))
 	if err != nil {
 		return nil, err
 	}
