@@ -115,12 +115,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// after it (the model can never name them: their captures count as
 	// misses, which is the truth).
 	labels := build.LabelsOf(trainC)
+	numClasses := len(labels) // the model's classes: the training devices
 	for _, l := range build.LabelsOf(testC) {
 		if !slices.Contains(labels, l) {
 			labels = append(labels, l)
 		}
 	}
-	numClasses := len(build.LabelsOf(trainC))
 	version := fmt.Sprintf("%d", time.Now().UnixNano())
 	trainM, err := cfg.buildDataset(ctx, trainC, "exp-train", version, labels)
 	if err != nil {
