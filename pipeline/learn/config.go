@@ -34,6 +34,16 @@ type Config struct {
 	// TCP flags and transport to the paper's inputs; false gives the
 	// paper's inputs.
 	HeaderFeatures bool
+	// Context ContextStream gives each packet's output layer, beside its
+	// own LSTM state, which kinds of packet (direction, exact frame
+	// length) the stream it was cut from holds: one device's packets in
+	// one capture session (kind ind), or the session's merged stream
+	// (kind noise). Devices of one vendor share most of their traffic (a
+	// firmware download, DNS, NTP) and differ in a few messages: one TLS
+	// record, a DHCP request with a longer hostname, an announcement that
+	// one of them never sends. A window rarely holds those; the stream
+	// does. "" or ContextNone gives the paper's output layer.
+	Context string
 	// Balance weighs each class in the loss by its inverse share of the
 	// training packets, so rare devices count as much as chatty ones.
 	Balance bool
@@ -41,6 +51,12 @@ type Config struct {
 	// 0 leaves libtorch's default.
 	Threads int
 }
+
+// Context values.
+const (
+	ContextNone   = "none"
+	ContextStream = "stream"
+)
 
 // DefaultConfig returns the paper's settings: BLSTM, hidden 64, port
 // embedding 30, dropout 0.5, Adam at 0.001, 15 epochs.
@@ -58,6 +74,7 @@ func DefaultConfig() Config {
 		MaxLens:       512,
 		Seed:          1,
 		Balance:       true,
+		Context:       ContextStream,
 	}
 }
 
@@ -92,8 +109,13 @@ func (c Config) Validate() error {
 	if c.LenEmbedDim < 0 {
 		bad("LenEmbedDim", c.LenEmbedDim, ">= 0 (0 = no frame-length embedding, the paper's model)")
 	}
-	if c.LenEmbedDim > 0 && c.MaxLens <= 0 {
-		bad("MaxLens", c.MaxLens, "> 0 when LenEmbedDim > 0")
+	if (c.LenEmbedDim > 0 || c.Context == ContextStream) && c.MaxLens <= 0 {
+		bad("MaxLens", c.MaxLens, "> 0 when LenEmbedDim > 0 or Context is stream (both read the frame-length vocabulary)")
+	}
+	switch c.Context {
+	case "", ContextNone, ContextStream:
+	default:
+		bad("Context", fmt.Sprintf("%q", c.Context), fmt.Sprintf("%q or %q", ContextNone, ContextStream))
 	}
 	if c.Threads < 0 {
 		bad("Threads", c.Threads, ">= 0 (0 = libtorch's default)")

@@ -174,13 +174,16 @@ type encoded struct {
 	n       int
 	ports   []int64   // [B*n] port embedding rows
 	lens    []int64   // [B*n] frame-length embedding rows
+	present []float32 // [B*bagRows] the window's stream context; nil without one
 	numeric []float32 // [B*n*numericDim]
 	dim     int       // numeric values per packet
 	targets []int64   // [B*n] class, or -1 where the loss must not look
 	labeled int       // positions with a target >= 0
 }
 
-func (f *features) encode(ws []*schemas.Window, n int) encoded {
+// encode lays out windows of n slots; kinds, when not nil, holds each
+// window's stream context (kindOf rows).
+func (f *features) encode(ws []*schemas.Window, n int, kinds [][]int32) encoded {
 	numericDim := f.numericDim()
 	e := encoded{
 		n:       n,
@@ -189,6 +192,15 @@ func (f *features) encode(ws []*schemas.Window, n int) encoded {
 		lens:    make([]int64, len(ws)*n),
 		numeric: make([]float32, len(ws)*n*numericDim),
 		targets: make([]int64, len(ws)*n),
+	}
+	if kinds != nil {
+		rows := f.bagRows()
+		e.present = make([]float32, len(ws)*rows)
+		for b, ks := range kinds {
+			for _, r := range ks {
+				e.present[b*rows+int(r)] = 1
+			}
+		}
 	}
 	for b, w := range ws {
 		for i := range n {
@@ -227,6 +239,22 @@ func (f *features) encode(ws []*schemas.Window, n int) encoded {
 		}
 	}
 	return e
+}
+
+// bagRows is how many kinds of packet the stream context tells apart:
+// each frame-length row in each direction (out, in, local).
+func (f *features) bagRows() int { return 3 * int(f.lenRows()) }
+
+// kindOf is slot i's kind of packet, a row of the stream context.
+func (f *features) kindOf(w *schemas.Window, i int) int32 {
+	dir := int64(2) // local
+	switch w.Direction[i] {
+	case 1:
+		dir = 0
+	case 0:
+		dir = 1
+	}
+	return int32(3*f.lenRow(w.FrameLen[i]) + dir)
 }
 
 // checkWindow rejects windows the encoder would misread. numClasses < 0

@@ -44,7 +44,7 @@ func synthWindows(rng *rand.Rand, count, n int) []*schemas.Window {
 	ws := make([]*schemas.Window, count)
 	for k := range ws {
 		w := schemas.NewWindow(n)
-		w.ID = fmt.Sprintf("synth/%d", k)
+		w.ID = fmt.Sprintf("synth/%d/0", k) // every window a stream of its own
 		w.Len = n
 		if rng.Float64() < 0.2 {
 			w.Len = n/2 + rng.IntN(n-n/2)
@@ -405,6 +405,8 @@ func TestConfigValidate(t *testing.T) {
 		{"BatchSize", func(c *Config) { c.BatchSize = -1 }},
 		{"MaxPorts", func(c *Config) { c.MaxPorts = 0 }},
 		{"Threads", func(c *Config) { c.Threads = -2 }},
+		{"Context", func(c *Config) { c.Context = "session" }},
+		{"MaxLens", func(c *Config) { c.LenEmbedDim, c.MaxLens = 0, 0 }}, // the stream context still needs lengths
 	} {
 		cfg := DefaultConfig()
 		tc.mod(&cfg)
@@ -448,6 +450,7 @@ func BenchmarkTrain(b *testing.B) {
 	// The paper's model exactly, as tools/benchref/blstm_ref.py builds it
 	// in PyTorch, so the two figures compare like with like.
 	cfg.LenEmbedDim = 0
+	cfg.Context = ContextNone
 	cfg.Threads = 1 // as the reference (see blstm_ref.py)
 	var rate float64
 	for b.Loop() {
@@ -470,7 +473,7 @@ func TestHeaderFeatures(t *testing.T) {
 		ws := make([]*schemas.Window, count)
 		for k := range ws {
 			w := schemas.NewWindow(8)
-			w.ID, w.Len = fmt.Sprintf("hdr/%d", k), 8
+			w.ID, w.Len = fmt.Sprintf("hdr/%d/0", k), 8
 			c := rng.IntN(2)
 			for i := range w.Len {
 				w.DPort[i], w.ProtoBits[i], w.Direction[i] = 443, 0b1101000, 1
@@ -490,6 +493,7 @@ func TestHeaderFeatures(t *testing.T) {
 	cfg := smallConfig()
 	cfg.Epochs = 20
 	cfg.LenEmbedDim = 0
+	cfg.Context = ContextNone // random lengths would give the stream context noise to learn
 	score := func(header bool) float64 {
 		cfg.HeaderFeatures = header
 		m, err := Train(context.Background(), cfg, train, 2, nil)

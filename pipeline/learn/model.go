@@ -25,12 +25,14 @@ type Model struct {
 	feat       *features
 	device     gotch.Device
 
-	vs    *nn.VarStore
-	embed *ts.Tensor  // [port rows, EmbedDim]
-	lens  *ts.Tensor  // [length rows, LenEmbedDim]; nil without a frame-length embedding
-	lstm  []ts.Tensor // flat LSTM weights in libtorch's order
-	fcW   *ts.Tensor  // [numClasses, directions*Hidden]
-	fcB   *ts.Tensor  // [numClasses]
+	vs      *nn.VarStore
+	embed   *ts.Tensor  // [port rows, EmbedDim]
+	lens    *ts.Tensor  // [length rows, LenEmbedDim]; nil without a frame-length embedding
+	streamW *ts.Tensor  // [bagDim, kinds of packet]; nil without a stream context
+	streamB *ts.Tensor  // [bagDim]
+	lstm    []ts.Tensor // flat LSTM weights in libtorch's order
+	fcW     *ts.Tensor  // [numClasses, directions*Hidden (+ bagDim with a stream context)]
+	fcB     *ts.Tensor  // [numClasses]
 }
 
 // EpochStats reports one finished epoch.
@@ -112,6 +114,16 @@ func newModel(cfg Config, feat *features, numClasses int, device gotch.Device) (
 		ts.Must_CudnnRnnFlattenWeight(m.lstm, 4, in, 2, h, 0, 1, true, cfg.Bidirectional)
 	}
 	d := cfg.directions() * h
+	if cfg.Context == ContextStream {
+		bound := 1 / math.Sqrt(float64(feat.bagRows()))
+		if m.streamW, err = root.Sub("stream").NewVar("weight", []int64{bagDim, int64(feat.bagRows())}, nn.NewUniformInit(-bound, bound)); err != nil {
+			return nil, fmt.Errorf("learn: create stream-context layer: %w", err)
+		}
+		if m.streamB, err = root.Sub("stream").NewVar("bias", []int64{bagDim}, nn.NewUniformInit(-bound, bound)); err != nil {
+			return nil, fmt.Errorf("learn: create stream-context layer: %w", err)
+		}
+		d += bagDim
+	}
 	fcBound := 1 / math.Sqrt(float64(d))
 	fc := root.Sub("fc")
 	if m.fcW, err = fc.NewVar("weight", []int64{int64(numClasses), d}, nn.NewUniformInit(-fcBound, fcBound)); err != nil {
@@ -132,7 +144,7 @@ func (m *Model) Close() {
 	for _, t := range m.vs.Variables() {
 		_ = t.Drop()
 	}
-	m.vs, m.embed, m.lens, m.lstm, m.fcW, m.fcB = nil, nil, nil, nil, nil, nil
+	m.vs, m.embed, m.lens, m.streamW, m.streamB, m.lstm, m.fcW, m.fcB = nil, nil, nil, nil, nil, nil, nil, nil
 }
 
 // Scope collects the tensors of one step so they are freed together:
@@ -156,8 +168,14 @@ func (s *Scope) Free() {
 	*s = (*s)[:0]
 }
 
+// batchTensors is an encoded batch on the model's device.
+type batchTensors struct {
+	ports, lens, numeric, targets *ts.Tensor
+	present                       *ts.Tensor // [B, bag rows]; nil without a stream context
+}
+
 // inputs moves an encoded batch to the model's device.
-func (m *Model) inputs(sc *Scope, e encoded) (ports, lens, numeric, targets *ts.Tensor, err error) {
+func (m *Model) inputs(sc *Scope, e encoded) (t batchTensors, err error) {
 	b := int64(len(e.ports) / e.n)
 	n := int64(e.n)
 	toDevice := func(t *ts.Tensor, err error) (*ts.Tensor, error) {
@@ -166,19 +184,24 @@ func (m *Model) inputs(sc *Scope, e encoded) (ports, lens, numeric, targets *ts.
 		}
 		return sc.Keep(t.To(m.device, false))
 	}
-	if ports, err = toDevice(tensorOf(e.ports, []int64{b, n}, gotch.Int64)); err != nil {
-		return nil, nil, nil, nil, err
+	if t.ports, err = toDevice(tensorOf(e.ports, []int64{b, n}, gotch.Int64)); err != nil {
+		return t, err
 	}
-	if lens, err = toDevice(tensorOf(e.lens, []int64{b, n}, gotch.Int64)); err != nil {
-		return nil, nil, nil, nil, err
+	if t.lens, err = toDevice(tensorOf(e.lens, []int64{b, n}, gotch.Int64)); err != nil {
+		return t, err
 	}
-	if numeric, err = toDevice(tensorOf(e.numeric, []int64{b, n, int64(e.dim)}, gotch.Float)); err != nil {
-		return nil, nil, nil, nil, err
+	if t.numeric, err = toDevice(tensorOf(e.numeric, []int64{b, n, int64(e.dim)}, gotch.Float)); err != nil {
+		return t, err
 	}
-	if targets, err = toDevice(tensorOf(e.targets, []int64{b * n}, gotch.Int64)); err != nil {
-		return nil, nil, nil, nil, err
+	if t.targets, err = toDevice(tensorOf(e.targets, []int64{b * n}, gotch.Int64)); err != nil {
+		return t, err
 	}
-	return ports, lens, numeric, targets, nil
+	if e.present != nil {
+		if t.present, err = toDevice(tensorOf(e.present, []int64{b, int64(m.feat.bagRows())}, gotch.Float)); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
 }
 
 // tensorOf copies a slice into a new CPU tensor. It hands gotch raw bytes:
@@ -190,7 +213,8 @@ func tensorOf[T int64 | float32](data []T, shape []int64, dtype gotch.DType) (*t
 }
 
 // forward returns per-packet logits [B*n, numClasses].
-func (m *Model) forward(sc *Scope, ports, lens, numeric *ts.Tensor, train bool) (*ts.Tensor, error) {
+func (m *Model) forward(sc *Scope, in batchTensors, train bool) (*ts.Tensor, error) {
+	ports, lens, numeric := in.ports, in.lens, in.numeric
 	emb, err := sc.Keep(ts.Embedding(m.embed, ports, -1, false, false))
 	if err != nil {
 		return nil, fmt.Errorf("embedding: %w", err)
@@ -227,6 +251,11 @@ func (m *Model) forward(sc *Scope, ports, lens, numeric *ts.Tensor, train bool) 
 	sc.Keep(out, nil)
 	sc.Keep(h, nil)
 	sc.Keep(c, nil)
+	if m.streamW != nil {
+		if out, err = m.streamContext(sc, out, in.present); err != nil {
+			return nil, fmt.Errorf("stream context: %w", err)
+		}
+	}
 	if train && m.cfg.Dropout > 0 {
 		if out, err = sc.Keep(ts.Dropout(out, m.cfg.Dropout, true)); err != nil {
 			return nil, fmt.Errorf("dropout: %w", err)
@@ -237,6 +266,40 @@ func (m *Model) forward(sc *Scope, ports, lens, numeric *ts.Tensor, train bool) 
 		return nil, fmt.Errorf("output layer: %w", err)
 	}
 	return sc.Keep(logits.Reshape([]int64{-1, int64(m.numClasses)}, false))
+}
+
+// bagDim is the stream context's width.
+const bagDim = 64
+
+// streamContext appends to every slot's LSTM output [B, n, D] a learned
+// summary of which kinds of packet (direction, exact frame length) the
+// window's stream holds: relu(present · W + b), present being the
+// stream's 0/1 vector over the kinds [B, kinds]. Timing and order are left
+// out on purpose: a device shows itself by the messages it sends at all
+// (one TLS record of its own size, a DHCP request with its hostname), and
+// by the ones it never sends.
+func (m *Model) streamContext(sc *Scope, out, present *ts.Tensor) (*ts.Tensor, error) {
+	size, err := out.Size()
+	if err != nil {
+		return nil, err
+	}
+	lin, err := sc.Keep(ts.Linear(present, m.streamW, m.streamB))
+	if err != nil {
+		return nil, err
+	}
+	act, err := sc.Keep(lin.Relu(false))
+	if err != nil {
+		return nil, err
+	}
+	un, err := sc.Keep(act.Unsqueeze(1, false))
+	if err != nil {
+		return nil, err
+	}
+	wide, err := sc.Keep(un.Expand([]int64{size[0], size[1], bagDim}, false, false))
+	if err != nil {
+		return nil, err
+	}
+	return sc.Keep(ts.Cat([]ts.Tensor{*out, *wide}, 2))
 }
 
 // Train fits a model on the training windows (one fold). numClasses is
@@ -256,7 +319,7 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 		return nil, errors.New("learn: no training windows")
 	}
 	n := len(train[0].Label)
-	var labeled []*schemas.Window
+	labeled := 0
 	for i, w := range train {
 		if err := checkWindow(w, numClasses); err != nil {
 			return nil, fmt.Errorf("learn: training window %d: %w", i, err)
@@ -269,14 +332,11 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 		if len(w.Label) != n {
 			return nil, fmt.Errorf("learn: training window %d (%q) has %d slots, the first has %d; train one window size at a time", i, w.ID, len(w.Label), n)
 		}
-		for j := range w.Len {
-			if w.Label[j] >= 0 {
-				labeled = append(labeled, w)
-				break
-			}
+		if hasLabel(w) {
+			labeled++
 		}
 	}
-	if len(labeled) == 0 {
+	if labeled == 0 {
 		return nil, errors.New("learn: the training windows hold no labeled packet")
 	}
 
@@ -295,8 +355,8 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	// Features come from all training windows, windows without labels
 	// included; only the loss needs labels.
 	maxLens := 0
-	if cfg.LenEmbedDim > 0 {
-		maxLens = cfg.MaxLens
+	if cfg.LenEmbedDim > 0 || cfg.Context == ContextStream {
+		maxLens = cfg.MaxLens // the stream context's kinds of packet are lengths too
 	}
 	feat := fitFeatures(train, cfg.MaxPorts, maxLens)
 	feat.Header = cfg.HeaderFeatures
@@ -304,13 +364,24 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	if err != nil {
 		return nil, err
 	}
-	if err := m.fit(ctx, labeled, progress); err != nil {
+	if err := m.fit(ctx, train, progress); err != nil {
 		m.Close()
 		return nil, err
 	}
 	return m, nil
 }
 
+func hasLabel(w *schemas.Window) bool {
+	for j := range w.Len {
+		if w.Label[j] >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// fit trains on the windows with labeled packets; the others only give
+// their streams context.
 func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(EpochStats)) error {
 	opt, err := ts.Adam(m.cfg.LR, 0.9, 0.999, 0)
 	if err != nil {
@@ -324,13 +395,19 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 		defer ts.GradSetEnabled(prev)
 	}
 
-	// Windows without any labeled packet were left out by Train: they
-	// contribute nothing to the loss, so skipping them is exact.
+	// Windows without any labeled packet contribute nothing to the loss,
+	// so skipping them is exact.
 	seed := uint64(m.cfg.Seed)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	order := make([]int, len(ws))
-	for i := range order {
-		order[i] = i
+	var order []int
+	for i, w := range ws {
+		if hasLabel(w) {
+			order = append(order, i)
+		}
+	}
+	var streams contexts
+	if m.streamW != nil {
+		streams = m.feat.contextsOf(m.cfg, ws)
 	}
 	n := len(ws[0].Label)
 	weights := ts.None
@@ -343,21 +420,28 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 		weights = w
 	}
 	batch := make([]*schemas.Window, 0, m.cfg.BatchSize)
+	var kinds, batchKinds [][]int32
 	start := time.Now()
 	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
 		epochStart := time.Now()
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		if m.streamW != nil {
+			kinds = streams.sample(rng)
+		}
 		var lossSum float64
 		var correct, total int64
 		for lo := 0; lo < len(order); lo += m.cfg.BatchSize {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("learn: training stopped in epoch %d: %w", epoch, err)
 			}
-			batch = batch[:0]
+			batch, batchKinds = batch[:0], batchKinds[:0]
 			for _, k := range order[lo:min(lo+m.cfg.BatchSize, len(order))] {
 				batch = append(batch, ws[k])
+				if kinds != nil {
+					batchKinds = append(batchKinds, kinds[k])
+				}
 			}
-			loss, ok, count, err := m.step(opt, m.feat.encode(batch, n), weights)
+			loss, ok, count, err := m.step(opt, m.feat.encode(batch, n, batchKinds), weights)
 			if err != nil {
 				return fmt.Errorf("learn: epoch %d, batch at %d: %w", epoch, lo, err)
 			}
@@ -387,11 +471,12 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss fl
 	}
 	var sc Scope
 	defer sc.Free()
-	ports, lens, numeric, targets, err := m.inputs(&sc, e)
+	in, err := m.inputs(&sc, e)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("move batch to %v: %w", m.device, err)
 	}
-	logits, err := m.forward(&sc, ports, lens, numeric, true)
+	targets := in.targets
+	logits, err := m.forward(&sc, in, true)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -601,6 +686,10 @@ func (m *Model) LogProbs(ws []*schemas.Window) ([][]float32, error) {
 	}
 	defer ts.GradSetEnabled(prev)
 
+	var kinds, batchKinds [][]int32
+	if m.streamW != nil {
+		kinds = m.feat.contextsOf(m.cfg, ws).whole()
+	}
 	c := m.numClasses
 	out := make([][]float32, len(ws))
 	batch := make([]*schemas.Window, 0, m.cfg.BatchSize)
@@ -608,11 +697,14 @@ func (m *Model) LogProbs(ws []*schemas.Window) ([][]float32, error) {
 		idx := bySize[n]
 		for lo := 0; lo < len(idx); lo += m.cfg.BatchSize {
 			part := idx[lo:min(lo+m.cfg.BatchSize, len(idx))]
-			batch = batch[:0]
+			batch, batchKinds = batch[:0], batchKinds[:0]
 			for _, i := range part {
 				batch = append(batch, ws[i])
+				if kinds != nil {
+					batchKinds = append(batchKinds, kinds[i])
+				}
 			}
-			lp, err := m.logProbBatch(m.feat.encode(batch, n))
+			lp, err := m.logProbBatch(m.feat.encode(batch, n, batchKinds))
 			if err != nil {
 				return nil, fmt.Errorf("learn: predict: %w", err)
 			}
@@ -628,11 +720,11 @@ func (m *Model) LogProbs(ws []*schemas.Window) ([][]float32, error) {
 func (m *Model) logProbBatch(e encoded) ([]float32, error) {
 	var sc Scope
 	defer sc.Free()
-	ports, lens, numeric, _, err := m.inputs(&sc, e)
+	in, err := m.inputs(&sc, e)
 	if err != nil {
 		return nil, err
 	}
-	logits, err := m.forward(&sc, ports, lens, numeric, false)
+	logits, err := m.forward(&sc, in, false)
 	if err != nil {
 		return nil, err
 	}

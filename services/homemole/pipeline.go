@@ -168,6 +168,13 @@ func learnFlags(fs *flag.FlagSet) *learn.Config {
 	fs.IntVar(&cfg.LenEmbedDim, "len-embed", cfg.LenEmbedDim, "size of the exact-frame-length embedding added to the paper's inputs; 0 = the paper's inputs")
 	fs.BoolVar(&cfg.HeaderFeatures, "header-features", cfg.HeaderFeatures, "add TTL, TCP window, options and payload length, TCP flags and transport to the paper's inputs")
 	fs.BoolVar(&cfg.Balance, "balance", cfg.Balance, "weigh each device in the loss by its inverse share of the training packets")
+	fs.Func("context", fmt.Sprintf("what each packet's output sees beside its own LSTM state: %s (the paper) or %s (which kinds of packet its device's stream in the capture session holds) (default %s)", learn.ContextNone, learn.ContextStream, cfg.Context), func(v string) error {
+		if v != learn.ContextNone && v != learn.ContextStream {
+			return fmt.Errorf("want %s or %s", learn.ContextNone, learn.ContextStream)
+		}
+		cfg.Context = v
+		return nil
+	})
 	fs.IntVar(&cfg.Hidden, "hidden", cfg.Hidden, "LSTM hidden size per direction (paper: 64)")
 	fs.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "dropout on the LSTM outputs (paper: 0.5)")
 	return &cfg
