@@ -96,6 +96,21 @@ func (m *Model) weightBytes() ([]byte, error) {
 	return b, nil
 }
 
+// paramCount is how many float32 weights newModel creates for this shape,
+// in float64 so that absurd sizes cannot overflow.
+func paramCount(cfg Config, feat *features, numClasses int) float64 {
+	h := float64(cfg.Hidden)
+	in := float64(cfg.EmbedDim + cfg.LenEmbedDim + feat.numericDim())
+	n := float64(feat.portRows())*float64(cfg.EmbedDim) + float64(feat.lenRows())*float64(cfg.LenEmbedDim)
+	n += float64(cfg.directions()) * (4*h*in + 4*h*h + 8*h)
+	d := float64(cfg.directions()) * h
+	if cfg.Context == ContextStream {
+		n += bagDim*float64(feat.bagRows()) + bagDim
+		d += bagDim
+	}
+	return n + float64(numClasses)*(d+1)
+}
+
 // Load reads a checkpoint written by Save. The model goes to the GPU when
 // one is available, to the CPU otherwise, wherever it was trained.
 func Load(r io.Reader) (*Model, error) {
@@ -153,6 +168,13 @@ func Load(r io.Reader) (*Model, error) {
 	}
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("learn: write weights to temp file: %w", err)
+	}
+
+	// The metadata sets the model's shape, and newModel allocates it before
+	// the weights are read: a damaged header must not ask for more than
+	// the weights on disk can fill.
+	if n := paramCount(meta.Config, meta.Features, meta.NumClasses); n*4 > float64(wLen) {
+		return nil, fmt.Errorf("learn: checkpoint metadata describes %.0f weights, its weights hold %d bytes; file corrupt?", n, wLen)
 	}
 
 	runtime.LockOSThread()

@@ -3,6 +3,8 @@ package learn
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -268,12 +270,69 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		"truncated": buf.Bytes()[:size-100],
 		"foreign":   []byte("PK\x03\x04 this is a zip file, not a model"),
 		"empty":     nil,
+		"oversized": inflateHidden(t, buf.Bytes(), 1<<20),
 	} {
 		if m, err := Load(bytes.NewReader(data)); err == nil {
 			m.Close()
 			t.Errorf("Load of a %s checkpoint succeeded", name)
+		} else {
+			t.Logf("%s: %v", name, err)
 		}
 	}
+}
+
+// inflateHidden rewrites a checkpoint's metadata to claim an LSTM of the
+// given hidden size, as a damaged file might: Load must refuse it before
+// allocating the model, since the weights cannot fill it.
+func inflateHidden(t *testing.T, ckpt []byte, hidden int) []byte {
+	t.Helper()
+	off := len(checkpointMagic) + 4
+	metaLen := int(binary.BigEndian.Uint32(ckpt[off:]))
+	var meta map[string]any
+	if err := json.Unmarshal(ckpt[off+4:off+4+metaLen], &meta); err != nil {
+		t.Fatal(err)
+	}
+	meta["config"].(map[string]any)["Hidden"] = hidden
+	js, err := json.Marshal(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := append([]byte{}, ckpt[:off]...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(js)))
+	out = append(out, js...)
+	return append(out, ckpt[off+4+metaLen:]...)
+}
+
+// FuzzLoad: damaged checkpoints are refused with an error, never a crash
+// or an allocation their weights cannot back; what loads can predict.
+func FuzzLoad(f *testing.F) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	ws := synthWindows(rng, 40, 8)
+	cfg := smallConfig()
+	cfg.Epochs, cfg.Hidden, cfg.EmbedDim, cfg.LenEmbedDim, cfg.MaxPorts, cfg.MaxLens = 1, 4, 3, 2, 8, 8
+	m, err := Train(context.Background(), cfg, ws, len(devices), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := m.Save(&buf); err != nil {
+		f.Fatal(err)
+	}
+	m.Close()
+	good := buf.Bytes()
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Add(good[:len(checkpointMagic)+8])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Load(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		defer m.Close()
+		if _, err := m.Predict(ws[:2]); err != nil {
+			return
+		}
+	})
 }
 
 func TestPaddingAndUnlabeled(t *testing.T) {
