@@ -1,34 +1,20 @@
 package detect
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 
-	"github.com/sugarme/gotch/ts"
+	"github.com/homemole/homemole/pipeline/learn"
 )
 
-// A model file is one stream:
-//
-//	magic "HMSPCNN\n" | uint32 format | uint32 len | JSON (Model: config,
-//	device types, SPs, scales) | uint64 len | weights
-//
-// integers big-endian; the weights are gotch's VarStore file verbatim, so a
-// later gotch still reads what this one wrote.
-const (
-	modelMagic      = "HMSPCNN\n"
-	modelFormat     = 1
-	maxMetaBytes    = 64 << 20
-	maxWeightsBytes = 1 << 30
-)
+// A model file is a learn.ModelFile whose metadata is the Model as JSON
+// (config, device types, SPs, scales).
+var modelFile = learn.ModelFile{Magic: "HMSPCNN\n", Format: 1, MaxWeights: 1 << 30, Noun: "model"}
 
 // Save writes the model so that Load reads it back.
 func (m *Model) Save(w io.Writer) error {
@@ -39,38 +25,8 @@ func (m *Model) Save(w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("detect: encode model: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "homemole-detect-")
-	if err != nil {
-		return fmt.Errorf("detect: temp dir for weights: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "weights.ot")
-	vars := m.vs.Variables()
-	named := make([]ts.NamedTensor, 0, len(vars))
-	for _, name := range slices.Sorted(maps.Keys(vars)) {
-		t := vars[name]
-		named = append(named, ts.NamedTensor{Name: name, Tensor: &t})
-	}
-	runtime.LockOSThread() // gotch reports errors through a per-thread slot
-	err = ts.SaveMultiNew(named, path)
-	runtime.UnlockOSThread()
-	if err != nil {
-		return fmt.Errorf("detect: save weights: %w", err)
-	}
-	weights, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("detect: read saved weights: %w", err)
-	}
-	var hdr bytes.Buffer
-	hdr.WriteString(modelMagic)
-	binary.Write(&hdr, binary.BigEndian, uint32(modelFormat))
-	binary.Write(&hdr, binary.BigEndian, uint32(len(meta)))
-	hdr.Write(meta)
-	binary.Write(&hdr, binary.BigEndian, uint64(len(weights)))
-	for _, b := range [][]byte{hdr.Bytes(), weights} {
-		if _, err := w.Write(b); err != nil {
-			return fmt.Errorf("detect: write model: %w", err)
-		}
+	if err := modelFile.Write(w, meta, m.vs); err != nil {
+		return fmt.Errorf("detect: %w", err)
 	}
 	return nil
 }
@@ -112,29 +68,12 @@ func LoadFile(path string) (*Model, error) {
 
 // Load reads a model written by Save.
 func Load(r io.Reader) (*Model, error) {
-	magic := make([]byte, len(modelMagic))
-	if _, err := io.ReadFull(r, magic); err != nil {
-		return nil, fmt.Errorf("detect: read model header: %w", err)
-	}
-	if string(magic) != modelMagic {
+	metaBytes, err := modelFile.ReadMeta(r)
+	if errors.Is(err, learn.ErrBadMagic) {
 		return nil, errors.New("detect: not a HomeMole sequence-profile model (bad magic); `homemole sp train` writes them")
 	}
-	var format, metaLen uint32
-	if err := binary.Read(r, binary.BigEndian, &format); err != nil {
-		return nil, fmt.Errorf("detect: read model header: %w", err)
-	}
-	if format != modelFormat {
-		return nil, fmt.Errorf("detect: model format %d, this build reads format %d", format, modelFormat)
-	}
-	if err := binary.Read(r, binary.BigEndian, &metaLen); err != nil {
-		return nil, fmt.Errorf("detect: read model header: %w", err)
-	}
-	if metaLen > maxMetaBytes {
-		return nil, fmt.Errorf("detect: model metadata of %d bytes is implausible; file corrupt?", metaLen)
-	}
-	metaBytes := make([]byte, metaLen)
-	if _, err := io.ReadFull(r, metaBytes); err != nil {
-		return nil, fmt.Errorf("detect: read model metadata: %w", err)
+	if err != nil {
+		return nil, fmt.Errorf("detect: %w", err)
 	}
 	m := &Model{}
 	if err := json.Unmarshal(metaBytes, m); err != nil {
@@ -152,36 +91,20 @@ func Load(r io.Reader) (*Model, error) {
 		}
 	}
 	m.index()
-	var wLen uint64
-	if err := binary.Read(r, binary.BigEndian, &wLen); err != nil {
-		return nil, fmt.Errorf("detect: read weights length: %w", err)
-	}
-	if wLen > maxWeightsBytes {
-		return nil, fmt.Errorf("detect: weights of %d bytes are implausible; file corrupt?", wLen)
-	}
-	f, err := os.CreateTemp("", "homemole-detect-*.ot")
+	weights, err := modelFile.ReadWeights(r)
 	if err != nil {
-		return nil, fmt.Errorf("detect: temp file for weights: %w", err)
+		return nil, fmt.Errorf("detect: %w", err)
 	}
-	defer os.Remove(f.Name())
-	if _, err := io.CopyN(f, r, int64(wLen)); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("detect: read weights: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("detect: write weights to temp file: %w", err)
-	}
+	defer weights.Close()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := m.build(); err != nil {
 		m.Close()
 		return nil, err
 	}
-	// VarStore.Load copies by name and refuses missing names or other
-	// shapes, so weights that do not fit the metadata fail here.
-	if err := m.vs.Load(f.Name()); err != nil {
+	if err := weights.LoadInto(m.vs); err != nil {
 		m.Close()
-		return nil, fmt.Errorf("detect: load weights: %w", err)
+		return nil, fmt.Errorf("detect: %w", err)
 	}
 	return m, nil
 }

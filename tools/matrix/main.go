@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	lc := learn.DefaultConfig()
 	fs.IntVar(&lc.Epochs, "epochs", 15, "training epochs (LSTM, BLSTM; the paper's Table 3: 15)")
 	fs.IntVar(&lc.LenEmbedDim, "len-embed", defaultLenEmbed, "frame-length embedding width (the project's BLSTM); 0 is the paper's model exactly")
+	fs.StringVar(&lc.Context, "context", lc.Context, "what each packet's output sees beside its LSTM state: stream (which kinds of packet its stream holds) or none (the paper)")
 	fs.BoolVar(&lc.Balance, "balance", false, "weigh classes by inverse packet share in the loss (the paper does not)")
 	fs.IntVar(&lc.BatchSize, "batch", defaultBatch, "windows per optimisation step")
 	fs.Float64Var(&lc.LR, "lr", lc.LR, "Adam learning rate (the paper: 0.001)")
@@ -79,6 +80,9 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	keepPorts := fs.Bool("keep-ports", true, "NAPT keeps a flow's LAN source port when free, as the paper's Linux gateway does; false draws external ports at random")
 	verbose := fs.Bool("v", false, "log the pipeline's workers")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := lc.Validate(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
