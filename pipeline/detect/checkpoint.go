@@ -96,6 +96,11 @@ func Load(r io.Reader) (*Model, error) {
 		return nil, fmt.Errorf("detect: %w", err)
 	}
 	defer weights.Close()
+	// build allocates what the metadata describes before the weights are
+	// read: a damaged header must not ask for more than they can fill.
+	if n := m.paramCount(); n*4 > float64(weights.Size) {
+		return nil, fmt.Errorf("detect: model metadata describes %.0f weights, its weights hold %d bytes; file corrupt?", n, weights.Size)
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := m.build(); err != nil {

@@ -63,6 +63,20 @@ type cnn struct {
 	fc2W, fc2B   *ts.Tensor
 }
 
+// cnnParams is how many weights newCNN creates, counted in float64.
+func cnnParams(cfg CNNConfig, in, bins, outputs float64) float64 {
+	n, ch := 0.0, in
+	for _, f := range cfg.Filters {
+		n += float64(f)*ch*float64(cfg.Kernel) + float64(f)
+		ch = float64(f)
+	}
+	for range 3 { // pooled, without its int64 overflow
+		bins = math.Ceil(bins / 2)
+	}
+	h := float64(cfg.Hidden)
+	return n + h*ch*bins + h + outputs*h + outputs
+}
+
 // pooled is the time length after three max-poolings of 2 (ceil mode).
 func pooled(bins int64) int64 {
 	for range 3 {

@@ -82,6 +82,9 @@ func (c Config) Validate() error {
 	if c.Gen.MaxProfiles <= 0 {
 		return fmt.Errorf("detect: max profiles %d: want > 0 (the paper: 10)", c.Gen.MaxProfiles)
 	}
+	if err := c.Match.Validate(); err != nil {
+		return fmt.Errorf("detect: %w", err)
+	}
 	return c.CNN.validate()
 }
 
@@ -153,6 +156,13 @@ func (m *Model) index() {
 }
 
 // build creates the networks (fresh weights) for the devices in m.
+// paramCount is how many float32 weights build creates, in float64 so
+// that absurd sizes cannot overflow.
+func (m *Model) paramCount() float64 {
+	in, bins := float64(m.Config.Gen.MaxProfiles), float64(m.Config.WindowBins)
+	return float64(len(m.Devices)) * (cnnParams(m.Config.CNN, in, bins, 2) + cnnParams(m.Config.CNN, in, bins, 1))
+}
+
 func (m *Model) build() error {
 	m.vs = nn.NewVarStore(gotch.CPU)
 	root := m.vs.Root()

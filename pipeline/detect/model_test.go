@@ -3,9 +3,11 @@ package detect
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +37,7 @@ func synthetic(seed uint64, t0 int64) (beat, beacon, noise []seqprofile.Stamped)
 	return beat, beacon, noise
 }
 
-func smallModel(t *testing.T) *Model {
+func smallModel(t testing.TB) *Model {
 	t.Helper()
 	var c Corpus
 	beatDev := seqprofile.DeviceTraffic{Device: "heartbeat"}
@@ -68,6 +70,11 @@ func TestModelSaveLoadDetect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer back.Close()
+	// A header claiming a window of a billion bins is refused before the
+	// CNNs it describes are allocated.
+	if _, err := Load(bytes.NewReader(inflateBins(t, buf.Bytes(), 1e9))); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("a model file whose metadata outgrows its weights: %v, want a corrupt-file error", err)
+	}
 	// A held-out stretch: the heartbeat device only, then both.
 	beat, beacon, noise := synthetic(99, 1.8e18)
 	stream := Superpose(beat, Cut(beacon, 1.8e18+900e9, 1.8e18+1800e9, 0), noise)
@@ -166,4 +173,49 @@ func TestOnlinePublishesEveryStep(t *testing.T) {
 	if err := o.Handle(context.Background(), &schemas.Batch{Kind: schemas.KindLabeled}); err == nil {
 		t.Error("a labeled batch was accepted")
 	}
+}
+
+// FuzzLoad: damaged model files are refused with an error, never a crash or
+// an allocation their weights cannot back; what loads can judge a stream.
+func FuzzLoad(f *testing.F) {
+	m := smallModel(f)
+	var buf bytes.Buffer
+	if err := m.Save(&buf); err != nil {
+		f.Fatal(err)
+	}
+	good := buf.Bytes()
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Add(good[:len(modelFile.Magic)+8])
+	beat, _, noise := synthetic(7, 1.8e18)
+	stream := Superpose(Cut(beat, 1.8e18, 1.8e18+400e9, 0), Cut(noise, 1.8e18, 1.8e18+400e9, 0))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Load(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		defer m.Close()
+		if _, err := m.Detect(context.Background(), stream, 0); err != nil {
+			return
+		}
+	})
+}
+
+// inflateBins rewrites a model file's metadata to claim a CNN window of the
+// given number of bins, as a damaged file might.
+func inflateBins(t *testing.T, file []byte, bins int) []byte {
+	t.Helper()
+	off := len(modelFile.Magic) + 4
+	n := int(binary.BigEndian.Uint32(file[off:]))
+	var meta map[string]any
+	if err := json.Unmarshal(file[off+4:off+4+n], &meta); err != nil {
+		t.Fatal(err)
+	}
+	meta["config"].(map[string]any)["window_bins"] = bins
+	js, err := json.Marshal(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := binary.BigEndian.AppendUint32(append([]byte{}, file[:off]...), uint32(len(js)))
+	return append(append(out, js...), file[off+4+n:]...)
 }

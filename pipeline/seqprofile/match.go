@@ -27,9 +27,15 @@ func DefaultMatchConfig() MatchConfig {
 	return MatchConfig{Bin: 10 * time.Second, MaxGap: DefaultBurstGap, MaxPartials: 1024}
 }
 
-func (c MatchConfig) validate() error {
-	if c.Bin <= 0 || c.MaxGap <= 0 || c.MaxPartials <= 0 {
-		return fmt.Errorf("SP matching: bin %v, max gap %v, max partials %d: want all > 0 (defaults 10s, 1s, 1024)", c.Bin, c.MaxGap, c.MaxPartials)
+// MinBin is the narrowest time-array bin: an array holds a count per bin
+// and SP, so a nanosecond bin (a damaged model file, a typo) would ask for
+// a slot per nanosecond of traffic.
+const MinBin = 100 * time.Millisecond
+
+// Validate reports settings the matcher cannot work with.
+func (c MatchConfig) Validate() error {
+	if c.Bin < MinBin || c.MaxGap <= 0 || c.MaxPartials <= 0 {
+		return fmt.Errorf("SP matching: bin %v, max gap %v, max partials %d: want bin >= %v and the others > 0 (defaults 10s, 1s, 1024)", c.Bin, c.MaxGap, c.MaxPartials, MinBin)
 	}
 	return nil
 }
@@ -205,7 +211,7 @@ type Matcher struct {
 
 // NewMatcher prepares the SPs (each a sequence of elements) for matching.
 func NewMatcher(sps [][]Vector, cfg MatchConfig) (*Matcher, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	m := &Matcher{cfg: cfg, cache: make([]cacheEntry, cacheSlots),
