@@ -3,7 +3,6 @@ package detect
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/learn/modelfiletest"
 	"github.com/homemole/homemole/pipeline/seqprofile"
 	"github.com/homemole/homemole/schemas"
 )
@@ -72,7 +72,10 @@ func TestModelSaveLoadDetect(t *testing.T) {
 	defer back.Close()
 	// A header claiming a window of a billion bins is refused before the
 	// CNNs it describes are allocated.
-	if _, err := Load(bytes.NewReader(inflateBins(t, buf.Bytes(), 1e9))); err == nil || !strings.Contains(err.Error(), "corrupt") {
+	huge := modelfiletest.EditMeta(t, buf.Bytes(), len(modelFile.Magic), func(meta map[string]any) {
+		meta["config"].(map[string]any)["window_bins"] = 1e9
+	})
+	if _, err := Load(bytes.NewReader(huge)); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Errorf("a model file whose metadata outgrows its weights: %v, want a corrupt-file error", err)
 	}
 	// A held-out stretch: the heartbeat device only, then both.
@@ -199,23 +202,4 @@ func FuzzLoad(f *testing.F) {
 			return
 		}
 	})
-}
-
-// inflateBins rewrites a model file's metadata to claim a CNN window of the
-// given number of bins, as a damaged file might.
-func inflateBins(t *testing.T, file []byte, bins int) []byte {
-	t.Helper()
-	off := len(modelFile.Magic) + 4
-	n := int(binary.BigEndian.Uint32(file[off:]))
-	var meta map[string]any
-	if err := json.Unmarshal(file[off+4:off+4+n], &meta); err != nil {
-		t.Fatal(err)
-	}
-	meta["config"].(map[string]any)["window_bins"] = bins
-	js, err := json.Marshal(meta)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := binary.BigEndian.AppendUint32(append([]byte{}, file[:off]...), uint32(len(js)))
-	return append(append(out, js...), file[off+4+n:]...)
 }

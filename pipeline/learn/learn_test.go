@@ -3,8 +3,6 @@ package learn
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/homemole/homemole/pipeline/learn/modelfiletest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -270,7 +269,11 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		"truncated": buf.Bytes()[:size-100],
 		"foreign":   []byte("PK\x03\x04 this is a zip file, not a model"),
 		"empty":     nil,
-		"oversized": inflateHidden(t, buf.Bytes(), 1<<20),
+		// A header claiming an LSTM far beyond its weights is refused before
+		// the model is allocated.
+		"oversized": modelfiletest.EditMeta(t, buf.Bytes(), len(checkpointMagic), func(meta map[string]any) {
+			meta["config"].(map[string]any)["Hidden"] = 1 << 20
+		}),
 	} {
 		if m, err := Load(bytes.NewReader(data)); err == nil {
 			m.Close()
@@ -279,28 +282,6 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 			t.Logf("%s: %v", name, err)
 		}
 	}
-}
-
-// inflateHidden rewrites a checkpoint's metadata to claim an LSTM of the
-// given hidden size, as a damaged file might: Load must refuse it before
-// allocating the model, since the weights cannot fill it.
-func inflateHidden(t *testing.T, ckpt []byte, hidden int) []byte {
-	t.Helper()
-	off := len(checkpointMagic) + 4
-	metaLen := int(binary.BigEndian.Uint32(ckpt[off:]))
-	var meta map[string]any
-	if err := json.Unmarshal(ckpt[off+4:off+4+metaLen], &meta); err != nil {
-		t.Fatal(err)
-	}
-	meta["config"].(map[string]any)["Hidden"] = hidden
-	js, err := json.Marshal(meta)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := append([]byte{}, ckpt[:off]...)
-	out = binary.BigEndian.AppendUint32(out, uint32(len(js)))
-	out = append(out, js...)
-	return append(out, ckpt[off+4+metaLen:]...)
 }
 
 // FuzzLoad: damaged checkpoints are refused with an error, never a crash
@@ -523,6 +504,21 @@ func BenchmarkTrain(b *testing.B) {
 	b.ReportMetric(float64(TorchThreads()), "torch-threads")
 }
 
+// trainPredict trains cfg on train and labels every packet of test.
+func trainPredict(t *testing.T, cfg Config, train, test []*schemas.Window, classes int) [][]int32 {
+	t.Helper()
+	m, err := Train(context.Background(), cfg, train, classes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	pred, err := m.Predict(test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pred
+}
+
 // TestHeaderFeatures: two devices whose packets differ only in the
 // initial TTL and TCP window of their network stacks. The paper's inputs
 // cannot tell them apart; with header features the model must.
@@ -555,16 +551,7 @@ func TestHeaderFeatures(t *testing.T) {
 	cfg.Context = ContextNone // random lengths would give the stream context noise to learn
 	score := func(header bool) float64 {
 		cfg.HeaderFeatures = header
-		m, err := Train(context.Background(), cfg, train, 2, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Close()
-		pred, err := m.Predict(test)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return accuracy(t, test, pred)
+		return accuracy(t, test, trainPredict(t, cfg, train, test, 2))
 	}
 	with, without := score(true), score(false)
 	t.Logf("held-out accuracy with header features %.3f, without %.3f", with, without)

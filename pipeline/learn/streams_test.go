@@ -78,15 +78,7 @@ func TestStreamContext(t *testing.T) {
 	cfg := smallConfig()
 	score := func(c string) (pkt, sess float64) {
 		cfg.Context = c
-		m, err := Train(context.Background(), cfg, train, 3, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Close()
-		pred, err := m.Predict(test)
-		if err != nil {
-			t.Fatal(err)
-		}
+		pred := trainPredict(t, cfg, train, test, 3)
 		return accuracy(t, test, pred), sessionVotes(test, pred)
 	}
 	nonePkt, noneSess := score(ContextNone)
