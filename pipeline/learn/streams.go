@@ -76,13 +76,12 @@ func splitSeq(id string) (prefix string, seq int, ok bool) {
 type contexts struct {
 	own     [][]int32 // per window: its real packets' kinds, distinct
 	streams [][]int   // indices of each stream's windows, in order
-	rows    int
 }
 
 // contextsOf gathers the contexts of ws (windows given twice count once
 // per appearance; each appearance gets its stream's context).
 func (f *features) contextsOf(cfg Config, ws []*schemas.Window) contexts {
-	c := contexts{own: make([][]int32, len(ws)), rows: f.bagRows()}
+	c := contexts{own: make([][]int32, len(ws))}
 	at := make(map[*schemas.Window][]int, len(ws))
 	for i, w := range ws {
 		at[w] = append(at[w], i)
