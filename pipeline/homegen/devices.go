@@ -275,6 +275,7 @@ func runPlugTLS(s *sim, d *device, h *home) {
 	beat, event, free := t+d.period, t+s.exp(4*time.Minute), t
 	for beat < s.dur || event < s.dur {
 		if event < beat {
+			s.interaction(max(event, free), d, InteractionSwitch)
 			free = c.push(max(event, free), s.tlsRecord(23, d.size["cmd"]), s.tlsRecord(23, d.size["state"]))
 			event += s.exp(4 * time.Minute)
 			continue

@@ -107,7 +107,23 @@ type Home struct {
 	// the home's prefix ("192.168.1.0/24"), as campaign.Gateway takes them.
 	GatewayMAC string
 	LANNet     string
+	// Interactions are the user actions the sessions hold, in time order per
+	// session: where interaction detection should fire.
+	Interactions []Interaction
 }
+
+// Interaction is one user action on a device: the ground truth of the
+// interaction detection of Ma et al. (Section III-C).
+type Interaction struct {
+	Device string
+	Kind   string
+	At     time.Time // when the device's traffic for it starts
+}
+
+// InteractionSwitch is a smart plug switched on or off from its app: the
+// cloud pushes a command, the plug answers with its new state. On and off
+// look alike on the wire (the paper finds the same on its Ezviz plug).
+const InteractionSwitch = "switch on/off"
 
 // HomeConfig is the home as the feature decoder needs it.
 func (h *Home) HomeConfig() (features.HomeConfig, error) {
@@ -156,6 +172,8 @@ func Generate(cfg Config, dir string) (*Home, error) {
 		if s.err != nil {
 			return nil, fmt.Errorf("generate session %d: %w", i+1, s.err)
 		}
+		slices.SortStableFunc(s.interactions, func(a, b Interaction) int { return a.At.Compare(b.At) })
+		out.Interactions = append(out.Interactions, s.interactions...)
 		name := filepath.Join(dir, fmt.Sprintf("session-%02d.pcap", i+1))
 		if err := writePcap(name, start, s.pkts); err != nil {
 			return nil, fmt.Errorf("generate session %d: %w", i+1, err)

@@ -71,6 +71,16 @@ type sim struct {
 	err     error
 	ipIDs   map[*host]uint16
 	nextEph map[*host]uint16
+	// interactions are the user-triggered events of the session, the
+	// ground truth of interaction detection.
+	interactions []Interaction
+}
+
+// interaction records that a user action on device d starts at at.
+func (s *sim) interaction(at time.Duration, d *device, kind string) {
+	if at >= 0 && at < s.dur {
+		s.interactions = append(s.interactions, Interaction{Device: d.name, Kind: kind, At: s.wall.Add(at)})
+	}
 }
 
 func newSim(rng *rand.Rand, wall time.Time, dur time.Duration, gw *host) *sim {

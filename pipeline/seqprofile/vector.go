@@ -184,7 +184,10 @@ func (d *Distance) Of(a, b Vector) float64 {
 	}
 	sum := 0.0
 	for k := range NumFields {
-		if k == FieldProto || a[k] == b[k] {
+		// Any (an SP's abstracted field) is as close as can be to every
+		// value: packet vectors never hold it, so only an SP compared with
+		// a burst, when an interaction's SP is folded (eq. 4), meets it.
+		if k == FieldProto || a[k] == b[k] || a[k] == Any || b[k] == Any {
 			continue
 		}
 		f := &d.Fields[k]
