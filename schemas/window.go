@@ -1,6 +1,10 @@
 package schemas
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // WindowSchemaVersion names the feature layout of dataset objects. Readers
 // refuse objects whose "homemole.window.version" metadata they do not know.
@@ -18,7 +22,7 @@ const (
 // with a label per packet. Slices have length N (the dataset's window size);
 // positions at and after Len are padding, labeled Unlabeled.
 type Window struct {
-	ID      string // deterministic: <view>/<home>/<session>/<kind>/<seq>
+	ID      string // deterministic: <view>/<home>/<session>/<kind>/<stream>/<seq> (SplitWindowID)
 	Home    string
 	Session string
 	View    string
@@ -140,4 +144,21 @@ func (w *Window) Check(numClasses int) error {
 		}
 	}
 	return nil
+}
+
+// SplitWindowID splits a window ID into the stream the window was cut from
+// (everything before the last "/": one device's packets in one session for
+// kind ind, the session's merged stream for noise) and the window's
+// sequence number in it. An ID not ending in "/<seq>" (a window made by
+// hand) is a stream of its own: ok is false and stream is the whole ID.
+func SplitWindowID(id string) (stream string, seq int, ok bool) {
+	i := strings.LastIndexByte(id, '/')
+	if i <= 0 {
+		return id, 0, false
+	}
+	n, err := strconv.Atoi(id[i+1:])
+	if err != nil || n < 0 {
+		return id, 0, false
+	}
+	return id[:i], n, true
 }

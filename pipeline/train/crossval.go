@@ -101,7 +101,8 @@ type Spread struct {
 	Std  float64 `json:"std"`
 }
 
-func spreadOf(xs []float64) Spread {
+// SpreadOf is the mean and population standard deviation of xs.
+func SpreadOf(xs []float64) Spread {
 	var s Spread
 	if len(xs) == 0 {
 		return s
@@ -356,8 +357,8 @@ func (cv *CrossValidation) summarize(ctx context.Context, m *dataset.Manifest, r
 		acc, f1 = append(acc, r.Accuracy), append(f1, r.MacroF1)
 		sess, types = append(sess, r.SessionAccuracy), append(types, r.SessionAccuracyTypes)
 	}
-	res.Accuracy, res.MacroF1 = spreadOf(acc), spreadOf(f1)
-	res.SessionAccuracy, res.SessionAccuracyTypes = spreadOf(sess), spreadOf(types)
+	res.Accuracy, res.MacroF1 = SpreadOf(acc), SpreadOf(f1)
+	res.SessionAccuracy, res.SessionAccuracyTypes = SpreadOf(sess), SpreadOf(types)
 	res.PerDevice = res.Confusion.PerClass()
 	if start.IsZero() {
 		for _, f := range res.Folds {
@@ -481,7 +482,7 @@ func judge(labels []string, ws []*schemas.Window, preds [][]int32) (*evaluate.Co
 	conf := evaluate.NewConfusion(labels)
 	voter := evaluate.NewVoter(labels)
 	for i, w := range ws {
-		stream := w.ID[:strings.LastIndexByte(w.ID, '/')]
+		stream, _, _ := schemas.SplitWindowID(w.ID)
 		for k := 0; k < w.Len; k++ {
 			t, p := int(w.Label[k]), int(preds[i][k])
 			if err := conf.Add(t, p); err != nil {

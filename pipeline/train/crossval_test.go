@@ -78,7 +78,7 @@ func TestCrossValidationGrouped(t *testing.T) {
 }
 
 func TestSpread(t *testing.T) {
-	s := spreadOf([]float64{0.8, 0.9, 1.0})
+	s := SpreadOf([]float64{0.8, 0.9, 1.0})
 	if d := s.Mean - 0.9; d > 1e-12 || d < -1e-12 {
 		t.Errorf("mean %v, want 0.9", s.Mean)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -275,7 +274,7 @@ func (cell *Cell) fill(ctx context.Context, st store.Store, cv *train.CVResult) 
 		acc, f1, all = append(acc, a), append(f1, m), append(all, f.Accuracy)
 		cell.FoldAccuracy = append(cell.FoldAccuracy, a)
 	}
-	cell.Accuracy, cell.MacroF1, cell.AccuracyAll = spread(acc), spread(f1), spread(all)
+	cell.Accuracy, cell.MacroF1, cell.AccuracyAll = train.SpreadOf(acc), train.SpreadOf(f1), train.SpreadOf(all)
 	cell.PerDevice, cell.PacketsPerDevice = map[string]float64{}, map[string]int{}
 	for _, pc := range cv.Confusion.PerClass() {
 		cell.PerDevice[pc.Device] = pc.Accuracy
@@ -316,20 +315,4 @@ func iotFigures(c *evaluate.Confusion, n int) (acc, macroF1 float64) {
 		macroF1 += f / float64(len(f1s))
 	}
 	return acc, macroF1
-}
-
-func spread(xs []float64) train.Spread {
-	var s train.Spread
-	if len(xs) == 0 {
-		return s
-	}
-	for _, x := range xs {
-		s.Mean += x
-	}
-	s.Mean /= float64(len(xs))
-	for _, x := range xs {
-		s.Std += (x - s.Mean) * (x - s.Mean)
-	}
-	s.Std = math.Sqrt(s.Std / float64(len(xs)))
-	return s
 }
