@@ -407,7 +407,7 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 	}
 	var streams contexts
 	if m.streamW != nil {
-		streams = m.feat.contextsOf(m.cfg, ws)
+		streams = m.feat.contextsOf(ws)
 	}
 	n := len(ws[0].Label)
 	weights := ts.None
@@ -688,7 +688,7 @@ func (m *Model) LogProbs(ws []*schemas.Window) ([][]float32, error) {
 
 	var kinds, batchKinds [][]int32
 	if m.streamW != nil {
-		kinds = m.feat.contextsOf(m.cfg, ws).whole()
+		kinds = m.feat.contextsOf(ws).whole()
 	}
 	c := m.numClasses
 	out := make([][]float32, len(ws))

@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/homemole/homemole/schemas"
 )
@@ -15,22 +14,15 @@ import (
 // "/seq" element.
 type stream []*schemas.Window
 
-// streamsOf groups windows for the model's context. Without a stream
-// context every window is a stream of its own. Windows whose ID does not
-// end in "/seq" (hand-made ones) stand alone too. Streams keep their
-// windows in sequence order and the order in which they first appear.
-func (c Config) streamsOf(ws []*schemas.Window) []stream {
+// streamsOf groups windows into the streams they were cut from. Windows
+// whose ID does not end in "/seq" (hand-made ones) stand alone. Streams
+// keep their windows in sequence order and the order in which they first
+// appear.
+func streamsOf(ws []*schemas.Window) []stream {
 	var out []stream
-	if c.Context != ContextStream {
-		out = make([]stream, len(ws))
-		for i, w := range ws {
-			out[i] = stream{w}
-		}
-		return out
-	}
 	index := map[string]int{}
 	for _, w := range ws {
-		key, _, ok := splitSeq(w.ID)
+		key, _, ok := schemas.SplitWindowID(w.ID)
 		if !ok {
 			out = append(out, stream{w})
 			continue
@@ -49,8 +41,8 @@ func (c Config) streamsOf(ws []*schemas.Window) []stream {
 	for _, s := range out {
 		if len(s) > 1 {
 			slices.SortStableFunc(s, func(a, b *schemas.Window) int {
-				_, x, _ := splitSeq(a.ID)
-				_, y, _ := splitSeq(b.ID)
+				_, x, _ := schemas.SplitWindowID(a.ID)
+				_, y, _ := schemas.SplitWindowID(b.ID)
 				return x - y
 			})
 		}
@@ -58,29 +50,17 @@ func (c Config) streamsOf(ws []*schemas.Window) []stream {
 	return out
 }
 
-// splitSeq splits "prefix/seq" into its prefix and sequence number.
-func splitSeq(id string) (prefix string, seq int, ok bool) {
-	i := strings.LastIndexByte(id, '/')
-	if i <= 0 {
-		return "", 0, false
-	}
-	n, err := strconv.Atoi(id[i+1:])
-	if err != nil || n < 0 {
-		return "", 0, false
-	}
-	return id[:i], n, true
-}
-
 // contexts is what the stream context needs of a set of windows: each
 // window's own kinds of packet and the streams the windows form.
 type contexts struct {
 	own     [][]int32 // per window: its real packets' kinds, distinct
 	streams [][]int   // indices of each stream's windows, in order
+	kinds   [][]int32 // per stream: the kinds of all its windows
 }
 
 // contextsOf gathers the contexts of ws (windows given twice count once
 // per appearance; each appearance gets its stream's context).
-func (f *features) contextsOf(cfg Config, ws []*schemas.Window) contexts {
+func (f *features) contextsOf(ws []*schemas.Window) contexts {
 	c := contexts{own: make([][]int32, len(ws))}
 	at := make(map[*schemas.Window][]int, len(ws))
 	for i, w := range ws {
@@ -94,13 +74,14 @@ func (f *features) contextsOf(cfg Config, ws []*schemas.Window) contexts {
 		}
 	}
 	used := make(map[*schemas.Window]int, len(ws))
-	for _, s := range cfg.streamsOf(ws) {
+	for _, s := range streamsOf(ws) {
 		idx := make([]int, len(s))
 		for k, w := range s {
 			idx[k] = at[w][used[w]]
 			used[w]++
 		}
 		c.streams = append(c.streams, idx)
+		c.kinds = append(c.kinds, c.union(idx))
 	}
 	return c
 }
@@ -123,10 +104,9 @@ func (c contexts) union(idx []int) []int32 {
 // whole gives every window its whole stream's kinds: what inference sees.
 func (c contexts) whole() [][]int32 {
 	out := make([][]int32, len(c.own))
-	for _, s := range c.streams {
-		u := c.union(s)
+	for k, s := range c.streams {
 		for _, i := range s {
-			out[i] = u
+			out[i] = c.kinds[k]
 		}
 	}
 	return out
@@ -139,11 +119,10 @@ func (c contexts) whole() [][]int32 {
 // minute of it), not only from whole setup sessions.
 func (c contexts) sample(rng *rand.Rand) [][]int32 {
 	out := make([][]int32, len(c.own))
-	for _, s := range c.streams {
-		whole := c.union(s)
+	for k, s := range c.streams {
 		for pos, i := range s {
 			if len(s) == 1 || rng.IntN(2) == 0 {
-				out[i] = whole
+				out[i] = c.kinds[k]
 				continue
 			}
 			n := 1 + rng.IntN(len(s))

@@ -145,8 +145,7 @@ func TestStreamsAndContexts(t *testing.T) {
 		win("lan/h/s1/ind/cam/1", 4), win("hand-made", 4), win("lan/h/s1/ind/cam/10", 4),
 		win("lan/h/s1/ind/cam/0", 8), // the same stream cut at another size
 	}
-	cfg := DefaultConfig()
-	streams := cfg.streamsOf(ws)
+	streams := streamsOf(ws)
 	if len(streams) != 4 {
 		t.Fatalf("%d streams, want 4", len(streams))
 	}
@@ -167,10 +166,6 @@ func TestStreamsAndContexts(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("streams\n got %v\nwant %v", got, want)
 	}
-	cfg.Context = ContextNone
-	if n := len(cfg.streamsOf(ws)); n != len(ws) {
-		t.Fatalf("without a stream context: %d streams, want one per window (%d)", n, len(ws))
-	}
 
 	// Inference gives each window its whole stream's kinds; training gives
 	// half of them those of a run of their stream that holds them.
@@ -181,7 +176,7 @@ func TestStreamsAndContexts(t *testing.T) {
 	}
 	ws[3].FrameLen[0] = 777 // cam/1 alone sends this kind
 	f := fitFeatures(ws, 16, 64)
-	c := f.contextsOf(DefaultConfig(), ws)
+	c := f.contextsOf(ws)
 	whole := c.whole()
 	has := func(ks []int32, w *schemas.Window, i int) bool { return slices.Contains(ks, f.kindOf(w, i)) }
 	for i, w := range ws[:6] {
