@@ -56,14 +56,19 @@ func TestInteractionDetection(t *testing.T) {
 	train, test := actions[:len(actions)/5], actions[len(actions)/5:]
 
 	// A training sample is the plug's burst that starts with the action.
+	bursts := Bursts(plugPkts, DefaultBurstGap)
+	starts := make([]int64, len(bursts))
+	for i, at := 0, 0; i < len(bursts); i++ {
+		starts[i] = plugPkts[at].TsNs
+		at += len(bursts[i])
+	}
 	var samples []Burst
-	bursts := burstsWithStart(plugPkts, DefaultBurstGap)
 	for _, at := range train {
-		i, _ := slices.BinarySearchFunc(bursts, at-int64(10*time.Millisecond), func(b timedBurst, t int64) int { return cmpInt(b.start, t) })
-		if i == len(bursts) || bursts[i].start > at+int64(time.Second) {
+		i, _ := slices.BinarySearch(starts, at-int64(10*time.Millisecond))
+		if i == len(starts) || starts[i] > at+int64(time.Second) {
 			t.Fatalf("no burst of the plug starts at the switching at %d", at)
 		}
-		samples = append(samples, bursts[i].burst)
+		samples = append(samples, bursts[i])
 	}
 	dist := DefaultDistance()
 	sp, err := InteractionProfile(samples, &dist)
@@ -95,31 +100,4 @@ func TestInteractionDetection(t *testing.T) {
 	if _, err := InteractionProfile(samples[:1], &dist); err == nil {
 		t.Error("an SP from one repetition was accepted")
 	}
-}
-
-type timedBurst struct {
-	start int64
-	burst Burst
-}
-
-// burstsWithStart is Bursts with each burst's first timestamp.
-func burstsWithStart(pkts []Stamped, gap time.Duration) []timedBurst {
-	var out []timedBurst
-	for i, p := range pkts {
-		if i == 0 || p.TsNs-pkts[i-1].TsNs >= int64(gap) {
-			out = append(out, timedBurst{start: p.TsNs})
-		}
-		out[len(out)-1].burst = append(out[len(out)-1].burst, p.V)
-	}
-	return out
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
