@@ -6,8 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/evaluate"
@@ -86,22 +84,8 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	if err != nil {
 		return err
 	}
-	js, err := res.JSON()
-	if err != nil {
+	if err := writeReports(*jsonOut, reportOut, res.JSON, res.Report.HTML); err != nil {
 		return err
-	}
-	if err := os.WriteFile(*jsonOut, append(js, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write the summary: %w", err)
-	}
-	if *reportOut == "" {
-		*reportOut = strings.TrimSuffix(*jsonOut, filepath.Ext(*jsonOut)) + ".html"
-	}
-	html, err := res.Report.HTML()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(*reportOut, html, 0o644); err != nil {
-		return fmt.Errorf("write the report: %w", err)
 	}
 	fmt.Fprintf(out, "\n%s on the %s view, windows of %d (%s): %d test captures in %.0f s\n", res.Model, res.View, res.Window, res.Kind, len(res.Sessions)+len(res.Unscored), res.Seconds)
 	fmt.Fprintf(out, "  per-packet accuracy  %5.1f %%   macro F1 %.3f\n", 100*res.OverallAccuracy, res.MacroF1)

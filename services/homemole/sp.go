@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/detect"
@@ -179,22 +178,8 @@ func runSPEval(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	if err != nil {
 		return err
 	}
-	js, err := r.JSON()
-	if err != nil {
+	if err := writeReports(*jsonOut, reportOut, r.JSON, r.HTML); err != nil {
 		return err
-	}
-	if err := os.WriteFile(*jsonOut, append(js, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write the JSON report: %w", err)
-	}
-	if *reportOut == "" {
-		*reportOut = strings.TrimSuffix(*jsonOut, filepath.Ext(*jsonOut)) + ".html"
-	}
-	html, err := r.HTML()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(*reportOut, html, 0o644); err != nil {
-		return fmt.Errorf("write the HTML report: %w", err)
 	}
 	fmt.Fprint(out, r.Text())
 	fmt.Fprintf(out, "report: %s, %s\n", *jsonOut, *reportOut)
