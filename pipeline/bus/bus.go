@@ -132,7 +132,7 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	c.NC, c.JS = nc, js
 	if cfg.RetryConnect && !nc.IsConnected() {
 		log.Warn("NATS is unreachable; retrying in the background", "url", redactURL(cfg.URL), "fix", fixUnreachable)
-	} else if err := c.declareStreams(ctx); err != nil {
+	} else if err := c.declareAtStart(ctx); err != nil {
 		if !cfg.RetryConnect {
 			nc.Close()
 			return nil, err
@@ -192,6 +192,35 @@ func (c *Conn) declareStreams(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// startupDeclareWait bounds how long Connect keeps declaring the streams
+// while the servers answer but cannot yet (a cluster that has just started
+// or restarted elects the streams' leaders for a few seconds).
+const startupDeclareWait = 30 * time.Second
+
+// declareAtStart declares the streams, retrying transient failures for up
+// to startupDeclareWait: a worker started beside a fresh cluster must not
+// exit because the cluster was still electing.
+func (c *Conn) declareAtStart(ctx context.Context) error {
+	deadline := time.Now().Add(startupDeclareWait)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := c.declareStreams(ctx)
+		// Timeouts and "unavailable" only: a server without JetStream
+		// (no responders) or a user who may not declare streams should
+		// hear so at once.
+		var apiErr *jetstream.APIError
+		electing := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.As(err, &apiErr) && apiErr.Code == 503
+		if err == nil || !electing || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		c.log.Warn("declaring streams failed; retrying", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // declareLoop declares the streams whenever a RetryConnect connection
