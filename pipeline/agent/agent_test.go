@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -164,6 +165,10 @@ func testLog(t *testing.T) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// The login of servers a test starts after its clients, which hold a URL
+// with it.
+const testUser, testPassword = "agent-test", "agent-test-password"
+
 // freePort finds a port nothing listens on, for a server that starts later.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -177,7 +182,11 @@ func freePort(t *testing.T) int {
 
 func portOf(t *testing.T, url string) int {
 	t.Helper()
-	_, p, err := net.SplitHostPort(url[len("nats://"):])
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, p, err := net.SplitHostPort(u.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +253,7 @@ func TestNATSRestartMidStream(t *testing.T) {
 		t.Fatalf("agent ended while NATS was down: %v", err)
 	default:
 	}
-	srv = startNATS(t, state, embedded.NATSPort(port))
+	srv = startNATS(t, state, embedded.NATSPort(port), embedded.Login(srv.NATSUser, srv.NATSPassword))
 	defer srv.Close()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -331,7 +340,7 @@ func TestAgentRestartResumes(t *testing.T) {
 // first and resumes after its last intact record.
 func TestAgentRestartDuringOutage(t *testing.T) {
 	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	url := fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", testUser, testPassword, port)
 	home := testHome(t, "h", 4)
 	wanted := want(t, "c", home)
 	spool := t.TempDir()
@@ -368,7 +377,7 @@ func TestAgentRestartDuringOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv := startNATS(t, t.TempDir(), embedded.NATSPort(port))
+	srv := startNATS(t, t.TempDir(), embedded.NATSPort(port), embedded.Login(testUser, testPassword))
 	defer srv.Close()
 	second, err := New(cfg)
 	if err != nil {
@@ -388,7 +397,7 @@ func TestAgentRestartDuringOutage(t *testing.T) {
 // and finishes once the server is up.
 func TestNATSUnreachableAtStart(t *testing.T) {
 	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	url := fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", testUser, testPassword, port)
 	conn := connect(t, url, true) // returns although nothing listens
 	home := testHome(t, "h", 4)
 	wanted := want(t, "c", home)
@@ -426,7 +435,7 @@ func TestNATSUnreachableAtStart(t *testing.T) {
 	default:
 	}
 
-	srv := startNATS(t, t.TempDir(), embedded.NATSPort(port))
+	srv := startNATS(t, t.TempDir(), embedded.NATSPort(port), embedded.Login(testUser, testPassword))
 	defer srv.Close()
 	if err := <-done; err != nil {
 		t.Fatal(err)

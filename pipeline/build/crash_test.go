@@ -43,7 +43,7 @@ const (
 type s3For func(t *testing.T, srv *embedded.Servers, name string) store.S3Config
 
 func embeddedS3(_ *testing.T, srv *embedded.Servers, _ string) store.S3Config {
-	return store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"}
+	return store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"}
 }
 
 // minioS3 puts each build in a bucket of its own on the MinIO the

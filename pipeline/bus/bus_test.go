@@ -163,7 +163,7 @@ func TestConnectRetry(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	log := slog.New(slog.DiscardHandler)
-	c, err := Connect(context.Background(), Config{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), RetryConnect: true, NoReconnectBuffer: true, ReconnectWait: 50 * time.Millisecond}, log)
+	c, err := Connect(context.Background(), Config{URL: fmt.Sprintf("nats://bus-test:bus-test-password@127.0.0.1:%d", port), RetryConnect: true, NoReconnectBuffer: true, ReconnectWait: 50 * time.Millisecond}, log)
 	if err != nil {
 		t.Fatalf("RetryConnect should not fail without a server: %v", err)
 	}
@@ -172,7 +172,7 @@ func TestConnectRetry(t *testing.T) {
 	if _, err := c.PublishAsync("hm.pkt.c.h.lan", "id", data); err == nil || !strings.Contains(err.Error(), "not connected") {
 		t.Fatalf("publish without a server: %v", err)
 	}
-	srv, err := embedded.Start(context.Background(), t.TempDir(), log, embedded.NATSPort(port))
+	srv, err := embedded.Start(context.Background(), t.TempDir(), log, embedded.NATSPort(port), embedded.Login("bus-test", "bus-test-password"))
 	if err != nil {
 		t.Fatal(err)
 	}

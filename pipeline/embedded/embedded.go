@@ -7,6 +7,8 @@ package embedded
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
@@ -22,17 +25,28 @@ import (
 	"github.com/spf13/afero"
 )
 
-// Credentials of the embedded S3 server. It listens on loopback only, so
-// fixed credentials protect nothing and are not a secret.
-const (
-	S3AccessKey = "homemole"
-	S3SecretKey = "homemole-embedded"
-)
+// CredentialsFile is where Start writes the endpoints and this run's keys
+// (mode 0600, inside the state folder), as HOMEMOLE_* lines a shell or
+// another process can source; Close removes it.
+const CredentialsFile = "credentials.env"
 
 // Servers are the running embedded servers.
+//
+// Both listen on loopback only, yet loopback is shared with every local
+// user and every web page the user's browser runs: each Start draws new
+// random credentials, NATS refuses connections without them and the S3
+// gate refuses unsigned, wrongly signed and cross-origin requests.
 type Servers struct {
+	// NATSURL carries this run's user and password (nats://user:pass@host:port);
+	// nats.go logs in with them. Print it through bus's redaction only.
 	NATSURL    string
 	S3Endpoint string // host:port, plain HTTP
+	// S3AccessKey and S3SecretKey are this run's S3 keys.
+	S3AccessKey, S3SecretKey string
+	// NATSUser and NATSPassword are this run's NATS login (also in NATSURL).
+	NATSUser, NATSPassword string
+	// Credentials is the path of the credentials file.
+	Credentials string
 
 	nats *server.Server
 	s3   *http.Server
@@ -43,13 +57,21 @@ type Servers struct {
 type Option func(*options)
 
 type options struct {
-	natsPort int
+	natsPort               int
+	natsUser, natsPassword string
 }
 
 // NATSPort makes NATS listen on a fixed port instead of one the kernel
 // picks: a server restarted on the state of a stopped one is then reachable
 // at the same URL, as a cluster node coming back is.
 func NATSPort(port int) Option { return func(o *options) { o.natsPort = port } }
+
+// Login fixes the NATS user and password instead of drawing new ones: a
+// server restarted under clients that still hold its URL (a node coming
+// back, in tests) must accept the login they have.
+func Login(user, password string) Option {
+	return func(o *options) { o.natsUser, o.natsPassword = user, password }
+}
 
 // Start starts both servers with their state under dir (JetStream in
 // dir/nats, buckets in dir/s3). Ports are chosen by the kernel (unless
@@ -67,8 +89,17 @@ func Start(ctx context.Context, dir string, log *slog.Logger, opts ...Option) (*
 			return nil, fmt.Errorf("create embedded state folder: %w (set HOMEMOLE_HOME to a writable folder)", err)
 		}
 	}
+	keys, err := newKeys()
+	if err != nil {
+		return nil, err
+	}
+	if o.natsUser != "" {
+		keys.natsUser, keys.natsPassword = o.natsUser, o.natsPassword
+	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "homemole-embedded",
+		Username:   keys.natsUser,
+		Password:   keys.natsPassword,
 		Host:       "127.0.0.1",
 		Port:       o.natsPort,
 		JetStream:  true,
@@ -104,14 +135,27 @@ func Start(ctx context.Context, dir string, log *slog.Logger, opts ...Option) (*
 		ns.Shutdown()
 		return nil, fmt.Errorf("listen for embedded S3: %w", err)
 	}
-	hs := &http.Server{Handler: faker.Server(), ReadHeaderTimeout: 10 * time.Second}
+	up, err := newUploads(filepath.Join(dir, "s3-uploads"), backend)
+	if err != nil {
+		ns.Shutdown()
+		return nil, err
+	}
+	gate := &s3Gate{next: faker.Server(), uploads: up, accessKey: keys.s3Access, secretKey: keys.s3Secret, now: time.Now, log: log}
+	hs := &http.Server{Handler: gate, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("embedded S3 stopped", "err", err)
 		}
 	}()
-	s := &Servers{NATSURL: ns.ClientURL(), S3Endpoint: ln.Addr().String(), nats: ns, s3: hs, log: log}
-	log.Debug("embedded servers up", "nats", s.NATSURL, "s3", s.S3Endpoint, "dir", dir)
+	natsURL := fmt.Sprintf("nats://%s:%s@%s", keys.natsUser, keys.natsPassword, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	s := &Servers{NATSURL: natsURL, S3Endpoint: ln.Addr().String(),
+		S3AccessKey: keys.s3Access, S3SecretKey: keys.s3Secret, NATSUser: keys.natsUser, NATSPassword: keys.natsPassword,
+		Credentials: filepath.Join(dir, CredentialsFile), nats: ns, s3: hs, log: log}
+	if err := s.writeCredentials(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	log.Debug("embedded servers up", "nats", ns.ClientURL(), "s3", s.S3Endpoint, "dir", dir)
 	return s, nil
 }
 
@@ -122,4 +166,53 @@ func (s *Servers) Close() {
 	_ = s.s3.Shutdown(ctx)
 	s.nats.Shutdown()
 	s.nats.WaitForShutdown()
+	_ = os.Remove(s.Credentials)
+}
+
+// Env is what the credentials file holds: the HOMEMOLE_* settings that
+// reach these servers.
+func (s *Servers) Env() string {
+	return fmt.Sprintf("HOMEMOLE_NATS_URL=%s\nHOMEMOLE_S3_ENDPOINT=%s\nHOMEMOLE_S3_ACCESS_KEY=%s\nHOMEMOLE_S3_SECRET_KEY=%s\n",
+		s.NATSURL, s.S3Endpoint, s.S3AccessKey, s.S3SecretKey)
+}
+
+func (s *Servers) writeCredentials() error {
+	// Written to a fresh file and renamed, so the file never exists with
+	// wider permissions or half written.
+	tmp := s.Credentials + ".tmp"
+	_ = os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write embedded credentials %s: %w (set HOMEMOLE_HOME to a writable folder)", s.Credentials, err)
+	}
+	if _, err := f.WriteString(s.Env()); err != nil {
+		f.Close()
+		return fmt.Errorf("write embedded credentials %s: %w", s.Credentials, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write embedded credentials %s: %w", s.Credentials, err)
+	}
+	if err := os.Rename(tmp, s.Credentials); err != nil {
+		return fmt.Errorf("write embedded credentials %s: %w", s.Credentials, err)
+	}
+	return nil
+}
+
+type runKeys struct{ s3Access, s3Secret, natsUser, natsPassword string }
+
+// newKeys draws this run's credentials from crypto/rand.
+func newKeys() (runKeys, error) {
+	var k runKeys
+	for _, f := range []struct {
+		dst    *string
+		prefix string
+		n      int
+	}{{&k.s3Access, "hm", 16}, {&k.s3Secret, "", 40}, {&k.natsUser, "hm-", 12}, {&k.natsPassword, "", 40}} {
+		b := make([]byte, f.n)
+		if _, err := rand.Read(b); err != nil {
+			return k, fmt.Errorf("draw embedded credentials: %w", err)
+		}
+		*f.dst = f.prefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))[:f.n]
+	}
+	return k, nil
 }

@@ -94,12 +94,13 @@ func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, e
 			natsURL = srv.NATSURL
 		}
 		if s3.Endpoint == "" {
-			s3 = store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: c.S3Bucket}
+			s3 = store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: c.S3Bucket}
 		}
 	}
 	auth, replicas := c.NATSAuth, c.Replicas
 	if natsURL != c.NATSURL {
-		auth, replicas = bus.Auth{}, 1 // the embedded server is one node and knows no users
+		// The embedded server is one node; its per-run login is in its URL.
+		auth, replicas = bus.Auth{}, 1
 	}
 	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: replicas, Name: name, Auth: auth}, log)
 	if err != nil {
@@ -115,6 +116,9 @@ func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, e
 	env.Store = st
 	return env, nil
 }
+
+// Servers are the embedded servers this process runs, or nil.
+func (e *Env) Servers() *embedded.Servers { return e.servers }
 
 // Close releases the connection and stops embedded servers.
 func (e *Env) Close() {

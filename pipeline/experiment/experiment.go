@@ -36,6 +36,7 @@ type Config struct {
 	Window            int
 	Model             string // rf, lstm or blstm
 	Learn             learn.Config
+	Trees             int // Random Forest trees (0: the paper's 100)
 	// SaveAs stores the trained model as models/SaveAs/ when set.
 	SaveAs string
 	// Pool gives every packet of an ind window the class its packets
@@ -153,7 +154,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		TrainWindows: len(trainW), TestWindows: len(testW),
 	}
 	trainStart := time.Now()
-	model, err := train.Fit(ctx, cfg.Model, cfg.Learn, trainW, numClasses, func(e learn.EpochStats) {
+	model, err := train.Fit(ctx, cfg.Model, cfg.Learn, cfg.Trees, trainW, numClasses, func(e learn.EpochStats) {
 		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: e.Epoch, Loss: e.Loss, TrainAccuracy: e.Accuracy, WindowsPerSec: e.WindowsPerSec})
 		if cfg.Progress != nil {
 			cfg.Progress(e)

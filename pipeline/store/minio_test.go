@@ -27,6 +27,7 @@ func TestMinIO(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPutGetList(t, s)
+	checkRoundTrip(t, s)
 	// Opening it again finds the bucket there, objects and all.
 	again, err := OpenS3(ctx, cfg)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -99,22 +100,59 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 
 // Put writes an object whole; a retry with the same key and bytes rewrites
 // the same object, which is what makes deterministic names crash-safe.
+//
+// What was stored is checked twice: the server checks the Content-MD5 of
+// the object (or of each multipart part) as it receives it, and Put then
+// asks for the stored object's size and recorded SHA-256 and compares them
+// with what it sent. A server that stores anything else (the embedded S3
+// once kept the aws-chunked framing of multipart parts) is an error naming
+// the key, never a silently damaged model or dataset.
 func (s *S3) Put(ctx context.Context, key string, data []byte, contentType string) (ObjectInfo, error) {
 	if contentType == "" {
 		contentType = "application/octet-stream"
 	}
 	sum := sha256.Sum256(data)
+	want := hex.EncodeToString(sum[:])
 	_, err := s.cli.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{
-		ContentType:  contentType,
-		UserMetadata: map[string]string{"sha256": hex.EncodeToString(sum[:])},
+		ContentType:    contentType,
+		UserMetadata:   map[string]string{sha256Meta: want},
+		SendContentMd5: true,
 	})
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("put %s: %w", s.Location(key), err)
 	}
-	return ObjectInfo{Key: key, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}, nil
+	st, err := s.cli.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("check %s after writing it: %w", s.Location(key), err)
+	}
+	if st.Size != int64(len(data)) || recordedSHA256(st) != want {
+		return ObjectInfo{}, fmt.Errorf("put %s: the server stored %d bytes with SHA-256 %q, not the %d bytes with SHA-256 %s sent: %w",
+			s.Location(key), st.Size, recordedSHA256(st), len(data), want, ErrCorrupt)
+	}
+	return ObjectInfo{Key: key, Size: int64(len(data)), SHA256: want}, nil
 }
 
-// Get reads an object whole.
+// sha256Meta is the user metadata (x-amz-meta-sha256) Put records beside
+// every object and Get checks.
+const sha256Meta = "sha256"
+
+// ErrCorrupt is returned when an object's bytes do not hash to the SHA-256
+// recorded beside it.
+var ErrCorrupt = errors.New("object does not match its recorded SHA-256")
+
+func recordedSHA256(o minio.ObjectInfo) string {
+	for k, v := range o.UserMetadata {
+		if strings.EqualFold(k, sha256Meta) || strings.EqualFold(k, "X-Amz-Meta-"+sha256Meta) {
+			return v
+		}
+	}
+	return o.Metadata.Get("X-Amz-Meta-" + sha256Meta)
+}
+
+// Get reads an object whole and checks it against the SHA-256 Put recorded
+// beside it, so a model, an export or a window damaged at rest or in
+// transit is an error naming its key. Objects written by other tools carry
+// no such record and are returned as they are.
 func (s *S3) Get(ctx context.Context, key string) ([]byte, error) {
 	obj, err := s.cli.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
@@ -128,6 +166,17 @@ func (s *S3) Get(ctx context.Context, key string) ([]byte, error) {
 			return nil, fmt.Errorf("get %s: %w", s.Location(key), ErrNotFound)
 		}
 		return nil, fmt.Errorf("get %s: %w", s.Location(key), err)
+	}
+	st, err := obj.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", s.Location(key), err)
+	}
+	if want := recordedSHA256(st); want != "" {
+		sum := sha256.Sum256(data)
+		if got := hex.EncodeToString(sum[:]); got != want {
+			return nil, fmt.Errorf("get %s: %d bytes hash to %s, recorded %s: %w (rewrite it: rebuild the dataset or retrain the model)",
+				s.Location(key), len(data), got, want, ErrCorrupt)
+		}
 	}
 	return data, nil
 }

@@ -19,7 +19,7 @@ func open(t *testing.T) *S3 {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	s, err := OpenS3(context.Background(), S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
+	s, err := OpenS3(context.Background(), S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,7 @@ type CrossValidation struct {
 	RunName string
 	Model   string // rf, lstm or blstm
 	Learn   learn.Config
+	Trees   int // Random Forest trees (0: the paper's 100)
 	Folds   int // ignored by leave-one-home-out (one fold per home)
 	Mode    string
 	Seed    uint64
@@ -430,7 +431,7 @@ func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i i
 		TrainWindows: len(trainW), TestWindows: len(testW),
 	}
 	t0 := time.Now()
-	model, err := Fit(ctx, cv.Model, cfg, trainW, len(m.Labels), func(e learn.EpochStats) {
+	model, err := Fit(ctx, cv.Model, cfg, cv.Trees, trainW, len(m.Labels), func(e learn.EpochStats) {
 		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: e.Epoch, Loss: e.Loss, TrainAccuracy: e.Accuracy, WindowsPerSec: e.WindowsPerSec})
 		if cv.Progress != nil {
 			cv.Progress(i+1, e)

@@ -27,8 +27,9 @@ type Model interface {
 	Close()
 }
 
-// Fit trains the named model (rf, lstm or blstm) on the windows.
-func Fit(ctx context.Context, name string, cfg learn.Config, ws []*schemas.Window, numClasses int, progress func(learn.EpochStats), log *slog.Logger) (Model, error) {
+// Fit trains the named model (rf, lstm or blstm) on the windows; trees is
+// the Random Forest's size (0: the paper's 100).
+func Fit(ctx context.Context, name string, cfg learn.Config, trees int, ws []*schemas.Window, numClasses int, progress func(learn.EpochStats), log *slog.Logger) (Model, error) {
 	switch name {
 	case "lstm", "blstm":
 		cfg.Bidirectional = name == "blstm"
@@ -38,7 +39,7 @@ func Fit(ctx context.Context, name string, cfg learn.Config, ws []*schemas.Windo
 		}
 		return m, nil
 	case "rf":
-		return trainForest(ctx, cfg.Seed, ws, numClasses, log)
+		return trainForest(ctx, cfg.Seed, trees, ws, numClasses, log)
 	}
 	return nil, fmt.Errorf("model %q: want one of %v", name, Models)
 }
@@ -50,11 +51,14 @@ type forestModel struct{ *forest.Model }
 func (forestModel) Device() string { return "cpu" }
 func (forestModel) Close()         {}
 
-// trainForest trains the paper's Random Forest baseline (100 trees on every
-// core) on the windows' packets, one row each.
-func trainForest(ctx context.Context, seed int64, ws []*schemas.Window, numClasses int, log *slog.Logger) (Model, error) {
+// trainForest trains the paper's Random Forest baseline (100 trees unless
+// told otherwise, on every core) on the windows' packets, one row each.
+func trainForest(ctx context.Context, seed int64, trees int, ws []*schemas.Window, numClasses int, log *slog.Logger) (Model, error) {
 	cfg := forest.DefaultConfig()
 	cfg.Seed = uint64(seed)
+	if trees > 0 {
+		cfg.Trees = trees
+	}
 	last := -1
 	m, err := forest.Train(ctx, cfg, ws, numClasses, func(done, total int) {
 		// A line per tenth of the forest, not per tree.

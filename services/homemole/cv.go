@@ -35,6 +35,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	name := fs.String("dataset", "", "dataset name")
 	version := fs.String("version", "v1", "dataset version")
 	model := trainModelFlag(fs)
+	trees := treesFlag(fs)
 	folds := fs.Int("folds", 5, "number of folds (grouped, random)")
 	mode := fs.String("mode", train.CVGrouped, "grouped, random or leave-one-home-out")
 	parallel := fs.Int("parallel", 1, "folds trained at once (they share the cores)")
@@ -72,7 +73,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	defer env.Close()
 	cfg.Seed = int64(*seed)
-	cv := &train.CrossValidation{Store: env.Store, Dataset: *name, Version: *version, RunName: *run, Model: *model, Learn: *cfg,
+	cv := &train.CrossValidation{Store: env.Store, Dataset: *name, Version: *version, RunName: *run, Model: *model, Learn: *cfg, Trees: *trees,
 		Folds: *folds, Mode: *mode, Seed: *seed, Parallel: *parallel, Only: folds1, Log: log,
 		Progress: func(fold int, e learn.EpochStats) {
 			log.Info("epoch", "fold", fold, "epoch", fmt.Sprintf("%d/%d", e.Epoch, cfg.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),

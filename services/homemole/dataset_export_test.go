@@ -22,24 +22,25 @@ import (
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/schemas/windowfile"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-// exportFixture builds a small dataset ("js/v1", windows of 20 packets)
-// from a generated home with `homemole build`, in embedded mode under a
-// temporary home, and returns that home with the Go reader's view of it.
-func exportFixture(t *testing.T) (home string, m *dataset.Manifest, ws []*schemas.Window, object []byte) {
+// buildGenerated builds dataset NAME/v1 from a home generated with gen by
+// `homemole build` (extra flags in args), in embedded mode under a
+// temporary home, and returns that home and the manifest.
+func buildGenerated(t *testing.T, name string, gen homegen.Config, args ...string) (home string, m *dataset.Manifest) {
 	t.Helper()
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
 	dir := t.TempDir()
-	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 2, SessionDuration: 3 * time.Minute}, filepath.Join(dir, "captures"))
+	h, err := homegen.Generate(gen, filepath.Join(dir, "captures"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &campaign.Campaign{Name: "js", Homes: []*campaign.Home{{
+	c := &campaign.Campaign{Name: name, Homes: []*campaign.Home{{
 		Name:      "home-1",
 		Gateway:   campaign.Gateway{Mode: "napt", MAC: h.GatewayMAC, LANNets: []string{h.LANNet}},
 		Taps:      []campaign.Tap{{Name: "lan", Files: h.Files}},
@@ -53,20 +54,40 @@ func exportFixture(t *testing.T) (home string, m *dataset.Manifest, ws []*schema
 	home = filepath.Join(dir, "state")
 	ctx := context.Background()
 	var out bytes.Buffer
-	if err := runBuild(ctx, quiet(), &out, []string{"--home", home, "--campaign", file, "--dataset", "js", "--kind", "noise", "--window", "20"}); err != nil {
+	if err := runBuild(ctx, quiet(), &out, append([]string{"--home", home, "--campaign", file, "--dataset", name}, args...)); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
+	env := openHome(t, home)
+	defer env.Close()
+	if m, err = dataset.Load(ctx, env.Store, name, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	return home, m
+}
 
+// openHome opens the embedded servers of a test's state folder; close
+// them before a command under test opens the folder itself.
+func openHome(t *testing.T, home string) *endpoints.Env {
+	t.Helper()
 	ep := endpoints.FromEnv()
 	ep.Home = home
-	env, err := endpoints.Open(ctx, ep, "homemole-test", quiet())
+	env, err := endpoints.Open(context.Background(), ep, "homemole-test", quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return env
+}
+
+// exportFixture builds a small dataset ("js/v1", windows of 20 packets)
+// from a generated home and returns its home with the Go reader's view of
+// it.
+func exportFixture(t *testing.T) (home string, m *dataset.Manifest, ws []*schemas.Window, object []byte) {
+	t.Helper()
+	home, m = buildGenerated(t, "js", homegen.Config{Seed: 3, Sessions: 2, SessionDuration: 3 * time.Minute}, "--kind", "noise", "--window", "20")
+	env := openHome(t, home)
 	defer env.Close()
-	if m, err = dataset.Load(ctx, env.Store, "js", "v1"); err != nil {
-		t.Fatal(err)
-	}
+	ctx := context.Background()
+	var err error
 	if ws, err = dataset.Windows(ctx, env.Store, m, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -288,4 +309,84 @@ func dports(ps []schemas.Packet) []int32 {
 		out[i] = p.DPort
 	}
 	return out
+}
+
+// TestLargeDatasetObjects: a busy session's windows make Arrow objects
+// over 16 MiB (minio-go uploads them in parts, which the embedded S3 once
+// stored with their chunk framing); the dataset verifies, and its Parquet
+// export, also over 16 MiB, reads back in DuckDB window for window.
+func TestLargeDatasetObjects(t *testing.T) {
+	ctx := context.Background()
+	home, m := buildGenerated(t, "big", homegen.Config{Seed: 5, Sessions: 5, SessionDuration: 220 * time.Minute, Household: homegen.HouseholdPaper},
+		"--kind", "noise", "--window", "1000", "--cap", "0")
+	var largest store.ObjectInfo
+	for _, p := range m.Parts {
+		for _, o := range p.Objects {
+			if o.Size > largest.Size {
+				largest = o
+			}
+		}
+	}
+	if largest.Size <= 16<<20 {
+		t.Fatalf("the largest object is %d bytes; the test needs one over 16 MiB (a longer session)", largest.Size)
+	}
+	t.Logf("largest object %s: %.1f MiB", largest.Key, float64(largest.Size)/(1<<20))
+	var out bytes.Buffer
+	if err := runDataset(ctx, quiet(), &out, []string{"verify", "--home", home, "--dataset", "big"}); err != nil {
+		t.Fatalf("verify: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "hashes and counts match") {
+		t.Errorf("verify said %q", out.String())
+	}
+	dir := t.TempDir()
+	pq := filepath.Join(dir, "big.parquet")
+	if err := runDataset(ctx, quiet(), io.Discard, []string{"export", "--home", home, "--dataset", "big", "--out", pq}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(pq)
+	if err != nil || fi.Size() <= 16<<20 {
+		t.Fatalf("the export is %v bytes (%v); the test needs one over 16 MiB", fi.Size(), err)
+	}
+	t.Logf("Parquet export: %.1f MiB", float64(fi.Size())/(1<<20))
+	env := openHome(t, home)
+	object, err := env.Store.Get(ctx, largest.Key)
+	if err != nil {
+		env.Close()
+		t.Fatal(err)
+	}
+	ws, err := dataset.Windows(ctx, env.Store, m, nil)
+	env.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	jscheck := jscheckReady(t)
+	objPath := filepath.Join(dir, "object.arrow")
+	if err := os.WriteFile(objPath, object, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", "check.mjs", objPath, pq)
+	cmd.Dir = jscheck
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node check.mjs: %v\n%s", err, stderr.String())
+	}
+	var got struct {
+		Arrow   struct{ Windows []jsWindow } `json:"arrow"`
+		Parquet struct{ Windows []jsWindow } `json:"parquet"`
+	}
+	if err := json.Unmarshal(stdout, &got); err != nil {
+		t.Fatalf("check.mjs printed %d bytes: %v", len(stdout), err)
+	}
+	objWindows, err := windowfile.Decode(object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := asJS(objWindows); !reflect.DeepEqual(got.Arrow.Windows, want) {
+		t.Errorf("apache-arrow reads %d windows from the %d-byte object, the Go reader %d", len(got.Arrow.Windows), len(object), len(want))
+	}
+	if want := asJS(ws); !reflect.DeepEqual(got.Parquet.Windows, want) {
+		t.Errorf("DuckDB reads %d windows from the %d-byte export, the Go reader %d", len(got.Parquet.Windows), fi.Size(), len(want))
+	}
 }

@@ -34,6 +34,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	kind := fs.String("kind", schemas.KindInd, "ind (windows of one device's packets) or noise (windows of the whole capture, background included)")
 	win := fs.Int("window", 20, "packets per window (20: the best of 20, 40 and 100 in the window-size study, README)")
 	model := trainModelFlag(fs)
+	trees := treesFlag(fs)
 	jsonOut := fs.String("json", "", "file to write the JSON summary to")
 	reportOut := fs.String("report", "", "file to write the HTML report to (default: beside --json, .html)")
 	keep := fs.Bool("keep", false, "keep the temporary embedded state (datasets, emulated captures)")
@@ -75,7 +76,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	cfg.Seed = *seed
 	res, err := experiment.Run(ctx, experiment.Config{
 		TrainDir: *trainDir, TestDir: *testDir, View: view.name, Cipher: view.cipher, Kind: *kind, Window: *win,
-		Model: *model, Learn: *cfg, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
+		Model: *model, Learn: *cfg, Trees: *trees, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
 		Progress: func(e learn.EpochStats) {
 			log.Info("epoch", "epoch", fmt.Sprintf("%d/%d", e.Epoch, cfg.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
 				"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))

@@ -228,3 +228,60 @@ func TestStudyCommand(t *testing.T) {
 		t.Errorf("--windows 20,x: %v, want a usage error", err)
 	}
 }
+
+// TestLargeForestModel: a Random Forest whose model file is over 100 MB
+// (more than six of minio-go's 16 MiB multipart parts, the size at which the
+// embedded S3 once stored corrupt objects) saves through experiment --save,
+// reads back whole and checked, and names a held-out capture's device.
+func TestLargeForestModel(t *testing.T) {
+	if _, err := os.Stat(sentinelDir); err != nil {
+		t.Skipf("real captures not beside the project: %v", err)
+	}
+	entries, err := os.ReadDir(sentinelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var devices []string
+	for _, e := range entries {
+		if caps, _ := filepath.Glob(filepath.Join(sentinelDir, e.Name(), "*.pcap")); e.IsDir() && len(caps) >= 4 {
+			devices = append(devices, e.Name())
+		}
+	}
+	train, test, testFiles := splitDevices(t, devices...)
+	t.Setenv("HOMEMOLE_NATS_URL", "")
+	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
+	home := filepath.Join(t.TempDir(), "hm")
+	if err := runExperiment(context.Background(), quiet(), &bytes.Buffer{}, []string{"--home", home,
+		"--train", train, "--test", test, "--model", "rf", "--trees", "360", "--save", "big", "--json", filepath.Join(t.TempDir(), "s.json")}); err != nil {
+		t.Fatal(err)
+	}
+	// The embedded S3 keeps an object as a file of its own.
+	fi, err := os.Stat(filepath.Join(home, "s3", "buckets", "homemole", "models", "big", "model.ckpt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() < 100e6 {
+		t.Fatalf("the model file is %d bytes; the test needs one over 100 MB (raise --trees)", fi.Size())
+	}
+	t.Logf("model file: %.1f MB", float64(fi.Size())/1e6)
+	var capture string
+	for _, f := range testFiles {
+		if strings.HasPrefix(f, "Aria/") {
+			capture = filepath.Join(test, f)
+			break
+		}
+	}
+	var out bytes.Buffer
+	if err := runPredict(context.Background(), quiet(), &out, []string{"--home", home, "--model", "big", "--in", capture}); err != nil {
+		t.Fatal(err)
+	}
+	mac, err := os.ReadFile(filepath.Join(test, "Aria", "_iotdevice-mac.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := out.String()
+	wantMAC := strings.ToLower(strings.TrimSpace(string(mac)))
+	if i := strings.Index(a, wantMAC); i < 0 || !strings.Contains(strings.SplitN(a[i:], "\n", 2)[0], "Aria") {
+		t.Errorf("the Aria capture's device %s is not named Aria by the large model:\n%s", wantMAC, a)
+	}
+}

@@ -15,7 +15,6 @@ import (
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
-	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/learn"
@@ -141,6 +140,11 @@ func trainModelFlag(fs *flag.FlagSet) *string {
 		return nil
 	})
 	return &model
+}
+
+// treesFlag is the Random Forest's size (rf only).
+func treesFlag(fs *flag.FlagSet) *int {
+	return fs.Int("trees", 100, "trees in the Random Forest (rf; paper: 100); the model file grows with them, about 0.5 MB a tree on the IoT Sentinel captures")
 }
 
 func modelFlags(fs *flag.FlagSet) *learn.Config {
@@ -342,9 +346,11 @@ func runServe(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 		return err
 	}
 	defer env.Close()
-	// The embedded server's keys are fixed and loopback-only: printing them gives nothing away.
-	fmt.Fprintf(out, "HOMEMOLE_NATS_URL=%s\nHOMEMOLE_S3_ENDPOINT=%s\nHOMEMOLE_S3_ACCESS_KEY=%s\nHOMEMOLE_S3_SECRET_KEY=%s\n",
-		env.NATSURL, env.S3Endpoint, embedded.S3AccessKey, embedded.S3SecretKey)
+	// The keys are this run's own: the person who started serve needs them
+	// to point workers at it; they are also in the state folder, mode 0600.
+	srv := env.Servers()
+	fmt.Fprint(out, srv.Env())
+	fmt.Fprintf(out, "# the same lines are in %s (mode 0600) until serve stops: `set -a; . %s; set +a`\n", srv.Credentials, srv.Credentials)
 	<-ctx.Done()
 	return nil
 }

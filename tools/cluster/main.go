@@ -124,7 +124,7 @@ func embeddedBuild(ctx context.Context, dir string, w *workload, logger *slog.Lo
 		return nil, err
 	}
 	defer conn.Close()
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
+	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
 	if err != nil {
 		return nil, err
 	}
