@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -196,8 +197,9 @@ func sessionWord(s string) string {
 }
 
 // writeOutput writes to path through a temporary file renamed on success,
-// so a failed export leaves no truncated file that looks complete; "-"
-// writes to stdout.
+// so a failed export leaves no truncated file that looks complete, and
+// records its SHA-256 beside it in path.sha256 (the format `sha256sum -c`
+// checks), so a copy damaged later is caught; "-" writes to stdout.
 func writeOutput(path string, stdout io.Writer, write func(io.Writer) error) (err error) {
 	if path == "-" {
 		bw := bufio.NewWriterSize(stdout, 1<<20)
@@ -216,12 +218,17 @@ func writeOutput(path string, stdout io.Writer, write func(io.Writer) error) (er
 			os.Remove(f.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
 	if err := write(bw); err != nil {
 		return err
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	sum := fmt.Sprintf("%x  %s\n", h.Sum(nil), filepath.Base(path))
+	if err := os.WriteFile(path+".sha256", []byte(sum), 0o644); err != nil {
+		return fmt.Errorf("write %s.sha256: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -348,6 +348,11 @@ func TestLargeDatasetObjects(t *testing.T) {
 		t.Fatalf("the export is %v bytes (%v); the test needs one over 16 MiB", fi.Size(), err)
 	}
 	t.Logf("Parquet export: %.1f MiB", float64(fi.Size())/(1<<20))
+	check := exec.Command("sha256sum", "-c", "big.parquet.sha256")
+	check.Dir = dir
+	if sum, err := check.CombinedOutput(); err != nil {
+		t.Errorf("sha256sum -c on the export's recorded hash: %v\n%s", err, sum)
+	}
 	env := openHome(t, home)
 	object, err := env.Store.Get(ctx, largest.Key)
 	if err != nil {
