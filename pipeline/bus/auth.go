@@ -61,6 +61,25 @@ func (a Auth) LogValue() slog.Value {
 	)
 }
 
+// IDKey is secret material of this identity to key message ids with
+// (Config.IDKey): the password, else the credentials file, else the client
+// key; nil for an anonymous connection, whose publishers all trust one
+// another anyway. A file that cannot be read gives nil here: connecting
+// with it fails and says why.
+func (a Auth) IDKey() []byte {
+	switch {
+	case a.Password != "":
+		return []byte("password\x00" + a.User + "\x00" + a.Password)
+	case a.CredsFile != "":
+		data, _ := os.ReadFile(a.CredsFile)
+		return data
+	case a.KeyFile != "":
+		data, _ := os.ReadFile(a.KeyFile)
+		return data
+	}
+	return nil
+}
+
 func (a Auth) options() []nats.Option {
 	var opts []nats.Option
 	if a.User != "" {

@@ -81,9 +81,10 @@ func main() {
 		// With a spool the agent can start before NATS does and fill the
 		// spool meanwhile; without one, an unreachable server is an error now.
 		spooling := *spoolDir != ""
+		auth := bus.AuthFromEnv()
 		conn, err := bus.Connect(ctx, bus.Config{
 			URL: *natsURL, Name: "capture-" + *home, RetryConnect: spooling, NoReconnectBuffer: spooling,
-			Replicas: bus.ReplicasFromEnv(), Auth: bus.AuthFromEnv(),
+			Replicas: bus.ReplicasFromEnv(), Auth: auth, IDKey: auth.IDKey(),
 		}, log)
 		if err != nil {
 			return err
