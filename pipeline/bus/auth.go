@@ -1,12 +1,17 @@
 package bus
 
 import (
+	"errors"
+	"flag"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/homemole/homemole/schemas"
 )
 
 // Auth says who a connection is and which servers it trusts. Secrets come
@@ -25,6 +30,55 @@ type Auth struct {
 	// CertFile and KeyFile are a client certificate for servers that verify
 	// clients (HOMEMOLE_NATS_CERT, HOMEMOLE_NATS_KEY).
 	CertFile, KeyFile string
+	// InboxPrefix is where replies to this connection arrive (JetStream
+	// acks, API answers, pulled messages); HOMEMOLE_NATS_INBOX. Empty:
+	// "_INBOX.<user>" for a user whose name is a subject token, else
+	// nats.go's shared "_INBOX". A server that lets each user subscribe
+	// only under its own prefix keeps one home from reading the batches a
+	// labeler pulls (tools/cluster, k8s/base/nats.yaml).
+	InboxPrefix string
+	// RequireTLS refuses to send a password or credentials over plain
+	// nats:// (HOMEMOLE_NATS_REQUIRE_TLS=true, --require-tls); without it
+	// such a connection is made with a warning.
+	RequireTLS bool
+}
+
+// Inbox is the inbox prefix the connection uses (see InboxPrefix); "" for
+// nats.go's default.
+func (a Auth) Inbox() string {
+	if a.InboxPrefix != "" {
+		return a.InboxPrefix
+	}
+	if a.User != "" && schemas.ValidateToken("user", a.User) == nil {
+		return "_INBOX." + a.User
+	}
+	return ""
+}
+
+// RegisterFlags adds --require-tls to fs.
+func (a *Auth) RegisterFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&a.RequireTLS, "require-tls", a.RequireTLS, "refuse to send NATS credentials over a plain nats:// connection; give tls:// URLs and HOMEMOLE_NATS_CA (env HOMEMOLE_NATS_REQUIRE_TLS=true)")
+}
+
+// ErrPlainCredentials is what RequireTLS refuses.
+var ErrPlainCredentials = errors.New("NATS credentials would go over a plain-text connection")
+
+// plainCredentials reports why credentials would go in the clear to url:
+// a password or credentials file (in the URL too) with neither a CA nor a
+// client certificate, to a server list not all tls://. nats.go upgrades
+// every connection once a CA is given, whatever the URL says.
+func (a Auth) plainCredentials(url string) error {
+	secret := a.Password != "" || a.CredsFile != "" || strings.Contains(url, "@")
+	if !secret || a.CAFile != "" || a.CertFile != "" {
+		return nil
+	}
+	for p := range strings.SplitSeq(url, ",") {
+		p = strings.TrimSpace(p)
+		if !strings.HasPrefix(p, "tls://") && !strings.HasPrefix(p, "wss://") {
+			return fmt.Errorf("%w to %s: use tls:// URLs and set HOMEMOLE_NATS_CA to the servers' CA", ErrPlainCredentials, redactURL(p))
+		}
+	}
+	return nil
 }
 
 // AuthFromEnv reads the HOMEMOLE_NATS_* credentials and TLS files.
@@ -36,6 +90,9 @@ func AuthFromEnv() Auth {
 		CAFile:    os.Getenv("HOMEMOLE_NATS_CA"),
 		CertFile:  os.Getenv("HOMEMOLE_NATS_CERT"),
 		KeyFile:   os.Getenv("HOMEMOLE_NATS_KEY"),
+
+		InboxPrefix: os.Getenv("HOMEMOLE_NATS_INBOX"),
+		RequireTLS:  os.Getenv("HOMEMOLE_NATS_REQUIRE_TLS") == "true",
 	}
 }
 
@@ -58,6 +115,8 @@ func (a Auth) LogValue() slog.Value {
 		slog.Bool("creds", a.CredsFile != ""),
 		slog.Bool("tls", a.CAFile != ""),
 		slog.Bool("client_cert", a.CertFile != ""),
+		slog.String("inbox", a.Inbox()),
+		slog.Bool("require_tls", a.RequireTLS),
 	)
 }
 
@@ -93,6 +152,9 @@ func (a Auth) options() []nats.Option {
 	}
 	if a.CertFile != "" {
 		opts = append(opts, nats.ClientCert(a.CertFile, a.KeyFile))
+	}
+	if p := a.Inbox(); p != "" {
+		opts = append(opts, nats.CustomInboxPrefix(p))
 	}
 	return opts
 }

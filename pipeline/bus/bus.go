@@ -84,6 +84,12 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if cfg.DedupWindow == 0 {
 		cfg.DedupWindow = time.Hour
 	}
+	if err := cfg.Auth.plainCredentials(cfg.URL); err != nil {
+		if cfg.Auth.RequireTLS {
+			return nil, err
+		}
+		log.Warn("NATS credentials go over plain text: anyone on the path reads them (--require-tls refuses this)", "err", err)
+	}
 	c := &Conn{log: log, cfg: cfg, declare: make(chan struct{}, 1), closed: make(chan struct{})}
 	wake := func() {
 		select {

@@ -2,7 +2,11 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,4 +104,76 @@ func TestSecurityMessageIDHijack(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("attack: home-1 publishes under home-2's next message ids | expected: home-2's batch stored | observed: %d guesses published, home-2's batch duplicate=%v", len(guesses), ack.Duplicate)
+}
+
+// TestSecurityPlainCredentials (finding 12): a password over plain nats://
+// draws a warning, and --require-tls refuses it before a byte is sent.
+func TestSecurityPlainCredentials(t *testing.T) {
+	url := homeUsers(t, "home-1")
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	auth := Auth{User: "admin", Password: "admin-pw"}
+	c, err := Connect(context.Background(), Config{URL: url, Auth: auth}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	warned := strings.Contains(buf.String(), "plain text")
+	if !warned {
+		t.Errorf("no warning for a password over %s; log: %s", url, buf.String())
+	}
+	if strings.Contains(buf.String(), "admin-pw") {
+		t.Errorf("the warning shows the password: %s", buf.String())
+	}
+	// A listener that only counts who knocks: nothing may.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var knocks atomic.Int64
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			knocks.Add(1)
+			conn.Close()
+		}
+	}()
+	auth = Auth{User: "home-1", Password: "home-1-pw", RequireTLS: true}
+	for _, u := range []string{"nats://" + ln.Addr().String(), "nats://home-1:home-1-pw@" + ln.Addr().String(), "tls://" + ln.Addr().String() + ",nats://" + ln.Addr().String()} {
+		a := auth
+		if strings.Contains(u, "@") {
+			a.Password = ""
+		}
+		_, err = Connect(context.Background(), Config{URL: u, Auth: a}, slog.New(slog.DiscardHandler))
+		if !errors.Is(err, ErrPlainCredentials) || strings.Contains(err.Error(), "home-1-pw") {
+			t.Errorf("--require-tls with %s: %v, want ErrPlainCredentials without the password", redactURL(u), err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := knocks.Load(); n != 0 {
+		t.Errorf("%d connections were opened to send credentials in the clear", n)
+	}
+	t.Logf("attack: NATS password over plain nats:// | expected: warning; --require-tls refuses | observed: warned=%v, refused with %v, %d connections opened", warned, ErrPlainCredentials, knocks.Load())
+}
+
+// TestInboxPrefix: a user's replies come under its own inbox prefix, the
+// one a server can restrict its subscriptions to.
+func TestInboxPrefix(t *testing.T) {
+	for _, c := range []struct {
+		auth Auth
+		want string
+	}{
+		{Auth{User: "capture-home-1"}, "_INBOX.capture-home-1"},
+		{Auth{User: "capture-home-1", InboxPrefix: "_I.h1"}, "_I.h1"},
+		{Auth{User: "a.b"}, ""},
+		{Auth{}, ""},
+	} {
+		if got := c.auth.Inbox(); got != c.want {
+			t.Errorf("%+v: inbox %q, want %q", c.auth, got, c.want)
+		}
+	}
 }

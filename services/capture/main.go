@@ -34,6 +34,8 @@ func main() {
 			"in memory only, the agent fails at once if NATS is unreachable at start, and a restart publishes everything again")
 		spoolMax := fs.String("spool-max", "256MiB", "most disk the spool may use (e.g. 64MiB, 2GiB); when it is full the agent stops reading until NATS answers")
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
+		auth := bus.AuthFromEnv()
+		auth.RegisterFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -81,7 +83,6 @@ func main() {
 		// With a spool the agent can start before NATS does and fill the
 		// spool meanwhile; without one, an unreachable server is an error now.
 		spooling := *spoolDir != ""
-		auth := bus.AuthFromEnv()
 		conn, err := bus.Connect(ctx, bus.Config{
 			URL: *natsURL, Name: "capture-" + *home, RetryConnect: spooling, NoReconnectBuffer: spooling,
 			Replicas: bus.ReplicasFromEnv(), Auth: auth, IDKey: auth.IDKey(),

@@ -161,17 +161,24 @@ func usersFor(c *campaign.Campaign) map[string]servers.User {
 			"$JS.API.CONSUMER.CREATE." + stream + ".>", "$JS.API.CONSUMER.DURABLE.CREATE." + stream + ".>",
 			"$JS.API.CONSUMER.INFO." + stream + ".>", "$JS.API.CONSUMER.MSG.NEXT." + stream + ".>",
 			"$JS.ACK." + stream + ".>",
+			// Consumers keep what they can never process in the DLQ.
+			"$JS.API.STREAM.INFO." + schemas.StreamDeadLetter, "$JS.API.STREAM.CREATE." + schemas.StreamDeadLetter,
+			"$JS.API.STREAM.UPDATE." + schemas.StreamDeadLetter, "hm.dlq.>",
 		}
 	}
-	inbox := []string{"_INBOX.>"}
+	// Each user's replies (acks, API answers, the messages a labeler
+	// pulls) arrive under its own inbox prefix (bus.Auth.Inbox), and it
+	// may subscribe nowhere else: with a shared _INBOX.> a home's agent
+	// read the other homes' packets as the labeler pulled them.
+	inbox := func(user string) []string { return []string{bus.Auth{User: user}.Inbox() + ".>"} }
 	u := map[string]servers.User{
 		"admin":    {Name: "admin", Password: servers.NewPassword()},
-		"labeler":  {Name: "labeler", Password: servers.NewPassword(), Publish: append(api(schemas.StreamPackets), "hm.lbl."+c.Name+".>"), Subscribe: inbox},
-		"windower": {Name: "windower", Password: servers.NewPassword(), Publish: api(schemas.StreamLabeled), Subscribe: inbox},
+		"labeler":  {Name: "labeler", Password: servers.NewPassword(), Publish: append(api(schemas.StreamPackets), "hm.lbl."+c.Name+".>"), Subscribe: inbox("labeler")},
+		"windower": {Name: "windower", Password: servers.NewPassword(), Publish: api(schemas.StreamLabeled), Subscribe: inbox("windower")},
 	}
 	for _, h := range c.Homes {
 		name := "capture-" + h.Name
-		u[name] = servers.User{Name: name, Password: servers.NewPassword(), Subscribe: inbox, Publish: []string{
+		u[name] = servers.User{Name: name, Password: servers.NewPassword(), Subscribe: inbox(name), Publish: []string{
 			schemas.PacketSubject(c.Name, h.Name, ">"),
 			"$JS.API.STREAM.INFO." + schemas.StreamPackets, "$JS.API.STREAM.INFO." + schemas.StreamLabeled,
 		}}
