@@ -41,6 +41,10 @@ type Auth struct {
 	// nats:// (HOMEMOLE_NATS_REQUIRE_TLS=true, --require-tls); without it
 	// such a connection is made with a warning.
 	RequireTLS bool
+
+	// fileErr is why HOMEMOLE_NATS_PASSWORD_FILE could not be read;
+	// Connect reports it.
+	fileErr error
 }
 
 // Inbox is the inbox prefix the connection uses (see InboxPrefix); "" for
@@ -81,8 +85,22 @@ func (a Auth) plainCredentials(url string) error {
 	return nil
 }
 
-// AuthFromEnv reads the HOMEMOLE_NATS_* credentials and TLS files.
+// AuthFromEnv reads the HOMEMOLE_NATS_* credentials and TLS files. The
+// password may come from a file instead (HOMEMOLE_NATS_PASSWORD_FILE: a
+// gateway holding its own home's password only, mounted from the host).
 func AuthFromEnv() Auth {
+	a := authFromEnv()
+	if f := os.Getenv("HOMEMOLE_NATS_PASSWORD_FILE"); f != "" && a.Password == "" {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			a.fileErr = fmt.Errorf("read the NATS password from HOMEMOLE_NATS_PASSWORD_FILE: %w", err)
+		}
+		a.Password = strings.TrimRight(string(data), "\r\n")
+	}
+	return a
+}
+
+func authFromEnv() Auth {
 	return Auth{
 		User:      os.Getenv("HOMEMOLE_NATS_USER"),
 		Password:  os.Getenv("HOMEMOLE_NATS_PASSWORD"),

@@ -84,6 +84,9 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if cfg.DedupWindow == 0 {
 		cfg.DedupWindow = time.Hour
 	}
+	if cfg.Auth.fileErr != nil {
+		return nil, cfg.Auth.fileErr
+	}
 	if err := cfg.Auth.plainCredentials(cfg.URL); err != nil {
 		if cfg.Auth.RequireTLS {
 			return nil, err
