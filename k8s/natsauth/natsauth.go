@@ -224,7 +224,7 @@ func KubernetesNames(ns string) []string {
 // admin/ the operators' login.
 var Files = struct {
 	ServerCA, ServerCert, ServerKey, ServerAuth string
-	WorkersCA                                  string
+	WorkersCA                                   string
 }{"ca.crt", "tls.crt", "tls.key", "auth.conf", "ca.crt"}
 
 // PasswordKey is the key of a role's password in the Secret homemole-nats.
