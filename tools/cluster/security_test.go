@@ -147,16 +147,18 @@ func TestSecurityInboxAndForgery(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dls []bus.DeadLetter
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		dls, err = admin.DeadLetters(ctx, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(dls) >= 1 && subjectMsgs(ctx, admin.JS, schemas.StreamLabeled, schemas.LabeledSubject(w.c.Name, home2, ">")) >= 1 {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		// Each look bounded: a request lost while the cluster elects the
+		// DLQ stream's leader would otherwise wait out the whole test.
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		dls, err = admin.DeadLetters(pctx, "")
+		labeled := subjectMsgs(pctx, admin.JS, schemas.StreamLabeled, schemas.LabeledSubject(w.c.Name, home2, ">"))
+		pcancel()
+		if err == nil && len(dls) >= 1 && labeled >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s: %d dead letters, %d labeled batches of %s", len(dls), subjectMsgs(ctx, admin.JS, schemas.StreamLabeled, schemas.LabeledSubject(w.c.Name, home2, ">")), home2)
+			t.Fatalf("after 60 s: %d dead letters (%v), %d labeled batches of %s", len(dls), err, labeled, home2)
 		}
 	}
 	_ = spy.Flush()
