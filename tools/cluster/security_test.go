@@ -113,7 +113,10 @@ func TestSecurityInboxAndForgery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lconn.Close()
-	lctx, stopLabeler := context.WithCancel(ctx)
+	// No deadline, as a worker runs: each JetStream request then times out
+	// on its own and is retried, where one lost while the cluster elects a
+	// leader would otherwise wait out the test's whole deadline.
+	lctx, stopLabeler := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(lctx, lconn, "labeler-"+w.c.Name, testLog) }()
 	defer func() {
