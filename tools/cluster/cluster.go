@@ -156,7 +156,7 @@ type Cluster struct {
 func usersFor(c *campaign.Campaign) map[string]servers.User {
 	u := map[string]servers.User{}
 	for _, x := range natsauth.WithPasswords(natsauth.Users(c)) {
-		u[x.Name] = servers.User{Name: x.Name, Password: x.Password, Publish: x.Publish, Subscribe: x.Subscribe}
+		u[x.Name] = x
 	}
 	return u
 }

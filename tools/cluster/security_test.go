@@ -33,6 +33,28 @@ func testNATSBin(t *testing.T) string {
 	return bin
 }
 
+// startNATS starts the 3-node TLS cluster alone, with the campaign's
+// users, for tests that need neither MinIO nor worker processes.
+func startNATS(t *testing.T, bin string, w *workload) *Cluster {
+	t.Helper()
+	dir := t.TempDir()
+	tlsFiles, err := servers.NewTLS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := usersFor(w.c)
+	var list []servers.User
+	for _, u := range users {
+		list = append(list, u)
+	}
+	nc, err := servers.StartNATSCluster(bin, filepath.Join(dir, "nats"), 3, tlsFiles, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return &Cluster{NATS: nc, users: users, log: testLog, w: w}
+}
+
 // TestSecurityInboxAndForgery (findings 1 and 3) runs against the real
 // 3-node TLS cluster with a user per worker and per home, as the cluster
 // tool sets it up. A labeler labels home-2's genuine batch while home-1's
@@ -50,21 +72,8 @@ func TestSecurityInboxAndForgery(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tlsFiles, err := servers.NewTLS(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	users := usersFor(w.c)
-	var list []servers.User
-	for _, u := range users {
-		list = append(list, u)
-	}
-	nc, err := servers.StartNATSCluster(bin, filepath.Join(dir, "nats"), 3, tlsFiles, list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	k := &Cluster{NATS: nc, users: users, log: testLog, w: w}
+	k := startNATS(t, bin, w)
+	nc, tlsFiles, users := k.NATS, k.NATS.TLS, k.users
 	admin, err := k.Admin(ctx)
 	if err != nil {
 		t.Fatal(err)
