@@ -196,3 +196,20 @@ func noMessage(err error) bool {
 	// "no message found".
 	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "err_code=10057")
 }
+
+// Discard removes dead letters for good: a forged batch, once looked at,
+// has nothing to be replayed for.
+func (c *Conn) Discard(ctx context.Context, letters []DeadLetter) (int, error) {
+	s, err := c.JS.Stream(ctx, schemas.StreamDeadLetter)
+	if err != nil {
+		return 0, fmt.Errorf("open the dead-letter stream: %w", err)
+	}
+	n := 0
+	for _, dl := range letters {
+		if err := s.DeleteMsg(ctx, dl.Seq); err != nil && !noMessage(err) {
+			return n, fmt.Errorf("discard dead letter %d: %w", dl.Seq, err)
+		}
+		n++
+	}
+	return n, nil
+}

@@ -117,6 +117,13 @@ func TestSecurityForgedBatchRefused(t *testing.T) {
 		t.Fatalf("dead letters %+v, want the forged batch, refused as not matching its subject", dls)
 	}
 	t.Logf("attack: home-1 publishes a batch claiming home-2 | expected: refused, dead-lettered | observed: LABELED %d batch (home-1's), DLQ reason %q", msgs, dls[0].Reason)
+	// Looked at, a forgery is discarded for good.
+	if n, err := conn.Discard(context.Background(), dls); err != nil || n != 1 {
+		t.Errorf("discard: %d, %v", n, err)
+	}
+	if left := deadLetters(t, conn); len(left) != 0 {
+		t.Errorf("%d dead letters left after the discard", len(left))
+	}
 }
 
 // TestSecurityDeadLetterReplay (finding 9): a home missing from an older

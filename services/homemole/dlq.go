@@ -13,12 +13,12 @@ import (
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-// runDLQ lists and replays the dead-letter stream: the messages consumers
+// runDLQ lists, replays and discards the dead-letter stream: the messages consumers
 // could never process (an unknown home or tap, a forged or undecodable
 // batch), kept with why instead of dropped.
 func runDLQ(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	if len(args) == 0 || args[0] != "ls" && args[0] != "replay" {
-		return cli.Usagef("dlq needs a subcommand: ls | replay [--subject PATTERN] [--seq N]")
+	if len(args) == 0 || args[0] != "ls" && args[0] != "replay" && args[0] != "discard" {
+		return cli.Usagef("dlq needs a subcommand: ls | replay | discard [--subject PATTERN] [--seq N]")
 	}
 	ep := endpoints.FromEnv()
 	fs := newFlags("dlq "+args[0], "[--subject PATTERN] [--seq N] [--json]",
@@ -26,7 +26,8 @@ func runDLQ(ctx context.Context, log *slog.Logger, out io.Writer, args []string)
 			"they can never succeed as they are, each with its original subject, the consumer\n"+
 			"that gave up and why. replay puts them back on their original subjects, once the\n"+
 			"cause is fixed (the home added to the labeler's campaign, the labeler restarted),\n"+
-			"and removes them from the DLQ; replaying twice stores a message once.")
+			"and removes them from the DLQ; replaying twice stores a message once. discard removes\n"+
+			"them for good (a forged batch, once looked at); it needs --subject or --seq.")
 	ep.Register(fs)
 	subject := fs.String("subject", "", "only dead letters whose original subject matches this pattern (hm.pkt.c.home-2.>)")
 	seq := fs.Uint64("seq", 0, "only the dead letter of this DLQ sequence number")
@@ -54,6 +55,14 @@ func runDLQ(ctx context.Context, log *slog.Logger, out io.Writer, args []string)
 			return fmt.Errorf("no dead letter %d (homemole dlq ls lists them)", *seq)
 		}
 		letters = one
+	}
+	if args[0] == "discard" {
+		if *subject == "" && *seq == 0 {
+			return cli.Usagef("dlq discard needs --subject PATTERN or --seq N: it removes dead letters for good")
+		}
+		n, err := env.Bus.Discard(ctx, letters)
+		fmt.Fprintf(out, "discarded %d of %d dead letters\n", n, len(letters))
+		return err
 	}
 	if args[0] == "replay" {
 		n, err := env.Bus.Replay(ctx, letters)

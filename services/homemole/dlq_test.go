@@ -58,6 +58,12 @@ func TestDLQCommand(t *testing.T) {
 			t.Errorf("dlq ls lacks %q:\n%s", want, ls)
 		}
 	}
+	if err := runDLQ(ctx, quiet(), &bytes.Buffer{}, []string{"discard", "--home", home}); err == nil {
+		t.Error("dlq discard without --subject or --seq: no error")
+	}
+	if got := run("discard", "--subject", "hm.pkt.c.home-9.>"); !strings.Contains(got, "discarded 0 of 0") {
+		t.Errorf("dlq discard of another home: %s", got)
+	}
 	if got := run("replay", "--subject", "hm.pkt.c.home-2.>"); !strings.Contains(got, "replayed 1 of 1") {
 		t.Errorf("dlq replay: %s", got)
 	}
