@@ -177,3 +177,23 @@ func TestSecurityDeadLetterReplay(t *testing.T) {
 	}
 	t.Logf("attack: home missing from the labeler's campaign | expected: dead-lettered, replayed once fixed, labeled once | observed: %d dead letters, then %d packets labeled in %d batches, %d left in the DLQ", len(dls), len(seen), msgs, len(deadLetters(t, conn)))
 }
+
+// TestSecurityUnknownTapDeadLettered (finding 9): a tap named anything but
+// lan or wan can never be labeled; its batches are kept with why.
+func TestSecurityUnknownTapDeadLettered(t *testing.T) {
+	conn, log := startBus(t)
+	stop := runLabeler(t, conn, log, securityCampaign(t, "home-1"))
+	defer stop()
+	b := homeBatch("home-1", 0, true, "dmz-session-01")
+	b.Tap, b.Source = "dmz", "c/home-1/dmz/session-01.pcap"
+	publishRaw(t, conn, schemas.PacketSubject("c", "home-1", "dmz"), b)
+	waitFor(t, "the dmz batch in the DLQ", func() bool { return len(deadLetters(t, conn)) == 1 })
+	dl := deadLetters(t, conn)[0]
+	if !strings.Contains(dl.Reason, `tap "dmz"`) {
+		t.Errorf("dead letter reason %q: want the tap named", dl.Reason)
+	}
+	if _, n := labeledPackets(t, conn); n != 0 {
+		t.Errorf("LABELED holds %d batches", n)
+	}
+	t.Logf("attack: a batch of a tap named neither lan nor wan | expected: kept in the DLQ with why | observed: %d dead letter, reason %q", len(deadLetters(t, conn)), dl.Reason)
+}
