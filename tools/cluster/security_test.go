@@ -13,7 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/label"
+	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/tools/internal/servers"
 )
@@ -133,6 +135,31 @@ func TestSecurityInboxAndForgery(t *testing.T) {
 		<-done
 	}()
 
+	// The windower, in-process, as the windower user, writing to an
+	// embedded S3: its permissions on the cluster are exercised too.
+	wenv, err := endpoints.Open(ctx, endpoints.Config{Home: t.TempDir(), NATSURL: nc.URL, Replicas: 3, S3Bucket: "homemole", NATSAuth: k.Auth("windower")}, "test-windower", testLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wenv.Close()
+	spec, err := specOf(w.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	win, err := window.New(spec, wenv.Store, testLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWindower := context.WithCancel(context.Background())
+	wdone := make(chan error, 1)
+	go func() {
+		wdone <- wenv.Bus.Consume(wctx, bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower-" + w.c.Name, Filter: "hm.lbl." + w.c.Name + ".>"}, win.Handle)
+	}()
+	defer func() {
+		stopWindower()
+		<-wdone
+	}()
+
 	batch := func(home string) *schemas.Batch {
 		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: w.c.Name, Home: home, Tap: "lan", Source: w.c.Name + "/" + home + "/lan/session-01.pcap", Session: "lan-session-01", Final: true}
 		for i := range 20 {
@@ -166,11 +193,12 @@ func TestSecurityInboxAndForgery(t *testing.T) {
 		dls, err = admin.DeadLetters(pctx, "")
 		labeled := subjectMsgs(pctx, admin.JS, schemas.StreamLabeled, schemas.LabeledSubject(w.c.Name, home2, ">"))
 		pcancel()
-		if err == nil && len(dls) >= 1 && labeled >= 1 {
+		_, perr := wenv.Store.Get(ctx, spec.Prefix()+"/lan/"+home2+"/lan-session-01/_part.json")
+		if err == nil && len(dls) >= 1 && labeled >= 1 && perr == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 60 s: %d dead letters (%v), %d labeled batches of %s", len(dls), err, labeled, home2)
+			t.Fatalf("after 60 s: %d dead letters (%v), %d labeled batches of %s, its session windowed: %v", len(dls), err, labeled, home2, perr)
 		}
 	}
 	_ = spy.Flush()
@@ -182,6 +210,15 @@ func TestSecurityInboxAndForgery(t *testing.T) {
 	if len(dls) != 1 || dls[0].Subject != schemas.PacketSubject(w.c.Name, home1, "lan") || !strings.Contains(dls[0].Reason, "does not match its subject") {
 		t.Errorf("dead letters %+v: want home-1's forgery, refused as not matching its subject", dls)
 	}
+	objs, err := wenv.Store.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if !strings.HasPrefix(o.Key, spec.Prefix()+"/lan/"+home2+"/lan-session-01/") && !strings.HasSuffix(o.Key, "_spec.json") {
+			t.Errorf("object %s: only home-2's genuine session should have been windowed", o.Key)
+		}
+	}
 	if n := overheard.Load(); n != 0 {
 		t.Errorf("home-1 overheard %d messages carrying %s's batches", n, home2)
 	}
@@ -192,5 +229,5 @@ func TestSecurityInboxAndForgery(t *testing.T) {
 		t.Errorf("%d of home-1's 4 subscriptions were refused: %v", refused, violations)
 	}
 	t.Logf("attack: home-1 subscribes to _INBOX.>, _INBOX.labeler.>, home-2's inbox and > | expected: refused, nothing overheard | observed: %d subscriptions refused, %d of home-2's messages overheard", refused, overheard.Load())
-	t.Logf("attack: home-1 publishes a batch claiming home-2 on the TLS cluster | expected: dead-lettered, not labeled | observed: %d dead letters (%s), %d labeled batches of home-2 (its genuine one)", len(dls), dls[0].Reason, labeled2)
+	t.Logf("attack: home-1 publishes a batch claiming home-2 on the TLS cluster | expected: dead-lettered, not labeled | observed: %d dead letters (%s), %d labeled batches of home-2 (its genuine one, windowed: %d objects)", len(dls), dls[0].Reason, labeled2, len(objs))
 }
