@@ -98,6 +98,54 @@ metadata: {name: nobody}
 spec:
   podSelector: {matchLabels: {app: gone}}
   ingress: [{from: [{podSelector: {matchLabels: {app: ghost}}}]}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: nats-config}
+data:
+  nats.conf: |
+    server_name: $POD_NAME
+    port: 4222
+    http_port: 8222
+    max_payload: 1MB
+    jetstream {store_dir: /data/js}
+    cluster {name: c, port: 6222, routes: [nats://nats-0.nats-headless:6222]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nats-headless}
+spec:
+  clusterIP: None
+  selector: {app: nats}
+  ports: [{port: 4222, targetPort: client}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: nats}
+spec:
+  replicas: 1
+  serviceName: nats-headless
+  selector: {matchLabels: {app: nats}}
+  template:
+    metadata: {labels: {app: nats}}
+    spec:
+      serviceAccountName: nats
+      containers:
+        - name: nats
+          image: nats:2.15.2-alpine
+          ports: [{name: client, containerPort: 4222}, {name: cluster, containerPort: 6222}, {name: monitor, containerPort: 8222}]
+          resources: {requests: {cpu: 1, memory: 1Gi}, limits: {memory: 1Gi}}
+          volumeMounts: [{name: config, mountPath: /etc/nats}, {name: data, mountPath: /data}]
+      volumes: [{name: config, configMap: {name: nats-config}}]
+  volumeClaimTemplates: [{metadata: {name: data}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: open-nats}
+spec:
+  podSelector: {matchLabels: {app: nats}}
+  policyTypes: [Ingress]
+  ingress: [{ports: [{port: 4222}]}, {from: [{ipBlock: {cidr: 0.0.0.0/0}}], ports: [{port: 4222}]}]
 `)
 	var r recorder
 	r.run(func() {
@@ -126,6 +174,11 @@ spec:
 		"NetworkPolicy/nobody applies to no pod",
 		"--partitions=2 in a Deployment",
 		"ingress peer app=ghost matches no pod",
+		"nats.conf lets clients in without a user",               // an anonymous NATS
+		"nats.conf lets clients connect without TLS",             // passwords in the clear
+		"the cluster routes run without TLS",                     // replicas in the clear
+		"NetworkPolicy/open-nats admits port 4222 from anywhere", // an open 4222
+		"admits port 4222 from 0.0.0.0/0, which is anywhere",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no report of %q", want)

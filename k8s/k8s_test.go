@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/homemole/homemole/k8s/natsauth"
 	"github.com/homemole/homemole/pipeline/campaign"
 )
 
@@ -59,17 +61,26 @@ type external struct {
 	keys []string
 }
 
-// s3Secret is the one thing made by hand: S3 credentials are never in the repository.
+// s3Secret is made by hand: S3 credentials are never in the repository.
 var s3Secret = external{kind: "Secret", name: "homemole-s3", keys: []string{"access-key", "secret-key"}}
+
+// The NATS Secrets `go run ./tools/natsauth` makes: the servers'
+// certificates and accounts, and the workers' CA and passwords.
+var (
+	natsServerSecret = external{kind: "Secret", name: "nats-server", keys: []string{
+		natsauth.Files.ServerCA, natsauth.Files.ServerCert, natsauth.Files.ServerKey, natsauth.Files.ServerAuth}}
+	natsWorkersSecret = external{kind: "Secret", name: "homemole-nats", keys: []string{natsauth.Files.WorkersCA,
+		natsauth.PasswordKey(natsauth.Labeler), natsauth.PasswordKey(natsauth.Windower), natsauth.PasswordKey(natsauth.Trainer)}}
+)
 
 // externals lists, for every kustomization, what it refers to and does not
 // make. Every kustomization under k8s/ must have an entry, so adding one
 // means deciding this.
 var externals = map[string][]external{
-	"base":                  {s3Secret},
-	"overlays/cpu":          {s3Secret},
-	"overlays/gpu":          {s3Secret},
-	"overlays/dev":          nil, // generates a fake homemole-s3
+	"base":                  {s3Secret, natsServerSecret, natsWorkersSecret},
+	"overlays/cpu":          {s3Secret, natsServerSecret, natsWorkersSecret},
+	"overlays/gpu":          {s3Secret, natsServerSecret, natsWorkersSecret},
+	"overlays/dev":          {natsServerSecret, natsWorkersSecret}, // generates a fake homemole-s3; a certificate cannot be faked in the repository
 	"jobs/cv-gather":        jobExternals,
 	"jobs/dataset-assemble": jobExternals,
 }
@@ -77,6 +88,7 @@ var externals = map[string][]external{
 // jobExternals are what the Jobs applied after the base take from it.
 var jobExternals = []external{
 	s3Secret,
+	natsWorkersSecret,
 	{kind: "ConfigMap", name: "homemole-run", from: "base"},
 	{kind: "ConfigMap", name: "homemole-endpoints", from: "base"},
 	{kind: "ServiceAccount", name: "homemole-trainer", from: "base"},
@@ -532,7 +544,8 @@ func checkPod(t reporter, b *build, all map[string]*build, src *repoFacts, pt po
 		env := map[string]bool{}
 		for _, e := range c.Env {
 			env[e.Name] = true
-			if e.Value != "" && regexp.MustCompile(`(?i)(key|secret|password|token)`).MatchString(e.Name) {
+			// A *_FILE variable names where a secret is, not the secret.
+			if e.Value != "" && regexp.MustCompile(`(?i)(key|secret|password|token)`).MatchString(e.Name) && !strings.HasSuffix(e.Name, "_FILE") {
 				t.Errorf("%s: %s is a literal value: take it from a Secret", cwho, e.Name)
 			}
 			if f := e.ValueFrom; f != nil {
@@ -717,18 +730,21 @@ func checkNATS(t reporter, b *build, all map[string]*build) {
 		t.Errorf("%s: %d routes for %d replicas", b.dir, len(nodes), replicas)
 	}
 	// The server's own parser: syntax, and what the manifests rely on.
-	f := filepath.Join(os.TempDir(), fmt.Sprintf("homemole-k8s-nats-%d.conf", os.Getpid()))
-	if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
-		t.Fatalf("%v", err)
+	c := sts.Spec.Template.Spec.Containers[0]
+	f, cleanup, err := natsFiles(b, &sts.Spec.Template.Spec, &c, conf)
+	defer cleanup()
+	if err != nil {
+		t.Errorf("%s: %v", b.dir, err)
+		return
 	}
-	defer os.Remove(f)
 	os.Setenv("POD_NAME", sts.Name+"-0") // as the pod's env sets it
 	opts, err := server.ProcessConfigFile(f)
 	if err != nil {
 		t.Errorf("%s: nats.conf: %v", b.dir, err)
 		return
 	}
-	c := sts.Spec.Template.Spec.Containers[0]
+	checkNATSAuth(t, b, opts)
+	checkNATSExposure(t, b, sts)
 	if !opts.JetStream || opts.StoreDir == "" || !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
 		return strings.HasPrefix(opts.StoreDir, m.MountPath) && m.Name == "data"
 	}) {
@@ -832,5 +848,147 @@ func checkPartitions(t reporter, b *build) {
 				t.Errorf("%s: --partition=%q: want $(VAR) with VAR from %s", who, index, podIndexRef)
 			}
 		}
+	}
+}
+
+// natsFiles lays out what the NATS container sees under a temporary root:
+// nats.conf from its ConfigMap and, where the Secret nats-server is
+// mounted, what `go run ./tools/natsauth` puts in it (for the campaign of
+// the build, or a one-home one), with the mount paths in the configuration
+// moved under the root. It returns the configuration's path there.
+func natsFiles(b *build, spec *corev1.PodSpec, c *corev1.Container, conf string) (string, func(), error) {
+	root, err := os.MkdirTemp("", "homemole-k8s-nats-")
+	if err != nil {
+		return "", func() {}, err
+	}
+	cleanup := func() { os.RemoveAll(root) }
+	volumes := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		volumes[v.Name] = v
+	}
+	var confPath string
+	for _, m := range c.VolumeMounts {
+		v := volumes[m.Name]
+		files := map[string][]byte{}
+		switch {
+		case v.ConfigMap != nil && v.ConfigMap.Name == "nats-config":
+			confPath = filepath.Join(root, m.MountPath, "nats.conf")
+		case v.Secret != nil && v.Secret.SecretName == natsServerSecret.name:
+			fs, err := natsServerFiles(b)
+			if err != nil {
+				return "", cleanup, err
+			}
+			files = fs
+		default:
+			continue
+		}
+		conf = strings.ReplaceAll(conf, m.MountPath+"/", filepath.Join(root, m.MountPath)+"/")
+		for name, data := range files {
+			p := filepath.Join(root, m.MountPath, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				return "", cleanup, err
+			}
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				return "", cleanup, err
+			}
+		}
+	}
+	if confPath == "" {
+		return "", cleanup, fmt.Errorf("the NATS container does not mount the ConfigMap nats-config")
+	}
+	if err := os.MkdirAll(filepath.Dir(confPath), 0o700); err != nil {
+		return "", cleanup, err
+	}
+	return confPath, cleanup, os.WriteFile(confPath, []byte(conf), 0o600)
+}
+
+// natsServerFiles is what tools/natsauth puts in the Secret nats-server.
+func natsServerFiles(b *build) (map[string][]byte, error) {
+	c := &campaign.Campaign{Name: "c", Homes: []*campaign.Home{{Name: "home-1"}}}
+	for _, o := range b.objs {
+		if cm, ok := o.obj.(*corev1.ConfigMap); ok && cm.Data["campaign.yaml"] != "" {
+			if parsed, err := campaign.Parse([]byte(cm.Data["campaign.yaml"])); err == nil {
+				c = parsed
+			}
+		}
+	}
+	certs, err := natsauth.NewCerts(natsauth.KubernetesNames("homemole"), nil, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := natsauth.AccountsConf(natsauth.WithPasswords(natsauth.Users(c)), false)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]byte{
+		natsauth.Files.ServerCA: certs.CA, natsauth.Files.ServerCert: certs.Cert, natsauth.Files.ServerKey: certs.Key,
+		natsauth.Files.ServerAuth: []byte(auth),
+	}, nil
+}
+
+// checkNATSAuth: no client gets in without a user and TLS, and the routes
+// between the nodes are encrypted too.
+func checkNATSAuth(t reporter, b *build, opts *server.Options) {
+	t.Helper()
+	switch {
+	case opts.NoAuthUser != "":
+		t.Errorf("%s: nats.conf lets clients in without a user (no_auth_user %s)", b.dir, opts.NoAuthUser)
+	case len(opts.Users)+len(opts.Nkeys) == 0 && opts.TrustedOperators == nil:
+		t.Errorf("%s: nats.conf lets clients in without a user: include the accounts of the Secret nats-server (go run ./tools/natsauth)", b.dir)
+	}
+	for _, u := range opts.Users {
+		if u.Account == nil || u.Account.Name == server.DEFAULT_GLOBAL_ACCOUNT {
+			t.Errorf("%s: nats.conf: user %s is in no account of its own", b.dir, u.Username)
+		}
+	}
+	if opts.TLSConfig == nil {
+		t.Errorf("%s: nats.conf lets clients connect without TLS: passwords and packets would cross the network in the clear", b.dir)
+	}
+	if opts.Cluster.TLSConfig == nil {
+		t.Errorf("%s: nats.conf: the cluster routes run without TLS", b.dir)
+	}
+}
+
+// checkNATSExposure: the client port admits HomeMole's pods and listed
+// addresses, never everyone.
+func checkNATSExposure(t reporter, b *build, sts *appsv1.StatefulSet) {
+	t.Helper()
+	podLabels := labels.Set(sts.Spec.Template.Labels)
+	guarded := false
+	for _, o := range b.objs {
+		np, ok := o.obj.(*networkingv1.NetworkPolicy)
+		if !ok {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || !sel.Matches(podLabels) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			continue
+		}
+		guarded = true
+		for _, in := range np.Spec.Ingress {
+			client := len(in.Ports) == 0
+			for _, p := range in.Ports {
+				if p.Port == nil || p.Port.String() == "4222" || p.Port.String() == "client" {
+					client = true
+				}
+			}
+			if !client {
+				continue
+			}
+			if len(in.From) == 0 {
+				t.Errorf("%s: NetworkPolicy/%s admits port 4222 from anywhere: name HomeMole's pods and the gateways' addresses", b.dir, np.Name)
+			}
+			for _, peer := range in.From {
+				switch {
+				case peer.IPBlock != nil && strings.HasSuffix(peer.IPBlock.CIDR, "/0"):
+					t.Errorf("%s: NetworkPolicy/%s admits port 4222 from %s, which is anywhere", b.dir, np.Name, peer.IPBlock.CIDR)
+				case peer.NamespaceSelector != nil && len(peer.NamespaceSelector.MatchLabels)+len(peer.NamespaceSelector.MatchExpressions) == 0:
+					t.Errorf("%s: NetworkPolicy/%s admits port 4222 from every namespace", b.dir, np.Name)
+				}
+			}
+		}
+	}
+	if !guarded {
+		t.Errorf("%s: no NetworkPolicy guards ingress to the NATS pods: port 4222 is open to everyone", b.dir)
 	}
 }

@@ -337,8 +337,11 @@ func (a *Agent) Run(ctx context.Context, pub Publisher, inputs []Input) error {
 
 var errSenderStopped = errors.New("publishing stopped")
 
+// source names an input as consumers check it (schemas.ValidateSource):
+// the file's base name is mapped into the source-name alphabet, which
+// leaves the usual capture names as they are.
 func (a *Agent) source(in Input) string {
-	return a.cfg.Campaign + "/" + a.cfg.Home.Name + "/" + in.Tap + "/" + filepath.Base(in.Name)
+	return a.cfg.Campaign + "/" + a.cfg.Home.Name + "/" + in.Tap + "/" + schemas.SourceName(filepath.Base(in.Name))
 }
 
 // Frames are read in runs between context checks: a check per frame would

@@ -86,8 +86,8 @@ func readStream(t *testing.T, c *bus.Conn) stored {
 		if err != nil {
 			t.Fatalf("message %d: %v", seq, err)
 		}
-		if got := m.Header.Get("Nats-Msg-Id"); got != b.MsgID() {
-			t.Errorf("message %d: id %q, batch says %q", seq, got, b.MsgID())
+		if got, want := m.Header.Get("Nats-Msg-Id"), bus.MsgID(m.Subject, b.MsgID(), nil); got != want {
+			t.Errorf("message %d: id %q, batch says %q", seq, got, want)
 		}
 		st.msgs++
 		for _, p := range b.Packets {

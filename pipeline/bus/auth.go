@@ -1,12 +1,17 @@
 package bus
 
 import (
+	"errors"
+	"flag"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/homemole/homemole/schemas"
 )
 
 // Auth says who a connection is and which servers it trusts. Secrets come
@@ -25,10 +30,77 @@ type Auth struct {
 	// CertFile and KeyFile are a client certificate for servers that verify
 	// clients (HOMEMOLE_NATS_CERT, HOMEMOLE_NATS_KEY).
 	CertFile, KeyFile string
+	// InboxPrefix is where replies to this connection arrive (JetStream
+	// acks, API answers, pulled messages); HOMEMOLE_NATS_INBOX. Empty:
+	// "_INBOX.<user>" for a user whose name is a subject token, else
+	// nats.go's shared "_INBOX". A server that lets each user subscribe
+	// only under its own prefix keeps one home from reading the batches a
+	// labeler pulls (tools/cluster, k8s/base/nats.yaml).
+	InboxPrefix string
+	// RequireTLS refuses to send a password or credentials over plain
+	// nats:// (HOMEMOLE_NATS_REQUIRE_TLS=true, --require-tls); without it
+	// such a connection is made with a warning.
+	RequireTLS bool
+
+	// fileErr is why HOMEMOLE_NATS_PASSWORD_FILE could not be read;
+	// Connect reports it.
+	fileErr error
 }
 
-// AuthFromEnv reads the HOMEMOLE_NATS_* credentials and TLS files.
+// Inbox is the inbox prefix the connection uses (see InboxPrefix); "" for
+// nats.go's default.
+func (a Auth) Inbox() string {
+	if a.InboxPrefix != "" {
+		return a.InboxPrefix
+	}
+	if a.User != "" && schemas.ValidateToken("user", a.User) == nil {
+		return "_INBOX." + a.User
+	}
+	return ""
+}
+
+// RegisterFlags adds --require-tls to fs.
+func (a *Auth) RegisterFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&a.RequireTLS, "require-tls", a.RequireTLS, "refuse to send NATS credentials over a plain nats:// connection; give tls:// URLs and HOMEMOLE_NATS_CA (env HOMEMOLE_NATS_REQUIRE_TLS=true)")
+}
+
+// ErrPlainCredentials is what RequireTLS refuses.
+var ErrPlainCredentials = errors.New("NATS credentials would go over a plain-text connection")
+
+// plainCredentials reports why credentials would go in the clear to url:
+// a password or credentials file (in the URL too) with neither a CA nor a
+// client certificate, to a server list not all tls://. nats.go upgrades
+// every connection once a CA is given, whatever the URL says.
+func (a Auth) plainCredentials(url string) error {
+	secret := a.Password != "" || a.CredsFile != "" || strings.Contains(url, "@")
+	if !secret || a.CAFile != "" || a.CertFile != "" {
+		return nil
+	}
+	for p := range strings.SplitSeq(url, ",") {
+		p = strings.TrimSpace(p)
+		if !strings.HasPrefix(p, "tls://") && !strings.HasPrefix(p, "wss://") {
+			return fmt.Errorf("%w to %s: use tls:// URLs and set HOMEMOLE_NATS_CA to the servers' CA", ErrPlainCredentials, redactURL(p))
+		}
+	}
+	return nil
+}
+
+// AuthFromEnv reads the HOMEMOLE_NATS_* credentials and TLS files. The
+// password may come from a file instead (HOMEMOLE_NATS_PASSWORD_FILE: a
+// gateway holding its own home's password only, mounted from the host).
 func AuthFromEnv() Auth {
+	a := authFromEnv()
+	if f := os.Getenv("HOMEMOLE_NATS_PASSWORD_FILE"); f != "" && a.Password == "" {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			a.fileErr = fmt.Errorf("read the NATS password from HOMEMOLE_NATS_PASSWORD_FILE: %w", err)
+		}
+		a.Password = strings.TrimRight(string(data), "\r\n")
+	}
+	return a
+}
+
+func authFromEnv() Auth {
 	return Auth{
 		User:      os.Getenv("HOMEMOLE_NATS_USER"),
 		Password:  os.Getenv("HOMEMOLE_NATS_PASSWORD"),
@@ -36,6 +108,9 @@ func AuthFromEnv() Auth {
 		CAFile:    os.Getenv("HOMEMOLE_NATS_CA"),
 		CertFile:  os.Getenv("HOMEMOLE_NATS_CERT"),
 		KeyFile:   os.Getenv("HOMEMOLE_NATS_KEY"),
+
+		InboxPrefix: os.Getenv("HOMEMOLE_NATS_INBOX"),
+		RequireTLS:  os.Getenv("HOMEMOLE_NATS_REQUIRE_TLS") == "true",
 	}
 }
 
@@ -58,7 +133,28 @@ func (a Auth) LogValue() slog.Value {
 		slog.Bool("creds", a.CredsFile != ""),
 		slog.Bool("tls", a.CAFile != ""),
 		slog.Bool("client_cert", a.CertFile != ""),
+		slog.String("inbox", a.Inbox()),
+		slog.Bool("require_tls", a.RequireTLS),
 	)
+}
+
+// IDKey is secret material of this identity to key message ids with
+// (Config.IDKey): the password, else the credentials file, else the client
+// key; nil for an anonymous connection, whose publishers all trust one
+// another anyway. A file that cannot be read gives nil here: connecting
+// with it fails and says why.
+func (a Auth) IDKey() []byte {
+	switch {
+	case a.Password != "":
+		return []byte("password\x00" + a.User + "\x00" + a.Password)
+	case a.CredsFile != "":
+		data, _ := os.ReadFile(a.CredsFile)
+		return data
+	case a.KeyFile != "":
+		data, _ := os.ReadFile(a.KeyFile)
+		return data
+	}
+	return nil
 }
 
 func (a Auth) options() []nats.Option {
@@ -74,6 +170,9 @@ func (a Auth) options() []nats.Option {
 	}
 	if a.CertFile != "" {
 		opts = append(opts, nats.ClientCert(a.CertFile, a.KeyFile))
+	}
+	if p := a.Inbox(); p != "" {
+		opts = append(opts, nats.CustomInboxPrefix(p))
 	}
 	return opts
 }

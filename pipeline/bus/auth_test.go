@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 )
@@ -23,5 +24,24 @@ func TestSecretsNotLogged(t *testing.T) {
 	}
 	if strings.Contains(buf.String()+err.Error(), "s3cret") {
 		t.Errorf("the password shows: log %q, error %q", buf.String(), err)
+	}
+}
+
+// TestPasswordFile: a gateway's password comes from a file; one that
+// cannot be read is an error naming the variable, not an anonymous login.
+func TestPasswordFile(t *testing.T) {
+	f := t.TempDir() + "/password"
+	if err := os.WriteFile(f, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOMEMOLE_NATS_PASSWORD", "")
+	t.Setenv("HOMEMOLE_NATS_PASSWORD_FILE", f)
+	if a := AuthFromEnv(); a.Password != "s3cret" || a.fileErr != nil {
+		t.Errorf("password %q, error %v", a.Password, a.fileErr)
+	}
+	t.Setenv("HOMEMOLE_NATS_PASSWORD_FILE", f+".missing")
+	_, err := Connect(context.Background(), Config{URL: "tls://127.0.0.1:1", Auth: AuthFromEnv()}, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "HOMEMOLE_NATS_PASSWORD_FILE") {
+		t.Errorf("unreadable password file: %v", err)
 	}
 }

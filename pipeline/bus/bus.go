@@ -6,6 +6,9 @@ package bus
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +50,12 @@ type Config struct {
 	// Auth is who the connection is and which servers it trusts (none: an
 	// anonymous plain-text connection, as to the embedded server).
 	Auth Auth
+	// IDKey, when set, makes this connection's message ids unguessable to
+	// other publishers (see MsgID). Capture agents set it from their own
+	// credentials (Auth.IDKey): JetStream deduplicates ids stream-wide, so
+	// a home that could predict another home's ids could have that home's
+	// batches dropped as duplicates by publishing them first.
+	IDKey []byte
 }
 
 // Conn is a JetStream connection with the streams declared.
@@ -74,6 +83,15 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	}
 	if cfg.DedupWindow == 0 {
 		cfg.DedupWindow = time.Hour
+	}
+	if cfg.Auth.fileErr != nil {
+		return nil, cfg.Auth.fileErr
+	}
+	if err := cfg.Auth.plainCredentials(cfg.URL); err != nil {
+		if cfg.Auth.RequireTLS {
+			return nil, err
+		}
+		log.Warn("NATS credentials go over plain text: anyone on the path reads them (--require-tls refuses this)", "err", err)
 	}
 	c := &Conn{log: log, cfg: cfg, declare: make(chan struct{}, 1), closed: make(chan struct{})}
 	wake := func() {
@@ -162,10 +180,16 @@ func fixConnect(err error) string {
 const fixUnreachable = "is the server running? set --nats or HOMEMOLE_NATS_URL, or leave both empty for the embedded server"
 
 func (c *Conn) declareStreams(ctx context.Context) error {
-	for _, sc := range []jetstream.StreamConfig{
-		{Name: schemas.StreamPackets, Subjects: []string{"hm.pkt.>"}},
-		{Name: schemas.StreamLabeled, Subjects: []string{"hm.lbl.>"}},
-	} {
+	return c.declareEach(ctx,
+		jetstream.StreamConfig{Name: schemas.StreamPackets, Subjects: []string{"hm.pkt.>"}},
+		jetstream.StreamConfig{Name: schemas.StreamLabeled, Subjects: []string{"hm.lbl.>"}},
+	)
+}
+
+// declareEach declares streams as Connect wants them, leaving alone those
+// already laid out so.
+func (c *Conn) declareEach(ctx context.Context, streams ...jetstream.StreamConfig) error {
+	for _, sc := range streams {
 		sc.Storage = jetstream.FileStorage
 		sc.Replicas = c.cfg.Replicas
 		sc.Duplicates = c.cfg.DedupWindow
@@ -268,7 +292,7 @@ func (c *Conn) PublishAsync(subject, msgID string, data []byte) (jetstream.PubAc
 	if !c.NC.IsConnected() {
 		return nil, fmt.Errorf("publish batch %s to %s: not connected to NATS at %s", msgID, subject, redactURL(c.cfg.URL))
 	}
-	f, err := c.JS.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(msgID))
+	f, err := c.JS.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(MsgID(subject, msgID, c.cfg.IDKey)))
 	if err != nil {
 		return nil, fmt.Errorf("publish batch %s to %s: %w", msgID, subject, err)
 	}
@@ -283,10 +307,28 @@ func (c *Conn) Publish(ctx context.Context, subject string, b *schemas.Batch) er
 		return err
 	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	if _, err := c.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(b.MsgID())); err != nil {
+	if _, err := c.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(MsgID(subject, b.MsgID(), c.cfg.IDKey))); err != nil {
 		return fmt.Errorf("publish batch %s to %s: %w", b.MsgID(), subject, err)
 	}
 	return nil
+}
+
+// MsgID is the JetStream message id a batch id is published under: scoped
+// to the subject, so ids of different homes never meet, and, with a key,
+// followed by a tag only the key's holder can compute. The server
+// deduplicates by id across the whole stream and lets a publisher set any
+// id, so scoping alone would not do: home-1 could publish on its own
+// subject under the id home-2 will use, and home-2's genuine batch would
+// be dropped as its duplicate. The tag is deterministic, so a restarted
+// agent still republishes under the same ids.
+func MsgID(subject, id string, key []byte) string {
+	scoped := subject + "|" + id
+	if len(key) == 0 {
+		return scoped
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(scoped))
+	return scoped + "|" + hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 // ErrPermanent marks a message that can never be processed (malformed,
@@ -327,9 +369,11 @@ type ConsumerConfig struct {
 }
 
 // Consume delivers batches to handle until ctx ends. A batch that fails to
-// decode is terminated (it can never succeed); a newer batch version is
-// nak'ed with a delay so a newer worker can take it; a handler error marked
-// Permanent terminates the message, any other naks it for redelivery.
+// decode, does not match its subject (schemas.Batch.CheckSubject) or whose
+// handler says it is Permanent can never succeed: it is moved to the
+// dead-letter stream with the reason (see deadLetter); a newer batch version
+// is nak'ed with a delay so a newer worker can take it; any other handler
+// error naks the message for redelivery.
 func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(context.Context, *Delivery) error) error {
 	if cc.MaxAckPending == 0 {
 		cc.MaxAckPending = 1000
@@ -354,7 +398,20 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 	// rather than ending a worker that would only be restarted.
 	var cons jetstream.Consumer
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		var err error
+		// Permanent failures are kept there: it must exist first.
+		err := c.declareDeadLetters(ctx)
+		if err != nil {
+			if ctx.Err() != nil || !transient(err) {
+				return err
+			}
+			c.log.Warn("declaring the dead-letter stream failed; retrying", "err", err, "in", wait)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			continue
+		}
 		cons, err = c.JS.CreateOrUpdateConsumer(ctx, cc.Stream, jetstream.ConsumerConfig{
 			Durable:        cc.Durable,
 			FilterSubject:  filter,
@@ -404,14 +461,17 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 				_ = msg.NakWithDelay(time.Minute)
 				continue
 			}
-			c.log.Error("malformed batch terminated", "subject", msg.Subject(), "err", err)
-			_ = msg.Term()
+			c.deadLetter(ctx, msg, cc.Durable, fmt.Errorf("undecodable batch: %w", err))
+			continue
+		}
+		// The subject is the one name of a batch the server vouches for.
+		if err := b.CheckSubject(msg.Subject()); err != nil {
+			c.deadLetter(ctx, msg, cc.Durable, err)
 			continue
 		}
 		if err := handle(ctx, &Delivery{Batch: b, msg: msg}); err != nil {
 			if errors.Is(err, ErrPermanent) {
-				c.log.Error("batch terminated", "subject", msg.Subject(), "id", b.MsgID(), "err", err)
-				_ = msg.Term()
+				c.deadLetter(ctx, msg, cc.Durable, err)
 				continue
 			}
 			if ctx.Err() != nil {

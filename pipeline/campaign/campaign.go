@@ -205,6 +205,9 @@ func (h *Home) Validate() error {
 		sessions := map[string]string{}
 		for _, f := range t.Files {
 			s := SessionName(t.Name, f)
+			if err := schemas.ValidateSession(s); err != nil {
+				errs = append(errs, fmt.Errorf("tap %s: file %s: %w: shorten its name", t.Name, f, err))
+			}
 			if prev, dup := sessions[s]; dup {
 				errs = append(errs, fmt.Errorf("tap %s: %s and %s would both be session %s: rename one (sessions are named after their files)", t.Name, prev, f, s))
 			}

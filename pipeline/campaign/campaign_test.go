@@ -52,6 +52,7 @@ func TestLoadBad(t *testing.T) {
 		"dup-home":           "appears twice",
 		"broken":             "decode YAML",
 		"dup-session":        "would both be session lan-x",
+		"long-session":       "at most 200 are allowed",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

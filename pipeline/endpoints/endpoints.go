@@ -62,6 +62,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.S3, "s3", c.S3, "S3 endpoint host:port (MinIO); empty starts an embedded S3 server; keys from HOMEMOLE_S3_ACCESS_KEY and HOMEMOLE_S3_SECRET_KEY (env HOMEMOLE_S3_ENDPOINT)")
 	fs.StringVar(&c.S3Bucket, "bucket", c.S3Bucket, "S3 bucket for datasets, models and reports (env HOMEMOLE_S3_BUCKET)")
 	fs.BoolVar(&c.S3TLS, "s3-tls", c.S3TLS, "use TLS to S3 (env HOMEMOLE_S3_TLS=true)")
+	c.NATSAuth.RegisterFlags(fs)
 }
 
 // Env is an opened set of endpoints.

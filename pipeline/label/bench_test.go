@@ -22,7 +22,7 @@ func benchBatches(home, tap, session string, pkts []schemas.Packet, size int) []
 	for lo := 0; lo < len(pkts); lo += size {
 		hi := min(lo+size, len(pkts))
 		out = append(out, &schemas.Batch{Kind: schemas.KindPackets, Campaign: "c", Home: home, Tap: tap,
-			Source: "c/" + home + "/" + session, Session: session, FirstOffset: pkts[lo].Offset,
+			Source: "c/" + home + "/" + tap + "/" + session, Session: session, FirstOffset: pkts[lo].Offset,
 			Final: hi == len(pkts), Packets: pkts[lo:hi]})
 	}
 	return out

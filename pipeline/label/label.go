@@ -282,6 +282,11 @@ func (l *Labeler) ConsumerConfig(durable string) bus.ConsumerConfig {
 // pair, and deterministic message ids make the republish a no-op.
 func (l *Labeler) Handle(ctx context.Context, conn *bus.Conn, d *bus.Delivery, log *slog.Logger) error {
 	b := d.Batch
+	// Campaign, home and tap are the subject's, which the server lets only
+	// that home's agent publish on; a batch naming anything else is forged.
+	if err := b.CheckSubject(d.Subject()); err != nil {
+		return bus.Permanent(err)
+	}
 	h, err := l.check(b)
 	if err != nil {
 		return err

@@ -108,6 +108,9 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 // once kept the aws-chunked framing of multipart parts) is an error naming
 // the key, never a silently damaged model or dataset.
 func (s *S3) Put(ctx context.Context, key string, data []byte, contentType string) (ObjectInfo, error) {
+	if err := CheckKey(key); err != nil {
+		return ObjectInfo{}, fmt.Errorf("put %s: %w", s.Location(key), err)
+	}
 	if contentType == "" {
 		contentType = "application/octet-stream"
 	}
@@ -154,6 +157,9 @@ func recordedSHA256(o minio.ObjectInfo) string {
 // transit is an error naming its key. Objects written by other tools carry
 // no such record and are returned as they are.
 func (s *S3) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := CheckKey(key); err != nil {
+		return nil, fmt.Errorf("get %s: %w", s.Location(key), err)
+	}
 	obj, err := s.cli.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", s.Location(key), err)
@@ -183,6 +189,9 @@ func (s *S3) Get(ctx context.Context, key string) ([]byte, error) {
 
 // List returns the objects under prefix, sorted by key.
 func (s *S3) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
+	if err := checkPrefix(prefix); err != nil {
+		return nil, fmt.Errorf("list %s: %w", s.Location(prefix), err)
+	}
 	var out []ObjectInfo
 	for o := range s.cli.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if o.Err != nil {
@@ -196,6 +205,9 @@ func (s *S3) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 
 // Delete removes an object; removing a missing key is not an error.
 func (s *S3) Delete(ctx context.Context, key string) error {
+	if err := CheckKey(key); err != nil {
+		return fmt.Errorf("delete %s: %w", s.Location(key), err)
+	}
 	if err := s.cli.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil {
 		return fmt.Errorf("delete %s: %w", s.Location(key), err)
 	}

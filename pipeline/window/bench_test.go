@@ -56,7 +56,7 @@ func benchSession(home, session string, n, batch int, seed uint64) []*schemas.Ba
 	for lo := 0; lo < n; lo += batch {
 		hi := min(lo+batch, n)
 		out = append(out, &schemas.Batch{Kind: schemas.KindLabeled, Campaign: "c", Home: home, View: "lan",
-			Source: "c/" + home + "/" + session, Session: session, FirstOffset: uint64(lo), Final: hi == n,
+			Source: "c/" + home + "/lan/" + session, Session: session, FirstOffset: uint64(lo), Final: hi == n,
 			Devices: benchDevices, Labels: labels[lo:hi], Packets: pkts[lo:hi]})
 	}
 	return out

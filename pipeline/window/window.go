@@ -79,6 +79,13 @@ func (s *Spec) Validate() error {
 	return nil
 }
 
+// sessionDir is where a session's objects go; "" (which the store refuses)
+// for names Handle would have refused.
+func (w *Windower) sessionDir(s *session) string {
+	dir, _ := store.Key("datasets", w.spec.Dataset, w.spec.Version, s.view, s.home, s.id)
+	return dir
+}
+
 // Prefix is where the dataset's objects live.
 func (s *Spec) Prefix() string { return path.Join("datasets", s.Dataset, s.Version) }
 
@@ -163,6 +170,12 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 	if b.Kind != schemas.KindLabeled {
 		return bus.Permanent(fmt.Errorf("batch %s is of kind %q, the windower reads labeled batches", b.MsgID(), b.Kind))
 	}
+	// Home, view and session become object keys: only names bound to the
+	// subject and checked get that far (bus.Consume checks too; this keeps
+	// the windower safe whoever hands it deliveries).
+	if err := b.CheckSubject(d.Subject()); err != nil {
+		return bus.Permanent(err)
+	}
 	if w.Accept != nil && !w.Accept(b.Home, b.Session) || len(w.spec.Views) > 0 && !slices.Contains(w.spec.Views, b.View) {
 		return d.Ack()
 	}
@@ -191,7 +204,7 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		// A worker killed while acking a session it had stored leaves the
 		// batches it had not acked to come again without their start: they
 		// would wait for it forever.
-		if _, err := w.store.Get(ctx, path.Join(w.spec.Prefix(), s.view, s.home, s.id, PartSuffix)); err == nil {
+		if _, err := w.store.Get(ctx, w.sessionDir(s)+"/"+PartSuffix); err == nil {
 			for _, p := range append(s.pending, d) {
 				_ = p.Ack()
 			}
@@ -313,7 +326,10 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 		slices.Sort(sc)
 		part.CapScores[dev] = sc[:min(len(sc), w.spec.Cap)]
 	}
-	dir := path.Join(w.spec.Prefix(), s.view, s.home, s.id)
+	dir, err := store.Key("datasets", w.spec.Dataset, w.spec.Version, s.view, s.home, s.id)
+	if err != nil {
+		return part, bus.Permanent(fmt.Errorf("window session %s of home %s, view %s: %w", s.id, s.home, s.view, err))
+	}
 	objects, err := w.putObjects(ctx, dir, s.id, ws)
 	if err != nil {
 		return part, err
@@ -323,7 +339,7 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	if err != nil {
 		return part, err
 	}
-	if _, err := w.store.Put(ctx, path.Join(dir, PartSuffix), pj, "application/json"); err != nil {
+	if _, err := w.store.Put(ctx, dir+"/"+PartSuffix, pj, "application/json"); err != nil {
 		return part, err
 	}
 	return part, nil
@@ -359,7 +375,7 @@ func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schem
 		if ctx.Err() != nil {
 			break
 		}
-		key := path.Join(dir, fmt.Sprintf("%s-w%06d-%06d.arrow", w.spec.Kind, lo, hi-1))
+		key := dir + "/" + fmt.Sprintf("%s-w%06d-%06d.arrow", w.spec.Kind, lo, hi-1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

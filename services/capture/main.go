@@ -34,6 +34,8 @@ func main() {
 			"in memory only, the agent fails at once if NATS is unreachable at start, and a restart publishes everything again")
 		spoolMax := fs.String("spool-max", "256MiB", "most disk the spool may use (e.g. 64MiB, 2GiB); when it is full the agent stops reading until NATS answers")
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
+		auth := bus.AuthFromEnv()
+		auth.RegisterFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -83,7 +85,7 @@ func main() {
 		spooling := *spoolDir != ""
 		conn, err := bus.Connect(ctx, bus.Config{
 			URL: *natsURL, Name: "capture-" + *home, RetryConnect: spooling, NoReconnectBuffer: spooling,
-			Replicas: bus.ReplicasFromEnv(), Auth: bus.AuthFromEnv(),
+			Replicas: bus.ReplicasFromEnv(), Auth: auth, IDKey: auth.IDKey(),
 		}, log)
 		if err != nil {
 			return err

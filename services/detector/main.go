@@ -30,6 +30,8 @@ func main() {
 		tap := fs.String("tap", "wan", "tap whose packets are judged: the view beyond the gateway (wan), or lan")
 		natsURL := fs.String("nats", os.Getenv("HOMEMOLE_NATS_URL"), "NATS URL (env HOMEMOLE_NATS_URL)")
 		step := fs.Int("step", 1, "bins between two reports per home (1: every bin of the model, 10 s by default)")
+		auth := bus.AuthFromEnv()
+		auth.RegisterFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -51,7 +53,7 @@ func main() {
 			return err
 		}
 		defer m.Close()
-		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "detector", Replicas: bus.ReplicasFromEnv(), Auth: bus.AuthFromEnv()}, log)
+		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "detector", Replicas: bus.ReplicasFromEnv(), Auth: auth}, log)
 		if err != nil {
 			return err
 		}

@@ -121,7 +121,7 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 	const batch = 4096
 	for lo := 0; lo < len(pkts); lo += batch {
 		hi := min(lo+batch, len(pkts))
-		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "spring", Home: "home-1", Tap: "wan", Source: "wan.pcap",
+		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "spring", Home: "home-1", Tap: "wan", Source: "spring/home-1/wan/wan.pcap",
 			Session: "session-04", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
 		if err := conn.Publish(ctx, schemas.PacketSubject("spring", "home-1", "wan"), b); err != nil {
 			t.Fatal(err)

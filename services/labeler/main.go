@@ -27,6 +27,8 @@ func main() {
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 		var part bus.Partition
 		part.RegisterFlags(fs)
+		auth := bus.AuthFromEnv()
+		auth.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
 		if err := cli.Parse(fs); err != nil {
 			return err
@@ -53,7 +55,7 @@ func main() {
 		if err := m.Report(labelerTotals(l)); err != nil {
 			return err
 		}
-		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "labeler", Replicas: bus.ReplicasFromEnv(), Auth: bus.AuthFromEnv()}, log)
+		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "labeler", Replicas: bus.ReplicasFromEnv(), Auth: auth}, log)
 		if err != nil {
 			return err
 		}

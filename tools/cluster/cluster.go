@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/homemole/homemole/k8s/natsauth"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
@@ -148,33 +149,14 @@ type Cluster struct {
 	captureArgs func(home string) []string
 }
 
-// users are the cluster's NATS users: an admin (this tool), the labeler and
-// windower with what their work needs, and one capture agent per home that
-// may publish only its own home's packets.
+// usersFor are the cluster's NATS users, as the Kubernetes manifests get
+// them (k8s/natsauth): an admin (this tool), the workers with what their
+// work needs, and one capture agent per home that may publish only its own
+// home's packets; each may subscribe only under its own inbox prefix.
 func usersFor(c *campaign.Campaign) map[string]servers.User {
-	api := func(stream string) []string {
-		return []string{
-			"$JS.API.INFO",
-			"$JS.API.STREAM.INFO." + schemas.StreamPackets, "$JS.API.STREAM.INFO." + schemas.StreamLabeled,
-			"$JS.API.STREAM.CREATE." + schemas.StreamPackets, "$JS.API.STREAM.CREATE." + schemas.StreamLabeled,
-			"$JS.API.STREAM.UPDATE." + schemas.StreamPackets, "$JS.API.STREAM.UPDATE." + schemas.StreamLabeled,
-			"$JS.API.CONSUMER.CREATE." + stream + ".>", "$JS.API.CONSUMER.DURABLE.CREATE." + stream + ".>",
-			"$JS.API.CONSUMER.INFO." + stream + ".>", "$JS.API.CONSUMER.MSG.NEXT." + stream + ".>",
-			"$JS.ACK." + stream + ".>",
-		}
-	}
-	inbox := []string{"_INBOX.>"}
-	u := map[string]servers.User{
-		"admin":    {Name: "admin", Password: servers.NewPassword()},
-		"labeler":  {Name: "labeler", Password: servers.NewPassword(), Publish: append(api(schemas.StreamPackets), "hm.lbl."+c.Name+".>"), Subscribe: inbox},
-		"windower": {Name: "windower", Password: servers.NewPassword(), Publish: api(schemas.StreamLabeled), Subscribe: inbox},
-	}
-	for _, h := range c.Homes {
-		name := "capture-" + h.Name
-		u[name] = servers.User{Name: name, Password: servers.NewPassword(), Subscribe: inbox, Publish: []string{
-			schemas.PacketSubject(c.Name, h.Name, ">"),
-			"$JS.API.STREAM.INFO." + schemas.StreamPackets, "$JS.API.STREAM.INFO." + schemas.StreamLabeled,
-		}}
+	u := map[string]servers.User{}
+	for _, x := range natsauth.WithPasswords(natsauth.Users(c)) {
+		u[x.Name] = x
 	}
 	return u
 }

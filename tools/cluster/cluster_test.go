@@ -363,22 +363,8 @@ func TestPermissions(t *testing.T) {
 	w, _ := reference(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	tlsFiles, err := servers.NewTLS(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	users := usersFor(w.c)
-	var list []servers.User
-	for _, u := range users {
-		list = append(list, u)
-	}
-	nc, err := servers.StartNATSCluster(b.nats, filepath.Join(dir, "nats"), 3, tlsFiles, list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	k := &Cluster{NATS: nc, users: users, log: testLog, w: w}
+	k := startNATS(t, b.nats, w)
+	nc, tlsFiles := k.NATS, k.NATS.TLS
 	admin, err := k.Admin(ctx)
 	if err != nil {
 		t.Fatal(err)

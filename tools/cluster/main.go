@@ -11,6 +11,7 @@
 //
 //	go run ./tools/cluster --homes 16 --replicas 2
 //	go run ./tools/cluster --install   # only build nats-server, MinIO and the services into .build/bin
+//	go run ./tools/cluster --install-nats   # only nats-server (the security tests)
 //
 // The fault and permission tests (tools/cluster/*_test.go) use the same
 // harness; `go tool task cluster-test` runs both.
@@ -47,8 +48,17 @@ func main() {
 	parallel := flag.Int("parallel", 8, "capture agents running at once")
 	dir := flag.String("dir", "", "working folder (default: a temporary one, removed after)")
 	installOnly := flag.Bool("install", false, "only build nats-server, MinIO and the services into "+servers.BinDir)
+	natsOnly := flag.Bool("install-nats", false, "only build nats-server into "+servers.BinDir+" (what the security tests need)")
 	flag.Parse()
 	start := time.Now()
+	if *natsOnly {
+		bin, err := servers.InstallNATS()
+		if err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("nats-server ready in %s: %s", time.Since(start).Round(time.Millisecond), bin)
+		return
+	}
 	b, err := install()
 	if err != nil {
 		log.Fatal(err)

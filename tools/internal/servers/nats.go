@@ -2,32 +2,23 @@ package servers
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/homemole/homemole/k8s/natsauth"
 )
 
-// User is a NATS user of the cluster's one application account, with the
-// subjects it may publish to and subscribe to (nil: all).
-type User struct {
-	Name, Password     string
-	Publish, Subscribe []string
-}
+// User is a NATS user of the cluster's one application account
+// (natsauth.Account), with the subjects it may publish to and subscribe to
+// (nil: all).
+type User = natsauth.User
 
 // NewPassword is a random password for a throwaway user.
-func NewPassword() string {
-	b := make([]byte, 18)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// Account is the account the users and the JetStream streams live in.
-const Account = "HOMEMOLE"
+func NewPassword() string { return natsauth.NewPassword() }
 
 // NATSCluster is a JetStream cluster of nodes on loopback: clients speak
 // TLS to them and log in as Users; routes between nodes stay on loopback.
@@ -68,6 +59,10 @@ func StartNATSCluster(bin, dir string, n int, tlsFiles TLSFiles, users []User) (
 		}
 		c.Nodes = append(c.Nodes, node)
 	}
+	accounts, err := natsauth.AccountsConf(users, false)
+	if err != nil {
+		return nil, err
+	}
 	var urls []string
 	for i, node := range c.Nodes {
 		if err := os.MkdirAll(node.dir, 0o755); err != nil {
@@ -99,15 +94,8 @@ tls {
   ca_file: %q
   timeout: 5
 }
-accounts {
-  %s {
-    jetstream: enabled
-    users: [
-%s    ]
-  }
-}
-`, node.Name, node.Port, node.HTTPPort, filepath.Join(node.dir, "jetstream"), routePorts[i], strings.Join(routes, ", "),
-			tlsFiles.Cert, tlsFiles.Key, tlsFiles.CA, Account, usersConf(users))
+%s`, node.Name, node.Port, node.HTTPPort, filepath.Join(node.dir, "jetstream"), routePorts[i], strings.Join(routes, ", "),
+			tlsFiles.Cert, tlsFiles.Key, tlsFiles.CA, accounts)
 		node.conf = filepath.Join(node.dir, "nats.conf")
 		if err := os.WriteFile(node.conf, []byte(conf), 0o600); err != nil {
 			return nil, err
@@ -128,32 +116,6 @@ accounts {
 		}
 	}
 	return c, nil
-}
-
-func usersConf(users []User) string {
-	var b strings.Builder
-	list := func(subjects []string) string {
-		q := make([]string, len(subjects))
-		for i, s := range subjects {
-			q[i] = fmt.Sprintf("%q", s)
-		}
-		return "[" + strings.Join(q, ", ") + "]"
-	}
-	for _, u := range users {
-		fmt.Fprintf(&b, "      {user: %q, password: %q", u.Name, u.Password)
-		if u.Publish != nil || u.Subscribe != nil {
-			b.WriteString(", permissions: {")
-			if u.Publish != nil {
-				fmt.Fprintf(&b, "publish: {allow: %s}, ", list(u.Publish))
-			}
-			if u.Subscribe != nil {
-				fmt.Fprintf(&b, "subscribe: {allow: %s}", list(u.Subscribe))
-			}
-			b.WriteString("}")
-		}
-		b.WriteString("}\n")
-	}
-	return b.String()
 }
 
 func (n *NATSNode) start() error {

@@ -1,0 +1,107 @@
+package natsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/schemas"
+)
+
+// TestUsersOnARealServer: a server configured with what Write makes (TLS,
+// bcrypt-hashed accounts) lets each user do its work and nothing more: a
+// home's agent publishes its own packets and not another home's, and may
+// not subscribe outside its inbox.
+func TestUsersOnARealServer(t *testing.T) {
+	dir := t.TempDir()
+	c := &campaign.Campaign{Name: "c", Homes: []*campaign.Home{{Name: "home-1"}, {Name: "home-2"}}}
+	us, err := Write(dir, c, "homemole", []string{"localhost"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := filepath.Join(dir, "server")
+	conf := fmt.Sprintf(`listen: "localhost:-1"
+jetstream {store_dir: %q}
+tls {cert_file: %q, key_file: %q, ca_file: %q, timeout: 5}
+include ./auth.conf
+`, filepath.Join(dir, "js"), filepath.Join(srv, Files.ServerCert), filepath.Join(srv, Files.ServerKey), filepath.Join(srv, Files.ServerCA))
+	if err := os.WriteFile(filepath.Join(srv, "nats.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(srv, "nats.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server did not start")
+	}
+	defer ns.Shutdown()
+	url := fmt.Sprintf("tls://localhost:%d", ns.Addr().(*net.TCPAddr).Port)
+	pw := map[string]string{}
+	for _, u := range us {
+		pw[u.Name] = u.Password
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	login := func(user string) (*bus.Conn, error) {
+		auth := bus.Auth{User: user, Password: pw[user], CAFile: filepath.Join(dir, "workers", Files.WorkersCA), RequireTLS: true}
+		return bus.Connect(ctx, bus.Config{URL: url, Auth: auth}, log)
+	}
+	// The labeler declares the streams, as it does in a fresh cluster.
+	lab, err := login(Labeler)
+	if err != nil {
+		t.Fatalf("the labeler cannot log in and declare the streams: %v", err)
+	}
+	defer lab.Close()
+	home1, err := login(CaptureUser("home-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer home1.Close()
+	b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "c", Home: "home-1", Tap: "lan", Source: "c/home-1/lan/s.pcap", Session: "lan-s", Final: true}
+	if err := home1.Publish(ctx, schemas.PacketSubject("c", "home-1", "lan"), b); err != nil {
+		t.Errorf("home-1 may not publish its own packets: %v", err)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer pcancel()
+	if err := home1.Publish(pctx, schemas.PacketSubject("c", "home-2", "lan"), b); err == nil || !errors.Is(home1.NC.LastError(), nats.ErrPermissionViolation) {
+		t.Errorf("home-1 publishing home-2's packets: %v (last error %v), want a permissions violation", err, home1.NC.LastError())
+	}
+	if _, err := home1.NC.SubscribeSync("_INBOX.>"); err == nil {
+		_ = home1.NC.Flush()
+		time.Sleep(100 * time.Millisecond)
+		if !errors.Is(home1.NC.LastError(), nats.ErrPermissionViolation) {
+			t.Errorf("home-1 may subscribe to _INBOX.>: last error %v", home1.NC.LastError())
+		}
+	}
+	if _, err := bus.Connect(ctx, bus.Config{URL: url, Auth: bus.Auth{CAFile: filepath.Join(dir, "workers", Files.WorkersCA)}}, log); err == nil {
+		t.Error("a client without a user got in")
+	}
+	for _, f := range []string{"server/auth.conf", "workers/labeler-password", "gateways/home-1/password"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v: want 0600", f, err, fi.Mode().Perm())
+		}
+	}
+	if data, _ := os.ReadFile(filepath.Join(srv, Files.ServerAuth)); len(data) == 0 || strings.Contains(string(data), pw[Labeler]) {
+		t.Error("the server's accounts are empty or hold a password in the clear")
+	}
+}

@@ -1,0 +1,215 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// Headers of a dead letter. The original message's headers travel along
+// under HeaderOrigPrefix, so a replay restores them.
+const (
+	HeaderReason     = "Homemole-Dlq-Reason"
+	HeaderSubject    = "Homemole-Dlq-Subject"
+	HeaderStream     = "Homemole-Dlq-Stream"
+	HeaderStreamSeq  = "Homemole-Dlq-Stream-Seq"
+	HeaderConsumer   = "Homemole-Dlq-Consumer"
+	HeaderFailedAt   = "Homemole-Dlq-Failed-At"
+	HeaderOrigPrefix = "Homemole-Dlq-Orig-"
+)
+
+// deadLetterRetry is how long a message waits for another try when the
+// dead-letter stream cannot take it: it is never terminated unkept.
+const deadLetterRetry = 10 * time.Second
+
+func (c *Conn) declareDeadLetters(ctx context.Context) error {
+	return c.declareEach(ctx, jetstream.StreamConfig{Name: schemas.StreamDeadLetter, Subjects: []string{"hm.dlq.>"}})
+}
+
+// deadLetter keeps a message no consumer can ever process in the DLQ
+// stream, with why, where it came from and its headers, and only then
+// terminates it: `homemole dlq ls` shows it and `homemole dlq replay` puts
+// it back once the cause is fixed (a home added to the campaign). The dead
+// letter's own id is the original's stream sequence, so a worker that dies
+// between the two steps keeps it once.
+func (c *Conn) deadLetter(ctx context.Context, msg jetstream.Msg, consumer string, reason error) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		c.log.Error("dead letter without metadata; terminated unkept", "subject", msg.Subject(), "reason", reason, "err", err)
+		_ = msg.Term()
+		return
+	}
+	dl := nats.NewMsg(schemas.DeadLetterSubject(msg.Subject()))
+	dl.Data = msg.Data()
+	for k, vs := range msg.Headers() {
+		for _, v := range vs {
+			dl.Header.Add(HeaderOrigPrefix+k, v)
+		}
+	}
+	dl.Header.Set(HeaderReason, oneLine(reason.Error()))
+	dl.Header.Set(HeaderSubject, msg.Subject())
+	dl.Header.Set(HeaderStream, meta.Stream)
+	dl.Header.Set(HeaderStreamSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
+	dl.Header.Set(HeaderConsumer, consumer)
+	dl.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	id := fmt.Sprintf("dlq|%s|%d", meta.Stream, meta.Sequence.Stream)
+	if _, err := c.JS.PublishMsg(ctx, dl, jetstream.WithMsgID(id)); err != nil {
+		c.log.Warn("dead-letter stream refused a message; it stays for another try", "subject", msg.Subject(), "reason", reason, "err", err)
+		_ = msg.NakWithDelay(deadLetterRetry)
+		return
+	}
+	c.log.Error("message moved to the dead-letter stream (homemole dlq ls)", "subject", msg.Subject(), "consumer", consumer, "reason", reason)
+	_ = msg.Term()
+}
+
+// oneLine keeps a header value on one line.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+}
+
+// DeadLetter is one message in the DLQ stream.
+type DeadLetter struct {
+	Seq       uint64    `json:"seq"`
+	FailedAt  time.Time `json:"failed_at"`
+	Subject   string    `json:"subject"`
+	Stream    string    `json:"stream"`
+	StreamSeq uint64    `json:"stream_seq"`
+	Consumer  string    `json:"consumer"`
+	Reason    string    `json:"reason"`
+	MsgID     string    `json:"msg_id,omitempty"`
+	Bytes     int       `json:"bytes"`
+
+	data   []byte
+	header nats.Header
+}
+
+// DeadLetters lists the dead letters whose original subject matches filter
+// (a NATS subject pattern; empty: all), oldest first.
+func (c *Conn) DeadLetters(ctx context.Context, filter string) ([]DeadLetter, error) {
+	if err := c.declareDeadLetters(ctx); err != nil {
+		return nil, err
+	}
+	s, err := c.JS.Stream(ctx, schemas.StreamDeadLetter)
+	if err != nil {
+		return nil, fmt.Errorf("open the dead-letter stream: %w", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the dead-letter stream: %w", err)
+	}
+	var out []DeadLetter
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if noMessage(err) {
+			continue // replayed and removed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read dead letter %d: %w", seq, err)
+		}
+		dl := DeadLetter{
+			Seq: seq, Subject: m.Header.Get(HeaderSubject), Stream: m.Header.Get(HeaderStream),
+			Consumer: m.Header.Get(HeaderConsumer), Reason: m.Header.Get(HeaderReason),
+			MsgID: m.Header.Get(HeaderOrigPrefix + jetstream.MsgIDHeader), Bytes: len(m.Data),
+			data: m.Data, header: m.Header,
+		}
+		dl.StreamSeq, _ = strconv.ParseUint(m.Header.Get(HeaderStreamSeq), 10, 64)
+		dl.FailedAt, _ = time.Parse(time.RFC3339Nano, m.Header.Get(HeaderFailedAt))
+		if filter != "" && !subjectMatches(filter, dl.Subject) {
+			continue
+		}
+		out = append(out, dl)
+	}
+	return out, nil
+}
+
+// Replay publishes dead letters back on their original subjects, with
+// their original headers, and removes each from the DLQ once its stream
+// has stored it. The republished message's id is the dead letter's
+// sequence (its original id would be taken for a duplicate of the message
+// that failed), so replaying twice stores it once; what consumers make of
+// it is deduplicated by their own deterministic ids.
+func (c *Conn) Replay(ctx context.Context, letters []DeadLetter) (int, error) {
+	s, err := c.JS.Stream(ctx, schemas.StreamDeadLetter)
+	if err != nil {
+		return 0, fmt.Errorf("open the dead-letter stream: %w", err)
+	}
+	n := 0
+	for _, dl := range letters {
+		if dl.Subject == "" {
+			return n, fmt.Errorf("dead letter %d names no subject to replay to", dl.Seq)
+		}
+		m := nats.NewMsg(dl.Subject)
+		m.Data = dl.data
+		for k, vs := range dl.header {
+			orig, ok := strings.CutPrefix(k, HeaderOrigPrefix)
+			if !ok || orig == jetstream.MsgIDHeader {
+				continue
+			}
+			for _, v := range vs {
+				m.Header.Add(orig, v)
+			}
+		}
+		id := MsgID(dl.Subject, fmt.Sprintf("replay:%d", dl.Seq), nil)
+		if _, err := c.JS.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
+			return n, fmt.Errorf("replay dead letter %d to %s: %w", dl.Seq, dl.Subject, err)
+		}
+		if err := s.DeleteMsg(ctx, dl.Seq); err != nil && !noMessage(err) {
+			return n, fmt.Errorf("remove replayed dead letter %d: %w", dl.Seq, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// subjectMatches reports whether subject matches a NATS pattern with '*'
+// and '>' wildcards.
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
+
+// noMessage reports the error of a message that is not there (any more).
+func noMessage(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.Is(err, jetstream.ErrMsgNotFound) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+		return true
+	}
+	// DeleteMsg reports the server's error as text only: 10057 is its
+	// "no message found".
+	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "err_code=10057")
+}
+
+// Discard removes dead letters for good: a forged batch, once looked at,
+// has nothing to be replayed for.
+func (c *Conn) Discard(ctx context.Context, letters []DeadLetter) (int, error) {
+	s, err := c.JS.Stream(ctx, schemas.StreamDeadLetter)
+	if err != nil {
+		return 0, fmt.Errorf("open the dead-letter stream: %w", err)
+	}
+	n := 0
+	for _, dl := range letters {
+		if err := s.DeleteMsg(ctx, dl.Seq); err != nil && !noMessage(err) {
+			return n, fmt.Errorf("discard dead letter %d: %w", dl.Seq, err)
+		}
+		n++
+	}
+	return n, nil
+}
