@@ -41,6 +41,9 @@ type Auth struct {
 	// nats:// (HOMEMOLE_NATS_REQUIRE_TLS=true, --require-tls); without it
 	// such a connection is made with a warning.
 	RequireTLS bool
+	// InProcess marks the embedded server of this very process: a
+	// loopback connection that never leaves it, so no plain-text warning.
+	InProcess bool
 
 	// fileErr is why HOMEMOLE_NATS_PASSWORD_FILE could not be read;
 	// Connect reports it.
@@ -70,10 +73,12 @@ var ErrPlainCredentials = errors.New("NATS credentials would go over a plain-tex
 // plainCredentials reports why credentials would go in the clear to url:
 // a password or credentials file (in the URL too) with neither a CA nor a
 // client certificate, to a server list not all tls://. nats.go upgrades
-// every connection once a CA is given, whatever the URL says.
+// every connection once a CA is given, whatever the URL says. The embedded
+// server a process runs itself (InProcess: its per-run login is in its
+// loopback URL) is no path anyone else reads.
 func (a Auth) plainCredentials(url string) error {
 	secret := a.Password != "" || a.CredsFile != "" || strings.Contains(url, "@")
-	if !secret || a.CAFile != "" || a.CertFile != "" {
+	if !secret || a.CAFile != "" || a.CertFile != "" || a.InProcess {
 		return nil
 	}
 	for p := range strings.SplitSeq(url, ",") {

@@ -101,7 +101,7 @@ func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, e
 	auth, replicas := c.NATSAuth, c.Replicas
 	if natsURL != c.NATSURL {
 		// The embedded server is one node; its per-run login is in its URL.
-		auth, replicas = bus.Auth{}, 1
+		auth, replicas = bus.Auth{InProcess: true}, 1
 	}
 	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: replicas, Name: name, Auth: auth}, log)
 	if err != nil {
