@@ -56,6 +56,7 @@ func TestSecurityServe(t *testing.T) {
 	if _, err := st.Put(octx, "datasets/d/v1/manifest.json", []byte("{}"), ""); err != nil {
 		t.Fatal(err)
 	}
+	refused := 0
 	for name, origin := range map[string]string{"unsigned": "", "cross-origin": "https://evil.example"} {
 		for _, method := range []string{http.MethodGet, http.MethodDelete} {
 			req, _ := http.NewRequest(method, "http://"+env["HOMEMOLE_S3_ENDPOINT"]+"/homemole/datasets/d/v1/manifest.json", nil)
@@ -69,10 +70,14 @@ func TestSecurityServe(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusForbidden {
 				t.Errorf("%s %s: %d, want 403", name, method, resp.StatusCode)
+			} else {
+				refused++
 			}
 		}
 	}
-	if got, err := st.Get(octx, "datasets/d/v1/manifest.json"); err != nil || string(got) != "{}" {
+	got, err := st.Get(octx, "datasets/d/v1/manifest.json")
+	if err != nil || string(got) != "{}" {
 		t.Errorf("the object after the refused requests: %q %v", got, err)
 	}
+	t.Logf("attack: unsigned and Origin-bearing GET and DELETE to homemole serve's S3 | expected: 403, the dataset intact | observed: %d of 4 refused with 403, dataset intact: %v", refused, err == nil && string(got) == "{}")
 }
