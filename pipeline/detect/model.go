@@ -640,7 +640,20 @@ func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window ti
 		}
 		mt.Add(pkts[i].TsNs, pkts[i].V)
 	}
+	if err := whole(mt); err != nil {
+		return nil, err
+	}
 	return m.Windows(mt.Arrays(), window)
+}
+
+// whole refuses arrays that no longer hold their whole stream: Detect
+// reports every window of a stream, and a stream longer than the match
+// span has had its first bins slid out.
+func whole(mt *seqprofile.Matcher) error {
+	if st := mt.Stats(); st.SlidBins > 0 {
+		return fmt.Errorf("detect: the stream spans more than the model's match span (%d bins of it were dropped, %d clock jumps); split the capture into pieces shorter than a day (editcap -i) and detect on each", st.SlidBins, st.Jumps)
+	}
+	return nil
 }
 
 // DetectFile is Detect over a capture file, streamed: packets go straight
@@ -656,6 +669,9 @@ func (m *Model) DetectFile(ctx context.Context, path string, window time.Duratio
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("detect: %s: %w", path, err)
+	}
+	if err := whole(mt); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	windows, err = m.Windows(mt.Arrays(), window)
 	return windows, st.Packets - st.DecodeErrors, err

@@ -1,0 +1,110 @@
+package seqprofile
+
+import (
+	"math"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// TestSecurityMatcherFarTimestamps feeds the matcher what an untrusted
+// capture agent or a damaged capture can send: epoch 0 (a pcapng simple
+// packet block), the ends of int64, two packets a year apart. Memory must
+// stay bounded by the span, not by the timestamps, and the honest packets
+// around the bad ones must still be matched.
+func TestSecurityMatcherFarTimestamps(t *testing.T) {
+	const budget = 256 << 20
+	const now = int64(1_780_000_000e9) // 2026
+	year := int64(365 * 24 * time.Hour)
+	// 64 one-element SPs, so every honest packet is exactly one match.
+	var sps [][]Vector
+	for i := range 64 {
+		sps = append(sps, []Vector{udp(64, int32(i))})
+	}
+	honest := func(from int64) []Stamped {
+		var out []Stamped
+		for i := range 6000 { // 10 minutes, a packet every 100 ms
+			out = append(out, Stamped{from + int64(i)*100e6, udp(64, int32(i%64))})
+		}
+		return out
+	}
+	with := func(at int, bad []Stamped, s []Stamped) []Stamped {
+		return append(append(append([]Stamped{}, s[:at]...), bad...), s[at:]...)
+	}
+	odd := udp(64, 7)
+	cases := []struct {
+		name           string
+		stream         []Stamped
+		matches        uint64 // kept in the arrays at the end
+		outliers, jump uint64
+	}{
+		{"two packets a year apart", []Stamped{{now, odd}, {now + year, odd}}, 1, 1, 0},
+		{"epoch 0 first", with(0, []Stamped{{0, odd}}, honest(now)), 6000, 0, 1},
+		{"epoch 0 inside", with(3000, []Stamped{{0, odd}}, honest(now)), 6000, 1, 0},
+		{"far future inside", with(3000, []Stamped{{math.MaxInt64, odd}, {now + 50*year, odd}}, honest(now)), 6000, 2, 0},
+		{"far future first", with(0, []Stamped{{math.MaxInt64 - 1, odd}}, honest(now)), 6000, 0, 1},
+		{"int64 min first", with(0, []Stamped{{math.MinInt64, odd}}, honest(now)), 6000, 0, 1},
+		// A real pause in a capture: the stream moves, nothing is lost.
+		{"capture resumed after a day", append(honest(now), honest(now+int64(26*time.Hour))...), 6000, 0, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			m, err := NewMatcher(sps, DefaultMatchConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.AddAll(c.stream)
+			runtime.ReadMemStats(&after)
+			if used := after.TotalAlloc - before.TotalAlloc; used > budget {
+				t.Fatalf("the matcher allocated %d MiB, want under %d MiB", used>>20, budget>>20)
+			}
+			arr := m.Arrays()
+			if max := int(DefaultSpan / DefaultMatchConfig().Bin); arr.Bins() > max {
+				t.Errorf("%d bins held, want at most the span's %d", arr.Bins(), max)
+			}
+			var total uint64
+			for _, n := range arr.Counts {
+				total += uint64(n)
+			}
+			st := m.Stats()
+			// Only a real pause slides honest bins out; a bad first packet's do not count.
+			if slid := st.SlidBins > 0; slid != (c.name == "capture resumed after a day") {
+				t.Errorf("%d bins slid out", st.SlidBins)
+			}
+			if total != c.matches || st.Outliers != c.outliers || st.Jumps != c.jump {
+				t.Errorf("%d matches held, %d outliers, %d jumps; want %d, %d, %d (stats %+v)", total, st.Outliers, st.Jumps, c.matches, c.outliers, c.jump, st)
+			}
+		})
+	}
+}
+
+func TestMatchConfigSpanHorizon(t *testing.T) {
+	ok := DefaultMatchConfig()
+	old := MatchConfig{Bin: 10 * time.Second, MaxGap: time.Second, MaxPartials: 8} // a model file from before Span
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Validate(); err != nil || old.span() != DefaultSpan || old.horizon() != DefaultHorizon {
+		t.Fatalf("a config without span and horizon: %v, span %v, horizon %v", err, old.span(), old.horizon())
+	}
+	for _, bad := range []func(*MatchConfig){
+		func(c *MatchConfig) { c.Span = -1 },
+		func(c *MatchConfig) { c.Horizon = -1 },
+		func(c *MatchConfig) { c.Span = 365 * 24 * time.Hour },
+		func(c *MatchConfig) { c.Span = time.Second },
+		func(c *MatchConfig) { c.Horizon = time.Millisecond },
+	} {
+		c := ok
+		bad(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v was accepted", c)
+		}
+	}
+	fine := MatchConfig{Bin: MinBin, MaxGap: time.Second, MaxPartials: 8}
+	if err := fine.Validate(); err != nil {
+		t.Errorf("the narrowest bin with the default span: %v", err)
+	}
+}
