@@ -164,8 +164,22 @@ func compactStrings(s []string) []string {
 	return out
 }
 
-// Load reads a dataset version's manifest.
+// CheckNames refuses a dataset name or version that is not a plain token:
+// both become object keys, and "../.." would reach outside datasets/.
+func CheckNames(dataset, version string) error {
+	if err := schemas.ValidateToken("dataset name", dataset); err != nil {
+		return err
+	}
+	return schemas.ValidateToken("dataset version", version)
+}
+
+// Load reads a dataset version's manifest. Every object it names must lie
+// under the version's own prefix: a manifest is read from a store others
+// write to, and must not lead a reader elsewhere.
 func Load(ctx context.Context, st store.Store, dataset, version string) (*Manifest, error) {
+	if err := CheckNames(dataset, version); err != nil {
+		return nil, err
+	}
 	data, err := st.Get(ctx, Key(dataset, version))
 	if err != nil {
 		return nil, fmt.Errorf("open dataset %s/%s: %w (list datasets with `homemole dataset ls`)", dataset, version, err)
@@ -178,7 +192,27 @@ func Load(ctx context.Context, st store.Store, dataset, version string) (*Manife
 		return nil, fmt.Errorf("dataset %s/%s has feature schema v%d, this build reads v%d: rebuild the dataset or use a matching HomeMole",
 			dataset, version, m.FeatureSchemaVersion, schemas.WindowSchemaVersion)
 	}
+	if m.Dataset != dataset || m.Version != version {
+		return nil, fmt.Errorf("manifest %s names dataset %s/%s: it was copied from another version; reassemble it", st.Location(Key(dataset, version)), m.Dataset, m.Version)
+	}
+	prefix := path.Join("datasets", dataset, version) + "/"
+	for _, p := range m.Parts {
+		for _, o := range p.Objects {
+			if !strings.HasPrefix(o.Key, prefix) || path.Clean(o.Key) != o.Key || len(o.SHA256) != sha256.Size*2 {
+				return nil, fmt.Errorf("manifest %s: object %q is not a window object of %s with a SHA-256; reassemble the dataset", st.Location(Key(dataset, version)), o.Key, prefix)
+			}
+		}
+	}
 	return &m, nil
+}
+
+// checkObject compares an object's bytes with what the manifest recorded.
+func checkObject(st store.Store, o store.ObjectInfo, data []byte) error {
+	sum := sha256.Sum256(data)
+	if int64(len(data)) != o.Size || hex.EncodeToString(sum[:]) != o.SHA256 {
+		return fmt.Errorf("%s: size or SHA-256 differs from the manifest (changed after the dataset was assembled); rebuild the dataset or restore the object", st.Location(o.Key))
+	}
+	return nil
 }
 
 // Verify re-reads every object the manifest names and checks its size,
@@ -193,9 +227,8 @@ func Verify(ctx context.Context, st store.Store, m *Manifest) error {
 				errs = append(errs, err)
 				continue
 			}
-			sum := sha256.Sum256(data)
-			if int64(len(data)) != o.Size || hex.EncodeToString(sum[:]) != o.SHA256 {
-				errs = append(errs, fmt.Errorf("%s: size or SHA-256 differs from the manifest", st.Location(o.Key)))
+			if err := checkObject(st, o, data); err != nil {
+				errs = append(errs, err)
 				continue
 			}
 			ws, err := windowfile.Decode(data)
