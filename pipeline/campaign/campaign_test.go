@@ -52,6 +52,7 @@ func TestLoadBad(t *testing.T) {
 		"dup-home":           "appears twice",
 		"broken":             "decode YAML",
 		"dup-session":        "would both be session lan-x",
+		"empty-home":         "homes[1] is empty",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

@@ -90,6 +90,9 @@ func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest,
 		if err := json.Unmarshal(data, &p); err != nil {
 			return nil, fmt.Errorf("part record %s: %w", st.Location(o.Key), err)
 		}
+		if err := checkPart(spec.Dataset, spec.Version, p); err != nil {
+			return nil, fmt.Errorf("part record %s: %w; rebuild the session", st.Location(o.Key), err)
+		}
 		m.Windows += p.Windows
 		m.Packets += p.Packets
 		m.UnlabeledPackets += p.Unlabeled
@@ -195,15 +198,33 @@ func Load(ctx context.Context, st store.Store, dataset, version string) (*Manife
 	if m.Dataset != dataset || m.Version != version {
 		return nil, fmt.Errorf("manifest %s names dataset %s/%s: it was copied from another version; reassemble it", st.Location(Key(dataset, version)), m.Dataset, m.Version)
 	}
-	prefix := path.Join("datasets", dataset, version) + "/"
 	for _, p := range m.Parts {
-		for _, o := range p.Objects {
-			if !strings.HasPrefix(o.Key, prefix) || path.Clean(o.Key) != o.Key || len(o.SHA256) != sha256.Size*2 {
-				return nil, fmt.Errorf("manifest %s: object %q is not a window object of %s with a SHA-256; reassemble the dataset", st.Location(Key(dataset, version)), o.Key, prefix)
-			}
+		if err := checkPart(dataset, version, p); err != nil {
+			return nil, fmt.Errorf("manifest %s: %w; reassemble the dataset", st.Location(Key(dataset, version)), err)
 		}
 	}
 	return &m, nil
+}
+
+// checkPart refuses a part record whose objects lie outside its dataset
+// version or carry no SHA-256, or whose counts are negative: windowers
+// write part records, and a reader follows them.
+func checkPart(dataset, version string, p window.Part) error {
+	prefix := path.Join("datasets", dataset, version) + "/"
+	for _, o := range p.Objects {
+		if !strings.HasPrefix(o.Key, prefix) || path.Clean(o.Key) != o.Key || len(o.SHA256) != sha256.Size*2 || o.Size < 0 {
+			return fmt.Errorf("object %q is not a window object of %s with a size and a SHA-256", o.Key, prefix)
+		}
+	}
+	if p.Windows < 0 || p.Packets < 0 || p.Unlabeled < 0 || p.Background < 0 {
+		return fmt.Errorf("session %s/%s: negative counts", p.Home, p.Session)
+	}
+	for d, n := range p.PerDevice {
+		if n < 0 {
+			return fmt.Errorf("session %s/%s: %d windows of %s", p.Home, p.Session, n, d)
+		}
+	}
+	return nil
 }
 
 // checkObject compares an object's bytes with what the manifest recorded.
