@@ -98,6 +98,25 @@ metadata: {name: nobody}
 spec:
   podSelector: {matchLabels: {app: gone}}
   ingress: [{from: [{podSelector: {matchLabels: {app: ghost}}}]}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: sniff}
+spec:
+  selector: {matchLabels: {app: s}}
+  template:
+    metadata: {labels: {app: s}}
+    spec:
+      hostNetwork: true
+      containers:
+        - name: capture
+          image: ghcr.io/homemole/worker:dev
+          command: [/usr/local/bin/capture]
+          args: [--metrics-addr=:9464]
+          resources: {requests: {cpu: 1, memory: 1Gi}, limits: {memory: 1Gi}}
+          securityContext:
+            privileged: true
+            capabilities: {add: [NET_RAW, NET_ADMIN]}
 `)
 	var r recorder
 	r.run(func() {
@@ -126,6 +145,11 @@ spec:
 		"NetworkPolicy/nobody applies to no pod",
 		"--partitions=2 in a Deployment",
 		"ingress peer app=ghost matches no pod",
+		"container capture is privileged",                                     // privileged container
+		"adds capability NET_ADMIN",                                           // capability beyond NET_RAW
+		"adds capabilities without dropping ALL",                              // caps on top of the defaults
+		"container capture has privileges and no seccomp profile",             // no seccomp
+		"--metrics-addr=:9464 on the host network listens on every interface", // metrics on every host interface
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no report of %q", want)
