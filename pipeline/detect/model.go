@@ -628,7 +628,7 @@ func padTo(raw []float32, n int) []float32 {
 // the count of its most confident one); a shorter one by the CNN window
 // that ends where it ends, which reaches back into the traffic before it.
 func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window time.Duration) ([]schemas.SeenWindow, error) {
-	mt, err := m.NewMatcher()
+	mt, err := m.wholeStreamMatcher()
 	if err != nil {
 		return nil, err
 	}
@@ -646,12 +646,21 @@ func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window ti
 	return m.Windows(mt.Arrays(), window)
 }
 
-// whole refuses arrays that no longer hold their whole stream: Detect
-// reports every window of a stream, and a stream longer than the match
-// span has had its first bins slid out.
+// wholeStreamMatcher holds the longest span the bins allow (a week of
+// 10 s bins): Detect reports every window of a stream at the end, so its
+// arrays must hold the whole stream, as they did before the matcher had a
+// span.
+func (m *Model) wholeStreamMatcher() (*seqprofile.Matcher, error) {
+	cfg := m.Config.Match
+	cfg.Span = cfg.LongestSpan()
+	return seqprofile.NewMatcher(m.sps, cfg)
+}
+
+// whole refuses arrays that no longer hold their whole stream: a stream
+// longer than the span has had its first bins slid out.
 func whole(mt *seqprofile.Matcher) error {
 	if st := mt.Stats(); st.SlidBins > 0 {
-		return fmt.Errorf("detect: the stream spans more than the model's match span (%d bins of it were dropped, %d clock jumps); split the capture into pieces shorter than a day (editcap -i) and detect on each", st.SlidBins, st.Jumps)
+		return fmt.Errorf("detect: the stream spans more than a week of bins (%d bins of it were dropped, %d clock jumps); split the capture into pieces of under a week (editcap -i) and detect on each", st.SlidBins, st.Jumps)
 	}
 	return nil
 }
@@ -659,7 +668,7 @@ func whole(mt *seqprofile.Matcher) error {
 // DetectFile is Detect over a capture file, streamed: packets go straight
 // into the Matcher, so memory holds the time arrays, not the capture.
 func (m *Model) DetectFile(ctx context.Context, path string, window time.Duration) (windows []schemas.SeenWindow, packets uint64, err error) {
-	mt, err := m.NewMatcher()
+	mt, err := m.wholeStreamMatcher()
 	if err != nil {
 		return nil, 0, err
 	}

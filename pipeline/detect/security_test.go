@@ -82,17 +82,25 @@ func firstOr(s []schemas.Seen) schemas.Seen {
 }
 
 // TestDetectRefusesStreamLongerThanSpan: Detect reports every window of a
-// stream, so a stream whose first bins slid out of the match span is an
-// error rather than a report that silently starts a day late.
+// stream, so it holds a week of bins, and a longer stream, whose first
+// bins slid out, is an error rather than a report that silently starts
+// late.
 func TestDetectRefusesStreamLongerThanSpan(t *testing.T) {
 	m := smallModel(t)
 	beat, _, _ := synthetic(5, 1.9e18)
-	later, _, _ := synthetic(6, 1.9e18+int64(30*time.Hour))
-	if _, err := m.Detect(context.Background(), beat, 0); err != nil {
-		t.Fatalf("half an hour: %v", err)
+	later, _, _ := synthetic(6, 1.9e18+int64(8*24*time.Hour))
+	// Two half hours two days apart: longer than the matcher's default
+	// span of a day, within what Detect holds.
+	twoDays, _, _ := synthetic(6, 1.9e18+int64(48*time.Hour))
+	ws, err := m.Detect(context.Background(), append(slices.Clone(beat), twoDays...), 0)
+	if err != nil {
+		t.Fatalf("two half hours two days apart: %v", err)
 	}
-	_, err := m.Detect(context.Background(), append(slices.Clone(beat), later...), 0)
-	if err == nil || !strings.Contains(err.Error(), "match span") {
-		t.Fatalf("a stream over 30 h: %v, want an error about the match span", err)
+	if first := ws[0].StartNs; first > beat[0].TsNs {
+		t.Errorf("the windows start at %d, after the stream's first packet at %d", first, beat[0].TsNs)
+	}
+	_, err = m.Detect(context.Background(), append(slices.Clone(beat), later...), 0)
+	if err == nil || !strings.Contains(err.Error(), "more than a week") {
+		t.Fatalf("a stream over 8 days: %v, want an error about the span", err)
 	}
 }

@@ -2,6 +2,7 @@ package pair
 
 import (
 	"bytes"
+	"math"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -34,15 +35,24 @@ func identical(n int) (lan, wan []schemas.Packet, home features.HomeConfig) {
 // that share a signature and a time window (40k took 11.3 s).
 func TestSecurityNAPTIdenticalPackets(t *testing.T) {
 	lan, wan, home := identical(40000)
-	start := time.Now()
-	res, err := Records(lan, wan, Config{Mode: gateway.NAPT, Home: home})
-	took := time.Since(start)
-	if err != nil {
-		t.Fatal(err)
+	// The best of three runs, so that a machine busy with other work does
+	// not fail the test; quadratic pairing takes seconds on every run.
+	took := time.Duration(math.MaxInt64)
+	for range 3 {
+		start := time.Now()
+		res, err := Records(lan, wan, Config{Mode: gateway.NAPT, Home: home})
+		took = min(took, time.Since(start))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Paired != len(wan) || res.LANUnpaired != 0 {
+			t.Fatalf("%d of %d paired, %d LAN packets left; want all, one to one", res.Paired, len(wan), res.LANUnpaired)
+		}
+		if took < 500*time.Millisecond {
+			break
+		}
 	}
-	if res.Paired != len(wan) || res.LANUnpaired != 0 {
-		t.Errorf("%d of %d paired, %d LAN packets left; want all, one to one", res.Paired, len(wan), res.LANUnpaired)
-	}
+	t.Logf("40k identical packets paired in %v", took)
 	if took > 500*time.Millisecond {
 		t.Errorf("40k identical packets paired in %v, want under 0.5 s", took)
 	}

@@ -94,6 +94,10 @@ func (c MatchConfig) Validate() error {
 // maxSpanBins caps Span/Bin: a week of 10 s bins.
 const maxSpanBins = 60480
 
+// LongestSpan is the longest Span the config allows: what a caller that
+// needs whole streams in its arrays (offline detection) asks for.
+func (c MatchConfig) LongestSpan() time.Duration { return maxSpanBins * c.Bin }
+
 // Arrays holds one time array per SP: Counts[b*NumSP+s] is how many
 // matches of SP s started in bin FirstBin+b, where bin i covers
 // [i*BinNs, (i+1)*BinNs) in Unix nanoseconds. Bins are aligned to the

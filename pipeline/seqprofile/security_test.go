@@ -58,9 +58,11 @@ func TestSecurityMatcherFarTimestamps(t *testing.T) {
 			}
 			m.AddAll(c.stream)
 			runtime.ReadMemStats(&after)
-			if used := after.TotalAlloc - before.TotalAlloc; used > budget {
+			used := after.TotalAlloc - before.TotalAlloc
+			if used > budget {
 				t.Fatalf("the matcher allocated %d MiB, want under %d MiB", used>>20, budget>>20)
 			}
+			t.Logf("allocated %.1f MiB", float64(used)/(1<<20))
 			arr := m.Arrays()
 			if max := int(DefaultSpan / DefaultMatchConfig().Bin); arr.Bins() > max {
 				t.Errorf("%d bins held, want at most the span's %d", arr.Bins(), max)
