@@ -30,9 +30,9 @@ type MatchConfig struct {
 	// Horizon is how far from the present a packet may be stamped and
 	// still be matched. A packet further off (epoch 0 from a pcapng simple
 	// packet block, a clock that jumped a year) is counted as an outlier
-	// and dropped, unless it starts a run of jumpRun packets that agree
-	// with each other: then the stream really moved (a capture resumed
-	// after a pause), and the present moves there. 0 takes DefaultHorizon.
+	// and dropped, unless it starts a run of jumpRun such packets in a row,
+	// in time order: then the stream really moved (a capture resumed after
+	// a pause), and the present moves there. 0 takes DefaultHorizon.
 	Horizon time.Duration `json:",omitempty"`
 }
 
@@ -44,8 +44,8 @@ const DefaultSpan = 24 * time.Hour
 // error until the packets after it confirm it.
 const DefaultHorizon = time.Hour
 
-// jumpRun is how many consecutive packets must agree on a time far from
-// the present before the present moves there. They are held, not lost,
+// jumpRun is how many consecutive packets, in time order, must be far
+// from the present before the present moves to the first of them. They are held, not lost,
 // and replayed once the jump is confirmed.
 const jumpRun = 16
 
@@ -273,8 +273,8 @@ type Matcher struct {
 	stats  MatchStats
 	// spanBins and horizonNs are the config's Span and Horizon.
 	spanBins, horizonNs int64
-	// pending is a run of packets far from the present that agree with
-	// each other, held until jumpRun of them confirm the stream moved.
+	// pending is a run of packets far from the present, in time order,
+	// held until jumpRun of them confirm the stream moved.
 	pending []Stamped
 	// accepted counts the packets matched since the stream began or last
 	// jumped.
@@ -399,7 +399,10 @@ func farApart(a, b, h int64) bool {
 // far holds or drops a packet stamped far from the present.
 func (m *Matcher) far(tsNs int64, v Vector) {
 	m.stats.Outliers++
-	if len(m.pending) > 0 && farApart(tsNs, m.pending[0].TsNs, m.horizonNs) {
+	// A run goes forward in time: a sparse stream whose every packet is an
+	// hour after the last moves on by runs, while a stray packet, which the
+	// next one near the present or behind it undoes, never makes one.
+	if len(m.pending) > 0 && tsNs < m.pending[len(m.pending)-1].TsNs {
 		m.pending = m.pending[:0]
 	}
 	m.pending = append(m.pending, Stamped{tsNs, v})
@@ -553,12 +556,19 @@ func (m *Matcher) Trim(b int64) {
 }
 
 // Match runs a fresh Matcher over a whole stream and returns its arrays.
+// They hold the whole stream: the span is the longest the bins allow (a
+// week of 10 s bins; it caps, it does not allocate), and a longer stream
+// is an error.
 func Match(sps [][]Vector, pkts []Stamped, cfg MatchConfig) (*Arrays, error) {
+	cfg.Span = cfg.LongestSpan()
 	m, err := NewMatcher(sps, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m.AddAll(pkts)
+	if m.stats.SlidBins > 0 {
+		return nil, fmt.Errorf("SP matching: the stream spans more than %v (%d bins slid out); split it", cfg.Span, m.stats.SlidBins)
+	}
 	return &m.arr, nil
 }
 

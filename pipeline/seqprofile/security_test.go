@@ -110,3 +110,49 @@ func TestMatchConfigSpanHorizon(t *testing.T) {
 		t.Errorf("the narrowest bin with the default span: %v", err)
 	}
 }
+
+// TestMatchHoldsWholeStreams: Match serves callers that read a whole
+// stream's arrays (training), so it holds up to a week, and refuses more
+// rather than hand back arrays missing their start.
+func TestMatchHoldsWholeStreams(t *testing.T) {
+	v := udp(64, 10)
+	day := int64(24 * time.Hour)
+	const t0 = int64(1.8e18)
+	var two, eight []Stamped
+	for i := range 2 * 48 {
+		two = append(two, Stamped{t0 + int64(i)*day/48, v})
+	}
+	for i := range 8 * 48 {
+		eight = append(eight, Stamped{t0 + int64(i)*day/48, v})
+	}
+	arr, err := Match([][]Vector{{v}}, two, DefaultMatchConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if arr.FirstBin != t0/int64(10*time.Second) || arr.At(arr.FirstBin, 0) != 1 {
+		t.Errorf("two days: arrays start at bin %d with %d matches, want the first packet's bin", arr.FirstBin, arr.At(arr.FirstBin, 0))
+	}
+	if _, err := Match([][]Vector{{v}}, eight, DefaultMatchConfig()); err == nil {
+		t.Error("eight days of stream matched without an error")
+	}
+}
+
+// TestMatcherSparseStream: a device that speaks every two hours is a
+// stream whose every packet is past the horizon; it moves on by runs.
+// What it loses: the first packet's match, outvoted by the first run, and
+// the last run, still held when the stream ends.
+func TestMatcherSparseStream(t *testing.T) {
+	v := udp(64, 10)
+	m, err := NewMatcher([][]Vector{{v}}, DefaultMatchConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		m.Add(1.8e18+int64(i)*int64(2*time.Hour), v)
+	}
+	st := m.Stats()
+	// 1 anchors, two runs of 16 move the present, 7 wait.
+	if st.Matches != 33 || st.Jumps != 2 || st.Outliers != 7 {
+		t.Errorf("%+v: want 33 matches, 2 jumps, 7 outliers", st)
+	}
+}
