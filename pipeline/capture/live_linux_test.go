@@ -843,10 +843,10 @@ func BenchmarkLive(b *testing.B) {
 	}
 }
 
-// TestSecurityLiveWithoutNetAdmin: the capture DaemonSet gets CAP_NET_RAW
+// TestLiveWithoutNetAdmin: the capture DaemonSet gets CAP_NET_RAW
 // and not CAP_NET_ADMIN. Both capture mechanisms must open, with the
 // interface promiscuous, and capture, on a thread without CAP_NET_ADMIN.
-func TestSecurityLiveWithoutNetAdmin(t *testing.T) {
+func TestLiveWithoutNetAdmin(t *testing.T) {
 	needRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		ns := "hmlive" + uniqueID() + "a"
