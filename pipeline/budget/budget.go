@@ -57,6 +57,28 @@ func (b *Bytes) Take(key string, n int64) error {
 	return nil
 }
 
+// TakeToComplete reserves n bytes for key, which may hold up to twice its
+// share this way: for an item that completes work key already holds (the
+// other half of a session pair). Without it a key whose share is full of
+// halves could never take the other halves that would let it release
+// them; the cap keeps a key that sends only "completing" items from
+// taking the whole budget.
+func (b *Bytes) TakeToComplete(key string, n int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	held := b.byKey[key]
+	switch {
+	case held == 0 && b.used == 0:
+	case held+n > 2*b.perKey:
+		return fmt.Errorf("%w: %s holds %s, twice its share of %s, with halves it cannot complete; a batch of %s waits", ErrOver, key, mib(held), mib(b.perKey), mib(n))
+	case b.used+n > b.total:
+		return fmt.Errorf("%w: the worker holds %s of its %s; a batch of %s for %s waits until some is released", ErrOver, mib(b.used), mib(b.total), mib(n), key)
+	}
+	b.used += n
+	b.byKey[key] += n
+	return nil
+}
+
 // Release gives back n bytes key took.
 func (b *Bytes) Release(key string, n int64) {
 	b.mu.Lock()

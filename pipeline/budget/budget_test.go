@@ -38,6 +38,20 @@ func TestBytes(t *testing.T) {
 	}
 	b.Release("b", 50)
 	must(b.Take("c", 10))
+	// Completing work may pass the home's share, not the whole budget.
+	must(b.TakeToComplete("a", 15))
+	if own, _ := b.Held("a"); own != 65 {
+		t.Errorf("a holds %d after completing past its share, want 65", own)
+	}
+	if err := b.TakeToComplete("c", 30); !errors.Is(err, ErrOver) {
+		t.Errorf("completing past the 100 bytes in all: %v", err)
+	}
+	b.Release("a", 15)
+	c, _ := New(1000, 60)
+	must(c.TakeToComplete("x", 100))
+	if err := c.TakeToComplete("x", 30); !errors.Is(err, ErrOver) {
+		t.Errorf("completing past twice the share: %v", err)
+	}
 	// Giving back more than was taken cannot make room that is not there.
 	b.Release("c", 1000)
 	if own, all := b.Held("a"); own != 50 || all != 50 {

@@ -106,12 +106,21 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 	if had {
 		l.Budget.Release(b.Home, prev.size)
 	}
-	if err := l.Budget.Take(b.Home, size); err != nil {
+	take := l.Budget.Take
+	if len(sp.taps[0].held)+len(sp.taps[1].held) > 0 {
+		// The pair is under way: this batch brings it closer to being
+		// labeled and released, so it may pass the home's share (up to
+		// twice it); only new pairs wait for the share. Otherwise a home
+		// whose LAN sessions fill its share before their WAN sessions come
+		// (the agent publishes a tap's files in turn) would stall.
+		take = l.Budget.TakeToComplete
+	}
+	if err := take(b.Home, size); err != nil {
 		if had {
-			_ = l.Budget.Take(b.Home, prev.size) // what was released a moment ago
+			_ = l.Budget.TakeToComplete(b.Home, prev.size) // what was released a moment ago
 		}
 		l.dropIfEmpty(sp)
-		return fmt.Errorf("hold batch %s of session pair %s: %w (raise the hold budget or shorten capture sessions: a session pair must fit in a home's budget)", b.MsgID(), key, err)
+		return fmt.Errorf("hold batch %s of session pair %s: %w (raise the hold budget or shorten capture sessions: a session pair must fit in twice a home's share)", b.MsgID(), key, err)
 	}
 	t.held[b.FirstOffset] = heldBatch{batch: b, d: d, size: size}
 	lan, wan := sp.taps[0].chain(), sp.taps[1].chain()
@@ -123,7 +132,7 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 		l.Budget.Release(b.Home, size)
 		if had {
 			t.held[b.FirstOffset] = prev
-			_ = l.Budget.Take(b.Home, prev.size)
+			_ = l.Budget.TakeToComplete(b.Home, prev.size)
 		} else {
 			delete(t.held, b.FirstOffset)
 		}

@@ -30,7 +30,7 @@ func main() {
 		part.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
 		holdMiB := fs.Int64("hold-mib", label.DefaultHoldBytes>>20, "MiB of decoded batches this worker may hold unacknowledged while session pairs wait for their other tap; past it batches are refused and come back later")
-		holdHomeMiB := fs.Int64("hold-mib-per-home", label.DefaultHoldBytesPerHome>>20, "MiB of --hold-mib one home may take: its longest session pair must fit")
+		holdHomeMiB := fs.Int64("hold-mib-per-home", label.DefaultHoldBytesPerHome>>20, "MiB of --hold-mib one home's new session pairs may take; a pair under way may take twice it, so its longest session pair must fit in that")
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
