@@ -45,8 +45,8 @@ const DefaultSpan = 24 * time.Hour
 const DefaultHorizon = time.Hour
 
 // jumpRun is how many consecutive packets, in time order, must be far
-// from the present before the present moves to the first of them. They are held, not lost,
-// and replayed once the jump is confirmed.
+// from the present before the present moves to the first of them. They
+// are held, not lost, and replayed once the jump is confirmed.
 const jumpRun = 16
 
 // DefaultMatchConfig is 10 s bins, a 1 s gap and 1024 partial matches.
@@ -409,10 +409,10 @@ func (m *Matcher) far(tsNs int64, v Vector) {
 	if len(m.pending) < jumpRun {
 		return
 	}
-	// jumpRun packets in a row agree: the stream is there now. Started
-	// matches belong to the old present and cannot continue across the
-	// jump; arrays ahead of the new present (a jump back) are dropped
-	// with them, arrays behind it slide out as the span says.
+	// jumpRun packets in a row are far, in time order: the stream is there
+	// now. Started matches belong to the old present and cannot continue
+	// across the jump; arrays behind the new present slide out as the
+	// span says.
 	m.stats.Jumps++
 	m.stats.Outliers -= uint64(len(m.pending))
 	m.clearPartials()
