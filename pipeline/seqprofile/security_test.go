@@ -2,6 +2,7 @@ package seqprofile
 
 import (
 	"math"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 	"time"
@@ -155,4 +156,48 @@ func TestMatcherSparseStream(t *testing.T) {
 	if st.Matches != 33 || st.Jumps != 2 || st.Outliers != 7 {
 		t.Errorf("%+v: want 33 matches, 2 jumps, 7 outliers", st)
 	}
+}
+
+// FuzzMatcherTimestamps feeds streams with any timestamps, the ends of
+// int64 included: the matcher never panics, never holds more bins than
+// its span, and never counts more matches than packets.
+func FuzzMatcherTimestamps(f *testing.F) {
+	f.Add(uint64(1), int64(0), int64(1_780_000_000e9), uint8(40))
+	f.Add(uint64(2), int64(math.MinInt64), int64(math.MaxInt64), uint8(200))
+	f.Add(uint64(3), int64(1e18), int64(365*24*3600e9), uint8(255))
+	f.Fuzz(func(t *testing.T, seed uint64, base, spread int64, n uint8) {
+		rng := rand.New(rand.NewPCG(seed, 5))
+		alphabet := []Vector{udp(64, 10), udp(64, 20), tcp(64, 0, ack, 100, 0)}
+		m, err := NewMatcher([][]Vector{{alphabet[0]}, {alphabet[1], alphabet[2]}}, DefaultMatchConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Jumps land anywhere in [base, base+|spread|], wrapping at the
+		// ends of int64; the rest of the stream moves by up to 2 s.
+		reach := spread
+		if reach < 0 {
+			reach = -reach // MinInt64 stays negative, and the mask fixes it
+		}
+		reach = reach&math.MaxInt64 | 1
+		ts := base
+		for range int(n) * 8 {
+			if rng.IntN(4) == 0 {
+				ts = base + rng.Int64N(reach)
+			} else {
+				ts += rng.Int64N(2e9)
+			}
+			m.Add(ts, alphabet[rng.IntN(len(alphabet))])
+		}
+		arr := m.Arrays()
+		if max := int(DefaultSpan / DefaultMatchConfig().Bin); arr.Bins() > max {
+			t.Fatalf("%d bins held, the span is %d", arr.Bins(), max)
+		}
+		var total uint64
+		for _, c := range arr.Counts {
+			total += uint64(c)
+		}
+		if st := m.Stats(); total > st.Packets || st.Matches > st.Packets {
+			t.Fatalf("%d matches held, %+v", total, st)
+		}
+	})
 }
