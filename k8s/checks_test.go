@@ -146,6 +146,25 @@ spec:
   podSelector: {matchLabels: {app: nats}}
   policyTypes: [Ingress]
   ingress: [{ports: [{port: 4222}]}, {from: [{ipBlock: {cidr: 0.0.0.0/0}}], ports: [{port: 4222}]}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: sniff}
+spec:
+  selector: {matchLabels: {app: s}}
+  template:
+    metadata: {labels: {app: s}}
+    spec:
+      hostNetwork: true
+      containers:
+        - name: capture
+          image: ghcr.io/homemole/worker:dev
+          command: [/usr/local/bin/capture]
+          args: [--metrics-addr=:9464]
+          resources: {requests: {cpu: 1, memory: 1Gi}, limits: {memory: 1Gi}}
+          securityContext:
+            privileged: true
+            capabilities: {add: [NET_RAW, NET_ADMIN]}
 `)
 	var r recorder
 	r.run(func() {
@@ -179,6 +198,11 @@ spec:
 		"the cluster routes run without TLS",                     // replicas in the clear
 		"NetworkPolicy/open-nats admits port 4222 from anywhere", // an open 4222
 		"admits port 4222 from 0.0.0.0/0, which is anywhere",
+		"container capture is privileged",                                     // privileged container
+		"adds capability NET_ADMIN",                                           // capability beyond NET_RAW
+		"adds capabilities without dropping ALL",                              // caps on top of the defaults
+		"container capture has privileges and no seccomp profile",             // no seccomp
+		"--metrics-addr=:9464 on the host network listens on every interface", // metrics on every host interface
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no report of %q", want)

@@ -411,6 +411,7 @@ func checkBuild(t reporter, b *build, all map[string]*build, src *repoFacts) {
 
 	for _, pt := range pts {
 		checkPod(t, b, all, src, pt)
+		checkPrivilege(t, b.dir+": "+pt.name, pt.spec)
 	}
 	checkPartitions(t, b)
 	checkNATS(t, b, all)

@@ -125,6 +125,12 @@ func Parse(data []byte) (*Campaign, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("decode YAML: %w", err)
 	}
+	// A bare "-" in the list decodes to no home at all.
+	for i, h := range c.Homes {
+		if h == nil {
+			return nil, fmt.Errorf("homes[%d] is empty: give it a name, a gateway, taps and an inventory", i)
+		}
+	}
 	c.Defaults()
 	return &c, nil
 }

@@ -53,6 +53,7 @@ func TestLoadBad(t *testing.T) {
 		"broken":             "decode YAML",
 		"dup-session":        "would both be session lan-x",
 		"long-session":       "at most 200 are allowed",
+		"empty-home":         "homes[1] is empty",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

@@ -98,6 +98,8 @@ type LiveSource struct {
 	blkOff    int    // offset in that block of its next packet
 
 	mechanism string
+	// bufferNote says when the receive buffer was cut to rmem_max.
+	bufferNote string
 
 	// statsMu orders Stats against Close: the kernel counters reset on every
 	// read, so they are accumulated here, and read no more once fd is closed.
@@ -180,7 +182,7 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 			unix.Close(efd)
 			return nil, err
 		}
-		s.mechanism = fmt.Sprintf("recvmsg, one packet per system call (ring not used: %v)", ringErr)
+		s.mechanism = fmt.Sprintf("recvmsg, one packet per system call (ring not used: %v)%s", ringErr, s.bufferNote)
 	}
 
 	if err := s.bind(opts.Promiscuous); err != nil {
@@ -360,10 +362,18 @@ func (s *LiveSource) openRecv(buffer int) error {
 		return fail("ask for packet lengths", err)
 	}
 	// The forced variant passes net.core.rmem_max, which on gateways is often
-	// far below what a burst needs; it takes CAP_NET_ADMIN, hence the retry.
+	// far below what a burst needs; it takes CAP_NET_ADMIN, which the agent
+	// is not given (k8s/base/capture.yaml): without it the buffer is what
+	// rmem_max allows, and the mechanism says so. The ring, the default,
+	// needs neither.
 	if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buffer); err != nil {
 		if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, buffer); err != nil {
 			return fail("set the receive buffer", err)
+		}
+		// The kernel reports twice what it grants (the doubling covers its
+		// bookkeeping).
+		if got, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil && got/2 < buffer {
+			s.bufferNote = fmt.Sprintf("; receive buffer %d KiB of the %d KiB asked: raise net.core.rmem_max on the gateway", got/2>>10, buffer>>10)
 		}
 	}
 	s.oob = make([]byte, unix.CmsgSpace(16)+unix.CmsgSpace(sizeofAuxdata))

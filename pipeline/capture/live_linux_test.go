@@ -842,3 +842,53 @@ func BenchmarkLive(b *testing.B) {
 		})
 	}
 }
+
+// TestLiveWithoutNetAdmin: the capture DaemonSet gets CAP_NET_RAW
+// and not CAP_NET_ADMIN. Both capture mechanisms must open, with the
+// interface promiscuous, and capture, on a thread without CAP_NET_ADMIN.
+func TestLiveWithoutNetAdmin(t *testing.T) {
+	needRoot(t)
+	modes(t, func(t *testing.T, opts LiveOptions) {
+		ns := "hmlive" + uniqueID() + "a"
+		newNetns(t, ns)
+		opts.Promiscuous = true
+		var src Source
+		err := inNetns(ns, func() error {
+			hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+			var data [2]unix.CapUserData
+			if err := unix.Capget(&hdr, &data[0]); err != nil {
+				return err
+			}
+			data[0].Effective &^= 1 << unix.CAP_NET_ADMIN
+			if err := unix.Capset(&hdr, &data[0]); err != nil {
+				return err
+			}
+			// The drop took: what needs CAP_NET_ADMIN now fails.
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 1<<20); !errors.Is(err, unix.EPERM) {
+				return fmt.Errorf("SO_RCVBUFFORCE without CAP_NET_ADMIN = %v, want EPERM: the capability was not dropped", err)
+			}
+			src, err = OpenLive("lo", opts)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("OpenLive without CAP_NET_ADMIN: %v", err)
+		}
+		ls := src.(*LiveSource)
+		defer ls.Close()
+		t.Logf("mechanism: %s", ls.Mechanism())
+		const port = 43500
+		lo := net.IPv4(127, 0, 0, 1).To4()
+		payloads := livePayloads()
+		listenUDP(t, ns, lo, port, len(payloads))
+		sendUDP(t, ns, lo, lo, port, payloads)
+		got := collect(t, ls, func(got []captured) bool { return len(got) >= len(payloads) })
+		if udpTo(got, port) == nil {
+			t.Errorf("nothing captured to port %d: %s", port, describe(got))
+		}
+	})
+}

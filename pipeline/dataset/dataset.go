@@ -90,6 +90,9 @@ func Assemble(ctx context.Context, st store.Store, spec window.Spec) (*Manifest,
 		if err := json.Unmarshal(data, &p); err != nil {
 			return nil, fmt.Errorf("part record %s: %w", st.Location(o.Key), err)
 		}
+		if err := checkPart(spec.Dataset, spec.Version, p); err != nil {
+			return nil, fmt.Errorf("part record %s: %w; rebuild the session", st.Location(o.Key), err)
+		}
 		m.Windows += p.Windows
 		m.Packets += p.Packets
 		m.UnlabeledPackets += p.Unlabeled
@@ -164,8 +167,22 @@ func compactStrings(s []string) []string {
 	return out
 }
 
-// Load reads a dataset version's manifest.
+// CheckNames refuses a dataset name or version that is not a plain token:
+// both become object keys, and "../.." would reach outside datasets/.
+func CheckNames(dataset, version string) error {
+	if err := schemas.ValidateToken("dataset name", dataset); err != nil {
+		return err
+	}
+	return schemas.ValidateToken("dataset version", version)
+}
+
+// Load reads a dataset version's manifest. Every object it names must lie
+// under the version's own prefix: a manifest is read from a store others
+// write to, and must not lead a reader elsewhere.
 func Load(ctx context.Context, st store.Store, dataset, version string) (*Manifest, error) {
+	if err := CheckNames(dataset, version); err != nil {
+		return nil, err
+	}
 	data, err := st.Get(ctx, Key(dataset, version))
 	if err != nil {
 		return nil, fmt.Errorf("open dataset %s/%s: %w (list datasets with `homemole dataset ls`)", dataset, version, err)
@@ -178,7 +195,45 @@ func Load(ctx context.Context, st store.Store, dataset, version string) (*Manife
 		return nil, fmt.Errorf("dataset %s/%s has feature schema v%d, this build reads v%d: rebuild the dataset or use a matching HomeMole",
 			dataset, version, m.FeatureSchemaVersion, schemas.WindowSchemaVersion)
 	}
+	if m.Dataset != dataset || m.Version != version {
+		return nil, fmt.Errorf("manifest %s names dataset %s/%s: it was copied from another version; reassemble it", st.Location(Key(dataset, version)), m.Dataset, m.Version)
+	}
+	for _, p := range m.Parts {
+		if err := checkPart(dataset, version, p); err != nil {
+			return nil, fmt.Errorf("manifest %s: %w; reassemble the dataset", st.Location(Key(dataset, version)), err)
+		}
+	}
 	return &m, nil
+}
+
+// checkPart refuses a part record whose objects lie outside its dataset
+// version or carry no SHA-256, or whose counts are negative: windowers
+// write part records, and a reader follows them.
+func checkPart(dataset, version string, p window.Part) error {
+	prefix := path.Join("datasets", dataset, version) + "/"
+	for _, o := range p.Objects {
+		if !strings.HasPrefix(o.Key, prefix) || path.Clean(o.Key) != o.Key || len(o.SHA256) != sha256.Size*2 || o.Size < 0 {
+			return fmt.Errorf("object %q is not a window object of %s with a size and a SHA-256", o.Key, prefix)
+		}
+	}
+	if p.Windows < 0 || p.Packets < 0 || p.Unlabeled < 0 || p.Background < 0 {
+		return fmt.Errorf("session %s/%s: negative counts", p.Home, p.Session)
+	}
+	for d, n := range p.PerDevice {
+		if n < 0 {
+			return fmt.Errorf("session %s/%s: %d windows of %s", p.Home, p.Session, n, d)
+		}
+	}
+	return nil
+}
+
+// checkObject compares an object's bytes with what the manifest recorded.
+func checkObject(st store.Store, o store.ObjectInfo, data []byte) error {
+	sum := sha256.Sum256(data)
+	if int64(len(data)) != o.Size || hex.EncodeToString(sum[:]) != o.SHA256 {
+		return fmt.Errorf("%s: size or SHA-256 differs from the manifest (changed after the dataset was assembled); rebuild the dataset or restore the object", st.Location(o.Key))
+	}
+	return nil
 }
 
 // Verify re-reads every object the manifest names and checks its size,
@@ -193,9 +248,8 @@ func Verify(ctx context.Context, st store.Store, m *Manifest) error {
 				errs = append(errs, err)
 				continue
 			}
-			sum := sha256.Sum256(data)
-			if int64(len(data)) != o.Size || hex.EncodeToString(sum[:]) != o.SHA256 {
-				errs = append(errs, fmt.Errorf("%s: size or SHA-256 differs from the manifest", st.Location(o.Key)))
+			if err := checkObject(st, o, data); err != nil {
+				errs = append(errs, err)
 				continue
 			}
 			ws, err := windowfile.Decode(data)

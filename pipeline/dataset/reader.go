@@ -35,8 +35,9 @@ const streamSalt = 0x686d2d7265616472 // "hm-readr"
 
 // Stream reads the windows opt selects and passes each to yield, holding at
 // most opt.ShuffleBuffer windows plus one object's at a time: objects are
-// fetched and decoded one by one, never all at once. A window is yielded
-// exactly once. An error from yield stops the stream and is returned.
+// fetched, checked against the manifest's size and SHA-256, and decoded
+// one by one, never all at once. A window is yielded exactly once. An
+// error from yield stops the stream and is returned.
 func Stream(ctx context.Context, st store.Store, m *Manifest, opt ReadOptions, yield func(*schemas.Window) error) error {
 	var objs []store.ObjectInfo
 	for _, p := range m.Parts {
@@ -65,6 +66,9 @@ func Stream(ctx context.Context, st store.Store, m *Manifest, opt ReadOptions, y
 		}
 		data, err := st.Get(ctx, o.Key)
 		if err != nil {
+			return fmt.Errorf("read dataset %s/%s: %w", m.Dataset, m.Version, err)
+		}
+		if err := checkObject(st, o, data); err != nil {
 			return fmt.Errorf("read dataset %s/%s: %w", m.Dataset, m.Version, err)
 		}
 		ws, err := windowfile.Decode(data)

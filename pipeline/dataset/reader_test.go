@@ -107,7 +107,7 @@ func readerSessions() []readerSession {
 
 // buildReaderDataset windows the sessions in the given order and assembles
 // the manifest.
-func buildReaderDataset(t *testing.T, st store.Store, version string, capN int, order []int) *dataset.Manifest {
+func buildReaderDataset(t testing.TB, st store.Store, version string, capN int, order []int) *dataset.Manifest {
 	t.Helper()
 	ctx := context.Background()
 	spec := window.Spec{Dataset: "rd", Version: version, Kind: schemas.KindInd, Size: 4, Labels: []string{"plug", "bulb", "cam"},

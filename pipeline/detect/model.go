@@ -628,7 +628,7 @@ func padTo(raw []float32, n int) []float32 {
 // the count of its most confident one); a shorter one by the CNN window
 // that ends where it ends, which reaches back into the traffic before it.
 func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window time.Duration) ([]schemas.SeenWindow, error) {
-	mt, err := m.NewMatcher()
+	mt, err := m.wholeStreamMatcher()
 	if err != nil {
 		return nil, err
 	}
@@ -640,13 +640,35 @@ func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window ti
 		}
 		mt.Add(pkts[i].TsNs, pkts[i].V)
 	}
+	if err := whole(mt); err != nil {
+		return nil, err
+	}
 	return m.Windows(mt.Arrays(), window)
+}
+
+// wholeStreamMatcher holds the longest span the bins allow (a week of
+// 10 s bins): Detect reports every window of a stream at the end, so its
+// arrays must hold the whole stream, as they did before the matcher had a
+// span.
+func (m *Model) wholeStreamMatcher() (*seqprofile.Matcher, error) {
+	cfg := m.Config.Match
+	cfg.Span = cfg.LongestSpan()
+	return seqprofile.NewMatcher(m.sps, cfg)
+}
+
+// whole refuses arrays that no longer hold their whole stream: a stream
+// longer than the span has had its first bins slid out.
+func whole(mt *seqprofile.Matcher) error {
+	if st := mt.Stats(); st.SlidBins > 0 {
+		return fmt.Errorf("detect: the stream spans more than a week of bins (%d bins of it were dropped, %d clock jumps); split the capture into pieces of under a week (editcap -i) and detect on each", st.SlidBins, st.Jumps)
+	}
+	return nil
 }
 
 // DetectFile is Detect over a capture file, streamed: packets go straight
 // into the Matcher, so memory holds the time arrays, not the capture.
 func (m *Model) DetectFile(ctx context.Context, path string, window time.Duration) (windows []schemas.SeenWindow, packets uint64, err error) {
-	mt, err := m.NewMatcher()
+	mt, err := m.wholeStreamMatcher()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -656,6 +678,9 @@ func (m *Model) DetectFile(ctx context.Context, path string, window time.Duratio
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("detect: %s: %w", path, err)
+	}
+	if err := whole(mt); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	windows, err = m.Windows(mt.Arrays(), window)
 	return windows, st.Packets - st.DecodeErrors, err

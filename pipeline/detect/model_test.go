@@ -142,17 +142,8 @@ func TestOnlinePublishesEveryStep(t *testing.T) {
 		seen = append(seen, s)
 		return nil
 	}}
-	var pkts []schemas.Packet
-	for _, p := range stream {
-		pkts = append(pkts, schemas.Packet{TsNs: p.TsNs, TTL: uint8(p.V[0]), IPLen: uint16(p.V[1]), Transport: uint8(p.V[2]), TCPFlags: uint16(p.V[3]),
-			TCPWindow: uint16(p.V[4]), TCPOptionsLen: uint8(p.V[5]), PayloadLen: uint32(p.V[6])})
-	}
-	for lo := 0; lo < len(pkts); lo += 100 {
-		hi := min(lo+100, len(pkts))
-		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "c", Home: "h", Tap: "wan", Packets: pkts[lo:hi], Final: hi == len(pkts)}
-		if err := o.Handle(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
+	if err := handleAll(o, packetsOf(stream)); err != nil {
+		t.Fatal(err)
 	}
 	if len(seen) < 55 {
 		t.Fatalf("%d reports over 30 min every 30 s, want about 60", len(seen))
@@ -202,4 +193,26 @@ func FuzzLoad(f *testing.F) {
 			return
 		}
 	})
+}
+
+// packetsOf turns a stream back into the packets an agent would publish.
+func packetsOf(stream []seqprofile.Stamped) []schemas.Packet {
+	var pkts []schemas.Packet
+	for _, p := range stream {
+		pkts = append(pkts, schemas.Packet{TsNs: p.TsNs, TTL: uint8(p.V[0]), IPLen: uint16(p.V[1]), Transport: uint8(p.V[2]), TCPFlags: uint16(p.V[3]),
+			TCPWindow: uint16(p.V[4]), TCPOptionsLen: uint8(p.V[5]), PayloadLen: uint32(p.V[6])})
+	}
+	return pkts
+}
+
+// handleAll feeds packets to o as one home's batches of 100, the last one Final.
+func handleAll(o *Online, pkts []schemas.Packet) error {
+	for lo := 0; lo < len(pkts); lo += 100 {
+		hi := min(lo+100, len(pkts))
+		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "c", Home: "h", Tap: "wan", Packets: pkts[lo:hi], Final: hi == len(pkts)}
+		if err := o.Handle(context.Background(), b); err != nil {
+			return err
+		}
+	}
+	return nil
 }

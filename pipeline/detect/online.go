@@ -33,7 +33,10 @@ type Online struct {
 type onlineHome struct {
 	mu   sync.Mutex
 	m    *seqprofile.Matcher
-	next int64 // absolute bin where the next judged window ends; 0 before the first packet
+	next int64 // absolute bin where the next judged window ends
+	// started says next is set; jumps is the Matcher's jump count when it was.
+	started bool
+	jumps   uint64
 }
 
 // home is one home's state, created at its first batch.
@@ -79,8 +82,15 @@ func (o *Online) Handle(ctx context.Context, b *schemas.Batch) error {
 	}
 	step, lag := int64(max(1, o.Step)), int64(max(0, o.Lag))
 	w := int64(o.Model.Config.WindowBins)
-	if h.next == 0 {
-		h.next = arr.FirstBin + step
+	// A stream whose clock jumped (a capture resumed, a bad first
+	// timestamp corrected) starts its windows again where it is now.
+	if st := h.m.Stats(); !h.started || st.Jumps != h.jumps {
+		h.next, h.started, h.jumps = arr.FirstBin+step, true, st.Jumps
+	}
+	// Windows that end before the held bins saw nothing: step over them
+	// on the same grid rather than judge and publish each one.
+	if h.next < arr.FirstBin {
+		h.next += (arr.FirstBin - h.next + step - 1) / step * step
 	}
 	// The last bin that holds packets is still filling unless the session ended.
 	done := arr.FirstBin + int64(arr.Bins()) - 1 - lag

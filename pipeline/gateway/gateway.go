@@ -284,6 +284,13 @@ func Emulate(ctx context.Context, src capture.Source, home features.HomeConfig, 
 			continue
 		}
 		h, err := ParseHeader(fr.LinkType, fr.Data)
+		if err == nil && (h.Len < h.HdrLen || h.HasPorts && !h.Later && h.Len < h.L4+8) {
+			// Forwarding cuts the packet at its IP length (link padding),
+			// and translation rewrites its header and ports: a length
+			// shorter than those (0 from a segmentation offload, or a
+			// damaged packet) leaves nothing to forward.
+			err = fmt.Errorf("IP length %d is shorter than its headers", h.Len)
+		}
 		if err != nil {
 			st.Undecodable++
 			if st.FirstError == nil {

@@ -49,7 +49,7 @@ func TestPayloadSize(t *testing.T) {
 }
 
 // generated returns a generated home's first session capture.
-func generated(t *testing.T) (string, features.HomeConfig) {
+func generated(t testing.TB) (string, features.HomeConfig) {
 	t.Helper()
 	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 1, SessionDuration: 3 * time.Minute}, t.TempDir())
 	if err != nil {
@@ -117,7 +117,7 @@ func TestTruncatedCapture(t *testing.T) {
 }
 
 // lanPackets reads a capture's frames into memory, copying them.
-func lanPackets(t *testing.T, path string) []capture.Frame {
+func lanPackets(t testing.TB, path string) []capture.Frame {
 	t.Helper()
 	src, err := capture.OpenFile(path)
 	if err != nil {

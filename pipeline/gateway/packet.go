@@ -138,6 +138,9 @@ func ParseHeader(lt features.LinkType, data []byte) (Header, error) {
 			}
 			break ext
 		}
+		if l4 > len(b) {
+			return h, fmt.Errorf("IPv6 extension headers end at byte %d of %d captured", l4, len(b))
+		}
 		h.Proto, h.L4, h.HdrLen = next, l4, l4
 	default:
 		return h, fmt.Errorf("IP version %d", b[0]>>4)

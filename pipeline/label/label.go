@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/budget"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/features"
@@ -38,6 +39,12 @@ type Labeler struct {
 	// labeler holds; a session pair is held until both its taps end, so
 	// this bounds how long a capture session may take to publish.
 	AckWait time.Duration
+	// Budget bounds the bytes of the decoded batches held unacked while
+	// session pairs wait for their other tap, in all and per home, so
+	// that one home's long sessions neither exhaust the labeler nor take
+	// the other homes' share. New sets DefaultHoldBytes and
+	// DefaultHoldBytesPerHome.
+	Budget *budget.Bytes
 
 	mu    sync.Mutex
 	stats map[string]*Stats // by home
@@ -88,9 +95,21 @@ func (t TapStats) PairingRate() float64 {
 	return float64(t.Paired) / float64(t.Paired+t.Unpaired)
 }
 
+// The default hold budgets leave half of the labeler pod's 2 GiB limit
+// (k8s/base/labeler.yaml) for labeling: a pair being labeled is copied
+// once more into its labeled batches.
+const (
+	DefaultHoldBytes        = 1 << 30
+	DefaultHoldBytesPerHome = 256 << 20
+)
+
 // New indexes the inventories of every home of the campaign.
 func New(c *campaign.Campaign) (*Labeler, error) {
-	l := &Labeler{campaign: c.Name, homes: map[string]*homeIndex{}, stats: map[string]*Stats{}, pairs: map[string]*sessionPair{}}
+	hold, err := budget.New(DefaultHoldBytes, DefaultHoldBytesPerHome)
+	if err != nil {
+		return nil, err
+	}
+	l := &Labeler{campaign: c.Name, homes: map[string]*homeIndex{}, stats: map[string]*Stats{}, pairs: map[string]*sessionPair{}, Budget: hold}
 	for _, h := range c.Homes {
 		idx, err := h.MACIndex()
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/homemole/homemole/pipeline/budget"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/pair"
@@ -32,6 +33,7 @@ type tapBuffer struct {
 type heldBatch struct {
 	batch *schemas.Batch
 	d     *bus.Delivery
+	size  int64 // what it takes from the hold budget
 }
 
 // chain returns the session's batches in order when they run without a gap
@@ -97,15 +99,40 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 	// would be lost if this labeler died before the pair is published.
 	t := &sp.taps[ti]
 	prev, had := t.held[b.FirstOffset]
-	t.held[b.FirstOffset] = heldBatch{batch: b, d: d}
+	// Held batches count against the home's and the labeler's byte
+	// budgets: past them the batch is refused (retryable, so JetStream
+	// brings it back later) rather than held until memory runs out.
+	size := budget.BatchSize(b)
+	if had {
+		l.Budget.Release(b.Home, prev.size)
+	}
+	take := l.Budget.Take
+	if len(sp.taps[0].held)+len(sp.taps[1].held) > 0 {
+		// The pair is under way: this batch brings it closer to being
+		// labeled and released, so it may pass the home's share (up to
+		// twice it); only new pairs wait for the share. Otherwise a home
+		// whose LAN sessions fill its share before their WAN sessions come
+		// (the agent publishes a tap's files in turn) would stall.
+		take = l.Budget.TakeToComplete
+	}
+	if err := take(b.Home, size); err != nil {
+		if had {
+			_ = l.Budget.TakeToComplete(b.Home, prev.size) // what was released a moment ago
+		}
+		l.dropIfEmpty(sp)
+		return fmt.Errorf("hold batch %s of session pair %s: %w (raise the hold budget or shorten capture sessions: a session pair must fit in twice a home's share)", b.MsgID(), key, err)
+	}
+	t.held[b.FirstOffset] = heldBatch{batch: b, d: d, size: size}
 	lan, wan := sp.taps[0].chain(), sp.taps[1].chain()
 	if lan == nil || wan == nil {
 		return nil
 	}
 	if err := l.flushPair(ctx, conn, h, key, lan, wan, log); err != nil {
 		// Retryable: the pair stays held and this batch comes again.
+		l.Budget.Release(b.Home, size)
 		if had {
 			t.held[b.FirstOffset] = prev
+			_ = l.Budget.TakeToComplete(b.Home, prev.size)
 		} else {
 			delete(t.held, b.FirstOffset)
 		}
@@ -120,10 +147,26 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 			}
 		}
 	}
+	for _, tb := range sp.taps {
+		for _, hb := range tb.held {
+			l.Budget.Release(hb.batch.Home, hb.size)
+		}
+	}
 	l.mu.Lock()
 	delete(l.pairs, key)
 	l.mu.Unlock()
 	return nil
+}
+
+// dropIfEmpty forgets a session pair that holds no batch (its first one
+// was refused), so that refused pairs leave nothing behind.
+func (l *Labeler) dropIfEmpty(sp *sessionPair) {
+	if len(sp.taps[0].held)+len(sp.taps[1].held) > 0 {
+		return
+	}
+	l.mu.Lock()
+	delete(l.pairs, sp.key)
+	l.mu.Unlock()
 }
 
 // SessionResult is one session pair labeled: the labeled batches of both

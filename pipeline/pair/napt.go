@@ -1,7 +1,6 @@
 package pair
 
 import (
-	"cmp"
 	"net/netip"
 	"slices"
 
@@ -80,12 +79,17 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 		}
 	}
 
-	bySig := make(map[sig][]int, len(lans))
+	// Each LAN packet waits in two pools: its signature's, and its
+	// signature-and-LAN-endpoint's, so that the packet a learned port
+	// mapping prefers is found without scanning the others.
+	bySig := map[sig]*pool{}
+	byLocal := map[localKey]*pool{}
+	at := make([]poolRef, len(lans))
 	for i, l := range lans {
 		s := signature(l.h, l.out)
-		bySig[s] = append(bySig[s], i)
+		at[i].sig = join(bySig, s, i, l.ts, &at[i].sigPos)
+		at[i].local = join(byLocal, localKey{s, local(l)}, i, l.ts, &at[i].localPos)
 	}
-	used := make([]bool, len(lans))
 	learned := map[extKey]netip.AddrPort{}
 	window := int64(cfg.Window)
 	for _, w := range wans {
@@ -101,8 +105,9 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 			res.WANOther++
 			continue
 		}
-		cands := bySig[signature(w.h, out)]
-		if len(cands) == 0 {
+		s := signature(w.h, out)
+		cands := bySig[s]
+		if cands == nil {
 			continue
 		}
 		ek := extKey{proto: w.h.Proto}
@@ -117,35 +122,25 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 				ek.remote = netip.AddrPortFrom(ek.remote.Addr(), 0)
 			}
 		}
-		known, haveMap := learned[ek]
-		pick, pickTier := -1, 3
-		// Candidates are in time order: start at the window's edge.
-		from, _ := slices.BinarySearchFunc(cands, w.ts-window, func(i int, t int64) int { return cmp.Compare(lans[i].ts, t) })
-		for _, i := range cands[from:] {
-			l := lans[i]
-			if l.ts > w.ts+window {
-				break
-			}
-			if used[i] {
-				continue
-			}
-			tier := 1
-			if haveMap {
-				tier = 2
-				if local(l) == known {
-					tier = 0
-				}
-			}
-			// Candidates come in time order and a gateway forwards in
-			// order, so among equals the first keeps the order.
-			if tier < pickTier {
-				pick, pickTier = i, tier
-			}
-		}
-		if pick < 0 {
+		// The earliest unused candidate in the window, unless a learned
+		// mapping names the LAN end: then the earliest unused one with that
+		// end, if there is one. Candidates come in time order and a
+		// gateway forwards in order, so among equals the first keeps the
+		// order.
+		lo, hi := w.ts-window, w.ts+window
+		pick, ok := cands.earliest(lo, hi)
+		if !ok {
 			continue
 		}
-		used[pick] = true
+		if known, haveMap := learned[ek]; haveMap {
+			if same := byLocal[localKey{s, known}]; same != nil {
+				if i, ok := same.earliest(lo, hi); ok {
+					pick = i
+				}
+			}
+		}
+		at[pick].sig.take(at[pick].sigPos)
+		at[pick].local.take(at[pick].localPos)
 		res.Pairs[w.idx] = lans[pick].idx
 		if w.h.HasPorts && !w.h.V6 {
 			learned[ek] = local(lans[pick])
@@ -153,6 +148,65 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 	}
 	return wanAddr
 }
+
+type localKey struct {
+	s     sig
+	local netip.AddrPort
+}
+
+// pool is the LAN packets of one key in time order, each used at most
+// once. skip is a union-find over positions: following it from a position
+// reaches the first unused one at or after it, so that a run of used
+// packets (thousands of identical ones at one instant) is crossed in
+// amortized near-constant time rather than one by one.
+type pool struct {
+	ts   []int64
+	lan  []int
+	skip []int32
+}
+
+// poolRef is where one LAN packet waits in its two pools.
+type poolRef struct {
+	sig, local       *pool
+	sigPos, localPos int32
+}
+
+// join adds LAN packet i at time ts to key's pool, creating it.
+func join[K comparable](pools map[K]*pool, key K, i int, ts int64, pos *int32) *pool {
+	p := pools[key]
+	if p == nil {
+		p = &pool{}
+		pools[key] = p
+	}
+	*pos = int32(len(p.lan))
+	p.ts, p.lan, p.skip = append(p.ts, ts), append(p.lan, i), append(p.skip, int32(len(p.lan)))
+	return p
+}
+
+// earliest is the first unused packet with a time in [lo, hi].
+func (p *pool) earliest(lo, hi int64) (int, bool) {
+	from, _ := slices.BinarySearch(p.ts, lo)
+	k := p.unused(from)
+	if k == len(p.lan) || p.ts[k] > hi {
+		return 0, false
+	}
+	return p.lan[k], true
+}
+
+// unused is the first unused position at or after k (len when none).
+func (p *pool) unused(k int) int {
+	root := k
+	for root < len(p.skip) && int(p.skip[root]) != root {
+		root = int(p.skip[root])
+	}
+	for k < len(p.skip) && int(p.skip[k]) != k {
+		k, p.skip[k] = int(p.skip[k]), int32(root)
+	}
+	return root
+}
+
+// take marks position k used.
+func (p *pool) take(k int32) { p.skip[k] = k + 1 }
 
 // local is a LAN packet's LAN endpoint, as a NAPT mapping names it.
 func local(l lanPkt) netip.AddrPort {

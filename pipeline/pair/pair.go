@@ -268,11 +268,16 @@ func WriteCSV(w io.Writer, pairs []int64) error {
 	return nil
 }
 
+// maxCSVSkip is how far a pairs file's wan_index may run ahead of twice
+// its rows: the pairs it holds grow with the file, not with an index.
+const maxCSVSkip = 1 << 16
+
 // ReadCSV reads a pairs or ground-truth file ("wan_index,lan_index" rows,
 // lan_index possibly empty) into one LAN index per WAN index (-1: none).
 func ReadCSV(r io.Reader, name string) ([]int64, error) {
 	sc := bufio.NewScanner(r)
 	var pairs []int64
+	var rows int64
 	for line := 0; sc.Scan(); line++ {
 		s := strings.TrimSpace(sc.Text())
 		if s == "" || (line == 0 && s == gateway.TruthHeader) {
@@ -291,6 +296,12 @@ func ReadCSV(r io.Reader, name string) ([]int64, error) {
 			if li, err = strconv.ParseInt(ls, 10, 64); err != nil || li < 0 {
 				return nil, fmt.Errorf("%s line %d: lan_index %q is not a packet index", name, line+1, ls)
 			}
+		}
+		// Rows come one per WAN packet in order: an index far past the
+		// rows read is a damaged file, not a reason to allocate for it.
+		rows++
+		if wi > 2*rows+maxCSVSkip {
+			return nil, fmt.Errorf("%s line %d: wan_index %d is far past the %d rows read so far; the file is damaged", name, line+1, wi, rows)
 		}
 		for int64(len(pairs)) <= wi {
 			pairs = append(pairs, -1)

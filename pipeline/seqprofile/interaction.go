@@ -37,16 +37,28 @@ func FindInteraction(sp Profile, stream []Stamped, bin time.Duration, gap time.D
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range stream {
-		m.Add(p.TsNs, p.V)
-	}
+	// The matcher holds only a span of bins, so the bins a match can no
+	// longer start in (settle bins behind the present) are read and
+	// trimmed as the stream goes.
 	arr := m.Arrays()
 	var out []int64
-	for b := range int64(arr.Bins()) {
-		if arr.At(arr.FirstBin+b, 0) > 0 {
-			out = append(out, (arr.FirstBin+b)*arr.BinNs)
+	harvest := func(upTo int64) {
+		for b := arr.FirstBin; b < min(upTo, arr.FirstBin+int64(arr.Bins())); b++ {
+			if arr.At(b, 0) > 0 {
+				out = append(out, b*arr.BinNs)
+			}
+		}
+		m.Trim(upTo)
+	}
+	settle := int64(len(sp.Elems))*int64(gap)/int64(bin) + 2
+	chunk := max(2*settle, 1024)
+	for _, p := range stream {
+		m.Add(p.TsNs, p.V)
+		if int64(arr.Bins()) > chunk+settle {
+			harvest(arr.FirstBin + int64(arr.Bins()) - settle)
 		}
 	}
+	harvest(arr.FirstBin + int64(arr.Bins()))
 	return out, nil
 }
 

@@ -1,6 +1,7 @@
 package seqprofile
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -20,12 +21,51 @@ type MatchConfig struct {
 	// first element is common (a bare ACK) and allows that many devices of
 	// one type to be mid-burst at the same moment.
 	MaxPartials int
+	// Span is how much stream time the time arrays hold, ending at the
+	// stream's present; older bins are dropped as the present moves on.
+	// It bounds the arrays to Span/Bin bins per SP whatever the
+	// timestamps say. 0 takes DefaultSpan (model files written before it
+	// existed carry none).
+	Span time.Duration `json:",omitempty"`
+	// Horizon is how far from the present a packet may be stamped and
+	// still be matched. A packet further off (epoch 0 from a pcapng simple
+	// packet block, a clock that jumped a year) is counted as an outlier
+	// and dropped, unless it starts a run of jumpRun such packets in a row,
+	// in time order: then the stream really moved (a capture resumed after
+	// a pause), and the present moves there. 0 takes DefaultHorizon.
+	Horizon time.Duration `json:",omitempty"`
 }
+
+// DefaultSpan holds a day of arrays: 8,640 bins of 10 s per SP, about
+// 24 MB for 700 SPs, far more than the CNN window and its lag.
+const DefaultSpan = 24 * time.Hour
+
+// DefaultHorizon takes an hour's jump in a stream's clock as a timestamp
+// error until the packets after it confirm it.
+const DefaultHorizon = time.Hour
+
+// jumpRun is how many consecutive packets, in time order, must be far
+// from the present before the present moves to the first of them. They
+// are held, not lost, and replayed once the jump is confirmed.
+const jumpRun = 16
 
 // DefaultMatchConfig is 10 s bins, a 1 s gap and 1024 partial matches.
 func DefaultMatchConfig() MatchConfig {
-	return MatchConfig{Bin: 10 * time.Second, MaxGap: DefaultBurstGap, MaxPartials: 1024}
+	return MatchConfig{Bin: 10 * time.Second, MaxGap: DefaultBurstGap, MaxPartials: 1024, Span: DefaultSpan, Horizon: DefaultHorizon}
 }
+
+// span and horizon are Span and Horizon with their defaults applied; the
+// default span is shorter than a day with bins narrower than 10 s.
+func (c MatchConfig) span() time.Duration {
+	switch {
+	case c.Span != 0:
+		return c.Span
+	case c.Bin > DefaultSpan/maxSpanBins:
+		return max(DefaultSpan, c.Bin)
+	}
+	return maxSpanBins * c.Bin
+}
+func (c MatchConfig) horizon() time.Duration { return cmp.Or(c.Horizon, DefaultHorizon) }
 
 // MinBin is the narrowest time-array bin: an array holds a count per bin
 // and SP, so a nanosecond bin (a damaged model file, a typo) would ask for
@@ -37,8 +77,26 @@ func (c MatchConfig) Validate() error {
 	if c.Bin < MinBin || c.MaxGap <= 0 || c.MaxPartials <= 0 {
 		return fmt.Errorf("SP matching: bin %v, max gap %v, max partials %d: want bin >= %v and the others > 0 (defaults 10s, 1s, 1024)", c.Bin, c.MaxGap, c.MaxPartials, MinBin)
 	}
+	if c.Span < 0 || c.Horizon < 0 {
+		return fmt.Errorf("SP matching: span %v, horizon %v: want >= 0 (0 takes the defaults %v and %v)", c.Span, c.Horizon, DefaultSpan, DefaultHorizon)
+	}
+	// The span bounds memory: a span of a year would undo the bound.
+	if c.span() < c.Bin || c.span()/c.Bin > maxSpanBins {
+		return fmt.Errorf("SP matching: span %v with %v bins: want between one bin and %d bins (default %v)", c.span(), c.Bin, maxSpanBins, DefaultSpan)
+	}
+	// A horizon inside the burst gap would cut matches that are in time.
+	if c.horizon() < c.MaxGap {
+		return fmt.Errorf("SP matching: horizon %v is shorter than the max gap %v; want at least the gap (default %v)", c.horizon(), c.MaxGap, DefaultHorizon)
+	}
 	return nil
 }
+
+// maxSpanBins caps Span/Bin: a week of 10 s bins.
+const maxSpanBins = 60480
+
+// LongestSpan is the longest Span the config allows: what a caller that
+// needs whole streams in its arrays (offline detection) asks for.
+func (c MatchConfig) LongestSpan() time.Duration { return maxSpanBins * c.Bin }
 
 // Arrays holds one time array per SP: Counts[b*NumSP+s] is how many
 // matches of SP s started in bin FirstBin+b, where bin i covers
@@ -183,8 +241,14 @@ type cacheEntry struct {
 
 // MatchStats counts what the Matcher did; per-packet events are counters,
 // never log lines.
+//
+// Outliers are packets dropped for being stamped further than the Horizon
+// from the present (held ones of a possible jump included); Jumps counts
+// the times the present moved to a confirmed new time; SlidBins counts the
+// bins the arrays dropped because they fell out of the Span.
 type MatchStats struct {
 	Packets, Matches, Dropped, Late, CacheMisses uint64
+	Outliers, Jumps, SlidBins                    uint64
 }
 
 // Matcher finds every SP of a set in one stream and counts, per SP and time
@@ -207,6 +271,14 @@ type Matcher struct {
 	nowNs  int64
 	seeded bool
 	stats  MatchStats
+	// spanBins and horizonNs are the config's Span and Horizon.
+	spanBins, horizonNs int64
+	// pending is a run of packets far from the present, in time order,
+	// held until jumpRun of them confirm the stream moved.
+	pending []Stamped
+	// accepted counts the packets matched since the stream began or last
+	// jumped.
+	accepted int
 }
 
 // NewMatcher prepares the SPs (each a sequence of elements) for matching.
@@ -215,7 +287,8 @@ func NewMatcher(sps [][]Vector, cfg MatchConfig) (*Matcher, error) {
 		return nil, err
 	}
 	m := &Matcher{cfg: cfg, cache: make([]cacheEntry, cacheSlots),
-		arr: Arrays{BinNs: int64(cfg.Bin), NumSP: len(sps)}}
+		arr:      Arrays{BinNs: int64(cfg.Bin), NumSP: len(sps)},
+		spanBins: int64(cfg.span() / cfg.Bin), horizonNs: int64(cfg.horizon())}
 	byMask := map[uint8]int{}
 	for s, elems := range sps {
 		if len(elems) == 0 {
@@ -294,14 +367,79 @@ func (m *Matcher) hits(v *Vector) []elemRef {
 }
 
 // Add feeds one packet. A timestamp earlier than one already seen counts
-// as the latest seen: the stream's clock never goes back.
+// as the latest seen: the stream's clock never goes back. A timestamp
+// further than the Horizon from the present is an outlier (see
+// MatchConfig.Horizon): it moves nothing and allocates nothing.
 func (m *Matcher) Add(tsNs int64, v Vector) {
-	if !m.seeded || tsNs > m.nowNs {
-		m.nowNs, m.seeded = tsNs, true
-	}
-	now := m.nowNs
 	m.stats.Packets++
-	m.arr.cover(now / m.arr.BinNs)
+	switch {
+	case !m.seeded:
+		m.nowNs, m.seeded = tsNs, true
+	case farApart(tsNs, m.nowNs, m.horizonNs):
+		m.far(tsNs, v)
+		return
+	case len(m.pending) > 0:
+		// A packet near the present ends the run: the run was noise.
+		m.pending = m.pending[:0]
+	}
+	m.nowNs = max(m.nowNs, tsNs)
+	m.step(v)
+	m.accepted++
+}
+
+// farApart says whether a and b are more than h apart, without the
+// overflow a plain a-b would have at the ends of int64.
+func farApart(a, b, h int64) bool {
+	if a < b {
+		a, b = b, a
+	}
+	return uint64(a)-uint64(b) > uint64(h)
+}
+
+// far holds or drops a packet stamped far from the present.
+func (m *Matcher) far(tsNs int64, v Vector) {
+	m.stats.Outliers++
+	// A run goes forward in time: a sparse stream whose every packet is an
+	// hour after the last moves on by runs, while a stray packet, which the
+	// next one near the present or behind it undoes, never makes one.
+	if len(m.pending) > 0 && tsNs < m.pending[len(m.pending)-1].TsNs {
+		m.pending = m.pending[:0]
+	}
+	m.pending = append(m.pending, Stamped{tsNs, v})
+	if len(m.pending) < jumpRun {
+		return
+	}
+	// jumpRun packets in a row are far, in time order: the stream is there
+	// now. Started matches belong to the old present and cannot continue
+	// across the jump; arrays behind the new present slide out as the
+	// span says.
+	m.stats.Jumps++
+	m.stats.Outliers -= uint64(len(m.pending))
+	m.clearPartials()
+	// Arrays from fewer packets than the run that outvoted them (a bad
+	// first timestamp) were noise and go uncounted; arrays ahead of the
+	// new present (a jump back) are dropped and counted.
+	switch {
+	case m.accepted < jumpRun:
+		m.arr.Counts = m.arr.Counts[:0]
+	case m.pending[0].TsNs < m.nowNs:
+		m.stats.SlidBins += uint64(m.arr.Bins())
+		m.arr.Counts = m.arr.Counts[:0]
+	}
+	m.accepted = 0
+	m.nowNs = m.pending[0].TsNs
+	for _, p := range m.pending {
+		m.nowNs = max(m.nowNs, p.TsNs)
+		m.step(p.V)
+		m.accepted++
+	}
+	m.pending = m.pending[:0]
+}
+
+// step matches one packet at the present.
+func (m *Matcher) step(v Vector) {
+	now := m.nowNs
+	m.slide(now / m.arr.BinNs)
 	hits := m.hits(&v)
 	gap := int64(m.cfg.MaxGap)
 	for i := 0; i < len(hits); {
@@ -313,6 +451,19 @@ func (m *Matcher) Add(tsNs int64, v Vector) {
 		m.advance(&m.sps[sp], int(sp), hits[i:j], now, gap)
 		i = j
 	}
+}
+
+// slide makes the arrays hold absolute bin b, the present, dropping the
+// bins that fall out of the span. It drops a quarter span more than it
+// must, so that a stream longer than the span copies its arrays once per
+// quarter span rather than once per bin.
+func (m *Matcher) slide(b int64) {
+	a := &m.arr
+	if a.Bins() > 0 && b-a.FirstBin >= m.spanBins {
+		m.stats.SlidBins += uint64(min(int64(a.Bins()), b-m.spanBins+1+m.spanBins/4-a.FirstBin))
+		m.Trim(b - m.spanBins + 1 + m.spanBins/4)
+	}
+	a.cover(b)
 }
 
 // advance lets one packet take, for each SP element it matches, one step:
@@ -365,14 +516,18 @@ func (m *Matcher) record(sp int, startNs int64) {
 // keeps the SP index and the cache, so that matching many short streams
 // does not rebuild them.
 func (m *Matcher) Reset() {
+	m.clearPartials()
+	m.arr.Counts, m.arr.FirstBin = m.arr.Counts[:0], 0
+	m.nowNs, m.seeded, m.stats, m.pending, m.accepted = 0, false, MatchStats{}, m.pending[:0], 0
+}
+
+func (m *Matcher) clearPartials() {
 	for i := range m.sps {
 		for j := range m.sps[i].waiting {
 			m.sps[i].waiting[j].buf = m.sps[i].waiting[j].buf[:0]
 			m.sps[i].waiting[j].head = 0
 		}
 	}
-	m.arr.Counts, m.arr.FirstBin = m.arr.Counts[:0], 0
-	m.nowNs, m.seeded, m.stats = 0, false, MatchStats{}
 }
 
 // Arrays is the time arrays so far. It is the Matcher's own: read it
@@ -401,12 +556,19 @@ func (m *Matcher) Trim(b int64) {
 }
 
 // Match runs a fresh Matcher over a whole stream and returns its arrays.
+// They hold the whole stream: the span is the longest the bins allow (a
+// week of 10 s bins; it caps, it does not allocate), and a longer stream
+// is an error.
 func Match(sps [][]Vector, pkts []Stamped, cfg MatchConfig) (*Arrays, error) {
+	cfg.Span = cfg.LongestSpan()
 	m, err := NewMatcher(sps, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m.AddAll(pkts)
+	if m.stats.SlidBins > 0 {
+		return nil, fmt.Errorf("SP matching: the stream spans more than %v (%d bins slid out); split it", cfg.Span, m.stats.SlidBins)
+	}
 	return &m.arr, nil
 }
 

@@ -202,6 +202,9 @@ func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 	if !slices.Contains(Models, cv.Model) {
 		return nil, nil, fmt.Errorf("model %q: want one of %v", cv.Model, Models)
 	}
+	if err := CheckRunName(cv.RunName); err != nil {
+		return nil, nil, err
+	}
 	m, err := dataset.Load(ctx, cv.Store, cv.Dataset, cv.Version)
 	if err != nil {
 		return nil, nil, err
@@ -309,6 +312,9 @@ func foldRecordKey(run string, fold int) string {
 // (Only, one pod each) from the records they left. It fails, naming them,
 // while any fold is missing, so it can be retried until all are in.
 func (cv *CrossValidation) Gather(ctx context.Context) (*CVResult, []byte, error) {
+	if err := CheckRunName(cv.RunName); err != nil {
+		return nil, nil, err
+	}
 	m, err := dataset.Load(ctx, cv.Store, cv.Dataset, cv.Version)
 	if err != nil {
 		return nil, nil, err

@@ -17,6 +17,7 @@ import (
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/schemas"
 )
 
 // Job trains and evaluates one model on one dataset version.
@@ -70,8 +71,16 @@ func ModelName(c learn.Config) string {
 	return "lstm"
 }
 
+// CheckRunName refuses a run name that is not a plain token: it names
+// models/RUN and reports/RUN in the store and a folder on disk, and
+// "../.." would write outside them.
+func CheckRunName(run string) error { return schemas.ValidateToken("run name", run) }
+
 // Run does the whole job.
 func (j *Job) Run(ctx context.Context) (*Outcome, error) {
+	if err := CheckRunName(j.RunName); err != nil {
+		return nil, err
+	}
 	m, err := dataset.Load(ctx, j.Store, j.Dataset, j.Version)
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -114,7 +115,19 @@ func parse(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return cli.Usagef("%s: unexpected argument %q (flags come as --name value)", fs.Name(), fs.Arg(0))
 	}
-	return nil
+	// Names become object keys and folders (datasets/NAME/VERSION,
+	// reports/RUN): checked here, where they enter, so that "--run ../.."
+	// is refused before anything is opened or written.
+	var bad error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "dataset", "name", "version", "run":
+			if err := schemas.ValidateToken("--"+f.Name, f.Value.String()); err != nil && bad == nil {
+				bad = cli.Usagef("%s: %v", fs.Name(), err)
+			}
+		}
+	})
+	return bad
 }
 
 // writeReports writes a run's JSON summary to jsonOut and its HTML report

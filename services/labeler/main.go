@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/budget"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/label"
@@ -30,6 +31,8 @@ func main() {
 		auth := bus.AuthFromEnv()
 		auth.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
+		holdMiB := fs.Int64("hold-mib", label.DefaultHoldBytes>>20, "MiB of decoded batches this worker may hold unacknowledged while session pairs wait for their other tap; past it batches are refused and come back later")
+		holdHomeMiB := fs.Int64("hold-mib-per-home", label.DefaultHoldBytesPerHome>>20, "MiB of --hold-mib one home's new session pairs may take; a pair under way may take twice it, so its longest session pair must fit in that")
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -48,6 +51,9 @@ func main() {
 			return err
 		}
 		l.AckWait = *ackWait
+		if l.Budget, err = budget.New(*holdMiB<<20, *holdHomeMiB<<20); err != nil {
+			return cli.Usagef("--hold-mib %d, --hold-mib-per-home %d: %v", *holdMiB, *holdHomeMiB, err)
+		}
 		m, err := metrics.Start(ctx, "labeler", *metricsAddr, log)
 		if err != nil {
 			return err

@@ -5,11 +5,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/metrics"
@@ -36,6 +38,10 @@ func main() {
 		}
 		if job.Dataset == "" || job.RunName == "" || ep.NATSURL == "" || ep.S3 == "" {
 			return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
+		}
+		// They become object keys (models/RUN, datasets/NAME/VERSION).
+		if err := errors.Join(dataset.CheckNames(job.Dataset, job.Version), train.CheckRunName(job.RunName)); err != nil {
+			return cli.Usagef("%v", err)
 		}
 		m, err := metrics.Start(ctx, "trainer", *metricsAddr, log)
 		if err != nil {

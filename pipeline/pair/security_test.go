@@ -1,0 +1,113 @@
+package pair
+
+import (
+	"bytes"
+	"math"
+	"net/netip"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/schemas"
+)
+
+// identical is n LAN packets and their n NAPT-translated WAN packets, all
+// alike and all at one instant: what a home's agent can send to stall its
+// labeler partition.
+func identical(n int) (lan, wan []schemas.Packet, home features.HomeConfig) {
+	home = features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}
+	base := schemas.Packet{TsNs: 1.8e18, Direction: schemas.DirOutbound, Transport: gateway.ProtoTCP, IPLen: 52, IPID: 7,
+		TCPSeq: 1000, TCPAck: 2000, TCPFlags: 0x10, SrcPort: 50000, DPort: 443,
+		SrcIP: netip.MustParseAddr("192.168.1.10"), DstIP: netip.MustParseAddr("198.51.100.4")}
+	w := base
+	w.SrcIP, w.SrcPort = netip.MustParseAddr("203.0.113.1"), 61000
+	for range n {
+		lan, wan = append(lan, base), append(wan, w)
+	}
+	return lan, wan, home
+}
+
+// TestSecurityNAPTIdenticalPackets: pairing was quadratic in packets
+// that share a signature and a time window (40k took 11.3 s).
+func TestSecurityNAPTIdenticalPackets(t *testing.T) {
+	lan, wan, home := identical(40000)
+	// The best of three runs, so that a machine busy with other work does
+	// not fail the test; quadratic pairing takes seconds on every run.
+	took := time.Duration(math.MaxInt64)
+	for range 3 {
+		start := time.Now()
+		res, err := Records(lan, wan, Config{Mode: gateway.NAPT, Home: home})
+		took = min(took, time.Since(start))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Paired != len(wan) || res.LANUnpaired != 0 {
+			t.Fatalf("%d of %d paired, %d LAN packets left; want all, one to one", res.Paired, len(wan), res.LANUnpaired)
+		}
+		if took < 500*time.Millisecond {
+			break
+		}
+	}
+	t.Logf("40k identical packets paired in %v", took)
+	if took > 500*time.Millisecond {
+		t.Errorf("40k identical packets paired in %v, want under 0.5 s", took)
+	}
+}
+
+func BenchmarkNAPTIdenticalPackets(b *testing.B) {
+	lan, wan, home := identical(40000)
+	for b.Loop() {
+		if _, err := Records(lan, wan, Config{Mode: gateway.NAPT, Home: home}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzReadCSV: a pairs or ground-truth file is refused or read, never a
+// panic, and never an allocation the rows do not justify (one row
+// "4294967296," asked for 32 GiB); what is read writes back to the same
+// pairs.
+func FuzzReadCSV(f *testing.F) {
+	f.Add([]byte("wan_index,lan_index\n0,3\n1,\n2,0\n3,7\n"))
+	f.Add([]byte("wan_index,lan_index\n4294967296,1\n"))
+	f.Add([]byte("0,1\r\n\n5,\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pairs, err := ReadCSV(bytes.NewReader(data), "fuzz.csv")
+		if err != nil {
+			if !strings.Contains(err.Error(), "fuzz.csv") {
+				t.Fatalf("the error does not name the file: %v", err)
+			}
+			return
+		}
+		if len(pairs) > 2*len(data)+maxCSVSkip+1 {
+			t.Fatalf("%d pairs from %d bytes", len(pairs), len(data))
+		}
+		var buf bytes.Buffer
+		if err := WriteCSV(&buf, pairs); err != nil {
+			t.Fatal(err)
+		}
+		back, err := ReadCSV(&buf, "again.csv")
+		if err != nil || !slices.Equal(back, pairs) {
+			t.Fatalf("written back: %v, %v; want %v", back, err, pairs)
+		}
+	})
+}
+
+// TestSecurityPairsCSVHugeIndex: one row naming WAN packet 2^32 made
+// ReadCSV allocate 32 GiB.
+func TestSecurityPairsCSVHugeIndex(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := ReadCSV(strings.NewReader("wan_index,lan_index\n4000000000,1\n"), "huge.csv")
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "huge.csv line 2") {
+		t.Errorf("a row skipping 4e9 packets: %v, want an error naming the file and line", err)
+	}
+	if used := after.TotalAlloc - before.TotalAlloc; used > 64<<20 {
+		t.Errorf("reading one row allocated %d MiB", used>>20)
+	}
+}
