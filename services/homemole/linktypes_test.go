@@ -65,13 +65,21 @@ func ppi(inner uint32) []byte {
 
 var linkFixtures = []linkFixture{
 	{name: "null-le-darwin", link: 0, dissected: "null:ip",
-		wrap: func(ip []byte, v6 bool) []byte { return join(binary.LittleEndian.AppendUint32(nil, pick[uint32](v6, 2, 30)), ip) }},
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(binary.LittleEndian.AppendUint32(nil, pick[uint32](v6, 2, 30)), ip)
+		}},
 	{name: "null-be-freebsd", link: 0, dissected: "null:ip",
-		wrap: func(ip []byte, v6 bool) []byte { return join(binary.BigEndian.AppendUint32(nil, pick[uint32](v6, 2, 28)), ip) }},
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(binary.BigEndian.AppendUint32(nil, pick[uint32](v6, 2, 28)), ip)
+		}},
 	{name: "null-le-openbsd", link: 0, dissected: "null:ip",
-		wrap: func(ip []byte, v6 bool) []byte { return join(binary.LittleEndian.AppendUint32(nil, pick[uint32](v6, 2, 24)), ip) }},
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(binary.LittleEndian.AppendUint32(nil, pick[uint32](v6, 2, 24)), ip)
+		}},
 	{name: "loop", link: 108, dissected: "null:ip",
-		wrap: func(ip []byte, v6 bool) []byte { return join(binary.BigEndian.AppendUint32(nil, pick[uint32](v6, 2, 24)), ip) }},
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(binary.BigEndian.AppendUint32(nil, pick[uint32](v6, 2, 24)), ip)
+		}},
 	{name: "ppp-hdlc", link: 9, dissected: "ppp:ip",
 		wrap:  func(ip []byte, v6 bool) []byte { return join([]byte{0xff, 0x03, 0x00, pick[byte](v6, 0x21, 0x57)}, ip) },
 		nonIP: [][]byte{{0xff, 0x03, 0xc0, 0x21, 0x09, 0x01, 0x00, 0x08, 0x12, 0x34, 0x56, 0x78}}}, // LCP echo request
@@ -82,14 +90,16 @@ var linkFixtures = []linkFixture{
 	{name: "raw-14", link: 14, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
 	{name: "raw-101", link: 101, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
 	{name: "cisco-hdlc", link: 104, dissected: "chdlc:ip",
-		wrap:  func(ip []byte, v6 bool) []byte { return join([]byte{0x0f, 0x00}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip) },
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join([]byte{0x0f, 0x00}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+		},
 		nonIP: [][]byte{{0x8f, 0x00, 0x80, 0x35, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 6, 0xff, 0xff, 0, 0}}}, // SLARP keepalive
 	{name: "pppoe", link: 1, dissected: "eth:ethertype:pppoes:ppp:ip",
 		wrap: func(ip []byte, v6 bool) []byte {
 			return join(ethHdr(0x8864), pppoe(join([]byte{0x00, pick[byte](v6, 0x21, 0x57)}, ip)))
 		},
 		nonIP: [][]byte{
-			join(ethHdr(0x8863), []byte{0x11, 0x09, 0, 0, 0, 4, 0x01, 0x01, 0, 0}),     // PADI
+			join(ethHdr(0x8863), []byte{0x11, 0x09, 0, 0, 0, 4, 0x01, 0x01, 0, 0}),  // PADI
 			join(ethHdr(0x8864), pppoe([]byte{0xc0, 0x21, 0x09, 0x02, 0x00, 0x04})), // LCP echo
 		}},
 	{name: "vlan-pppoe", link: 1, dissected: "eth:ethertype:vlan:ethertype:pppoes:ppp:ip",
@@ -152,7 +162,9 @@ func linkFixturePackets(t *testing.T) (ips [][]byte, v6 []bool) {
 	for _, p := range packets {
 		buf := gopacket.NewSerializeBuffer()
 		for _, l := range p.ls {
-			if n, ok := l.(interface{ SetNetworkLayerForChecksum(gopacket.NetworkLayer) error }); ok {
+			if n, ok := l.(interface {
+				SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+			}); ok {
 				if err := n.SetNetworkLayerForChecksum(p.ls[0].(gopacket.NetworkLayer)); err != nil {
 					t.Fatal(err)
 				}
