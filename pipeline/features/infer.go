@@ -2,6 +2,7 @@ package features
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -25,11 +26,12 @@ import (
 // than the gateway sources.
 //
 // A capture without Ethernet (raw IP on a tun device, PPP, loopback) has
-// no MACs: every unicast packet on it crosses the gateway, so the home is
-// the smallest set of addresses (IPv4) and /64 prefixes (IPv6) that takes
-// part in every packet, chosen greedily, the home side preferred where a
-// packet's two ends tie by who opens connections (the home's hosts are the
-// clients).
+// no MACs: every unicast packet on it crosses the gateway, so the home side
+// is made of the clients: each address (IPv4) or /64 prefix (IPv6) that
+// more often opens a conversation (a TCP SYN, a UDP datagram to a service
+// port, the first datagram of a UDP flow) than answers one. Packets whose
+// two ends are both not home are then covered greedily, by the end in the
+// most of them.
 //
 // Memory is bounded: past maxInferKeys distinct MACs, addresses or pairs,
 // new ones are not tracked (the ones seen first keep being counted), which
@@ -41,10 +43,11 @@ type HomeInference struct {
 	// srcPrefixes counts, per source MAC, the global IPv6 /64s it sources.
 	srcPrefixes map[macPrefix]int
 
-	// Raw-IP captures: packets per address pair and connections opened.
-	pairs  map[[2]netip.Prefix]int
-	opened map[netip.Prefix]int
-	keys   int
+	// Raw-IP captures: packets per address pair, and per address how
+	// often it was the client and the server of a conversation.
+	pairs          map[[2]netip.Prefix]int
+	client, server map[netip.Prefix]int
+	flows          map[rawFlow]struct{}
 }
 
 type macStats struct {
@@ -55,6 +58,11 @@ type macStats struct {
 	global6 map[netip.Prefix]struct{}
 	// peers are the unicast MACs this one exchanges IP frames with.
 	peers map[schemas.MAC]struct{}
+	// addrs are the IP addresses on this MAC's side of its frames.
+	addrs map[netip.Addr]struct{}
+	// serves counts the frames it sent as a home's router does: DHCP
+	// answers, IPv6 router advertisements.
+	serves int
 	// frames carrying this MAC as source or destination.
 	frames int
 }
@@ -73,7 +81,9 @@ func NewHomeInference() *HomeInference {
 		macs:        map[schemas.MAC]*macStats{},
 		srcPrefixes: map[macPrefix]int{},
 		pairs:       map[[2]netip.Prefix]int{},
-		opened:      map[netip.Prefix]int{},
+		client:      map[netip.Prefix]int{},
+		server:      map[netip.Prefix]int{},
+		flows:       map[rawFlow]struct{}{},
 	}
 }
 
@@ -87,23 +97,31 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	}
 	ip := data[l.Offset:]
 	var src, dst netip.Addr
-	var opens bool
+	var proto byte
+	var l4 []byte
 	switch {
-	case l.EtherType == EtherTypeIPv4 && len(ip) >= 20 && ip[0]>>4 == 4:
+	case l.EtherType == EtherTypeIPv4 && len(ip) >= 20 && ip[0]>>4 == 4 && len(ip) >= int(ip[0]&0xf)*4:
 		src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
-		opens = opensConnection(ip[9], ip[int(ip[0]&0xf)*4:])
+		proto, l4 = ip[9], ip[int(ip[0]&0xf)*4:]
 	case l.EtherType == EtherTypeIPv6 && len(ip) >= 40 && ip[0]>>4 == 6:
 		src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
-		opens = opensConnection(ip[6], ip[40:])
+		proto, l4 = ip[6], ip[40:]
 	default:
 		return
+	}
+	if routerFrame(proto, l4) && l.SrcMAC[0]&1 == 0 && !l.SrcMAC.IsZero() {
+		// Router advertisements go to all-nodes and DHCP offers often to
+		// broadcast: counted before group frames are left out.
+		if s := h.mac(l.SrcMAC); s != nil {
+			s.serves++
+		}
 	}
 	if dst.IsMulticast() || dst == limitedBroadcast || !src.IsValid() || src.IsUnspecified() {
 		return
 	}
 	h.ipFrames++
 	if l.SrcMAC.IsZero() && l.DstMAC.IsZero() {
-		h.observeRaw(src, dst, opens)
+		h.observeRaw(src, dst, proto, l4)
 		return
 	}
 	if l.DstMAC[0]&1 != 0 || l.SrcMAC[0]&1 != 0 {
@@ -118,6 +136,8 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	d.frames++
 	addKey(s.peers, l.DstMAC)
 	addKey(d.peers, l.SrcMAC)
+	addKey(s.addrs, src)
+	addKey(d.addrs, dst)
 	if src.Is4() {
 		switch sp, dp := isHomeRange(src), isHomeRange(dst); {
 		case sp && !dp:
@@ -142,7 +162,7 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 func (h *HomeInference) mac(m schemas.MAC) *macStats {
 	s := h.macs[m]
 	if s == nil && len(h.macs) < maxInferKeys {
-		s = &macStats{global6: map[netip.Prefix]struct{}{}, peers: map[schemas.MAC]struct{}{}}
+		s = &macStats{global6: map[netip.Prefix]struct{}{}, peers: map[schemas.MAC]struct{}{}, addrs: map[netip.Addr]struct{}{}}
 		h.macs[m] = s
 	}
 	return s
@@ -156,7 +176,12 @@ func addKey[K comparable](set map[K]struct{}, k K) {
 	}
 }
 
-func (h *HomeInference) observeRaw(src, dst netip.Addr, opens bool) {
+type rawFlow struct {
+	a, b         netip.Addr
+	sport, dport uint16
+}
+
+func (h *HomeInference) observeRaw(src, dst netip.Addr, proto byte, l4 []byte) {
 	a, b := rawKey(src), rawKey(dst)
 	if a == b {
 		return
@@ -165,11 +190,63 @@ func (h *HomeInference) observeRaw(src, dst netip.Addr, opens bool) {
 	if _, ok := h.pairs[k]; ok || len(h.pairs) < maxInferKeys {
 		h.pairs[k]++
 	}
-	if opens {
-		if _, ok := h.opened[a]; ok || len(h.opened) < maxInferKeys {
-			h.opened[a]++
+	if len(l4) < 14 && !(proto == 17 && len(l4) >= 4) {
+		return
+	}
+	sp, dp := binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+	clientIsSrc, known := false, false
+	switch proto {
+	case 6:
+		switch l4[13] & 0x12 {
+		case 0x02: // SYN
+			clientIsSrc, known = true, true
+		case 0x12: // SYN-ACK
+			clientIsSrc, known = false, true
+		}
+	case 17:
+		switch ss, ds := servicePort(sp), servicePort(dp); {
+		case ds && !ss:
+			clientIsSrc, known = true, true
+		case ss && !ds:
+			clientIsSrc, known = false, true
+		default:
+			// Both or neither a service port (NTP 123 to 123, P2P): the
+			// side that sent first opened the flow.
+			f := rawFlow{src, dst, sp, dp}
+			if f.b.Less(f.a) {
+				f = rawFlow{dst, src, dp, sp}
+			}
+			if _, seen := h.flows[f]; !seen && len(h.flows) < maxInferKeys {
+				h.flows[f] = struct{}{}
+				clientIsSrc, known = true, true
+			}
 		}
 	}
+	if !known {
+		return
+	}
+	c, s := a, b
+	if !clientIsSrc {
+		c, s = b, a
+	}
+	countKey(h.client, c)
+	countKey(h.server, s)
+}
+
+func countKey(m map[netip.Prefix]int, k netip.Prefix) {
+	if _, ok := m[k]; ok || len(m) < maxInferKeys {
+		m[k]++
+	}
+}
+
+// servicePort: a port a server listens on: the well-known range and the
+// registered ports home devices talk to.
+func servicePort(p uint16) bool {
+	switch p {
+	case 1194, 1883, 1900, 3478, 5060, 5353, 5683, 8080, 8443, 8883, 51820:
+		return true
+	}
+	return p < 1024
 }
 
 // rawKey is the unit a raw-IP home is made of: an IPv4 address, an IPv6 /64.
@@ -185,10 +262,18 @@ func prefix64(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// opensConnection: a TCP SYN without ACK. The transport header must start
-// at b; a frame cut short opens nothing.
-func opensConnection(proto byte, b []byte) bool {
-	return proto == 6 && len(b) >= 14 && b[13]&0x12 == 0x02
+// routerFrame: a DHCP (v4 or v6) answer or an IPv6 router advertisement,
+// which a home's router sends (DNS answers are not counted: a home's
+// resolver is often another box).
+func routerFrame(proto byte, b []byte) bool {
+	switch {
+	case proto == 17 && len(b) >= 4:
+		sp := binary.BigEndian.Uint16(b[0:2])
+		return sp == 67 || sp == 547
+	case proto == 58 && len(b) >= 1:
+		return b[0] == 134
+	}
+	return false
 }
 
 // isHomeRange: the ranges that are the home's whatever the capture says.
@@ -289,7 +374,12 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.global6) }); ok && n >= 2 {
 		return m, fmt.Sprintf("behind it %d global IPv6 /64 prefixes, more than twice any other MAC's", n)
 	}
-	// The MAC most hosts talk to; a tie is no answer.
+	// No public traffic: the MAC that hands out addresses (DHCP answers,
+	// IPv6 router advertisements) is the home's router, else the MAC most
+	// hosts talk to; a tie is no answer.
+	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return s.serves }); ok && len(h.macs[m].peers) > 0 {
+		return m, fmt.Sprintf("no public traffic tells; the MAC that sent %d DHCP answers or router advertisements", n)
+	}
 	var best, second int
 	var bestMAC schemas.MAC
 	for m, s := range h.macs {
@@ -303,18 +393,45 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 	if best >= 2 && best > second {
 		return bestMAC, fmt.Sprintf("no public traffic tells; the MAC most hosts talk to (%d of %d MACs)", best, len(h.macs))
 	}
+	// As many hosts talk to one as to another (a single device and its
+	// gateway): the gateway answers for more addresses than a host has.
+	if m, n, ok := mostAddrs(h.macs); ok {
+		return m, fmt.Sprintf("a guess: no public traffic, no MAC most hosts talk to; the MAC behind the most addresses (%d)", n)
+	}
 	if len(h.macs) == 0 {
 		return schemas.MAC{}, "no unicast IP frame between two MACs"
 	}
 	return schemas.MAC{}, "no MAC stands out as the gateway; pass --gateway-mac"
 }
 
-// rawHome covers every address pair greedily: the key in the most
-// uncovered packets joins the home until none is left. A key joins before
-// its peer when it opened more connections (a home host), then by packets.
+func mostAddrs(macs map[schemas.MAC]*macStats) (schemas.MAC, int, bool) {
+	var best, second int
+	var bestMAC schemas.MAC
+	for m, s := range macs {
+		switch v := len(s.addrs); {
+		case v > best:
+			best, second, bestMAC = v, best, m
+		case v > second:
+			second = v
+		}
+	}
+	return bestMAC, best, best >= 2 && best > second
+}
+
+// rawHome is the clients, then a greedy cover of the packets between two
+// ends neither of which is a client: the end in the most of them joins the
+// home until none is left.
 func (h *HomeInference) rawHome() []netip.Prefix {
-	uncovered := maps2slice(h.pairs)
 	var home []netip.Prefix
+	for k, n := range h.client {
+		if n > h.server[k] {
+			home = append(home, k)
+		}
+	}
+	uncovered := maps2slice(h.pairs)
+	uncovered = slices.DeleteFunc(uncovered, func(e pairCount) bool {
+		return slices.Contains(home, e.k[0]) || slices.Contains(home, e.k[1])
+	})
 	for len(uncovered) > 0 {
 		weight := map[netip.Prefix]int{}
 		for _, e := range uncovered {
@@ -323,22 +440,14 @@ func (h *HomeInference) rawHome() []netip.Prefix {
 		}
 		var best netip.Prefix
 		for k, w := range weight {
-			if !best.IsValid() {
-				best = k
-				continue
-			}
-			bw := weight[best]
-			if c := cmp.Or(cmp.Compare(w, bw), cmp.Compare(h.opened[k], h.opened[best]), -k.Addr().Compare(best.Addr())); c > 0 {
+			// Ties go to the lower address, so that the answer is stable.
+			if !best.IsValid() || cmp.Or(cmp.Compare(w, weight[best]), -k.Addr().Compare(best.Addr())) > 0 {
 				best = k
 			}
 		}
 		home = append(home, best)
 		uncovered = slices.DeleteFunc(uncovered, func(e pairCount) bool { return e.k[0] == best || e.k[1] == best })
 	}
-	// Where two keys tie on packets (one host, one server), the one that
-	// opened connections wins through the comparison above; with no
-	// opening seen either way the lower address is taken, which is stable
-	// but a guess: the printed account lets a user correct it.
 	slices.SortFunc(home, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	return home
 }

@@ -22,22 +22,22 @@ import (
 )
 
 // homeFlags adds --lan-net and the gateway-MAC flag (named macFlag), which
-// place LAN packets as the capture agent does; the returned function builds
-// the HomeConfig after parsing.
-func homeFlags(fs *flag.FlagSet, macFlag string) func() features.HomeConfig {
-	var nets []netip.Prefix
-	var mac schemas.MAC
-	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: the private ranges)", func(s string) error {
+// place LAN packets as the capture agent does. Without either flag the home
+// side is inferred from the capture (homeChoice.of).
+func homeFlags(fs *flag.FlagSet, macFlag string) *homeChoice {
+	h := &homeChoice{macFlag: macFlag}
+	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: inferred from the capture)", func(s string) error {
 		for _, part := range strings.Split(s, ",") {
 			p, err := netip.ParsePrefix(strings.TrimSpace(part))
 			if err != nil {
 				return fmt.Errorf("%q is not a CIDR prefix such as 192.168.1.0/24", part)
 			}
-			nets = append(nets, p.Masked())
+			h.nets = append(h.nets, p.Masked())
 		}
+		h.given = true
 		return nil
 	})
-	fs.Func(macFlag, "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff: frames to it are outbound, from it inbound", func(s string) error {
+	fs.Func(macFlag, "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff: frames to it are outbound, from it inbound (default: inferred from the capture)", func(s string) error {
 		m, err := schemas.ParseMAC(s)
 		if err != nil {
 			return err
@@ -45,17 +45,56 @@ func homeFlags(fs *flag.FlagSet, macFlag string) func() features.HomeConfig {
 		if m.IsZero() {
 			return fmt.Errorf("MAC %q: the zero address cannot be a gateway", s)
 		}
-		mac = m
+		h.mac, h.given = m, true
 		return nil
 	})
-	return func() features.HomeConfig {
-		if len(nets) == 0 {
-			for _, s := range campaign.DefaultLANNets {
-				nets = append(nets, netip.MustParsePrefix(s))
-			}
+	return h
+}
+
+// homeChoice is the home side a command decodes a capture with: the flags'
+// when any was given, else the one the capture shows.
+type homeChoice struct {
+	nets    []netip.Prefix
+	mac     schemas.MAC
+	given   bool
+	macFlag string
+}
+
+// flags is the home the flags describe, with the private ranges where no
+// --lan-net was given.
+func (h *homeChoice) flags() features.HomeConfig {
+	nets := h.nets
+	if len(nets) == 0 {
+		for _, s := range campaign.DefaultLANNets {
+			nets = append(nets, netip.MustParsePrefix(s))
 		}
-		return features.HomeConfig{LANNets: nets, GatewayMAC: mac}
 	}
+	return features.HomeConfig{LANNets: nets, GatewayMAC: h.mac}
+}
+
+// of is the home to decode the capture at path with: the flags' home when
+// either flag was given, otherwise the home side inferred from the capture,
+// which is reported on w (one line, prefixed by cmd) so the user can check
+// it and correct it with the flags.
+func (h *homeChoice) of(ctx context.Context, cmd, path string, w io.Writer) (features.HomeConfig, error) {
+	hc, note, err := h.resolve(ctx, cmd, path)
+	if note != "" {
+		fmt.Fprintln(w, note)
+	}
+	return hc, err
+}
+
+// resolve is of without the printing: note is the line to show, empty when
+// the flags decided.
+func (h *homeChoice) resolve(ctx context.Context, cmd, path string) (features.HomeConfig, string, error) {
+	if h.given {
+		return h.flags(), "", nil
+	}
+	r, err := capture.InferHome(ctx, path)
+	if err != nil {
+		return features.HomeConfig{}, "", fmt.Errorf("%s: %w", cmd, err)
+	}
+	return r.Home, fmt.Sprintf("%s: home side of %s inferred: %s (--%s and --lan-net override)", cmd, path, r, h.macFlag), nil
 }
 
 // refuseInput refuses an output path that is one of the inputs, which
@@ -132,7 +171,11 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return cli.Usagef("gateway: --vpn-ping %s: want 0 (none) or a positive interval", *ping)
 	}
 	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed, Reorder: *reorder, VPNPing: *ping, Loss: *loss}
-	st, err := gateway.EmulateFile(ctx, *in, *outPath, *truthPath, home(), cfg)
+	hc, err := home.of(ctx, "gateway", *in, out)
+	if err != nil {
+		return err
+	}
+	st, err := gateway.EmulateFile(ctx, *in, *outPath, *truthPath, hc, cfg)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -181,7 +224,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	if err != nil {
 		return cli.Usagef("pair: --mode: %v", err)
 	}
-	cfg := pair.Config{Mode: m, Home: home(), Method: pair.Method(*method), Window: *window}
+	cfg := pair.Config{Mode: m, Method: pair.Method(*method), Window: *window}
 	if *cipher != "auto" {
 		if cfg.Cipher, err = gateway.ParseCipher(*cipher); err != nil {
 			return cli.Usagef("pair: --cipher: %v (or auto)", err)
@@ -206,6 +249,14 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 			return err
 		}
 	}
+	// The summary must not mix into the CSV on stdout.
+	report := out
+	if *outPath == "-" {
+		report = os.Stderr
+	}
+	if cfg.Home, err = home.of(ctx, "pair", *lanPath, report); err != nil {
+		return err
+	}
 	lan, err := capture.OpenFile(*lanPath)
 	if err != nil {
 		return err
@@ -220,13 +271,10 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	if err != nil {
 		return fmt.Errorf("pair %s with %s: %w", *wanPath, *lanPath, err)
 	}
-	report := out
 	if *outPath == "-" {
 		if err := pair.WriteCSV(out, res.Pairs); err != nil {
 			return err
 		}
-		// The summary must not mix into the CSV on stdout.
-		report = os.Stderr
 	} else {
 		f, err := createOutput("pair", "out", *outPath, *lanPath, *wanPath)
 		if err != nil {

@@ -48,7 +48,10 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	if err != nil {
 		return fmt.Errorf("label: --inventory: %w", err)
 	}
-	hc := home()
+	hc, err := home.of(ctx, "label", *lanPath, out)
+	if err != nil {
+		return err
+	}
 	gw := campaign.Gateway{Mode: string(m)}
 	for _, p := range hc.LANNets {
 		gw.LANNets = append(gw.LANNets, p.String())
