@@ -18,11 +18,17 @@ func InferHome(ctx context.Context, path string) (features.InferredHome, error) 
 		return features.InferredHome{}, err
 	}
 	defer src.Close()
+	return InferSource(ctx, src, path)
+}
+
+// InferSource is InferHome on an open source, read to its end; name names
+// it in errors.
+func InferSource(ctx context.Context, src Source, name string) (features.InferredHome, error) {
 	h := features.NewHomeInference()
 	for n := 0; ; n++ {
 		if n%ctxCheckEvery == 0 {
 			if err := ctx.Err(); err != nil {
-				return h.Result(), fmt.Errorf("infer the home side of %s: %w", path, err)
+				return h.Result(), fmt.Errorf("infer the home side of %s: %w", name, err)
 			}
 		}
 		f, err := src.Next()
@@ -30,7 +36,7 @@ func InferHome(ctx context.Context, path string) (features.InferredHome, error) 
 			return h.Result(), nil
 		}
 		if err != nil {
-			return h.Result(), fmt.Errorf("infer the home side of %s: %w", path, err)
+			return h.Result(), fmt.Errorf("infer the home side of %s: %w", name, err)
 		}
 		h.Observe(f.LinkType, f.Data)
 	}
