@@ -168,6 +168,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if !c.VPNServer.IsValid() {
 		c.VPNServer = d.VPNServer
+		if c.Cipher == WireGuard {
+			c.VPNServer = netip.AddrPortFrom(d.VPNServer.Addr(), WireGuardPort)
+		}
 	}
 	if !c.VPNServer.Addr().Is4() {
 		return c, fmt.Errorf("VPN server %s: want an IPv4 address", c.VPNServer)
@@ -405,6 +408,9 @@ type emulator struct {
 	outID, inID     uint16
 	outPID, inPID   uint32 // OpenVPN packet ids, per direction
 	peerID          [3]byte
+	// WireGuard: each side's receiver index, and the counters per direction.
+	outIndex, inIndex uint32
+	outCtr, inCtr     uint64
 	baseOut, baseIn int64
 	lastOut, lastIn int64 // WAN time of the last packet each way
 	// LAN time of the last tunnelled packet, [0] inbound, [1] outbound.
@@ -434,6 +440,9 @@ func newEmulator(cfg Config, home features.HomeConfig) *emulator {
 		}
 		e.outID, e.inID = uint16(e.rng.Uint32()), uint16(e.rng.Uint32())
 		e.peerID = [3]byte{0, 0, byte(1 + e.rng.IntN(254))}
+		if cfg.Cipher == WireGuard {
+			e.outIndex, e.inIndex = e.rng.Uint32(), e.rng.Uint32()
+		}
 		span := int64(cfg.VPNDelayMax - cfg.VPNDelayMin - cfg.VPNJitter)
 		e.baseOut = int64(cfg.VPNDelayMin) + e.rng.Int64N(span+1)
 		e.baseIn = int64(cfg.VPNDelayMin) + e.rng.Int64N(span+1)
@@ -501,8 +510,13 @@ func (e *emulator) pingsUntil(st *Stats, d int, upTo int64) {
 	if e.cfg.Mode != VPN || e.cfg.VPNPing <= 0 || !e.sent[d] {
 		return
 	}
+	ping := pingLen
+	if e.cfg.Cipher == WireGuard {
+		// A WireGuard keepalive is a data message of an empty packet.
+		ping = 0
+	}
 	for t := e.lastSent[d] + int64(e.cfg.VPNPing); t < upTo; t += int64(e.cfg.VPNPing) {
-		it := e.tunnel(Header{Len: pingLen}, d == 1, t, 0)
+		it := e.tunnel(Header{Len: ping}, d == 1, t, 0)
 		it.noLAN = true
 		e.push(it)
 		st.Pings++
@@ -597,6 +611,20 @@ func (e *emulator) tunnel(h Header, out bool, ts int64, lan uint64) *item {
 	binary.BigEndian.PutUint16(udp[4:6], uint16(8+n))
 	payload := udp[8:]
 	e.payload.Read(payload)
+	if e.cfg.Cipher == WireGuard {
+		// In the clear: type, reserved zeros, the receiving side's
+		// index, the sender's counter.
+		index, ctr := e.inIndex, &e.outCtr
+		if !out {
+			index, ctr = e.outIndex, &e.inCtr
+		}
+		payload[0], payload[1], payload[2], payload[3] = WireGuardData, 0, 0, 0
+		binary.LittleEndian.PutUint32(payload[4:8], index)
+		binary.LittleEndian.PutUint64(payload[8:16], *ctr)
+		*ctr++
+		e.udpChecksum(ip, udp, n)
+		return &item{ts: e.fifo(out, ts+d), lan: lan, frame: frame, wire: len(frame)}
+	}
 	// In the clear: the opcode and key id, P_DATA_V2 (9) with key id 0,
 	// and the peer id. Under AEAD the packet id follows unencrypted, as it
 	// is part of the nonce; under CBC it is inside the ciphertext.
@@ -610,6 +638,13 @@ func (e *emulator) tunnel(h Header, out bool, ts int64, lan uint64) *item {
 	if e.cfg.Cipher == AES256GCM {
 		binary.BigEndian.PutUint32(payload[4:8], *pid)
 	}
+	e.udpChecksum(ip, udp, n)
+	return &item{ts: e.fifo(out, ts+d), lan: lan, frame: frame, wire: len(frame)}
+}
+
+// udpChecksum fills the UDP checksum of a tunnel packet with n bytes of
+// payload.
+func (e *emulator) udpChecksum(ip, udp []byte, n int) {
 	var pseudo uint32
 	for i := 12; i < 20; i += 2 {
 		pseudo += uint32(binary.BigEndian.Uint16(ip[i:]))
@@ -621,7 +656,6 @@ func (e *emulator) tunnel(h Header, out bool, ts int64, lan uint64) *item {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(udp[6:8], c)
-	return &item{ts: e.fifo(out, ts+d), lan: lan, frame: frame, wire: len(frame)}
 }
 
 // vpnDelay draws one packet's tunnel delay: the direction's base takes a

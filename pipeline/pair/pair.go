@@ -65,7 +65,8 @@ type Config struct {
 	// default 5 ms for NAPT and 20 ms for VPN.
 	Window time.Duration
 	// VPNPort is the VPN server's UDP port, which tells tunnel packets and
-	// their direction apart (default 1194).
+	// their direction apart; zero finds it in the WAN capture (see
+	// detectVPNPort).
 	VPNPort uint16
 	// DelayTolerance is how much the tunnel's delay may change from one
 	// packet to the next of a direction before an earlier fitting LAN
@@ -92,6 +93,9 @@ type Result struct {
 	Cipher gateway.Cipher
 	// WANAddr is the gateway's public address as found under NAPT.
 	WANAddr netip.Addr
+	// VPNPort is the VPN server's port used under VPN, configured or
+	// detected.
+	VPNPort uint16
 	// Skipped counts frames of either capture that could not be decoded.
 	Skipped int
 }
@@ -119,6 +123,25 @@ type wanPkt struct {
 	// the cipher is an AEAD one, which sends it in the clear.
 	pid    uint32
 	hasPID bool
+	// wg says what a WireGuard header would: whether the payload is a
+	// transport data message, and its counter.
+	wg wgHead
+}
+
+// wgHead is what the clear header of a WireGuard message says. known is
+// false where the payload bytes were not seen (records from an agent).
+type wgHead struct {
+	known, data bool
+	ctr         uint64
+}
+
+// wireGuardHead reads a UDP payload as a WireGuard message.
+func wireGuardHead(b []byte) wgHead {
+	h := wgHead{known: len(b) >= gateway.WireGuardHeaderLen}
+	if h.known && b[0] == gateway.WireGuardData && b[1]|b[2]|b[3] == 0 {
+		h.data, h.ctr = true, binary.LittleEndian.Uint64(b[8:16])
+	}
+	return h
 }
 
 // Pair reads both captures whole and pairs them.
@@ -231,6 +254,7 @@ func readWAN(ctx context.Context, src capture.Source) ([]wanPkt, int, int, error
 		w := wanPkt{idx: int64(fr.Offset), ts: fr.CI.Timestamp.UnixNano(), h: h}
 		if at := h.IPStart + h.L4 + 8; h.Proto == gateway.ProtoUDP && !h.Later && len(fr.Data) >= at+8 {
 			w.pid, w.hasPID = binary.BigEndian.Uint32(fr.Data[at+4:at+8]), true
+			w.wg = wireGuardHead(fr.Data[at:])
 		}
 		out = append(out, w)
 	}

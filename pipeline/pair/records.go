@@ -15,9 +15,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	if _, err := gateway.ParseMode(string(cfg.Mode)); err != nil {
 		return cfg, err
 	}
-	if cfg.VPNPort == 0 {
-		cfg.VPNPort = 1194
-	}
 	if cfg.Method == "" {
 		cfg.Method = MethodExact
 	}

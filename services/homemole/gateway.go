@@ -126,14 +126,15 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 			"capture. napt translates addresses and ports onto the gateway's WAN address (mappings\n"+
 			"with timeouts, TTL one hop apart, checksums updated, IP ID and TCP sequence numbers kept,\n"+
 			"50-500 us forwarding delay); vpn wraps every crossing packet into one OpenVPN UDP flow to\n"+
-			"port 1194, sized by the cipher, delayed 0.5-20 ms. Only packets that cross the gateway\n"+
+			"port 1194 (WireGuard to 51820 with --cipher wireguard), sized by the cipher, delayed\n"+
+			"0.5-20 ms. Only packets that cross the gateway\n"+
 			"appear: LAN-local, ARP and multicast traffic stays home. The WAN capture is an Ethernet\n"+
 			"pcap with nanosecond timestamps, in WAN time order; the truth file has one row\n"+
 			"wan_index,lan_index per WAN packet (0-based packet ordinals). The same seed gives the\n"+
 			"same bytes.")
 	in := fs.String("in", "", "LAN capture (pcap or pcapng, optionally gzipped)")
 	mode := fs.String("mode", "napt", "napt or vpn")
-	cipher := fs.String("cipher", string(gateway.AES256GCM), "VPN data-channel cipher: aes-256-gcm or aes-256-cbc (with HMAC-SHA1)")
+	cipher := fs.String("cipher", string(gateway.AES256GCM), "VPN data channel: aes-256-gcm or aes-256-cbc (with HMAC-SHA1) for OpenVPN, or wireguard")
 	seed := fs.Uint64("seed", 1, "seed of every random choice (ports, delays, payload bytes)")
 	outPath := fs.String("out", "", "WAN capture to write (pcap)")
 	truthPath := fs.String("truth", "", "ground-truth CSV to write")
@@ -207,10 +208,10 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	lanPath := fs.String("lan", "", "LAN capture")
 	wanPath := fs.String("wan", "", "WAN capture")
 	mode := fs.String("mode", "", "napt or vpn")
-	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc, or auto to detect")
+	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc (OpenVPN), wireguard, or auto to detect")
 	method := fs.String("method", string(pair.MethodExact), "vpn: exact (size function, one-to-one, in order) or window (the paper's rule)")
 	window := fs.Duration("window", 0, "largest gap between a WAN packet and its LAN packet (default 5ms napt, 20ms vpn)")
-	vpnPort := fs.Uint("vpn-port", 1194, "vpn: the VPN server's UDP port")
+	vpnPort := fs.Uint("vpn-port", 0, "vpn: the VPN server's UDP port (default: found in the WAN capture, the server end of its busiest UDP flow)")
 	outPath := fs.String("out", "-", "pairs CSV to write; - is stdout")
 	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report accuracy")
 	home := homeFlags(fs, "gateway-mac")
@@ -230,7 +231,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 			return cli.Usagef("pair: --cipher: %v (or auto)", err)
 		}
 	}
-	if *vpnPort == 0 || *vpnPort > 65535 {
+	if *vpnPort > 65535 {
 		return cli.Usagef("pair: --vpn-port %d is not a port", *vpnPort)
 	}
 	cfg.VPNPort = uint16(*vpnPort)
@@ -291,7 +292,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	fmt.Fprintf(report, "pair %s: %d WAN packets, %d paired (%.2f %%), %d not the gateway's traffic; %d of %d crossing LAN packets unpaired",
 		m, len(res.Pairs), res.Paired, 100*res.Rate(), res.WANOther, res.LANUnpaired, res.LANCrossing)
 	if m == gateway.VPN && res.Cipher != "" {
-		fmt.Fprintf(report, "; cipher %s", res.Cipher)
+		fmt.Fprintf(report, "; cipher %s, server port %d", res.Cipher, res.VPNPort)
 	}
 	if m == gateway.NAPT && res.WANAddr.IsValid() {
 		fmt.Fprintf(report, "; WAN address %s", res.WANAddr)
