@@ -54,6 +54,7 @@ const OuterUDPOverhead = 20 + 8
 //   - AES-256-GCM: opcode/key id 1 + peer id 3 + packet id 4 + tag 16 +
 //     inner, i.e. inner + 24. The packet id travels in the clear as the
 //     AEAD nonce's tail, and GCM is a stream mode, so there is no padding.
+//
 //   - AES-256-CBC + HMAC-SHA1: opcode/key id 1 + peer id 3 + HMAC 20 +
 //     IV 16 + CBC(packet id 4 + inner), the plaintext padded to whole
 //     16-byte blocks with PKCS#7, which always adds 1 to 16 bytes. So 16

@@ -405,14 +405,14 @@ type emulator struct {
 	vpnPort  uint16
 	// Outer IP IDs: a connected UDP socket on Linux numbers its
 	// datagrams with a per-socket counter.
-	outID, inID     uint16
-	outPID, inPID   uint32 // OpenVPN packet ids, per direction
-	peerID          [3]byte
+	outID, inID   uint16
+	outPID, inPID uint32 // OpenVPN packet ids, per direction
+	peerID        [3]byte
 	// WireGuard: each side's receiver index, and the counters per direction.
 	outIndex, inIndex uint32
 	outCtr, inCtr     uint64
-	baseOut, baseIn int64
-	lastOut, lastIn int64 // WAN time of the last packet each way
+	baseOut, baseIn   int64
+	lastOut, lastIn   int64 // WAN time of the last packet each way
 	// LAN time of the last tunnelled packet, [0] inbound, [1] outbound.
 	lastSent [2]int64
 	sent     [2]bool
