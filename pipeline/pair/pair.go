@@ -94,8 +94,9 @@ type Result struct {
 	// WANAddr is the gateway's public address as found under NAPT.
 	WANAddr netip.Addr
 	// VPNPort is the VPN server's port used under VPN, configured or
-	// detected.
+	// detected; VPNTCP says the tunnel runs over TCP.
 	VPNPort uint16
+	VPNTCP  bool
 	// Skipped counts frames of either capture that could not be decoded.
 	Skipped int
 }
@@ -126,6 +127,12 @@ type wanPkt struct {
 	// wg says what a WireGuard header would: whether the payload is a
 	// transport data message, and its counter.
 	wg wgHead
+	// tcp is a TCP segment's payload (VPN pairing only), nil when empty
+	// or not kept.
+	tcp []byte
+	// noBytes: the packet is a record without payload bytes (from an
+	// agent), not a frame of a capture.
+	noBytes bool
 }
 
 // wgHead is what the clear header of a WireGuard message says. known is
@@ -155,7 +162,7 @@ func Pair(ctx context.Context, lan, wan capture.Source, cfg Config) (Result, err
 	if err != nil {
 		return res, err
 	}
-	wans, wskipped, nwan, err := readWAN(ctx, wan)
+	wans, wskipped, nwan, err := readWAN(ctx, wan, cfg.Mode == gateway.VPN)
 	if err != nil {
 		return res, err
 	}
@@ -230,7 +237,9 @@ func readLAN(ctx context.Context, src capture.Source, home features.HomeConfig) 
 	return out, skipped, nil
 }
 
-func readWAN(ctx context.Context, src capture.Source) ([]wanPkt, int, int, error) {
+// readWAN reads the WAN capture; with tcpData it keeps the payload of TCP
+// segments, where an OpenVPN tunnel over TCP has its records.
+func readWAN(ctx context.Context, src capture.Source, tcpData bool) ([]wanPkt, int, int, error) {
 	var out []wanPkt
 	n, skipped := 0, 0
 	for ; ; n++ {
@@ -255,6 +264,9 @@ func readWAN(ctx context.Context, src capture.Source) ([]wanPkt, int, int, error
 		if at := h.IPStart + h.L4 + 8; h.Proto == gateway.ProtoUDP && !h.Later && len(fr.Data) >= at+8 {
 			w.pid, w.hasPID = binary.BigEndian.Uint32(fr.Data[at+4:at+8]), true
 			w.wg = wireGuardHead(fr.Data[at:])
+		}
+		if tcpData && h.Proto == gateway.ProtoTCP && !h.Later {
+			w.tcp = tcpPayload(fr.Data[h.IPStart:], h)
 		}
 		out = append(out, w)
 	}

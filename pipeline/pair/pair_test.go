@@ -154,6 +154,12 @@ func scenarios() []scenario {
 		{"vpn-wireguard", gateway.Config{Mode: gateway.VPN, Cipher: gateway.WireGuard}, Config{Mode: gateway.VPN}, 0.995},
 		{"vpn-wireguard-reorder", gateway.Config{Mode: gateway.VPN, Cipher: gateway.WireGuard, Reorder: true}, Config{Mode: gateway.VPN}, 0.75},
 		{"vpn-wireguard-lossy", gateway.Config{Mode: gateway.VPN, Cipher: gateway.WireGuard, Loss: 0.002, VPNPing: 10 * time.Second}, Config{Mode: gateway.VPN}, 0.99},
+		// OpenVPN over TCP: records coalesced into and split across
+		// segments, paired by record boundaries; a segment's truth is the
+		// packet of the record its first byte is in.
+		{"vpn-tcp-gcm", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256GCM, VPNTCP: true}, Config{Mode: gateway.VPN}, 0.995},
+		{"vpn-tcp-cbc", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256CBC, VPNTCP: true}, Config{Mode: gateway.VPN}, 0.995},
+		{"vpn-tcp-gcm-lossy", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256GCM, VPNTCP: true, Loss: 0.002, VPNPing: 10 * time.Second}, Config{Mode: gateway.VPN}, 0.99},
 		// An OpenVPN server on a port of its own, found in the WAN capture.
 		{"vpn-gcm-port-4711", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256GCM, VPNServer: netip.MustParseAddrPort("198.51.100.10:4711")}, Config{Mode: gateway.VPN}, 0.995},
 	}

@@ -27,17 +27,20 @@ type tunnelPkt struct {
 // exact fits (under AES-CBC outer sizes are 40 plus a multiple of 16, under
 // GCM each is inner plus 24).
 func pairVPN(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
-	if cfg.VPNPort == 0 {
-		port, ok := detectVPNPort(wans)
-		if !ok && len(wans) == 0 {
-			return nil // nothing crossed: nothing to pair
-		}
-		if !ok {
-			return fmt.Errorf("no UDP flow in the WAN capture to take for the VPN tunnel: if the tunnel runs over UDP, name the server's port (homemole pair --vpn-port)")
-		}
+	port, proto, ok := detectVPNPort(wans, cfg.VPNPort)
+	if !ok && len(wans) == 0 {
+		return nil // nothing crossed: nothing to pair
+	}
+	if !ok && cfg.VPNPort == 0 {
+		return fmt.Errorf("no UDP or TCP flow in the WAN capture to take for the VPN tunnel")
+	}
+	if ok {
 		cfg.VPNPort = port
 	}
-	res.VPNPort = cfg.VPNPort
+	res.VPNPort, res.VPNTCP = cfg.VPNPort, proto == gateway.ProtoTCP
+	if proto == gateway.ProtoTCP {
+		return pairVPNTCP(lans, wans, cfg, res)
+	}
 	var tun [2][]tunnelPkt // [0] inbound, [1] outbound
 	for _, w := range wans {
 		h := w.h
@@ -275,23 +278,30 @@ func sendOrder(tun []tunnelPkt, c gateway.Cipher) []tunnelPkt {
 var knownVPNPorts = map[uint16]bool{1194: true, gateway.WireGuardPort: true, 443: true}
 
 // detectVPNPort finds the tunnel in a WAN capture: under VPN every packet
-// the home sends goes through one UDP flow to the server, so the flow with
-// the most packets is the tunnel. Its server end is the one on a VPN's
-// usual port, else the lower port (the client's is ephemeral).
-func detectVPNPort(wans []wanPkt) (uint16, bool) {
+// the home sends goes through one flow to the server, so the UDP or TCP
+// flow with the most packets is the tunnel (of those on port, when port is
+// not zero). Its server end is the one on a VPN's usual port, else the
+// lower port (the client's is ephemeral).
+func detectVPNPort(wans []wanPkt, port uint16) (uint16, uint8, bool) {
 	type end struct {
 		addr netip.Addr
 		port uint16
 	}
-	type flow struct{ a, b end }
+	type flow struct {
+		proto uint8
+		a, b  end
+	}
 	counts := map[flow]int{}
 	var best flow
 	for _, w := range wans {
 		h := w.h
-		if h.Proto != gateway.ProtoUDP || h.Later || !h.HasPorts {
+		if (h.Proto != gateway.ProtoUDP && h.Proto != gateway.ProtoTCP) || h.Later || !h.HasPorts {
 			continue
 		}
-		f := flow{end{h.Src, h.SrcPort}, end{h.Dst, h.DstPort}}
+		if port != 0 && h.SrcPort != port && h.DstPort != port {
+			continue
+		}
+		f := flow{h.Proto, end{h.Src, h.SrcPort}, end{h.Dst, h.DstPort}}
 		if f.b.addr.Less(f.a.addr) || (f.a.addr == f.b.addr && f.b.port < f.a.port) {
 			f.a, f.b = f.b, f.a
 		}
@@ -301,14 +311,16 @@ func detectVPNPort(wans []wanPkt) (uint16, bool) {
 		}
 	}
 	if counts[best] == 0 {
-		return 0, false
+		return 0, 0, false
 	}
 	a, b := best.a.port, best.b.port
 	switch {
+	case port != 0:
+		return port, best.proto, true
 	case knownVPNPorts[a] && !knownVPNPorts[b]:
-		return a, true
+		return a, best.proto, true
 	case knownVPNPorts[b] && !knownVPNPorts[a]:
-		return b, true
+		return b, best.proto, true
 	}
-	return min(a, b), true
+	return min(a, b), best.proto, true
 }

@@ -126,7 +126,8 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 			"capture. napt translates addresses and ports onto the gateway's WAN address (mappings\n"+
 			"with timeouts, TTL one hop apart, checksums updated, IP ID and TCP sequence numbers kept,\n"+
 			"50-500 us forwarding delay); vpn wraps every crossing packet into one OpenVPN UDP flow to\n"+
-			"port 1194 (WireGuard to 51820 with --cipher wireguard), sized by the cipher, delayed\n"+
+			"port 1194 (one TCP stream with --vpn-proto tcp; WireGuard to 51820 with --cipher\n"+
+			"wireguard), sized by the cipher, delayed\n"+
 			"0.5-20 ms. Only packets that cross the gateway\n"+
 			"appear: LAN-local, ARP and multicast traffic stays home. The WAN capture is an Ethernet\n"+
 			"pcap with nanosecond timestamps, in WAN time order; the truth file has one row\n"+
@@ -141,6 +142,7 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	reorder := fs.Bool("reorder", false, "vpn: let per-packet jitter reorder packets of one direction")
 	ping := fs.Duration("vpn-ping", 10*time.Second, "vpn: keepalive after this much silence in a direction (OpenVPN --ping); 0 sends none")
 	loss := fs.Float64("loss", 0, "share of outbound packets the gateway loses, 0 to below 1")
+	vpnProto := fs.String("vpn-proto", "udp", "vpn: the tunnel's transport, udp or tcp (OpenVPN records framed by their length in one TCP stream)")
 	home := homeFlags(fs, "gateway-mac")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -171,7 +173,10 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if *ping < 0 {
 		return cli.Usagef("gateway: --vpn-ping %s: want 0 (none) or a positive interval", *ping)
 	}
-	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed, Reorder: *reorder, VPNPing: *ping, Loss: *loss}
+	if *vpnProto != "udp" && *vpnProto != "tcp" {
+		return cli.Usagef("gateway: --vpn-proto %q: want udp or tcp", *vpnProto)
+	}
+	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed, Reorder: *reorder, VPNPing: *ping, Loss: *loss, VPNTCP: *vpnProto == "tcp"}
 	hc, err := home.of(ctx, "gateway", *in, out)
 	if err != nil {
 		return err
@@ -292,7 +297,11 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	fmt.Fprintf(report, "pair %s: %d WAN packets, %d paired (%.2f %%), %d not the gateway's traffic; %d of %d crossing LAN packets unpaired",
 		m, len(res.Pairs), res.Paired, 100*res.Rate(), res.WANOther, res.LANUnpaired, res.LANCrossing)
 	if m == gateway.VPN && res.Cipher != "" {
-		fmt.Fprintf(report, "; cipher %s, server port %d", res.Cipher, res.VPNPort)
+		proto := "UDP"
+		if res.VPNTCP {
+			proto = "TCP"
+		}
+		fmt.Fprintf(report, "; cipher %s, server %s port %d", res.Cipher, proto, res.VPNPort)
 	}
 	if m == gateway.NAPT && res.WANAddr.IsValid() {
 		fmt.Fprintf(report, "; WAN address %s", res.WANAddr)

@@ -33,7 +33,8 @@ func TestGatewayAndPairCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
-	for _, c := range [][]string{{"--mode", "napt"}, {"--mode", "vpn", "--cipher", "aes-256-cbc"}} {
+	for _, c := range [][]string{{"--mode", "napt"}, {"--mode", "vpn", "--cipher", "aes-256-cbc"},
+		{"--mode", "vpn", "--cipher", "wireguard"}, {"--mode", "vpn", "--cipher", "aes-256-gcm", "--vpn-proto", "tcp"}} {
 		wan, truth, pairs := filepath.Join(dir, "wan.pcap"), filepath.Join(dir, "truth.csv"), filepath.Join(dir, "pairs.csv")
 		var out bytes.Buffer
 		args := append([]string{"--in", h.Files[0], "--out", wan, "--truth", truth, "--seed", "9",
