@@ -50,6 +50,14 @@ func FuzzDecode(f *testing.F) {
 		f.Add(uint16(s.link), s.data)
 	}
 	f.Fuzz(func(t *testing.T, link uint16, data []byte) {
+		// The home-side inference reads the same frames: it must take
+		// anything without a panic.
+		inf := NewHomeInference()
+		inf.Observe(LinkType(link), data)
+		inf.Observe(LinkType(link), data)
+		if r := inf.Result(); r.Frames != 2 || r.IPFrames > 2 {
+			t.Fatalf("inference counted %d frames, %d IP, of 2", r.Frames, r.IPFrames)
+		}
 		d := NewDecoder(withGW)
 		var p schemas.Packet
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(data), Length: len(data)}
