@@ -219,3 +219,34 @@ func pairVPNTCP(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 	}
 	return nil
 }
+
+// TCPSegment is one segment of a direction of a TCP stream, for
+// TCPStreamRecords.
+type TCPSegment struct {
+	Index   int64 // the caller's name for the segment (its WAN index)
+	Seq     uint32
+	Payload []byte
+}
+
+// TCPStreamRecords cuts one direction of an OpenVPN-over-TCP stream into
+// records as the pairing does: data[i] says whether record i is a complete
+// data-channel packet, sizes[i] its length, and segRecord maps a segment's
+// Index to the record its first payload byte is in (-1: none, behind a
+// hole in the stream). Segments may come in any order and repeat.
+func TCPStreamRecords(segs []TCPSegment) (sizes []int, data []bool, segRecord map[int64]int) {
+	ws := make([]wanPkt, 0, len(segs))
+	for _, s := range segs {
+		if len(s.Payload) > 0 {
+			ws = append(ws, wanPkt{idx: s.Index, tcp: s.Payload, h: gateway.Header{Proto: gateway.ProtoTCP, Seq: s.Seq}})
+		}
+	}
+	td := splitRecords(ws)
+	segRecord = make(map[int64]int, len(td.segs))
+	for i, s := range td.segs {
+		segRecord[s.idx] = td.segRecord[i]
+	}
+	for _, r := range td.records {
+		sizes, data = append(sizes, r.size), append(data, r.complete && r.data)
+	}
+	return sizes, data, segRecord
+}

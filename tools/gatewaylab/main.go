@@ -59,7 +59,7 @@ type row struct {
 func main() {
 	in := flag.String("in", "../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA.pcap", "LAN capture whose busiest device's flows are replayed (pcap or pcapng); \"homegen\" generates a home with pipeline/homegen and uses its first session")
 	dryRun := flag.Bool("dry-run", false, "only print what would be replayed (no root needed)")
-	modes := flag.String("modes", "napt,vpn:aes-256-gcm,vpn:aes-256-cbc", "comma-separated runs: napt, vpn:aes-256-gcm, vpn:aes-256-cbc")
+	modes := flag.String("modes", "napt,vpn:aes-256-gcm,vpn:aes-256-cbc", "comma-separated runs: napt, vpn:aes-256-gcm, vpn:aes-256-cbc, and OpenVPN over TCP as vpn-tcp:aes-256-gcm, vpn-tcp:aes-256-cbc")
 	maxPackets := flag.Int("max-packets", 2000, "replay at most this many of the device's packets")
 	maxLength := flag.Duration("max-duration", 60*time.Second, "replay at most this much of the (gap-shortened) capture")
 	maxGap := flag.Duration("max-gap", time.Second, "shorten idle gaps of the capture to this")
@@ -115,10 +115,10 @@ func mainErr(ctx context.Context, in, modes, outDir string, lim limits) error {
 	for _, m := range strings.Split(modes, ",") {
 		m = strings.TrimSpace(m)
 		mode, cipher, _ := strings.Cut(m, ":")
-		if mode != "napt" && mode != "vpn" {
-			return fmt.Errorf("mode %q: want napt or vpn:CIPHER", m)
+		if mode != "napt" && mode != "vpn" && mode != "vpn-tcp" {
+			return fmt.Errorf("mode %q: want napt, vpn:CIPHER or vpn-tcp:CIPHER", m)
 		}
-		if mode == "vpn" && cipher == "" {
+		if mode != "napt" && cipher == "" {
 			cipher = string(gateway.AES256GCM)
 		}
 		dir := filepath.Join(outDir, strings.ReplaceAll(m, ":", "-"))
@@ -139,7 +139,7 @@ func mainErr(ctx context.Context, in, modes, outDir string, lim limits) error {
 	fmt.Fprintln(tw, "mode\tcipher\tLAN pkts\tWAN pkts\ttun pkts\tpaired %\taccuracy %\tcorrect/total\t")
 	for _, r := range rows {
 		tun := "-"
-		if r.mode == "vpn" {
+		if r.mode != "napt" {
 			tun = fmt.Sprint(r.tun)
 		}
 		c := r.cipher
@@ -263,9 +263,9 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 	if err := l.up(ctx); err != nil {
 		return r, err
 	}
-	tunnel := mode == "vpn"
+	tunnel, overTCP := mode != "napt", mode == "vpn-tcp"
 	if tunnel {
-		if err := l.startVPN(ctx, dir, cipher); err != nil {
+		if err := l.startVPN(ctx, dir, cipher, overTCP); err != nil {
 			return r, err
 		}
 		for _, c := range [][]string{
@@ -332,9 +332,12 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 	var truth []int64
 	var ti truthInfo
 	gc := gateway.Cipher(cipher)
-	if tunnel {
+	switch {
+	case overTCP:
+		truth, ti, err = truthVPNTCP(lanPath, tunPath, wanPath, gc)
+	case tunnel:
 		truth, ti, err = truthVPN(lanPath, tunPath, wanPath, gc)
-	} else {
+	default:
 		truth, ti, err = truthNAPT(lanPath, wanPath)
 	}
 	if err != nil {
@@ -378,7 +381,7 @@ func pairRun(ctx context.Context, r *row, lanPath, wanPath, pairsPath string, gc
 	}
 	defer wan.Close()
 	cfg := pair.Config{Mode: gateway.NAPT, Home: features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix(lanNet)}}}
-	if r.mode == "vpn" {
+	if r.mode != "napt" {
 		cfg.Mode, cfg.Cipher = gateway.VPN, gc
 	}
 	res, err := pair.Pair(ctx, lan, wan, cfg)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/pair"
 )
 
 type capPkt struct {
@@ -17,6 +18,9 @@ type capPkt struct {
 	key string
 	// udpPayload is the first bytes of a UDP payload (OpenVPN's opcode).
 	udpPayload []byte
+	// tcpPayload is a TCP segment's whole payload, where OpenVPN over
+	// TCP has its records.
+	tcpPayload []byte
 }
 
 // readCap reads a capture whole; isOut says which packets leave the home.
@@ -44,6 +48,11 @@ func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
 				at := h.IPStart + h.L4 + 8
 				if at < len(fr.Data) {
 					p.udpPayload = append([]byte(nil), fr.Data[at:min(len(fr.Data), at+8)]...)
+				}
+			}
+			if h.Proto == gateway.ProtoTCP && !h.Later {
+				if n := payloadLen(fr.Data, h); n > 0 && n <= len(fr.Data) {
+					p.tcpPayload = append([]byte(nil), fr.Data[len(fr.Data)-n:]...)
 				}
 			}
 		}
@@ -194,6 +203,92 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 			ti.delta[d]++
 		}
 		truth[i] = tunLAN[t]
+	}
+	return truth, ti, nil
+}
+
+// truthVPNTCP is truthVPN for OpenVPN over TCP: each direction's stream is
+// cut into records as the pairing cuts it, the data records follow the tun
+// packets in order, and a WAN segment's truth is the LAN packet of the
+// record its first byte is in (pure ACKs and control records have none).
+func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64, truthInfo, error) {
+	var ti truthInfo
+	lan, err := readCap(lanPath, inPrefix(lanNet))
+	if err != nil {
+		return nil, ti, err
+	}
+	tun, err := readCap(tunPath, inPrefix(tunNet+"/24"))
+	if err != nil {
+		return nil, ti, err
+	}
+	gw := netip.MustParseAddr(gwWANAddr)
+	wan, err := readCap(wanPath, func(h gateway.Header) bool { return h.Src == gw })
+	if err != nil {
+		return nil, ti, err
+	}
+	ti.lan, ti.wan, ti.tun = len(lan), len(wan), len(tun)
+	tunLAN := matchByKey(lan, tun)
+	var tunDir [2][]int // [0] inbound, [1] outbound
+	for i, p := range tun {
+		if !p.ok {
+			continue
+		}
+		d := 0
+		if inPrefix(tunNet + "/24")(p.h) {
+			d = 1
+		}
+		tunDir[d] = append(tunDir[d], i)
+	}
+	ti.tunIn, ti.tunOut = len(tunDir[0]), len(tunDir[1])
+	var segs [2][]pair.TCPSegment
+	for i, p := range wan {
+		if !p.ok || p.h.Proto != gateway.ProtoTCP {
+			continue
+		}
+		switch {
+		case p.h.Src == gw && p.h.DstPort == 1194:
+			segs[1] = append(segs[1], pair.TCPSegment{Index: int64(i), Seq: p.h.Seq, Payload: p.tcpPayload})
+		case p.h.Dst == gw && p.h.SrcPort == 1194:
+			segs[0] = append(segs[0], pair.TCPSegment{Index: int64(i), Seq: p.h.Seq, Payload: p.tcpPayload})
+		}
+	}
+	truth := make([]int64, len(wan))
+	for i := range truth {
+		truth[i] = -1
+	}
+	for d := range 2 {
+		sizes, data, segRecord := pair.TCPStreamRecords(segs[d])
+		// The k-th data record carries the k-th tun packet of its direction.
+		recTun := make([]int, len(sizes))
+		k := 0
+		for r := range sizes {
+			recTun[r] = -1
+			if !data[r] {
+				continue
+			}
+			if k < len(tunDir[d]) {
+				t := tunDir[d][k]
+				recTun[r] = t
+				if delta := sizes[r] - gateway.PayloadSize(cipher, tun[t].h.Len); delta != 0 {
+					ti.sizeMismatch++
+					if ti.delta == nil {
+						ti.delta = map[int]int{}
+					}
+					ti.delta[delta]++
+				}
+			}
+			k++
+		}
+		if d == 1 {
+			ti.wanOut = k
+		} else {
+			ti.wanIn = k
+		}
+		for idx, r := range segRecord {
+			if r >= 0 && recTun[r] >= 0 {
+				truth[idx] = tunLAN[recTun[r]]
+			}
+		}
 	}
 	return truth, ti, nil
 }
