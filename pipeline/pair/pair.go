@@ -76,6 +76,8 @@ type Config struct {
 	// shows the order they were sent in (see sendOrder), to measure what
 	// that order is worth.
 	TimeOrder bool
+
+	windowDefault bool // Window was left zero
 }
 
 // Result is one LAN index per WAN packet (-1: unpaired) and counts.

@@ -25,7 +25,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.DelayTolerance = 2 * time.Millisecond
 	}
 	if cfg.Window <= 0 {
-		cfg.Window = 5 * time.Millisecond
+		cfg.Window, cfg.windowDefault = 5*time.Millisecond, true
 		if cfg.Mode == gateway.VPN {
 			cfg.Window = 20 * time.Millisecond
 		}

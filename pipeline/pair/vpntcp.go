@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/gateway"
 )
@@ -24,6 +25,15 @@ func tcpPayload(ip []byte, h gateway.Header) []byte {
 	}
 	return bytes.Clone(ip[start:end])
 }
+
+// tcpWindow is the default window of a tunnel over TCP: beyond Linux's
+// 200 ms minimum retransmission timeout, a record is not held back.
+const tcpWindow = 250 * time.Millisecond
+
+// tcpDelayTolerance is how far a record's delay may exceed the one before
+// before an earlier fitting packet is passed over as lost: Nagle's wait for
+// an ACK is a round trip.
+const tcpDelayTolerance = 50 * time.Millisecond
 
 // errNoTCPPayload: the WAN packets came without their payload bytes.
 var errNoTCPPayload = errors.New("the tunnel runs over TCP and its records can only be found in the segments' payload, which these WAN packet records do not carry: pair the captures themselves (homemole pair)")
@@ -193,7 +203,16 @@ func pairVPNTCP(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 		}
 		ciphers = []gateway.Cipher{cfg.Cipher}
 	}
-	window := int64(cfg.Window)
+	// TCP holds data back (Nagle until the last segment is acked, a
+	// congestion window, a delayed ACK), so a record may leave far later
+	// than a datagram would: a default window of 20 ms misses some, and
+	// a delay that jumps by tens of milliseconds from one record to the
+	// next is no sign of a packet the gateway lost.
+	window, tol := int64(cfg.Window), int64(cfg.DelayTolerance)
+	if cfg.windowDefault {
+		window = int64(tcpWindow)
+	}
+	tol = max(tol, int64(tcpDelayTolerance))
 	var best [2][]int64
 	bestN := -1
 	for _, c := range ciphers {
@@ -204,7 +223,7 @@ func pairVPNTCP(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 			for i := range recPairs[d] {
 				recPairs[d][i] = -1
 			}
-			n += pairExact(byDir[d], tun[d], d == 1, window, int64(cfg.DelayTolerance), c, recPairs[d])
+			n += pairExact(byDir[d], tun[d], d == 1, window, tol, c, recPairs[d])
 		}
 		if n > bestN {
 			best, bestN, res.Cipher = recPairs, n, c
