@@ -44,7 +44,7 @@ import (
 // Debian packages the lab runs, by the command each provides.
 var debPackages = [][2]string{
 	{"ip", "iproute2"}, {"iptables", "iptables"}, {"tcpdump", "tcpdump"},
-	{"openvpn", "openvpn"}, {"openssl", "openssl"},
+	{"openvpn", "openvpn"}, {"openssl", "openssl"}, {"wg", "wireguard-tools"}, {"ping", "iputils-ping"},
 }
 
 type row struct {
@@ -59,7 +59,7 @@ type row struct {
 func main() {
 	in := flag.String("in", "../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA.pcap", "LAN capture whose busiest device's flows are replayed (pcap or pcapng); \"homegen\" generates a home with pipeline/homegen and uses its first session")
 	dryRun := flag.Bool("dry-run", false, "only print what would be replayed (no root needed)")
-	modes := flag.String("modes", "napt,vpn:aes-256-gcm,vpn:aes-256-cbc", "comma-separated runs: napt, vpn:aes-256-gcm, vpn:aes-256-cbc, and OpenVPN over TCP as vpn-tcp:aes-256-gcm, vpn-tcp:aes-256-cbc")
+	modes := flag.String("modes", "napt,vpn:aes-256-gcm,vpn:aes-256-cbc", "comma-separated runs: napt, vpn:aes-256-gcm, vpn:aes-256-cbc, vpn:wireguard (wireguard-go), and OpenVPN over TCP as vpn-tcp:aes-256-gcm, vpn-tcp:aes-256-cbc")
 	maxPackets := flag.Int("max-packets", 2000, "replay at most this many of the device's packets")
 	maxLength := flag.Duration("max-duration", 60*time.Second, "replay at most this much of the (gap-shortened) capture")
 	maxGap := flag.Duration("max-gap", time.Second, "shorten idle gaps of the capture to this")
@@ -264,13 +264,23 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 		return r, err
 	}
 	tunnel, overTCP := mode != "napt", mode == "vpn-tcp"
-	if tunnel {
+	wireGuard := cipher == string(gateway.WireGuard)
+	switch {
+	case wireGuard && overTCP:
+		return r, fmt.Errorf("WireGuard runs over UDP only")
+	case wireGuard:
+		if err := l.startWireGuard(ctx, dir); err != nil {
+			return r, err
+		}
+	case tunnel:
 		if err := l.startVPN(ctx, dir, cipher, overTCP); err != nil {
 			return r, err
 		}
+	}
+	if tunnel {
 		for _, c := range [][]string{
-			{"ip", "route", "replace", "default", "dev", "tun0"},
-			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "tun0", "-j", "MASQUERADE"},
+			{"ip", "route", "replace", "default", "dev", l.tun},
+			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", l.tun, "-j", "MASQUERADE"},
 			// Nothing of the LAN may leave outside the tunnel.
 			{"iptables", "-A", "FORWARD", "-o", "wan0", "-j", "DROP"},
 		} {
@@ -278,7 +288,11 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 				return r, err
 			}
 		}
-		fmt.Println("tunnel up:", negotiated(filepath.Join(dir, "client.log")))
+		if wireGuard {
+			fmt.Println("tunnel up: WireGuard (wireguard-go)")
+		} else {
+			fmt.Println("tunnel up:", negotiated(filepath.Join(dir, "client.log")))
+		}
 	} else {
 		for _, c := range [][]string{
 			{"ip", "route", "add", "default", "via", ispWANAddr},
@@ -304,7 +318,7 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 	defer stopAll()
 	caps := [][2]string{{"lan0", lanPath}, {"wan0", wanPath}}
 	if tunnel {
-		caps = append(caps, [2]string{"tun0", tunPath})
+		caps = append(caps, [2]string{l.tun, tunPath})
 	}
 	for _, c := range caps {
 		st, err := l.tcpdump(ctx, l.gw, c[0], c[1])

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -47,7 +50,7 @@ func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
 			if h.Proto == gateway.ProtoUDP && !h.Later {
 				at := h.IPStart + h.L4 + 8
 				if at < len(fr.Data) {
-					p.udpPayload = append([]byte(nil), fr.Data[at:min(len(fr.Data), at+8)]...)
+					p.udpPayload = append([]byte(nil), fr.Data[at:min(len(fr.Data), at+16)]...)
 				}
 			}
 			if h.Proto == gateway.ProtoTCP && !h.Later {
@@ -172,13 +175,18 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 	for i := range truth {
 		truth[i] = -1
 	}
-	for i, p := range wan {
+	port := uint16(1194)
+	if cipher == gateway.WireGuard {
+		port = gateway.WireGuardPort
+	}
+	for _, i := range sendOrder(wan, cipher, gw) {
+		p := wan[i]
 		if !p.ok || p.h.Proto != gateway.ProtoUDP || len(p.udpPayload) == 0 {
 			continue
 		}
-		out := p.h.Src == gw && p.h.DstPort == 1194
-		in := p.h.Dst == gw && p.h.SrcPort == 1194
-		if op := p.udpPayload[0] >> 3; (!out && !in) || (op != 6 && op != 9) {
+		out := p.h.Src == gw && p.h.DstPort == port
+		in := p.h.Dst == gw && p.h.SrcPort == port
+		if !out && !in || !dataMessage(p.udpPayload, cipher) {
 			continue // not the data channel
 		}
 		var k, t int
@@ -291,4 +299,49 @@ func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int
 		}
 	}
 	return truth, ti, nil
+}
+
+// dataMessage: an OpenVPN data-channel packet (P_DATA_V1 or V2), or a
+// WireGuard transport data message.
+func dataMessage(b []byte, c gateway.Cipher) bool {
+	if c == gateway.WireGuard {
+		return len(b) >= 4 && b[0] == gateway.WireGuardData && b[1]|b[2]|b[3] == 0
+	}
+	op := b[0] >> 3
+	return op == 6 || op == 9
+}
+
+// sendOrder is the order in which the tunnel took the WAN packets from
+// its tun device: capture order, except that wireguard-go encrypts on
+// several threads, so its outbound messages are taken in the order of
+// their counters (assigned as packets are read from the tun device).
+func sendOrder(wan []capPkt, c gateway.Cipher, gw netip.Addr) []int {
+	order := make([]int, len(wan))
+	for i := range order {
+		order[i] = i
+	}
+	if c != gateway.WireGuard {
+		return order
+	}
+	ctr := func(i int) uint64 {
+		p := wan[i]
+		if !p.ok || p.h.Src != gw || len(p.udpPayload) < 16 {
+			return 0
+		}
+		return binary.LittleEndian.Uint64(p.udpPayload[8:16])
+	}
+	var outIdx []int
+	for i, p := range wan {
+		if p.ok && p.h.Src == gw && p.h.Proto == gateway.ProtoUDP && dataMessage(p.udpPayload, c) {
+			outIdx = append(outIdx, i)
+		}
+	}
+	sorted := slices.Clone(outIdx)
+	slices.SortStableFunc(sorted, func(a, b int) int { return cmp.Compare(ctr(a), ctr(b)) })
+	// The outbound slots keep their places among the inbound ones; only
+	// which outbound packet fills each changes.
+	for k, i := range outIdx {
+		order[i] = sorted[k]
+	}
+	return order
 }
