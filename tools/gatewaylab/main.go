@@ -19,7 +19,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -378,7 +380,66 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 	if err := pairRun(ctx, &r, lanPath, wanPath, filepath.Join(dir, "pairs.csv"), gc, truth); err != nil {
 		return r, err
 	}
+	if tunnel {
+		note, err := pairTunSide(ctx, tunPath, wanPath, dir, ti.tunTruth)
+		if err != nil {
+			return r, err
+		}
+		r.note = strings.TrimPrefix(r.note+"; "+note, "; ")
+	}
 	return r, nil
+}
+
+// pairTunSide pairs the WAN with the tun device's capture, as a VPN client
+// user would capture it, with nothing said about the home (its side is
+// inferred, as homemole pair does without flags): once as tcpdump wrote it
+// (link type 101), once with the header's link type rewritten to DLT_RAW's
+// 12, as several capture tools write raw IP.
+func pairTunSide(ctx context.Context, tunPath, wanPath, dir string, truth []int64) (string, error) {
+	raw, err := os.ReadFile(tunPath)
+	if err != nil {
+		return "", err
+	}
+	if len(raw) < 24 || raw[0] != 0x4d && raw[0] != 0xd4 {
+		return "", fmt.Errorf("%s: not a little-endian pcap as tcpdump writes here", tunPath)
+	}
+	as12 := bytes.Clone(raw)
+	binary.LittleEndian.PutUint32(as12[20:24], 12)
+	path12 := filepath.Join(dir, "tun-linktype12.pcap")
+	if err := os.WriteFile(path12, as12, 0o644); err != nil {
+		return "", err
+	}
+	var notes []string
+	for _, p := range []string{tunPath, path12} {
+		inf, err := capture.InferHome(ctx, p)
+		if err != nil {
+			return "", err
+		}
+		tun, err := capture.OpenFile(p)
+		if err != nil {
+			return "", err
+		}
+		wan, err := capture.OpenFile(wanPath)
+		if err != nil {
+			tun.Close()
+			return "", err
+		}
+		res, err := pair.Pair(ctx, tun, wan, pair.Config{Mode: gateway.VPN, Home: inf.Home})
+		tun.Close()
+		wan.Close()
+		if err != nil {
+			return "", fmt.Errorf("pair the tun side %s: %w", p, err)
+		}
+		c, n := pair.Score(res.Pairs, truth)
+		link := "101"
+		if p == path12 {
+			link = "12"
+		}
+		fmt.Printf("tun side as link type %s, home inferred (%s): %d of %d WAN packets paired right (%.2f %%)\n",
+			link, inf, c, n, 100*float64(c)/float64(max(n, 1)))
+		notes = append(notes, fmt.Sprintf("tun side (link type %s, no flags) %.2f %%", link, 100*float64(c)/float64(max(n, 1))))
+	}
+	return strings.Join(notes, ", "), nil
 }
 
 // pairRun pairs with pair.Pair as a user of the pipeline would and scores

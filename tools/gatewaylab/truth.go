@@ -121,6 +121,9 @@ type truthInfo struct {
 	sizeMismatch int
 	// delta counts outer payload size minus the size function's, per value.
 	delta map[int]int
+	// tunTruth is, per WAN packet, its packet in the tun capture (-1:
+	// none): the truth of pairing the tun side with the WAN.
+	tunTruth []int64
 }
 
 // truthNAPT: the gateway only rewrites addresses and ports, so each WAN
@@ -172,8 +175,9 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 	}
 	ti.tunOut, ti.tunIn = len(tunOut), len(tunIn)
 	truth := make([]int64, len(wan))
+	ti.tunTruth = make([]int64, len(wan))
 	for i := range truth {
-		truth[i] = -1
+		truth[i], ti.tunTruth[i] = -1, -1
 	}
 	port := uint16(1194)
 	if cipher == gateway.WireGuard {
@@ -211,6 +215,7 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 			ti.delta[d]++
 		}
 		truth[i] = tunLAN[t]
+		ti.tunTruth[i] = tun[t].idx
 	}
 	return truth, ti, nil
 }
@@ -261,8 +266,9 @@ func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int
 		}
 	}
 	truth := make([]int64, len(wan))
+	ti.tunTruth = make([]int64, len(wan))
 	for i := range truth {
-		truth[i] = -1
+		truth[i], ti.tunTruth[i] = -1, -1
 	}
 	for d := range 2 {
 		sizes, data, segRecord := pair.TCPStreamRecords(segs[d])
@@ -295,6 +301,7 @@ func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int
 		for idx, r := range segRecord {
 			if r >= 0 && recTun[r] >= 0 {
 				truth[idx] = tunLAN[recTun[r]]
+				ti.tunTruth[idx] = tun[recTun[r]].idx
 			}
 		}
 	}
