@@ -22,7 +22,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("pairing method %q: want %s or %s", cfg.Method, MethodExact, MethodWindow)
 	}
 	if cfg.DelayTolerance <= 0 {
-		cfg.DelayTolerance = 2 * time.Millisecond
+		cfg.DelayTolerance = 10 * time.Millisecond
 	}
 	if cfg.Window <= 0 {
 		cfg.Window, cfg.windowDefault = 5*time.Millisecond, true

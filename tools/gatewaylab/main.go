@@ -396,6 +396,9 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 // (link type 101), once with the header's link type rewritten to DLT_RAW's
 // 12, as several capture tools write raw IP.
 func pairTunSide(ctx context.Context, tunPath, wanPath, dir string, truth []int64) (string, error) {
+	if err := writeCSV(filepath.Join(dir, "truth-tun.csv"), truth); err != nil {
+		return "", err
+	}
 	raw, err := os.ReadFile(tunPath)
 	if err != nil {
 		return "", err
