@@ -18,30 +18,12 @@ import (
 // source and offset.
 func directionsOf(t *testing.T, c *bus.Conn) map[key]int8 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := c.JS.Stream(ctx, schemas.StreamPackets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[key]int8{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := schemas.DecodeBatch(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachBatch(t, c, func(b *schemas.Batch) {
 		for _, p := range b.Packets {
 			out[key{b.Source, p.Offset}] = p.Direction
 		}
-	}
+	})
 	return out
 }
 

@@ -60,14 +60,7 @@ func pairVPN(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 	if len(tun[0])+len(tun[1]) == 0 && len(wans) > 0 {
 		return fmt.Errorf("no packet of the WAN capture is to or from UDP port %d, the VPN server's: if the server listens on another port, say which (homemole pair --vpn-port)", cfg.VPNPort)
 	}
-	var byDir [2][]lanPkt
-	for _, l := range lans {
-		d := 0
-		if l.out {
-			d = 1
-		}
-		byDir[d] = append(byDir[d], l)
-	}
+	byDir := lansByDirection(lans)
 
 	window := int64(cfg.Window)
 	if cfg.Method == MethodWindow {
@@ -107,6 +100,20 @@ func pairVPN(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 	}
 	copy(res.Pairs, best)
 	return nil
+}
+
+// lansByDirection splits the crossing LAN packets: [0] inbound, [1]
+// outbound, as the tunnel's directions are indexed.
+func lansByDirection(lans []lanPkt) [2][]lanPkt {
+	var byDir [2][]lanPkt
+	for _, l := range lans {
+		d := 0
+		if l.out {
+			d = 1
+		}
+		byDir[d] = append(byDir[d], l)
+	}
+	return byDir
 }
 
 // span is the LAN time range in which a tunnel packet's LAN packet lies:

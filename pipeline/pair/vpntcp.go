@@ -159,14 +159,7 @@ func pairVPNTCP(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 		}
 		segs[d] = append(segs[d], w)
 	}
-	var byDir [2][]lanPkt
-	for _, l := range lans {
-		d := 0
-		if l.out {
-			d = 1
-		}
-		byDir[d] = append(byDir[d], l)
-	}
+	byDir := lansByDirection(lans)
 	if cfg.Method == MethodWindow {
 		// The paper's rule knows no records: each segment takes the
 		// nearest smaller LAN packet of its direction.

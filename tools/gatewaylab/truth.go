@@ -142,26 +142,35 @@ func truthNAPT(lanPath, wanPath string) ([]int64, truthInfo, error) {
 	return matchByKey(lan, wan), ti, nil
 }
 
+// readVPNCaps reads a VPN run's three captures and names each tun packet's
+// LAN packet (tunLAN), as under NAPT: the gateway masquerades onto the
+// tunnel.
+func readVPNCaps(lanPath, tunPath, wanPath string, ti *truthInfo) (tun, wan []capPkt, tunLAN []int64, err error) {
+	lan, err := readCap(lanPath, inPrefix(lanNet))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if tun, err = readCap(tunPath, inPrefix(tunNet+"/24")); err != nil {
+		return nil, nil, nil, err
+	}
+	gw := netip.MustParseAddr(gwWANAddr)
+	if wan, err = readCap(wanPath, func(h gateway.Header) bool { return h.Src == gw }); err != nil {
+		return nil, nil, nil, err
+	}
+	ti.lan, ti.wan, ti.tun = len(lan), len(wan), len(tun)
+	return tun, wan, matchByKey(lan, tun), nil
+}
+
 // truthVPN: LAN to tun by name, as under NAPT (the gateway masquerades onto
 // the tunnel); tun to WAN by order, since OpenVPN encrypts the packets of
 // its tun device one by one, in order, into one data-channel packet each.
 func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64, truthInfo, error) {
 	var ti truthInfo
-	lan, err := readCap(lanPath, inPrefix(lanNet))
-	if err != nil {
-		return nil, ti, err
-	}
-	tun, err := readCap(tunPath, inPrefix(tunNet+"/24"))
+	tun, wan, tunLAN, err := readVPNCaps(lanPath, tunPath, wanPath, &ti)
 	if err != nil {
 		return nil, ti, err
 	}
 	gw := netip.MustParseAddr(gwWANAddr)
-	wan, err := readCap(wanPath, func(h gateway.Header) bool { return h.Src == gw })
-	if err != nil {
-		return nil, ti, err
-	}
-	ti.lan, ti.wan, ti.tun = len(lan), len(wan), len(tun)
-	tunLAN := matchByKey(lan, tun)
 	var tunOut, tunIn []int
 	for i, p := range tun {
 		if !p.ok {
@@ -226,21 +235,11 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 // record its first byte is in (pure ACKs and control records have none).
 func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64, truthInfo, error) {
 	var ti truthInfo
-	lan, err := readCap(lanPath, inPrefix(lanNet))
-	if err != nil {
-		return nil, ti, err
-	}
-	tun, err := readCap(tunPath, inPrefix(tunNet+"/24"))
+	tun, wan, tunLAN, err := readVPNCaps(lanPath, tunPath, wanPath, &ti)
 	if err != nil {
 		return nil, ti, err
 	}
 	gw := netip.MustParseAddr(gwWANAddr)
-	wan, err := readCap(wanPath, func(h gateway.Header) bool { return h.Src == gw })
-	if err != nil {
-		return nil, ti, err
-	}
-	ti.lan, ti.wan, ti.tun = len(lan), len(wan), len(tun)
-	tunLAN := matchByKey(lan, tun)
 	var tunDir [2][]int // [0] inbound, [1] outbound
 	for i, p := range tun {
 		if !p.ok {
