@@ -13,6 +13,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -390,11 +391,53 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 		defer stopAge()
 	}
 	dec := features.NewDecoder(a.home)
+	var warm *warmup
+	if a.cfg.Home.Gateway.Auto() && in.Tap == tapLAN {
+		if in.Live {
+			warm = &warmup{inf: features.NewHomeInference()}
+		} else {
+			home, err := a.inferFile(ctx, in, log)
+			if err != nil {
+				return err
+			}
+			dec = features.NewDecoder(home)
+		}
+	}
 	var p schemas.Packet
 	var frames, skipped, decodeErrs int
 	defer func() {
 		a.count(func(st *Stats) { st.Skipped += skipped; st.DecodeErrors += decodeErrs })
 	}()
+	handle := func(fr capture.Frame) error {
+		// Frames before the resume point are decoded all the same: the
+		// decoder's clock gives the first resumed packet its interval.
+		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
+			if fr.Offset >= r.Next {
+				decodeErrs++
+			}
+			return nil
+		}
+		if fr.Offset < r.Next {
+			skipped++
+			return nil
+		}
+		return bt.add(&p)
+	}
+	// endWarmup decides a live tap's home side from the frames held so
+	// far and hands them on.
+	endWarmup := func() error {
+		res := warm.inf.Result()
+		log.Info("home side inferred from the first frames of the live tap", "frames", len(warm.held), "side", res.String())
+		dec = features.NewDecoder(res.Home)
+		held := warm.held
+		warm = nil
+		for _, fr := range held {
+			if err := handle(fr); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for {
 		if frames++; frames%ctxCheckEvery == 0 && ctx.Err() != nil {
 			break
@@ -411,19 +454,20 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 			log.Error("capture ends early; packets before the fault are kept", "err", err)
 			break
 		}
-		// Frames before the resume point are decoded all the same: the
-		// decoder's clock gives the first resumed packet its interval.
-		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
-			if fr.Offset >= r.Next {
-				decodeErrs++
+		if warm != nil {
+			if warm.hold(fr) {
+				continue
 			}
-			continue
+			if err := endWarmup(); err != nil {
+				return err
+			}
 		}
-		if fr.Offset < r.Next {
-			skipped++
-			continue
+		if err := handle(fr); err != nil {
+			return err
 		}
-		if err := bt.add(&p); err != nil {
+	}
+	if warm != nil {
+		if err := endWarmup(); err != nil {
 			return err
 		}
 	}
@@ -434,6 +478,56 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 	}
 	// The final batch may be empty: it still tells downstream the session ended.
 	return bt.cut(true)
+}
+
+// tapLAN is the tap whose captures show the home side.
+const tapLAN = "lan"
+
+// inferFile infers the home side of a capture file of a home whose gateway
+// is "auto", reading the file once before it is published.
+func (a *Agent) inferFile(ctx context.Context, in Input, log *slog.Logger) (features.HomeConfig, error) {
+	src, err := in.Open()
+	if err != nil {
+		return features.HomeConfig{}, fmt.Errorf("home %s: infer the home side: %w", a.cfg.Home.Name, err)
+	}
+	defer src.Close()
+	res, err := capture.InferSource(ctx, src, in.Name)
+	if err != nil && ctx.Err() != nil {
+		return features.HomeConfig{}, err
+	}
+	// A capture cut short is published up to the fault; what was read
+	// of it decides its home side.
+	log.Info("home side inferred", "side", res.String())
+	return res.Home, nil
+}
+
+// The home side of an "auto" live tap is inferred from its first frames,
+// held back until warmupFrames frames, warmupBytes bytes or warmupFor of
+// capture time have gone by.
+const (
+	warmupFrames = 5000
+	warmupBytes  = 16 << 20
+	warmupFor    = time.Minute
+)
+
+type warmup struct {
+	inf   *features.HomeInference
+	held  []capture.Frame
+	bytes int
+}
+
+// hold keeps a copy of fr and feeds it to the inference; false once the
+// warm-up is over (fr is then not held).
+func (w *warmup) hold(fr capture.Frame) bool {
+	if len(w.held) >= warmupFrames || w.bytes >= warmupBytes ||
+		(len(w.held) > 0 && fr.CI.Timestamp.Sub(w.held[0].CI.Timestamp) >= warmupFor) {
+		return false
+	}
+	fr.Data = bytes.Clone(fr.Data)
+	w.inf.Observe(fr.LinkType, fr.Data)
+	w.held = append(w.held, fr)
+	w.bytes += len(fr.Data)
+	return true
 }
 
 // batcher encodes one session's packets into batches as they arrive.

@@ -66,6 +66,23 @@ type stored struct {
 
 func readStream(t *testing.T, c *bus.Conn) stored {
 	t.Helper()
+	st := stored{packets: map[key]int{}, finals: map[string]int{}}
+	eachBatch(t, c, func(b *schemas.Batch) {
+		st.msgs++
+		for _, p := range b.Packets {
+			st.packets[key{b.Source, p.Offset}]++
+		}
+		if b.Final {
+			st.finals[b.Source]++
+		}
+	})
+	return st
+}
+
+// eachBatch hands every batch the PACKETS stream holds to fn, in stream
+// order, checking that each message's id is its batch's.
+func eachBatch(t *testing.T, c *bus.Conn, fn func(*schemas.Batch)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := c.JS.Stream(ctx, schemas.StreamPackets)
@@ -76,7 +93,6 @@ func readStream(t *testing.T, c *bus.Conn) stored {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := stored{packets: map[key]int{}, finals: map[string]int{}}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if err != nil {
@@ -89,15 +105,8 @@ func readStream(t *testing.T, c *bus.Conn) stored {
 		if got, want := m.Header.Get("Nats-Msg-Id"), bus.MsgID(m.Subject, b.MsgID(), nil); got != want {
 			t.Errorf("message %d: id %q, batch says %q", seq, got, want)
 		}
-		st.msgs++
-		for _, p := range b.Packets {
-			st.packets[key{b.Source, p.Offset}]++
-		}
-		if b.Final {
-			st.finals[b.Source]++
-		}
+		fn(b)
 	}
-	return st
 }
 
 // exactlyOnce fails unless the stream holds every wanted packet once,

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 )
@@ -40,7 +41,17 @@ func EmulateWAN(ctx context.Context, c *campaign.Campaign, mode gateway.Mode, cf
 		wan := campaign.Tap{Name: "wan"}
 		for _, f := range lan.Files {
 			dst := filepath.Join(out, filepath.Base(f))
-			if _, err := gateway.EmulateFile(ctx, f, dst, dst+".truth.csv", home, cfg); err != nil {
+			fileHome := home
+			if h.Gateway.Auto() {
+				// As the capture agent decodes it: the home side each
+				// LAN capture shows.
+				r, err := capture.InferHome(ctx, f)
+				if err != nil {
+					return fmt.Errorf("home %s: %w", h.Name, err)
+				}
+				fileHome = r.Home
+			}
+			if _, err := gateway.EmulateFile(ctx, f, dst, dst+".truth.csv", fileHome, cfg); err != nil {
 				return fmt.Errorf("home %s: %w", h.Name, err)
 			}
 			wan.Files = append(wan.Files, dst)

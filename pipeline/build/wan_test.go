@@ -24,9 +24,15 @@ import (
 // gatewayHome generates a home and, for each LAN session, the WAN capture
 // its gateway would have seen (same base name) and the ground truth.
 func gatewayHome(t *testing.T, mode gateway.Mode) (*campaign.Campaign, map[string][]int64) {
+	return plannedGatewayHome(t, mode, homegen.PlanIPv4, false)
+}
+
+// plannedGatewayHome is gatewayHome under an address plan, with the
+// campaign's gateway given or left to inference (`gateway: auto`).
+func plannedGatewayHome(t *testing.T, mode gateway.Mode, plan string, auto bool) (*campaign.Campaign, map[string][]int64) {
 	t.Helper()
 	dir := t.TempDir()
-	g, err := homegen.Generate(homegen.Config{Seed: 11, Sessions: 2, SessionDuration: 4 * time.Minute}, filepath.Join(dir, "lan"))
+	g, err := homegen.Generate(homegen.Config{Seed: 11, Sessions: 2, SessionDuration: 4 * time.Minute, AddressPlan: plan}, filepath.Join(dir, "lan"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +74,16 @@ func gatewayHome(t *testing.T, mode gateway.Mode) (*campaign.Campaign, map[strin
 		truth[campaign.SessionName("wan", wanPath)] = tr
 		wanFiles = append(wanFiles, wanPath)
 	}
+	gw := campaign.Gateway{Mode: string(mode), MAC: g.GatewayMAC, LANNets: []string{g.LANNet}}
+	if g.LANNet6 != "" {
+		gw.LANNets = append(gw.LANNets, g.LANNet6)
+	}
+	if auto {
+		gw = campaign.Gateway{Mode: string(mode), MAC: campaign.GatewayAuto}
+	}
 	c := &campaign.Campaign{Name: "gw-" + string(mode), Homes: []*campaign.Home{{
 		Name:    "home-1",
-		Gateway: campaign.Gateway{Mode: string(mode), MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
+		Gateway: gw,
 		Taps: []campaign.Tap{
 			{Name: "lan", Files: g.Files},
 			{Name: "wan", Files: wanFiles},
@@ -119,10 +132,18 @@ func TestBuildWANViews(t *testing.T) {
 	for _, tc := range []struct {
 		mode gateway.Mode
 		want float64
-	}{{gateway.NAPT, 0.999}, {gateway.VPN, 0.995}} {
-		t.Run(string(tc.mode), func(t *testing.T) {
+		plan string
+		auto bool
+	}{
+		{gateway.NAPT, 0.999, homegen.PlanIPv4, false},
+		{gateway.VPN, 0.995, homegen.PlanIPv4, false},
+		// gateway: auto on a dual-stack home: the LAN side's IPv6 from
+		// the home's global prefix crosses only if the prefix is inferred.
+		{gateway.VPN, 0.995, homegen.PlanDual, true},
+	} {
+		t.Run(string(tc.mode)+"-"+tc.plan+map[bool]string{true: "-auto"}[tc.auto], func(t *testing.T) {
 			h := start(t)
-			c, truth := gatewayHome(t, tc.mode)
+			c, truth := plannedGatewayHome(t, tc.mode, tc.plan, tc.auto)
 			home := c.Homes[0]
 			spec := window.Spec{Dataset: "gw", Version: "v1", Kind: schemas.KindNoise, Size: 100, Labels: LabelsOf(c)}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -45,13 +45,45 @@ type Gateway struct {
 	// one encrypted tunnel).
 	Mode string `yaml:"mode"`
 	// MAC is the gateway's LAN-side address. A frame sent to it leaves the
-	// home; a frame from it enters. Optional when LANNets decides.
+	// home; a frame from it enters. Optional when LANNets decides. "auto"
+	// (or `gateway: auto` for the whole gateway) infers the MAC and the
+	// home's prefixes from each LAN capture instead.
 	MAC string `yaml:"mac,omitempty"`
 	// LANNets are the home's own prefixes. Empty means the private ranges
 	// (RFC 1918, IPv6 link-local and ULA), written out by Defaults so the
 	// decision is visible in the effective configuration.
 	LANNets []string `yaml:"lan_nets"`
 }
+
+// GatewayAuto is the value of gateway (or gateway.mac) that has the home
+// side inferred from the captures.
+const GatewayAuto = "auto"
+
+// UnmarshalYAML takes `gateway: auto` as well as the mapping, which stays
+// strict: an unknown key is an error, as everywhere in a campaign file.
+func (g *Gateway) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != GatewayAuto {
+			return fmt.Errorf("line %d: gateway %q: want %q or a mapping with mode, mac and lan_nets", n.Line, n.Value, GatewayAuto)
+		}
+		*g = Gateway{MAC: GatewayAuto}
+		return nil
+	}
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			switch k := n.Content[i]; k.Value {
+			case "mode", "mac", "lan_nets":
+			default:
+				return fmt.Errorf("line %d: field %s not found in type campaign.Gateway", k.Line, k.Value)
+			}
+		}
+	}
+	type plain Gateway
+	return n.Decode((*plain)(g))
+}
+
+// Auto tells whether the home side is inferred from the captures.
+func (g Gateway) Auto() bool { return g.MAC == GatewayAuto }
 
 // Tap is one capture point: a file or an interface.
 type Tap struct {
@@ -141,7 +173,7 @@ func (c *Campaign) Defaults() {
 		if h.Gateway.Mode == "" {
 			h.Gateway.Mode = "napt"
 		}
-		if len(h.Gateway.LANNets) == 0 {
+		if len(h.Gateway.LANNets) == 0 && !h.Gateway.Auto() {
 			h.Gateway.LANNets = append([]string(nil), DefaultLANNets...)
 		}
 		for i := range h.Inventory {
@@ -186,9 +218,12 @@ func (h *Home) Validate() error {
 	if h.Gateway.Mode != "napt" && h.Gateway.Mode != "vpn" {
 		errs = append(errs, fmt.Errorf("gateway.mode %q: want napt or vpn", h.Gateway.Mode))
 	}
-	if h.Gateway.MAC != "" {
+	switch {
+	case h.Gateway.Auto() && len(h.Gateway.LANNets) > 0:
+		errs = append(errs, fmt.Errorf("gateway.mac %s infers the LAN prefixes too: drop gateway.lan_nets, or name the gateway's MAC", GatewayAuto))
+	case h.Gateway.MAC != "" && !h.Gateway.Auto():
 		if _, err := schemas.ParseMAC(h.Gateway.MAC); err != nil {
-			errs = append(errs, fmt.Errorf("gateway.mac: %w", err))
+			errs = append(errs, fmt.Errorf("gateway.mac: %w (or %s to infer it)", err, GatewayAuto))
 		}
 	}
 	if _, err := h.LANPrefixes(); err != nil {
@@ -236,10 +271,15 @@ func SessionName(tap, file string) string {
 	return tap + "-" + tokenOf(base)
 }
 
-// LANPrefixes parses the home's LAN prefixes.
+// LANPrefixes parses the home's LAN prefixes. A home whose gateway is
+// inferred has the private ranges until a capture says more.
 func (h *Home) LANPrefixes() ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(h.Gateway.LANNets))
-	for _, s := range h.Gateway.LANNets {
+	nets := h.Gateway.LANNets
+	if h.Gateway.Auto() && len(nets) == 0 {
+		nets = DefaultLANNets
+	}
+	out := make([]netip.Prefix, 0, len(nets))
+	for _, s := range nets {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("gateway.lan_nets: %q is not a CIDR prefix such as 192.168.1.0/24", s)
@@ -249,7 +289,8 @@ func (h *Home) LANPrefixes() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// GatewayMAC parses the gateway MAC; the zero MAC when none is configured.
+// GatewayMAC parses the gateway MAC; the zero MAC when none is configured
+// or it is inferred.
 func (h *Home) GatewayMAC() schemas.MAC {
 	m, _ := schemas.ParseMAC(h.Gateway.MAC) // validated in Validate
 	return m

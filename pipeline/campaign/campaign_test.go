@@ -30,6 +30,25 @@ func TestLoadGood(t *testing.T) {
 	}
 }
 
+// TestLoadAuto: `gateway: auto` and `mac: auto` leave the home side to be
+// inferred from the captures, with the private ranges until then.
+func TestLoadAuto(t *testing.T) {
+	c, err := Load("testdata/auto.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, mode := range []string{"napt", "vpn"} {
+		h := c.Homes[i]
+		if !h.Gateway.Auto() || h.Gateway.Mode != mode || !h.GatewayMAC().IsZero() || len(h.Gateway.LANNets) != 0 {
+			t.Errorf("home %s: gateway %+v, want inferred in mode %s", h.Name, h.Gateway, mode)
+		}
+		nets, err := h.LANPrefixes()
+		if err != nil || len(nets) != len(DefaultLANNets) {
+			t.Errorf("home %s: prefixes %v %v, want the private ranges", h.Name, nets, err)
+		}
+	}
+}
+
 func mustAbs(t *testing.T, p string) string {
 	a, err := filepath.Abs(p)
 	if err != nil {
@@ -54,6 +73,9 @@ func TestLoadBad(t *testing.T) {
 		"dup-session":        "would both be session lan-x",
 		"long-session":       "at most 200 are allowed",
 		"empty-home":         "homes[1] is empty",
+		"auto-with-nets":     "infers the LAN prefixes too",
+		"gateway-word":       `want "auto" or a mapping`,
+		"gateway-field":      "field macc not found",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

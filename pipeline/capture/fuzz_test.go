@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
@@ -39,6 +40,31 @@ func FuzzOpenFile(f *testing.F) {
 	b.iface(101, 0, b.option(9, []byte{0x80 | 20}), b.option(14, make([]byte, 8)))
 	b.epb(0, 12345, []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2}, 20)
 	f.Add(b.buf.Bytes())
+	// The link types beyond Ethernet and SLL: an OpenVPN tun capture as
+	// pcapng with DLT_RAW's 12, a macOS utun capture (NULL, IPv6 family
+	// 30), a PPPoE uplink, a PPI frame around Ethernet.
+	ip := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 52, 0, 0, 2, 0x30, 0x39, 0, 53, 0, 8, 0, 0}
+	b = &ngBuilder{order: binary.LittleEndian}
+	b.section()
+	b.iface(12, 0)
+	b.epb(0, 1, ip, uint32(len(ip)))
+	f.Add(b.buf.Bytes())
+	ip6 := append([]byte{0x60, 0, 0, 0, 0, 8, 17, 64}, make([]byte, 32)...)
+	ip6 = append(ip6, 0x30, 0x39, 0, 53, 0, 8, 0, 0)
+	for _, seed := range []struct {
+		link  layers.LinkType
+		frame []byte
+	}{
+		{0, append([]byte{30, 0, 0, 0}, ip6...)},
+		{1, append([]byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0, 0, 7, 0x88, 0x64, 0x11, 0, 0, 1, 0, 30, 0, 0x21}, ip...)},
+		{192, append(append([]byte{0, 0, 8, 0, 1, 0, 0, 0}, make([]byte, 12)...), append([]byte{0x08, 0}, ip...)...)},
+	} {
+		var buf bytes.Buffer
+		w := pcapgo.NewWriter(&buf)
+		w.WriteFileHeader(65535, seed.link)
+		w.WritePacket(gopacket.CaptureInfo{CaptureLength: len(seed.frame), Length: len(seed.frame)}, seed.frame)
+		f.Add(buf.Bytes())
+	}
 	f.Add([]byte{})
 	f.Add([]byte{0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4})
 

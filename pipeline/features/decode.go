@@ -24,11 +24,30 @@ type LinkType uint16
 
 // The link types Decode reads.
 const (
+	// LinkTypeNull is BSD loopback: a 4-byte address family in the byte
+	// order of the machine that wrote it (macOS utun and lo0 captures).
+	LinkTypeNull     LinkType = 0
 	LinkTypeEthernet LinkType = 1
+	// LinkTypePPP is PPP, with or without RFC 1662 address and control bytes.
+	LinkTypePPP LinkType = 9
+	// LinkTypeRawDLT and LinkTypeRawOpenBSD are raw IP as DLT_RAW numbers
+	// it (12 on most systems, 14 on OpenBSD), which some writers put in
+	// files instead of 101. On OpenBSD 12 is DLT_LOOP; ParseLink tells the
+	// two apart by the first byte.
+	LinkTypeRawDLT     LinkType = 12
+	LinkTypeRawOpenBSD LinkType = 14
 	// LinkTypeRaw is raw IP, the version taken from the first nibble.
 	LinkTypeRaw LinkType = 101
+	// LinkTypeCiscoHDLC is Cisco HDLC: address, control, EtherType.
+	LinkTypeCiscoHDLC LinkType = 104
+	// LinkTypeLoop is OpenBSD loopback: LinkTypeNull with the family
+	// meant to be big-endian.
+	LinkTypeLoop LinkType = 108
 	// LinkTypeLinuxSLL is Linux "cooked" capture v1 (tcpdump -i any).
 	LinkTypeLinuxSLL LinkType = 113
+	// LinkTypePPI is the Per-Packet Information header in front of another
+	// link type (Ethernet or IP are read; 802.11 is not).
+	LinkTypePPI LinkType = 192
 	// LinkTypeIPv4 and LinkTypeIPv6 are raw IP with the version fixed by the
 	// link type.
 	LinkTypeIPv4 LinkType = 228
@@ -40,12 +59,22 @@ const (
 
 func (t LinkType) String() string {
 	switch t {
+	case LinkTypeNull:
+		return "BSD loopback"
 	case LinkTypeEthernet:
 		return "Ethernet"
-	case LinkTypeRaw:
-		return "raw IP"
+	case LinkTypePPP:
+		return "PPP"
+	case LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD:
+		return fmt.Sprintf("raw IP (%d)", uint16(t))
+	case LinkTypeCiscoHDLC:
+		return "Cisco HDLC"
+	case LinkTypeLoop:
+		return "OpenBSD loopback"
 	case LinkTypeLinuxSLL:
 		return "Linux SLL"
+	case LinkTypePPI:
+		return "PPI"
 	case LinkTypeIPv4:
 		return "raw IPv4"
 	case LinkTypeIPv6:
@@ -82,17 +111,17 @@ const (
 // would walk into tunnels (IPv4-in-IPv4 overwrites the outer header held in
 // the reused layer), it stops at IPv4 first fragments although their
 // transport header is present, and it has no SLL2 decoder. The record
-// describes the outermost IP header and its transport header only.
+// describes the outermost IP header and its transport header only. The link
+// layer is walked by ParseLink, which gopacket has no decoders for in part
+// (SLL2, PPI's inner types, BSD loopback's byte orders).
 type Decoder struct {
 	home HomeConfig
 
-	eth   layers.Ethernet
-	dot1q layers.Dot1Q
-	ip4   layers.IPv4
-	ip6   layers.IPv6
-	ext   layers.IPv6ExtensionSkipper
-	tcp   layers.TCP
-	udp   layers.UDP
+	ip4 layers.IPv4
+	ip6 layers.IPv6
+	ext layers.IPv6ExtensionSkipper
+	tcp layers.TCP
+	udp layers.UDP
 
 	prevTsNs int64
 	havePrev bool
@@ -143,71 +172,19 @@ func malformed(what string, err error) error {
 }
 
 func (d *Decoder) link(linkType LinkType, data []byte, p *schemas.Packet) error {
-	switch linkType {
-	case LinkTypeEthernet:
-		if err := d.eth.DecodeFromBytes(data, gopacket.NilDecodeFeedback); err != nil {
-			return malformed("Ethernet header", err)
-		}
-		copy(p.SrcMAC[:], d.eth.SrcMAC)
-		copy(p.DstMAC[:], d.eth.DstMAC)
-		etherType, payload := d.eth.EthernetType, d.eth.Payload
-		for tags := 0; isVLAN(etherType); tags++ {
-			if tags == maxVLANTags {
-				return fmt.Errorf("%w: more than %d stacked VLAN tags", ErrMalformed, maxVLANTags)
-			}
-			if err := d.dot1q.DecodeFromBytes(payload, gopacket.NilDecodeFeedback); err != nil {
-				return malformed("802.1Q tag", err)
-			}
-			etherType, payload = d.dot1q.Type, d.dot1q.Payload
-		}
-		return d.network(etherType, payload, p)
-	case LinkTypeLinuxSLL:
-		// Parsed by hand: gopacket's LinuxSLL slices the address by the
-		// header's address length and panics when that exceeds the frame.
-		const sllLen = 16
-		if len(data) < sllLen {
-			return fmt.Errorf("%w: Linux SLL header needs %d bytes, frame has %d", ErrMalformed, sllLen, len(data))
-		}
-		return d.network(layers.EthernetType(binary.BigEndian.Uint16(data[14:16])), data[sllLen:], p)
-	case LinkTypeLinuxSLL2:
-		// protocol(2) reserved(2) ifindex(4) hatype(2) pkttype(1) addrlen(1) addr(8)
-		const sll2Len = 20
-		if len(data) < sll2Len {
-			return fmt.Errorf("%w: Linux SLL2 header needs %d bytes, frame has %d", ErrMalformed, sll2Len, len(data))
-		}
-		return d.network(layers.EthernetType(binary.BigEndian.Uint16(data[0:2])), data[sll2Len:], p)
-	case LinkTypeRaw:
-		if len(data) == 0 {
-			return fmt.Errorf("%w: empty raw IP frame", ErrMalformed)
-		}
-		switch data[0] >> 4 {
-		case 4:
-			return d.ipv4(data, p)
-		case 6:
-			return d.ipv6(data, p)
-		}
-		return fmt.Errorf("%w: raw IP frame with IP version %d", ErrMalformed, data[0]>>4)
-	case LinkTypeIPv4:
-		return d.ipv4(data, p)
-	case LinkTypeIPv6:
-		return d.ipv6(data, p)
+	l, err := ParseLink(linkType, data)
+	if err != nil {
+		return err
 	}
-	// DLT_RAW is 12 on most systems but 14 on OpenBSD, where 12 is DLT_LOOP;
-	// a file carrying either number is ambiguous, so neither is guessed.
-	return fmt.Errorf("%w %d: want Ethernet (1), Linux SLL (113), SLL2 (276) or raw IP (101, 228, 229)",
-		ErrUnsupportedLinkType, uint16(linkType))
+	p.SrcMAC, p.DstMAC = l.SrcMAC, l.DstMAC
+	return d.network(l.EtherType, data[l.Offset:], p)
 }
 
-func isVLAN(t layers.EthernetType) bool {
-	// 0x9100 is the pre-802.1ad QinQ outer tag some switches still emit.
-	return t == layers.EthernetTypeDot1Q || t == layers.EthernetTypeQinQ || t == 0x9100
-}
-
-func (d *Decoder) network(etherType layers.EthernetType, payload []byte, p *schemas.Packet) error {
+func (d *Decoder) network(etherType uint16, payload []byte, p *schemas.Packet) error {
 	switch etherType {
-	case layers.EthernetTypeIPv4:
+	case EtherTypeIPv4:
 		return d.ipv4(payload, p)
-	case layers.EthernetTypeIPv6:
+	case EtherTypeIPv6:
 		return d.ipv6(payload, p)
 	}
 	// ARP, EAPOL, LLC and the like are not routed, so they never cross the

@@ -389,7 +389,7 @@ func TestDecodeErrors(t *testing.T) {
 		want error
 	}{
 		{"unknown link type", 147, good, ErrUnsupportedLinkType},
-		{"DLT_RAW number 12 is not guessed", 12, good[14:], ErrUnsupportedLinkType},
+		{"DLT 12 is raw IP", 12, good[14:], nil},
 		{"short Ethernet", LinkTypeEthernet, good[:10], ErrMalformed},
 		{"IPv4 header with version 6", LinkTypeEthernet, patch(good, 14, 0x65), ErrMalformed},
 		{"IPv4 IHL below 5", LinkTypeEthernet, patch(good, 14, 0x44), ErrMalformed},

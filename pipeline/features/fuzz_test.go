@@ -25,6 +25,16 @@ func FuzzDecode(f *testing.F) {
 		{LinkTypeLinuxSLL, append(sllHeader(0x0800), build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())...)},
 		{LinkTypeLinuxSLL2, append(sll2Header(0x86dd), build(f, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S"))...)},
 		{LinkTypeRaw, build(f, ip4(devIP, cloudIP, layers.IPProtocolICMPv4), gopacket.Payload(make([]byte, 8)))},
+		{LinkTypeNull, cat([]byte{30, 0, 0, 0}, build(f, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(1, 53), dnsQuery(f)))},
+		{LinkTypeLoop, cat([]byte{0, 0, 0, 2}, build(f, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypePPP, cat([]byte{0xff, 0x03, 0x00, 0x21}, build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypePPP, cat([]byte{0x57}, build(f, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypeRawDLT, cat([]byte{0, 0, 0, 24}, build(f, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypeRawOpenBSD, build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())},
+		{LinkTypeCiscoHDLC, cat([]byte{0x0f, 0x00, 0x86, 0xdd}, build(f, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypeEthernet, cat(ethHeader(0x8100), []byte{0, 7, 0x88, 0x64}, pppoeHeader(50), []byte{0, 0x21}, build(f, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypeEthernet, cat(ethHeader(0x88a8), []byte{0, 7, 0x81, 0x00, 0, 8, 0x08, 0x00}, build(f, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypePPI, cat(ppiHeader(1), ethHeader(0x0800), build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
 	}
 	// A few real frames of every kind the IoT Sentinel captures hold.
 	if files, _ := filepath.Glob(filepath.Join(sentinelDir, "HueBridge", "Setup-A-1-STA.pcap")); len(files) == 1 {
@@ -40,6 +50,14 @@ func FuzzDecode(f *testing.F) {
 		f.Add(uint16(s.link), s.data)
 	}
 	f.Fuzz(func(t *testing.T, link uint16, data []byte) {
+		// The home-side inference reads the same frames: it must take
+		// anything without a panic.
+		inf := NewHomeInference()
+		inf.Observe(LinkType(link), data)
+		inf.Observe(LinkType(link), data)
+		if r := inf.Result(); r.Frames != 2 || r.IPFrames > 2 {
+			t.Fatalf("inference counted %d frames, %d IP, of 2", r.Frames, r.IPFrames)
+		}
 		d := NewDecoder(withGW)
 		var p schemas.Packet
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(data), Length: len(data)}

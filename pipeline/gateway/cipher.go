@@ -5,8 +5,9 @@ import (
 	"strings"
 )
 
-// Cipher is an OpenVPN data-channel cipher configuration; it fixes how much
-// bigger a packet gets when it is tunnelled.
+// Cipher is a VPN's data-channel configuration: an OpenVPN cipher, or
+// WireGuard's one fixed construction. It fixes how much bigger a packet
+// gets when it is tunnelled.
 type Cipher string
 
 // The ciphers whose overhead the emulator and the pairing know.
@@ -15,10 +16,12 @@ const (
 	// AES256CBC is AES-256-CBC with HMAC-SHA1 authentication (OpenVPN's
 	// "--cipher AES-256-CBC --auth SHA1").
 	AES256CBC Cipher = "aes-256-cbc"
+	// WireGuard is a WireGuard tunnel's transport data message.
+	WireGuard Cipher = "wireguard"
 )
 
 // Ciphers lists the known ciphers, in the order auto-detection tries them.
-var Ciphers = []Cipher{AES256GCM, AES256CBC}
+var Ciphers = []Cipher{AES256GCM, AES256CBC, WireGuard}
 
 // ParseCipher accepts a cipher name in any case.
 func ParseCipher(s string) (Cipher, error) {
@@ -28,7 +31,7 @@ func ParseCipher(s string) (Cipher, error) {
 			return c, nil
 		}
 	}
-	return "", fmt.Errorf("cipher %q: want %s or %s", s, AES256GCM, AES256CBC)
+	return "", fmt.Errorf("cipher %q: want %s, %s or %s", s, AES256GCM, AES256CBC, WireGuard)
 }
 
 // Overhead sizes of OpenVPN's data channel, per packet.
@@ -51,6 +54,7 @@ const OuterUDPOverhead = 20 + 8
 //   - AES-256-GCM: opcode/key id 1 + peer id 3 + packet id 4 + tag 16 +
 //     inner, i.e. inner + 24. The packet id travels in the clear as the
 //     AEAD nonce's tail, and GCM is a stream mode, so there is no padding.
+//
 //   - AES-256-CBC + HMAC-SHA1: opcode/key id 1 + peer id 3 + HMAC 20 +
 //     IV 16 + CBC(packet id 4 + inner), the plaintext padded to whole
 //     16-byte blocks with PKCS#7, which always adds 1 to 16 bytes. So 16
@@ -59,6 +63,12 @@ const OuterUDPOverhead = 20 + 8
 //     with the peer id, for CBC too: the real gateway lab
 //     (tools/gatewaylab) found every CBC packet 3 bytes longer than the
 //     formula without it.
+//
+//   - WireGuard: a transport data message, type 4 with three reserved
+//     bytes, the receiver's index 4 and a counter 8 in the clear, then the
+//     ChaCha20-Poly1305 ciphertext of the inner packet zero-padded to a
+//     multiple of 16 bytes, and the tag 16: 32 + inner rounded up to 16.
+//     A keepalive is the message of an empty packet, 32 bytes.
 //
 // It returns 0 for an unknown cipher.
 func PayloadSize(c Cipher, inner int) int {
@@ -69,6 +79,20 @@ func PayloadSize(c Cipher, inner int) int {
 		plain := packetIDLen + inner
 		padded := (plain/aesBlock + 1) * aesBlock
 		return opcodeLen + peerIDLen + hmacSHA1Len + aesBlock + padded
+	case WireGuard:
+		return WireGuardHeaderLen + (inner+15)/16*16 + poly1305TagLen
 	}
 	return 0
 }
+
+// WireGuard's transport data message.
+const (
+	// WireGuardHeaderLen: type (4) and 3 reserved bytes, the receiver
+	// index, the 64-bit little-endian counter.
+	WireGuardHeaderLen = 16
+	poly1305TagLen     = 16
+	// WireGuardData is the message type of transport data.
+	WireGuardData = 4
+	// WireGuardPort is WireGuard's customary listening port.
+	WireGuardPort = 51820
+)

@@ -97,6 +97,11 @@ type Config struct {
 	// Loss is the share of outbound crossing packets the gateway loses
 	// (queue overflow): seen on the LAN, never on the WAN.
 	Loss float64
+	// VPNTCP runs the OpenVPN tunnel over TCP (proto tcp-client): one
+	// connection to the server's port, each tunnelled packet a record
+	// behind a 2-byte length, records coalesced into and split across
+	// segments (see tcptunnel.go). OpenVPN ciphers only.
+	VPNTCP bool
 }
 
 // DefaultConfig is a NAPT gateway on documentation addresses.
@@ -168,6 +173,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if !c.VPNServer.IsValid() {
 		c.VPNServer = d.VPNServer
+		if c.Cipher == WireGuard {
+			c.VPNServer = netip.AddrPortFrom(d.VPNServer.Addr(), WireGuardPort)
+		}
 	}
 	if !c.VPNServer.Addr().Is4() {
 		return c, fmt.Errorf("VPN server %s: want an IPv4 address", c.VPNServer)
@@ -180,6 +188,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Loss < 0 || c.Loss >= 1 {
 		return c, fmt.Errorf("loss %g: want a share from 0 up to, not including, 1", c.Loss)
+	}
+	if c.VPNTCP && (c.Cipher == WireGuard || c.Reorder) {
+		return c, fmt.Errorf("VPN over TCP: WireGuard has no TCP mode, and TCP delivers in order (no reordering)")
 	}
 	if c.VPNPing < 0 {
 		return c, fmt.Errorf("VPN ping interval %s: want 0 (none) or more", c.VPNPing)
@@ -240,6 +251,7 @@ func Emulate(ctx context.Context, src capture.Source, home features.HomeConfig, 
 		if err := pw.WritePacket(ci, it.frame); err != nil {
 			return fmt.Errorf("write WAN capture: %w", err)
 		}
+		it.sent = true
 		line = strconv.AppendInt(line[:0], int64(st.WANPackets), 10)
 		line = append(line, ',')
 		if !it.noLAN {
@@ -371,6 +383,9 @@ type item struct {
 	seq uint64
 	// noLAN marks a WAN packet the gateway made itself (a VPN ping).
 	noLAN bool
+	// sent: written to the WAN capture; a TCP segment takes no more
+	// records then.
+	sent bool
 }
 
 type queue []*item
@@ -409,9 +424,14 @@ type emulator struct {
 	vpnPort  uint16
 	// Outer IP IDs: a connected UDP socket on Linux numbers its
 	// datagrams with a per-socket counter.
-	outID, inID     uint16
-	outPID, inPID   uint32 // OpenVPN packet ids, per direction
-	peerID          [3]byte
+	outID, inID   uint16
+	outPID, inPID uint32 // OpenVPN packet ids, per direction
+	peerID        [3]byte
+	// WireGuard: each side's receiver index, and the counters per direction.
+	outIndex, inIndex uint32
+	outCtr, inCtr     uint64
+	// OpenVPN over TCP: the stream of each direction, [0] inbound.
+	tcp             [2]tcpStream
 	baseOut, baseIn int64
 	lastOut, lastIn int64 // WAN time of the last packet each way
 	// LAN time of the last tunnelled packet, [0] inbound, [1] outbound.
@@ -441,6 +461,12 @@ func newEmulator(cfg Config, home features.HomeConfig) *emulator {
 		}
 		e.outID, e.inID = uint16(e.rng.Uint32()), uint16(e.rng.Uint32())
 		e.peerID = [3]byte{0, 0, byte(1 + e.rng.IntN(254))}
+		if cfg.Cipher == WireGuard {
+			e.outIndex, e.inIndex = e.rng.Uint32(), e.rng.Uint32()
+		}
+		if cfg.VPNTCP {
+			e.tcp[0].seq, e.tcp[1].seq = e.rng.Uint32(), e.rng.Uint32()
+		}
 		span := int64(cfg.VPNDelayMax - cfg.VPNDelayMin - cfg.VPNJitter)
 		e.baseOut = int64(cfg.VPNDelayMin) + e.rng.Int64N(span+1)
 		e.baseIn = int64(cfg.VPNDelayMin) + e.rng.Int64N(span+1)
@@ -469,13 +495,23 @@ func (e *emulator) forward(st *Stats, in *item) {
 		st.Crossing--
 		return
 	}
-	var it *item
 	if e.cfg.Mode == VPN {
 		e.pings(st, in.out, in.ts)
-		it = e.tunnel(in.h, in.out, in.ts, in.lan)
-	} else {
-		it = e.cross(st, in.frame, in.h, in.out, in.ts, in.lan)
+		e.sendTunnel(in.h, in.out, in.ts, in.lan, false)
+		return
 	}
+	e.push(e.cross(st, in.frame, in.h, in.out, in.ts, in.lan))
+}
+
+// sendTunnel puts a packet (or a ping of the tunnel's own, noLAN) into the
+// tunnel: one UDP datagram, or a record of the TCP stream.
+func (e *emulator) sendTunnel(h Header, out bool, ts int64, lan uint64, noLAN bool) {
+	if e.cfg.VPNTCP {
+		e.tcpRecord(h, out, ts, lan, noLAN)
+		return
+	}
+	it := e.tunnel(h, out, ts, lan)
+	it.noLAN = noLAN
 	e.push(it)
 }
 
@@ -508,10 +544,13 @@ func (e *emulator) pingsUntil(st *Stats, d int, upTo int64) {
 	if e.cfg.Mode != VPN || e.cfg.VPNPing <= 0 || !e.sent[d] {
 		return
 	}
+	ping := pingLen
+	if e.cfg.Cipher == WireGuard {
+		// A WireGuard keepalive is a data message of an empty packet.
+		ping = 0
+	}
 	for t := e.lastSent[d] + int64(e.cfg.VPNPing); t < upTo; t += int64(e.cfg.VPNPing) {
-		it := e.tunnel(Header{Len: pingLen}, d == 1, t, 0)
-		it.noLAN = true
-		e.push(it)
+		e.sendTunnel(Header{Len: ping}, d == 1, t, 0, true)
 		st.Pings++
 		e.lastSent[d] = t
 	}
@@ -604,9 +643,30 @@ func (e *emulator) tunnel(h Header, out bool, ts int64, lan uint64) *item {
 	binary.BigEndian.PutUint16(udp[4:6], uint16(8+n))
 	payload := udp[8:]
 	e.payload.Read(payload)
-	// In the clear: the opcode and key id, P_DATA_V2 (9) with key id 0,
-	// and the peer id. Under AEAD the packet id follows unencrypted, as it
-	// is part of the nonce; under CBC it is inside the ciphertext.
+	if e.cfg.Cipher == WireGuard {
+		// In the clear: type, reserved zeros, the receiving side's
+		// index, the sender's counter.
+		index, ctr := e.inIndex, &e.outCtr
+		if !out {
+			index, ctr = e.outIndex, &e.inCtr
+		}
+		payload[0], payload[1], payload[2], payload[3] = WireGuardData, 0, 0, 0
+		binary.LittleEndian.PutUint32(payload[4:8], index)
+		binary.LittleEndian.PutUint64(payload[8:16], *ctr)
+		*ctr++
+		e.udpChecksum(ip, udp, n)
+		return &item{ts: e.fifo(out, ts+d), lan: lan, frame: frame, wire: len(frame)}
+	}
+	e.openvpnHeader(payload, out)
+	e.udpChecksum(ip, udp, n)
+	return &item{ts: e.fifo(out, ts+d), lan: lan, frame: frame, wire: len(frame)}
+}
+
+// openvpnHeader writes what an OpenVPN data packet shows in the clear: the
+// opcode and key id, P_DATA_V2 (9) with key id 0, and the peer id. Under
+// AEAD the packet id follows unencrypted, as it is part of the nonce; under
+// CBC it is inside the ciphertext.
+func (e *emulator) openvpnHeader(payload []byte, out bool) {
 	payload[0] = 9 << 3
 	copy(payload[1:4], e.peerID[:])
 	pid := &e.inPID
@@ -617,6 +677,11 @@ func (e *emulator) tunnel(h Header, out bool, ts int64, lan uint64) *item {
 	if e.cfg.Cipher == AES256GCM {
 		binary.BigEndian.PutUint32(payload[4:8], *pid)
 	}
+}
+
+// udpChecksum fills the UDP checksum of a tunnel packet with n bytes of
+// payload.
+func (e *emulator) udpChecksum(ip, udp []byte, n int) {
 	var pseudo uint32
 	for i := 12; i < 20; i += 2 {
 		pseudo += uint32(binary.BigEndian.Uint16(ip[i:]))
@@ -628,7 +693,6 @@ func (e *emulator) tunnel(h Header, out bool, ts int64, lan uint64) *item {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(udp[6:8], c)
-	return &item{ts: e.fifo(out, ts+d), lan: lan, frame: frame, wire: len(frame)}
 }
 
 // vpnDelay draws one packet's tunnel delay: the direction's base takes a

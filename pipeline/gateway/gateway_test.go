@@ -40,6 +40,11 @@ func TestPayloadSize(t *testing.T) {
 		{AES256CBC, 43, 88},
 		{AES256CBC, 44, 104},
 		{AES256CBC, 1500, 1560},
+		// 16 + pad16(inner) + 16: a keepalive is 32 bytes.
+		{WireGuard, 0, 32},
+		{WireGuard, 40, 80},
+		{WireGuard, 48, 80},
+		{WireGuard, 1420, 1456},
 		{"none", 40, 0},
 	} {
 		if got := PayloadSize(c.cipher, c.inner); got != c.want {
@@ -170,7 +175,8 @@ func TestWANView(t *testing.T) {
 	lan := lanPackets(t, path)
 	cfg := DefaultConfig()
 	for _, c := range []Config{{Mode: NAPT}, {Mode: VPN, Cipher: AES256GCM}, {Mode: VPN, Cipher: AES256CBC}, {Mode: VPN, Cipher: AES256CBC, Reorder: true},
-		{Mode: VPN, Cipher: AES256GCM, VPNPing: 2 * time.Second, Loss: 0.01}} {
+		{Mode: VPN, Cipher: AES256GCM, VPNPing: 2 * time.Second, Loss: 0.01},
+		{Mode: VPN, Cipher: WireGuard}, {Mode: VPN, Cipher: WireGuard, VPNPing: 2 * time.Second, Loss: 0.01}} {
 		name := string(c.Mode) + "/" + string(c.Cipher)
 		wanBytes, truthBytes, st := emulate(t, path, home, c)
 		truth := readTruth(t, truthBytes)
@@ -181,6 +187,11 @@ func TestWANView(t *testing.T) {
 		dec := features.NewDecoder(features.HomeConfig{LANNets: []netip.Prefix{netip.PrefixFrom(cfg.WANAddr, 32)}})
 		var p schemas.Packet
 		n, lastTs, pings := 0, int64(0), 0
+		ping, port := pingLen, uint16(1194)
+		if c.Cipher == WireGuard {
+			ping, port = 0, WireGuardPort
+		}
+		var wgCounter [2]uint64 // next counter per direction
 		for ; ; n++ {
 			fr, err := src.Next()
 			if err == io.EOF {
@@ -204,9 +215,22 @@ func TestWANView(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if c.Cipher == WireGuard {
+				// Type 4, reserved zeros, the counter of its direction.
+				pl := fr.Data[w.IPStart+w.L4+8:]
+				d := 0
+				if p.Direction == schemas.DirOutbound {
+					d = 1
+				}
+				if pl[0] != WireGuardData || pl[1]|pl[2]|pl[3] != 0 || binary.LittleEndian.Uint64(pl[8:16]) != wgCounter[d] {
+					t.Fatalf("%s: WAN packet %d: WireGuard header % x, want type 4 and counter %d", name, n, pl[:16], wgCounter[d])
+				}
+				wgCounter[d]++
+			}
 			if truth[n] < 0 {
-				// A keepalive: OpenVPN's ping, 16 bytes of plaintext.
-				if c.Mode != VPN || c.VPNPing == 0 || w.Len-w.HdrLen-8 != PayloadSize(c.Cipher, pingLen) {
+				// A keepalive: OpenVPN's ping, 16 bytes of plaintext;
+				// WireGuard's, an empty packet.
+				if c.Mode != VPN || c.VPNPing == 0 || w.Len-w.HdrLen-8 != PayloadSize(c.Cipher, ping) {
 					t.Fatalf("%s: WAN packet %d has no LAN packet and is no VPN ping", name, n)
 				}
 				pings++
@@ -223,8 +247,8 @@ func TestWANView(t *testing.T) {
 				dt = -dt
 			}
 			if c.Mode == VPN {
-				if w.Proto != ProtoUDP || (w.DstPort != 1194 && w.SrcPort != 1194) {
-					t.Fatalf("%s: WAN packet %d is not OpenVPN over UDP 1194", name, n)
+				if w.Proto != ProtoUDP || (w.DstPort != port && w.SrcPort != port) {
+					t.Fatalf("%s: WAN packet %d is not over UDP %d", name, n, port)
 				}
 				if got, want := w.Len-w.HdrLen-8, PayloadSize(c.Cipher, l.Len); got != want {
 					t.Fatalf("%s: WAN packet %d has payload %d, the size function says %d for inner %d", name, n, got, want, l.Len)

@@ -47,39 +47,16 @@ type Header struct {
 }
 
 // ipStart finds the IP packet in a frame of the given link type and returns
-// its offset and IP version, or an error when the frame carries no IP.
+// its offset, or an error when the frame carries no IP.
 func ipStart(lt features.LinkType, data []byte) (int, error) {
-	switch lt {
-	case features.LinkTypeEthernet:
-		if len(data) < 14 {
-			return 0, fmt.Errorf("frame of %d bytes is shorter than an Ethernet header", len(data))
-		}
-		off, et := 14, binary.BigEndian.Uint16(data[12:14])
-		for tags := 0; et == 0x8100 || et == 0x88a8 || et == 0x9100; tags++ {
-			if tags == 4 || len(data) < off+4 {
-				return 0, fmt.Errorf("bad VLAN tag stack")
-			}
-			et = binary.BigEndian.Uint16(data[off+2 : off+4])
-			off += 4
-		}
-		if et != 0x0800 && et != 0x86dd {
-			return 0, fmt.Errorf("EtherType %#04x is not IP", et)
-		}
-		return off, nil
-	case features.LinkTypeLinuxSLL:
-		if len(data) < 16 {
-			return 0, fmt.Errorf("SLL frame of %d bytes", len(data))
-		}
-		return 16, nil
-	case features.LinkTypeLinuxSLL2:
-		if len(data) < 20 {
-			return 0, fmt.Errorf("SLL2 frame of %d bytes", len(data))
-		}
-		return 20, nil
-	case features.LinkTypeRaw, features.LinkTypeIPv4, features.LinkTypeIPv6:
-		return 0, nil
+	l, err := features.ParseLink(lt, data)
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("link type %s not supported", lt)
+	if !l.IsIP() {
+		return 0, fmt.Errorf("%s frame carries EtherType %#04x, not IP", lt, l.EtherType)
+	}
+	return l.Offset, nil
 }
 
 // ParseHeader reads the IP and transport header of a frame. It fails on

@@ -69,6 +69,9 @@ type Config struct {
 	// or HouseholdPaper (the HomeMole paper's ten IoT devices, PaperIoT,
 	// with a phone and a tablet as non-IoT background).
 	Household string
+	// AddressPlan picks the addresses: PlanIPv4 (the default), PlanIPv6,
+	// PlanDual or PlanPrivateRemotes.
+	AddressPlan string
 }
 
 // DefaultConfig is six ten-minute sessions, about 40,000 packets.
@@ -107,6 +110,8 @@ type Home struct {
 	// the home's prefix ("192.168.1.0/24"), as campaign.Gateway takes them.
 	GatewayMAC string
 	LANNet     string
+	// LANNet6 is the home's global IPv6 prefix under the IPv6 plans.
+	LANNet6 string
 	// Interactions are the user actions the sessions hold, in time order per
 	// session: where interaction detection should fire.
 	Interactions []Interaction
@@ -135,7 +140,15 @@ func (h *Home) HomeConfig() (features.HomeConfig, error) {
 	if err != nil {
 		return features.HomeConfig{}, fmt.Errorf("generated home: gateway: %w", err)
 	}
-	return features.HomeConfig{LANNets: []netip.Prefix{lan}, GatewayMAC: mac}, nil
+	nets := []netip.Prefix{lan}
+	if h.LANNet6 != "" {
+		p, err := netip.ParsePrefix(h.LANNet6)
+		if err != nil {
+			return features.HomeConfig{}, fmt.Errorf("generated home: LAN IPv6 prefix: %w", err)
+		}
+		nets = append(nets, p)
+	}
+	return features.HomeConfig{LANNets: nets, GatewayMAC: mac}, nil
 }
 
 // maxSessions keeps file names at most three digits and a mistyped
@@ -157,15 +170,23 @@ func Generate(cfg Config, dir string) (*Home, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate home: %w", err)
 	}
+	plan, err := parsePlan(cfg.AddressPlan)
+	if err != nil {
+		return nil, fmt.Errorf("generate home: %w", err)
+	}
 	h, err := newHome(cfg.Seed, classes)
 	if err != nil {
 		return nil, fmt.Errorf("generate home: %w", err)
 	}
 	out := &Home{LANNet: h.lan.String(), GatewayMAC: schemas.MAC(h.gw.mac).String()}
+	if plan == PlanIPv6 || plan == PlanDual {
+		out.LANNet6 = LANPrefix6.String()
+	}
 	spacing := max(time.Hour, cfg.SessionDuration)
 	for i := range cfg.Sessions {
 		start := cfg.Start.Add(time.Duration(i) * spacing)
 		s := newSim(rand.New(rand.NewPCG(cfg.Seed, uint64(i+1))), start, cfg.SessionDuration, h.gw)
+		s.plan = plan
 		for _, d := range h.devices {
 			d.run(s, d, h)
 		}

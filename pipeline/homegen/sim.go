@@ -65,6 +65,7 @@ type sim struct {
 	wall    time.Time // the session's start
 	dur     time.Duration
 	gw      *host
+	plan    addrPlan
 	pkts    []packet
 	buf     gopacket.SerializeBuffer
 	noise   []byte // pseudo-random bytes payload bodies are cut from
@@ -147,7 +148,8 @@ func (s *sim) ephemeral(h *host) uint16 {
 	return p
 }
 
-// emit serializes one IPv4 frame. from/to are the IP endpoints; the
+// emit serializes one IP frame (IPv4, or IPv6 where the address plan
+// says). from/to are the IP endpoints; the
 // Ethernet addresses follow from them: a host outside the LAN is reached
 // through the gateway's MAC, and group addresses map to their group MACs.
 func (s *sim) emit(at time.Duration, from, to *host, l4 gopacket.SerializableLayer, payload []byte) {
@@ -161,26 +163,55 @@ func (s *sim) emit(at time.Duration, from, to *host, l4 gopacket.SerializableLay
 	if to.mac == nil {
 		dstMAC = s.gw.mac
 	}
-	ip := &layers.IPv4{
-		Version: 4, IHL: 5, TTL: from.stack.ttl, Id: s.ipID(from),
-		SrcIP: from.ip.AsSlice(), DstIP: to.ip.AsSlice(),
-	}
+	ttl := from.stack.ttl
 	// Multicast protocols fix their own TTL (SSDP 4, mDNS 255); the group
 	// host carries it.
 	if to.ip.IsMulticast() && to.stack.ttl != 0 {
-		ip.TTL = to.stack.ttl
+		ttl = to.stack.ttl
 	}
-	switch l := l4.(type) {
+	var proto layers.IPProtocol
+	switch l4.(type) {
 	case *layers.TCP:
-		ip.Protocol, ip.Flags = layers.IPProtocolTCP, layers.IPv4DontFragment
-		l.SetNetworkLayerForChecksum(ip)
+		proto = layers.IPProtocolTCP
 	case *layers.UDP:
-		ip.Protocol = layers.IPProtocolUDP
-		l.SetNetworkLayerForChecksum(ip)
+		proto = layers.IPProtocolUDP
+	}
+	var network gopacket.SerializableLayer
+	etherType := layers.EthernetTypeIPv4
+	// Drawn whatever the family, so that every address plan of one seed
+	// yields the same packets in the same order.
+	id := s.ipID(from)
+	if src, dst, v6 := s.plan.v6(from, to); v6 {
+		ip := &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: proto, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+		network, etherType = ip, layers.EthernetTypeIPv6
+		if dst.IsMulticast() {
+			// 33:33 and the group's last four bytes (RFC 2464).
+			a := dst.As16()
+			dstMAC = net.HardwareAddr{0x33, 0x33, a[12], a[13], a[14], a[15]}
+		}
+		if l, ok := l4.(interface {
+			SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+		}); ok {
+			l.SetNetworkLayerForChecksum(ip)
+		}
+	} else {
+		ip := &layers.IPv4{
+			Version: 4, IHL: 5, TTL: ttl, Id: id, Protocol: proto,
+			SrcIP: s.plan.v4(from).AsSlice(), DstIP: s.plan.v4(to).AsSlice(),
+		}
+		if proto == layers.IPProtocolTCP {
+			ip.Flags = layers.IPv4DontFragment
+		}
+		network = ip
+		if l, ok := l4.(interface {
+			SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+		}); ok {
+			l.SetNetworkLayerForChecksum(ip)
+		}
 	}
 	s.buf.Clear()
 	err := gopacket.SerializeLayers(s.buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		&layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv4}, ip, l4, gopacket.Payload(payload))
+		&layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: etherType}, network, l4, gopacket.Payload(payload))
 	if err != nil {
 		s.err = fmt.Errorf("build frame %s -> %s: %w", from.ip, to.ip, err)
 		return

@@ -37,7 +37,7 @@ func TestSecurityLabelerHoldBudget(t *testing.T) {
 	// About 12 MiB of decoded batches that never make a pair.
 	var hogBytes int64
 	for i := range 40 {
-		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c.Name, Home: "hog", Tap: "lan", Source: "br-lan@1",
+		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c.Name, Home: "hog", Tap: "lan", Source: c.Name + "/hog/lan/br-lan@1",
 			Session: "lan-live-1", FirstOffset: uint64(i * 2000)}
 		for k := range 2000 {
 			b.Packets = append(b.Packets, schemas.Packet{TsNs: 1.8e18 + int64(i*2000+k)*1e6, Offset: uint64(i*2000 + k), DPort: 443, SrcPort: 50000,

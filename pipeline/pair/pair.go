@@ -65,16 +65,21 @@ type Config struct {
 	// default 5 ms for NAPT and 20 ms for VPN.
 	Window time.Duration
 	// VPNPort is the VPN server's UDP port, which tells tunnel packets and
-	// their direction apart (default 1194).
+	// their direction apart; zero finds it in the WAN capture (see
+	// detectVPNPort).
 	VPNPort uint16
 	// DelayTolerance is how much the tunnel's delay may change from one
 	// packet to the next of a direction before an earlier fitting LAN
-	// packet is passed over as lost (default 2 ms).
+	// packet is passed over as lost (default 10 ms: the real lab's
+	// OpenVPN, a single thread, held one packet 2.3 ms while it decrypted
+	// another, and 2 ms then swapped two packets of one size).
 	DelayTolerance time.Duration
 	// TimeOrder pairs VPN packets in capture order even when the tunnel
 	// shows the order they were sent in (see sendOrder), to measure what
 	// that order is worth.
 	TimeOrder bool
+
+	windowDefault bool // Window was left zero
 }
 
 // Result is one LAN index per WAN packet (-1: unpaired) and counts.
@@ -92,6 +97,10 @@ type Result struct {
 	Cipher gateway.Cipher
 	// WANAddr is the gateway's public address as found under NAPT.
 	WANAddr netip.Addr
+	// VPNPort is the VPN server's port used under VPN, configured or
+	// detected; VPNTCP says the tunnel runs over TCP.
+	VPNPort uint16
+	VPNTCP  bool
 	// Skipped counts frames of either capture that could not be decoded.
 	Skipped int
 }
@@ -119,6 +128,31 @@ type wanPkt struct {
 	// the cipher is an AEAD one, which sends it in the clear.
 	pid    uint32
 	hasPID bool
+	// wg says what a WireGuard header would: whether the payload is a
+	// transport data message, and its counter.
+	wg wgHead
+	// tcp is a TCP segment's payload (VPN pairing only), nil when empty
+	// or not kept.
+	tcp []byte
+	// noBytes: the packet is a record without payload bytes (from an
+	// agent), not a frame of a capture.
+	noBytes bool
+}
+
+// wgHead is what the clear header of a WireGuard message says. known is
+// false where the payload bytes were not seen (records from an agent).
+type wgHead struct {
+	known, data bool
+	ctr         uint64
+}
+
+// wireGuardHead reads a UDP payload as a WireGuard message.
+func wireGuardHead(b []byte) wgHead {
+	h := wgHead{known: len(b) >= gateway.WireGuardHeaderLen}
+	if h.known && b[0] == gateway.WireGuardData && b[1]|b[2]|b[3] == 0 {
+		h.data, h.ctr = true, binary.LittleEndian.Uint64(b[8:16])
+	}
+	return h
 }
 
 // Pair reads both captures whole and pairs them.
@@ -132,7 +166,7 @@ func Pair(ctx context.Context, lan, wan capture.Source, cfg Config) (Result, err
 	if err != nil {
 		return res, err
 	}
-	wans, wskipped, nwan, err := readWAN(ctx, wan)
+	wans, wskipped, nwan, err := readWAN(ctx, wan, cfg.Mode == gateway.VPN)
 	if err != nil {
 		return res, err
 	}
@@ -207,7 +241,9 @@ func readLAN(ctx context.Context, src capture.Source, home features.HomeConfig) 
 	return out, skipped, nil
 }
 
-func readWAN(ctx context.Context, src capture.Source) ([]wanPkt, int, int, error) {
+// readWAN reads the WAN capture; with tcpData it keeps the payload of TCP
+// segments, where an OpenVPN tunnel over TCP has its records.
+func readWAN(ctx context.Context, src capture.Source, tcpData bool) ([]wanPkt, int, int, error) {
 	var out []wanPkt
 	n, skipped := 0, 0
 	for ; ; n++ {
@@ -231,6 +267,10 @@ func readWAN(ctx context.Context, src capture.Source) ([]wanPkt, int, int, error
 		w := wanPkt{idx: int64(fr.Offset), ts: fr.CI.Timestamp.UnixNano(), h: h}
 		if at := h.IPStart + h.L4 + 8; h.Proto == gateway.ProtoUDP && !h.Later && len(fr.Data) >= at+8 {
 			w.pid, w.hasPID = binary.BigEndian.Uint32(fr.Data[at+4:at+8]), true
+			w.wg = wireGuardHead(fr.Data[at:])
+		}
+		if tcpData && h.Proto == gateway.ProtoTCP && !h.Later {
+			w.tcp = tcpPayload(fr.Data[h.IPStart:], h)
 		}
 		out = append(out, w)
 	}

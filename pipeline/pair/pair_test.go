@@ -149,6 +149,19 @@ func scenarios() []scenario {
 		{"napt-lossy", gateway.Config{Mode: gateway.NAPT, Loss: 0.002}, Config{Mode: gateway.NAPT}, 0.999},
 		{"vpn-gcm-lossy", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256GCM, Loss: 0.002, VPNPing: 10 * time.Second}, Config{Mode: gateway.VPN}, 0.99},
 		{"vpn-cbc-lossy", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256CBC, Loss: 0.002, VPNPing: 10 * time.Second}, Config{Mode: gateway.VPN}, 0.99},
+		// WireGuard: its transport data messages, one to one in the
+		// counter's order, the port (51820) found in the WAN capture.
+		{"vpn-wireguard", gateway.Config{Mode: gateway.VPN, Cipher: gateway.WireGuard}, Config{Mode: gateway.VPN}, 0.995},
+		{"vpn-wireguard-reorder", gateway.Config{Mode: gateway.VPN, Cipher: gateway.WireGuard, Reorder: true}, Config{Mode: gateway.VPN}, 0.75},
+		{"vpn-wireguard-lossy", gateway.Config{Mode: gateway.VPN, Cipher: gateway.WireGuard, Loss: 0.002, VPNPing: 10 * time.Second}, Config{Mode: gateway.VPN}, 0.99},
+		// OpenVPN over TCP: records coalesced into and split across
+		// segments, paired by record boundaries; a segment's truth is the
+		// packet of the record its first byte is in.
+		{"vpn-tcp-gcm", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256GCM, VPNTCP: true}, Config{Mode: gateway.VPN}, 0.995},
+		{"vpn-tcp-cbc", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256CBC, VPNTCP: true}, Config{Mode: gateway.VPN}, 0.995},
+		{"vpn-tcp-gcm-lossy", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256GCM, VPNTCP: true, Loss: 0.002, VPNPing: 10 * time.Second}, Config{Mode: gateway.VPN}, 0.99},
+		// An OpenVPN server on a port of its own, found in the WAN capture.
+		{"vpn-gcm-port-4711", gateway.Config{Mode: gateway.VPN, Cipher: gateway.AES256GCM, VPNServer: netip.MustParseAddrPort("198.51.100.10:4711")}, Config{Mode: gateway.VPN}, 0.995},
 	}
 }
 
@@ -165,6 +178,13 @@ func TestPairingSentinel(t *testing.T) {
 				if sc.gw.Mode == gateway.VPN {
 					if r.Cipher != sc.gw.Cipher && r.Paired > 0 {
 						t.Errorf("%s: detected cipher %s, emulated %s", f, r.Cipher, sc.gw.Cipher)
+					}
+					port := map[bool]uint16{false: 1194, true: gateway.WireGuardPort}[sc.gw.Cipher == gateway.WireGuard]
+					if sc.gw.VPNServer.IsValid() {
+						port = sc.gw.VPNServer.Port()
+					}
+					if r.Paired > 0 && r.VPNPort != port {
+						t.Errorf("%s: detected server port %d, emulated %d", f, r.VPNPort, port)
 					}
 					pc := sc.pair
 					pc.Method = MethodWindow

@@ -15,9 +15,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	if _, err := gateway.ParseMode(string(cfg.Mode)); err != nil {
 		return cfg, err
 	}
-	if cfg.VPNPort == 0 {
-		cfg.VPNPort = 1194
-	}
 	if cfg.Method == "" {
 		cfg.Method = MethodExact
 	}
@@ -25,10 +22,10 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("pairing method %q: want %s or %s", cfg.Method, MethodExact, MethodWindow)
 	}
 	if cfg.DelayTolerance <= 0 {
-		cfg.DelayTolerance = 2 * time.Millisecond
+		cfg.DelayTolerance = 10 * time.Millisecond
 	}
 	if cfg.Window <= 0 {
-		cfg.Window = 5 * time.Millisecond
+		cfg.Window, cfg.windowDefault = 5*time.Millisecond, true
 		if cfg.Mode == gateway.VPN {
 			cfg.Window = 20 * time.Millisecond
 		}
@@ -73,7 +70,7 @@ func Records(lan, wan []schemas.Packet, cfg Config) (Result, error) {
 			res.WANOther++
 			continue
 		}
-		wans = append(wans, wanPkt{idx: int64(j), ts: p.TsNs, h: headerOf(p)})
+		wans = append(wans, wanPkt{idx: int64(j), ts: p.TsNs, h: headerOf(p), noBytes: true})
 	}
 	// Capture order is nearly time order; the pairing walks time.
 	slices.SortStableFunc(lans, func(a, b lanPkt) int { return cmp.Compare(a.ts, b.ts) })

@@ -3,6 +3,7 @@ package pair
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -17,6 +18,7 @@ type tunnelPkt struct {
 	ipID    uint16
 	pid     uint32
 	hasPID  bool
+	wg      wgHead
 }
 
 // pairVPN pairs each direction of the tunnel with the LAN packets of that
@@ -25,6 +27,20 @@ type tunnelPkt struct {
 // exact fits (under AES-CBC outer sizes are 40 plus a multiple of 16, under
 // GCM each is inner plus 24).
 func pairVPN(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
+	port, proto, ok := detectVPNPort(wans, cfg.VPNPort)
+	if !ok && len(wans) == 0 {
+		return nil // nothing crossed: nothing to pair
+	}
+	if !ok && cfg.VPNPort == 0 {
+		return fmt.Errorf("no UDP or TCP flow in the WAN capture to take for the VPN tunnel")
+	}
+	if ok {
+		cfg.VPNPort = port
+	}
+	res.VPNPort, res.VPNTCP = cfg.VPNPort, proto == gateway.ProtoTCP
+	if proto == gateway.ProtoTCP {
+		return pairVPNTCP(lans, wans, cfg, res)
+	}
 	var tun [2][]tunnelPkt // [0] inbound, [1] outbound
 	for _, w := range wans {
 		h := w.h
@@ -39,19 +55,12 @@ func pairVPN(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 			d = 1
 		}
 		tun[d] = append(tun[d], tunnelPkt{idx: w.idx, ts: w.ts, outer: h.Len, payload: h.Len - h.HdrLen - 8,
-			v4: !h.V6, ipID: h.ID, pid: w.pid, hasPID: w.hasPID})
+			v4: !h.V6, ipID: h.ID, pid: w.pid, hasPID: w.hasPID, wg: w.wg})
 	}
 	if len(tun[0])+len(tun[1]) == 0 && len(wans) > 0 {
 		return fmt.Errorf("no packet of the WAN capture is to or from UDP port %d, the VPN server's: if the server listens on another port, say which (homemole pair --vpn-port)", cfg.VPNPort)
 	}
-	var byDir [2][]lanPkt
-	for _, l := range lans {
-		d := 0
-		if l.out {
-			d = 1
-		}
-		byDir[d] = append(byDir[d], l)
-	}
+	byDir := lansByDirection(lans)
 
 	window := int64(cfg.Window)
 	if cfg.Method == MethodWindow {
@@ -93,6 +102,20 @@ func pairVPN(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 	return nil
 }
 
+// lansByDirection splits the crossing LAN packets: [0] inbound, [1]
+// outbound, as the tunnel's directions are indexed.
+func lansByDirection(lans []lanPkt) [2][]lanPkt {
+	var byDir [2][]lanPkt
+	for _, l := range lans {
+		d := 0
+		if l.out {
+			d = 1
+		}
+		byDir[d] = append(byDir[d], l)
+	}
+	return byDir
+}
+
 // span is the LAN time range in which a tunnel packet's LAN packet lies:
 // before it outbound (the gateway encrypted it after the LAN tap saw it),
 // after it inbound.
@@ -121,6 +144,10 @@ func pairExact(lans []lanPkt, tun []tunnelPkt, out bool, window, tol int64, c ga
 	var last int64 // delay of the last pair
 	have := false
 	for _, t := range tun {
+		if c == gateway.WireGuard && t.wg.known && !t.wg.data {
+			// A handshake or cookie message: no LAN packet inside.
+			continue
+		}
 		lo, hi := span(t, out, window)
 		first, _ := slices.BinarySearchFunc(lans, lo, func(l lanPkt, ts int64) int { return cmp.Compare(l.ts, ts) })
 		pick := -1
@@ -196,8 +223,8 @@ func pairWindow(lans []lanPkt, tun []tunnelPkt, out bool, window int64, pairs []
 }
 
 // sendOrder puts one direction's tunnel packets in the order they were
-// sent, when the tunnel shows it: OpenVPN's packet id under an AEAD cipher
-// (in the clear), else the outer IPv4 ID when it counts up as a connected
+// sent, when the tunnel shows it: WireGuard's counter, OpenVPN's packet id
+// under an AEAD cipher (both in the clear), else the outer IPv4 ID when it counts up as a connected
 // Linux UDP socket's does. A path that reordered packets leaves these
 // numbers in sending order, and in that order the tunnel packets meet
 // their LAN packets first come, first served. Without either the capture
@@ -206,10 +233,11 @@ func sendOrder(tun []tunnelPkt, c gateway.Cipher) []tunnelPkt {
 	if len(tun) < 2 {
 		return tun
 	}
-	usePID, useID := c == gateway.AES256GCM, true
+	usePID, useID, useWG := c == gateway.AES256GCM, true, c == gateway.WireGuard
 	for _, t := range tun {
 		usePID = usePID && t.hasPID
 		useID = useID && t.v4
+		useWG = useWG && t.wg.data
 	}
 	counts := func(next func(i int) int64) bool {
 		up := 0
@@ -224,6 +252,9 @@ func sendOrder(tun []tunnelPkt, c gateway.Cipher) []tunnelPkt {
 	}
 	var seq func(i int) int64
 	switch {
+	case useWG && counts(func(i int) int64 { return int64(tun[i].wg.ctr - tun[i-1].wg.ctr) }):
+		// WireGuard's counter is the sender's, in the clear.
+		seq = func(i int) int64 { return int64(tun[i].wg.ctr - tun[i-1].wg.ctr) }
 	case usePID && counts(func(i int) int64 { return int64(int32(tun[i].pid - tun[i-1].pid)) }):
 		seq = func(i int) int64 { return int64(int32(tun[i].pid - tun[i-1].pid)) }
 	case useID && counts(func(i int) int64 { return int64(int16(tun[i].ipID - tun[i-1].ipID)) }):
@@ -247,4 +278,56 @@ func sendOrder(tun []tunnelPkt, c gateway.Cipher) []tunnelPkt {
 		out[i] = r[i].t
 	}
 	return out
+}
+
+// knownVPNPorts are the server ports VPNs listen on by default: OpenVPN,
+// WireGuard, and 443 where a server hides among HTTPS.
+var knownVPNPorts = map[uint16]bool{1194: true, gateway.WireGuardPort: true, 443: true}
+
+// detectVPNPort finds the tunnel in a WAN capture: under VPN every packet
+// the home sends goes through one flow to the server, so the UDP or TCP
+// flow with the most packets is the tunnel (of those on port, when port is
+// not zero). Its server end is the one on a VPN's usual port, else the
+// lower port (the client's is ephemeral).
+func detectVPNPort(wans []wanPkt, port uint16) (uint16, uint8, bool) {
+	type end struct {
+		addr netip.Addr
+		port uint16
+	}
+	type flow struct {
+		proto uint8
+		a, b  end
+	}
+	counts := map[flow]int{}
+	var best flow
+	for _, w := range wans {
+		h := w.h
+		if (h.Proto != gateway.ProtoUDP && h.Proto != gateway.ProtoTCP) || h.Later || !h.HasPorts {
+			continue
+		}
+		if port != 0 && h.SrcPort != port && h.DstPort != port {
+			continue
+		}
+		f := flow{h.Proto, end{h.Src, h.SrcPort}, end{h.Dst, h.DstPort}}
+		if f.b.addr.Less(f.a.addr) || (f.a.addr == f.b.addr && f.b.port < f.a.port) {
+			f.a, f.b = f.b, f.a
+		}
+		counts[f]++
+		if counts[f] > counts[best] {
+			best = f
+		}
+	}
+	if counts[best] == 0 {
+		return 0, 0, false
+	}
+	a, b := best.a.port, best.b.port
+	switch {
+	case port != 0:
+		return port, best.proto, true
+	case knownVPNPorts[a] && !knownVPNPorts[b]:
+		return a, best.proto, true
+	case knownVPNPorts[b] && !knownVPNPorts[a]:
+		return b, best.proto, true
+	}
+	return min(a, b), best.proto, true
 }

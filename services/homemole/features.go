@@ -33,7 +33,11 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 			"the gap to the previous decoded packet in seconds.\n\n"+
 			"Direction: multicast and broadcast are local; a frame to the gateway's LAN MAC\n"+
 			"(--lan-mac) is outbound, from it inbound; otherwise the LAN prefixes decide. Without\n"+
-			"--lan-net they are the private ranges, as in a campaign file without lan_nets:\n"+
+			"either flag both are inferred from the capture and reported on stderr: the gateway is\n"+
+			"the Ethernet peer of the traffic to public addresses, the prefixes are the private\n"+
+			"ranges, ULA and link-local plus the global IPv6 prefixes the home's hosts source; a\n"+
+			"capture without Ethernet (a tun device) has every packet crossing. With --lan-mac\n"+
+			"alone the prefixes are the private ranges:\n"+
 			"  "+strings.Join(campaign.DefaultLANNets, " ")+"\n\n"+
 			"Packets the decoder cannot read are skipped and counted on stderr. On a truncated or\n"+
 			"corrupt capture, the rows of the packets before the fault are written, then the\n"+
@@ -53,7 +57,10 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 		// empty the capture before it is read.
 		return cli.Usagef("features: --out %s is the capture itself", *outPath)
 	}
-	home := homeOf()
+	home, err := homeOf.of(ctx, "features", *in, stderr)
+	if err != nil {
+		return err
+	}
 
 	// The capture is opened before the output is created, so that a wrong
 	// --in does not leave an empty CSV file behind.

@@ -22,22 +22,22 @@ import (
 )
 
 // homeFlags adds --lan-net and the gateway-MAC flag (named macFlag), which
-// place LAN packets as the capture agent does; the returned function builds
-// the HomeConfig after parsing.
-func homeFlags(fs *flag.FlagSet, macFlag string) func() features.HomeConfig {
-	var nets []netip.Prefix
-	var mac schemas.MAC
-	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: the private ranges)", func(s string) error {
+// place LAN packets as the capture agent does. Without either flag the home
+// side is inferred from the capture (homeChoice.of).
+func homeFlags(fs *flag.FlagSet, macFlag string) *homeChoice {
+	h := &homeChoice{macFlag: macFlag}
+	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: inferred from the capture)", func(s string) error {
 		for _, part := range strings.Split(s, ",") {
 			p, err := netip.ParsePrefix(strings.TrimSpace(part))
 			if err != nil {
 				return fmt.Errorf("%q is not a CIDR prefix such as 192.168.1.0/24", part)
 			}
-			nets = append(nets, p.Masked())
+			h.nets = append(h.nets, p.Masked())
 		}
+		h.given = true
 		return nil
 	})
-	fs.Func(macFlag, "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff: frames to it are outbound, from it inbound", func(s string) error {
+	fs.Func(macFlag, "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff: frames to it are outbound, from it inbound (default: inferred from the capture)", func(s string) error {
 		m, err := schemas.ParseMAC(s)
 		if err != nil {
 			return err
@@ -45,17 +45,56 @@ func homeFlags(fs *flag.FlagSet, macFlag string) func() features.HomeConfig {
 		if m.IsZero() {
 			return fmt.Errorf("MAC %q: the zero address cannot be a gateway", s)
 		}
-		mac = m
+		h.mac, h.given = m, true
 		return nil
 	})
-	return func() features.HomeConfig {
-		if len(nets) == 0 {
-			for _, s := range campaign.DefaultLANNets {
-				nets = append(nets, netip.MustParsePrefix(s))
-			}
+	return h
+}
+
+// homeChoice is the home side a command decodes a capture with: the flags'
+// when any was given, else the one the capture shows.
+type homeChoice struct {
+	nets    []netip.Prefix
+	mac     schemas.MAC
+	given   bool
+	macFlag string
+}
+
+// flags is the home the flags describe, with the private ranges where no
+// --lan-net was given.
+func (h *homeChoice) flags() features.HomeConfig {
+	nets := h.nets
+	if len(nets) == 0 {
+		for _, s := range campaign.DefaultLANNets {
+			nets = append(nets, netip.MustParsePrefix(s))
 		}
-		return features.HomeConfig{LANNets: nets, GatewayMAC: mac}
 	}
+	return features.HomeConfig{LANNets: nets, GatewayMAC: h.mac}
+}
+
+// of is the home to decode the capture at path with: the flags' home when
+// either flag was given, otherwise the home side inferred from the capture,
+// which is reported on w (one line, prefixed by cmd) so the user can check
+// it and correct it with the flags.
+func (h *homeChoice) of(ctx context.Context, cmd, path string, w io.Writer) (features.HomeConfig, error) {
+	hc, note, err := h.resolve(ctx, cmd, path)
+	if note != "" {
+		fmt.Fprintln(w, note)
+	}
+	return hc, err
+}
+
+// resolve is of without the printing: note is the line to show, empty when
+// the flags decided.
+func (h *homeChoice) resolve(ctx context.Context, cmd, path string) (features.HomeConfig, string, error) {
+	if h.given {
+		return h.flags(), "", nil
+	}
+	r, err := capture.InferHome(ctx, path)
+	if err != nil {
+		return features.HomeConfig{}, "", fmt.Errorf("%s: %w", cmd, err)
+	}
+	return r.Home, fmt.Sprintf("%s: home side of %s inferred: %s (--%s and --lan-net override)", cmd, path, r, h.macFlag), nil
 }
 
 // refuseInput refuses an output path that is one of the inputs, which
@@ -87,20 +126,23 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 			"capture. napt translates addresses and ports onto the gateway's WAN address (mappings\n"+
 			"with timeouts, TTL one hop apart, checksums updated, IP ID and TCP sequence numbers kept,\n"+
 			"50-500 us forwarding delay); vpn wraps every crossing packet into one OpenVPN UDP flow to\n"+
-			"port 1194, sized by the cipher, delayed 0.5-20 ms. Only packets that cross the gateway\n"+
+			"port 1194 (one TCP stream with --vpn-proto tcp; WireGuard to 51820 with --cipher\n"+
+			"wireguard), sized by the cipher, delayed\n"+
+			"0.5-20 ms. Only packets that cross the gateway\n"+
 			"appear: LAN-local, ARP and multicast traffic stays home. The WAN capture is an Ethernet\n"+
 			"pcap with nanosecond timestamps, in WAN time order; the truth file has one row\n"+
 			"wan_index,lan_index per WAN packet (0-based packet ordinals). The same seed gives the\n"+
 			"same bytes.")
 	in := fs.String("in", "", "LAN capture (pcap or pcapng, optionally gzipped)")
 	mode := fs.String("mode", "napt", "napt or vpn")
-	cipher := fs.String("cipher", string(gateway.AES256GCM), "VPN data-channel cipher: aes-256-gcm or aes-256-cbc (with HMAC-SHA1)")
+	cipher := fs.String("cipher", string(gateway.AES256GCM), "VPN data channel: aes-256-gcm or aes-256-cbc (with HMAC-SHA1) for OpenVPN, or wireguard")
 	seed := fs.Uint64("seed", 1, "seed of every random choice (ports, delays, payload bytes)")
 	outPath := fs.String("out", "", "WAN capture to write (pcap)")
 	truthPath := fs.String("truth", "", "ground-truth CSV to write")
 	reorder := fs.Bool("reorder", false, "vpn: let per-packet jitter reorder packets of one direction")
 	ping := fs.Duration("vpn-ping", 10*time.Second, "vpn: keepalive after this much silence in a direction (OpenVPN --ping); 0 sends none")
 	loss := fs.Float64("loss", 0, "share of outbound packets the gateway loses, 0 to below 1")
+	vpnProto := fs.String("vpn-proto", "udp", "vpn: the tunnel's transport, udp or tcp (OpenVPN records framed by their length in one TCP stream)")
 	home := homeFlags(fs, "gateway-mac")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -131,8 +173,15 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if *ping < 0 {
 		return cli.Usagef("gateway: --vpn-ping %s: want 0 (none) or a positive interval", *ping)
 	}
-	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed, Reorder: *reorder, VPNPing: *ping, Loss: *loss}
-	st, err := gateway.EmulateFile(ctx, *in, *outPath, *truthPath, home(), cfg)
+	if *vpnProto != "udp" && *vpnProto != "tcp" {
+		return cli.Usagef("gateway: --vpn-proto %q: want udp or tcp", *vpnProto)
+	}
+	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed, Reorder: *reorder, VPNPing: *ping, Loss: *loss, VPNTCP: *vpnProto == "tcp"}
+	hc, err := home.of(ctx, "gateway", *in, out)
+	if err != nil {
+		return err
+	}
+	st, err := gateway.EmulateFile(ctx, *in, *outPath, *truthPath, hc, cfg)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -164,10 +213,10 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	lanPath := fs.String("lan", "", "LAN capture")
 	wanPath := fs.String("wan", "", "WAN capture")
 	mode := fs.String("mode", "", "napt or vpn")
-	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc, or auto to detect")
+	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc (OpenVPN), wireguard, or auto to detect")
 	method := fs.String("method", string(pair.MethodExact), "vpn: exact (size function, one-to-one, in order) or window (the paper's rule)")
 	window := fs.Duration("window", 0, "largest gap between a WAN packet and its LAN packet (default 5ms napt, 20ms vpn)")
-	vpnPort := fs.Uint("vpn-port", 1194, "vpn: the VPN server's UDP port")
+	vpnPort := fs.Uint("vpn-port", 0, "vpn: the VPN server's UDP port (default: found in the WAN capture, the server end of its busiest UDP flow)")
 	outPath := fs.String("out", "-", "pairs CSV to write; - is stdout")
 	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report accuracy")
 	home := homeFlags(fs, "gateway-mac")
@@ -181,13 +230,13 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	if err != nil {
 		return cli.Usagef("pair: --mode: %v", err)
 	}
-	cfg := pair.Config{Mode: m, Home: home(), Method: pair.Method(*method), Window: *window}
+	cfg := pair.Config{Mode: m, Method: pair.Method(*method), Window: *window}
 	if *cipher != "auto" {
 		if cfg.Cipher, err = gateway.ParseCipher(*cipher); err != nil {
 			return cli.Usagef("pair: --cipher: %v (or auto)", err)
 		}
 	}
-	if *vpnPort == 0 || *vpnPort > 65535 {
+	if *vpnPort > 65535 {
 		return cli.Usagef("pair: --vpn-port %d is not a port", *vpnPort)
 	}
 	cfg.VPNPort = uint16(*vpnPort)
@@ -206,6 +255,14 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 			return err
 		}
 	}
+	// The summary must not mix into the CSV on stdout.
+	report := out
+	if *outPath == "-" {
+		report = os.Stderr
+	}
+	if cfg.Home, err = home.of(ctx, "pair", *lanPath, report); err != nil {
+		return err
+	}
 	lan, err := capture.OpenFile(*lanPath)
 	if err != nil {
 		return err
@@ -220,13 +277,10 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	if err != nil {
 		return fmt.Errorf("pair %s with %s: %w", *wanPath, *lanPath, err)
 	}
-	report := out
 	if *outPath == "-" {
 		if err := pair.WriteCSV(out, res.Pairs); err != nil {
 			return err
 		}
-		// The summary must not mix into the CSV on stdout.
-		report = os.Stderr
 	} else {
 		f, err := createOutput("pair", "out", *outPath, *lanPath, *wanPath)
 		if err != nil {
@@ -243,7 +297,11 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	fmt.Fprintf(report, "pair %s: %d WAN packets, %d paired (%.2f %%), %d not the gateway's traffic; %d of %d crossing LAN packets unpaired",
 		m, len(res.Pairs), res.Paired, 100*res.Rate(), res.WANOther, res.LANUnpaired, res.LANCrossing)
 	if m == gateway.VPN && res.Cipher != "" {
-		fmt.Fprintf(report, "; cipher %s", res.Cipher)
+		proto := "UDP"
+		if res.VPNTCP {
+			proto = "TCP"
+		}
+		fmt.Fprintf(report, "; cipher %s, server %s port %d", res.Cipher, proto, res.VPNPort)
 	}
 	if m == gateway.NAPT && res.WANAddr.IsValid() {
 		fmt.Fprintf(report, "; WAN address %s", res.WANAddr)

@@ -4,14 +4,23 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -24,7 +33,8 @@ func TestGatewayAndPairCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
-	for _, c := range [][]string{{"--mode", "napt"}, {"--mode", "vpn", "--cipher", "aes-256-cbc"}} {
+	for _, c := range [][]string{{"--mode", "napt"}, {"--mode", "vpn", "--cipher", "aes-256-cbc"},
+		{"--mode", "vpn", "--cipher", "wireguard"}, {"--mode", "vpn", "--cipher", "aes-256-gcm", "--vpn-proto", "tcp"}} {
 		wan, truth, pairs := filepath.Join(dir, "wan.pcap"), filepath.Join(dir, "truth.csv"), filepath.Join(dir, "pairs.csv")
 		var out bytes.Buffer
 		args := append([]string{"--in", h.Files[0], "--out", wan, "--truth", truth, "--seed", "9",
@@ -56,4 +66,116 @@ func TestGatewayAndPairCommands(t *testing.T) {
 	if err := runGateway(context.Background(), log, &bytes.Buffer{}, []string{"--in", h.Files[0], "--out", h.Files[0], "--truth", filepath.Join(dir, "t.csv")}); !errors.Is(err, cli.ErrUsage) {
 		t.Errorf("gateway writing over its input: %v, want a usage error", err)
 	}
+}
+
+// TestPairTunCaptureNoFlags is the OpenVPN client case: the LAN side is a
+// tun capture (raw IP as link type 12 in pcapng, and as 101 in pcap)
+// holding IPv4 and IPv6 with the home's global IPv6 prefix, and neither the
+// emulator nor the pairing is told anything about the home.
+func TestPairTunCaptureNoFlags(t *testing.T) {
+	dir := t.TempDir()
+	cfg := homegen.Config{Seed: 3, Sessions: 1, SessionDuration: 5 * time.Minute, AddressPlan: homegen.PlanDual}
+	h, err := homegen.Generate(cfg, filepath.Join(dir, "home"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	truthHome, err := h.HomeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	for _, tun := range []struct {
+		name string
+		link uint8
+		ng   bool
+	}{{"tun-12.pcapng", 12, true}, {"tun-101.pcap", 101, false}} {
+		lan, v4, v6 := writeTunCapture(t, h.Files[0], truthHome, filepath.Join(dir, tun.name), tun.link, tun.ng)
+		if v4 == 0 || v6 == 0 {
+			t.Fatalf("tun capture holds %d IPv4 and %d IPv6 packets, want both", v4, v6)
+		}
+		wan, truth := filepath.Join(dir, "wan.pcap"), filepath.Join(dir, "truth.csv")
+		var out bytes.Buffer
+		if err := runGateway(context.Background(), log, &out, []string{"--in", lan, "--out", wan, "--truth", truth, "--mode", "vpn"}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "no Ethernet: every packet crosses") || !strings.Contains(out.String(), " 0 stayed local") {
+			t.Errorf("gateway on %s:\n%s", tun.name, out.String())
+		}
+		out.Reset()
+		if err := runPair(context.Background(), log, &out, []string{"--lan", lan, "--wan", wan, "--mode", "vpn", "--truth", truth, "--out", filepath.Join(dir, "pairs.csv")}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s (%d IPv4, %d IPv6 packets):\n%s", tun.name, v4, v6, out.String())
+		m := regexp.MustCompile(`accuracy against .*: (\d+) of (\d+)`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("no accuracy in %q", out.String())
+		}
+		if c, n := atoi(t, m[1]), atoi(t, m[2]); n < v4+v6 || float64(c) < 0.995*float64(n) {
+			t.Errorf("%s: %d of %d WAN packets paired right, want >= 99.5 %% of at least %d", tun.name, c, n, v4+v6)
+		}
+	}
+}
+
+// writeTunCapture keeps the packets of a LAN capture that cross the
+// gateway, without their Ethernet header, as a tun device on the home side
+// of a VPN would capture them.
+func writeTunCapture(t *testing.T, in string, home features.HomeConfig, out string, link uint8, ng bool) (string, int, int) {
+	t.Helper()
+	src, err := capture.OpenFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var buf bytes.Buffer
+	var write func(gopacket.CaptureInfo, []byte) error
+	flush := func() error { return nil }
+	if ng {
+		w, err := pcapgo.NewNgWriter(&buf, layers.LinkType(link))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write, flush = w.WritePacket, w.Flush
+	} else {
+		w := pcapgo.NewWriter(&buf)
+		if err := w.WriteFileHeader(65535, layers.LinkType(link)); err != nil {
+			t.Fatal(err)
+		}
+		write = w.WritePacket
+	}
+	dec := features.NewDecoder(home)
+	var p schemas.Packet
+	v4, v6 := 0, 0
+	for {
+		f, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dec.Decode(f.LinkType, f.Data, f.CI, f.Offset, &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Direction == schemas.DirLocal {
+			continue
+		}
+		ip := f.Data[14:]
+		if ip[0]>>4 == 6 {
+			v6++
+		} else {
+			v4++
+		}
+		ci := f.CI
+		ci.CaptureLength, ci.Length = len(ip), len(ip)
+		if err := write(ci, ip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out, v4, v6
 }

@@ -31,7 +31,7 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	wanPath := fs.String("wan", "", "WAN capture of the same session")
 	invPath := fs.String("inventory", "", "inventory YAML: a list of {mac, name, category}")
 	mode := fs.String("mode", "", "the gateway's mode: napt or vpn")
-	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc, or auto to detect")
+	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc (OpenVPN), wireguard, or auto to detect")
 	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report pairing accuracy")
 	home := homeFlags(fs, "gateway-mac")
 	if err := parse(fs, args); err != nil {
@@ -48,7 +48,10 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	if err != nil {
 		return fmt.Errorf("label: --inventory: %w", err)
 	}
-	hc := home()
+	hc, err := home.of(ctx, "label", *lanPath, out)
+	if err != nil {
+		return err
+	}
 	gw := campaign.Gateway{Mode: string(m)}
 	for _, p := range hc.LANNets {
 		gw.LANNets = append(gw.LANNets, p.String())

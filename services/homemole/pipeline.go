@@ -120,7 +120,7 @@ func viewFlags(fs *flag.FlagSet) *vantage {
 		v.name, v.mode = s, m
 		return nil
 	})
-	fs.Func("cipher", "VPN data-channel cipher the emulator uses for --view vpn: aes-256-gcm or aes-256-cbc (default aes-256-gcm)", func(s string) error {
+	fs.Func("cipher", "VPN data channel the emulator uses for --view vpn: aes-256-gcm, aes-256-cbc or wireguard (default aes-256-gcm)", func(s string) error {
 		c, err := gateway.ParseCipher(s)
 		v.cipher = c
 		return err

@@ -46,7 +46,15 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return err
 	}
 	defer model.Close()
-	res, err := identify.File(ctx, model, meta, *in, home(), !*wan)
+	// Beyond the gateway there is no home side to infer: the flags or
+	// the private ranges decide.
+	hc, note := home.flags(), ""
+	if !*wan {
+		if hc, note, err = home.resolve(ctx, "predict", *in); err != nil {
+			return err
+		}
+	}
+	res, err := identify.File(ctx, model, meta, *in, hc, !*wan)
 	if err != nil {
 		return err
 	}
@@ -60,6 +68,9 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		}
 	}
 	fmt.Fprintf(out, "%s: %d packets, model %s (%s, windows of %d, %d devices)\n", *in, res.Packets, *run, meta.Model, meta.Window, len(meta.Labels))
+	if note != "" {
+		fmt.Fprintf(out, "  %s\n", note)
+	}
 	fmt.Fprintf(out, "  %-19s %8s  %-24s %s\n", "host", "packets", "device", "share of its packets")
 	for _, h := range res.Hosts {
 		fmt.Fprintf(out, "  %-19s %8d  %-24s %5.1f %%\n", h.Host, h.Packets, h.Device, 100*h.Share)

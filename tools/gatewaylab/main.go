@@ -19,7 +19,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,7 +46,7 @@ import (
 // Debian packages the lab runs, by the command each provides.
 var debPackages = [][2]string{
 	{"ip", "iproute2"}, {"iptables", "iptables"}, {"tcpdump", "tcpdump"},
-	{"openvpn", "openvpn"}, {"openssl", "openssl"},
+	{"openvpn", "openvpn"}, {"openssl", "openssl"}, {"wg", "wireguard-tools"}, {"ping", "iputils-ping"},
 }
 
 type row struct {
@@ -59,7 +61,7 @@ type row struct {
 func main() {
 	in := flag.String("in", "../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA.pcap", "LAN capture whose busiest device's flows are replayed (pcap or pcapng); \"homegen\" generates a home with pipeline/homegen and uses its first session")
 	dryRun := flag.Bool("dry-run", false, "only print what would be replayed (no root needed)")
-	modes := flag.String("modes", "napt,vpn:aes-256-gcm,vpn:aes-256-cbc", "comma-separated runs: napt, vpn:aes-256-gcm, vpn:aes-256-cbc")
+	modes := flag.String("modes", "napt,vpn:aes-256-gcm,vpn:aes-256-cbc", "comma-separated runs: napt, vpn:aes-256-gcm, vpn:aes-256-cbc, vpn:wireguard (wireguard-go), and OpenVPN over TCP as vpn-tcp:aes-256-gcm, vpn-tcp:aes-256-cbc")
 	maxPackets := flag.Int("max-packets", 2000, "replay at most this many of the device's packets")
 	maxLength := flag.Duration("max-duration", 60*time.Second, "replay at most this much of the (gap-shortened) capture")
 	maxGap := flag.Duration("max-gap", time.Second, "shorten idle gaps of the capture to this")
@@ -115,10 +117,10 @@ func mainErr(ctx context.Context, in, modes, outDir string, lim limits) error {
 	for _, m := range strings.Split(modes, ",") {
 		m = strings.TrimSpace(m)
 		mode, cipher, _ := strings.Cut(m, ":")
-		if mode != "napt" && mode != "vpn" {
-			return fmt.Errorf("mode %q: want napt or vpn:CIPHER", m)
+		if mode != "napt" && mode != "vpn" && mode != "vpn-tcp" {
+			return fmt.Errorf("mode %q: want napt, vpn:CIPHER or vpn-tcp:CIPHER", m)
 		}
-		if mode == "vpn" && cipher == "" {
+		if mode != "napt" && cipher == "" {
 			cipher = string(gateway.AES256GCM)
 		}
 		dir := filepath.Join(outDir, strings.ReplaceAll(m, ":", "-"))
@@ -139,7 +141,7 @@ func mainErr(ctx context.Context, in, modes, outDir string, lim limits) error {
 	fmt.Fprintln(tw, "mode\tcipher\tLAN pkts\tWAN pkts\ttun pkts\tpaired %\taccuracy %\tcorrect/total\t")
 	for _, r := range rows {
 		tun := "-"
-		if r.mode == "vpn" {
+		if r.mode != "napt" {
 			tun = fmt.Sprint(r.tun)
 		}
 		c := r.cipher
@@ -263,14 +265,24 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 	if err := l.up(ctx); err != nil {
 		return r, err
 	}
-	tunnel := mode == "vpn"
-	if tunnel {
-		if err := l.startVPN(ctx, dir, cipher); err != nil {
+	tunnel, overTCP := mode != "napt", mode == "vpn-tcp"
+	wireGuard := cipher == string(gateway.WireGuard)
+	switch {
+	case wireGuard && overTCP:
+		return r, fmt.Errorf("WireGuard runs over UDP only")
+	case wireGuard:
+		if err := l.startWireGuard(ctx, dir); err != nil {
 			return r, err
 		}
+	case tunnel:
+		if err := l.startVPN(ctx, dir, cipher, overTCP); err != nil {
+			return r, err
+		}
+	}
+	if tunnel {
 		for _, c := range [][]string{
-			{"ip", "route", "replace", "default", "dev", "tun0"},
-			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "tun0", "-j", "MASQUERADE"},
+			{"ip", "route", "replace", "default", "dev", l.tun},
+			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", l.tun, "-j", "MASQUERADE"},
 			// Nothing of the LAN may leave outside the tunnel.
 			{"iptables", "-A", "FORWARD", "-o", "wan0", "-j", "DROP"},
 		} {
@@ -278,7 +290,11 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 				return r, err
 			}
 		}
-		fmt.Println("tunnel up:", negotiated(filepath.Join(dir, "client.log")))
+		if wireGuard {
+			fmt.Println("tunnel up: WireGuard (wireguard-go)")
+		} else {
+			fmt.Println("tunnel up:", negotiated(filepath.Join(dir, "client.log")))
+		}
 	} else {
 		for _, c := range [][]string{
 			{"ip", "route", "add", "default", "via", ispWANAddr},
@@ -304,7 +320,7 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 	defer stopAll()
 	caps := [][2]string{{"lan0", lanPath}, {"wan0", wanPath}}
 	if tunnel {
-		caps = append(caps, [2]string{"tun0", tunPath})
+		caps = append(caps, [2]string{l.tun, tunPath})
 	}
 	for _, c := range caps {
 		st, err := l.tcpdump(ctx, l.gw, c[0], c[1])
@@ -332,9 +348,12 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 	var truth []int64
 	var ti truthInfo
 	gc := gateway.Cipher(cipher)
-	if tunnel {
+	switch {
+	case overTCP:
+		truth, ti, err = truthVPNTCP(lanPath, tunPath, wanPath, gc)
+	case tunnel:
 		truth, ti, err = truthVPN(lanPath, tunPath, wanPath, gc)
-	} else {
+	default:
 		truth, ti, err = truthNAPT(lanPath, wanPath)
 	}
 	if err != nil {
@@ -361,7 +380,69 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 	if err := pairRun(ctx, &r, lanPath, wanPath, filepath.Join(dir, "pairs.csv"), gc, truth); err != nil {
 		return r, err
 	}
+	if tunnel {
+		note, err := pairTunSide(ctx, tunPath, wanPath, dir, ti.tunTruth)
+		if err != nil {
+			return r, err
+		}
+		r.note = strings.TrimPrefix(r.note+"; "+note, "; ")
+	}
 	return r, nil
+}
+
+// pairTunSide pairs the WAN with the tun device's capture, as a VPN client
+// user would capture it, with nothing said about the home (its side is
+// inferred, as homemole pair does without flags): once as tcpdump wrote it
+// (link type 101), once with the header's link type rewritten to DLT_RAW's
+// 12, as several capture tools write raw IP.
+func pairTunSide(ctx context.Context, tunPath, wanPath, dir string, truth []int64) (string, error) {
+	if err := writeCSV(filepath.Join(dir, "truth-tun.csv"), truth); err != nil {
+		return "", err
+	}
+	raw, err := os.ReadFile(tunPath)
+	if err != nil {
+		return "", err
+	}
+	if len(raw) < 24 || raw[0] != 0x4d && raw[0] != 0xd4 {
+		return "", fmt.Errorf("%s: not a little-endian pcap as tcpdump writes here", tunPath)
+	}
+	as12 := bytes.Clone(raw)
+	binary.LittleEndian.PutUint32(as12[20:24], 12)
+	path12 := filepath.Join(dir, "tun-linktype12.pcap")
+	if err := os.WriteFile(path12, as12, 0o644); err != nil {
+		return "", err
+	}
+	var notes []string
+	for _, p := range []string{tunPath, path12} {
+		inf, err := capture.InferHome(ctx, p)
+		if err != nil {
+			return "", err
+		}
+		tun, err := capture.OpenFile(p)
+		if err != nil {
+			return "", err
+		}
+		wan, err := capture.OpenFile(wanPath)
+		if err != nil {
+			tun.Close()
+			return "", err
+		}
+		res, err := pair.Pair(ctx, tun, wan, pair.Config{Mode: gateway.VPN, Home: inf.Home})
+		tun.Close()
+		wan.Close()
+		if err != nil {
+			return "", fmt.Errorf("pair the tun side %s: %w", p, err)
+		}
+		c, n := pair.Score(res.Pairs, truth)
+		link := "101"
+		if p == path12 {
+			link = "12"
+		}
+		fmt.Printf("tun side as link type %s, home inferred (%s): %d of %d WAN packets paired right (%.2f %%)\n",
+			link, inf, c, n, 100*float64(c)/float64(max(n, 1)))
+		notes = append(notes, fmt.Sprintf("tun side (link type %s, no flags) %.2f %%", link, 100*float64(c)/float64(max(n, 1))))
+	}
+	return strings.Join(notes, ", "), nil
 }
 
 // pairRun pairs with pair.Pair as a user of the pipeline would and scores
@@ -378,7 +459,7 @@ func pairRun(ctx context.Context, r *row, lanPath, wanPath, pairsPath string, gc
 	}
 	defer wan.Close()
 	cfg := pair.Config{Mode: gateway.NAPT, Home: features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix(lanNet)}}}
-	if r.mode == "vpn" {
+	if r.mode != "napt" {
 		cfg.Mode, cfg.Cipher = gateway.VPN, gc
 	}
 	res, err := pair.Pair(ctx, lan, wan, cfg)

@@ -42,11 +42,13 @@ type lab struct {
 	procs              []*exec.Cmd
 	nsCreated          []string
 	verbose            bool
+	// tun is the gateway's tunnel interface: tun0 for OpenVPN.
+	tun string
 }
 
 func newLab(verbose bool) *lab {
 	id := strconv.Itoa(os.Getpid())
-	l := &lab{id: id, verbose: verbose}
+	l := &lab{id: id, verbose: verbose, tun: "tun0"}
 	l.dev = nsPrefix + id + "-dev"
 	l.gw = nsPrefix + id + "-gw"
 	l.isp = nsPrefix + id + "-isp"

@@ -49,7 +49,7 @@ var vpnCiphers = map[string][]string{
 // startVPN starts the server in the isp namespace and the client in the
 // gateway namespace, waits until the tunnel is up, then routes the
 // gateway's traffic through it.
-func (l *lab) startVPN(ctx context.Context, dir, cipher string) error {
+func (l *lab) startVPN(ctx context.Context, dir, cipher string, tcp bool) error {
 	opts, ok := vpnCiphers[cipher]
 	if !ok {
 		return fmt.Errorf("cipher %q: want aes-256-gcm or aes-256-cbc", cipher)
@@ -61,17 +61,24 @@ func (l *lab) startVPN(ctx context.Context, dir, cipher string) error {
 	// No keepalive, no compression, no renegotiation within a run: every
 	// data-channel packet on the WAN then carries exactly one packet of
 	// the tun device, which the ground truth relies on.
-	common := []string{"--dev", "tun0", "--dev-type", "tun", "--proto", "udp", "--verb", "3",
+	// Over TCP the server listens (tcp-server) and the client connects
+	// (tcp-client); the data channel is the same, each packet a record
+	// behind a 2-byte length in the stream.
+	proto := [2]string{"udp", "udp"}
+	if tcp {
+		proto = [2]string{"tcp-server", "tcp-client"}
+	}
+	common := []string{"--dev", "tun0", "--dev-type", "tun", "--verb", "3",
 		"--ca", p("ca.crt"), "--reneg-sec", "0", "--persist-tun"}
 	server := append([]string{"openvpn", "--mode", "server", "--tls-server", "--port", "1194", "--local", ispWANAddr,
 		"--server", tunNet, "255.255.255.0", "--topology", "subnet",
 		"--cert", p("server.crt"), "--key", p("server.key"), "--dh", "none",
 		"--log", p("server.log"), "--writepid", p("server.pid")}, common...)
-	server = append(server, opts...)
+	server = append(append(server, opts...), "--proto", proto[0])
 	client := append([]string{"openvpn", "--client", "--remote", ispWANAddr, "1194", "--nobind",
 		"--remote-cert-tls", "server", "--cert", p("client.crt"), "--key", p("client.key"),
 		"--route-nopull", "--log", p("client.log"), "--writepid", p("client.pid")}, common...)
-	client = append(client, opts...)
+	client = append(append(client, opts...), "--proto", proto[1])
 	if _, err := l.start(l.isp, nil, nil, server...); err != nil {
 		return err
 	}

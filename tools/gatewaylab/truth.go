@@ -1,13 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/pair"
 )
 
 type capPkt struct {
@@ -17,6 +21,9 @@ type capPkt struct {
 	key string
 	// udpPayload is the first bytes of a UDP payload (OpenVPN's opcode).
 	udpPayload []byte
+	// tcpPayload is a TCP segment's whole payload, where OpenVPN over
+	// TCP has its records.
+	tcpPayload []byte
 }
 
 // readCap reads a capture whole; isOut says which packets leave the home.
@@ -43,7 +50,12 @@ func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
 			if h.Proto == gateway.ProtoUDP && !h.Later {
 				at := h.IPStart + h.L4 + 8
 				if at < len(fr.Data) {
-					p.udpPayload = append([]byte(nil), fr.Data[at:min(len(fr.Data), at+8)]...)
+					p.udpPayload = append([]byte(nil), fr.Data[at:min(len(fr.Data), at+16)]...)
+				}
+			}
+			if h.Proto == gateway.ProtoTCP && !h.Later {
+				if n := payloadLen(fr.Data, h); n > 0 && n <= len(fr.Data) {
+					p.tcpPayload = append([]byte(nil), fr.Data[len(fr.Data)-n:]...)
 				}
 			}
 		}
@@ -109,6 +121,9 @@ type truthInfo struct {
 	sizeMismatch int
 	// delta counts outer payload size minus the size function's, per value.
 	delta map[int]int
+	// tunTruth is, per WAN packet, its packet in the tun capture (-1:
+	// none): the truth of pairing the tun side with the WAN.
+	tunTruth []int64
 }
 
 // truthNAPT: the gateway only rewrites addresses and ports, so each WAN
@@ -127,26 +142,35 @@ func truthNAPT(lanPath, wanPath string) ([]int64, truthInfo, error) {
 	return matchByKey(lan, wan), ti, nil
 }
 
+// readVPNCaps reads a VPN run's three captures and names each tun packet's
+// LAN packet (tunLAN), as under NAPT: the gateway masquerades onto the
+// tunnel.
+func readVPNCaps(lanPath, tunPath, wanPath string, ti *truthInfo) (tun, wan []capPkt, tunLAN []int64, err error) {
+	lan, err := readCap(lanPath, inPrefix(lanNet))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if tun, err = readCap(tunPath, inPrefix(tunNet+"/24")); err != nil {
+		return nil, nil, nil, err
+	}
+	gw := netip.MustParseAddr(gwWANAddr)
+	if wan, err = readCap(wanPath, func(h gateway.Header) bool { return h.Src == gw }); err != nil {
+		return nil, nil, nil, err
+	}
+	ti.lan, ti.wan, ti.tun = len(lan), len(wan), len(tun)
+	return tun, wan, matchByKey(lan, tun), nil
+}
+
 // truthVPN: LAN to tun by name, as under NAPT (the gateway masquerades onto
 // the tunnel); tun to WAN by order, since OpenVPN encrypts the packets of
 // its tun device one by one, in order, into one data-channel packet each.
 func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64, truthInfo, error) {
 	var ti truthInfo
-	lan, err := readCap(lanPath, inPrefix(lanNet))
-	if err != nil {
-		return nil, ti, err
-	}
-	tun, err := readCap(tunPath, inPrefix(tunNet+"/24"))
+	tun, wan, tunLAN, err := readVPNCaps(lanPath, tunPath, wanPath, &ti)
 	if err != nil {
 		return nil, ti, err
 	}
 	gw := netip.MustParseAddr(gwWANAddr)
-	wan, err := readCap(wanPath, func(h gateway.Header) bool { return h.Src == gw })
-	if err != nil {
-		return nil, ti, err
-	}
-	ti.lan, ti.wan, ti.tun = len(lan), len(wan), len(tun)
-	tunLAN := matchByKey(lan, tun)
 	var tunOut, tunIn []int
 	for i, p := range tun {
 		if !p.ok {
@@ -160,16 +184,22 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 	}
 	ti.tunOut, ti.tunIn = len(tunOut), len(tunIn)
 	truth := make([]int64, len(wan))
+	ti.tunTruth = make([]int64, len(wan))
 	for i := range truth {
-		truth[i] = -1
+		truth[i], ti.tunTruth[i] = -1, -1
 	}
-	for i, p := range wan {
+	port := uint16(1194)
+	if cipher == gateway.WireGuard {
+		port = gateway.WireGuardPort
+	}
+	for _, i := range sendOrder(wan, cipher, gw) {
+		p := wan[i]
 		if !p.ok || p.h.Proto != gateway.ProtoUDP || len(p.udpPayload) == 0 {
 			continue
 		}
-		out := p.h.Src == gw && p.h.DstPort == 1194
-		in := p.h.Dst == gw && p.h.SrcPort == 1194
-		if op := p.udpPayload[0] >> 3; (!out && !in) || (op != 6 && op != 9) {
+		out := p.h.Src == gw && p.h.DstPort == port
+		in := p.h.Dst == gw && p.h.SrcPort == port
+		if !out && !in || !dataMessage(p.udpPayload, cipher) {
 			continue // not the data channel
 		}
 		var k, t int
@@ -194,6 +224,130 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 			ti.delta[d]++
 		}
 		truth[i] = tunLAN[t]
+		ti.tunTruth[i] = tun[t].idx
 	}
 	return truth, ti, nil
+}
+
+// truthVPNTCP is truthVPN for OpenVPN over TCP: each direction's stream is
+// cut into records as the pairing cuts it, the data records follow the tun
+// packets in order, and a WAN segment's truth is the LAN packet of the
+// record its first byte is in (pure ACKs and control records have none).
+func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64, truthInfo, error) {
+	var ti truthInfo
+	tun, wan, tunLAN, err := readVPNCaps(lanPath, tunPath, wanPath, &ti)
+	if err != nil {
+		return nil, ti, err
+	}
+	gw := netip.MustParseAddr(gwWANAddr)
+	var tunDir [2][]int // [0] inbound, [1] outbound
+	for i, p := range tun {
+		if !p.ok {
+			continue
+		}
+		d := 0
+		if inPrefix(tunNet + "/24")(p.h) {
+			d = 1
+		}
+		tunDir[d] = append(tunDir[d], i)
+	}
+	ti.tunIn, ti.tunOut = len(tunDir[0]), len(tunDir[1])
+	var segs [2][]pair.TCPSegment
+	for i, p := range wan {
+		if !p.ok || p.h.Proto != gateway.ProtoTCP {
+			continue
+		}
+		switch {
+		case p.h.Src == gw && p.h.DstPort == 1194:
+			segs[1] = append(segs[1], pair.TCPSegment{Index: int64(i), Seq: p.h.Seq, Payload: p.tcpPayload})
+		case p.h.Dst == gw && p.h.SrcPort == 1194:
+			segs[0] = append(segs[0], pair.TCPSegment{Index: int64(i), Seq: p.h.Seq, Payload: p.tcpPayload})
+		}
+	}
+	truth := make([]int64, len(wan))
+	ti.tunTruth = make([]int64, len(wan))
+	for i := range truth {
+		truth[i], ti.tunTruth[i] = -1, -1
+	}
+	for d := range 2 {
+		sizes, data, segRecord := pair.TCPStreamRecords(segs[d])
+		// The k-th data record carries the k-th tun packet of its direction.
+		recTun := make([]int, len(sizes))
+		k := 0
+		for r := range sizes {
+			recTun[r] = -1
+			if !data[r] {
+				continue
+			}
+			if k < len(tunDir[d]) {
+				t := tunDir[d][k]
+				recTun[r] = t
+				if delta := sizes[r] - gateway.PayloadSize(cipher, tun[t].h.Len); delta != 0 {
+					ti.sizeMismatch++
+					if ti.delta == nil {
+						ti.delta = map[int]int{}
+					}
+					ti.delta[delta]++
+				}
+			}
+			k++
+		}
+		if d == 1 {
+			ti.wanOut = k
+		} else {
+			ti.wanIn = k
+		}
+		for idx, r := range segRecord {
+			if r >= 0 && recTun[r] >= 0 {
+				truth[idx] = tunLAN[recTun[r]]
+				ti.tunTruth[idx] = tun[recTun[r]].idx
+			}
+		}
+	}
+	return truth, ti, nil
+}
+
+// dataMessage: an OpenVPN data-channel packet (P_DATA_V1 or V2), or a
+// WireGuard transport data message.
+func dataMessage(b []byte, c gateway.Cipher) bool {
+	if c == gateway.WireGuard {
+		return len(b) >= 4 && b[0] == gateway.WireGuardData && b[1]|b[2]|b[3] == 0
+	}
+	op := b[0] >> 3
+	return op == 6 || op == 9
+}
+
+// sendOrder is the order in which the tunnel took the WAN packets from
+// its tun device: capture order, except that wireguard-go encrypts on
+// several threads, so its outbound messages are taken in the order of
+// their counters (assigned as packets are read from the tun device).
+func sendOrder(wan []capPkt, c gateway.Cipher, gw netip.Addr) []int {
+	order := make([]int, len(wan))
+	for i := range order {
+		order[i] = i
+	}
+	if c != gateway.WireGuard {
+		return order
+	}
+	ctr := func(i int) uint64 {
+		p := wan[i]
+		if !p.ok || p.h.Src != gw || len(p.udpPayload) < 16 {
+			return 0
+		}
+		return binary.LittleEndian.Uint64(p.udpPayload[8:16])
+	}
+	var outIdx []int
+	for i, p := range wan {
+		if p.ok && p.h.Src == gw && p.h.Proto == gateway.ProtoUDP && dataMessage(p.udpPayload, c) {
+			outIdx = append(outIdx, i)
+		}
+	}
+	sorted := slices.Clone(outIdx)
+	slices.SortStableFunc(sorted, func(a, b int) int { return cmp.Compare(ctr(a), ctr(b)) })
+	// The outbound slots keep their places among the inbound ones; only
+	// which outbound packet fills each changes.
+	for k, i := range outIdx {
+		order[i] = sorted[k]
+	}
+	return order
 }

@@ -1,0 +1,466 @@
+package features
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// HomeInference finds a capture's home side from its traffic alone: the
+// gateway's LAN MAC and the home's prefixes, for captures taken by someone
+// who knows neither. Feed it frames with Observe, then ask Result.
+//
+// The gateway is the Ethernet peer of the traffic between the home's
+// private IPv4 addresses and public ones; failing that (an IPv6-only home,
+// where both ends are global), the MAC behind which the most distinct
+// global IPv6 /64 prefixes appear, since behind the gateway lies the
+// internet and behind a host only its own addresses; failing that (an
+// access point that translates remote servers to private addresses), the
+// MAC the most other MACs talk to. The home's prefixes are the private
+// ranges, ULA and link-local, plus every global IPv6 /64 that a MAC other
+// than the gateway sources.
+//
+// A capture without Ethernet (raw IP on a tun device, PPP, loopback) has
+// no MACs: every unicast packet on it crosses the gateway, so the home side
+// is made of the clients: each address (IPv4) or /64 prefix (IPv6) that
+// more often opens a conversation (a TCP SYN, a UDP datagram to a service
+// port, the first datagram of a UDP flow) than answers one. Packets whose
+// two ends are both not home are then covered greedily, by the end in the
+// most of them.
+//
+// Memory is bounded: past maxInferKeys distinct MACs, addresses or pairs,
+// new ones are not tracked (the ones seen first keep being counted), which
+// a home's traffic does not reach.
+type HomeInference struct {
+	frames, ipFrames, withMAC int
+
+	macs map[schemas.MAC]*macStats
+	// srcPrefixes counts, per source MAC, the global IPv6 /64s it sources.
+	srcPrefixes map[macPrefix]int
+
+	// Raw-IP captures: packets per address pair, and per address how
+	// often it was the client and the server of a conversation.
+	pairs          map[[2]netip.Prefix]int
+	client, server map[netip.Prefix]int
+	flows          map[rawFlow]struct{}
+}
+
+type macStats struct {
+	// public4 counts frames where this MAC is the Ethernet peer of a
+	// public IPv4 address talking with a private one.
+	public4 int
+	// global6 are the distinct global IPv6 /64s on this MAC's side.
+	global6 map[netip.Prefix]struct{}
+	// peers are the unicast MACs this one exchanges IP frames with.
+	peers map[schemas.MAC]struct{}
+	// addrs are the IP addresses on this MAC's side of its frames.
+	addrs map[netip.Addr]struct{}
+	// serves counts the frames it sent as a home's router does: DHCP
+	// answers, IPv6 router advertisements.
+	serves int
+	// frames carrying this MAC as source or destination.
+	frames int
+}
+
+type macPrefix struct {
+	mac schemas.MAC
+	p   netip.Prefix
+}
+
+// maxInferKeys bounds every map of a HomeInference.
+const maxInferKeys = 1 << 16
+
+// NewHomeInference returns an empty inference.
+func NewHomeInference() *HomeInference {
+	return &HomeInference{
+		macs:        map[schemas.MAC]*macStats{},
+		srcPrefixes: map[macPrefix]int{},
+		pairs:       map[[2]netip.Prefix]int{},
+		client:      map[netip.Prefix]int{},
+		server:      map[netip.Prefix]int{},
+		flows:       map[rawFlow]struct{}{},
+	}
+}
+
+// Observe takes one frame. Frames without an IP packet, or that cannot be
+// read, only count.
+func (h *HomeInference) Observe(lt LinkType, data []byte) {
+	h.frames++
+	l, err := ParseLink(lt, data)
+	if err != nil || !l.IsIP() {
+		return
+	}
+	ip := data[l.Offset:]
+	var src, dst netip.Addr
+	var proto byte
+	var l4 []byte
+	switch {
+	case l.EtherType == EtherTypeIPv4 && len(ip) >= 20 && ip[0]>>4 == 4 && len(ip) >= int(ip[0]&0xf)*4:
+		src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+		proto, l4 = ip[9], ip[int(ip[0]&0xf)*4:]
+	case l.EtherType == EtherTypeIPv6 && len(ip) >= 40 && ip[0]>>4 == 6:
+		src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
+		proto, l4 = ip[6], ip[40:]
+	default:
+		return
+	}
+	if routerFrame(proto, l4) && l.SrcMAC[0]&1 == 0 && !l.SrcMAC.IsZero() {
+		// Router advertisements go to all-nodes and DHCP offers often to
+		// broadcast: counted before group frames are left out.
+		if s := h.mac(l.SrcMAC); s != nil {
+			s.serves++
+		}
+	}
+	if dst.IsMulticast() || dst == limitedBroadcast || !src.IsValid() || src.IsUnspecified() {
+		return
+	}
+	h.ipFrames++
+	if l.SrcMAC.IsZero() && l.DstMAC.IsZero() {
+		h.observeRaw(src, dst, proto, l4)
+		return
+	}
+	if l.DstMAC[0]&1 != 0 || l.SrcMAC[0]&1 != 0 {
+		return
+	}
+	h.withMAC++
+	s, d := h.mac(l.SrcMAC), h.mac(l.DstMAC)
+	if s == nil || d == nil {
+		return
+	}
+	s.frames++
+	d.frames++
+	addKey(s.peers, l.DstMAC)
+	addKey(d.peers, l.SrcMAC)
+	addKey(s.addrs, src)
+	addKey(d.addrs, dst)
+	if src.Is4() {
+		switch sp, dp := isHomeRange(src), isHomeRange(dst); {
+		case sp && !dp:
+			d.public4++
+		case dp && !sp:
+			s.public4++
+		}
+		return
+	}
+	if isGlobal6(src) {
+		p := prefix64(src)
+		addKey(s.global6, p)
+		if len(h.srcPrefixes) < maxInferKeys || h.srcPrefixes[macPrefix{l.SrcMAC, p}] > 0 {
+			h.srcPrefixes[macPrefix{l.SrcMAC, p}]++
+		}
+	}
+	if isGlobal6(dst) {
+		addKey(d.global6, prefix64(dst))
+	}
+}
+
+func (h *HomeInference) mac(m schemas.MAC) *macStats {
+	s := h.macs[m]
+	if s == nil && len(h.macs) < maxInferKeys {
+		s = &macStats{global6: map[netip.Prefix]struct{}{}, peers: map[schemas.MAC]struct{}{}, addrs: map[netip.Addr]struct{}{}}
+		h.macs[m] = s
+	}
+	return s
+}
+
+// addKey adds k to a set that stops growing at a few thousand: the ranking
+// only needs to tell many from few.
+func addKey[K comparable](set map[K]struct{}, k K) {
+	if len(set) < 4096 {
+		set[k] = struct{}{}
+	}
+}
+
+type rawFlow struct {
+	a, b         netip.Addr
+	sport, dport uint16
+}
+
+func (h *HomeInference) observeRaw(src, dst netip.Addr, proto byte, l4 []byte) {
+	a, b := rawKey(src), rawKey(dst)
+	if a == b {
+		return
+	}
+	k := [2]netip.Prefix{a, b}
+	if _, ok := h.pairs[k]; ok || len(h.pairs) < maxInferKeys {
+		h.pairs[k]++
+	}
+	if len(l4) < 14 && !(proto == 17 && len(l4) >= 4) {
+		return
+	}
+	sp, dp := binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+	clientIsSrc, known := false, false
+	switch proto {
+	case 6:
+		switch l4[13] & 0x12 {
+		case 0x02: // SYN
+			clientIsSrc, known = true, true
+		case 0x12: // SYN-ACK
+			clientIsSrc, known = false, true
+		}
+	case 17:
+		switch ss, ds := servicePort(sp), servicePort(dp); {
+		case ds && !ss:
+			clientIsSrc, known = true, true
+		case ss && !ds:
+			clientIsSrc, known = false, true
+		default:
+			// Both or neither a service port (NTP 123 to 123, P2P): the
+			// side that sent first opened the flow.
+			f := rawFlow{src, dst, sp, dp}
+			if f.b.Less(f.a) {
+				f = rawFlow{dst, src, dp, sp}
+			}
+			if _, seen := h.flows[f]; !seen && len(h.flows) < maxInferKeys {
+				h.flows[f] = struct{}{}
+				clientIsSrc, known = true, true
+			}
+		}
+	}
+	if !known {
+		return
+	}
+	c, s := a, b
+	if !clientIsSrc {
+		c, s = b, a
+	}
+	countKey(h.client, c)
+	countKey(h.server, s)
+}
+
+func countKey(m map[netip.Prefix]int, k netip.Prefix) {
+	if _, ok := m[k]; ok || len(m) < maxInferKeys {
+		m[k]++
+	}
+}
+
+// servicePort: a port a server listens on: the well-known range and the
+// registered ports home devices talk to.
+func servicePort(p uint16) bool {
+	switch p {
+	case 1194, 1883, 1900, 3478, 5060, 5353, 5683, 8080, 8443, 8883, 51820:
+		return true
+	}
+	return p < 1024
+}
+
+// rawKey is the unit a raw-IP home is made of: an IPv4 address, an IPv6 /64.
+func rawKey(a netip.Addr) netip.Prefix {
+	if a.Is4() {
+		return netip.PrefixFrom(a, 32)
+	}
+	return prefix64(a)
+}
+
+func prefix64(a netip.Addr) netip.Prefix {
+	p, _ := a.Prefix(64)
+	return p
+}
+
+// routerFrame: a DHCP (v4 or v6) answer or an IPv6 router advertisement,
+// which a home's router sends (DNS answers are not counted: a home's
+// resolver is often another box).
+func routerFrame(proto byte, b []byte) bool {
+	switch {
+	case proto == 17 && len(b) >= 4:
+		sp := binary.BigEndian.Uint16(b[0:2])
+		return sp == 67 || sp == 547
+	case proto == 58 && len(b) >= 1:
+		return b[0] == 134
+	}
+	return false
+}
+
+// isHomeRange: the ranges that are the home's whatever the capture says.
+func isHomeRange(a netip.Addr) bool {
+	return a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLoopback()
+}
+
+func isGlobal6(a netip.Addr) bool {
+	return a.Is6() && !a.Is4In6() && a.IsGlobalUnicast() && !a.IsPrivate()
+}
+
+// InferredHome is what HomeInference decided, and why.
+type InferredHome struct {
+	Home HomeConfig
+	// Gateway says how the gateway MAC was found, or why none was.
+	Gateway string
+	// Raw: the capture has no Ethernet; every unicast packet crosses and
+	// Home.LANNets are the home's own addresses and /64s.
+	Raw bool
+	// Frames read, IPFrames of them unicast IP.
+	Frames, IPFrames int
+}
+
+// String is the one-line account printed to the user.
+func (r InferredHome) String() string {
+	nets := make([]string, len(r.Home.LANNets))
+	for i, p := range r.Home.LANNets {
+		nets[i] = p.String()
+	}
+	if r.Raw {
+		return fmt.Sprintf("no Ethernet: every packet crosses; the home side is %s (%d of %d frames unicast IP)",
+			strings.Join(nets, " "), r.IPFrames, r.Frames)
+	}
+	gw := "none"
+	if !r.Home.GatewayMAC.IsZero() {
+		gw = r.Home.GatewayMAC.String()
+	}
+	return fmt.Sprintf("gateway MAC %s (%s); home prefixes %s", gw, r.Gateway, strings.Join(nets, " "))
+}
+
+// Result decides the home side from the frames observed so far.
+func (h *HomeInference) Result() InferredHome {
+	r := InferredHome{Frames: h.frames, IPFrames: h.ipFrames}
+	if h.withMAC == 0 && len(h.pairs) > 0 {
+		r.Raw = true
+		r.Home.LANNets = h.rawHome()
+		return r
+	}
+	r.Home.LANNets = defaultHomeNets()
+	r.Home.GatewayMAC, r.Gateway = h.gateway()
+	if r.Home.GatewayMAC.IsZero() {
+		return r
+	}
+	var global []netip.Prefix
+	for k := range h.srcPrefixes {
+		if k.mac != r.Home.GatewayMAC && !slices.Contains(global, k.p) {
+			global = append(global, k.p)
+		}
+	}
+	slices.SortFunc(global, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	r.Home.LANNets = append(r.Home.LANNets, global...)
+	return r
+}
+
+// defaultHomeNets are the ranges that are always the home's: the private
+// IPv4 ranges, IPv4 and IPv6 link-local, ULA (campaign.DefaultLANNets).
+func defaultHomeNets() []netip.Prefix {
+	return []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16"),
+		netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("fc00::/7"),
+	}
+}
+
+// clearWinner is the MAC whose score is more than twice every other's.
+func clearWinner(macs map[schemas.MAC]*macStats, score func(*macStats) int) (schemas.MAC, int, bool) {
+	var best, second int
+	var bestMAC schemas.MAC
+	for m, s := range macs {
+		v := score(s)
+		switch {
+		case v > best || (v == best && v > 0 && m.String() < bestMAC.String()):
+			best, second, bestMAC = v, max(best, second), m
+		case v > second:
+			second = v
+		}
+	}
+	return bestMAC, best, best > 0 && best > 2*second
+}
+
+func (h *HomeInference) gateway() (schemas.MAC, string) {
+	var total4 int
+	for _, s := range h.macs {
+		total4 += s.public4
+	}
+	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return s.public4 }); ok {
+		return m, fmt.Sprintf("the Ethernet peer of %d of %d frames between private and public IPv4 addresses", n, total4)
+	}
+	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.global6) }); ok && n >= 2 {
+		return m, fmt.Sprintf("behind it %d global IPv6 /64 prefixes, more than twice any other MAC's", n)
+	}
+	// No public traffic: the MAC that hands out addresses (DHCP answers,
+	// IPv6 router advertisements) is the home's router, else the MAC most
+	// hosts talk to; a tie is no answer.
+	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return s.serves }); ok && len(h.macs[m].peers) > 0 {
+		return m, fmt.Sprintf("no public traffic tells; the MAC that sent %d DHCP answers or router advertisements", n)
+	}
+	var best, second int
+	var bestMAC schemas.MAC
+	for m, s := range h.macs {
+		switch v := len(s.peers); {
+		case v > best:
+			best, second, bestMAC = v, best, m
+		case v > second:
+			second = v
+		}
+	}
+	if best >= 2 && best > second {
+		return bestMAC, fmt.Sprintf("no public traffic tells; the MAC most hosts talk to (%d of %d MACs)", best, len(h.macs))
+	}
+	// As many hosts talk to one as to another (a single device and its
+	// gateway): the gateway answers for more addresses than a host has.
+	if m, n, ok := mostAddrs(h.macs); ok {
+		return m, fmt.Sprintf("a guess: no public traffic, no MAC most hosts talk to; the MAC behind the most addresses (%d)", n)
+	}
+	if len(h.macs) == 0 {
+		return schemas.MAC{}, "no unicast IP frame between two MACs"
+	}
+	return schemas.MAC{}, "no MAC stands out as the gateway; pass --gateway-mac"
+}
+
+func mostAddrs(macs map[schemas.MAC]*macStats) (schemas.MAC, int, bool) {
+	var best, second int
+	var bestMAC schemas.MAC
+	for m, s := range macs {
+		switch v := len(s.addrs); {
+		case v > best:
+			best, second, bestMAC = v, best, m
+		case v > second:
+			second = v
+		}
+	}
+	return bestMAC, best, best >= 2 && best > second
+}
+
+// rawHome is the clients, then a greedy cover of the packets between two
+// ends neither of which is a client: the end in the most of them joins the
+// home until none is left.
+func (h *HomeInference) rawHome() []netip.Prefix {
+	var home []netip.Prefix
+	for k, n := range h.client {
+		if n > h.server[k] {
+			home = append(home, k)
+		}
+	}
+	uncovered := maps2slice(h.pairs)
+	uncovered = slices.DeleteFunc(uncovered, func(e pairCount) bool {
+		return slices.Contains(home, e.k[0]) || slices.Contains(home, e.k[1])
+	})
+	for len(uncovered) > 0 {
+		weight := map[netip.Prefix]int{}
+		for _, e := range uncovered {
+			weight[e.k[0]] += e.n
+			weight[e.k[1]] += e.n
+		}
+		var best netip.Prefix
+		for k, w := range weight {
+			// Ties go to the lower address, so that the answer is stable.
+			if !best.IsValid() || cmp.Or(cmp.Compare(w, weight[best]), -k.Addr().Compare(best.Addr())) > 0 {
+				best = k
+			}
+		}
+		home = append(home, best)
+		uncovered = slices.DeleteFunc(uncovered, func(e pairCount) bool { return e.k[0] == best || e.k[1] == best })
+	}
+	slices.SortFunc(home, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return home
+}
+
+type pairCount struct {
+	k [2]netip.Prefix
+	n int
+}
+
+func maps2slice(m map[[2]netip.Prefix]int) []pairCount {
+	out := make([]pairCount, 0, len(m))
+	for k, n := range m {
+		out = append(out, pairCount{k, n})
+	}
+	return out
+}

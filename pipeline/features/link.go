@@ -1,0 +1,259 @@
+package features
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// EtherTypes the link walk produces. A link that names its payload another
+// way (a PPP protocol number, a BSD address family, an IP version nibble)
+// is mapped onto them, so everything after the link layer reads one number.
+const (
+	EtherTypeIPv4 uint16 = 0x0800
+	EtherTypeIPv6 uint16 = 0x86dd
+	// EtherTypeNotIP stands for a payload the link names without an
+	// EtherType and that is not IP (a PPP control protocol, a BSD
+	// address family other than INET/INET6).
+	EtherTypeNotIP uint16 = 0
+
+	etherTypeDot1Q      uint16 = 0x8100
+	etherTypeQinQ       uint16 = 0x88a8
+	etherTypeQinQLegacy uint16 = 0x9100 // pre-802.1ad QinQ outer tag some switches still emit
+	etherTypePPPoEDisc  uint16 = 0x8863
+	etherTypePPPoESess  uint16 = 0x8864
+)
+
+// Link is what a frame's link layer says about the packet it carries.
+type Link struct {
+	// SrcMAC and DstMAC are the Ethernet addresses (the inner frame's for
+	// PPI); zero for links without them (raw IP, PPP, loopback, SLL).
+	SrcMAC, DstMAC schemas.MAC
+	// EtherType names the payload: EtherTypeIPv4, EtherTypeIPv6 or anything
+	// else for a payload that is not IP. VLAN tags and PPPoE session
+	// headers have been walked past.
+	EtherType uint16
+	// Offset is where the payload starts in the frame.
+	Offset int
+}
+
+// IsIP tells whether the payload is an IPv4 or IPv6 packet.
+func (l Link) IsIP() bool { return l.EtherType == EtherTypeIPv4 || l.EtherType == EtherTypeIPv6 }
+
+// ParseLink walks the link-layer headers of a frame of the given link type
+// down to the network packet. It reads only the bytes it is given, never
+// allocates on success, and bounds every chain it follows (VLAN tags, PPI
+// encapsulation), so a crafted frame costs a handful of header reads.
+// Errors wrap ErrUnsupportedLinkType or ErrMalformed.
+func ParseLink(lt LinkType, data []byte) (Link, error) {
+	return parseLink(lt, data, 0)
+}
+
+func parseLink(lt LinkType, data []byte, base int) (Link, error) {
+	l := Link{Offset: base}
+	switch lt {
+	case LinkTypeEthernet:
+		const ethLen = 14
+		if len(data) < ethLen {
+			return l, fmt.Errorf("%w: Ethernet header needs %d bytes, frame has %d", ErrMalformed, ethLen, len(data))
+		}
+		l.DstMAC, l.SrcMAC = schemas.MAC(data[0:6]), schemas.MAC(data[6:12])
+		return l.ether(binary.BigEndian.Uint16(data[12:14]), data, ethLen)
+	case LinkTypeLinuxSLL:
+		// The address field's stated length is not trusted: 16 bytes always.
+		const sllLen = 16
+		if len(data) < sllLen {
+			return l, fmt.Errorf("%w: Linux SLL header needs %d bytes, frame has %d", ErrMalformed, sllLen, len(data))
+		}
+		return l.ether(binary.BigEndian.Uint16(data[14:16]), data, sllLen)
+	case LinkTypeLinuxSLL2:
+		// protocol(2) reserved(2) ifindex(4) hatype(2) pkttype(1) addrlen(1) addr(8)
+		const sll2Len = 20
+		if len(data) < sll2Len {
+			return l, fmt.Errorf("%w: Linux SLL2 header needs %d bytes, frame has %d", ErrMalformed, sll2Len, len(data))
+		}
+		return l.ether(binary.BigEndian.Uint16(data[0:2]), data, sll2Len)
+	case LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD:
+		if len(data) == 0 {
+			return l, fmt.Errorf("%w: empty raw IP frame", ErrMalformed)
+		}
+		switch data[0] >> 4 {
+		case 4:
+			l.EtherType = EtherTypeIPv4
+			return l, nil
+		case 6:
+			l.EtherType = EtherTypeIPv6
+			return l, nil
+		}
+		// On OpenBSD DLT 12 is DLT_LOOP; its 4-byte family header starts
+		// with a zero nibble in either byte order, so it cannot be taken
+		// for an IP packet.
+		if lt == LinkTypeRawDLT && len(data) >= 4 && data[0]>>4 == 0 {
+			if _, ok := bsdFamily(data); ok {
+				return parseLink(LinkTypeLoop, data, base)
+			}
+		}
+		return l, fmt.Errorf("%w: raw IP frame with IP version %d", ErrMalformed, data[0]>>4)
+	case LinkTypeIPv4:
+		l.EtherType = EtherTypeIPv4
+		return l, nil
+	case LinkTypeIPv6:
+		l.EtherType = EtherTypeIPv6
+		return l, nil
+	case LinkTypeNull, LinkTypeLoop:
+		const famLen = 4
+		if len(data) < famLen {
+			return l, fmt.Errorf("%w: %s header needs %d bytes, frame has %d", ErrMalformed, lt, famLen, len(data))
+		}
+		fam, ok := bsdFamily(data)
+		if !ok {
+			return l, fmt.Errorf("%w: %s address family %#08x is not a family in either byte order", ErrMalformed, lt, binary.BigEndian.Uint32(data))
+		}
+		l.EtherType, l.Offset = familyEtherType(fam), base+famLen
+		return l, nil
+	case LinkTypePPP:
+		// RFC 1662 HDLC-like framing keeps the address and control bytes;
+		// without them the frame starts at the protocol field.
+		off := 0
+		if len(data) >= 2 && data[0] == 0xff && data[1] == 0x03 {
+			off = 2
+		}
+		et, n, err := pppProtocol(data[off:])
+		if err != nil {
+			return l, err
+		}
+		l.EtherType, l.Offset = et, base+off+n
+		return l, nil
+	case LinkTypeCiscoHDLC:
+		// address (0x0f unicast, 0x8f broadcast), control, then an EtherType.
+		const chdlcLen = 4
+		if len(data) < chdlcLen {
+			return l, fmt.Errorf("%w: Cisco HDLC header needs %d bytes, frame has %d", ErrMalformed, chdlcLen, len(data))
+		}
+		return l.ether(binary.BigEndian.Uint16(data[2:4]), data, chdlcLen)
+	case LinkTypePPI:
+		// version(1) flags(1) header length(2, LE) inner link type(4, LE),
+		// then the radio fields, which say nothing about direction or size.
+		const ppiMin = 8
+		if len(data) < ppiMin {
+			return l, fmt.Errorf("%w: PPI header needs %d bytes, frame has %d", ErrMalformed, ppiMin, len(data))
+		}
+		hdr := int(binary.LittleEndian.Uint16(data[2:4]))
+		inner := binary.LittleEndian.Uint32(data[4:8])
+		switch {
+		case data[0] != 0:
+			return l, fmt.Errorf("%w: PPI version %d; only version 0 exists", ErrMalformed, data[0])
+		case hdr < ppiMin || hdr > len(data):
+			return l, fmt.Errorf("%w: PPI header length %d with %d bytes captured", ErrMalformed, hdr, len(data))
+		case inner > 0xffff || !pinnable(LinkType(inner)):
+			return l, fmt.Errorf("%w: PPI carrying link type %d: only Ethernet or IP inside PPI is read (802.11 frames carry no IP header the decoder can place)",
+				ErrUnsupportedLinkType, inner)
+		}
+		return parseLink(LinkType(inner), data[hdr:], base+hdr)
+	}
+	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), Linux SLL (113), SLL2 (276) or PPI (192)",
+		ErrUnsupportedLinkType, uint16(lt))
+}
+
+// pinnable: the link types PPI may wrap. PPI inside PPI is refused so the
+// recursion stops after one level.
+func pinnable(t LinkType) bool {
+	return t != LinkTypePPI && knownLinkType(t)
+}
+
+func knownLinkType(t LinkType) bool {
+	switch t {
+	case LinkTypeEthernet, LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD, LinkTypeIPv4, LinkTypeIPv6,
+		LinkTypeLinuxSLL, LinkTypeLinuxSLL2, LinkTypeNull, LinkTypeLoop, LinkTypePPP, LinkTypeCiscoHDLC, LinkTypePPI:
+		return true
+	}
+	return false
+}
+
+// ether follows an EtherType from data[off:]: through up to maxVLANTags
+// 802.1Q/802.1ad tags and a PPPoE session header (an ISP's VLAN then PPPoE
+// is the usual stack on a DSL uplink).
+func (l Link) ether(et uint16, data []byte, off int) (Link, error) {
+	for tags := 0; et == etherTypeDot1Q || et == etherTypeQinQ || et == etherTypeQinQLegacy; tags++ {
+		if tags == maxVLANTags {
+			return l, fmt.Errorf("%w: more than %d stacked VLAN tags", ErrMalformed, maxVLANTags)
+		}
+		if len(data) < off+4 {
+			return l, fmt.Errorf("%w: 802.1Q tag cut short at byte %d of %d", ErrMalformed, off, len(data))
+		}
+		et, off = binary.BigEndian.Uint16(data[off+2:off+4]), off+4
+	}
+	if et == etherTypePPPoESess {
+		// version/type(1) code(1) session(2) length(2), then PPP.
+		const pppoeLen = 6
+		if len(data) < off+pppoeLen {
+			return l, fmt.Errorf("%w: PPPoE session header cut short at byte %d of %d", ErrMalformed, off, len(data))
+		}
+		if data[off] != 0x11 || data[off+1] != 0 {
+			return l, fmt.Errorf("%w: PPPoE session header with version/type %#02x code %#02x, want 0x11 and 0", ErrMalformed, data[off], data[off+1])
+		}
+		off += pppoeLen
+		var n int
+		var err error
+		if et, n, err = pppProtocol(data[off:]); err != nil {
+			return l, err
+		}
+		off += n
+	}
+	l.EtherType, l.Offset = et, l.Offset+off
+	return l, nil
+}
+
+// pppProtocol reads a PPP protocol field (one byte when compressed: its low
+// bit is set) and maps it to an EtherType.
+func pppProtocol(b []byte) (uint16, int, error) {
+	if len(b) == 0 {
+		return 0, 0, fmt.Errorf("%w: PPP frame without a protocol field", ErrMalformed)
+	}
+	proto, n := uint16(b[0]), 1
+	if b[0]&1 == 0 {
+		if len(b) < 2 {
+			return 0, 0, fmt.Errorf("%w: PPP protocol field cut short", ErrMalformed)
+		}
+		proto, n = binary.BigEndian.Uint16(b[0:2]), 2
+	}
+	switch proto {
+	case 0x0021:
+		return EtherTypeIPv4, n, nil
+	case 0x0057:
+		return EtherTypeIPv6, n, nil
+	}
+	// LCP, IPCP, CHAP and the like: the link talking to itself.
+	return EtherTypeNotIP, n, nil
+}
+
+// bsdFamily reads the 4-byte address family of a BSD loopback header. It
+// is in the writer's byte order (DLT_NULL) or, by the spec, big-endian
+// (DLT_LOOP), though writers get LOOP wrong too; a family is a small number,
+// so whichever order leaves the upper half zero is the one used.
+func bsdFamily(b []byte) (uint32, bool) {
+	if v := binary.LittleEndian.Uint32(b); v != 0 && v <= 0xffff {
+		return v, true
+	}
+	if v := binary.BigEndian.Uint32(b); v != 0 && v <= 0xffff {
+		return v, true
+	}
+	return 0, false
+}
+
+// familyEtherType maps a BSD address family to an EtherType. AF_INET is 2
+// everywhere; AF_INET6 differs by the system that wrote the capture.
+func familyEtherType(fam uint32) uint16 {
+	switch fam {
+	case 2:
+		return EtherTypeIPv4
+	case 10, // Linux
+		23, // Windows (Npcap loopback)
+		24, // NetBSD, OpenBSD, BSD/OS
+		28, // FreeBSD, DragonFly BSD
+		30: // Darwin (macOS utun)
+		return EtherTypeIPv6
+	}
+	return EtherTypeNotIP
+}

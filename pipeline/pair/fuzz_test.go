@@ -1,0 +1,65 @@
+package pair
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/homemole/homemole/pipeline/gateway"
+)
+
+// FuzzSplitRecords cuts arbitrary TCP segments into OpenVPN records: the
+// stream is whatever a WAN capture holds, so any bytes, sequence numbers
+// and overlaps must come out as records and segment assignments that stay
+// within bounds.
+func FuzzSplitRecords(f *testing.F) {
+	rec := func(n int, op byte) []byte {
+		b := make([]byte, 2+n)
+		binary.BigEndian.PutUint16(b, uint16(n))
+		if n > 0 {
+			b[2] = op
+		}
+		return b
+	}
+	two := append(rec(30, 9<<3), rec(70, 9<<3)...)
+	f.Add(two, uint32(1000), uint16(40), uint16(20))
+	f.Add(append(rec(5, 4<<3), rec(1500, 9<<3)...), uint32(0xfffffff0), uint16(700), uint16(0))
+	f.Add([]byte{0, 0, 0, 1, 0x48}, uint32(7), uint16(1), uint16(3))
+	f.Fuzz(func(t *testing.T, stream []byte, seq uint32, cut, overlap uint16) {
+		// Three segments: [0, c), [c-o, 2c), [2c, end), with an overlap
+		// that a retransmission would make.
+		c := int(cut)%max(len(stream), 1) + 1
+		var segs []wanPkt
+		add := func(from, to int) {
+			from, to = max(from, 0), min(to, len(stream))
+			if from >= to {
+				return
+			}
+			segs = append(segs, wanPkt{idx: int64(len(segs)), ts: int64(from), tcp: stream[from:to],
+				h: gateway.Header{Proto: gateway.ProtoTCP, Seq: seq + uint32(from)}})
+		}
+		add(0, c)
+		add(c-int(overlap)%c, 2*c)
+		add(2*c, len(stream))
+		td := splitRecords(segs)
+		if len(td.segs) != len(td.segRecord) {
+			t.Fatalf("%d segments, %d record assignments", len(td.segs), len(td.segRecord))
+		}
+		total := 0
+		for _, r := range td.records {
+			if r.size < 0 || r.size > 0xffff {
+				t.Fatalf("record of %d bytes", r.size)
+			}
+			if r.complete {
+				total += RecordLenPrefix + r.size
+			}
+		}
+		if total > len(stream) {
+			t.Fatalf("complete records hold %d bytes of a %d-byte stream", total, len(stream))
+		}
+		for _, r := range td.segRecord {
+			if r < -1 || r >= len(td.records) {
+				t.Fatalf("segment assigned to record %d of %d", r, len(td.records))
+			}
+		}
+	})
+}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+)
+
+// linkFixture is a capture of one link type: every IP packet of
+// linkFixturePackets behind the fixture's link header, then frames of the
+// link's own that carry no IP.
+type linkFixture struct {
+	name string
+	link uint8
+	ng   bool // written as pcapng instead of pcap
+	// wrap puts the link header in front of an IP packet.
+	wrap func(ip []byte, v6 bool) []byte
+	// nonIP are frames of the link that carry no IP (control protocols).
+	nonIP [][]byte
+	// dissected is what tshark's frame.protocols must start with for the
+	// IP frames, so that the check knows tshark read the link as meant.
+	dissected string
+}
+
+func join(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func pick[T any](v6 bool, v4, v6v T) T {
+	if v6 {
+		return v6v
+	}
+	return v4
+}
+
+var (
+	fixDev, fixGW = net.HardwareAddr{2, 0, 0, 0, 0, 0x10}, net.HardwareAddr{2, 0, 0, 0, 0, 1}
+)
+
+func ethHdr(et uint16) []byte {
+	return binary.BigEndian.AppendUint16(join(fixGW, fixDev), et)
+}
+
+func pppoe(ppp []byte) []byte {
+	h := []byte{0x11, 0x00, 0x00, 0x2a, 0, 0}
+	binary.BigEndian.PutUint16(h[4:6], uint16(len(ppp)))
+	return join(h, ppp)
+}
+
+func ppi(inner uint32) []byte {
+	h := make([]byte, 8+4+20)
+	binary.LittleEndian.PutUint16(h[2:4], uint16(len(h)))
+	binary.LittleEndian.PutUint32(h[4:8], inner)
+	binary.LittleEndian.PutUint16(h[8:10], 2) // 802.11-common
+	binary.LittleEndian.PutUint16(h[10:12], 20)
+	return h
+}
+
+var linkFixtures = []linkFixture{
+	{name: "null-le-darwin", link: 0, dissected: "null:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(binary.LittleEndian.AppendUint32(nil, pick[uint32](v6, 2, 30)), ip)
+		}},
+	{name: "null-be-freebsd", link: 0, dissected: "null:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(binary.BigEndian.AppendUint32(nil, pick[uint32](v6, 2, 28)), ip)
+		}},
+	{name: "null-le-openbsd", link: 0, dissected: "null:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(binary.LittleEndian.AppendUint32(nil, pick[uint32](v6, 2, 24)), ip)
+		}},
+	{name: "loop", link: 108, dissected: "null:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(binary.BigEndian.AppendUint32(nil, pick[uint32](v6, 2, 24)), ip)
+		}},
+	{name: "ppp-hdlc", link: 9, dissected: "ppp:ip",
+		wrap:  func(ip []byte, v6 bool) []byte { return join([]byte{0xff, 0x03, 0x00, pick[byte](v6, 0x21, 0x57)}, ip) },
+		nonIP: [][]byte{{0xff, 0x03, 0xc0, 0x21, 0x09, 0x01, 0x00, 0x08, 0x12, 0x34, 0x56, 0x78}}}, // LCP echo request
+	{name: "ppp-bare", link: 9, dissected: "ppp:ip",
+		wrap: func(ip []byte, v6 bool) []byte { return join([]byte{0x00, pick[byte](v6, 0x21, 0x57)}, ip) }},
+	{name: "raw-12", link: 12, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
+	{name: "raw-12-pcapng", link: 12, ng: true, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
+	{name: "raw-14", link: 14, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
+	{name: "raw-101", link: 101, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
+	{name: "cisco-hdlc", link: 104, dissected: "chdlc:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join([]byte{0x0f, 0x00}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+		},
+		nonIP: [][]byte{{0x8f, 0x00, 0x80, 0x35, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 6, 0xff, 0xff, 0, 0}}}, // SLARP keepalive
+	{name: "pppoe", link: 1, dissected: "eth:ethertype:pppoes:ppp:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(ethHdr(0x8864), pppoe(join([]byte{0x00, pick[byte](v6, 0x21, 0x57)}, ip)))
+		},
+		nonIP: [][]byte{
+			join(ethHdr(0x8863), []byte{0x11, 0x09, 0, 0, 0, 4, 0x01, 0x01, 0, 0}),  // PADI
+			join(ethHdr(0x8864), pppoe([]byte{0xc0, 0x21, 0x09, 0x02, 0x00, 0x04})), // LCP echo
+		}},
+	{name: "vlan-pppoe", link: 1, dissected: "eth:ethertype:vlan:ethertype:pppoes:ppp:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(ethHdr(0x8100), []byte{0x00, 0x07, 0x88, 0x64}, pppoe(join([]byte{0x00, pick[byte](v6, 0x21, 0x57)}, ip)))
+		}},
+	{name: "dot1q", link: 1, dissected: "eth:ethertype:vlan:ethertype:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(ethHdr(0x8100), []byte{0x00, 0x0a}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+		}},
+	{name: "qinq-88a8", link: 1, dissected: "eth:ethertype:ieee8021ad:ethertype:vlan:ethertype:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(ethHdr(0x88a8), []byte{0x00, 0x64, 0x81, 0x00, 0x00, 0x0a}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+		}},
+	{name: "qinq-9100", link: 1, dissected: "eth:ethertype:vlan:ethertype:vlan:ethertype:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(ethHdr(0x9100), []byte{0x00, 0x64, 0x81, 0x00, 0x00, 0x0a}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+		}},
+	{name: "ppi-ethernet", link: 192, dissected: "ppi:pcap_pktdata:eth:ethertype:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(ppi(1), ethHdr(pick[uint16](v6, 0x0800, 0x86dd)), ip)
+		}},
+	{name: "ppi-raw", link: 192, dissected: "ppi:pcap_pktdata:raw:ip",
+		wrap: func(ip []byte, _ bool) []byte { return join(ppi(101), ip) }},
+}
+
+// linkFixturePackets are the IP packets every fixture carries: both IP
+// versions, TCP with options and with TLS, UDP, ICMP.
+func linkFixturePackets(t *testing.T) (ips [][]byte, v6 []bool) {
+	t.Helper()
+	dev4, cloud4 := net.IP{192, 168, 1, 10}, net.IP{52, 10, 20, 30}
+	dev6, cloud6 := net.ParseIP("2001:db8:1::10"), net.ParseIP("2606:4700::1111")
+	ip4 := func(p layers.IPProtocol, src, dst net.IP) *layers.IPv4 {
+		return &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 4321, Flags: layers.IPv4DontFragment, Protocol: p, SrcIP: src, DstIP: dst}
+	}
+	ip6 := func(p layers.IPProtocol, src, dst net.IP) *layers.IPv6 {
+		return &layers.IPv6{Version: 6, HopLimit: 57, NextHeader: p, SrcIP: src, DstIP: dst}
+	}
+	tls := make([]byte, 5+120)
+	tls[0], tls[1], tls[2], tls[4] = 23, 3, 3, 120
+	ntp := make([]byte, 48)
+	ntp[0] = 0x23
+	dns := gopacket.NewSerializeBuffer()
+	if err := (&layers.DNS{ID: 9, RD: true, Questions: []layers.DNSQuestion{{Name: []byte("api.example.com"), Type: layers.DNSTypeAAAA, Class: layers.DNSClassIN}}}).
+		SerializeTo(dns, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	syn := &layers.TCP{SrcPort: 50123, DstPort: 443, Seq: 1, SYN: true, Window: 64240,
+		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}, {OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2}}}
+	packets := []struct {
+		v6 bool
+		ls []gopacket.SerializableLayer
+	}{
+		{false, []gopacket.SerializableLayer{ip4(layers.IPProtocolUDP, dev4, cloud4), &layers.UDP{SrcPort: 123, DstPort: 123}, gopacket.Payload(ntp)}},
+		{false, []gopacket.SerializableLayer{ip4(layers.IPProtocolTCP, dev4, cloud4), syn}},
+		{true, []gopacket.SerializableLayer{ip6(layers.IPProtocolTCP, cloud6, dev6), &layers.TCP{SrcPort: 443, DstPort: 50124, Seq: 9, Ack: 7, ACK: true, PSH: true, Window: 501}, gopacket.Payload(tls)}},
+		{true, []gopacket.SerializableLayer{ip6(layers.IPProtocolUDP, dev6, cloud6), &layers.UDP{SrcPort: 40000, DstPort: 53}, gopacket.Payload(dns.Bytes())}},
+		{false, []gopacket.SerializableLayer{ip4(layers.IPProtocolICMPv4, dev4, cloud4), &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0), Id: 3, Seq: 1}, gopacket.Payload(make([]byte, 32))}},
+	}
+	for _, p := range packets {
+		buf := gopacket.NewSerializeBuffer()
+		for _, l := range p.ls {
+			if n, ok := l.(interface {
+				SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+			}); ok {
+				if err := n.SetNetworkLayerForChecksum(p.ls[0].(gopacket.NetworkLayer)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, p.ls...); err != nil {
+			t.Fatalf("build fixture packet: %v", err)
+		}
+		ips, v6 = append(ips, bytes.Clone(buf.Bytes())), append(v6, p.v6)
+	}
+	return ips, v6
+}
+
+// writeLinkFixture writes the fixture's capture and returns its path and
+// how many of its frames carry IP.
+func writeLinkFixture(t *testing.T, dir string, fx linkFixture, ips [][]byte, v6 []bool) (string, int) {
+	t.Helper()
+	var frames [][]byte
+	for i, ip := range ips {
+		frames = append(frames, fx.wrap(ip, v6[i]))
+	}
+	frames = append(frames, fx.nonIP...)
+	var out bytes.Buffer
+	write := func(ci gopacket.CaptureInfo, data []byte) error { return nil }
+	finish := func() error { return nil }
+	if fx.ng {
+		w, err := pcapgo.NewNgWriter(&out, layers.LinkType(fx.link))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write, finish = w.WritePacket, w.Flush
+	} else {
+		w := pcapgo.NewWriter(&out)
+		if err := w.WriteFileHeader(65535, layers.LinkType(fx.link)); err != nil {
+			t.Fatal(err)
+		}
+		write = w.WritePacket
+	}
+	start := time.Unix(1_700_000_000, 250_000_000)
+	for i, f := range frames {
+		ci := gopacket.CaptureInfo{Timestamp: start.Add(time.Duration(i) * 1500 * time.Microsecond), CaptureLength: len(f), Length: len(f)}
+		if err := write(ci, f); err != nil {
+			t.Fatalf("write %s: %v", fx.name, err)
+		}
+	}
+	if err := finish(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, fx.name+map[bool]string{false: ".pcap", true: ".pcapng"}[fx.ng])
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, len(ips)
+}
+
+// TestLinkTypesAgreeWithTshark writes one capture per link type the
+// decoder reads beyond plain Ethernet and compares `homemole features` with
+// tshark on every frame. tshark must have dissected each IP frame down to
+// its IP header through the intended link layer, or the fixture is wrong.
+func TestLinkTypesAgreeWithTshark(t *testing.T) {
+	needTshark(t)
+	ips, v6 := linkFixturePackets(t)
+	dir := t.TempDir()
+	for _, fx := range linkFixtures {
+		t.Run(fx.name, func(t *testing.T) {
+			path, nIP := writeLinkFixture(t, dir, fx, ips, v6)
+			c := compareWithTshark(t, path)
+			if c.packets != nIP+len(fx.nonIP) {
+				t.Fatalf("%d rows, want %d", c.packets, nIP+len(fx.nonIP))
+			}
+			for i, proto := range c.protocols {
+				want := fx.dissected
+				if i < nIP && v6[i] {
+					want += "v6"
+				}
+				if i < nIP && !strings.HasPrefix(proto, want) {
+					t.Errorf("tshark dissected frame %d as %s, want %s...: the fixture is not what it should be", i+1, proto, want)
+				}
+				if i >= nIP && strings.Contains(proto, ":ip") {
+					t.Errorf("tshark found IP in the non-IP frame %d: %s", i+1, proto)
+				}
+			}
+			if c.present["transport"] != nIP {
+				t.Errorf("tshark saw an IP header in %d frames, want %d", c.present["transport"], nIP)
+			}
+			for _, f := range comparedFields {
+				if c.agree[f] != c.packets {
+					t.Errorf("%s: %d of %d frames agree", f, c.agree[f], c.packets)
+				}
+			}
+		})
+	}
+}
