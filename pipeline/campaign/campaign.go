@@ -36,6 +36,8 @@ type Home struct {
 	// InventoryFile, when set, is a YAML file holding the inventory list
 	// (relative to the campaign file); entries are appended to Inventory.
 	InventoryFile string `yaml:"inventory_file,omitempty"`
+	// Live tunes the home's interface taps; file taps ignore it.
+	Live Live `yaml:"live,omitempty"`
 }
 
 // Gateway describes how the home reaches the internet; it decides packet
@@ -138,6 +140,7 @@ func (c *Campaign) Defaults() {
 		if len(h.Gateway.LANNets) == 0 {
 			h.Gateway.LANNets = append([]string(nil), DefaultLANNets...)
 		}
+		h.Live.defaults()
 		for i := range h.Inventory {
 			if h.Inventory[i].Category == "" {
 				h.Inventory[i].Category = CategoryIoT
@@ -213,6 +216,9 @@ func (h *Home) Validate() error {
 	}
 	if _, err := h.MACIndex(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := h.Live.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("live: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -52,6 +52,7 @@ func TestLoadBad(t *testing.T) {
 		"dup-home":           "appears twice",
 		"broken":             "decode YAML",
 		"dup-session":        "would both be session lan-x",
+		"bad-rotation":       "divides a day",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {
