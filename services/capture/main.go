@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
@@ -94,7 +93,7 @@ func main() {
 		m.SetReady(func() error { return nil })
 		// Interface taps capture until the agent is stopped (SIGTERM); the
 		// final batch of each live session is sent on the way out.
-		if err := ag.Run(ctx, conn, ag.Inputs(true, time.Now())); err != nil {
+		if err := ag.Run(ctx, conn, ag.Inputs(true)); err != nil {
 			return err
 		}
 		st := ag.Stats()
