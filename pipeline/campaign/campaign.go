@@ -140,7 +140,7 @@ func (c *Campaign) Defaults() {
 		if len(h.Gateway.LANNets) == 0 {
 			h.Gateway.LANNets = append([]string(nil), DefaultLANNets...)
 		}
-		h.Live.defaults()
+		h.Live.Defaults()
 		for i := range h.Inventory {
 			if h.Inventory[i].Category == "" {
 				h.Inventory[i].Category = CategoryIoT

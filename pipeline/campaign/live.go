@@ -41,7 +41,8 @@ const (
 	DefaultGrace      = time.Second
 )
 
-func (l *Live) defaults() {
+// Defaults fills the settings left out.
+func (l *Live) Defaults() {
 	if l.Rotation == 0 {
 		l.Rotation = DefaultRotation
 	}

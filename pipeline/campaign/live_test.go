@@ -16,7 +16,7 @@ func TestLiveDefaults(t *testing.T) {
 		t.Fatalf("live defaults %+v", l)
 	}
 	short := Live{Rotation: 2 * time.Second}
-	short.defaults()
+	short.Defaults()
 	if short.Grace != 200*time.Millisecond || short.Validate() != nil {
 		t.Fatalf("a 2s rotation should default to a 200ms grace and validate: %+v %v", short, short.Validate())
 	}

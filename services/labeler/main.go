@@ -28,6 +28,7 @@ func main() {
 		var part bus.Partition
 		part.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
+		idle := fs.Duration("idle-timeout", 0, "release a session pair that has received no batch for this long (its agent died): publish what came, count it cut short; 0 takes each home's live.idle_timeout from the campaign (default two rotations plus a minute)")
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -46,6 +47,7 @@ func main() {
 			return err
 		}
 		l.AckWait = *ackWait
+		l.IdleTimeout = *idle
 		m, err := metrics.Start(ctx, "labeler", *metricsAddr, log)
 		if err != nil {
 			return err
@@ -71,6 +73,7 @@ func main() {
 		m.SetReady(metrics.NATSReady(conn.NC))
 		log.Info("labeler running", "campaign", c.Name, "homes", len(c.Homes), "partition", part.Index, "partitions", part.Count)
 		// l.Run's consume loop, with failed batches counted.
+		go l.Sweeper(ctx, conn, log)
 		return conn.Consume(ctx, cc, func(ctx context.Context, d *bus.Delivery) error {
 			return m.Fail(l.Handle(ctx, conn, d, log))
 		})
