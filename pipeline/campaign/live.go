@@ -103,3 +103,16 @@ func LiveSessionName(tap string, start int64) string {
 	u := time.Unix(0, start).UTC()
 	return fmt.Sprintf("%s-%s_%03dZ", tap, u.Format("20060102T150405"), u.Nanosecond()/1e6)
 }
+
+// LongestIdleTimeout is the longest idle timeout of the campaign's homes: a
+// worker that serves them all with one timeout waits at least as long as
+// each home asks.
+func LongestIdleTimeout(c *Campaign) time.Duration {
+	var d time.Duration
+	for _, h := range c.Homes {
+		l := h.Live
+		l.Defaults()
+		d = max(d, l.IdleTimeout)
+	}
+	return d
+}

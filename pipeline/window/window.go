@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/store"
@@ -104,6 +105,9 @@ type Part struct {
 	// smallest, so the manifest can pick them exactly without rereading a
 	// window. Empty when the spec has no cap.
 	CapScores map[string][]uint64 `json:"cap_scores,omitempty"`
+	// CutShort marks a session closed by the idle timeout before its final
+	// batch came: its producer died, and the part holds what came.
+	CutShort bool `json:"cut_short,omitempty"`
 }
 
 // PartSuffix names the per-session part records.
@@ -120,9 +124,15 @@ type Windower struct {
 	// Accept, when set, picks the sessions this build windows; batches of
 	// other sessions in the stream are acknowledged and left out.
 	Accept func(home, session string) bool
+	// IdleTimeout, when set, closes a session that has received no new
+	// batch for this long: its producer died and its final batch will
+	// never come (see Sweep).
+	IdleTimeout time.Duration
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// work serialises what changes sessions: Handle and Sweep.
+	work sync.Mutex
 }
 
 type session struct {
@@ -137,6 +147,9 @@ type session struct {
 	labels                []int16
 	unlabeled, background int
 	pending               []*bus.Delivery
+	// last is when the session last took a new batch.
+	last     time.Time
+	cutShort bool
 }
 
 // New prepares a windower that writes through st.
@@ -167,6 +180,8 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		return d.Ack()
 	}
 	key := b.Home + "/" + b.View + "/" + b.Session
+	w.work.Lock()
+	defer w.work.Unlock()
 	w.mu.Lock()
 	s, ok := w.sessions[key]
 	if !ok {
@@ -191,7 +206,14 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		// A worker killed while acking a session it had stored leaves the
 		// batches it had not acked to come again without their start: they
 		// would wait for it forever.
-		if _, err := w.store.Get(ctx, path.Join(w.spec.Prefix(), s.view, s.home, s.id, PartSuffix)); err == nil {
+		if data, err := w.store.Get(ctx, path.Join(w.spec.Prefix(), s.view, s.home, s.id, PartSuffix)); err == nil {
+			var stored Part
+			if json.Unmarshal(data, &stored) == nil && stored.CutShort {
+				// Not a remnant: its producer came back after the idle
+				// timeout closed the session. Said, not silently dropped.
+				w.log.Warn("batch of a session closed as cut short came late; left out of the dataset (raise the idle timeout)",
+					"session", key, "offset", b.FirstOffset, "packets", len(b.Packets))
+			}
 			for _, p := range append(s.pending, d) {
 				_ = p.Ack()
 			}
@@ -203,6 +225,7 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		return fmt.Errorf("session %s: batch at offset %d arrived before offset %d; waiting for redelivery", key, b.FirstOffset, s.next)
 	}
 	s.started = true
+	s.last = time.Now()
 	unlabeledBefore, backgroundBefore := s.unlabeled, s.background
 	// Map the home's label vocabulary onto the dataset's.
 	remap := make([]int16, len(b.Devices))
@@ -258,6 +281,79 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 	return nil
 }
 
+// Sweeper calls Sweep until ctx ends, often enough that a session is
+// closed within a tenth of IdleTimeout after it expired; without an
+// IdleTimeout it does nothing.
+func (w *Windower) Sweeper(ctx context.Context) {
+	if w.IdleTimeout <= 0 {
+		return
+	}
+	t := time.NewTicker(max(w.IdleTimeout/10, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.Sweep(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			w.log.Warn("closing idle sessions failed; trying again", "err", err)
+		}
+	}
+}
+
+// Sweep closes every session that has taken no new batch for IdleTimeout:
+// its producer died (an agent killed, a gateway without power) and the
+// final batch will never come. Its windows so far are written, its part
+// is marked cut short, and its deliveries are acknowledged, so nothing is
+// held forever.
+func (w *Windower) Sweep(ctx context.Context, now time.Time) error {
+	if w.IdleTimeout <= 0 {
+		return nil
+	}
+	w.work.Lock()
+	defer w.work.Unlock()
+	w.mu.Lock()
+	var idle []string
+	for key, s := range w.sessions {
+		if s.started && now.Sub(s.last) >= w.IdleTimeout {
+			idle = append(idle, key)
+		}
+	}
+	w.mu.Unlock()
+	slices.Sort(idle)
+	for _, key := range idle {
+		s := w.sessions[key]
+		s.cutShort = true
+		part, err := w.flush(ctx, s)
+		if err != nil {
+			s.cutShort = false
+			return fmt.Errorf("close idle session %s: %w", key, err)
+		}
+		w.log.Warn("session cut short: no batch for the idle timeout, its producer died; windowed what came",
+			"session", key, "packets", part.Packets, "windows", part.Windows)
+		for _, p := range s.pending {
+			if err := p.Ack(); err != nil {
+				w.log.Warn("ack after flush failed; the session will be rewritten identically", "session", key, "err", err)
+			}
+		}
+		w.mu.Lock()
+		delete(w.sessions, key)
+		w.mu.Unlock()
+		if w.OnPart != nil {
+			w.OnPart(part)
+		}
+	}
+	return nil
+}
+
+// Held is the number of sessions buffered and not yet written.
+func (w *Windower) Held() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.sessions)
+}
+
 // WriteSession windows one whole session held in memory and stores its
 // objects and part record, exactly as Handle does when a session's final
 // batch arrives. labels index the spec's vocabulary; a negative label is an
@@ -282,7 +378,7 @@ func (w *Windower) WriteSession(ctx context.Context, home, view, sess, source st
 func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	ws := cut(w.spec, s.home, s.view, s.id, s.chunks, s.labels)
 	part := Part{Home: s.home, View: s.view, Session: s.id, Source: s.source, Packets: s.npackets,
-		Unlabeled: s.unlabeled, Background: s.background, Windows: len(ws), PerDevice: map[string]int{}}
+		Unlabeled: s.unlabeled, Background: s.background, Windows: len(ws), PerDevice: map[string]int{}, CutShort: s.cutShort}
 	if s.npackets > 0 {
 		first, last := s.chunks[0], s.chunks[len(s.chunks)-1]
 		for _, c := range s.chunks {

@@ -31,6 +31,7 @@ func main() {
 		spec.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches of an unfinished session stay with this worker unacknowledged; a dead worker's sessions go to another after it")
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
+		idle := fs.Duration("idle-timeout", 0, "close a session that has received no batch for this long (its agent died): write what came, mark its part cut short; 0 takes the longest live.idle_timeout of the campaign's homes (default two rotations plus a minute)")
 		var part bus.Partition
 		part.RegisterFlags(fs)
 		if err := cli.Parse(fs); err != nil {
@@ -73,6 +74,11 @@ func main() {
 		if err != nil {
 			return err
 		}
+		w.IdleTimeout = *idle
+		if w.IdleTimeout == 0 {
+			w.IdleTimeout = campaign.LongestIdleTimeout(c)
+		}
+		go w.Sweeper(ctx)
 		w.OnPart = func(p window.Part) {
 			out.Add(int64(p.Packets))
 			windows.Add(int64(p.Windows))
