@@ -44,6 +44,17 @@ type Spec struct {
 	Cap int `json:",omitempty"`
 	// CapSeed picks which windows the cap keeps.
 	CapSeed uint64 `json:",omitempty"`
+	// FlushWindows, when set, writes a session as it goes: once a batch
+	// leaves at least this many finished windows, they are stored, the
+	// session's unfinished tail is checkpointed and the batches it
+	// consumed are acknowledged (see incremental.go). 0 writes each
+	// session whole when its final batch comes.
+	FlushWindows int `json:",omitempty"`
+	// SessionBudget, when set, bounds the bytes of packets a session holds
+	// in memory: a batch that takes it past them writes what is finished
+	// and checkpoints the rest as FlushWindows does. It counts packets,
+	// not the Go heap, so the cuts stay where they are on every run.
+	SessionBudget int64 `json:",omitempty"`
 }
 
 // RegisterFlags adds the spec's flags (all but the label vocabulary, which
@@ -55,6 +66,8 @@ func (s *Spec) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&s.Size, "window", 100, "packets per window (the paper studies 20, 40 and 100)")
 	fs.IntVar(&s.Cap, "cap", 5000, "windows kept per device, chosen by --cap-seed (the paper keeps 5,000); 0 keeps all")
 	fs.Uint64Var(&s.CapSeed, "cap-seed", 1, "seed of the choice of windows --cap keeps")
+	fs.IntVar(&s.FlushWindows, "flush-windows", 0, "write a session as it goes: store its finished windows and checkpoint the rest whenever a batch leaves this many; 0 writes each session whole at its end")
+	fs.Int64Var(&s.SessionBudget, "session-budget", 0, "bytes of packets a session may hold before it writes what is finished and checkpoints the rest (about 140 bytes a packet); 0: no budget")
 }
 
 // Validate refuses specs no window can be cut from.
@@ -73,6 +86,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Cap < 0 {
 		return fmt.Errorf("cap of %d windows per device: want 0 (no cap) or more", s.Cap)
+	}
+	if s.FlushWindows < 0 || s.SessionBudget < 0 {
+		return fmt.Errorf("flush every %d windows, session budget %d bytes: want 0 (whole sessions) or more", s.FlushWindows, s.SessionBudget)
 	}
 	if len(s.Labels) == 0 || len(s.Labels) > 32767 {
 		return fmt.Errorf("label vocabulary of %d devices: want 1..32767", len(s.Labels))
@@ -128,6 +144,10 @@ type Windower struct {
 	// batch for this long: its producer died and its final batch will
 	// never come (see Sweep).
 	IdleTimeout time.Duration
+	// ConsumerBudget, when set, bounds the bytes of packets all sessions
+	// hold together: past it, a batch that would start a session is
+	// refused for redelivery until the sessions held get written.
+	ConsumerBudget int64
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -146,10 +166,18 @@ type session struct {
 	npackets              int
 	labels                []int16
 	unlabeled, background int
-	pending               []*bus.Delivery
+	// pending are the deliveries not acknowledged yet, by first offset: a
+	// redelivery replaces the copy held rather than add one.
+	pending map[uint64]*bus.Delivery
 	// last is when the session last took a new batch.
 	last     time.Time
 	cutShort bool
+	// inc is the session written as it goes, once its first flush has
+	// happened (Spec.FlushWindows, SessionBudget); nil before.
+	inc *incState
+	// durable is the offset before which every batch is stored, in
+	// objects or a checkpoint: its redeliveries are acked at once.
+	durable uint64
 }
 
 // New prepares a windower that writes through st.
@@ -189,18 +217,34 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		// later batch would be cut with a hole: a windower replacing a dead
 		// one gets the batches its predecessor had fetched only once their
 		// ack wait runs out, after the batches nobody had fetched.
-		s = &session{home: b.Home, view: b.View, id: b.Session, source: b.Source, next: 0}
+		if held := w.heldBytesLocked(); w.ConsumerBudget > 0 && held >= w.ConsumerBudget {
+			w.mu.Unlock()
+			return fmt.Errorf("session %s waits: the sessions held take %d bytes of the consumer budget of %d", key, held, w.ConsumerBudget)
+		}
+		s = &session{home: b.Home, view: b.View, id: b.Session, source: b.Source, next: 0, pending: map[uint64]*bus.Delivery{}}
 		w.sessions[key] = s
 	}
 	w.mu.Unlock()
+	if !ok && w.incremental() {
+		// A session written as it goes resumes from its checkpoint.
+		if err := w.restore(ctx, s); err != nil {
+			w.drop(key)
+			return err
+		}
+	}
 
 	switch {
+	case s.started && b.FirstOffset < s.durable:
+		// Stored already, in objects or in the session's checkpoint.
+		return d.Ack()
 	case s.started && b.FirstOffset < s.next:
 		// A redelivery of a batch already buffered (its ack wait ran out)
 		// is the same JetStream message: acked now, it would be lost if
 		// this worker died before the session is stored. It is acked with
-		// the session's other deliveries.
-		s.pending = append(s.pending, d)
+		// the session's other deliveries, and replaces the copy held, so
+		// that a long session does not gain a copy every ack wait.
+		d.Batch = nil
+		s.pending[b.FirstOffset] = d
 		return nil
 	case b.FirstOffset > s.next:
 		// A worker killed while acking a session it had stored leaves the
@@ -214,9 +258,10 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 				w.log.Warn("batch of a session closed as cut short came late; left out of the dataset (raise the idle timeout)",
 					"session", key, "offset", b.FirstOffset, "packets", len(b.Packets))
 			}
-			for _, p := range append(s.pending, d) {
+			for _, p := range s.pending {
 				_ = p.Ack()
 			}
+			_ = d.Ack()
 			w.mu.Lock()
 			delete(w.sessions, key)
 			w.mu.Unlock()
@@ -247,19 +292,22 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		}
 		s.labels = append(s.labels, l)
 	}
+	if w.incremental() {
+		return w.handleIncremental(ctx, key, s, d, len(s.labels)-len(b.Packets))
+	}
 	s.chunks = append(s.chunks, b.Packets)
 	s.npackets += len(b.Packets)
 	if n := len(b.Packets); n > 0 {
 		s.next = b.Packets[n-1].Offset + 1
 	}
-	s.pending = append(s.pending, d)
+	s.pending[b.FirstOffset] = d
 	if !b.Final {
 		return nil
 	}
 	part, err := w.flush(ctx, s)
 	if err != nil {
 		// Retryable: the session stays buffered; the final batch comes again.
-		s.pending = s.pending[:len(s.pending)-1]
+		delete(s.pending, b.FirstOffset)
 		s.chunks = s.chunks[:len(s.chunks)-1]
 		s.npackets -= len(b.Packets)
 		s.labels = s.labels[:len(s.labels)-len(b.Packets)]
@@ -325,24 +373,11 @@ func (w *Windower) Sweep(ctx context.Context, now time.Time) error {
 	for _, key := range idle {
 		s := w.sessions[key]
 		s.cutShort = true
-		part, err := w.flush(ctx, s)
-		if err != nil {
-			s.cutShort = false
+		n := s.npackets
+		if err := w.closeSession(ctx, key, s); err != nil {
 			return fmt.Errorf("close idle session %s: %w", key, err)
 		}
-		w.log.Warn("session cut short: no batch for the idle timeout, its producer died; windowed what came",
-			"session", key, "packets", part.Packets, "windows", part.Windows)
-		for _, p := range s.pending {
-			if err := p.Ack(); err != nil {
-				w.log.Warn("ack after flush failed; the session will be rewritten identically", "session", key, "err", err)
-			}
-		}
-		w.mu.Lock()
-		delete(w.sessions, key)
-		w.mu.Unlock()
-		if w.OnPart != nil {
-			w.OnPart(part)
-		}
+		w.log.Warn("session cut short: no batch for the idle timeout, its producer died; windowed what came", "session", key, "packets", n)
 	}
 	return nil
 }
@@ -362,7 +397,7 @@ func (w *Windower) WriteSession(ctx context.Context, home, view, sess, source st
 	if len(labels) != len(pkts) {
 		return Part{}, fmt.Errorf("window session %s/%s: %d labels for %d packets", home, sess, len(labels), len(pkts))
 	}
-	s := &session{home: home, view: view, id: sess, source: source, chunks: [][]schemas.Packet{pkts}, npackets: len(pkts), labels: labels}
+	s := &session{home: home, view: view, id: sess, source: source, chunks: [][]schemas.Packet{pkts}, npackets: len(pkts), labels: labels, pending: map[uint64]*bus.Delivery{}}
 	for i, l := range labels {
 		switch {
 		case int(l) >= len(w.spec.Labels):
@@ -410,7 +445,7 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 		part.CapScores[dev] = sc[:min(len(sc), w.spec.Cap)]
 	}
 	dir := path.Join(w.spec.Prefix(), s.view, s.home, s.id)
-	objects, err := w.putObjects(ctx, dir, s.id, ws)
+	objects, err := w.putObjects(ctx, dir, s.id, ws, 0)
 	if err != nil {
 		return part, err
 	}
@@ -432,7 +467,8 @@ const putsInFlight = 2
 
 // putObjects encodes the session's windows into objects of at most
 // WindowsPerObject windows and stores them, returning them in window order.
-func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schemas.Window) ([]store.ObjectInfo, error) {
+// base is the session's index of ws[0], which names the objects.
+func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schemas.Window, base int) ([]store.ObjectInfo, error) {
 	per := w.spec.WindowsPerObject
 	n := (len(ws) + per - 1) / per
 	infos := make([]store.ObjectInfo, n)
@@ -455,7 +491,7 @@ func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schem
 		if ctx.Err() != nil {
 			break
 		}
-		key := path.Join(dir, fmt.Sprintf("%s-w%06d-%06d.arrow", w.spec.Kind, lo, hi-1))
+		key := path.Join(dir, fmt.Sprintf("%s-w%06d-%06d.arrow", w.spec.Kind, base+lo, base+hi-1))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -31,6 +31,7 @@ func main() {
 		spec.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches of an unfinished session stay with this worker unacknowledged; a dead worker's sessions go to another after it")
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
+		consumerBudget := fs.Int64("consumer-budget", 0, "bytes of packets all sessions of this worker may hold (about 140 bytes a packet); past it, batches of new sessions wait. 0: no budget")
 		idle := fs.Duration("idle-timeout", 0, "close a session that has received no batch for this long (its agent died): write what came, mark its part cut short; 0 takes the longest live.idle_timeout of the campaign's homes (default two rotations plus a minute)")
 		var part bus.Partition
 		part.RegisterFlags(fs)
@@ -75,6 +76,7 @@ func main() {
 			return err
 		}
 		w.IdleTimeout = *idle
+		w.ConsumerBudget = *consumerBudget
 		if w.IdleTimeout == 0 {
 			w.IdleTimeout = campaign.LongestIdleTimeout(c)
 		}
