@@ -47,6 +47,9 @@ type Config struct {
 	// Auth is who the connection is and which servers it trusts (none: an
 	// anonymous plain-text connection, as to the embedded server).
 	Auth Auth
+	// Retention limits the streams and makes the connection warn when they
+	// are nearly reached (see Retention).
+	Retention Retention
 }
 
 // Conn is a JetStream connection with the streams declared.
@@ -144,6 +147,9 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if cfg.RetryConnect {
 		go c.declareLoop()
 	}
+	if cfg.Retention.set() {
+		go c.watchRetention(cfg.Retention)
+	}
 	return c, nil
 }
 
@@ -161,6 +167,8 @@ func fixConnect(err error) string {
 
 const fixUnreachable = "is the server running? set --nats or HOMEMOLE_NATS_URL, or leave both empty for the embedded server"
 
+var streamNames = []string{schemas.StreamPackets, schemas.StreamLabeled}
+
 func (c *Conn) declareStreams(ctx context.Context) error {
 	for _, sc := range []jetstream.StreamConfig{
 		{Name: schemas.StreamPackets, Subjects: []string{"hm.pkt.>"}},
@@ -170,6 +178,7 @@ func (c *Conn) declareStreams(ctx context.Context) error {
 		sc.Replicas = c.cfg.Replicas
 		sc.Duplicates = c.cfg.DedupWindow
 		sc.Retention = jetstream.LimitsPolicy
+		c.cfg.Retention.apply(&sc)
 		// A stream already laid out as wanted is left alone: a capture
 		// agent may read stream information but not change streams. More
 		// replicas than asked for count as wanted: a worker started
@@ -179,8 +188,13 @@ func (c *Conn) declareStreams(ctx context.Context) error {
 		switch {
 		case err == nil:
 			have := s.CachedInfo().Config
-			if slices.Equal(have.Subjects, sc.Subjects) && have.Replicas >= sc.Replicas && have.Duplicates == sc.Duplicates && have.Storage == sc.Storage {
+			if slices.Equal(have.Subjects, sc.Subjects) && have.Replicas >= sc.Replicas && have.Duplicates == sc.Duplicates && have.Storage == sc.Storage &&
+				c.cfg.Retention.satisfied(have) {
 				continue
+			}
+			if !c.cfg.Retention.set() {
+				// Keep the limits another worker set.
+				sc.MaxAge, sc.MaxBytes, sc.Discard = have.MaxAge, have.MaxBytes, have.Discard
 			}
 		case !errors.Is(err, jetstream.ErrStreamNotFound):
 			// Not an answer (a cluster electing the stream's leader): no

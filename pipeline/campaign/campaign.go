@@ -23,6 +23,9 @@ type Campaign struct {
 	// Name becomes a subject token and a prefix of dataset names.
 	Name  string  `yaml:"name"`
 	Homes []*Home `yaml:"homes"`
+	// Retention bounds the streams (optional; flags and the environment
+	// of the workers override it).
+	Retention Retention `yaml:"retention,omitempty"`
 }
 
 // Home is one household behind one gateway.
@@ -159,6 +162,9 @@ func (c *Campaign) Validate() error {
 	}
 	if len(c.Homes) == 0 {
 		errs = append(errs, errors.New("no homes: add at least one entry under 'homes'"))
+	}
+	if err := c.Retention.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	seen := map[string]bool{}
 	for i, h := range c.Homes {

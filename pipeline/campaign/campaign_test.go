@@ -53,6 +53,7 @@ func TestLoadBad(t *testing.T) {
 		"broken":             "decode YAML",
 		"dup-session":        "would both be session lan-x",
 		"bad-rotation":       "divides a day",
+		"bad-retention":      "retention.max_bytes",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

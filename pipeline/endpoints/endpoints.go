@@ -31,6 +31,8 @@ type Config struct {
 	// HOMEMOLE_NATS_PASSWORD, HOMEMOLE_NATS_CREDS, HOMEMOLE_NATS_CA, ...;
 	// never flags).
 	NATSAuth bus.Auth
+	// Retention limits the streams (see bus.Retention); zero leaves them.
+	Retention bus.Retention
 }
 
 // FromEnv reads the environment.
@@ -101,7 +103,7 @@ func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, e
 	if natsURL != c.NATSURL {
 		auth, replicas = bus.Auth{}, 1 // the embedded server is one node and knows no users
 	}
-	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: replicas, Name: name, Auth: auth}, log)
+	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: replicas, Name: name, Auth: auth, Retention: c.Retention}, log)
 	if err != nil {
 		env.Close()
 		return nil, err

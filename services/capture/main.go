@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
@@ -39,7 +37,7 @@ func main() {
 		if *file == "" || *home == "" || *natsURL == "" {
 			return cli.Usagef("capture needs --campaign FILE, --home NAME and --nats URL")
 		}
-		maxBytes, err := parseSize(*spoolMax)
+		maxBytes, err := campaign.ParseBytes(*spoolMax)
 		if err != nil {
 			return cli.Usagef("--spool-max: %v", err)
 		}
@@ -101,25 +99,4 @@ func main() {
 			*home, st.Files, st.Packets, st.Batches, st.Acked, st.Spooled, st.Outages, st.Skipped, st.DecodeErrors, st.ReadErrors)
 		return nil
 	})
-}
-
-// parseSize reads a byte count with an optional binary (KiB, MiB, GiB) or
-// decimal (KB, MB, GB) unit.
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want a positive number of bytes, optionally with KiB, MiB, GiB, KB, MB or GB", s)
-	}
-	return n * mult, nil
 }

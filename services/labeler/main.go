@@ -29,6 +29,7 @@ func main() {
 		part.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
 		idle := fs.Duration("idle-timeout", 0, "release a session pair that has received no batch for this long (its agent died): publish what came, count it cut short; 0 takes each home's live.idle_timeout from the campaign (default two rotations plus a minute)")
+		retention := bus.RetentionFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -55,7 +56,11 @@ func main() {
 		if err := m.Report(labelerTotals(l)); err != nil {
 			return err
 		}
-		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "labeler", Replicas: bus.ReplicasFromEnv(), Auth: bus.AuthFromEnv()}, log)
+		ret, err := retention(c.Retention)
+		if err != nil {
+			return cli.Usagef("%v", err)
+		}
+		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "labeler", Replicas: bus.ReplicasFromEnv(), Auth: bus.AuthFromEnv(), Retention: ret}, log)
 		if err != nil {
 			return err
 		}

@@ -35,6 +35,7 @@ func main() {
 		idle := fs.Duration("idle-timeout", 0, "close a session that has received no batch for this long (its agent died): write what came, mark its part cut short; 0 takes the longest live.idle_timeout of the campaign's homes (default two rotations plus a minute)")
 		var part bus.Partition
 		part.RegisterFlags(fs)
+		retention := bus.RetentionFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -62,6 +63,9 @@ func main() {
 			WindowsWritten: func() float64 { return float64(windows.Load()) },
 		}); err != nil {
 			return err
+		}
+		if ep.Retention, err = retention(c.Retention); err != nil {
+			return cli.Usagef("%v", err)
 		}
 		env, err := endpoints.Open(ctx, ep, "windower", log)
 		if err != nil {
