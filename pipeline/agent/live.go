@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,13 +50,18 @@ func (c *clock) span(t int64) (lo, hi int64) {
 	return lo, hi
 }
 
-// cut adds an edge at t for every tap of the home.
-func (c *clock) cut(t int64) {
+// cut ends the session that started at lo at t, for every tap of the
+// home, unless a cut after lo already ends it: the taps of a home fill a
+// session at about the same time, and each asks. Edges are whole
+// milliseconds, which session names resolve.
+func (c *clock) cut(lo, t int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if i, found := slices.BinarySearch(c.cuts, t); !found {
-		c.cuts = slices.Insert(c.cuts, i, t)
+	t -= t % int64(time.Millisecond)
+	if len(c.cuts) > 0 && c.cuts[len(c.cuts)-1] > lo || t <= lo {
+		return
 	}
+	c.cuts = append(c.cuts, t)
 	// Cuts older than two slots can no longer end a session.
 	old := t - 2*int64(c.live.Rotation)
 	for len(c.cuts) > 0 && c.cuts[0] < old {
@@ -258,7 +262,7 @@ func (lt *liveTap) add(p *schemas.Packet, off uint64) error {
 	if max := lt.a.live.MaxPackets; max > 0 && lt.packets >= max && !lt.cutAsked {
 		// Far enough ahead that every tap, WAN edge included, is still
 		// before it.
-		lt.clk.cut(time.Now().UnixNano() + int64(lt.a.live.Grace+rotationSettle))
+		lt.clk.cut(lt.lo, time.Now().UnixNano()+int64(lt.a.live.Grace+rotationSettle))
 		lt.cutAsked = true
 	}
 	return nil

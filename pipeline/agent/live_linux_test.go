@@ -63,7 +63,7 @@ func TestLiveGatewayRotation(t *testing.T) {
 	var inputs []Input
 	for tap, iface := range map[string]string{"lan": lanIf, "wan": wanIf} {
 		if err := netnstest.InNetns(gw, func() (err error) {
-			sources[tap], err = capture.OpenLive(iface, capture.LiveOptions{PollTimeout: 10 * time.Millisecond})
+			sources[tap], err = capture.OpenLive(iface, capture.LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20})
 			return err
 		}); err != nil {
 			t.Fatalf("capture %s in the gateway: %v", iface, err)
@@ -93,7 +93,9 @@ func TestLiveGatewayRotation(t *testing.T) {
 		t.Fatalf("send from the device: %v", err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	for _, s := range sources {
+	kernel := map[string]capture.LiveStats{}
+	for tap, s := range sources {
+		kernel[tap], _ = s.(*capture.LiveSource).Stats()
 		s.Close() // the interfaces go away: the last sessions end
 	}
 	select {
@@ -139,7 +141,8 @@ func TestLiveGatewayRotation(t *testing.T) {
 	for port := int32(30000); port < 30000+n; port++ {
 		lan, wan := seen["lan"][port], seen["wan"][port]
 		if len(lan) != 1 || len(wan) != 1 {
-			t.Fatalf("datagram to port %d captured %d times on the LAN, %d on the WAN: want once each", port, len(lan), len(wan))
+			t.Fatalf("datagram to port %d captured %d times on the LAN, %d on the WAN: want once each (kernel: lan %+v, wan %+v)",
+				port, len(lan), len(wan), kernel["lan"], kernel["wan"])
 		}
 		if lan[0].session == wan[0].session {
 			continue
