@@ -126,7 +126,9 @@ func (w *Windower) restore(ctx context.Context, s *session) error {
 	}
 	st := &incState{}
 	if err := json.Unmarshal(data, st); err != nil {
-		return bus.Permanent(fmt.Errorf("checkpoint %s is damaged (%w): remove it and the session's objects to window it again", w.store.Location(path.Join(w.sessionDir(s), StateSuffix)), err))
+		// Retryable, not permanent: terminating the session's batches would
+		// lose them; they wait (and say why) until the checkpoint is fixed.
+		return fmt.Errorf("checkpoint %s is damaged (%w): remove it and the session's objects, and its batches will be windowed again from the start once redelivered", w.store.Location(path.Join(w.sessionDir(s), StateSuffix)), err)
 	}
 	s.inc, s.started, s.next, s.durable = st, true, st.Next, st.Next
 	s.npackets, s.unlabeled, s.background = st.Packets, st.Unlabeled, st.Background

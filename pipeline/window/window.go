@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/schemas/windowfile"
@@ -67,7 +68,11 @@ func (s *Spec) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&s.Cap, "cap", 5000, "windows kept per device, chosen by --cap-seed (the paper keeps 5,000); 0 keeps all")
 	fs.Uint64Var(&s.CapSeed, "cap-seed", 1, "seed of the choice of windows --cap keeps")
 	fs.IntVar(&s.FlushWindows, "flush-windows", 0, "write a session as it goes: store its finished windows and checkpoint the rest whenever a batch leaves this many; 0 writes each session whole at its end")
-	fs.Int64Var(&s.SessionBudget, "session-budget", 0, "bytes of packets a session may hold before it writes what is finished and checkpoints the rest (about 140 bytes a packet); 0: no budget")
+	fs.Func("session-budget", "bytes of packets a session may hold (e.g. 64MiB, about 140 bytes a packet) before it writes what is finished and checkpoints the rest; unset: no budget", func(v string) error {
+		n, err := campaign.ParseBytes(v)
+		s.SessionBudget = n
+		return err
+	})
 }
 
 // Validate refuses specs no window can be cut from.

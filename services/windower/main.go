@@ -31,7 +31,12 @@ func main() {
 		spec.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches of an unfinished session stay with this worker unacknowledged; a dead worker's sessions go to another after it")
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
-		consumerBudget := fs.Int64("consumer-budget", 0, "bytes of packets all sessions of this worker may hold (about 140 bytes a packet); past it, batches of new sessions wait. 0: no budget")
+		var consumerBudget int64
+		fs.Func("consumer-budget", "bytes of packets all sessions of this worker may hold (e.g. 384MiB, about 140 bytes a packet); past it, batches of new sessions wait. Unset: no budget", func(v string) error {
+			n, err := campaign.ParseBytes(v)
+			consumerBudget = n
+			return err
+		})
 		idle := fs.Duration("idle-timeout", 0, "close a session that has received no batch for this long (its agent died): write what came, mark its part cut short; 0 takes the longest live.idle_timeout of the campaign's homes (default two rotations plus a minute)")
 		var part bus.Partition
 		part.RegisterFlags(fs)
@@ -80,7 +85,7 @@ func main() {
 			return err
 		}
 		w.IdleTimeout = *idle
-		w.ConsumerBudget = *consumerBudget
+		w.ConsumerBudget = consumerBudget
 		if w.IdleTimeout == 0 {
 			w.IdleTimeout = campaign.LongestIdleTimeout(c)
 		}
