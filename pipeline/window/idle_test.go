@@ -29,20 +29,7 @@ func TestIdleSessionCutShort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	srv, err := embedded.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, st := embeddedServers(t, log)
 	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindNoise, Size: 10, Labels: []string{"plug", "cam", "bulb", "hub"}}
 	// benchSession's batches: the dead session loses its last (final) one.
 	dead := benchSession("h", "lan-dead", 400, 50, 1)
@@ -114,6 +101,27 @@ func TestIdleSessionCutShort(t *testing.T) {
 	}
 }
 
+// embeddedServers starts the embedded NATS and S3 servers for one test.
+func embeddedServers(tb testing.TB, log *slog.Logger) (*bus.Conn, *store.S3) {
+	tb.Helper()
+	ctx := context.Background()
+	srv, err := embedded.Start(ctx, tb.TempDir(), log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Close)
+	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(conn.Close)
+	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return conn, st
+}
+
 // startWindowing runs a windower over the LABELED stream on fresh embedded
 // servers; batches are published before it starts.
 type windowing struct {
@@ -128,20 +136,7 @@ func startWindowing(t *testing.T, spec Spec, batches []*schemas.Batch, ackWait t
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	srv, err := embedded.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, st := embeddedServers(t, log)
 	for _, b := range batches {
 		if err := conn.Publish(ctx, schemas.LabeledSubject(b.Campaign, b.Home, b.View), b); err != nil {
 			t.Fatal(err)

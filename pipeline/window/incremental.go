@@ -287,17 +287,7 @@ func (w *Windower) storeReady(ctx context.Context, s *session) error {
 	if err != nil {
 		return err
 	}
-	for _, win := range st.ready {
-		dev := DeviceOf(w.spec.Labels, win)
-		st.PerDevice[dev]++
-		if st.CapScores != nil {
-			st.CapScores[dev] = append(st.CapScores[dev], CapScore(w.spec.CapSeed, win.ID))
-		}
-	}
-	for dev, sc := range st.CapScores {
-		slices.Sort(sc)
-		st.CapScores[dev] = sc[:min(len(sc), w.spec.Cap)]
-	}
+	w.tally(st.ready, st.PerDevice, st.CapScores)
 	st.Objects = append(st.Objects, infos...)
 	st.Windows += len(st.ready)
 	st.ready = nil

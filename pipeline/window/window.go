@@ -438,17 +438,7 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	if w.spec.Cap > 0 {
 		part.CapScores = map[string][]uint64{}
 	}
-	for _, win := range ws {
-		dev := DeviceOf(w.spec.Labels, win)
-		part.PerDevice[dev]++
-		if part.CapScores != nil {
-			part.CapScores[dev] = append(part.CapScores[dev], CapScore(w.spec.CapSeed, win.ID))
-		}
-	}
-	for dev, sc := range part.CapScores {
-		slices.Sort(sc)
-		part.CapScores[dev] = sc[:min(len(sc), w.spec.Cap)]
-	}
+	w.tally(ws, part.PerDevice, part.CapScores)
 	dir := path.Join(w.spec.Prefix(), s.view, s.home, s.id)
 	objects, err := w.putObjects(ctx, dir, s.id, ws, 0)
 	if err != nil {
@@ -463,6 +453,22 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 		return part, err
 	}
 	return part, nil
+}
+
+// tally counts windows per device and keeps, per device, the Cap smallest
+// cap scores (capScores is nil without a cap).
+func (w *Windower) tally(ws []*schemas.Window, perDevice map[string]int, capScores map[string][]uint64) {
+	for _, win := range ws {
+		dev := DeviceOf(w.spec.Labels, win)
+		perDevice[dev]++
+		if capScores != nil {
+			capScores[dev] = append(capScores[dev], CapScore(w.spec.CapSeed, win.ID))
+		}
+	}
+	for dev, sc := range capScores {
+		slices.Sort(sc)
+		capScores[dev] = sc[:min(len(sc), w.spec.Cap)]
+	}
 }
 
 // putsInFlight bounds a flush's concurrent object writes: encoding the next
