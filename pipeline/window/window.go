@@ -369,8 +369,13 @@ func (w *Windower) Sweep(ctx context.Context, now time.Time) error {
 	w.mu.Lock()
 	var idle []string
 	for key, s := range w.sessions {
-		if s.started && now.Sub(s.last) >= w.IdleTimeout {
+		switch {
+		case s.started && now.Sub(s.last) >= w.IdleTimeout:
 			idle = append(idle, key)
+		case !s.started && len(s.pending) == 0:
+			// Made by a batch that came before its session's start and was
+			// sent back: nothing to keep until the start comes.
+			delete(w.sessions, key)
 		}
 	}
 	w.mu.Unlock()
