@@ -88,6 +88,87 @@ func peakRSS(t *testing.T) float64 {
 	return 0
 }
 
+// liveRig is one live home on the embedded servers with a labeler and a
+// windower running, the parts the windower writes gathered.
+type liveRig struct {
+	c     *campaign.Campaign
+	g     *homegen.Home
+	log   *slog.Logger
+	conn  *bus.Conn
+	st    store.Store
+	lab   *label.Labeler
+	w     *window.Windower
+	wctx  context.Context
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	parts map[string]window.Part // by session
+	count map[string]int         // parts written per session
+	// windowed counts the packets of the parts written.
+	windowed atomic.Int64
+	stop     func()
+}
+
+// newLiveRig generates a home whose LAN tap is live on the rotation, and
+// starts the workers; spec's labels come from the home; idle, when set,
+// is both workers' idle timeout.
+func newLiveRig(t *testing.T, ctx context.Context, rotation time.Duration, spec window.Spec, idle time.Duration) *liveRig {
+	t.Helper()
+	r := &liveRig{parts: map[string]window.Part{}, count: map[string]int{},
+		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+	g, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 2, SessionDuration: 2 * time.Minute}, filepath.Join(t.TempDir(), "lan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.g = g
+	r.c = &campaign.Campaign{Name: "live", Homes: []*campaign.Home{{
+		Name: "home-1", Gateway: campaign.Gateway{MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
+		Taps: []campaign.Tap{{Name: "lan", Interface: "syn0"}}, Inventory: g.Inventory,
+		Live: campaign.Live{Rotation: rotation},
+	}}}
+	r.c.Defaults()
+	if err := r.c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(ctx, t.TempDir(), r.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	if r.conn, err = bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, r.log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.conn.Close)
+	if r.st, err = store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"}); err != nil {
+		t.Fatal(err)
+	}
+	if r.lab, err = label.New(r.c); err != nil {
+		t.Fatal(err)
+	}
+	spec.Labels = LabelsOf(r.c)
+	if r.w, err = window.New(spec, r.st, r.log); err != nil {
+		t.Fatal(err)
+	}
+	r.lab.IdleTimeout, r.w.IdleTimeout = idle, idle
+	r.w.OnPart = func(p window.Part) {
+		r.mu.Lock()
+		r.parts[p.Session] = p
+		r.count[p.Session]++
+		r.mu.Unlock()
+		r.windowed.Add(int64(p.Packets))
+	}
+	wctx, stop := context.WithCancel(ctx)
+	r.wctx = wctx
+	r.wg.Go(func() { _ = r.lab.Run(wctx, r.conn, "labeler", r.log) })
+	r.wg.Go(func() { r.w.Sweeper(wctx) })
+	r.wg.Go(func() {
+		_ = r.conn.Consume(wctx, bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower", Filter: schemas.LabeledSubject(r.c.Name, "*", "*"),
+			MaxAckPending: 100000, AckWait: time.Minute}, r.w.Handle)
+	})
+	r.stop = func() { stop(); r.wg.Wait() }
+	t.Cleanup(r.stop)
+	return r
+}
+
 // TestLiveSoak runs a fast synthetic live tap through the embedded mode as a
 // live campaign runs: the agent rotates sessions every second, the labeler
 // labels them, the windower writes them as it goes under a session budget.
@@ -107,66 +188,13 @@ func TestLiveSoak(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	g, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 2, SessionDuration: 2 * time.Minute}, filepath.Join(t.TempDir(), "lan"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &campaign.Campaign{Name: "soak", Homes: []*campaign.Home{{
-		Name: "home-1", Gateway: campaign.Gateway{MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
-		Taps: []campaign.Tap{{Name: "lan", Interface: "syn0"}}, Inventory: g.Inventory,
-		Live: campaign.Live{Rotation: time.Second},
-	}}}
-	c.Defaults()
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := embedded.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: embedded.S3AccessKey, SecretKey: embedded.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	wctx, stopWorkers := context.WithCancel(ctx)
-	defer stopWorkers()
-	lab, err := label.New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := window.Spec{Dataset: "soak", Version: "v1", Kind: schemas.KindNoise, Size: 100, Labels: LabelsOf(c),
-		FlushWindows: 256, SessionBudget: 32 << 20}
-	w, err := window.New(spec, st, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	parts := map[string]int{}
-	windowed := atomic.Int64{}
-	w.OnPart = func(p window.Part) {
-		mu.Lock()
-		parts[p.Session]++
-		mu.Unlock()
-		windowed.Add(int64(p.Packets))
-	}
+	spec := window.Spec{Dataset: "soak", Version: "v1", Kind: schemas.KindNoise, Size: 100, FlushWindows: 256, SessionBudget: 32 << 20}
+	r := newLiveRig(t, ctx, time.Second, spec, 0)
+	c, g, conn, lab, log := r.c, r.g, r.conn, r.lab, r.log
 	var maxHeld atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = lab.Run(wctx, conn, "labeler-soak", log) })
-	wg.Go(func() {
-		_ = conn.Consume(wctx, bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower-soak", Filter: schemas.LabeledSubject(c.Name, "*", "*"),
-			MaxAckPending: 100000, AckWait: time.Minute}, w.Handle)
-	})
-	wg.Go(func() {
-		for wctx.Err() == nil {
-			if h := w.HeldBytes(); h > maxHeld.Load() {
+	r.wg.Go(func() {
+		for r.wctx.Err() == nil {
+			if h := r.w.HeldBytes(); h > maxHeld.Load() {
 				maxHeld.Store(h)
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -183,17 +211,15 @@ func TestLiveSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	ast := ag.Stats()
-	for windowed.Load() < int64(ast.Packets) && ctx.Err() == nil {
+	for r.windowed.Load() < int64(ast.Packets) && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	stopWorkers()
-	wg.Wait()
+	r.stop()
 	rss := peakRSS(t)
-	mu.Lock()
-	defer mu.Unlock()
+	windowed, parts := &r.windowed, r.parts
 	dups := 0
-	for _, n := range parts {
+	for _, n := range r.count {
 		if n != 1 {
 			dups++
 		}
