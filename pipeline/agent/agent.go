@@ -499,7 +499,7 @@ func (a *Agent) newBatcher(tap, source, session string, first uint64, live bool,
 		send:  send,
 		live:  live,
 	}
-	bt.meta = batchMeta{subject: schemas.PacketSubject(a.cfg.Campaign, a.cfg.Home.Name, tap), source: bt.hdr.Source, session: session}
+	bt.meta = batchMeta{subject: schemas.PacketSubject(a.cfg.Campaign, a.cfg.Home.Name, tap), source: bt.hdr.Source, session: session, live: live}
 	// The header at its widest: offsets of 10 bytes, a count of 3.
 	bt.hdr.FirstOffset = 1 << 63
 	hdr, err := bt.hdr.AppendHeader(nil, 65536)

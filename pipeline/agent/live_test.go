@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -222,4 +223,39 @@ func sessionStart(t *testing.T, session string) int64 {
 		t.Fatalf("session %s: %v", session, err)
 	}
 	return tm.UnixNano()
+}
+
+// TestLiveLeavesNoProgress: a live tap run with a spool leaves no progress
+// file per session (no later run resumes a live session), while its batches
+// still go through the sender as a file's do.
+func TestLiveLeavesNoProgress(t *testing.T) {
+	srv := startNATS(t, t.TempDir())
+	defer srv.Close()
+	conn := connect(t, srv.NATSURL, true)
+	home := &campaign.Home{Name: "h", Taps: []campaign.Tap{{Name: "lan", Interface: "eth1"}}, Live: campaign.Live{Rotation: time.Second}}
+	spool := t.TempDir()
+	cfg := testConfig(home, spool, testLog(t))
+	cfg.MaxBatchAge = 50 * time.Millisecond
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := newNowSource(t, sentinelFiles(t)[0], 2*time.Millisecond, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- ag.Run(context.Background(), conn, []Input{{Tap: "lan", Name: "eth1", Live: true, Open: func() (capture.Source, error) { return src, nil }}})
+	}()
+	time.Sleep(2200 * time.Millisecond)
+	src.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := ag.Stats()
+	files, err := filepath.Glob(filepath.Join(spool, "progress", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Sessions) < 2 || st.Acked == 0 || len(files) != 0 {
+		t.Fatalf("%d sessions, %d batches acknowledged, %d progress files: want several sessions, no progress file", len(st.Sessions), st.Acked, len(files))
+	}
 }
