@@ -132,7 +132,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		w.Accept, w.OnPart = accept, onPart
-		w.IdleTimeout = campaign.LongestIdleTimeout(b.Campaign)
+		w.IdleTimeouts = campaign.IdleTimeouts(b.Campaign)
 		return w, nil
 	}
 	ackWait := b.windowerAckWait

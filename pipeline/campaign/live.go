@@ -104,15 +104,27 @@ func LiveSessionName(tap string, start int64) string {
 	return fmt.Sprintf("%s-%s_%03dZ", tap, u.Format("20060102T150405"), u.Nanosecond()/1e6)
 }
 
-// LongestIdleTimeout is the longest idle timeout of the campaign's homes: a
-// worker that serves them all with one timeout waits at least as long as
-// each home asks.
-func LongestIdleTimeout(c *Campaign) time.Duration {
-	var d time.Duration
-	for _, h := range c.Homes {
-		l := h.Live
-		l.Defaults()
-		d = max(d, l.IdleTimeout)
+// IsLive reports whether the home has an interface tap.
+func (h *Home) IsLive() bool {
+	for _, t := range h.Taps {
+		if t.Interface != "" {
+			return true
+		}
 	}
-	return d
+	return false
+}
+
+// IdleTimeouts maps each home with an interface tap to its idle timeout.
+// Homes of capture files have none: a killed agent resumes their files
+// where it stopped, however much later, so their sessions are waited for.
+func IdleTimeouts(c *Campaign) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, h := range c.Homes {
+		if h.IsLive() {
+			l := h.Live
+			l.Defaults()
+			out[h.Name] = l.IdleTimeout
+		}
+	}
+	return out
 }

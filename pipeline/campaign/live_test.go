@@ -15,6 +15,11 @@ func TestLiveDefaults(t *testing.T) {
 	if l.Rotation != 15*time.Minute || l.Grace != time.Second || l.MaxPackets != DefaultMaxPackets || l.IdleTimeout != 31*time.Minute {
 		t.Fatalf("live defaults %+v", l)
 	}
+	// Only the live home has an idle timeout: a file home's killed agent
+	// resumes its files, however much later.
+	if idle := IdleTimeouts(c); len(idle) != 1 || idle["home-2"] != 31*time.Minute {
+		t.Errorf("idle timeouts %v: want home-2 (live) alone, 31m", idle)
+	}
 	short := Live{Rotation: 2 * time.Second}
 	short.Defaults()
 	if short.Grace != 200*time.Millisecond || short.Validate() != nil {

@@ -10,20 +10,32 @@ import (
 	"github.com/homemole/homemole/pipeline/bus"
 )
 
-// idleOf is how long a session pair of the home may go without a batch.
+// idleOf is how long a session pair of the home may go without a batch; 0
+// waits for ever. A home of capture files waits for ever unless the
+// labeler's IdleTimeout says otherwise: a killed agent resumes its files
+// where it stopped, however much later.
 func (l *Labeler) idleOf(h *homeIndex) time.Duration {
-	if l.IdleTimeout > 0 {
+	switch {
+	case l.IdleTimeout > 0:
 		return l.IdleTimeout
+	case h.live[TapLAN] || h.live[TapWAN]:
+		return h.rotation.IdleTimeout
 	}
-	return h.rotation.IdleTimeout
+	return 0
 }
 
 // Sweeper calls Sweep until ctx ends, often enough that a pair is released
-// within a tenth of its timeout after it expired.
+// within a tenth of its timeout after it expired; with no timeout it
+// returns at once.
 func (l *Labeler) Sweeper(ctx context.Context, conn *bus.Conn, log *slog.Logger) {
-	every := time.Minute
+	every := time.Duration(0)
 	for _, h := range l.homes {
-		every = min(every, l.idleOf(h)/10)
+		if d := l.idleOf(h) / 10; d > 0 && (every == 0 || d < every) {
+			every = d
+		}
+	}
+	if every == 0 {
+		return
 	}
 	t := time.NewTicker(max(every, 10*time.Millisecond))
 	defer t.Stop()
@@ -53,7 +65,7 @@ func (l *Labeler) Sweep(ctx context.Context, conn *bus.Conn, now time.Time, log 
 	l.mu.Lock()
 	var idle []*sessionPair
 	for _, sp := range l.pairs {
-		if now.Sub(sp.last) >= l.idleOf(l.homes[sp.home]) {
+		if d := l.idleOf(l.homes[sp.home]); d > 0 && now.Sub(sp.last) >= d {
 			idle = append(idle, sp)
 		}
 	}

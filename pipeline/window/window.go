@@ -147,8 +147,10 @@ type Windower struct {
 	Accept func(home, session string) bool
 	// IdleTimeout, when set, closes a session that has received no new
 	// batch for this long: its producer died and its final batch will
-	// never come (see Sweep).
-	IdleTimeout time.Duration
+	// never come (see Sweep). IdleTimeouts, when it names the session's
+	// home, replaces it for that home (campaign.IdleTimeouts).
+	IdleTimeout  time.Duration
+	IdleTimeouts map[string]time.Duration
 	// ConsumerBudget, when set, bounds the bytes of packets all sessions
 	// hold together: past it, a batch that would start a session is
 	// refused for redelivery until the sessions held get written.
@@ -338,10 +340,16 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 // closed within a tenth of IdleTimeout after it expired; without an
 // IdleTimeout it does nothing.
 func (w *Windower) Sweeper(ctx context.Context) {
-	if w.IdleTimeout <= 0 {
+	every := w.IdleTimeout / 10
+	for _, d := range w.IdleTimeouts {
+		if d/10 > 0 && (every <= 0 || d/10 < every) {
+			every = d / 10
+		}
+	}
+	if every <= 0 {
 		return
 	}
-	t := time.NewTicker(max(w.IdleTimeout/10, 10*time.Millisecond))
+	t := time.NewTicker(max(every, 10*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -361,16 +369,13 @@ func (w *Windower) Sweeper(ctx context.Context) {
 // is marked cut short, and its deliveries are acknowledged, so nothing is
 // held forever.
 func (w *Windower) Sweep(ctx context.Context, now time.Time) error {
-	if w.IdleTimeout <= 0 {
-		return nil
-	}
 	w.work.Lock()
 	defer w.work.Unlock()
 	w.mu.Lock()
 	var idle []string
 	for key, s := range w.sessions {
 		switch {
-		case s.started && now.Sub(s.last) >= w.IdleTimeout:
+		case s.started && w.idleOf(s.home) > 0 && now.Sub(s.last) >= w.idleOf(s.home):
 			idle = append(idle, key)
 		case !s.started && len(s.pending) == 0:
 			// Made by a batch that came before its session's start and was
@@ -390,6 +395,14 @@ func (w *Windower) Sweep(ctx context.Context, now time.Time) error {
 		w.log.Warn("session cut short: no batch for the idle timeout, its producer died; windowed what came", "session", key, "packets", n)
 	}
 	return nil
+}
+
+// idleOf is the idle timeout of the home's sessions; 0 waits for ever.
+func (w *Windower) idleOf(home string) time.Duration {
+	if d, ok := w.IdleTimeouts[home]; ok {
+		return d
+	}
+	return w.IdleTimeout
 }
 
 // Held is the number of sessions buffered and not yet written.

@@ -28,7 +28,7 @@ func main() {
 		var part bus.Partition
 		part.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
-		idle := fs.Duration("idle-timeout", 0, "release a session pair that has received no batch for this long (its agent died): publish what came, count it cut short; 0 takes each home's live.idle_timeout from the campaign (default two rotations plus a minute)")
+		idle := fs.Duration("idle-timeout", 0, "release a session pair that has received no batch for this long (its agent died): publish what came, count it cut short; 0 takes each live home's live.idle_timeout from the campaign (default two rotations plus a minute) and waits for ever on homes of capture files, whose killed agents resume")
 		retention := bus.RetentionFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err

@@ -37,7 +37,7 @@ func main() {
 			consumerBudget = n
 			return err
 		})
-		idle := fs.Duration("idle-timeout", 0, "close a session that has received no batch for this long (its agent died): write what came, mark its part cut short; 0 takes the longest live.idle_timeout of the campaign's homes (default two rotations plus a minute)")
+		idle := fs.Duration("idle-timeout", 0, "close a session that has received no batch for this long (its agent died): write what came, mark its part cut short; 0 takes each live home's live.idle_timeout from the campaign (default two rotations plus a minute) and waits for ever on homes of capture files, whose killed agents resume")
 		var part bus.Partition
 		part.RegisterFlags(fs)
 		retention := bus.RetentionFlags(fs)
@@ -87,7 +87,7 @@ func main() {
 		w.IdleTimeout = *idle
 		w.ConsumerBudget = consumerBudget
 		if w.IdleTimeout == 0 {
-			w.IdleTimeout = campaign.LongestIdleTimeout(c)
+			w.IdleTimeouts = campaign.IdleTimeouts(c)
 		}
 		go w.Sweeper(ctx)
 		w.OnPart = func(p window.Part) {
