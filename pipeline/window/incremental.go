@@ -146,6 +146,7 @@ func (w *Windower) handleIncremental(ctx context.Context, key string, s *session
 	}
 	if s.inc == nil {
 		s.chunks = append(s.chunks, b.Packets)
+		w.countFinished(s, s.labels[from:])
 		if b.Final {
 			// Never flushed: written whole, as without these settings.
 			return w.closeSession(ctx, key, s)
@@ -207,25 +208,27 @@ func (w *Windower) flushDue(s *session) bool {
 	if s.inc != nil {
 		return len(s.inc.ready) >= w.spec.FlushWindows
 	}
-	return finishedWindows(w.spec, s.labels) >= w.spec.FlushWindows
+	return s.finished >= w.spec.FlushWindows
 }
 
-// finishedWindows counts the full windows a session's packets make.
-func finishedWindows(spec Spec, labels []int16) int {
-	if spec.Kind == schemas.KindNoise {
-		return len(labels) / spec.Size
+// countFinished adds a batch's labels to the full windows the session's
+// packets make before its first flush, stream by stream.
+func (w *Windower) countFinished(s *session, labels []int16) {
+	if s.perStream == nil {
+		s.perStream = make([]int, len(w.spec.Labels)+1) // the last: the merged stream
 	}
-	per := make([]int, len(spec.Labels))
 	for _, l := range labels {
-		if l >= 0 {
-			per[l]++
+		i := len(s.perStream) - 1
+		if w.spec.Kind != schemas.KindNoise {
+			if l < 0 {
+				continue
+			}
+			i = int(l)
+		}
+		if s.perStream[i]++; s.perStream[i]%w.spec.Size == 0 {
+			s.finished++
 		}
 	}
-	n := 0
-	for _, c := range per {
-		n += c / spec.Size
-	}
-	return n
 }
 
 // feed adds one packet to its stream; a stream that fills a window hands

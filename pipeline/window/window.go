@@ -185,6 +185,10 @@ type session struct {
 	// durable is the offset before which every batch is stored, in
 	// objects or a checkpoint: its redeliveries are acked at once.
 	durable uint64
+	// perStream and finished count packets per window stream and full
+	// windows before the first flush.
+	perStream []int
+	finished  int
 }
 
 // New prepares a windower that writes through st.
