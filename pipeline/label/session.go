@@ -31,6 +31,11 @@ type sessionPair struct {
 // only when their ack wait runs out.
 type tapBuffer struct {
 	held map[uint64]heldBatch
+	// next is where the run of batches from offset 0 held so far ends,
+	// final whether it ends with the final batch: kept as batches come, so
+	// that a long session is not walked again for each of its batches.
+	next  uint64
+	final bool
 }
 
 type heldBatch struct {
@@ -42,6 +47,21 @@ type heldBatch struct {
 // from offset 0 (where the agent starts every session) to a final batch,
 // nil while any is missing.
 func (t *tapBuffer) chain() []heldBatch {
+	for !t.final {
+		hb, ok := t.held[t.next]
+		if !ok {
+			return nil
+		}
+		if hb.batch.Final {
+			t.final = true
+			break
+		}
+		n := len(hb.batch.Packets)
+		if n == 0 {
+			return nil // only a final batch may be empty
+		}
+		t.next = hb.batch.Packets[n-1].Offset + 1
+	}
 	var out []heldBatch
 	for next := uint64(0); ; {
 		hb, ok := t.held[next]
@@ -133,6 +153,7 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 			t.held[b.FirstOffset] = prev
 		} else {
 			delete(t.held, b.FirstOffset)
+			t.next, t.final = 0, false // the run is walked again
 		}
 		return err
 	}
