@@ -2,9 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,29 +20,8 @@ import (
 // next when the LAN copy came within the grace before the edge.
 func TestLiveGatewayRotation(t *testing.T) {
 	netnstest.NeedRoot(t)
-	id := netnstest.UniqueID()
-	dev, gw, inet := "hmagd"+id, "hmagg"+id, "hmagi"+id
-	for _, ns := range []string{dev, gw, inet} {
-		netnstest.NewNetns(t, ns)
-	}
-	lanIf, wanIf := "hmal"+id, "hmaw"+id
-	r := func(args ...string) { netnstest.Run(t, args...) }
-	r("ip", "-n", gw, "link", "add", lanIf, "type", "veth", "peer", "name", "eth0", "netns", dev)
-	r("ip", "-n", gw, "link", "add", wanIf, "type", "veth", "peer", "name", "eth0", "netns", inet)
-	r("ip", "-n", dev, "addr", "add", "10.78.1.2/24", "dev", "eth0")
-	r("ip", "-n", gw, "addr", "add", "10.78.1.1/24", "dev", lanIf)
-	r("ip", "-n", gw, "addr", "add", "10.78.2.1/24", "dev", wanIf)
-	r("ip", "-n", inet, "addr", "add", "10.78.2.2/24", "dev", "eth0")
-	for _, l := range [][2]string{{dev, "eth0"}, {gw, lanIf}, {gw, wanIf}, {inet, "eth0"}} {
-		r("ip", "-n", l[0], "link", "set", l[1], "up")
-	}
-	r("ip", "-n", dev, "route", "add", "default", "via", "10.78.1.1")
-	r("ip", "-n", inet, "route", "add", "10.78.1.0/24", "via", "10.78.2.1")
-	if err := netnstest.InNetns(gw, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0)
-	}); err != nil {
-		t.Fatalf("turn forwarding on in the gateway: %v", err)
-	}
+	g := netnstest.NewGateway(t, false)
+	gw, lanIf, wanIf := g.GW, g.LANIf, g.WANIf
 
 	srv := startNATS(t, t.TempDir())
 	defer srv.Close()
@@ -76,22 +52,7 @@ func TestLiveGatewayRotation(t *testing.T) {
 
 	// 3.5 s of datagrams, one every 5 ms, each to a port of its own.
 	const n = 700
-	if err := netnstest.InNetns(dev, func() error {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 78, 1, 2)})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		for i := range n {
-			if _, err := c.WriteToUDP([]byte(fmt.Sprint("datagram ", i)), &net.UDPAddr{IP: net.IPv4(10, 78, 2, 2), Port: 30000 + i}); err != nil {
-				return err
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("send from the device: %v", err)
-	}
+	g.SendUDP(t, n, 30000, 5*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
 	kernel := map[string]capture.LiveStats{}
 	for tap, s := range sources {
