@@ -129,7 +129,7 @@ func TestLiveAgentKilled(t *testing.T) {
 	inStream := streamSessions(t, r)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	killed, fresh := r.parts[killedSession], r.parts[newSession]
+	killed, fresh := r.parts["lan/"+killedSession], r.parts["lan/"+newSession]
 	t.Logf("killed agent's session %s: %d packets reached the stream, %d windowed, cut short %v; the new agent's %s: %d packets, %d windowed, cut short %v",
 		killedSession, inStream[killedSession], killed.Packets, killed.CutShort, newSession, inStream[newSession], fresh.Packets, fresh.CutShort)
 	if !killed.CutShort || killed.Packets == 0 || killed.Packets != inStream[killedSession] {
@@ -143,4 +143,32 @@ func TestLiveAgentKilled(t *testing.T) {
 			t.Errorf("session %s written %d times", s, n)
 		}
 	}
+}
+
+// readLabeled reads every batch of the LABELED stream.
+func readLabeled(t *testing.T, r *liveRig) []*schemas.Batch {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := r.conn.JS.Stream(ctx, schemas.StreamLabeled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*schemas.Batch
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := schemas.DecodeBatch(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
 }

@@ -109,22 +109,30 @@ type liveRig struct {
 }
 
 // newLiveRig generates a home whose LAN tap is live on the rotation, and
-// starts the workers; spec's labels come from the home; idle, when set,
-// is both workers' idle timeout.
+// starts the workers (see startLiveRig).
 func newLiveRig(t *testing.T, ctx context.Context, rotation time.Duration, spec window.Spec, idle time.Duration) *liveRig {
 	t.Helper()
-	r := &liveRig{parts: map[string]window.Part{}, count: map[string]int{},
-		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	g, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 2, SessionDuration: 2 * time.Minute}, filepath.Join(t.TempDir(), "lan"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.g = g
-	r.c = &campaign.Campaign{Name: "live", Homes: []*campaign.Home{{
+	c := &campaign.Campaign{Name: "live", Homes: []*campaign.Home{{
 		Name: "home-1", Gateway: campaign.Gateway{MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
 		Taps: []campaign.Tap{{Name: "lan", Interface: "syn0"}}, Inventory: g.Inventory,
 		Live: campaign.Live{Rotation: rotation},
 	}}}
+	r := startLiveRig(t, ctx, c, spec, idle)
+	r.g = g
+	return r
+}
+
+// startLiveRig starts the embedded servers, a labeler and a windower for
+// the campaign; spec's labels come from its inventories; idle, when set,
+// is both workers' idle timeout.
+func startLiveRig(t *testing.T, ctx context.Context, c *campaign.Campaign, spec window.Spec, idle time.Duration) *liveRig {
+	t.Helper()
+	r := &liveRig{c: c, parts: map[string]window.Part{}, count: map[string]int{},
+		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	r.c.Defaults()
 	if err := r.c.Validate(); err != nil {
 		t.Fatal(err)
@@ -151,8 +159,8 @@ func newLiveRig(t *testing.T, ctx context.Context, rotation time.Duration, spec 
 	r.lab.IdleTimeout, r.w.IdleTimeout = idle, idle
 	r.w.OnPart = func(p window.Part) {
 		r.mu.Lock()
-		r.parts[p.Session] = p
-		r.count[p.Session]++
+		r.parts[p.View+"/"+p.Session] = p
+		r.count[p.View+"/"+p.Session]++
 		r.mu.Unlock()
 		r.windowed.Add(int64(p.Packets))
 	}
