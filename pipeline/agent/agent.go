@@ -104,6 +104,7 @@ type Stats struct {
 type Agent struct {
 	cfg  Config
 	home features.HomeConfig
+	live campaign.Live
 
 	mu sync.Mutex
 	st Stats
@@ -154,7 +155,12 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("home %s: %w", cfg.Home.Name, err)
 	}
-	return &Agent{cfg: cfg, home: features.HomeConfig{LANNets: nets, GatewayMAC: cfg.Home.GatewayMAC()}}, nil
+	live := cfg.Home.Live
+	live.Defaults()
+	if err := live.Validate(); err != nil {
+		return nil, fmt.Errorf("home %s: live: %w", cfg.Home.Name, err)
+	}
+	return &Agent{cfg: cfg, home: features.HomeConfig{LANNets: nets, GatewayMAC: cfg.Home.GatewayMAC()}, live: live}, nil
 }
 
 // Stats returns the counts so far.
@@ -175,16 +181,18 @@ func (a *Agent) count(f func(*Stats)) {
 // Input is one capture session to publish.
 type Input struct {
 	Tap string
-	// Name is a file's path, or for a live source a name unique to this
-	// capture (interface and start time): the session and the source,
-	// hence the message ids, derive from it.
+	// Name is a file's path, from which the session and the source, hence
+	// the message ids, derive; for a live source, the interface, which
+	// only the logs show: its sessions are named after their rotation slots.
 	Name string
 	// Open opens the source when its turn comes.
 	Open func() (capture.Source, error)
-	// Live marks a source that delivers packets as they happen: its
-	// batches are also cut by age, and as it cannot be read twice it is
-	// never skipped or resumed from the progress of an earlier run. Its
-	// Close must interrupt a Next that waits for packets.
+	// Live marks a source that delivers packets as they happen: it is read
+	// beside the other inputs, cut into sessions on the home's rotation
+	// slots (campaign.Live), its batches are also cut by age, and as it
+	// cannot be read twice it is never skipped or resumed from the
+	// progress of an earlier run. Its Close must interrupt a Next that
+	// waits for packets.
 	Live bool
 }
 
@@ -193,13 +201,12 @@ type Input struct {
 // packets before it are published, the error is logged and counted, and
 // the agent goes on with the next file.
 func (a *Agent) RunFiles(ctx context.Context, pub Publisher) error {
-	return a.Run(ctx, pub, a.Inputs(false, time.Time{}))
+	return a.Run(ctx, pub, a.Inputs(false))
 }
 
 // Inputs lists the home's taps as inputs: every file of the file taps and,
-// when live is set, every interface tap as one session named after the
-// interface and start, which runs until ctx ends.
-func (a *Agent) Inputs(live bool, start time.Time) []Input {
+// when live is set, every interface tap, which runs until ctx ends.
+func (a *Agent) Inputs(live bool) []Input {
 	var inputs []Input
 	for _, tap := range a.cfg.Home.Taps {
 		for _, f := range tap.Files {
@@ -208,7 +215,7 @@ func (a *Agent) Inputs(live bool, start time.Time) []Input {
 		if live && tap.Interface != "" {
 			iface := tap.Interface
 			inputs = append(inputs, Input{
-				Tap: tap.Name, Name: iface + "@" + start.UTC().Format("20060102T150405Z"), Live: true,
+				Tap: tap.Name, Name: iface, Live: true,
 				Open: func() (capture.Source, error) { return capture.OpenLive(iface, capture.LiveOptions{}) },
 			})
 		}
@@ -305,16 +312,7 @@ func (a *Agent) Run(ctx context.Context, pub Publisher, inputs []Input) error {
 			return ctx.Err()
 		}
 	}
-	var rerr error
-	for _, input := range inputs {
-		r := progress{}
-		if a.cfg.SpoolDir != "" && !input.Live {
-			r = resume[a.source(input)]
-		}
-		if rerr = a.publishInput(ctx, input, r, s.bufs, send); rerr != nil {
-			break
-		}
-	}
+	rerr := a.publishAll(ctx, inputs, resume, s.bufs, send)
 	if ctx.Err() != nil {
 		stopSender()
 	}
@@ -337,6 +335,59 @@ func (a *Agent) Run(ctx context.Context, pub Publisher, inputs []Input) error {
 }
 
 var errSenderStopped = errors.New("publishing stopped")
+
+// publishAll reads the file inputs one after the other and every live
+// input beside them, on one rotation clock so that a home's taps cut their
+// sessions at the same instants. Live inputs run until ctx ends or an input
+// fails.
+func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[string]progress, bufs *bufPool, send func(*outBatch, bool) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	clk := newClock(a.live, time.Now())
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	fail := func(err error) {
+		if err != nil {
+			once.Do(func() { first = err; cancel() })
+		}
+	}
+	var (
+		liveMu sync.Mutex
+		live   []*liveTap
+	)
+	for _, input := range inputs {
+		if input.Live {
+			wg.Go(func() {
+				lt, err := a.publishLive(ctx, input, clk, bufs, send)
+				fail(err)
+				if lt != nil {
+					liveMu.Lock()
+					live = append(live, lt)
+					liveMu.Unlock()
+				}
+			})
+		}
+	}
+	for _, input := range inputs {
+		if input.Live {
+			continue
+		}
+		r := progress{}
+		if a.cfg.SpoolDir != "" {
+			r = resume[a.source(input)]
+		}
+		if err := a.publishInput(ctx, input, r, bufs, send); err != nil {
+			fail(err)
+			break
+		}
+	}
+	wg.Wait()
+	fail(endLive(live))
+	return first
+}
 
 // source names an input as consumers check it (schemas.ValidateSource):
 // the file's base name is mapped into the source-name alphabet, which
@@ -365,79 +416,29 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 		log.Error("capture skipped", "err", err)
 		return nil
 	}
-	closeSrc := func() { src.Close() }
-	if in.Live {
-		// A live source blocks in Next while the tap is quiet; closing it
-		// is what wakes it when the run is cancelled.
-		stop := context.AfterFunc(ctx, func() { src.Close() })
-		closeSrc = func() {
-			if stop() {
-				src.Close()
-			}
-		}
-	}
-	defer closeSrc()
+	defer src.Close()
 	a.count(func(st *Stats) { st.Files++; st.Sessions = append(st.Sessions, session) })
 	if r.Next > 0 {
 		log.Info("resuming session", "offset", r.Next)
 	}
 
-	bt, err := a.newBatcher(in, session, r.Next, bufs, send)
+	bt, err := a.newBatcher(in.Tap, a.source(in), session, r.Next, false, bufs, send)
 	if err != nil {
 		return err
 	}
-	if in.Live {
-		stopAge := bt.ageFlusher(a.cfg.MaxBatchAge)
-		defer stopAge()
-	}
 	dec := features.NewDecoder(a.home)
-	var warm *warmup
 	if a.cfg.Home.Gateway.Auto() && in.Tap == tapLAN {
-		if in.Live {
-			warm = &warmup{inf: features.NewHomeInference()}
-		} else {
-			home, err := a.inferFile(ctx, in, log)
-			if err != nil {
-				return err
-			}
-			dec = features.NewDecoder(home)
+		home, err := a.inferFile(ctx, in, log)
+		if err != nil {
+			return err
 		}
+		dec = features.NewDecoder(home)
 	}
 	var p schemas.Packet
 	var frames, skipped, decodeErrs int
 	defer func() {
 		a.count(func(st *Stats) { st.Skipped += skipped; st.DecodeErrors += decodeErrs })
 	}()
-	handle := func(fr capture.Frame) error {
-		// Frames before the resume point are decoded all the same: the
-		// decoder's clock gives the first resumed packet its interval.
-		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
-			if fr.Offset >= r.Next {
-				decodeErrs++
-			}
-			return nil
-		}
-		if fr.Offset < r.Next {
-			skipped++
-			return nil
-		}
-		return bt.add(&p)
-	}
-	// endWarmup decides a live tap's home side from the frames held so
-	// far and hands them on.
-	endWarmup := func() error {
-		res := warm.inf.Result()
-		log.Info("home side inferred from the first frames of the live tap", "frames", len(warm.held), "side", res.String())
-		dec = features.NewDecoder(res.Home)
-		held := warm.held
-		warm = nil
-		for _, fr := range held {
-			if err := handle(fr); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	for {
 		if frames++; frames%ctxCheckEvery == 0 && ctx.Err() != nil {
 			break
@@ -454,26 +455,24 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 			log.Error("capture ends early; packets before the fault are kept", "err", err)
 			break
 		}
-		if warm != nil {
-			if warm.hold(fr) {
-				continue
+		// Frames before the resume point are decoded all the same: the
+		// decoder's clock gives the first resumed packet its interval.
+		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
+			if fr.Offset >= r.Next {
+				decodeErrs++
 			}
-			if err := endWarmup(); err != nil {
-				return err
-			}
+			continue
 		}
-		if err := handle(fr); err != nil {
+		if fr.Offset < r.Next {
+			skipped++
+			continue
+		}
+		if err := bt.add(&p); err != nil {
 			return err
 		}
 	}
-	if warm != nil {
-		if err := endWarmup(); err != nil {
-			return err
-		}
-	}
-	if ctx.Err() != nil && !in.Live {
-		// A file is resumed by the next run; a live session ends here, and
-		// its final batch still goes out (send allows it a grace period).
+	if ctx.Err() != nil {
+		// A file is resumed by the next run.
 		return ctx.Err()
 	}
 	// The final batch may be empty: it still tells downstream the session ended.
@@ -543,24 +542,25 @@ type batcher struct {
 	maxBody int
 	bufs    *bufPool
 	send    func(b *outBatch, live bool) error
-	// Live sources only: mu guards the batch against the age flusher, born
-	// is when its first packet arrived.
-	mu   *sync.Mutex
+	// Live sources only: born is when the batch's first packet arrived.
+	// The live tap's lock guards the batcher against its ticker.
+	live bool
 	born time.Time
 }
 
-func (a *Agent) newBatcher(in Input, session string, first uint64, bufs *bufPool, send func(*outBatch, bool) error) (*batcher, error) {
+func (a *Agent) newBatcher(tap, source, session string, first uint64, live bool, bufs *bufPool, send func(*outBatch, bool) error) (*batcher, error) {
 	bt := &batcher{
 		a: a, bufs: bufs,
 		hdr: schemas.Batch{
-			Kind: schemas.KindPackets, Campaign: a.cfg.Campaign, Home: a.cfg.Home.Name, Tap: in.Tap,
-			Source: a.source(in), Session: session,
+			Kind: schemas.KindPackets, Campaign: a.cfg.Campaign, Home: a.cfg.Home.Name, Tap: tap,
+			Source: source, Session: session,
 		},
 		first: first,
 		enc:   schemas.NewRecordEncoder(first),
 		send:  send,
+		live:  live,
 	}
-	bt.meta = batchMeta{subject: schemas.PacketSubject(a.cfg.Campaign, a.cfg.Home.Name, in.Tap), source: bt.hdr.Source, session: session}
+	bt.meta = batchMeta{subject: schemas.PacketSubject(a.cfg.Campaign, a.cfg.Home.Name, tap), source: bt.hdr.Source, session: session, live: live}
 	// The header at its widest: offsets of 10 bytes, a count of 3.
 	bt.hdr.FirstOffset = 1 << 63
 	hdr, err := bt.hdr.AppendHeader(nil, 65536)
@@ -572,41 +572,26 @@ func (a *Agent) newBatcher(in Input, session string, first uint64, bufs *bufPool
 		return nil, fmt.Errorf("batch bytes %d leave no room for packets after the %d-byte header of %s", a.cfg.BatchBytes, len(hdr), bt.hdr.Source)
 	}
 	bt.body = make([]byte, 0, bt.maxBody+schemas.MaxPacketRecordLen)
-	if in.Live {
-		bt.mu = &sync.Mutex{}
-	}
 	return bt, nil
 }
 
 func (b *batcher) add(p *schemas.Packet) error {
-	if b.mu != nil {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if b.n == 0 {
-			b.born = time.Now()
-		}
+	if b.live && b.n == 0 {
+		b.born = time.Now()
 	}
 	b.body = b.enc.AppendPacket(b.body, p)
 	b.n++
 	b.last = p.Offset
 	if b.n >= b.a.cfg.BatchSize || len(b.body) > b.maxBody {
-		return b.cutLocked(false)
+		return b.cut(false)
 	}
 	return nil
 }
 
+// cut sends the batch so far. Batches start where the previous one's last
+// packet ended, not at the next decodable packet, so a resumed run cuts
+// them at the same offsets and gives them the same message ids.
 func (b *batcher) cut(final bool) error {
-	if b.mu != nil {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-	}
-	return b.cutLocked(final)
-}
-
-// cutLocked sends the batch so far. Batches start where the previous one's
-// last packet ended, not at the next decodable packet, so a resumed run
-// cuts them at the same offsets and gives them the same message ids.
-func (b *batcher) cutLocked(final bool) error {
 	next := b.first
 	if b.n > 0 {
 		next = b.last + 1
@@ -623,35 +608,5 @@ func (b *batcher) cutLocked(final bool) error {
 	b.first, b.n, b.body = next, 0, b.body[:0]
 	b.enc = schemas.NewRecordEncoder(next)
 	b.a.count(func(st *Stats) { st.Batches++; st.Packets += packets })
-	return b.send(&outBatch{batchMeta: m, data: data}, b.mu != nil)
-}
-
-// ageFlusher sends a live source's batch once it is MaxBatchAge old, while
-// the reader may be blocked waiting for the next packet.
-func (b *batcher) ageFlusher(age time.Duration) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(max(age/4, time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			b.mu.Lock()
-			var err error
-			if b.n > 0 && time.Since(b.born) >= age {
-				err = b.cutLocked(false)
-			}
-			b.mu.Unlock()
-			if err != nil {
-				return // the reader meets the same error on its next send
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
+	return b.send(&outBatch{batchMeta: m, data: data}, b.live)
 }

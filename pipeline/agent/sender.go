@@ -17,6 +17,11 @@ type batchMeta struct {
 	next            uint64 // where the source's next batch starts
 	final           bool
 	packets         int
+	// live: a live session's batch, which no later run resumes, so it
+	// leaves no progress file (a campaign of weeks would leave thousands).
+	// Not spooled: a batch sent from the spool by a later run counts as a
+	// file's.
+	live bool
 }
 
 // outBatch is one encoded batch handed from the reader to the sender.
@@ -236,7 +241,7 @@ func (s *sender) acked() error {
 	if !e.abandoned {
 		s.bufs.put(e.data)
 	}
-	if s.book != nil {
+	if s.book != nil && !e.live {
 		s.book.advance(&e.batchMeta)
 	}
 	s.onAck(&e.batchMeta)

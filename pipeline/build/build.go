@@ -132,6 +132,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		w.Accept, w.OnPart = accept, onPart
+		w.IdleTimeouts = campaign.IdleTimeouts(b.Campaign)
 		return w, nil
 	}
 	ackWait := b.windowerAckWait
@@ -155,6 +156,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 			if err != nil {
 				return err
 			}
+			go w.Sweeper(ctx)
 			return consume(ctx, w.Handle)
 		}
 	}

@@ -68,10 +68,24 @@ func minioS3(t *testing.T) s3For {
 // a session's flush), replaces it with a fresh one each time, and checks
 // that the build ends with every object and the manifest byte-identical to
 // those of an uninterrupted build.
-func TestWindowerKilledMidBuild(t *testing.T) { killedInProcess(t, embeddedS3) }
+func TestWindowerKilledMidBuild(t *testing.T) { killedInProcess(t, embeddedS3, nil) }
+
+// TestWindowerKilledMidBuildIncremental is the same with sessions written
+// as they go (window.Spec.FlushWindows, SessionBudget): kills land between
+// an object and its checkpoint, and a restarted windower resumes sessions
+// from their checkpoints, yet every object, checkpoint and the manifest
+// equal the uninterrupted build's.
+func TestWindowerKilledMidBuildIncremental(t *testing.T) {
+	t.Run("flush-windows", func(t *testing.T) {
+		killedInProcess(t, embeddedS3, func(s *window.Spec) { s.FlushWindows = 6 })
+	})
+	t.Run("session-budget", func(t *testing.T) {
+		killedInProcess(t, embeddedS3, func(s *window.Spec) { s.SessionBudget = 400 * 144 })
+	})
+}
 
 // TestWindowerKilledMidBuildMinIO is the same against a real MinIO server.
-func TestWindowerKilledMidBuildMinIO(t *testing.T) { killedInProcess(t, minioS3(t)) }
+func TestWindowerKilledMidBuildMinIO(t *testing.T) { killedInProcess(t, minioS3(t), nil) }
 
 // TestWindowerProcessKilledMidBuild runs the windower as its own process
 // (services/windower) and SIGKILLs it mid-build: nothing it buffered, not
@@ -152,12 +166,27 @@ func (f *crashFixture) reference(t *testing.T, spec window.Spec) map[string][]by
 	return want
 }
 
-func killedInProcess(t *testing.T, s3 s3For) {
+func killedInProcess(t *testing.T, s3 s3For, tune func(*window.Spec)) {
 	f := newCrashFixture(t, s3, 3)
 	// Objects of a few windows give a kill places to land between the
 	// writes of one session's flush.
 	spec := window.Spec{Dataset: "crash", Version: "v1", Kind: schemas.KindNoise, Size: 50, WindowsPerObject: 4, Labels: LabelsOf(f.c)}
+	if tune != nil {
+		tune(&spec)
+	}
 	want := f.reference(t, spec)
+	if tune != nil {
+		checkpoints := 0
+		for key := range want {
+			if path.Base(key) == window.StateSuffix {
+				checkpoints++
+			}
+		}
+		if checkpoints == 0 {
+			t.Fatal("no session was written as it went (no checkpoint): the test tests nothing new")
+		}
+		t.Logf("%d sessions checkpointed", checkpoints)
+	}
 	for _, seed := range []uint64{1, 2, 3, 4} {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			start := time.Now()

@@ -56,6 +56,9 @@ type Config struct {
 	// a home that could predict another home's ids could have that home's
 	// batches dropped as duplicates by publishing them first.
 	IDKey []byte
+	// Retention limits the streams and makes the connection warn when they
+	// are nearly reached (see Retention).
+	Retention Retention
 }
 
 // Conn is a JetStream connection with the streams declared.
@@ -162,6 +165,9 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if cfg.RetryConnect {
 		go c.declareLoop()
 	}
+	if cfg.Retention.set() {
+		go c.watchRetention(cfg.Retention)
+	}
 	return c, nil
 }
 
@@ -179,6 +185,8 @@ func fixConnect(err error) string {
 
 const fixUnreachable = "is the server running? set --nats or HOMEMOLE_NATS_URL, or leave both empty for the embedded server"
 
+var streamNames = []string{schemas.StreamPackets, schemas.StreamLabeled}
+
 func (c *Conn) declareStreams(ctx context.Context) error {
 	return c.declareEach(ctx,
 		jetstream.StreamConfig{Name: schemas.StreamPackets, Subjects: []string{"hm.pkt.>"}},
@@ -194,6 +202,13 @@ func (c *Conn) declareEach(ctx context.Context, streams ...jetstream.StreamConfi
 		sc.Replicas = c.cfg.Replicas
 		sc.Duplicates = c.cfg.DedupWindow
 		sc.Retention = jetstream.LimitsPolicy
+		// The retention limits are the data streams'; dead letters stay
+		// until someone looks at them (homemole dlq discard).
+		retention := c.cfg.Retention
+		if !slices.Contains(streamNames, sc.Name) {
+			retention = Retention{}
+		}
+		retention.apply(&sc)
 		// A stream already laid out as wanted is left alone: a capture
 		// agent may read stream information but not change streams. More
 		// replicas than asked for count as wanted: a worker started
@@ -203,8 +218,13 @@ func (c *Conn) declareEach(ctx context.Context, streams ...jetstream.StreamConfi
 		switch {
 		case err == nil:
 			have := s.CachedInfo().Config
-			if slices.Equal(have.Subjects, sc.Subjects) && have.Replicas >= sc.Replicas && have.Duplicates == sc.Duplicates && have.Storage == sc.Storage {
+			if slices.Equal(have.Subjects, sc.Subjects) && have.Replicas >= sc.Replicas && have.Duplicates == sc.Duplicates && have.Storage == sc.Storage &&
+				retention.satisfied(have) {
 				continue
+			}
+			if !retention.set() {
+				// Keep the limits another worker set.
+				sc.MaxAge, sc.MaxBytes, sc.Discard = have.MaxAge, have.MaxBytes, have.Discard
 			}
 		case !errors.Is(err, jetstream.ErrStreamNotFound):
 			// Not an answer (a cluster electing the stream's leader): no

@@ -23,6 +23,9 @@ type Campaign struct {
 	// Name becomes a subject token and a prefix of dataset names.
 	Name  string  `yaml:"name"`
 	Homes []*Home `yaml:"homes"`
+	// Retention bounds the streams (optional; flags and the environment
+	// of the workers override it).
+	Retention Retention `yaml:"retention,omitempty"`
 }
 
 // Home is one household behind one gateway.
@@ -36,6 +39,8 @@ type Home struct {
 	// InventoryFile, when set, is a YAML file holding the inventory list
 	// (relative to the campaign file); entries are appended to Inventory.
 	InventoryFile string `yaml:"inventory_file,omitempty"`
+	// Live tunes the home's interface taps; file taps ignore it.
+	Live Live `yaml:"live,omitempty"`
 }
 
 // Gateway describes how the home reaches the internet; it decides packet
@@ -176,6 +181,7 @@ func (c *Campaign) Defaults() {
 		if len(h.Gateway.LANNets) == 0 && !h.Gateway.Auto() {
 			h.Gateway.LANNets = append([]string(nil), DefaultLANNets...)
 		}
+		h.Live.Defaults()
 		for i := range h.Inventory {
 			if h.Inventory[i].Category == "" {
 				h.Inventory[i].Category = CategoryIoT
@@ -194,6 +200,9 @@ func (c *Campaign) Validate() error {
 	}
 	if len(c.Homes) == 0 {
 		errs = append(errs, errors.New("no homes: add at least one entry under 'homes'"))
+	}
+	if err := c.Retention.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	seen := map[string]bool{}
 	for i, h := range c.Homes {
@@ -257,6 +266,9 @@ func (h *Home) Validate() error {
 	}
 	if _, err := h.MACIndex(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := h.Live.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("live: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -76,6 +76,8 @@ func TestLoadBad(t *testing.T) {
 		"auto-with-nets":     "infers the LAN prefixes too",
 		"gateway-word":       `want "auto" or a mapping`,
 		"gateway-field":      "field macc not found",
+		"bad-rotation":       "divides a day",
+		"bad-retention":      "retention.max_bytes",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

@@ -8,16 +8,15 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/internal/netnstest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -25,79 +24,6 @@ import (
 // see only the traffic they make and leave the host's interfaces alone. A
 // capture is opened on a goroutine whose thread has joined the namespace:
 // the socket stays in it whatever thread reads it later.
-
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("live capture needs root or CAP_NET_RAW, and these tests create network namespaces (CAP_SYS_ADMIN): run them as root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatal("the live capture tests need `ip` from iproute2 to create namespaces and veth pairs: apt-get install iproute2")
-	}
-}
-
-func run(t testing.TB, args ...string) {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-var nsSeq atomic.Int32
-
-// uniqueID keeps the names of concurrent test runs (and of the tests in one
-// run) apart and short: an interface name has at most 15 bytes.
-func uniqueID() string {
-	return fmt.Sprintf("%d%d", os.Getpid()%100000, nsSeq.Add(1))
-}
-
-// newNetns creates a namespace with loopback up and IPv6 off, so that no
-// router solicitation or duplicate address probe mixes into a capture.
-func newNetns(t testing.TB, name string) {
-	t.Helper()
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("remove namespace %s: %v\n%s", name, err, out)
-		}
-	})
-	err := inNetns(name, func() error {
-		for _, conf := range []string{"all", "default"} {
-			err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/disable_ipv6", []byte("1"), 0)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("turn IPv6 off in %s: %v", name, err)
-	}
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-}
-
-// inNetns runs fn on a thread in the named namespace. The thread stays
-// locked, so it ends with the goroutine instead of going back to the
-// scheduler in a foreign namespace.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/var/run/netns/" + name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter namespace %s: %w", name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
 
 // vethPair is two namespaces joined by a veth pair: the capture runs in
 // capNS on capIf (10.77.0.1), traffic comes from peerNS (10.77.0.2).
@@ -110,7 +36,7 @@ type vethPair struct {
 
 func newVethPair(t testing.TB) *vethPair {
 	t.Helper()
-	id := uniqueID()
+	id := netnstest.UniqueID()
 	p := &vethPair{
 		id:     id,
 		capNS:  "hmlive" + id + "c",
@@ -120,20 +46,20 @@ func newVethPair(t testing.TB) *vethPair {
 		capIP:  net.IPv4(10, 77, 0, 1).To4(),
 		peerIP: net.IPv4(10, 77, 0, 2).To4(),
 	}
-	newNetns(t, p.capNS)
-	newNetns(t, p.peerNS)
-	run(t, "ip", "-n", p.capNS, "link", "add", p.capIf, "type", "veth", "peer", "name", p.peerIf, "netns", p.peerNS)
-	run(t, "ip", "-n", p.capNS, "addr", "add", "10.77.0.1/24", "dev", p.capIf)
-	run(t, "ip", "-n", p.peerNS, "addr", "add", "10.77.0.2/24", "dev", p.peerIf)
-	run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "up")
-	run(t, "ip", "-n", p.peerNS, "link", "set", p.peerIf, "up")
+	netnstest.NewNetns(t, p.capNS)
+	netnstest.NewNetns(t, p.peerNS)
+	netnstest.Run(t, "ip", "-n", p.capNS, "link", "add", p.capIf, "type", "veth", "peer", "name", p.peerIf, "netns", p.peerNS)
+	netnstest.Run(t, "ip", "-n", p.capNS, "addr", "add", "10.77.0.1/24", "dev", p.capIf)
+	netnstest.Run(t, "ip", "-n", p.peerNS, "addr", "add", "10.77.0.2/24", "dev", p.peerIf)
+	netnstest.Run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "up")
+	netnstest.Run(t, "ip", "-n", p.peerNS, "link", "set", p.peerIf, "up")
 	return p
 }
 
 func openIn(t testing.TB, ns, iface string, opts LiveOptions) *LiveSource {
 	t.Helper()
 	var src Source
-	err := inNetns(ns, func() (err error) {
+	err := netnstest.InNetns(ns, func() (err error) {
 		src, err = OpenLive(iface, opts)
 		return err
 	})
@@ -150,7 +76,7 @@ func openIn(t testing.TB, ns, iface string, opts LiveOptions) *LiveSource {
 // answering with port-unreachable errors that would mix into the capture.
 func sendUDP(t testing.TB, ns string, src, dst net.IP, port int, payloads [][]byte) {
 	t.Helper()
-	err := inNetns(ns, func() error {
+	err := netnstest.InNetns(ns, func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src})
 		if err != nil {
 			return err
@@ -170,7 +96,7 @@ func sendUDP(t testing.TB, ns string, src, dst net.IP, port int, payloads [][]by
 
 func listenUDP(t testing.TB, ns string, ip net.IP, port, n int) {
 	t.Helper()
-	err := inNetns(ns, func() error {
+	err := netnstest.InNetns(ns, func() error {
 		for i := range n {
 			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: port + i})
 			if err != nil {
@@ -190,7 +116,7 @@ func listenUDP(t testing.TB, ns string, ip net.IP, port, n int) {
 // iputils.
 func ping(t testing.TB, ns string, dst net.IP, n, size int) {
 	t.Helper()
-	err := inNetns(ns, func() error {
+	err := netnstest.InNetns(ns, func() error {
 		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
 		if err != nil {
 			return err
@@ -335,7 +261,7 @@ func modes(t *testing.T, test func(t *testing.T, opts LiveOptions)) {
 }
 
 func TestLiveVeth(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
 		p := newVethPair(t)
@@ -405,7 +331,7 @@ func TestLiveVeth(t *testing.T) {
 }
 
 func TestLiveSnapLen(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
 		p := newVethPair(t)
@@ -430,7 +356,7 @@ func TestLiveSnapLen(t *testing.T) {
 // before captures see the frame (with or without a VLAN device, which this
 // test does not need), the capture puts it back.
 func TestLiveVLAN(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
 		p := newVethPair(t)
@@ -449,7 +375,7 @@ func TestLiveVLAN(t *testing.T) {
 		binary.BigEndian.PutUint16(ip[24:], uint16(8+len(payload)))
 		copy(ip[28:], payload)
 		frame = append(frame, ip...)
-		err := inNetns(p.peerNS, func() error {
+		err := netnstest.InNetns(p.peerNS, func() error {
 			ifi, err := net.InterfaceByName(p.peerIf)
 			if err != nil {
 				return err
@@ -475,11 +401,11 @@ func TestLiveVLAN(t *testing.T) {
 // TestLiveLoopback checks that each loopback packet comes once, although the
 // kernel shows it to captures leaving and arriving.
 func TestLiveLoopback(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
-		ns := "hmlive" + uniqueID() + "l"
-		newNetns(t, ns)
+		ns := "hmlive" + netnstest.UniqueID() + "l"
+		netnstest.NewNetns(t, ns)
 		src := openIn(t, ns, "lo", opts)
 		const port = 43000
 		lo := net.IPv4(127, 0, 0, 1).To4()
@@ -510,14 +436,14 @@ func TestLiveLoopback(t *testing.T) {
 
 // TestLiveTun captures on a layer-3 device: the frames are raw IP.
 func TestLiveTun(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
-		ns := "hmlive" + uniqueID() + "t"
-		newNetns(t, ns)
+		ns := "hmlive" + netnstest.UniqueID() + "t"
+		netnstest.NewNetns(t, ns)
 		name := "hmt" + strings.TrimPrefix(ns, "hmlive")
 		var tun *os.File
-		err := inNetns(ns, func() error {
+		err := netnstest.InNetns(ns, func() error {
 			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
@@ -538,8 +464,8 @@ func TestLiveTun(t *testing.T) {
 			t.Skipf("no tun device here (/dev/net/tun): %v", err)
 		}
 		t.Cleanup(func() { tun.Close() })
-		run(t, "ip", "-n", ns, "addr", "add", "10.79.0.1/24", "dev", name)
-		run(t, "ip", "-n", ns, "link", "set", name, "up")
+		netnstest.Run(t, "ip", "-n", ns, "addr", "add", "10.79.0.1/24", "dev", name)
+		netnstest.Run(t, "ip", "-n", ns, "link", "set", name, "up")
 		src := openIn(t, ns, name, opts)
 
 		// A datagram from 10.79.0.2 written to the tun file arrives on the device.
@@ -566,11 +492,11 @@ func TestLiveTun(t *testing.T) {
 }
 
 func TestLiveCloseUnblocksNext(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
-		ns := "hmlive" + uniqueID() + "i"
-		newNetns(t, ns)
+		ns := "hmlive" + netnstest.UniqueID() + "i"
+		netnstest.NewNetns(t, ns)
 		src := openIn(t, ns, "lo", opts) // nothing is sent there
 		type result struct {
 			f   Frame
@@ -612,7 +538,7 @@ func TestLiveCloseUnblocksNext(t *testing.T) {
 // TestLiveInterfaceDownUpRemoved: the capture survives the interface going
 // down and up, and ends with ErrNoInterface when it is deleted.
 func TestLiveInterfaceDownUpRemoved(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
 		p := newVethPair(t)
@@ -622,9 +548,9 @@ func TestLiveInterfaceDownUpRemoved(t *testing.T) {
 		sendUDP(t, p.peerNS, p.peerIP, p.capIP, port, [][]byte{[]byte("before")})
 		collect(t, src, func(got []captured) bool { return udpTo(got, port) != nil })
 
-		run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "down")
+		netnstest.Run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "down")
 		time.Sleep(100 * time.Millisecond)
-		run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "up")
+		netnstest.Run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "up")
 		// The link needs a moment to come up: keep sending until one arrives.
 		stop := make(chan struct{})
 		defer close(stop)
@@ -634,7 +560,7 @@ func TestLiveInterfaceDownUpRemoved(t *testing.T) {
 				case <-stop:
 					return
 				case <-time.After(100 * time.Millisecond):
-					inNetns(p.peerNS, func() error {
+					netnstest.InNetns(p.peerNS, func() error {
 						c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.capIP, Port: port + 1})
 						if err == nil {
 							c.Write([]byte("after"))
@@ -660,7 +586,7 @@ func TestLiveInterfaceDownUpRemoved(t *testing.T) {
 		}
 
 		removed := time.Now()
-		run(t, "ip", "-n", p.capNS, "link", "del", p.capIf)
+		netnstest.Run(t, "ip", "-n", p.capNS, "link", "del", p.capIf)
 		for {
 			_, err := src.Next()
 			if err == nil {
@@ -684,11 +610,11 @@ func TestLiveInterfaceDownUpRemoved(t *testing.T) {
 // TestLiveOpenWhileDown opens a capture on an interface that is down: it
 // waits, and captures once the interface is up.
 func TestLiveOpenWhileDown(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
 		p := newVethPair(t)
-		run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "down")
+		netnstest.Run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "down")
 		src := openIn(t, p.capNS, p.capIf, opts)
 		res := make(chan error, 1)
 		go func() {
@@ -701,7 +627,7 @@ func TestLiveOpenWhileDown(t *testing.T) {
 			t.Fatalf("Next on a down interface returned %v instead of waiting", err)
 		default:
 		}
-		run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "up")
+		netnstest.Run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "up")
 		const port = 46000
 		listenUDP(t, p.capNS, p.capIP, port, 1)
 		// The link needs a moment to come up.
@@ -740,7 +666,7 @@ func TestLiveBadOptions(t *testing.T) {
 // TestLiveNoPermission drops CAP_NET_RAW from one thread (capabilities are
 // per thread) and opens a capture there.
 func TestLiveNoPermission(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	errc := make(chan error, 1)
 	go func() {
 		// The thread is never unlocked: it dies with the goroutine instead of
@@ -794,7 +720,7 @@ func TestLiveLinkTypes(t *testing.T) {
 // BenchmarkLive measures packets per second through a veth pair flooded with
 // 64-byte datagrams from the peer namespace.
 func BenchmarkLive(b *testing.B) {
-	needRoot(b)
+	netnstest.NeedRoot(b)
 	for _, mode := range []struct {
 		name string
 		opts LiveOptions
@@ -805,7 +731,7 @@ func BenchmarkLive(b *testing.B) {
 			stop := make(chan struct{})
 			flooding := make(chan error, 1)
 			go func() {
-				flooding <- inNetns(p.peerNS, func() error {
+				flooding <- netnstest.InNetns(p.peerNS, func() error {
 					c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.capIP, Port: 9})
 					if err != nil {
 						return err
@@ -847,13 +773,13 @@ func BenchmarkLive(b *testing.B) {
 // and not CAP_NET_ADMIN. Both capture mechanisms must open, with the
 // interface promiscuous, and capture, on a thread without CAP_NET_ADMIN.
 func TestLiveWithoutNetAdmin(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
-		ns := "hmlive" + uniqueID() + "a"
-		newNetns(t, ns)
+		ns := "hmlive" + netnstest.UniqueID() + "a"
+		netnstest.NewNetns(t, ns)
 		opts.Promiscuous = true
 		var src Source
-		err := inNetns(ns, func() error {
+		err := netnstest.InNetns(ns, func() error {
 			hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 			var data [2]unix.CapUserData
 			if err := unix.Capget(&hdr, &data[0]); err != nil {

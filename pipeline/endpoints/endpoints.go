@@ -31,6 +31,8 @@ type Config struct {
 	// HOMEMOLE_NATS_PASSWORD, HOMEMOLE_NATS_CREDS, HOMEMOLE_NATS_CA, ...;
 	// never flags).
 	NATSAuth bus.Auth
+	// Retention limits the streams (see bus.Retention); zero leaves them.
+	Retention bus.Retention
 }
 
 // FromEnv reads the environment.
@@ -103,7 +105,7 @@ func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, e
 		// The embedded server is one node; its per-run login is in its URL.
 		auth, replicas = bus.Auth{InProcess: true}, 1
 	}
-	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: replicas, Name: name, Auth: auth}, log)
+	conn, err := bus.Connect(ctx, bus.Config{URL: natsURL, Replicas: replicas, Name: name, Auth: auth, Retention: c.Retention}, log)
 	if err != nil {
 		env.Close()
 		return nil, err

@@ -45,10 +45,21 @@ type Labeler struct {
 	// the other homes' share. New sets DefaultHoldBytes and
 	// DefaultHoldBytesPerHome.
 	Budget *budget.Bytes
+	// IdleTimeout, when set, replaces every home's live.idle_timeout: a
+	// session pair that has received no batch for this long is released
+	// as it is (see Sweep).
+	IdleTimeout time.Duration
 
 	mu    sync.Mutex
 	stats map[string]*Stats // by home
 	pairs map[string]*sessionPair
+	// work serialises what changes held session pairs: the consumer's
+	// handler and the sweeper.
+	work sync.Mutex
+	// tails holds, per live home, the end of its last LAN session labeled;
+	// released the pairs let go, by key, and when.
+	tails    map[string]*lanTail
+	released map[string]time.Time
 }
 
 type homeIndex struct {
@@ -64,6 +75,8 @@ type homeIndex struct {
 	files map[string]map[string]bool
 	live  map[string]bool
 	lan   features.HomeConfig
+	// rotation is the home's live settings, defaults filled in.
+	rotation campaign.Live
 }
 
 // Stats counts one home's labeling.
@@ -72,6 +85,9 @@ type Stats struct {
 	Packets   int
 	Labeled   int
 	Unlabeled int
+	// CutShort counts the sessions (a pair counts once) released by the
+	// idle timeout without their final batches: their producer died.
+	CutShort  int
 	PerDevice map[string]int
 	// PerTap splits Packets, Labeled and Unlabeled by tap and counts the
 	// WAN tap's pairing.
@@ -85,6 +101,9 @@ type TapStats struct {
 	// may be Unlabeled: the router's own traffic); Unpaired ones did not
 	// and are kept, marked Unlabeled.
 	Paired, Unpaired int
+	// PairedAcross counts the WAN packets of live sessions paired with a
+	// LAN packet of the session before (they crossed a slot edge).
+	PairedAcross int
 }
 
 // PairingRate is the share of the tap's packets that were paired.
@@ -109,7 +128,8 @@ func New(c *campaign.Campaign) (*Labeler, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Labeler{campaign: c.Name, homes: map[string]*homeIndex{}, stats: map[string]*Stats{}, pairs: map[string]*sessionPair{}, Budget: hold}
+	l := &Labeler{campaign: c.Name, homes: map[string]*homeIndex{}, stats: map[string]*Stats{}, pairs: map[string]*sessionPair{},
+		tails: map[string]*lanTail{}, released: map[string]time.Time{}, Budget: hold}
 	for _, h := range c.Homes {
 		idx, err := h.MACIndex()
 		if err != nil {
@@ -119,7 +139,8 @@ func New(c *campaign.Campaign) (*Labeler, error) {
 		if err != nil {
 			return nil, err
 		}
-		hi := &homeIndex{macs: map[schemas.MAC]int32{}, lan: hc, files: map[string]map[string]bool{}, live: map[string]bool{}}
+		hi := &homeIndex{macs: map[schemas.MAC]int32{}, lan: hc, files: map[string]map[string]bool{}, live: map[string]bool{}, rotation: h.Live}
+		hi.rotation.Defaults()
 		// Vocabulary in inventory order, so a home's label indexes are stable
 		// across batches and restarts.
 		for _, d := range h.Inventory {
@@ -271,6 +292,7 @@ func (l *Labeler) Stats() map[string]Stats {
 // Run consumes the campaign's packet batches and publishes labeled ones,
 // acking each input only after its output is stored in the LABELED stream.
 func (l *Labeler) Run(ctx context.Context, conn *bus.Conn, durable string, log *slog.Logger) error {
+	go l.Sweeper(ctx, conn, log)
 	return conn.Consume(ctx, l.ConsumerConfig(durable), func(ctx context.Context, d *bus.Delivery) error {
 		return l.Handle(ctx, conn, d, log)
 	})
@@ -323,19 +345,26 @@ func (l *Labeler) Handle(ctx context.Context, conn *bus.Conn, d *bus.Delivery, l
 	if b.Tap == TapWAN && !h.expects(TapLAN, b.Session, TapWAN) {
 		// No LAN session to pair with will ever come: keep the packets,
 		// unlabeled and counted, rather than hold them forever.
-		out := labeledHeader(b, h.view, h.devices)
-		for i := range b.Packets {
-			p := b.Packets[i]
-			p.StripAddresses()
-			out.Packets[i], out.Labels[i] = p, schemas.Unlabeled
-		}
-		if err := conn.Publish(ctx, schemas.LabeledSubject(out.Campaign, out.Home, out.View), out); err != nil {
-			return err
-		}
-		l.count(b.Home, TapWAN, h, out, 0, len(out.Packets))
-		return d.Ack()
+		return l.publishUnpaired(ctx, conn, h, d)
 	}
 	return l.hold(ctx, conn, h, d, log)
+}
+
+// publishUnpaired publishes a WAN batch with every packet unlabeled and
+// counted as unpaired, and acks it.
+func (l *Labeler) publishUnpaired(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus.Delivery) error {
+	b := d.Batch
+	out := labeledHeader(b, h.view, h.devices)
+	for i := range b.Packets {
+		p := b.Packets[i]
+		p.StripAddresses()
+		out.Packets[i], out.Labels[i] = p, schemas.Unlabeled
+	}
+	if err := conn.Publish(ctx, schemas.LabeledSubject(out.Campaign, out.Home, out.View), out); err != nil {
+		return err
+	}
+	l.count(b.Home, TapWAN, h, out, 0, len(out.Packets))
+	return d.Ack()
 }
 
 // expects reports whether the tap will publish the counterpart of a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,8 +19,11 @@ import (
 // sessionPair gathers the LAN and WAN sessions of one home that share a
 // base name ("lan-session-01" and "wan-session-01").
 type sessionPair struct {
-	key  string
-	taps [2]tapBuffer // TapLAN, TapWAN
+	key, home string
+	taps      [2]tapBuffer // TapLAN, TapWAN
+	// last is when the pair last received a batch it did not hold yet
+	// (redeliveries do not count: they come while the producer is dead).
+	last time.Time
 }
 
 // tapBuffer is one tap's session as received so far, keyed by first
@@ -28,6 +32,11 @@ type sessionPair struct {
 // only when their ack wait runs out.
 type tapBuffer struct {
 	held map[uint64]heldBatch
+	// next is where the run of batches from offset 0 held so far ends,
+	// final whether it ends with the final batch: kept as batches come, so
+	// that a long session is not walked again for each of its batches.
+	next  uint64
+	final bool
 }
 
 type heldBatch struct {
@@ -40,6 +49,21 @@ type heldBatch struct {
 // from offset 0 (where the agent starts every session) to a final batch,
 // nil while any is missing.
 func (t *tapBuffer) chain() []heldBatch {
+	for !t.final {
+		hb, ok := t.held[t.next]
+		if !ok {
+			return nil
+		}
+		if hb.batch.Final {
+			t.final = true
+			break
+		}
+		n := len(hb.batch.Packets)
+		if n == 0 {
+			return nil // only a final batch may be empty
+		}
+		t.next = hb.batch.Packets[n-1].Offset + 1
+	}
 	var out []heldBatch
 	for next := uint64(0); ; {
 		hb, ok := t.held[next]
@@ -85,10 +109,28 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 		return bus.Permanent(fmt.Errorf("batch %s: tap %q: the labeler knows the lan and wan taps", b.MsgID(), b.Tap))
 	}
 	key := b.Home + "/" + BaseName(b.Tap, b.Session)
+	l.work.Lock()
+	defer l.work.Unlock()
+	if _, ok := l.released[key]; ok {
+		// The pair was published (released by the idle timeout, or a
+		// redelivery of one that completed): a batch of it that comes now
+		// goes out on its own rather than wait for a partner that was
+		// already published. A copy already published is deduplicated by
+		// its message id.
+		if b.Tap == TapWAN {
+			return l.publishUnpaired(ctx, conn, h, d)
+		}
+		out := labelLAN(h, b)
+		if err := conn.Publish(ctx, schemas.LabeledSubject(out.Campaign, out.Home, out.View), out); err != nil {
+			return err
+		}
+		l.count(b.Home, TapLAN, h, out, 0, 0)
+		return d.Ack()
+	}
 	l.mu.Lock()
 	sp, ok := l.pairs[key]
 	if !ok {
-		sp = &sessionPair{key: key}
+		sp = &sessionPair{key: key, home: b.Home}
 		sp.taps[0].held = map[uint64]heldBatch{}
 		sp.taps[1].held = map[uint64]heldBatch{}
 		l.pairs[key] = sp
@@ -123,11 +165,14 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 		return fmt.Errorf("hold batch %s of session pair %s: %w (raise the hold budget or shorten capture sessions: a session pair must fit in twice a home's share)", b.MsgID(), key, err)
 	}
 	t.held[b.FirstOffset] = heldBatch{batch: b, d: d, size: size}
+	if !had {
+		sp.last = time.Now() // redeliveries are no sign of life
+	}
 	lan, wan := sp.taps[0].chain(), sp.taps[1].chain()
 	if lan == nil || wan == nil {
 		return nil
 	}
-	if err := l.flushPair(ctx, conn, h, key, lan, wan, log); err != nil {
+	if err := l.flushPair(ctx, conn, h, sp, lan, wan, log); err != nil {
 		// Retryable: the pair stays held and this batch comes again.
 		l.Budget.Release(b.Home, size)
 		if had {
@@ -135,15 +180,23 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 			_ = l.Budget.TakeToComplete(b.Home, prev.size)
 		} else {
 			delete(t.held, b.FirstOffset)
+			t.next, t.final = 0, false // the run is walked again
 		}
 		return err
 	}
+	l.done(sp, log)
+	return nil
+}
+
+// done acks every batch the pair holds, once it is published, and forgets
+// the pair.
+func (l *Labeler) done(sp *sessionPair, log *slog.Logger) {
 	for _, tb := range sp.taps {
 		for _, hb := range tb.held {
 			// Batches off the chain (a stray copy of another cut) are acked
 			// too: the session they claim to belong to is published.
 			if err := hb.d.Ack(); err != nil {
-				log.Warn("ack after publishing failed; the session pair will be republished identically", "pair", key, "err", err)
+				log.Warn("ack after publishing failed; the session pair will be republished identically", "pair", sp.key, "err", err)
 			}
 		}
 	}
@@ -153,9 +206,9 @@ func (l *Labeler) hold(ctx context.Context, conn *bus.Conn, h *homeIndex, d *bus
 		}
 	}
 	l.mu.Lock()
-	delete(l.pairs, key)
+	delete(l.pairs, sp.key)
+	l.released[sp.key] = time.Now()
 	l.mu.Unlock()
-	return nil
 }
 
 // dropIfEmpty forgets a session pair that holds no batch (its first one
@@ -177,6 +230,9 @@ type SessionResult struct {
 	// PairErr is why the WAN session could not be paired at all (its
 	// packets are then all Unlabeled), nil otherwise.
 	PairErr error
+	// Across counts the WAN packets paired with the tail of the LAN
+	// session before.
+	Across int
 }
 
 // LabelPair labels a LAN session from the inventory and its WAN session by
@@ -189,9 +245,33 @@ func (l *Labeler) LabelPair(home string, lan, wan []*schemas.Batch) (*SessionRes
 	if !h.hasWAN {
 		return nil, fmt.Errorf("home %s has no wan tap in campaign %s: its WAN view cannot be labeled", home, l.campaign)
 	}
+	res, _ := l.labelPair(h, home, "", lan, wan, nil)
+	return res, nil
+}
+
+// lanTail is the end of a live home's last LAN session labeled: its LAN
+// packets of the last two grace periods that no WAN packet of their own
+// session was paired with. The WAN tap enters a slot a grace before the
+// LAN tap, so the next WAN session's first packets find their LAN packets
+// here (campaign.Live.Grace).
+type lanTail struct {
+	base   string // the session's base name
+	pkts   []schemas.Packet
+	labels []int32
+}
+
+// labelPair labels a session pair, pairing the WAN packets with the LAN
+// packets of tail too. For a live home it returns the tail its LAN session
+// leaves for the next.
+func (l *Labeler) labelPair(h *homeIndex, home, base string, lan, wan []*schemas.Batch, tail *lanTail) (*SessionResult, *lanTail) {
 	res := &SessionResult{}
 	var lanPkts, wanPkts []schemas.Packet
 	var lanLabels []int32
+	if tail != nil {
+		lanPkts = append(lanPkts, tail.pkts...)
+		lanLabels = append(lanLabels, tail.labels...)
+	}
+	own := len(lanPkts) // lanPkts[own:] are the session's own
 	for _, b := range lan {
 		out := labelLAN(h, b)
 		res.LAN = append(res.LAN, out)
@@ -229,7 +309,31 @@ func (l *Labeler) LabelPair(home string, lan, wan []*schemas.Batch) (*SessionRes
 		}
 		res.WAN = append(res.WAN, out)
 	}
-	return res, nil
+	used := make([]bool, len(lanPkts))
+	for _, k := range pr.Pairs {
+		if k >= 0 {
+			used[k] = true
+			if k < int64(own) {
+				res.Across++
+			}
+		}
+	}
+	if !h.live[TapLAN] || !h.live[TapWAN] || len(lanPkts) == own {
+		return res, nil
+	}
+	var last int64
+	for _, p := range lanPkts[own:] {
+		last = max(last, p.TsNs)
+	}
+	next := &lanTail{base: base}
+	from := last - 2*int64(h.rotation.Grace)
+	for i := own; i < len(lanPkts); i++ {
+		if p := &lanPkts[i]; !used[i] && p.TsNs >= from && p.Direction != schemas.DirLocal {
+			next.pkts = append(next.pkts, *p)
+			next.labels = append(next.labels, lanLabels[i])
+		}
+	}
+	return res, next
 }
 
 func sessionOf(bs []*schemas.Batch) string {
@@ -241,8 +345,8 @@ func sessionOf(bs []*schemas.Batch) string {
 
 // flushPair labels a complete pair and publishes both views, waiting until
 // the stream has stored every batch.
-func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, key string, lanHeld, wanHeld []heldBatch, log *slog.Logger) error {
-	home := lanHeld[0].batch.Home
+func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, sp *sessionPair, lanHeld, wanHeld []heldBatch, log *slog.Logger) error {
+	home, key := sp.home, sp.key
 	batches := func(hs []heldBatch) []*schemas.Batch {
 		out := make([]*schemas.Batch, len(hs))
 		for i, hb := range hs {
@@ -250,10 +354,13 @@ func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, k
 		}
 		return out
 	}
-	res, err := l.LabelPair(home, batches(lanHeld), batches(wanHeld))
-	if err != nil {
-		return err
+	// The tail of the home's previous session, when this one follows it.
+	tail := l.tails[home]
+	base := strings.TrimPrefix(key, home+"/")
+	if tail != nil && tail.base >= base {
+		tail = nil
 	}
+	res, next := l.labelPair(h, home, base, batches(lanHeld), batches(wanHeld), tail)
 	if res.PairErr != nil {
 		log.Warn("WAN session left unlabeled", "pair", key, "err", res.PairErr)
 	}
@@ -281,6 +388,9 @@ func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, k
 			return ctx.Err()
 		}
 	}
+	if next != nil {
+		l.tails[home] = next
+	}
 	unpaired := len(res.Pairing.Pairs) - res.Pairing.Paired
 	for _, out := range res.LAN {
 		l.count(home, TapLAN, h, out, 0, 0)
@@ -291,6 +401,13 @@ func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, k
 			p, u = res.Pairing.Paired, unpaired
 		}
 		l.count(home, TapWAN, h, out, p, u)
+	}
+	if res.Across > 0 {
+		l.mu.Lock()
+		ts := l.stats[home].PerTap[TapWAN]
+		ts.PairedAcross += res.Across
+		l.stats[home].PerTap[TapWAN] = ts
+		l.mu.Unlock()
 	}
 	return nil
 }

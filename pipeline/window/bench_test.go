@@ -14,8 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
-	"github.com/homemole/homemole/pipeline/embedded"
-	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -71,20 +69,7 @@ func benchSession(home, session string, n, batch int, seed uint64) []*schemas.Ba
 func BenchmarkWindower(b *testing.B) {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := embedded.Start(ctx, b.TempDir(), log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(srv.Close)
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(conn.Close)
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	conn, st := embeddedServers(b, log)
 
 	const sessions, perSession = 8, 200_000
 	total := 0

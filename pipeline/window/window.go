@@ -15,8 +15,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/schemas/windowfile"
@@ -43,6 +45,17 @@ type Spec struct {
 	Cap int `json:",omitempty"`
 	// CapSeed picks which windows the cap keeps.
 	CapSeed uint64 `json:",omitempty"`
+	// FlushWindows, when set, writes a session as it goes: once a batch
+	// leaves at least this many finished windows, they are stored, the
+	// session's unfinished tail is checkpointed and the batches it
+	// consumed are acknowledged (see incremental.go). 0 writes each
+	// session whole when its final batch comes.
+	FlushWindows int `json:",omitempty"`
+	// SessionBudget, when set, bounds the bytes of packets a session holds
+	// in memory: a batch that takes it past them writes what is finished
+	// and checkpoints the rest as FlushWindows does. It counts packets,
+	// not the Go heap, so the cuts stay where they are on every run.
+	SessionBudget int64 `json:",omitempty"`
 }
 
 // RegisterFlags adds the spec's flags (all but the label vocabulary, which
@@ -54,6 +67,12 @@ func (s *Spec) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&s.Size, "window", 100, "packets per window (the paper studies 20, 40 and 100)")
 	fs.IntVar(&s.Cap, "cap", 5000, "windows kept per device, chosen by --cap-seed (the paper keeps 5,000); 0 keeps all")
 	fs.Uint64Var(&s.CapSeed, "cap-seed", 1, "seed of the choice of windows --cap keeps")
+	fs.IntVar(&s.FlushWindows, "flush-windows", 0, "write a session as it goes: store its finished windows and checkpoint the rest whenever a batch leaves this many; 0 writes each session whole at its end")
+	fs.Func("session-budget", "bytes of packets a session may hold (e.g. 64MiB, about 140 bytes a packet) before it writes what is finished and checkpoints the rest; unset: no budget", func(v string) error {
+		n, err := campaign.ParseBytes(v)
+		s.SessionBudget = n
+		return err
+	})
 }
 
 // Validate refuses specs no window can be cut from.
@@ -72,6 +91,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Cap < 0 {
 		return fmt.Errorf("cap of %d windows per device: want 0 (no cap) or more", s.Cap)
+	}
+	if s.FlushWindows < 0 || s.SessionBudget < 0 {
+		return fmt.Errorf("flush every %d windows, session budget %d bytes: want 0 (whole sessions) or more", s.FlushWindows, s.SessionBudget)
 	}
 	if len(s.Labels) == 0 || len(s.Labels) > 32767 {
 		return fmt.Errorf("label vocabulary of %d devices: want 1..32767", len(s.Labels))
@@ -111,6 +133,9 @@ type Part struct {
 	// smallest, so the manifest can pick them exactly without rereading a
 	// window. Empty when the spec has no cap.
 	CapScores map[string][]uint64 `json:"cap_scores,omitempty"`
+	// CutShort marks a session closed by the idle timeout before its final
+	// batch came: its producer died, and the part holds what came.
+	CutShort bool `json:"cut_short,omitempty"`
 }
 
 // PartSuffix names the per-session part records.
@@ -127,9 +152,21 @@ type Windower struct {
 	// Accept, when set, picks the sessions this build windows; batches of
 	// other sessions in the stream are acknowledged and left out.
 	Accept func(home, session string) bool
+	// IdleTimeout, when set, closes a session that has received no new
+	// batch for this long: its producer died and its final batch will
+	// never come (see Sweep). IdleTimeouts, when it names the session's
+	// home, replaces it for that home (campaign.IdleTimeouts).
+	IdleTimeout  time.Duration
+	IdleTimeouts map[string]time.Duration
+	// ConsumerBudget, when set, bounds the bytes of packets all sessions
+	// hold together: past it, a batch that would start a session is
+	// refused for redelivery until the sessions held get written.
+	ConsumerBudget int64
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// work serialises what changes sessions: Handle and Sweep.
+	work sync.Mutex
 }
 
 type session struct {
@@ -143,7 +180,22 @@ type session struct {
 	npackets              int
 	labels                []int16
 	unlabeled, background int
-	pending               []*bus.Delivery
+	// pending are the deliveries not acknowledged yet, by first offset: a
+	// redelivery replaces the copy held rather than add one.
+	pending map[uint64]*bus.Delivery
+	// last is when the session last took a new batch.
+	last     time.Time
+	cutShort bool
+	// inc is the session written as it goes, once its first flush has
+	// happened (Spec.FlushWindows, SessionBudget); nil before.
+	inc *incState
+	// durable is the offset before which every batch is stored, in
+	// objects or a checkpoint: its redeliveries are acked at once.
+	durable uint64
+	// perStream and finished count packets per window stream and full
+	// windows before the first flush.
+	perStream []int
+	finished  int
 }
 
 // New prepares a windower that writes through st.
@@ -180,6 +232,8 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		return d.Ack()
 	}
 	key := b.Home + "/" + b.View + "/" + b.Session
+	w.work.Lock()
+	defer w.work.Unlock()
 	w.mu.Lock()
 	s, ok := w.sessions[key]
 	if !ok {
@@ -187,27 +241,51 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		// later batch would be cut with a hole: a windower replacing a dead
 		// one gets the batches its predecessor had fetched only once their
 		// ack wait runs out, after the batches nobody had fetched.
-		s = &session{home: b.Home, view: b.View, id: b.Session, source: b.Source, next: 0}
+		if held := w.heldBytesLocked(); w.ConsumerBudget > 0 && held >= w.ConsumerBudget {
+			w.mu.Unlock()
+			return fmt.Errorf("session %s waits: the sessions held take %d bytes of the consumer budget of %d", key, held, w.ConsumerBudget)
+		}
+		s = &session{home: b.Home, view: b.View, id: b.Session, source: b.Source, next: 0, pending: map[uint64]*bus.Delivery{}}
 		w.sessions[key] = s
 	}
 	w.mu.Unlock()
+	if !ok && w.incremental() {
+		// A session written as it goes resumes from its checkpoint.
+		if err := w.restore(ctx, s); err != nil {
+			w.drop(key)
+			return err
+		}
+	}
 
 	switch {
+	case s.started && b.FirstOffset < s.durable:
+		// Stored already, in objects or in the session's checkpoint.
+		return d.Ack()
 	case s.started && b.FirstOffset < s.next:
 		// A redelivery of a batch already buffered (its ack wait ran out)
 		// is the same JetStream message: acked now, it would be lost if
 		// this worker died before the session is stored. It is acked with
-		// the session's other deliveries.
-		s.pending = append(s.pending, d)
+		// the session's other deliveries, and replaces the copy held, so
+		// that a long session does not gain a copy every ack wait.
+		d.Batch = nil
+		s.pending[b.FirstOffset] = d
 		return nil
 	case b.FirstOffset > s.next:
 		// A worker killed while acking a session it had stored leaves the
 		// batches it had not acked to come again without their start: they
 		// would wait for it forever.
-		if _, err := w.store.Get(ctx, w.sessionDir(s)+"/"+PartSuffix); err == nil {
-			for _, p := range append(s.pending, d) {
+		if data, err := w.store.Get(ctx, w.sessionDir(s)+"/"+PartSuffix); err == nil {
+			var stored Part
+			if json.Unmarshal(data, &stored) == nil && stored.CutShort {
+				// Not a remnant: its producer came back after the idle
+				// timeout closed the session. Said, not silently dropped.
+				w.log.Warn("batch of a session closed as cut short came late; left out of the dataset (raise the idle timeout)",
+					"session", key, "offset", b.FirstOffset, "packets", len(b.Packets))
+			}
+			for _, p := range s.pending {
 				_ = p.Ack()
 			}
+			_ = d.Ack()
 			w.mu.Lock()
 			delete(w.sessions, key)
 			w.mu.Unlock()
@@ -216,6 +294,7 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		return fmt.Errorf("session %s: batch at offset %d arrived before offset %d; waiting for redelivery", key, b.FirstOffset, s.next)
 	}
 	s.started = true
+	s.last = time.Now()
 	unlabeledBefore, backgroundBefore := s.unlabeled, s.background
 	// Map the home's label vocabulary onto the dataset's.
 	remap := make([]int16, len(b.Devices))
@@ -237,19 +316,22 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 		}
 		s.labels = append(s.labels, l)
 	}
+	if w.incremental() {
+		return w.handleIncremental(ctx, key, s, d, len(s.labels)-len(b.Packets))
+	}
 	s.chunks = append(s.chunks, b.Packets)
 	s.npackets += len(b.Packets)
 	if n := len(b.Packets); n > 0 {
 		s.next = b.Packets[n-1].Offset + 1
 	}
-	s.pending = append(s.pending, d)
+	s.pending[b.FirstOffset] = d
 	if !b.Final {
 		return nil
 	}
 	part, err := w.flush(ctx, s)
 	if err != nil {
 		// Retryable: the session stays buffered; the final batch comes again.
-		s.pending = s.pending[:len(s.pending)-1]
+		delete(s.pending, b.FirstOffset)
 		s.chunks = s.chunks[:len(s.chunks)-1]
 		s.npackets -= len(b.Packets)
 		s.labels = s.labels[:len(s.labels)-len(b.Packets)]
@@ -271,6 +353,82 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 	return nil
 }
 
+// Sweeper calls Sweep until ctx ends, often enough that a session is
+// closed within a tenth of IdleTimeout after it expired; without an
+// IdleTimeout it does nothing.
+func (w *Windower) Sweeper(ctx context.Context) {
+	every := w.IdleTimeout / 10
+	for _, d := range w.IdleTimeouts {
+		if d/10 > 0 && (every <= 0 || d/10 < every) {
+			every = d / 10
+		}
+	}
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(max(every, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.Sweep(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			w.log.Warn("closing idle sessions failed; trying again", "err", err)
+		}
+	}
+}
+
+// Sweep closes every session that has taken no new batch for IdleTimeout:
+// its producer died (an agent killed, a gateway without power) and the
+// final batch will never come. Its windows so far are written, its part
+// is marked cut short, and its deliveries are acknowledged, so nothing is
+// held forever.
+func (w *Windower) Sweep(ctx context.Context, now time.Time) error {
+	w.work.Lock()
+	defer w.work.Unlock()
+	w.mu.Lock()
+	var idle []string
+	for key, s := range w.sessions {
+		switch {
+		case s.started && w.idleOf(s.home) > 0 && now.Sub(s.last) >= w.idleOf(s.home):
+			idle = append(idle, key)
+		case !s.started && len(s.pending) == 0:
+			// Made by a batch that came before its session's start and was
+			// sent back: nothing to keep until the start comes.
+			delete(w.sessions, key)
+		}
+	}
+	w.mu.Unlock()
+	slices.Sort(idle)
+	for _, key := range idle {
+		s := w.sessions[key]
+		s.cutShort = true
+		n := s.npackets
+		if err := w.closeSession(ctx, key, s); err != nil {
+			return fmt.Errorf("close idle session %s: %w", key, err)
+		}
+		w.log.Warn("session cut short: no batch for the idle timeout, its producer died; windowed what came", "session", key, "packets", n)
+	}
+	return nil
+}
+
+// idleOf is the idle timeout of the home's sessions; 0 waits for ever.
+func (w *Windower) idleOf(home string) time.Duration {
+	if d, ok := w.IdleTimeouts[home]; ok {
+		return d
+	}
+	return w.IdleTimeout
+}
+
+// Held is the number of sessions buffered and not yet written.
+func (w *Windower) Held() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.sessions)
+}
+
 // WriteSession windows one whole session held in memory and stores its
 // objects and part record, exactly as Handle does when a session's final
 // batch arrives. labels index the spec's vocabulary; a negative label is an
@@ -279,7 +437,7 @@ func (w *Windower) WriteSession(ctx context.Context, home, view, sess, source st
 	if len(labels) != len(pkts) {
 		return Part{}, fmt.Errorf("window session %s/%s: %d labels for %d packets", home, sess, len(labels), len(pkts))
 	}
-	s := &session{home: home, view: view, id: sess, source: source, chunks: [][]schemas.Packet{pkts}, npackets: len(pkts), labels: labels}
+	s := &session{home: home, view: view, id: sess, source: source, chunks: [][]schemas.Packet{pkts}, npackets: len(pkts), labels: labels, pending: map[uint64]*bus.Delivery{}}
 	for i, l := range labels {
 		switch {
 		case int(l) >= len(w.spec.Labels):
@@ -295,7 +453,7 @@ func (w *Windower) WriteSession(ctx context.Context, home, view, sess, source st
 func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	ws := cut(w.spec, s.home, s.view, s.id, s.chunks, s.labels)
 	part := Part{Home: s.home, View: s.view, Session: s.id, Source: s.source, Packets: s.npackets,
-		Unlabeled: s.unlabeled, Background: s.background, Windows: len(ws), PerDevice: map[string]int{}}
+		Unlabeled: s.unlabeled, Background: s.background, Windows: len(ws), PerDevice: map[string]int{}, CutShort: s.cutShort}
 	if s.npackets > 0 {
 		first, last := s.chunks[0], s.chunks[len(s.chunks)-1]
 		for _, c := range s.chunks {
@@ -315,22 +473,12 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	if w.spec.Cap > 0 {
 		part.CapScores = map[string][]uint64{}
 	}
-	for _, win := range ws {
-		dev := DeviceOf(w.spec.Labels, win)
-		part.PerDevice[dev]++
-		if part.CapScores != nil {
-			part.CapScores[dev] = append(part.CapScores[dev], CapScore(w.spec.CapSeed, win.ID))
-		}
-	}
-	for dev, sc := range part.CapScores {
-		slices.Sort(sc)
-		part.CapScores[dev] = sc[:min(len(sc), w.spec.Cap)]
-	}
+	w.tally(ws, part.PerDevice, part.CapScores)
 	dir, err := store.Key("datasets", w.spec.Dataset, w.spec.Version, s.view, s.home, s.id)
 	if err != nil {
 		return part, bus.Permanent(fmt.Errorf("window session %s of home %s, view %s: %w", s.id, s.home, s.view, err))
 	}
-	objects, err := w.putObjects(ctx, dir, s.id, ws)
+	objects, err := w.putObjects(ctx, dir, s.id, ws, 0)
 	if err != nil {
 		return part, err
 	}
@@ -345,6 +493,22 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 	return part, nil
 }
 
+// tally counts windows per device and keeps, per device, the Cap smallest
+// cap scores (capScores is nil without a cap).
+func (w *Windower) tally(ws []*schemas.Window, perDevice map[string]int, capScores map[string][]uint64) {
+	for _, win := range ws {
+		dev := DeviceOf(w.spec.Labels, win)
+		perDevice[dev]++
+		if capScores != nil {
+			capScores[dev] = append(capScores[dev], CapScore(w.spec.CapSeed, win.ID))
+		}
+	}
+	for dev, sc := range capScores {
+		slices.Sort(sc)
+		capScores[dev] = sc[:min(len(sc), w.spec.Cap)]
+	}
+}
+
 // putsInFlight bounds a flush's concurrent object writes: encoding the next
 // object while S3 stores the previous ones keeps both cores busy, and two
 // writes in flight hide the round trip.
@@ -352,7 +516,8 @@ const putsInFlight = 2
 
 // putObjects encodes the session's windows into objects of at most
 // WindowsPerObject windows and stores them, returning them in window order.
-func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schemas.Window) ([]store.ObjectInfo, error) {
+// base is the session's index of ws[0], which names the objects.
+func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schemas.Window, base int) ([]store.ObjectInfo, error) {
 	per := w.spec.WindowsPerObject
 	n := (len(ws) + per - 1) / per
 	infos := make([]store.ObjectInfo, n)
@@ -375,7 +540,7 @@ func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schem
 		if ctx.Err() != nil {
 			break
 		}
-		key := dir + "/" + fmt.Sprintf("%s-w%06d-%06d.arrow", w.spec.Kind, lo, hi-1)
+		key := dir + "/" + fmt.Sprintf("%s-w%06d-%06d.arrow", w.spec.Kind, base+lo, base+hi-1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

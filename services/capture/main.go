@@ -9,9 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
@@ -42,7 +39,7 @@ func main() {
 		if *file == "" || *home == "" || *natsURL == "" {
 			return cli.Usagef("capture needs --campaign FILE, --home NAME and --nats URL")
 		}
-		maxBytes, err := parseSize(*spoolMax)
+		maxBytes, err := campaign.ParseBytes(*spoolMax)
 		if err != nil {
 			return cli.Usagef("--spool-max: %v", err)
 		}
@@ -96,7 +93,7 @@ func main() {
 		m.SetReady(func() error { return nil })
 		// Interface taps capture until the agent is stopped (SIGTERM); the
 		// final batch of each live session is sent on the way out.
-		if err := ag.Run(ctx, conn, ag.Inputs(true, time.Now())); err != nil {
+		if err := ag.Run(ctx, conn, ag.Inputs(true)); err != nil {
 			return err
 		}
 		st := ag.Stats()
@@ -104,25 +101,4 @@ func main() {
 			*home, st.Files, st.Packets, st.Batches, st.Acked, st.Spooled, st.Outages, st.Skipped, st.DecodeErrors, st.ReadErrors)
 		return nil
 	})
-}
-
-// parseSize reads a byte count with an optional binary (KiB, MiB, GiB) or
-// decimal (KB, MB, GB) unit.
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want a positive number of bytes, optionally with KiB, MiB, GiB, KB, MB or GB", s)
-	}
-	return n * mult, nil
 }

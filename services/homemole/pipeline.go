@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/build"
+	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/endpoints"
@@ -39,6 +40,7 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	spec := window.Spec{}
 	spec.RegisterFlags(fs)
 	fs.StringVar(&spec.Dataset, "name", "", "same as --dataset")
+	retention := bus.RetentionFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -63,6 +65,9 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 			return err
 		}
 		fmt.Fprintf(out, "WAN captures (%s) emulated under %s\n", view.mode, dir)
+	}
+	if ep.Retention, err = retention(c.Retention); err != nil {
+		return cli.Usagef("%v", err)
 	}
 	env, err := endpoints.Open(ctx, ep, "homemole-build", log)
 	if err != nil {

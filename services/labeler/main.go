@@ -33,6 +33,8 @@ func main() {
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
 		holdMiB := fs.Int64("hold-mib", label.DefaultHoldBytes>>20, "MiB of decoded batches this worker may hold unacknowledged while session pairs wait for their other tap; past it batches are refused and come back later")
 		holdHomeMiB := fs.Int64("hold-mib-per-home", label.DefaultHoldBytesPerHome>>20, "MiB of --hold-mib one home's new session pairs may take; a pair under way may take twice it, so its longest session pair must fit in that")
+		idle := fs.Duration("idle-timeout", 0, "release a session pair that has received no batch for this long (its agent died): publish what came, count it cut short; 0 takes each live home's live.idle_timeout from the campaign (default two rotations plus a minute) and waits for ever on homes of capture files, whose killed agents resume")
+		retention := bus.RetentionFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -54,6 +56,7 @@ func main() {
 		if l.Budget, err = budget.New(*holdMiB<<20, *holdHomeMiB<<20); err != nil {
 			return cli.Usagef("--hold-mib %d, --hold-mib-per-home %d: %v", *holdMiB, *holdHomeMiB, err)
 		}
+		l.IdleTimeout = *idle
 		m, err := metrics.Start(ctx, "labeler", *metricsAddr, log)
 		if err != nil {
 			return err
@@ -61,7 +64,11 @@ func main() {
 		if err := m.Report(labelerTotals(l)); err != nil {
 			return err
 		}
-		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "labeler", Replicas: bus.ReplicasFromEnv(), Auth: auth}, log)
+		ret, err := retention(c.Retention)
+		if err != nil {
+			return cli.Usagef("%v", err)
+		}
+		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "labeler", Replicas: bus.ReplicasFromEnv(), Auth: auth, Retention: ret}, log)
 		if err != nil {
 			return err
 		}
@@ -79,6 +86,7 @@ func main() {
 		m.SetReady(metrics.NATSReady(conn.NC))
 		log.Info("labeler running", "campaign", c.Name, "homes", len(c.Homes), "partition", part.Index, "partitions", part.Count)
 		// l.Run's consume loop, with failed batches counted.
+		go l.Sweeper(ctx, conn, log)
 		return conn.Consume(ctx, cc, func(ctx context.Context, d *bus.Delivery) error {
 			return m.Fail(l.Handle(ctx, conn, d, log))
 		})

@@ -31,8 +31,16 @@ func main() {
 		spec.RegisterFlags(fs)
 		ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches of an unfinished session stay with this worker unacknowledged; a dead worker's sessions go to another after it")
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
+		var consumerBudget int64
+		fs.Func("consumer-budget", "bytes of packets all sessions of this worker may hold (e.g. 384MiB, about 140 bytes a packet); past it, batches of new sessions wait. Unset: no budget", func(v string) error {
+			n, err := campaign.ParseBytes(v)
+			consumerBudget = n
+			return err
+		})
+		idle := fs.Duration("idle-timeout", 0, "close a session that has received no batch for this long (its agent died): write what came, mark its part cut short; 0 takes each live home's live.idle_timeout from the campaign (default two rotations plus a minute) and waits for ever on homes of capture files, whose killed agents resume")
 		var part bus.Partition
 		part.RegisterFlags(fs)
+		retention := bus.RetentionFlags(fs)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
@@ -61,6 +69,9 @@ func main() {
 		}); err != nil {
 			return err
 		}
+		if ep.Retention, err = retention(c.Retention); err != nil {
+			return cli.Usagef("%v", err)
+		}
 		env, err := endpoints.Open(ctx, ep, "windower", log)
 		if err != nil {
 			return err
@@ -73,6 +84,12 @@ func main() {
 		if err != nil {
 			return err
 		}
+		w.IdleTimeout = *idle
+		w.ConsumerBudget = consumerBudget
+		if w.IdleTimeout == 0 {
+			w.IdleTimeouts = campaign.IdleTimeouts(c)
+		}
+		go w.Sweeper(ctx)
 		w.OnPart = func(p window.Part) {
 			out.Add(int64(p.Packets))
 			windows.Add(int64(p.Windows))

@@ -1,0 +1,320 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/schemas"
+)
+
+// clock says where a home's live sessions start and end. Edges are the
+// UTC-aligned slot edges of the home's rotation, the agent's start, and
+// the cuts a tap asks for when its session reaches the size cap; every tap
+// of the home steps through the same edges (the WAN tap Grace earlier, see
+// campaign.Live), so the taps' sessions share their names.
+type clock struct {
+	live  campaign.Live
+	start int64
+
+	mu   sync.Mutex
+	cuts []int64 // ascending
+	ver  atomic.Uint64
+}
+
+func newClock(l campaign.Live, start time.Time) *clock {
+	return &clock{live: l, start: start.UnixNano()}
+}
+
+// span is the session [lo, hi) that holds t (a shifted instant; instants
+// before the agent's start belong to its first session).
+func (c *clock) span(t int64) (lo, hi int64) {
+	t = max(t, c.start)
+	slot := c.live.SlotStart(t)
+	lo, hi = max(slot, c.start), slot+int64(c.live.Rotation)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, x := range c.cuts {
+		if x <= t && x > lo {
+			lo = x
+		}
+		if x > t && x < hi {
+			hi = x
+		}
+	}
+	return lo, hi
+}
+
+// cut ends the session that started at lo at t, for every tap of the
+// home, unless a cut after lo already ends it: the taps of a home fill a
+// session at about the same time, and each asks. Edges are whole
+// milliseconds, which session names resolve.
+func (c *clock) cut(lo, t int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t -= t % int64(time.Millisecond)
+	if len(c.cuts) > 0 && c.cuts[len(c.cuts)-1] > lo || t <= lo {
+		return
+	}
+	c.cuts = append(c.cuts, t)
+	// Cuts older than two slots can no longer end a session.
+	old := t - 2*int64(c.live.Rotation)
+	for len(c.cuts) > 0 && c.cuts[0] < old {
+		c.cuts = c.cuts[1:]
+	}
+	c.ver.Add(1)
+}
+
+// rotationSettle is how long after a session's end a quiet tap waits
+// before it closes the session: the kernel hands packets over up to a ring
+// block's poll timeout (50 ms) after it stamped them.
+const rotationSettle = 250 * time.Millisecond
+
+// maxEmptySteps bounds the empty sessions a tap publishes when its packets
+// jump ahead several slots at once (the system clock was set forward):
+// beyond it, the tap goes to the packet's session directly.
+const maxEmptySteps = 4
+
+// liveTap is one interface tap being cut into sessions. mu guards it
+// against its ticker, which flushes old batches and closes the session of
+// a tap that has gone quiet.
+type liveTap struct {
+	a     *Agent
+	in    Input
+	clk   *clock
+	shift int64
+	bufs  *bufPool
+	send  func(*outBatch, bool) error
+
+	mu        sync.Mutex
+	bt        *batcher
+	lo, hi    int64
+	ver       uint64
+	base      uint64 // the frame offset of the session's offset 0
+	nextFrame uint64 // the offset after the last frame read
+	packets   int
+	cutAsked  bool
+}
+
+// publishLive reads a live input until ctx ends or the source does, one
+// session per rotation slot (or size-cap cut), each starting at offset 0
+// under a source named after the session. It leaves the last session open
+// for endLive; a source that could not be opened gives no liveTap.
+func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *bufPool, send func(*outBatch, bool) error) (*liveTap, error) {
+	log := a.cfg.Log.With("home", a.cfg.Home.Name, "tap", in.Tap, "interface", in.Name)
+	src, err := in.Open()
+	if err != nil {
+		a.count(func(st *Stats) { st.ReadErrors++ })
+		log.Error("live capture not started", "err", err)
+		return nil, nil
+	}
+	// A live source blocks in Next while the tap is quiet; closing it is
+	// what wakes it when the run is cancelled.
+	stop := context.AfterFunc(ctx, func() { src.Close() })
+	defer func() {
+		if stop() {
+			src.Close()
+		}
+	}()
+	lt := &liveTap{a: a, in: in, clk: clk, shift: int64(a.live.Shift(in.Tap)), bufs: bufs, send: send}
+	lt.mu.Lock()
+	lo, hi := clk.span(clk.start)
+	err = lt.open(lo, hi, 0)
+	lt.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(max(min(a.cfg.MaxBatchAge/4, 50*time.Millisecond), time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			lt.mu.Lock()
+			err := lt.tick(time.Now())
+			lt.mu.Unlock()
+			if err != nil {
+				return // the reader meets the same error on its next send
+			}
+		}
+	})
+	defer func() { close(done); wg.Wait() }()
+
+	dec := features.NewDecoder(a.home)
+	// The LAN tap of a home whose gateway is "auto" holds its first frames
+	// back until they tell the home side (warmup).
+	var warm *warmup
+	if a.cfg.Home.Gateway.Auto() && in.Tap == tapLAN {
+		warm = &warmup{inf: features.NewHomeInference()}
+	}
+	var p schemas.Packet
+	decodeErrs := 0
+	defer func() { a.count(func(st *Stats) { st.DecodeErrors += decodeErrs }) }()
+	handle := func(fr capture.Frame) error {
+		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
+			decodeErrs++
+			return nil
+		}
+		lt.mu.Lock()
+		defer lt.mu.Unlock()
+		return lt.add(&p, fr.Offset)
+	}
+	endWarmup := func() error {
+		res := warm.inf.Result()
+		log.Info("home side inferred from the first frames of the live tap", "frames", len(warm.held), "side", res.String())
+		dec = features.NewDecoder(res.Home)
+		held := warm.held
+		warm = nil
+		for _, fr := range held {
+			if err := handle(fr); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for {
+		fr, err := src.Next()
+		if errors.Is(err, io.EOF) || err != nil && ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			a.count(func(st *Stats) { st.ReadErrors++ })
+			log.Error("live capture ends early; packets before the fault are kept", "err", err)
+			break
+		}
+		if warm != nil {
+			if warm.hold(fr) {
+				continue
+			}
+			if err := endWarmup(); err != nil {
+				return nil, err
+			}
+		}
+		if err := handle(fr); err != nil {
+			return nil, err
+		}
+	}
+	if warm != nil {
+		if err := endWarmup(); err != nil {
+			return nil, err
+		}
+	}
+	return lt, nil
+}
+
+// endLive ends the last session of every live tap of the home with a final
+// batch, once all have stopped reading. A tap whose last session is older
+// than another's (the WAN tap enters a slot Grace before the LAN tap) first
+// publishes the sessions it lacks, empty, so that the labeler finds both
+// sides of every session. The final batches still go out after ctx ends:
+// send allows a live input a grace period.
+func endLive(taps []*liveTap) error {
+	var last int64
+	for _, lt := range taps {
+		last = max(last, lt.lo)
+	}
+	var errs []error
+	for _, lt := range taps {
+		lt.mu.Lock()
+		err := lt.rotate(last, lt.nextFrame)
+		if err == nil {
+			err = lt.bt.cut(true)
+		}
+		lt.mu.Unlock()
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// open starts the session [lo, hi) at frame offset base.
+func (lt *liveTap) open(lo, hi int64, base uint64) error {
+	a := lt.a
+	session := campaign.LiveSessionName(lt.in.Tap, lo)
+	source := a.cfg.Campaign + "/" + a.cfg.Home.Name + "/" + lt.in.Tap + "/" + session
+	bt, err := a.newBatcher(lt.in.Tap, source, session, 0, true, lt.bufs, lt.send)
+	if err != nil {
+		return err
+	}
+	lt.bt, lt.lo, lt.hi, lt.base, lt.packets, lt.cutAsked = bt, lo, hi, base, 0, false
+	lt.ver = lt.clk.ver.Load()
+	a.count(func(st *Stats) { st.Files++; st.Sessions = append(st.Sessions, session) })
+	return nil
+}
+
+// rotate ends the session with its final batch and opens the one that
+// holds t, through every session between (empty ones too: the other taps
+// of the home publish them, and the labeler waits for both sides).
+func (lt *liveTap) rotate(t int64, base uint64) error {
+	for steps := 0; t >= lt.hi; steps++ {
+		if err := lt.bt.cut(true); err != nil {
+			return err
+		}
+		lo, hi := lt.clk.span(lt.hi)
+		if steps == maxEmptySteps && t >= hi {
+			lt.a.cfg.Log.Warn("live tap jumps ahead several slots: was the clock set forward?", "home", lt.a.cfg.Home.Name, "tap", lt.in.Tap,
+				"from", time.Unix(0, lt.hi).UTC(), "to", time.Unix(0, t).UTC())
+			lo, hi = lt.clk.span(t)
+		}
+		if err := lt.open(lo, hi, base); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add puts a decoded packet read at frame offset off in its session.
+func (lt *liveTap) add(p *schemas.Packet, off uint64) error {
+	if v := lt.clk.ver.Load(); v != lt.ver {
+		// Another tap cut the sessions short: this session may end sooner.
+		_, lt.hi = lt.clk.span(lt.lo)
+		lt.ver = v
+	}
+	// A packet stamped before its session started (it came late out of the
+	// ring after a quiet tap's session was closed) stays in the session
+	// open now: late, not lost.
+	if t := p.TsNs + lt.shift; t >= lt.hi {
+		if err := lt.rotate(t, off); err != nil {
+			return err
+		}
+	}
+	lt.nextFrame = off + 1
+	p.Offset = off - lt.base
+	if err := lt.bt.add(p); err != nil {
+		return err
+	}
+	lt.packets++
+	if max := lt.a.live.MaxPackets; max > 0 && lt.packets >= max && !lt.cutAsked {
+		// Far enough ahead that every tap, WAN edge included, is still
+		// before it.
+		lt.clk.cut(lt.lo, time.Now().UnixNano()+int64(lt.a.live.Grace+rotationSettle))
+		lt.cutAsked = true
+	}
+	return nil
+}
+
+// tick sends a batch that has waited MaxBatchAge, and closes the session of
+// a quiet tap once its end has passed.
+func (lt *liveTap) tick(now time.Time) error {
+	if v := lt.clk.ver.Load(); v != lt.ver {
+		_, lt.hi = lt.clk.span(lt.lo)
+		lt.ver = v
+	}
+	if t := now.UnixNano() + lt.shift; t >= lt.hi+int64(rotationSettle) {
+		return lt.rotate(lt.hi, lt.nextFrame)
+	}
+	if b := lt.bt; b.n > 0 && now.Sub(b.born) >= lt.a.cfg.MaxBatchAge {
+		return b.cut(false)
+	}
+	return nil
+}

@@ -1,0 +1,297 @@
+package window
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/schemas/windowfile"
+)
+
+// TestIdleSessionCutShort: a session whose producer died mid-way (no final
+// batch) is closed by the windower's idle timeout: its windows so far are
+// written, its part says it was cut short, and every delivery is acked, so
+// the consumer holds nothing. A session that ends normally is not marked.
+func TestIdleSessionCutShort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	conn, st := embeddedServers(t, log)
+	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindNoise, Size: 10, Labels: []string{"plug", "cam", "bulb", "hub"}}
+	// benchSession's batches: the dead session loses its last (final) one.
+	dead := benchSession("h", "lan-dead", 400, 50, 1)
+	dead = dead[:len(dead)-1]
+	whole := benchSession("h", "lan-whole", 200, 50, 2)
+	for _, b := range append(dead, whole...) {
+		if err := conn.Publish(ctx, schemas.LabeledSubject(b.Campaign, b.Home, b.View), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := New(spec, st, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.IdleTimeout = time.Second
+	parts := make(chan Part, 4)
+	w.OnPart = func(p Part) { parts <- p }
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	cc := bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower", Filter: "hm.lbl.>", MaxAckPending: 1000}
+	go w.Sweeper(cctx)
+	go func() { done <- conn.Consume(cctx, cc, w.Handle) }()
+
+	got := map[string]Part{}
+	started := time.Now()
+	for len(got) < 2 {
+		select {
+		case p := <-parts:
+			got[p.Session] = p
+			if p.Session == "lan-dead" && time.Since(started) < w.IdleTimeout {
+				t.Errorf("the unfinished session was closed after %s, before its idle timeout", time.Since(started))
+			}
+		case <-ctx.Done():
+			t.Fatalf("parts %v after %s; %d sessions held", got, time.Since(started), w.Held())
+		}
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	deadPkts := 0
+	for _, b := range dead {
+		deadPkts += len(b.Packets)
+	}
+	if p := got["lan-dead"]; !p.CutShort || p.Packets != deadPkts || p.Windows == 0 {
+		t.Errorf("dead session's part: cut short %v, %d packets, %d windows; want cut short with its %d packets", p.CutShort, p.Packets, p.Windows, deadPkts)
+	}
+	if p := got["lan-whole"]; p.CutShort || p.Packets != 200 {
+		t.Errorf("whole session's part: cut short %v, %d packets", p.CutShort, p.Packets)
+	}
+	data, err := st.Get(ctx, path.Join(spec.Prefix(), "lan", "h", "lan-dead", PartSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored map[string]any
+	if err := json.Unmarshal(data, &stored); err != nil || stored["cut_short"] != true {
+		t.Errorf("stored part does not record the cut: %s", data)
+	}
+	cons, err := conn.JS.Consumer(ctx, schemas.StreamLabeled, "windower")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || w.Held() != 0 {
+		t.Errorf("after the sweep %d deliveries await an ack, %d are pending, %d sessions held: want none", info.NumAckPending, info.NumPending, w.Held())
+	}
+}
+
+// embeddedServers starts the embedded NATS and S3 servers for one test.
+func embeddedServers(tb testing.TB, log *slog.Logger) (*bus.Conn, *store.S3) {
+	tb.Helper()
+	ctx := context.Background()
+	srv, err := embedded.Start(ctx, tb.TempDir(), log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Close)
+	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(conn.Close)
+	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return conn, st
+}
+
+// startWindowing runs a windower over the LABELED stream on fresh embedded
+// servers; batches are published before it starts.
+type windowing struct {
+	conn  *bus.Conn
+	st    store.Store
+	w     *Windower
+	parts chan Part
+	stop  func() error
+}
+
+func startWindowing(t *testing.T, spec Spec, batches []*schemas.Batch, ackWait time.Duration) *windowing {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	conn, st := embeddedServers(t, log)
+	for _, b := range batches {
+		if err := conn.Publish(ctx, schemas.LabeledSubject(b.Campaign, b.Home, b.View), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := New(spec, st, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &windowing{conn: conn, st: st, w: w, parts: make(chan Part, 16)}
+	w.OnPart = func(p Part) { r.parts <- p }
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	cc := bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower", Filter: "hm.lbl.>", MaxAckPending: 100000, AckWait: ackWait}
+	go func() { done <- conn.Consume(cctx, cc, w.Handle) }()
+	r.stop = func() error { cancel(); return <-done }
+	return r
+}
+
+func (r *windowing) ackPending(t *testing.T) (acks, pending int) {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := r.conn.JS.Consumer(ctx, schemas.StreamLabeled, "windower")
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 1 << 30, 1 << 30 // not declared yet
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumAckPending, int(info.NumPending)
+}
+
+// TestIncrementalWindowing: a session of 20,000 packets whose final batch
+// has not come yet is written as it goes (every 10 finished windows): the
+// windower acknowledges the batches it consumed, holds no more than the
+// unfinished tail and one flush of packets, and ignores the redeliveries
+// of a short ack wait. Once the final batch comes, the objects hold exactly
+// the windows the whole session cuts into, byte for byte.
+func TestIncrementalWindowing(t *testing.T) {
+	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindNoise, Size: 50, Labels: []string{"plug", "cam", "bulb", "hub"},
+		WindowsPerObject: 4, FlushWindows: 10}
+	all := benchSession("h", "lan-long", 20000, 100, 3)
+	r := startWindowing(t, spec, all[:len(all)-1], time.Second)
+	var maxHeld int64
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		maxHeld = max(maxHeld, r.w.HeldBytes())
+		acks, pending := r.ackPending(t)
+		if pending == 0 && acks <= 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries await an ack and %d were not delivered after 20 s: the session is not written as it goes", acks, pending)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Redeliveries (the ack wait is 1 s) must not add copies.
+	time.Sleep(1500 * time.Millisecond)
+	maxHeld = max(maxHeld, r.w.HeldBytes())
+	if bound := int64(spec.FlushWindows*spec.Size+100) * packetCost; maxHeld > bound {
+		t.Errorf("the windower held %d bytes of packets; a flush every %d windows of %d plus a batch is %d", maxHeld, spec.FlushWindows, spec.Size, bound)
+	}
+	final := all[len(all)-1]
+	if err := r.conn.Publish(context.Background(), schemas.LabeledSubject(final.Campaign, final.Home, final.View), final); err != nil {
+		t.Fatal(err)
+	}
+	var part Part
+	select {
+	case part = <-r.parts:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no part after the final batch")
+	}
+	if err := r.stop(); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	// The whole session, cut at once.
+	var pkts []schemas.Packet
+	var labels []int16
+	for _, b := range all {
+		pkts = append(pkts, b.Packets...)
+		for _, l := range b.Labels {
+			// The dataset's vocabulary, as Handle maps the home's.
+			labels = append(labels, int16(-1))
+			if l >= 0 {
+				if i := slices.Index(spec.Labels, b.Devices[l].Name); i >= 0 {
+					labels[len(labels)-1] = int16(i)
+				}
+			}
+		}
+	}
+	whole := Cut(spec, "h", "lan", "lan-long", pkts, labels)
+	if part.Packets != 20000 || part.Windows != len(whole) || part.CutShort {
+		t.Fatalf("part: %d packets, %d windows (cut short %v); the whole session makes %d windows of 20000 packets", part.Packets, part.Windows, part.CutShort, len(whole))
+	}
+	n := 0
+	for _, o := range part.Objects {
+		var lo, hi int
+		if _, err := fmt.Sscanf(path.Base(o.Key), "noise-w%06d-%06d.arrow", &lo, &hi); err != nil || lo != n {
+			t.Fatalf("object %s: want the windows from %d on (%v)", o.Key, n, err)
+		}
+		got, err := r.st.Get(context.Background(), o.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := windowfile.Encode(spec.Size, whole[lo:hi+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("object %s differs from the same windows cut from the whole session", o.Key)
+		}
+		n = hi + 1
+	}
+	if n != len(whole) {
+		t.Fatalf("the objects hold %d windows of %d", n, len(whole))
+	}
+	t.Logf("%d windows in %d objects; at most %d bytes of packets held", n, len(part.Objects), maxHeld)
+}
+
+// TestConsumerBudget: past its consumer budget a windower refuses batches
+// of new sessions until the sessions it holds are written, then takes them.
+func TestConsumerBudget(t *testing.T) {
+	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindNoise, Size: 50, Labels: []string{"plug", "cam", "bulb", "hub"}}
+	a := benchSession("h", "lan-a", 1000, 100, 4)
+	b := benchSession("h", "lan-b", 1000, 100, 5)
+	// a's batches but its final one, then b's.
+	r := startWindowing(t, spec, append(append([]*schemas.Batch{}, a[:len(a)-1]...), b...), time.Minute)
+	r.w.ConsumerBudget = 500 * packetCost
+	deadline := time.Now().Add(5 * time.Second)
+	for r.w.HeldBytes() < 900*packetCost && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if held, n := r.w.HeldBytes(), r.w.Held(); n != 1 || held != 900*packetCost {
+		t.Fatalf("over its budget the windower holds %d sessions, %d bytes: want session a alone (%d bytes)", n, held, 900*packetCost)
+	}
+	final := a[len(a)-1]
+	if err := r.conn.Publish(context.Background(), schemas.LabeledSubject(final.Campaign, final.Home, final.View), final); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for len(got) < 2 {
+		select {
+		case p := <-r.parts:
+			got[p.Session] = p.Packets
+		case <-time.After(20 * time.Second):
+			t.Fatalf("parts %v: session b never got in after a was written", got)
+		}
+	}
+	r.stop()
+	if got["lan-a"] != 1000 || got["lan-b"] != 1000 {
+		t.Fatalf("parts %v", got)
+	}
+}
