@@ -436,7 +436,8 @@ func hasLabel(w *schemas.Window) bool {
 type batchOf struct {
 	epoch, lo int
 	e         encoded
-	last      bool // the epoch's last batch
+	last      bool          // the epoch's last batch
+	prepare   time.Duration // on the last batch: the epoch's encoding time
 }
 
 // prefetch is how many encoded batches wait for their step: enough to
@@ -483,11 +484,18 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 	// Batches are shuffled and encoded by a goroutine, prefetch steps
 	// ahead, as PyTorch's DataLoader does: the step (the device's work)
 	// never waits on Go unless encoding is the slower half.
-	stop := make(chan struct{})
-	defer close(stop)
+	stop, done := make(chan struct{}), make(chan struct{})
 	batches := make(chan batchOf, prefetch)
-	var prepare time.Duration // written by the goroutine before each send
-	go m.encodeBatches(ws, order, streams, batches, stop, &prepare)
+	go func() {
+		defer close(done)
+		m.encodeBatches(ws, order, streams, batches, stop)
+	}()
+	// The goroutine reads the model: it must be gone before fit returns
+	// (a cancelled Train closes the model right after).
+	defer func() {
+		close(stop)
+		<-done
+	}()
 
 	acc, err := newEpochSums(m.device)
 	if err != nil {
@@ -514,6 +522,7 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 			st.Steps++
 			labeled += int64(b.e.labeled)
 			if b.last {
+				st.Prepare = b.prepare
 				break
 			}
 		}
@@ -531,7 +540,6 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 			st.Accuracy = float64(correct) / float64(max(labeled, 1))
 			st.WindowsPerSec = float64(len(order)) / max(secs, 1e-9)
 			st.Elapsed = time.Since(start)
-			st.Prepare = prepare
 			progress(st)
 		}
 	}
@@ -541,7 +549,7 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 // encodeBatches shuffles and encodes every epoch's batches in order, and
 // stops early when stop closes. It owns the training RNG, so the batches
 // are the same whatever the timing.
-func (m *Model) encodeBatches(ws []*schemas.Window, order []int, streams contexts, out chan<- batchOf, stop <-chan struct{}, prepare *time.Duration) {
+func (m *Model) encodeBatches(ws []*schemas.Window, order []int, streams contexts, out chan<- batchOf, stop <-chan struct{}) {
 	seed := uint64(m.cfg.Seed)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	n := len(ws[0].Label)
@@ -566,7 +574,7 @@ func (m *Model) encodeBatches(ws []*schemas.Window, order []int, streams context
 			b := batchOf{epoch: epoch, lo: lo, e: m.feat.encode(batch, n, batchKinds), last: hi == len(order)}
 			spent += time.Since(t)
 			if b.last {
-				*prepare = spent // read after this batch is received
+				b.prepare = spent
 			}
 			select {
 			case out <- b:

@@ -215,3 +215,28 @@ func FuzzTopLevelFuncs(f *testing.F) {
 		}
 	})
 }
+
+func TestDropMissingIncludes(t *testing.T) {
+	work := t.TempDir()
+	src := "#include <torch/torch.h>\n#include <torch/csrc/jit/passes/gone.h>\nint f() { return 1; }\n"
+	if err := os.WriteFile(filepath.Join(work, "prelude.h"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := "In file included from chunk_00.cpp:2:\nprelude.h:2:10: fatal error: torch/csrc/jit/passes/gone.h: No such file or directory\n" +
+		"/usr/include/x.h:3:10: fatal error: y.h: No such file or directory\n"
+	dropped, err := dropMissingIncludes(work, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(dropped, []string{"torch/csrc/jit/passes/gone.h"}) {
+		t.Errorf("dropped %v", dropped)
+	}
+	b, _ := os.ReadFile(filepath.Join(work, "prelude.h"))
+	if !strings.Contains(string(b), "#include <torch/torch.h>\n// homemole: dropped") || strings.Count(string(b), "\n") != 3 {
+		t.Errorf("prelude now:\n%s", b)
+	}
+	// The same output again drops nothing more.
+	if dropped, _ := dropMissingIncludes(work, out); len(dropped) != 0 {
+		t.Errorf("dropped %v twice", dropped)
+	}
+}

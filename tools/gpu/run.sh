@@ -45,7 +45,10 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
 prepare() {
   command -v go >/dev/null || { echo "run.sh prepare needs Go (run it where the repository builds; the device needs none)" >&2; exit 1; }
   stamp "prepare: binaries linked to libtch.so, and gotch's C layer source, into $carry"
-  go run ./tools/gpu prepare --out "$carry"
+  # The relinked gotch copy stays in .gpu/build whatever --carry is: Go's
+  # build cache keys cgo packages by their folder, so a fixed one compiles
+  # gotch once, not once per temporary folder.
+  go run ./tools/gpu prepare --out "$carry" --build "$root/.gpu/build"
 }
 
 run() {
@@ -77,14 +80,20 @@ run() {
   if [ "$small" = 1 ]; then
     # One libtorch thread on both sides: on a shared machine OpenMP's
     # spinning threads measure the neighbours more than the training.
-    batches="16 64" steps=2 epochs=2 sessions=4 length=4m trainEpochs=2 threads=1
+    batches="16 64" steps=2 epochs=2 sessions=4 length=5m trainEpochs=4 threads=1
   fi
+  # A step that fails is counted and the run goes on: one call to a device
+  # should bring back every figure it can.
+  failures=0
   local results=$work/results.txt
   : >"$results"
   for model in paper default; do
     for batch in $batches; do
       stamp "bench: $model model, batch $batch, on $device"
-      "$bin/bench" --device "$device" --models "$model" --batches "$batch" --steps "$steps" --epochs "$epochs" --threads "$threads" | tee -a "$results"
+      if ! "$bin/bench" --device "$device" --models "$model" --batches "$batch" --steps "$steps" --epochs "$epochs" --threads "$threads" | tee -a "$results"; then
+        echo "FAILED: bench $model $batch"
+        failures=$((failures + 1))
+      fi
       local pydev=$device
       [ "$device" = auto ] && pydev=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")' 2>/dev/null || echo cpu)
       stamp "bench: the same in PyTorch ($python, device $pydev)"
@@ -112,18 +121,35 @@ run() {
   [ "$device" != cpu ] && devices="$device cpu"
   for d in $devices; do
     stamp "train: homemole train --device $d"
-    "$bin/homemole" train --home "$state" --dataset demo --run "gpu-$d" --device "$d" --epochs "$trainEpochs" --seed 1 \
-      --batch "$([ "$small" = 1 ] && echo 16 || echo 64)" 2>&1 | tee "$work/train-$d.log"
+    if ! "$bin/homemole" train --home "$state" --dataset demo --run "gpu-$d" --device "$d" --epochs "$trainEpochs" --seed 1 \
+      --batch "$([ "$small" = 1 ] && echo 16 || echo 64)" 2>&1 | tee "$work/train-$d.log"; then
+      echo "FAILED: train on $d"
+      failures=$((failures + 1))
+    fi
   done
+  # The capture of a session the model never saw (both runs hold out the
+  # same sessions: same seed).
   local capture
-  capture=$("$bin/gpu" heldout --state "$state" --run "gpu-$device" --captures "$hm/demo/captures")
-  stamp "predict: homemole predict --device $device on $capture"
-  "$bin/homemole" predict --home "$state" --model "gpu-$device" --in "$capture" --device "$device" --json "$work/predict.json" | tee "$work/predict.txt"
+  if capture=$("$bin/gpu" heldout --state "$state" --run "gpu-$device" --captures "$hm/demo/captures") ||
+    capture=$("$bin/gpu" heldout --state "$state" --run gpu-cpu --captures "$hm/demo/captures"); then
+    stamp "predict: homemole predict --device $device on $capture"
+    if ! "$bin/homemole" predict --home "$state" --model "gpu-$device" --in "$capture" --device "$device" --json "$work/predict.json" | tee "$work/predict.txt"; then
+      echo "FAILED: predict on $device"
+      failures=$((failures + 1))
+    fi
+  else
+    failures=$((failures + 1))
+  fi
 
-  "$bin/gpu" summary --results "$results" --state "$state" --campaign "$hm/demo/campaign.yaml" --predict "$work/predict.json" --device "$device" | tee "$work/summary.txt"
+  "$bin/gpu" summary --results "$results" --state "$state" --campaign "$hm/demo/campaign.yaml" --predict "$work/predict.json" --device "$device" | tee "$work/summary.txt" ||
+    failures=$((failures + 1))
   if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
     cp "$work/summary.txt" "$OUT/summary.txt"
     cp "$work/layer/stubbed.txt" "$OUT/stubbed.txt"
+  fi
+  if [ "$failures" -gt 0 ]; then
+    echo "run.sh: $failures step(s) failed (FAILED lines above)" >&2
+    return 1
   fi
 }
 

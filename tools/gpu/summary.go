@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -200,6 +201,10 @@ func summarize(w io.Writer, results, state, camp, predict, device string) error 
 		}
 	}
 	b, err := os.ReadFile(predict)
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(w, "predict: no result (%s is missing; the log says why)\n", predict)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
