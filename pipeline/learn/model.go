@@ -796,22 +796,6 @@ func classWeights(ws []*schemas.Window, numClasses int, device gotch.Device) (*t
 	return t.To(device, false)
 }
 
-func scalarFloat(t *ts.Tensor) (float64, error) {
-	v := make([]float32, 1)
-	if err := t.CopyData(v, 1); err != nil {
-		return 0, err
-	}
-	return float64(v[0]), nil
-}
-
-func scalarInt(t *ts.Tensor) (int64, error) {
-	v := make([]int64, 1)
-	if err := t.CopyData(v, 1); err != nil {
-		return 0, err
-	}
-	return v[0], nil
-}
-
 // Predict labels every real packet of each window: out[i] has ws[i].Len
 // classes. Dropout is off and no gradients are kept. Windows may differ
 // in size; labels in the windows are ignored.

@@ -402,7 +402,7 @@ func runLayer(args []string) error {
 		return errors.New("layer needs --libtorch DIR --src DIR --out DIR")
 	}
 	if _, err := exec.LookPath(*cxx); err != nil {
-		return fmt.Errorf("C++ compiler %q not found (install g++ or set CXX): %w", *cxx, err)
+		return fmt.Errorf("no C++ compiler %q (install g++ or set CXX): %w", *cxx, err)
 	}
 	t, err := findLibtorch(*root)
 	if err != nil {
