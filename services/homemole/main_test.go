@@ -113,6 +113,12 @@ func TestCommandErrors(t *testing.T) {
 		"predict on a GPU that is not there": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
 			return runPredict(ctx, l, o, []string{"--model", "m", "--in", bad, "--device", "cuda:1"})
 		}, true, "libtorch sees no GPU"},
+		"sp train on a GPU that is not there": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
+			return runSPTrain(ctx, l, o, []string{"--dir", ".", "--out", "m", "--device", "cuda"})
+		}, true, "libtorch sees no GPU"},
+		"detect on a bad device": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
+			return runDetect(ctx, l, o, []string{"--model", "m", "--in", "c", "--json", "j", "--device", "gpu"})
+		}, true, "want cpu, cuda, auto or cuda:N"},
 		"dataset without subcommand": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
 			return runDataset(ctx, l, o, nil)
 		}, true, "ls | inspect"},
