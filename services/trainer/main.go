@@ -41,14 +41,14 @@ func main() {
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
-		if job.Dataset == "" || job.RunName == "" || ep.NATSURL == "" || ep.S3 == "" {
-			return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
-		}
 		dev, err := learn.ResolveDevice(job.Model.Device)
 		if err != nil {
 			return cli.Usagef("--device: %v", err)
 		}
 		log.Info("torch device", dev.LogArgs()...)
+		if job.Dataset == "" || job.RunName == "" || ep.NATSURL == "" || ep.S3 == "" {
+			return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
+		}
 		m, err := metrics.Start(ctx, "trainer", *metricsAddr, log)
 		if err != nil {
 			return err
