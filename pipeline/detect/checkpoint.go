@@ -52,22 +52,29 @@ func (m *Model) SaveFile(path string) error {
 	return nil
 }
 
-// LoadFile reads a model file written by SaveFile.
-func LoadFile(path string) (*Model, error) {
+// LoadFile reads a model file written by SaveFile onto the first GPU when
+// libtorch sees one, else the CPU.
+func LoadFile(path string) (*Model, error) { return LoadFileOn(path, learn.DeviceAuto) }
+
+// LoadFileOn reads a model file onto a device (see learn.ResolveDevice).
+func LoadFileOn(path, device string) (*Model, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("detect: %w (train one with `homemole sp train`)", err)
 	}
 	defer f.Close()
-	m, err := Load(f)
+	m, err := LoadOn(f, device)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return m, nil
 }
 
-// Load reads a model written by Save.
-func Load(r io.Reader) (*Model, error) {
+// Load reads a model written by Save, as LoadFile places it.
+func Load(r io.Reader) (*Model, error) { return LoadOn(r, learn.DeviceAuto) }
+
+// LoadOn reads a model written by Save onto a device.
+func LoadOn(r io.Reader, device string) (*Model, error) {
 	metaBytes, err := modelFile.ReadMeta(r)
 	if errors.Is(err, learn.ErrBadMagic) {
 		return nil, errors.New("detect: not a HomeMole sequence-profile model (bad magic); `homemole sp train` writes them")
@@ -82,6 +89,7 @@ func Load(r io.Reader) (*Model, error) {
 	if err := m.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("detect: model file: %w", err)
 	}
+	m.Config.Device = device
 	if len(m.Devices) == 0 {
 		return nil, errors.New("detect: model file holds no device type")
 	}

@@ -55,6 +55,7 @@ func (c CNNConfig) validate() error {
 // cnn is one network: a detector (two logits: absent, present) or a
 // counter (one ReLU output: the number of devices).
 type cnn struct {
+	device       gotch.Device // where its weights are; inputs are moved there
 	cfg          CNNConfig
 	in, bins     int64
 	outputs      int64
@@ -88,7 +89,7 @@ func pooled(bins int64) int64 {
 // newCNN creates the weights under p with PyTorch's default initialisation
 // for these layers (uniform in +-1/sqrt(fan-in)).
 func newCNN(p *nn.Path, cfg CNNConfig, in, bins, outputs int64) (*cnn, error) {
-	n := &cnn{cfg: cfg, in: in, bins: bins, outputs: outputs}
+	n := &cnn{device: p.Device(), cfg: cfg, in: in, bins: bins, outputs: outputs}
 	ch := in
 	for i, f := range cfg.Filters {
 		fan := float64(ch) * float64(cfg.Kernel)
@@ -239,7 +240,7 @@ func (n *cnn) step(opt *ts.COptimizer, bx, by []float32, bl []int64, bw []float3
 	var sc learn.Scope
 	defer sc.Free()
 	b := int64(len(by))
-	x, err := sc.Keep(tensorOf(bx, []int64{b, n.in, n.bins}, gotch.Float))
+	x, err := input(n, &sc, bx, []int64{b, n.in, n.bins})
 	if err != nil {
 		return 0, err
 	}
@@ -249,7 +250,7 @@ func (n *cnn) step(opt *ts.COptimizer, bx, by []float32, bl []int64, bw []float3
 	}
 	var loss *ts.Tensor
 	if n.outputs > 1 {
-		t, err := sc.Keep(tensorOf(bl, []int64{b}, gotch.Int64))
+		t, err := input(n, &sc, bl, []int64{b})
 		if err != nil {
 			return 0, err
 		}
@@ -257,11 +258,11 @@ func (n *cnn) step(opt *ts.COptimizer, bx, by []float32, bl []int64, bw []float3
 			return 0, fmt.Errorf("cross-entropy: %w", err)
 		}
 	} else {
-		t, err := sc.Keep(tensorOf(by, []int64{b, 1}, gotch.Float))
+		t, err := input(n, &sc, by, []int64{b, 1})
 		if err != nil {
 			return 0, err
 		}
-		w, err := sc.Keep(tensorOf(bw, []int64{b, 1}, gotch.Float))
+		w, err := input(n, &sc, bw, []int64{b, 1})
 		if err != nil {
 			return 0, err
 		}
@@ -315,7 +316,7 @@ func (n *cnn) predict(x []float32, size int) ([]float32, error) {
 	for lo := 0; lo < count; lo += chunk {
 		hi := min(lo+chunk, count)
 		var sc learn.Scope
-		xt, err := sc.Keep(tensorOf(x[lo*size:hi*size], []int64{int64(hi - lo), n.in, n.bins}, gotch.Float))
+		xt, err := input(n, &sc, x[lo*size:hi*size], []int64{int64(hi - lo), n.in, n.bins})
 		if err != nil {
 			sc.Free()
 			return nil, err
@@ -342,6 +343,19 @@ func (n *cnn) predict(x []float32, size int) ([]float32, error) {
 		}
 	}
 	return out, nil
+}
+
+// input copies data into a tensor on the network's device.
+func input[T int64 | float32](n *cnn, sc *learn.Scope, data []T, shape []int64) (*ts.Tensor, error) {
+	dtype := gotch.Float
+	if _, ok := any(data).([]int64); ok {
+		dtype = gotch.Int64
+	}
+	t, err := sc.Keep(tensorOf(data, shape, dtype))
+	if err != nil || !n.device.IsCuda() {
+		return t, err
+	}
+	return sc.Keep(t.To(n.device, false))
 }
 
 // vars lists the network's weights for its optimizer.

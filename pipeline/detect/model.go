@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/nn"
 
 	"github.com/homemole/homemole/pipeline/capture"
@@ -56,6 +55,9 @@ type Config struct {
 	Seed      uint64  `json:"seed"`
 	// Threads caps libtorch's threads; 0 leaves libtorch's default.
 	Threads int `json:"-"`
+	// Device is where the CNNs train and run: cpu, cuda, cuda:N or auto
+	// ("" too). Not part of the model file.
+	Device string `json:"-"`
 }
 
 // DefaultConfig trains on 10 s bins in 360 s windows, up to 100 devices.
@@ -69,6 +71,9 @@ func DefaultConfig() Config {
 
 // Validate says what is wrong before any work is done.
 func (c Config) Validate() error {
+	if err := learn.CheckDevice(c.Device); err != nil {
+		return fmt.Errorf("detect: %w", err)
+	}
 	if c.WindowBins < 8 {
 		return fmt.Errorf("detect: window of %d bins: want >= 8 (three poolings of 2)", c.WindowBins)
 	}
@@ -164,7 +169,11 @@ func (m *Model) paramCount() float64 {
 }
 
 func (m *Model) build() error {
-	m.vs = nn.NewVarStore(gotch.CPU)
+	dev, err := learn.ResolveDevice(m.Config.Device)
+	if err != nil {
+		return fmt.Errorf("detect: %w", err)
+	}
+	m.vs = nn.NewVarStore(dev.Device())
 	root := m.vs.Root()
 	in := int64(m.Config.Gen.MaxProfiles)
 	bins := int64(m.Config.WindowBins)

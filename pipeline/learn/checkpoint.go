@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-
-	"github.com/sugarme/gotch"
 )
 
 // A checkpoint is a ModelFile whose metadata is checkpointMeta as JSON.
@@ -57,7 +55,10 @@ func paramCount(cfg Config, feat *features, numClasses int) float64 {
 
 // Load reads a checkpoint written by Save. The model goes to the GPU when
 // one is available, to the CPU otherwise, wherever it was trained.
-func Load(r io.Reader) (*Model, error) {
+func Load(r io.Reader) (*Model, error) { return LoadOn(r, DeviceAuto) }
+
+// LoadOn reads a checkpoint onto a device (see ResolveDevice).
+func LoadOn(r io.Reader, device string) (*Model, error) {
 	metaBytes, err := checkpointFile.ReadMeta(r)
 	if errors.Is(err, ErrBadMagic) {
 		return nil, errors.New("learn: not a HomeMole model checkpoint (bad magic)")
@@ -91,7 +92,11 @@ func Load(r io.Reader) (*Model, error) {
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	m, err := newModel(meta.Config, meta.Features, meta.NumClasses, gotch.CudaIfAvailable())
+	dev, err := ResolveDevice(device)
+	if err != nil {
+		return nil, fmt.Errorf("learn: %w", err)
+	}
+	m, err := newModel(meta.Config, meta.Features, meta.NumClasses, dev.resolved)
 	if err != nil {
 		return nil, err
 	}

@@ -50,6 +50,10 @@ type Config struct {
 	// Threads sets libtorch's intra-op thread count (process-wide) when > 0;
 	// 0 leaves libtorch's default.
 	Threads int
+	// Device is where training runs: cpu, cuda, cuda:N, or auto ("" too:
+	// the first GPU when libtorch sees one). Not part of the model: a
+	// checkpoint loads on whichever device its user asks for.
+	Device string `json:"-"`
 }
 
 // Context values.
@@ -116,6 +120,9 @@ func (c Config) Validate() error {
 	case "", ContextNone, ContextStream:
 	default:
 		bad("Context", fmt.Sprintf("%q", c.Context), fmt.Sprintf("%q or %q", ContextNone, ContextStream))
+	}
+	if err := CheckDevice(c.Device); err != nil {
+		errs = append(errs, "Device: "+err.Error())
 	}
 	if c.Threads < 0 {
 		bad("Threads", c.Threads, ">= 0 (0 = libtorch's default)")

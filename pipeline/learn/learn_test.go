@@ -12,6 +12,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+
 	"github.com/homemole/homemole/pipeline/learn/modelfiletest"
 	"github.com/homemole/homemole/schemas"
 )
@@ -564,5 +567,103 @@ func TestHeaderFeatures(t *testing.T) {
 	cfg.HeaderFeatures = true
 	if _, err := Train(context.Background(), cfg, append(mk(4), bad), 2, nil); err == nil || !strings.Contains(err.Error(), "TTL") {
 		t.Errorf("a window without TTL: %v, want an error naming TTL", err)
+	}
+}
+
+// TestDevice: the device names, and where they resolve on a machine
+// without a GPU (every test machine): auto and cpu to the CPU, cuda to an
+// error rather than a silent CPU run.
+func TestDevice(t *testing.T) {
+	for _, ok := range []string{"", "auto", "cpu", "cuda", "cuda:0", "cuda:3"} {
+		if err := CheckDevice(ok); err != nil {
+			t.Errorf("CheckDevice(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"gpu", "CUDA", "cuda:", "cuda:-1", "cuda:x", "mps"} {
+		if err := CheckDevice(bad); err == nil {
+			t.Errorf("CheckDevice(%q) accepted it", bad)
+		}
+		cfg := DefaultConfig()
+		cfg.Device = bad
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "Device") {
+			t.Errorf("Validate with Device %q: %v", bad, err)
+		}
+	}
+	auto, err := ResolveDevice("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auto.CUDA {
+		t.Skip("libtorch sees a GPU here; this test checks the CPU-only case")
+	}
+	if auto.Using != "cpu" || auto.Asked != "auto" {
+		t.Errorf("auto resolved to %+v, want cpu", auto)
+	}
+	if _, err := ResolveDevice("cuda"); err == nil || !strings.Contains(err.Error(), "no GPU") {
+		t.Errorf("cuda without a GPU: %v", err)
+	}
+	cfg := DefaultConfig()
+	cfg.Device, cfg.Epochs = "cuda", 1
+	ws := synthWindows(rand.New(rand.NewPCG(1, 2)), 8, 10)
+	if _, err := Train(context.Background(), cfg, ws, len(devices), nil); err == nil || !strings.Contains(err.Error(), "no GPU") {
+		t.Errorf("Train on cuda without a GPU: %v", err)
+	}
+}
+
+// TestEpochTimes: every epoch reports its steps and splits their time into
+// waiting for the batch and the step itself, and the batches' encoding.
+func TestEpochTimes(t *testing.T) {
+	ws := synthWindows(rand.New(rand.NewPCG(3, 4)), 100, 20)
+	cfg := DefaultConfig()
+	cfg.Epochs, cfg.BatchSize, cfg.Device = 2, 16, DeviceCPU
+	var stats []EpochStats
+	m, err := Train(context.Background(), cfg, ws, len(devices), func(e EpochStats) { stats = append(stats, e) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.Device() != "cpu" {
+		t.Errorf("model on %s, asked for cpu", m.Device())
+	}
+	labeled := 0
+	for _, w := range ws {
+		if hasLabel(w) {
+			labeled++
+		}
+	}
+	if len(stats) != 2 {
+		t.Fatalf("%d epochs reported, want 2", len(stats))
+	}
+	for _, e := range stats {
+		if want := (labeled + 15) / 16; e.Steps != want {
+			t.Errorf("epoch %d: %d steps, want %d", e.Epoch, e.Steps, want)
+		}
+		if e.Compute <= 0 || e.Prepare <= 0 || e.DataWait < 0 || e.DataWait+e.Compute > e.Elapsed {
+			t.Errorf("epoch %d: data wait %v, compute %v, prepare %v, elapsed %v", e.Epoch, e.DataWait, e.Compute, e.Prepare, e.Elapsed)
+		}
+		if !(e.Loss > 0) || e.Accuracy <= 0 || e.Accuracy > 1 {
+			t.Errorf("epoch %d: loss %v, accuracy %v", e.Epoch, e.Loss, e.Accuracy)
+		}
+	}
+}
+
+// TestFlattenFailsSoftly: flattening the LSTM's weights for cuDNN is an
+// optimisation; where libtorch refuses it (CPU tensors here, a stubbed
+// wrapper on another libtorch) it must return the error, not end the
+// process as gotch's Must_CudnnRnnFlattenWeight would.
+func TestFlattenFailsSoftly(t *testing.T) {
+	var ws []ts.Tensor
+	for _, dims := range [][]int64{{16, 3}, {16, 4}, {16}, {16}} {
+		x, err := ts.Zeros(dims, gotch.Float, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer x.MustDrop()
+		ws = append(ws, *x)
+	}
+	if err := flattenForCuDNN(ws, 3, 4, false); err == nil {
+		t.Error("cuDNN flattened CPU tensors")
+	} else {
+		t.Logf("as expected: %s", strings.SplitN(err.Error(), "\n", 2)[0])
 	}
 }

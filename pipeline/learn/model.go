@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/sugarme/gotch"
+	lib "github.com/sugarme/gotch/libtch"
 	"github.com/sugarme/gotch/nn"
 	"github.com/sugarme/gotch/ts"
 
@@ -42,6 +43,14 @@ type EpochStats struct {
 	Accuracy      float64       // per labeled packet, on the training batches (dropout on)
 	WindowsPerSec float64       // training throughput of this epoch
 	Elapsed       time.Duration // since training started
+	Steps         int           // optimisation steps in this epoch
+	// DataWait is how long the steps waited for their batch: batches are
+	// encoded ahead by a goroutine, so near zero means the device never
+	// waited on Go. Compute is the steps themselves (tensors made and
+	// moved to the device, forward, backward, Adam); on a GPU much of it
+	// is queueing kernels, and the GPU's backlog shows up in it too.
+	// Prepare is the encoding the goroutine did beside them.
+	DataWait, Compute, Prepare time.Duration
 }
 
 // Config returns the configuration the model was trained with.
@@ -108,10 +117,10 @@ func newModel(cfg Config, feat *features, numClasses int, device gotch.Device) (
 		}
 	}
 	if device.IsCuda() {
-		// cuDNN wants the weights in one contiguous buffer; without this
-		// it copies them on every call. Untested here (no GPU): it mirrors
-		// gotch's own nn.NewLSTM.
-		ts.Must_CudnnRnnFlattenWeight(m.lstm, 4, in, 2, h, 0, 1, true, cfg.Bidirectional)
+		// cuDNN wants the weights in one contiguous buffer; without it cuDNN
+		// copies them on every call, which costs time, not correctness: a
+		// libtorch that refuses (a stubbed wrapper) still trains.
+		_ = flattenForCuDNN(m.lstm, in, h, cfg.Bidirectional)
 	}
 	d := cfg.directions() * h
 	if cfg.Context == ContextStream {
@@ -135,6 +144,32 @@ func newModel(cfg Config, feat *features, numClasses int, device gotch.Device) (
 	return m, nil
 }
 
+// flattenForCuDNN lays the LSTM's weights out in one buffer, as PyTorch's
+// flatten_parameters does, and returns libtorch's error if it cannot.
+// gotch's Must_CudnnRnnFlattenWeight would end the process instead (its
+// Must functions call log.Fatal).
+func flattenForCuDNN(ws []ts.Tensor, in, h int64, bidirectional bool) error {
+	cws := make([]lib.Ctensor, len(ws))
+	for i := range ws {
+		cws[i] = lib.Ctensor(ws[i].Ctensor())
+	}
+	bidi := int32(0)
+	if bidirectional {
+		bidi = 1
+	}
+	var flat lib.Ctensor
+	// weight stride 4 (w_ih, w_hh, b_ih, b_hh), mode 2 (LSTM), no
+	// projection, one layer, batch first.
+	lib.Atg_CudnnRnnFlattenWeight(&flat, cws, len(cws), 4, in, 2, h, 0, 1, 1, bidi)
+	if err := ts.TorchErr(); err != nil {
+		return err
+	}
+	if flat != nil {
+		lib.AtFree(flat) // the weights keep the buffer alive
+	}
+	return nil
+}
+
 // Close frees the model's libtorch memory. The model is unusable after.
 func (m *Model) Close() {
 	if m == nil || m.vs == nil {
@@ -150,22 +185,35 @@ func (m *Model) Close() {
 // Scope collects the tensors of one step so they are freed together:
 // gotch v0.7.0 frees nothing on its own, and a leak per batch adds up
 // over an epoch.
-type Scope []*ts.Tensor
+type Scope struct {
+	tensors []*ts.Tensor
+	scalars []*ts.Scalar
+}
 
 // Keep records t for Free and passes the call's results through.
 func (s *Scope) Keep(t *ts.Tensor, err error) (*ts.Tensor, error) {
 	if err == nil && t != nil {
-		*s = append(*s, t)
+		s.tensors = append(s.tensors, t)
 	}
 	return t, err
 }
 
-// Free drops every tensor kept.
+// Free drops every tensor and scalar kept.
 func (s *Scope) Free() {
-	for _, t := range *s {
+	for _, t := range s.tensors {
 		_ = t.Drop()
 	}
-	*s = (*s)[:0]
+	for _, v := range s.scalars {
+		v.MustDrop()
+	}
+	s.tensors, s.scalars = s.tensors[:0], s.scalars[:0]
+}
+
+// scalar makes a libtorch scalar that Free drops.
+func (s *Scope) scalar(v float64) *ts.Scalar {
+	x := ts.FloatScalar(v)
+	s.scalars = append(s.scalars, x)
+	return x
 }
 
 // batchTensors is an encoded batch on the model's device.
@@ -360,7 +408,11 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	}
 	feat := fitFeatures(train, cfg.MaxPorts, maxLens)
 	feat.Header = cfg.HeaderFeatures
-	m, err := newModel(cfg, feat, numClasses, gotch.CudaIfAvailable())
+	dev, err := ResolveDevice(cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("learn: %w", err)
+	}
+	m, err := newModel(cfg, feat, numClasses, dev.resolved)
 	if err != nil {
 		return nil, err
 	}
@@ -380,6 +432,18 @@ func hasLabel(w *schemas.Window) bool {
 	return false
 }
 
+// batchOf is one encoded batch, made ahead of its step.
+type batchOf struct {
+	epoch, lo int
+	e         encoded
+	last      bool          // the epoch's last batch
+	prepare   time.Duration // on the last batch: the epoch's encoding time
+}
+
+// prefetch is how many encoded batches wait for their step: enough to
+// cover a slow encode, few enough to keep memory flat.
+const prefetch = 4
+
 // fit trains on the windows with labeled packets; the others only give
 // their streams context.
 func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(EpochStats)) error {
@@ -397,8 +461,6 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 
 	// Windows without any labeled packet contribute nothing to the loss,
 	// so skipping them is exact.
-	seed := uint64(m.cfg.Seed)
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	var order []int
 	for i, w := range ws {
 		if hasLabel(w) {
@@ -409,7 +471,6 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 	if m.streamW != nil {
 		streams = m.feat.contextsOf(ws)
 	}
-	n := len(ws[0].Label)
 	weights := ts.None
 	if m.cfg.Balance {
 		w, err := classWeights(ws, m.numClasses, m.device)
@@ -419,106 +480,209 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 		defer w.MustDrop()
 		weights = w
 	}
-	batch := make([]*schemas.Window, 0, m.cfg.BatchSize)
-	var kinds, batchKinds [][]int32
+
+	// Batches are shuffled and encoded by a goroutine, prefetch steps
+	// ahead, as PyTorch's DataLoader does: the step (the device's work)
+	// never waits on Go unless encoding is the slower half.
+	stop, done := make(chan struct{}), make(chan struct{})
+	batches := make(chan batchOf, prefetch)
+	go func() {
+		defer close(done)
+		m.encodeBatches(ws, order, streams, batches, stop)
+	}()
+	// The goroutine reads the model: it must be gone before fit returns
+	// (a cancelled Train closes the model right after).
+	defer func() {
+		close(stop)
+		<-done
+	}()
+
+	acc, err := newEpochSums(m.device)
+	if err != nil {
+		return fmt.Errorf("learn: %w", err)
+	}
+	defer acc.free()
 	start := time.Now()
 	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
 		epochStart := time.Now()
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		if m.streamW != nil {
-			kinds = streams.sample(rng)
-		}
-		var lossSum float64
-		var correct, total int64
-		for lo := 0; lo < len(order); lo += m.cfg.BatchSize {
+		st := EpochStats{Epoch: epoch}
+		var labeled int64
+		for {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("learn: training stopped in epoch %d: %w", epoch, err)
 			}
-			batch, batchKinds = batch[:0], batchKinds[:0]
-			for _, k := range order[lo:min(lo+m.cfg.BatchSize, len(order))] {
-				batch = append(batch, ws[k])
-				if kinds != nil {
-					batchKinds = append(batchKinds, kinds[k])
-				}
+			t := time.Now()
+			b := <-batches
+			st.DataWait += time.Since(t)
+			t = time.Now()
+			if err := m.step(opt, b.e, weights, acc); err != nil {
+				return fmt.Errorf("learn: epoch %d, batch at %d: %w", epoch, b.lo, err)
 			}
-			loss, ok, count, err := m.step(opt, m.feat.encode(batch, n, batchKinds), weights)
-			if err != nil {
-				return fmt.Errorf("learn: epoch %d, batch at %d: %w", epoch, lo, err)
+			st.Compute += time.Since(t)
+			st.Steps++
+			labeled += int64(b.e.labeled)
+			if b.last {
+				st.Prepare = b.prepare
+				break
 			}
-			lossSum += loss * float64(count)
-			correct += ok
-			total += count
 		}
+		// One read per epoch: reading the loss every step would make the
+		// host wait for the GPU every step.
+		t := time.Now()
+		lossSum, correct, err := acc.read()
+		if err != nil {
+			return fmt.Errorf("learn: epoch %d: read loss and accuracy: %w", epoch, err)
+		}
+		st.Compute += time.Since(t)
 		if progress != nil {
 			secs := time.Since(epochStart).Seconds()
-			progress(EpochStats{
-				Epoch:         epoch,
-				Loss:          lossSum / float64(max(total, 1)),
-				Accuracy:      float64(correct) / float64(max(total, 1)),
-				WindowsPerSec: float64(len(order)) / max(secs, 1e-9),
-				Elapsed:       time.Since(start),
-			})
+			st.Loss = lossSum / float64(max(labeled, 1))
+			st.Accuracy = float64(correct) / float64(max(labeled, 1))
+			st.WindowsPerSec = float64(len(order)) / max(secs, 1e-9)
+			st.Elapsed = time.Since(start)
+			progress(st)
 		}
 	}
 	return nil
 }
 
-// step runs one optimisation step and returns the batch's mean loss, the
-// number of labeled packets predicted right, and the number labeled.
-func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss float64, correct, labeled int64, err error) {
+// encodeBatches shuffles and encodes every epoch's batches in order, and
+// stops early when stop closes. It owns the training RNG, so the batches
+// are the same whatever the timing.
+func (m *Model) encodeBatches(ws []*schemas.Window, order []int, streams contexts, out chan<- batchOf, stop <-chan struct{}) {
+	seed := uint64(m.cfg.Seed)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	n := len(ws[0].Label)
+	var kinds [][]int32
+	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		if m.streamW != nil {
+			kinds = streams.sample(rng)
+		}
+		var spent time.Duration
+		for lo := 0; lo < len(order); lo += m.cfg.BatchSize {
+			t := time.Now()
+			hi := min(lo+m.cfg.BatchSize, len(order))
+			batch := make([]*schemas.Window, 0, hi-lo)
+			var batchKinds [][]int32
+			for _, k := range order[lo:hi] {
+				batch = append(batch, ws[k])
+				if kinds != nil {
+					batchKinds = append(batchKinds, kinds[k])
+				}
+			}
+			b := batchOf{epoch: epoch, lo: lo, e: m.feat.encode(batch, n, batchKinds), last: hi == len(order)}
+			spent += time.Since(t)
+			if b.last {
+				b.prepare = spent
+			}
+			select {
+			case out <- b:
+			case <-stop:
+				return
+			}
+		}
+	}
+}
+
+// epochSums adds up an epoch's loss and correct predictions on the device.
+type epochSums struct{ loss, correct *ts.Tensor }
+
+func newEpochSums(device gotch.Device) (*epochSums, error) {
+	loss, err := ts.Zeros([]int64{1}, gotch.Double, device)
+	if err != nil {
+		return nil, fmt.Errorf("loss accumulator: %w", err)
+	}
+	correct, err := ts.Zeros([]int64{1}, gotch.Int64, device)
+	if err != nil {
+		loss.MustDrop()
+		return nil, fmt.Errorf("accuracy accumulator: %w", err)
+	}
+	return &epochSums{loss: loss, correct: correct}, nil
+}
+
+func (a *epochSums) free() {
+	a.loss.MustDrop()
+	a.correct.MustDrop()
+}
+
+// read returns the sums and sets them back to zero.
+func (a *epochSums) read() (float64, int64, error) {
+	l := make([]float64, 1)
+	if err := a.loss.CopyData(l, 1); err != nil {
+		return 0, 0, err
+	}
+	c := make([]int64, 1)
+	if err := a.correct.CopyData(c, 1); err != nil {
+		return 0, 0, err
+	}
+	if err := a.loss.Zero_(); err != nil {
+		return 0, 0, err
+	}
+	if err := a.correct.Zero_(); err != nil {
+		return 0, 0, err
+	}
+	return l[0], c[0], nil
+}
+
+// step runs one optimisation step and adds the batch's summed loss and
+// its labeled packets predicted right to acc, on the device.
+func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor, acc *epochSums) error {
 	if e.labeled == 0 {
-		return 0, 0, 0, nil // the mean over no packets is NaN: nothing to learn
+		return nil // the mean over no packets is NaN: nothing to learn
 	}
 	var sc Scope
 	defer sc.Free()
 	in, err := m.inputs(&sc, e)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("move batch to %v: %w", m.device, err)
+		return fmt.Errorf("move batch to %v: %w", m.device, err)
 	}
 	targets := in.targets
 	logits, err := m.forward(&sc, in, true)
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
 	// ignore_index -1 is the mask: padding and unlabeled packets carry -1.
 	l, err := sc.Keep(logits.CrossEntropyLoss(targets, weights, 1, -1, 0, false))
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("loss: %w", err)
+		return fmt.Errorf("loss: %w", err)
 	}
 	if err := opt.ZeroGrad(); err != nil {
-		return 0, 0, 0, fmt.Errorf("zero gradients: %w", err)
+		return fmt.Errorf("zero gradients: %w", err)
 	}
 	if err := l.Backward(); err != nil {
-		return 0, 0, 0, fmt.Errorf("backward: %w", err)
+		return fmt.Errorf("backward: %w", err)
 	}
 	if err := m.clipGradNorm(&sc, maxGradNorm); err != nil {
-		return 0, 0, 0, fmt.Errorf("clip gradients: %w", err)
+		return fmt.Errorf("clip gradients: %w", err)
 	}
 	if err := opt.Step(); err != nil {
-		return 0, 0, 0, fmt.Errorf("optimizer step: %w", err)
+		return fmt.Errorf("optimizer step: %w", err)
 	}
-	lv, err := scalarFloat(l)
+	scaled, err := sc.Keep(l.MulScalar(sc.scalar(float64(e.labeled)), false))
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("read loss: %w", err)
+		return err
+	}
+	if err := acc.loss.Add_(scaled); err != nil {
+		return fmt.Errorf("add up the loss: %w", err)
 	}
 	// argmax is never -1, so masked positions never count as correct.
 	pred, err := sc.Keep(logits.Argmax([]int64{1}, false, false))
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
 	eq, err := sc.Keep(pred.EqTensor(targets, false))
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
 	sum, err := sc.Keep(eq.Sum(gotch.Int64, false))
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
-	ok, err := scalarInt(sum)
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("read accuracy: %w", err)
+	if err := acc.correct.Add_(sum); err != nil {
+		return fmt.Errorf("add up the accuracy: %w", err)
 	}
-	return lv, ok, int64(e.labeled), nil
+	return nil
 }
 
 // maxGradNorm bounds the gradient's global L2 norm per step. LSTMs now and
@@ -528,11 +692,12 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor) (loss fl
 const maxGradNorm = 5.0
 
 // clipGradNorm scales the trainable weights' gradients down so that their
-// global L2 norm is at most max, as torch.nn.utils.clip_grad_norm_ does.
+// global L2 norm is at most max, as torch.nn.utils.clip_grad_norm_ does:
+// on the device, with no read back, so a GPU step never waits for the host.
 func (m *Model) clipGradNorm(sc *Scope, max float64) error {
 	vars := m.vs.TrainableVariables()
 	grads := make([]*ts.Tensor, 0, len(vars))
-	var sq float64
+	sums := make([]ts.Tensor, 0, len(vars))
 	for i := range vars {
 		g, err := sc.Keep(vars[i].Grad(false))
 		if err != nil {
@@ -549,21 +714,44 @@ func (m *Model) clipGradNorm(sc *Scope, max float64) error {
 		if err != nil {
 			return err
 		}
-		v, err := scalarFloat(s)
-		if err != nil {
-			return err
-		}
-		sq += v
+		sums = append(sums, *s)
 		grads = append(grads, g)
 	}
-	norm := math.Sqrt(sq)
-	if !(norm > max) {
+	if len(grads) == 0 {
 		return nil
 	}
-	coef := ts.FloatScalar(max / (norm + 1e-6))
-	defer coef.MustDrop()
+	all, err := sc.Keep(ts.Stack(sums, 0))
+	if err != nil {
+		return err
+	}
+	sq, err := sc.Keep(all.Sum(gotch.Float, false))
+	if err != nil {
+		return err
+	}
+	norm, err := sc.Keep(sq.Sqrt(false))
+	if err != nil {
+		return err
+	}
+	// coef = min(1, max / (norm + 1e-6)): a gradient within the bound is
+	// multiplied by 1.
+	d, err := sc.Keep(norm.AddScalar(sc.scalar(1e-6), false))
+	if err != nil {
+		return err
+	}
+	r, err := sc.Keep(d.Reciprocal(false))
+	if err != nil {
+		return err
+	}
+	c, err := sc.Keep(r.MulScalar(sc.scalar(max), false))
+	if err != nil {
+		return err
+	}
+	coef, err := sc.Keep(c.ClampMax(sc.scalar(1), false))
+	if err != nil {
+		return err
+	}
 	for _, g := range grads {
-		if err := g.MulScalar_(coef); err != nil {
+		if err := g.Mul_(coef); err != nil {
 			return err
 		}
 	}
@@ -606,22 +794,6 @@ func classWeights(ws []*schemas.Window, numClasses int, device gotch.Device) (*t
 	}
 	defer t.MustDrop()
 	return t.To(device, false)
-}
-
-func scalarFloat(t *ts.Tensor) (float64, error) {
-	v := make([]float32, 1)
-	if err := t.CopyData(v, 1); err != nil {
-		return 0, err
-	}
-	return float64(v[0]), nil
-}
-
-func scalarInt(t *ts.Tensor) (int64, error) {
-	v := make([]int64, 1)
-	if err := t.CopyData(v, 1); err != nil {
-		return 0, err
-	}
-	return v[0], nil
 }
 
 // Predict labels every real packet of each window: out[i] has ws[i].Len

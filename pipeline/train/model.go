@@ -167,6 +167,12 @@ func SaveModel(ctx context.Context, st store.Store, run string, m Model, meta Me
 
 // LoadModel reads a run's model back from the store.
 func LoadModel(ctx context.Context, st store.Store, run string) (Model, Meta, error) {
+	return LoadModelOn(ctx, st, run, learn.DeviceAuto)
+}
+
+// LoadModelOn is LoadModel with the device an LSTM or BLSTM goes to (see
+// learn.ResolveDevice); a Random Forest runs on the CPU whatever it says.
+func LoadModelOn(ctx context.Context, st store.Store, run, device string) (Model, Meta, error) {
 	var meta Meta
 	ck, mk := ModelKeys(run)
 	js, err := st.Get(ctx, mk)
@@ -192,7 +198,7 @@ func LoadModel(ctx context.Context, st store.Store, run string) (Model, Meta, er
 		}
 		m = forestModel{f}
 	case "lstm", "blstm":
-		l, err := learn.Load(bytes.NewReader(data))
+		l, err := learn.LoadOn(bytes.NewReader(data), device)
 		if err != nil {
 			return nil, meta, fmt.Errorf("%s: %w", st.Location(ck), err)
 		}

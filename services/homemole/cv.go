@@ -51,6 +51,9 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	if *name == "" {
 		return cli.Usagef("cv needs --dataset NAME")
 	}
+	if err := useDevice(log, cfg.Device); err != nil {
+		return err
+	}
 	if !slices.Contains(train.CVModes, *mode) {
 		return cli.Usagef("--mode %q: want one of %s", *mode, strings.Join(train.CVModes, ", "))
 	}
@@ -76,8 +79,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	cv := &train.CrossValidation{Store: env.Store, Dataset: *name, Version: *version, RunName: *run, Model: *model, Learn: *cfg, Trees: *trees,
 		Folds: *folds, Mode: *mode, Seed: *seed, Parallel: *parallel, Only: folds1, Log: log,
 		Progress: func(fold int, e learn.EpochStats) {
-			log.Info("epoch", "fold", fold, "epoch", fmt.Sprintf("%d/%d", e.Epoch, cfg.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
-				"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))
+			log.Info("epoch", append([]any{"fold", fold}, epochLog(e, cfg.Epochs)...)...)
 		}}
 	run1 := cv.Run
 	if *gather {

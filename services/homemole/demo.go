@@ -41,8 +41,14 @@ func runDemo(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 	fs.DurationVar(&gen.SessionDuration, "session-length", gen.SessionDuration, "length of each capture session")
 	fs.Uint64Var(&gen.Seed, "seed", gen.Seed, "seed of the generated home, the split and the training")
 	cfg := modelFlags(fs)
+	trainToo := fs.Bool("train", true, "train and report; false stops after the dataset build, leaving it (dataset demo, version v1) in the demo's state folder for homemole train --home HOME/demo/state")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *trainToo {
+		if err := useDevice(log, cfg.Device); err != nil {
+			return err
+		}
 	}
 	start := time.Now()
 	dir := filepath.Join(ep.Home, "demo")
@@ -87,6 +93,11 @@ func runDemo(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 		return err
 	}
 	printBuild(out, res, env)
+	if !*trainToo {
+		fmt.Fprintf(out, "\n  dataset demo/v1 built in %s; train on it with: homemole train --home %s --dataset demo\n",
+			time.Since(start).Round(time.Second), ep.Home)
+		return nil
+	}
 
 	step(out, 3, "training a %s (%d epochs) on the training sessions", train.ModelName(*cfg), cfg.Epochs)
 	cfg.Seed = int64(gen.Seed)

@@ -40,13 +40,18 @@ func runDetect(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	in := fs.String("in", "", "capture to judge (pcap or pcapng, gzip too)")
 	window := fs.Duration("window", 0, "report window (default: the model's, 360s unless trained otherwise)")
 	jsonOut := fs.String("json", "", "file to write the detections to (- for standard output)")
+	var device string
+	deviceFlag(fs, &device)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *modelPath == "" || *in == "" || *jsonOut == "" {
 		return cli.Usagef("detect needs --model MODEL, --in CAPTURE and --json OUT")
 	}
-	m, err := detect.LoadFile(*modelPath)
+	if err := useDevice(log, device); err != nil {
+		return err
+	}
+	m, err := detect.LoadFileOn(*modelPath, device)
 	if err != nil {
 		return err
 	}

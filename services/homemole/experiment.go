@@ -48,6 +48,9 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	if *trainDir == "" || *testDir == "" || *jsonOut == "" {
 		return cli.Usagef("experiment needs --train DIR, --test DIR and --json OUT")
 	}
+	if err := useDevice(log, cfg.Device); err != nil {
+		return err
+	}
 	if *kind != schemas.KindInd && *kind != schemas.KindNoise {
 		return cli.Usagef("--kind %q: want ind or noise", *kind)
 	}
@@ -78,8 +81,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 		TrainDir: *trainDir, TestDir: *testDir, View: view.name, Cipher: view.cipher, Kind: *kind, Window: *win,
 		Model: *model, Learn: *cfg, Trees: *trees, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
 		Progress: func(e learn.EpochStats) {
-			log.Info("epoch", "epoch", fmt.Sprintf("%d/%d", e.Epoch, cfg.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
-				"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))
+			log.Info("epoch", epochLog(e, cfg.Epochs)...)
 		},
 	})
 	if err != nil {

@@ -102,6 +102,23 @@ func TestCommandErrors(t *testing.T) {
 		"bad campaign": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
 			return runBuild(ctx, l, o, []string{"--campaign", bad, "--dataset", "d"})
 		}, false, "want napt or vpn"},
+		"bad device": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
+			return runTrain(ctx, l, o, []string{"--dataset", "d", "--device", "tpu"})
+		}, true, "want cpu, cuda, auto or cuda:N"},
+		// No machine of the tests has a GPU: asking for one must fail before
+		// any work, not fall back to the CPU.
+		"cuda without a GPU": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
+			return runTrain(ctx, l, o, []string{"--dataset", "d", "--device", "cuda"})
+		}, true, "libtorch sees no GPU"},
+		"predict on a GPU that is not there": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
+			return runPredict(ctx, l, o, []string{"--model", "m", "--in", bad, "--device", "cuda:1"})
+		}, true, "libtorch sees no GPU"},
+		"sp train on a GPU that is not there": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
+			return runSPTrain(ctx, l, o, []string{"--dir", ".", "--out", "m", "--device", "cuda"})
+		}, true, "libtorch sees no GPU"},
+		"detect on a bad device": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
+			return runDetect(ctx, l, o, []string{"--model", "m", "--in", "c", "--json", "j", "--device", "gpu"})
+		}, true, "want cpu, cuda, auto or cuda:N"},
 		"dataset without subcommand": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
 			return runDataset(ctx, l, o, nil)
 		}, true, "ls | inspect"},

@@ -186,7 +186,36 @@ func learnFlags(fs *flag.FlagSet) *learn.Config {
 	})
 	fs.IntVar(&cfg.Hidden, "hidden", cfg.Hidden, "LSTM hidden size per direction (paper: 64)")
 	fs.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "dropout on the LSTM outputs (paper: 0.5)")
+	deviceFlag(fs, &cfg.Device)
 	return &cfg
+}
+
+// deviceFlag registers --device, whose default comes from HOMEMOLE_DEVICE.
+func deviceFlag(fs *flag.FlagSet, p *string) {
+	*p = learn.DeviceAuto
+	if v := os.Getenv("HOMEMOLE_DEVICE"); v != "" {
+		*p = v
+	}
+	fs.Func("device", fmt.Sprintf("where libtorch trains and runs the model: %s, %s (or %s:N), or %s, the first GPU when libtorch sees one (env HOMEMOLE_DEVICE; default %s)",
+		learn.DeviceCPU, learn.DeviceCUDA, learn.DeviceCUDA, learn.DeviceAuto, *p), func(s string) error {
+		if err := learn.CheckDevice(s); err != nil {
+			return err
+		}
+		*p = s
+		return nil
+	})
+}
+
+// useDevice resolves the device and logs where the command's libtorch
+// work runs, before any of it starts: cuda on a machine where libtorch
+// sees no GPU fails here, not after a dataset was read.
+func useDevice(log *slog.Logger, name string) error {
+	d, err := learn.ResolveDevice(name)
+	if err != nil {
+		return cli.Usagef("--device: %v", err)
+	}
+	log.Info("torch device", d.LogArgs()...)
+	return nil
 }
 
 func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -208,6 +237,9 @@ func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if *name == "" {
 		return cli.Usagef("train needs --dataset NAME")
 	}
+	if err := useDevice(log, cfg.Device); err != nil {
+		return err
+	}
 	env, err := endpoints.Open(ctx, ep, "homemole-train", log)
 	if err != nil {
 		return err
@@ -225,13 +257,24 @@ func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	return nil
 }
 
+// epochLog is an epoch's training log line: loss, accuracy, throughput,
+// and each step's time split into waiting for its batch (data) and the
+// step itself (compute), so a device left idle by Go shows.
+func epochLog(e learn.EpochStats, epochs int) []any {
+	per := func(d time.Duration) string {
+		return fmt.Sprintf("%.2f", d.Seconds()*1e3/float64(max(e.Steps, 1)))
+	}
+	return []any{"epoch", fmt.Sprintf("%d/%d", e.Epoch, epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
+		"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec),
+		"steps", e.Steps, "data_ms_per_step", per(e.DataWait), "compute_ms_per_step", per(e.Compute), "prepare_ms_per_step", per(e.Prepare)}
+}
+
 // trainAndReport runs a training job with terminal progress and copies the
 // report next to the embedded state, where a browser can open it.
 func trainAndReport(ctx context.Context, log *slog.Logger, env *endpoints.Env, job train.Job, localDir string) (*train.Outcome, error) {
 	job.Store, job.Log = env.Store, log
 	job.Progress = func(e learn.EpochStats) {
-		log.Info("epoch", "epoch", fmt.Sprintf("%d/%d", e.Epoch, job.Model.Epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
-			"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec))
+		log.Info("epoch", epochLog(e, job.Model.Epochs)...)
 	}
 	res, err := job.Run(ctx)
 	if err != nil {

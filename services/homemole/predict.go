@@ -27,11 +27,16 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
 	wan := fs.Bool("wan", false, "the capture was taken beyond the gateway: do not split it by MAC")
 	home := homeFlags(fs, "gateway-mac")
+	var device string
+	deviceFlag(fs, &device)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *run == "" || *in == "" {
 		return cli.Usagef("predict needs --model RUN and --in CAPTURE")
+	}
+	if err := useDevice(log, device); err != nil {
+		return err
 	}
 	if _, err := os.Stat(*in); err != nil {
 		return cli.Usagef("--in: %v", err)
@@ -41,7 +46,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return err
 	}
 	defer env.Close()
-	model, meta, err := train.LoadModel(ctx, env.Store, *run)
+	model, meta, err := train.LoadModelOn(ctx, env.Store, *run, device)
 	if err != nil {
 		return err
 	}

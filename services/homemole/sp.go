@@ -57,6 +57,7 @@ func spTrainFlags(fs *flag.FlagSet) (*detect.Config, *time.Duration) {
 	fs.IntVar(&cfg.CounterSamples, "counter-samples", cfg.CounterSamples, "training windows per counter (packets superposed and matched)")
 	fs.IntVar(&cfg.CNN.Epochs, "epochs", cfg.CNN.Epochs, "training epochs of each CNN")
 	fs.IntVar(&cfg.Threads, "threads", 0, "libtorch threads (0: libtorch's default)")
+	deviceFlag(fs, &cfg.Device)
 	fs.Func("seed", "seed of sampling and training (default 1)", func(s string) error {
 		_, err := fmt.Sscan(s, &cfg.Seed)
 		return err
@@ -64,7 +65,10 @@ func spTrainFlags(fs *flag.FlagSet) (*detect.Config, *time.Duration) {
 	return &cfg, window
 }
 
-func finishConfig(cfg *detect.Config, window time.Duration) error {
+func finishConfig(log *slog.Logger, cfg *detect.Config, window time.Duration) error {
+	if err := useDevice(log, cfg.Device); err != nil {
+		return err
+	}
 	if cfg.Match.Bin <= 0 || window%cfg.Match.Bin != 0 {
 		return cli.Usagef("--window %v must be a multiple of --bin %v", window, cfg.Match.Bin)
 	}
@@ -114,7 +118,7 @@ func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if *dir == "" || *outPath == "" {
 		return cli.Usagef("sp train needs --dir DIR and --out MODEL")
 	}
-	if err := finishConfig(cfg, *window); err != nil {
+	if err := finishConfig(log, cfg, *window); err != nil {
 		return err
 	}
 	devs, err := seqprofile.LoadDir(ctx, *dir)
@@ -165,7 +169,7 @@ func runSPEval(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	if *holdout < 2 || *scenes < 1 {
 		return cli.Usagef("--holdout %d, --scenes %d: want >= 2 and >= 1", *holdout, *scenes)
 	}
-	if err := finishConfig(cfg, *window); err != nil {
+	if err := finishConfig(log, cfg, *window); err != nil {
 		return err
 	}
 	var r *detect.Report

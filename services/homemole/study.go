@@ -41,6 +41,9 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if *dir == "" || *outDir == "" {
 		return cli.Usagef("study needs --from-dir DIR and --out DIR")
 	}
+	if err := useDevice(log, cfg.Device); err != nil {
+		return err
+	}
 	var sizes []int
 	for _, f := range strings.Split(*windows, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync/atomic"
 
 	"github.com/homemole/homemole/pipeline/dataset"
@@ -32,10 +33,21 @@ func main() {
 		fs.IntVar(&job.Model.Epochs, "epochs", job.Model.Epochs, "training epochs")
 		fs.IntVar(&job.Model.LenEmbedDim, "len-embed", job.Model.LenEmbedDim, "exact-frame-length embedding size; 0 = the paper's model exactly")
 		fs.Uint64Var(&job.Seed, "seed", 1, "seed of the split and the training")
+		job.Model.Device = learn.DeviceAuto
+		if v := os.Getenv("HOMEMOLE_DEVICE"); v != "" {
+			job.Model.Device = v
+		}
+		fs.StringVar(&job.Model.Device, "device", job.Model.Device, "cpu, cuda, cuda:N, or auto: the first GPU when libtorch sees one (env HOMEMOLE_DEVICE)")
+		fs.IntVar(&job.Model.BatchSize, "batch", job.Model.BatchSize, "windows per training batch")
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
+		dev, err := learn.ResolveDevice(job.Model.Device)
+		if err != nil {
+			return cli.Usagef("--device: %v", err)
+		}
+		log.Info("torch device", dev.LogArgs()...)
 		if job.Dataset == "" || job.RunName == "" || ep.NATSURL == "" || ep.S3 == "" {
 			return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
 		}
@@ -61,7 +73,8 @@ func main() {
 		m.SetReady(func() error { return nil })
 		job.Progress = func(e learn.EpochStats) {
 			epochs.Add(1)
-			log.Info("epoch", "epoch", e.Epoch, "loss", e.Loss, "train_accuracy", e.Accuracy, "windows_per_s", e.WindowsPerSec)
+			log.Info("epoch", "epoch", e.Epoch, "loss", e.Loss, "train_accuracy", e.Accuracy, "windows_per_s", e.WindowsPerSec,
+				"steps", e.Steps, "data_wait", e.DataWait, "compute", e.Compute, "prepare", e.Prepare)
 		}
 		out, err := job.Run(ctx)
 		if err != nil {
