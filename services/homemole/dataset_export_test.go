@@ -189,27 +189,7 @@ func TestDatasetExportCommands(t *testing.T) {
 		if err := runDataset(ctx, quiet(), io.Discard, []string{"export", "--home", home, "--dataset", "js", "--out", pqPath}); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command("node", "check.mjs", objPath, pqPath)
-		cmd.Dir = jscheck
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("node check.mjs: %v\n%s", err, stderr.String())
-		}
-		var got struct {
-			Arrow struct {
-				Metadata map[string]string `json:"metadata"`
-				Windows  []jsWindow        `json:"windows"`
-			} `json:"arrow"`
-			Parquet struct {
-				Vocabulary []string   `json:"labels_vocabulary"`
-				Windows    []jsWindow `json:"windows"`
-			} `json:"parquet"`
-		}
-		if err := json.Unmarshal(stdout, &got); err != nil {
-			t.Fatalf("check.mjs printed %q: %v", stdout, err)
-		}
+		got := jsRead(t, jscheck, objPath, pqPath)
 		objWindows, err := windowfile.Decode(object)
 		if err != nil {
 			t.Fatal(err)
@@ -229,6 +209,37 @@ func TestDatasetExportCommands(t *testing.T) {
 			t.Errorf("DuckDB reads the label vocabulary %q, the manifest has %q", got.Parquet.Vocabulary, m.Labels)
 		}
 	})
+}
+
+// jsResult is what tools/jscheck's readers (apache-arrow, DuckDB) find in an
+// Arrow object and a Parquet export.
+type jsResult struct {
+	Arrow struct {
+		Metadata map[string]string `json:"metadata"`
+		Windows  []jsWindow        `json:"windows"`
+	} `json:"arrow"`
+	Parquet struct {
+		Vocabulary []string   `json:"labels_vocabulary"`
+		Windows    []jsWindow `json:"windows"`
+	} `json:"parquet"`
+}
+
+// jsRead runs tools/jscheck's readers on an object and an export.
+func jsRead(t *testing.T, jscheck, object, parquet string) jsResult {
+	t.Helper()
+	cmd := exec.Command("node", "check.mjs", object, parquet)
+	cmd.Dir = jscheck
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node check.mjs: %v\n%s", err, stderr.String())
+	}
+	var got jsResult
+	if err := json.Unmarshal(stdout, &got); err != nil {
+		t.Fatalf("check.mjs printed %d bytes: %v", len(stdout), err)
+	}
+	return got
 }
 
 type jsWindow struct {
@@ -369,21 +380,7 @@ func TestLargeDatasetObjects(t *testing.T) {
 	if err := os.WriteFile(objPath, object, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", "check.mjs", objPath, pq)
-	cmd.Dir = jscheck
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node check.mjs: %v\n%s", err, stderr.String())
-	}
-	var got struct {
-		Arrow   struct{ Windows []jsWindow } `json:"arrow"`
-		Parquet struct{ Windows []jsWindow } `json:"parquet"`
-	}
-	if err := json.Unmarshal(stdout, &got); err != nil {
-		t.Fatalf("check.mjs printed %d bytes: %v", len(stdout), err)
-	}
+	got := jsRead(t, jscheck, objPath, pq)
 	objWindows, err := windowfile.Decode(object)
 	if err != nil {
 		t.Fatal(err)
