@@ -89,7 +89,7 @@ func TestSecurityLabelerHoldBudget(t *testing.T) {
 	if hog > 2*perHome || all > total || hog == 0 {
 		t.Errorf("the labeler holds %s of the hog's %s (%s in all); want at most twice the home's %s", mb(hog), mb(hogBytes), mb(all), mb(perHome))
 	}
-	t.Logf("hog sent %s of batches; the labeler held %s of them, %s in all", mb(hogBytes), mb(hog), mb(all))
+	t.Logf("attack: a home sends %s of a session pair that never completes | expected: held within twice its %s share, the other homes labeled | observed: the labeler held %s of it, %s in all; the other homes labeled", mb(hogBytes), mb(perHome), mb(hog), mb(all))
 }
 
 func mb(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
