@@ -182,8 +182,11 @@ func (a Auth) options() []nats.Option {
 	return opts
 }
 
-// redactURL hides the passwords of a NATS URL list (nats://user:pass@host,
-// ...) so errors and logs can name the servers.
+// RedactURL hides the passwords of a NATS URL list (nats://user:pass@host,
+// ...) so output can name the servers: the embedded server's URL carries
+// its per-run login.
+func RedactURL(s string) string { return redactURL(s) }
+
 func redactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/train"
@@ -86,7 +87,7 @@ func runDemo(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 		return err
 	}
 	defer env.Close()
-	step(out, 2, "capture -> label -> window through embedded JetStream (%s) and S3 (%s)", env.NATSURL, env.S3Endpoint)
+	step(out, 2, "capture -> label -> window through embedded JetStream (%s) and S3 (%s)", bus.RedactURL(env.NATSURL), env.S3Endpoint)
 	spec := window.Spec{Dataset: "demo", Version: "v1", Kind: schemas.KindInd, Size: *size, Labels: build.LabelsOf(c)}
 	res, err := (&build.Build{Campaign: c, Spec: spec, Bus: env.Bus, Store: env.Store, Log: log}).Run(ctx)
 	if err != nil {

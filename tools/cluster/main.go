@@ -129,7 +129,7 @@ func embeddedBuild(ctx context.Context, dir string, w *workload, logger *slog.Lo
 		return nil, err
 	}
 	defer srv.Close()
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, logger)
+	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL, Auth: bus.Auth{InProcess: true}}, logger)
 	if err != nil {
 		return nil, err
 	}
