@@ -164,6 +164,10 @@ type tapSample struct {
 	at      time.Time
 	session string
 	offset  uint64
+	// rate is the one that ended at this sample, over that long: a sample
+	// taken too soon after reports it again.
+	rate *float64
+	over time.Duration
 }
 
 // Listen keeps the newest hm.seen message per home heard on core NATS, for
@@ -296,13 +300,6 @@ func (w *Watcher) Collect(ctx context.Context) (*Report, error) {
 		a, b := r.Homes[i], r.Homes[j]
 		return a.Campaign < b.Campaign || a.Campaign == b.Campaign && a.Home < b.Home
 	})
-	w.mu.Lock()
-	for _, s := range w.prev {
-		if d := now.Sub(s.at); d > 0 && (r.RateOver == 0 || Duration(d) < r.RateOver) {
-			r.RateOver = Duration(d)
-		}
-	}
-	w.mu.Unlock()
 	return r, nil
 }
 
@@ -332,6 +329,10 @@ func (w *Watcher) rates(homes map[string]*Home, samples map[string]tapSample, no
 			}
 			d := now.Sub(old.at)
 			if d < minGap {
+				if old.rate != nil {
+					t.PacketsPerSec = old.rate
+					r.RateOver = max(r.RateOver, Duration(old.over))
+				}
 				continue
 			}
 			n := cur.offset
@@ -340,6 +341,9 @@ func (w *Watcher) rates(homes map[string]*Home, samples map[string]tapSample, no
 			}
 			rate := float64(n) / d.Seconds()
 			t.PacketsPerSec = &rate
+			r.RateOver = max(r.RateOver, Duration(d))
+			cur.rate, cur.over = &rate, d
+			samples[subject] = cur
 		}
 	}
 	for subject, s := range samples {
