@@ -229,11 +229,13 @@ func (w *Watcher) Collect(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	pstream, err := w.JS.Stream(ctx, schemas.StreamPackets)
-	if err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", schemas.StreamPackets, err)
-	}
 	samples := map[string]tapSample{}
+	var pstream jetstream.Stream
+	if len(packets) > 0 {
+		if pstream, err = w.JS.Stream(ctx, schemas.StreamPackets); err != nil {
+			return nil, fmt.Errorf("open stream %s: %w", schemas.StreamPackets, err)
+		}
+	}
 	for subject, n := range packets {
 		_, c, h, tap, err := schemas.ParseSubject(subject)
 		if err != nil {

@@ -14,31 +14,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
-	"github.com/homemole/homemole/pipeline/embedded"
-	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/schemas"
 )
 
 // startWatcher runs the embedded NATS and S3 servers and a watcher of them.
 func startWatcher(t *testing.T) (*Watcher, *bus.Conn) {
 	t.Helper()
-	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	srv, err := embedded.Start(ctx, t.TempDir(), log)
+	env, err := endpoints.Open(context.Background(), endpoints.Config{Home: t.TempDir(), S3Bucket: "homemole"}, "status-test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Close)
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &Watcher{JS: conn.JS, Store: st, Log: log}, conn
+	t.Cleanup(env.Close)
+	return &Watcher{JS: env.Bus.JS, Store: env.Store, Log: log}, env.Bus
 }
 
 // publish sends n packets of a live session from offset first.
