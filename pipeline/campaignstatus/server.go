@@ -107,6 +107,9 @@ func WriteText(out io.Writer, r *Report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(r.Homes) == 0 {
+		fmt.Fprintln(out, "no homes: the PACKETS stream holds no batch of this campaign yet")
+	}
 	fmt.Fprintln(out)
 	tw = tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "STREAM\tCONSUMER\tPENDING\tACK PENDING\tFILTERS")

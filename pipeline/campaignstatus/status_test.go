@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/schemas"
 )
@@ -203,4 +204,31 @@ func TestSecurityStatusOrigin(t *testing.T) {
 		}
 	}
 	t.Logf("attack: a web page reads the campaign status cross-origin or through a rebound DNS name | expected: 403, no data | observed: %d of %d requests refused", refused, 2*len(attacks))
+}
+
+// TestCampaignFileHomes: with a campaign, its homes and taps are reported
+// before their first batch, and other campaigns' batches are left out;
+// without homes, the text says why the table is empty.
+func TestCampaignFileHomes(t *testing.T) {
+	w, conn := startWatcher(t)
+	ctx := context.Background()
+	var out strings.Builder
+	r, err := w.Collect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteText(&out, r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Homes) != 0 || !strings.Contains(out.String(), "no homes") {
+		t.Errorf("an empty bus: %d homes, text:\n%s", len(r.Homes), out.String())
+	}
+	publish(t, conn, "lan-x", 0, 10) // campaign cs
+	w.Campaign = &campaign.Campaign{Name: "other", Homes: []*campaign.Home{{Name: "g1", Taps: []campaign.Tap{{Name: "lan"}, {Name: "wan"}}}}}
+	if r, err = w.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Homes) != 1 || r.Homes[0].Campaign != "other" || r.Homes[0].Home != "g1" || len(r.Homes[0].Taps) != 2 || r.Homes[0].Taps[0].Session != "" {
+		t.Errorf("homes %+v, want other/g1 with lan and wan taps and no session", r.Homes)
+	}
 }
