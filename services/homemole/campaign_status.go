@@ -26,9 +26,10 @@ func runCampaign(ctx context.Context, log *slog.Logger, out io.Writer, args []st
 	ep := endpoints.FromEnv()
 	fs := newFlags("campaign status", "[--campaign FILE] [--json] [--interval D]",
 		"Shows, per home and tap, the live sessions (newest batch of each PACKETS subject),\n"+
-			"packets/s (two samples --interval apart), the consumers' lag, windows written and the\n"+
-			"pairing rate (from the datasets' part records), the devices seen (hm.seen, when a\n"+
-			"stream keeps it) and the newest dead letter. Without --campaign, every campaign on the\n"+
+			"packets/s (two samples --interval apart), the consumers' lag, windows written (the\n"+
+			"datasets' part records), the pairing rate (WAN labeled share over LAN labeled share in\n"+
+			"the last 10 minutes of labeled batches), the devices seen (hm.seen, when a stream keeps\n"+
+			"it) and the newest dead letter. Without --campaign, every campaign on the\n"+
 			"PACKETS stream; with it, that campaign's homes and taps, also before their first batch.")
 	ep.Register(fs)
 	file := fs.String("campaign", "", "campaign file: report its homes and taps only")
