@@ -15,6 +15,7 @@ import (
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/campaignstatus"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -381,12 +382,23 @@ func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 
 func runServe(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
-	fs := newFlags("serve", "[--home DIR]",
+	fs := newFlags("serve", "[--home DIR] [--http ADDR] [--campaign FILE]",
 		"Starts the embedded NATS (JetStream) and S3 servers and keeps them up until\n"+
-			"interrupted, so workers in other processes can share them.")
+			"interrupted, so workers in other processes can share them. It also serves the\n"+
+			"campaign status page at http://ADDR/campaign (loopback only; the address is printed).")
 	fs.StringVar(&ep.Home, "home", ep.Home, "folder for the servers' state (env HOMEMOLE_HOME)")
+	httpAddr := fs.String("http", "127.0.0.1:0", "loopback address of the campaign status page (port 0: any free port)")
+	file := fs.String("campaign", "", "campaign file: the status page shows its homes and taps only")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	watch := &campaignstatus.Watcher{Log: log}
+	if *file != "" {
+		c, err := campaign.Load(*file)
+		if err != nil {
+			return err
+		}
+		watch.Campaign = c
 	}
 	ep.NATSURL, ep.S3 = "", ""
 	env, err := endpoints.Open(ctx, ep, "homemole-serve", log)
@@ -399,6 +411,17 @@ func runServe(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	srv := env.Servers()
 	fmt.Fprint(out, srv.Env())
 	fmt.Fprintf(out, "# the same lines are in %s (mode 0600) until serve stops: `set -a; . %s; set +a`\n", srv.Credentials, srv.Credentials)
+	watch.JS, watch.Store = env.Bus.JS, env.Store
+	sub, err := watch.Listen(env.Bus.NC)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	url, done, err := serveStatus(ctx, log, *httpAddr, watch)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "# campaign status: %s\n", url)
 	<-ctx.Done()
-	return nil
+	return <-done
 }
