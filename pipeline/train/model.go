@@ -139,6 +139,9 @@ type Meta struct {
 	Kind    string   `json:"kind,omitempty"`
 	Dataset string   `json:"dataset,omitempty"`
 	Seed    int64    `json:"seed"`
+	// Unknown is the open-set rule (see Calibrate); models saved without
+	// one name every host after its likeliest trained device.
+	Unknown *OpenSet `json:"unknown,omitempty"`
 }
 
 // ModelKeys are where a run's model lives in the store.

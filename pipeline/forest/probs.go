@@ -1,0 +1,59 @@
+package forest
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// ClassProbs returns each real packet's mean tree probability of every
+// class: out[i] holds ws[i].Len rows of the model's classes, row-major.
+// Where trees disagree the winning class's probability is low, which is
+// what tells a device the forest never saw from one it knows.
+func (m *Model) ClassProbs(ws []*schemas.Window) ([][]float32, error) {
+	if m == nil || len(m.trees) == 0 {
+		return nil, errors.New("forest: ClassProbs on an untrained model")
+	}
+	rows, err := m.Encode(ws)
+	if err != nil {
+		return nil, err
+	}
+	n, k := rows.Len(), m.numClasses
+	flat := make([]float32, n*k)
+	const chunk = 4096
+	var wg sync.WaitGroup
+	jobs := make(chan int)
+	for range m.cfg.workers() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for lo := range jobs {
+				for i := lo; i < min(lo+chunk, n); i++ {
+					x := rows.X[i*rows.Cols : (i+1)*rows.Cols]
+					acc := flat[i*k : (i+1)*k]
+					for _, t := range m.trees {
+						for _, p := range t.leafProbs(x) {
+							acc[p.Class] += p.P
+						}
+					}
+					for c := range acc {
+						acc[c] /= float32(len(m.trees))
+					}
+				}
+			}
+		}()
+	}
+	for lo := 0; lo < n; lo += chunk {
+		jobs <- lo
+	}
+	close(jobs)
+	wg.Wait()
+	out := make([][]float32, len(ws))
+	j := 0
+	for i, w := range ws {
+		out[i] = flat[j*k : (j+w.Len)*k : (j+w.Len)*k]
+		j += w.Len
+	}
+	return out, nil
+}
