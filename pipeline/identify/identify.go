@@ -114,6 +114,9 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 	}
 	for host, t := range tallies {
 		best, share, conf, score := t.Decide()
+		if meta.Unknown != nil && meta.Unknown.Score != score {
+			return nil, fmt.Errorf("the model's unknown-device threshold is a %s, but the model gives a %s: train it again", meta.Unknown.Score, score)
+		}
 		h := Host{Host: host, Packets: t.Packets, Device: meta.Labels[best], Confidence: conf, Score: score, Share: share, Votes: map[string]int{}}
 		for c, n := range t.Votes {
 			h.Votes[meta.Labels[c]] = n

@@ -96,6 +96,20 @@ func (t *Tally) Decide() (best int, share, confidence float64, score string) {
 	return best, share, t.prob[best] / float64(t.Packets), ScoreMeanProb
 }
 
+// check refuses a stored rule predict could not apply.
+func (o *OpenSet) check() error {
+	if o == nil {
+		return nil
+	}
+	if o.Score != ScoreMeanProb && o.Score != ScoreVoteShare {
+		return fmt.Errorf("unknown-device score %q: want %s or %s", o.Score, ScoreMeanProb, ScoreVoteShare)
+	}
+	if math.IsNaN(o.Threshold) || o.Threshold < 0 || o.Threshold > 1 {
+		return fmt.Errorf("unknown-device threshold %v: want a confidence between 0 and 1", o.Threshold)
+	}
+	return nil
+}
+
 // IsUnknown says whether a host of this confidence is unlike every trained
 // device; a model without a calibrated rule never says so.
 func (o *OpenSet) IsUnknown(confidence float64) bool {

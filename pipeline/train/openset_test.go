@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -125,5 +128,37 @@ func TestMetaWithoutThreshold(t *testing.T) {
 	var back Meta
 	if err := json.Unmarshal(js, &back); err != nil || back.Unknown == nil || back.Unknown.Threshold != 0.4 || back.Unknown.Hosts != 9 || back.Unknown.Score != ScoreMeanProb {
 		t.Errorf("model.json round trip: %s -> %+v (%v)", js, back.Unknown, err)
+	}
+}
+
+// TestLoadModelRefusesBadThreshold stores a model whose model.json carries
+// a rule predict could not apply: loading it names the file and the fix.
+func TestLoadModelRefusesBadThreshold(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(11, 12))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m, err := Fit(ctx, "rf", learn.Config{Seed: 1}, 5, twoDevices(rng, 2, 4, 20), 2, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(ctx, filepath.Join(t.TempDir(), "state"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, o := range map[string]*OpenSet{
+		"score":     {Score: "entropy", Threshold: 0.5},
+		"threshold": {Score: ScoreMeanProb, Threshold: 7},
+	} {
+		if err := SaveModel(ctx, st, "bad-"+name, m, Meta{Model: "rf", Labels: []string{"a", "b"}, Window: 20, Unknown: o}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := LoadModel(ctx, st, "bad-"+name); err == nil || !strings.Contains(err.Error(), "model.json") || !strings.Contains(err.Error(), name) {
+			t.Errorf("a model.json with a bad %s: %v, want an error naming the file and the field", name, err)
+		}
 	}
 }
