@@ -19,8 +19,27 @@ func (m *Model) ClassProbs(ws []*schemas.Window) ([][]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, k := rows.Len(), m.numClasses
-	flat := make([]float32, n*k)
+	k := m.numClasses
+	flat := make([]float32, rows.Len()*k)
+	m.sumTrees(rows, func(i int, acc []float32) {
+		for c, v := range acc {
+			flat[i*k+c] = v / float32(len(m.trees))
+		}
+	})
+	out := make([][]float32, len(ws))
+	j := 0
+	for i, w := range ws {
+		out[i] = flat[j*k : (j+w.Len)*k : (j+w.Len)*k]
+		j += w.Len
+	}
+	return out, nil
+}
+
+// sumTrees walks every row down every tree on the model's workers and
+// hands each row's summed leaf probabilities to each (acc is reused: each
+// must copy what it keeps). Rows go out in chunks, each row to one call.
+func (m *Model) sumTrees(r Rows, each func(i int, acc []float32)) {
+	n := r.Len()
 	const chunk = 4096
 	var wg sync.WaitGroup
 	jobs := make(chan int)
@@ -28,18 +47,17 @@ func (m *Model) ClassProbs(ws []*schemas.Window) ([][]float32, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			acc := make([]float32, m.numClasses)
 			for lo := range jobs {
 				for i := lo; i < min(lo+chunk, n); i++ {
-					x := rows.X[i*rows.Cols : (i+1)*rows.Cols]
-					acc := flat[i*k : (i+1)*k]
+					x := r.X[i*r.Cols : (i+1)*r.Cols]
+					clear(acc)
 					for _, t := range m.trees {
 						for _, p := range t.leafProbs(x) {
 							acc[p.Class] += p.P
 						}
 					}
-					for c := range acc {
-						acc[c] /= float32(len(m.trees))
-					}
+					each(i, acc)
 				}
 			}
 		}()
@@ -49,11 +67,4 @@ func (m *Model) ClassProbs(ws []*schemas.Window) ([][]float32, error) {
 	}
 	close(jobs)
 	wg.Wait()
-	out := make([][]float32, len(ws))
-	j := 0
-	for i, w := range ws {
-		out[i] = flat[j*k : (j+w.Len)*k : (j+w.Len)*k]
-		j += w.Len
-	}
-	return out, nil
 }
