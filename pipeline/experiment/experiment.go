@@ -170,6 +170,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.TrainSeconds = time.Since(trainStart).Seconds()
 	if cfg.SaveAs != "" {
 		meta := train.Meta{Model: cfg.Model, Labels: labels[:numClasses], Window: cfg.Window, View: cfg.View, Kind: cfg.Kind, Dataset: cfg.TrainDir, Seed: cfg.Learn.Seed}
+		// The test folder may hold devices the model never saw, so the
+		// unknown-device threshold comes from the training captures alone.
+		if meta.Unknown, err = train.CalibrateBySplit(ctx, cfg.Model, cfg.Learn, cfg.Trees, trainW, numClasses, 0.2, train.DefaultUnknownQuantile, cfg.Log); err != nil {
+			return nil, fmt.Errorf("calibrate the unknown-device threshold: %w", err)
+		}
+		if meta.Unknown != nil {
+			cfg.Log.Info("unknown-device threshold", "score", meta.Unknown.Score, "threshold", fmt.Sprintf("%.3f", meta.Unknown.Threshold),
+				"held_out_hosts", meta.Unknown.Hosts, "false_unknown", fmt.Sprintf("%.3f", meta.Unknown.FalseUnknown))
+		}
 		if err := train.SaveModel(ctx, cfg.Store, cfg.SaveAs, model, meta); err != nil {
 			return nil, err
 		}

@@ -221,42 +221,16 @@ func (m *Model) Predict(ws []*schemas.Window) ([][]int32, error) {
 
 // PredictRows labels rows in the model's column layout (see Encode).
 func (m *Model) PredictRows(r Rows) []int32 {
-	n := r.Len()
-	out := make([]int32, n)
-	workers := m.cfg.workers()
-	const chunk = 4096
-	var wg sync.WaitGroup
-	jobs := make(chan int)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			acc := make([]float32, m.numClasses)
-			for lo := range jobs {
-				for i := lo; i < min(lo+chunk, n); i++ {
-					x := r.X[i*r.Cols : (i+1)*r.Cols]
-					clear(acc)
-					for _, t := range m.trees {
-						for _, p := range t.leafProbs(x) {
-							acc[p.Class] += p.P
-						}
-					}
-					best := 0
-					for c, v := range acc {
-						if v > acc[best] {
-							best = c
-						}
-					}
-					out[i] = int32(best)
-				}
+	out := make([]int32, r.Len())
+	m.sumTrees(r, func(i int, acc []float32) {
+		best := 0
+		for c, v := range acc {
+			if v > acc[best] {
+				best = c
 			}
-		}()
-	}
-	for lo := 0; lo < n; lo += chunk {
-		jobs <- lo
-	}
-	close(jobs)
-	wg.Wait()
+		}
+		out[i] = int32(best)
+	})
 	return out
 }
 

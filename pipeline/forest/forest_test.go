@@ -433,3 +433,44 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// TestClassProbs checks the mean tree probabilities the open-set rule
+// scores hosts with: a distribution per packet, whose likeliest class is
+// what Predict says.
+func TestClassProbs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	train, test := synthWindows(rng, 120, 30), synthWindows(rng, 30, 30)
+	m, err := Train(context.Background(), smallConfig(), train, len(devices), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs, err := m.ClassProbs(test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pred, err := m.Predict(test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range test {
+		if len(probs[i]) != w.Len*len(devices) {
+			t.Fatalf("window %d: %d probabilities for %d packets of %d classes", i, len(probs[i]), w.Len, len(devices))
+		}
+		for j := range w.Len {
+			row := probs[i][j*len(devices) : (j+1)*len(devices)]
+			sum, best := 0.0, 0
+			for c, p := range row {
+				sum += float64(p)
+				if p > row[best] {
+					best = c
+				}
+			}
+			if math.Abs(sum-1) > 1e-4 || int32(best) != pred[i][j] {
+				t.Fatalf("window %d packet %d: probabilities %v sum to %.5f, likeliest %d, Predict says %d", i, j, row, sum, best, pred[i][j])
+			}
+		}
+	}
+	if _, err := (&Model{}).ClassProbs(test); err == nil {
+		t.Error("an untrained model gave probabilities")
+	}
+}

@@ -21,17 +21,33 @@ type Host struct {
 	// Host is the home-side MAC of a LAN capture's host, or "wan" for the
 	// whole of a capture beyond the gateway (NAPT, VPN), where addresses no
 	// longer tell devices apart.
-	Host    string         `json:"host"`
-	Packets int            `json:"packets"`
-	Device  string         `json:"device"` // the majority of its packets' labels
-	Share   float64        `json:"share"`  // of its packets, the share labeled Device
-	Votes   map[string]int `json:"votes"`
+	Host    string `json:"host"`
+	Packets int    `json:"packets"`
+	// Device is the majority of its packets' labels, or train.Unknown
+	// when the model's open-set rule finds the host unlike every trained
+	// device; Likeliest is then the trained device it is nearest to.
+	Device    string `json:"device"`
+	Likeliest string `json:"likeliest,omitempty"`
+	// Confidence is the host's score under the model's open-set rule
+	// (train.Tally.Decide); Score says which.
+	Confidence float64        `json:"confidence"`
+	Score      string         `json:"score"`
+	Share      float64        `json:"share"` // of its packets, the share labeled as the likeliest device
+	Votes      map[string]int `json:"votes"`
 }
 
 // Result is what a capture held.
 type Result struct {
-	Packets int    `json:"packets"`
-	Hosts   []Host `json:"hosts"`
+	Packets int `json:"packets"`
+	// Gateway is the home gateway's LAN-side MAC (given or inferred); its
+	// packets are never a host of their own, since the gateway is no
+	// device to name. GatewayPackets counts the ones left out so.
+	Gateway        string `json:"gateway,omitempty"`
+	GatewayPackets int    `json:"gateway_packets,omitempty"`
+	// Threshold is the open-set threshold a host's confidence must reach
+	// to be named; absent for a model saved without one.
+	Threshold *float64 `json:"unknown_threshold,omitempty"`
+	Hosts     []Host   `json:"hosts"`
 	// Labels are the predicted labels of every packet, in capture order.
 	Labels []string `json:"-"`
 }
@@ -39,15 +55,28 @@ type Result struct {
 // Packets labels packets (one capture session, in order) and sums up per
 // host. With byHost, packets are grouped by their home-side MAC first, as
 // the ind windows the model was trained on hold one device's packets;
-// otherwise the stream is labeled as one, as noise windows are.
-func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool) (*Result, error) {
+// otherwise the stream is labeled as one, as noise windows are. Packets
+// whose home side is gateway (when not zero) are left out.
+func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool, gateway schemas.MAC) (*Result, error) {
+	res := &Result{Packets: len(pkts)}
+	if gateway != (schemas.MAC{}) {
+		res.Gateway = gateway.String()
+	}
+	if meta.Unknown != nil {
+		res.Threshold = &meta.Unknown.Threshold
+	}
 	var hosts []string
 	idx := map[string]int16{}
-	hostOf := make([]int16, len(pkts))
+	kept := pkts[:0:0]
+	var hostOf []int16
 	for i := range pkts {
 		h := "wan"
 		if byHost {
 			h = homeSide(&pkts[i])
+			if h == res.Gateway {
+				res.GatewayPackets++
+				continue
+			}
 		}
 		k, ok := idx[h]
 		if !ok {
@@ -55,44 +84,47 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool)
 			idx[h] = k
 			hosts = append(hosts, h)
 		}
-		hostOf[i] = k
+		kept = append(kept, pkts[i])
+		hostOf = append(hostOf, k)
 	}
 	// Cut reuses the windower's code, so windows (and their intervals)
 	// are exactly what training saw; the host index stands in for the
 	// label to group by.
 	spec := window.Spec{Kind: schemas.KindInd, Size: meta.Window, Labels: hosts}
-	ws := window.Cut(spec, "predict", "predict", "predict", pkts, hostOf)
-	preds, err := m.Predict(ws)
+	ws := window.Cut(spec, "predict", "predict", "predict", kept, hostOf)
+	preds, lp, err := train.Label(m, ws)
 	if err != nil {
 		return nil, fmt.Errorf("label the capture's windows: %w", err)
 	}
-	res := &Result{Packets: len(pkts)}
-	byName := map[string]*Host{}
+	tallies := map[string]*train.Tally{}
 	for i, w := range ws {
 		host := hosts[w.Label[0]]
-		h := byName[host]
-		if h == nil {
-			h = &Host{Host: host, Votes: map[string]int{}}
-			byName[host] = h
+		t := tallies[host]
+		if t == nil {
+			t = &train.Tally{}
+			tallies[host] = t
 		}
 		for k := range w.Len {
 			p := int(preds[i][k])
 			if p < 0 || p >= len(meta.Labels) {
 				return nil, fmt.Errorf("the model predicted class %d, its vocabulary has %d devices", p, len(meta.Labels))
 			}
-			h.Votes[meta.Labels[p]]++
-			h.Packets++
+			t.Add(p, train.Row(lp, ws, i, k))
 		}
 	}
-	for _, h := range byName {
-		best, n := "", -1
-		for d, c := range h.Votes {
-			if c > n || c == n && d < best {
-				best, n = d, c
-			}
+	for host, t := range tallies {
+		best, share, conf, score := t.Decide()
+		if meta.Unknown != nil && meta.Unknown.Score != score {
+			return nil, fmt.Errorf("the model's unknown-device threshold is a %s, but the model gives a %s: train it again", meta.Unknown.Score, score)
 		}
-		h.Device, h.Share = best, float64(n)/float64(h.Packets)
-		res.Hosts = append(res.Hosts, *h)
+		h := Host{Host: host, Packets: t.Packets, Device: meta.Labels[best], Confidence: conf, Score: score, Share: share, Votes: map[string]int{}}
+		for c, n := range t.Votes {
+			h.Votes[meta.Labels[c]] = n
+		}
+		if meta.Unknown.IsUnknown(conf) {
+			h.Device, h.Likeliest = train.Unknown, meta.Labels[best]
+		}
+		res.Hosts = append(res.Hosts, h)
 	}
 	sort.Slice(res.Hosts, func(i, j int) bool {
 		if res.Hosts[i].Packets != res.Hosts[j].Packets {
@@ -124,5 +156,5 @@ func File(ctx context.Context, m train.Model, meta train.Meta, path string, home
 	if len(pkts) == 0 {
 		return nil, fmt.Errorf("%s holds no packet the decoder can read", path)
 	}
-	return Packets(m, meta, pkts, byHost)
+	return Packets(m, meta, pkts, byHost, home.GatewayMAC)
 }

@@ -1,7 +1,6 @@
 package train
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -74,6 +73,9 @@ type FoldResult struct {
 	TrainSeconds         float64 `json:"train_seconds"`
 	Report               string  `json:"report"`
 	Checkpoint           string  `json:"checkpoint"`
+	// UnknownThreshold is the fold model's open-set threshold (see
+	// Calibrate), taken on the fold's held-out sessions.
+	UnknownThreshold float64 `json:"unknown_threshold,omitempty"`
 }
 
 // CVResult sums the folds up: means and spreads, and the confusion matrix
@@ -449,13 +451,17 @@ func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i i
 	defer model.Close()
 	r.TrainSeconds = time.Since(t0).Seconds()
 	rep.TrainSeconds, rep.Device = r.TrainSeconds, model.Device()
-	var ckpt bytes.Buffer
-	if err := model.Save(&ckpt); err != nil {
-		return r, nil, nil, fmt.Errorf("save checkpoint: %w", err)
+	// Each fold's model is stored with its model.json, so that predict
+	// can use it; its held-out sessions calibrate its unknown threshold.
+	foldRun := path.Join(cv.RunName, fmt.Sprintf("fold-%d", i+1))
+	meta := Meta{Model: cv.Model, Labels: m.Labels, Window: m.WindowSize, Kind: m.Kind, Dataset: cv.Dataset + "/" + cv.Version, Seed: cfg.Seed}
+	if meta.Unknown, err = Calibrate(model, testW, DefaultUnknownQuantile); err != nil {
+		return r, nil, nil, fmt.Errorf("calibrate the unknown-device threshold: %w", err)
 	}
-	r.Checkpoint = path.Join("models", cv.RunName, fmt.Sprintf("fold-%d", i+1), "model.ckpt")
-	if _, err := cv.Store.Put(ctx, r.Checkpoint, ckpt.Bytes(), "application/octet-stream"); err != nil {
-		return r, nil, nil, err
+	r.UnknownThreshold = meta.Unknown.Threshold
+	r.Checkpoint, _ = ModelKeys(foldRun)
+	if err := SaveModel(ctx, cv.Store, foldRun, model, meta); err != nil {
+		return r, nil, nil, fmt.Errorf("save checkpoint: %w", err)
 	}
 	preds, err := model.Predict(testW)
 	if err != nil {

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -41,6 +42,15 @@ func TestCrossValidationGrouped(t *testing.T) {
 			if _, err := st.Get(ctx, key); err != nil {
 				t.Errorf("fold %d: %v", f.Fold, err)
 			}
+		}
+		// Each fold's model is usable by predict, with the threshold its
+		// held-out sessions gave.
+		fm, meta, err := LoadModel(ctx, st, fmt.Sprintf("cv-test/fold-%d", f.Fold))
+		if err != nil || meta.Unknown == nil || meta.Unknown.Threshold != f.UnknownThreshold || f.UnknownThreshold <= 0 {
+			t.Errorf("fold %d's stored model: %+v, %v; want its unknown threshold %.3f", f.Fold, meta.Unknown, err, f.UnknownThreshold)
+		}
+		if fm != nil {
+			fm.Close()
 		}
 	}
 	if groups != 5 {

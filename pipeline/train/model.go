@@ -139,6 +139,9 @@ type Meta struct {
 	Kind    string   `json:"kind,omitempty"`
 	Dataset string   `json:"dataset,omitempty"`
 	Seed    int64    `json:"seed"`
+	// Unknown is the open-set rule (see Calibrate); models saved without
+	// one name every host after its likeliest trained device.
+	Unknown *OpenSet `json:"unknown,omitempty"`
 }
 
 // ModelKeys are where a run's model lives in the store.
@@ -184,6 +187,9 @@ func LoadModelOn(ctx context.Context, st store.Store, run, device string) (Model
 	}
 	if meta.Window <= 0 || len(meta.Labels) == 0 {
 		return nil, meta, fmt.Errorf("%s: window %d and %d labels: the metadata is incomplete", st.Location(mk), meta.Window, len(meta.Labels))
+	}
+	if err := meta.Unknown.check(); err != nil {
+		return nil, meta, fmt.Errorf("%s: %w (train the model again, or delete its \"unknown\" entry to name every host)", st.Location(mk), err)
 	}
 	data, err := st.Get(ctx, ck)
 	if err != nil {

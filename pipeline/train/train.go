@@ -129,6 +129,13 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	out := &Outcome{Report: rep}
 	out.Checkpoint, _ = ModelKeys(j.RunName)
 	meta := Meta{Model: ModelName(j.Model), Labels: m.Labels, Window: m.WindowSize, Kind: m.Kind, Dataset: j.Dataset + "/" + j.Version, Seed: j.Model.Seed}
+	// The held-out sessions are known devices the model never saw: what
+	// the open-set threshold is calibrated on.
+	if meta.Unknown, err = Calibrate(model, testW, DefaultUnknownQuantile); err != nil {
+		return nil, fmt.Errorf("calibrate the unknown-device threshold: %w", err)
+	}
+	j.Log.Info("unknown-device threshold", "score", meta.Unknown.Score, "threshold", fmt.Sprintf("%.3f", meta.Unknown.Threshold),
+		"held_out_hosts", meta.Unknown.Hosts, "false_unknown", fmt.Sprintf("%.3f", meta.Unknown.FalseUnknown))
 	if err := SaveModel(ctx, j.Store, j.RunName, model, meta); err != nil {
 		return nil, err
 	}

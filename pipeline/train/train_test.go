@@ -102,6 +102,13 @@ func TestWalkingSkeleton(t *testing.T) {
 	if html, err := st.Get(ctx, out.ReportHTML); err != nil || !strings.Contains(string(html), "<svg") {
 		t.Fatalf("report.html: %v", err)
 	}
+	// The held-out sessions calibrated the unknown-device threshold.
+	if _, meta, err := LoadModel(ctx, st, "skeleton-blstm"); err != nil || meta.Unknown == nil || meta.Unknown.Score != ScoreMeanProb ||
+		meta.Unknown.Threshold <= 0 || meta.Unknown.FalseUnknown > DefaultUnknownQuantile || len(meta.Unknown.Sessions) != len(r.TestGroups) {
+		t.Errorf("model.json's unknown-device threshold: %+v (%v), want one calibrated on the %d held-out sessions", meta.Unknown, err, len(r.TestGroups))
+	} else {
+		t.Logf("unknown-device threshold %.3f over %d held-out hosts", meta.Unknown.Threshold, meta.Unknown.Hosts)
+	}
 	ckpt, err := st.Get(ctx, out.Checkpoint)
 	if err != nil {
 		t.Fatal(err)

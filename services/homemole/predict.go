@@ -20,7 +20,9 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		"Labels every packet of a capture with a stored model (models/RUN/, written by\n"+
 			"homemole train, cv or experiment --save RUN) and says which devices it saw: on a LAN\n"+
 			"capture, per home-side MAC the device most of its packets were labeled as; on a\n"+
-			"capture taken beyond the gateway (--wan: NAPT or VPN), for the capture as a whole.")
+			"capture taken beyond the gateway (--wan: NAPT or VPN), for the capture as a whole.\n"+
+			"The gateway (--gateway-mac, else inferred) is reported apart, never as a device; a host\n"+
+			"unlike every trained device is \"unknown\" when the model has a calibrated threshold.")
 	ep.Register(fs)
 	run := fs.String("model", "", "run name of the stored model")
 	in := fs.String("in", "", "capture file (pcap or pcapng, optionally gzipped)")
@@ -76,9 +78,24 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if note != "" {
 		fmt.Fprintf(out, "  %s\n", note)
 	}
-	fmt.Fprintf(out, "  %-19s %8s  %-24s %s\n", "host", "packets", "device", "share of its packets")
+	switch {
+	case res.Gateway != "":
+		fmt.Fprintf(out, "  gateway %s (%d packets to or from it left out: the gateway is no device)\n", res.Gateway, res.GatewayPackets)
+	case !*wan:
+		fmt.Fprintf(out, "  gateway not known (--gateway-mac names it)\n")
+	}
+	if res.Threshold != nil {
+		fmt.Fprintf(out, "  a host is \"%s\" when its confidence (%s) is below %.3f, calibrated on held-out training sessions\n", train.Unknown, meta.Unknown.Score, *res.Threshold)
+	} else {
+		fmt.Fprintf(out, "  the model has no unknown-device threshold (saved before it existed): every host is named its likeliest device\n")
+	}
+	fmt.Fprintf(out, "  %-19s %8s  %-24s %10s  %s\n", "host", "packets", "device", "confidence", "share of its packets")
 	for _, h := range res.Hosts {
-		fmt.Fprintf(out, "  %-19s %8d  %-24s %5.1f %%\n", h.Host, h.Packets, h.Device, 100*h.Share)
+		dev := h.Device
+		if h.Likeliest != "" {
+			dev += " (nearest " + h.Likeliest + ")"
+		}
+		fmt.Fprintf(out, "  %-19s %8d  %-24s %10.3f  %5.1f %%\n", h.Host, h.Packets, dev, h.Confidence, 100*h.Share)
 	}
 	return nil
 }

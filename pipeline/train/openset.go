@@ -1,0 +1,297 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Unknown is the device name a host gets when it is unlike every device a
+// model was trained on.
+const Unknown = "unknown"
+
+// DefaultUnknownQuantile is the share of held-out hosts of known devices
+// that the open-set threshold is allowed to call unknown: the threshold is
+// this quantile of their confidences.
+const DefaultUnknownQuantile = 0.05
+
+// Scores name how a host's confidence is measured (OpenSet.Score).
+const (
+	// ScoreMeanProb is the mean, over the host's packets, of the
+	// probability the model gives the host's device (LSTM and BLSTM:
+	// softmax; Random Forest: mean tree probability).
+	ScoreMeanProb = "mean-probability"
+	// ScoreVoteShare is the share of the host's packets labeled as its
+	// device, for models that give no probabilities.
+	ScoreVoteShare = "vote-share"
+)
+
+// OpenSet is a model's rule for saying "unknown": a host whose confidence
+// is below Threshold is unlike every trained device. It is calibrated on
+// held-out sessions of the training data (never on the data a model is
+// tested on), so FalseUnknown is about Quantile.
+type OpenSet struct {
+	Score     string  `json:"score"`
+	Threshold float64 `json:"threshold"`
+	Quantile  float64 `json:"quantile"`
+	// Hosts is how many held-out (session, device) pairs the threshold
+	// was taken over; FalseUnknown the share of them it calls unknown.
+	Hosts        int     `json:"hosts"`
+	FalseUnknown float64 `json:"false_unknown"`
+	// Sessions are the held-out capture sessions it was calibrated on.
+	Sessions []string `json:"sessions,omitempty"`
+}
+
+// Tally sums one host's packets up: the votes of its packets' labels and,
+// when the model gives them, the probabilities of every class.
+type Tally struct {
+	Votes   map[int]int
+	Packets int
+	prob    []float64
+}
+
+// Add counts one packet labeled pred; logProbs is its row of class
+// log-probabilities, nil for a model without them.
+func (t *Tally) Add(pred int, logProbs []float32) {
+	if t.Votes == nil {
+		t.Votes = map[int]int{}
+	}
+	t.Votes[pred]++
+	t.Packets++
+	if logProbs == nil {
+		return
+	}
+	if t.prob == nil {
+		t.prob = make([]float64, len(logProbs))
+	}
+	for c, lp := range logProbs {
+		t.prob[c] += math.Exp(float64(lp))
+	}
+}
+
+// Decide is the host's device (the majority of its packets' labels, the
+// lower class on a tie), the share of its packets labeled so, and its
+// confidence under score (see ScoreOf).
+func (t *Tally) Decide() (best int, share, confidence float64, score string) {
+	best, n := -1, -1
+	for c, v := range t.Votes {
+		if v > n || v == n && c < best {
+			best, n = c, v
+		}
+	}
+	if t.Packets == 0 {
+		return -1, 0, 0, ScoreVoteShare
+	}
+	share = float64(n) / float64(t.Packets)
+	if t.prob == nil || best >= len(t.prob) {
+		return best, share, share, ScoreVoteShare
+	}
+	return best, share, t.prob[best] / float64(t.Packets), ScoreMeanProb
+}
+
+// check refuses a stored rule predict could not apply.
+func (o *OpenSet) check() error {
+	if o == nil {
+		return nil
+	}
+	if o.Score != ScoreMeanProb && o.Score != ScoreVoteShare {
+		return fmt.Errorf("unknown-device score %q: want %s or %s", o.Score, ScoreMeanProb, ScoreVoteShare)
+	}
+	if math.IsNaN(o.Threshold) || o.Threshold < 0 || o.Threshold > 1 {
+		return fmt.Errorf("unknown-device threshold %v: want a confidence between 0 and 1", o.Threshold)
+	}
+	return nil
+}
+
+// IsUnknown says whether a host of this confidence is unlike every trained
+// device; a model without a calibrated rule never says so.
+func (o *OpenSet) IsUnknown(confidence float64) bool {
+	return o != nil && confidence < o.Threshold
+}
+
+// classProbModel is a model that gives class probabilities rather than
+// their logarithms (the Random Forest's mean tree probabilities).
+type classProbModel interface {
+	ClassProbs(ws []*schemas.Window) ([][]float32, error)
+}
+
+// Label labels the windows' packets and, where the model gives them, their
+// class log-probabilities (lp[i] holds ws[i].Len rows; nil otherwise).
+func Label(m Model, ws []*schemas.Window) (preds [][]int32, lp [][]float32, err error) {
+	switch pm := m.(type) {
+	case probModel:
+		if lp, err = pm.LogProbs(ws); err != nil {
+			return nil, nil, err
+		}
+	case classProbModel:
+		if lp, err = pm.ClassProbs(ws); err != nil {
+			return nil, nil, err
+		}
+		for _, row := range lp {
+			for c, p := range row {
+				// A class no tree reached gets a floor, not -Inf.
+				row[c] = float32(math.Log(max(float64(p), 1e-9)))
+			}
+		}
+	default:
+		preds, err = m.Predict(ws)
+		return preds, nil, err
+	}
+	preds = make([][]int32, len(ws))
+	for i, w := range ws {
+		preds[i] = make([]int32, w.Len)
+		if w.Len == 0 {
+			continue
+		}
+		k := len(lp[i]) / w.Len
+		for j := range w.Len {
+			row := lp[i][j*k : (j+1)*k]
+			best := 0
+			for c := range row {
+				if row[c] > row[best] {
+					best = c
+				}
+			}
+			preds[i][j] = int32(best)
+		}
+	}
+	return preds, lp, nil
+}
+
+// Row is packet j's log-probabilities of window i, nil without them.
+func Row(lp [][]float32, ws []*schemas.Window, i, j int) []float32 {
+	if lp == nil || ws[i].Len == 0 {
+		return nil
+	}
+	k := len(lp[i]) / ws[i].Len
+	return lp[i][j*k : (j+1)*k]
+}
+
+// Calibrate sets the open-set threshold from held-out windows of known
+// devices: every (session, device) pair is one host, scored as predict
+// scores a host, and the threshold is the quantile of their confidences,
+// so that about that share of known hosts would be called unknown.
+func Calibrate(m Model, ws []*schemas.Window, quantile float64) (*OpenSet, error) {
+	if quantile <= 0 || quantile >= 1 {
+		return nil, fmt.Errorf("open-set quantile %g: want one between 0 and 1", quantile)
+	}
+	preds, lp, err := Label(m, ws)
+	if err != nil {
+		return nil, fmt.Errorf("label the calibration windows: %w", err)
+	}
+	type key struct {
+		group string
+		label int16
+	}
+	tallies := map[key]*Tally{}
+	sessions := map[string]bool{}
+	for i, w := range ws {
+		for j := range w.Len {
+			if w.Label[j] < 0 {
+				continue
+			}
+			k := key{w.Group, w.Label[j]}
+			t := tallies[k]
+			if t == nil {
+				t = &Tally{}
+				tallies[k] = t
+			}
+			t.Add(int(preds[i][j]), Row(lp, ws, i, j))
+			sessions[w.Group] = true
+		}
+	}
+	if len(tallies) == 0 {
+		return nil, fmt.Errorf("%d calibration windows hold no labeled packet: the open-set threshold needs held-out sessions of known devices", len(ws))
+	}
+	o := &OpenSet{Quantile: quantile, Hosts: len(tallies)}
+	conf := make([]float64, 0, len(tallies))
+	for _, t := range tallies {
+		_, _, c, score := t.Decide()
+		o.Score = score
+		conf = append(conf, c)
+	}
+	sort.Float64s(conf)
+	// The lower empirical quantile: the threshold is a host's own score,
+	// and only hosts strictly below it are unknown.
+	o.Threshold = conf[int(math.Floor(quantile*float64(len(conf))))]
+	below := 0
+	for _, c := range conf {
+		if c < o.Threshold {
+			below++
+		}
+	}
+	o.FalseUnknown = float64(below) / float64(len(conf))
+	for s := range sessions {
+		o.Sessions = append(o.Sessions, s)
+	}
+	sort.Strings(o.Sessions)
+	return o, nil
+}
+
+// CalibrateBySplit calibrates the open-set rule of a model about to be
+// trained on ws when no held-out sessions come with it (experiment
+// --save): a share of each device's sessions is held out, a model of the
+// same configuration is fitted on the rest, and the threshold is taken on
+// the held-out ones. A device with a single session keeps it in training.
+// It returns nil when no device has two sessions.
+func CalibrateBySplit(ctx context.Context, name string, cfg learn.Config, trees int, ws []*schemas.Window, numClasses int, share, quantile float64, log *slog.Logger) (*OpenSet, error) {
+	byDevice := map[int16][]string{}
+	seen := map[string]bool{}
+	for _, w := range ws {
+		if seen[w.Group] {
+			continue
+		}
+		for j := range w.Len {
+			if w.Label[j] >= 0 {
+				seen[w.Group] = true
+				byDevice[w.Label[j]] = append(byDevice[w.Label[j]], w.Group)
+				break
+			}
+		}
+	}
+	held := map[string]bool{}
+	r := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x756e6b6e6f776e))
+	devices := make([]int16, 0, len(byDevice))
+	for d := range byDevice {
+		devices = append(devices, d)
+	}
+	slices.Sort(devices)
+	for _, d := range devices {
+		g := byDevice[d]
+		if len(g) < 2 {
+			continue
+		}
+		sort.Strings(g)
+		r.Shuffle(len(g), func(i, j int) { g[i], g[j] = g[j], g[i] })
+		n := max(1, min(int(math.Round(share*float64(len(g)))), len(g)-1))
+		for _, s := range g[:n] {
+			held[s] = true
+		}
+	}
+	if len(held) == 0 {
+		log.Warn("no device has two training sessions: the model is saved without an unknown-device threshold")
+		return nil, nil
+	}
+	var fitW, calW []*schemas.Window
+	for _, w := range ws {
+		if held[w.Group] {
+			calW = append(calW, w)
+		} else {
+			fitW = append(fitW, w)
+		}
+	}
+	log.Info("calibrating the unknown-device threshold", "held_out_sessions", len(held), "fit_windows", len(fitW), "held_out_windows", len(calW))
+	m, err := Fit(ctx, name, cfg, trees, fitW, numClasses, nil, log)
+	if err != nil {
+		return nil, fmt.Errorf("calibration model: %w", err)
+	}
+	defer m.Close()
+	return Calibrate(m, calW, quantile)
+}

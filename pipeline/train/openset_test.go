@@ -1,0 +1,164 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/schemas"
+)
+
+// twoDevices makes ind windows of two devices, a session (group) each
+// window's: device 0 talks TLS in small frames, device 1 DNS in large
+// ones, with noise so that not every packet is telling.
+func twoDevices(rng *rand.Rand, sessions, perSession, n int) []*schemas.Window {
+	var ws []*schemas.Window
+	for s := range sessions {
+		dev := int16(s % 2)
+		for k := range perSession {
+			w := schemas.NewWindow(n)
+			w.ID, w.Group, w.Len = fmt.Sprintf("s%d/%d", s, k), fmt.Sprintf("h/s%d", s), n
+			for i := range n {
+				w.DPort[i], w.FrameLen[i] = 443, 80+rng.Int32N(60)
+				if dev == 1 {
+					w.DPort[i], w.FrameLen[i] = 53, 400+rng.Int32N(200)
+				}
+				if rng.Float64() < 0.2 { // shared background: either device
+					w.DPort[i], w.FrameLen[i] = 123, 90
+				}
+				w.Interval[i] = float32(rng.ExpFloat64())
+				w.ProtoBits[i] = schemas.ProtoIP | schemas.ProtoUDP
+				w.Direction[i] = schemas.DirOutbound
+				w.Label[i] = dev
+			}
+			ws = append(ws, w)
+		}
+	}
+	return ws
+}
+
+func TestCalibrate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m, err := Fit(context.Background(), "rf", learn.Config{Seed: 1}, 20, twoDevices(rng, 6, 10, 20), 2, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := twoDevices(rng, 20, 3, 20)
+	o, err := Calibrate(m, held, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", *o)
+	if o.Score != ScoreMeanProb || o.Hosts != 20 || len(o.Sessions) != 20 {
+		t.Errorf("calibrated %+v: want the mean probability over 20 held-out hosts", *o)
+	}
+	// The threshold is the 10th percentile of 20 hosts: the third lowest,
+	// so at most two (10 %) of the known hosts fall below it.
+	if o.FalseUnknown > 0.1 || o.Threshold <= 0.5 || o.Threshold > 1 {
+		t.Errorf("threshold %.3f calls %.3f of known hosts unknown: want above 0.5 and at most 10 %%", o.Threshold, o.FalseUnknown)
+	}
+	if !o.IsUnknown(o.Threshold-1e-9) || o.IsUnknown(o.Threshold) {
+		t.Error("a host is unknown exactly when its confidence is below the threshold")
+	}
+	var none *OpenSet
+	if none.IsUnknown(0) {
+		t.Error("a model without a threshold never says unknown")
+	}
+
+	if _, err := Calibrate(m, held, 1); err == nil || !strings.Contains(err.Error(), "quantile") {
+		t.Errorf("quantile 1: %v, want an error naming it", err)
+	}
+	unlabeled := twoDevices(rng, 2, 1, 20)
+	for _, w := range unlabeled {
+		for i := range w.Label {
+			w.Label[i] = -1
+		}
+	}
+	if _, err := Calibrate(m, unlabeled, 0.05); err == nil || !strings.Contains(err.Error(), "known devices") {
+		t.Errorf("no labeled packet: %v, want an error saying what is missing", err)
+	}
+}
+
+func TestCalibrateBySplit(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ws := twoDevices(rng, 10, 5, 20)
+	o, err := CalibrateBySplit(context.Background(), "rf", learn.Config{Seed: 2}, 20, ws, 2, 0.2, 0.05, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Five sessions a device, a fifth held out: one each.
+	if o == nil || o.Hosts != 2 || len(o.Sessions) != 2 {
+		t.Fatalf("calibrated %+v: want one held-out session of each device", o)
+	}
+	if o.Sessions[0] == o.Sessions[1] || o.Threshold <= 0 {
+		t.Errorf("calibrated %+v", *o)
+	}
+	// One session per device: nothing to hold out, no threshold.
+	if o, err := CalibrateBySplit(context.Background(), "rf", learn.Config{Seed: 2}, 20, twoDevices(rng, 2, 5, 20), 2, 0.2, 0.05, log); err != nil || o != nil {
+		t.Errorf("one session a device: %+v, %v; want no threshold and no error", o, err)
+	}
+}
+
+// TestMetaWithoutThreshold reads a model.json written before the open-set
+// rule: it has none, and names every host.
+func TestMetaWithoutThreshold(t *testing.T) {
+	var meta Meta
+	if err := json.Unmarshal([]byte(`{"model":"rf","labels":["a","b"],"window":20,"seed":1}`), &meta); err != nil {
+		t.Fatal(err)
+	}
+	if meta.Unknown != nil || meta.Unknown.IsUnknown(0) {
+		t.Errorf("an old model.json gained a threshold: %+v", meta.Unknown)
+	}
+	meta.Unknown = &OpenSet{Score: ScoreMeanProb, Threshold: 0.4, Quantile: 0.05, Hosts: 9}
+	js, err := json.Marshal(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Meta
+	if err := json.Unmarshal(js, &back); err != nil || back.Unknown == nil || back.Unknown.Threshold != 0.4 || back.Unknown.Hosts != 9 || back.Unknown.Score != ScoreMeanProb {
+		t.Errorf("model.json round trip: %s -> %+v (%v)", js, back.Unknown, err)
+	}
+}
+
+// TestLoadModelRefusesBadThreshold stores a model whose model.json carries
+// a rule predict could not apply: loading it names the file and the fix.
+func TestLoadModelRefusesBadThreshold(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(11, 12))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m, err := Fit(ctx, "rf", learn.Config{Seed: 1}, 5, twoDevices(rng, 2, 4, 20), 2, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(ctx, filepath.Join(t.TempDir(), "state"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, o := range map[string]*OpenSet{
+		"score":     {Score: "entropy", Threshold: 0.5},
+		"threshold": {Score: ScoreMeanProb, Threshold: 7},
+	} {
+		if err := SaveModel(ctx, st, "bad-"+name, m, Meta{Model: "rf", Labels: []string{"a", "b"}, Window: 20, Unknown: o}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := LoadModel(ctx, st, "bad-"+name); err == nil || !strings.Contains(err.Error(), "model.json") || !strings.Contains(err.Error(), name) {
+			t.Errorf("a model.json with a bad %s: %v, want an error naming the file and the field", name, err)
+		}
+	}
+}
