@@ -10,9 +10,11 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -25,7 +27,9 @@ import (
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/detect"
+	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/metrics"
+	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -37,6 +41,7 @@ func main() {
 	cli.Main(func(ctx context.Context, log *slog.Logger) error {
 		fs := flag.NewFlagSet("detector", flag.ContinueOnError)
 		modelPath := fs.String("model", "", "model file from `homemole sp train`")
+		modelKey := fs.String("model-object", "", "read the model from this key of the object store instead (HOMEMOLE_S3_ENDPOINT, HOMEMOLE_S3_BUCKET, HOMEMOLE_S3_ACCESS_KEY, HOMEMOLE_S3_SECRET_KEY): how a pod gets one")
 		file := fs.String("campaign", "", "campaign file (YAML): its name and homes")
 		home := fs.String("home", "*", "home to watch, or * for all the campaign's homes (of this partition)")
 		tap := fs.String("tap", "wan", "tap whose packets are judged: the view beyond the gateway (wan), or lan")
@@ -52,8 +57,8 @@ func main() {
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
-		if *modelPath == "" || *file == "" || *natsURL == "" {
-			return cli.Usagef("detector needs --model FILE, --campaign FILE and --nats URL")
+		if (*modelPath == "") == (*modelKey == "") || *file == "" || *natsURL == "" {
+			return cli.Usagef("detector needs --model FILE (or --model-object KEY), --campaign FILE and --nats URL")
 		}
 		if err := part.Validate(); err != nil {
 			return cli.Usagef("%v", err)
@@ -73,7 +78,7 @@ func main() {
 		if err != nil {
 			return err
 		}
-		m, err := detect.LoadFile(*modelPath)
+		m, err := loadModel(ctx, *modelPath, *modelKey, endpoints.FromEnv())
 		if err != nil {
 			return err
 		}
@@ -98,6 +103,30 @@ func main() {
 		log.Info("detector running", "campaign", c.Name, "home", *home, "tap", *tap, "device_types", len(m.Devices), "partition", part.Index, "partitions", part.Count)
 		return Run(ctx, conn, m, cfg, met, log)
 	})
+}
+
+// loadModel reads the model from a file, or from key of the object store
+// that ep names.
+func loadModel(ctx context.Context, path, key string, ep endpoints.Config) (*detect.Model, error) {
+	if path != "" {
+		return detect.LoadFile(path)
+	}
+	if ep.S3 == "" {
+		return nil, cli.Usagef("--model-object %s: no object store: set HOMEMOLE_S3_ENDPOINT (and HOMEMOLE_S3_BUCKET, HOMEMOLE_S3_ACCESS_KEY, HOMEMOLE_S3_SECRET_KEY)", key)
+	}
+	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: ep.S3, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, Bucket: ep.S3Bucket, TLS: ep.S3TLS})
+	if err != nil {
+		return nil, err
+	}
+	data, err := st.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read the model %s: %w (upload the file `homemole sp train` wrote there)", st.Location(key), err)
+	}
+	m, err := detect.Load(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", st.Location(key), err)
+	}
+	return m, nil
 }
 
 // Config is what one detector replica watches.

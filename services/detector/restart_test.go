@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/detect"
 	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -33,6 +37,26 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	// The detectors read the model from the object store, as a pod does.
+	var buf bytes.Buffer
+	if err := model.Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	ep := endpoints.Config{S3: srv.S3Endpoint, S3Bucket: "homemole", AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey}
+	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: ep.S3, Bucket: ep.S3Bucket, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, "models/home.spm", buf.Bytes(), "application/octet-stream"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadModel(ctx, "", "models/nosuch.spm", ep); err == nil || !strings.Contains(err.Error(), "models/nosuch.spm") {
+		t.Errorf("a missing model object: %v, want an error naming it", err)
+	}
+	if model, err = loadModel(ctx, "", "models/home.spm", ep); err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
 	connect := func() *bus.Conn {
 		c, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL, Name: "test"}, log)
 		if err != nil {
