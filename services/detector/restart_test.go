@@ -15,6 +15,7 @@ import (
 	"github.com/homemole/homemole/pipeline/detect"
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 )
@@ -108,14 +109,14 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		return Config{Campaign: c, Home: "*", Homes: []string{"home-1"}, Tap: "wan", Step: 1, AckWait: 2 * time.Second}
 	}
 	// run runs a detector on its own connection until stop says so.
-	run := func(c string, stop func(n int, done bool) bool) int {
+	run := func(c string, met *metrics.Metrics, stop func(n int, done bool) bool) int {
 		t.Helper()
 		rc := connect()
 		defer rc.Close()
 		runCtx, cancelRun := context.WithCancel(ctx)
 		defer cancelRun()
 		errc := make(chan error, 1)
-		go func() { errc <- Run(runCtx, rc, model, cfg(c), nil, log) }()
+		go func() { errc <- Run(runCtx, rc, model, cfg(c), met, log) }()
 		for {
 			if n, done := stored(c); stop(n, done) {
 				break
@@ -137,19 +138,26 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		return n
 	}
 	finished := func(_ int, done bool) bool { return done }
-	run("whole", finished)
+	met := metrics.New("detector")
+	run("whole", met, finished)
 	total, _ := stored("whole")
+	if got := counter(t, met, SeenWindows); got != float64(total) {
+		t.Errorf("%s = %v, SEEN holds %d windows", SeenWindows, got, total)
+	}
+	if got := counter(t, met, metrics.PacketsIn); got != float64(len(pkts)) {
+		t.Errorf("%s = %v, the session has %d packets", metrics.PacketsIn, got, len(pkts))
+	}
 	if total < 100 {
 		t.Fatalf("the uninterrupted run stored %d windows; the test wants a longer session", total)
 	}
 	for _, share := range []int{1, 2} {
-		n := run("cut", func(n int, _ bool) bool { return n >= share*total/3 })
+		n := run("cut", nil, func(n int, _ bool) bool { return n >= share*total/3 })
 		t.Logf("detector stopped with %d of %d windows stored", n, total)
 		if n >= total {
 			t.Fatalf("the detector finished before it was stopped: no restart was tested")
 		}
 	}
-	run("cut", finished)
+	run("cut", nil, finished)
 	// The restarted detector's checkpoint covers the session's last batch.
 	cps, err := detect.OpenKVCheckpoints(ctx, conn.JS, 1)
 	if err != nil {
@@ -215,6 +223,56 @@ func readSeen(ctx context.Context, t *testing.T, conn *bus.Conn, c string) []sch
 		}
 		out = append(out, w)
 		seq = m.Sequence + 1
+	}
+}
+
+// counter is the value of a metric of met (summed over its series).
+func counter(t *testing.T, met *metrics.Metrics, name string) float64 {
+	t.Helper()
+	mfs, err := met.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return v
+}
+
+// TestConsumerPartitions: the partitions' durable consumers split a
+// campaign's homes, each home to exactly one, under names of their own; a
+// detector of one home reads only it, unpartitioned.
+func TestConsumerPartitions(t *testing.T) {
+	homes := []string{"home-1", "home-2", "home-3", "home-4", "home-5", "home-6", "home-7"}
+	readers := map[string][]string{}
+	durables := map[string]bool{}
+	for i := range 3 {
+		cc := Config{Campaign: "spring", Homes: homes, Home: "*", Tap: "wan", Partition: bus.Partition{Index: i, Count: 3}}.Consumer()
+		if durables[cc.Durable] || cc.Stream != schemas.StreamPackets || cc.MaxAckPending != 1 {
+			t.Errorf("partition %d: %+v", i, cc)
+		}
+		durables[cc.Durable] = true
+		for _, f := range cc.Filters {
+			readers[f] = append(readers[f], cc.Durable)
+		}
+	}
+	for _, h := range homes {
+		if r := readers[schemas.PacketSubject("spring", h, "wan")]; len(r) != 1 {
+			t.Errorf("%s is read by %v, want one partition", h, r)
+		}
+	}
+	if len(readers) != len(homes) {
+		t.Errorf("the partitions read %d subjects, the campaign has %d homes: %v", len(readers), len(homes), readers)
+	}
+	one := Config{Campaign: "spring", Homes: homes, Home: "home-2", Tap: "wan", Partition: bus.Partition{Index: 1, Count: 3}}.Consumer()
+	if one.Filter != schemas.PacketSubject("spring", "home-2", "wan") || one.Filters != nil || one.Durable != "detector-spring-home-2-wan" {
+		t.Errorf("one home: %+v", one)
 	}
 }
 
