@@ -173,6 +173,20 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		t.Errorf("checkpoint of cut/home-1: %+v, found %v, %v; want it to cover the last batch at %d", cp, ok, err, last.Sequence)
 	}
 
+	// A batch the checkpoint covers, delivered again (its ack was lost), is
+	// skipped by a detector that restarts: nothing is judged or published.
+	lb, err := schemas.DecodeBatch(last.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := &detect.Online{Model: model, Step: 1, Lag: 1, Checkpoints: cps, Replay: detect.StreamReplayer(conn.JS),
+		Publish: func(_ context.Context, subject, id string, _ []byte) error {
+			t.Errorf("a covered batch published %s to %s", id, subject)
+			return nil
+		}}
+	if err := again.HandleAt(ctx, last.Sequence, lb); err != nil {
+		t.Errorf("a covered batch delivered again: %v", err)
+	}
 	whole, cut := readSeen(ctx, t, conn, "whole"), readSeen(ctx, t, conn, "cut")
 	for name, ws := range map[string][]schemas.Seen{"uninterrupted": whole, "restarted": cut} {
 		for i := 1; i < len(ws); i++ {
