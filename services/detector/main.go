@@ -174,18 +174,32 @@ func (cfg Config) Consumer() bus.ConsumerConfig {
 // checkpoint: no window is skipped, and one published twice keeps its
 // message id and is stored once. met may be nil (no metrics).
 func Run(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config, met *metrics.Metrics, log *slog.Logger) error {
-	cps, err := detect.OpenKVCheckpoints(ctx, conn.JS, cfg.Replicas)
+	o, err := newOnline(ctx, conn, m, cfg)
 	if err != nil {
 		return err
 	}
-	var in, windows atomic.Int64
-	o := &detect.Online{Model: m, Step: cfg.Step, Lag: 1, Checkpoints: cps, Replay: detect.StreamReplayer(conn.JS),
+	return serve(ctx, conn, o, cfg, met)
+}
+
+// newOnline is the detector of cfg, its checkpoints in the bucket and its
+// windows stored in SEEN.
+func newOnline(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config) (*detect.Online, error) {
+	cps, err := detect.OpenKVCheckpoints(ctx, conn.JS, cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &detect.Online{Model: m, Step: cfg.Step, Lag: 1, Checkpoints: cps, Replay: detect.StreamReplayer(conn.JS),
 		Publish: func(ctx context.Context, subject, msgID string, data []byte) error {
 			_, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(msgID))
 			return err
 		},
-		OnWindow: func(schemas.Seen) { windows.Add(1) },
-	}
+	}, nil
+}
+
+// serve feeds o the batches of cfg's consumer, counted in met, until ctx ends.
+func serve(ctx context.Context, conn *bus.Conn, o *detect.Online, cfg Config, met *metrics.Metrics) error {
+	var in, windows atomic.Int64
+	o.OnWindow = func(schemas.Seen) { windows.Add(1) }
 	cc := cfg.Consumer()
 	if met == nil {
 		met = metrics.New("detector")

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,7 +70,7 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 	conn := connect()
 	defer conn.Close()
 	const batch = 1024
-	for _, c := range []string{"whole", "cut"} {
+	for _, c := range []string{"whole", "cut", "flaky"} {
 		for lo := 0; lo < len(pkts); lo += batch {
 			hi := min(lo+batch, len(pkts))
 			b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c, Home: "home-1", Tap: "wan", Source: c + "/home-1/wan/wan.pcap",
@@ -109,14 +111,22 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		return Config{Campaign: c, Home: "*", Homes: []string{"home-1"}, Tap: "wan", Step: 1, AckWait: 2 * time.Second}
 	}
 	// run runs a detector on its own connection until stop says so.
-	run := func(c string, met *metrics.Metrics, stop func(n int, done bool) bool) int {
+	// wrap, when set, changes the detector before it starts.
+	run := func(c string, met *metrics.Metrics, wrap func(*detect.Online), stop func(n int, done bool) bool) int {
 		t.Helper()
 		rc := connect()
 		defer rc.Close()
 		runCtx, cancelRun := context.WithCancel(ctx)
 		defer cancelRun()
 		errc := make(chan error, 1)
-		go func() { errc <- Run(runCtx, rc, model, cfg(c), met, log) }()
+		o, err := newOnline(ctx, rc, model, cfg(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wrap != nil {
+			wrap(o)
+		}
+		go func() { errc <- serve(runCtx, rc, o, cfg(c), met) }()
 		for {
 			if n, done := stored(c); stop(n, done) {
 				break
@@ -139,7 +149,7 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 	}
 	finished := func(_ int, done bool) bool { return done }
 	met := metrics.New("detector")
-	run("whole", met, finished)
+	run("whole", met, nil, finished)
 	total, _ := stored("whole")
 	if got := counter(t, met, SeenWindows); got != float64(total) {
 		t.Errorf("%s = %v, SEEN holds %d windows", SeenWindows, got, total)
@@ -151,13 +161,13 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		t.Fatalf("the uninterrupted run stored %d windows; the test wants a longer session", total)
 	}
 	for _, share := range []int{1, 2} {
-		n := run("cut", nil, func(n int, _ bool) bool { return n >= share*total/3 })
+		n := run("cut", nil, nil, func(n int, _ bool) bool { return n >= share*total/3 })
 		t.Logf("detector stopped with %d of %d windows stored", n, total)
 		if n >= total {
 			t.Fatalf("the detector finished before it was stopped: no restart was tested")
 		}
 	}
-	run("cut", nil, finished)
+	run("cut", nil, nil, finished)
 	// The restarted detector's checkpoint covers the session's last batch.
 	cps, err := detect.OpenKVCheckpoints(ctx, conn.JS, 1)
 	if err != nil {
@@ -187,8 +197,25 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 	if err := again.HandleAt(ctx, last.Sequence, lb); err != nil {
 		t.Errorf("a covered batch delivered again: %v", err)
 	}
-	whole, cut := readSeen(ctx, t, conn, "whole"), readSeen(ctx, t, conn, "cut")
-	for name, ws := range map[string][]schemas.Seen{"uninterrupted": whole, "restarted": cut} {
+	// SEEN refuses two windows in a row, half way through a batch: the
+	// home's state is dropped and rebuilt from its checkpoint when the
+	// batch comes again, so its packets are not counted twice.
+	var calls, failed atomic.Int64
+	run("flaky", nil, func(o *detect.Online) {
+		publish := o.Publish
+		o.Publish = func(ctx context.Context, subject, id string, data []byte) error {
+			if n := calls.Add(1); n == 40 || n == 41 {
+				failed.Add(1)
+				return errors.New("injected: SEEN refused the window")
+			}
+			return publish(ctx, subject, id, data)
+		}
+	}, finished)
+	if failed.Load() != 2 {
+		t.Fatalf("%d publishes failed, want 2", failed.Load())
+	}
+	whole, cut, flaky := readSeen(ctx, t, conn, "whole"), readSeen(ctx, t, conn, "cut"), readSeen(ctx, t, conn, "flaky")
+	for name, ws := range map[string][]schemas.Seen{"uninterrupted": whole, "restarted": cut, "refused twice": flaky} {
 		for i := 1; i < len(ws); i++ {
 			if d := ws[i].StartNs - ws[i-1].StartNs; d != int64(model.Config.Match.Bin) {
 				t.Errorf("%s run: windows %d and %d start %d ns apart, want one bin (%d ns): a gap or a duplicate", name, i-1, i, d, int64(model.Config.Match.Bin))
@@ -199,11 +226,20 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		t.Fatalf("uninterrupted: %d windows from %d to %d; restarted twice: %d windows from %d to %d",
 			len(whole), whole[0].StartNs, whole[len(whole)-1].StartNs, len(cut), cut[0].StartNs, cut[len(cut)-1].StartNs)
 	}
-	var differ int
+	if len(flaky) != len(whole) || flaky[len(flaky)-1].StartNs != whole[len(whole)-1].StartNs {
+		t.Fatalf("with two refused windows: %d windows, the last from %d; uninterrupted: %d to %d", len(flaky), flaky[len(flaky)-1].StartNs, len(whole), whole[len(whole)-1].StartNs)
+	}
+	var differ, flakyDiffer int
 	for i := range whole {
 		if !sameDetections(whole[i], cut[i]) {
 			differ++
 		}
+		if !sameDetections(whole[i], flaky[i]) {
+			flakyDiffer++
+		}
+	}
+	if flakyDiffer > 0 {
+		t.Errorf("%d of %d windows judged differently after two refused windows", flakyDiffer, len(whole))
 	}
 	t.Logf("SEEN: %d windows uninterrupted, %d restarted twice (0 missing, 0 duplicated); %d windows judged differently", len(whole), len(cut), differ)
 	// The replay rebuilds the matcher from the batches it held: the same
