@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -159,6 +160,19 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 	}
 	if total < 100 {
 		t.Fatalf("the uninterrupted run stored %d windows; the test wants a longer session", total)
+	}
+	// A window published again under its id is stored once.
+	first := readSeen(ctx, t, conn, "whole")[0]
+	data, err := json.Marshal(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := conn.JS.Publish(ctx, schemas.SeenSubject("whole", "home-1"), data, jetstream.WithMsgID(detect.SeenMsgID("whole", "home-1", first.StartNs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := stored("whole"); !ack.Duplicate || n != total {
+		t.Errorf("a window published again: duplicate %v, SEEN holds %d windows, want %d", ack.Duplicate, n, total)
 	}
 	for _, share := range []int{1, 2} {
 		n := run("cut", nil, nil, func(n int, _ bool) bool { return n >= share*total/3 })
