@@ -33,11 +33,11 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN go run ./tools/gotchsetup
-RUN go build -trimpath -o /out/ ./services/homemole ./services/trainer
+RUN go build -trimpath -o /out/ ./services/homemole ./services/trainer ./services/detector
 
 FROM ${CUDA_RUNTIME_IMAGE}
 COPY --from=build /opt/libtorch/lib /opt/libtorch/lib
-COPY --from=build /out/homemole /out/trainer /usr/local/bin/
+COPY --from=build /out/homemole /out/trainer /out/detector /usr/local/bin/
 ENV LD_LIBRARY_PATH=/opt/libtorch/lib HOMEMOLE_HOME=/tmp/homemole
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/homemole"]

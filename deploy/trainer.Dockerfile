@@ -19,14 +19,14 @@ RUN go mod download
 COPY . .
 # Writes .build/gotch and go.work (both ignored by the build context, so made fresh here).
 RUN go run ./tools/gotchsetup
-RUN go build -trimpath -o /out/ ./services/homemole ./services/trainer
+RUN go build -trimpath -o /out/ ./services/homemole ./services/trainer ./services/detector
 
 FROM debian:12-slim
 # The runtime half of libtorch-dev: the shared objects the binaries link.
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends libtorch1.13 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/homemole /out/trainer /usr/local/bin/
+COPY --from=build /out/homemole /out/trainer /out/detector /usr/local/bin/
 USER 65532:65532
 ENV HOMEMOLE_HOME=/tmp/homemole
 ENTRYPOINT ["/usr/local/bin/homemole"]

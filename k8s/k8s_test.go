@@ -70,7 +70,8 @@ var (
 	natsServerSecret = external{kind: "Secret", name: "nats-server", keys: []string{
 		natsauth.Files.ServerCA, natsauth.Files.ServerCert, natsauth.Files.ServerKey, natsauth.Files.ServerAuth}}
 	natsWorkersSecret = external{kind: "Secret", name: "homemole-nats", keys: []string{natsauth.Files.WorkersCA,
-		natsauth.PasswordKey(natsauth.Labeler), natsauth.PasswordKey(natsauth.Windower), natsauth.PasswordKey(natsauth.Trainer)}}
+		natsauth.PasswordKey(natsauth.Labeler), natsauth.PasswordKey(natsauth.Windower), natsauth.PasswordKey(natsauth.Trainer),
+		natsauth.PasswordKey(natsauth.Detector)}}
 )
 
 // externals lists, for every kustomization, what it refers to and does not
@@ -95,7 +96,7 @@ var jobExternals = []external{
 }
 
 // The workers that must serve /healthz, /readyz and /metrics in a pod.
-var metricsWorkers = []string{"labeler", "windower", "capture", "trainer"}
+var metricsWorkers = []string{"labeler", "windower", "capture", "trainer", "detector"}
 
 type object struct {
 	kind, name string

@@ -6,9 +6,8 @@ import (
 )
 
 // SeenSubject is where the online detector publishes what it found in one
-// home: hm.seen.<campaign>.<home>. No stream is declared for it: detections
-// are a live feed; a consumer that must not miss one binds a stream of its
-// own to "hm.seen.>".
+// home: hm.seen.<campaign>.<home>. The stream SEEN (pipeline/bus) keeps
+// them, one message per window under an id of its home and start.
 func SeenSubject(campaign, home string) string {
 	return "hm.seen." + campaign + "." + home
 }

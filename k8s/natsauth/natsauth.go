@@ -39,6 +39,7 @@ const (
 	Labeler  = "labeler"
 	Windower = "windower"
 	Trainer  = "trainer"
+	Detector = "detector"
 )
 
 // User is a NATS user with the subjects it may publish to and subscribe
@@ -52,9 +53,9 @@ type User struct {
 func CaptureUser(home string) string { return "capture-" + home }
 
 // Users are the campaign's users, passwords empty: an admin (operators:
-// declaring streams, `homemole dlq replay`), the labeler, windower and
-// trainer with what their work needs, and one capture agent per home that
-// may publish only its own home's packets.
+// declaring streams, `homemole dlq replay`), the labeler, windower,
+// trainer and online detector with what their work needs, and one capture
+// agent per home that may publish only its own home's packets.
 func Users(c *campaign.Campaign) []User {
 	declare := func(streams ...string) []string {
 		out := []string{"$JS.API.INFO"}
@@ -64,7 +65,7 @@ func Users(c *campaign.Campaign) []User {
 		return out
 	}
 	consume := func(stream string) []string {
-		return append(declare(schemas.StreamPackets, schemas.StreamLabeled, schemas.StreamDeadLetter),
+		return append(declare(schemas.StreamPackets, schemas.StreamLabeled, bus.StreamSeen, schemas.StreamDeadLetter),
 			"$JS.API.CONSUMER.CREATE."+stream+".>", "$JS.API.CONSUMER.DURABLE.CREATE."+stream+".>",
 			"$JS.API.CONSUMER.INFO."+stream+".>", "$JS.API.CONSUMER.MSG.NEXT."+stream+".>",
 			"$JS.ACK."+stream+".>",
@@ -77,17 +78,24 @@ func Users(c *campaign.Campaign) []User {
 	// subscribe nowhere else: with a shared _INBOX.> any home's agent read
 	// the other homes' packets as the labeler pulled them.
 	inbox := func(user string) []string { return []string{bus.Auth{User: user}.Inbox() + ".>"} }
+	kvStream := "KV_" + bus.DetectorCheckpoints
 	us := []User{
 		{Name: Admin},
 		{Name: Labeler, Publish: append(consume(schemas.StreamPackets), "hm.lbl."+c.Name+".>"), Subscribe: inbox(Labeler)},
 		{Name: Windower, Publish: consume(schemas.StreamLabeled), Subscribe: inbox(Windower)},
-		{Name: Trainer, Publish: declare(schemas.StreamPackets, schemas.StreamLabeled), Subscribe: inbox(Trainer)},
+		{Name: Trainer, Publish: declare(schemas.StreamPackets, schemas.StreamLabeled, bus.StreamSeen), Subscribe: inbox(Trainer)},
+		{Name: Detector, Subscribe: inbox(Detector), Publish: append(append(consume(schemas.StreamPackets),
+			// Its windows, and reading a home's batches back after a restart.
+			"hm.seen."+c.Name+".>", "$JS.API.STREAM.MSG.GET."+schemas.StreamPackets),
+			// Its checkpoints: a key-value bucket it declares, writes and reads.
+			"$JS.API.STREAM.INFO."+kvStream, "$JS.API.STREAM.CREATE."+kvStream, "$JS.API.STREAM.UPDATE."+kvStream,
+			"$KV."+bus.DetectorCheckpoints+".>", "$JS.API.DIRECT.GET."+kvStream+".>", "$JS.API.STREAM.MSG.GET."+kvStream)},
 	}
 	for _, h := range c.Homes {
 		name := CaptureUser(h.Name)
 		us = append(us, User{Name: name, Subscribe: inbox(name), Publish: []string{
 			schemas.PacketSubject(c.Name, h.Name, ">"),
-			"$JS.API.STREAM.INFO." + schemas.StreamPackets, "$JS.API.STREAM.INFO." + schemas.StreamLabeled,
+			"$JS.API.STREAM.INFO." + schemas.StreamPackets, "$JS.API.STREAM.INFO." + schemas.StreamLabeled, "$JS.API.STREAM.INFO." + bus.StreamSeen,
 		}})
 	}
 	return us
@@ -218,7 +226,7 @@ func KubernetesNames(ns string) []string {
 
 // Files names what Write makes under its folder, as the manifests mount
 // them: server/ is the Secret nats-server (the NATS pods), workers/ the
-// Secret homemole-nats (the labeler, windower and trainer pods: the CA and
+// Secret homemole-nats (the labeler, windower, trainer and detector pods: the CA and
 // one password per role), gateways/<home>/ what goes onto each home's
 // gateway (/etc/homemole/nats: the CA and that home's password only), and
 // admin/ the operators' login.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -92,6 +93,36 @@ include ./auth.conf
 		if !errors.Is(home1.NC.LastError(), nats.ErrPermissionViolation) {
 			t.Errorf("home-1 may subscribe to _INBOX.>: last error %v", home1.NC.LastError())
 		}
+	}
+	// The online detector: its checkpoint bucket, its windows in SEEN, a
+	// home's batches read back; and not the labeler's output.
+	det, err := login(Detector)
+	if err != nil {
+		t.Fatalf("the detector cannot log in: %v", err)
+	}
+	defer det.Close()
+	kv, err := det.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.DetectorCheckpoints, History: 1})
+	if err != nil {
+		t.Fatalf("the detector may not declare its checkpoint bucket: %v", err)
+	}
+	if _, err := kv.Put(ctx, "c.home-1.wan", []byte("{}")); err != nil {
+		t.Errorf("the detector may not write a checkpoint: %v", err)
+	}
+	if e, err := kv.Get(ctx, "c.home-1.wan"); err != nil || string(e.Value()) != "{}" {
+		t.Errorf("the detector reads its checkpoint back as %v, %v", e, err)
+	}
+	if _, err := det.JS.Publish(ctx, schemas.SeenSubject("c", "home-1"), []byte("{}"), jetstream.WithMsgID("w1")); err != nil {
+		t.Errorf("the detector may not publish to SEEN: %v", err)
+	}
+	if s, err := det.JS.Stream(ctx, schemas.StreamPackets); err != nil {
+		t.Error(err)
+	} else if m, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(schemas.PacketSubject("c", "home-1", "lan"))); err != nil || m.Subject != schemas.PacketSubject("c", "home-1", "lan") {
+		t.Errorf("the detector may not read a home's batch back: %v", err)
+	}
+	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer dcancel()
+	if _, err := det.JS.Publish(dctx, schemas.LabeledSubject("c", "home-1", "lan"), []byte("x")); err == nil {
+		t.Error("the detector may publish labeled packets")
 	}
 	if _, err := bus.Connect(ctx, bus.Config{URL: url, Auth: bus.Auth{CAFile: filepath.Join(dir, "workers", Files.WorkersCA)}}, log); err == nil {
 		t.Error("a client without a user got in")

@@ -78,7 +78,7 @@ type Conn struct {
 // this only makes sure a publish whose ack was lost is eventually released.
 const asyncAckTimeout = time.Minute
 
-// Connect dials NATS and declares the PACKETS and LABELED streams
+// Connect dials NATS and declares the PACKETS, LABELED and SEEN streams
 // idempotently, so every worker can start in any order.
 func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if cfg.Replicas == 0 {
@@ -185,12 +185,23 @@ func fixConnect(err error) string {
 
 const fixUnreachable = "is the server running? set --nats or HOMEMOLE_NATS_URL, or leave both empty for the embedded server"
 
-var streamNames = []string{schemas.StreamPackets, schemas.StreamLabeled}
+// StreamSeen keeps the online detector's windows (hm.seen.<campaign>.<home>,
+// schemas.Seen), each under an id of its home and window start, so a
+// window republished after a restart is stored once.
+const StreamSeen = "SEEN"
+
+// DetectorCheckpoints is the JetStream key-value bucket (stream
+// KV_hm_detector) where the online detector keeps each home's place.
+const DetectorCheckpoints = "hm_detector"
+
+// streamNames are the data streams: the retention limits are theirs.
+var streamNames = []string{schemas.StreamPackets, schemas.StreamLabeled, StreamSeen}
 
 func (c *Conn) declareStreams(ctx context.Context) error {
 	return c.declareEach(ctx,
 		jetstream.StreamConfig{Name: schemas.StreamPackets, Subjects: []string{"hm.pkt.>"}},
 		jetstream.StreamConfig{Name: schemas.StreamLabeled, Subjects: []string{"hm.lbl.>"}},
+		jetstream.StreamConfig{Name: StreamSeen, Subjects: []string{"hm.seen.>"}},
 	)
 }
 
@@ -369,6 +380,16 @@ type Delivery struct {
 
 // Ack acknowledges the message; JetStream will not deliver it again.
 func (d *Delivery) Ack() error { return d.msg.Ack() }
+
+// Seq is the message's position in its stream (0 if the server did not
+// say): a worker that checkpoints records how far it got by it.
+func (d *Delivery) Seq() uint64 {
+	md, err := d.msg.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
+}
 
 // Subject is the subject the message arrived on.
 func (d *Delivery) Subject() string { return d.msg.Subject() }

@@ -56,7 +56,7 @@ func TestRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(agent.Close)
-	for _, name := range []string{schemas.StreamPackets, schemas.StreamLabeled} {
+	for _, name := range []string{schemas.StreamPackets, schemas.StreamLabeled, StreamSeen} {
 		s, err := c.JS.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)

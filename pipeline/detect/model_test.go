@@ -133,7 +133,7 @@ func TestOnlinePublishesEveryStep(t *testing.T) {
 	stream := Superpose(beat, noise)
 	var subjects []string
 	var seen []schemas.Seen
-	o := &Online{Model: m, Step: 3, Lag: 1, Publish: func(_ context.Context, subject string, data []byte) error {
+	o := &Online{Model: m, Step: 3, Lag: 1, Publish: func(_ context.Context, subject, _ string, data []byte) error {
 		subjects = append(subjects, subject)
 		s, err := schemas.DecodeSeen(data)
 		if err != nil {

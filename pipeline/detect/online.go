@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/homemole/homemole/pipeline/seqprofile"
@@ -14,6 +15,12 @@ import (
 // Matcher, and every Step bins the CNN window that ends there is judged and
 // its detections are published on hm.seen.<campaign>.<home>. It keeps only
 // a window and a bin of time arrays per home. Safe for concurrent use.
+//
+// With Checkpoints and Replay set, a home's place survives a restart: after
+// the windows of a batch are published its checkpoint records the last
+// window and the stream position covered, and a restarted Online rebuilds
+// the home's matcher by replaying the batches the checkpoint says it still
+// held, then judges the next window, so no window is skipped or repeated.
 type Online struct {
 	Model *Model
 	// Step is how many bins pass between two reports (1: every bin, 10 s
@@ -23,8 +30,16 @@ type Online struct {
 	// judged: a match is counted where it starts, and may complete up to a
 	// few burst gaps later.
 	Lag int
-	// Publish sends one encoded schemas.Seen.
-	Publish func(ctx context.Context, subject string, data []byte) error
+	// Publish sends one encoded schemas.Seen under a message id that names
+	// its window (SeenMsgID), so a window published twice is stored once.
+	Publish func(ctx context.Context, subject, msgID string, data []byte) error
+	// Checkpoints keeps each home's place; nil keeps it in memory only.
+	Checkpoints Checkpoints
+	// Replay reads a home's batches back from the stream (see Replayer);
+	// needed with Checkpoints.
+	Replay Replayer
+	// OnWindow, when set, is told of every window published.
+	OnWindow func(schemas.Seen)
 
 	mu    sync.Mutex
 	homes map[string]*onlineHome
@@ -37,6 +52,24 @@ type onlineHome struct {
 	// started says next is set; jumps is the Matcher's jump count when it was.
 	started bool
 	jumps   uint64
+	// restored says the home's checkpoint was read (and replayed).
+	restored bool
+	// seq is the stream position of the last batch handled (0: none).
+	seq uint64
+	// held are the batches whose packets the matcher may still read, oldest
+	// first: where a replay must start.
+	held []heldBatch
+}
+
+type heldBatch struct {
+	seq     uint64
+	lastBin int64 // the bin of the batch's last (latest) packet
+}
+
+// SeenMsgID is the message id of a home's window: the campaign, home and
+// window start, so a window republished after a restart is deduplicated.
+func SeenMsgID(campaign, home string, startNs int64) string {
+	return schemas.SeenSubject(campaign, home) + "|" + strconv.FormatInt(startNs, 10)
 }
 
 // home is one home's state, created at its first batch.
@@ -58,24 +91,117 @@ func (o *Online) home(key string) (*onlineHome, error) {
 	return h, nil
 }
 
+// forget drops a home's state: a batch that failed half way left it
+// unknown, and the next one rebuilds it from the checkpoint.
+func (o *Online) forget(key string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.homes, key)
+}
+
 // Handle feeds one packet batch of one home and publishes the windows it
-// completes. A batch's packets must come in time order per home (one tap
-// per home, as the agent publishes them). A Final batch (the end of a
-// capture session) judges the windows up to its last packet at once.
+// completes, keeping the home's place in memory only. A batch's packets
+// must come in time order per home (one tap per home, as the agent
+// publishes them). A Final batch (the end of a capture session) judges the
+// windows up to its last packet at once.
 func (o *Online) Handle(ctx context.Context, b *schemas.Batch) error {
+	return o.HandleAt(ctx, 0, b)
+}
+
+// HandleAt is Handle for the batch at stream position seq (its PACKETS
+// sequence; 0: unknown). With Checkpoints, a batch at or before the home's
+// checkpoint was handled already (a redelivery whose ack was lost) and is
+// skipped; the caller acks a batch once HandleAt returns nil, by when its
+// windows are published and the checkpoint covering it is written.
+func (o *Online) HandleAt(ctx context.Context, seq uint64, b *schemas.Batch) error {
 	if b.Kind != schemas.KindPackets {
 		return fmt.Errorf("online detector: batch %s is not a packet batch; bind the detector to the PACKETS stream", b.MsgID())
 	}
-	h, err := o.home(b.Campaign + "\x00" + b.Home)
+	if o.Checkpoints != nil && seq == 0 {
+		return fmt.Errorf("online detector: batch %s has no stream position; checkpoints need one", b.MsgID())
+	}
+	key := b.Campaign + "\x00" + b.Home
+	h, err := o.home(key)
 	if err != nil {
 		return err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if err := o.handle(ctx, h, seq, b); err != nil {
+		// What was added before the failure would be added again at the
+		// redelivery: start the home over from its checkpoint instead.
+		o.forget(key)
+		return err
+	}
+	return nil
+}
+
+func (o *Online) handle(ctx context.Context, h *onlineHome, seq uint64, b *schemas.Batch) error {
+	if o.Checkpoints != nil && !h.restored {
+		if err := o.restore(ctx, h, b.Campaign, b.Home, b.Tap); err != nil {
+			return err
+		}
+		h.restored = true
+	}
+	if seq != 0 && seq <= h.seq {
+		return nil // handled before the restart or a lost ack
+	}
+	o.add(h, seq, b)
+	if err := o.judge(ctx, h, b.Campaign, b.Home, b.Final); err != nil {
+		return err
+	}
+	h.seq = max(h.seq, seq)
+	if o.Checkpoints == nil {
+		return nil
+	}
+	cp := Checkpoint{Version: CheckpointVersion, Next: h.next, Jumps: h.jumps, Seq: h.seq, From: h.seq + 1}
+	if len(h.held) > 0 {
+		cp.From = h.held[0].seq
+	}
+	return o.Checkpoints.Save(ctx, b.Campaign, b.Home, b.Tap, cp)
+}
+
+// add feeds a batch's packets to the home's matcher.
+func (o *Online) add(h *onlineHome, seq uint64, b *schemas.Batch) {
 	for i := range b.Packets {
 		p := &b.Packets[i]
 		h.m.Add(p.TsNs, seqprofile.VectorOf(p))
 	}
+	if n := len(b.Packets); n > 0 && seq != 0 {
+		h.held = append(h.held, heldBatch{seq: seq, lastBin: b.Packets[n-1].TsNs / int64(o.Model.Config.Match.Bin)})
+	}
+}
+
+// restore rebuilds a home from its checkpoint: the batches the matcher
+// still held then are read again (their windows were published), and the
+// next window is the checkpoint's.
+func (o *Online) restore(ctx context.Context, h *onlineHome, campaign, home, tap string) error {
+	cp, ok, err := o.Checkpoints.Load(ctx, campaign, home, tap)
+	if err != nil || !ok {
+		return err
+	}
+	if o.Replay == nil {
+		return fmt.Errorf("online detector: home %s/%s has a checkpoint but the detector cannot replay the stream", campaign, home)
+	}
+	if cp.From <= cp.Seq {
+		if err := o.Replay(ctx, campaign, home, tap, cp.From, cp.Seq, func(seq uint64, b *schemas.Batch) error {
+			if b.Kind != schemas.KindPackets {
+				return fmt.Errorf("replay of %s/%s: batch %s at %d is not a packet batch", campaign, home, b.MsgID(), seq)
+			}
+			o.add(h, seq, b)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("online detector: rebuild home %s/%s from its checkpoint (stream positions %d to %d): %w", campaign, home, cp.From, cp.Seq, err)
+		}
+	}
+	h.next, h.started, h.seq = cp.Next, true, cp.Seq
+	h.jumps = h.m.Stats().Jumps
+	o.trim(h)
+	return nil
+}
+
+// judge publishes the windows the home's matcher has completed.
+func (o *Online) judge(ctx context.Context, h *onlineHome, campaign, home string, final bool) error {
 	arr := h.m.Arrays()
 	if arr.Bins() == 0 {
 		return nil
@@ -94,12 +220,12 @@ func (o *Online) Handle(ctx context.Context, b *schemas.Batch) error {
 	}
 	// The last bin that holds packets is still filling unless the session ended.
 	done := arr.FirstBin + int64(arr.Bins()) - 1 - lag
-	if b.Final {
+	if final {
 		done = arr.FirstBin + int64(arr.Bins())
 	}
 	var ends []int64
-	for ; h.next <= done; h.next += step {
-		ends = append(ends, h.next)
+	for e := h.next; e <= done; e += step {
+		ends = append(ends, e)
 	}
 	if len(ends) == 0 {
 		return nil
@@ -109,9 +235,9 @@ func (o *Online) Handle(ctx context.Context, b *schemas.Batch) error {
 		return err
 	}
 	bin := int64(o.Model.Config.Match.Bin)
-	subject := schemas.SeenSubject(b.Campaign, b.Home)
+	subject := schemas.SeenSubject(campaign, home)
 	for i, e := range ends {
-		msg := schemas.Seen{Version: schemas.SeenVersion, Campaign: b.Campaign, Home: b.Home,
+		msg := schemas.Seen{Version: schemas.SeenVersion, Campaign: campaign, Home: home,
 			SeenWindow: schemas.SeenWindow{StartNs: (e - w) * bin, EndNs: e * bin, Detections: found[i]}}
 		if msg.Detections == nil {
 			msg.Detections = []schemas.SeenDetection{}
@@ -120,11 +246,25 @@ func (o *Online) Handle(ctx context.Context, b *schemas.Batch) error {
 		if err != nil {
 			return fmt.Errorf("online detector: encode detections: %w", err)
 		}
-		if err := o.Publish(ctx, subject, data); err != nil {
+		if err := o.Publish(ctx, subject, SeenMsgID(campaign, home, msg.StartNs), data); err != nil {
 			return fmt.Errorf("online detector: publish to %s: %w", subject, err)
 		}
+		if o.OnWindow != nil {
+			o.OnWindow(msg)
+		}
 	}
-	// Keep one window and the lag of history: nothing older is read again.
-	h.m.Trim(h.next - w - lag - 1)
+	h.next = ends[len(ends)-1] + step
+	o.trim(h)
 	return nil
+}
+
+// trim keeps one window and the lag of history: nothing older is read again.
+func (o *Online) trim(h *onlineHome) {
+	first := h.next - int64(o.Model.Config.WindowBins) - int64(max(0, o.Lag)) - 1
+	h.m.Trim(first)
+	i := 0
+	for i < len(h.held) && h.held[i].lastBin < first {
+		i++
+	}
+	h.held = append(h.held[:0], h.held[i:]...)
 }

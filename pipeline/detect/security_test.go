@@ -40,7 +40,7 @@ func TestSecurityOnlineFarTimestamps(t *testing.T) {
 			pkts := slices.Insert(slices.Clone(honest), c.at, bad(c.ts))
 			var reports int
 			var stray []schemas.Seen
-			o := &Online{Model: m, Step: 3, Lag: 1, Publish: func(_ context.Context, _ string, data []byte) error {
+			o := &Online{Model: m, Step: 3, Lag: 1, Publish: func(_ context.Context, _, _ string, data []byte) error {
 				s, err := schemas.DecodeSeen(data)
 				if err != nil {
 					return err

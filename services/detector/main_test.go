@@ -34,50 +34,7 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir := t.TempDir()
-	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 4, SessionDuration: 20 * time.Minute}, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessions, err := loadHome(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A small model (fewer samples and epochs than homemole sp train's
-	// defaults) keeps the test short; detection does not need more here.
-	cfg := detect.DefaultConfig()
-	cfg.DetectorSamples, cfg.CounterSamples, cfg.CNN.Epochs = 600, 120, 12
-	m, err := detect.Train(ctx, detect.HomeCorpus(sessions[:3]), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	modelPath := filepath.Join(dir, "home.spm")
-	if err := m.SaveFile(modelPath); err != nil {
-		t.Fatal(err)
-	}
-	model, err := detect.LoadFile(modelPath) // the detector reads what sp train wrote
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer model.Close()
-
-	// The held-out session's WAN capture, as the agent's wan tap sees it.
-	hc, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	wanPath := filepath.Join(dir, "wan.pcap")
-	if _, err := gateway.EmulateFile(ctx, h.Files[3], wanPath, filepath.Join(dir, "truth.csv"), hc, gateway.DefaultConfig()); err != nil {
-		t.Fatal(err)
-	}
-	var pkts []schemas.Packet
-	if _, err := capture.ReadFile(ctx, wanPath, features.HomeConfig{}, func(p *schemas.Packet) error {
-		pkts = append(pkts, *p)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	model, pkts := trainedHome(ctx, t, log)
 
 	srv, err := embedded.Start(ctx, t.TempDir(), log)
 	if err != nil {
@@ -129,7 +86,9 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- Run(runCtx, conn, model, "spring", "home-1", "wan", 1, log) }()
+	go func() {
+		done <- Run(runCtx, conn, model, Config{Campaign: "spring", Home: "home-1", Tap: "wan", Step: 1}, nil, log)
+	}()
 	end := pkts[len(pkts)-1].TsNs
 	for {
 		mu.Lock()
@@ -172,6 +131,59 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 			t.Errorf("%s: first reported after %v, the paper's slowest device takes 13 min", n, resp)
 		}
 	}
+}
+
+// trainedHome is a generated home's model, trained on three of its
+// sessions, and the held-out fourth session as its capture agent's wan tap
+// sees it (NAPT view).
+func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.Model, []schemas.Packet) {
+	t.Helper()
+	dir := t.TempDir()
+	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 4, SessionDuration: 20 * time.Minute}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions, err := loadHome(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A small model (fewer samples and epochs than homemole sp train's
+	// defaults) keeps the test short; detection does not need more here.
+	cfg := detect.DefaultConfig()
+	cfg.DetectorSamples, cfg.CounterSamples, cfg.CNN.Epochs = 600, 120, 12
+	m, err := detect.Train(ctx, detect.HomeCorpus(sessions[:3]), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	modelPath := filepath.Join(dir, "home.spm")
+	if err := m.SaveFile(modelPath); err != nil {
+		t.Fatal(err)
+	}
+	model, err := detect.LoadFile(modelPath) // the detector reads what sp train wrote
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(model.Close)
+
+	// The held-out session's WAN capture, as the agent's wan tap sees it.
+	hc, err := h.HomeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wanPath := filepath.Join(dir, "wan.pcap")
+	if _, err := gateway.EmulateFile(ctx, h.Files[3], wanPath, filepath.Join(dir, "truth.csv"), hc, gateway.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	var pkts []schemas.Packet
+	if _, err := capture.ReadFile(ctx, wanPath, features.HomeConfig{}, func(p *schemas.Packet) error {
+		pkts = append(pkts, *p)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	return model, pkts
 }
 
 func loadHome(h *homegen.Home) ([]detect.HomeSession, error) {
