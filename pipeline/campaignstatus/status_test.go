@@ -99,10 +99,14 @@ func TestPacketRates(t *testing.T) {
 }
 
 // TestDevicesSeen: the newest hm.seen message of a home, heard on core
-// NATS while no stream keeps them, and read from a stream once one does.
+// NATS while no stream keeps them (a cluster from before the SEEN stream),
+// and read from a stream once one does.
 func TestDevicesSeen(t *testing.T) {
 	w, conn := startWatcher(t)
 	ctx := context.Background()
+	if err := conn.JS.DeleteStream(ctx, bus.StreamSeen); err != nil {
+		t.Fatal(err)
+	}
 	publish(t, conn, "lan-x", 0, 10)
 	sub, err := w.Listen(conn.NC)
 	if err != nil {
