@@ -189,19 +189,19 @@ func (c *chunkedReader) finish() error {
 	var block bytes.Buffer
 	got := map[string]string{}
 	trailerSig := ""
+	// A payload without trailers ends at its first empty line; an unsigned
+	// trailer block after what it holds; a signed one after its signature.
+	complete := func() bool { return !c.trailers || (c.signer == nil && len(got) > 0) || trailerSig != "" }
 	for {
 		l, err := c.line()
-		if errors.Is(err, io.ErrUnexpectedEOF) && (!c.trailers || (c.signer == nil && len(got) > 0) || trailerSig != "") {
+		if errors.Is(err, io.ErrUnexpectedEOF) && complete() {
 			break // the body may end without its closing CRLF
 		}
 		if err != nil {
 			return err
 		}
 		if l == "" {
-			// A signed trailer block ends with its signature line; an
-			// unsigned one, or a payload without trailers, at the first
-			// empty line after what it holds.
-			if !c.trailers || (c.signer == nil && len(got) > 0) || trailerSig != "" {
+			if complete() {
 				break
 			}
 			continue

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -89,7 +90,7 @@ func parseSigV4(r *http.Request, now time.Time) (sigV4, *s3Error) {
 	if s.service != "s3" {
 		return s, denied("AuthorizationHeaderMalformed", "credential scope names service %q, want s3", s.service)
 	}
-	if !sort.StringsAreSorted(s.signedHeaders) || !contains(s.signedHeaders, "host") {
+	if !sort.StringsAreSorted(s.signedHeaders) || !slices.Contains(s.signedHeaders, "host") {
 		return s, denied("AuthorizationHeaderMalformed", "SignedHeaders must be sorted and include host")
 	}
 	t, err := time.Parse(amzDateFormat, r.Header.Get("X-Amz-Date"))
@@ -104,15 +105,6 @@ func parseSigV4(r *http.Request, now time.Time) (sigV4, *s3Error) {
 	}
 	s.amzDate = t
 	return s, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // signingKey derives the request's key from the secret.
@@ -198,7 +190,7 @@ func verifySigV4(r *http.Request, s sigV4, secret string) *s3Error {
 	if payloadHash == "" {
 		return denied("AccessDenied", "X-Amz-Content-Sha256 is missing")
 	}
-	if !contains(s.signedHeaders, "x-amz-content-sha256") || !contains(s.signedHeaders, "x-amz-date") {
+	if !slices.Contains(s.signedHeaders, "x-amz-content-sha256") || !slices.Contains(s.signedHeaders, "x-amz-date") {
 		return denied("AccessDenied", "SignedHeaders must include x-amz-content-sha256 and x-amz-date")
 	}
 	sts := strings.Join([]string{sigV4Algorithm, s.amzDate.Format(amzDateFormat), s.scope(), sha256Hex([]byte(canonicalRequest(r, s, payloadHash)))}, "\n")
