@@ -20,7 +20,6 @@ import (
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/gateway"
-	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
@@ -34,9 +33,7 @@ type Config struct {
 	Cipher            gateway.Cipher
 	Kind              string // schemas.KindInd or schemas.KindNoise
 	Window            int
-	Model             string // rf, lstm or blstm
-	Learn             learn.Config
-	Trees             int // Random Forest trees (0: the paper's 100)
+	Spec              train.Spec
 	// SaveAs stores the trained model as models/SaveAs/ when set.
 	SaveAs string
 	// Pool gives every packet of an ind window the class its packets
@@ -47,8 +44,6 @@ type Config struct {
 	Bus     *bus.Conn
 	Store   store.Store
 	Log     *slog.Logger
-	// Progress receives each epoch's figures (LSTM, BLSTM).
-	Progress func(learn.EpochStats)
 }
 
 // Session is one test capture and the device its packets voted for.
@@ -88,7 +83,6 @@ type Result struct {
 	TrainSeconds  float64  `json:"train_seconds"`
 	Seconds       float64  `json:"seconds"`
 
-	confusion *evaluate.Confusion
 	// Report is the full evaluation (confusion matrix, training curve) for
 	// the HTML report; not part of the JSON summary.
 	Report *evaluate.Report `json:"-"`
@@ -100,8 +94,8 @@ func (r *Result) JSON() ([]byte, error) { return json.MarshalIndent(r, "", "  ")
 // Run builds both datasets, trains, evaluates and summarises.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
-	if !slices.Contains(train.Models, cfg.Model) {
-		return nil, fmt.Errorf("model %q: want one of %v", cfg.Model, train.Models)
+	if err := cfg.Spec.Check(); err != nil {
+		return nil, err
 	}
 	trainC, err := campaign.FromDeviceDirs(cfg.TrainDir, "exp-train")
 	if err != nil {
@@ -146,56 +140,28 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// test-only devices keep theirs for scoring.
 	cfg.Log.Info("datasets built", "train_windows", len(trainW), "test_windows", len(testW), "devices", numClasses)
 
-	res := &Result{Model: cfg.Model, View: cfg.View, Kind: cfg.Kind, Window: cfg.Window, Seed: cfg.Learn.Seed,
+	res := &Result{Model: cfg.Spec.Name, View: cfg.View, Kind: cfg.Kind, Window: cfg.Window, Seed: cfg.Spec.Learn.Seed,
 		TrainWindows: len(trainW), TestWindows: len(testW), TrainSessions: len(trainM.Groups), TestSessions: len(testM.Groups)}
-	rep := &evaluate.Report{
-		Run: "experiment", Dataset: cfg.TrainDir + " -> " + cfg.TestDir, Model: cfg.Model,
-		Split:        fmt.Sprintf("trained on %s (%d captures), tested on %s (%d captures)", cfg.TrainDir, len(trainM.Groups), cfg.TestDir, len(testM.Groups)),
-		TrainWindows: len(trainW), TestWindows: len(testW),
-	}
-	trainStart := time.Now()
-	model, err := train.Fit(ctx, cfg.Model, cfg.Learn, cfg.Trees, trainW, numClasses, func(e learn.EpochStats) {
-		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: e.Epoch, Loss: e.Loss, TrainAccuracy: e.Accuracy, WindowsPerSec: e.WindowsPerSec})
-		if cfg.Progress != nil {
-			cfg.Progress(e)
-		}
-	}, cfg.Log)
-	if err != nil {
-		return nil, err
-	}
-	defer model.Close()
-	if cfg.Model != "rf" {
-		res.Epochs = cfg.Learn.Epochs
-	}
-	res.TrainSeconds = time.Since(trainStart).Seconds()
-	if cfg.SaveAs != "" {
-		meta := train.Meta{Model: cfg.Model, Labels: labels[:numClasses], Window: cfg.Window, View: cfg.View, Kind: cfg.Kind, Dataset: cfg.TrainDir, Seed: cfg.Learn.Seed}
+	e := &train.Evaluation{
+		Spec: cfg.Spec, Train: trainW, Test: testW, Labels: labels, NumClasses: numClasses,
+		Report: evaluate.Report{Run: "experiment", Dataset: cfg.TrainDir + " -> " + cfg.TestDir,
+			Split: fmt.Sprintf("trained on %s (%d captures), tested on %s (%d captures)", cfg.TrainDir, len(trainM.Groups), cfg.TestDir, len(testM.Groups))},
 		// The test folder may hold devices the model never saw, so the
 		// unknown-device threshold comes from the training captures alone.
-		if meta.Unknown, err = train.CalibrateBySplit(ctx, cfg.Model, cfg.Learn, cfg.Trees, trainW, numClasses, 0.2, train.DefaultUnknownQuantile, cfg.Log); err != nil {
-			return nil, fmt.Errorf("calibrate the unknown-device threshold: %w", err)
-		}
-		if meta.Unknown != nil {
-			cfg.Log.Info("unknown-device threshold", "score", meta.Unknown.Score, "threshold", fmt.Sprintf("%.3f", meta.Unknown.Threshold),
-				"held_out_hosts", meta.Unknown.Hosts, "false_unknown", fmt.Sprintf("%.3f", meta.Unknown.FalseUnknown))
-		}
-		if err := train.SaveModel(ctx, cfg.Store, cfg.SaveAs, model, meta); err != nil {
-			return nil, err
-		}
+		SaveAs: cfg.SaveAs, Calibration: train.CalibrateOnTrain,
+		Meta: train.Meta{Window: cfg.Window, View: cfg.View, Kind: cfg.Kind, Dataset: cfg.TrainDir},
+		Pool: cfg.Pool && cfg.Kind == schemas.KindInd, Store: cfg.Store, Log: cfg.Log,
 	}
-	preds, err := train.PredictPooled(model, testW, cfg.Pool && cfg.Kind == schemas.KindInd)
+	out, err := train.Evaluate(ctx, e)
 	if err != nil {
-		return nil, fmt.Errorf("label the test windows: %w", err)
-	}
-	files := sessionFiles(testC, cfg.TestDir)
-	if err := res.score(labels, testW, preds, files); err != nil {
 		return nil, err
 	}
-	rep.Device = model.Device()
-	rep.TrainSeconds = res.TrainSeconds
-	rep.Confusion = res.confusion
-	rep.Fill()
-	res.Report = rep
+	if cfg.Spec.Name != "rf" {
+		res.Epochs = cfg.Spec.Learn.Epochs
+	}
+	res.TrainSeconds = out.Report.TrainSeconds
+	res.Report = out.Report
+	res.summarize(labels, testW, out.Preds, sessionFiles(testC, cfg.TestDir))
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -245,10 +211,11 @@ func sessionFiles(c *campaign.Campaign, dir string) map[string]string {
 	return out
 }
 
-// score fills the per-packet and per-session figures. Only packets of an
-// inventory device are scored; the session vote is over those packets.
-func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, files map[string]string) error {
-	conf := evaluate.NewConfusion(labels)
+// summarize fills the per-packet figures from the report and, per test
+// capture, the device its packets voted for. Only packets of an inventory
+// device are scored; the capture's vote is over those packets.
+func (r *Result) summarize(labels []string, ws []*schemas.Window, preds [][]int32, files map[string]string) {
+	conf := r.Report.Confusion
 	type tally struct {
 		truth int
 		votes map[int]int
@@ -263,9 +230,6 @@ func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, f
 				continue
 			}
 			p := int(preds[i][k])
-			if err := conf.Add(t, p); err != nil {
-				return fmt.Errorf("window %s: %w", w.ID, err)
-			}
 			s := bySession[g]
 			if s == nil {
 				s = &tally{truth: t, votes: map[int]int{}}
@@ -275,7 +239,6 @@ func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, f
 			s.n++
 		}
 	}
-	r.confusion = conf
 	r.OverallAccuracy = conf.Accuracy()
 	r.MacroF1 = conf.MacroF1()
 	r.PerDevice = map[string]float64{}
@@ -313,5 +276,4 @@ func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, f
 		r.SessionAccuracy = float64(right) / float64(n)
 		r.SessionAccuracyTypes = float64(rightTypes) / float64(n)
 	}
-	return nil
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/gateway"
-	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/train"
 )
@@ -26,12 +25,11 @@ type Study struct {
 	View     string
 	Cipher   gateway.Cipher
 	Kind     string
-	Model    string
+	Spec     train.Spec
 	Windows  []int
 	Folds    int
 	Parallel int
 	Seed     uint64
-	Learn    learn.Config
 	WorkDir  string
 	Bus      *bus.Conn
 	Store    store.Store
@@ -59,8 +57,8 @@ func (s *Study) Run(ctx context.Context) ([]StudyPoint, []byte, error) {
 		if _, err := cfg.buildDataset(ctx, c, name, version, build.LabelsOf(c)); err != nil {
 			return nil, nil, fmt.Errorf("window %d: %w", n, err)
 		}
-		cv := &train.CrossValidation{Store: s.Store, Dataset: name, Version: version, RunName: name + "-" + version, Model: s.Model,
-			Learn: s.Learn, Folds: s.Folds, Mode: train.CVGrouped, Seed: s.Seed, Parallel: s.Parallel, Log: s.Log}
+		cv := &train.CrossValidation{Store: s.Store, Dataset: name, Version: version, RunName: name + "-" + version, Spec: s.Spec,
+			Folds: s.Folds, Mode: train.CVGrouped, Seed: s.Seed, Parallel: s.Parallel, Log: s.Log}
 		res, _, err := cv.Run(ctx)
 		if err != nil {
 			return nil, nil, fmt.Errorf("window %d: %w", n, err)
@@ -98,7 +96,7 @@ func (s *Study) html(points []StudyPoint) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	err := studyPage.Execute(&b, map[string]any{
-		"Model": s.Model, "Dir": s.Dir, "View": s.View, "Folds": s.Folds, "Points": points,
+		"Model": s.Spec.Name, "Dir": s.Dir, "View": s.View, "Folds": s.Folds, "Points": points,
 		"Chart": template.HTML(evaluate.LineChart("packets per window", xs, []evaluate.Series{acc, sess})),
 	})
 	return b.Bytes(), err

@@ -17,7 +17,6 @@ import (
 
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/evaluate"
-	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 )
@@ -43,9 +42,7 @@ type CrossValidation struct {
 	Dataset string
 	Version string
 	RunName string
-	Model   string // rf, lstm or blstm
-	Learn   learn.Config
-	Trees   int // Random Forest trees (0: the paper's 100)
+	Spec    Spec
 	Folds   int // ignored by leave-one-home-out (one fold per home)
 	Mode    string
 	Seed    uint64
@@ -55,9 +52,8 @@ type CrossValidation struct {
 	// Only, when set, runs just these folds (numbered from 1) and writes
 	// no summary: a cluster runs one fold per pod, and Gather writes the
 	// summary from the folds' records once all are in.
-	Only     []int
-	Log      *slog.Logger
-	Progress func(fold int, e learn.EpochStats)
+	Only []int
+	Log  *slog.Logger
 }
 
 // FoldResult is one fold's outcome.
@@ -201,8 +197,8 @@ func windowHash(seed uint64, id string) uint64 {
 // (reports/RUN/cv.json, cv.html) to the store.
 func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 	start := time.Now()
-	if !slices.Contains(Models, cv.Model) {
-		return nil, nil, fmt.Errorf("model %q: want one of %v", cv.Model, Models)
+	if err := cv.Spec.Check(); err != nil {
+		return nil, nil, err
 	}
 	if err := CheckRunName(cv.RunName); err != nil {
 		return nil, nil, err
@@ -224,12 +220,12 @@ func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 		return nil, nil, err
 	}
 	par := max(1, min(cv.Parallel, len(picked)))
-	lcfg := cv.Learn
-	if par > 1 && lcfg.Threads == 0 {
+	spec := cv.Spec
+	if par > 1 && spec.Learn.Threads == 0 {
 		// Folds share the cores: libtorch's own threads would fight.
-		lcfg.Threads = max(1, runtime.NumCPU()/par)
+		spec.Learn.Threads = max(1, runtime.NumCPU()/par)
 	}
-	cv.Log.Info("cross-validation", "dataset", cv.Dataset+"/"+cv.Version, "model", cv.Model, "mode", cv.Mode,
+	cv.Log.Info("cross-validation", "dataset", cv.Dataset+"/"+cv.Version, "model", cv.Spec.Name, "mode", cv.Mode,
 		"folds", len(folds), "running", len(picked), "parallel", par, "windows", len(all))
 
 	results := make([]FoldRecord, len(picked))
@@ -242,7 +238,7 @@ func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[k], errs[k] = cv.runFold(ctx, m, i, len(folds), folds[i], all, lcfg)
+			results[k], errs[k] = cv.runFold(ctx, m, i, len(folds), folds[i], all, spec)
 		}()
 	}
 	wg.Wait()
@@ -252,7 +248,7 @@ func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 		}
 	}
 	if len(cv.Only) > 0 {
-		res := &CVResult{Run: cv.RunName, Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Model, Mode: cv.modeName(), Window: m.WindowSize}
+		res := &CVResult{Run: cv.RunName, Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Spec.Name, Mode: cv.modeName(), Window: m.WindowSize}
 		for _, r := range results {
 			res.Folds = append(res.Folds, r.Result)
 		}
@@ -303,7 +299,7 @@ type FoldRecord struct {
 }
 
 func (cv *CrossValidation) of(folds int) string {
-	return fmt.Sprintf("%s on %s/%s, %s, %d folds, seed %d", cv.Model, cv.Dataset, cv.Version, cv.modeName(), folds, cv.Seed)
+	return fmt.Sprintf("%s on %s/%s, %s, %d folds, seed %d", cv.Spec.Name, cv.Dataset, cv.Version, cv.modeName(), folds, cv.Seed)
 }
 
 func foldRecordKey(run string, fold int) string {
@@ -352,7 +348,7 @@ func (cv *CrossValidation) Gather(ctx context.Context) (*CVResult, []byte, error
 
 // summarize writes reports/RUN/cv.json and cv.html over every fold.
 func (cv *CrossValidation) summarize(ctx context.Context, m *dataset.Manifest, records []FoldRecord, start time.Time) (*CVResult, []byte, error) {
-	res := &CVResult{Run: cv.RunName, Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Model, Mode: cv.Mode, Window: m.WindowSize}
+	res := &CVResult{Run: cv.RunName, Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Spec.Name, Mode: cv.Mode, Window: m.WindowSize}
 	if res.Mode == "" {
 		res.Mode = CVGrouped
 	}
@@ -402,8 +398,8 @@ func contentType(name string) string {
 
 // runFold trains on the fold's training side and judges its held-out side,
 // fold i of n, and leaves its record for Gather.
-func (cv *CrossValidation) runFold(ctx context.Context, m *dataset.Manifest, i, n int, f fold, all []*schemas.Window, cfg learn.Config) (FoldRecord, error) {
-	r, conf, votes, err := cv.fitFold(ctx, m, i, f, all, cfg)
+func (cv *CrossValidation) runFold(ctx context.Context, m *dataset.Manifest, i, n int, f fold, all []*schemas.Window, spec Spec) (FoldRecord, error) {
+	r, conf, votes, err := cv.fitFold(ctx, m, i, f, all, spec)
 	if err != nil {
 		return FoldRecord{}, err
 	}
@@ -418,7 +414,7 @@ func (cv *CrossValidation) runFold(ctx context.Context, m *dataset.Manifest, i, 
 	return rec, nil
 }
 
-func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i int, f fold, all []*schemas.Window, cfg learn.Config) (FoldResult, *evaluate.Confusion, []evaluate.SessionVote, error) {
+func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i int, f fold, all []*schemas.Window, spec Spec) (FoldResult, *evaluate.Confusion, []evaluate.SessionVote, error) {
 	var trainW, testW []*schemas.Window
 	for _, w := range all {
 		switch {
@@ -432,61 +428,31 @@ func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i i
 	if len(trainW) == 0 || len(testW) == 0 {
 		return r, nil, nil, fmt.Errorf("%d training and %d held-out windows: too few sessions for this many folds", len(trainW), len(testW))
 	}
-	cfg.Seed += int64(i)
-	rep := &evaluate.Report{
-		Run: fmt.Sprintf("%s/fold-%d", cv.RunName, i+1), Dataset: cv.Dataset + "/" + cv.Version, Model: cv.Model,
-		Split:        fmt.Sprintf("%s cross-validation, fold %d (seed %d)", cv.Mode, i+1, cv.Seed),
-		TrainWindows: len(trainW), TestWindows: len(testW),
-	}
-	t0 := time.Now()
-	model, err := Fit(ctx, cv.Model, cfg, cv.Trees, trainW, len(m.Labels), func(e learn.EpochStats) {
-		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: e.Epoch, Loss: e.Loss, TrainAccuracy: e.Accuracy, WindowsPerSec: e.WindowsPerSec})
-		if cv.Progress != nil {
-			cv.Progress(i+1, e)
-		}
-	}, cv.Log)
-	if err != nil {
-		return r, nil, nil, err
-	}
-	defer model.Close()
-	r.TrainSeconds = time.Since(t0).Seconds()
-	rep.TrainSeconds, rep.Device = r.TrainSeconds, model.Device()
+	spec.Learn.Seed += int64(i)
 	// Each fold's model is stored with its model.json, so that predict
 	// can use it; its held-out sessions calibrate its unknown threshold.
 	foldRun := path.Join(cv.RunName, fmt.Sprintf("fold-%d", i+1))
-	meta := Meta{Model: cv.Model, Labels: m.Labels, Window: m.WindowSize, Kind: m.Kind, Dataset: cv.Dataset + "/" + cv.Version, Seed: cfg.Seed}
-	if meta.Unknown, err = Calibrate(model, testW, DefaultUnknownQuantile); err != nil {
-		return r, nil, nil, fmt.Errorf("calibrate the unknown-device threshold: %w", err)
-	}
-	r.UnknownThreshold = meta.Unknown.Threshold
-	r.Checkpoint, _ = ModelKeys(foldRun)
-	if err := SaveModel(ctx, cv.Store, foldRun, model, meta); err != nil {
-		return r, nil, nil, fmt.Errorf("save checkpoint: %w", err)
-	}
-	preds, err := model.Predict(testW)
-	if err != nil {
-		return r, nil, nil, fmt.Errorf("label held-out windows: %w", err)
-	}
-	conf, voter, err := judge(m.Labels, testW, preds)
+	out, err := Evaluate(ctx, &Evaluation{
+		Spec: spec, Train: trainW, Test: testW, Labels: m.Labels,
+		Report: evaluate.Report{Run: foldRun, Dataset: cv.Dataset + "/" + cv.Version,
+			Split: fmt.Sprintf("%s cross-validation, fold %d (seed %d)", cv.Mode, i+1, cv.Seed)},
+		SaveAs: foldRun, Meta: Meta{Window: m.WindowSize, Kind: m.Kind, Dataset: cv.Dataset + "/" + cv.Version}, Calibration: CalibrateOnTest,
+		ReportDir: path.Join("reports", foldRun),
+		Store:     cv.Store, Log: cv.Log.With("fold", i+1),
+	})
 	if err != nil {
 		return r, nil, nil, err
 	}
-	rep.Confusion = conf
-	rep.Sessions = voter.Votes()
-	rep.Fill()
-	r.Accuracy, r.MacroF1 = conf.Accuracy(), conf.MacroF1()
+	rep := out.Report
+	r.TrainSeconds, r.Checkpoint, r.Report = rep.TrainSeconds, out.Checkpoint, out.ReportJSON
+	if out.Unknown != nil {
+		r.UnknownThreshold = out.Unknown.Threshold
+	}
+	r.Accuracy, r.MacroF1 = rep.Confusion.Accuracy(), rep.Confusion.MacroF1()
 	r.SessionAccuracy, r.SessionAccuracyTypes = sessionAccuracy(rep.Sessions)
-	js, err := rep.JSON()
-	if err != nil {
-		return r, nil, nil, err
-	}
-	r.Report = path.Join("reports", cv.RunName, fmt.Sprintf("fold-%d", i+1), "report.json")
-	if _, err := cv.Store.Put(ctx, r.Report, js, "application/json"); err != nil {
-		return r, nil, nil, err
-	}
 	cv.Log.Info("fold done", "fold", i+1, "accuracy", fmt.Sprintf("%.3f", r.Accuracy), "session_accuracy", fmt.Sprintf("%.3f", r.SessionAccuracy),
 		"train_s", fmt.Sprintf("%.0f", r.TrainSeconds))
-	return r, conf, rep.Sessions, nil
+	return r, rep.Confusion, rep.Sessions, nil
 }
 
 // judge tallies held-out predictions per packet and per stream (one

@@ -23,7 +23,7 @@ func TestCrossValidationGrouped(t *testing.T) {
 	st := buildSkeleton(ctx, t, log)
 	cfg := learn.DefaultConfig()
 	cfg.Epochs = 6
-	cv := &CrossValidation{Store: st, Dataset: "skeleton", Version: "v1", RunName: "cv-test", Model: "lstm", Learn: cfg,
+	cv := &CrossValidation{Store: st, Dataset: "skeleton", Version: "v1", RunName: "cv-test", Spec: Spec{Name: "lstm", Learn: cfg},
 		Folds: 3, Mode: CVGrouped, Seed: 2, Parallel: 2, Log: log}
 	res, html, err := cv.Run(ctx)
 	if err != nil {
@@ -74,13 +74,13 @@ func TestCrossValidationGrouped(t *testing.T) {
 
 	// Bad settings fail before any training, naming what to change.
 	for _, bad := range []*CrossValidation{
-		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Model: "svm", Folds: 3, Log: log},
-		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Model: "lstm", Folds: 9, Mode: CVGrouped, Log: log},
-		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Model: "lstm", Folds: 3, Mode: "stratified", Log: log},
-		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Model: "lstm", Mode: CVLeaveOneHomeOut, Log: log},
+		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Spec: Spec{Name: "svm"}, Folds: 3, Log: log},
+		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Spec: Spec{Name: "lstm"}, Folds: 9, Mode: CVGrouped, Log: log},
+		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Spec: Spec{Name: "lstm"}, Folds: 3, Mode: "stratified", Log: log},
+		{Store: st, Dataset: "skeleton", Version: "v1", RunName: "x", Spec: Spec{Name: "lstm"}, Mode: CVLeaveOneHomeOut, Log: log},
 	} {
 		if _, _, err := bad.Run(ctx); err == nil {
-			t.Errorf("%s/%s with %d folds ran", bad.Model, bad.Mode, bad.Folds)
+			t.Errorf("%s/%s with %d folds ran", bad.Spec.Name, bad.Mode, bad.Folds)
 		} else {
 			t.Logf("refused: %v", err)
 		}
@@ -106,7 +106,7 @@ func TestCrossValidationApart(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	st := buildSkeleton(ctx, t, log)
 	cv := func(run string, only ...int) *CrossValidation {
-		return &CrossValidation{Store: st, Dataset: "skeleton", Version: "v1", RunName: run, Model: "rf", Learn: learn.DefaultConfig(),
+		return &CrossValidation{Store: st, Dataset: "skeleton", Version: "v1", RunName: run, Spec: Spec{Name: "rf", Learn: learn.DefaultConfig()},
 			Folds: 3, Mode: CVGrouped, Seed: 2, Only: only, Log: log}
 	}
 	whole, _, err := cv("together").Run(ctx)

@@ -15,9 +15,6 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// Models names the models a trainer can fit.
-var Models = []string{"rf", "lstm", "blstm"}
-
 // Model is what evaluation needs of a trained classifier: a label per
 // packet of each window, and where it ran.
 type Model interface {
@@ -27,21 +24,74 @@ type Model interface {
 	Close()
 }
 
-// Fit trains the named model (rf, lstm or blstm) on the windows; trees is
-// the Random Forest's size (0: the paper's 100).
-func Fit(ctx context.Context, name string, cfg learn.Config, trees int, ws []*schemas.Window, numClasses int, progress func(learn.EpochStats), log *slog.Logger) (Model, error) {
-	switch name {
-	case "lstm", "blstm":
-		cfg.Bidirectional = name == "blstm"
-		m, err := learn.Train(ctx, cfg, ws, numClasses, progress)
+// Spec names a model of the registry and how to fit it: the one choice
+// every command and the trainer worker make through the same flags.
+type Spec struct {
+	Name  string       // rf, lstm or blstm (see Models)
+	Learn learn.Config // the LSTM's schedule; its Seed seeds the forest too
+	Trees int          // Random Forest trees (0: the paper's 100)
+}
+
+// fitter trains one kind of model.
+type fitter func(ctx context.Context, s Spec, ws []*schemas.Window, numClasses int, progress func(learn.EpochStats), log *slog.Logger) (Model, error)
+
+// registry is every model a trainer can fit, in the order help lists them;
+// a new model is a line here and a case in LoadModelOn.
+var registry = []struct {
+	name string
+	fit  fitter
+}{
+	{"rf", func(ctx context.Context, s Spec, ws []*schemas.Window, n int, _ func(learn.EpochStats), log *slog.Logger) (Model, error) {
+		return trainForest(ctx, s.Learn.Seed, s.Trees, ws, n, log)
+	}},
+	{"lstm", fitLSTM(false)},
+	{"blstm", fitLSTM(true)},
+}
+
+func fitLSTM(bidirectional bool) fitter {
+	return func(ctx context.Context, s Spec, ws []*schemas.Window, n int, progress func(learn.EpochStats), _ *slog.Logger) (Model, error) {
+		cfg := s.Learn
+		cfg.Bidirectional = bidirectional
+		m, err := learn.Train(ctx, cfg, ws, n, progress)
 		if err != nil {
-			return nil, fmt.Errorf("train %s: %w", name, err)
+			return nil, fmt.Errorf("train %s: %w", s.Name, err)
 		}
 		return m, nil
-	case "rf":
-		return trainForest(ctx, cfg.Seed, trees, ws, numClasses, log)
 	}
-	return nil, fmt.Errorf("model %q: want one of %v", name, Models)
+}
+
+// Models names the models a trainer can fit.
+var Models = func() []string {
+	var out []string
+	for _, r := range registry {
+		out = append(out, r.name)
+	}
+	return out
+}()
+
+// Check refuses a model the registry does not have.
+func (s Spec) Check() error {
+	_, err := s.fitter()
+	return err
+}
+
+func (s Spec) fitter() (fitter, error) {
+	for _, r := range registry {
+		if r.name == s.Name {
+			return r.fit, nil
+		}
+	}
+	return nil, fmt.Errorf("model %q: want one of %v", s.Name, Models)
+}
+
+// Fit trains the model on the windows; progress gets each epoch of an
+// LSTM or BLSTM.
+func (s Spec) Fit(ctx context.Context, ws []*schemas.Window, numClasses int, progress func(learn.EpochStats), log *slog.Logger) (Model, error) {
+	fit, err := s.fitter()
+	if err != nil {
+		return nil, err
+	}
+	return fit(ctx, s, ws, numClasses, progress, log)
 }
 
 // forestModel adapts the Random Forest to Model: it runs on the CPU and

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -241,7 +240,7 @@ func Calibrate(m Model, ws []*schemas.Window, quantile float64) (*OpenSet, error
 // same configuration is fitted on the rest, and the threshold is taken on
 // the held-out ones. A device with a single session keeps it in training.
 // It returns nil when no device has two sessions.
-func CalibrateBySplit(ctx context.Context, name string, cfg learn.Config, trees int, ws []*schemas.Window, numClasses int, share, quantile float64, log *slog.Logger) (*OpenSet, error) {
+func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numClasses int, share, quantile float64, log *slog.Logger) (*OpenSet, error) {
 	byDevice := map[int16][]string{}
 	seen := map[string]bool{}
 	for _, w := range ws {
@@ -257,7 +256,7 @@ func CalibrateBySplit(ctx context.Context, name string, cfg learn.Config, trees 
 		}
 	}
 	held := map[string]bool{}
-	r := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x756e6b6e6f776e))
+	r := rand.New(rand.NewPCG(uint64(spec.Learn.Seed), 0x756e6b6e6f776e))
 	devices := make([]int16, 0, len(byDevice))
 	for d := range byDevice {
 		devices = append(devices, d)
@@ -288,7 +287,7 @@ func CalibrateBySplit(ctx context.Context, name string, cfg learn.Config, trees 
 		}
 	}
 	log.Info("calibrating the unknown-device threshold", "held_out_sessions", len(held), "fit_windows", len(fitW), "held_out_windows", len(calW))
-	m, err := Fit(ctx, name, cfg, trees, fitW, numClasses, nil, log)
+	m, err := spec.Fit(ctx, fitW, numClasses, nil, log)
 	if err != nil {
 		return nil, fmt.Errorf("calibration model: %w", err)
 	}

@@ -49,7 +49,7 @@ func twoDevices(rng *rand.Rand, sessions, perSession, n int) []*schemas.Window {
 func TestCalibrate(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	m, err := Fit(context.Background(), "rf", learn.Config{Seed: 1}, 20, twoDevices(rng, 6, 10, 20), 2, nil, log)
+	m, err := Spec{Name: "rf", Learn: learn.Config{Seed: 1}, Trees: 20}.Fit(context.Background(), twoDevices(rng, 6, 10, 20), 2, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestCalibrateBySplit(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ws := twoDevices(rng, 10, 5, 20)
-	o, err := CalibrateBySplit(context.Background(), "rf", learn.Config{Seed: 2}, 20, ws, 2, 0.2, 0.05, log)
+	o, err := CalibrateBySplit(context.Background(), Spec{Name: "rf", Learn: learn.Config{Seed: 2}, Trees: 20}, ws, 2, 0.2, 0.05, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestCalibrateBySplit(t *testing.T) {
 		t.Errorf("calibrated %+v", *o)
 	}
 	// One session per device: nothing to hold out, no threshold.
-	if o, err := CalibrateBySplit(context.Background(), "rf", learn.Config{Seed: 2}, 20, twoDevices(rng, 2, 5, 20), 2, 0.2, 0.05, log); err != nil || o != nil {
+	if o, err := CalibrateBySplit(context.Background(), Spec{Name: "rf", Learn: learn.Config{Seed: 2}, Trees: 20}, twoDevices(rng, 2, 5, 20), 2, 0.2, 0.05, log); err != nil || o != nil {
 		t.Errorf("one session a device: %+v, %v; want no threshold and no error", o, err)
 	}
 }
@@ -137,7 +137,7 @@ func TestLoadModelRefusesBadThreshold(t *testing.T) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(11, 12))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	m, err := Fit(ctx, "rf", learn.Config{Seed: 1}, 5, twoDevices(rng, 2, 4, 20), 2, nil, log)
+	m, err := Spec{Name: "rf", Learn: learn.Config{Seed: 1}, Trees: 5}.Fit(ctx, twoDevices(rng, 2, 4, 20), 2, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

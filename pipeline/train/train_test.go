@@ -64,7 +64,7 @@ func TestWalkingSkeleton(t *testing.T) {
 	cfg := learn.DefaultConfig()
 	cfg.Epochs = 8
 	epochs := 0
-	job := Job{Store: st, Dataset: "skeleton", Version: "v1", RunName: "skeleton-blstm", Model: cfg, Seed: 3, Log: log,
+	job := Job{Store: st, Dataset: "skeleton", Version: "v1", RunName: "skeleton-blstm", Spec: Spec{Name: "blstm", Learn: cfg}, Seed: 3, Log: log,
 		Progress: func(learn.EpochStats) { epochs++ }}
 	out, err := job.Run(ctx)
 	if err != nil {

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/endpoints"
-	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/services/internal/cli"
+	"github.com/homemole/homemole/services/internal/modelflag"
 )
 
 func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -34,8 +34,6 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	ep.Register(fs)
 	name := fs.String("dataset", "", "dataset name")
 	version := fs.String("version", "v1", "dataset version")
-	model := trainModelFlag(fs)
-	trees := treesFlag(fs)
 	folds := fs.Int("folds", 5, "number of folds (grouped, random)")
 	mode := fs.String("mode", train.CVGrouped, "grouped, random or leave-one-home-out")
 	parallel := fs.Int("parallel", 1, "folds trained at once (they share the cores)")
@@ -44,14 +42,14 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	only := fs.String("fold", "", "run only these folds, numbered from 1 and comma-separated (e.g. 2 or 1,4), and write no summary")
 	foldIndex := fs.Int("fold-index", -1, "run only the fold numbered from 0 (a Kubernetes Indexed Job's completion index), and write no summary")
 	gather := fs.Bool("gather", false, "train nothing: write the summary of a run whose folds ran apart")
-	cfg := learnFlags(fs)
+	spec := modelflag.Register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *name == "" {
 		return cli.Usagef("cv needs --dataset NAME")
 	}
-	if err := useDevice(log, cfg.Device); err != nil {
+	if err := modelflag.UseDevice(log, spec.Learn.Device); err != nil {
 		return err
 	}
 	if !slices.Contains(train.CVModes, *mode) {
@@ -68,19 +66,16 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 		return cli.Usagef("--gather trains nothing: give it without --fold and --fold-index")
 	}
 	if *run == "" {
-		*run = fmt.Sprintf("%s-%s-cv-%s", *name, *model, time.Now().UTC().Format("20060102T150405"))
+		*run = fmt.Sprintf("%s-%s-cv-%s", *name, spec.Name, time.Now().UTC().Format("20060102T150405"))
 	}
 	env, err := endpoints.Open(ctx, ep, "homemole-cv", log)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	cfg.Seed = int64(*seed)
-	cv := &train.CrossValidation{Store: env.Store, Dataset: *name, Version: *version, RunName: *run, Model: *model, Learn: *cfg, Trees: *trees,
-		Folds: *folds, Mode: *mode, Seed: *seed, Parallel: *parallel, Only: folds1, Log: log,
-		Progress: func(fold int, e learn.EpochStats) {
-			log.Info("epoch", append([]any{"fold", fold}, epochLog(e, cfg.Epochs)...)...)
-		}}
+	spec.Learn.Seed = int64(*seed)
+	cv := &train.CrossValidation{Store: env.Store, Dataset: *name, Version: *version, RunName: *run, Spec: *spec,
+		Folds: *folds, Mode: *mode, Seed: *seed, Parallel: *parallel, Only: folds1, Log: log}
 	run1 := cv.Run
 	if *gather {
 		run1 = cv.Gather

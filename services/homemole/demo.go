@@ -11,19 +11,20 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/build"
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/modelflag"
 	"gopkg.in/yaml.v3"
 )
 
 func runDemo(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
-	fs := newFlags("demo", "[--window N] [--sessions N] [--epochs N] [--model blstm|lstm]",
+	fs := newFlags("demo", "[--window N] [--sessions N] [--epochs N] [--model rf|lstm|blstm]",
 		"Runs the whole pipeline on one machine with embedded NATS and S3:\n"+
 			"  1. generates a demo smart home (smart plug, camera, voice assistant, hub, and a\n"+
 			"     phone as background) as LAN captures, one per session, plus its inventory;\n"+
@@ -41,13 +42,13 @@ func runDemo(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 	fs.IntVar(&gen.Sessions, "sessions", gen.Sessions, "capture sessions to generate")
 	fs.DurationVar(&gen.SessionDuration, "session-length", gen.SessionDuration, "length of each capture session")
 	fs.Uint64Var(&gen.Seed, "seed", gen.Seed, "seed of the generated home, the split and the training")
-	cfg := modelFlags(fs)
+	model := modelflag.Register(fs)
 	trainToo := fs.Bool("train", true, "train and report; false stops after the dataset build, leaving it (dataset demo, version v1) in the demo's state folder for homemole train --home HOME/demo/state")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *trainToo {
-		if err := useDevice(log, cfg.Device); err != nil {
+		if err := modelflag.UseDevice(log, model.Learn.Device); err != nil {
 			return err
 		}
 	}
@@ -100,10 +101,10 @@ func runDemo(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 		return nil
 	}
 
-	step(out, 3, "training a %s (%d epochs) on the training sessions", train.ModelName(*cfg), cfg.Epochs)
-	cfg.Seed = int64(gen.Seed)
+	step(out, 3, "training a %s (%d epochs) on the training sessions", model.Name, model.Learn.Epochs)
+	model.Learn.Seed = int64(gen.Seed)
 	run, err := trainAndReport(ctx, log, env, train.Job{
-		Dataset: spec.Dataset, Version: spec.Version, RunName: "demo-" + train.ModelName(*cfg), Model: *cfg, Seed: gen.Seed,
+		Dataset: spec.Dataset, Version: spec.Version, RunName: "demo-" + model.Name, Spec: *model, Seed: gen.Seed,
 	}, filepath.Join(dir, "reports"))
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/homemole/homemole/pipeline/detect"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
+	"github.com/homemole/homemole/services/internal/modelflag"
 )
 
 // detectOutput is the JSON `homemole detect` writes.
@@ -41,14 +42,14 @@ func runDetect(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	window := fs.Duration("window", 0, "report window (default: the model's, 360s unless trained otherwise)")
 	jsonOut := fs.String("json", "", "file to write the detections to (- for standard output)")
 	var device string
-	deviceFlag(fs, &device)
+	modelflag.Device(fs, &device)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *modelPath == "" || *in == "" || *jsonOut == "" {
 		return cli.Usagef("detect needs --model MODEL, --in CAPTURE and --json OUT")
 	}
-	if err := useDevice(log, device); err != nil {
+	if err := modelflag.UseDevice(log, device); err != nil {
 		return err
 	}
 	m, err := detect.LoadFileOn(*modelPath, device)

@@ -10,9 +10,9 @@ import (
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/experiment"
-	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
+	"github.com/homemole/homemole/services/internal/modelflag"
 )
 
 func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -33,22 +33,20 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	view := viewFlags(fs)
 	kind := fs.String("kind", schemas.KindInd, "ind (windows of one device's packets) or noise (windows of the whole capture, background included)")
 	win := fs.Int("window", 20, "packets per window (20: the best of 20, 40 and 100 in the window-size study, README)")
-	model := trainModelFlag(fs)
-	trees := treesFlag(fs)
 	jsonOut := fs.String("json", "", "file to write the JSON summary to")
 	reportOut := fs.String("report", "", "file to write the HTML report to (default: beside --json, .html)")
 	keep := fs.Bool("keep", false, "keep the temporary embedded state (datasets, emulated captures)")
 	seed := fs.Int64("seed", 1, "seed of the training")
 	save := fs.String("save", "", "store the trained model as models/RUN/ (for homemole predict; give --home to keep it)")
 	pool := fs.Bool("pool", false, "ind windows: label each window's packets with the class its packets jointly find likeliest (summed log-probabilities; lstm, blstm)")
-	cfg := learnFlags(fs)
+	spec := modelflag.Register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *trainDir == "" || *testDir == "" || *jsonOut == "" {
 		return cli.Usagef("experiment needs --train DIR, --test DIR and --json OUT")
 	}
-	if err := useDevice(log, cfg.Device); err != nil {
+	if err := modelflag.UseDevice(log, spec.Learn.Device); err != nil {
 		return err
 	}
 	if *kind != schemas.KindInd && *kind != schemas.KindNoise {
@@ -76,13 +74,10 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 		return err
 	}
 	defer env.Close()
-	cfg.Seed = *seed
+	spec.Learn.Seed = *seed
 	res, err := experiment.Run(ctx, experiment.Config{
 		TrainDir: *trainDir, TestDir: *testDir, View: view.name, Cipher: view.cipher, Kind: *kind, Window: *win,
-		Model: *model, Learn: *cfg, Trees: *trees, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
-		Progress: func(e learn.EpochStats) {
-			log.Info("epoch", epochLog(e, cfg.Epochs)...)
-		},
+		Spec: *spec, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"github.com/homemole/homemole/pipeline/identify"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/services/internal/cli"
+	"github.com/homemole/homemole/services/internal/modelflag"
 )
 
 func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -30,14 +31,14 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	wan := fs.Bool("wan", false, "the capture was taken beyond the gateway: do not split it by MAC")
 	home := homeFlags(fs, "gateway-mac")
 	var device string
-	deviceFlag(fs, &device)
+	modelflag.Device(fs, &device)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *run == "" || *in == "" {
 		return cli.Usagef("predict needs --model RUN and --in CAPTURE")
 	}
-	if err := useDevice(log, device); err != nil {
+	if err := modelflag.UseDevice(log, device); err != nil {
 		return err
 	}
 	if _, err := os.Stat(*in); err != nil {

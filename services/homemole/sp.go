@@ -14,6 +14,7 @@ import (
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/seqprofile"
 	"github.com/homemole/homemole/services/internal/cli"
+	"github.com/homemole/homemole/services/internal/modelflag"
 )
 
 func runSP(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -57,7 +58,7 @@ func spTrainFlags(fs *flag.FlagSet) (*detect.Config, *time.Duration) {
 	fs.IntVar(&cfg.CounterSamples, "counter-samples", cfg.CounterSamples, "training windows per counter (packets superposed and matched)")
 	fs.IntVar(&cfg.CNN.Epochs, "epochs", cfg.CNN.Epochs, "training epochs of each CNN")
 	fs.IntVar(&cfg.Threads, "threads", 0, "libtorch threads (0: libtorch's default)")
-	deviceFlag(fs, &cfg.Device)
+	modelflag.Device(fs, &cfg.Device)
 	fs.Func("seed", "seed of sampling and training (default 1)", func(s string) error {
 		_, err := fmt.Sscan(s, &cfg.Seed)
 		return err
@@ -66,7 +67,7 @@ func spTrainFlags(fs *flag.FlagSet) (*detect.Config, *time.Duration) {
 }
 
 func finishConfig(log *slog.Logger, cfg *detect.Config, window time.Duration) error {
-	if err := useDevice(log, cfg.Device); err != nil {
+	if err := modelflag.UseDevice(log, cfg.Device); err != nil {
 		return err
 	}
 	if cfg.Match.Bin <= 0 || window%cfg.Match.Bin != 0 {

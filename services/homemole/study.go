@@ -15,6 +15,7 @@ import (
 	"github.com/homemole/homemole/pipeline/experiment"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
+	"github.com/homemole/homemole/services/internal/modelflag"
 )
 
 func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -29,19 +30,18 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	windows := fs.String("windows", "20,40,100", "window sizes, comma-separated")
 	view := viewFlags(fs)
 	kind := fs.String("kind", schemas.KindInd, "ind or noise")
-	model := trainModelFlag(fs)
 	folds := fs.Int("folds", 5, "folds per window size")
 	parallel := fs.Int("parallel", 1, "folds trained at once")
 	seed := fs.Uint64("seed", 1, "seed of the folds and the training")
 	outDir := fs.String("out", "", "folder for study.json and study.html")
-	cfg := learnFlags(fs)
+	spec := modelflag.Register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *dir == "" || *outDir == "" {
 		return cli.Usagef("study needs --from-dir DIR and --out DIR")
 	}
-	if err := useDevice(log, cfg.Device); err != nil {
+	if err := modelflag.UseDevice(log, spec.Learn.Device); err != nil {
 		return err
 	}
 	var sizes []int
@@ -60,9 +60,9 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 		return err
 	}
 	defer env.Close()
-	cfg.Seed = int64(*seed)
-	st := &experiment.Study{Dir: *dir, View: view.name, Cipher: view.cipher, Kind: *kind, Model: *model, Windows: sizes, Folds: *folds,
-		Parallel: *parallel, Seed: *seed, Learn: *cfg, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log}
+	spec.Learn.Seed = int64(*seed)
+	st := &experiment.Study{Dir: *dir, View: view.name, Cipher: view.cipher, Kind: *kind, Spec: *spec, Windows: sizes, Folds: *folds,
+		Parallel: *parallel, Seed: *seed, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log}
 	points, page, err := st.Run(ctx)
 	if err != nil {
 		return err
@@ -76,7 +76,7 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 			return fmt.Errorf("write %s: %w", name, err)
 		}
 	}
-	fmt.Fprintf(out, "\n%s on %s (%s view), grouped %d-fold cross-validation per window size\n", *model, *dir, view.name, *folds)
+	fmt.Fprintf(out, "\n%s on %s (%s view), grouped %d-fold cross-validation per window size\n", spec.Name, *dir, view.name, *folds)
 	fmt.Fprintf(out, "  %6s  %14s  %9s  %16s  %12s\n", "window", "accuracy", "macro F1", "session accuracy", "device types")
 	for _, p := range points {
 		fmt.Fprintf(out, "  %6d  %6.1f ± %4.1f %%  %9.3f  %14.1f %%  %10.1f %%\n", p.Window, 100*p.CV.Accuracy.Mean, 100*p.CV.Accuracy.Std,

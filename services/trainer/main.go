@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync/atomic"
 
 	"github.com/homemole/homemole/pipeline/dataset"
@@ -18,6 +17,7 @@ import (
 	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/services/internal/cli"
+	"github.com/homemole/homemole/services/internal/modelflag"
 )
 
 func main() {
@@ -25,29 +25,20 @@ func main() {
 		ep := endpoints.FromEnv()
 		fs := flag.NewFlagSet("trainer", flag.ContinueOnError)
 		ep.Register(fs)
-		job := train.Job{Model: learn.DefaultConfig()}
+		var job train.Job
 		fs.StringVar(&job.Dataset, "dataset", "", "dataset name")
 		fs.StringVar(&job.Version, "version", "v1", "dataset version")
 		fs.StringVar(&job.RunName, "run", "", "run name: checkpoint and report go under models/RUN and reports/RUN")
-		fs.BoolVar(&job.Model.Bidirectional, "bidirectional", true, "BLSTM (true) or LSTM (false)")
-		fs.IntVar(&job.Model.Epochs, "epochs", job.Model.Epochs, "training epochs")
-		fs.IntVar(&job.Model.LenEmbedDim, "len-embed", job.Model.LenEmbedDim, "exact-frame-length embedding size; 0 = the paper's model exactly")
 		fs.Uint64Var(&job.Seed, "seed", 1, "seed of the split and the training")
-		job.Model.Device = learn.DeviceAuto
-		if v := os.Getenv("HOMEMOLE_DEVICE"); v != "" {
-			job.Model.Device = v
-		}
-		fs.StringVar(&job.Model.Device, "device", job.Model.Device, "cpu, cuda, cuda:N, or auto: the first GPU when libtorch sees one (env HOMEMOLE_DEVICE)")
-		fs.IntVar(&job.Model.BatchSize, "batch", job.Model.BatchSize, "windows per training batch")
+		fs.Float64Var(&job.TestShare, "test-share", 0.2, "share of capture sessions held out for evaluation")
+		spec := modelflag.Register(fs)
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 		if err := cli.Parse(fs); err != nil {
 			return err
 		}
-		dev, err := learn.ResolveDevice(job.Model.Device)
-		if err != nil {
-			return cli.Usagef("--device: %v", err)
+		if err := modelflag.UseDevice(log, spec.Learn.Device); err != nil {
+			return err
 		}
-		log.Info("torch device", dev.LogArgs()...)
 		if job.Dataset == "" || job.RunName == "" || ep.NATSURL == "" || ep.S3 == "" {
 			return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
 		}
@@ -69,13 +60,10 @@ func main() {
 		}
 		defer env.Close()
 		job.Store, job.Log = env.Store, log
-		job.Model.Seed = int64(job.Seed)
+		spec.Learn.Seed = int64(job.Seed)
+		job.Spec = *spec
 		m.SetReady(func() error { return nil })
-		job.Progress = func(e learn.EpochStats) {
-			epochs.Add(1)
-			log.Info("epoch", "epoch", e.Epoch, "loss", e.Loss, "train_accuracy", e.Accuracy, "windows_per_s", e.WindowsPerSec,
-				"steps", e.Steps, "data_wait", e.DataWait, "compute", e.Compute, "prepare", e.Prepare)
-		}
+		job.Progress = func(learn.EpochStats) { epochs.Add(1) }
 		out, err := job.Run(ctx)
 		if err != nil {
 			return err

@@ -112,8 +112,8 @@ type Result struct {
 // pipeline and cross-validates the model on each.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
-	if !slices.Contains(train.Models, cfg.Model) {
-		return nil, fmt.Errorf("model %q: want one of %v", cfg.Model, train.Models)
+	if err := (train.Spec{Name: cfg.Model}).Check(); err != nil {
+		return nil, err
 	}
 	cfg.Home.Household = homegen.HouseholdPaper
 	if cfg.CVMode == "" {
@@ -231,12 +231,8 @@ func runCell(ctx context.Context, cfg Config, env *endpoints.Env, home *homegen.
 
 	t1 := time.Now()
 	run := name + "-" + cfg.Model
-	cv := &train.CrossValidation{Store: st, Dataset: name, Version: "v1", RunName: run, Model: cfg.Model, Learn: cfg.Learn,
-		Folds: cfg.Folds, Mode: cfg.CVMode, Seed: cfg.Seed, Parallel: cfg.Parallel, Log: cfg.Log,
-		Progress: func(fold int, e learn.EpochStats) {
-			fmt.Fprintf(cfg.Out, "  fold %d epoch %d/%d: loss %.4f, training accuracy %.3f, %.0f windows/s\n",
-				fold, e.Epoch, cfg.Learn.Epochs, e.Loss, e.Accuracy, e.WindowsPerSec)
-		}}
+	cv := &train.CrossValidation{Store: st, Dataset: name, Version: "v1", RunName: run, Spec: train.Spec{Name: cfg.Model, Learn: cfg.Learn},
+		Folds: cfg.Folds, Mode: cfg.CVMode, Seed: cfg.Seed, Parallel: cfg.Parallel, Log: cfg.Log}
 	cvRes, html, err := cv.Run(ctx)
 	if err != nil {
 		return nil, 0, err

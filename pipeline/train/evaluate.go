@@ -1,0 +1,192 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/evaluate"
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Calibration says which windows the open-set threshold of a saved model
+// is taken on.
+type Calibration int
+
+const (
+	// CalibrateOnTest takes it on the held-out windows: right when they
+	// are known devices in sessions the model never saw (train, cv).
+	CalibrateOnTest Calibration = iota
+	// CalibrateOnTrain holds out a share of the training sessions and fits
+	// a second model of the same spec: right when the test side may hold
+	// devices the model never saw (experiment).
+	CalibrateOnTrain
+)
+
+// Evaluation is one fit-and-judge: a model of Spec trained on Train,
+// labelling Test, saved and reported where it says. Every command and the
+// trainer worker build one, so that the epoch line, the checkpoint, the
+// open-set threshold and the report mean the same everywhere.
+type Evaluation struct {
+	Spec        Spec
+	Train, Test []*schemas.Window
+	// Labels index the windows' classes. The model learns the first
+	// NumClasses of them (0: all); test-only devices come after, and the
+	// model can never name them, which scores them as the misses they are.
+	Labels     []string
+	NumClasses int
+	// Report carries what the caller knows: run, dataset, split in words,
+	// groups. Evaluate fills in the rest.
+	Report evaluate.Report
+	// SaveAs, when set, stores the model as models/SaveAs with Meta (its
+	// model name, seed, labels and threshold filled in here).
+	SaveAs      string
+	Meta        Meta
+	Calibration Calibration
+	// Pool gives every packet of an ind window its window's likeliest class
+	// (see PredictPooled).
+	Pool bool
+	// ReportDir, when set, is where report.json (and report.html with
+	// HTML) go in the store, e.g. reports/RUN.
+	ReportDir string
+	HTML      bool
+	Store     store.Store
+	Log       *slog.Logger
+	// Progress receives each epoch's figures after they are logged (a
+	// worker counts them in its metrics).
+	Progress func(learn.EpochStats)
+}
+
+// Outcome is what an evaluation found and where it put it.
+type Outcome struct {
+	Report *evaluate.Report
+	// Preds are the labels of every packet of every test window.
+	Preds      [][]int32
+	Unknown    *OpenSet
+	Checkpoint string // store key; empty when not saved
+	ReportJSON string // store keys; empty when not written
+	ReportHTML string
+	HTML       []byte
+}
+
+// Evaluate fits the model, logs each epoch, calibrates and saves it,
+// labels the test windows, judges them per packet and per stream, and
+// writes the report.
+func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
+	if err := e.Spec.Check(); err != nil {
+		return nil, err
+	}
+	if len(e.Train) == 0 || len(e.Test) == 0 {
+		return nil, fmt.Errorf("%d training and %d held-out windows: an evaluation needs both", len(e.Train), len(e.Test))
+	}
+	classes := e.NumClasses
+	if classes == 0 {
+		classes = len(e.Labels)
+	}
+	rep := e.Report
+	rep.Model, rep.TrainWindows, rep.TestWindows = e.Spec.Name, len(e.Train), len(e.Test)
+	start := time.Now()
+	model, err := e.Spec.Fit(ctx, e.Train, classes, func(s learn.EpochStats) {
+		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: s.Epoch, Loss: s.Loss, TrainAccuracy: s.Accuracy, WindowsPerSec: s.WindowsPerSec})
+		e.Log.Info("epoch", EpochLog(s, e.Spec.Learn.Epochs)...)
+		if e.Progress != nil {
+			e.Progress(s)
+		}
+	}, e.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer model.Close()
+	rep.Device = model.Device()
+	rep.TrainSeconds = time.Since(start).Seconds()
+
+	out := &Outcome{Report: &rep}
+	if e.SaveAs != "" {
+		if err := e.save(ctx, model, classes, out); err != nil {
+			return nil, err
+		}
+	}
+	if out.Preds, err = PredictPooled(model, e.Test, e.Pool); err != nil {
+		return nil, fmt.Errorf("label held-out windows: %w", err)
+	}
+	conf, voter, err := judge(e.Labels, e.Test, out.Preds)
+	if err != nil {
+		return nil, err
+	}
+	rep.Confusion = conf
+	rep.Sessions = voter.Votes()
+	rep.Fill()
+	if e.ReportDir != "" {
+		if err := e.writeReport(ctx, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// save calibrates the unknown-device threshold and stores the model.
+func (e *Evaluation) save(ctx context.Context, model Model, classes int, out *Outcome) error {
+	meta := e.Meta
+	meta.Model, meta.Seed = e.Spec.Name, e.Spec.Learn.Seed
+	if meta.Labels == nil {
+		meta.Labels = e.Labels[:classes]
+	}
+	var err error
+	switch e.Calibration {
+	case CalibrateOnTest:
+		meta.Unknown, err = Calibrate(model, e.Test, DefaultUnknownQuantile)
+	case CalibrateOnTrain:
+		meta.Unknown, err = CalibrateBySplit(ctx, e.Spec, e.Train, classes, 0.2, DefaultUnknownQuantile, e.Log)
+	}
+	if err != nil {
+		return fmt.Errorf("calibrate the unknown-device threshold: %w", err)
+	}
+	if meta.Unknown != nil {
+		e.Log.Info("unknown-device threshold", "score", meta.Unknown.Score, "threshold", fmt.Sprintf("%.3f", meta.Unknown.Threshold),
+			"held_out_hosts", meta.Unknown.Hosts, "false_unknown", fmt.Sprintf("%.3f", meta.Unknown.FalseUnknown))
+	}
+	if err := SaveModel(ctx, e.Store, e.SaveAs, model, meta); err != nil {
+		return fmt.Errorf("save model %s: %w", e.SaveAs, err)
+	}
+	out.Unknown = meta.Unknown
+	out.Checkpoint, _ = ModelKeys(e.SaveAs)
+	return nil
+}
+
+func (e *Evaluation) writeReport(ctx context.Context, out *Outcome) error {
+	js, err := out.Report.JSON()
+	if err != nil {
+		return err
+	}
+	out.ReportJSON = path.Join(e.ReportDir, "report.json")
+	if _, err := e.Store.Put(ctx, out.ReportJSON, js, "application/json"); err != nil {
+		return fmt.Errorf("store the report: %w", err)
+	}
+	if !e.HTML {
+		return nil
+	}
+	if out.HTML, err = out.Report.HTML(); err != nil {
+		return err
+	}
+	out.ReportHTML = path.Join(e.ReportDir, "report.html")
+	if _, err := e.Store.Put(ctx, out.ReportHTML, out.HTML, "text/html"); err != nil {
+		return fmt.Errorf("store the report: %w", err)
+	}
+	return nil
+}
+
+// EpochLog is an epoch's training log line: loss, accuracy, throughput,
+// and each step's time split into waiting for its batch (data) and the
+// step itself (compute), so a device left idle by Go shows.
+func EpochLog(e learn.EpochStats, epochs int) []any {
+	per := func(d time.Duration) string {
+		return fmt.Sprintf("%.2f", d.Seconds()*1e3/float64(max(e.Steps, 1)))
+	}
+	return []any{"epoch", fmt.Sprintf("%d/%d", e.Epoch, epochs), "loss", fmt.Sprintf("%.4f", e.Loss),
+		"train_accuracy", fmt.Sprintf("%.3f", e.Accuracy), "windows_per_s", fmt.Sprintf("%.0f", e.WindowsPerSec),
+		"steps", e.Steps, "data_ms_per_step", per(e.DataWait), "compute_ms_per_step", per(e.Compute), "prepare_ms_per_step", per(e.Prepare)}
+}

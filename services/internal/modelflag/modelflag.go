@@ -1,0 +1,78 @@
+// Package modelflag is the one set of flags that chooses and schedules a
+// model, shared by every command that trains (homemole train, cv,
+// experiment, study, demo) and by the trainer worker, so that a flag means
+// the same wherever it is given.
+package modelflag
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/pipeline/train"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+// Register adds --model (checked as it is parsed), --trees and the
+// training schedule's flags; the returned spec holds their values once fs
+// is parsed. Its seed is the caller's to set.
+func Register(fs *flag.FlagSet) *train.Spec {
+	s := &train.Spec{Name: "blstm", Learn: learn.DefaultConfig()}
+	fs.Func("model", fmt.Sprintf("%s (default %s)", strings.Join(train.Models, ", "), s.Name), func(v string) error {
+		if err := (train.Spec{Name: v}).Check(); err != nil {
+			return err
+		}
+		s.Name = v
+		return nil
+	})
+	fs.IntVar(&s.Trees, "trees", 100, "trees in the Random Forest (rf; paper: 100); the model file grows with them, about 0.5 MB a tree on the IoT Sentinel captures")
+	cfg := &s.Learn
+	fs.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "training epochs (paper: 15)")
+	fs.IntVar(&cfg.BatchSize, "batch", cfg.BatchSize, "windows per training batch")
+	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate (paper: 0.001)")
+	fs.IntVar(&cfg.LenEmbedDim, "len-embed", cfg.LenEmbedDim, "size of the exact-frame-length embedding added to the paper's inputs; 0 = the paper's inputs")
+	fs.BoolVar(&cfg.HeaderFeatures, "header-features", cfg.HeaderFeatures, "add TTL, TCP window, options and payload length, TCP flags and transport to the paper's inputs")
+	fs.BoolVar(&cfg.Balance, "balance", cfg.Balance, "weigh each device in the loss by its inverse share of the training packets")
+	fs.Func("context", fmt.Sprintf("what each packet's output sees beside its own LSTM state: %s (the paper) or %s (which kinds of packet its device's stream in the capture session holds) (default %s)", learn.ContextNone, learn.ContextStream, cfg.Context), func(v string) error {
+		if v != learn.ContextNone && v != learn.ContextStream {
+			return fmt.Errorf("want %s or %s", learn.ContextNone, learn.ContextStream)
+		}
+		cfg.Context = v
+		return nil
+	})
+	fs.IntVar(&cfg.Hidden, "hidden", cfg.Hidden, "LSTM hidden size per direction (paper: 64)")
+	fs.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "dropout on the LSTM outputs (paper: 0.5)")
+	Device(fs, &cfg.Device)
+	return s
+}
+
+// Device registers --device, whose default comes from HOMEMOLE_DEVICE.
+func Device(fs *flag.FlagSet, p *string) {
+	*p = learn.DeviceAuto
+	if v := os.Getenv("HOMEMOLE_DEVICE"); v != "" {
+		*p = v
+	}
+	fs.Func("device", fmt.Sprintf("where libtorch trains and runs the model: %s, %s (or %s:N), or %s, the first GPU when libtorch sees one (env HOMEMOLE_DEVICE; default %s)",
+		learn.DeviceCPU, learn.DeviceCUDA, learn.DeviceCUDA, learn.DeviceAuto, *p), func(s string) error {
+		if err := learn.CheckDevice(s); err != nil {
+			return err
+		}
+		*p = s
+		return nil
+	})
+}
+
+// UseDevice resolves the device and logs where the command's libtorch
+// work runs, before any of it starts: cuda on a machine where libtorch
+// sees no GPU fails here, not after a dataset was read.
+func UseDevice(log *slog.Logger, name string) error {
+	d, err := learn.ResolveDevice(name)
+	if err != nil {
+		return cli.Usagef("--device: %v", err)
+	}
+	log.Info("torch device", d.LogArgs()...)
+	return nil
+}
