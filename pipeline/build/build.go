@@ -21,7 +21,6 @@ import (
 	"github.com/homemole/homemole/pipeline/label"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/window"
-	"github.com/homemole/homemole/schemas"
 )
 
 // Build is one dataset build.
@@ -135,19 +134,8 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		w.IdleTimeouts = campaign.IdleTimeouts(b.Campaign)
 		return w, nil
 	}
-	ackWait := b.windowerAckWait
-	if ackWait == 0 {
-		ackWait = 10 * time.Minute
-	}
 	var consume consumeFunc = func(ctx context.Context, handle func(context.Context, *bus.Delivery) error) error {
-		return b.Bus.Consume(ctx, bus.ConsumerConfig{
-			Stream:  schemas.StreamLabeled,
-			Durable: "windower-" + b.Spec.Dataset + "-" + b.Spec.Version,
-			// Every view: the lan view, and the napt or vpn view of homes with a WAN tap.
-			Filter:        schemas.LabeledSubject(b.Campaign.Name, "*", "*"),
-			MaxAckPending: 100000,
-			AckWait:       ackWait,
-		}, handle)
+		return b.Bus.Consume(ctx, window.ConsumerConfig(b.Spec, b.Campaign.Name, b.windowerAckWait), handle)
 	}
 	runWindower := b.runWindower
 	if runWindower == nil {

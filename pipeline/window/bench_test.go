@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -125,8 +124,7 @@ func BenchmarkWindower(b *testing.B) {
 		done := make(chan error, 1)
 		start, cpuStart := time.Now(), cpuTime(b)
 		go func() {
-			done <- conn.Consume(cctx, bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "bench-" + spec.Version,
-				Filter: schemas.LabeledSubject("c", "*", "*"), MaxAckPending: 100000, AckWait: 10 * time.Minute}, w.Handle)
+			done <- conn.Consume(cctx, ConsumerConfig(spec, "c", 0), w.Handle)
 		}()
 		select {
 		case <-allDone:

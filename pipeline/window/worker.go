@@ -7,99 +7,17 @@ package window
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"log/slog"
-	"path"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/bus"
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/schemas/windowfile"
 )
-
-// Spec is what a dataset build asks of the windower.
-type Spec struct {
-	Dataset string
-	Version string
-	Kind    string // schemas.KindInd or schemas.KindNoise
-	Size    int    // packets per window
-	// Labels is the dataset's label vocabulary (device names); a window's
-	// labels index it. Devices outside it are treated as unlabeled.
-	Labels []string
-	// WindowsPerObject bounds an object's size; a session writes several.
-	WindowsPerObject int
-	// Views, when set, are the only views windowed ("lan", "napt", "vpn");
-	// batches of other views are acknowledged and left out.
-	Views []string `json:",omitempty"`
-	// Cap bounds the windows a trainer reads per device (majority label),
-	// 5,000 in the paper; 0 keeps every window. The windower still writes
-	// every window: which ones a capped dataset keeps is decided from all
-	// sessions at once (see CapScore), which no single session can know.
-	Cap int `json:",omitempty"`
-	// CapSeed picks which windows the cap keeps.
-	CapSeed uint64 `json:",omitempty"`
-	// FlushWindows, when set, writes a session as it goes: once a batch
-	// leaves at least this many finished windows, they are stored, the
-	// session's unfinished tail is checkpointed and the batches it
-	// consumed are acknowledged (see incremental.go). 0 writes each
-	// session whole when its final batch comes.
-	FlushWindows int `json:",omitempty"`
-	// SessionBudget, when set, bounds the bytes of packets a session holds
-	// in memory: a batch that takes it past them writes what is finished
-	// and checkpoints the rest as FlushWindows does. It counts packets,
-	// not the Go heap, so the cuts stay where they are on every run.
-	SessionBudget int64 `json:",omitempty"`
-}
-
-// RegisterFlags adds the spec's flags (all but the label vocabulary, which
-// comes from the campaign's inventories) to fs.
-func (s *Spec) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&s.Dataset, "dataset", "", "dataset name")
-	fs.StringVar(&s.Version, "version", "v1", "dataset version")
-	fs.StringVar(&s.Kind, "kind", schemas.KindInd, "ind: one device's own packets per window (pure IoT); noise: the home's merged stream")
-	fs.IntVar(&s.Size, "window", 100, "packets per window (the paper studies 20, 40 and 100)")
-	fs.IntVar(&s.Cap, "cap", 5000, "windows kept per device, chosen by --cap-seed (the paper keeps 5,000); 0 keeps all")
-	fs.Uint64Var(&s.CapSeed, "cap-seed", 1, "seed of the choice of windows --cap keeps")
-	fs.IntVar(&s.FlushWindows, "flush-windows", 0, "write a session as it goes: store its finished windows and checkpoint the rest whenever a batch leaves this many; 0 writes each session whole at its end")
-	fs.Func("session-budget", "bytes of packets a session may hold (e.g. 64MiB, about 140 bytes a packet) before it writes what is finished and checkpoints the rest; unset: no budget", func(v string) error {
-		n, err := campaign.ParseBytes(v)
-		s.SessionBudget = n
-		return err
-	})
-}
-
-// Validate refuses specs no window can be cut from.
-func (s *Spec) Validate() error {
-	if err := schemas.ValidateToken("dataset name", s.Dataset); err != nil {
-		return err
-	}
-	if err := schemas.ValidateToken("dataset version", s.Version); err != nil {
-		return err
-	}
-	if s.Kind != schemas.KindInd && s.Kind != schemas.KindNoise {
-		return fmt.Errorf("window kind %q: want %s or %s", s.Kind, schemas.KindInd, schemas.KindNoise)
-	}
-	if s.Size < 2 || s.Size > 10000 {
-		return fmt.Errorf("window size %d: want 2..10000 packets (the paper uses 20, 40, 100)", s.Size)
-	}
-	if s.Cap < 0 {
-		return fmt.Errorf("cap of %d windows per device: want 0 (no cap) or more", s.Cap)
-	}
-	if s.FlushWindows < 0 || s.SessionBudget < 0 {
-		return fmt.Errorf("flush every %d windows, session budget %d bytes: want 0 (whole sessions) or more", s.FlushWindows, s.SessionBudget)
-	}
-	if len(s.Labels) == 0 || len(s.Labels) > 32767 {
-		return fmt.Errorf("label vocabulary of %d devices: want 1..32767", len(s.Labels))
-	}
-	return nil
-}
 
 // sessionDir is where a session's objects go; "" (which the store refuses)
 // for names Handle would have refused.
@@ -107,39 +25,6 @@ func (w *Windower) sessionDir(s *session) string {
 	dir, _ := store.Key("datasets", w.spec.Dataset, w.spec.Version, s.view, s.home, s.id)
 	return dir
 }
-
-// Prefix is where the dataset's objects live.
-func (s *Spec) Prefix() string { return path.Join("datasets", s.Dataset, s.Version) }
-
-// Part records what one session contributed; the manifest is assembled from parts.
-type Part struct {
-	Home    string `json:"home"`
-	View    string `json:"view"`
-	Session string `json:"session"`
-	Source  string `json:"source"`
-	Packets int    `json:"packets"`
-	// Unlabeled packets belong to no inventory device (the router, guests,
-	// multicast from unknown hosts); Background packets belong to devices
-	// this kind of dataset leaves out (non-IoT devices in ind windows).
-	Unlabeled  int                `json:"unlabeled_packets"`
-	Background int                `json:"background_packets"`
-	Windows    int                `json:"windows"`
-	PerDevice  map[string]int     `json:"windows_per_device"`
-	Objects    []store.ObjectInfo `json:"objects"`
-	Offsets    [2]uint64          `json:"offsets"` // lineage: first and last packet offset of the source
-	// CapScores holds, per device, the smallest CapScores of the session's
-	// windows, ascending, at most Spec.Cap of them: the dataset's Cap
-	// windows of smallest score are among the union of the sessions' Cap
-	// smallest, so the manifest can pick them exactly without rereading a
-	// window. Empty when the spec has no cap.
-	CapScores map[string][]uint64 `json:"cap_scores,omitempty"`
-	// CutShort marks a session closed by the idle timeout before its final
-	// batch came: its producer died, and the part holds what came.
-	CutShort bool `json:"cut_short,omitempty"`
-}
-
-// PartSuffix names the per-session part records.
-const PartSuffix = "_part.json"
 
 // Windower cuts windows for one dataset spec.
 type Windower struct {
@@ -563,183 +448,24 @@ func (w *Windower) putObjects(ctx context.Context, dir, sess string, ws []*schem
 	return infos, nil
 }
 
-// DeviceOf names the device most of a window's packets belong to, the
-// device a window counts for (and is capped under); "(unlabeled)" when
-// unlabeled packets are the most. Ties go to the lowest label.
-func DeviceOf(labels []string, win *schemas.Window) string {
-	// A window holds few distinct labels (one in ind windows): a short list
-	// beats a map.
-	type count struct {
-		label int16
-		n     int
-	}
-	var buf [8]count
-	counts := buf[:0]
-next:
-	for _, l := range win.Label[:win.Len] {
-		for i := range counts {
-			if counts[i].label == l {
-				counts[i].n++
-				continue next
-			}
-		}
-		counts = append(counts, count{l, 1})
-	}
-	best, bestN := int16(-1), 0
-	for _, c := range counts {
-		if c.n > bestN || c.n == bestN && c.label < best {
-			best, bestN = c.label, c.n
-		}
-	}
-	if best < 0 || int(best) >= len(labels) {
-		return Unlabeled
-	}
-	return labels[best]
-}
+// DefaultAckWait is how long a delivery may stay unacked before JetStream
+// redelivers it, unless told otherwise.
+const DefaultAckWait = 10 * time.Minute
 
-// Unlabeled is the device name windows of mostly unlabeled packets count under.
-const Unlabeled = "(unlabeled)"
-
-// CapScore ranks a window for the per-device cap: a dataset capped at k
-// keeps, for each device, the k windows of smallest score. The score depends
-// on nothing but the seed and the window's ID, which is itself
-// deterministic, so which windows a cap keeps does not depend on the order
-// sessions were windowed in, nor on restarts: objects are written whole and
-// uncapped, and the choice is made when the manifest is assembled.
-func CapScore(seed uint64, id string) uint64 {
-	// FNV-1a spreads the ID; the SplitMix64 finaliser around it makes
-	// nearby IDs (".../17", ".../18") and nearby seeds land far apart.
-	h := uint64(14695981039346656037) ^ mix64(seed)
-	for i := 0; i < len(id); i++ {
-		h ^= uint64(id[i])
-		h *= 1099511628211
+// ConsumerConfig is the durable consumer a windower of spec reads the
+// campaign's labeled batches through, every view of every home. Each
+// session's batches stay unacked until the session is stored, so the
+// consumer must let many wait: a session is thousands of batches.
+// ackWait 0 means DefaultAckWait.
+func ConsumerConfig(spec Spec, campaign string, ackWait time.Duration) bus.ConsumerConfig {
+	if ackWait == 0 {
+		ackWait = DefaultAckWait
 	}
-	return mix64(h ^ seed)
-}
-
-func mix64(x uint64) uint64 {
-	x += 0x9e3779b97f4a7c15
-	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
-	x = (x ^ x>>27) * 0x94d049bb133111eb
-	return x ^ x>>31
-}
-
-// GroupOf is the unit cross-validation keeps on one side of a split: a
-// home's capture session, whatever tap saw it. "lan-session-01" and
-// "wan-session-01" are the same traffic seen twice, so they share a group.
-func GroupOf(home, session string) string {
-	if i := strings.IndexByte(session, '-'); i >= 0 {
-		session = session[i+1:]
+	return bus.ConsumerConfig{
+		Stream:        schemas.StreamLabeled,
+		Durable:       "windower-" + spec.Dataset + "-" + spec.Version,
+		Filter:        schemas.LabeledSubject(campaign, "*", "*"),
+		MaxAckPending: 100000,
+		AckWait:       ackWait,
 	}
-	return home + "/" + session
-}
-
-// Cut turns one session's packets into windows. Kind ind cuts each
-// device's own sequence (packets of no device are left out); kind noise cuts
-// the merged stream. The interval feature is recomputed inside the stream a
-// window is cut from, and a short tail is padded, never dropped.
-func Cut(spec Spec, home, view, sess string, pkts []schemas.Packet, labels []int16) []*schemas.Window {
-	return cut(spec, home, view, sess, [][]schemas.Packet{pkts}, labels)
-}
-
-// cut is Cut over a session kept as its batches' packet slices.
-func cut(spec Spec, home, view, sess string, chunks [][]schemas.Packet, labels []int16) []*schemas.Window {
-	n := len(labels)
-	all := make([]*schemas.Packet, 0, n)
-	for _, c := range chunks {
-		for i := range c {
-			all = append(all, &c[i])
-		}
-	}
-	var (
-		out    []*schemas.Window
-		free   []*schemas.Window // allocated for the session at once, taken in turn
-		group  = GroupOf(home, sess)
-		prefix = view + "/" + home + "/" + sess + "/" + spec.Kind + "/"
-	)
-	emit := func(stream string, pkts []*schemas.Packet, label func(j int) int16) {
-		id := prefix + stream + "/"
-		for lo := 0; lo < len(pkts); lo += spec.Size {
-			hi := min(lo+spec.Size, len(pkts))
-			win := free[0]
-			free = free[1:]
-			win.ID = id + strconv.Itoa(lo/spec.Size)
-			win.Home, win.Session, win.View, win.Kind, win.Group = home, sess, view, spec.Kind, group
-			win.Len = hi - lo
-			for j := lo; j < hi; j++ {
-				var gap float32
-				if j > 0 {
-					gap = float32(pkts[j].TsNs-pkts[j-1].TsNs) / 1e9
-				}
-				win.Set(j-lo, pkts[j], gap, int32(label(j)))
-			}
-			out = append(out, win)
-		}
-	}
-	if spec.Kind == schemas.KindNoise {
-		free = schemas.NewWindows((n+spec.Size-1)/spec.Size, spec.Size)
-		emit("all", all, func(j int) int16 { return labels[j] })
-		return out
-	}
-	// Group each device's packets with a counting sort: devices in label
-	// order, packets in capture order within each.
-	start := make([]int, len(spec.Labels)+1)
-	for _, l := range labels {
-		if l >= 0 {
-			start[l+1]++
-		}
-	}
-	for l := 1; l < len(start); l++ {
-		start[l] += start[l-1]
-	}
-	byDev := make([]*schemas.Packet, start[len(start)-1])
-	next := slices.Clone(start[:len(start)-1])
-	for i, l := range labels {
-		if l >= 0 {
-			byDev[next[l]] = all[i]
-			next[l]++
-		}
-	}
-	k := 0
-	for l := range spec.Labels {
-		k += (start[l+1] - start[l] + spec.Size - 1) / spec.Size
-	}
-	free = schemas.NewWindows(k, spec.Size)
-	out = make([]*schemas.Window, 0, k)
-	for l := range spec.Labels {
-		if start[l+1] > start[l] {
-			emit(spec.Labels[l], byDev[start[l]:start[l+1]], func(int) int16 { return int16(l) })
-		}
-	}
-	return out
-}
-
-// SpecKey is where a build records its spec, so that the manifest can be
-// assembled by any process once the windowers are done.
-func (s *Spec) SpecKey() string { return path.Join(s.Prefix(), "_spec.json") }
-
-// SaveSpec records the spec; a spec already there must be the same.
-func SaveSpec(ctx context.Context, st store.Store, s Spec) error {
-	data, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	if old, err := st.Get(ctx, s.SpecKey()); err == nil && string(old) != string(data) {
-		return fmt.Errorf("dataset %s/%s was started with another spec (%s): choose another version", s.Dataset, s.Version, st.Location(s.SpecKey()))
-	}
-	_, err = st.Put(ctx, s.SpecKey(), data, "application/json")
-	return err
-}
-
-// LoadSpec reads the spec a build recorded.
-func LoadSpec(ctx context.Context, st store.Store, dataset, version string) (Spec, error) {
-	s := Spec{Dataset: dataset, Version: version}
-	data, err := st.Get(ctx, s.SpecKey())
-	if err != nil {
-		return s, fmt.Errorf("dataset %s/%s has no recorded spec: was a windower started for it? %w", dataset, version, err)
-	}
-	if err := json.Unmarshal(data, &s); err != nil {
-		return s, fmt.Errorf("spec %s: %w", st.Location(s.SpecKey()), err)
-	}
-	return s, s.Validate()
 }
