@@ -116,11 +116,10 @@ func newLiveRig(t *testing.T, ctx context.Context, rotation time.Duration, spec 
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &campaign.Campaign{Name: "live", Homes: []*campaign.Home{{
-		Name: "home-1", Gateway: campaign.Gateway{MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
-		Taps: []campaign.Tap{{Name: "lan", Interface: "syn0"}}, Inventory: g.Inventory,
-		Live: campaign.Live{Rotation: rotation},
-	}}}
+	h := g.CampaignHome("home-1")
+	h.Taps = []campaign.Tap{{Name: "lan", Interface: "syn0"}}
+	h.Live = campaign.Live{Rotation: rotation}
+	c := &campaign.Campaign{Name: "live", Homes: []*campaign.Home{h}}
 	r := startLiveRig(t, ctx, c, spec, idle)
 	r.g = g
 	return r
@@ -169,8 +168,7 @@ func startLiveRig(t *testing.T, ctx context.Context, c *campaign.Campaign, spec 
 	r.wg.Go(func() { _ = r.lab.Run(wctx, r.conn, "labeler", r.log) })
 	r.wg.Go(func() { r.w.Sweeper(wctx) })
 	r.wg.Go(func() {
-		_ = r.conn.Consume(wctx, bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower", Filter: schemas.LabeledSubject(r.c.Name, "*", "*"),
-			MaxAckPending: 100000, AckWait: time.Minute}, r.w.Handle)
+		_ = r.conn.Consume(wctx, window.ConsumerConfig(spec, r.c.Name, time.Minute), r.w.Handle)
 	})
 	r.stop = func() { stop(); r.wg.Wait() }
 	t.Cleanup(r.stop)

@@ -424,3 +424,13 @@ func tokenOf(s string) string {
 	}
 	return string(b)
 }
+
+// HomeNames are the names of the campaign's homes, in file order: what
+// partitioned workers split among their replicas.
+func (c *Campaign) HomeNames() []string {
+	names := make([]string, 0, len(c.Homes))
+	for _, h := range c.Homes {
+		names = append(names, h.Name)
+	}
+	return names
+}

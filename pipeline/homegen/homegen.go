@@ -248,3 +248,25 @@ func writePcap(path string, start time.Time, pkts []packet) (err error) {
 	}
 	return nil
 }
+
+// Campaign is a campaign of one home (see CampaignHome): how the demo, the
+// tests and the tools turn a generated home into something the pipeline
+// runs on.
+func (h *Home) Campaign(name, home string) *campaign.Campaign {
+	c := &campaign.Campaign{Name: name, Homes: []*campaign.Home{h.CampaignHome(home)}}
+	c.Defaults()
+	return c
+}
+
+// CampaignHome is the generated home as a campaign's home named name: its
+// LAN tap replays the generated sessions, its inventory labels them, and
+// its gateway is a NAPT one at the generated MAC and prefix. The files and
+// the inventory are copies, so a caller may add taps or rename devices.
+func (h *Home) CampaignHome(name string) *campaign.Home {
+	return &campaign.Home{
+		Name:      name,
+		Gateway:   campaign.Gateway{Mode: "napt", MAC: h.GatewayMAC, LANNets: []string{h.LANNet}},
+		Taps:      []campaign.Tap{{Name: "lan", Files: slices.Clone(h.Files)}},
+		Inventory: slices.Clone(h.Inventory),
+	}
+}

@@ -33,7 +33,7 @@ func main() {
 		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 		auth := bus.AuthFromEnv()
 		auth.RegisterFlags(fs)
-		if err := cli.Parse(fs); err != nil {
+		if err := cli.Parse(fs, os.Args[1:]); err != nil {
 			return err
 		}
 		if *file == "" || *home == "" || *natsURL == "" {

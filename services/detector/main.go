@@ -32,77 +32,76 @@ import (
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
+	"github.com/homemole/homemole/services/internal/worker"
 )
 
 // SeenWindows is the metric of the windows the detector published.
 const SeenWindows = "homemole_seen_windows_total"
 
-func main() {
-	cli.Main(func(ctx context.Context, log *slog.Logger) error {
-		fs := flag.NewFlagSet("detector", flag.ContinueOnError)
-		modelPath := fs.String("model", "", "model file from `homemole sp train`")
-		modelKey := fs.String("model-object", "", "read the model from this key of the object store instead (HOMEMOLE_S3_ENDPOINT, HOMEMOLE_S3_BUCKET, HOMEMOLE_S3_ACCESS_KEY, HOMEMOLE_S3_SECRET_KEY): how a pod gets one")
-		file := fs.String("campaign", "", "campaign file (YAML): its name and homes")
-		home := fs.String("home", "*", "home to watch, or * for all the campaign's homes (of this partition)")
-		tap := fs.String("tap", "wan", "tap whose packets are judged: the view beyond the gateway (wan), or lan")
-		natsURL := fs.String("nats", os.Getenv("HOMEMOLE_NATS_URL"), "NATS URL (env HOMEMOLE_NATS_URL)")
-		step := fs.Int("step", 1, "bins between two reports per home (1: every bin of the model, 10 s by default)")
-		metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
-		ackWait := fs.Duration("ack-wait", time.Minute, "how long a batch delivered to a detector that died waits before it goes to its replacement")
-		var part bus.Partition
-		part.RegisterFlags(fs)
-		auth := bus.AuthFromEnv()
-		auth.RegisterFlags(fs)
-		retention := bus.RetentionFlags(fs)
-		if err := cli.Parse(fs); err != nil {
-			return err
-		}
-		if (*modelPath == "") == (*modelKey == "") || *file == "" || *natsURL == "" {
-			return cli.Usagef("detector needs --model FILE (or --model-object KEY), --campaign FILE and --nats URL")
-		}
-		if err := part.Validate(); err != nil {
+func main() { worker.Main(run) }
+
+func run(ctx context.Context, args []string, env worker.Env) error {
+	log := env.Log
+	fs := flag.NewFlagSet("detector", flag.ContinueOnError)
+	modelPath := fs.String("model", "", "model file from `homemole sp train`")
+	modelKey := fs.String("model-object", "", "read the model from this key of the object store instead (HOMEMOLE_S3_ENDPOINT, HOMEMOLE_S3_BUCKET, HOMEMOLE_S3_ACCESS_KEY, HOMEMOLE_S3_SECRET_KEY): how a pod gets one")
+	file := fs.String("campaign", "", "campaign file (YAML): its name and homes")
+	home := fs.String("home", "*", "home to watch, or * for all the campaign's homes (of this partition)")
+	tap := fs.String("tap", "wan", "tap whose packets are judged: the view beyond the gateway (wan), or lan")
+	natsURL := fs.String("nats", os.Getenv("HOMEMOLE_NATS_URL"), "NATS URL (env HOMEMOLE_NATS_URL)")
+	step := fs.Int("step", 1, "bins between two reports per home (1: every bin of the model, 10 s by default)")
+	metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
+	ackWait := fs.Duration("ack-wait", time.Minute, "how long a batch delivered to a detector that died waits before it goes to its replacement")
+	var part bus.Partition
+	part.RegisterFlags(fs)
+	auth := bus.AuthFromEnv()
+	auth.RegisterFlags(fs)
+	retention := bus.RetentionFlags(fs)
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if (*modelPath == "") == (*modelKey == "") || *file == "" || *natsURL == "" {
+		return cli.Usagef("detector needs --model FILE (or --model-object KEY), --campaign FILE and --nats URL")
+	}
+	if err := part.Validate(); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if err := schemas.ValidateToken("--tap", *tap); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if *home != "*" {
+		if err := schemas.ValidateToken("--home", *home); err != nil {
 			return cli.Usagef("%v", err)
 		}
-		if err := schemas.ValidateToken("--tap", *tap); err != nil {
-			return cli.Usagef("%v", err)
+		if part.Count > 1 {
+			return cli.Usagef("--home %s with --partitions %d: a single home is not partitioned; give --home '*'", *home, part.Count)
 		}
-		if *home != "*" {
-			if err := schemas.ValidateToken("--home", *home); err != nil {
-				return cli.Usagef("%v", err)
-			}
-			if part.Count > 1 {
-				return cli.Usagef("--home %s with --partitions %d: a single home is not partitioned; give --home '*'", *home, part.Count)
-			}
-		}
-		c, err := campaign.Load(*file)
-		if err != nil {
-			return err
-		}
-		m, err := loadModel(ctx, *modelPath, *modelKey, endpoints.FromEnv())
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		met, err := metrics.Start(ctx, "detector", *metricsAddr, log)
-		if err != nil {
-			return err
-		}
-		ret, err := retention(c.Retention)
-		if err != nil {
-			return cli.Usagef("%v", err)
-		}
-		conn, err := bus.Connect(ctx, bus.Config{URL: *natsURL, Name: "detector", Replicas: bus.ReplicasFromEnv(), Auth: auth, Retention: ret}, log)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		cfg := Config{Campaign: c.Name, Home: *home, Tap: *tap, Step: *step, Partition: part, Replicas: bus.ReplicasFromEnv(), AckWait: *ackWait}
-		for _, h := range c.Homes {
-			cfg.Homes = append(cfg.Homes, h.Name)
-		}
-		log.Info("detector running", "campaign", c.Name, "home", *home, "tap", *tap, "device_types", len(m.Devices), "partition", part.Index, "partitions", part.Count)
-		return Run(ctx, conn, m, cfg, met, log)
-	})
+	}
+	c, err := campaign.Load(*file)
+	if err != nil {
+		return err
+	}
+	m, err := loadModel(ctx, *modelPath, *modelKey, endpoints.FromEnv())
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	ret, err := retention(c.Retention)
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	rt, err := worker.Start(ctx, "detector", *metricsAddr, env)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	conn, err := rt.Connect(ctx, bus.Config{URL: *natsURL, Replicas: bus.ReplicasFromEnv(), Auth: auth, Retention: ret})
+	if err != nil {
+		return err
+	}
+	cfg := Config{Campaign: c.Name, Homes: c.HomeNames(), Home: *home, Tap: *tap, Step: *step, Partition: part, Replicas: bus.ReplicasFromEnv(), AckWait: *ackWait}
+	log.Info("detector running", "campaign", c.Name, "home", *home, "tap", *tap, "device_types", len(m.Devices), "partition", part.Index, "partitions", part.Count)
+	return Run(ctx, conn, m, cfg, rt.Metrics, log)
 }
 
 // loadModel reads the model from a file, or from key of the object store

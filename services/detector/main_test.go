@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/worker"
 )
 
 // TestReplayedHomeIsDetected replays a held-out session of a generated home,
@@ -29,12 +31,13 @@ import (
 // model trained on the home's other sessions, and reads hm.seen back. Every
 // device type must be reported within the paper's slowest response time
 // (13 minutes, its Table VI) of the first packet, and no window may name a
-// type twice or carry a count below one.
+// type twice or carry a count below one. The detector runs as its main
+// does, in-process: flags, model file, campaign file.
 func TestReplayedHomeIsDetected(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	model, pkts := trainedHome(ctx, t, log)
+	model, pkts, modelPath := trainedHome(ctx, t, log)
 
 	srv, err := embedded.Start(ctx, t.TempDir(), log)
 	if err != nil {
@@ -86,8 +89,13 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	campaignFile := filepath.Join(t.TempDir(), "spring.yaml")
+	if err := os.WriteFile(campaignFile, []byte("name: spring\nhomes:\n  - name: home-1\n    taps:\n      - name: wan\n        interface: eth1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		done <- Run(runCtx, conn, model, Config{Campaign: "spring", Home: "home-1", Tap: "wan", Step: 1}, nil, log)
+		done <- run(runCtx, []string{"--model", modelPath, "--campaign", campaignFile, "--home", "home-1", "--tap", "wan", "--step", "1",
+			"--nats", srv.NATSURL, "--metrics-addr", ""}, worker.Env{Log: log, Out: io.Discard})
 	}()
 	end := pkts[len(pkts)-1].TsNs
 	for {
@@ -136,7 +144,7 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 // trainedHome is a generated home's model, trained on three of its
 // sessions, and the held-out fourth session as its capture agent's wan tap
 // sees it (NAPT view).
-func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.Model, []schemas.Packet) {
+func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.Model, []schemas.Packet, string) {
 	t.Helper()
 	dir := t.TempDir()
 	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 4, SessionDuration: 20 * time.Minute}, dir)
@@ -183,7 +191,7 @@ func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.M
 		t.Fatal(err)
 	}
 
-	return model, pkts
+	return model, pkts, modelPath
 }
 
 func loadHome(h *homegen.Home) ([]detect.HomeSession, error) {

@@ -35,7 +35,7 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	model, pkts := trainedHome(ctx, t, log)
+	model, pkts, _ := trainedHome(ctx, t, log)
 	srv, err := embedded.Start(ctx, t.TempDir(), log)
 	if err != nil {
 		t.Fatal(err)

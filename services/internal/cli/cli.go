@@ -63,12 +63,11 @@ func Usagef(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
 }
 
-// Args are the command-line arguments after the program name.
-func Args() []string { return os.Args[1:] }
-
-// Parse parses the program's flags; --help prints usage and ends cleanly.
-func Parse(fs *flag.FlagSet) error {
-	if err := fs.Parse(Args()); err != nil {
+// Parse parses a program's flags from args, which the caller takes from
+// its command line or, in a test, gives; --help prints usage and ends
+// cleanly.
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
