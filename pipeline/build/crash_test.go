@@ -108,11 +108,7 @@ func newCrashFixture(t *testing.T, s3 s3For, sessions int) *crashFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &campaign.Campaign{Name: "crash", Homes: []*campaign.Home{{
-		Name: "home-1", Gateway: campaign.Gateway{MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
-		Taps: []campaign.Tap{{Name: "lan", Files: g.Files}}, Inventory: g.Inventory,
-	}}}
-	c.Defaults()
+	c := g.Campaign("crash", "home-1")
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -20,16 +20,18 @@ import (
 func EmulateWAN(ctx context.Context, c *campaign.Campaign, mode gateway.Mode, cfg gateway.Config, dir string) error {
 	cfg.Mode = mode
 	for _, h := range c.Homes {
-		h.Gateway.Mode = string(mode)
 		var lan *campaign.Tap
 		for i := range h.Taps {
 			if h.Taps[i].Name == "lan" {
 				lan = &h.Taps[i]
 			}
 		}
+		// A home with a real WAN tap keeps its own gateway's mode: its WAN
+		// packets are that gateway's, and the labeler pairs them by it.
 		if lan == nil || hasTap(h, "wan") {
 			continue
 		}
+		h.Gateway.Mode = string(mode)
 		home, err := features.HomeFromCampaign(h)
 		if err != nil {
 			return fmt.Errorf("home %s: %w", h.Name, err)

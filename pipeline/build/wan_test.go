@@ -250,11 +250,7 @@ func TestBuildOneViewFromEmulatedWAN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &campaign.Campaign{Name: "oneview", Homes: []*campaign.Home{{
-		Name: "home-1", Gateway: campaign.Gateway{MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
-		Taps: []campaign.Tap{{Name: "lan", Files: g.Files}}, Inventory: g.Inventory,
-	}}}
-	c.Defaults()
+	c := g.Campaign("oneview", "home-1")
 	if err := EmulateWAN(context.Background(), c, gateway.NAPT, gateway.Config{}, filepath.Join(dir, "wan")); err != nil {
 		t.Fatal(err)
 	}
@@ -274,5 +270,30 @@ func TestBuildOneViewFromEmulatedWAN(t *testing.T) {
 	}
 	if labeled := m.Packets - m.UnlabeledPackets; labeled < m.Packets*9/10 {
 		t.Errorf("only %d of %d WAN packets got a label from their LAN packet", labeled, m.Packets)
+	}
+}
+
+// TestEmulateWANKeepsRealGateways: a home captured at its real WAN side
+// keeps its gateway's mode when the others get emulated ones, since the
+// labeler pairs its WAN packets by that mode.
+func TestEmulateWANKeepsRealGateways(t *testing.T) {
+	dir := t.TempDir()
+	g, err := homegen.Generate(homegen.Config{Seed: 5, Sessions: 1, SessionDuration: time.Minute}, filepath.Join(dir, "lan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.Campaign("mixed", "emulated")
+	real := g.CampaignHome("real")
+	real.Gateway.Mode = "vpn"
+	real.Taps = append(real.Taps, campaign.Tap{Name: "wan", Files: []string{filepath.Join(dir, "real-wan.pcap")}})
+	c.Homes = append(c.Homes, real)
+	if err := EmulateWAN(context.Background(), c, gateway.NAPT, gateway.Config{}, filepath.Join(dir, "wan")); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Homes[0].Gateway.Mode; m != "napt" || len(c.Homes[0].Taps) != 2 {
+		t.Errorf("emulated home: mode %s, %d taps; want napt and an emulated wan tap", m, len(c.Homes[0].Taps))
+	}
+	if m := c.Homes[1].Gateway.Mode; m != "vpn" || len(c.Homes[1].Taps) != 2 {
+		t.Errorf("home with a real WAN tap: mode %s, %d taps; want its own vpn and its own two taps", m, len(c.Homes[1].Taps))
 	}
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/bus"
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -160,11 +159,7 @@ func buildSkeleton(ctx context.Context, t *testing.T, log *slog.Logger) store.St
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &campaign.Campaign{Name: "skeleton", Homes: []*campaign.Home{{
-		Name: "home-1", Gateway: campaign.Gateway{MAC: home.GatewayMAC, LANNets: []string{home.LANNet}},
-		Taps: []campaign.Tap{{Name: "lan", Files: home.Files}}, Inventory: home.Inventory,
-	}}}
-	c.Defaults()
+	c := home.Campaign("skeleton", "home-1")
 	srv, err := embedded.Start(ctx, filepath.Join(dir, "state"), log)
 	if err != nil {
 		t.Fatal(err)

@@ -55,12 +55,9 @@ func statusFixture(t *testing.T) (home string, m *dataset.Manifest) {
 			}
 			wan = append(wan, out)
 		}
-		c.Homes = append(c.Homes, &campaign.Home{
-			Name:      name,
-			Gateway:   campaign.Gateway{Mode: "napt", MAC: h.GatewayMAC, LANNets: []string{h.LANNet}},
-			Taps:      []campaign.Tap{{Name: "lan", Files: h.Files}, {Name: "wan", Files: wan}},
-			Inventory: h.Inventory,
-		})
+		ch := h.CampaignHome(name)
+		ch.Taps = append(ch.Taps, campaign.Tap{Name: "wan", Files: wan})
+		c.Homes = append(c.Homes, ch)
 	}
 	c.Defaults()
 	file := filepath.Join(dir, "campaign.yaml")

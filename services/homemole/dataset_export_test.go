@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/endpoints"
@@ -40,13 +39,7 @@ func buildGenerated(t *testing.T, name string, gen homegen.Config, args ...strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &campaign.Campaign{Name: name, Homes: []*campaign.Home{{
-		Name:      "home-1",
-		Gateway:   campaign.Gateway{Mode: "napt", MAC: h.GatewayMAC, LANNets: []string{h.LANNet}},
-		Taps:      []campaign.Tap{{Name: "lan", Files: h.Files}},
-		Inventory: h.Inventory,
-	}}}
-	c.Defaults()
+	c := h.Campaign(name, "home-1")
 	file := filepath.Join(dir, "campaign.yaml")
 	if err := writeCampaign(file, c); err != nil {
 		t.Fatal(err)

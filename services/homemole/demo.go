@@ -64,13 +64,7 @@ func runDemo(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 	if err != nil {
 		return fmt.Errorf("generate demo home: %w", err)
 	}
-	c := &campaign.Campaign{Name: "demo", Homes: []*campaign.Home{{
-		Name:      "home-1",
-		Gateway:   campaign.Gateway{Mode: "napt", MAC: home.GatewayMAC, LANNets: []string{home.LANNet}},
-		Taps:      []campaign.Tap{{Name: "lan", Files: home.Files}},
-		Inventory: home.Inventory,
-	}}}
-	c.Defaults()
+	c := home.Campaign("demo", "home-1")
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("demo campaign: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/homemole/homemole/k8s/natsauth"
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -69,10 +70,7 @@ func generate(dir string, homes, sessions int, duration time.Duration) (*workloa
 		if err != nil {
 			return nil, err
 		}
-		c.Homes = append(c.Homes, &campaign.Home{
-			Name: name, Gateway: campaign.Gateway{Mode: "napt", MAC: g.GatewayMAC, LANNets: []string{g.LANNet}},
-			Taps: []campaign.Tap{{Name: "lan", Files: g.Files}}, Inventory: g.Inventory,
-		})
+		c.Homes = append(c.Homes, g.CampaignHome(name))
 	}
 	c.Defaults()
 	if err := c.Validate(); err != nil {
@@ -105,21 +103,8 @@ func specOf(c *campaign.Campaign) (window.Spec, error) {
 	if err := fs.Parse(windowArgs); err != nil {
 		return spec, err
 	}
-	spec.Labels = labelsOf(c)
+	spec.Labels = build.LabelsOf(c)
 	return spec, spec.Validate()
-}
-
-// labelsOf is build.LabelsOf: the inventories' device names in first-seen order.
-func labelsOf(c *campaign.Campaign) []string {
-	var out []string
-	for _, h := range c.Homes {
-		for _, d := range h.Inventory {
-			if !slices.Contains(out, d.Name) {
-				out = append(out, d.Name)
-			}
-		}
-	}
-	return out
 }
 
 // Cluster is a running local cluster: a 3-node NATS JetStream cluster with

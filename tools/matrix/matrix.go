@@ -166,21 +166,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // windower consumers are its own. In noise campaigns every non-IoT device
 // is named NonIoT.
 func campaignOf(home *homegen.Home, name, kind string) (*campaign.Campaign, error) {
-	inv := slices.Clone(home.Inventory)
+	c := home.Campaign(name, "home-1")
 	if kind == schemas.KindNoise {
+		inv := c.Homes[0].Inventory
 		for i := range inv {
 			if inv[i].Category == campaign.CategoryNonIoT {
 				inv[i].Name = NonIoT
 			}
 		}
 	}
-	c := &campaign.Campaign{Name: name, Homes: []*campaign.Home{{
-		Name:      "home-1",
-		Gateway:   campaign.Gateway{Mode: "napt", MAC: home.GatewayMAC, LANNets: []string{home.LANNet}},
-		Taps:      []campaign.Tap{{Name: "lan", Files: slices.Clone(home.Files)}},
-		Inventory: inv,
-	}}}
-	c.Defaults()
 	return c, c.Validate()
 }
 
