@@ -16,8 +16,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/homemole/homemole/k8s/natsauth"
-	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/build"
+	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/homegen"
