@@ -16,7 +16,6 @@ import (
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
-	"github.com/homemole/homemole/pipeline/pair"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 )
@@ -67,7 +66,7 @@ func plannedGatewayHome(t *testing.T, mode gateway.Mode, plan string, auto bool)
 		if err := wf.Close(); err != nil {
 			t.Fatal(err)
 		}
-		tr, err := pair.ReadCSV(strings.NewReader(tb.String()), wanPath)
+		tr, err := gateway.ReadTruth(strings.NewReader(tb.String()), wanPath)
 		if err != nil {
 			t.Fatal(err)
 		}

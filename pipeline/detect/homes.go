@@ -1,12 +1,9 @@
 package detect
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
@@ -69,7 +66,7 @@ func LoadHomeNAPT(ctx context.Context, files []string, inventory []campaign.Devi
 		if err != nil {
 			return nil, fmt.Errorf("emulate NAPT for %s: %w", f, err)
 		}
-		lanOf, err := readTruth(&truth)
+		lanOf, err := gateway.ReadTruth(&truth, f+" (ground truth)")
 		if err != nil {
 			return nil, fmt.Errorf("ground truth of %s: %w", f, err)
 		}
@@ -98,39 +95,6 @@ func LoadHomeNAPT(ctx context.Context, files []string, inventory []campaign.Devi
 		out = append(out, hs)
 	}
 	return out, nil
-}
-
-// readTruth maps WAN packet index -> LAN packet index (-1: none).
-func readTruth(r *bytes.Buffer) ([]int64, error) {
-	sc := bufio.NewScanner(r)
-	var out []int64
-	first := true
-	for sc.Scan() {
-		line := sc.Text()
-		if first {
-			first = false
-			if line != gateway.TruthHeader {
-				return nil, fmt.Errorf("header %q, want %q", line, gateway.TruthHeader)
-			}
-			continue
-		}
-		wanStr, lanStr, ok := strings.Cut(line, ",")
-		if !ok {
-			return nil, fmt.Errorf("row %q: want wan_index,lan_index", line)
-		}
-		wi, err := strconv.ParseInt(wanStr, 10, 64)
-		if err != nil || wi != int64(len(out)) {
-			return nil, fmt.Errorf("row %q: WAN index out of order", line)
-		}
-		li := int64(-1)
-		if lanStr != "" {
-			if li, err = strconv.ParseInt(lanStr, 10, 64); err != nil {
-				return nil, fmt.Errorf("row %q: %w", line, err)
-			}
-		}
-		out = append(out, li)
-	}
-	return out, sc.Err()
 }
 
 // HomeCorpus is the training corpus of some sessions of a home: each IoT

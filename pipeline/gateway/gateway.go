@@ -222,9 +222,6 @@ type Stats struct {
 	WANPackets       int
 }
 
-// TruthHeader is the first line of a ground-truth file.
-const TruthHeader = "wan_index,lan_index"
-
 // Emulate reads a LAN capture and writes the WAN capture (Ethernet pcap,
 // nanosecond timestamps, in WAN time order) to wan and the ground truth
 // ("wan_index,lan_index" rows, 0-based packet ordinals) to truth. The same

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,26 +142,20 @@ func lanPackets(t testing.TB, path string) []capture.Frame {
 	}
 }
 
+// readTruth reads a ground-truth file the emulator wrote, through the
+// format's one reader, and insists on its header: Emulate always writes it.
 func readTruth(t *testing.T, b []byte) []int {
 	t.Helper()
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if lines[0] != TruthHeader {
-		t.Fatalf("truth header %q", lines[0])
+	if !bytes.HasPrefix(b, []byte(TruthHeader+"\n")) {
+		t.Fatalf("truth file starts %q, want the header %q", b[:min(len(b), 40)], TruthHeader)
 	}
-	var out []int
-	for i, l := range lines[1:] {
-		w, lan, _ := strings.Cut(l, ",")
-		if w != strconv.Itoa(i) {
-			t.Fatalf("truth row %d is %q", i, l)
-		}
-		n := -1
-		if lan != "" {
-			var err error
-			if n, err = strconv.Atoi(lan); err != nil {
-				t.Fatal(err)
-			}
-		}
-		out = append(out, n)
+	lanOf, err := ReadTruth(bytes.NewReader(b), "truth.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]int, len(lanOf))
+	for i, l := range lanOf {
+		out[i] = int(l)
 	}
 	return out
 }

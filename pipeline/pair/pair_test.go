@@ -75,7 +75,7 @@ func emulateAndPair(t *testing.T, lanPath string, home features.HomeConfig, gcfg
 	}
 	src.Close()
 	checkDecodes(t, lanPath, wan.Bytes())
-	want, err := ReadCSV(&truth, "truth")
+	want, err := gateway.ReadTruth(&truth, "truth")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,20 +268,20 @@ func TestPairingGeneratedHome(t *testing.T) {
 func TestCSVRoundTrip(t *testing.T) {
 	pairs := []int64{3, -1, 0, 7}
 	var b bytes.Buffer
-	if err := WriteCSV(&b, pairs); err != nil {
+	if err := gateway.WriteTruth(&b, pairs); err != nil {
 		t.Fatal(err)
 	}
 	if got := b.String(); got != "wan_index,lan_index\n0,3\n1,\n2,0\n3,7\n" {
 		t.Fatalf("CSV %q", got)
 	}
-	back, err := ReadCSV(&b, "pairs")
+	back, err := gateway.ReadTruth(&b, "pairs")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c, n := Score(back, pairs); c != n || n != 4 {
 		t.Fatalf("round trip: %v", back)
 	}
-	if _, err := ReadCSV(bytes.NewBufferString("wan_index,lan_index\nx,1\n"), "bad.csv"); err == nil {
+	if _, err := gateway.ReadTruth(bytes.NewBufferString("wan_index,lan_index\nx,1\n"), "bad.csv"); err == nil {
 		t.Fatal("a bad row was accepted")
 	}
 }
@@ -373,7 +373,7 @@ func TestRawIPWAN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := ReadCSV(&truth, "truth")
+		want, err := gateway.ReadTruth(&truth, "truth")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -65,7 +65,7 @@ func TestRecordsAgreeWithTruth(t *testing.T) {
 		}
 		src.Close()
 		wf.Close()
-		truth, err := ReadCSV(truthBuf, "truth")
+		truth, err := gateway.ReadTruth(truthBuf, "truth")
 		if err != nil {
 			t.Fatal(err)
 		}

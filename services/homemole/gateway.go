@@ -249,7 +249,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 		if err != nil {
 			return fmt.Errorf("pair: open --truth: %w", err)
 		}
-		truth, err = pair.ReadCSV(f, *truthPath)
+		truth, err = gateway.ReadTruth(f, *truthPath)
 		f.Close()
 		if err != nil {
 			return err
@@ -278,7 +278,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 		return fmt.Errorf("pair %s with %s: %w", *wanPath, *lanPath, err)
 	}
 	if *outPath == "-" {
-		if err := pair.WriteCSV(out, res.Pairs); err != nil {
+		if err := gateway.WriteTruth(out, res.Pairs); err != nil {
 			return err
 		}
 	} else {
@@ -287,7 +287,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 			return err
 		}
 		defer f.Close()
-		if err := pair.WriteCSV(f, res.Pairs); err != nil {
+		if err := gateway.WriteTruth(f, res.Pairs); err != nil {
 			return fmt.Errorf("pair: %s: %w", *outPath, err)
 		}
 		if err := f.Close(); err != nil {

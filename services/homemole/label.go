@@ -82,7 +82,7 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 		if err != nil {
 			return fmt.Errorf("label: open --truth: %w", err)
 		}
-		truth, err = pair.ReadCSV(f, *truthPath)
+		truth, err = gateway.ReadTruth(f, *truthPath)
 		f.Close()
 		if err != nil {
 			return err

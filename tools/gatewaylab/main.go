@@ -481,7 +481,7 @@ func writeCSV(path string, pairs []int64) error {
 	if err != nil {
 		return err
 	}
-	if err := pair.WriteCSV(f, pairs); err != nil {
+	if err := gateway.WriteTruth(f, pairs); err != nil {
 		f.Close()
 		return err
 	}
