@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -362,49 +361,25 @@ func WriteInventory(path string, inv []Device) error {
 	return nil
 }
 
-// MACFile is the file in a device folder that holds the device's MAC, as in
-// the IoT Sentinel captures.
-const MACFile = "_iotdevice-mac.txt"
-
 // FromDeviceDirs builds a campaign from a folder laid out like the IoT
-// Sentinel captures: one folder per device, its captures inside and its MAC
-// in MACFile. Each folder becomes a home of its own whose inventory is that
-// one device: the captures were taken one device at a time, and two devices
-// that talk through one another share a MAC, so the folder, not the MAC,
-// says which device a capture records. Everything else in a capture (the
-// phone doing the setup, the router) is left unlabeled.
+// Sentinel captures (see DeviceDirs). Each folder becomes a home of its own
+// whose inventory is that one device: the captures were taken one device
+// at a time, and two devices that talk through one another share a MAC, so
+// the folder, not the MAC, says which device a capture records. Everything
+// else in a capture (the phone doing the setup, the router) is left
+// unlabeled.
 func FromDeviceDirs(dir, name string) (*Campaign, error) {
-	entries, err := os.ReadDir(dir)
+	devs, err := DeviceDirs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("read device folders: %w", err)
+		return nil, err
 	}
 	c := &Campaign{Name: name}
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		sub := filepath.Join(dir, e.Name())
-		macData, err := os.ReadFile(filepath.Join(sub, MACFile))
-		if err != nil {
-			return nil, fmt.Errorf("device folder %s: %w (each device folder holds its MAC in %s)", sub, err, MACFile)
-		}
-		var files []string
-		for _, pat := range []string{"*.pcap", "*.pcapng", "*.pcap.gz", "*.pcapng.gz"} {
-			m, _ := filepath.Glob(filepath.Join(sub, pat))
-			files = append(files, m...)
-		}
-		sort.Strings(files)
-		if len(files) == 0 {
-			return nil, fmt.Errorf("device folder %s holds no .pcap or .pcapng captures", sub)
-		}
+	for _, d := range devs {
 		c.Homes = append(c.Homes, &Home{
-			Name:      tokenOf(e.Name()),
-			Taps:      []Tap{{Name: "lan", Files: files}},
-			Inventory: []Device{{MAC: strings.ToLower(strings.TrimSpace(string(macData))), Name: e.Name(), Category: CategoryIoT}},
+			Name:      tokenOf(d.Device),
+			Taps:      []Tap{{Name: "lan", Files: d.Files}},
+			Inventory: []Device{{MAC: d.MAC.String(), Name: d.Device, Category: CategoryIoT}},
 		})
-	}
-	if len(c.Homes) == 0 {
-		return nil, fmt.Errorf("%s holds no device folders (want one folder per device with %s and captures)", dir, MACFile)
 	}
 	c.Defaults()
 	if err := c.Validate(); err != nil {

@@ -3,12 +3,9 @@ package seqprofile
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
@@ -29,73 +26,27 @@ type DeviceTraffic struct {
 	Sessions []Session
 }
 
-// macFile is where a device folder of the IoT Sentinel layout names the
-// device's MAC.
-const macFile = "_iotdevice-mac.txt"
-
-// LoadDir reads a folder laid out like the IoT Sentinel captures: one
-// folder per device type, holding its captures (*.pcap, *.pcapng, .gz too)
-// and _iotdevice-mac.txt with the device's MAC. Folders without that file
-// are skipped (they hold no device). Captures are read in name order.
+// LoadDir reads a folder laid out like the IoT Sentinel captures (see
+// campaign.DeviceDirs): one folder per device type, each capture split by
+// the device's MAC. Captures are read in name order.
 func LoadDir(ctx context.Context, dir string) ([]DeviceTraffic, error) {
-	entries, err := os.ReadDir(dir)
+	devs, err := campaign.DeviceDirs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("sequence profiles: read %s: %w (want one folder per device type with %s inside)", dir, err, macFile)
+		return nil, fmt.Errorf("sequence profiles: %w", err)
 	}
-	var out []DeviceTraffic
-	for _, e := range entries {
-		devDir := filepath.Join(dir, e.Name())
-		// Stat follows symlinks: a folder of links to device folders is a layout too.
-		if st, err := os.Stat(devDir); err != nil || !st.IsDir() {
-			continue
-		}
-		macText, err := os.ReadFile(filepath.Join(devDir, macFile))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("sequence profiles: device %s: %w", e.Name(), err)
-		}
-		mac, err := schemas.ParseMAC(strings.TrimSpace(string(macText)))
-		if err != nil {
-			return nil, fmt.Errorf("sequence profiles: %s: %w", filepath.Join(devDir, macFile), err)
-		}
-		files, err := captureFiles(devDir)
-		if err != nil {
-			return nil, err
-		}
-		dt := DeviceTraffic{Device: e.Name()}
-		for _, f := range files {
-			s, err := LoadSession(ctx, f, mac)
+	out := make([]DeviceTraffic, 0, len(devs))
+	for _, d := range devs {
+		dt := DeviceTraffic{Device: d.Device}
+		for _, f := range d.Files {
+			s, err := LoadSession(ctx, f, d.MAC)
 			if err != nil {
 				return nil, err
 			}
 			dt.Sessions = append(dt.Sessions, s)
 		}
-		if len(dt.Sessions) > 0 {
-			out = append(out, dt)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("sequence profiles: no device folders with %s and captures under %s", macFile, dir)
+		out = append(out, dt)
 	}
 	return out, nil
-}
-
-func captureFiles(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("sequence profiles: %w", err)
-	}
-	var files []string
-	for _, e := range entries {
-		n := strings.TrimSuffix(e.Name(), ".gz")
-		if st, err := os.Stat(filepath.Join(dir, e.Name())); err == nil && !st.IsDir() && (strings.HasSuffix(n, ".pcap") || strings.HasSuffix(n, ".pcapng")) {
-			files = append(files, filepath.Join(dir, e.Name()))
-		}
-	}
-	sort.Strings(files)
-	return files, nil
 }
 
 // LoadSession reads one capture and splits it by the device's MAC.

@@ -8,11 +8,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/window"
@@ -42,36 +41,22 @@ type Session struct {
 	Windows []*schemas.Window
 }
 
-// Load reads every Setup-*.pcap under dir and cuts each device's own
-// packets (sent or received by its MAC) into windows of size packets.
+// Load reads every capture of every device folder under dir (see
+// campaign.DeviceDirs) and cuts each device's own packets (sent or
+// received by its MAC) into windows of size packets.
 // maxFiles > 0 keeps only the first captures of each device.
 func Load(ctx context.Context, dir string, size, maxFiles int) (*Data, error) {
-	entries, err := os.ReadDir(dir)
+	devs, err := campaign.DeviceDirs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("sentinel: read device folders: %w", err)
+		return nil, fmt.Errorf("sentinel: %w", err)
 	}
 	d := &Data{}
-	for _, e := range entries {
-		if e.IsDir() {
-			d.Devices = append(d.Devices, e.Name())
-		}
+	for _, dev := range devs {
+		d.Devices = append(d.Devices, dev.Device)
 	}
-	sort.Strings(d.Devices)
 	spec := window.Spec{Kind: schemas.KindInd, Size: size, Labels: d.Devices}
-	for label, dev := range d.Devices {
-		macText, err := os.ReadFile(filepath.Join(dir, dev, "_iotdevice-mac.txt"))
-		if err != nil {
-			return nil, fmt.Errorf("sentinel: device %s: %w", dev, err)
-		}
-		mac, err := schemas.ParseMAC(strings.TrimSpace(string(macText)))
-		if err != nil {
-			return nil, fmt.Errorf("sentinel: device %s: %w", dev, err)
-		}
-		files, err := filepath.Glob(filepath.Join(dir, dev, "Setup-*.pcap"))
-		if err != nil {
-			return nil, fmt.Errorf("sentinel: device %s: %w", dev, err)
-		}
-		sort.Strings(files)
+	for label, dev := range devs {
+		mac, files := dev.MAC, dev.Files
 		if maxFiles > 0 && len(files) > maxFiles {
 			files = files[:maxFiles]
 		}
@@ -89,8 +74,8 @@ func Load(ctx context.Context, dir string, size, maxFiles int) (*Data, error) {
 				return nil, fmt.Errorf("sentinel: %s: %w", f, err)
 			}
 			sess := strings.TrimSuffix(filepath.Base(f), ".pcap")
-			ws := window.Cut(spec, dev, "lan", sess, pkts, labels)
-			d.Sessions = append(d.Sessions, Session{Device: dev, File: f, Windows: ws})
+			ws := window.Cut(spec, dev.Device, "lan", sess, pkts, labels)
+			d.Sessions = append(d.Sessions, Session{Device: dev.Device, File: f, Windows: ws})
 		}
 	}
 	if len(d.Sessions) == 0 {
