@@ -3,8 +3,6 @@ package dataset_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -25,43 +23,12 @@ import (
 	"github.com/homemole/homemole/schemas/windowfile"
 )
 
-// mapStore is a Store in memory: the export reads objects and nothing more.
-type mapStore map[string][]byte
-
-func (s mapStore) Put(_ context.Context, key string, data []byte, _ string) (store.ObjectInfo, error) {
-	s[key] = bytes.Clone(data)
-	sum := sha256.Sum256(data)
-	return store.ObjectInfo{Key: key, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}, nil
-}
-
-func (s mapStore) Get(_ context.Context, key string) ([]byte, error) {
-	d, ok := s[key]
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", key, store.ErrNotFound)
-	}
-	return d, nil
-}
-
-func (s mapStore) List(_ context.Context, prefix string) ([]store.ObjectInfo, error) {
-	var out []store.ObjectInfo
-	for k, d := range s {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, store.ObjectInfo{Key: k, Size: int64(len(d))})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out, nil
-}
-
-func (s mapStore) Delete(_ context.Context, key string) error { delete(s, key); return nil }
-func (s mapStore) Location(key string) string                 { return "mem://" + key }
-
 // twoSessionDataset stores the generated windows as two sessions of two
 // objects each, so the export crosses parts and objects.
-func twoSessionDataset(t *testing.T) (mapStore, *dataset.Manifest, []*schemas.Window) {
+func twoSessionDataset(t *testing.T) (*store.Memory, *dataset.Manifest, []*schemas.Window) {
 	t.Helper()
 	ws, names := generatedWindows(t, 20)
-	st := mapStore{}
+	st := store.NewMemory()
 	m := &dataset.Manifest{Dataset: "d", Version: "v1", FeatureSchemaVersion: schemas.WindowSchemaVersion,
 		Kind: schemas.KindNoise, WindowSize: 20, Labels: names, Windows: len(ws)}
 	half := len(ws) / 2
@@ -234,7 +201,9 @@ func TestExportParquetKeepsTheCap(t *testing.T) {
 func TestExportParquetNamesBrokenObject(t *testing.T) {
 	st, m, _ := twoSessionDataset(t)
 	key := m.Parts[1].Objects[0].Key
-	st[key] = []byte("not arrow")
+	if _, err := st.Put(context.Background(), key, []byte("not arrow"), ""); err != nil {
+		t.Fatal(err)
+	}
 	_, err := dataset.ExportParquet(context.Background(), st, m, &bytes.Buffer{}, nil)
 	if err == nil || !strings.Contains(err.Error(), key) {
 		t.Fatalf("got %v, want an error naming %s", err, key)

@@ -3,7 +3,6 @@ package dataset_test
 import (
 	"context"
 	"io"
-	"maps"
 	"path"
 	"testing"
 
@@ -49,7 +48,7 @@ func FuzzPart(f *testing.F) {
 	spec := window.Spec{Dataset: "rd", Version: "v1", Kind: schemas.KindInd, Size: 4, Labels: []string{"plug", "bulb", "cam"},
 		WindowsPerObject: 7, Cap: capN, CapSeed: 11}
 	var partKey string
-	base := maps.Clone(st.objects)
+	base := st.Snapshot()
 	for k, v := range base {
 		if path.Base(k) == window.PartSuffix {
 			partKey = k
@@ -61,9 +60,7 @@ func FuzzPart(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx := context.Background()
-		st.mu.Lock()
-		st.objects = maps.Clone(base)
-		st.mu.Unlock()
+		st.Restore(base)
 		if _, err := st.Put(ctx, partKey, data, "application/json"); err != nil {
 			t.Fatal(err)
 		}

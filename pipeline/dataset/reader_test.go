@@ -2,15 +2,12 @@ package dataset_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/homemole/homemole/pipeline/dataset"
@@ -20,56 +17,7 @@ import (
 	"github.com/homemole/homemole/schemas/windowfile"
 )
 
-// readerStore is an in-memory Store that can report every object fetched.
-type readerStore struct {
-	mu      sync.Mutex
-	objects map[string][]byte
-	onGet   func(key string, data []byte)
-}
-
-func newReaderStore() *readerStore { return &readerStore{objects: map[string][]byte{}} }
-
-func (s *readerStore) Put(_ context.Context, key string, data []byte, _ string) (store.ObjectInfo, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.objects[key] = append([]byte(nil), data...)
-	sum := sha256.Sum256(data)
-	return store.ObjectInfo{Key: key, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}, nil
-}
-
-func (s *readerStore) Get(_ context.Context, key string) ([]byte, error) {
-	s.mu.Lock()
-	data, ok := s.objects[key]
-	s.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("get %s: %w", key, store.ErrNotFound)
-	}
-	if s.onGet != nil {
-		s.onGet(key, data)
-	}
-	return data, nil
-}
-
-func (s *readerStore) List(_ context.Context, prefix string) ([]store.ObjectInfo, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []store.ObjectInfo
-	for _, k := range slices.Sorted(maps.Keys(s.objects)) {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, store.ObjectInfo{Key: k, Size: int64(len(s.objects[k]))})
-		}
-	}
-	return out, nil
-}
-
-func (s *readerStore) Delete(_ context.Context, key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.objects, key)
-	return nil
-}
-
-func (s *readerStore) Location(key string) string { return "mem://" + key }
+func newReaderStore() *store.Memory { return store.NewMemory() }
 
 // capN bites on the plug's and the cam's windows of readerSessions, not the bulb's.
 const capN = 80
@@ -147,10 +95,11 @@ func TestCapKeepsSeededWindowsWhateverTheOrder(t *testing.T) {
 	a := buildReaderDataset(t, st, "a", capN, []int{0, 1, 2, 3, 4, 5})
 	b := buildReaderDataset(t, st, "b", capN, []int{5, 3, 1, 0, 4, 2})
 	// A restart rewrites sessions already written: objects must not change.
-	before := maps.Clone(st.objects)
+	before := st.Snapshot()
 	buildReaderDataset(t, st, "a", capN, []int{2, 0})
+	after := st.Snapshot()
 	for k, v := range before {
-		if string(st.objects[k]) != string(v) && !strings.HasSuffix(k, "manifest.json") {
+		if string(after[k]) != string(v) && !strings.HasSuffix(k, "manifest.json") {
 			t.Errorf("rewriting a session changed %s", k)
 		}
 	}
@@ -286,7 +235,7 @@ func TestStreamHoldsBufferAndOneObject(t *testing.T) {
 	m := buildReaderDataset(t, st, "a", 0, []int{0, 1, 2, 3, 4, 5})
 	const buffer = 10
 	decoded, biggest, objects := 0, 0, 0
-	st.onGet = func(key string, data []byte) {
+	st.OnGet = func(key string, data []byte) {
 		ws, err := windowfile.Decode(data)
 		if err != nil {
 			t.Fatal(err)

@@ -31,7 +31,9 @@ func TestSecurityStreamVerifiesObjects(t *testing.T) {
 	if n := len(readIDs(t, st, m, dataset.ReadOptions{})); n == 0 {
 		t.Fatal("the untouched dataset reads no window")
 	}
-	st.objects[objs[0]] = st.objects[objs[1]]
+	objects := st.Snapshot()
+	objects[objs[0]] = objects[objs[1]]
+	st.Restore(objects)
 	err := dataset.Stream(ctx, st, m, dataset.ReadOptions{}, func(*schemas.Window) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), objs[0]) || !strings.Contains(err.Error(), "SHA-256") {
 		t.Errorf("a swapped object was read: %v", err)

@@ -7,36 +7,11 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 )
-
-// capTestStore is an in-memory Store.
-type capTestStore struct {
-	mu      sync.Mutex
-	objects map[string][]byte
-}
-
-func (s *capTestStore) Put(_ context.Context, key string, data []byte, _ string) (store.ObjectInfo, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.objects[key] = data
-	return store.ObjectInfo{Key: key, Size: int64(len(data))}, nil
-}
-func (s *capTestStore) Get(_ context.Context, key string) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if d, ok := s.objects[key]; ok {
-		return d, nil
-	}
-	return nil, store.ErrNotFound
-}
-func (s *capTestStore) List(context.Context, string) ([]store.ObjectInfo, error) { return nil, nil }
-func (s *capTestStore) Delete(context.Context, string) error                     { return nil }
-func (s *capTestStore) Location(key string) string                               { return "mem://" + key }
 
 // The score is part of the dataset format (schemas/FORMAT.md): a change
 // would change which windows every capped dataset keeps. The value was
@@ -51,7 +26,7 @@ func TestCapScoreIsFrozen(t *testing.T) {
 }
 
 func TestPartCarriesSmallestCapScores(t *testing.T) {
-	st := &capTestStore{objects: map[string][]byte{}}
+	st := store.NewMemory()
 	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindInd, Size: 2, Labels: []string{"plug", "cam"}, Cap: 3, CapSeed: 4, WindowsPerObject: 2}
 	w, err := New(spec, st, nil)
 	if err != nil {
@@ -83,7 +58,7 @@ func TestPartCarriesSmallestCapScores(t *testing.T) {
 		t.Errorf("cap scores %v, want the cam's 3 smallest %v", part.CapScores, cam[:3])
 	}
 	var stored Part
-	if err := json.Unmarshal(st.objects["datasets/d/v1/lan/h/lan-s1/"+PartSuffix], &stored); err != nil {
+	if err := json.Unmarshal(st.Snapshot()["datasets/d/v1/lan/h/lan-s1/"+PartSuffix], &stored); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(stored.CapScores, part.CapScores) {
