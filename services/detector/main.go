@@ -15,7 +15,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"sync/atomic"
 	"time"
@@ -101,7 +100,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	}
 	cfg := Config{Campaign: c.Name, Homes: c.HomeNames(), Home: *home, Tap: *tap, Step: *step, Partition: part, Replicas: bus.ReplicasFromEnv(), AckWait: *ackWait}
 	log.Info("detector running", "campaign", c.Name, "home", *home, "tap", *tap, "device_types", len(m.Devices), "partition", part.Index, "partitions", part.Count)
-	return Run(ctx, conn, m, cfg, rt.Metrics, log)
+	return Run(ctx, conn, m, cfg, rt)
 }
 
 // loadModel reads the model from a file, or from key of the object store
@@ -171,13 +170,13 @@ func (cfg Config) Consumer() bus.ConsumerConfig {
 // completes are stored in the SEEN stream and its home's checkpoint is
 // written, so a detector restarted at any point resumes each home at its
 // checkpoint: no window is skipped, and one published twice keeps its
-// message id and is stored once. met may be nil (no metrics).
-func Run(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config, met *metrics.Metrics, log *slog.Logger) error {
+// message id and is stored once. rt's metrics count what it does.
+func Run(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config, rt *worker.Runtime) error {
 	o, err := newOnline(ctx, conn, m, cfg)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, conn, o, cfg, met)
+	return serve(ctx, conn, o, cfg, rt)
 }
 
 // newOnline is the detector of cfg, its checkpoints in the bucket and its
@@ -195,14 +194,12 @@ func newOnline(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config)
 	}, nil
 }
 
-// serve feeds o the batches of cfg's consumer, counted in met, until ctx ends.
-func serve(ctx context.Context, conn *bus.Conn, o *detect.Online, cfg Config, met *metrics.Metrics) error {
+// serve feeds o the batches of cfg's consumer, counted in rt's metrics,
+// until ctx ends.
+func serve(ctx context.Context, conn *bus.Conn, o *detect.Online, cfg Config, rt *worker.Runtime) error {
 	var in, windows atomic.Int64
 	o.OnWindow = func(schemas.Seen) { windows.Add(1) }
-	cc := cfg.Consumer()
-	if met == nil {
-		met = metrics.New("detector")
-	}
+	met := rt.Metrics
 	if err := met.Report(metrics.Totals{PacketsIn: func() float64 { return float64(in.Load()) }}); err != nil {
 		return err
 	}
@@ -212,13 +209,11 @@ func serve(ctx context.Context, conn *bus.Conn, o *detect.Online, cfg Config, me
 	}, func() float64 { return float64(windows.Load()) })); err != nil {
 		return err
 	}
-	if err := met.WatchConsumer(conn.JS, schemas.StreamPackets, cc.Durable); err != nil {
-		return err
-	}
-	met.SetReady(metrics.NATSReady(conn.NC))
-	return conn.Consume(ctx, cc, func(ctx context.Context, d *bus.Delivery) error {
+	// cfg.Consumer applies the partition itself: a single watched home
+	// is not partitioned.
+	return rt.Consume(ctx, conn, worker.Consumer{Config: cfg.Consumer(), Partition: cfg.Partition}, func(ctx context.Context, d *bus.Delivery) error {
 		in.Add(int64(len(d.Batch.Packets)))
-		if err := met.Fail(o.HandleAt(ctx, d.Seq(), d.Batch)); err != nil {
+		if err := o.HandleAt(ctx, d.Seq(), d.Batch); err != nil {
 			return err
 		}
 		return d.Ack()

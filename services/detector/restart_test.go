@@ -21,6 +21,7 @@ import (
 	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/worker"
 )
 
 // TestRestartedDetectorHasNoGapNorDuplicate replays one held-out session
@@ -127,7 +128,7 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		if wrap != nil {
 			wrap(o)
 		}
-		go func() { errc <- serve(runCtx, rc, o, cfg(c), met) }()
+		go func() { errc <- serve(runCtx, rc, o, cfg(c), worker.Bare("detector", met, log)) }()
 		for {
 			if n, done := stored(c); stop(n, done) {
 				break

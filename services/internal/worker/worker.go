@@ -118,3 +118,12 @@ func (r *Runtime) Close() {
 	}
 	r.closers = nil
 }
+
+// Bare is a runtime whose metrics are kept but not served and which opens
+// nothing yet: a worker's loop run inside another program or a test.
+func Bare(name string, m *metrics.Metrics, log *slog.Logger) *Runtime {
+	if m == nil {
+		m = metrics.New(name)
+	}
+	return &Runtime{Name: name, Log: log, Metrics: m}
+}
