@@ -15,7 +15,7 @@ import (
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/dataset"
-	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/window"
@@ -55,20 +55,7 @@ func start(t *testing.T) *harness {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := embedded.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, conn, st := embeddedtest.Start(ctx, t, log)
 	return &harness{bus: conn, store: st, log: log}
 }
 

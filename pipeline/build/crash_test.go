@@ -24,6 +24,7 @@ import (
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/window"
@@ -43,7 +44,7 @@ const (
 type s3For func(t *testing.T, srv *embedded.Servers, name string) store.S3Config
 
 func embeddedS3(_ *testing.T, srv *embedded.Servers, _ string) store.S3Config {
-	return store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"}
+	return embeddedtest.S3(srv)
 }
 
 // minioS3 puts each build in a bucket of its own on the MinIO the

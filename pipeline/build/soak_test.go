@@ -19,7 +19,7 @@ import (
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
-	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/label"
 	"github.com/homemole/homemole/pipeline/store"
@@ -136,18 +136,8 @@ func startLiveRig(t *testing.T, ctx context.Context, c *campaign.Campaign, spec 
 	if err := r.c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := embedded.Start(ctx, t.TempDir(), r.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	if r.conn, err = bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, r.log); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.conn.Close)
-	if r.st, err = store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"}); err != nil {
-		t.Fatal(err)
-	}
+	_, r.conn, r.st = embeddedtest.Start(ctx, t, r.log)
+	var err error
 	if r.lab, err = label.New(r.c); err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/learn"
-	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -141,15 +139,7 @@ func TestLoadModelRefusesBadThreshold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := embedded.Start(ctx, filepath.Join(t.TempDir(), "state"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, st := embeddedtest.Start(ctx, t, log)
 	for name, o := range map[string]*OpenSet{
 		"score":     {Score: "entropy", Threshold: 0.5},
 		"threshold": {Score: ScoreMeanProb, Threshold: 7},

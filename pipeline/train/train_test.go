@@ -12,9 +12,8 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/build"
-	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/dataset"
-	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/store"
@@ -160,20 +159,7 @@ func buildSkeleton(ctx context.Context, t *testing.T, log *slog.Logger) store.St
 		t.Fatal(err)
 	}
 	c := home.Campaign("skeleton", "home-1")
-	srv, err := embedded.Start(ctx, filepath.Join(dir, "state"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, conn, st := embeddedtest.Start(ctx, t, log)
 	spec := window.Spec{Dataset: "skeleton", Version: "v1", Kind: schemas.KindInd, Size: 40, Labels: build.LabelsOf(c)}
 	res, err := (&build.Build{Campaign: c, Spec: spec, Bus: conn, Store: st, Log: log}).Run(ctx)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
-	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/schemas/windowfile"
@@ -102,23 +102,8 @@ func TestIdleSessionCutShort(t *testing.T) {
 }
 
 // embeddedServers starts the embedded NATS and S3 servers for one test.
-func embeddedServers(tb testing.TB, log *slog.Logger) (*bus.Conn, *store.S3) {
-	tb.Helper()
-	ctx := context.Background()
-	srv, err := embedded.Start(ctx, tb.TempDir(), log)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Close)
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL}, log)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(conn.Close)
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: "homemole"})
-	if err != nil {
-		tb.Fatal(err)
-	}
+func embeddedServers(tb testing.TB, log *slog.Logger) (*bus.Conn, store.Store) {
+	_, conn, st := embeddedtest.Start(context.Background(), tb, log)
 	return conn, st
 }
 

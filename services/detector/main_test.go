@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,10 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/detect"
-	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -39,16 +37,7 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	model, pkts, modelPath := trainedHome(ctx, t, log)
 
-	srv, err := embedded.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL, Name: "test"}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	srv, conn, _ := embeddedtest.Start(ctx, t, log)
 
 	var mu sync.Mutex
 	first := map[string]int64{}
@@ -95,7 +84,7 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 	}
 	go func() {
 		done <- run(runCtx, []string{"--model", modelPath, "--campaign", campaignFile, "--home", "home-1", "--tap", "wan", "--step", "1",
-			"--nats", srv.NATSURL, "--metrics-addr", ""}, worker.Env{Log: log, Out: io.Discard})
+			"--nats", srv.NATSURL, "--metrics-addr", ""}, worker.Env{Log: log, Out: os.Stderr})
 	}()
 	end := pkts[len(pkts)-1].TsNs
 	for {

@@ -17,9 +17,7 @@ import (
 // and reads LABELED back: every packet comes out once, on the lan view,
 // and the inventory's devices are named.
 func TestLabelerLabelsEveryPacket(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	r := workertest.New(ctx, t, 2, 2*time.Minute)
+	ctx, r := workertest.New(t, 2*time.Minute, 2, 2*time.Minute)
 	published := r.Publish(ctx, t)
 	stop := workertest.Start(ctx, t, run, r.Log, "--campaign", r.CampaignFile, "--nats", r.Servers.NATSURL)
 

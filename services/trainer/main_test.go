@@ -20,9 +20,7 @@ import (
 // fits the Random Forest, judges it on held-out sessions, and leaves a
 // model that loads back and a report that beats the commonest-device guess.
 func TestTrainerTrainsRandomForest(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	r := workertest.New(ctx, t, 4, 5*time.Minute)
+	ctx, r := workertest.New(t, 3*time.Minute, 4, 5*time.Minute)
 	spec := window.Spec{Dataset: "wt", Version: "v1", Kind: schemas.KindInd, Size: 20, Labels: build.LabelsOf(r.Campaign)}
 	if _, err := (&build.Build{Campaign: r.Campaign, Spec: spec, Bus: r.Conn, Store: r.Store, Log: r.Log}).Run(ctx); err != nil {
 		t.Fatal(err)

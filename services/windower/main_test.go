@@ -19,9 +19,7 @@ import (
 // capture session, windows of the asked size, and a manifest that assembles
 // over all of them.
 func TestWindowerWritesEverySession(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	r := workertest.New(ctx, t, 2, 2*time.Minute)
+	ctx, r := workertest.New(t, 2*time.Minute, 2, 2*time.Minute)
 	lab, err := label.New(r.Campaign)
 	if err != nil {
 		t.Fatal(err)

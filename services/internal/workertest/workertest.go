@@ -19,6 +19,7 @@ import (
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/services/internal/worker"
@@ -36,28 +37,20 @@ type Rig struct {
 	Log          *slog.Logger
 }
 
-// New starts the servers and generates a home of the given sessions. The
-// S3 keys go into the environment, where a worker in a pod finds them.
-func New(ctx context.Context, t *testing.T, sessions int, length time.Duration) *Rig {
+// New starts the servers and generates a home of the given sessions; the
+// context it returns ends after within, or with the test. The S3 keys go
+// into the environment, where a worker in a pod finds them.
+func New(t *testing.T, within time.Duration, sessions int, length time.Duration) (context.Context, *Rig) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	t.Cleanup(cancel)
 	dir := t.TempDir()
 	r := &Rig{Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	var err error
-	if r.Servers, err = embedded.Start(ctx, filepath.Join(dir, "state"), r.Log); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Servers.Close)
+	r.Servers, r.Conn, r.Store = embeddedtest.Start(ctx, t, r.Log)
 	t.Setenv("HOMEMOLE_S3_ACCESS_KEY", r.Servers.S3AccessKey)
 	t.Setenv("HOMEMOLE_S3_SECRET_KEY", r.Servers.S3SecretKey)
 	t.Setenv("HOMEMOLE_METRICS_ADDR", "")
-	if r.Conn, err = bus.Connect(ctx, bus.Config{URL: r.Servers.NATSURL, Name: "test"}, r.Log); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Conn.Close)
-	if r.Store, err = store.OpenS3(ctx, store.S3Config{Endpoint: r.Servers.S3Endpoint, AccessKey: r.Servers.S3AccessKey,
-		SecretKey: r.Servers.S3SecretKey, Bucket: "homemole"}); err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	if r.Home, err = homegen.Generate(homegen.Config{Seed: 3, Sessions: sessions, SessionDuration: length}, filepath.Join(dir, "captures")); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +63,7 @@ func New(ctx context.Context, t *testing.T, sessions int, length time.Duration) 
 	if err := os.WriteFile(r.CampaignFile, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return ctx, r
 }
 
 // Publish runs a capture agent per home over its files: the PACKETS

@@ -1,0 +1,43 @@
+// Package embeddedtest gives a test the real servers the pipeline runs on
+// (embedded JetStream and S3 in the test's temp folder) and a client of
+// each, all closed when the test ends: the one way tests start them.
+package embeddedtest
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/store"
+)
+
+// Bucket is the bucket the store of Start writes to.
+const Bucket = "homemole"
+
+// Start starts the servers with their state in a temp folder of tb, and
+// connects to both.
+func Start(ctx context.Context, tb testing.TB, log *slog.Logger) (*embedded.Servers, *bus.Conn, store.Store) {
+	tb.Helper()
+	srv, err := embedded.Start(ctx, tb.TempDir(), log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Close)
+	conn, err := bus.Connect(ctx, bus.Config{URL: srv.NATSURL, Name: tb.Name()}, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(conn.Close)
+	st, err := store.OpenS3(ctx, S3(srv))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return srv, conn, st
+}
+
+// S3 is how a client reaches the servers' S3 bucket.
+func S3(srv *embedded.Servers) store.S3Config {
+	return store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: Bucket}
+}
