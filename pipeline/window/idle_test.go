@@ -49,7 +49,7 @@ func TestIdleSessionCutShort(t *testing.T) {
 	w.OnPart = func(p Part) { parts <- p }
 	cctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	cc := bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower", Filter: "hm.lbl.>", MaxAckPending: 1000}
+	cc := ConsumerConfig(spec, dead[0].Campaign, 0)
 	go w.Sweeper(cctx)
 	go func() { done <- conn.Consume(cctx, cc, w.Handle) }()
 
@@ -88,7 +88,7 @@ func TestIdleSessionCutShort(t *testing.T) {
 	if err := json.Unmarshal(data, &stored); err != nil || stored["cut_short"] != true {
 		t.Errorf("stored part does not record the cut: %s", data)
 	}
-	cons, err := conn.JS.Consumer(ctx, schemas.StreamLabeled, "windower")
+	cons, err := conn.JS.Consumer(ctx, cc.Stream, cc.Durable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +115,8 @@ type windowing struct {
 	w     *Windower
 	parts chan Part
 	stop  func() error
+	// durable is the windower's consumer.
+	durable string
 }
 
 func startWindowing(t *testing.T, spec Spec, batches []*schemas.Batch, ackWait time.Duration) *windowing {
@@ -135,7 +137,8 @@ func startWindowing(t *testing.T, spec Spec, batches []*schemas.Batch, ackWait t
 	w.OnPart = func(p Part) { r.parts <- p }
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	cc := bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower", Filter: "hm.lbl.>", MaxAckPending: 100000, AckWait: ackWait}
+	cc := ConsumerConfig(spec, batches[0].Campaign, ackWait)
+	r.durable = cc.Durable
 	go func() { done <- conn.Consume(cctx, cc, w.Handle) }()
 	r.stop = func() error { cancel(); return <-done }
 	return r
@@ -144,7 +147,7 @@ func startWindowing(t *testing.T, spec Spec, batches []*schemas.Batch, ackWait t
 func (r *windowing) ackPending(t *testing.T) (acks, pending int) {
 	t.Helper()
 	ctx := context.Background()
-	cons, err := r.conn.JS.Consumer(ctx, schemas.StreamLabeled, "windower")
+	cons, err := r.conn.JS.Consumer(ctx, schemas.StreamLabeled, r.durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return 1 << 30, 1 << 30 // not declared yet
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
@@ -35,7 +34,7 @@ func TestSecurityWindowPathTraversal(t *testing.T) {
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- env.Bus.Consume(wctx, bus.ConsumerConfig{Stream: schemas.StreamLabeled, Durable: "windower", Filter: "hm.lbl.>"}, w.Handle)
+		done <- env.Bus.Consume(wctx, ConsumerConfig(spec, "c", 0), w.Handle)
 	}()
 	defer func() {
 		stop()
