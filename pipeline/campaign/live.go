@@ -1,6 +1,7 @@
 package campaign
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -127,4 +128,33 @@ func IdleTimeouts(c *Campaign) map[string]time.Duration {
 		}
 	}
 	return out
+}
+
+// Sweep calls sweep until ctx ends, every tenth of the shortest of the
+// idle timeouts (at most every 10 ms), so that what outlived its timeout
+// is released within a tenth of it; a failed sweep goes to failed and is
+// tried again next time. Without a positive timeout it returns at once.
+// The labeler's and the windower's sweepers run on it.
+func Sweep(ctx context.Context, timeouts []time.Duration, sweep func(now time.Time) error, failed func(error)) {
+	every := time.Duration(0)
+	for _, d := range timeouts {
+		if d/10 > 0 && (every == 0 || d/10 < every) {
+			every = d / 10
+		}
+	}
+	if every == 0 {
+		return
+	}
+	t := time.NewTicker(max(every, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := sweep(time.Now()); err != nil && ctx.Err() == nil {
+			failed(err)
+		}
+	}
 }

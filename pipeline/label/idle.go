@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
 )
 
 // idleOf is how long a session pair of the home may go without a batch; 0
@@ -28,27 +29,13 @@ func (l *Labeler) idleOf(h *homeIndex) time.Duration {
 // within a tenth of its timeout after it expired; with no timeout it
 // returns at once.
 func (l *Labeler) Sweeper(ctx context.Context, conn *bus.Conn, log *slog.Logger) {
-	every := time.Duration(0)
+	var timeouts []time.Duration
 	for _, h := range l.homes {
-		if d := l.idleOf(h) / 10; d > 0 && (every == 0 || d < every) {
-			every = d
-		}
+		timeouts = append(timeouts, l.idleOf(h))
 	}
-	if every == 0 {
-		return
-	}
-	t := time.NewTicker(max(every, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := l.Sweep(ctx, conn, time.Now(), log); err != nil && ctx.Err() == nil {
-			log.Warn("releasing idle session pairs failed; trying again", "err", err)
-		}
-	}
+	campaign.Sweep(ctx, timeouts, func(now time.Time) error { return l.Sweep(ctx, conn, now, log) }, func(err error) {
+		log.Warn("releasing idle session pairs failed; trying again", "err", err)
+	})
 }
 
 // Sweep releases every session pair that has received no new batch for its

@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/schemas/windowfile"
@@ -242,27 +244,10 @@ func (w *Windower) Handle(ctx context.Context, d *bus.Delivery) error {
 // closed within a tenth of IdleTimeout after it expired; without an
 // IdleTimeout it does nothing.
 func (w *Windower) Sweeper(ctx context.Context) {
-	every := w.IdleTimeout / 10
-	for _, d := range w.IdleTimeouts {
-		if d/10 > 0 && (every <= 0 || d/10 < every) {
-			every = d / 10
-		}
-	}
-	if every <= 0 {
-		return
-	}
-	t := time.NewTicker(max(every, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := w.Sweep(ctx, time.Now()); err != nil && ctx.Err() == nil {
-			w.log.Warn("closing idle sessions failed; trying again", "err", err)
-		}
-	}
+	timeouts := append([]time.Duration{w.IdleTimeout}, slices.Collect(maps.Values(w.IdleTimeouts))...)
+	campaign.Sweep(ctx, timeouts, func(now time.Time) error { return w.Sweep(ctx, now) }, func(err error) {
+		w.log.Warn("closing idle sessions failed; trying again", "err", err)
+	})
 }
 
 // Sweep closes every session that has taken no new batch for IdleTimeout:
