@@ -200,14 +200,7 @@ func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 	if err := cv.Spec.Check(); err != nil {
 		return nil, nil, err
 	}
-	if err := CheckRunName(cv.RunName); err != nil {
-		return nil, nil, err
-	}
-	m, err := dataset.Load(ctx, cv.Store, cv.Dataset, cv.Version)
-	if err != nil {
-		return nil, nil, err
-	}
-	folds, err := cv.splits(m)
+	m, folds, err := cv.load(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -256,6 +249,23 @@ func (cv *CrossValidation) Run(ctx context.Context) (*CVResult, []byte, error) {
 		return res, nil, nil
 	}
 	return cv.summarize(ctx, m, results, start)
+}
+
+// load checks the run name, reads the dataset's manifest and makes the
+// folds: what running the folds and gathering them both start from.
+func (cv *CrossValidation) load(ctx context.Context) (*dataset.Manifest, []fold, error) {
+	if err := CheckRunName(cv.RunName); err != nil {
+		return nil, nil, err
+	}
+	m, err := dataset.Load(ctx, cv.Store, cv.Dataset, cv.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	folds, err := cv.splits(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, folds, nil
 }
 
 // picked is the folds to run, numbered from 0.
@@ -310,14 +320,7 @@ func foldRecordKey(run string, fold int) string {
 // (Only, one pod each) from the records they left. It fails, naming them,
 // while any fold is missing, so it can be retried until all are in.
 func (cv *CrossValidation) Gather(ctx context.Context) (*CVResult, []byte, error) {
-	if err := CheckRunName(cv.RunName); err != nil {
-		return nil, nil, err
-	}
-	m, err := dataset.Load(ctx, cv.Store, cv.Dataset, cv.Version)
-	if err != nil {
-		return nil, nil, err
-	}
-	folds, err := cv.splits(m)
+	m, folds, err := cv.load(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
