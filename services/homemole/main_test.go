@@ -98,7 +98,7 @@ func TestCommandErrors(t *testing.T) {
 		}, true, "unexpected argument"},
 		"bad model": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
 			return runTrain(ctx, l, o, []string{"--model", "gru"})
-		}, true, "blstm or lstm"},
+		}, true, "want one of [rf lstm blstm]"},
 		"bad campaign": {func(ctx context.Context, l *slog.Logger, o *bytes.Buffer) error {
 			return runBuild(ctx, l, o, []string{"--campaign", bad, "--dataset", "d"})
 		}, false, "want napt or vpn"},
