@@ -75,6 +75,18 @@ func (l *lab) startVPN(ctx context.Context, dir, cipher string, tcp bool) error 
 		"--cert", p("server.crt"), "--key", p("server.key"), "--dh", "none",
 		"--log", p("server.log"), "--writepid", p("server.pid")}, common...)
 	server = append(append(server, opts...), "--proto", proto[0])
+	if l.ipv6 {
+		// The home's prefix is routed to the client by name (its
+		// certificate's CN names its client-config-dir file).
+		ccd := p("ccd")
+		if err := os.MkdirAll(ccd, 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(ccd, "homemole-lab-client"), []byte("iroute-ipv6 "+lanNet6+"\n"), 0o600); err != nil {
+			return err
+		}
+		server = append(server, "--server-ipv6", tunNet6, "--route-ipv6", lanNet6, "--client-config-dir", ccd)
+	}
 	client := append([]string{"openvpn", "--client", "--remote", ispWANAddr, "1194", "--nobind",
 		"--remote-cert-tls", "server", "--cert", p("client.crt"), "--key", p("client.key"),
 		"--route-nopull", "--log", p("client.log"), "--writepid", p("client.pid")}, common...)
