@@ -57,6 +57,7 @@ type row struct {
 	replayed       int64
 	note           string
 	ipv6           bool
+	flows6         int // flows replayed over IPv6
 	// tunSide scores pairing the WAN with the tun side's capture, the home
 	// inferred: once per link type it was written as.
 	tunSide []tunScore
@@ -368,7 +369,7 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 	if err != nil {
 		return r, err
 	}
-	r.replayed = rs.sent.Load()
+	r.replayed, r.flows6 = rs.sent.Load(), rs.v6
 	// Let the last packets reach every tap before tcpdump stops.
 	time.Sleep(time.Second)
 	if err := stopAll(); err != nil {

@@ -211,9 +211,9 @@ func (t *tagger) payload(size int) []byte {
 
 type replayStats struct {
 	flows, udp, tcp, v6 int
-	sent, recv      atomic.Int64
-	errs            atomic.Int64
-	firstErr        atomic.Value
+	sent, recv          atomic.Int64
+	errs                atomic.Int64
+	firstErr            atomic.Value
 }
 
 func (st *replayStats) fail(err error) {
