@@ -70,7 +70,11 @@ func (l *lab) startVPN(ctx context.Context, dir, cipher string, tcp bool) error 
 	}
 	common := []string{"--dev", "tun0", "--dev-type", "tun", "--verb", "3",
 		"--ca", p("ca.crt"), "--reneg-sec", "0", "--persist-tun"}
-	server := append([]string{"openvpn", "--mode", "server", "--tls-server", "--port", "1194", "--local", ispWANAddr,
+	// A gateway is a box of its own; on a machine shared with builds the
+	// lab's OpenVPN processes would wait tens of milliseconds for a CPU
+	// (seen: 20 to 70 ms at a load of 6 on 2 cores), beyond any pairing
+	// window. They run at a higher priority (nice -15) instead.
+	server := append([]string{"nice", "-n", "-15", "openvpn", "--mode", "server", "--tls-server", "--port", "1194", "--local", ispWANAddr,
 		"--server", tunNet, "255.255.255.0", "--topology", "subnet",
 		"--cert", p("server.crt"), "--key", p("server.key"), "--dh", "none",
 		"--log", p("server.log"), "--writepid", p("server.pid")}, common...)
@@ -87,7 +91,7 @@ func (l *lab) startVPN(ctx context.Context, dir, cipher string, tcp bool) error 
 		}
 		server = append(server, "--server-ipv6", tunNet6, "--route-ipv6", lanNet6, "--client-config-dir", ccd)
 	}
-	client := append([]string{"openvpn", "--client", "--remote", ispWANAddr, "1194", "--nobind",
+	client := append([]string{"nice", "-n", "-15", "openvpn", "--client", "--remote", ispWANAddr, "1194", "--nobind",
 		"--remote-cert-tls", "server", "--cert", p("client.crt"), "--key", p("client.key"),
 		"--route-nopull", "--log", p("client.log"), "--writepid", p("client.pid")}, common...)
 	client = append(append(client, opts...), "--proto", proto[1])
