@@ -100,7 +100,7 @@ type Stats struct {
 	// those an earlier run completed.
 	Sessions []string
 	// HomeSides are the home sides inferred (gateway "auto"), one per LAN
-	// capture, as InferredHome.String tells them to the user.
+	// capture, as InferredHome.Brief tells them (the log has the evidence).
 	HomeSides []string
 }
 
@@ -517,7 +517,7 @@ func (a *Agent) inferFile(ctx context.Context, in Input, log *slog.Logger) (feat
 	// A capture cut short is published up to the fault; what was read
 	// of it decides its home side.
 	log.Info("home side inferred", "side", res.String())
-	a.count(func(st *Stats) { st.HomeSides = append(st.HomeSides, res.String()) })
+	a.count(func(st *Stats) { st.HomeSides = append(st.HomeSides, res.Brief()) })
 	return res.Home, nil
 }
 

@@ -314,6 +314,24 @@ func (r InferredHome) String() string {
 	return fmt.Sprintf("gateway MAC %s (%s); home prefixes %s", gw, r.Gateway, strings.Join(nets, " "))
 }
 
+// Brief is String without the evidence (frame counts, how the gateway was
+// found): what stays the same across captures of one home, for a summary
+// over many.
+func (r InferredHome) Brief() string {
+	nets := make([]string, len(r.Home.LANNets))
+	for i, p := range r.Home.LANNets {
+		nets[i] = p.String()
+	}
+	if r.Raw {
+		return "no Ethernet: every packet crosses; the home side is " + strings.Join(nets, " ")
+	}
+	gw := "none"
+	if !r.Home.GatewayMAC.IsZero() {
+		gw = r.Home.GatewayMAC.String()
+	}
+	return fmt.Sprintf("gateway MAC %s; home prefixes %s", gw, strings.Join(nets, " "))
+}
+
 // Result decides the home side from the frames observed so far.
 func (h *HomeInference) Result() InferredHome {
 	r := InferredHome{Frames: h.frames, IPFrames: h.ipFrames}

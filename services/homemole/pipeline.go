@@ -52,6 +52,9 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if (*file == "") == (*dir == "") || spec.Dataset == "" {
 		return cli.Usagef("build needs --dataset NAME and one of --campaign FILE or --from-dir DIR")
 	}
+	if *file != "" && home.given {
+		return cli.Usagef("build: --gateway-mac and --lan-net describe the homes of --from-dir; a campaign file says each home's gateway itself")
+	}
 	if view.tcp && (view.mode != gateway.VPN || view.cipher == gateway.WireGuard) {
 		return cli.Usagef("build: --vpn-proto tcp needs --view vpn with an OpenVPN cipher (aes-256-gcm or aes-256-cbc)")
 	}
@@ -68,9 +71,7 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if err != nil {
 		return err
 	}
-	if *file != "" && home.given {
-		return cli.Usagef("build: --gateway-mac and --lan-net describe the homes of --from-dir; a campaign file says each home's gateway itself")
-	}
+
 	spec.Labels = build.LabelsOf(c)
 	spec.Views = []string{view.name}
 	if view.mode != "" {
