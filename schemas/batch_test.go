@@ -197,38 +197,33 @@ func referenceRecord(dst []byte, p *Packet, prevTs int64, prevOff uint64) []byte
 }
 
 // version1Batch is sampleBatch(KindPackets) as a version 1 producer wrote
-// it: records end after the MACs.
+// it: records end after the MACs. Zeroed, the version 2 fields take 6
+// bytes at the end (four zero varints, two zero address lengths) and the
+// version 3 field one (a zero flags byte): they are cut off.
 func version1Batch() []byte {
-	in := sampleBatch(KindPackets)
-	data, _ := in.AppendHeader(nil, len(in.Packets))
-	data[3] = 1
-	prevTs, prevOff := int64(0), in.FirstOffset
-	for i := range in.Packets {
-		p := in.Packets[i]
+	return olderBatch(1, 7, func(p *Packet) {
 		p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck, p.SrcIP, p.DstIP = 0, 0, 0, 0, netip.Addr{}, netip.Addr{}
-		p.Tunnel = TunnelRecords{}
-		// Zeroed, the version 2 fields take 6 bytes at the end (four zero
-		// varints, two zero address lengths) and the version 3 field one
-		// (a zero flags byte): cut them off.
-		rec := referenceRecord(nil, &p, prevTs, prevOff)
-		data = append(data, rec[:len(rec)-7]...)
-		prevTs, prevOff = p.TsNs, p.Offset
-	}
-	return data
+	})
 }
 
 // version2Batch is sampleBatch(KindPackets) as a version 2 producer wrote
 // it: records end after the addresses.
-func version2Batch() []byte {
+func version2Batch() []byte { return olderBatch(2, 1, func(*Packet) {}) }
+
+// olderBatch writes sampleBatch(KindPackets) under an older version: each
+// record with what zero does to it and the tunnel records zero, then its
+// last cut bytes (the newer fields, zero) cut off.
+func olderBatch(version byte, cut int, zero func(*Packet)) []byte {
 	in := sampleBatch(KindPackets)
 	data, _ := in.AppendHeader(nil, len(in.Packets))
-	data[3] = 2
+	data[3] = version
 	prevTs, prevOff := int64(0), in.FirstOffset
 	for i := range in.Packets {
 		p := in.Packets[i]
+		zero(&p)
 		p.Tunnel = TunnelRecords{}
 		rec := referenceRecord(nil, &p, prevTs, prevOff)
-		data = append(data, rec[:len(rec)-1]...)
+		data = append(data, rec[:len(rec)-cut]...)
 		prevTs, prevOff = p.TsNs, p.Offset
 	}
 	return data

@@ -9,19 +9,21 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
+// rec is an OpenVPN record over TCP of an n-byte packet with opcode byte op.
+func rec(n int, op byte) []byte {
+	b := make([]byte, 2+n)
+	binary.BigEndian.PutUint16(b, uint16(n))
+	if n > 0 {
+		b[2] = op
+	}
+	return b
+}
+
 // FuzzSplitRecords cuts arbitrary TCP segments into OpenVPN records: the
 // stream is whatever a WAN capture holds, so any bytes, sequence numbers
 // and overlaps must come out as records and segment assignments that stay
 // within bounds.
 func FuzzSplitRecords(f *testing.F) {
-	rec := func(n int, op byte) []byte {
-		b := make([]byte, 2+n)
-		binary.BigEndian.PutUint16(b, uint16(n))
-		if n > 0 {
-			b[2] = op
-		}
-		return b
-	}
 	two := append(rec(30, 9<<3), rec(70, 9<<3)...)
 	f.Add(two, uint32(1000), uint16(40), uint16(20))
 	f.Add(append(rec(5, 4<<3), rec(1500, 9<<3)...), uint32(0xfffffff0), uint16(700), uint16(0))
@@ -72,14 +74,6 @@ func FuzzSplitRecords(f *testing.F) {
 // labeler, must give the records and segment assignments that splitRecords
 // finds in the segments themselves.
 func FuzzTunnelRecords(f *testing.F) {
-	rec := func(n int, op byte) []byte {
-		b := make([]byte, 2+n)
-		binary.BigEndian.PutUint16(b, uint16(n))
-		if n > 0 {
-			b[2] = op
-		}
-		return b
-	}
 	f.Add(append(rec(30, 9<<3), rec(70, 9<<3)...), uint32(1000), []byte{40, 1, 20})
 	f.Add(append(rec(5, 4<<3), rec(1500, 9<<3)...), uint32(0xfffffff0), []byte{200, 3, 255, 1})
 	f.Add(append(rec(0, 0), rec(3, 6<<3)...), uint32(7), []byte{1, 1, 1})
