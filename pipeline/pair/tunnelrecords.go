@@ -104,23 +104,31 @@ type recordAssembler struct {
 
 func (a *recordAssembler) add(w wanPkt, t schemas.TunnelRecords) {
 	a.td.segs = append(a.td.segs, w)
-	rec := -1
-	if t.Known {
-		switch {
-		case t.Continues && a.done < len(a.td.records):
-			rec = a.done // the one record still open
-		case !t.Continues && t.Starts > 0 && a.done == len(a.td.records):
-			rec = len(a.td.records)
-		}
-	}
-	a.td.segRecord = append(a.td.segRecord, rec)
-	if rec < 0 {
+	if !t.Known {
+		a.td.segRecord = append(a.td.segRecord, -1)
 		return
 	}
+	open := a.done < len(a.td.records) // a record begun and not ended
+	// A segment that continues a record whose beginning was not told (a
+	// session that begins in the middle of a stream, as a rotated live
+	// capture's does) has it end first, unseen: its end is skipped, and
+	// the records that begin after it are found.
+	unseen := t.Continues && !open
+	rec := -1
+	switch {
+	case t.Continues && open:
+		rec = a.done
+	case !t.Continues && t.Starts > 0:
+		rec = len(a.td.records)
+	}
+	a.td.segRecord = append(a.td.segRecord, rec)
 	for range t.Starts {
 		a.td.records = append(a.td.records, tcpRecordInfo{firstTs: w.ts})
 	}
-	for _, e := range t.Ends {
+	for i, e := range t.Ends {
+		if i == 0 && unseen {
+			continue
+		}
 		if a.done >= len(a.td.records) {
 			break // told more ends than records began: not trusted further
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/schemas"
 )
 
 // TestPairExactStalledTunnel is what the real lab's OpenVPN did on a busy
@@ -47,5 +48,48 @@ func TestPairExactStalledTunnel(t *testing.T) {
 	n = pairExact(lost, tuns[:2], true, 20*ms, 10*ms, c, pairs[:2])
 	if n != 2 || pairs[1] != 2 {
 		t.Fatalf("with the FIN lost before the tunnel: pairs %v, want the tunnel's FIN-sized packet on the ACK (2)", pairs[:2])
+	}
+}
+
+// TestRecordAssemblerMidStream: a session that begins in the middle of a
+// tunnel's stream (a rotated live capture) finds the records that begin
+// after its first segment, as the whole stream has them.
+func TestRecordAssemblerMidStream(t *testing.T) {
+	var stream []byte
+	for _, n := range []int{90, 1300, 40, 700, 55, 1200, 64} {
+		stream = append(stream, rec(n, 9<<3)...)
+	}
+	var segs []wanPkt
+	for from := 0; from < len(stream); from += 500 {
+		to := min(from+500, len(stream))
+		segs = append(segs, wanPkt{idx: int64(len(segs)), ts: int64(from), tcp: stream[from:to],
+			h: gateway.Header{Proto: gateway.ProtoTCP, Seq: 1000 + uint32(from)}})
+	}
+	var c RecordCutter
+	told := make([]schemas.TunnelRecords, len(segs))
+	for i, s := range segs {
+		told[i] = c.Cut(s.h.Seq, s.tcp)
+	}
+	whole := splitRecords(slices.Clone(segs))
+	for skip := 1; skip < len(segs); skip++ {
+		var a recordAssembler
+		for i := skip; i < len(segs); i++ {
+			a.add(segs[i], told[i])
+		}
+		// The whole stream's records that begin in or after segment skip.
+		var want []tcpRecordInfo
+		for _, r := range whole.records {
+			if r.firstTs >= segs[skip].ts {
+				want = append(want, r)
+			}
+		}
+		if !slices.Equal(a.td.records, want) {
+			t.Fatalf("from segment %d: records\n%+v\nwant\n%+v", skip, a.td.records, want)
+		}
+		for k, i := range a.td.segRecord {
+			if w := whole.segRecord[skip+k]; (i < 0) != (w < 0 || whole.records[w].firstTs < segs[skip].ts) {
+				t.Errorf("from segment %d: segment %d has record %d, the whole stream %d", skip, skip+k, i, w)
+			}
+		}
 	}
 }
