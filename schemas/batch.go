@@ -19,8 +19,9 @@ const (
 
 // BatchVersion is the wire version this code writes and the newest it reads.
 // Version 2 added the pairing fields to packet records; version 1 batches
-// still decode, with those fields zero (SrcPort NoPort).
-const BatchVersion = 2
+// still decode, with those fields zero (SrcPort NoPort). Version 3 added the
+// tunnel records (Packet.Tunnel); version 2 batches decode without them.
+const BatchVersion = 3
 
 var batchMagic = [3]byte{'H', 'M', 'B'}
 
@@ -120,10 +121,14 @@ func (b *Batch) AppendHeader(dst []byte, n int) ([]byte, error) {
 // MaxPacketRecordLen bounds the encoded length of one record of a packet
 // batch (every varint at its widest), so a producer can tell before encoding
 // a packet whether it still fits under a byte limit.
-const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12 + pairingLen
+const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12 + pairingLen + tunnelLen
 
 // pairingLen is the widest encoding of the version 2 pairing fields.
 const pairingLen = 5 + 3 + 5 + 5 + 2*17
+
+// tunnelLen is the widest encoding of the version 3 tunnel records: a flags
+// byte, starts, the count of ends and each end (size<<1 | data).
+const tunnelLen = 1 + 3 + 2 + MaxRecordEnds*3
 
 // RecordEncoder encodes the records of one batch in order: each record is
 // delta-coded against the previous one, so the encoder carries that state.
@@ -145,7 +150,33 @@ func (e *RecordEncoder) AppendPacket(dst []byte, p *Packet) []byte {
 	dst = binary.AppendUvarint(dst, uint64(p.TCPSeq))
 	dst = binary.AppendUvarint(dst, uint64(p.TCPAck))
 	dst = appendAddr(dst, p.SrcIP)
-	return appendAddr(dst, p.DstIP)
+	dst = appendAddr(dst, p.DstIP)
+	return appendTunnel(dst, &p.Tunnel)
+}
+
+// appendTunnel writes a packet's tunnel records: a flags byte (1 known,
+// 2 continues) and, when known, starts, the count of ends and each end.
+// Ends past MaxRecordEnds are not written: such a segment reads back as
+// not known.
+func appendTunnel(dst []byte, t *TunnelRecords) []byte {
+	if !t.Known || len(t.Ends) > MaxRecordEnds {
+		return append(dst, 0)
+	}
+	flags := byte(1)
+	if t.Continues {
+		flags |= 2
+	}
+	dst = append(dst, flags)
+	dst = binary.AppendUvarint(dst, uint64(t.Starts))
+	dst = binary.AppendUvarint(dst, uint64(len(t.Ends)))
+	for _, e := range t.Ends {
+		v := uint64(e.Size) << 1
+		if e.Data {
+			v |= 1
+		}
+		dst = binary.AppendUvarint(dst, v)
+	}
+	return dst
 }
 
 // appendAddr writes an address as its length (0, 4 or 16) and its bytes.
@@ -269,6 +300,9 @@ func DecodeBatch(data []byte) (*Batch, error) {
 				p.TCPAck = r.uint32()
 				p.SrcIP = r.addr()
 				p.DstIP = r.addr()
+			}
+			if version >= 3 {
+				r.tunnel(&p.Tunnel)
 			}
 		} else {
 			l := r.int32()
@@ -417,4 +451,31 @@ func (r *reader) addr() netip.Addr {
 func (r *reader) string() string {
 	n := r.count(1)
 	return string(r.bytes(n))
+}
+
+// tunnel reads what appendTunnel wrote.
+func (r *reader) tunnel(t *TunnelRecords) {
+	*t = TunnelRecords{}
+	switch flags := r.byte(); {
+	case flags == 0:
+		return
+	case flags&^3 != 0 || flags&1 == 0:
+		r.fail(fmt.Errorf("tunnel records flags %#x", flags))
+		return
+	default:
+		t.Known, t.Continues = true, flags&2 != 0
+	}
+	t.Starts = r.uint16()
+	n := r.count(1)
+	if n > MaxRecordEnds {
+		r.fail(fmt.Errorf("%d tunnel records end in one segment, at most %d may", n, MaxRecordEnds))
+		return
+	}
+	if n > 0 {
+		t.Ends = make([]RecordEnd, n)
+	}
+	for i := range t.Ends {
+		v := r.bounded(r.uvarint(), math.MaxUint16<<1|1, "tunnel record")
+		t.Ends[i] = RecordEnd{Size: uint16(v >> 1), Data: v&1 != 0}
+	}
 }

@@ -82,7 +82,41 @@ type Packet struct {
 	IPID           uint16 // IPv4 identification, 0 for IPv6
 	TCPSeq, TCPAck uint32
 	SrcIP, DstIP   netip.Addr // the zero Addr without IP
+	// Tunnel is the OpenVPN-over-TCP framing of a WAN segment, which only
+	// its payload shows (batch version 3; zero in older batches and for
+	// every other packet).
+	Tunnel TunnelRecords
 }
+
+// TunnelRecords is what a capture agent, which sees payloads, tells the
+// labeler about one TCP segment of an OpenVPN tunnel over TCP: where the
+// records of the stream (a 2-byte length, then the packet) begin and end
+// in it. The pairing needs the records; a payload-free record cannot show
+// them, since a segment may start in the middle of one.
+type TunnelRecords struct {
+	// Known: the agent follows the segment's stream from a record
+	// boundary and this segment continues it without a hole.
+	Known bool
+	// Continues: the segment's first payload byte belongs to a record
+	// that began in an earlier segment.
+	Continues bool
+	// Starts counts the records whose length field begins in the segment.
+	Starts uint16
+	// Ends are the records that end in the segment, in stream order.
+	Ends []RecordEnd
+}
+
+// RecordEnd is one record of a tunnel over TCP, told where it ends.
+type RecordEnd struct {
+	Size uint16 // the packet's length, without the length field
+	// Data: a data-channel packet (P_DATA_V1 or V2), not control.
+	Data bool
+}
+
+// MaxRecordEnds bounds TunnelRecords.Ends: an agent that finds more records
+// ending in one segment (a coalesced giant segment of tiny records) stops
+// following that stream rather than write records of unbounded length.
+const MaxRecordEnds = 128
 
 // StripAddresses zeroes every field that names a host or a flow, so that a
 // record may leave the labeler.
@@ -90,6 +124,7 @@ func (p *Packet) StripAddresses() {
 	p.SrcMAC, p.DstMAC = MAC{}, MAC{}
 	p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck = 0, 0, 0, 0
 	p.SrcIP, p.DstIP = netip.Addr{}, netip.Addr{}
+	p.Tunnel = TunnelRecords{}
 }
 
 // MAC is a 48-bit hardware address kept as a value so records stay allocation-free.

@@ -29,6 +29,7 @@ import (
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/pair"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -98,6 +99,9 @@ type Stats struct {
 	// Sessions are the capture sessions published, in order, including
 	// those an earlier run completed.
 	Sessions []string
+	// HomeSides are the home sides inferred (gateway "auto"), one per LAN
+	// capture, as InferredHome.Brief tells them (the log has the evidence).
+	HomeSides []string
 }
 
 // Agent publishes one home's captures.
@@ -434,6 +438,7 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 		}
 		dec = features.NewDecoder(home)
 	}
+	tunnels := tunnelTracker(in.Tap)
 	var p schemas.Packet
 	var frames, skipped, decodeErrs int
 	defer func() {
@@ -463,6 +468,11 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 			}
 			continue
 		}
+		// Before the resume point too: a stream's records are cut from
+		// its beginning.
+		if tunnels != nil {
+			tunnels.Observe(fr.LinkType, fr.Data, &p)
+		}
 		if fr.Offset < r.Next {
 			skipped++
 			continue
@@ -482,6 +492,16 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 // tapLAN is the tap whose captures show the home side.
 const tapLAN = "lan"
 
+// tunnelTracker is what a tap's packets need to be paired through a VPN
+// over TCP (schemas.TunnelRecords): a tracker for every tap but the LAN,
+// where no tunnel runs; nil for the LAN.
+func tunnelTracker(tap string) *pair.TunnelTracker {
+	if tap == tapLAN {
+		return nil
+	}
+	return pair.NewTunnelTracker()
+}
+
 // inferFile infers the home side of a capture file of a home whose gateway
 // is "auto", reading the file once before it is published.
 func (a *Agent) inferFile(ctx context.Context, in Input, log *slog.Logger) (features.HomeConfig, error) {
@@ -497,6 +517,7 @@ func (a *Agent) inferFile(ctx context.Context, in Input, log *slog.Logger) (feat
 	// A capture cut short is published up to the fault; what was read
 	// of it decides its home side.
 	log.Info("home side inferred", "side", res.String())
+	a.count(func(st *Stats) { st.HomeSides = append(st.HomeSides, res.Brief()) })
 	return res.Home, nil
 }
 

@@ -158,6 +158,7 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 	if a.cfg.Home.Gateway.Auto() && in.Tap == tapLAN {
 		warm = &warmup{inf: features.NewHomeInference()}
 	}
+	tunnels := tunnelTracker(in.Tap)
 	var p schemas.Packet
 	decodeErrs := 0
 	defer func() { a.count(func(st *Stats) { st.DecodeErrors += decodeErrs }) }()
@@ -165,6 +166,9 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
 			decodeErrs++
 			return nil
+		}
+		if tunnels != nil {
+			tunnels.Observe(fr.LinkType, fr.Data, &p)
 		}
 		lt.mu.Lock()
 		defer lt.mu.Unlock()

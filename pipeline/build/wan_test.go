@@ -23,12 +23,13 @@ import (
 // gatewayHome generates a home and, for each LAN session, the WAN capture
 // its gateway would have seen (same base name) and the ground truth.
 func gatewayHome(t *testing.T, mode gateway.Mode) (*campaign.Campaign, map[string][]int64) {
-	return plannedGatewayHome(t, mode, homegen.PlanIPv4, false)
+	return plannedGatewayHome(t, mode, homegen.PlanIPv4, false, false)
 }
 
 // plannedGatewayHome is gatewayHome under an address plan, with the
-// campaign's gateway given or left to inference (`gateway: auto`).
-func plannedGatewayHome(t *testing.T, mode gateway.Mode, plan string, auto bool) (*campaign.Campaign, map[string][]int64) {
+// campaign's gateway given or left to inference (`gateway: auto`), and
+// under VPN with the tunnel over TCP where tcp says so.
+func plannedGatewayHome(t *testing.T, mode gateway.Mode, plan string, auto, tcp bool) (*campaign.Campaign, map[string][]int64) {
 	t.Helper()
 	dir := t.TempDir()
 	g, err := homegen.Generate(homegen.Config{Seed: 11, Sessions: 2, SessionDuration: 4 * time.Minute, AddressPlan: plan}, filepath.Join(dir, "lan"))
@@ -54,7 +55,7 @@ func plannedGatewayHome(t *testing.T, mode gateway.Mode, plan string, auto bool)
 		}
 		var tb strings.Builder
 		gcfg := gateway.DefaultConfig()
-		gcfg.Mode, gcfg.Seed = mode, uint64(i+1)
+		gcfg.Mode, gcfg.Seed, gcfg.VPNTCP = mode, uint64(i+1), tcp
 		// A gateway that loses packets and a tunnel that sends keepalives
 		// leave LAN packets without WAN packets and WAN packets without
 		// LAN packets: the pairing must leave both unpaired.
@@ -133,16 +134,20 @@ func TestBuildWANViews(t *testing.T) {
 		want float64
 		plan string
 		auto bool
+		tcp  bool
 	}{
-		{gateway.NAPT, 0.999, homegen.PlanIPv4, false},
-		{gateway.VPN, 0.995, homegen.PlanIPv4, false},
+		{gateway.NAPT, 0.999, homegen.PlanIPv4, false, false},
+		{gateway.VPN, 0.995, homegen.PlanIPv4, false, false},
 		// gateway: auto on a dual-stack home: the LAN side's IPv6 from
 		// the home's global prefix crosses only if the prefix is inferred.
-		{gateway.VPN, 0.995, homegen.PlanDual, true},
+		{gateway.VPN, 0.995, homegen.PlanDual, true, false},
+		// OpenVPN over TCP: the labeler finds the records by what the
+		// capture agent told of each segment (batch version 3).
+		{gateway.VPN, 0.995, homegen.PlanIPv4, false, true},
 	} {
-		t.Run(string(tc.mode)+"-"+tc.plan+map[bool]string{true: "-auto"}[tc.auto], func(t *testing.T) {
+		t.Run(string(tc.mode)+"-"+tc.plan+map[bool]string{true: "-auto"}[tc.auto]+map[bool]string{true: "-tcp"}[tc.tcp], func(t *testing.T) {
 			h := start(t)
-			c, truth := plannedGatewayHome(t, tc.mode, tc.plan, tc.auto)
+			c, truth := plannedGatewayHome(t, tc.mode, tc.plan, tc.auto, tc.tcp)
 			home := c.Homes[0]
 			spec := window.Spec{Dataset: "gw", Version: "v1", Kind: schemas.KindNoise, Size: 100, Labels: LabelsOf(c)}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -299,19 +299,36 @@ type InferredHome struct {
 
 // String is the one-line account printed to the user.
 func (r InferredHome) String() string {
-	nets := make([]string, len(r.Home.LANNets))
-	for i, p := range r.Home.LANNets {
-		nets[i] = p.String()
-	}
+	gw, nets := r.parts()
 	if r.Raw {
-		return fmt.Sprintf("no Ethernet: every packet crosses; the home side is %s (%d of %d frames unicast IP)",
-			strings.Join(nets, " "), r.IPFrames, r.Frames)
+		return fmt.Sprintf("no Ethernet: every packet crosses; the home side is %s (%d of %d frames unicast IP)", nets, r.IPFrames, r.Frames)
 	}
-	gw := "none"
+	return fmt.Sprintf("gateway MAC %s (%s); home prefixes %s", gw, r.Gateway, nets)
+}
+
+// Brief is String without the evidence (frame counts, how the gateway was
+// found): what stays the same across captures of one home, for a summary
+// over many.
+func (r InferredHome) Brief() string {
+	gw, nets := r.parts()
+	if r.Raw {
+		return "no Ethernet: every packet crosses; the home side is " + nets
+	}
+	return fmt.Sprintf("gateway MAC %s; home prefixes %s", gw, nets)
+}
+
+// parts are the gateway MAC ("none" without one) and the home prefixes as
+// String and Brief print them.
+func (r InferredHome) parts() (gw, nets string) {
+	ps := make([]string, len(r.Home.LANNets))
+	for i, p := range r.Home.LANNets {
+		ps[i] = p.String()
+	}
+	gw = "none"
 	if !r.Home.GatewayMAC.IsZero() {
 		gw = r.Home.GatewayMAC.String()
 	}
-	return fmt.Sprintf("gateway MAC %s (%s); home prefixes %s", gw, r.Gateway, strings.Join(nets, " "))
+	return gw, strings.Join(ps, " ")
 }
 
 // Result decides the home side from the frames observed so far.

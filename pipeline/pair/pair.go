@@ -132,8 +132,12 @@ type wanPkt struct {
 	// or not kept.
 	tcp []byte
 	// noBytes: the packet is a record without payload bytes (from an
-	// agent), not a frame of a capture.
+	// agent), not a frame of a capture; plen is then its transport
+	// payload's length and tunnel what its agent told of the records of
+	// a tunnel over TCP in it.
 	noBytes bool
+	plen    int
+	tunnel  schemas.TunnelRecords
 }
 
 // wgHead is what the clear header of a WireGuard message says. known is

@@ -70,7 +70,7 @@ func Records(lan, wan []schemas.Packet, cfg Config) (Result, error) {
 			res.WANOther++
 			continue
 		}
-		wans = append(wans, wanPkt{idx: int64(j), ts: p.TsNs, h: headerOf(p), noBytes: true})
+		wans = append(wans, wanPkt{idx: int64(j), ts: p.TsNs, h: headerOf(p), noBytes: true, plen: int(p.PayloadLen), tunnel: p.Tunnel})
 	}
 	// Capture order is nearly time order; the pairing walks time.
 	slices.SortStableFunc(lans, func(a, b lanPkt) int { return cmp.Compare(a.ts, b.ts) })

@@ -3,7 +3,6 @@ package pair
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -36,7 +35,7 @@ const tcpWindow = 250 * time.Millisecond
 const tcpDelayTolerance = 50 * time.Millisecond
 
 // errNoTCPPayload: the WAN packets came without their payload bytes.
-var errNoTCPPayload = errors.New("the tunnel runs over TCP and its records can only be found in the segments' payload, which these WAN packet records do not carry: pair the captures themselves (homemole pair)")
+var errNoTCPPayload = errors.New("the tunnel runs over TCP and its records can only be found in the segments' payload, which these WAN packet records neither carry nor describe (their capture agent predates batch version 3, or began capturing in the middle of the tunnel's stream): upgrade the agent, or pair the captures themselves (homemole pair)")
 
 // tcpRecordInfo is one OpenVPN record found in a direction's stream.
 type tcpRecordInfo struct {
@@ -58,77 +57,22 @@ type tcpDirection struct {
 
 // splitRecords reassembles one direction's stream from its segments
 // (ordered by sequence number, retransmissions dropped) and cuts it into
-// records by their 2-byte lengths. A hole in the stream (a segment the
-// capture missed) loses the framing: the records from there on are not
-// found, and their segments stay unpaired.
+// records by their 2-byte lengths (RecordCutter). A hole in the stream (a
+// segment the capture missed) loses the framing: the records from there on
+// are not found, and their segments stay unpaired.
 func splitRecords(segs []wanPkt) tcpDirection {
-	var td tcpDirection
 	if len(segs) == 0 {
-		return td
+		return tcpDirection{}
 	}
 	base := segs[0].h.Seq
 	rel := func(w wanPkt) int64 { return int64(int32(w.h.Seq - base)) }
 	slices.SortStableFunc(segs, func(a, b wanPkt) int { return cmp.Compare(rel(a), rel(b)) })
-	next := rel(segs[0])
-	var lenBuf [RecordLenPrefix]byte
-	lenHave, remaining, cur := 0, 0, -1
-	lost := false
+	var c RecordCutter
+	var a recordAssembler
 	for _, s := range segs {
-		r := rel(s)
-		b := s.tcp
-		switch {
-		case r+int64(len(b)) <= next:
-			continue // a retransmission of bytes already read
-		case r > next:
-			lost = true
-		case r < next:
-			b = b[next-r:]
-		}
-		td.segs = append(td.segs, s)
-		if lost {
-			td.segRecord = append(td.segRecord, -1)
-			continue
-		}
-		next += int64(len(b))
-		// The segment's first byte belongs to the record in progress, or
-		// to the one whose length starts here.
-		if lenHave == 0 && remaining == 0 {
-			td.segRecord = append(td.segRecord, len(td.records))
-		} else {
-			td.segRecord = append(td.segRecord, cur)
-		}
-		for len(b) > 0 {
-			if remaining == 0 {
-				if lenHave == 0 {
-					td.records = append(td.records, tcpRecordInfo{firstTs: s.ts})
-					cur = len(td.records) - 1
-				}
-				lenBuf[lenHave] = b[0]
-				lenHave++
-				b = b[1:]
-				if lenHave == RecordLenPrefix {
-					remaining, lenHave = int(binary.BigEndian.Uint16(lenBuf[:])), 0
-					td.records[cur].size = remaining
-					if remaining == 0 {
-						td.records[cur].complete, td.records[cur].lastTs = true, s.ts
-					}
-				}
-				continue
-			}
-			if td.records[cur].size == remaining {
-				// P_DATA_V1 (6) or P_DATA_V2 (9) in the opcode's top 5 bits.
-				op := b[0] >> 3
-				td.records[cur].data = op == 6 || op == 9
-			}
-			k := min(remaining, len(b))
-			remaining -= k
-			b = b[k:]
-			if remaining == 0 {
-				td.records[cur].complete, td.records[cur].lastTs = true, s.ts
-			}
-		}
+		a.add(s, c.Cut(s.h.Seq, s.tcp))
 	}
-	return td
+	return a.td
 }
 
 // RecordLenPrefix is the length field in front of every OpenVPN record
@@ -141,6 +85,9 @@ const RecordLenPrefix = gateway.RecordLenSize
 // paired with the packet of the record its first byte belongs to.
 func pairVPNTCP(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 	var segs [2][]wanPkt
+	// noBytes counts the segments that came as records without payload;
+	// told says an agent cut some of them into records.
+	noBytes, told := 0, false
 	for _, w := range wans {
 		h := w.h
 		if h.Proto != gateway.ProtoTCP || h.Later || !h.HasPorts || (h.SrcPort == cfg.VPNPort) == (h.DstPort == cfg.VPNPort) {
@@ -148,9 +95,14 @@ func pairVPNTCP(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 			continue
 		}
 		if w.noBytes {
-			return errNoTCPPayload
-		}
-		if len(w.tcp) == 0 {
+			// A record from an agent: what the agent's RecordCutter
+			// told of the segment stands in for its payload.
+			if w.plen == 0 {
+				continue // a pure ACK
+			}
+			told = told || w.tunnel.Known
+			noBytes++
+		} else if len(w.tcp) == 0 {
 			continue // a pure ACK
 		}
 		d := 0
@@ -158,6 +110,9 @@ func pairVPNTCP(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 			d = 1
 		}
 		segs[d] = append(segs[d], w)
+	}
+	if noBytes > 0 && !told && cfg.Method != MethodWindow {
+		return errNoTCPPayload
 	}
 	byDir := lansByDirection(lans)
 	if cfg.Method == MethodWindow {
@@ -177,7 +132,16 @@ func pairVPNTCP(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) error {
 	var dirs [2]tcpDirection
 	var tun [2][]tunnelPkt
 	for d := range 2 {
-		dirs[d] = splitRecords(segs[d])
+		if noBytes > 0 {
+			// In the order the agent cut them: capture order.
+			var a recordAssembler
+			for _, w := range segs[d] {
+				a.add(w, w.tunnel)
+			}
+			dirs[d] = a.td
+		} else {
+			dirs[d] = splitRecords(segs[d])
+		}
 		for i, r := range dirs[d].records {
 			if !r.complete || !r.data {
 				continue

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/build"
@@ -36,6 +40,8 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	file := fs.String("campaign", "", "campaign file (YAML): homes, taps, inventories")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout) instead of a campaign file")
 	view := viewFlags(fs)
+	vpnProtoFlag(fs, view)
+	home := homeFlags(fs, "gateway-mac")
 	spec := window.Spec{}
 	spec.RegisterFlags(fs)
 	fs.StringVar(&spec.Dataset, "name", "", "same as --dataset")
@@ -46,21 +52,31 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if (*file == "") == (*dir == "") || spec.Dataset == "" {
 		return cli.Usagef("build needs --dataset NAME and one of --campaign FILE or --from-dir DIR")
 	}
+	if *file != "" && home.given {
+		return cli.Usagef("build: --gateway-mac and --lan-net describe the homes of --from-dir; a campaign file says each home's gateway itself")
+	}
+	if view.tcp && (view.mode != gateway.VPN || view.cipher == gateway.WireGuard) {
+		return cli.Usagef("build: --vpn-proto tcp needs --view vpn with an OpenVPN cipher (aes-256-gcm or aes-256-cbc)")
+	}
 	var c *campaign.Campaign
 	var err error
 	if *file != "" {
 		c, err = campaign.Load(*file)
 	} else {
 		c, err = campaign.FromDeviceDirs(*dir, spec.Dataset)
+		if err == nil {
+			err = home.apply(c)
+		}
 	}
 	if err != nil {
 		return err
 	}
+
 	spec.Labels = build.LabelsOf(c)
 	spec.Views = []string{view.name}
 	if view.mode != "" {
 		dir := filepath.Join(ep.Home, "emulated", spec.Dataset, spec.Version)
-		if err := build.EmulateWAN(ctx, c, view.mode, gateway.Config{Cipher: view.cipher}, dir); err != nil {
+		if err := build.EmulateWAN(ctx, c, view.mode, gateway.Config{Cipher: view.cipher, VPNTCP: view.tcp}, dir); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "WAN captures (%s) emulated under %s\n", view.mode, dir)
@@ -81,11 +97,38 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	return nil
 }
 
+// apply gives every home of a --from-dir campaign the home side of the
+// flags, or, without them, `gateway: auto`: the home side each capture
+// shows, as every other command infers it. The agents print what they
+// inferred (printBuild).
+func (h *homeChoice) apply(c *campaign.Campaign) error {
+	for _, home := range c.Homes {
+		home.Gateway = campaign.Gateway{Mode: home.Gateway.Mode, MAC: campaign.GatewayAuto}
+		if h.given {
+			hc := h.flags()
+			home.Gateway.MAC, home.Gateway.LANNets = "", nil
+			if !hc.GatewayMAC.IsZero() {
+				home.Gateway.MAC = hc.GatewayMAC.String()
+			}
+			for _, p := range hc.LANNets {
+				home.Gateway.LANNets = append(home.Gateway.LANNets, p.String())
+			}
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("device folders: %w", err)
+	}
+	return nil
+}
+
 func printBuild(out io.Writer, res *build.Result, env *endpoints.Env) {
 	m := res.Manifest
 	fmt.Fprintf(out, "\nDataset %s/%s built in %s\n", m.Dataset, m.Version, res.Elapsed.Round(time.Millisecond))
-	for home, st := range res.Agents {
+	homes := slices.Sorted(maps.Keys(res.Agents))
+	for _, home := range homes {
+		st := res.Agents[home]
 		fmt.Fprintf(out, "  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures\n", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
+		printHomeSides(out, st.HomeSides)
 	}
 	fmt.Fprintf(out, "  %d windows of %d packets (%s) from %d sessions; of %d packets, %d belong to no inventory device",
 		m.Windows, m.WindowSize, m.Kind, len(m.Groups), m.Packets, m.UnlabeledPackets)
@@ -101,12 +144,34 @@ func printBuild(out io.Writer, res *build.Result, env *endpoints.Env) {
 	fmt.Fprintf(out, "  manifest: %s\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)))
 }
 
+// printHomeSides tells the home sides a home's agent inferred, each with
+// the number of captures it was inferred for, commonest first, so that a
+// user sees what decided direction and can correct it with --gateway-mac
+// and --lan-net.
+func printHomeSides(out io.Writer, sides []string) {
+	count := map[string]int{}
+	for _, s := range sides {
+		count[s]++
+	}
+	keys := slices.SortedFunc(maps.Keys(count), func(a, b string) int {
+		if c := cmp.Compare(count[b], count[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	for _, k := range keys {
+		fmt.Fprintf(out, "    home side inferred for %d of %d captures: %s\n", count[k], len(sides), k)
+	}
+}
+
 // vantage is the point of view a dataset is built for: lan, or the napt or vpn
 // view the gateway emulator makes, with the VPN cipher it uses.
 type vantage struct {
 	name   string
 	mode   gateway.Mode // "" for lan
 	cipher gateway.Cipher
+	// tcp runs the emulated OpenVPN tunnel over TCP (build --vpn-proto).
+	tcp bool
 }
 
 // viewFlags adds --view and --cipher, checked as they are parsed.
@@ -130,6 +195,19 @@ func viewFlags(fs *flag.FlagSet) *vantage {
 		return err
 	})
 	return v
+}
+
+// vpnProtoFlag adds --vpn-proto to a command whose emulated tunnel may run
+// over TCP.
+func vpnProtoFlag(fs *flag.FlagSet, v *vantage) {
+	fs.Func("vpn-proto", "the emulated OpenVPN tunnel's transport for --view vpn: udp or tcp (records framed by their length in one TCP stream, which capture agents cut into records for the labeler) (default udp)", func(s string) error {
+		switch s {
+		case "udp", "tcp":
+			v.tcp = s == "tcp"
+			return nil
+		}
+		return fmt.Errorf("%q: want udp or tcp", s)
+	})
 }
 
 func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {

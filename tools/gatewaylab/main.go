@@ -56,7 +56,21 @@ type row struct {
 	correct, total int
 	replayed       int64
 	note           string
+	ipv6           bool
+	flows6         int // flows replayed over IPv6
+	// tunSide scores pairing the WAN with the tun side's capture, the home
+	// inferred: once per link type it was written as.
+	tunSide []tunScore
 }
+
+// tunScore is the tun side's pairing as written with one link type.
+type tunScore struct {
+	link           int
+	correct, total int
+	inferred       string
+}
+
+func (t tunScore) accuracy() float64 { return float64(t.correct) / float64(max(t.total, 1)) }
 
 func main() {
 	in := flag.String("in", "../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA.pcap", "LAN capture whose busiest device's flows are replayed (pcap or pcapng); \"homegen\" generates a home with pipeline/homegen and uses its first session")
@@ -67,6 +81,7 @@ func main() {
 	maxGap := flag.Duration("max-gap", time.Second, "shorten idle gaps of the capture to this")
 	maxPayload := flag.Int("max-payload", 1300, "cap payload sizes (bytes), so that no packet is fragmented or resegmented")
 	outDir := flag.String("out", "", "keep the captures, truth and pairs here (default: a temp dir, removed)")
+	ipv6 := flag.Bool("ipv6", false, "give the device a global IPv6 address ("+devAddr6+", its /64 routed through the tunnel) and replay every other flow over IPv6 to "+inetAddr6+"; OpenVPN modes only")
 	flag.Parse()
 	if *dryRun {
 		s, err := loadInput(*in, limits{maxPackets: *maxPackets, maxLength: *maxLength, maxGap: *maxGap, minPayload: 8, maxPayload: *maxPayload})
@@ -83,7 +98,7 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	if err := mainErr(ctx, *in, *modes, *outDir, limits{
+	if err := mainErr(ctx, *in, *modes, *outDir, *ipv6, limits{
 		maxPackets: *maxPackets, maxLength: *maxLength, maxGap: *maxGap, minPayload: 8, maxPayload: *maxPayload,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "gatewaylab:", err)
@@ -91,7 +106,7 @@ func main() {
 	}
 }
 
-func mainErr(ctx context.Context, in, modes, outDir string, lim limits) error {
+func mainErr(ctx context.Context, in, modes, outDir string, ipv6 bool, lim limits) error {
 	if err := install(ctx); err != nil {
 		return err
 	}
@@ -123,13 +138,16 @@ func mainErr(ctx context.Context, in, modes, outDir string, lim limits) error {
 		if mode != "napt" && cipher == "" {
 			cipher = string(gateway.AES256GCM)
 		}
+		if ipv6 && (mode == "napt" || cipher == string(gateway.WireGuard)) {
+			return fmt.Errorf("mode %q: --ipv6 runs OpenVPN modes only (vpn:CIPHER, vpn-tcp:CIPHER)", m)
+		}
 		dir := filepath.Join(outDir, strings.ReplaceAll(m, ":", "-"))
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
 		fmt.Printf("\n== %s\n", m)
 		start := time.Now()
-		r, err := runMode(ctx, s, mode, cipher, dir)
+		r, err := runMode(ctx, s, mode, cipher, dir, ipv6)
 		if err != nil {
 			return fmt.Errorf("%s: %w", m, err)
 		}
@@ -148,7 +166,11 @@ func mainErr(ctx context.Context, in, modes, outDir string, lim limits) error {
 		if c == "" {
 			c = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.2f\t%.2f\t%d/%d\t\n", r.mode, c, r.lan, r.wan, tun, 100*r.rate,
+		m := r.mode
+		if r.ipv6 {
+			m += "+ipv6"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.2f\t%.2f\t%d/%d\t\n", m, c, r.lan, r.wan, tun, 100*r.rate,
 			100*float64(r.correct)/float64(max(r.total, 1)), r.correct, r.total)
 	}
 	tw.Flush()
@@ -231,7 +253,7 @@ func (l *lab) tcpdump(ctx context.Context, ns, iface, path string) (func() (stri
 	}
 	defer ef.Close()
 	cmd, err := l.start(ns, nil, ef, "tcpdump", "-i", iface, "-w", path, "-s", "0", "-B", "32768", "-n", "-U", "--immediate-mode",
-		"--time-stamp-precision=nano", "-Z", "root", "ip")
+		"--time-stamp-precision=nano", "-Z", "root", "ip or ip6")
 	if err != nil {
 		return nil, err
 	}
@@ -258,9 +280,9 @@ func (l *lab) tcpdump(ctx context.Context, ns, iface, path string) (func() (stri
 	}, nil
 }
 
-func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, err error) {
-	r.mode, r.cipher = mode, cipher
-	l := newLab(false)
+func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool) (r row, err error) {
+	r.mode, r.cipher, r.ipv6 = mode, cipher, ipv6
+	l := newLab(false, ipv6)
 	defer l.close()
 	if err := l.up(ctx); err != nil {
 		return r, err
@@ -289,6 +311,20 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 			if err := l.in(ctx, l.gw, c...); err != nil {
 				return r, err
 			}
+		}
+		if ipv6 {
+			// Without multicast on the tunnel, neither end sends MLD
+			// reports through it: every tunnel packet is the replay's.
+			for _, c := range [][]string{
+				{l.gw, "ip", "-6", "route", "replace", "default", "dev", l.tun},
+				{l.gw, "ip", "link", "set", l.tun, "multicast", "off"},
+				{l.isp, "ip", "link", "set", l.tun, "multicast", "off"},
+			} {
+				if err := l.in(ctx, c[0], c[1:]...); err != nil {
+					return r, err
+				}
+			}
+			time.Sleep(mldSettle)
 		}
 		if wireGuard {
 			fmt.Println("tunnel up: WireGuard (wireguard-go)")
@@ -329,17 +365,17 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 		}
 		stops = append(stops, st)
 	}
-	rs, err := l.replay(ctx, s)
+	rs, err := l.replay(ctx, s.withIPv6(ipv6))
 	if err != nil {
 		return r, err
 	}
-	r.replayed = rs.sent.Load()
+	r.replayed, r.flows6 = rs.sent.Load(), rs.v6
 	// Let the last packets reach every tap before tcpdump stops.
 	time.Sleep(time.Second)
 	if err := stopAll(); err != nil {
 		return r, err
 	}
-	fmt.Printf("replayed %d flows (%d UDP, %d TCP), %d payloads sent", rs.flows, rs.udp, rs.tcp, r.replayed)
+	fmt.Printf("replayed %d flows (%d UDP, %d TCP, %d over IPv6), %d payloads sent", rs.flows, rs.udp, rs.tcp, rs.v6, r.replayed)
 	if n := rs.errs.Load(); n > 0 {
 		fmt.Printf("; %d flow errors, first: %v", n, rs.firstErr.Load())
 	}
@@ -381,11 +417,14 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 		return r, err
 	}
 	if tunnel {
-		note, err := pairTunSide(ctx, tunPath, wanPath, dir, ti.tunTruth)
-		if err != nil {
+		if r.tunSide, err = pairTunSide(ctx, tunPath, wanPath, dir, ti.tunTruth); err != nil {
 			return r, err
 		}
-		r.note = strings.TrimPrefix(r.note+"; "+note, "; ")
+		var notes []string
+		for _, t := range r.tunSide {
+			notes = append(notes, fmt.Sprintf("tun side (link type %d, no flags) %.2f %%", t.link, 100*t.accuracy()))
+		}
+		r.note = strings.TrimPrefix(r.note+"; "+strings.Join(notes, ", "), "; ")
 	}
 	return r, nil
 }
@@ -395,54 +434,58 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string) (r row, e
 // inferred, as homemole pair does without flags): once as tcpdump wrote it
 // (link type 101), once with the header's link type rewritten to DLT_RAW's
 // 12, as several capture tools write raw IP.
-func pairTunSide(ctx context.Context, tunPath, wanPath, dir string, truth []int64) (string, error) {
+func pairTunSide(ctx context.Context, tunPath, wanPath, dir string, truth []int64) ([]tunScore, error) {
 	if err := writeCSV(filepath.Join(dir, "truth-tun.csv"), truth); err != nil {
-		return "", err
+		return nil, err
 	}
 	raw, err := os.ReadFile(tunPath)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if len(raw) < 24 || raw[0] != 0x4d && raw[0] != 0xd4 {
-		return "", fmt.Errorf("%s: not a little-endian pcap as tcpdump writes here", tunPath)
+		return nil, fmt.Errorf("%s: not a little-endian pcap as tcpdump writes here", tunPath)
+	}
+	if lt := binary.LittleEndian.Uint32(raw[20:24]); lt != 101 {
+		return nil, fmt.Errorf("%s: link type %d, want tcpdump's 101 (LINKTYPE_RAW) on a tun device", tunPath, lt)
 	}
 	as12 := bytes.Clone(raw)
 	binary.LittleEndian.PutUint32(as12[20:24], 12)
 	path12 := filepath.Join(dir, "tun-linktype12.pcap")
 	if err := os.WriteFile(path12, as12, 0o644); err != nil {
-		return "", err
+		return nil, err
 	}
-	var notes []string
-	for _, p := range []string{tunPath, path12} {
-		inf, err := capture.InferHome(ctx, p)
+	var scores []tunScore
+	for _, c := range []struct {
+		path string
+		link int
+	}{{tunPath, 101}, {path12, 12}} {
+		// What homemole pair --lan TUN --wan WAN --mode vpn does.
+		inf, err := capture.InferHome(ctx, c.path)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		tun, err := capture.OpenFile(p)
+		tun, err := capture.OpenFile(c.path)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		wan, err := capture.OpenFile(wanPath)
 		if err != nil {
 			tun.Close()
-			return "", err
+			return nil, err
 		}
 		res, err := pair.Pair(ctx, tun, wan, pair.Config{Mode: gateway.VPN, Home: inf.Home})
 		tun.Close()
 		wan.Close()
 		if err != nil {
-			return "", fmt.Errorf("pair the tun side %s: %w", p, err)
+			return nil, fmt.Errorf("pair the tun side %s: %w", c.path, err)
 		}
-		c, n := pair.Score(res.Pairs, truth)
-		link := "101"
-		if p == path12 {
-			link = "12"
-		}
-		fmt.Printf("tun side as link type %s, home inferred (%s): %d of %d WAN packets paired right (%.2f %%)\n",
-			link, inf, c, n, 100*float64(c)/float64(max(n, 1)))
-		notes = append(notes, fmt.Sprintf("tun side (link type %s, no flags) %.2f %%", link, 100*float64(c)/float64(max(n, 1))))
+		t := tunScore{link: c.link, inferred: inf.String()}
+		t.correct, t.total = pair.Score(res.Pairs, truth)
+		fmt.Printf("tun side as link type %d, home inferred (%s): %d of %d WAN packets paired right (%.2f %%)\n",
+			t.link, t.inferred, t.correct, t.total, 100*t.accuracy())
+		scores = append(scores, t)
 	}
-	return strings.Join(notes, ", "), nil
+	return scores, nil
 }
 
 // pairRun pairs with pair.Pair as a user of the pipeline would and scores
@@ -458,7 +501,7 @@ func pairRun(ctx context.Context, r *row, lanPath, wanPath, pairsPath string, gc
 		return err
 	}
 	defer wan.Close()
-	cfg := pair.Config{Mode: gateway.NAPT, Home: features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix(lanNet)}}}
+	cfg := pair.Config{Mode: gateway.NAPT, Home: features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix(lanNet), netip.MustParsePrefix(lanNet6)}}}
 	if r.mode != "napt" {
 		cfg.Mode, cfg.Cipher = gateway.VPN, gc
 	}

@@ -29,9 +29,24 @@ const (
 	ispNetAddr = "198.51.100.1"
 	inetAddr   = "198.51.100.2"
 	tunNet     = "10.8.0.0"
+
+	// With IPv6 (runs with --ipv6) the home has a global prefix of its
+	// own, which the VPN server routes to the gateway's tunnel (no NAT66,
+	// as ISPs delegate prefixes), and the internet host an address of
+	// another documentation /64.
+	lanNet6     = "2001:db8:77::/64"
+	devAddr6    = "2001:db8:77::2"
+	gwLANAddr6  = "2001:db8:77::1"
+	ispNetAddr6 = "2001:db8:100::1"
+	inetAddr6   = "2001:db8:100::2"
+	tunNet6     = "2001:db8:8::/64"
 )
 
 const nsPrefix = "hmlab-"
+
+// mldSettle is how long an IPv6 run waits after the tunnel is up before it
+// captures: the tun devices' MLD reports are sent by then.
+const mldSettle = 1500 * time.Millisecond
 
 // lab is one set of namespaces and the processes started in them; close
 // undoes all of it.
@@ -44,11 +59,14 @@ type lab struct {
 	verbose            bool
 	// tun is the gateway's tunnel interface: tun0 for OpenVPN.
 	tun string
+	// ipv6 gives the device, the gateway's LAN and the internet host
+	// global IPv6 addresses; the WAN link stays IPv4 only.
+	ipv6 bool
 }
 
-func newLab(verbose bool) *lab {
+func newLab(verbose, ipv6 bool) *lab {
 	id := strconv.Itoa(os.Getpid())
-	l := &lab{id: id, verbose: verbose, tun: "tun0"}
+	l := &lab{id: id, verbose: verbose, tun: "tun0", ipv6: ipv6}
 	l.dev = nsPrefix + id + "-dev"
 	l.gw = nsPrefix + id + "-gw"
 	l.isp = nsPrefix + id + "-isp"
@@ -84,8 +102,15 @@ func (l *lab) up(ctx context.Context) error {
 		l.mu.Lock()
 		l.nsCreated = append(l.nsCreated, ns)
 		l.mu.Unlock()
-		// IPv6 would add router solicitations and DAD to the captures.
-		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"} {
+		// IPv6 would add router solicitations and DAD to the captures;
+		// where the run wants it, it is on without either.
+		sysctls := []string{"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"}
+		if l.ipv6 {
+			sysctls = []string{"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+				"net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
+				"net.ipv6.conf.default.router_solicitations=0"}
+		}
+		for _, k := range sysctls {
 			if err := l.in(ctx, ns, "sysctl", "-qw", k); err != nil {
 				return err
 			}
@@ -135,6 +160,28 @@ func (l *lab) up(ctx context.Context) error {
 		{l.isp, "ethtool", "-K", "wan0", "tso", "off", "gso", "off", "gro", "off"},
 		{l.isp, "ethtool", "-K", "net0", "tso", "off", "gso", "off", "gro", "off"},
 		{l.inet, "ethtool", "-K", "eth0", "tso", "off", "gso", "off", "gro", "off"},
+	}
+	if l.ipv6 {
+		steps = append(steps, [][]string{
+			// The tunnel runs over IPv4: the WAN link carries no IPv6.
+			{l.gw, "sysctl", "-qw", "net.ipv6.conf.wan0.disable_ipv6=1"},
+			{l.isp, "sysctl", "-qw", "net.ipv6.conf.wan0.disable_ipv6=1"},
+			{l.dev, "ip", "-6", "addr", "add", devAddr6 + "/64", "dev", "eth0", "nodad"},
+			{l.dev, "ip", "-6", "route", "add", "default", "via", gwLANAddr6},
+			{l.gw, "ip", "-6", "addr", "add", gwLANAddr6 + "/64", "dev", "lan0", "nodad"},
+			{l.gw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
+			{l.isp, "ip", "-6", "addr", "add", ispNetAddr6 + "/64", "dev", "net0", "nodad"},
+			{l.isp, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
+			{l.inet, "ip", "-6", "addr", "add", inetAddr6 + "/64", "dev", "eth0", "nodad"},
+			{l.inet, "ip", "-6", "route", "add", "default", "via", ispNetAddr6},
+			// A tun device that comes up with IPv6 sends MLD reports
+			// through the tunnel (its ends route, so they join the
+			// all-routers group), which would add tunnel packets that
+			// no replay made. Made quick, they are over before the
+			// captures start (runMode waits mldSettle).
+			{l.gw, "sysctl", "-qw", "net.ipv6.conf.default.mldv2_unsolicited_report_interval=50"},
+			{l.isp, "sysctl", "-qw", "net.ipv6.conf.default.mldv2_unsolicited_report_interval=50"},
+		}...)
 	}
 	for _, s := range steps {
 		if s[1] == "ethtool" {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,10 @@ type event struct {
 }
 
 type flow struct {
-	tcp    bool
+	tcp bool
+	// v6 replays the flow between the device's and the internet host's
+	// IPv6 addresses.
+	v6     bool
 	start  time.Duration
 	events []event
 }
@@ -46,6 +50,17 @@ type limits struct {
 	maxGap     time.Duration
 	minPayload int
 	maxPayload int
+}
+
+// withIPv6 is the script with every other flow replayed over IPv6 when on
+// (the capture's flows are IPv4: a home's devices talk both).
+func (s *script) withIPv6(on bool) *script {
+	c := *s
+	c.flows = slices.Clone(s.flows)
+	for i := range c.flows {
+		c.flows[i].v6 = on && i%2 == 1
+	}
+	return &c
 }
 
 func isPublic(a netip.Addr) bool {
@@ -195,10 +210,10 @@ func (t *tagger) payload(size int) []byte {
 }
 
 type replayStats struct {
-	flows, udp, tcp int
-	sent, recv      atomic.Int64
-	errs            atomic.Int64
-	firstErr        atomic.Value
+	flows, udp, tcp, v6 int
+	sent, recv          atomic.Int64
+	errs                atomic.Int64
+	firstErr            atomic.Value
 }
 
 func (st *replayStats) fail(err error) {
@@ -211,6 +226,14 @@ func (st *replayStats) fail(err error) {
 }
 
 const basePort = 20000
+
+// server is the responder's address of flow i and the networks to reach it.
+func (f flow) server(i int) (addr, tcpNet, udpNet string) {
+	if f.v6 {
+		return net.JoinHostPort(inetAddr6, fmt.Sprint(basePort+i)), "tcp6", "udp6"
+	}
+	return net.JoinHostPort(inetAddr, fmt.Sprint(basePort+i)), "tcp4", "udp4"
+}
 
 // replay plays the script: for flow i, a responder in the internet namespace
 // on port basePort+i and a client in the device namespace, each writing its
@@ -234,19 +257,28 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 		}
 	}()
 	for i, f := range s.flows {
-		addr := fmt.Sprintf("%s:%d", inetAddr, basePort+i)
+		addr, tcpNet, udpNet := f.server(i)
+		if f.v6 {
+			st.v6++
+		}
 		var err error
 		if f.tcp {
 			st.tcp++
 			ls[i].tcp, err = inNS(l.inet, func() (*net.TCPListener, error) {
-				a, _ := net.ResolveTCPAddr("tcp4", addr)
-				return net.ListenTCP("tcp4", a)
+				a, err := net.ResolveTCPAddr(tcpNet, addr)
+				if err != nil {
+					return nil, err
+				}
+				return net.ListenTCP(tcpNet, a)
 			})
 		} else {
 			st.udp++
 			ls[i].udp, err = inNS(l.inet, func() (*net.UDPConn, error) {
-				a, _ := net.ResolveUDPAddr("udp4", addr)
-				return net.ListenUDP("udp4", a)
+				a, err := net.ResolveUDPAddr(udpNet, addr)
+				if err != nil {
+					return nil, err
+				}
+				return net.ListenUDP(udpNet, a)
 			})
 		}
 		if err != nil {
@@ -289,7 +321,7 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 			end = f.events[n-1].at
 		}
 		deadline := t0.Add(end + linger + 2*time.Second)
-		server := fmt.Sprintf("%s:%d", inetAddr, basePort+i)
+		server, tcpNet, udpNet := f.server(i)
 		if f.tcp {
 			wg.Add(2)
 			go func(ln *net.TCPListener) {
@@ -321,7 +353,7 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 				}
 				c, err := inNS(l.dev, func() (*net.TCPConn, error) {
 					d := net.Dialer{Timeout: 3 * time.Second}
-					c, err := d.DialContext(ctx, "tcp4", server)
+					c, err := d.DialContext(ctx, tcpNet, server)
 					if err != nil {
 						return nil, err
 					}
@@ -406,8 +438,11 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 				return
 			}
 			c, err := inNS(l.dev, func() (*net.UDPConn, error) {
-				a, _ := net.ResolveUDPAddr("udp4", server)
-				return net.DialUDP("udp4", nil, a)
+				a, err := net.ResolveUDPAddr(udpNet, server)
+				if err != nil {
+					return nil, err
+				}
+				return net.DialUDP(udpNet, nil, a)
 			})
 			if err != nil {
 				st.fail(fmt.Errorf("flow %d: %w", i, err))

@@ -16,7 +16,7 @@ import (
 
 type capPkt struct {
 	idx int64
-	ok  bool // an IPv4 packet
+	ok  bool // an IP packet
 	h   gateway.Header
 	key string
 	// udpPayload is the first bytes of a UDP payload (OpenVPN's opcode).
@@ -44,7 +44,7 @@ func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
 		}
 		p := capPkt{idx: int64(fr.Offset)}
 		h, err := gateway.ParseHeader(fr.LinkType, fr.Data)
-		if err == nil && !h.V6 {
+		if err == nil {
 			p.ok, p.h = true, h
 			p.key = packetKey(fr.Data, h, isOut(h))
 			if h.Proto == gateway.ProtoUDP && !h.Later {
@@ -106,10 +106,29 @@ func matchByKey(from, to []capPkt) []int64 {
 	return res
 }
 
-func inPrefix(prefix string) func(gateway.Header) bool {
-	pfx := netip.MustParsePrefix(prefix)
-	return func(h gateway.Header) bool { return pfx.Contains(h.Src) }
+// inPrefix says a packet leaves the home when one of the prefixes holds
+// its source.
+func inPrefix(prefixes ...string) func(gateway.Header) bool {
+	var ps []netip.Prefix
+	for _, p := range prefixes {
+		ps = append(ps, netip.MustParsePrefix(p))
+	}
+	return func(h gateway.Header) bool {
+		for _, p := range ps {
+			if p.Contains(h.Src) {
+				return true
+			}
+		}
+		return false
+	}
 }
+
+// Which packets leave the home on the LAN and on the tun device: the
+// home's IPv6 prefix is routed through the tunnel, not translated.
+var (
+	lanOut = inPrefix(lanNet, lanNet6)
+	tunOut = inPrefix(tunNet+"/24", tunNet6, lanNet6)
+)
 
 type truthInfo struct {
 	lan, wan, tun int
@@ -130,7 +149,7 @@ type truthInfo struct {
 // packet is named like its LAN packet.
 func truthNAPT(lanPath, wanPath string) ([]int64, truthInfo, error) {
 	var ti truthInfo
-	lan, err := readCap(lanPath, inPrefix(lanNet))
+	lan, err := readCap(lanPath, lanOut)
 	if err != nil {
 		return nil, ti, err
 	}
@@ -146,11 +165,11 @@ func truthNAPT(lanPath, wanPath string) ([]int64, truthInfo, error) {
 // LAN packet (tunLAN), as under NAPT: the gateway masquerades onto the
 // tunnel.
 func readVPNCaps(lanPath, tunPath, wanPath string, ti *truthInfo) (tun, wan []capPkt, tunLAN []int64, err error) {
-	lan, err := readCap(lanPath, inPrefix(lanNet))
+	lan, err := readCap(lanPath, lanOut)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if tun, err = readCap(tunPath, inPrefix(tunNet+"/24")); err != nil {
+	if tun, err = readCap(tunPath, tunOut); err != nil {
 		return nil, nil, nil, err
 	}
 	gw := netip.MustParseAddr(gwWANAddr)
@@ -171,18 +190,18 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 		return nil, ti, err
 	}
 	gw := netip.MustParseAddr(gwWANAddr)
-	var tunOut, tunIn []int
+	var tunOuts, tunIns []int
 	for i, p := range tun {
 		if !p.ok {
 			continue
 		}
-		if inPrefix(tunNet + "/24")(p.h) {
-			tunOut = append(tunOut, i)
+		if tunOut(p.h) {
+			tunOuts = append(tunOuts, i)
 		} else {
-			tunIn = append(tunIn, i)
+			tunIns = append(tunIns, i)
 		}
 	}
-	ti.tunOut, ti.tunIn = len(tunOut), len(tunIn)
+	ti.tunOut, ti.tunIn = len(tunOuts), len(tunIns)
 	truth := make([]int64, len(wan))
 	ti.tunTruth = make([]int64, len(wan))
 	for i := range truth {
@@ -205,16 +224,16 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 		var k, t int
 		if out {
 			k, ti.wanOut = ti.wanOut, ti.wanOut+1
-			if k >= len(tunOut) {
+			if k >= len(tunOuts) {
 				continue
 			}
-			t = tunOut[k]
+			t = tunOuts[k]
 		} else {
 			k, ti.wanIn = ti.wanIn, ti.wanIn+1
-			if k >= len(tunIn) {
+			if k >= len(tunIns) {
 				continue
 			}
-			t = tunIn[k]
+			t = tunIns[k]
 		}
 		if d := p.h.Len - gateway.OuterUDPOverhead - gateway.PayloadSize(cipher, tun[t].h.Len); d != 0 {
 			ti.sizeMismatch++
@@ -246,7 +265,7 @@ func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int
 			continue
 		}
 		d := 0
-		if inPrefix(tunNet + "/24")(p.h) {
+		if tunOut(p.h) {
 			d = 1
 		}
 		tunDir[d] = append(tunDir[d], i)

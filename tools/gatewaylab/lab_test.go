@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hueBridge is the default replay input, from this package's folder.
+const hueBridge = "../../../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA.pcap"
+
+// TestTunSideIPv6 runs the real lab with an IPv6 home behind an OpenVPN
+// client: the tun side's capture, as tcpdump writes it (link type 101) and
+// rewritten to link type 12, holds IPv4 and IPv6 flows, and pairing it with
+// the uplink with the home side inferred, as `homemole pair --lan TUN --wan
+// WAN --mode vpn` does, must be right for at least 99.5 % of the WAN
+// packets, scored against the payload ground truth.
+func TestTunSideIPv6(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the gateway lab creates network namespaces, runs OpenVPN and tcpdump: run as root (go tool task test does on CI)")
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		for _, p := range debPackages {
+			if _, err := exec.LookPath(p[0]); err != nil {
+				t.Skipf("the gateway lab needs %s (Debian package %s), and there is no apt-get to install it", p[0], p[1])
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	removeStale()
+	s, err := loadScript(hueBridge, limits{maxPackets: 2000, maxLength: 30 * time.Second, maxGap: time.Second, minPayload: 8, maxPayload: 1300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := runMode(ctx, s, "vpn", "aes-256-gcm", t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.tun < 100 {
+		t.Fatalf("the tun side captured %d packets: too few for the replay of %d payloads", r.tun, s.packets)
+	}
+	if r.flows6 == 0 || r.flows6 == len(s.flows) {
+		t.Fatalf("%d of %d flows replayed over IPv6, want IPv4 and IPv6 flows", r.flows6, len(s.flows))
+	}
+	if len(r.tunSide) != 2 {
+		t.Fatalf("tun side scored for %d link types, want 101 and 12", len(r.tunSide))
+	}
+	for _, ts := range r.tunSide {
+		t.Run(map[int]string{101: "linktype101", 12: "linktype12"}[ts.link], func(t *testing.T) {
+			t.Logf("link type %d: %d of %d WAN packets paired right (%.2f %%); inferred %s", ts.link, ts.correct, ts.total, 100*ts.accuracy(), ts.inferred)
+			if !strings.Contains(ts.inferred, lanNet6) {
+				t.Errorf("the home side inferred from the tun side (%s) lacks the home's IPv6 prefix %s", ts.inferred, lanNet6)
+			}
+			if ts.total != r.wan {
+				t.Errorf("scored %d WAN packets, the WAN capture has %d", ts.total, r.wan)
+			}
+			if ts.accuracy() < 0.995 {
+				t.Errorf("link type %d: %.2f %% paired right, want at least 99.5 %%", ts.link, 100*ts.accuracy())
+			}
+		})
+	}
+}
