@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/experiment"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -61,9 +62,7 @@ func splitDevices(t *testing.T, devices ...string) (train, test string, testFile
 // names the device of each capture of the other half. The score comes
 // from captures the model never saw; chance is one in five.
 func TestExperimentCommand(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	train, test, testFiles := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings", "EdnetGateway")
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
@@ -140,9 +139,7 @@ func TestExperimentRefusesBadInput(t *testing.T) {
 // `homemole predict`: the device named and every packet's label must be
 // the same, and the device must be the capture's own.
 func TestPredictDeterministic(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	train, test, testFiles := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings", "EdnetGateway")
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
@@ -193,9 +190,7 @@ func TestPredictDeterministic(t *testing.T) {
 // TestStudyCommand runs a small window-size study (two sizes, 3 folds, an
 // LSTM of few epochs) on real captures of four devices.
 func TestStudyCommand(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	train, _, _ := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings")
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
@@ -236,9 +231,7 @@ func TestStudyCommand(t *testing.T) {
 // embedded S3 once stored corrupt objects) saves through experiment --save,
 // reads back whole and checked, and names a held-out capture's device.
 func TestLargeForestModel(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	entries, err := os.ReadDir(sentinelDir)
 	if err != nil {
 		t.Fatal(err)
