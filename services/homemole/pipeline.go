@@ -35,10 +35,17 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	view := viewFlags(fs)
 	spec := window.Spec{}
 	spec.RegisterFlags(fs)
-	fs.StringVar(&spec.Dataset, "name", "", "same as --dataset")
+	legacyName := fs.String("name", "", "deprecated: use --dataset (every command names the dataset --dataset)")
 	retention := bus.RetentionFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *legacyName != "" {
+		log.Warn("build: --name is deprecated and will go; use --dataset", "dataset", *legacyName)
+		if spec.Dataset != "" && spec.Dataset != *legacyName {
+			return cli.Usagef("build: --name %q and --dataset %q disagree; give --dataset only", *legacyName, spec.Dataset)
+		}
+		spec.Dataset = *legacyName
 	}
 	if (*file == "") == (*dir == "") || spec.Dataset == "" {
 		return cli.Usagef("build needs --dataset NAME and one of --campaign FILE or --from-dir DIR")
@@ -154,7 +161,7 @@ func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-dataset", log)
+	env, err := endpoints.OpenStore(ctx, ep, log)
 	if err != nil {
 		return err
 	}

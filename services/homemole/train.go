@@ -127,7 +127,7 @@ func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if err := useDevice(log, cfg.Device); err != nil {
 		return err
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-train", log)
+	env, err := endpoints.OpenStore(ctx, ep, log)
 	if err != nil {
 		return err
 	}
