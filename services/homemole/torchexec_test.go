@@ -16,16 +16,7 @@ import (
 // get it, CGO_ENABLED=0, and runs `features` on a 1-packet capture as a
 // whole process: the start-up is the cost that per-file scripts pay.
 func TestCGOFreeFeatures(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the CLI; not in -short")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "homemole")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("CGO_ENABLED=0 go build ./services/homemole: %v\n%s", err, out)
-	}
+	_, bin := buildCGOFree(t)
 	in, _ := featuresCapture(t, 1, nil)
 	const runs = 21
 	took := make([]time.Duration, 0, runs)
@@ -57,16 +48,7 @@ func TestCGOFreeFeatures(t *testing.T) {
 // commands to homemole-torch beside it, with their arguments, output and
 // exit status, and says what to install when there is none.
 func TestTorchCommandsExecTheTorchBuild(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the CLI twice; not in -short")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "homemole")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
-	}
+	dir, bin := buildCGOFree(t)
 	run := func(wd string, args ...string) (stdout, stderr string, code int) {
 		var o, e bytes.Buffer
 		cmd := exec.Command(bin, args...)
@@ -101,4 +83,20 @@ func TestTorchCommandsExecTheTorchBuild(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, "blstm or lstm") {
 		t.Errorf("train --model gru: exit %d, stderr %q; want the torch build's usage error and status 2", code, stderr)
 	}
+}
+
+// buildCGOFree builds this command with CGO_ENABLED=0 into a fresh folder.
+func buildCGOFree(t *testing.T) (dir, bin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the CLI; not in -short")
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "homemole")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build ./services/homemole: %v\n%s", err, out)
+	}
+	return dir, bin
 }
