@@ -19,7 +19,14 @@ var statedRe = regexp.MustCompile(`\b\d+(?:\.\d+)? ?M (?:packets|windows)/s|\b\d
 func Check(readme string, f *File) []error {
 	var errs []error
 	quoted := map[string]bool{}
+	var header []string // the columns of the table being read
+	prev := ""
 	for n, line := range strings.Split(readme, "\n") {
+		if strings.HasPrefix(line, "|") && !strings.HasPrefix(prev, "|") {
+			header = strings.Split(line, "|")
+		}
+		prev = line
+		errs = append(errs, unquotedCells(n+1, line, header)...)
 		for _, m := range quoteRe.FindAllStringSubmatch(line, -1) {
 			key, text := m[1], m[2]
 			quoted[key] = true
@@ -38,6 +45,33 @@ func Check(readme string, f *File) []error {
 	for k := range f.Figures {
 		if !quoted[k] {
 			errs = append(errs, fmt.Errorf("docs/figures.json holds %q, which the README never quotes", k))
+		}
+	}
+	return errs
+}
+
+// cellFigureRe is a result in a table cell: a percentage or a score with
+// three decimals.
+var cellFigureRe = regexp.MustCompile(`\d+(?:\.\d+)? ?%|\b\d\.\d{3}\b`)
+
+// unquotedCells: in a table row that quotes a figure, every other cell
+// holding a result must quote one too, but for the row's label and the
+// columns that cite a paper (their header starts with "paper"): those are
+// not ours to rerun.
+func unquotedCells(n int, line string, header []string) []error {
+	if !strings.HasPrefix(line, "|") || !quoteRe.MatchString(line) {
+		return nil
+	}
+	var errs []error
+	for i, cell := range strings.Split(line, "|") {
+		if i <= 1 { // before the first bar, and the row's label
+			continue
+		}
+		if i < len(header) && strings.HasPrefix(strings.ToLower(strings.TrimSpace(header[i])), "paper") {
+			continue
+		}
+		if s := cellFigureRe.FindString(quoteRe.ReplaceAllString(cell, "")); s != "" {
+			errs = append(errs, fmt.Errorf("README.md:%d: a row of quoted figures states %q unquoted: add it to docs/figures.json", n, s))
 		}
 	}
 	return errs

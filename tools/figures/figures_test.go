@@ -30,16 +30,18 @@ func TestCheckFails(t *testing.T) {
 	f := &File{Figures: map[string]Figure{
 		"bench.x": {Value: "3.61 M packets/s", Command: "go test -bench X", Date: "2026-12-04T00:00:00Z"},
 	}}
-	good := "| x | <!--fig:bench.x-->3.61 M packets/s<!--/fig--> |\n"
+	good := "| x | <!--fig:bench.x-->3.61 M packets/s<!--/fig--> |\n\n" +
+		"| what | ours | paper, BLSTM |\n| --- | --- | --- |\n| x 2.5 % | <!--fig:bench.x-->3.61 M packets/s<!--/fig--> | 99.2 % |\n"
 	if errs := Check(good, f); len(errs) != 0 {
 		t.Fatalf("a README that quotes right: %v", errs)
 	}
 	for name, c := range map[string]struct{ readme, want string }{
-		"stale value":     {"<!--fig:bench.x-->1.77 M packets/s<!--/fig-->", `docs/figures.json holds "3.61 M packets/s"`},
-		"unknown key":     {good + "<!--fig:bench.y-->2 M packets/s<!--/fig-->", `"bench.y", which docs/figures.json does not hold`},
-		"typed by hand":   {good + "matching runs at 1.77 M packets/s\n", `states "1.77 M packets/s" outside a figure quote`},
-		"short unit":      {good + "about 3.61 M/s\n", `states "3.61 M/s"`},
-		"figure unquoted": {"nothing here\n", `"bench.x", which the README never quotes`},
+		"stale value":        {"<!--fig:bench.x-->1.77 M packets/s<!--/fig-->", `docs/figures.json holds "3.61 M packets/s"`},
+		"unknown key":        {good + "<!--fig:bench.y-->2 M packets/s<!--/fig-->", `"bench.y", which docs/figures.json does not hold`},
+		"typed by hand":      {good + "matching runs at 1.77 M packets/s\n", `states "1.77 M packets/s" outside a figure quote`},
+		"short unit":         {good + "about 3.61 M/s\n", `states "3.61 M/s"`},
+		"figure unquoted":    {"nothing here\n", `"bench.x", which the README never quotes`},
+		"cell typed by hand": {"| what | ours | paper |\n| --- | --- | --- |\n| x | " + "<!--fig:bench.x-->3.61 M packets/s<!--/fig--> 0.903 | 99.2 % |\n", `states "0.903" unquoted`},
 	} {
 		errs := Check(c.readme, f)
 		found := false
