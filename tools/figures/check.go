@@ -76,3 +76,16 @@ func unquotedCells(n int, line string, header []string) []error {
 	}
 	return errs
 }
+
+// Requote sets each quote of readme to the value f holds for its key;
+// quotes of keys f lacks are left for Check to report.
+func Requote(readme string, f *File) string {
+	return quoteRe.ReplaceAllStringFunc(readme, func(q string) string {
+		key := quoteRe.FindStringSubmatch(q)[1]
+		fig, ok := f.Figures[key]
+		if !ok {
+			return q
+		}
+		return "<!--fig:" + key + "-->" + fig.Value + "<!--/fig-->"
+	})
+}

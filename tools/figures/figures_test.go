@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -77,5 +78,37 @@ func TestLoadRefusesIncompleteFigures(t *testing.T) {
 		if _, err := Load(p); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
+	}
+}
+
+// TestFileIsAsSaved: the checked-in file is byte for byte what the tool
+// writes, so a rerun's diff shows only the figures that changed.
+func TestFileIsAsSaved(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/figures.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load("../../docs/figures.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, raw) {
+		t.Errorf("docs/figures.json is not as the tool writes it; rewrite it with go run ./tools/figures --only cli.features_start")
+	}
+}
+
+func TestRequote(t *testing.T) {
+	f := &File{Figures: map[string]Figure{"bench.x": {Value: "0.99 M packets/s", Command: "c", Date: "d"}}}
+	in := "a <!--fig:bench.x-->3.61 M packets/s<!--/fig--> b <!--fig:bench.y-->1<!--/fig-->"
+	want := "a <!--fig:bench.x-->0.99 M packets/s<!--/fig--> b <!--fig:bench.y-->1<!--/fig-->"
+	if got := Requote(in, f); got != want {
+		t.Errorf("Requote:\n%s\nwant\n%s", got, want)
+	}
+	if errs := Check(Requote(in, f), f); len(errs) != 1 || !strings.Contains(errs[0].Error(), "bench.y") {
+		t.Errorf("after requoting, only the unknown key is left: %v", errs)
 	}
 }

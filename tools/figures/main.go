@@ -107,6 +107,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("figures", flag.ContinueOnError)
 	path := fs.String("file", "docs/figures.json", "the figures file to update")
+	readme := fs.String("readme", "README.md", "the README whose quotes are rewritten from the file")
 	var only []string
 	fs.Func("only", "rerun only this key (repeatable)", func(s string) error { only = append(only, s); return nil })
 	if err := fs.Parse(args); err != nil {
@@ -141,7 +142,24 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	return f.Save(*path)
+	if err := f.Save(*path); err != nil {
+		return err
+	}
+	return requote(*readme, f)
+}
+
+// requote rewrites every quote in the README to the value the file holds
+// now, so that a rerun leaves the two agreeing.
+func requote(path string, f *File) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read the README to requote: %w", err)
+	}
+	out := Requote(string(b), f)
+	if out == string(b) {
+		return nil
+	}
+	return os.WriteFile(path, []byte(out), 0o644)
 }
 
 // Load reads a figures file.
@@ -169,11 +187,23 @@ func Load(path string) (*File, error) {
 
 // Save writes the file with sorted keys (encoding/json sorts map keys).
 func (f *File) Save(path string) error {
-	b, err := json.MarshalIndent(f, "", "  ")
+	b, err := f.encode()
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return os.WriteFile(path, b, 0o644)
+}
+
+func (f *File) encode() ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	// The figures quote HTML comments and "<=": kept readable in diffs.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(f); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 func goCmd(ctx context.Context, args ...string) (string, error) {
