@@ -33,7 +33,9 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN go run ./tools/gotchsetup
-RUN go build -trimpath -o /out/ ./services/homemole ./services/trainer ./services/detector
+# homemole with -tags torch: the image has libtorch, so one binary runs every
+# command itself instead of handing model commands to homemole-torch.
+RUN go build -tags torch -trimpath -o /out/ ./services/homemole ./services/trainer ./services/detector
 
 FROM ${CUDA_RUNTIME_IMAGE}
 COPY --from=build /opt/libtorch/lib /opt/libtorch/lib

@@ -187,7 +187,12 @@ func isMainPackage(t reporter, rel string) bool {
 func parsePackage(t reporter, dir string) []*ast.File {
 	t.Helper()
 	abs := filepath.Join(root, dir)
-	p, err := gobuild.Default.ImportDir(abs, 0)
+	// The images that run homemole's model commands build it with -tags
+	// torch (deploy/trainer.Dockerfile); without the tag those commands are
+	// stubs that hand over to homemole-torch, and their flags are not there.
+	bc := gobuild.Default
+	bc.BuildTags = append(slices.Clone(bc.BuildTags), "torch")
+	p, err := bc.ImportDir(abs, 0)
 	if err != nil {
 		t.Fatalf("package %s: %v", dir, err)
 	}

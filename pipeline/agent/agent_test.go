@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
@@ -152,6 +153,7 @@ func exactlyOnce(t *testing.T, c *bus.Conn, wanted map[key]bool) {
 // testHome is a home of n of the D-LinkCam captures, 270 to 650 packets
 // each.
 func testHome(t *testing.T, name string, n int) *campaign.Home {
+	sentineldata.Need(t)
 	files, err := filepath.Glob(filepath.Join(sentinel, "D-LinkCam", "*.pcap"))
 	if err != nil || len(files) < n {
 		t.Fatalf("want %d D-LinkCam captures under %s, found %d: %v", n, sentinel, len(files), err)

@@ -15,6 +15,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
@@ -26,6 +27,7 @@ const sentinel = "../../../shared/data/iot-sentinel-dev"
 // sentinelFiles lists the IoT Sentinel captures in a stable order.
 func sentinelFiles(tb testing.TB) []string {
 	tb.Helper()
+	sentineldata.Need(tb)
 	files, err := filepath.Glob(filepath.Join(sentinel, "*", "*.pcap"))
 	if err != nil || len(files) == 0 {
 		tb.Fatalf("the IoT Sentinel captures must sit beside the project (%s): %v", sentinel, err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
@@ -28,6 +29,7 @@ const sentinel = "../../../shared/data/iot-sentinel-dev"
 // are the LAN tap's sessions, its MAC file the inventory.
 func sentinelHome(t *testing.T, device string) *campaign.Home {
 	t.Helper()
+	sentineldata.Need(t)
 	dir := filepath.Join(sentinel, device)
 	mac, err := os.ReadFile(filepath.Join(dir, "_iotdevice-mac.txt"))
 	if err != nil {

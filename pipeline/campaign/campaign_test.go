@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/homemole/homemole/internal/sentineldata"
 )
 
 func TestLoadGood(t *testing.T) {
@@ -103,7 +105,7 @@ func TestLoadMissingFile(t *testing.T) {
 }
 
 func TestFromDeviceDirs(t *testing.T) {
-	c, err := FromDeviceDirs("../../../shared/data/iot-sentinel-dev", "sentinel")
+	c, err := FromDeviceDirs(sentineldata.Need(t), "sentinel")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
 )
@@ -25,6 +26,7 @@ func mergedSentinel(tb testing.TB) string {
 	if path := os.Getenv(mergedCaptureEnv); path != "" {
 		return path
 	}
+	sentineldata.Need(tb)
 	files, _ := filepath.Glob(filepath.Join(sentinelDir, "*", "*.pcap"))
 	if len(files) == 0 {
 		tb.Skipf("IoT Sentinel captures not available under %s", sentinelDir)

@@ -20,6 +20,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
 )
@@ -36,6 +37,7 @@ var sentinelHome = features.HomeConfig{
 
 func sentinelFiles(tb testing.TB) []string {
 	tb.Helper()
+	sentineldata.Need(tb)
 	files, err := filepath.Glob(filepath.Join(sentinelDir, "*", "Setup-*.pcap"))
 	if err != nil || len(files) == 0 {
 		tb.Skipf("IoT Sentinel captures not available under %s", sentinelDir)
@@ -46,6 +48,7 @@ func sentinelFiles(tb testing.TB) []string {
 // smallSentinel is a real capture of a few hundred packets.
 func smallSentinel(tb testing.TB) string {
 	tb.Helper()
+	sentineldata.Need(tb)
 	path := filepath.Join(sentinelDir, "TP-LinkPlugHS100", "Setup-A-1-STA.pcap")
 	if _, err := os.Stat(path); err != nil {
 		tb.Skipf("capture not available: %v", err)

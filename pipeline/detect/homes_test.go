@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/pipeline/homegen"
 )
 
@@ -25,11 +26,11 @@ const (
 var (
 	homeOnce  sync.Once
 	homeModel *Model
-	homeTest  []HomeSession
+	homeTest  []scene.HomeSession
 	homeErr   error
 )
 
-func trainedHome(t *testing.T) (*Model, []HomeSession) {
+func trainedHome(t *testing.T) (*Model, []scene.HomeSession) {
 	t.Helper()
 	homeOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "homemole-detect-home-")
@@ -51,7 +52,7 @@ func trainedHome(t *testing.T) (*Model, []HomeSession) {
 		cfg := DefaultConfig() // as `homemole sp train` trains
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		t0 := time.Now()
-		homeModel, homeErr = Train(context.Background(), HomeCorpus(ss[:trainSessions]), cfg, log)
+		homeModel, homeErr = Train(context.Background(), scene.HomeCorpus(ss[:trainSessions]), cfg, log)
 		if homeErr == nil {
 			fmt.Printf("trained %d device types on %d sessions in %v\n", len(homeModel.Devices), trainSessions, time.Since(t0).Round(time.Millisecond))
 		}
@@ -79,11 +80,11 @@ var counts = []int{1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 70, 100}
 func TestGeneratedHomesBehindNAT(t *testing.T) {
 	m, test := trainedHome(t)
 	ctx := context.Background()
-	r, err := EvaluateNAT(ctx, m, test, counts, 7)
+	r, err := scene.EvaluateNAT(ctx, m, test, counts, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ResponseTimes(ctx, m, test, 13*time.Minute, 7, r); err != nil {
+	if err := scene.ResponseTimes(ctx, m, test, 13*time.Minute, 7, r); err != nil {
 		t.Fatal(err)
 	}
 	r.Title = "Sequence profiles + CNN, generated home behind NAPT"
@@ -117,10 +118,10 @@ func TestGeneratedHomesBehindNAT(t *testing.T) {
 	}
 }
 
-func loadHome(h *homegen.Home) ([]HomeSession, error) {
+func loadHome(h *homegen.Home) ([]scene.HomeSession, error) {
 	hc, err := h.HomeConfig()
 	if err != nil {
 		return nil, err
 	}
-	return LoadHomeNAPT(context.Background(), h.Files, h.Inventory, hc)
+	return scene.LoadHomeNAPT(context.Background(), h.Files, h.Inventory, hc)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/sugarme/gotch/nn"
 
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/seqprofile"
@@ -96,16 +97,6 @@ func (c Config) Validate() error {
 // Window is how long one CNN window lasts.
 func (c Config) Window() time.Duration { return time.Duration(c.WindowBins) * c.Match.Bin }
 
-// Corpus is what a model is trained from.
-type Corpus struct {
-	// Devices are the device types' training captures: each session's
-	// Device packets are the type's traffic, its Background packets join
-	// the background.
-	Devices []seqprofile.DeviceTraffic
-	// Background is further traffic without any of the device types.
-	Background [][]seqprofile.Stamped
-}
-
 // DeviceModel is one device type's part of a model.
 type DeviceModel struct {
 	Name     string               `json:"name"`
@@ -141,6 +132,21 @@ func (m *Model) Close() {
 		_ = t.Drop()
 	}
 	m.vs, m.det, m.cnt = nil, nil, nil
+}
+
+// Bin is the width of one time bin of SP matching (scene.Detector).
+func (m *Model) Bin() time.Duration { return m.Config.Match.Bin }
+
+// WindowBins is how many bins a CNN window spans (scene.Detector).
+func (m *Model) WindowBins() int { return m.Config.WindowBins }
+
+// DeviceNames are the model's device types, in its order (scene.Detector).
+func (m *Model) DeviceNames() []string {
+	out := make([]string, len(m.Devices))
+	for i, d := range m.Devices {
+		out[i] = d.Name
+	}
+	return out
 }
 
 // SPs lists every SP of every device type for a Matcher; Channels(d) are
@@ -201,7 +207,7 @@ func (m *Model) build() error {
 // assumes matches of interleaved devices add up, which the Matcher's
 // concurrent partial matches make nearly true. The evaluation does not
 // assume it: it mixes packets and matches the mixture.
-func Train(ctx context.Context, c *Corpus, cfg Config, log *slog.Logger) (*Model, error) {
+func Train(ctx context.Context, c *scene.Corpus, cfg Config, log *slog.Logger) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -515,7 +521,7 @@ func (s *sampler) counterPart(n int) (*samples, error) {
 			streams = append(streams, s.cutInto(s.ownPkts[s.rng.IntN(len(s.ownPkts))], at, w, bin))
 		}
 		mt.Reset()
-		mt.AddAll(Superpose(streams...))
+		mt.AddAll(scene.Superpose(streams...))
 		raw := mt.Arrays().Window(s.buf[:0], at/bin, s.w, chans)
 		out.X = appendCounterInput(out.X, padTo(raw, s.in*s.w), s.scale, s.in, s.w)
 		out.Y = append(out.Y, float32(count))
@@ -539,7 +545,7 @@ func (s *sampler) cutInto(pkts []seqprofile.Stamped, at, w, bin int64) []seqprof
 		from = first + s.rng.Int64N(span-w+1)
 	}
 	// Matches starting in the window may end up to a few gaps after it.
-	return Cut(pkts, from, from+w+bin, at-from)
+	return scene.Cut(pkts, from, from+w+bin, at-from)
 }
 
 // appendDetectorInput compresses counts with log1p(count/scale): the

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/pipeline/learn/modelfiletest"
 	"github.com/homemole/homemole/pipeline/seqprofile"
 	"github.com/homemole/homemole/schemas"
@@ -39,7 +40,7 @@ func synthetic(seed uint64, t0 int64) (beat, beacon, noise []seqprofile.Stamped)
 
 func smallModel(t testing.TB) *Model {
 	t.Helper()
-	var c Corpus
+	var c scene.Corpus
 	beatDev := seqprofile.DeviceTraffic{Device: "heartbeat"}
 	beaconDev := seqprofile.DeviceTraffic{Device: "beacon"}
 	for s := range 3 {
@@ -80,7 +81,7 @@ func TestModelSaveLoadDetect(t *testing.T) {
 	}
 	// A held-out stretch: the heartbeat device only, then both.
 	beat, beacon, noise := synthetic(99, 1.8e18)
-	stream := Superpose(beat, Cut(beacon, 1.8e18+900e9, 1.8e18+1800e9, 0), noise)
+	stream := scene.Superpose(beat, scene.Cut(beacon, 1.8e18+900e9, 1.8e18+1800e9, 0), noise)
 	ctx := context.Background()
 	got, err := m.Detect(ctx, stream, 0)
 	if err != nil {
@@ -130,7 +131,7 @@ func TestModelSaveLoadDetect(t *testing.T) {
 func TestOnlinePublishesEveryStep(t *testing.T) {
 	m := smallModel(t)
 	beat, _, noise := synthetic(5, 1.9e18)
-	stream := Superpose(beat, noise)
+	stream := scene.Superpose(beat, noise)
 	var subjects []string
 	var seen []schemas.Seen
 	o := &Online{Model: m, Step: 3, Lag: 1, Publish: func(_ context.Context, subject, _ string, data []byte) error {
@@ -182,7 +183,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add(good[:len(modelFile.Magic)+8])
 	beat, _, noise := synthetic(7, 1.8e18)
-	stream := Superpose(Cut(beat, 1.8e18, 1.8e18+400e9, 0), Cut(noise, 1.8e18, 1.8e18+400e9, 0))
+	stream := scene.Superpose(scene.Cut(beat, 1.8e18, 1.8e18+400e9, 0), scene.Cut(noise, 1.8e18, 1.8e18+400e9, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Load(bytes.NewReader(data))
 		if err != nil {

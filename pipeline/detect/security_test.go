@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -22,7 +23,7 @@ func TestSecurityOnlineFarTimestamps(t *testing.T) {
 	const t0 = int64(1.9e18)
 	m := smallModel(t)
 	beat, _, noise := synthetic(5, t0)
-	honest := packetsOf(Superpose(beat, noise))
+	honest := packetsOf(scene.Superpose(beat, noise))
 	bad := func(ts int64) schemas.Packet { p := honest[0]; p.TsNs = ts; return p }
 	year := int64(365 * 24 * time.Hour)
 	var most uint64

@@ -59,7 +59,13 @@ type Option func(*options)
 type options struct {
 	natsPort               int
 	natsUser, natsPassword string
+	noNATS                 bool
 }
+
+// WithoutNATS starts the S3 server only, for commands that read and write
+// objects and publish nothing (predict, dataset ls): they then neither
+// start JetStream nor touch its store.
+func WithoutNATS() Option { return func(o *options) { o.noNATS = true } }
 
 // NATSPort makes NATS listen on a fixed port instead of one the kernel
 // picks: a server restarted on the state of a stopped one is then reachable
@@ -84,7 +90,11 @@ func Start(ctx context.Context, dir string, log *slog.Logger, opts ...Option) (*
 	}
 	natsDir := filepath.Join(dir, "nats")
 	s3Dir := filepath.Join(dir, "s3")
-	for _, d := range []string{natsDir, s3Dir} {
+	dirs := []string{natsDir, s3Dir}
+	if o.noNATS {
+		dirs = dirs[1:]
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create embedded state folder: %w (set HOMEMOLE_HOME to a writable folder)", err)
 		}
@@ -95,6 +105,66 @@ func Start(ctx context.Context, dir string, log *slog.Logger, opts ...Option) (*
 	}
 	if o.natsUser != "" {
 		keys.natsUser, keys.natsPassword = o.natsUser, o.natsPassword
+	}
+	ns, err := startNATS(o, keys, natsDir)
+	if err != nil {
+		return nil, err
+	}
+	// shutdown stops NATS, if it runs, on the way out of a failed start.
+	shutdown := func() {
+		if ns != nil {
+			ns.Shutdown()
+		}
+	}
+
+	base, err := s3afero.NewBasePathFs(afero.NewOsFs(), s3Dir, s3afero.FsPathCreate)
+	if err != nil {
+		shutdown()
+		return nil, fmt.Errorf("open embedded S3 folder %s: %w", s3Dir, err)
+	}
+	backend, err := s3afero.MultiBucket(base)
+	if err != nil {
+		shutdown()
+		return nil, fmt.Errorf("open embedded S3 buckets in %s: %w", s3Dir, err)
+	}
+	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0), gofakes3.WithLogger(gofakes3.DiscardLog()))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		shutdown()
+		return nil, fmt.Errorf("listen for embedded S3: %w", err)
+	}
+	up, err := newUploads(filepath.Join(dir, "s3-uploads"), backend)
+	if err != nil {
+		shutdown()
+		return nil, err
+	}
+	gate := &s3Gate{next: faker.Server(), uploads: up, accessKey: keys.s3Access, secretKey: keys.s3Secret, now: time.Now, log: log}
+	hs := &http.Server{Handler: gate, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("embedded S3 stopped", "err", err)
+		}
+	}()
+	var natsURL, natsClientURL string
+	if ns != nil {
+		natsClientURL = ns.ClientURL()
+		natsURL = fmt.Sprintf("nats://%s:%s@%s", keys.natsUser, keys.natsPassword, strings.TrimPrefix(natsClientURL, "nats://"))
+	}
+	s := &Servers{NATSURL: natsURL, S3Endpoint: ln.Addr().String(),
+		S3AccessKey: keys.s3Access, S3SecretKey: keys.s3Secret, NATSUser: keys.natsUser, NATSPassword: keys.natsPassword,
+		Credentials: filepath.Join(dir, CredentialsFile), nats: ns, s3: hs, log: log}
+	if err := s.writeCredentials(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	log.Debug("embedded servers up", "nats", natsClientURL, "s3", s.S3Endpoint, "dir", dir)
+	return s, nil
+}
+
+// startNATS starts the embedded JetStream server, or none under WithoutNATS.
+func startNATS(o options, keys runKeys, natsDir string) (*server.Server, error) {
+	if o.noNATS {
+		return nil, nil
 	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "homemole-embedded",
@@ -118,45 +188,7 @@ func Start(ctx context.Context, dir string, log *slog.Logger, opts ...Option) (*
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded NATS did not start within 30 s (state in %s; is the folder locked by another homemole?)", natsDir)
 	}
-
-	base, err := s3afero.NewBasePathFs(afero.NewOsFs(), s3Dir, s3afero.FsPathCreate)
-	if err != nil {
-		ns.Shutdown()
-		return nil, fmt.Errorf("open embedded S3 folder %s: %w", s3Dir, err)
-	}
-	backend, err := s3afero.MultiBucket(base)
-	if err != nil {
-		ns.Shutdown()
-		return nil, fmt.Errorf("open embedded S3 buckets in %s: %w", s3Dir, err)
-	}
-	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0), gofakes3.WithLogger(gofakes3.DiscardLog()))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		ns.Shutdown()
-		return nil, fmt.Errorf("listen for embedded S3: %w", err)
-	}
-	up, err := newUploads(filepath.Join(dir, "s3-uploads"), backend)
-	if err != nil {
-		ns.Shutdown()
-		return nil, err
-	}
-	gate := &s3Gate{next: faker.Server(), uploads: up, accessKey: keys.s3Access, secretKey: keys.s3Secret, now: time.Now, log: log}
-	hs := &http.Server{Handler: gate, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("embedded S3 stopped", "err", err)
-		}
-	}()
-	natsURL := fmt.Sprintf("nats://%s:%s@%s", keys.natsUser, keys.natsPassword, strings.TrimPrefix(ns.ClientURL(), "nats://"))
-	s := &Servers{NATSURL: natsURL, S3Endpoint: ln.Addr().String(),
-		S3AccessKey: keys.s3Access, S3SecretKey: keys.s3Secret, NATSUser: keys.natsUser, NATSPassword: keys.natsPassword,
-		Credentials: filepath.Join(dir, CredentialsFile), nats: ns, s3: hs, log: log}
-	if err := s.writeCredentials(); err != nil {
-		s.Close()
-		return nil, err
-	}
-	log.Debug("embedded servers up", "nats", ns.ClientURL(), "s3", s.S3Endpoint, "dir", dir)
-	return s, nil
+	return ns, nil
 }
 
 // Close stops both servers; JetStream flushes its store first.
@@ -164,8 +196,10 @@ func (s *Servers) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.s3.Shutdown(ctx)
-	s.nats.Shutdown()
-	s.nats.WaitForShutdown()
+	if s.nats != nil {
+		s.nats.Shutdown()
+		s.nats.WaitForShutdown()
+	}
 	_ = os.Remove(s.Credentials)
 }
 

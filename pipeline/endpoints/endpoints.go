@@ -120,6 +120,35 @@ func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, e
 	return env, nil
 }
 
+// OpenStore opens the object store only, starting an embedded S3 server
+// (and no NATS) when none is configured. Commands that only read and
+// write objects (predict, train, cv, dataset ls|inspect|verify|assemble|export)
+// use it: they neither wait for JetStream nor need a cluster to reach one,
+// and --nats is ignored. Env.Bus is nil.
+func OpenStore(ctx context.Context, c Config, log *slog.Logger) (*Env, error) {
+	env := &Env{}
+	s3 := store.S3Config{Endpoint: c.S3, AccessKey: c.AccessKey, SecretKey: c.SecretKey, Bucket: c.S3Bucket, TLS: c.S3TLS}
+	if s3.Endpoint == "" {
+		dir, err := filepath.Abs(c.Home)
+		if err != nil {
+			return nil, fmt.Errorf("embedded state folder %q: %w", c.Home, err)
+		}
+		srv, err := embedded.Start(ctx, dir, log, embedded.WithoutNATS())
+		if err != nil {
+			return nil, err
+		}
+		env.servers, env.Embedded = srv, true
+		s3 = store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: c.S3Bucket}
+	}
+	st, err := store.OpenS3(ctx, s3)
+	if err != nil {
+		env.Close()
+		return nil, err
+	}
+	env.Store, env.S3Endpoint = st, s3.Endpoint
+	return env, nil
+}
+
 // Servers are the embedded servers this process runs, or nil.
 func (e *Env) Servers() *embedded.Servers { return e.servers }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -60,6 +61,7 @@ func readPcap(tb testing.TB, path string) (LinkType, []rawFrame) {
 
 func sentinelFiles(tb testing.TB) map[string][]string {
 	tb.Helper()
+	sentineldata.Need(tb)
 	dirs, err := os.ReadDir(sentinelDir)
 	if err != nil {
 		tb.Skipf("IoT Sentinel captures not available: %v", err)
@@ -204,6 +206,7 @@ func structural(p *schemas.Packet, f rawFrame) string {
 // TestSentinelGolden pins packets of one capture whose decoding was read off
 // by hand (and agrees with tshark's dissection).
 func TestSentinelGolden(t *testing.T) {
+	sentineldata.Need(t)
 	path := filepath.Join(sentinelDir, "Aria", "Setup-A-1-STA.pcap")
 	if _, err := os.Stat(path); err != nil {
 		t.Skipf("capture not available: %v", err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/forest/sentinel"
 	"github.com/homemole/homemole/schemas"
 )
@@ -342,6 +343,7 @@ func TestSentinel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real captures in -short mode")
 	}
+	sentineldata.Need(t)
 	ctx := context.Background()
 	data, err := sentinel.Load(ctx, sentinelDir, 100, 0)
 	if err != nil {

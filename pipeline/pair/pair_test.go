@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
@@ -31,6 +32,7 @@ func sentinelHome() features.HomeConfig {
 }
 
 func sentinelFiles(t *testing.T) []string {
+	sentineldata.Need(t)
 	files, err := filepath.Glob(filepath.Join(sentinelDir, "*", "*.pcap"))
 	if err != nil || len(files) == 0 {
 		t.Skipf("IoT Sentinel captures not available in %s", sentinelDir)

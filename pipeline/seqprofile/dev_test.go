@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/homemole/homemole/internal/sentineldata"
 )
 
 const sentinelDir = "../../../shared/data/iot-sentinel-dev"
@@ -21,6 +23,7 @@ var (
 // loadDev reads the IoT Sentinel captures once per test binary.
 func loadDev(t testing.TB) []DeviceTraffic {
 	t.Helper()
+	sentineldata.Need(t)
 	devOnce.Do(func() { devData, devErr = LoadDir(context.Background(), sentinelDir) })
 	if devErr != nil {
 		t.Fatalf("the IoT Sentinel captures must sit beside the project: %v", devErr)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/detect"
+	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -148,7 +149,7 @@ func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.M
 	// defaults) keeps the test short; detection does not need more here.
 	cfg := detect.DefaultConfig()
 	cfg.DetectorSamples, cfg.CounterSamples, cfg.CNN.Epochs = 600, 120, 12
-	m, err := detect.Train(ctx, detect.HomeCorpus(sessions[:3]), cfg, log)
+	m, err := detect.Train(ctx, scene.HomeCorpus(sessions[:3]), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,10 +184,10 @@ func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.M
 	return model, pkts, modelPath
 }
 
-func loadHome(h *homegen.Home) ([]detect.HomeSession, error) {
+func loadHome(h *homegen.Home) ([]scene.HomeSession, error) {
 	hc, err := h.HomeConfig()
 	if err != nil {
 		return nil, err
 	}
-	return detect.LoadHomeNAPT(context.Background(), h.Files, h.Inventory, hc)
+	return scene.LoadHomeNAPT(context.Background(), h.Files, h.Inventory, hc)
 }

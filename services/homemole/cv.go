@@ -1,3 +1,5 @@
+//go:build torch
+
 package main
 
 import (
@@ -68,7 +70,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	if *run == "" {
 		*run = fmt.Sprintf("%s-%s-cv-%s", *name, spec.Name, time.Now().UTC().Format("20060102T150405"))
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-cv", log)
+	env, err := endpoints.OpenStore(ctx, ep, log)
 	if err != nil {
 		return err
 	}

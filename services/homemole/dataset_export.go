@@ -37,7 +37,7 @@ func runDatasetExport(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if *name == "" || *outPath == "" {
 		return cli.Usagef("dataset export needs --dataset NAME and --out FILE.parquet")
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-dataset", log)
+	env, err := endpoints.OpenStore(ctx, ep, log)
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func runDatasetToPcap(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if *id != "" && (*from != 0 || *to != -1) {
 		return cli.Usagef("dataset to-pcap: give --window or --from/--to, not both")
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-dataset", log)
+	env, err := endpoints.OpenStore(ctx, ep, log)
 	if err != nil {
 		return err
 	}

@@ -1,3 +1,5 @@
+//go:build torch
+
 package main
 
 import (
@@ -11,57 +13,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/experiment"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-// splitDevices lays out two folders like the IoT Sentinel set, linking
-// every other capture of each device into the test folder and the rest
-// into the training folder.
-func splitDevices(t *testing.T, devices ...string) (train, test string, testFiles []string) {
-	t.Helper()
-	root := t.TempDir()
-	train, test = filepath.Join(root, "train"), filepath.Join(root, "test")
-	for _, d := range devices {
-		src, err := filepath.Abs(filepath.Join(sentinelDir, d))
-		if err != nil {
-			t.Fatal(err)
-		}
-		caps, err := filepath.Glob(filepath.Join(src, "*.pcap"))
-		if err != nil || len(caps) < 4 {
-			t.Skipf("%s: need at least 4 captures of %s (%v)", src, d, err)
-		}
-		sort.Strings(caps)
-		for _, side := range []string{train, test} {
-			if err := os.MkdirAll(filepath.Join(side, d), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Symlink(filepath.Join(src, "_iotdevice-mac.txt"), filepath.Join(side, d, "_iotdevice-mac.txt")); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for i, c := range caps {
-			side := train
-			if i%2 == 1 {
-				side = test
-				testFiles = append(testFiles, filepath.Join(d, filepath.Base(c)))
-			}
-			if err := os.Symlink(c, filepath.Join(side, d, filepath.Base(c))); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	sort.Strings(testFiles)
-	return train, test, testFiles
-}
 
 // TestExperimentCommand trains on half of five devices' real captures and
 // names the device of each capture of the other half. The score comes
 // from captures the model never saw; chance is one in five.
 func TestExperimentCommand(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	train, test, testFiles := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings", "EdnetGateway")
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
@@ -138,9 +100,7 @@ func TestExperimentRefusesBadInput(t *testing.T) {
 // `homemole predict`: the device named and every packet's label must be
 // the same, and the device must be the capture's own.
 func TestPredictDeterministic(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	train, test, testFiles := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings", "EdnetGateway")
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
@@ -191,9 +151,7 @@ func TestPredictDeterministic(t *testing.T) {
 // TestStudyCommand runs a small window-size study (two sizes, 3 folds, an
 // LSTM of few epochs) on real captures of four devices.
 func TestStudyCommand(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	train, _, _ := splitDevices(t, "Aria", "HueBridge", "Lightify", "Withings")
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
@@ -234,9 +192,7 @@ func TestStudyCommand(t *testing.T) {
 // embedded S3 once stored corrupt objects) saves through experiment --save,
 // reads back whole and checked, and names a held-out capture's device.
 func TestLargeForestModel(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	entries, err := os.ReadDir(sentinelDir)
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -46,6 +47,7 @@ var tsharkFields = []string{
 // The captures are merged into one file first (mergecap -a keeps their
 // order) because one tshark per file would spend a minute starting up.
 func TestFeaturesAgreeWithTshark(t *testing.T) {
+	sentineldata.Need(t)
 	files, _ := filepath.Glob(filepath.Join(sentinelDir, "*", "*.pcap"))
 	if len(files) == 0 {
 		t.Skipf("no IoT Sentinel captures under %s", sentinelDir)

@@ -5,12 +5,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -18,31 +18,44 @@ import (
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
+type runFunc func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error
+
 type command struct {
 	summary string
-	run     func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error
+	run     runFunc
+	// torch marks a command that trains or runs a model: only a build with
+	// -tags torch links libtorch and runs it; the default, CGO-free build
+	// hands it to that build (torchCommand).
+	torch bool
 }
 
 func commands() map[string]command {
-	return map[string]command{
-		"demo":       {"generate a smart home, build a dataset, train a BLSTM and report, all embedded", runDemo},
-		"build":      {"build a dataset version from a campaign file (capture -> label -> window -> manifest)", runBuild},
-		"train":      {"train and evaluate a model on a dataset version; writes checkpoint and report", runTrain},
-		"dataset":    {"build, list, inspect and verify datasets: dataset build | ls | inspect | verify | assemble", runDataset},
-		"cv":         {"cross-validate a model on a dataset: k folds (grouped, random, leave-one-home-out), mean and spread", runCV},
-		"experiment": {"train on one folder of device captures, test on another; JSON summary per capture", runExperiment},
-		"predict":    {"label every packet of a capture with a stored model; which devices it saw", runPredict},
-		"study":      {"window-size study (paper Fig. 8): a dataset per window size, each cross-validated; curve in HTML", runStudy},
-		"serve":      {"run the embedded NATS and S3 servers only, for workers in other processes, and the campaign status page", runServe},
-		"campaign":   {"watch a running campaign: campaign status shows live sessions, packets/s, lag, windows, pairing, devices seen, last error per home and tap", runCampaign},
-		"features":   {"decode a capture and write one CSV row of features per packet, to check them", runFeatures},
-		"gateway":    {"emulate a home gateway (napt or vpn): turn a LAN capture into the WAN capture plus ground truth", runGateway},
-		"label":      {"label a LAN capture from the inventory and its WAN capture (napt or vpn) by pairing; prints packets, labels per device, pairing rate", runLabel},
-		"pair":       {"pair a WAN capture's packets with their LAN packets (napt or vpn); accuracy against a truth file", runPair},
-		"sp":         {"sequence profiles + CNNs (Ma et al.): sp train | eval | show, from folders of device captures", runSP},
-		"dlq":        {"list the messages consumers could never process, and why (dlq ls); put them back once fixed (dlq replay) or drop them (dlq discard)", runDLQ},
-		"detect":     {"report the device types (and how many) in a capture, per time window, with an sp model", runDetect},
+	cmds := map[string]command{
+		"demo":       {"generate a smart home, build a dataset, train a BLSTM and report, all embedded", nil, true},
+		"build":      {"build a dataset version from a campaign file (capture -> label -> window -> manifest)", runBuild, false},
+		"train":      {"train and evaluate a model on a dataset version; writes checkpoint and report", nil, true},
+		"dataset":    {"build, list, inspect and verify datasets: dataset build | ls | inspect | verify | assemble", runDataset, false},
+		"cv":         {"cross-validate a model on a dataset: k folds (grouped, random, leave-one-home-out), mean and spread", nil, true},
+		"experiment": {"train on one folder of device captures, test on another; JSON summary per capture", nil, true},
+		"predict":    {"label every packet of a capture with a stored model; which devices it saw", nil, true},
+		"study":      {"window-size study (paper Fig. 8): a dataset per window size, each cross-validated; curve in HTML", nil, true},
+		"serve":      {"run the embedded NATS and S3 servers only, for workers in other processes, and the campaign status page", runServe, false},
+		"campaign":   {"watch a running campaign: campaign status shows live sessions, packets/s, lag, windows, pairing, devices seen, last error per home and tap", runCampaign, false},
+		"features":   {"decode a capture and write one CSV row of features per packet, to check them", runFeatures, false},
+		"gateway":    {"emulate a home gateway (napt or vpn): turn a LAN capture into the WAN capture plus ground truth", runGateway, false},
+		"label":      {"label a LAN capture from the inventory and its WAN capture (napt or vpn) by pairing; prints packets, labels per device, pairing rate", runLabel, false},
+		"pair":       {"pair a WAN capture's packets with their LAN packets (napt or vpn); accuracy against a truth file", runPair, false},
+		"sp":         {"sequence profiles + CNNs (Ma et al.): sp train | eval | show, from folders of device captures", nil, true},
+		"dlq":        {"list the messages consumers could never process, and why (dlq ls); put them back once fixed (dlq replay) or drop them (dlq discard)", runDLQ, false},
+		"detect":     {"report the device types (and how many) in a capture, per time window, with an sp model", nil, true},
 	}
+	for name, c := range cmds {
+		if c.torch {
+			c.run = torchCommand(name)
+			cmds[name] = c
+		}
+	}
+	return cmds
 }
 
 const overview = `homemole fingerprints IoT devices from the metadata of their traffic.
@@ -76,7 +89,14 @@ func main() {
 			fmt.Fprint(os.Stderr, usage(cmds))
 			return cli.Usagef("unknown command %q", os.Args[1])
 		}
-		return c.run(ctx, log, os.Stdout, os.Args[2:])
+		err := c.run(ctx, log, os.Stdout, os.Args[2:])
+		var exit *torchExit
+		if errors.As(err, &exit) {
+			// The torch build has printed its own error; only its exit
+			// code is left to pass on.
+			os.Exit(exit.code)
+		}
+		return err
 	})
 }
 
@@ -129,26 +149,4 @@ func parse(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return bad
-}
-
-// writeReports writes a run's JSON summary to jsonOut and its HTML report
-// to *htmlOut, which defaults to jsonOut with the extension .html.
-func writeReports(jsonOut string, htmlOut *string, js, html func() ([]byte, error)) error {
-	b, err := js()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(jsonOut, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write the JSON summary: %w", err)
-	}
-	if *htmlOut == "" {
-		*htmlOut = strings.TrimSuffix(jsonOut, filepath.Ext(jsonOut)) + ".html"
-	}
-	if b, err = html(); err != nil {
-		return err
-	}
-	if err := os.WriteFile(*htmlOut, b, 0o644); err != nil {
-		return fmt.Errorf("write the HTML report: %w", err)
-	}
-	return nil
 }

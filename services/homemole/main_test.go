@@ -1,3 +1,5 @@
+//go:build torch
+
 package main
 
 import (
@@ -13,10 +15,6 @@ import (
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/services/internal/cli"
 )
-
-func quiet() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
 
 // TestDemoCommand runs `homemole demo` small, then `dataset verify` and
 // `dataset ls` against the state it left, as a person would.

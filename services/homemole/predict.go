@@ -1,3 +1,5 @@
+//go:build torch
+
 package main
 
 import (
@@ -44,7 +46,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if _, err := os.Stat(*in); err != nil {
 		return cli.Usagef("--in: %v", err)
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-predict", log)
+	env, err := endpoints.OpenStore(ctx, ep, log)
 	if err != nil {
 		return err
 	}

@@ -1,3 +1,5 @@
+//go:build torch
+
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/identify"
@@ -38,9 +41,7 @@ var (
 // tree votes separate unseen devices less well, to the floors it measured
 // (87.5 % and 54 %) less a margin.
 func TestPredictUnknown(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	if testing.Short() {
 		t.Skip("trains models on real captures")
 	}

@@ -1,3 +1,5 @@
+//go:build torch
+
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/detect"
+	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/seqprofile"
 	"github.com/homemole/homemole/services/internal/cli"
@@ -128,7 +131,7 @@ func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	}
 	train, _ := splitHoldout(devs, *holdout)
 	t0 := time.Now()
-	m, err := detect.Train(ctx, &detect.Corpus{Devices: train}, *cfg, log)
+	m, err := detect.Train(ctx, &scene.Corpus{Devices: train}, *cfg, log)
 	if err != nil {
 		return err
 	}
@@ -173,7 +176,7 @@ func runSPEval(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	if err := finishConfig(log, cfg, *window); err != nil {
 		return err
 	}
-	var r *detect.Report
+	var r *scene.Report
 	var err error
 	if *generated {
 		r, err = evalGenerated(ctx, log, *cfg, *modelOut)
@@ -215,14 +218,14 @@ func runSPShow(out io.Writer, args []string) error {
 	return nil
 }
 
-func evalCaptures(ctx context.Context, log *slog.Logger, cfg detect.Config, dir string, holdout, scenes int, modelOut string) (*detect.Report, error) {
+func evalCaptures(ctx context.Context, log *slog.Logger, cfg detect.Config, dir string, holdout, scenes int, modelOut string) (*scene.Report, error) {
 	devs, err := seqprofile.LoadDir(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
 	train, test := splitHoldout(devs, holdout)
 	t0 := time.Now()
-	m, err := detect.Train(ctx, &detect.Corpus{Devices: train}, cfg, log)
+	m, err := detect.Train(ctx, &scene.Corpus{Devices: train}, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +236,7 @@ func evalCaptures(ctx context.Context, log *slog.Logger, cfg detect.Config, dir 
 			return nil, err
 		}
 	}
-	r, err := detect.EvaluateCaptures(ctx, m, test, scenes, cfg.Seed)
+	r, err := scene.EvaluateCaptures(ctx, m, test, scenes, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +250,7 @@ func evalCaptures(ctx context.Context, log *slog.Logger, cfg detect.Config, dir 
 // generatedCounts are the numbers of devices of one type judged behind one NAT.
 var generatedCounts = []int{1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 70, 100}
 
-func evalGenerated(ctx context.Context, log *slog.Logger, cfg detect.Config, modelOut string) (*detect.Report, error) {
+func evalGenerated(ctx context.Context, log *slog.Logger, cfg detect.Config, modelOut string) (*scene.Report, error) {
 	dir, err := os.MkdirTemp("", "homemole-sp-eval-")
 	if err != nil {
 		return nil, err
@@ -262,12 +265,12 @@ func evalGenerated(ctx context.Context, log *slog.Logger, cfg detect.Config, mod
 	if err != nil {
 		return nil, err
 	}
-	ss, err := detect.LoadHomeNAPT(ctx, h.Files, h.Inventory, hc)
+	ss, err := scene.LoadHomeNAPT(ctx, h.Files, h.Inventory, hc)
 	if err != nil {
 		return nil, err
 	}
 	t0 := time.Now()
-	m, err := detect.Train(ctx, detect.HomeCorpus(ss[:trainN]), cfg, log)
+	m, err := detect.Train(ctx, scene.HomeCorpus(ss[:trainN]), cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -278,11 +281,11 @@ func evalGenerated(ctx context.Context, log *slog.Logger, cfg detect.Config, mod
 			return nil, err
 		}
 	}
-	r, err := detect.EvaluateNAT(ctx, m, ss[trainN:], generatedCounts, cfg.Seed)
+	r, err := scene.EvaluateNAT(ctx, m, ss[trainN:], generatedCounts, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
-	if err := detect.ResponseTimes(ctx, m, ss[trainN:], 13*time.Minute, cfg.Seed, r); err != nil {
+	if err := scene.ResponseTimes(ctx, m, ss[trainN:], 13*time.Minute, cfg.Seed, r); err != nil {
 		return nil, err
 	}
 	r.Title = "Sequence profiles + CNN, generated home behind NAPT"

@@ -1,3 +1,5 @@
+//go:build torch
+
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -36,9 +39,7 @@ func linkDevices(t *testing.T, devices ...string) string {
 // the JSON must be the documented one, windows must tile the capture, and
 // the bridge must be named in one of them.
 func TestSPTrainAndDetect(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("real captures not beside the project: %v", err)
-	}
+	sentineldata.Need(t)
 	dir := linkDevices(t, "Aria", "HueBridge", "Lightify", "WeMoSwitch")
 	model := filepath.Join(t.TempDir(), "m.spm")
 	var stdout bytes.Buffer

@@ -36,7 +36,7 @@ func main() {
 func run() error {
 	files, err := filepath.Glob(filepath.Join(sentinel, "*", "*.pcap"))
 	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no captures under %s: the shared data must sit beside the project", sentinel)
+		return fmt.Errorf("no captures under %s: the IoT Sentinel captures must sit beside the project (go tool task data fetches them)", sentinel)
 	}
 	sort.Strings(files)
 	var rows []row

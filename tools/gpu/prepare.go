@@ -116,7 +116,13 @@ func runPrepare(args []string) error {
 	for _, p := range programs {
 		t := time.Now()
 		bin := filepath.Join(buildDir, p.name)
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, p.pkg)
+		args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", bin}
+		if p.cgo {
+			// homemole's model commands (train, predict) are compiled only
+			// with the torch tag; the device has no Go to build them there.
+			args = append(args, "-tags", "torch")
+		}
+		cmd := exec.Command("go", append(args, p.pkg)...)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "GOWORK="+work, "CGO_ENABLED=1")
 		if !p.cgo {

@@ -1,4 +1,4 @@
-package detect
+package scene
 
 import (
 	"cmp"
@@ -13,6 +13,24 @@ import (
 	"github.com/homemole/homemole/pipeline/seqprofile"
 	"github.com/homemole/homemole/schemas"
 )
+
+// Detector is what judging a sequence-profile model needs of it: its time
+// grid, its device types, and what it finds at given window ends. The
+// CNNs behind it (pipeline/detect, libtorch) stay out of this package, so
+// scenes, scores and reports build and test without cgo.
+type Detector interface {
+	// Bin is the width of one time bin of SP matching.
+	Bin() time.Duration
+	// WindowBins is how many bins one judged window spans.
+	WindowBins() int
+	// DeviceNames are the device types, in the model's order.
+	DeviceNames() []string
+	// NewMatcher matches every profile of the model.
+	NewMatcher() (*seqprofile.Matcher, error)
+	// Assess reports, per window ending at each of ends (in bins), the
+	// device types found and how many.
+	Assess(arr *seqprofile.Arrays, ends []int64) ([][]schemas.SeenDetection, error)
+}
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
@@ -179,19 +197,18 @@ func copiesInto(rng *rand.Rand, sessions []HomeSession, dev string, n int, at, w
 // non-IoT traffic) and one per n in counts with n devices of the type
 // superposed, packet by packet, from random held-out sessions and phases.
 // Scenes are matched as mixtures; nothing adds arrays.
-func EvaluateNAT(ctx context.Context, m *Model, test []HomeSession, counts []int, seed uint64) (*Report, error) {
-	bin := int64(m.Config.Match.Bin)
-	w := int64(m.Config.WindowBins) * bin
+func EvaluateNAT(ctx context.Context, m Detector, test []HomeSession, counts []int, seed uint64) (*Report, error) {
+	bin := int64(m.Bin())
+	w := int64(m.WindowBins()) * bin
 	rng := rand.New(rand.NewPCG(seed, 0xe7a1))
 	mt, err := m.NewMatcher()
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Window: m.Config.Window().String()}
+	r := &Report{Window: (time.Duration(m.WindowBins()) * m.Bin()).String()}
 	type acc struct{ est, err, n float64 }
 	byN := map[int]*acc{}
-	for _, dm := range m.Devices {
-		dev := dm.Name
+	for _, dev := range m.DeviceNames() {
 		sc := Score{Device: dev}
 		var errSum float64
 		var errN int
@@ -252,15 +269,15 @@ func EvaluateNAT(ctx context.Context, m *Model, test []HomeSession, counts []int
 // traffic is removed until a random moment at least one CNN window in,
 // and CNN windows sliding by one bin are judged from then on until
 // horizon. Windows before the moment that name the type are false alarms.
-func ResponseTimes(ctx context.Context, m *Model, test []HomeSession, horizon time.Duration, seed uint64, r *Report) error {
-	bin := int64(m.Config.Match.Bin)
-	w := int64(m.Config.WindowBins) * bin
+func ResponseTimes(ctx context.Context, m Detector, test []HomeSession, horizon time.Duration, seed uint64, r *Report) error {
+	bin := int64(m.Bin())
+	w := int64(m.WindowBins()) * bin
 	rng := rand.New(rand.NewPCG(seed, 0x7e5))
 	mt, err := m.NewMatcher()
 	if err != nil {
 		return err
 	}
-	for _, dm := range m.Devices {
+	for _, dev := range m.DeviceNames() {
 		var times []float64
 		alarms := 0
 		for _, s := range test {
@@ -272,7 +289,7 @@ func ResponseTimes(ctx context.Context, m *Model, test []HomeSession, horizon ti
 				continue
 			}
 			appear := first + w + rng.Int64N(max(1, last-first-2*w-int64(horizon)))
-			stream := Superpose(without(s, dm.Name), Cut(s.ByDevice[dm.Name], appear, last+bin, 0))
+			stream := Superpose(without(s, dev), Cut(s.ByDevice[dev], appear, last+bin, 0))
 			mt.Reset()
 			mt.AddAll(stream)
 			var ends []int64
@@ -285,7 +302,7 @@ func ResponseTimes(ctx context.Context, m *Model, test []HomeSession, horizon ti
 			}
 			resp := math.Inf(1)
 			for k, e := range ends {
-				named := slices.ContainsFunc(found[k], func(d schemas.SeenDetection) bool { return d.Device == dm.Name })
+				named := slices.ContainsFunc(found[k], func(d schemas.SeenDetection) bool { return d.Device == dev })
 				if !named {
 					continue
 				}
@@ -298,7 +315,7 @@ func ResponseTimes(ctx context.Context, m *Model, test []HomeSession, horizon ti
 			}
 			times = append(times, resp)
 		}
-		if k := slices.IndexFunc(r.PerDevice, func(d DeviceResult) bool { return d.Device == dm.Name }); k >= 0 && len(times) > 0 {
+		if k := slices.IndexFunc(r.PerDevice, func(d DeviceResult) bool { return d.Device == dev }); k >= 0 && len(times) > 0 {
 			slices.Sort(times)
 			r.PerDevice[k].ResponseSeconds = Ratio(times[len(times)/2])
 			r.PerDevice[k].ResponseMax = Ratio(times[len(times)-1])
@@ -315,9 +332,9 @@ func ResponseTimes(ctx context.Context, m *Model, test []HomeSession, horizon ti
 // random offsets, as devices behind one address; per device type, a scene
 // is a positive when one of its captures is in it. Captures longer than
 // the window are cut.
-func EvaluateCaptures(ctx context.Context, m *Model, test []seqprofile.DeviceTraffic, scenes int, seed uint64) (*Report, error) {
-	bin := int64(m.Config.Match.Bin)
-	w := int64(m.Config.WindowBins) * bin
+func EvaluateCaptures(ctx context.Context, m Detector, test []seqprofile.DeviceTraffic, scenes int, seed uint64) (*Report, error) {
+	bin := int64(m.Bin())
+	w := int64(m.WindowBins()) * bin
 	rng := rand.New(rand.NewPCG(seed, 0xca9))
 	type capt struct {
 		dev  string
@@ -338,9 +355,10 @@ func EvaluateCaptures(ctx context.Context, m *Model, test []seqprofile.DeviceTra
 	if err != nil {
 		return nil, err
 	}
-	scores := make([]Score, len(m.Devices))
-	for i, d := range m.Devices {
-		scores[i].Device = d.Name
+	names := m.DeviceNames()
+	scores := make([]Score, len(names))
+	for i, name := range names {
+		scores[i].Device = name
 	}
 	const at = int64(1<<60) / int64(time.Second) * int64(time.Second)
 	for range scenes {
@@ -367,16 +385,16 @@ func EvaluateCaptures(ctx context.Context, m *Model, test []seqprofile.DeviceTra
 		}
 		mt.Reset()
 		mt.AddAll(Superpose(streams...))
-		found, err := m.Assess(mt.Arrays(), []int64{at/bin + int64(m.Config.WindowBins)})
+		found, err := m.Assess(mt.Arrays(), []int64{at/bin + int64(m.WindowBins())})
 		if err != nil {
 			return nil, err
 		}
-		for i, d := range m.Devices {
-			named := slices.ContainsFunc(found[0], func(x schemas.SeenDetection) bool { return x.Device == d.Name })
-			scores[i].Add(present[d.Name], named)
+		for i, name := range names {
+			named := slices.ContainsFunc(found[0], func(x schemas.SeenDetection) bool { return x.Device == name })
+			scores[i].Add(present[name], named)
 		}
 	}
-	r := &Report{Window: m.Config.Window().String(), Windows: scenes}
+	r := &Report{Window: (time.Duration(m.WindowBins()) * m.Bin()).String(), Windows: scenes}
 	judged := map[string]bool{}
 	for _, c := range caps {
 		judged[c.dev] = true

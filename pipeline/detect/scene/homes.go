@@ -1,4 +1,4 @@
-package detect
+package scene
 
 import (
 	"bytes"
@@ -115,4 +115,14 @@ func HomeCorpus(sessions []HomeSession) *Corpus {
 		c.Background = append(c.Background, s.Rest)
 	}
 	return c
+}
+
+// Corpus is what a model is trained from.
+type Corpus struct {
+	// Devices are the device types' training captures: each session's
+	// Device packets are the type's traffic, its Background packets join
+	// the background.
+	Devices []seqprofile.DeviceTraffic
+	// Background is further traffic without any of the device types.
+	Background [][]seqprofile.Stamped
 }

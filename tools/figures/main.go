@@ -1,0 +1,263 @@
+// Command figures reruns what the README's figures report and writes them,
+// each with the command that produced it and when, to docs/figures.json.
+// The README quotes that file by key (<!--fig:KEY-->VALUE<!--/fig-->), and
+// TestREADMEQuotesFigures fails when the two disagree or when the README
+// states a throughput that is not quoted from it.
+//
+// Run it as `go tool task figures` from the repository root. Figures whose
+// command needs root, a reference tool or many minutes are not rerun here:
+// they keep their value in the file, with "regenerate" naming the command
+// and why it is not part of this run; --only KEY reruns any one figure
+// that has a runner.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// File is docs/figures.json.
+type File struct {
+	About   string            `json:"about"`
+	Figures map[string]Figure `json:"figures"`
+}
+
+// Figure is one number the README states.
+type Figure struct {
+	Value   string `json:"value"`
+	Command string `json:"command"`
+	// Date is when Command last produced Value (UTC, RFC 3339), or empty
+	// when the value predates this file and has not been rerun since.
+	Date string `json:"date,omitempty"`
+	// Regenerate says, for a figure `go tool task figures` does not rerun,
+	// why and what to run instead.
+	Regenerate string `json:"regenerate,omitempty"`
+}
+
+// runner measures one figure.
+type runner struct {
+	key, command string
+	measure      func(ctx context.Context) (string, error)
+}
+
+// benchFigure runs one Go benchmark and formats its metric.
+func benchFigure(key, pkg, name, benchtime, metric string, format func(float64) string) runner {
+	args := []string{"test", "-run", "^$", "-bench", "^" + name + "$", "-benchtime", benchtime, pkg}
+	return runner{key: key, command: "go " + shellJoin(args), measure: func(ctx context.Context) (string, error) {
+		out, err := goCmd(ctx, args...)
+		if err != nil {
+			return "", err
+		}
+		v, err := metricOf(out, metric)
+		if err != nil {
+			return "", err
+		}
+		return format(v), nil
+	}}
+}
+
+var medianRe = regexp.MustCompile(`median ([0-9.]+)ms of (\d+) runs`)
+
+func runners() []runner {
+	mps := func(v float64) string { return fmt.Sprintf("%.2f M packets/s", v/1e6) }
+	return []runner{
+		benchFigure("bench.sp_matching", "./pipeline/seqprofile/", "BenchmarkMatch", "3s", "packets/s", mps),
+		benchFigure("bench.jetstream", "./pipeline/agent/", "BenchmarkPublishSentinel", "20x", "packets/s", mps),
+		benchFigure("bench.labeler", "./pipeline/label/", "BenchmarkLabel/paired", "3x", "packets/s", mps),
+		benchFigure("bench.windowing", "./pipeline/window/", "BenchmarkWindower", "3x", "packets/s", mps),
+		{key: "cli.features_start", command: "go test -count=1 -run '^TestCGOFreeFeatures$' -v ./services/homemole/",
+			measure: func(ctx context.Context) (string, error) {
+				out, err := goCmd(ctx, "test", "-count=1", "-run", "^TestCGOFreeFeatures$", "-v", "./services/homemole/")
+				if err != nil {
+					return "", err
+				}
+				m := medianRe.FindStringSubmatch(out)
+				if m == nil {
+					return "", fmt.Errorf("no median in the test's output:\n%s", tail(out))
+				}
+				v, _ := strconv.ParseFloat(m[1], 64)
+				return fmt.Sprintf("%.1f ms", v), nil
+			}},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "figures:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("figures", flag.ContinueOnError)
+	path := fs.String("file", "docs/figures.json", "the figures file to update")
+	readme := fs.String("readme", "README.md", "the README whose quotes are rewritten from the file")
+	var only []string
+	fs.Func("only", "rerun only this key (repeatable)", func(s string) error { only = append(only, s); return nil })
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	f, err := Load(*path)
+	if err != nil {
+		return err
+	}
+	rs := runners()
+	for _, k := range only {
+		if !slices.ContainsFunc(rs, func(r runner) bool { return r.key == k }) {
+			return fmt.Errorf("--only %s: no runner for that key (these have one: %s)", k, keys(rs))
+		}
+	}
+	for _, r := range rs {
+		if len(only) > 0 && !slices.Contains(only, r.key) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "%s: %s\n", r.key, r.command)
+		v, err := r.measure(ctx)
+		if err != nil {
+			return fmt.Errorf("%s (%s): %w", r.key, r.command, err)
+		}
+		f.Figures[r.key] = Figure{Value: v, Command: r.command, Date: time.Now().UTC().Format(time.RFC3339)}
+		fmt.Fprintf(os.Stderr, "%s = %s\n", r.key, v)
+		// Written after each figure, so an interrupted run keeps what it measured.
+		if err := f.Save(*path); err != nil {
+			return err
+		}
+	}
+	if err := f.Save(*path); err != nil {
+		return err
+	}
+	return requote(*readme, f)
+}
+
+// requote rewrites every quote in the README to the value the file holds
+// now, so that a rerun leaves the two agreeing.
+func requote(path string, f *File) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read the README to requote: %w", err)
+	}
+	out := Requote(string(b), f)
+	if out == string(b) {
+		return nil
+	}
+	return os.WriteFile(path, []byte(out), 0o644)
+}
+
+// Load reads a figures file.
+func Load(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the figures file (run from the repository root, or give --file): %w", err)
+	}
+	var f File
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if f.Figures == nil {
+		f.Figures = map[string]Figure{}
+	}
+	for k, v := range f.Figures {
+		if v.Value == "" || v.Command == "" || (v.Date == "" && v.Regenerate == "") {
+			return nil, fmt.Errorf("%s: figure %q needs a value, a command, and a date or a regenerate note", path, k)
+		}
+	}
+	return &f, nil
+}
+
+// Save writes the file with sorted keys (encoding/json sorts map keys).
+func (f *File) Save(path string) error {
+	b, err := f.encode()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func (f *File) encode() ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	// The figures quote HTML comments and "<=": kept readable in diffs.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(f); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func goCmd(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%w\n%s", err, tail(out.String()))
+	}
+	return out.String(), nil
+}
+
+// metricOf finds "VALUE METRIC" on a benchmark result line.
+func metricOf(out, metric string) (float64, error) {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "Benchmark") {
+			continue
+		}
+		fields := strings.Fields(line)
+		for i := 1; i < len(fields); i++ {
+			if fields[i] == metric {
+				return strconv.ParseFloat(fields[i-1], 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no %q in the benchmark output:\n%s", metric, tail(out))
+}
+
+func tail(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func keys(rs []runner) string {
+	var ks []string
+	for _, r := range rs {
+		ks = append(ks, r.key)
+	}
+	return strings.Join(ks, ", ")
+}
+
+func shellJoin(args []string) string {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if strings.ContainsAny(a, "^$ /*") && !strings.HasPrefix(a, "./") {
+			a = "'" + a + "'"
+		}
+		b.WriteString(a)
+	}
+	return b.String()
+}
