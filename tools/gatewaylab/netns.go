@@ -46,8 +46,17 @@ type lab struct {
 	tun string
 }
 
-func newLab(verbose bool) *lab {
+func newLab(verbose bool) *lab { return newLabNamed(verbose, "") }
+
+// newLabNamed is newLab for one of several labs of this process at once:
+// name keeps their namespaces apart (they may use the same addresses, each
+// in its own namespaces).
+func newLabNamed(verbose bool, name string) *lab {
 	id := strconv.Itoa(os.Getpid())
+	if name != "" {
+		// The pid stays first: removeStale reads it back.
+		id += "-" + name
+	}
 	l := &lab{id: id, verbose: verbose, tun: "tun0"}
 	l.dev = nsPrefix + id + "-dev"
 	l.gw = nsPrefix + id + "-gw"
