@@ -74,7 +74,7 @@ func TestClusterSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &workload{c: c, file: filepath.Join(dir, "campaign", "campaign.yaml"),
-		windowArgs: append(append([]string(nil), windowArgs...), "--flush-windows", "256", "--session-budget", "32MiB", "--consumer-budget", "128MiB")}
+		windowArgs: append(append([]string(nil), windowArgs...), "--flush-windows", "256", "--session-budget", "32MiB")}
 	if err := os.WriteFile(w.file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
