@@ -318,8 +318,8 @@ func runLive(t *testing.T, bin string, s *script, mode, cipher string) string {
 		})
 		return ks
 	}
-	lanOf, lanMissed := alignCapture(lanCap, order(byTap["lan"]), pkts)
-	wanOf, wanMissed := alignCapture(wanCap, order(byTap["wan"]), pkts)
+	lanOf, lanMissed, lanByTime := alignCapture(lanCap, order(byTap["lan"]), pkts)
+	wanOf, wanMissed, wanByTime := alignCapture(wanCap, order(byTap["wan"]), pkts)
 	correct, total := 0, 0
 	var misses []string // the first WAN packets without their LAN packet's label
 	for i, j := range truth {
@@ -338,8 +338,8 @@ func runLive(t *testing.T, bin string, s *script, mode, cipher string) string {
 		}
 	}
 	rate := float64(correct) / float64(max(total, 1))
-	t.Logf("%s: tcpdump: %d LAN, %d WAN packets, %d and %d of them not among the agent's; %d WAN packets carry a LAN packet (payload truth), %d of them labeled as it (%.2f %%)",
-		mode, len(lanCap), len(wanCap), lanMissed, wanMissed, total, correct, 100*rate)
+	t.Logf("%s: tcpdump: %d LAN, %d WAN packets, %d and %d of them not among the agent's, %d and %d found by time stamp; %d WAN packets carry a LAN packet (payload truth), %d of them labeled as it (%.2f %%)",
+		mode, len(lanCap), len(wanCap), lanMissed, wanMissed, lanByTime, wanByTime, total, correct, 100*rate)
 
 	line := fmt.Sprintf("live: %d packets captured, %d labeled, %d windowed, %d lost, %d duplicated, %d sessions, peak RSS labeler %.0f MiB windower %.0f MiB",
 		captured, len(label), windowed, lost, dups, len(ast.Sessions), rss["labeler"], rss["windower"])
@@ -364,11 +364,14 @@ func runLive(t *testing.T, bin string, s *script, mode, cipher string) string {
 }
 
 // alignCapture names each IPv4 packet of a tcpdump capture by the agent's
-// packet it is: the same header fields, taken in capture order (two
-// packets of the same header, such as OpenVPN's datagrams of one size,
-// keep their order on both sockets of one interface). missed counts
-// packets tcpdump saw that the agent did not.
-func alignCapture[K comparable](capPkts []capPkt, agentOrder []K, pkts map[K]schemas.Packet) (map[int64]K, int) {
+// packet it is: the same header fields and, where one has it, the same
+// time stamp (the kernel stamps a packet once for every socket that
+// captures it), else the first in capture order: two packets of one
+// header, such as OpenVPN's datagrams of one size, may reach two sockets
+// in different orders when two CPUs handle them at once. missed counts
+// packets tcpdump saw that the agent did not; byTime those named by their
+// time stamp.
+func alignCapture[K comparable](capPkts []capPkt, agentOrder []K, pkts map[K]schemas.Packet) (out map[int64]K, missed, byTime int) {
 	headerKey := func(src, dst any, sport, dport int32, proto uint8, id, iplen uint16, seq, ack uint32) string {
 		if proto != gateway.ProtoTCP && proto != gateway.ProtoUDP {
 			sport, dport = 0, 0
@@ -384,8 +387,7 @@ func alignCapture[K comparable](capPkts []capPkt, agentOrder []K, pkts map[K]sch
 		hk := headerKey(p.SrcIP, p.DstIP, p.SrcPort, p.DPort, p.Transport, p.IPID, p.IPLen, p.TCPSeq, p.TCPAck)
 		queue[hk] = append(queue[hk], k)
 	}
-	out := map[int64]K{}
-	missed := 0
+	out = map[int64]K{}
 	for _, c := range capPkts {
 		if !c.ok || c.h.Later {
 			continue
@@ -397,9 +399,15 @@ func alignCapture[K comparable](capPkts []capPkt, agentOrder []K, pkts map[K]sch
 			missed++
 			continue
 		}
-		out[c.idx], queue[hk] = q[0], q[1:]
+		at := 0
+		if i := slices.IndexFunc(q, func(k K) bool { return pkts[k].TsNs == c.ts }); i >= 0 {
+			at = i
+			byTime++
+		}
+		out[c.idx] = q[at]
+		queue[hk] = slices.Delete(q, at, at+1)
 	}
-	return out, missed
+	return out, missed, byTime
 }
 
 // waitDrained waits until both workers have taken and acknowledged every
