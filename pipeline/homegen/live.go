@@ -33,6 +33,12 @@ func NewLiveSource(files []string, limit int64) *LiveSource {
 func (f *LiveSource) Next() (capture.Frame, error) {
 	for {
 		if f.n >= f.limit || f.closed.Load() || len(f.files) == 0 {
+			// The file is closed here, not in Close: Next may be running
+			// on another goroutine when Close is called.
+			if f.src != nil {
+				f.src.Close()
+				f.src = nil
+			}
 			return capture.Frame{}, io.EOF
 		}
 		if f.src == nil {
