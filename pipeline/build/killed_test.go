@@ -11,6 +11,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 )
@@ -78,7 +79,7 @@ func TestLiveAgentKilled(t *testing.T) {
 		}
 		actx, stop := context.WithCancel(ctx)
 		defer stop()
-		src := &fastLive{files: r.g.Files, limit: limit}
+		src := homegen.NewLiveSource(r.g.Files, limit)
 		done := make(chan error, 1)
 		go func() {
 			done <- ag.Run(actx, pub, []agent.Input{{Tap: "lan", Name: "syn0", Live: true, Open: func() (capture.Source, error) { return src, nil }}})

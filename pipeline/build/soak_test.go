@@ -3,8 +3,6 @@ package build
 import (
 	"bufio"
 	"context"
-	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,49 +24,6 @@ import (
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 )
-
-// fastLive plays a home's captures as a live tap as fast as they can be
-// read, stamped with the time they are read, until limit frames.
-type fastLive struct {
-	files  []string
-	i      int
-	src    capture.Source
-	n      int64
-	limit  int64
-	closed atomic.Bool
-}
-
-func (f *fastLive) Next() (capture.Frame, error) {
-	for {
-		if f.n >= f.limit || f.closed.Load() {
-			return capture.Frame{}, io.EOF
-		}
-		if f.src == nil {
-			src, err := capture.OpenFile(f.files[f.i%len(f.files)])
-			if err != nil {
-				return capture.Frame{}, err
-			}
-			f.src, f.i = src, f.i+1
-		}
-		fr, err := f.src.Next()
-		if errors.Is(err, io.EOF) {
-			f.src.Close()
-			f.src = nil
-			continue
-		}
-		if err != nil {
-			return fr, err
-		}
-		fr.CI.Timestamp, fr.Offset = time.Now(), uint64(f.n)
-		f.n++
-		return fr, nil
-	}
-}
-
-func (f *fastLive) Close() error {
-	f.closed.Store(true)
-	return nil
-}
 
 // peakRSS is the process's peak resident set (VmHWM) in MiB.
 func peakRSS(t *testing.T) float64 {
@@ -202,7 +157,7 @@ func TestLiveSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := &fastLive{files: g.Files, limit: packets}
+	src := homegen.NewLiveSource(g.Files, packets)
 	if err := ag.Run(ctx, conn, []agent.Input{{Tap: "lan", Name: "syn0", Live: true, Open: func() (capture.Source, error) { return src, nil }}}); err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,17 @@ type workload struct {
 	file string
 	// sessions are home/session of every capture file.
 	sessions []string
+	// windowArgs, when set, replace the package's windowArgs for this
+	// workload's windowers (the soak writes as it goes, under a budget).
+	windowArgs []string
+}
+
+// windowerArgs are the windower flags of the workload's build.
+func (w *workload) windowerArgs() []string {
+	if w.windowArgs != nil {
+		return w.windowArgs
+	}
+	return windowArgs
 }
 
 // generate writes homes generated homes of sessions sessions each under dir.
@@ -96,11 +107,14 @@ func generate(dir string, homes, sessions int, duration time.Duration) (*workloa
 // windowers get them, the embedded reference parses its spec from them.
 var windowArgs = []string{"--dataset", "cluster", "--version", "v1", "--kind", schemas.KindNoise, "--window", "100", "--cap", "0"}
 
-func specOf(c *campaign.Campaign) (window.Spec, error) {
+func specOf(c *campaign.Campaign) (window.Spec, error) { return specOfArgs(c, windowArgs) }
+
+// specOfArgs is the spec windowers given args write.
+func specOfArgs(c *campaign.Campaign, args []string) (window.Spec, error) {
 	var spec window.Spec
 	fs := flag.NewFlagSet("spec", flag.ContinueOnError)
 	spec.RegisterFlags(fs)
-	if err := fs.Parse(windowArgs); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return spec, err
 	}
 	spec.Labels = build.LabelsOf(c)
@@ -234,7 +248,7 @@ func (k *Cluster) startWorker(kind string, i int) error {
 func (k *Cluster) spawn(kind string, i int) error {
 	args := k.partArgs(i)
 	if kind == "windower" {
-		args = append(args, windowArgs...)
+		args = append(args, k.w.windowerArgs()...)
 	}
 	name := fmt.Sprintf("%s-%d", kind, i)
 	p, err := servers.Start(name, filepath.Join(k.bins.dir, kind), args, k.env(kind), filepath.Join(k.dir, name+".log"))

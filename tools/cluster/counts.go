@@ -58,7 +58,9 @@ func countStreamOnce(ctx context.Context, js jetstream.JetStream, stream string)
 	if err != nil {
 		return st, err
 	}
-	seen := map[string]bool{}
+	// seen holds a bit per offset of each session: a map of 20 million
+	// keys (the soak's) would take gigabytes, the bits 2.5 MB.
+	seen := map[string][]uint64{}
 	top := map[string]uint64{}
 	for read := uint64(0); read < total; {
 		batch, err := cons.Fetch(int(min(512, total-read)), jetstream.FetchMaxWait(5*time.Second))
@@ -80,12 +82,18 @@ func countStreamOnce(ctx context.Context, js jetstream.JetStream, stream string)
 			sess := b.Home + "/" + b.Session + "/" + tv
 			for i, p := range b.Packets {
 				st.Packets++
-				key := fmt.Sprintf("%s/%d", sess, p.Offset)
-				if seen[key] {
+				bits := seen[sess]
+				w, bit := p.Offset/64, uint64(1)<<(p.Offset%64)
+				for uint64(len(bits)) <= w {
+					bits = append(bits, 0)
+				}
+				seen[sess] = bits
+				if bits[w]&bit != 0 {
 					st.Dups++
 					continue
 				}
-				seen[key] = true
+				bits[w] |= bit
+				key := fmt.Sprintf("%s/%d", sess, p.Offset)
 				st.Unique++
 				if p.Offset+1 > top[sess] {
 					top[sess] = p.Offset + 1

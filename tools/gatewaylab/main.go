@@ -287,60 +287,10 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 	if err := l.up(ctx); err != nil {
 		return r, err
 	}
+	if err := l.route(ctx, mode, cipher, dir); err != nil {
+		return r, err
+	}
 	tunnel, overTCP := mode != "napt", mode == "vpn-tcp"
-	wireGuard := cipher == string(gateway.WireGuard)
-	switch {
-	case wireGuard && overTCP:
-		return r, fmt.Errorf("WireGuard runs over UDP only")
-	case wireGuard:
-		if err := l.startWireGuard(ctx, dir); err != nil {
-			return r, err
-		}
-	case tunnel:
-		if err := l.startVPN(ctx, dir, cipher, overTCP); err != nil {
-			return r, err
-		}
-	}
-	if tunnel {
-		for _, c := range [][]string{
-			{"ip", "route", "replace", "default", "dev", l.tun},
-			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", l.tun, "-j", "MASQUERADE"},
-			// Nothing of the LAN may leave outside the tunnel.
-			{"iptables", "-A", "FORWARD", "-o", "wan0", "-j", "DROP"},
-		} {
-			if err := l.in(ctx, l.gw, c...); err != nil {
-				return r, err
-			}
-		}
-		if ipv6 {
-			// Without multicast on the tunnel, neither end sends MLD
-			// reports through it: every tunnel packet is the replay's.
-			for _, c := range [][]string{
-				{l.gw, "ip", "-6", "route", "replace", "default", "dev", l.tun},
-				{l.gw, "ip", "link", "set", l.tun, "multicast", "off"},
-				{l.isp, "ip", "link", "set", l.tun, "multicast", "off"},
-			} {
-				if err := l.in(ctx, c[0], c[1:]...); err != nil {
-					return r, err
-				}
-			}
-			time.Sleep(mldSettle)
-		}
-		if wireGuard {
-			fmt.Println("tunnel up: WireGuard (wireguard-go)")
-		} else {
-			fmt.Println("tunnel up:", negotiated(filepath.Join(dir, "client.log")))
-		}
-	} else {
-		for _, c := range [][]string{
-			{"ip", "route", "add", "default", "via", ispWANAddr},
-			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"},
-		} {
-			if err := l.in(ctx, l.gw, c...); err != nil {
-				return r, err
-			}
-		}
-	}
 	lanPath, wanPath, tunPath := filepath.Join(dir, "lan.pcap"), filepath.Join(dir, "wan.pcap"), filepath.Join(dir, "tun.pcap")
 	var stops []func() (string, error)
 	stopAll := func() error {
@@ -427,6 +377,67 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 		r.note = strings.TrimPrefix(r.note+"; "+strings.Join(notes, ", "), "; ")
 	}
 	return r, nil
+}
+
+// route makes the gateway a home gateway of the mode: NAPT onto wan0, or a
+// tunnel (OpenVPN with cipher, or WireGuard) that everything of the LAN
+// leaves through, masqueraded onto the tunnel device.
+func (l *lab) route(ctx context.Context, mode, cipher, dir string) error {
+	tunnel, overTCP := mode != "napt", mode == "vpn-tcp"
+	wireGuard := cipher == string(gateway.WireGuard)
+	switch {
+	case wireGuard && overTCP:
+		return fmt.Errorf("WireGuard runs over UDP only")
+	case wireGuard:
+		if err := l.startWireGuard(ctx, dir); err != nil {
+			return err
+		}
+	case tunnel:
+		if err := l.startVPN(ctx, dir, cipher, overTCP); err != nil {
+			return err
+		}
+	}
+	if tunnel {
+		for _, c := range [][]string{
+			{"ip", "route", "replace", "default", "dev", l.tun},
+			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", l.tun, "-j", "MASQUERADE"},
+			// Nothing of the LAN may leave outside the tunnel.
+			{"iptables", "-A", "FORWARD", "-o", "wan0", "-j", "DROP"},
+		} {
+			if err := l.in(ctx, l.gw, c...); err != nil {
+				return err
+			}
+		}
+		if l.ipv6 {
+			// Without multicast on the tunnel, neither end sends MLD
+			// reports through it: every tunnel packet is the replay's.
+			for _, c := range [][]string{
+				{l.gw, "ip", "-6", "route", "replace", "default", "dev", l.tun},
+				{l.gw, "ip", "link", "set", l.tun, "multicast", "off"},
+				{l.isp, "ip", "link", "set", l.tun, "multicast", "off"},
+			} {
+				if err := l.in(ctx, c[0], c[1:]...); err != nil {
+					return err
+				}
+			}
+			time.Sleep(mldSettle)
+		}
+		if wireGuard {
+			fmt.Println("tunnel up: WireGuard (wireguard-go)")
+		} else {
+			fmt.Println("tunnel up:", negotiated(filepath.Join(dir, "client.log")))
+		}
+	} else {
+		for _, c := range [][]string{
+			{"ip", "route", "add", "default", "via", ispWANAddr},
+			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"},
+		} {
+			if err := l.in(ctx, l.gw, c...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // pairTunSide pairs the WAN with the tun device's capture, as a VPN client

@@ -64,8 +64,17 @@ type lab struct {
 	ipv6 bool
 }
 
-func newLab(verbose, ipv6 bool) *lab {
+func newLab(verbose, ipv6 bool) *lab { return newLabNamed(verbose, ipv6, "") }
+
+// newLabNamed is newLab for one of several labs of this process at once:
+// name keeps their namespaces apart (they may use the same addresses, each
+// in its own namespaces).
+func newLabNamed(verbose, ipv6 bool, name string) *lab {
 	id := strconv.Itoa(os.Getpid())
+	if name != "" {
+		// The pid stays first: removeStale reads it back.
+		id += "-" + name
+	}
 	l := &lab{id: id, verbose: verbose, tun: "tun0", ipv6: ipv6}
 	l.dev = nsPrefix + id + "-dev"
 	l.gw = nsPrefix + id + "-gw"

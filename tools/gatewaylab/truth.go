@@ -16,7 +16,8 @@ import (
 
 type capPkt struct {
 	idx int64
-	ok  bool // an IP packet
+	ts  int64 // capture time stamp, ns since the epoch
+	ok  bool  // an IP packet
 	h   gateway.Header
 	key string
 	// udpPayload is the first bytes of a UDP payload (OpenVPN's opcode).
@@ -42,7 +43,7 @@ func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		p := capPkt{idx: int64(fr.Offset)}
+		p := capPkt{idx: int64(fr.Offset), ts: fr.CI.Timestamp.UnixNano()}
 		h, err := gateway.ParseHeader(fr.LinkType, fr.Data)
 		if err == nil {
 			p.ok, p.h = true, h

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -128,4 +130,24 @@ func FreePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// PeakRSS is the process's peak resident set (VmHWM) in MiB. Read it while
+// the process runs: its /proc entry goes with it.
+func (p *Proc) PeakRSS() (float64, error) {
+	pid := p.Pid()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS of %s (pid %d): %w", p.Name, pid, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return 0, fmt.Errorf("peak RSS of %s: %q: %w", p.Name, line, err)
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("peak RSS of %s: no VmHWM in /proc/%d/status", p.Name, pid)
 }
