@@ -19,6 +19,7 @@ const hueBridge = "../../../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA
 // WAN --mode vpn` does, must be right for at least 99.5 % of the WAN
 // packets, scored against the payload ground truth.
 func TestTunSideIPv6(t *testing.T) {
+	labTurn(t)
 	if os.Geteuid() != 0 {
 		t.Skip("the gateway lab creates network namespaces, runs OpenVPN and tcpdump: run as root (go tool task test does on CI)")
 	}
@@ -65,5 +66,17 @@ func TestTunSideIPv6(t *testing.T) {
 				t.Errorf("link type %d: %.2f %% paired right, want at least 99.5 %%", ts.link, 100*ts.accuracy())
 			}
 		})
+	}
+}
+
+// labTurn skips a lab test inside a parallel `go test ./...` of go tool
+// task test, which sets HOMEMOLE_LAB_LATER: its gateways run OpenVPN in
+// real time, and a tunnel stalled for a CPU by other packages' training
+// shows as pairing misses that are the machine's, not HomeMole's. The task
+// runs the lab tests next, alone (go tool task live-test).
+func labTurn(t *testing.T) {
+	t.Helper()
+	if os.Getenv("HOMEMOLE_LAB_LATER") != "" {
+		t.Skip("HOMEMOLE_LAB_LATER is set: go tool task test runs the lab's tests after this run, alone (go tool task live-test)")
 	}
 }

@@ -55,6 +55,7 @@ var labUp sync.Mutex
 // 99.5 % of the WAN packets that carry a LAN packet must have that LAN
 // packet's label. Each variant prints its live: line at the end.
 func TestLiveCampaign(t *testing.T) {
+	labTurn(t)
 	if os.Geteuid() != 0 {
 		t.Skip("the live campaign test creates network namespaces, runs iptables, OpenVPN and tcpdump and captures live: run it as root (go tool task live-test)")
 	}
