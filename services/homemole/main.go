@@ -41,6 +41,7 @@ func commands() map[string]command {
 		"pair":       {"pair a WAN capture's packets with their LAN packets (napt or vpn); accuracy against a truth file", runPair},
 		"sp":         {"sequence profiles + CNNs (Ma et al.): sp train | eval | show, from folders of device captures", runSP},
 		"dlq":        {"list the messages consumers could never process, and why (dlq ls); put them back once fixed (dlq replay) or drop them (dlq discard)", runDLQ},
+		"home":       {"assemble a home from real per-device captures (home assemble): units moved onto one LAN, time-shifted, optionally behind the emulated gateway", runHome},
 		"detect":     {"report the device types (and how many) in a capture, per time window, with an sp model", runDetect},
 	}
 }
