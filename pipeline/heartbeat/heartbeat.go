@@ -62,6 +62,10 @@ type Profile struct {
 	Period time.Duration
 	// Sessions is how many training sessions showed it.
 	Sessions int
+	// Jitter is the median distance of a gap from the period in training:
+	// a beat is chained within a few jitters of when it is due, so that
+	// units a little out of phase are not taken for one.
+	Jitter time.Duration
 }
 
 // Config bounds what counts as a heartbeat.
@@ -92,14 +96,16 @@ func DefaultConfig() Config {
 // period that agrees across the sessions that show it.
 func Learn(device string, sessions [][]Beat, cfg Config) []Profile {
 	periods := map[Key][]time.Duration{}
+	jitters := map[Key][]time.Duration{}
 	for _, s := range sessions {
 		byKey := map[Key][]int64{}
 		for _, b := range s {
 			byKey[b.Key] = append(byKey[b.Key], b.TsNs)
 		}
 		for k, ts := range byKey {
-			if p, ok := regular(ts, cfg); ok {
+			if p, j, ok := regular(ts, cfg); ok {
 				periods[k] = append(periods[k], p)
+				jitters[k] = append(jitters[k], j)
 			}
 		}
 	}
@@ -114,7 +120,9 @@ func Learn(device string, sessions [][]Beat, cfg Config) []Profile {
 			}
 		}
 		if agree >= cfg.MinSessions {
-			out = append(out, Profile{Device: device, Key: k, Period: med, Sessions: agree})
+			js := jitters[k]
+			slices.Sort(js)
+			out = append(out, Profile{Device: device, Key: k, Period: med, Sessions: agree, Jitter: js[len(js)/2]})
 		}
 	}
 	slices.SortFunc(out, func(a, b Profile) int {
@@ -140,11 +148,12 @@ func within(d, period time.Duration, spread float64) bool {
 	return float64(diff) <= spread*float64(period)
 }
 
-// regular is the median gap of one key's packets when most gaps are
-// within the spread of it and it is at least MinPeriod.
-func regular(ts []int64, cfg Config) (time.Duration, bool) {
+// regular is the median gap of one key's packets, and the median distance
+// of a gap from it, when most gaps are within the spread of it and it is at
+// least MinPeriod.
+func regular(ts []int64, cfg Config) (period, jitter time.Duration, ok bool) {
 	if len(ts) < cfg.MinBeats {
-		return 0, false
+		return 0, 0, false
 	}
 	slices.Sort(ts)
 	gaps := make([]time.Duration, 0, len(ts)-1)
@@ -155,20 +164,33 @@ func regular(ts []int64, cfg Config) (time.Duration, bool) {
 	slices.Sort(s)
 	med := s[len(s)/2]
 	if med < cfg.MinPeriod {
-		return 0, false
+		return 0, 0, false
 	}
-	ok := 0
+	good := 0
+	dev := make([]time.Duration, 0, len(gaps))
 	for _, g := range gaps {
 		if within(g, med, cfg.Spread) {
-			ok++
+			good++
 		}
+		dev = append(dev, max(g-med, med-g))
 	}
-	return med, ok*4 >= len(gaps)*3
+	slices.Sort(dev)
+	return med, dev[len(dev)/2], good*4 >= len(gaps)*3
+}
+
+// MinTolerance is the least a beat may stray from when it is due: capture
+// timestamps and forwarding add that much on their own.
+const MinTolerance = 20 * time.Millisecond
+
+// tolerance is how far from due a beat of p is still chained: a few
+// jitters, at least MinTolerance, at most the spread of the period.
+func (p Profile) tolerance(spread float64) int64 {
+	return min(int64(spread*float64(p.Period)), max(4*int64(p.Jitter), int64(MinTolerance)))
 }
 
 // Trains is how many units the beats of p's key show at once: beats are
-// chained to the train whose next beat is due closest to them (within the
-// spread; a train may skip one beat), else they start a train. A train of
+// chained to the train whose next beat is due closest to them (within a few
+// of p's jitters, at most the spread; a train may skip one beat), else they start a train. A train of
 // one beat is a stray packet of that size. A unit whose beats break off
 // (lost, or the firmware busy) restarts as a new train after the old one
 // ended, so the count is the most trains alive at one time, not all trains.
@@ -186,7 +208,7 @@ func Trains(beats []Beat, p Profile, spread float64, fromNs, toNs int64) int {
 	}
 	var trains []train
 	per := int64(p.Period)
-	tol := int64(spread * float64(p.Period))
+	tol := p.tolerance(spread)
 	for _, t := range ts {
 		best, bestErr := -1, int64(-1)
 		for i, tr := range trains {

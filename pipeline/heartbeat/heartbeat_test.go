@@ -48,7 +48,7 @@ func TestLearnFindsTheHeartbeat(t *testing.T) {
 // unit, and a unit that pauses is one unit, not two.
 func TestTrainsCountsDriftingUnits(t *testing.T) {
 	k := Key{Transport: 17, Port: 80, IPLen: 68}
-	p := Profile{Key: k, Period: 10 * time.Second}
+	p := Profile{Key: k, Period: 10 * time.Second, Jitter: 100 * time.Millisecond}
 	right, total := 0, 0
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 7))
@@ -77,7 +77,7 @@ func TestTrainsCountsDriftingUnits(t *testing.T) {
 	if got := Trains(paused, p, 0.25, 0, int64(time.Hour)); got != 1 {
 		t.Fatalf("a unit pausing for 5 beats counted as %d", got)
 	}
-	if got := Trains(paused, Profile{Key: Key{Transport: 6}, Period: p.Period}, 0.25, 0, int64(time.Hour)); got != 0 {
+	if got := Trains(paused, Profile{Key: Key{Transport: 6}, Period: p.Period, Jitter: p.Jitter}, 0.25, 0, int64(time.Hour)); got != 0 {
 		t.Fatalf("beats of another key counted as %d units", got)
 	}
 }

@@ -3,12 +3,14 @@
 // seen beyond the emulated NAPT, each counted by the heartbeat estimator and
 // by a sequence-profile counter, and the two combined.
 //
-// How the two combine: a type whose training sessions show a heartbeat (a
-// keepalive of one key at a steady period, in at least two sessions) is
-// counted by its heartbeat trains wherever the window holds at least one
-// train; that count follows each unit's own phase, which is what real units
-// whose clocks drift apart keep. Elsewhere, and for types without a
-// heartbeat, the sequence-profile counter's number stands.
+// How the two combine: heartbeat trains alive at one time are distinct
+// units (each keeps a phase of its own, and real units' clocks drift apart
+// rather than together), so the heartbeat count is a lower bound that holds
+// where the sequence-profile counter sees too little of a sparse device. The
+// combined count is the larger of the two; a type without a heartbeat (none
+// learned from its training sessions) is counted by its sequence profiles
+// alone. The members of an identical pair are counted by the sum of their
+// types' counters.
 package homecount
 
 import (
@@ -53,6 +55,15 @@ type Config struct {
 	Dir string
 }
 
+// Truth is n once per home, what the estimates are judged against.
+func (p Point) Truth() []int {
+	t := make([]int, p.Homes)
+	for i := range t {
+		t[i] = p.N
+	}
+	return t
+}
+
 // Point is the result for one n.
 type Point struct {
 	N     int
@@ -85,12 +96,7 @@ func Err(est, truth []int) (meanErr float64, exact int) {
 
 // Combine is the count the two estimators give together (see the package
 // comment); -1 marks an estimator that had nothing to say.
-func Combine(hb, sp int) int {
-	if hb > 0 {
-		return hb
-	}
-	return max(sp, 0)
-}
+func Combine(hb, sp int) int { return max(hb, sp, 0) }
 
 // WANHome is the home side of a gateway's WAN capture: its one address.
 func WANHome() features.HomeConfig {
@@ -148,8 +154,16 @@ func Run(ctx context.Context, devs []realhome.Device, profiles []heartbeat.Profi
 			}
 			spN := -1
 			if sp != nil {
-				if spN, err = sp.Count(ctx, path, cfg.Device, from, to); err != nil {
-					return out, err
+				spN = 0
+				for _, d := range []string{cfg.Device, cfg.Also} {
+					if d == "" {
+						continue
+					}
+					c, err := sp.Count(ctx, path, d, from, to)
+					if err != nil {
+						return out, err
+					}
+					spN += c
 				}
 			}
 			os.Remove(path)

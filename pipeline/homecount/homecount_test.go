@@ -49,7 +49,7 @@ func TestHeartbeatCountOnRealUnits(t *testing.T) {
 		typesWith++
 		var line strings.Builder
 		for _, p := range pts {
-			e, exact := Err(p.HB, p.Active)
+			e, exact := Err(p.HB, p.Truth())
 			all = append(all, e)
 			fmt.Fprintf(&line, " n=%d active %v said %v err %.0f%% (%d/%d exact);", p.N, p.Active, p.HB, 100*e, exact, p.Homes)
 			if len(p.HB) != 3 || p.Homes != 3 {

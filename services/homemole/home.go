@@ -17,10 +17,15 @@ import (
 )
 
 func runHome(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	if len(args) > 0 && args[0] == "assemble" {
-		return runHomeAssemble(ctx, log, out, args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "assemble":
+			return runHomeAssemble(ctx, log, out, args[1:])
+		case "count":
+			return runHomeCount(ctx, log, out, args[1:])
+		}
 	}
-	return cli.Usagef("home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv")
+	return cli.Usagef("home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE")
 }
 
 func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
