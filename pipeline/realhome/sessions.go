@@ -9,13 +9,10 @@
 package realhome
 
 import (
-	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -45,41 +42,9 @@ func ParseSplit(s string) (Split, error) {
 	return "", fmt.Errorf("sessions %q: want %s, %s (earlier half by sequence number) or %s (later half, held out)", s, AllSessions, EarlySessions, LateSessions)
 }
 
-// sentinelName is the IoT Sentinel capture name, Setup-<setup>-<sequence>-STA:
-// the sequence number counts a device's captures in the order taken.
-var sentinelName = regexp.MustCompile(`-(\d+)-[A-Za-z]+\.pcap(ng)?(\.gz)?$`)
-
-// sequence is a capture's sequence number, -1 when its name has none.
-func sequence(path string) int {
-	m := sentinelName.FindStringSubmatch(filepath.Base(path))
-	if m == nil {
-		return -1
-	}
-	n, err := strconv.Atoi(m[1])
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-// ByTime orders a device's captures earlier to later by sequence number
-// (names without one last, by name) and splits them: late holds the later
-// half, rounded down, so a device with one capture has it in early only.
-func ByTime(files []string) (early, late []string) {
-	s := slices.Clone(files)
-	slices.SortStableFunc(s, func(a, b string) int {
-		sa, sb := sequence(a), sequence(b)
-		if (sa < 0) != (sb < 0) {
-			return cmp.Compare(sb, sa) // -1 after any number
-		}
-		if c := cmp.Compare(sa, sb); c != 0 {
-			return c
-		}
-		return cmp.Compare(filepath.Base(a), filepath.Base(b))
-	})
-	cut := len(s) - len(s)/2
-	return s[:cut], s[cut:]
-}
+// ByTime orders a device's captures earlier to later by IoT Sentinel's
+// sequence number and splits them in halves (campaign.SplitByTime).
+func ByTime(files []string) (early, late []string) { return campaign.SplitByTime(files) }
 
 // Pick is the captures of the split.
 func (sp Split) Pick(files []string) []string {

@@ -35,7 +35,7 @@ const (
 )
 
 // CVModes lists the modes.
-var CVModes = []string{CVGrouped, CVRandom, CVLeaveOneHomeOut}
+var CVModes = []string{CVGrouped, CVRandom, CVLeaveOneHomeOut, CVTime}
 
 // CrossValidation trains and judges one model k times on a dataset version.
 type CrossValidation struct {
@@ -151,6 +151,8 @@ func (cv *CrossValidation) splits(m *dataset.Manifest) ([]fold, error) {
 			fs[i] = []string{h}
 		}
 		return byGroup(fs, func(w *schemas.Window) string { return w.Home }), nil
+	case CVTime:
+		return timeFolds(m)
 	case CVRandom:
 		if cv.Folds < 2 {
 			return nil, fmt.Errorf("random folds: %d folds, want 2 or more", cv.Folds)

@@ -20,7 +20,7 @@ import (
 
 func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
-	fs := newFlags("cv", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--folds K] [--mode grouped|random|leave-one-home-out] [--parallel N] [--fold I | --fold-index I | --gather]",
+	fs := newFlags("cv", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--folds K] [--mode grouped|random|leave-one-home-out|time] [--parallel N] [--fold I | --fold-index I | --gather]",
 		"Cross-validates a model on a dataset version: k folds, each trained on the rest and\n"+
 			"judged on its held-out windows; writes every fold's checkpoint and report and a\n"+
 			"summary (mean and spread over folds, confusion matrix over all held-out packets) to\n"+
@@ -37,7 +37,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	model := trainModelFlag(fs)
 	trees := treesFlag(fs)
 	folds := fs.Int("folds", 5, "number of folds (grouped, random)")
-	mode := fs.String("mode", train.CVGrouped, "grouped, random or leave-one-home-out")
+	mode := fs.String("mode", train.CVGrouped, "grouped, random, leave-one-home-out, or time (one fold: each home's earlier capture sessions by sequence number train, the later half is judged)")
 	parallel := fs.Int("parallel", 1, "folds trained at once (they share the cores)")
 	seed := fs.Uint64("seed", 1, "seed of the folds and the training")
 	run := fs.String("run", "", "run name (default: dataset-model-cv-time; required with --fold, --fold-index and --gather)")
