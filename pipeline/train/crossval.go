@@ -96,6 +96,8 @@ type CVResult struct {
 	Confusion            *evaluate.Confusion     `json:"confusion"`
 	Sessions             []evaluate.SessionVote  `json:"session_votes"`
 	Seconds              float64                 `json:"seconds"`
+	// Family is family-level session accuracy (nil with one fold).
+	Family *FamilyScore `json:"family,omitempty"`
 }
 
 // Spread is a mean and a standard deviation over folds.
@@ -371,6 +373,7 @@ func (cv *CrossValidation) summarize(ctx context.Context, m *dataset.Manifest, r
 	res.Accuracy, res.MacroF1 = SpreadOf(acc), SpreadOf(f1)
 	res.SessionAccuracy, res.SessionAccuracyTypes = SpreadOf(sess), SpreadOf(types)
 	res.PerDevice = res.Confusion.PerClass()
+	res.Family = familyScore(m.Labels, records)
 	if start.IsZero() {
 		for _, f := range res.Folds {
 			res.Seconds += f.TrainSeconds

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/services/internal/cli"
@@ -110,6 +111,10 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	fmt.Fprintf(out, "  %-5s %8s %5.1f±%.1f %5.3f±%.3f %5.1f±%.1f %5.1f±%.1f\n", "mean", "", 100*res.Accuracy.Mean, 100*res.Accuracy.Std, res.MacroF1.Mean, res.MacroF1.Std,
 		100*res.SessionAccuracy.Mean, 100*res.SessionAccuracy.Std, 100*res.SessionAccuracyTypes.Mean, 100*res.SessionAccuracyTypes.Std)
+	if res.Family != nil {
+		fmt.Fprintf(out, "  family-level session accuracy %.1f±%.1f %% (each fold scored with the families of the other folds' confusions); families: %s\n",
+			100*res.Family.Accuracy.Mean, 100*res.Family.Accuracy.Std, familyList(res.Family.Families))
+	}
 	fmt.Fprintf(out, "  report: %s\n", filepath.Join(dir, "cv.html"))
 	return nil
 }
@@ -135,4 +140,15 @@ func parseFolds(list string, index int) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+func familyList(fams [][]string) string {
+	var parts []string
+	for _, f := range fams {
+		parts = append(parts, evaluate.FamilyName(f)+" ("+strings.Join(f, ", ")+")")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "; ")
 }
