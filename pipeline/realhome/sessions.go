@@ -10,7 +10,6 @@ package realhome
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -66,43 +65,21 @@ type Device struct {
 }
 
 // LoadDevices reads the device folders under dir (one per device, its MAC
-// in campaign.MACFile), in name order; folders without that file hold no
-// device and are skipped.
+// in campaign.MACFile) as campaign.FromDeviceDirs does, in name order.
 func LoadDevices(dir string) ([]Device, error) {
-	entries, err := os.ReadDir(dir)
+	c, err := campaign.FromDeviceDirs(dir, "realhome")
 	if err != nil {
-		return nil, fmt.Errorf("read device folders: %w", err)
+		return nil, err
 	}
 	var out []Device
-	for _, e := range entries {
-		sub := filepath.Join(dir, e.Name())
-		if st, err := os.Stat(sub); err != nil || !st.IsDir() {
-			continue
-		}
-		text, err := os.ReadFile(filepath.Join(sub, campaign.MACFile))
-		if os.IsNotExist(err) {
-			continue
-		}
+	for _, h := range c.Homes {
+		d := h.Inventory[0]
+		mac, err := schemas.ParseMAC(d.MAC)
 		if err != nil {
-			return nil, fmt.Errorf("device folder %s: %w", sub, err)
+			return nil, fmt.Errorf("device folder %s: %s: %w", filepath.Join(dir, d.Name), campaign.MACFile, err)
 		}
-		mac, err := schemas.ParseMAC(strings.TrimSpace(string(text)))
-		if err != nil {
-			return nil, fmt.Errorf("device folder %s: %s: %w", sub, campaign.MACFile, err)
-		}
-		var files []string
-		for _, pat := range []string{"*.pcap", "*.pcapng", "*.pcap.gz", "*.pcapng.gz"} {
-			m, _ := filepath.Glob(filepath.Join(sub, pat))
-			files = append(files, m...)
-		}
-		if len(files) == 0 {
-			continue
-		}
-		slices.Sort(files)
-		out = append(out, Device{Name: e.Name(), MAC: mac, Files: files})
+		out = append(out, Device{Name: d.Name, MAC: mac, Files: slices.Clone(h.Taps[0].Files)})
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s holds no device folders (want one folder per device with its captures and its MAC in %s)", dir, campaign.MACFile)
-	}
+	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
