@@ -42,6 +42,10 @@ type Config struct {
 	// Pool gives every packet of an ind window the class its packets
 	// jointly find likeliest (see train.PredictPooled).
 	Pool bool
+	// Families maps devices to their vendor family (evaluate.FamilyOf),
+	// learned from a cross-validation of the training captures; nil: no
+	// family output.
+	Families map[string]string
 	// WorkDir holds the emulated WAN captures of the napt and vpn views.
 	WorkDir string
 	Bus     *bus.Conn
@@ -58,6 +62,12 @@ type Session struct {
 	Predicted string  `json:"predicted"`
 	Packets   int     `json:"packets"` // device packets scored
 	Share     float64 `json:"share"`   // of them, the share predicted as Predicted
+	// Family is Predicted's vendor family (Config.Families), or Predicted
+	// itself outside any; Confidence the share of the packets predicted as
+	// a member of it, what the model is sure of when it cannot tell the
+	// members apart.
+	Family     string  `json:"family,omitempty"`
+	Confidence float64 `json:"confidence,omitempty"`
 }
 
 // Result is the experiment's JSON summary.
@@ -77,7 +87,10 @@ type Result struct {
 	// (evaluate.TypeOf) as one device.
 	SessionAccuracy      float64   `json:"session_accuracy"`
 	SessionAccuracyTypes float64   `json:"session_accuracy_types"`
-	Sessions             []Session `json:"sessions"`
+	// SessionAccuracyFamilies counts a prediction in the truth's family as
+	// right; only with Config.Families.
+	SessionAccuracyFamilies float64   `json:"session_accuracy_families,omitempty"`
+	Sessions                []Session `json:"sessions"`
 	// Unscored are test captures without a packet of their device in the
 	// chosen view (nothing to vote with); they count as wrong above.
 	Unscored      []string `json:"unscored,omitempty"`
@@ -188,7 +201,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("label the test windows: %w", err)
 	}
 	files := sessionFiles(testC, cfg.TestDir)
-	if err := res.score(labels, testW, preds, files); err != nil {
+	if err := res.score(labels, testW, preds, files, cfg.Families); err != nil {
 		return nil, err
 	}
 	rep.Device = model.Device()
@@ -247,7 +260,7 @@ func sessionFiles(c *campaign.Campaign, dir string) map[string]string {
 
 // score fills the per-packet and per-session figures. Only packets of an
 // inventory device are scored; the session vote is over those packets.
-func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, files map[string]string) error {
+func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, files map[string]string, families map[string]string) error {
 	conf := evaluate.NewConfusion(labels)
 	type tally struct {
 		truth int
@@ -282,7 +295,7 @@ func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, f
 	for _, pc := range conf.PerClass() {
 		r.PerDevice[pc.Device] = pc.Accuracy
 	}
-	var right, rightTypes int
+	var right, rightTypes, rightFamilies int
 	groups := make([]string, 0, len(files))
 	for g := range files {
 		groups = append(groups, g)
@@ -301,7 +314,14 @@ func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, f
 			}
 		}
 		truth, pred := labels[s.truth], labels[best]
-		r.Sessions = append(r.Sessions, Session{File: files[g], True: truth, Predicted: pred, Packets: s.n, Share: float64(bestN) / float64(s.n)})
+		sess := Session{File: files[g], True: truth, Predicted: pred, Packets: s.n, Share: float64(bestN) / float64(s.n)}
+		if families != nil {
+			sess.Family, sess.Confidence = familyVote(labels, s.votes, s.n, pred, families)
+			if familyOf(families, truth) == sess.Family {
+				rightFamilies++
+			}
+		}
+		r.Sessions = append(r.Sessions, sess)
 		if truth == pred {
 			right++
 		}
@@ -312,6 +332,9 @@ func (r *Result) score(labels []string, ws []*schemas.Window, preds [][]int32, f
 	if n := len(groups); n > 0 {
 		r.SessionAccuracy = float64(right) / float64(n)
 		r.SessionAccuracyTypes = float64(rightTypes) / float64(n)
+		if families != nil {
+			r.SessionAccuracyFamilies = float64(rightFamilies) / float64(n)
+		}
 	}
 	return nil
 }
