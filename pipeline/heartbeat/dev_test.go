@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/features"
@@ -61,4 +62,13 @@ func TestLearnOnDevData(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d device types show a heartbeat", with, len(devs))
+	// The TP-Link plugs' cloud keepalive is a real one: a TLS record to
+	// port 50443 every 7.3 s in most of their captures.
+	if with < 4 {
+		t.Fatalf("%d device types show a heartbeat, 6 did", with)
+	}
+	ps := profiles["TP-LinkPlugHS110"]
+	if len(ps) == 0 || ps[0].Key.Port != 50443 || ps[0].Period < 7*time.Second || ps[0].Period > 7600*time.Millisecond {
+		t.Fatalf("TP-LinkPlugHS110 heartbeats %+v, want tcp/50443 every 7.3 s", ps)
+	}
 }

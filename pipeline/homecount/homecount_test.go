@@ -65,5 +65,11 @@ func TestHeartbeatCountOnRealUnits(t *testing.T) {
 	for _, e := range all {
 		mean += e
 	}
-	t.Logf("%d types with a heartbeat; mean count error over types and n: %.1f %%", typesWith, 100*mean/float64(len(all)))
+	mean /= float64(len(all))
+	t.Logf("%d types with a heartbeat; mean count error over types and n: %.1f %%", typesWith, 100*mean)
+	// Measured 25 % (README): a guard against the estimator getting worse,
+	// not a target; the captures are short setups with few heartbeats.
+	if mean > 0.35 {
+		t.Fatalf("mean heartbeat count error %.1f %%, was 25 %%", 100*mean)
+	}
 }
