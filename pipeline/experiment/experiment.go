@@ -85,8 +85,8 @@ type Result struct {
 	// SessionAccuracy is the share of test captures whose packets' majority
 	// label is their device; SessionAccuracyTypes counts identical hardware
 	// (evaluate.TypeOf) as one device.
-	SessionAccuracy      float64   `json:"session_accuracy"`
-	SessionAccuracyTypes float64   `json:"session_accuracy_types"`
+	SessionAccuracy      float64 `json:"session_accuracy"`
+	SessionAccuracyTypes float64 `json:"session_accuracy_types"`
 	// SessionAccuracyFamilies counts a prediction in the truth's family as
 	// right; only with Config.Families.
 	SessionAccuracyFamilies float64   `json:"session_accuracy_families,omitempty"`
