@@ -39,6 +39,10 @@ type Config struct {
 	// Pool gives every packet of an ind window the class its packets
 	// jointly find likeliest (see train.PredictPooled).
 	Pool bool
+	// Families maps devices to their vendor family (evaluate.FamilyOf),
+	// learned from a cross-validation of the training captures; nil: no
+	// family output.
+	Families map[string]string
 	// WorkDir holds the emulated WAN captures of the napt and vpn views.
 	WorkDir string
 	Bus     *bus.Conn
@@ -53,6 +57,12 @@ type Session struct {
 	Predicted string  `json:"predicted"`
 	Packets   int     `json:"packets"` // device packets scored
 	Share     float64 `json:"share"`   // of them, the share predicted as Predicted
+	// Family is Predicted's vendor family (Config.Families), or Predicted
+	// itself outside any; Confidence the share of the packets predicted as
+	// a member of it, what the model is sure of when it cannot tell the
+	// members apart.
+	Family     string  `json:"family,omitempty"`
+	Confidence float64 `json:"confidence,omitempty"`
 }
 
 // Result is the experiment's JSON summary.
@@ -70,9 +80,12 @@ type Result struct {
 	// SessionAccuracy is the share of test captures whose packets' majority
 	// label is their device; SessionAccuracyTypes counts identical hardware
 	// (evaluate.TypeOf) as one device.
-	SessionAccuracy      float64   `json:"session_accuracy"`
-	SessionAccuracyTypes float64   `json:"session_accuracy_types"`
-	Sessions             []Session `json:"sessions"`
+	SessionAccuracy      float64 `json:"session_accuracy"`
+	SessionAccuracyTypes float64 `json:"session_accuracy_types"`
+	// SessionAccuracyFamilies counts a prediction in the truth's family as
+	// right; only with Config.Families.
+	SessionAccuracyFamilies float64   `json:"session_accuracy_families,omitempty"`
+	Sessions                []Session `json:"sessions"`
 	// Unscored are test captures without a packet of their device in the
 	// chosen view (nothing to vote with); they count as wrong above.
 	Unscored      []string `json:"unscored,omitempty"`
@@ -161,7 +174,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.TrainSeconds = out.Report.TrainSeconds
 	res.Report = out.Report
-	res.summarize(labels, testW, out.Preds, sessionFiles(testC, cfg.TestDir))
+	res.summarize(labels, testW, out.Preds, sessionFiles(testC, cfg.TestDir), cfg.Families)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -214,7 +227,7 @@ func sessionFiles(c *campaign.Campaign, dir string) map[string]string {
 // summarize fills the per-packet figures from the report and, per test
 // capture, the device its packets voted for. Only packets of an inventory
 // device are scored; the capture's vote is over those packets.
-func (r *Result) summarize(labels []string, ws []*schemas.Window, preds [][]int32, files map[string]string) {
+func (r *Result) summarize(labels []string, ws []*schemas.Window, preds [][]int32, files map[string]string, families map[string]string) {
 	conf := r.Report.Confusion
 	type tally struct {
 		truth int
@@ -245,7 +258,7 @@ func (r *Result) summarize(labels []string, ws []*schemas.Window, preds [][]int3
 	for _, pc := range conf.PerClass() {
 		r.PerDevice[pc.Device] = pc.Accuracy
 	}
-	var right, rightTypes int
+	var right, rightTypes, rightFamilies int
 	groups := make([]string, 0, len(files))
 	for g := range files {
 		groups = append(groups, g)
@@ -264,7 +277,14 @@ func (r *Result) summarize(labels []string, ws []*schemas.Window, preds [][]int3
 			}
 		}
 		truth, pred := labels[s.truth], labels[best]
-		r.Sessions = append(r.Sessions, Session{File: files[g], True: truth, Predicted: pred, Packets: s.n, Share: float64(bestN) / float64(s.n)})
+		sess := Session{File: files[g], True: truth, Predicted: pred, Packets: s.n, Share: float64(bestN) / float64(s.n)}
+		if families != nil {
+			sess.Family, sess.Confidence = familyVote(labels, s.votes, s.n, pred, families)
+			if familyOf(families, truth) == sess.Family {
+				rightFamilies++
+			}
+		}
+		r.Sessions = append(r.Sessions, sess)
 		if truth == pred {
 			right++
 		}
@@ -275,5 +295,8 @@ func (r *Result) summarize(labels []string, ws []*schemas.Window, preds [][]int3
 	if n := len(groups); n > 0 {
 		r.SessionAccuracy = float64(right) / float64(n)
 		r.SessionAccuracyTypes = float64(rightTypes) / float64(n)
+		if families != nil {
+			r.SessionAccuracyFamilies = float64(rightFamilies) / float64(n)
+		}
 	}
 }

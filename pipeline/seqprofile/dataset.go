@@ -3,6 +3,7 @@ package seqprofile
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -30,6 +31,24 @@ type DeviceTraffic struct {
 // campaign.DeviceDirs): one folder per device type, each capture split by
 // the device's MAC. Captures are read in name order.
 func LoadDir(ctx context.Context, dir string) ([]DeviceTraffic, error) {
+	return loadDir(ctx, dir, nil)
+}
+
+// LoadDirCrossing is LoadDir keeping only the packets that cross a home
+// gateway (decoded with the private ranges as the home: a public address at
+// one end), with the TTL they have on its WAN side, which is all an observer
+// beyond a NAPT sees: profiles learned from them are the ones that can match
+// there. A device's LAN-local traffic (DHCP, mDNS, SSDP) never reaches that
+// observer.
+func LoadDirCrossing(ctx context.Context, dir string) ([]DeviceTraffic, error) {
+	var home features.HomeConfig
+	for _, p := range campaign.DefaultLANNets {
+		home.LANNets = append(home.LANNets, netip.MustParsePrefix(p))
+	}
+	return loadDir(ctx, dir, &home)
+}
+
+func loadDir(ctx context.Context, dir string, crossing *features.HomeConfig) ([]DeviceTraffic, error) {
 	devs, err := campaign.DeviceDirs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("sequence profiles: %w", err)
@@ -38,7 +57,7 @@ func LoadDir(ctx context.Context, dir string) ([]DeviceTraffic, error) {
 	for _, d := range devs {
 		dt := DeviceTraffic{Device: d.Device}
 		for _, f := range d.Files {
-			s, err := LoadSession(ctx, f, d.MAC)
+			s, err := loadSession(ctx, f, d.MAC, crossing)
 			if err != nil {
 				return nil, err
 			}
@@ -51,8 +70,31 @@ func LoadDir(ctx context.Context, dir string) ([]DeviceTraffic, error) {
 
 // LoadSession reads one capture and splits it by the device's MAC.
 func LoadSession(ctx context.Context, path string, mac schemas.MAC) (Session, error) {
+	return loadSession(ctx, path, mac, nil)
+}
+
+// loadSession keeps, with crossing, only the packets that home's gateway
+// forwards.
+func loadSession(ctx context.Context, path string, mac schemas.MAC, crossing *features.HomeConfig) (Session, error) {
 	s := Session{File: path}
-	_, err := capture.ReadFile(ctx, path, features.HomeConfig{}, func(p *schemas.Packet) error {
+	home := features.HomeConfig{}
+	if crossing != nil {
+		home = *crossing
+	}
+	_, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
+		if crossing != nil {
+			// Seen from the WAN side, an outbound packet has been forwarded
+			// once more and an inbound one not yet: matching compares TTLs
+			// exactly, so the profiles take the TTL the observer sees.
+			switch p.Direction {
+			case schemas.DirLocal:
+				return nil
+			case schemas.DirOutbound:
+				p.TTL = max(p.TTL, 1) - 1
+			case schemas.DirInbound:
+				p.TTL = min(p.TTL, 254) + 1
+			}
+		}
 		st := Stamped{TsNs: p.TsNs, V: VectorOf(p)}
 		if p.SrcMAC == mac || p.DstMAC == mac {
 			s.Device = append(s.Device, st)

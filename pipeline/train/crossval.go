@@ -34,7 +34,7 @@ const (
 )
 
 // CVModes lists the modes.
-var CVModes = []string{CVGrouped, CVRandom, CVLeaveOneHomeOut}
+var CVModes = []string{CVGrouped, CVRandom, CVLeaveOneHomeOut, CVTime}
 
 // CrossValidation trains and judges one model k times on a dataset version.
 type CrossValidation struct {
@@ -92,6 +92,8 @@ type CVResult struct {
 	Confusion            *evaluate.Confusion     `json:"confusion"`
 	Sessions             []evaluate.SessionVote  `json:"session_votes"`
 	Seconds              float64                 `json:"seconds"`
+	// Family is family-level session accuracy (nil with one fold).
+	Family *FamilyScore `json:"family,omitempty"`
 }
 
 // Spread is a mean and a standard deviation over folds.
@@ -147,6 +149,8 @@ func (cv *CrossValidation) splits(m *dataset.Manifest) ([]fold, error) {
 			fs[i] = []string{h}
 		}
 		return byGroup(fs, func(w *schemas.Window) string { return w.Home }), nil
+	case CVTime:
+		return timeFolds(m)
 	case CVRandom:
 		if cv.Folds < 2 {
 			return nil, fmt.Errorf("random folds: %d folds, want 2 or more", cv.Folds)
@@ -368,6 +372,7 @@ func (cv *CrossValidation) summarize(ctx context.Context, m *dataset.Manifest, r
 	res.Accuracy, res.MacroF1 = SpreadOf(acc), SpreadOf(f1)
 	res.SessionAccuracy, res.SessionAccuracyTypes = SpreadOf(sess), SpreadOf(types)
 	res.PerDevice = res.Confusion.PerClass()
+	res.Family = familyScore(m.Labels, records)
 	if start.IsZero() {
 		for _, f := range res.Folds {
 			res.Seconds += f.TrainSeconds

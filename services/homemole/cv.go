@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/services/internal/cli"
 	"github.com/homemole/homemole/services/internal/modelflag"
@@ -22,7 +23,7 @@ import (
 
 func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
-	fs := newFlags("cv", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--folds K] [--mode grouped|random|leave-one-home-out] [--parallel N] [--fold I | --fold-index I | --gather]",
+	fs := newFlags("cv", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--folds K] [--mode grouped|random|leave-one-home-out|time] [--parallel N] [--fold I | --fold-index I | --gather]",
 		"Cross-validates a model on a dataset version: k folds, each trained on the rest and\n"+
 			"judged on its held-out windows; writes every fold's checkpoint and report and a\n"+
 			"summary (mean and spread over folds, confusion matrix over all held-out packets) to\n"+
@@ -37,7 +38,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	name := fs.String("dataset", "", "dataset name")
 	version := fs.String("version", "v1", "dataset version")
 	folds := fs.Int("folds", 5, "number of folds (grouped, random)")
-	mode := fs.String("mode", train.CVGrouped, "grouped, random or leave-one-home-out")
+	mode := fs.String("mode", train.CVGrouped, "grouped, random, leave-one-home-out, or time (one fold: each home's earlier capture sessions by sequence number train, the later half is judged)")
 	parallel := fs.Int("parallel", 1, "folds trained at once (they share the cores)")
 	seed := fs.Uint64("seed", 1, "seed of the folds and the training")
 	run := fs.String("run", "", "run name (default: dataset-model-cv-time; required with --fold, --fold-index and --gather)")
@@ -107,6 +108,10 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	fmt.Fprintf(out, "  %-5s %8s %5.1f±%.1f %5.3f±%.3f %5.1f±%.1f %5.1f±%.1f\n", "mean", "", 100*res.Accuracy.Mean, 100*res.Accuracy.Std, res.MacroF1.Mean, res.MacroF1.Std,
 		100*res.SessionAccuracy.Mean, 100*res.SessionAccuracy.Std, 100*res.SessionAccuracyTypes.Mean, 100*res.SessionAccuracyTypes.Std)
+	if res.Family != nil {
+		fmt.Fprintf(out, "  family-level session accuracy %.1f±%.1f %% (each fold scored with the families of the other folds' confusions); families: %s\n",
+			100*res.Family.Accuracy.Mean, 100*res.Family.Accuracy.Std, familyList(res.Family.Families))
+	}
 	fmt.Fprintf(out, "  report: %s\n", filepath.Join(dir, "cv.html"))
 	return nil
 }
@@ -132,4 +137,15 @@ func parseFolds(list string, index int) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+func familyList(fams [][]string) string {
+	var parts []string
+	for _, f := range fams {
+		parts = append(parts, evaluate.FamilyName(f)+" ("+strings.Join(f, ", ")+")")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "; ")
 }

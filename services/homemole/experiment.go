@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/experiment"
+	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 	"github.com/homemole/homemole/services/internal/modelflag"
@@ -40,6 +42,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	keep := fs.Bool("keep", false, "keep the temporary embedded state (datasets, emulated captures)")
 	seed := fs.Int64("seed", 1, "seed of the training")
 	save := fs.String("save", "", "store the trained model as models/RUN/ (for homemole predict; give --home to keep it)")
+	familiesFrom := fs.String("families", "", "cv.json of a cross-validation of the training captures: name each capture's vendor family and confidence, and score family-level accuracy")
 	pool := fs.Bool("pool", false, "ind windows: label each window's packets with the class its packets jointly find likeliest (summed log-probabilities; lstm, blstm)")
 	spec := modelflag.Register(fs)
 	if err := parse(fs, args); err != nil {
@@ -77,7 +80,13 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	}
 	defer env.Close()
 	spec.Learn.Seed = *seed
-	res, err := experiment.Run(ctx, experiment.Config{
+	var families map[string]string
+	if *familiesFrom != "" {
+		if families, err = readFamilies(*familiesFrom); err != nil {
+			return err
+		}
+	}
+	res, err := experiment.Run(ctx, experiment.Config{Families: families,
 		TrainDir: *trainDir, TestDir: *testDir, View: view.name, Cipher: view.cipher, Kind: *kind, Window: *win,
 		Spec: *spec, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
 	})
@@ -90,6 +99,9 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	fmt.Fprintf(out, "\n%s on the %s view, windows of %d (%s): %d test captures in %.0f s\n", res.Model, res.View, res.Window, res.Kind, len(res.Sessions)+len(res.Unscored), res.Seconds)
 	fmt.Fprintf(out, "  per-packet accuracy  %5.1f %%   macro F1 %.3f\n", 100*res.OverallAccuracy, res.MacroF1)
 	fmt.Fprintf(out, "  session accuracy     %5.1f %%   (device types: %.1f %%)\n", 100*res.SessionAccuracy, 100*res.SessionAccuracyTypes)
+	if families != nil {
+		fmt.Fprintf(out, "  family accuracy      %5.1f %%   (families from %s)\n", 100*res.SessionAccuracyFamilies, *familiesFrom)
+	}
 	for _, s := range res.Sessions {
 		if evaluate.TypeOf(s.True) != evaluate.TypeOf(s.Predicted) {
 			fmt.Fprintf(out, "    miss: %-40s %s taken for %s (%.0f %% of %d packets)\n", s.File, s.True, s.Predicted, 100*s.Share, s.Packets)
@@ -97,4 +109,20 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	}
 	fmt.Fprintf(out, "  summary: %s\n  report:  %s\n", *jsonOut, *reportOut)
 	return nil
+}
+
+// readFamilies reads the families a cross-validation learned (cv.json).
+func readFamilies(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--families: %w", err)
+	}
+	var cv train.CVResult
+	if err := json.Unmarshal(data, &cv); err != nil {
+		return nil, fmt.Errorf("--families %s: not a cv.json: %w", path, err)
+	}
+	if cv.Family == nil {
+		return nil, fmt.Errorf("--families %s: the run learned no families (it needs two folds or more, and a homemole that scores families): run homemole cv on the training captures", path)
+	}
+	return evaluate.FamilyOf(cv.Family.Families), nil
 }

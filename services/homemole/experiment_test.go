@@ -18,7 +18,6 @@ import (
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-
 // TestExperimentCommand trains on half of five devices' real captures and
 // names the device of each capture of the other half. The score comes
 // from captures the model never saw; chance is one in five.

@@ -31,6 +31,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	in := fs.String("in", "", "capture file (pcap or pcapng, optionally gzipped)")
 	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
 	wan := fs.Bool("wan", false, "the capture was taken beyond the gateway: do not split it by MAC")
+	familiesFrom := fs.String("families", "", "cv.json of a cross-validation of the model's training captures: name each host's vendor family too")
 	home := homeFlags(fs, "gateway-mac")
 	var device string
 	modelflag.Device(fs, &device)
@@ -45,6 +46,13 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	}
 	if _, err := os.Stat(*in); err != nil {
 		return cli.Usagef("--in: %v", err)
+	}
+	var families map[string]string
+	if *familiesFrom != "" {
+		var err error
+		if families, err = readFamilies(*familiesFrom); err != nil {
+			return err
+		}
 	}
 	env, err := endpoints.OpenStore(ctx, ep, log)
 	if err != nil {
@@ -68,8 +76,23 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if err != nil {
 		return err
 	}
+	hostFamily := map[string]string{}
+	for _, h := range res.Hosts {
+		if families != nil && h.Device != train.Unknown {
+			hostFamily[h.Host] = familyOfDevice(families, h.Device)
+		}
+	}
 	if *jsonOut != "" {
-		js, err := json.MarshalIndent(res, "", "  ")
+		var v any = res
+		if families != nil {
+			// The families ride beside the result, per host, as predict
+			// learned them: the stored model carries none.
+			v = struct {
+				*identify.Result
+				Families map[string]string `json:"families"`
+			}{res, hostFamily}
+		}
+		js, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return err
 		}
@@ -98,7 +121,18 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		if h.Likeliest != "" {
 			dev += " (nearest " + h.Likeliest + ")"
 		}
+		if f := hostFamily[h.Host]; f != "" && f != h.Device {
+			dev += " [family " + f + "]"
+		}
 		fmt.Fprintf(out, "  %-19s %8d  %-24s %10.3f  %5.1f %%\n", h.Host, h.Packets, dev, h.Confidence, 100*h.Share)
 	}
 	return nil
+}
+
+// familyOfDevice is d's vendor family, d itself outside any.
+func familyOfDevice(families map[string]string, d string) string {
+	if f, ok := families[d]; ok {
+		return f
+	}
+	return d
 }

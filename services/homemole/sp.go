@@ -115,6 +115,7 @@ func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	dir := fs.String("dir", "", "folder of device-type folders")
 	outPath := fs.String("out", "", "model file to write")
 	holdout := fs.Int("holdout", 0, "leave every K-th capture of each device type out (0: train on all)")
+	crossing := fs.Bool("crossing", false, "learn only from packets that cross a home gateway (a public address at one end): what a detector beyond a NAPT sees")
 	cfg, window := spTrainFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -125,7 +126,11 @@ func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if err := finishConfig(log, cfg, *window); err != nil {
 		return err
 	}
-	devs, err := seqprofile.LoadDir(ctx, *dir)
+	load := seqprofile.LoadDir
+	if *crossing {
+		load = seqprofile.LoadDirCrossing
+	}
+	devs, err := load(ctx, *dir)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,48 @@
+package experiment
+
+import (
+	"testing"
+
+	"github.com/homemole/homemole/pipeline/evaluate"
+	"github.com/homemole/homemole/schemas"
+)
+
+// TestScoreFamilies: a capture taken for its sibling is wrong as a device,
+// right as a family, and its confidence counts every packet that named a
+// member of the family.
+func TestScoreFamilies(t *testing.T) {
+	labels := []string{"TP-LinkPlugHS100", "TP-LinkPlugHS110", "Aria"}
+	win := func(group string, truth int16, n int) *schemas.Window {
+		w := &schemas.Window{ID: group, Group: group, Len: n, Label: make([]int16, n)}
+		for i := range w.Label {
+			w.Label[i] = truth
+		}
+		return w
+	}
+	ws := []*schemas.Window{win("hs100", 0, 10), win("aria", 2, 10)}
+	preds := [][]int32{{1, 1, 1, 1, 1, 1, 0, 0, 0, 2}, {2, 2, 2, 2, 2, 2, 2, 2, 0, 0}}
+	files := map[string]string{"hs100": "HS100/a.pcap", "aria": "Aria/b.pcap"}
+	fams := map[string]string{"TP-LinkPlugHS100": "TP-LinkPlugHS", "TP-LinkPlugHS110": "TP-LinkPlugHS"}
+	r := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels)}}
+	r.summarize(labels, ws, preds, files, fams)
+	if r.SessionAccuracy != 0.5 || r.SessionAccuracyFamilies != 1 {
+		t.Fatalf("session accuracy %.2f, families %.2f; want 0.5 and 1", r.SessionAccuracy, r.SessionAccuracyFamilies)
+	}
+	for _, s := range r.Sessions {
+		switch s.File {
+		case "HS100/a.pcap":
+			if s.Predicted != "TP-LinkPlugHS110" || s.Family != "TP-LinkPlugHS" || s.Confidence != 0.9 || s.Share != 0.6 {
+				t.Fatalf("HS100 capture: %+v, want HS110, family TP-LinkPlugHS, confidence 0.9, share 0.6", s)
+			}
+		case "Aria/b.pcap":
+			if s.Family != "Aria" || s.Confidence != 0.8 {
+				t.Fatalf("Aria capture: %+v, want its own family at 0.8", s)
+			}
+		}
+	}
+	plain := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels)}}
+	plain.summarize(labels, ws, preds, files, nil)
+	if plain.SessionAccuracyFamilies != 0 || plain.Sessions[0].Family != "" {
+		t.Fatalf("without families: %+v", plain)
+	}
+}

@@ -1,0 +1,225 @@
+// Package homecount measures counting on real units: homes assembled from
+// real per-device captures (pipeline/realhome) with n units of one type,
+// seen beyond the emulated NAPT, each counted by the heartbeat estimator and
+// by a sequence-profile counter, and the two combined.
+//
+// How the two combine: heartbeat trains alive at one time are distinct
+// units (each keeps a phase of its own, and real units' clocks drift apart
+// rather than together), so the heartbeat count is a lower bound that holds
+// where the sequence-profile counter sees too little of a sparse device. The
+// combined count is the larger of the two; a type without a heartbeat (none
+// learned from its training sessions) is counted by its sequence profiles
+// alone. The members of an identical pair are counted by the sum of their
+// types' counters.
+package homecount
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/heartbeat"
+	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Counter is a sequence-profile counter: how many units of device it sees
+// in the capture at path between fromNs and toNs (0: not detected).
+type Counter interface {
+	Count(ctx context.Context, path, device string, fromNs, toNs int64) (int, error)
+}
+
+// Config says which homes to assemble.
+type Config struct {
+	// Device is the type counted; Also, when set, is a second folder of
+	// the same model (an identical pair) whose units count as Device's.
+	Device, Also string
+	// Units are the n to measure; each n needs n captures of the type.
+	Units []int
+	// Homes is how many homes (seeds) per n.
+	Homes int
+	// Others is how many other device types share each home.
+	Others   int
+	Duration time.Duration
+	Sessions realhome.Split
+	View     gateway.Mode
+	Seed     uint64
+	// Dir holds the assembled captures while they are counted.
+	Dir string
+}
+
+// Truth is n once per home, what the estimates are judged against.
+func (p Point) Truth() []int {
+	t := make([]int, p.Homes)
+	for i := range t {
+		t[i] = p.N
+	}
+	return t
+}
+
+// Point is the result for one n.
+type Point struct {
+	N     int
+	Homes int
+	// Estimates per home: heartbeat trains (-1: the type has no
+	// heartbeat), sequence-profile count (-1: no counter), combined.
+	HB, SP, Combined []int
+	// Active is, per home, the most units of the type active at one
+	// instant (between a unit's first and last packet): the number a
+	// count at one time can reach, as units' sessions overlap in part.
+	Active []int
+}
+
+// Err is the mean relative count error |est-n|/n of a list of estimates
+// against truths n (one per estimate), and how many were exactly right.
+func Err(est, truth []int) (meanErr float64, exact int) {
+	for i, e := range est {
+		n := max(truth[i], 1)
+		d := e - n
+		if d < 0 {
+			d = -d
+		}
+		meanErr += float64(d) / float64(n)
+		if e == truth[i] {
+			exact++
+		}
+	}
+	return meanErr / float64(max(len(est), 1)), exact
+}
+
+// Combine is the count the two estimators give together (see the package
+// comment); -1 marks an estimator that had nothing to say.
+func Combine(hb, sp int) int { return max(hb, sp, 0) }
+
+// WANHome is the home side of a gateway's WAN capture: its one address.
+func WANHome() features.HomeConfig {
+	return features.HomeConfig{LANNets: []netip.Prefix{netip.PrefixFrom(gateway.DefaultConfig().WANAddr, 32)}}
+}
+
+// Run assembles cfg.Homes homes per n and counts cfg.Device in each.
+// profiles are the type's heartbeats (none: no heartbeat estimate); sp may
+// be nil.
+func Run(ctx context.Context, devs []realhome.Device, profiles []heartbeat.Profile, sp Counter, cfg Config) ([]Point, error) {
+	var out []Point
+	for _, n := range cfg.Units {
+		pt := Point{N: n}
+		for k := range cfg.Homes {
+			units := map[string]int{cfg.Device: n}
+			if cfg.Also != "" {
+				// An identical pair: n units split over the two folders.
+				units = map[string]int{cfg.Device: n - n/2}
+				if n/2 > 0 {
+					units[cfg.Also] = n / 2
+				}
+			}
+			seed := cfg.Seed + uint64(1000*n+k)
+			h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: len(units) + cfg.Others, Units: units,
+				Duration: cfg.Duration, Sessions: cfg.Sessions, Seed: seed})
+			if err != nil {
+				return out, fmt.Errorf("count %s, n = %d: %w", cfg.Device, n, err)
+			}
+			path := filepath.Join(cfg.Dir, fmt.Sprintf("%s-n%d-%d.pcap", cfg.Device, n, k))
+			f, err := os.Create(path)
+			if err != nil {
+				return out, fmt.Errorf("count %s: %w", cfg.Device, err)
+			}
+			home := h.HomeConfig()
+			if cfg.View == "" {
+				err = h.WritePcap(f)
+			} else {
+				_, _, err = h.View(ctx, gateway.Config{Mode: cfg.View, Cipher: gateway.AES256GCM, Seed: seed}, f)
+				home = WANHome()
+			}
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return out, fmt.Errorf("count %s: write %s: %w", cfg.Device, path, err)
+			}
+			from, to := h.Start.UnixNano(), h.Start.Add(h.Duration).UnixNano()
+			hb := -1
+			if len(profiles) > 0 {
+				beats, err := heartbeat.ReadBeats(ctx, path, home, nil)
+				if err != nil {
+					return out, err
+				}
+				hb = heartbeat.Trains(beats, profiles[0], heartbeat.DefaultConfig().Spread, from, to)
+			}
+			spN := -1
+			if sp != nil {
+				spN = 0
+				for _, d := range []string{cfg.Device, cfg.Also} {
+					if d == "" {
+						continue
+					}
+					c, err := sp.Count(ctx, path, d, from, to)
+					if err != nil {
+						return out, err
+					}
+					spN += c
+				}
+			}
+			os.Remove(path)
+			pt.Active = append(pt.Active, mostActive(h, cfg.Device, cfg.Also))
+			pt.HB = append(pt.HB, hb)
+			pt.SP = append(pt.SP, spN)
+			pt.Combined = append(pt.Combined, Combine(hb, spN))
+			pt.Homes++
+		}
+		out = append(out, pt)
+	}
+	return out, nil
+}
+
+// mostActive is the most units of the devices named active at one time.
+func mostActive(h *realhome.Home, devices ...string) int {
+	first := map[int]int64{}
+	last := map[int]int64{}
+	for _, p := range h.Packets {
+		d := h.Units[p.Unit].Device
+		if d == "" || !slices.Contains(devices, d) {
+			continue
+		}
+		if _, ok := first[p.Unit]; !ok {
+			first[p.Unit] = p.TsNs
+		}
+		last[p.Unit] = p.TsNs
+	}
+	most := 0
+	for _, f := range first {
+		alive := 0
+		for v, g := range first {
+			if g <= f && last[v] >= f {
+				alive++
+			}
+		}
+		most = max(most, alive)
+	}
+	return most
+}
+
+// LearnEarly learns a device's heartbeats from its captures of split, its
+// own packets (by MAC) decoded with the private ranges as the home.
+func LearnEarly(ctx context.Context, d realhome.Device, split realhome.Split) ([]heartbeat.Profile, error) {
+	var hc features.HomeConfig
+	for _, p := range campaign.DefaultLANNets {
+		hc.LANNets = append(hc.LANNets, netip.MustParsePrefix(p))
+	}
+	var sessions [][]heartbeat.Beat
+	for _, f := range split.Pick(d.Files) {
+		mac := d.MAC
+		bs, err := heartbeat.ReadBeats(ctx, f, hc, func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+		if err != nil {
+			return nil, err
+		}
+		sessions = append(sessions, bs)
+	}
+	return heartbeat.Learn(d.Name, sessions, heartbeat.DefaultConfig()), nil
+}

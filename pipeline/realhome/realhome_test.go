@@ -1,0 +1,364 @@
+package realhome
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/schemas"
+)
+
+const sentinel = "../../../shared/data/iot-sentinel-dev"
+
+func loadSentinel(t *testing.T) []Device {
+	t.Helper()
+	if _, err := os.Stat(sentinel); err != nil {
+		t.Skipf("IoT Sentinel captures not at %s: %v", sentinel, err)
+	}
+	devs, err := LoadDevices(sentinel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return devs
+}
+
+func TestByTime(t *testing.T) {
+	files := []string{"d/Setup-C-4-STA.pcap", "d/Setup-A-1-STA.pcap", "d/Setup-A-10-STA.pcap", "d/x.pcap", "d/Setup-C-2-STA.pcap"}
+	early, late := ByTime(files)
+	want := []string{"d/Setup-A-1-STA.pcap", "d/Setup-C-2-STA.pcap", "d/Setup-C-4-STA.pcap"}
+	if !slices.Equal(early, want) || !slices.Equal(late, []string{"d/Setup-A-10-STA.pcap", "d/x.pcap"}) {
+		t.Fatalf("early %v late %v", early, late)
+	}
+	if e, l := ByTime([]string{"a-1-STA.pcap"}); len(e) != 1 || len(l) != 0 {
+		t.Fatalf("one capture: early %v late %v, want it early", e, l)
+	}
+	if _, err := ParseSplit("later"); err == nil || !strings.Contains(err.Error(), "late") {
+		t.Fatalf("ParseSplit(later) = %v, want an error naming the choices", err)
+	}
+}
+
+// ipv4Valid says whether the IPv4 header checksum of a frame holds and,
+// for an unfragmented TCP or UDP packet captured whole, the transport one.
+func ipv4Valid(b []byte) (ipOK, l4OK, l4Checked bool) {
+	off, et := etherType(b)
+	if et != 0x0800 || len(b) < off+20 {
+		return true, true, false
+	}
+	ip := b[off:]
+	ihl := int(ip[0]&0x0f) * 4
+	ipOK = sum16(ip[:ihl], 0) == 0xffff
+	total := int(binary.BigEndian.Uint16(ip[2:4]))
+	if total > len(ip) || binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 || (ip[9] != 6 && ip[9] != 17) {
+		return ipOK, true, false
+	}
+	l4 := ip[ihl:total]
+	if ip[9] == 17 && binary.BigEndian.Uint16(l4[6:8]) == 0 {
+		return ipOK, true, false
+	}
+	pseudo := uint32(binary.BigEndian.Uint16(ip[12:14])) + uint32(binary.BigEndian.Uint16(ip[14:16])) +
+		uint32(binary.BigEndian.Uint16(ip[16:18])) + uint32(binary.BigEndian.Uint16(ip[18:20])) + uint32(ip[9]) + uint32(len(l4))
+	return ipOK, sum16(l4, pseudo) == 0xffff, true
+}
+
+func sum16(b []byte, s uint32) uint16 {
+	for len(b) >= 2 {
+		s += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s += uint32(b[0]) << 8
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return uint16(s)
+}
+
+func TestAssembleHeldOutUnits(t *testing.T) {
+	devs := loadSentinel(t)
+	cfg := Config{Devices: 5, Units: map[string]int{"WeMoSwitch": 4}, Duration: 10 * time.Minute, Sessions: LateSessions, Seed: 3}
+	h, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]Device{}
+	for _, d := range devs {
+		byName[d.Name] = d
+	}
+	origBad := 0 // checksums the capture already had wrong stay wrong, no more
+	types := map[string]int{}
+	sessions := map[string]bool{}
+	macs := map[schemas.MAC]bool{}
+	ips := map[netip.Addr]bool{}
+	for _, u := range h.Units {
+		types[u.Device]++
+		_, late := ByTime(byName[u.Device].Files)
+		if !slices.Contains(late, u.Session) {
+			t.Errorf("unit %s comes from %s, not one of the held-out (late) captures %v", u.Name, u.Session, late)
+		}
+		if sessions[u.Session] || macs[u.MAC] || ips[u.IP] {
+			t.Errorf("unit %s shares its capture, MAC or address with another unit", u.Name)
+		}
+		sessions[u.Session], macs[u.MAC], ips[u.IP] = true, true, true
+		if orig := byName[u.Device].MAC; u.MAC == orig || !bytes.Equal(u.MAC[:3], orig[:3]) {
+			t.Errorf("unit %s MAC %s: want a new MAC with the vendor OUI of %s", u.Name, u.MAC, orig)
+		}
+		if !h.LAN.Contains(u.IP) || u.IP == h.GatewayIP {
+			t.Errorf("unit %s address %s outside the LAN %s or the gateway's", u.Name, u.IP, h.LAN)
+		}
+		// A whole session fits in 10 minutes: every frame of the device
+		// in it is in the home, once.
+		frames, err := deviceFrames(u.Session, byName[u.Device].MAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range frames {
+			if _, ok, checked := ipv4Valid(f.data); checked && !ok {
+				origBad++
+			}
+		}
+		if u.Packets != len(frames) {
+			t.Errorf("unit %s has %d packets, its capture %d frames of the device", u.Name, u.Packets, len(frames))
+		}
+	}
+	if len(types) != 5 || types["WeMoSwitch"] != 4 || len(h.Units) != 8 {
+		t.Fatalf("units per device %v, want 5 devices, 4 WeMoSwitch units, 8 units", types)
+	}
+	start, end := h.Start.UnixNano(), h.Start.Add(h.Duration).UnixNano()
+	perUnit := make([]int, len(h.Units))
+	var ipBad, l4Bad, l4Checked int
+	for i, p := range h.Packets {
+		if p.TsNs < start || p.TsNs >= end || i > 0 && p.TsNs < h.Packets[i-1].TsNs {
+			t.Fatalf("packet %d at %d: outside the home's time or out of order", i, p.TsNs)
+		}
+		perUnit[p.Unit]++
+		u := h.Units[p.Unit]
+		if src, dst := schemas.MAC(p.Data[6:12]), schemas.MAC(p.Data[0:6]); src != u.MAC && dst != u.MAC {
+			t.Fatalf("packet %d of unit %s is from %s to %s: neither is the unit's MAC", i, u.Name, src, dst)
+		}
+		ipOK, l4OK, checked := ipv4Valid(p.Data)
+		if !ipOK {
+			ipBad++
+		}
+		if checked {
+			l4Checked++
+			if !l4OK {
+				l4Bad++
+			}
+		}
+	}
+	for i, u := range h.Units {
+		if perUnit[i] != u.Packets {
+			t.Errorf("unit %s: %d packets in the home, %d counted", u.Name, perUnit[i], u.Packets)
+		}
+	}
+	if ipBad > 0 || l4Checked < 100 || l4Bad != origBad {
+		t.Fatalf("checksums after moving the units: %d bad IP headers, %d of %d TCP/UDP checksums bad, %d bad in the captures", ipBad, l4Bad, l4Checked, origBad)
+	}
+	t.Logf("%d units, %d packets, %d TCP/UDP checksums checked, %d bad as in the captures", len(h.Units), len(h.Packets), l4Checked, l4Bad)
+
+	// The same seed gives the same capture; another seed another home.
+	var a, b, c bytes.Buffer
+	if err := h.WritePcap(&a); err != nil {
+		t.Fatal(err)
+	}
+	h2, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2.WritePcap(&b)
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatal("the same seed gave two different captures")
+	}
+	cfg.Seed = 4
+	h3, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h3.WritePcap(&c)
+	if bytes.Equal(a.Bytes(), c.Bytes()) {
+		t.Fatal("seeds 3 and 4 gave the same capture")
+	}
+
+	// The capture reads back with as many packets, and its truth too.
+	src, err := capture.NewReader(bytes.NewReader(a.Bytes()), "home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		if _, err := src.Next(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != len(h.Packets) {
+		t.Fatalf("capture holds %d packets, the home %d", n, len(h.Packets))
+	}
+	var tr bytes.Buffer
+	if err := h.WriteTruth(&tr, nil); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := ReadTruth(&tr, "truth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rows {
+		if u := h.Units[h.Packets[i].Unit]; r.Unit != u.Name || r.Device != u.Device || r.MAC != u.MAC || r.LANIndex != int64(i) {
+			t.Fatalf("truth row %d %+v, want unit %s", i, r, u.Name)
+		}
+	}
+	if len(rows) != len(h.Packets) {
+		t.Fatalf("truth has %d rows for %d packets", len(rows), len(h.Packets))
+	}
+}
+
+func TestAssembleRefuses(t *testing.T) {
+	devs := loadSentinel(t)
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		// WeMoSwitch2 has 3 captures, one of them in the later half.
+		{Config{Units: map[string]int{"WeMoSwitch2": 2}, Duration: time.Minute, Sessions: LateSessions}, "every unit needs a capture of its own"},
+		{Config{Units: map[string]int{"NoSuchCam": 1}, Duration: time.Minute}, `"NoSuchCam": no such device folder`},
+		{Config{Devices: 2, Units: map[string]int{"Aria": 1, "Withings": 1, "Lightify": 1}, Duration: time.Minute}, "ask for at least 3"},
+		{Config{Devices: 99, Duration: time.Minute}, "the folder holds 31"},
+		{Config{Devices: 2}, "want a positive length"},
+	} {
+		if _, err := Assemble(context.Background(), devs, c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Assemble(%+v) = %v, want an error saying %q", c.cfg, err, c.want)
+		}
+	}
+	if _, err := LoadDevices(t.TempDir()); err == nil || !strings.Contains(err.Error(), "_iotdevice-mac.txt") {
+		t.Errorf("LoadDevices(empty) = %v, want an error naming the MAC file", err)
+	}
+	bad := t.TempDir()
+	os.Mkdir(filepath.Join(bad, "Cam"), 0o755)
+	os.WriteFile(filepath.Join(bad, "Cam", "_iotdevice-mac.txt"), []byte("not a mac"), 0o644)
+	if _, err := LoadDevices(bad); err == nil || !strings.Contains(err.Error(), "Cam") {
+		t.Errorf("LoadDevices(bad MAC) = %v, want an error naming the folder", err)
+	}
+}
+
+// TestViewNAPT runs an assembled home through the emulated gateway: every
+// WAN packet's truth names the unit of the LAN packet it came from.
+func TestViewNAPT(t *testing.T) {
+	devs := loadSentinel(t)
+	h, err := Assemble(context.Background(), devs, Config{Devices: 6, Units: map[string]int{"TP-LinkPlugHS110": 2}, Duration: 5 * time.Minute, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
+		var wan bytes.Buffer
+		lan, st, err := h.View(context.Background(), gateway.Config{Mode: mode, Cipher: gateway.AES256GCM, Seed: 1}, &wan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Crossing < 100 || len(lan) != st.WANPackets {
+			t.Fatalf("%s: %d packets crossed, %d truth rows for %d WAN packets", mode, st.Crossing, len(lan), st.WANPackets)
+		}
+		var tr bytes.Buffer
+		if err := h.WriteTruth(&tr, lan); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := ReadTruth(&tr, "wan truth")
+		if err != nil {
+			t.Fatal(err)
+		}
+		named := 0
+		for i, r := range rows {
+			if r.LANIndex < 0 {
+				continue
+			}
+			named++
+			p := h.Packets[r.LANIndex]
+			if u := h.Units[p.Unit]; r.Unit != u.Name {
+				t.Fatalf("%s: WAN packet %d from LAN %d: truth says %s, the LAN packet is %s's", mode, i, r.LANIndex, r.Unit, u.Name)
+			}
+			// Only traffic to or from outside the home crosses.
+			if src, dst, _, _, ok := ipv4Of(p.Data); ok && h.LAN.Contains(src) && h.LAN.Contains(dst) {
+				t.Fatalf("%s: LAN-local packet %d %s->%s crossed", mode, r.LANIndex, src, dst)
+			}
+		}
+		if named != st.Crossing {
+			t.Fatalf("%s: %d WAN packets name a LAN packet, %d crossed", mode, named, st.Crossing)
+		}
+		t.Logf("%s: %d LAN packets, %d crossed, %d WAN packets", mode, len(h.Packets), st.Crossing, st.WANPackets)
+	}
+}
+
+func TestReadTruthRefuses(t *testing.T) {
+	for _, in := range []string{
+		TruthHeader + "\n1,1,a#1,a,00:11:22:33:44:55\n",
+		TruthHeader + "\n0,0,a#1,a\n",
+		TruthHeader + "\n0,,a#1,a,00:11:22:33:44:55\n",
+		TruthHeader + "\n0,x,a#1,a,00:11:22:33:44:55\n",
+		TruthHeader + "\n0,0,a#1,a,zz\n",
+	} {
+		if _, err := ReadTruth(strings.NewReader(in), "t.csv"); err == nil || !strings.Contains(err.Error(), "t.csv line 2") {
+			t.Errorf("ReadTruth(%q) = %v, want an error naming t.csv line 2", in, err)
+		}
+	}
+}
+
+func FuzzReadTruth(f *testing.F) {
+	f.Add([]byte(TruthHeader + "\n0,0,a#1,a,00:11:22:33:44:55\n1,,,,\n"))
+	f.Add([]byte("0,3,x,y,00:00:00:00:00:01"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rows, err := ReadTruth(bytes.NewReader(b), "fuzz")
+		if err != nil {
+			return
+		}
+		for i, r := range rows {
+			if r.Index != int64(i) || (r.LANIndex < 0) != (r.Unit == "") {
+				t.Fatalf("row %d accepted inconsistent: %+v", i, r)
+			}
+		}
+	})
+}
+
+// FuzzRewrite feeds arbitrary frames of the device through the rewriter,
+// which reads captured headers: it must neither panic nor change a frame's
+// length.
+func FuzzRewrite(f *testing.F) {
+	dev := schemas.MAC{0x74, 0xda, 0x38, 1, 2, 3}
+	arp := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x74, 0xda, 0x38, 1, 2, 3, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1},
+		[]byte{0x74, 0xda, 0x38, 1, 2, 3, 192, 168, 0, 7, 0, 0, 0, 0, 0, 0, 192, 168, 0, 1}...)
+	ip := []byte{0, 1, 2, 3, 4, 5, 0x74, 0xda, 0x38, 1, 2, 3, 0x08, 0x00, 0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0,
+		192, 168, 0, 7, 8, 8, 8, 8, 0x30, 0x39, 0, 53, 0, 8, 0x12, 0x34}
+	f.Add(arp, ip)
+	f.Add(ip, []byte{0x81, 0x00})
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		frames := []frame{{ts: 1, data: slices.Clone(a)}, {ts: 2, data: slices.Clone(b)}}
+		h := &Home{LAN: netip.MustParsePrefix("192.168.1.0/24"), GatewayMAC: schemas.MAC{2}}
+		al := newAllocator(h.LAN, nil)
+		h.GatewayIP = al.next()
+		al.macs[dev] = true
+		rw := &rewriter{macs: map[schemas.MAC]schemas.MAC{dev: {0x74, 0xda, 0x38, 9, 9, 9}}, addrs: map[netip.Addr]netip.Addr{}, home: h, al: al}
+		if _, err := newRewriter(dev, frames, h, newAllocator(h.LAN, rand.New(rand.NewPCG(1, 2)))); err != nil {
+			t.Fatal(err)
+		}
+		for _, fr := range frames {
+			n := len(fr.data)
+			rw.rewrite(fr.data)
+			if len(fr.data) != n {
+				t.Fatalf("rewrite changed a frame's length from %d to %d", n, len(fr.data))
+			}
+		}
+	})
+}

@@ -1,0 +1,53 @@
+package train
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/schemas"
+)
+
+// CVTime trains on each home's earlier capture sessions and judges the
+// later ones (IoT Sentinel's sequence numbers: Setup-X-N-STA, ordered by
+// N): one fold, as a model is trained once and then meets the captures of
+// later days.
+const CVTime = "time"
+
+// timeFolds is the one fold of CVTime: per home (in an IoT Sentinel
+// dataset, per device), the later half of its sessions is held out.
+func timeFolds(m *dataset.Manifest) ([]fold, error) {
+	byHome := map[string][]string{}
+	for _, g := range m.Groups {
+		home, session, ok := strings.Cut(g, "/")
+		if !ok {
+			return nil, fmt.Errorf("time split of %s/%s: group %q is not home/session", m.Dataset, m.Version, g)
+		}
+		byHome[home] = append(byHome[home], session)
+	}
+	late := map[string]bool{}
+	numbered := 0
+	for home, sessions := range byHome {
+		_, l := campaign.SplitByTime(sessions)
+		for _, s := range l {
+			late[home+"/"+s] = true
+		}
+		for _, s := range sessions {
+			if campaign.CaptureSequence(s) >= 0 {
+				numbered++
+			}
+		}
+	}
+	if numbered == 0 {
+		return nil, fmt.Errorf("time split of %s/%s: no session name carries a sequence number (Setup-X-N-STA): the captures' order in time is unknown; use --mode grouped", m.Dataset, m.Version)
+	}
+	if len(late) == 0 {
+		return nil, fmt.Errorf("time split of %s/%s: every home has a single session, nothing is later than another", m.Dataset, m.Version)
+	}
+	return []fold{{
+		train:      func(w *schemas.Window) bool { return !late[w.Group] },
+		test:       func(w *schemas.Window) bool { return late[w.Group] },
+		testGroups: len(late),
+	}}, nil
+}

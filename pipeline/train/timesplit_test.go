@@ -1,0 +1,39 @@
+package train
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/schemas"
+)
+
+func TestTimeFolds(t *testing.T) {
+	m := &dataset.Manifest{Dataset: "d", Version: "v", Groups: []string{
+		"Cam/Setup-A-1-STA", "Cam/Setup-C-2-STA", "Cam/Setup-A-3-STA", "Cam/Setup-C-10-STA",
+		"Plug/Setup-A-5-STA", "Plug/Setup-A-7-STA", "Plug/Setup-B-6-STA",
+		"Hub/Setup-A-1-STA",
+	}}
+	fs, err := timeFolds(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) != 1 || fs[0].testGroups != 3 {
+		t.Fatalf("%d folds, %d groups held out; want 1 fold holding out 3", len(fs), fs[0].testGroups)
+	}
+	late := map[string]bool{"Cam/Setup-A-3-STA": true, "Cam/Setup-C-10-STA": true, "Plug/Setup-A-7-STA": true}
+	for _, g := range m.Groups {
+		w := &schemas.Window{Group: g}
+		if fs[0].test(w) != late[g] || fs[0].train(w) == late[g] {
+			t.Errorf("group %s: test %v train %v, want held out %v", g, fs[0].test(w), fs[0].train(w), late[g])
+		}
+	}
+	for _, bad := range []*dataset.Manifest{
+		{Groups: []string{"home/lan-20240101", "home/lan-20240102"}},
+		{Groups: []string{"a/Setup-A-1-STA", "b/Setup-A-1-STA"}},
+	} {
+		if _, err := timeFolds(bad); err == nil || !strings.Contains(err.Error(), "time split") {
+			t.Errorf("timeFolds(%v) = %v, want an error explaining the time split", bad.Groups, err)
+		}
+	}
+}

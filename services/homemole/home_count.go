@@ -1,0 +1,202 @@
+//go:build torch
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/detect"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/heartbeat"
+	"github.com/homemole/homemole/pipeline/homecount"
+	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+// spCounter counts with a sequence-profile model: the count of its most
+// confident window over the span, 0 where the detector does not fire.
+type spCounter struct{ m *detect.Model }
+
+func (c spCounter) Count(ctx context.Context, path, device string, fromNs, toNs int64) (int, error) {
+	windows, _, err := c.m.DetectFile(ctx, path, 0)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, w := range windows {
+		if w.EndNs <= fromNs || w.StartNs >= toNs {
+			continue
+		}
+		for _, d := range w.Detections {
+			if d.Device == device {
+				n = max(n, d.Count)
+			}
+		}
+	}
+	return n, nil
+}
+
+func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("home count", "--from-dir DIR --device TYPE [--also TYPE2] [--units 1-5] [--homes K] [--sp-model MODEL]",
+		"Measures counting on real units: per n, --homes homes assembled (as home assemble does)\n"+
+			"with n units of --device from distinct captures of --sessions and --others other devices,\n"+
+			"seen beyond the emulated --view gateway, each counted by the heartbeat estimator (its\n"+
+			"heartbeats learned from the device's --learn captures: a keepalive of one transport,\n"+
+			"server port and IP length at a steady period, in at least two of them; the count is the\n"+
+			"most heartbeat trains alive at once) and, with --sp-model, by that model's sequence-\n"+
+			"profile counter. Combined: the larger of the two (heartbeat trains alive at once are\n"+
+			"distinct units, a lower bound). --also names the other folder of an identical pair (n\n"+
+			"units split over the two; the sequence-profile count is the sum of the two types'). The\n"+
+			"error is |estimate - n| / n; the most units active at one time (between their first and\n"+
+			"last packet) is shown beside it, as short captures overlap only in part.")
+	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
+	device := fs.String("device", "", "device folder (type) to count")
+	also := fs.String("also", "", "the other folder of an identical pair, whose units count as --device's")
+	unitsFlag := fs.String("units", "1-5", "the n to measure: a range A-B or a list")
+	homes := fs.Int("homes", 5, "homes per n")
+	others := fs.Int("others", 3, "other device types in each home")
+	duration := fs.Duration("duration", 100*time.Second, "each home's length")
+	sessions := fs.String("sessions", string(realhome.LateSessions), "captures the homes draw on: all, early or late")
+	learn := fs.String("learn", string(realhome.EarlySessions), "captures the heartbeats are learned from: all, early or late")
+	view := fs.String("view", "napt", "lan, napt or vpn")
+	spModel := fs.String("sp-model", "", "model from `homemole sp train` whose counter to measure beside the heartbeats")
+	seed := fs.Uint64("seed", 1, "seed of the homes")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *device == "" {
+		return cli.Usagef("home count needs --from-dir DIR and --device TYPE")
+	}
+	units, err := parseUnits(*unitsFlag)
+	if err != nil {
+		return cli.Usagef("home count: --units: %v", err)
+	}
+	if *homes < 1 || *others < 0 || *duration <= 0 {
+		return cli.Usagef("home count: --homes from 1, --others from 0 and a positive --duration")
+	}
+	split, err := realhome.ParseSplit(*sessions)
+	if err != nil {
+		return cli.Usagef("home count: --sessions: %v", err)
+	}
+	learnSplit, err := realhome.ParseSplit(*learn)
+	if err != nil {
+		return cli.Usagef("home count: --learn: %v", err)
+	}
+	var mode gateway.Mode
+	if *view != "lan" {
+		if mode, err = gateway.ParseMode(*view); err != nil {
+			return cli.Usagef("home count: --view: %v (or lan)", err)
+		}
+	}
+	devs, err := realhome.LoadDevices(*dir)
+	if err != nil {
+		return fmt.Errorf("home count: --from-dir: %w", err)
+	}
+	var profiles []heartbeat.Profile
+	found := false
+	for _, d := range devs {
+		if d.Name == *device {
+			found = true
+			if profiles, err = homecount.LearnEarly(ctx, d, learnSplit); err != nil {
+				return fmt.Errorf("home count: %w", err)
+			}
+		}
+	}
+	if !found {
+		return cli.Usagef("home count: --device %s: no such device folder in %s", *device, *dir)
+	}
+	var sp homecount.Counter
+	if *spModel != "" {
+		m, err := detect.LoadFile(*spModel)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		sp = spCounter{m}
+	}
+	tmp, err := os.MkdirTemp("", "homemole-count-")
+	if err != nil {
+		return fmt.Errorf("home count: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if len(profiles) == 0 {
+		fmt.Fprintf(out, "%s: no heartbeat in its %s captures\n", *device, learnSplit)
+	}
+	for _, p := range profiles {
+		fmt.Fprintf(out, "%s heartbeat: %s every %s (%d %s captures)\n", *device, p.Key, p.Period.Round(time.Millisecond), p.Sessions, learnSplit)
+	}
+	pts, err := homecount.Run(ctx, devs, profiles, sp, homecount.Config{Device: *device, Also: *also, Units: units, Homes: *homes,
+		Others: *others, Duration: *duration, Sessions: split, View: mode, Seed: *seed, Dir: tmp})
+	fmt.Fprintf(out, "%-3s %-16s %-28s %-28s %s\n", "n", "most at once", "heartbeat: err, exact", "sp counter: err, exact", "combined: err, exact")
+	var sums [3]float64
+	var exacts, judged [3]int
+	for _, p := range pts {
+		row := fmt.Sprintf("%-3d %-16s", p.N, ints(p.Active))
+		for i, est := range [][]int{p.HB, p.SP, p.Combined} {
+			if est[0] < 0 && i < 2 {
+				row += fmt.Sprintf(" %-28s", "-")
+				continue
+			}
+			e, x := homecount.Err(est, p.Truth())
+			sums[i] += e * float64(p.Homes)
+			exacts[i] += x
+			judged[i] += p.Homes
+			row += fmt.Sprintf(" %-28s", fmt.Sprintf("%s %.0f%% %d/%d", ints(est), 100*e, x, p.Homes))
+		}
+		fmt.Fprintln(out, strings.TrimRight(row, " "))
+	}
+	if judged[2] > 0 {
+		fmt.Fprintf(out, "mean count error over %d homes:", judged[2])
+		for i, name := range []string{"heartbeat", "sp", "combined"} {
+			if judged[i] > 0 {
+				fmt.Fprintf(out, " %s %.1f %% (%d exact)", name, 100*sums[i]/float64(judged[i]), exacts[i])
+			}
+		}
+		fmt.Fprintln(out)
+	}
+	if err != nil {
+		return fmt.Errorf("home count: %w", err)
+	}
+	log.Debug("home count done", "device", *device)
+	return nil
+}
+
+func ints(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+// parseUnits reads "1-5" or "1,2,4".
+func parseUnits(s string) ([]int, error) {
+	if a, b, ok := strings.Cut(s, "-"); ok {
+		lo, err1 := strconv.Atoi(a)
+		hi, err2 := strconv.Atoi(b)
+		if err1 != nil || err2 != nil || lo < 1 || hi < lo || hi > 100 {
+			return nil, fmt.Errorf("%q: want a range such as 1-5 within 1-100", s)
+		}
+		var out []int
+		for n := lo; n <= hi; n++ {
+			out = append(out, n)
+		}
+		return out, nil
+	}
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 || n > 100 {
+			return nil, fmt.Errorf("%q: want counts from 1 to 100 such as 1,2,4 or a range 1-5", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

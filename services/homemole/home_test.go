@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+// TestHomeAssembleCommand assembles a home from the real IoT Sentinel
+// captures, on the LAN and behind the emulated NAPT, and reads both back.
+func TestHomeAssembleCommand(t *testing.T) {
+	const data = "../../../shared/data/iot-sentinel-dev"
+	if _, err := os.Stat(data); err != nil {
+		t.Skipf("IoT Sentinel captures not at %s: %v", data, err)
+	}
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, view := range []string{"lan", "napt"} {
+		pcap, truth := filepath.Join(dir, view+".pcap"), filepath.Join(dir, view+".csv")
+		var out bytes.Buffer
+		err := runHome(context.Background(), log, &out, []string{"assemble", "--from-dir", data, "--devices", "4",
+			"--units", "EdnetCam1=2", "--duration", "3m", "--sessions", "late", "--view", view, "--seed", "5", "--out", pcap, "--truth", truth})
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", view, err, out.String())
+		}
+		if c := strings.Count(out.String(), "EdnetCam1#"); c != 2 {
+			t.Fatalf("%s: report names %d EdnetCam1 units, want 2:\n%s", view, c, out.String())
+		}
+		f, err := os.Open(truth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := realhome.ReadTruth(f, truth)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := capture.OpenFile(pcap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for ; ; n++ {
+			if _, err := src.Next(); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		src.Close()
+		units := map[string]bool{}
+		for _, r := range rows {
+			if r.Unit != "" {
+				units[r.Unit] = true
+			}
+		}
+		// The EdnetCam1 units stay on the LAN; what crosses the NAPT is
+		// the other devices'.
+		if n == 0 || len(rows) != n || view == "lan" && len(units) != 5 || len(units) == 0 {
+			t.Fatalf("%s: %d packets, %d truth rows, units %v", view, n, len(rows), units)
+		}
+		t.Logf("%s: %d packets of %d units", view, n, len(units))
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"assemble", "--from-dir", data, "--out", "a.pcap", "--truth", "a.csv"}, "--devices N, --units TYPE=K"},
+		{[]string{"assemble", "--from-dir", data, "--devices", "2", "--units", "Aria", "--out", "a.pcap", "--truth", "a.csv"}, "TYPE=K"},
+		{[]string{"assemble", "--from-dir", data, "--devices", "2", "--view", "wan", "--out", "a.pcap", "--truth", "a.csv"}, "--view"},
+		{[]string{"assemble", "--from-dir", data, "--devices", "2", "--sessions", "old", "--out", "a.pcap", "--truth", "a.csv"}, "--sessions"},
+		{[]string{"assemble", "--from-dir", data, "--devices", "2", "--out", "a.pcap", "--truth", "a.pcap"}, "same file"},
+		{[]string{"build"}, "assemble"},
+	} {
+		err := runHome(context.Background(), log, io.Discard, c.args)
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("home %v = %v, want a usage error saying %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestHomeCountCommand measures heartbeat counting of Lightify units (its
+// heartbeat learned from its early captures) in homes of its later ones.
+func TestHomeCountCommand(t *testing.T) {
+	const data = "../../../shared/data/iot-sentinel-dev"
+	if _, err := os.Stat(data); err != nil {
+		t.Skipf("IoT Sentinel captures not at %s: %v", data, err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var out bytes.Buffer
+	err := runHome(context.Background(), log, &out, []string{"count", "--from-dir", data, "--device", "Lightify", "--units", "1-2", "--homes", "2"})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	s := out.String()
+	if !strings.Contains(s, "Lightify heartbeat: udp/80") || strings.Count(s, "\n") != 5 || !strings.Contains(s, "mean count error over 4 homes: heartbeat") {
+		t.Fatalf("home count printed:\n%s", s)
+	}
+	t.Log(s)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"count", "--from-dir", data}, "--device"},
+		{[]string{"count", "--from-dir", data, "--device", "Lightify", "--units", "3-1"}, "--units"},
+		{[]string{"count", "--from-dir", data, "--device", "NoSuch"}, "no such device folder"},
+	} {
+		if err := runHome(context.Background(), log, io.Discard, c.args); !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("home %v = %v, want a usage error saying %q", c.args, err, c.want)
+		}
+	}
+}
