@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/schemas"
 )
 
 // Bucket is the bucket the store of Start writes to.
@@ -40,4 +43,33 @@ func Start(ctx context.Context, tb testing.TB, log *slog.Logger) (*embedded.Serv
 // S3 is how a client reaches the servers' S3 bucket.
 func S3(srv *embedded.Servers) store.S3Config {
 	return store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: Bucket}
+}
+
+// PublishAll publishes batches as a capture agent does, each under the
+// subject subject gives it and its message id, without waiting between
+// them, then waits for every ack; it returns how many packets they hold.
+func PublishAll(tb testing.TB, conn *bus.Conn, subject func(*schemas.Batch) string, batches []*schemas.Batch) int {
+	tb.Helper()
+	total := 0
+	futures := make([]jetstream.PubAckFuture, 0, len(batches))
+	for _, bt := range batches {
+		total += len(bt.Packets)
+		data, err := bt.AppendBinary(nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f, err := conn.PublishAsync(subject(bt), bt.MsgID(), data)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			tb.Fatal(err)
+		}
+	}
+	return total
 }
