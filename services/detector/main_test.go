@@ -33,9 +33,7 @@ import (
 // type twice or carry a count below one. The detector runs as its main
 // does, in-process: flags, model file, campaign file.
 func TestReplayedHomeIsDetected(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, log := embeddedtest.Context(t, 3*time.Minute), embeddedtest.Log()
 	model, pkts, modelPath := trainedHome(ctx, t, log)
 
 	srv, conn, _ := embeddedtest.Start(ctx, t, log)

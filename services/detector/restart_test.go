@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,9 +30,7 @@ import (
 // the restarted detector its place, and a window published again was
 // deduplicated by its message id.
 func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, log := embeddedtest.Context(t, 4*time.Minute), embeddedtest.Log()
 	model, pkts, _ := trainedHome(ctx, t, log)
 	srv, conn, st := embeddedtest.Start(ctx, t, log)
 	// The detectors read the model from the object store, as a pod does.

@@ -6,7 +6,9 @@ package embeddedtest
 import (
 	"context"
 	"log/slog"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,6 +20,20 @@ import (
 
 // Bucket is the bucket the store of Start writes to.
 const Bucket = "homemole"
+
+// Log is the logger tests give servers and workers: warnings and errors on
+// stderr, beside the test's own lines; a healthy run's info lines would
+// bury them.
+func Log() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// Context is a test's context: it ends after within, or with the test.
+func Context(tb testing.TB, within time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(tb.Context(), within)
+	tb.Cleanup(cancel)
+	return ctx
+}
 
 // Start starts the servers with their state in a temp folder of tb, and
 // connects to both.
