@@ -15,6 +15,7 @@ import (
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -100,20 +101,8 @@ func emulateAndPair(t *testing.T, lanPath string, home features.HomeConfig, gcfg
 
 // lanHosts names, per LAN packet, its end inside the home.
 func lanHosts(t *testing.T, path string, home features.HomeConfig) []netip.Addr {
-	src, err := capture.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
 	var out []netip.Addr
-	for {
-		fr, err := src.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, fr := range capturetest.Frames(t, path) {
 		h, _ := gateway.ParseHeader(fr.LinkType, fr.Data)
 		a := h.Src
 		if !inNets(home.LANNets, a) {
@@ -121,6 +110,7 @@ func lanHosts(t *testing.T, path string, home features.HomeConfig) []netip.Addr 
 		}
 		out = append(out, a)
 	}
+	return out
 }
 
 type scenario struct {
