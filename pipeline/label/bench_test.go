@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/bus"
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -38,17 +38,7 @@ func BenchmarkLabel(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	read := func(path string) []schemas.Packet {
-		var out []schemas.Packet
-		if _, err := capture.ReadFile(context.Background(), path, hc, func(p *schemas.Packet) error {
-			out = append(out, *p)
-			return nil
-		}); err != nil {
-			b.Fatal(err)
-		}
-		return out
-	}
-	lan, wan := read(paired.Taps[0].Files[0]), read(paired.Taps[1].Files[0])
+	lan, wan := capturetest.Packets(b, paired.Taps[0].Files[0], hc), capturetest.Packets(b, paired.Taps[1].Files[0], hc)
 	const copies = 40
 	// The copies are sessions of their own: the campaign names them, so
 	// that the labeler waits for each LAN session's WAN session.
