@@ -162,8 +162,15 @@ func TestPairingSentinel(t *testing.T) {
 }
 
 func TestPairingGeneratedHome(t *testing.T) {
-	dir := t.TempDir()
-	h, err := homegen.Generate(homegen.Config{Seed: 7}, dir)
+	h, home := generatedHome(t, homegen.Config{Seed: 7}, t.TempDir())
+	pairScenarios(t, "generated home", "sessions", h.Files, home, 100)
+}
+
+// generatedHome generates a home's LAN captures into dir and returns it
+// with its home configuration.
+func generatedHome(t *testing.T, cfg homegen.Config, dir string) (*homegen.Home, features.HomeConfig) {
+	t.Helper()
+	h, err := homegen.Generate(cfg, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +178,7 @@ func TestPairingGeneratedHome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pairScenarios(t, "generated home", "sessions", h.Files, home, 100)
+	return h, home
 }
 
 // pairScenarios sends every LAN capture of files through each scenario's
@@ -277,15 +284,7 @@ func checkDecodes(t *testing.T, name string, wan []byte) {
 // TestRawIPWAN pairs a WAN capture taken as raw IP (as on a tunnel or
 // router interface) instead of Ethernet.
 func TestRawIPWAN(t *testing.T) {
-	dir := t.TempDir()
-	h, err := homegen.Generate(homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, home := generatedHome(t, homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
 	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
 		src, err := capture.OpenFile(h.Files[0])
 		if err != nil {

@@ -55,14 +55,7 @@ func readAgentRecords(t *testing.T, path string, home features.HomeConfig) []sch
 // (not the frames) and scores them against the emulator's ground truth.
 func TestRecordsAgreeWithTruth(t *testing.T) {
 	dir := t.TempDir()
-	g, err := homegen.Generate(homegen.Config{Seed: 7, Sessions: 1, SessionDuration: 5 * time.Minute}, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := g.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, home := generatedHome(t, homegen.Config{Seed: 7, Sessions: 1, SessionDuration: 5 * time.Minute}, dir)
 	lan := readRecords(t, g.Files[0], home)
 	for _, tc := range []struct {
 		mode   gateway.Mode
