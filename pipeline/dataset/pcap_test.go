@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -37,26 +38,9 @@ func generatedWindows(t *testing.T, n int) ([]*schemas.Window, []string) {
 		labels[m] = int32(i)
 		names = append(names, d.Name)
 	}
-	src, err := capture.OpenFile(h.Files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dec := features.NewDecoder(home)
 	var ws []*schemas.Window
 	var w *schemas.Window
-	for {
-		f, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p schemas.Packet
-		if err := dec.Decode(f.LinkType, f.Data, f.CI, f.Offset, &p); err != nil {
-			t.Fatal(err)
-		}
+	for _, p := range capturetest.Packets(t, h.Files[0], home) {
 		label, ok := labels[p.SrcMAC]
 		if !ok {
 			if label, ok = labels[p.DstMAC]; !ok {

@@ -61,6 +61,20 @@ func (c *CSVWriter) Flush() error {
 	return nil
 }
 
+// appendGroup appends the fields of one header, comma-separated; a packet
+// without that header (!present) gets as many empty fields.
+func appendGroup(b []byte, present bool, fields ...uint64) []byte {
+	for i, v := range fields {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if present {
+			b = strconv.AppendUint(b, v, 10)
+		}
+	}
+	return b
+}
+
 // AppendCSVRow appends the CSV row of p, newline included, to b.
 func AppendCSVRow(b []byte, p *schemas.Packet) []byte {
 	isIP := p.ProtoBits&schemas.ProtoIP != 0
@@ -83,25 +97,9 @@ func AppendCSVRow(b []byte, p *schemas.Packet) []byte {
 	b = append(b, ',')
 	b = appendSeconds(b, p.IntervalNs)
 	b = append(b, ',')
-	if isIP {
-		b = strconv.AppendUint(b, uint64(p.TTL), 10)
-		b = append(b, ',')
-		b = strconv.AppendUint(b, uint64(p.IPLen), 10)
-		b = append(b, ',')
-		b = strconv.AppendUint(b, uint64(p.Transport), 10)
-	} else {
-		b = append(b, ",,"...)
-	}
+	b = appendGroup(b, isIP, uint64(p.TTL), uint64(p.IPLen), uint64(p.Transport))
 	b = append(b, ',')
-	if hasTCP {
-		b = strconv.AppendUint(b, uint64(p.TCPFlags), 10)
-		b = append(b, ',')
-		b = strconv.AppendUint(b, uint64(p.TCPWindow), 10)
-		b = append(b, ',')
-		b = strconv.AppendUint(b, uint64(p.TCPOptionsLen), 10)
-	} else {
-		b = append(b, ",,"...)
-	}
+	b = appendGroup(b, hasTCP, uint64(p.TCPFlags), uint64(p.TCPWindow), uint64(p.TCPOptionsLen))
 	b = append(b, ',')
 	if isIP {
 		b = strconv.AppendUint(b, uint64(p.PayloadLen), 10)

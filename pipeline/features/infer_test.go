@@ -1,57 +1,27 @@
 package features_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/google/gopacket"
-
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/schemas"
 )
 
-type frame struct {
-	link features.LinkType
-	data []byte
-	ci   gopacket.CaptureInfo
-}
-
-func readFrames(t *testing.T, path string) []frame {
-	t.Helper()
-	src, err := capture.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	var out []frame
-	for {
-		f, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, frame{f.LinkType, bytes.Clone(f.Data), f.CI})
-	}
-}
-
-func directions(t *testing.T, home features.HomeConfig, frames []frame) []int8 {
+func directions(t *testing.T, home features.HomeConfig, frames []capture.Frame) []int8 {
 	t.Helper()
 	d := features.NewDecoder(home)
 	out := make([]int8, len(frames))
 	var p schemas.Packet
 	for i, f := range frames {
-		if err := d.Decode(f.link, f.data, f.ci, uint64(i), &p); err != nil {
+		if err := d.Decode(f.LinkType, f.Data, f.CI, uint64(i), &p); err != nil {
 			t.Fatalf("packet %d: %v", i, err)
 		}
 		out[i] = p.Direction
@@ -59,10 +29,10 @@ func directions(t *testing.T, home features.HomeConfig, frames []frame) []int8 {
 	return out
 }
 
-func infer(frames []frame) features.InferredHome {
+func infer(frames []capture.Frame) features.InferredHome {
 	h := features.NewHomeInference()
 	for _, f := range frames {
-		h.Observe(f.link, f.data)
+		h.Observe(f.LinkType, f.Data)
 	}
 	return h.Result()
 }
@@ -81,9 +51,9 @@ func agreement(got, truth []int8) float64 {
 // generated writes one home under every address plan from one seed: the
 // same devices, packets and order, so the IPv4 capture decoded with the
 // home's true configuration is the direction ground truth of all of them.
-func generated(t *testing.T, household string, plans ...string) (*homegen.Home, map[string][]frame) {
+func generated(t *testing.T, household string, plans ...string) (*homegen.Home, map[string][]capture.Frame) {
 	t.Helper()
-	out := map[string][]frame{}
+	out := map[string][]capture.Frame{}
 	var home *homegen.Home
 	for _, plan := range append([]string{homegen.PlanIPv4}, plans...) {
 		cfg := homegen.DefaultConfig()
@@ -95,7 +65,7 @@ func generated(t *testing.T, household string, plans ...string) (*homegen.Home, 
 		if plan == homegen.PlanIPv4 {
 			home = h
 		}
-		out[plan] = readFrames(t, h.Files[0])
+		out[plan] = capturetest.Frames(t, h.Files[0])
 	}
 	for _, plan := range plans {
 		if len(out[plan]) != len(out[homegen.PlanIPv4]) {
@@ -161,20 +131,20 @@ func TestInferHomeTun(t *testing.T) {
 	}
 	truth := directions(t, truthHome, frames[homegen.PlanIPv4])
 	for _, link := range []features.LinkType{features.LinkTypeRaw, features.LinkTypeRawDLT} {
-		var tun []frame
+		var tun []capture.Frame
 		var tunTruth []int8
 		for i, f := range frames[homegen.PlanDual] {
 			if truth[i] == schemas.DirLocal {
 				continue
 			}
-			l, err := features.ParseLink(f.link, f.data)
+			l, err := features.ParseLink(f.LinkType, f.Data)
 			if err != nil || !l.IsIP() {
 				t.Fatalf("packet %d: %v", i, err)
 			}
-			ip := f.data[l.Offset:]
-			ci := f.ci
+			ip := f.Data[l.Offset:]
+			ci := f.CI
 			ci.CaptureLength, ci.Length = len(ip), len(ip)
-			tun, tunTruth = append(tun, frame{link, ip, ci}), append(tunTruth, truth[i])
+			tun, tunTruth = append(tun, capture.Frame{LinkType: link, Data: ip, CI: ci}), append(tunTruth, truth[i])
 		}
 		r := infer(tun)
 		t.Logf("tun as link type %d: %s", link, r)

@@ -55,25 +55,17 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 	switch lt {
 	case LinkTypeEthernet:
 		const ethLen = 14
-		if len(data) < ethLen {
-			return l, fmt.Errorf("%w: Ethernet header needs %d bytes, frame has %d", ErrMalformed, ethLen, len(data))
+		if err := needHeader(lt, ethLen, data); err != nil {
+			return l, err
 		}
 		l.DstMAC, l.SrcMAC = schemas.MAC(data[0:6]), schemas.MAC(data[6:12])
 		return l.ether(binary.BigEndian.Uint16(data[12:14]), data, ethLen)
 	case LinkTypeLinuxSLL:
 		// The address field's stated length is not trusted: 16 bytes always.
-		const sllLen = 16
-		if len(data) < sllLen {
-			return l, fmt.Errorf("%w: Linux SLL header needs %d bytes, frame has %d", ErrMalformed, sllLen, len(data))
-		}
-		return l.ether(binary.BigEndian.Uint16(data[14:16]), data, sllLen)
+		return l.etherAt(lt, data, 16, 14)
 	case LinkTypeLinuxSLL2:
 		// protocol(2) reserved(2) ifindex(4) hatype(2) pkttype(1) addrlen(1) addr(8)
-		const sll2Len = 20
-		if len(data) < sll2Len {
-			return l, fmt.Errorf("%w: Linux SLL2 header needs %d bytes, frame has %d", ErrMalformed, sll2Len, len(data))
-		}
-		return l.ether(binary.BigEndian.Uint16(data[0:2]), data, sll2Len)
+		return l.etherAt(lt, data, 20, 0)
 	case LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD:
 		if len(data) == 0 {
 			return l, fmt.Errorf("%w: empty raw IP frame", ErrMalformed)
@@ -103,8 +95,8 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 		return l, nil
 	case LinkTypeNull, LinkTypeLoop:
 		const famLen = 4
-		if len(data) < famLen {
-			return l, fmt.Errorf("%w: %s header needs %d bytes, frame has %d", ErrMalformed, lt, famLen, len(data))
+		if err := needHeader(lt, famLen, data); err != nil {
+			return l, err
 		}
 		fam, ok := bsdFamily(data)
 		if !ok {
@@ -127,17 +119,13 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 		return l, nil
 	case LinkTypeCiscoHDLC:
 		// address (0x0f unicast, 0x8f broadcast), control, then an EtherType.
-		const chdlcLen = 4
-		if len(data) < chdlcLen {
-			return l, fmt.Errorf("%w: Cisco HDLC header needs %d bytes, frame has %d", ErrMalformed, chdlcLen, len(data))
-		}
-		return l.ether(binary.BigEndian.Uint16(data[2:4]), data, chdlcLen)
+		return l.etherAt(lt, data, 4, 2)
 	case LinkTypePPI:
 		// version(1) flags(1) header length(2, LE) inner link type(4, LE),
 		// then the radio fields, which say nothing about direction or size.
 		const ppiMin = 8
-		if len(data) < ppiMin {
-			return l, fmt.Errorf("%w: PPI header needs %d bytes, frame has %d", ErrMalformed, ppiMin, len(data))
+		if err := needHeader(lt, ppiMin, data); err != nil {
+			return l, err
 		}
 		hdr := int(binary.LittleEndian.Uint16(data[2:4]))
 		inner := binary.LittleEndian.Uint32(data[4:8])
@@ -154,6 +142,24 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 	}
 	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), Linux SLL (113), SLL2 (276) or PPI (192)",
 		ErrUnsupportedLinkType, uint16(lt))
+}
+
+// needHeader refuses a frame shorter than the n-byte header its link type
+// lt starts it with.
+func needHeader(lt LinkType, n int, data []byte) error {
+	if len(data) < n {
+		return fmt.Errorf("%w: %s header needs %d bytes, frame has %d", ErrMalformed, lt, n, len(data))
+	}
+	return nil
+}
+
+// etherAt reads a link header of a fixed n bytes whose big-endian
+// EtherType stands at data[at:at+2].
+func (l Link) etherAt(lt LinkType, data []byte, n, at int) (Link, error) {
+	if err := needHeader(lt, n, data); err != nil {
+		return l, err
+	}
+	return l.ether(binary.BigEndian.Uint16(data[at:at+2]), data, n)
 }
 
 // pinnable: the link types PPI may wrap. PPI inside PPI is refused so the

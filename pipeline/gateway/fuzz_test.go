@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 )
 
@@ -74,7 +75,7 @@ func (s *frames) Close() error { return nil }
 // never a panic.
 func FuzzEmulateFrame(f *testing.F) {
 	path, home := generated(f)
-	all := lanPackets(f, path)
+	all := capturetest.Frames(f, path)
 	base := all[:min(len(all), 64)]
 	for _, fr := range base[:8] {
 		f.Add(fr.Data)
@@ -96,7 +97,7 @@ func FuzzEmulateFrame(f *testing.F) {
 // undecodable and the rest of the capture goes through.
 func TestSecurityGatewayShortIPLength(t *testing.T) {
 	path, home := generated(t)
-	base := lanPackets(t, path)[:64]
+	base := capturetest.Frames(t, path)[:64]
 	before := map[Mode]Stats{}
 	for _, mode := range []Mode{NAPT, VPN} {
 		st, err := Emulate(context.Background(), &frames{slices.Clone(base)}, home, Config{Mode: mode}, io.Discard, io.Discard)

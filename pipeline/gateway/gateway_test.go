@@ -19,6 +19,7 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/schemas"
@@ -120,28 +121,6 @@ func TestTruncatedCapture(t *testing.T) {
 	}
 }
 
-// lanPackets reads a capture's frames into memory, copying them.
-func lanPackets(t testing.TB, path string) []capture.Frame {
-	t.Helper()
-	src, err := capture.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	var out []capture.Frame
-	for {
-		fr, err := src.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		fr.Data = bytes.Clone(fr.Data)
-		out = append(out, fr)
-	}
-}
-
 // readTruth reads a ground-truth file the emulator wrote, through the
 // format's one reader, and insists on its header: Emulate always writes it.
 func readTruth(t *testing.T, b []byte) []int {
@@ -165,7 +144,7 @@ func readTruth(t *testing.T, b []byte) []int {
 // what the gateway would produce.
 func TestWANView(t *testing.T) {
 	path, home := generated(t)
-	lan := lanPackets(t, path)
+	lan := capturetest.Frames(t, path)
 	cfg := DefaultConfig()
 	for _, c := range []Config{{Mode: NAPT}, {Mode: VPN, Cipher: AES256GCM}, {Mode: VPN, Cipher: AES256CBC}, {Mode: VPN, Cipher: AES256CBC, Reorder: true},
 		{Mode: VPN, Cipher: AES256GCM, VPNPing: 2 * time.Second, Loss: 0.01},

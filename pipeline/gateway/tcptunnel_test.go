@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 )
 
 // TestVPNOverTCP checks the emulated OpenVPN-over-TCP stream on its own
@@ -16,7 +17,7 @@ import (
 // them, and checksums hold.
 func TestVPNOverTCP(t *testing.T) {
 	path, home := generated(t)
-	lan := lanPackets(t, path)
+	lan := capturetest.Frames(t, path)
 	for _, c := range []Cipher{AES256GCM, AES256CBC} {
 		wanBytes, truthBytes, st := emulate(t, path, home, Config{Mode: VPN, Cipher: c, VPNTCP: true})
 		truth := readTruth(t, truthBytes)

@@ -6,10 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/homemole/homemole/pipeline/bus"
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/schemas"
@@ -39,17 +38,7 @@ func BenchmarkLabel(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	read := func(path string) []schemas.Packet {
-		var out []schemas.Packet
-		if _, err := capture.ReadFile(context.Background(), path, hc, func(p *schemas.Packet) error {
-			out = append(out, *p)
-			return nil
-		}); err != nil {
-			b.Fatal(err)
-		}
-		return out
-	}
-	lan, wan := read(paired.Taps[0].Files[0]), read(paired.Taps[1].Files[0])
+	lan, wan := capturetest.Packets(b, paired.Taps[0].Files[0], hc), capturetest.Packets(b, paired.Taps[1].Files[0], hc)
 	const copies = 40
 	// The copies are sessions of their own: the campaign names them, so
 	// that the labeler waits for each LAN session's WAN session.
@@ -68,27 +57,7 @@ func BenchmarkLabel(b *testing.B) {
 				batches = append(batches, benchBatches(home, "wan", "wan-"+s, wan, 4096)...)
 			}
 		}
-		total := 0
-		var futures []jetstream.PubAckFuture
-		for _, bt := range batches {
-			total += len(bt.Packets)
-			data, err := bt.AppendBinary(nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			f, err := conn.PublishAsync(schemas.PacketSubject("c", bt.Home, bt.Tap), bt.MsgID(), data)
-			if err != nil {
-				b.Fatal(err)
-			}
-			futures = append(futures, f)
-		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				b.Fatal(err)
-			}
-		}
+		total := embeddedtest.PublishAll(b, conn, func(bt *schemas.Batch) string { return schemas.PacketSubject("c", bt.Home, bt.Tap) }, batches)
 		b.Run(home, func(b *testing.B) {
 			elapsed := time.Duration(0)
 			for i := 0; i < b.N; i++ {

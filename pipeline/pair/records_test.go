@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -19,14 +20,7 @@ import (
 
 func readRecords(t *testing.T, path string, home features.HomeConfig) []schemas.Packet {
 	t.Helper()
-	var out []schemas.Packet
-	if _, err := capture.ReadFile(context.Background(), path, home, func(p *schemas.Packet) error {
-		out = append(out, *p)
-		return nil
-	}); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return out
+	return capturetest.Packets(t, path, home)
 }
 
 // readAgentRecords is readRecords as a capture agent of batch version 3
@@ -61,14 +55,7 @@ func readAgentRecords(t *testing.T, path string, home features.HomeConfig) []sch
 // (not the frames) and scores them against the emulator's ground truth.
 func TestRecordsAgreeWithTruth(t *testing.T) {
 	dir := t.TempDir()
-	g, err := homegen.Generate(homegen.Config{Seed: 7, Sessions: 1, SessionDuration: 5 * time.Minute}, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := g.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, home := generatedHome(t, homegen.Config{Seed: 7, Sessions: 1, SessionDuration: 5 * time.Minute}, dir)
 	lan := readRecords(t, g.Files[0], home)
 	for _, tc := range []struct {
 		mode   gateway.Mode

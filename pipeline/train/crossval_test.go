@@ -1,11 +1,8 @@
 package train
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +14,7 @@ import (
 // generated home: every fold is judged on sessions it never trained on,
 // each fold's report and checkpoint and the summary land in the store.
 func TestCrossValidationGrouped(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st := buildSkeleton(ctx, t, log)
+	ctx, log, st := buildSkeleton(t, 5*time.Minute)
 	cfg := learn.DefaultConfig()
 	cfg.Epochs = 6
 	cv := &CrossValidation{Store: st, Dataset: "skeleton", Version: "v1", RunName: "cv-test", Spec: Spec{Name: "lstm", Learn: cfg},
@@ -101,10 +95,7 @@ func TestSpread(t *testing.T) {
 // Kubernetes Indexed Job do, and gathers them: the summary must match the
 // one of a run that trained every fold in one process.
 func TestCrossValidationApart(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st := buildSkeleton(ctx, t, log)
+	ctx, log, st := buildSkeleton(t, 5*time.Minute)
 	cv := func(run string, only ...int) *CrossValidation {
 		return &CrossValidation{Store: st, Dataset: "skeleton", Version: "v1", RunName: run, Spec: Spec{Name: "rf", Learn: learn.DefaultConfig()},
 			Folds: 3, Mode: CVGrouped, Seed: 2, Only: only, Log: log}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 
@@ -46,7 +44,7 @@ func twoDevices(rng *rand.Rand, sessions, perSession, n int) []*schemas.Window {
 
 func TestCalibrate(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := embeddedtest.Log()
 	m, err := Spec{Name: "rf", Learn: learn.Config{Seed: 1}, Trees: 20}.Fit(context.Background(), twoDevices(rng, 6, 10, 20), 2, nil, log)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +87,7 @@ func TestCalibrate(t *testing.T) {
 
 func TestCalibrateBySplit(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := embeddedtest.Log()
 	ws := twoDevices(rng, 10, 5, 20)
 	o, err := CalibrateBySplit(context.Background(), Spec{Name: "rf", Learn: learn.Config{Seed: 2}, Trees: 20}, ws, 2, 0.2, 0.05, log)
 	if err != nil {
@@ -134,7 +132,7 @@ func TestMetaWithoutThreshold(t *testing.T) {
 func TestLoadModelRefusesBadThreshold(t *testing.T) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(11, 12))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := embeddedtest.Log()
 	m, err := Spec{Name: "rf", Learn: learn.Config{Seed: 1}, Trees: 5}.Fit(ctx, twoDevices(rng, 2, 4, 20), 2, nil, log)
 	if err != nil {
 		t.Fatal(err)

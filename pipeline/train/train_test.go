@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,10 +53,7 @@ func TestSplitGroups(t *testing.T) {
 // held-out sessions were never trained on, and the model must beat always
 // guessing the commonest device on them.
 func TestWalkingSkeleton(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st := buildSkeleton(ctx, t, log)
+	ctx, log, st := buildSkeleton(t, 5*time.Minute)
 
 	cfg := learn.DefaultConfig()
 	cfg.Epochs = 8
@@ -150,9 +146,11 @@ func TestWalkingSkeleton(t *testing.T) {
 
 // buildSkeleton builds dataset skeleton/v1 (windows of 40, ind) from a
 // generated home of five sessions, through the real pipeline on embedded
-// servers, and returns the store holding it.
-func buildSkeleton(ctx context.Context, t *testing.T, log *slog.Logger) store.Store {
+// servers, and returns the test's context (it ends after within), its
+// logger and the store holding the dataset.
+func buildSkeleton(t *testing.T, within time.Duration) (context.Context, *slog.Logger, store.Store) {
 	t.Helper()
+	ctx, log := embeddedtest.Context(t, within), embeddedtest.Log()
 	dir := t.TempDir()
 	home, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 5, SessionDuration: 10 * time.Minute}, filepath.Join(dir, "captures"))
 	if err != nil {
@@ -168,6 +166,5 @@ func buildSkeleton(ctx context.Context, t *testing.T, log *slog.Logger) store.St
 	if res.Manifest.Windows == 0 {
 		t.Fatal("no windows")
 	}
-
-	return st
+	return ctx, log, st
 }

@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -71,30 +70,11 @@ func BenchmarkWindower(b *testing.B) {
 	conn, st := embeddedServers(b, log)
 
 	const sessions, perSession = 8, 200_000
-	total := 0
-	var futures []jetstream.PubAckFuture
+	var batches []*schemas.Batch
 	for k := range sessions {
-		home := fmt.Sprintf("h%d", k%2)
-		for _, bt := range benchSession(home, fmt.Sprintf("lan-s%02d", k), perSession, 4096, uint64(k)) {
-			total += len(bt.Packets)
-			data, err := bt.AppendBinary(nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			f, err := conn.PublishAsync(schemas.LabeledSubject("c", bt.Home, bt.View), bt.MsgID(), data)
-			if err != nil {
-				b.Fatal(err)
-			}
-			futures = append(futures, f)
-		}
+		batches = append(batches, benchSession(fmt.Sprintf("h%d", k%2), fmt.Sprintf("lan-s%02d", k), perSession, 4096, uint64(k))...)
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			b.Fatal(err)
-		}
-	}
+	total := embeddedtest.PublishAll(b, conn, func(bt *schemas.Batch) string { return schemas.LabeledSubject("c", bt.Home, bt.View) }, batches)
 	labels := make([]string, len(benchDevices))
 	for i, d := range benchDevices {
 		labels[i] = d.Name

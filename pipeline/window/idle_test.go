@@ -26,8 +26,7 @@ import (
 // written, its part says it was cut short, and every delivery is acked, so
 // the consumer holds nothing. A session that ends normally is not marked.
 func TestIdleSessionCutShort(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := embeddedtest.Context(t, 30*time.Second)
 	log := slog.New(slog.DiscardHandler)
 	conn, st := embeddedServers(t, log)
 	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindNoise, Size: 10, Labels: []string{"plug", "cam", "bulb", "hub"}}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
@@ -18,8 +19,7 @@ import (
 // nothing anywhere: it goes to the dead-letter stream. Before, the windower
 // wrote a part record and an Arrow object under datasets/victim/.
 func TestSecurityWindowPathTraversal(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := embeddedtest.Context(t, 30*time.Second)
 	log := slog.New(slog.DiscardHandler)
 	env, err := endpoints.Open(ctx, endpoints.Config{Home: t.TempDir(), S3Bucket: "homemole"}, "security-test", log)
 	if err != nil {

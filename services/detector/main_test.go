@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/detect"
 	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
@@ -33,9 +33,7 @@ import (
 // type twice or carry a count below one. The detector runs as its main
 // does, in-process: flags, model file, campaign file.
 func TestReplayedHomeIsDetected(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, log := embeddedtest.Context(t, 3*time.Minute), embeddedtest.Log()
 	model, pkts, modelPath := trainedHome(ctx, t, log)
 
 	srv, conn, _ := embeddedtest.Start(ctx, t, log)
@@ -173,15 +171,7 @@ func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.M
 	if _, err := gateway.EmulateFile(ctx, h.Files[3], wanPath, filepath.Join(dir, "truth.csv"), hc, gateway.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
-	var pkts []schemas.Packet
-	if _, err := capture.ReadFile(ctx, wanPath, features.HomeConfig{}, func(p *schemas.Packet) error {
-		pkts = append(pkts, *p)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-
-	return model, pkts, modelPath
+	return model, capturetest.Packets(t, wanPath, features.HomeConfig{}), modelPath
 }
 
 func loadHome(h *homegen.Home) ([]scene.HomeSession, error) {

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,10 +14,9 @@ import (
 
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/detect"
-	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/metrics"
-	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/worker"
 )
@@ -33,32 +30,23 @@ import (
 // the restarted detector its place, and a window published again was
 // deduplicated by its message id.
 func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, log := embeddedtest.Context(t, 4*time.Minute), embeddedtest.Log()
 	model, pkts, _ := trainedHome(ctx, t, log)
-	srv, err := embedded.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv, conn, st := embeddedtest.Start(ctx, t, log)
 	// The detectors read the model from the object store, as a pod does.
 	var buf bytes.Buffer
 	if err := model.Save(&buf); err != nil {
 		t.Fatal(err)
 	}
-	ep := endpoints.Config{S3: srv.S3Endpoint, S3Bucket: "homemole", AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey}
-	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: ep.S3, Bucket: ep.S3Bucket, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ep := endpoints.Config{S3: srv.S3Endpoint, S3Bucket: embeddedtest.Bucket, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey}
 	if _, err := st.Put(ctx, "models/home.spm", buf.Bytes(), "application/octet-stream"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := loadModel(ctx, "", "models/nosuch.spm", ep); err == nil || !strings.Contains(err.Error(), "models/nosuch.spm") {
 		t.Errorf("a missing model object: %v, want an error naming it", err)
 	}
-	if model, err = loadModel(ctx, "", "models/home.spm", ep); err != nil {
+	model, err := loadModel(ctx, "", "models/home.spm", ep)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer model.Close()
@@ -69,8 +57,6 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		}
 		return c
 	}
-	conn := connect()
-	defer conn.Close()
 	const batch = 1024
 	for _, c := range []string{"whole", "cut", "flaky"} {
 		for lo := 0; lo < len(pkts); lo += batch {

@@ -37,19 +37,11 @@ func runDatasetExport(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if *name == "" || *outPath == "" {
 		return cli.Usagef("dataset export needs --dataset NAME and --out FILE.parquet")
 	}
-	env, err := endpoints.OpenStore(ctx, ep, log)
+	env, m, keep, err := openSelection(ctx, ep, log, *name, *version, *session)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	m, err := dataset.Load(ctx, env.Store, *name, *version)
-	if err != nil {
-		return err
-	}
-	keep, err := sessionFilter(m, *session)
-	if err != nil {
-		return err
-	}
 	rows := 0
 	err = writeOutput(*outPath, out, func(w io.Writer) error {
 		rows, err = dataset.ExportParquet(ctx, env.Store, m, w, keep)
@@ -94,19 +86,11 @@ func runDatasetToPcap(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if *id != "" && (*from != 0 || *to != -1) {
 		return cli.Usagef("dataset to-pcap: give --window or --from/--to, not both")
 	}
-	env, err := endpoints.OpenStore(ctx, ep, log)
+	env, m, keep, err := openSelection(ctx, ep, log, *name, *version, *session)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	m, err := dataset.Load(ctx, env.Store, *name, *version)
-	if err != nil {
-		return err
-	}
-	keep, err := sessionFilter(m, *session)
-	if err != nil {
-		return err
-	}
 	// errDone ends the read once the last selected window is written:
 	// a window near the start should not cost a pass over the dataset.
 	errDone := errors.New("selection written")
@@ -169,6 +153,26 @@ func exportFlags(fs *flag.FlagSet) (name, version, outPath, session *string) {
 	outPath = fs.String("out", "", "`FILE` to write; - writes to standard output")
 	session = fs.String("session", "", "only this capture session: its `NAME` (lan-session-01), HOME/NAME, or its group HOME/session-01 (default: all)")
 	return
+}
+
+// openSelection opens the store, the dataset an export reads and the
+// filter of its --session; the caller closes the store.
+func openSelection(ctx context.Context, ep endpoints.Config, log *slog.Logger, name, version, session string) (*endpoints.Env, *dataset.Manifest, func(group string) bool, error) {
+	env, err := endpoints.OpenStore(ctx, ep, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err := dataset.Load(ctx, env.Store, name, version)
+	if err != nil {
+		env.Close()
+		return nil, nil, nil, err
+	}
+	keep, err := sessionFilter(m, session)
+	if err != nil {
+		env.Close()
+		return nil, nil, nil, err
+	}
+	return env, m, keep, nil
 }
 
 // sessionFilter keeps the groups of the sessions matching s ("" keeps all),

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/features"
@@ -284,27 +284,7 @@ func jscheckReady(t *testing.T) string {
 // LAN of reconstructed captures.
 func readCapture(t *testing.T, path string) []schemas.Packet {
 	t.Helper()
-	src, err := capture.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dec := features.NewDecoder(features.HomeConfig{LANNets: []netip.Prefix{dataset.PcapLANNet}})
-	var out []schemas.Packet
-	for {
-		f, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p schemas.Packet
-		if err := dec.Decode(f.LinkType, f.Data, f.CI, f.Offset, &p); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, p)
-	}
+	return capturetest.Packets(t, path, features.HomeConfig{LANNets: []netip.Prefix{dataset.PcapLANNet}})
 }
 
 func dports(ps []schemas.Packet) []int32 {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,7 +16,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/schemas"
@@ -121,11 +120,6 @@ func TestPairTunCaptureNoFlags(t *testing.T) {
 // of a VPN would capture them.
 func writeTunCapture(t *testing.T, in string, home features.HomeConfig, out string, link uint8, ng bool) (string, int, int) {
 	t.Helper()
-	src, err := capture.OpenFile(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
 	var buf bytes.Buffer
 	var write func(gopacket.CaptureInfo, []byte) error
 	flush := func() error { return nil }
@@ -145,14 +139,7 @@ func writeTunCapture(t *testing.T, in string, home features.HomeConfig, out stri
 	dec := features.NewDecoder(home)
 	var p schemas.Packet
 	v4, v6 := 0, 0
-	for {
-		f, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, f := range capturetest.Frames(t, in) {
 		if err := dec.Decode(f.LinkType, f.Data, f.CI, f.Offset, &p); err != nil {
 			t.Fatal(err)
 		}

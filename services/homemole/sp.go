@@ -135,16 +135,12 @@ func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return err
 	}
 	train, _ := splitHoldout(devs, *holdout)
-	t0 := time.Now()
-	m, err := detect.Train(ctx, &scene.Corpus{Devices: train}, *cfg, log)
+	m, trainSecs, err := trainSaved(ctx, log, &scene.Corpus{Devices: train}, *cfg, *outPath)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	if err := m.SaveFile(*outPath); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "trained %d device types in %.0f s (%d SPs); model: %s\n", len(m.Devices), time.Since(t0).Seconds(), len(m.SPs()), *outPath)
+	fmt.Fprintf(out, "trained %d device types in %.0f s (%d SPs); model: %s\n", len(m.Devices), trainSecs, len(m.SPs()), *outPath)
 	for _, s := range m.Skipped {
 		fmt.Fprintf(out, "  skipped: %s\n", s)
 	}
@@ -229,18 +225,11 @@ func evalCaptures(ctx context.Context, log *slog.Logger, cfg detect.Config, dir 
 		return nil, err
 	}
 	train, test := splitHoldout(devs, holdout)
-	t0 := time.Now()
-	m, err := detect.Train(ctx, &scene.Corpus{Devices: train}, cfg, log)
+	m, trainSecs, err := trainSaved(ctx, log, &scene.Corpus{Devices: train}, cfg, modelOut)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
-	trainSecs := time.Since(t0).Seconds()
-	if modelOut != "" {
-		if err := m.SaveFile(modelOut); err != nil {
-			return nil, err
-		}
-	}
 	r, err := scene.EvaluateCaptures(ctx, m, test, scenes, cfg.Seed)
 	if err != nil {
 		return nil, err
@@ -250,6 +239,25 @@ func evalCaptures(ctx context.Context, log *slog.Logger, cfg detect.Config, dir 
 	r.TrainSeconds = trainSecs
 	r.Notes = append(r.Notes, m.Skipped...)
 	return r, nil
+}
+
+// trainSaved trains a detector on corpus and, when modelOut is set, saves
+// it there; the seconds it returns are the training's alone, as reports
+// state them.
+func trainSaved(ctx context.Context, log *slog.Logger, corpus *scene.Corpus, cfg detect.Config, modelOut string) (*detect.Model, float64, error) {
+	t0 := time.Now()
+	m, err := detect.Train(ctx, corpus, cfg, log)
+	if err != nil {
+		return nil, 0, err
+	}
+	secs := time.Since(t0).Seconds()
+	if modelOut != "" {
+		if err := m.SaveFile(modelOut); err != nil {
+			m.Close()
+			return nil, 0, err
+		}
+	}
+	return m, secs, nil
 }
 
 // generatedCounts are the numbers of devices of one type judged behind one NAT.
@@ -274,18 +282,11 @@ func evalGenerated(ctx context.Context, log *slog.Logger, cfg detect.Config, mod
 	if err != nil {
 		return nil, err
 	}
-	t0 := time.Now()
-	m, err := detect.Train(ctx, scene.HomeCorpus(ss[:trainN]), cfg, log)
+	m, trainSecs, err := trainSaved(ctx, log, scene.HomeCorpus(ss[:trainN]), cfg, modelOut)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
-	trainSecs := time.Since(t0).Seconds()
-	if modelOut != "" {
-		if err := m.SaveFile(modelOut); err != nil {
-			return nil, err
-		}
-	}
 	r, err := scene.EvaluateNAT(ctx, m, ss[trainN:], generatedCounts, cfg.Seed)
 	if err != nil {
 		return nil, err

@@ -23,13 +23,9 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"log"
 	"os"
@@ -39,6 +35,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/homemole/homemole/tools/internal/gotchsrc"
 )
 
 // patchVersion changes whenever the way the copy is patched changes, so that
@@ -46,7 +44,7 @@ import (
 const patchVersion = "1"
 
 const (
-	gotchModule = "github.com/sugarme/gotch"
+	gotchModule = gotchsrc.Module
 	copyDir     = ".build/gotch"
 	stampName   = ".homemole-stamp"
 	stubsName   = ".homemole-stubbed"
@@ -89,7 +87,7 @@ func run(force bool) error {
 	if err != nil {
 		return err
 	}
-	goVersion, gotchVersion, err := readGoMod(filepath.Join(root, "go.mod"))
+	goVersion, gotchVersion, err := gotchsrc.ReadGoMod(filepath.Join(root, "go.mod"))
 	if err != nil {
 		return err
 	}
@@ -120,7 +118,7 @@ func run(force bool) error {
 	if _, err := exec.LookPath(cxx); err != nil {
 		return fmt.Errorf("find the C++ compiler %q (install g++, or set CXX): %w", cxx, err)
 	}
-	src, err := moduleDir(root, gotchVersion)
+	src, err := gotchsrc.ModuleDir(root, gotchVersion)
 	if err != nil {
 		return err
 	}
@@ -132,7 +130,7 @@ func run(force bool) error {
 		return fmt.Errorf("clear %s: %w", tmp, err)
 	}
 	log.Printf("copying gotch %s from %s to %s", gotchVersion, src, copyDir+".new")
-	if err := copyTree(src, tmp); err != nil {
+	if err := gotchsrc.CopyTree(src, tmp, nil); err != nil {
 		return fmt.Errorf("copy gotch from the module cache: %w", err)
 	}
 	if err := rewriteLibGo(filepath.Join(tmp, libFile), mode); err != nil {
@@ -194,38 +192,6 @@ func findRepoRoot() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-var (
-	goLineRe      = regexp.MustCompile(`^go\s+(\S+)`)
-	gotchRequirRe = regexp.MustCompile(`^(?:require\s+)?` + regexp.QuoteMeta(gotchModule) + `\s+(v\S+)`)
-)
-
-// readGoMod reads the go directive and the required gotch version straight
-// from go.mod: `go list -m` would cost a module-graph load on every warm run,
-// and would itself fail when go.work points at a copy that was deleted.
-func readGoMod(path string) (goVersion, gotchVersion string, err error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", "", fmt.Errorf("read go.mod: %w", err)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if m := goLineRe.FindStringSubmatch(line); m != nil && goVersion == "" {
-			goVersion = m[1]
-		}
-		if m := gotchRequirRe.FindStringSubmatch(line); m != nil {
-			gotchVersion = m[1]
-		}
-	}
-	if goVersion == "" {
-		return "", "", fmt.Errorf("read go.mod: no go directive in %s", path)
-	}
-	if gotchVersion == "" {
-		return "", "", fmt.Errorf("read go.mod: %s does not require %s; add it with `go get %s@v0.7.0`", path, gotchModule, gotchModule)
-	}
-	return goVersion, gotchVersion, nil
 }
 
 var torchVersionRe = regexp.MustCompile(`#define\s+TORCH_VERSION\s*\\?\s*"([^"]+)"`)
@@ -345,76 +311,6 @@ func goCmd(dir string, env []string, args ...string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	cmd.Env = append(cmd.Env, env...)
 	return cmd
-}
-
-// moduleDir asks the go command where the module cache holds gotch,
-// downloading it if this machine has never fetched it.
-func moduleDir(root, version string) (string, error) {
-	cmd := goCmd(root, nil, "mod", "download", "-json", gotchModule+"@"+version)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	var info struct {
-		Dir   string
-		Error string
-	}
-	if jerr := json.Unmarshal(out, &info); jerr == nil && info.Error != "" {
-		return "", fmt.Errorf("download %s@%s: %s", gotchModule, version, info.Error)
-	}
-	if err != nil {
-		return "", fmt.Errorf("download %s@%s: %w: %s", gotchModule, version, err, strings.TrimSpace(stderr.String()))
-	}
-	if err := json.Unmarshal(out, &info); err != nil || info.Dir == "" {
-		return "", fmt.Errorf("download %s@%s: no module directory in `go mod download -json` output", gotchModule, version)
-	}
-	return info.Dir, nil
-}
-
-// copyTree copies a module out of the cache. Cache files are read-only;
-// the copy must be writable to be patched and later removed.
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil // the module cache holds no links or devices worth copying
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		perm := fs.FileMode(0o644)
-		if info.Mode()&0o111 != 0 {
-			perm = 0o755
-		}
-		return copyFile(path, target, perm)
-	})
-}
-
-func copyFile(src, dst string, perm fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // removeAll also removes trees made read-only, such as a copy taken with

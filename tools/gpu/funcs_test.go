@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/homemole/homemole/tools/internal/gotchsrc"
 )
 
 const sample = `#include<torch/torch.h>
@@ -134,7 +136,7 @@ chunk_01.cpp:31:7: warning: only a warning
 // TestSplitLayer splits gotch's real C layer: the prelude declares the
 // helpers, the chunks hold every wrapper once, the error slot is defined once.
 func TestSplitLayer(t *testing.T) {
-	src, err := moduleDir(repoRoot(t), "v0.7.0")
+	src, err := gotchsrc.ModuleDir(repoRoot(t), "v0.7.0")
 	if err != nil {
 		t.Skipf("gotch's source is not in the module cache and cannot be fetched: %v", err)
 	}

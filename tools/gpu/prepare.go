@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,9 +16,11 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/homemole/homemole/tools/internal/gotchsrc"
 )
 
-const gotchModule = "github.com/sugarme/gotch"
+const gotchModule = gotchsrc.Module
 
 // The binaries prepare builds, cgo ones linked to libtch.so.
 var programs = []struct {
@@ -71,11 +72,11 @@ func runPrepare(args []string) error {
 	if err != nil {
 		return err
 	}
-	goVersion, gotchVersion, err := modInfo(root)
+	goVersion, gotchVersion, err := gotchsrc.ReadGoMod(filepath.Join(root, "go.mod"))
 	if err != nil {
 		return err
 	}
-	src, err := moduleDir(root, gotchVersion)
+	src, err := gotchsrc.ModuleDir(root, gotchVersion)
 	if err != nil {
 		return err
 	}
@@ -88,10 +89,10 @@ func runPrepare(args []string) error {
 		return err
 	}
 	gotch := filepath.Join(buildDir, "gotch")
-	if err := copyTree(src, gotch, nil); err != nil {
+	if err := gotchsrc.CopyTree(src, gotch, nil); err != nil {
 		return fmt.Errorf("copy gotch: %w", err)
 	}
-	if err := copyTree(filepath.Join(src, "libtch"), filepath.Join(outDir, "libtch-src"), func(name string) bool {
+	if err := gotchsrc.CopyTree(filepath.Join(src, "libtch"), filepath.Join(outDir, "libtch-src"), func(name string) bool {
 		return slices.Contains(layerSources, name)
 	}); err != nil {
 		return fmt.Errorf("copy gotch's C layer: %w", err)
@@ -148,71 +149,6 @@ func runPrepare(args []string) error {
 	})
 	log.Printf("prepared %s in %s: %.1f MB to carry", outDir, time.Since(start).Round(time.Second), float64(total)/1e6)
 	return nil
-}
-
-// modInfo reads the go directive and gotch's required version.
-func modInfo(root string) (goVersion, gotchVersion string, err error) {
-	cmd := exec.Command("go", "mod", "edit", "-json")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOWORK=off")
-	o, err := cmd.Output()
-	if err != nil {
-		return "", "", fmt.Errorf("read go.mod: %w", err)
-	}
-	var mod struct {
-		Go      string
-		Require []struct{ Path, Version string }
-	}
-	if err := json.Unmarshal(o, &mod); err != nil {
-		return "", "", fmt.Errorf("read go.mod: %w", err)
-	}
-	for _, r := range mod.Require {
-		if r.Path == gotchModule {
-			return mod.Go, r.Version, nil
-		}
-	}
-	return "", "", fmt.Errorf("go.mod does not require %s", gotchModule)
-}
-
-// moduleDir asks the go command where the module cache holds gotch,
-// downloading it when this machine never has.
-func moduleDir(root, version string) (string, error) {
-	cmd := exec.Command("go", "mod", "download", "-json", gotchModule+"@"+version)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOWORK=off")
-	o, err := cmd.Output()
-	var info struct{ Dir, Error string }
-	_ = json.Unmarshal(o, &info)
-	if info.Error != "" || err != nil || info.Dir == "" {
-		return "", fmt.Errorf("download %s@%s: %v %s", gotchModule, version, err, info.Error)
-	}
-	return info.Dir, nil
-}
-
-// copyTree copies a module out of the read-only cache into a writable
-// folder; keep, when set, chooses the files by base name.
-func copyTree(src, dst string, keep func(string) bool) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if !d.Type().IsRegular() || keep != nil && !keep(d.Name()) {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, 0o644)
-	})
 }
 
 var cgoLineRe = regexp.MustCompile(`^//\s*#cgo\s`)

@@ -6,15 +6,34 @@ package embeddedtest
 import (
 	"context"
 	"log/slog"
+	"os"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/pipeline/store"
+	"github.com/homemole/homemole/schemas"
 )
 
 // Bucket is the bucket the store of Start writes to.
 const Bucket = "homemole"
+
+// Log is the logger tests give servers and workers: warnings and errors on
+// stderr, beside the test's own lines; a healthy run's info lines would
+// bury them.
+func Log() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// Context is a test's context: it ends after within, or with the test.
+func Context(tb testing.TB, within time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(tb.Context(), within)
+	tb.Cleanup(cancel)
+	return ctx
+}
 
 // Start starts the servers with their state in a temp folder of tb, and
 // connects to both.
@@ -40,4 +59,33 @@ func Start(ctx context.Context, tb testing.TB, log *slog.Logger) (*embedded.Serv
 // S3 is how a client reaches the servers' S3 bucket.
 func S3(srv *embedded.Servers) store.S3Config {
 	return store.S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey, Bucket: Bucket}
+}
+
+// PublishAll publishes batches as a capture agent does, each under the
+// subject subject gives it and its message id, without waiting between
+// them, then waits for every ack; it returns how many packets they hold.
+func PublishAll(tb testing.TB, conn *bus.Conn, subject func(*schemas.Batch) string, batches []*schemas.Batch) int {
+	tb.Helper()
+	total := 0
+	futures := make([]jetstream.PubAckFuture, 0, len(batches))
+	for _, bt := range batches {
+		total += len(bt.Packets)
+		data, err := bt.AppendBinary(nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f, err := conn.PublishAsync(subject(bt), bt.MsgID(), data)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			tb.Fatal(err)
+		}
+	}
+	return total
 }

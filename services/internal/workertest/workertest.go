@@ -42,10 +42,9 @@ type Rig struct {
 // into the environment, where a worker in a pod finds them.
 func New(t *testing.T, within time.Duration, sessions int, length time.Duration) (context.Context, *Rig) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), within)
-	t.Cleanup(cancel)
+	ctx := embeddedtest.Context(t, within)
 	dir := t.TempDir()
-	r := &Rig{Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	r := &Rig{Log: embeddedtest.Log()}
 	r.Servers, r.Conn, r.Store = embeddedtest.Start(ctx, t, r.Log)
 	t.Setenv("HOMEMOLE_S3_ACCESS_KEY", r.Servers.S3AccessKey)
 	t.Setenv("HOMEMOLE_S3_SECRET_KEY", r.Servers.S3SecretKey)
@@ -125,5 +124,5 @@ func Eventually(ctx context.Context, t *testing.T, within time.Duration, what st
 
 // Env is a worker environment that logs to the test's stderr.
 func Env(t *testing.T) worker.Env {
-	return worker.Env{Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Out: os.Stderr}
+	return worker.Env{Log: embeddedtest.Log(), Out: os.Stderr}
 }

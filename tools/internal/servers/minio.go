@@ -1,9 +1,7 @@
 package servers
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -52,10 +50,10 @@ func (m *MinIO) Start() error {
 		return err
 	}
 	m.proc = p
-	if err := waitHealthy(m.Addr, p.Exited(), 60*time.Second); err != nil {
+	if err := waitHealthy("http://"+m.Addr+"/minio/health/live", p.Exited(), 60*time.Second); err != nil {
 		p.Kill()
 		out, _ := os.ReadFile(p.LogFile)
-		return fmt.Errorf("%w\nMinIO's log:\n%s", err, out)
+		return fmt.Errorf("MinIO %w\nMinIO's log:\n%s", err, out)
 	}
 	return nil
 }
@@ -70,26 +68,4 @@ func (m *MinIO) Stop() {
 // Env is what the workers read the endpoint and credentials from.
 func (m *MinIO) Env() []string {
 	return []string{"HOMEMOLE_S3_ENDPOINT=" + m.Addr, "HOMEMOLE_S3_ACCESS_KEY=" + MinIOAccessKey, "HOMEMOLE_S3_SECRET_KEY=" + MinIOSecretKey}
-}
-
-func waitHealthy(addr string, exited <-chan struct{}, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	url := "http://" + addr + "/minio/health/live"
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("MinIO exited before it was healthy")
-		case <-ctx.Done():
-			return fmt.Errorf("MinIO not healthy at %s within %s", url, timeout)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

@@ -1,9 +1,8 @@
 package servers
 
 import (
-	"context"
+	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,27 +151,15 @@ func (n *NATSNode) Kill() {
 // WaitHealthy waits until the node's /healthz says it and its JetStream
 // are ready (a meta leader is known, its streams are current).
 func (n *NATSNode) WaitHealthy(timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", n.HTTPPort)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+	if err := waitHealthy(url, n.proc.Exited(), timeout); err != nil {
+		if errors.Is(err, errExited) {
+			err = fmt.Errorf("%w: %v", err, n.proc.Err())
 		}
-		select {
-		case <-n.proc.Exited():
-			out, _ := os.ReadFile(n.proc.LogFile)
-			return fmt.Errorf("NATS node %s exited before it was healthy: %v\nits log:\n%s", n.Name, n.proc.Err(), out)
-		case <-ctx.Done():
-			out, _ := os.ReadFile(n.proc.LogFile)
-			return fmt.Errorf("NATS node %s not healthy at %s within %s\nits log:\n%s", n.Name, url, timeout, out)
-		case <-time.After(200 * time.Millisecond):
-		}
+		out, _ := os.ReadFile(n.proc.LogFile)
+		return fmt.Errorf("NATS node %s %w\nits log:\n%s", n.Name, err, out)
 	}
+	return nil
 }
 
 // Close stops every node.

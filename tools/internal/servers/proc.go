@@ -5,9 +5,11 @@
 package servers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -150,4 +152,31 @@ func (p *Proc) PeakRSS() (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("peak RSS of %s: no VmHWM in /proc/%d/status", p.Name, pid)
+}
+
+// errExited says a server's process ended before its health URL answered.
+var errExited = errors.New("exited before it was healthy")
+
+// waitHealthy polls a server's health URL until it answers 200 OK, the
+// process ends (exited closes: errExited) or timeout passes; the caller
+// names the server and adds its log.
+func waitHealthy(url string, exited <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errExited
+		case <-ctx.Done():
+			return fmt.Errorf("not healthy at %s within %s", url, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
