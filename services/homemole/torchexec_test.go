@@ -80,7 +80,7 @@ func TestTorchCommandsExecTheTorchBuild(t *testing.T) {
 		t.Errorf("predict --help through homemole-torch: exit %d, stderr %q", code, stderr)
 	}
 	_, stderr, code = run(dir, "train", "--model", "gru")
-	if code != 2 || !strings.Contains(stderr, "blstm or lstm") {
+	if code != 2 || !strings.Contains(stderr, "want one of [rf lstm blstm]") {
 		t.Errorf("train --model gru: exit %d, stderr %q; want the torch build's usage error and status 2", code, stderr)
 	}
 }
