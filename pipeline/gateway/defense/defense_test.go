@@ -1,0 +1,318 @@
+package defense
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/homegen"
+)
+
+var (
+	wanIP    = net.IP{203, 0, 113, 2}
+	remoteIP = net.IP{198, 51, 100, 7}
+)
+
+// frame builds a WAN frame of IP length n: UDP, or TCP with payload.
+func frame(t *testing.T, out, tcp bool, n int) []byte {
+	t.Helper()
+	src, dst := wanIP, remoteIP
+	sp, dp := 40001, 443
+	if !out {
+		src, dst, sp, dp = dst, src, dp, sp
+	}
+	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: src, DstIP: dst, Id: 7}
+	var l4 gopacket.SerializableLayer
+	payload := n - 20 - 8
+	if tcp {
+		ip.Protocol = layers.IPProtocolTCP
+		tl := &layers.TCP{SrcPort: layers.TCPPort(sp), DstPort: layers.TCPPort(dp + 1), Seq: 1000, ACK: true, Ack: 5, Window: 500}
+		tl.SetNetworkLayerForChecksum(ip)
+		l4, payload = tl, n-20-20
+	} else {
+		ip.Protocol = layers.IPProtocolUDP
+		ul := &layers.UDP{SrcPort: layers.UDPPort(sp), DstPort: layers.UDPPort(dp)}
+		ul.SetNetworkLayerForChecksum(ip)
+		l4 = ul
+	}
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, EthernetType: layers.EthernetTypeIPv4}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, l4, gopacket.Payload(bytes.Repeat([]byte{'x'}, payload))); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// handmade is four real WAN packets over one second, 1816 wire bytes:
+// UDP out 100 B at 0 ms, UDP in 200 B at 10 ms, TCP out 60 B at 20 ms,
+// UDP out 1400 B at 1000 ms (IP lengths; each frame 14 bytes more).
+func handmade(t *testing.T) []Packet {
+	ms := int64(time.Millisecond)
+	t0 := int64(1_700_000_000) * 1e9
+	var pkts []Packet
+	for i, p := range []struct {
+		at       int64
+		out, tcp bool
+		n        int
+	}{{0, true, false, 100}, {10, false, false, 200}, {20, true, true, 60}, {1000, true, false, 1400}} {
+		f := frame(t, p.out, p.tcp, p.n)
+		pkts = append(pkts, Packet{TS: t0 + p.at*ms, Frame: f, Wire: len(f), LAN: int64(10 + i)})
+	}
+	return pkts
+}
+
+// TestHandmadeCosts checks each defence's cost on the handmade capture
+// against figures worked out by hand (in the comments).
+func TestHandmadeCosts(t *testing.T) {
+	ms := time.Millisecond
+	for _, c := range []struct {
+		spec                 string
+		packets, dummies     int64
+		bytes                int64
+		mean, p99            time.Duration
+		wantIPLen            []int // the real packets' IP lengths after
+		wantKBps, wantByteOH float64
+	}{
+		// No defence: nothing changes.
+		{"none", 4, 0, 1816, 0, 0, []int{100, 200, 60, 1400}, 0, 0},
+		// Round up to 128: 128+256+128+1408 IP bytes, +56 wire = 1976.
+		{"pad:128", 4, 0, 1976, 0, 0, []int{128, 256, 128, 1408}, 0.160, 160.0 / 1816},
+		// Every packet 1500 IP, 1514 wire: 4*1514 = 6056.
+		{"pad:mtu", 4, 0, 6056, 0, 0, []int{1500, 1500, 1500, 1500}, 4.240, 4240.0 / 1816},
+		// Slots at 0, 100, ..., 1000 ms: the real packets take slots 0, 1,
+		// 2 and 10 (waits 0, 90, 180, 0 ms: mean 67.5, p99 the largest),
+		// slots 3-9 are dummies copying the last packet out (74 wire),
+		// in (214), out, in, out, in, out: 1816 + 4*74 + 3*214 = 2754.
+		{"cbr:10", 11, 7, 2754, 67500 * time.Microsecond, 180 * ms, []int{100, 200, 60, 1400}, 0.938, 938.0 / 1816},
+		// The same 11 packets, all 1514 wire bytes: 16654.
+		{"pad:mtu+cbr:10", 11, 7, 16654, 67500 * time.Microsecond, 180 * ms, []int{1500, 1500, 1500, 1500}, 14.838, 14838.0 / 1816},
+		{"cbr:10+pad:mtu", 11, 7, 16654, 67500 * time.Microsecond, 180 * ms, []int{1500, 1500, 1500, 1500}, 14.838, 14838.0 / 1816},
+	} {
+		t.Run(c.spec, func(t *testing.T) {
+			spec, err := ParseSpec(c.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := handmade(t)
+			out, cost, err := Apply(in, spec, Options{Mode: gateway.NAPT, Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cost.RealPackets != 4 || cost.RealBytes != 1816 || cost.Seconds != 1 {
+				t.Errorf("undefended: %d packets, %d bytes, %g s; want 4, 1816, 1", cost.RealPackets, cost.RealBytes, cost.Seconds)
+			}
+			if cost.Packets != c.packets || cost.Dummies != c.dummies || cost.Bytes != c.bytes {
+				t.Errorf("defended: %d packets (%d dummies), %d bytes; want %d (%d), %d", cost.Packets, cost.Dummies, cost.Bytes, c.packets, c.dummies, c.bytes)
+			}
+			if cost.LatencyMean != c.mean || cost.LatencyP99 != c.p99 {
+				t.Errorf("latency mean %s p99 %s, want %s and %s", cost.LatencyMean, cost.LatencyP99, c.mean, c.p99)
+			}
+			if d := cost.KBps() - c.wantKBps; d > 1e-9 || d < -1e-9 {
+				t.Errorf("%g KB/s, want %g", cost.KBps(), c.wantKBps)
+			}
+			if d := cost.ByteOverhead() - c.wantByteOH; d > 1e-9 || d < -1e-9 {
+				t.Errorf("byte overhead %g, want %g", cost.ByteOverhead(), c.wantByteOH)
+			}
+			if po := cost.PacketOverhead(); po != float64(c.dummies)/4 {
+				t.Errorf("packet overhead %g, want %g", po, float64(c.dummies)/4)
+			}
+			var lens []int
+			for _, p := range keepsReal(t, in, out) {
+				lens = append(lens, ipLen(p.Frame))
+				checkFrame(t, p)
+			}
+			if !slices.Equal(lens, c.wantIPLen) {
+				t.Errorf("real packets' IP lengths %v, want %v", lens, c.wantIPLen)
+			}
+		})
+	}
+}
+
+// keepsReal checks that out holds every real packet of in once, in the
+// same order, none earlier than it left undefended, with out in time
+// order; it returns the real packets of out.
+func keepsReal(t *testing.T, in, out []Packet) []Packet {
+	t.Helper()
+	var real []Packet
+	for i, p := range out {
+		if i > 0 && p.TS < out[i-1].TS {
+			t.Fatalf("defended packet %d at %d is before packet %d at %d", i, p.TS, i-1, out[i-1].TS)
+		}
+		if !p.Dummy() {
+			real = append(real, p)
+		}
+	}
+	if len(real) != len(in) {
+		t.Fatalf("%d real packets after the defence, %d before", len(real), len(in))
+	}
+	for i := range in {
+		if real[i].LAN != in[i].LAN {
+			t.Fatalf("real packet %d carries LAN packet %d, want %d: dropped or reordered", i, real[i].LAN, in[i].LAN)
+		}
+		if real[i].TS < in[i].TS {
+			t.Fatalf("real packet %d leaves at %d, before its undefended time %d", i, real[i].TS, in[i].TS)
+		}
+	}
+	return real
+}
+
+// checkFrame checks that a defended frame still decodes with lengths and
+// checksums that agree with its size.
+func checkFrame(t *testing.T, p Packet) {
+	t.Helper()
+	h, err := gateway.ParseHeader(features.LinkTypeEthernet, p.Frame)
+	if err != nil {
+		t.Fatalf("defended frame does not parse: %v", err)
+	}
+	if p.Wire != max(60, 14+h.Len) || len(p.Frame) < 14+h.Len {
+		t.Fatalf("frame of %d bytes, wire %d, IP length %d", len(p.Frame), p.Wire, h.Len)
+	}
+	ip := p.Frame[14 : 14+h.Len]
+	if s := sum(ip[:h.HdrLen], 0); s != 0 {
+		t.Fatalf("IPv4 header checksum does not verify (%#x)", s)
+	}
+	if h.Proto == gateway.ProtoUDP && int(binary.BigEndian.Uint16(ip[h.L4+4:])) != h.Len-h.L4 {
+		t.Fatalf("UDP length %d in an IP packet of %d", binary.BigEndian.Uint16(ip[h.L4+4:]), h.Len)
+	}
+	pk := gopacket.NewPacket(p.Frame, layers.LayerTypeEthernet, gopacket.Default)
+	if pk.ErrorLayer() != nil {
+		t.Fatalf("defended frame: %v", pk.ErrorLayer().Error())
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	for text, want := range map[string]Spec{
+		"pad:128":        {Pad: 128},
+		"pad:mtu+cbr:20": {Pad: MTU, CBR: 20},
+		"stp:2.5":        {STP: 2.5},
+		"mimic:Aria":     {Mimic: "Aria"},
+		"vpn-pad+cbr:5":  {VPNPad: true, CBR: 5},
+		"none":           {},
+	} {
+		got, err := ParseSpec(text)
+		if err != nil {
+			t.Errorf("%s: %v", text, err)
+			continue
+		}
+		got.text, want.text = "", ""
+		if got != want {
+			t.Errorf("%s: %+v, want %+v", text, got, want)
+		}
+	}
+	for _, bad := range []string{"pad", "pad:0", "pad:1501", "pad:abc", "cbr:0", "cbr:-1", "cbr:NaN", "cbr:1e9", "stp:",
+		"mimic:", "mimic:../x", "vpn-pad:3", "pad:128+pad:64", "shape:3", "pad:128+"} {
+		if s, err := ParseSpec(bad); err == nil {
+			t.Errorf("%q parsed as %+v, want an error", bad, s)
+		}
+	}
+}
+
+func TestVPNPadNeedsVPN(t *testing.T) {
+	spec, _ := ParseSpec("vpn-pad")
+	if _, _, err := Apply(handmade(t), spec, Options{Mode: gateway.NAPT}); err == nil {
+		t.Fatal("vpn-pad on the NAPT view: no error")
+	}
+}
+
+// TestMimicNeedsTraffic: mimic without the device's traffic is an error,
+// not a silent no-op.
+func TestMimicNeedsTraffic(t *testing.T) {
+	spec, _ := ParseSpec("mimic:Aria")
+	if _, _, err := Apply(handmade(t), spec, Options{Mode: gateway.NAPT}); err == nil {
+		t.Fatal("mimic without traffic to imitate: no error")
+	}
+}
+
+// generatedWAN is a generated home's WAN view through the emulator.
+func generatedWAN(t *testing.T, mode gateway.Mode, seed uint64) []Packet {
+	t.Helper()
+	h, err := homegen.Generate(homegen.Config{Seed: seed, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, err := h.HomeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := capture.OpenFile(h.Files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	pkts, _, err := WANView(context.Background(), src, home, gateway.Config{Mode: mode, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pkts) < 100 {
+		t.Fatalf("generated home: only %d WAN packets", len(pkts))
+	}
+	return pkts
+}
+
+// TestKeepsEveryRealPacket runs every defence on a generated home's NAPT
+// and VPN views: every real packet stays, in order, and the written
+// capture and truth read back to the same packets.
+func TestKeepsEveryRealPacket(t *testing.T) {
+	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
+		in := generatedWAN(t, mode, 5)
+		other := generatedWAN(t, mode, 9)
+		for _, text := range []string{"pad:128", "pad:mtu", "cbr:20", "stp:30", "mimic:other", "vpn-pad", "pad:mtu+cbr:50+stp:10"} {
+			if text == "vpn-pad" && mode != gateway.VPN {
+				continue
+			}
+			spec, err := ParseSpec(text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, cost, err := Apply(in, spec, Options{Mode: mode, Seed: 2, Mimic: other})
+			if err != nil {
+				t.Fatalf("%s %s: %v", mode, text, err)
+			}
+			keepsReal(t, in, out)
+			if spec.CBR > 0 || spec.STP > 0 || spec.Mimic != "" {
+				if cost.Dummies == 0 {
+					t.Errorf("%s %s: no dummy packets", mode, text)
+				}
+			}
+			if spec.VPNPad {
+				// 14 + 28 + 1524, AES-256-GCM's tunnel packet of 1500 bytes.
+				for _, p := range out {
+					if p.Wire != 1566 {
+						t.Fatalf("%s %s: a %d-byte frame, want every one 1566", mode, text, p.Wire)
+					}
+				}
+			}
+			for _, p := range out {
+				checkFrame(t, p)
+			}
+			var wan, truth bytes.Buffer
+			if err := Write(out, &wan, &truth); err != nil {
+				t.Fatal(err)
+			}
+			lan, err := gateway.ReadTruth(&truth, "truth")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(lan) != len(out) {
+				t.Fatalf("%s %s: truth has %d rows for %d packets", mode, text, len(lan), len(out))
+			}
+			for i := range lan {
+				if lan[i] != out[i].LAN && !(lan[i] < 0 && out[i].Dummy()) {
+					t.Fatalf("%s %s: truth row %d says %d, packet carries %d", mode, text, i, lan[i], out[i].LAN)
+				}
+			}
+			t.Logf("%s %s: %d real packets, %s", mode, text, len(in), cost)
+		}
+	}
+}

@@ -1,0 +1,122 @@
+package defense
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+)
+
+// WANView runs the gateway emulator on a LAN capture and returns its WAN
+// packets, each with the LAN packet it came from, in WAN time order.
+func WANView(ctx context.Context, src capture.Source, home features.HomeConfig, cfg gateway.Config) ([]Packet, gateway.Stats, error) {
+	var wan, truth bytes.Buffer
+	st, err := gateway.Emulate(ctx, src, home, cfg, &wan, &truth)
+	if err != nil {
+		return nil, st, err
+	}
+	lan, err := gateway.ReadTruth(&truth, "the emulator's ground truth")
+	if err != nil {
+		return nil, st, err
+	}
+	r, err := pcapgo.NewReader(&wan)
+	if err != nil {
+		return nil, st, fmt.Errorf("read the emulated WAN view: %w", err)
+	}
+	var pkts []Packet
+	for i := 0; ; i++ {
+		data, ci, err := r.ReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, st, fmt.Errorf("read the emulated WAN view, packet %d: %w", i, err)
+		}
+		if i >= len(lan) {
+			return nil, st, fmt.Errorf("the emulated WAN view has more packets than its ground truth (%d)", len(lan))
+		}
+		pkts = append(pkts, Packet{TS: ci.Timestamp.UnixNano(), Frame: bytes.Clone(data), Wire: ci.Length, LAN: lan[i]})
+	}
+	if len(pkts) != len(lan) {
+		return nil, st, fmt.Errorf("the emulated WAN view has %d packets, its ground truth %d", len(pkts), len(lan))
+	}
+	return pkts, st, nil
+}
+
+// Write writes packets as a WAN capture (Ethernet pcap, nanosecond
+// timestamps) to wan and one "wan_index,lan_index" row each to truth, the
+// lan_index empty for a dummy, as gateway.Emulate does.
+func Write(pkts []Packet, wan, truth io.Writer) error {
+	bw := bufio.NewWriterSize(wan, 1<<16)
+	pw := pcapgo.NewWriterNanos(bw)
+	if err := pw.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
+		return fmt.Errorf("write WAN capture header: %w", err)
+	}
+	lan := make([]int64, len(pkts))
+	for i, p := range pkts {
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, p.TS).UTC(), CaptureLength: len(p.Frame), Length: p.Wire}
+		if err := pw.WritePacket(ci, p.Frame); err != nil {
+			return fmt.Errorf("write WAN capture: %w", err)
+		}
+		lan[i] = p.LAN
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write WAN capture: %w", err)
+	}
+	return gateway.WriteTruth(truth, lan)
+}
+
+// File emulates the gateway on the LAN capture at lanPath, defends its WAN
+// view with spec and writes the defended WAN capture and ground truth.
+// The LAN capture is opened first, so a wrong input leaves no empty
+// outputs behind.
+func File(ctx context.Context, lanPath, wanPath, truthPath string, home features.HomeConfig, cfg gateway.Config, spec Spec, opt Options) (gateway.Stats, Cost, error) {
+	src, err := capture.OpenFile(lanPath)
+	if err != nil {
+		return gateway.Stats{}, Cost{}, err
+	}
+	defer src.Close()
+	pkts, st, err := WANView(ctx, src, home, cfg)
+	if err != nil {
+		return st, Cost{}, fmt.Errorf("emulate the WAN view of %s: %w", lanPath, err)
+	}
+	opt.Mode = cfg.Mode
+	if cfg.WANAddr.IsValid() {
+		opt.WANAddr = cfg.WANAddr
+	}
+	def, cost, err := Apply(pkts, spec, opt)
+	if err != nil {
+		return st, cost, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
+	}
+	wan, err := os.Create(wanPath)
+	if err != nil {
+		return st, cost, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
+	}
+	defer wan.Close()
+	truth, err := os.Create(truthPath)
+	if err != nil {
+		return st, cost, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
+	}
+	defer truth.Close()
+	if err := Write(def, wan, truth); err != nil {
+		return st, cost, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
+	}
+	if err := wan.Close(); err != nil {
+		return st, cost, fmt.Errorf("write %s: %w", wanPath, err)
+	}
+	if err := truth.Close(); err != nil {
+		return st, cost, fmt.Errorf("write %s: %w", truthPath, err)
+	}
+	return st, cost, nil
+}
