@@ -43,6 +43,7 @@ func commands() map[string]command {
 		"campaign":   {"watch a running campaign: campaign status shows live sessions, packets/s, lag, windows, pairing, devices seen, last error per home and tap", runCampaign, false},
 		"features":   {"decode a capture and write one CSV row of features per packet, to check them", runFeatures, false},
 		"gateway":    {"emulate a home gateway (napt or vpn): turn a LAN capture into the WAN capture plus ground truth", runGateway, false},
+		"defend":     {"defend a LAN capture's emulated WAN view (pad, cbr, stp, mimic, vpn-pad, composed with +); prints the cost: overheads, KB/s, latency", runDefend, false},
 		"label":      {"label a LAN capture from the inventory and its WAN capture (napt or vpn) by pairing; prints packets, labels per device, pairing rate", runLabel, false},
 		"pair":       {"pair a WAN capture's packets with their LAN packets (napt or vpn); accuracy against a truth file", runPair, false},
 		"sp":         {"sequence profiles + CNNs (Ma et al.): sp train | eval | show, from folders of device captures", nil, true},

@@ -39,9 +39,10 @@ type Options struct {
 	// of a full-MTU packet.
 	Cipher gateway.Cipher
 	Seed   uint64
-	// Mimic is the WAN view of the device mimic:DEVICE imitates, through
-	// the same gateway; its bursts become cover traffic.
-	Mimic []Packet
+	// Mimic holds WAN views (one per capture, each in time order) of the
+	// device mimic:DEVICE imitates, through the same gateway; their bursts
+	// become cover traffic.
+	Mimic [][]Packet
 }
 
 // Cost is what a defence costs the home. Bytes are wire bytes.
@@ -125,12 +126,18 @@ func Apply(in []Packet, spec Spec, opt Options) ([]Packet, Cost, error) {
 		pkts = d.cover(pkts, bursts(in), spec.STP/60, first, last)
 	}
 	if spec.Mimic != "" {
-		if len(opt.Mimic) == 0 {
-			return nil, c, fmt.Errorf("defence %s: no traffic of %s to imitate: give its captures", spec, spec.Mimic)
+		// Imitate the device at its own burst rate, per second.
+		var mb [][]Packet
+		var span float64
+		for _, v := range opt.Mimic {
+			if len(v) > 0 {
+				mb = append(mb, bursts(v)...)
+				span += float64(v[len(v)-1].TS-v[0].TS) / 1e9
+			}
 		}
-		mb := bursts(opt.Mimic)
-		// The imitated device's own burst rate, per second.
-		span := float64(opt.Mimic[len(opt.Mimic)-1].TS-opt.Mimic[0].TS) / 1e9
+		if len(mb) == 0 {
+			return nil, c, fmt.Errorf("defence %s: no WAN traffic of %s to imitate: give captures of it that cross the gateway", spec, spec.Mimic)
+		}
 		rate := float64(len(mb)) / math.Max(span, 1)
 		if opt.Mode == gateway.VPN {
 			mb = d.intoTunnel(mb, in)

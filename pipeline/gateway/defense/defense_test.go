@@ -275,7 +275,7 @@ func TestKeepsEveryRealPacket(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, cost, err := Apply(in, spec, Options{Mode: mode, Seed: 2, Mimic: other})
+			out, cost, err := Apply(in, spec, Options{Mode: mode, Seed: 2, Mimic: [][]Packet{other}})
 			if err != nil {
 				t.Fatalf("%s %s: %v", mode, text, err)
 			}
