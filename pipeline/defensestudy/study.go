@@ -44,13 +44,17 @@ type Config struct {
 	// folds (at least 2).
 	Folds  int
 	Window int
-	Seed uint64
+	Seed   uint64
 	// Forest is the attack's configuration (zero: forest.DefaultConfig).
 	Forest forest.Config
 }
 
-// Row is one defence against one attack, as issue 19 names its fields.
-// Latency is over every real packet of every capture.
+// Row is one defence against one attack, as issue 19 names its fields
+// (detection_f1 is not measured yet). Accuracies count the device's WAN
+// packets and the defence's dummies alike, as the observer cannot tell
+// them apart; a session is one held-out capture, judged by the packets'
+// majority vote. Latency mean is over every real packet; its p99 is the
+// largest of the captures' p99s, an upper bound of the whole set's.
 type Row struct {
 	Defense           string  `json:"defense"`
 	Attack            string  `json:"attack"`

@@ -57,6 +57,10 @@ func commands() map[string]command {
 			cmds[name] = c
 		}
 	}
+	// The defence study needs no torch: it runs here in both builds.
+	study := cmds["study"]
+	study.run = withStudyDefenses(study.run)
+	cmds["study"] = study
 	return cmds
 }
 

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/homemole/homemole/pipeline/defensestudy"
+	"github.com/homemole/homemole/pipeline/forest"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/gateway/defense"
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+// withStudyDefenses routes "study defenses" to the CGO-free defence study
+// and every other study to run (the torch window-size study).
+func withStudyDefenses(run runFunc) runFunc {
+	return func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+		if len(args) > 0 && args[0] == "defenses" {
+			return runStudyDefenses(ctx, log, out, args[1:])
+		}
+		return run(ctx, log, out, args)
+	}
+}
+
+func runStudyDefenses(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("study defenses", "--from-dir DIR --defenses LIST [--attacks rf] [--view napt|vpn] [--devices LIST] --json OUT",
+		"Judges gateway defences (homemole defend's specs) by the attacks they face: every capture\n"+
+			"of every device folder (IoT Sentinel layout) goes through the emulated gateway and the\n"+
+			"defence; the attack is trained on defended training captures (the adversary knows the\n"+
+			"defence) and tested on defended held-out captures, captures grouped into --folds folds.\n"+
+			"Writes {\"rows\": [...]}, one row per defence and attack, with session, type and\n"+
+			"per-packet accuracy and the defence's cost. This first part runs rf only.")
+	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout)")
+	defenses := fs.String("defenses", "none,pad:mtu,cbr:20,pad:mtu+cbr:20", "comma-separated defence specs (none: the gateway alone)")
+	attacks := fs.String("attacks", "rf", "comma-separated attacks; rf only so far")
+	view := fs.String("view", "napt", "napt or vpn")
+	devices := fs.String("devices", "", "comma-separated device folders to keep (default: all)")
+	maxFiles := fs.Int("max-files", 0, "keep each device's first N captures (0: all)")
+	folds := fs.Int("folds", 5, "grouped folds: captures dealt round-robin per device")
+	win := fs.Int("window", 20, "packets per window")
+	trees := fs.Int("trees", forest.DefaultConfig().Trees, "rf: trees")
+	seed := fs.Uint64("seed", 1, "seed of the gateway, the defences and the forest")
+	jsonOut := fs.String("json", "", "file to write {\"rows\": [...]} to")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *jsonOut == "" {
+		return cli.Usagef("study defenses needs --from-dir DIR and --json OUT")
+	}
+	for _, a := range strings.Split(*attacks, ",") {
+		if a = strings.TrimSpace(a); a != "rf" {
+			return cli.Usagef("study defenses: --attacks %q: only rf is built so far (blstm and sp are not)", a)
+		}
+	}
+	m, err := gateway.ParseMode(*view)
+	if err != nil {
+		return cli.Usagef("study defenses: --view: %v", err)
+	}
+	var specs []defense.Spec
+	for _, s := range strings.Split(*defenses, ",") {
+		sp, err := defense.ParseSpec(s)
+		if err != nil {
+			return cli.Usagef("study defenses: --defenses: %v", err)
+		}
+		if sp.Mimic != "" {
+			return cli.Usagef("study defenses: %s: mimic is not in the study yet", sp)
+		}
+		if sp.VPNPad && m != gateway.VPN {
+			return cli.Usagef("study defenses: %s needs --view vpn", sp)
+		}
+		specs = append(specs, sp)
+	}
+	if *folds < 2 || *win < 1 || *trees < 1 || *maxFiles < 0 {
+		return cli.Usagef("study defenses: want --folds 2 or more, --window and --trees 1 or more, --max-files 0 or more")
+	}
+	cfg := defensestudy.Config{Dir: *dir, MaxFiles: *maxFiles, Defenses: specs, Gateway: gateway.Config{Mode: m},
+		Folds: *folds, Window: *win, Seed: *seed, Forest: forest.DefaultConfig()}
+	cfg.Forest.Trees = *trees
+	if *devices != "" {
+		cfg.Devices = strings.Split(*devices, ",")
+	}
+	rows, err := defensestudy.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(map[string]any{"rows": rows}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("study defenses: %w", err)
+	}
+	if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("study defenses: write --json: %w", err)
+	}
+	fmt.Fprintf(out, "%-24s %-6s %8s %8s %8s %10s %10s %9s %10s %10s\n", "defense", "attack", "session", "type", "packet", "bytes +%", "packets +%", "KB/s", "lat mean", "lat p99")
+	for _, r := range rows {
+		fmt.Fprintf(out, "%-24s %-6s %7.1f%% %7.1f%% %7.1f%% %10.1f %10.1f %9.3f %8.1fms %8.1fms\n", r.Defense, r.Attack,
+			100*r.SessionAccuracy, 100*r.TypeAccuracy, 100*r.PerPacketAccuracy, 100*r.ByteOverhead, 100*r.PacketOverhead, r.KBps, r.LatencyMsMean, r.LatencyMsP99)
+	}
+	fmt.Fprintf(out, "wrote %s (%d sessions per row, %s view)\n", *jsonOut, rows[0].Sessions, m)
+	return nil
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/homemole/homemole/services/internal/cli"
+)
+
+// TestStudyDefensesCommand runs homemole study defenses through the study
+// command on three IoT Sentinel devices and checks the JSON rows: one per
+// defence, with issue 19's fields, costs only where a defence adds them.
+func TestStudyDefensesCommand(t *testing.T) {
+	if _, err := os.Stat(sentinelDir); err != nil {
+		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
+	}
+	js := filepath.Join(t.TempDir(), "rows.json")
+	var out bytes.Buffer
+	study := commands()["study"].run
+	err := study(context.Background(), quiet(), &out, []string{"defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge",
+		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--json", js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", out.String())
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Rows []map[string]any `json:"rows"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Rows) != 3 {
+		t.Fatalf("%d rows, want 3: %s", len(got.Rows), b)
+	}
+	for _, f := range []string{"defense", "attack", "session_accuracy", "type_accuracy", "per_packet_accuracy", "byte_overhead", "packet_overhead", "latency_ms_mean", "latency_ms_p99"} {
+		if _, ok := got.Rows[0][f]; !ok {
+			t.Errorf("row without %s: %v", f, got.Rows[0])
+		}
+	}
+	if got.Rows[0]["byte_overhead"].(float64) != 0 || got.Rows[1]["byte_overhead"].(float64) <= 0 || got.Rows[2]["packet_overhead"].(float64) <= 0 {
+		t.Errorf("overheads: none %v, pad:mtu %v, cbr:20 %v", got.Rows[0]["byte_overhead"], got.Rows[1]["byte_overhead"], got.Rows[2]["packet_overhead"])
+	}
+	for _, args := range [][]string{
+		{"--attacks", "blstm"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
+	} {
+		full := append([]string{"defenses", "--from-dir", sentinelDir, "--json", js}, args...)
+		if err := study(context.Background(), quiet(), &bytes.Buffer{}, full); !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("study %v: %v, want a usage error", args, err)
+		}
+	}
+}
