@@ -24,7 +24,7 @@ var (
 )
 
 // frame builds a WAN frame of IP length n: UDP, or TCP with payload.
-func frame(t *testing.T, out, tcp bool, n int) []byte {
+func frame(t testing.TB, out, tcp bool, n int) []byte {
 	t.Helper()
 	src, dst := wanIP, remoteIP
 	sp, dp := 40001, 443
@@ -57,7 +57,7 @@ func frame(t *testing.T, out, tcp bool, n int) []byte {
 // handmade is four real WAN packets over one second, 1816 wire bytes:
 // UDP out 100 B at 0 ms, UDP in 200 B at 10 ms, TCP out 60 B at 20 ms,
 // UDP out 1400 B at 1000 ms (IP lengths; each frame 14 bytes more).
-func handmade(t *testing.T) []Packet {
+func handmade(t testing.TB) []Packet {
 	ms := int64(time.Millisecond)
 	t0 := int64(1_700_000_000) * 1e9
 	var pkts []Packet

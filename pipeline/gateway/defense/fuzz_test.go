@@ -27,3 +27,28 @@ func FuzzParseSpec(f *testing.F) {
 		}
 	})
 }
+
+// FuzzApplyFrame puts one fuzzed frame among the handmade packets and
+// defends them with every defence that reads frames (padding resizes them,
+// shaping and cover traffic parse their direction and flow): any frame is
+// kept, never a panic, and the real packets stay in order.
+func FuzzApplyFrame(f *testing.F) {
+	for _, p := range handmade(f) {
+		f.Add(p.Frame)
+	}
+	f.Add([]byte{})
+	spec, err := ParseSpec("pad:128+cbr:10+stp:600")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in := handmade(t)
+		in[len(data)%len(in)].Frame = data
+		in[len(data)%len(in)].Wire = len(data)
+		out, _, err := Apply(in, spec, Options{Seed: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keepsReal(t, in, out)
+	})
+}
