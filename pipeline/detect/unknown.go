@@ -1,0 +1,117 @@
+package detect
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/homemole/homemole/pipeline/openset"
+	"github.com/homemole/homemole/pipeline/seqprofile"
+	"github.com/homemole/homemole/schemas"
+)
+
+// ScoreTopDetector is how the detector measures a window's confidence: the
+// highest log-odds, log P(present) - log P(absent), that any device type's
+// detector CNN gives the window. It is the per-window counterpart of the
+// per-packet models' mean probability of a host's device
+// (train.ScoreMeanProb), in log-odds because the probability saturates
+// at 1 for most windows of known types.
+const ScoreTopDetector = "top-detector-log-odds"
+
+// UnknownRule calls a window unknown when it holds traffic (the matcher
+// counts every packet, matched or not) that no device type's detector
+// explains: its confidence is below Threshold. The threshold is
+// openset.Threshold over held-out windows of known device types, so about
+// Quantile of such windows are called unknown (FalseUnknown, measured on
+// them).
+type UnknownRule struct {
+	Score     string  `json:"score"`
+	Threshold float64 `json:"threshold"`
+	Quantile  float64 `json:"quantile"`
+	// Windows is how many held-out windows with traffic the threshold was
+	// taken over, in Sessions held-out sessions.
+	Windows      int     `json:"windows"`
+	Sessions     int     `json:"sessions"`
+	FalseUnknown float64 `json:"false_unknown"`
+}
+
+// IsUnknown says whether a window of this many packets and this confidence
+// is unlike every device type; an empty window is silence, not unknown, and
+// a model without a rule never says so.
+func (r *UnknownRule) IsUnknown(packets uint64, confidence float64) bool {
+	return r != nil && packets > 0 && confidence < r.Threshold
+}
+
+// check refuses a stored rule the detector could not apply.
+func (r *UnknownRule) check() error {
+	if r == nil {
+		return nil
+	}
+	if r.Score != ScoreTopDetector {
+		return fmt.Errorf("unknown-device score %q: this build knows %s", r.Score, ScoreTopDetector)
+	}
+	if math.IsNaN(r.Threshold) || math.IsInf(r.Threshold, 0) {
+		return fmt.Errorf("unknown-device threshold %v: want a finite log-odds", r.Threshold)
+	}
+	return nil
+}
+
+// mark sets a window's packet count, confidence and unknown verdict.
+func (m *Model) mark(w *schemas.SeenWindow, packets uint64, confidence float64) {
+	w.Packets = packets
+	if packets > 0 && !math.IsInf(confidence, 0) && !math.IsNaN(confidence) {
+		w.Confidence = confidence
+	}
+	w.Unknown = m.Unknown.IsUnknown(packets, confidence)
+}
+
+// CalibrateUnknown takes the model's unknown-device rule from held-out
+// sessions of its known device types (never the sessions it is tested on):
+// each stream is matched whole, every CNN window ending at a bin that
+// holds traffic is one sample, as the online detector judges them, and
+// the threshold is the quantile of their confidences (openset.Threshold).
+// It sets m.Unknown and returns it.
+func (m *Model) CalibrateUnknown(ctx context.Context, streams [][]seqprofile.Stamped, quantile float64) (*UnknownRule, error) {
+	var conf []float64
+	sessions := 0
+	w := int64(m.Config.WindowBins)
+	for i, s := range streams {
+		if len(s) == 0 {
+			continue
+		}
+		mt, err := m.wholeStreamMatcher()
+		if err != nil {
+			return nil, err
+		}
+		for j := range s {
+			if j%65536 == 0 {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+			}
+			mt.Add(s[j].TsNs, s[j].V)
+		}
+		if err := whole(mt); err != nil {
+			return nil, fmt.Errorf("detect: calibration session %d: %w", i, err)
+		}
+		arr := mt.Arrays()
+		var ends []int64
+		for e := arr.FirstBin + 1; e <= arr.FirstBin+int64(arr.Bins()); e++ {
+			if arr.PacketsIn(e-w, int(w)) > 0 {
+				ends = append(ends, e)
+			}
+		}
+		_, top, err := m.assess(arr, ends)
+		if err != nil {
+			return nil, err
+		}
+		conf = append(conf, top...)
+		sessions++
+	}
+	th, fu, err := openset.Threshold(conf, quantile)
+	if err != nil {
+		return nil, fmt.Errorf("detect: unknown-device threshold over %d held-out sessions: %w", sessions, err)
+	}
+	m.Unknown = &UnknownRule{Score: ScoreTopDetector, Threshold: th, Quantile: quantile, Windows: len(conf), Sessions: sessions, FalseUnknown: fu}
+	return m.Unknown, nil
+}
