@@ -31,8 +31,8 @@ type SeenWindow struct {
 	EndNs      int64           `json:"end_ns"`
 	Detections []SeenDetection `json:"detections"`
 	// Packets is how many packets the window held, matched by a sequence
-	// profile or not; Confidence the highest log-odds (log P(present) -
-	// log P(absent)) any known device type's detector gave it. Unknown says the window held traffic that
+	// profile or not; Confidence the share of them the model's sequence
+	// profiles explain (matches times SP length over packets). Unknown says the window held traffic that
 	// no known type explains, by the model's calibrated rule: a device the
 	// model was never trained on. Models without a rule never set it.
 	Packets    uint64  `json:"packets,omitempty"`

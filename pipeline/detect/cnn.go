@@ -302,37 +302,8 @@ func (n *cnn) step(opt *ts.COptimizer, bx, by []float32, bl []int64, bw []float3
 // gradients and returns, per input, P(present) for a detector or the count
 // for a counter.
 func (n *cnn) predict(x []float32, size int) ([]float32, error) {
-	if n.outputs == 1 {
-		return n.outputsOf(x, size)
-	}
-	p, _, err := n.presence(x, size)
-	return p, err
-}
-
-// presence is a detector's P(present) per input and its log-odds,
-// log P(present) - log P(absent): the probability saturates at 1 in
-// float32 long before the evidence stops growing, the log-odds do not,
-// so the unknown-device rule ranks windows by them.
-func (n *cnn) presence(x []float32, size int) (p []float32, logOdds []float64, err error) {
-	z, err := n.outputsOf(x, size)
-	if err != nil {
-		return nil, nil, err
-	}
-	k := int(n.outputs)
-	for i := 0; i+k <= len(z); i += k {
-		lo := float64(z[i+k-1]) - float64(z[i])
-		logOdds = append(logOdds, lo)
-		// The two-class softmax.
-		p = append(p, float32(1/(1+math.Exp(-lo))))
-	}
-	return p, logOdds, nil
-}
-
-// outputsOf is the network's raw outputs (logits for a detector), inputs
-// after one another.
-func (n *cnn) outputsOf(x []float32, size int) ([]float32, error) {
 	count := len(x) / size
-	out := make([]float32, 0, count*int(n.outputs))
+	out := make([]float32, 0, count)
 	if count == 0 {
 		return out, nil
 	}
@@ -355,13 +326,21 @@ func (n *cnn) outputsOf(x []float32, size int) ([]float32, error) {
 			sc.Free()
 			return nil, err
 		}
+		if n.outputs > 1 {
+			if y, err = sc.Keep(y.Softmax(1, gotch.Float, false)); err != nil {
+				sc.Free()
+				return nil, err
+			}
+		}
 		vals := make([]float32, (hi-lo)*int(n.outputs))
 		if err := y.CopyData(vals, uint(len(vals))); err != nil {
 			sc.Free()
 			return nil, err
 		}
 		sc.Free()
-		out = append(out, vals...)
+		for i := range hi - lo {
+			out = append(out, vals[i*int(n.outputs)+int(n.outputs)-1])
+		}
 	}
 	return out, nil
 }

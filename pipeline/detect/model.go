@@ -590,22 +590,13 @@ func appendCounterInput(dst, raw []float32, scale []float64, in, w int) []float3
 // bins (exclusive ends) of arr and returns, per window, every device type
 // detected with its count.
 func (m *Model) Assess(arr *seqprofile.Arrays, ends []int64) ([][]schemas.SeenDetection, error) {
-	out, _, err := m.assess(arr, ends)
-	return out, err
-}
-
-// assess is Assess that also gives, per window, the highest detector
-// log-odds of any device type: how well the best-fitting known type
-// explains the window's traffic.
-func (m *Model) assess(arr *seqprofile.Arrays, ends []int64) ([][]schemas.SeenDetection, []float64, error) {
 	if m.vs == nil {
-		return nil, nil, errors.New("detect: Assess on a closed model")
+		return nil, errors.New("detect: Assess on a closed model")
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	w, in := m.Config.WindowBins, m.Config.Gen.MaxProfiles
 	out := make([][]schemas.SeenDetection, len(ends))
-	top := make([]float64, len(ends))
 	raw := make([]float32, in*w)
 	for d, dm := range m.Devices {
 		var x []float32
@@ -615,16 +606,13 @@ func (m *Model) assess(arr *seqprofile.Arrays, ends []int64) ([][]schemas.SeenDe
 			// padTo zeroes the channels beyond the type's SPs.
 			x = appendDetectorInput(x, padTo(raw, in*w), dm.Scale, in, w)
 		}
-		p, logOdds, err := m.det[d].presence(x, in*w)
+		p, err := m.det[d].predict(x, in*w)
 		if err != nil {
-			return nil, nil, fmt.Errorf("detect: detector of %s: %w", dm.Name, err)
+			return nil, fmt.Errorf("detect: detector of %s: %w", dm.Name, err)
 		}
 		var hit []int
 		var cx []float32
 		for i, end := range ends {
-			if d == 0 || logOdds[i] > top[i] {
-				top[i] = logOdds[i]
-			}
 			if float64(p[i]) >= m.Config.Threshold {
 				hit = append(hit, i)
 				raw = raw[:0]
@@ -635,13 +623,13 @@ func (m *Model) assess(arr *seqprofile.Arrays, ends []int64) ([][]schemas.SeenDe
 		// The counter runs only where the detector fired, as in the paper.
 		counts, err := m.cnt[d].predict(cx, in*w)
 		if err != nil {
-			return nil, nil, fmt.Errorf("detect: counter of %s: %w", dm.Name, err)
+			return nil, fmt.Errorf("detect: counter of %s: %w", dm.Name, err)
 		}
 		for j, i := range hit {
 			out[i] = append(out[i], schemas.SeenDetection{Device: dm.Name, Count: max(1, int(math.Round(float64(counts[j])))), Score: float64(p[i])})
 		}
 	}
-	return out, top, nil
+	return out, nil
 }
 
 func padTo(raw []float32, n int) []float32 {
@@ -745,16 +733,11 @@ func (m *Model) Windows(arr *seqprofile.Arrays, window time.Duration) ([]schemas
 			}
 		}
 	}
-	found, top, err := m.assess(arr, ends)
+	found, err := m.Assess(arr, ends)
 	if err != nil {
 		return nil, err
 	}
-	conf := make([]float64, len(out))
-	for i := range conf {
-		conf[i] = math.Inf(-1)
-	}
 	for i, dets := range found {
-		conf[owner[i]] = max(conf[owner[i]], top[i])
 		w := &out[owner[i]]
 		for _, d := range dets {
 			merged := false
@@ -772,8 +755,7 @@ func (m *Model) Windows(arr *seqprofile.Arrays, window time.Duration) ([]schemas
 		}
 	}
 	for i := range out {
-		start := out[i].StartNs / int64(bin)
-		m.mark(&out[i], arr.PacketsIn(start, int(wb)), conf[i])
+		m.mark(&out[i], arr, out[i].StartNs/int64(bin), int(wb))
 	}
 	return out, nil
 }

@@ -230,7 +230,7 @@ func (o *Online) judge(ctx context.Context, h *onlineHome, campaign, home string
 	if len(ends) == 0 {
 		return nil
 	}
-	found, top, err := o.Model.assess(arr, ends)
+	found, err := o.Model.Assess(arr, ends)
 	if err != nil {
 		return err
 	}
@@ -242,7 +242,7 @@ func (o *Online) judge(ctx context.Context, h *onlineHome, campaign, home string
 		if msg.Detections == nil {
 			msg.Detections = []schemas.SeenDetection{}
 		}
-		o.Model.mark(&msg.SeenWindow, arr.PacketsIn(e-w, int(w)), top[i])
+		o.Model.mark(&msg.SeenWindow, arr, e-w, int(w))
 		data, err := json.Marshal(msg)
 		if err != nil {
 			return fmt.Errorf("online detector: encode detections: %w", err)

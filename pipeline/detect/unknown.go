@@ -10,17 +10,18 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// ScoreTopDetector is how the detector measures a window's confidence: the
-// highest log-odds, log P(present) - log P(absent), that any device type's
-// detector CNN gives the window. It is the per-window counterpart of the
+// ScoreExplained is how the detector measures a window's confidence: the
+// share of its packets that matches of the model's SPs account for, every
+// match counted as its SP's length in packets (so a share above 1 is
+// possible where SPs overlap). It is the per-window counterpart of the
 // per-packet models' mean probability of a host's device
-// (train.ScoreMeanProb), in log-odds because the probability saturates
-// at 1 for most windows of known types.
-const ScoreTopDetector = "top-detector-log-odds"
+// (train.ScoreMeanProb): traffic of a device type the model never saw
+// matches few SPs, while its packets still count.
+const ScoreExplained = "explained-share"
 
 // UnknownRule calls a window unknown when it holds traffic (the matcher
-// counts every packet, matched or not) that no device type's detector
-// explains: its confidence is below Threshold. The threshold is
+// counts every packet, matched or not) that the known types' SPs do not
+// explain: its confidence is below Threshold. The threshold is
 // openset.Threshold over held-out windows of known device types, so about
 // Quantile of such windows are called unknown (FalseUnknown, measured on
 // them).
@@ -47,22 +48,37 @@ func (r *UnknownRule) check() error {
 	if r == nil {
 		return nil
 	}
-	if r.Score != ScoreTopDetector {
-		return fmt.Errorf("unknown-device score %q: this build knows %s", r.Score, ScoreTopDetector)
+	if r.Score != ScoreExplained {
+		return fmt.Errorf("unknown-device score %q: this build knows %s", r.Score, ScoreExplained)
 	}
-	if math.IsNaN(r.Threshold) || math.IsInf(r.Threshold, 0) {
-		return fmt.Errorf("unknown-device threshold %v: want a finite log-odds", r.Threshold)
+	if math.IsNaN(r.Threshold) || r.Threshold < 0 {
+		return fmt.Errorf("unknown-device threshold %v: want an explained share of at least 0", r.Threshold)
 	}
 	return nil
 }
 
-// mark sets a window's packet count, confidence and unknown verdict.
-func (m *Model) mark(w *schemas.SeenWindow, packets uint64, confidence float64) {
-	w.Packets = packets
-	if packets > 0 && !math.IsInf(confidence, 0) && !math.IsNaN(confidence) {
-		w.Confidence = confidence
+// explained is the confidence of the n bins from absolute bin first (see
+// ScoreExplained) and their packet count.
+func (m *Model) explained(arr *seqprofile.Arrays, first int64, n int) (share float64, packets uint64) {
+	packets = arr.PacketsIn(first, n)
+	if packets == 0 {
+		return 0, 0
 	}
-	w.Unknown = m.Unknown.IsUnknown(packets, confidence)
+	var used float64
+	for b := range n {
+		for s, sp := range m.sps {
+			used += float64(arr.At(first+int64(b), s)) * float64(len(sp))
+		}
+	}
+	return used / float64(packets), packets
+}
+
+// mark sets a window's packet count, confidence and unknown verdict from
+// the n bins from absolute bin first.
+func (m *Model) mark(w *schemas.SeenWindow, arr *seqprofile.Arrays, first int64, n int) {
+	share, packets := m.explained(arr, first, n)
+	w.Packets, w.Confidence = packets, share
+	w.Unknown = m.Unknown.IsUnknown(packets, share)
 }
 
 // CalibrateUnknown takes the model's unknown-device rule from held-out
@@ -95,23 +111,17 @@ func (m *Model) CalibrateUnknown(ctx context.Context, streams [][]seqprofile.Sta
 			return nil, fmt.Errorf("detect: calibration session %d: %w", i, err)
 		}
 		arr := mt.Arrays()
-		var ends []int64
 		for e := arr.FirstBin + 1; e <= arr.FirstBin+int64(arr.Bins()); e++ {
-			if arr.PacketsIn(e-w, int(w)) > 0 {
-				ends = append(ends, e)
+			if share, packets := m.explained(arr, e-w, int(w)); packets > 0 {
+				conf = append(conf, share)
 			}
 		}
-		_, top, err := m.assess(arr, ends)
-		if err != nil {
-			return nil, err
-		}
-		conf = append(conf, top...)
 		sessions++
 	}
 	th, fu, err := openset.Threshold(conf, quantile)
 	if err != nil {
 		return nil, fmt.Errorf("detect: unknown-device threshold over %d held-out sessions: %w", sessions, err)
 	}
-	m.Unknown = &UnknownRule{Score: ScoreTopDetector, Threshold: th, Quantile: quantile, Windows: len(conf), Sessions: sessions, FalseUnknown: fu}
+	m.Unknown = &UnknownRule{Score: ScoreExplained, Threshold: th, Quantile: quantile, Windows: len(conf), Sessions: sessions, FalseUnknown: fu}
 	return m.Unknown, nil
 }
