@@ -647,6 +647,15 @@ func padTo(raw []float32, n int) []float32 {
 // the count of its most confident one); a shorter one by the CNN window
 // that ends where it ends, which reaches back into the traffic before it.
 func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window time.Duration) ([]schemas.SeenWindow, error) {
+	arr, err := m.matchWhole(ctx, pkts)
+	if err != nil {
+		return nil, err
+	}
+	return m.Windows(arr, window)
+}
+
+// matchWhole matches a whole stream (see wholeStreamMatcher).
+func (m *Model) matchWhole(ctx context.Context, pkts []seqprofile.Stamped) (*seqprofile.Arrays, error) {
 	mt, err := m.wholeStreamMatcher()
 	if err != nil {
 		return nil, err
@@ -662,7 +671,7 @@ func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window ti
 	if err := whole(mt); err != nil {
 		return nil, err
 	}
-	return m.Windows(mt.Arrays(), window)
+	return mt.Arrays(), nil
 }
 
 // wholeStreamMatcher holds the longest span the bins allow (a week of

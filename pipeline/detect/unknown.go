@@ -95,22 +95,10 @@ func (m *Model) CalibrateUnknown(ctx context.Context, streams [][]seqprofile.Sta
 		if len(s) == 0 {
 			continue
 		}
-		mt, err := m.wholeStreamMatcher()
+		arr, err := m.matchWhole(ctx, s)
 		if err != nil {
-			return nil, err
-		}
-		for j := range s {
-			if j%65536 == 0 {
-				if err := ctx.Err(); err != nil {
-					return nil, err
-				}
-			}
-			mt.Add(s[j].TsNs, s[j].V)
-		}
-		if err := whole(mt); err != nil {
 			return nil, fmt.Errorf("detect: calibration session %d: %w", i, err)
 		}
-		arr := mt.Arrays()
 		for e := arr.FirstBin + 1; e <= arr.FirstBin+int64(arr.Bins()); e++ {
 			if share, packets := m.explained(arr, e-w, int(w)); packets > 0 {
 				conf = append(conf, share)

@@ -21,7 +21,6 @@ import (
 	"github.com/homemole/homemole/pipeline/openset"
 	"github.com/homemole/homemole/pipeline/seqprofile"
 	"github.com/homemole/homemole/schemas"
-	"github.com/homemole/homemole/services/internal/worker"
 )
 
 // TestUnseenDeviceIsUnknown trains a model on a generated home with two of
@@ -138,6 +137,21 @@ func TestUnseenDeviceIsUnknown(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 
+	// publish sends a home's held-out stream as its wan tap's agent would,
+	// in batches of 4096 packets, and returns its last packet's time.
+	publish := func(home string, st []seqprofile.Stamped) int64 {
+		pkts := packetsOf(st)
+		const batch = 4096
+		for lo := 0; lo < len(pkts); lo += batch {
+			hi := min(lo+batch, len(pkts))
+			b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "lab", Home: home, Tap: "wan", Source: "lab/" + home + "/wan/wan.pcap",
+				Session: "session-06", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
+			if err := conn.Publish(ctx, schemas.PacketSubject("lab", home, "wan"), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return pkts[len(pkts)-1].TsNs
+	}
 	// Each device's held-out traffic is a home of its own, as the wan tap
 	// of a home holding that device alone would publish it.
 	var homes []string
@@ -149,20 +163,10 @@ func TestUnseenDeviceIsUnknown(t *testing.T) {
 		}
 		home = strings.ReplaceAll(home, ".", "-")
 		homes = append(homes, home)
-		pkts := packetsOf(sessions[5].ByDevice[n])
-		if len(pkts) == 0 {
+		if len(sessions[5].ByDevice[n]) == 0 {
 			t.Fatalf("device %s has no packets in the held-out session", n)
 		}
-		ends[home] = pkts[len(pkts)-1].TsNs
-		const batch = 4096
-		for lo := 0; lo < len(pkts); lo += batch {
-			hi := min(lo+batch, len(pkts))
-			b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "lab", Home: home, Tap: "wan", Source: "lab/" + home + "/wan/wan.pcap",
-				Session: "session-06", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
-			if err := conn.Publish(ctx, schemas.PacketSubject("lab", home, "wan"), b); err != nil {
-				t.Fatal(err)
-			}
-		}
+		ends[home] = publish(home, sessions[5].ByDevice[n])
 	}
 	// Two homes of several devices: every known type, and the same with an
 	// unseen type added, whose packets no SP explains.
@@ -175,17 +179,7 @@ func TestUnseenDeviceIsUnknown(t *testing.T) {
 	plusUnseen := scene.Superpose(allKnown, sessions[5].ByDevice[names[len(names)-1]])
 	for home, st := range map[string][]seqprofile.Stamped{"mixed-known": allKnown, "mixed-plus-unseen": plusUnseen} {
 		homes = append(homes, home)
-		pkts := packetsOf(st)
-		ends[home] = pkts[len(pkts)-1].TsNs
-		const batch = 4096
-		for lo := 0; lo < len(pkts); lo += batch {
-			hi := min(lo+batch, len(pkts))
-			b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "lab", Home: home, Tap: "wan", Source: "lab/" + home + "/wan/wan.pcap",
-				Session: "session-06", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
-			if err := conn.Publish(ctx, schemas.PacketSubject("lab", home, "wan"), b); err != nil {
-				t.Fatal(err)
-			}
-		}
+		ends[home] = publish(home, st)
 	}
 	var yaml strings.Builder
 	yaml.WriteString("name: lab\nhomes:\n")
@@ -196,37 +190,18 @@ func TestUnseenDeviceIsUnknown(t *testing.T) {
 	if err := os.WriteFile(campaignFile, []byte(yaml.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(runCtx, []string{"--model", modelPath, "--campaign", campaignFile, "--home", "*", "--tap", "wan", "--step", "1",
-			"--nats", srv.NATSURL, "--metrics-addr", ""}, worker.Env{Log: log, Out: os.Stderr})
-	}()
-	for {
+	runDetector(ctx, t, log, []string{"--model", modelPath, "--campaign", campaignFile, "--home", "*", "--tap", "wan", "--step", "1",
+		"--nats", srv.NATSURL, "--metrics-addr", ""}, func() (bool, string) {
 		mu.Lock()
-		finished := true
+		defer mu.Unlock()
 		for _, home := range homes {
 			if lastEnd[home] < ends[home] {
-				finished = false
+				return false, fmt.Sprintf("home %s: windows published up to %d, its stream ends at %d", home, lastEnd[home], ends[home])
 			}
 		}
-		mu.Unlock()
-		if finished {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the detector did not publish every home's windows to its end: %v of %v", lastEnd, ends)
-		case err := <-done:
-			t.Fatalf("detector stopped: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return true, ""
+	})
 	_ = conn.NC.Flush()
-	stop()
-	if err := <-done; err != nil && err != context.Canceled {
-		t.Fatalf("detector: %v", err)
-	}
 
 	mu.Lock()
 	defer mu.Unlock()
