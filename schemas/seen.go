@@ -30,6 +30,14 @@ type SeenWindow struct {
 	StartNs    int64           `json:"start_ns"`
 	EndNs      int64           `json:"end_ns"`
 	Detections []SeenDetection `json:"detections"`
+	// Packets is how many packets the window held, matched by a sequence
+	// profile or not; Confidence the share of them the model's sequence
+	// profiles explain (matches times SP length over packets). Unknown says the window held traffic that
+	// no known type explains, by the model's calibrated rule: a device the
+	// model was never trained on. Models without a rule never set it.
+	Packets    uint64  `json:"packets,omitempty"`
+	Confidence float64 `json:"confidence,omitempty"`
+	Unknown    bool    `json:"unknown,omitempty"`
 }
 
 // SeenDetection is one device type with its estimated number behind the

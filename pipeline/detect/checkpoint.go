@@ -93,6 +93,9 @@ func LoadOn(r io.Reader, device string) (*Model, error) {
 	if len(m.Devices) == 0 {
 		return nil, errors.New("detect: model file holds no device type")
 	}
+	if err := m.Unknown.check(); err != nil {
+		return nil, fmt.Errorf("detect: model file: %w", err)
+	}
 	for _, d := range m.Devices {
 		if len(d.Profiles) == 0 || len(d.Profiles) > m.Config.Gen.MaxProfiles || len(d.Scale) != len(d.Profiles) {
 			return nil, fmt.Errorf("detect: model file: device %s has %d SPs and %d scales (at most %d)", d.Name, len(d.Profiles), len(d.Scale), m.Config.Gen.MaxProfiles)

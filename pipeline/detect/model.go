@@ -116,6 +116,10 @@ type Model struct {
 	Devices []DeviceModel `json:"devices"`
 	// Skipped names device types without a usable SP, and why.
 	Skipped []string `json:"skipped,omitempty"`
+	// Unknown is the rule that calls a window's traffic unlike every
+	// device type (see CalibrateUnknown); models saved without it never
+	// do.
+	Unknown *UnknownRule `json:"unknown,omitempty"`
 
 	vs       *nn.VarStore
 	det, cnt []*cnn
@@ -643,6 +647,15 @@ func padTo(raw []float32, n int) []float32 {
 // the count of its most confident one); a shorter one by the CNN window
 // that ends where it ends, which reaches back into the traffic before it.
 func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window time.Duration) ([]schemas.SeenWindow, error) {
+	arr, err := m.matchWhole(ctx, pkts)
+	if err != nil {
+		return nil, err
+	}
+	return m.Windows(arr, window)
+}
+
+// matchWhole matches a whole stream (see wholeStreamMatcher).
+func (m *Model) matchWhole(ctx context.Context, pkts []seqprofile.Stamped) (*seqprofile.Arrays, error) {
 	mt, err := m.wholeStreamMatcher()
 	if err != nil {
 		return nil, err
@@ -658,7 +671,7 @@ func (m *Model) Detect(ctx context.Context, pkts []seqprofile.Stamped, window ti
 	if err := whole(mt); err != nil {
 		return nil, err
 	}
-	return m.Windows(mt.Arrays(), window)
+	return mt.Arrays(), nil
 }
 
 // wholeStreamMatcher holds the longest span the bins allow (a week of
@@ -749,6 +762,9 @@ func (m *Model) Windows(arr *seqprofile.Arrays, window time.Duration) ([]schemas
 				w.Detections = append(w.Detections, d)
 			}
 		}
+	}
+	for i := range out {
+		m.mark(&out[i], arr, out[i].StartNs/int64(bin), int(wb))
 	}
 	return out, nil
 }

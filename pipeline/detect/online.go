@@ -242,6 +242,7 @@ func (o *Online) judge(ctx context.Context, h *onlineHome, campaign, home string
 		if msg.Detections == nil {
 			msg.Detections = []schemas.SeenDetection{}
 		}
+		o.Model.mark(&msg.SeenWindow, arr, e-w, int(w))
 		data, err := json.Marshal(msg)
 		if err != nil {
 			return fmt.Errorf("online detector: encode detections: %w", err)

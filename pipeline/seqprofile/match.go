@@ -102,11 +102,17 @@ func (c MatchConfig) LongestSpan() time.Duration { return maxSpanBins * c.Bin }
 // matches of SP s started in bin FirstBin+b, where bin i covers
 // [i*BinNs, (i+1)*BinNs) in Unix nanoseconds. Bins are aligned to the
 // epoch so that arrays from different streams line up.
+//
+// Packets[b] is how many packets of the stream fell in bin FirstBin+b,
+// matched or not: traffic no SP explains (a device type the model never
+// saw) must not look like silence. Arrays built without it (superposed
+// training samples) leave it empty.
 type Arrays struct {
 	BinNs    int64
 	FirstBin int64
 	NumSP    int
 	Counts   []uint32
+	Packets  []uint32
 }
 
 // Bins is the number of bins held.
@@ -124,6 +130,16 @@ func (a *Arrays) At(b int64, s int) uint32 {
 		return 0
 	}
 	return a.Counts[int(i)*a.NumSP+s]
+}
+
+// PacketsIn is the number of packets in the n bins from absolute bin
+// first.
+func (a *Arrays) PacketsIn(first int64, n int) uint64 {
+	var sum uint64
+	for b := max(first-a.FirstBin, 0); b < first-a.FirstBin+int64(n) && b < int64(len(a.Packets)); b++ {
+		sum += uint64(a.Packets[b])
+	}
+	return sum
 }
 
 // Window appends to dst, channel by channel, the counts of the SPs sps over
@@ -152,6 +168,20 @@ func (a *Arrays) AddTo(dst *Arrays) {
 	for i, c := range a.Counts {
 		dst.Counts[off+i] += c
 	}
+	if len(a.Packets) > 0 {
+		dst.growPackets()
+		off = int(a.FirstBin - dst.FirstBin)
+		for i, c := range a.Packets {
+			dst.Packets[off+i] += c
+		}
+	}
+}
+
+// growPackets gives Packets a slot per held bin.
+func (a *Arrays) growPackets() {
+	for len(a.Packets) < a.Bins() {
+		a.Packets = append(a.Packets, 0)
+	}
 }
 
 // cover grows the arrays so that absolute bin b is held.
@@ -165,6 +195,9 @@ func (a *Arrays) cover(b int64) {
 	if b < a.FirstBin {
 		grow := int(a.FirstBin-b) * a.NumSP
 		a.Counts = append(make([]uint32, grow, grow+len(a.Counts)), a.Counts...)
+		if len(a.Packets) > 0 {
+			a.Packets = append(make([]uint32, int(a.FirstBin-b), int(a.FirstBin-b)+len(a.Packets)), a.Packets...)
+		}
 		a.FirstBin = b
 		return
 	}
@@ -421,10 +454,10 @@ func (m *Matcher) far(tsNs int64, v Vector) {
 	// new present (a jump back) are dropped and counted.
 	switch {
 	case m.accepted < jumpRun:
-		m.arr.Counts = m.arr.Counts[:0]
+		m.arr.Counts, m.arr.Packets = m.arr.Counts[:0], m.arr.Packets[:0]
 	case m.pending[0].TsNs < m.nowNs:
 		m.stats.SlidBins += uint64(m.arr.Bins())
-		m.arr.Counts = m.arr.Counts[:0]
+		m.arr.Counts, m.arr.Packets = m.arr.Counts[:0], m.arr.Packets[:0]
 	}
 	m.accepted = 0
 	m.nowNs = m.pending[0].TsNs
@@ -440,6 +473,10 @@ func (m *Matcher) far(tsNs int64, v Vector) {
 func (m *Matcher) step(v Vector) {
 	now := m.nowNs
 	m.slide(now / m.arr.BinNs)
+	m.arr.growPackets()
+	if i := now/m.arr.BinNs - m.arr.FirstBin; i >= 0 && i < int64(len(m.arr.Packets)) {
+		m.arr.Packets[i]++
+	}
 	hits := m.hits(&v)
 	gap := int64(m.cfg.MaxGap)
 	for i := 0; i < len(hits); {
@@ -517,7 +554,7 @@ func (m *Matcher) record(sp int, startNs int64) {
 // does not rebuild them.
 func (m *Matcher) Reset() {
 	m.clearPartials()
-	m.arr.Counts, m.arr.FirstBin = m.arr.Counts[:0], 0
+	m.arr.Counts, m.arr.Packets, m.arr.FirstBin = m.arr.Counts[:0], m.arr.Packets[:0], 0
 	m.nowNs, m.seeded, m.stats, m.pending, m.accepted = 0, false, MatchStats{}, m.pending[:0], 0
 }
 
@@ -546,12 +583,18 @@ func (m *Matcher) Trim(b int64) {
 		return
 	}
 	if drop >= int64(a.Bins()) {
-		a.Counts = a.Counts[:0]
+		a.Counts, a.Packets = a.Counts[:0], a.Packets[:0]
 		a.FirstBin = b
 		return
 	}
 	n := copy(a.Counts, a.Counts[int(drop)*a.NumSP:])
 	a.Counts = a.Counts[:n]
+	if int(drop) < len(a.Packets) {
+		n = copy(a.Packets, a.Packets[drop:])
+		a.Packets = a.Packets[:n]
+	} else {
+		a.Packets = a.Packets[:0]
+	}
 	a.FirstBin = b
 }
 

@@ -353,3 +353,49 @@ func FuzzLCS(f *testing.F) {
 		}
 	})
 }
+
+// TestArraysCountEveryPacket checks that the arrays count every packet per
+// bin, matched or not, and that trimming keeps the counts on their bins:
+// traffic no SP explains is not silence.
+func TestArraysCountEveryPacket(t *testing.T) {
+	sp := [][]Vector{{{64, 100, 6, 0x18, 512, 0, 60}}}
+	m, err := NewMatcher(sp, DefaultMatchConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := int64(10e9)
+	t0 := 1_700_000_000 * int64(1e9) / bin * bin
+	other := Vector{50, 1400, 17, 0, 0, 0, 1372}
+	for i := range 5 { // bin 0: 5 unmatched packets
+		m.Add(t0+int64(i)*1e9, other)
+	}
+	m.Add(t0+bin, sp[0][0]) // bin 1: one matched, two not
+	m.Add(t0+bin+1, other)
+	m.Add(t0+bin+2, other)
+	m.Add(t0+3*bin, other) // bin 3: one; bin 2 empty
+	a := m.Arrays()
+	first := t0 / bin
+	for _, c := range []struct {
+		from int64
+		n    int
+		want uint64
+	}{{first, 1, 5}, {first + 1, 1, 3}, {first + 2, 1, 0}, {first + 3, 1, 1}, {first, 4, 9}, {first - 5, 100, 9}} {
+		if got := a.PacketsIn(c.from, c.n); got != c.want {
+			t.Errorf("PacketsIn(%d, %d) = %d, want %d", c.from-first, c.n, got, c.want)
+		}
+	}
+	if got := a.At(first+1, 0); got != 1 {
+		t.Errorf("SP matches in bin 1 = %d, want 1", got)
+	}
+	m.Trim(first + 1)
+	if got, want := a.PacketsIn(first, 4), uint64(4); got != want {
+		t.Errorf("after Trim: PacketsIn = %d, want %d (bins 1 and 3)", got, want)
+	}
+	var sum Arrays
+	sum.BinNs, sum.NumSP = a.BinNs, a.NumSP
+	a.AddTo(&sum)
+	a.AddTo(&sum)
+	if got := sum.PacketsIn(first, 4); got != 8 {
+		t.Errorf("AddTo twice: PacketsIn = %d, want 8", got)
+	}
+}

@@ -9,17 +9,17 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/homemole/homemole/pipeline/openset"
 	"github.com/homemole/homemole/schemas"
 )
 
 // Unknown is the device name a host gets when it is unlike every device a
 // model was trained on.
-const Unknown = "unknown"
+const Unknown = openset.Unknown
 
 // DefaultUnknownQuantile is the share of held-out hosts of known devices
-// that the open-set threshold is allowed to call unknown: the threshold is
-// this quantile of their confidences.
-const DefaultUnknownQuantile = 0.05
+// that the open-set threshold is allowed to call unknown (openset.Threshold).
+const DefaultUnknownQuantile = openset.DefaultQuantile
 
 // Scores name how a host's confidence is measured (OpenSet.Score).
 const (
@@ -178,8 +178,8 @@ func Row(lp [][]float32, ws []*schemas.Window, i, j int) []float32 {
 // scores a host, and the threshold is the quantile of their confidences,
 // so that about that share of known hosts would be called unknown.
 func Calibrate(m Model, ws []*schemas.Window, quantile float64) (*OpenSet, error) {
-	if quantile <= 0 || quantile >= 1 {
-		return nil, fmt.Errorf("open-set quantile %g: want one between 0 and 1", quantile)
+	if _, _, err := openset.Threshold([]float64{0}, quantile); err != nil {
+		return nil, err // refused before labeling a single window
 	}
 	preds, lp, err := Label(m, ws)
 	if err != nil {
@@ -216,17 +216,9 @@ func Calibrate(m Model, ws []*schemas.Window, quantile float64) (*OpenSet, error
 		o.Score = score
 		conf = append(conf, c)
 	}
-	sort.Float64s(conf)
-	// The lower empirical quantile: the threshold is a host's own score,
-	// and only hosts strictly below it are unknown.
-	o.Threshold = conf[int(math.Floor(quantile*float64(len(conf))))]
-	below := 0
-	for _, c := range conf {
-		if c < o.Threshold {
-			below++
-		}
+	if o.Threshold, o.FalseUnknown, err = openset.Threshold(conf, quantile); err != nil {
+		return nil, err
 	}
-	o.FalseUnknown = float64(below) / float64(len(conf))
 	for s := range sessions {
 		o.Sessions = append(o.Sessions, s)
 	}

@@ -75,37 +75,18 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
 	campaignFile := filepath.Join(t.TempDir(), "spring.yaml")
 	if err := os.WriteFile(campaignFile, []byte("name: spring\nhomes:\n  - name: home-1\n    taps:\n      - name: wan\n        interface: eth1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		done <- run(runCtx, []string{"--model", modelPath, "--campaign", campaignFile, "--home", "home-1", "--tap", "wan", "--step", "1",
-			"--nats", srv.NATSURL, "--metrics-addr", ""}, worker.Env{Log: log, Out: os.Stderr})
-	}()
 	end := pkts[len(pkts)-1].TsNs
-	for {
+	runDetector(ctx, t, log, []string{"--model", modelPath, "--campaign", campaignFile, "--home", "home-1", "--tap", "wan", "--step", "1",
+		"--nats", srv.NATSURL, "--metrics-addr", ""}, func() (bool, string) {
 		mu.Lock()
-		finished := lastEnd >= end
-		mu.Unlock()
-		if finished {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the detector published windows up to %d, the session ends at %d", lastEnd, end)
-		case err := <-done:
-			t.Fatalf("detector stopped: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		defer mu.Unlock()
+		return lastEnd >= end, fmt.Sprintf("windows published up to %d, the session ends at %d", lastEnd, end)
+	})
 	_ = conn.NC.Flush()
-	stop()
-	if err := <-done; err != nil && err != context.Canceled {
-		t.Fatalf("detector: %v", err)
-	}
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -126,6 +107,35 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 		if resp > 13*time.Minute {
 			t.Errorf("%s: first reported after %v, the paper's slowest device takes 13 min", n, resp)
 		}
+	}
+}
+
+// runDetector runs the detector as its main does, with args, until
+// finished says it published every window awaited, then stops it. A
+// detector that stops by itself, or the test's deadline, fails the test
+// with finished's account of how far it got.
+func runDetector(ctx context.Context, t *testing.T, log *slog.Logger, args []string, finished func() (bool, string)) {
+	t.Helper()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- run(runCtx, args, worker.Env{Log: log, Out: os.Stderr}) }()
+	for {
+		ok, progress := finished()
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the detector did not finish: %s", progress)
+		case err := <-done:
+			t.Fatalf("detector stopped: %v (%s)", err, progress)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-done; err != nil && err != context.Canceled {
+		t.Fatalf("detector: %v", err)
 	}
 }
 

@@ -85,7 +85,11 @@ func runDetect(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 		return fmt.Errorf("write detections: %w", err)
 	}
 	seen := map[string]int{}
+	unknown := 0
 	for _, w := range windows {
+		if w.Unknown {
+			unknown++
+		}
 		for _, d := range w.Detections {
 			seen[d.Device] = max(seen[d.Device], d.Count)
 		}
@@ -93,6 +97,10 @@ func runDetect(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	var names []string
 	for n, c := range seen {
 		names = append(names, fmt.Sprintf("%s (up to %d)", n, c))
+	}
+	if unknown > 0 {
+		// The model's unknown-device rule: traffic no trained type explains.
+		names = append(names, fmt.Sprintf("unknown (%d of %d windows)", unknown, len(windows)))
 	}
 	fmt.Fprintf(out, "%d packets, %d windows; device types seen: %s\ndetections: %s\n", packets, len(windows), strings.Join(orNone(names), ", "), *jsonOut)
 	return nil

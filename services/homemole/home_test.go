@@ -88,4 +88,3 @@ func TestHomeAssembleCommand(t *testing.T) {
 		}
 	}
 }
-

@@ -15,6 +15,7 @@ import (
 	"github.com/homemole/homemole/pipeline/detect"
 	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/openset"
 	"github.com/homemole/homemole/pipeline/seqprofile"
 	"github.com/homemole/homemole/services/internal/cli"
 	"github.com/homemole/homemole/services/internal/modelflag"
@@ -116,12 +117,16 @@ func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	outPath := fs.String("out", "", "model file to write")
 	holdout := fs.Int("holdout", 0, "leave every K-th capture of each device type out (0: train on all)")
 	crossing := fs.Bool("crossing", false, "learn only from packets that cross a home gateway (a public address at one end): what a detector beyond a NAPT sees")
+	unknownHoldout := fs.Int("unknown-holdout", 0, "of the training captures, keep every K-th of each device type out of training and calibrate on them the rule that reports traffic of no known type as unknown (0: no rule)")
 	cfg, window := spTrainFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *dir == "" || *outPath == "" {
 		return cli.Usagef("sp train needs --dir DIR and --out MODEL")
+	}
+	if *unknownHoldout < 0 || *unknownHoldout == 1 {
+		return cli.Usagef("--unknown-holdout %d: want 0 (no unknown-device rule) or K >= 2 (every K-th training capture calibrates it)", *unknownHoldout)
 	}
 	if err := finishConfig(log, cfg, *window); err != nil {
 		return err
@@ -135,11 +140,32 @@ func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return err
 	}
 	train, _ := splitHoldout(devs, *holdout)
-	m, trainSecs, err := trainSaved(ctx, log, &scene.Corpus{Devices: train}, *cfg, *outPath)
+	var cal []seqprofile.DeviceTraffic
+	if *unknownHoldout > 0 {
+		train, cal = splitHoldout(train, *unknownHoldout)
+	}
+	// Saved below, once the unknown-device rule the file carries is calibrated.
+	m, trainSecs, err := trainSaved(ctx, log, &scene.Corpus{Devices: train}, *cfg, "")
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	if *unknownHoldout > 0 {
+		var streams [][]seqprofile.Stamped
+		for _, d := range cal {
+			for _, s := range d.Sessions {
+				streams = append(streams, s.Device)
+			}
+		}
+		r, err := m.CalibrateUnknown(ctx, streams, openset.DefaultQuantile)
+		if err != nil {
+			return fmt.Errorf("sp train --unknown-holdout %d: %w", *unknownHoldout, err)
+		}
+		fmt.Fprintf(out, "unknown-device rule: explained share below %.3f over %d held-out windows of %d captures (false unknown %.3f there)\n", r.Threshold, r.Windows, r.Sessions, r.FalseUnknown)
+	}
+	if err := m.SaveFile(*outPath); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "trained %d device types in %.0f s (%d SPs); model: %s\n", len(m.Devices), trainSecs, len(m.SPs()), *outPath)
 	for _, s := range m.Skipped {
 		fmt.Fprintf(out, "  skipped: %s\n", s)

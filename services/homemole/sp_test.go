@@ -112,6 +112,7 @@ func TestSPRefusesBadInput(t *testing.T) {
 		{},
 		{"train", "--dir", dir},
 		{"train", "--dir", dir, "--out", filepath.Join(dir, "m"), "--window", "365s"},
+		{"train", "--dir", dir, "--out", filepath.Join(dir, "m"), "--unknown-holdout", "1"},
 		{"eval", "--dir", dir, "--json", filepath.Join(dir, "x.json"), "--holdout", "1"},
 		{"show"},
 	} {
