@@ -51,6 +51,23 @@ type Figure struct {
 type runner struct {
 	key, command string
 	measure      func(ctx context.Context) (string, error)
+	// target, where set, judges the figure: the run also writes KEY.verdict,
+	// so the README's verdict cell is as generated as the number beside it.
+	target func(value string) string
+}
+
+// atLeast judges a throughput figure against the least the issue asked for.
+func atLeast(min float64) func(string) string {
+	return func(v string) string {
+		var got float64
+		if _, err := fmt.Sscanf(v, "%g", &got); err != nil {
+			return "not judged: " + v
+		}
+		if got >= min {
+			return fmt.Sprintf(">= %g M/s: met", min)
+		}
+		return fmt.Sprintf(">= %g M/s: missed", min)
+	}
 }
 
 // benchFigure runs one Go benchmark and formats its metric.
@@ -71,13 +88,18 @@ func benchFigure(key, pkg, name, benchtime, metric string, format func(float64) 
 
 var medianRe = regexp.MustCompile(`median ([0-9.]+)ms of (\d+) runs`)
 
+func judged(r runner, target func(string) string) runner {
+	r.target = target
+	return r
+}
+
 func runners() []runner {
 	mps := func(v float64) string { return fmt.Sprintf("%.2f M packets/s", v/1e6) }
 	return []runner{
-		benchFigure("bench.sp_matching", "./pipeline/seqprofile/", "BenchmarkMatch", "3s", "packets/s", mps),
-		benchFigure("bench.jetstream", "./pipeline/agent/", "BenchmarkPublishSentinel", "20x", "packets/s", mps),
-		benchFigure("bench.labeler", "./pipeline/label/", "BenchmarkLabel/paired", "3x", "packets/s", mps),
-		benchFigure("bench.windowing", "./pipeline/window/", "BenchmarkWindower", "3x", "packets/s", mps),
+		judged(benchFigure("bench.sp_matching", "./pipeline/seqprofile/", "BenchmarkMatch", "3s", "packets/s", mps), atLeast(1)),
+		judged(benchFigure("bench.jetstream", "./pipeline/agent/", "BenchmarkPublishSentinel", "20x", "packets/s", mps), atLeast(2)),
+		judged(benchFigure("bench.labeler", "./pipeline/label/", "BenchmarkLabel/paired", "3x", "packets/s", mps), atLeast(1)),
+		judged(benchFigure("bench.windowing", "./pipeline/window/", "BenchmarkWindower", "3x", "packets/s", mps), atLeast(1)),
 		{key: "cli.features_start", command: "go test -count=1 -run '^TestCGOFreeFeatures$' -v ./services/homemole/",
 			measure: func(ctx context.Context) (string, error) {
 				out, err := goCmd(ctx, "test", "-count=1", "-run", "^TestCGOFreeFeatures$", "-v", "./services/homemole/")
@@ -135,7 +157,11 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s (%s): %w", r.key, r.command, err)
 		}
-		f.Figures[r.key] = Figure{Value: v, Command: r.command, Date: time.Now().UTC().Format(time.RFC3339)}
+		now := time.Now().UTC().Format(time.RFC3339)
+		f.Figures[r.key] = Figure{Value: v, Command: r.command, Date: now}
+		if r.target != nil {
+			f.Figures[r.key+".verdict"] = Figure{Value: r.target(v), Command: r.command, Date: now}
+		}
 		fmt.Fprintf(os.Stderr, "%s = %s\n", r.key, v)
 		// Written after each figure, so an interrupted run keeps what it measured.
 		if err := f.Save(*path); err != nil {
