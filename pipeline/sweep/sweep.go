@@ -301,3 +301,47 @@ func summarize(tasks []Task, results []*TaskResult) []Summary {
 	}
 	return out
 }
+
+// RunTask runs task i (from 0, in Tasks' order) alone, unless it is done:
+// a Kubernetes Indexed Job's pod runs the task of its completion index.
+func (s *Sweep) RunTask(ctx context.Context, i int) (Task, *TaskResult, bool, error) {
+	tasks, err := s.Tasks(ctx)
+	if err != nil {
+		return Task{}, nil, false, err
+	}
+	if i < 0 || i >= len(tasks) {
+		return Task{}, nil, false, fmt.Errorf("task %d: this sweep has tasks 0 to %d", i, len(tasks)-1)
+	}
+	r, reused, err := s.runTask(ctx, tasks[i], 1)
+	return tasks[i], r, reused, err
+}
+
+// Gather sums up a sweep whose tasks ran elsewhere (one pod each) from
+// their stored results, and fails naming every task still missing.
+func (s *Sweep) Gather(ctx context.Context) (*Result, error) {
+	tasks, err := s.Tasks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]*TaskResult, len(tasks))
+	var missing []string
+	for i, t := range tasks {
+		data, err := s.Store.Get(ctx, t.Key())
+		if errors.Is(err, store.ErrNotFound) {
+			missing = append(missing, fmt.Sprintf("%d (%s fold %d)", i, t.Config.Label(), t.Fold))
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", t.Key(), err)
+		}
+		var r TaskResult
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w (delete it to rerun the task)", t.Key(), err)
+		}
+		results[i] = &r
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%d of %d sweep tasks not done yet: %s", len(missing), len(tasks), strings.Join(missing, ", "))
+	}
+	return &Result{Configurations: summarize(tasks, results), Reused: len(tasks)}, nil
+}

@@ -20,6 +20,7 @@ func torchCommand(name string) runFunc {
 		"study":      runStudy,
 		"sp":         runSP,
 		"detect":     runDetect,
+		"sweep":      runSweep,
 	}[name]
 }
 
