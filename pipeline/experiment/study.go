@@ -108,7 +108,10 @@ func (s *Study) html(points []StudyPoint) ([]byte, error) {
 // same pipeline as the study: what a sweep trains on.
 func BuildFromDir(ctx context.Context, dir, view string, cipher gateway.Cipher, kind string, window int, name, version, workDir string,
 	b *bus.Conn, st store.Store, log *slog.Logger) (*dataset.Manifest, error) {
-	c, err := campaign.FromDeviceDirs(dir, "sweep")
+	// A campaign of its own per build: packets are deduplicated by subject,
+	// which names the campaign, so a second build of the same captures
+	// under one name would find its packets dropped as repeats.
+	c, err := campaign.FromDeviceDirs(dir, name+"-"+version)
 	if err != nil {
 		return nil, err
 	}

@@ -246,7 +246,7 @@ func (s *Sweep) runTask(ctx context.Context, t Task, par int) (*TaskResult, bool
 		spec.Learn.Threads = max(1, runtime.NumCPU()/par)
 	}
 	name, version, _ := strings.Cut(t.Dataset, "/")
-	log := s.Log.With("configuration", t.Config.Hash(), "fold", t.Fold)
+	log := s.Log.With("configuration", t.Config.Hash()) // the fold is added by the cross-validation
 	log.Info("sweep task", "config", t.Config.Label(), "fold", fmt.Sprintf("%d/%d", t.Fold, t.Of))
 	cv := &train.CrossValidation{Store: s.Store, Dataset: name, Version: version, RunName: runName(t.Config), Spec: spec,
 		Folds: t.Config.Folds, Mode: t.Config.CVMode, Seed: t.Config.Seed, Only: []int{t.Fold}, Log: log}

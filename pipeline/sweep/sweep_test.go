@@ -8,19 +8,17 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/homemole/homemole/internal/chromiumtest"
+	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/train"
 )
-
-const sentinelDir = "../../../shared/data/iot-sentinel-dev"
 
 // smallDevices are IoT Sentinel devices with small captures: a sweep over
 // them trains in seconds.
@@ -29,16 +27,10 @@ var smallDevices = []string{"SmarterCoffee", "iKettle2", "HomeMaticPlug", "Ednet
 // devicesDir links a few devices' folders into a folder of their own.
 func devicesDir(t *testing.T, devices ...string) string {
 	t.Helper()
+	data := sentineldata.Need(t)
 	dir := t.TempDir()
 	for _, d := range devices {
-		src, err := filepath.Abs(filepath.Join(sentinelDir, d))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Stat(src); err != nil {
-			t.Skipf("IoT Sentinel captures not found (%v): they live in ../shared/data", err)
-		}
-		if err := os.Symlink(src, filepath.Join(dir, d)); err != nil {
+		if err := os.Symlink(filepath.Join(data, d), filepath.Join(dir, d)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -151,12 +143,12 @@ func TestSweepSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chromium := findChromium(t)
+	chromium := chromiumtest.Find(t)
 	file := filepath.Join(t.TempDir(), "sweep.html")
 	if err := os.WriteFile(file, page, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dom := runChromium(t, chromium, "--dump-dom", "--virtual-time-budget=3000", "file://"+file)
+	dom := chromiumtest.Run(t, chromium, "--dump-dom", "--virtual-time-budget=3000", "file://"+file)
 	if !strings.Contains(dom, `data-sorted="8 down"`) {
 		t.Errorf("the table was not sorted by its script (no data-sorted=\"8 down\"): the page's JavaScript did not run")
 	}
@@ -284,39 +276,4 @@ func TestParseStrict(t *testing.T) {
 	if len(hashes) != len(cs) || s.CV.Mode != train.CVGrouped || s.CV.Folds != 5 {
 		t.Errorf("%d distinct hashes of %d configurations; cv %+v (want grouped, 5)", len(hashes), len(cs), s.CV)
 	}
-}
-
-// findChromium returns Debian's chromium, installing it when this runs as
-// root (CI), and skips otherwise.
-func findChromium(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("chromium is not installed and this is not root: `bash tools/debian-packages.sh chromium` installs it")
-	}
-	out, err := exec.Command("bash", "../../tools/debian-packages.sh", "chromium").CombinedOutput()
-	if err != nil {
-		t.Skipf("chromium could not be installed (%v): %s", err, out)
-	}
-	p, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skipf("chromium installed but not on PATH: %v", err)
-	}
-	return p
-}
-
-func runChromium(t *testing.T, chromium string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--user-data-dir=" + t.TempDir()}
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, chromium, append(base, args...)...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
-	}
-	return stdout.String()
 }
