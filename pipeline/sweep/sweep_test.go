@@ -83,14 +83,15 @@ func newSweep(t *testing.T, e env, spec string, parallel int) *Sweep {
 		Bus: e.Bus, Store: e.Store, Log: quiet()}
 }
 
-// TestSweepSmall runs 2 forests x 2 windows with grouped 2-fold CV on four
+// TestSweepSmall runs 2 forests x 2 views (the second built in the same
+// process, as a sweep does) with grouped 2-fold CV on four
 // IoT Sentinel devices and checks sweep.json's figures against the stored
 // fold records, and sweep.html in headless Chromium.
 func TestSweepSmall(t *testing.T) {
 	dir := devicesDir(t, smallDevices...)
 	e := open(t, t.TempDir())
 	defer e.Close()
-	spec := "from_dir: " + dir + "\nmodels: [rf]\nviews: [lan]\nwindows: [20, 40]\nseeds: [1]\ncv: {mode: grouped, folds: 2}\nmodel_flags: {trees: [5, 10]}\n"
+	spec := "from_dir: " + dir + "\nmodels: [rf]\nviews: [lan, napt]\nwindows: [20]\nseeds: [1]\ncv: {mode: grouped, folds: 2}\nmodel_flags: {trees: [5, 10]}\n"
 	s := newSweep(t, e, spec, 2)
 	res, err := s.Run(context.Background())
 	if err != nil {
@@ -135,8 +136,8 @@ func TestSweepSmall(t *testing.T) {
 			t.Errorf("%s: mean accuracy %.3f, want a forest that learned the devices (> 0.5)", c.Label, c.Mean.Accuracy)
 		}
 	}
-	if best := res.Best(); len(best) != 1 || best[0].Config.View != "lan" {
-		t.Errorf("best per view: %+v, want one for lan", best)
+	if best := res.Best(); len(best) != 2 || best[0].Config.View != "lan" || best[1].Config.View != "napt" {
+		t.Errorf("best per view: %+v, want one for lan and one for napt", best)
 	}
 
 	page, err := res.HTML()
