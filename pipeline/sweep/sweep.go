@@ -177,22 +177,29 @@ func (s *Sweep) Run(ctx context.Context) (*Result, error) {
 	errs := make([]error, len(tasks))
 	reused := make([]bool, len(tasks))
 	var mu sync.Mutex // one OnTask call at a time
-	sem := make(chan struct{}, par)
+	// Workers take the tasks in grid order, so a sweep's first
+	// configurations finish first.
+	next := make(chan int)
 	var wg sync.WaitGroup
-	for i, t := range tasks {
+	for range par {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			results[i], reused[i], errs[i] = s.runTask(ctx, t, par)
-			if errs[i] == nil && s.OnTask != nil {
-				mu.Lock()
-				s.OnTask(t, reused[i])
-				mu.Unlock()
+			for i := range next {
+				t := tasks[i]
+				results[i], reused[i], errs[i] = s.runTask(ctx, t, par)
+				if errs[i] == nil && s.OnTask != nil {
+					mu.Lock()
+					s.OnTask(t, reused[i])
+					mu.Unlock()
+				}
 			}
 		}()
 	}
+	for i := range tasks {
+		next <- i
+	}
+	close(next)
 	wg.Wait()
 	res := &Result{}
 	var failed []string
