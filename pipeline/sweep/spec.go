@@ -257,19 +257,44 @@ func (s *Spec) Configurations() []Config {
 		flagSets = next
 	}
 	var out []Config
+	seen := map[string]bool{}
 	for _, m := range s.Models {
 		for _, v := range views {
 			for _, w := range windows {
 				for _, k := range kinds {
 					for _, f := range flagSets {
 						for _, seed := range s.Seeds {
-							out = append(out, Config{Data: data, View: v, Kind: k, Window: w, Model: m, ModelFlags: f,
-								Seed: seed, CVMode: s.CV.Mode, Folds: s.CV.Folds})
+							c := Config{Data: data, View: v, Kind: k, Window: w, Model: m, ModelFlags: flagsOf(m, f),
+								Seed: seed, CVMode: s.CV.Mode, Folds: s.CV.Folds}
+							// epochs: [5, 15] makes one forest, not two.
+							if h := c.Hash(); !seen[h] {
+								seen[h] = true
+								out = append(out, c)
+							}
 						}
 					}
 				}
 			}
 		}
+	}
+	return out
+}
+
+// forestFlags are the model flags a Random Forest reads; the LSTMs read
+// every other one.
+var forestFlags = map[string]bool{"trees": true}
+
+// flagsOf keeps the flags that change model m, so that a flag it ignores
+// neither splits its configuration nor changes its hash.
+func flagsOf(m string, flags map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range flags {
+		if forestFlags[k] == (m == "rf") {
+			out[k] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }

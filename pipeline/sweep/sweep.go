@@ -24,6 +24,27 @@ import (
 // (the CLI parses them with the same flags homemole train has).
 type SpecOf func(model string, flags map[string]string) (train.Spec, error)
 
+// CheckModelFlags reads every value of every model flag as each model's
+// flags, before anything is built: a flag a model ignores is dropped from
+// its configurations, but a misspelt one is an error, not a no-op.
+func (s *Spec) CheckModelFlags(of SpecOf) error {
+	for _, m := range s.Models {
+		for k, vs := range s.ModelFlags {
+			for _, v := range vs {
+				if _, err := of(m, map[string]string{k: v}); err != nil {
+					return fmt.Errorf("model_flags.%s: %q for %s: %w", k, v, m, err)
+				}
+			}
+		}
+	}
+	for _, c := range s.Configurations() {
+		if _, err := of(c.Model, c.ModelFlags); err != nil {
+			return fmt.Errorf("configuration %s: %w", c.Label(), err)
+		}
+	}
+	return nil
+}
+
 // Sweep runs a spec's (configuration, fold) tasks.
 type Sweep struct {
 	Spec     *Spec
@@ -92,12 +113,10 @@ type Result struct {
 // Tasks builds (or finds) every dataset the grid needs and lists every
 // (configuration, fold) task.
 func (s *Sweep) Tasks(ctx context.Context) ([]Task, error) {
-	var out []Task
-	for _, c := range s.Spec.Configurations() {
-		if _, err := s.SpecOf(c.Model, c.ModelFlags); err != nil {
-			return nil, fmt.Errorf("configuration %s: %w", c.Label(), err)
-		}
+	if err := s.Spec.CheckModelFlags(s.SpecOf); err != nil {
+		return nil, err
 	}
+	var out []Task
 	for _, c := range s.Spec.Configurations() {
 		ds, err := s.dataset(ctx, c)
 		if err != nil {

@@ -267,8 +267,14 @@ func TestParseStrict(t *testing.T) {
 		t.Fatal(err)
 	}
 	cs := s.Configurations()
-	if len(cs) != 2*2*3*2 {
-		t.Fatalf("%d configurations, want 24", len(cs))
+	// The forest ignores epochs and hidden: one forest per view and window.
+	if len(cs) != 2*3+2*3*2 {
+		t.Fatalf("%d configurations, want 6 forests and 12 BLSTMs", len(cs))
+	}
+	for _, c := range cs {
+		if (c.Model == "rf") != (c.ModelFlags == nil) || (c.Model == "blstm" && c.ModelFlags["hidden"] != "8") {
+			t.Errorf("%s: model flags %v", c.Label(), c.ModelFlags)
+		}
 	}
 	hashes := map[string]bool{}
 	for _, c := range cs {

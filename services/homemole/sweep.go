@@ -67,10 +67,8 @@ func runSweep(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 		return modelSpec(model, flags, device)
 	}
 	// Every configuration's flags are checked before anything is built.
-	for _, c := range spec.Configurations() {
-		if _, err := specOf(c.Model, c.ModelFlags); err != nil {
-			return cli.Usagef("%s: model_flags of %s: %v", *specFile, c.Label(), err)
-		}
+	if err := spec.CheckModelFlags(specOf); err != nil {
+		return cli.Usagef("%s: %v", *specFile, err)
 	}
 	if *emit != "" {
 		if err := sweep.EmitK8s(*emit, raw, spec, *gpu, *parallel); err != nil {

@@ -66,7 +66,8 @@ func TestSweepCommand(t *testing.T) {
 		t.Fatalf("sweep.json: %+v", res.Configurations)
 	}
 	for _, c := range res.Configurations {
-		if len(c.Folds) != 2 || c.Mean.Accuracy <= 0 || c.Mean.TrainSeconds <= 0 || c.Config.ModelFlags["epochs"] != "1" {
+		want := map[string]string{"rf": "trees=5", "lstm": "epochs=1 hidden=8"}[c.Config.Model]
+		if len(c.Folds) != 2 || c.Mean.Accuracy <= 0 || c.Mean.TrainSeconds <= 0 || !strings.Contains(c.Label, want) {
 			t.Errorf("%s: %d folds, mean %+v, flags %v", c.Label, len(c.Folds), c.Mean, c.Config.ModelFlags)
 		}
 	}
