@@ -76,6 +76,10 @@ func (v *Values) UnmarshalYAML(n *yaml.Node) error {
 // Keys are the keys a sweep file may have, for error messages.
 const Keys = "from_dir, dataset, version, models, views, windows, kinds, seeds, cv {mode, folds}, model_flags"
 
+// MaxConfigurations bounds a grid: past it a typo in a list (or a sweep
+// that would run for years) is likelier than a wish.
+const MaxConfigurations = 10000
+
 // Views a from_dir sweep can build.
 var Views = []string{"lan", "napt", "vpn"}
 
@@ -170,6 +174,16 @@ func (s *Spec) check() error {
 	}
 	if s.CV.Mode != train.CVLeaveOneHomeOut && s.CV.Folds < 2 {
 		return fmt.Errorf("cv.folds %d: want 2 or more", s.CV.Folds)
+	}
+	n := len(s.Models) * max(1, len(s.Views)) * max(1, len(s.Windows)) * max(1, len(s.Kinds)) * len(s.Seeds)
+	for _, vs := range s.ModelFlags {
+		n *= max(1, len(vs))
+		if n > MaxConfigurations {
+			break
+		}
+	}
+	if n > MaxConfigurations {
+		return fmt.Errorf("the grid has over %d configurations: split it into several sweeps", MaxConfigurations)
 	}
 	for k, vs := range s.ModelFlags {
 		if k == "model" || k == "device" {
