@@ -284,3 +284,22 @@ func TestParseStrict(t *testing.T) {
 		t.Errorf("%d distinct hashes of %d configurations; cv %+v (want grouped, 5)", len(hashes), len(cs), s.CV)
 	}
 }
+
+// TestExamplesParse: the specs shipped in examples/ stay valid, with the
+// grids their comments describe.
+func TestExamplesParse(t *testing.T) {
+	for name, want := range map[string]int{"sweep-window-study.yaml": 3, "sweep-napt-vpn.yaml": 4, "sweep-cluster.yaml": 4} {
+		f, err := os.Open(filepath.Join("../../examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Parse(f, name)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(s.Configurations()); n != want {
+			t.Errorf("%s: %d configurations, want %d", name, n, want)
+		}
+	}
+}
