@@ -84,6 +84,18 @@ var externals = map[string][]external{
 	"overlays/dev":          {natsServerSecret, natsWorkersSecret}, // generates a fake homemole-s3; a certificate cannot be faked in the repository
 	"jobs/cv-gather":        jobExternals,
 	"jobs/dataset-assemble": jobExternals,
+	// Written by homemole sweep --emit-k8s from examples/sweep-cluster.yaml.
+	"sweeps/example-cpu": sweepExternals,
+	"sweeps/example-gpu": sweepExternals,
+}
+
+// sweepExternals are what a sweep's Job takes from the base: its spec is
+// a ConfigMap of its own.
+var sweepExternals = []external{
+	s3Secret,
+	natsWorkersSecret,
+	{kind: "ConfigMap", name: "homemole-endpoints", from: "base"},
+	{kind: "ServiceAccount", name: "homemole-trainer", from: "base"},
 }
 
 // jobExternals are what the Jobs applied after the base take from it.

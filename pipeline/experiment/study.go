@@ -12,6 +12,7 @@ import (
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/store"
@@ -100,4 +101,20 @@ func (s *Study) html(points []StudyPoint) ([]byte, error) {
 		"Chart": template.HTML(evaluate.LineChart("packets per window", xs, []evaluate.Series{acc, sess})),
 	})
 	return b.Bytes(), err
+}
+
+// BuildFromDir builds dataset name/version of one view, kind and window
+// size from a folder of device folders (IoT Sentinel layout), through the
+// same pipeline as the study: what a sweep trains on.
+func BuildFromDir(ctx context.Context, dir, view string, cipher gateway.Cipher, kind string, window int, name, version, workDir string,
+	b *bus.Conn, st store.Store, log *slog.Logger) (*dataset.Manifest, error) {
+	// A campaign of its own per build: packets are deduplicated by subject,
+	// which names the campaign, so a second build of the same captures
+	// under one name would find its packets dropped as repeats.
+	c, err := campaign.FromDeviceDirs(dir, name+"-"+version)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &Config{View: view, Cipher: cipher, Kind: kind, Window: window, WorkDir: workDir, Bus: b, Store: st, Log: log}
+	return cfg.buildDataset(ctx, c, name, version, build.LabelsOf(c))
 }

@@ -519,3 +519,10 @@ func cvHTML(res *CVResult) ([]byte, error) {
 	rep.Fill()
 	return rep.HTML()
 }
+
+// FoldCount is how many folds this cross-validation has on its dataset
+// (leave-one-home-out: one per home), for callers that run them one by one.
+func (cv *CrossValidation) FoldCount(ctx context.Context) (int, error) {
+	_, folds, err := cv.load(ctx)
+	return len(folds), err
+}

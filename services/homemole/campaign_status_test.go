@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/homemole/homemole/internal/chromiumtest"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/campaignstatus"
@@ -214,7 +214,7 @@ func checkReport(t *testing.T, rep *campaignstatus.Report, m *dataset.Manifest) 
 // screenshot under the test's folder (and to $HOMEMOLE_STATUS_SCREENSHOT
 // when set, which is how docs/campaign-status.png is made).
 func TestCampaignStatusPage(t *testing.T) {
-	chromium := findChromium(t)
+	chromium := chromiumtest.Find(t)
 	home, m := statusFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
@@ -293,7 +293,7 @@ func TestCampaignStatusPage(t *testing.T) {
 		}
 	}
 
-	dom := runChromium(t, chromium, "--dump-dom", "--virtual-time-budget=5000", url)
+	dom := chromiumtest.Run(t, chromium, "--dump-dom", "--virtual-time-budget=5000", url)
 	// Columns: campaign, home, tap, session, packets, packets/s, labeled
 	// batches, windows, pairing, devices seen, last error.
 	rows := regexp.MustCompile(`(?s)<tr class="(home|tap)" data-home="cs/(home-\d)" data-tap="(\w+)">(.*?)</tr>`).FindAllStringSubmatch(dom, -1)
@@ -345,7 +345,7 @@ func TestCampaignStatusPage(t *testing.T) {
 	// (0.0 for the ended sessions).
 	time.Sleep(1100 * time.Millisecond)
 	shot := filepath.Join(t.TempDir(), "campaign-status.png")
-	runChromium(t, chromium, "--screenshot="+shot, "--window-size=1600,640", "--virtual-time-budget=5000", "--hide-scrollbars", url)
+	chromiumtest.Run(t, chromium, "--screenshot="+shot, "--window-size=1600,640", "--virtual-time-budget=5000", "--hide-scrollbars", url)
 	png, err := os.ReadFile(shot)
 	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) || len(png) < 10_000 {
 		t.Fatalf("screenshot %s: %v, %d bytes, want a PNG", shot, err, len(png))
@@ -365,42 +365,4 @@ func comma(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
-}
-
-// findChromium returns Debian's chromium, installing it when this runs as
-// root (CI); elsewhere the test skips.
-func findChromium(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("chromium is not installed and this is not root: `bash tools/debian-packages.sh chromium` installs it")
-	}
-	out, err := exec.Command("bash", "../../tools/debian-packages.sh", "chromium").CombinedOutput()
-	if err != nil {
-		t.Skipf("chromium could not be installed (%v): %s", err, out)
-	}
-	p, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skipf("chromium installed but not on PATH: %v", err)
-	}
-	return p
-}
-
-// runChromium runs headless Chromium with a profile of its own and
-// returns its standard output.
-func runChromium(t *testing.T, chromium string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir=" + t.TempDir()}
-	cmd := exec.CommandContext(ctx, chromium, append(base, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
-	}
-	return stdout.String()
 }

@@ -21,6 +21,7 @@ func torchCommand(name string) runFunc {
 		"sp":         runSP,
 		"detect":     runDetect,
 		"home":       runHome,
+		"sweep":      runSweep,
 	}[name]
 }
 

@@ -45,6 +45,7 @@ func Register(fs *flag.FlagSet) *train.Spec {
 	})
 	fs.IntVar(&cfg.Hidden, "hidden", cfg.Hidden, "LSTM hidden size per direction (paper: 64)")
 	fs.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "dropout on the LSTM outputs (paper: 0.5)")
+	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch intra-op threads, process-wide (0: libtorch's default, one per core; commands that train several models at once divide the cores among them)")
 	Device(fs, &cfg.Device)
 	return s
 }
