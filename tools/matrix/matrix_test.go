@@ -8,6 +8,7 @@ import (
 	"math"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,8 +84,18 @@ func TestTenClassesDistinguishable(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%s", out.String())
-	if took := time.Since(start); took > 90*time.Second {
-		t.Errorf("took %v", took)
+	// The bound is on the CPU this test binary spent (it runs only this
+	// package's tests), not on the wall clock: inside a parallel go test
+	// ./... on 2 cores the wall clock measures the other packages too.
+	// Measured: 68-72 s of CPU; a slowdown past twice that fails.
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	t.Logf("took %v, %v of CPU", time.Since(start).Round(time.Second), cpu.Round(time.Second))
+	if cpu > 150*time.Second {
+		t.Errorf("took %v of CPU: want under 150 s", cpu)
 	}
 }
 
