@@ -68,6 +68,9 @@ type Cell struct {
 	// MajorityShare is the busiest device's share of those packets: what
 	// naming it for every packet would score.
 	MajorityShare float64 `json:"majority_share"`
+	// PerDevice is each device's per-packet accuracy (the paper's category
+	// accuracy), for the smart plugs its noisy VPN text singles out.
+	PerDevice map[string]float64 `json:"per_device"`
 	TrainWindows        int     `json:"train_windows"`
 	TestWindows         int     `json:"test_windows"`
 	// Paper is the paper's noisy overall accuracy (Sec. 4.3, Figs. 9-10).
@@ -252,7 +255,7 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 		truth int
 	}
 	votes := map[key][]int{}
-	right, per := 0, make([]int, len(labels))
+	right, per, perRight := 0, make([]int, len(labels)), make([]int, len(labels))
 	for i, w := range ws {
 		for k := 0; k < w.Len; k++ {
 			t, p := int(w.Label[k]), int(preds[i][k])
@@ -265,6 +268,9 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 			}
 			if t == p {
 				right++
+				if t < len(perRight) {
+					perRight[t]++
+				}
 			}
 			kk := key{w.Home, t}
 			if votes[kk] == nil {
@@ -278,6 +284,12 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 	if cell.Packets > 0 {
 		cell.Accuracy = float64(right) / float64(cell.Packets)
 		cell.MajorityShare = float64(slices.Max(per)) / float64(cell.Packets)
+	}
+	cell.PerDevice = map[string]float64{}
+	for i, n := range per {
+		if n > 0 {
+			cell.PerDevice[labels[i]] = float64(perRight[i]) / float64(n)
+		}
 	}
 	var sr, tr int
 	for k, v := range votes {

@@ -81,13 +81,16 @@ func TestJudge(t *testing.T) {
 	}
 	preds := [][]int32{{0, 0, 1, 0, 0, 2}, {2, 2, 0, 0}}
 	c := judge(ws, preds, labels)
-	// labeled: 9; right: 0,0 (A), none of B, 2,2 (C), 0 (A in late-2) = 5
+	// labeled: 9; right: 2 of 3 A and none of 2 B in late-1, 2 of 3 C and 1 A in late-2 = 5
 	if c.Packets != 9 || c.Accuracy != 5.0/9 {
 		t.Errorf("packets %d accuracy %.4f, want 9 and %.4f", c.Packets, c.Accuracy, 5.0/9)
 	}
 	// sessions: late-1/A right, late-1/B wrong (voted A), late-2/C right, late-2/A right
 	if c.Sessions != 4 || c.SessionAccuracy != 0.75 {
 		t.Errorf("sessions %d accuracy %.3f, want 4 and 0.75", c.Sessions, c.SessionAccuracy)
+	}
+	if c.PerDevice["A"] != 0.75 || c.PerDevice["B"] != 0 || c.PerDevice["C"] != 2.0/3 {
+		t.Errorf("per device %v, want A 0.75, B 0, C 2/3", c.PerDevice)
 	}
 	if c.MajorityShare != 4.0/9 {
 		t.Errorf("majority share %.4f, want %.4f (A's 4 of 9)", c.MajorityShare, 4.0/9)
