@@ -70,9 +70,9 @@ type Cell struct {
 	MajorityShare float64 `json:"majority_share"`
 	// PerDevice is each device's per-packet accuracy (the paper's category
 	// accuracy), for the smart plugs its noisy VPN text singles out.
-	PerDevice map[string]float64 `json:"per_device"`
-	TrainWindows        int     `json:"train_windows"`
-	TestWindows         int     `json:"test_windows"`
+	PerDevice    map[string]float64 `json:"per_device"`
+	TrainWindows int                `json:"train_windows"`
+	TestWindows  int                `json:"test_windows"`
 	// Paper is the paper's noisy overall accuracy (Sec. 4.3, Figs. 9-10).
 	Paper float64 `json:"paper"`
 }
