@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
+	"unsafe"
 
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/window"
@@ -123,4 +124,14 @@ func All(ctx context.Context, st store.Store, m *Manifest, opt ReadOptions) iter
 			yield(nil, err)
 		}
 	}
+}
+
+// WindowBytes estimates the memory one decoded window holds: its slices'
+// backing arrays, its strings and the struct itself, which is what a
+// memory budget counts windows by.
+func WindowBytes(w *schemas.Window) int64 {
+	n := int64(cap(w.TsNs))*8 + int64(cap(w.Interval)+cap(w.DPort)+cap(w.FrameLen)+cap(w.IPLen)+cap(w.TCPFlags)+cap(w.TCPWindow)+cap(w.PayloadLen))*4 +
+		int64(cap(w.Label))*2 + int64(cap(w.ProtoBits)+cap(w.Direction)+cap(w.TTL)+cap(w.Transport)+cap(w.TCPOptLen))
+	n += int64(len(w.ID) + len(w.Home) + len(w.Session) + len(w.View) + len(w.Kind) + len(w.Group))
+	return n + int64(unsafe.Sizeof(*w))
 }

@@ -81,32 +81,49 @@ type features struct {
 // messages of fixed sizes, and an embedding lets the model tell 342 bytes
 // from 343, which one normalised number spread over 60..1514 hardly does.
 func fitFeatures(ws []*schemas.Window, maxPorts, maxLens int) *features {
-	counts := map[int32]int{}
-	lenCounts := map[int32]int{}
-	var n, frameSum, frameSq, ivlSum, ivlSq float64
+	var st featureStats
 	for _, w := range ws {
-		for i := range w.Len {
-			if p := w.DPort[i]; p >= 0 {
-				counts[p]++
-			}
-			lenCounts[w.FrameLen[i]]++
-			fl := float64(w.FrameLen[i])
-			li := logInterval(w.Interval[i])
-			n++
-			frameSum += fl
-			frameSq += fl * fl
-			ivlSum += li
-			ivlSq += li * li
+		st.add(w)
+	}
+	return st.fit(maxPorts, maxLens)
+}
+
+// featureStats gathers what fitFeatures learns one window at a time, so a
+// trainer that streams its windows fits the same features without holding
+// them: the counts grow with the vocabulary, not the dataset.
+type featureStats struct {
+	counts, lenCounts                   map[int32]int
+	n, frameSum, frameSq, ivlSum, ivlSq float64
+}
+
+func (s *featureStats) add(w *schemas.Window) {
+	if s.counts == nil {
+		s.counts, s.lenCounts = map[int32]int{}, map[int32]int{}
+	}
+	for i := range w.Len {
+		if p := w.DPort[i]; p >= 0 {
+			s.counts[p]++
 		}
+		s.lenCounts[w.FrameLen[i]]++
+		fl := float64(w.FrameLen[i])
+		li := logInterval(w.Interval[i])
+		s.n++
+		s.frameSum += fl
+		s.frameSq += fl * fl
+		s.ivlSum += li
+		s.ivlSq += li * li
 	}
+}
+
+func (s *featureStats) fit(maxPorts, maxLens int) *features {
 	f := &features{FrameMean: 0, FrameStd: 1, LogIvlMean: 0, LogIvlStd: 1}
-	f.Ports = pktfeatures.Vocabulary(counts, maxPorts, minPortCount)
+	f.Ports = pktfeatures.Vocabulary(s.counts, maxPorts, minPortCount)
 	if maxLens > 0 {
-		f.Lens = pktfeatures.Vocabulary(lenCounts, maxLens, minPortCount)
+		f.Lens = pktfeatures.Vocabulary(s.lenCounts, maxLens, minPortCount)
 	}
-	if n > 0 {
-		f.FrameMean, f.FrameStd = meanStd(frameSum, frameSq, n)
-		f.LogIvlMean, f.LogIvlStd = meanStd(ivlSum, ivlSq, n)
+	if s.n > 0 {
+		f.FrameMean, f.FrameStd = meanStd(s.frameSum, s.frameSq, s.n)
+		f.LogIvlMean, f.LogIvlStd = meanStd(s.ivlSum, s.ivlSq, s.n)
 	}
 	f.buildIndex()
 	return f

@@ -438,6 +438,7 @@ type batchOf struct {
 	e         encoded
 	last      bool          // the epoch's last batch
 	prepare   time.Duration // on the last batch: the epoch's encoding time
+	err       error         // reading the windows failed; training stops
 }
 
 // prefetch is how many encoded batches wait for their step: enough to
@@ -481,6 +482,14 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 		weights = w
 	}
 
+	return m.steps(ctx, opt, weights, len(order), progress, func(out chan<- batchOf, stop <-chan struct{}) {
+		m.encodeBatches(ws, order, streams, out, stop)
+	})
+}
+
+// steps runs the epochs on the batches produce sends (each epoch's last
+// one marked), windows per epoch being what the figures count.
+func (m *Model) steps(ctx context.Context, opt *ts.COptimizer, weights *ts.Tensor, windows int, progress func(EpochStats), produce func(out chan<- batchOf, stop <-chan struct{})) error {
 	// Batches are shuffled and encoded by a goroutine, prefetch steps
 	// ahead, as PyTorch's DataLoader does: the step (the device's work)
 	// never waits on Go unless encoding is the slower half.
@@ -488,7 +497,7 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 	batches := make(chan batchOf, prefetch)
 	go func() {
 		defer close(done)
-		m.encodeBatches(ws, order, streams, batches, stop)
+		produce(batches, stop)
 	}()
 	// The goroutine reads the model: it must be gone before fit returns
 	// (a cancelled Train closes the model right after).
@@ -514,6 +523,9 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 			t := time.Now()
 			b := <-batches
 			st.DataWait += time.Since(t)
+			if b.err != nil {
+				return fmt.Errorf("learn: epoch %d: %w", epoch, b.err)
+			}
 			t = time.Now()
 			if err := m.step(opt, b.e, weights, acc); err != nil {
 				return fmt.Errorf("learn: epoch %d, batch at %d: %w", epoch, b.lo, err)
@@ -538,7 +550,7 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 			secs := time.Since(epochStart).Seconds()
 			st.Loss = lossSum / float64(max(labeled, 1))
 			st.Accuracy = float64(correct) / float64(max(labeled, 1))
-			st.WindowsPerSec = float64(len(order)) / max(secs, 1e-9)
+			st.WindowsPerSec = float64(windows) / max(secs, 1e-9)
 			st.Elapsed = time.Since(start)
 			progress(st)
 		}
@@ -765,14 +777,26 @@ func (m *Model) clipGradNorm(sc *Scope, max float64) error {
 // training packets get weight 0 (they never appear as targets anyway).
 func classWeights(ws []*schemas.Window, numClasses int, device gotch.Device) (*ts.Tensor, error) {
 	counts := make([]float64, numClasses)
-	var total, present float64
 	for _, w := range ws {
-		for i := range w.Len {
-			if l := w.Label[i]; l >= 0 {
-				counts[l]++
-				total++
-			}
+		countLabels(w, counts)
+	}
+	return classWeightsOf(counts, device)
+}
+
+// countLabels adds w's labeled packets to counts, one per class.
+func countLabels(w *schemas.Window, counts []float64) {
+	for i := range w.Len {
+		if l := w.Label[i]; l >= 0 {
+			counts[l]++
 		}
+	}
+}
+
+func classWeightsOf(counts []float64, device gotch.Device) (*ts.Tensor, error) {
+	numClasses := len(counts)
+	var total, present float64
+	for _, c := range counts {
+		total += c
 	}
 	for _, c := range counts {
 		if c > 0 {

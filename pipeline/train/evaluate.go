@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path"
@@ -34,6 +35,10 @@ const (
 type Evaluation struct {
 	Spec        Spec
 	Train, Test []*schemas.Window
+	// TrainSource, when set, streams the training windows instead of Train
+	// (Spec.FitStream); TrainWindows is how many it gives.
+	TrainSource  learn.Source
+	TrainWindows int
 	// Labels index the windows' classes. The model learns the first
 	// NumClasses of them (0: all); test-only devices come after, and the
 	// model can never name them, which scores them as the misses they are.
@@ -80,23 +85,37 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 	if err := e.Spec.Check(); err != nil {
 		return nil, err
 	}
-	if len(e.Train) == 0 || len(e.Test) == 0 {
-		return nil, fmt.Errorf("%d training and %d held-out windows: an evaluation needs both", len(e.Train), len(e.Test))
+	trainN := len(e.Train)
+	if e.TrainSource != nil {
+		trainN = e.TrainWindows
+		if e.Calibration == CalibrateOnTrain {
+			return nil, errors.New("calibration on training windows needs them in memory; a streamed evaluation calibrates on the held-out ones")
+		}
+	}
+	if trainN == 0 || len(e.Test) == 0 {
+		return nil, fmt.Errorf("%d training and %d held-out windows: an evaluation needs both", trainN, len(e.Test))
 	}
 	classes := e.NumClasses
 	if classes == 0 {
 		classes = len(e.Labels)
 	}
 	rep := e.Report
-	rep.Model, rep.TrainWindows, rep.TestWindows = e.Spec.Name, len(e.Train), len(e.Test)
+	rep.Model, rep.TrainWindows, rep.TestWindows = e.Spec.Name, trainN, len(e.Test)
 	start := time.Now()
-	model, err := e.Spec.Fit(ctx, e.Train, classes, func(s learn.EpochStats) {
+	progress := func(s learn.EpochStats) {
 		rep.Epochs = append(rep.Epochs, evaluate.Epoch{Epoch: s.Epoch, Loss: s.Loss, TrainAccuracy: s.Accuracy, WindowsPerSec: s.WindowsPerSec})
 		e.Log.Info("epoch", EpochLog(s, e.Spec.Learn.Epochs)...)
 		if e.Progress != nil {
 			e.Progress(s)
 		}
-	}, e.Log)
+	}
+	var model Model
+	var err error
+	if e.TrainSource != nil {
+		model, err = e.Spec.FitStream(ctx, e.TrainSource, classes, progress)
+	} else {
+		model, err = e.Spec.Fit(ctx, e.Train, classes, progress, e.Log)
+	}
 	if err != nil {
 		return nil, err
 	}

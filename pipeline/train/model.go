@@ -30,6 +30,10 @@ type Spec struct {
 	Name  string       // rf, lstm or blstm (see Models)
 	Learn learn.Config // the LSTM's schedule; its Seed seeds the forest too
 	Trees int          // Random Forest trees (0: the paper's 100)
+	// MaxMemory, when > 0, bounds the bytes of windows a trainer holds: it
+	// streams its training windows from the store through a shuffle buffer
+	// instead of reading them all (LSTM and BLSTM only).
+	MaxMemory int64
 }
 
 // fitter trains one kind of model.
@@ -58,6 +62,21 @@ func fitLSTM(bidirectional bool) fitter {
 		}
 		return m, nil
 	}
+}
+
+// FitStream trains the model on windows src reads pass by pass, never all
+// at once; only the libtorch models can.
+func (s Spec) FitStream(ctx context.Context, src learn.Source, numClasses int, progress func(learn.EpochStats)) (Model, error) {
+	if s.Name != "lstm" && s.Name != "blstm" {
+		return nil, fmt.Errorf("model %s: only lstm and blstm train from a stream; drop --max-memory or pick one of them", s.Name)
+	}
+	cfg := s.Learn
+	cfg.Bidirectional = s.Name == "blstm"
+	m, err := learn.TrainStream(ctx, cfg, src, numClasses, progress)
+	if err != nil {
+		return nil, fmt.Errorf("train %s from a stream: %w", s.Name, err)
+	}
+	return m, nil
 }
 
 // Models names the models a trainer can fit.

@@ -78,19 +78,29 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	for _, g := range testG {
 		inTest[g] = true
 	}
-	trainW, err := dataset.Windows(ctx, j.Store, m, func(g string) bool { return !inTest[g] })
-	if err != nil {
-		return nil, err
-	}
 	testW, err := dataset.Windows(ctx, j.Store, m, func(g string) bool { return inTest[g] })
 	if err != nil {
 		return nil, err
 	}
-	j.Log.Info("dataset split", "dataset", j.Dataset+"/"+j.Version, "train_windows", len(trainW), "test_windows", len(testW),
+	var trainW []*schemas.Window
+	var src learn.Source
+	trainN := 0
+	keep := func(g string) bool { return !inTest[g] }
+	if j.Spec.MaxMemory > 0 {
+		if src, trainN, err = j.stream(ctx, m, keep, testW); err != nil {
+			return nil, fmt.Errorf("dataset %s/%s: %w", j.Dataset, j.Version, err)
+		}
+	} else {
+		if trainW, err = dataset.Windows(ctx, j.Store, m, keep); err != nil {
+			return nil, err
+		}
+		trainN = len(trainW)
+	}
+	j.Log.Info("dataset split", "dataset", j.Dataset+"/"+j.Version, "train_windows", trainN, "test_windows", len(testW),
 		"train_sessions", len(trainG), "test_sessions", len(testG))
 
 	return Evaluate(ctx, &Evaluation{
-		Spec: j.Spec, Train: trainW, Test: testW, Labels: m.Labels,
+		Spec: j.Spec, Train: trainW, TrainSource: src, TrainWindows: trainN, Test: testW, Labels: m.Labels,
 		Report: evaluate.Report{
 			Run: j.RunName, Dataset: j.Dataset + "/" + j.Version,
 			Split:       fmt.Sprintf("grouped hold-out: %d of %d capture sessions held out (seed %d)", len(testG), len(m.Groups), j.Seed),
@@ -102,4 +112,40 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 		ReportDir: path.Join("reports", j.RunName), HTML: true,
 		Store: j.Store, Log: j.Log, Progress: j.Progress,
 	})
+}
+
+// stream is the training side of a job under Spec.MaxMemory: the held-out
+// windows, which evaluation labels all at once, and the largest object
+// (read and decoded whole) come off the budget, and what is left is the
+// shuffle buffer. It counts the training windows on the way.
+func (j *Job) stream(ctx context.Context, m *dataset.Manifest, keep func(string) bool, test []*schemas.Window) (learn.Source, int, error) {
+	var held, per int64
+	for _, w := range test {
+		held += dataset.WindowBytes(w)
+	}
+	var largest int64
+	for _, p := range m.Parts {
+		for _, o := range p.Objects {
+			largest = max(largest, o.Size)
+		}
+	}
+	per = held / int64(max(len(test), 1))
+	// An object's bytes and its decoded windows are held together while
+	// the reader works through it.
+	left := j.Spec.MaxMemory - held - 3*largest
+	batches := int64(j.Spec.Learn.BatchSize) * 6 * per // prefetched and encoded batches
+	buffer := (left - batches) / max(per, 1)
+	if buffer < int64(j.Spec.Learn.BatchSize) {
+		return nil, 0, fmt.Errorf("--max-memory %d bytes: the %d held-out windows take %d bytes, the largest window object %d, leaving no room for a shuffle buffer of one batch (%d windows); raise --max-memory or lower --test-share",
+			j.Spec.MaxMemory, len(test), held, largest, j.Spec.Learn.BatchSize)
+	}
+	src := func(ctx context.Context, pass int, yield func(*schemas.Window) error) error {
+		return dataset.Stream(ctx, j.Store, m, dataset.ReadOptions{Keep: keep, ShuffleBuffer: int(buffer), Seed: j.Seed + uint64(pass)}, yield)
+	}
+	n := 0
+	if err := src(ctx, -1, func(*schemas.Window) error { n++; return nil }); err != nil {
+		return nil, 0, err
+	}
+	j.Log.Info("streaming training windows", "max_memory", j.Spec.MaxMemory, "held_out_bytes", held, "shuffle_buffer", buffer)
+	return src, n, nil
 }

@@ -49,6 +49,9 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := modelflag.InMemory(spec, "cv"); err != nil {
+		return err
+	}
 	if *name == "" {
 		return cli.Usagef("cv needs --dataset NAME")
 	}

@@ -48,6 +48,9 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := modelflag.InMemory(spec, "experiment"); err != nil {
+		return err
+	}
 	if *trainDir == "" || *testDir == "" || *jsonOut == "" {
 		return cli.Usagef("experiment needs --train DIR, --test DIR and --json OUT")
 	}

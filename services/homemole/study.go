@@ -40,6 +40,9 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := modelflag.InMemory(spec, "study"); err != nil {
+		return err
+	}
 	if *dir == "" || *outDir == "" {
 		return cli.Usagef("study needs --from-dir DIR and --out DIR")
 	}

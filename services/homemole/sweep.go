@@ -146,6 +146,9 @@ func modelSpec(model string, flags map[string]string, device string) (train.Spec
 	if err := fs.Parse(args); err != nil {
 		return train.Spec{}, err
 	}
+	if spec.MaxMemory > 0 {
+		return train.Spec{}, fmt.Errorf("max-memory: a sweep's folds read their training windows whole; drop it from model_flags")
+	}
 	spec.Learn.Device = device
 	return *spec, nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/services/internal/cli"
@@ -46,6 +47,17 @@ func Register(fs *flag.FlagSet) *train.Spec {
 	fs.IntVar(&cfg.Hidden, "hidden", cfg.Hidden, "LSTM hidden size per direction (paper: 64)")
 	fs.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "dropout on the LSTM outputs (paper: 0.5)")
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch intra-op threads, process-wide (0: libtorch's default, one per core; commands that train several models at once divide the cores among them)")
+	fs.Func("max-memory", "bound the training windows a trainer holds (e.g. 256MiB): it streams them from the store through a shuffle buffer sized to fit, after the held-out windows, instead of reading them all (lstm and blstm; default: read all)", func(v string) error {
+		n, err := campaign.ParseBytes(v)
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			return fmt.Errorf("%q: want a positive size such as 256MiB", v)
+		}
+		s.MaxMemory = n
+		return nil
+	})
 	Device(fs, &cfg.Device)
 	return s
 }
@@ -75,5 +87,15 @@ func UseDevice(log *slog.Logger, name string) error {
 		return cli.Usagef("--device: %v", err)
 	}
 	log.Info("torch device", d.LogArgs()...)
+	return nil
+}
+
+// InMemory refuses --max-memory in a command whose trainers read their
+// windows whole (cross-validation folds, studies, experiments): ignoring
+// it would let a pod run past the memory it was sized for.
+func InMemory(s *train.Spec, command string) error {
+	if s.MaxMemory > 0 {
+		return cli.Usagef("--max-memory: %s reads its training windows whole; stream them with homemole train or the trainer worker, or drop --max-memory", command)
+	}
 	return nil
 }

@@ -1,0 +1,255 @@
+package learn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	ts "github.com/sugarme/gotch/ts"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// Source reads a training set once per call, window by window, in an order
+// that may change with pass (0 and 1 are the trainer's preparing passes,
+// 2 and on its epochs). It must give the same windows every pass. An error
+// from yield stops it and is returned.
+type Source func(ctx context.Context, pass int, yield func(*schemas.Window) error) error
+
+// TrainStream is Train over windows it never holds at once: one pass fits
+// the features and class weights, a second the streams' contexts (for the
+// stream context), and each epoch reads the source again, batching
+// windows as they come. Memory is the source's (its shuffle buffer) plus
+// a few batches plus per window its ID and distinct kinds of packet.
+func TrainStream(ctx context.Context, cfg Config, src Source, numClasses int, progress func(EpochStats)) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if numClasses < 1 {
+		return nil, fmt.Errorf("learn: numClasses is %d, must be >= 1", numClasses)
+	}
+	var stats featureStats
+	counts := make([]float64, numClasses)
+	n, total, labeled := -1, 0, 0
+	err := src(ctx, 0, func(w *schemas.Window) error {
+		if err := checkWindow(w, numClasses); err != nil {
+			return fmt.Errorf("learn: training window %q: %w", w.ID, err)
+		}
+		if cfg.HeaderFeatures {
+			if err := checkHeader(w); err != nil {
+				return fmt.Errorf("learn: training window %q: %w", w.ID, err)
+			}
+		}
+		if n < 0 {
+			n = len(w.Label)
+		}
+		if len(w.Label) != n {
+			return fmt.Errorf("learn: training window %q has %d slots, the first has %d; train one window size at a time", w.ID, len(w.Label), n)
+		}
+		stats.add(w)
+		countLabels(w, counts)
+		total++
+		if hasLabel(w) {
+			labeled++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("learn: first pass over the training windows: %w", err)
+	}
+	if total == 0 {
+		return nil, errors.New("learn: no training windows")
+	}
+	if labeled == 0 {
+		return nil, errors.New("learn: the training windows hold no labeled packet")
+	}
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if cfg.Threads > 0 {
+		if err := SetTorchThreads(cfg.Threads); err != nil {
+			return nil, fmt.Errorf("learn: set libtorch threads: %w", err)
+		}
+	}
+	if err := SeedTorch(cfg.Seed); err != nil {
+		return nil, fmt.Errorf("learn: seed libtorch: %w", err)
+	}
+	maxLens := 0
+	if cfg.LenEmbedDim > 0 || cfg.Context == ContextStream {
+		maxLens = cfg.MaxLens
+	}
+	feat := stats.fit(cfg.MaxPorts, maxLens)
+	feat.Header = cfg.HeaderFeatures
+	dev, err := ResolveDevice(cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("learn: %w", err)
+	}
+	m, err := newModel(cfg, feat, numClasses, dev.resolved)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.fitStream(ctx, src, n, counts, labeled, progress); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// streamIndex is what the stream context keeps of a streamed training
+// set: every window's place in its stream, found again by ID each epoch.
+type streamIndex struct {
+	at   map[string]int // window ID -> index into ctx.own
+	ctxs contexts
+}
+
+func (m *Model) indexStreams(ctx context.Context, src Source, n int) (*streamIndex, error) {
+	// contextsOf reads windows' IDs, sizes and kinds only: stand-ins whose
+	// Label shares one backing array cost an ID each.
+	shared := make([]int16, n)
+	var stubs []*schemas.Window
+	var own [][]int32
+	at := map[string]int{}
+	err := src(ctx, 1, func(w *schemas.Window) error {
+		if _, dup := at[w.ID]; dup {
+			return fmt.Errorf("window %q read twice in one pass", w.ID)
+		}
+		at[w.ID] = len(stubs)
+		seen := map[int32]bool{}
+		var k []int32
+		for j := range w.Len {
+			if x := m.feat.kindOf(w, j); !seen[x] {
+				seen[x] = true
+				k = append(k, x)
+			}
+		}
+		own = append(own, k)
+		stubs = append(stubs, &schemas.Window{ID: w.ID, Label: shared})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("learn: second pass over the training windows: %w", err)
+	}
+	c := contexts{own: own}
+	for _, s := range streamsOf(stubs) {
+		idx := make([]int, len(s))
+		for k, w := range s {
+			idx[k] = at[w.ID]
+		}
+		c.streams = append(c.streams, idx)
+		c.kinds = append(c.kinds, c.union(idx))
+	}
+	return &streamIndex{at: at, ctxs: c}, nil
+}
+
+func (m *Model) fitStream(ctx context.Context, src Source, n int, counts []float64, labeled int, progress func(EpochStats)) error {
+	var index *streamIndex
+	if m.streamW != nil {
+		var err error
+		if index, err = m.indexStreams(ctx, src, n); err != nil {
+			return err
+		}
+	}
+	opt, err := ts.Adam(m.cfg.LR, 0.9, 0.999, 0)
+	if err != nil {
+		return fmt.Errorf("learn: create Adam optimizer: %w", err)
+	}
+	defer opt.Drop()
+	if err := opt.AddParameters(m.vs.TrainableVariables()); err != nil {
+		return fmt.Errorf("learn: register weights with the optimizer: %w", err)
+	}
+	if prev, err := ts.GradSetEnabled(true); err == nil {
+		defer ts.GradSetEnabled(prev)
+	}
+	weights := ts.None
+	if m.cfg.Balance {
+		w, err := classWeightsOf(counts, m.device)
+		if err != nil {
+			return fmt.Errorf("learn: class weights: %w", err)
+		}
+		defer w.MustDrop()
+		weights = w
+	}
+	return m.steps(ctx, opt, weights, labeled, progress, func(out chan<- batchOf, stop <-chan struct{}) {
+		m.streamBatches(ctx, src, n, index, out, stop)
+	})
+}
+
+// errStopped ends a pass when training no longer wants batches.
+var errStopped = errors.New("training stopped")
+
+// streamBatches encodes each epoch's windows in the order the source
+// gives them; a batch is sent once the next is full, so the epoch's last
+// one can be marked.
+func (m *Model) streamBatches(ctx context.Context, src Source, n int, index *streamIndex, out chan<- batchOf, stop <-chan struct{}) {
+	seed := uint64(m.cfg.Seed)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	send := func(b batchOf) bool {
+		select {
+		case out <- b:
+			return true
+		case <-stop:
+			return false
+		}
+	}
+	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
+		var kinds [][]int32
+		if index != nil {
+			kinds = index.ctxs.sample(rng)
+		}
+		var pending *batchOf
+		var spent time.Duration
+		var batch []*schemas.Window
+		var batchKinds [][]int32
+		lo := 0
+		flush := func() bool {
+			t := time.Now()
+			b := batchOf{epoch: epoch, lo: lo, e: m.feat.encode(batch, n, batchKinds)}
+			spent += time.Since(t)
+			lo += len(batch)
+			batch, batchKinds = nil, nil
+			if pending != nil && !send(*pending) {
+				return false
+			}
+			pending = &b
+			return true
+		}
+		err := src(ctx, epoch+1, func(w *schemas.Window) error {
+			if !hasLabel(w) {
+				return nil
+			}
+			batch = append(batch, w)
+			if kinds != nil {
+				i, ok := index.at[w.ID]
+				if !ok {
+					return fmt.Errorf("window %q was not in the first passes: the source must give the same windows every pass", w.ID)
+				}
+				batchKinds = append(batchKinds, kinds[i])
+			}
+			if len(batch) == m.cfg.BatchSize && !flush() {
+				return errStopped
+			}
+			return nil
+		})
+		if errors.Is(err, errStopped) {
+			return
+		}
+		if err == nil && len(batch) > 0 && !flush() {
+			return
+		}
+		if err == nil && pending == nil {
+			err = errors.New("no labeled window in this pass")
+		}
+		if err != nil {
+			send(batchOf{epoch: epoch, err: fmt.Errorf("read the training windows: %w", err)})
+			return
+		}
+		pending.last = true
+		pending.prepare = spent
+		if !send(*pending) {
+			return
+		}
+	}
+}
