@@ -3,7 +3,8 @@
 // every capture is emulated through the gateway and defended, the attack is
 // trained on defended training captures (the adversary knows the defence)
 // and tested on defended held-out captures, captures grouped into folds so
-// that no capture is on both sides. This first part runs the Random Forest.
+// that no capture is on both sides. The Random Forest is built in; other
+// attacks (the BLSTM, which needs libtorch) come in through Attack.
 package defensestudy
 
 import (
@@ -45,8 +46,36 @@ type Config struct {
 	Folds  int
 	Window int
 	Seed   uint64
-	// Forest is the attack's configuration (zero: forest.DefaultConfig).
+	// Forest is the rf attack's configuration (zero: forest.DefaultConfig).
 	Forest forest.Config
+	// Attacks are judged in turn on every defence (nil: the forest alone).
+	Attacks []Attack
+}
+
+// Attack is one adversary: it fits a model on defended training windows
+// and labels every packet of the defended held-out windows. The study
+// cuts the folds and scores the labels, so every attack is judged alike.
+type Attack interface {
+	Name() string
+	Label(ctx context.Context, train, test []*schemas.Window, labels []string, seed uint64) ([][]int32, error)
+}
+
+// ForestAttack is the paper's Random Forest, CGO-free.
+type ForestAttack struct{ Config forest.Config }
+
+func (ForestAttack) Name() string { return "rf" }
+
+func (a ForestAttack) Label(ctx context.Context, train, test []*schemas.Window, labels []string, seed uint64) ([][]int32, error) {
+	fc := a.Config
+	if fc == (forest.Config{}) {
+		fc = forest.DefaultConfig()
+	}
+	fc.Seed = seed
+	m, err := forest.Train(ctx, fc, train, len(labels), nil)
+	if err != nil {
+		return nil, err
+	}
+	return m.Predict(test)
 }
 
 // Row is one defence against one attack, as issue 19 names its fields
@@ -97,8 +126,8 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if len(devs) < 2 {
 		return nil, fmt.Errorf("defence study: %d devices in %s, want 2 or more to tell apart", len(devs), cfg.Dir)
 	}
-	if cfg.Forest == (forest.Config{}) {
-		cfg.Forest = forest.DefaultConfig()
+	if len(cfg.Attacks) == 0 {
+		cfg.Attacks = []Attack{ForestAttack{Config: cfg.Forest}}
 	}
 	names := make([]string, len(devs))
 	for i, d := range devs {
@@ -106,17 +135,19 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	}
 	var rows []Row
 	for _, spec := range cfg.Defenses {
-		row, err := runDefense(ctx, cfg, devs, names, spec)
+		rs, err := runDefense(ctx, cfg, devs, names, spec)
 		if err != nil {
 			return nil, fmt.Errorf("defence study, %s: %w", spec, err)
 		}
-		rows = append(rows, row)
+		rows = append(rows, rs...)
 	}
 	return rows, nil
 }
 
-func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, names []string, spec defense.Spec) (Row, error) {
-	row := Row{Defense: spec.String(), Attack: "rf"}
+// runDefense defends every capture once and judges every attack on the
+// same defended sessions and folds: a row per attack.
+func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, names []string, spec defense.Spec) ([]Row, error) {
+	row := Row{Defense: spec.String()}
 	var sessions []session
 	var fold []int
 	var total defense.Cost
@@ -129,7 +160,7 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 		for k, f := range files {
 			s, cost, err := defended(ctx, cfg, spec, dev, label, names, f, uint64(k))
 			if err != nil {
-				return row, err
+				return nil, err
 			}
 			if len(s.ws) == 0 {
 				continue
@@ -149,6 +180,21 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 	row.ByteOverhead, row.PacketOverhead, row.KBps = total.ByteOverhead(), total.PacketOverhead(), total.KBps()
 	row.LatencyMsMean = latSum / math.Max(float64(total.RealPackets), 1) / 1e6
 	row.LatencyMsP99 = latP99 / 1e6
+	var rows []Row
+	for _, a := range cfg.Attacks {
+		r := row
+		r.Attack = a.Name()
+		if err := judge(ctx, cfg, a, names, sessions, fold, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", a.Name(), err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// judge trains the attack fold by fold and scores its labels of the
+// held-out sessions into row.
+func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions []session, fold []int, row *Row) error {
 	var okSess, okType, okPkt, pkts int
 	for f := range cfg.Folds {
 		var train []*schemas.Window
@@ -163,17 +209,20 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 		if len(test) == 0 || len(train) == 0 {
 			continue
 		}
-		fc := cfg.Forest
-		fc.Seed = cfg.Seed + uint64(f)
-		m, err := forest.Train(ctx, fc, train, len(names), nil)
+		var held []*schemas.Window
+		for _, s := range test {
+			held = append(held, s.ws...)
+		}
+		all, err := a.Label(ctx, train, held, names, cfg.Seed+uint64(f))
 		if err != nil {
-			return row, fmt.Errorf("fold %d: %w", f, err)
+			return fmt.Errorf("fold %d: %w", f, err)
+		}
+		if len(all) != len(held) {
+			return fmt.Errorf("fold %d: %d labelled windows for %d held out", f, len(all), len(held))
 		}
 		for _, s := range test {
-			pred, err := m.Predict(s.ws)
-			if err != nil {
-				return row, fmt.Errorf("fold %d, %s: %w", f, s.file, err)
-			}
+			pred := all[:len(s.ws)]
+			all = all[len(s.ws):]
 			votes := make([]int, len(names))
 			for wi, w := range s.ws {
 				for i := range w.Len {
@@ -203,12 +252,12 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 		}
 	}
 	if row.Sessions == 0 {
-		return row, fmt.Errorf("no fold had both training and test captures: give devices with %d captures or more", cfg.Folds)
+		return fmt.Errorf("no fold had both training and test captures: give devices with %d captures or more", cfg.Folds)
 	}
 	row.SessionAccuracy = float64(okSess) / float64(row.Sessions)
 	row.TypeAccuracy = float64(okType) / float64(row.Sessions)
 	row.PerPacketAccuracy = float64(okPkt) / math.Max(float64(pkts), 1)
-	return row, nil
+	return nil
 }
 
 // defended emulates and defends one capture and cuts the device's windows

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/homemole/homemole/services/internal/cli"
@@ -50,11 +51,32 @@ func TestStudyDefensesCommand(t *testing.T) {
 		t.Errorf("overheads: none %v, pad:mtu %v, cbr:20 %v", got.Rows[0]["byte_overhead"], got.Rows[1]["byte_overhead"], got.Rows[2]["packet_overhead"])
 	}
 	for _, args := range [][]string{
-		{"--attacks", "blstm"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
+		{"--attacks", "sp"}, {"--attacks", "rf,nn"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
 	} {
 		full := append([]string{"defenses", "--from-dir", sentinelDir, "--json", js}, args...)
 		if err := study(context.Background(), quiet(), &bytes.Buffer{}, full); !errors.Is(err, cli.ErrUsage) {
 			t.Errorf("study %v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// TestStudyAttackNames checks that the CGO-free build reads --attacks as
+// the flag package will, to know before parsing whether the torch build
+// must run the study.
+func TestStudyAttackNames(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "rf"},
+		{[]string{"--from-dir", "d", "--attacks", "rf,blstm"}, "rf,blstm"},
+		{[]string{"-attacks=blstm", "--json", "x"}, "blstm"},
+		{[]string{"--attacks", "blstm", "--attacks=rf"}, "rf"},
+		{[]string{"--json", "--attacks"}, "rf"},
+		{[]string{"--", "--attacks", "blstm"}, "rf"},
+	} {
+		if got := strings.Join(studyAttackNames(c.args), ","); got != c.want {
+			t.Errorf("%v: %s, want %s", c.args, got, c.want)
 		}
 	}
 }
