@@ -96,6 +96,8 @@ type Row struct {
 	LatencyMsMean     float64 `json:"latency_ms_mean"`
 	LatencyMsP99      float64 `json:"latency_ms_p99"`
 	Sessions          int     `json:"sessions"`
+	// PerDevice is each device's session accuracy.
+	PerDevice map[string]float64 `json:"per_device_accuracy,omitempty"`
 }
 
 // session is one defended capture: its device and its windows.
@@ -196,6 +198,7 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 // held-out sessions into row.
 func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions []session, fold []int, row *Row) error {
 	var okSess, okType, okPkt, pkts int
+	devSess, devOK := make([]int, len(names)), make([]int, len(names))
 	for f := range cfg.Folds {
 		var train []*schemas.Window
 		var test []session
@@ -243,8 +246,10 @@ func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions [
 				}
 			}
 			row.Sessions++
+			devSess[s.device]++
 			if guess == s.device {
 				okSess++
+				devOK[s.device]++
 			}
 			if evaluate.TypeOf(names[guess]) == evaluate.TypeOf(names[s.device]) {
 				okType++
@@ -257,6 +262,12 @@ func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions [
 	row.SessionAccuracy = float64(okSess) / float64(row.Sessions)
 	row.TypeAccuracy = float64(okType) / float64(row.Sessions)
 	row.PerPacketAccuracy = float64(okPkt) / math.Max(float64(pkts), 1)
+	row.PerDevice = map[string]float64{}
+	for d, n := range devSess {
+		if n > 0 {
+			row.PerDevice[names[d]] = float64(devOK[d]) / float64(n)
+		}
+	}
 	return nil
 }
 

@@ -72,7 +72,7 @@ type studyAttackFlags struct {
 }
 
 func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	fs := newFlags("study defenses", "--from-dir DIR --defenses LIST [--attacks rf] [--view napt|vpn] [--devices LIST] --json OUT",
+	fs := newFlags("study defenses", "--from-dir DIR --defenses LIST [--attacks rf,blstm] [--view napt|vpn] [--devices LIST] --json OUT [--report OUT.html]",
 		"Judges gateway defences (homemole defend's specs) by the attacks they face: every capture\n"+
 			"of every device folder (IoT Sentinel layout) goes through the emulated gateway and the\n"+
 			"defence; the attack is trained on defended training captures (the adversary knows the\n"+
@@ -91,6 +91,7 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	af := studyAttacks(fs)
 	seed := fs.Uint64("seed", 1, "seed of the gateway, the defences and the forest")
 	jsonOut := fs.String("json", "", "file to write {\"rows\": [...]} to")
+	report := fs.String("report", "", "HTML file to write: accuracy against overhead per attack, the Pareto front, per-device accuracy")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -150,6 +151,15 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	}
 	if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("study defenses: write --json: %w", err)
+	}
+	if *report != "" {
+		page, err := defensestudy.HTML(rows)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*report, page, 0o644); err != nil {
+			return fmt.Errorf("study defenses: write --report: %w", err)
+		}
 	}
 	fmt.Fprintf(out, "%-24s %-6s %8s %8s %8s %10s %10s %9s %10s %10s\n", "defense", "attack", "session", "type", "packet", "bytes +%", "packets +%", "KB/s", "lat mean", "lat p99")
 	for _, r := range rows {

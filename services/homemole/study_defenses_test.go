@@ -21,10 +21,11 @@ func TestStudyDefensesCommand(t *testing.T) {
 		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
 	}
 	js := filepath.Join(t.TempDir(), "rows.json")
+	html := filepath.Join(t.TempDir(), "report.html")
 	var out bytes.Buffer
 	study := commands()["study"].run
 	err := study(context.Background(), quiet(), &out, []string{"defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge",
-		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--json", js})
+		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--json", js, "--report", html})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +42,13 @@ func TestStudyDefensesCommand(t *testing.T) {
 	}
 	if len(got.Rows) != 3 {
 		t.Fatalf("%d rows, want 3: %s", len(got.Rows), b)
+	}
+	page, err := os.ReadFile(html)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(page, []byte(`<tr class="row`)); n != 3 || !bytes.Contains(page, []byte("<svg")) {
+		t.Errorf("--report: %d table rows, want 3, and a plot", n)
 	}
 	for _, f := range []string{"defense", "attack", "session_accuracy", "type_accuracy", "per_packet_accuracy", "byte_overhead", "packet_overhead", "latency_ms_mean", "latency_ms_p99"} {
 		if _, ok := got.Rows[0][f]; !ok {
