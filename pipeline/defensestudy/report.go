@@ -131,14 +131,14 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>HomeMole defence study</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-td:first-child,td:nth-child(2){text-align:left}tr.front td{font-weight:bold}svg{border:1px solid #ccc;margin:0 1em 1em 0}</style></head>
+td:first-child,td:nth-child(2){text-align:left}tr.front td{font-weight:bold}svg{border:1px solid #ccc;margin:0 1em 1em 0}td{white-space:nowrap}</style></head>
 <body>
 <h1>Defences against the attacks</h1>
 <p>Each attack is trained on defended training captures and tested on defended held-out captures (grouped folds).
 Bold rows and filled points are the Pareto front per attack: no other defence costs fewer KB/s per home and leaves the attacker less accurate.</p>
 <h2>Accuracy against overhead</h2>
 {{range .Plots}}<svg class="plot" data-attack="{{.Attack}}" width="{{$.W}}" height="{{$.H}}" viewBox="0 0 {{$.W}} {{$.H}}">
-<text x="{{$.Pad}}" y="16">{{.Attack}}: session accuracy (up) against KB/s per home (right, up to {{f3 .MaxKB}})</text>
+<text x="8" y="16" font-size="11">{{.Attack}}: session accuracy (0-100 %) against KB/s per home (0-{{f1 .MaxKB}})</text>
 <line x1="{{$.Pad}}" y1="{{$.Pad}}" x2="{{$.Pad}}" y2="200" stroke="black"/><line x1="{{$.Pad}}" y1="200" x2="440" y2="200" stroke="black"/>
 <polyline class="front" points="{{.Front}}" fill="none" stroke="#c00"/>
 {{range .Points}}<circle class="point" data-defense="{{.Defense}}" cx="{{f1 .X}}" cy="{{f1 .Y}}" r="4" fill="{{if .Front}}#c00{{else}}white{{end}}" stroke="#c00"><title>{{.Defense}}: {{pct .Accuracy}} at {{f3 .KBps}} KB/s</title></circle>
