@@ -37,6 +37,9 @@ type Config struct {
 	// when set, keeps only those.
 	Dir     string
 	Devices []string
+	// Homes, when set, replaces Dir: each device's captures are whole-home
+	// captures (a generated home's sessions), its own packets picked by MAC.
+	Homes []campaign.DeviceDir
 	// MaxFiles > 0 keeps each device's first captures only.
 	MaxFiles int
 	Defenses []defense.Spec
@@ -115,9 +118,12 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if cfg.Window <= 0 {
 		return nil, fmt.Errorf("defence study: window of %d packets, want 1 or more", cfg.Window)
 	}
-	devs, err := campaign.DeviceDirs(cfg.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("defence study: %w", err)
+	devs := cfg.Homes
+	if devs == nil {
+		var err error
+		if devs, err = campaign.DeviceDirs(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("defence study: %w", err)
+		}
 	}
 	if len(cfg.Devices) > 0 {
 		devs = slices.DeleteFunc(devs, func(d campaign.DeviceDir) bool { return !slices.Contains(cfg.Devices, d.Device) })

@@ -8,11 +8,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/homemole/homemole/internal/chromiumtest"
 	"github.com/homemole/homemole/pipeline/forest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/gateway/defense"
+	"github.com/homemole/homemole/pipeline/homegen"
 )
 
 const sentinelDir = "../../../shared/data/iot-sentinel-dev"
@@ -131,5 +133,34 @@ func TestReportInChromium(t *testing.T) {
 	}
 	if !strings.Contains(dom, `class="front"`) || !strings.Contains(dom, "<svg") {
 		t.Error("no plot with a Pareto front in the rendered page")
+	}
+}
+
+// TestStudyGeneratedHome runs the forest on a generated home: every
+// session capture holds every device, each device's packets picked by its
+// MAC; undefended the forest must beat always guessing one device.
+func TestStudyGeneratedHome(t *testing.T) {
+	h, err := homegen.Generate(homegen.Config{Seed: 1, Sessions: 3, SessionDuration: 5 * time.Minute}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	homes, err := GeneratedHome(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := forest.DefaultConfig()
+	fc.Trees, fc.Workers = 10, 1
+	none, _ := defense.ParseSpec("none")
+	rows, err := Run(context.Background(), Config{Homes: homes, Defenses: []defense.Spec{none},
+		Gateway: gateway.Config{Mode: gateway.NAPT}, Folds: 3, Window: 20, Seed: 1, Forest: fc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d devices: %+v", len(homes), rows[0])
+	if want := len(homes) * 3; rows[0].Sessions != want {
+		t.Errorf("%d sessions, want %d (every device in every capture)", rows[0].Sessions, want)
+	}
+	if rows[0].SessionAccuracy <= 1/float64(len(homes)) {
+		t.Errorf("undefended: session accuracy %.3f, want above %.3f", rows[0].SessionAccuracy, 1/float64(len(homes)))
 	}
 }

@@ -9,11 +9,13 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/defensestudy"
 	"github.com/homemole/homemole/pipeline/forest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/gateway/defense"
+	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -81,6 +83,8 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 			"per-packet accuracy and the defence's cost. rf runs CGO-free; lstm and blstm train through\n"+
 			"libtorch (the torch build) with the model flags every trainer shares.")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout)")
+	genSessions := fs.Int("generated-home", 0, "instead of --from-dir: generate a home (pipeline/homegen, seeded by --seed) of this many sessions; each device's packets of each session are one of its captures")
+	genMinutes := fs.Int("session-minutes", 10, "--generated-home: minutes per session")
 	defenses := fs.String("defenses", "none,pad:mtu,cbr:20,pad:mtu+cbr:20", "comma-separated defence specs (none: the gateway alone)")
 	attacks := fs.String("attacks", "rf", "comma-separated attacks: rf, lstm, blstm")
 	view := fs.String("view", "napt", "napt or vpn")
@@ -95,8 +99,8 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *dir == "" || *jsonOut == "" {
-		return cli.Usagef("study defenses needs --from-dir DIR and --json OUT")
+	if (*dir == "") == (*genSessions == 0) || *jsonOut == "" || *genSessions < 0 || *genMinutes < 1 {
+		return cli.Usagef("study defenses needs one of --from-dir DIR or --generated-home SESSIONS (with --session-minutes 1 or more), and --json OUT")
 	}
 	m, err := gateway.ParseMode(*view)
 	if err != nil {
@@ -140,6 +144,21 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	}
 	if *devices != "" {
 		cfg.Devices = strings.Split(*devices, ",")
+	}
+	if *genSessions > 0 {
+		tmp, err := os.MkdirTemp("", "homemole-study-defenses-")
+		if err != nil {
+			return fmt.Errorf("study defenses: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		h, err := homegen.Generate(homegen.Config{Seed: *seed, Sessions: *genSessions, SessionDuration: time.Duration(*genMinutes) * time.Minute}, tmp)
+		if err != nil {
+			return fmt.Errorf("study defenses: generate the home: %w", err)
+		}
+		if cfg.Homes, err = defensestudy.GeneratedHome(h); err != nil {
+			return err
+		}
+		log.Info("generated home", "devices", len(cfg.Homes), "sessions", *genSessions, "seed", *seed)
 	}
 	rows, err := defensestudy.Run(ctx, cfg)
 	if err != nil {

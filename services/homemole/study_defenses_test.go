@@ -59,7 +59,7 @@ func TestStudyDefensesCommand(t *testing.T) {
 		t.Errorf("overheads: none %v, pad:mtu %v, cbr:20 %v", got.Rows[0]["byte_overhead"], got.Rows[1]["byte_overhead"], got.Rows[2]["packet_overhead"])
 	}
 	for _, args := range [][]string{
-		{"--attacks", "sp"}, {"--attacks", "rf,nn"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
+		{"--attacks", "sp"}, {"--attacks", "rf,nn"}, {"--generated-home", "3"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
 	} {
 		full := append([]string{"defenses", "--from-dir", sentinelDir, "--json", js}, args...)
 		if err := study(context.Background(), quiet(), &bytes.Buffer{}, full); !errors.Is(err, cli.ErrUsage) {
@@ -86,5 +86,36 @@ func TestStudyAttackNames(t *testing.T) {
 		if got := strings.Join(studyAttackNames(c.args), ","); got != c.want {
 			t.Errorf("%v: %s, want %s", c.args, got, c.want)
 		}
+	}
+}
+
+// TestStudyDefensesGeneratedHome runs the study on a generated home: one
+// row per defence, every device of the home judged in every session.
+func TestStudyDefensesGeneratedHome(t *testing.T) {
+	js := filepath.Join(t.TempDir(), "rows.json")
+	var out bytes.Buffer
+	err := commands()["study"].run(context.Background(), quiet(), &out, []string{"defenses", "--generated-home", "3", "--session-minutes", "5",
+		"--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu+cbr:20", "--json", js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", out.String())
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Rows []struct {
+			Defense         string  `json:"defense"`
+			SessionAccuracy float64 `json:"session_accuracy"`
+			KBps            float64 `json:"kbps_per_home"`
+			Sessions        int     `json:"sessions"`
+		} `json:"rows"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Rows) != 2 || got.Rows[0].Sessions < 6 || got.Rows[1].KBps <= 0 {
+		t.Fatalf("want 2 rows of 6 sessions or more, the defended one costing KB/s: %s", b)
 	}
 }
