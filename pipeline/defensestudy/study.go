@@ -3,7 +3,8 @@
 // every capture is emulated through the gateway and defended, the attack is
 // trained on defended training captures (the adversary knows the defence)
 // and tested on defended held-out captures, captures grouped into folds so
-// that no capture is on both sides. This first part runs the Random Forest.
+// that no capture is on both sides. The Random Forest is built in; other
+// attacks (the BLSTM, which needs libtorch) come in through Attack.
 package defensestudy
 
 import (
@@ -36,6 +37,9 @@ type Config struct {
 	// when set, keeps only those.
 	Dir     string
 	Devices []string
+	// Homes, when set, replaces Dir: each device's captures are whole-home
+	// captures (a generated home's sessions), its own packets picked by MAC.
+	Homes []campaign.DeviceDir
 	// MaxFiles > 0 keeps each device's first captures only.
 	MaxFiles int
 	Defenses []defense.Spec
@@ -45,8 +49,36 @@ type Config struct {
 	Folds  int
 	Window int
 	Seed   uint64
-	// Forest is the attack's configuration (zero: forest.DefaultConfig).
+	// Forest is the rf attack's configuration (zero: forest.DefaultConfig).
 	Forest forest.Config
+	// Attacks are judged in turn on every defence (nil: the forest alone).
+	Attacks []Attack
+}
+
+// Attack is one adversary: it fits a model on defended training windows
+// and labels every packet of the defended held-out windows. The study
+// cuts the folds and scores the labels, so every attack is judged alike.
+type Attack interface {
+	Name() string
+	Label(ctx context.Context, train, test []*schemas.Window, labels []string, seed uint64) ([][]int32, error)
+}
+
+// ForestAttack is the paper's Random Forest, CGO-free.
+type ForestAttack struct{ Config forest.Config }
+
+func (ForestAttack) Name() string { return "rf" }
+
+func (a ForestAttack) Label(ctx context.Context, train, test []*schemas.Window, labels []string, seed uint64) ([][]int32, error) {
+	fc := a.Config
+	if fc == (forest.Config{}) {
+		fc = forest.DefaultConfig()
+	}
+	fc.Seed = seed
+	m, err := forest.Train(ctx, fc, train, len(labels), nil)
+	if err != nil {
+		return nil, err
+	}
+	return m.Predict(test)
 }
 
 // Row is one defence against one attack, as issue 19 names its fields
@@ -67,6 +99,8 @@ type Row struct {
 	LatencyMsMean     float64 `json:"latency_ms_mean"`
 	LatencyMsP99      float64 `json:"latency_ms_p99"`
 	Sessions          int     `json:"sessions"`
+	// PerDevice is each device's session accuracy.
+	PerDevice map[string]float64 `json:"per_device_accuracy,omitempty"`
 }
 
 // session is one defended capture: its device and its windows.
@@ -84,9 +118,12 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if cfg.Window <= 0 {
 		return nil, fmt.Errorf("defence study: window of %d packets, want 1 or more", cfg.Window)
 	}
-	devs, err := campaign.DeviceDirs(cfg.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("defence study: %w", err)
+	devs := cfg.Homes
+	if devs == nil {
+		var err error
+		if devs, err = campaign.DeviceDirs(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("defence study: %w", err)
+		}
 	}
 	if len(cfg.Devices) > 0 {
 		devs = slices.DeleteFunc(devs, func(d campaign.DeviceDir) bool { return !slices.Contains(cfg.Devices, d.Device) })
@@ -97,8 +134,8 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if len(devs) < 2 {
 		return nil, fmt.Errorf("defence study: %d devices in %s, want 2 or more to tell apart", len(devs), cfg.Dir)
 	}
-	if cfg.Forest == (forest.Config{}) {
-		cfg.Forest = forest.DefaultConfig()
+	if len(cfg.Attacks) == 0 {
+		cfg.Attacks = []Attack{ForestAttack{Config: cfg.Forest}}
 	}
 	names := make([]string, len(devs))
 	for i, d := range devs {
@@ -106,17 +143,19 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	}
 	var rows []Row
 	for _, spec := range cfg.Defenses {
-		row, err := runDefense(ctx, cfg, devs, names, spec)
+		rs, err := runDefense(ctx, cfg, devs, names, spec)
 		if err != nil {
 			return nil, fmt.Errorf("defence study, %s: %w", spec, err)
 		}
-		rows = append(rows, row)
+		rows = append(rows, rs...)
 	}
 	return rows, nil
 }
 
-func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, names []string, spec defense.Spec) (Row, error) {
-	row := Row{Defense: spec.String(), Attack: "rf"}
+// runDefense defends every capture once and judges every attack on the
+// same defended sessions and folds: a row per attack.
+func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, names []string, spec defense.Spec) ([]Row, error) {
+	row := Row{Defense: spec.String()}
 	var sessions []session
 	var fold []int
 	var total defense.Cost
@@ -129,7 +168,7 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 		for k, f := range files {
 			s, cost, err := defended(ctx, cfg, spec, dev, label, names, f, uint64(k))
 			if err != nil {
-				return row, err
+				return nil, err
 			}
 			if len(s.ws) == 0 {
 				continue
@@ -149,7 +188,23 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 	row.ByteOverhead, row.PacketOverhead, row.KBps = total.ByteOverhead(), total.PacketOverhead(), total.KBps()
 	row.LatencyMsMean = latSum / math.Max(float64(total.RealPackets), 1) / 1e6
 	row.LatencyMsP99 = latP99 / 1e6
+	var rows []Row
+	for _, a := range cfg.Attacks {
+		r := row
+		r.Attack = a.Name()
+		if err := judge(ctx, cfg, a, names, sessions, fold, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", a.Name(), err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// judge trains the attack fold by fold and scores its labels of the
+// held-out sessions into row.
+func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions []session, fold []int, row *Row) error {
 	var okSess, okType, okPkt, pkts int
+	devSess, devOK := make([]int, len(names)), make([]int, len(names))
 	for f := range cfg.Folds {
 		var train []*schemas.Window
 		var test []session
@@ -163,17 +218,20 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 		if len(test) == 0 || len(train) == 0 {
 			continue
 		}
-		fc := cfg.Forest
-		fc.Seed = cfg.Seed + uint64(f)
-		m, err := forest.Train(ctx, fc, train, len(names), nil)
+		var held []*schemas.Window
+		for _, s := range test {
+			held = append(held, s.ws...)
+		}
+		all, err := a.Label(ctx, train, held, names, cfg.Seed+uint64(f))
 		if err != nil {
-			return row, fmt.Errorf("fold %d: %w", f, err)
+			return fmt.Errorf("fold %d: %w", f, err)
+		}
+		if len(all) != len(held) {
+			return fmt.Errorf("fold %d: %d labelled windows for %d held out", f, len(all), len(held))
 		}
 		for _, s := range test {
-			pred, err := m.Predict(s.ws)
-			if err != nil {
-				return row, fmt.Errorf("fold %d, %s: %w", f, s.file, err)
-			}
+			pred := all[:len(s.ws)]
+			all = all[len(s.ws):]
 			votes := make([]int, len(names))
 			for wi, w := range s.ws {
 				for i := range w.Len {
@@ -194,8 +252,10 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 				}
 			}
 			row.Sessions++
+			devSess[s.device]++
 			if guess == s.device {
 				okSess++
+				devOK[s.device]++
 			}
 			if evaluate.TypeOf(names[guess]) == evaluate.TypeOf(names[s.device]) {
 				okType++
@@ -203,12 +263,18 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 		}
 	}
 	if row.Sessions == 0 {
-		return row, fmt.Errorf("no fold had both training and test captures: give devices with %d captures or more", cfg.Folds)
+		return fmt.Errorf("no fold had both training and test captures: give devices with %d captures or more", cfg.Folds)
 	}
 	row.SessionAccuracy = float64(okSess) / float64(row.Sessions)
 	row.TypeAccuracy = float64(okType) / float64(row.Sessions)
 	row.PerPacketAccuracy = float64(okPkt) / math.Max(float64(pkts), 1)
-	return row, nil
+	row.PerDevice = map[string]float64{}
+	for d, n := range devSess {
+		if n > 0 {
+			row.PerDevice[names[d]] = float64(devOK[d]) / float64(n)
+		}
+	}
+	return nil
 }
 
 // defended emulates and defends one capture and cuts the device's windows

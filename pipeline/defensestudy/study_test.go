@@ -2,12 +2,19 @@ package defensestudy
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/homemole/homemole/internal/chromiumtest"
 	"github.com/homemole/homemole/pipeline/forest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/gateway/defense"
+	"github.com/homemole/homemole/pipeline/homegen"
 )
 
 const sentinelDir = "../../../shared/data/iot-sentinel-dev"
@@ -52,5 +59,108 @@ func TestStudyRF(t *testing.T) {
 	}
 	if rows[2].PacketOverhead <= 0 || rows[2].LatencyMsP99 <= 0 || rows[3].ByteOverhead <= rows[2].ByteOverhead {
 		t.Errorf("cbr:20 %+v, pad:mtu+cbr:20 %+v: want dummies, waits, and padding to cost more", rows[2], rows[3])
+	}
+}
+
+// TestPareto checks the front on a handmade set: per attack, a defence is
+// on it unless another is at most as costly and leaves the attacker at
+// most as accurate, one of them strictly.
+func TestPareto(t *testing.T) {
+	rows := []Row{
+		{Defense: "none", Attack: "rf", SessionAccuracy: 0.9},
+		{Defense: "a", Attack: "rf", SessionAccuracy: 0.5, KBps: 4},
+		{Defense: "b", Attack: "rf", SessionAccuracy: 0.6, KBps: 5}, // dominated by a
+		{Defense: "c", Attack: "rf", SessionAccuracy: 0.2, KBps: 30},
+		{Defense: "d", Attack: "rf", SessionAccuracy: 0.5, KBps: 4},    // ties a: neither dominates
+		{Defense: "b", Attack: "blstm", SessionAccuracy: 0.6, KBps: 5}, // alone for its attack
+	}
+	want := []bool{true, true, false, true, true, true}
+	if got := Pareto(rows); !slices.Equal(got, want) {
+		t.Errorf("front %v, want %v", got, want)
+	}
+}
+
+// TestReportInChromium runs a small study and opens its HTML report in
+// headless Chromium: every row, every plot point and every device's
+// accuracy must be in the page it renders.
+func TestReportInChromium(t *testing.T) {
+	if _, err := os.Stat(sentinelDir); err != nil {
+		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
+	}
+	chromium := chromiumtest.Find(t)
+	var specs []defense.Spec
+	for _, s := range []string{"none", "pad:mtu", "cbr:20"} {
+		sp, err := defense.ParseSpec(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		specs = append(specs, sp)
+	}
+	fc := forest.DefaultConfig()
+	fc.Trees, fc.Workers = 10, 1
+	devices := []string{"Aria", "D-LinkCam", "HueBridge"}
+	rows, err := Run(context.Background(), Config{Dir: sentinelDir, Devices: devices, MaxFiles: 3, Defenses: specs,
+		Gateway: gateway.Config{Mode: gateway.NAPT}, Folds: 3, Window: 20, Seed: 1, Forest: fc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := HTML(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "report.html")
+	if err := os.WriteFile(file, page, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dom := chromiumtest.Run(t, chromium, "--dump-dom", "file://"+file)
+	for _, r := range rows {
+		if !strings.Contains(dom, fmt.Sprintf(`data-defense="%s" data-attack="%s"><td>%s</td>`, r.Defense, r.Attack, r.Defense)) {
+			t.Errorf("row %s/%s is not in the rendered table", r.Defense, r.Attack)
+		}
+		if len(r.PerDevice) != len(devices) {
+			t.Errorf("%s: accuracy of %d devices, want %d: %v", r.Defense, len(r.PerDevice), len(devices), r.PerDevice)
+		}
+	}
+	for _, class := range []string{`class="row`, `class="point"`, `class="device-row"`} {
+		if n := strings.Count(dom, class); n != len(rows) {
+			t.Errorf("%d of %s rendered, want %d", n, class, len(rows))
+		}
+	}
+	for _, d := range devices {
+		if !strings.Contains(dom, "<th>"+d+"</th>") {
+			t.Errorf("no per-device column for %s", d)
+		}
+	}
+	if !strings.Contains(dom, `class="front"`) || !strings.Contains(dom, "<svg") {
+		t.Error("no plot with a Pareto front in the rendered page")
+	}
+}
+
+// TestStudyGeneratedHome runs the forest on a generated home: every
+// session capture holds every device, each device's packets picked by its
+// MAC; undefended the forest must beat always guessing one device.
+func TestStudyGeneratedHome(t *testing.T) {
+	h, err := homegen.Generate(homegen.Config{Seed: 1, Sessions: 3, SessionDuration: 5 * time.Minute}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	homes, err := GeneratedHome(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := forest.DefaultConfig()
+	fc.Trees, fc.Workers = 10, 1
+	none, _ := defense.ParseSpec("none")
+	rows, err := Run(context.Background(), Config{Homes: homes, Defenses: []defense.Spec{none},
+		Gateway: gateway.Config{Mode: gateway.NAPT}, Folds: 3, Window: 20, Seed: 1, Forest: fc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d devices: %+v", len(homes), rows[0])
+	if want := len(homes) * 3; rows[0].Sessions != want {
+		t.Errorf("%d sessions, want %d (every device in every capture)", rows[0].Sessions, want)
+	}
+	if rows[0].SessionAccuracy <= 1/float64(len(homes)) {
+		t.Errorf("undefended: session accuracy %.3f, want above %.3f", rows[0].SessionAccuracy, 1/float64(len(homes)))
 	}
 }

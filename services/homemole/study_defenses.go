@@ -7,55 +7,100 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/defensestudy"
 	"github.com/homemole/homemole/pipeline/forest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/gateway/defense"
+	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-// withStudyDefenses routes "study defenses" to the CGO-free defence study
-// and every other study to run (the torch window-size study).
+// withStudyDefenses routes "study defenses" to the defence study, run in
+// this build when its attacks need no torch, and every other study to run
+// (the torch window-size study; in the CGO-free build, the torch build).
 func withStudyDefenses(run runFunc) runFunc {
 	return func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 		if len(args) > 0 && args[0] == "defenses" {
+			// Before the flags are parsed: the torch build's model flags
+			// (--epochs, ...) are unknown here.
+			if !torchBuild && slices.ContainsFunc(studyAttackNames(args[1:]), torchAttack) {
+				return run(ctx, log, out, args)
+			}
 			return runStudyDefenses(ctx, log, out, args[1:])
 		}
 		return run(ctx, log, out, args)
 	}
 }
 
-func runStudyDefenses(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
-	fs := newFlags("study defenses", "--from-dir DIR --defenses LIST [--attacks rf] [--view napt|vpn] [--devices LIST] --json OUT",
+// torchAttack says the attack trains through libtorch.
+func torchAttack(name string) bool { return name == "lstm" || name == "blstm" }
+
+// studyAttackNames reads --attacks from the study's arguments, as the flag
+// package would: the last one given wins.
+func studyAttackNames(args []string) []string {
+	v := "rf"
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "attacks" {
+			continue
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				break
+			}
+			val = args[i+1]
+		}
+		v = val
+	}
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		out = append(out, strings.TrimSpace(s))
+	}
+	return out
+}
+
+// studyAttackFlags are the attack flags of the build and how it makes an
+// attack other than rf.
+type studyAttackFlags struct {
+	trees *int
+	build func(log *slog.Logger, name string) (defensestudy.Attack, error)
+}
+
+func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("study defenses", "--from-dir DIR --defenses LIST [--attacks rf,blstm] [--view napt|vpn] [--devices LIST] --json OUT [--report OUT.html]",
 		"Judges gateway defences (homemole defend's specs) by the attacks they face: every capture\n"+
 			"of every device folder (IoT Sentinel layout) goes through the emulated gateway and the\n"+
 			"defence; the attack is trained on defended training captures (the adversary knows the\n"+
 			"defence) and tested on defended held-out captures, captures grouped into --folds folds.\n"+
 			"Writes {\"rows\": [...]}, one row per defence and attack, with session, type and\n"+
-			"per-packet accuracy and the defence's cost. This first part runs rf only.")
+			"per-packet accuracy and the defence's cost. rf runs CGO-free; lstm and blstm train through\n"+
+			"libtorch (the torch build) with the model flags every trainer shares.")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout)")
+	genSessions := fs.Int("generated-home", 0, "instead of --from-dir: generate a home (pipeline/homegen, seeded by --seed) of this many sessions; each device's packets of each session are one of its captures")
+	genMinutes := fs.Int("session-minutes", 10, "--generated-home: minutes per session")
 	defenses := fs.String("defenses", "none,pad:mtu,cbr:20,pad:mtu+cbr:20", "comma-separated defence specs (none: the gateway alone)")
-	attacks := fs.String("attacks", "rf", "comma-separated attacks; rf only so far")
+	attacks := fs.String("attacks", "rf", "comma-separated attacks: rf, lstm, blstm")
 	view := fs.String("view", "napt", "napt or vpn")
 	devices := fs.String("devices", "", "comma-separated device folders to keep (default: all)")
 	maxFiles := fs.Int("max-files", 0, "keep each device's first N captures (0: all)")
 	folds := fs.Int("folds", 5, "grouped folds: captures dealt round-robin per device")
 	win := fs.Int("window", 20, "packets per window")
-	trees := fs.Int("trees", forest.DefaultConfig().Trees, "rf: trees")
+	af := studyAttacks(fs)
 	seed := fs.Uint64("seed", 1, "seed of the gateway, the defences and the forest")
 	jsonOut := fs.String("json", "", "file to write {\"rows\": [...]} to")
+	report := fs.String("report", "", "HTML file to write: accuracy against overhead per attack, the Pareto front, per-device accuracy")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *dir == "" || *jsonOut == "" {
-		return cli.Usagef("study defenses needs --from-dir DIR and --json OUT")
-	}
-	for _, a := range strings.Split(*attacks, ",") {
-		if a = strings.TrimSpace(a); a != "rf" {
-			return cli.Usagef("study defenses: --attacks %q: only rf is built so far (blstm and sp are not)", a)
-		}
+	if (*dir == "") == (*genSessions == 0) || *jsonOut == "" || *genSessions < 0 || *genMinutes < 1 {
+		return cli.Usagef("study defenses needs one of --from-dir DIR or --generated-home SESSIONS (with --session-minutes 1 or more), and --json OUT")
 	}
 	m, err := gateway.ParseMode(*view)
 	if err != nil {
@@ -75,14 +120,45 @@ func runStudyDefenses(ctx context.Context, _ *slog.Logger, out io.Writer, args [
 		}
 		specs = append(specs, sp)
 	}
+	trees := af.trees
+	if *trees == 0 {
+		*trees = forest.DefaultConfig().Trees
+	}
 	if *folds < 2 || *win < 1 || *trees < 1 || *maxFiles < 0 {
 		return cli.Usagef("study defenses: want --folds 2 or more, --window and --trees 1 or more, --max-files 0 or more")
 	}
 	cfg := defensestudy.Config{Dir: *dir, MaxFiles: *maxFiles, Defenses: specs, Gateway: gateway.Config{Mode: m},
 		Folds: *folds, Window: *win, Seed: *seed, Forest: forest.DefaultConfig()}
 	cfg.Forest.Trees = *trees
+	for _, a := range strings.Split(*attacks, ",") {
+		a = strings.TrimSpace(a)
+		if a == "rf" {
+			cfg.Attacks = append(cfg.Attacks, defensestudy.ForestAttack{Config: cfg.Forest})
+			continue
+		}
+		at, err := af.build(log, a)
+		if err != nil {
+			return err
+		}
+		cfg.Attacks = append(cfg.Attacks, at)
+	}
 	if *devices != "" {
 		cfg.Devices = strings.Split(*devices, ",")
+	}
+	if *genSessions > 0 {
+		tmp, err := os.MkdirTemp("", "homemole-study-defenses-")
+		if err != nil {
+			return fmt.Errorf("study defenses: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		h, err := homegen.Generate(homegen.Config{Seed: *seed, Sessions: *genSessions, SessionDuration: time.Duration(*genMinutes) * time.Minute}, tmp)
+		if err != nil {
+			return fmt.Errorf("study defenses: generate the home: %w", err)
+		}
+		if cfg.Homes, err = defensestudy.GeneratedHome(h); err != nil {
+			return err
+		}
+		log.Info("generated home", "devices", len(cfg.Homes), "sessions", *genSessions, "seed", *seed)
 	}
 	rows, err := defensestudy.Run(ctx, cfg)
 	if err != nil {
@@ -94,6 +170,15 @@ func runStudyDefenses(ctx context.Context, _ *slog.Logger, out io.Writer, args [
 	}
 	if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("study defenses: write --json: %w", err)
+	}
+	if *report != "" {
+		page, err := defensestudy.HTML(rows)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*report, page, 0o644); err != nil {
+			return fmt.Errorf("study defenses: write --report: %w", err)
+		}
 	}
 	fmt.Fprintf(out, "%-24s %-6s %8s %8s %8s %10s %10s %9s %10s %10s\n", "defense", "attack", "session", "type", "packet", "bytes +%", "packets +%", "KB/s", "lat mean", "lat p99")
 	for _, r := range rows {

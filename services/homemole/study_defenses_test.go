@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/homemole/homemole/services/internal/cli"
@@ -20,10 +21,11 @@ func TestStudyDefensesCommand(t *testing.T) {
 		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
 	}
 	js := filepath.Join(t.TempDir(), "rows.json")
+	html := filepath.Join(t.TempDir(), "report.html")
 	var out bytes.Buffer
 	study := commands()["study"].run
 	err := study(context.Background(), quiet(), &out, []string{"defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge",
-		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--json", js})
+		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--json", js, "--report", html})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +43,13 @@ func TestStudyDefensesCommand(t *testing.T) {
 	if len(got.Rows) != 3 {
 		t.Fatalf("%d rows, want 3: %s", len(got.Rows), b)
 	}
+	page, err := os.ReadFile(html)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(page, []byte(`<tr class="row`)); n != 3 || !bytes.Contains(page, []byte("<svg")) {
+		t.Errorf("--report: %d table rows, want 3, and a plot", n)
+	}
 	for _, f := range []string{"defense", "attack", "session_accuracy", "type_accuracy", "per_packet_accuracy", "byte_overhead", "packet_overhead", "latency_ms_mean", "latency_ms_p99"} {
 		if _, ok := got.Rows[0][f]; !ok {
 			t.Errorf("row without %s: %v", f, got.Rows[0])
@@ -50,11 +59,63 @@ func TestStudyDefensesCommand(t *testing.T) {
 		t.Errorf("overheads: none %v, pad:mtu %v, cbr:20 %v", got.Rows[0]["byte_overhead"], got.Rows[1]["byte_overhead"], got.Rows[2]["packet_overhead"])
 	}
 	for _, args := range [][]string{
-		{"--attacks", "blstm"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
+		{"--attacks", "sp"}, {"--attacks", "rf,nn"}, {"--generated-home", "3"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
 	} {
 		full := append([]string{"defenses", "--from-dir", sentinelDir, "--json", js}, args...)
 		if err := study(context.Background(), quiet(), &bytes.Buffer{}, full); !errors.Is(err, cli.ErrUsage) {
 			t.Errorf("study %v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestStudyAttackNames checks that the CGO-free build reads --attacks as
+// the flag package will, to know before parsing whether the torch build
+// must run the study.
+func TestStudyAttackNames(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "rf"},
+		{[]string{"--from-dir", "d", "--attacks", "rf,blstm"}, "rf,blstm"},
+		{[]string{"-attacks=blstm", "--json", "x"}, "blstm"},
+		{[]string{"--attacks", "blstm", "--attacks=rf"}, "rf"},
+		{[]string{"--json", "--attacks"}, "rf"},
+		{[]string{"--", "--attacks", "blstm"}, "rf"},
+	} {
+		if got := strings.Join(studyAttackNames(c.args), ","); got != c.want {
+			t.Errorf("%v: %s, want %s", c.args, got, c.want)
+		}
+	}
+}
+
+// TestStudyDefensesGeneratedHome runs the study on a generated home: one
+// row per defence, every device of the home judged in every session.
+func TestStudyDefensesGeneratedHome(t *testing.T) {
+	js := filepath.Join(t.TempDir(), "rows.json")
+	var out bytes.Buffer
+	err := commands()["study"].run(context.Background(), quiet(), &out, []string{"defenses", "--generated-home", "3", "--session-minutes", "5",
+		"--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu+cbr:20", "--json", js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", out.String())
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Rows []struct {
+			Defense         string  `json:"defense"`
+			SessionAccuracy float64 `json:"session_accuracy"`
+			KBps            float64 `json:"kbps_per_home"`
+			Sessions        int     `json:"sessions"`
+		} `json:"rows"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Rows) != 2 || got.Rows[0].Sessions < 6 || got.Rows[1].KBps <= 0 {
+		t.Fatalf("want 2 rows of 6 sessions or more, the defended one costing KB/s: %s", b)
 	}
 }
