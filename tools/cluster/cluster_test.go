@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
+	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/tools/internal/servers"
@@ -281,11 +283,13 @@ func TestKillCaptureAgent(t *testing.T) {
 	var killed atomic.Bool
 	var logFile string
 	k := faultRun(t, func(ctx context.Context, k *Cluster) error { return nil }, func(k *Cluster) {
-		// The first home's agent sends one batch of 50 packets at a time,
-		// waiting for each ack: slow enough to be killed mid-session.
+		// The first home's agent sends one batch of 10 packets at a time,
+		// waiting for each ack: about 2,000 round trips, slow enough to be
+		// killed mid-session. With batches of 50 an idle machine sometimes
+		// finished all of them (0.2 s) before the kill landed.
 		k.captureArgs = func(home string) []string {
 			if home == k.w.c.Homes[0].Name {
-				return []string{"--batch", "50", "--window", "1"}
+				return []string{"--batch", "10", "--window", "1"}
 			}
 			return nil
 		}
@@ -335,6 +339,9 @@ func TestKillCaptureAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The second life's summary: it resumed past what the first published.
+	if lives := strings.Count(string(out), "--- capture-"+k.w.c.Homes[0].Name+" started"); lives < 2 {
+		t.Fatalf("the capture agent ran %d time(s): the kill landed after it had finished, so no restart was tested (log %s)", lives, logFile)
+	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	var summary string
 	for _, l := range lines {
@@ -343,15 +350,29 @@ func TestKillCaptureAgent(t *testing.T) {
 		}
 	}
 	t.Logf("restarted agent: %s", summary)
-	var resumed int
+	// The restart resumes where the acknowledged progress ends: inside a
+	// capture ("resumed past"), or past captures acknowledged whole, which
+	// it passes over without counting. Either way it publishes fewer
+	// packets than the home's captures hold.
+	var resumed, published int
 	if i := strings.Index(summary, " packets resumed past"); i > 0 {
 		f := strings.Fields(summary[:i])
 		fmt.Sscan(f[len(f)-1], &resumed)
 	}
-	if resumed == 0 {
-		t.Errorf("the restarted agent resumed past no packet: it published everything again (log %s)", logFile)
+	if i := strings.Index(summary, " packets in "); i > 0 {
+		f := strings.Fields(summary[:i])
+		fmt.Sscan(f[len(f)-1], &published)
 	}
-	_ = k
+	total := 0
+	for _, tap := range k.w.c.Homes[0].Taps {
+		for _, f := range tap.Files {
+			total += len(capturetest.Packets(t, f, features.HomeConfig{}))
+		}
+	}
+	t.Logf("the home's captures hold %d packets; the restarted agent published %d and resumed past %d inside a capture", total, published, resumed)
+	if published == 0 || published >= total {
+		t.Errorf("the restarted agent published %d of the home's %d packets: it did not resume from its progress (log %s)", published, total, logFile)
+	}
 }
 
 // TestPermissions: clients speak TLS and log in; a home's capture agent may

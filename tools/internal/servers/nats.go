@@ -42,20 +42,33 @@ type NATSNode struct {
 // StartNATSCluster starts n nodes with their state under dir and waits
 // until JetStream has a meta leader and every node reports healthy.
 func StartNATSCluster(bin, dir string, n int, tlsFiles TLSFiles, users []User) (*NATSCluster, error) {
+	// A port found free can be taken by another process before the node
+	// binds it (other tests' servers start at the same time): a node that
+	// failed only for that is started again, on new ports, a few times.
+	var err error
+	for attempt := 1; ; attempt++ {
+		var c *NATSCluster
+		c, err = startNATSCluster(bin, dir, n, tlsFiles, users)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return c, err
+		}
+		if rmErr := os.RemoveAll(dir); rmErr != nil {
+			return nil, errors.Join(err, rmErr)
+		}
+	}
+}
+
+func startNATSCluster(bin, dir string, n int, tlsFiles TLSFiles, users []User) (*NATSCluster, error) {
 	c := &NATSCluster{TLS: tlsFiles}
+	ports, err := FreePorts(3 * n)
+	if err != nil {
+		return nil, err
+	}
 	routePorts := make([]int, n)
 	for i := range n {
-		var err error
-		node := &NATSNode{Name: fmt.Sprintf("n%d", i+1), bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1))}
-		if node.Port, err = FreePort(); err != nil {
-			return nil, err
-		}
-		if node.HTTPPort, err = FreePort(); err != nil {
-			return nil, err
-		}
-		if routePorts[i], err = FreePort(); err != nil {
-			return nil, err
-		}
+		node := &NATSNode{Name: fmt.Sprintf("n%d", i+1), bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			Port: ports[3*i], HTTPPort: ports[3*i+1]}
+		routePorts[i] = ports[3*i+2]
 		c.Nodes = append(c.Nodes, node)
 	}
 	accounts, err := natsauth.AccountsConf(users, false)

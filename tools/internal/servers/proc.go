@@ -122,6 +122,21 @@ func ExitCode(err error) int {
 	return 0
 }
 
+// FreePorts asks the kernel for n distinct free loopback ports, holding
+// each until all are found so that none is handed out twice.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
 // FreePort asks the kernel for a free loopback port. It is released before
 // the server binds it; another process could take it in between, in which
 // case the server fails to start and says so.
