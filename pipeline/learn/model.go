@@ -350,6 +350,30 @@ func (m *Model) streamContext(sc *Scope, out, present *ts.Tensor) (*ts.Tensor, e
 	return sc.Keep(ts.Cat([]ts.Tensor{*out, *wide}, 2))
 }
 
+// startTorch sets libtorch's threads and seed for one training run, on
+// the OS thread the caller has locked.
+func startTorch(cfg Config) error {
+	if cfg.Threads > 0 {
+		if err := SetTorchThreads(cfg.Threads); err != nil {
+			return fmt.Errorf("learn: set libtorch threads: %w", err)
+		}
+	}
+	if err := SeedTorch(cfg.Seed); err != nil {
+		return fmt.Errorf("learn: seed libtorch: %w", err)
+	}
+	return nil
+}
+
+// lensToFit is how many exact frame lengths the features keep: none
+// unless the length embedding or the stream context (whose kinds of
+// packet are lengths too) uses them.
+func (cfg Config) lensToFit() int {
+	if cfg.LenEmbedDim > 0 || cfg.Context == ContextStream {
+		return cfg.MaxLens
+	}
+	return 0
+}
+
 // Train fits a model on the training windows (one fold). numClasses is
 // the size of the label vocabulary; labels must be in [-1, numClasses),
 // -1 marking packets that are unlabeled. Padding (slots at or after Len)
@@ -392,21 +416,12 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	// goroutine that migrated between cgo calls would lose both.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if cfg.Threads > 0 {
-		if err := SetTorchThreads(cfg.Threads); err != nil {
-			return nil, fmt.Errorf("learn: set libtorch threads: %w", err)
-		}
-	}
-	if err := SeedTorch(cfg.Seed); err != nil {
-		return nil, fmt.Errorf("learn: seed libtorch: %w", err)
+	if err := startTorch(cfg); err != nil {
+		return nil, err
 	}
 	// Features come from all training windows, windows without labels
 	// included; only the loss needs labels.
-	maxLens := 0
-	if cfg.LenEmbedDim > 0 || cfg.Context == ContextStream {
-		maxLens = cfg.MaxLens // the stream context's kinds of packet are lengths too
-	}
-	feat := fitFeatures(train, cfg.MaxPorts, maxLens)
+	feat := fitFeatures(train, cfg.MaxPorts, cfg.lensToFit())
 	feat.Header = cfg.HeaderFeatures
 	dev, err := ResolveDevice(cfg.Device)
 	if err != nil {

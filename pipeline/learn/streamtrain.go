@@ -69,19 +69,10 @@ func TrainStream(ctx context.Context, cfg Config, src Source, numClasses int, pr
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if cfg.Threads > 0 {
-		if err := SetTorchThreads(cfg.Threads); err != nil {
-			return nil, fmt.Errorf("learn: set libtorch threads: %w", err)
-		}
+	if err := startTorch(cfg); err != nil {
+		return nil, err
 	}
-	if err := SeedTorch(cfg.Seed); err != nil {
-		return nil, fmt.Errorf("learn: seed libtorch: %w", err)
-	}
-	maxLens := 0
-	if cfg.LenEmbedDim > 0 || cfg.Context == ContextStream {
-		maxLens = cfg.MaxLens
-	}
-	feat := stats.fit(cfg.MaxPorts, maxLens)
+	feat := stats.fit(cfg.MaxPorts, cfg.lensToFit())
 	feat.Header = cfg.HeaderFeatures
 	dev, err := ResolveDevice(cfg.Device)
 	if err != nil {
