@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/homemole/homemole/internal/chromiumtest"
 	"github.com/homemole/homemole/pipeline/forest"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -24,9 +26,7 @@ const sentinelDir = "../../../shared/data/iot-sentinel-dev"
 // attack must beat always guessing one device (0.25), the costs must be
 // those of each defence (none free but the undefended view).
 func TestStudyRF(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
-	}
+	sentineldata.Need(t)
 	var specs []defense.Spec
 	for _, s := range []string{"none", "pad:mtu", "cbr:20", "pad:mtu+cbr:20"} {
 		sp, err := defense.ParseSpec(s)
@@ -84,9 +84,7 @@ func TestPareto(t *testing.T) {
 // headless Chromium: every row, every plot point and every device's
 // accuracy must be in the page it renders.
 func TestReportInChromium(t *testing.T) {
-	if _, err := os.Stat(sentinelDir); err != nil {
-		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
-	}
+	sentineldata.Need(t)
 	chromium := chromiumtest.Find(t)
 	var specs []defense.Spec
 	for _, s := range []string{"none", "pad:mtu", "cbr:20"} {

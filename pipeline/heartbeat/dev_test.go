@@ -3,9 +3,10 @@ package heartbeat
 import (
 	"context"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
+
+	"github.com/homemole/homemole/internal/sentineldata"
 
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/features"
@@ -26,9 +27,7 @@ func lanHome() features.HomeConfig {
 // learnSplit learns every device's heartbeats from its captures of split.
 func learnSplit(t *testing.T, split realhome.Split) ([]realhome.Device, map[string][]Profile) {
 	t.Helper()
-	if _, err := os.Stat(sentinel); err != nil {
-		t.Skipf("IoT Sentinel captures not at %s: %v", sentinel, err)
-	}
+	sentineldata.Need(t)
 	devs, err := realhome.LoadDevices(sentinel)
 	if err != nil {
 		t.Fatal(err)

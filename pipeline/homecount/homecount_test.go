@@ -3,10 +3,11 @@ package homecount
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/homemole/homemole/internal/sentineldata"
 
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/realhome"
@@ -18,9 +19,7 @@ const sentinel = "../../../shared/data/iot-sentinel-dev"
 // IoT Sentinel captures and counts 1..5 units of each type that has one in
 // homes assembled from the later, held-out half, beyond the emulated NAPT.
 func TestHeartbeatCountOnRealUnits(t *testing.T) {
-	if _, err := os.Stat(sentinel); err != nil {
-		t.Skipf("IoT Sentinel captures not at %s: %v", sentinel, err)
-	}
+	sentineldata.Need(t)
 	devs, err := realhome.LoadDevices(sentinel)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/schemas"
@@ -24,9 +26,7 @@ const sentinel = "../../../shared/data/iot-sentinel-dev"
 
 func loadSentinel(t *testing.T) []Device {
 	t.Helper()
-	if _, err := os.Stat(sentinel); err != nil {
-		t.Skipf("IoT Sentinel captures not at %s: %v", sentinel, err)
-	}
+	sentineldata.Need(t)
 	devs, err := LoadDevices(sentinel)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/realhome"
 	"github.com/homemole/homemole/services/internal/cli"
@@ -20,9 +22,7 @@ import (
 // captures, on the LAN and behind the emulated NAPT, and reads both back.
 func TestHomeAssembleCommand(t *testing.T) {
 	const data = "../../../shared/data/iot-sentinel-dev"
-	if _, err := os.Stat(data); err != nil {
-		t.Skipf("IoT Sentinel captures not at %s: %v", data, err)
-	}
+	sentineldata.Need(t)
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, view := range []string{"lan", "napt"} {

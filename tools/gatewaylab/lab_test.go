@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/homemole/homemole/internal/sentineldata"
 )
 
 // hueBridge is the default replay input, from this package's folder.
@@ -35,6 +37,7 @@ func TestTunSideIPv6(t *testing.T) {
 	if err := install(ctx); err != nil {
 		t.Fatal(err)
 	}
+	sentineldata.Need(t)
 	removeStale()
 	s, err := loadScript(hueBridge, limits{maxPackets: 2000, maxLength: 30 * time.Second, maxGap: time.Second, minPayload: 8, maxPayload: 1300})
 	if err != nil {

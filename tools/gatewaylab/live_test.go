@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
 
@@ -64,6 +66,7 @@ func TestLiveCampaign(t *testing.T) {
 			t.Fatalf("%s not found: install it with `bash tools/debian-packages.sh iproute2 iptables tcpdump openvpn openssl` (go tool task live-test does)", p[0])
 		}
 	}
+	sentineldata.Need(t)
 	removeStale()
 	s, err := loadScript(liveInput, limits{maxPackets: 100000, maxLength: 110 * time.Second, maxGap: 2 * time.Second, minPayload: 8, maxPayload: 1300})
 	if err != nil {

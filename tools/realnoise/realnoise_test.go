@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/schemas"
 )
@@ -19,9 +21,7 @@ const sentinel = "../../../shared/data/iot-sentinel-dev"
 
 func needSentinel(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(sentinel); err != nil {
-		t.Skipf("IoT Sentinel captures not at %s: %v", sentinel, err)
-	}
+	sentineldata.Need(t)
 }
 
 // TestNoiseOnAssembledHomes runs the whole measurement small on real
