@@ -249,6 +249,13 @@ func (c *Conn) declareEach(ctx context.Context, streams ...jetstream.StreamConfi
 	return nil
 }
 
+// errCodeNoPeers is JetStream's "no suitable peers for placement": a
+// cluster whose nodes have not all met yet (a CI run on a loaded machine
+// saw it a second after the 3 nodes started) cannot place a stream of 3
+// replicas. It is also what too few nodes for the replicas asked for says;
+// then the retries end at startupDeclareWait with this error.
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
 // startupDeclareWait bounds how long Connect keeps declaring the streams
 // while the servers answer but cannot yet (a cluster that has just started
 // or restarted elects the streams' leaders for a few seconds).
@@ -265,7 +272,8 @@ func (c *Conn) declareAtStart(ctx context.Context) error {
 		// (no responders) or a user who may not declare streams should
 		// hear so at once.
 		var apiErr *jetstream.APIError
-		electing := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.As(err, &apiErr) && apiErr.Code == 503
+		electing := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+			errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errCodeNoPeers)
 		if err == nil || !electing || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
 			return err
 		}
