@@ -29,15 +29,17 @@ type Key struct {
 	IPLen     uint16
 }
 
-func (k Key) String() string {
-	proto := fmt.Sprintf("proto %d", k.Transport)
-	switch k.Transport {
+func (k Key) String() string { return fmt.Sprintf("%s len %d", Service{k.Transport, k.Port}, k.IPLen) }
+
+func (s Service) String() string {
+	proto := fmt.Sprintf("proto %d", s.Transport)
+	switch s.Transport {
 	case 6:
 		proto = "tcp"
 	case 17:
 		proto = "udp"
 	}
-	return fmt.Sprintf("%s/%d len %d", proto, k.Port, k.IPLen)
+	return fmt.Sprintf("%s/%d", proto, s.Port)
 }
 
 // Beat is one outbound packet, a heartbeat candidate.
