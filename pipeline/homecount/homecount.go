@@ -8,7 +8,8 @@
 // its captures, of a service no other type shares unless it too keeps one
 // per unit) is counted by them alone: each unit's connection is a flow of
 // its own on either side of a NAPT, so nothing has to be told apart by
-// timing. Any other type: heartbeat trains alive at one time are distinct
+// timing. Through a VPN tunnel, which hides the connections, and for any
+// other type: heartbeat trains alive at one time are distinct
 // units (each keeps a phase of its own, and real units' clocks drift apart
 // rather than together), so the heartbeat count is a lower bound that holds
 // where the sequence-profile counter sees too little of a sparse device; the
@@ -61,6 +62,11 @@ type Config struct {
 	// Steady, when set and eligible, counts by steady connections of its
 	// service; the units it is judged against are those of its family.
 	Steady *heartbeat.TypeService
+	// HeldOut, when set with Steady, decides per home again whether the
+	// type is eligible and by which service, from every capture but the
+	// home's own: a home it does not name that way gets no steady count
+	// (Point.Unnamed), and its combined count falls back to the others'.
+	HeldOut *CaptureServices
 }
 
 // Truth is, per home, the units the estimates are judged against: n, and
@@ -87,6 +93,9 @@ type Point struct {
 	HB, SP, Steady, Combined []int
 	// Want is, per home, the units of the counted types (Truth).
 	Want []int
+	// Unnamed counts the homes whose held-out captures did not make the
+	// type eligible by its service (Config.HeldOut).
+	Unnamed int
 	// Active is, per home, the most units of the type active at one
 	// instant (between a unit's first and last packet): the number a
 	// count at one time can reach, as units' sessions overlap in part.
@@ -166,7 +175,25 @@ func Run(ctx context.Context, devs []realhome.Device, profiles []heartbeat.Profi
 			}
 			from, to := h.Start.UnixNano(), h.Start.Add(h.Duration).UnixNano()
 			st := -1
-			if cfg.Steady != nil && cfg.Steady.Eligible {
+			// A tunnel carries every connection inside one: beyond a VPN
+			// gateway there are no connections to tell apart.
+			named := cfg.Steady != nil && cfg.Steady.Eligible && cfg.View != gateway.VPN
+			if named && cfg.HeldOut != nil {
+				var used []string
+				for _, u := range h.Units {
+					used = append(used, u.Session)
+				}
+				named = false
+				for _, ts := range cfg.HeldOut.Eligibility(used) {
+					if ts.Device == cfg.Device && ts.Eligible && ts.Service == cfg.Steady.Service {
+						named = true
+					}
+				}
+				if !named {
+					pt.Unnamed++
+				}
+			}
+			if named {
 				flows, err := heartbeat.ReadFlows(ctx, path, home, nil)
 				if err != nil {
 					return out, err
@@ -282,17 +309,54 @@ func privateHome() features.HomeConfig {
 // (transport and server port) that names it; nothing of it is fit to how
 // many units there are.
 func SteadyEligibility(ctx context.Context, devs []realhome.Device, cfg heartbeat.SteadyConfig) ([]heartbeat.TypeService, error) {
-	per := map[string][]map[heartbeat.Service]int{}
+	cs, err := ReadCaptureServices(ctx, devs, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return cs.Eligibility(nil), nil
+}
+
+// CaptureServices is, per capture, the steady connections its device
+// keeps (heartbeat.SteadyServices), read once so that eligibility can be
+// decided again without the captures a home drew on.
+type CaptureServices struct {
+	cfg    heartbeat.SteadyConfig
+	files  []string // in device order
+	typ    map[string]string
+	byFile map[string]map[heartbeat.Service]int
+}
+
+// ReadCaptureServices reads every capture of every device, its own packets
+// by MAC.
+func ReadCaptureServices(ctx context.Context, devs []realhome.Device, cfg heartbeat.SteadyConfig) (*CaptureServices, error) {
+	cs := &CaptureServices{cfg: cfg, typ: map[string]string{}, byFile: map[string]map[heartbeat.Service]int{}}
 	for _, d := range devs {
-		per[d.Name] = []map[heartbeat.Service]int{}
 		for _, f := range d.Files {
 			mac := d.MAC
 			flows, err := heartbeat.ReadFlows(ctx, f, privateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
 			if err != nil {
 				return nil, fmt.Errorf("steady connections of %s: %w", d.Name, err)
 			}
-			per[d.Name] = append(per[d.Name], heartbeat.SteadyServices(flows, cfg))
+			cs.files = append(cs.files, f)
+			cs.typ[f] = d.Name
+			cs.byFile[f] = heartbeat.SteadyServices(flows, cfg)
 		}
 	}
-	return heartbeat.Eligibility(per, cfg), nil
+	return cs, nil
+}
+
+// Eligibility is heartbeat.Eligibility over every capture but those in
+// skip.
+func (cs *CaptureServices) Eligibility(skip []string) []heartbeat.TypeService {
+	per := map[string][]map[heartbeat.Service]int{}
+	for _, f := range cs.files {
+		t := cs.typ[f]
+		if _, ok := per[t]; !ok {
+			per[t] = []map[heartbeat.Service]int{}
+		}
+		if !slices.Contains(skip, f) {
+			per[t] = append(per[t], cs.byFile[f])
+		}
+	}
+	return heartbeat.Eligibility(per, cs.cfg)
 }

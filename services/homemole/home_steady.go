@@ -18,7 +18,7 @@ import (
 )
 
 func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	fs := newFlags("home steady", "--from-dir DIR [--device TYPE] [--units 1-10] [--homes K] [--view napt|lan]",
+	fs := newFlags("home steady", "--from-dir DIR [--device TYPE] [--units 1-10] [--homes K] [--view napt|lan] [--held-out]",
 		"Counts real units by their steady cloud connections. First, from each device's own\n"+
 			"captures (the device alone, by its MAC), it decides which types the rule counts: a\n"+
 			"steady connection is one connection (transport, server and port, device port) with at\n"+
@@ -32,7 +32,10 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 			"type's service in the home (each unit's connection is a flow of its own beyond a NAPT:\n"+
 			"its own external port). The counter fits nothing to any capture; the service is all it\n"+
 			"takes from the type. The error is |count - units| / units, units being the family's\n"+
-			"units in the home (n, and any drawn among the others).")
+			"units in the home (n, and any drawn among the others). --held-out decides each\n"+
+			"home's eligibility and service again from every capture but those the home drew on;\n"+
+			"a home that leaves too few of the type's captures to name it is not counted (shown\n"+
+			"as u: homes unnamed), and the error is over the homes named.")
 	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
 	device := fs.String("device", "", "count only this type (default: every eligible type)")
 	unitsFlag := fs.String("units", "1-10", "the n to measure: a range A-B or a list")
@@ -40,8 +43,9 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	others := fs.Int("others", 3, "other device types in each home")
 	duration := fs.Duration("duration", 100*time.Second, "each home's length")
 	sessions := fs.String("sessions", string(realhome.AllSessions), "captures the homes draw on: all, early or late")
-	view := fs.String("view", "napt", "lan, napt or vpn")
+	view := fs.String("view", "napt", "lan or napt")
 	seed := fs.Uint64("seed", 1, "seed of the homes")
+	heldOut := fs.Bool("held-out", false, "name the type per home from the captures the home did not draw on")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -64,14 +68,22 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 		if mode, err = gateway.ParseMode(*view); err != nil {
 			return cli.Usagef("home steady: --view: %v (or lan)", err)
 		}
+		if mode == gateway.VPN {
+			return cli.Usagef("home steady: --view vpn: a tunnel carries every connection inside one, so there are none to count; home count measures the heartbeat and sequence-profile counters there")
+		}
 	}
 	devs, err := realhome.LoadDevices(*dir)
 	if err != nil {
 		return fmt.Errorf("home steady: --from-dir: %w", err)
 	}
-	types, err := homecount.SteadyEligibility(ctx, devs, heartbeat.DefaultSteady())
+	cs, err := homecount.ReadCaptureServices(ctx, devs, heartbeat.DefaultSteady())
 	if err != nil {
 		return fmt.Errorf("home steady: %w", err)
+	}
+	types := cs.Eligibility(nil)
+	var named *homecount.CaptureServices
+	if *heldOut {
+		named = cs
 	}
 	var counted []heartbeat.TypeService
 	found := *device == ""
@@ -101,10 +113,15 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 		return fmt.Errorf("home steady: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	fmt.Fprintf(out, "\nmean count error, %s, %d homes per n of %s with %d other devices, units from %s captures:\n", *view, *homes, *duration, *others, split)
+	naming := "the type named from all its captures"
+	width := 7
+	if *heldOut {
+		naming, width = "the type named per home from the captures it did not draw on (u: homes unnamed)", 11
+	}
+	fmt.Fprintf(out, "\nmean count error, %s, %d homes per n of %s with %d other devices, units from %s captures, %s:\n", *view, *homes, *duration, *others, split, naming)
 	head := fmt.Sprintf("%-20s", "type")
 	for _, n := range units {
-		head += fmt.Sprintf(" %7s", fmt.Sprintf("n=%d", n))
+		head += fmt.Sprintf(" %*s", width, fmt.Sprintf("n=%d", n))
 	}
 	fmt.Fprintf(out, "%s %7s %s\n", head, "worst", "exact")
 	for _, ts := range counted {
@@ -115,7 +132,7 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 			}
 		}
 		pts, err := homecount.Run(ctx, devs, nil, nil, homecount.Config{Device: ts.Device, Units: us, Homes: *homes, Others: *others,
-			Duration: *duration, Sessions: split, View: mode, Seed: *seed, Dir: tmp, Steady: &ts})
+			Duration: *duration, Sessions: split, View: mode, Seed: *seed, Dir: tmp, Steady: &ts, HeldOut: named})
 		if err != nil {
 			return fmt.Errorf("home steady: %w", err)
 		}
@@ -124,15 +141,27 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 		for _, n := range units {
 			cell := "-"
 			for _, p := range pts {
-				if p.N == n {
-					e, x := homecount.Err(p.Combined, p.Truth())
+				if p.N != n {
+					continue
+				}
+				var est, want []int
+				for i, st := range p.Steady {
+					if st >= 0 {
+						est, want = append(est, st), append(want, p.Truth()[i])
+					}
+				}
+				if len(est) > 0 {
+					e, x := homecount.Err(est, want)
 					cell = fmt.Sprintf("%.1f%%", 100*e)
 					worst = max(worst, e)
 					exact += x
-					judged += p.Homes
+					judged += len(est)
+				}
+				if p.Unnamed > 0 {
+					cell += fmt.Sprintf(" %du", p.Unnamed)
 				}
 			}
-			row += fmt.Sprintf(" %7s", cell)
+			row += fmt.Sprintf(" %*s", width, cell)
 		}
 		fmt.Fprintf(out, "%s %7s %d/%d\n", row, fmt.Sprintf("%.1f%%", 100*worst), exact, judged)
 	}

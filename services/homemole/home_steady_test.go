@@ -38,6 +38,15 @@ func TestHomeSteadyCommand(t *testing.T) {
 	if strings.Count(s, "\n") != 31+1+3+1 {
 		t.Errorf("home steady printed %d lines, want a row per type (31), the table's title, head and row", strings.Count(s, "\n"))
 	}
+	// Held out: each home names the type from the captures it did not
+	// draw on; with 10 captures none is left for n = 10.
+	out.Reset()
+	if err := runHome(context.Background(), log, &out, []string{"steady", "--from-dir", data, "--device", "Lightify", "--units", "1,9,10", "--homes", "2", "--held-out"}); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if s := out.String(); !strings.Contains(s, "Lightify                    0.0%        0.0%        - 2u    0.0% 4/4") {
+		t.Errorf("home steady --held-out printed:\n%s", s)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -45,6 +54,7 @@ func TestHomeSteadyCommand(t *testing.T) {
 		{[]string{"steady"}, "--from-dir"},
 		{[]string{"steady", "--from-dir", data, "--units", "0"}, "--units"},
 		{[]string{"steady", "--from-dir", data, "--device", "NoSuch"}, "no such device folder"},
+		{[]string{"steady", "--from-dir", data, "--view", "vpn"}, "tunnel"},
 		{[]string{"pairs", "--from-dir", data, "--pair", "EdimaxCam1"}, "A,B"},
 		{[]string{"pairs", "--from-dir", data, "--pair", "EdimaxCam1,NoSuch"}, "no device folder NoSuch"},
 		{[]string{"pairs", "--from-dir", data, "--window", "5m"}, "within the duration"},
