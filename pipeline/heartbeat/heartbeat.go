@@ -260,18 +260,25 @@ func Trains(beats []Beat, p Profile, spread float64, fromNs, toNs int64) int {
 // ReadBeats reads the outbound beats of a capture decoded with home;
 // keep, when not nil, picks the packets (a device's MAC on a LAN tap).
 func ReadBeats(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]Beat, error) {
-	var out []Beat
-	_, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
-		if keep != nil && !keep(p) {
-			return nil
-		}
-		if b, ok := BeatOf(p); ok {
-			out = append(out, b)
-		}
-		return nil
-	})
+	out, err := ReadAs(ctx, path, home, keep, BeatOf)
 	if err != nil {
 		return nil, fmt.Errorf("heartbeats of %s: %w", path, err)
 	}
 	return out, nil
+}
+
+// ReadAs reads what as makes of the packets of a capture decoded with
+// home (those it takes); keep, when not nil, picks the packets first.
+func ReadAs[T any](ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool, as func(*schemas.Packet) (T, bool)) ([]T, error) {
+	var out []T
+	_, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
+		if keep != nil && !keep(p) {
+			return nil
+		}
+		if v, ok := as(p); ok {
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
 }

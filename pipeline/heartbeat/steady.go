@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
 )
@@ -216,16 +215,7 @@ func Eligibility(perCapture map[string][]map[Service]int, cfg SteadyConfig) []Ty
 // ReadFlows reads the outbound flow packets of a capture decoded with
 // home; keep, when not nil, picks the packets (a device's MAC on a LAN tap).
 func ReadFlows(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]FlowPacket, error) {
-	var out []FlowPacket
-	_, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
-		if keep != nil && !keep(p) {
-			return nil
-		}
-		if f, ok := FlowPacketOf(p); ok {
-			out = append(out, f)
-		}
-		return nil
-	})
+	out, err := ReadAs(ctx, path, home, keep, FlowPacketOf)
 	if err != nil {
 		return nil, fmt.Errorf("flows of %s: %w", path, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/realhome"
@@ -46,16 +45,7 @@ func hostPacketOf(p *schemas.Packet) (hostPacket, bool) {
 }
 
 func readHostPackets(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]hostPacket, error) {
-	var out []hostPacket
-	_, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
-		if keep != nil && !keep(p) {
-			return nil
-		}
-		if hp, ok := hostPacketOf(p); ok {
-			out = append(out, hp)
-		}
-		return nil
-	})
+	out, err := heartbeat.ReadAs(ctx, path, home, keep, hostPacketOf)
 	if err != nil {
 		return nil, fmt.Errorf("hosts of %s: %w", path, err)
 	}

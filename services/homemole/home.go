@@ -192,3 +192,26 @@ func parseUnits(s string) ([]int, error) {
 	}
 	return out, nil
 }
+
+// parseHomeMeasure checks the flags home count and home steady share: the
+// n to measure, how many homes of what, drawn on which captures, seen how.
+func parseHomeMeasure(cmd, unitsFlag string, homes, others int, duration time.Duration, sessions, view string) ([]int, realhome.Split, gateway.Mode, error) {
+	units, err := parseUnits(unitsFlag)
+	if err != nil {
+		return nil, "", "", cli.Usagef("%s: --units: %v", cmd, err)
+	}
+	if homes < 1 || others < 0 || duration <= 0 {
+		return nil, "", "", cli.Usagef("%s: --homes from 1, --others from 0 and a positive --duration", cmd)
+	}
+	split, err := realhome.ParseSplit(sessions)
+	if err != nil {
+		return nil, "", "", cli.Usagef("%s: --sessions: %v", cmd, err)
+	}
+	var mode gateway.Mode
+	if view != "lan" {
+		if mode, err = gateway.ParseMode(view); err != nil {
+			return nil, "", "", cli.Usagef("%s: --view: %v (or lan)", cmd, err)
+		}
+	}
+	return units, split, mode, nil
+}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/detect"
-	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/homecount"
 	"github.com/homemole/homemole/pipeline/realhome"
@@ -74,26 +73,13 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	if *dir == "" || *device == "" {
 		return cli.Usagef("home count needs --from-dir DIR and --device TYPE")
 	}
-	units, err := parseUnits(*unitsFlag)
+	units, split, mode, err := parseHomeMeasure("home count", *unitsFlag, *homes, *others, *duration, *sessions, *view)
 	if err != nil {
-		return cli.Usagef("home count: --units: %v", err)
-	}
-	if *homes < 1 || *others < 0 || *duration <= 0 {
-		return cli.Usagef("home count: --homes from 1, --others from 0 and a positive --duration")
-	}
-	split, err := realhome.ParseSplit(*sessions)
-	if err != nil {
-		return cli.Usagef("home count: --sessions: %v", err)
+		return err
 	}
 	learnSplit, err := realhome.ParseSplit(*learn)
 	if err != nil {
 		return cli.Usagef("home count: --learn: %v", err)
-	}
-	var mode gateway.Mode
-	if *view != "lan" {
-		if mode, err = gateway.ParseMode(*view); err != nil {
-			return cli.Usagef("home count: --view: %v (or lan)", err)
-		}
 	}
 	devs, err := realhome.LoadDevices(*dir)
 	if err != nil {

@@ -52,25 +52,12 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	if *dir == "" {
 		return cli.Usagef("home steady needs --from-dir DIR")
 	}
-	units, err := parseUnits(*unitsFlag)
+	units, split, mode, err := parseHomeMeasure("home steady", *unitsFlag, *homes, *others, *duration, *sessions, *view)
 	if err != nil {
-		return cli.Usagef("home steady: --units: %v", err)
+		return err
 	}
-	if *homes < 1 || *others < 0 || *duration <= 0 {
-		return cli.Usagef("home steady: --homes from 1, --others from 0 and a positive --duration")
-	}
-	split, err := realhome.ParseSplit(*sessions)
-	if err != nil {
-		return cli.Usagef("home steady: --sessions: %v", err)
-	}
-	var mode gateway.Mode
-	if *view != "lan" {
-		if mode, err = gateway.ParseMode(*view); err != nil {
-			return cli.Usagef("home steady: --view: %v (or lan)", err)
-		}
-		if mode == gateway.VPN {
-			return cli.Usagef("home steady: --view vpn: a tunnel carries every connection inside one, so there are none to count; home count measures the heartbeat and sequence-profile counters there")
-		}
+	if mode == gateway.VPN {
+		return cli.Usagef("home steady: --view vpn: a tunnel carries every connection inside one, so there are none to count; home count measures the heartbeat and sequence-profile counters there")
 	}
 	devs, err := realhome.LoadDevices(*dir)
 	if err != nil {
