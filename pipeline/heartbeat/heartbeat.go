@@ -6,6 +6,11 @@
 // at a phase of its own, and real units' clocks drift apart, so the phases
 // stay distinct. The count is the number of heartbeat trains: chains of
 // beats one period apart, followed through the drift.
+//
+// Where a type keeps one cloud connection per unit, timing is not needed
+// at all: steady.go counts the connections, which stay apart beyond a NAPT
+// (each gets an external port of its own), and decides from the types'
+// own captures which types that holds for.
 package heartbeat
 
 import (
