@@ -118,7 +118,7 @@ func (ck captureKeys) signature(model []string, skip []string) Signature {
 	return sig
 }
 
-// Hosts counts the LAN hosts of a model that send anything between fromNs
+// countHosts counts the LAN hosts of a model that send anything between fromNs
 // and toNs. On a LAN tap every unit has a MAC of its own, so identical
 // units are as many hosts; what has to hold is that each is known for what
 // it is: a host is of the model when it sends a packet of sig anywhere in
@@ -127,7 +127,7 @@ func (ck captureKeys) signature(model []string, skip []string) Signature {
 // on a live tap knows by then: it misses a unit in the window it appears
 // in when its first packets are DHCP and ARP). The gateway is the home's
 // infrastructure, never a unit.
-func Hosts(pkts []hostPacket, sig Signature, gateway schemas.MAC, fromNs, toNs int64, live bool) int {
+func countHosts(pkts []hostPacket, sig Signature, gateway schemas.MAC, fromNs, toNs int64, live bool) int {
 	known := map[schemas.MAC]bool{}
 	for _, p := range pkts {
 		if (!live || p.TsNs < toNs) && sig[p.Key] && p.Host != gateway {
@@ -158,7 +158,7 @@ type PairConfig struct {
 }
 
 // PairResult counts the windows where both units were active (each sent a
-// packet) and those counted 2, by the whole capture and live (Hosts); Said
+// packet) and those counted 2, by the whole capture and live (countHosts); Said
 // is how many such windows got each count (by the whole capture).
 type PairResult struct {
 	Windows, Right, RightLive int
@@ -245,13 +245,13 @@ func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairR
 			if active < 2 {
 				continue
 			}
-			n := Hosts(pkts, sig, h.GatewayMAC, from, to, false)
+			n := countHosts(pkts, sig, h.GatewayMAC, from, to, false)
 			res.Windows++
 			res.Said[n]++
 			if n == 2 {
 				res.Right++
 			}
-			if Hosts(pkts, sig, h.GatewayMAC, from, to, true) == 2 {
+			if countHosts(pkts, sig, h.GatewayMAC, from, to, true) == 2 {
 				res.RightLive++
 			}
 		}
