@@ -6,6 +6,11 @@
 // at a phase of its own, and real units' clocks drift apart, so the phases
 // stay distinct. The count is the number of heartbeat trains: chains of
 // beats one period apart, followed through the drift.
+//
+// Where a type keeps one cloud connection per unit, timing is not needed
+// at all: steady.go counts the connections, which stay apart beyond a NAPT
+// (each gets an external port of its own), and decides from the types'
+// own captures which types that holds for.
 package heartbeat
 
 import (
@@ -29,15 +34,17 @@ type Key struct {
 	IPLen     uint16
 }
 
-func (k Key) String() string {
-	proto := fmt.Sprintf("proto %d", k.Transport)
-	switch k.Transport {
+func (k Key) String() string { return fmt.Sprintf("%s len %d", Service{k.Transport, k.Port}, k.IPLen) }
+
+func (s Service) String() string {
+	proto := fmt.Sprintf("proto %d", s.Transport)
+	switch s.Transport {
 	case 6:
 		proto = "tcp"
 	case 17:
 		proto = "udp"
 	}
-	return fmt.Sprintf("%s/%d len %d", proto, k.Port, k.IPLen)
+	return fmt.Sprintf("%s/%d", proto, s.Port)
 }
 
 // Beat is one outbound packet, a heartbeat candidate.
@@ -258,18 +265,25 @@ func Trains(beats []Beat, p Profile, spread float64, fromNs, toNs int64) int {
 // ReadBeats reads the outbound beats of a capture decoded with home;
 // keep, when not nil, picks the packets (a device's MAC on a LAN tap).
 func ReadBeats(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]Beat, error) {
-	var out []Beat
-	_, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
-		if keep != nil && !keep(p) {
-			return nil
-		}
-		if b, ok := BeatOf(p); ok {
-			out = append(out, b)
-		}
-		return nil
-	})
+	out, err := ReadAs(ctx, path, home, keep, BeatOf)
 	if err != nil {
 		return nil, fmt.Errorf("heartbeats of %s: %w", path, err)
 	}
 	return out, nil
+}
+
+// ReadAs reads what as makes of the packets of a capture decoded with
+// home (those it takes); keep, when not nil, picks the packets first.
+func ReadAs[T any](ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool, as func(*schemas.Packet) (T, bool)) ([]T, error) {
+	var out []T
+	_, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
+		if keep != nil && !keep(p) {
+			return nil
+		}
+		if v, ok := as(p); ok {
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
 }

@@ -3,11 +3,17 @@
 // seen beyond the emulated NAPT, each counted by the heartbeat estimator and
 // by a sequence-profile counter, and the two combined.
 //
-// How the two combine: heartbeat trains alive at one time are distinct
+// How the estimators combine: a type that steady connections count
+// (heartbeat.Eligibility: one steady cloud connection per unit, in 90 % of
+// its captures, of a service no other type shares unless it too keeps one
+// per unit) is counted by them alone: each unit's connection is a flow of
+// its own on either side of a NAPT, so nothing has to be told apart by
+// timing. Through a VPN tunnel, which hides the connections, and for any
+// other type: heartbeat trains alive at one time are distinct
 // units (each keeps a phase of its own, and real units' clocks drift apart
 // rather than together), so the heartbeat count is a lower bound that holds
-// where the sequence-profile counter sees too little of a sparse device. The
-// combined count is the larger of the two; a type without a heartbeat (none
+// where the sequence-profile counter sees too little of a sparse device; the
+// count is the larger of the two, and a type without a heartbeat (none
 // learned from its training sessions) is counted by its sequence profiles
 // alone. The members of an identical pair are counted by the sum of their
 // types' counters.
@@ -53,10 +59,23 @@ type Config struct {
 	Seed     uint64
 	// Dir holds the assembled captures while they are counted.
 	Dir string
+	// Steady, when set and eligible, counts by steady connections of its
+	// service; the units it is judged against are those of its family.
+	Steady *heartbeat.TypeService
+	// HeldOut, when set with Steady, decides per home again whether the
+	// type is eligible and by which service, from every capture but the
+	// home's own: a home it does not name that way gets no steady count
+	// (Point.Unnamed), and its combined count falls back to the others'.
+	HeldOut *CaptureServices
 }
 
-// Truth is n once per home, what the estimates are judged against.
+// Truth is, per home, the units the estimates are judged against: n, and
+// any unit of a type of the counted family that the home drew among its
+// other devices.
 func (p Point) Truth() []int {
+	if len(p.Want) == p.Homes {
+		return p.Want
+	}
 	t := make([]int, p.Homes)
 	for i := range t {
 		t[i] = p.N
@@ -69,8 +88,14 @@ type Point struct {
 	N     int
 	Homes int
 	// Estimates per home: heartbeat trains (-1: the type has no
-	// heartbeat), sequence-profile count (-1: no counter), combined.
-	HB, SP, Combined []int
+	// heartbeat), sequence-profile count (-1: no counter), steady
+	// connections (-1: the type is not counted by them), combined.
+	HB, SP, Steady, Combined []int
+	// Want is, per home, the units of the counted types (Truth).
+	Want []int
+	// Unnamed counts the homes whose held-out captures did not make the
+	// type eligible by its service (Config.HeldOut).
+	Unnamed int
 	// Active is, per home, the most units of the type active at one
 	// instant (between a unit's first and last packet): the number a
 	// count at one time can reach, as units' sessions overlap in part.
@@ -94,9 +119,14 @@ func Err(est, truth []int) (meanErr float64, exact int) {
 	return meanErr / float64(max(len(est), 1)), exact
 }
 
-// Combine is the count the two estimators give together (see the package
+// Combine is the count the estimators give together (see the package
 // comment); -1 marks an estimator that had nothing to say.
-func Combine(hb, sp int) int { return max(hb, sp, 0) }
+func Combine(hb, sp, steady int) int {
+	if steady >= 0 {
+		return steady
+	}
+	return max(hb, sp, 0)
+}
 
 // WANHome is the home side of a gateway's WAN capture: its one address.
 func WANHome() features.HomeConfig {
@@ -144,6 +174,32 @@ func Run(ctx context.Context, devs []realhome.Device, profiles []heartbeat.Profi
 				return out, fmt.Errorf("count %s: write %s: %w", cfg.Device, path, err)
 			}
 			from, to := h.Start.UnixNano(), h.Start.Add(h.Duration).UnixNano()
+			st := -1
+			// A tunnel carries every connection inside one: beyond a VPN
+			// gateway there are no connections to tell apart.
+			named := cfg.Steady != nil && cfg.Steady.Eligible && cfg.View != gateway.VPN
+			if named && cfg.HeldOut != nil {
+				var used []string
+				for _, u := range h.Units {
+					used = append(used, u.Session)
+				}
+				named = false
+				for _, ts := range cfg.HeldOut.Eligibility(used) {
+					if ts.Device == cfg.Device && ts.Eligible && ts.Service == cfg.Steady.Service {
+						named = true
+					}
+				}
+				if !named {
+					pt.Unnamed++
+				}
+			}
+			if named {
+				flows, err := heartbeat.ReadFlows(ctx, path, home, nil)
+				if err != nil {
+					return out, err
+				}
+				st = heartbeat.Steady(flows, []heartbeat.Service{cfg.Steady.Service}, heartbeat.DefaultSteady(), from, to)
+			}
 			hb := -1
 			if len(profiles) > 0 {
 				beats, err := heartbeat.ReadBeats(ctx, path, home, nil)
@@ -167,15 +223,32 @@ func Run(ctx context.Context, devs []realhome.Device, profiles []heartbeat.Profi
 				}
 			}
 			os.Remove(path)
+			counted := []string{cfg.Device, cfg.Also}
+			if cfg.Steady != nil && cfg.Steady.Eligible {
+				counted = append(counted, cfg.Steady.Family...)
+			}
 			pt.Active = append(pt.Active, mostActive(h, cfg.Device, cfg.Also))
+			pt.Want = append(pt.Want, unitsOf(h, counted))
 			pt.HB = append(pt.HB, hb)
 			pt.SP = append(pt.SP, spN)
-			pt.Combined = append(pt.Combined, Combine(hb, spN))
+			pt.Steady = append(pt.Steady, st)
+			pt.Combined = append(pt.Combined, Combine(hb, spN, st))
 			pt.Homes++
 		}
 		out = append(out, pt)
 	}
 	return out, nil
+}
+
+// unitsOf is how many units of the devices named the home holds.
+func unitsOf(h *realhome.Home, devices []string) int {
+	n := 0
+	for _, u := range h.Units {
+		if u.Device != "" && slices.Contains(devices, u.Device) {
+			n++
+		}
+	}
+	return n
 }
 
 // mostActive is the most units of the devices named active at one time.
@@ -208,18 +281,82 @@ func mostActive(h *realhome.Home, devices ...string) int {
 // LearnEarly learns a device's heartbeats from its captures of split, its
 // own packets (by MAC) decoded with the private ranges as the home.
 func LearnEarly(ctx context.Context, d realhome.Device, split realhome.Split) ([]heartbeat.Profile, error) {
-	var hc features.HomeConfig
-	for _, p := range campaign.DefaultLANNets {
-		hc.LANNets = append(hc.LANNets, netip.MustParsePrefix(p))
-	}
 	var sessions [][]heartbeat.Beat
 	for _, f := range split.Pick(d.Files) {
 		mac := d.MAC
-		bs, err := heartbeat.ReadBeats(ctx, f, hc, func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+		bs, err := heartbeat.ReadBeats(ctx, f, privateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
 		if err != nil {
 			return nil, err
 		}
 		sessions = append(sessions, bs)
 	}
 	return heartbeat.Learn(d.Name, sessions, heartbeat.DefaultConfig()), nil
+}
+
+// privateHome decodes a device's own capture: the private ranges are home.
+func privateHome() features.HomeConfig {
+	var hc features.HomeConfig
+	for _, p := range campaign.DefaultLANNets {
+		hc.LANNets = append(hc.LANNets, netip.MustParsePrefix(p))
+	}
+	return hc
+}
+
+// SteadyEligibility reads every capture of every device (its own packets,
+// by MAC, the device alone) and decides which types steady connections
+// count (heartbeat.Eligibility). It looks at no home: the rule is settled
+// before anything is counted. What it learns of a type is the service
+// (transport and server port) that names it; nothing of it is fit to how
+// many units there are.
+func SteadyEligibility(ctx context.Context, devs []realhome.Device, cfg heartbeat.SteadyConfig) ([]heartbeat.TypeService, error) {
+	cs, err := ReadCaptureServices(ctx, devs, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return cs.Eligibility(nil), nil
+}
+
+// CaptureServices is, per capture, the steady connections its device
+// keeps (heartbeat.SteadyServices), read once so that eligibility can be
+// decided again without the captures a home drew on.
+type CaptureServices struct {
+	cfg    heartbeat.SteadyConfig
+	files  []string // in device order
+	typ    map[string]string
+	byFile map[string]map[heartbeat.Service]int
+}
+
+// ReadCaptureServices reads every capture of every device, its own packets
+// by MAC.
+func ReadCaptureServices(ctx context.Context, devs []realhome.Device, cfg heartbeat.SteadyConfig) (*CaptureServices, error) {
+	cs := &CaptureServices{cfg: cfg, typ: map[string]string{}, byFile: map[string]map[heartbeat.Service]int{}}
+	for _, d := range devs {
+		for _, f := range d.Files {
+			mac := d.MAC
+			flows, err := heartbeat.ReadFlows(ctx, f, privateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+			if err != nil {
+				return nil, fmt.Errorf("steady connections of %s: %w", d.Name, err)
+			}
+			cs.files = append(cs.files, f)
+			cs.typ[f] = d.Name
+			cs.byFile[f] = heartbeat.SteadyServices(flows, cfg)
+		}
+	}
+	return cs, nil
+}
+
+// Eligibility is heartbeat.Eligibility over every capture but those in
+// skip.
+func (cs *CaptureServices) Eligibility(skip []string) []heartbeat.TypeService {
+	per := map[string][]map[heartbeat.Service]int{}
+	for _, f := range cs.files {
+		t := cs.typ[f]
+		if _, ok := per[t]; !ok {
+			per[t] = []map[heartbeat.Service]int{}
+		}
+		if !slices.Contains(skip, f) {
+			per[t] = append(per[t], cs.byFile[f])
+		}
+	}
+	return heartbeat.Eligibility(per, cs.cfg)
 }

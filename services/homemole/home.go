@@ -23,9 +23,13 @@ func runHome(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 			return runHomeAssemble(ctx, log, out, args[1:])
 		case "count":
 			return runHomeCount(ctx, log, out, args[1:])
+		case "steady":
+			return runHomeSteady(ctx, log, out, args[1:])
+		case "pairs":
+			return runHomePairs(ctx, log, out, args[1:])
 		}
 	}
-	return cli.Usagef("home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE")
+	return cli.Usagef("home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR")
 }
 
 func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
@@ -154,4 +158,60 @@ func countDevices(us []realhome.Unit) int {
 		seen[u.Device] = true
 	}
 	return len(seen)
+}
+
+func ints(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+// parseUnits reads "1-5" or "1,2,4".
+func parseUnits(s string) ([]int, error) {
+	if a, b, ok := strings.Cut(s, "-"); ok {
+		lo, err1 := strconv.Atoi(a)
+		hi, err2 := strconv.Atoi(b)
+		if err1 != nil || err2 != nil || lo < 1 || hi < lo || hi > 100 {
+			return nil, fmt.Errorf("%q: want a range such as 1-5 within 1-100", s)
+		}
+		var out []int
+		for n := lo; n <= hi; n++ {
+			out = append(out, n)
+		}
+		return out, nil
+	}
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 || n > 100 {
+			return nil, fmt.Errorf("%q: want counts from 1 to 100 such as 1,2,4 or a range 1-5", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// parseHomeMeasure checks the flags home count and home steady share: the
+// n to measure, how many homes of what, drawn on which captures, seen how.
+func parseHomeMeasure(cmd, unitsFlag string, homes, others int, duration time.Duration, sessions, view string) ([]int, realhome.Split, gateway.Mode, error) {
+	units, err := parseUnits(unitsFlag)
+	if err != nil {
+		return nil, "", "", cli.Usagef("%s: --units: %v", cmd, err)
+	}
+	if homes < 1 || others < 0 || duration <= 0 {
+		return nil, "", "", cli.Usagef("%s: --homes from 1, --others from 0 and a positive --duration", cmd)
+	}
+	split, err := realhome.ParseSplit(sessions)
+	if err != nil {
+		return nil, "", "", cli.Usagef("%s: --sessions: %v", cmd, err)
+	}
+	var mode gateway.Mode
+	if view != "lan" {
+		if mode, err = gateway.ParseMode(view); err != nil {
+			return nil, "", "", cli.Usagef("%s: --view: %v (or lan)", cmd, err)
+		}
+	}
+	return units, split, mode, nil
 }

@@ -8,12 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/detect"
-	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/homecount"
 	"github.com/homemole/homemole/pipeline/realhome"
@@ -51,8 +49,9 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"heartbeats learned from the device's --learn captures: a keepalive of one transport,\n"+
 			"server port and IP length at a steady period, in at least two of them; the count is the\n"+
 			"most heartbeat trains alive at once) and, with --sp-model, by that model's sequence-\n"+
-			"profile counter. Combined: the larger of the two (heartbeat trains alive at once are\n"+
-			"distinct units, a lower bound). --also names the other folder of an identical pair (n\n"+
+			"profile counter. A type that steady connections count (see home steady: one steady\n"+
+			"cloud connection per unit) is counted by them alone; any other, combined: the larger\n"+
+			"of the two (heartbeat trains alive at once are distinct units, a lower bound). --also names the other folder of an identical pair (n\n"+
 			"units split over the two; the sequence-profile count is the sum of the two types'). The\n"+
 			"error is |estimate - n| / n; the most units active at one time (between their first and\n"+
 			"last packet) is shown beside it, as short captures overlap only in part.")
@@ -74,26 +73,13 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	if *dir == "" || *device == "" {
 		return cli.Usagef("home count needs --from-dir DIR and --device TYPE")
 	}
-	units, err := parseUnits(*unitsFlag)
+	units, split, mode, err := parseHomeMeasure("home count", *unitsFlag, *homes, *others, *duration, *sessions, *view)
 	if err != nil {
-		return cli.Usagef("home count: --units: %v", err)
-	}
-	if *homes < 1 || *others < 0 || *duration <= 0 {
-		return cli.Usagef("home count: --homes from 1, --others from 0 and a positive --duration")
-	}
-	split, err := realhome.ParseSplit(*sessions)
-	if err != nil {
-		return cli.Usagef("home count: --sessions: %v", err)
+		return err
 	}
 	learnSplit, err := realhome.ParseSplit(*learn)
 	if err != nil {
 		return cli.Usagef("home count: --learn: %v", err)
-	}
-	var mode gateway.Mode
-	if *view != "lan" {
-		if mode, err = gateway.ParseMode(*view); err != nil {
-			return cli.Usagef("home count: --view: %v (or lan)", err)
-		}
 	}
 	devs, err := realhome.LoadDevices(*dir)
 	if err != nil {
@@ -132,15 +118,26 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	for _, p := range profiles {
 		fmt.Fprintf(out, "%s heartbeat: %s every %s (%d %s captures)\n", *device, p.Key, p.Period.Round(time.Millisecond), p.Sessions, learnSplit)
 	}
+	var steady *heartbeat.TypeService
+	types, err := homecount.SteadyEligibility(ctx, devs, heartbeat.DefaultSteady())
+	if err != nil {
+		return fmt.Errorf("home count: %w", err)
+	}
+	for _, ts := range types {
+		if ts.Device == *device && ts.Eligible && *also == "" {
+			fmt.Fprintf(out, "%s steady connection: %s (one in %d of %d captures), counted with %s\n", *device, ts.Service, ts.One, ts.Captures, strings.Join(ts.Family, ", "))
+			steady = &ts
+		}
+	}
 	pts, err := homecount.Run(ctx, devs, profiles, sp, homecount.Config{Device: *device, Also: *also, Units: units, Homes: *homes,
-		Others: *others, Duration: *duration, Sessions: split, View: mode, Seed: *seed, Dir: tmp})
-	fmt.Fprintf(out, "%-3s %-16s %-28s %-28s %s\n", "n", "most at once", "heartbeat: err, exact", "sp counter: err, exact", "combined: err, exact")
-	var sums [3]float64
-	var exacts, judged [3]int
+		Others: *others, Duration: *duration, Sessions: split, View: mode, Seed: *seed, Dir: tmp, Steady: steady})
+	fmt.Fprintf(out, "%-3s %-16s %-28s %-28s %-28s %s\n", "n", "most at once", "heartbeat: err, exact", "sp counter: err, exact", "steady: err, exact", "combined: err, exact")
+	var sums [4]float64
+	var exacts, judged [4]int
 	for _, p := range pts {
 		row := fmt.Sprintf("%-3d %-16s", p.N, ints(p.Active))
-		for i, est := range [][]int{p.HB, p.SP, p.Combined} {
-			if est[0] < 0 && i < 2 {
+		for i, est := range [][]int{p.HB, p.SP, p.Steady, p.Combined} {
+			if est[0] < 0 && i < 3 {
 				row += fmt.Sprintf(" %-28s", "-")
 				continue
 			}
@@ -152,9 +149,9 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 		}
 		fmt.Fprintln(out, strings.TrimRight(row, " "))
 	}
-	if judged[2] > 0 {
-		fmt.Fprintf(out, "mean count error over %d homes:", judged[2])
-		for i, name := range []string{"heartbeat", "sp", "combined"} {
+	if judged[3] > 0 {
+		fmt.Fprintf(out, "mean count error over %d homes:", judged[3])
+		for i, name := range []string{"heartbeat", "sp", "steady", "combined"} {
 			if judged[i] > 0 {
 				fmt.Fprintf(out, " %s %.1f %% (%d exact)", name, 100*sums[i]/float64(judged[i]), exacts[i])
 			}
@@ -166,37 +163,4 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	}
 	log.Debug("home count done", "device", *device)
 	return nil
-}
-
-func ints(v []int) string {
-	s := make([]string, len(v))
-	for i, x := range v {
-		s[i] = strconv.Itoa(x)
-	}
-	return strings.Join(s, ",")
-}
-
-// parseUnits reads "1-5" or "1,2,4".
-func parseUnits(s string) ([]int, error) {
-	if a, b, ok := strings.Cut(s, "-"); ok {
-		lo, err1 := strconv.Atoi(a)
-		hi, err2 := strconv.Atoi(b)
-		if err1 != nil || err2 != nil || lo < 1 || hi < lo || hi > 100 {
-			return nil, fmt.Errorf("%q: want a range such as 1-5 within 1-100", s)
-		}
-		var out []int
-		for n := lo; n <= hi; n++ {
-			out = append(out, n)
-		}
-		return out, nil
-	}
-	var out []int
-	for _, p := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n < 1 || n > 100 {
-			return nil, fmt.Errorf("%q: want counts from 1 to 100 such as 1,2,4 or a range 1-5", p)
-		}
-		out = append(out, n)
-	}
-	return out, nil
 }

@@ -16,7 +16,8 @@ import (
 )
 
 // TestHomeCountCommand measures heartbeat counting of Lightify units (its
-// heartbeat learned from its early captures) in homes of its later ones.
+// heartbeat learned from its early captures) in homes of its later ones,
+// and its steady-connection count, which the combined count then is.
 func TestHomeCountCommand(t *testing.T) {
 	data := sentineldata.Need(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -26,7 +27,8 @@ func TestHomeCountCommand(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	s := out.String()
-	if !strings.Contains(s, "Lightify heartbeat: udp/80") || strings.Count(s, "\n") != 5 || !strings.Contains(s, "mean count error over 4 homes: heartbeat") {
+	if !strings.Contains(s, "Lightify heartbeat: udp/80") || !strings.Contains(s, "Lightify steady connection: udp/80") || strings.Count(s, "\n") != 6 ||
+		!strings.Contains(s, "mean count error over 4 homes: heartbeat") || !strings.Contains(s, "steady 0.0 % (4 exact) combined 0.0 % (4 exact)") {
 		t.Fatalf("home count printed:\n%s", s)
 	}
 	t.Log(s)

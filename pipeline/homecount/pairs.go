@@ -1,0 +1,260 @@
+package homecount
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/heartbeat"
+	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/schemas"
+)
+
+// Signature is what the hosts of one device model send on a LAN and no
+// other model does: the keys (transport, destination port, IP length) that
+// at least two of its captures show, less those that any capture of
+// another type shows (DHCP, IGMP, DNS to the router and the like, and what
+// a look-alike of the same platform sends too: WeMo's switches, Insight
+// switches and Link share a cloud and most of its message sizes). The two folders of an
+// identical pair are one model, so their captures learn one signature.
+type Signature map[heartbeat.Key]bool
+
+// MinSignatureCaptures is how many captures must show a key for it to be
+// in a signature: one capture's key may be that session's chance.
+const MinSignatureCaptures = 2
+
+// hostPacket is one packet a LAN host sent, by its MAC.
+type hostPacket struct {
+	TsNs int64
+	Host schemas.MAC
+	Key  heartbeat.Key
+}
+
+// hostPacketOf keeps every frame with a source MAC, ARP included: any
+// frame shows its host is there; only those with a transport can show
+// what it is.
+func hostPacketOf(p *schemas.Packet) (hostPacket, bool) {
+	if p.SrcMAC.IsZero() {
+		return hostPacket{}, false
+	}
+	return hostPacket{TsNs: p.TsNs, Host: p.SrcMAC, Key: heartbeat.Key{Transport: p.Transport, Port: p.DPort, IPLen: p.IPLen}}, true
+}
+
+func readHostPackets(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]hostPacket, error) {
+	out, err := heartbeat.ReadAs(ctx, path, home, keep, hostPacketOf)
+	if err != nil {
+		return nil, fmt.Errorf("hosts of %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// captureKeys is, per capture, the keys its device sent (the device
+// alone, by its MAC), and which type each capture is of.
+type captureKeys struct {
+	keys map[string]map[heartbeat.Key]bool
+	typ  map[string]string
+}
+
+func readCaptureKeys(ctx context.Context, devs []realhome.Device) (captureKeys, error) {
+	ck := captureKeys{keys: map[string]map[heartbeat.Key]bool{}, typ: map[string]string{}}
+	for _, d := range devs {
+		for _, f := range d.Files {
+			mac := d.MAC
+			pkts, err := readHostPackets(ctx, f, privateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+			if err != nil {
+				return ck, fmt.Errorf("signature: %w", err)
+			}
+			keys := map[heartbeat.Key]bool{}
+			for _, p := range pkts {
+				keys[p.Key] = true
+			}
+			ck.keys[f], ck.typ[f] = keys, d.Name
+		}
+	}
+	return ck, nil
+}
+
+// signature learns the model of the types named from every capture but
+// those in skip (a home's own sessions).
+func (ck captureKeys) signature(model []string, skip []string) Signature {
+	// seen[type][key]: captures of the type (a pair's folders one type)
+	// that show the key.
+	seen := map[string]map[heartbeat.Key]int{}
+	for f, keys := range ck.keys {
+		if slices.Contains(skip, f) {
+			continue
+		}
+		t := ck.typ[f]
+		if slices.Contains(model, t) {
+			t = ""
+		}
+		if seen[t] == nil {
+			seen[t] = map[heartbeat.Key]int{}
+		}
+		for k := range keys {
+			seen[t][k]++
+		}
+	}
+	sig := Signature{}
+	for k, n := range seen[""] {
+		if n < MinSignatureCaptures || k.Transport == 0 {
+			continue
+		}
+		shared := false
+		for t, m := range seen {
+			if t != "" && m[k] > 0 {
+				shared = true
+				break
+			}
+		}
+		if !shared {
+			sig[k] = true
+		}
+	}
+	return sig
+}
+
+// countHosts counts the LAN hosts of a model that send anything between fromNs
+// and toNs. On a LAN tap every unit has a MAC of its own, so identical
+// units are as many hosts; what has to hold is that each is known for what
+// it is: a host is of the model when it sends a packet of sig anywhere in
+// the capture (a unit's signature packets may well fall in other windows
+// than the one counted), or, live, at any time before toNs (what a counter
+// on a live tap knows by then: it misses a unit in the window it appears
+// in when its first packets are DHCP and ARP). The gateway is the home's
+// infrastructure, never a unit.
+func countHosts(pkts []hostPacket, sig Signature, gateway schemas.MAC, fromNs, toNs int64, live bool) int {
+	known := map[schemas.MAC]bool{}
+	for _, p := range pkts {
+		if (!live || p.TsNs < toNs) && sig[p.Key] && p.Host != gateway {
+			known[p.Host] = true
+		}
+	}
+	hosts := map[schemas.MAC]bool{}
+	for _, p := range pkts {
+		if p.TsNs >= fromNs && p.TsNs < toNs && known[p.Host] {
+			hosts[p.Host] = true
+		}
+	}
+	return len(hosts)
+}
+
+// PairConfig says how an identical pair is measured: homes on the LAN with
+// one unit of each folder and Others other devices, in windows of Window
+// every Step.
+type PairConfig struct {
+	A, B     string
+	Homes    int
+	Others   int
+	Duration time.Duration
+	Window   time.Duration
+	Step     time.Duration
+	Seed     uint64
+	Dir      string
+}
+
+// PairResult counts the windows where both units were active (each sent a
+// packet) and those counted 2, by the whole capture and live (countHosts); Said
+// is how many such windows got each count (by the whole capture).
+type PairResult struct {
+	Windows, Right, RightLive int
+	Said                      map[int]int
+}
+
+// RunPair measures counting an identical pair: per home, the signature is
+// learned from the captures that the home did not draw on (held out:
+// nothing of its units' sessions is used, the pair's or the others'), and
+// in every window where both units are active the count is the hosts
+// sending the signature.
+func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairResult, error) {
+	res := PairResult{Said: map[int]int{}}
+	ck, err := readCaptureKeys(ctx, devs)
+	if err != nil {
+		return res, err
+	}
+	byName := map[string]realhome.Device{}
+	for _, d := range devs {
+		byName[d.Name] = d
+	}
+	for _, name := range []string{cfg.A, cfg.B} {
+		if _, ok := byName[name]; !ok {
+			return res, fmt.Errorf("pair %s/%s: no device folder %s", cfg.A, cfg.B, name)
+		}
+	}
+	if cfg.Window <= 0 || cfg.Step <= 0 {
+		return res, fmt.Errorf("pair %s/%s: window %s every %s: want positive lengths", cfg.A, cfg.B, cfg.Window, cfg.Step)
+	}
+	for k := range cfg.Homes {
+		seed := cfg.Seed + uint64(k)
+		h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: 2 + cfg.Others, Units: map[string]int{cfg.A: 1, cfg.B: 1},
+			Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed})
+		if err != nil {
+			return res, fmt.Errorf("pair %s/%s: %w", cfg.A, cfg.B, err)
+		}
+		var used []string
+		pairUnits := map[schemas.MAC]bool{}
+		for _, u := range h.Units {
+			used = append(used, u.Session)
+			if u.Device == cfg.A || u.Device == cfg.B {
+				pairUnits[u.MAC] = true
+			}
+		}
+		sig := ck.signature([]string{cfg.A, cfg.B}, used)
+		path := filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k))
+		f, err := os.Create(path)
+		if err != nil {
+			return res, fmt.Errorf("pair %s/%s: %w", cfg.A, cfg.B, err)
+		}
+		err = h.WritePcap(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return res, fmt.Errorf("pair %s/%s: write %s: %w", cfg.A, cfg.B, path, err)
+		}
+		pkts, err := readHostPackets(ctx, path, h.HomeConfig(), nil)
+		os.Remove(path)
+		if err != nil {
+			return res, err
+		}
+		// Active: the unit sent any frame in the window (the truth, from
+		// the home's own frames, not from what the counter reads).
+		sent := map[schemas.MAC][]int64{}
+		for _, p := range h.Packets {
+			if len(p.Data) < 12 {
+				continue
+			}
+			src := schemas.MAC(p.Data[6:12])
+			if pairUnits[src] {
+				sent[src] = append(sent[src], p.TsNs)
+			}
+		}
+		start, end := h.Start.UnixNano(), h.Start.Add(h.Duration).UnixNano()
+		for from := start; from+int64(cfg.Window) <= end; from += int64(cfg.Step) {
+			to := from + int64(cfg.Window)
+			active := 0
+			for _, ts := range sent {
+				if slices.ContainsFunc(ts, func(t int64) bool { return t >= from && t < to }) {
+					active++
+				}
+			}
+			if active < 2 {
+				continue
+			}
+			n := countHosts(pkts, sig, h.GatewayMAC, from, to, false)
+			res.Windows++
+			res.Said[n]++
+			if n == 2 {
+				res.Right++
+			}
+			if countHosts(pkts, sig, h.GatewayMAC, from, to, true) == 2 {
+				res.RightLive++
+			}
+		}
+	}
+	return res, nil
+}
