@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -19,6 +21,7 @@ import (
 // IoT Sentinel captures' gateway (00:b5:6d:06:08:ba) comes out for most of
 // them. --gateway-mac and --lan-net override, and then nothing is inferred.
 func TestBuildFromDirInfersHome(t *testing.T) {
+	sentineldata.Need(t)
 	if _, err := os.Stat(sentinelDir); err != nil {
 		t.Skipf("real captures not beside the project: %v", err)
 	}

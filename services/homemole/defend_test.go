@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/services/internal/cli"
@@ -19,6 +21,7 @@ import (
 // defended capture holds as many packets as printed, the truth names every
 // crossing LAN packet once and nothing else for the dummies.
 func TestDefendCommand(t *testing.T) {
+	sentineldata.Need(t)
 	in := filepath.Join(sentinelDir, "D-LinkCam", "Setup-A-1-STA.pcap")
 	if _, err := os.Stat(in); err != nil {
 		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)

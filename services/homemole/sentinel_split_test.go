@@ -5,12 +5,15 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
+
+	"github.com/homemole/homemole/internal/sentineldata"
 )
 
 // splitDevices lays out two folders like the IoT Sentinel set, linking
 // every other capture of each device into the test folder and the rest
 // into the training folder.
 func splitDevices(t *testing.T, devices ...string) (train, test string, testFiles []string) {
+	sentineldata.Need(t)
 	t.Helper()
 	root := t.TempDir()
 	train, test = filepath.Join(root, "train"), filepath.Join(root, "test")

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -17,6 +19,7 @@ import (
 // command on three IoT Sentinel devices and checks the JSON rows: one per
 // defence, with issue 19's fields, costs only where a defence adds them.
 func TestStudyDefensesCommand(t *testing.T) {
+	sentineldata.Need(t)
 	if _, err := os.Stat(sentinelDir); err != nil {
 		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
 	}

@@ -12,12 +12,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homemole/homemole/internal/sentineldata"
+
 	"github.com/homemole/homemole/pipeline/sweep"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
 // sweepSpec writes a spec over a few small IoT Sentinel devices.
 func sweepSpec(t *testing.T, body string) string {
+	sentineldata.Need(t)
 	t.Helper()
 	dir := t.TempDir()
 	for _, d := range []string{"SmarterCoffee", "iKettle2", "HomeMaticPlug"} {
