@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -55,6 +58,9 @@ type defenceRow struct {
 	// rate is the WAN's data packets per second, inbound [0] and
 	// outbound [1], from the first real packet's departure to the last's.
 	rate [2]float64
+	// wgPad is what WireGuard's own padding (plaintext to a multiple of
+	// 16 bytes) would add to the same real packets' WireGuard bytes.
+	wgPad float64
 }
 
 // parseLabDefence parses a defence the lab runs for real: pad:N or
@@ -273,6 +279,16 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 	}
 	var undefended, defended []defense.Packet
 	var perDir [2]int
+	var wgPadded, wgBare int
+	for i := range wan {
+		if truth[i] >= 0 {
+			n := tun[tunTruth[i]].h.Len
+			wgPadded += gateway.PayloadSize(gateway.WireGuard, n)
+			wgBare += gateway.PayloadSize(gateway.WireGuard, 0) + n
+		}
+	}
+	// Per packet, the Ethernet, IP and UDP headers come on top of both.
+	r.wgPad = float64(wgPadded-wgBare) / float64(wgBare+len(reals)*(14+gateway.OuterUDPOverhead))
 	first, last := reals[0].at, reals[0].at
 	for _, x := range reals {
 		k := 0
@@ -361,6 +377,71 @@ func emulatedCost(ctx context.Context, lanPath string, spec defense.Spec) (defen
 		return c, fmt.Errorf("defend the emulated WAN view of %s: %w", lanPath, err)
 	}
 	return c, nil
+}
+
+// defencesMain runs each defence of list in a fresh lab and prints the
+// table; none, when listed, must come first.
+func defencesMain(ctx context.Context, in, list, outDir string, lim limits) error {
+	var specs []string
+	for _, d := range strings.Split(list, ",") {
+		d = strings.TrimSpace(d)
+		if _, err := parseLabDefence(d); err != nil {
+			return err
+		}
+		specs = append(specs, d)
+	}
+	if err := install(ctx); err != nil {
+		return err
+	}
+	removeStale()
+	s, err := loadInput(in, lim)
+	if err != nil {
+		return err
+	}
+	printScript(s, in)
+	if len(s.flows) == 0 {
+		return errors.New("nothing to replay")
+	}
+	keep := outDir != ""
+	if !keep {
+		if outDir, err = os.MkdirTemp("", "gatewaylab-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(outDir)
+	}
+	if spec, _ := parseLabDefence(specs[0]); !spec.IsZero() {
+		return fmt.Errorf("--defenses %s: start with none: its tunnel delay is the others' undefended time", list)
+	}
+	var rows []defenceRow
+	var base *[2]time.Duration
+	for i, d := range specs {
+		dir := filepath.Join(outDir, "defense-"+strings.NewReplacer(":", "-", "+", "_").Replace(d))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		fmt.Printf("\n== %s\n", d)
+		r, err := runDefended(ctx, s, d, dir, base)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d, err)
+		}
+		fmt.Printf("%d LAN packets (%d crossed in no WAN packet, %d in several); tunnel order %s; %d WAN packets neither real nor dummies; WAN data packets/s in %.1f out %.1f\n",
+			r.lan, r.lost, r.dup, r.orderNote, r.other, r.rate[0], r.rate[1])
+		if spec, _ := parseLabDefence(d); spec.Pad > 0 {
+			fmt.Printf("padding: %d real WAN packets not at their bucket's size or with a trailer that does not give their tunnel datagram's\n", r.padWrong)
+		}
+		if i == 0 {
+			base = &r.base
+			fmt.Printf("tunnel's own delay: inbound %s, outbound %s (median); WireGuard's own padding (plaintext to 16 bytes) would add %.1f %% to these packets' WireGuard bytes\n",
+				r.base[0], r.base[1], 100*r.wgPad)
+		}
+		rows = append(rows, r)
+	}
+	fmt.Println()
+	printDefences(os.Stdout, rows)
+	if keep {
+		fmt.Printf("captures in %s\n", outDir)
+	}
+	return nil
 }
 
 // printDefences prints the lab's costs beside the emulator's.

@@ -81,6 +81,7 @@ func main() {
 	maxGap := flag.Duration("max-gap", time.Second, "shorten idle gaps of the capture to this")
 	maxPayload := flag.Int("max-payload", 1300, "cap payload sizes (bytes), so that no packet is fragmented or resegmented")
 	outDir := flag.String("out", "", "keep the captures, truth and pairs here (default: a temp dir, removed)")
+	defences := flag.String("defenses", "", "instead of --modes, run these defences for real through the OpenVPN (AES-256-GCM) gateway, comma-separated: none (first: its tunnel delay is the others' undefended time), pad:N, pad:mtu, cbr:RATE, joined by + (pad:mtu+cbr:40); prints their costs beside the emulator's for the same LAN traffic")
 	ipv6 := flag.Bool("ipv6", false, "give the device a global IPv6 address ("+devAddr6+", its /64 routed through the tunnel) and replay every other flow over IPv6 to "+inetAddr6+"; OpenVPN modes only")
 	flag.Parse()
 	if *dryRun {
@@ -98,6 +99,15 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	if *defences != "" {
+		if err := defencesMain(ctx, *in, *defences, *outDir, limits{
+			maxPackets: *maxPackets, maxLength: *maxLength, maxGap: *maxGap, minPayload: 8, maxPayload: *maxPayload,
+		}); err != nil {
+			fmt.Fprintln(os.Stderr, "gatewaylab:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := mainErr(ctx, *in, *modes, *outDir, *ipv6, limits{
 		maxPackets: *maxPackets, maxLength: *maxLength, maxGap: *maxGap, minPayload: 8, maxPayload: *maxPayload,
 	}); err != nil {
