@@ -123,7 +123,7 @@ func TestDefencesInLab(t *testing.T) {
 //     a loaded machine), sized like the last real packet the tap saw, which
 //     may be a slot older than the emulator's; the first and the last slot
 //     fall differently around the real packets. Runs on a machine at a
-//     load of 12 to 17 came within 1 %.
+//     load of 12 to 17 came within 1.1 %.
 func overheadTolerance(spec defense.Spec) (byteTol, pktTol float64) {
 	if spec.CBR > 0 {
 		return 0.10, 0.10
