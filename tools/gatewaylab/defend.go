@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -114,24 +113,12 @@ func runDefended(ctx context.Context, s *script, text, dir string, base *[2]time
 	}
 	p := func(n string) string { return filepath.Join(dir, n) }
 	lanPath, wanPath, tunPath, net0Path := p("lan.pcap"), p("wan.pcap"), p("tun.pcap"), p("isp-net0.pcap")
-	var stops []func() (string, error)
-	stopAll := func() error {
-		var first error
-		for _, st := range stops {
-			if _, err := st(); err != nil && first == nil {
-				first = err
-			}
-		}
-		stops = nil
-		return first
-	}
-	defer stopAll()
+	var caps captureSet
+	defer caps.stop()
 	for _, c := range [][3]string{{l.gw, "lan0", lanPath}, {l.gw, "wan0", wanPath}, {l.gw, l.tun, tunPath}, {l.isp, "net0", net0Path}} {
-		st, err := l.tcpdump(ctx, c[0], c[1], c[2])
-		if err != nil {
+		if err := caps.start(ctx, l, c[0], c[1], c[2]); err != nil {
 			return r, err
 		}
-		stops = append(stops, st)
 	}
 	if shp != nil {
 		shp.sending.Store(true)
@@ -149,7 +136,7 @@ func runDefended(ctx context.Context, s *script, text, dir string, base *[2]time
 		shp.sending.Store(false)
 	}
 	time.Sleep(time.Second)
-	if err := stopAll(); err != nil {
+	if err := caps.stop(); err != nil {
 		return r, err
 	}
 	if shim != nil {
@@ -329,20 +316,8 @@ type wanSize struct {
 }
 
 func readWANSizes(path string) ([]wanSize, error) {
-	src, err := capture.OpenFile(path)
-	if err != nil {
-		return nil, err
-	}
-	defer src.Close()
 	var out []wanSize
-	for {
-		fr, err := src.Next()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
+	err := eachFrame(path, func(fr capture.Frame) {
 		w := wanSize{ts: fr.CI.Timestamp.UnixNano(), wire: fr.CI.Length}
 		if h, err := gateway.ParseHeader(fr.LinkType, fr.Data); err == nil {
 			w.ipLen, w.src = h.Len, h.Src
@@ -353,7 +328,8 @@ func readWANSizes(path string) ([]wanSize, error) {
 			}
 		}
 		out = append(out, w)
-	}
+	})
+	return out, err
 }
 
 // emulatedCost runs the emulator's OpenVPN gateway (AES-256-GCM) on the
@@ -390,27 +366,14 @@ func defencesMain(ctx context.Context, in, list, outDir string, lim limits) erro
 		}
 		specs = append(specs, d)
 	}
-	if err := install(ctx); err != nil {
-		return err
-	}
-	removeStale()
-	s, err := loadInput(in, lim)
-	if err != nil {
-		return err
-	}
-	printScript(s, in)
-	if len(s.flows) == 0 {
-		return errors.New("nothing to replay")
-	}
-	keep := outDir != ""
-	if !keep {
-		if outDir, err = os.MkdirTemp("", "gatewaylab-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(outDir)
-	}
 	if spec, _ := parseLabDefence(specs[0]); !spec.IsZero() {
 		return fmt.Errorf("--defenses %s: start with none: its tunnel delay is the others' undefended time", list)
+	}
+	keep := outDir != ""
+	s, outDir, cleanup, err := prepare(ctx, in, outDir, lim)
+	defer cleanup()
+	if err != nil {
+		return err
 	}
 	var rows []defenceRow
 	var base *[2]time.Duration
