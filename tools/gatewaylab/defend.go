@@ -38,8 +38,11 @@ type defenceRow struct {
 	spec     string
 	lab, emu defense.Cost
 	// lan counts the LAN packets; lost those no WAN packet carries, dup
-	// those more than one carries (both must be 0).
-	lan, lost, dup int
+	// those more than one carries, unarrived those the VPN server's net0
+	// never saw (what the home sends leaves there for the internet), and
+	// reordered the real WAN packets that left before an earlier packet
+	// of their flow (all must be 0).
+	lan, lost, dup, unarrived, reordered int
 	// other counts WAN packets neither real nor dummies.
 	other int
 	// padWrong counts real WAN packets of a padded run whose size is not
@@ -205,6 +208,19 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 		out bool
 	}
 	var dummies []dummy
+	type flowKey struct {
+		proto      uint8
+		src, dst   netip.Addr
+		sport, dpt uint16
+	}
+	// lastOf is, per flow, the latest place (a LAN index outbound, a net0
+	// index inbound) of a packet already on the WAN.
+	lastOf := map[flowKey]int64{}
+	for _, m := range atServer {
+		if m < 0 {
+			r.unarrived++
+		}
+	}
 	for i, w := range wan {
 		if truth[i] < 0 {
 			t := tunTruth[i]
@@ -226,6 +242,15 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 			}
 			pre = net0[m].ts
 		}
+		h := lan[li].h
+		k, at := flowKey{h.Proto, h.Src, h.Dst, h.SrcPort, h.DstPort}, li
+		if !out {
+			at = atServer[li]
+		}
+		if last, ok := lastOf[k]; ok && at < last {
+			r.reordered++
+		}
+		lastOf[k] = max(lastOf[k], at)
 		inner := gateway.PayloadSize(gateway.AES256GCM, tun[tunTruth[i]].h.Len)
 		if spec.Pad > 0 {
 			n, err := shim.innerLen(w.udp)
@@ -387,8 +412,8 @@ func defencesMain(ctx context.Context, in, list, outDir string, lim limits) erro
 		if err != nil {
 			return fmt.Errorf("%s: %w", d, err)
 		}
-		fmt.Printf("%d LAN packets (%d crossed in no WAN packet, %d in several); tunnel order %s; %d WAN packets neither real nor dummies; WAN data packets/s in %.1f out %.1f\n",
-			r.lan, r.lost, r.dup, r.orderNote, r.other, r.rate[0], r.rate[1])
+		fmt.Printf("%d LAN packets (%d crossed in no WAN packet, %d in several, %d never reached the VPN server's net0, %d reordered within their flow); tunnel order %s; %d WAN packets neither real nor dummies; WAN data packets/s in %.1f out %.1f\n",
+			r.lan, r.lost, r.dup, r.unarrived, r.reordered, r.orderNote, r.other, r.rate[0], r.rate[1])
 		if spec, _ := parseLabDefence(d); spec.Pad > 0 {
 			fmt.Printf("padding: %d real WAN packets not at their bucket's size or with a trailer that does not give their tunnel datagram's\n", r.padWrong)
 		}
