@@ -19,7 +19,23 @@ const hueBridge = "../../../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA
 // WAN --mode vpn` does, must be right for at least 99.5 % of the WAN
 // packets, scored against the payload ground truth.
 func TestTunSideIPv6(t *testing.T) {
-	ctx := labReady(t, "the gateway lab creates network namespaces, runs OpenVPN and tcpdump: run as root (go tool task test does on CI)", 3*time.Minute)
+	labTurn(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the gateway lab creates network namespaces, runs OpenVPN and tcpdump: run as root (go tool task test does on CI)")
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		for _, p := range debPackages {
+			if _, err := exec.LookPath(p[0]); err != nil {
+				t.Skipf("the gateway lab needs %s (Debian package %s), and there is no apt-get to install it", p[0], p[1])
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	removeStale()
 	s, err := loadScript(hueBridge, limits{maxPackets: 2000, maxLength: 30 * time.Second, maxGap: time.Second, minPayload: 8, maxPayload: 1300})
 	if err != nil {
 		t.Fatal(err)
@@ -51,32 +67,6 @@ func TestTunSideIPv6(t *testing.T) {
 			}
 		})
 	}
-}
-
-// labReady skips a lab test unless its turn has come (labTurn), it runs
-// as root (else it skips saying why) and the lab's commands are there or
-// can be installed; it installs what is missing, removes stale namespaces
-// and returns a context that ends after limit.
-func labReady(t *testing.T, whyRoot string, limit time.Duration) context.Context {
-	t.Helper()
-	labTurn(t)
-	if os.Geteuid() != 0 {
-		t.Skip(whyRoot)
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		for _, p := range debPackages {
-			if _, err := exec.LookPath(p[0]); err != nil {
-				t.Skipf("the gateway lab needs %s (Debian package %s), and there is no apt-get to install it", p[0], p[1])
-			}
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	t.Cleanup(cancel)
-	if err := install(ctx); err != nil {
-		t.Fatal(err)
-	}
-	removeStale()
-	return ctx
 }
 
 // labTurn skips a lab test inside a parallel `go test ./...` of go tool
