@@ -136,3 +136,26 @@ func overheadTolerance(spec defense.Spec) (byteTol, pktTol float64) {
 	}
 	return 0.01, 0
 }
+
+// TestParseLabDefence: the lab takes the defences it can run for real and
+// refuses the others, saying where they run.
+func TestParseLabDefence(t *testing.T) {
+	for text, want := range map[string]string{
+		"none":           "",
+		"pad:mtu":        "",
+		"pad:128+cbr:40": "",
+		"stp:5":          "emulator only",
+		"mimic:Aria":     "emulator only",
+		"vpn-pad":        "emulator only",
+		"cbr:500":        "at most cbr:200",
+		"pad:0":          "want pad:mtu or pad:N",
+	} {
+		_, err := parseLabDefence(text)
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: %v", text, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: error %v, want one saying %q", text, err, want)
+		}
+	}
+}
