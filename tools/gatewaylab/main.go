@@ -81,6 +81,7 @@ func main() {
 	maxGap := flag.Duration("max-gap", time.Second, "shorten idle gaps of the capture to this")
 	maxPayload := flag.Int("max-payload", 1300, "cap payload sizes (bytes), so that no packet is fragmented or resegmented")
 	outDir := flag.String("out", "", "keep the captures, truth and pairs here (default: a temp dir, removed)")
+	defences := flag.String("defenses", "", "instead of --modes, run these defences for real through the OpenVPN (AES-256-GCM) gateway, comma-separated: none (first: its tunnel delay is the others' undefended time), pad:N, pad:mtu, cbr:RATE, joined by + (pad:mtu+cbr:40); prints their costs beside the emulator's for the same LAN traffic")
 	ipv6 := flag.Bool("ipv6", false, "give the device a global IPv6 address ("+devAddr6+", its /64 routed through the tunnel) and replay every other flow over IPv6 to "+inetAddr6+"; OpenVPN modes only")
 	flag.Parse()
 	if *dryRun {
@@ -98,6 +99,15 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	if *defences != "" {
+		if err := defencesMain(ctx, *in, *defences, *outDir, limits{
+			maxPackets: *maxPackets, maxLength: *maxLength, maxGap: *maxGap, minPayload: 8, maxPayload: *maxPayload,
+		}); err != nil {
+			fmt.Fprintln(os.Stderr, "gatewaylab:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := mainErr(ctx, *in, *modes, *outDir, *ipv6, limits{
 		maxPackets: *maxPackets, maxLength: *maxLength, maxGap: *maxGap, minPayload: 8, maxPayload: *maxPayload,
 	}); err != nil {
@@ -106,26 +116,36 @@ func main() {
 	}
 }
 
-func mainErr(ctx context.Context, in, modes, outDir string, ipv6 bool, lim limits) error {
+// prepare installs what the lab runs, removes stale namespaces, loads the
+// script and makes the output folder: outDir, or a temporary one that
+// cleanup removes.
+func prepare(ctx context.Context, in, outDir string, lim limits) (s *script, dir string, cleanup func(), err error) {
+	cleanup = func() {}
 	if err := install(ctx); err != nil {
-		return err
+		return nil, "", cleanup, err
 	}
 	removeStale()
-	s, err := loadInput(in, lim)
-	if err != nil {
-		return err
+	if s, err = loadInput(in, lim); err != nil {
+		return nil, "", cleanup, err
 	}
 	printScript(s, in)
 	if len(s.flows) == 0 {
-		return errors.New("nothing to replay")
+		return nil, "", cleanup, errors.New("nothing to replay")
 	}
+	if outDir != "" {
+		return s, outDir, cleanup, os.MkdirAll(outDir, 0o755)
+	}
+	if dir, err = os.MkdirTemp("", "gatewaylab-"); err != nil {
+		return nil, "", cleanup, err
+	}
+	return s, dir, func() { os.RemoveAll(dir) }, nil
+}
+
+func mainErr(ctx context.Context, in, modes, outDir string, ipv6 bool, lim limits) error {
 	keep := outDir != ""
-	if !keep {
-		if outDir, err = os.MkdirTemp("", "gatewaylab-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(outDir)
-	} else if err := os.MkdirAll(outDir, 0o755); err != nil {
+	s, outDir, cleanup, err := prepare(ctx, in, outDir, lim)
+	defer cleanup()
+	if err != nil {
 		return err
 	}
 	var rows []row
@@ -280,6 +300,31 @@ func (l *lab) tcpdump(ctx context.Context, ns, iface, path string) (func() (stri
 	}, nil
 }
 
+// captureSet is a run's tcpdumps, stopped together.
+type captureSet []func() (string, error)
+
+func (c *captureSet) start(ctx context.Context, l *lab, ns, iface, path string) error {
+	st, err := l.tcpdump(ctx, ns, iface, path)
+	if err != nil {
+		return err
+	}
+	*c = append(*c, st)
+	return nil
+}
+
+// stop stops every capture still running and returns the first error, a
+// capture that lost packets; a second call does nothing.
+func (c *captureSet) stop() error {
+	var first error
+	for _, st := range *c {
+		if _, err := st(); err != nil && first == nil {
+			first = err
+		}
+	}
+	*c = nil
+	return first
+}
+
 func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool) (r row, err error) {
 	r.mode, r.cipher, r.ipv6 = mode, cipher, ipv6
 	l := newLab(false, ipv6)
@@ -292,28 +337,16 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 	}
 	tunnel, overTCP := mode != "napt", mode == "vpn-tcp"
 	lanPath, wanPath, tunPath := filepath.Join(dir, "lan.pcap"), filepath.Join(dir, "wan.pcap"), filepath.Join(dir, "tun.pcap")
-	var stops []func() (string, error)
-	stopAll := func() error {
-		var first error
-		for _, st := range stops {
-			if _, err := st(); err != nil && first == nil {
-				first = err
-			}
-		}
-		stops = nil
-		return first
-	}
-	defer stopAll()
-	caps := [][2]string{{"lan0", lanPath}, {"wan0", wanPath}}
+	var caps captureSet
+	defer caps.stop()
+	ifaces := [][2]string{{"lan0", lanPath}, {"wan0", wanPath}}
 	if tunnel {
-		caps = append(caps, [2]string{l.tun, tunPath})
+		ifaces = append(ifaces, [2]string{l.tun, tunPath})
 	}
-	for _, c := range caps {
-		st, err := l.tcpdump(ctx, l.gw, c[0], c[1])
-		if err != nil {
+	for _, c := range ifaces {
+		if err := caps.start(ctx, l, l.gw, c[0], c[1]); err != nil {
 			return r, err
 		}
-		stops = append(stops, st)
 	}
 	rs, err := l.replay(ctx, s.withIPv6(ipv6))
 	if err != nil {
@@ -322,7 +355,7 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 	r.replayed, r.flows6 = rs.sent.Load(), rs.v6
 	// Let the last packets reach every tap before tcpdump stops.
 	time.Sleep(time.Second)
-	if err := stopAll(); err != nil {
+	if err := caps.stop(); err != nil {
 		return r, err
 	}
 	fmt.Printf("replayed %d flows (%d UDP, %d TCP, %d over IPv6), %d payloads sent", rs.flows, rs.udp, rs.tcp, rs.v6, r.replayed)

@@ -62,6 +62,9 @@ type lab struct {
 	// ipv6 gives the device, the gateway's LAN and the internet host
 	// global IPv6 addresses; the WAN link stays IPv4 only.
 	ipv6 bool
+	// padded puts OpenVPN behind the padding shim (padShim): its ends
+	// talk to their shims on loopback.
+	padded bool
 }
 
 func newLab(verbose, ipv6 bool) *lab { return newLabNamed(verbose, ipv6, "") }

@@ -71,7 +71,13 @@ func (l *lab) startVPN(ctx context.Context, dir, cipher string, tcp bool) error 
 	}
 	common := []string{"--dev", "tun0", "--dev-type", "tun", "--verb", "3",
 		"--ca", p("ca.crt"), "--reneg-sec", "0", "--persist-tun"}
-	server := append(append(priority(ctx), "openvpn", "--mode", "server", "--tls-server", "--port", "1194", "--local", ispWANAddr,
+	// Behind the padding shim each end talks to its shim on loopback, and
+	// the shims carry the tunnel across the WAN (padShim).
+	local, remote := ispWANAddr, ispWANAddr
+	if l.padded {
+		local, remote = "127.0.0.1", "127.0.0.1"
+	}
+	server := append(append(priority(ctx), "openvpn", "--mode", "server", "--tls-server", "--port", "1194", "--local", local,
 		"--server", tunNet, "255.255.255.0", "--topology", "subnet",
 		"--cert", p("server.crt"), "--key", p("server.key"), "--dh", "none",
 		"--log", p("server.log"), "--writepid", p("server.pid")), common...)
@@ -88,7 +94,7 @@ func (l *lab) startVPN(ctx context.Context, dir, cipher string, tcp bool) error 
 		}
 		server = append(server, "--server-ipv6", tunNet6, "--route-ipv6", lanNet6, "--client-config-dir", ccd)
 	}
-	client := append(append(priority(ctx), "openvpn", "--client", "--remote", ispWANAddr, "1194", "--nobind",
+	client := append(append(priority(ctx), "openvpn", "--client", "--remote", remote, "1194", "--nobind",
 		"--remote-cert-tls", "server", "--cert", p("client.crt"), "--key", p("client.key"),
 		"--route-nopull", "--log", p("client.log"), "--writepid", p("client.pid")), common...)
 	client = append(append(client, opts...), "--proto", proto[1])

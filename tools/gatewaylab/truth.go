@@ -27,22 +27,29 @@ type capPkt struct {
 	tcpPayload []byte
 }
 
-// readCap reads a capture whole; isOut says which packets leave the home.
-func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
+// eachFrame calls fn with every frame of a capture, in order.
+func eachFrame(path string, fn func(capture.Frame)) error {
 	src, err := capture.OpenFile(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer src.Close()
-	var out []capPkt
 	for {
 		fr, err := src.Next()
 		if err == io.EOF {
-			return out, nil
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
+		fn(fr)
+	}
+}
+
+// readCap reads a capture whole; isOut says which packets leave the home.
+func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
+	var out []capPkt
+	err := eachFrame(path, func(fr capture.Frame) {
 		p := capPkt{idx: int64(fr.Offset), ts: fr.CI.Timestamp.UnixNano()}
 		h, err := gateway.ParseHeader(fr.LinkType, fr.Data)
 		if err == nil {
@@ -61,7 +68,8 @@ func readCap(path string, isOut func(gateway.Header) bool) ([]capPkt, error) {
 			}
 		}
 		out = append(out, p)
-	}
+	})
+	return out, err
 }
 
 // packetKey names a packet the same way on both sides of a translation.
