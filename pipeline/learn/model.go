@@ -59,6 +59,24 @@ func (m *Model) Config() Config { return m.cfg }
 // NumClasses returns the number of device classes the model predicts.
 func (m *Model) NumClasses() int { return m.numClasses }
 
+// Params counts the model's weights. Training holds four floats for each:
+// the weight, its gradient and Adam's two moments.
+func (m *Model) Params() int64 {
+	var n int64
+	for _, t := range m.vs.Variables() {
+		size, err := t.Size()
+		if err != nil {
+			continue
+		}
+		k := int64(1)
+		for _, d := range size {
+			k *= d
+		}
+		n += k
+	}
+	return n
+}
+
 // Device names where the model's weights live: "cpu" or "cuda:N".
 func (m *Model) Device() string {
 	if m.device.IsCuda() {

@@ -83,7 +83,7 @@ type dataParallel struct {
 func (dp *dataParallel) start(copies int) error {
 	m := dp.m
 	if m.device.IsCuda() {
-		return errors.New("data-parallel training runs on the CPU only: one GPU takes the whole batch (drop --parallel data)")
+		return errors.New("data-parallel training runs on the CPU only: one GPU takes the whole batch (drop --thread-mode data)")
 	}
 	dp.names = trainableNames(m)
 	dp.vars = [][]ts.Tensor{varsByName(m, dp.names)}
