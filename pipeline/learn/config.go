@@ -50,6 +50,9 @@ type Config struct {
 	// Threads sets libtorch's intra-op thread count (process-wide) when > 0;
 	// 0 leaves libtorch's default.
 	Threads int
+	// Parallel is how Threads > 1 are used on the CPU: ParallelIntraOp
+	// ("" too) or ParallelData. Not part of the model.
+	Parallel string `json:"-"`
 	// Device is where training runs: cpu, cuda, cuda:N, or auto ("" too:
 	// the first GPU when libtorch sees one). Not part of the model: a
 	// checkpoint loads on whichever device its user asks for.
@@ -123,6 +126,11 @@ func (c Config) Validate() error {
 	}
 	if err := CheckDevice(c.Device); err != nil {
 		errs = append(errs, "Device: "+err.Error())
+	}
+	switch c.Parallel {
+	case "", ParallelIntraOp, ParallelData:
+	default:
+		bad("Parallel", fmt.Sprintf("%q", c.Parallel), fmt.Sprintf("%q or %q", ParallelIntraOp, ParallelData))
 	}
 	if c.Threads < 0 {
 		bad("Threads", c.Threads, ">= 0 (0 = libtorch's default)")

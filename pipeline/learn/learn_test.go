@@ -507,6 +507,41 @@ func BenchmarkTrain(b *testing.B) {
 	b.ReportMetric(float64(TorchThreads()), "torch-threads")
 }
 
+// BenchmarkTrainDefault measures training throughput of the model people
+// train (DefaultConfig: frame-length embedding, stream context) at n = 100
+// and batch 64, on 1 thread, on 2 (intra-op) and on 2 copies of the model
+// (data-parallel, one thread each); tools/benchref/blstm_ref.py
+// --model default builds the same model in PyTorch. synthWindows' lengths
+// fill the 512 kept lengths, so the embedding has 514 rows and the stream
+// context 1542 kinds (3 directions x 514), as in the reference.
+func BenchmarkTrainDefault(b *testing.B) {
+	const windows = 640
+	ws := synthWindows(rand.New(rand.NewPCG(9, 9)), windows, 100)
+	for _, run := range []struct {
+		name     string
+		threads  int
+		parallel string
+	}{{"threads=1", 1, ""}, {"threads=2", 2, ParallelIntraOp}, {"data=2", 2, ParallelData}} {
+		b.Run(run.name, func(b *testing.B) {
+			cfg := DefaultConfig()
+			cfg.Epochs, cfg.Threads, cfg.Parallel = 1, run.threads, run.parallel
+			var rate float64
+			for b.Loop() {
+				m, err := Train(context.Background(), cfg, ws, len(devices), func(s EpochStats) { rate = s.WindowsPerSec })
+				if err != nil {
+					b.Fatal(err)
+				}
+				if lr, br := m.feat.lenRows(), m.feat.bagRows(); lr != 514 || br != 3*514 {
+					b.Fatalf("length rows %d, kinds %d: blstm_ref.py --model default has 514 and 1542", lr, br)
+				}
+				m.Close()
+			}
+			b.ReportMetric(rate, "windows/s")
+			b.ReportMetric(float64(TorchThreads()), "torch-threads")
+		})
+	}
+}
+
 // trainPredict trains cfg on train and labels every packet of test.
 func trainPredict(t *testing.T, cfg Config, train, test []*schemas.Window, classes int) [][]int32 {
 	t.Helper()

@@ -59,6 +59,24 @@ func (m *Model) Config() Config { return m.cfg }
 // NumClasses returns the number of device classes the model predicts.
 func (m *Model) NumClasses() int { return m.numClasses }
 
+// Params counts the model's weights. Training holds four floats for each:
+// the weight, its gradient and Adam's two moments.
+func (m *Model) Params() int64 {
+	var n int64
+	for _, t := range m.vs.Variables() {
+		size, err := t.Size()
+		if err != nil {
+			continue
+		}
+		k := int64(1)
+		for _, d := range size {
+			k *= d
+		}
+		n += k
+	}
+	return n
+}
+
 // Device names where the model's weights live: "cpu" or "cuda:N".
 func (m *Model) Device() string {
 	if m.device.IsCuda() {
@@ -354,7 +372,11 @@ func (m *Model) streamContext(sc *Scope, out, present *ts.Tensor) (*ts.Tensor, e
 // the OS thread the caller has locked.
 func startTorch(cfg Config) error {
 	if cfg.Threads > 0 {
-		if err := SetTorchThreads(cfg.Threads); err != nil {
+		intraOp := cfg.Threads
+		if cfg.Parallel == ParallelData {
+			intraOp = 1 // each copy of the model steps on a thread of its own
+		}
+		if err := SetTorchThreads(intraOp); err != nil {
 			return fmt.Errorf("learn: set libtorch threads: %w", err)
 		}
 	}
@@ -488,23 +510,24 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 		streams = m.feat.contextsOf(ws)
 	}
 	weights := ts.None
+	var hostWeights []float32
 	if m.cfg.Balance {
-		w, err := classWeights(ws, m.numClasses, m.device)
+		w, host, err := classWeights(ws, m.numClasses, m.device)
 		if err != nil {
 			return fmt.Errorf("learn: class weights: %w", err)
 		}
 		defer w.MustDrop()
-		weights = w
+		weights, hostWeights = w, host
 	}
 
-	return m.steps(ctx, opt, weights, len(order), progress, func(out chan<- batchOf, stop <-chan struct{}) {
+	return m.steps(ctx, opt, weights, hostWeights, len(order), progress, func(out chan<- batchOf, stop <-chan struct{}) {
 		m.encodeBatches(ws, order, streams, out, stop)
 	})
 }
 
 // steps runs the epochs on the batches produce sends (each epoch's last
 // one marked), windows per epoch being what the figures count.
-func (m *Model) steps(ctx context.Context, opt *ts.COptimizer, weights *ts.Tensor, windows int, progress func(EpochStats), produce func(out chan<- batchOf, stop <-chan struct{})) error {
+func (m *Model) steps(ctx context.Context, opt *ts.COptimizer, weights *ts.Tensor, hostWeights []float32, windows int, progress func(EpochStats), produce func(out chan<- batchOf, stop <-chan struct{})) error {
 	// Batches are shuffled and encoded by a goroutine, prefetch steps
 	// ahead, as PyTorch's DataLoader does: the step (the device's work)
 	// never waits on Go unless encoding is the slower half.
@@ -521,11 +544,11 @@ func (m *Model) steps(ctx context.Context, opt *ts.COptimizer, weights *ts.Tenso
 		<-done
 	}()
 
-	acc, err := newEpochSums(m.device)
+	stepper, err := m.newStepper(opt, weights, hostWeights)
 	if err != nil {
 		return fmt.Errorf("learn: %w", err)
 	}
-	defer acc.free()
+	defer stepper.close()
 	start := time.Now()
 	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
 		epochStart := time.Now()
@@ -542,7 +565,7 @@ func (m *Model) steps(ctx context.Context, opt *ts.COptimizer, weights *ts.Tenso
 				return fmt.Errorf("learn: epoch %d: %w", epoch, b.err)
 			}
 			t = time.Now()
-			if err := m.step(opt, b.e, weights, acc); err != nil {
+			if err := stepper.step(b.e); err != nil {
 				return fmt.Errorf("learn: epoch %d, batch at %d: %w", epoch, b.lo, err)
 			}
 			st.Compute += time.Since(t)
@@ -556,7 +579,7 @@ func (m *Model) steps(ctx context.Context, opt *ts.COptimizer, weights *ts.Tenso
 		// One read per epoch: reading the loss every step would make the
 		// host wait for the GPU every step.
 		t := time.Now()
-		lossSum, correct, err := acc.read()
+		lossSum, correct, err := stepper.read()
 		if err != nil {
 			return fmt.Errorf("learn: epoch %d: read loss and accuracy: %w", epoch, err)
 		}
@@ -686,7 +709,22 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor, acc *epo
 	if err := opt.Step(); err != nil {
 		return fmt.Errorf("optimizer step: %w", err)
 	}
-	scaled, err := sc.Keep(l.MulScalar(sc.scalar(float64(e.labeled)), false))
+	return m.addStats(&sc, l, float64(e.labeled), logits, targets, acc)
+}
+
+// addStats adds to acc loss times labeled (the batch's mean loss, or a
+// share's part of it, times the batch's labeled packets) and the labeled
+// packets predicted right.
+func (m *Model) addStats(sc *Scope, loss *ts.Tensor, labeled float64, logits, targets *ts.Tensor, acc *epochSums) error {
+	// The sum must leave the autograd graph: added as is, every step's
+	// graph (the LSTM's activations among it) hangs off the accumulator
+	// and lives until training ends, about 90 KB a window an epoch.
+	// TestTrainingMemoryFlat fails without the detach.
+	ld, err := sc.Keep(loss.Detach(false))
+	if err != nil {
+		return err
+	}
+	scaled, err := sc.Keep(ld.MulScalar(sc.scalar(labeled), false))
 	if err != nil {
 		return err
 	}
@@ -790,12 +828,33 @@ func (m *Model) clipGradNorm(sc *Scope, max float64) error {
 // of a chatty hub outnumber a scale's a hundred to one, and unweighted the
 // model learns to call every ambiguous packet a hub. Classes without
 // training packets get weight 0 (they never appear as targets anyway).
-func classWeights(ws []*schemas.Window, numClasses int, device gotch.Device) (*ts.Tensor, error) {
+func classWeights(ws []*schemas.Window, numClasses int, device gotch.Device) (*ts.Tensor, []float32, error) {
 	counts := make([]float64, numClasses)
 	for _, w := range ws {
 		countLabels(w, counts)
 	}
-	return classWeightsOf(counts, device)
+	t, err := classWeightsOf(counts, device)
+	return t, balancedWeights(counts), err
+}
+
+// balancedWeights are the class weights classWeightsOf puts on the device.
+func balancedWeights(counts []float64) []float32 {
+	var total, present float64
+	for _, c := range counts {
+		total += c
+	}
+	for _, c := range counts {
+		if c > 0 {
+			present++
+		}
+	}
+	weights := make([]float32, len(counts))
+	for i, c := range counts {
+		if c > 0 {
+			weights[i] = float32(total / (present * c))
+		}
+	}
+	return weights
 }
 
 // countLabels adds w's labeled packets to counts, one per class.
@@ -808,23 +867,8 @@ func countLabels(w *schemas.Window, counts []float64) {
 }
 
 func classWeightsOf(counts []float64, device gotch.Device) (*ts.Tensor, error) {
-	numClasses := len(counts)
-	var total, present float64
-	for _, c := range counts {
-		total += c
-	}
-	for _, c := range counts {
-		if c > 0 {
-			present++
-		}
-	}
-	weights := make([]float32, numClasses)
-	for i, c := range counts {
-		if c > 0 {
-			weights[i] = float32(total / (present * c))
-		}
-	}
-	t, err := tensorOf(weights, []int64{int64(numClasses)}, gotch.Float)
+	weights := balancedWeights(counts)
+	t, err := tensorOf(weights, []int64{int64(len(weights))}, gotch.Float)
 	if err != nil {
 		return nil, err
 	}

@@ -155,15 +155,16 @@ func (m *Model) fitStream(ctx context.Context, src Source, n int, counts []float
 		defer ts.GradSetEnabled(prev)
 	}
 	weights := ts.None
+	var hostWeights []float32
 	if m.cfg.Balance {
 		w, err := classWeightsOf(counts, m.device)
 		if err != nil {
 			return fmt.Errorf("learn: class weights: %w", err)
 		}
 		defer w.MustDrop()
-		weights = w
+		weights, hostWeights = w, balancedWeights(counts)
 	}
-	return m.steps(ctx, opt, weights, labeled, progress, func(out chan<- batchOf, stop <-chan struct{}) {
+	return m.steps(ctx, opt, weights, hostWeights, labeled, progress, func(out chan<- batchOf, stop <-chan struct{}) {
 		m.streamBatches(ctx, src, n, index, out, stop)
 	})
 }

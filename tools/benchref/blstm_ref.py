@@ -24,7 +24,8 @@ import time
 import torch
 from torch import nn
 
-N, CLASSES, PORTS, LENS, KINDS, BAG = 100, 6, 514, 514, 1026, 64
+N, CLASSES, PORTS, LENS, BAG = 100, 6, 514, 514, 64
+KINDS = 3 * LENS  # direction (in, out, local) x frame-length row, as pipeline/learn's bagRows
 
 
 class BLSTM(nn.Module):

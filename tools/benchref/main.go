@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -89,6 +90,12 @@ func run() error {
 		}
 	}
 	rows = append(rows, r)
+
+	defRows, err := defaultModelRows()
+	if err != nil {
+		return err
+	}
+	rows = append(rows, defRows...)
 
 	if err := forestBench(); err != nil {
 		return err
@@ -274,8 +281,76 @@ func goBench(pkg, name, metric, benchtime string) (float64, error) {
 	return strconv.ParseFloat(string(m[1]), 64)
 }
 
-func pytorchRate() (float64, error) {
-	out, err := exec.Command("/usr/bin/python3", "tools/benchref/blstm_ref.py").CombinedOutput()
+// defaultModelRows times the model people train (learn.DefaultConfig:
+// frame-length embedding, stream context) against blstm_ref.py --model
+// default on one thread each, and our trainer on two threads, intra-op
+// and data-parallel, against itself on one. Rounds alternate, best of
+// each, as the paper model's row does. The two-thread figures depend on a
+// second core being free: nproc and the load average are printed beside.
+func defaultModelRows() ([]row, error) {
+	fmt.Println("learn: the default model, one epoch over 640 windows of 100 packets, on 1 thread, 2 intra-op threads and 2 data-parallel copies ...")
+	var best = map[string]float64{}
+	var ref float64
+	why := ""
+	for range 3 {
+		rates, err := goBenchSubs("./pipeline/learn/", "BenchmarkTrainDefault", "windows/s", "1x")
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range rates {
+			best[k] = max(best[k], v)
+		}
+		if r, err := pytorchRate("--model", "default"); err != nil {
+			why = err.Error()
+		} else {
+			ref = max(ref, r)
+		}
+	}
+	for _, sub := range []string{"threads=1", "threads=2", "data=2"} {
+		if best[sub] == 0 {
+			return nil, fmt.Errorf("BenchmarkTrainDefault/%s printed no windows/s", sub)
+		}
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("default model: nproc %d, load average %s\n", runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
+	speedUp := func(ours, ref float64) (bool, string) { return ref > 0 && ours >= 1.5*ref, ">= 1.5x one thread" }
+	return []row{
+		{what: "default BLSTM training (n=100, batch 64, 1 thread)", unit: "windows/s", ours: best["threads=1"], ref: ref, why: why,
+			reference: "PyTorch blstm_ref.py --model default",
+			target:    func(ours, ref float64) (bool, string) { return ref > 0 && ours >= ref, ">= 1.0x PyTorch" }},
+		{what: "default BLSTM, 2 intra-op threads vs 1", unit: "windows/s", ours: best["threads=2"], ref: best["threads=1"],
+			reference: "HomeMole on 1 thread", target: speedUp},
+		{what: "default BLSTM, 2 data-parallel copies vs 1", unit: "windows/s", ours: best["data=2"], ref: best["threads=1"],
+			reference: "HomeMole on 1 thread", target: speedUp},
+	}, nil
+}
+
+// goBenchSubs runs one Go benchmark's sub-benchmarks and returns each
+// one's metric by sub-benchmark name.
+func goBenchSubs(pkg, name, metric, benchtime string) (map[string]float64, error) {
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^"+name+"$", "-benchtime", benchtime, pkg)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w\n%s", name, err, out)
+	}
+	re := regexp.MustCompile(`(?m)^` + name + `/(\S+?)(?:-\d+)?\s.*?([0-9.e+]+) ` + regexp.QuoteMeta(metric))
+	rates := map[string]float64{}
+	for _, m := range re.FindAllSubmatch(out, -1) {
+		v, err := strconv.ParseFloat(string(m[2]), 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%s: %w", name, m[1], err)
+		}
+		rates[string(m[1])] = v
+	}
+	if len(rates) == 0 {
+		return nil, fmt.Errorf("%s printed no %s metric:\n%s", name, metric, out)
+	}
+	return rates, nil
+}
+
+func pytorchRate(args ...string) (float64, error) {
+	out, err := exec.Command("/usr/bin/python3", append([]string{"tools/benchref/blstm_ref.py"}, args...)...).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("PyTorch reference failed (is python3-torch installed?): %v: %s", err, bytes.TrimSpace(out))
 	}
