@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -250,11 +251,7 @@ func buildView(ctx context.Context, cfg Config, env *endpoints.Env, homes []*cam
 // held-out capture session of a device in a home) by majority vote.
 func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 	cell := &Cell{}
-	type key struct {
-		home  string
-		truth int
-	}
-	votes := map[key][]int{}
+	voter := evaluate.NewVoter(labels)
 	right, per, perRight := 0, make([]int, len(labels)), make([]int, len(labels))
 	for i, w := range ws {
 		for k := 0; k < w.Len; k++ {
@@ -272,13 +269,8 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 					perRight[t]++
 				}
 			}
-			kk := key{w.Home, t}
-			if votes[kk] == nil {
-				votes[kk] = make([]int, len(labels))
-			}
-			if p >= 0 && p < len(labels) {
-				votes[kk][p]++
-			}
+			// A unit is one device's packets in one late home.
+			voter.Add(w.Home+"/"+strconv.Itoa(t), t, p)
 		}
 	}
 	if cell.Packets > 0 {
@@ -291,25 +283,8 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 			cell.PerDevice[labels[i]] = float64(perRight[i]) / float64(n)
 		}
 	}
-	var sr, tr int
-	for k, v := range votes {
-		best := 0
-		for j := range v {
-			if v[j] > v[best] {
-				best = j
-			}
-		}
-		if best == k.truth {
-			sr++
-		}
-		if evaluate.TypeOf(labels[best]) == evaluate.TypeOf(labels[k.truth]) {
-			tr++
-		}
-	}
+	votes := voter.Votes()
 	cell.Sessions = len(votes)
-	if cell.Sessions > 0 {
-		cell.SessionAccuracy = float64(sr) / float64(cell.Sessions)
-		cell.TypeSessionAccuracy = float64(tr) / float64(cell.Sessions)
-	}
+	cell.SessionAccuracy, cell.TypeSessionAccuracy = evaluate.SessionAccuracy(votes)
 	return cell
 }
