@@ -23,6 +23,7 @@ import (
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/tools/internal/toolmain"
 )
 
 // Home names say which side of the time split a home is on: training homes
@@ -124,9 +125,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for _, d := range devs {
 		labels = append(labels, d.Name)
 	}
-	ep := endpoints.FromEnv()
-	ep.Home, ep.NATSURL, ep.S3 = filepath.Join(cfg.Dir, "state"), "", ""
-	env, err := endpoints.Open(ctx, ep, "homemole-realnoise", cfg.Log)
+	env, err := toolmain.Embedded(ctx, cfg.Dir, "homemole-realnoise", cfg.Log)
 	if err != nil {
 		return nil, err
 	}
