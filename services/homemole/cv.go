@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -103,6 +104,13 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	if err := os.WriteFile(filepath.Join(dir, "cv.html"), html, 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
+	}
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cv.json"), js, 0o644); err != nil {
+		return fmt.Errorf("write the summary: %w", err)
 	}
 	fmt.Fprintf(out, "\n%s, %s cross-validation over %d folds of %s (windows of %d), %.0f s\n", res.Model, res.Mode, len(res.Folds), res.Dataset, res.Window, res.Seconds)
 	fmt.Fprintf(out, "  %-5s %8s %9s %9s %9s %8s\n", "fold", "windows", "accuracy", "macro F1", "sessions", "types")
