@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,10 +48,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	foldIndex := fs.Int("fold-index", -1, "run only the fold numbered from 0 (a Kubernetes Indexed Job's completion index), and write no summary")
 	gather := fs.Bool("gather", false, "train nothing: write the summary of a run whose folds ran apart")
 	spec := modelflag.Register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := modelflag.InMemory(spec, "cv"); err != nil {
+	if err := parseInMemory(fs, args, spec); err != nil {
 		return err
 	}
 	if *name == "" {
@@ -125,6 +123,15 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	fmt.Fprintf(out, "  report: %s\n", filepath.Join(dir, "cv.html"))
 	return nil
+}
+
+// parseInMemory parses the flags of a command that reads its training
+// windows whole, refusing --max-memory (streamed training) by its name.
+func parseInMemory(fs *flag.FlagSet, args []string, spec *train.Spec) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return modelflag.InMemory(spec, fs.Name())
 }
 
 // parseFolds reads --fold (numbered from 1) and --fold-index (from 0) into
