@@ -165,7 +165,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Meta: train.Meta{Window: cfg.Window, View: cfg.View, Kind: cfg.Kind, Dataset: cfg.TrainDir},
 		Pool: cfg.Pool && cfg.Kind == schemas.KindInd, Store: cfg.Store, Log: cfg.Log,
 		// One vote per test capture, whatever streams its windows came from.
-		VoteBy: func(w *schemas.Window) string { return w.Group },
+		VoteBy: func(w *schemas.Window, _ int) string { return w.Group },
 	}
 	out, err := train.Evaluate(ctx, e)
 	if err != nil {

@@ -52,10 +52,11 @@ type Evaluation struct {
 	SaveAs      string
 	Meta        Meta
 	Calibration Calibration
-	// VoteBy is the unit a session vote is taken over (the Outcome's
-	// Report.Sessions); nil: the stream a window was cut from (one device's
-	// packets of one session in ind windows, the session in noise ones).
-	VoteBy func(*schemas.Window) string
+	// VoteBy is the unit packet i of w votes in (the Outcome's
+	// Report.Sessions hold one vote per unit); nil: the stream w was cut
+	// from (one device's packets of one session in ind windows, the
+	// session in noise ones).
+	VoteBy func(w *schemas.Window, i int) string
 	// Pool gives every packet of an ind window its window's likeliest class
 	// (see PredictPooled).
 	Pool bool
@@ -158,24 +159,20 @@ func (e *Evaluation) judge(preds [][]int32) (*evaluate.Confusion, *evaluate.Vote
 	conf := evaluate.NewConfusion(e.Labels)
 	voter := evaluate.NewVoter(e.Labels)
 	for i, w := range e.Test {
-		unit := streamOf(w)
-		if e.VoteBy != nil {
-			unit = e.VoteBy(w)
-		}
+		stream, _, _ := schemas.SplitWindowID(w.ID)
 		for k := 0; k < w.Len; k++ {
 			t, p := int(w.Label[k]), int(preds[i][k])
 			if err := conf.Add(t, p); err != nil {
 				return nil, nil, fmt.Errorf("window %s: %w", w.ID, err)
 			}
+			unit := stream
+			if e.VoteBy != nil {
+				unit = e.VoteBy(w, k)
+			}
 			voter.Add(unit, t, p)
 		}
 	}
 	return conf, voter, nil
-}
-
-func streamOf(w *schemas.Window) string {
-	stream, _, _ := schemas.SplitWindowID(w.ID)
-	return stream
 }
 
 // save calibrates the unknown-device threshold and stores the model.

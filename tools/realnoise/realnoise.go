@@ -140,11 +140,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		for _, model := range cfg.Models {
 			spec := train.Spec{Name: model, Learn: cfg.Learn}
 			out, err := train.Evaluate(ctx, &train.Evaluation{Spec: spec, Train: trainW, Test: testW, Labels: labels,
-				Report: evaluate.Report{Run: "realnoise-" + view + "-" + model, Dataset: "realnoise-" + view}, Store: env.Store, Log: cfg.Log})
+				Report: evaluate.Report{Run: "realnoise-" + view + "-" + model, Dataset: "realnoise-" + view}, VoteBy: unitOf, Store: env.Store, Log: cfg.Log})
 			if err != nil {
 				return nil, fmt.Errorf("%s/%s: %w", view, model, err)
 			}
-			cell := judge(testW, out.Preds, labels)
+			cell := judge(testW, out.Preds, labels, out.Report.Sessions)
 			cell.View, cell.Model, cell.Paper = view, model, paperNoisy[view][model]
 			cell.TrainWindows, cell.TestWindows = len(trainW), len(testW)
 			res.Cells = append(res.Cells, cell)
@@ -246,11 +246,17 @@ func buildView(ctx context.Context, cfg Config, env *endpoints.Env, homes []*cam
 	return trainW, testW, nil
 }
 
-// judge scores the late homes' packets: per packet, and per unit (one
-// held-out capture session of a device in a home) by majority vote.
-func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
+// unitOf is the unit packet i of w votes in: one device's packets in one
+// late home (a held-out capture session of that device), since a noise
+// window holds every device of its home.
+func unitOf(w *schemas.Window, i int) string {
+	return w.Home + "/" + strconv.Itoa(int(w.Label[i]))
+}
+
+// judge scores the late homes' packets per packet, and per unit from the
+// evaluation's votes (by unitOf).
+func judge(ws []*schemas.Window, preds [][]int32, labels []string, votes []evaluate.SessionVote) *Cell {
 	cell := &Cell{}
-	voter := evaluate.NewVoter(labels)
 	right, per, perRight := 0, make([]int, len(labels)), make([]int, len(labels))
 	for i, w := range ws {
 		for k := 0; k < w.Len; k++ {
@@ -268,8 +274,6 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 					perRight[t]++
 				}
 			}
-			// A unit is one device's packets in one late home.
-			voter.Add(w.Home+"/"+strconv.Itoa(t), t, p)
 		}
 	}
 	if cell.Packets > 0 {
@@ -282,7 +286,6 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 			cell.PerDevice[labels[i]] = float64(perRight[i]) / float64(n)
 		}
 	}
-	votes := voter.Votes()
 	cell.Sessions = len(votes)
 	cell.SessionAccuracy, cell.TypeSessionAccuracy = evaluate.SessionAccuracy(votes)
 	return cell
