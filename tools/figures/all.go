@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/detect/scene"
-	"github.com/homemole/homemole/pipeline/train"
 )
 
 // sentinelDir is where the IoT Sentinel captures lie, relative to the
@@ -98,14 +97,38 @@ func slowRunners(r *reruns) []runner {
 	return rs
 }
 
+// spread is a mean and spread over folds, as train.Spread writes it.
+type spread struct {
+	Mean float64 `json:"mean"`
+	Std  float64 `json:"std"`
+}
+
+// cvSummary is what the figures read of a train.CVResult (cv.json, and
+// each point of study.json). The figures tool reads JSON only, so it does
+// not link libtorch through pipeline/train; a field missing from the file
+// fails the figure rather than reading as 0.
+type cvSummary struct {
+	Accuracy             *spread `json:"accuracy"`
+	MacroF1              *spread `json:"macro_f1"`
+	SessionAccuracy      *spread `json:"session_accuracy"`
+	SessionAccuracyTypes *spread `json:"session_accuracy_types"`
+}
+
+func (c *cvSummary) check(file string) error {
+	if c == nil || c.Accuracy == nil || c.MacroF1 == nil || c.SessionAccuracy == nil || c.SessionAccuracyTypes == nil {
+		return fmt.Errorf("%s lacks accuracy, macro_f1, session_accuracy or session_accuracy_types: not a cross-validation summary this tool reads", file)
+	}
+	return nil
+}
+
 // cvColumns are the four columns of a cross-validation row.
 var cvColumns = []string{"packet", "macro_f1", "sessions", "types"}
 
 // cvFigure formats one column of a cross-validation as the README's CV
 // table states it (mean ± spread over folds).
-func cvFigure(res *train.CVResult, column string, spread bool) string {
-	pct := func(s train.Spread) string {
-		if !spread {
+func cvFigure(res *cvSummary, column string, withSpread bool) string {
+	pct := func(s *spread) string {
+		if !withSpread {
 			return fmt.Sprintf("%.1f %%", 100*s.Mean)
 		}
 		return fmt.Sprintf("%.1f ± %.1f %%", 100*s.Mean, 100*s.Std)
@@ -151,13 +174,17 @@ func cvRunners(r *reruns, view, model string) []runner {
 				if m == nil {
 					return nil, fmt.Errorf("homemole cv printed no report path:\n%s", tail(out))
 				}
-				var res train.CVResult
-				return &res, readJSON(filepath.Join(m[1], "cv.json"), &res)
+				var res cvSummary
+				file := filepath.Join(m[1], "cv.json")
+				if err := readJSON(file, &res); err != nil {
+					return nil, err
+				}
+				return &res, res.check(file)
 			})
 			if err != nil {
 				return "", err
 			}
-			return cvFigure(v.(*train.CVResult), col, true), nil
+			return cvFigure(v.(*cvSummary), col, true), nil
 		}})
 	}
 	return rs
@@ -181,14 +208,18 @@ func studyRunners(r *reruns) []runner {
 						return nil, err
 					}
 					var points []struct {
-						Window int             `json:"window"`
-						CV     *train.CVResult `json:"cv"`
+						Window int        `json:"window"`
+						CV     *cvSummary `json:"cv"`
 					}
-					if err := readJSON(filepath.Join(dir, "study.json"), &points); err != nil {
+					file := filepath.Join(dir, "study.json")
+					if err := readJSON(file, &points); err != nil {
 						return nil, err
 					}
-					byWindow := map[int]*train.CVResult{}
+					byWindow := map[int]*cvSummary{}
 					for _, p := range points {
+						if err := p.CV.check(fmt.Sprintf("%s, window %d", file, p.Window)); err != nil {
+							return nil, err
+						}
 						byWindow[p.Window] = p.CV
 					}
 					return byWindow, nil
@@ -196,7 +227,7 @@ func studyRunners(r *reruns) []runner {
 				if err != nil {
 					return "", err
 				}
-				res := v.(map[int]*train.CVResult)[w]
+				res := v.(map[int]*cvSummary)[w]
 				if res == nil {
 					return "", fmt.Errorf("study.json has no window of %d", w)
 				}
@@ -210,10 +241,10 @@ func studyRunners(r *reruns) []runner {
 // matrixResult is what the figures read of tools/matrix's matrix.json.
 type matrixResult struct {
 	Cells []struct {
-		View     string       `json:"view"`
-		Kind     string       `json:"kind"`
-		Accuracy train.Spread `json:"accuracy"`
-		MacroF1  train.Spread `json:"macro_f1"`
+		View     string `json:"view"`
+		Kind     string `json:"kind"`
+		Accuracy spread `json:"accuracy"`
+		MacroF1  spread `json:"macro_f1"`
 	} `json:"cells"`
 }
 
