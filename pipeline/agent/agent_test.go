@@ -22,8 +22,10 @@ import (
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // key names one packet the way the stream's consumers can: its source and
@@ -86,30 +88,12 @@ func readStream(t *testing.T, c *bus.Conn) stored {
 // order, checking that each message's id is its batch's.
 func eachBatch(t *testing.T, c *bus.Conn, fn func(*schemas.Batch)) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := c.JS.Stream(ctx, schemas.StreamPackets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
-		b, err := schemas.DecodeBatch(m.Data)
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
+	embeddedtest.EachBatch(t, c, schemas.StreamPackets, func(m *jetstream.RawStreamMsg, b *schemas.Batch) {
 		if got, want := m.Header.Get("Nats-Msg-Id"), bus.MsgID(m.Subject, b.MsgID(), nil); got != want {
-			t.Errorf("message %d: id %q, batch says %q", seq, got, want)
+			t.Errorf("message %d: id %q, batch says %q", m.Sequence, got, want)
 		}
 		fn(b)
-	}
+	})
 }
 
 // exactlyOnce fails unless the stream holds every wanted packet once,

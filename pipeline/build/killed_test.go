@@ -11,6 +11,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
@@ -35,26 +36,8 @@ func (p *dyingPublisher) PublishAsync(subject, msgID string, data []byte) (jetst
 // streamSessions counts the packets of each session in the PACKETS stream.
 func streamSessions(t *testing.T, r *liveRig) map[string]int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := r.conn.JS.Stream(ctx, schemas.StreamPackets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]int{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := schemas.DecodeBatch(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, b := range embeddedtest.Batches(t, r.conn, schemas.StreamPackets) {
 		out[b.Session] += len(b.Packets)
 	}
 	return out
@@ -144,32 +127,4 @@ func TestLiveAgentKilled(t *testing.T) {
 			t.Errorf("session %s written %d times", s, n)
 		}
 	}
-}
-
-// readLabeled reads every batch of the LABELED stream.
-func readLabeled(t *testing.T, r *liveRig) []*schemas.Batch {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := r.conn.JS.Stream(ctx, schemas.StreamLabeled)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*schemas.Batch
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := schemas.DecodeBatch(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
-	}
-	return out
 }

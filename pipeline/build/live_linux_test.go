@@ -9,6 +9,7 @@ import (
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/internal/netnstest"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
@@ -75,7 +76,7 @@ func TestLiveGatewayPipeline(t *testing.T) {
 	labeled := map[int32]int{}
 	inLabeled := 0
 	wanLabeled := 0
-	for _, b := range readLabeled(t, r) {
+	for _, b := range embeddedtest.Batches(t, r.conn, schemas.StreamLabeled) {
 		for i, p := range b.Packets {
 			if b.View == "napt" && p.Transport == 17 && p.DPort >= base && p.DPort < base+n {
 				labeled[p.DPort]++

@@ -203,8 +203,8 @@ func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, name
 // judge trains the attack fold by fold and scores its labels of the
 // held-out sessions into row.
 func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions []session, fold []int, row *Row) error {
-	var okSess, okType, okPkt, pkts int
-	devSess, devOK := make([]int, len(names)), make([]int, len(names))
+	var okPkt, pkts int
+	voter := evaluate.NewVoter(names)
 	for f := range cfg.Folds {
 		var train []*schemas.Window
 		var test []session
@@ -232,47 +232,39 @@ func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions [
 		for _, s := range test {
 			pred := all[:len(s.ws)]
 			all = all[len(s.ws):]
-			votes := make([]int, len(names))
+			// A capture of a generated home holds a session per device.
+			unit := s.file + "/" + names[s.device]
 			for wi, w := range s.ws {
 				for i := range w.Len {
 					if w.Label[i] < 0 {
 						continue
 					}
-					votes[pred[wi][i]]++
+					voter.Add(unit, s.device, int(pred[wi][i]))
 					pkts++
 					if int(pred[wi][i]) == s.device {
 						okPkt++
 					}
 				}
 			}
-			guess := 0
-			for c, v := range votes {
-				if v > votes[guess] {
-					guess = c
-				}
-			}
-			row.Sessions++
-			devSess[s.device]++
-			if guess == s.device {
-				okSess++
-				devOK[s.device]++
-			}
-			if evaluate.TypeOf(names[guess]) == evaluate.TypeOf(names[s.device]) {
-				okType++
-			}
 		}
 	}
+	votes := voter.Votes()
+	row.Sessions = len(votes)
 	if row.Sessions == 0 {
 		return fmt.Errorf("no fold had both training and test captures: give devices with %d captures or more", cfg.Folds)
 	}
-	row.SessionAccuracy = float64(okSess) / float64(row.Sessions)
-	row.TypeAccuracy = float64(okType) / float64(row.Sessions)
+	row.SessionAccuracy, row.TypeAccuracy = evaluate.SessionAccuracy(votes)
 	row.PerPacketAccuracy = float64(okPkt) / math.Max(float64(pkts), 1)
+	devSess, devOK := map[string]int{}, map[string]int{}
+	for _, v := range votes {
+		devSess[v.Truth]++
+		if v.Truth == v.Predicted {
+			devOK[v.Truth]++
+		}
+	}
 	row.PerDevice = map[string]float64{}
 	for d, n := range devSess {
-		if n > 0 {
-			row.PerDevice[names[d]] = float64(devOK[d]) / float64(n)
-		}
+		row.PerDevice[d] = float64(devOK[d]) / float64(n)
 	}
 	return nil
 }

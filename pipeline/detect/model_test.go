@@ -60,20 +60,28 @@ func smallModel(t testing.TB) *Model {
 	return m
 }
 
-func TestModelSaveLoadDetect(t *testing.T) {
-	m := smallModel(t)
+// saveAndLoad writes m as a model file and reads it back, as sp train and
+// the detector do; the copy is closed when the test ends.
+func saveAndLoad(t *testing.T, m *Model) (*Model, []byte) {
+	t.Helper()
 	var buf bytes.Buffer
 	if err := m.Save(&buf); err != nil {
 		t.Fatal(err)
 	}
 	back, err := Load(bytes.NewReader(buf.Bytes()))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("load the saved model: %v", err)
 	}
-	defer back.Close()
+	t.Cleanup(back.Close)
+	return back, buf.Bytes()
+}
+
+func TestModelSaveLoadDetect(t *testing.T) {
+	m := smallModel(t)
+	back, file := saveAndLoad(t, m)
 	// A header claiming a window of a billion bins is refused before the
 	// CNNs it describes are allocated.
-	huge := modelfiletest.EditMeta(t, buf.Bytes(), len(modelFile.Magic), func(meta map[string]any) {
+	huge := modelfiletest.EditMeta(t, file, len(modelFile.Magic), func(meta map[string]any) {
 		meta["config"].(map[string]any)["window_bins"] = 1e9
 	})
 	if _, err := Load(bytes.NewReader(huge)); err == nil || !strings.Contains(err.Error(), "corrupt") {
@@ -120,7 +128,7 @@ func TestModelSaveLoadDetect(t *testing.T) {
 	if _, err := m.Detect(ctx, stream, 365*time.Second); err == nil {
 		t.Error("a window of 365 s with 10 s bins was accepted")
 	}
-	if _, err := Load(bytes.NewReader(buf.Bytes()[:100])); err == nil {
+	if _, err := Load(bytes.NewReader(file[:100])); err == nil {
 		t.Error("a truncated model loaded")
 	}
 	if _, err := Load(bytes.NewReader([]byte("not a model at all"))); err == nil {

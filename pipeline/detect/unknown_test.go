@@ -29,15 +29,7 @@ func TestUnknownRuleStoredAndApplied(t *testing.T) {
 	if r.Windows < 100 || r.Sessions != 2 || r.FalseUnknown > openset.DefaultQuantile || r.Score != ScoreExplained {
 		t.Errorf("rule %+v: want over 100 windows of 2 sessions, false unknown at most %g", r, openset.DefaultQuantile)
 	}
-	var buf bytes.Buffer
-	if err := m.Save(&buf); err != nil {
-		t.Fatal(err)
-	}
-	back, err := Load(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer back.Close()
+	back, file := saveAndLoad(t, m)
 	if back.Unknown == nil || *back.Unknown != *r {
 		t.Fatalf("loaded rule %+v, saved %+v", back.Unknown, r)
 	}
@@ -67,7 +59,7 @@ func TestUnknownRuleStoredAndApplied(t *testing.T) {
 		}
 	}
 
-	old := modelfiletest.EditMeta(t, buf.Bytes(), len(modelFile.Magic), func(meta map[string]any) { delete(meta, "unknown") })
+	old := modelfiletest.EditMeta(t, file, len(modelFile.Magic), func(meta map[string]any) { delete(meta, "unknown") })
 	om, err := Load(bytes.NewReader(old))
 	if err != nil {
 		t.Fatalf("a model file without an unknown-device rule: %v", err)
@@ -86,7 +78,7 @@ func TestUnknownRuleStoredAndApplied(t *testing.T) {
 		func(meta map[string]any) { meta["unknown"].(map[string]any)["score"] = "vibes" },
 		func(meta map[string]any) { delete(meta["unknown"].(map[string]any), "score") },
 	} {
-		bad := modelfiletest.EditMeta(t, buf.Bytes(), len(modelFile.Magic), edit)
+		bad := modelfiletest.EditMeta(t, file, len(modelFile.Magic), edit)
 		if _, err := Load(bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "unknown-device") {
 			t.Errorf("a damaged unknown-device rule: %v, want it refused", err)
 		}

@@ -51,6 +51,34 @@ func TestVoter(t *testing.T) {
 	if len(votes) != 2 || votes[0].Predicted != "plug" || votes[0].Packets != 3 || votes[1].Predicted != "plug" || votes[1].Truth != "cam" {
 		t.Fatalf("%+v", votes)
 	}
+	if math.Abs(votes[0].Share-2.0/3) > 1e-12 || votes[0].Votes["plug"] != 2 || votes[0].Votes["cam"] != 1 || len(votes[1].Votes) != 1 {
+		t.Fatalf("shares and votes: %+v", votes)
+	}
+	if d, ty := SessionAccuracy(votes); d != 0.5 || ty != 0.5 {
+		t.Fatalf("session accuracy %.2f (types %.2f), want 0.5", d, ty)
+	}
+	// A tie names the lower class, for sessions and hosts alike.
+	if Commonest([]int{0, 2, 2, 1}) != 1 || Commonest([]int{0, 0}) != 0 {
+		t.Fatal("a tie must go to the lower class")
+	}
+	// A packet of no device has no say.
+	v.Add("s3/gw", -1, 0)
+	if len(v.Votes()) != 2 {
+		t.Fatal("a packet labeled -1 opened a session")
+	}
+}
+
+// TestFamilyVote: a capture taken for its sibling is right as a family,
+// and its confidence counts every packet naming a member.
+func TestFamilyVote(t *testing.T) {
+	v := SessionVote{Truth: "HS100", Predicted: "HS110", Packets: 10, Votes: map[string]int{"HS110": 6, "HS100": 3, "Aria": 1}}
+	fam, conf := v.Family(map[string]string{"HS100": "HS", "HS110": "HS"})
+	if fam != "HS" || math.Abs(conf-0.9) > 1e-12 {
+		t.Fatalf("family %s at %.2f, want HS at 0.9", fam, conf)
+	}
+	if fam, conf := v.Family(nil); fam != "HS110" || math.Abs(conf-0.6) > 1e-12 {
+		t.Fatalf("outside any family: %s at %.2f, want HS110 at 0.6", fam, conf)
+	}
 }
 
 func TestReportRenders(t *testing.T) {

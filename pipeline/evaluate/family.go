@@ -104,17 +104,19 @@ func FamilyAccuracy(votes []SessionVote, family map[string]string) float64 {
 	if len(votes) == 0 {
 		return 0
 	}
-	of := func(d string) string {
-		if f, ok := family[d]; ok {
-			return f
-		}
-		return d
-	}
 	ok := 0
 	for _, v := range votes {
-		if of(v.Truth) == of(v.Predicted) {
+		if familyIn(family, v.Truth) == familyIn(family, v.Predicted) {
 			ok++
 		}
 	}
 	return float64(ok) / float64(len(votes))
+}
+
+// familyIn is d's family, d itself outside any.
+func familyIn(family map[string]string, d string) string {
+	if f, ok := family[d]; ok {
+		return f
+	}
+	return d
 }

@@ -121,13 +121,34 @@ func (c *Confusion) MacroF1() float64 {
 	return s / float64(len(pc))
 }
 
-// SessionVote is the device a whole capture session is named as, by
-// majority of its packets' predictions, beside the majority of its labels.
+// SessionVote is the device a whole capture session is named as, beside
+// the majority of its labels. Every session, capture and host vote in
+// HomeMole is decided by Commonest through a Voter, so a change to how a
+// session is named lands in one place.
 type SessionVote struct {
 	Group     string `json:"group"`
 	Truth     string `json:"truth"`
 	Predicted string `json:"predicted"`
 	Packets   int    `json:"packets"`
+	// Share is the share of the packets predicted as Predicted.
+	Share float64 `json:"share,omitempty"`
+	// Votes counts the packets predicted as each device; what a family
+	// vote (Family) needs when the model cannot tell members apart.
+	Votes map[string]int `json:"votes,omitempty"`
+}
+
+// Family is the vendor family (FamilyOf) of the predicted device, or the
+// device itself outside any, and the share of the session's packets
+// predicted as a member of it.
+func (v SessionVote) Family(family map[string]string) (string, float64) {
+	fam := familyIn(family, v.Predicted)
+	in := 0
+	for d, n := range v.Votes {
+		if familyIn(family, d) == fam {
+			in += n
+		}
+	}
+	return fam, float64(in) / float64(max(v.Packets, 1))
 }
 
 // Voter tallies predictions per session.
@@ -142,7 +163,8 @@ func NewVoter(labels []string) *Voter {
 	return &Voter{labels: labels, truth: map[string][]int{}, pred: map[string][]int{}}
 }
 
-// Add counts one judged packet of group.
+// Add counts one judged packet of group; a packet of no device (truth -1,
+// the gateway's own) has no say.
 func (v *Voter) Add(group string, truth, pred int) {
 	if truth < 0 || truth >= len(v.labels) || pred < 0 || pred >= len(v.labels) {
 		return
@@ -163,18 +185,47 @@ func (v *Voter) Votes() []SessionVote {
 		for _, x := range t {
 			n += x
 		}
-		out = append(out, SessionVote{Group: g, Truth: v.labels[argmax(t)], Predicted: v.labels[argmax(v.pred[g])], Packets: n})
+		pred := v.pred[g]
+		best := Commonest(pred)
+		votes := map[string]int{}
+		for c, x := range pred {
+			if x > 0 {
+				votes[v.labels[c]] = x
+			}
+		}
+		out = append(out, SessionVote{Group: g, Truth: v.labels[Commonest(t)], Predicted: v.labels[best], Packets: n,
+			Share: float64(pred[best]) / float64(max(n, 1)), Votes: votes})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
 	return out
 }
 
-func argmax(xs []int) int {
+// Commonest is the class most packets were given (counts by class), the
+// lower class on a tie: the rule that names a session, a capture or a host.
+func Commonest(counts []int) int {
 	b := 0
-	for i, x := range xs {
-		if x > xs[b] {
+	for i, x := range counts {
+		if x > counts[b] {
 			b = i
 		}
 	}
 	return b
+}
+
+// SessionAccuracy is the share of votes naming the right device, and the
+// right device type (TypeOf).
+func SessionAccuracy(votes []SessionVote) (devices, types float64) {
+	if len(votes) == 0 {
+		return 0, 0
+	}
+	var d, t int
+	for _, v := range votes {
+		if v.Truth == v.Predicted {
+			d++
+		}
+		if TypeOf(v.Truth) == TypeOf(v.Predicted) {
+			t++
+		}
+	}
+	return float64(d) / float64(len(votes)), float64(t) / float64(len(votes))
 }

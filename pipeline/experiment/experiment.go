@@ -164,6 +164,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		SaveAs: cfg.SaveAs, Calibration: train.CalibrateOnTrain,
 		Meta: train.Meta{Window: cfg.Window, View: cfg.View, Kind: cfg.Kind, Dataset: cfg.TrainDir},
 		Pool: cfg.Pool && cfg.Kind == schemas.KindInd, Store: cfg.Store, Log: cfg.Log,
+		// One vote per test capture, whatever streams its windows came from.
+		VoteBy: func(w *schemas.Window, _ int) string { return w.Group },
 	}
 	out, err := train.Evaluate(ctx, e)
 	if err != nil {
@@ -174,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.TrainSeconds = out.Report.TrainSeconds
 	res.Report = out.Report
-	res.summarize(labels, testW, out.Preds, sessionFiles(testC, cfg.TestDir), cfg.Families)
+	res.summarize(sessionFiles(testC, cfg.TestDir), cfg.Families)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -225,78 +227,46 @@ func sessionFiles(c *campaign.Campaign, dir string) map[string]string {
 }
 
 // summarize fills the per-packet figures from the report and, per test
-// capture, the device its packets voted for. Only packets of an inventory
-// device are scored; the capture's vote is over those packets.
-func (r *Result) summarize(labels []string, ws []*schemas.Window, preds [][]int32, files map[string]string, families map[string]string) {
+// capture, the device its packets voted for (the report's session votes,
+// over the packets of an inventory device).
+func (r *Result) summarize(files map[string]string, families map[string]string) {
 	conf := r.Report.Confusion
-	type tally struct {
-		truth int
-		votes map[int]int
-		n     int
-	}
-	bySession := map[string]*tally{}
-	for i, w := range ws {
-		g := w.Group
-		for k := 0; k < w.Len; k++ {
-			t := int(w.Label[k])
-			if t < 0 {
-				continue
-			}
-			p := int(preds[i][k])
-			s := bySession[g]
-			if s == nil {
-				s = &tally{truth: t, votes: map[int]int{}}
-				bySession[g] = s
-			}
-			s.votes[p]++
-			s.n++
-		}
-	}
 	r.OverallAccuracy = conf.Accuracy()
 	r.MacroF1 = conf.MacroF1()
 	r.PerDevice = map[string]float64{}
 	for _, pc := range conf.PerClass() {
 		r.PerDevice[pc.Device] = pc.Accuracy
 	}
-	var right, rightTypes, rightFamilies int
+	byGroup := map[string]evaluate.SessionVote{}
+	for _, v := range r.Report.Sessions {
+		byGroup[v.Group] = v
+	}
 	groups := make([]string, 0, len(files))
 	for g := range files {
 		groups = append(groups, g)
 	}
 	sort.Strings(groups)
+	var scored []evaluate.SessionVote
 	for _, g := range groups {
-		s := bySession[g]
-		if s == nil {
+		v, ok := byGroup[g]
+		if !ok {
 			r.Unscored = append(r.Unscored, files[g])
 			continue
 		}
-		best, bestN := -1, -1
-		for l, n := range s.votes {
-			if n > bestN || n == bestN && l < best {
-				best, bestN = l, n
-			}
-		}
-		truth, pred := labels[s.truth], labels[best]
-		sess := Session{File: files[g], True: truth, Predicted: pred, Packets: s.n, Share: float64(bestN) / float64(s.n)}
+		scored = append(scored, v)
+		sess := Session{File: files[g], True: v.Truth, Predicted: v.Predicted, Packets: v.Packets, Share: v.Share}
 		if families != nil {
-			sess.Family, sess.Confidence = familyVote(labels, s.votes, s.n, pred, families)
-			if familyOf(families, truth) == sess.Family {
-				rightFamilies++
-			}
+			sess.Family, sess.Confidence = v.Family(families)
 		}
 		r.Sessions = append(r.Sessions, sess)
-		if truth == pred {
-			right++
-		}
-		if evaluate.TypeOf(truth) == evaluate.TypeOf(pred) {
-			rightTypes++
-		}
 	}
 	if n := len(groups); n > 0 {
-		r.SessionAccuracy = float64(right) / float64(n)
-		r.SessionAccuracyTypes = float64(rightTypes) / float64(n)
+		// Unscored captures count as wrong: scale the scored ones' shares.
+		scale := float64(len(scored)) / float64(n)
+		d, t := evaluate.SessionAccuracy(scored)
+		r.SessionAccuracy, r.SessionAccuracyTypes = d*scale, t*scale
 		if families != nil {
-			r.SessionAccuracyFamilies = float64(rightFamilies) / float64(n)
+			r.SessionAccuracyFamilies = evaluate.FamilyAccuracy(scored, families) * scale
 		}
 	}
 }

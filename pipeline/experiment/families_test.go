@@ -23,10 +23,24 @@ func TestScoreFamilies(t *testing.T) {
 	preds := [][]int32{{1, 1, 1, 1, 1, 1, 0, 0, 0, 2}, {2, 2, 2, 2, 2, 2, 2, 2, 0, 0}}
 	files := map[string]string{"hs100": "HS100/a.pcap", "aria": "Aria/b.pcap"}
 	fams := map[string]string{"TP-LinkPlugHS100": "TP-LinkPlugHS", "TP-LinkPlugHS110": "TP-LinkPlugHS"}
-	r := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels)}}
-	r.summarize(labels, ws, preds, files, fams)
-	if r.SessionAccuracy != 0.5 || r.SessionAccuracyFamilies != 1 {
-		t.Fatalf("session accuracy %.2f, families %.2f; want 0.5 and 1", r.SessionAccuracy, r.SessionAccuracyFamilies)
+	// The votes as train.Evaluate takes them for experiment: one per
+	// capture (group).
+	voter := evaluate.NewVoter(labels)
+	for i, w := range ws {
+		for k := range w.Len {
+			voter.Add(w.Group, int(w.Label[k]), int(preds[i][k]))
+		}
+	}
+	votes := voter.Votes()
+	files["never-scored"] = "Aria/c.pcap"
+	r := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels), Sessions: votes}}
+	r.summarize(files, fams)
+	if len(r.Unscored) != 1 || r.Unscored[0] != "Aria/c.pcap" {
+		t.Fatalf("unscored %v, want the capture without votes", r.Unscored)
+	}
+	// Three captures, one unscored (wrong by definition).
+	if r.SessionAccuracy != 1.0/3 || r.SessionAccuracyFamilies != 2.0/3 {
+		t.Fatalf("session accuracy %.3f, families %.3f; want 1/3 and 2/3", r.SessionAccuracy, r.SessionAccuracyFamilies)
 	}
 	for _, s := range r.Sessions {
 		switch s.File {
@@ -40,8 +54,8 @@ func TestScoreFamilies(t *testing.T) {
 			}
 		}
 	}
-	plain := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels)}}
-	plain.summarize(labels, ws, preds, files, nil)
+	plain := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels), Sessions: votes}}
+	plain.summarize(files, nil)
 	if plain.SessionAccuracyFamilies != 0 || plain.Sessions[0].Family != "" {
 		t.Fatalf("without families: %+v", plain)
 	}

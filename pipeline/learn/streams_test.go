@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -44,27 +45,17 @@ func familyStreams(rng *rand.Rand, count, windows, n int, prefix string) []*sche
 	return out
 }
 
-// sessionVotes is the share of streams whose packets' majority label is
-// their device.
+// sessionVotes is the share of streams whose session vote (the rule every
+// command reports, evaluate.Voter) names their device.
 func sessionVotes(ws []*schemas.Window, pred [][]int32) float64 {
-	votes := map[string][]int{}
-	truth := map[string]int{}
+	v := evaluate.NewVoter([]string{"dev-a", "dev-b", "dev-c"})
 	for i, w := range ws {
-		if votes[w.Group] == nil {
-			votes[w.Group] = make([]int, 3)
-		}
 		for j := range w.Len {
-			votes[w.Group][pred[i][j]]++
-			truth[w.Group] = int(w.Label[j])
+			v.Add(w.Group, int(w.Label[j]), int(pred[i][j]))
 		}
 	}
-	right := 0
-	for g, v := range votes {
-		if slices.Index(v, slices.Max(v)) == truth[g] {
-			right++
-		}
-	}
-	return float64(right) / float64(len(votes))
+	right, _ := evaluate.SessionAccuracy(v.Votes())
+	return right
 }
 
 // TestStreamContext: with the paper's output layer the family's shared

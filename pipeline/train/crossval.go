@@ -457,46 +457,10 @@ func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i i
 		r.UnknownThreshold = out.Unknown.Threshold
 	}
 	r.Accuracy, r.MacroF1 = rep.Confusion.Accuracy(), rep.Confusion.MacroF1()
-	r.SessionAccuracy, r.SessionAccuracyTypes = sessionAccuracy(rep.Sessions)
+	r.SessionAccuracy, r.SessionAccuracyTypes = evaluate.SessionAccuracy(rep.Sessions)
 	cv.Log.Info("fold done", "fold", i+1, "accuracy", fmt.Sprintf("%.3f", r.Accuracy), "session_accuracy", fmt.Sprintf("%.3f", r.SessionAccuracy),
 		"train_s", fmt.Sprintf("%.0f", r.TrainSeconds))
 	return r, rep.Confusion, rep.Sessions, nil
-}
-
-// judge tallies held-out predictions per packet and per stream (one
-// device's packets of one session in ind windows, a session in noise ones).
-func judge(labels []string, ws []*schemas.Window, preds [][]int32) (*evaluate.Confusion, *evaluate.Voter, error) {
-	conf := evaluate.NewConfusion(labels)
-	voter := evaluate.NewVoter(labels)
-	for i, w := range ws {
-		stream, _, _ := schemas.SplitWindowID(w.ID)
-		for k := 0; k < w.Len; k++ {
-			t, p := int(w.Label[k]), int(preds[i][k])
-			if err := conf.Add(t, p); err != nil {
-				return nil, nil, fmt.Errorf("window %s: %w", w.ID, err)
-			}
-			voter.Add(stream, t, p)
-		}
-	}
-	return conf, voter, nil
-}
-
-// sessionAccuracy is the share of votes naming the right device, and the
-// right device type.
-func sessionAccuracy(votes []evaluate.SessionVote) (devices, types float64) {
-	if len(votes) == 0 {
-		return 0, 0
-	}
-	var d, t int
-	for _, v := range votes {
-		if v.Truth == v.Predicted {
-			d++
-		}
-		if evaluate.TypeOf(v.Truth) == evaluate.TypeOf(v.Predicted) {
-			t++
-		}
-	}
-	return float64(d) / float64(len(votes)), float64(t) / float64(len(votes))
 }
 
 // cvHTML renders the summary as the evaluator's report over every

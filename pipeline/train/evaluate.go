@@ -52,6 +52,11 @@ type Evaluation struct {
 	SaveAs      string
 	Meta        Meta
 	Calibration Calibration
+	// VoteBy is the unit packet i of w votes in (the Outcome's
+	// Report.Sessions hold one vote per unit); nil: the stream w was cut
+	// from (one device's packets of one session in ind windows, the
+	// session in noise ones).
+	VoteBy func(w *schemas.Window, i int) string
 	// Pool gives every packet of an ind window its window's likeliest class
 	// (see PredictPooled).
 	Pool bool
@@ -68,6 +73,8 @@ type Evaluation struct {
 
 // Outcome is what an evaluation found and where it put it.
 type Outcome struct {
+	// Report holds the per-packet judgement and, in Sessions, the one
+	// vote per session (Evaluation.VoteBy) that every caller reports.
 	Report *evaluate.Report
 	// Preds are the labels of every packet of every test window.
 	Preds      [][]int32
@@ -132,7 +139,7 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 	if out.Preds, err = PredictPooled(model, e.Test, e.Pool); err != nil {
 		return nil, fmt.Errorf("label held-out windows: %w", err)
 	}
-	conf, voter, err := judge(e.Labels, e.Test, out.Preds)
+	conf, voter, err := e.judge(out.Preds)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +152,27 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 		}
 	}
 	return out, nil
+}
+
+// judge tallies held-out predictions per packet and per session vote.
+func (e *Evaluation) judge(preds [][]int32) (*evaluate.Confusion, *evaluate.Voter, error) {
+	conf := evaluate.NewConfusion(e.Labels)
+	voter := evaluate.NewVoter(e.Labels)
+	for i, w := range e.Test {
+		stream, _, _ := schemas.SplitWindowID(w.ID)
+		for k := 0; k < w.Len; k++ {
+			t, p := int(w.Label[k]), int(preds[i][k])
+			if err := conf.Add(t, p); err != nil {
+				return nil, nil, fmt.Errorf("window %s: %w", w.ID, err)
+			}
+			unit := stream
+			if e.VoteBy != nil {
+				unit = e.VoteBy(w, k)
+			}
+			voter.Add(unit, t, p)
+		}
+	}
+	return conf, voter, nil
 }
 
 // save calibrates the unknown-device threshold and stores the model.

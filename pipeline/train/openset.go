@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/openset"
 	"github.com/homemole/homemole/schemas"
 )
@@ -79,16 +80,24 @@ func (t *Tally) Add(pred int, logProbs []float32) {
 // lower class on a tie), the share of its packets labeled so, and its
 // confidence under score (see ScoreOf).
 func (t *Tally) Decide() (best int, share, confidence float64, score string) {
-	best, n := -1, -1
-	for c, v := range t.Votes {
-		if v > n || v == n && c < best {
-			best, n = c, v
-		}
-	}
 	if t.Packets == 0 {
 		return -1, 0, 0, ScoreVoteShare
 	}
-	share = float64(n) / float64(t.Packets)
+	counts := []int{}
+	for c, v := range t.Votes {
+		if c < 0 {
+			continue // no class: a model never gives one
+		}
+		if c >= len(counts) {
+			counts = append(counts, make([]int, c+1-len(counts))...)
+		}
+		counts[c] = v
+	}
+	if len(counts) == 0 {
+		return -1, 0, 0, ScoreVoteShare
+	}
+	best = evaluate.Commonest(counts)
+	share = float64(counts[best]) / float64(t.Packets)
 	if t.prob == nil || best >= len(t.prob) {
 		return best, share, share, ScoreVoteShare
 	}

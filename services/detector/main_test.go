@@ -145,14 +145,7 @@ func runDetector(ctx context.Context, t *testing.T, log *slog.Logger, args []str
 func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.Model, []schemas.Packet, string) {
 	t.Helper()
 	dir := t.TempDir()
-	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 4, SessionDuration: 20 * time.Minute}, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessions, err := loadHome(h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, sessions := generatedHome(t, dir, homegen.Config{Seed: 3, Sessions: 4, SessionDuration: 20 * time.Minute})
 	// A small model (fewer samples and epochs than homemole sp train's
 	// defaults) keeps the test short; detection does not need more here.
 	cfg := detect.DefaultConfig()
@@ -184,10 +177,21 @@ func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.M
 	return model, capturetest.Packets(t, wanPath, features.HomeConfig{}), modelPath
 }
 
-func loadHome(h *homegen.Home) ([]scene.HomeSession, error) {
+// generatedHome generates a home under dir and loads its sessions as
+// the NAPT gateway's WAN tap sees them.
+func generatedHome(t *testing.T, dir string, cfg homegen.Config) (*homegen.Home, []scene.HomeSession) {
+	t.Helper()
+	h, err := homegen.Generate(cfg, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	hc, err := h.HomeConfig()
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	return scene.LoadHomeNAPT(context.Background(), h.Files, h.Inventory, hc)
+	sessions, err := scene.LoadHomeNAPT(context.Background(), h.Files, h.Inventory, hc)
+	if err != nil {
+		t.Fatalf("sessions of the generated home: %v", err)
+	}
+	return h, sessions
 }

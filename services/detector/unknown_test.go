@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,18 +31,9 @@ import (
 // must be named and rarely called unknown, and no window without traffic
 // is unknown.
 func TestUnseenDeviceIsUnknown(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, log := embeddedtest.Context(t, 4*time.Minute), embeddedtest.Log()
 	dir := t.TempDir()
-	h, err := homegen.Generate(homegen.Config{Seed: 5, Sessions: 6, SessionDuration: 20 * time.Minute}, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessions, err := loadHome(h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, sessions := generatedHome(t, dir, homegen.Config{Seed: 5, Sessions: 6, SessionDuration: 20 * time.Minute})
 	var names []string
 	for n := range sessions[0].ByDevice {
 		names = append(names, n)

@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -46,10 +48,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	foldIndex := fs.Int("fold-index", -1, "run only the fold numbered from 0 (a Kubernetes Indexed Job's completion index), and write no summary")
 	gather := fs.Bool("gather", false, "train nothing: write the summary of a run whose folds ran apart")
 	spec := modelflag.Register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := modelflag.InMemory(spec, "cv"); err != nil {
+	if err := parseInMemory(fs, args, spec); err != nil {
 		return err
 	}
 	if *name == "" {
@@ -104,6 +103,13 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	if err := os.WriteFile(filepath.Join(dir, "cv.html"), html, 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cv.json"), js, 0o644); err != nil {
+		return fmt.Errorf("write the summary: %w", err)
+	}
 	fmt.Fprintf(out, "\n%s, %s cross-validation over %d folds of %s (windows of %d), %.0f s\n", res.Model, res.Mode, len(res.Folds), res.Dataset, res.Window, res.Seconds)
 	fmt.Fprintf(out, "  %-5s %8s %9s %9s %9s %8s\n", "fold", "windows", "accuracy", "macro F1", "sessions", "types")
 	for _, f := range res.Folds {
@@ -117,6 +123,15 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	fmt.Fprintf(out, "  report: %s\n", filepath.Join(dir, "cv.html"))
 	return nil
+}
+
+// parseInMemory parses the flags of a command that reads its training
+// windows whole, refusing --max-memory (streamed training) by its name.
+func parseInMemory(fs *flag.FlagSet, args []string, spec *train.Spec) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return modelflag.InMemory(spec, fs.Name())
 }
 
 // parseFolds reads --fold (numbered from 1) and --fold-index (from 0) into

@@ -6,7 +6,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/homemole/homemole/services/internal/cli"
@@ -47,6 +50,21 @@ func TestCVFoldUsage(t *testing.T) {
 		var out bytes.Buffer
 		if err := runCV(context.Background(), quiet(), &out, args); !errors.Is(err, cli.ErrUsage) {
 			t.Errorf("cv %v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// TestWholeReadersRefuseMaxMemory: the commands that read their training
+// windows whole refuse --max-memory as a usage error naming themselves,
+// before they open anything.
+func TestWholeReadersRefuseMaxMemory(t *testing.T) {
+	for name, run := range map[string]func(context.Context, *slog.Logger, io.Writer, []string) error{
+		"cv": runCV, "experiment": runExperiment, "study": runStudy,
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), quiet(), &out, []string{"--model", "blstm", "--max-memory", "64MiB"})
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), name+" reads its training windows whole") {
+			t.Errorf("%s --max-memory: %v, want a usage error naming %s", name, err, name)
 		}
 	}
 }

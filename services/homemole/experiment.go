@@ -45,10 +45,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	familiesFrom := fs.String("families", "", "cv.json of a cross-validation of the training captures: name each capture's vendor family and confidence, and score family-level accuracy")
 	pool := fs.Bool("pool", false, "ind windows: label each window's packets with the class its packets jointly find likeliest (summed log-probabilities; lstm, blstm)")
 	spec := modelflag.Register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := modelflag.InMemory(spec, "experiment"); err != nil {
+	if err := parseInMemory(fs, args, spec); err != nil {
 		return err
 	}
 	if *trainDir == "" || *testDir == "" || *jsonOut == "" {

@@ -37,10 +37,7 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	seed := fs.Uint64("seed", 1, "seed of the folds and the training")
 	outDir := fs.String("out", "", "folder for study.json and study.html")
 	spec := modelflag.Register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := modelflag.InMemory(spec, "study"); err != nil {
+	if err := parseInMemory(fs, args, spec); err != nil {
 		return err
 	}
 	if *dir == "" || *outDir == "" {

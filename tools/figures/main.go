@@ -4,11 +4,13 @@
 // TestREADMEQuotesFigures fails when the two disagree or when the README
 // states a throughput that is not quoted from it.
 //
-// Run it as `go tool task figures` from the repository root. Figures whose
-// command needs root, a reference tool or many minutes are not rerun here:
-// they keep their value in the file, with "regenerate" naming the command
-// and why it is not part of this run; --only KEY reruns any one figure
-// that has a runner.
+// Run it as `go tool task figures` from the repository root: by default
+// it reruns the benchmarks and the CLI's start-up, a few minutes. --all
+// (or FIGURES=all) reruns the result tables too: the cross-validations,
+// the window-size study, the NAPT/VPN matrix, the sequence-profile tables,
+// tshark's benchmark rows and the cluster's throughput, hours on 2 cores.
+// A figure not rerun keeps its value and date, or its "regenerate" note
+// naming the command; --only KEY reruns any one figure.
 package main
 
 import (
@@ -54,6 +56,8 @@ type runner struct {
 	// target, where set, judges the figure: the run also writes KEY.verdict,
 	// so the README's verdict cell is as generated as the number beside it.
 	target func(value string) string
+	// slow figures (minutes to hours) run only with --all or --only.
+	slow bool
 }
 
 // atLeast judges a throughput figure against the least the issue asked for.
@@ -132,6 +136,8 @@ func run(ctx context.Context, args []string) error {
 	readme := fs.String("readme", "README.md", "the README whose quotes are rewritten from the file")
 	var only []string
 	fs.Func("only", "rerun only this key (repeatable)", func(s string) error { only = append(only, s); return nil })
+	all := fs.Bool("all", os.Getenv("FIGURES") == "all", "rerun the result tables too (cross-validations, study, matrix, sequence profiles, tshark rows, cluster): hours on 2 cores (env FIGURES=all)")
+	work := fs.String("work", "", "folder for the slow figures' embedded home and outputs (default: a temporary one, removed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -142,20 +148,37 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rs := runners()
+	slow := &reruns{work: *work, done: map[string]any{}}
+	if slow.work == "" {
+		if slow.work, err = os.MkdirTemp("", "homemole-figures-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(slow.work)
+	}
+	rs := append(runners(), slowRunners(slow)...)
 	for _, k := range only {
 		if !slices.ContainsFunc(rs, func(r runner) bool { return r.key == k }) {
 			return fmt.Errorf("--only %s: no runner for that key (these have one: %s)", k, keys(rs))
 		}
 	}
+	// A figure that fails is reported and the run goes on: the others of
+	// an hours-long --all run are worth keeping.
+	var failed []error
 	for _, r := range rs {
-		if len(only) > 0 && !slices.Contains(only, r.key) {
+		if len(only) > 0 && !slices.Contains(only, r.key) || len(only) == 0 && r.slow && !*all {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			failed = append(failed, err)
+			break
 		}
 		fmt.Fprintf(os.Stderr, "%s: %s\n", r.key, r.command)
 		v, err := r.measure(ctx)
 		if err != nil {
-			return fmt.Errorf("%s (%s): %w", r.key, r.command, err)
+			err = fmt.Errorf("%s (%s): %w", r.key, r.command, err)
+			fmt.Fprintln(os.Stderr, err)
+			failed = append(failed, err)
+			continue
 		}
 		now := time.Now().UTC().Format(time.RFC3339)
 		f.Figures[r.key] = Figure{Value: v, Command: r.command, Date: now}
@@ -171,7 +194,10 @@ func run(ctx context.Context, args []string) error {
 	if err := f.Save(*path); err != nil {
 		return err
 	}
-	return requote(*readme, f)
+	if err := requote(*readme, f); err != nil {
+		return err
+	}
+	return errors.Join(failed...)
 }
 
 // requote rewrites every quote in the README to the value the file holds

@@ -26,6 +26,7 @@ import (
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/window"
@@ -247,8 +248,8 @@ func runLive(t *testing.T, bin string, s *script, mode, cipher string) string {
 		p.Stop(10 * time.Second)
 	}
 
-	packets := readStream(t, conn, schemas.StreamPackets)
-	labeled := readStream(t, conn, schemas.StreamLabeled)
+	packets := embeddedtest.Batches(t, conn, schemas.StreamPackets)
+	labeled := embeddedtest.Batches(t, conn, schemas.StreamLabeled)
 	type key struct {
 		session string
 		offset  uint64
@@ -472,34 +473,6 @@ func waitDrained(ctx context.Context, conn *bus.Conn, procs map[string]*servers.
 		}
 	}
 	return nil
-}
-
-// readStream reads every batch of a stream.
-func readStream(t *testing.T, conn *bus.Conn, stream string) []*schemas.Batch {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := conn.JS.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*schemas.Batch
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("%s message %d: %v", stream, seq, err)
-		}
-		b, err := schemas.DecodeBatch(m.Data)
-		if err != nil {
-			t.Fatalf("%s message %d: %v", stream, seq, err)
-		}
-		out = append(out, b)
-	}
-	return out
 }
 
 // macOf is an interface's MAC address in a namespace of the lab.

@@ -9,36 +9,21 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/tools/internal/toolmain"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(2)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "matrix:", err)
-		os.Exit(1)
-	}
-}
+func main() { toolmain.Main("matrix", run) }
 
 // Defaults sized to finish in under ten minutes on two shared cores: 8
 // sessions of 4 minutes of the paper household (about 60,000 LAN packets)
@@ -92,17 +77,13 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelInfo
-	}
 	lc.Seed = int64(*seed)
 	cfg := Config{
 		Dir:   *dir,
 		Home:  homegen.Config{Seed: *seed, Sessions: *sessions, SessionDuration: *minutes},
-		Views: split(*views), Kinds: split(*kinds), Model: *model, Learn: lc, Cipher: c, KeepPorts: *keepPorts,
+		Views: toolmain.Split(*views), Kinds: toolmain.Split(*kinds), Model: *model, Learn: lc, Cipher: c, KeepPorts: *keepPorts,
 		Window: *size, Folds: *folds, CVMode: *mode, Seed: *seed, Cap: *capN, Parallel: *parallel,
-		Log: slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level})), Out: out,
+		Log: toolmain.Logger(errOut, *verbose), Out: out,
 	}
 	for _, k := range cfg.Kinds {
 		if k != schemas.KindInd && k != schemas.KindNoise {
@@ -129,14 +110,4 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	fmt.Fprintf(out, "wrote %s, %s and %s\n", filepath.Join(*dir, "matrix.json"), filepath.Join(*dir, "matrix.html"), filepath.Join(*dir, "matrix.md"))
 	return nil
-}
-
-func split(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/tools/internal/toolmain"
 )
 
 // NonIoT is the one label every non-IoT device of the home gets in noise
@@ -130,9 +131,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	ep := endpoints.FromEnv()
-	ep.Home, ep.NATSURL, ep.S3 = filepath.Join(cfg.Dir, "state"), "", ""
-	env, err := endpoints.Open(ctx, ep, "homemole-matrix", cfg.Log)
+	env, err := toolmain.Embedded(ctx, cfg.Dir, "homemole-matrix", cfg.Log)
 	if err != nil {
 		return nil, err
 	}

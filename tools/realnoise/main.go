@@ -14,33 +14,19 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/learn"
+	"github.com/homemole/homemole/tools/internal/toolmain"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(2)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "realnoise:", err)
-		os.Exit(1)
-	}
-}
+func main() { toolmain.Main("realnoise", run) }
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs := flag.NewFlagSet("realnoise", flag.ContinueOnError)
@@ -70,13 +56,9 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err := lc.Validate(); err != nil {
 		return err
 	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelInfo
-	}
 	cfg := Config{Dir: *dir, Sentinel: *sentinel, TrainHomes: *trainHomes, TestHomes: *testHomes, Devices: *devices, Duration: *duration,
-		Views: split(*views), Models: split(*models), Learn: lc, Window: *size, Seed: *seed,
-		Log: slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level})), Out: out}
+		Views: toolmain.Split(*views), Models: toolmain.Split(*models), Learn: lc, Window: *size, Seed: *seed,
+		Log: toolmain.Logger(errOut, *verbose), Out: out}
 	res, err := Run(ctx, cfg)
 	if err != nil {
 		return err
@@ -107,14 +89,4 @@ func Markdown(r *Result) string {
 	fmt.Fprintf(&b, "\n%d training homes (early captures), %d test homes (late captures), %.0f min each, %d device types, windows of %d, %d epochs.\n",
 		r.TrainHomes, r.TestHomes, r.Minutes, len(r.Devices), r.Window, r.Epochs)
 	return b.String()
-}
-
-func split(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }

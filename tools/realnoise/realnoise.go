@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/tools/internal/toolmain"
 )
 
 // Home names say which side of the time split a home is on: training homes
@@ -123,9 +125,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for _, d := range devs {
 		labels = append(labels, d.Name)
 	}
-	ep := endpoints.FromEnv()
-	ep.Home, ep.NATSURL, ep.S3 = filepath.Join(cfg.Dir, "state"), "", ""
-	env, err := endpoints.Open(ctx, ep, "homemole-realnoise", cfg.Log)
+	env, err := toolmain.Embedded(ctx, cfg.Dir, "homemole-realnoise", cfg.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -140,11 +140,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		for _, model := range cfg.Models {
 			spec := train.Spec{Name: model, Learn: cfg.Learn}
 			out, err := train.Evaluate(ctx, &train.Evaluation{Spec: spec, Train: trainW, Test: testW, Labels: labels,
-				Report: evaluate.Report{Run: "realnoise-" + view + "-" + model, Dataset: "realnoise-" + view}, Store: env.Store, Log: cfg.Log})
+				Report: evaluate.Report{Run: "realnoise-" + view + "-" + model, Dataset: "realnoise-" + view}, VoteBy: unitOf, Store: env.Store, Log: cfg.Log})
 			if err != nil {
 				return nil, fmt.Errorf("%s/%s: %w", view, model, err)
 			}
-			cell := judge(testW, out.Preds, labels)
+			cell := judge(testW, out.Preds, labels, out.Report.Sessions)
 			cell.View, cell.Model, cell.Paper = view, model, paperNoisy[view][model]
 			cell.TrainWindows, cell.TestWindows = len(trainW), len(testW)
 			res.Cells = append(res.Cells, cell)
@@ -246,15 +246,17 @@ func buildView(ctx context.Context, cfg Config, env *endpoints.Env, homes []*cam
 	return trainW, testW, nil
 }
 
-// judge scores the late homes' packets: per packet, and per unit (one
-// held-out capture session of a device in a home) by majority vote.
-func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
+// unitOf is the unit packet i of w votes in: one device's packets in one
+// late home (a held-out capture session of that device), since a noise
+// window holds every device of its home.
+func unitOf(w *schemas.Window, i int) string {
+	return w.Home + "/" + strconv.Itoa(int(w.Label[i]))
+}
+
+// judge scores the late homes' packets per packet, and per unit from the
+// evaluation's votes (by unitOf).
+func judge(ws []*schemas.Window, preds [][]int32, labels []string, votes []evaluate.SessionVote) *Cell {
 	cell := &Cell{}
-	type key struct {
-		home  string
-		truth int
-	}
-	votes := map[key][]int{}
 	right, per, perRight := 0, make([]int, len(labels)), make([]int, len(labels))
 	for i, w := range ws {
 		for k := 0; k < w.Len; k++ {
@@ -272,13 +274,6 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 					perRight[t]++
 				}
 			}
-			kk := key{w.Home, t}
-			if votes[kk] == nil {
-				votes[kk] = make([]int, len(labels))
-			}
-			if p >= 0 && p < len(labels) {
-				votes[kk][p]++
-			}
 		}
 	}
 	if cell.Packets > 0 {
@@ -291,25 +286,7 @@ func judge(ws []*schemas.Window, preds [][]int32, labels []string) *Cell {
 			cell.PerDevice[labels[i]] = float64(perRight[i]) / float64(n)
 		}
 	}
-	var sr, tr int
-	for k, v := range votes {
-		best := 0
-		for j := range v {
-			if v[j] > v[best] {
-				best = j
-			}
-		}
-		if best == k.truth {
-			sr++
-		}
-		if evaluate.TypeOf(labels[best]) == evaluate.TypeOf(labels[k.truth]) {
-			tr++
-		}
-	}
 	cell.Sessions = len(votes)
-	if cell.Sessions > 0 {
-		cell.SessionAccuracy = float64(sr) / float64(cell.Sessions)
-		cell.TypeSessionAccuracy = float64(tr) / float64(cell.Sessions)
-	}
+	cell.SessionAccuracy, cell.TypeSessionAccuracy = evaluate.SessionAccuracy(votes)
 	return cell
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/internal/sentineldata"
-
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/schemas"
 )
@@ -80,7 +80,14 @@ func TestJudge(t *testing.T) {
 		{Home: "late-2", Len: 4, Label: []int16{2, 2, 2, 0}},
 	}
 	preds := [][]int32{{0, 0, 1, 0, 0, 2}, {2, 2, 0, 0}}
-	c := judge(ws, preds, labels)
+	// The votes as train.Evaluate takes them for realnoise (VoteBy: unitOf).
+	voter := evaluate.NewVoter(labels)
+	for i, w := range ws {
+		for k := range w.Len {
+			voter.Add(unitOf(w, k), int(w.Label[k]), int(preds[i][k]))
+		}
+	}
+	c := judge(ws, preds, labels, voter.Votes())
 	// labeled: 9; right: 2 of 3 A and none of 2 B in late-1, 2 of 3 C and 1 A in late-2 = 5
 	if c.Packets != 9 || c.Accuracy != 5.0/9 {
 		t.Errorf("packets %d accuracy %.4f, want 9 and %.4f", c.Packets, c.Accuracy, 5.0/9)

@@ -2,6 +2,8 @@ package scene
 
 import (
 	"cmp"
+	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -40,5 +42,22 @@ func TestScore(t *testing.T) {
 	}
 	if s.Precision() != 2.0/3 || s.Recall() != 2.0/3 || s.F() != 2.0/3 {
 		t.Errorf("P %v R %v F %v, want 2/3 each", s.Precision(), s.Recall(), s.F())
+	}
+}
+
+// TestRatioRoundTrip: a figure with nothing to judge is null in the JSON
+// report and NaN again when read back, never 0.
+func TestRatioRoundTrip(t *testing.T) {
+	in := DeviceResult{Device: "plug", CountError: Ratio(math.NaN()), ResponseSeconds: Ratio(math.Inf(1)), ResponseMax: 12.5}
+	js, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out DeviceResult
+	if err := json.Unmarshal(js, &out); err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	if !math.IsNaN(float64(out.CountError)) || !math.IsNaN(float64(out.ResponseSeconds)) || out.ResponseMax != 12.5 {
+		t.Fatalf("read back %+v from %s", out, js)
 	}
 }

@@ -68,6 +68,21 @@ func (x Ratio) MarshalJSON() ([]byte, error) {
 	return json.Marshal(float64(x))
 }
 
+// UnmarshalJSON reads null back as NaN (nothing to judge, or never
+// found), so a report read from its JSON keeps the difference from 0.
+func (x *Ratio) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*x = Ratio(math.NaN())
+		return nil
+	}
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*x = Ratio(f)
+	return nil
+}
+
 // FromScore fills precision, recall and F.
 func FromScore(s Score) DeviceResult {
 	return DeviceResult{Device: s.Device, TP: s.TP, FP: s.FP, FN: s.FN, TN: s.TN, Precision: s.Precision(), Recall: s.Recall(), F: s.F(),

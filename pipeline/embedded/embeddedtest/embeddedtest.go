@@ -89,3 +89,38 @@ func PublishAll(tb testing.TB, conn *bus.Conn, subject func(*schemas.Batch) stri
 	}
 	return total
 }
+
+// EachBatch hands every message of stream to fn with its decoded batch, in
+// stream order; a message that is not a batch fails the test.
+func EachBatch(tb testing.TB, conn *bus.Conn, stream string, fn func(m *jetstream.RawStreamMsg, b *schemas.Batch)) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := conn.JS.Stream(ctx, stream)
+	if err != nil {
+		tb.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		tb.Fatalf("stream %s: %v", stream, err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			tb.Fatalf("%s message %d: %v", stream, seq, err)
+		}
+		b, err := schemas.DecodeBatch(m.Data)
+		if err != nil {
+			tb.Fatalf("%s message %d: %v", stream, seq, err)
+		}
+		fn(m, b)
+	}
+}
+
+// Batches is every batch stream holds, in stream order.
+func Batches(tb testing.TB, conn *bus.Conn, stream string) []*schemas.Batch {
+	tb.Helper()
+	var out []*schemas.Batch
+	EachBatch(tb, conn, stream, func(_ *jetstream.RawStreamMsg, b *schemas.Batch) { out = append(out, b) })
+	return out
+}
