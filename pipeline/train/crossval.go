@@ -464,8 +464,10 @@ func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i i
 }
 
 // judge tallies held-out predictions per packet and per stream (one
-// device's packets of one session in ind windows, a session in noise ones).
-func judge(labels []string, ws []*schemas.Window, preds [][]int32) (*evaluate.Confusion, *evaluate.Voter, error) {
+// device's packets of one session in ind windows, a session in noise ones);
+// lp, when not nil, holds the packets' log-probabilities, by which the
+// streams are then named (evaluate.VoteLogProb).
+func judge(labels []string, ws []*schemas.Window, preds [][]int32, lp [][]float32) (*evaluate.Confusion, *evaluate.Voter, error) {
 	conf := evaluate.NewConfusion(labels)
 	voter := evaluate.NewVoter(labels)
 	for i, w := range ws {
@@ -475,7 +477,7 @@ func judge(labels []string, ws []*schemas.Window, preds [][]int32) (*evaluate.Co
 			if err := conf.Add(t, p); err != nil {
 				return nil, nil, fmt.Errorf("window %s: %w", w.ID, err)
 			}
-			voter.Add(stream, t, p)
+			voter.AddScored(stream, t, p, Row(lp, ws, i, k))
 		}
 	}
 	return conf, voter, nil

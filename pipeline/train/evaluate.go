@@ -129,10 +129,11 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 			return nil, err
 		}
 	}
-	if out.Preds, err = PredictPooled(model, e.Test, e.Pool); err != nil {
+	lp, err := e.label(model, out)
+	if err != nil {
 		return nil, fmt.Errorf("label held-out windows: %w", err)
 	}
-	conf, voter, err := judge(e.Labels, e.Test, out.Preds)
+	conf, voter, err := judge(e.Labels, e.Test, out.Preds, lp)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +146,23 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 		}
 	}
 	return out, nil
+}
+
+// label labels the test windows' packets into out.Preds and returns their
+// log-probabilities where the sessions are to be named by them
+// (evaluate.VoteLogProb): an LSTM's or BLSTM's softmax, not pooled. A
+// Random Forest's tree shares are often exactly 0 for the right class on
+// a packet or two, whose logarithm would veto it; its sessions keep the
+// majority of its labels.
+func (e *Evaluation) label(model Model, out *Outcome) ([][]float32, error) {
+	if _, ok := model.(probModel); !ok || e.Pool {
+		var err error
+		out.Preds, err = PredictPooled(model, e.Test, e.Pool)
+		return nil, err
+	}
+	preds, lp, err := Label(model, e.Test)
+	out.Preds = preds
+	return lp, err
 }
 
 // save calibrates the unknown-device threshold and stores the model.
