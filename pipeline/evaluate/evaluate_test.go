@@ -81,9 +81,9 @@ func TestVoterLogProb(t *testing.T) {
 	v.AddScored("s3/cam", 2, 0, row(0.6, 0.4))
 	votes := v.Votes()
 	want := []SessionVote{
-		{Group: "s1/plug-a", Truth: "plug-a", Predicted: "plug-a", Packets: 4, Rule: VoteLogProb},
+		{Group: "s1/plug-a", Truth: "plug-a", Predicted: "plug-a", Packets: 4, Rule: VoteLogProb, Majority: "plug-b"},
 		{Group: "s2/plug-a", Truth: "plug-a", Predicted: "plug-b", Packets: 4, Rule: VoteMajority},
-		{Group: "s3/cam", Truth: "cam", Predicted: "plug-a", Packets: 1, Rule: VoteLogProb},
+		{Group: "s3/cam", Truth: "cam", Predicted: "plug-a", Packets: 1, Rule: VoteLogProb, Majority: "plug-a"},
 	}
 	if !slices.Equal(votes, want) {
 		t.Fatalf("votes\n%+v\nwant\n%+v", votes, want)

@@ -145,6 +145,9 @@ type SessionVote struct {
 	Predicted string `json:"predicted"`
 	Packets   int    `json:"packets"`
 	Rule      string `json:"rule,omitempty"`
+	// Majority is what VoteMajority names, kept beside a VoteLogProb
+	// verdict so that a report shows where the two rules part.
+	Majority string `json:"majority,omitempty"`
 }
 
 // Voter tallies predictions per session.
@@ -214,6 +217,7 @@ func (v *Voter) Votes() []SessionVote {
 		vote := SessionVote{Group: g, Truth: v.labels[argmax(t)], Packets: n}
 		if v.scored[g] == n && !slices.ContainsFunc(v.logp[g], math.IsNaN) {
 			vote.Predicted, vote.Rule = v.labels[argmaxFloat(v.logp[g])], VoteLogProb
+			vote.Majority = v.labels[argmax(v.pred[g])]
 		} else {
 			vote.Predicted, vote.Rule = v.labels[argmax(v.pred[g])], VoteMajority
 		}
