@@ -3,6 +3,7 @@ package evaluate
 import (
 	"encoding/json"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -78,6 +79,56 @@ func TestFamilyVote(t *testing.T) {
 	}
 	if fam, conf := v.Family(nil); fam != "HS110" || math.Abs(conf-0.6) > 1e-12 {
 		t.Fatalf("outside any family: %s at %.2f, want HS110 at 0.6", fam, conf)
+	}
+}
+
+// TestVoterLogProb: three look-alike packets lean to the sibling at 0.55,
+// one telling packet is sure of the device. The majority names the
+// sibling; summed log-probabilities name the device (log 0.45 * 3 + log
+// 0.98 = -2.42 against log 0.55 * 3 + log 0.02 = -5.71). A session whose
+// packets lack a row keeps the majority.
+func TestVoterLogProb(t *testing.T) {
+	labels := []string{"plug-a", "plug-b", "cam"}
+	row := func(ps ...float64) []float32 {
+		out := make([]float32, len(ps))
+		for i, p := range ps {
+			out[i] = float32(math.Log(p))
+		}
+		return out
+	}
+	v := NewVoter(labels)
+	for range 3 {
+		v.AddScored("s1/plug-a", 0, 1, row(0.45, 0.55, 1e-6))
+	}
+	v.AddScored("s1/plug-a", 0, 0, row(0.98, 0.02, 1e-6))
+	for range 3 {
+		v.AddScored("s2/plug-a", 0, 1, row(0.45, 0.55, 1e-6))
+	}
+	v.AddScored("s2/plug-a", 0, 0, nil)
+	// A model of two classes: the label only the test side has is never named.
+	v.AddScored("s3/cam", 2, 0, row(0.6, 0.4))
+	votes := v.Votes()
+	// Share counts the packets labeled as the verdict, whichever rule gave it.
+	if got := votes[0].Share; got != 0.25 {
+		t.Errorf("s1's share %v, want 0.25 (1 of 4 packets labeled plug-a)", got)
+	}
+	for i := range votes {
+		votes[i].Share, votes[i].Votes = 0, nil
+	}
+	want := []SessionVote{
+		{Group: "s1/plug-a", Truth: "plug-a", Predicted: "plug-a", Packets: 4, Rule: VoteLogProb, Majority: "plug-b"},
+		{Group: "s2/plug-a", Truth: "plug-a", Predicted: "plug-b", Packets: 4, Rule: VoteMajority},
+		{Group: "s3/cam", Truth: "cam", Predicted: "plug-a", Packets: 1, Rule: VoteLogProb, Majority: "plug-a"},
+	}
+	if !reflect.DeepEqual(votes, want) {
+		t.Fatalf("votes\n%+v\nwant\n%+v", votes, want)
+	}
+	// Equal sums: the class listed first, whatever the order packets came in.
+	tie := NewVoter(labels)
+	tie.AddScored("s", 1, 1, row(0.3, 0.7, 1e-6))
+	tie.AddScored("s", 1, 0, row(0.7, 0.3, 1e-6))
+	if got := tie.Votes()[0]; got.Predicted != "plug-a" {
+		t.Errorf("tie named %s, want plug-a (listed first)", got.Predicted)
 	}
 }
 

@@ -7,6 +7,7 @@ package evaluate
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -121,15 +122,34 @@ func (c *Confusion) MacroF1() float64 {
 	return s / float64(len(pc))
 }
 
-// SessionVote is the device a whole capture session is named as, beside
-// the majority of its labels. Every session, capture and host vote in
-// HomeMole is decided by Commonest through a Voter, so a change to how a
-// session is named lands in one place.
+// Session vote rules: how the packets of a session name its device.
+const (
+	// VoteMajority names the device most of its packets are labeled as:
+	// for models that give no probabilities.
+	VoteMajority = "majority"
+	// VoteLogProb names the device of highest summed log-probability over
+	// its packets, the session's likeliest device if packets were
+	// independent evidence. A majority throws away how sure each packet
+	// is: siblings of one vendor share most of their traffic, each shared
+	// packet splits its probability between them and casts a near coin
+	// flip, while the few packets only one of them sends are sure. Summed,
+	// the coin flips cancel and the sure packets decide.
+	VoteLogProb = "log-probability"
+)
+
+// SessionVote is the device a whole capture session is named as, by Rule
+// over its packets' predictions, beside the majority of its labels. Every
+// session, capture and host vote in HomeMole is decided through a Voter,
+// so a change to how a session is named lands in one place.
 type SessionVote struct {
 	Group     string `json:"group"`
 	Truth     string `json:"truth"`
 	Predicted string `json:"predicted"`
 	Packets   int    `json:"packets"`
+	Rule      string `json:"rule,omitempty"`
+	// Majority is what VoteMajority names, kept beside a VoteLogProb
+	// verdict so that a report shows where the two rules part.
+	Majority string `json:"majority,omitempty"`
 	// Share is the share of the packets predicted as Predicted.
 	Share float64 `json:"share,omitempty"`
 	// Votes counts the packets predicted as each device; what a family
@@ -156,16 +176,29 @@ type Voter struct {
 	labels []string
 	truth  map[string][]int
 	pred   map[string][]int
+	// logp sums each session's packets' log-probabilities; scored counts
+	// the packets that came with them.
+	logp   map[string][]float64
+	scored map[string]int
 }
 
 // NewVoter makes a voter over labels.
 func NewVoter(labels []string) *Voter {
-	return &Voter{labels: labels, truth: map[string][]int{}, pred: map[string][]int{}}
+	return &Voter{labels: labels, truth: map[string][]int{}, pred: map[string][]int{}, logp: map[string][]float64{}, scored: map[string]int{}}
 }
 
 // Add counts one judged packet of group; a packet of no device (truth -1,
 // the gateway's own) has no say.
 func (v *Voter) Add(group string, truth, pred int) {
+	v.AddScored(group, truth, pred, nil)
+}
+
+// AddScored counts one judged packet of group with its row of class
+// log-probabilities (nil for a model without them; a model of fewer
+// classes than labels gives the first ones). A session all of
+// whose packets came with a row is named by VoteLogProb, any other by
+// VoteMajority.
+func (v *Voter) AddScored(group string, truth, pred int, logProbs []float32) {
 	if truth < 0 || truth >= len(v.labels) || pred < 0 || pred >= len(v.labels) {
 		return
 	}
@@ -175,9 +208,27 @@ func (v *Voter) Add(group string, truth, pred int) {
 	}
 	v.truth[group][truth]++
 	v.pred[group][pred]++
+	if len(logProbs) == 0 || len(logProbs) > len(v.labels) {
+		return
+	}
+	sum := v.logp[group]
+	if sum == nil {
+		sum = make([]float64, len(v.labels))
+		// Labels past the model's classes (devices only the test side
+		// has) are ones it can never name.
+		for c := len(logProbs); c < len(sum); c++ {
+			sum[c] = math.Inf(-1)
+		}
+		v.logp[group] = sum
+	}
+	for c, lp := range logProbs {
+		sum[c] += float64(lp)
+	}
+	v.scored[group]++
 }
 
-// Votes returns one vote per group, sorted by group.
+// Votes returns one vote per group, sorted by group. Ties go to the class
+// listed first.
 func (v *Voter) Votes() []SessionVote {
 	var out []SessionVote
 	for g, t := range v.truth {
@@ -193,8 +244,15 @@ func (v *Voter) Votes() []SessionVote {
 				votes[v.labels[c]] = x
 			}
 		}
-		out = append(out, SessionVote{Group: g, Truth: v.labels[Commonest(t)], Predicted: v.labels[best], Packets: n,
-			Share: float64(pred[best]) / float64(max(n, 1)), Votes: votes})
+		vote := SessionVote{Group: g, Truth: v.labels[Commonest(t)], Packets: n, Votes: votes}
+		if v.scored[g] == n && !slices.ContainsFunc(v.logp[g], math.IsNaN) {
+			best = argmaxFloat(v.logp[g])
+			vote.Rule, vote.Majority = VoteLogProb, v.labels[Commonest(pred)]
+		} else {
+			vote.Rule = VoteMajority
+		}
+		vote.Predicted, vote.Share = v.labels[best], float64(pred[best])/float64(max(n, 1))
+		out = append(out, vote)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
 	return out
@@ -228,4 +286,14 @@ func SessionAccuracy(votes []SessionVote) (devices, types float64) {
 		}
 	}
 	return float64(d) / float64(len(votes)), float64(t) / float64(len(votes))
+}
+
+func argmaxFloat(xs []float64) int {
+	b := 0
+	for i, x := range xs {
+		if x > xs[b] {
+			b = i
+		}
+	}
+	return b
 }

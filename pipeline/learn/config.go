@@ -47,6 +47,18 @@ type Config struct {
 	// Balance weighs each class in the loss by its inverse share of the
 	// training packets, so rare devices count as much as chatty ones.
 	Balance bool
+	// PortSessions keeps a destination port out of the embedding's
+	// vocabulary unless it appears in at least this many training capture
+	// sessions (window groups): an ephemeral port, or one server's port in
+	// one session, would otherwise get a row that names that session, which
+	// a later capture of the same device never reproduces. 0 or 1: every
+	// port seen twice, as before.
+	PortSessions int
+	// LabelSmoothing spreads this share of each packet's target over the
+	// other classes (0: none), so the model is less sure of the siblings
+	// it cannot tell apart and a session's summed log-probabilities are not
+	// swung by a few overconfident packets.
+	LabelSmoothing float64
 	// Threads sets libtorch's intra-op thread count (process-wide) when > 0;
 	// 0 leaves libtorch's default.
 	Threads int
@@ -112,6 +124,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPorts <= 0 {
 		bad("MaxPorts", c.MaxPorts, "> 0")
+	}
+	if c.PortSessions < 0 {
+		bad("PortSessions", c.PortSessions, ">= 0")
+	}
+	if math.IsNaN(c.LabelSmoothing) || c.LabelSmoothing < 0 || c.LabelSmoothing >= 1 {
+		bad("LabelSmoothing", c.LabelSmoothing, "in [0, 1)")
 	}
 	if c.LenEmbedDim < 0 {
 		bad("LenEmbedDim", c.LenEmbedDim, ">= 0 (0 = no frame-length embedding, the paper's model)")

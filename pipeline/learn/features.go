@@ -80,29 +80,41 @@ type features struct {
 // Frame lengths get a vocabulary too when maxLens > 0: IoT firmware sends
 // messages of fixed sizes, and an embedding lets the model tell 342 bytes
 // from 343, which one normalised number spread over 60..1514 hardly does.
-func fitFeatures(ws []*schemas.Window, maxPorts, maxLens int) *features {
+func fitFeatures(ws []*schemas.Window, maxPorts, maxLens, portSessions int) *features {
 	var st featureStats
 	for _, w := range ws {
 		st.add(w)
 	}
-	return st.fit(maxPorts, maxLens)
+	return st.fit(maxPorts, maxLens, portSessions)
 }
 
 // featureStats gathers what fitFeatures learns one window at a time, so a
 // trainer that streams its windows fits the same features without holding
 // them: the counts grow with the vocabulary, not the dataset.
 type featureStats struct {
-	counts, lenCounts                   map[int32]int
+	counts, lenCounts map[int32]int
+	// portGroups holds, per port, the capture sessions (window groups) it
+	// was seen in; groups all of them.
+	portGroups                          map[int32]map[string]struct{}
+	groups                              map[string]struct{}
 	n, frameSum, frameSq, ivlSum, ivlSq float64
 }
 
 func (s *featureStats) add(w *schemas.Window) {
 	if s.counts == nil {
 		s.counts, s.lenCounts = map[int32]int{}, map[int32]int{}
+		s.portGroups, s.groups = map[int32]map[string]struct{}{}, map[string]struct{}{}
 	}
+	s.groups[w.Group] = struct{}{}
 	for i := range w.Len {
 		if p := w.DPort[i]; p >= 0 {
 			s.counts[p]++
+			g := s.portGroups[p]
+			if g == nil {
+				g = map[string]struct{}{}
+				s.portGroups[p] = g
+			}
+			g[w.Group] = struct{}{}
 		}
 		s.lenCounts[w.FrameLen[i]]++
 		fl := float64(w.FrameLen[i])
@@ -115,9 +127,21 @@ func (s *featureStats) add(w *schemas.Window) {
 	}
 }
 
-func (s *featureStats) fit(maxPorts, maxLens int) *features {
+// fit makes the features; a port enters the vocabulary only when seen in
+// portSessions capture sessions or more (see Config.PortSessions), unless
+// the windows hold fewer sessions than that, where the rule cannot judge.
+func (s *featureStats) fit(maxPorts, maxLens, portSessions int) *features {
 	f := &features{FrameMean: 0, FrameStd: 1, LogIvlMean: 0, LogIvlStd: 1}
-	f.Ports = pktfeatures.Vocabulary(s.counts, maxPorts, minPortCount)
+	counts := s.counts
+	if portSessions > 1 && len(s.groups) >= portSessions {
+		counts = make(map[int32]int, len(s.counts))
+		for p, c := range s.counts {
+			if len(s.portGroups[p]) >= portSessions {
+				counts[p] = c
+			}
+		}
+	}
+	f.Ports = pktfeatures.Vocabulary(counts, maxPorts, minPortCount)
 	if maxLens > 0 {
 		f.Lens = pktfeatures.Vocabulary(s.lenCounts, maxLens, minPortCount)
 	}

@@ -443,7 +443,7 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	}
 	// Features come from all training windows, windows without labels
 	// included; only the loss needs labels.
-	feat := fitFeatures(train, cfg.MaxPorts, cfg.lensToFit())
+	feat := fitFeatures(train, cfg.MaxPorts, cfg.lensToFit(), cfg.PortSessions)
 	feat.Header = cfg.HeaderFeatures
 	dev, err := ResolveDevice(cfg.Device)
 	if err != nil {
@@ -693,7 +693,7 @@ func (m *Model) step(opt *ts.COptimizer, e encoded, weights *ts.Tensor, acc *epo
 		return err
 	}
 	// ignore_index -1 is the mask: padding and unlabeled packets carry -1.
-	l, err := sc.Keep(logits.CrossEntropyLoss(targets, weights, 1, -1, 0, false))
+	l, err := sc.Keep(logits.CrossEntropyLoss(targets, weights, 1, -1, m.cfg.LabelSmoothing, false))
 	if err != nil {
 		return fmt.Errorf("loss: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/homemole/homemole/pipeline/evaluate"
@@ -166,7 +167,7 @@ func TestStreamsAndContexts(t *testing.T) {
 		}
 	}
 	ws[3].FrameLen[0] = 777 // cam/1 alone sends this kind
-	f := fitFeatures(ws, 16, 64)
+	f := fitFeatures(ws, 16, 64, 0)
 	c := f.contextsOf(ws)
 	whole := c.whole()
 	has := func(ks []int32, w *schemas.Window, i int) bool { return slices.Contains(ks, f.kindOf(w, i)) }
@@ -197,5 +198,41 @@ func TestStreamsAndContexts(t *testing.T) {
 	}
 	if partial == 0 {
 		t.Error("training never gave a window part of its stream as context")
+	}
+}
+
+// TestPortSessions: a port seen in one capture session only (a device's
+// ephemeral port, one session's server) stays out of the embedding's
+// vocabulary when PortSessions is 2, however many packets it has; a port
+// of two sessions gets its row. With fewer sessions than the rule asks,
+// the rule cannot judge and every port seen twice is kept.
+func TestPortSessions(t *testing.T) {
+	win := func(group string, ports ...int32) *schemas.Window {
+		w := schemas.NewWindow(len(ports))
+		w.Group, w.Len = group, len(ports)
+		copy(w.DPort, ports)
+		return w
+	}
+	ws := []*schemas.Window{
+		win("plug/Setup-A-1", 9999, 9999, 49153, 49153, 49153, 49153),
+		win("plug/Setup-A-2", 9999, 9999, 50211, 50211),
+		win("plug/Setup-A-3", 9999, 9999),
+	}
+	vocab := func(ws []*schemas.Window, sessions int) []int32 {
+		return fitFeatures(ws, 16, 0, sessions).Ports
+	}
+	if got := vocab(ws, 0); !slices.Equal(got, []int32{9999, 49153, 50211}) {
+		t.Errorf("PortSessions 0: vocabulary %v, want every port seen twice", got)
+	}
+	if got := vocab(ws, 2); !slices.Equal(got, []int32{9999}) {
+		t.Errorf("PortSessions 2: vocabulary %v, want only 9999 (the ephemeral ports are each one session's)", got)
+	}
+	if got := vocab(ws[:1], 2); !slices.Equal(got, []int32{49153, 9999}) {
+		t.Errorf("PortSessions 2 over one session: vocabulary %v, want the rule off", got)
+	}
+	bad := DefaultConfig()
+	bad.PortSessions, bad.LabelSmoothing = -1, 1
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "PortSessions") || !strings.Contains(err.Error(), "LabelSmoothing") {
+		t.Errorf("Validate: %v, want both fields named", err)
 	}
 }

@@ -72,7 +72,7 @@ func TrainStream(ctx context.Context, cfg Config, src Source, numClasses int, pr
 	if err := startTorch(cfg); err != nil {
 		return nil, err
 	}
-	feat := stats.fit(cfg.MaxPorts, cfg.lensToFit())
+	feat := stats.fit(cfg.MaxPorts, cfg.lensToFit(), cfg.PortSessions)
 	feat.Header = cfg.HeaderFeatures
 	dev, err := ResolveDevice(cfg.Device)
 	if err != nil {

@@ -136,10 +136,11 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 			return nil, err
 		}
 	}
-	if out.Preds, err = PredictPooled(model, e.Test, e.Pool); err != nil {
+	lp, err := e.label(model, out)
+	if err != nil {
 		return nil, fmt.Errorf("label held-out windows: %w", err)
 	}
-	conf, voter, err := e.judge(out.Preds)
+	conf, voter, err := e.judge(out.Preds, lp)
 	if err != nil {
 		return nil, err
 	}
@@ -154,8 +155,10 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 	return out, nil
 }
 
-// judge tallies held-out predictions per packet and per session vote.
-func (e *Evaluation) judge(preds [][]int32) (*evaluate.Confusion, *evaluate.Voter, error) {
+// judge tallies held-out predictions per packet and per session vote; lp,
+// when not nil, holds the packets' log-probabilities, by which the
+// sessions are then named (evaluate.VoteLogProb).
+func (e *Evaluation) judge(preds [][]int32, lp [][]float32) (*evaluate.Confusion, *evaluate.Voter, error) {
 	conf := evaluate.NewConfusion(e.Labels)
 	voter := evaluate.NewVoter(e.Labels)
 	for i, w := range e.Test {
@@ -169,10 +172,27 @@ func (e *Evaluation) judge(preds [][]int32) (*evaluate.Confusion, *evaluate.Vote
 			if e.VoteBy != nil {
 				unit = e.VoteBy(w, k)
 			}
-			voter.Add(unit, t, p)
+			voter.AddScored(unit, t, p, Row(lp, e.Test, i, k))
 		}
 	}
 	return conf, voter, nil
+}
+
+// label labels the test windows' packets into out.Preds and returns their
+// log-probabilities where the sessions are to be named by them
+// (evaluate.VoteLogProb): an LSTM's or BLSTM's softmax, not pooled. A
+// Random Forest's tree shares are often exactly 0 for the right class on
+// a packet or two, whose logarithm would veto it; its sessions keep the
+// majority of its labels.
+func (e *Evaluation) label(model Model, out *Outcome) ([][]float32, error) {
+	if _, ok := model.(probModel); !ok || e.Pool {
+		var err error
+		out.Preds, err = PredictPooled(model, e.Test, e.Pool)
+		return nil, err
+	}
+	preds, lp, err := Label(model, e.Test)
+	out.Preds = preds
+	return lp, err
 }
 
 // save calibrates the unknown-device threshold and stores the model.

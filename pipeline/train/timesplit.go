@@ -18,6 +18,20 @@ const CVTime = "time"
 // timeFolds is the one fold of CVTime: per home (in an IoT Sentinel
 // dataset, per device), the later half of its sessions is held out.
 func timeFolds(m *dataset.Manifest) ([]fold, error) {
+	late, err := LateGroups(m)
+	if err != nil {
+		return nil, err
+	}
+	return []fold{{
+		train:      func(w *schemas.Window) bool { return !late[w.Group] },
+		test:       func(w *schemas.Window) bool { return late[w.Group] },
+		testGroups: len(late),
+	}}, nil
+}
+
+// LateGroups is the held-out side of CVTime: the later half of each
+// home's capture sessions, by group.
+func LateGroups(m *dataset.Manifest) (map[string]bool, error) {
 	byHome := map[string][]string{}
 	for _, g := range m.Groups {
 		home, session, ok := strings.Cut(g, "/")
@@ -45,9 +59,5 @@ func timeFolds(m *dataset.Manifest) ([]fold, error) {
 	if len(late) == 0 {
 		return nil, fmt.Errorf("time split of %s/%s: every home has a single session, nothing is later than another", m.Dataset, m.Version)
 	}
-	return []fold{{
-		train:      func(w *schemas.Window) bool { return !late[w.Group] },
-		test:       func(w *schemas.Window) bool { return late[w.Group] },
-		testGroups: len(late),
-	}}, nil
+	return late, nil
 }

@@ -36,6 +36,8 @@ func Register(fs *flag.FlagSet) *train.Spec {
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate (paper: 0.001)")
 	fs.IntVar(&cfg.LenEmbedDim, "len-embed", cfg.LenEmbedDim, "size of the exact-frame-length embedding added to the paper's inputs; 0 = the paper's inputs")
 	fs.BoolVar(&cfg.HeaderFeatures, "header-features", cfg.HeaderFeatures, "add TTL, TCP window, options and payload length, TCP flags and transport to the paper's inputs")
+	fs.IntVar(&cfg.PortSessions, "port-sessions", cfg.PortSessions, "a destination port gets its own embedding only when it appears in at least this many training capture sessions (0 or 1: every port seen twice); keeps ephemeral ports and one session's server port from naming that session")
+	fs.Float64Var(&cfg.LabelSmoothing, "label-smoothing", cfg.LabelSmoothing, "share of each packet's training target spread over the other devices (0: none)")
 	fs.BoolVar(&cfg.Balance, "balance", cfg.Balance, "weigh each device in the loss by its inverse share of the training packets")
 	fs.Func("context", fmt.Sprintf("what each packet's output sees beside its own LSTM state: %s (the paper) or %s (which kinds of packet its device's stream in the capture session holds) (default %s)", learn.ContextNone, learn.ContextStream, cfg.Context), func(v string) error {
 		if v != learn.ContextNone && v != learn.ContextStream {
