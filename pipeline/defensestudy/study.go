@@ -146,6 +146,7 @@ func (a ForestAttack) Label(ctx context.Context, train, test []*schemas.Window, 
 type Row struct {
 	Defense           string  `json:"defense"`
 	Attack            string  `json:"attack"`
+	View              string  `json:"view,omitempty"`
 	SessionAccuracy   float64 `json:"session_accuracy"`
 	TypeAccuracy      float64 `json:"type_accuracy"`
 	PerPacketAccuracy float64 `json:"per_packet_accuracy"`
@@ -256,20 +257,9 @@ func PeakRate(ctx context.Context, cfg Config) (int, string, error) {
 				continue // a generated home's sessions are every device's
 			}
 			seen[f] = true
-			r, err := capture.InferHome(ctx, f)
+			view, _, err := wanView(ctx, cfg, f, uint64(k))
 			if err != nil {
 				return 0, "", err
-			}
-			src, err := capture.OpenFile(f)
-			if err != nil {
-				return 0, "", err
-			}
-			gw := cfg.Gateway
-			gw.Seed = cfg.Seed + uint64(k)
-			view, _, err := defense.WANView(ctx, src, r.Home, gw)
-			src.Close()
-			if err != nil {
-				return 0, "", fmt.Errorf("emulate the WAN view of %s: %w", f, err)
 			}
 			for i, j := 0, 0; j < len(view); j++ {
 				for view[j].TS-view[i].TS >= int64(time.Second) {
@@ -287,7 +277,7 @@ func PeakRate(ctx context.Context, cfg Config) (int, string, error) {
 // runDefense defends every capture once and judges every attack on the
 // same defended sessions and folds: a row per attack.
 func runDefense(ctx context.Context, cfg Config, devs []campaign.DeviceDir, names []string, spec defense.Spec) ([]Row, error) {
-	row := Row{Defense: spec.String()}
+	row := Row{Defense: spec.String(), View: string(cfg.Gateway.Mode)}
 	var mimic [][]defense.Packet
 	if spec.Mimic != "" {
 		if cfg.MimicDir == "" {
@@ -570,24 +560,13 @@ func (d *detection) macroF1() float64 {
 // setup) are left out, as in the LAN study.
 func defended(ctx context.Context, cfg Config, spec defense.Spec, mimic [][]defense.Packet, dev campaign.DeviceDir, label int, names []string, path string, k uint64) (session, defense.Cost, error) {
 	s := session{device: label, file: path}
-	r, err := capture.InferHome(ctx, path)
-	if err != nil {
-		return s, defense.Cost{}, err
-	}
 	mine, err := deviceFrames(path, dev.MAC)
 	if err != nil {
 		return s, defense.Cost{}, err
 	}
-	src, err := capture.OpenFile(path)
+	view, gw, err := wanView(ctx, cfg, path, k)
 	if err != nil {
 		return s, defense.Cost{}, err
-	}
-	gw := cfg.Gateway
-	gw.Seed = cfg.Seed + k
-	view, _, err := defense.WANView(ctx, src, r.Home, gw)
-	src.Close()
-	if err != nil {
-		return s, defense.Cost{}, fmt.Errorf("emulate the WAN view of %s: %w", path, err)
 	}
 	if len(view) == 0 {
 		return s, defense.Cost{}, nil
@@ -621,6 +600,27 @@ func defended(ctx context.Context, cfg Config, spec defense.Spec, mimic [][]defe
 	s.ws = window.Cut(ws, dev.Device, string(gw.Mode), sess, pkts, labels)
 	s.pkts = seqprofile.StampedOf(pkts)
 	return s, cost, nil
+}
+
+// wanView is the undefended WAN view of the k-th capture of a device
+// through the study's gateway (seeded per capture), and that gateway.
+func wanView(ctx context.Context, cfg Config, path string, k uint64) ([]defense.Packet, gateway.Config, error) {
+	gw := cfg.Gateway
+	gw.Seed = cfg.Seed + k
+	r, err := capture.InferHome(ctx, path)
+	if err != nil {
+		return nil, gw, err
+	}
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		return nil, gw, err
+	}
+	defer src.Close()
+	view, _, err := defense.WANView(ctx, src, r.Home, gw)
+	if err != nil {
+		return nil, gw, fmt.Errorf("emulate the WAN view of %s: %w", path, err)
+	}
+	return view, gw, nil
 }
 
 // deviceFrames marks the LAN packets (by ordinal) the device sent or

@@ -104,8 +104,12 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	seed := fs.Uint64("seed", 1, "seed of the gateway, the defences and the forest")
 	jsonOut := fs.String("json", "", "file to write {\"rows\": [...]} to")
 	report := fs.String("report", "", "HTML file to write: accuracy against overhead per attack, the Pareto front, per-device accuracy")
+	reportFrom := fs.String("report-from", "", "instead of a study: comma-separated --json files of earlier runs, whose rows --report draws as one report")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *reportFrom != "" {
+		return reportFromFiles(*reportFrom, *report)
 	}
 	if (*dir == "") == (*genSessions == 0) || *jsonOut == "" || *genSessions < 0 || *genMinutes < 1 {
 		return cli.Usagef("study defenses needs one of --from-dir DIR or --generated-home SESSIONS (with --session-minutes 1 or more), and --json OUT")
@@ -229,4 +233,37 @@ func studySpecs(ctx context.Context, log *slog.Logger, cfg defensestudy.Config, 
 		specs = append(specs, sp)
 	}
 	return specs, nil
+}
+
+// reportFromFiles draws the rows of earlier studies' --json files as one
+// report, so that runs split by view or defence read as one study.
+func reportFromFiles(files, report string) error {
+	if report == "" {
+		return cli.Usagef("study defenses: --report-from needs --report OUT.html")
+	}
+	var rows []defensestudy.Row
+	for _, f := range strings.Split(files, ",") {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("study defenses: --report-from: %w", err)
+		}
+		var got struct {
+			Rows []defensestudy.Row `json:"rows"`
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			return fmt.Errorf("study defenses: --report-from %s: not the rows of a study (%v): give files its --json wrote", f, err)
+		}
+		if len(got.Rows) == 0 {
+			return fmt.Errorf("study defenses: --report-from %s: no rows: give files its --json wrote", f)
+		}
+		rows = append(rows, got.Rows...)
+	}
+	page, err := defensestudy.HTML(rows)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(report, page, 0o644); err != nil {
+		return fmt.Errorf("study defenses: write --report: %w", err)
+	}
+	return nil
 }

@@ -58,6 +58,18 @@ func TestStudyDefensesCommand(t *testing.T) {
 	if got.Rows[0]["byte_overhead"].(float64) != 0 || got.Rows[1]["byte_overhead"].(float64) <= 0 || got.Rows[2]["packet_overhead"].(float64) <= 0 {
 		t.Errorf("overheads: none %v, pad:mtu %v, cbr:20 %v", got.Rows[0]["byte_overhead"], got.Rows[1]["byte_overhead"], got.Rows[2]["packet_overhead"])
 	}
+	// The rows drawn again from the JSON, twice over (runs split by view
+	// or defence read as one report).
+	again := filepath.Join(t.TempDir(), "again.html")
+	if err := study(context.Background(), quiet(), &bytes.Buffer{}, []string{"defenses", "--report-from", js + "," + js, "--report", again}); err != nil {
+		t.Fatal(err)
+	}
+	if page, err := os.ReadFile(again); err != nil || bytes.Count(page, []byte(`<tr class="row`)) != 6 {
+		t.Errorf("--report-from: %v, want 6 rows drawn", err)
+	}
+	if err := study(context.Background(), quiet(), &bytes.Buffer{}, []string{"defenses", "--report-from", html, "--report", again}); err == nil || !strings.Contains(err.Error(), html) {
+		t.Errorf("--report-from an HTML file: %v, want an error naming it", err)
+	}
 	for _, args := range [][]string{
 		{"--attacks", "rf,nn"}, {"--generated-home", "3"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
 		{"--max-windows", "-1"}, {"--defenses", "cbr:peakish"},
