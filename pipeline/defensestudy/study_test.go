@@ -1,6 +1,7 @@
 package defensestudy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -239,5 +240,41 @@ func TestStudyActivity(t *testing.T) {
 	}
 	if *rows[1].ActivityF1 > *rows[0].ActivityF1 {
 		t.Errorf("stp:30 activity F1 %.3f above the undefended %.3f", *rows[1].ActivityF1, *rows[0].ActivityF1)
+	}
+}
+
+// TestPeakRate: the peak is the most WAN packets in one second of any
+// studied capture, counted here again from each packet forwards.
+func TestPeakRate(t *testing.T) {
+	if _, err := os.Stat(sentinelDir); err != nil {
+		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
+	}
+	cfg := Config{Dir: sentinelDir, Devices: []string{"Aria", "HueBridge"}, MaxFiles: 2, Gateway: gateway.Config{Mode: gateway.NAPT}, Seed: 1}
+	peak, where, err := PeakRate(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs, err := deviceDirs(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, at := 0, ""
+	for _, d := range devs {
+		for k, f := range d.Files[:2] {
+			view, _, err := wanView(context.Background(), cfg, f, uint64(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range view {
+				end, _ := slices.BinarySearchFunc(view, p.TS+int64(time.Second), func(q defense.Packet, ts int64) int { return cmp.Compare(q.TS, ts) })
+				if end-i > want {
+					want, at = end-i, f
+				}
+			}
+		}
+	}
+	t.Logf("peak %d packets/s in %s", peak, where)
+	if peak != want || where != at || peak < 2 {
+		t.Errorf("peak %d in %s, want %d in %s", peak, where, want, at)
 	}
 }
