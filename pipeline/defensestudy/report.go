@@ -7,15 +7,16 @@ import (
 	"slices"
 )
 
-// Pareto marks the rows a defender would choose among for each attack:
-// no other defence against that attack costs at most as many KB/s and
-// leaves the attacker at most as accurate, one of the two strictly less.
+// Pareto marks the rows a defender would choose among for each attack
+// and view: no other defence against that attack costs at most as many
+// KB/s and leaves the attacker at most as accurate, one of the two
+// strictly less.
 func Pareto(rows []Row) []bool {
 	front := make([]bool, len(rows))
 	for i, r := range rows {
 		front[i] = true
 		for j, o := range rows {
-			if i == j || o.Attack != r.Attack {
+			if i == j || o.Attack != r.Attack || o.View != r.View {
 				continue
 			}
 			if o.KBps <= r.KBps && o.SessionAccuracy <= r.SessionAccuracy && (o.KBps < r.KBps || o.SessionAccuracy < r.SessionAccuracy) {
@@ -53,10 +54,22 @@ const (
 // each defence. It needs no script: what the page shows is in the markup.
 func HTML(rows []Row) ([]byte, error) {
 	front := Pareto(rows)
-	var attacks, devices []string
+	var attacks, devices, views []string
 	for _, r := range rows {
-		if !slices.Contains(attacks, r.Attack) {
-			attacks = append(attacks, r.Attack)
+		if !slices.Contains(views, r.View) {
+			views = append(views, r.View)
+		}
+	}
+	// A plot per attack, and per view where the rows hold several.
+	key := func(r Row) string {
+		if len(views) > 1 {
+			return r.Attack + " (" + r.View + ")"
+		}
+		return r.Attack
+	}
+	for _, r := range rows {
+		if !slices.Contains(attacks, key(r)) {
+			attacks = append(attacks, key(r))
 		}
 		for d := range r.PerDevice {
 			if !slices.Contains(devices, d) {
@@ -69,13 +82,13 @@ func HTML(rows []Row) ([]byte, error) {
 	for _, a := range attacks {
 		p := plot{Attack: a, MaxKB: 1}
 		for _, r := range rows {
-			if r.Attack == a {
+			if key(r) == a {
 				p.MaxKB = max(p.MaxKB, r.KBps)
 			}
 		}
 		var fr []point
 		for i, r := range rows {
-			if r.Attack != a {
+			if key(r) != a {
 				continue
 			}
 			pt := point{X: plotPad + r.KBps/p.MaxKB*(plotW-2*plotPad), Y: plotH - plotPad - r.SessionAccuracy*(plotH-2*plotPad),
@@ -100,12 +113,12 @@ func HTML(rows []Row) ([]byte, error) {
 		plots = append(plots, p)
 	}
 	type deviceRow struct {
-		Defense, Attack string
-		Acc             []string
+		Defense, Attack, View string
+		Acc                   []string
 	}
 	var byDevice []deviceRow
 	for _, r := range rows {
-		dr := deviceRow{Defense: r.Defense, Attack: r.Attack}
+		dr := deviceRow{Defense: r.Defense, Attack: r.Attack, View: r.View}
 		for _, d := range devices {
 			if v, ok := r.PerDevice[d]; ok {
 				dr.Acc = append(dr.Acc, fmt.Sprintf("%.1f %%", 100*v))
@@ -128,10 +141,16 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 	"pct": func(v float64) string { return fmt.Sprintf("%.1f %%", 100*v) },
 	"f3":  func(v float64) string { return fmt.Sprintf("%.3f", v) },
 	"f1":  func(v float64) string { return fmt.Sprintf("%.1f", v) },
+	"opt": func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", *v)
+	},
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>HomeMole defence study</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-td:first-child,td:nth-child(2){text-align:left}tr.front td{font-weight:bold}svg{border:1px solid #ccc;margin:0 1em 1em 0}td{white-space:nowrap}</style></head>
+td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}tr.front td{font-weight:bold}svg{border:1px solid #ccc;margin:0 1em 1em 0}td{white-space:nowrap}</style></head>
 <body>
 <h1>Defences against the attacks</h1>
 <p>Each attack is trained on defended training captures and tested on defended held-out captures (grouped folds).
@@ -145,12 +164,12 @@ Bold rows and filled points are the Pareto front per attack: no other defence co
 {{end}}</svg>
 {{end}}
 <h2>Every defence and attack</h2>
-<table><tr><th>defence</th><th>attack</th><th>session</th><th>type</th><th>per packet</th><th>bytes +</th><th>packets +</th><th>KB/s per home</th><th>latency mean ms</th><th>latency p99 ms</th><th>sessions</th></tr>
-{{range $i, $r := .Rows}}<tr class="row{{if index $.Front $i}} front{{end}}" data-defense="{{$r.Defense}}" data-attack="{{$r.Attack}}"><td>{{$r.Defense}}</td><td>{{$r.Attack}}</td><td>{{pct $r.SessionAccuracy}}</td><td>{{pct $r.TypeAccuracy}}</td><td>{{pct $r.PerPacketAccuracy}}</td><td>{{pct $r.ByteOverhead}}</td><td>{{pct $r.PacketOverhead}}</td><td>{{f3 $r.KBps}}</td><td>{{f1 $r.LatencyMsMean}}</td><td>{{f1 $r.LatencyMsP99}}</td><td>{{$r.Sessions}}</td></tr>
+<table><tr><th>defence</th><th>attack</th><th>view</th><th>session</th><th>type</th><th>per packet</th><th>detection F1</th><th>activity F1</th><th>bytes +</th><th>packets +</th><th>KB/s per home</th><th>latency mean ms</th><th>latency p99 ms</th><th>sessions</th></tr>
+{{range $i, $r := .Rows}}<tr class="row{{if index $.Front $i}} front{{end}}" data-defense="{{$r.Defense}}" data-attack="{{$r.Attack}}"><td>{{$r.Defense}}</td><td>{{$r.Attack}}</td><td>{{$r.View}}</td><td>{{pct $r.SessionAccuracy}}</td><td>{{pct $r.TypeAccuracy}}</td><td>{{pct $r.PerPacketAccuracy}}</td><td>{{f3 $r.DetectionF1}}</td><td>{{opt $r.ActivityF1}}</td><td>{{pct $r.ByteOverhead}}</td><td>{{pct $r.PacketOverhead}}</td><td>{{f3 $r.KBps}}</td><td>{{f1 $r.LatencyMsMean}}</td><td>{{f1 $r.LatencyMsP99}}</td><td>{{$r.Sessions}}</td></tr>
 {{end}}</table>
 <h2>Per-device session accuracy</h2>
-<table><tr><th>defence</th><th>attack</th>{{range .Devices}}<th>{{.}}</th>{{end}}</tr>
-{{range .ByDevice}}<tr class="device-row" data-defense="{{.Defense}}" data-attack="{{.Attack}}"><td>{{.Defense}}</td><td>{{.Attack}}</td>{{range .Acc}}<td>{{.}}</td>{{end}}</tr>
+<table><tr><th>defence</th><th>attack</th><th>view</th>{{range .Devices}}<th>{{.}}</th>{{end}}</tr>
+{{range .ByDevice}}<tr class="device-row" data-defense="{{.Defense}}" data-attack="{{.Attack}}"><td>{{.Defense}}</td><td>{{.Attack}}</td><td>{{.View}}</td>{{range .Acc}}<td>{{.}}</td>{{end}}</tr>
 {{end}}</table>
 </body></html>
 `))

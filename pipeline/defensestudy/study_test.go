@@ -1,8 +1,10 @@
 package defensestudy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +30,7 @@ const sentinelDir = "../../../shared/data/iot-sentinel-dev"
 func TestStudyRF(t *testing.T) {
 	sentineldata.Need(t)
 	var specs []defense.Spec
-	for _, s := range []string{"none", "pad:mtu", "cbr:20", "pad:mtu+cbr:20"} {
+	for _, s := range []string{"none", "pad:mtu", "cbr:20", "pad:mtu+cbr:20", "mimic:EdimaxPlug1101W"} {
 		sp, err := defense.ParseSpec(s)
 		if err != nil {
 			t.Fatal(err)
@@ -53,6 +55,15 @@ func TestStudyRF(t *testing.T) {
 	}
 	if rows[0].SessionAccuracy <= 0.25 || rows[0].ByteOverhead != 0 || rows[0].LatencyMsMean != 0 {
 		t.Errorf("undefended: %+v: want session accuracy above 0.25 and no cost", rows[0])
+	}
+	// One type per session, found by the verdict: detection F1 is above
+	// chance's where the session accuracy is.
+	if rows[0].DetectionF1 <= 0.25 || rows[0].DetectionF1 > 1 {
+		t.Errorf("undefended: detection F1 %.3f, want in (0.25, 1]", rows[0].DetectionF1)
+	}
+	// mimic:DEVICE adds the other device's bursts: dummies, no padding, no wait.
+	if m := rows[4]; m.PacketOverhead <= 0 || m.LatencyMsMean != 0 {
+		t.Errorf("mimic: %+v: want dummies and no wait", m)
 	}
 	if rows[1].ByteOverhead <= 0 || rows[1].PacketOverhead != 0 {
 		t.Errorf("pad:mtu: %+v: want bytes, no packets added", rows[1])
@@ -160,5 +171,108 @@ func TestStudyGeneratedHome(t *testing.T) {
 	}
 	if rows[0].SessionAccuracy <= 1/float64(len(homes)) {
 		t.Errorf("undefended: session accuracy %.3f, want above %.3f", rows[0].SessionAccuracy, 1/float64(len(homes)))
+	}
+}
+
+// TestDetectionF1 checks device detection on a handmade set of verdicts:
+// per type 2tp / (2tp + fp + fn) over the sessions, averaged over the
+// types held out; EdimaxCam1 and EdimaxCam2 are one type.
+func TestDetectionF1(t *testing.T) {
+	names := []string{"Aria", "HueBridge", "EdimaxCam1", "EdimaxCam2"}
+	var d detection
+	d.add(names, 0, []int{0})    // Aria found: tp Aria
+	d.add(names, 0, []int{1})    // HueBridge for Aria: fp HueBridge, fn Aria
+	d.add(names, 1, []int{1, 0}) // both found: tp HueBridge, fp Aria
+	d.add(names, 2, []int{3})    // the same camera type: tp
+	d.add(names, 3, nil)         // nothing found: fn the camera
+	// Aria: tp 1, fp 1, fn 1 -> 0.5; HueBridge: tp 1, fp 1 -> 2/3; camera: tp 1, fn 1 -> 2/3.
+	want := (0.5 + 2.0/3 + 2.0/3) / 3
+	if got := d.macroF1(); math.Abs(got-want) > 1e-12 {
+		t.Errorf("macro F1 %.6f, want %.6f", got, want)
+	}
+}
+
+// TestStudyActivity runs the user-activity attack in the study on a
+// generated home: undefended, the smart plug's switchings are found in
+// its held-out sessions with F1 >= 0.9, and every defence's row reports
+// what is left of it, stp's among them.
+func TestStudyActivity(t *testing.T) {
+	h, err := homegen.Generate(homegen.Config{Seed: 5, Sessions: 4, SessionDuration: 15 * time.Minute}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	homes, err := GeneratedHome(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acts := Switchings(h)
+	if acts == nil || len(acts.At) < 8 {
+		t.Fatalf("switchings %+v: want 8 or more", acts)
+	}
+	var specs []defense.Spec
+	for _, s := range []string{"none", "stp:30"} {
+		sp, err := defense.ParseSpec(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		specs = append(specs, sp)
+	}
+	fc := forest.DefaultConfig()
+	fc.Trees, fc.Workers = 5, 1
+	rows, err := Run(context.Background(), Config{Homes: homes, Defenses: specs, Actions: acts,
+		Gateway: gateway.Config{Mode: gateway.NAPT}, Folds: 2, Window: 20, Seed: 1, Forest: fc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.ActivityF1 == nil || r.Activity == nil {
+			t.Fatalf("%s: no activity_f1", r.Defense)
+		}
+		t.Logf("%s: activity F1 %.3f %+v", r.Defense, *r.ActivityF1, *r.Activity)
+		if r.Activity.Actions != len(acts.At) {
+			t.Errorf("%s: %d switchings judged, want every one of the %d (each session is held out once)", r.Defense, r.Activity.Actions, len(acts.At))
+		}
+	}
+	if f := *rows[0].ActivityF1; f < 0.9 {
+		t.Errorf("undefended activity F1 %.3f, want >= 0.9", f)
+	}
+	if *rows[1].ActivityF1 > *rows[0].ActivityF1 {
+		t.Errorf("stp:30 activity F1 %.3f above the undefended %.3f", *rows[1].ActivityF1, *rows[0].ActivityF1)
+	}
+}
+
+// TestPeakRate: the peak is the most WAN packets in one second of any
+// studied capture, counted here again from each packet forwards.
+func TestPeakRate(t *testing.T) {
+	if _, err := os.Stat(sentinelDir); err != nil {
+		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
+	}
+	cfg := Config{Dir: sentinelDir, Devices: []string{"Aria", "HueBridge"}, MaxFiles: 2, Gateway: gateway.Config{Mode: gateway.NAPT}, Seed: 1}
+	peak, where, err := PeakRate(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs, err := deviceDirs(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, at := 0, ""
+	for _, d := range devs {
+		for k, f := range d.Files[:2] {
+			view, _, err := wanView(context.Background(), cfg, f, uint64(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range view {
+				end, _ := slices.BinarySearchFunc(view, p.TS+int64(time.Second), func(q defense.Packet, ts int64) int { return cmp.Compare(q.TS, ts) })
+				if end-i > want {
+					want, at = end-i, f
+				}
+			}
+		}
+	}
+	t.Logf("peak %d packets/s in %s", peak, where)
+	if peak != want || where != at || peak < 2 {
+		t.Errorf("peak %d in %s, want %d in %s", peak, where, want, at)
 	}
 }

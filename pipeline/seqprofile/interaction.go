@@ -66,7 +66,10 @@ func FindInteraction(sp Profile, stream []Stamped, bin time.Duration, gap time.D
 // (both Unix ns, sorted): a detection within tol of a true time finds it,
 // one far from every true time is a false alarm.
 type InteractionScore struct {
-	Actions, Found, Detections, FalseAlarms int
+	Actions     int `json:"actions"`
+	Found       int `json:"found"`
+	Detections  int `json:"detections"`
+	FalseAlarms int `json:"false_alarms"`
 }
 
 // ScoreInteraction matches detections to true action times.
@@ -103,4 +106,101 @@ func (s InteractionScore) Recall() float64 {
 		return 0
 	}
 	return float64(s.Found) / float64(s.Actions)
+}
+
+// F1 is the harmonic mean of precision and recall (0 without detections).
+func (s InteractionScore) F1() float64 {
+	p, r := s.Precision(), s.Recall()
+	if p+r == 0 {
+		return 0
+	}
+	return 2 * p * r / (p + r)
+}
+
+// Add sums two scores, as folds are summed.
+func (s InteractionScore) Add(o InteractionScore) InteractionScore {
+	return InteractionScore{Actions: s.Actions + o.Actions, Found: s.Found + o.Found,
+		Detections: s.Detections + o.Detections, FalseAlarms: s.FalseAlarms + o.FalseAlarms}
+}
+
+// InteractionConfig says how an action's SP is learnt and judged.
+type InteractionConfig struct {
+	// Gap cuts bursts (DefaultBurstGap); MaxLen caps a training burst, as
+	// a stream that never pauses (constant-rate shaping) has no burst end.
+	Gap    time.Duration
+	MaxLen int
+	// Bin is FindInteraction's bin; Tolerance how far a detection may be
+	// from a true action and still find it.
+	Bin, Tolerance time.Duration
+	Dist           Distance
+}
+
+// DefaultInteractionConfig is the burst gap, bursts of at most 64 packets,
+// 1 s bins and 2 s of tolerance, the default distance.
+func DefaultInteractionConfig() InteractionConfig {
+	return InteractionConfig{Gap: DefaultBurstGap, MaxLen: 64, Bin: time.Second, Tolerance: 2 * time.Second, Dist: DefaultDistance()}
+}
+
+// ActionBursts cuts, for every action time (sorted), the burst of pkts (in
+// time order) that the action starts: from its first packet at or after
+// the action (10 ms of clock slack), starting within a second of it, up to
+// a pause of gap or maxLen packets. Actions without such a packet have no
+// burst.
+func ActionBursts(pkts []Stamped, at []int64, gap time.Duration, maxLen int) []Burst {
+	var out []Burst
+	for _, a := range at {
+		i, _ := slices.BinarySearchFunc(pkts, a-int64(10*time.Millisecond), func(p Stamped, t int64) int {
+			switch {
+			case p.TsNs < t:
+				return -1
+			case p.TsNs > t:
+				return 1
+			}
+			return 0
+		})
+		if i == len(pkts) || pkts[i].TsNs > a+int64(time.Second) {
+			continue
+		}
+		b := Burst{pkts[i].V}
+		for j := i + 1; j < len(pkts) && len(b) < maxLen && pkts[j].TsNs-pkts[j-1].TsNs < int64(gap); j++ {
+			b = append(b, pkts[j].V)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// ErrNoInteractionSP says the training repetitions of an action share no
+// SP: the attacker has nothing to look for.
+var ErrNoInteractionSP = errors.New("no interaction SP")
+
+// JudgeInteraction is Ma et al.'s interaction detection as an attack: the
+// action's SP is folded from the bursts of own (the device's packets) at
+// the training action times, then found in the streams (each in time
+// order) and judged against the held-out action times; detections within
+// the tolerance of a training action are not judged. An SP that cannot be
+// folded (fewer than two bursts, or none shared) finds nothing: the
+// error wraps ErrNoInteractionSP, beside the score of no detections.
+func JudgeInteraction(own []Stamped, trainAt []int64, streams [][]Stamped, testAt []int64, cfg InteractionConfig) (Profile, InteractionScore, error) {
+	none := InteractionScore{Actions: len(testAt)}
+	sp, err := InteractionProfile(ActionBursts(own, trainAt, cfg.Gap, cfg.MaxLen), &cfg.Dist)
+	if err != nil {
+		return Profile{}, none, fmt.Errorf("%w: %v", ErrNoInteractionSP, err)
+	}
+	var found []int64
+	for _, s := range streams {
+		f, err := FindInteraction(sp, s, cfg.Bin, cfg.Gap)
+		if err != nil {
+			return sp, none, err
+		}
+		found = append(found, f...)
+	}
+	slices.Sort(found)
+	judged := found[:0]
+	for _, d := range found {
+		if !slices.ContainsFunc(trainAt, func(a int64) bool { return d >= a-int64(cfg.Tolerance) && d <= a+int64(cfg.Tolerance) }) {
+			judged = append(judged, d)
+		}
+	}
+	return sp, ScoreInteraction(judged, testAt, cfg.Tolerance), nil
 }

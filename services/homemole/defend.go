@@ -5,12 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 
-	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/gateway/defense"
 	"github.com/homemole/homemole/services/internal/cli"
@@ -78,7 +74,7 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed}
 	opt := defense.Options{Cipher: c, Seed: *seed}
 	if sp.Mimic != "" {
-		if opt.Mimic, err = mimicViews(ctx, filepath.Join(*mimicDir, sp.Mimic), cfg); err != nil {
+		if opt.Mimic, err = defense.ViewsOfDir(ctx, filepath.Join(*mimicDir, sp.Mimic), cfg); err != nil {
 			return fmt.Errorf("defend: mimic:%s: %w", sp.Mimic, err)
 		}
 	}
@@ -101,39 +97,4 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 		float64(cost.LatencyMean.Microseconds())/1000, float64(cost.LatencyP99.Microseconds())/1000)
 	fmt.Fprintf(out, "  wrote %s and %s\n", *outPath, *truthPath)
 	return nil
-}
-
-// mimicViews is the WAN view of every capture in dir through a gateway
-// configured like the home's, each capture's home side inferred.
-func mimicViews(ctx context.Context, dir string, cfg gateway.Config) ([][]defense.Packet, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("captures of the device to imitate: %w", err)
-	}
-	var views [][]defense.Packet
-	for _, e := range entries {
-		name := e.Name()
-		if e.IsDir() || !slices.ContainsFunc([]string{".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz"}, func(s string) bool { return strings.HasSuffix(name, s) }) {
-			continue
-		}
-		path := filepath.Join(dir, name)
-		r, err := capture.InferHome(ctx, path)
-		if err != nil {
-			return nil, err
-		}
-		src, err := capture.OpenFile(path)
-		if err != nil {
-			return nil, err
-		}
-		v, _, err := defense.WANView(ctx, src, r.Home, cfg)
-		src.Close()
-		if err != nil {
-			return nil, fmt.Errorf("emulate the WAN view of %s: %w", path, err)
-		}
-		views = append(views, v)
-	}
-	if len(views) == 0 {
-		return nil, fmt.Errorf("no captures (.pcap, .pcapng, optionally .gz) in %s", dir)
-	}
-	return views, nil
 }

@@ -30,9 +30,11 @@ func runSP(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 			return runSPEval(ctx, log, out, args[1:])
 		case "show":
 			return runSPShow(out, args[1:])
+		case "interactions":
+			return runSPInteractions(ctx, log, out, args[1:])
 		}
 	}
-	return cli.Usagef("sp needs a subcommand: train --dir DIR --out MODEL | eval --dir DIR --json OUT | show --model MODEL")
+	return cli.Usagef("sp needs a subcommand: train --dir DIR --out MODEL | eval --dir DIR --json OUT | show --model MODEL | interactions [--generated-home N]")
 }
 
 const spAbout = "Learns Ma et al.'s sequence profiles (seeds/003) and their CNNs from a folder laid\n" +

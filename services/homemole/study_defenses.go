@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,8 +37,9 @@ func withStudyDefenses(run runFunc) runFunc {
 	}
 }
 
-// torchAttack says the attack trains through libtorch.
-func torchAttack(name string) bool { return name == "lstm" || name == "blstm" }
+// torchAttack says the attack trains through libtorch (the sequence
+// profiles' CNNs too).
+func torchAttack(name string) bool { return name == "lstm" || name == "blstm" || name == "sp" }
 
 // studyAttackNames reads --attacks from the study's arguments, as the flag
 // package would: the last one given wins.
@@ -74,30 +76,40 @@ type studyAttackFlags struct {
 }
 
 func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	fs := newFlags("study defenses", "--from-dir DIR --defenses LIST [--attacks rf,blstm] [--view napt|vpn] [--devices LIST] --json OUT [--report OUT.html]",
+	fs := newFlags("study defenses", "--from-dir DIR --defenses LIST [--attacks rf,blstm,sp] [--view napt|vpn] [--devices LIST] --json OUT [--report OUT.html]",
 		"Judges gateway defences (homemole defend's specs) by the attacks they face: every capture\n"+
 			"of every device folder (IoT Sentinel layout) goes through the emulated gateway and the\n"+
 			"defence; the attack is trained on defended training captures (the adversary knows the\n"+
 			"defence) and tested on defended held-out captures, captures grouped into --folds folds.\n"+
 			"Writes {\"rows\": [...]}, one row per defence and attack, with session, type and\n"+
-			"per-packet accuracy and the defence's cost. rf runs CGO-free; lstm and blstm train through\n"+
-			"libtorch (the torch build) with the model flags every trainer shares.")
+			"per-packet accuracy, detection F1 and the defence's cost. rf runs CGO-free; lstm and blstm\n"+
+			"train through libtorch (the torch build) with the model flags every trainer shares; sp (the\n"+
+			"sequence profiles and their CNNs, as homemole sp train) too. On a generated home every row\n"+
+			"also has activity_f1: the sequence-profile interaction detector (homemole sp interactions)\n"+
+			"finding the smart plug's switchings under the defence. In --defenses, cbr:peak is a rate one\n"+
+			"packet/s above the busiest second of any studied capture's undefended WAN view.")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout)")
 	genSessions := fs.Int("generated-home", 0, "instead of --from-dir: generate a home (pipeline/homegen, seeded by --seed) of this many sessions; each device's packets of each session are one of its captures")
 	genMinutes := fs.Int("session-minutes", 10, "--generated-home: minutes per session")
 	defenses := fs.String("defenses", "none,pad:mtu,cbr:20,pad:mtu+cbr:20", "comma-separated defence specs (none: the gateway alone)")
-	attacks := fs.String("attacks", "rf", "comma-separated attacks: rf, lstm, blstm")
+	attacks := fs.String("attacks", "rf", "comma-separated attacks: rf, lstm, blstm, sp")
+	mimicDir := fs.String("mimic-dir", "", "mimic:DEVICE imitates the captures in DIR/DEVICE (default: --from-dir)")
 	view := fs.String("view", "napt", "napt or vpn")
 	devices := fs.String("devices", "", "comma-separated device folders to keep (default: all)")
 	maxFiles := fs.Int("max-files", 0, "keep each device's first N captures (0: all)")
 	folds := fs.Int("folds", 5, "grouped folds: captures dealt round-robin per device")
 	win := fs.Int("window", 20, "packets per window")
+	maxWindows := fs.Int("max-windows", 0, "keep at most N windows of each session for rf, lstm and blstm, evenly spread over it (0: all); sp reads every packet")
 	af := studyAttacks(fs)
 	seed := fs.Uint64("seed", 1, "seed of the gateway, the defences and the forest")
 	jsonOut := fs.String("json", "", "file to write {\"rows\": [...]} to")
 	report := fs.String("report", "", "HTML file to write: accuracy against overhead per attack, the Pareto front, per-device accuracy")
+	reportFrom := fs.String("report-from", "", "instead of a study: comma-separated --json files of earlier runs, whose rows --report draws as one report")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *reportFrom != "" {
+		return reportFromFiles(*reportFrom, *report)
 	}
 	if (*dir == "") == (*genSessions == 0) || *jsonOut == "" || *genSessions < 0 || *genMinutes < 1 {
 		return cli.Usagef("study defenses needs one of --from-dir DIR or --generated-home SESSIONS (with --session-minutes 1 or more), and --json OUT")
@@ -106,29 +118,29 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if err != nil {
 		return cli.Usagef("study defenses: --view: %v", err)
 	}
-	var specs []defense.Spec
-	for _, s := range strings.Split(*defenses, ",") {
-		sp, err := defense.ParseSpec(s)
+	specTexts := strings.Split(*defenses, ",")
+	for _, s := range specTexts {
+		// cbr:peak is only known once the captures are read (below).
+		sp, err := defense.ParseSpec(strings.ReplaceAll(s, "cbr:peak", "cbr:1"))
 		if err != nil {
 			return cli.Usagef("study defenses: --defenses: %v", err)
 		}
-		if sp.Mimic != "" {
-			return cli.Usagef("study defenses: %s: mimic is not in the study yet", sp)
+		if sp.Mimic != "" && *dir == "" && *mimicDir == "" {
+			return cli.Usagef("study defenses: %s needs --mimic-dir DIR with captures of %s in DIR/%s", sp, sp.Mimic, sp.Mimic)
 		}
 		if sp.VPNPad && m != gateway.VPN {
 			return cli.Usagef("study defenses: %s needs --view vpn", sp)
 		}
-		specs = append(specs, sp)
 	}
 	trees := af.trees
 	if *trees == 0 {
 		*trees = forest.DefaultConfig().Trees
 	}
-	if *folds < 2 || *win < 1 || *trees < 1 || *maxFiles < 0 {
-		return cli.Usagef("study defenses: want --folds 2 or more, --window and --trees 1 or more, --max-files 0 or more")
+	if *folds < 2 || *win < 1 || *trees < 1 || *maxFiles < 0 || *maxWindows < 0 {
+		return cli.Usagef("study defenses: want --folds 2 or more, --window and --trees 1 or more, --max-files and --max-windows 0 or more")
 	}
-	cfg := defensestudy.Config{Dir: *dir, MaxFiles: *maxFiles, Defenses: specs, Gateway: gateway.Config{Mode: m},
-		Folds: *folds, Window: *win, Seed: *seed, Forest: forest.DefaultConfig()}
+	cfg := defensestudy.Config{Dir: *dir, MaxFiles: *maxFiles, Gateway: gateway.Config{Mode: m},
+		Folds: *folds, Window: *win, Seed: *seed, Forest: forest.DefaultConfig(), MimicDir: *mimicDir, MaxWindows: *maxWindows, Log: log}
 	cfg.Forest.Trees = *trees
 	for _, a := range strings.Split(*attacks, ",") {
 		a = strings.TrimSpace(a)
@@ -158,7 +170,11 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 		if cfg.Homes, err = defensestudy.GeneratedHome(h); err != nil {
 			return err
 		}
+		cfg.Actions = defensestudy.Switchings(h)
 		log.Info("generated home", "devices", len(cfg.Homes), "sessions", *genSessions, "seed", *seed)
+	}
+	if cfg.Defenses, err = studySpecs(ctx, log, cfg, specTexts); err != nil {
+		return err
 	}
 	rows, err := defensestudy.Run(ctx, cfg)
 	if err != nil {
@@ -180,11 +196,74 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 			return fmt.Errorf("study defenses: write --report: %w", err)
 		}
 	}
-	fmt.Fprintf(out, "%-24s %-6s %8s %8s %8s %10s %10s %9s %10s %10s\n", "defense", "attack", "session", "type", "packet", "bytes +%", "packets +%", "KB/s", "lat mean", "lat p99")
+	fmt.Fprintf(out, "%-24s %-6s %8s %8s %8s %7s %8s %10s %10s %9s %10s %10s\n", "defense", "attack", "session", "type", "packet", "det F1", "activity", "bytes +%", "packets +%", "KB/s", "lat mean", "lat p99")
 	for _, r := range rows {
-		fmt.Fprintf(out, "%-24s %-6s %7.1f%% %7.1f%% %7.1f%% %10.1f %10.1f %9.3f %8.1fms %8.1fms\n", r.Defense, r.Attack,
-			100*r.SessionAccuracy, 100*r.TypeAccuracy, 100*r.PerPacketAccuracy, 100*r.ByteOverhead, 100*r.PacketOverhead, r.KBps, r.LatencyMsMean, r.LatencyMsP99)
+		act := "-"
+		if r.ActivityF1 != nil {
+			act = fmt.Sprintf("%.3f", *r.ActivityF1)
+		}
+		fmt.Fprintf(out, "%-24s %-6s %7.1f%% %7.1f%% %7.1f%% %7.3f %8s %10.1f %10.1f %9.3f %8.1fms %8.1fms\n", r.Defense, r.Attack,
+			100*r.SessionAccuracy, 100*r.TypeAccuracy, 100*r.PerPacketAccuracy, r.DetectionF1, act, 100*r.ByteOverhead, 100*r.PacketOverhead, r.KBps, r.LatencyMsMean, r.LatencyMsP99)
 	}
 	fmt.Fprintf(out, "wrote %s (%d sessions per row, %s view)\n", *jsonOut, rows[0].Sessions, m)
+	return nil
+}
+
+// studySpecs parses the defences, cbr:peak replaced by a rate one packet/s
+// above the busiest second of the studied captures' WAN views.
+func studySpecs(ctx context.Context, log *slog.Logger, cfg defensestudy.Config, texts []string) ([]defense.Spec, error) {
+	peak := -1
+	var specs []defense.Spec
+	for _, t := range texts {
+		if strings.Contains(t, "cbr:peak") {
+			if peak < 0 {
+				p, where, err := defensestudy.PeakRate(ctx, cfg)
+				if err != nil {
+					return nil, fmt.Errorf("study defenses: cbr:peak: %w", err)
+				}
+				peak = p
+				log.Info("cbr:peak", "peak_packets_per_s", p, "capture", where, "rate", p+1)
+			}
+			t = strings.ReplaceAll(t, "cbr:peak", "cbr:"+strconv.Itoa(peak+1))
+		}
+		sp, err := defense.ParseSpec(t)
+		if err != nil {
+			return nil, cli.Usagef("study defenses: --defenses: %v", err)
+		}
+		specs = append(specs, sp)
+	}
+	return specs, nil
+}
+
+// reportFromFiles draws the rows of earlier studies' --json files as one
+// report, so that runs split by view or defence read as one study.
+func reportFromFiles(files, report string) error {
+	if report == "" {
+		return cli.Usagef("study defenses: --report-from needs --report OUT.html")
+	}
+	var rows []defensestudy.Row
+	for _, f := range strings.Split(files, ",") {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("study defenses: --report-from: %w", err)
+		}
+		var got struct {
+			Rows []defensestudy.Row `json:"rows"`
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			return fmt.Errorf("study defenses: --report-from %s: not the rows of a study (%v): give files its --json wrote", f, err)
+		}
+		if len(got.Rows) == 0 {
+			return fmt.Errorf("study defenses: --report-from %s: no rows: give files its --json wrote", f)
+		}
+		rows = append(rows, got.Rows...)
+	}
+	page, err := defensestudy.HTML(rows)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(report, page, 0o644); err != nil {
+		return fmt.Errorf("study defenses: write --report: %w", err)
+	}
 	return nil
 }

@@ -22,9 +22,9 @@ func studyAttacks(fs *flag.FlagSet) studyAttackFlags {
 	trees := fs.Int("trees", forest.DefaultConfig().Trees, "rf: trees")
 	return studyAttackFlags{trees: trees, build: func(_ *slog.Logger, name string) (defensestudy.Attack, error) {
 		switch name {
-		case "lstm", "blstm":
+		case "lstm", "blstm", "sp":
 			return nil, cli.Usagef("study defenses: --attacks %s needs the torch build (homemole-torch)", name)
 		}
-		return nil, cli.Usagef("study defenses: --attacks %q: want rf, lstm or blstm (sp is not in the study yet)", name)
+		return nil, cli.Usagef("study defenses: --attacks %q: want rf, lstm, blstm or sp", name)
 	}}
 }

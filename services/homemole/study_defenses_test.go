@@ -53,7 +53,7 @@ func TestStudyDefensesCommand(t *testing.T) {
 	if n := bytes.Count(page, []byte(`<tr class="row`)); n != 3 || !bytes.Contains(page, []byte("<svg")) {
 		t.Errorf("--report: %d table rows, want 3, and a plot", n)
 	}
-	for _, f := range []string{"defense", "attack", "session_accuracy", "type_accuracy", "per_packet_accuracy", "byte_overhead", "packet_overhead", "latency_ms_mean", "latency_ms_p99"} {
+	for _, f := range []string{"defense", "attack", "session_accuracy", "type_accuracy", "per_packet_accuracy", "detection_f1", "byte_overhead", "packet_overhead", "latency_ms_mean", "latency_ms_p99"} {
 		if _, ok := got.Rows[0][f]; !ok {
 			t.Errorf("row without %s: %v", f, got.Rows[0])
 		}
@@ -61,8 +61,21 @@ func TestStudyDefensesCommand(t *testing.T) {
 	if got.Rows[0]["byte_overhead"].(float64) != 0 || got.Rows[1]["byte_overhead"].(float64) <= 0 || got.Rows[2]["packet_overhead"].(float64) <= 0 {
 		t.Errorf("overheads: none %v, pad:mtu %v, cbr:20 %v", got.Rows[0]["byte_overhead"], got.Rows[1]["byte_overhead"], got.Rows[2]["packet_overhead"])
 	}
+	// The rows drawn again from the JSON, twice over (runs split by view
+	// or defence read as one report).
+	again := filepath.Join(t.TempDir(), "again.html")
+	if err := study(context.Background(), quiet(), &bytes.Buffer{}, []string{"defenses", "--report-from", js + "," + js, "--report", again}); err != nil {
+		t.Fatal(err)
+	}
+	if page, err := os.ReadFile(again); err != nil || bytes.Count(page, []byte(`<tr class="row`)) != 6 {
+		t.Errorf("--report-from: %v, want 6 rows drawn", err)
+	}
+	if err := study(context.Background(), quiet(), &bytes.Buffer{}, []string{"defenses", "--report-from", html, "--report", again}); err == nil || !strings.Contains(err.Error(), html) {
+		t.Errorf("--report-from an HTML file: %v, want an error naming it", err)
+	}
 	for _, args := range [][]string{
-		{"--attacks", "sp"}, {"--attacks", "rf,nn"}, {"--generated-home", "3"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
+		{"--attacks", "rf,nn"}, {"--generated-home", "3"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
+		{"--max-windows", "-1"}, {"--defenses", "cbr:peakish"},
 	} {
 		full := append([]string{"defenses", "--from-dir", sentinelDir, "--json", js}, args...)
 		if err := study(context.Background(), quiet(), &bytes.Buffer{}, full); !errors.Is(err, cli.ErrUsage) {

@@ -62,3 +62,52 @@ func TestStudyDefensesBLSTM(t *testing.T) {
 		t.Errorf("pad:mtu+cbr:20 byte overheads rf %v, blstm %v: want the same, above 0", got.Rows[2].ByteOverhead, got.Rows[3].ByteOverhead)
 	}
 }
+
+// TestStudyDefensesSP runs the sequence-profile attack in the study on
+// three IoT Sentinel devices, undefended and padded to the MTU: its rows
+// fill the same columns as the others', and undefended it must beat
+// always guessing one device (1/3) in sessions and in detection F1.
+func TestStudyDefensesSP(t *testing.T) {
+	sentineldata.Need(t)
+	js := filepath.Join(t.TempDir(), "rows.json")
+	var out bytes.Buffer
+	err := commands()["study"].run(context.Background(), quiet(), &out, []string{"defenses", "--from-dir", sentinelDir,
+		"--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3", "--threads", "1", "--sp-epochs", "4",
+		"--attacks", "sp", "--defenses", "none,pad:mtu", "--json", js})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Logf("%s", out.String())
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Rows []struct {
+			Defense           string  `json:"defense"`
+			Attack            string  `json:"attack"`
+			SessionAccuracy   float64 `json:"session_accuracy"`
+			PerPacketAccuracy float64 `json:"per_packet_accuracy"`
+			DetectionF1       float64 `json:"detection_f1"`
+			ByteOverhead      float64 `json:"byte_overhead"`
+			Sessions          int     `json:"sessions"`
+		} `json:"rows"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Rows) != 2 {
+		t.Fatalf("%d rows, want 2: %s", len(got.Rows), b)
+	}
+	for _, r := range got.Rows {
+		if r.Attack != "sp" || r.Sessions != 9 {
+			t.Errorf("%s: attack %s with %d sessions, want sp with 9", r.Defense, r.Attack, r.Sessions)
+		}
+	}
+	if r := got.Rows[0]; r.SessionAccuracy <= 1.0/3 || r.DetectionF1 <= 1.0/3 || r.PerPacketAccuracy <= 0 {
+		t.Errorf("undefended sp: session accuracy %.3f, detection F1 %.3f, per-packet %.3f: want the first two above 1/3", r.SessionAccuracy, r.DetectionF1, r.PerPacketAccuracy)
+	}
+	if got.Rows[1].ByteOverhead <= 0 {
+		t.Errorf("pad:mtu: byte overhead %v, want above 0", got.Rows[1].ByteOverhead)
+	}
+}

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/gopacket"
@@ -119,4 +122,40 @@ func File(ctx context.Context, lanPath, wanPath, truthPath string, home features
 		return st, cost, fmt.Errorf("write %s: %w", truthPath, err)
 	}
 	return st, cost, nil
+}
+
+// ViewsOfDir is the WAN view of every capture in dir (.pcap, .pcapng,
+// optionally .gz) through a gateway configured like the home's, each
+// capture's home side inferred: the traffic mimic:DEVICE imitates.
+func ViewsOfDir(ctx context.Context, dir string, cfg gateway.Config) ([][]Packet, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("captures of the device to imitate: %w", err)
+	}
+	var views [][]Packet
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !slices.ContainsFunc([]string{".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz"}, func(s string) bool { return strings.HasSuffix(name, s) }) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		r, err := capture.InferHome(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		src, err := capture.OpenFile(path)
+		if err != nil {
+			return nil, err
+		}
+		v, _, err := WANView(ctx, src, r.Home, cfg)
+		src.Close()
+		if err != nil {
+			return nil, fmt.Errorf("emulate the WAN view of %s: %w", path, err)
+		}
+		views = append(views, v)
+	}
+	if len(views) == 0 {
+		return nil, fmt.Errorf("no captures (.pcap, .pcapng, optionally .gz) in %s", dir)
+	}
+	return views, nil
 }
