@@ -3,6 +3,7 @@ package learn
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -110,11 +111,24 @@ func TestStreamPredictOrderFree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Batched kernels may round differently with a window's place in the
+	// batch (bit-for-bit equality held on one CPU and not on an AVX-512
+	// EPYC), so the log-probabilities must agree to a rounding error: a
+	// stream context gathered from the wrong windows moves them by far more.
+	const tol = 1e-4
+	worst := 0.0
 	for i, k := range perm {
-		if !slices.Equal(got[i], want[k]) {
-			t.Fatalf("window %s: log-probabilities change with the order windows are given in", test[k].ID)
+		if len(got[i]) != len(want[k]) {
+			t.Fatalf("window %s: %d values in another order, %d in its own", test[k].ID, len(got[i]), len(want[k]))
+		}
+		for j := range got[i] {
+			worst = max(worst, math.Abs(float64(got[i][j]-want[k][j])))
+		}
+		if worst > tol {
+			t.Fatalf("window %s: log-probabilities move by %.2g (more than %g) with the order windows are given in", test[k].ID, worst, tol)
 		}
 	}
+	t.Logf("largest change of a log-probability with the windows' order: %.2g", worst)
 	// Alone, a window has less context: its predictions may differ, and
 	// must still cover its packets.
 	alone, err := m.LogProbs(test[:1])
