@@ -112,6 +112,13 @@ func TestVoterLogProb(t *testing.T) {
 	if got := votes[0].Share; got != 0.25 {
 		t.Errorf("s1's share %v, want 0.25 (1 of 4 packets labeled plug-a)", got)
 	}
+	// s1 is named right by its log-probabilities, wrong by its majority.
+	if got, _ := SessionAccuracy(votes); math.Abs(got-1.0/3) > 1e-9 {
+		t.Errorf("session accuracy %v, want 1/3", got)
+	}
+	if got, _ := MajorityAccuracy(votes); got != 0 {
+		t.Errorf("session accuracy by majority %v, want 0", got)
+	}
 	for i := range votes {
 		votes[i].Share, votes[i].Votes = 0, nil
 	}

@@ -288,6 +288,20 @@ func SessionAccuracy(votes []SessionVote) (devices, types float64) {
 	return float64(d) / float64(len(votes)), float64(t) / float64(len(votes))
 }
 
+// MajorityAccuracy is SessionAccuracy had every session been named by
+// VoteMajority: what the sessions' votes say beside the rule that named
+// them, so a report can show what the log-probability vote changed.
+func MajorityAccuracy(votes []SessionVote) (devices, types float64) {
+	maj := make([]SessionVote, len(votes))
+	for i, v := range votes {
+		maj[i] = v
+		if v.Majority != "" {
+			maj[i].Predicted = v.Majority
+		}
+	}
+	return SessionAccuracy(maj)
+}
+
 func argmaxFloat(xs []float64) int {
 	b := 0
 	for i, x := range xs {

@@ -66,9 +66,12 @@ type FoldResult struct {
 	MacroF1              float64 `json:"macro_f1"`
 	SessionAccuracy      float64 `json:"session_accuracy"`
 	SessionAccuracyTypes float64 `json:"session_accuracy_types"`
-	TrainSeconds         float64 `json:"train_seconds"`
-	Report               string  `json:"report"`
-	Checkpoint           string  `json:"checkpoint"`
+	// MajorityTypes is SessionAccuracyTypes with every session named by
+	// the majority of its packets' labels (evaluate.MajorityAccuracy).
+	MajorityTypes float64 `json:"session_accuracy_types_majority"`
+	TrainSeconds  float64 `json:"train_seconds"`
+	Report        string  `json:"report"`
+	Checkpoint    string  `json:"checkpoint"`
 	// UnknownThreshold is the fold model's open-set threshold (see
 	// Calibrate), taken on the fold's held-out sessions.
 	UnknownThreshold float64 `json:"unknown_threshold,omitempty"`
@@ -88,6 +91,7 @@ type CVResult struct {
 	MacroF1              Spread                  `json:"macro_f1"`
 	SessionAccuracy      Spread                  `json:"session_accuracy"`
 	SessionAccuracyTypes Spread                  `json:"session_accuracy_types"`
+	MajorityTypes        Spread                  `json:"session_accuracy_types_majority"`
 	PerDevice            []evaluate.ClassMetrics `json:"per_device"`
 	Confusion            *evaluate.Confusion     `json:"confusion"`
 	Sessions             []evaluate.SessionVote  `json:"session_votes"`
@@ -360,7 +364,7 @@ func (cv *CrossValidation) summarize(ctx context.Context, m *dataset.Manifest, r
 		res.Mode = CVGrouped
 	}
 	res.Confusion = evaluate.NewConfusion(m.Labels)
-	var acc, f1, sess, types []float64
+	var acc, f1, sess, types, maj []float64
 	for _, rec := range records {
 		r := rec.Result
 		res.Folds = append(res.Folds, r)
@@ -368,7 +372,9 @@ func (cv *CrossValidation) summarize(ctx context.Context, m *dataset.Manifest, r
 		res.Sessions = append(res.Sessions, rec.Sessions...)
 		acc, f1 = append(acc, r.Accuracy), append(f1, r.MacroF1)
 		sess, types = append(sess, r.SessionAccuracy), append(types, r.SessionAccuracyTypes)
+		maj = append(maj, r.MajorityTypes)
 	}
+	res.MajorityTypes = SpreadOf(maj)
 	res.Accuracy, res.MacroF1 = SpreadOf(acc), SpreadOf(f1)
 	res.SessionAccuracy, res.SessionAccuracyTypes = SpreadOf(sess), SpreadOf(types)
 	res.PerDevice = res.Confusion.PerClass()
@@ -458,6 +464,7 @@ func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i i
 	}
 	r.Accuracy, r.MacroF1 = rep.Confusion.Accuracy(), rep.Confusion.MacroF1()
 	r.SessionAccuracy, r.SessionAccuracyTypes = evaluate.SessionAccuracy(rep.Sessions)
+	_, r.MajorityTypes = evaluate.MajorityAccuracy(rep.Sessions)
 	cv.Log.Info("fold done", "fold", i+1, "accuracy", fmt.Sprintf("%.3f", r.Accuracy), "session_accuracy", fmt.Sprintf("%.3f", r.SessionAccuracy),
 		"train_s", fmt.Sprintf("%.0f", r.TrainSeconds))
 	return r, rep.Confusion, rep.Sessions, nil

@@ -117,6 +117,10 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	fmt.Fprintf(out, "  %-5s %8s %5.1f±%.1f %5.3f±%.3f %5.1f±%.1f %5.1f±%.1f\n", "mean", "", 100*res.Accuracy.Mean, 100*res.Accuracy.Std, res.MacroF1.Mean, res.MacroF1.Std,
 		100*res.SessionAccuracy.Mean, 100*res.SessionAccuracy.Std, 100*res.SessionAccuracyTypes.Mean, 100*res.SessionAccuracyTypes.Std)
+	if res.MajorityTypes != res.SessionAccuracyTypes {
+		fmt.Fprintf(out, "  device types with every session named by the majority of its packets' labels instead: %.1f±%.1f %%\n",
+			100*res.MajorityTypes.Mean, 100*res.MajorityTypes.Std)
+	}
 	if res.Family != nil {
 		fmt.Fprintf(out, "  family-level session accuracy %.1f±%.1f %% (each fold scored with the families of the other folds' confusions); families: %s\n",
 			100*res.Family.Accuracy.Mean, 100*res.Family.Accuracy.Std, familyList(res.Family.Families))
