@@ -371,6 +371,7 @@ func (m *Model) streamContext(sc *Scope, out, present *ts.Tensor) (*ts.Tensor, e
 // startTorch sets libtorch's threads and seed for one training run, on
 // the OS thread the caller has locked.
 func startTorch(cfg Config) error {
+	tuneMalloc()
 	if cfg.Threads > 0 {
 		intraOp := cfg.Threads
 		if cfg.Parallel == ParallelData {

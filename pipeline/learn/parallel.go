@@ -114,6 +114,15 @@ func (dp *dataParallel) serve(k int, jobs <-chan encoded) {
 	defer func() { dp.exited <- struct{}{} }()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// OpenMP keeps the thread count per thread: one that never set it
+	// opens teams of as many threads as there are cores, so two copies
+	// ran four spinning threads on two cores, 5x slower than one model.
+	if err := SetTorchThreads(1); err != nil {
+		for range jobs {
+			dp.results <- fmt.Errorf("replica %d: one libtorch thread: %w", k, err)
+		}
+		return
+	}
 	if _, err := ts.GradSetEnabled(true); err != nil {
 		for range jobs {
 			dp.results <- fmt.Errorf("replica %d: enable gradients: %w", k, err)

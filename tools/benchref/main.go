@@ -300,7 +300,9 @@ func defaultModelRows() ([]row, error) {
 		for k, v := range rates {
 			best[k] = max(best[k], v)
 		}
-		if r, err := pytorchRate("--model", "default"); err != nil {
+		// Two epochs, the second counted: BenchmarkTrainDefault warms
+		// libtorch up before it times its runs too.
+		if r, err := pytorchRate("--model", "default", "--epochs", "2"); err != nil {
 			why = err.Error()
 		} else {
 			ref = max(ref, r)
@@ -350,7 +352,13 @@ func goBenchSubs(pkg, name, metric, benchtime string) (map[string]float64, error
 }
 
 func pytorchRate(args ...string) (float64, error) {
-	out, err := exec.Command("/usr/bin/python3", append([]string{"tools/benchref/blstm_ref.py"}, args...)...).CombinedOutput()
+	cmd := exec.Command("/usr/bin/python3", append([]string{"tools/benchref/blstm_ref.py"}, args...)...)
+	// pipeline/learn holds OpenBLAS to one thread and raises glibc's mmap
+	// and trim thresholds in-process (learn.SetTorchThreads, tuneMalloc):
+	// the reference runs with the same settings, so the ratio compares the
+	// trainers, not their allocators.
+	cmd.Env = append(os.Environ(), "OPENBLAS_NUM_THREADS=1", "MALLOC_MMAP_THRESHOLD_=33554432", "MALLOC_TRIM_THRESHOLD_=67108864")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("PyTorch reference failed (is python3-torch installed?): %v: %s", err, bytes.TrimSpace(out))
 	}
