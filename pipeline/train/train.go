@@ -10,6 +10,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"path"
+	"runtime/debug"
+	"runtime/metrics"
 	"sort"
 
 	"github.com/homemole/homemole/pipeline/dataset"
@@ -87,6 +89,15 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	trainN := 0
 	keep := func(g string) bool { return !inTest[g] }
 	if j.Spec.MaxMemory > 0 {
+		// The budget bounds the windows held; Go's collector would still
+		// let the heap run to twice what is live (the streaming trainer
+		// peaked with 66 MiB of Go heap in use, 6 MiB of it live), so the
+		// soft limit holds the Go heap to what it holds now plus the
+		// budget plus goSlack.
+		limit := goMemory() + j.Spec.MaxMemory + goSlack
+		prev := debug.SetMemoryLimit(limit)
+		defer debug.SetMemoryLimit(prev)
+		j.Log.Info("Go memory limit for streaming training", "limit_bytes", limit)
 		if src, trainN, err = j.stream(ctx, m, keep, testW); err != nil {
 			return nil, fmt.Errorf("dataset %s/%s: %w", j.Dataset, j.Version, err)
 		}
@@ -148,4 +159,20 @@ func (j *Job) stream(ctx context.Context, m *dataset.Manifest, keep func(string)
 	}
 	j.Log.Info("streaming training windows", "max_memory", j.Spec.MaxMemory, "held_out_bytes", held, "shuffle_buffer", buffer)
 	return src, n, nil
+}
+
+// goSlack is what a streaming trainer's Go heap may hold beyond the
+// budget's windows: the stream index (an ID and the kinds of packet of
+// each training window), decoding buffers, the store client.
+const goSlack = 32 << 20
+
+// goMemory is the memory the Go runtime holds from the OS now, as its
+// memory limit counts it.
+func goMemory() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64() - s[1].Value.Uint64())
 }
