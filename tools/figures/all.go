@@ -112,6 +112,10 @@ type cvSummary struct {
 	MacroF1              *spread `json:"macro_f1"`
 	SessionAccuracy      *spread `json:"session_accuracy"`
 	SessionAccuracyTypes *spread `json:"session_accuracy_types"`
+	// MajorityTypes is the types column had every session been named by
+	// the majority of its packets' labels (LSTM and BLSTM sessions are
+	// named by summed log-probabilities).
+	MajorityTypes *spread `json:"session_accuracy_types_majority"`
 }
 
 func (c *cvSummary) check(file string) error {
@@ -126,7 +130,7 @@ var cvColumns = []string{"packet", "macro_f1", "sessions", "types"}
 
 // cvFigure formats one column of a cross-validation as the README's CV
 // table states it (mean ± spread over folds).
-func cvFigure(res *cvSummary, column string, withSpread bool) string {
+func cvFigure(res *cvSummary, column string, withSpread bool) (string, error) {
 	pct := func(s *spread) string {
 		if !withSpread {
 			return fmt.Sprintf("%.1f %%", 100*s.Mean)
@@ -135,13 +139,18 @@ func cvFigure(res *cvSummary, column string, withSpread bool) string {
 	}
 	switch column {
 	case "packet":
-		return fmt.Sprintf("%.1f ± %.1f %%", 100*res.Accuracy.Mean, 100*res.Accuracy.Std)
+		return fmt.Sprintf("%.1f ± %.1f %%", 100*res.Accuracy.Mean, 100*res.Accuracy.Std), nil
 	case "macro_f1":
-		return fmt.Sprintf("%.3f", res.MacroF1.Mean)
+		return fmt.Sprintf("%.3f", res.MacroF1.Mean), nil
 	case "sessions":
-		return pct(res.SessionAccuracy)
+		return pct(res.SessionAccuracy), nil
+	case "types_majority":
+		if res.MajorityTypes == nil {
+			return "", errors.New("cv.json lacks session_accuracy_types_majority: written by a homemole older than the log-probability vote")
+		}
+		return pct(res.MajorityTypes), nil
 	default:
-		return pct(res.SessionAccuracyTypes)
+		return pct(res.SessionAccuracyTypes), nil
 	}
 }
 
@@ -156,8 +165,14 @@ func cvRunners(r *reruns, view, model string) []runner {
 	build = append(build, "--window", "40")
 	cv := []string{"cv", "--dataset", dataset, "--model", model, "--folds", "5"}
 	command := "go run ./services/homemole " + strings.Join(build, " ") + " && go run ./services/homemole " + strings.Join(cv, " ")
+	cols := cvColumns
+	if model != "rf" {
+		// The LSTMs name sessions by log-probability; the majority's
+		// figure stands beside (a forest's sessions are its majority).
+		cols = append(slices.Clip(cols), "types_majority")
+	}
 	var rs []runner
-	for _, col := range cvColumns {
+	for _, col := range cols {
 		rs = append(rs, runner{key: fmt.Sprintf("cv.%s.%s.%s", view, model, col), command: command, measure: func(ctx context.Context) (string, error) {
 			v, err := r.once("cv "+view+" "+model, func() (any, error) {
 				if err := needSentinel(); err != nil {
@@ -184,7 +199,7 @@ func cvRunners(r *reruns, view, model string) []runner {
 			if err != nil {
 				return "", err
 			}
-			return cvFigure(v.(*cvSummary), col, true), nil
+			return cvFigure(v.(*cvSummary), col, true)
 		}})
 	}
 	return rs
@@ -231,7 +246,7 @@ func studyRunners(r *reruns) []runner {
 				if res == nil {
 					return "", fmt.Errorf("study.json has no window of %d", w)
 				}
-				return cvFigure(res, col, false), nil
+				return cvFigure(res, col, false)
 			}})
 		}
 	}

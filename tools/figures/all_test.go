@@ -31,9 +31,18 @@ func TestCVFigure(t *testing.T) {
 		{"packet", true, "54.0 ± 5.1 %"}, {"macro_f1", true, "0.480"}, {"sessions", true, "79.8 ± 5.0 %"}, {"types", true, "81.6 ± 5.9 %"},
 		{"packet", false, "54.0 ± 5.1 %"}, {"sessions", false, "79.8 %"}, {"types", false, "81.6 %"},
 	} {
-		if got := cvFigure(&res, c.col, c.spread); got != c.want {
-			t.Errorf("%s (spread %v) = %q, want %q", c.col, c.spread, got, c.want)
+		if got, err := cvFigure(&res, c.col, c.spread); err != nil || got != c.want {
+			t.Errorf("%s (spread %v) = %q, %v, want %q", c.col, c.spread, got, err, c.want)
 		}
+	}
+	// The forest's cv.json predates the majority column: its figure fails
+	// rather than reading as 0.
+	if got, err := cvFigure(&res, "types_majority", true); err == nil {
+		t.Errorf("types_majority of a cv.json without it = %q, want an error", got)
+	}
+	res.MajorityTypes = &spread{Mean: 0.9, Std: 0.02}
+	if got, err := cvFigure(&res, "types_majority", true); err != nil || got != "90.0 ± 2.0 %" {
+		t.Errorf("types_majority = %q, %v, want 90.0 ± 2.0 %%", got, err)
 	}
 	var partial cvSummary
 	if err := json.Unmarshal([]byte(`{"accuracy":{"mean":0.5,"std":0.1}}`), &partial); err != nil {
