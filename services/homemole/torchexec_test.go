@@ -37,9 +37,10 @@ func TestCGOFreeFeatures(t *testing.T) {
 	median := took[runs/2]
 	t.Logf("homemole features on a 1-packet capture, CGO-free: median %s of %d runs (min %s, max %s)", median, runs, took[0], took[runs-1])
 	// A build that links libtorch spends about 0.4 s in its initialisers
-	// alone; the bound is loose enough for a busy CI machine and still
-	// far below that.
-	if median > 150*time.Millisecond {
+	// alone. The bound is loose enough for a busy CI machine where page
+	// faults are dear (60 ms idle on one VM, a 164 ms median there during
+	// a full parallel test run) and still below that.
+	if median > 300*time.Millisecond {
 		t.Errorf("median start-to-exit %s, want well under libtorch's 0.4 s start", median)
 	}
 }
