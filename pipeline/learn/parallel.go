@@ -115,8 +115,9 @@ func (dp *dataParallel) serve(k int, jobs <-chan encoded) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	// OpenMP keeps the thread count per thread: one that never set it
-	// opens teams of as many threads as there are cores, so two copies
-	// ran four spinning threads on two cores, 5x slower than one model.
+	// opens teams of as many threads as there are cores, two copies then
+	// running four threads on two cores. (Most of the copies' early
+	// slowness was OpenBLAS's pool, which SetTorchThreads holds to one.)
 	if err := SetTorchThreads(1); err != nil {
 		for range jobs {
 			dp.results <- fmt.Errorf("replica %d: one libtorch thread: %w", k, err)
