@@ -1,16 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 
 	"github.com/homemole/homemole/internal/sentineldata"
-	"github.com/homemole/homemole/services/internal/cli"
 )
 
 // TestHomeSteadyCommand prints every type's eligibility and counts one
@@ -18,13 +12,7 @@ import (
 // command).
 func TestHomeSteadyCommand(t *testing.T) {
 	data := sentineldata.Need(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var out bytes.Buffer
-	err := runHome(context.Background(), log, &out, []string{"steady", "--from-dir", data, "--device", "Lightify", "--units", "1,5,10", "--homes", "3"})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	s := out.String()
+	s := homeOutput(t, "steady", "--from-dir", data, "--device", "Lightify", "--units", "1,5,10", "--homes", "3")
 	t.Log(s)
 	for _, want := range []string{
 		"Lightify             yes       one of udp/80 in 10 of 10 captures; counted with Lightify",
@@ -40,17 +28,10 @@ func TestHomeSteadyCommand(t *testing.T) {
 	}
 	// Held out: each home names the type from the captures it did not
 	// draw on; with 10 captures none is left for n = 10.
-	out.Reset()
-	if err := runHome(context.Background(), log, &out, []string{"steady", "--from-dir", data, "--device", "Lightify", "--units", "1,9,10", "--homes", "2", "--held-out"}); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	if s := out.String(); !strings.Contains(s, "Lightify                    0.0%        0.0%        - 2u    0.0% 4/4") {
+	if s := homeOutput(t, "steady", "--from-dir", data, "--device", "Lightify", "--units", "1,9,10", "--homes", "2", "--held-out"); !strings.Contains(s, "Lightify                    0.0%        0.0%        - 2u    0.0% 4/4") {
 		t.Errorf("home steady --held-out printed:\n%s", s)
 	}
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
+	wantUsageErrors(t, []usageCase{
 		{[]string{"steady"}, "--from-dir"},
 		{[]string{"steady", "--from-dir", data, "--units", "0"}, "--units"},
 		{[]string{"steady", "--from-dir", data, "--device", "NoSuch"}, "no such device folder"},
@@ -58,22 +39,13 @@ func TestHomeSteadyCommand(t *testing.T) {
 		{[]string{"pairs", "--from-dir", data, "--pair", "EdimaxCam1"}, "A,B"},
 		{[]string{"pairs", "--from-dir", data, "--pair", "EdimaxCam1,NoSuch"}, "no device folder NoSuch"},
 		{[]string{"pairs", "--from-dir", data, "--window", "5m"}, "within the duration"},
-	} {
-		if err := runHome(context.Background(), log, io.Discard, c.args); !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("home %v = %v, want a usage error saying %q", c.args, err, c.want)
-		}
-	}
+	})
 }
 
 // TestHomePairsCommand counts one identical pair in a few homes.
 func TestHomePairsCommand(t *testing.T) {
 	data := sentineldata.Need(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var out bytes.Buffer
-	if err := runHome(context.Background(), log, &out, []string{"pairs", "--from-dir", data, "--pair", "EdimaxCam1,EdimaxCam2", "--homes", "5"}); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	s := out.String()
+	s := homeOutput(t, "pairs", "--from-dir", data, "--pair", "EdimaxCam1,EdimaxCam2", "--homes", "5")
 	t.Log(s)
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[1], "EdimaxCam1/EdimaxCam2") || !strings.Contains(lines[1], "(100.0 %)") {

@@ -88,3 +88,31 @@ func TestHomeAssembleCommand(t *testing.T) {
 		}
 	}
 }
+
+// homeOutput runs homemole home with args and returns what it printed,
+// failing the test on an error.
+func homeOutput(t *testing.T, args ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	if err := runHome(context.Background(), quiet(), &out, args); err != nil {
+		t.Fatalf("home %v: %v\n%s", args, err, out.String())
+	}
+	return out.String()
+}
+
+// usageCase is a homemole home command line and what its usage error says.
+type usageCase struct {
+	args []string
+	want string
+}
+
+// wantUsageErrors checks that homemole home refuses each case with a
+// usage error saying its want.
+func wantUsageErrors(t *testing.T, cases []usageCase) {
+	t.Helper()
+	for _, c := range cases {
+		if err := runHome(context.Background(), quiet(), io.Discard, c.args); !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("home %v = %v, want a usage error saying %q", c.args, err, c.want)
+		}
+	}
+}
