@@ -5,6 +5,7 @@
 package evaluate
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -237,7 +238,8 @@ func (v *Voter) Votes() []SessionVote {
 			n += x
 		}
 		pred := v.pred[g]
-		best := Commonest(pred)
+		majority := Commonest(pred)
+		best := majority
 		votes := map[string]int{}
 		for c, x := range pred {
 			if x > 0 {
@@ -246,8 +248,8 @@ func (v *Voter) Votes() []SessionVote {
 		}
 		vote := SessionVote{Group: g, Truth: v.labels[Commonest(t)], Packets: n, Votes: votes}
 		if v.scored[g] == n && !slices.ContainsFunc(v.logp[g], math.IsNaN) {
-			best = argmaxFloat(v.logp[g])
-			vote.Rule, vote.Majority = VoteLogProb, v.labels[Commonest(pred)]
+			best = Argmax(v.logp[g])
+			vote.Rule, vote.Majority = VoteLogProb, v.labels[majority]
 		} else {
 			vote.Rule = VoteMajority
 		}
@@ -260,10 +262,14 @@ func (v *Voter) Votes() []SessionVote {
 
 // Commonest is the class most packets were given (counts by class), the
 // lower class on a tie: the rule that names a session, a capture or a host.
-func Commonest(counts []int) int {
+func Commonest(counts []int) int { return Argmax(counts) }
+
+// Argmax is the index of the largest of xs, the first on a tie (0 when
+// xs is empty).
+func Argmax[T cmp.Ordered](xs []T) int {
 	b := 0
-	for i, x := range counts {
-		if x > counts[b] {
+	for i, x := range xs {
+		if x > xs[b] {
 			b = i
 		}
 	}
@@ -300,14 +306,4 @@ func MajorityAccuracy(votes []SessionVote) (devices, types float64) {
 		}
 	}
 	return SessionAccuracy(maj)
-}
-
-func argmaxFloat(xs []float64) int {
-	b := 0
-	for i, x := range xs {
-		if x > xs[b] {
-			b = i
-		}
-	}
-	return b
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/sugarme/gotch/nn"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -892,20 +893,10 @@ func (m *Model) Predict(ws []*schemas.Window) ([][]int32, error) {
 	for i, w := range ws {
 		out[i] = make([]int32, w.Len)
 		for k := range w.Len {
-			out[i][k] = int32(argmax(lp[i][k*m.numClasses : (k+1)*m.numClasses]))
+			out[i][k] = int32(evaluate.Argmax(lp[i][k*m.numClasses : (k+1)*m.numClasses]))
 		}
 	}
 	return out, nil
-}
-
-func argmax(xs []float32) int {
-	best := 0
-	for j, x := range xs {
-		if x > xs[best] {
-			best = j
-		}
-	}
-	return best
 }
 
 // LogProbs returns each real packet's log-probability of every class:
