@@ -143,14 +143,16 @@ func TestReportRenders(t *testing.T) {
 	c := NewConfusion([]string{"plug", "cam<script>"})
 	_ = c.Add(0, 0)
 	_ = c.Add(1, 0)
-	r := &Report{Run: "r1", Dataset: "d/v1", Model: "blstm", Confusion: c, Epochs: []Epoch{{1, 1.2, 0.4, 100}, {2, 0.6, 0.8, 110}}}
+	r := &Report{Run: "r1", Dataset: "d/v1", Model: "blstm", Confusion: c, Epochs: []Epoch{{1, 1.2, 0.4, 100}, {2, 0.6, 0.8, 110}},
+		Sessions: []SessionVote{{Group: "s1/plug", Truth: "plug", Predicted: "plug", Packets: 2, Rule: VoteLogProb, Majority: "cam<script>"}}}
 	r.Fill()
 	html, err := r.HTML()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(html)
-	for _, want := range []string{"<svg", "50.0 %", "cam&lt;script&gt;", "Confusion matrix", "polyline"} {
+	for _, want := range []string{"<svg", "50.0 %", "cam&lt;script&gt;", "Confusion matrix", "polyline",
+		"<td>s1/plug</td><td>2</td><td>plug</td><td>plug</td><td>log-probability</td><td>cam&lt;script&gt;</td>"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("report.html lacks %q", want)
 		}

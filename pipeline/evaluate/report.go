@@ -143,9 +143,10 @@ svg text{font-size:11px}
 {{.Heatmap}}
 <h2>Training curve</h2>
 {{.Curve}}
-{{if .R.Sessions}}<h2>Sessions by majority vote</h2>
-<table><tr><th>stream</th><th>packets</th><th>true device</th><th>named as</th></tr>
-{{range .R.Sessions}}<tr><td>{{.Group}}</td><td>{{.Packets}}</td><td>{{.Truth}}</td><td>{{.Predicted}}</td></tr>
+{{if .R.Sessions}}<h2>Sessions</h2>
+<p>Each named by its rule: the majority of its packets' labels, or (LSTM, BLSTM) their summed log-probabilities, with what the majority said beside.</p>
+<table><tr><th>stream</th><th>packets</th><th>true device</th><th>named as</th><th>rule</th><th>majority</th></tr>
+{{range .R.Sessions}}<tr><td>{{.Group}}</td><td>{{.Packets}}</td><td>{{.Truth}}</td><td>{{.Predicted}}</td><td>{{.Rule}}</td><td>{{.Majority}}</td></tr>
 {{end}}</table>{{end}}
 {{range .R.Notes}}<p>{{.}}</p>{{end}}
 </body></html>
