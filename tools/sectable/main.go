@@ -15,23 +15,15 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
-)
 
-// event is what test2json writes per line.
-type event struct {
-	Action  string
-	Package string
-	Test    string
-	Output  string
-}
+	"github.com/homemole/homemole/tools/internal/testjson"
+)
 
 // row is one attack of one test.
 type row struct {
@@ -60,18 +52,7 @@ func read(r io.Reader) (*result, error) {
 	status := map[string]string{} // pkg/test -> PASS, FAIL, SKIP
 	attacks := map[string][]row{}
 	var order []string
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		var e event
-		if err := json.Unmarshal(line, &e); err != nil || e.Action == "" {
-			// Build errors reach stdout as plain text before any event.
-			if s := strings.TrimSpace(string(line)); s != "" {
-				res.output[""] = append(res.output[""], s)
-			}
-			continue
-		}
+	err := testjson.Read(r, 16<<20, func(e testjson.Event) {
 		if e.Test == "" {
 			if e.Action == "fail" {
 				res.failedPkg = append(res.failedPkg, e.Package)
@@ -79,10 +60,10 @@ func read(r io.Reader) (*result, error) {
 			if e.Action == "output" {
 				res.output[e.Package] = append(res.output[e.Package], strings.TrimRight(e.Output, "\n"))
 			}
-			continue
+			return
 		}
 		if !strings.HasPrefix(e.Test, "TestSecurity") || strings.Contains(e.Test, "/") {
-			continue
+			return
 		}
 		key := e.Package + "\x00" + e.Test
 		switch e.Action {
@@ -97,8 +78,13 @@ func read(r io.Reader) (*result, error) {
 				attacks[key] = append(attacks[key], r)
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
+	}, func(line string) {
+		// Build errors reach stdout as plain text before any event.
+		if s := strings.TrimSpace(line); s != "" {
+			res.output[""] = append(res.output[""], s)
+		}
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read go test -json output: %w", err)
 	}
 	for _, key := range order {

@@ -14,23 +14,14 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 	"strings"
-)
 
-// event is what test2json writes per line.
-type event struct {
-	Action     string
-	Package    string
-	ImportPath string // build-output and build-fail events name the package here
-	Test       string
-	Output     string
-}
+	"github.com/homemole/homemole/tools/internal/testjson"
+)
 
 // skip is one skipped test and the reason it gave.
 type skip struct{ pkg, test, reason string }
@@ -68,16 +59,7 @@ func main() {
 func run(in io.Reader, out io.Writer) (*summary, error) {
 	s := &summary{running: map[string]bool{}}
 	held := map[string][]string{}
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		var e event
-		if err := json.Unmarshal(line, &e); err != nil || e.Action == "" {
-			// go vet and the linker write plain text before any event.
-			fmt.Fprintln(out, string(line))
-			continue
-		}
+	err := testjson.Read(in, 64<<20, func(e testjson.Event) {
 		pkg := e.Package
 		if pkg == "" {
 			pkg = e.ImportPath
@@ -89,7 +71,7 @@ func run(in io.Reader, out io.Writer) (*summary, error) {
 			case "fail", "build-fail":
 				s.failed = true
 			}
-			continue
+			return
 		}
 		key := pkg + " " + e.Test
 		switch e.Action {
@@ -112,8 +94,11 @@ func run(in io.Reader, out io.Writer) (*summary, error) {
 			s.skipped = append(s.skipped, skip{pkg: pkg, test: e.Test, reason: skipReason(held[key])})
 			delete(held, key)
 		}
-	}
-	return s, sc.Err()
+	}, func(line string) {
+		// go vet and the linker write plain text before any event.
+		fmt.Fprintln(out, line)
+	})
+	return s, err
 }
 
 // skipReason picks the message t.Skip logged: the output lines between the
