@@ -1,13 +1,11 @@
 package build
 
 import (
-	"bufio"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,24 +21,13 @@ import (
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
+
+	"github.com/homemole/homemole/internal/proctest"
 )
 
 // peakRSS is the process's peak resident set (VmHWM) in MiB.
 func peakRSS(t *testing.T) float64 {
-	fh, err := os.Open("/proc/self/status")
-	if err != nil {
-		t.Skipf("no /proc/self/status to read the peak RSS from: %v", err)
-	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	t.Skip("no VmHWM in /proc/self/status")
-	return 0
+	return float64(proctest.Status(t, "VmHWM")) / (1 << 20)
 }
 
 // liveRig is one live home on the embedded servers with a labeler and a

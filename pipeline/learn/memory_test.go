@@ -3,33 +3,12 @@ package learn
 import (
 	"context"
 	"math/rand/v2"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/homemole/homemole/schemas"
-)
 
-// vmRSS is the process's resident set now, in bytes.
-func vmRSS(t testing.TB) int64 {
-	t.Helper()
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Skipf("no /proc/self/status to read the resident set from: %v", err)
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				t.Fatalf("VmRSS line %q: %v", l, err)
-			}
-			return kb << 10
-		}
-	}
-	t.Skip("no VmRSS in /proc/self/status")
-	return 0
-}
+	"github.com/homemole/homemole/internal/proctest"
+)
 
 // TestTrainingMemoryFlat trains the default model (BLSTM, stream context,
 // frame-length embedding) for 300 steps after a warm-up, through Train
@@ -77,10 +56,10 @@ func TestTrainingMemoryFlat(t *testing.T) {
 			m, err := tc.train(func(s EpochStats) {
 				switch {
 				case s.Epoch == warmEpochs:
-					warm = vmRSS(t)
+					warm = proctest.Status(t, "VmRSS")
 				case s.Epoch > warmEpochs:
 					steps += s.Steps
-					last = vmRSS(t)
+					last = proctest.Status(t, "VmRSS")
 				}
 			})
 			if err != nil {

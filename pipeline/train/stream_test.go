@@ -23,6 +23,8 @@ import (
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
+
+	"github.com/homemole/homemole/internal/proctest"
 )
 
 // streamChild is the environment variable that turns this test binary
@@ -77,24 +79,6 @@ func warmUp(cfg learn.Config, n, numClasses int) (params int64, err error) {
 	return m.Params(), nil
 }
 
-func vmHWM(t testing.TB) int64 {
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Skipf("no /proc/self/status to read the peak RSS from: %v", err)
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmHWM:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Skip("no VmHWM in /proc/self/status")
-	return 0
-}
-
 // TestStreamChild is the trainer process TestStreamTrainingStaysInBudget
 // starts; run alone it does nothing.
 func TestStreamChild(t *testing.T) {
@@ -132,15 +116,15 @@ func TestStreamChild(t *testing.T) {
 	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
 		t.Skipf("cannot reset the peak RSS (/proc/self/clear_refs): %v", err)
 	}
-	base := vmHWM(t)
+	base := proctest.Status(t, "VmHWM")
 	t.Logf("baseline: VmHWM %d MiB after %d warm-up steps, their windows freed and the peak reset", base>>20, warmUpSteps)
-	defer func() { t.Logf("after the run: VmHWM %d MiB", vmHWM(t)>>20) }()
+	defer func() { t.Logf("after the run: VmHWM %d MiB", proctest.Status(t, "VmHWM")>>20) }()
 	job := Job{Store: st, Dataset: "big", Version: "v1", RunName: "stream", Spec: Spec{Name: "blstm", Learn: cfg, MaxMemory: in.MaxMemory},
 		TestShare: 0.05, Seed: 3, Log: embeddedtest.Log(),
 		Progress: func(s learn.EpochStats) {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			hwm, inuse := vmHWM(t), ms.HeapInuse
+			hwm, inuse := proctest.Status(t, "VmHWM"), ms.HeapInuse
 			runtime.GC()
 			runtime.ReadMemStats(&ms)
 			t.Logf("epoch %d: VmHWM %d MiB, Go heap in use %d MiB, %d MiB live after a collection", s.Epoch, hwm>>20, inuse>>20, ms.HeapAlloc>>20)
@@ -149,7 +133,7 @@ func TestStreamChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, _ := json.Marshal(childResult{BaselineHWM: base, ModelBytes: 4 * 4 * params, PeakHWM: vmHWM(t), Accuracy: float64(out.Report.Accuracy), TrainN: out.Report.TrainWindows})
+	res, _ := json.Marshal(childResult{BaselineHWM: base, ModelBytes: 4 * 4 * params, PeakHWM: proctest.Status(t, "VmHWM"), Accuracy: float64(out.Report.Accuracy), TrainN: out.Report.TrainWindows})
 	fmt.Printf("CHILD %s\n", res)
 }
 
