@@ -162,7 +162,31 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		t.Errorf("a window published again: duplicate %v, SEEN holds %d windows, want %d", ack.Duplicate, n, total)
 	}
 	for _, share := range []int{1, 2} {
-		n := run("cut", nil, nil, func(n int, _ bool) bool { return n >= share*total/3 })
+		// Past its share the detector's next window waits, and once the
+		// test stops it every window fails: a fast detector would
+		// otherwise store the rest between two polls (it did: 45, then
+		// 120 of 120), and no restart would be tested.
+		limit, stopped := share*total/3, make(chan struct{})
+		hold := func(o *detect.Online) {
+			publish := o.Publish
+			o.Publish = func(ctx context.Context, subject, id string, data []byte) error {
+				if n, _ := stored("cut"); n >= limit {
+					select {
+					case <-stopped:
+					case <-ctx.Done():
+					}
+					return errors.New("the test stopped the detector")
+				}
+				return publish(ctx, subject, id, data)
+			}
+		}
+		n := run("cut", nil, hold, func(n int, _ bool) bool {
+			if n < limit {
+				return false
+			}
+			close(stopped)
+			return true
+		})
 		t.Logf("detector stopped with %d of %d windows stored", n, total)
 		if n >= total {
 			t.Fatalf("the detector finished before it was stopped: no restart was tested")
