@@ -220,6 +220,7 @@ type encoded struct {
 	dim     int       // numeric values per packet
 	targets []int64   // [B*n] class, or -1 where the loss must not look
 	labeled int       // positions with a target >= 0
+	drop    []float32 // [B*n*headIn] a training batch's dropout mask; nil: none
 }
 
 // encode lays out windows of n slots; kinds, when not nil, holds each

@@ -35,6 +35,7 @@ type Model struct {
 	lstm    []ts.Tensor // flat LSTM weights in libtorch's order
 	fcW     *ts.Tensor  // [numClasses, directions*Hidden (+ bagDim with a stream context)]
 	fcB     *ts.Tensor  // [numClasses]
+	headIn  int         // fcW's input width: what dropout masks per slot
 }
 
 // EpochStats reports one finished epoch.
@@ -152,6 +153,7 @@ func newModel(cfg Config, feat *features, numClasses int, device gotch.Device) (
 		}
 		d += bagDim
 	}
+	m.headIn = int(d)
 	fcBound := 1 / math.Sqrt(float64(d))
 	fc := root.Sub("fc")
 	if m.fcW, err = fc.NewVar("weight", []int64{int64(numClasses), d}, nn.NewUniformInit(-fcBound, fcBound)); err != nil {
@@ -239,6 +241,7 @@ func (s *Scope) scalar(v float64) *ts.Scalar {
 type batchTensors struct {
 	ports, lens, numeric, targets *ts.Tensor
 	present                       *ts.Tensor // [B, bag rows]; nil without a stream context
+	drop                          *ts.Tensor // [B, n, headIn] dropout mask; nil: none drawn
 }
 
 // inputs moves an encoded batch to the model's device.
@@ -265,6 +268,11 @@ func (m *Model) inputs(sc *Scope, e encoded) (t batchTensors, err error) {
 	}
 	if e.present != nil {
 		if t.present, err = toDevice(tensorOf(e.present, []int64{b, int64(m.feat.bagRows())}, gotch.Float)); err != nil {
+			return t, err
+		}
+	}
+	if e.drop != nil {
+		if t.drop, err = toDevice(tensorOf(e.drop, []int64{b, n, int64(m.headIn)}, gotch.Float)); err != nil {
 			return t, err
 		}
 	}
@@ -323,7 +331,12 @@ func (m *Model) forward(sc *Scope, in batchTensors, train bool) (*ts.Tensor, err
 			return nil, fmt.Errorf("stream context: %w", err)
 		}
 	}
-	if train && m.cfg.Dropout > 0 {
+	switch {
+	case train && in.drop != nil:
+		if out, err = sc.Keep(out.Mul(in.drop, false)); err != nil {
+			return nil, fmt.Errorf("dropout: %w", err)
+		}
+	case train && m.cfg.Dropout > 0:
 		if out, err = sc.Keep(ts.Dropout(out, m.cfg.Dropout, true)); err != nil {
 			return nil, fmt.Errorf("dropout: %w", err)
 		}
@@ -604,6 +617,7 @@ func (m *Model) steps(ctx context.Context, opt *ts.COptimizer, weights *ts.Tenso
 func (m *Model) encodeBatches(ws []*schemas.Window, order []int, streams contexts, out chan<- batchOf, stop <-chan struct{}) {
 	seed := uint64(m.cfg.Seed)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	drop := m.newDropper()
 	n := len(ws[0].Label)
 	var kinds [][]int32
 	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
@@ -612,9 +626,9 @@ func (m *Model) encodeBatches(ws []*schemas.Window, order []int, streams context
 			kinds = streams.sample(rng)
 		}
 		var spent time.Duration
-		for lo := 0; lo < len(order); lo += m.cfg.BatchSize {
+		for lo := 0; lo < len(order); lo += m.stepWindows() {
 			t := time.Now()
-			hi := min(lo+m.cfg.BatchSize, len(order))
+			hi := min(lo+m.stepWindows(), len(order))
 			batch := make([]*schemas.Window, 0, hi-lo)
 			var batchKinds [][]int32
 			for _, k := range order[lo:hi] {
@@ -623,7 +637,7 @@ func (m *Model) encodeBatches(ws []*schemas.Window, order []int, streams context
 					batchKinds = append(batchKinds, kinds[k])
 				}
 			}
-			b := batchOf{epoch: epoch, lo: lo, e: m.feat.encode(batch, n, batchKinds), last: hi == len(order)}
+			b := batchOf{epoch: epoch, lo: lo, e: m.withMask(drop, m.feat.encode(batch, n, batchKinds)), last: hi == len(order)}
 			spent += time.Since(t)
 			if b.last {
 				b.prepare = spent

@@ -250,3 +250,81 @@ func TestPortSessions(t *testing.T) {
 		t.Errorf("Validate: %v, want both fields named", err)
 	}
 }
+
+// TestStreamIndex: the streaming trainer's compact index gives each window
+// the contexts contextsOf does (its whole stream's kinds, or a run of its
+// stream that holds it), finds windows by ID whatever the order they come
+// in, and draws an epoch's contexts from the epoch and the window alone.
+func TestStreamIndex(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	ws := familyStreams(rng, 6, 5, 8, "lan/h")
+	ws = append(ws, familyStreams(rng, 1, 1, 8, "hand")[0])
+	ws[len(ws)-1].ID = "hand-made"
+	f := fitFeatures(ws, 16, 64, 0)
+	m := &Model{feat: f}
+	order := rand.New(rand.NewPCG(5, 5)).Perm(len(ws))
+	src := func(_ context.Context, _ int, yield func(*schemas.Window) error) error {
+		for _, k := range order {
+			if err := yield(ws[k]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	x, err := m.indexStreams(context.Background(), src, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := f.contextsOf(ws).whole()
+	seen := make([]bool, f.bagRows())
+	partial := 0
+	for k, w := range ws {
+		i, ok := x.window(w.ID)
+		if !ok {
+			t.Fatalf("window %s not found by its ID", w.ID)
+		}
+		for key := range uint64(40) {
+			got := x.contextOf(i, key, seen)
+			if again := x.contextOf(i, key, seen); !slices.Equal(got, again) {
+				t.Fatalf("window %s, epoch key %d: two draws %v and %v", w.ID, key, got, again)
+			}
+			for j := range w.Len {
+				if !slices.Contains(got, f.kindOf(w, j)) {
+					t.Fatalf("window %s: its context lacks its own packet %d", w.ID, j)
+				}
+			}
+			for _, kind := range got {
+				if !slices.Contains(whole[k], kind) {
+					t.Fatalf("window %s: its context holds kind %d from outside its stream", w.ID, kind)
+				}
+			}
+			if len(got) < len(whole[k]) {
+				partial++
+			} else if len(got) != len(whole[k]) {
+				t.Fatalf("window %s: context of %d kinds, its stream has %d", w.ID, len(got), len(whole[k]))
+			}
+		}
+	}
+	if partial == 0 {
+		t.Error("no window was given part of its stream as context")
+	}
+	if _, ok := x.window("lan/h/never/ind/dev/0"); ok {
+		t.Error("a window the passes never gave was found")
+	}
+	twice := func(_ context.Context, _ int, yield func(*schemas.Window) error) error {
+		for _, w := range append(slices.Clip(ws), ws[0]) {
+			if err := yield(w); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if _, err := m.indexStreams(context.Background(), twice, 8); err == nil || !strings.Contains(err.Error(), "read twice") {
+		t.Errorf("a pass giving a window twice: %v, want an error", err)
+	}
+	per := IndexBytes(ws[0])
+	t.Logf("index: %d windows, %d bytes of arrays; IndexBytes keeps back %d a window", len(ws), x.bytes(), per)
+	if x.bytes() > per*int64(len(ws)) {
+		t.Errorf("the index holds %d bytes, more than IndexBytes allows (%d x %d windows)", x.bytes(), per, len(ws))
+	}
+}

@@ -23,7 +23,7 @@ type Source func(ctx context.Context, pass int, yield func(*schemas.Window) erro
 // the features and class weights, a second the streams' contexts (for the
 // stream context), and each epoch reads the source again, batching
 // windows as they come. Memory is the source's (its shuffle buffer) plus
-// a few batches plus per window its ID and distinct kinds of packet.
+// a few batches plus the stream index (IndexBytes a window at most).
 func TrainStream(ctx context.Context, cfg Config, src Source, numClasses int, progress func(EpochStats)) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -89,52 +89,6 @@ func TrainStream(ctx context.Context, cfg Config, src Source, numClasses int, pr
 	return m, nil
 }
 
-// streamIndex is what the stream context keeps of a streamed training
-// set: every window's place in its stream, found again by ID each epoch.
-type streamIndex struct {
-	at   map[string]int // window ID -> index into ctx.own
-	ctxs contexts
-}
-
-func (m *Model) indexStreams(ctx context.Context, src Source, n int) (*streamIndex, error) {
-	// contextsOf reads windows' IDs, sizes and kinds only: stand-ins whose
-	// Label shares one backing array cost an ID each.
-	shared := make([]int16, n)
-	var stubs []*schemas.Window
-	var own [][]int32
-	at := map[string]int{}
-	err := src(ctx, 1, func(w *schemas.Window) error {
-		if _, dup := at[w.ID]; dup {
-			return fmt.Errorf("window %q read twice in one pass", w.ID)
-		}
-		at[w.ID] = len(stubs)
-		seen := map[int32]bool{}
-		var k []int32
-		for j := range w.Len {
-			if x := m.feat.kindOf(w, j); !seen[x] {
-				seen[x] = true
-				k = append(k, x)
-			}
-		}
-		own = append(own, k)
-		stubs = append(stubs, &schemas.Window{ID: w.ID, Label: shared})
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("learn: second pass over the training windows: %w", err)
-	}
-	c := contexts{own: own}
-	for _, s := range streamsOf(stubs) {
-		idx := make([]int, len(s))
-		for k, w := range s {
-			idx[k] = at[w.ID]
-		}
-		c.streams = append(c.streams, idx)
-		c.kinds = append(c.kinds, c.union(idx))
-	}
-	return &streamIndex{at: at, ctxs: c}, nil
-}
-
 func (m *Model) fitStream(ctx context.Context, src Source, n int, counts []float64, labeled int, progress func(EpochStats)) error {
 	var index *streamIndex
 	if m.streamW != nil {
@@ -178,6 +132,7 @@ var errStopped = errors.New("training stopped")
 func (m *Model) streamBatches(ctx context.Context, src Source, n int, index *streamIndex, out chan<- batchOf, stop <-chan struct{}) {
 	seed := uint64(m.cfg.Seed)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	drop := m.newDropper()
 	send := func(b batchOf) bool {
 		select {
 		case out <- b:
@@ -186,11 +141,12 @@ func (m *Model) streamBatches(ctx context.Context, src Source, n int, index *str
 			return false
 		}
 	}
+	var seen []bool
+	if index != nil {
+		seen = make([]bool, m.feat.bagRows())
+	}
 	for epoch := 1; epoch <= m.cfg.Epochs; epoch++ {
-		var kinds [][]int32
-		if index != nil {
-			kinds = index.ctxs.sample(rng)
-		}
+		key := rng.Uint64() // the epoch's stream contexts
 		var pending *batchOf
 		var spent time.Duration
 		var batch []*schemas.Window
@@ -198,7 +154,7 @@ func (m *Model) streamBatches(ctx context.Context, src Source, n int, index *str
 		lo := 0
 		flush := func() bool {
 			t := time.Now()
-			b := batchOf{epoch: epoch, lo: lo, e: m.feat.encode(batch, n, batchKinds)}
+			b := batchOf{epoch: epoch, lo: lo, e: m.withMask(drop, m.feat.encode(batch, n, batchKinds))}
 			spent += time.Since(t)
 			lo += len(batch)
 			batch, batchKinds = nil, nil
@@ -213,14 +169,14 @@ func (m *Model) streamBatches(ctx context.Context, src Source, n int, index *str
 				return nil
 			}
 			batch = append(batch, w)
-			if kinds != nil {
-				i, ok := index.at[w.ID]
+			if index != nil {
+				i, ok := index.window(w.ID)
 				if !ok {
 					return fmt.Errorf("window %q was not in the first passes: the source must give the same windows every pass", w.ID)
 				}
-				batchKinds = append(batchKinds, kinds[i])
+				batchKinds = append(batchKinds, index.contextOf(i, key, seen))
 			}
-			if len(batch) == m.cfg.BatchSize && !flush() {
+			if len(batch) == m.stepWindows() && !flush() {
 				return errStopped
 			}
 			return nil

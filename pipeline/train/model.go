@@ -30,8 +30,10 @@ type Spec struct {
 	Name  string       // rf, lstm or blstm (see Models)
 	Learn learn.Config // the LSTM's schedule; its Seed seeds the forest too
 	Trees int          // Random Forest trees (0: the paper's 100)
-	// MaxMemory, when > 0, bounds the bytes of windows a trainer holds: it
-	// streams its training windows from the store through a shuffle buffer
+	// MaxMemory, when > 0, bounds what a trainer adds to its runtime's
+	// memory (libtorch loaded), all in: it streams its training windows
+	// from the store through a shuffle buffer sized to fit beside the
+	// held-out windows, the Go heap's slack and libtorch's reserve,
 	// instead of reading them all (LSTM and BLSTM only).
 	MaxMemory int64
 }

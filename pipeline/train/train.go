@@ -72,6 +72,9 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	if j.TestShare == 0 {
 		j.TestShare = 0.2
 	}
+	// What the runtime holds before this job reads a window: the
+	// streaming trainer's whole budget counts from here.
+	goBase := goMemory()
 	trainG, testG, err := SplitGroups(m.Groups, j.TestShare, j.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("dataset %s/%s: %w", j.Dataset, j.Version, err)
@@ -89,12 +92,13 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	trainN := 0
 	keep := func(g string) bool { return !inTest[g] }
 	if j.Spec.MaxMemory > 0 {
-		// The budget bounds the windows held; Go's collector would still
-		// let the heap run to twice what is live (the streaming trainer
-		// peaked with 66 MiB of Go heap in use, 6 MiB of it live), so the
-		// soft limit holds the Go heap to what it holds now plus the
-		// budget plus goSlack.
-		limit := goMemory() + j.Spec.MaxMemory + goSlack
+		// The budget is all the trainer adds to its runtime: the windows
+		// it holds and the Go heap beyond them, which the collector would
+		// let run to twice what is live (66 MiB of Go heap in use, 6 MiB
+		// of it live, before this limit), and nativeReserve for libtorch.
+		// Go's soft limit holds the runtime's part to what it held before
+		// the first window plus the budget less that reserve.
+		limit := goBase + j.Spec.MaxMemory - nativeReserve
 		prev := debug.SetMemoryLimit(limit)
 		defer debug.SetMemoryLimit(prev)
 		j.Log.Info("Go memory limit for streaming training", "limit_bytes", limit)
@@ -125,10 +129,12 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	})
 }
 
-// stream is the training side of a job under Spec.MaxMemory: the held-out
-// windows, which evaluation labels all at once, and the largest object
-// (read and decoded whole) come off the budget, and what is left is the
-// shuffle buffer. It counts the training windows on the way.
+// stream is the training side of a job under Spec.MaxMemory: the native
+// reserve, the Go heap's slack, the held-out windows (which evaluation
+// labels all at once), the largest object (read and decoded whole), the
+// prefetched batches and the stream context's index come off the budget,
+// and what is left is the shuffle buffer. It counts the training windows
+// on the way.
 func (j *Job) stream(ctx context.Context, m *dataset.Manifest, keep func(string) bool, test []*schemas.Window) (learn.Source, int, error) {
 	var held, per int64
 	for _, w := range test {
@@ -143,28 +149,51 @@ func (j *Job) stream(ctx context.Context, m *dataset.Manifest, keep func(string)
 	per = held / int64(max(len(test), 1))
 	// An object's bytes and its decoded windows are held together while
 	// the reader works through it.
-	left := j.Spec.MaxMemory - held - 3*largest
+	left := j.Spec.MaxMemory - nativeReserve - goSlack - held - 3*largest
 	batches := int64(j.Spec.Learn.BatchSize) * 6 * per // prefetched and encoded batches
 	buffer := (left - batches) / max(per, 1)
 	if buffer < int64(j.Spec.Learn.BatchSize) {
-		return nil, 0, fmt.Errorf("--max-memory %d bytes: the %d held-out windows take %d bytes, the largest window object %d, leaving no room for a shuffle buffer of one batch (%d windows); raise --max-memory or lower --test-share",
-			j.Spec.MaxMemory, len(test), held, largest, j.Spec.Learn.BatchSize)
+		return nil, 0, fmt.Errorf("--max-memory %d bytes: libtorch's reserve (%d) and the Go heap's slack (%d), the %d held-out windows (%d bytes), three times the largest window object (%d) and the prefetched batches (%d) leave no room for a shuffle buffer of one batch (%d windows); raise --max-memory or lower --test-share",
+			j.Spec.MaxMemory, nativeReserve, goSlack, len(test), held, 3*largest, batches, j.Spec.Learn.BatchSize)
 	}
 	src := func(ctx context.Context, pass int, yield func(*schemas.Window) error) error {
 		return dataset.Stream(ctx, j.Store, m, dataset.ReadOptions{Keep: keep, ShuffleBuffer: int(buffer), Seed: j.Seed + uint64(pass)}, yield)
 	}
-	n := 0
-	if err := src(ctx, -1, func(*schemas.Window) error { n++; return nil }); err != nil {
+	// The stream context's index grows with the training set: count it
+	// on the way, then take it off the shuffle buffer (src reads buffer
+	// when called, so the passes after this one get the smaller one).
+	n, index := 0, int64(0)
+	streamContext := j.Spec.Learn.Context == learn.ContextStream
+	if err := src(ctx, -1, func(w *schemas.Window) error {
+		n++
+		if streamContext {
+			index += learn.IndexBytes(w)
+		}
+		return nil
+	}); err != nil {
 		return nil, 0, err
 	}
-	j.Log.Info("streaming training windows", "max_memory", j.Spec.MaxMemory, "held_out_bytes", held, "shuffle_buffer", buffer)
+	buffer -= index / max(per, 1)
+	if buffer < int64(j.Spec.Learn.BatchSize) {
+		return nil, 0, fmt.Errorf("--max-memory %d bytes: the stream context's index of the %d training windows takes %d bytes, leaving no room for a shuffle buffer of one batch (%d windows); raise --max-memory",
+			j.Spec.MaxMemory, n, index, j.Spec.Learn.BatchSize)
+	}
+	j.Log.Info("streaming training windows", "max_memory", j.Spec.MaxMemory, "held_out_bytes", held, "stream_index_bytes", index, "shuffle_buffer", buffer)
 	return src, n, nil
 }
 
 // goSlack is what a streaming trainer's Go heap may hold beyond the
 // budget's windows: the stream index (an ID and the kinds of packet of
-// each training window), decoding buffers, the store client.
+// each training window), decoding buffers, the store client, and room for
+// the collector to work in without running back to back.
 const goSlack = 32 << 20
+
+// nativeReserve is what libtorch and glibc add to a streaming trainer's
+// resident set beyond its runtime baseline (libtorch loaded and a few
+// steps of the model taken): batches of other sizes than the first
+// steps', the evaluation's inference, arenas. Measured with
+// TestStreamTrainingStaysInBudget: 13 MiB.
+const nativeReserve = 24 << 20
 
 // goMemory is the memory the Go runtime holds from the OS now, as its
 // memory limit counts it.

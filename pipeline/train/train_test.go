@@ -168,3 +168,18 @@ func buildSkeleton(t *testing.T, within time.Duration) (context.Context, *slog.L
 	}
 	return ctx, log, st
 }
+
+// TestStreamBudgetTooSmall: a --max-memory below what the trainer needs
+// beside its shuffle buffer is refused before training, with the parts it
+// was spent on and the fix.
+func TestStreamBudgetTooSmall(t *testing.T) {
+	ctx, log, st := buildSkeleton(t, 5*time.Minute)
+	cfg := learn.DefaultConfig()
+	cfg.Epochs = 1
+	job := Job{Store: st, Dataset: "skeleton", Version: "v1", RunName: "too-small", Spec: Spec{Name: "blstm", Learn: cfg, MaxMemory: 8 << 20}, Seed: 3, Log: log,
+		Progress: func(learn.EpochStats) { t.Error("a budget with no room for one batch trained an epoch") }}
+	_, err := job.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "--max-memory 8388608 bytes") || !strings.Contains(err.Error(), "libtorch's reserve") || !strings.Contains(err.Error(), "raise --max-memory") {
+		t.Fatalf("training under an 8 MiB budget: %v, want a refusal naming the budget, its parts and the fix", err)
+	}
+}
