@@ -237,9 +237,10 @@ func deviceDirs(cfg Config) ([]campaign.DeviceDir, error) {
 	return devs, nil
 }
 
-// PeakRate is the most WAN packets the undefended gateway sends and
-// receives in one second of any studied capture (each capture is a home),
-// and that capture: cbr above it never queues a second's traffic.
+// PeakRate is the most WAN packets the undefended gateway sends, or
+// receives, in one second of any studied capture (each capture is a home),
+// and that capture. cbr:RATE gives each direction RATE/2 slots a second,
+// so cbr above twice the peak never queues a second's traffic.
 func PeakRate(ctx context.Context, cfg Config) (int, string, error) {
 	devs, err := deviceDirs(cfg)
 	if err != nil {
@@ -257,16 +258,30 @@ func PeakRate(ctx context.Context, cfg Config) (int, string, error) {
 				continue // a generated home's sessions are every device's
 			}
 			seen[f] = true
-			view, _, err := wanView(ctx, cfg, f, uint64(k))
+			view, gw, err := wanView(ctx, cfg, f, uint64(k))
 			if err != nil {
 				return 0, "", err
 			}
-			for i, j := 0, 0; j < len(view); j++ {
-				for view[j].TS-view[i].TS >= int64(time.Second) {
-					i++
+			wan := gw.WANAddr
+			if !wan.IsValid() {
+				wan = gateway.DefaultConfig().WANAddr
+			}
+			var ways [2][]int64
+			for _, p := range view {
+				out := 0
+				if defense.Outbound(p.Frame, wan) {
+					out = 1
 				}
-				if n := j - i + 1; n > peak {
-					peak, where = n, f
+				ways[out] = append(ways[out], p.TS)
+			}
+			for _, ts := range ways {
+				for i, j := 0, 0; j < len(ts); j++ {
+					for ts[j]-ts[i] >= int64(time.Second) {
+						i++
+					}
+					if n := j - i + 1; n > peak {
+						peak, where = n, f
+					}
 				}
 			}
 		}

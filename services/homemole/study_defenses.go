@@ -86,8 +86,9 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 			"train through libtorch (the torch build) with the model flags every trainer shares; sp (the\n"+
 			"sequence profiles and their CNNs, as homemole sp train) too. On a generated home every row\n"+
 			"also has activity_f1: the sequence-profile interaction detector (homemole sp interactions)\n"+
-			"finding the smart plug's switchings under the defence. In --defenses, cbr:peak is a rate one\n"+
-			"packet/s above the busiest second of any studied capture's undefended WAN view.")
+			"finding the smart plug's switchings under the defence. In --defenses, cbr:peak is a rate that\n"+
+			"gives each direction (cbr gives each half its rate) one packet/s more than the busiest second\n"+
+			"either way of any studied capture's undefended WAN view.")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout)")
 	genSessions := fs.Int("generated-home", 0, "instead of --from-dir: generate a home (pipeline/homegen, seeded by --seed) of this many sessions; each device's packets of each session are one of its captures")
 	genMinutes := fs.Int("session-minutes", 10, "--generated-home: minutes per session")
@@ -209,8 +210,9 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	return nil
 }
 
-// studySpecs parses the defences, cbr:peak replaced by a rate one packet/s
-// above the busiest second of the studied captures' WAN views.
+// studySpecs parses the defences, cbr:peak replaced by a rate that gives
+// each direction one packet/s more than the busiest second either way of
+// the studied captures' WAN views.
 func studySpecs(ctx context.Context, log *slog.Logger, cfg defensestudy.Config, texts []string) ([]defense.Spec, error) {
 	peak := -1
 	var specs []defense.Spec
@@ -222,9 +224,9 @@ func studySpecs(ctx context.Context, log *slog.Logger, cfg defensestudy.Config, 
 					return nil, fmt.Errorf("study defenses: cbr:peak: %w", err)
 				}
 				peak = p
-				log.Info("cbr:peak", "peak_packets_per_s", p, "capture", where, "rate", p+1)
+				log.Info("cbr:peak", "peak_packets_per_s_one_way", p, "capture", where, "rate", 2*(p+1))
 			}
-			t = strings.ReplaceAll(t, "cbr:peak", "cbr:"+strconv.Itoa(peak+1))
+			t = strings.ReplaceAll(t, "cbr:peak", "cbr:"+strconv.Itoa(2*(peak+1)))
 		}
 		sp, err := defense.ParseSpec(t)
 		if err != nil {

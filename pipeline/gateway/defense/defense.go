@@ -222,9 +222,13 @@ func ipLen(frame []byte) int {
 }
 
 // outbound reports whether the gateway sent the frame towards the internet.
-func (d *defender) outbound(frame []byte) bool {
+func (d *defender) outbound(frame []byte) bool { return Outbound(frame, d.opt.WANAddr) }
+
+// Outbound reports whether a WAN frame left the gateway whose WAN address
+// is wan (its source), rather than came in.
+func Outbound(frame []byte, wan netip.Addr) bool {
 	h, err := gateway.ParseHeader(features.LinkTypeEthernet, frame)
-	return err == nil && h.Src == d.opt.WANAddr
+	return err == nil && h.Src == wan
 }
 
 // flowKey is a packet's flow, the same for both directions.
@@ -342,46 +346,83 @@ func (d *defender) intoTunnel(from [][]Packet, home []Packet) [][]Packet {
 	return out
 }
 
-// shape sends packets at a constant rate: a slot every 1/rate seconds from
-// the first packet on, each taking the oldest waiting packet, or a dummy
-// when none waits, until every packet has left. One queue for the home
-// keeps every packet's order, so a reply never leaves before its request.
+// shape sends packets at a constant rate, half of it each way: a slot
+// every 1/rate seconds from the first packet on, the slots taking turns
+// between upstream and downstream (a shaper on each side of the link, the
+// gateway's and the far end's, each at rate/2). A slot takes the oldest
+// packet waiting in its direction, or sends a dummy of its direction when
+// none may leave, until every packet has left. A packet may leave only
+// after the packet before it in its flow, so a reply never leaves before
+// its request. The observer so sees the same directions, one after the
+// other, whatever the home sends: one queue for both directions, whose
+// real packets took any slot and whose dummies alternated, let a run of
+// one direction show where real packets were.
 func (d *defender) shape(pkts []Packet, rate float64) ([]Packet, error) {
 	first, last := pkts[0].TS, pkts[len(pkts)-1].TS
 	if slots := float64(last-first) / 1e9 * rate; slots > maxPackets {
 		return nil, fmt.Errorf("cbr:%g over %.0f s makes %.0f packets, more than %d: lower the rate or shorten the capture", rate, float64(last-first)/1e9, slots, maxPackets)
 	}
 	iv := 1e9 / rate
+	// queue[dir] holds the indices of dir's packets in order (1 is
+	// upstream); after[i] is the packet before i in its flow, or -1.
+	var queue [2][]int
+	after := make([]int, len(pkts))
+	lastOf := map[flowKey]int{}
+	// A direction's dummy copies the last packet sent that way, or the
+	// first of that way before any was sent.
+	var tmpl [2]*Packet
+	for i := range pkts {
+		dir := d.dir(pkts[i].Frame)
+		queue[dir] = append(queue[dir], i)
+		if tmpl[dir] == nil {
+			tmpl[dir] = &pkts[i]
+		}
+		k := keyOf(pkts[i].Frame)
+		if j, ok := lastOf[k]; ok {
+			after[i] = j
+		} else {
+			after[i] = -1
+		}
+		lastOf[k] = i
+	}
+	sentAt := make([]int64, len(pkts))
+	for i := range sentAt {
+		sentAt[i] = -1
+	}
 	out := make([]Packet, 0, len(pkts))
-	// The dummy of a slot copies the last packet sent in its direction,
-	// alternating directions, as a shaper on each side of the link would.
-	var lastDir [2]*Packet
-	dir := 1
-	for k, i := 0, 0; i < len(pkts); k++ {
+	for k, left := 0, len(pkts); left > 0; k++ {
 		t := first + int64(float64(k)*iv)
-		if pkts[i].TS <= t {
-			p := pkts[i]
-			p.TS = t
-			out = append(out, p)
-			if d.outbound(p.Frame) {
-				lastDir[1] = &pkts[i]
-			} else {
-				lastDir[0] = &pkts[i]
+		dir := 1 - k%2 // upstream first
+		if q := queue[dir]; len(q) > 0 {
+			i := q[0]
+			if pkts[i].TS <= t && (after[i] < 0 || sentAt[after[i]] >= 0 && sentAt[after[i]] < t) {
+				p := pkts[i]
+				p.TS = t
+				out = append(out, p)
+				sentAt[i], tmpl[dir] = t, &pkts[i]
+				queue[dir] = q[1:]
+				left--
+				continue
 			}
-			i++
-			continue
 		}
-		tm := lastDir[dir]
+		tm := tmpl[dir]
 		if tm == nil {
-			tm = lastDir[1-dir]
+			tm = tmpl[1-dir] // nothing ever goes this way: the other way's shape
 		}
-		dir = 1 - dir
 		out = append(out, Packet{TS: t, Frame: tm.Frame, Wire: tm.Wire, LAN: -1})
 		if len(out) > maxPackets {
 			return nil, fmt.Errorf("cbr:%g makes more than %d packets: lower the rate", rate, maxPackets)
 		}
 	}
 	return out, nil
+}
+
+// dir is 1 for a packet the gateway sends out, 0 for one it receives.
+func (d *defender) dir(frame []byte) int {
+	if d.outbound(frame) {
+		return 1
+	}
+	return 0
 }
 
 // resize gives a packet's frame the IP length n, truncating or padding with

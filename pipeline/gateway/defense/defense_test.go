@@ -90,11 +90,13 @@ func TestHandmadeCosts(t *testing.T) {
 		{"pad:128", 4, 0, 1976, 0, 0, []int{128, 256, 128, 1408}, 0.160, 160.0 / 1816},
 		// Every packet 1500 IP, 1514 wire: 4*1514 = 6056.
 		{"pad:mtu", 4, 0, 6056, 0, 0, []int{1500, 1500, 1500, 1500}, 4.240, 4240.0 / 1816},
-		// Slots at 0, 100, ..., 1000 ms: the real packets take slots 0, 1,
-		// 2 and 10 (waits 0, 90, 180, 0 ms: mean 67.5, p99 the largest),
-		// slots 3-9 are dummies copying the last packet out (74 wire),
-		// in (214), out, in, out, in, out: 1816 + 4*74 + 3*214 = 2754.
-		{"cbr:10", 11, 7, 2754, 67500 * time.Microsecond, 180 * ms, []int{100, 200, 60, 1400}, 0.938, 938.0 / 1816},
+		// Slots at 0, 100, ..., 1000 ms, upstream at even ones: the real
+		// packets take slots 0 (out), 1 (in, after the out packet of its
+		// flow), 2 (out) and 10 (out): waits 0, 90, 180, 0 ms, mean 67.5,
+		// p99 the largest. Slots 3-9 are dummies copying the last packet
+		// their way: in (214 wire) at 3, 5, 7, 9, out (the TCP one, 74)
+		// at 4, 6, 8: 1816 + 4*214 + 3*74 = 2894.
+		{"cbr:10", 11, 7, 2894, 67500 * time.Microsecond, 180 * ms, []int{100, 200, 60, 1400}, 1.078, 1078.0 / 1816},
 		// The same 11 packets, all 1514 wire bytes: 16654.
 		{"pad:mtu+cbr:10", 11, 7, 16654, 67500 * time.Microsecond, 180 * ms, []int{1500, 1500, 1500, 1500}, 14.838, 14838.0 / 1816},
 		{"cbr:10+pad:mtu", 11, 7, 16654, 67500 * time.Microsecond, 180 * ms, []int{1500, 1500, 1500, 1500}, 14.838, 14838.0 / 1816},
@@ -139,30 +141,49 @@ func TestHandmadeCosts(t *testing.T) {
 	}
 }
 
-// keepsReal checks that out holds every real packet of in once, in the
-// same order, none earlier than it left undefended, with out in time
-// order; it returns the real packets of out.
+// keepsReal checks that out holds every real packet of in once, none
+// earlier than it left undefended and none before an earlier packet of its
+// flow (keyOf; a tunnel is one flow), with out in time order; it returns
+// the real packets of out in the order of in. Packets of two flows may
+// trade places: a shaper per direction lets a reply wait behind its
+// direction's queue while the other direction sends.
 func keepsReal(t *testing.T, in, out []Packet) []Packet {
 	t.Helper()
-	var real []Packet
+	of := map[int64][]int{} // LAN packet -> its places in in, in order
+	for k, p := range in {
+		of[p.LAN] = append(of[p.LAN], k)
+	}
+	got := make([]*Packet, len(in))
+	lastOf := map[flowKey]int{}
 	for i, p := range out {
 		if i > 0 && p.TS < out[i-1].TS {
 			t.Fatalf("defended packet %d at %d is before packet %d at %d", i, p.TS, i-1, out[i-1].TS)
 		}
-		if !p.Dummy() {
-			real = append(real, p)
+		if p.Dummy() {
+			continue
+		}
+		places := of[p.LAN]
+		if len(places) == 0 {
+			t.Fatalf("defended packet %d carries LAN packet %d, which no real packet left undefended carried (or carries it again)", i, p.LAN)
+		}
+		k := places[0]
+		of[p.LAN] = places[1:]
+		got[k] = &out[i]
+		f := keyOf(in[k].Frame)
+		if j, ok := lastOf[f]; ok && j > k {
+			t.Fatalf("real packet %d (LAN packet %d) left after real packet %d of its flow, which came after it: reordered within a flow", k, p.LAN, j)
+		}
+		lastOf[f] = k
+		if p.TS < in[k].TS {
+			t.Fatalf("real packet %d leaves at %d, before its undefended time %d", k, p.TS, in[k].TS)
 		}
 	}
-	if len(real) != len(in) {
-		t.Fatalf("%d real packets after the defence, %d before", len(real), len(in))
-	}
-	for i := range in {
-		if real[i].LAN != in[i].LAN {
-			t.Fatalf("real packet %d carries LAN packet %d, want %d: dropped or reordered", i, real[i].LAN, in[i].LAN)
+	real := make([]Packet, len(in))
+	for k, p := range got {
+		if p == nil {
+			t.Fatalf("real packet %d (LAN packet %d) is gone after the defence", k, in[k].LAN)
 		}
-		if real[i].TS < in[i].TS {
-			t.Fatalf("real packet %d leaves at %d, before its undefended time %d", i, real[i].TS, in[i].TS)
-		}
+		real[k] = *p
 	}
 	return real
 }
@@ -283,6 +304,17 @@ func TestKeepsEveryRealPacket(t *testing.T) {
 			if spec.CBR > 0 || spec.STP > 0 || spec.Mimic != "" {
 				if cost.Dummies == 0 {
 					t.Errorf("%s %s: no dummy packets", mode, text)
+				}
+			}
+			if spec.CBR > 0 {
+				// Shaping comes after cover traffic and before padding:
+				// what leaves takes turns, out, in, out, ..., whatever the
+				// home sent.
+				d := defender{opt: Options{WANAddr: gateway.DefaultConfig().WANAddr}}
+				for i, p := range out {
+					if got := d.dir(p.Frame); got != 1-i%2 {
+						t.Fatalf("%s %s: packet %d goes %s, want the directions to take turns", mode, text, i, map[int]string{0: "in", 1: "out"}[got])
+					}
 				}
 			}
 			if spec.VPNPad {
