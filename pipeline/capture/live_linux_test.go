@@ -260,11 +260,31 @@ func modes(t *testing.T, test func(t *testing.T, opts LiveOptions)) {
 	t.Run("recvmsg", func(t *testing.T) { test(t, LiveOptions{noRing: true}) })
 }
 
-func TestLiveVeth(t *testing.T) {
+// vethModes runs test in both modes, the two in parallel, each on a veth
+// pair of its own so that neither sees the other's packets.
+func vethModes(t *testing.T, test func(t *testing.T, opts LiveOptions, p *vethPair)) {
 	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
-		p := newVethPair(t)
+		test(t, opts, newVethPair(t))
+	})
+}
+
+// nsModes runs test in both modes, the two in parallel, each in a network
+// namespace of its own; suffix ends the namespace's name and tells the
+// tests' namespaces apart in `ip netns` while they run.
+func nsModes(t *testing.T, suffix string, test func(t *testing.T, opts LiveOptions, ns string)) {
+	netnstest.NeedRoot(t)
+	modes(t, func(t *testing.T, opts LiveOptions) {
+		t.Parallel()
+		ns := "hmlive" + netnstest.UniqueID() + suffix
+		netnstest.NewNetns(t, ns)
+		test(t, opts, ns)
+	})
+}
+
+func TestLiveVeth(t *testing.T) {
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		src := openIn(t, p.capNS, p.capIf, opts)
 		if mech := src.Mechanism(); strings.Contains(mech, "TPACKET_V3") == opts.noRing {
 			t.Errorf("Mechanism() = %q with noRing %v", mech, opts.noRing)
@@ -331,10 +351,7 @@ func TestLiveVeth(t *testing.T) {
 }
 
 func TestLiveSnapLen(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		p := newVethPair(t)
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		opts.SnapLen = 64
 		src := openIn(t, p.capNS, p.capIf, opts)
 		const port = 41000
@@ -356,10 +373,7 @@ func TestLiveSnapLen(t *testing.T) {
 // before captures see the frame (with or without a VLAN device, which this
 // test does not need), the capture puts it back.
 func TestLiveVLAN(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		p := newVethPair(t)
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		src := openIn(t, p.capNS, p.capIf, opts)
 		const port, vlan = 42000, 7
 		payload := []byte("tagged")
@@ -401,11 +415,7 @@ func TestLiveVLAN(t *testing.T) {
 // TestLiveLoopback checks that each loopback packet comes once, although the
 // kernel shows it to captures leaving and arriving.
 func TestLiveLoopback(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		ns := "hmlive" + netnstest.UniqueID() + "l"
-		netnstest.NewNetns(t, ns)
+	nsModes(t, "l", func(t *testing.T, opts LiveOptions, ns string) {
 		src := openIn(t, ns, "lo", opts)
 		const port = 43000
 		lo := net.IPv4(127, 0, 0, 1).To4()
@@ -436,11 +446,7 @@ func TestLiveLoopback(t *testing.T) {
 
 // TestLiveTun captures on a layer-3 device: the frames are raw IP.
 func TestLiveTun(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		ns := "hmlive" + netnstest.UniqueID() + "t"
-		netnstest.NewNetns(t, ns)
+	nsModes(t, "t", func(t *testing.T, opts LiveOptions, ns string) {
 		name := "hmt" + strings.TrimPrefix(ns, "hmlive")
 		var tun *os.File
 		err := netnstest.InNetns(ns, func() error {
@@ -492,11 +498,7 @@ func TestLiveTun(t *testing.T) {
 }
 
 func TestLiveCloseUnblocksNext(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		ns := "hmlive" + netnstest.UniqueID() + "i"
-		netnstest.NewNetns(t, ns)
+	nsModes(t, "i", func(t *testing.T, opts LiveOptions, ns string) {
 		src := openIn(t, ns, "lo", opts) // nothing is sent there
 		type result struct {
 			f   Frame
@@ -538,10 +540,7 @@ func TestLiveCloseUnblocksNext(t *testing.T) {
 // TestLiveInterfaceDownUpRemoved: the capture survives the interface going
 // down and up, and ends with ErrNoInterface when it is deleted.
 func TestLiveInterfaceDownUpRemoved(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		p := newVethPair(t)
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		src := openIn(t, p.capNS, p.capIf, opts)
 		const port = 45000
 		listenUDP(t, p.capNS, p.capIP, port, 2)
@@ -610,10 +609,7 @@ func TestLiveInterfaceDownUpRemoved(t *testing.T) {
 // TestLiveOpenWhileDown opens a capture on an interface that is down: it
 // waits, and captures once the interface is up.
 func TestLiveOpenWhileDown(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		p := newVethPair(t)
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		netnstest.Run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "down")
 		src := openIn(t, p.capNS, p.capIf, opts)
 		res := make(chan error, 1)
