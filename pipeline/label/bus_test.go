@@ -15,7 +15,6 @@ import (
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
-	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -43,24 +42,16 @@ func pairedCampaign(tb testing.TB, mode gateway.Mode, sessions int, dur time.Dur
 		tb.Fatal(err)
 	}
 	var wanFiles []string
+	if err := os.MkdirAll(filepath.Join(dir, "wan"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	gcfg := gateway.DefaultConfig()
+	gcfg.Mode = mode
 	for _, f := range g.Files {
-		src, err := capture.OpenFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
 		wanPath := filepath.Join(dir, "wan", filepath.Base(f))
-		os.MkdirAll(filepath.Dir(wanPath), 0o755)
-		wf, err := os.Create(wanPath)
-		if err != nil {
+		if _, err := gateway.EmulateFile(context.Background(), f, wanPath, wanPath+".truth.csv", hc, gcfg); err != nil {
 			tb.Fatal(err)
 		}
-		gcfg := gateway.DefaultConfig()
-		gcfg.Mode = mode
-		if _, err := gateway.Emulate(context.Background(), src, hc, gcfg, wf, discard{}); err != nil {
-			tb.Fatal(err)
-		}
-		src.Close()
-		wf.Close()
 		wanFiles = append(wanFiles, wanPath)
 	}
 	gw := campaign.Gateway{Mode: string(mode), MAC: g.GatewayMAC, LANNets: []string{g.LANNet}}
@@ -74,10 +65,6 @@ func pairedCampaign(tb testing.TB, mode gateway.Mode, sessions int, dur time.Dur
 	}
 	return c
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // labeledPackets reads the LABELED stream and counts each (source, offset).
 func labeledPackets(t *testing.T, conn *bus.Conn) (map[string]int, int) {
