@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/homemole/homemole/pipeline/internal/tcpflags"
 )
 
 // stack is how a device's network stack shapes its headers; the sequence
@@ -291,20 +293,7 @@ func (c *conn) segment(at time.Duration, up bool, flags string, payload []byte, 
 	if !strings.Contains(flags, "S") {
 		t.Window = from.stack.window >> c.shift
 	}
-	for _, f := range flags {
-		switch f {
-		case 'S':
-			t.SYN = true
-		case 'A':
-			t.ACK = true
-		case 'P':
-			t.PSH = true
-		case 'F':
-			t.FIN = true
-		case 'R':
-			t.RST = true
-		}
-	}
+	tcpflags.Set(t, flags)
 	if !t.ACK {
 		t.Ack = 0
 	}
