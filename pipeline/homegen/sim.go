@@ -113,6 +113,14 @@ func (s *sim) bytes(n int) []byte {
 	return out
 }
 
+// tagged is n pseudo-random bytes behind a two-byte magic: the header of
+// a vendor's UDP protocol in front of its encrypted body.
+func (s *sim) tagged(n int, m0, m1 byte) []byte {
+	b := s.bytes(n)
+	b[0], b[1] = m0, m1
+	return b
+}
+
 // jitter returns d varied uniformly by up to ±frac of itself.
 func (s *sim) jitter(d time.Duration, frac float64) time.Duration {
 	return d + time.Duration((s.rng.Float64()*2-1)*frac*float64(d))
@@ -439,6 +447,17 @@ func (s *sim) tlsStream(n int) []byte {
 		k := min(n, 16384+5+17)
 		out = append(out, s.tlsRecord(23, k)...)
 		n -= k
+	}
+	return out
+}
+
+// appRecords is between nlo and nhi application-data records of lo to hi
+// bytes each: a request a device streams up in chunks as it records it
+// (spoken audio, a clip), one record a chunk.
+func (s *sim) appRecords(nlo, nhi, lo, hi int) [][]byte {
+	out := make([][]byte, s.between(nlo, nhi))
+	for i := range out {
+		out[i] = s.tlsRecord(23, s.between(lo, hi))
 	}
 	return out
 }
