@@ -490,11 +490,10 @@ func runHub(s *sim, d *device, h *home) {
 	}
 }
 
-// runPhone: the non-IoT background: a phone alternating between idle (only
-// its push connection) and browsing, each page load a few DNS lookups
-// followed by HTTPS or QUIC fetches of widely varying size.
-func runPhone(s *sim, d *device, h *home) {
-	push := d.servers["push"]
+// pushChannel is a phone's or tablet's push connection (port 5228, as
+// Google's): opened soon after the session starts and kept alive by a
+// small record each way every d.period.
+func pushChannel(s *sim, d *device, h *home, push *host) {
 	t := s.uniform(100*time.Millisecond, 10*time.Second)
 	t = s.dnsLookup(t, d.host, h.gw, push.name, push.ip)
 	c, t := s.dial(t, d.host, push, 5228)
@@ -502,6 +501,13 @@ func runPhone(s *sim, d *device, h *home) {
 	for p := t + s.uniform(0, d.period); p < s.dur; p += s.jitter(d.period, 0.05) {
 		c.exchange(p, s.tlsRecord(23, 31), s.tlsRecord(23, 31), s.uniform(time.Millisecond, 10*time.Millisecond))
 	}
+}
+
+// runPhone: the non-IoT background: a phone alternating between idle (only
+// its push connection) and browsing, each page load a few DNS lookups
+// followed by HTTPS or QUIC fetches of widely varying size.
+func runPhone(s *sim, d *device, h *home) {
+	pushChannel(s, d, h, d.servers["push"])
 	for a := s.exp(time.Minute); a < s.dur; {
 		active := s.exp(3 * time.Minute)
 		for p := a + s.exp(5*time.Second); p < a+active && p < s.dur; p += s.exp(20 * time.Second) {

@@ -492,14 +492,8 @@ func addTablet(l *layout) {
 // video watching, each a segment fetched every few seconds over HTTPS and an
 // API call now and then.
 func runTablet(s *sim, d *device, h *home) {
-	push, video, api := d.servers["push"], d.servers["video"], d.servers["api"]
-	t := s.uniform(100*time.Millisecond, 10*time.Second)
-	t = s.dnsLookup(t, d.host, h.gw, push.name, push.ip)
-	c, t := s.dial(t, d.host, push, 5228)
-	t = c.tlsHandshake(t, 517, s.between(3000, 3600), 80)
-	for p := t + s.uniform(0, d.period); p < s.dur; p += s.jitter(d.period, 0.05) {
-		c.exchange(p, s.tlsRecord(23, 31), s.tlsRecord(23, 31), s.uniform(time.Millisecond, 10*time.Millisecond))
-	}
+	video, api := d.servers["video"], d.servers["api"]
+	pushChannel(s, d, h, d.servers["push"])
 	for a := s.exp(2 * time.Minute); a < s.dur; {
 		spell := s.uniform(30*time.Second, 3*time.Minute)
 		at := s.dnsLookup(a, d.host, h.gw, video.name, video.ip)
