@@ -13,7 +13,6 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/homemole/homemole/internal/sentineldata"
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
@@ -23,14 +22,6 @@ import (
 )
 
 const sentinelDir = "../../../shared/data/iot-sentinel-dev"
-
-func sentinelHome() features.HomeConfig {
-	var h features.HomeConfig
-	for _, s := range campaign.DefaultLANNets {
-		h.LANNets = append(h.LANNets, netip.MustParsePrefix(s))
-	}
-	return h
-}
 
 func sentinelFiles(t *testing.T) []string {
 	sentineldata.Need(t)
@@ -158,7 +149,7 @@ func scenarios() []scenario {
 }
 
 func TestPairingSentinel(t *testing.T) {
-	pairScenarios(t, "sentinel", "files", sentinelFiles(t), sentinelHome(), 0)
+	pairScenarios(t, "sentinel", "files", sentinelFiles(t), features.PrivateHome(), 0)
 }
 
 func TestPairingGeneratedHome(t *testing.T) {
