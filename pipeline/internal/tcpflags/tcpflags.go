@@ -3,31 +3,22 @@
 // segment's flags the way a reader of a capture would ("SA", "PA", "FA").
 package tcpflags
 
-import "github.com/google/gopacket/layers"
+import (
+	"strings"
+
+	"github.com/google/gopacket/layers"
+)
+
+// Letters are the flags' letters, in the order of Set's fields.
+const Letters = "SAPFRUECN"
 
 // Set sets on t the flag of each letter of flags: S SYN, A ACK, P PSH,
 // F FIN, R RST, U URG, E ECE, C CWR, N NS. Other letters are ignored.
 func Set(t *layers.TCP, flags string) {
+	fields := [len(Letters)]*bool{&t.SYN, &t.ACK, &t.PSH, &t.FIN, &t.RST, &t.URG, &t.ECE, &t.CWR, &t.NS}
 	for _, f := range flags {
-		switch f {
-		case 'S':
-			t.SYN = true
-		case 'A':
-			t.ACK = true
-		case 'P':
-			t.PSH = true
-		case 'F':
-			t.FIN = true
-		case 'R':
-			t.RST = true
-		case 'U':
-			t.URG = true
-		case 'E':
-			t.ECE = true
-		case 'C':
-			t.CWR = true
-		case 'N':
-			t.NS = true
+		if i := strings.IndexRune(Letters, f); i >= 0 {
+			*fields[i] = true
 		}
 	}
 }
