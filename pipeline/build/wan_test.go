@@ -17,6 +17,7 @@ import (
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 )
@@ -33,14 +34,7 @@ func gatewayHome(t *testing.T, mode gateway.Mode) (*campaign.Campaign, map[strin
 func plannedGatewayHome(t *testing.T, mode gateway.Mode, plan string, auto, tcp bool) (*campaign.Campaign, map[string][]int64) {
 	t.Helper()
 	dir := t.TempDir()
-	g, err := homegen.Generate(homegen.Config{Seed: 11, Sessions: 2, SessionDuration: 4 * time.Minute, AddressPlan: plan}, filepath.Join(dir, "lan"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := g.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, hc := homegentest.Generate(t, homegen.Config{Seed: 11, Sessions: 2, SessionDuration: 4 * time.Minute, AddressPlan: plan}, filepath.Join(dir, "lan"))
 	truth := map[string][]int64{}
 	var wanFiles []string
 	if err := os.MkdirAll(filepath.Join(dir, "wan"), 0o755); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -56,14 +57,7 @@ func TestPayloadSize(t *testing.T) {
 // generated returns a generated home's first session capture.
 func generated(t testing.TB) (string, features.HomeConfig) {
 	t.Helper()
-	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 1, SessionDuration: 3 * time.Minute}, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 3, Sessions: 1, SessionDuration: 3 * time.Minute}, t.TempDir())
 	return h.Files[0], home
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -33,14 +34,7 @@ func startBus(tb testing.TB) (*bus.Conn, *slog.Logger) {
 func pairedCampaign(tb testing.TB, mode gateway.Mode, sessions int, dur time.Duration) *campaign.Campaign {
 	tb.Helper()
 	dir := tb.TempDir()
-	g, err := homegen.Generate(homegen.Config{Seed: 5, Sessions: sessions, SessionDuration: dur}, filepath.Join(dir, "lan"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	hc, err := g.HomeConfig()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	g, hc := homegentest.Generate(tb, homegen.Config{Seed: 5, Sessions: sessions, SessionDuration: dur}, filepath.Join(dir, "lan"))
 	var wanFiles []string
 	if err := os.MkdirAll(filepath.Join(dir, "wan"), 0o755); err != nil {
 		tb.Fatal(err)

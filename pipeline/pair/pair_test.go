@@ -18,6 +18,7 @@ import (
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -153,23 +154,8 @@ func TestPairingSentinel(t *testing.T) {
 }
 
 func TestPairingGeneratedHome(t *testing.T) {
-	h, home := generatedHome(t, homegen.Config{Seed: 7}, t.TempDir())
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 7}, t.TempDir())
 	pairScenarios(t, "generated home", "sessions", h.Files, home, 100)
-}
-
-// generatedHome generates a home's LAN captures into dir and returns it
-// with its home configuration.
-func generatedHome(t *testing.T, cfg homegen.Config, dir string) (*homegen.Home, features.HomeConfig) {
-	t.Helper()
-	h, err := homegen.Generate(cfg, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h, home
 }
 
 // pairScenarios sends every LAN capture of files through each scenario's
@@ -275,7 +261,7 @@ func checkDecodes(t *testing.T, name string, wan []byte) {
 // TestRawIPWAN pairs a WAN capture taken as raw IP (as on a tunnel or
 // router interface) instead of Ethernet.
 func TestRawIPWAN(t *testing.T) {
-	h, home := generatedHome(t, homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
 	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
 		src, err := capture.OpenFile(h.Files[0])
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 )
 
 var (
@@ -237,14 +238,7 @@ func TestMimicNeedsTraffic(t *testing.T) {
 // generatedWAN is a generated home's WAN view through the emulator.
 func generatedWAN(t *testing.T, mode gateway.Mode, seed uint64) []Packet {
 	t.Helper()
-	h, err := homegen.Generate(homegen.Config{Seed: seed, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, home := homegentest.Generate(t, homegen.Config{Seed: seed, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
 	src, err := capture.OpenFile(h.Files[0])
 	if err != nil {
 		t.Fatal(err)
