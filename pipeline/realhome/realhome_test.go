@@ -209,14 +209,7 @@ func TestAssembleHeldOutUnits(t *testing.T) {
 	if n != len(h.Packets) {
 		t.Fatalf("capture holds %d packets, the home %d", n, len(h.Packets))
 	}
-	var tr bytes.Buffer
-	if err := h.WriteTruth(&tr, nil); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := ReadTruth(&tr, "truth")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rows := truthRows(t, h, nil)
 	for i, r := range rows {
 		if u := h.Units[h.Packets[i].Unit]; r.Unit != u.Name || r.Device != u.Device || r.MAC != u.MAC || r.LANIndex != int64(i) {
 			t.Fatalf("truth row %d %+v, want unit %s", i, r, u.Name)
@@ -272,14 +265,7 @@ func TestViewNAPT(t *testing.T) {
 		if st.Crossing < 100 || len(lan) != st.WANPackets {
 			t.Fatalf("%s: %d packets crossed, %d truth rows for %d WAN packets", mode, st.Crossing, len(lan), st.WANPackets)
 		}
-		var tr bytes.Buffer
-		if err := h.WriteTruth(&tr, lan); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := ReadTruth(&tr, "wan truth")
-		if err != nil {
-			t.Fatal(err)
-		}
+		rows := truthRows(t, h, lan)
 		named := 0
 		for i, r := range rows {
 			if r.LANIndex < 0 {
@@ -361,4 +347,19 @@ func FuzzRewrite(f *testing.F) {
 			}
 		}
 	})
+}
+
+// truthRows writes h's truth (of its WAN view when lan is not nil) and
+// reads it back as a user of the file would.
+func truthRows(t *testing.T, h *Home, lan []int64) []TruthRow {
+	t.Helper()
+	var tr bytes.Buffer
+	if err := h.WriteTruth(&tr, lan); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := ReadTruth(&tr, "truth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
 }
