@@ -59,13 +59,10 @@ func newVethPair(t testing.TB) *vethPair {
 func openIn(t testing.TB, ns, iface string, opts LiveOptions) *LiveSource {
 	t.Helper()
 	var src Source
-	err := netnstest.InNetns(ns, func() (err error) {
+	netnstest.Do(t, ns, "OpenLive("+iface+")", func() (err error) {
 		src, err = OpenLive(iface, opts)
 		return err
 	})
-	if err != nil {
-		t.Fatalf("OpenLive(%s) in %s: %v", iface, ns, err)
-	}
 	ls := src.(*LiveSource)
 	t.Cleanup(func() { ls.Close() })
 	return ls
@@ -76,7 +73,7 @@ func openIn(t testing.TB, ns, iface string, opts LiveOptions) *LiveSource {
 // answering with port-unreachable errors that would mix into the capture.
 func sendUDP(t testing.TB, ns string, src, dst net.IP, port int, payloads [][]byte) {
 	t.Helper()
-	err := netnstest.InNetns(ns, func() error {
+	netnstest.Do(t, ns, "send UDP", func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src})
 		if err != nil {
 			return err
@@ -89,14 +86,11 @@ func sendUDP(t testing.TB, ns string, src, dst net.IP, port int, payloads [][]by
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("send UDP from %s: %v", ns, err)
-	}
 }
 
 func listenUDP(t testing.TB, ns string, ip net.IP, port, n int) {
 	t.Helper()
-	err := netnstest.InNetns(ns, func() error {
+	netnstest.Do(t, ns, "listen for UDP", func() error {
 		for i := range n {
 			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: port + i})
 			if err != nil {
@@ -106,9 +100,6 @@ func listenUDP(t testing.TB, ns string, ip net.IP, port, n int) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("listen for UDP in %s: %v", ns, err)
-	}
 }
 
 // ping sends ICMP echo requests with a payload of size bytes from ns to dst
@@ -116,7 +107,7 @@ func listenUDP(t testing.TB, ns string, ip net.IP, port, n int) {
 // iputils.
 func ping(t testing.TB, ns string, dst net.IP, n, size int) {
 	t.Helper()
-	err := netnstest.InNetns(ns, func() error {
+	netnstest.Do(t, ns, "ping", func() error {
 		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
 		if err != nil {
 			return err
@@ -148,9 +139,6 @@ func ping(t testing.TB, ns string, dst net.IP, n, size int) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("ping from %s: %v", ns, err)
-	}
 }
 
 func inetChecksum(b []byte) uint16 {
@@ -389,7 +377,7 @@ func TestLiveVLAN(t *testing.T) {
 		binary.BigEndian.PutUint16(ip[24:], uint16(8+len(payload)))
 		copy(ip[28:], payload)
 		frame = append(frame, ip...)
-		err := netnstest.InNetns(p.peerNS, func() error {
+		netnstest.Do(t, p.peerNS, "send a tagged frame", func() error {
 			ifi, err := net.InterfaceByName(p.peerIf)
 			if err != nil {
 				return err
@@ -401,9 +389,6 @@ func TestLiveVLAN(t *testing.T) {
 			defer unix.Close(fd)
 			return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
 		})
-		if err != nil {
-			t.Fatalf("send a tagged frame from %s: %v", p.peerNS, err)
-		}
 		got := collect(t, src, func(got []captured) bool { return udpTo(got, port) != nil })
 		c := udpTo(got, port)
 		if !bytes.Equal(c.f.Data, frame) || c.f.CI.Length != len(frame) {
