@@ -63,30 +63,9 @@ func pairedCampaign(tb testing.TB, mode gateway.Mode, sessions int, dur time.Dur
 // labeledPackets reads the LABELED stream and counts each (source, offset).
 func labeledPackets(t *testing.T, conn *bus.Conn) (map[string]int, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := conn.JS.Stream(ctx, schemas.StreamLabeled)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	for n := uint64(0); n < info.State.Msgs; n++ {
-		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := schemas.DecodeBatch(msg.Data())
-		if err != nil {
-			t.Fatal(err)
-		}
+	seen, msgs := map[string]int{}, 0
+	embeddedtest.EachBatch(t, conn, schemas.StreamLabeled, func(_ *jetstream.RawStreamMsg, b *schemas.Batch) {
+		msgs++
 		for _, p := range b.Packets {
 			if !p.SrcIP.IsValid() && p.SrcPort == 0 && p.SrcMAC.IsZero() && p.IPID == 0 {
 				seen[fmt.Sprintf("%s/%s@%d", b.View, b.Source, p.Offset)]++
@@ -94,8 +73,8 @@ func labeledPackets(t *testing.T, conn *bus.Conn) (map[string]int, int) {
 				t.Fatalf("batch %s carries addresses past the labeler: %+v", b.MsgID(), p)
 			}
 		}
-	}
-	return seen, int(info.State.Msgs)
+	})
+	return seen, msgs
 }
 
 // TestLabelerRestartPublishesOnce cancels a labeler in the middle of the
