@@ -361,33 +361,19 @@ func TestICMPErrorQuote(t *testing.T) {
 		t.Fatal(err)
 	}
 	wan, _ := emulateFrames(t, Config{Mode: NAPT}, [][]byte{probe.Bytes(), reply.Bytes()}, []time.Duration{0, 30 * time.Millisecond})
-	out, err := capture.NewReader(bytes.NewReader(wan), "wan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var frames [][]byte
-	for {
-		fr, err := out.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, bytes.Clone(fr.Data))
-	}
+	frames := capturetest.FramesOf(t, "wan", wan)
 	if len(frames) != 2 {
 		t.Fatalf("%d WAN packets, want 2", len(frames))
 	}
-	p, err := ParseHeader(features.LinkTypeEthernet, frames[0])
+	p, err := ParseHeader(features.LinkTypeEthernet, frames[0].Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := ParseHeader(features.LinkTypeEthernet, frames[1])
+	r, err := ParseHeader(features.LinkTypeEthernet, frames[1].Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	icmp := frames[1][r.IPStart+r.L4 : r.IPStart+r.Len]
+	icmp := frames[1].Data[r.IPStart+r.L4 : r.IPStart+r.Len]
 	if checksum(icmp, 0) != 0 {
 		t.Fatal("ICMP checksum wrong after translation")
 	}
@@ -402,7 +388,7 @@ func TestICMPErrorQuote(t *testing.T) {
 		t.Errorf("quoted source port %d, the probe left from %d", got, p.SrcPort)
 	}
 	// The quoted UDP checksum must be the probe's WAN checksum.
-	if got, want := binary.BigEndian.Uint16(q[26:28]), binary.BigEndian.Uint16(frames[0][p.IPStart+p.L4+6:]); got != want {
+	if got, want := binary.BigEndian.Uint16(q[26:28]), binary.BigEndian.Uint16(frames[0].Data[p.IPStart+p.L4+6:]); got != want {
 		t.Errorf("quoted UDP checksum %#04x, the probe's on the WAN is %#04x", got, want)
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
-	"io"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -17,7 +15,7 @@ import (
 
 	"github.com/homemole/homemole/internal/sentineldata"
 
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/schemas"
 )
@@ -193,20 +191,7 @@ func TestAssembleHeldOutUnits(t *testing.T) {
 	}
 
 	// The capture reads back with as many packets, and its truth too.
-	src, err := capture.NewReader(bytes.NewReader(a.Bytes()), "home")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for {
-		if _, err := src.Next(); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	if n != len(h.Packets) {
+	if n := len(capturetest.FramesOf(t, "home", a.Bytes())); n != len(h.Packets) {
 		t.Fatalf("capture holds %d packets, the home %d", n, len(h.Packets))
 	}
 	rows := truthRows(t, h, nil)
