@@ -38,12 +38,10 @@ func TestLiveGatewayRotation(t *testing.T) {
 	sources := map[string]capture.Source{}
 	var inputs []Input
 	for tap, iface := range map[string]string{"lan": lanIf, "wan": wanIf} {
-		if err := netnstest.InNetns(gw, func() (err error) {
+		netnstest.Do(t, gw, "capture "+iface, func() (err error) {
 			sources[tap], err = capture.OpenLive(iface, capture.LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20})
 			return err
-		}); err != nil {
-			t.Fatalf("capture %s in the gateway: %v", iface, err)
-		}
+		})
 		src := sources[tap]
 		inputs = append(inputs, Input{Tap: tap, Name: iface, Live: true, Open: func() (capture.Source, error) { return src, nil }})
 	}

@@ -2,8 +2,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"io"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,17 +13,16 @@ import (
 
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/homegen"
 )
 
 // nowSource plays a capture's frames again and again as a live tap would
-// deliver them: stamped with the time they are read, burst frames every
-// gap, until closed. Offsets keep growing across plays, as a live source's
-// do.
+// deliver them (homegen's LiveSource: stamped with the time they are read,
+// offsets growing across plays), burst frames every gap, until closed.
 type nowSource struct {
-	file   string
+	live   *homegen.LiveSource
 	gap    time.Duration
 	burst  int
-	src    capture.Source
 	off    uint64
 	closed chan struct{}
 	once   sync.Once
@@ -31,11 +30,11 @@ type nowSource struct {
 }
 
 func newNowSource(t *testing.T, file string, gap time.Duration, burst int) *nowSource {
-	s := &nowSource{file: file, gap: gap, burst: burst, closed: make(chan struct{})}
+	s := &nowSource{live: homegen.NewLiveSource([]string{file}, math.MaxInt64), gap: gap, burst: burst, closed: make(chan struct{})}
+	// A LiveSource closes its file in the Next after Close.
 	t.Cleanup(func() {
-		if s.src != nil {
-			s.src.Close()
-		}
+		s.Close()
+		s.live.Next()
 	})
 	return s
 }
@@ -48,34 +47,18 @@ func (s *nowSource) Next() (capture.Frame, error) {
 			return capture.Frame{}, io.EOF
 		}
 	}
-	for {
-		if s.src == nil {
-			src, err := capture.OpenFile(s.file)
-			if err != nil {
-				return capture.Frame{}, err
-			}
-			s.src = src
-		}
-		fr, err := s.src.Next()
-		if errors.Is(err, io.EOF) {
-			s.src.Close()
-			s.src = nil
-			continue
-		}
-		if err != nil {
-			return fr, err
-		}
-		fr.CI.Timestamp = time.Now()
-		fr.Offset = s.off
-		s.off++
-		s.served.Add(1)
-		return fr, nil
+	fr, err := s.live.Next()
+	if err != nil {
+		return fr, err
 	}
+	s.off++
+	s.served.Add(1)
+	return fr, nil
 }
 
 func (s *nowSource) Close() error {
 	s.once.Do(func() { close(s.closed) })
-	return nil
+	return s.live.Close()
 }
 
 // TestLiveRotation: a home's LAN and WAN live taps, read for a few slots of

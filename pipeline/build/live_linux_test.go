@@ -45,12 +45,10 @@ func TestLiveGatewayPipeline(t *testing.T) {
 	var inputs []agent.Input
 	for _, tap := range c.Homes[0].Taps {
 		var src capture.Source
-		if err := netnstest.InNetns(g.GW, func() (err error) {
+		netnstest.Do(t, g.GW, "capture "+tap.Interface, func() (err error) {
 			src, err = capture.OpenLive(tap.Interface, capture.LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20})
 			return err
-		}); err != nil {
-			t.Fatalf("capture %s in the gateway: %v", tap.Interface, err)
-		}
+		})
 		sources = append(sources, src)
 		inputs = append(inputs, agent.Input{Tap: tap.Name, Name: tap.Interface, Live: true, Open: func() (capture.Source, error) { return src, nil }})
 	}

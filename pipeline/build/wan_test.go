@@ -1,6 +1,7 @@
 package build
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 )
@@ -32,42 +34,29 @@ func gatewayHome(t *testing.T, mode gateway.Mode) (*campaign.Campaign, map[strin
 func plannedGatewayHome(t *testing.T, mode gateway.Mode, plan string, auto, tcp bool) (*campaign.Campaign, map[string][]int64) {
 	t.Helper()
 	dir := t.TempDir()
-	g, err := homegen.Generate(homegen.Config{Seed: 11, Sessions: 2, SessionDuration: 4 * time.Minute, AddressPlan: plan}, filepath.Join(dir, "lan"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := g.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, hc := homegentest.Generate(t, homegen.Config{Seed: 11, Sessions: 2, SessionDuration: 4 * time.Minute, AddressPlan: plan}, filepath.Join(dir, "lan"))
 	truth := map[string][]int64{}
 	var wanFiles []string
+	if err := os.MkdirAll(filepath.Join(dir, "wan"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for i, f := range g.Files {
-		src, err := capture.OpenFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
 		wanPath := filepath.Join(dir, "wan", filepath.Base(f))
-		os.MkdirAll(filepath.Dir(wanPath), 0o755)
-		wf, err := os.Create(wanPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tb strings.Builder
 		gcfg := gateway.DefaultConfig()
 		gcfg.Mode, gcfg.Seed, gcfg.VPNTCP = mode, uint64(i+1), tcp
 		// A gateway that loses packets and a tunnel that sends keepalives
 		// leave LAN packets without WAN packets and WAN packets without
 		// LAN packets: the pairing must leave both unpaired.
 		gcfg.Loss, gcfg.VPNPing = 0.002, 10*time.Second
-		if _, err := gateway.Emulate(context.Background(), src, hc, gcfg, wf, &tb); err != nil {
-			t.Fatalf("emulate %s: %v", f, err)
-		}
-		src.Close()
-		if err := wf.Close(); err != nil {
+		truthPath := wanPath + ".truth.csv"
+		if _, err := gateway.EmulateFile(context.Background(), f, wanPath, truthPath, hc, gcfg); err != nil {
 			t.Fatal(err)
 		}
-		tr, err := gateway.ReadTruth(strings.NewReader(tb.String()), wanPath)
+		tb, err := os.ReadFile(truthPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := gateway.ReadTruth(bytes.NewReader(tb), wanPath)
 		if err != nil {
 			t.Fatal(err)
 		}

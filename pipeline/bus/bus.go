@@ -338,6 +338,37 @@ func (c *Conn) PublishAsync(subject, msgID string, data []byte) (jetstream.PubAc
 	return f, nil
 }
 
+// PublishAll publishes batches without waiting between them, each under
+// the subject subject gives it and its message id, and then waits for
+// every ack, so that a sender of a known set of batches (a labeled session
+// pair, a test's capture) waits once for all of them. Each batch is
+// encoded into a buffer of its own: an async publish may still hold the
+// last one.
+func (c *Conn) PublishAll(ctx context.Context, subject func(*schemas.Batch) string, batches []*schemas.Batch) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(batches))
+	for _, b := range batches {
+		data, err := b.AppendBinary(nil)
+		if err != nil {
+			return err
+		}
+		f, err := c.PublishAsync(subject(b), b.MsgID(), data)
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish batch %s: %w", batches[i].MsgID(), err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // Publish sends one batch synchronously and waits for the stream's ack. The
 // message id makes a retried publish a no-op.
 func (c *Conn) Publish(ctx context.Context, subject string, b *schemas.Batch) error {

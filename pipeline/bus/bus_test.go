@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/schemas"
@@ -46,27 +45,14 @@ func TestPublishDeduplicatesRetries(t *testing.T) {
 	c := connect(t)
 	ctx := context.Background()
 	subj := schemas.PacketSubject("c", "h", "lan")
-	var futures []jetstream.PubAckFuture
+	var batches []*schemas.Batch
 	for round := 0; round < 2; round++ { // the second round is a restarted agent
 		for off := uint64(0); off < 100; off += 10 {
-			b := batch(off, 10)
-			data, err := b.AppendBinary(nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := c.PublishAsync(subj, b.MsgID(), data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			futures = append(futures, f)
+			batches = append(batches, batch(off, 10))
 		}
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		}
+	if err := c.PublishAll(ctx, func(*schemas.Batch) string { return subj }, batches); err != nil {
+		t.Fatal(err)
 	}
 	if err := c.Publish(ctx, subj, batch(0, 10)); err != nil {
 		t.Fatal(err)

@@ -97,9 +97,9 @@ func (c *Conn) DeadLetters(ctx context.Context, filter string) ([]DeadLetter, er
 	if err := c.declareDeadLetters(ctx); err != nil {
 		return nil, err
 	}
-	s, err := c.JS.Stream(ctx, schemas.StreamDeadLetter)
+	s, err := c.deadLetterStream(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open the dead-letter stream: %w", err)
+		return nil, err
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
@@ -137,14 +137,9 @@ func (c *Conn) DeadLetters(ctx context.Context, filter string) ([]DeadLetter, er
 // that failed), so replaying twice stores it once; what consumers make of
 // it is deduplicated by their own deterministic ids.
 func (c *Conn) Replay(ctx context.Context, letters []DeadLetter) (int, error) {
-	s, err := c.JS.Stream(ctx, schemas.StreamDeadLetter)
-	if err != nil {
-		return 0, fmt.Errorf("open the dead-letter stream: %w", err)
-	}
-	n := 0
-	for _, dl := range letters {
+	return c.removeEach(ctx, letters, "remove replayed", func(dl DeadLetter) error {
 		if dl.Subject == "" {
-			return n, fmt.Errorf("dead letter %d names no subject to replay to", dl.Seq)
+			return fmt.Errorf("dead letter %d names no subject to replay to", dl.Seq)
 		}
 		m := nats.NewMsg(dl.Subject)
 		m.Data = dl.data
@@ -159,14 +154,10 @@ func (c *Conn) Replay(ctx context.Context, letters []DeadLetter) (int, error) {
 		}
 		id := MsgID(dl.Subject, fmt.Sprintf("replay:%d", dl.Seq), nil)
 		if _, err := c.JS.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
-			return n, fmt.Errorf("replay dead letter %d to %s: %w", dl.Seq, dl.Subject, err)
+			return fmt.Errorf("replay dead letter %d to %s: %w", dl.Seq, dl.Subject, err)
 		}
-		if err := s.DeleteMsg(ctx, dl.Seq); err != nil && !noMessage(err) {
-			return n, fmt.Errorf("remove replayed dead letter %d: %w", dl.Seq, err)
-		}
-		n++
-	}
-	return n, nil
+		return nil
+	})
 }
 
 // subjectMatches reports whether subject matches a NATS pattern with '*'
@@ -200,16 +191,39 @@ func noMessage(err error) bool {
 // Discard removes dead letters for good: a forged batch, once looked at,
 // has nothing to be replayed for.
 func (c *Conn) Discard(ctx context.Context, letters []DeadLetter) (int, error) {
-	s, err := c.JS.Stream(ctx, schemas.StreamDeadLetter)
+	return c.removeEach(ctx, letters, "discard", nil)
+}
+
+// removeEach runs do, when not nil, on each dead letter and then removes
+// it from the DLQ (one already gone counts as removed), stopping at the
+// first failure; it returns how many it removed. verb says in an error
+// what the removal was for.
+func (c *Conn) removeEach(ctx context.Context, letters []DeadLetter, verb string, do func(DeadLetter) error) (int, error) {
+	s, err := c.deadLetterStream(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("open the dead-letter stream: %w", err)
+		return 0, err
 	}
 	n := 0
 	for _, dl := range letters {
+		if do != nil {
+			if err := do(dl); err != nil {
+				return n, err
+			}
+		}
 		if err := s.DeleteMsg(ctx, dl.Seq); err != nil && !noMessage(err) {
-			return n, fmt.Errorf("discard dead letter %d: %w", dl.Seq, err)
+			return n, fmt.Errorf("%s dead letter %d: %w", verb, dl.Seq, err)
 		}
 		n++
 	}
 	return n, nil
+}
+
+// deadLetterStream opens the DLQ for a reader or remover, with the error
+// each of them gives when it cannot.
+func (c *Conn) deadLetterStream(ctx context.Context) (jetstream.Stream, error) {
+	s, err := c.JS.Stream(ctx, schemas.StreamDeadLetter)
+	if err != nil {
+		return nil, fmt.Errorf("open the dead-letter stream: %w", err)
+	}
+	return s, nil
 }

@@ -56,6 +56,19 @@ func smallSentinel(tb testing.TB) string {
 	return path
 }
 
+// smallSentinelRaw is smallSentinel's capture as its bytes and as the
+// frames a plain read gives, for the tests that rewrite it and want the
+// same frames back.
+func smallSentinelRaw(tb testing.TB) ([]byte, []frame) {
+	tb.Helper()
+	path := smallSentinel(tb)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return raw, openAll(tb, path)
+}
+
 type frame struct {
 	data []byte
 	ci   gopacket.CaptureInfo
@@ -174,12 +187,7 @@ func TestReadFileSentinel(t *testing.T) {
 // TestByteOrdersAndResolutions rewrites a real capture in the four pcap
 // flavours and wants the same frames back from each.
 func TestByteOrdersAndResolutions(t *testing.T) {
-	path := smallSentinel(t)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := openAll(t, path)
+	raw, want := smallSentinelRaw(t)
 	for _, v := range []struct {
 		name string
 		big  bool
@@ -244,12 +252,7 @@ func recordOffsets(raw []byte) []int {
 }
 
 func TestTruncatedCapture(t *testing.T) {
-	path := smallSentinel(t)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := openAll(t, path)
+	raw, all := smallSentinelRaw(t)
 	offs := recordOffsets(raw)
 	k := len(offs) / 2
 	for _, cut := range []struct {
@@ -373,11 +376,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestGzipCapture(t *testing.T) {
-	path := smallSentinel(t)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, want := smallSentinelRaw(t)
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	zw.Write(raw)
@@ -386,7 +385,7 @@ func TestGzipCapture(t *testing.T) {
 	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sameFrames(t, "gzip", openAll(t, p), openAll(t, path))
+	sameFrames(t, "gzip", openAll(t, p), want)
 }
 
 // TestPcapngFromNgWriter writes real frames with gopacket's pcapng writer

@@ -20,12 +20,7 @@ import (
 // few bytes at a time, so block and record boundaries fall everywhere in
 // the input's buffer, and wants the same frames as a plain read.
 func TestReadsInAnyChunking(t *testing.T) {
-	path := smallSentinel(t)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := openAll(t, path)
+	raw, want := smallSentinelRaw(t)
 	var ng bytes.Buffer
 	w, _ := pcapgo.NewNgWriter(&ng, layers.LinkTypeEthernet)
 	for _, f := range want {

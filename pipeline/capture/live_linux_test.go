@@ -59,13 +59,10 @@ func newVethPair(t testing.TB) *vethPair {
 func openIn(t testing.TB, ns, iface string, opts LiveOptions) *LiveSource {
 	t.Helper()
 	var src Source
-	err := netnstest.InNetns(ns, func() (err error) {
+	netnstest.Do(t, ns, "OpenLive("+iface+")", func() (err error) {
 		src, err = OpenLive(iface, opts)
 		return err
 	})
-	if err != nil {
-		t.Fatalf("OpenLive(%s) in %s: %v", iface, ns, err)
-	}
 	ls := src.(*LiveSource)
 	t.Cleanup(func() { ls.Close() })
 	return ls
@@ -76,7 +73,7 @@ func openIn(t testing.TB, ns, iface string, opts LiveOptions) *LiveSource {
 // answering with port-unreachable errors that would mix into the capture.
 func sendUDP(t testing.TB, ns string, src, dst net.IP, port int, payloads [][]byte) {
 	t.Helper()
-	err := netnstest.InNetns(ns, func() error {
+	netnstest.Do(t, ns, "send UDP", func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src})
 		if err != nil {
 			return err
@@ -89,14 +86,11 @@ func sendUDP(t testing.TB, ns string, src, dst net.IP, port int, payloads [][]by
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("send UDP from %s: %v", ns, err)
-	}
 }
 
 func listenUDP(t testing.TB, ns string, ip net.IP, port, n int) {
 	t.Helper()
-	err := netnstest.InNetns(ns, func() error {
+	netnstest.Do(t, ns, "listen for UDP", func() error {
 		for i := range n {
 			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: port + i})
 			if err != nil {
@@ -106,9 +100,6 @@ func listenUDP(t testing.TB, ns string, ip net.IP, port, n int) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("listen for UDP in %s: %v", ns, err)
-	}
 }
 
 // ping sends ICMP echo requests with a payload of size bytes from ns to dst
@@ -116,7 +107,7 @@ func listenUDP(t testing.TB, ns string, ip net.IP, port, n int) {
 // iputils.
 func ping(t testing.TB, ns string, dst net.IP, n, size int) {
 	t.Helper()
-	err := netnstest.InNetns(ns, func() error {
+	netnstest.Do(t, ns, "ping", func() error {
 		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
 		if err != nil {
 			return err
@@ -148,9 +139,6 @@ func ping(t testing.TB, ns string, dst net.IP, n, size int) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("ping from %s: %v", ns, err)
-	}
 }
 
 func inetChecksum(b []byte) uint16 {
@@ -260,11 +248,31 @@ func modes(t *testing.T, test func(t *testing.T, opts LiveOptions)) {
 	t.Run("recvmsg", func(t *testing.T) { test(t, LiveOptions{noRing: true}) })
 }
 
-func TestLiveVeth(t *testing.T) {
+// vethModes runs test in both modes, the two in parallel, each on a veth
+// pair of its own so that neither sees the other's packets.
+func vethModes(t *testing.T, test func(t *testing.T, opts LiveOptions, p *vethPair)) {
 	netnstest.NeedRoot(t)
 	modes(t, func(t *testing.T, opts LiveOptions) {
 		t.Parallel()
-		p := newVethPair(t)
+		test(t, opts, newVethPair(t))
+	})
+}
+
+// nsModes runs test in both modes, the two in parallel, each in a network
+// namespace of its own; suffix ends the namespace's name and tells the
+// tests' namespaces apart in `ip netns` while they run.
+func nsModes(t *testing.T, suffix string, test func(t *testing.T, opts LiveOptions, ns string)) {
+	netnstest.NeedRoot(t)
+	modes(t, func(t *testing.T, opts LiveOptions) {
+		t.Parallel()
+		ns := "hmlive" + netnstest.UniqueID() + suffix
+		netnstest.NewNetns(t, ns)
+		test(t, opts, ns)
+	})
+}
+
+func TestLiveVeth(t *testing.T) {
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		src := openIn(t, p.capNS, p.capIf, opts)
 		if mech := src.Mechanism(); strings.Contains(mech, "TPACKET_V3") == opts.noRing {
 			t.Errorf("Mechanism() = %q with noRing %v", mech, opts.noRing)
@@ -331,10 +339,7 @@ func TestLiveVeth(t *testing.T) {
 }
 
 func TestLiveSnapLen(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		p := newVethPair(t)
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		opts.SnapLen = 64
 		src := openIn(t, p.capNS, p.capIf, opts)
 		const port = 41000
@@ -356,10 +361,7 @@ func TestLiveSnapLen(t *testing.T) {
 // before captures see the frame (with or without a VLAN device, which this
 // test does not need), the capture puts it back.
 func TestLiveVLAN(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		p := newVethPair(t)
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		src := openIn(t, p.capNS, p.capIf, opts)
 		const port, vlan = 42000, 7
 		payload := []byte("tagged")
@@ -375,7 +377,7 @@ func TestLiveVLAN(t *testing.T) {
 		binary.BigEndian.PutUint16(ip[24:], uint16(8+len(payload)))
 		copy(ip[28:], payload)
 		frame = append(frame, ip...)
-		err := netnstest.InNetns(p.peerNS, func() error {
+		netnstest.Do(t, p.peerNS, "send a tagged frame", func() error {
 			ifi, err := net.InterfaceByName(p.peerIf)
 			if err != nil {
 				return err
@@ -387,9 +389,6 @@ func TestLiveVLAN(t *testing.T) {
 			defer unix.Close(fd)
 			return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
 		})
-		if err != nil {
-			t.Fatalf("send a tagged frame from %s: %v", p.peerNS, err)
-		}
 		got := collect(t, src, func(got []captured) bool { return udpTo(got, port) != nil })
 		c := udpTo(got, port)
 		if !bytes.Equal(c.f.Data, frame) || c.f.CI.Length != len(frame) {
@@ -401,11 +400,7 @@ func TestLiveVLAN(t *testing.T) {
 // TestLiveLoopback checks that each loopback packet comes once, although the
 // kernel shows it to captures leaving and arriving.
 func TestLiveLoopback(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		ns := "hmlive" + netnstest.UniqueID() + "l"
-		netnstest.NewNetns(t, ns)
+	nsModes(t, "l", func(t *testing.T, opts LiveOptions, ns string) {
 		src := openIn(t, ns, "lo", opts)
 		const port = 43000
 		lo := net.IPv4(127, 0, 0, 1).To4()
@@ -436,11 +431,7 @@ func TestLiveLoopback(t *testing.T) {
 
 // TestLiveTun captures on a layer-3 device: the frames are raw IP.
 func TestLiveTun(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		ns := "hmlive" + netnstest.UniqueID() + "t"
-		netnstest.NewNetns(t, ns)
+	nsModes(t, "t", func(t *testing.T, opts LiveOptions, ns string) {
 		name := "hmt" + strings.TrimPrefix(ns, "hmlive")
 		var tun *os.File
 		err := netnstest.InNetns(ns, func() error {
@@ -492,11 +483,7 @@ func TestLiveTun(t *testing.T) {
 }
 
 func TestLiveCloseUnblocksNext(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		ns := "hmlive" + netnstest.UniqueID() + "i"
-		netnstest.NewNetns(t, ns)
+	nsModes(t, "i", func(t *testing.T, opts LiveOptions, ns string) {
 		src := openIn(t, ns, "lo", opts) // nothing is sent there
 		type result struct {
 			f   Frame
@@ -538,10 +525,7 @@ func TestLiveCloseUnblocksNext(t *testing.T) {
 // TestLiveInterfaceDownUpRemoved: the capture survives the interface going
 // down and up, and ends with ErrNoInterface when it is deleted.
 func TestLiveInterfaceDownUpRemoved(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		p := newVethPair(t)
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		src := openIn(t, p.capNS, p.capIf, opts)
 		const port = 45000
 		listenUDP(t, p.capNS, p.capIP, port, 2)
@@ -610,10 +594,7 @@ func TestLiveInterfaceDownUpRemoved(t *testing.T) {
 // TestLiveOpenWhileDown opens a capture on an interface that is down: it
 // waits, and captures once the interface is up.
 func TestLiveOpenWhileDown(t *testing.T) {
-	netnstest.NeedRoot(t)
-	modes(t, func(t *testing.T, opts LiveOptions) {
-		t.Parallel()
-		p := newVethPair(t)
+	vethModes(t, func(t *testing.T, opts LiveOptions, p *vethPair) {
 		netnstest.Run(t, "ip", "-n", p.capNS, "link", "set", p.capIf, "down")
 		src := openIn(t, p.capNS, p.capIf, opts)
 		res := make(chan error, 1)

@@ -13,6 +13,7 @@ import (
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -20,14 +21,7 @@ import (
 // the windower would cut them (addresses stripped, padding at the end).
 func generatedWindows(t *testing.T, n int) ([]*schemas.Window, []string) {
 	t.Helper()
-	h, err := homegen.Generate(homegen.Config{Seed: 5, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 5, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
 	labels := map[schemas.MAC]int32{}
 	var names []string
 	for i, d := range h.Inventory {

@@ -14,6 +14,7 @@ import (
 	"github.com/homemole/homemole/internal/sentineldata"
 
 	"github.com/homemole/homemole/internal/chromiumtest"
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/forest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/gateway/defense"
@@ -28,16 +29,8 @@ const sentinelDir = "../../../shared/data/iot-sentinel-dev"
 // those of each defence (none free but the undefended view).
 func TestStudyRF(t *testing.T) {
 	sentineldata.Need(t)
-	var specs []defense.Spec
-	for _, s := range []string{"none", "pad:mtu", "cbr:20", "pad:mtu+cbr:20", "mimic:EdimaxPlug1101W"} {
-		sp, err := defense.ParseSpec(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		specs = append(specs, sp)
-	}
-	fc := forest.DefaultConfig()
-	fc.Trees, fc.Workers = 20, 1
+	specs := parseSpecs(t, "none", "pad:mtu", "cbr:20", "pad:mtu+cbr:20", "mimic:EdimaxPlug1101W")
+	fc := smallForest(20)
 	rows, err := Run(context.Background(), Config{Dir: sentinelDir, Devices: []string{"Aria", "D-LinkCam", "HueBridge", "TP-LinkPlugHS100"},
 		MaxFiles: 5, Defenses: specs, Gateway: gateway.Config{Mode: gateway.NAPT}, Folds: 5, Window: 20, Seed: 1, Forest: fc})
 	if err != nil {
@@ -96,16 +89,8 @@ func TestPareto(t *testing.T) {
 func TestReportInChromium(t *testing.T) {
 	sentineldata.Need(t)
 	chromium := chromiumtest.Find(t)
-	var specs []defense.Spec
-	for _, s := range []string{"none", "pad:mtu", "cbr:20"} {
-		sp, err := defense.ParseSpec(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		specs = append(specs, sp)
-	}
-	fc := forest.DefaultConfig()
-	fc.Trees, fc.Workers = 10, 1
+	specs := parseSpecs(t, "none", "pad:mtu", "cbr:20")
+	fc := smallForest(10)
 	devices := []string{"Aria", "D-LinkCam", "HueBridge"}
 	rows, err := Run(context.Background(), Config{Dir: sentinelDir, Devices: devices, MaxFiles: 3, Defenses: specs,
 		Gateway: gateway.Config{Mode: gateway.NAPT}, Folds: 3, Window: 20, Seed: 1, Forest: fc})
@@ -148,18 +133,9 @@ func TestReportInChromium(t *testing.T) {
 // session capture holds every device, each device's packets picked by its
 // MAC; undefended the forest must beat always guessing one device.
 func TestStudyGeneratedHome(t *testing.T) {
-	h, err := homegen.Generate(homegen.Config{Seed: 1, Sessions: 3, SessionDuration: 5 * time.Minute}, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	homes, err := GeneratedHome(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fc := forest.DefaultConfig()
-	fc.Trees, fc.Workers = 10, 1
-	none, _ := defense.ParseSpec("none")
-	rows, err := Run(context.Background(), Config{Homes: homes, Defenses: []defense.Spec{none},
+	_, homes := generatedHomes(t, homegen.Config{Seed: 1, Sessions: 3, SessionDuration: 5 * time.Minute})
+	fc := smallForest(10)
+	rows, err := Run(context.Background(), Config{Homes: homes, Defenses: parseSpecs(t, "none"),
 		Gateway: gateway.Config{Mode: gateway.NAPT}, Folds: 3, Window: 20, Seed: 1, Forest: fc})
 	if err != nil {
 		t.Fatal(err)
@@ -196,28 +172,13 @@ func TestDetectionF1(t *testing.T) {
 // its held-out sessions with F1 >= 0.9, and every defence's row reports
 // what is left of it, stp's among them.
 func TestStudyActivity(t *testing.T) {
-	h, err := homegen.Generate(homegen.Config{Seed: 5, Sessions: 4, SessionDuration: 15 * time.Minute}, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	homes, err := GeneratedHome(h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, homes := generatedHomes(t, homegen.Config{Seed: 5, Sessions: 4, SessionDuration: 15 * time.Minute})
 	acts := Switchings(h)
 	if acts == nil || len(acts.At) < 8 {
 		t.Fatalf("switchings %+v: want 8 or more", acts)
 	}
-	var specs []defense.Spec
-	for _, s := range []string{"none", "stp:30"} {
-		sp, err := defense.ParseSpec(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		specs = append(specs, sp)
-	}
-	fc := forest.DefaultConfig()
-	fc.Trees, fc.Workers = 5, 1
+	specs := parseSpecs(t, "none", "stp:30")
+	fc := smallForest(5)
 	rows, err := Run(context.Background(), Config{Homes: homes, Defenses: specs, Actions: acts,
 		Gateway: gateway.Config{Mode: gateway.NAPT}, Folds: 2, Window: 20, Seed: 1, Forest: fc})
 	if err != nil {
@@ -283,4 +244,42 @@ func TestPeakRate(t *testing.T) {
 	if peak != want || where != at || peak < 2 {
 		t.Errorf("peak %d in %s, want %d in %s", peak, where, want, at)
 	}
+}
+
+// parseSpecs parses a study's defences; one that does not parse fails the
+// test.
+func parseSpecs(t *testing.T, texts ...string) []defense.Spec {
+	t.Helper()
+	var specs []defense.Spec
+	for _, s := range texts {
+		sp, err := defense.ParseSpec(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		specs = append(specs, sp)
+	}
+	return specs
+}
+
+// smallForest is the default forest cut to a few trees, to keep the tests
+// short, on one worker.
+func smallForest(trees int) forest.Config {
+	fc := forest.DefaultConfig()
+	fc.Trees, fc.Workers = trees, 1
+	return fc
+}
+
+// generatedHomes generates cfg's home and takes its devices as the
+// study's homes.
+func generatedHomes(t *testing.T, cfg homegen.Config) (*homegen.Home, []campaign.DeviceDir) {
+	t.Helper()
+	h, err := homegen.Generate(cfg, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	homes, err := GeneratedHome(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, homes
 }

@@ -599,12 +599,15 @@ func (m *Model) Assess(arr *seqprofile.Arrays, ends []int64) ([][]schemas.SeenDe
 	out := make([][]schemas.SeenDetection, len(ends))
 	raw := make([]float32, in*w)
 	for d, dm := range m.Devices {
+		// window is the type's SP counts of the CNN window ending at end,
+		// zeroed beyond its SPs (padTo), in raw's reused memory.
+		window := func(end int64) []float32 {
+			raw = arr.Window(raw[:0], end-int64(w), w, m.channels[d])
+			return padTo(raw, in*w)
+		}
 		var x []float32
 		for _, end := range ends {
-			raw = raw[:0]
-			raw = arr.Window(raw, end-int64(w), w, m.channels[d])
-			// padTo zeroes the channels beyond the type's SPs.
-			x = appendDetectorInput(x, padTo(raw, in*w), dm.Scale, in, w)
+			x = appendDetectorInput(x, window(end), dm.Scale, in, w)
 		}
 		p, err := m.det[d].predict(x, in*w)
 		if err != nil {
@@ -615,9 +618,7 @@ func (m *Model) Assess(arr *seqprofile.Arrays, ends []int64) ([][]schemas.SeenDe
 		for i, end := range ends {
 			if float64(p[i]) >= m.Config.Threshold {
 				hit = append(hit, i)
-				raw = raw[:0]
-				raw = arr.Window(raw, end-int64(w), w, m.channels[d])
-				cx = appendCounterInput(cx, padTo(raw, in*w), dm.Scale, in, w)
+				cx = appendCounterInput(cx, window(end), dm.Scale, in, w)
 			}
 		}
 		// The counter runs only where the detector fired, as in the paper.

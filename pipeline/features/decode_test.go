@@ -11,6 +11,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/homemole/homemole/pipeline/internal/tcpflags"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -70,28 +71,7 @@ func udp(sport, dport uint16) *layers.UDP {
 
 func tcp(sport, dport uint16, flags string) *layers.TCP {
 	t := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: 1000, Ack: 2000, Window: 64240}
-	for _, f := range flags {
-		switch f {
-		case 'S':
-			t.SYN = true
-		case 'A':
-			t.ACK = true
-		case 'P':
-			t.PSH = true
-		case 'F':
-			t.FIN = true
-		case 'R':
-			t.RST = true
-		case 'U':
-			t.URG = true
-		case 'E':
-			t.ECE = true
-		case 'C':
-			t.CWR = true
-		case 'N':
-			t.NS = true
-		}
-	}
+	tcpflags.Set(t, flags)
 	return t
 }
 

@@ -28,6 +28,17 @@ func HomeFromCampaign(h *campaign.Home) (HomeConfig, error) {
 	return HomeConfig{LANNets: nets, GatewayMAC: h.GatewayMAC()}, nil
 }
 
+// PrivateHome is the home of a capture taken where nothing is known of the
+// network: the private ranges (campaign.DefaultLANNets) are the LAN, so a
+// device's own capture decodes with every public address beyond it.
+func PrivateHome() HomeConfig {
+	var h HomeConfig
+	for _, s := range campaign.DefaultLANNets {
+		h.LANNets = append(h.LANNets, netip.MustParsePrefix(s))
+	}
+	return h
+}
+
 func (h HomeConfig) clone() HomeConfig {
 	h.LANNets = slices.Clone(h.LANNets)
 	return h

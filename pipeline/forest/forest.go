@@ -199,13 +199,19 @@ func (m *Model) Encode(ws []*schemas.Window) (Rows, error) {
 	return m.enc.encode(ws, false), nil
 }
 
+// encodeTrained is Encode for the model's readers, which need its trees:
+// op names the reader in the error of a model that has none.
+func (m *Model) encodeTrained(op string, ws []*schemas.Window) (Rows, error) {
+	if m == nil || len(m.trees) == 0 {
+		return Rows{}, fmt.Errorf("forest: %s on an untrained model", op)
+	}
+	return m.Encode(ws)
+}
+
 // Predict labels every real packet (slots before Len) of each window,
 // labeled or not, with the class of highest mean tree probability.
 func (m *Model) Predict(ws []*schemas.Window) ([][]int32, error) {
-	if m == nil || len(m.trees) == 0 {
-		return nil, errors.New("forest: Predict on an untrained model")
-	}
-	rows, err := m.Encode(ws)
+	rows, err := m.encodeTrained("Predict", ws)
 	if err != nil {
 		return nil, err
 	}

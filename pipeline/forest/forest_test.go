@@ -230,13 +230,22 @@ func TestSeedDeterministic(t *testing.T) {
 	}
 }
 
-func TestSaveLoadRoundTrip(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	train, test := synthWindows(rng, 100, 30), synthWindows(rng, 40, 30)
+// smallModel trains smallConfig's forest on nTrain synthetic windows of
+// 30 packets drawn from src and returns it with nTest windows drawn after
+// them, to judge it on.
+func smallModel(t *testing.T, src rand.Source, nTrain, nTest int) (*Model, []*schemas.Window) {
+	t.Helper()
+	rng := rand.New(src)
+	train, test := synthWindows(rng, nTrain, 30), synthWindows(rng, nTest, 30)
 	m, err := Train(context.Background(), smallConfig(), train, len(devices), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, test
+}
+
+func TestSaveLoadRoundTrip(t *testing.T) {
+	m, test := smallModel(t, rand.NewPCG(5, 6), 100, 40)
 	var buf bytes.Buffer
 	if err := m.Save(&buf); err != nil {
 		t.Fatal(err)
@@ -440,12 +449,7 @@ func FuzzLoad(f *testing.F) {
 // scores hosts with: a distribution per packet, whose likeliest class is
 // what Predict says.
 func TestClassProbs(t *testing.T) {
-	rng := rand.New(rand.NewPCG(9, 10))
-	train, test := synthWindows(rng, 120, 30), synthWindows(rng, 30, 30)
-	m, err := Train(context.Background(), smallConfig(), train, len(devices), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, test := smallModel(t, rand.NewPCG(9, 10), 120, 30)
 	probs, err := m.ClassProbs(test)
 	if err != nil {
 		t.Fatal(err)

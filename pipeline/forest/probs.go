@@ -1,7 +1,6 @@
 package forest
 
 import (
-	"errors"
 	"sync"
 
 	"github.com/homemole/homemole/schemas"
@@ -12,10 +11,7 @@ import (
 // Where trees disagree the winning class's probability is low, which is
 // what tells a device the forest never saw from one it knows.
 func (m *Model) ClassProbs(ws []*schemas.Window) ([][]float32, error) {
-	if m == nil || len(m.trees) == 0 {
-		return nil, errors.New("forest: ClassProbs on an untrained model")
-	}
-	rows, err := m.Encode(ws)
+	rows, err := m.encodeTrained("ClassProbs", ws)
 	if err != nil {
 		return nil, err
 	}

@@ -363,12 +363,8 @@ func (b *builder) histSplit(f int, keys []uint64, total int64, lo, hi uint32) (s
 				continue
 			}
 			v := int64(h)
-			l := b.left[c]
-			r := b.counts[c] - l
-			sl += 2*l*v + v*v
-			sr += -2*r*v + v*v
-			b.left[c] = l + v
-			wl += v
+			dl, dr := b.moveLeft(c, v)
+			sl, sr, wl = sl+dl, sr+dr, wl+v
 		}
 		nl += int(b.binN[bin])
 		if nl < minLeaf || n-nl < minLeaf {
@@ -387,6 +383,16 @@ func (b *builder) histSplit(f int, keys []uint64, total int64, lo, hi uint32) (s
 		best.code, best.next = best.code+lo, next+lo
 	}
 	return best, found
+}
+
+// moveLeft moves v rows of class c from the right of the split being
+// scanned to its left and returns what that adds to the left's and the
+// right's sum of squared class counts, from which the scans score a split.
+func (b *builder) moveLeft(c int, v int64) (dl, dr int64) {
+	l := b.left[c]
+	r := b.counts[c] - l
+	b.left[c] = l + v
+	return 2*l*v + v*v, -2*r*v + v*v
 }
 
 // sortSplit sorts the node's keys by rank, whose range is [lo, hi], and
@@ -412,12 +418,8 @@ func (b *builder) sortSplit(f int, keys []uint64, total int64, lo, hi uint32) (s
 		k := keys[j]
 		c := (k >> 16) & 0xffff
 		v := int64(k & 0xffff)
-		l := b.left[c]
-		r := b.counts[c] - l
-		sl += 2*l*v + v*v
-		sr += -2*r*v + v*v
-		b.left[c] = l + v
-		wl += v
+		dl, dr := b.moveLeft(int(c), v)
+		sl, sr, wl = sl+dl, sr+dr, wl+v
 		code := k >> 32
 		if keys[j+1]>>32 == code || j+1 < minLeaf || n-j-1 < minLeaf {
 			continue

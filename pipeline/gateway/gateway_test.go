@@ -22,6 +22,7 @@ import (
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -56,14 +57,7 @@ func TestPayloadSize(t *testing.T) {
 // generated returns a generated home's first session capture.
 func generated(t testing.TB) (string, features.HomeConfig) {
 	t.Helper()
-	h, err := homegen.Generate(homegen.Config{Seed: 3, Sessions: 1, SessionDuration: 3 * time.Minute}, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 3, Sessions: 1, SessionDuration: 3 * time.Minute}, t.TempDir())
 	return h.Files[0], home
 }
 
@@ -284,18 +278,44 @@ func checkNAPT(t *testing.T, n int, frame []byte, w, l Header, out bool, wan net
 	}
 }
 
-// TestPortReuse runs one UDP flow with a pause longer than the UDP
-// timeout: the second burst gets a new mapping.
-func TestPortReuse(t *testing.T) {
-	lanMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x10}
-	gwMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+// emulateFrames runs the emulator, for a home on 192.168.1.0/24, over a
+// capture of Ethernet frames sent at the times at from the start of 2024,
+// and returns the WAN capture and the emulator's counts.
+func emulateFrames(t *testing.T, cfg Config, frames [][]byte, at []time.Duration) ([]byte, Stats) {
+	t.Helper()
 	var buf bytes.Buffer
 	w := pcapgo.NewWriter(&buf)
 	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i, at := range []time.Duration{0, time.Second, 2 * time.Second, 45 * time.Second} {
+	for i, b := range frames {
+		ci := gopacket.CaptureInfo{Timestamp: start.Add(at[i]), CaptureLength: len(b), Length: len(b)}
+		if err := w.WritePacket(ci, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := capture.NewReader(bytes.NewReader(buf.Bytes()), "lan.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}
+	var wan bytes.Buffer
+	st, err := Emulate(context.Background(), src, home, cfg, &wan, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wan.Bytes(), st
+}
+
+// TestPortReuse runs one UDP flow with a pause longer than the UDP
+// timeout: the second burst gets a new mapping.
+func TestPortReuse(t *testing.T) {
+	lanMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x10}
+	gwMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+	sent := []time.Duration{0, time.Second, 2 * time.Second, 45 * time.Second}
+	var frames [][]byte
+	for i := range sent {
 		eth := &layers.Ethernet{SrcMAC: lanMAC, DstMAC: gwMAC, EthernetType: layers.EthernetTypeIPv4}
 		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, Id: uint16(i),
 			SrcIP: net.IP{192, 168, 1, 20}, DstIP: net.IP{93, 184, 216, 34}}
@@ -306,21 +326,9 @@ func TestPortReuse(t *testing.T) {
 			eth, ip, udp, gopacket.Payload(make([]byte, 48))); err != nil {
 			t.Fatal(err)
 		}
-		ci := gopacket.CaptureInfo{Timestamp: start.Add(at), CaptureLength: len(sb.Bytes()), Length: len(sb.Bytes())}
-		if err := w.WritePacket(ci, sb.Bytes()); err != nil {
-			t.Fatal(err)
-		}
+		frames = append(frames, sb.Bytes())
 	}
-	src, err := capture.NewReader(bytes.NewReader(buf.Bytes()), "flow.pcap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}
-	var wan bytes.Buffer
-	st, err := Emulate(context.Background(), src, home, Config{Mode: NAPT, PortMin: 50000, PortMax: 50000}, &wan, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, st := emulateFrames(t, Config{Mode: NAPT, PortMin: 50000, PortMax: 50000}, frames, sent)
 	if st.Mappings != 2 || st.Reused != 1 || st.WANPackets != 4 {
 		t.Fatalf("stats %+v: want 2 mappings, the second reusing the expired one's port", st)
 	}
@@ -352,54 +360,20 @@ func TestICMPErrorQuote(t *testing.T) {
 		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}, gopacket.Payload(quoted.Bytes()[:28])); err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	w := pcapgo.NewWriter(&buf)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i, b := range [][]byte{probe.Bytes(), reply.Bytes()} {
-		ci := gopacket.CaptureInfo{Timestamp: start.Add(time.Duration(i) * 30 * time.Millisecond), CaptureLength: len(b), Length: len(b)}
-		if err := w.WritePacket(ci, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	src, err := capture.NewReader(bytes.NewReader(buf.Bytes()), "icmp.pcap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}
-	var wan bytes.Buffer
-	if _, err := Emulate(context.Background(), src, home, Config{Mode: NAPT}, &wan, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	out, err := capture.NewReader(bytes.NewReader(wan.Bytes()), "wan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var frames [][]byte
-	for {
-		fr, err := out.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, bytes.Clone(fr.Data))
-	}
+	wan, _ := emulateFrames(t, Config{Mode: NAPT}, [][]byte{probe.Bytes(), reply.Bytes()}, []time.Duration{0, 30 * time.Millisecond})
+	frames := capturetest.FramesOf(t, "wan", wan)
 	if len(frames) != 2 {
 		t.Fatalf("%d WAN packets, want 2", len(frames))
 	}
-	p, err := ParseHeader(features.LinkTypeEthernet, frames[0])
+	p, err := ParseHeader(features.LinkTypeEthernet, frames[0].Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := ParseHeader(features.LinkTypeEthernet, frames[1])
+	r, err := ParseHeader(features.LinkTypeEthernet, frames[1].Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	icmp := frames[1][r.IPStart+r.L4 : r.IPStart+r.Len]
+	icmp := frames[1].Data[r.IPStart+r.L4 : r.IPStart+r.Len]
 	if checksum(icmp, 0) != 0 {
 		t.Fatal("ICMP checksum wrong after translation")
 	}
@@ -414,7 +388,7 @@ func TestICMPErrorQuote(t *testing.T) {
 		t.Errorf("quoted source port %d, the probe left from %d", got, p.SrcPort)
 	}
 	// The quoted UDP checksum must be the probe's WAN checksum.
-	if got, want := binary.BigEndian.Uint16(q[26:28]), binary.BigEndian.Uint16(frames[0][p.IPStart+p.L4+6:]); got != want {
+	if got, want := binary.BigEndian.Uint16(q[26:28]), binary.BigEndian.Uint16(frames[0].Data[p.IPStart+p.L4+6:]); got != want {
 		t.Errorf("quoted UDP checksum %#04x, the probe's on the WAN is %#04x", got, want)
 	}
 }

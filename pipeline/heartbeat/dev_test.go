@@ -2,27 +2,17 @@ package heartbeat
 
 import (
 	"context"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/homemole/homemole/internal/sentineldata"
 
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/realhome"
 	"github.com/homemole/homemole/schemas"
 )
 
 const sentinel = "../../../shared/data/iot-sentinel-dev"
-
-func lanHome() features.HomeConfig {
-	var hc features.HomeConfig
-	for _, s := range campaign.DefaultLANNets {
-		hc.LANNets = append(hc.LANNets, netip.MustParsePrefix(s))
-	}
-	return hc
-}
 
 // learnSplit learns every device's heartbeats from its captures of split.
 func learnSplit(t *testing.T, split realhome.Split) ([]realhome.Device, map[string][]Profile) {
@@ -37,7 +27,7 @@ func learnSplit(t *testing.T, split realhome.Split) ([]realhome.Device, map[stri
 		var sessions [][]Beat
 		for _, f := range split.Pick(d.Files) {
 			mac := d.MAC
-			bs, err := ReadBeats(context.Background(), f, lanHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+			bs, err := ReadBeats(context.Background(), f, features.PrivateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
 			if err != nil {
 				t.Fatal(err)
 			}

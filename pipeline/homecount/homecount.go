@@ -28,7 +28,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
@@ -284,22 +283,13 @@ func LearnEarly(ctx context.Context, d realhome.Device, split realhome.Split) ([
 	var sessions [][]heartbeat.Beat
 	for _, f := range split.Pick(d.Files) {
 		mac := d.MAC
-		bs, err := heartbeat.ReadBeats(ctx, f, privateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+		bs, err := heartbeat.ReadBeats(ctx, f, features.PrivateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
 		if err != nil {
 			return nil, err
 		}
 		sessions = append(sessions, bs)
 	}
 	return heartbeat.Learn(d.Name, sessions, heartbeat.DefaultConfig()), nil
-}
-
-// privateHome decodes a device's own capture: the private ranges are home.
-func privateHome() features.HomeConfig {
-	var hc features.HomeConfig
-	for _, p := range campaign.DefaultLANNets {
-		hc.LANNets = append(hc.LANNets, netip.MustParsePrefix(p))
-	}
-	return hc
 }
 
 // SteadyEligibility reads every capture of every device (its own packets,
@@ -333,7 +323,7 @@ func ReadCaptureServices(ctx context.Context, devs []realhome.Device, cfg heartb
 	for _, d := range devs {
 		for _, f := range d.Files {
 			mac := d.MAC
-			flows, err := heartbeat.ReadFlows(ctx, f, privateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+			flows, err := heartbeat.ReadFlows(ctx, f, features.PrivateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
 			if err != nil {
 				return nil, fmt.Errorf("steady connections of %s: %w", d.Name, err)
 			}

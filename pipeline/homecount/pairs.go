@@ -64,7 +64,7 @@ func readCaptureKeys(ctx context.Context, devs []realhome.Device) (captureKeys, 
 	for _, d := range devs {
 		for _, f := range d.Files {
 			mac := d.MAC
-			pkts, err := readHostPackets(ctx, f, privateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+			pkts, err := readHostPackets(ctx, f, features.PrivateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
 			if err != nil {
 				return ck, fmt.Errorf("signature: %w", err)
 			}

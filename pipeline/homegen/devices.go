@@ -364,12 +364,8 @@ func runCamera(s *sim, d *device, h *home) {
 
 	port, relayPort := uint16(d.size["relayPort"]), uint16(32100)
 	keepalive := func(at time.Duration) {
-		b := s.bytes(d.size["keepalive"])
-		b[0], b[1] = 0xf1, 0xe0
-		s.udp(at, d.host, relay, port, relayPort, b)
-		r := s.bytes(d.size["keepalive"])
-		r[0], r[1] = 0xf1, 0xe1
-		s.udp(at+relay.rtt, relay, d.host, relayPort, port, r)
+		s.udp(at, d.host, relay, port, relayPort, s.tagged(d.size["keepalive"], 0xf1, 0xe0))
+		s.udp(at+relay.rtt, relay, d.host, relayPort, port, s.tagged(d.size["keepalive"], 0xf1, 0xe1))
 	}
 	for k := t + s.uniform(0, d.period); k < s.dur; k += s.jitter(d.period, 0.03) {
 		keepalive(k)
@@ -436,11 +432,7 @@ func runVoice(s *sim, d *device, h *home) {
 			continue
 		}
 		// The spoken request goes up in small audio chunks, one every 40-60 ms.
-		chunks := make([][]byte, s.between(25, 60))
-		for i := range chunks {
-			chunks[i] = s.tlsRecord(23, s.between(320, 660))
-		}
-		end := c.sendChunks(max(ask, free), true, chunks, s.uniform(40*time.Millisecond, 60*time.Millisecond))
+		end := c.sendChunks(max(ask, free), true, s.appRecords(25, 60, 320, 660), s.uniform(40*time.Millisecond, 60*time.Millisecond))
 		answer := end + s.uniform(300*time.Millisecond, 800*time.Millisecond)
 		free = c.send(answer, false, s.tlsStream(s.between(8_000, 40_000)), s.uniform(100*time.Microsecond, 300*time.Microsecond))
 		if s.rng.IntN(10) < 3 {
@@ -498,11 +490,10 @@ func runHub(s *sim, d *device, h *home) {
 	}
 }
 
-// runPhone: the non-IoT background: a phone alternating between idle (only
-// its push connection) and browsing, each page load a few DNS lookups
-// followed by HTTPS or QUIC fetches of widely varying size.
-func runPhone(s *sim, d *device, h *home) {
-	push := d.servers["push"]
+// pushChannel is a phone's or tablet's push connection (port 5228, as
+// Google's): opened soon after the session starts and kept alive by a
+// small record each way every d.period.
+func pushChannel(s *sim, d *device, h *home, push *host) {
 	t := s.uniform(100*time.Millisecond, 10*time.Second)
 	t = s.dnsLookup(t, d.host, h.gw, push.name, push.ip)
 	c, t := s.dial(t, d.host, push, 5228)
@@ -510,6 +501,13 @@ func runPhone(s *sim, d *device, h *home) {
 	for p := t + s.uniform(0, d.period); p < s.dur; p += s.jitter(d.period, 0.05) {
 		c.exchange(p, s.tlsRecord(23, 31), s.tlsRecord(23, 31), s.uniform(time.Millisecond, 10*time.Millisecond))
 	}
+}
+
+// runPhone: the non-IoT background: a phone alternating between idle (only
+// its push connection) and browsing, each page load a few DNS lookups
+// followed by HTTPS or QUIC fetches of widely varying size.
+func runPhone(s *sim, d *device, h *home) {
+	pushChannel(s, d, h, d.servers["push"])
 	for a := s.exp(time.Minute); a < s.dur; {
 		active := s.exp(3 * time.Minute)
 		for p := a + s.exp(5*time.Second); p < a+active && p < s.dur; p += s.exp(20 * time.Second) {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 )
 
 // TestLiveSource plays a generated home's captures round and round: frames
@@ -16,20 +16,7 @@ func TestLiveSource(t *testing.T) {
 	h, _ := generate(t, Config{Seed: 5, Sessions: 2, SessionDuration: 20 * time.Second})
 	inFiles := 0
 	for _, f := range h.Files {
-		src, err := capture.OpenFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			if _, err := src.Next(); err != nil {
-				if !errors.Is(err, io.EOF) {
-					t.Fatal(err)
-				}
-				break
-			}
-			inFiles++
-		}
-		src.Close()
+		inFiles += len(capturetest.Frames(t, f))
 	}
 	if inFiles == 0 {
 		t.Fatal("the generated home has no frames")

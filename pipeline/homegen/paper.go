@@ -149,11 +149,7 @@ func runEchoDot(s *sim, d *device, h *home) {
 			beat += s.jitter(d.period, 0.01)
 			continue
 		}
-		chunks := make([][]byte, s.between(20, 50))
-		for i := range chunks {
-			chunks[i] = s.tlsRecord(23, s.between(300, 340))
-		}
-		end := c.sendChunks(max(ask, free), true, chunks, s.uniform(30*time.Millisecond, 40*time.Millisecond))
+		end := c.sendChunks(max(ask, free), true, s.appRecords(20, 50, 300, 340), s.uniform(30*time.Millisecond, 40*time.Millisecond))
 		free = c.send(end+s.uniform(400*time.Millisecond, 900*time.Millisecond), false, s.tlsStream(s.between(6_000, 30_000)), s.uniform(200*time.Microsecond, 600*time.Microsecond))
 		if s.rng.IntN(4) == 0 {
 			m := s.dnsLookup(free+s.uniform(50*time.Millisecond, 200*time.Millisecond), d.host, h.gw, cdn.name, cdn.ip)
@@ -249,11 +245,7 @@ func runTmall(s *sim, d *device, h *home) {
 			beat += s.jitter(d.period, 0.02)
 			continue
 		}
-		chunks := make([][]byte, s.between(6, 15))
-		for i := range chunks {
-			chunks[i] = s.tlsRecord(23, s.between(1000, 1300))
-		}
-		end := c.sendChunks(max(ask, free), true, chunks, s.uniform(150*time.Millisecond, 250*time.Millisecond))
+		end := c.sendChunks(max(ask, free), true, s.appRecords(6, 15, 1000, 1300), s.uniform(150*time.Millisecond, 250*time.Millisecond))
 		end = c.exchange(end+s.uniform(200*time.Millisecond, 500*time.Millisecond), s.tlsRecord(23, 90), s.tlsRecord(23, s.between(500, 900)), s.uniform(50*time.Millisecond, 200*time.Millisecond))
 		hc, ht := s.dial(end+s.uniform(10*time.Millisecond, 50*time.Millisecond), d.host, tts, 80)
 		get := fmt.Sprintf("GET /tts/%08x.mp3 HTTP/1.1\r\nHost: %s\r\nUser-Agent: AliGenie/3.2\r\n\r\n", s.rng.Uint32(), tts.name)
@@ -279,11 +271,7 @@ func addXiaomiHub(l *layout) {
 func runXiaomiHub(s *sim, d *device, h *home) {
 	ot := d.servers["ot"]
 	port := s.ephemeral(d.host)
-	miio := func(blocks int) []byte {
-		b := s.bytes(32 + 16*blocks)
-		b[0], b[1] = 0x21, 0x31
-		return b
-	}
+	miio := func(blocks int) []byte { return s.tagged(32+16*blocks, 0x21, 0x31) }
 	t := s.uniform(time.Second, 5*time.Second)
 	t = s.dnsLookup(t, d.host, h.gw, ot.name, ot.ip)
 	for k := t; k < s.dur; k += s.jitter(d.period, 0.02) {
@@ -444,11 +432,7 @@ func addBroadlinkPlug(l *layout) {
 func runBroadlinkPlug(s *sim, d *device, h *home) {
 	cloud := d.servers["cloud"]
 	port := s.ephemeral(d.host)
-	bl := func(blocks int) []byte {
-		b := s.bytes(56 + 16*blocks)
-		b[0], b[1] = 0x5a, 0xa5
-		return b
-	}
+	bl := func(blocks int) []byte { return s.tagged(56+16*blocks, 0x5a, 0xa5) }
 	t := s.uniform(time.Second, 8*time.Second)
 	t = s.dnsLookup(t, d.host, h.gw, cloud.name, cloud.ip)
 	for k := t + s.uniform(0, d.period); k < s.dur; k += s.jitter(d.period, 0.01) {
@@ -508,14 +492,8 @@ func addTablet(l *layout) {
 // video watching, each a segment fetched every few seconds over HTTPS and an
 // API call now and then.
 func runTablet(s *sim, d *device, h *home) {
-	push, video, api := d.servers["push"], d.servers["video"], d.servers["api"]
-	t := s.uniform(100*time.Millisecond, 10*time.Second)
-	t = s.dnsLookup(t, d.host, h.gw, push.name, push.ip)
-	c, t := s.dial(t, d.host, push, 5228)
-	t = c.tlsHandshake(t, 517, s.between(3000, 3600), 80)
-	for p := t + s.uniform(0, d.period); p < s.dur; p += s.jitter(d.period, 0.05) {
-		c.exchange(p, s.tlsRecord(23, 31), s.tlsRecord(23, 31), s.uniform(time.Millisecond, 10*time.Millisecond))
-	}
+	video, api := d.servers["video"], d.servers["api"]
+	pushChannel(s, d, h, d.servers["push"])
 	for a := s.exp(2 * time.Minute); a < s.dur; {
 		spell := s.uniform(30*time.Second, 3*time.Minute)
 		at := s.dnsLookup(a, d.host, h.gw, video.name, video.ip)

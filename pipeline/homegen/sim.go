@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/homemole/homemole/pipeline/internal/tcpflags"
 )
 
 // stack is how a device's network stack shapes its headers; the sequence
@@ -109,6 +111,14 @@ func (s *sim) bytes(n int) []byte {
 		i += copy(out[i:], s.noise[off:])
 	}
 	return out
+}
+
+// tagged is n pseudo-random bytes behind a two-byte magic: the header of
+// a vendor's UDP protocol in front of its encrypted body.
+func (s *sim) tagged(n int, m0, m1 byte) []byte {
+	b := s.bytes(n)
+	b[0], b[1] = m0, m1
+	return b
 }
 
 // jitter returns d varied uniformly by up to ±frac of itself.
@@ -291,20 +301,7 @@ func (c *conn) segment(at time.Duration, up bool, flags string, payload []byte, 
 	if !strings.Contains(flags, "S") {
 		t.Window = from.stack.window >> c.shift
 	}
-	for _, f := range flags {
-		switch f {
-		case 'S':
-			t.SYN = true
-		case 'A':
-			t.ACK = true
-		case 'P':
-			t.PSH = true
-		case 'F':
-			t.FIN = true
-		case 'R':
-			t.RST = true
-		}
-	}
+	tcpflags.Set(t, flags)
 	if !t.ACK {
 		t.Ack = 0
 	}
@@ -450,6 +447,17 @@ func (s *sim) tlsStream(n int) []byte {
 		k := min(n, 16384+5+17)
 		out = append(out, s.tlsRecord(23, k)...)
 		n -= k
+	}
+	return out
+}
+
+// appRecords is between nlo and nhi application-data records of lo to hi
+// bytes each: a request a device streams up in chunks as it records it
+// (spoken audio, a clip), one record a chunk.
+func (s *sim) appRecords(nlo, nhi, lo, hi int) [][]byte {
+	out := make([][]byte, s.between(nlo, nhi))
+	for i := range out {
+		out[i] = s.tlsRecord(23, s.between(lo, hi))
 	}
 	return out
 }

@@ -15,10 +15,10 @@ import (
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
-	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -34,33 +34,18 @@ func startBus(tb testing.TB) (*bus.Conn, *slog.Logger) {
 func pairedCampaign(tb testing.TB, mode gateway.Mode, sessions int, dur time.Duration) *campaign.Campaign {
 	tb.Helper()
 	dir := tb.TempDir()
-	g, err := homegen.Generate(homegen.Config{Seed: 5, Sessions: sessions, SessionDuration: dur}, filepath.Join(dir, "lan"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	hc, err := g.HomeConfig()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	g, hc := homegentest.Generate(tb, homegen.Config{Seed: 5, Sessions: sessions, SessionDuration: dur}, filepath.Join(dir, "lan"))
 	var wanFiles []string
+	if err := os.MkdirAll(filepath.Join(dir, "wan"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	gcfg := gateway.DefaultConfig()
+	gcfg.Mode = mode
 	for _, f := range g.Files {
-		src, err := capture.OpenFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
 		wanPath := filepath.Join(dir, "wan", filepath.Base(f))
-		os.MkdirAll(filepath.Dir(wanPath), 0o755)
-		wf, err := os.Create(wanPath)
-		if err != nil {
+		if _, err := gateway.EmulateFile(context.Background(), f, wanPath, wanPath+".truth.csv", hc, gcfg); err != nil {
 			tb.Fatal(err)
 		}
-		gcfg := gateway.DefaultConfig()
-		gcfg.Mode = mode
-		if _, err := gateway.Emulate(context.Background(), src, hc, gcfg, wf, discard{}); err != nil {
-			tb.Fatal(err)
-		}
-		src.Close()
-		wf.Close()
 		wanFiles = append(wanFiles, wanPath)
 	}
 	gw := campaign.Gateway{Mode: string(mode), MAC: g.GatewayMAC, LANNets: []string{g.LANNet}}
@@ -75,37 +60,12 @@ func pairedCampaign(tb testing.TB, mode gateway.Mode, sessions int, dur time.Dur
 	return c
 }
 
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
 // labeledPackets reads the LABELED stream and counts each (source, offset).
 func labeledPackets(t *testing.T, conn *bus.Conn) (map[string]int, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := conn.JS.Stream(ctx, schemas.StreamLabeled)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	for n := uint64(0); n < info.State.Msgs; n++ {
-		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := schemas.DecodeBatch(msg.Data())
-		if err != nil {
-			t.Fatal(err)
-		}
+	seen, msgs := map[string]int{}, 0
+	embeddedtest.EachBatch(t, conn, schemas.StreamLabeled, func(_ *jetstream.RawStreamMsg, b *schemas.Batch) {
+		msgs++
 		for _, p := range b.Packets {
 			if !p.SrcIP.IsValid() && p.SrcPort == 0 && p.SrcMAC.IsZero() && p.IPID == 0 {
 				seen[fmt.Sprintf("%s/%s@%d", b.View, b.Source, p.Offset)]++
@@ -113,8 +73,8 @@ func labeledPackets(t *testing.T, conn *bus.Conn) (map[string]int, int) {
 				t.Fatalf("batch %s carries addresses past the labeler: %+v", b.MsgID(), p)
 			}
 		}
-	}
-	return seen, int(info.State.Msgs)
+	})
+	return seen, msgs
 }
 
 // TestLabelerRestartPublishesOnce cancels a labeler in the middle of the

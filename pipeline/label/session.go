@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/homemole/homemole/pipeline/budget"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -366,27 +364,9 @@ func (l *Labeler) flushPair(ctx context.Context, conn *bus.Conn, h *homeIndex, s
 	}
 	log.Info("session pair labeled", "pair", key, "view", h.view, "wan_packets", len(res.Pairing.Pairs),
 		"paired", res.Pairing.Paired, "pairing_rate", res.Pairing.Rate())
-	futures := make([]jetstream.PubAckFuture, 0, len(res.LAN)+len(res.WAN))
-	for _, out := range append(append([]*schemas.Batch(nil), res.LAN...), res.WAN...) {
-		// A fresh buffer each: an async publish may still hold the last one.
-		data, err := out.AppendBinary(nil)
-		if err != nil {
-			return err
-		}
-		f, err := conn.PublishAsync(schemas.LabeledSubject(out.Campaign, out.Home, out.View), out.MsgID(), data)
-		if err != nil {
-			return err
-		}
-		futures = append(futures, f)
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publish labeled batch of session pair %s: %w", key, err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	labeled := func(b *schemas.Batch) string { return schemas.LabeledSubject(b.Campaign, b.Home, b.View) }
+	if err := conn.PublishAll(ctx, labeled, append(append([]*schemas.Batch(nil), res.LAN...), res.WAN...)); err != nil {
+		return fmt.Errorf("labeled batches of session pair %s: %w", key, err)
 	}
 	if next != nil {
 		l.tails[home] = next

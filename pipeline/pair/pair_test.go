@@ -3,7 +3,6 @@ package pair
 import (
 	"bytes"
 	"context"
-	"io"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -13,24 +12,16 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/homemole/homemole/internal/sentineldata"
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 )
 
 const sentinelDir = "../../../shared/data/iot-sentinel-dev"
-
-func sentinelHome() features.HomeConfig {
-	var h features.HomeConfig
-	for _, s := range campaign.DefaultLANNets {
-		h.LANNets = append(h.LANNets, netip.MustParsePrefix(s))
-	}
-	return h
-}
 
 func sentinelFiles(t *testing.T) []string {
 	sentineldata.Need(t)
@@ -64,21 +55,29 @@ func (s *tally) add(r Result, truth []int64, hosts []netip.Addr) {
 
 func (s tally) accuracy() float64 { return float64(s.correct) / float64(max(s.wan, 1)) }
 
-// emulateAndPair runs the emulator on a LAN capture and pairs the result
-// back, returning the pairing and the ground truth.
-func emulateAndPair(t *testing.T, lanPath string, home features.HomeConfig, gcfg gateway.Config, pcfg Config) (Result, []int64, []netip.Addr) {
+// emulated is the WAN capture and the ground truth the emulator makes of
+// the LAN capture at lanPath.
+func emulated(t *testing.T, lanPath string, home features.HomeConfig, cfg gateway.Config) (wan, truth *bytes.Buffer) {
 	t.Helper()
 	src, err := capture.OpenFile(lanPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wan, truth bytes.Buffer
-	if _, err := gateway.Emulate(context.Background(), src, home, gcfg, &wan, &truth); err != nil {
+	defer src.Close()
+	wan, truth = new(bytes.Buffer), new(bytes.Buffer)
+	if _, err := gateway.Emulate(context.Background(), src, home, cfg, wan, truth); err != nil {
 		t.Fatalf("emulate %s: %v", lanPath, err)
 	}
-	src.Close()
+	return wan, truth
+}
+
+// emulateAndPair runs the emulator on a LAN capture and pairs the result
+// back, returning the pairing and the ground truth.
+func emulateAndPair(t *testing.T, lanPath string, home features.HomeConfig, gcfg gateway.Config, pcfg Config) (Result, []int64, []netip.Addr) {
+	t.Helper()
+	wan, truth := emulated(t, lanPath, home, gcfg)
 	checkDecodes(t, lanPath, wan.Bytes())
-	want, err := gateway.ReadTruth(&truth, "truth")
+	want, err := gateway.ReadTruth(truth, "truth")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,27 +157,12 @@ func scenarios() []scenario {
 }
 
 func TestPairingSentinel(t *testing.T) {
-	pairScenarios(t, "sentinel", "files", sentinelFiles(t), sentinelHome(), 0)
+	pairScenarios(t, "sentinel", "files", sentinelFiles(t), features.PrivateHome(), 0)
 }
 
 func TestPairingGeneratedHome(t *testing.T) {
-	h, home := generatedHome(t, homegen.Config{Seed: 7}, t.TempDir())
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 7}, t.TempDir())
 	pairScenarios(t, "generated home", "sessions", h.Files, home, 100)
-}
-
-// generatedHome generates a home's LAN captures into dir and returns it
-// with its home configuration.
-func generatedHome(t *testing.T, cfg homegen.Config, dir string) (*homegen.Home, features.HomeConfig) {
-	t.Helper()
-	h, err := homegen.Generate(cfg, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h, home
 }
 
 // pairScenarios sends every LAN capture of files through each scenario's
@@ -261,20 +245,9 @@ func TestCSVRoundTrip(t *testing.T) {
 // must decode.
 func checkDecodes(t *testing.T, name string, wan []byte) {
 	t.Helper()
-	src, err := capture.NewReader(bytes.NewReader(wan), "wan")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dec := features.NewDecoder(features.HomeConfig{})
 	var p schemas.Packet
-	for {
-		fr, err := src.Next()
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			t.Fatalf("WAN capture of %s: %v", name, err)
-		}
+	for _, fr := range capturetest.FramesOf(t, "WAN capture of "+name, wan) {
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
 			t.Fatalf("WAN capture of %s: %v", name, err)
 		}
@@ -284,34 +257,15 @@ func checkDecodes(t *testing.T, name string, wan []byte) {
 // TestRawIPWAN pairs a WAN capture taken as raw IP (as on a tunnel or
 // router interface) instead of Ethernet.
 func TestRawIPWAN(t *testing.T) {
-	h, home := generatedHome(t, homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
 	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
-		src, err := capture.OpenFile(h.Files[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wan, truth bytes.Buffer
-		if _, err := gateway.Emulate(context.Background(), src, home, gateway.Config{Mode: mode, Cipher: gateway.AES256CBC}, &wan, &truth); err != nil {
-			t.Fatal(err)
-		}
-		src.Close()
-		eth, err := capture.NewReader(bytes.NewReader(wan.Bytes()), "wan")
-		if err != nil {
-			t.Fatal(err)
-		}
+		wan, truth := emulated(t, h.Files[0], home, gateway.Config{Mode: mode, Cipher: gateway.AES256CBC})
 		var raw bytes.Buffer
 		w := pcapgo.NewWriterNanos(&raw)
 		if err := w.WriteFileHeader(65535, layers.LinkTypeRaw); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			fr, err := eth.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		for _, fr := range capturetest.FramesOf(t, "wan", wan.Bytes()) {
 			ip := fr.Data[14:]
 			// Ethernet padding is not part of the IP packet.
 			if l := int(ip[2])<<8 | int(ip[3]); l < len(ip) {
@@ -336,7 +290,7 @@ func TestRawIPWAN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := gateway.ReadTruth(&truth, "truth")
+		want, err := gateway.ReadTruth(truth, "truth")
 		if err != nil {
 			t.Fatal(err)
 		}

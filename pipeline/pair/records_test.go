@@ -15,6 +15,7 @@ import (
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -55,7 +56,7 @@ func readAgentRecords(t *testing.T, path string, home features.HomeConfig) []sch
 // (not the frames) and scores them against the emulator's ground truth.
 func TestRecordsAgreeWithTruth(t *testing.T) {
 	dir := t.TempDir()
-	g, home := generatedHome(t, homegen.Config{Seed: 7, Sessions: 1, SessionDuration: 5 * time.Minute}, dir)
+	g, home := homegentest.Generate(t, homegen.Config{Seed: 7, Sessions: 1, SessionDuration: 5 * time.Minute}, dir)
 	lan := readRecords(t, g.Files[0], home)
 	for _, tc := range []struct {
 		mode   gateway.Mode

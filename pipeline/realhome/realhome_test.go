@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
-	"io"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -17,7 +15,7 @@ import (
 
 	"github.com/homemole/homemole/internal/sentineldata"
 
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/schemas"
 )
@@ -193,30 +191,10 @@ func TestAssembleHeldOutUnits(t *testing.T) {
 	}
 
 	// The capture reads back with as many packets, and its truth too.
-	src, err := capture.NewReader(bytes.NewReader(a.Bytes()), "home")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for {
-		if _, err := src.Next(); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	if n != len(h.Packets) {
+	if n := len(capturetest.FramesOf(t, "home", a.Bytes())); n != len(h.Packets) {
 		t.Fatalf("capture holds %d packets, the home %d", n, len(h.Packets))
 	}
-	var tr bytes.Buffer
-	if err := h.WriteTruth(&tr, nil); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := ReadTruth(&tr, "truth")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rows := truthRows(t, h, nil)
 	for i, r := range rows {
 		if u := h.Units[h.Packets[i].Unit]; r.Unit != u.Name || r.Device != u.Device || r.MAC != u.MAC || r.LANIndex != int64(i) {
 			t.Fatalf("truth row %d %+v, want unit %s", i, r, u.Name)
@@ -272,14 +250,7 @@ func TestViewNAPT(t *testing.T) {
 		if st.Crossing < 100 || len(lan) != st.WANPackets {
 			t.Fatalf("%s: %d packets crossed, %d truth rows for %d WAN packets", mode, st.Crossing, len(lan), st.WANPackets)
 		}
-		var tr bytes.Buffer
-		if err := h.WriteTruth(&tr, lan); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := ReadTruth(&tr, "wan truth")
-		if err != nil {
-			t.Fatal(err)
-		}
+		rows := truthRows(t, h, lan)
 		named := 0
 		for i, r := range rows {
 			if r.LANIndex < 0 {
@@ -361,4 +332,19 @@ func FuzzRewrite(f *testing.F) {
 			}
 		}
 	})
+}
+
+// truthRows writes h's truth (of its WAN view when lan is not nil) and
+// reads it back as a user of the file would.
+func truthRows(t *testing.T, h *Home, lan []int64) []TruthRow {
+	t.Helper()
+	var tr bytes.Buffer
+	if err := h.WriteTruth(&tr, lan); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := ReadTruth(&tr, "truth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
 }

@@ -3,7 +3,6 @@ package seqprofile
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -41,10 +40,7 @@ func LoadDir(ctx context.Context, dir string) ([]DeviceTraffic, error) {
 // there. A device's LAN-local traffic (DHCP, mDNS, SSDP) never reaches that
 // observer.
 func LoadDirCrossing(ctx context.Context, dir string) ([]DeviceTraffic, error) {
-	var home features.HomeConfig
-	for _, p := range campaign.DefaultLANNets {
-		home.LANNets = append(home.LANNets, netip.MustParsePrefix(p))
-	}
+	home := features.PrivateHome()
 	return loadDir(ctx, dir, &home)
 }
 

@@ -66,14 +66,7 @@ func TestSecurityMatcherFarTimestamps(t *testing.T) {
 			}
 			t.Logf("allocated %.1f MiB", float64(used)/(1<<20))
 			most = max(most, used)
-			arr := m.Arrays()
-			if max := int(DefaultSpan / DefaultMatchConfig().Bin); arr.Bins() > max {
-				t.Errorf("%d bins held, want at most the span's %d", arr.Bins(), max)
-			}
-			var total uint64
-			for _, n := range arr.Counts {
-				total += uint64(n)
-			}
+			total := heldMatches(t, m)
 			st := m.Stats()
 			// Only a real pause slides honest bins out; a bad first packet's do not count.
 			if slid := st.SlidBins > 0; slid != (c.name == "capture resumed after a day") {
@@ -191,16 +184,25 @@ func FuzzMatcherTimestamps(f *testing.F) {
 			}
 			m.Add(ts, alphabet[rng.IntN(len(alphabet))])
 		}
-		arr := m.Arrays()
-		if max := int(DefaultSpan / DefaultMatchConfig().Bin); arr.Bins() > max {
-			t.Fatalf("%d bins held, the span is %d", arr.Bins(), max)
-		}
-		var total uint64
-		for _, c := range arr.Counts {
-			total += uint64(c)
-		}
+		total := heldMatches(t, m)
 		if st := m.Stats(); total > st.Packets || st.Matches > st.Packets {
 			t.Fatalf("%d matches held, %+v", total, st)
 		}
 	})
+}
+
+// heldMatches is how many matches m's arrays hold, after checking that
+// they hold no more bins than the default span, whatever times the
+// packets carried.
+func heldMatches(t *testing.T, m *Matcher) uint64 {
+	t.Helper()
+	arr := m.Arrays()
+	if max := int(DefaultSpan / DefaultMatchConfig().Bin); arr.Bins() > max {
+		t.Fatalf("%d bins held, want at most the span's %d", arr.Bins(), max)
+	}
+	var total uint64
+	for _, n := range arr.Counts {
+		total += uint64(n)
+	}
+	return total
 }

@@ -15,7 +15,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -47,21 +46,16 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	file := fs.String("campaign", "", "campaign file (YAML): its name and homes")
 	home := fs.String("home", "*", "home to watch, or * for all the campaign's homes (of this partition)")
 	tap := fs.String("tap", "wan", "tap whose packets are judged: the view beyond the gateway (wan), or lan")
-	natsURL := fs.String("nats", os.Getenv("HOMEMOLE_NATS_URL"), "NATS URL (env HOMEMOLE_NATS_URL)")
 	step := fs.Int("step", 1, "bins between two reports per home (1: every bin of the model, 10 s by default)")
-	metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 	ackWait := fs.Duration("ack-wait", time.Minute, "how long a batch delivered to a detector that died waits before it goes to its replacement")
-	var part bus.Partition
-	part.RegisterFlags(fs)
-	auth := bus.AuthFromEnv()
-	auth.RegisterFlags(fs)
-	retention := bus.RetentionFlags(fs)
+	nf := worker.RegisterNATSFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if (*modelPath == "") == (*modelKey == "") || *file == "" || *natsURL == "" {
+	if (*modelPath == "") == (*modelKey == "") || *file == "" || nf.URL == "" {
 		return cli.Usagef("detector needs --model FILE (or --model-object KEY), --campaign FILE and --nats URL")
 	}
+	part := nf.Partition
 	if err := part.Validate(); err != nil {
 		return cli.Usagef("%v", err)
 	}
@@ -85,19 +79,11 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 		return err
 	}
 	defer m.Close()
-	ret, err := retention(c.Retention)
-	if err != nil {
-		return cli.Usagef("%v", err)
-	}
-	rt, err := worker.Start(ctx, "detector", *metricsAddr, env)
+	rt, conn, err := nf.Start(ctx, "detector", env, c)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
-	conn, err := rt.Connect(ctx, bus.Config{URL: *natsURL, Replicas: bus.ReplicasFromEnv(), Auth: auth, Retention: ret})
-	if err != nil {
-		return err
-	}
 	cfg := Config{Campaign: c.Name, Homes: c.HomeNames(), Home: *home, Tap: *tap, Step: *step, Partition: part, Replicas: bus.ReplicasFromEnv(), AckWait: *ackWait}
 	log.Info("detector running", "campaign", c.Name, "home", *home, "tap", *tap, "device_types", len(m.Devices), "partition", part.Index, "partitions", part.Count)
 	return Run(ctx, conn, m, cfg, rt)

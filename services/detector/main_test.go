@@ -20,6 +20,7 @@ import (
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/worker"
 )
@@ -181,14 +182,7 @@ func trainedHome(ctx context.Context, t *testing.T, log *slog.Logger) (*detect.M
 // the NAPT gateway's WAN tap sees them.
 func generatedHome(t *testing.T, dir string, cfg homegen.Config) (*homegen.Home, []scene.HomeSession) {
 	t.Helper()
-	h, err := homegen.Generate(cfg, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, hc := homegentest.Generate(t, cfg, dir)
 	sessions, err := scene.LoadHomeNAPT(context.Background(), h.Files, h.Inventory, hc)
 	if err != nil {
 		t.Fatalf("sessions of the generated home: %v", err)

@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"flag"
-	"os"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/budget"
@@ -25,24 +24,18 @@ func main() { worker.Main(run) }
 func run(ctx context.Context, args []string, env worker.Env) error {
 	fs := flag.NewFlagSet("labeler", flag.ContinueOnError)
 	file := fs.String("campaign", "", "campaign file (YAML) with the homes' inventories")
-	natsURL := fs.String("nats", os.Getenv("HOMEMOLE_NATS_URL"), "NATS URL (env HOMEMOLE_NATS_URL)")
-	metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
-	var part bus.Partition
-	part.RegisterFlags(fs)
-	auth := bus.AuthFromEnv()
-	auth.RegisterFlags(fs)
+	nf := worker.RegisterNATSFlags(fs)
 	ackWait := fs.Duration("ack-wait", 10*time.Minute, "how long the batches this worker holds unacknowledged (a session pair waiting for its other tap) stay with it; a dead worker's batches go to its replacement after it")
 	holdMiB := fs.Int64("hold-mib", label.DefaultHoldBytes>>20, "MiB of decoded batches this worker may hold unacknowledged while session pairs wait for their other tap; past it batches are refused and come back later")
 	holdHomeMiB := fs.Int64("hold-mib-per-home", label.DefaultHoldBytesPerHome>>20, "MiB of --hold-mib one home's new session pairs may take; a pair under way may take twice it, so its longest session pair must fit in that")
 	idle := fs.Duration("idle-timeout", 0, "release a session pair that has received no batch for this long (its agent died): publish what came, count it cut short; 0 takes each live home's live.idle_timeout from the campaign (default two rotations plus a minute) and waits for ever on homes of capture files, whose killed agents resume")
-	retention := bus.RetentionFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if *file == "" || *natsURL == "" {
+	if *file == "" || nf.URL == "" {
 		return cli.Usagef("labeler needs --campaign FILE and --nats URL")
 	}
-	if err := part.Validate(); err != nil {
+	if err := nf.Partition.Validate(); err != nil {
 		return cli.Usagef("%v", err)
 	}
 	c, err := campaign.Load(*file)
@@ -58,11 +51,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 		return cli.Usagef("--hold-mib %d, --hold-mib-per-home %d: %v", *holdMiB, *holdHomeMiB, err)
 	}
 	l.IdleTimeout = *idle
-	ret, err := retention(c.Retention)
-	if err != nil {
-		return cli.Usagef("%v", err)
-	}
-	rt, err := worker.Start(ctx, "labeler", *metricsAddr, env)
+	rt, conn, err := nf.Start(ctx, "labeler", env, c)
 	if err != nil {
 		return err
 	}
@@ -70,15 +59,11 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	if err := rt.Metrics.Report(labelerTotals(l)); err != nil {
 		return err
 	}
-	conn, err := rt.Connect(ctx, bus.Config{URL: *natsURL, Replicas: bus.ReplicasFromEnv(), Auth: auth, Retention: ret})
-	if err != nil {
-		return err
-	}
 	env.Log.Info("labeler running", "campaign", c.Name, "homes", len(c.Homes))
 	// l.Run's consume loop, with failed batches counted.
 	go l.Sweeper(ctx, conn, env.Log)
 	return rt.Consume(ctx, conn, worker.Consumer{
-		Config: l.ConsumerConfig("labeler-" + c.Name), Partition: part, Homes: c.HomeNames(),
+		Config: l.ConsumerConfig("labeler-" + c.Name), Partition: nf.Partition, Homes: c.HomeNames(),
 		Subject: func(home string) string { return schemas.PacketSubject(c.Name, home, "*") },
 	}, func(ctx context.Context, d *bus.Delivery) error {
 		return l.Handle(ctx, conn, d, env.Log)

@@ -4,13 +4,11 @@ import (
 	"context"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/gateway/defense"
 )
 
@@ -27,28 +25,9 @@ var labDefences = []string{"none", "pad:mtu", "cbr:40"}
 // the lab's byte and packet overheads are those the emulator computes for
 // the same LAN traffic, within tolerance.
 func TestDefencesInLab(t *testing.T) {
-	labTurn(t)
-	if os.Geteuid() != 0 {
-		t.Skip("the defence lab creates network namespaces, runs OpenVPN, tc and tcpdump: run as root (go tool task live-test does on CI)")
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		for _, p := range debPackages {
-			if _, err := exec.LookPath(p[0]); err != nil {
-				t.Skipf("the defence lab needs %s (Debian package %s), and there is no apt-get to install it", p[0], p[1])
-			}
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := install(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sentineldata.Need(t)
-	removeStale()
-	s, err := loadScript(hueBridge, limits{maxPackets: 2000, maxLength: 20 * time.Second, maxGap: time.Second, minPayload: 8, maxPayload: 1300})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := labHueBridge(ctx, t, "defence lab", "OpenVPN, tc and tcpdump", 20*time.Second)
 	dir := t.TempDir()
 	var rows []defenceRow
 	var base *[2]time.Duration

@@ -21,28 +21,9 @@ const hueBridge = "../../../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA
 // WAN --mode vpn` does, must be right for at least 99.5 % of the WAN
 // packets, scored against the payload ground truth.
 func TestTunSideIPv6(t *testing.T) {
-	labTurn(t)
-	if os.Geteuid() != 0 {
-		t.Skip("the gateway lab creates network namespaces, runs OpenVPN and tcpdump: run as root (go tool task test does on CI)")
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		for _, p := range debPackages {
-			if _, err := exec.LookPath(p[0]); err != nil {
-				t.Skipf("the gateway lab needs %s (Debian package %s), and there is no apt-get to install it", p[0], p[1])
-			}
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := install(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sentineldata.Need(t)
-	removeStale()
-	s, err := loadScript(hueBridge, limits{maxPackets: 2000, maxLength: 30 * time.Second, maxGap: time.Second, minPayload: 8, maxPayload: 1300})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := labHueBridge(ctx, t, "gateway lab", "OpenVPN and tcpdump", 30*time.Second)
 	r, err := runMode(ctx, s, "vpn", "aes-256-gcm", t.TempDir(), true)
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +51,37 @@ func TestTunSideIPv6(t *testing.T) {
 			}
 		})
 	}
+}
+
+// labHueBridge readies the real lab for a test and loads at most length
+// of HueBridge's flows to replay. The test is skipped where the lab cannot
+// run (not root, a tool missing with no apt-get to install it, no IoT
+// Sentinel captures); lab names it in the skip and runs says what it runs.
+// The lab's tools are installed under ctx, and namespaces an earlier run
+// left behind are removed.
+func labHueBridge(ctx context.Context, t *testing.T, lab, runs string, length time.Duration) *script {
+	t.Helper()
+	labTurn(t)
+	if os.Geteuid() != 0 {
+		t.Skipf("the %s creates network namespaces, runs %s: run as root (go tool task live-test does on CI)", lab, runs)
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		for _, p := range debPackages {
+			if _, err := exec.LookPath(p[0]); err != nil {
+				t.Skipf("the %s needs %s (Debian package %s), and there is no apt-get to install it", lab, p[0], p[1])
+			}
+		}
+	}
+	if err := install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sentineldata.Need(t)
+	removeStale()
+	s, err := loadScript(hueBridge, limits{maxPackets: 2000, maxLength: length, maxGap: time.Second, minPayload: 8, maxPayload: 1300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // labTurn skips a lab test inside a parallel `go test ./...` of go tool

@@ -76,25 +76,13 @@ func loadScript(path string, lim limits) (*script, error) {
 		payload int
 	}
 	read := func(fn func(pkt)) error {
-		src, err := capture.OpenFile(path)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		for {
-			fr, err := src.Next()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
+		return eachFrame(path, func(fr capture.Frame) {
 			h, err := gateway.ParseHeader(fr.LinkType, fr.Data)
 			if err != nil || h.V6 || h.Later || !h.HasPorts || (h.Proto != gateway.ProtoTCP && h.Proto != gateway.ProtoUDP) {
-				continue
+				return
 			}
 			fn(pkt{fr.CI.Timestamp, h, payloadLen(fr.Data, h)})
-		}
+		})
 	}
 	count := map[netip.Addr]int{}
 	if err := read(func(p pkt) {
@@ -246,7 +234,7 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 		tcp *net.TCPListener
 	}
 	ls := make([]listener, len(s.flows))
-	defer func() {
+	closeAll := func() {
 		for _, x := range ls {
 			if x.udp != nil {
 				x.udp.Close()
@@ -255,7 +243,8 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 				x.tcp.Close()
 			}
 		}
-	}()
+	}
+	defer closeAll()
 	for i, f := range s.flows {
 		addr, tcpNet, udpNet := f.server(i)
 		if f.v6 {
@@ -295,14 +284,7 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 		case <-stopCh:
 			return
 		}
-		for _, x := range ls {
-			if x.udp != nil {
-				x.udp.Close()
-			}
-			if x.tcp != nil {
-				x.tcp.Close()
-			}
-		}
+		closeAll()
 	}()
 	t0 := time.Now().Add(300 * time.Millisecond)
 	until := func(d time.Duration) bool {
@@ -314,6 +296,21 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 		}
 	}
 	linger := 1500 * time.Millisecond
+	// play writes one side's events of a flow on w, each at its time, and
+	// holds the connection open for the linger after the flow's last event;
+	// a failed write ends that side at once.
+	play := func(w io.Writer, events []event, out bool, end time.Duration) {
+		for _, e := range events {
+			if e.out == out && until(e.at) {
+				if _, err := w.Write(tg.payload(e.size)); err != nil {
+					st.fail(err)
+					return
+				}
+				st.sent.Add(1)
+			}
+		}
+		until(end + linger)
+	}
 	var wg sync.WaitGroup
 	for i, f := range s.flows {
 		end := f.start
@@ -335,16 +332,7 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 				defer c.Close()
 				c.SetDeadline(deadline.Add(time.Second))
 				go func() { n, _ := io.Copy(io.Discard, c); st.recv.Add(n) }()
-				for _, e := range f.events {
-					if !e.out && until(e.at) {
-						if _, err := c.Write(tg.payload(e.size)); err != nil {
-							st.fail(err)
-							return
-						}
-						st.sent.Add(1)
-					}
-				}
-				until(end + linger)
+				play(c, f.events, false, end)
 			}(ls[i].tcp)
 			go func() {
 				defer wg.Done()
@@ -367,16 +355,7 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 				c.SetNoDelay(true)
 				c.SetDeadline(deadline.Add(time.Second))
 				go func() { n, _ := io.Copy(io.Discard, c); st.recv.Add(n) }()
-				for _, e := range f.events {
-					if e.out && until(e.at) {
-						if _, err := c.Write(tg.payload(e.size)); err != nil {
-							st.fail(err)
-							return
-						}
-						st.sent.Add(1)
-					}
-				}
-				until(end + linger)
+				play(c, f.events, true, end)
 			}()
 			continue
 		}
@@ -460,16 +439,7 @@ func (l *lab) replay(ctx context.Context, s *script) (*replayStats, error) {
 					st.recv.Add(int64(n))
 				}
 			}()
-			for _, e := range f.events {
-				if e.out && until(e.at) {
-					if _, err := c.Write(tg.payload(e.size)); err != nil {
-						st.fail(err)
-						return
-					}
-					st.sent.Add(1)
-				}
-			}
-			until(end + linger)
+			play(c, f.events, true, end)
 		}()
 	}
 	wg.Wait()

@@ -25,6 +25,22 @@ func Frames(tb testing.TB, path string) []capture.Frame {
 		tb.Fatal(err)
 	}
 	defer src.Close()
+	return all(tb, path, src)
+}
+
+// FramesOf is Frames for a capture a test holds in memory, named name.
+func FramesOf(tb testing.TB, name string, data []byte) []capture.Frame {
+	tb.Helper()
+	src, err := capture.NewReader(bytes.NewReader(data), name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer src.Close()
+	return all(tb, name, src)
+}
+
+func all(tb testing.TB, name string, src capture.Source) []capture.Frame {
+	tb.Helper()
 	var out []capture.Frame
 	for {
 		fr, err := src.Next()
@@ -32,7 +48,7 @@ func Frames(tb testing.TB, path string) []capture.Frame {
 			return out
 		}
 		if err != nil {
-			tb.Fatalf("%s after %d frames: %v", path, len(out), err)
+			tb.Fatalf("%s after %d frames: %v", name, len(out), err)
 		}
 		fr.Data = bytes.Clone(fr.Data)
 		out = append(out, fr)

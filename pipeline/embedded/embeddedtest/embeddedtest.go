@@ -66,26 +66,12 @@ func S3(srv *embedded.Servers) store.S3Config {
 // them, then waits for every ack; it returns how many packets they hold.
 func PublishAll(tb testing.TB, conn *bus.Conn, subject func(*schemas.Batch) string, batches []*schemas.Batch) int {
 	tb.Helper()
+	if err := conn.PublishAll(context.Background(), subject, batches); err != nil {
+		tb.Fatal(err)
+	}
 	total := 0
-	futures := make([]jetstream.PubAckFuture, 0, len(batches))
 	for _, bt := range batches {
 		total += len(bt.Packets)
-		data, err := bt.AppendBinary(nil)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		f, err := conn.PublishAsync(subject(bt), bt.MsgID(), data)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		futures = append(futures, f)
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			tb.Fatal(err)
-		}
 	}
 	return total
 }

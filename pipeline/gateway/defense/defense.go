@@ -57,6 +57,19 @@ type Cost struct {
 	LatencyMean, LatencyP99 time.Duration
 }
 
+// add counts a packet that left with the defence and reports whether it is
+// a real one, whose wait the caller then measures: Apply and Tally cost a
+// defence by this one definition.
+func (c *Cost) add(p Packet) bool {
+	c.Packets++
+	c.Bytes += int64(p.Wire)
+	if p.Dummy() {
+		c.Dummies++
+		return false
+	}
+	return true
+}
+
 // ByteOverhead is the share of bytes the defence adds: 0.5 is 50 % more.
 func (c Cost) ByteOverhead() float64 {
 	return float64(c.Bytes-c.RealBytes) / math.Max(float64(c.RealBytes), 1)
@@ -173,13 +186,9 @@ func Apply(in []Packet, spec Spec, opt Options) ([]Packet, Cost, error) {
 
 	var lat []int64
 	for _, p := range pkts {
-		c.Packets++
-		c.Bytes += int64(p.Wire)
-		if p.Dummy() {
-			c.Dummies++
-			continue
+		if c.add(p) {
+			lat = append(lat, max(0, p.TS-p.sent))
 		}
-		lat = append(lat, max(0, p.TS-p.sent))
 	}
 	c.LatencyMean, c.LatencyP99 = meanP99(lat)
 	return pkts, c, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/pipeline/homegen/homegentest"
 )
 
 var (
@@ -57,6 +58,22 @@ func frame(t testing.TB, out, tcp bool, n int) []byte {
 // handmade is four real WAN packets over one second, 1816 wire bytes:
 // UDP out 100 B at 0 ms, UDP in 200 B at 10 ms, TCP out 60 B at 20 ms,
 // UDP out 1400 B at 1000 ms (IP lengths; each frame 14 bytes more).
+// applyHandmade applies the defence text names to the handmade capture
+// behind a NAPT gateway; one that does not parse or apply fails the test.
+func applyHandmade(t *testing.T, text string, seed uint64) (in, out []Packet, cost Cost) {
+	t.Helper()
+	spec, err := ParseSpec(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = handmade(t)
+	out, cost, err = Apply(in, spec, Options{Mode: gateway.NAPT, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in, out, cost
+}
+
 func handmade(t testing.TB) []Packet {
 	ms := int64(time.Millisecond)
 	t0 := int64(1_700_000_000) * 1e9
@@ -102,15 +119,7 @@ func TestHandmadeCosts(t *testing.T) {
 		{"cbr:10+pad:mtu", 11, 7, 16654, 67500 * time.Microsecond, 180 * ms, []int{1500, 1500, 1500, 1500}, 14.838, 14838.0 / 1816},
 	} {
 		t.Run(c.spec, func(t *testing.T) {
-			spec, err := ParseSpec(c.spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			in := handmade(t)
-			out, cost, err := Apply(in, spec, Options{Mode: gateway.NAPT, Seed: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
+			in, out, cost := applyHandmade(t, c.spec, 1)
 			if cost.RealPackets != 4 || cost.RealBytes != 1816 || cost.Seconds != 1 {
 				t.Errorf("undefended: %d packets, %d bytes, %g s; want 4, 1816, 1", cost.RealPackets, cost.RealBytes, cost.Seconds)
 			}
@@ -258,14 +267,7 @@ func TestMimicNeedsTraffic(t *testing.T) {
 // generatedWAN is a generated home's WAN view through the emulator.
 func generatedWAN(t *testing.T, mode gateway.Mode, seed uint64) []Packet {
 	t.Helper()
-	h, err := homegen.Generate(homegen.Config{Seed: seed, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := h.HomeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, home := homegentest.Generate(t, homegen.Config{Seed: seed, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
 	src, err := capture.OpenFile(h.Files[0])
 	if err != nil {
 		t.Fatal(err)

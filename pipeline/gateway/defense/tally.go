@@ -36,10 +36,7 @@ func Tally(undefended, defended []Packet) (Cost, error) {
 	c.Seconds = float64(last-first) / 1e9
 	lat := make([]int64, 0, len(undefended))
 	for i, p := range defended {
-		c.Packets++
-		c.Bytes += int64(p.Wire)
-		if p.Dummy() {
-			c.Dummies++
+		if !c.add(p) {
 			continue
 		}
 		q := sent[p.LAN]

@@ -3,8 +3,6 @@ package defense
 import (
 	"strings"
 	"testing"
-
-	"github.com/homemole/homemole/pipeline/gateway"
 )
 
 // TestTallyAgreesWithApply: Tally of Apply's own input and output gives
@@ -13,15 +11,7 @@ import (
 func TestTallyAgreesWithApply(t *testing.T) {
 	for _, text := range []string{"none", "pad:128", "pad:mtu", "cbr:10", "pad:mtu+cbr:10", "stp:600"} {
 		t.Run(text, func(t *testing.T) {
-			spec, err := ParseSpec(text)
-			if err != nil {
-				t.Fatal(err)
-			}
-			in := handmade(t)
-			out, want, err := Apply(in, spec, Options{Mode: gateway.NAPT, Seed: 3})
-			if err != nil {
-				t.Fatal(err)
-			}
+			in, out, want := applyHandmade(t, text, 3)
 			got, err := Tally(in, out)
 			if err != nil {
 				t.Fatal(err)

@@ -96,6 +96,15 @@ func InNetns(name string, fn func() error) error {
 	return <-errc
 }
 
+// Do runs fn in the named namespace, as InNetns does, and fails the test
+// when fn fails, saying what it was doing there.
+func Do(t testing.TB, name, what string, fn func() error) {
+	t.Helper()
+	if err := InNetns(name, fn); err != nil {
+		t.Fatalf("%s in namespace %s: %v", what, name, err)
+	}
+}
+
 // Gateway is a home gateway in namespaces: a device (10.78.1.2) on the
 // gateway's LAN interface (10.78.1.1), an internet host (10.78.2.2) on its
 // WAN interface (10.78.2.1), and forwarding between them, through NAPT
@@ -163,7 +172,7 @@ func NewGateway(t testing.TB, nat bool) *Gateway {
 // gap, the i-th to port base+i, so that each is known by its port.
 func (g *Gateway) SendUDP(t testing.TB, n, base int, gap time.Duration) {
 	t.Helper()
-	if err := InNetns(g.Dev, func() error {
+	Do(t, g.Dev, "send from the device", func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: g.DevIP})
 		if err != nil {
 			return err
@@ -176,7 +185,5 @@ func (g *Gateway) SendUDP(t testing.TB, n, base int, gap time.Duration) {
 			time.Sleep(gap)
 		}
 		return nil
-	}); err != nil {
-		t.Fatalf("send from the device: %v", err)
-	}
+	})
 }

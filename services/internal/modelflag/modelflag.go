@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -39,23 +40,11 @@ func Register(fs *flag.FlagSet) *train.Spec {
 	fs.IntVar(&cfg.PortSessions, "port-sessions", cfg.PortSessions, "a destination port gets its own embedding only when it appears in at least this many training capture sessions (0 or 1: every port seen twice); keeps ephemeral ports and one session's server port from naming that session")
 	fs.Float64Var(&cfg.LabelSmoothing, "label-smoothing", cfg.LabelSmoothing, "share of each packet's training target spread over the other devices (0: none)")
 	fs.BoolVar(&cfg.Balance, "balance", cfg.Balance, "weigh each device in the loss by its inverse share of the training packets")
-	fs.Func("context", fmt.Sprintf("what each packet's output sees beside its own LSTM state: %s (the paper) or %s (which kinds of packet its device's stream in the capture session holds) (default %s)", learn.ContextNone, learn.ContextStream, cfg.Context), func(v string) error {
-		if v != learn.ContextNone && v != learn.ContextStream {
-			return fmt.Errorf("want %s or %s", learn.ContextNone, learn.ContextStream)
-		}
-		cfg.Context = v
-		return nil
-	})
+	fs.Func("context", fmt.Sprintf("what each packet's output sees beside its own LSTM state: %s (the paper) or %s (which kinds of packet its device's stream in the capture session holds) (default %s)", learn.ContextNone, learn.ContextStream, cfg.Context), oneOf(&cfg.Context, learn.ContextNone, learn.ContextStream))
 	fs.IntVar(&cfg.Hidden, "hidden", cfg.Hidden, "LSTM hidden size per direction (paper: 64)")
 	fs.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "dropout on the LSTM outputs (paper: 0.5)")
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch intra-op threads, process-wide (0: libtorch's default, one per core; commands that train several models at once divide the cores among them)")
-	fs.Func("thread-mode", fmt.Sprintf("how --threads above 1 are used on the CPU: %s (libtorch splits each operation) or %s (each thread steps a batch of --batch-size windows on its own copy of the model, gradients summed into one step of threads x batch-size windows; README \"Both cores\") (default %s)", learn.ParallelIntraOp, learn.ParallelData, learn.ParallelIntraOp), func(v string) error {
-		if v != learn.ParallelIntraOp && v != learn.ParallelData {
-			return fmt.Errorf("want %s or %s", learn.ParallelIntraOp, learn.ParallelData)
-		}
-		cfg.Parallel = v
-		return nil
-	})
+	fs.Func("thread-mode", fmt.Sprintf("how --threads above 1 are used on the CPU: %s (libtorch splits each operation) or %s (each thread steps a batch of --batch-size windows on its own copy of the model, gradients summed into one step of threads x batch-size windows; README \"Both cores\") (default %s)", learn.ParallelIntraOp, learn.ParallelData, learn.ParallelIntraOp), oneOf(&cfg.Parallel, learn.ParallelIntraOp, learn.ParallelData))
 	fs.Func("max-memory", "bound what a trainer adds to its memory once libtorch is loaded, all in (e.g. 256MiB; at least about 80MiB): it streams its training windows from the store through a shuffle buffer sized to fit beside the held-out windows, the Go heap's slack and libtorch's working memory, instead of reading them all (lstm and blstm; default: read all)", func(v string) error {
 		n, err := campaign.ParseBytes(v)
 		if err != nil {
@@ -107,4 +96,16 @@ func InMemory(s *train.Spec, command string) error {
 		return cli.Usagef("--max-memory: %s reads its training windows whole; stream them with homemole train or the trainer worker, or drop --max-memory", command)
 	}
 	return nil
+}
+
+// oneOf is a flag's setter for a value that must be one of values; a
+// value that is not leaves *dst as it was.
+func oneOf(dst *string, values ...string) func(string) error {
+	return func(v string) error {
+		if !slices.Contains(values, v) {
+			return fmt.Errorf("want %s", strings.Join(values, " or "))
+		}
+		*dst = v
+		return nil
+	}
 }
