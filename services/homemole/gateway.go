@@ -243,17 +243,9 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	if *window < 0 || *window > time.Minute {
 		return cli.Usagef("pair: --window %s: want a gap up to a minute", *window)
 	}
-	var truth []int64
-	if *truthPath != "" {
-		f, err := os.Open(*truthPath)
-		if err != nil {
-			return fmt.Errorf("pair: open --truth: %w", err)
-		}
-		truth, err = gateway.ReadTruth(f, *truthPath)
-		f.Close()
-		if err != nil {
-			return err
-		}
+	truth, err := readTruthFile("pair", *truthPath)
+	if err != nil {
+		return err
 	}
 	// The summary must not mix into the CSV on stdout.
 	report := out
@@ -315,4 +307,18 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 		fmt.Fprintf(report, "accuracy against %s: %d of %d (%.3f %%)\n", *truthPath, c, n, 100*float64(c)/float64(max(n, 1)))
 	}
 	return nil
+}
+
+// readTruthFile reads the --truth file of pair and label, which judge
+// their pairing against it; no path, no truth.
+func readTruthFile(cmd, path string) ([]int64, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open --truth: %w", cmd, err)
+	}
+	defer f.Close()
+	return gateway.ReadTruth(f, path)
 }

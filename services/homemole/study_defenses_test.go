@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -23,26 +22,13 @@ func TestStudyDefensesCommand(t *testing.T) {
 	if _, err := os.Stat(sentinelDir); err != nil {
 		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
 	}
-	js := filepath.Join(t.TempDir(), "rows.json")
 	html := filepath.Join(t.TempDir(), "report.html")
-	var out bytes.Buffer
-	study := commands()["study"].run
-	err := study(context.Background(), quiet(), &out, []string{"defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge",
-		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--json", js, "--report", html})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s", out.String())
-	b, err := os.ReadFile(js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got struct {
 		Rows []map[string]any `json:"rows"`
 	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
+	js, b := commandJSON(t, "study", &got, "defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge",
+		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--report", html)
+	study := commands()["study"].run
 	if len(got.Rows) != 3 {
 		t.Fatalf("%d rows, want 3: %s", len(got.Rows), b)
 	}
@@ -108,18 +94,6 @@ func TestStudyAttackNames(t *testing.T) {
 // TestStudyDefensesGeneratedHome runs the study on a generated home: one
 // row per defence, every device of the home judged in every session.
 func TestStudyDefensesGeneratedHome(t *testing.T) {
-	js := filepath.Join(t.TempDir(), "rows.json")
-	var out bytes.Buffer
-	err := commands()["study"].run(context.Background(), quiet(), &out, []string{"defenses", "--generated-home", "3", "--session-minutes", "5",
-		"--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu+cbr:20", "--json", js})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s", out.String())
-	b, err := os.ReadFile(js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got struct {
 		Rows []struct {
 			Defense         string  `json:"defense"`
@@ -128,9 +102,8 @@ func TestStudyDefensesGeneratedHome(t *testing.T) {
 			Sessions        int     `json:"sessions"`
 		} `json:"rows"`
 	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
+	_, b := commandJSON(t, "study", &got, "defenses", "--generated-home", "3", "--session-minutes", "5",
+		"--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu+cbr:20")
 	if len(got.Rows) != 2 || got.Rows[0].Sessions < 6 || got.Rows[1].KBps <= 0 {
 		t.Fatalf("want 2 rows of 6 sessions or more, the defended one costing KB/s: %s", b)
 	}
