@@ -94,17 +94,25 @@ func TestStudyAttackNames(t *testing.T) {
 // TestStudyDefensesGeneratedHome runs the study on a generated home: one
 // row per defence, every device of the home judged in every session.
 func TestStudyDefensesGeneratedHome(t *testing.T) {
-	var got struct {
-		Rows []struct {
-			Defense         string  `json:"defense"`
-			SessionAccuracy float64 `json:"session_accuracy"`
-			KBps            float64 `json:"kbps_per_home"`
-			Sessions        int     `json:"sessions"`
-		} `json:"rows"`
-	}
+	var got defenseRows
 	_, b := commandJSON(t, "study", &got, "defenses", "--generated-home", "3", "--session-minutes", "5",
 		"--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu+cbr:20")
 	if len(got.Rows) != 2 || got.Rows[0].Sessions < 6 || got.Rows[1].KBps <= 0 {
 		t.Fatalf("want 2 rows of 6 sessions or more, the defended one costing KB/s: %s", b)
 	}
+}
+
+// defenseRows is what study defenses --json writes, its names spelled out
+// here, as a script reading the file would spell them.
+type defenseRows struct {
+	Rows []struct {
+		Defense           string  `json:"defense"`
+		Attack            string  `json:"attack"`
+		SessionAccuracy   float64 `json:"session_accuracy"`
+		PerPacketAccuracy float64 `json:"per_packet_accuracy"`
+		DetectionF1       float64 `json:"detection_f1"`
+		ByteOverhead      float64 `json:"byte_overhead"`
+		KBps              float64 `json:"kbps_per_home"`
+		Sessions          int     `json:"sessions"`
+	} `json:"rows"`
 }

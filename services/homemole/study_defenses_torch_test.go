@@ -14,15 +14,7 @@ import (
 // shares, and undefended it must beat always guessing one device (1/3).
 func TestStudyDefensesBLSTM(t *testing.T) {
 	sentineldata.Need(t)
-	var got struct {
-		Rows []struct {
-			Defense         string  `json:"defense"`
-			Attack          string  `json:"attack"`
-			SessionAccuracy float64 `json:"session_accuracy"`
-			ByteOverhead    float64 `json:"byte_overhead"`
-			Sessions        int     `json:"sessions"`
-		} `json:"rows"`
-	}
+	var got defenseRows
 	_, b := commandJSON(t, "study", &got, "defenses", "--from-dir", sentinelDir,
 		"--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3", "--trees", "10", "--epochs", "4",
 		"--attacks", "rf,blstm", "--defenses", "none,pad:mtu+cbr:20")
@@ -51,17 +43,7 @@ func TestStudyDefensesBLSTM(t *testing.T) {
 // always guessing one device (1/3) in sessions and in detection F1.
 func TestStudyDefensesSP(t *testing.T) {
 	sentineldata.Need(t)
-	var got struct {
-		Rows []struct {
-			Defense           string  `json:"defense"`
-			Attack            string  `json:"attack"`
-			SessionAccuracy   float64 `json:"session_accuracy"`
-			PerPacketAccuracy float64 `json:"per_packet_accuracy"`
-			DetectionF1       float64 `json:"detection_f1"`
-			ByteOverhead      float64 `json:"byte_overhead"`
-			Sessions          int     `json:"sessions"`
-		} `json:"rows"`
-	}
+	var got defenseRows
 	_, b := commandJSON(t, "study", &got, "defenses", "--from-dir", sentinelDir,
 		"--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3", "--threads", "1", "--sp-epochs", "4",
 		"--attacks", "sp", "--defenses", "none,pad:mtu")
