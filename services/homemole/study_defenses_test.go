@@ -26,8 +26,7 @@ func TestStudyDefensesCommand(t *testing.T) {
 	var got struct {
 		Rows []map[string]any `json:"rows"`
 	}
-	js, b := commandJSON(t, "study", &got, "defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge",
-		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--report", html)
+	js, b := commandJSON(t, "study", &got, sentinelDefenses("--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--report", html)...)
 	study := commands()["study"].run
 	if len(got.Rows) != 3 {
 		t.Fatalf("%d rows, want 3: %s", len(got.Rows), b)
@@ -100,6 +99,13 @@ func TestStudyDefensesGeneratedHome(t *testing.T) {
 	if len(got.Rows) != 2 || got.Rows[0].Sessions < 6 || got.Rows[1].KBps <= 0 {
 		t.Fatalf("want 2 rows of 6 sessions or more, the defended one costing KB/s: %s", b)
 	}
+}
+
+// sentinelDefenses is a study defenses command line on three IoT Sentinel
+// devices, three captures each, in three folds: small enough for a test,
+// and every device in every fold; args follow.
+func sentinelDefenses(args ...string) []string {
+	return append([]string{"defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3"}, args...)
 }
 
 // defenseRows is what study defenses --json writes, its names spelled out

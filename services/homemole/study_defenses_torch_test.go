@@ -15,9 +15,8 @@ import (
 func TestStudyDefensesBLSTM(t *testing.T) {
 	sentineldata.Need(t)
 	var got defenseRows
-	_, b := commandJSON(t, "study", &got, "defenses", "--from-dir", sentinelDir,
-		"--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3", "--trees", "10", "--epochs", "4",
-		"--attacks", "rf,blstm", "--defenses", "none,pad:mtu+cbr:20")
+	_, b := commandJSON(t, "study", &got, sentinelDefenses("--trees", "10", "--epochs", "4",
+		"--attacks", "rf,blstm", "--defenses", "none,pad:mtu+cbr:20")...)
 	want := [][2]string{{"none", "rf"}, {"none", "blstm"}, {"pad:mtu+cbr:20", "rf"}, {"pad:mtu+cbr:20", "blstm"}}
 	if len(got.Rows) != len(want) {
 		t.Fatalf("%d rows, want %d: %s", len(got.Rows), len(want), b)
@@ -44,9 +43,8 @@ func TestStudyDefensesBLSTM(t *testing.T) {
 func TestStudyDefensesSP(t *testing.T) {
 	sentineldata.Need(t)
 	var got defenseRows
-	_, b := commandJSON(t, "study", &got, "defenses", "--from-dir", sentinelDir,
-		"--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3", "--threads", "1", "--sp-epochs", "4",
-		"--attacks", "sp", "--defenses", "none,pad:mtu")
+	_, b := commandJSON(t, "study", &got, sentinelDefenses("--threads", "1", "--sp-epochs", "4",
+		"--attacks", "sp", "--defenses", "none,pad:mtu")...)
 	if len(got.Rows) != 2 {
 		t.Fatalf("%d rows, want 2: %s", len(got.Rows), b)
 	}
