@@ -18,19 +18,12 @@ import (
 )
 
 func runHome(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "assemble":
-			return runHomeAssemble(ctx, log, out, args[1:])
-		case "count":
-			return runHomeCount(ctx, log, out, args[1:])
-		case "steady":
-			return runHomeSteady(ctx, log, out, args[1:])
-		case "pairs":
-			return runHomePairs(ctx, log, out, args[1:])
-		}
-	}
-	return cli.Usagef("home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR")
+	return runSubcommand(ctx, log, out, args, map[string]runFunc{
+		"assemble": runHomeAssemble,
+		"count":    runHomeCount,
+		"steady":   runHomeSteady,
+		"pairs":    runHomePairs,
+	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR")
 }
 
 func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {

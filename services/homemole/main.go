@@ -132,6 +132,29 @@ func newFlags(name, synopsis, about string) *flag.FlagSet {
 	return fs
 }
 
+// runSubcommand runs the subcommand args[0] names with the rest of args;
+// none, or one not in subs, is a usage error saying usage.
+func runSubcommand(ctx context.Context, log *slog.Logger, out io.Writer, args []string, subs map[string]runFunc, usage string) error {
+	if len(args) > 0 {
+		if run, ok := subs[args[0]]; ok {
+			return run(ctx, log, out, args[1:])
+		}
+	}
+	return cli.Usagef("%s", usage)
+}
+
+// sharedSubcommands serves several subcommands with one run, which is told
+// which of them ran: those that share their flags and store.
+func sharedSubcommands(run func(ctx context.Context, log *slog.Logger, out io.Writer, sub string, args []string) error, names ...string) map[string]runFunc {
+	subs := make(map[string]runFunc, len(names))
+	for _, sub := range names {
+		subs[sub] = func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+			return run(ctx, log, out, sub, args)
+		}
+	}
+	return subs
+}
+
 // parse parses flags and refuses stray arguments.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
