@@ -108,6 +108,19 @@ func refuseInput(cmd, flagName, path string, inputs ...string) error {
 	return nil
 }
 
+// refuseWANOutputs refuses a --out and --truth that are one file, or
+// either of them the --in capture: gateway and defend write the WAN capture
+// and its truth from it.
+func refuseWANOutputs(cmd, in, outPath, truthPath string) error {
+	if filepath.Clean(outPath) == filepath.Clean(truthPath) {
+		return cli.Usagef("%s: --out and --truth are the same file", cmd)
+	}
+	if err := refuseInput(cmd, "out", outPath, in); err != nil {
+		return err
+	}
+	return refuseInput(cmd, "truth", truthPath, in)
+}
+
 // createOutput creates path unless it is one of the inputs.
 func createOutput(cmd, flagName, path string, inputs ...string) (*os.File, error) {
 	if err := refuseInput(cmd, flagName, path, inputs...); err != nil {
@@ -158,13 +171,7 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if err != nil {
 		return cli.Usagef("gateway: --cipher: %v", err)
 	}
-	if filepath.Clean(*outPath) == filepath.Clean(*truthPath) {
-		return cli.Usagef("gateway: --out and --truth are the same file")
-	}
-	if err := refuseInput("gateway", "out", *outPath, *in); err != nil {
-		return err
-	}
-	if err := refuseInput("gateway", "truth", *truthPath, *in); err != nil {
+	if err := refuseWANOutputs("gateway", *in, *outPath, *truthPath); err != nil {
 		return err
 	}
 	if *loss < 0 || *loss >= 1 {
