@@ -24,22 +24,20 @@ func runDLQ(ctx context.Context, log *slog.Logger, out io.Writer, args []string)
 // runDLQOn is dlq ls, replay and discard: the same dead letters chosen by
 // the same flags, listed, put back or removed.
 func runDLQOn(ctx context.Context, log *slog.Logger, out io.Writer, sub string, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("dlq "+sub, "[--subject PATTERN] [--seq N] [--json]",
+	fs, ep := newStoreFlags("dlq "+sub, "[--subject PATTERN] [--seq N] [--json]",
 		"ls lists the dead letters: the messages consumers moved to the DLQ stream because\n"+
 			"they can never succeed as they are, each with its original subject, the consumer\n"+
 			"that gave up and why. replay puts them back on their original subjects, once the\n"+
 			"cause is fixed (the home added to the labeler's campaign, the labeler restarted),\n"+
 			"and removes them from the DLQ; replaying twice stores a message once. discard removes\n"+
 			"them for good (a forged batch, once looked at); it needs --subject or --seq.")
-	ep.Register(fs)
 	subject := fs.String("subject", "", "only dead letters whose original subject matches this pattern (hm.pkt.c.home-2.>)")
 	seq := fs.Uint64("seq", 0, "only the dead letter of this DLQ sequence number")
 	asJSON := fs.Bool("json", false, "ls: one JSON object per dead letter")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-dlq", log)
+	env, err := endpoints.Open(ctx, *ep, "homemole-dlq", log)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -130,6 +131,16 @@ func newFlags(name, synopsis, about string) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// newStoreFlags makes the flag set of a command that reaches NATS and S3:
+// newFlags' with the endpoint flags (--home, --nats, --s3, ...), whose
+// defaults come from the environment; the flags fill the returned config.
+func newStoreFlags(name, synopsis, about string) (*flag.FlagSet, *endpoints.Config) {
+	ep := endpoints.FromEnv()
+	fs := newFlags(name, synopsis, about)
+	ep.Register(fs)
+	return fs, &ep
 }
 
 // runSubcommand runs the subcommand args[0] names with the rest of args;
