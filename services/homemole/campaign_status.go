@@ -23,15 +23,13 @@ func runCampaign(ctx context.Context, log *slog.Logger, out io.Writer, args []st
 	if len(args) == 0 || args[0] != "status" {
 		return cli.Usagef("campaign needs a subcommand: status [--campaign FILE] [--json]")
 	}
-	ep := endpoints.FromEnv()
-	fs := newFlags("campaign status", "[--campaign FILE] [--json] [--interval D]",
+	fs, ep := newStoreFlags("campaign status", "[--campaign FILE] [--json] [--interval D]",
 		"Shows, per home and tap, the live sessions (newest batch of each PACKETS subject),\n"+
 			"packets/s (two samples --interval apart), the consumers' lag, windows written (the\n"+
 			"datasets' part records), the pairing rate (WAN labeled share over LAN labeled share in\n"+
 			"the last 10 minutes of labeled batches), the devices seen (hm.seen, when a stream keeps\n"+
 			"it) and the newest dead letter. Without --campaign, every campaign on the\n"+
 			"PACKETS stream; with it, that campaign's homes and taps, also before their first batch.")
-	ep.Register(fs)
 	file := fs.String("campaign", "", "campaign file: report its homes and taps only")
 	asJSON := fs.Bool("json", false, "write the report as one JSON object")
 	interval := fs.Duration("interval", 2*time.Second, "distance between the two samples the packet rates come from (0: one sample, no rates)")
@@ -49,7 +47,7 @@ func runCampaign(ctx context.Context, log *slog.Logger, out io.Writer, args []st
 		}
 		w.Campaign = c
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-campaign-status", log)
+	env, err := endpoints.Open(ctx, *ep, "homemole-campaign-status", log)
 	if err != nil {
 		return err
 	}

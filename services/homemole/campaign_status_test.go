@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/homemole/homemole/internal/chromiumtest"
-	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/campaignstatus"
 	"github.com/homemole/homemole/pipeline/dataset"
@@ -77,33 +75,8 @@ func statusFixture(t *testing.T) (home string, m *dataset.Manifest) {
 	if m, err = dataset.Load(ctx, env.Store, "cs", "v1"); err != nil {
 		t.Fatal(err)
 	}
-	subj := schemas.PacketSubject("cs", "home-1", "dmz")
 	b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "cs", Home: "home-1", Tap: "dmz", Source: "cs/home-1/dmz/x.pcap", Session: "dmz-x", Final: true}
-	if err := env.Bus.Publish(ctx, subj, b); err != nil {
-		t.Fatal(err)
-	}
-	cctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- env.Bus.Consume(cctx, bus.ConsumerConfig{Stream: schemas.StreamPackets, Durable: "labeler-dmz", Filter: "hm.pkt.cs.*.dmz"}, func(context.Context, *bus.Delivery) error {
-			return bus.Permanent(errors.New(`tap "dmz": only the lan tap can be labeled from the inventory`))
-		})
-	}()
-	for {
-		dls, err := env.Bus.DeadLetters(ctx, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(dls) > 0 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("no dead letter")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	stop()
-	<-done
+	deadLetter(ctx, t, env.Bus, b, "labeler-dmz", "hm.pkt.cs.*.dmz", `tap "dmz": only the lan tap can be labeled from the inventory`)
 	return home, m
 }
 

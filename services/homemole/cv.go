@@ -24,8 +24,7 @@ import (
 )
 
 func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("cv", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--folds K] [--mode grouped|random|leave-one-home-out|time] [--parallel N] [--fold I | --fold-index I | --gather]",
+	fs, ep := newStoreFlags("cv", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--folds K] [--mode grouped|random|leave-one-home-out|time] [--parallel N] [--fold I | --fold-index I | --gather]",
 		"Cross-validates a model on a dataset version: k folds, each trained on the rest and\n"+
 			"judged on its held-out windows; writes every fold's checkpoint and report and a\n"+
 			"summary (mean and spread over folds, confusion matrix over all held-out packets) to\n"+
@@ -36,7 +35,6 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 			"On a cluster each fold runs in its own pod (a Kubernetes Indexed Job passes\n"+
 			"--fold-index $(JOB_COMPLETION_INDEX)) under one --run name, writing no summary;\n"+
 			"--gather then writes it from the folds' records, and fails until all are in.")
-	ep.Register(fs)
 	name := fs.String("dataset", "", "dataset name")
 	version := fs.String("version", "v1", "dataset version")
 	folds := fs.Int("folds", 5, "number of folds (grouped, random)")
@@ -73,7 +71,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	if *run == "" {
 		*run = fmt.Sprintf("%s-%s-cv-%s", *name, spec.Name, time.Now().UTC().Format("20060102T150405"))
 	}
-	env, err := endpoints.OpenStore(ctx, ep, log)
+	env, err := endpoints.OpenStore(ctx, *ep, log)
 	if err != nil {
 		return err
 	}

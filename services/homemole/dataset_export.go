@@ -20,8 +20,7 @@ import (
 )
 
 func runDatasetExport(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("dataset export", "--dataset NAME [--version V] --out FILE.parquet [--session NAME]",
+	fs, ep := newStoreFlags("dataset export", "--dataset NAME [--version V] --out FILE.parquet [--session NAME]",
 		"Writes a dataset version as one Parquet file for pandas, Polars or DuckDB: a row per\n"+
 			"window with the columns of the dataset's Arrow objects (per-packet columns as\n"+
 			"lists of the window size), the windows trainers read (after the per-device cap),\n"+
@@ -29,7 +28,6 @@ func runDatasetExport(ctx context.Context, log *slog.Logger, out io.Writer, args
 			"(homemole.labels, a JSON array a label indexes; -1 is unlabeled):\n\n"+
 			"  pandas:  pd.read_parquet(\"d.parquet\")\n"+
 			"  DuckDB:  SELECT window_id, label FROM 'd.parquet'")
-	ep.Register(fs)
 	name, version, outPath, session := exportFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -37,7 +35,7 @@ func runDatasetExport(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if *name == "" || *outPath == "" {
 		return cli.Usagef("dataset export needs --dataset NAME and --out FILE.parquet")
 	}
-	env, m, keep, err := openSelection(ctx, ep, log, *name, *version, *session)
+	env, m, keep, err := openSelection(ctx, *ep, log, *name, *version, *session)
 	if err != nil {
 		return err
 	}
@@ -57,8 +55,7 @@ func runDatasetExport(ctx context.Context, log *slog.Logger, out io.Writer, args
 }
 
 func runDatasetToPcap(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("dataset to-pcap", "--dataset NAME [--version V] --out FILE.pcap (--window ID | [--from I] [--to J]) [--session NAME]",
+	fs, ep := newStoreFlags("dataset to-pcap", "--dataset NAME [--version V] --out FILE.pcap (--window ID | [--from I] [--to J]) [--session NAME]",
 		"Writes windows of a dataset back out as a pcap, one record per packet, to look at\n"+
 			"them in Wireshark or run them through `homemole features`. The capture is rebuilt\n"+
 			"from the windows' metadata, not the original bytes: timestamps, destination ports,\n"+
@@ -68,7 +65,6 @@ func runDatasetToPcap(ctx context.Context, log *slog.Logger, out io.Writer, args
 			"`homemole features --in FILE.pcap --lan-net 10.0.0.0/8`.\n\n"+
 			"Windows are numbered from 0 in manifest order, among the windows trainers read\n"+
 			"(after the per-device cap, unless --uncapped) of the selected --session.")
-	ep.Register(fs)
 	name, version, outPath, session := exportFlags(fs)
 	from := fs.Int("from", 0, "first window to write (index from 0)")
 	to := fs.Int("to", -1, "window index to stop before; -1 writes to the last window")
@@ -86,7 +82,7 @@ func runDatasetToPcap(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if *id != "" && (*from != 0 || *to != -1) {
 		return cli.Usagef("dataset to-pcap: give --window or --from/--to, not both")
 	}
-	env, m, keep, err := openSelection(ctx, ep, log, *name, *version, *session)
+	env, m, keep, err := openSelection(ctx, *ep, log, *name, *version, *session)
 	if err != nil {
 		return err
 	}

@@ -175,33 +175,44 @@ func TestDatasetExportCommands(t *testing.T) {
 	// Parquet export, through tools/jscheck.
 	t.Run("javascript readers", func(t *testing.T) {
 		jscheck := jscheckReady(t)
-		objPath, pqPath := filepath.Join(dir, "object.arrow"), filepath.Join(dir, "all.parquet")
-		if err := os.WriteFile(objPath, object, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		pqPath := filepath.Join(dir, "all.parquet")
 		if err := runDataset(ctx, quiet(), io.Discard, []string{"export", "--home", home, "--dataset", "js", "--out", pqPath}); err != nil {
 			t.Fatal(err)
 		}
-		got := jsRead(t, jscheck, objPath, pqPath)
-		objWindows, err := windowfile.Decode(object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := asJS(objWindows); !reflect.DeepEqual(got.Arrow.Windows, want) {
-			t.Errorf("apache-arrow reads %d windows from %s that differ from the Go reader's %d:\n got %v\nwant %v",
-				len(got.Arrow.Windows), m.Parts[0].Objects[0].Key, len(want), head(got.Arrow.Windows), head(want))
-		}
+		got := checkJSReaders(t, jscheck, dir, object, pqPath, ws)
 		if v := got.Arrow.Metadata["homemole.window.version"]; v != strconv.Itoa(schemas.WindowSchemaVersion) {
 			t.Errorf("apache-arrow sees window schema version %q", v)
-		}
-		if want := asJS(ws); !reflect.DeepEqual(got.Parquet.Windows, want) {
-			t.Errorf("DuckDB reads %d windows from the export that differ from the Go reader's %d:\n got %v\nwant %v",
-				len(got.Parquet.Windows), len(want), head(got.Parquet.Windows), head(want))
 		}
 		if !reflect.DeepEqual(got.Parquet.Vocabulary, m.Labels) {
 			t.Errorf("DuckDB reads the label vocabulary %q, the manifest has %q", got.Parquet.Vocabulary, m.Labels)
 		}
 	})
+}
+
+// checkJSReaders has tools/jscheck's readers read an Arrow object (written
+// to dir) and the Parquet export pq, and fails where apache-arrow's windows
+// differ from the Go reader's of the object, or DuckDB's from ws, the
+// windows exported. It returns what they read, for further checks.
+func checkJSReaders(t *testing.T, jscheck, dir string, object []byte, pq string, ws []*schemas.Window) jsResult {
+	t.Helper()
+	objPath := filepath.Join(dir, "object.arrow")
+	if err := os.WriteFile(objPath, object, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := jsRead(t, jscheck, objPath, pq)
+	objWindows, err := windowfile.Decode(object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := asJS(objWindows); !reflect.DeepEqual(got.Arrow.Windows, want) {
+		t.Errorf("apache-arrow reads %d windows from the %d-byte object that differ from the Go reader's %d:\n got %v\nwant %v",
+			len(got.Arrow.Windows), len(object), len(want), head(got.Arrow.Windows), head(want))
+	}
+	if want := asJS(ws); !reflect.DeepEqual(got.Parquet.Windows, want) {
+		t.Errorf("DuckDB reads %d windows from the export %s that differ from the Go reader's %d:\n got %v\nwant %v",
+			len(got.Parquet.Windows), pq, len(want), head(got.Parquet.Windows), head(want))
+	}
+	return got
 }
 
 // jsResult is what tools/jscheck's readers (apache-arrow, DuckDB) find in an
@@ -349,19 +360,5 @@ func TestLargeDatasetObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	jscheck := jscheckReady(t)
-	objPath := filepath.Join(dir, "object.arrow")
-	if err := os.WriteFile(objPath, object, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got := jsRead(t, jscheck, objPath, pq)
-	objWindows, err := windowfile.Decode(object)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := asJS(objWindows); !reflect.DeepEqual(got.Arrow.Windows, want) {
-		t.Errorf("apache-arrow reads %d windows from the %d-byte object, the Go reader %d", len(got.Arrow.Windows), len(object), len(want))
-	}
-	if want := asJS(ws); !reflect.DeepEqual(got.Parquet.Windows, want) {
-		t.Errorf("DuckDB reads %d windows from the %d-byte export, the Go reader %d", len(got.Parquet.Windows), fi.Size(), len(want))
-	}
+	checkJSReaders(t, jscheck, dir, object, pq, ws)
 }

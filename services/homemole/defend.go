@@ -63,13 +63,8 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	if sp.Mimic != "" && *mimicDir == "" {
 		return cli.Usagef("defend: mimic:%s needs --mimic-dir DIR with captures of it in DIR/%s", sp.Mimic, sp.Mimic)
 	}
-	if filepath.Clean(*outPath) == filepath.Clean(*truthPath) {
-		return cli.Usagef("defend: --out and --truth are the same file")
-	}
-	for name, p := range map[string]string{"out": *outPath, "truth": *truthPath} {
-		if err := refuseInput("defend", name, p, *in); err != nil {
-			return err
-		}
+	if err := refuseWANOutputs("defend", *in, *outPath, *truthPath); err != nil {
+		return err
 	}
 	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed}
 	opt := defense.Options{Cipher: c, Seed: *seed}

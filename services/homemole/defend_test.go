@@ -12,7 +12,6 @@ import (
 	"github.com/homemole/homemole/internal/sentineldata"
 
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
-	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -52,12 +51,7 @@ func TestDefendCommand(t *testing.T) {
 		if n := len(capturetest.Frames(t, wan)); n != total {
 			t.Errorf("defend %s: %s holds %d packets, printed %d", spec, wan, n, total)
 		}
-		f, err := os.Open(truth)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lan, err := gateway.ReadTruth(f, truth)
-		f.Close()
+		lan, err := readTruthFile("defend", truth)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,25 +17,27 @@ import (
 // could never process (an unknown home or tap, a forged or undecodable
 // batch), kept with why instead of dropped.
 func runDLQ(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	if len(args) == 0 || args[0] != "ls" && args[0] != "replay" && args[0] != "discard" {
-		return cli.Usagef("dlq needs a subcommand: ls | replay | discard [--subject PATTERN] [--seq N]")
-	}
-	ep := endpoints.FromEnv()
-	fs := newFlags("dlq "+args[0], "[--subject PATTERN] [--seq N] [--json]",
+	return runSubcommand(ctx, log, out, args, sharedSubcommands(runDLQOn, "ls", "replay", "discard"),
+		"dlq needs a subcommand: ls | replay | discard [--subject PATTERN] [--seq N]")
+}
+
+// runDLQOn is dlq ls, replay and discard: the same dead letters chosen by
+// the same flags, listed, put back or removed.
+func runDLQOn(ctx context.Context, log *slog.Logger, out io.Writer, sub string, args []string) error {
+	fs, ep := newStoreFlags("dlq "+sub, "[--subject PATTERN] [--seq N] [--json]",
 		"ls lists the dead letters: the messages consumers moved to the DLQ stream because\n"+
 			"they can never succeed as they are, each with its original subject, the consumer\n"+
 			"that gave up and why. replay puts them back on their original subjects, once the\n"+
 			"cause is fixed (the home added to the labeler's campaign, the labeler restarted),\n"+
 			"and removes them from the DLQ; replaying twice stores a message once. discard removes\n"+
 			"them for good (a forged batch, once looked at); it needs --subject or --seq.")
-	ep.Register(fs)
 	subject := fs.String("subject", "", "only dead letters whose original subject matches this pattern (hm.pkt.c.home-2.>)")
 	seq := fs.Uint64("seq", 0, "only the dead letter of this DLQ sequence number")
 	asJSON := fs.Bool("json", false, "ls: one JSON object per dead letter")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-dlq", log)
+	env, err := endpoints.Open(ctx, *ep, "homemole-dlq", log)
 	if err != nil {
 		return err
 	}
@@ -56,7 +58,7 @@ func runDLQ(ctx context.Context, log *slog.Logger, out io.Writer, args []string)
 		}
 		letters = one
 	}
-	if args[0] == "discard" {
+	if sub == "discard" {
 		if *subject == "" && *seq == 0 {
 			return cli.Usagef("dlq discard needs --subject PATTERN or --seq N: it removes dead letters for good")
 		}
@@ -64,7 +66,7 @@ func runDLQ(ctx context.Context, log *slog.Logger, out io.Writer, args []string)
 		fmt.Fprintf(out, "discarded %d of %d dead letters\n", n, len(letters))
 		return err
 	}
-	if args[0] == "replay" {
+	if sub == "replay" {
 		n, err := env.Bus.Replay(ctx, letters)
 		fmt.Fprintf(out, "replayed %d of %d dead letters\n", n, len(letters))
 		return err

@@ -23,26 +23,8 @@ func TestDLQCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj := schemas.PacketSubject("c", "home-2", "lan")
 	b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "c", Home: "home-2", Tap: "lan", Source: "c/home-2/lan/s.pcap", Session: "lan-s", Final: true}
-	if err := env.Bus.Publish(ctx, subj, b); err != nil {
-		t.Fatal(err)
-	}
-	cctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- env.Bus.Consume(cctx, bus.ConsumerConfig{Stream: schemas.StreamPackets, Durable: "labeler-c", Filter: "hm.pkt.>"}, func(context.Context, *bus.Delivery) error {
-			return bus.Permanent(errors.New(`home "home-2" is not in campaign c`))
-		})
-	}()
-	for len(deadLetters(t, env.Bus)) == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("no dead letter")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	stop()
-	<-done
+	subj := deadLetter(ctx, t, env.Bus, b, "labeler-c", "hm.pkt.>", `home "home-2" is not in campaign c`)
 	env.Close()
 
 	run := func(args ...string) string {
@@ -91,6 +73,33 @@ func TestDLQCommand(t *testing.T) {
 		t.Error("dlq without a subcommand: no error")
 	}
 	t.Logf("%s", ls)
+}
+
+// deadLetter publishes b on its packet subject, which it returns, and has
+// a consumer (durable, filter) give up on it for why; it returns once the
+// batch is in the DLQ.
+func deadLetter(ctx context.Context, t *testing.T, c *bus.Conn, b *schemas.Batch, durable, filter, why string) string {
+	t.Helper()
+	subj := schemas.PacketSubject(b.Campaign, b.Home, b.Tap)
+	if err := c.Publish(ctx, subj, b); err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(cctx, bus.ConsumerConfig{Stream: schemas.StreamPackets, Durable: durable, Filter: filter}, func(context.Context, *bus.Delivery) error {
+			return bus.Permanent(errors.New(why))
+		})
+	}()
+	for len(deadLetters(t, c)) == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("no dead letter")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	<-done
+	return subj
 }
 
 func deadLetters(t *testing.T, c *bus.Conn) []bus.DeadLetter {

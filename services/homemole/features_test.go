@@ -19,7 +19,6 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/capture"
@@ -327,24 +326,16 @@ func featuresCapture(t *testing.T, n int, bad map[int]bool) (string, []byte) {
 	if err != nil {
 		t.Fatalf("build test frame: %v", err)
 	}
-	var out bytes.Buffer
-	w := pcapgo.NewWriter(&out)
-	w.WriteFileHeader(65535, layers.LinkTypeEthernet)
+	var frames []capFrame
 	for i := range n {
 		data := buf.Bytes()
 		if bad[i] {
 			data = data[:10]
 		}
-		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1_700_000_000, 0).Add(time.Duration(i) * time.Millisecond), CaptureLength: len(data), Length: len(data)}
-		if err := w.WritePacket(ci, data); err != nil {
-			t.Fatal(err)
-		}
+		frames = append(frames, capFrame{gopacket.CaptureInfo{Timestamp: time.Unix(1_700_000_000, 0).Add(time.Duration(i) * time.Millisecond)}, data})
 	}
 	path := filepath.Join(t.TempDir(), "in.pcap")
-	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, out.Bytes()
+	return path, writeCapture(t, path, layers.LinkTypeEthernet, false, frames)
 }
 
 func TestFeaturesCommand(t *testing.T) {

@@ -108,6 +108,19 @@ func refuseInput(cmd, flagName, path string, inputs ...string) error {
 	return nil
 }
 
+// refuseWANOutputs refuses a --out and --truth that are one file, or
+// either of them the --in capture: gateway and defend write the WAN capture
+// and its truth from it.
+func refuseWANOutputs(cmd, in, outPath, truthPath string) error {
+	if filepath.Clean(outPath) == filepath.Clean(truthPath) {
+		return cli.Usagef("%s: --out and --truth are the same file", cmd)
+	}
+	if err := refuseInput(cmd, "out", outPath, in); err != nil {
+		return err
+	}
+	return refuseInput(cmd, "truth", truthPath, in)
+}
+
 // createOutput creates path unless it is one of the inputs.
 func createOutput(cmd, flagName, path string, inputs ...string) (*os.File, error) {
 	if err := refuseInput(cmd, flagName, path, inputs...); err != nil {
@@ -158,13 +171,7 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if err != nil {
 		return cli.Usagef("gateway: --cipher: %v", err)
 	}
-	if filepath.Clean(*outPath) == filepath.Clean(*truthPath) {
-		return cli.Usagef("gateway: --out and --truth are the same file")
-	}
-	if err := refuseInput("gateway", "out", *outPath, *in); err != nil {
-		return err
-	}
-	if err := refuseInput("gateway", "truth", *truthPath, *in); err != nil {
+	if err := refuseWANOutputs("gateway", *in, *outPath, *truthPath); err != nil {
 		return err
 	}
 	if *loss < 0 || *loss >= 1 {
@@ -243,17 +250,9 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	if *window < 0 || *window > time.Minute {
 		return cli.Usagef("pair: --window %s: want a gap up to a minute", *window)
 	}
-	var truth []int64
-	if *truthPath != "" {
-		f, err := os.Open(*truthPath)
-		if err != nil {
-			return fmt.Errorf("pair: open --truth: %w", err)
-		}
-		truth, err = gateway.ReadTruth(f, *truthPath)
-		f.Close()
-		if err != nil {
-			return err
-		}
+	truth, err := readTruthFile("pair", *truthPath)
+	if err != nil {
+		return err
 	}
 	// The summary must not mix into the CSV on stdout.
 	report := out
@@ -315,4 +314,18 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 		fmt.Fprintf(report, "accuracy against %s: %d of %d (%.3f %%)\n", *truthPath, c, n, 100*float64(c)/float64(max(n, 1)))
 	}
 	return nil
+}
+
+// readTruthFile reads the --truth file of pair and label, which judge
+// their pairing against it; no path, no truth.
+func readTruthFile(cmd, path string) ([]int64, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open --truth: %w", cmd, err)
+	}
+	defer f.Close()
+	return gateway.ReadTruth(f, path)
 }

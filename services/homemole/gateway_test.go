@@ -12,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
@@ -120,24 +118,9 @@ func TestPairTunCaptureNoFlags(t *testing.T) {
 // of a VPN would capture them.
 func writeTunCapture(t *testing.T, in string, home features.HomeConfig, out string, link uint8, ng bool) (string, int, int) {
 	t.Helper()
-	var buf bytes.Buffer
-	var write func(gopacket.CaptureInfo, []byte) error
-	flush := func() error { return nil }
-	if ng {
-		w, err := pcapgo.NewNgWriter(&buf, layers.LinkType(link))
-		if err != nil {
-			t.Fatal(err)
-		}
-		write, flush = w.WritePacket, w.Flush
-	} else {
-		w := pcapgo.NewWriter(&buf)
-		if err := w.WriteFileHeader(65535, layers.LinkType(link)); err != nil {
-			t.Fatal(err)
-		}
-		write = w.WritePacket
-	}
 	dec := features.NewDecoder(home)
 	var p schemas.Packet
+	var frames []capFrame
 	v4, v6 := 0, 0
 	for _, f := range capturetest.Frames(t, in) {
 		if err := dec.Decode(f.LinkType, f.Data, f.CI, f.Offset, &p); err != nil {
@@ -152,17 +135,8 @@ func writeTunCapture(t *testing.T, in string, home features.HomeConfig, out stri
 		} else {
 			v4++
 		}
-		ci := f.CI
-		ci.CaptureLength, ci.Length = len(ip), len(ip)
-		if err := write(ci, ip); err != nil {
-			t.Fatal(err)
-		}
+		frames = append(frames, capFrame{f.CI, ip})
 	}
-	if err := flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeCapture(t, out, layers.LinkType(link), ng, frames)
 	return out, v4, v6
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,19 +18,12 @@ import (
 )
 
 func runHome(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "assemble":
-			return runHomeAssemble(ctx, log, out, args[1:])
-		case "count":
-			return runHomeCount(ctx, log, out, args[1:])
-		case "steady":
-			return runHomeSteady(ctx, log, out, args[1:])
-		case "pairs":
-			return runHomePairs(ctx, log, out, args[1:])
-		}
-	}
-	return cli.Usagef("home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR")
+	return runSubcommand(ctx, log, out, args, map[string]runFunc{
+		"assemble": runHomeAssemble,
+		"count":    runHomeCount,
+		"steady":   runHomeSteady,
+		"pairs":    runHomePairs,
+	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR")
 }
 
 func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
@@ -193,23 +187,46 @@ func parseUnits(s string) ([]int, error) {
 	return out, nil
 }
 
-// parseHomeMeasure checks the flags home count and home steady share: the
-// n to measure, how many homes of what, drawn on which captures, seen how.
-func parseHomeMeasure(cmd, unitsFlag string, homes, others int, duration time.Duration, sessions, view string) ([]int, realhome.Split, gateway.Mode, error) {
-	units, err := parseUnits(unitsFlag)
+// homeMeasure is the flag set home count and home steady share: the n to
+// measure, how many homes of what, drawn on which captures, seen how.
+type homeMeasure struct {
+	dir, units, sessions, view *string
+	homes, others              *int
+	duration                   *time.Duration
+	seed                       *uint64
+}
+
+// homeMeasureFlags registers the shared flags with each command's defaults
+// and the views it takes.
+func homeMeasureFlags(fs *flag.FlagSet, units string, homes int, sessions realhome.Split, views string) *homeMeasure {
+	return &homeMeasure{
+		dir:      fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt"),
+		units:    fs.String("units", units, "the n to measure: a range A-B or a list"),
+		homes:    fs.Int("homes", homes, "homes per n"),
+		others:   fs.Int("others", 3, "other device types in each home"),
+		duration: fs.Duration("duration", 100*time.Second, "each home's length"),
+		sessions: fs.String("sessions", string(sessions), "captures the homes draw on: all, early or late"),
+		view:     fs.String("view", "napt", views),
+		seed:     fs.Uint64("seed", 1, "seed of the homes"),
+	}
+}
+
+// check checks the shared flags once parsed and returns them decoded.
+func (m *homeMeasure) check(cmd string) ([]int, realhome.Split, gateway.Mode, error) {
+	units, err := parseUnits(*m.units)
 	if err != nil {
 		return nil, "", "", cli.Usagef("%s: --units: %v", cmd, err)
 	}
-	if homes < 1 || others < 0 || duration <= 0 {
+	if *m.homes < 1 || *m.others < 0 || *m.duration <= 0 {
 		return nil, "", "", cli.Usagef("%s: --homes from 1, --others from 0 and a positive --duration", cmd)
 	}
-	split, err := realhome.ParseSplit(sessions)
+	split, err := realhome.ParseSplit(*m.sessions)
 	if err != nil {
 		return nil, "", "", cli.Usagef("%s: --sessions: %v", cmd, err)
 	}
 	var mode gateway.Mode
-	if view != "lan" {
-		if mode, err = gateway.ParseMode(view); err != nil {
+	if *m.view != "lan" {
+		if mode, err = gateway.ParseMode(*m.view); err != nil {
 			return nil, "", "", cli.Usagef("%s: --view: %v (or lan)", cmd, err)
 		}
 	}

@@ -55,25 +55,18 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"units split over the two; the sequence-profile count is the sum of the two types'). The\n"+
 			"error is |estimate - n| / n; the most units active at one time (between their first and\n"+
 			"last packet) is shown beside it, as short captures overlap only in part.")
-	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
+	hm := homeMeasureFlags(fs, "1-5", 5, realhome.LateSessions, "lan, napt or vpn")
 	device := fs.String("device", "", "device folder (type) to count")
 	also := fs.String("also", "", "the other folder of an identical pair, whose units count as --device's")
-	unitsFlag := fs.String("units", "1-5", "the n to measure: a range A-B or a list")
-	homes := fs.Int("homes", 5, "homes per n")
-	others := fs.Int("others", 3, "other device types in each home")
-	duration := fs.Duration("duration", 100*time.Second, "each home's length")
-	sessions := fs.String("sessions", string(realhome.LateSessions), "captures the homes draw on: all, early or late")
 	learn := fs.String("learn", string(realhome.EarlySessions), "captures the heartbeats are learned from: all, early or late")
-	view := fs.String("view", "napt", "lan, napt or vpn")
 	spModel := fs.String("sp-model", "", "model from `homemole sp train` whose counter to measure beside the heartbeats")
-	seed := fs.Uint64("seed", 1, "seed of the homes")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *dir == "" || *device == "" {
+	if *hm.dir == "" || *device == "" {
 		return cli.Usagef("home count needs --from-dir DIR and --device TYPE")
 	}
-	units, split, mode, err := parseHomeMeasure("home count", *unitsFlag, *homes, *others, *duration, *sessions, *view)
+	units, split, mode, err := hm.check("home count")
 	if err != nil {
 		return err
 	}
@@ -81,7 +74,7 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	if err != nil {
 		return cli.Usagef("home count: --learn: %v", err)
 	}
-	devs, err := realhome.LoadDevices(*dir)
+	devs, err := realhome.LoadDevices(*hm.dir)
 	if err != nil {
 		return fmt.Errorf("home count: --from-dir: %w", err)
 	}
@@ -96,7 +89,7 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 		}
 	}
 	if !found {
-		return cli.Usagef("home count: --device %s: no such device folder in %s", *device, *dir)
+		return cli.Usagef("home count: --device %s: no such device folder in %s", *device, *hm.dir)
 	}
 	var sp homecount.Counter
 	if *spModel != "" {
@@ -129,8 +122,8 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			steady = &ts
 		}
 	}
-	pts, err := homecount.Run(ctx, devs, profiles, sp, homecount.Config{Device: *device, Also: *also, Units: units, Homes: *homes,
-		Others: *others, Duration: *duration, Sessions: split, View: mode, Seed: *seed, Dir: tmp, Steady: steady})
+	pts, err := homecount.Run(ctx, devs, profiles, sp, homecount.Config{Device: *device, Also: *also, Units: units, Homes: *hm.homes,
+		Others: *hm.others, Duration: *hm.duration, Sessions: split, View: mode, Seed: *hm.seed, Dir: tmp, Steady: steady})
 	fmt.Fprintf(out, "%-3s %-16s %-28s %-28s %-28s %s\n", "n", "most at once", "heartbeat: err, exact", "sp counter: err, exact", "steady: err, exact", "combined: err, exact")
 	var sums [4]float64
 	var exacts, judged [4]int

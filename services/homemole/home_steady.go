@@ -36,30 +36,23 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 			"home's eligibility and service again from every capture but those the home drew on;\n"+
 			"a home that leaves too few of the type's captures to name it is not counted (shown\n"+
 			"as u: homes unnamed), and the error is over the homes named.")
-	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
+	hm := homeMeasureFlags(fs, "1-10", 10, realhome.AllSessions, "lan or napt")
 	device := fs.String("device", "", "count only this type (default: every eligible type)")
-	unitsFlag := fs.String("units", "1-10", "the n to measure: a range A-B or a list")
-	homes := fs.Int("homes", 10, "homes per n")
-	others := fs.Int("others", 3, "other device types in each home")
-	duration := fs.Duration("duration", 100*time.Second, "each home's length")
-	sessions := fs.String("sessions", string(realhome.AllSessions), "captures the homes draw on: all, early or late")
-	view := fs.String("view", "napt", "lan or napt")
-	seed := fs.Uint64("seed", 1, "seed of the homes")
 	heldOut := fs.Bool("held-out", false, "name the type per home from the captures the home did not draw on")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *dir == "" {
+	if *hm.dir == "" {
 		return cli.Usagef("home steady needs --from-dir DIR")
 	}
-	units, split, mode, err := parseHomeMeasure("home steady", *unitsFlag, *homes, *others, *duration, *sessions, *view)
+	units, split, mode, err := hm.check("home steady")
 	if err != nil {
 		return err
 	}
 	if mode == gateway.VPN {
 		return cli.Usagef("home steady: --view vpn: a tunnel carries every connection inside one, so there are none to count; home count measures the heartbeat and sequence-profile counters there")
 	}
-	devs, err := realhome.LoadDevices(*dir)
+	devs, err := realhome.LoadDevices(*hm.dir)
 	if err != nil {
 		return fmt.Errorf("home steady: --from-dir: %w", err)
 	}
@@ -89,7 +82,7 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 		}
 	}
 	if !found {
-		return cli.Usagef("home steady: --device %s: no such device folder in %s", *device, *dir)
+		return cli.Usagef("home steady: --device %s: no such device folder in %s", *device, *hm.dir)
 	}
 	if len(counted) == 0 {
 		fmt.Fprintf(out, "no eligible type to count\n")
@@ -105,7 +98,7 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	if *heldOut {
 		naming, width = "the type named per home from the captures it did not draw on (u: homes unnamed)", 11
 	}
-	fmt.Fprintf(out, "\nmean count error, %s, %d homes per n of %s with %d other devices, units from %s captures, %s:\n", *view, *homes, *duration, *others, split, naming)
+	fmt.Fprintf(out, "\nmean count error, %s, %d homes per n of %s with %d other devices, units from %s captures, %s:\n", *hm.view, *hm.homes, *hm.duration, *hm.others, split, naming)
 	head := fmt.Sprintf("%-20s", "type")
 	for _, n := range units {
 		head += fmt.Sprintf(" %*s", width, fmt.Sprintf("n=%d", n))
@@ -118,8 +111,8 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 				us = append(us, n)
 			}
 		}
-		pts, err := homecount.Run(ctx, devs, nil, nil, homecount.Config{Device: ts.Device, Units: us, Homes: *homes, Others: *others,
-			Duration: *duration, Sessions: split, View: mode, Seed: *seed, Dir: tmp, Steady: &ts, HeldOut: named})
+		pts, err := homecount.Run(ctx, devs, nil, nil, homecount.Config{Device: ts.Device, Units: us, Homes: *hm.homes, Others: *hm.others,
+			Duration: *hm.duration, Sessions: split, View: mode, Seed: *hm.seed, Dir: tmp, Steady: &ts, HeldOut: named})
 		if err != nil {
 			return fmt.Errorf("home steady: %w", err)
 		}

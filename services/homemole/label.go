@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -76,17 +75,9 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 			return cli.Usagef("label: --cipher: %v (or auto)", err)
 		}
 	}
-	var truth []int64
-	if *truthPath != "" {
-		f, err := os.Open(*truthPath)
-		if err != nil {
-			return fmt.Errorf("label: open --truth: %w", err)
-		}
-		truth, err = gateway.ReadTruth(f, *truthPath)
-		f.Close()
-		if err != nil {
-			return err
-		}
+	truth, err := readTruthFile("label", *truthPath)
+	if err != nil {
+		return err
 	}
 	dc, err := features.HomeFromCampaign(c.Homes[0])
 	if err != nil {

@@ -178,6 +178,48 @@ func linkFixturePackets(t *testing.T) (ips [][]byte, v6 []bool) {
 	return ips, v6
 }
 
+// capFrame is a frame to write and its capture info.
+type capFrame struct {
+	ci   gopacket.CaptureInfo
+	data []byte
+}
+
+// writeCapture writes frames, each whole (its captured length its length),
+// to path as a capture of link type link, pcapng with ng, else pcap, and
+// returns the file's bytes.
+func writeCapture(t *testing.T, path string, link layers.LinkType, ng bool, frames []capFrame) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	write := func(gopacket.CaptureInfo, []byte) error { return nil }
+	flush := func() error { return nil }
+	if ng {
+		w, err := pcapgo.NewNgWriter(&buf, link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write, flush = w.WritePacket, w.Flush
+	} else {
+		w := pcapgo.NewWriter(&buf)
+		if err := w.WriteFileHeader(65535, link); err != nil {
+			t.Fatal(err)
+		}
+		write = w.WritePacket
+	}
+	for i, f := range frames {
+		f.ci.CaptureLength, f.ci.Length = len(f.data), len(f.data)
+		if err := write(f.ci, f.data); err != nil {
+			t.Fatalf("write %s frame %d: %v", path, i, err)
+		}
+	}
+	if err := flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // writeLinkFixture writes the fixture's capture and returns its path and
 // how many of its frames carry IP.
 func writeLinkFixture(t *testing.T, dir string, fx linkFixture, ips [][]byte, v6 []bool) (string, int) {
@@ -187,36 +229,13 @@ func writeLinkFixture(t *testing.T, dir string, fx linkFixture, ips [][]byte, v6
 		frames = append(frames, fx.wrap(ip, v6[i]))
 	}
 	frames = append(frames, fx.nonIP...)
-	var out bytes.Buffer
-	write := func(ci gopacket.CaptureInfo, data []byte) error { return nil }
-	finish := func() error { return nil }
-	if fx.ng {
-		w, err := pcapgo.NewNgWriter(&out, layers.LinkType(fx.link))
-		if err != nil {
-			t.Fatal(err)
-		}
-		write, finish = w.WritePacket, w.Flush
-	} else {
-		w := pcapgo.NewWriter(&out)
-		if err := w.WriteFileHeader(65535, layers.LinkType(fx.link)); err != nil {
-			t.Fatal(err)
-		}
-		write = w.WritePacket
-	}
 	start := time.Unix(1_700_000_000, 250_000_000)
+	var capFrames []capFrame
 	for i, f := range frames {
-		ci := gopacket.CaptureInfo{Timestamp: start.Add(time.Duration(i) * 1500 * time.Microsecond), CaptureLength: len(f), Length: len(f)}
-		if err := write(ci, f); err != nil {
-			t.Fatalf("write %s: %v", fx.name, err)
-		}
-	}
-	if err := finish(); err != nil {
-		t.Fatal(err)
+		capFrames = append(capFrames, capFrame{gopacket.CaptureInfo{Timestamp: start.Add(time.Duration(i) * 1500 * time.Microsecond)}, f})
 	}
 	path := filepath.Join(dir, fx.name+map[bool]string{false: ".pcap", true: ".pcapng"}[fx.ng])
-	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeCapture(t, path, layers.LinkType(fx.link), fx.ng, capFrames)
 	return path, len(ips)
 }
 

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -130,6 +131,39 @@ func newFlags(name, synopsis, about string) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// newStoreFlags makes the flag set of a command that reaches NATS and S3:
+// newFlags' with the endpoint flags (--home, --nats, --s3, ...), whose
+// defaults come from the environment; the flags fill the returned config.
+func newStoreFlags(name, synopsis, about string) (*flag.FlagSet, *endpoints.Config) {
+	ep := endpoints.FromEnv()
+	fs := newFlags(name, synopsis, about)
+	ep.Register(fs)
+	return fs, &ep
+}
+
+// runSubcommand runs the subcommand args[0] names with the rest of args;
+// none, or one not in subs, is a usage error saying usage.
+func runSubcommand(ctx context.Context, log *slog.Logger, out io.Writer, args []string, subs map[string]runFunc, usage string) error {
+	if len(args) > 0 {
+		if run, ok := subs[args[0]]; ok {
+			return run(ctx, log, out, args[1:])
+		}
+	}
+	return cli.Usagef("%s", usage)
+}
+
+// sharedSubcommands serves several subcommands with one run, which is told
+// which of them ran: those that share their flags and store.
+func sharedSubcommands(run func(ctx context.Context, log *slog.Logger, out io.Writer, sub string, args []string) error, names ...string) map[string]runFunc {
+	subs := make(map[string]runFunc, len(names))
+	for _, sub := range names {
+		subs[sub] = func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+			return run(ctx, log, out, sub, args)
+		}
+	}
+	return subs
 }
 
 // parse parses flags and refuses stray arguments.

@@ -25,15 +25,13 @@ import (
 )
 
 func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("build", "(--campaign FILE | --from-dir DIR) --dataset NAME [--version V] [--kind ind|noise] [--window N]",
+	fs, ep := newStoreFlags("build", "(--campaign FILE | --from-dir DIR) --dataset NAME [--version V] [--kind ind|noise] [--window N]",
 		"Publishes every capture of the campaign's homes, labels the LAN packets from each home's\n"+
 			"inventory, cuts traffic windows and writes them with a manifest to S3 under\n"+
 			"datasets/NAME/V/. Datasets are immutable: a version is built once.\n\n"+
 			"--from-dir takes a folder laid out like the IoT Sentinel captures: one folder per\n"+
 			"device holding its captures and its MAC in _iotdevice-mac.txt; each folder becomes a\n"+
 			"home, and the rest of its traffic is background.")
-	ep.Register(fs)
 	file := fs.String("campaign", "", "campaign file (YAML): homes, taps, inventories")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout) instead of a campaign file")
 	view := viewFlags(fs)
@@ -88,7 +86,7 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if ep.Retention, err = retention(c.Retention); err != nil {
 		return cli.Usagef("%v", err)
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-build", log)
+	env, err := endpoints.Open(ctx, *ep, "homemole-build", log)
 	if err != nil {
 		return err
 	}
@@ -215,36 +213,31 @@ func vpnProtoFlag(fs *flag.FlagSet, v *vantage) {
 }
 
 func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	if len(args) > 0 && args[0] == "build" {
-		return runBuild(ctx, log, out, args[1:])
-	}
-	if len(args) > 0 && args[0] == "export" {
-		return runDatasetExport(ctx, log, out, args[1:])
-	}
-	if len(args) > 0 && args[0] == "to-pcap" {
-		return runDatasetToPcap(ctx, log, out, args[1:])
-	}
-	if len(args) == 0 || (args[0] != "ls" && args[0] != "verify" && args[0] != "assemble" && args[0] != "inspect") {
-		return cli.Usagef("dataset needs a subcommand: build ... | ls | inspect, verify or assemble --dataset NAME --version V | export or to-pcap --dataset NAME --out FILE ...")
-	}
-	ep := endpoints.FromEnv()
-	fs := newFlags("dataset "+args[0], "[--dataset NAME --version V]",
+	subs := sharedSubcommands(runDatasetStore, "ls", "inspect", "verify", "assemble")
+	subs["build"], subs["export"], subs["to-pcap"] = runBuild, runDatasetExport, runDatasetToPcap
+	return runSubcommand(ctx, log, out, args, subs,
+		"dataset needs a subcommand: build ... | ls | inspect, verify or assemble --dataset NAME --version V | export or to-pcap --dataset NAME --out FILE ...")
+}
+
+// runDatasetStore is dataset ls, inspect, verify and assemble: they read
+// the store alone, with one flag set.
+func runDatasetStore(ctx context.Context, log *slog.Logger, out io.Writer, sub string, args []string) error {
+	fs, ep := newStoreFlags("dataset "+sub, "[--dataset NAME --version V]",
 		"ls lists the dataset versions in the store; inspect shows windows per device and\n"+
 			"view and the label mix; verify re-reads every object of a\n"+
 			"version and checks its size, SHA-256 and window count against the manifest;\n"+
 			"assemble writes the manifest of a version that separate windower workers built.")
-	ep.Register(fs)
 	name := fs.String("dataset", "", "dataset name (verify)")
 	version := fs.String("version", "v1", "dataset version (verify)")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
-	env, err := endpoints.OpenStore(ctx, ep, log)
+	env, err := endpoints.OpenStore(ctx, *ep, log)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	if args[0] == "ls" {
+	if sub == "ls" {
 		names, err := dataset.List(ctx, env.Store)
 		if err != nil {
 			return err
@@ -255,9 +248,9 @@ func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return nil
 	}
 	if *name == "" {
-		return cli.Usagef("dataset %s needs --dataset NAME", args[0])
+		return cli.Usagef("dataset %s needs --dataset NAME", sub)
 	}
-	if args[0] == "inspect" {
+	if sub == "inspect" {
 		m, err := dataset.Load(ctx, env.Store, *name, *version)
 		if err != nil {
 			return err
@@ -268,7 +261,7 @@ func runDataset(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		}
 		return in.Print(out, m)
 	}
-	if args[0] == "assemble" {
+	if sub == "assemble" {
 		spec, err := window.LoadSpec(ctx, env.Store, *name, *version)
 		if err != nil {
 			return err

@@ -18,15 +18,13 @@ import (
 )
 
 func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("predict", "--model RUN --in CAPTURE [--json OUT] [--wan]",
+	fs, ep := newStoreFlags("predict", "--model RUN --in CAPTURE [--json OUT] [--wan]",
 		"Labels every packet of a capture with a stored model (models/RUN/, written by\n"+
 			"homemole train, cv or experiment --save RUN) and says which devices it saw: on a LAN\n"+
 			"capture, per home-side MAC the device most of its packets were labeled as; on a\n"+
 			"capture taken beyond the gateway (--wan: NAPT or VPN), for the capture as a whole.\n"+
 			"The gateway (--gateway-mac, else inferred) is reported apart, never as a device; a host\n"+
 			"unlike every trained device is \"unknown\" when the model has a calibrated threshold.")
-	ep.Register(fs)
 	run := fs.String("model", "", "run name of the stored model")
 	in := fs.String("in", "", "capture file (pcap or pcapng, optionally gzipped)")
 	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
@@ -54,7 +52,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 			return err
 		}
 	}
-	env, err := endpoints.OpenStore(ctx, ep, log)
+	env, err := endpoints.OpenStore(ctx, *ep, log)
 	if err != nil {
 		return err
 	}

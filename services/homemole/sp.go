@@ -22,19 +22,12 @@ import (
 )
 
 func runSP(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "train":
-			return runSPTrain(ctx, log, out, args[1:])
-		case "eval":
-			return runSPEval(ctx, log, out, args[1:])
-		case "show":
-			return runSPShow(out, args[1:])
-		case "interactions":
-			return runSPInteractions(ctx, log, out, args[1:])
-		}
-	}
-	return cli.Usagef("sp needs a subcommand: train --dir DIR --out MODEL | eval --dir DIR --json OUT | show --model MODEL | interactions [--generated-home N]")
+	return runSubcommand(ctx, log, out, args, map[string]runFunc{
+		"train":        runSPTrain,
+		"eval":         runSPEval,
+		"show":         runSPShow,
+		"interactions": runSPInteractions,
+	}, "sp needs a subcommand: train --dir DIR --out MODEL | eval --dir DIR --json OUT | show --model MODEL | interactions [--generated-home N]")
 }
 
 const spAbout = "Learns Ma et al.'s sequence profiles (seeds/003) and their CNNs from a folder laid\n" +
@@ -223,7 +216,7 @@ func runSPEval(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	return nil
 }
 
-func runSPShow(out io.Writer, args []string) error {
+func runSPShow(_ context.Context, _ *slog.Logger, out io.Writer, args []string) error {
 	fs := newFlags("sp show", "--model MODEL", "Prints each device type's sequence profiles: N(S), V(S) and the packet\n"+
 		"vectors, * for a field abstracted to Any.")
 	path := fs.String("model", "", "model file from `homemole sp train`")

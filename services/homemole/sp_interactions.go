@@ -56,15 +56,11 @@ func runSPInteractions(ctx context.Context, log *slog.Logger, out io.Writer, arg
 	if *sessions < 1 || *minutes < 1 || !(*share > 0 && *share < 1) || *tol <= 0 {
 		return cli.Usagef("sp interactions: want --generated-home and --session-minutes 1 or more, --train-share in (0, 1), --tolerance above 0")
 	}
-	tmp, err := os.MkdirTemp("", "homemole-sp-interactions-")
+	h, cleanup, err := generateHome("sp interactions", *seed, *sessions, *minutes)
 	if err != nil {
-		return fmt.Errorf("sp interactions: %w", err)
+		return err
 	}
-	defer os.RemoveAll(tmp)
-	h, err := homegen.Generate(homegen.Config{Seed: *seed, Sessions: *sessions, SessionDuration: time.Duration(*minutes) * time.Minute}, tmp)
-	if err != nil {
-		return fmt.Errorf("sp interactions: generate the home: %w", err)
-	}
+	defer cleanup()
 	const device = "smart-plug"
 	var actions []int64
 	for _, a := range h.Interactions {
@@ -126,4 +122,20 @@ func runSPInteractions(ctx context.Context, log *slog.Logger, out io.Writer, arg
 		}
 	}
 	return nil
+}
+
+// generateHome generates a home of sessions captures of minutes each into
+// a temporary folder, for the commands that study one (--generated-home);
+// cleanup removes the folder once its captures are read.
+func generateHome(cmd string, seed uint64, sessions, minutes int) (h *homegen.Home, cleanup func(), err error) {
+	tmp, err := os.MkdirTemp("", "homemole-generated-home-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	h, err = homegen.Generate(homegen.Config{Seed: seed, Sessions: sessions, SessionDuration: time.Duration(minutes) * time.Minute}, tmp)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, fmt.Errorf("%s: generate the home: %w", cmd, err)
+	}
+	return h, func() { os.RemoveAll(tmp) }, nil
 }

@@ -5,9 +5,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -16,20 +13,8 @@ import (
 // must be found with precision and recall of at least 0.95 in the home's
 // whole LAN stream.
 func TestSPInteractions(t *testing.T) {
-	js := filepath.Join(t.TempDir(), "score.json")
-	var out bytes.Buffer
-	if err := commands()["sp"].run(context.Background(), quiet(), &out, []string{"interactions", "--json", js}); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	t.Logf("%s", out.String())
-	b, err := os.ReadFile(js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rep interactionReport
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	commandJSON(t, "sp", &rep, "interactions")
 	if rep.Score.Actions < 20 || rep.Precision < 0.95 || rep.Recall < 0.95 {
 		t.Errorf("%d held-out switchings, precision %.3f, recall %.3f: want 20 or more, both >= 0.95", rep.Score.Actions, rep.Precision, rep.Recall)
 	}

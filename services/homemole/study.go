@@ -21,13 +21,11 @@ import (
 )
 
 func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("study", "--from-dir DIR [--windows 20,40,100] [--view lan|napt|vpn] [--model rf|lstm|blstm] [--folds K] --out DIR",
+	fs, ep := newStoreFlags("study", "--from-dir DIR [--windows 20,40,100] [--view lan|napt|vpn] [--model rf|lstm|blstm] [--folds K] --out DIR",
 		"The window-size study of the HomeMole paper's Figure 8: builds a dataset per window\n"+
 			"size from a folder of device folders (IoT Sentinel layout), cross-validates the model\n"+
 			"on each (grouped folds), and writes study.json and study.html (accuracy and session\n"+
 			"accuracy over window sizes) to --out.")
-	ep.Register(fs)
 	dir := fs.String("from-dir", "", "folder of device folders")
 	windows := fs.String("windows", "20,40,100", "window sizes, comma-separated")
 	view := viewFlags(fs)
@@ -57,7 +55,7 @@ func runStudy(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
-	env, err := endpoints.Open(ctx, ep, "homemole-study", log)
+	env, err := endpoints.Open(ctx, *ep, "homemole-study", log)
 	if err != nil {
 		return err
 	}

@@ -10,13 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/homemole/homemole/pipeline/defensestudy"
 	"github.com/homemole/homemole/pipeline/forest"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/gateway/defense"
-	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -159,15 +157,11 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 		cfg.Devices = strings.Split(*devices, ",")
 	}
 	if *genSessions > 0 {
-		tmp, err := os.MkdirTemp("", "homemole-study-defenses-")
+		h, cleanup, err := generateHome("study defenses", *seed, *genSessions, *genMinutes)
 		if err != nil {
-			return fmt.Errorf("study defenses: %w", err)
+			return err
 		}
-		defer os.RemoveAll(tmp)
-		h, err := homegen.Generate(homegen.Config{Seed: *seed, Sessions: *genSessions, SessionDuration: time.Duration(*genMinutes) * time.Minute}, tmp)
-		if err != nil {
-			return fmt.Errorf("study defenses: generate the home: %w", err)
-		}
+		defer cleanup()
 		if cfg.Homes, err = defensestudy.GeneratedHome(h); err != nil {
 			return err
 		}

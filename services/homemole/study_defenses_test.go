@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -23,26 +22,12 @@ func TestStudyDefensesCommand(t *testing.T) {
 	if _, err := os.Stat(sentinelDir); err != nil {
 		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
 	}
-	js := filepath.Join(t.TempDir(), "rows.json")
 	html := filepath.Join(t.TempDir(), "report.html")
-	var out bytes.Buffer
-	study := commands()["study"].run
-	err := study(context.Background(), quiet(), &out, []string{"defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge",
-		"--max-files", "3", "--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--json", js, "--report", html})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s", out.String())
-	b, err := os.ReadFile(js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got struct {
 		Rows []map[string]any `json:"rows"`
 	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
+	js, b := commandJSON(t, "study", &got, sentinelDefenses("--trees", "10", "--defenses", "none,pad:mtu,cbr:20", "--report", html)...)
+	study := commands()["study"].run
 	if len(got.Rows) != 3 {
 		t.Fatalf("%d rows, want 3: %s", len(got.Rows), b)
 	}
@@ -108,30 +93,32 @@ func TestStudyAttackNames(t *testing.T) {
 // TestStudyDefensesGeneratedHome runs the study on a generated home: one
 // row per defence, every device of the home judged in every session.
 func TestStudyDefensesGeneratedHome(t *testing.T) {
-	js := filepath.Join(t.TempDir(), "rows.json")
-	var out bytes.Buffer
-	err := commands()["study"].run(context.Background(), quiet(), &out, []string{"defenses", "--generated-home", "3", "--session-minutes", "5",
-		"--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu+cbr:20", "--json", js})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s", out.String())
-	b, err := os.ReadFile(js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got struct {
-		Rows []struct {
-			Defense         string  `json:"defense"`
-			SessionAccuracy float64 `json:"session_accuracy"`
-			KBps            float64 `json:"kbps_per_home"`
-			Sessions        int     `json:"sessions"`
-		} `json:"rows"`
-	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
+	var got defenseRows
+	_, b := commandJSON(t, "study", &got, "defenses", "--generated-home", "3", "--session-minutes", "5",
+		"--folds", "3", "--trees", "10", "--defenses", "none,pad:mtu+cbr:20")
 	if len(got.Rows) != 2 || got.Rows[0].Sessions < 6 || got.Rows[1].KBps <= 0 {
 		t.Fatalf("want 2 rows of 6 sessions or more, the defended one costing KB/s: %s", b)
 	}
+}
+
+// sentinelDefenses is a study defenses command line on three IoT Sentinel
+// devices, three captures each, in three folds: small enough for a test,
+// and every device in every fold; args follow.
+func sentinelDefenses(args ...string) []string {
+	return append([]string{"defenses", "--from-dir", sentinelDir, "--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3"}, args...)
+}
+
+// defenseRows is what study defenses --json writes, its names spelled out
+// here, as a script reading the file would spell them.
+type defenseRows struct {
+	Rows []struct {
+		Defense           string  `json:"defense"`
+		Attack            string  `json:"attack"`
+		SessionAccuracy   float64 `json:"session_accuracy"`
+		PerPacketAccuracy float64 `json:"per_packet_accuracy"`
+		DetectionF1       float64 `json:"detection_f1"`
+		ByteOverhead      float64 `json:"byte_overhead"`
+		KBps              float64 `json:"kbps_per_home"`
+		Sessions          int     `json:"sessions"`
+	} `json:"rows"`
 }

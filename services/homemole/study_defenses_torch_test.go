@@ -3,11 +3,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/homemole/homemole/internal/sentineldata"
@@ -19,31 +14,9 @@ import (
 // shares, and undefended it must beat always guessing one device (1/3).
 func TestStudyDefensesBLSTM(t *testing.T) {
 	sentineldata.Need(t)
-	js := filepath.Join(t.TempDir(), "rows.json")
-	var out bytes.Buffer
-	err := commands()["study"].run(context.Background(), quiet(), &out, []string{"defenses", "--from-dir", sentinelDir,
-		"--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3", "--trees", "10", "--epochs", "4",
-		"--attacks", "rf,blstm", "--defenses", "none,pad:mtu+cbr:20", "--json", js})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	t.Logf("%s", out.String())
-	b, err := os.ReadFile(js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got struct {
-		Rows []struct {
-			Defense         string  `json:"defense"`
-			Attack          string  `json:"attack"`
-			SessionAccuracy float64 `json:"session_accuracy"`
-			ByteOverhead    float64 `json:"byte_overhead"`
-			Sessions        int     `json:"sessions"`
-		} `json:"rows"`
-	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
+	var got defenseRows
+	_, b := commandJSON(t, "study", &got, sentinelDefenses("--trees", "10", "--epochs", "4",
+		"--attacks", "rf,blstm", "--defenses", "none,pad:mtu+cbr:20")...)
 	want := [][2]string{{"none", "rf"}, {"none", "blstm"}, {"pad:mtu+cbr:20", "rf"}, {"pad:mtu+cbr:20", "blstm"}}
 	if len(got.Rows) != len(want) {
 		t.Fatalf("%d rows, want %d: %s", len(got.Rows), len(want), b)
@@ -69,33 +42,9 @@ func TestStudyDefensesBLSTM(t *testing.T) {
 // always guessing one device (1/3) in sessions and in detection F1.
 func TestStudyDefensesSP(t *testing.T) {
 	sentineldata.Need(t)
-	js := filepath.Join(t.TempDir(), "rows.json")
-	var out bytes.Buffer
-	err := commands()["study"].run(context.Background(), quiet(), &out, []string{"defenses", "--from-dir", sentinelDir,
-		"--devices", "Aria,D-LinkCam,HueBridge", "--max-files", "3", "--folds", "3", "--threads", "1", "--sp-epochs", "4",
-		"--attacks", "sp", "--defenses", "none,pad:mtu", "--json", js})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	t.Logf("%s", out.String())
-	b, err := os.ReadFile(js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got struct {
-		Rows []struct {
-			Defense           string  `json:"defense"`
-			Attack            string  `json:"attack"`
-			SessionAccuracy   float64 `json:"session_accuracy"`
-			PerPacketAccuracy float64 `json:"per_packet_accuracy"`
-			DetectionF1       float64 `json:"detection_f1"`
-			ByteOverhead      float64 `json:"byte_overhead"`
-			Sessions          int     `json:"sessions"`
-		} `json:"rows"`
-	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
+	var got defenseRows
+	_, b := commandJSON(t, "study", &got, sentinelDefenses("--threads", "1", "--sp-epochs", "4",
+		"--attacks", "sp", "--defenses", "none,pad:mtu")...)
 	if len(got.Rows) != 2 {
 		t.Fatalf("%d rows, want 2: %s", len(got.Rows), b)
 	}

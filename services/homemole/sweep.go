@@ -23,8 +23,7 @@ import (
 )
 
 func runSweep(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("sweep", "--spec sweep.yaml (--out DIR [--parallel N] | --task-index I | --gather --out DIR | --emit-k8s DIR [--gpu])",
+	fs, ep := newStoreFlags("sweep", "--spec sweep.yaml (--out DIR [--parallel N] | --task-index I | --gather --out DIR | --emit-k8s DIR [--gpu])",
 		"Runs a grid of experiments: every configuration of the spec (models x views x windows x\n"+
 			"kinds x seeds x model flags) cross-validated, as (configuration, fold) tasks. Each\n"+
 			"task's result is stored under sweeps/HASH/fold-F.json (HASH: the configuration's\n"+
@@ -38,7 +37,6 @@ func runSweep(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 			"On a cluster, --emit-k8s DIR writes a kustomize overlay with one Indexed Job whose\n"+
 			"pod I runs --task-index I; --gather then writes sweep.json and sweep.html from the\n"+
 			"stored results, and fails naming the tasks not done yet.")
-	ep.Register(fs)
 	specFile := fs.String("spec", "", "sweep spec (YAML)")
 	outDir := fs.String("out", "", "folder for sweep.json and sweep.html")
 	parallel := fs.Int("parallel", 1, "tasks trained at once (they share the cores); with --emit-k8s, pods at once")
@@ -95,7 +93,7 @@ func runSweep(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 			return endpoints.Open(ctx, c, "homemole-sweep", log)
 		}
 	}
-	env, err := open(ctx, ep, log)
+	env, err := open(ctx, *ep, log)
 	if err != nil {
 		return err
 	}

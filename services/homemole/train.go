@@ -18,12 +18,10 @@ import (
 )
 
 func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	ep := endpoints.FromEnv()
-	fs := newFlags("train", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--epochs N] [--run NAME]",
+	fs, ep := newStoreFlags("train", "--dataset NAME [--version V] [--model rf|lstm|blstm] [--epochs N] [--run NAME]",
 		"Trains the HomeMole model on a dataset version, holding out a share of the capture\n"+
 			"sessions, labels every held-out packet and writes models/RUN/model.ckpt and\n"+
 			"reports/RUN/report.{json,html}.")
-	ep.Register(fs)
 	name := fs.String("dataset", "", "dataset name")
 	version := fs.String("version", "v1", "dataset version")
 	run := fs.String("run", "", "run name (default: dataset-model-time)")
@@ -39,7 +37,7 @@ func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if err := modelflag.UseDevice(log, spec.Learn.Device); err != nil {
 		return err
 	}
-	env, err := endpoints.OpenStore(ctx, ep, log)
+	env, err := endpoints.OpenStore(ctx, *ep, log)
 	if err != nil {
 		return err
 	}
