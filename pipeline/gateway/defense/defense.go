@@ -23,6 +23,11 @@ type Packet struct {
 	LAN   int64
 	// sent is when the packet left without the defence.
 	sent int64
+	// inner is the flow of the LAN packet a tunnel packet carries (set by
+	// WANView under the VPN): shaping keeps a reply behind its request in
+	// that flow, which the tunnel's own addresses cannot tell.
+	inner    flowKey
+	hasInner bool
 }
 
 // Dummy reports whether the defence made the packet.
@@ -247,8 +252,10 @@ type flowKey struct {
 	aPort, bPt uint16
 }
 
-func keyOf(frame []byte) flowKey {
-	h, err := gateway.ParseHeader(features.LinkTypeEthernet, frame)
+func keyOf(frame []byte) flowKey { return keyOfLink(features.LinkTypeEthernet, frame) }
+
+func keyOfLink(lt features.LinkType, frame []byte) flowKey {
+	h, err := gateway.ParseHeader(lt, frame)
 	if err != nil {
 		return flowKey{}
 	}
@@ -257,6 +264,16 @@ func keyOf(frame []byte) flowKey {
 		k.a, k.b, k.aPort, k.bPt = k.b, k.a, k.bPt, k.aPort
 	}
 	return k
+}
+
+// flowOf is the flow whose order shaping keeps: the carried LAN packet's
+// under the VPN, the WAN packet's own otherwise (a tunnel's cover traffic
+// is one flow).
+func flowOf(p Packet) flowKey {
+	if p.hasInner {
+		return p.inner
+	}
+	return keyOf(p.Frame)
 }
 
 // bursts splits packets into their flows' bursts: runs of a flow's
@@ -373,7 +390,8 @@ func (d *defender) shape(pkts []Packet, rate float64) ([]Packet, error) {
 	}
 	iv := 1e9 / rate
 	// queue[dir] holds the indices of dir's packets in order (1 is
-	// upstream); after[i] is the packet before i in its flow, or -1.
+	// upstream); after[i] is the packet before i in its flow (flowOf), or
+	// -1.
 	var queue [2][]int
 	after := make([]int, len(pkts))
 	lastOf := map[flowKey]int{}
@@ -386,7 +404,7 @@ func (d *defender) shape(pkts []Packet, rate float64) ([]Packet, error) {
 		if tmpl[dir] == nil {
 			tmpl[dir] = &pkts[i]
 		}
-		k := keyOf(pkts[i].Frame)
+		k := flowOf(pkts[i])
 		if j, ok := lastOf[k]; ok {
 			after[i] = j
 		} else {

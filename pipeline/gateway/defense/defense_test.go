@@ -152,7 +152,8 @@ func TestHandmadeCosts(t *testing.T) {
 
 // keepsReal checks that out holds every real packet of in once, none
 // earlier than it left undefended and none before an earlier packet of its
-// flow (keyOf; a tunnel is one flow), with out in time order; it returns
+// flow (flowOf: under the VPN the carried LAN packet's), with out in time
+// order; it returns
 // the real packets of out in the order of in. Packets of two flows may
 // trade places: a shaper per direction lets a reply wait behind its
 // direction's queue while the other direction sends.
@@ -178,7 +179,7 @@ func keepsReal(t *testing.T, in, out []Packet) []Packet {
 		k := places[0]
 		of[p.LAN] = places[1:]
 		got[k] = &out[i]
-		f := keyOf(in[k].Frame)
+		f := flowOf(in[k])
 		if j, ok := lastOf[f]; ok && j > k {
 			t.Fatalf("real packet %d (LAN packet %d) left after real packet %d of its flow, which came after it: reordered within a flow", k, p.LAN, j)
 		}
@@ -290,6 +291,11 @@ func TestKeepsEveryRealPacket(t *testing.T) {
 	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
 		in := generatedWAN(t, mode, 5)
 		other := generatedWAN(t, mode, 9)
+		for i, p := range in {
+			if p.hasInner != (mode == gateway.VPN) {
+				t.Fatalf("%s: WAN packet %d knows its LAN packet's flow: %v", mode, i, p.hasInner)
+			}
+		}
 		for _, text := range []string{"pad:128", "pad:mtu", "cbr:20", "stp:30", "mimic:other", "vpn-pad", "pad:mtu+cbr:50+stp:10"} {
 			if text == "vpn-pad" && mode != gateway.VPN {
 				continue

@@ -25,6 +25,10 @@ import (
 // packets, each with the LAN packet it came from, in WAN time order.
 func WANView(ctx context.Context, src capture.Source, home features.HomeConfig, cfg gateway.Config) ([]Packet, gateway.Stats, error) {
 	var wan, truth bytes.Buffer
+	flows := &flowRecorder{Source: src, flows: map[int64]flowKey{}}
+	if cfg.Mode == gateway.VPN {
+		src = flows
+	}
 	st, err := gateway.Emulate(ctx, src, home, cfg, &wan, &truth)
 	if err != nil {
 		return nil, st, err
@@ -49,12 +53,29 @@ func WANView(ctx context.Context, src capture.Source, home features.HomeConfig, 
 		if i >= len(lan) {
 			return nil, st, fmt.Errorf("the emulated WAN view has more packets than its ground truth (%d)", len(lan))
 		}
-		pkts = append(pkts, Packet{TS: ci.Timestamp.UnixNano(), Frame: bytes.Clone(data), Wire: ci.Length, LAN: lan[i]})
+		p := Packet{TS: ci.Timestamp.UnixNano(), Frame: bytes.Clone(data), Wire: ci.Length, LAN: lan[i]}
+		p.inner, p.hasInner = flows.flows[p.LAN]
+		pkts = append(pkts, p)
 	}
 	if len(pkts) != len(lan) {
 		return nil, st, fmt.Errorf("the emulated WAN view has %d packets, its ground truth %d", len(pkts), len(lan))
 	}
 	return pkts, st, nil
+}
+
+// flowRecorder notes the flow of every LAN packet it passes on, by its
+// place in the capture (the LAN index of the emulator's truth).
+type flowRecorder struct {
+	capture.Source
+	flows map[int64]flowKey
+}
+
+func (r *flowRecorder) Next() (capture.Frame, error) {
+	f, err := r.Source.Next()
+	if err == nil {
+		r.flows[int64(f.Offset)] = keyOfLink(f.LinkType, f.Data)
+	}
+	return f, err
 }
 
 // Write writes packets as a WAN capture (Ethernet pcap, nanosecond
