@@ -99,15 +99,7 @@ func (m *Model) indexStreams(ctx context.Context, src Source, n int) (*streamInd
 	if err != nil {
 		return nil, fmt.Errorf("learn: second pass over the training windows: %w", err)
 	}
-	slices.SortFunc(x.ids, func(a, b idSlot) int {
-		switch {
-		case a.hash < b.hash:
-			return -1
-		case a.hash > b.hash:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(x.ids, func(a, b idSlot) int { return cmp.Compare(a.hash, b.hash) })
 	for k := 1; k < len(x.ids); k++ {
 		if x.ids[k].hash == x.ids[k-1].hash {
 			return nil, errors.New("learn: second pass over the training windows: a window ID read twice in one pass")
@@ -144,15 +136,7 @@ func (m *Model) indexStreams(ctx context.Context, src Source, n int) (*streamInd
 // window finds a window's index by its ID.
 func (x *streamIndex) window(id string) (int, bool) {
 	h := maphash.String(x.seed, id)
-	k, ok := slices.BinarySearchFunc(x.ids, h, func(s idSlot, h uint64) int {
-		switch {
-		case s.hash < h:
-			return -1
-		case s.hash > h:
-			return 1
-		}
-		return 0
-	})
+	k, ok := slices.BinarySearchFunc(x.ids, h, func(s idSlot, h uint64) int { return cmp.Compare(s.hash, h) })
 	if !ok {
 		return 0, false
 	}
