@@ -183,16 +183,18 @@ func (j *Job) stream(ctx context.Context, m *dataset.Manifest, keep func(string)
 }
 
 // goSlack is what a streaming trainer's Go heap may hold beyond the
-// budget's windows: the stream index (an ID and the kinds of packet of
-// each training window), decoding buffers, the store client, and room for
-// the collector to work in without running back to back.
+// windows and the stream index the budget counts: decoding buffers, the
+// store client, and room for the collector to work in without running
+// back to back.
 const goSlack = 32 << 20
 
-// nativeReserve is what libtorch and glibc add to a streaming trainer's
-// resident set beyond its runtime baseline (libtorch loaded and a few
-// steps of the model taken): batches of other sizes than the first
-// steps', the evaluation's inference, arenas. Measured with
-// TestStreamTrainingStaysInBudget: 13 MiB.
+// nativeReserve is what libtorch and glibc may add to a streaming
+// trainer's resident set beyond its runtime baseline (libtorch loaded and
+// a few steps of the model taken): batches of other sizes than the first
+// steps', the evaluation's inference, glibc's arenas. An estimate from a
+// run under 8 MiB (about 13 MiB beyond the Go heap); the 256 MiB run of
+// TestStreamTrainingStaysInBudget went 70 MiB over its budget, native
+// memory this does not cover (README "Streaming training").
 const nativeReserve = 24 << 20
 
 // goMemory is the memory the Go runtime holds from the OS now, as its
