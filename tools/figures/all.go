@@ -83,8 +83,13 @@ func slowRunners(r *reruns) []runner {
 	var rs []runner
 	for _, view := range []string{"lan", "napt"} {
 		for _, model := range []string{"rf", "lstm", "blstm"} {
-			rs = append(rs, cvRunners(r, view, model)...)
+			rs = append(rs, cvRunners(r, view, model, "")...)
 		}
+	}
+	// What stepping two copies' batches at once does to accuracy, beside
+	// one thread with the same seed (README "Both cores").
+	for _, threads := range []string{"threads1", "data2"} {
+		rs = append(rs, cvRunners(r, "lan", "blstm", threads)...)
 	}
 	rs = append(rs, studyRunners(r)...)
 	rs = append(rs, matrixRunners(r)...)
@@ -156,14 +161,28 @@ func cvFigure(res *cvSummary, column string, withSpread bool) (string, error) {
 
 var reportRe = regexp.MustCompile(`report: (\S+)/cv\.html`)
 
-func cvRunners(r *reruns, view, model string) []runner {
+// threadArgs are the cv flags of a cvRunners variant: "" (the command's
+// default), "threads1" or "data2" (two data-parallel copies).
+var threadArgs = map[string][]string{
+	"":         nil,
+	"threads1": {"--threads", "1"},
+	"data2":    {"--threads", "2", "--thread-mode", "data"},
+}
+
+// cvRunners are one cross-validation's figures, keyed
+// cv.VIEW.MODEL[.VARIANT].COLUMN, VARIANT one of threadArgs.
+func cvRunners(r *reruns, view, model, variant string) []runner {
 	dataset := "sentinel-" + view
 	build := []string{"dataset", "build", "--from-dir", sentinelDir, "--dataset", dataset}
 	if view != "lan" {
 		build = append(build, "--view", view)
 	}
 	build = append(build, "--window", "40")
-	cv := []string{"cv", "--dataset", dataset, "--model", model, "--folds", "5"}
+	cv := append([]string{"cv", "--dataset", dataset, "--model", model, "--folds", "5"}, threadArgs[variant]...)
+	prefix := fmt.Sprintf("cv.%s.%s.", view, model)
+	if variant != "" {
+		prefix += variant + "."
+	}
 	command := "go run ./services/homemole " + strings.Join(build, " ") + " && go run ./services/homemole " + strings.Join(cv, " ")
 	cols := cvColumns
 	if model != "rf" {
@@ -173,8 +192,8 @@ func cvRunners(r *reruns, view, model string) []runner {
 	}
 	var rs []runner
 	for _, col := range cols {
-		rs = append(rs, runner{key: fmt.Sprintf("cv.%s.%s.%s", view, model, col), command: command, measure: func(ctx context.Context) (string, error) {
-			v, err := r.once("cv "+view+" "+model, func() (any, error) {
+		rs = append(rs, runner{key: prefix + col, command: command, measure: func(ctx context.Context) (string, error) {
+			v, err := r.once("cv "+view+" "+model+" "+variant, func() (any, error) {
 				if err := needSentinel(); err != nil {
 					return nil, err
 				}
