@@ -267,12 +267,45 @@ func homemoleCommands(t *testing.T) []string {
 
 // homemoleSubcommands reads the words the CLI's commands take as their
 // first argument (`homemole dataset assemble`): the literals args[0] is
-// compared with in services/homemole.
+// compared with in services/homemole, and the keys of the subcommand
+// tables runSubcommand looks args[0] up in (map[string]runFunc literals,
+// sharedSubcommands' names, subs["word"] = run).
 func homemoleSubcommands(t *testing.T) []string {
 	t.Helper()
 	var out []string
+	add := func(e ast.Expr) {
+		if s, ok := stringLit(e); ok && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
 	for _, f := range parsePackage(t, "services/homemole") {
 		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.CompositeLit:
+				if mt, ok := n.Type.(*ast.MapType); ok {
+					if v, ok := mt.Value.(*ast.Ident); ok && v.Name == "runFunc" {
+						for _, el := range n.Elts {
+							if kv, ok := el.(*ast.KeyValueExpr); ok {
+								add(kv.Key)
+							}
+						}
+					}
+				}
+			case *ast.CallExpr:
+				if id, ok := n.Fun.(*ast.Ident); ok && id.Name == "sharedSubcommands" && len(n.Args) > 1 {
+					for _, a := range n.Args[1:] {
+						add(a)
+					}
+				}
+			case *ast.AssignStmt:
+				for _, l := range n.Lhs {
+					if ix, ok := l.(*ast.IndexExpr); ok {
+						if id, ok := ix.X.(*ast.Ident); ok && id.Name == "subs" {
+							add(ix.Index)
+						}
+					}
+				}
+			}
 			be, ok := n.(*ast.BinaryExpr)
 			if !ok || be.Op != token.EQL && be.Op != token.NEQ {
 				return true
