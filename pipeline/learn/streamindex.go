@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/homemole/homemole/internal/splitmix"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -169,16 +170,16 @@ func (x *streamIndex) unionInto(dst []uint16, ws []int32, seen []bool) []uint16 
 func (x *streamIndex) contextOf(i int, key uint64, seen []bool) []int32 {
 	s := x.streamOf[i]
 	ws := x.windows[x.streamAt[s]:x.streamAt[s+1]]
-	r := splitmix(key ^ uint64(i)*0x9e3779b97f4a7c15)
+	r := splitmix.Mix(key ^ uint64(i)*0x9e3779b97f4a7c15)
 	var run []uint16
 	if len(ws) == 1 || r&1 == 0 {
 		run = x.kinds[x.kindsAt[s]:x.kindsAt[s+1]]
 	} else {
 		pos, l := int(x.pos[i]), len(ws)
-		r2 := splitmix(r)
+		r2 := splitmix.Mix(r)
 		n := 1 + int(r2%uint64(l))
 		first := max(0, pos-n+1)
-		lo := first + int(splitmix(r2)%uint64(min(pos, l-n)-first+1))
+		lo := first + int(splitmix.Mix(r2)%uint64(min(pos, l-n)-first+1))
 		run = x.unionInto(nil, ws[lo:lo+n], seen)
 	}
 	out := make([]int32, len(run))
@@ -186,14 +187,6 @@ func (x *streamIndex) contextOf(i int, key uint64, seen []bool) []int32 {
 		out[k] = int32(v)
 	}
 	return out
-}
-
-// splitmix is SplitMix64's finaliser: a well-mixed word from a counter.
-func splitmix(z uint64) uint64 {
-	z += 0x9e3779b97f4a7c15
-	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-	z = (z ^ z>>27) * 0x94d049bb133111eb
-	return z ^ z>>31
 }
 
 // bytes is what the index's arrays hold.

@@ -1,5 +1,7 @@
 package window
 
+import "github.com/homemole/homemole/internal/splitmix"
+
 // CapScore ranks a window for the per-device cap: a dataset capped at k
 // keeps, for each device, the k windows of smallest score. The score depends
 // on nothing but the seed and the window's ID, which is itself
@@ -9,17 +11,10 @@ package window
 func CapScore(seed uint64, id string) uint64 {
 	// FNV-1a spreads the ID; the SplitMix64 finaliser around it makes
 	// nearby IDs (".../17", ".../18") and nearby seeds land far apart.
-	h := uint64(14695981039346656037) ^ mix64(seed)
+	h := uint64(14695981039346656037) ^ splitmix.Mix(seed)
 	for i := 0; i < len(id); i++ {
 		h ^= uint64(id[i])
 		h *= 1099511628211
 	}
-	return mix64(h ^ seed)
-}
-
-func mix64(x uint64) uint64 {
-	x += 0x9e3779b97f4a7c15
-	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
-	x = (x ^ x>>27) * 0x94d049bb133111eb
-	return x ^ x>>31
+	return splitmix.Mix(h ^ seed)
 }
