@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -42,11 +43,14 @@ type childResult struct {
 	// glibc's arenas grow over the first twenty or so (measured: 215 MiB
 	// after one step, 235 after twenty, 237 after thirty), whatever the
 	// data.
-	BaselineHWM int64   `json:"baseline_hwm"`
-	ModelBytes  int64   `json:"model_bytes"` // weights, gradients and Adam's two moments
-	PeakHWM     int64   `json:"peak_hwm"`
-	Accuracy    float64 `json:"accuracy"`
-	TrainN      int     `json:"train_windows"`
+	BaselineHWM int64 `json:"baseline_hwm"`
+	ModelBytes  int64 `json:"model_bytes"` // weights, gradients and Adam's two moments
+	PeakHWM     int64 `json:"peak_hwm"`
+	// Peak is the largest resident set sampled (every 50 ms) with the Go
+	// runtime's share of it and the job's last log message before it.
+	Peak     proctest.Peak `json:"peak"`
+	Accuracy float64       `json:"accuracy"`
+	TrainN   int           `json:"train_windows"`
 }
 
 // warmUpSteps is how many training steps the baseline is measured after.
@@ -117,10 +121,15 @@ func TestStreamChild(t *testing.T) {
 		t.Skipf("cannot reset the peak RSS (/proc/self/clear_refs): %v", err)
 	}
 	base := proctest.Status(t, "VmHWM")
+	sampler := proctest.StartSampler(50 * time.Millisecond)
+	if b := sampler.Stop(); b.RSS > 0 {
+		t.Logf("baseline's resident set %d MiB: Go runtime %d MiB, native %d MiB", b.RSS>>20, b.Go>>20, b.Native()>>20)
+	}
 	t.Logf("baseline: VmHWM %d MiB after %d warm-up steps, their windows freed and the peak reset", base>>20, warmUpSteps)
 	defer func() { t.Logf("after the run: VmHWM %d MiB", proctest.Status(t, "VmHWM")>>20) }()
+	sampler = proctest.StartSampler(50 * time.Millisecond)
 	job := Job{Store: st, Dataset: "big", Version: "v1", RunName: "stream", Spec: Spec{Name: "blstm", Learn: cfg, MaxMemory: in.MaxMemory},
-		TestShare: 0.05, Seed: 3, Log: embeddedtest.Log(),
+		TestShare: 0.05, Seed: 3, Log: slog.New(phaseHandler{embeddedtest.Log().Handler(), sampler}),
 		Progress: func(s learn.EpochStats) {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
@@ -133,8 +142,30 @@ func TestStreamChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, _ := json.Marshal(childResult{BaselineHWM: base, ModelBytes: 4 * 4 * params, PeakHWM: proctest.Status(t, "VmHWM"), Accuracy: float64(out.Report.Accuracy), TrainN: out.Report.TrainWindows})
+	peak := sampler.Stop()
+	t.Logf("largest sampled RSS %d MiB while %q: Go runtime %d MiB, native %d MiB", peak.RSS>>20, peak.Phase, peak.Go>>20, peak.Native()>>20)
+	res, _ := json.Marshal(childResult{BaselineHWM: base, ModelBytes: 4 * 4 * params, PeakHWM: proctest.Status(t, "VmHWM"), Peak: peak, Accuracy: float64(out.Report.Accuracy), TrainN: out.Report.TrainWindows})
 	fmt.Printf("CHILD %s\n", res)
+}
+
+// phaseHandler names the sampler's phase after each message the job logs,
+// so the peak says what the trainer was doing.
+type phaseHandler struct {
+	slog.Handler
+	s *proctest.Sampler
+}
+
+func (h phaseHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.s.SetPhase(r.Message)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h phaseHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return phaseHandler{h.Handler.WithAttrs(as), h.s}
+}
+
+func (h phaseHandler) WithGroup(g string) slog.Handler {
+	return phaseHandler{h.Handler.WithGroup(g), h.s}
 }
 
 // TestStreamTrainingStaysInBudget trains the same BLSTM twice in trainer
@@ -201,7 +232,7 @@ func TestStreamTrainingStaysInBudget(t *testing.T) {
 			t.Logf("%s", outb)
 		} else {
 			for _, l := range strings.Split(string(outb), "\n") {
-				if strings.Contains(l, "VmHWM") {
+				if strings.Contains(l, "VmHWM") || strings.Contains(l, "largest sampled") || strings.Contains(l, "baseline's") {
 					t.Logf("trainer (max memory %d): %s", maxMemory, strings.TrimSpace(l))
 				}
 			}
@@ -230,6 +261,8 @@ func TestStreamTrainingStaysInBudget(t *testing.T) {
 	limit := streamed.BaselineHWM + budget + streamed.ModelBytes
 	t.Logf("streamed peak %s against runtime baseline %s + budget %s + model %s = %s (%s over the baseline)",
 		mib(streamed.PeakHWM), mib(streamed.BaselineHWM), mib(budget), mib(streamed.ModelBytes), mib(limit), mib(streamed.PeakHWM-streamed.BaselineHWM))
+	t.Logf("streamed: largest sampled RSS %s while %q, Go runtime %s of it, native %s",
+		mib(streamed.Peak.RSS), streamed.Peak.Phase, mib(streamed.Peak.Go), mib(streamed.Peak.Native()))
 	if streamed.PeakHWM > limit {
 		t.Errorf("streaming trainer's peak RSS %s is over its baseline, budget and model (%s)", mib(streamed.PeakHWM), mib(limit))
 	}
