@@ -66,6 +66,12 @@ type Config struct {
 	// MimicDir holds a folder of captures per device type, the traffic
 	// mimic:DEVICE imitates (empty: Dir).
 	MimicDir string
+	// Span, when set, defends every capture for that long from its first
+	// WAN packet (defense.Options.Span): the always-on defences (cbr, stp,
+	// mimic) go on sending after the capture ends, as at a real gateway,
+	// and no session's length shows. Zero cuts each defended capture at
+	// its last real packet.
+	Span time.Duration
 	// Actions are the true times of one user action (a generated home's
 	// switchings): the sequence-profile interaction detector is judged on
 	// them under every defence, in every row of it as activity_f1.
@@ -237,16 +243,28 @@ func deviceDirs(cfg Config) ([]campaign.DeviceDir, error) {
 	return devs, nil
 }
 
-// PeakRate is the most WAN packets the undefended gateway sends, or
-// receives, in one second of any studied capture (each capture is a home),
-// and that capture. cbr:RATE gives each direction RATE/2 slots a second,
-// so cbr above twice the peak never queues a second's traffic.
-func PeakRate(ctx context.Context, cfg Config) (int, string, error) {
+// Traffic is what the studied captures' undefended WAN views say about
+// the defences a study should set.
+type Traffic struct {
+	// Peak is the most WAN packets the gateway sends, or receives, in one
+	// second of any capture (each capture is a home), in PeakIn. cbr:RATE
+	// gives each direction RATE/2 slots a second, so cbr above twice the
+	// peak never queues a second's traffic.
+	Peak   int
+	PeakIn string
+	// Longest is the longest WAN view's span, first packet to last, in
+	// LongestIn: Config.Span set to it defends every capture as long.
+	Longest   time.Duration
+	LongestIn string
+}
+
+// Survey reads every studied capture's undefended WAN view once.
+func Survey(ctx context.Context, cfg Config) (Traffic, error) {
+	var tr Traffic
 	devs, err := deviceDirs(cfg)
 	if err != nil {
-		return 0, "", err
+		return tr, err
 	}
-	peak, where := 0, ""
 	seen := map[string]bool{}
 	for _, dev := range devs {
 		files := dev.Files
@@ -260,7 +278,13 @@ func PeakRate(ctx context.Context, cfg Config) (int, string, error) {
 			seen[f] = true
 			view, gw, err := wanView(ctx, cfg, f, uint64(k))
 			if err != nil {
-				return 0, "", err
+				return tr, err
+			}
+			if len(view) == 0 {
+				continue
+			}
+			if span := time.Duration(view[len(view)-1].TS - view[0].TS); span > tr.Longest {
+				tr.Longest, tr.LongestIn = span, f
 			}
 			wan := gw.WANAddr
 			if !wan.IsValid() {
@@ -279,14 +303,14 @@ func PeakRate(ctx context.Context, cfg Config) (int, string, error) {
 					for ts[j]-ts[i] >= int64(time.Second) {
 						i++
 					}
-					if n := j - i + 1; n > peak {
-						peak, where = n, f
+					if n := j - i + 1; n > tr.Peak {
+						tr.Peak, tr.PeakIn = n, f
 					}
 				}
 			}
 		}
 	}
-	return peak, where, nil
+	return tr, nil
 }
 
 // runDefense defends every capture once and judges every attack on the
@@ -580,7 +604,7 @@ func defended(ctx context.Context, cfg Config, spec defense.Spec, mimic [][]defe
 	if len(view) == 0 {
 		return s, defense.Cost{}, nil
 	}
-	out, cost, err := defense.Apply(view, spec, defense.Options{Mode: gw.Mode, WANAddr: gw.WANAddr, Cipher: gw.Cipher, Seed: cfg.Seed + k, Mimic: mimic})
+	out, cost, err := defense.Apply(view, spec, defense.Options{Mode: gw.Mode, WANAddr: gw.WANAddr, Cipher: gw.Cipher, Seed: cfg.Seed + k, Mimic: mimic, Span: cfg.Span})
 	if err != nil {
 		return s, cost, fmt.Errorf("defend the WAN view of %s: %w", path, err)
 	}

@@ -201,27 +201,33 @@ func TestStudyActivity(t *testing.T) {
 	}
 }
 
-// TestPeakRate: the peak is the most WAN packets one way in one second of
-// any studied capture, counted here again from each packet forwards.
-func TestPeakRate(t *testing.T) {
+// TestSurvey: the peak is the most WAN packets one way in one second of
+// any studied capture, counted here again from each packet forwards; the
+// longest span is the longest capture's, first WAN packet to last.
+func TestSurvey(t *testing.T) {
 	if _, err := os.Stat(sentinelDir); err != nil {
 		t.Skipf("IoT Sentinel captures not at %s: %v", sentinelDir, err)
 	}
 	cfg := Config{Dir: sentinelDir, Devices: []string{"Aria", "HueBridge"}, MaxFiles: 2, Gateway: gateway.Config{Mode: gateway.NAPT}, Seed: 1}
-	peak, where, err := PeakRate(context.Background(), cfg)
+	tr, err := Survey(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	peak, where := tr.Peak, tr.PeakIn
 	devs, err := deviceDirs(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want, at := 0, ""
+	var longest time.Duration
 	for _, d := range devs {
 		for k, f := range d.Files[:2] {
 			view, _, err := wanView(context.Background(), cfg, f, uint64(k))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(view) > 0 {
+				longest = max(longest, time.Duration(view[len(view)-1].TS-view[0].TS))
 			}
 			for i, p := range view {
 				way := defense.Outbound(p.Frame, gateway.DefaultConfig().WANAddr)
@@ -240,9 +246,12 @@ func TestPeakRate(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("peak %d packets/s in %s", peak, where)
+	t.Logf("peak %d packets/s in %s; longest %s in %s", peak, where, tr.Longest, tr.LongestIn)
 	if peak != want || where != at || peak < 2 {
 		t.Errorf("peak %d in %s, want %d in %s", peak, where, want, at)
+	}
+	if tr.Longest != longest || longest < time.Second {
+		t.Errorf("longest span %s, want %s", tr.Longest, longest)
 	}
 }
 

@@ -18,8 +18,8 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 			"traffic analysis, and prints what the defence costs the home: byte and packet overhead,\n"+
 			"added KB/s, and how long each real packet waits (mean, p99). SPEC joins defences with +:\n"+
 			"  pad:N, pad:mtu   pad every IP packet up to a multiple of N bytes, or to the 1500-byte MTU\n"+
-			"  cbr:RATE         send RATE packets/s per home (one queue, both directions): a dummy when\n"+
-			"                   nothing waits, the oldest waiting packet otherwise\n"+
+			"  cbr:RATE         send RATE packets/s per home, slots taking turns up and down (RATE/2 each\n"+
+			"                   way): the oldest packet waiting that way, a dummy when none may leave\n"+
 			"  stp:RATE         RATE cover bursts per minute, replays of the home's own bursts at random times\n"+
 			"  mimic:DEVICE     cover bursts of another device type, from --mimic-dir DIR/DEVICE\n"+
 			"  vpn-pad          the tunnel pads to the MTU: every tunnel packet is full-sized (vpn only)\n"+

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/defensestudy"
 	"github.com/homemole/homemole/pipeline/forest"
@@ -86,7 +87,10 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 			"also has activity_f1: the sequence-profile interaction detector (homemole sp interactions)\n"+
 			"finding the smart plug's switchings under the defence. In --defenses, cbr:peak is a rate that\n"+
 			"gives each direction (cbr gives each half its rate) one packet/s more than the busiest second\n"+
-			"either way of any studied capture's undefended WAN view.")
+			"either way of any studied capture's undefended WAN view. --span longest (the default) defends\n"+
+			"every capture for as long as the longest one, so the always-on defences (cbr, stp, mimic) go on\n"+
+			"sending after a short capture ends, as at a real gateway; --span capture cuts each defended\n"+
+			"capture at its last real packet, leaving its length to tell the device.")
 	dir := fs.String("from-dir", "", "folder of device folders (IoT Sentinel layout)")
 	genSessions := fs.Int("generated-home", 0, "instead of --from-dir: generate a home (pipeline/homegen, seeded by --seed) of this many sessions; each device's packets of each session are one of its captures")
 	genMinutes := fs.Int("session-minutes", 10, "--generated-home: minutes per session")
@@ -98,6 +102,7 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	maxFiles := fs.Int("max-files", 0, "keep each device's first N captures (0: all)")
 	folds := fs.Int("folds", 5, "grouped folds: captures dealt round-robin per device")
 	win := fs.Int("window", 20, "packets per window")
+	spanFlag := fs.String("span", "longest", "how long each capture is defended from its first WAN packet: longest (the longest studied capture's span), capture (its own), or a duration such as 10m")
 	maxWindows := fs.Int("max-windows", 0, "keep at most N windows of each session for rf, lstm and blstm, evenly spread over it (0: all); sp reads every packet")
 	af := studyAttacks(fs)
 	seed := fs.Uint64("seed", 1, "seed of the gateway, the defences and the forest")
@@ -168,7 +173,7 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 		cfg.Actions = defensestudy.Switchings(h)
 		log.Info("generated home", "devices", len(cfg.Homes), "sessions", *genSessions, "seed", *seed)
 	}
-	if cfg.Defenses, err = studySpecs(ctx, log, cfg, specTexts); err != nil {
+	if cfg.Defenses, cfg.Span, err = studySpecs(ctx, log, cfg, specTexts, *spanFlag); err != nil {
 		return err
 	}
 	rows, err := defensestudy.Run(ctx, cfg)
@@ -206,29 +211,59 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 
 // studySpecs parses the defences, cbr:peak replaced by a rate that gives
 // each direction one packet/s more than the busiest second either way of
-// the studied captures' WAN views.
-func studySpecs(ctx context.Context, log *slog.Logger, cfg defensestudy.Config, texts []string) ([]defense.Spec, error) {
-	peak := -1
+// the studied captures' WAN views, and --span: longest is the longest of
+// those views.
+func studySpecs(ctx context.Context, log *slog.Logger, cfg defensestudy.Config, texts []string, spanFlag string) ([]defense.Spec, time.Duration, error) {
+	var span time.Duration
+	switch spanFlag {
+	case "longest", "capture":
+	default:
+		d, err := time.ParseDuration(spanFlag)
+		if err != nil || d <= 0 {
+			return nil, 0, cli.Usagef("study defenses: --span %q: want longest, capture or a positive duration such as 10m", spanFlag)
+		}
+		span = d
+	}
+	var tr *defensestudy.Traffic
+	survey := func() (*defensestudy.Traffic, error) {
+		if tr == nil {
+			t, err := defensestudy.Survey(ctx, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("study defenses: read the captures' WAN views: %w", err)
+			}
+			tr = &t
+		}
+		return tr, nil
+	}
 	var specs []defense.Spec
+	rate := 0
 	for _, t := range texts {
 		if strings.Contains(t, "cbr:peak") {
-			if peak < 0 {
-				p, where, err := defensestudy.PeakRate(ctx, cfg)
+			if rate == 0 {
+				tr, err := survey()
 				if err != nil {
-					return nil, fmt.Errorf("study defenses: cbr:peak: %w", err)
+					return nil, 0, err
 				}
-				peak = p
-				log.Info("cbr:peak", "peak_packets_per_s_one_way", p, "capture", where, "rate", 2*(p+1))
+				rate = 2 * (tr.Peak + 1)
+				log.Info("cbr:peak", "peak_packets_per_s_one_way", tr.Peak, "capture", tr.PeakIn, "rate", rate)
 			}
-			t = strings.ReplaceAll(t, "cbr:peak", "cbr:"+strconv.Itoa(2*(peak+1)))
+			t = strings.ReplaceAll(t, "cbr:peak", "cbr:"+strconv.Itoa(rate))
 		}
 		sp, err := defense.ParseSpec(t)
 		if err != nil {
-			return nil, cli.Usagef("study defenses: --defenses: %v", err)
+			return nil, 0, cli.Usagef("study defenses: --defenses: %v", err)
 		}
 		specs = append(specs, sp)
 	}
-	return specs, nil
+	if spanFlag == "longest" {
+		tr, err := survey()
+		if err != nil {
+			return nil, 0, err
+		}
+		span = tr.Longest
+		log.Info("every capture defended as long as the longest", "span", span.Round(time.Millisecond).String(), "capture", tr.LongestIn)
+	}
+	return specs, span, nil
 }
 
 // reportFromFiles draws the rows of earlier studies' --json files as one

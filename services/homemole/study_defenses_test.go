@@ -60,7 +60,7 @@ func TestStudyDefensesCommand(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"--attacks", "rf,nn"}, {"--generated-home", "3"}, {"--defenses", "pad:9999"}, {"--defenses", "vpn-pad"}, {"--folds", "1"},
-		{"--max-windows", "-1"}, {"--defenses", "cbr:peakish"},
+		{"--max-windows", "-1"}, {"--defenses", "cbr:peakish"}, {"--span", "sometimes"}, {"--span", "-1m"},
 	} {
 		full := append([]string{"defenses", "--from-dir", sentinelDir, "--json", js}, args...)
 		if err := study(context.Background(), quiet(), &bytes.Buffer{}, full); !errors.Is(err, cli.ErrUsage) {

@@ -48,6 +48,13 @@ type Options struct {
 	// device mimic:DEVICE imitates, through the same gateway; their bursts
 	// become cover traffic.
 	Mimic [][]Packet
+	// Span, when longer than the capture, is how long the home is defended
+	// from its first WAN packet. A shaper or a cover source is always on
+	// at a real gateway: it goes on sending after the device falls silent,
+	// so where a capture ends does not show. Cut at the capture's last
+	// packet instead (Span 0), a defended capture's length is left to tell
+	// its device, and under pad:mtu+cbr nothing else is.
+	Span time.Duration
 }
 
 // Cost is what a defence costs the home. Bytes are wire bytes.
@@ -56,7 +63,8 @@ type Cost struct {
 	RealPackets, RealBytes int64
 	Packets, Bytes         int64
 	Dummies                int64
-	// Seconds is the span of the undefended WAN capture.
+	// Seconds is the span defended: the undefended WAN capture's, or
+	// Options.Span when that is longer.
 	Seconds float64
 	// Latency each real packet waits, beyond the undefended WAN time.
 	LatencyMean, LatencyP99 time.Duration
@@ -135,6 +143,9 @@ func Apply(in []Packet, spec Spec, opt Options) ([]Packet, Cost, error) {
 		return nil, c, nil
 	}
 	first, last := in[0].TS, in[len(in)-1].TS
+	if opt.Span > 0 {
+		last = max(last, first+int64(opt.Span))
+	}
 	c.Seconds = float64(last-first) / 1e9
 	pkts := slices.Clone(in)
 	for i := range pkts {
@@ -167,7 +178,7 @@ func Apply(in []Packet, spec Spec, opt Options) ([]Packet, Cost, error) {
 	}
 	if spec.CBR > 0 {
 		var err error
-		if pkts, err = d.shape(pkts, spec.CBR); err != nil {
+		if pkts, err = d.shape(pkts, spec.CBR, last); err != nil {
 			return nil, c, fmt.Errorf("defence %s: %w", spec, err)
 		}
 	}
@@ -377,14 +388,15 @@ func (d *defender) intoTunnel(from [][]Packet, home []Packet) [][]Packet {
 // between upstream and downstream (a shaper on each side of the link, the
 // gateway's and the far end's, each at rate/2). A slot takes the oldest
 // packet waiting in its direction, or sends a dummy of its direction when
-// none may leave, until every packet has left. A packet may leave only
+// none may leave, until every packet has left and the slots reach end. A
+// packet may leave only
 // after the packet before it in its flow, so a reply never leaves before
 // its request. The observer so sees the same directions, one after the
 // other, whatever the home sends: one queue for both directions, whose
 // real packets took any slot and whose dummies alternated, let a run of
 // one direction show where real packets were.
-func (d *defender) shape(pkts []Packet, rate float64) ([]Packet, error) {
-	first, last := pkts[0].TS, pkts[len(pkts)-1].TS
+func (d *defender) shape(pkts []Packet, rate float64, end int64) ([]Packet, error) {
+	first, last := pkts[0].TS, max(end, pkts[len(pkts)-1].TS)
 	if slots := float64(last-first) / 1e9 * rate; slots > maxPackets {
 		return nil, fmt.Errorf("cbr:%g over %.0f s makes %.0f packets, more than %d: lower the rate or shorten the capture", rate, float64(last-first)/1e9, slots, maxPackets)
 	}
@@ -417,8 +429,11 @@ func (d *defender) shape(pkts []Packet, rate float64) ([]Packet, error) {
 		sentAt[i] = -1
 	}
 	out := make([]Packet, 0, len(pkts))
-	for k, left := 0, len(pkts); left > 0; k++ {
+	for k, left := 0, len(pkts); ; k++ {
 		t := first + int64(float64(k)*iv)
+		if left == 0 && t > last {
+			break
+		}
 		dir := 1 - k%2 // upstream first
 		if q := queue[dir]; len(q) > 0 {
 			i := q[0]

@@ -150,6 +150,46 @@ func TestHandmadeCosts(t *testing.T) {
 	}
 }
 
+// TestSpanKeepsSending: with Options.Span longer than the capture, the
+// shaper goes on sending dummies after the last real packet until the span
+// ends, the cost is over the span, and a Span shorter than the capture
+// changes nothing.
+func TestSpanKeepsSending(t *testing.T) {
+	spec, err := ParseSpec("pad:mtu+cbr:10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := handmade(t)
+	_, short, err := Apply(in, spec, Options{Mode: gateway.NAPT, Seed: 1, Span: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if short.Packets != 11 || short.Seconds != 1 {
+		t.Errorf("a span shorter than the capture: %d packets over %g s, want the capture's 11 over 1 s", short.Packets, short.Seconds)
+	}
+	out, cost, err := Apply(in, spec, Options{Mode: gateway.NAPT, Seed: 1, Span: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keepsReal(t, in, out)
+	// Slots every 100 ms from 0 to 3000 ms: 31, the 4 real ones among them.
+	if cost.Packets != 31 || cost.Dummies != 27 || cost.Seconds != 3 {
+		t.Errorf("over a 3 s span: %d packets (%d dummies) over %g s, want 31 (27) over 3 s", cost.Packets, cost.Dummies, cost.Seconds)
+	}
+	if got, want := out[len(out)-1].TS-out[0].TS, int64(3*time.Second); got != want {
+		t.Errorf("the defended capture spans %d ns, want %d", got, want)
+	}
+	// 31 packets of 1514 bytes less the 1816 real ones, over 3 s.
+	if d := cost.KBps() - (31*1514-1816)/3e3; d > 1e-9 || d < -1e-9 {
+		t.Errorf("%g KB/s over the span, want %g", cost.KBps(), (31*1514-1816)/3e3)
+	}
+	for _, p := range out {
+		if ipLen(p.Frame) != 1500 {
+			t.Fatalf("a packet of IP length %d under pad:mtu", ipLen(p.Frame))
+		}
+	}
+}
+
 // keepsReal checks that out holds every real packet of in once, none
 // earlier than it left undefended and none before an earlier packet of its
 // flow (flowOf: under the VPN the carried LAN packet's), with out in time

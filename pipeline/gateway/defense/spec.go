@@ -26,8 +26,8 @@ type Spec struct {
 	// VPNPad pads what the tunnel carries to the MTU, so that every tunnel
 	// packet has a full one's size; it needs the VPN view.
 	VPNPad bool
-	// CBR is the constant rate, packets per second per home (both
-	// directions share the one queue); 0 shapes nothing.
+	// CBR is the constant rate, packets per second per home, half of it
+	// each way (see shape); 0 shapes nothing.
 	CBR float64
 	// STP is the rate of stochastic cover bursts, per minute per home,
 	// each a replay of one of the home's own bursts at a random time.
