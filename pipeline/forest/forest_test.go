@@ -14,6 +14,7 @@ import (
 
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/forest/sentinel"
+	"github.com/homemole/homemole/pipeline/learn/modelfiletest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -427,13 +428,7 @@ func FuzzLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := m.Save(&buf); err != nil {
-		f.Fatal(err)
-	}
-	good := buf.Bytes()
-	f.Add(good)
-	f.Add(good[:len(good)/2])
+	modelfiletest.Seed(f, m.Save)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Load(bytes.NewReader(data))
 		if err != nil {
