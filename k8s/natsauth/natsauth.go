@@ -218,10 +218,7 @@ func issue(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.C
 		return nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cert, key, nil
+	return cert, key, err
 }
 
 // KubernetesNames are the names the NATS Service and the StatefulSet's pods
