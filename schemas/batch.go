@@ -385,17 +385,14 @@ func (r *reader) uvarint() uint64 {
 	return v
 }
 
+// varint reads a zig-zag encoded uvarint, as binary.PutVarint writes it.
 func (r *reader) varint() int64 {
-	if r.err != nil {
-		return 0
+	ux := r.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(r.buf[r.pos:])
-	if n <= 0 {
-		r.fail(errors.New("bad or truncated varint"))
-		return 0
-	}
-	r.pos += n
-	return v
+	return x
 }
 
 func (r *reader) bounded(v uint64, max uint64, what string) uint64 {

@@ -21,6 +21,7 @@ import (
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
 	"github.com/homemole/homemole/pipeline/features"
@@ -527,10 +528,7 @@ func TestLiveSourceAgeFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inner, err := capture.OpenFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	inner := capturetest.Open(t, file)
 	defer inner.Close()
 	live := &trickle{src: inner, gap: 10 * time.Millisecond, limit: 12, closed: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -18,7 +18,7 @@ import (
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/embedded"
 )
 
@@ -52,10 +52,7 @@ func mergeCaptures(tb testing.TB, dir string, files []string) (string, int) {
 	}
 	n := 0
 	for _, f := range files {
-		src, err := capture.OpenFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		src := capturetest.Open(tb, f)
 		for {
 			fr, err := src.Next()
 			if errors.Is(err, io.EOF) {

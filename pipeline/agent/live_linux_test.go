@@ -19,7 +19,6 @@ import (
 // batch; and a datagram's WAN copy is in its LAN copy's session, or in the
 // next when the LAN copy came within the grace before the edge.
 func TestLiveGatewayRotation(t *testing.T) {
-	netnstest.NeedRoot(t)
 	g := netnstest.NewGateway(t, false)
 	gw, lanIf, wanIf := g.GW, g.LANIf, g.WANIf
 

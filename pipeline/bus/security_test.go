@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/homemole/homemole/pipeline/internal/natstest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -29,16 +30,7 @@ func homeUsers(t *testing.T, homes ...string) string {
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 		}})
 	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true, Users: users})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server did not start")
-	}
-	t.Cleanup(ns.Shutdown)
-	return ns.ClientURL()
+	return natstest.Server(t, users...)
 }
 
 // TestSecurityMessageIDHijack (finding 2): JetStream deduplicates message

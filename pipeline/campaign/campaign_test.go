@@ -8,11 +8,19 @@ import (
 	"github.com/homemole/homemole/internal/sentineldata"
 )
 
-func TestLoadGood(t *testing.T) {
-	c, err := Load("testdata/good.yaml")
+// loadTestdata loads the campaign file name under testdata, failing the
+// test when it does not load.
+func loadTestdata(t *testing.T, name string) *Campaign {
+	t.Helper()
+	c, err := Load(filepath.Join("testdata", name))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("load %s: %v", name, err)
 	}
+	return c
+}
+
+func TestLoadGood(t *testing.T) {
+	c := loadTestdata(t, "good.yaml")
 	h1, h2 := c.Homes[0], c.Homes[1]
 	if want, _ := filepath.Abs("testdata/a.pcap"); mustAbs(t, h1.Taps[0].Files[0]) != want {
 		t.Errorf("tap file not resolved against the campaign file: %s", h1.Taps[0].Files[0])
@@ -35,10 +43,7 @@ func TestLoadGood(t *testing.T) {
 // TestLoadAuto: `gateway: auto` and `mac: auto` leave the home side to be
 // inferred from the captures, with the private ranges until then.
 func TestLoadAuto(t *testing.T) {
-	c, err := Load("testdata/auto.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := loadTestdata(t, "auto.yaml")
 	for i, mode := range []string{"napt", "vpn"} {
 		h := c.Homes[i]
 		if !h.Gateway.Auto() || h.Gateway.Mode != mode || !h.GatewayMAC().IsZero() || len(h.Gateway.LANNets) != 0 {

@@ -7,10 +7,7 @@ import (
 )
 
 func TestLiveDefaults(t *testing.T) {
-	c, err := Load("testdata/good.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := loadTestdata(t, "good.yaml")
 	l := c.Homes[1].Live
 	if l.Rotation != 15*time.Minute || l.Grace != time.Second || l.MaxPackets != DefaultMaxPackets || l.IdleTimeout != 31*time.Minute {
 		t.Fatalf("live defaults %+v", l)
@@ -26,7 +23,7 @@ func TestLiveDefaults(t *testing.T) {
 		t.Fatalf("a 2s rotation should default to a 200ms grace and validate: %+v %v", short, short.Validate())
 	}
 	bad := Live{Rotation: 7 * time.Minute, Grace: 5 * time.Minute, MaxPackets: 10, IdleTimeout: time.Minute}
-	err = bad.Validate()
+	err := bad.Validate()
 	for _, want := range []string{"rotation 7m0s", "max_packets 10", "grace 5m0s", "idle_timeout 1m0s"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validation of %+v should say %q: %v", bad, want, err)

@@ -181,15 +181,7 @@ func TestOnlinePublishesEveryStep(t *testing.T) {
 // FuzzLoad: damaged model files are refused with an error, never a crash or
 // an allocation their weights cannot back; what loads can judge a stream.
 func FuzzLoad(f *testing.F) {
-	m := smallModel(f)
-	var buf bytes.Buffer
-	if err := m.Save(&buf); err != nil {
-		f.Fatal(err)
-	}
-	good := buf.Bytes()
-	f.Add(good)
-	f.Add(good[:len(good)/2])
-	f.Add(good[:len(modelFile.Magic)+8])
+	modelfiletest.Seed(f, smallModel(f).Save, len(modelFile.Magic)+8)
 	beat, _, noise := synthetic(7, 1.8e18)
 	stream := scene.Superpose(scene.Cut(beat, 1.8e18, 1.8e18+400e9, 0), scene.Cut(noise, 1.8e18, 1.8e18+400e9, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -13,9 +13,9 @@ import (
 	"io"
 	"math"
 	"runtime"
-	"strings"
 	"sync"
 
+	"github.com/homemole/homemole/internal/fieldcheck"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -41,35 +41,15 @@ func DefaultConfig() Config {
 
 // Validate reports every field that cannot produce a model.
 func (c Config) Validate() error {
-	var errs []string
-	bad := func(field string, v any, want string) {
-		errs = append(errs, fmt.Sprintf("%s is %v, must be %s", field, v, want))
-	}
-	if c.Trees <= 0 {
-		bad("Trees", c.Trees, "> 0")
-	}
-	if c.MaxFeatures < 0 {
-		bad("MaxFeatures", c.MaxFeatures, ">= 0")
-	}
-	if c.MinLeaf <= 0 {
-		bad("MinLeaf", c.MinLeaf, "> 0")
-	}
-	if c.MaxDepth < 0 {
-		bad("MaxDepth", c.MaxDepth, ">= 0")
-	}
-	if c.Workers < 0 {
-		bad("Workers", c.Workers, ">= 0")
-	}
-	if c.PCAComponents <= 0 {
-		bad("PCAComponents", c.PCAComponents, "> 0")
-	}
-	if c.MaxPorts < 0 {
-		bad("MaxPorts", c.MaxPorts, ">= 0")
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("forest config: %s", strings.Join(errs, "; "))
-	}
-	return nil
+	var errs fieldcheck.Errors
+	errs.Positive("Trees", c.Trees)
+	errs.NotNegative("MaxFeatures", c.MaxFeatures)
+	errs.Positive("MinLeaf", c.MinLeaf)
+	errs.NotNegative("MaxDepth", c.MaxDepth)
+	errs.NotNegative("Workers", c.Workers)
+	errs.Positive("PCAComponents", c.PCAComponents)
+	errs.NotNegative("MaxPorts", c.MaxPorts)
+	return errs.Err("forest config")
 }
 
 func (c Config) workers() int {

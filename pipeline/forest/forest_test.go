@@ -14,6 +14,7 @@ import (
 
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/forest/sentinel"
+	"github.com/homemole/homemole/pipeline/learn/modelfiletest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -153,22 +154,16 @@ func TestLearnsSynthetic(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	train, test := synthWindows(rng, 300, 40), synthWindows(rng, 100, 40)
 	var progress []int
-	m, err := Train(context.Background(), smallConfig(), train, len(devices), func(done, total int) {
+	m := trainT(t, smallConfig(), train, len(devices), func(done, total int) {
 		if total != 20 {
 			t.Errorf("progress total %d, want 20", total)
 		}
 		progress = append(progress, done)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(progress) != 20 || progress[19] != 20 {
 		t.Errorf("progress %v, want 1..20", progress)
 	}
-	pred, err := m.Predict(test)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pred := predictT(t, m, test)
 	acc, single := accuracy(t, test, pred), bestSingleColumn(train, test)
 	t.Logf("held-out accuracy %.3f, best single-column rule %.3f", acc, single)
 	if acc < 0.9 || acc < single+0.1 {
@@ -199,15 +194,7 @@ func TestSeedDeterministic(t *testing.T) {
 	predict := func(seed uint64, workers int) [][]int32 {
 		cfg := smallConfig()
 		cfg.Trees, cfg.Seed, cfg.Workers = 8, seed, workers
-		m, err := Train(context.Background(), cfg, train, len(devices), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := m.Predict(test)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return predictT(t, trainT(t, cfg, train, len(devices), nil), test)
 	}
 	a, b, c := predict(7, 1), predict(7, 2), predict(7, 3)
 	if !slices.EqualFunc(a, b, slices.Equal) || !slices.EqualFunc(a, c, slices.Equal) {
@@ -237,11 +224,27 @@ func smallModel(t *testing.T, src rand.Source, nTrain, nTest int) (*Model, []*sc
 	t.Helper()
 	rng := rand.New(src)
 	train, test := synthWindows(rng, nTrain, 30), synthWindows(rng, nTest, 30)
-	m, err := Train(context.Background(), smallConfig(), train, len(devices), nil)
+	return trainT(t, smallConfig(), train, len(devices), nil), test
+}
+
+// trainT trains cfg on train, failing the test when Train fails.
+func trainT(tb testing.TB, cfg Config, train []*schemas.Window, classes int, progress func(done, total int)) *Model {
+	tb.Helper()
+	m, err := Train(context.Background(), cfg, train, classes, progress)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatalf("train: %v", err)
 	}
-	return m, test
+	return m
+}
+
+// predictT labels every packet of ws, failing the test when Predict fails.
+func predictT(tb testing.TB, m *Model, ws []*schemas.Window) [][]int32 {
+	tb.Helper()
+	pred, err := m.Predict(ws)
+	if err != nil {
+		tb.Fatalf("predict: %v", err)
+	}
+	return pred
 }
 
 func TestSaveLoadRoundTrip(t *testing.T) {
@@ -315,10 +318,7 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
-	m, err := Train(ctx, cfg, good, len(devices), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := trainT(t, cfg, good, len(devices), nil)
 	if _, err := m.Predict([]*schemas.Window{short}); err == nil {
 		t.Error("Predict accepted a ragged window")
 	}
@@ -361,15 +361,9 @@ func TestSentinel(t *testing.T) {
 	train, test := data.Split()
 	cfg := DefaultConfig()
 	start := time.Now()
-	m, err := Train(ctx, cfg, train, len(data.Devices), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := trainT(t, cfg, train, len(data.Devices), nil)
 	took := time.Since(start)
-	pred, err := m.Predict(test)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pred := predictT(t, m, test)
 	acc := accuracy(t, test, pred)
 	counts := map[int16]int{}
 	total := 0
@@ -423,17 +417,8 @@ func FuzzLoad(f *testing.F) {
 	ws := synthWindows(rand.New(rand.NewPCG(3, 4)), 40, 10)
 	cfg := DefaultConfig()
 	cfg.Trees, cfg.PCAComponents = 3, 4
-	m, err := Train(context.Background(), cfg, ws, len(devices), nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := m.Save(&buf); err != nil {
-		f.Fatal(err)
-	}
-	good := buf.Bytes()
-	f.Add(good)
-	f.Add(good[:len(good)/2])
+	m := trainT(f, cfg, ws, len(devices), nil)
+	modelfiletest.Seed(f, m.Save)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Load(bytes.NewReader(data))
 		if err != nil {
@@ -454,10 +439,7 @@ func TestClassProbs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pred, err := m.Predict(test)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pred := predictT(t, m, test)
 	for i, w := range test {
 		if len(probs[i]) != w.Len*len(devices) {
 			t.Fatalf("window %d: %d probabilities for %d packets of %d classes", i, len(probs[i]), w.Len, len(devices))

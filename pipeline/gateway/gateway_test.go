@@ -63,10 +63,7 @@ func generated(t testing.TB) (string, features.HomeConfig) {
 
 func emulate(t *testing.T, path string, home features.HomeConfig, cfg Config) ([]byte, []byte, Stats) {
 	t.Helper()
-	src, err := capture.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := capturetest.Open(t, path)
 	defer src.Close()
 	var wan, truth bytes.Buffer
 	st, err := Emulate(context.Background(), src, home, cfg, &wan, &truth)
@@ -101,10 +98,7 @@ func TestTruncatedCapture(t *testing.T) {
 	if err := os.WriteFile(cut, data[:len(data)/2+7], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	src, err := capture.OpenFile(cut)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := capturetest.Open(t, cut)
 	defer src.Close()
 	_, err = Emulate(context.Background(), src, home, Config{Mode: NAPT}, io.Discard, io.Discard)
 	if !errors.Is(err, capture.ErrTruncated) {

@@ -5,23 +5,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/internal/sentineldata"
-
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/pipeline/realhome/realhometest"
 	"github.com/homemole/homemole/schemas"
 )
-
-const sentinel = "../../../shared/data/iot-sentinel-dev"
 
 // learnSplit learns every device's heartbeats from its captures of split.
 func learnSplit(t *testing.T, split realhome.Split) ([]realhome.Device, map[string][]Profile) {
 	t.Helper()
-	sentineldata.Need(t)
-	devs, err := realhome.LoadDevices(sentinel)
-	if err != nil {
-		t.Fatal(err)
-	}
+	devs := realhometest.Devices(t)
 	out := map[string][]Profile{}
 	for _, d := range devs {
 		var sessions [][]Beat

@@ -265,16 +265,13 @@ func Trains(beats []Beat, p Profile, spread float64, fromNs, toNs int64) int {
 // ReadBeats reads the outbound beats of a capture decoded with home;
 // keep, when not nil, picks the packets (a device's MAC on a LAN tap).
 func ReadBeats(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]Beat, error) {
-	out, err := ReadAs(ctx, path, home, keep, BeatOf)
-	if err != nil {
-		return nil, fmt.Errorf("heartbeats of %s: %w", path, err)
-	}
-	return out, nil
+	return ReadAs(ctx, "heartbeats", path, home, keep, BeatOf)
 }
 
 // ReadAs reads what as makes of the packets of a capture decoded with
-// home (those it takes); keep, when not nil, picks the packets first.
-func ReadAs[T any](ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool, as func(*schemas.Packet) (T, bool)) ([]T, error) {
+// home (those it takes); keep, when not nil, picks the packets first. An
+// error says it was reading what (heartbeats, flows) of path.
+func ReadAs[T any](ctx context.Context, what, path string, home features.HomeConfig, keep func(*schemas.Packet) bool, as func(*schemas.Packet) (T, bool)) ([]T, error) {
 	var out []T
 	_, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
 		if keep != nil && !keep(p) {
@@ -285,5 +282,8 @@ func ReadAs[T any](ctx context.Context, path string, home features.HomeConfig, k
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("%s of %s: %w", what, path, err)
+	}
+	return out, nil
 }

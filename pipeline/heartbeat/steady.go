@@ -215,9 +215,5 @@ func Eligibility(perCapture map[string][]map[Service]int, cfg SteadyConfig) []Ty
 // ReadFlows reads the outbound flow packets of a capture decoded with
 // home; keep, when not nil, picks the packets (a device's MAC on a LAN tap).
 func ReadFlows(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]FlowPacket, error) {
-	out, err := ReadAs(ctx, path, home, keep, FlowPacketOf)
-	if err != nil {
-		return nil, fmt.Errorf("flows of %s: %w", path, err)
-	}
-	return out, nil
+	return ReadAs(ctx, "flows", path, home, keep, FlowPacketOf)
 }

@@ -7,23 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/internal/sentineldata"
-
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/pipeline/realhome/realhometest"
 )
-
-const sentinel = "../../../shared/data/iot-sentinel-dev"
 
 // TestHeartbeatCountOnRealUnits learns heartbeats from the early half of the
 // IoT Sentinel captures and counts 1..5 units of each type that has one in
 // homes assembled from the later, held-out half, beyond the emulated NAPT.
 func TestHeartbeatCountOnRealUnits(t *testing.T) {
-	sentineldata.Need(t)
-	devs, err := realhome.LoadDevices(sentinel)
-	if err != nil {
-		t.Fatal(err)
-	}
+	devs := realhometest.Devices(t)
 	ctx := context.Background()
 	var all []float64
 	typesWith := 0

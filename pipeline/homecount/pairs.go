@@ -45,11 +45,7 @@ func hostPacketOf(p *schemas.Packet) (hostPacket, bool) {
 }
 
 func readHostPackets(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]hostPacket, error) {
-	out, err := heartbeat.ReadAs(ctx, path, home, keep, hostPacketOf)
-	if err != nil {
-		return nil, fmt.Errorf("hosts of %s: %w", path, err)
-	}
-	return out, nil
+	return heartbeat.ReadAs(ctx, "hosts", path, home, keep, hostPacketOf)
 }
 
 // captureKeys is, per capture, the keys its device sent (the device

@@ -5,8 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/internal/sentineldata"
-	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/pipeline/realhome/realhometest"
 )
 
 // TestPairsCountedTwo counts IoT Sentinel's four identical pairs on the LAN,
@@ -17,11 +16,7 @@ import (
 // devices sends message sizes only Insight switches show elsewhere), so
 // it is held to 85 %, a guard, not the target.
 func TestPairsCountedTwo(t *testing.T) {
-	dir := sentineldata.Need(t)
-	devs, err := realhome.LoadDevices(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	devs := realhometest.Devices(t)
 	for _, c := range []struct {
 		a, b string
 		want float64

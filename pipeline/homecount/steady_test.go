@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/pipeline/realhome/realhometest"
 )
 
 // TestSteadyCountOnRealUnits decides from every IoT Sentinel type's own
@@ -29,11 +29,7 @@ import (
 // the test holds what the rule promises: no home is counted over, and none
 // under by more than the captures that keep no connection.
 func TestSteadyCountOnRealUnits(t *testing.T) {
-	dir := sentineldata.Need(t)
-	devs, err := realhome.LoadDevices(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	devs := realhometest.Devices(t)
 	ctx := context.Background()
 	types, err := SteadyEligibility(ctx, devs, heartbeat.DefaultSteady())
 	if err != nil {

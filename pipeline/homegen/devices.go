@@ -364,24 +364,19 @@ func runCamera(s *sim, d *device, h *home) {
 
 	port, relayPort := uint16(d.size["relayPort"]), uint16(32100)
 	keepalive := func(at time.Duration) {
-		s.udp(at, d.host, relay, port, relayPort, s.tagged(d.size["keepalive"], 0xf1, 0xe0))
-		s.udp(at+relay.rtt, relay, d.host, relayPort, port, s.tagged(d.size["keepalive"], 0xf1, 0xe1))
+		s.udpExchange(at, d.host, relay, port, relayPort, s.tagged(d.size["keepalive"], 0xf1, 0xe0), s.tagged(d.size["keepalive"], 0xf1, 0xe1))
 	}
 	for k := t + s.uniform(0, d.period); k < s.dur; k += s.jitter(d.period, 0.03) {
 		keepalive(k)
 	}
-	beat, motion, free := ct+time.Minute, t+10*time.Second+s.exp(100*time.Second), ct
-	for beat < s.dur || motion < s.dur {
-		if beat < motion {
-			free = c.exchange(max(beat, free), s.tlsRecord(23, d.size["beat"]), s.tlsRecord(23, d.size["beatAck"]), s.uniform(5*time.Millisecond, 20*time.Millisecond))
-			beat += s.jitter(time.Minute, 0.02)
-			continue
-		}
-		at := max(motion, free)
-		free = c.exchange(at, s.tlsRecord(23, s.between(400, 440)), s.tlsRecord(23, 90), s.uniform(20*time.Millisecond, 60*time.Millisecond))
+	beat := beats{first: ct + time.Minute, period: time.Minute, frac: 0.02, send: func(at time.Duration) time.Duration {
+		return c.exchange(at, s.tlsRecord(23, d.size["beat"]), s.tlsRecord(23, d.size["beatAck"]), s.uniform(5*time.Millisecond, 20*time.Millisecond))
+	}}
+	s.beatsAmong(ct, beat, t+10*time.Second+s.exp(100*time.Second), func(due, at time.Duration) (time.Duration, time.Duration) {
+		end := c.exchange(at, s.tlsRecord(23, s.between(400, 440)), s.tlsRecord(23, 90), s.uniform(20*time.Millisecond, 60*time.Millisecond))
 		cameraBurst(s, d, relay, port, relayPort, at+s.uniform(50*time.Millisecond, 200*time.Millisecond), s.uniform(8*time.Second, 20*time.Second))
-		motion += s.uniform(20*time.Second, 40*time.Second) + s.exp(80*time.Second)
-	}
+		return end, due + s.uniform(20*time.Second, 40*time.Second) + s.exp(80*time.Second)
+	})
 }
 
 // cameraBurst streams video frames to the relay: a key frame of many full
@@ -424,17 +419,14 @@ func runVoice(s *sim, d *device, h *home) {
 		n = s.dnsLookup(n, d.host, h.gw, d.servers["ntp"].name, d.servers["ntp"].ip)
 		s.ntpExchange(n, d.host, d.servers["ntp"], 4)
 	}
-	ping, ask, free := t+d.period, t+s.exp(140*time.Second), t
-	for ping < s.dur || ask < s.dur {
-		if ping < ask {
-			free = c.exchange(max(ping, free), s.tlsRecord(23, 39), s.tlsRecord(23, 39), s.uniform(time.Millisecond, 5*time.Millisecond))
-			ping += s.jitter(d.period, 0.02)
-			continue
-		}
+	ping := beats{first: t + d.period, period: d.period, frac: 0.02, send: func(at time.Duration) time.Duration {
+		return c.exchange(at, s.tlsRecord(23, 39), s.tlsRecord(23, 39), s.uniform(time.Millisecond, 5*time.Millisecond))
+	}}
+	s.beatsAmong(t, ping, t+s.exp(140*time.Second), func(_, at time.Duration) (time.Duration, time.Duration) {
 		// The spoken request goes up in small audio chunks, one every 40-60 ms.
-		end := c.sendChunks(max(ask, free), true, s.appRecords(25, 60, 320, 660), s.uniform(40*time.Millisecond, 60*time.Millisecond))
+		end := c.sendChunks(at, true, s.appRecords(25, 60, 320, 660), s.uniform(40*time.Millisecond, 60*time.Millisecond))
 		answer := end + s.uniform(300*time.Millisecond, 800*time.Millisecond)
-		free = c.send(answer, false, s.tlsStream(s.between(8_000, 40_000)), s.uniform(100*time.Microsecond, 300*time.Microsecond))
+		free := c.send(answer, false, s.tlsStream(s.between(8_000, 40_000)), s.uniform(100*time.Microsecond, 300*time.Microsecond))
 		if s.rng.IntN(10) < 3 {
 			media := d.servers[fmt.Sprintf("media%d", s.rng.IntN(3))]
 			m := s.dnsLookup(free+s.uniform(50*time.Millisecond, 300*time.Millisecond), d.host, h.gw, media.name, media.ip)
@@ -444,8 +436,8 @@ func runVoice(s *sim, d *device, h *home) {
 			m = mc.send(m+s.uniform(time.Millisecond, 10*time.Millisecond), false, s.tlsStream(s.between(10_000, 120_000)), s.uniform(80*time.Microsecond, 200*time.Microsecond))
 			mc.close(m+s.uniform(time.Second, 5*time.Second), true)
 		}
-		ask = free + s.uniform(5*time.Second, 15*time.Second) + s.exp(140*time.Second)
-	}
+		return free, free + s.uniform(5*time.Second, 15*time.Second) + s.exp(140*time.Second)
+	})
 }
 
 // runHub: a smart-home hub: MQTT over TLS on 8883 with keepalives and
@@ -459,16 +451,13 @@ func runHub(s *sim, d *device, h *home) {
 	c, t := s.dial(t+s.uniform(100*time.Millisecond, 500*time.Millisecond), d.host, broker, 8883)
 	t = c.tlsHandshake(t, 240, s.between(3600, 4000), 75)
 	t = c.exchange(t, s.tlsRecord(23, 120), s.tlsRecord(23, 35), 10*time.Millisecond)
-	ping, report, free := t+d.period, t+s.exp(45*time.Second), t
-	for ping < s.dur || report < s.dur {
-		if ping < report {
-			free = c.exchange(max(ping, free), s.tlsRecord(23, 31), s.tlsRecord(23, 31), s.uniform(time.Millisecond, 5*time.Millisecond))
-			ping += s.jitter(d.period, 0.005)
-			continue
-		}
-		free = c.exchange(max(report, free), s.tlsRecord(23, d.size["report"]+s.between(-20, 60)), s.tlsRecord(23, 35), s.uniform(2*time.Millisecond, 10*time.Millisecond))
-		report += s.exp(45 * time.Second)
-	}
+	ping := beats{first: t + d.period, period: d.period, frac: 0.005, send: func(at time.Duration) time.Duration {
+		return c.exchange(at, s.tlsRecord(23, 31), s.tlsRecord(23, 31), s.uniform(time.Millisecond, 5*time.Millisecond))
+	}}
+	s.beatsAmong(t, ping, t+s.exp(45*time.Second), func(due, at time.Duration) (time.Duration, time.Duration) {
+		end := c.exchange(at, s.tlsRecord(23, d.size["report"]+s.between(-20, 60)), s.tlsRecord(23, 35), s.uniform(2*time.Millisecond, 10*time.Millisecond))
+		return end, due + s.exp(45*time.Second)
+	})
 
 	uuid := fmt.Sprintf("2f402f80-da50-11e1-9b23-%x", []byte(d.mac))
 	for n := s.uniform(0, 30*time.Second); n < s.dur; n += s.jitter(60*time.Second, 0.02) {

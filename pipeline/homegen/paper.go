@@ -142,15 +142,12 @@ func runEchoDot(s *sim, d *device, h *home) {
 	s.ntpExchange(t+s.uniform(time.Millisecond, 20*time.Millisecond), d.host, d.servers["ntp"], 4)
 	c, t := s.dial(t+s.uniform(time.Millisecond, 10*time.Millisecond), d.host, avs, 443)
 	t = c.tlsHandshake(t, 517, s.between(4200, 4800), 80)
-	beat, ask, free := t+s.uniform(0, d.period), t+s.exp(45*time.Second), t
-	for beat < s.dur || ask < s.dur {
-		if beat < ask {
-			free = c.exchange(max(beat, free), c.frameTLS(95), c.frameTLS(d.size["beatAck"]), s.uniform(2*time.Millisecond, 10*time.Millisecond))
-			beat += s.jitter(d.period, 0.01)
-			continue
-		}
-		end := c.sendChunks(max(ask, free), true, s.appRecords(20, 50, 300, 340), s.uniform(30*time.Millisecond, 40*time.Millisecond))
-		free = c.send(end+s.uniform(400*time.Millisecond, 900*time.Millisecond), false, s.tlsStream(s.between(6_000, 30_000)), s.uniform(200*time.Microsecond, 600*time.Microsecond))
+	beat := beats{first: t + s.uniform(0, d.period), period: d.period, frac: 0.01, send: func(at time.Duration) time.Duration {
+		return c.exchange(at, c.frameTLS(95), c.frameTLS(d.size["beatAck"]), s.uniform(2*time.Millisecond, 10*time.Millisecond))
+	}}
+	s.beatsAmong(t, beat, t+s.exp(45*time.Second), func(_, at time.Duration) (time.Duration, time.Duration) {
+		end := c.sendChunks(at, true, s.appRecords(20, 50, 300, 340), s.uniform(30*time.Millisecond, 40*time.Millisecond))
+		free := c.send(end+s.uniform(400*time.Millisecond, 900*time.Millisecond), false, s.tlsStream(s.between(6_000, 30_000)), s.uniform(200*time.Microsecond, 600*time.Microsecond))
 		if s.rng.IntN(4) == 0 {
 			m := s.dnsLookup(free+s.uniform(50*time.Millisecond, 200*time.Millisecond), d.host, h.gw, cdn.name, cdn.ip)
 			mc, m := s.dial(m, d.host, cdn, 443)
@@ -162,8 +159,8 @@ func runEchoDot(s *sim, d *device, h *home) {
 			}
 			mc.close(m+s.uniform(time.Second, 3*time.Second), true)
 		}
-		ask = free + s.uniform(10*time.Second, 20*time.Second) + s.exp(45*time.Second)
-	}
+		return free, free + s.uniform(10*time.Second, 20*time.Second) + s.exp(45*time.Second)
+	})
 }
 
 func addGoogleHome(l *layout) {
@@ -185,23 +182,17 @@ func runGoogleHome(s *sim, d *device, h *home) {
 	t = c.tlsHandshake(t, 517, s.between(3000, 3600), 80)
 	qport := s.ephemeral(d.host)
 	for p := t + s.exp(5*time.Minute); p < s.dur; p += s.exp(5 * time.Minute) {
-		s.udp(p, d.host, q, qport, 443, udpFrame(s, s.between(75, 90)))
-		s.udp(p+q.rtt, q, d.host, 443, qport, udpFrame(s, s.between(70, 80)))
+		s.udpExchange(p, d.host, q, qport, 443, udpFrame(s, s.between(75, 90)), udpFrame(s, s.between(70, 80)))
 	}
-	beat, ask, free := t+s.uniform(0, d.period), t+s.exp(45*time.Second), t
-	for beat < s.dur || ask < s.dur {
-		if beat < ask {
-			at := max(beat, free)
-			c.put(at, true, c.frameTLS(135))
-			at += s.uniform(200*time.Microsecond, 2*time.Millisecond)
-			c.put(at, true, c.frameTLS(104))
-			at += srv.rtt
-			c.segment(at, false, "A", nil, nil)
-			free = at
-			beat += s.jitter(d.period, 0.01)
-			continue
-		}
-		at := max(ask, free)
+	beat := beats{first: t + s.uniform(0, d.period), period: d.period, frac: 0.01, send: func(at time.Duration) time.Duration {
+		c.put(at, true, c.frameTLS(135))
+		at += s.uniform(200*time.Microsecond, 2*time.Millisecond)
+		c.put(at, true, c.frameTLS(104))
+		at += srv.rtt
+		c.segment(at, false, "A", nil, nil)
+		return at
+	}}
+	s.beatsAmong(t, beat, t+s.exp(45*time.Second), func(_, at time.Duration) (time.Duration, time.Duration) {
 		// Audio frames every 100 ms; a streaming result every few of them.
 		n := s.between(15, 40)
 		for i := range n {
@@ -216,9 +207,9 @@ func runGoogleHome(s *sim, d *device, h *home) {
 		}
 		c.put(at+srv.rtt, false, c.frameTLS(105))
 		at += srv.rtt + s.uniform(300*time.Millisecond, 700*time.Millisecond)
-		free = c.send(at, false, s.tlsStream(s.between(4_000, 20_000)), s.uniform(100*time.Microsecond, 400*time.Microsecond))
-		ask = free + s.uniform(10*time.Second, 20*time.Second) + s.exp(45*time.Second)
-	}
+		free := c.send(at, false, s.tlsStream(s.between(4_000, 20_000)), s.uniform(100*time.Microsecond, 400*time.Microsecond))
+		return free, free + s.uniform(10*time.Second, 20*time.Second) + s.exp(45*time.Second)
+	})
 }
 
 func addTmall(l *layout) {
@@ -238,14 +229,11 @@ func runTmall(s *sim, d *device, h *home) {
 	t = s.dnsLookup(t, d.host, h.gw, accs.name, accs.ip)
 	c, t := s.dial(t, d.host, accs, 443)
 	t = c.tlsHandshake(t, 260, s.between(2600, 3000), 60)
-	beat, ask, free := t+s.uniform(0, d.period), t+s.exp(50*time.Second), t
-	for beat < s.dur || ask < s.dur {
-		if beat < ask {
-			free = c.exchange(max(beat, free), c.frameTLS(d.size["beat"]), c.frameTLS(d.size["beatAck"]), s.uniform(5*time.Millisecond, 20*time.Millisecond))
-			beat += s.jitter(d.period, 0.02)
-			continue
-		}
-		end := c.sendChunks(max(ask, free), true, s.appRecords(6, 15, 1000, 1300), s.uniform(150*time.Millisecond, 250*time.Millisecond))
+	beat := beats{first: t + s.uniform(0, d.period), period: d.period, frac: 0.02, send: func(at time.Duration) time.Duration {
+		return c.exchange(at, c.frameTLS(d.size["beat"]), c.frameTLS(d.size["beatAck"]), s.uniform(5*time.Millisecond, 20*time.Millisecond))
+	}}
+	s.beatsAmong(t, beat, t+s.exp(50*time.Second), func(_, at time.Duration) (time.Duration, time.Duration) {
+		end := c.sendChunks(at, true, s.appRecords(6, 15, 1000, 1300), s.uniform(150*time.Millisecond, 250*time.Millisecond))
 		end = c.exchange(end+s.uniform(200*time.Millisecond, 500*time.Millisecond), s.tlsRecord(23, 90), s.tlsRecord(23, s.between(500, 900)), s.uniform(50*time.Millisecond, 200*time.Millisecond))
 		hc, ht := s.dial(end+s.uniform(10*time.Millisecond, 50*time.Millisecond), d.host, tts, 80)
 		get := fmt.Sprintf("GET /tts/%08x.mp3 HTTP/1.1\r\nHost: %s\r\nUser-Agent: AliGenie/3.2\r\n\r\n", s.rng.Uint32(), tts.name)
@@ -254,9 +242,8 @@ func runTmall(s *sim, d *device, h *home) {
 		ht = hc.exchange(ht, []byte(get), []byte(head), s.uniform(10*time.Millisecond, 40*time.Millisecond))
 		ht = hc.send(ht, false, s.bytes(n), s.uniform(150*time.Microsecond, 500*time.Microsecond))
 		hc.close(ht+s.uniform(100*time.Millisecond, time.Second), false)
-		free = end
-		ask = ht + s.uniform(10*time.Second, 20*time.Second) + s.exp(50*time.Second)
-	}
+		return end, ht + s.uniform(10*time.Second, 20*time.Second) + s.exp(50*time.Second)
+	})
 }
 
 func addXiaomiHub(l *layout) {
@@ -275,12 +262,10 @@ func runXiaomiHub(s *sim, d *device, h *home) {
 	t := s.uniform(time.Second, 5*time.Second)
 	t = s.dnsLookup(t, d.host, h.gw, ot.name, ot.ip)
 	for k := t; k < s.dur; k += s.jitter(d.period, 0.02) {
-		s.udp(k, d.host, ot, port, 8053, miio(4))
-		s.udp(k+ot.rtt, ot, d.host, 8053, port, miio(2))
+		s.udpExchange(k, d.host, ot, port, 8053, miio(4), miio(2))
 	}
 	for e := t + s.exp(70*time.Second); e < s.dur; e += s.exp(70 * time.Second) {
-		s.udp(e, d.host, ot, port, 8053, miio(s.between(7, 9)))
-		s.udp(e+ot.rtt, ot, d.host, 8053, port, miio(3))
+		s.udpExchange(e, d.host, ot, port, 8053, miio(s.between(7, 9)), miio(3))
 	}
 }
 
@@ -337,25 +322,20 @@ func runXiaobaiCamera(s *sim, d *device, h *home) {
 	t = c.tlsHandshake(t, 300, s.between(3300, 3800), 80)
 	sport := s.ephemeral(d.host)
 	for k := t + s.uniform(0, 15*time.Second); k < s.dur; k += s.jitter(15*time.Second, 0.05) {
-		s.udp(k, d.host, stun, sport, 3478, udpFrame(s, 62))
-		s.udp(k+stun.rtt, stun, d.host, 3478, sport, udpFrame(s, 74))
+		s.udpExchange(k, d.host, stun, sport, 3478, udpFrame(s, 62), udpFrame(s, 74))
 	}
-	beat, motion, free := t+d.period, t+s.exp(100*time.Second), t
-	for beat < s.dur || motion < s.dur {
-		if beat < motion {
-			free = c.exchange(max(beat, free), c.frameTLS(d.size["beat"]), c.frameTLS(d.size["beatAck"]), s.uniform(5*time.Millisecond, 20*time.Millisecond))
-			beat += s.jitter(d.period, 0.02)
-			continue
-		}
-		at := max(motion, free)
-		free = c.exchange(at, s.tlsRecord(23, s.between(300, 340)), s.tlsRecord(23, s.between(400, 450)), s.uniform(20*time.Millisecond, 60*time.Millisecond))
+	beat := beats{first: t + d.period, period: d.period, frac: 0.02, send: func(at time.Duration) time.Duration {
+		return c.exchange(at, c.frameTLS(d.size["beat"]), c.frameTLS(d.size["beatAck"]), s.uniform(5*time.Millisecond, 20*time.Millisecond))
+	}}
+	s.beatsAmong(t, beat, t+s.exp(100*time.Second), func(_, at time.Duration) (time.Duration, time.Duration) {
+		free := c.exchange(at, s.tlsRecord(23, s.between(300, 340)), s.tlsRecord(23, s.between(400, 450)), s.uniform(20*time.Millisecond, 60*time.Millisecond))
 		uc, ut := s.dial(free+s.uniform(10*time.Millisecond, 50*time.Millisecond), d.host, up, 443)
 		ut = uc.tlsHandshake(ut, 300, s.between(3300, 3800), 80)
 		ut = uc.send(ut, true, s.tlsStream(s.between(60_000, 200_000)), s.uniform(2*time.Millisecond, 5*time.Millisecond))
 		ut = uc.exchange(ut, s.tlsRecord(23, 60), s.tlsRecord(23, s.between(250, 300)), s.uniform(20*time.Millisecond, 80*time.Millisecond))
 		uc.close(ut+s.uniform(100*time.Millisecond, 500*time.Millisecond), true)
-		motion = ut + s.uniform(20*time.Second, 40*time.Second) + s.exp(45*time.Second)
-	}
+		return free, ut + s.uniform(20*time.Second, 40*time.Second) + s.exp(45*time.Second)
+	})
 }
 
 func addTplinkPlug(l *layout) {
@@ -384,16 +364,12 @@ func runTplinkPlug(s *sim, d *device, h *home) {
 		c.segment(at, true, "A", nil, nil)
 		return at
 	}
-	beat, cmd, free := t+s.uniform(0, d.period), t+s.exp(5*time.Minute), t
-	for beat < s.dur || cmd < s.dur {
-		if beat < cmd {
-			free = rpc(max(beat, free), d.size["beat"], d.size["beatAck"])
-			beat += s.jitter(d.period, 0.005)
-			continue
-		}
-		free = rpc(max(cmd, free), 310, 265)
-		cmd += s.exp(5 * time.Minute)
-	}
+	beat := beats{first: t + s.uniform(0, d.period), period: d.period, frac: 0.005, send: func(at time.Duration) time.Duration {
+		return rpc(at, d.size["beat"], d.size["beatAck"])
+	}}
+	s.beatsAmong(t, beat, t+s.exp(5*time.Minute), func(due, at time.Duration) (time.Duration, time.Duration) {
+		return rpc(at, 310, 265), due + s.exp(5*time.Minute)
+	})
 }
 
 func addOrviboPlug(l *layout) {
@@ -436,12 +412,10 @@ func runBroadlinkPlug(s *sim, d *device, h *home) {
 	t := s.uniform(time.Second, 8*time.Second)
 	t = s.dnsLookup(t, d.host, h.gw, cloud.name, cloud.ip)
 	for k := t + s.uniform(0, d.period); k < s.dur; k += s.jitter(d.period, 0.01) {
-		s.udp(k, d.host, cloud, port, 16384, bl(2))
-		s.udp(k+cloud.rtt, cloud, d.host, 16384, port, bl(1))
+		s.udpExchange(k, d.host, cloud, port, 16384, bl(2), bl(1))
 	}
 	for r := t + s.uniform(0, 3*time.Minute); r < s.dur; r += s.jitter(3*time.Minute, 0.02) {
-		s.udp(r, d.host, cloud, port, 16384, bl(5))
-		s.udp(r+cloud.rtt, cloud, d.host, 16384, port, bl(1))
+		s.udpExchange(r, d.host, cloud, port, 16384, bl(5), bl(1))
 	}
 }
 

@@ -233,6 +233,40 @@ func (s *sim) udp(at time.Duration, from, to *host, sport, dport uint16, payload
 	s.emit(at, from, to, &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}, payload)
 }
 
+// udpExchange is a datagram from dev's port to srv's and srv's answer a
+// round trip later.
+func (s *sim) udpExchange(at time.Duration, dev, srv *host, port, srvPort uint16, req, resp []byte) {
+	s.udp(at, dev, srv, port, srvPort, req)
+	s.udp(at+srv.rtt, srv, dev, srvPort, port, resp)
+}
+
+// beats is a connection's keepalive: the first due at first, the next ones
+// every period jittered by frac; send sends one starting at `at` and
+// returns when the connection is free again.
+type beats struct {
+	first, period time.Duration
+	frac          float64
+	send          func(at time.Duration) time.Duration
+}
+
+// beatsAmong runs a connection's keepalives among its other messages in
+// time order, one at a time: a message due while another is in flight
+// waits until the connection is free (free is when it next is). The first
+// other message is due at next; other sends the one due at `due`, starting
+// at `at`, and returns when the connection is free again and when its next
+// message is due. A keepalive due with another message goes second.
+func (s *sim) beatsAmong(free time.Duration, b beats, next time.Duration, other func(due, at time.Duration) (end, next time.Duration)) {
+	beat := b.first
+	for beat < s.dur || next < s.dur {
+		if beat < next {
+			free = b.send(max(beat, free))
+			beat += s.jitter(b.period, b.frac)
+			continue
+		}
+		free, next = other(next, max(next, free))
+	}
+}
+
 // conn is a TCP connection between a LAN device and a server, with
 // sequence numbers kept right so that a dissector sees a sane stream.
 type conn struct {

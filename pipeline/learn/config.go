@@ -10,7 +10,8 @@ package learn
 import (
 	"fmt"
 	"math"
-	"strings"
+
+	"github.com/homemole/homemole/internal/fieldcheck"
 )
 
 // Config holds the model's shape and the training schedule. The defaults are
@@ -100,61 +101,43 @@ func DefaultConfig() Config {
 // Validate reports every field that cannot produce a model, not only the
 // first one, so a bad configuration is fixed in one go.
 func (c Config) Validate() error {
-	var errs []string
-	bad := func(field string, v any, want string) {
-		errs = append(errs, fmt.Sprintf("%s is %v, must be %s", field, v, want))
-	}
-	if c.Hidden <= 0 {
-		bad("Hidden", c.Hidden, "> 0")
-	}
-	if c.EmbedDim <= 0 {
-		bad("EmbedDim", c.EmbedDim, "> 0")
-	}
+	var errs fieldcheck.Errors
+	errs.Positive("Hidden", c.Hidden)
+	errs.Positive("EmbedDim", c.EmbedDim)
 	if math.IsNaN(c.Dropout) || c.Dropout < 0 || c.Dropout >= 1 {
-		bad("Dropout", c.Dropout, "in [0, 1)")
+		errs.Bad("Dropout", c.Dropout, "in [0, 1)")
 	}
 	if math.IsNaN(c.LR) || math.IsInf(c.LR, 0) || c.LR <= 0 {
-		bad("LR", c.LR, "a finite number > 0")
+		errs.Bad("LR", c.LR, "a finite number > 0")
 	}
-	if c.Epochs <= 0 {
-		bad("Epochs", c.Epochs, "> 0")
-	}
-	if c.BatchSize <= 0 {
-		bad("BatchSize", c.BatchSize, "> 0")
-	}
-	if c.MaxPorts <= 0 {
-		bad("MaxPorts", c.MaxPorts, "> 0")
-	}
-	if c.PortSessions < 0 {
-		bad("PortSessions", c.PortSessions, ">= 0")
-	}
+	errs.Positive("Epochs", c.Epochs)
+	errs.Positive("BatchSize", c.BatchSize)
+	errs.Positive("MaxPorts", c.MaxPorts)
+	errs.NotNegative("PortSessions", c.PortSessions)
 	if math.IsNaN(c.LabelSmoothing) || c.LabelSmoothing < 0 || c.LabelSmoothing >= 1 {
-		bad("LabelSmoothing", c.LabelSmoothing, "in [0, 1)")
+		errs.Bad("LabelSmoothing", c.LabelSmoothing, "in [0, 1)")
 	}
 	if c.LenEmbedDim < 0 {
-		bad("LenEmbedDim", c.LenEmbedDim, ">= 0 (0 = no frame-length embedding, the paper's model)")
+		errs.Bad("LenEmbedDim", c.LenEmbedDim, ">= 0 (0 = no frame-length embedding, the paper's model)")
 	}
 	if (c.LenEmbedDim > 0 || c.Context == ContextStream) && c.MaxLens <= 0 {
-		bad("MaxLens", c.MaxLens, "> 0 when LenEmbedDim > 0 or Context is stream (both read the frame-length vocabulary)")
+		errs.Bad("MaxLens", c.MaxLens, "> 0 when LenEmbedDim > 0 or Context is stream (both read the frame-length vocabulary)")
 	}
 	switch c.Context {
 	case "", ContextNone, ContextStream:
 	default:
-		bad("Context", fmt.Sprintf("%q", c.Context), fmt.Sprintf("%q or %q", ContextNone, ContextStream))
+		errs.Bad("Context", fmt.Sprintf("%q", c.Context), fmt.Sprintf("%q or %q", ContextNone, ContextStream))
 	}
 	if err := CheckDevice(c.Device); err != nil {
-		errs = append(errs, "Device: "+err.Error())
+		errs.Failed("Device", err)
 	}
 	switch c.Parallel {
 	case "", ParallelIntraOp, ParallelData:
 	default:
-		bad("Parallel", fmt.Sprintf("%q", c.Parallel), fmt.Sprintf("%q or %q", ParallelIntraOp, ParallelData))
+		errs.Bad("Parallel", fmt.Sprintf("%q", c.Parallel), fmt.Sprintf("%q or %q", ParallelIntraOp, ParallelData))
 	}
 	if c.Threads < 0 {
-		bad("Threads", c.Threads, ">= 0 (0 = libtorch's default)")
+		errs.Bad("Threads", c.Threads, ">= 0 (0 = libtorch's default)")
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("learn: invalid config: %s", strings.Join(errs, "; "))
-	}
-	return nil
+	return errs.Err("learn: invalid config")
 }

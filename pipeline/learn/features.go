@@ -299,13 +299,20 @@ func (f *features) kindOf(w *schemas.Window, i int) int32 {
 	return int32(3*f.lenRow(w.FrameLen[i]) + dir)
 }
 
-// checkWindow rejects windows the encoder would misread. numClasses < 0
-// skips the label check (inference does not read labels).
-func checkWindow(w *schemas.Window, numClasses int) error {
+// checkWindow rejects windows the encoder would misread; header says the
+// model reads the header columns (checkHeader). numClasses < 0 skips the
+// label check (inference does not read labels).
+func checkWindow(w *schemas.Window, numClasses int, header bool) error {
 	if w == nil {
 		return errors.New("nil window")
 	}
-	return w.Check(numClasses)
+	if err := w.Check(numClasses); err != nil {
+		return err
+	}
+	if header {
+		return checkHeader(w)
+	}
+	return nil
 }
 
 // encodeHeader writes slot i's header fields (headerDim values) into x.

@@ -298,15 +298,8 @@ func FuzzLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := m.Save(&buf); err != nil {
-		f.Fatal(err)
-	}
+	modelfiletest.Seed(f, m.Save, len(checkpointMagic)+8)
 	m.Close()
-	good := buf.Bytes()
-	f.Add(good)
-	f.Add(good[:len(good)/2])
-	f.Add(good[:len(checkpointMagic)+8])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Load(bytes.NewReader(data))
 		if err != nil {
@@ -340,10 +333,7 @@ func TestPaddingAndUnlabeled(t *testing.T) {
 	cfg.BatchSize = 16
 	cfg.Bidirectional = false // the plain LSTM of the paper is covered too
 	var stats []EpochStats
-	m, err := Train(context.Background(), cfg, ws, len(devices), func(s EpochStats) { stats = append(stats, s) })
-	if err != nil {
-		t.Fatalf("Train with padding and unlabeled windows: %v", err)
-	}
+	m := trainT(t, cfg, ws, len(devices), func(s EpochStats) { stats = append(stats, s) })
 	defer m.Close()
 	if m.Device() != "cpu" && !strings.HasPrefix(m.Device(), "cuda:") {
 		t.Errorf("Device() = %q", m.Device())
@@ -393,10 +383,7 @@ func TestSeedReproducible(t *testing.T) {
 	cfg.BatchSize = 16
 	run := func() ([]float64, [][]int32) {
 		var losses []float64
-		m, err := Train(context.Background(), cfg, ws, len(devices), func(s EpochStats) { losses = append(losses, s.Loss) })
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := trainT(t, cfg, ws, len(devices), func(s EpochStats) { losses = append(losses, s.Loss) })
 		defer m.Close()
 		pred, err := m.Predict(ws)
 		if err != nil {
@@ -551,13 +538,21 @@ func BenchmarkTrainDefault(b *testing.B) {
 	}
 }
 
+// trainT trains cfg on train, failing the test when Train fails; the
+// caller closes the model.
+func trainT(t testing.TB, cfg Config, train []*schemas.Window, classes int, progress func(EpochStats)) *Model {
+	t.Helper()
+	m, err := Train(context.Background(), cfg, train, classes, progress)
+	if err != nil {
+		t.Fatalf("train: %v", err)
+	}
+	return m
+}
+
 // trainPredict trains cfg on train and labels every packet of test.
 func trainPredict(t *testing.T, cfg Config, train, test []*schemas.Window, classes int) [][]int32 {
 	t.Helper()
-	m, err := Train(context.Background(), cfg, train, classes, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := trainT(t, cfg, train, classes, nil)
 	defer m.Close()
 	pred, err := m.Predict(test)
 	if err != nil {
@@ -661,10 +656,7 @@ func TestEpochTimes(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Epochs, cfg.BatchSize, cfg.Device = 2, 16, DeviceCPU
 	var stats []EpochStats
-	m, err := Train(context.Background(), cfg, ws, len(devices), func(e EpochStats) { stats = append(stats, e) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := trainT(t, cfg, ws, len(devices), func(e EpochStats) { stats = append(stats, e) })
 	defer m.Close()
 	if m.Device() != "cpu" {
 		t.Errorf("model on %s, asked for cpu", m.Device())

@@ -418,11 +418,8 @@ func (cfg Config) lensToFit() int {
 // same number of slots. Cancelling ctx stops training between batches.
 // progress, if not nil, is called after every epoch.
 func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses int, progress func(EpochStats)) (*Model, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := checkTrainArgs(cfg, numClasses); err != nil {
 		return nil, err
-	}
-	if numClasses < 1 {
-		return nil, fmt.Errorf("learn: numClasses is %d, must be >= 1", numClasses)
 	}
 	if len(train) == 0 {
 		return nil, errors.New("learn: no training windows")
@@ -430,13 +427,8 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	n := len(train[0].Label)
 	labeled := 0
 	for i, w := range train {
-		if err := checkWindow(w, numClasses); err != nil {
+		if err := checkWindow(w, numClasses, cfg.HeaderFeatures); err != nil {
 			return nil, fmt.Errorf("learn: training window %d: %w", i, err)
-		}
-		if cfg.HeaderFeatures {
-			if err := checkHeader(w); err != nil {
-				return nil, fmt.Errorf("learn: training window %d: %w", i, err)
-			}
 		}
 		if len(w.Label) != n {
 			return nil, fmt.Errorf("learn: training window %d (%q) has %d slots, the first has %d; train one window size at a time", i, w.ID, len(w.Label), n)
@@ -448,17 +440,34 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	if labeled == 0 {
 		return nil, errors.New("learn: the training windows hold no labeled packet")
 	}
+	// Features come from all training windows, windows without labels
+	// included; only the loss needs labels.
+	fitFeat := func() *features { return fitFeatures(train, cfg.MaxPorts, cfg.lensToFit(), cfg.PortSessions) }
+	return trainNew(cfg, numClasses, fitFeat, func(m *Model) error { return m.fit(ctx, train, progress) })
+}
 
-	// libtorch's grad mode and gotch's error slot are per OS thread; a
-	// goroutine that migrated between cgo calls would lose both.
+// checkTrainArgs rejects a configuration or a class count no model trains on.
+func checkTrainArgs(cfg Config, numClasses int) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if numClasses < 1 {
+		return fmt.Errorf("learn: numClasses is %d, must be >= 1", numClasses)
+	}
+	return nil
+}
+
+// trainNew makes a model on the features fitFeat fits and trains it with
+// fit, on one locked OS thread: libtorch's grad mode and gotch's error slot
+// are per OS thread, and a goroutine that migrated between cgo calls would
+// lose both. A model that fails to train is closed.
+func trainNew(cfg Config, numClasses int, fitFeat func() *features, fit func(*Model) error) (*Model, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := startTorch(cfg); err != nil {
 		return nil, err
 	}
-	// Features come from all training windows, windows without labels
-	// included; only the loss needs labels.
-	feat := fitFeatures(train, cfg.MaxPorts, cfg.lensToFit(), cfg.PortSessions)
+	feat := fitFeat()
 	feat.Header = cfg.HeaderFeatures
 	dev, err := ResolveDevice(cfg.Device)
 	if err != nil {
@@ -468,7 +477,7 @@ func Train(ctx context.Context, cfg Config, train []*schemas.Window, numClasses 
 	if err != nil {
 		return nil, err
 	}
-	if err := m.fit(ctx, train, progress); err != nil {
+	if err := fit(m); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -500,18 +509,6 @@ const prefetch = 4
 // fit trains on the windows with labeled packets; the others only give
 // their streams context.
 func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(EpochStats)) error {
-	opt, err := ts.Adam(m.cfg.LR, 0.9, 0.999, 0)
-	if err != nil {
-		return fmt.Errorf("learn: create Adam optimizer: %w", err)
-	}
-	defer opt.Drop()
-	if err := opt.AddParameters(m.vs.TrainableVariables()); err != nil {
-		return fmt.Errorf("learn: register weights with the optimizer: %w", err)
-	}
-	if prev, err := ts.GradSetEnabled(true); err == nil {
-		defer ts.GradSetEnabled(prev)
-	}
-
 	// Windows without any labeled packet contribute nothing to the loss,
 	// so skipping them is exact.
 	var order []int
@@ -535,14 +532,26 @@ func (m *Model) fit(ctx context.Context, ws []*schemas.Window, progress func(Epo
 		weights, hostWeights = w, host
 	}
 
-	return m.steps(ctx, opt, weights, hostWeights, len(order), progress, func(out chan<- batchOf, stop <-chan struct{}) {
+	return m.steps(ctx, weights, hostWeights, len(order), progress, func(out chan<- batchOf, stop <-chan struct{}) {
 		m.encodeBatches(ws, order, streams, out, stop)
 	})
 }
 
 // steps runs the epochs on the batches produce sends (each epoch's last
-// one marked), windows per epoch being what the figures count.
-func (m *Model) steps(ctx context.Context, opt *ts.COptimizer, weights *ts.Tensor, hostWeights []float32, windows int, progress func(EpochStats), produce func(out chan<- batchOf, stop <-chan struct{})) error {
+// one marked), windows per epoch being what the figures count, with an
+// Adam optimizer of its own and gradients on.
+func (m *Model) steps(ctx context.Context, weights *ts.Tensor, hostWeights []float32, windows int, progress func(EpochStats), produce func(out chan<- batchOf, stop <-chan struct{})) error {
+	opt, err := ts.Adam(m.cfg.LR, 0.9, 0.999, 0)
+	if err != nil {
+		return fmt.Errorf("learn: create Adam optimizer: %w", err)
+	}
+	defer opt.Drop()
+	if err := opt.AddParameters(m.vs.TrainableVariables()); err != nil {
+		return fmt.Errorf("learn: register weights with the optimizer: %w", err)
+	}
+	if prev, err := ts.GradSetEnabled(true); err == nil {
+		defer ts.GradSetEnabled(prev)
+	}
 	// Batches are shuffled and encoded by a goroutine, prefetch steps
 	// ahead, as PyTorch's DataLoader does: the step (the device's work)
 	// never waits on Go unless encoding is the slower half.
@@ -924,13 +933,8 @@ func (m *Model) LogProbs(ws []*schemas.Window) ([][]float32, error) {
 	bySize := map[int][]int{}
 	var sizes []int
 	for i, w := range ws {
-		if err := checkWindow(w, -1); err != nil {
+		if err := checkWindow(w, -1, m.feat.Header); err != nil {
 			return nil, fmt.Errorf("learn: window %d: %w", i, err)
-		}
-		if m.feat.Header {
-			if err := checkHeader(w); err != nil {
-				return nil, fmt.Errorf("learn: window %d: %w", i, err)
-			}
 		}
 		n := len(w.Label)
 		if _, ok := bySize[n]; !ok {

@@ -93,10 +93,7 @@ func TestStreamPredictOrderFree(t *testing.T) {
 	test := familyStreams(rng, 9, 3, 8, "test")
 	cfg := smallConfig()
 	cfg.Epochs = 2
-	m, err := Train(context.Background(), cfg, train, 3, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := trainT(t, cfg, train, 3, nil)
 	defer m.Close()
 	want, err := m.LogProbs(test)
 	if err != nil {

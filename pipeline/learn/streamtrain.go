@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"time"
 
 	ts "github.com/sugarme/gotch/ts"
@@ -25,23 +24,15 @@ type Source func(ctx context.Context, pass int, yield func(*schemas.Window) erro
 // windows as they come. Memory is the source's (its shuffle buffer) plus
 // a few batches plus the stream index (IndexBytes a window at most).
 func TrainStream(ctx context.Context, cfg Config, src Source, numClasses int, progress func(EpochStats)) (*Model, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := checkTrainArgs(cfg, numClasses); err != nil {
 		return nil, err
-	}
-	if numClasses < 1 {
-		return nil, fmt.Errorf("learn: numClasses is %d, must be >= 1", numClasses)
 	}
 	var stats featureStats
 	counts := make([]float64, numClasses)
 	n, total, labeled := -1, 0, 0
 	err := src(ctx, 0, func(w *schemas.Window) error {
-		if err := checkWindow(w, numClasses); err != nil {
+		if err := checkWindow(w, numClasses, cfg.HeaderFeatures); err != nil {
 			return fmt.Errorf("learn: training window %q: %w", w.ID, err)
-		}
-		if cfg.HeaderFeatures {
-			if err := checkHeader(w); err != nil {
-				return fmt.Errorf("learn: training window %q: %w", w.ID, err)
-			}
 		}
 		if n < 0 {
 			n = len(w.Label)
@@ -66,27 +57,8 @@ func TrainStream(ctx context.Context, cfg Config, src Source, numClasses int, pr
 	if labeled == 0 {
 		return nil, errors.New("learn: the training windows hold no labeled packet")
 	}
-
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := startTorch(cfg); err != nil {
-		return nil, err
-	}
-	feat := stats.fit(cfg.MaxPorts, cfg.lensToFit(), cfg.PortSessions)
-	feat.Header = cfg.HeaderFeatures
-	dev, err := ResolveDevice(cfg.Device)
-	if err != nil {
-		return nil, fmt.Errorf("learn: %w", err)
-	}
-	m, err := newModel(cfg, feat, numClasses, dev.resolved)
-	if err != nil {
-		return nil, err
-	}
-	if err := m.fitStream(ctx, src, n, counts, labeled, progress); err != nil {
-		m.Close()
-		return nil, err
-	}
-	return m, nil
+	fitFeat := func() *features { return stats.fit(cfg.MaxPorts, cfg.lensToFit(), cfg.PortSessions) }
+	return trainNew(cfg, numClasses, fitFeat, func(m *Model) error { return m.fitStream(ctx, src, n, counts, labeled, progress) })
 }
 
 func (m *Model) fitStream(ctx context.Context, src Source, n int, counts []float64, labeled int, progress func(EpochStats)) error {
@@ -96,17 +68,6 @@ func (m *Model) fitStream(ctx context.Context, src Source, n int, counts []float
 		if index, err = m.indexStreams(ctx, src, n); err != nil {
 			return err
 		}
-	}
-	opt, err := ts.Adam(m.cfg.LR, 0.9, 0.999, 0)
-	if err != nil {
-		return fmt.Errorf("learn: create Adam optimizer: %w", err)
-	}
-	defer opt.Drop()
-	if err := opt.AddParameters(m.vs.TrainableVariables()); err != nil {
-		return fmt.Errorf("learn: register weights with the optimizer: %w", err)
-	}
-	if prev, err := ts.GradSetEnabled(true); err == nil {
-		defer ts.GradSetEnabled(prev)
 	}
 	weights := ts.None
 	var hostWeights []float32
@@ -118,7 +79,7 @@ func (m *Model) fitStream(ctx context.Context, src Source, n int, counts []float
 		defer w.MustDrop()
 		weights, hostWeights = w, balancedWeights(counts)
 	}
-	return m.steps(ctx, opt, weights, hostWeights, labeled, progress, func(out chan<- batchOf, stop <-chan struct{}) {
+	return m.steps(ctx, weights, hostWeights, labeled, progress, func(out chan<- batchOf, stop <-chan struct{}) {
 		m.streamBatches(ctx, src, n, index, out, stop)
 	})
 }

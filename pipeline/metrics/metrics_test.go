@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/homemole/homemole/pipeline/internal/natstest"
 	"github.com/homemole/homemole/pipeline/metrics"
 )
 
@@ -167,16 +167,7 @@ func TestServeDisabledAndPortTaken(t *testing.T) {
 
 // TestConsumerLag runs a real JetStream server: lag is only known to it.
 func TestConsumerLag(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS did not start")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(natstest.Server(t))
 	if err != nil {
 		t.Fatal(err)
 	}

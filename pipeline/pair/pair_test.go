@@ -59,10 +59,7 @@ func (s tally) accuracy() float64 { return float64(s.correct) / float64(max(s.wa
 // the LAN capture at lanPath.
 func emulated(t *testing.T, lanPath string, home features.HomeConfig, cfg gateway.Config) (wan, truth *bytes.Buffer) {
 	t.Helper()
-	src, err := capture.OpenFile(lanPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := capturetest.Open(t, lanPath)
 	defer src.Close()
 	wan, truth = new(bytes.Buffer), new(bytes.Buffer)
 	if _, err := gateway.Emulate(context.Background(), src, home, cfg, wan, truth); err != nil {
@@ -81,10 +78,7 @@ func emulateAndPair(t *testing.T, lanPath string, home features.HomeConfig, gcfg
 	if err != nil {
 		t.Fatal(err)
 	}
-	lan, err := capture.OpenFile(lanPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lan := capturetest.Open(t, lanPath)
 	defer lan.Close()
 	w, err := capture.NewReader(bytes.NewReader(wan.Bytes()), "wan")
 	if err != nil {
@@ -277,10 +271,7 @@ func TestRawIPWAN(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		lan, err := capture.OpenFile(h.Files[0])
-		if err != nil {
-			t.Fatal(err)
-		}
+		lan := capturetest.Open(t, h.Files[0])
 		rawSrc, err := capture.NewReader(bytes.NewReader(raw.Bytes()), "raw")
 		if err != nil {
 			t.Fatal(err)

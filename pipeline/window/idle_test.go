@@ -27,46 +27,27 @@ import (
 // the consumer holds nothing. A session that ends normally is not marked.
 func TestIdleSessionCutShort(t *testing.T) {
 	ctx := embeddedtest.Context(t, 30*time.Second)
-	log := slog.New(slog.DiscardHandler)
-	conn, st := embeddedServers(t, log)
 	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindNoise, Size: 10, Labels: []string{"plug", "cam", "bulb", "hub"}}
 	// benchSession's batches: the dead session loses its last (final) one.
 	dead := benchSession("h", "lan-dead", 400, 50, 1)
 	dead = dead[:len(dead)-1]
 	whole := benchSession("h", "lan-whole", 200, 50, 2)
-	for _, b := range append(dead, whole...) {
-		if err := conn.Publish(ctx, schemas.LabeledSubject(b.Campaign, b.Home, b.View), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w, err := New(spec, st, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.IdleTimeout = time.Second
-	parts := make(chan Part, 4)
-	w.OnPart = func(p Part) { parts <- p }
-	cctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	cc := ConsumerConfig(spec, dead[0].Campaign, 0)
-	go w.Sweeper(cctx)
-	go func() { done <- conn.Consume(cctx, cc, w.Handle) }()
+	r := startWindowing(t, spec, append(dead, whole...), 0, time.Second)
 
 	got := map[string]Part{}
 	started := time.Now()
 	for len(got) < 2 {
 		select {
-		case p := <-parts:
+		case p := <-r.parts:
 			got[p.Session] = p
-			if p.Session == "lan-dead" && time.Since(started) < w.IdleTimeout {
+			if p.Session == "lan-dead" && time.Since(started) < r.w.IdleTimeout {
 				t.Errorf("the unfinished session was closed after %s, before its idle timeout", time.Since(started))
 			}
 		case <-ctx.Done():
-			t.Fatalf("parts %v after %s; %d sessions held", got, time.Since(started), w.Held())
+			t.Fatalf("parts %v after %s; %d sessions held", got, time.Since(started), r.w.Held())
 		}
 	}
-	stop()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	if err := r.stop(); !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
 	deadPkts := 0
@@ -79,7 +60,7 @@ func TestIdleSessionCutShort(t *testing.T) {
 	if p := got["lan-whole"]; p.CutShort || p.Packets != 200 {
 		t.Errorf("whole session's part: cut short %v, %d packets", p.CutShort, p.Packets)
 	}
-	data, err := st.Get(ctx, path.Join(spec.Prefix(), "lan", "h", "lan-dead", PartSuffix))
+	data, err := r.st.Get(ctx, path.Join(spec.Prefix(), "lan", "h", "lan-dead", PartSuffix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,16 +68,8 @@ func TestIdleSessionCutShort(t *testing.T) {
 	if err := json.Unmarshal(data, &stored); err != nil || stored["cut_short"] != true {
 		t.Errorf("stored part does not record the cut: %s", data)
 	}
-	cons, err := conn.JS.Consumer(ctx, cc.Stream, cc.Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.NumAckPending != 0 || info.NumPending != 0 || w.Held() != 0 {
-		t.Errorf("after the sweep %d deliveries await an ack, %d are pending, %d sessions held: want none", info.NumAckPending, info.NumPending, w.Held())
+	if acks, pending := r.ackPending(t); acks != 0 || pending != 0 || r.w.Held() != 0 {
+		t.Errorf("after the sweep %d deliveries await an ack, %d are pending, %d sessions held: want none", acks, pending, r.w.Held())
 	}
 }
 
@@ -107,7 +80,8 @@ func embeddedServers(tb testing.TB, log *slog.Logger) (*bus.Conn, store.Store) {
 }
 
 // startWindowing runs a windower over the LABELED stream on fresh embedded
-// servers; batches are published before it starts.
+// servers; batches are published before it starts. With idle > 0 the
+// windower closes sessions idle that long (its Sweeper runs).
 type windowing struct {
 	conn  *bus.Conn
 	st    store.Store
@@ -118,7 +92,7 @@ type windowing struct {
 	durable string
 }
 
-func startWindowing(t *testing.T, spec Spec, batches []*schemas.Batch, ackWait time.Duration) *windowing {
+func startWindowing(t *testing.T, spec Spec, batches []*schemas.Batch, ackWait, idle time.Duration) *windowing {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
@@ -138,6 +112,10 @@ func startWindowing(t *testing.T, spec Spec, batches []*schemas.Batch, ackWait t
 	done := make(chan error, 1)
 	cc := ConsumerConfig(spec, batches[0].Campaign, ackWait)
 	r.durable = cc.Durable
+	if idle > 0 {
+		w.IdleTimeout = idle
+		go w.Sweeper(cctx)
+	}
 	go func() { done <- conn.Consume(cctx, cc, w.Handle) }()
 	r.stop = func() error { cancel(); return <-done }
 	return r
@@ -170,7 +148,7 @@ func TestIncrementalWindowing(t *testing.T) {
 	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindNoise, Size: 50, Labels: []string{"plug", "cam", "bulb", "hub"},
 		WindowsPerObject: 4, FlushWindows: 10}
 	all := benchSession("h", "lan-long", 20000, 100, 3)
-	r := startWindowing(t, spec, all[:len(all)-1], time.Second)
+	r := startWindowing(t, spec, all[:len(all)-1], time.Second, 0)
 	var maxHeld int64
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -254,7 +232,7 @@ func TestConsumerBudget(t *testing.T) {
 	a := benchSession("h", "lan-a", 1000, 100, 4)
 	b := benchSession("h", "lan-b", 1000, 100, 5)
 	// a's batches but its final one, then b's.
-	r := startWindowing(t, spec, append(append([]*schemas.Batch{}, a[:len(a)-1]...), b...), time.Minute)
+	r := startWindowing(t, spec, append(append([]*schemas.Batch{}, a[:len(a)-1]...), b...), time.Minute, 0)
 	r.w.ConsumerBudget = 500 * packetCost
 	deadline := time.Now().Add(5 * time.Second)
 	for r.w.HeldBytes() < 900*packetCost && time.Now().Before(deadline) {

@@ -16,14 +16,22 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// Frames reads every frame of the capture at path, each with its own copy
-// of the bytes (a Source reuses its buffer).
-func Frames(tb testing.TB, path string) []capture.Frame {
+// Open opens the capture at path, failing the test when it cannot; the
+// caller closes it.
+func Open(tb testing.TB, path string) capture.Source {
 	tb.Helper()
 	src, err := capture.OpenFile(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return src
+}
+
+// Frames reads every frame of the capture at path, each with its own copy
+// of the bytes (a Source reuses its buffer).
+func Frames(tb testing.TB, path string) []capture.Frame {
+	tb.Helper()
+	src := Open(tb, path)
 	defer src.Close()
 	return all(tb, path, src)
 }

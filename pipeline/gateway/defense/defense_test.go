@@ -12,7 +12,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -309,10 +309,7 @@ func TestMimicNeedsTraffic(t *testing.T) {
 func generatedWAN(t *testing.T, mode gateway.Mode, seed uint64) []Packet {
 	t.Helper()
 	h, home := homegentest.Generate(t, homegen.Config{Seed: seed, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
-	src, err := capture.OpenFile(h.Files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := capturetest.Open(t, h.Files[0])
 	defer src.Close()
 	pkts, _, err := WANView(context.Background(), src, home, gateway.Config{Mode: mode, Seed: seed})
 	if err != nil {

@@ -116,11 +116,12 @@ type Gateway struct {
 	DevMAC, GWLMAC string // the device's MAC, the gateway's LAN MAC
 }
 
-// NewGateway builds the namespaces; with nat, the gateway masquerades the
-// device behind its WAN address (iptables must be installed: the test is
-// skipped otherwise).
+// NewGateway builds the namespaces, skipping the test unless it may
+// (NeedRoot); with nat, the gateway masquerades the device behind its WAN
+// address (iptables must be installed: the test is skipped otherwise).
 func NewGateway(t testing.TB, nat bool) *Gateway {
 	t.Helper()
+	NeedRoot(t)
 	if _, err := exec.LookPath("iptables"); nat && err != nil {
 		t.Skip("the NAPT gateway needs iptables: apt-get install iptables (go tool task test installs it)")
 	}
