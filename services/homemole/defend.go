@@ -49,16 +49,16 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 		m = gateway.VPN
 	}
 	if *mode != "" {
-		if m, err = gateway.ParseMode(*mode); err != nil {
-			return cli.Usagef("defend: --mode: %v", err)
+		if m, err = modeFlag("defend", "mode", *mode); err != nil {
+			return err
 		}
 		if sp.VPNPad && m != gateway.VPN {
 			return cli.Usagef("defend: vpn-pad pads the VPN tunnel: use --mode vpn or leave --mode out")
 		}
 	}
-	c, err := gateway.ParseCipher(*cipher)
+	c, err := cipherFlag("defend", *cipher, false)
 	if err != nil {
-		return cli.Usagef("defend: --cipher: %v", err)
+		return err
 	}
 	if sp.Mimic != "" && *mimicDir == "" {
 		return cli.Usagef("defend: mimic:%s needs --mimic-dir DIR with captures of it in DIR/%s", sp.Mimic, sp.Mimic)

@@ -79,15 +79,13 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	if err != nil {
 		return cli.Usagef("home assemble: --sessions: %v", err)
 	}
-	var mode gateway.Mode
-	if *view != "lan" {
-		if mode, err = gateway.ParseMode(*view); err != nil {
-			return cli.Usagef("home assemble: --view: %v (or lan)", err)
-		}
-	}
-	c, err := gateway.ParseCipher(*cipher)
+	mode, err := viewFlag("home assemble", *view)
 	if err != nil {
-		return cli.Usagef("home assemble: --cipher: %v", err)
+		return err
+	}
+	c, err := cipherFlag("home assemble", *cipher, false)
+	if err != nil {
+		return err
 	}
 	if filepath.Clean(*outPath) == filepath.Clean(*truthPath) {
 		return cli.Usagef("home assemble: --out and --truth are the same file")
@@ -224,11 +222,9 @@ func (m *homeMeasure) check(cmd string) ([]int, realhome.Split, gateway.Mode, er
 	if err != nil {
 		return nil, "", "", cli.Usagef("%s: --sessions: %v", cmd, err)
 	}
-	var mode gateway.Mode
-	if *m.view != "lan" {
-		if mode, err = gateway.ParseMode(*m.view); err != nil {
-			return nil, "", "", cli.Usagef("%s: --view: %v (or lan)", cmd, err)
-		}
+	mode, err := viewFlag(cmd, *m.view)
+	if err != nil {
+		return nil, "", "", err
 	}
 	return units, split, mode, nil
 }

@@ -39,9 +39,9 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	if *lanPath == "" || *wanPath == "" || *invPath == "" || *mode == "" {
 		return cli.Usagef("label needs --lan FILE, --wan FILE, --inventory FILE and --mode napt|vpn")
 	}
-	m, err := gateway.ParseMode(*mode)
+	m, err := modeFlag("label", "mode", *mode)
 	if err != nil {
-		return cli.Usagef("label: --mode: %v", err)
+		return err
 	}
 	inv, err := campaign.LoadInventory(*invPath)
 	if err != nil {
@@ -70,10 +70,8 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	if err != nil {
 		return fmt.Errorf("label: %w", err)
 	}
-	if *cipher != "auto" {
-		if l.Cipher, err = gateway.ParseCipher(*cipher); err != nil {
-			return cli.Usagef("label: --cipher: %v (or auto)", err)
-		}
+	if l.Cipher, err = cipherFlag("label", *cipher, true); err != nil {
+		return err
 	}
 	truth, err := readTruthFile("label", *truthPath)
 	if err != nil {
