@@ -34,11 +34,8 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	truthPath := fs.String("truth", "", "ground-truth CSV to write")
 	mimicDir := fs.String("mimic-dir", "", "mimic: a folder with one sub-folder of captures per device type (IoT Sentinel's layout)")
 	home := homeFlags(fs, "gateway-mac")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "defend needs --in LAN.pcap, --defense SPEC, --out WAN.pcap and --truth truth.csv", in, spec, outPath, truthPath); err != nil {
 		return err
-	}
-	if *in == "" || *spec == "" || *outPath == "" || *truthPath == "" {
-		return cli.Usagef("defend needs --in LAN.pcap, --defense SPEC, --out WAN.pcap and --truth truth.csv")
 	}
 	sp, err := defense.ParseSpec(*spec)
 	if err != nil {

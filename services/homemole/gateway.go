@@ -196,11 +196,8 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	loss := fs.Float64("loss", 0, "share of outbound packets the gateway loses, 0 to below 1")
 	vpnProto := fs.String("vpn-proto", "udp", "vpn: the tunnel's transport, udp or tcp (OpenVPN records framed by their length in one TCP stream)")
 	home := homeFlags(fs, "gateway-mac")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "gateway needs --in LAN.pcap, --out WAN.pcap and --truth truth.csv", in, outPath, truthPath); err != nil {
 		return err
-	}
-	if *in == "" || *outPath == "" || *truthPath == "" {
-		return cli.Usagef("gateway needs --in LAN.pcap, --out WAN.pcap and --truth truth.csv")
 	}
 	m, err := modeFlag("gateway", "mode", *mode)
 	if err != nil {
@@ -266,11 +263,8 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	outPath := fs.String("out", "-", "pairs CSV to write; - is stdout")
 	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report accuracy")
 	home := homeFlags(fs, "gateway-mac")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "pair needs --lan FILE, --wan FILE and --mode napt|vpn", lanPath, wanPath, mode); err != nil {
 		return err
-	}
-	if *lanPath == "" || *wanPath == "" || *mode == "" {
-		return cli.Usagef("pair needs --lan FILE, --wan FILE and --mode napt|vpn")
 	}
 	m, err := modeFlag("pair", "mode", *mode)
 	if err != nil {

@@ -60,11 +60,8 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 		}
 		return nil
 	})
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "home assemble needs --from-dir DIR, --out home.pcap and --truth truth.csv", dir, outPath, truthPath); err != nil {
 		return err
-	}
-	if *dir == "" || *outPath == "" || *truthPath == "" {
-		return cli.Usagef("home assemble needs --from-dir DIR, --out home.pcap and --truth truth.csv")
 	}
 	if *devices == 0 && len(units) == 0 {
 		return cli.Usagef("home assemble: give --devices N, --units TYPE=K, or both")
