@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/detect"
 	"github.com/homemole/homemole/pipeline/detect/scene"
@@ -42,14 +43,7 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 	var mu sync.Mutex
 	first := map[string]int64{}
 	var lastEnd int64
-	sub, err := conn.NC.Subscribe(schemas.SeenSubject("spring", "home-1"), func(msg *nats.Msg) {
-		s, err := schemas.DecodeSeen(msg.Data)
-		if err != nil {
-			t.Errorf("hm.seen message: %v", err)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
+	onSeen(t, conn, schemas.SeenSubject("spring", "home-1"), &mu, func(s schemas.Seen) {
 		lastEnd = max(lastEnd, s.EndNs)
 		names := map[string]bool{}
 		for _, d := range s.Detections {
@@ -62,20 +56,8 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 			}
 		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 
-	const batch = 4096
-	for lo := 0; lo < len(pkts); lo += batch {
-		hi := min(lo+batch, len(pkts))
-		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "spring", Home: "home-1", Tap: "wan", Source: "spring/home-1/wan/wan.pcap",
-			Session: "session-04", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
-		if err := conn.Publish(ctx, schemas.PacketSubject("spring", "home-1", "wan"), b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishWAN(ctx, t, conn, "spring", "home-1", "session-04", pkts, 4096)
 	campaignFile := filepath.Join(t.TempDir(), "spring.yaml")
 	if err := os.WriteFile(campaignFile, []byte("name: spring\nhomes:\n  - name: home-1\n    taps:\n      - name: wan\n        interface: eth1\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -107,6 +89,41 @@ func TestReplayedHomeIsDetected(t *testing.T) {
 		fmt.Printf("%-16s first reported %v after the first packet\n", n, resp.Round(time.Second))
 		if resp > 13*time.Minute {
 			t.Errorf("%s: first reported after %v, the paper's slowest device takes 13 min", n, resp)
+		}
+	}
+}
+
+// onSeen hands every hm.seen message on subject, decoded, to f under mu
+// until the test ends; a message that does not decode fails the test.
+func onSeen(t *testing.T, conn *bus.Conn, subject string, mu *sync.Mutex, f func(schemas.Seen)) {
+	t.Helper()
+	sub, err := conn.NC.Subscribe(subject, func(msg *nats.Msg) {
+		s, err := schemas.DecodeSeen(msg.Data)
+		if err != nil {
+			t.Errorf("hm.seen message: %v", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		f(s)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+}
+
+// publishWAN publishes a session's packets as the capture agent of the
+// wan tap of campaign c's home would: in batches of batch packets, the
+// last one final.
+func publishWAN(ctx context.Context, t *testing.T, conn *bus.Conn, c, home, session string, pkts []schemas.Packet, batch int) {
+	t.Helper()
+	for lo := 0; lo < len(pkts); lo += batch {
+		hi := min(lo+batch, len(pkts))
+		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c, Home: home, Tap: "wan", Source: c + "/" + home + "/wan/wan.pcap",
+			Session: session, FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
+		if err := conn.Publish(ctx, schemas.PacketSubject(c, home, "wan"), b); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -57,16 +57,8 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		}
 		return c
 	}
-	const batch = 1024
 	for _, c := range []string{"whole", "cut", "flaky"} {
-		for lo := 0; lo < len(pkts); lo += batch {
-			hi := min(lo+batch, len(pkts))
-			b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c, Home: "home-1", Tap: "wan", Source: c + "/home-1/wan/wan.pcap",
-				Session: "session-04", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
-			if err := conn.Publish(ctx, schemas.PacketSubject(c, "home-1", "wan"), b); err != nil {
-				t.Fatal(err)
-			}
-		}
+		publishWAN(ctx, t, conn, c, "home-1", "session-04", pkts, 1024)
 	}
 	seen, err := conn.JS.Stream(ctx, bus.StreamSeen)
 	if err != nil {

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/homemole/homemole/pipeline/detect"
 	"github.com/homemole/homemole/pipeline/detect/scene"
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
@@ -89,14 +87,7 @@ func TestUnseenDeviceIsUnknown(t *testing.T) {
 	type tally struct{ windows, traffic, unknown, named, silentUnknown int }
 	got := map[string]*tally{}
 	var lastEnd = map[string]int64{}
-	sub, err := conn.NC.Subscribe("hm.seen.lab.>", func(msg *nats.Msg) {
-		s, err := schemas.DecodeSeen(msg.Data)
-		if err != nil {
-			t.Errorf("hm.seen message: %v", err)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
+	onSeen(t, conn, "hm.seen.lab.>", &mu, func(s schemas.Seen) {
 		tl := got[s.Home]
 		if tl == nil {
 			tl = &tally{}
@@ -121,24 +112,12 @@ func TestUnseenDeviceIsUnknown(t *testing.T) {
 			}
 		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 
 	// publish sends a home's held-out stream as its wan tap's agent would,
 	// in batches of 4096 packets, and returns its last packet's time.
 	publish := func(home string, st []seqprofile.Stamped) int64 {
 		pkts := packetsOf(st)
-		const batch = 4096
-		for lo := 0; lo < len(pkts); lo += batch {
-			hi := min(lo+batch, len(pkts))
-			b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: "lab", Home: home, Tap: "wan", Source: "lab/" + home + "/wan/wan.pcap",
-				Session: "session-06", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
-			if err := conn.Publish(ctx, schemas.PacketSubject("lab", home, "wan"), b); err != nil {
-				t.Fatal(err)
-			}
-		}
+		publishWAN(ctx, t, conn, "lab", home, "session-06", pkts, 4096)
 		return pkts[len(pkts)-1].TsNs
 	}
 	// Each device's held-out traffic is a home of its own, as the wan tap

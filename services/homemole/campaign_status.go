@@ -17,6 +17,22 @@ import (
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
+// newWatcher is the campaign status watcher of serve's page and of
+// campaign status: of every campaign on the PACKETS stream, or with a
+// campaign file, of that campaign's homes and taps only.
+func newWatcher(log *slog.Logger, file string) (*campaignstatus.Watcher, error) {
+	w := &campaignstatus.Watcher{Log: log}
+	if file == "" {
+		return w, nil
+	}
+	c, err := campaign.Load(file)
+	if err != nil {
+		return nil, err
+	}
+	w.Campaign = c
+	return w, nil
+}
+
 // runCampaign is `homemole campaign status`: how a running campaign is
 // doing, per home and tap, read from the streams and the object store.
 func runCampaign(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -39,13 +55,9 @@ func runCampaign(ctx context.Context, log *slog.Logger, out io.Writer, args []st
 	if *interval < 0 {
 		return cli.Usagef("campaign status: --interval %v is negative", *interval)
 	}
-	w := &campaignstatus.Watcher{Log: log}
-	if *file != "" {
-		c, err := campaign.Load(*file)
-		if err != nil {
-			return err
-		}
-		w.Campaign = c
+	w, err := newWatcher(log, *file)
+	if err != nil {
+		return err
 	}
 	env, err := endpoints.Open(ctx, *ep, "homemole-campaign-status", log)
 	if err != nil {

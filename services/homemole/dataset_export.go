@@ -29,11 +29,8 @@ func runDatasetExport(ctx context.Context, log *slog.Logger, out io.Writer, args
 			"  pandas:  pd.read_parquet(\"d.parquet\")\n"+
 			"  DuckDB:  SELECT window_id, label FROM 'd.parquet'")
 	name, version, outPath, session := exportFlags(fs)
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "dataset export needs --dataset NAME and --out FILE.parquet", name, outPath); err != nil {
 		return err
-	}
-	if *name == "" || *outPath == "" {
-		return cli.Usagef("dataset export needs --dataset NAME and --out FILE.parquet")
 	}
 	env, m, keep, err := openSelection(ctx, *ep, log, *name, *version, *session)
 	if err != nil {
@@ -70,11 +67,8 @@ func runDatasetToPcap(ctx context.Context, log *slog.Logger, out io.Writer, args
 	to := fs.Int("to", -1, "window index to stop before; -1 writes to the last window")
 	id := fs.String("window", "", "write only the window of this `ID` (the window_id column of a Parquet export) instead of --from/--to")
 	uncapped := fs.Bool("uncapped", false, "number and search every window the windower wrote, ignoring the per-device cap")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "dataset to-pcap needs --dataset NAME and --out FILE.pcap", name, outPath); err != nil {
 		return err
-	}
-	if *name == "" || *outPath == "" {
-		return cli.Usagef("dataset to-pcap needs --dataset NAME and --out FILE.pcap")
 	}
 	if *from < 0 || *to < -1 || (*to >= 0 && *to <= *from) {
 		return cli.Usagef("dataset to-pcap: --from %d --to %d selects no window; want 0 <= from < to, or --to -1 for all after from", *from, *to)

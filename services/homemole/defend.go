@@ -34,11 +34,8 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	truthPath := fs.String("truth", "", "ground-truth CSV to write")
 	mimicDir := fs.String("mimic-dir", "", "mimic: a folder with one sub-folder of captures per device type (IoT Sentinel's layout)")
 	home := homeFlags(fs, "gateway-mac")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "defend needs --in LAN.pcap, --defense SPEC, --out WAN.pcap and --truth truth.csv", in, spec, outPath, truthPath); err != nil {
 		return err
-	}
-	if *in == "" || *spec == "" || *outPath == "" || *truthPath == "" {
-		return cli.Usagef("defend needs --in LAN.pcap, --defense SPEC, --out WAN.pcap and --truth truth.csv")
 	}
 	sp, err := defense.ParseSpec(*spec)
 	if err != nil {
@@ -49,16 +46,16 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 		m = gateway.VPN
 	}
 	if *mode != "" {
-		if m, err = gateway.ParseMode(*mode); err != nil {
-			return cli.Usagef("defend: --mode: %v", err)
+		if m, err = modeFlag("defend", "mode", *mode); err != nil {
+			return err
 		}
 		if sp.VPNPad && m != gateway.VPN {
 			return cli.Usagef("defend: vpn-pad pads the VPN tunnel: use --mode vpn or leave --mode out")
 		}
 	}
-	c, err := gateway.ParseCipher(*cipher)
+	c, err := cipherFlag("defend", *cipher, false)
 	if err != nil {
-		return cli.Usagef("defend: --cipher: %v", err)
+		return err
 	}
 	if sp.Mimic != "" && *mimicDir == "" {
 		return cli.Usagef("defend: mimic:%s needs --mimic-dir DIR with captures of it in DIR/%s", sp.Mimic, sp.Mimic)

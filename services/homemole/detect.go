@@ -45,11 +45,8 @@ func runDetect(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 	jsonOut := fs.String("json", "", "file to write the detections to (- for standard output)")
 	var device string
 	modelflag.Device(fs, &device)
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "detect needs --model MODEL, --in CAPTURE and --json OUT", modelPath, in, jsonOut); err != nil {
 		return err
-	}
-	if *modelPath == "" || *in == "" || *jsonOut == "" {
-		return cli.Usagef("detect needs --model MODEL, --in CAPTURE and --json OUT")
 	}
 	if err := modelflag.UseDevice(log, device); err != nil {
 		return err

@@ -46,11 +46,8 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 	in := fs.String("in", "", "capture file to read (pcap or pcapng, optionally gzip-compressed)")
 	outPath := fs.String("out", "-", "CSV file to write; - is stdout")
 	homeOf := homeFlags(fs, "lan-mac")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "features needs --in FILE", in); err != nil {
 		return err
-	}
-	if *in == "" {
-		return cli.Usagef("features needs --in FILE")
 	}
 	if *outPath != "-" && filepath.Clean(*outPath) == filepath.Clean(*in) {
 		// Checked before the capture is opened: creating the output would

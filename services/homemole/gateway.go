@@ -108,6 +108,45 @@ func refuseInput(cmd, flagName, path string, inputs ...string) error {
 	return nil
 }
 
+// modeFlag reads cmd's --NAME as a gateway mode, napt or vpn; anything else
+// is a usage error naming the command and the flag.
+func modeFlag(cmd, name, value string) (gateway.Mode, error) {
+	m, err := gateway.ParseMode(value)
+	if err != nil {
+		return "", cli.Usagef("%s: --%s: %v", cmd, name, err)
+	}
+	return m, nil
+}
+
+// viewFlag reads cmd's --view: lan, the zero mode (the home network's own
+// view, no gateway), or the mode of the gateway an observer looks beyond.
+func viewFlag(cmd, value string) (gateway.Mode, error) {
+	if value == "lan" {
+		return "", nil
+	}
+	m, err := gateway.ParseMode(value)
+	if err != nil {
+		return "", cli.Usagef("%s: --view: %v (or lan)", cmd, err)
+	}
+	return m, nil
+}
+
+// cipherFlag reads cmd's --cipher. Where auto is allowed, "auto" is the
+// zero cipher: the pairing detects it from the WAN capture.
+func cipherFlag(cmd, value string, auto bool) (gateway.Cipher, error) {
+	if auto && value == "auto" {
+		return "", nil
+	}
+	c, err := gateway.ParseCipher(value)
+	if err == nil {
+		return c, nil
+	}
+	if auto {
+		return "", cli.Usagef("%s: --cipher: %v (or auto)", cmd, err)
+	}
+	return "", cli.Usagef("%s: --cipher: %v", cmd, err)
+}
+
 // refuseWANOutputs refuses a --out and --truth that are one file, or
 // either of them the --in capture: gateway and defend write the WAN capture
 // and its truth from it.
@@ -157,19 +196,16 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	loss := fs.Float64("loss", 0, "share of outbound packets the gateway loses, 0 to below 1")
 	vpnProto := fs.String("vpn-proto", "udp", "vpn: the tunnel's transport, udp or tcp (OpenVPN records framed by their length in one TCP stream)")
 	home := homeFlags(fs, "gateway-mac")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "gateway needs --in LAN.pcap, --out WAN.pcap and --truth truth.csv", in, outPath, truthPath); err != nil {
 		return err
 	}
-	if *in == "" || *outPath == "" || *truthPath == "" {
-		return cli.Usagef("gateway needs --in LAN.pcap, --out WAN.pcap and --truth truth.csv")
-	}
-	m, err := gateway.ParseMode(*mode)
+	m, err := modeFlag("gateway", "mode", *mode)
 	if err != nil {
-		return cli.Usagef("gateway: --mode: %v", err)
+		return err
 	}
-	c, err := gateway.ParseCipher(*cipher)
+	c, err := cipherFlag("gateway", *cipher, false)
 	if err != nil {
-		return cli.Usagef("gateway: --cipher: %v", err)
+		return err
 	}
 	if err := refuseWANOutputs("gateway", *in, *outPath, *truthPath); err != nil {
 		return err
@@ -227,21 +263,16 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	outPath := fs.String("out", "-", "pairs CSV to write; - is stdout")
 	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report accuracy")
 	home := homeFlags(fs, "gateway-mac")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "pair needs --lan FILE, --wan FILE and --mode napt|vpn", lanPath, wanPath, mode); err != nil {
 		return err
 	}
-	if *lanPath == "" || *wanPath == "" || *mode == "" {
-		return cli.Usagef("pair needs --lan FILE, --wan FILE and --mode napt|vpn")
-	}
-	m, err := gateway.ParseMode(*mode)
+	m, err := modeFlag("pair", "mode", *mode)
 	if err != nil {
-		return cli.Usagef("pair: --mode: %v", err)
+		return err
 	}
 	cfg := pair.Config{Mode: m, Method: pair.Method(*method), Window: *window}
-	if *cipher != "auto" {
-		if cfg.Cipher, err = gateway.ParseCipher(*cipher); err != nil {
-			return cli.Usagef("pair: --cipher: %v (or auto)", err)
-		}
+	if cfg.Cipher, err = cipherFlag("pair", *cipher, true); err != nil {
+		return err
 	}
 	if *vpnPort > 65535 {
 		return cli.Usagef("pair: --vpn-port %d is not a port", *vpnPort)

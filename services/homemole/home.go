@@ -60,11 +60,8 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 		}
 		return nil
 	})
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "home assemble needs --from-dir DIR, --out home.pcap and --truth truth.csv", dir, outPath, truthPath); err != nil {
 		return err
-	}
-	if *dir == "" || *outPath == "" || *truthPath == "" {
-		return cli.Usagef("home assemble needs --from-dir DIR, --out home.pcap and --truth truth.csv")
 	}
 	if *devices == 0 && len(units) == 0 {
 		return cli.Usagef("home assemble: give --devices N, --units TYPE=K, or both")
@@ -79,15 +76,13 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	if err != nil {
 		return cli.Usagef("home assemble: --sessions: %v", err)
 	}
-	var mode gateway.Mode
-	if *view != "lan" {
-		if mode, err = gateway.ParseMode(*view); err != nil {
-			return cli.Usagef("home assemble: --view: %v (or lan)", err)
-		}
-	}
-	c, err := gateway.ParseCipher(*cipher)
+	mode, err := viewFlag("home assemble", *view)
 	if err != nil {
-		return cli.Usagef("home assemble: --cipher: %v", err)
+		return err
+	}
+	c, err := cipherFlag("home assemble", *cipher, false)
+	if err != nil {
+		return err
 	}
 	if filepath.Clean(*outPath) == filepath.Clean(*truthPath) {
 		return cli.Usagef("home assemble: --out and --truth are the same file")
@@ -224,11 +219,9 @@ func (m *homeMeasure) check(cmd string) ([]int, realhome.Split, gateway.Mode, er
 	if err != nil {
 		return nil, "", "", cli.Usagef("%s: --sessions: %v", cmd, err)
 	}
-	var mode gateway.Mode
-	if *m.view != "lan" {
-		if mode, err = gateway.ParseMode(*m.view); err != nil {
-			return nil, "", "", cli.Usagef("%s: --view: %v (or lan)", cmd, err)
-		}
+	mode, err := viewFlag(cmd, *m.view)
+	if err != nil {
+		return nil, "", "", err
 	}
 	return units, split, mode, nil
 }

@@ -60,11 +60,8 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	also := fs.String("also", "", "the other folder of an identical pair, whose units count as --device's")
 	learn := fs.String("learn", string(realhome.EarlySessions), "captures the heartbeats are learned from: all, early or late")
 	spModel := fs.String("sp-model", "", "model from `homemole sp train` whose counter to measure beside the heartbeats")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "home count needs --from-dir DIR and --device TYPE", hm.dir, device); err != nil {
 		return err
-	}
-	if *hm.dir == "" || *device == "" {
-		return cli.Usagef("home count needs --from-dir DIR and --device TYPE")
 	}
 	units, split, mode, err := hm.check("home count")
 	if err != nil {

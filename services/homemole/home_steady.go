@@ -39,11 +39,8 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	hm := homeMeasureFlags(fs, "1-10", 10, realhome.AllSessions, "lan or napt")
 	device := fs.String("device", "", "count only this type (default: every eligible type)")
 	heldOut := fs.Bool("held-out", false, "name the type per home from the captures the home did not draw on")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "home steady needs --from-dir DIR", hm.dir); err != nil {
 		return err
-	}
-	if *hm.dir == "" {
-		return cli.Usagef("home steady needs --from-dir DIR")
 	}
 	units, split, mode, err := hm.check("home steady")
 	if err != nil {
@@ -170,11 +167,8 @@ func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	window := fs.Duration("window", 20*time.Second, "window length")
 	step := fs.Duration("step", 10*time.Second, "window step")
 	seed := fs.Uint64("seed", 1, "seed of the homes")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "home pairs needs --from-dir DIR", dir); err != nil {
 		return err
-	}
-	if *dir == "" {
-		return cli.Usagef("home pairs needs --from-dir DIR")
 	}
 	if *homes < 1 || *others < 0 || *duration <= 0 || *window <= 0 || *step <= 0 || *window > *duration {
 		return cli.Usagef("home pairs: --homes from 1, --others from 0, positive --duration, --window and --step, the window within the duration")

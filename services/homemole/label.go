@@ -14,7 +14,6 @@ import (
 	"github.com/homemole/homemole/pipeline/label"
 	"github.com/homemole/homemole/pipeline/pair"
 	"github.com/homemole/homemole/schemas"
-	"github.com/homemole/homemole/services/internal/cli"
 )
 
 // runLabel runs the labeler's own code (pipeline/label) on a LAN and a WAN
@@ -33,15 +32,12 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc (OpenVPN), wireguard, or auto to detect")
 	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report pairing accuracy")
 	home := homeFlags(fs, "gateway-mac")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "label needs --lan FILE, --wan FILE, --inventory FILE and --mode napt|vpn", lanPath, wanPath, invPath, mode); err != nil {
 		return err
 	}
-	if *lanPath == "" || *wanPath == "" || *invPath == "" || *mode == "" {
-		return cli.Usagef("label needs --lan FILE, --wan FILE, --inventory FILE and --mode napt|vpn")
-	}
-	m, err := gateway.ParseMode(*mode)
+	m, err := modeFlag("label", "mode", *mode)
 	if err != nil {
-		return cli.Usagef("label: --mode: %v", err)
+		return err
 	}
 	inv, err := campaign.LoadInventory(*invPath)
 	if err != nil {
@@ -70,10 +66,8 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	if err != nil {
 		return fmt.Errorf("label: %w", err)
 	}
-	if *cipher != "auto" {
-		if l.Cipher, err = gateway.ParseCipher(*cipher); err != nil {
-			return cli.Usagef("label: --cipher: %v (or auto)", err)
-		}
+	if l.Cipher, err = cipherFlag("label", *cipher, true); err != nil {
+		return err
 	}
 	truth, err := readTruthFile("label", *truthPath)
 	if err != nil {

@@ -63,40 +63,48 @@ func ppi(inner uint32) []byte {
 	return h
 }
 
+// nullWrap wraps IP packets in a BSD loopback header: the address family
+// in byte order o, 2 for IPv4, and af6 for IPv6, which differs between
+// systems.
+func nullWrap(o binary.AppendByteOrder, af6 uint32) func(ip []byte, v6 bool) []byte {
+	return func(ip []byte, v6 bool) []byte {
+		return join(o.AppendUint32(nil, pick[uint32](v6, 2, af6)), ip)
+	}
+}
+
+// rawIP is the wrap of the link types that carry bare IP packets.
+func rawIP(ip []byte, _ bool) []byte { return ip }
+
+// pppIP wraps an IP packet in a PPP frame without address and control
+// fields: the protocol alone, 0x21 for IPv4, 0x57 for IPv6.
+func pppIP(ip []byte, v6 bool) []byte { return join([]byte{0x00, pick[byte](v6, 0x21, 0x57)}, ip) }
+
+// ipEtherType is the EtherType of an IP version, as it is sent.
+func ipEtherType(v6 bool) []byte {
+	return binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd))
+}
+
 var linkFixtures = []linkFixture{
-	{name: "null-le-darwin", link: 0, dissected: "null:ip",
-		wrap: func(ip []byte, v6 bool) []byte {
-			return join(binary.LittleEndian.AppendUint32(nil, pick[uint32](v6, 2, 30)), ip)
-		}},
-	{name: "null-be-freebsd", link: 0, dissected: "null:ip",
-		wrap: func(ip []byte, v6 bool) []byte {
-			return join(binary.BigEndian.AppendUint32(nil, pick[uint32](v6, 2, 28)), ip)
-		}},
-	{name: "null-le-openbsd", link: 0, dissected: "null:ip",
-		wrap: func(ip []byte, v6 bool) []byte {
-			return join(binary.LittleEndian.AppendUint32(nil, pick[uint32](v6, 2, 24)), ip)
-		}},
-	{name: "loop", link: 108, dissected: "null:ip",
-		wrap: func(ip []byte, v6 bool) []byte {
-			return join(binary.BigEndian.AppendUint32(nil, pick[uint32](v6, 2, 24)), ip)
-		}},
+	{name: "null-le-darwin", link: 0, dissected: "null:ip", wrap: nullWrap(binary.LittleEndian, 30)},
+	{name: "null-be-freebsd", link: 0, dissected: "null:ip", wrap: nullWrap(binary.BigEndian, 28)},
+	{name: "null-le-openbsd", link: 0, dissected: "null:ip", wrap: nullWrap(binary.LittleEndian, 24)},
+	{name: "loop", link: 108, dissected: "null:ip", wrap: nullWrap(binary.BigEndian, 24)},
 	{name: "ppp-hdlc", link: 9, dissected: "ppp:ip",
-		wrap:  func(ip []byte, v6 bool) []byte { return join([]byte{0xff, 0x03, 0x00, pick[byte](v6, 0x21, 0x57)}, ip) },
+		wrap:  func(ip []byte, v6 bool) []byte { return join([]byte{0xff, 0x03}, pppIP(ip, v6)) },
 		nonIP: [][]byte{{0xff, 0x03, 0xc0, 0x21, 0x09, 0x01, 0x00, 0x08, 0x12, 0x34, 0x56, 0x78}}}, // LCP echo request
-	{name: "ppp-bare", link: 9, dissected: "ppp:ip",
-		wrap: func(ip []byte, v6 bool) []byte { return join([]byte{0x00, pick[byte](v6, 0x21, 0x57)}, ip) }},
-	{name: "raw-12", link: 12, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
-	{name: "raw-12-pcapng", link: 12, ng: true, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
-	{name: "raw-14", link: 14, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
-	{name: "raw-101", link: 101, dissected: "raw:ip", wrap: func(ip []byte, _ bool) []byte { return ip }},
+	{name: "ppp-bare", link: 9, dissected: "ppp:ip", wrap: pppIP},
+	{name: "raw-12", link: 12, dissected: "raw:ip", wrap: rawIP},
+	{name: "raw-12-pcapng", link: 12, ng: true, dissected: "raw:ip", wrap: rawIP},
+	{name: "raw-14", link: 14, dissected: "raw:ip", wrap: rawIP},
+	{name: "raw-101", link: 101, dissected: "raw:ip", wrap: rawIP},
 	{name: "cisco-hdlc", link: 104, dissected: "chdlc:ip",
 		wrap: func(ip []byte, v6 bool) []byte {
-			return join([]byte{0x0f, 0x00}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+			return join([]byte{0x0f, 0x00}, ipEtherType(v6), ip)
 		},
 		nonIP: [][]byte{{0x8f, 0x00, 0x80, 0x35, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 6, 0xff, 0xff, 0, 0}}}, // SLARP keepalive
 	{name: "pppoe", link: 1, dissected: "eth:ethertype:pppoes:ppp:ip",
 		wrap: func(ip []byte, v6 bool) []byte {
-			return join(ethHdr(0x8864), pppoe(join([]byte{0x00, pick[byte](v6, 0x21, 0x57)}, ip)))
+			return join(ethHdr(0x8864), pppoe(pppIP(ip, v6)))
 		},
 		nonIP: [][]byte{
 			join(ethHdr(0x8863), []byte{0x11, 0x09, 0, 0, 0, 4, 0x01, 0x01, 0, 0}),  // PADI
@@ -104,19 +112,19 @@ var linkFixtures = []linkFixture{
 		}},
 	{name: "vlan-pppoe", link: 1, dissected: "eth:ethertype:vlan:ethertype:pppoes:ppp:ip",
 		wrap: func(ip []byte, v6 bool) []byte {
-			return join(ethHdr(0x8100), []byte{0x00, 0x07, 0x88, 0x64}, pppoe(join([]byte{0x00, pick[byte](v6, 0x21, 0x57)}, ip)))
+			return join(ethHdr(0x8100), []byte{0x00, 0x07, 0x88, 0x64}, pppoe(pppIP(ip, v6)))
 		}},
 	{name: "dot1q", link: 1, dissected: "eth:ethertype:vlan:ethertype:ip",
 		wrap: func(ip []byte, v6 bool) []byte {
-			return join(ethHdr(0x8100), []byte{0x00, 0x0a}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+			return join(ethHdr(0x8100), []byte{0x00, 0x0a}, ipEtherType(v6), ip)
 		}},
 	{name: "qinq-88a8", link: 1, dissected: "eth:ethertype:ieee8021ad:ethertype:vlan:ethertype:ip",
 		wrap: func(ip []byte, v6 bool) []byte {
-			return join(ethHdr(0x88a8), []byte{0x00, 0x64, 0x81, 0x00, 0x00, 0x0a}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+			return join(ethHdr(0x88a8), []byte{0x00, 0x64, 0x81, 0x00, 0x00, 0x0a}, ipEtherType(v6), ip)
 		}},
 	{name: "qinq-9100", link: 1, dissected: "eth:ethertype:vlan:ethertype:vlan:ethertype:ip",
 		wrap: func(ip []byte, v6 bool) []byte {
-			return join(ethHdr(0x9100), []byte{0x00, 0x64, 0x81, 0x00, 0x00, 0x0a}, binary.BigEndian.AppendUint16(nil, pick[uint16](v6, 0x0800, 0x86dd)), ip)
+			return join(ethHdr(0x9100), []byte{0x00, 0x64, 0x81, 0x00, 0x00, 0x0a}, ipEtherType(v6), ip)
 		}},
 	{name: "ppi-ethernet", link: 192, dissected: "ppi:pcap_pktdata:eth:ethertype:ip",
 		wrap: func(ip []byte, v6 bool) []byte {

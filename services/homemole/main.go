@@ -166,6 +166,20 @@ func sharedSubcommands(run func(ctx context.Context, log *slog.Logger, out io.Wr
 	return subs
 }
 
+// parseRequired parses flags as parse does, then refuses, with the usage
+// error need, a command line that leaves any of the required flags empty.
+func parseRequired(fs *flag.FlagSet, args []string, need string, required ...*string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	for _, r := range required {
+		if *r == "" {
+			return cli.Usagef("%s", need)
+		}
+	}
+	return nil
+}
+
 // parse parses flags and refuses stray arguments.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {

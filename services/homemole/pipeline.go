@@ -16,7 +16,6 @@ import (
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
-	"github.com/homemole/homemole/pipeline/campaignstatus"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -250,17 +249,6 @@ func runDatasetStore(ctx context.Context, log *slog.Logger, out io.Writer, sub s
 	if *name == "" {
 		return cli.Usagef("dataset %s needs --dataset NAME", sub)
 	}
-	if sub == "inspect" {
-		m, err := dataset.Load(ctx, env.Store, *name, *version)
-		if err != nil {
-			return err
-		}
-		in, err := dataset.Inspect(ctx, env.Store, m)
-		if err != nil {
-			return err
-		}
-		return in.Print(out, m)
-	}
 	if sub == "assemble" {
 		spec, err := window.LoadSpec(ctx, env.Store, *name, *version)
 		if err != nil {
@@ -273,9 +261,17 @@ func runDatasetStore(ctx context.Context, log *slog.Logger, out io.Writer, sub s
 		fmt.Fprintf(out, "manifest %s: %d windows from %d sessions\n", env.Store.Location(dataset.Key(m.Dataset, m.Version)), m.Windows, len(m.Groups))
 		return nil
 	}
+	// inspect and verify read a built version's manifest.
 	m, err := dataset.Load(ctx, env.Store, *name, *version)
 	if err != nil {
 		return err
+	}
+	if sub == "inspect" {
+		in, err := dataset.Inspect(ctx, env.Store, m)
+		if err != nil {
+			return err
+		}
+		return in.Print(out, m)
 	}
 	if err := dataset.Verify(ctx, env.Store, m); err != nil {
 		return fmt.Errorf("dataset %s/%s failed verification:\n%w", *name, *version, err)
@@ -300,13 +296,9 @@ func runServe(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	watch := &campaignstatus.Watcher{Log: log}
-	if *file != "" {
-		c, err := campaign.Load(*file)
-		if err != nil {
-			return err
-		}
-		watch.Campaign = c
+	watch, err := newWatcher(log, *file)
+	if err != nil {
+		return err
 	}
 	ep.NATSURL, ep.S3 = "", ""
 	env, err := endpoints.Open(ctx, ep, "homemole-serve", log)

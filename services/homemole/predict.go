@@ -33,11 +33,8 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	home := homeFlags(fs, "gateway-mac")
 	var device string
 	modelflag.Device(fs, &device)
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "predict needs --model RUN and --in CAPTURE", run, in); err != nil {
 		return err
-	}
-	if *run == "" || *in == "" {
-		return cli.Usagef("predict needs --model RUN and --in CAPTURE")
 	}
 	if err := modelflag.UseDevice(log, device); err != nil {
 		return err

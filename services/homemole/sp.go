@@ -114,11 +114,8 @@ func runSPTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	crossing := fs.Bool("crossing", false, "learn only from packets that cross a home gateway (a public address at one end): what a detector beyond a NAPT sees")
 	unknownHoldout := fs.Int("unknown-holdout", 0, "of the training captures, keep every K-th of each device type out of training and calibrate on them the rule that reports traffic of no known type as unknown (0: no rule)")
 	cfg, window := spTrainFlags(fs)
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "sp train needs --dir DIR and --out MODEL", dir, outPath); err != nil {
 		return err
-	}
-	if *dir == "" || *outPath == "" {
-		return cli.Usagef("sp train needs --dir DIR and --out MODEL")
 	}
 	if *unknownHoldout < 0 || *unknownHoldout == 1 {
 		return cli.Usagef("--unknown-holdout %d: want 0 (no unknown-device rule) or K >= 2 (every K-th training capture calibrates it)", *unknownHoldout)
@@ -220,11 +217,8 @@ func runSPShow(_ context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	fs := newFlags("sp show", "--model MODEL", "Prints each device type's sequence profiles: N(S), V(S) and the packet\n"+
 		"vectors, * for a field abstracted to Any.")
 	path := fs.String("model", "", "model file from `homemole sp train`")
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "sp show needs --model MODEL", path); err != nil {
 		return err
-	}
-	if *path == "" {
-		return cli.Usagef("sp show needs --model MODEL")
 	}
 	m, err := detect.LoadFile(*path)
 	if err != nil {

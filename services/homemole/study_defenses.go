@@ -118,9 +118,9 @@ func runStudyDefenses(ctx context.Context, log *slog.Logger, out io.Writer, args
 	if (*dir == "") == (*genSessions == 0) || *jsonOut == "" || *genSessions < 0 || *genMinutes < 1 {
 		return cli.Usagef("study defenses needs one of --from-dir DIR or --generated-home SESSIONS (with --session-minutes 1 or more), and --json OUT")
 	}
-	m, err := gateway.ParseMode(*view)
+	m, err := modeFlag("study defenses", "view", *view)
 	if err != nil {
-		return cli.Usagef("study defenses: --view: %v", err)
+		return err
 	}
 	specTexts := strings.Split(*defenses, ",")
 	for _, s := range specTexts {

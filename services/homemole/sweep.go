@@ -47,11 +47,8 @@ func runSweep(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	cipher := fs.String("cipher", "aes-256-gcm", "VPN data channel the emulator uses for the vpn view: aes-256-gcm, aes-256-cbc or wireguard")
 	var device string
 	modelflag.Device(fs, &device)
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "sweep needs --spec FILE", specFile); err != nil {
 		return err
-	}
-	if *specFile == "" {
-		return cli.Usagef("sweep needs --spec FILE")
 	}
 	raw, err := os.ReadFile(*specFile)
 	if err != nil {

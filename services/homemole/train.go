@@ -13,7 +13,6 @@ import (
 
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/train"
-	"github.com/homemole/homemole/services/internal/cli"
 	"github.com/homemole/homemole/services/internal/modelflag"
 )
 
@@ -28,11 +27,8 @@ func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	seed := fs.Uint64("seed", 1, "seed of the split and the training")
 	share := fs.Float64("test-share", 0.2, "share of capture sessions held out for evaluation")
 	spec := modelflag.Register(fs)
-	if err := parse(fs, args); err != nil {
+	if err := parseRequired(fs, args, "train needs --dataset NAME", name); err != nil {
 		return err
-	}
-	if *name == "" {
-		return cli.Usagef("train needs --dataset NAME")
 	}
 	if err := modelflag.UseDevice(log, spec.Learn.Device); err != nil {
 		return err

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 
 	"github.com/homemole/homemole/pipeline/dataset"
-	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/learn"
 	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/pipeline/train"
@@ -25,9 +24,8 @@ import (
 func main() { worker.Main(run) }
 
 func run(ctx context.Context, args []string, env worker.Env) error {
-	ep := endpoints.FromEnv()
 	fs := flag.NewFlagSet("trainer", flag.ContinueOnError)
-	ep.Register(fs)
+	sf := worker.RegisterStoreFlags(fs)
 	var job train.Job
 	fs.StringVar(&job.Dataset, "dataset", "", "dataset name")
 	fs.StringVar(&job.Version, "version", "v1", "dataset version")
@@ -35,11 +33,10 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	fs.Uint64Var(&job.Seed, "seed", 1, "seed of the split and the training")
 	fs.Float64Var(&job.TestShare, "test-share", 0.2, "share of capture sessions held out for evaluation")
 	spec := modelflag.Register(fs)
-	metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if job.Dataset == "" || job.RunName == "" || ep.NATSURL == "" || ep.S3 == "" {
+	if job.Dataset == "" || job.RunName == "" || !sf.Given() {
 		return cli.Usagef("trainer needs --dataset NAME, --run NAME, --nats URL and --s3 HOST:PORT")
 	}
 	// They become object keys (models/RUN, datasets/NAME/VERSION).
@@ -49,7 +46,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	if err := modelflag.UseDevice(env.Log, spec.Learn.Device); err != nil {
 		return err
 	}
-	rt, err := worker.Start(ctx, "trainer", *metricsAddr, env)
+	rt, err := worker.Start(ctx, "trainer", sf.MetricsAddr, env)
 	if err != nil {
 		return err
 	}
@@ -58,7 +55,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	if err := rt.Metrics.Report(metrics.Totals{Epochs: func() float64 { return float64(epochs.Load()) }}); err != nil {
 		return err
 	}
-	eps, err := rt.Open(ctx, ep)
+	eps, err := rt.Open(ctx, sf.Endpoints)
 	if err != nil {
 		return err
 	}

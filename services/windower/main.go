@@ -12,7 +12,6 @@ import (
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
-	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
@@ -23,14 +22,12 @@ import (
 func main() { worker.Main(run) }
 
 func run(ctx context.Context, args []string, env worker.Env) error {
-	ep := endpoints.FromEnv()
 	fs := flag.NewFlagSet("windower", flag.ContinueOnError)
-	ep.Register(fs)
+	sf := worker.RegisterStoreFlags(fs)
 	file := fs.String("campaign", "", "campaign file (YAML): its inventories give the label vocabulary")
 	spec := window.Spec{}
 	spec.RegisterFlags(fs)
 	ackWait := fs.Duration("ack-wait", window.DefaultAckWait, "how long the batches of an unfinished session stay with this worker unacknowledged; a dead worker's sessions go to another after it")
-	metricsAddr := fs.String("metrics-addr", metrics.Addr(), metrics.Flag)
 	var consumerBudget int64
 	fs.Func("consumer-budget", "bytes of packets all sessions of this worker may hold (e.g. 384MiB, about 140 bytes a packet); past it, batches of new sessions wait. Unset: no budget", func(v string) error {
 		n, err := campaign.ParseBytes(v)
@@ -44,7 +41,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if *file == "" || spec.Dataset == "" || ep.NATSURL == "" || ep.S3 == "" {
+	if *file == "" || spec.Dataset == "" || !sf.Given() {
 		return cli.Usagef("windower needs --campaign FILE, --dataset NAME, --nats URL and --s3 HOST:PORT")
 	}
 	if err := part.Validate(); err != nil {
@@ -55,10 +52,10 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 		return err
 	}
 	spec.Labels = build.LabelsOf(c)
-	if ep.Retention, err = retention(c.Retention); err != nil {
+	if sf.Endpoints.Retention, err = retention(c.Retention); err != nil {
 		return cli.Usagef("%v", err)
 	}
-	rt, err := worker.Start(ctx, "windower", *metricsAddr, env)
+	rt, err := worker.Start(ctx, "windower", sf.MetricsAddr, env)
 	if err != nil {
 		return err
 	}
@@ -73,7 +70,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	}); err != nil {
 		return err
 	}
-	eps, err := rt.Open(ctx, ep)
+	eps, err := rt.Open(ctx, sf.Endpoints)
 	if err != nil {
 		return err
 	}

@@ -7,10 +7,11 @@ import (
 	"testing"
 )
 
-// TestREADMEQuotesFigures: every figure the README quotes is the value
-// docs/figures.json holds, and no throughput is stated outside a quote.
-func TestREADMEQuotesFigures(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+// readWithFigures reads a checked-in file, named from the repository's
+// root, and the figures the checked-in docs/figures.json holds.
+func readWithFigures(t *testing.T, name string) ([]byte, *File) {
+	t.Helper()
+	raw, err := os.ReadFile("../../" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,6 +19,13 @@ func TestREADMEQuotesFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return raw, f
+}
+
+// TestREADMEQuotesFigures: every figure the README quotes is the value
+// docs/figures.json holds, and no throughput is stated outside a quote.
+func TestREADMEQuotesFigures(t *testing.T) {
+	readme, f := readWithFigures(t, "README.md")
 	for _, err := range Check(string(readme), f) {
 		t.Error(err)
 	}
@@ -84,14 +92,7 @@ func TestLoadRefusesIncompleteFigures(t *testing.T) {
 // TestFileIsAsSaved: the checked-in file is byte for byte what the tool
 // writes, so a rerun's diff shows only the figures that changed.
 func TestFileIsAsSaved(t *testing.T) {
-	raw, err := os.ReadFile("../../docs/figures.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := Load("../../docs/figures.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, f := readWithFigures(t, "docs/figures.json")
 	b, err := f.encode()
 	if err != nil {
 		t.Fatal(err)

@@ -189,6 +189,24 @@ func readVPNCaps(lanPath, tunPath, wanPath string, ti *truthInfo) (tun, wan []ca
 	return tun, wan, matchByKey(lan, tun), nil
 }
 
+// tunDirections splits the tun capture's decoded packets by direction,
+// each side's indices in capture order (the order the tunnel keeps), and
+// counts both in ti.
+func tunDirections(tun []capPkt, ti *truthInfo) (in, out []int) {
+	for i, p := range tun {
+		if !p.ok {
+			continue
+		}
+		if tunOut(p.h) {
+			out = append(out, i)
+		} else {
+			in = append(in, i)
+		}
+	}
+	ti.tunIn, ti.tunOut = len(in), len(out)
+	return in, out
+}
+
 // truthVPN: LAN to tun by name, as under NAPT (the gateway masquerades onto
 // the tunnel); tun to WAN by order, since OpenVPN encrypts the packets of
 // its tun device one by one, in order, into one data-channel packet each.
@@ -199,18 +217,7 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 		return nil, ti, err
 	}
 	gw := netip.MustParseAddr(gwWANAddr)
-	var tunOuts, tunIns []int
-	for i, p := range tun {
-		if !p.ok {
-			continue
-		}
-		if tunOut(p.h) {
-			tunOuts = append(tunOuts, i)
-		} else {
-			tunIns = append(tunIns, i)
-		}
-	}
-	ti.tunOut, ti.tunIn = len(tunOuts), len(tunIns)
+	tunIns, tunOuts := tunDirections(tun, &ti)
 	truth := make([]int64, len(wan))
 	ti.tunTruth = make([]int64, len(wan))
 	for i := range truth {
@@ -269,17 +276,7 @@ func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int
 	}
 	gw := netip.MustParseAddr(gwWANAddr)
 	var tunDir [2][]int // [0] inbound, [1] outbound
-	for i, p := range tun {
-		if !p.ok {
-			continue
-		}
-		d := 0
-		if tunOut(p.h) {
-			d = 1
-		}
-		tunDir[d] = append(tunDir[d], i)
-	}
-	ti.tunIn, ti.tunOut = len(tunDir[0]), len(tunDir[1])
+	tunDir[0], tunDir[1] = tunDirections(tun, &ti)
 	var segs [2][]pair.TCPSegment
 	for i, p := range wan {
 		if !p.ok || p.h.Proto != gateway.ProtoTCP {

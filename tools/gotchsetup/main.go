@@ -554,11 +554,11 @@ func syntaxPass(dir string, mode torchMode, cxx string) ([]string, error) {
 	}
 	blamed := blamedLines(out)
 	if len(blamed) == 0 {
-		return nil, fmt.Errorf("syntax check failed outside the generated wrappers, which the patch cannot fix:\n%s", firstLines(out, 40))
+		return nil, fmt.Errorf("syntax check failed outside the generated wrappers, which the patch cannot fix:\n%s", gotchsrc.FirstLines(out, 40))
 	}
 	names, err := stubWrappers(filepath.Join(dir, genFile), blamed, mode.TorchVers)
 	if err != nil {
-		return nil, fmt.Errorf("stub failing wrappers: %w\ncompiler output:\n%s", err, firstLines(out, 40))
+		return nil, fmt.Errorf("stub failing wrappers: %w\ncompiler output:\n%s", err, gotchsrc.FirstLines(out, 40))
 	}
 	log.Printf("syntax check took %s; stubbed %d wrappers that do not compile: %s", time.Since(t).Round(time.Second), len(names), strings.Join(names, ", "))
 	return names, nil
@@ -602,22 +602,14 @@ func buildUntilItCompiles(root, dst string, mode torchMode) ([]string, error) {
 		}
 		blamed := blamedLines(string(out))
 		if len(blamed) == 0 {
-			return nil, fmt.Errorf("build %s/libtch: %w:\n%s", gotchModule, err, firstLines(string(out), 40))
+			return nil, fmt.Errorf("build %s/libtch: %w:\n%s", gotchModule, err, gotchsrc.FirstLines(string(out), 40))
 		}
 		names, serr := stubWrappers(filepath.Join(dst, genFile), blamed, mode.TorchVers)
 		if serr != nil {
-			return nil, fmt.Errorf("stub failing wrappers after the cgo build: %w\nbuild output:\n%s", serr, firstLines(string(out), 40))
+			return nil, fmt.Errorf("stub failing wrappers after the cgo build: %w\nbuild output:\n%s", serr, gotchsrc.FirstLines(string(out), 40))
 		}
 		log.Printf("cgo build round %d: stubbed %d more wrappers: %s", round, len(names), strings.Join(names, ", "))
 		all = append(all, names...)
 	}
 	return nil, fmt.Errorf("build %s/libtch still fails after %d rounds", gotchModule, maxRounds)
-}
-
-func firstLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = append(lines[:n], fmt.Sprintf("... (%d more lines)", len(lines)-n))
-	}
-	return strings.Join(lines, "\n")
 }

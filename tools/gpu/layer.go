@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/homemole/homemole/tools/internal/gotchsrc"
 )
 
 // libtorch is a libtorch tree as the layer is compiled and linked against it.
@@ -193,7 +195,7 @@ func buildLayer(t libtorch, src, out, cxx string, jobs int) ([]string, error) {
 					next = append(next, u)
 					continue
 				}
-				return nil, fmt.Errorf("compile %s:\n%s", u.file, firstLines(out, 40))
+				return nil, fmt.Errorf("compile %s:\n%s", u.file, gotchsrc.FirstLines(out, 40))
 			}
 			path := filepath.Join(work, u.file)
 			text, err := os.ReadFile(path)
@@ -202,7 +204,7 @@ func buildLayer(t libtorch, src, out, cxx string, jobs int) ([]string, error) {
 			}
 			patched, names, err := stubFuncs(string(text), lines, t.Version)
 			if err != nil {
-				return nil, fmt.Errorf("stub what fails in %s: %w\ncompiler output:\n%s", u.file, err, firstLines(out, 40))
+				return nil, fmt.Errorf("stub what fails in %s: %w\ncompiler output:\n%s", u.file, err, gotchsrc.FirstLines(out, 40))
 			}
 			if err := os.WriteFile(path, []byte(patched), 0o644); err != nil {
 				return nil, err
@@ -214,7 +216,7 @@ func buildLayer(t libtorch, src, out, cxx string, jobs int) ([]string, error) {
 			// Errors only inside libtorch's headers: they want a newer
 			// standard than their CMake files said (or than 17).
 			if triedStd || t.Std >= 20 {
-				return nil, fmt.Errorf("compile %s: errors inside libtorch's or the layer's headers, which stubbing cannot fix:\n%s", next[0].file, firstLines(fails[next[0].file], 40))
+				return nil, fmt.Errorf("compile %s: errors inside libtorch's or the layer's headers, which stubbing cannot fix:\n%s", next[0].file, gotchsrc.FirstLines(fails[next[0].file], 40))
 			}
 			triedStd, t.Std = true, 20
 			log.Printf("errors inside libtorch's headers with C++17: compiling everything again as C++20")
@@ -238,7 +240,7 @@ func buildLayer(t libtorch, src, out, cxx string, jobs int) ([]string, error) {
 	}
 	args = append(args, "-Wl,--as-needed")
 	if o, err := exec.Command(cxx, args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("link %s: %w\n%s", lib, err, firstLines(string(o), 40))
+		return nil, fmt.Errorf("link %s: %w\n%s", lib, err, gotchsrc.FirstLines(string(o), 40))
 	}
 	slices.Sort(stubbed)
 	list := strings.Join(stubbed, "\n")
@@ -378,14 +380,6 @@ func compileUnits(t libtorch, work, cxx string, us []unit, jobs int) map[string]
 	}
 	wg.Wait()
 	return fails
-}
-
-func firstLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = append(lines[:n], fmt.Sprintf("... (%d more lines)", len(lines)-n))
-	}
-	return strings.Join(lines, "\n")
 }
 
 func runLayer(args []string) error {

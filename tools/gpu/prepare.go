@@ -130,7 +130,7 @@ func runPrepare(args []string) error {
 			cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
 		}
 		if o, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %w\n%s", p.pkg, err, firstLines(string(o), 40))
+			return fmt.Errorf("build %s: %w\n%s", p.pkg, err, gotchsrc.FirstLines(string(o), 40))
 		}
 		size, err := gzipFile(bin, filepath.Join(outDir, "bin", p.name+".gz"))
 		if err != nil {
