@@ -103,7 +103,8 @@ type WindowAttack interface {
 // profiles find device types in a stream): fitted on the defended
 // training sessions, it returns per held-out session the devices (indexes
 // into labels) it finds there, its verdict first; none when it finds
-// nothing.
+// nothing (the study then names the commonest training device, as an
+// attacker guessing would).
 type SessionAttack interface {
 	Attack
 	Detect(ctx context.Context, train, test []Session, labels []string, seed uint64) ([][]int, error)
@@ -486,8 +487,12 @@ func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions [
 		if err != nil {
 			return fmt.Errorf("fold %d: %w", f, err)
 		}
+		prior := commonestDevice(train, len(names))
 		for i, s := range test {
-			guess := -1
+			// An attacker whose detectors find nothing still names a
+			// device: the commonest of its training sessions, as always
+			// guessing would. Detection F1 scores what was found.
+			guess := prior
 			if len(found[i]) > 0 {
 				guess = found[i][0]
 			}
@@ -532,6 +537,15 @@ func judge(ctx context.Context, cfg Config, a Attack, names []string, sessions [
 		}
 	}
 	return nil
+}
+
+// commonestDevice is the device of the most sessions (the first such).
+func commonestDevice(ss []session, devices int) int {
+	n := make([]int, devices)
+	for _, s := range ss {
+		n[s.device]++
+	}
+	return evaluate.Commonest(n)
 }
 
 // detection counts, per device type, the held-out sessions where the type

@@ -292,3 +292,36 @@ func generatedHomes(t *testing.T, cfg homegen.Config) (*homegen.Home, []campaign
 	}
 	return h, homes
 }
+
+// blind is a session attack whose detectors find nothing.
+type blind struct{}
+
+func (blind) Name() string { return "blind" }
+
+func (blind) Detect(_ context.Context, _, test []Session, _ []string, _ uint64) ([][]int, error) {
+	return make([][]int, len(test)), nil
+}
+
+// TestNothingFoundGuessesTheCommonest: a session attack that finds no
+// device names the commonest device of its training sessions, so it
+// scores what always guessing scores, and detects nothing.
+func TestNothingFoundGuessesTheCommonest(t *testing.T) {
+	names := []string{"A", "B", "C"}
+	// Device 1 has the most sessions in every fold's training set.
+	var sessions []session
+	var fold []int
+	for i, d := range []int{1, 1, 1, 1, 0, 2, 1, 1} {
+		sessions = append(sessions, session{device: d, file: fmt.Sprint(i)})
+		fold = append(fold, i%2)
+	}
+	var row Row
+	if err := judge(context.Background(), Config{Folds: 2}, blind{}, names, sessions, fold, &row); err != nil {
+		t.Fatal(err)
+	}
+	if row.Sessions != 8 || row.SessionAccuracy != 0.75 || row.TypeAccuracy != 0.75 {
+		t.Errorf("%d sessions, session accuracy %g, type accuracy %g; want 8, and 0.75 (B's share) for both", row.Sessions, row.SessionAccuracy, row.TypeAccuracy)
+	}
+	if row.DetectionF1 != 0 {
+		t.Errorf("detection F1 %g with nothing found, want 0", row.DetectionF1)
+	}
+}

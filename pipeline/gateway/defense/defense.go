@@ -48,8 +48,10 @@ type Options struct {
 	// device mimic:DEVICE imitates, through the same gateway; their bursts
 	// become cover traffic.
 	Mimic [][]Packet
-	// Span, when longer than the capture, is how long the home is defended
-	// from its first WAN packet. A shaper or a cover source is always on
+	// Span, when longer than the capture, is how long a home with an
+	// always-on defence (cbr, stp, mimic) is defended from its first WAN
+	// packet; padding alone sends nothing of its own and ignores it. A
+	// shaper or a cover source is always on
 	// at a real gateway: it goes on sending after the device falls silent,
 	// so where a capture ends does not show. Cut at the capture's last
 	// packet instead (Span 0), a defended capture's length is left to tell
@@ -143,7 +145,7 @@ func Apply(in []Packet, spec Spec, opt Options) ([]Packet, Cost, error) {
 		return nil, c, nil
 	}
 	first, last := in[0].TS, in[len(in)-1].TS
-	if opt.Span > 0 {
+	if opt.Span > 0 && (spec.CBR > 0 || spec.STP > 0 || spec.Mimic != "") {
 		last = max(last, first+int64(opt.Span))
 	}
 	c.Seconds = float64(last-first) / 1e9

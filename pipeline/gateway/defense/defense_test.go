@@ -167,6 +167,13 @@ func TestSpanKeepsSending(t *testing.T) {
 	if short.Packets != 11 || short.Seconds != 1 {
 		t.Errorf("a span shorter than the capture: %d packets over %g s, want the capture's 11 over 1 s", short.Packets, short.Seconds)
 	}
+	pad, err := ParseSpec("pad:mtu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, c, err := Apply(in, pad, Options{Mode: gateway.NAPT, Seed: 1, Span: 3 * time.Second}); err != nil || c.Packets != 4 || c.Seconds != 1 {
+		t.Errorf("padding alone over a 3 s span: %d packets over %g s (%v), want the capture's 4 over 1 s: it sends nothing of its own", c.Packets, c.Seconds, err)
+	}
 	out, cost, err := Apply(in, spec, Options{Mode: gateway.NAPT, Seed: 1, Span: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
