@@ -155,8 +155,15 @@ type phaseHandler struct {
 	s *proctest.Sampler
 }
 
+// Enabled is true at every level: the phase follows every message, those
+// the test's quiet logger leaves out too.
+func (h phaseHandler) Enabled(context.Context, slog.Level) bool { return true }
+
 func (h phaseHandler) Handle(ctx context.Context, r slog.Record) error {
 	h.s.SetPhase(r.Message)
+	if !h.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
 	return h.Handler.Handle(ctx, r)
 }
 
