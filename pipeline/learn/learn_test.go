@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/sugarme/gotch"
@@ -517,10 +518,34 @@ func BenchmarkTrainDefault(b *testing.B) {
 		name     string
 		threads  int
 		parallel string
-	}{{"threads=1", 1, ""}, {"threads=2", 2, ParallelIntraOp}, {"data=2", 2, ParallelData}} {
+		release  bool
+	}{{"threads=1", 1, "", false}, {"threads=2", 2, ParallelIntraOp, false}, {"data=2", 2, ParallelData, false},
+		// A release of glibc's free memory (ReleaseNative, malloc_trim)
+		// every second beside the steps: what pipeline/train's
+		// releaseNative would cost if it did not release only when native
+		// memory grows.
+		{"threads=1,release=1s", 1, "", true}} {
 		b.Run(run.name, func(b *testing.B) {
 			cfg := DefaultConfig()
 			cfg.Epochs, cfg.Threads, cfg.Parallel = 1, run.threads, run.parallel
+			if run.release {
+				done := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					t := time.NewTicker(time.Second)
+					defer t.Stop()
+					for {
+						select {
+						case <-done:
+							return
+						case <-t.C:
+							ReleaseNative()
+						}
+					}
+				})
+				defer wg.Wait()
+				defer close(done)
+			}
 			var rate float64
 			for b.Loop() {
 				m, err := Train(context.Background(), cfg, ws, len(devices), func(s EpochStats) { rate = s.WindowsPerSec })

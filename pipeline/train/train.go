@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path"
 	"runtime/debug"
 	"runtime/metrics"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/dataset"
@@ -105,7 +108,7 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 		j.Log.Info("Go memory limit for streaming training", "limit_bytes", limit)
 		// Go's limit holds the Go side; glibc's heaps keep what a step
 		// frees unless told to give it back.
-		defer releaseNative(nativeReleaseEvery)()
+		defer releaseNative(nativeCheckEvery, nativeReserve/2)()
 		if src, trainN, err = j.stream(ctx, m, keep, testW); err != nil {
 			return nil, fmt.Errorf("dataset %s/%s: %w", j.Dataset, j.Version, err)
 		}
@@ -195,20 +198,27 @@ const goSlack = 32 << 20
 // nativeReserve is what libtorch and glibc may add to a streaming
 // trainer's resident set beyond its runtime baseline (libtorch loaded and
 // a few steps of the model taken): batches of other sizes than the first
-// steps', the evaluation's inference, and what glibc's heaps hold between
-// two releases (releaseNative). TestStreamTrainingStaysInBudget on 481 MiB
-// of windows under 256 MiB measured native memory at the peak 54 MiB over
-// the baseline without the releases and 25 MiB with them.
+// steps', the evaluation's inference, and what glibc's heaps keep free
+// until releaseNative hands it back, at half this reserve.
+// TestStreamTrainingStaysInBudget on 481 MiB of windows under 256 MiB
+// measured native memory at the peak 54 MiB over the baseline without
+// releases and 25 MiB with a release every second.
 const nativeReserve = 32 << 20
 
-// nativeReleaseEvery is how often a streaming trainer hands glibc's free
-// heap memory back: a step takes tens of milliseconds, so a second holds
-// what a few dozen steps leave free at most.
-const nativeReleaseEvery = time.Second
+// nativeCheckEvery is how often a streaming trainer looks at its native
+// memory: reading /proc/self/statm costs microseconds, a step tens of
+// milliseconds.
+const nativeCheckEvery = 250 * time.Millisecond
 
-// releaseNative hands glibc's free memory back (learn.ReleaseNative)
-// every interval until the returned function is called.
-func releaseNative(every time.Duration) (stop func()) {
+// releaseNative watches native memory (the resident set less what the Go
+// runtime holds) and hands glibc's free heap memory back
+// (learn.ReleaseNative) whenever it has grown more than allow over what it
+// was when the watch began, until the returned function is called. A
+// release every second cost a one-thread BLSTM a fifth to a third of its
+// speed here (BenchmarkTrainDefault/threads=1,release=1s: the freed pages
+// fault in again), so it runs only when the budget needs it.
+func releaseNative(every time.Duration, allow int64) (stop func()) {
+	base := nativeMemory()
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -220,11 +230,32 @@ func releaseNative(every time.Duration) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				learn.ReleaseNative()
+				if nativeMemory()-base > allow {
+					learn.ReleaseNative()
+				}
 			}
 		}
 	}()
 	return func() { close(done); <-finished }
+}
+
+// nativeMemory is the resident set less what the Go runtime holds: what
+// libtorch, glibc's heaps and the binary's pages hold (0 where
+// /proc/self/statm cannot be read).
+func nativeMemory() int64 {
+	raw, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages*int64(os.Getpagesize()) - goMemory()
 }
 
 // goMemory is the memory the Go runtime holds from the OS now, as its

@@ -183,3 +183,42 @@ func TestStreamBudgetTooSmall(t *testing.T) {
 		t.Fatalf("training under an 8 MiB budget: %v, want a refusal naming the budget, its parts and the fix", err)
 	}
 }
+
+// TestStreamTrainingTrains: under a budget the trainer streams its windows,
+// trains and judges the held-out sessions like the one reading them whole,
+// and counts the same training windows.
+func TestStreamTrainingTrains(t *testing.T) {
+	ctx, log, st := buildSkeleton(t, 5*time.Minute)
+	cfg := learn.DefaultConfig()
+	cfg.Epochs = 2
+	run := func(name string, maxMemory int64) *Outcome {
+		job := Job{Store: st, Dataset: "skeleton", Version: "v1", RunName: name, Spec: Spec{Name: "blstm", Learn: cfg, MaxMemory: maxMemory}, Seed: 3, Log: log}
+		out, err := job.Run(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return out
+	}
+	streamed, whole := run("streamed", 128<<20), run("whole", 0)
+	t.Logf("streamed: %d training windows, held-out accuracy %.3f; whole: %d, %.3f", streamed.Report.TrainWindows, streamed.Report.Accuracy, whole.Report.TrainWindows, whole.Report.Accuracy)
+	if streamed.Report.TrainWindows != whole.Report.TrainWindows || streamed.Report.TrainWindows == 0 {
+		t.Errorf("streamed %d training windows, read whole %d", streamed.Report.TrainWindows, whole.Report.TrainWindows)
+	}
+	if streamed.Report.Accuracy < whole.Report.Accuracy-0.15 {
+		t.Errorf("streamed held-out accuracy %.3f, read whole %.3f", streamed.Report.Accuracy, whole.Report.Accuracy)
+	}
+}
+
+// TestReleaseNative: native memory is the resident set less the Go
+// runtime's, positive with libtorch loaded; the watcher releases and stops.
+func TestReleaseNative(t *testing.T) {
+	if n := nativeMemory(); n <= 0 {
+		t.Skipf("native memory %d: no /proc/self/statm here", n)
+	}
+	stop := releaseNative(time.Millisecond, -1) // over the allowance from the start: releases every tick
+	time.Sleep(20 * time.Millisecond)
+	stop()
+	if n := nativeMemory(); n <= 0 {
+		t.Errorf("native memory %d after the releases, want the binary's and libtorch's pages", n)
+	}
+}
