@@ -529,22 +529,7 @@ func BenchmarkTrainDefault(b *testing.B) {
 			cfg := DefaultConfig()
 			cfg.Epochs, cfg.Threads, cfg.Parallel = 1, run.threads, run.parallel
 			if run.release {
-				done := make(chan struct{})
-				var wg sync.WaitGroup
-				wg.Go(func() {
-					t := time.NewTicker(time.Second)
-					defer t.Stop()
-					for {
-						select {
-						case <-done:
-							return
-						case <-t.C:
-							ReleaseNative()
-						}
-					}
-				})
-				defer wg.Wait()
-				defer close(done)
+				defer StartReleases(time.Second, nil)()
 			}
 			var rate float64
 			for b.Loop() {

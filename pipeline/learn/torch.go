@@ -51,7 +51,11 @@ static int hm_get_num_threads(void) {
 */
 import "C"
 
-import "errors"
+import (
+	"errors"
+	"sync"
+	"time"
+)
 
 var errNoTorchSymbol = errors.New("libtch's C functions are not linked into this binary")
 
@@ -103,6 +107,28 @@ func tuneMalloc() { C.hm_tune_malloc(C.int(mmapThreshold), C.int(trimThreshold))
 // Process-wide and safe beside a training step (glibc takes each arena's
 // lock); it costs about what the free pages do to unmap.
 func ReleaseNative() { C.hm_release_native() }
+
+// StartReleases calls ReleaseNative every interval, when when (nil:
+// always) says so, until the returned function is called.
+func StartReleases(every time.Duration, when func() bool) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if when == nil || when() {
+					ReleaseNative()
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
 
 // TorchThreads reports libtorch's intra-op thread count (-1 if unknown).
 func TorchThreads() int { return int(C.hm_get_num_threads()) }

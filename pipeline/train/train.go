@@ -219,24 +219,7 @@ const nativeCheckEvery = 250 * time.Millisecond
 // fault in again), so it runs only when the budget needs it.
 func releaseNative(every time.Duration, allow int64) (stop func()) {
 	base := nativeMemory()
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if nativeMemory()-base > allow {
-					learn.ReleaseNative()
-				}
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
+	return learn.StartReleases(every, func() bool { return nativeMemory()-base > allow })
 }
 
 // nativeMemory is the resident set less what the Go runtime holds: what
