@@ -3,6 +3,8 @@
 package proctest
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"runtime/metrics"
 	"strconv"
@@ -18,21 +20,15 @@ import (
 // field is missing.
 func Status(t testing.TB, field string) int64 {
 	t.Helper()
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Skipf("no /proc/self/status to read %s from: %v", field, err)
+	v, err := readStatus(field)
+	var bad *strconv.NumError
+	switch {
+	case errors.As(err, &bad):
+		t.Fatal(err)
+	case err != nil:
+		t.Skip(err)
 	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(l); len(f) == 3 && f[0] == field+":" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				t.Fatalf("%s line %q: %v", field, l, err)
-			}
-			return kb << 10
-		}
-	}
-	t.Skipf("no %s in /proc/self/status", field)
-	return 0
+	return v
 }
 
 // Peak is what a Sampler saw when the resident set was at its largest.
@@ -93,8 +89,8 @@ func (s *Sampler) Stop() Peak {
 }
 
 func (s *Sampler) sample() {
-	rss := readStatus("VmRSS")
-	if rss <= 0 {
+	rss, err := readStatus("VmRSS")
+	if err != nil {
 		return
 	}
 	m := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
@@ -107,18 +103,20 @@ func (s *Sampler) sample() {
 	}
 }
 
-// readStatus is Status without a test to skip: -1 when the field is not there.
-func readStatus(field string) int64 {
+// readStatus reads field of /proc/self/status in bytes.
+func readStatus(field string) (int64, error) {
 	raw, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return -1
+		return 0, fmt.Errorf("no /proc/self/status to read %s from: %w", field, err)
 	}
 	for _, l := range strings.Split(string(raw), "\n") {
 		if f := strings.Fields(l); len(f) == 3 && f[0] == field+":" {
-			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-				return kb << 10
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s line %q: %w", field, l, err)
 			}
+			return kb << 10, nil
 		}
 	}
-	return -1
+	return 0, fmt.Errorf("no %s in /proc/self/status", field)
 }

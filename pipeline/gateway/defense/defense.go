@@ -51,11 +51,11 @@ type Options struct {
 	// Span, when longer than the capture, is how long a home with an
 	// always-on defence (cbr, stp, mimic) is defended from its first WAN
 	// packet; padding alone sends nothing of its own and ignores it. A
-	// shaper or a cover source is always on
-	// at a real gateway: it goes on sending after the device falls silent,
-	// so where a capture ends does not show. Cut at the capture's last
-	// packet instead (Span 0), a defended capture's length is left to tell
-	// its device, and under pad:mtu+cbr nothing else is.
+	// shaper or a cover source is always on at a real gateway: it goes on
+	// sending after the device falls silent, so where a capture ends does
+	// not show. Cut at the capture's last packet instead (Span 0), a
+	// defended capture's length is left to tell its device, and under
+	// pad:mtu+cbr nothing else is.
 	Span time.Duration
 }
 
@@ -391,9 +391,8 @@ func (d *defender) intoTunnel(from [][]Packet, home []Packet) [][]Packet {
 // gateway's and the far end's, each at rate/2). A slot takes the oldest
 // packet waiting in its direction, or sends a dummy of its direction when
 // none may leave, until every packet has left and the slots reach end. A
-// packet may leave only
-// after the packet before it in its flow, so a reply never leaves before
-// its request. The observer so sees the same directions, one after the
+// packet may leave only after the packet before it in its flow, so a
+// reply never leaves before its request. The observer so sees the same directions, one after the
 // other, whatever the home sends: one queue for both directions, whose
 // real packets took any slot and whose dummies alternated, let a run of
 // one direction show where real packets were.
