@@ -92,6 +92,7 @@ func slowRunners(r *reruns) []runner {
 		rs = append(rs, cvRunners(r, "lan", "blstm", threads)...)
 	}
 	rs = append(rs, studyRunners(r)...)
+	rs = append(rs, shuffleRunners(r)...)
 	rs = append(rs, matrixRunners(r)...)
 	rs = append(rs, spRunners(r)...)
 	rs = append(rs, benchRunners(r)...)

@@ -45,7 +45,7 @@ func Register(fs *flag.FlagSet) *train.Spec {
 	fs.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "dropout on the LSTM outputs (paper: 0.5)")
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch intra-op threads, process-wide (0: libtorch's default, one per core; commands that train several models at once divide the cores among them)")
 	fs.Func("thread-mode", fmt.Sprintf("how --threads above 1 are used on the CPU: %s (libtorch splits each operation) or %s (each thread steps a batch of --batch-size windows on its own copy of the model, gradients summed into one step of threads x batch-size windows; README \"Both cores\") (default %s)", learn.ParallelIntraOp, learn.ParallelData, learn.ParallelIntraOp), oneOf(&cfg.Parallel, learn.ParallelIntraOp, learn.ParallelData))
-	fs.Func("max-memory", "bound what a trainer adds to its memory once libtorch is loaded, all in (e.g. 256MiB; at least about 80MiB): it streams its training windows from the store through a shuffle buffer sized to fit beside the held-out windows, the Go heap's slack and libtorch's working memory, instead of reading them all (lstm and blstm; default: read all)", func(v string) error {
+	fs.Func("max-memory", "bound what a trainer adds to its memory once libtorch is loaded, all in (e.g. 256MiB; at least about 100MiB): it streams its training windows from the store through a shuffle buffer sized to fit beside the held-out windows, the Go heap's slack and libtorch's working memory, instead of reading them all (lstm and blstm; default: read all)", func(v string) error {
 		n, err := campaign.ParseBytes(v)
 		if err != nil {
 			return err
