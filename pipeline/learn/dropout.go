@@ -14,6 +14,11 @@ type dropper struct {
 	rng   *rand.PCG
 	cut   uint32  // a 16-bit draw below cut drops the value
 	scale float32 // what a kept value is multiplied by
+	// spare holds masks whose step has copied them into a tensor. A mask
+	// is 4.9 MB at batch 64 of windows of 100; a fresh one a batch made
+	// the Go heap grow, be collected and fault its pages in again, a
+	// fifth of a one-thread training's page faults.
+	spare chan []float32
 }
 
 // newDropper returns the fit's mask source, nil without dropout. Its
@@ -34,28 +39,54 @@ func (m *Model) newDropper() *dropper {
 		// 65536/(65536-cut), not 1/(1-p): the mask's mean is then exactly
 		// one, as p rounds to the draw's resolution.
 		scale: float32(65536 / float64(65536-cut)),
+		// The batches waiting for their step, the one being encoded and
+		// the ones being stepped (one a data-parallel copy).
+		spare: make(chan []float32, prefetch+4),
 	}
 }
 
-// mask is a mask of size values, four 16-bit draws a word.
+// mask is a mask of size values, four 16-bit draws a word, in a spare
+// mask's memory when there is one.
 func (d *dropper) mask(size int) []float32 {
-	out := make([]float32, size)
+	var out []float32
+	select {
+	case out = <-d.spare:
+	default:
+	}
+	if cap(out) < size {
+		out = make([]float32, size)
+	}
+	out = out[:size]
 	for i := 0; i < size; i += 4 {
 		r := d.rng.Uint64()
 		for k := i; k < min(i+4, size); k++ {
+			v := float32(0)
 			if uint32(r&0xffff) >= d.cut {
-				out[k] = d.scale
+				v = d.scale
 			}
+			out[k] = v
 			r >>= 16
 		}
 	}
 	return out
 }
 
+// recycleMask hands e's mask back to its dropper once a step has copied
+// it into a tensor; e must not be stepped again.
+func (e encoded) recycleMask() {
+	if e.spare == nil {
+		return
+	}
+	select {
+	case e.spare <- e.drop:
+	default: // spares enough: the collector takes this one
+	}
+}
+
 // withMask gives a training batch of windows of n slots its dropout mask.
 func (m *Model) withMask(d *dropper, e encoded) encoded {
 	if d != nil {
-		e.drop = d.mask(len(e.targets) * m.headIn)
+		e.drop, e.spare = d.mask(len(e.targets)*m.headIn), d.spare
 	}
 	return e
 }

@@ -213,14 +213,15 @@ func (f *features) portRow(p int32) int64 {
 // row-major [window][slot].
 type encoded struct {
 	n       int
-	ports   []int64   // [B*n] port embedding rows
-	lens    []int64   // [B*n] frame-length embedding rows
-	present []float32 // [B*bagRows] the window's stream context; nil without one
-	numeric []float32 // [B*n*numericDim]
-	dim     int       // numeric values per packet
-	targets []int64   // [B*n] class, or -1 where the loss must not look
-	labeled int       // positions with a target >= 0
-	drop    []float32 // [B*n*headIn] a training batch's dropout mask; nil: none
+	ports   []int64          // [B*n] port embedding rows
+	lens    []int64          // [B*n] frame-length embedding rows
+	present []float32        // [B*bagRows] the window's stream context; nil without one
+	numeric []float32        // [B*n*numericDim]
+	dim     int              // numeric values per packet
+	targets []int64          // [B*n] class, or -1 where the loss must not look
+	labeled int              // positions with a target >= 0
+	drop    []float32        // [B*n*headIn] a training batch's dropout mask; nil: none
+	spare   chan<- []float32 // where drop goes once it is copied into a tensor (recycleMask)
 }
 
 // encode lays out windows of n slots; kinds, when not nil, holds each

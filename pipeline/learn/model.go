@@ -275,16 +275,37 @@ func (m *Model) inputs(sc *Scope, e encoded) (t batchTensors, err error) {
 		if t.drop, err = toDevice(tensorOf(e.drop, []int64{b, n, int64(m.headIn)}, gotch.Float)); err != nil {
 			return t, err
 		}
+		e.recycleMask()
 	}
 	return t, nil
 }
 
-// tensorOf copies a slice into a new CPU tensor. It hands gotch raw bytes:
-// gotch's typed constructors walk slices by reflection, which cost about a
-// tenth of a training step.
+// tensorOf copies a slice into a new CPU tensor: one copy into an
+// uninitialised tensor. gotch's constructors copy twice (into a malloc'd
+// buffer through encoding/binary, then into a zeroed tensor), and its
+// typed ones walk slices by reflection, which cost a tenth of a step.
 func tensorOf[T int64 | float32](data []T, shape []int64, dtype gotch.DType) (*ts.Tensor, error) {
-	raw := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(data))), len(data)*int(unsafe.Sizeof(data[0])))
-	return ts.OfDataSize(raw, shape, dtype)
+	if n := ts.ElementCount(shape); n != int64(len(data)) {
+		return nil, fmt.Errorf("learn: %d values for a tensor of shape %v", len(data), shape)
+	}
+	t, err := ts.Empty(shape, dtype, gotch.CPU)
+	if err != nil {
+		return nil, err
+	}
+	if size, err := gotch.DTypeSize(dtype); err != nil || size != uint(unsafe.Sizeof(data[0])) {
+		t.MustDrop()
+		return nil, fmt.Errorf("learn: %T values for a %v tensor", data[0], dtype)
+	}
+	if len(data) == 0 {
+		return t, nil
+	}
+	ptr, err := t.DataPtr()
+	if err != nil {
+		t.MustDrop()
+		return nil, err
+	}
+	copy(unsafe.Slice((*T)(ptr), len(data)), data)
+	return t, nil
 }
 
 // forward returns per-packet logits [B*n, numClasses].
