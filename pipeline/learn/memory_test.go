@@ -5,9 +5,11 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/homemole/homemole/schemas"
+	"github.com/sugarme/gotch"
+	ts "github.com/sugarme/gotch/ts"
 
 	"github.com/homemole/homemole/internal/proctest"
+	"github.com/homemole/homemole/schemas"
 )
 
 // TestTrainingMemoryFlat trains the default model (BLSTM, stream context,
@@ -77,5 +79,42 @@ func TestTrainingMemoryFlat(t *testing.T) {
 					float64(grew)/(1<<20), steps, bound>>20)
 			}
 		})
+	}
+}
+
+// TestTensorOpsDoNotLeak runs a million tensor operations through gotch
+// after a warm-up and holds the resident set's growth to a bound. gotch
+// 0.7.0 took each operation's result slots from malloc(0) and never freed
+// them: 40 bytes an operation, 38 MiB a million here, 56 MB an epoch of the
+// full streaming test's BLSTM training. tools/gotchsetup's patch frees
+// them (freeOutSlots); a copy of gotch made before it fails this test
+// (go run ./tools/gotchsetup redoes it).
+func TestTensorOpsDoNotLeak(t *testing.T) {
+	const (
+		warm, measured = 200_000, 1_000_000
+		bound          = 8 << 20
+	)
+	x, err := ts.Ones([]int64{4}, gotch.Float, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.MustDrop()
+	ops := func(n int) {
+		for range n {
+			y, err := x.Neg(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			y.MustDrop()
+		}
+	}
+	ops(warm)
+	before := proctest.Status(t, "VmRSS")
+	ops(measured)
+	grew := proctest.Status(t, "VmRSS") - before
+	t.Logf("resident set %+.1f MiB over %d operations (%.1f bytes each)", float64(grew)/(1<<20), measured, float64(grew)/measured)
+	if grew > bound {
+		t.Errorf("the resident set grew %.1f MiB over %d tensor operations, more than %d MiB: gotch's result slots leak (rerun go run ./tools/gotchsetup for the patched copy)",
+			float64(grew)/(1<<20), measured, bound>>20)
 	}
 }
