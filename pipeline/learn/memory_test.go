@@ -85,8 +85,9 @@ func TestTrainingMemoryFlat(t *testing.T) {
 // TestTensorOpsDoNotLeak runs a million tensor operations through gotch
 // after a warm-up and holds the resident set's growth to a bound. gotch
 // 0.7.0 took each operation's result slots from malloc(0) and never freed
-// them: 40 bytes an operation, 38 MiB a million here, 56 MB an epoch of the
-// full streaming test's BLSTM training. tools/gotchsetup's patch frees
+// them: 40 to 68 bytes an operation here, and 7.5 to 12.5 KB a step of
+// TestTrainingMemoryFlat's training, 66 to 109 MB an epoch of the full
+// streaming test's 8,746 steps. tools/gotchsetup's patch frees
 // them (freeOutSlots); a copy of gotch made before it fails this test
 // (go run ./tools/gotchsetup redoes it).
 func TestTensorOpsDoNotLeak(t *testing.T) {

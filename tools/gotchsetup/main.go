@@ -393,7 +393,7 @@ const outSlotBytes = 64
 // freeOutSlots patches every tensor function in the ts folder: gotch
 // 0.7.0 takes the slots for its results from malloc(0) and never frees
 // them. That leaked 40 bytes an operation (a BLSTM training step makes
-// about two hundred, 56 MB an epoch of 560,000 windows, which a
+// about two hundred, 66 to 109 MB an epoch of 560,000 windows, which a
 // --max-memory budget cannot hold), and a function of four or five
 // results writes past the 24 bytes malloc(0) gives. The slots are sized
 // and freed when the function returns, after it has read them.
