@@ -23,6 +23,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,7 +42,7 @@ import (
 
 // patchVersion changes whenever the way the copy is patched changes, so that
 // existing copies made by older logic are redone.
-const patchVersion = "2"
+const patchVersion = "3"
 
 const (
 	gotchModule = gotchsrc.Module
@@ -386,8 +387,9 @@ func rewriteLibGo(path string, mode torchMode) error {
 // libtorch wrapper writes the result tensors' pointers into.
 var outSlotRe = regexp.MustCompile(`(?m)^([ \t]*)(\w+) := \(\*lib\.Ctensor\)\(unsafe\.Pointer\(C\.malloc\(0\)\)\)$`)
 
-// outSlotBytes holds eight result pointers; gotch's functions return at
-// most five.
+// outSlotBytes holds eight result pointers; gotch's tensor functions
+// return at most five (a TorchScript value's tensor list, in jit.go, may
+// hold more: not on HomeMole's paths).
 const outSlotBytes = 64
 
 // freeOutSlots patches every tensor function in the ts folder: gotch
@@ -408,15 +410,29 @@ func freeOutSlots(dir string) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		found := len(outSlotRe.FindAllIndex(data, -1))
-		if found == 0 {
+		matches := outSlotRe.FindAllSubmatchIndex(data, -1)
+		if len(matches) == 0 {
 			continue
 		}
-		out := outSlotRe.ReplaceAll(data, []byte(fmt.Sprintf("${1}${2} := (*lib.Ctensor)(unsafe.Pointer(C.malloc(%d)))\n${1}defer C.free(unsafe.Pointer(${2}))", outSlotBytes)))
+		var out []byte
+		last := 0
+		for _, m := range matches {
+			indent, name := data[m[2]:m[3]], string(data[m[4]:m[5]])
+			out = append(out, data[last:m[0]]...)
+			out = append(out, fmt.Sprintf("%s%s := (*lib.Ctensor)(unsafe.Pointer(C.malloc(%d)))", indent, name, outSlotBytes)...)
+			// A few hand-written functions (RunBackward) free their slot
+			// already: a second free would be a double free.
+			free := "defer C.free(unsafe.Pointer(" + name + "))"
+			if next, _, _ := bytes.Cut(bytes.TrimLeft(data[m[1]:], "\n\t "), []byte("\n")); string(bytes.TrimSpace(next)) != free {
+				out = append(out, fmt.Sprintf("\n%s%s", indent, free)...)
+			}
+			last = m[1]
+		}
+		out = append(out, data[last:]...)
 		if err := os.WriteFile(f, out, 0o644); err != nil {
 			return n, err
 		}
-		n += found
+		n += len(matches)
 	}
 	if n == 0 {
 		return 0, fmt.Errorf("no output slot made with malloc(0) in %s: gotch changed; check the patch", dir)
