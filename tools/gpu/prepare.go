@@ -92,6 +92,11 @@ func runPrepare(args []string) error {
 	if err := gotchsrc.CopyTree(src, gotch, nil); err != nil {
 		return fmt.Errorf("copy gotch: %w", err)
 	}
+	// The same result-slot patch as tools/gotchsetup's: the GPU trainer
+	// would leak 40 bytes an operation without it.
+	if _, err := gotchsrc.FreeOutSlots(filepath.Join(gotch, "ts")); err != nil {
+		return fmt.Errorf("patch gotch's result slots: %w", err)
+	}
 	if err := gotchsrc.CopyTree(filepath.Join(src, "libtch"), filepath.Join(outDir, "libtch-src"), func(name string) bool {
 		return slices.Contains(layerSources, name)
 	}); err != nil {

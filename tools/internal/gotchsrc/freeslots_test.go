@@ -1,4 +1,4 @@
-package main
+package gotchsrc
 
 import (
 	"os"
@@ -30,7 +30,7 @@ func RunBackward() {
 	if err := os.WriteFile(filepath.Join(dir, "a.go"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n, err := freeOutSlots(dir)
+	n, err := FreeOutSlots(dir)
 	if err != nil || n != 2 {
 		t.Fatalf("freeOutSlots: %d slots, %v; want 2", n, err)
 	}
@@ -50,7 +50,7 @@ func RunBackward() {
 	if strings.Contains(got, "malloc(0)") || strings.Count(got, "C.free") != 2 {
 		t.Errorf("want every malloc(0) replaced and each slot freed once:\n%s", got)
 	}
-	if _, err := freeOutSlots(dir); err == nil {
+	if _, err := FreeOutSlots(dir); err == nil {
 		t.Error("a second pass found slots to patch in an already patched folder")
 	}
 }
