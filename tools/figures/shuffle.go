@@ -111,9 +111,10 @@ func shuffleRunners(r *reruns) []runner {
 	}
 	packet := func(r shuffleRun) float64 { return r.packet }
 	sessions := func(r shuffleRun) float64 { return r.sessions }
-	spanOf := func(full, bounded []shuffleRun, f func(i int) float64, format string) string {
+	// spanOf is the least and the most of f over the seeds.
+	spanOf := func(seeds int, f func(i int) float64, format string) string {
 		lo, hi := f(0), f(0)
-		for i := range full {
+		for i := range seeds {
 			lo, hi = min(lo, f(i)), max(hi, f(i))
 		}
 		return fmt.Sprintf(format, lo, hi)
@@ -124,13 +125,13 @@ func shuffleRunners(r *reruns) []runner {
 		figure("shuffle.full.sessions", pct(0, sessions)),
 		figure("shuffle.bounded.sessions", pct(1, sessions)),
 		figure("shuffle.delta.packet", func(full, bounded []shuffleRun) string {
-			return spanOf(full, bounded, func(i int) float64 { return 100 * (bounded[i].packet - full[i].packet) }, "%+.1f to %+.1f points")
+			return spanOf(len(full), func(i int) float64 { return 100 * (bounded[i].packet - full[i].packet) }, "%+.1f to %+.1f points")
 		}),
 		figure("shuffle.bounded.buffer", func(full, bounded []shuffleRun) string {
-			return spanOf(full, bounded, func(i int) float64 { return float64(bounded[i].buffer) }, "%.0f to %.0f windows")
+			return spanOf(len(full), func(i int) float64 { return float64(bounded[i].buffer) }, "%.0f to %.0f windows")
 		}),
 		figure("shuffle.train_windows", func(full, bounded []shuffleRun) string {
-			return spanOf(full, bounded, func(i int) float64 { return float64(full[i].train) }, "%.0f to %.0f")
+			return spanOf(len(full), func(i int) float64 { return float64(full[i].train) }, "%.0f to %.0f")
 		}),
 	}
 }
