@@ -88,7 +88,7 @@ func TestTrainingMemoryFlat(t *testing.T) {
 // them: 40 to 68 bytes an operation here, and 7.5 to 12.5 KB a step of
 // TestTrainingMemoryFlat's training, 66 to 109 MB an epoch of the full
 // streaming test's 8,746 steps. tools/gotchsetup's patch frees
-// them (freeOutSlots); a copy of gotch made before it fails this test
+// them (gotchsrc.FreeOutSlots); a copy of gotch made before it fails this test
 // (go run ./tools/gotchsetup redoes it).
 func TestTensorOpsDoNotLeak(t *testing.T) {
 	const (

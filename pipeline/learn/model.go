@@ -288,13 +288,12 @@ func tensorOf[T int64 | float32](data []T, shape []int64, dtype gotch.DType) (*t
 	if n := ts.ElementCount(shape); n != int64(len(data)) {
 		return nil, fmt.Errorf("learn: %d values for a tensor of shape %v", len(data), shape)
 	}
+	if size, err := gotch.DTypeSize(dtype); err != nil || size != uint(unsafe.Sizeof(*new(T))) {
+		return nil, fmt.Errorf("learn: %T values for a %v tensor", *new(T), dtype)
+	}
 	t, err := ts.Empty(shape, dtype, gotch.CPU)
 	if err != nil {
 		return nil, err
-	}
-	if size, err := gotch.DTypeSize(dtype); err != nil || size != uint(unsafe.Sizeof(data[0])) {
-		t.MustDrop()
-		return nil, fmt.Errorf("learn: %T values for a %v tensor", data[0], dtype)
 	}
 	if len(data) == 0 {
 		return t, nil

@@ -170,15 +170,29 @@ var threadArgs = map[string][]string{
 	"data2":    {"--threads", "2", "--thread-mode", "data"},
 }
 
-// cvRunners are one cross-validation's figures, keyed
-// cv.VIEW.MODEL[.VARIANT].COLUMN, VARIANT one of threadArgs.
-func cvRunners(r *reruns, view, model, variant string) []runner {
-	dataset := "sentinel-" + view
-	build := []string{"dataset", "build", "--from-dir", sentinelDir, "--dataset", dataset}
+// sentinelDataset is the IoT Sentinel dataset of one view the
+// cross-validations and the shuffle comparison train on: its name and the
+// homemole arguments that build it.
+func sentinelDataset(view string) (name string, build []string) {
+	name = "sentinel-" + view
+	build = []string{"dataset", "build", "--from-dir", sentinelDir, "--dataset", name}
 	if view != "lan" {
 		build = append(build, "--view", view)
 	}
-	build = append(build, "--window", "40")
+	return name, append(build, "--window", "40")
+}
+
+// buildSentinel builds sentinelDataset(view), once a figures run.
+func (r *reruns) buildSentinel(ctx context.Context, view string) error {
+	_, build := sentinelDataset(view)
+	_, err := r.once("dataset "+view, func() (any, error) { return r.homemole(ctx, build...) })
+	return err
+}
+
+// cvRunners are one cross-validation's figures, keyed
+// cv.VIEW.MODEL[.VARIANT].COLUMN, VARIANT one of threadArgs.
+func cvRunners(r *reruns, view, model, variant string) []runner {
+	dataset, build := sentinelDataset(view)
 	cv := append([]string{"cv", "--dataset", dataset, "--model", model, "--folds", "5"}, threadArgs[variant]...)
 	prefix := fmt.Sprintf("cv.%s.%s.", view, model)
 	if variant != "" {
@@ -198,7 +212,7 @@ func cvRunners(r *reruns, view, model, variant string) []runner {
 				if err := needSentinel(); err != nil {
 					return nil, err
 				}
-				if _, err := r.once("dataset "+view, func() (any, error) { return r.homemole(ctx, build...) }); err != nil {
+				if err := r.buildSentinel(ctx, view); err != nil {
 					return nil, err
 				}
 				out, err := r.homemole(ctx, cv...)

@@ -36,15 +36,14 @@ func shuffleRunners(r *reruns) []runner {
 		if err := needSentinel(); err != nil {
 			return nil, err
 		}
-		// The LAN cross-validations' dataset: built once a figures run.
-		if _, err := r.once("dataset lan", func() (any, error) {
-			return r.homemole(ctx, "dataset", "build", "--from-dir", sentinelDir, "--dataset", "sentinel-lan", "--window", "40")
-		}); err != nil {
+		// The LAN cross-validations' dataset.
+		if err := r.buildSentinel(ctx, "lan"); err != nil {
 			return nil, err
 		}
+		dataset, _ := sentinelDataset("lan")
 		var full, bounded []shuffleRun
 		for _, seed := range shuffleSeeds {
-			args := []string{"train", "--dataset", "sentinel-lan", "--threads", "1", "--seed", strconv.Itoa(seed)}
+			args := []string{"train", "--dataset", dataset, "--threads", "1", "--seed", strconv.Itoa(seed)}
 			run := fmt.Sprintf("shuffle-full-%d", seed)
 			if _, err := r.homemole(ctx, append(args, "--run", run)...); err != nil {
 				return nil, err

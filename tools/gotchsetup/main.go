@@ -141,7 +141,7 @@ func run(force bool) error {
 	if err != nil {
 		return fmt.Errorf("patch the tensor functions' output slots: %w", err)
 	}
-	log.Printf("output slots sized and freed in %d tensor functions", freed)
+	log.Printf("%d result slots of gotch's tensor functions sized and freed", freed)
 
 	stubbed, err := syntaxPass(tmp, mode, cxx)
 	if err != nil {

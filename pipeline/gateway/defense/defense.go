@@ -392,10 +392,10 @@ func (d *defender) intoTunnel(from [][]Packet, home []Packet) [][]Packet {
 // packet waiting in its direction, or sends a dummy of its direction when
 // none may leave, until every packet has left and the slots reach end. A
 // packet may leave only after the packet before it in its flow, so a
-// reply never leaves before its request. The observer so sees the same directions, one after the
-// other, whatever the home sends: one queue for both directions, whose
-// real packets took any slot and whose dummies alternated, let a run of
-// one direction show where real packets were.
+// reply never leaves before its request. The observer so sees the same
+// directions, one after the other, whatever the home sends: one queue for
+// both directions, whose real packets took any slot and whose dummies
+// alternated, let a run of one direction show where real packets were.
 func (d *defender) shape(pkts []Packet, rate float64, end int64) ([]Packet, error) {
 	first, last := pkts[0].TS, max(end, pkts[len(pkts)-1].TS)
 	if slots := float64(last-first) / 1e9 * rate; slots > maxPackets {

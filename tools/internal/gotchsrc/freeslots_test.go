@@ -32,7 +32,7 @@ func RunBackward() {
 	}
 	n, err := FreeOutSlots(dir)
 	if err != nil || n != 2 {
-		t.Fatalf("freeOutSlots: %d slots, %v; want 2", n, err)
+		t.Fatalf("FreeOutSlots: %d slots, %v; want 2", n, err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "a.go"))
 	if err != nil {
