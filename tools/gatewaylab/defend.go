@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -63,6 +64,14 @@ type defenceRow struct {
 	// wgPad is what WireGuard's own padding (plaintext to a multiple of
 	// 16 bytes) would add to the same real packets' WireGuard bytes.
 	wgPad float64
+	// labDir and emuDir are the costs per direction, inbound [0] and
+	// outbound [1].
+	labDir, emuDir [2]defense.Cost
+	// copied, stale and early count the lab's dummies, inbound [0] and
+	// outbound [1], against the emulator's rule that a dummy has the size
+	// of the last real packet that left its way: those that have it,
+	// those that do not, and those before any real packet left that way.
+	copied, stale, early [2]int
 }
 
 // parseLabDefence parses a defence the lab runs for real: pad:N or
@@ -162,7 +171,7 @@ func runDefended(ctx context.Context, s *script, text, dir string, base *[2]time
 	if err := r.tally(lanPath, wanPath, tunPath, net0Path, truth, ti.tunTruth, spec, shim, base); err != nil {
 		return r, err
 	}
-	if r.emu, err = emulatedCost(ctx, lanPath, spec); err != nil {
+	if r.emu, r.emuDir, err = emulatedCost(ctx, lanPath, spec); err != nil {
 		return r, err
 	}
 	return r, nil
@@ -290,6 +299,7 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 		r.base = *base
 	}
 	var undefended, defended []defense.Packet
+	var undefDir, defDir [2][]defense.Packet
 	var perDir [2]int
 	var wgPadded, wgBare int
 	for i := range wan {
@@ -308,8 +318,10 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 			k = 1
 		}
 		perDir[k]++
-		undefended = append(undefended, defense.Packet{TS: x.pre + int64(r.base[k]), Wire: x.wire, LAN: x.lan})
-		defended = append(defended, defense.Packet{TS: x.at, Wire: x.wanWire, LAN: x.lan})
+		u := defense.Packet{TS: x.pre + int64(r.base[k]), Wire: x.wire, LAN: x.lan}
+		d := defense.Packet{TS: x.at, Wire: x.wanWire, LAN: x.lan}
+		undefended, defended = append(undefended, u), append(defended, d)
+		undefDir[k], defDir[k] = append(undefDir[k], u), append(defDir[k], d)
 		first, last = min(first, x.at), max(last, x.at)
 	}
 	// As in the emulator, the defence's cost runs from the first real
@@ -318,18 +330,74 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 	for _, d := range dummies {
 		if d.TS >= first && d.TS <= last {
 			defended = append(defended, d.Packet)
-			if d.out {
-				perDir[1]++
-			} else {
-				perDir[0]++
-			}
+			k := dirIndex(d.out)
+			perDir[k]++
+			defDir[k] = append(defDir[k], d.Packet)
 		}
 	}
 	if span := float64(last-first) / 1e9; span > 0 {
 		r.rate = [2]float64{float64(perDir[0]) / span, float64(perDir[1]) / span}
 	}
+	// The lab's dummies against the emulator's rule, on the lab's own
+	// departures (padding, which the shim adds to dummies too, aside).
+	if spec.Pad == 0 {
+		var lastWire [2]int
+		type event struct {
+			ts    int64
+			dir   int
+			dummy bool
+			wire  int
+		}
+		var evs []event
+		for _, x := range reals {
+			evs = append(evs, event{x.at, dirIndex(x.out), false, x.wanWire})
+		}
+		for _, d := range dummies {
+			evs = append(evs, event{d.TS, dirIndex(d.out), true, d.Wire})
+		}
+		slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.ts, b.ts) })
+		for _, e := range evs {
+			switch {
+			case !e.dummy:
+				lastWire[e.dir] = e.wire
+			case e.ts < first || e.ts > last:
+			case lastWire[e.dir] == 0:
+				r.early[e.dir]++
+			case e.wire == lastWire[e.dir]:
+				r.copied[e.dir]++
+			default:
+				r.stale[e.dir]++
+			}
+		}
+	}
+	for k := range r.labDir {
+		if r.labDir[k], err = defense.Tally(undefDir[k], defDir[k]); err != nil {
+			return err
+		}
+	}
 	r.lab, err = defense.Tally(undefended, defended)
 	return err
+}
+
+func dirIndex(out bool) int {
+	if out {
+		return 1
+	}
+	return 0
+}
+
+// tallyByDir costs the inbound [0] and outbound [1] packets apart, out
+// telling a packet's direction.
+func tallyByDir(undefended, defended []defense.Packet, out func(defense.Packet) bool) ([2]defense.Cost, error) {
+	var c [2]defense.Cost
+	for k := range c {
+		keep := func(p defense.Packet) bool { return dirIndex(out(p)) != k }
+		var err error
+		if c[k], err = defense.Tally(slices.DeleteFunc(slices.Clone(undefended), keep), slices.DeleteFunc(slices.Clone(defended), keep)); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
 }
 
 // wanSize is what the cost needs of a WAN packet.
@@ -359,10 +427,10 @@ func readWANSizes(path string) ([]wanSize, error) {
 
 // emulatedCost runs the emulator's OpenVPN gateway (AES-256-GCM) on the
 // lab's LAN capture and costs the defence on its WAN view.
-func emulatedCost(ctx context.Context, lanPath string, spec defense.Spec) (defense.Cost, error) {
+func emulatedCost(ctx context.Context, lanPath string, spec defense.Spec) (c defense.Cost, dir [2]defense.Cost, err error) {
 	src, err := capture.OpenFile(lanPath)
 	if err != nil {
-		return defense.Cost{}, err
+		return c, dir, err
 	}
 	defer src.Close()
 	cfg := gateway.DefaultConfig()
@@ -371,13 +439,22 @@ func emulatedCost(ctx context.Context, lanPath string, spec defense.Spec) (defen
 	home := features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix(lanNet)}}
 	pkts, _, err := defense.WANView(ctx, src, home, cfg)
 	if err != nil {
-		return defense.Cost{}, fmt.Errorf("emulate %s: %w", lanPath, err)
+		return c, dir, fmt.Errorf("emulate %s: %w", lanPath, err)
 	}
-	_, c, err := defense.Apply(pkts, spec, defense.Options{Mode: gateway.VPN, WANAddr: cfg.WANAddr, Cipher: cfg.Cipher, Seed: 1})
+	out, c, err := defense.Apply(pkts, spec, defense.Options{Mode: gateway.VPN, WANAddr: cfg.WANAddr, Cipher: cfg.Cipher, Seed: 1})
 	if err != nil {
-		return c, fmt.Errorf("defend the emulated WAN view of %s: %w", lanPath, err)
+		return c, dir, fmt.Errorf("defend the emulated WAN view of %s: %w", lanPath, err)
 	}
-	return c, nil
+	// A dummy's frame is a copy of a real packet's of its direction, so
+	// the frame's source tells every packet's direction.
+	dir, err = tallyByDir(pkts, out, func(p defense.Packet) bool {
+		h, err := gateway.ParseHeader(features.LinkTypeEthernet, p.Frame)
+		return err == nil && h.Src == cfg.WANAddr
+	})
+	if err != nil {
+		return c, dir, fmt.Errorf("cost the emulated WAN view of %s per direction: %w", lanPath, err)
+	}
+	return c, dir, nil
 }
 
 // defencesMain runs each defence of list in a fresh lab and prints the
@@ -435,17 +512,26 @@ func defencesMain(ctx context.Context, in, list, outDir string, lim limits) erro
 // printDefences prints the lab's costs beside the emulator's.
 func printDefences(w io.Writer, rows []defenceRow) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "defence\twhere\treal pkts\tdummies\tbyte overhead %\tpacket overhead %\tKB/s\tlatency mean ms\tp99 ms\t")
+	fmt.Fprintln(tw, "defence\twhere\treal pkts\tdummies\tbyte overhead %\tin\tout\tpacket overhead %\tKB/s\tlatency mean ms\tp99 ms\t")
 	for _, r := range rows {
 		for _, x := range []struct {
 			where string
 			c     defense.Cost
-		}{{"lab", r.lab}, {"emulator", r.emu}} {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t\n", r.spec, x.where, x.c.RealPackets, x.c.Dummies,
-				100*x.c.ByteOverhead(), 100*x.c.PacketOverhead(), x.c.KBps(), ms(x.c.LatencyMean), ms(x.c.LatencyP99))
+			dir   [2]defense.Cost
+		}{{"lab", r.lab, r.labDir}, {"emulator", r.emu, r.emuDir}} {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t\n", r.spec, x.where, x.c.RealPackets, x.c.Dummies,
+				100*x.c.ByteOverhead(), 100*x.dir[0].ByteOverhead(), 100*x.dir[1].ByteOverhead(),
+				100*x.c.PacketOverhead(), x.c.KBps(), ms(x.c.LatencyMean), ms(x.c.LatencyP99))
 		}
 	}
 	tw.Flush()
+	for _, r := range rows {
+		if n := r.copied[0] + r.stale[0] + r.early[0] + r.copied[1] + r.stale[1] + r.early[1]; n > 0 {
+			fmt.Fprintf(w, "%s: the lab's dummies the size of the last real packet that left their way: inbound %d of %d, outbound %d of %d (%d and %d before any had)\n",
+				r.spec, r.copied[0], r.copied[0]+r.stale[0], r.copied[1], r.copied[1]+r.stale[1], r.early[0], r.early[1])
+		}
+	}
+	fmt.Fprintln(w, "(Shaped, the emulator shapes what the lab's home received, already shaped by the lab: its inbound bytes are not the lab's.)")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
