@@ -11,7 +11,6 @@ import (
 	"fmt"
 
 	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 
 	"github.com/homemole/homemole/schemas"
 )
@@ -101,27 +100,22 @@ const (
 	maxIPv6ExtHeaders = 8
 )
 
-// Decoder decodes the frames of one tap stream. It keeps gopacket's decoding
-// layers between calls so that decoding a frame does not allocate, and the
+// Decoder decodes the frames of one tap stream. It keeps its header
+// readers between calls so that decoding a frame does not allocate, and the
 // previous frame's timestamp for IntervalNs. Not safe for concurrent use:
 // create one per stream.
 //
-// The layers are chained by hand instead of through a
-// gopacket.DecodingLayerParser because the parser follows NextLayerType: it
-// would walk into tunnels (IPv4-in-IPv4 overwrites the outer header held in
-// the reused layer), it stops at IPv4 first fragments although their
-// transport header is present, and it has no SLL2 decoder. The record
-// describes the outermost IP header and its transport header only. The link
-// layer is walked by ParseLink, which gopacket has no decoders for in part
-// (SLL2, PPI's inner types, BSD loopback's byte orders).
+// The record describes the outermost IP header and its transport header
+// only: the decoder does not walk into tunnels (IPv4 in IPv4), and it reads
+// an IPv4 first fragment's transport header. The link layer is walked by
+// ParseLink, the IP and transport headers by headers.go's readers.
 type Decoder struct {
 	home HomeConfig
 
-	ip4 layers.IPv4
-	ip6 layers.IPv6
-	ext layers.IPv6ExtensionSkipper
-	tcp layers.TCP
-	udp layers.UDP
+	ip4 ipv4Header
+	ip6 ipv6Header
+	tcp tcpHeader
+	udp udpHeader
 
 	prevTsNs int64
 	havePrev bool
@@ -194,32 +188,31 @@ func (d *Decoder) network(etherType uint16, payload []byte, p *schemas.Packet) e
 }
 
 func (d *Decoder) ipv4(b []byte, p *schemas.Packet) error {
-	// gopacket does not check the version, and a v6 header read as v4 would
-	// decode into nonsense instead of failing.
+	// A v6 header read as v4 would decode into nonsense instead of failing.
 	if len(b) > 0 && b[0]>>4 != 4 {
 		return fmt.Errorf("%w: IPv4 header carries IP version %d", ErrMalformed, b[0]>>4)
 	}
 	ip := &d.ip4
-	if err := ip.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+	if err := parseIPv4(b, ip); err != nil {
 		return malformed("IPv4 header", err)
 	}
 	p.ProtoBits = schemas.ProtoIP
-	p.TTL = ip.TTL
-	p.IPLen = ip.Length
-	p.Transport = uint8(ip.Protocol)
-	src, dst := addr4(ip.SrcIP), addr4(ip.DstIP)
+	p.TTL = ip.ttl
+	p.IPLen = ip.length
+	p.Transport = ip.proto
+	src, dst := addr4(ip.src), addr4(ip.dst)
 	p.Direction = d.home.direction(src, dst, p.SrcMAC, p.DstMAC)
-	p.IPID, p.SrcIP, p.DstIP = ip.Id, src, dst
+	p.IPID, p.SrcIP, p.DstIP = ip.id, src, dst
 
-	wire := int(ip.Length) - int(ip.IHL)*4
-	if ip.FragOffset != 0 {
+	wire := int(ip.length) - int(ip.ihl)*4
+	if ip.fragOffs != 0 {
 		// A later fragment has no transport header: no port, and no
 		// application bit because nothing in it can be classified.
-		p.ProtoBits |= transportBit(ip.Protocol)
+		p.ProtoBits |= transportBit(ip.proto)
 		p.PayloadLen = uint32(wire)
 		return nil
 	}
-	return d.transport(ip.Protocol, ip.Payload, wire, p)
+	return d.transport(ip.proto, ip.payload, wire, p)
 }
 
 func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
@@ -227,50 +220,46 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 		return fmt.Errorf("%w: IPv6 header carries IP version %d", ErrMalformed, b[0]>>4)
 	}
 	ip := &d.ip6
-	if err := ip.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+	if err := parseIPv6(b, ip); err != nil {
 		return malformed("IPv6 header", err)
 	}
 	p.ProtoBits = schemas.ProtoIP
-	p.TTL = ip.HopLimit
-	length := int(ip.Length)
-	if length == 0 {
-		// A jumbogram; gopacket has already bounded the payload by the
-		// hop-by-hop jumbo length.
-		length = len(ip.Payload)
-		if ip.HopByHop != nil {
-			length += ip.HopByHop.ActualLength
-		}
+	p.TTL = ip.hopLimit
+	length := int(ip.length)
+	if ip.jumbo {
+		length = int(ip.jumboPayloadLen)
 	}
 	p.IPLen = uint16(min(length+40, 0xffff))
-	p.SrcIP, p.DstIP = addr16(ip.SrcIP), addr16(ip.DstIP)
+	p.SrcIP, p.DstIP = addr16(ip.src), addr16(ip.dst)
 	p.Direction = d.home.direction(p.SrcIP, p.DstIP, p.SrcMAC, p.DstMAC)
 
-	next, payload, extLen := ip.NextHeader, ip.Payload, 0
-	if ip.HopByHop != nil {
-		next, extLen = ip.HopByHop.NextHeader, ip.HopByHop.ActualLength
+	next, payload, extLen := ip.next, ip.payload, 0
+	if ip.next == protoIPv6HopByHop {
+		next, extLen = ip.hbhNext, ip.hbhLen
 	}
 	for n := 0; ; n++ {
 		if n == maxIPv6ExtHeaders {
 			return fmt.Errorf("%w: more than %d IPv6 extension headers", ErrMalformed, maxIPv6ExtHeaders)
 		}
 		switch next {
-		case layers.IPProtocolIPv6HopByHop, layers.IPProtocolIPv6Routing, layers.IPProtocolIPv6Destination,
+		case protoIPv6HopByHop, protoIPv6Routing, protoIPv6Destination,
 			135, 139, 140: // mobility, HIP, shim6: same length encoding
-			if err := d.ext.DecodeFromBytes(payload, gopacket.NilDecodeFeedback); err != nil {
+			l, err := ipv6ExtLen(payload)
+			if err != nil {
 				return malformed("IPv6 extension header", err)
 			}
-			next, payload, extLen = d.ext.NextHeader, d.ext.Payload, extLen+len(d.ext.Contents)
+			next, payload, extLen = payload[0], payload[l:], extLen+l
 			continue
-		case layers.IPProtocolIPv6Fragment:
+		case protoIPv6Fragment:
 			const fragLen = 8
 			if len(payload) < fragLen {
 				return fmt.Errorf("%w: IPv6 fragment header needs %d bytes, %d left", ErrMalformed, fragLen, len(payload))
 			}
-			next = layers.IPProtocol(payload[0])
+			next = payload[0]
 			later := binary.BigEndian.Uint16(payload[2:4])>>3 != 0
 			payload, extLen = payload[fragLen:], extLen+fragLen
 			if later {
-				p.Transport = uint8(next)
+				p.Transport = next
 				p.ProtoBits |= transportBit(next)
 				p.PayloadLen = uint32(max(length-extLen, 0))
 				return nil
@@ -279,7 +268,7 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 		}
 		break
 	}
-	p.Transport = uint8(next)
+	p.Transport = next
 	wire := length - extLen
 	if wire < 0 {
 		return fmt.Errorf("%w: IPv6 extension headers (%d bytes) longer than the payload length %d", ErrMalformed, extLen, length)
@@ -290,43 +279,43 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 // transport reads the transport header. b is the captured IP payload, wire
 // the IP payload length the IP header states; PayloadLen comes from wire so
 // that it stays right when the snap length cut the payload short.
-func (d *Decoder) transport(proto layers.IPProtocol, b []byte, wire int, p *schemas.Packet) error {
+func (d *Decoder) transport(proto uint8, b []byte, wire int, p *schemas.Packet) error {
 	switch proto {
-	case layers.IPProtocolTCP:
+	case protoTCP:
 		p.ProtoBits |= schemas.ProtoTCP
 		t := &d.tcp
-		if err := t.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+		if err := parseTCP(b, t); err != nil {
 			return malformed("TCP header", err)
 		}
-		hdr := int(t.DataOffset) * 4
+		hdr := int(t.dataOffset) * 4
 		n := wire - hdr
 		if n < 0 {
 			return fmt.Errorf("%w: TCP header (%d bytes) longer than the IP payload (%d bytes)", ErrMalformed, hdr, wire)
 		}
-		p.DPort, p.SrcPort = int32(t.DstPort), int32(t.SrcPort)
-		p.TCPSeq, p.TCPAck = t.Seq, t.Ack
+		p.DPort, p.SrcPort = int32(t.dstPort), int32(t.srcPort)
+		p.TCPSeq, p.TCPAck = t.seq, t.ack
 		// Nine flag bits, FIN in bit 0 up to NS (the low bit of byte 12) in bit 8.
 		p.TCPFlags = uint16(b[13]) | uint16(b[12]&1)<<8
-		p.TCPWindow = t.Window
+		p.TCPWindow = t.window
 		p.TCPOptionsLen = uint8(hdr - 20)
 		p.PayloadLen = uint32(n)
 		if n > 0 {
-			p.ProtoBits |= appBit(true, uint16(t.SrcPort), uint16(t.DstPort), clip(t.Payload, n))
+			p.ProtoBits |= appBit(true, t.srcPort, t.dstPort, clip(t.payload, n))
 		}
-	case layers.IPProtocolUDP:
+	case protoUDP:
 		p.ProtoBits |= schemas.ProtoUDP
 		u := &d.udp
-		if err := u.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+		if err := parseUDP(b, u); err != nil {
 			return malformed("UDP header", err)
 		}
 		n := wire - 8
 		if n < 0 {
 			return fmt.Errorf("%w: UDP header longer than the IP payload (%d bytes)", ErrMalformed, wire)
 		}
-		p.DPort, p.SrcPort = int32(u.DstPort), int32(u.SrcPort)
+		p.DPort, p.SrcPort = int32(u.dstPort), int32(u.srcPort)
 		p.PayloadLen = uint32(n)
 		if n > 0 {
-			p.ProtoBits |= appBit(false, uint16(u.SrcPort), uint16(u.DstPort), clip(u.Payload, n))
+			p.ProtoBits |= appBit(false, u.srcPort, u.dstPort, clip(u.payload, n))
 		}
 	default:
 		p.PayloadLen = uint32(wire)
@@ -346,11 +335,11 @@ func clip(b []byte, n int) []byte {
 	return b
 }
 
-func transportBit(proto layers.IPProtocol) uint8 {
+func transportBit(proto uint8) uint8 {
 	switch proto {
-	case layers.IPProtocolTCP:
+	case protoTCP:
 		return schemas.ProtoTCP
-	case layers.IPProtocolUDP:
+	case protoUDP:
 		return schemas.ProtoUDP
 	}
 	return 0

@@ -2,6 +2,7 @@ package features
 
 import (
 	"errors"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,41 +13,70 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-func FuzzDecode(f *testing.F) {
-	seeds := []struct {
-		link LinkType
-		data []byte
-	}{
-		{LinkTypeEthernet, build(f, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 40))},
-		{LinkTypeEthernet, build(f, eth(devMAC, gwMAC, layers.EthernetTypeDot1Q), &layers.Dot1Q{Type: layers.EthernetTypeIPv6}, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(1, 53), dnsQuery(f))},
-		{LinkTypeEthernet, build(f, eth(gwMAC, devMAC, layers.EthernetTypeIPv6), ip6(cloud6, dev6, layers.IPProtocolIPv6Destination),
+// decodeSeed is a frame of one link type.
+type decodeSeed struct {
+	link LinkType
+	data []byte
+}
+
+// decodeSeeds are FuzzDecode's seeds: a frame of each link type and
+// header chain the decoder reads, and every 50th frame of a real capture.
+func decodeSeeds(tb testing.TB) []decodeSeed {
+	seeds := []decodeSeed{
+		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 40))},
+		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeDot1Q), &layers.Dot1Q{Type: layers.EthernetTypeIPv6}, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(1, 53), dnsQuery(tb))},
+		{LinkTypeEthernet, build(tb, eth(gwMAC, devMAC, layers.EthernetTypeIPv6), ip6(cloud6, dev6, layers.IPProtocolIPv6Destination),
 			gopacket.Payload{byte(layers.IPProtocolIPv6Fragment), 0, 1, 4, 0, 0, 0, 0}, gopacket.Payload{17, 0, 0, 1, 0, 0, 0, 42}, udp(53, 4000), gopacket.Payload(make([]byte, 20)))},
-		{LinkTypeEthernet, build(f, eth(devMAC, ssdpMAC, layers.EthernetTypeIPv4), ip4(devIP, ssdpIP, layers.IPProtocolUDP), udp(1900, 1900), gopacket.Payload("M-SEARCH * HTTP/1.1\r\n\r\n"))},
-		{LinkTypeLinuxSLL, append(sllHeader(0x0800), build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())...)},
-		{LinkTypeLinuxSLL2, append(sll2Header(0x86dd), build(f, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S"))...)},
-		{LinkTypeRaw, build(f, ip4(devIP, cloudIP, layers.IPProtocolICMPv4), gopacket.Payload(make([]byte, 8)))},
-		{LinkTypeNull, cat([]byte{30, 0, 0, 0}, build(f, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(1, 53), dnsQuery(f)))},
-		{LinkTypeLoop, cat([]byte{0, 0, 0, 2}, build(f, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
-		{LinkTypePPP, cat([]byte{0xff, 0x03, 0x00, 0x21}, build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
-		{LinkTypePPP, cat([]byte{0x57}, build(f, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
-		{LinkTypeRawDLT, cat([]byte{0, 0, 0, 24}, build(f, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
-		{LinkTypeRawOpenBSD, build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())},
-		{LinkTypeCiscoHDLC, cat([]byte{0x0f, 0x00, 0x86, 0xdd}, build(f, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(123, 123), ntp()))},
-		{LinkTypeEthernet, cat(ethHeader(0x8100), []byte{0, 7, 0x88, 0x64}, pppoeHeader(50), []byte{0, 0x21}, build(f, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
-		{LinkTypeEthernet, cat(ethHeader(0x88a8), []byte{0, 7, 0x81, 0x00, 0, 8, 0x08, 0x00}, build(f, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
-		{LinkTypePPI, cat(ppiHeader(1), ethHeader(0x0800), build(f, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypeEthernet, build(tb, eth(devMAC, ssdpMAC, layers.EthernetTypeIPv4), ip4(devIP, ssdpIP, layers.IPProtocolUDP), udp(1900, 1900), gopacket.Payload("M-SEARCH * HTTP/1.1\r\n\r\n"))},
+		{LinkTypeLinuxSLL, append(sllHeader(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())...)},
+		{LinkTypeLinuxSLL2, append(sll2Header(0x86dd), build(tb, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S"))...)},
+		{LinkTypeRaw, build(tb, ip4(devIP, cloudIP, layers.IPProtocolICMPv4), gopacket.Payload(make([]byte, 8)))},
+		{LinkTypeNull, cat([]byte{30, 0, 0, 0}, build(tb, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(1, 53), dnsQuery(tb)))},
+		{LinkTypeLoop, cat([]byte{0, 0, 0, 2}, build(tb, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypePPP, cat([]byte{0xff, 0x03, 0x00, 0x21}, build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypePPP, cat([]byte{0x57}, build(tb, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypeRawDLT, cat([]byte{0, 0, 0, 24}, build(tb, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypeRawOpenBSD, build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())},
+		{LinkTypeCiscoHDLC, cat([]byte{0x0f, 0x00, 0x86, 0xdd}, build(tb, ip6(dev6, cloud6, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypeEthernet, cat(ethHeader(0x8100), []byte{0, 7, 0x88, 0x64}, pppoeHeader(50), []byte{0, 0x21}, build(tb, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypeEthernet, cat(ethHeader(0x88a8), []byte{0, 7, 0x81, 0x00, 0, 8, 0x08, 0x00}, build(tb, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypePPI, cat(ppiHeader(1), ethHeader(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		// Header options: IPv4's router alert, TCP's MSS, NOPs and SACK
+		// permitted, an IPv6 hop-by-hop header (PadN) and a jumbogram
+		// (hop-by-hop jumbo length 70000, the UDP length 0, cut short).
+		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4opts(devIP, cloudIP, layers.IPProtocolTCP), tcpOpts(50000, 443), tlsRecord(22, 30))},
+		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv6HopByHop),
+			gopacket.Payload{17, 0, 1, 4, 0, 0, 0, 0}, udp(5353, 5353), dnsQuery(tb))},
+		{LinkTypeRaw, cat([]byte{0x60, 0, 0, 0, 0, 0, 0, 64}, dev6.To16(), cloud6.To16(), []byte{17, 0, 0xc2, 4, 0, 1, 0x11, 0x70}, []byte{0, 53, 0, 53, 0, 0, 0, 0}, make([]byte, 32))},
 	}
 	// A few real frames of every kind the IoT Sentinel captures hold.
 	if files, _ := filepath.Glob(filepath.Join(sentinelDir, "HueBridge", "Setup-A-1-STA.pcap")); len(files) == 1 {
-		link, frames := readPcap(f, files[0])
+		link, frames := readPcap(tb, files[0])
 		for i := 0; i < len(frames); i += 50 {
-			seeds = append(seeds, struct {
-				link LinkType
-				data []byte
-			}{link, frames[i].data})
+			seeds = append(seeds, decodeSeed{link, frames[i].data})
 		}
 	}
-	for _, s := range seeds {
+	return seeds
+}
+
+func ip4opts(src, dst net.IP, proto layers.IPProtocol) *layers.IPv4 {
+	ip := ip4(src, dst, proto)
+	ip.Options = []layers.IPv4Option{{OptionType: 148, OptionLength: 4, OptionData: []byte{0, 0}}}
+	return ip
+}
+
+func tcpOpts(sport, dport uint16) *layers.TCP {
+	t := tcp(sport, dport, "S")
+	t.Options = []layers.TCPOption{
+		{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{5, 0xb4}},
+		{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop},
+		{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2},
+	}
+	return t
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range decodeSeeds(f) {
 		f.Add(uint16(s.link), s.data)
 	}
 	f.Fuzz(func(t *testing.T, link uint16, data []byte) {
@@ -61,6 +91,9 @@ func FuzzDecode(f *testing.F) {
 		d := NewDecoder(withGW)
 		var p schemas.Packet
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(data), Length: len(data)}
+		if msg := compareWithGopacket(NewDecoder(withGW), newGopacketDecoder(withGW), LinkType(link), data, ci, 0); msg != "" {
+			t.Fatalf("against gopacket's layers: %s", msg)
+		}
 		err := d.Decode(LinkType(link), data, ci, 0, &p)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupportedLinkType) {

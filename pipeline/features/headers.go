@@ -1,0 +1,276 @@
+package features
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// The IP and transport headers are read here rather than by gopacket's
+// layers: that package's initialisers fill tables for every protocol it
+// knows, 17 to 30 ms of a process's start on the VMs we run on, which a
+// command that decodes one small capture (homemole features) would pay
+// for four headers. The checks are gopacket v1.1.19's, so that a frame
+// gopacket refused is refused here too and one it read gives the same
+// record: TestDecodeMatchesGopacket and FuzzDecode compare both decoders
+// frame by frame (decode_gopacket_test.go keeps the gopacket one).
+
+// IP protocol numbers the decoder tells apart.
+const (
+	protoIPv6HopByHop    = 0
+	protoTCP             = 6
+	protoUDP             = 17
+	protoIPv6Routing     = 43
+	protoIPv6Fragment    = 44
+	protoIPv6Destination = 60
+)
+
+var errShortHeader = errors.New("not all header bytes captured")
+
+// ipv4Header is what the decoder reads of an IPv4 header. payload is the
+// captured part of the payload the total length states.
+type ipv4Header struct {
+	ihl, ttl, proto      uint8
+	length, id, fragOffs uint16
+	src, dst             []byte
+	payload              []byte
+}
+
+func parseIPv4(b []byte, h *ipv4Header) error {
+	if len(b) < 20 {
+		return fmt.Errorf("%d bytes, less than the 20 of a header", len(b))
+	}
+	h.ihl = b[0] & 0x0f
+	h.length = binary.BigEndian.Uint16(b[2:4])
+	h.id = binary.BigEndian.Uint16(b[4:6])
+	h.fragOffs = binary.BigEndian.Uint16(b[6:8]) & 0x1fff
+	h.ttl, h.proto = b[8], b[9]
+	h.src, h.dst = b[12:16], b[16:20]
+	if h.length == 0 {
+		// Captured before segmentation offload filled it in (seen on
+		// Windows hosts): the frame holds the packet.
+		h.length = uint16(len(b))
+	}
+	hdr := int(h.ihl) * 4
+	switch {
+	case h.length < 20:
+		return fmt.Errorf("total length %d, less than 20", h.length)
+	case h.ihl < 5:
+		return fmt.Errorf("header length %d words, less than 5", h.ihl)
+	case hdr > int(h.length):
+		return fmt.Errorf("header length %d bytes beyond the total length %d", hdr, h.length)
+	}
+	if len(b) > int(h.length) {
+		b = b[:h.length]
+	} else if hdr > len(b) {
+		return errShortHeader
+	}
+	h.payload = b[hdr:]
+	// Options: each but End and NOP states its length, at least 3.
+	for opts := b[20:hdr]; len(opts) > 0; {
+		switch opts[0] {
+		case 0:
+			return nil
+		case 1:
+			opts = opts[1:]
+		default:
+			if len(opts) < 2 {
+				return fmt.Errorf("option %d has no length byte", opts[0])
+			}
+			n := int(opts[1])
+			if n > len(opts) {
+				return fmt.Errorf("option %d of %d bytes beyond the header", opts[0], n)
+			}
+			if n <= 2 {
+				return fmt.Errorf("option %d of length %d, at least 3 needed", opts[0], n)
+			}
+			opts = opts[n:]
+		}
+	}
+	return nil
+}
+
+// ipv6Header is what the decoder reads of an IPv6 header and its
+// hop-by-hop options header, which the fixed header's reader takes as its
+// own. payload follows the hop-by-hop header, bounded by the payload
+// length (a jumbogram's by the jumbo length); hbhLen is that header's
+// length and hbhNext what follows it, 0 without one.
+type ipv6Header struct {
+	length          uint16
+	next, hopLimit  uint8
+	src, dst        []byte
+	payload         []byte
+	hbhLen          int
+	hbhNext         uint8
+	jumbo           bool
+	jumboPayloadLen uint32
+}
+
+func parseIPv6(b []byte, h *ipv6Header) error {
+	if len(b) < 40 {
+		return fmt.Errorf("%d bytes, less than the 40 of a header", len(b))
+	}
+	h.length = binary.BigEndian.Uint16(b[4:6])
+	h.next, h.hopLimit = b[6], b[7]
+	h.src, h.dst = b[8:24], b[24:40]
+	h.payload = b[40:]
+	h.hbhLen, h.hbhNext, h.jumbo, h.jumboPayloadLen = 0, 0, false, 0
+	if h.next == protoIPv6HopByHop {
+		n, err := ipv6ExtLen(h.payload)
+		if err != nil {
+			return err
+		}
+		h.hbhLen, h.hbhNext = n, h.payload[0]
+		jumbo, err := jumboLength(h.payload, n)
+		if err != nil {
+			return err
+		}
+		switch {
+		case jumbo > 0 && h.length == 0:
+			// RFC 2675: the jumbo length counts the hop-by-hop header.
+			h.jumbo, h.jumboPayloadLen = true, jumbo
+			h.payload = h.payload[:min(int(jumbo), len(h.payload))][min(n, len(h.payload)):]
+			return nil
+		case jumbo > 0:
+			return errors.New("jumbo length with a payload length of its own")
+		case h.length == 0:
+			return errors.New("payload length 0 without a jumbo option")
+		}
+		h.payload = h.payload[n:]
+	}
+	if h.length == 0 {
+		return fmt.Errorf("payload length 0, and next header %d is not hop-by-hop", h.next)
+	}
+	// Bounded as gopacket bounds it: by the payload length, from after
+	// the hop-by-hop header (which that length counts), so a few bytes
+	// of link padding may remain; the transport reader clips them.
+	h.payload = h.payload[:min(int(h.length), len(h.payload))]
+	return nil
+}
+
+// ipv6ExtLen is the length of the IPv6 extension header at the start of b
+// (hop-by-hop, routing, destination options and those encoded alike).
+func ipv6ExtLen(b []byte) (int, error) {
+	if len(b) < 2 {
+		return 0, fmt.Errorf("extension header: %d bytes, less than 2", len(b))
+	}
+	n := int(b[1])*8 + 8
+	if len(b) < n {
+		return 0, fmt.Errorf("extension header of %d bytes, %d captured", n, len(b))
+	}
+	return n, nil
+}
+
+// jumboLength walks the options of the hop-by-hop header b (n bytes) and
+// returns the jumbo payload length, 0 without a jumbo option. As in
+// gopacket, an option may run past the header's stated end as long as it
+// is captured.
+func jumboLength(b []byte, n int) (uint32, error) {
+	var jumbo []byte
+	found := false
+	for off := 2; off < n; {
+		rest := b[off:]
+		if len(rest) < 2 {
+			return 0, errors.New("hop-by-hop option: fewer than 2 bytes")
+		}
+		if rest[0] == 0 { // Pad1
+			off++
+			continue
+		}
+		l := int(rest[1]) + 2
+		if len(rest) < l {
+			return 0, fmt.Errorf("hop-by-hop option %d of %d bytes, %d captured", rest[0], l, len(rest))
+		}
+		if rest[0] == 0xc2 && !found {
+			jumbo, found = rest[2:l], true
+		}
+		off += l
+	}
+	if !found {
+		return 0, nil
+	}
+	if len(jumbo) != 4 {
+		return 0, fmt.Errorf("jumbo option of %d bytes, 4 needed", len(jumbo))
+	}
+	l := binary.BigEndian.Uint32(jumbo)
+	if l <= 0xffff {
+		return 0, fmt.Errorf("jumbo length %d, not over 65535", l)
+	}
+	return l, nil
+}
+
+// tcpHeader is what the decoder reads of a TCP header; payload is what was
+// captured after it.
+type tcpHeader struct {
+	srcPort, dstPort uint16
+	seq, ack         uint32
+	dataOffset       uint8
+	window           uint16
+	payload          []byte
+}
+
+func parseTCP(b []byte, h *tcpHeader) error {
+	if len(b) < 20 {
+		return fmt.Errorf("%d bytes, less than the 20 of a header", len(b))
+	}
+	h.srcPort = binary.BigEndian.Uint16(b[0:2])
+	h.dstPort = binary.BigEndian.Uint16(b[2:4])
+	h.seq = binary.BigEndian.Uint32(b[4:8])
+	h.ack = binary.BigEndian.Uint32(b[8:12])
+	h.dataOffset = b[12] >> 4
+	h.window = binary.BigEndian.Uint16(b[14:16])
+	if h.dataOffset < 5 {
+		return fmt.Errorf("data offset %d words, less than 5", h.dataOffset)
+	}
+	hdr := int(h.dataOffset) * 4
+	if hdr > len(b) {
+		return errShortHeader
+	}
+	h.payload = b[hdr:]
+	for opts := b[20:hdr]; len(opts) > 0; {
+		switch opts[0] {
+		case 0:
+			return nil
+		case 1:
+			opts = opts[1:]
+		default:
+			if len(opts) < 2 {
+				return fmt.Errorf("option %d has no length byte", opts[0])
+			}
+			n := int(opts[1])
+			if n < 2 {
+				return fmt.Errorf("option %d of length %d, at least 2 needed", opts[0], n)
+			}
+			if n > len(opts) {
+				return fmt.Errorf("option %d of %d bytes beyond the header", opts[0], n)
+			}
+			opts = opts[n:]
+		}
+	}
+	return nil
+}
+
+// udpHeader is what the decoder reads of a UDP header; payload is what
+// was captured of the length it states (all of it for length 0, a
+// jumbogram's).
+type udpHeader struct {
+	srcPort, dstPort uint16
+	payload          []byte
+}
+
+func parseUDP(b []byte, h *udpHeader) error {
+	if len(b) < 8 {
+		return fmt.Errorf("%d bytes, less than the 8 of a header", len(b))
+	}
+	h.srcPort = binary.BigEndian.Uint16(b[0:2])
+	h.dstPort = binary.BigEndian.Uint16(b[2:4])
+	switch l := int(binary.BigEndian.Uint16(b[4:6])); {
+	case l >= 8:
+		h.payload = b[8:min(l, len(b))]
+	case l == 0:
+		h.payload = b[8:]
+	default:
+		return fmt.Errorf("length %d, less than its own 8 bytes", l)
+	}
+	return nil
+}
