@@ -33,9 +33,11 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN go run ./tools/gotchsetup
-# homemole with -tags torch: the image has libtorch, so one binary runs every
-# command itself instead of handing model commands to homemole-torch.
-RUN go build -tags torch -trimpath -o /out/ ./services/homemole ./services/trainer ./services/detector
+# homemole is the full CLI with -tags torch: the image has libtorch, so one
+# binary runs every command itself, features included, instead of a front
+# handing commands to homemole-full and that to homemole-torch.
+RUN go build -tags torch -trimpath -o /out/homemole ./services/homemole/full \
+ && go build -tags torch -trimpath -o /out/ ./services/trainer ./services/detector
 
 FROM ${CUDA_RUNTIME_IMAGE}
 COPY --from=build /opt/libtorch/lib /opt/libtorch/lib

@@ -19,9 +19,11 @@ RUN go mod download
 COPY . .
 # Writes .build/gotch and go.work (both ignored by the build context, so made fresh here).
 RUN go run ./tools/gotchsetup
-# homemole with -tags torch: the image has libtorch, so one binary runs every
-# command itself instead of handing model commands to homemole-torch.
-RUN go build -tags torch -trimpath -o /out/ ./services/homemole ./services/trainer ./services/detector
+# homemole is the full CLI with -tags torch: the image has libtorch, so one
+# binary runs every command itself, features included, instead of a front
+# handing commands to homemole-full and that to homemole-torch.
+RUN go build -tags torch -trimpath -o /out/homemole ./services/homemole/full \
+ && go build -tags torch -trimpath -o /out/ ./services/trainer ./services/detector
 
 FROM debian:12-slim
 # The runtime half of libtorch-dev: the shared objects the binaries link.

@@ -1,207 +1,47 @@
 // Command homemole is HomeMole's command line: it runs the whole pipeline
 // in one process on embedded servers (demo, build, train), or one worker of
 // it against a NATS JetStream cluster and MinIO.
+//
+// This binary is its front. It runs `homemole features` itself and hands
+// every other command, with its arguments, standard streams and exit
+// status, to the full CLI (homemole-full, built from services/homemole/full,
+// next to this binary, on PATH, or built on demand in a checkout), which
+// hands model commands to its torch build in turn. The front links the
+// decoder and not NATS, S3, Arrow or gopacket's layers, whose initialisers
+// cost 60 to 90 ms of every start on the VMs we measure on: a script that
+// runs features once per capture pays milliseconds, not that.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"sort"
-	"strings"
 
-	"github.com/homemole/homemole/pipeline/endpoints"
-	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/homemole/internal/cmdkit"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-type runFunc func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error
-
-type command struct {
-	summary string
-	run     runFunc
-	// torch marks a command that trains or runs a model: only a build with
-	// -tags torch links libtorch and runs it; the default, CGO-free build
-	// hands it to that build (torchCommand).
-	torch bool
-}
-
-func commands() map[string]command {
-	cmds := map[string]command{
-		"demo":       {"generate a smart home, build a dataset, train a BLSTM and report, all embedded", nil, true},
-		"build":      {"build a dataset version from a campaign file (capture -> label -> window -> manifest)", runBuild, false},
-		"train":      {"train and evaluate a model on a dataset version; writes checkpoint and report", nil, true},
-		"dataset":    {"build, list, inspect and verify datasets: dataset build | ls | inspect | verify | assemble", runDataset, false},
-		"cv":         {"cross-validate a model on a dataset: k folds (grouped, random, leave-one-home-out), mean and spread", nil, true},
-		"experiment": {"train on one folder of device captures, test on another; JSON summary per capture", nil, true},
-		"predict":    {"label every packet of a capture with a stored model; which devices it saw", nil, true},
-		"study":      {"window-size study (paper Fig. 8): a dataset per window size, each cross-validated; curve in HTML", nil, true},
-		"serve":      {"run the embedded NATS and S3 servers only, for workers in other processes, and the campaign status page", runServe, false},
-		"campaign":   {"watch a running campaign: campaign status shows live sessions, packets/s, lag, windows, pairing, devices seen, last error per home and tap", runCampaign, false},
-		"features":   {"decode a capture and write one CSV row of features per packet, to check them", runFeatures, false},
-		"gateway":    {"emulate a home gateway (napt or vpn): turn a LAN capture into the WAN capture plus ground truth", runGateway, false},
-		"defend":     {"defend a LAN capture's emulated WAN view (pad, cbr, stp, mimic, vpn-pad, composed with +); prints the cost: overheads, KB/s, latency", runDefend, false},
-		"label":      {"label a LAN capture from the inventory and its WAN capture (napt or vpn) by pairing; prints packets, labels per device, pairing rate", runLabel, false},
-		"pair":       {"pair a WAN capture's packets with their LAN packets (napt or vpn); accuracy against a truth file", runPair, false},
-		"sp":         {"sequence profiles + CNNs (Ma et al.): sp train | eval | show, from folders of device captures; sp interactions", nil, true},
-		"dlq":        {"list the messages consumers could never process, and why (dlq ls); put them back once fixed (dlq replay) or drop them (dlq discard)", runDLQ, false},
-		"home":       {"assemble a home from real per-device captures (home assemble): units moved onto one LAN, time-shifted, optionally behind the emulated gateway; count n real units (home count, torch; home steady by steady cloud connections) and identical pairs (home pairs)", runHome, false},
-		"sweep":      {"a grid of experiments (models x views x windows x kinds x seeds x model flags), each cross-validated; resumable; sweep.json, sweep.html, or one Kubernetes Indexed Job", nil, true},
-		"detect":     {"report the device types (and how many) in a capture, per time window, with an sp model", nil, true},
-	}
-	for name, c := range cmds {
-		if c.torch {
-			c.run = torchCommand(name)
-			cmds[name] = c
-		}
-	}
-	// The defence study needs no torch: it runs here in both builds.
-	study := cmds["study"]
-	study.run = withStudyDefenses(study.run)
-	cmds["study"] = study
-	return cmds
-}
-
-const overview = `homemole fingerprints IoT devices from the metadata of their traffic.
-
-A campaign file names homes, each with a gateway, taps (capture files or
-interfaces) and an inventory of MAC -> device. Capture agents publish packet
-metadata to NATS JetStream, labelers label it from the inventory, windowers
-cut traffic windows into Arrow objects on S3, and trainers learn the
-HomeMole BLSTM from them.
-
-Without --nats and --s3 every command starts embedded servers with their
-state under --home (default ./.homemole).
-
-Usage: homemole COMMAND [flags]   (homemole COMMAND --help for its flags)
-
-Commands:
-`
+// full is the build that runs every command but features.
+var full = cmdkit.Sibling{Binary: "homemole-full", Package: "./services/homemole/full"}
 
 func main() {
 	cli.Main(func(ctx context.Context, log *slog.Logger) error {
-		cmds := commands()
-		if len(os.Args) < 2 || os.Args[1] == "help" || os.Args[1] == "-h" || os.Args[1] == "--help" {
-			fmt.Fprint(os.Stderr, usage(cmds))
-			if len(os.Args) < 2 {
-				return cli.Usagef("no command given")
-			}
-			return nil
-		}
-		c, ok := cmds[os.Args[1]]
-		if !ok {
-			fmt.Fprint(os.Stderr, usage(cmds))
-			return cli.Usagef("unknown command %q", os.Args[1])
-		}
-		err := c.run(ctx, log, os.Stdout, os.Args[2:])
-		var exit *torchExit
+		err := run(ctx, log, os.Stdout, os.Stderr, os.Args[1:])
+		var exit *cmdkit.ExitCode
 		if errors.As(err, &exit) {
-			// The torch build has printed its own error; only its exit
-			// code is left to pass on.
-			os.Exit(exit.code)
+			// The full CLI has printed its own error; only its exit code
+			// is left to pass on.
+			os.Exit(exit.Code)
 		}
 		return err
 	})
 }
 
-func usage(cmds map[string]command) string {
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
+func run(ctx context.Context, log *slog.Logger, stdout, stderr io.Writer, args []string) error {
+	if len(args) > 0 && args[0] == "features" {
+		return cmdkit.Features(ctx, stdout, stderr, args[1:])
 	}
-	sort.Strings(names)
-	var b strings.Builder
-	b.WriteString(overview)
-	for _, n := range names {
-		fmt.Fprintf(&b, "  %-9s %s\n", n, cmds[n].summary)
-	}
-	b.WriteString("\nEnvironment: HOMEMOLE_HOME, HOMEMOLE_NATS_URL, HOMEMOLE_S3_ENDPOINT, HOMEMOLE_S3_BUCKET,\nHOMEMOLE_S3_ACCESS_KEY, HOMEMOLE_S3_SECRET_KEY, HOMEMOLE_LOG (debug|info|warn|error), HOMEMOLE_LOG_FORMAT (json).\n")
-	return b.String()
-}
-
-// newFlags makes a flag set whose --help explains the command.
-func newFlags(name, synopsis, about string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: homemole %s %s\n\n%s\n\nFlags:\n", name, synopsis, about)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// newStoreFlags makes the flag set of a command that reaches NATS and S3:
-// newFlags' with the endpoint flags (--home, --nats, --s3, ...), whose
-// defaults come from the environment; the flags fill the returned config.
-func newStoreFlags(name, synopsis, about string) (*flag.FlagSet, *endpoints.Config) {
-	ep := endpoints.FromEnv()
-	fs := newFlags(name, synopsis, about)
-	ep.Register(fs)
-	return fs, &ep
-}
-
-// runSubcommand runs the subcommand args[0] names with the rest of args;
-// none, or one not in subs, is a usage error saying usage.
-func runSubcommand(ctx context.Context, log *slog.Logger, out io.Writer, args []string, subs map[string]runFunc, usage string) error {
-	if len(args) > 0 {
-		if run, ok := subs[args[0]]; ok {
-			return run(ctx, log, out, args[1:])
-		}
-	}
-	return cli.Usagef("%s", usage)
-}
-
-// sharedSubcommands serves several subcommands with one run, which is told
-// which of them ran: those that share their flags and store.
-func sharedSubcommands(run func(ctx context.Context, log *slog.Logger, out io.Writer, sub string, args []string) error, names ...string) map[string]runFunc {
-	subs := make(map[string]runFunc, len(names))
-	for _, sub := range names {
-		subs[sub] = func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-			return run(ctx, log, out, sub, args)
-		}
-	}
-	return subs
-}
-
-// parseRequired parses flags as parse does, then refuses, with the usage
-// error need, a command line that leaves any of the required flags empty.
-func parseRequired(fs *flag.FlagSet, args []string, need string, required ...*string) error {
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	for _, r := range required {
-		if *r == "" {
-			return cli.Usagef("%s", need)
-		}
-	}
-	return nil
-}
-
-// parse parses flags and refuses stray arguments.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return cli.Usagef("%s: %v", fs.Name(), err)
-	}
-	if fs.NArg() > 0 {
-		return cli.Usagef("%s: unexpected argument %q (flags come as --name value)", fs.Name(), fs.Arg(0))
-	}
-	// Names become object keys and folders (datasets/NAME/VERSION,
-	// reports/RUN): checked here, where they enter, so that "--run ../.."
-	// is refused before anything is opened or written.
-	var bad error
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "dataset", "name", "version", "run":
-			if err := schemas.ValidateToken("--"+f.Name, f.Value.String()); err != nil && bad == nil {
-				bad = cli.Usagef("%s: %v", fs.Name(), err)
-			}
-		}
-	})
-	return bad
+	return full.Run(ctx, log, stdout, args)
 }

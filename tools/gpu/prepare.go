@@ -27,7 +27,7 @@ var programs = []struct {
 	pkg, name string
 	cgo       bool
 }{
-	{"./services/homemole", "homemole", true},
+	{"./services/homemole/full", "homemole", true},
 	{"./tools/gpu/bench", "bench", true},
 	{"./tools/gpu", "gpu", false},
 }

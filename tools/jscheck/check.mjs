@@ -6,7 +6,7 @@
 //     "parquet": { "labels_vocabulary": [...], "windows": [...] } }
 //
 // labels hold every slot of a window, padding (-1) included, as the Go
-// reader returns them. A Go test (services/homemole/dataset_export_test.go)
+// reader returns them. A Go test (services/homemole/full/dataset_export_test.go)
 // compares this with the Go reader; run `npm ci` here first.
 //
 // Usage: node check.mjs OBJECT.arrow EXPORT.parquet

@@ -6,106 +6,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
-	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/pair"
-	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/homemole/internal/cmdkit"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-// homeFlags adds --lan-net and the gateway-MAC flag (named macFlag), which
-// place LAN packets as the capture agent does. Without either flag the home
-// side is inferred from the capture (homeChoice.of).
-func homeFlags(fs *flag.FlagSet, macFlag string) *homeChoice {
-	h := &homeChoice{macFlag: macFlag}
-	fs.Func("lan-net", "a LAN prefix such as 192.168.1.0/24; repeat the flag or separate with commas (default: inferred from the capture)", func(s string) error {
-		for _, part := range strings.Split(s, ",") {
-			p, err := netip.ParsePrefix(strings.TrimSpace(part))
-			if err != nil {
-				return fmt.Errorf("%q is not a CIDR prefix such as 192.168.1.0/24", part)
-			}
-			h.nets = append(h.nets, p.Masked())
-		}
-		h.given = true
-		return nil
-	})
-	fs.Func(macFlag, "the gateway's LAN-side MAC, aa:bb:cc:dd:ee:ff: frames to it are outbound, from it inbound (default: inferred from the capture)", func(s string) error {
-		m, err := schemas.ParseMAC(s)
-		if err != nil {
-			return err
-		}
-		if m.IsZero() {
-			return fmt.Errorf("MAC %q: the zero address cannot be a gateway", s)
-		}
-		h.mac, h.given = m, true
-		return nil
-	})
-	return h
-}
+// The home-side flags and the output guards are cmdkit's, which the
+// front's features command shares.
+type homeChoice = cmdkit.HomeChoice
 
-// homeChoice is the home side a command decodes a capture with: the flags'
-// when any was given, else the one the capture shows.
-type homeChoice struct {
-	nets    []netip.Prefix
-	mac     schemas.MAC
-	given   bool
-	macFlag string
-}
+func homeFlags(fs *flag.FlagSet, macFlag string) *homeChoice { return cmdkit.HomeFlags(fs, macFlag) }
 
-// flags is the home the flags describe, with the private ranges where no
-// --lan-net was given.
-func (h *homeChoice) flags() features.HomeConfig {
-	nets := h.nets
-	if len(nets) == 0 {
-		for _, s := range campaign.DefaultLANNets {
-			nets = append(nets, netip.MustParsePrefix(s))
-		}
-	}
-	return features.HomeConfig{LANNets: nets, GatewayMAC: h.mac}
-}
-
-// of is the home to decode the capture at path with: the flags' home when
-// either flag was given, otherwise the home side inferred from the capture,
-// which is reported on w (one line, prefixed by cmd) so the user can check
-// it and correct it with the flags.
-func (h *homeChoice) of(ctx context.Context, cmd, path string, w io.Writer) (features.HomeConfig, error) {
-	hc, note, err := h.resolve(ctx, cmd, path)
-	if note != "" {
-		fmt.Fprintln(w, note)
-	}
-	return hc, err
-}
-
-// resolve is of without the printing: note is the line to show, empty when
-// the flags decided.
-func (h *homeChoice) resolve(ctx context.Context, cmd, path string) (features.HomeConfig, string, error) {
-	if h.given {
-		return h.flags(), "", nil
-	}
-	r, err := capture.InferHome(ctx, path)
-	if err != nil {
-		return features.HomeConfig{}, "", fmt.Errorf("%s: %w", cmd, err)
-	}
-	return r.Home, fmt.Sprintf("%s: home side of %s inferred: %s (--%s and --lan-net override)", cmd, path, r, h.macFlag), nil
-}
-
-// refuseInput refuses an output path that is one of the inputs, which
-// creating it would empty before it is read.
 func refuseInput(cmd, flagName, path string, inputs ...string) error {
-	for _, in := range inputs {
-		if filepath.Clean(path) == filepath.Clean(in) {
-			return cli.Usagef("%s: --%s %s is one of the input captures", cmd, flagName, path)
-		}
-	}
-	return nil
+	return cmdkit.RefuseInput(cmd, flagName, path, inputs...)
 }
 
 // modeFlag reads cmd's --NAME as a gateway mode, napt or vpn; anything else
@@ -160,16 +79,8 @@ func refuseWANOutputs(cmd, in, outPath, truthPath string) error {
 	return refuseInput(cmd, "truth", truthPath, in)
 }
 
-// createOutput creates path unless it is one of the inputs.
 func createOutput(cmd, flagName, path string, inputs ...string) (*os.File, error) {
-	if err := refuseInput(cmd, flagName, path, inputs...); err != nil {
-		return nil, err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: create --%s: %w", cmd, flagName, err)
-	}
-	return f, nil
+	return cmdkit.CreateOutput(cmd, flagName, path, inputs...)
 }
 
 func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -220,7 +131,7 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return cli.Usagef("gateway: --vpn-proto %q: want udp or tcp", *vpnProto)
 	}
 	cfg := gateway.Config{Mode: m, Cipher: c, Seed: *seed, Reorder: *reorder, VPNPing: *ping, Loss: *loss, VPNTCP: *vpnProto == "tcp"}
-	hc, err := home.of(ctx, "gateway", *in, out)
+	hc, err := home.Of(ctx, "gateway", *in, out)
 	if err != nil {
 		return err
 	}
@@ -290,7 +201,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	if *outPath == "-" {
 		report = os.Stderr
 	}
-	if cfg.Home, err = home.of(ctx, "pair", *lanPath, report); err != nil {
+	if cfg.Home, err = home.Of(ctx, "pair", *lanPath, report); err != nil {
 		return err
 	}
 	lan, err := capture.OpenFile(*lanPath)

@@ -272,7 +272,7 @@ func jscheckReady(t *testing.T) string {
 			t.Skipf("%s is not installed, so the apache-arrow and DuckDB readers are not checked: `sudo apt-get install -y nodejs npm`", tool)
 		}
 	}
-	dir, err := filepath.Abs(filepath.Join("..", "..", "tools", "jscheck"))
+	dir, err := filepath.Abs(filepath.Join("..", "..", "..", "tools", "jscheck"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // TestHomeAssembleCommand assembles a home from the real IoT Sentinel
 // captures, on the LAN and behind the emulated NAPT, and reads both back.
 func TestHomeAssembleCommand(t *testing.T) {
-	const data = "../../../shared/data/iot-sentinel-dev"
+	const data = "../../../../shared/data/iot-sentinel-dev"
 	sentineldata.Need(t)
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -1,11 +1,9 @@
-package main
+package cmdkit
 
 import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -15,14 +13,10 @@ import (
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
-func runFeatures(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
-	return featuresCommand(ctx, out, os.Stderr, args)
-}
-
-// featuresCommand is runFeatures with stderr passed in, so tests can read
-// the skipped-packet report.
-func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("features", "--in FILE [--lan-net CIDR]... [--lan-mac MAC] [--out FILE.csv|-]",
+// Features is the features command: it decodes a capture and writes
+// one CSV row per packet. stderr gets the skipped-packet report.
+func Features(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	fs := NewFlags("features", "--in FILE [--lan-net CIDR]... [--lan-mac MAC] [--out FILE.csv|-]",
 		"Decodes every packet of a capture (pcap or pcapng, optionally gzipped) as the capture\n"+
 			"agent does and writes one CSV row per packet under a header row:\n"+
 			"  "+features.CSVHeader+"\n"+
@@ -45,8 +39,8 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 	fs.SetOutput(stderr)
 	in := fs.String("in", "", "capture file to read (pcap or pcapng, optionally gzip-compressed)")
 	outPath := fs.String("out", "-", "CSV file to write; - is stdout")
-	homeOf := homeFlags(fs, "lan-mac")
-	if err := parseRequired(fs, args, "features needs --in FILE", in); err != nil {
+	homeOf := HomeFlags(fs, "lan-mac")
+	if err := ParseRequired(fs, args, "features needs --in FILE", in); err != nil {
 		return err
 	}
 	if *outPath != "-" && filepath.Clean(*outPath) == filepath.Clean(*in) {
@@ -54,7 +48,7 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 		// empty the capture before it is read.
 		return cli.Usagef("features: --out %s is the capture itself", *outPath)
 	}
-	home, err := homeOf.of(ctx, "features", *in, stderr)
+	home, err := homeOf.Of(ctx, "features", *in, stderr)
 	if err != nil {
 		return err
 	}
@@ -68,7 +62,7 @@ func featuresCommand(ctx context.Context, stdout, stderr io.Writer, args []strin
 	defer src.Close()
 	w, closeOut := stdout, func() error { return nil }
 	if *outPath != "-" {
-		f, err := createOutput("features", "out", *outPath, *in)
+		f, err := CreateOutput("features", "out", *outPath, *in)
 		if err != nil {
 			return err
 		}

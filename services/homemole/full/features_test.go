@@ -22,11 +22,12 @@ import (
 
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/services/homemole/internal/cmdkit"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
 // sentinelDir holds the IoT Sentinel captures, beside the project.
-const sentinelDir = "../../../shared/data/iot-sentinel-dev"
+const sentinelDir = "../../../../shared/data/iot-sentinel-dev"
 
 // tsharkFields are what the comparison reads from tshark, in column order.
 // -E occurrence=f makes every field its first occurrence, the outer header's,
@@ -95,7 +96,7 @@ func compareWithTshark(t *testing.T, path string) tsharkComparison {
 		t.Fatalf("start tshark: %v", err)
 	}
 	var ours, stderr bytes.Buffer
-	ourErr := featuresCommand(context.Background(), &ours, &stderr, []string{"--in", path})
+	ourErr := cmdkit.Features(context.Background(), &ours, &stderr, []string{"--in", path})
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("tshark -r %s: %v\n%s", path, err, tsharkErr.String())
 	}
@@ -346,7 +347,7 @@ func TestFeaturesCommand(t *testing.T) {
 		in, _ := featuresCapture(t, 5, map[int]bool{1: true, 3: true})
 		outPath := filepath.Join(t.TempDir(), "f.csv")
 		var stdout, stderr bytes.Buffer
-		if err := featuresCommand(ctx, &stdout, &stderr, []string{"--in", in, "--out", outPath}); err != nil {
+		if err := cmdkit.Features(ctx, &stdout, &stderr, []string{"--in", in, "--out", outPath}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(outPath)
@@ -375,7 +376,7 @@ func TestFeaturesCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		var stdout, stderr bytes.Buffer
-		err := featuresCommand(ctx, &stdout, &stderr, []string{"--in", in, "--lan-net", "192.168.1.0/24", "--lan-mac", "02:00:00:00:00:01"})
+		err := cmdkit.Features(ctx, &stdout, &stderr, []string{"--in", in, "--lan-net", "192.168.1.0/24", "--lan-mac", "02:00:00:00:00:01"})
 		if !errors.Is(err, capture.ErrTruncated) || !strings.Contains(err.Error(), in) || !strings.Contains(err.Error(), "truncated after packet 3") {
 			t.Fatalf("error %v, want the capture's truncation", err)
 		}
@@ -388,7 +389,7 @@ func TestFeaturesCommand(t *testing.T) {
 		in, _ := featuresCapture(t, 1, nil)
 		var stdout, stderr bytes.Buffer
 		// With 52.0.0.0/8 as the LAN too, the packet no longer leaves it.
-		if err := featuresCommand(ctx, &stdout, &stderr, []string{"--in", in, "--lan-net", "192.168.1.0/24,52.0.0.0/8"}); err != nil {
+		if err := cmdkit.Features(ctx, &stdout, &stderr, []string{"--in", in, "--lan-net", "192.168.1.0/24,52.0.0.0/8"}); err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(stdout.String(), ",123,1010001,-1,") {
@@ -409,7 +410,7 @@ func TestFeaturesCommand(t *testing.T) {
 		"missing file":   {[]string{"--in", filepath.Join(t.TempDir(), "none.pcap")}, false, "none.pcap"},
 	} {
 		var stdout, stderr bytes.Buffer
-		err := featuresCommand(ctx, &stdout, &stderr, c.args)
+		err := cmdkit.Features(ctx, &stdout, &stderr, c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) || errors.Is(err, cli.ErrUsage) != c.usage {
 			t.Errorf("%s: got %v, want an error with %q (usage error: %v)", name, err, c.want, c.usage)
 		}

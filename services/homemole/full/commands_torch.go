@@ -25,11 +25,6 @@ func torchCommand(name string) runFunc {
 	}[name]
 }
 
-// torchExit is never returned by this build; main checks for it in both.
-type torchExit struct{ code int }
-
-func (e *torchExit) Error() string { return "" }
-
 // writeReports writes a run's JSON summary to jsonOut and its HTML report
 // to *htmlOut, which defaults to jsonOut with the extension .html.
 func writeReports(jsonOut string, htmlOut *string, js, html func() ([]byte, error)) error {

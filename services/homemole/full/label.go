@@ -43,7 +43,7 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	if err != nil {
 		return fmt.Errorf("label: --inventory: %w", err)
 	}
-	hc, err := home.of(ctx, "label", *lanPath, out)
+	hc, err := home.Of(ctx, "label", *lanPath, out)
 	if err != nil {
 		return err
 	}

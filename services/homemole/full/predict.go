@@ -61,9 +61,9 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	defer model.Close()
 	// Beyond the gateway there is no home side to infer: the flags or
 	// the private ranges decide.
-	hc, note := home.flags(), ""
+	hc, note := home.Flags(), ""
 	if !*wan {
-		if hc, note, err = home.resolve(ctx, "predict", *in); err != nil {
+		if hc, note, err = home.Resolve(ctx, "predict", *in); err != nil {
 			return err
 		}
 	}

@@ -53,7 +53,7 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	if (*file == "") == (*dir == "") || spec.Dataset == "" {
 		return cli.Usagef("build needs --dataset NAME and one of --campaign FILE or --from-dir DIR")
 	}
-	if *file != "" && home.given {
+	if *file != "" && home.Given() {
 		return cli.Usagef("build: --gateway-mac and --lan-net describe the homes of --from-dir; a campaign file says each home's gateway itself")
 	}
 	if view.tcp && (view.mode != gateway.VPN || view.cipher == gateway.WireGuard) {
@@ -66,7 +66,7 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	} else {
 		c, err = campaign.FromDeviceDirs(*dir, spec.Dataset)
 		if err == nil {
-			err = home.apply(c)
+			err = applyHome(home, c)
 		}
 	}
 	if err != nil {
@@ -98,15 +98,15 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	return nil
 }
 
-// apply gives every home of a --from-dir campaign the home side of the
+// applyHome gives every home of a --from-dir campaign the home side of the
 // flags, or, without them, `gateway: auto`: the home side each capture
 // shows, as every other command infers it. The agents print what they
 // inferred (printBuild).
-func (h *homeChoice) apply(c *campaign.Campaign) error {
+func applyHome(h *homeChoice, c *campaign.Campaign) error {
 	for _, home := range c.Homes {
 		home.Gateway = campaign.Gateway{Mode: home.Gateway.Mode, MAC: campaign.GatewayAuto}
-		if h.given {
-			hc := h.flags()
+		if h.Given() {
+			hc := h.Flags()
 			home.Gateway.MAC, home.Gateway.LANNets = "", nil
 			if !hc.GatewayMAC.IsZero() {
 				home.Gateway.MAC = hc.GatewayMAC.String()

@@ -70,7 +70,7 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 			return fmt.Errorf("defend: mimic:%s: %w", sp.Mimic, err)
 		}
 	}
-	hc, err := home.of(ctx, "defend", *in, out)
+	hc, err := home.Of(ctx, "defend", *in, out)
 	if err != nil {
 		return err
 	}
