@@ -117,8 +117,7 @@ type Decoder struct {
 	tcp tcpHeader
 	udp udpHeader
 
-	prevTsNs int64
-	havePrev bool
+	clock streamClock
 }
 
 // NewDecoder returns a Decoder for one tap stream of the given home.
@@ -136,7 +135,18 @@ func NewDecoder(home HomeConfig) *Decoder {
 // the stream's clock, so IntervalNs of the next frame is the gap to the last
 // frame that was decoded, i.e. to the previous record the stream publishes.
 func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
-	*p = schemas.Packet{
+	*p = frameRecord(data, ci, offset)
+	if err := d.link(linkType, data, p); err != nil {
+		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
+	}
+	d.clock.tick(p)
+	return nil
+}
+
+// frameRecord is a frame's record before any header is read: its time,
+// place and length.
+func frameRecord(data []byte, ci gopacket.CaptureInfo, offset uint64) schemas.Packet {
+	p := schemas.Packet{
 		TsNs:      ci.Timestamp.UnixNano(),
 		Offset:    offset,
 		DPort:     schemas.NoPort,
@@ -149,16 +159,23 @@ func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo
 	if ci.Length < len(data) {
 		p.FrameLen = uint32(len(data))
 	}
-	if err := d.link(linkType, data, p); err != nil {
-		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
+	return p
+}
+
+// streamClock is the time of a stream's last decoded frame.
+type streamClock struct {
+	prevTsNs int64
+	havePrev bool
+}
+
+// tick sets p's gap to the last decoded frame and makes p the last.
+// Out-of-order timestamps (merged interfaces, clock steps) give a zero gap
+// rather than a negative one: the models read intervals as durations.
+func (c *streamClock) tick(p *schemas.Packet) {
+	if c.havePrev && p.TsNs > c.prevTsNs {
+		p.IntervalNs = p.TsNs - c.prevTsNs
 	}
-	// Out-of-order timestamps (merged interfaces, clock steps) give a zero
-	// gap rather than a negative one: the models read intervals as durations.
-	if d.havePrev && p.TsNs > d.prevTsNs {
-		p.IntervalNs = p.TsNs - d.prevTsNs
-	}
-	d.prevTsNs, d.havePrev = p.TsNs, true
-	return nil
+	c.prevTsNs, c.havePrev = p.TsNs, true
 }
 
 func malformed(what string, err error) error {

@@ -30,8 +30,7 @@ type gopacketDecoder struct {
 	tcp layers.TCP
 	udp layers.UDP
 
-	prevTsNs int64
-	havePrev bool
+	clock streamClock
 	// jumbo says the last frame was an IPv6 jumbogram, which this decoder
 	// reads wrong (gopacket leaves the hop-by-hop header in the payload
 	// and it is counted twice) and the comparison leaves out.
@@ -43,50 +42,25 @@ func newGopacketDecoder(home HomeConfig) *gopacketDecoder {
 }
 
 func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
-	*p = schemas.Packet{
-		TsNs:      ci.Timestamp.UnixNano(),
-		Offset:    offset,
-		DPort:     schemas.NoPort,
-		SrcPort:   schemas.NoPort,
-		Direction: schemas.DirLocal,
-		FrameLen:  uint32(ci.Length),
-	}
-	// The wire length cannot be shorter than what was captured; some writers
-	// leave it zero.
-	if ci.Length < len(data) {
-		p.FrameLen = uint32(len(data))
-	}
-	if err := d.link(linkType, data, p); err != nil {
-		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
-	}
-	// Out-of-order timestamps (merged interfaces, clock steps) give a zero
-	// gap rather than a negative one: the models read intervals as durations.
-	if d.havePrev && p.TsNs > d.prevTsNs {
-		p.IntervalNs = p.TsNs - d.prevTsNs
-	}
-	d.prevTsNs, d.havePrev = p.TsNs, true
-	return nil
-}
-
-func (d *gopacketDecoder) link(linkType LinkType, data []byte, p *schemas.Packet) error {
+	*p = frameRecord(data, ci, offset)
 	l, err := ParseLink(linkType, data)
 	if err != nil {
-		return err
+		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
 	p.SrcMAC, p.DstMAC = l.SrcMAC, l.DstMAC
-	return d.network(l.EtherType, data[l.Offset:], p)
-}
-
-func (d *gopacketDecoder) network(etherType uint16, payload []byte, p *schemas.Packet) error {
-	switch etherType {
+	payload := data[l.Offset:]
+	switch l.EtherType {
 	case EtherTypeIPv4:
-		return d.ipv4(payload, p)
+		err = d.ipv4(payload, p)
 	case EtherTypeIPv6:
-		return d.ipv6(payload, p)
+		err = d.ipv6(payload, p)
+	default:
+		p.ProtoBits = schemas.ProtoOther
 	}
-	// ARP, EAPOL, LLC and the like are not routed, so they never cross the
-	// gateway: Direction stays DirLocal whatever the MACs say.
-	p.ProtoBits = schemas.ProtoOther
+	if err != nil {
+		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
+	}
+	d.clock.tick(p)
 	return nil
 }
 

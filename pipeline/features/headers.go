@@ -66,8 +66,14 @@ func parseIPv4(b []byte, h *ipv4Header) error {
 		return errShortHeader
 	}
 	h.payload = b[hdr:]
-	// Options: each but End and NOP states its length, at least 3.
-	for opts := b[20:hdr]; len(opts) > 0; {
+	return walkOptions(b[20:hdr], 3)
+}
+
+// walkOptions checks an IPv4 or TCP header's options: each but End (0),
+// which ends them, and NOP (1) states its length, at least minLen and
+// within the header.
+func walkOptions(opts []byte, minLen int) error {
+	for len(opts) > 0 {
 		switch opts[0] {
 		case 0:
 			return nil
@@ -78,11 +84,11 @@ func parseIPv4(b []byte, h *ipv4Header) error {
 				return fmt.Errorf("option %d has no length byte", opts[0])
 			}
 			n := int(opts[1])
+			if n < minLen {
+				return fmt.Errorf("option %d of length %d, at least %d needed", opts[0], n, minLen)
+			}
 			if n > len(opts) {
 				return fmt.Errorf("option %d of %d bytes beyond the header", opts[0], n)
-			}
-			if n <= 2 {
-				return fmt.Errorf("option %d of length %d, at least 3 needed", opts[0], n)
 			}
 			opts = opts[n:]
 		}
@@ -227,27 +233,7 @@ func parseTCP(b []byte, h *tcpHeader) error {
 		return errShortHeader
 	}
 	h.payload = b[hdr:]
-	for opts := b[20:hdr]; len(opts) > 0; {
-		switch opts[0] {
-		case 0:
-			return nil
-		case 1:
-			opts = opts[1:]
-		default:
-			if len(opts) < 2 {
-				return fmt.Errorf("option %d has no length byte", opts[0])
-			}
-			n := int(opts[1])
-			if n < 2 {
-				return fmt.Errorf("option %d of length %d, at least 2 needed", opts[0], n)
-			}
-			if n > len(opts) {
-				return fmt.Errorf("option %d of %d bytes beyond the header", opts[0], n)
-			}
-			opts = opts[n:]
-		}
-	}
-	return nil
+	return walkOptions(b[20:hdr], 2)
 }
 
 // udpHeader is what the decoder reads of a UDP header; payload is what
