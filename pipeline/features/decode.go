@@ -135,7 +135,7 @@ func NewDecoder(home HomeConfig) *Decoder {
 // the stream's clock, so IntervalNs of the next frame is the gap to the last
 // frame that was decoded, i.e. to the previous record the stream publishes.
 func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
-	*p = frameRecord(data, ci, offset)
+	startRecord(p, data, ci, offset)
 	if err := d.link(linkType, data, p); err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
@@ -143,23 +143,12 @@ func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo
 	return nil
 }
 
-// frameRecord is a frame's record before any header is read: its time,
-// place and length.
-func frameRecord(data []byte, ci gopacket.CaptureInfo, offset uint64) schemas.Packet {
-	p := schemas.Packet{
-		TsNs:      ci.Timestamp.UnixNano(),
-		Offset:    offset,
-		DPort:     schemas.NoPort,
-		SrcPort:   schemas.NoPort,
-		Direction: schemas.DirLocal,
-		FrameLen:  uint32(ci.Length),
-	}
-	// The wire length cannot be shorter than what was captured; some writers
-	// leave it zero.
-	if ci.Length < len(data) {
-		p.FrameLen = uint32(len(data))
-	}
-	return p
+// startRecord overwrites p with a frame's record before any header is
+// read: its time, place and length. The wire length cannot be shorter
+// than what was captured; some writers leave it zero.
+func startRecord(p *schemas.Packet, data []byte, ci gopacket.CaptureInfo, offset uint64) {
+	*p = schemas.Packet{TsNs: ci.Timestamp.UnixNano(), Offset: offset, DPort: schemas.NoPort, SrcPort: schemas.NoPort,
+		Direction: schemas.DirLocal, FrameLen: uint32(max(ci.Length, len(data)))}
 }
 
 // streamClock is the time of a stream's last decoded frame.

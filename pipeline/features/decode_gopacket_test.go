@@ -42,7 +42,7 @@ func newGopacketDecoder(home HomeConfig) *gopacketDecoder {
 }
 
 func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
-	*p = frameRecord(data, ci, offset)
+	startRecord(p, data, ci, offset)
 	l, err := ParseLink(linkType, data)
 	if err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)

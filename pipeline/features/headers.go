@@ -66,6 +66,9 @@ func parseIPv4(b []byte, h *ipv4Header) error {
 		return errShortHeader
 	}
 	h.payload = b[hdr:]
+	if hdr == 20 {
+		return nil // most headers: no options, and no call
+	}
 	return walkOptions(b[20:hdr], 3)
 }
 
@@ -233,6 +236,9 @@ func parseTCP(b []byte, h *tcpHeader) error {
 		return errShortHeader
 	}
 	h.payload = b[hdr:]
+	if hdr == 20 {
+		return nil
+	}
 	return walkOptions(b[20:hdr], 2)
 }
 
