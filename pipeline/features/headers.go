@@ -27,6 +27,19 @@ const (
 
 var errShortHeader = errors.New("not all header bytes captured")
 
+// needBytes refuses a header shorter than its fixed part, n bytes. (The
+// error is built out of line, so that the check inlines.)
+func needBytes(b []byte, n int) error {
+	if len(b) >= n {
+		return nil
+	}
+	return shortHeader(len(b), n)
+}
+
+func shortHeader(have, need int) error {
+	return fmt.Errorf("%d bytes, less than the %d of a header", have, need)
+}
+
 // ipv4Header is what the decoder reads of an IPv4 header. payload is the
 // captured part of the payload the total length states.
 type ipv4Header struct {
@@ -37,8 +50,8 @@ type ipv4Header struct {
 }
 
 func parseIPv4(b []byte, h *ipv4Header) error {
-	if len(b) < 20 {
-		return fmt.Errorf("%d bytes, less than the 20 of a header", len(b))
+	if err := needBytes(b, 20); err != nil {
+		return err
 	}
 	h.ihl = b[0] & 0x0f
 	h.length = binary.BigEndian.Uint16(b[2:4])
@@ -116,8 +129,8 @@ type ipv6Header struct {
 }
 
 func parseIPv6(b []byte, h *ipv6Header) error {
-	if len(b) < 40 {
-		return fmt.Errorf("%d bytes, less than the 40 of a header", len(b))
+	if err := needBytes(b, 40); err != nil {
+		return err
 	}
 	h.length = binary.BigEndian.Uint16(b[4:6])
 	h.next, h.hopLimit = b[6], b[7]
@@ -219,8 +232,8 @@ type tcpHeader struct {
 }
 
 func parseTCP(b []byte, h *tcpHeader) error {
-	if len(b) < 20 {
-		return fmt.Errorf("%d bytes, less than the 20 of a header", len(b))
+	if err := needBytes(b, 20); err != nil {
+		return err
 	}
 	h.srcPort = binary.BigEndian.Uint16(b[0:2])
 	h.dstPort = binary.BigEndian.Uint16(b[2:4])
@@ -251,8 +264,8 @@ type udpHeader struct {
 }
 
 func parseUDP(b []byte, h *udpHeader) error {
-	if len(b) < 8 {
-		return fmt.Errorf("%d bytes, less than the 8 of a header", len(b))
+	if err := needBytes(b, 8); err != nil {
+		return err
 	}
 	h.srcPort = binary.BigEndian.Uint16(b[0:2])
 	h.dstPort = binary.BigEndian.Uint16(b[2:4])

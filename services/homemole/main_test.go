@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +12,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"github.com/homemole/homemole/services/homemole/internal/clitest"
 )
 
 // TestFrontLinksNoHeavyPackage: the front links none of the packages whose
@@ -48,18 +48,15 @@ func TestCGOFreeFeatures(t *testing.T) {
 	const runs = 21
 	took := make([]time.Duration, 0, runs)
 	for range runs {
-		var stdout, stderr bytes.Buffer
-		cmd := exec.Command(bin, "features", "--in", in)
 		// Outside the module and with no PATH: handed on, it would fail.
-		cmd.Dir, cmd.Stdout, cmd.Stderr = dir, &stdout, &stderr
-		cmd.Env = append(os.Environ(), "PATH=/nonexistent")
 		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("homemole features: %v\n%s", err, stderr.String())
-		}
+		stdout, stderr, code := clitest.Run(t, bin, dir, "features", "--in", in)
 		took = append(took, time.Since(start))
-		if lines := strings.Split(strings.TrimSpace(stdout.String()), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "1700000000000000000,123,") {
-			t.Fatalf("features printed %q, want the header and the one packet's row", stdout.String())
+		if code != 0 {
+			t.Fatalf("homemole features: exit %d\n%s", code, stderr)
+		}
+		if lines := strings.Split(strings.TrimSpace(stdout), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "1700000000000000000,123,") {
+			t.Fatalf("features printed %q, want the header and the one packet's row", stdout)
 		}
 	}
 	slices.Sort(took)
@@ -80,30 +77,13 @@ func TestCGOFreeFeatures(t *testing.T) {
 func TestFrontHandsCommandsToFull(t *testing.T) {
 	dir := buildFront(t)
 	bin := filepath.Join(dir, "homemole")
-	run := func(args ...string) (stdout, stderr string, code int) {
-		var o, e bytes.Buffer
-		cmd := exec.Command(bin, args...)
-		cmd.Dir, cmd.Stdout, cmd.Stderr = dir, &o, &e
-		cmd.Env = append(os.Environ(), "PATH=/nonexistent", "HOMEMOLE_NATS_URL=", "HOMEMOLE_S3_ENDPOINT=")
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return o.String(), e.String(), code
-	}
+	run := func(args ...string) (stdout, stderr string, code int) { return clitest.Run(t, bin, dir, args...) }
 	_, stderr, code := run("dataset", "ls")
 	if code != 1 || !strings.Contains(stderr, "homemole-full") || !strings.Contains(stderr, "go build -o homemole-full ./services/homemole/full") {
 		t.Errorf("without homemole-full: exit %d, stderr %q; want 1 and how to build it", code, stderr)
 	}
 
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "homemole-full"), "./full")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./services/homemole/full: %v\n%s", err, out)
-	}
+	clitest.Build(t, filepath.Join(dir, "homemole-full"), "./full", "", "CGO_ENABLED=0")
 	if _, stderr, code = run("dataset", "ls", "--help"); code != 0 || !strings.Contains(stderr, "Usage: homemole dataset ls") {
 		t.Errorf("dataset ls --help through homemole-full: exit %d, stderr %q", code, stderr)
 	}
@@ -125,15 +105,8 @@ func TestFrontHandsCommandsToFull(t *testing.T) {
 // buildFront builds the front with CGO_ENABLED=0 into a fresh folder.
 func buildFront(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the CLI; not in -short")
-	}
 	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "homemole"), ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("CGO_ENABLED=0 go build ./services/homemole: %v\n%s", err, out)
-	}
+	clitest.Build(t, filepath.Join(dir, "homemole"), ".", "", "CGO_ENABLED=0")
 	return dir
 }
 
