@@ -391,9 +391,9 @@ func dirIndex(out bool) int {
 func tallyByDir(undefended, defended []defense.Packet, out func(defense.Packet) bool) ([2]defense.Cost, error) {
 	var c [2]defense.Cost
 	for k := range c {
-		keep := func(p defense.Packet) bool { return dirIndex(out(p)) != k }
+		otherWay := func(p defense.Packet) bool { return dirIndex(out(p)) != k }
 		var err error
-		if c[k], err = defense.Tally(slices.DeleteFunc(slices.Clone(undefended), keep), slices.DeleteFunc(slices.Clone(defended), keep)); err != nil {
+		if c[k], err = defense.Tally(slices.DeleteFunc(slices.Clone(undefended), otherWay), slices.DeleteFunc(slices.Clone(defended), otherWay)); err != nil {
 			return c, err
 		}
 	}
@@ -426,7 +426,8 @@ func readWANSizes(path string) ([]wanSize, error) {
 }
 
 // emulatedCost runs the emulator's OpenVPN gateway (AES-256-GCM) on the
-// lab's LAN capture and costs the defence on its WAN view.
+// lab's LAN capture and costs the defence on its WAN view, in all and per
+// direction (inbound [0], outbound [1]).
 func emulatedCost(ctx context.Context, lanPath string, spec defense.Spec) (c defense.Cost, dir [2]defense.Cost, err error) {
 	src, err := capture.OpenFile(lanPath)
 	if err != nil {
