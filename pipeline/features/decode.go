@@ -232,8 +232,8 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 	p.ProtoBits = schemas.ProtoIP
 	p.TTL = ip.hopLimit
 	length := int(ip.length)
-	if ip.jumbo {
-		length = int(ip.jumboPayloadLen)
+	if ip.jumboLen > 0 {
+		length = int(ip.jumboLen)
 	}
 	p.IPLen = uint16(min(length+40, 0xffff))
 	p.SrcIP, p.DstIP = addr16(ip.src), addr16(ip.dst)

@@ -116,16 +116,16 @@ func walkOptions(opts []byte, minLen int) error {
 // hop-by-hop options header, which the fixed header's reader takes as its
 // own. payload follows the hop-by-hop header, bounded by the payload
 // length (a jumbogram's by the jumbo length); hbhLen is that header's
-// length and hbhNext what follows it, 0 without one.
+// length and hbhNext what follows it, 0 without one. jumboLen is a
+// jumbogram's payload length (always over 65535), 0 for any other packet.
 type ipv6Header struct {
-	length          uint16
-	next, hopLimit  uint8
-	src, dst        []byte
-	payload         []byte
-	hbhLen          int
-	hbhNext         uint8
-	jumbo           bool
-	jumboPayloadLen uint32
+	length         uint16
+	next, hopLimit uint8
+	src, dst       []byte
+	payload        []byte
+	hbhLen         int
+	hbhNext        uint8
+	jumboLen       uint32
 }
 
 func parseIPv6(b []byte, h *ipv6Header) error {
@@ -136,7 +136,7 @@ func parseIPv6(b []byte, h *ipv6Header) error {
 	h.next, h.hopLimit = b[6], b[7]
 	h.src, h.dst = b[8:24], b[24:40]
 	h.payload = b[40:]
-	h.hbhLen, h.hbhNext, h.jumbo, h.jumboPayloadLen = 0, 0, false, 0
+	h.hbhLen, h.hbhNext, h.jumboLen = 0, 0, 0
 	if h.next == protoIPv6HopByHop {
 		n, err := ipv6ExtLen(h.payload)
 		if err != nil {
@@ -150,7 +150,7 @@ func parseIPv6(b []byte, h *ipv6Header) error {
 		switch {
 		case jumbo > 0 && h.length == 0:
 			// RFC 2675: the jumbo length counts the hop-by-hop header.
-			h.jumbo, h.jumboPayloadLen = true, jumbo
+			h.jumboLen = jumbo
 			h.payload = h.payload[:min(int(jumbo), len(h.payload))][min(n, len(h.payload)):]
 			return nil
 		case jumbo > 0:
@@ -188,8 +188,7 @@ func ipv6ExtLen(b []byte) (int, error) {
 // gopacket, an option may run past the header's stated end as long as it
 // is captured.
 func jumboLength(b []byte, n int) (uint32, error) {
-	var jumbo []byte
-	found := false
+	var jumbo []byte // the first jumbo option's data; non-nil once found
 	for off := 2; off < n; {
 		rest := b[off:]
 		if len(rest) < 2 {
@@ -203,12 +202,12 @@ func jumboLength(b []byte, n int) (uint32, error) {
 		if len(rest) < l {
 			return 0, fmt.Errorf("hop-by-hop option %d of %d bytes, %d captured", rest[0], l, len(rest))
 		}
-		if rest[0] == 0xc2 && !found {
-			jumbo, found = rest[2:l], true
+		if rest[0] == 0xc2 && jumbo == nil {
+			jumbo = rest[2:l]
 		}
 		off += l
 	}
-	if !found {
+	if jumbo == nil {
 		return 0, nil
 	}
 	if len(jumbo) != 4 {
