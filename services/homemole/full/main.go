@@ -1,6 +1,9 @@
-// Command homemole is HomeMole's command line: it runs the whole pipeline
-// in one process on embedded servers (demo, build, train), or one worker of
-// it against a NATS JetStream cluster and MinIO.
+// Command homemole-full is the whole of HomeMole's command line: it runs
+// the pipeline in one process on embedded servers (demo, build, train), or
+// one worker of it against a NATS JetStream cluster and MinIO. The
+// homemole front (services/homemole) hands it every command but features;
+// built with -tags torch it is homemole-torch, and the trainer images'
+// homemole.
 package main
 
 import (
