@@ -66,10 +66,10 @@ func run() error {
 	rows = append(rows, row{what: "labeler with NAPT pairing, JetStream (2 cores)", unit: "packets/s", ours: ours, reference: "none",
 		target: func(ours, _ float64) (bool, string) { return ours >= 1e6, ">= 1M/s" }})
 
-	if err := windowingBench(); err != nil {
+	if err := windowingBench.run(); err != nil {
 		return err
 	}
-	if err := seqprofileBench(); err != nil {
+	if err := seqprofileBench.run(); err != nil {
 		return err
 	}
 
