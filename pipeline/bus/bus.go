@@ -261,13 +261,22 @@ const errCodeNoPeers jetstream.ErrorCode = 10005
 // or restarted elects the streams' leaders for a few seconds).
 const startupDeclareWait = 30 * time.Second
 
+// declareTry bounds one try of declareAtStart. In a cluster a JetStream
+// request that reaches a stream whose leader is being elected can go
+// unanswered, and a try bounded by the caller's context alone would wait
+// out all of it (a test's 2-minute deadline, once, on a fresh 3-node
+// cluster) instead of asking again.
+const declareTry = 5 * time.Second
+
 // declareAtStart declares the streams, retrying transient failures for up
 // to startupDeclareWait: a worker started beside a fresh cluster must not
 // exit because the cluster was still electing.
 func (c *Conn) declareAtStart(ctx context.Context) error {
 	deadline := time.Now().Add(startupDeclareWait)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		err := c.declareStreams(ctx)
+		tctx, cancel := context.WithTimeout(ctx, declareTry)
+		err := c.declareStreams(tctx)
+		cancel()
 		// Timeouts and "unavailable" only: a server without JetStream
 		// (no responders) or a user who may not declare streams should
 		// hear so at once.
