@@ -152,14 +152,6 @@ func countDevices(us []realhome.Unit) int {
 	return len(seen)
 }
 
-func ints(v []int) string {
-	s := make([]string, len(v))
-	for i, x := range v {
-		s[i] = strconv.Itoa(x)
-	}
-	return strings.Join(s, ",")
-}
-
 // parseUnits reads "1-5" or "1,2,4".
 func parseUnits(s string) ([]int, error) {
 	if a, b, ok := strings.Cut(s, "-"); ok {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -153,4 +154,13 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	}
 	log.Debug("home count done", "device", *device)
 	return nil
+}
+
+// ints writes v as "1,2,4".
+func ints(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
 }

@@ -198,8 +198,8 @@ type capFrame struct {
 func writeCapture(t *testing.T, path string, link layers.LinkType, ng bool, frames []capFrame) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	write := func(gopacket.CaptureInfo, []byte) error { return nil }
-	flush := func() error { return nil }
+	var write func(gopacket.CaptureInfo, []byte) error
+	flush := func() error { return nil } // a pcap writer does not buffer
 	if ng {
 		w, err := pcapgo.NewNgWriter(&buf, link)
 		if err != nil {
