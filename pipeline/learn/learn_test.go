@@ -526,14 +526,23 @@ func BenchmarkTrainDefault(b *testing.B) {
 		// memory grows.
 		{"threads=1,release=1s", 1, "", true}} {
 		b.Run(run.name, func(b *testing.B) {
+			// Three epochs, the best after the first counted, as
+			// blstm_ref.py --epochs 3 counts its own: a fresh model's first
+			// epoch also pays for Adam's state and the allocator's first
+			// growth, and an epoch is a second long, short enough for a
+			// neighbour's burst on this shared machine to take half of it.
 			cfg := DefaultConfig()
-			cfg.Epochs, cfg.Threads, cfg.Parallel = 1, run.threads, run.parallel
+			cfg.Epochs, cfg.Threads, cfg.Parallel = 3, run.threads, run.parallel
 			if run.release {
 				defer StartReleases(time.Second, nil)()
 			}
 			var rate float64
 			for b.Loop() {
-				m, err := Train(context.Background(), cfg, ws, len(devices), func(s EpochStats) { rate = s.WindowsPerSec })
+				m, err := Train(context.Background(), cfg, ws, len(devices), func(s EpochStats) {
+					if s.Epoch > 1 {
+						rate = max(rate, s.WindowsPerSec)
+					}
+				})
 				if err != nil {
 					b.Fatal(err)
 				}
