@@ -79,16 +79,31 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 		}
 	}
 
-	// Each LAN packet waits in two pools: its signature's, and its
-	// signature-and-LAN-endpoint's, so that the packet a learned port
-	// mapping prefers is found without scanning the others.
+	// Each LAN packet waits in its signature's pool. Where one signature's
+	// packets come from more than one LAN endpoint, each also waits in its
+	// signature-and-LAN-endpoint's pool, so that the packet a learned port
+	// mapping prefers is found without scanning the others. Most
+	// signatures name one packet (IP ID and TCP sequence numbers tell them
+	// apart), so the second pool is built only for the few that need it:
+	// a second map insertion and pool for every packet cost the labeler a
+	// third of its throughput (BenchmarkLabel/paired).
 	bySig := map[sig]*pool{}
-	byLocal := map[localKey]*pool{}
 	at := make([]poolRef, len(lans))
 	for i, l := range lans {
-		s := signature(l.h, l.out)
-		at[i].sig = join(bySig, s, i, l.ts, &at[i].sigPos)
-		at[i].local = join(byLocal, localKey{s, local(l)}, i, l.ts, &at[i].localPos)
+		p := join(bySig, signature(l.h, l.out), i, l.ts, &at[i].sigPos)
+		at[i].sig = p
+		switch lp := local(l); {
+		case len(p.lan) == 1:
+			p.first = lp
+		case lp != p.first:
+			p.mixed = true
+		}
+	}
+	byLocal := map[localKey]*pool{}
+	for i, l := range lans {
+		if at[i].sig.mixed {
+			at[i].local = join(byLocal, localKey{signature(l.h, l.out), local(l)}, i, l.ts, &at[i].localPos)
+		}
 	}
 	learned := map[extKey]netip.AddrPort{}
 	window := int64(cfg.Window)
@@ -132,7 +147,9 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 		if !ok {
 			continue
 		}
-		if known, haveMap := learned[ek]; haveMap {
+		// In a pool of one LAN endpoint the mapping's end is every
+		// candidate's or none's: the earliest stands either way.
+		if known, haveMap := learned[ek]; haveMap && cands.mixed {
 			if same := byLocal[localKey{s, known}]; same != nil {
 				if i, ok := same.earliest(lo, hi); ok {
 					pick = i
@@ -140,7 +157,9 @@ func pairNAPT(lans []lanPkt, wans []wanPkt, cfg Config, res *Result) netip.Addr 
 			}
 		}
 		at[pick].sig.take(at[pick].sigPos)
-		at[pick].local.take(at[pick].localPos)
+		if at[pick].local != nil {
+			at[pick].local.take(at[pick].localPos)
+		}
 		res.Pairs[w.idx] = lans[pick].idx
 		if w.h.HasPorts && !w.h.V6 {
 			learned[ek] = local(lans[pick])
@@ -163,9 +182,14 @@ type pool struct {
 	ts   []int64
 	lan  []int
 	skip []int32
+	// first is the LAN endpoint of the pool's first packet, and mixed
+	// says another packet's differs (kept by signature pools only).
+	first netip.AddrPort
+	mixed bool
 }
 
-// poolRef is where one LAN packet waits in its two pools.
+// poolRef is where one LAN packet waits: its signature's pool, and its
+// signature-and-endpoint's pool when the first is mixed (else local is nil).
 type poolRef struct {
 	sig, local       *pool
 	sigPos, localPos int32
