@@ -14,28 +14,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
 
 	"github.com/homemole/homemole/services/homemole/internal/cmdkit"
-	"github.com/homemole/homemole/services/internal/cli"
 )
 
 // full is the build that runs every command but features.
 var full = cmdkit.Sibling{Binary: "homemole-full", Package: "./services/homemole/full"}
 
 func main() {
-	cli.Main(func(ctx context.Context, log *slog.Logger) error {
-		err := run(ctx, log, os.Stdout, os.Stderr, os.Args[1:])
-		var exit *cmdkit.ExitCode
-		if errors.As(err, &exit) {
-			// The full CLI has printed its own error; only its exit code
-			// is left to pass on.
-			os.Exit(exit.Code)
-		}
-		return err
+	cmdkit.Main(func(ctx context.Context, log *slog.Logger) error {
+		return run(ctx, log, os.Stdout, os.Stderr, os.Args[1:])
 	})
 }
 

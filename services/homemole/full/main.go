@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -86,7 +85,7 @@ Commands:
 `
 
 func main() {
-	cli.Main(func(ctx context.Context, log *slog.Logger) error {
+	cmdkit.Main(func(ctx context.Context, log *slog.Logger) error {
 		cmds := commands()
 		if len(os.Args) < 2 || os.Args[1] == "help" || os.Args[1] == "-h" || os.Args[1] == "--help" {
 			fmt.Fprint(os.Stderr, usage(cmds))
@@ -100,14 +99,7 @@ func main() {
 			fmt.Fprint(os.Stderr, usage(cmds))
 			return cli.Usagef("unknown command %q", os.Args[1])
 		}
-		err := c.run(ctx, log, os.Stdout, os.Args[2:])
-		var exit *cmdkit.ExitCode
-		if errors.As(err, &exit) {
-			// The torch build has printed its own error; only its exit
-			// code is left to pass on.
-			os.Exit(exit.Code)
-		}
-		return err
+		return c.run(ctx, log, os.Stdout, os.Args[2:])
 	})
 }
 

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homemole/homemole/services/internal/cli"
 )
 
 // Sibling is another build of the command line that this one hands
@@ -45,6 +47,20 @@ func (e *ExitCode) Error() string {
 	return fmt.Sprintf("%s exited with status %d", e.Binary, e.Code)
 }
 
+// Main is cli.Main for a build that hands commands to a sibling: when the
+// sibling failed it has printed its own error, and only its exit status
+// is left to pass on.
+func Main(fn func(ctx context.Context, log *slog.Logger) error) {
+	cli.Main(func(ctx context.Context, log *slog.Logger) error {
+		err := fn(ctx, log)
+		var exit *ExitCode
+		if errors.As(err, &exit) {
+			os.Exit(exit.Code)
+		}
+		return err
+	})
+}
+
 // Run runs the sibling with args, this process's stdin and stderr and out
 // as its stdout. A failed command is an *ExitCode.
 func (s Sibling) Run(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
@@ -63,10 +79,7 @@ func (s Sibling) Run(ctx context.Context, log *slog.Logger, out io.Writer, args 
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		if ee.ExitCode() == 0 {
-			return nil
-		}
+	case errors.As(err, &ee) && ee.ExitCode() > 0:
 		return &ExitCode{Binary: s.Binary, Code: ee.ExitCode()}
 	case ctx.Err() != nil:
 		return ctx.Err()
