@@ -261,12 +261,12 @@ const errCodeNoPeers jetstream.ErrorCode = 10005
 // or restarted elects the streams' leaders for a few seconds).
 const startupDeclareWait = 30 * time.Second
 
-// declareTry bounds one try of declareAtStart. In a cluster a JetStream
-// request that reaches a stream whose leader is being elected can go
-// unanswered, and a try bounded by the caller's context alone would wait
-// out all of it (a test's 2-minute deadline, once, on a fresh 3-node
-// cluster) instead of asking again.
-const declareTry = 5 * time.Second
+// declareTry bounds one try at declaring the streams, at start and on
+// every reconnect. In a cluster a JetStream request that reaches a stream
+// whose leader is being elected can go unanswered, and a try bounded by
+// the caller's context alone would wait out all of it (a test's 2-minute
+// deadline, once, on a fresh 3-node cluster) instead of asking again.
+const declareTry = 10 * time.Second
 
 // declareAtStart declares the streams, retrying transient failures for up
 // to startupDeclareWait: a worker started beside a fresh cluster must not
@@ -306,7 +306,7 @@ func (c *Conn) declareLoop() {
 		case <-c.declare:
 		}
 		for wait := 100 * time.Millisecond; c.NC.IsConnected(); wait = min(2*wait, 5*time.Second) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), declareTry)
 			err := c.declareStreams(ctx)
 			cancel()
 			if err == nil {

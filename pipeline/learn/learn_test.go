@@ -505,15 +505,6 @@ func BenchmarkTrain(b *testing.B) {
 func BenchmarkTrainDefault(b *testing.B) {
 	const windows = 640
 	ws := synthWindows(rand.New(rand.NewPCG(9, 9)), windows, 100)
-	// libtorch sets up its kernels and glibc its arenas on the first steps:
-	// warm them up so that the first run timed does not pay for the rest.
-	warm := DefaultConfig()
-	warm.Epochs, warm.Threads = 1, 1
-	m, err := Train(context.Background(), warm, ws[:128], len(devices), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.Close()
 	for _, run := range []struct {
 		name     string
 		threads  int
@@ -529,8 +520,9 @@ func BenchmarkTrainDefault(b *testing.B) {
 			// Three epochs, the best after the first counted, as
 			// blstm_ref.py --epochs 3 counts its own: a fresh model's first
 			// epoch also pays for Adam's state and the allocator's first
-			// growth, and an epoch is a second long, short enough for a
-			// neighbour's burst on this shared machine to take half of it.
+			// growth (and, in the first run, libtorch's kernel set-up), and
+			// an epoch is a second long, short enough for a neighbour's
+			// burst on this shared machine to take half of it.
 			cfg := DefaultConfig()
 			cfg.Epochs, cfg.Threads, cfg.Parallel = 3, run.threads, run.parallel
 			if run.release {
