@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/homemole/homemole/internal/modroot"
 )
 
 // Find returns Debian's chromium, installing it when this runs as root
@@ -41,20 +43,11 @@ func Find(tb testing.TB) string {
 // installer is tools/debian-packages.sh of the module holding the working
 // directory, wherever in it the test runs.
 func installer() (string, error) {
-	dir, err := os.Getwd()
+	dir, err := modroot.Find("")
 	if err != nil {
 		return "", err
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "tools", "debian-packages.sh"), nil
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			return "", os.ErrNotExist
-		}
-		dir = up
-	}
+	return filepath.Join(dir, "tools", "debian-packages.sh"), nil
 }
 
 // Run runs headless Chromium with a profile of its own and returns its

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/homemole/homemole/internal/modroot"
 )
 
 // Folder is the captures' folder under ../shared/data.
@@ -89,20 +91,11 @@ func ParseSums(r io.Reader) ([]File, error) {
 // Dir is where the captures belong: ../shared/data/iot-sentinel-dev beside
 // the checkout holding the working directory.
 func Dir() (string, error) {
-	wd, err := os.Getwd()
+	dir, err := modroot.Find("")
 	if err != nil {
 		return "", err
 	}
-	for dir := wd; ; {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(filepath.Dir(dir), "shared", "data", Folder), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod at or above %s", wd)
-		}
-		dir = parent
-	}
+	return filepath.Join(filepath.Dir(dir), "shared", "data", Folder), nil
 }
 
 // Need returns the captures' folder, or skips the test with a message

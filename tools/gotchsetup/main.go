@@ -36,6 +36,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/homemole/homemole/internal/modroot"
 	"github.com/homemole/homemole/tools/internal/gotchsrc"
 )
 
@@ -183,20 +184,11 @@ func run(force bool) error {
 // findRepoRoot walks up from the working directory to the go.mod of this
 // repository, so the step also works when started from a subdirectory.
 func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
+	dir, err := modroot.Find("")
 	if err != nil {
-		return "", fmt.Errorf("find repository root: %w", err)
+		return "", fmt.Errorf("find repository root: %w; run from the HomeMole checkout", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("find repository root: no go.mod in the working directory or above; run from the HomeMole checkout")
-		}
-		dir = parent
-	}
+	return dir, nil
 }
 
 var torchVersionRe = regexp.MustCompile(`#define\s+TORCH_VERSION\s*\\?\s*"([^"]+)"`)

@@ -1,7 +1,6 @@
 package cmdkit
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/homemole/homemole/internal/modroot"
 	"github.com/homemole/homemole/services/internal/cli"
 )
 
@@ -110,8 +110,8 @@ func (s Sibling) find(ctx context.Context, log *slog.Logger) (string, error) {
 	if s.Setup != "" {
 		setup = " with " + s.Setup
 	}
-	root, ok := moduleRoot()
-	if !ok {
+	root, err := modroot.Find(module)
+	if err != nil {
 		return "", fmt.Errorf("no %s next to %s or on PATH: install it with `go %s -o %s %s` in a checkout%s",
 			s.Binary, self, strings.Join(buildArgs, " "), s.Binary, s.Package, setup)
 	}
@@ -145,27 +145,4 @@ func (s Sibling) find(ctx context.Context, log *slog.Logger) (string, error) {
 		return "", fmt.Errorf("no %s next to %s or on PATH, and building it in %s failed%s: %w", s.Binary, self, root, hint, err)
 	}
 	return out, nil
-}
-
-// moduleRoot finds this module's go.mod at or above the working directory.
-func moduleRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(f)
-			sc.Scan()
-			f.Close()
-			if strings.TrimSpace(strings.TrimPrefix(sc.Text(), "module")) == module {
-				return dir, true
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
 }
