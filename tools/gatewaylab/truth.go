@@ -170,41 +170,44 @@ func truthNAPT(lanPath, wanPath string) ([]int64, truthInfo, error) {
 	return matchByKey(lan, wan), ti, nil
 }
 
-// readVPNCaps reads a VPN run's three captures and names each tun packet's
-// LAN packet (tunLAN), as under NAPT: the gateway masquerades onto the
-// tunnel.
-func readVPNCaps(lanPath, tunPath, wanPath string, ti *truthInfo) (tun, wan []capPkt, tunLAN []int64, err error) {
-	lan, err := readCap(lanPath, lanOut)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if tun, err = readCap(tunPath, tunOut); err != nil {
-		return nil, nil, nil, err
-	}
-	gw := netip.MustParseAddr(gwWANAddr)
-	if wan, err = readCap(wanPath, func(h gateway.Header) bool { return h.Src == gw }); err != nil {
-		return nil, nil, nil, err
-	}
-	ti.lan, ti.wan, ti.tun = len(lan), len(wan), len(tun)
-	return tun, wan, matchByKey(lan, tun), nil
+// vpnCaps is a VPN run's three captures read for truth: the tun packets
+// with their LAN packets (tunLAN, named as under NAPT since the gateway
+// masquerades onto the tunnel), the WAN packets, and the tun packets'
+// indices per direction in capture order (the order the tunnel keeps).
+type vpnCaps struct {
+	tun, wan []capPkt
+	tunLAN   []int64
+	tunDir   [2][]int // [0] inbound, [1] outbound
+	gw       netip.Addr
 }
 
-// tunDirections splits the tun capture's decoded packets by direction,
-// each side's indices in capture order (the order the tunnel keeps), and
-// counts both in ti.
-func tunDirections(tun []capPkt, ti *truthInfo) (in, out []int) {
-	for i, p := range tun {
+// readVPNCaps reads a VPN run's three captures and counts them in ti.
+func readVPNCaps(lanPath, tunPath, wanPath string, ti *truthInfo) (vpnCaps, error) {
+	c := vpnCaps{gw: netip.MustParseAddr(gwWANAddr)}
+	lan, err := readCap(lanPath, lanOut)
+	if err != nil {
+		return c, err
+	}
+	if c.tun, err = readCap(tunPath, tunOut); err != nil {
+		return c, err
+	}
+	if c.wan, err = readCap(wanPath, func(h gateway.Header) bool { return h.Src == c.gw }); err != nil {
+		return c, err
+	}
+	ti.lan, ti.wan, ti.tun = len(lan), len(c.wan), len(c.tun)
+	c.tunLAN = matchByKey(lan, c.tun)
+	for i, p := range c.tun {
 		if !p.ok {
 			continue
 		}
+		d := 0
 		if tunOut(p.h) {
-			out = append(out, i)
-		} else {
-			in = append(in, i)
+			d = 1
 		}
+		c.tunDir[d] = append(c.tunDir[d], i)
 	}
-	ti.tunIn, ti.tunOut = len(in), len(out)
-	return in, out
+	ti.tunIn, ti.tunOut = len(c.tunDir[0]), len(c.tunDir[1])
+	return c, nil
 }
 
 // truthVPN: LAN to tun by name, as under NAPT (the gateway masquerades onto
@@ -212,12 +215,12 @@ func tunDirections(tun []capPkt, ti *truthInfo) (in, out []int) {
 // its tun device one by one, in order, into one data-channel packet each.
 func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64, truthInfo, error) {
 	var ti truthInfo
-	tun, wan, tunLAN, err := readVPNCaps(lanPath, tunPath, wanPath, &ti)
+	c, err := readVPNCaps(lanPath, tunPath, wanPath, &ti)
 	if err != nil {
 		return nil, ti, err
 	}
-	gw := netip.MustParseAddr(gwWANAddr)
-	tunIns, tunOuts := tunDirections(tun, &ti)
+	tun, wan, tunLAN, gw := c.tun, c.wan, c.tunLAN, c.gw
+	tunIns, tunOuts := c.tunDir[0], c.tunDir[1]
 	truth := make([]int64, len(wan))
 	ti.tunTruth = make([]int64, len(wan))
 	for i := range truth {
@@ -270,13 +273,11 @@ func truthVPN(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64,
 // record its first byte is in (pure ACKs and control records have none).
 func truthVPNTCP(lanPath, tunPath, wanPath string, cipher gateway.Cipher) ([]int64, truthInfo, error) {
 	var ti truthInfo
-	tun, wan, tunLAN, err := readVPNCaps(lanPath, tunPath, wanPath, &ti)
+	c, err := readVPNCaps(lanPath, tunPath, wanPath, &ti)
 	if err != nil {
 		return nil, ti, err
 	}
-	gw := netip.MustParseAddr(gwWANAddr)
-	var tunDir [2][]int // [0] inbound, [1] outbound
-	tunDir[0], tunDir[1] = tunDirections(tun, &ti)
+	tun, wan, tunLAN, gw, tunDir := c.tun, c.wan, c.tunLAN, c.gw, c.tunDir
 	var segs [2][]pair.TCPSegment
 	for i, p := range wan {
 		if !p.ok || p.h.Proto != gateway.ProtoTCP {
