@@ -83,14 +83,15 @@ func slowRunners(r *reruns) []runner {
 	var rs []runner
 	for _, view := range []string{"lan", "napt"} {
 		for _, model := range []string{"rf", "lstm", "blstm"} {
-			rs = append(rs, cvRunners(r, view, model, "")...)
+			rs = append(rs, cvRunners(r, view, model, "", nil)...)
 		}
 	}
 	// What stepping two copies' batches at once does to accuracy, beside
 	// one thread with the same seed (README "Both cores").
 	for _, threads := range []string{"threads1", "data2"} {
-		rs = append(rs, cvRunners(r, "lan", "blstm", threads)...)
+		rs = append(rs, cvRunners(r, "lan", "blstm", threads, threadArgs[threads])...)
 	}
+	rs = append(rs, portSessionRunners(r)...)
 	rs = append(rs, studyRunners(r)...)
 	rs = append(rs, shuffleRunners(r)...)
 	rs = append(rs, matrixRunners(r)...)
@@ -170,6 +171,32 @@ var threadArgs = map[string][]string{
 	"data2":    {"--threads", "2", "--thread-mode", "data"},
 }
 
+// portSessionRunners are the figures of the README's port-sessions table,
+// session accuracy over types, one cell a run: seeds 1 to 3, every port
+// seen twice (--port-sessions 0, the rule before 2026-12-06) against ports
+// seen in two sessions (2, the default since), grouped 5-fold and on later
+// captures (--mode time). Their variants are sS.pP and time.sS.pP.
+func portSessionRunners(r *reruns) []runner {
+	var rs []runner
+	for _, mode := range []string{"", "time"} {
+		for seed := 1; seed <= 3; seed++ {
+			for _, ports := range []int{0, 2} {
+				v := fmt.Sprintf("s%d.p%d", seed, ports)
+				args := []string{"--seed", strconv.Itoa(seed), "--port-sessions", strconv.Itoa(ports)}
+				if mode != "" {
+					v, args = mode+"."+v, append(args, "--mode", mode)
+				}
+				for _, run := range cvRunners(r, "lan", "blstm", v, args) {
+					if strings.HasSuffix(run.key, ".types") {
+						rs = append(rs, run)
+					}
+				}
+			}
+		}
+	}
+	return rs
+}
+
 // sentinelDataset is the IoT Sentinel dataset of one view the
 // cross-validations and the shuffle comparison train on: its name and the
 // homemole arguments that build it.
@@ -190,10 +217,10 @@ func (r *reruns) buildSentinel(ctx context.Context, view string) error {
 }
 
 // cvRunners are one cross-validation's figures, keyed
-// cv.VIEW.MODEL[.VARIANT].COLUMN, VARIANT one of threadArgs.
-func cvRunners(r *reruns, view, model, variant string) []runner {
+// cv.VIEW.MODEL[.VARIANT].COLUMN; args are the variant's cv flags.
+func cvRunners(r *reruns, view, model, variant string, args []string) []runner {
 	dataset, build := sentinelDataset(view)
-	cv := append([]string{"cv", "--dataset", dataset, "--model", model, "--folds", "5"}, threadArgs[variant]...)
+	cv := append([]string{"cv", "--dataset", dataset, "--model", model, "--folds", "5"}, args...)
 	prefix := fmt.Sprintf("cv.%s.%s.", view, model)
 	if variant != "" {
 		prefix += variant + "."
