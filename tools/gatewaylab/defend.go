@@ -44,6 +44,9 @@ type defenceRow struct {
 	// reordered the real WAN packets that left before an earlier packet
 	// of their flow (all must be 0).
 	lan, lost, dup, unarrived, reordered int
+	// firstReorder describes the first real packet that left before an
+	// earlier packet of its flow.
+	firstReorder string
 	// other counts WAN packets neither real nor dummies.
 	other int
 	// padWrong counts real WAN packets of a padded run whose size is not
@@ -225,6 +228,7 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 	// lastOf is, per flow, the latest place (a LAN index outbound, a net0
 	// index inbound) of a packet already on the WAN.
 	lastOf := map[flowKey]int64{}
+	lastPre := map[flowKey]int64{} // when the packet at lastOf entered
 	for _, m := range atServer {
 		if m < 0 {
 			r.unarrived++
@@ -258,8 +262,14 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 		}
 		if last, ok := lastOf[k]; ok && at < last {
 			r.reordered++
+			if r.firstReorder == "" {
+				r.firstReorder = fmt.Sprintf("%s, proto %d %s:%d > %s:%d: entered at %d, %v before the packet entered at %d, which left first", map[bool]string{true: "outbound", false: "inbound"}[out],
+					h.Proto, h.Src, h.SrcPort, h.Dst, h.DstPort, at, time.Duration(lastPre[k]-pre), last)
+			}
 		}
-		lastOf[k] = max(lastOf[k], at)
+		if at >= lastOf[k] {
+			lastOf[k], lastPre[k] = at, pre
+		}
 		inner := gateway.PayloadSize(gateway.AES256GCM, tun[tunTruth[i]].h.Len)
 		if spec.Pad > 0 {
 			n, err := shim.innerLen(w.udp)

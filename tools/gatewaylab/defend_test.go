@@ -60,7 +60,7 @@ func TestDefencesInLab(t *testing.T) {
 			t.Errorf("%s: of %d LAN packets, %d crossed the WAN in no packet and %d in more than one: the defence must keep every real packet once", d, r.lan, r.lost, r.dup)
 		}
 		if r.unarrived > 0 || r.reordered > 0 {
-			t.Errorf("%s: %d LAN packets never reached the VPN server's net0 and %d real WAN packets left before an earlier packet of their flow", d, r.unarrived, r.reordered)
+			t.Errorf("%s: %d LAN packets never reached the VPN server's net0 and %d real WAN packets left before an earlier packet of their flow (first: %s)", d, r.unarrived, r.reordered, r.firstReorder)
 		}
 		if r.lab.RealPackets != int64(r.lan) {
 			t.Errorf("%s: %d real WAN packets for %d LAN packets", d, r.lab.RealPackets, r.lan)

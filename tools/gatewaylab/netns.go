@@ -147,6 +147,22 @@ func (l *lab) up(ctx context.Context) error {
 			return err
 		}
 	}
+	// A veth delivers a frame on the CPU that sent it, so two frames of one
+	// flow sent from two CPUs (a goroutine, or OpenVPN, moved between its
+	// writes) race each other through the receiving namespace's stack, and
+	// may reach the next device or the tunnel in the other order, after
+	// the capture on the way in saw them in theirs. A real gateway's NIC
+	// hashes each flow to one queue (RSS) and keeps its order; Receive
+	// Packet Steering does the same here, so an order the lab measures is
+	// the defence's, not the veth's.
+	mask := rpsMask(runtime.NumCPU())
+	for _, k := range links {
+		for _, end := range [][2]string{{k[0], k[1]}, {k[2], k[3]}} {
+			if err := l.in(ctx, end[0], "sh", "-c", fmt.Sprintf("echo %s > /sys/class/net/%s/queues/rx-0/rps_cpus", mask, end[1])); err != nil {
+				return fmt.Errorf("steer %s's flows to one CPU each (RPS): %w", end[1], err)
+			}
+		}
+	}
 	steps := [][]string{
 		{l.dev, "ip", "addr", "add", devAddr + "/24", "dev", "eth0"},
 		{l.dev, "ip", "link", "set", "eth0", "up"},
@@ -571,4 +587,10 @@ func (l *lab) startWireGuard(ctx context.Context, dir string) error {
 		}
 	}
 	return nil
+}
+
+// rpsMask is the rps_cpus mask of the first n CPUs (at most 32: one word
+// of the mask is plenty for steering a lab's few flows).
+func rpsMask(n int) string {
+	return strconv.FormatUint(uint64(1)<<min(max(n, 1), 32)-1, 16)
 }
