@@ -58,6 +58,11 @@ func BenchmarkLabel(b *testing.B) {
 			}
 		}
 		total := embeddedtest.PublishAll(b, conn, func(bt *schemas.Batch) string { return schemas.PacketSubject("c", bt.Home, bt.Tap) }, batches)
+		// runs names each labeler's durable consumer. -count runs this
+		// closure again with the same b.N, and a durable consumer of an
+		// earlier run, its messages all acked, would hand the new labeler
+		// nothing.
+		runs := 0
 		b.Run(home, func(b *testing.B) {
 			elapsed := time.Duration(0)
 			for i := 0; i < b.N; i++ {
@@ -66,17 +71,21 @@ func BenchmarkLabel(b *testing.B) {
 					b.Fatal(err)
 				}
 				ctx, stop := context.WithCancel(context.Background())
-				cc := l.ConsumerConfig(fmt.Sprintf("bench-%s-%d-%d", home, b.N, i))
+				runs++
+				cc := l.ConsumerConfig(fmt.Sprintf("bench-%s-%d", home, runs))
 				cc.Filter = schemas.PacketSubject("c", home, "*")
 				done := make(chan error, 1)
 				start := time.Now()
 				go func() {
 					done <- conn.Consume(ctx, cc, func(hctx context.Context, d *bus.Delivery) error { return l.Handle(hctx, conn, d, log) })
 				}()
+				deadline := time.After(2 * time.Minute)
 				for l.Stats()[home].Packets < total {
 					select {
 					case err := <-done:
 						b.Fatalf("labeler stopped: %v", err)
+					case <-deadline:
+						b.Fatalf("consumer %s: %d of %d packets labeled after 2 min", cc.Durable, l.Stats()[home].Packets, total)
 					case <-time.After(time.Millisecond):
 					}
 				}
