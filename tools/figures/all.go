@@ -173,9 +173,9 @@ var threadArgs = map[string][]string{
 
 // portSessionRunners are the figures of the README's port-sessions table,
 // session accuracy over types, one cell a run: seeds 1 to 3, every port
-// seen twice (--port-sessions 0, the rule before 2026-12-06) against ports
-// seen in two sessions (2, the default since), grouped 5-fold and on later
-// captures (--mode time). Their variants are sS.pP and time.sS.pP.
+// seen twice (--port-sessions 0, the default) against ports seen in two
+// sessions (2), grouped 5-fold and on later captures (--mode time). Their
+// variants are sS.pP and time.sS.pP.
 func portSessionRunners(r *reruns) []runner {
 	var rs []runner
 	for _, mode := range []string{"", "time"} {

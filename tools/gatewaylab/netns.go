@@ -154,12 +154,13 @@ func (l *lab) up(ctx context.Context) error {
 	// the capture on the way in saw them in theirs. A real gateway's NIC
 	// hashes each flow to one queue (RSS) and keeps its order; Receive
 	// Packet Steering does the same here, so an order the lab measures is
-	// the defence's, not the veth's.
+	// the defence's, not the veth's. A kernel or sysfs that refuses it
+	// leaves the lab working, its order checks open to that race.
 	mask := rpsMask(runtime.NumCPU())
 	for _, k := range links {
 		for _, end := range [][2]string{{k[0], k[1]}, {k[2], k[3]}} {
 			if err := l.in(ctx, end[0], "sh", "-c", fmt.Sprintf("echo %s > /sys/class/net/%s/queues/rx-0/rps_cpus", mask, end[1])); err != nil {
-				return fmt.Errorf("steer %s's flows to one CPU each (RPS): %w", end[1], err)
+				fmt.Printf("warning: %s in %s keeps the veth's CPU per frame (setting Receive Packet Steering failed: %v); a flow's frames may race and swap\n", end[1], end[0], err)
 			}
 		}
 	}
