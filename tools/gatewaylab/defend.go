@@ -263,8 +263,12 @@ func (r *defenceRow) tally(lanPath, wanPath, tunPath, net0Path string, truth, tu
 		if last, ok := lastOf[k]; ok && at < last {
 			r.reordered++
 			if r.firstReorder == "" {
-				r.firstReorder = fmt.Sprintf("%s, proto %d %s:%d > %s:%d: entered at %d, %v before the packet entered at %d, which left first", map[bool]string{true: "outbound", false: "inbound"}[out],
-					h.Proto, h.Src, h.SrcPort, h.Dst, h.DstPort, at, time.Duration(lastPre[k]-pre), last)
+				dir := "inbound"
+				if out {
+					dir = "outbound"
+				}
+				r.firstReorder = fmt.Sprintf("%s, proto %d %s:%d > %s:%d: entered at %d, %v before the packet entered at %d, which left first",
+					dir, h.Proto, h.Src, h.SrcPort, h.Dst, h.DstPort, at, time.Duration(lastPre[k]-pre), last)
 			}
 		}
 		if at >= lastOf[k] {
