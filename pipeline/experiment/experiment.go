@@ -37,8 +37,11 @@ type Config struct {
 	Kind              string // schemas.KindInd or schemas.KindNoise
 	Window            int
 	Spec              train.Spec
-	// SaveAs stores the trained model as models/SaveAs/ when set.
-	SaveAs string
+	// SaveAs stores the trained model as models/SaveAs/ when set, with an
+	// unknown-device threshold cross-validated over the training captures
+	// in CalibrationFolds folds (0: train.CalibrationFolds).
+	SaveAs           string
+	CalibrationFolds int
 	// Pool gives every packet of an ind window the class its packets
 	// jointly find likeliest (see train.PredictPooled).
 	Pool bool
@@ -164,7 +167,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			Split: fmt.Sprintf("trained on %s (%d captures), tested on %s (%d captures)", cfg.TrainDir, len(trainM.Groups), cfg.TestDir, len(testM.Groups))},
 		// The test folder may hold devices the model never saw, so the
 		// unknown-device threshold comes from the training captures alone.
-		SaveAs: cfg.SaveAs, Calibration: train.CalibrateOnTrain,
+		SaveAs: cfg.SaveAs, Calibration: train.CalibrateOnTrain, CalibrationFolds: cfg.CalibrationFolds,
 		Meta: train.Meta{Window: cfg.Window, View: cfg.View, Kind: cfg.Kind, Dataset: cfg.TrainDir},
 		Pool: cfg.Pool && cfg.Kind == schemas.KindInd, Store: cfg.Store, Log: cfg.Log,
 		// One vote per test capture, whatever streams its windows came from.

@@ -52,6 +52,9 @@ type Evaluation struct {
 	SaveAs      string
 	Meta        Meta
 	Calibration Calibration
+	// CalibrationFolds is how many models CalibrateOnTrain fits (0:
+	// CalibrationFolds), each scoring the training sessions it never saw.
+	CalibrationFolds int
 	// VoteBy is the unit packet i of w votes in (the Outcome's
 	// Report.Sessions hold one vote per unit); nil: the stream w was cut
 	// from (one device's packets of one session in ind windows, the
@@ -207,7 +210,11 @@ func (e *Evaluation) save(ctx context.Context, model Model, classes int, out *Ou
 	case CalibrateOnTest:
 		meta.Unknown, err = Calibrate(model, e.Test, DefaultUnknownQuantile)
 	case CalibrateOnTrain:
-		meta.Unknown, err = CalibrateBySplit(ctx, e.Spec, e.Train, classes, 0.2, DefaultUnknownQuantile, e.Log)
+		folds := e.CalibrationFolds
+		if folds == 0 {
+			folds = CalibrationFolds
+		}
+		meta.Unknown, err = CalibrateBySplit(ctx, e.Spec, e.Train, classes, folds, DefaultUnknownQuantile, e.Log)
 	}
 	if err != nil {
 		return fmt.Errorf("calibrate the unknown-device threshold: %w", err)

@@ -22,6 +22,10 @@ const Unknown = openset.Unknown
 // that the open-set threshold is allowed to call unknown (openset.Threshold).
 const DefaultUnknownQuantile = openset.DefaultQuantile
 
+// CalibrationFolds is how many models CalibrateBySplit fits to score every
+// training session once as held out.
+const CalibrationFolds = 5
+
 // Scores name how a host's confidence is measured (OpenSet.Score).
 const (
 	// ScoreMeanProb is the mean, over the host's packets, of the
@@ -190,9 +194,26 @@ func Calibrate(m Model, ws []*schemas.Window, quantile float64) (*OpenSet, error
 	if _, _, err := openset.Threshold([]float64{0}, quantile); err != nil {
 		return nil, err // refused before labeling a single window
 	}
+	var h heldOutHosts
+	if err := h.add(m, ws); err != nil {
+		return nil, err
+	}
+	return h.openSet(quantile)
+}
+
+// heldOutHosts gathers the confidences of known hosts, over one set of
+// held-out windows or several (one per calibration fold).
+type heldOutHosts struct {
+	score    string
+	conf     []float64
+	sessions []string
+}
+
+// add labels ws with m and keeps each (session, device) pair's confidence.
+func (h *heldOutHosts) add(m Model, ws []*schemas.Window) error {
 	preds, lp, err := Label(m, ws)
 	if err != nil {
-		return nil, fmt.Errorf("label the calibration windows: %w", err)
+		return fmt.Errorf("label the calibration windows: %w", err)
 	}
 	type key struct {
 		group string
@@ -216,32 +237,47 @@ func Calibrate(m Model, ws []*schemas.Window, quantile float64) (*OpenSet, error
 		}
 	}
 	if len(tallies) == 0 {
-		return nil, fmt.Errorf("%d calibration windows hold no labeled packet: the open-set threshold needs held-out sessions of known devices", len(ws))
+		return fmt.Errorf("%d calibration windows hold no labeled packet: the open-set threshold needs held-out sessions of known devices", len(ws))
 	}
-	o := &OpenSet{Quantile: quantile, Hosts: len(tallies)}
-	conf := make([]float64, 0, len(tallies))
 	for _, t := range tallies {
 		_, _, c, score := t.Decide()
-		o.Score = score
-		conf = append(conf, c)
-	}
-	if o.Threshold, o.FalseUnknown, err = openset.Threshold(conf, quantile); err != nil {
-		return nil, err
+		h.score = score
+		h.conf = append(h.conf, c)
 	}
 	for s := range sessions {
-		o.Sessions = append(o.Sessions, s)
+		h.sessions = append(h.sessions, s)
 	}
+	return nil
+}
+
+func (h *heldOutHosts) openSet(quantile float64) (*OpenSet, error) {
+	o := &OpenSet{Score: h.score, Quantile: quantile, Hosts: len(h.conf)}
+	var err error
+	if o.Threshold, o.FalseUnknown, err = openset.Threshold(h.conf, quantile); err != nil {
+		return nil, err
+	}
+	o.Sessions = slices.Clone(h.sessions)
 	sort.Strings(o.Sessions)
 	return o, nil
 }
 
 // CalibrateBySplit calibrates the open-set rule of a model about to be
 // trained on ws when no held-out sessions come with it (experiment
-// --save): a share of each device's sessions is held out, a model of the
-// same configuration is fitted on the rest, and the threshold is taken on
-// the held-out ones. A device with a single session keeps it in training.
-// It returns nil when no device has two sessions.
-func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numClasses int, share, quantile float64, log *slog.Logger) (*OpenSet, error) {
+// --save), by cross-validation over its sessions: each device's sessions
+// are dealt to folds, a model of the same configuration is fitted on every
+// fold's complement, and each fold's hosts are scored by the model that
+// never saw them. Every session of a device with two or more is held out
+// once, so the threshold is a quantile over all of them rather than over
+// one session a device, where the weakest held-out host alone set it. A
+// device with a single session keeps it in training. It returns nil when
+// no device has two sessions.
+func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numClasses, folds int, quantile float64, log *slog.Logger) (*OpenSet, error) {
+	if folds < 2 {
+		return nil, fmt.Errorf("open-set calibration folds %d: want 2 or more", folds)
+	}
+	if _, _, err := openset.Threshold([]float64{0}, quantile); err != nil {
+		return nil, err
+	}
 	byDevice := map[int16][]string{}
 	seen := map[string]bool{}
 	for _, w := range ws {
@@ -256,13 +292,14 @@ func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numC
 			}
 		}
 	}
-	held := map[string]bool{}
+	fold := map[string]int{}
 	r := rand.New(rand.NewPCG(uint64(spec.Learn.Seed), 0x756e6b6e6f776e))
 	devices := make([]int16, 0, len(byDevice))
 	for d := range byDevice {
 		devices = append(devices, d)
 	}
 	slices.Sort(devices)
+	next := 0 // where the next device's deal starts, so small devices spread over the folds
 	for _, d := range devices {
 		g := byDevice[d]
 		if len(g) < 2 {
@@ -270,28 +307,40 @@ func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numC
 		}
 		sort.Strings(g)
 		r.Shuffle(len(g), func(i, j int) { g[i], g[j] = g[j], g[i] })
-		n := max(1, min(int(math.Round(share*float64(len(g)))), len(g)-1))
-		for _, s := range g[:n] {
-			held[s] = true
+		// Dealt round-robin, a fold holds at most ceil(len/folds) of the
+		// device's sessions, fewer than all of them when len >= 2.
+		for i, s := range g {
+			fold[s] = (next + i) % folds
 		}
+		next = (next + len(g)) % folds
 	}
-	if len(held) == 0 {
+	if len(fold) == 0 {
 		log.Warn("no device has two training sessions: the model is saved without an unknown-device threshold")
 		return nil, nil
 	}
-	var fitW, calW []*schemas.Window
-	for _, w := range ws {
-		if held[w.Group] {
-			calW = append(calW, w)
-		} else {
-			fitW = append(fitW, w)
+	var h heldOutHosts
+	for f := range folds {
+		var fitW, calW []*schemas.Window
+		for _, w := range ws {
+			if k, held := fold[w.Group]; held && k == f {
+				calW = append(calW, w)
+			} else {
+				fitW = append(fitW, w)
+			}
+		}
+		if len(calW) == 0 {
+			continue
+		}
+		log.Info("calibrating the unknown-device threshold", "fold", f+1, "folds", folds, "fit_windows", len(fitW), "held_out_windows", len(calW))
+		m, err := spec.Fit(ctx, fitW, numClasses, nil, log)
+		if err != nil {
+			return nil, fmt.Errorf("calibration model of fold %d: %w", f+1, err)
+		}
+		err = h.add(m, calW)
+		m.Close()
+		if err != nil {
+			return nil, fmt.Errorf("calibration fold %d: %w", f+1, err)
 		}
 	}
-	log.Info("calibrating the unknown-device threshold", "held_out_sessions", len(held), "fit_windows", len(fitW), "held_out_windows", len(calW))
-	m, err := spec.Fit(ctx, fitW, numClasses, nil, log)
-	if err != nil {
-		return nil, fmt.Errorf("calibration model: %w", err)
-	}
-	defer m.Close()
-	return Calibrate(m, calW, quantile)
+	return h.openSet(quantile)
 }

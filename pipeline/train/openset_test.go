@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -88,21 +89,48 @@ func TestCalibrate(t *testing.T) {
 func TestCalibrateBySplit(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	log := embeddedtest.Log()
+	spec := Spec{Name: "rf", Learn: learn.Config{Seed: 2}, Trees: 20}
 	ws := twoDevices(rng, 10, 5, 20)
-	o, err := CalibrateBySplit(context.Background(), Spec{Name: "rf", Learn: learn.Config{Seed: 2}, Trees: 20}, ws, 2, 0.2, 0.05, log)
+	o, err := CalibrateBySplit(context.Background(), spec, ws, 2, 5, 0.05, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Five sessions a device, a fifth held out: one each.
-	if o == nil || o.Hosts != 2 || len(o.Sessions) != 2 {
-		t.Fatalf("calibrated %+v: want one held-out session of each device", o)
+	// Five sessions a device over five folds: every session is held out
+	// once, by a model that never saw it.
+	if o == nil || o.Hosts != 10 || len(o.Sessions) != 10 {
+		t.Fatalf("calibrated %+v: want each of the 10 sessions held out once", o)
 	}
-	if o.Sessions[0] == o.Sessions[1] || o.Threshold <= 0 {
+	for i := range o.Sessions[1:] {
+		if o.Sessions[i] == o.Sessions[i+1] {
+			t.Errorf("session %s held out twice", o.Sessions[i])
+		}
+	}
+	if o.Threshold <= 0 || o.Threshold > 1 {
 		t.Errorf("calibrated %+v", *o)
 	}
+
+	// Device 1 has one session (h/s1), which stays in every fold's
+	// training; device 0's four are each held out once.
+	var lone []*schemas.Window
+	for _, w := range twoDevices(rng, 8, 3, 20) {
+		if w.Label[0] == 0 || w.Group == "h/s1" {
+			lone = append(lone, w)
+		}
+	}
+	o, err = CalibrateBySplit(context.Background(), spec, lone, 2, 5, 0.05, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o == nil || o.Hosts != 4 || slices.Contains(o.Sessions, "h/s1") {
+		t.Errorf("one session of device 1: calibrated %+v, want device 0's 4 sessions only", o)
+	}
+
 	// One session per device: nothing to hold out, no threshold.
-	if o, err := CalibrateBySplit(context.Background(), Spec{Name: "rf", Learn: learn.Config{Seed: 2}, Trees: 20}, twoDevices(rng, 2, 5, 20), 2, 0.2, 0.05, log); err != nil || o != nil {
+	if o, err := CalibrateBySplit(context.Background(), spec, twoDevices(rng, 2, 5, 20), 2, 5, 0.05, log); err != nil || o != nil {
 		t.Errorf("one session a device: %+v, %v; want no threshold and no error", o, err)
+	}
+	if _, err := CalibrateBySplit(context.Background(), spec, ws, 2, 1, 0.05, log); err == nil || !strings.Contains(err.Error(), "folds") {
+		t.Errorf("one fold: %v, want an error naming the folds", err)
 	}
 }
 

@@ -255,6 +255,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	keep := fs.Bool("keep", false, "keep the temporary embedded state (datasets, emulated captures)")
 	seed := fs.Int64("seed", 1, "seed of the training")
 	save := fs.String("save", "", "store the trained model as models/RUN/ (for homemole predict; give --home to keep it)")
+	calFolds := fs.Int("calibration-folds", train.CalibrationFolds, "with --save: models fitted to calibrate the unknown-device threshold, each on the training captures less one fold of each device's, so every training capture is scored once by a model that never saw it (2 or more; each is one more training run)")
 	familiesFrom := fs.String("families", "", "cv.json of a cross-validation of the training captures: name each capture's vendor family and confidence, and score family-level accuracy")
 	pool := fs.Bool("pool", false, "ind windows: label each window's packets with the class its packets jointly find likeliest (summed log-probabilities; lstm, blstm)")
 	spec := modelflag.Register(fs)
@@ -269,6 +270,9 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	}
 	if *kind != schemas.KindInd && *kind != schemas.KindNoise {
 		return cli.Usagef("--kind %q: want ind or noise", *kind)
+	}
+	if *calFolds < 2 {
+		return cli.Usagef("--calibration-folds %d: want 2 or more (each fold's model scores the training captures it never saw)", *calFolds)
 	}
 	for _, d := range []string{*trainDir, *testDir} {
 		if st, err := os.Stat(d); err != nil || !st.IsDir() {
@@ -301,7 +305,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	}
 	res, err := experiment.Run(ctx, experiment.Config{Families: families,
 		TrainDir: *trainDir, TestDir: *testDir, View: view.name, Cipher: view.cipher, Kind: *kind, Window: *win,
-		Spec: *spec, Pool: *pool, SaveAs: *save, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
+		Spec: *spec, Pool: *pool, SaveAs: *save, CalibrationFolds: *calFolds, WorkDir: ep.Home, Bus: env.Bus, Store: env.Store, Log: log,
 	})
 	if err != nil {
 		return err
