@@ -90,10 +90,23 @@ func (s Sibling) Run(ctx context.Context, log *slog.Logger, out io.Writer, args 
 
 // find looks for the sibling next to this executable, then on PATH, then
 // builds it when run inside this module's source tree (go run, a
-// developer's checkout).
+// developer's checkout). A sibling next to an executable that was itself
+// built here on demand is one of those builds, made from whatever the
+// source was then: it is built again (a no-op when nothing changed), or
+// a go run of the front would hand model commands to a stale one.
 func (s Sibling) find(ctx context.Context, log *slog.Logger) (string, error) {
 	self, err := os.Executable()
-	if err == nil {
+	return s.findFrom(ctx, log, self, err)
+}
+
+// findFrom is find for the executable self (selfErr: why it is unknown).
+func (s Sibling) findFrom(ctx context.Context, log *slog.Logger, self string, selfErr error) (string, error) {
+	root, rootErr := modroot.Find(module)
+	out := ""
+	if rootErr == nil {
+		out = onDemandPath(root, s.Binary)
+	}
+	if selfErr == nil && (out == "" || filepath.Dir(self) != filepath.Dir(out)) {
 		p := filepath.Join(filepath.Dir(self), s.Binary)
 		if st, err := os.Stat(p); err == nil && !st.IsDir() {
 			return p, nil
@@ -110,19 +123,10 @@ func (s Sibling) find(ctx context.Context, log *slog.Logger) (string, error) {
 	if s.Setup != "" {
 		setup = " with " + s.Setup
 	}
-	root, err := modroot.Find(module)
-	if err != nil {
+	if rootErr != nil {
 		return "", fmt.Errorf("no %s next to %s or on PATH: install it with `go %s -o %s %s` in a checkout%s",
 			s.Binary, self, strings.Join(buildArgs, " "), s.Binary, s.Package, setup)
 	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	// One binary per checkout: two checkouts at different commits would
-	// otherwise relink over each other on every call.
-	sum := sha256.Sum256([]byte(root))
-	out := filepath.Join(cache, "homemole", hex.EncodeToString(sum[:6]), s.Binary)
 	level := slog.LevelDebug
 	if _, err := os.Stat(out); err != nil {
 		level = slog.LevelInfo // the first build takes a while: say why
@@ -145,4 +149,16 @@ func (s Sibling) find(ctx context.Context, log *slog.Logger) (string, error) {
 		return "", fmt.Errorf("no %s next to %s or on PATH, and building it in %s failed%s: %w", s.Binary, self, root, hint, err)
 	}
 	return out, nil
+}
+
+// onDemandPath is where find builds binary for the checkout at root: one
+// folder per checkout, since two checkouts at different commits would
+// otherwise relink over each other on every call.
+func onDemandPath(root, binary string) string {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	sum := sha256.Sum256([]byte(root))
+	return filepath.Join(cache, "homemole", hex.EncodeToString(sum[:6]), binary)
 }
