@@ -30,7 +30,12 @@ func CaptureSequence(name string) int {
 // SplitByTime orders one device's captures earlier to later by sequence
 // number (names without one last, by name) and splits them: late holds the
 // later half, rounded down, so a device with one capture has it in early.
-func SplitByTime(names []string) (early, late []string) {
+func SplitByTime(names []string) (early, late []string) { return SplitLater(names, 2) }
+
+// SplitLater is SplitByTime with late holding the later 1/k of the
+// captures, rounded down: k = 5 trains on as many as a 5-fold
+// cross-validation does.
+func SplitLater(names []string, k int) (early, late []string) {
 	s := slices.Clone(names)
 	slices.SortStableFunc(s, func(a, b string) int {
 		sa, sb := CaptureSequence(a), CaptureSequence(b)
@@ -42,6 +47,6 @@ func SplitByTime(names []string) (early, late []string) {
 		}
 		return cmp.Compare(filepath.Base(a), filepath.Base(b))
 	})
-	cut := len(s) - len(s)/2
+	cut := len(s) - len(s)/max(k, 1)
 	return s[:cut], s[cut:]
 }

@@ -12,11 +12,15 @@ import (
 )
 
 // TaskCount is the number of tasks of a sweep, known without its data:
-// configurations times folds. Leave-one-home-out has a fold per home of
+// configurations times folds, where time is one fold whatever its folds
+// (they set the share judged). Leave-one-home-out has a fold per home of
 // the dataset, which only the dataset knows.
 func (s *Spec) TaskCount() (int, error) {
 	if s.CV.Mode == train.CVLeaveOneHomeOut {
-		return 0, errors.New("leave-one-home-out has a fold per home of the dataset: a Job's task count cannot be set from the spec alone; use grouped or random")
+		return 0, errors.New("leave-one-home-out has a fold per home of the dataset: a Job's task count cannot be set from the spec alone; use grouped, random or time")
+	}
+	if s.CV.Mode == train.CVTime {
+		return len(s.Configurations()), nil
 	}
 	return len(s.Configurations()) * s.CV.Folds, nil
 }

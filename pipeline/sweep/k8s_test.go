@@ -99,6 +99,20 @@ func TestEmitK8s(t *testing.T) {
 		}
 	}
 
+	// A time split is one fold a configuration, whatever its folds.
+	for spec, want := range map[string]int{
+		"dataset: d\nmodels: [rf, blstm]\ncv: {mode: time, folds: 5}\n":    2,
+		"dataset: d\nmodels: [rf, blstm]\ncv: {mode: grouped, folds: 5}\n": 10,
+	} {
+		s, err := Parse(strings.NewReader(spec), "x.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.TaskCount(); err != nil || n != want {
+			t.Errorf("%q: %d tasks (%v), want %d", spec, n, err, want)
+		}
+	}
+
 	// What a Job cannot run.
 	for spec, want := range map[string]string{
 		"from_dir: x\nmodels: [rf]\nwindows: [20]\n":                 "needs a spec with dataset:",

@@ -154,7 +154,7 @@ func (cv *CrossValidation) splits(m *dataset.Manifest) ([]fold, error) {
 		}
 		return byGroup(fs, func(w *schemas.Window) string { return w.Home }), nil
 	case CVTime:
-		return timeFolds(m)
+		return timeFolds(m, cv.Folds)
 	case CVRandom:
 		if cv.Folds < 2 {
 			return nil, fmt.Errorf("random folds: %d folds, want 2 or more", cv.Folds)

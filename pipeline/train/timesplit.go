@@ -12,13 +12,18 @@ import (
 // CVTime trains on each home's earlier capture sessions and judges the
 // later ones (IoT Sentinel's sequence numbers: Setup-X-N-STA, ordered by
 // N): one fold, as a model is trained once and then meets the captures of
-// later days.
+// later days. With k folds the later 1/k is judged, so a model trains on
+// as many sessions as in a grouped k-fold cross-validation, and the two
+// differ only in which sessions are held out.
 const CVTime = "time"
 
 // timeFolds is the one fold of CVTime: per home (in an IoT Sentinel
-// dataset, per device), the later half of its sessions is held out.
-func timeFolds(m *dataset.Manifest) ([]fold, error) {
-	late, err := LateGroups(m)
+// dataset, per device), the later 1/k of its sessions is held out.
+func timeFolds(m *dataset.Manifest, k int) ([]fold, error) {
+	if k < 2 {
+		return nil, fmt.Errorf("time split of %s/%s: %d folds, want 2 or more (the later 1/k of each home's sessions is judged)", m.Dataset, m.Version, k)
+	}
+	late, err := LateGroups(m, k)
 	if err != nil {
 		return nil, err
 	}
@@ -29,9 +34,9 @@ func timeFolds(m *dataset.Manifest) ([]fold, error) {
 	}}, nil
 }
 
-// LateGroups is the held-out side of CVTime: the later half of each
+// LateGroups is the held-out side of CVTime: the later 1/k of each
 // home's capture sessions, by group.
-func LateGroups(m *dataset.Manifest) (map[string]bool, error) {
+func LateGroups(m *dataset.Manifest, k int) (map[string]bool, error) {
 	byHome := map[string][]string{}
 	for _, g := range m.Groups {
 		home, session, ok := strings.Cut(g, "/")
@@ -43,7 +48,7 @@ func LateGroups(m *dataset.Manifest) (map[string]bool, error) {
 	late := map[string]bool{}
 	numbered := 0
 	for home, sessions := range byHome {
-		_, l := campaign.SplitByTime(sessions)
+		_, l := campaign.SplitLater(sessions, k)
 		for _, s := range l {
 			late[home+"/"+s] = true
 		}

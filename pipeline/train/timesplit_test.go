@@ -14,7 +14,7 @@ func TestTimeFolds(t *testing.T) {
 		"Plug/Setup-A-5-STA", "Plug/Setup-A-7-STA", "Plug/Setup-B-6-STA",
 		"Hub/Setup-A-1-STA",
 	}}
-	fs, err := timeFolds(m)
+	fs, err := timeFolds(m, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,11 +28,23 @@ func TestTimeFolds(t *testing.T) {
 			t.Errorf("group %s: test %v train %v, want held out %v", g, fs[0].test(w), fs[0].train(w), late[g])
 		}
 	}
+	// Five folds: the later fifth, rounded down, of each device (Cam's
+	// 4 and Plug's 3 sessions keep all of theirs in training).
+	m.Groups = append(m.Groups, "Plug/Setup-A-9-STA", "Plug/Setup-A-11-STA")
+	if fs, err = timeFolds(m, 5); err != nil {
+		t.Fatal(err)
+	}
+	if fs[0].testGroups != 1 || !fs[0].test(&schemas.Window{Group: "Plug/Setup-A-11-STA"}) {
+		t.Errorf("five folds: %d groups held out, want Plug's last (Setup-A-11) alone", fs[0].testGroups)
+	}
+	if _, err := timeFolds(m, 1); err == nil || !strings.Contains(err.Error(), "folds") {
+		t.Errorf("one fold: %v, want an error naming the folds", err)
+	}
 	for _, bad := range []*dataset.Manifest{
 		{Groups: []string{"home/lan-20240101", "home/lan-20240102"}},
 		{Groups: []string{"a/Setup-A-1-STA", "b/Setup-A-1-STA"}},
 	} {
-		if _, err := timeFolds(bad); err == nil || !strings.Contains(err.Error(), "time split") {
+		if _, err := timeFolds(bad, 2); err == nil || !strings.Contains(err.Error(), "time split") {
 			t.Errorf("timeFolds(%v) = %v, want an error explaining the time split", bad.Groups, err)
 		}
 	}

@@ -91,7 +91,7 @@ func slowRunners(r *reruns) []runner {
 	for _, threads := range []string{"threads1", "data2"} {
 		rs = append(rs, cvRunners(r, "lan", "blstm", threads, threadArgs[threads])...)
 	}
-	rs = append(rs, portSessionRunners(r)...)
+	rs = append(rs, timeDriftRunners(r)...)
 	rs = append(rs, studyRunners(r)...)
 	rs = append(rs, shuffleRunners(r)...)
 	rs = append(rs, matrixRunners(r)...)
@@ -171,21 +171,35 @@ var threadArgs = map[string][]string{
 	"data2":    {"--threads", "2", "--thread-mode", "data"},
 }
 
-// portSessionRunners are the figures of the README's port-sessions table,
-// session accuracy over types, one cell a run: seeds 1 to 3, every port
-// seen twice (--port-sessions 0, the default) against ports seen in two
-// sessions (2), grouped 5-fold and on later captures (--mode time). Their
-// variants are sS.pP and time.sS.pP.
-func portSessionRunners(r *reruns) []runner {
+// timeDriftRunners are the figures of the README's tables of later
+// captures, session accuracy over types, one cell a run, seeds 1 to 3:
+//   - sS.pP: grouped 5-fold, every port seen twice (--port-sessions 0, the
+//     default) or ports seen in two sessions (2);
+//   - time.sS.pP: --mode time --folds 2, the later half judged;
+//   - time5.sS.pP: --mode time --folds 5, the later fifth judged, trained
+//     on as many sessions as grouped 5-fold;
+//   - f2.sS.p0: grouped 2-fold, trained on as many as the later half's.
+func timeDriftRunners(r *reruns) []runner {
+	type split struct {
+		name  string
+		args  []string
+		ports []int
+	}
+	splits := []split{
+		{"", nil, []int{0, 2}},
+		{"time", []string{"--mode", "time", "--folds", "2"}, []int{0, 2}},
+		{"time5", []string{"--mode", "time", "--folds", "5"}, []int{0, 2}},
+		{"f2", []string{"--folds", "2"}, []int{0}},
+	}
 	var rs []runner
-	for _, mode := range []string{"", "time"} {
+	for _, sp := range splits {
 		for seed := 1; seed <= 3; seed++ {
-			for _, ports := range []int{0, 2} {
+			for _, ports := range sp.ports {
 				v := fmt.Sprintf("s%d.p%d", seed, ports)
-				args := []string{"--seed", strconv.Itoa(seed), "--port-sessions", strconv.Itoa(ports)}
-				if mode != "" {
-					v, args = mode+"."+v, append(args, "--mode", mode)
+				if sp.name != "" {
+					v = sp.name + "." + v
 				}
+				args := append([]string{"--seed", strconv.Itoa(seed), "--port-sessions", strconv.Itoa(ports)}, sp.args...)
 				for _, run := range cvRunners(r, "lan", "blstm", v, args) {
 					if strings.HasSuffix(run.key, ".types") {
 						rs = append(rs, run)
