@@ -3,7 +3,6 @@ package cmdkit
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -55,7 +54,7 @@ func TestSiblingBuiltAgainBesideAnOnDemandBuild(t *testing.T) {
 	if err := os.WriteFile(out, stale, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	ctx := context.Background()
 
 	got, err := s.findFrom(ctx, log, filepath.Join(filepath.Dir(out), "homemole-full"), nil)
