@@ -81,3 +81,38 @@ func captureFiles(dir string) ([]string, error) {
 	}
 	return files, nil
 }
+
+// LinkTimeSplit lays the device folders of dir out again under dst as two
+// folders of symbolic links, dst/early and dst/late: each device's earlier
+// captures and its later half by capture sequence number (SplitByTime, the
+// split of cv --mode time --folds 2), its MAC file in both. A device with
+// one capture is in early only. Nothing is copied.
+func LinkTimeSplit(dir, dst string) (early, late string, err error) {
+	devs, err := DeviceDirs(dir)
+	if err != nil {
+		return "", "", err
+	}
+	early, late = filepath.Join(dst, "early"), filepath.Join(dst, "late")
+	for _, d := range devs {
+		e, l := SplitByTime(d.Files)
+		for side, files := range map[string][]string{early: e, late: l} {
+			if len(files) == 0 {
+				continue
+			}
+			to := filepath.Join(side, d.Device)
+			if err := os.MkdirAll(to, 0o755); err != nil {
+				return "", "", fmt.Errorf("time split of %s: %w", dir, err)
+			}
+			for _, f := range append([]string{filepath.Join(d.Path, MACFile)}, files...) {
+				abs, err := filepath.Abs(f)
+				if err != nil {
+					return "", "", fmt.Errorf("time split of %s: %w", dir, err)
+				}
+				if err := os.Symlink(abs, filepath.Join(to, filepath.Base(f))); err != nil {
+					return "", "", fmt.Errorf("time split of %s: %w", dir, err)
+				}
+			}
+		}
+	}
+	return early, late, nil
+}

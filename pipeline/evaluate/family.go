@@ -85,6 +85,19 @@ func FamilyName(members []string) string {
 	return p
 }
 
+// FamilyList reads families out for a person: each one's name and
+// members, "none" when there are none.
+func FamilyList(families [][]string) string {
+	var parts []string
+	for _, f := range families {
+		parts = append(parts, FamilyName(f)+" ("+strings.Join(f, ", ")+")")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "; ")
+}
+
 // FamilyOf maps every member of the families to its family's name; a
 // device in none is its own family.
 func FamilyOf(families [][]string) map[string]string {

@@ -45,10 +45,11 @@ type Config struct {
 	// Pool gives every packet of an ind window the class its packets
 	// jointly find likeliest (see train.PredictPooled).
 	Pool bool
-	// Families maps devices to their vendor family (evaluate.FamilyOf),
-	// learned from a cross-validation of the training captures; nil: no
-	// family output.
-	Families map[string]string
+	// Families are the vendor families learned from a cross-validation of
+	// the training captures (cv.json). When nil and SaveAs is set, the
+	// families the saved model learned from its calibration folds score
+	// the test captures instead; nil without SaveAs: no family output.
+	Families [][]string
 	// WorkDir holds the emulated WAN captures of the napt and vpn views.
 	WorkDir string
 	Bus     *bus.Conn
@@ -89,9 +90,11 @@ type Result struct {
 	SessionAccuracy      float64 `json:"session_accuracy"`
 	SessionAccuracyTypes float64 `json:"session_accuracy_types"`
 	// SessionAccuracyFamilies counts a prediction in the truth's family as
-	// right; only with Config.Families.
-	SessionAccuracyFamilies float64   `json:"session_accuracy_families,omitempty"`
-	Sessions                []Session `json:"sessions"`
+	// right; only with Families, which are Config.Families or those the
+	// saved model learned (both from the training captures alone).
+	SessionAccuracyFamilies float64    `json:"session_accuracy_families,omitempty"`
+	Families                [][]string `json:"families,omitempty"`
+	Sessions                []Session  `json:"sessions"`
 	// Unscored are test captures without a packet of their device in the
 	// chosen view (nothing to vote with); they count as wrong above.
 	Unscored      []string `json:"unscored,omitempty"`
@@ -182,7 +185,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.TrainSeconds = out.Report.TrainSeconds
 	res.Report = out.Report
-	res.summarize(sessionFiles(testC, cfg.TestDir), cfg.Families)
+	res.Families = cfg.Families
+	if res.Families == nil {
+		res.Families = out.Families
+	}
+	res.summarize(sessionFiles(testC, cfg.TestDir), res.Families)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -235,7 +242,11 @@ func sessionFiles(c *campaign.Campaign, dir string) map[string]string {
 // summarize fills the per-packet figures from the report and, per test
 // capture, the device its packets voted for (the report's session votes,
 // over the packets of an inventory device).
-func (r *Result) summarize(files map[string]string, families map[string]string) {
+func (r *Result) summarize(files map[string]string, fams [][]string) {
+	var families map[string]string
+	if fams != nil {
+		families = evaluate.FamilyOf(fams)
+	}
 	conf := r.Report.Confusion
 	r.OverallAccuracy = conf.Accuracy()
 	r.MacroF1 = conf.MacroF1()

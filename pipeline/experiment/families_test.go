@@ -22,7 +22,7 @@ func TestScoreFamilies(t *testing.T) {
 	ws := []*schemas.Window{win("hs100", 0, 10), win("aria", 2, 10)}
 	preds := [][]int32{{1, 1, 1, 1, 1, 1, 0, 0, 0, 2}, {2, 2, 2, 2, 2, 2, 2, 2, 0, 0}}
 	files := map[string]string{"hs100": "HS100/a.pcap", "aria": "Aria/b.pcap"}
-	fams := map[string]string{"TP-LinkPlugHS100": "TP-LinkPlugHS", "TP-LinkPlugHS110": "TP-LinkPlugHS"}
+	fams := [][]string{{"TP-LinkPlugHS100", "TP-LinkPlugHS110"}}
 	// The votes as train.Evaluate takes them for experiment: one per
 	// capture (group).
 	voter := evaluate.NewVoter(labels)

@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
@@ -34,6 +35,13 @@ type Host struct {
 	Score      string         `json:"score"`
 	Share      float64        `json:"share"` // of its packets, the share labeled as the likeliest device
 	Votes      map[string]int `json:"votes"`
+	// Family is the named device's vendor family, when the model's
+	// families (train.Meta.Families) hold it: the devices it cannot tell
+	// apart. FamilyShare is the share of the host's packets labeled as one
+	// of its members: how sure the model is of the family when it is
+	// torn between the members.
+	Family      string  `json:"family,omitempty"`
+	FamilyShare float64 `json:"family_share,omitempty"`
 }
 
 // Result is what a capture held.
@@ -96,6 +104,7 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 	if err != nil {
 		return nil, fmt.Errorf("label the capture's windows: %w", err)
 	}
+	family := evaluate.FamilyOf(meta.Families)
 	tallies := map[string]*train.Tally{}
 	for i, w := range ws {
 		host := hosts[w.Label[0]]
@@ -123,6 +132,10 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 		}
 		if meta.Unknown.IsUnknown(conf) {
 			h.Device, h.Likeliest = train.Unknown, meta.Labels[best]
+		} else if _, ok := family[h.Device]; ok {
+			// Scored as experiment scores a test capture's family.
+			v := evaluate.SessionVote{Predicted: h.Device, Packets: h.Packets, Votes: h.Votes}
+			h.Family, h.FamilyShare = v.Family(family)
 		}
 		res.Hosts = append(res.Hosts, h)
 	}

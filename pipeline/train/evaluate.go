@@ -80,8 +80,11 @@ type Outcome struct {
 	// vote per session (Evaluation.VoteBy) that every caller reports.
 	Report *evaluate.Report
 	// Preds are the labels of every packet of every test window.
-	Preds      [][]int32
-	Unknown    *OpenSet
+	Preds   [][]int32
+	Unknown *OpenSet
+	// Families are those the saved model learned from its held-out
+	// calibration sessions (Meta.Families); nil when not saved.
+	Families   [][]string
 	Checkpoint string // store key; empty when not saved
 	ReportJSON string // store keys; empty when not written
 	ReportHTML string
@@ -205,28 +208,34 @@ func (e *Evaluation) save(ctx context.Context, model Model, classes int, out *Ou
 	if meta.Labels == nil {
 		meta.Labels = e.Labels[:classes]
 	}
+	var held *HeldOut
 	var err error
 	switch e.Calibration {
 	case CalibrateOnTest:
-		meta.Unknown, err = Calibrate(model, e.Test, DefaultUnknownQuantile)
+		held, err = Calibrate(model, e.Test, classes, DefaultUnknownQuantile)
 	case CalibrateOnTrain:
 		folds := e.CalibrationFolds
 		if folds == 0 {
 			folds = CalibrationFolds
 		}
-		meta.Unknown, err = CalibrateBySplit(ctx, e.Spec, e.Train, classes, folds, DefaultUnknownQuantile, e.Log)
+		held, err = CalibrateBySplit(ctx, e.Spec, e.Train, classes, folds, DefaultUnknownQuantile, e.Log)
 	}
 	if err != nil {
 		return fmt.Errorf("calibrate the unknown-device threshold: %w", err)
 	}
-	if meta.Unknown != nil {
+	if held != nil {
+		meta.Unknown = held.Unknown
+		if meta.Families, err = held.Families(meta.Labels); err != nil {
+			return fmt.Errorf("learn the families: %w", err)
+		}
 		e.Log.Info("unknown-device threshold", "score", meta.Unknown.Score, "threshold", fmt.Sprintf("%.3f", meta.Unknown.Threshold),
 			"held_out_hosts", meta.Unknown.Hosts, "false_unknown", fmt.Sprintf("%.3f", meta.Unknown.FalseUnknown))
+		e.Log.Info("families", "learned_from", "the held-out calibration sessions", "families", evaluate.FamilyList(meta.Families))
 	}
 	if err := SaveModel(ctx, e.Store, e.SaveAs, model, meta); err != nil {
 		return fmt.Errorf("save model %s: %w", e.SaveAs, err)
 	}
-	out.Unknown = meta.Unknown
+	out.Unknown, out.Families = meta.Unknown, meta.Families
 	out.Checkpoint, _ = ModelKeys(e.SaveAs)
 	return nil
 }

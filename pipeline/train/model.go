@@ -213,6 +213,11 @@ type Meta struct {
 	// Unknown is the open-set rule (see Calibrate); models saved without
 	// one name every host after its likeliest trained device.
 	Unknown *OpenSet `json:"unknown,omitempty"`
+	// Families are the devices the model took for one another on
+	// held-out sessions, or of one hardware type (HeldOut.Families),
+	// learned when it was saved; predict names a host's family from them.
+	// Models saved before they existed have none.
+	Families [][]string `json:"families,omitempty"`
 }
 
 // ModelKeys are where a run's model lives in the store.

@@ -186,27 +186,59 @@ func Row(lp [][]float32, ws []*schemas.Window, i, j int) []float32 {
 	return lp[i][j*k : (j+1)*k]
 }
 
+// HeldOut is what a model about to be saved learns from held-out sessions
+// of its known devices: the open-set rule, and which devices it takes for
+// one another (the families predict names beside a device).
+type HeldOut struct {
+	Unknown *OpenSet
+	// Confusion counts the held-out packets, truth by prediction, over
+	// the model's classes.
+	Confusion [][]int
+}
+
+// Families are the devices of labels that the held-out sessions show the
+// model cannot tell apart (evaluate.Families at FamilyShare), or of one
+// hardware type: learned from sessions the judging model never trained on,
+// as cv learns them from its other folds.
+func (h *HeldOut) Families(labels []string) ([][]string, error) {
+	if len(h.Confusion) != len(labels) {
+		return nil, fmt.Errorf("held-out confusion over %d classes for %d labels", len(h.Confusion), len(labels))
+	}
+	return evaluate.Families(&evaluate.Confusion{Labels: labels, Counts: h.Confusion}, FamilyShare), nil
+}
+
 // Calibrate sets the open-set threshold from held-out windows of known
 // devices: every (session, device) pair is one host, scored as predict
 // scores a host, and the threshold is the quantile of their confidences,
-// so that about that share of known hosts would be called unknown.
-func Calibrate(m Model, ws []*schemas.Window, quantile float64) (*OpenSet, error) {
+// so that about that share of known hosts would be called unknown. m has
+// classes outputs.
+func Calibrate(m Model, ws []*schemas.Window, classes int, quantile float64) (*HeldOut, error) {
 	if _, _, err := openset.Threshold([]float64{0}, quantile); err != nil {
 		return nil, err // refused before labeling a single window
 	}
-	var h heldOutHosts
+	h := newHeldOutHosts(classes)
 	if err := h.add(m, ws); err != nil {
 		return nil, err
 	}
-	return h.openSet(quantile)
+	return h.heldOut(quantile)
 }
 
-// heldOutHosts gathers the confidences of known hosts, over one set of
-// held-out windows or several (one per calibration fold).
+// heldOutHosts gathers the confidences of known hosts, and the confusion
+// of their packets, over one set of held-out windows or several (one per
+// calibration fold).
 type heldOutHosts struct {
-	score    string
-	conf     []float64
-	sessions []string
+	score     string
+	conf      []float64
+	sessions  []string
+	confusion [][]int
+}
+
+func newHeldOutHosts(classes int) *heldOutHosts {
+	h := &heldOutHosts{confusion: make([][]int, classes)}
+	for i := range h.confusion {
+		h.confusion[i] = make([]int, classes)
+	}
+	return h
 }
 
 // add labels ws with m and keeps each (session, device) pair's confidence.
@@ -215,6 +247,7 @@ func (h *heldOutHosts) add(m Model, ws []*schemas.Window) error {
 	if err != nil {
 		return fmt.Errorf("label the calibration windows: %w", err)
 	}
+	classes := len(h.confusion)
 	type key struct {
 		group string
 		label int16
@@ -226,13 +259,19 @@ func (h *heldOutHosts) add(m Model, ws []*schemas.Window) error {
 			if w.Label[j] < 0 {
 				continue
 			}
+			truth, pred := int(w.Label[j]), int(preds[i][j])
+			// A device the model has no class for (a test-only one) is
+			// no member of a family of the model's classes.
+			if truth < classes && pred >= 0 && pred < classes {
+				h.confusion[truth][pred]++
+			}
 			k := key{w.Group, w.Label[j]}
 			t := tallies[k]
 			if t == nil {
 				t = &Tally{}
 				tallies[k] = t
 			}
-			t.Add(int(preds[i][j]), Row(lp, ws, i, j))
+			t.Add(pred, Row(lp, ws, i, j))
 			sessions[w.Group] = true
 		}
 	}
@@ -250,7 +289,7 @@ func (h *heldOutHosts) add(m Model, ws []*schemas.Window) error {
 	return nil
 }
 
-func (h *heldOutHosts) openSet(quantile float64) (*OpenSet, error) {
+func (h *heldOutHosts) heldOut(quantile float64) (*HeldOut, error) {
 	o := &OpenSet{Score: h.score, Quantile: quantile, Hosts: len(h.conf)}
 	var err error
 	if o.Threshold, o.FalseUnknown, err = openset.Threshold(h.conf, quantile); err != nil {
@@ -258,7 +297,7 @@ func (h *heldOutHosts) openSet(quantile float64) (*OpenSet, error) {
 	}
 	o.Sessions = slices.Clone(h.sessions)
 	sort.Strings(o.Sessions)
-	return o, nil
+	return &HeldOut{Unknown: o, Confusion: h.confusion}, nil
 }
 
 // CalibrateBySplit calibrates the open-set rule of a model about to be
@@ -268,10 +307,11 @@ func (h *heldOutHosts) openSet(quantile float64) (*OpenSet, error) {
 // fold's complement, and each fold's hosts are scored by the model that
 // never saw them. Every session of a device with two or more is held out
 // once, so the threshold is a quantile over all of them rather than over
-// one session a device, where the weakest held-out host alone set it. A
-// device with a single session keeps it in training. It returns nil when
-// no device has two sessions.
-func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numClasses, folds int, quantile float64, log *slog.Logger) (*OpenSet, error) {
+// one session a device, where the weakest held-out host alone set it; and
+// the held-out confusion then spans every device too. A device with a
+// single session keeps it in training. It returns nil when no device has
+// two sessions.
+func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numClasses, folds int, quantile float64, log *slog.Logger) (*HeldOut, error) {
 	if folds < 2 {
 		return nil, fmt.Errorf("open-set calibration folds %d: want 2 or more", folds)
 	}
@@ -318,7 +358,7 @@ func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numC
 		log.Warn("no device has two training sessions: the model is saved without an unknown-device threshold")
 		return nil, nil
 	}
-	var h heldOutHosts
+	h := newHeldOutHosts(numClasses)
 	for f := range folds {
 		var fitW, calW []*schemas.Window
 		for _, w := range ws {
@@ -342,5 +382,5 @@ func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numC
 			return nil, fmt.Errorf("calibration fold %d: %w", f+1, err)
 		}
 	}
-	return h.openSet(quantile)
+	return h.heldOut(quantile)
 }

@@ -51,10 +51,11 @@ func TestCalibrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	held := twoDevices(rng, 20, 3, 20)
-	o, err := Calibrate(m, held, 0.1)
+	h, err := Calibrate(m, held, 2, 0.1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	o := h.Unknown
 	t.Logf("%+v", *o)
 	if o.Score != ScoreMeanProb || o.Hosts != 20 || len(o.Sessions) != 20 {
 		t.Errorf("calibrated %+v: want the mean probability over 20 held-out hosts", *o)
@@ -72,7 +73,7 @@ func TestCalibrate(t *testing.T) {
 		t.Error("a model without a threshold never says unknown")
 	}
 
-	if _, err := Calibrate(m, held, 1); err == nil || !strings.Contains(err.Error(), "quantile") {
+	if _, err := Calibrate(m, held, 2, 1); err == nil || !strings.Contains(err.Error(), "quantile") {
 		t.Errorf("quantile 1: %v, want an error naming it", err)
 	}
 	unlabeled := twoDevices(rng, 2, 1, 20)
@@ -81,7 +82,7 @@ func TestCalibrate(t *testing.T) {
 			w.Label[i] = -1
 		}
 	}
-	if _, err := Calibrate(m, unlabeled, 0.05); err == nil || !strings.Contains(err.Error(), "known devices") {
+	if _, err := Calibrate(m, unlabeled, 2, 0.05); err == nil || !strings.Contains(err.Error(), "known devices") {
 		t.Errorf("no labeled packet: %v, want an error saying what is missing", err)
 	}
 }
@@ -91,10 +92,11 @@ func TestCalibrateBySplit(t *testing.T) {
 	log := embeddedtest.Log()
 	spec := Spec{Name: "rf", Learn: learn.Config{Seed: 2}, Trees: 20}
 	ws := twoDevices(rng, 10, 5, 20)
-	o, err := CalibrateBySplit(context.Background(), spec, ws, 2, 5, 0.05, log)
-	if err != nil {
-		t.Fatal(err)
+	h, err := CalibrateBySplit(context.Background(), spec, ws, 2, 5, 0.05, log)
+	if err != nil || h == nil {
+		t.Fatalf("calibrated %v, %v", h, err)
 	}
+	o := h.Unknown
 	// Five sessions a device over five folds: every session is held out
 	// once, by a model that never saw it.
 	if o == nil || o.Hosts != 10 || len(o.Sessions) != 10 {
@@ -117,10 +119,10 @@ func TestCalibrateBySplit(t *testing.T) {
 			lone = append(lone, w)
 		}
 	}
-	o, err = CalibrateBySplit(context.Background(), spec, lone, 2, 5, 0.05, log)
-	if err != nil {
-		t.Fatal(err)
+	if h, err = CalibrateBySplit(context.Background(), spec, lone, 2, 5, 0.05, log); err != nil || h == nil {
+		t.Fatalf("calibrated %v, %v", h, err)
 	}
+	o = h.Unknown
 	if o == nil || o.Hosts != 4 || slices.Contains(o.Sessions, "h/s1") {
 		t.Errorf("one session of device 1: calibrated %+v, want device 0's 4 sessions only", o)
 	}
@@ -176,5 +178,60 @@ func TestLoadModelRefusesBadThreshold(t *testing.T) {
 		if _, _, err := LoadModel(ctx, st, "bad-"+name); err == nil || !strings.Contains(err.Error(), "model.json") || !strings.Contains(err.Error(), name) {
 			t.Errorf("a model.json with a bad %s: %v, want an error naming the file and the field", name, err)
 		}
+	}
+}
+
+// TestFamiliesFromCalibration: of three devices, two send the same traffic
+// (one firmware in two products). The calibration folds' held-out
+// sessions show the model torn between those two, so they are one family,
+// and the third stays alone; the confusion behind it counts every
+// held-out packet once.
+func TestFamiliesFromCalibration(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	var ws []*schemas.Window
+	packets := 0
+	for s := range 18 {
+		dev := int16(s % 3)
+		for k := range 4 {
+			w := schemas.NewWindow(20)
+			w.ID, w.Group, w.Len = fmt.Sprintf("s%d/%d", s, k), fmt.Sprintf("h/s%d", s), 20
+			for i := range w.Len {
+				w.DPort[i], w.FrameLen[i] = 443, 80+rng.Int32N(60)
+				if dev > 0 { // devices 1 and 2: the same DNS traffic
+					w.DPort[i], w.FrameLen[i] = 53, 400+rng.Int32N(200)
+				}
+				w.Interval[i] = float32(rng.ExpFloat64())
+				w.ProtoBits[i] = schemas.ProtoIP | schemas.ProtoUDP
+				w.Direction[i] = schemas.DirOutbound
+				w.Label[i] = dev
+			}
+			packets += w.Len
+			ws = append(ws, w)
+		}
+	}
+	spec := Spec{Name: "rf", Learn: learn.Config{Seed: 3}, Trees: 20}
+	h, err := CalibrateBySplit(context.Background(), spec, ws, 3, 3, 0.05, embeddedtest.Log())
+	if err != nil || h == nil {
+		t.Fatalf("calibrated %v, %v", h, err)
+	}
+	held := 0
+	for _, row := range h.Confusion {
+		for _, n := range row {
+			held += n
+		}
+	}
+	if held != packets {
+		t.Errorf("the held-out confusion counts %d packets of %d: each training packet is held out once", held, packets)
+	}
+	labels := []string{"AcmeCam", "AcmeBulb", "AcmePlug"}
+	fams, err := h.Families(labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fams) != 1 || !slices.Equal(fams[0], []string{"AcmeBulb", "AcmePlug"}) {
+		t.Fatalf("families %v (confusion %v), want [AcmeBulb AcmePlug] alone", fams, h.Confusion)
+	}
+	if _, err := h.Families(labels[:2]); err == nil {
+		t.Error("families over fewer labels than classes: no error")
 	}
 }

@@ -123,6 +123,11 @@ type cvSummary struct {
 	// the majority of its packets' labels (LSTM and BLSTM sessions are
 	// named by summed log-probabilities).
 	MajorityTypes *spread `json:"session_accuracy_types_majority"`
+	// Family is family-level session accuracy, each fold scored with the
+	// families of the other folds' confusions (cv with two folds or more).
+	Family *struct {
+		Accuracy *spread `json:"accuracy"`
+	} `json:"family"`
 }
 
 func (c *cvSummary) check(file string) error {
@@ -156,6 +161,11 @@ func cvFigure(res *cvSummary, column string, withSpread bool) (string, error) {
 			return "", errors.New("cv.json lacks session_accuracy_types_majority: written by a homemole older than the log-probability vote")
 		}
 		return pct(res.MajorityTypes), nil
+	case "families":
+		if res.Family == nil || res.Family.Accuracy == nil {
+			return "", errors.New("cv.json lacks family.accuracy: a one-fold split learns no families, or a homemole older than the families wrote it")
+		}
+		return pct(res.Family.Accuracy), nil
 	default:
 		return pct(res.SessionAccuracyTypes), nil
 	}
@@ -201,11 +211,64 @@ func timeDriftRunners(r *reruns) []runner {
 				}
 				args := append([]string{"--seed", strconv.Itoa(seed), "--port-sessions", strconv.Itoa(ports)}, sp.args...)
 				for _, run := range cvRunners(r, "lan", "blstm", v, args) {
-					if strings.HasSuffix(run.key, ".types") {
+					// Grouped splits learn families from their other folds.
+					grouped := sp.name == "" || sp.name == "f2"
+					if strings.HasSuffix(run.key, ".types") || grouped && strings.HasSuffix(run.key, ".families") {
 						rs = append(rs, run)
 					}
 				}
 			}
+		}
+	}
+	return append(rs, timeFamilyRunners(r)...)
+}
+
+// experimentSummary is what the figures read of experiment's JSON.
+type experimentSummary struct {
+	Types    *float64   `json:"session_accuracy_types"`
+	Families *float64   `json:"session_accuracy_families"`
+	Learned  [][]string `json:"families"`
+}
+
+// timeFamilyRunners are the time split through experiment --save, seeds 1
+// to 3 (experiment.time.blstm.sS.COLUMN): trained on each device's earlier
+// captures, judged on its later half, as cv --mode time --folds 2, but
+// with the families the saved model learns from its calibration folds
+// (every earlier capture held out once), so the later captures' families
+// are scored with families no later capture made.
+func timeFamilyRunners(r *reruns) []runner {
+	var rs []runner
+	for seed := 1; seed <= 3; seed++ {
+		args := []string{"experiment", "--split-by-time", sentinelDir, "--model", "blstm", "--window", "40", "--seed", strconv.Itoa(seed), "--save", "time-families"}
+		command := "go run ./services/homemole " + strings.Join(args, " ") + " --json time-families.json"
+		for _, col := range []string{"types", "families"} {
+			rs = append(rs, runner{key: fmt.Sprintf("experiment.time.blstm.s%d.%s", seed, col), command: command, measure: func(ctx context.Context) (string, error) {
+				v, err := r.once(command, func() (any, error) {
+					if err := needSentinel(); err != nil {
+						return nil, err
+					}
+					file := filepath.Join(r.work, fmt.Sprintf("time-families-s%d.json", seed))
+					if _, err := r.homemole(ctx, append(args, "--json", file)...); err != nil {
+						return nil, err
+					}
+					var res experimentSummary
+					if err := readJSON(file, &res); err != nil {
+						return nil, err
+					}
+					if res.Types == nil || res.Families == nil || len(res.Learned) == 0 {
+						return nil, fmt.Errorf("%s lacks session_accuracy_types, session_accuracy_families or families: the saved model learned no families", file)
+					}
+					return &res, nil
+				})
+				if err != nil {
+					return "", err
+				}
+				res := v.(*experimentSummary)
+				if col == "types" {
+					return fmt.Sprintf("%.1f %%", 100**res.Types), nil
+				}
+				return fmt.Sprintf("%.1f %%", 100**res.Families), nil
+			}})
 		}
 	}
 	return rs
@@ -244,7 +307,7 @@ func cvRunners(r *reruns, view, model, variant string, args []string) []runner {
 	if model != "rf" {
 		// The LSTMs name sessions by log-probability; the majority's
 		// figure stands beside (a forest's sessions are its majority).
-		cols = append(slices.Clip(cols), "types_majority")
+		cols = append(slices.Clip(cols), "types_majority", "families")
 	}
 	var rs []runner
 	for _, col := range cols {

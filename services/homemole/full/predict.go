@@ -15,6 +15,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/detect"
 	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/identify"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/schemas"
@@ -34,7 +35,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	in := fs.String("in", "", "capture file (pcap or pcapng, optionally gzipped)")
 	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
 	wan := fs.Bool("wan", false, "the capture was taken beyond the gateway: do not split it by MAC")
-	familiesFrom := fs.String("families", "", "cv.json of a cross-validation of the model's training captures: name each host's vendor family too")
+	familiesFrom := fs.String("families", "", "cv.json of a cross-validation of the model's training captures: name each host's vendor family by its families instead of those the model learned when it was saved")
 	home := homeFlags(fs, "gateway-mac")
 	var device string
 	modelflag.Device(fs, &device)
@@ -47,7 +48,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if _, err := os.Stat(*in); err != nil {
 		return cli.Usagef("--in: %v", err)
 	}
-	var families map[string]string
+	var families [][]string
 	if *familiesFrom != "" {
 		var err error
 		if families, err = readFamilies(*familiesFrom); err != nil {
@@ -64,6 +65,9 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return err
 	}
 	defer model.Close()
+	if families != nil {
+		meta.Families = families
+	}
 	// Beyond the gateway there is no home side to infer: the flags or
 	// the private ranges decide.
 	hc, note := home.Flags(), ""
@@ -76,23 +80,8 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if err != nil {
 		return err
 	}
-	hostFamily := map[string]string{}
-	for _, h := range res.Hosts {
-		if families != nil && h.Device != train.Unknown {
-			hostFamily[h.Host] = familyOfDevice(families, h.Device)
-		}
-	}
 	if *jsonOut != "" {
-		var v any = res
-		if families != nil {
-			// The families ride beside the result, per host, as predict
-			// learned them: the stored model carries none.
-			v = struct {
-				*identify.Result
-				Families map[string]string `json:"families"`
-			}{res, hostFamily}
-		}
-		js, err := json.MarshalIndent(v, "", "  ")
+		js, err := json.MarshalIndent(res, "", "  ")
 		if err != nil {
 			return err
 		}
@@ -115,26 +104,26 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	} else {
 		fmt.Fprintf(out, "  the model has no unknown-device threshold (saved before it existed): every host is named its likeliest device\n")
 	}
+	switch {
+	case *familiesFrom != "":
+		fmt.Fprintf(out, "  families from %s: %s\n", *familiesFrom, evaluate.FamilyList(meta.Families))
+	case meta.Families != nil:
+		fmt.Fprintf(out, "  families the model learned from its held-out calibration sessions: %s\n", evaluate.FamilyList(meta.Families))
+	}
 	fmt.Fprintf(out, "  %-19s %8s  %-24s %10s  %s\n", "host", "packets", "device", "confidence", "share of its packets")
 	for _, h := range res.Hosts {
 		dev := h.Device
 		if h.Likeliest != "" {
 			dev += " (nearest " + h.Likeliest + ")"
 		}
-		if f := hostFamily[h.Host]; f != "" && f != h.Device {
-			dev += " [family " + f + "]"
+		share := fmt.Sprintf("%5.1f %%", 100*h.Share)
+		if h.Family != "" {
+			dev += " [family " + h.Family + "]"
+			share += fmt.Sprintf(" (family %.1f %%)", 100*h.FamilyShare)
 		}
-		fmt.Fprintf(out, "  %-19s %8d  %-24s %10.3f  %5.1f %%\n", h.Host, h.Packets, dev, h.Confidence, 100*h.Share)
+		fmt.Fprintf(out, "  %-19s %8d  %-24s %10.3f  %s\n", h.Host, h.Packets, dev, h.Confidence, share)
 	}
 	return nil
-}
-
-// familyOfDevice is d's vendor family, d itself outside any.
-func familyOfDevice(families map[string]string, d string) string {
-	if f, ok := families[d]; ok {
-		return f
-	}
-	return d
 }
 
 // detectOutput is the JSON `homemole detect` writes.

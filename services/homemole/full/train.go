@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/experiment"
@@ -183,7 +184,7 @@ func runCV(ctx context.Context, log *slog.Logger, out io.Writer, args []string) 
 	}
 	if res.Family != nil {
 		fmt.Fprintf(out, "  family-level session accuracy %.1f±%.1f %% (each fold scored with the families of the other folds' confusions); families: %s\n",
-			100*res.Family.Accuracy.Mean, 100*res.Family.Accuracy.Std, familyList(res.Family.Families))
+			100*res.Family.Accuracy.Mean, 100*res.Family.Accuracy.Std, evaluate.FamilyList(res.Family.Families))
 	}
 	fmt.Fprintf(out, "  report: %s\n", filepath.Join(dir, "cv.html"))
 	return nil
@@ -221,21 +222,10 @@ func parseFolds(list string, index int) ([]int, error) {
 	return out, nil
 }
 
-func familyList(fams [][]string) string {
-	var parts []string
-	for _, f := range fams {
-		parts = append(parts, evaluate.FamilyName(f)+" ("+strings.Join(f, ", ")+")")
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, "; ")
-}
-
 func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	ep := endpoints.FromEnv()
 	ep.Home = ""
-	fs := newFlags("experiment", "--train DIR --test DIR [--view lan|napt|vpn] [--model rf|lstm|blstm] [--window N] [--epochs N] --json OUT",
+	fs := newFlags("experiment", "--train DIR --test DIR | --split-by-time DIR [--view lan|napt|vpn] [--model rf|lstm|blstm] [--window N] [--epochs N] --json OUT",
 		"Builds a dataset from each folder (laid out like the IoT Sentinel captures: one folder\n"+
 			"per device with its captures and _iotdevice-mac.txt), trains the model on the first,\n"+
 			"labels every packet of the second and writes a JSON summary: per-packet accuracy,\n"+
@@ -247,6 +237,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	ep.Register(fs)
 	trainDir := fs.String("train", "", "folder of device folders to train on")
 	testDir := fs.String("test", "", "folder of device folders to test on (the same devices, other captures)")
+	byTime := fs.String("split-by-time", "", "instead of --train and --test: one folder of device folders, trained on each device's earlier captures and tested on its later half by capture sequence number (Setup-X-N-STA, by N; the split of cv --mode time --folds 2)")
 	view := viewFlags(fs)
 	kind := fs.String("kind", schemas.KindInd, "ind (windows of one device's packets) or noise (windows of the whole capture, background included)")
 	win := fs.Int("window", 20, "packets per window (20: the best of 20, 40 and 100 in the window-size study, README)")
@@ -262,8 +253,21 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	if err := parseInMemory(fs, args, spec); err != nil {
 		return err
 	}
+	if *byTime != "" {
+		if *trainDir != "" || *testDir != "" {
+			return cli.Usagef("--split-by-time %s makes the training and test folders: give it without --train and --test", *byTime)
+		}
+		dir, err := os.MkdirTemp("", "homemole-time-split-")
+		if err != nil {
+			return fmt.Errorf("temporary folder of the time split: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		if *trainDir, *testDir, err = campaign.LinkTimeSplit(*byTime, dir); err != nil {
+			return cli.Usagef("--split-by-time: %v", err)
+		}
+	}
 	if *trainDir == "" || *testDir == "" || *jsonOut == "" {
-		return cli.Usagef("experiment needs --train DIR, --test DIR and --json OUT")
+		return cli.Usagef("experiment needs --train DIR and --test DIR (or --split-by-time DIR), and --json OUT")
 	}
 	if err := modelflag.UseDevice(log, spec.Learn.Device); err != nil {
 		return err
@@ -297,7 +301,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	}
 	defer env.Close()
 	spec.Learn.Seed = *seed
-	var families map[string]string
+	var families [][]string
 	if *familiesFrom != "" {
 		if families, err = readFamilies(*familiesFrom); err != nil {
 			return err
@@ -316,8 +320,11 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	fmt.Fprintf(out, "\n%s on the %s view, windows of %d (%s): %d test captures in %.0f s\n", res.Model, res.View, res.Window, res.Kind, len(res.Sessions)+len(res.Unscored), res.Seconds)
 	fmt.Fprintf(out, "  per-packet accuracy  %5.1f %%   macro F1 %.3f\n", 100*res.OverallAccuracy, res.MacroF1)
 	fmt.Fprintf(out, "  session accuracy     %5.1f %%   (device types: %.1f %%)\n", 100*res.SessionAccuracy, 100*res.SessionAccuracyTypes)
-	if families != nil {
+	switch {
+	case *familiesFrom != "":
 		fmt.Fprintf(out, "  family accuracy      %5.1f %%   (families from %s)\n", 100*res.SessionAccuracyFamilies, *familiesFrom)
+	case res.Families != nil:
+		fmt.Fprintf(out, "  family accuracy      %5.1f %%   (families learned from the training captures' calibration folds: %s)\n", 100*res.SessionAccuracyFamilies, evaluate.FamilyList(res.Families))
 	}
 	for _, s := range res.Sessions {
 		if evaluate.TypeOf(s.True) != evaluate.TypeOf(s.Predicted) {
@@ -329,7 +336,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 }
 
 // readFamilies reads the families a cross-validation learned (cv.json).
-func readFamilies(path string) (map[string]string, error) {
+func readFamilies(path string) ([][]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("--families: %w", err)
@@ -341,5 +348,5 @@ func readFamilies(path string) (map[string]string, error) {
 	if cv.Family == nil {
 		return nil, fmt.Errorf("--families %s: the run learned no families (it needs two folds or more, and a homemole that scores families): run homemole cv on the training captures", path)
 	}
-	return evaluate.FamilyOf(cv.Family.Families), nil
+	return cv.Family.Families, nil
 }
