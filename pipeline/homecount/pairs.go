@@ -3,6 +3,7 @@ package homecount
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -114,21 +115,85 @@ func (ck captureKeys) signature(model []string, skip []string) Signature {
 	return sig
 }
 
-// countHosts counts the LAN hosts of a model that send anything between fromNs
-// and toNs. On a LAN tap every unit has a MAC of its own, so identical
-// units are as many hosts; what has to hold is that each is known for what
-// it is: a host is of the model when it sends a packet of sig anywhere in
-// the capture (a unit's signature packets may well fall in other windows
-// than the one counted), or, live, at any time before toNs (what a counter
-// on a live tap knows by then: it misses a unit in the window it appears
-// in when its first packets are DHCP and ARP). The gateway is the home's
-// infrastructure, never a unit.
-func countHosts(pkts []hostPacket, sig Signature, gateway schemas.MAC, fromNs, toNs int64, live bool) int {
-	known := map[schemas.MAC]bool{}
-	for _, p := range pkts {
-		if (!live || p.TsNs < toNs) && sig[p.Key] && p.Host != gateway {
-			known[p.Host] = true
+// pairModel is what a home's counter knows of the pair: its signature, and
+// the key sets of the captures it learned from (every capture of every type
+// but the home's own), to say which one a host's traffic is nearest.
+type pairModel struct {
+	sig   Signature
+	ck    captureKeys
+	model []string
+	skip  []string
+}
+
+// isModel says whether a host that sent keys is a unit of the model. Two
+// things must hold. It sent a key of the signature: something no other type
+// was seen to send. And the capture whose keys are nearest its own
+// (Jaccard similarity over the keys with a transport) is one of the
+// model's. The signature alone counts a platform sibling that happens to
+// send one key which, outside this home, only the model's captures show
+// (a WeMo switch's firmware sends some of the Insight switches' message
+// sizes); the nearest capture alone would count a host of a type seen
+// nowhere in training whose traffic is nearest the model's. Together a host
+// is counted when its traffic as a whole looks most like the model's and
+// it shows something only the model sends.
+func (m pairModel) isModel(keys map[heartbeat.Key]bool) bool {
+	signed := false
+	for k := range keys {
+		signed = signed || m.sig[k]
+	}
+	if !signed {
+		return false
+	}
+	own, other := 0.0, 0.0
+	for f, ck := range m.ck.keys {
+		if slices.Contains(m.skip, f) {
+			continue
 		}
+		inter, union := 0, len(keys)
+		for k := range ck {
+			if k.Transport == 0 {
+				continue
+			}
+			if keys[k] {
+				inter++
+			} else {
+				union++
+			}
+		}
+		j := float64(inter) / float64(max(union, 1))
+		if slices.Contains(m.model, m.ck.typ[f]) {
+			own = max(own, j)
+		} else {
+			other = max(other, j)
+		}
+	}
+	return own >= other
+}
+
+// countHosts counts the LAN hosts of a model that send anything between
+// fromNs and toNs. On a LAN tap every unit has a MAC of its own, so
+// identical units are as many hosts; what has to hold is that each is known
+// for what it is (pairModel.isModel), from what it sent before knownNs: the
+// end of the capture for a count made afterwards (a unit's signature packets
+// may well fall in other windows than the one counted), toNs for a live
+// counter that reports when the window ends (it misses a unit in the window
+// it appears in when its first packets are DHCP and ARP), or later for one
+// that reports each window a while after it ends. The gateway is the home's
+// infrastructure, never a unit.
+func countHosts(pkts []hostPacket, m pairModel, gateway schemas.MAC, fromNs, toNs, knownNs int64) int {
+	sent := map[schemas.MAC]map[heartbeat.Key]bool{}
+	for _, p := range pkts {
+		if p.TsNs >= knownNs || p.Host == gateway || p.Key.Transport == 0 {
+			continue
+		}
+		if sent[p.Host] == nil {
+			sent[p.Host] = map[heartbeat.Key]bool{}
+		}
+		sent[p.Host][p.Key] = true
+	}
+	known := map[schemas.MAC]bool{}
+	for host, keys := range sent {
+		known[host] = m.isModel(keys)
 	}
 	hosts := map[schemas.MAC]bool{}
 	for _, p := range pkts {
@@ -141,7 +206,8 @@ func countHosts(pkts []hostPacket, sig Signature, gateway schemas.MAC, fromNs, t
 
 // PairConfig says how an identical pair is measured: homes on the LAN with
 // one unit of each folder and Others other devices, in windows of Window
-// every Step.
+// every Step. Late is how long after a window ends the late live count of
+// it is made.
 type PairConfig struct {
 	A, B     string
 	Homes    int
@@ -149,16 +215,19 @@ type PairConfig struct {
 	Duration time.Duration
 	Window   time.Duration
 	Step     time.Duration
+	Late     time.Duration
 	Seed     uint64
 	Dir      string
 }
 
 // PairResult counts the windows where both units were active (each sent a
-// packet) and those counted 2, by the whole capture and live (countHosts); Said
-// is how many such windows got each count (by the whole capture).
+// packet) and those counted 2: by the whole capture (Right), live when the
+// window ends (RightLive) and live Late after it ends (RightLate; the
+// capture may end sooner; see countHosts). Said is how many such windows
+// got each count (by the whole capture).
 type PairResult struct {
-	Windows, Right, RightLive int
-	Said                      map[int]int
+	Windows, Right, RightLive, RightLate int
+	Said                                 map[int]int
 }
 
 // RunPair measures counting an identical pair: per home, the signature is
@@ -181,8 +250,8 @@ func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairR
 			return res, fmt.Errorf("pair %s/%s: no device folder %s", cfg.A, cfg.B, name)
 		}
 	}
-	if cfg.Window <= 0 || cfg.Step <= 0 {
-		return res, fmt.Errorf("pair %s/%s: window %s every %s: want positive lengths", cfg.A, cfg.B, cfg.Window, cfg.Step)
+	if cfg.Window <= 0 || cfg.Step <= 0 || cfg.Late < 0 {
+		return res, fmt.Errorf("pair %s/%s: window %s every %s, late %s: want positive lengths and a delay from 0", cfg.A, cfg.B, cfg.Window, cfg.Step, cfg.Late)
 	}
 	for k := range cfg.Homes {
 		seed := cfg.Seed + uint64(k)
@@ -199,7 +268,8 @@ func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairR
 				pairUnits[u.MAC] = true
 			}
 		}
-		sig := ck.signature([]string{cfg.A, cfg.B}, used)
+		model := []string{cfg.A, cfg.B}
+		m := pairModel{sig: ck.signature(model, used), ck: ck, model: model, skip: used}
 		path := filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k))
 		f, err := os.Create(path)
 		if err != nil {
@@ -241,14 +311,17 @@ func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairR
 			if active < 2 {
 				continue
 			}
-			n := countHosts(pkts, sig, h.GatewayMAC, from, to, false)
+			n := countHosts(pkts, m, h.GatewayMAC, from, to, math.MaxInt64)
 			res.Windows++
 			res.Said[n]++
 			if n == 2 {
 				res.Right++
 			}
-			if countHosts(pkts, sig, h.GatewayMAC, from, to, true) == 2 {
+			if countHosts(pkts, m, h.GatewayMAC, from, to, to) == 2 {
 				res.RightLive++
+			}
+			if countHosts(pkts, m, h.GatewayMAC, from, to, to+int64(cfg.Late)) == 2 {
+				res.RightLate++
 			}
 		}
 	}

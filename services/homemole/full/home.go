@@ -354,15 +354,17 @@ func runHomeSteady(ctx context.Context, log *slog.Logger, out io.Writer, args []
 var identicalPairs = [][2]string{{"EdimaxCam1", "EdimaxCam2"}, {"EdnetCam1", "EdnetCam2"}, {"WeMoInsightSwitch", "WeMoInsightSwitch2"}, {"WeMoSwitch", "WeMoSwitch2"}}
 
 func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	fs := newFlags("home pairs", "--from-dir DIR [--pair A,B] [--homes K] [--window D] [--step D]",
+	fs := newFlags("home pairs", "--from-dir DIR [--pair A,B] [--homes K] [--window D] [--step D] [--late D]",
 		"Counts identical pairs on the LAN: per pair (default IoT Sentinel's four: EdimaxCam1/2,\n"+
 			"EdnetCam1/2, WeMoInsightSwitch/2, WeMoSwitch/2), --homes homes with one unit of each\n"+
-			"folder and --others other devices, each --duration long. The model's signature is\n"+
-			"learned per home from the captures the home did not draw on: the (transport, port,\n"+
-			"IP length) keys at least two of the pair's captures show and no capture of another\n"+
-			"type shows. In every --window (every --step) where both units send a frame, the count\n"+
-			"is the LAN hosts (but the gateway) that send anything there and a signature packet\n"+
-			"somewhere in the capture; live, one sent before the window's end. Right is a count of 2.")
+			"folder and --others other devices, each --duration long. The model is learned per home\n"+
+			"from the captures the home did not draw on: its signature (the (transport, port, IP\n"+
+			"length) keys at least two of the pair's captures show and no capture of another type\n"+
+			"shows) and every capture's keys. In every --window (every --step) where both units send\n"+
+			"a frame, the count is the LAN hosts (but the gateway) that send anything there, a\n"+
+			"signature key, and keys nearest one of the pair's captures: over the whole capture;\n"+
+			"live, what they sent before the window's end; late, before --late after it. Right is a\n"+
+			"count of 2.")
 	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
 	pair := fs.String("pair", "", "one pair A,B (default: the four identical pairs)")
 	homes := fs.Int("homes", 20, "homes per pair")
@@ -370,12 +372,13 @@ func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	duration := fs.Duration("duration", 100*time.Second, "each home's length")
 	window := fs.Duration("window", 20*time.Second, "window length")
 	step := fs.Duration("step", 10*time.Second, "window step")
+	late := fs.Duration("late", 20*time.Second, "how long after a window ends the late live count is made")
 	seed := fs.Uint64("seed", 1, "seed of the homes")
 	if err := parseRequired(fs, args, "home pairs needs --from-dir DIR", dir); err != nil {
 		return err
 	}
-	if *homes < 1 || *others < 0 || *duration <= 0 || *window <= 0 || *step <= 0 || *window > *duration {
-		return cli.Usagef("home pairs: --homes from 1, --others from 0, positive --duration, --window and --step, the window within the duration")
+	if *homes < 1 || *others < 0 || *duration <= 0 || *window <= 0 || *step <= 0 || *window > *duration || *late < 0 {
+		return cli.Usagef("home pairs: --homes from 1, --others from 0, positive --duration, --window and --step, the window within the duration, --late from 0")
 	}
 	pairs := identicalPairs
 	if *pair != "" {
@@ -401,17 +404,17 @@ func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 		return fmt.Errorf("home pairs: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	fmt.Fprintf(out, "%-38s %-24s %-18s %s\n", "pair (LAN)", "windows both active", "counted 2", "counted 2 live")
+	fmt.Fprintf(out, "%-38s %-24s %-18s %-18s %s\n", "pair (LAN)", "windows both active", "counted 2", "counted 2 live", "counted 2 live, "+late.String()+" late")
 	for _, p := range pairs {
 		res, err := homecount.RunPair(ctx, devs, homecount.PairConfig{A: p[0], B: p[1], Homes: *homes, Others: *others, Duration: *duration,
-			Window: *window, Step: *step, Seed: *seed, Dir: tmp})
+			Window: *window, Step: *step, Late: *late, Seed: *seed, Dir: tmp})
 		if err != nil {
 			return fmt.Errorf("home pairs: %w", err)
 		}
 		pct := func(k int) string {
 			return fmt.Sprintf("%d (%.1f %%)", k, 100*float64(k)/float64(max(res.Windows, 1)))
 		}
-		fmt.Fprintf(out, "%-38s %-24d %-18s %s\n", p[0]+"/"+p[1], res.Windows, pct(res.Right), pct(res.RightLive))
+		fmt.Fprintf(out, "%-38s %-24d %-18s %-18s %s\n", p[0]+"/"+p[1], res.Windows, pct(res.Right), pct(res.RightLive), pct(res.RightLate))
 	}
 	log.Debug("home pairs done", "pairs", len(pairs))
 	return nil

@@ -148,6 +148,7 @@ func TestHomeSteadyCommand(t *testing.T) {
 		{[]string{"pairs", "--from-dir", data, "--pair", "EdimaxCam1"}, "A,B"},
 		{[]string{"pairs", "--from-dir", data, "--pair", "EdimaxCam1,NoSuch"}, "no device folder NoSuch"},
 		{[]string{"pairs", "--from-dir", data, "--window", "5m"}, "within the duration"},
+		{[]string{"pairs", "--from-dir", data, "--late", "-1s"}, "--late from 0"},
 	})
 }
 
