@@ -6,6 +6,10 @@ import (
 	"unicode"
 )
 
+// FamilyShare is the share of a device's held-out packets (or sessions)
+// taken for another that puts the two in one family.
+const FamilyShare = 0.05
+
 // Families groups devices a model cannot tell apart, learned from a
 // confusion matrix of predictions on sessions the model did not train on
 // (the other folds' held-out sessions): two devices fall in one family when

@@ -3,12 +3,14 @@ package homecount
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/realhome"
@@ -49,8 +51,8 @@ func readHostPackets(ctx context.Context, path string, home features.HomeConfig,
 	return heartbeat.ReadAs(ctx, "hosts", path, home, keep, hostPacketOf)
 }
 
-// captureKeys is, per capture, the keys its device sent (the device
-// alone, by its MAC), and which type each capture is of.
+// captureKeys is, per capture, the keys with a transport its device sent
+// (the device alone, by its MAC), and which type each capture is of.
 type captureKeys struct {
 	keys map[string]map[heartbeat.Key]bool
 	typ  map[string]string
@@ -65,9 +67,13 @@ func readCaptureKeys(ctx context.Context, devs []realhome.Device) (captureKeys, 
 			if err != nil {
 				return ck, fmt.Errorf("signature: %w", err)
 			}
+			// Frames without a transport (ARP and the like) tell no
+			// type from another.
 			keys := map[heartbeat.Key]bool{}
 			for _, p := range pkts {
-				keys[p.Key] = true
+				if p.Key.Transport != 0 {
+					keys[p.Key] = true
+				}
 			}
 			ck.keys[f], ck.typ[f] = keys, d.Name
 		}
@@ -98,7 +104,7 @@ func (ck captureKeys) signature(model []string, skip []string) Signature {
 	}
 	sig := Signature{}
 	for k, n := range seen[""] {
-		if n < MinSignatureCaptures || k.Transport == 0 {
+		if n < MinSignatureCaptures {
 			continue
 		}
 		shared := false
@@ -115,10 +121,11 @@ func (ck captureKeys) signature(model []string, skip []string) Signature {
 	return sig
 }
 
-// pairModel is what a home's counter knows of the pair: its signature, and
-// the key sets of the captures it learned from (every capture of every type
-// but the home's own), to say which one a host's traffic is nearest.
-type pairModel struct {
+// typeModel is what a home's counter knows of a type (an identical pair's
+// two folders are one): its signature, and the key sets of the captures it
+// learned from (every capture of every type but the home's own), to say
+// which one a host's traffic is nearest.
+type typeModel struct {
 	sig   Signature
 	ck    captureKeys
 	model []string
@@ -136,7 +143,7 @@ type pairModel struct {
 // nowhere in training whose traffic is nearest the model's. Together a host
 // is counted when its traffic as a whole looks most like the model's and
 // it shows something only the model sends.
-func (m pairModel) isModel(keys map[heartbeat.Key]bool) bool {
+func (m typeModel) isModel(keys map[heartbeat.Key]bool) bool {
 	signed := false
 	for k := range keys {
 		signed = signed || m.sig[k]
@@ -149,18 +156,7 @@ func (m pairModel) isModel(keys map[heartbeat.Key]bool) bool {
 		if slices.Contains(m.skip, f) {
 			continue
 		}
-		inter, union := 0, len(keys)
-		for k := range ck {
-			if k.Transport == 0 {
-				continue
-			}
-			if keys[k] {
-				inter++
-			} else {
-				union++
-			}
-		}
-		j := float64(inter) / float64(max(union, 1))
+		j := similarity(keys, ck)
 		if slices.Contains(m.model, m.ck.typ[f]) {
 			own = max(own, j)
 		} else {
@@ -170,17 +166,99 @@ func (m pairModel) isModel(keys map[heartbeat.Key]bool) bool {
 	return own >= other
 }
 
+// similarity is the Jaccard similarity of two key sets.
+func similarity(a, b map[heartbeat.Key]bool) float64 {
+	inter := 0
+	for k := range a {
+		if b[k] {
+			inter++
+		}
+	}
+	return float64(inter) / float64(max(len(a)+len(b)-inter, 1))
+}
+
+// captureSimilarity is the similarity of every two captures' key sets,
+// computed once: a home's families compare every capture with every other
+// but the home's own.
+type captureSimilarity struct {
+	files []string // sorted
+	sim   [][]float64
+}
+
+func (ck captureKeys) similarities() captureSimilarity {
+	cs := captureSimilarity{files: slices.Sorted(maps.Keys(ck.keys))}
+	cs.sim = make([][]float64, len(cs.files))
+	for i, f := range cs.files {
+		cs.sim[i] = make([]float64, len(cs.files))
+		for j := range i {
+			cs.sim[i][j] = similarity(ck.keys[f], ck.keys[cs.files[j]])
+			cs.sim[j][i] = cs.sim[i][j]
+		}
+	}
+	return cs
+}
+
+// families groups the types whose traffic the key sets do not tell apart,
+// from every capture but those in skip: each capture is matched to the
+// nearest other one (leave one out), and evaluate.Families groups the
+// confusion of those matches by type, at evaluate.FamilyShare of a type's
+// captures, as cv groups a model's held-out confusions.
+func (ck captureKeys) families(cs captureSimilarity, skip []string) [][]string {
+	var labels []string
+	var kept []int
+	for i, f := range cs.files {
+		if slices.Contains(skip, f) {
+			continue
+		}
+		kept = append(kept, i)
+		if !slices.Contains(labels, ck.typ[f]) {
+			labels = append(labels, ck.typ[f])
+		}
+	}
+	slices.Sort(labels)
+	c := evaluate.NewConfusion(labels)
+	for _, i := range kept {
+		best, nearest := -1.0, -1
+		for _, j := range kept {
+			if j != i && cs.sim[i][j] > best {
+				best, nearest = cs.sim[i][j], j
+			}
+		}
+		if nearest >= 0 {
+			// Both types are among labels, so Add cannot fail.
+			_ = c.Add(slices.Index(labels, ck.typ[cs.files[i]]), slices.Index(labels, ck.typ[cs.files[nearest]]))
+		}
+	}
+	return evaluate.Families(c, evaluate.FamilyShare)
+}
+
 // countHosts counts the LAN hosts of a model that send anything between
 // fromNs and toNs. On a LAN tap every unit has a MAC of its own, so
 // identical units are as many hosts; what has to hold is that each is known
-// for what it is (pairModel.isModel), from what it sent before knownNs: the
+// for what it is (typeModel.isModel), from what it sent before knownNs: the
 // end of the capture for a count made afterwards (a unit's signature packets
 // may well fall in other windows than the one counted), toNs for a live
 // counter that reports when the window ends (it misses a unit in the window
 // it appears in when its first packets are DHCP and ARP), or later for one
 // that reports each window a while after it ends. The gateway is the home's
 // infrastructure, never a unit.
-func countHosts(pkts []hostPacket, m pairModel, gateway schemas.MAC, fromNs, toNs, knownNs int64) int {
+func countHosts(pkts []hostPacket, m typeModel, gateway schemas.MAC, fromNs, toNs, knownNs int64) int {
+	known := map[schemas.MAC]bool{}
+	for host, keys := range hostKeys(pkts, gateway, knownNs) {
+		known[host] = m.isModel(keys)
+	}
+	hosts := map[schemas.MAC]bool{}
+	for _, p := range pkts {
+		if p.TsNs >= fromNs && p.TsNs < toNs && known[p.Host] {
+			hosts[p.Host] = true
+		}
+	}
+	return len(hosts)
+}
+
+// hostKeys is the keys with a transport each host but the gateway sent
+// before knownNs.
+func hostKeys(pkts []hostPacket, gateway schemas.MAC, knownNs int64) map[schemas.MAC]map[heartbeat.Key]bool {
 	sent := map[schemas.MAC]map[heartbeat.Key]bool{}
 	for _, p := range pkts {
 		if p.TsNs >= knownNs || p.Host == gateway || p.Key.Transport == 0 {
@@ -191,17 +269,7 @@ func countHosts(pkts []hostPacket, m pairModel, gateway schemas.MAC, fromNs, toN
 		}
 		sent[p.Host][p.Key] = true
 	}
-	known := map[schemas.MAC]bool{}
-	for host, keys := range sent {
-		known[host] = m.isModel(keys)
-	}
-	hosts := map[schemas.MAC]bool{}
-	for _, p := range pkts {
-		if p.TsNs >= fromNs && p.TsNs < toNs && known[p.Host] {
-			hosts[p.Host] = true
-		}
-	}
-	return len(hosts)
+	return sent
 }
 
 // PairConfig says how an identical pair is measured: homes on the LAN with
@@ -269,7 +337,7 @@ func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairR
 			}
 		}
 		model := []string{cfg.A, cfg.B}
-		m := pairModel{sig: ck.signature(model, used), ck: ck, model: model, skip: used}
+		m := typeModel{sig: ck.signature(model, used), ck: ck, model: model, skip: used}
 		path := filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k))
 		f, err := os.Create(path)
 		if err != nil {

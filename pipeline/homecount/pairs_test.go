@@ -49,7 +49,7 @@ func TestPairsCountedTwo(t *testing.T) {
 	}
 }
 
-// TestPairModelNeedsBoth checks the two conditions of pairModel.isModel on
+// TestPairModelNeedsBoth checks the two conditions of typeModel.isModel on
 // handmade key sets: a sibling that sends one key only the model was seen
 // to send, but whose traffic is nearest its own type's, is not a unit of
 // the model; nor is a host whose traffic is nearest the model's but that
@@ -74,7 +74,7 @@ func TestPairModelNeedsBoth(t *testing.T) {
 		typ: map[string]string{"cam-a": "Cam1", "cam-b": "Cam2", "sw-a": "Switch", "sw-b": "Switch"},
 	}
 	model := []string{"Cam1", "Cam2"}
-	m := pairModel{sig: ck.signature(model, nil), ck: ck, model: model}
+	m := typeModel{sig: ck.signature(model, nil), ck: ck, model: model}
 	if len(m.sig) != 1 || !m.sig[only] {
 		t.Fatalf("signature %v, want only %v", m.sig, only)
 	}

@@ -2,10 +2,6 @@ package train
 
 import "github.com/homemole/homemole/pipeline/evaluate"
 
-// FamilyShare is the share of a device's held-out packets taken for
-// another that puts the two in one family.
-const FamilyShare = 0.05
-
 // FamilyScore is family-level session accuracy over the folds: fold i is
 // scored with the families learned from the other folds' held-out
 // confusions, predictions of models that never trained on those sessions
@@ -28,7 +24,7 @@ func familyScore(labels []string, records []FoldRecord) *FamilyScore {
 	for _, r := range records {
 		all.Merge(r.Confusion)
 	}
-	fs.Families = evaluate.Families(all, FamilyShare)
+	fs.Families = evaluate.Families(all, evaluate.FamilyShare)
 	for i, r := range records {
 		others := evaluate.NewConfusion(labels)
 		for j, o := range records {
@@ -36,7 +32,7 @@ func familyScore(labels []string, records []FoldRecord) *FamilyScore {
 				others.Merge(o.Confusion)
 			}
 		}
-		fams := evaluate.FamilyOf(evaluate.Families(others, FamilyShare))
+		fams := evaluate.FamilyOf(evaluate.Families(others, evaluate.FamilyShare))
 		fs.PerFold = append(fs.PerFold, evaluate.FamilyAccuracy(r.Sessions, fams))
 	}
 	fs.Accuracy = SpreadOf(fs.PerFold)

@@ -197,14 +197,14 @@ type HeldOut struct {
 }
 
 // Families are the devices of labels that the held-out sessions show the
-// model cannot tell apart (evaluate.Families at FamilyShare), or of one
+// model cannot tell apart (evaluate.Families at evaluate.FamilyShare), or of one
 // hardware type: learned from sessions the judging model never trained on,
 // as cv learns them from its other folds.
 func (h *HeldOut) Families(labels []string) ([][]string, error) {
 	if len(h.Confusion) != len(labels) {
 		return nil, fmt.Errorf("held-out confusion over %d classes for %d labels", len(h.Confusion), len(labels))
 	}
-	return evaluate.Families(&evaluate.Confusion{Labels: labels, Counts: h.Confusion}, FamilyShare), nil
+	return evaluate.Families(&evaluate.Confusion{Labels: labels, Counts: h.Confusion}, evaluate.FamilyShare), nil
 }
 
 // Calibrate sets the open-set threshold from held-out windows of known

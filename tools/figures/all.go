@@ -97,6 +97,7 @@ func slowRunners(r *reruns) []runner {
 	rs = append(rs, matrixRunners(r)...)
 	rs = append(rs, spRunners(r)...)
 	rs = append(rs, pairsRunners(r)...)
+	rs = append(rs, hostsRunners(r)...)
 	rs = append(rs, benchRunners(r)...)
 	rs = append(rs, clusterRunner(r))
 	for i := range rs {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -197,5 +198,26 @@ func TestParsePairs(t *testing.T) {
 	}
 	if _, err := parsePairs("pair (LAN) windows\n"); err == nil {
 		t.Error("a table without rows parsed")
+	}
+}
+
+// TestParseHosts reads home hosts' table by its worst and exact columns,
+// and fails on a row whose worst is not a share.
+func TestParseHosts(t *testing.T) {
+	out := "mean count error on the LAN, 5 homes per n ...:\n" +
+		"type                     n=1     n=2   worst exact  counted as (homes)\n" +
+		"Aria                    0.0%    0.0%    0.0% 10/10  Aria 10\n" +
+		"D-LinkSiren             0.0%    6.7%    6.7%  9/10  D-Link (D-LinkSiren, D-LinkWaterSensor) 8; D-LinkSiren 2\n" +
+		"MAXGateway            100.0%  100.0%  100.0%  0/10  MAXGateway 10\n"
+	rows, err := parseHosts(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []hostsRow{{"Aria", 0, true}, {"D-LinkSiren", 6.7, false}, {"MAXGateway", 100, false}}
+	if !slices.Equal(rows, want) {
+		t.Errorf("rows %+v, want %+v", rows, want)
+	}
+	if _, err := parseHosts("type n=1 worst exact\nAria 0.0% x 1/1\n"); err == nil {
+		t.Error("a worst that is no share parsed")
 	}
 }

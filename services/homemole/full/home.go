@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/homecount"
@@ -26,7 +27,8 @@ func runHome(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 		"count":    runHomeCount,
 		"steady":   runHomeSteady,
 		"pairs":    runHomePairs,
-	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR")
+		"hosts":    runHomeHosts,
+	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR | hosts --from-dir DIR")
 }
 
 func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
@@ -418,4 +420,119 @@ func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	}
 	log.Debug("home pairs done", "pairs", len(pairs))
 	return nil
+}
+
+func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("home hosts", "--from-dir DIR [--device TYPE] [--units 1-8] [--homes K] [--others K] [--seed S]",
+		"Counts real units on the LAN, host by host, for every device type (or --device; the two\n"+
+			"folders of an identical pair are one type, and lend it units in turn): per n, --homes\n"+
+			"homes with n units of the type from distinct captures and --others other devices, each\n"+
+			"--duration long. On a LAN every unit is a host (a MAC) of its own; a host is a unit of\n"+
+			"the type when it sends a key of the type's signature (a (transport, port, IP length)\n"+
+			"key at least two of its captures show and no capture of another type shows) and the\n"+
+			"capture whose keys are nearest its own is one of the type's. Both are learned per home\n"+
+			"from the captures the home did not draw on, so every n leaves two of the type's\n"+
+			"captures out: with 10 a type, n up to 8. A type whose captures those take for\n"+
+			"another's (each matched to its nearest other; 5 % of a type's captures) is counted\n"+
+			"with that family. The error is |count - units| / units, units being what was counted\n"+
+			"in the home: n, and any unit of the family drawn among the others.")
+	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
+	device := fs.String("device", "", "count only this type, or the type of this folder (default: every type)")
+	unitsFlag := fs.String("units", "1-8", "the n to measure: a range A-B or a list")
+	homes := fs.Int("homes", 5, "homes per n")
+	others := fs.Int("others", 3, "other device types in each home")
+	duration := fs.Duration("duration", 100*time.Second, "each home's length")
+	seed := fs.Uint64("seed", 1, "seed of the homes")
+	if err := parseRequired(fs, args, "home hosts needs --from-dir DIR", dir); err != nil {
+		return err
+	}
+	units, err := parseUnits(*unitsFlag)
+	if err != nil {
+		return cli.Usagef("home hosts: --units: %v", err)
+	}
+	if *homes < 1 || *others < 0 || *duration <= 0 {
+		return cli.Usagef("home hosts: --homes from 1, --others from 0 and a positive --duration")
+	}
+	devs, err := realhome.LoadDevices(*dir)
+	if err != nil {
+		return fmt.Errorf("home hosts: --from-dir: %w", err)
+	}
+	hc, err := homecount.NewHostCounter(ctx, devs)
+	if err != nil {
+		return fmt.Errorf("home hosts: %w", err)
+	}
+	types := hc.Types()
+	if *device != "" {
+		t := evaluate.TypeOf(*device)
+		if !slices.Contains(types, t) {
+			return cli.Usagef("home hosts: --device %s: no such device folder or type in %s", *device, *dir)
+		}
+		types = []string{t}
+	}
+	tmp, err := os.MkdirTemp("", "homemole-hosts-")
+	if err != nil {
+		return fmt.Errorf("home hosts: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintf(out, "mean count error on the LAN, %d homes per n of %s with %d other devices, every home counted by what the captures it did not draw on teach:\n", *homes, *duration, *others)
+	head := fmt.Sprintf("%-20s", "type")
+	for _, n := range units {
+		head += fmt.Sprintf(" %7s", fmt.Sprintf("n=%d", n))
+	}
+	fmt.Fprintf(out, "%s %7s %5s  %s\n", head, "worst", "exact", "counted as (homes)")
+	for _, t := range types {
+		// Two of the type's captures must stay out of every home to learn
+		// its signature from.
+		_, captures := hc.Folders(t)
+		var us []int
+		for _, n := range units {
+			if n+homecount.MinSignatureCaptures <= captures {
+				us = append(us, n)
+			}
+		}
+		pts, err := hc.Run(ctx, homecount.HostsConfig{Type: t, Units: us, Homes: *homes, Others: *others, Duration: *duration, Seed: *seed, Dir: tmp})
+		if err != nil {
+			return fmt.Errorf("home hosts: %w", err)
+		}
+		row := fmt.Sprintf("%-20s", t)
+		worst, exact, judged := 0.0, 0, 0
+		for _, n := range units {
+			cell := "-"
+			if i := slices.IndexFunc(pts, func(p homecount.HostsPoint) bool { return p.N == n }); i >= 0 {
+				e, x := homecount.Err(pts[i].Count, pts[i].Units)
+				cell = fmt.Sprintf("%.1f%%", 100*e)
+				worst = max(worst, e)
+				exact += x
+				judged += len(pts[i].Count)
+			}
+			row += fmt.Sprintf(" %7s", cell)
+		}
+		fmt.Fprintf(out, "%s %7s %5s  %s\n", row, fmt.Sprintf("%.1f%%", 100*worst), fmt.Sprintf("%d/%d", exact, judged), countedAs(pts))
+	}
+	log.Debug("home hosts done", "types", len(types))
+	return nil
+}
+
+// countedAs says what a type was counted as in the homes of its points: its
+// folders' hardware type or a family, with the homes of each.
+func countedAs(pts []homecount.HostsPoint) string {
+	homes := map[string]int{}
+	var names []string
+	for _, p := range pts {
+		for _, c := range p.Counted {
+			name := evaluate.TypeOf(c[0])
+			if len(c) > 1 && evaluate.TypeOf(c[0]) != evaluate.TypeOf(c[len(c)-1]) {
+				name = evaluate.FamilyName(c) + " (" + strings.Join(c, ", ") + ")"
+			}
+			if homes[name] == 0 {
+				names = append(names, name)
+			}
+			homes[name]++
+		}
+	}
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", n, homes[n]))
+	}
+	return strings.Join(parts, "; ")
 }

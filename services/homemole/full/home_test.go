@@ -162,3 +162,21 @@ func TestHomePairsCommand(t *testing.T) {
 		t.Fatalf("home pairs printed:\n%s", s)
 	}
 }
+
+// TestHomeHostsCommand counts one identical pair's type host by host on
+// the LAN, named by one of its folders, units drawn from both.
+func TestHomeHostsCommand(t *testing.T) {
+	data := sentineldata.Need(t)
+	s := homeOutput(t, "hosts", "--from-dir", data, "--device", "EdimaxCam2", "--units", "1,8", "--homes", "2")
+	t.Log(s)
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[2], "EdimaxCam ") || !strings.Contains(lines[2], "0.0%   4/4  EdimaxCam 4") {
+		t.Fatalf("home hosts printed:\n%s", s)
+	}
+	wantUsageErrors(t, []usageCase{
+		{[]string{"hosts"}, "--from-dir"},
+		{[]string{"hosts", "--from-dir", data, "--device", "NoSuch"}, "no such device folder or type"},
+		{[]string{"hosts", "--from-dir", data, "--units", "0"}, "--units"},
+		{[]string{"hosts", "--from-dir", data, "--homes", "0"}, "--homes from 1"},
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -116,6 +117,108 @@ func pairsRunners(r *reruns) []runner {
 					return pct(least), nil
 				}})
 		}
+	}
+	return rs
+}
+
+const hostsCommand = "go run ./services/homemole home hosts --from-dir " + sentinelDir
+
+// hostsRow is one type's row of home hosts: its worst mean error over n,
+// and whether every home counted it exactly.
+type hostsRow struct {
+	typ   string
+	worst float64
+	exact bool
+}
+
+// parseHosts reads home hosts' table: per type, the worst error (the
+// column after the n columns) and the exact homes (judged/homes).
+func parseHosts(out string) ([]hostsRow, error) {
+	var rows []hostsRow
+	cols := -1
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == "type" {
+			cols = slices.Index(f, "worst")
+			continue
+		}
+		if cols < 0 || len(f) < cols+2 {
+			continue
+		}
+		worst, err := strconv.ParseFloat(strings.TrimSuffix(f[cols], "%"), 64)
+		if err != nil {
+			return nil, fmt.Errorf("home hosts row %q: worst %q: %w", strings.TrimSpace(line), f[cols], err)
+		}
+		got, all, ok := strings.Cut(f[cols+1], "/")
+		if !ok {
+			return nil, fmt.Errorf("home hosts row %q: exact %q: want k/n", strings.TrimSpace(line), f[cols+1])
+		}
+		rows = append(rows, hostsRow{typ: f[0], worst: worst, exact: got == all})
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("no type rows in home hosts' output:\n%s", tail(out))
+	}
+	return rows, nil
+}
+
+// hostsRunners are the LAN count of every type, host by host (README
+// "Counting every type on the LAN"), on two seeds' homes.
+func hostsRunners(r *reruns) []runner {
+	bySeed := func(ctx context.Context, seed int) ([]hostsRow, error) {
+		v, err := r.once(fmt.Sprintf("hosts %d", seed), func() (any, error) {
+			if err := needSentinel(); err != nil {
+				return nil, err
+			}
+			out, err := r.homemole(ctx, "home", "hosts", "--from-dir", sentinelDir, "--seed", strconv.Itoa(seed))
+			if err != nil {
+				return nil, err
+			}
+			return parseHosts(out)
+		})
+		if err != nil {
+			return nil, err
+		}
+		return v.([]hostsRow), nil
+	}
+	var rs []runner
+	for _, seed := range []int{1, 100} {
+		command, key := hostsCommand, "count.hosts"
+		if seed != 1 {
+			command, key = fmt.Sprintf("%s --seed %d", hostsCommand, seed), fmt.Sprintf("count.hosts.seed%d", seed)
+		}
+		rs = append(rs,
+			runner{key: key + ".met", command: command, measure: func(ctx context.Context) (string, error) {
+				rows, err := bySeed(ctx, seed)
+				if err != nil {
+					return "", err
+				}
+				met, exact := 0, 0
+				for _, row := range rows {
+					if row.worst <= 10 {
+						met++
+					}
+					if row.exact {
+						exact++
+					}
+				}
+				return fmt.Sprintf("%d of %d types (%d counted exactly in every home)", met, len(rows), exact), nil
+			}},
+			runner{key: key + ".missed", command: command, measure: func(ctx context.Context) (string, error) {
+				rows, err := bySeed(ctx, seed)
+				if err != nil {
+					return "", err
+				}
+				var missed []string
+				for _, row := range rows {
+					if row.worst > 10 {
+						missed = append(missed, fmt.Sprintf("%s %.1f %%", row.typ, row.worst))
+					}
+				}
+				if len(missed) == 0 {
+					return "none", nil
+				}
+				return strings.Join(missed, ", "), nil
+			}})
 	}
 	return rs
 }

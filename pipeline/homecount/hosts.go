@@ -1,0 +1,186 @@
+package homecount
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/evaluate"
+	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/schemas"
+)
+
+// HostsConfig says how units of one type are counted on the LAN, host by
+// host: per n in Units, Homes homes with n units of Type (a hardware type:
+// the units of an identical pair come from both its folders) from distinct
+// captures and Others other devices, each Duration long.
+type HostsConfig struct {
+	Type     string
+	Units    []int
+	Homes    int
+	Others   int
+	Duration time.Duration
+	Seed     uint64
+	// Dir holds the assembled captures while they are counted.
+	Dir string
+}
+
+// HostsPoint is the count of one n: per home, the hosts counted, the
+// units the home holds of what was counted (n, and any unit of its family
+// drawn among the other devices), and what was counted:
+// the type's folders, or the family the home's training captures could not
+// tell apart (HostCounter).
+type HostsPoint struct {
+	N            int
+	Count, Units []int
+	Counted      [][]string
+}
+
+// HostCounter counts the units of a type on a LAN, where each unit is a
+// host (a MAC) of its own: a host is a unit when its traffic is the type's
+// (typeModel.isModel), learned per home from every capture the home did not
+// draw on, so no unit counted is one the counter learned from. A type whose
+// captures those key sets take for another's (captureKeys.families) is
+// counted with its family: which of two look-alikes a unit is cannot be
+// told, but that it is one of them can. It reads every capture's keys once
+// and serves every type.
+type HostCounter struct {
+	devs []realhome.Device
+	ck   captureKeys
+	sim  captureSimilarity
+}
+
+// NewHostCounter reads the keys of every capture of devs (the device
+// alone, by its MAC).
+func NewHostCounter(ctx context.Context, devs []realhome.Device) (*HostCounter, error) {
+	ck, err := readCaptureKeys(ctx, devs)
+	if err != nil {
+		return nil, err
+	}
+	return &HostCounter{devs: devs, ck: ck, sim: ck.similarities()}, nil
+}
+
+// Types are the hardware types of the device folders (evaluate.TypeOf:
+// both folders of an identical pair are one), in folder order.
+func (hc *HostCounter) Types() []string {
+	var types []string
+	for _, d := range hc.devs {
+		if t := evaluate.TypeOf(d.Name); !slices.Contains(types, t) {
+			types = append(types, t)
+		}
+	}
+	return types
+}
+
+// Folders are the device folders of a hardware type, and the captures they
+// hold together.
+func (hc *HostCounter) Folders(typ string) (names []string, captures int) {
+	for _, d := range hc.devs {
+		if evaluate.TypeOf(d.Name) == typ {
+			names = append(names, d.Name)
+			captures += len(d.Files)
+		}
+	}
+	return names, captures
+}
+
+// spread deals n units over a type's folders, each to the folder with the
+// most captures left, so both folders of a pair lend units.
+func (hc *HostCounter) spread(folders []string, n int) map[string]int {
+	left := map[string]int{}
+	for _, d := range hc.devs {
+		if slices.Contains(folders, d.Name) {
+			left[d.Name] = len(d.Files)
+		}
+	}
+	units := map[string]int{}
+	for range n {
+		best := folders[0]
+		for _, f := range folders[1:] {
+			if left[f] > left[best] {
+				best = f
+			}
+		}
+		units[best]++
+		left[best]--
+	}
+	return units
+}
+
+// Run counts the units of cfg.Type (a hardware type, Types) in cfg.Homes
+// homes per n. Every n must leave MinSignatureCaptures of the type's
+// captures out of the home to learn its signature from.
+func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, error) {
+	hardware, captures := hc.Folders(cfg.Type)
+	if len(hardware) == 0 {
+		return nil, fmt.Errorf("count hosts: no device folder of type %s", cfg.Type)
+	}
+	var out []HostsPoint
+	for _, n := range cfg.Units {
+		if n < 1 || n+MinSignatureCaptures > captures {
+			return out, fmt.Errorf("count hosts of %s: n = %d: the type has %d captures, and %d must stay out of the home to learn from", cfg.Type, n, captures, MinSignatureCaptures)
+		}
+		pt := HostsPoint{N: n}
+		for k := range cfg.Homes {
+			if err := ctx.Err(); err != nil {
+				return out, err
+			}
+			seed := cfg.Seed + uint64(1000*n+k)
+			units := hc.spread(hardware, n)
+			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(units) + cfg.Others, Units: units,
+				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed})
+			if err != nil {
+				return out, fmt.Errorf("count hosts of %s, n = %d: %w", cfg.Type, n, err)
+			}
+			var used []string
+			for _, u := range h.Units {
+				used = append(used, u.Session)
+			}
+			model := hardware
+			for _, fam := range hc.ck.families(hc.sim, used) {
+				if slices.Contains(fam, hardware[0]) {
+					model = fam
+				}
+			}
+			m := typeModel{sig: hc.ck.signature(model, used), ck: hc.ck, model: model, skip: used}
+			path := filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k))
+			f, err := os.Create(path)
+			if err != nil {
+				return out, fmt.Errorf("count hosts of %s: %w", cfg.Type, err)
+			}
+			err = h.WritePcap(f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return out, fmt.Errorf("count hosts of %s: write %s: %w", cfg.Type, path, err)
+			}
+			pkts, err := readHostPackets(ctx, path, h.HomeConfig(), nil)
+			os.Remove(path)
+			if err != nil {
+				return out, err
+			}
+			pt.Count = append(pt.Count, countUnits(pkts, m, h.GatewayMAC))
+			pt.Units = append(pt.Units, unitsOf(h, model))
+			pt.Counted = append(pt.Counted, model)
+		}
+		out = append(out, pt)
+	}
+	return out, nil
+}
+
+// countUnits is how many hosts of the home, the gateway excepted, are
+// units of the model by everything they sent.
+func countUnits(pkts []hostPacket, m typeModel, gateway schemas.MAC) int {
+	n := 0
+	for _, keys := range hostKeys(pkts, gateway, math.MaxInt64) {
+		if m.isModel(keys) {
+			n++
+		}
+	}
+	return n
+}

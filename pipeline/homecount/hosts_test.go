@@ -1,0 +1,59 @@
+package homecount
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/realhome/realhometest"
+)
+
+// TestHostsCountedOnLAN counts units host by host on the LAN, each home's
+// model learned from the captures it did not draw on. Types whose every
+// capture shows keys no other type sends are counted exactly, an
+// identical pair's units drawn from both folders; the kettles, whose LAN
+// traffic after setup (DHCP, ARP, IGMP, EAPOL) no key tells from any
+// other device's, are counted as nothing rather than guessed. An n that
+// leaves fewer than two captures out of the home is refused.
+func TestHostsCountedOnLAN(t *testing.T) {
+	hc, err := NewHostCounter(context.Background(), realhometest.Devices(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if types := hc.Types(); len(types) != 27 || !slices.Contains(types, "EdimaxCam") || slices.Contains(types, "EdimaxCam1") {
+		t.Fatalf("types %v: want IoT Sentinel's 27, the identical pairs one type each", types)
+	}
+	cfg := func(typ string, units ...int) HostsConfig {
+		return HostsConfig{Type: typ, Units: units, Homes: 2, Others: 3, Duration: 100 * time.Second, Seed: 7, Dir: t.TempDir()}
+	}
+	for _, typ := range []string{"Aria", "EdimaxCam", "WeMoSwitch", "Lightify"} {
+		pts, err := hc.Run(context.Background(), cfg(typ, 1, 4, 8))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pts {
+			t.Logf("%s n=%d: counted %v of %v", typ, p.N, p.Count, p.Units)
+			for i := range p.Count {
+				if p.Units[i] < p.N || p.Count[i] != p.Units[i] {
+					t.Errorf("%s, n = %d, home %d: counted %d of %d units, want every unit and no other host", typ, p.N, i, p.Count[i], p.Units[i])
+				}
+			}
+		}
+	}
+	pts, err := hc.Run(context.Background(), cfg("SmarterCoffee", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range pts[0].Count {
+		if c != 0 || !slices.Contains(pts[0].Counted[i], "iKettle2") {
+			t.Errorf("kettles, home %d: counted %d as %v, want 0 of the SmarterCoffee/iKettle2 family", i, c, pts[0].Counted[i])
+		}
+	}
+	if _, err := hc.Run(context.Background(), cfg("Aria", 9)); err == nil {
+		t.Error("n = 9 of Aria's 10 captures counted, want an error: two must stay out of the home")
+	}
+	if _, err := hc.Run(context.Background(), cfg("NoSuchType", 1)); err == nil {
+		t.Error("a type without folders counted, want an error")
+	}
+}
