@@ -58,20 +58,7 @@ func parsePairs(out string) (map[string]pairsRow, error) {
 // the other seeds' by the whole capture and late.
 func pairsRunners(r *reruns) []runner {
 	bySeed := func(ctx context.Context, seed int) (map[string]pairsRow, error) {
-		v, err := r.once(fmt.Sprintf("pairs %d", seed), func() (any, error) {
-			if err := needSentinel(); err != nil {
-				return nil, err
-			}
-			out, err := r.homemole(ctx, "home", "pairs", "--from-dir", sentinelDir, "--seed", strconv.Itoa(seed))
-			if err != nil {
-				return nil, err
-			}
-			return parsePairs(out)
-		})
-		if err != nil {
-			return nil, err
-		}
-		return v.(map[string]pairsRow), nil
+		return homeTable(ctx, r, "pairs", seed, parsePairs)
 	}
 	row := func(ctx context.Context, seed int, name string) (pairsRow, error) {
 		rows, err := bySeed(ctx, seed)
@@ -162,23 +149,10 @@ func parseHosts(out string) ([]hostsRow, error) {
 }
 
 // hostsRunners are the LAN count of every type, host by host (README
-// "Counting every type on the LAN"), on two seeds' homes.
+// "Every type on the LAN, host by host"), on two seeds' homes.
 func hostsRunners(r *reruns) []runner {
 	bySeed := func(ctx context.Context, seed int) ([]hostsRow, error) {
-		v, err := r.once(fmt.Sprintf("hosts %d", seed), func() (any, error) {
-			if err := needSentinel(); err != nil {
-				return nil, err
-			}
-			out, err := r.homemole(ctx, "home", "hosts", "--from-dir", sentinelDir, "--seed", strconv.Itoa(seed))
-			if err != nil {
-				return nil, err
-			}
-			return parseHosts(out)
-		})
-		if err != nil {
-			return nil, err
-		}
-		return v.([]hostsRow), nil
+		return homeTable(ctx, r, "hosts", seed, parseHosts)
 	}
 	var rs []runner
 	for _, seed := range []int{1, 100} {
@@ -221,4 +195,24 @@ func hostsRunners(r *reruns) []runner {
 			}})
 	}
 	return rs
+}
+
+// homeTable runs homemole home SUB on the IoT Sentinel captures with the
+// homes of seed, once per figures run, and parses its table.
+func homeTable[T any](ctx context.Context, r *reruns, sub string, seed int, parse func(string) (T, error)) (T, error) {
+	v, err := r.once(fmt.Sprintf("home %s %d", sub, seed), func() (any, error) {
+		if err := needSentinel(); err != nil {
+			return nil, err
+		}
+		out, err := r.homemole(ctx, "home", sub, "--from-dir", sentinelDir, "--seed", strconv.Itoa(seed))
+		if err != nil {
+			return nil, err
+		}
+		return parse(out)
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return v.(T), nil
 }
