@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -147,22 +146,9 @@ func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, 
 				}
 			}
 			m := typeModel{sig: hc.ck.signature(model, used), ck: hc.ck, model: model, skip: used}
-			path := filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k))
-			f, err := os.Create(path)
+			pkts, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k)))
 			if err != nil {
 				return out, fmt.Errorf("count hosts of %s: %w", cfg.Type, err)
-			}
-			err = h.WritePcap(f)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return out, fmt.Errorf("count hosts of %s: write %s: %w", cfg.Type, path, err)
-			}
-			pkts, err := readHostPackets(ctx, path, h.HomeConfig(), nil)
-			os.Remove(path)
-			if err != nil {
-				return out, err
 			}
 			pt.Count = append(pt.Count, countUnits(pkts, m, h.GatewayMAC))
 			pt.Units = append(pt.Units, unitsOf(h, model))

@@ -256,6 +256,25 @@ func countHosts(pkts []hostPacket, m typeModel, gateway schemas.MAC, fromNs, toN
 	return len(hosts)
 }
 
+// readHome writes the home's LAN capture to path, reads every host's
+// packets back as a tap would, and removes it.
+func readHome(ctx context.Context, h *realhome.Home, path string) ([]hostPacket, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	err = h.WritePcap(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(path)
+	return readHostPackets(ctx, path, h.HomeConfig(), nil)
+}
+
 // hostKeys is the keys with a transport each host but the gateway sent
 // before knownNs.
 func hostKeys(pkts []hostPacket, gateway schemas.MAC, knownNs int64) map[schemas.MAC]map[heartbeat.Key]bool {
@@ -338,22 +357,9 @@ func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairR
 		}
 		model := []string{cfg.A, cfg.B}
 		m := typeModel{sig: ck.signature(model, used), ck: ck, model: model, skip: used}
-		path := filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k))
-		f, err := os.Create(path)
+		pkts, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k)))
 		if err != nil {
 			return res, fmt.Errorf("pair %s/%s: %w", cfg.A, cfg.B, err)
-		}
-		err = h.WritePcap(f)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return res, fmt.Errorf("pair %s/%s: write %s: %w", cfg.A, cfg.B, path, err)
-		}
-		pkts, err := readHostPackets(ctx, path, h.HomeConfig(), nil)
-		os.Remove(path)
-		if err != nil {
-			return res, err
 		}
 		// Active: the unit sent any frame in the window (the truth, from
 		// the home's own frames, not from what the counter reads).
