@@ -19,14 +19,11 @@ import (
 // show elsewhere.)
 func TestPairsCountedTwo(t *testing.T) {
 	devs := realhometest.Devices(t)
-	for _, c := range []struct {
-		a, b string
-		want float64
-	}{
-		{"EdimaxCam1", "EdimaxCam2", 0.90},
-		{"EdnetCam1", "EdnetCam2", 0.90},
-		{"WeMoInsightSwitch", "WeMoInsightSwitch2", 0.90},
-		{"WeMoSwitch", "WeMoSwitch2", 0.90},
+	for _, c := range []struct{ a, b string }{
+		{"EdimaxCam1", "EdimaxCam2"},
+		{"EdnetCam1", "EdnetCam2"},
+		{"WeMoInsightSwitch", "WeMoInsightSwitch2"},
+		{"WeMoSwitch", "WeMoSwitch2"},
 	} {
 		res, err := RunPair(context.Background(), devs, PairConfig{A: c.a, B: c.b, Homes: 20, Others: 3, Duration: 100 * time.Second,
 			Window: 20 * time.Second, Step: 10 * time.Second, Late: 20 * time.Second, Seed: 1, Dir: t.TempDir()})
@@ -35,13 +32,13 @@ func TestPairsCountedTwo(t *testing.T) {
 		}
 		share := float64(res.Right) / float64(max(res.Windows, 1))
 		t.Logf("%s/%s: %d of %d windows where both are active counted 2 (%.1f %%; counts %v), live %d, 20 s late %d", c.a, c.b, res.Right, res.Windows, 100*share, res.Said, res.RightLive, res.RightLate)
-		if res.Windows < 10 || share < c.want {
-			t.Errorf("%s/%s: %d of %d windows counted 2, want at least %.0f %% of at least 10", c.a, c.b, res.Right, res.Windows, 100*c.want)
+		if res.Windows < 10 || share < 0.90 {
+			t.Errorf("%s/%s: %d of %d windows counted 2, want at least 90 %% of at least 10", c.a, c.b, res.Right, res.Windows)
 		}
-		// A live counter knows less than one that reads the whole capture,
-		// and one that waits knows at least what it knew when the window ended.
-		if res.RightLive > res.RightLate || res.RightLate > res.Windows {
-			t.Errorf("%s/%s: counted 2 live %d, 20 s late %d, of %d windows: want live <= late <= windows", c.a, c.b, res.RightLive, res.RightLate, res.Windows)
+		// Counted 20 s late, the pairs reached 86.4 % (EdnetCam1/2) to 100 %
+		// when this was written; 80 % is a guard, not the target.
+		if late := float64(res.RightLate) / float64(max(res.Windows, 1)); late < 0.80 || res.RightLive > res.Windows {
+			t.Errorf("%s/%s: counted 2 live %d, 20 s late %d (%.1f %%), of %d windows: want late at least 80 %%", c.a, c.b, res.RightLive, res.RightLate, 100*late, res.Windows)
 		}
 	}
 	if _, err := RunPair(context.Background(), devs, PairConfig{A: "EdimaxCam1", B: "NoSuchCam", Homes: 1, Duration: time.Minute, Window: time.Second, Step: time.Second, Dir: t.TempDir()}); err == nil {
