@@ -2,6 +2,7 @@ package homecount
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -88,5 +89,40 @@ func TestPairModelNeedsBoth(t *testing.T) {
 		if got := m.isModel(c.sent); got != c.want {
 			t.Errorf("%s: isModel %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestKeySetFamilies groups types whose captures' nearest other capture
+// is another type's: two kettles that send the same keys are one family,
+// a plug whose captures are nearest each other is in none, and a capture
+// left out (a home's own) is not matched at all.
+func TestKeySetFamilies(t *testing.T) {
+	k := func(port int32, ipLen uint16) heartbeat.Key {
+		return heartbeat.Key{Transport: 17, Port: port, IPLen: ipLen}
+	}
+	keys := func(ks ...heartbeat.Key) map[heartbeat.Key]bool {
+		m := map[heartbeat.Key]bool{}
+		for _, x := range ks {
+			m[x] = true
+		}
+		return m
+	}
+	dhcp, kettle, plug, plug2 := k(67, 336), k(2081, 60), k(9999, 80), k(9999, 90)
+	ck := captureKeys{
+		keys: map[string]map[heartbeat.Key]bool{
+			"a1": keys(dhcp, kettle), "a2": keys(dhcp, kettle),
+			"b1": keys(dhcp, kettle), "b2": keys(dhcp, kettle),
+			"p1": keys(dhcp, plug, plug2), "p2": keys(dhcp, plug, plug2), "p3": keys(dhcp, plug),
+		},
+		typ: map[string]string{"a1": "iKettle2", "a2": "iKettle2", "b1": "SmarterCoffee", "b2": "SmarterCoffee", "p1": "Plug", "p2": "Plug", "p3": "Plug"},
+	}
+	cs := ck.similarities()
+	got := ck.families(cs, nil)
+	if len(got) != 1 || !slices.Equal(got[0], []string{"SmarterCoffee", "iKettle2"}) {
+		t.Errorf("families %v, want only the kettles", got)
+	}
+	// Without b's captures nothing is confused: no family.
+	if got := ck.families(cs, []string{"b1", "b2"}); len(got) != 0 {
+		t.Errorf("families without SmarterCoffee's captures %v, want none", got)
 	}
 }
