@@ -53,21 +53,11 @@ func TestPairsCountedTwo(t *testing.T) {
 // the model; nor is a host whose traffic is nearest the model's but that
 // sends nothing only the model sends.
 func TestPairModelNeedsBoth(t *testing.T) {
-	k := func(port int32, ipLen uint16) heartbeat.Key {
-		return heartbeat.Key{Transport: 17, Port: port, IPLen: ipLen}
-	}
-	keys := func(ks ...heartbeat.Key) map[heartbeat.Key]bool {
-		m := map[heartbeat.Key]bool{}
-		for _, x := range ks {
-			m[x] = true
-		}
-		return m
-	}
-	shared, only, sib1, sib2, dhcp := k(1900, 400), k(1900, 410), k(1900, 431), k(1900, 433), k(67, 328)
+	shared, only, sib1, sib2, dhcp := udpKey(1900, 400), udpKey(1900, 410), udpKey(1900, 431), udpKey(1900, 433), udpKey(67, 328)
 	ck := captureKeys{
 		keys: map[string]map[heartbeat.Key]bool{
-			"cam-a": keys(shared, only, dhcp), "cam-b": keys(shared, only, dhcp),
-			"sw-a": keys(shared, sib1, sib2, dhcp), "sw-b": keys(sib1, sib2, dhcp),
+			"cam-a": keySet(shared, only, dhcp), "cam-b": keySet(shared, only, dhcp),
+			"sw-a": keySet(shared, sib1, sib2, dhcp), "sw-b": keySet(sib1, sib2, dhcp),
 		},
 		typ: map[string]string{"cam-a": "Cam1", "cam-b": "Cam2", "sw-a": "Switch", "sw-b": "Switch"},
 	}
@@ -81,10 +71,10 @@ func TestPairModelNeedsBoth(t *testing.T) {
 		sent map[heartbeat.Key]bool
 		want bool
 	}{
-		{"a unit of the model", keys(shared, only, dhcp), true},
-		{"a sibling with the model's one key", keys(only, sib1, sib2, dhcp), false},
-		{"nearest the model without its key", keys(shared, dhcp), false},
-		{"DHCP alone", keys(dhcp), false},
+		{"a unit of the model", keySet(shared, only, dhcp), true},
+		{"a sibling with the model's one key", keySet(only, sib1, sib2, dhcp), false},
+		{"nearest the model without its key", keySet(shared, dhcp), false},
+		{"DHCP alone", keySet(dhcp), false},
 	} {
 		if got := m.isModel(c.sent); got != c.want {
 			t.Errorf("%s: isModel %v, want %v", c.name, got, c.want)
@@ -97,22 +87,12 @@ func TestPairModelNeedsBoth(t *testing.T) {
 // a plug whose captures are nearest each other is in none, and a capture
 // left out (a home's own) is not matched at all.
 func TestKeySetFamilies(t *testing.T) {
-	k := func(port int32, ipLen uint16) heartbeat.Key {
-		return heartbeat.Key{Transport: 17, Port: port, IPLen: ipLen}
-	}
-	keys := func(ks ...heartbeat.Key) map[heartbeat.Key]bool {
-		m := map[heartbeat.Key]bool{}
-		for _, x := range ks {
-			m[x] = true
-		}
-		return m
-	}
-	dhcp, kettle, plug, plug2 := k(67, 336), k(2081, 60), k(9999, 80), k(9999, 90)
+	dhcp, kettle, plug, plug2 := udpKey(67, 336), udpKey(2081, 60), udpKey(9999, 80), udpKey(9999, 90)
 	ck := captureKeys{
 		keys: map[string]map[heartbeat.Key]bool{
-			"a1": keys(dhcp, kettle), "a2": keys(dhcp, kettle),
-			"b1": keys(dhcp, kettle), "b2": keys(dhcp, kettle),
-			"p1": keys(dhcp, plug, plug2), "p2": keys(dhcp, plug, plug2), "p3": keys(dhcp, plug),
+			"a1": keySet(dhcp, kettle), "a2": keySet(dhcp, kettle),
+			"b1": keySet(dhcp, kettle), "b2": keySet(dhcp, kettle),
+			"p1": keySet(dhcp, plug, plug2), "p2": keySet(dhcp, plug, plug2), "p3": keySet(dhcp, plug),
 		},
 		typ: map[string]string{"a1": "iKettle2", "a2": "iKettle2", "b1": "SmarterCoffee", "b2": "SmarterCoffee", "p1": "Plug", "p2": "Plug", "p3": "Plug"},
 	}
@@ -125,4 +105,16 @@ func TestKeySetFamilies(t *testing.T) {
 	if got := ck.families(cs, []string{"b1", "b2"}); len(got) != 0 {
 		t.Errorf("families without SmarterCoffee's captures %v, want none", got)
 	}
+}
+
+func udpKey(port int32, ipLen uint16) heartbeat.Key {
+	return heartbeat.Key{Transport: 17, Port: port, IPLen: ipLen}
+}
+
+func keySet(ks ...heartbeat.Key) map[heartbeat.Key]bool {
+	m := map[heartbeat.Key]bool{}
+	for _, x := range ks {
+		m[x] = true
+	}
+	return m
 }
