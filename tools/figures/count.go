@@ -58,7 +58,7 @@ func parsePairs(out string) (map[string]pairsRow, error) {
 // the other seeds' by the whole capture and late.
 func pairsRunners(r *reruns) []runner {
 	bySeed := func(ctx context.Context, seed int) (map[string]pairsRow, error) {
-		return homeTable(ctx, r, "pairs", seed, parsePairs)
+		return homeTable(ctx, r, "pairs", parsePairs, "--seed", strconv.Itoa(seed))
 	}
 	row := func(ctx context.Context, seed int, name string) (pairsRow, error) {
 		rows, err := bySeed(ctx, seed)
@@ -149,20 +149,25 @@ func parseHosts(out string) ([]hostsRow, error) {
 }
 
 // hostsRunners are the LAN count of every type, host by host (README
-// "Every type on the LAN, host by host"), on two seeds' homes.
+// "Every type on the LAN, host by host"), on two seeds' homes and on
+// busier homes.
 func hostsRunners(r *reruns) []runner {
-	bySeed := func(ctx context.Context, seed int) ([]hostsRow, error) {
-		return homeTable(ctx, r, "hosts", seed, parseHosts)
-	}
 	var rs []runner
-	for _, seed := range []int{1, 100} {
-		command, key := hostsCommand, "count.hosts"
-		if seed != 1 {
-			command, key = fmt.Sprintf("%s --seed %d", hostsCommand, seed), fmt.Sprintf("count.hosts.seed%d", seed)
+	for _, v := range []struct {
+		key  string
+		args []string
+	}{
+		{"count.hosts", nil},
+		{"count.hosts.seed100", []string{"--seed", "100"}},
+		{"count.hosts.others10", []string{"--others", "10"}},
+	} {
+		key, command := v.key, strings.Join(append([]string{hostsCommand}, v.args...), " ")
+		table := func(ctx context.Context) ([]hostsRow, error) {
+			return homeTable(ctx, r, "hosts", parseHosts, v.args...)
 		}
 		rs = append(rs,
 			runner{key: key + ".met", command: command, measure: func(ctx context.Context) (string, error) {
-				rows, err := bySeed(ctx, seed)
+				rows, err := table(ctx)
 				if err != nil {
 					return "", err
 				}
@@ -178,7 +183,7 @@ func hostsRunners(r *reruns) []runner {
 				return fmt.Sprintf("%d of %d types (%d counted exactly in every home)", met, len(rows), exact), nil
 			}},
 			runner{key: key + ".missed", command: command, measure: func(ctx context.Context) (string, error) {
-				rows, err := bySeed(ctx, seed)
+				rows, err := table(ctx)
 				if err != nil {
 					return "", err
 				}
@@ -197,14 +202,14 @@ func hostsRunners(r *reruns) []runner {
 	return rs
 }
 
-// homeTable runs homemole home SUB on the IoT Sentinel captures with the
-// homes of seed, once per figures run, and parses its table.
-func homeTable[T any](ctx context.Context, r *reruns, sub string, seed int, parse func(string) (T, error)) (T, error) {
-	v, err := r.once(fmt.Sprintf("home %s %d", sub, seed), func() (any, error) {
+// homeTable runs homemole home SUB on the IoT Sentinel captures with args,
+// once per figures run, and parses its table.
+func homeTable[T any](ctx context.Context, r *reruns, sub string, parse func(string) (T, error), args ...string) (T, error) {
+	v, err := r.once(strings.Join(append([]string{"home", sub}, args...), " "), func() (any, error) {
 		if err := needSentinel(); err != nil {
 			return nil, err
 		}
-		out, err := r.homemole(ctx, "home", sub, "--from-dir", sentinelDir, "--seed", strconv.Itoa(seed))
+		out, err := r.homemole(ctx, append([]string{"home", sub, "--from-dir", sentinelDir}, args...)...)
 		if err != nil {
 			return nil, err
 		}
