@@ -170,3 +170,37 @@ func countUnits(pkts []hostPacket, m typeModel, gateway schemas.MAC) int {
 	}
 	return n
 }
+
+// Nearest is the leave-one-out result of naming every capture by the type
+// of the capture whose keys are nearest its own (the host rule without the
+// signature), over hardware types: how far the keys alone tell types apart.
+type Nearest struct {
+	Captures, Right int
+	// Misses counts the captures named wrong, by "truth -> named".
+	Misses map[string]int
+}
+
+// Nearest names every capture by its nearest other (ties to the first by
+// file name).
+func (hc *HostCounter) Nearest() Nearest {
+	res := Nearest{Misses: map[string]int{}}
+	cs := hc.sim
+	all := make([]int, len(cs.files))
+	for i := range all {
+		all[i] = i
+	}
+	for i, f := range cs.files {
+		nearest := cs.nearest(i, all)
+		if nearest < 0 {
+			continue
+		}
+		res.Captures++
+		truth, named := evaluate.TypeOf(hc.ck.typ[f]), evaluate.TypeOf(hc.ck.typ[cs.files[nearest]])
+		if truth == named {
+			res.Right++
+		} else {
+			res.Misses[truth+" -> "+named]++
+		}
+	}
+	return res
+}

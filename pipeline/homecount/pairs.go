@@ -198,6 +198,18 @@ func (ck captureKeys) similarities() captureSimilarity {
 	return cs
 }
 
+// nearest is the capture among those that is nearest capture i, but i
+// (the first by file name of those equally near), or -1 when there is none.
+func (cs captureSimilarity) nearest(i int, among []int) int {
+	best, nearest := -1.0, -1
+	for _, j := range among {
+		if j != i && cs.sim[i][j] > best {
+			best, nearest = cs.sim[i][j], j
+		}
+	}
+	return nearest
+}
+
 // families groups the types whose traffic the key sets do not tell apart,
 // from every capture but those in skip: each capture is matched to the
 // nearest other one (leave one out), and evaluate.Families groups the
@@ -218,13 +230,7 @@ func (ck captureKeys) families(cs captureSimilarity, skip []string) [][]string {
 	slices.Sort(labels)
 	c := evaluate.NewConfusion(labels)
 	for _, i := range kept {
-		best, nearest := -1.0, -1
-		for _, j := range kept {
-			if j != i && cs.sim[i][j] > best {
-				best, nearest = cs.sim[i][j], j
-			}
-		}
-		if nearest >= 0 {
+		if nearest := cs.nearest(i, kept); nearest >= 0 {
 			// Both types are among labels, so Add cannot fail.
 			_ = c.Add(slices.Index(labels, ck.typ[cs.files[i]]), slices.Index(labels, ck.typ[cs.files[nearest]]))
 		}

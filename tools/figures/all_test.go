@@ -221,3 +221,21 @@ func TestParseHosts(t *testing.T) {
 		t.Error("a worst that is no share parsed")
 	}
 }
+
+// TestParseNearest reads home nearest's share and misses, and fails on
+// output without the share.
+func TestParseNearest(t *testing.T) {
+	out := "247 of 277 captures named by their nearest capture's type (89.2 %)\n" +
+		"  EdimaxPlug2101W -> EdimaxPlug1101W            10\n" +
+		"  HueSwitch -> HueBridge                        4\n"
+	res, err := parseNearest(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.share != "247 of 277 captures (89.2 %)" || !slices.Equal(res.misses, []string{"EdimaxPlug2101W -> EdimaxPlug1101W 10", "HueSwitch -> HueBridge 4"}) {
+		t.Errorf("parsed %+v", res)
+	}
+	if _, err := parseNearest("  HueSwitch -> HueBridge 4\n"); err == nil {
+		t.Error("output without the share parsed")
+	}
+}

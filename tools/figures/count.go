@@ -221,3 +221,59 @@ func homeTable[T any](ctx context.Context, r *reruns, sub string, parse func(str
 	}
 	return v.(T), nil
 }
+
+var nearestRe = regexp.MustCompile(`^(\d+) of (\d+) captures named by their nearest capture's type \((\d+(?:\.\d+)?) %\)`)
+
+// nearestResult is home nearest's account: its first line's share, and
+// its misses as printed, one "truth -> named count" each.
+type nearestResult struct {
+	share  string
+	misses []string
+}
+
+func parseNearest(out string) (nearestResult, error) {
+	var res nearestResult
+	for line := range strings.Lines(out) {
+		if m := nearestRe.FindStringSubmatch(line); m != nil {
+			res.share = fmt.Sprintf("%s of %s captures (%s %%)", m[1], m[2], m[3])
+			continue
+		}
+		if res.share != "" && strings.Contains(line, " -> ") {
+			f := strings.Fields(line)
+			res.misses = append(res.misses, strings.Join(f[:len(f)-1], " ")+" "+f[len(f)-1])
+		}
+	}
+	if res.share == "" {
+		return res, fmt.Errorf("no share in home nearest's output:\n%s", tail(out))
+	}
+	return res, nil
+}
+
+// nearestRunners are the nearest-capture names of every capture (README
+// "cv --mode time, and vendor families"): how far the keys alone tell the
+// IoT Sentinel types apart.
+func nearestRunners(r *reruns) []runner {
+	const command = "go run ./services/homemole home nearest --from-dir " + sentinelDir
+	result := func(ctx context.Context) (nearestResult, error) {
+		return homeTable(ctx, r, "nearest", parseNearest)
+	}
+	return []runner{
+		{key: "keys.nearest", command: command, measure: func(ctx context.Context) (string, error) {
+			res, err := result(ctx)
+			if err != nil {
+				return "", err
+			}
+			return res.share, nil
+		}},
+		{key: "keys.nearest.misses", command: command, measure: func(ctx context.Context) (string, error) {
+			res, err := result(ctx)
+			if err != nil {
+				return "", err
+			}
+			if len(res.misses) == 0 {
+				return "none", nil
+			}
+			return strings.Join(res.misses, ", "), nil
+		}},
+	}
+}

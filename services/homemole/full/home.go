@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +30,8 @@ func runHome(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 		"steady":   runHomeSteady,
 		"pairs":    runHomePairs,
 		"hosts":    runHomeHosts,
-	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR | hosts --from-dir DIR")
+		"nearest":  runHomeNearest,
+	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR | hosts --from-dir DIR | nearest --from-dir DIR")
 }
 
 func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
@@ -535,4 +538,32 @@ func countedAs(pts []homecount.HostsPoint) string {
 		parts = append(parts, fmt.Sprintf("%s %d", n, homes[n]))
 	}
 	return strings.Join(parts, "; ")
+}
+
+func runHomeNearest(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("home nearest", "--from-dir DIR",
+		"Names every capture by the type of the capture whose keys (transport, port, IP length of\n"+
+			"what the device sent, by its MAC) are nearest its own, leaving it out: how far the keys\n"+
+			"alone tell the types apart (the two folders of an identical pair are one type), and\n"+
+			"which types they take for which.")
+	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
+	if err := parseRequired(fs, args, "home nearest needs --from-dir DIR", dir); err != nil {
+		return err
+	}
+	devs, err := realhome.LoadDevices(*dir)
+	if err != nil {
+		return fmt.Errorf("home nearest: --from-dir: %w", err)
+	}
+	hc, err := homecount.NewHostCounter(ctx, devs)
+	if err != nil {
+		return fmt.Errorf("home nearest: %w", err)
+	}
+	res := hc.Nearest()
+	fmt.Fprintf(out, "%d of %d captures named by their nearest capture's type (%.1f %%)\n", res.Right, res.Captures, 100*float64(res.Right)/float64(max(res.Captures, 1)))
+	misses := slices.Collect(maps.Keys(res.Misses))
+	slices.SortFunc(misses, func(a, b string) int { return cmp.Or(res.Misses[b]-res.Misses[a], strings.Compare(a, b)) })
+	for _, m := range misses {
+		fmt.Fprintf(out, "  %-45s %d\n", m, res.Misses[m])
+	}
+	return nil
 }

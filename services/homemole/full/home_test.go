@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -179,4 +180,22 @@ func TestHomeHostsCommand(t *testing.T) {
 		{[]string{"hosts", "--from-dir", data, "--units", "0"}, "--units"},
 		{[]string{"hosts", "--from-dir", data, "--homes", "0"}, "--homes from 1"},
 	})
+}
+
+// TestHomeNearestCommand names every IoT Sentinel capture by its nearest
+// other: most right, and the kettles, whose key sets are identical, among
+// the misses.
+func TestHomeNearestCommand(t *testing.T) {
+	data := sentineldata.Need(t)
+	s := homeOutput(t, "nearest", "--from-dir", data)
+	t.Log(s)
+	var right, all int
+	var share float64
+	if _, err := fmt.Sscanf(s, "%d of %d captures named by their nearest capture's type (%f %%)", &right, &all, &share); err != nil || all < 270 || right < all*8/10 || right > all {
+		t.Fatalf("home nearest printed (%v):\n%s", err, s)
+	}
+	if !strings.Contains(s, "iKettle2 -> SmarterCoffee") && !strings.Contains(s, "SmarterCoffee -> iKettle2") {
+		t.Errorf("home nearest named the kettles apart:\n%s", s)
+	}
+	wantUsageErrors(t, []usageCase{{[]string{"nearest"}, "--from-dir"}})
 }
