@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/evaluate"
@@ -200,6 +201,66 @@ func (hc *HostCounter) Nearest() Nearest {
 			res.Right++
 		} else {
 			res.Misses[truth+" -> "+named]++
+		}
+	}
+	return res
+}
+
+// Unseen is what the host rule makes of devices of a type it never
+// learned: every capture of each type, with all of that type's captures
+// left out of what the counter learns from, is a host to name.
+type Unseen struct {
+	Captures int
+	// Counted names the captures counted as a unit of another type, by
+	// "truth -> counted as".
+	Counted map[string]int
+}
+
+// Totals are the captures counted as another type's unit, and those of
+// them counted as another vendor's: types of one vendor share a name's
+// prefix (evaluate.FamilyName), two that share none are of two vendors.
+func (u Unseen) Totals() (counted, acrossVendors int) {
+	for k, n := range u.Counted {
+		counted += n
+		if truth, named, _ := strings.Cut(k, " -> "); strings.Contains(evaluate.FamilyName([]string{truth, named}), "/") {
+			acrossVendors += n
+		}
+	}
+	return counted, acrossVendors
+}
+
+// Unseen asks, for every capture, whether the host rule (typeModel.isModel)
+// would count it as a unit of the type its keys are nearest, with its own
+// type left out of training: a host that sends a key only that type sends
+// and is nearest its captures is a false unit; any other is counted as
+// nothing.
+func (hc *HostCounter) Unseen() Unseen {
+	res := Unseen{Counted: map[string]int{}}
+	cs := hc.sim
+	for _, typ := range hc.Types() {
+		folders, _ := hc.Folders(typ)
+		var kept, left []int
+		var skip []string
+		for i, f := range cs.files {
+			if slices.Contains(folders, hc.ck.typ[f]) {
+				left = append(left, i)
+				skip = append(skip, f)
+			} else {
+				kept = append(kept, i)
+			}
+		}
+		for _, i := range left {
+			res.Captures++
+			nearest := cs.nearest(i, kept)
+			if nearest < 0 {
+				continue
+			}
+			named := evaluate.TypeOf(hc.ck.typ[cs.files[nearest]])
+			model, _ := hc.Folders(named)
+			m := typeModel{sig: hc.ck.signature(model, skip), ck: hc.ck, model: model, skip: skip}
+			if m.isModel(hc.ck.keys[cs.files[i]]) {
+				res.Counted[typ+" -> "+named]++
+			}
 		}
 	}
 	return res

@@ -222,13 +222,18 @@ func homeTable[T any](ctx context.Context, r *reruns, sub string, parse func(str
 	return v.(T), nil
 }
 
-var nearestRe = regexp.MustCompile(`^(\d+) of (\d+) captures named by their nearest capture's type \((\d+(?:\.\d+)?) %\)`)
+var (
+	nearestRe = regexp.MustCompile(`^(\d+) of (\d+) captures named by their nearest capture's type \((\d+(?:\.\d+)?) %\)`)
+	unseenRe  = regexp.MustCompile(`^(\d+) of (\d+) captures counted as a unit of another type .*\((\d+(?:\.\d+)?) %; (\d+) as another vendor's`)
+)
 
 // nearestResult is home nearest's account: its first line's share, and
-// its misses as printed, one "truth -> named count" each.
+// its misses as printed, one "truth -> named count" each; then the share
+// of unseen types' captures counted as another type's units.
 type nearestResult struct {
 	share  string
 	misses []string
+	unseen string
 }
 
 func parseNearest(out string) (nearestResult, error) {
@@ -238,13 +243,17 @@ func parseNearest(out string) (nearestResult, error) {
 			res.share = fmt.Sprintf("%s of %s captures (%s %%)", m[1], m[2], m[3])
 			continue
 		}
-		if res.share != "" && strings.Contains(line, " -> ") {
+		if m := unseenRe.FindStringSubmatch(line); m != nil {
+			res.unseen = fmt.Sprintf("%s of %s captures (%s %%), %s of them as another vendor's", m[1], m[2], m[3], m[4])
+			continue
+		}
+		if res.share != "" && res.unseen == "" && strings.Contains(line, " -> ") {
 			f := strings.Fields(line)
 			res.misses = append(res.misses, strings.Join(f[:len(f)-1], " ")+" "+f[len(f)-1])
 		}
 	}
-	if res.share == "" {
-		return res, fmt.Errorf("no share in home nearest's output:\n%s", tail(out))
+	if res.share == "" || res.unseen == "" {
+		return res, fmt.Errorf("no share of nearest names or of unseen types in home nearest's output:\n%s", tail(out))
 	}
 	return res, nil
 }
@@ -264,6 +273,13 @@ func nearestRunners(r *reruns) []runner {
 				return "", err
 			}
 			return res.share, nil
+		}},
+		{key: "keys.unseen", command: command, measure: func(ctx context.Context) (string, error) {
+			res, err := result(ctx)
+			if err != nil {
+				return "", err
+			}
+			return res.unseen, nil
 		}},
 		{key: "keys.nearest.misses", command: command, measure: func(ctx context.Context) (string, error) {
 			res, err := result(ctx)

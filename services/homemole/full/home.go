@@ -545,7 +545,9 @@ func runHomeNearest(ctx context.Context, _ *slog.Logger, out io.Writer, args []s
 		"Names every capture by the type of the capture whose keys (transport, port, IP length of\n"+
 			"what the device sent, by its MAC) are nearest its own, leaving it out: how far the keys\n"+
 			"alone tell the types apart (the two folders of an identical pair are one type), and\n"+
-			"which types they take for which.")
+			"which types they take for which. Then, for every type left out of what it learns, how\n"+
+			"many of its captures the LAN host rule (home hosts) would count as a unit of another\n"+
+			"type: a device no type it knows.")
 	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
 	if err := parseRequired(fs, args, "home nearest needs --from-dir DIR", dir); err != nil {
 		return err
@@ -560,10 +562,20 @@ func runHomeNearest(ctx context.Context, _ *slog.Logger, out io.Writer, args []s
 	}
 	res := hc.Nearest()
 	fmt.Fprintf(out, "%d of %d captures named by their nearest capture's type (%.1f %%)\n", res.Right, res.Captures, 100*float64(res.Right)/float64(max(res.Captures, 1)))
-	misses := slices.Collect(maps.Keys(res.Misses))
-	slices.SortFunc(misses, func(a, b string) int { return cmp.Or(res.Misses[b]-res.Misses[a], strings.Compare(a, b)) })
-	for _, m := range misses {
-		fmt.Fprintf(out, "  %-45s %d\n", m, res.Misses[m])
-	}
+	printCounts(out, res.Misses)
+	un := hc.Unseen()
+	counted, across := un.Totals()
+	fmt.Fprintf(out, "%d of %d captures counted as a unit of another type by the host rule, their own type left out of what it learns (%.1f %%; %d as another vendor's; the rest counted as nothing)\n",
+		counted, un.Captures, 100*float64(counted)/float64(max(un.Captures, 1)), across)
+	printCounts(out, un.Counted)
 	return nil
+}
+
+// printCounts prints "from -> to" counts, the largest first.
+func printCounts(out io.Writer, counts map[string]int) {
+	keys := slices.Collect(maps.Keys(counts))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(counts[b]-counts[a], strings.Compare(a, b)) })
+	for _, k := range keys {
+		fmt.Fprintf(out, "  %-45s %d\n", k, counts[k])
+	}
 }
