@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+
 	"github.com/homemole/homemole/pipeline/realhome/realhometest"
 )
 
