@@ -208,7 +208,8 @@ func TestParseHosts(t *testing.T) {
 		"type                     n=1     n=2   worst exact  counted as (homes)\n" +
 		"Aria                    0.0%    0.0%    0.0% 10/10  Aria 10\n" +
 		"D-LinkSiren             0.0%    6.7%    6.7%  9/10  D-Link (D-LinkSiren, D-LinkWaterSensor) 8; D-LinkSiren 2\n" +
-		"MAXGateway            100.0%  100.0%  100.0%  0/10  MAXGateway 10\n"
+		"MAXGateway            100.0%  100.0%  100.0%  0/10  MAXGateway 10\n" +
+		"Rare                        -       -       -   0/0  \n"
 	rows, err := parseHosts(out)
 	if err != nil {
 		t.Fatal(err)

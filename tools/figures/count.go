@@ -132,6 +132,9 @@ func parseHosts(out string) ([]hostsRow, error) {
 		if cols < 0 || len(f) < cols+2 {
 			continue
 		}
+		if f[cols] == "-" {
+			continue // a type too few captures measured
+		}
 		worst, err := strconv.ParseFloat(strings.TrimSuffix(f[cols], "%"), 64)
 		if err != nil {
 			return nil, fmt.Errorf("home hosts row %q: worst %q: %w", strings.TrimSpace(line), f[cols], err)

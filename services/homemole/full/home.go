@@ -510,7 +510,12 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			}
 			row += fmt.Sprintf(" %7s", cell)
 		}
-		fmt.Fprintf(out, "%s %7s %5s  %s\n", row, fmt.Sprintf("%.1f%%", 100*worst), fmt.Sprintf("%d/%d", exact, judged), countedAs(pts))
+		worstCell := fmt.Sprintf("%.1f%%", 100*worst)
+		if judged == 0 {
+			// Too few captures to leave two out of any home: nothing measured.
+			worstCell = "-"
+		}
+		fmt.Fprintf(out, "%s %7s %5s  %s\n", row, worstCell, fmt.Sprintf("%d/%d", exact, judged), countedAs(pts))
 	}
 	log.Debug("home hosts done", "types", len(types))
 	return nil
