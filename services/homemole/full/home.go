@@ -456,13 +456,9 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	if *homes < 1 || *others < 0 || *duration <= 0 {
 		return cli.Usagef("home hosts: --homes from 1, --others from 0 and a positive --duration")
 	}
-	devs, err := realhome.LoadDevices(*dir)
+	hc, err := loadHostCounter(ctx, "home hosts", *dir)
 	if err != nil {
-		return fmt.Errorf("home hosts: --from-dir: %w", err)
-	}
-	hc, err := homecount.NewHostCounter(ctx, devs)
-	if err != nil {
-		return fmt.Errorf("home hosts: %w", err)
+		return err
 	}
 	types := hc.Types()
 	if *device != "" {
@@ -557,13 +553,9 @@ func runHomeNearest(ctx context.Context, _ *slog.Logger, out io.Writer, args []s
 	if err := parseRequired(fs, args, "home nearest needs --from-dir DIR", dir); err != nil {
 		return err
 	}
-	devs, err := realhome.LoadDevices(*dir)
+	hc, err := loadHostCounter(ctx, "home nearest", *dir)
 	if err != nil {
-		return fmt.Errorf("home nearest: --from-dir: %w", err)
-	}
-	hc, err := homecount.NewHostCounter(ctx, devs)
-	if err != nil {
-		return fmt.Errorf("home nearest: %w", err)
+		return err
 	}
 	res := hc.Nearest()
 	fmt.Fprintf(out, "%d of %d captures named by their nearest capture's type (%.1f %%)\n", res.Right, res.Captures, 100*float64(res.Right)/float64(max(res.Captures, 1)))
@@ -583,4 +575,17 @@ func printCounts(out io.Writer, counts map[string]int) {
 	for _, k := range keys {
 		fmt.Fprintf(out, "  %-45s %d\n", k, counts[k])
 	}
+}
+
+// loadHostCounter reads every capture's keys of the device folders in dir.
+func loadHostCounter(ctx context.Context, cmd, dir string) (*homecount.HostCounter, error) {
+	devs, err := realhome.LoadDevices(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: --from-dir: %w", cmd, err)
+	}
+	hc, err := homecount.NewHostCounter(ctx, devs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return hc, nil
 }
