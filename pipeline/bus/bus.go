@@ -573,10 +573,13 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 }
 
 // transient reports errors a JetStream cluster gives while it moves a
-// stream's leader or a client reconnects: worth a retry.
+// stream's leader, while its nodes have not all met (no peers to place a
+// stream on: a worker declared the dead-letter stream 56 ms after it
+// started, on a 3-node cluster a CI run had just brought up, and exited),
+// or while a client reconnects: worth a retry.
 func transient(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.As(err, &apiErr) && apiErr.Code == 503
+		errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errCodeNoPeers)
 }

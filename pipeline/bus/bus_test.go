@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/embedded"
 	"github.com/homemole/homemole/schemas"
@@ -183,5 +184,28 @@ func TestConnectRetry(t *testing.T) {
 		t.Fatal(err)
 	case <-ctx.Done():
 		t.Fatal("no ack")
+	}
+}
+
+// TestTransientErrors: what a cluster says while its nodes meet or elect
+// (no peers to place a stream on, unavailable, a timeout) is retried by a
+// consumer's start; a refusal (a user who may not declare streams, a bad
+// stream config) is not.
+func TestTransientErrors(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("declare stream DLQ: %w", &jetstream.APIError{Code: 400, ErrorCode: errCodeNoPeers, Description: "no suitable peers for placement"}), true},
+		{&jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}, true},
+		{fmt.Errorf("declare: %w", nats.ErrTimeout), true},
+		{fmt.Errorf("declare: %w", context.DeadlineExceeded), true},
+		{&jetstream.APIError{Code: 403, ErrorCode: 10039, Description: "jetstream not enabled for account"}, false},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10052, Description: "stream configuration invalid"}, false},
+		{errors.New("permissions violation"), false},
+	} {
+		if got := transient(c.err); got != c.want {
+			t.Errorf("transient(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
