@@ -249,6 +249,9 @@ func (hc *HostCounter) Unseen() Unseen {
 				kept = append(kept, i)
 			}
 		}
+		// One model per type a capture is nearest: its signature depends
+		// on that type and on what is left out, not on the capture.
+		models := map[string]typeModel{}
 		for _, i := range left {
 			res.Captures++
 			nearest := cs.nearest(i, kept)
@@ -256,8 +259,12 @@ func (hc *HostCounter) Unseen() Unseen {
 				continue
 			}
 			named := evaluate.TypeOf(hc.ck.typ[cs.files[nearest]])
-			model, _ := hc.Folders(named)
-			m := typeModel{sig: hc.ck.signature(model, skip), ck: hc.ck, model: model, skip: skip}
+			m, ok := models[named]
+			if !ok {
+				model, _ := hc.Folders(named)
+				m = typeModel{sig: hc.ck.signature(model, skip), ck: hc.ck, model: model, skip: skip}
+				models[named] = m
+			}
 			if m.isModel(hc.ck.keys[cs.files[i]]) {
 				res.Counted[typ+" -> "+named]++
 			}

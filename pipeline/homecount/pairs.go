@@ -323,23 +323,17 @@ type PairResult struct {
 	Said                                 map[int]int
 }
 
-// RunPair measures counting an identical pair: per home, the signature is
-// learned from the captures that the home did not draw on (held out:
-// nothing of its units' sessions is used, the pair's or the others'), and
-// in every window where both units are active the count is the hosts
-// sending the signature.
-func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairResult, error) {
+// RunPair measures counting an identical pair: per home, the model
+// (typeModel) is learned from the captures that the home did not draw on
+// (held out: nothing of its units' sessions is used, the pair's or the
+// others'), and in every window where both units are active the count is
+// the hosts it takes for units of the pair. The captures' keys are those
+// the counter read once, whatever the pair.
+func (hc *HostCounter) RunPair(ctx context.Context, cfg PairConfig) (PairResult, error) {
 	res := PairResult{Said: map[int]int{}}
-	ck, err := readCaptureKeys(ctx, devs)
-	if err != nil {
-		return res, err
-	}
-	byName := map[string]realhome.Device{}
-	for _, d := range devs {
-		byName[d.Name] = d
-	}
+	ck := hc.ck
 	for _, name := range []string{cfg.A, cfg.B} {
-		if _, ok := byName[name]; !ok {
+		if !slices.ContainsFunc(hc.devs, func(d realhome.Device) bool { return d.Name == name }) {
 			return res, fmt.Errorf("pair %s/%s: no device folder %s", cfg.A, cfg.B, name)
 		}
 	}
@@ -348,7 +342,7 @@ func RunPair(ctx context.Context, devs []realhome.Device, cfg PairConfig) (PairR
 	}
 	for k := range cfg.Homes {
 		seed := cfg.Seed + uint64(k)
-		h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: 2 + cfg.Others, Units: map[string]int{cfg.A: 1, cfg.B: 1},
+		h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: 2 + cfg.Others, Units: map[string]int{cfg.A: 1, cfg.B: 1},
 			Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed})
 		if err != nil {
 			return res, fmt.Errorf("pair %s/%s: %w", cfg.A, cfg.B, err)

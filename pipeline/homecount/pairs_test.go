@@ -19,14 +19,17 @@ import (
 // unit among the other devices sent a message size only Insight switches
 // show elsewhere.)
 func TestPairsCountedTwo(t *testing.T) {
-	devs := realhometest.Devices(t)
+	hc, err := NewHostCounter(context.Background(), realhometest.Devices(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct{ a, b string }{
 		{"EdimaxCam1", "EdimaxCam2"},
 		{"EdnetCam1", "EdnetCam2"},
 		{"WeMoInsightSwitch", "WeMoInsightSwitch2"},
 		{"WeMoSwitch", "WeMoSwitch2"},
 	} {
-		res, err := RunPair(context.Background(), devs, PairConfig{A: c.a, B: c.b, Homes: 20, Others: 3, Duration: 100 * time.Second,
+		res, err := hc.RunPair(context.Background(), PairConfig{A: c.a, B: c.b, Homes: 20, Others: 3, Duration: 100 * time.Second,
 			Window: 20 * time.Second, Step: 10 * time.Second, Late: 20 * time.Second, Seed: 1, Dir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
@@ -42,7 +45,7 @@ func TestPairsCountedTwo(t *testing.T) {
 			t.Errorf("%s/%s: counted 2 live %d, 20 s late %d (%.1f %%), of %d windows: want late at least 80 %%", c.a, c.b, res.RightLive, res.RightLate, 100*late, res.Windows)
 		}
 	}
-	if _, err := RunPair(context.Background(), devs, PairConfig{A: "EdimaxCam1", B: "NoSuchCam", Homes: 1, Duration: time.Minute, Window: time.Second, Step: time.Second, Dir: t.TempDir()}); err == nil {
+	if _, err := hc.RunPair(context.Background(), PairConfig{A: "EdimaxCam1", B: "NoSuchCam", Homes: 1, Duration: time.Minute, Window: time.Second, Step: time.Second, Dir: t.TempDir()}); err == nil {
 		t.Fatal("a pair with a missing folder measured, want an error naming it")
 	}
 }

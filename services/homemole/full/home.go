@@ -404,6 +404,10 @@ func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			}
 		}
 	}
+	hc, err := homecount.NewHostCounter(ctx, devs)
+	if err != nil {
+		return fmt.Errorf("home pairs: %w", err)
+	}
 	tmp, err := os.MkdirTemp("", "homemole-pairs-")
 	if err != nil {
 		return fmt.Errorf("home pairs: %w", err)
@@ -411,7 +415,7 @@ func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	defer os.RemoveAll(tmp)
 	fmt.Fprintf(out, "%-38s %-24s %-18s %-18s %s\n", "pair (LAN)", "windows both active", "counted 2", "counted 2 live", "counted 2 live, "+late.String()+" late")
 	for _, p := range pairs {
-		res, err := homecount.RunPair(ctx, devs, homecount.PairConfig{A: p[0], B: p[1], Homes: *homes, Others: *others, Duration: *duration,
+		res, err := hc.RunPair(ctx, homecount.PairConfig{A: p[0], B: p[1], Homes: *homes, Others: *others, Duration: *duration,
 			Window: *window, Step: *step, Late: *late, Seed: *seed, Dir: tmp})
 		if err != nil {
 			return fmt.Errorf("home pairs: %w", err)
