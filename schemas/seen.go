@@ -38,6 +38,12 @@ type SeenWindow struct {
 	Packets    uint64  `json:"packets,omitempty"`
 	Confidence float64 `json:"confidence,omitempty"`
 	Unknown    bool    `json:"unknown,omitempty"`
+	// Method is "hosts" where the LAN host counter judged the window
+	// (pipeline/homecount): each detection's count is hosts, and Hosts
+	// the hosts active in it, the home's infrastructure but; empty for
+	// the sequence-profile detector.
+	Method string `json:"method,omitempty"`
+	Hosts  int    `json:"hosts,omitempty"`
 }
 
 // SeenDetection is one device type with its estimated number behind the

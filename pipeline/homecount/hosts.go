@@ -27,6 +27,8 @@ type HostsConfig struct {
 	Seed     uint64
 	// Dir holds the assembled captures while they are counted.
 	Dir string
+	// Live is how the live count's windows are made; zero: DefaultLiveConfig.
+	Live LiveConfig
 }
 
 // HostsPoint is the count of one n: per home, the hosts counted, the
@@ -34,10 +36,16 @@ type HostsConfig struct {
 // drawn among the other devices), and what was counted:
 // the type's folders, or the family the home's training captures could not
 // tell apart (HostCounter).
+//
+// Windows and LiveRight are the live count (LiveHome, the detector's): the
+// windows of the homes that held a packet, and those where the count of
+// the type's unit was the units of it that sent in the window.
 type HostsPoint struct {
 	N            int
 	Count, Units []int
 	Counted      [][]string
+	Windows      int
+	LiveRight    int
 }
 
 // HostCounter counts the units of a type on a LAN, where each unit is a
@@ -147,11 +155,17 @@ func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, 
 				}
 			}
 			m := typeModel{sig: hc.ck.signature(model, used), ck: hc.ck, model: model, skip: used}
-			pkts, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k)))
+			pkts, all, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k)))
 			if err != nil {
 				return out, fmt.Errorf("count hosts of %s: %w", cfg.Type, err)
 			}
 			pt.Count = append(pt.Count, countUnits(pkts, m, h.GatewayMAC))
+			windows, right, err := liveRight(hc.Model(used), model, h, all, cfg.Live)
+			if err != nil {
+				return out, fmt.Errorf("count hosts of %s live: %w", cfg.Type, err)
+			}
+			pt.Windows += windows
+			pt.LiveRight += right
 			pt.Units = append(pt.Units, unitsOf(h, model))
 			pt.Counted = append(pt.Counted, model)
 		}
@@ -271,4 +285,58 @@ func (hc *HostCounter) Unseen() Unseen {
 		}
 	}
 	return res
+}
+
+// liveRight plays a home's packets through the live counter (LiveHome,
+// the gateway not named: the counter finds it) with the host model hm,
+// and says how many windows it judged and in how many the count of the
+// unit of members was the units of members that sent a frame in the
+// window (the truth, from the home's own frames).
+func liveRight(hm *HostModel, members []string, h *realhome.Home, pkts []schemas.Packet, cfg LiveConfig) (windows, right int, err error) {
+	if cfg == (LiveConfig{}) {
+		cfg = DefaultLiveConfig()
+	}
+	unit := slices.IndexFunc(hm.Units, func(u HostUnit) bool { return slices.Equal(u.Members, members) })
+	if unit < 0 {
+		return 0, 0, fmt.Errorf("no unit of %v in the host model", members)
+	}
+	name := hm.Units[unit].Name
+	var sent []int64 // frames of the members' units
+	var from []int
+	for _, p := range h.Packets {
+		if p.Unit >= 0 && p.Unit < len(h.Units) && slices.Contains(members, h.Units[p.Unit].Device) &&
+			len(p.Data) >= 12 && schemas.MAC(p.Data[6:12]) == h.Units[p.Unit].MAC {
+			sent = append(sent, p.TsNs)
+			from = append(from, p.Unit)
+		}
+	}
+	lh, err := NewLiveHome(hm, cfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	judge := func(ws []schemas.SeenWindow) {
+		for _, w := range ws {
+			active := map[int]bool{}
+			for i, ts := range sent {
+				if ts >= w.StartNs && ts < w.EndNs {
+					active[from[i]] = true
+				}
+			}
+			said := 0
+			for _, d := range w.Detections {
+				if d.Device == name {
+					said = d.Count
+				}
+			}
+			windows++
+			if said == len(active) {
+				right++
+			}
+		}
+	}
+	for i := range pkts {
+		judge(lh.Add(&pkts[i]))
+	}
+	judge(lh.Flush())
+	return windows, right, nil
 }

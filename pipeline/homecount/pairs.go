@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/heartbeat"
@@ -262,12 +263,13 @@ func countHosts(pkts []hostPacket, m typeModel, gateway schemas.MAC, fromNs, toN
 	return len(hosts)
 }
 
-// readHome writes the home's LAN capture to path, reads every host's
-// packets back as a tap would, and removes it.
-func readHome(ctx context.Context, h *realhome.Home, path string) ([]hostPacket, error) {
+// readHome writes the home's LAN capture to path, reads every packet back
+// as a tap would, and removes it; the hosts' packets are those with a
+// source MAC.
+func readHome(ctx context.Context, h *realhome.Home, path string) ([]hostPacket, []schemas.Packet, error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	err = h.WritePcap(f)
 	if cerr := f.Close(); err == nil {
@@ -275,10 +277,21 @@ func readHome(ctx context.Context, h *realhome.Home, path string) ([]hostPacket,
 	}
 	if err != nil {
 		os.Remove(path)
-		return nil, fmt.Errorf("write %s: %w", path, err)
+		return nil, nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(path)
-	return readHostPackets(ctx, path, h.HomeConfig(), nil)
+	var all []schemas.Packet
+	var hosts []hostPacket
+	if _, err := capture.ReadFile(ctx, path, h.HomeConfig(), func(p *schemas.Packet) error {
+		all = append(all, *p)
+		if hp, ok := hostPacketOf(p); ok {
+			hosts = append(hosts, hp)
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("hosts of %s: %w", path, err)
+	}
+	return hosts, all, nil
 }
 
 // hostKeys is the keys with a transport each host but the gateway sent
@@ -357,7 +370,7 @@ func (hc *HostCounter) RunPair(ctx context.Context, cfg PairConfig) (PairResult,
 		}
 		model := []string{cfg.A, cfg.B}
 		m := typeModel{sig: ck.signature(model, used), ck: ck, model: model, skip: used}
-		pkts, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k)))
+		pkts, _, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k)))
 		if err != nil {
 			return res, fmt.Errorf("pair %s/%s: %w", cfg.A, cfg.B, err)
 		}

@@ -201,25 +201,31 @@ func TestParsePairs(t *testing.T) {
 	}
 }
 
-// TestParseHosts reads home hosts' table by its worst and exact columns,
-// and fails on a row whose worst is not a share.
+// TestParseHosts reads home hosts' table by its worst, exact and live
+// columns, and fails on a row whose worst or live is not a share.
 func TestParseHosts(t *testing.T) {
 	out := "mean count error on the LAN, 5 homes per n ...:\n" +
-		"type                     n=1     n=2   worst exact  counted as (homes)\n" +
-		"Aria                    0.0%    0.0%    0.0% 10/10  Aria 10\n" +
-		"D-LinkSiren             0.0%    6.7%    6.7%  9/10  D-Link (D-LinkSiren, D-LinkWaterSensor) 8; D-LinkSiren 2\n" +
-		"MAXGateway            100.0%  100.0%  100.0%  0/10  MAXGateway 10\n" +
-		"Rare                        -       -       -   0/0  \n"
+		"type                     n=1     n=2   worst exact   live  counted as (homes)\n" +
+		"Aria                    0.0%    0.0%    0.0% 10/10 100.0%  Aria 10\n" +
+		"D-LinkSiren             0.0%    6.7%    6.7%  9/10  52.3%  D-Link (D-LinkSiren, D-LinkWaterSensor) 8; D-LinkSiren 2\n" +
+		"MAXGateway            100.0%  100.0%  100.0%  0/10   9.4%  MAXGateway 10\n" +
+		"Rare                        -       -       -   0/0      -  \n"
 	rows, err := parseHosts(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []hostsRow{{"Aria", 0, true}, {"D-LinkSiren", 6.7, false}, {"MAXGateway", 100, false}}
+	want := []hostsRow{{"Aria", 0, true, 100}, {"D-LinkSiren", 6.7, false, 52.3}, {"MAXGateway", 100, false, 9.4}}
 	if !slices.Equal(rows, want) {
 		t.Errorf("rows %+v, want %+v", rows, want)
 	}
+	if got, want := liveShare(rows), "1 of those 2 types in 90 % of windows or more; below: D-LinkSiren 52.3 %"; got != want {
+		t.Errorf("liveShare = %q, want %q", got, want)
+	}
 	if _, err := parseHosts("type n=1 worst exact\nAria 0.0% x 1/1\n"); err == nil {
 		t.Error("a worst that is no share parsed")
+	}
+	if _, err := parseHosts("type n=1 worst exact live\nAria 0.0% 0.0% 1/1 x%\n"); err == nil {
+		t.Error("a live that is no share parsed")
 	}
 }
 

@@ -116,6 +116,8 @@ type hostsRow struct {
 	typ   string
 	worst float64
 	exact bool
+	// live is the share of windows the live counter got right, in %.
+	live float64
 }
 
 // parseHosts reads home hosts' table: per type, the worst error (the
@@ -143,7 +145,13 @@ func parseHosts(out string) ([]hostsRow, error) {
 		if !ok {
 			return nil, fmt.Errorf("home hosts row %q: exact %q: want k/n", strings.TrimSpace(line), f[cols+1])
 		}
-		rows = append(rows, hostsRow{typ: f[0], worst: worst, exact: got == all})
+		row := hostsRow{typ: f[0], worst: worst, exact: got == all}
+		if len(f) > cols+2 && strings.HasSuffix(f[cols+2], "%") {
+			if row.live, err = strconv.ParseFloat(strings.TrimSuffix(f[cols+2], "%"), 64); err != nil {
+				return nil, fmt.Errorf("home hosts row %q: live %q: %w", strings.TrimSpace(line), f[cols+2], err)
+			}
+		}
+		rows = append(rows, row)
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("no type rows in home hosts' output:\n%s", tail(out))
@@ -163,6 +171,7 @@ func hostsRunners(r *reruns) []runner {
 		{"count.hosts", nil},
 		{"count.hosts.seed100", []string{"--seed", "100"}},
 		{"count.hosts.others10", []string{"--others", "10"}},
+		{"count.hosts.late60", []string{"--late", "60s"}},
 	} {
 		key, command := v.key, strings.Join(append([]string{hostsCommand}, v.args...), " ")
 		table := func(ctx context.Context) ([]hostsRow, error) {
@@ -200,9 +209,40 @@ func hostsRunners(r *reruns) []runner {
 					return "none", nil
 				}
 				return strings.Join(missed, ", "), nil
+			}},
+			runner{key: key + ".live", command: command, measure: func(ctx context.Context) (string, error) {
+				rows, err := table(ctx)
+				if err != nil {
+					return "", err
+				}
+				return liveShare(rows), nil
 			}})
 	}
 	return rs
+}
+
+// liveShare says, of the types the whole capture counts within 10 %, how
+// many the live counter gets right in 90 % of windows or more, and the
+// others' shares.
+func liveShare(rows []hostsRow) string {
+	met, good := 0, 0
+	var below []string
+	for _, row := range rows {
+		if row.worst > 10 {
+			continue
+		}
+		met++
+		if row.live >= 90 {
+			good++
+		} else {
+			below = append(below, fmt.Sprintf("%s %.1f %%", row.typ, row.live))
+		}
+	}
+	s := fmt.Sprintf("%d of those %d types in 90 %% of windows or more", good, met)
+	if len(below) > 0 {
+		s += "; below: " + strings.Join(below, ", ")
+	}
+	return s
 }
 
 // homeTable runs homemole home SUB on the IoT Sentinel captures with args,

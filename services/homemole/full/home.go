@@ -442,7 +442,10 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"captures out: with 10 a type, n up to 8. A type whose captures those take for\n"+
 			"another's (each matched to its nearest other; 5 % of a type's captures) is counted\n"+
 			"with that family. The error is |count - units| / units, units being what was counted\n"+
-			"in the home: n, and any unit of the family drawn among the others.")
+			"in the home: n, and any unit of the family drawn among the others. The live column plays\n"+
+			"each home through the detector's counter (hosts count, detector --hosts), the gateway not\n"+
+			"named: the share of its 20 s windows whose count was the units that sent in them, each\n"+
+			"judged --late after it ends.")
 	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
 	device := fs.String("device", "", "count only this type, or the type of this folder (default: every type)")
 	unitsFlag := fs.String("units", "1-8", "the n to measure: a range A-B or a list")
@@ -450,6 +453,8 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	others := fs.Int("others", 3, "other device types in each home")
 	duration := fs.Duration("duration", 100*time.Second, "each home's length")
 	seed := fs.Uint64("seed", 1, "seed of the homes")
+	live := homecount.DefaultLiveConfig()
+	fs.DurationVar(&live.Late, "late", live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
 	if err := parseRequired(fs, args, "home hosts needs --from-dir DIR", dir); err != nil {
 		return err
 	}
@@ -457,8 +462,8 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	if err != nil {
 		return cli.Usagef("home hosts: --units: %v", err)
 	}
-	if *homes < 1 || *others < 0 || *duration <= 0 {
-		return cli.Usagef("home hosts: --homes from 1, --others from 0 and a positive --duration")
+	if *homes < 1 || *others < 0 || *duration <= 0 || live.Late < 0 {
+		return cli.Usagef("home hosts: --homes from 1, --others from 0, a positive --duration and --late from 0")
 	}
 	hc, err := loadHostCounter(ctx, "home hosts", *dir)
 	if err != nil {
@@ -482,7 +487,7 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	for _, n := range units {
 		head += fmt.Sprintf(" %7s", fmt.Sprintf("n=%d", n))
 	}
-	fmt.Fprintf(out, "%s %7s %5s  %s\n", head, "worst", "exact", "counted as (homes)")
+	fmt.Fprintf(out, "%s %7s %5s %6s  %s\n", head, "worst", "exact", "live", "counted as (homes)")
 	for _, t := range types {
 		// Two of the type's captures must stay out of every home to learn
 		// its signature from.
@@ -493,12 +498,17 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 				us = append(us, n)
 			}
 		}
-		pts, err := hc.Run(ctx, homecount.HostsConfig{Type: t, Units: us, Homes: *homes, Others: *others, Duration: *duration, Seed: *seed, Dir: tmp})
+		pts, err := hc.Run(ctx, homecount.HostsConfig{Type: t, Units: us, Homes: *homes, Others: *others, Duration: *duration, Seed: *seed, Dir: tmp, Live: live})
 		if err != nil {
 			return fmt.Errorf("home hosts: %w", err)
 		}
 		row := fmt.Sprintf("%-20s", t)
 		worst, exact, judged := 0.0, 0, 0
+		windows, right := 0, 0
+		for _, p := range pts {
+			windows += p.Windows
+			right += p.LiveRight
+		}
 		for _, n := range units {
 			cell := "-"
 			if i := slices.IndexFunc(pts, func(p homecount.HostsPoint) bool { return p.N == n }); i >= 0 {
@@ -515,7 +525,11 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			// Too few captures to leave two out of any home: nothing measured.
 			worstCell = "-"
 		}
-		fmt.Fprintf(out, "%s %7s %5s  %s\n", row, worstCell, fmt.Sprintf("%d/%d", exact, judged), countedAs(pts))
+		live := "-"
+		if windows > 0 {
+			live = fmt.Sprintf("%.1f%%", 100*float64(right)/float64(windows))
+		}
+		fmt.Fprintf(out, "%s %7s %5s %6s  %s\n", row, worstCell, fmt.Sprintf("%d/%d", exact, judged), live, countedAs(pts))
 	}
 	log.Debug("home hosts done", "types", len(types))
 	return nil

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -171,8 +172,14 @@ func TestHomeHostsCommand(t *testing.T) {
 	s := homeOutput(t, "hosts", "--from-dir", data, "--device", "EdimaxCam2", "--units", "1,8", "--homes", "2")
 	t.Log(s)
 	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[2], "EdimaxCam ") || !strings.Contains(lines[2], "0.0%   4/4  EdimaxCam 4") {
+	if len(lines) != 3 || !strings.HasPrefix(lines[2], "EdimaxCam ") || !strings.Contains(lines[2], "0.0%   4/4 ") || !strings.HasSuffix(lines[2], "  EdimaxCam 4") {
 		t.Fatalf("home hosts printed:\n%s", s)
+	}
+	// The live column: the share of windows the detector's counter got
+	// right, 20 s late, on the same homes.
+	f := strings.Fields(lines[2])
+	if live, err := strconv.ParseFloat(strings.TrimSuffix(f[len(f)-3], "%"), 64); err != nil || live < 80 || live > 100 {
+		t.Errorf("home hosts' live column %q: want a share of windows from 80 %%", f[len(f)-3])
 	}
 	wantUsageErrors(t, []usageCase{
 		{[]string{"hosts"}, "--from-dir"},

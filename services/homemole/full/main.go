@@ -52,6 +52,7 @@ func commands() map[string]command {
 		"sp":         {"sequence profiles + CNNs (Ma et al.): sp train | eval | show, from folders of device captures; sp interactions", nil, true},
 		"dlq":        {"list the messages consumers could never process, and why (dlq ls); put them back once fixed (dlq replay) or drop them (dlq discard)", runDLQ, false},
 		"home":       {"assemble a home from real per-device captures (home assemble): units moved onto one LAN, time-shifted, optionally behind the emulated gateway; count n real units (home count, torch; home steady by steady cloud connections; home hosts on the LAN, host by host) and identical pairs (home pairs); name each capture by its nearest (home nearest)", runHome, false},
+		"hosts":      {"count device units on a LAN tap host by host: hosts learn --from-dir DIR --out hosts.json, then hosts count --model hosts.json --in lan.pcap (the detector's --hosts mode, on a file)", runHosts, false},
 		"sweep":      {"a grid of experiments (models x views x windows x kinds x seeds x model flags), each cross-validated; resumable; sweep.json, sweep.html, or one Kubernetes Indexed Job", nil, true},
 		"detect":     {"report the device types (and how many) in a capture, per time window, with an sp model", nil, true},
 	}

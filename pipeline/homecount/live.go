@@ -1,0 +1,412 @@
+package homecount
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/heartbeat"
+	"github.com/homemole/homemole/schemas"
+)
+
+// MethodHosts is the Seen window's method when the LAN host counter
+// judged it.
+const MethodHosts = "hosts"
+
+// LiveConfig says how a home's LAN hosts are counted while packets come:
+// windows of Window ending on every multiple of Step (Unix time), each
+// judged Late after it ends with what every host sent until then, so a
+// unit whose first packets in the window are DHCP and ARP is known by the
+// keys it sends just after.
+type LiveConfig struct {
+	Window, Step, Late time.Duration
+	// Gateway is the home's gateway when a campaign names it. Named or
+	// not, a host that forwards (sends from a public IPv4 address, or from
+	// three global IPv6 /64s) is the home's infrastructure, never a unit.
+	// Answering DHCP is not taken for it: many devices serve DHCP on an
+	// access point of their own while they are set up (D-LinkSwitch does
+	// in IoT Sentinel's captures).
+	Gateway schemas.MAC
+	// MaxHosts bounds the hosts a home's table keeps (the least recently
+	// seen goes first) and MaxKeys the keys of all of them: a home that
+	// sends from ever new MACs or sizes costs a bounded table and
+	// checkpoint. MaxHostKeys bounds one host's keys: a host that sent
+	// more distinct keys than that is a general-purpose computer (the
+	// largest IoT Sentinel capture shows 876), never a unit.
+	MaxHosts, MaxKeys, MaxHostKeys int
+}
+
+// DefaultLiveConfig counts 20 s windows every 10 s, 20 s late: the
+// windows `home pairs` measures.
+func DefaultLiveConfig() LiveConfig {
+	return LiveConfig{Window: 20 * time.Second, Step: 10 * time.Second, Late: 20 * time.Second,
+		MaxHosts: 512, MaxKeys: 1 << 15, MaxHostKeys: 2048}
+}
+
+// Validate says what is wrong with the config.
+func (c LiveConfig) Validate() error {
+	if c.Step <= 0 || c.Window < c.Step || c.Window%c.Step != 0 || c.Late < 0 {
+		return fmt.Errorf("host counter: window %s every %s, %s late: want a window a whole number of positive steps, and a delay from 0", c.Window, c.Step, c.Late)
+	}
+	if c.MaxHosts < 1 || c.MaxKeys < 1 || c.MaxHostKeys < 1 {
+		return fmt.Errorf("host counter: at most %d hosts, %d keys, %d keys a host: want each from 1", c.MaxHosts, c.MaxKeys, c.MaxHostKeys)
+	}
+	return nil
+}
+
+// LiveHome counts one home's units on its LAN tap as its packets come, in
+// time order: every host's keys since it was first seen, and the steps
+// each was active in. Not safe for concurrent use.
+type LiveHome struct {
+	model *HostModel
+	cfg   LiveConfig
+	hosts map[schemas.MAC]*liveHost
+	keys  int   // of all hosts
+	next  int64 // end of the next window to judge, ns; 0: no packet yet
+	last  int64 // latest packet time
+	// packets per step still in a window to judge.
+	packets map[int64]uint64
+	// NoMAC counts the packets without a source MAC (not a LAN tap).
+	NoMAC uint64
+}
+
+type liveHost struct {
+	keys      map[heartbeat.Key]bool
+	saturated bool
+	infra     bool
+	prefixes  []netip.Prefix // global IPv6 /64s it sent from, up to three
+	active    []int64        // steps it sent in, ascending, still in a window to judge
+	last      int64
+	// unit is Classify's answer for keys; dirty says keys changed since.
+	unit  int
+	dirty bool
+}
+
+// NewLiveHome is a home with nothing seen yet.
+func NewLiveHome(m *HostModel, cfg LiveConfig) (*LiveHome, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &LiveHome{model: m, cfg: cfg, hosts: map[schemas.MAC]*liveHost{}, packets: map[int64]uint64{}}, nil
+}
+
+// Add takes one packet and returns the windows it completes: those that
+// end Late or more before it.
+func (h *LiveHome) Add(p *schemas.Packet) []schemas.SeenWindow {
+	step := int64(h.cfg.Step)
+	var out []schemas.SeenWindow
+	// A clock that went back by more than an hour (a capture restarted, a
+	// bad timestamp before it corrected) would wait that long for its next
+	// window: start the windows again where it is now. What the hosts
+	// sent stays known.
+	if h.next != 0 && p.TsNs < h.next-int64(h.cfg.Window)-int64(MaxClockBack) {
+		h.next = 0
+		h.packets = map[int64]uint64{}
+		h.last = p.TsNs
+		for _, host := range h.hosts {
+			host.active = nil
+		}
+	}
+	if h.next == 0 {
+		h.next = (p.TsNs/step + 1) * step
+	}
+	for h.next+int64(h.cfg.Late) <= p.TsNs {
+		if w, ok := h.judge(h.next); ok {
+			out = append(out, w)
+		}
+		h.next += step
+		// Nothing was sent in the windows ahead: go on at the first that
+		// holds this packet rather than judge each of a long silence.
+		if h.idleUntil(h.next) {
+			h.next = max(h.next, (p.TsNs/step+1)*step)
+		}
+	}
+	h.add(p)
+	return out
+}
+
+// MaxClockBack is how far a home's clock may go back before its windows
+// start again where it is.
+const MaxClockBack = time.Hour
+
+// Flush judges every window up to the last packet (the capture session
+// ended).
+func (h *LiveHome) Flush() []schemas.SeenWindow {
+	var out []schemas.SeenWindow
+	for h.next != 0 && h.next-int64(h.cfg.Window) <= h.last {
+		if w, ok := h.judge(h.next); ok {
+			out = append(out, w)
+		}
+		h.next += int64(h.cfg.Step)
+	}
+	return out
+}
+
+// idleUntil says no packet was seen in the window that ends at end or
+// later.
+func (h *LiveHome) idleUntil(end int64) bool {
+	return h.last < end-int64(h.cfg.Window)
+}
+
+func (h *LiveHome) add(p *schemas.Packet) {
+	h.last = max(h.last, p.TsNs)
+	if p.SrcMAC.IsZero() || p.SrcMAC[0]&1 == 1 {
+		h.NoMAC++
+		return
+	}
+	step := p.TsNs / int64(h.cfg.Step)
+	h.packets[step]++
+	host := h.hosts[p.SrcMAC]
+	if host == nil {
+		h.evict(p.SrcMAC, 1)
+		host = &liveHost{unit: -1}
+		h.hosts[p.SrcMAC] = host
+	}
+	host.last = max(host.last, p.TsNs)
+	if n := len(host.active); n == 0 || host.active[n-1] < step {
+		host.active = append(host.active, step)
+	} else if !slices.Contains(host.active, step) {
+		// A packet out of order: keep the steps sorted.
+		i, _ := slices.BinarySearch(host.active, step)
+		host.active = slices.Insert(host.active, i, step)
+	}
+	if !host.infra && forwards(host, p) {
+		host.infra = true
+	}
+	if p.Transport == 0 || host.saturated {
+		return
+	}
+	k := heartbeat.Key{Transport: p.Transport, Port: p.DPort, IPLen: p.IPLen}
+	if host.keys[k] {
+		return
+	}
+	if len(host.keys) >= h.cfg.MaxHostKeys {
+		h.keys -= len(host.keys)
+		host.keys, host.saturated, host.dirty = nil, true, true
+		return
+	}
+	if h.keys >= h.cfg.MaxKeys {
+		h.evict(p.SrcMAC, 0)
+		if h.keys >= h.cfg.MaxKeys {
+			return
+		}
+	}
+	if host.keys == nil {
+		host.keys = map[heartbeat.Key]bool{}
+	}
+	host.keys[k], host.dirty = true, true
+	h.keys++
+}
+
+// evict drops the least recently seen hosts but keep until a host more
+// fits (room 1) or a key more does (room 0).
+func (h *LiveHome) evict(keep schemas.MAC, room int) {
+	for len(h.hosts)+room > h.cfg.MaxHosts || (room == 0 && h.keys >= h.cfg.MaxKeys) {
+		var oldest schemas.MAC
+		found := false
+		for mac, host := range h.hosts {
+			if mac == keep {
+				continue
+			}
+			if !found || host.last < h.hosts[oldest].last || (host.last == h.hosts[oldest].last && mac.String() < oldest.String()) {
+				oldest, found = mac, true
+			}
+		}
+		if !found {
+			return
+		}
+		h.keys -= len(h.hosts[oldest].keys)
+		delete(h.hosts, oldest)
+	}
+}
+
+// forwards says a packet shows its host is the home's infrastructure: it
+// forwards from the Internet (a public IPv4 source, or a third global
+// IPv6 /64).
+func forwards(host *liveHost, p *schemas.Packet) bool {
+	a := p.SrcIP
+	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() {
+		return false
+	}
+	if a.Is4() || a.Is4In6() {
+		// 100.64/10 is the carrier's NAT: a home host can hold one.
+		return !netip.MustParsePrefix("100.64.0.0/10").Contains(a.Unmap())
+	}
+	pfx := netip.PrefixFrom(a, 64).Masked()
+	if !slices.Contains(host.prefixes, pfx) {
+		host.prefixes = append(host.prefixes, pfx)
+	}
+	return len(host.prefixes) >= 3
+}
+
+// judge counts the window that ends at end: every host active in it, the
+// gateway and the infrastructure but, by the unit its keys are nearest.
+// False when no host was active.
+func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
+	step := int64(h.cfg.Step)
+	from := end - int64(h.cfg.Window)
+	w := schemas.SeenWindow{StartNs: from, EndNs: end, Method: MethodHosts, Detections: []schemas.SeenDetection{}}
+	for s := from / step; s < end/step; s++ {
+		w.Packets += h.packets[s]
+	}
+	counts := make([]int, len(h.model.Units))
+	for mac, host := range h.hosts {
+		if !host.activeIn(from/step, end/step) || mac == h.cfg.Gateway || host.infra {
+			continue
+		}
+		w.Hosts++
+		if host.dirty {
+			host.unit, host.dirty = -1, false
+			if !host.saturated {
+				host.unit = h.model.Classify(host.keys)
+			}
+		}
+		if host.unit >= 0 {
+			counts[host.unit]++
+		}
+	}
+	for u, n := range counts {
+		if n > 0 {
+			w.Detections = append(w.Detections, schemas.SeenDetection{Device: h.model.Units[u].Name, Count: n, Score: 1})
+		}
+	}
+	h.trim(end + step)
+	return w, w.Packets > 0
+}
+
+// activeIn says the host sent in a step from a up to b.
+func (host *liveHost) activeIn(a, b int64) bool {
+	i, _ := slices.BinarySearch(host.active, a)
+	return i < len(host.active) && host.active[i] < b
+}
+
+// trim forgets the steps before the window that ends at next.
+func (h *LiveHome) trim(next int64) {
+	first := (next - int64(h.cfg.Window)) / int64(h.cfg.Step)
+	for s := range h.packets {
+		if s < first {
+			delete(h.packets, s)
+		}
+	}
+	for _, host := range h.hosts {
+		i, _ := slices.BinarySearch(host.active, first)
+		host.active = host.active[i:]
+	}
+}
+
+// Hosts is how many hosts the table holds.
+func (h *LiveHome) Hosts() int { return len(h.hosts) }
+
+// liveStateVersion is the version of a saved LiveHome; others are refused.
+const liveStateVersion = 1
+
+// liveState is a LiveHome as a checkpoint keeps it. Keys are packed, seven
+// bytes each (transport, port, length), so a full table stays a few
+// hundred KB.
+type liveState struct {
+	Version int              `json:"version"`
+	Seq     uint64           `json:"seq"`
+	Next    int64            `json:"next_ns"`
+	Last    int64            `json:"last_ns"`
+	Packets map[int64]uint64 `json:"packets,omitempty"`
+	Hosts   []liveHostState  `json:"hosts"`
+	NoMAC   uint64           `json:"no_mac,omitempty"`
+}
+
+type liveHostState struct {
+	MAC       string   `json:"mac"`
+	Keys      []byte   `json:"keys,omitempty"`
+	Saturated bool     `json:"saturated,omitempty"`
+	Infra     bool     `json:"infra,omitempty"`
+	Prefixes  []string `json:"prefixes,omitempty"`
+	Active    []int64  `json:"active,omitempty"`
+	Last      int64    `json:"last_ns"`
+}
+
+const packedKey = 7
+
+// State encodes the home for a checkpoint, with the stream position seq
+// of the last batch it took.
+func (h *LiveHome) State(seq uint64) ([]byte, error) {
+	st := liveState{Version: liveStateVersion, Seq: seq, Next: h.next, Last: h.last, Packets: h.packets, NoMAC: h.NoMAC}
+	for mac, host := range h.hosts {
+		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Active: host.active, Last: host.last}
+		for _, k := range keyTexts(host.keys) {
+			hs.Keys = binary.BigEndian.AppendUint16(append(hs.Keys, k.Transport), uint16(k.Port>>16))
+			hs.Keys = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(hs.Keys, uint16(k.Port)), k.IPLen)
+		}
+		for _, p := range host.prefixes {
+			hs.Prefixes = append(hs.Prefixes, p.String())
+		}
+		st.Hosts = append(st.Hosts, hs)
+	}
+	slices.SortFunc(st.Hosts, func(a, b liveHostState) int { return strings.Compare(a.MAC, b.MAC) })
+	data, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("encode host table: %w", err)
+	}
+	return data, nil
+}
+
+// RestoreLiveHome rebuilds a home from State's bytes, and says the stream
+// position they cover.
+func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint64, error) {
+	h, err := NewLiveHome(m, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	var st liveState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, 0, fmt.Errorf("decode host table: %w", err)
+	}
+	if st.Version != liveStateVersion {
+		return nil, 0, fmt.Errorf("host table version %d, this build reads %d", st.Version, liveStateVersion)
+	}
+	if len(st.Hosts) > cfg.MaxHosts {
+		return nil, 0, fmt.Errorf("host table holds %d hosts, this counter keeps at most %d", len(st.Hosts), cfg.MaxHosts)
+	}
+	// Where Add and Flush leave the next window: past the last packet
+	// less the delay, and at most a window and a step after it.
+	step := int64(cfg.Step)
+	if st.Next != 0 && (st.Next%step != 0 || st.Next+int64(cfg.Late) <= st.Last || st.Next > st.Last+int64(cfg.Window)+step) {
+		return nil, 0, fmt.Errorf("host table: next window ends at %d ns, its last packet came at %d: not where a counter of %s windows every %s leaves it", st.Next, st.Last, cfg.Window, cfg.Step)
+	}
+	h.next, h.last, h.NoMAC = st.Next, st.Last, st.NoMAC
+	for s, n := range st.Packets {
+		h.packets[s] = n
+	}
+	for _, hs := range st.Hosts {
+		mac, err := schemas.ParseMAC(hs.MAC)
+		if err != nil {
+			return nil, 0, fmt.Errorf("host table: %w", err)
+		}
+		if len(hs.Keys)%packedKey != 0 || !slices.IsSorted(hs.Active) {
+			return nil, 0, fmt.Errorf("host table: host %s: %d key bytes and steps sorted %v: not what State writes", hs.MAC, len(hs.Keys), slices.IsSorted(hs.Active))
+		}
+		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, active: hs.Active, last: hs.Last, unit: -1, dirty: true}
+		for _, p := range hs.Prefixes {
+			pfx, err := netip.ParsePrefix(p)
+			if err != nil {
+				return nil, 0, fmt.Errorf("host table: host %s: %w", hs.MAC, err)
+			}
+			host.prefixes = append(host.prefixes, pfx)
+		}
+		if n := len(hs.Keys) / packedKey; n > 0 {
+			host.keys = make(map[heartbeat.Key]bool, n)
+			for b := hs.Keys; len(b) > 0; b = b[packedKey:] {
+				port := int32(uint32(binary.BigEndian.Uint16(b[1:]))<<16 | uint32(binary.BigEndian.Uint16(b[3:])))
+				host.keys[heartbeat.Key{Transport: b[0], Port: port, IPLen: binary.BigEndian.Uint16(b[5:])}] = true
+			}
+		}
+		h.keys += len(host.keys)
+		h.hosts[mac] = host
+	}
+	if h.keys > cfg.MaxKeys {
+		return nil, 0, fmt.Errorf("host table holds %d keys, this counter keeps at most %d", h.keys, cfg.MaxKeys)
+	}
+	return h, st.Seq, nil
+}

@@ -1,0 +1,317 @@
+package homecount
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/heartbeat"
+	"github.com/homemole/homemole/schemas"
+)
+
+// handModel has two units: A sends UDP/69 of length 55, B TCP/443 of 60,
+// and both send the same DNS query, which tells neither.
+func handModel(t testing.TB) *HostModel {
+	t.Helper()
+	data := `{"version":1,
+	 "units":[{"name":"A","members":["A"],"signature":["17/69/55"]},{"name":"B","members":["B"],"signature":["6/443/60"]}],
+	 "captures":[{"unit":0,"keys":["17/69/55","17/53/60"]},{"unit":1,"keys":["6/443/60","17/53/60"]}]}`
+	m, err := ReadHostModel(strings.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mac(i int) schemas.MAC { return schemas.MAC{0x02, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)} }
+
+func pkt(ts time.Duration, host int, transport uint8, port int32, length uint16) schemas.Packet {
+	return schemas.Packet{TsNs: int64(ts), SrcMAC: mac(host), Transport: transport, DPort: port, IPLen: length,
+		SrcIP: netip.AddrFrom4([4]byte{192, 168, 1, byte(host)})}
+}
+
+func feed(t testing.TB, h *LiveHome, pkts []schemas.Packet) []schemas.SeenWindow {
+	t.Helper()
+	var out []schemas.SeenWindow
+	for i := range pkts {
+		out = append(out, h.Add(&pkts[i])...)
+	}
+	return out
+}
+
+func countOf(w schemas.SeenWindow, unit string) int {
+	for _, d := range w.Detections {
+		if d.Device == unit {
+			return d.Count
+		}
+	}
+	return 0
+}
+
+// TestLiveHomeLate: a host whose first packets tell nothing (a DNS query
+// both units send) is counted in that window when the window is judged
+// after its signature key came, and not when it is judged before.
+func TestLiveHomeLate(t *testing.T) {
+	pkts := []schemas.Packet{
+		pkt(1*time.Second, 1, 17, 53, 60),
+		pkt(25*time.Second, 1, 17, 69, 55),
+		pkt(26*time.Second, 2, 6, 443, 60),
+		pkt(90*time.Second, 1, 17, 53, 60),
+	}
+	for _, c := range []struct {
+		late time.Duration
+		want int // A's count in the window [0 s, 20 s)
+	}{{20 * time.Second, 1}, {0, 0}} {
+		cfg := DefaultLiveConfig()
+		cfg.Late = c.late
+		h, err := NewLiveHome(handModel(t), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws := append(feed(t, h, pkts), h.Flush()...)
+		var ends []time.Duration
+		for _, w := range ws {
+			ends = append(ends, time.Duration(w.EndNs))
+			if w.Method != MethodHosts || w.EndNs-w.StartNs != int64(cfg.Window) {
+				t.Errorf("window %+v: want method hosts and %s long", w, cfg.Window)
+			}
+		}
+		// Windows holding a packet only: the silence from 40 s to 90 s is
+		// stepped over.
+		want := []time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second, 40 * time.Second, 100 * time.Second, 110 * time.Second}
+		if !slices.Equal(ends, want) {
+			t.Fatalf("late %s: windows end at %v, want %v", c.late, ends, want)
+		}
+		if got := countOf(ws[1], "A"); got != c.want || ws[1].Hosts != 1 {
+			t.Errorf("late %s: window [0 s, 20 s): A counted %d of %d hosts, want %d of 1", c.late, got, ws[1].Hosts, c.want)
+		}
+		if a, b := countOf(ws[3], "A"), countOf(ws[3], "B"); a != 1 || b != 1 || ws[3].Hosts != 2 || ws[3].Packets != 2 {
+			t.Errorf("late %s: window [20 s, 40 s): A %d, B %d, %d hosts, %d packets; want 1, 1, 2, 2", c.late, a, b, ws[3].Hosts, ws[3].Packets)
+		}
+	}
+}
+
+// TestLiveHomeInfrastructure: the gateway, named or found by what it
+// forwards, is never a unit, nor a host of the window.
+func TestLiveHomeInfrastructure(t *testing.T) {
+	fwd := pkt(2*time.Second, 9, 17, 69, 55) // a signature key, but from the Internet
+	fwd.SrcIP = netip.MustParseAddr("93.184.216.34")
+	v6 := func(ts time.Duration, prefix string) schemas.Packet {
+		p := pkt(ts, 8, 17, 69, 55)
+		p.SrcIP = netip.MustParseAddr(prefix + "::1")
+		return p
+	}
+	pkts := []schemas.Packet{pkt(time.Second, 1, 17, 69, 55), fwd, v6(3*time.Second, "2001:db8:1:1"), v6(4*time.Second, "2001:db8:1:2"),
+		v6(5*time.Second, "2001:db8:1:3"), pkt(6*time.Second, 7, 17, 69, 55), pkt(60*time.Second, 1, 17, 69, 55)}
+	cfg := DefaultLiveConfig()
+	cfg.Gateway = mac(7)
+	h, err := NewLiveHome(handModel(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := feed(t, h, pkts)
+	if len(ws) == 0 {
+		t.Fatal("no window judged")
+	}
+	if w := ws[0]; countOf(w, "A") != 1 || w.Hosts != 1 {
+		t.Errorf("window %+v: want A counted once, one host: the forwarding host (public IPv4), the one from three IPv6 /64s and the named gateway are none", w)
+	}
+	// Two /64s are a host with two prefixes, not a router.
+	h2, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	ws = feed(t, h2, []schemas.Packet{v6(3*time.Second, "2001:db8:1:1"), v6(4*time.Second, "2001:db8:1:2"), pkt(60*time.Second, 1, 17, 53, 60)})
+	if len(ws) == 0 || countOf(ws[0], "A") != 1 {
+		t.Errorf("a host of two IPv6 /64s: windows %+v, want it counted as A", ws)
+	}
+}
+
+// TestLiveHomeBounded: a home that sends from ever new MACs and sizes keeps
+// at most MaxHosts hosts and MaxKeys keys, and its checkpoint stays under
+// NATS's 1 MiB message; a host of more keys than any IoT capture is none.
+func TestLiveHomeBounded(t *testing.T) {
+	cfg := DefaultLiveConfig()
+	h, err := NewLiveHome(handModel(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkts []schemas.Packet
+	for i := range 20000 {
+		for k := range 8 {
+			pkts = append(pkts, pkt(time.Duration(i)*time.Millisecond, 100+i, 17, int32(1000+k), uint16(i)))
+		}
+	}
+	// One host sends its signature key among thousands of sizes.
+	pkts = append(pkts, pkt(21*time.Second, 1, 17, 69, 55))
+	for k := range cfg.MaxHostKeys {
+		pkts = append(pkts, pkt(21*time.Second, 1, 6, 443, uint16(k)))
+	}
+	feed(t, h, pkts)
+	if h.Hosts() > cfg.MaxHosts || h.keys > cfg.MaxKeys {
+		t.Errorf("%d hosts with %d keys, want at most %d and %d", h.Hosts(), h.keys, cfg.MaxHosts, cfg.MaxKeys)
+	}
+	st, err := h.State(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) >= 1<<20 {
+		t.Errorf("checkpoint of %d bytes, want under 1 MiB", len(st))
+	}
+	ws := h.Flush()
+	if len(ws) == 0 {
+		t.Fatal("no window judged")
+	}
+	for _, w := range ws {
+		if countOf(w, "A") != 0 {
+			t.Errorf("window %+v: a host of %d keys counted as A, want none", w, cfg.MaxHostKeys+1)
+		}
+	}
+}
+
+// TestLiveHomeState: a home saved half way and restored judges the rest
+// exactly as one never stopped.
+func TestLiveHomeState(t *testing.T) {
+	var pkts []schemas.Packet
+	for i := range 200 {
+		host := 1 + i%5
+		key := [][3]int{{17, 53, 60}, {17, 69, 55}, {6, 443, 60}}[(i/7+host)%3]
+		pkts = append(pkts, pkt(time.Duration(i)*700*time.Millisecond, host, uint8(key[0]), int32(key[1]), uint16(key[2])))
+	}
+	pkts[40].SrcIP = netip.MustParseAddr("93.184.216.34")
+	pkts[41].SrcIP = netip.MustParseAddr("2001:db8::1")
+	whole, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	want := append(feed(t, whole, pkts), whole.Flush()...)
+
+	h, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	got := feed(t, h, pkts[:100])
+	st, err := h.State(42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, seq, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), st)
+	if err != nil || seq != 42 {
+		t.Fatalf("restore: seq %d, %v; want 42", seq, err)
+	}
+	got = append(append(got, feed(t, r, pkts[100:])...), r.Flush()...)
+	a, _ := json.Marshal(want)
+	b, _ := json.Marshal(got)
+	if len(want) < 10 || !bytes.Equal(a, b) {
+		t.Errorf("restored home judged\n%s\nwant\n%s", b, a)
+	}
+	again, err := r.State(43)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), again); err != nil {
+		t.Errorf("restore of a restored home: %v", err)
+	}
+}
+
+// TestLiveHomeClockBack: a clock that goes back by hours starts the windows
+// again where it is, knowing what the hosts sent, rather than wait hours.
+func TestLiveHomeClockBack(t *testing.T) {
+	h, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	day := 24 * time.Hour
+	ws := feed(t, h, []schemas.Packet{pkt(day+time.Second, 1, 17, 69, 55), pkt(day+45*time.Second, 1, 17, 53, 60),
+		pkt(time.Second, 1, 17, 53, 60), pkt(45*time.Second, 1, 17, 53, 60)})
+	var back []schemas.SeenWindow
+	for _, w := range ws {
+		if w.EndNs < int64(day) {
+			back = append(back, w)
+		}
+	}
+	if len(back) == 0 || countOf(back[0], "A") != 1 {
+		t.Errorf("after the clock went back a day: windows %+v, want them judged, the host still known as A", back)
+	}
+}
+
+func TestLiveHomeStateRefused(t *testing.T) {
+	cfg := DefaultLiveConfig()
+	small := cfg
+	small.MaxHosts = 1
+	h, _ := NewLiveHome(handModel(t), cfg)
+	feed(t, h, []schemas.Packet{pkt(time.Second, 1, 17, 69, 55), pkt(2*time.Second, 2, 17, 53, 60)})
+	good, err := h.State(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cfg  LiveConfig
+		data string
+		want string
+	}{
+		{cfg, `not json`, "decode host table"},
+		{cfg, `{"version":2,"seq":1}`, "version 2"},
+		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"nonsense"}]}`, "host table"},
+		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAA"}]}`, "key bytes"},
+		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","active":[5,3]}]}`, "sorted"},
+		{cfg, `{"version":1,"seq":1,"next_ns":10000000000,"last_ns":900000000000}`, "next window"},
+		{cfg, `{"version":1,"seq":1,"next_ns":3,"last_ns":1}`, "next window"},
+		{small, string(good), "at most 1"},
+		{LiveConfig{Window: time.Second, Step: 2 * time.Second}, string(good), "whole number"},
+	} {
+		if _, _, err := RestoreLiveHome(handModel(t), c.cfg, []byte(c.data)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("restore %.40q: %v, want an error with %q", c.data, err, c.want)
+		}
+	}
+}
+
+// TestHostModelRefused: a model file that is not one `hosts learn` writes
+// is refused, saying what is wrong.
+func TestHostModelRefused(t *testing.T) {
+	for _, c := range []struct{ data, want string }{
+		{`[]`, "decode host model"},
+		{`{"version":2}`, "version 2"},
+		{`{"version":1,"units":[],"captures":[]}`, "0 units"},
+		{`{"version":1,"units":[{"name":"A","members":["A"]}],"captures":[{"unit":1}]}`, "unit 1 of 1"},
+		{`{"version":1,"units":[{"name":"","members":["A"]}],"captures":[{"unit":0}]}`, "want a name"},
+		{`{"version":1,"units":[{"name":"A","members":["A"],"signature":["17/69"]}],"captures":[{"unit":0}]}`, "transport/port/length"},
+		{`{"version":1,"units":[{"name":"A","members":["A"],"signature":["0/69/55"]}],"captures":[{"unit":0}]}`, "transport 1-255"},
+		{strings.Repeat(" ", maxHostModelBytes+1), "over 64 MiB"},
+	} {
+		if _, err := ReadHostModel(strings.NewReader(c.data)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("model %.40q: %v, want an error with %q", c.data, err, c.want)
+		}
+	}
+}
+
+func FuzzRestoreLiveHome(f *testing.F) {
+	h, _ := NewLiveHome(handModel(f), DefaultLiveConfig())
+	feed(f, h, []schemas.Packet{pkt(time.Second, 1, 17, 69, 55), pkt(2*time.Second, 2, 6, 443, 60), pkt(45*time.Second, 2, 17, 53, 60)})
+	st, _ := h.State(7)
+	f.Add(st)
+	f.Add([]byte(`{"version":1,"seq":1,"next_ns":10000000000,"last_ns":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAAAAAAAA==","active":[-9,0]}]}`))
+	m := handModel(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, _, err := RestoreLiveHome(m, DefaultLiveConfig(), data)
+		if err != nil {
+			return
+		}
+		// Whatever it restored takes packets, judges and saves again.
+		feed(t, h, []schemas.Packet{pkt(time.Minute, 1, 17, 69, 55), pkt(3*time.Minute, 3, 6, 443, 60)})
+		h.Flush()
+		if _, err := h.State(1); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func FuzzReadHostModel(f *testing.F) {
+	var b bytes.Buffer
+	if err := handModel(f).Write(&b); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ReadHostModel(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		// A model read back classifies without a panic.
+		if u := m.Classify(map[heartbeat.Key]bool{{Transport: 17, Port: 69, IPLen: 55}: true}); u >= len(m.Units) {
+			t.Fatalf("classified as unit %d of %d", u, len(m.Units))
+		}
+	})
+}

@@ -1,0 +1,261 @@
+package homecount
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/homemole/homemole/pipeline/evaluate"
+	"github.com/homemole/homemole/pipeline/heartbeat"
+)
+
+// HostModelVersion is the version of a host model file; others are refused.
+const HostModelVersion = 1
+
+// maxHostModelBytes bounds what LoadHostModel reads: the IoT Sentinel
+// model is under 1 MB.
+const maxHostModelBytes = 64 << 20
+
+// HostModel is what the LAN host counter knows, saved so that a detector
+// counts with it: the counting units (a hardware type, or a family of
+// look-alikes its captures cannot tell apart) with their signatures, and
+// the key set of every capture it learned from, to say which unit a host's
+// traffic is nearest. It is the per-home model of HostCounter.Run, learned
+// from every capture instead of those a home did not draw on.
+type HostModel struct {
+	Version  int           `json:"version"`
+	Units    []HostUnit    `json:"units"`
+	Captures []HostCapture `json:"captures"`
+
+	// Prepared by index: signatures and capture keys as sets.
+	sigs []Signature
+	keys []map[heartbeat.Key]bool
+}
+
+// HostUnit is one counting unit: a hardware type, or a family.
+type HostUnit struct {
+	// Name is the type, or the family's (evaluate.FamilyName).
+	Name string `json:"name"`
+	// Members are the device folders counted as the unit.
+	Members []string `json:"members"`
+	// Signature is the keys only the unit's captures show (at least two of
+	// them); a unit without one is never counted.
+	Signature []KeyText `json:"signature"`
+}
+
+// HostCapture is one training capture's key set, and its unit.
+type HostCapture struct {
+	Unit int       `json:"unit"`
+	Keys []KeyText `json:"keys"`
+}
+
+// KeyText is a key as a model file writes it: "transport/port/length"
+// ("17/69/55": UDP to port 69, IP length 55; port -1: none).
+type KeyText heartbeat.Key
+
+// MarshalText writes transport/port/length.
+func (k KeyText) MarshalText() ([]byte, error) {
+	return fmt.Appendf(nil, "%d/%d/%d", k.Transport, k.Port, k.IPLen), nil
+}
+
+// UnmarshalText reads transport/port/length.
+func (k *KeyText) UnmarshalText(b []byte) error {
+	parts := strings.Split(string(b), "/")
+	if len(parts) != 3 {
+		return fmt.Errorf("key %q: want transport/port/length", b)
+	}
+	t, err1 := strconv.ParseUint(parts[0], 10, 8)
+	p, err2 := strconv.ParseInt(parts[1], 10, 32)
+	l, err3 := strconv.ParseUint(parts[2], 10, 16)
+	if err := errors.Join(err1, err2, err3); err != nil || t == 0 || p < -1 || p > 65535 {
+		return fmt.Errorf("key %q: want a transport 1-255, a port -1-65535 and a length 0-65535", b)
+	}
+	*k = KeyText{Transport: uint8(t), Port: int32(p), IPLen: uint16(l)}
+	return nil
+}
+
+func keyTexts(set map[heartbeat.Key]bool) []KeyText {
+	out := make([]KeyText, 0, len(set))
+	for k := range set {
+		out = append(out, KeyText(k))
+	}
+	slices.SortFunc(out, func(a, b KeyText) int {
+		if a.Transport != b.Transport {
+			return int(a.Transport) - int(b.Transport)
+		}
+		if a.Port != b.Port {
+			return int(a.Port - b.Port)
+		}
+		return int(a.IPLen) - int(b.IPLen)
+	})
+	return out
+}
+
+// Model is the host model learned from every capture but those in skip
+// (a home's own sessions, when the model is measured on it): one unit per
+// family of look-alikes (captureKeys.families) and per hardware type in
+// none, in the order of the first member's folder.
+func (hc *HostCounter) Model(skip []string) *HostModel {
+	fams := hc.ck.families(hc.sim, skip)
+	m := &HostModel{Version: HostModelVersion}
+	unitOf := map[string]int{}
+	for _, typ := range hc.Types() {
+		members, _ := hc.Folders(typ)
+		if _, done := unitOf[members[0]]; done {
+			continue
+		}
+		name := typ
+		for _, fam := range fams {
+			if slices.Contains(fam, members[0]) {
+				members, name = fam, evaluate.FamilyName(fam)
+			}
+		}
+		for _, f := range members {
+			unitOf[f] = len(m.Units)
+		}
+		m.Units = append(m.Units, HostUnit{Name: name, Members: members, Signature: keyTexts(hc.ck.signature(members, skip))})
+	}
+	for _, f := range hc.sim.files {
+		if !slices.Contains(skip, f) {
+			m.Captures = append(m.Captures, HostCapture{Unit: unitOf[hc.ck.typ[f]], Keys: keyTexts(hc.ck.keys[f])})
+		}
+	}
+	m.index()
+	return m
+}
+
+// index prepares the sets Classify reads.
+func (m *HostModel) index() {
+	m.sigs = make([]Signature, len(m.Units))
+	for i, u := range m.Units {
+		m.sigs[i] = Signature{}
+		for _, k := range u.Signature {
+			m.sigs[i][heartbeat.Key(k)] = true
+		}
+	}
+	m.keys = make([]map[heartbeat.Key]bool, len(m.Captures))
+	for i, c := range m.Captures {
+		m.keys[i] = map[heartbeat.Key]bool{}
+		for _, k := range c.Keys {
+			m.keys[i][heartbeat.Key(k)] = true
+		}
+	}
+}
+
+// Classify is the unit a host that sent keys is counted as, or -1: the
+// unit of the capture nearest its keys (Jaccard), when it sent a key of
+// that unit's signature. It is typeModel.isModel asked of every unit at
+// once: where two units' captures are equally near, the first of them
+// whose signature the host sent.
+func (m *HostModel) Classify(keys map[heartbeat.Key]bool) int {
+	if len(keys) == 0 {
+		return -1
+	}
+	best := make([]float64, len(m.Units))
+	for i, c := range m.Captures {
+		best[c.Unit] = max(best[c.Unit], similarity(keys, m.keys[i]))
+	}
+	top := slices.Max(best)
+	for u, b := range best {
+		if b != top {
+			continue
+		}
+		for k := range keys {
+			if m.sigs[u][k] {
+				return u
+			}
+		}
+	}
+	return -1
+}
+
+// Validate says what is wrong with a model read from a file.
+func (m *HostModel) Validate() error {
+	if m.Version != HostModelVersion {
+		return fmt.Errorf("host model version %d, this build reads version %d: learn it again with `homemole hosts learn`", m.Version, HostModelVersion)
+	}
+	if len(m.Units) == 0 || len(m.Captures) == 0 {
+		return fmt.Errorf("host model has %d units and %d captures: want both", len(m.Units), len(m.Captures))
+	}
+	for i, u := range m.Units {
+		if u.Name == "" || len(u.Members) == 0 {
+			return fmt.Errorf("host model unit %d: want a name and its device folders", i)
+		}
+	}
+	for i, c := range m.Captures {
+		if c.Unit < 0 || c.Unit >= len(m.Units) {
+			return fmt.Errorf("host model capture %d: unit %d of %d", i, c.Unit, len(m.Units))
+		}
+	}
+	return nil
+}
+
+// Write saves the model as JSON.
+func (m *HostModel) Write(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	if err := enc.Encode(m); err != nil {
+		return fmt.Errorf("write host model: %w", err)
+	}
+	return nil
+}
+
+// SaveFile writes the model to path through a temporary file, so a crash
+// never leaves half a model under the name.
+func (m *HostModel) SaveFile(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".hosts-*")
+	if err != nil {
+		return fmt.Errorf("save host model: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := m.Write(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save host model %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save host model: %w", err)
+	}
+	return nil
+}
+
+// ReadHostModel reads and checks a model that Write wrote.
+func ReadHostModel(r io.Reader) (*HostModel, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxHostModelBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read host model: %w", err)
+	}
+	if len(data) > maxHostModelBytes {
+		return nil, fmt.Errorf("host model over %d MiB: not one `homemole hosts learn` writes", maxHostModelBytes>>20)
+	}
+	m := &HostModel{}
+	if err := json.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("decode host model: %w (`homemole hosts learn` writes one)", err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	m.index()
+	return m, nil
+}
+
+// LoadHostModel reads a model file.
+func LoadHostModel(path string) (*HostModel, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (learn one with `homemole hosts learn --from-dir DIR --out FILE`)", err)
+	}
+	defer f.Close()
+	m, err := ReadHostModel(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
