@@ -78,7 +78,15 @@ func Users(c *campaign.Campaign) []User {
 	// subscribe nowhere else: with a shared _INBOX.> any home's agent read
 	// the other homes' packets as the labeler pulled them.
 	inbox := func(user string) []string { return []string{bus.Auth{User: user}.Inbox() + ".>"} }
-	kvStream := "KV_" + bus.DetectorCheckpoints
+	// The detector's key-value buckets: its checkpoints, and the host
+	// tables of the detector counting LAN hosts (--hosts). It declares,
+	// writes and reads each.
+	var kvs []string
+	for _, bucket := range []string{bus.DetectorCheckpoints, bus.DetectorHostTables} {
+		kvStream := "KV_" + bucket
+		kvs = append(kvs, "$JS.API.STREAM.INFO."+kvStream, "$JS.API.STREAM.CREATE."+kvStream, "$JS.API.STREAM.UPDATE."+kvStream,
+			"$KV."+bucket+".>", "$JS.API.DIRECT.GET."+kvStream+".>", "$JS.API.STREAM.MSG.GET."+kvStream)
+	}
 	us := []User{
 		{Name: Admin},
 		{Name: Labeler, Publish: append(consume(schemas.StreamPackets), "hm.lbl."+c.Name+".>"), Subscribe: inbox(Labeler)},
@@ -87,9 +95,7 @@ func Users(c *campaign.Campaign) []User {
 		{Name: Detector, Subscribe: inbox(Detector), Publish: append(append(consume(schemas.StreamPackets),
 			// Its windows, and reading a home's batches back after a restart.
 			"hm.seen."+c.Name+".>", "$JS.API.STREAM.MSG.GET."+schemas.StreamPackets),
-			// Its checkpoints: a key-value bucket it declares, writes and reads.
-			"$JS.API.STREAM.INFO."+kvStream, "$JS.API.STREAM.CREATE."+kvStream, "$JS.API.STREAM.UPDATE."+kvStream,
-			"$KV."+bus.DetectorCheckpoints+".>", "$JS.API.DIRECT.GET."+kvStream+".>", "$JS.API.STREAM.MSG.GET."+kvStream)},
+			kvs...)},
 	}
 	for _, h := range c.Homes {
 		name := CaptureUser(h.Name)

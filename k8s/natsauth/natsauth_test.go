@@ -111,6 +111,18 @@ include ./auth.conf
 	if e, err := kv.Get(ctx, "c.home-1.wan"); err != nil || string(e.Value()) != "{}" {
 		t.Errorf("the detector reads its checkpoint back as %v, %v", e, err)
 	}
+	// Counting LAN hosts (--hosts), it keeps each home's host table in a
+	// bucket of its own (a request it may not make goes unanswered: a
+	// context of its own keeps the wait from the checks below).
+	hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer hcancel()
+	if hosts, err := det.JS.CreateOrUpdateKeyValue(hctx, jetstream.KeyValueConfig{Bucket: bus.DetectorHostTables, History: 1}); err != nil {
+		t.Errorf("the detector may not declare its host table bucket: %v", err)
+	} else if _, err := hosts.Put(hctx, "c.home-1.lan", []byte("{}")); err != nil {
+		t.Errorf("the detector may not write a host table: %v", err)
+	} else if e, err := hosts.Get(hctx, "c.home-1.lan"); err != nil || string(e.Value()) != "{}" {
+		t.Errorf("the detector reads its host table back as %v, %v", e, err)
+	}
 	if _, err := det.JS.Publish(ctx, schemas.SeenSubject("c", "home-1"), []byte("{}"), jetstream.WithMsgID("w1")); err != nil {
 		t.Errorf("the detector may not publish to SEEN: %v", err)
 	}

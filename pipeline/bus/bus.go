@@ -194,6 +194,11 @@ const StreamSeen = "SEEN"
 // KV_hm_detector) where the online detector keeps each home's place.
 const DetectorCheckpoints = "hm_detector"
 
+// DetectorHostTables is the JetStream key-value bucket (stream
+// KV_hm_detector_hosts) where the detector counting LAN hosts (--hosts)
+// keeps each home's host table.
+const DetectorHostTables = "hm_detector_hosts"
+
 // streamNames are the data streams: the retention limits are theirs.
 var streamNames = []string{schemas.StreamPackets, schemas.StreamLabeled, StreamSeen}
 

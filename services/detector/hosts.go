@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/homecount"
+	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/worker"
+)
+
+// HostTableBucket is the JetStream key-value bucket of the host tables of
+// a detector run with --hosts (its stream is KV_<bucket>).
+const HostTableBucket = bus.DetectorHostTables
+
+// KVHostTables keeps each home's host table (homecount.LiveHome.State) in
+// a JetStream key-value bucket under <campaign>.<home>.<tap>: a restarted
+// detector anywhere in the cluster finds them, replicated as the streams
+// are. A table is bounded by the counter's limits
+// (homecount.DefaultLiveConfig keeps it to a few hundred KB), under the
+// 1 MiB a NATS message may hold.
+type KVHostTables struct {
+	KV jetstream.KeyValue
+}
+
+// OpenKVHostTables declares the bucket (idempotently) and opens it.
+func OpenKVHostTables(ctx context.Context, js jetstream.JetStream, replicas int) (*KVHostTables, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: HostTableBucket, Description: "host counter tables of the online detector (--hosts), one per campaign, home and tap",
+		History: 1, Storage: jetstream.FileStorage, Replicas: max(1, replicas),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare the host table bucket %s: %w (may this NATS user declare it? see k8s/natsauth)", HostTableBucket, err)
+	}
+	return &KVHostTables{KV: kv}, nil
+}
+
+func hostTableKey(campaign, home, tap string) string { return campaign + "." + home + "." + tap }
+
+// Load reads a home's host table; false when it has none.
+func (k *KVHostTables) Load(ctx context.Context, campaign, home, tap string) ([]byte, bool, error) {
+	key := hostTableKey(campaign, home, tap)
+	e, err := k.KV.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read host table %s/%s: %w (`nats kv del %s %s` starts the home afresh)", HostTableBucket, key, err, HostTableBucket, key)
+	}
+	return e.Value(), true, nil
+}
+
+// Save writes a home's host table.
+func (k *KVHostTables) Save(ctx context.Context, campaign, home, tap string, state []byte) error {
+	key := hostTableKey(campaign, home, tap)
+	if _, err := k.KV.Put(ctx, key, state); err != nil {
+		return fmt.Errorf("write host table %s/%s (%d bytes): %w", HostTableBucket, key, len(state), err)
+	}
+	return nil
+}
+
+// RunHosts is Run for a detector that counts each home's LAN hosts with a
+// host model (homecount.Online) instead of running a sequence-profile
+// model: a batch is acked once the windows it completes are stored in the
+// SEEN stream and its home's host table is saved, so a detector
+// restarted at any point goes on from each home's table: no window is
+// skipped, and one published twice keeps its message id and is stored
+// once.
+func RunHosts(ctx context.Context, conn *bus.Conn, hm *homecount.HostModel, cfg Config, rt *worker.Runtime) error {
+	o, err := newHostsOnline(ctx, conn, hm, cfg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, conn, o, cfg, rt)
+}
+
+// newHostsOnline is the host counter of cfg, its tables in the bucket and
+// its windows stored in SEEN.
+func newHostsOnline(ctx context.Context, conn *bus.Conn, hm *homecount.HostModel, cfg Config) (*homecount.Online, error) {
+	tables, err := OpenKVHostTables(ctx, conn.JS, cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &homecount.Online{Model: hm, Config: cfg.Live, States: tables,
+		Gateways: func(_, home string) schemas.MAC { return cfg.Gateways[home] },
+		Publish: func(ctx context.Context, subject, msgID string, data []byte) error {
+			_, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(msgID))
+			return err
+		},
+	}, nil
+}
