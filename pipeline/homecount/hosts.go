@@ -29,6 +29,9 @@ type HostsConfig struct {
 	Dir string
 	// Live is how the live count's windows are made; zero: DefaultLiveConfig.
 	Live LiveConfig
+	// IPv6 makes the homes IPv6-only (realhome.Config.IPv6); the model
+	// still learns from the IPv4 captures.
+	IPv6 bool
 }
 
 // HostsPoint is the count of one n: per home, the hosts counted, the
@@ -140,7 +143,7 @@ func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, 
 			seed := cfg.Seed + uint64(1000*n+k)
 			units := hc.spread(hardware, n)
 			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(units) + cfg.Others, Units: units,
-				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed})
+				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6})
 			if err != nil {
 				return out, fmt.Errorf("count hosts of %s, n = %d: %w", cfg.Type, n, err)
 			}
@@ -148,19 +151,18 @@ func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, 
 			for _, u := range h.Units {
 				used = append(used, u.Session)
 			}
-			model := hardware
-			for _, fam := range hc.ck.families(hc.sim, used) {
-				if slices.Contains(fam, hardware[0]) {
-					model = fam
-				}
-			}
+			// The type's unit: its folders, or the family the home's
+			// training captures do not tell apart.
+			hm := hc.Model(used)
+			unit := hm.UnitOf(hardware[0])
+			model := hm.Units[unit].Members
 			m := typeModel{sig: hc.ck.signature(model, used), ck: hc.ck, model: model, skip: used}
 			pkts, all, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k)))
 			if err != nil {
 				return out, fmt.Errorf("count hosts of %s: %w", cfg.Type, err)
 			}
 			pt.Count = append(pt.Count, countUnits(pkts, m, h.GatewayMAC))
-			windows, right, err := liveRight(hc.Model(used), model, h, all, cfg.Live)
+			windows, right, err := liveRight(hm, unit, h, all, cfg.Live)
 			if err != nil {
 				return out, fmt.Errorf("count hosts of %s live: %w", cfg.Type, err)
 			}
@@ -290,17 +292,13 @@ func (hc *HostCounter) Unseen() Unseen {
 // liveRight plays a home's packets through the live counter (LiveHome,
 // the gateway not named: the counter finds it) with the host model hm,
 // and says how many windows it judged and in how many the count of the
-// unit of members was the units of members that sent a frame in the
+// unit was the home's units of its folders that sent a frame in the
 // window (the truth, from the home's own frames).
-func liveRight(hm *HostModel, members []string, h *realhome.Home, pkts []schemas.Packet, cfg LiveConfig) (windows, right int, err error) {
+func liveRight(hm *HostModel, unit int, h *realhome.Home, pkts []schemas.Packet, cfg LiveConfig) (windows, right int, err error) {
 	if cfg == (LiveConfig{}) {
 		cfg = DefaultLiveConfig()
 	}
-	unit := slices.IndexFunc(hm.Units, func(u HostUnit) bool { return slices.Equal(u.Members, members) })
-	if unit < 0 {
-		return 0, 0, fmt.Errorf("no unit of %v in the host model", members)
-	}
-	name := hm.Units[unit].Name
+	name, members := hm.Units[unit].Name, hm.Units[unit].Members
 	var sent []int64 // frames of the members' units
 	var from []int
 	for _, p := range h.Packets {

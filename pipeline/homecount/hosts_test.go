@@ -11,7 +11,9 @@ import (
 )
 
 // TestHostsCountedOnLAN counts units host by host on the LAN, each home's
-// model learned from the captures it did not draw on. Types whose every
+// model learned from the captures it did not draw on, by the whole capture
+// and live, in IPv4 homes and in IPv6-only ones (the model still learned
+// from the IPv4 captures). Types whose every
 // capture shows keys no other type sends are counted exactly, an
 // identical pair's units drawn from both folders; the kettles, whose LAN
 // traffic after setup (DHCP, ARP, IGMP, EAPOL) no key tells from any
@@ -28,17 +30,28 @@ func TestHostsCountedOnLAN(t *testing.T) {
 	cfg := func(typ string, units ...int) HostsConfig {
 		return HostsConfig{Type: typ, Units: units, Homes: 2, Others: 3, Duration: 100 * time.Second, Seed: 7, Dir: t.TempDir()}
 	}
-	for _, typ := range []string{"Aria", "EdimaxCam", "WeMoSwitch", "Lightify"} {
-		pts, err := hc.Run(context.Background(), cfg(typ, 1, 4, 8))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range pts {
-			t.Logf("%s n=%d: counted %v of %v", typ, p.N, p.Count, p.Units)
-			for i := range p.Count {
-				if p.Units[i] < p.N || p.Count[i] != p.Units[i] {
-					t.Errorf("%s, n = %d, home %d: counted %d of %d units, want every unit and no other host", typ, p.N, i, p.Count[i], p.Units[i])
+	for _, ipv6 := range []bool{false, true} {
+		for _, typ := range []string{"Aria", "EdimaxCam", "WeMoSwitch", "Lightify"} {
+			c := cfg(typ, 1, 4, 8)
+			c.IPv6 = ipv6
+			pts, err := hc.Run(context.Background(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			windows, right := 0, 0
+			for _, p := range pts {
+				t.Logf("%s n=%d, IPv6 %v: counted %v of %v; live %d of %d windows", typ, p.N, ipv6, p.Count, p.Units, p.LiveRight, p.Windows)
+				for i := range p.Count {
+					if p.Units[i] < p.N || p.Count[i] != p.Units[i] {
+						t.Errorf("%s, n = %d, IPv6 %v, home %d: counted %d of %d units, want every unit and no other host", typ, p.N, ipv6, i, p.Count[i], p.Units[i])
+					}
 				}
+				windows += p.Windows
+				right += p.LiveRight
+			}
+			// Live, each window 20 s late, the gateway found, not named.
+			if windows == 0 || right*10 < windows*9 {
+				t.Errorf("%s, IPv6 %v: live count right in %d of %d windows, want 90 %%", typ, ipv6, right, windows)
 			}
 		}
 	}

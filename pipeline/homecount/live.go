@@ -1,6 +1,7 @@
 package homecount
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -180,7 +181,7 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	if p.Transport == 0 || host.saturated {
 		return
 	}
-	k := heartbeat.Key{Transport: p.Transport, Port: p.DPort, IPLen: p.IPLen}
+	k := hostKey(p)
 	if host.keys[k] {
 		return
 	}
@@ -212,7 +213,7 @@ func (h *LiveHome) evict(keep schemas.MAC, room int) {
 			if mac == keep {
 				continue
 			}
-			if !found || host.last < h.hosts[oldest].last || (host.last == h.hosts[oldest].last && mac.String() < oldest.String()) {
+			if !found || host.last < h.hosts[oldest].last || (host.last == h.hosts[oldest].last && bytes.Compare(mac[:], oldest[:]) < 0) {
 				oldest, found = mac, true
 			}
 		}
@@ -224,6 +225,10 @@ func (h *LiveHome) evict(keep schemas.MAC, room int) {
 	}
 }
 
+// carrierNAT is 100.64.0.0/10, the carrier's NAT: a home host may hold one
+// of its addresses.
+var carrierNAT = netip.MustParsePrefix("100.64.0.0/10")
+
 // forwards says a packet shows its host is the home's infrastructure: it
 // forwards from the Internet (a public IPv4 source, or a third global
 // IPv6 /64).
@@ -233,8 +238,7 @@ func forwards(host *liveHost, p *schemas.Packet) bool {
 		return false
 	}
 	if a.Is4() || a.Is4In6() {
-		// 100.64/10 is the carrier's NAT: a home host can hold one.
-		return !netip.MustParsePrefix("100.64.0.0/10").Contains(a.Unmap())
+		return !carrierNAT.Contains(a.Unmap())
 	}
 	pfx := netip.PrefixFrom(a, 64).Masked()
 	if !slices.Contains(host.prefixes, pfx) {
@@ -308,8 +312,12 @@ const liveStateVersion = 1
 // bytes each (transport, port, length), so a full table stays a few
 // hundred KB.
 type liveState struct {
-	Version int              `json:"version"`
-	Seq     uint64           `json:"seq"`
+	Version int    `json:"version"`
+	Seq     uint64 `json:"seq"`
+	// The windows the table's steps and next window are on.
+	Window  time.Duration    `json:"window"`
+	Step    time.Duration    `json:"step"`
+	Late    time.Duration    `json:"late"`
 	Next    int64            `json:"next_ns"`
 	Last    int64            `json:"last_ns"`
 	Packets map[int64]uint64 `json:"packets,omitempty"`
@@ -332,7 +340,8 @@ const packedKey = 7
 // State encodes the home for a checkpoint, with the stream position seq
 // of the last batch it took.
 func (h *LiveHome) State(seq uint64) ([]byte, error) {
-	st := liveState{Version: liveStateVersion, Seq: seq, Next: h.next, Last: h.last, Packets: h.packets, NoMAC: h.NoMAC}
+	st := liveState{Version: liveStateVersion, Seq: seq, Window: h.cfg.Window, Step: h.cfg.Step, Late: h.cfg.Late,
+		Next: h.next, Last: h.last, Packets: h.packets, NoMAC: h.NoMAC}
 	for mac, host := range h.hosts {
 		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Active: host.active, Last: host.last}
 		for _, k := range keyTexts(host.keys) {
@@ -369,13 +378,20 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 	if len(st.Hosts) > cfg.MaxHosts {
 		return nil, 0, fmt.Errorf("host table holds %d hosts, this counter keeps at most %d", len(st.Hosts), cfg.MaxHosts)
 	}
+	// A counter restarted with other windows keeps what the hosts sent
+	// and starts its windows again at the next packet: the steps were
+	// counted on the old grid.
+	regrid := st.Window != cfg.Window || st.Step != cfg.Step || st.Late != cfg.Late
 	// Where Add and Flush leave the next window: past the last packet
 	// less the delay, and at most a window and a step after it.
-	step := int64(cfg.Step)
-	if st.Next != 0 && (st.Next%step != 0 || st.Next+int64(cfg.Late) <= st.Last || st.Next > st.Last+int64(cfg.Window)+step) {
+	step := int64(st.Step)
+	if !regrid && st.Next != 0 && (st.Next%step != 0 || st.Next+int64(cfg.Late) <= st.Last || st.Next > st.Last+int64(cfg.Window)+step) {
 		return nil, 0, fmt.Errorf("host table: next window ends at %d ns, its last packet came at %d: not where a counter of %s windows every %s leaves it", st.Next, st.Last, cfg.Window, cfg.Step)
 	}
 	h.next, h.last, h.NoMAC = st.Next, st.Last, st.NoMAC
+	if regrid {
+		h.next, st.Packets = 0, nil
+	}
 	for s, n := range st.Packets {
 		h.packets[s] = n
 	}
@@ -388,6 +404,9 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 			return nil, 0, fmt.Errorf("host table: host %s: %d key bytes and steps sorted %v: not what State writes", hs.MAC, len(hs.Keys), slices.IsSorted(hs.Active))
 		}
 		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, active: hs.Active, last: hs.Last, unit: -1, dirty: true}
+		if regrid {
+			host.active = nil
+		}
 		for _, p := range hs.Prefixes {
 			pfx, err := netip.ParsePrefix(p)
 			if err != nil {

@@ -29,9 +29,11 @@ func handModel(t testing.TB) *HostModel {
 
 func mac(i int) schemas.MAC { return schemas.MAC{0x02, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)} }
 
+// pkt is a packet whose IP payload is length bytes, as the decoder reads it.
 func pkt(ts time.Duration, host int, transport uint8, port int32, length uint16) schemas.Packet {
-	return schemas.Packet{TsNs: int64(ts), SrcMAC: mac(host), Transport: transport, DPort: port, IPLen: length,
-		SrcIP: netip.AddrFrom4([4]byte{192, 168, 1, byte(host)})}
+	hdr := map[uint8]uint16{6: 20, 17: 8}[transport]
+	return schemas.Packet{TsNs: int64(ts), SrcMAC: mac(host), Transport: transport, DPort: port, IPLen: 20 + length,
+		PayloadLen: uint32(length - hdr), SrcIP: netip.AddrFrom4([4]byte{192, 168, 1, byte(host)})}
 }
 
 func feed(t testing.TB, h *LiveHome, pkts []schemas.Packet) []schemas.SeenWindow {
@@ -146,7 +148,7 @@ func TestLiveHomeBounded(t *testing.T) {
 	// One host sends its signature key among thousands of sizes.
 	pkts = append(pkts, pkt(21*time.Second, 1, 17, 69, 55))
 	for k := range cfg.MaxHostKeys {
-		pkts = append(pkts, pkt(21*time.Second, 1, 6, 443, uint16(k)))
+		pkts = append(pkts, pkt(21*time.Second, 1, 6, 443, uint16(100+k)))
 	}
 	feed(t, h, pkts)
 	if h.Hosts() > cfg.MaxHosts || h.keys > cfg.MaxKeys {
@@ -200,6 +202,18 @@ func TestLiveHomeState(t *testing.T) {
 	if len(want) < 10 || !bytes.Equal(a, b) {
 		t.Errorf("restored home judged\n%s\nwant\n%s", b, a)
 	}
+	// Restarted with other windows: what the hosts sent is kept, the
+	// windows start again on the new grid at the next packet.
+	other := DefaultLiveConfig()
+	other.Window, other.Step = 30*time.Second, 15*time.Second
+	o, _, err := RestoreLiveHome(handModel(t), other, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := append(feed(t, o, pkts[100:]), o.Flush()...)
+	if len(ws) == 0 || ws[0].EndNs%int64(15*time.Second) != 0 || ws[0].EndNs-ws[0].StartNs != int64(30*time.Second) || o.Hosts() != 5 {
+		t.Errorf("restored on other windows: %d windows %+v, %d hosts; want 30 s windows every 15 s and the 5 hosts", len(ws), ws, o.Hosts())
+	}
 	again, err := r.State(43)
 	if err != nil {
 		t.Fatal(err)
@@ -247,8 +261,8 @@ func TestLiveHomeStateRefused(t *testing.T) {
 		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"nonsense"}]}`, "host table"},
 		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAA"}]}`, "key bytes"},
 		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","active":[5,3]}]}`, "sorted"},
-		{cfg, `{"version":1,"seq":1,"next_ns":10000000000,"last_ns":900000000000}`, "next window"},
-		{cfg, `{"version":1,"seq":1,"next_ns":3,"last_ns":1}`, "next window"},
+		{cfg, `{"version":1,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":10000000000,"last_ns":900000000000}`, "next window"},
+		{cfg, `{"version":1,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":3,"last_ns":1}`, "next window"},
 		{small, string(good), "at most 1"},
 		{LiveConfig{Window: time.Second, Step: 2 * time.Second}, string(good), "whole number"},
 	} {

@@ -56,7 +56,8 @@ type HostCapture struct {
 }
 
 // KeyText is a key as a model file writes it: "transport/port/length"
-// ("17/69/55": UDP to port 69, IP length 55; port -1: none).
+// ("17/69/55": UDP to port 69, an IP payload of 55 bytes; port -1: none;
+// see hostKey).
 type KeyText heartbeat.Key
 
 // MarshalText writes transport/port/length.
@@ -98,26 +99,64 @@ func keyTexts(set map[heartbeat.Key]bool) []KeyText {
 }
 
 // Model is the host model learned from every capture but those in skip
-// (a home's own sessions, when the model is measured on it): one unit per
-// family of look-alikes (captureKeys.families) and per hardware type in
-// none, in the order of the first member's folder.
+// (a home's own sessions, when the model is measured on it). Its units are
+// the folders joined by hardware type (an identical pair's two folders)
+// and by family of look-alikes (captureKeys.families), each joined set
+// one unit, in the order of its first folder: every folder is in exactly
+// one unit, even where a family holds one folder of a pair and not the
+// other.
 func (hc *HostCounter) Model(skip []string) *HostModel {
-	fams := hc.ck.families(hc.sim, skip)
-	m := &HostModel{Version: HostModelVersion}
-	unitOf := map[string]int{}
-	for _, typ := range hc.Types() {
-		members, _ := hc.Folders(typ)
-		if _, done := unitOf[members[0]]; done {
-			continue
+	var folders []string
+	for _, d := range hc.devs {
+		folders = append(folders, d.Name)
+	}
+	// Union-find over the folders.
+	parent := make([]int, len(folders))
+	for i := range parent {
+		parent[i] = i
+	}
+	var root func(int) int
+	root = func(i int) int {
+		if parent[i] != i {
+			parent[i] = root(parent[i])
 		}
-		name := typ
-		for _, fam := range fams {
-			if slices.Contains(fam, members[0]) {
-				members, name = fam, evaluate.FamilyName(fam)
+		return parent[i]
+	}
+	join := func(names []string) {
+		first := -1
+		for _, n := range names {
+			if i := slices.Index(folders, n); i >= 0 {
+				if first < 0 {
+					first = i
+				} else if a, b := root(first), root(i); a != b {
+					parent[max(a, b)] = min(a, b)
+				}
 			}
 		}
-		for _, f := range members {
-			unitOf[f] = len(m.Units)
+	}
+	for _, typ := range hc.Types() {
+		members, _ := hc.Folders(typ)
+		join(members)
+	}
+	for _, fam := range hc.ck.families(hc.sim, skip) {
+		join(fam)
+	}
+	m := &HostModel{Version: HostModelVersion}
+	unitOf := map[string]int{}
+	for i, f := range folders {
+		if _, done := unitOf[f]; done {
+			continue
+		}
+		var members []string
+		for j, g := range folders {
+			if root(j) == root(i) {
+				members = append(members, g)
+				unitOf[g] = len(m.Units)
+			}
+		}
+		name := evaluate.TypeOf(f)
+		if slices.ContainsFunc(members, func(g string) bool { return evaluate.TypeOf(g) != name }) {
+			name = evaluate.FamilyName(members)
 		}
 		m.Units = append(m.Units, HostUnit{Name: name, Members: members, Signature: keyTexts(hc.ck.signature(members, skip))})
 	}
@@ -128,6 +167,11 @@ func (hc *HostCounter) Model(skip []string) *HostModel {
 	}
 	m.index()
 	return m
+}
+
+// UnitOf is the unit that counts a device folder, or -1.
+func (m *HostModel) UnitOf(folder string) int {
+	return slices.IndexFunc(m.Units, func(u HostUnit) bool { return slices.Contains(u.Members, folder) })
 }
 
 // index prepares the sets Classify reads.

@@ -49,7 +49,7 @@ var lan4 = netip.MustParsePrefix("192.168.0.0/16")
 func (p addrPlan) v6(from, to *host) (netip.Addr, netip.Addr, bool) {
 	switch p {
 	case PlanIPv6:
-		return map6(from.ip), map6(to.ip), true
+		return Map6(from.ip), Map6(to.ip), true
 	case PlanDual:
 		remote := to.ip
 		if lan4.Contains(remote) || remote.IsMulticast() {
@@ -58,7 +58,7 @@ func (p addrPlan) v6(from, to *host) (netip.Addr, netip.Addr, bool) {
 		if lan4.Contains(remote) || remote.IsMulticast() || remote.As4()[3]&1 == 0 {
 			return netip.Addr{}, netip.Addr{}, false
 		}
-		return map6(from.ip), map6(to.ip), true
+		return Map6(from.ip), Map6(to.ip), true
 	}
 	return netip.Addr{}, netip.Addr{}, false
 }
@@ -73,10 +73,12 @@ func (p addrPlan) v4(h *host) netip.Addr {
 	return netip.AddrFrom4([4]byte{172, 16 | b[1]&15, b[2], b[3]})
 }
 
-// map6 is a host's IPv6 address: the LAN's hosts keep their last byte in
-// LANPrefix6, every server gets a /64 of its own made of its IPv4 address,
-// group addresses their IPv6 group (all-nodes for broadcast).
-func map6(a netip.Addr) netip.Addr {
+// Map6 is an IPv4 host's address in the IPv6-only plan: the LAN's hosts
+// (192.168.0.0/16) keep their last byte in LANPrefix6, every server gets a
+// /64 of its own made of its IPv4 address, group addresses their IPv6
+// group (all-nodes for broadcast). Assembled real homes (realhome) use it
+// too.
+func Map6(a netip.Addr) netip.Addr {
 	b := a.As4()
 	switch {
 	case a == netip.IPv4Unspecified():

@@ -16,6 +16,7 @@ import (
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/homegen"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -38,6 +39,9 @@ type Config struct {
 	// LAN is the home's prefix, at most a /24's worth of hosts are used
 	// (default 192.168.1.0/24); the gateway has its first host address.
 	LAN netip.Prefix
+	// IPv6 assembles an IPv6-only home from the IPv4 captures (to6): the
+	// same segments over IPv6, the hosts in homegen.LANPrefix6.
+	IPv6 bool
 }
 
 // Unit is one device unit in the assembled home.
@@ -66,6 +70,10 @@ type Home struct {
 	Packets    []Packet
 	// Cut counts the packets past Duration, left out.
 	Cut int
+	// IPv6 says the home is IPv6-only (Config.IPv6); Left6 counts the
+	// frames that have no IPv6 twin, left out (ARP, DHCP, IGMP, ...).
+	IPv6  bool
+	Left6 int
 }
 
 // Packet is one Ethernet frame of the home and the unit whose traffic it is.
@@ -78,7 +86,11 @@ type Packet struct {
 // HomeConfig is the home side for decoding the assembled capture and for
 // the gateway emulator.
 func (h *Home) HomeConfig() features.HomeConfig {
-	return features.HomeConfig{LANNets: []netip.Prefix{h.LAN}, GatewayMAC: h.GatewayMAC}
+	nets := []netip.Prefix{h.LAN}
+	if h.IPv6 {
+		nets = append(nets, homegen.LANPrefix6)
+	}
+	return features.HomeConfig{LANNets: nets, GatewayMAC: h.GatewayMAC}
 }
 
 func (c Config) withDefaults() Config {
@@ -143,7 +155,7 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 	chosen = append(chosen, rest[:want-len(chosen)]...)
 	sort.Strings(chosen)
 
-	h := &Home{Start: cfg.Start, Duration: cfg.Duration, LAN: cfg.LAN}
+	h := &Home{Start: cfg.Start, Duration: cfg.Duration, LAN: cfg.LAN, IPv6: cfg.IPv6}
 	al := newAllocator(cfg.LAN, rng)
 	h.GatewayIP = al.next()
 	h.GatewayMAC = schemas.MAC{0x02, 0x00, 0x5e, 0x00, 0x00, 0x01}
@@ -179,6 +191,14 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 		}
 	}
 	slices.SortStableFunc(h.Packets, func(a, b Packet) int { return cmp.Compare(a.TsNs, b.TsNs) })
+	if h.IPv6 {
+		// The frames were moved with the IPv4 addresses; the home says
+		// the IPv6 ones.
+		h.GatewayIP = map6(h.GatewayIP, h.LAN)
+		for i := range h.Units {
+			h.Units[i].IP = map6(h.Units[i].IP, h.LAN)
+		}
+	}
 	return h, nil
 }
 
@@ -260,7 +280,15 @@ func (h *Home) place(u *Unit, devMAC schemas.MAC, frames []frame, al *allocator,
 			continue
 		}
 		rw.rewrite(f.data)
-		h.Packets = append(h.Packets, Packet{TsNs: ts, Data: f.data, Unit: unit})
+		data := f.data
+		if h.IPv6 {
+			var ok bool
+			if data, ok = to6(data, h.LAN); !ok {
+				h.Left6++
+				continue
+			}
+		}
+		h.Packets = append(h.Packets, Packet{TsNs: ts, Data: data, Unit: unit})
 		u.Packets++
 	}
 	return nil

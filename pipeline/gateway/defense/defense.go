@@ -492,7 +492,7 @@ func (d *defender) resize(p Packet, n int) Packet {
 	} else {
 		binary.BigEndian.PutUint16(ip[2:4], uint16(n))
 		binary.BigEndian.PutUint16(ip[10:12], 0)
-		binary.BigEndian.PutUint16(ip[10:12], sum(ip[:h.HdrLen], 0))
+		binary.BigEndian.PutUint16(ip[10:12], gateway.Checksum(ip[:h.HdrLen], 0))
 	}
 	if !h.Later && (h.Proto == gateway.ProtoUDP || h.Proto == gateway.ProtoTCP) && h.L4 == h.HdrLen {
 		l4 := ip[h.L4:]
@@ -511,7 +511,7 @@ func (d *defender) resize(p Packet, n int) Packet {
 			pseudo += uint32(binary.BigEndian.Uint16(addrs[i:]))
 		}
 		pseudo += uint32(h.Proto) + uint32(len(l4))
-		c := sum(l4, pseudo)
+		c := gateway.Checksum(l4, pseudo)
 		if c == 0 && h.Proto == gateway.ProtoUDP {
 			c = 0xffff
 		}
@@ -522,19 +522,4 @@ func (d *defender) resize(p Packet, n int) Packet {
 	}
 	p.Frame, p.Wire = f, max(60, h.IPStart+n)
 	return p
-}
-
-// sum is the Internet checksum of b over an initial partial sum.
-func sum(b []byte, initial uint32) uint16 {
-	s := initial
-	for ; len(b) >= 2; b = b[2:] {
-		s += uint32(binary.BigEndian.Uint16(b))
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }

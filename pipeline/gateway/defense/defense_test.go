@@ -257,7 +257,7 @@ func checkFrame(t *testing.T, p Packet) {
 		t.Fatalf("frame of %d bytes, wire %d, IP length %d", len(p.Frame), p.Wire, h.Len)
 	}
 	ip := p.Frame[14 : 14+h.Len]
-	if s := sum(ip[:h.HdrLen], 0); s != 0 {
+	if s := gateway.Checksum(ip[:h.HdrLen], 0); s != 0 {
 		t.Fatalf("IPv4 header checksum does not verify (%#x)", s)
 	}
 	if h.Proto == gateway.ProtoUDP && int(binary.BigEndian.Uint16(ip[h.L4+4:])) != h.Len-h.L4 {

@@ -56,6 +56,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	view := fs.String("view", "lan", "lan, or napt or vpn: the WAN capture of the emulated gateway")
 	cipher := fs.String("cipher", string(gateway.AES256GCM), "vpn: the data channel cipher (aes-256-gcm, aes-256-cbc, wireguard)")
 	seed := fs.Uint64("seed", 1, "seed of every random choice (devices, captures, start times, MACs, the gateway's)")
+	ipv6 := fs.Bool("ipv6", false, "an IPv6-only home: every TCP and UDP segment and ping over IPv6 (hosts in 2001:db8:1:1::/64, each server in a /64 of its own); ARP, DHCP, IGMP and other ICMP left out")
 	units := map[string]int{}
 	fs.Func("units", "TYPE=K: K units of the device folder TYPE, each from a capture of its own; repeat or separate with commas", func(s string) error {
 		for _, part := range strings.Split(s, ",") {
@@ -103,7 +104,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	for _, d := range devs {
 		inputs = append(inputs, d.Files...)
 	}
-	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed})
+	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6})
 	if err != nil {
 		return fmt.Errorf("home assemble: %w", err)
 	}
@@ -139,6 +140,9 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	}
 	fmt.Fprintf(out, "home assemble: %d units of %d devices over %s, %d LAN packets (%d past the end cut); gateway %s %s on %s\n",
 		len(h.Units), countDevices(h.Units), *duration, len(h.Packets), h.Cut, h.GatewayIP, h.GatewayMAC, h.LAN)
+	if h.IPv6 {
+		fmt.Fprintf(out, "  IPv6-only: %d frames without an IPv6 twin left out (ARP, DHCP, IGMP, other ICMP)\n", h.Left6)
+	}
 	for _, u := range h.Units {
 		fmt.Fprintf(out, "  %-24s %s %-15s from %s at +%s, %d packets\n", u.Name, u.MAC, u.IP, filepath.Base(u.Session), u.Offset.Round(time.Millisecond), u.Packets)
 	}
@@ -435,7 +439,7 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"folders of an identical pair are one type, and lend it units in turn): per n, --homes\n"+
 			"homes with n units of the type from distinct captures and --others other devices, each\n"+
 			"--duration long. On a LAN every unit is a host (a MAC) of its own; a host is a unit of\n"+
-			"the type when it sends a key of the type's signature (a (transport, port, IP length)\n"+
+			"the type when it sends a key of the type's signature (a (transport, port, IP payload length)\n"+
 			"key at least two of its captures show and no capture of another type shows) and the\n"+
 			"capture whose keys are nearest its own is one of the type's. Both are learned per home\n"+
 			"from the captures the home did not draw on, so every n leaves two of the type's\n"+
@@ -453,6 +457,7 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	others := fs.Int("others", 3, "other device types in each home")
 	duration := fs.Duration("duration", 100*time.Second, "each home's length")
 	seed := fs.Uint64("seed", 1, "seed of the homes")
+	ipv6 := fs.Bool("ipv6", false, "IPv6-only homes: every unit's TCP, UDP and pings carried over IPv6 (home assemble --ipv6); the model still learns from the IPv4 captures")
 	live := homecount.DefaultLiveConfig()
 	fs.DurationVar(&live.Late, "late", live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
 	if err := parseRequired(fs, args, "home hosts needs --from-dir DIR", dir); err != nil {
@@ -498,7 +503,7 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 				us = append(us, n)
 			}
 		}
-		pts, err := hc.Run(ctx, homecount.HostsConfig{Type: t, Units: us, Homes: *homes, Others: *others, Duration: *duration, Seed: *seed, Dir: tmp, Live: live})
+		pts, err := hc.Run(ctx, homecount.HostsConfig{Type: t, Units: us, Homes: *homes, Others: *others, Duration: *duration, Seed: *seed, Dir: tmp, Live: live, IPv6: *ipv6})
 		if err != nil {
 			return fmt.Errorf("home hosts: %w", err)
 		}
@@ -561,7 +566,7 @@ func countedAs(pts []homecount.HostsPoint) string {
 
 func runHomeNearest(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
 	fs := newFlags("home nearest", "--from-dir DIR",
-		"Names every capture by the type of the capture whose keys (transport, port, IP length of\n"+
+		"Names every capture by the type of the capture whose keys (transport, port, IP payload length of\n"+
 			"what the device sent, by its MAC) are nearest its own, leaving it out: how far the keys\n"+
 			"alone tell the types apart (the two folders of an identical pair are one type), and\n"+
 			"which types they take for which. Then, for every type left out of what it learns, how\n"+
