@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 
+	"github.com/homemole/homemole/pipeline/internal/atomicfile"
 	"github.com/homemole/homemole/pipeline/learn"
 )
 
@@ -34,22 +34,7 @@ func (m *Model) Save(w io.Writer) error {
 // SaveFile writes the model to path through a temporary file, so a crash
 // never leaves half a model under the name.
 func (m *Model) SaveFile(path string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".model-*")
-	if err != nil {
-		return fmt.Errorf("detect: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := m.Save(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("detect: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("detect: %w", err)
-	}
-	return nil
+	return atomicfile.Write(path, m.Save)
 }
 
 // LoadFile reads a model file written by SaveFile onto the first GPU when

@@ -61,36 +61,27 @@ const CheckpointBucket = bus.DetectorCheckpoints
 // <campaign>.<home>.<tap>: a restarted detector anywhere in the cluster
 // finds them, replicated as the streams are.
 type KVCheckpoints struct {
-	KV jetstream.KeyValue
+	*bus.HomeKV
 }
 
 // OpenKVCheckpoints declares the bucket (idempotently) and opens it.
 func OpenKVCheckpoints(ctx context.Context, js jetstream.JetStream, replicas int) (*KVCheckpoints, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: CheckpointBucket, Description: "online detector checkpoints, one per campaign, home and tap",
-		History: 1, Storage: jetstream.FileStorage, Replicas: max(1, replicas),
-	})
+	kv, err := bus.OpenHomeKV(ctx, js, CheckpointBucket, "online detector checkpoints, one per campaign, home and tap", replicas)
 	if err != nil {
-		return nil, fmt.Errorf("declare the checkpoint bucket %s: %w (may this NATS user declare it? see k8s/natsauth)", CheckpointBucket, err)
+		return nil, err
 	}
-	return &KVCheckpoints{KV: kv}, nil
+	return &KVCheckpoints{kv}, nil
 }
-
-func checkpointKey(campaign, home, tap string) string { return campaign + "." + home + "." + tap }
 
 // Load reads a home's checkpoint; false when it has none.
 func (k *KVCheckpoints) Load(ctx context.Context, campaign, home, tap string) (Checkpoint, bool, error) {
-	key := checkpointKey(campaign, home, tap)
-	e, err := k.KV.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Checkpoint{}, false, nil
+	data, ok, err := k.Get(ctx, campaign, home, tap)
+	if err != nil || !ok {
+		return Checkpoint{}, false, err
 	}
+	cp, err := DecodeCheckpoint(data)
 	if err != nil {
-		return Checkpoint{}, false, fmt.Errorf("read checkpoint %s/%s: %w", CheckpointBucket, key, err)
-	}
-	cp, err := DecodeCheckpoint(e.Value())
-	if err != nil {
-		return cp, false, fmt.Errorf("checkpoint %s/%s: %w (delete it, `nats kv del %s %s`, to start the home afresh)", CheckpointBucket, key, err, CheckpointBucket, key)
+		return cp, false, fmt.Errorf("checkpoint %s/%s: %w (delete it, %s, to start the home afresh)", CheckpointBucket, bus.HomeKey(campaign, home, tap), err, k.Forget(campaign, home, tap))
 	}
 	return cp, true, nil
 }
@@ -101,11 +92,7 @@ func (k *KVCheckpoints) Save(ctx context.Context, campaign, home, tap string, cp
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	key := checkpointKey(campaign, home, tap)
-	if _, err := k.KV.Put(ctx, key, data); err != nil {
-		return fmt.Errorf("write checkpoint %s/%s: %w", CheckpointBucket, key, err)
-	}
-	return nil
+	return k.Put(ctx, campaign, home, tap, data)
 }
 
 // StreamReplayer reads batches back from the PACKETS stream one by one

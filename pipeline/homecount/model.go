@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/heartbeat"
+	"github.com/homemole/homemole/pipeline/internal/atomicfile"
 )
 
 // HostModelVersion is the version of a host model file; others are refused.
@@ -252,22 +252,7 @@ func (m *HostModel) Write(w io.Writer) error {
 // SaveFile writes the model to path through a temporary file, so a crash
 // never leaves half a model under the name.
 func (m *HostModel) SaveFile(path string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".hosts-*")
-	if err != nil {
-		return fmt.Errorf("save host model: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := m.Write(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save host model %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("save host model: %w", err)
-	}
-	return nil
+	return atomicfile.Write(path, m.Write)
 }
 
 // ReadHostModel reads and checks a model that Write wrote.

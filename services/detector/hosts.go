@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -25,43 +24,30 @@ const HostTableBucket = bus.DetectorHostTables
 // (homecount.DefaultLiveConfig keeps it to a few hundred KB), under the
 // 1 MiB a NATS message may hold.
 type KVHostTables struct {
-	KV jetstream.KeyValue
+	*bus.HomeKV
 }
 
 // OpenKVHostTables declares the bucket (idempotently) and opens it.
 func OpenKVHostTables(ctx context.Context, js jetstream.JetStream, replicas int) (*KVHostTables, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: HostTableBucket, Description: "host counter tables of the online detector (--hosts), one per campaign, home and tap",
-		History: 1, Storage: jetstream.FileStorage, Replicas: max(1, replicas),
-	})
+	kv, err := bus.OpenHomeKV(ctx, js, HostTableBucket, "host counter tables of the online detector (--hosts), one per campaign, home and tap", replicas)
 	if err != nil {
-		return nil, fmt.Errorf("declare the host table bucket %s: %w (may this NATS user declare it? see k8s/natsauth)", HostTableBucket, err)
+		return nil, err
 	}
-	return &KVHostTables{KV: kv}, nil
+	return &KVHostTables{kv}, nil
 }
-
-func hostTableKey(campaign, home, tap string) string { return campaign + "." + home + "." + tap }
 
 // Load reads a home's host table; false when it has none.
 func (k *KVHostTables) Load(ctx context.Context, campaign, home, tap string) ([]byte, bool, error) {
-	key := hostTableKey(campaign, home, tap)
-	e, err := k.KV.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, false, nil
-	}
+	data, ok, err := k.Get(ctx, campaign, home, tap)
 	if err != nil {
-		return nil, false, fmt.Errorf("read host table %s/%s: %w (`nats kv del %s %s` starts the home afresh)", HostTableBucket, key, err, HostTableBucket, key)
+		return nil, false, fmt.Errorf("%w (%s starts the home afresh)", err, k.Forget(campaign, home, tap))
 	}
-	return e.Value(), true, nil
+	return data, ok, nil
 }
 
 // Save writes a home's host table.
 func (k *KVHostTables) Save(ctx context.Context, campaign, home, tap string, state []byte) error {
-	key := hostTableKey(campaign, home, tap)
-	if _, err := k.KV.Put(ctx, key, state); err != nil {
-		return fmt.Errorf("write host table %s/%s (%d bytes): %w", HostTableBucket, key, len(state), err)
-	}
-	return nil
+	return k.Put(ctx, campaign, home, tap, state)
 }
 
 // RunHosts is Run for a detector that counts each home's LAN hosts with a

@@ -102,33 +102,17 @@ func liveWindows(t *testing.T, hm *homecount.HostModel, gw schemas.MAC, pkts []s
 }
 
 // seenOf is every window of campaign c's home in the SEEN stream, in
-// stream order.
+// stream order, each checked to name its campaign and home.
 func seenOf(ctx context.Context, t *testing.T, conn *bus.Conn, c, home string) []schemas.SeenWindow {
 	t.Helper()
-	subject := schemas.SeenSubject(c, home)
-	s, err := conn.JS.Stream(ctx, bus.StreamSeen)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []schemas.SeenWindow
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := schemas.DecodeSeen(m.Data)
-		if err != nil {
-			t.Fatalf("SEEN at %d: %v", m.Sequence, err)
-		}
+	for i, w := range readSeenOf(ctx, t, conn, c, home) {
 		if w.Campaign != c || w.Home != home {
-			t.Errorf("SEEN at %d, on %s: campaign %q, home %q", m.Sequence, subject, w.Campaign, w.Home)
+			t.Errorf("SEEN window %d of %s/%s: campaign %q, home %q", i, c, home, w.Campaign, w.Home)
 		}
 		out = append(out, w.SeenWindow)
-		seq = m.Sequence + 1
 	}
+	return out
 }
 
 // TestHostsDetectorCountsLANHosts publishes a held-out home's LAN batches

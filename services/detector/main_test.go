@@ -472,7 +472,14 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 // stream order.
 func readSeen(ctx context.Context, t *testing.T, conn *bus.Conn, c string) []schemas.Seen {
 	t.Helper()
-	subject := schemas.SeenSubject(c, "home-1")
+	return readSeenOf(ctx, t, conn, c, "home-1")
+}
+
+// readSeenOf is every window of campaign c's home in the SEEN stream, in
+// stream order.
+func readSeenOf(ctx context.Context, t *testing.T, conn *bus.Conn, c, home string) []schemas.Seen {
+	t.Helper()
+	subject := schemas.SeenSubject(c, home)
 	s, err := conn.JS.Stream(ctx, bus.StreamSeen)
 	if err != nil {
 		t.Fatal(err)
