@@ -229,6 +229,22 @@ func TestParseHosts(t *testing.T) {
 	}
 }
 
+// TestParseTenUnits reads the types measured at n = 10 and their worst,
+// and fails on a table without the n = 10 column.
+func TestParseTenUnits(t *testing.T) {
+	out := "type                     n=9    n=10   worst exact   live  counted as (homes)\n" +
+		"Aria                       -       -    0.0% 40/40 100.0%  Aria 40\n" +
+		"WeMoSwitch              0.0%    0.0%    0.0% 50/50  96.5%  WeMoSwitch 50\n" +
+		"WeMoInsightSwitch       0.0%   12.0%   12.0% 48/50  83.8%  WeMoInsightSwitch 50\n"
+	got, err := parseTenUnits(out)
+	if want := "WeMoSwitch 0.0 %, WeMoInsightSwitch 12.0 %"; err != nil || got != want {
+		t.Errorf("parseTenUnits = %q, %v; want %q", got, err, want)
+	}
+	if _, err := parseTenUnits("type n=1 worst exact\nAria 0.0% 0.0% 1/1\n"); err == nil {
+		t.Error("a table without n=10 parsed")
+	}
+}
+
 // TestParseNearest reads home nearest's share and misses, and fails on
 // output without the share.
 func TestParseNearest(t *testing.T) {
