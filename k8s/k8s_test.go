@@ -82,6 +82,7 @@ var externals = map[string][]external{
 	"overlays/cpu":          {s3Secret, natsServerSecret, natsWorkersSecret},
 	"overlays/gpu":          {s3Secret, natsServerSecret, natsWorkersSecret},
 	"overlays/dev":          {natsServerSecret, natsWorkersSecret}, // generates a fake homemole-s3; a certificate cannot be faked in the repository
+	"overlays/lan-hosts":    {s3Secret, natsServerSecret, natsWorkersSecret},
 	"jobs/cv-gather":        jobExternals,
 	"jobs/dataset-assemble": jobExternals,
 	// Written by homemole sweep --emit-k8s from examples/sweep-cluster.yaml.
@@ -211,6 +212,14 @@ func TestKustomizations(t *testing.T) {
 	}
 	if img := spec.Containers[0].Image; !strings.HasPrefix(img, "ghcr.io/homemole/trainer-cuda:") {
 		t.Errorf("gpu overlay: trainer-cv runs %s, want the CUDA image", img)
+	}
+	// The lan-hosts overlay: the detector counts LAN hosts with a host
+	// model from the bucket, the key homemole-run names.
+	det := builds["overlays/lan-hosts"].find("StatefulSet", "detector").(*appsv1.StatefulSet).Spec.Template.Spec.Containers[0]
+	run := builds["overlays/lan-hosts"].find("ConfigMap", "homemole-run").(*corev1.ConfigMap)
+	if !slices.Contains(det.Args, "--hosts-object=$(HOST_MODEL)") || !slices.Contains(det.Args, "--tap=lan") || slices.ContainsFunc(det.Args, func(a string) bool { return strings.HasPrefix(a, "--model") }) ||
+		run.Data["HOST_MODEL"] == "" || run.Data["DATASET"] == "" {
+		t.Errorf("lan-hosts overlay: detector args %v, homemole-run %v: want --hosts-object=$(HOST_MODEL) and --tap=lan, no --model, and HOST_MODEL beside the base's keys", det.Args, run.Data)
 	}
 	for _, dir := range []string{"overlays/cpu", "overlays/dev"} {
 		for _, pt := range podTemplates(builds[dir]) {
