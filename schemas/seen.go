@@ -39,8 +39,10 @@ type SeenWindow struct {
 	Confidence float64 `json:"confidence,omitempty"`
 	Unknown    bool    `json:"unknown,omitempty"`
 	// Method is "hosts" where the LAN host counter judged the window
-	// (pipeline/homecount): each detection's count is hosts, and Hosts
-	// the hosts active in it, the home's infrastructure but; empty for
+	// (pipeline/homecount): each detection's count is hosts, Hosts the
+	// hosts active in it, the home's infrastructure but, and Unknown says
+	// one of them is a unit of no type the model knows (a phone, a new
+	// device, or one whose telling packets have not come yet); empty for
 	// the sequence-profile detector.
 	Method string `json:"method,omitempty"`
 	Hosts  int    `json:"hosts,omitempty"`

@@ -143,8 +143,17 @@ func devices(h Home) string {
 			parts = append(parts, d.Device)
 		}
 	}
+	out := strings.Join(parts, ", ")
 	if len(parts) == 0 {
-		return "none"
+		out = "none"
 	}
-	return strings.Join(parts, ", ")
+	if h.Seen.Method == "hosts" {
+		// The LAN host counter's window: how many hosts it saw besides.
+		counted := 0
+		for _, d := range ds {
+			counted += d.Count
+		}
+		out += fmt.Sprintf(" (LAN hosts: %d of %d active counted)", counted, h.Seen.Hosts)
+	}
+	return out
 }

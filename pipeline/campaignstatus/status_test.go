@@ -236,3 +236,21 @@ func TestCampaignFileHomes(t *testing.T) {
 		t.Errorf("homes %+v, want other/g1 with lan and wan taps and no session", r.Homes)
 	}
 }
+
+// TestDevicesText: a home's newest detections as the status page prints
+// them, the LAN host counter's with the hosts it did not count.
+func TestDevicesText(t *testing.T) {
+	for _, c := range []struct {
+		seen *schemas.Seen
+		want string
+	}{
+		{nil, "-"},
+		{&schemas.Seen{SeenWindow: schemas.SeenWindow{Detections: []schemas.SeenDetection{{Device: "plug", Count: 1}, {Device: "camera", Count: 2}}}}, "camera x2, plug"},
+		{&schemas.Seen{SeenWindow: schemas.SeenWindow{Method: "hosts", Hosts: 5, Detections: []schemas.SeenDetection{{Device: "EdimaxCam", Count: 2}}}}, "EdimaxCam x2 (LAN hosts: 2 of 5 active counted)"},
+		{&schemas.Seen{SeenWindow: schemas.SeenWindow{Method: "hosts", Hosts: 1}}, "none (LAN hosts: 0 of 1 active counted)"},
+	} {
+		if got := devices(Home{Seen: c.seen}); got != c.want {
+			t.Errorf("devices(%+v) = %q, want %q", c.seen, got, c.want)
+		}
+	}
+}

@@ -271,6 +271,9 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 		}
 		if host.unit >= 0 {
 			counts[host.unit]++
+		} else {
+			// A host of no type the model knows (or not yet known).
+			w.Unknown = true
 		}
 	}
 	for u, n := range counts {

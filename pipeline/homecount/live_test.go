@@ -88,8 +88,8 @@ func TestLiveHomeLate(t *testing.T) {
 		if !slices.Equal(ends, want) {
 			t.Fatalf("late %s: windows end at %v, want %v", c.late, ends, want)
 		}
-		if got := countOf(ws[1], "A"); got != c.want || ws[1].Hosts != 1 {
-			t.Errorf("late %s: window [0 s, 20 s): A counted %d of %d hosts, want %d of 1", c.late, got, ws[1].Hosts, c.want)
+		if got := countOf(ws[1], "A"); got != c.want || ws[1].Hosts != 1 || ws[1].Unknown != (c.want == 0) {
+			t.Errorf("late %s: window [0 s, 20 s): A counted %d of %d hosts, unknown %v; want %d of 1, unknown when not counted", c.late, got, ws[1].Hosts, ws[1].Unknown, c.want)
 		}
 		if a, b := countOf(ws[3], "A"), countOf(ws[3], "B"); a != 1 || b != 1 || ws[3].Hosts != 2 || ws[3].Packets != 2 {
 			t.Errorf("late %s: window [20 s, 40 s): A %d, B %d, %d hosts, %d packets; want 1, 1, 2, 2", c.late, a, b, ws[3].Hosts, ws[3].Packets)
