@@ -71,8 +71,9 @@ type LiveHome struct {
 	last  int64 // latest packet time
 	// packets per step still in a window to judge.
 	packets map[int64]uint64
-	// NoMAC counts the packets without a source MAC (not a LAN tap).
-	NoMAC uint64
+	// NoMAC counts the packets without a source MAC (not a LAN tap), and
+	// BadTime those whose time is before 1970 or after MaxTimeNs.
+	NoMAC, BadTime uint64
 }
 
 type liveHost struct {
@@ -98,6 +99,11 @@ func NewLiveHome(m *HostModel, cfg LiveConfig) (*LiveHome, error) {
 // Add takes one packet and returns the windows it completes: those that
 // end Late or more before it.
 func (h *LiveHome) Add(p *schemas.Packet) []schemas.SeenWindow {
+	if p.TsNs < 0 || p.TsNs > MaxTimeNs {
+		// No window holds it; and a window's end past it would overflow.
+		h.BadTime++
+		return nil
+	}
 	step := int64(h.cfg.Step)
 	var out []schemas.SeenWindow
 	// A clock that went back by more than an hour (a capture restarted, a
@@ -133,6 +139,12 @@ func (h *LiveHome) Add(p *schemas.Packet) []schemas.SeenWindow {
 // MaxClockBack is how far a home's clock may go back before its windows
 // start again where it is.
 const MaxClockBack = time.Hour
+
+// MaxTimeNs is the latest packet time counted (2^62 ns: the year 2116);
+// packets before 1970 or after it are counted in BadTime only. A batch's
+// times are the sender's word: one near the end of int64 would overflow
+// the windows' ends.
+const MaxTimeNs = 1 << 62
 
 // Flush judges every window up to the last packet (the capture session
 // ended).
@@ -387,6 +399,9 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 	regrid := st.Window != cfg.Window || st.Step != cfg.Step || st.Late != cfg.Late
 	// Where Add and Flush leave the next window: past the last packet
 	// less the delay, and at most a window and a step after it.
+	if st.Last < 0 || st.Last > MaxTimeNs || st.Next < 0 || st.Next > MaxTimeNs+int64(cfg.Window+cfg.Late)+int64(cfg.Step) {
+		return nil, 0, fmt.Errorf("host table: last packet at %d ns, next window ending at %d ns: outside the times a counter takes (0 to %d)", st.Last, st.Next, int64(MaxTimeNs))
+	}
 	step := int64(st.Step)
 	if !regrid && st.Next != 0 && (st.Next%step != 0 || st.Next+int64(cfg.Late) <= st.Last || st.Next > st.Last+int64(cfg.Window)+step) {
 		return nil, 0, fmt.Errorf("host table: next window ends at %d ns, its last packet came at %d: not where a counter of %s windows every %s leaves it", st.Next, st.Last, cfg.Window, cfg.Step)

@@ -2,7 +2,9 @@ package homecount
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -241,6 +243,18 @@ func TestLiveHomeClockBack(t *testing.T) {
 	}
 }
 
+// TestLiveHomeBadTime: packets before 1970 or at the end of int64 (a
+// hostile home's batch) are counted aside, and the home goes on.
+func TestLiveHomeBadTime(t *testing.T) {
+	h, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	bad := []schemas.Packet{pkt(time.Second, 1, 17, 69, 55), pkt(0, 1, 17, 69, 55), pkt(0, 2, 17, 69, 55)}
+	bad[1].TsNs, bad[2].TsNs = -1, math.MaxInt64
+	ws := append(feed(t, h, bad), feed(t, h, []schemas.Packet{pkt(time.Minute, 1, 17, 69, 55)})...)
+	if h.BadTime != 2 || h.Hosts() != 1 || len(ws) == 0 || countOf(ws[0], "A") != 1 {
+		t.Errorf("bad times %d, %d hosts, windows %+v: want 2 set aside, one host counted as A", h.BadTime, h.Hosts(), ws)
+	}
+}
+
 func TestLiveHomeStateRefused(t *testing.T) {
 	cfg := DefaultLiveConfig()
 	small := cfg
@@ -261,6 +275,7 @@ func TestLiveHomeStateRefused(t *testing.T) {
 		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"nonsense"}]}`, "host table"},
 		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAA"}]}`, "key bytes"},
 		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","active":[5,3]}]}`, "sorted"},
+		{cfg, `{"version":1,"seq":1,"last_ns":-5}`, "outside the times"},
 		{cfg, `{"version":1,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":10000000000,"last_ns":900000000000}`, "next window"},
 		{cfg, `{"version":1,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":3,"last_ns":1}`, "next window"},
 		{small, string(good), "at most 1"},
@@ -350,4 +365,41 @@ func BenchmarkLiveHome(b *testing.B) {
 		h.Add(&p)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+}
+
+// FuzzLiveHomeAdd feeds a home packets a hostile home could send, in any
+// order and at any time: the counter must neither hang nor panic, keep its
+// bounds, and judge only whole windows.
+func FuzzLiveHomeAdd(f *testing.F) {
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+	f.Add(bytes.Repeat([]byte{0xff}, 32))
+	f.Add(append(bytes.Repeat([]byte{0x7f}, 8), bytes.Repeat([]byte{0xff}, 24)...))
+	f.Add(append([]byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, bytes.Repeat([]byte{1}, 24)...))
+	m := handModel(f)
+	cfg := DefaultLiveConfig()
+	cfg.MaxHosts, cfg.MaxKeys, cfg.MaxHostKeys = 4, 16, 8
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := NewLiveHome(m, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ws []schemas.SeenWindow
+		for ; len(data) >= 16; data = data[16:] {
+			p := pkt(0, int(data[8]%8), data[9], int32(binary.BigEndian.Uint16(data[10:])), binary.BigEndian.Uint16(data[12:]))
+			p.TsNs = int64(binary.BigEndian.Uint64(data))
+			if data[14]&1 == 1 {
+				p.SrcIP = netip.AddrFrom4([4]byte{data[15], 1, 2, 3})
+			}
+			ws = append(ws, h.Add(&p)...)
+			if h.Hosts() > cfg.MaxHosts || h.keys > cfg.MaxKeys {
+				t.Fatalf("%d hosts, %d keys: over the bounds %d and %d", h.Hosts(), h.keys, cfg.MaxHosts, cfg.MaxKeys)
+			}
+		}
+		ws = append(ws, h.Flush()...)
+		for _, w := range ws {
+			if w.EndNs-w.StartNs != int64(cfg.Window) {
+				t.Fatalf("window %+v: not %s long", w, cfg.Window)
+			}
+		}
+	})
 }
