@@ -156,12 +156,12 @@ func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, 
 			hm := hc.Model(used)
 			unit := hm.UnitOf(hardware[0])
 			model := hm.Units[unit].Members
-			m := typeModel{sig: hc.ck.signature(model, used), ck: hc.ck, model: model, skip: used}
-			pkts, all, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k)))
+			m := typeModel{sig: hm.sigs[unit], ck: hc.ck, model: model, skip: used}
+			all, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k)))
 			if err != nil {
 				return out, fmt.Errorf("count hosts of %s: %w", cfg.Type, err)
 			}
-			pt.Count = append(pt.Count, countUnits(pkts, m, h.GatewayMAC))
+			pt.Count = append(pt.Count, countUnits(hostPackets(all), m, h.GatewayMAC))
 			windows, right, err := liveRight(hm, unit, h, all, cfg.Live)
 			if err != nil {
 				return out, fmt.Errorf("count hosts of %s live: %w", cfg.Type, err)
@@ -268,6 +268,7 @@ func (hc *HostCounter) Unseen() Unseen {
 		// One model per type a capture is nearest: its signature depends
 		// on that type and on what is left out, not on the capture.
 		models := map[string]typeModel{}
+		counts := hc.ck.counts(skip)
 		for _, i := range left {
 			res.Captures++
 			nearest := cs.nearest(i, kept)
@@ -278,7 +279,7 @@ func (hc *HostCounter) Unseen() Unseen {
 			m, ok := models[named]
 			if !ok {
 				model, _ := hc.Folders(named)
-				m = typeModel{sig: hc.ck.signature(model, skip), ck: hc.ck, model: model, skip: skip}
+				m = typeModel{sig: counts.signature(model), ck: hc.ck, model: model, skip: skip}
 				models[named] = m
 			}
 			if m.isModel(hc.ck.keys[cs.files[i]]) {

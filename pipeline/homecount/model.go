@@ -142,6 +142,7 @@ func (hc *HostCounter) Model(skip []string) *HostModel {
 		join(fam)
 	}
 	m := &HostModel{Version: HostModelVersion}
+	counts := hc.ck.counts(skip)
 	unitOf := map[string]int{}
 	for i, f := range folders {
 		if _, done := unitOf[f]; done {
@@ -158,7 +159,7 @@ func (hc *HostCounter) Model(skip []string) *HostModel {
 		if slices.ContainsFunc(members, func(g string) bool { return evaluate.TypeOf(g) != name }) {
 			name = evaluate.FamilyName(members)
 		}
-		m.Units = append(m.Units, HostUnit{Name: name, Members: members, Signature: keyTexts(hc.ck.signature(members, skip))})
+		m.Units = append(m.Units, HostUnit{Name: name, Members: members, Signature: keyTexts(counts.signature(members))})
 	}
 	for _, f := range hc.sim.files {
 		if !slices.Contains(skip, f) {

@@ -37,7 +37,7 @@ func onlineTestHome(t *testing.T) (*HostModel, *realhome.Home, []schemas.Packet)
 	for _, u := range h.Units {
 		used = append(used, u.Session)
 	}
-	_, pkts, err := readHome(ctx, h, filepath.Join(t.TempDir(), "home.pcap"))
+	pkts, err := readHome(ctx, h, filepath.Join(t.TempDir(), "home.pcap"))
 	if err != nil {
 		t.Fatal(err)
 	}

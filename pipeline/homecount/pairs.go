@@ -113,37 +113,48 @@ func readCaptureKeys(ctx context.Context, devs []realhome.Device) (captureKeys, 
 // signature learns the model of the types named from every capture but
 // those in skip (a home's own sessions).
 func (ck captureKeys) signature(model []string, skip []string) Signature {
-	// seen[type][key]: captures of the type (a pair's folders one type)
-	// that show the key.
-	seen := map[string]map[heartbeat.Key]int{}
+	return ck.counts(skip).signature(model)
+}
+
+// keyCounts is, per device folder, how many of its captures show each key,
+// and over all folders: what every signature of one home is learned from,
+// counted once for all of them.
+type keyCounts struct {
+	byFolder map[string]map[heartbeat.Key]int
+	total    map[heartbeat.Key]int
+}
+
+// counts counts the keys of every capture but those in skip.
+func (ck captureKeys) counts(skip []string) keyCounts {
+	kc := keyCounts{byFolder: map[string]map[heartbeat.Key]int{}, total: map[heartbeat.Key]int{}}
 	for f, keys := range ck.keys {
 		if slices.Contains(skip, f) {
 			continue
 		}
 		t := ck.typ[f]
-		if slices.Contains(model, t) {
-			t = ""
-		}
-		if seen[t] == nil {
-			seen[t] = map[heartbeat.Key]int{}
+		if kc.byFolder[t] == nil {
+			kc.byFolder[t] = map[heartbeat.Key]int{}
 		}
 		for k := range keys {
-			seen[t][k]++
+			kc.byFolder[t][k]++
+			kc.total[k]++
+		}
+	}
+	return kc
+}
+
+// signature is the keys that at least MinSignatureCaptures of the model's
+// captures (its folders together) show and no capture of another folder.
+func (kc keyCounts) signature(model []string) Signature {
+	own := map[heartbeat.Key]int{}
+	for _, f := range model {
+		for k, n := range kc.byFolder[f] {
+			own[k] += n
 		}
 	}
 	sig := Signature{}
-	for k, n := range seen[""] {
-		if n < MinSignatureCaptures {
-			continue
-		}
-		shared := false
-		for t, m := range seen {
-			if t != "" && m[k] > 0 {
-				shared = true
-				break
-			}
-		}
-		if !shared {
+	for k, n := range own {
+		if n >= MinSignatureCaptures && n == kc.total[k] {
 			sig[k] = true
 		}
 	}
@@ -292,12 +303,11 @@ func countHosts(pkts []hostPacket, m typeModel, gateway schemas.MAC, fromNs, toN
 }
 
 // readHome writes the home's LAN capture to path, reads every packet back
-// as a tap would, and removes it; the hosts' packets are those with a
-// source MAC.
-func readHome(ctx context.Context, h *realhome.Home, path string) ([]hostPacket, []schemas.Packet, error) {
+// as a tap would, and removes it.
+func readHome(ctx context.Context, h *realhome.Home, path string) ([]schemas.Packet, error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	err = h.WritePcap(f)
 	if cerr := f.Close(); err == nil {
@@ -305,21 +315,29 @@ func readHome(ctx context.Context, h *realhome.Home, path string) ([]hostPacket,
 	}
 	if err != nil {
 		os.Remove(path)
-		return nil, nil, fmt.Errorf("write %s: %w", path, err)
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(path)
 	var all []schemas.Packet
-	var hosts []hostPacket
 	if _, err := capture.ReadFile(ctx, path, h.HomeConfig(), func(p *schemas.Packet) error {
 		all = append(all, *p)
-		if hp, ok := hostPacketOf(p); ok {
-			hosts = append(hosts, hp)
-		}
 		return nil
 	}); err != nil {
-		return nil, nil, fmt.Errorf("hosts of %s: %w", path, err)
+		return nil, fmt.Errorf("hosts of %s: %w", path, err)
 	}
-	return hosts, all, nil
+	return all, nil
+}
+
+// hostPackets are the packets of pkts a host sent (those with a source
+// MAC).
+func hostPackets(pkts []schemas.Packet) []hostPacket {
+	var out []hostPacket
+	for i := range pkts {
+		if hp, ok := hostPacketOf(&pkts[i]); ok {
+			out = append(out, hp)
+		}
+	}
+	return out
 }
 
 // hostKeys is the keys with a transport each host but the gateway sent
@@ -398,10 +416,11 @@ func (hc *HostCounter) RunPair(ctx context.Context, cfg PairConfig) (PairResult,
 		}
 		model := []string{cfg.A, cfg.B}
 		m := typeModel{sig: ck.signature(model, used), ck: ck, model: model, skip: used}
-		pkts, _, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k)))
+		all, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("pair-%s-%d.pcap", cfg.A, k)))
 		if err != nil {
 			return res, fmt.Errorf("pair %s/%s: %w", cfg.A, cfg.B, err)
 		}
+		pkts := hostPackets(all)
 		// Active: the unit sent any frame in the window (the truth, from
 		// the home's own frames, not from what the counter reads).
 		sent := map[schemas.MAC][]int64{}
