@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
@@ -74,9 +73,6 @@ func newHostsOnline(ctx context.Context, conn *bus.Conn, hm *homecount.HostModel
 	}
 	return &homecount.Online{Model: hm, Config: cfg.Live, States: tables,
 		Gateways: func(_, home string) schemas.MAC { return cfg.Gateways[home] },
-		Publish: func(ctx context.Context, subject, msgID string, data []byte) error {
-			_, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(msgID))
-			return err
-		},
+		Publish:  publishSeen(conn),
 	}, nil
 }

@@ -290,11 +290,17 @@ func newOnline(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config)
 		return nil, err
 	}
 	return &detect.Online{Model: m, Step: cfg.Step, Lag: 1, Checkpoints: cps, Replay: detect.StreamReplayer(conn.JS),
-		Publish: func(ctx context.Context, subject, msgID string, data []byte) error {
-			_, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(msgID))
-			return err
-		},
+		Publish: publishSeen(conn),
 	}, nil
+}
+
+// publishSeen stores a window in SEEN under its message id, so one
+// published twice (after a restart) is stored once.
+func publishSeen(conn *bus.Conn) func(ctx context.Context, subject, msgID string, data []byte) error {
+	return func(ctx context.Context, subject, msgID string, data []byte) error {
+		_, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(msgID))
+		return err
+	}
 }
 
 // online is what serve feeds: the sequence-profile detector
