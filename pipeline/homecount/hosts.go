@@ -321,14 +321,8 @@ func liveRight(hm *HostModel, unit int, h *realhome.Home, pkts []schemas.Packet,
 					active[from[i]] = true
 				}
 			}
-			said := 0
-			for _, d := range w.Detections {
-				if d.Device == name {
-					said = d.Count
-				}
-			}
 			windows++
-			if said == len(active) {
+			if countOf(w, name) == len(active) {
 				right++
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -37,7 +38,7 @@ type LiveConfig struct {
 	// sends from ever new MACs or sizes costs a bounded table and
 	// checkpoint. MaxHostKeys bounds one host's keys: a host that sent
 	// more distinct keys than that is a general-purpose computer (the
-	// largest IoT Sentinel capture shows 876), never a unit.
+	// largest IoT Sentinel capture shows 99), never a unit.
 	MaxHosts, MaxKeys, MaxHostKeys int
 }
 
@@ -81,6 +82,7 @@ type liveHost struct {
 	saturated bool
 	infra     bool
 	prefixes  []netip.Prefix // global IPv6 /64s it sent from, up to three
+	served    servedPorts    // TCP ports it answered a connection on (hostKey)
 	active    []int64        // steps it sent in, ascending, still in a window to judge
 	last      int64
 	// unit is Classify's answer for keys; dirty says keys changed since.
@@ -193,7 +195,7 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	if p.Transport == 0 || host.saturated {
 		return
 	}
-	k := hostKey(p)
+	k := hostKey(p, &host.served)
 	if host.keys[k] {
 		return
 	}
@@ -321,7 +323,14 @@ func (h *LiveHome) trim(next int64) {
 func (h *LiveHome) Hosts() int { return len(h.hosts) }
 
 // liveStateVersion is the version of a saved LiveHome; others are refused.
-const liveStateVersion = 1
+// Version 2 keys a server's answers by the port it serves and keeps those
+// ports (hostKey).
+const liveStateVersion = 2
+
+// ErrStaleTable is a saved table of an earlier version than this build
+// writes: its keys are not this build's, and a counter starts the home
+// afresh (its hosts are known again from what they send next).
+var ErrStaleTable = errors.New("host table of an earlier version")
 
 // liveState is a LiveHome as a checkpoint keeps it. Keys are packed, seven
 // bytes each (transport, port, length), so a full table stays a few
@@ -346,6 +355,7 @@ type liveHostState struct {
 	Saturated bool     `json:"saturated,omitempty"`
 	Infra     bool     `json:"infra,omitempty"`
 	Prefixes  []string `json:"prefixes,omitempty"`
+	Served    []uint16 `json:"served,omitempty"`
 	Active    []int64  `json:"active,omitempty"`
 	Last      int64    `json:"last_ns"`
 }
@@ -358,7 +368,7 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 	st := liveState{Version: liveStateVersion, Seq: seq, Window: h.cfg.Window, Step: h.cfg.Step, Late: h.cfg.Late,
 		Next: h.next, Last: h.last, Packets: h.packets, NoMAC: h.NoMAC}
 	for mac, host := range h.hosts {
-		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Active: host.active, Last: host.last}
+		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Active: host.active, Last: host.last}
 		for _, k := range keyTexts(host.keys) {
 			hs.Keys = binary.BigEndian.AppendUint16(append(hs.Keys, k.Transport), uint16(k.Port>>16))
 			hs.Keys = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(hs.Keys, uint16(k.Port)), k.IPLen)
@@ -386,6 +396,9 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 	var st liveState
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, 0, fmt.Errorf("decode host table: %w", err)
+	}
+	if st.Version >= 1 && st.Version < liveStateVersion {
+		return nil, 0, fmt.Errorf("host table version %d, this build writes %d: %w", st.Version, liveStateVersion, ErrStaleTable)
 	}
 	if st.Version != liveStateVersion {
 		return nil, 0, fmt.Errorf("host table version %d, this build reads %d", st.Version, liveStateVersion)
@@ -418,10 +431,11 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 		if err != nil {
 			return nil, 0, fmt.Errorf("host table: %w", err)
 		}
-		if len(hs.Keys)%packedKey != 0 || !slices.IsSorted(hs.Active) {
-			return nil, 0, fmt.Errorf("host table: host %s: %d key bytes and steps sorted %v: not what State writes", hs.MAC, len(hs.Keys), slices.IsSorted(hs.Active))
+		if len(hs.Keys)%packedKey != 0 || !slices.IsSorted(hs.Active) || len(hs.Served) > maxServed || !isStrictlySorted(hs.Served) {
+			return nil, 0, fmt.Errorf("host table: host %s: %d key bytes, steps sorted %v, %d served ports sorted %v: not what State writes",
+				hs.MAC, len(hs.Keys), slices.IsSorted(hs.Active), len(hs.Served), isStrictlySorted(hs.Served))
 		}
-		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, active: hs.Active, last: hs.Last, unit: -1, dirty: true}
+		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, served: hs.Served, active: hs.Active, last: hs.Last, unit: -1, dirty: true}
 		if regrid {
 			host.active = nil
 		}
@@ -446,4 +460,14 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 		return nil, 0, fmt.Errorf("host table holds %d keys, this counter keeps at most %d", h.keys, cfg.MaxKeys)
 	}
 	return h, st.Seq, nil
+}
+
+// isStrictlySorted says every port is above the one before it.
+func isStrictlySorted(ports []uint16) bool {
+	for i := 1; i < len(ports); i++ {
+		if ports[i] <= ports[i-1] {
+			return false
+		}
+	}
+	return true
 }

@@ -19,7 +19,7 @@ import (
 // and both send the same DNS query, which tells neither.
 func handModel(t testing.TB) *HostModel {
 	t.Helper()
-	data := `{"version":1,
+	data := `{"version":2,
 	 "units":[{"name":"A","members":["A"],"signature":["17/69/55"]},{"name":"B","members":["B"],"signature":["6/443/60"]}],
 	 "captures":[{"unit":0,"keys":["17/69/55","17/53/60"]},{"unit":1,"keys":["6/443/60","17/53/60"]}]}`
 	m, err := ReadHostModel(strings.NewReader(data))
@@ -45,15 +45,6 @@ func feed(t testing.TB, h *LiveHome, pkts []schemas.Packet) []schemas.SeenWindow
 		out = append(out, h.Add(&pkts[i])...)
 	}
 	return out
-}
-
-func countOf(w schemas.SeenWindow, unit string) int {
-	for _, d := range w.Detections {
-		if d.Device == unit {
-			return d.Count
-		}
-	}
-	return 0
 }
 
 // TestLiveHomeLate: a host whose first packets tell nothing (a DNS query
@@ -271,13 +262,15 @@ func TestLiveHomeStateRefused(t *testing.T) {
 		want string
 	}{
 		{cfg, `not json`, "decode host table"},
-		{cfg, `{"version":2,"seq":1}`, "version 2"},
-		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"nonsense"}]}`, "host table"},
-		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAA"}]}`, "key bytes"},
-		{cfg, `{"version":1,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","active":[5,3]}]}`, "sorted"},
-		{cfg, `{"version":1,"seq":1,"last_ns":-5}`, "outside the times"},
-		{cfg, `{"version":1,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":10000000000,"last_ns":900000000000}`, "next window"},
-		{cfg, `{"version":1,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":3,"last_ns":1}`, "next window"},
+		{cfg, `{"version":3,"seq":1}`, "version 3"},
+		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"nonsense"}]}`, "host table"},
+		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAA"}]}`, "key bytes"},
+		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","active":[5,3]}]}`, "sorted"},
+		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","served":[80,80]}]}`, "served ports"},
+		{cfg, `{"version":1,"seq":1}`, "earlier version"},
+		{cfg, `{"version":2,"seq":1,"last_ns":-5}`, "outside the times"},
+		{cfg, `{"version":2,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":10000000000,"last_ns":900000000000}`, "next window"},
+		{cfg, `{"version":2,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":3,"last_ns":1}`, "next window"},
 		{small, string(good), "at most 1"},
 		{LiveConfig{Window: time.Second, Step: 2 * time.Second}, string(good), "whole number"},
 	} {
@@ -292,12 +285,12 @@ func TestLiveHomeStateRefused(t *testing.T) {
 func TestHostModelRefused(t *testing.T) {
 	for _, c := range []struct{ data, want string }{
 		{`[]`, "decode host model"},
-		{`{"version":2}`, "version 2"},
-		{`{"version":1,"units":[],"captures":[]}`, "0 units"},
-		{`{"version":1,"units":[{"name":"A","members":["A"]}],"captures":[{"unit":1}]}`, "unit 1 of 1"},
-		{`{"version":1,"units":[{"name":"","members":["A"]}],"captures":[{"unit":0}]}`, "want a name"},
-		{`{"version":1,"units":[{"name":"A","members":["A"],"signature":["17/69"]}],"captures":[{"unit":0}]}`, "transport/port/length"},
-		{`{"version":1,"units":[{"name":"A","members":["A"],"signature":["0/69/55"]}],"captures":[{"unit":0}]}`, "transport 1-255"},
+		{`{"version":3}`, "version 3"},
+		{`{"version":2,"units":[],"captures":[]}`, "0 units"},
+		{`{"version":2,"units":[{"name":"A","members":["A"]}],"captures":[{"unit":1}]}`, "unit 1 of 1"},
+		{`{"version":2,"units":[{"name":"","members":["A"]}],"captures":[{"unit":0}]}`, "want a name"},
+		{`{"version":2,"units":[{"name":"A","members":["A"],"signature":["17/69"]}],"captures":[{"unit":0}]}`, "transport/port/length"},
+		{`{"version":2,"units":[{"name":"A","members":["A"],"signature":["0/69/55"]}],"captures":[{"unit":0}]}`, "transport 1-255"},
 		{strings.Repeat(" ", maxHostModelBytes+1), "over 64 MiB"},
 	} {
 		if _, err := ReadHostModel(strings.NewReader(c.data)); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -309,9 +302,12 @@ func TestHostModelRefused(t *testing.T) {
 func FuzzRestoreLiveHome(f *testing.F) {
 	h, _ := NewLiveHome(handModel(f), DefaultLiveConfig())
 	feed(f, h, []schemas.Packet{pkt(time.Second, 1, 17, 69, 55), pkt(2*time.Second, 2, 6, 443, 60), pkt(45*time.Second, 2, 17, 53, 60)})
+	served := pkt(50*time.Second, 3, 6, 40000, 60)
+	served.SrcPort, served.TCPFlags = 8080, tcpSYN|tcpACK
+	feed(f, h, []schemas.Packet{served})
 	st, _ := h.State(7)
 	f.Add(st)
-	f.Add([]byte(`{"version":1,"seq":1,"next_ns":10000000000,"last_ns":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAAAAAAAA==","active":[-9,0]}]}`))
+	f.Add([]byte(`{"version":2,"seq":1,"next_ns":10000000000,"last_ns":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAAAAAAAA==","active":[-9,0]}]}`))
 	m := handModel(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		h, _, err := RestoreLiveHome(m, DefaultLiveConfig(), data)
@@ -371,10 +367,13 @@ func BenchmarkLiveHome(b *testing.B) {
 // order and at any time: the counter must neither hang nor panic, keep its
 // bounds, and judge only whole windows.
 func FuzzLiveHomeAdd(f *testing.F) {
-	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
-	f.Add(bytes.Repeat([]byte{0xff}, 32))
-	f.Add(append(bytes.Repeat([]byte{0x7f}, 8), bytes.Repeat([]byte{0xff}, 24)...))
-	f.Add(append([]byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, bytes.Repeat([]byte{1}, 24)...))
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20})
+	f.Add(bytes.Repeat([]byte{0xff}, 40))
+	f.Add(append(bytes.Repeat([]byte{0x7f}, 8), bytes.Repeat([]byte{0xff}, 32)...))
+	f.Add(append([]byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, bytes.Repeat([]byte{1}, 32)...))
+	// A SYN-ACK from port 80, then an answer from it.
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 1, 6, 0xc3, 0x50, 0, 60, 0, 0, 0, 80, 0, 0x12,
+		0, 0, 0, 0, 0, 0, 0, 2, 1, 6, 0xc3, 0x50, 1, 4, 0, 0, 0, 80, 0, 0x18})
 	m := handModel(f)
 	cfg := DefaultLiveConfig()
 	cfg.MaxHosts, cfg.MaxKeys, cfg.MaxHostKeys = 4, 16, 8
@@ -384,15 +383,23 @@ func FuzzLiveHomeAdd(f *testing.F) {
 			t.Fatal(err)
 		}
 		var ws []schemas.SeenWindow
-		for ; len(data) >= 16; data = data[16:] {
+		// A packet is 20 bytes: time, host, transport, destination port,
+		// length, source address, source port, TCP flags.
+		for ; len(data) >= 20; data = data[20:] {
 			p := pkt(0, int(data[8]%8), data[9], int32(binary.BigEndian.Uint16(data[10:])), binary.BigEndian.Uint16(data[12:]))
 			p.TsNs = int64(binary.BigEndian.Uint64(data))
 			if data[14]&1 == 1 {
 				p.SrcIP = netip.AddrFrom4([4]byte{data[15], 1, 2, 3})
 			}
+			p.SrcPort, p.TCPFlags = int32(binary.BigEndian.Uint16(data[16:])), binary.BigEndian.Uint16(data[18:])
 			ws = append(ws, h.Add(&p)...)
 			if h.Hosts() > cfg.MaxHosts || h.keys > cfg.MaxKeys {
 				t.Fatalf("%d hosts, %d keys: over the bounds %d and %d", h.Hosts(), h.keys, cfg.MaxHosts, cfg.MaxKeys)
+			}
+			for _, host := range h.hosts {
+				if len(host.served) > maxServed || !isStrictlySorted(host.served) {
+					t.Fatalf("served ports %v: over the bound %d, or not ascending", host.served, maxServed)
+				}
 			}
 		}
 		ws = append(ws, h.Flush()...)

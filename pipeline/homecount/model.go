@@ -16,7 +16,9 @@ import (
 )
 
 // HostModelVersion is the version of a host model file; others are refused.
-const HostModelVersion = 1
+// Version 2 keys a server's answers by the port it serves (ServedPort);
+// version 1 keyed them by the client's port.
+const HostModelVersion = 2
 
 // maxHostModelBytes bounds what LoadHostModel reads: the IoT Sentinel
 // model is under 1 MB.
@@ -57,11 +59,15 @@ type HostCapture struct {
 
 // KeyText is a key as a model file writes it: "transport/port/length"
 // ("17/69/55": UDP to port 69, an IP payload of 55 bytes; port -1: none;
-// see hostKey).
+// "6/@80/260": TCP answered from port 80, which the host serves; see
+// hostKey).
 type KeyText heartbeat.Key
 
 // MarshalText writes transport/port/length.
 func (k KeyText) MarshalText() ([]byte, error) {
+	if k.Port >= ServedPort {
+		return fmt.Appendf(nil, "%d/@%d/%d", k.Transport, k.Port-ServedPort, k.IPLen), nil
+	}
 	return fmt.Appendf(nil, "%d/%d/%d", k.Transport, k.Port, k.IPLen), nil
 }
 
@@ -71,11 +77,15 @@ func (k *KeyText) UnmarshalText(b []byte) error {
 	if len(parts) != 3 {
 		return fmt.Errorf("key %q: want transport/port/length", b)
 	}
+	served, found := strings.CutPrefix(parts[1], "@")
 	t, err1 := strconv.ParseUint(parts[0], 10, 8)
-	p, err2 := strconv.ParseInt(parts[1], 10, 32)
+	p, err2 := strconv.ParseInt(served, 10, 32)
 	l, err3 := strconv.ParseUint(parts[2], 10, 16)
-	if err := errors.Join(err1, err2, err3); err != nil || t == 0 || p < -1 || p > 65535 {
-		return fmt.Errorf("key %q: want a transport 1-255, a port -1-65535 and a length 0-65535", b)
+	if err := errors.Join(err1, err2, err3); err != nil || t == 0 || p < -1 || p > 65535 || (found && p < 0) {
+		return fmt.Errorf("key %q: want a transport 1-255, a port -1-65535 (or @0-@65535, served) and a length 0-65535", b)
+	}
+	if found {
+		p += ServedPort
 	}
 	*k = KeyText{Transport: uint8(t), Port: int32(p), IPLen: uint16(l)}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 
@@ -59,6 +60,9 @@ type Online struct {
 	States StateStore
 	// OnWindow, when set, is told of every window published.
 	OnWindow func(schemas.Seen)
+	// Log, when set, is told of a home started afresh because its saved
+	// table was of an earlier version (ErrStaleTable).
+	Log *slog.Logger
 
 	mu    sync.Mutex
 	homes map[string]*onlineHome
@@ -188,11 +192,20 @@ func (o *Online) open(ctx context.Context, h *onlineHome, campaign, home, tap st
 		}
 		if ok {
 			live, seq, err := RestoreLiveHome(o.Model, cfg, data)
-			if err != nil {
+			switch {
+			case errors.Is(err, ErrStaleTable):
+				// An upgrade: what the table knew is keyed otherwise now.
+				// Its hosts are known again from what they send next; the
+				// windows republished from here keep their message ids.
+				if o.Log != nil {
+					o.Log.Warn("host table of an earlier version: home started afresh", "campaign", campaign, "home", home, "tap", tap, "err", err)
+				}
+			case err != nil:
 				return fmt.Errorf("host counter: the saved host table of %s/%s (tap %s): %w (delete it to start the home afresh)", campaign, home, tap, err)
+			default:
+				h.live, h.seq = live, seq
+				return nil
 			}
-			h.live, h.seq = live, seq
-			return nil
 		}
 	}
 	live, err := NewLiveHome(o.Model, cfg)

@@ -1,9 +1,11 @@
 package homecount
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -428,5 +430,38 @@ func TestOnlineHostsRefuses(t *testing.T) {
 	}
 	if len(a.msgs) == 0 {
 		t.Error("no window published")
+	}
+}
+
+// TestOnlineHostsStaleTable: after an upgrade that changed the keys, a
+// home's table saved by the earlier build is not refused for ever (every
+// batch of the home would fail): the home starts afresh, says so in the
+// log, and counts as a home never seen.
+func TestOnlineHostsStaleTable(t *testing.T) {
+	m, _, pkts := onlineTestHome(t)
+	ctx := context.Background()
+	batches := lanBatches("spring", "home-1", pkts, 500)
+	var clean, rec recorder
+	fresh := &Online{Model: m, Config: DefaultLiveConfig(), States: &memStates{}, Publish: clean.publish}
+	states := &memStates{m: map[string][]byte{"spring.home-1.lan": []byte(`{"version":1,"seq":99999,"hosts":[]}`)}}
+	var log bytes.Buffer
+	upgraded := &Online{Model: m, Config: DefaultLiveConfig(), States: states, Publish: rec.publish,
+		Log: slog.New(slog.NewTextHandler(&log, nil))}
+	for i, b := range batches {
+		if err := fresh.HandleAt(ctx, seqOf(i), b); err != nil {
+			t.Fatal(err)
+		}
+		if err := upgraded.HandleAt(ctx, seqOf(i), b); err != nil {
+			t.Fatalf("batch %d over a table of the earlier version: %v", i, err)
+		}
+	}
+	if len(rec.msgs) == 0 || !slices.EqualFunc(rec.msgs, clean.msgs, func(a, b published) bool { return a.id == b.id && bytes.Equal(a.data, b.data) }) {
+		t.Errorf("over a stale table %d windows published, a fresh home %d, or they differ", len(rec.msgs), len(clean.msgs))
+	}
+	if !strings.Contains(log.String(), "earlier version") || !strings.Contains(log.String(), "home-1") {
+		t.Errorf("log %q: want the home started afresh named", log.String())
+	}
+	if got := states.m["spring.home-1.lan"]; !bytes.Contains(got, []byte(`"version":2`)) {
+		t.Errorf("the table saved after the upgrade: %.60s, want this build's version", got)
 	}
 }

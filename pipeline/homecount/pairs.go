@@ -19,7 +19,7 @@ import (
 )
 
 // Signature is what the hosts of one device model send on a LAN and no
-// other model does: the keys (transport, destination port, IP payload
+// other model does: the keys (transport, the service's port, IP payload
 // length; hostKey) that at least two of its captures show, less those that
 // any capture of another type shows (DHCP, IGMP, DNS to the router and the
 // like, and what a look-alike of the same platform sends too: WeMo's
@@ -39,45 +39,9 @@ type hostPacket struct {
 	Key  heartbeat.Key
 }
 
-// hostPacketOf keeps every frame with a source MAC, ARP included: any
-// frame shows its host is there; only those with a transport can show
-// what it is.
-func hostPacketOf(p *schemas.Packet) (hostPacket, bool) {
-	if p.SrcMAC.IsZero() {
-		return hostPacket{}, false
-	}
-	return hostPacket{TsNs: p.TsNs, Host: p.SrcMAC, Key: hostKey(p)}, true
-}
-
-// hostKey is what a packet tells of its host's type: its transport, its
-// destination port and the length of its IP payload (the transport header
-// and what it carries), stored in the key's IPLen. The IP payload, not the
-// IP length, so that a device's segments are the same keys over IPv4 and
-// IPv6, whose headers are 20 bytes apart (and IPv4 options and IPv6
-// extension headers count for neither); ICMPv6 is ICMP's place in IPv6, so
-// a ping is one key in both. A model learned on IPv4 captures then counts
-// an IPv6-only home.
-func hostKey(p *schemas.Packet) heartbeat.Key {
-	n := p.PayloadLen
-	switch p.Transport {
-	case 6:
-		if p.DPort != schemas.NoPort {
-			n += 20 + uint32(p.TCPOptionsLen)
-		}
-	case 17:
-		if p.DPort != schemas.NoPort {
-			n += 8
-		}
-	}
-	t := p.Transport
-	if t == 58 {
-		t = 1
-	}
-	return heartbeat.Key{Transport: t, Port: p.DPort, IPLen: uint16(min(n, 0xffff))}
-}
-
 func readHostPackets(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]hostPacket, error) {
-	return heartbeat.ReadAs(ctx, "hosts", path, home, keep, hostPacketOf)
+	var kr hostKeyer
+	return heartbeat.ReadAs(ctx, "hosts", path, home, keep, kr.packet)
 }
 
 // captureKeys is, per capture, the keys with a transport its device sent
@@ -332,8 +296,9 @@ func readHome(ctx context.Context, h *realhome.Home, path string) ([]schemas.Pac
 // MAC).
 func hostPackets(pkts []schemas.Packet) []hostPacket {
 	var out []hostPacket
+	var kr hostKeyer
 	for i := range pkts {
-		if hp, ok := hostPacketOf(&pkts[i]); ok {
+		if hp, ok := kr.packet(&pkts[i]); ok {
 			out = append(out, hp)
 		}
 	}

@@ -61,6 +61,7 @@ func RunHosts(ctx context.Context, conn *bus.Conn, hm *homecount.HostModel, cfg 
 	if err != nil {
 		return err
 	}
+	o.Log = rt.Log
 	return serve(ctx, conn, o, cfg, rt)
 }
 

@@ -265,3 +265,16 @@ func TestParseNearest(t *testing.T) {
 		t.Error("output without the share parsed")
 	}
 }
+
+func TestParseLong(t *testing.T) {
+	out := "device counted as sessions windows right keys after each session\n" +
+		"Aria                 Aria                            5      11 100.0%  10 10 10 10 10\n" +
+		"29 of 29 devices whose unit has a signature counted as one unit in 90 % of their windows or more; the most keys a host held: 162 (bound 2048); past the bound: none; no signature: SmarterCoffee, iKettle2\n"
+	got, err := parseLong(out)
+	if err != nil || got != "29 of 29 devices in 90 % of their windows or more; at most 162 keys a host (the bound: 2048)" {
+		t.Errorf("parsed %q, %v", got, err)
+	}
+	if _, err := parseLong("Aria 5 11 100.0%\n"); err == nil {
+		t.Error("output without the summary parsed")
+	}
+}

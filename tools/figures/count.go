@@ -222,7 +222,23 @@ func hostsRunners(r *reruns) []runner {
 	rs = append(rs, runner{key: "count.hosts.n10", command: hostsCommand + " --units 1-10", measure: func(ctx context.Context) (string, error) {
 		return homeTable(ctx, r, "hosts", parseTenUnits, "--units", "1-10")
 	}})
+	rs = append(rs, runner{key: "count.hosts.long", command: "go run ./services/homemole home long --from-dir " + sentinelDir, measure: func(ctx context.Context) (string, error) {
+		return homeTable(ctx, r, "long", parseLong)
+	}})
 	return rs
+}
+
+var longRe = regexp.MustCompile(`^(\d+) of (\d+) devices whose unit has a signature counted as one unit in 90 % of their windows or more; the most keys a host held: (\d+) \(bound (\d+)\)`)
+
+// parseLong reads home long's last line: the devices counted right in 90 %
+// of their windows, and the most keys a host held against the bound.
+func parseLong(out string) (string, error) {
+	for line := range strings.Lines(out) {
+		if m := longRe.FindStringSubmatch(line); m != nil {
+			return fmt.Sprintf("%s of %s devices in 90 %% of their windows or more; at most %s keys a host (the bound: %s)", m[1], m[2], m[3], m[4]), nil
+		}
+	}
+	return "", fmt.Errorf("no summary line in home long's output:\n%s", tail(out))
 }
 
 // parseTenUnits reads home hosts --units 1-10's table: the types measured

@@ -31,7 +31,8 @@ func runHome(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 		"pairs":    runHomePairs,
 		"hosts":    runHomeHosts,
 		"nearest":  runHomeNearest,
-	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR | hosts --from-dir DIR | nearest --from-dir DIR")
+		"long":     runHomeLong,
+	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR | hosts --from-dir DIR | nearest --from-dir DIR | long --from-dir DIR")
 }
 
 func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
@@ -589,6 +590,72 @@ func runHomeNearest(ctx context.Context, _ *slog.Logger, out io.Writer, args []s
 		counted, un.Captures, 100*float64(counted)/float64(max(un.Captures, 1)), across)
 	printCounts(out, un.Counted)
 	return nil
+}
+
+func runHomeLong(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("home long", "--from-dir DIR [--gap D] [--late D]",
+		"Plays every device's later half of captures (by sequence number) one after another\n"+
+			"under its one MAC through the detector's LAN host counter (hosts count, detector\n"+
+			"--hosts), --gap apart, with the model learned from every other capture: a unit set up\n"+
+			"again and again, as near a long session as setup captures come. Each capture is played\n"+
+			"whole (the phone, the lab's router: the gateway is not named). Per device: the windows\n"+
+			"it sent in, the share of them whose count of its unit was one, and the keys its host\n"+
+			"held after each session: a key set grows with every session, as a host's does over\n"+
+			"weeks, and a host past the counter's bound is never a unit.")
+	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
+	gap := fs.Duration("gap", time.Minute, "silence between one capture's last frame and the next one's first")
+	live := homecount.DefaultLiveConfig()
+	fs.DurationVar(&live.Late, "late", live.Late, "how long after each window (20 s every 10 s) ends the counter judges it")
+	if err := parseRequired(fs, args, "home long needs --from-dir DIR", dir); err != nil {
+		return err
+	}
+	if *gap < 0 || live.Late < 0 {
+		return cli.Usagef("home long: --gap and --late from 0")
+	}
+	hc, err := loadHostCounter(ctx, "home long", *dir)
+	if err != nil {
+		return err
+	}
+	rs, err := hc.Long(ctx, live, *gap)
+	if err != nil {
+		return fmt.Errorf("home long: %w", err)
+	}
+	fmt.Fprintf(out, "%-20s %-24s %8s %7s %6s  %s\n", "device", "counted as", "sessions", "windows", "right", "keys after each session")
+	signed, met, most := 0, 0, 0
+	var saturated, unsigned []string
+	for _, r := range rs {
+		share := 100 * float64(r.Right) / float64(max(r.Windows, 1))
+		keys := make([]string, len(r.Keys))
+		for i, k := range r.Keys {
+			keys[i] = strconv.Itoa(k)
+			most = max(most, k)
+		}
+		note := ""
+		if !r.Signed {
+			note = " (no signature: never counted)"
+			unsigned = append(unsigned, r.Folder)
+		} else {
+			signed++
+			if share >= 90 {
+				met++
+			}
+		}
+		if r.Saturated {
+			saturated = append(saturated, r.Folder)
+		}
+		fmt.Fprintf(out, "%-20s %-24s %8d %7d %5.1f%%  %s%s\n", r.Folder, r.Unit, r.Sessions, r.Windows, share, strings.Join(keys, " "), note)
+	}
+	fmt.Fprintf(out, "%d of %d devices whose unit has a signature counted as one unit in 90 %% of their windows or more; the most keys a host held: %d (bound %d); past the bound: %s; no signature: %s\n",
+		met, signed, most, live.MaxHostKeys, orNone(saturated), orNone(unsigned))
+	return nil
+}
+
+// orNone is the names, or "none".
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
 }
 
 // printCounts prints "from -> to" counts, the largest first.

@@ -206,3 +206,23 @@ func TestHomeNearestCommand(t *testing.T) {
 	}
 	wantUsageErrors(t, []usageCase{{[]string{"nearest"}, "--from-dir"}})
 }
+
+// TestHomeLongCommand plays every device's later captures back to back:
+// a row per device folder with its keys after each session, the kettles
+// marked as never counted, and a summary that no host passed the bound.
+func TestHomeLongCommand(t *testing.T) {
+	data := sentineldata.Need(t)
+	s := homeOutput(t, "long", "--from-dir", data)
+	t.Log(s)
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	last := lines[len(lines)-1]
+	var met, signed, most, bound int
+	if _, err := fmt.Sscanf(last, "%d of %d devices whose unit has a signature counted as one unit in 90 %% of their windows or more; the most keys a host held: %d (bound %d)", &met, &signed, &most, &bound); err != nil ||
+		signed < 25 || met < signed*9/10 || most < 10 || most >= bound || !strings.Contains(last, "past the bound: none") {
+		t.Fatalf("home long's summary (%v): %s", err, last)
+	}
+	if len(lines) != 2+signed+2 || !strings.Contains(s, "iKettle2") || !strings.Contains(s, "no signature: never counted") {
+		t.Errorf("home long printed %d lines for %d devices with a signature, want a row per device folder, the kettles marked:\n%s", len(lines), signed, s)
+	}
+	wantUsageErrors(t, []usageCase{{[]string{"long"}, "--from-dir"}, {[]string{"long", "--from-dir", data, "--gap", "-1s"}, "--gap"}})
+}
