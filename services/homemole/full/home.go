@@ -646,12 +646,12 @@ func runHomeLong(ctx context.Context, _ *slog.Logger, out io.Writer, args []stri
 		fmt.Fprintf(out, "%-20s %-24s %8d %7d %5.1f%%  %s%s\n", r.Folder, r.Unit, r.Sessions, r.Windows, share, strings.Join(keys, " "), note)
 	}
 	fmt.Fprintf(out, "%d of %d devices whose unit has a signature counted as one unit in 90 %% of their windows or more; the most keys a host held: %d (bound %d); past the bound: %s; no signature: %s\n",
-		met, signed, most, live.MaxHostKeys, orNone(saturated), orNone(unsigned))
+		met, signed, most, live.MaxHostKeys, listOrNone(saturated), listOrNone(unsigned))
 	return nil
 }
 
-// orNone is the names, or "none".
-func orNone(names []string) string {
+// listOrNone is the names, or "none".
+func listOrNone(names []string) string {
 	if len(names) == 0 {
 		return "none"
 	}
