@@ -35,9 +35,11 @@ type HostModel struct {
 	Units    []HostUnit    `json:"units"`
 	Captures []HostCapture `json:"captures"`
 
-	// Prepared by index: signatures and capture keys as sets.
-	sigs []Signature
-	keys []map[heartbeat.Key]bool
+	// Prepared by index: signatures as sets, every key's captures (the
+	// captures that show it), and each capture's size.
+	sigs     []Signature
+	postings map[heartbeat.Key][]int32
+	sizes    []int
 }
 
 // HostUnit is one counting unit: a hardware type, or a family.
@@ -194,12 +196,17 @@ func (m *HostModel) index() {
 			m.sigs[i][heartbeat.Key(k)] = true
 		}
 	}
-	m.keys = make([]map[heartbeat.Key]bool, len(m.Captures))
+	m.postings = map[heartbeat.Key][]int32{}
+	m.sizes = make([]int, len(m.Captures))
 	for i, c := range m.Captures {
-		m.keys[i] = map[heartbeat.Key]bool{}
+		set := map[heartbeat.Key]bool{}
 		for _, k := range c.Keys {
-			m.keys[i][heartbeat.Key(k)] = true
+			set[heartbeat.Key(k)] = true
 		}
+		for k := range set {
+			m.postings[k] = append(m.postings[k], int32(i))
+		}
+		m.sizes[i] = len(set)
 	}
 }
 
@@ -212,16 +219,36 @@ func (m *HostModel) Classify(keys map[heartbeat.Key]bool) int {
 	if len(keys) == 0 {
 		return -1
 	}
+	// Jaccard similarity with every capture from the keys they share,
+	// counted through the captures each of the host's keys is in: a host's
+	// cost is its keys and the captures it shares them with, not its keys
+	// times every capture, so a host of thousands of keys no capture shows
+	// (a hostile home's) costs as little as it tells.
+	inter := make([]int, len(m.Captures))
+	// Only a key some capture shows can be a signature's.
+	var shown []heartbeat.Key
+	for k := range keys {
+		if cs := m.postings[k]; len(cs) > 0 {
+			shown = append(shown, k)
+			for _, c := range cs {
+				inter[c]++
+			}
+		}
+	}
+	if len(shown) == 0 {
+		return -1
+	}
 	best := make([]float64, len(m.Units))
 	for i, c := range m.Captures {
-		best[c.Unit] = max(best[c.Unit], similarity(keys, m.keys[i]))
+		n := inter[i]
+		best[c.Unit] = max(best[c.Unit], float64(n)/float64(max(len(keys)+m.sizes[i]-n, 1)))
 	}
 	top := slices.Max(best)
 	for u, b := range best {
 		if b != top {
 			continue
 		}
-		for k := range keys {
+		for _, k := range shown {
 			if m.sigs[u][k] {
 				return u
 			}

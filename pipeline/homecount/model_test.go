@@ -3,9 +3,11 @@ package homecount
 import (
 	"bytes"
 	"context"
+	"maps"
 	"slices"
 	"testing"
 
+	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/realhome/realhometest"
 )
 
@@ -55,5 +57,95 @@ func TestHostModelIsTheHomeRule(t *testing.T) {
 	t.Logf("%d held-out captures: %d counted, %d as their own unit", len(skip), counted, own)
 	if own < len(skip)*3/4 || counted-own > len(skip)/20 {
 		t.Errorf("%d of %d held-out captures counted as their own unit and %d as another: want three quarters and at most 5 %% wrong", own, len(skip), counted-own)
+	}
+}
+
+// BenchmarkClassify is the cost of judging one host with the IoT Sentinel
+// model (277 captures): real hosts (every capture's own keys), and a
+// hostile one that sent the most distinct keys a host may hold, none of
+// them any capture's. A home whose 512 hosts send new keys every window
+// has them all judged again each window.
+func BenchmarkClassify(b *testing.B) {
+	hc, err := NewHostCounter(context.Background(), realhometest.Devices(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := hc.Model(nil)
+	var real []map[heartbeat.Key]bool
+	for _, f := range hc.sim.files {
+		real = append(real, hc.ck.keys[f])
+	}
+	hostile := map[heartbeat.Key]bool{}
+	for i := range DefaultLiveConfig().MaxHostKeys {
+		hostile[heartbeat.Key{Transport: 17, Port: int32(20000 + i), IPLen: uint16(100 + i%900)}] = true
+	}
+	b.Run("real", func(b *testing.B) {
+		for i := range b.N {
+			m.Classify(real[i%len(real)])
+		}
+	})
+	b.Run("hostile", func(b *testing.B) {
+		for range b.N {
+			m.Classify(hostile)
+		}
+	})
+}
+
+// TestClassifyIsJaccard: Classify, which counts shared keys through each
+// key's captures, names every host as the plain rule does: the unit of the
+// nearest capture by Jaccard similarity over every capture, if the host
+// sent a key of its signature (ties to the first such unit). Hosts: every
+// capture's keys, every two captures' together, and each with a key no
+// capture shows.
+func TestClassifyIsJaccard(t *testing.T) {
+	hc, err := NewHostCounter(context.Background(), realhometest.Devices(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skip []string
+	for i, f := range hc.sim.files {
+		if i%4 == 1 {
+			skip = append(skip, f)
+		}
+	}
+	m := hc.Model(skip)
+	plain := func(keys map[heartbeat.Key]bool) int {
+		best := make([]float64, len(m.Units))
+		for _, c := range m.Captures {
+			set := map[heartbeat.Key]bool{}
+			for _, k := range c.Keys {
+				set[heartbeat.Key(k)] = true
+			}
+			best[c.Unit] = max(best[c.Unit], similarity(keys, set))
+		}
+		top := slices.Max(best)
+		for u, b := range best {
+			for k := range keys {
+				if b == top && m.sigs[u][k] {
+					return u
+				}
+			}
+		}
+		return -1
+	}
+	counted := 0
+	for i, f := range hc.sim.files {
+		g := hc.sim.files[(i*7+3)%len(hc.sim.files)]
+		both := maps.Clone(hc.ck.keys[f])
+		maps.Copy(both, hc.ck.keys[g])
+		odd := maps.Clone(hc.ck.keys[f])
+		odd[heartbeat.Key{Transport: 17, Port: 4, IPLen: 9999}] = true
+		for _, keys := range []map[heartbeat.Key]bool{hc.ck.keys[f], both, odd} {
+			got, want := m.Classify(keys), plain(keys)
+			if got != want {
+				t.Fatalf("%s (%d keys): Classify says unit %d, the plain rule %d", f, len(keys), got, want)
+			}
+			if got >= 0 {
+				counted++
+			}
+		}
+	}
+	if counted < len(hc.sim.files) {
+		t.Errorf("%d of %d hosts counted: the check wants most hosts to be some unit", counted, 3*len(hc.sim.files))
 	}
 }
