@@ -63,6 +63,10 @@ type HostCounter struct {
 	devs []realhome.Device
 	ck   captureKeys
 	sim  captureSimilarity
+	// chains is, for a counter of what crosses the gateway
+	// (NewWANHostCounter), each capture's IP ID sequences.
+	chains   map[string]int
+	chainCfg ChainConfig
 }
 
 // NewHostCounter reads the keys of every capture of devs (the device

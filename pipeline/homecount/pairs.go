@@ -203,9 +203,11 @@ func (ck captureKeys) similarities() captureSimilarity {
 }
 
 // nearest is the capture among those that is nearest capture i, but i
-// (the first by file name of those equally near), or -1 when there is none.
+// (the first by file name of those equally near), or -1 when there is none:
+// a capture that shares no key with any other (what crosses the gateway of
+// a device that talks only on the LAN: no key at all) is near none.
 func (cs captureSimilarity) nearest(i int, among []int) int {
-	best, nearest := -1.0, -1
+	best, nearest := 0.0, -1
 	for _, j := range among {
 		if j != i && cs.sim[i][j] > best {
 			best, nearest = cs.sim[i][j], j

@@ -178,39 +178,8 @@ func hostsRunners(r *reruns) []runner {
 		table := func(ctx context.Context) ([]hostsRow, error) {
 			return homeTable(ctx, r, "hosts", parseHosts, v.args...)
 		}
+		rs = append(rs, metRunners(key, command, table)...)
 		rs = append(rs,
-			runner{key: key + ".met", command: command, measure: func(ctx context.Context) (string, error) {
-				rows, err := table(ctx)
-				if err != nil {
-					return "", err
-				}
-				met, exact := 0, 0
-				for _, row := range rows {
-					if row.worst <= 10 {
-						met++
-					}
-					if row.exact {
-						exact++
-					}
-				}
-				return fmt.Sprintf("%d of %d types (%d counted exactly in every home)", met, len(rows), exact), nil
-			}},
-			runner{key: key + ".missed", command: command, measure: func(ctx context.Context) (string, error) {
-				rows, err := table(ctx)
-				if err != nil {
-					return "", err
-				}
-				var missed []string
-				for _, row := range rows {
-					if row.worst > 10 {
-						missed = append(missed, fmt.Sprintf("%s %.1f %%", row.typ, row.worst))
-					}
-				}
-				if len(missed) == 0 {
-					return "none", nil
-				}
-				return strings.Join(missed, ", "), nil
-			}},
 			runner{key: key + ".live", command: command, measure: func(ctx context.Context) (string, error) {
 				rows, err := table(ctx)
 				if err != nil {
@@ -239,6 +208,67 @@ func parseLong(out string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no summary line in home long's output:\n%s", tail(out))
+}
+
+// metRunners are a count table's key.met (the types within 10 % at every
+// n, and those exact in every home) and key.missed (the others, each with
+// its worst n).
+func metRunners(key, command string, table func(context.Context) ([]hostsRow, error)) []runner {
+	return []runner{
+		{key: key + ".met", command: command, measure: func(ctx context.Context) (string, error) {
+			rows, err := table(ctx)
+			if err != nil {
+				return "", err
+			}
+			met, exact := 0, 0
+			for _, row := range rows {
+				if row.worst <= 10 {
+					met++
+				}
+				if row.exact {
+					exact++
+				}
+			}
+			return fmt.Sprintf("%d of %d types (%d counted exactly in every home)", met, len(rows), exact), nil
+		}},
+		{key: key + ".missed", command: command, measure: func(ctx context.Context) (string, error) {
+			rows, err := table(ctx)
+			if err != nil {
+				return "", err
+			}
+			var missed []string
+			for _, row := range rows {
+				if row.worst > 10 {
+					missed = append(missed, fmt.Sprintf("%s %.1f %%", row.typ, row.worst))
+				}
+			}
+			if len(missed) == 0 {
+				return "none", nil
+			}
+			return strings.Join(missed, ", "), nil
+		}},
+	}
+}
+
+// chainsRunners are the count beyond the NAPT by IP ID sequences (README
+// "Counting by IP ID beyond the NAPT") of every eligible type, on two
+// seeds' homes and on busier homes.
+func chainsRunners(r *reruns) []runner {
+	var rs []runner
+	for _, v := range []struct {
+		key  string
+		args []string
+	}{
+		{"count.chains", nil},
+		{"count.chains.seed100", []string{"--seed", "100"}},
+		{"count.chains.others10", []string{"--others", "10"}},
+	} {
+		command := strings.Join(append([]string{"go run ./services/homemole home chains --from-dir " + sentinelDir}, v.args...), " ")
+		rs = append(rs, metRunners(v.key, command, func(ctx context.Context) ([]hostsRow, error) {
+			return homeTable(ctx, r, "chains", parseHosts, v.args...)
+		})...)
+	}
+	return rs
 }
 
 // parseTenUnits reads home hosts --units 1-10's table: the types measured

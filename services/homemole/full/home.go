@@ -32,7 +32,8 @@ func runHome(ctx context.Context, log *slog.Logger, out io.Writer, args []string
 		"hosts":    runHomeHosts,
 		"nearest":  runHomeNearest,
 		"long":     runHomeLong,
-	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR | hosts --from-dir DIR | nearest --from-dir DIR | long --from-dir DIR")
+		"chains":   runHomeChains,
+	}, "home needs a subcommand: assemble --from-dir DIR --devices N --duration D --out home.pcap --truth truth.csv | count --from-dir DIR --device TYPE | steady --from-dir DIR | pairs --from-dir DIR | hosts --from-dir DIR | nearest --from-dir DIR | long --from-dir DIR | chains --from-dir DIR")
 }
 
 func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
@@ -589,6 +590,116 @@ func runHomeNearest(ctx context.Context, _ *slog.Logger, out io.Writer, args []s
 	fmt.Fprintf(out, "%d of %d captures counted as a unit of another type by the host rule, their own type left out of what it learns (%.1f %%; %d as another vendor's; the rest counted as nothing)\n",
 		counted, un.Captures, 100*float64(counted)/float64(max(un.Captures, 1)), across)
 	printCounts(out, un.Counted)
+	return nil
+}
+
+func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
+	fs := newFlags("home chains", "--from-dir DIR [--device TYPE] [--units 1-8] [--homes K] [--others K] [--seed S]",
+		"Counts real units beyond the emulated NAPT by their IP ID sequences: a NAPT rewrites\n"+
+			"addresses and ports but keeps the IP ID, and a stack that numbers all it sends from one\n"+
+			"counter is one rising sequence of IDs, so the hosts behind one address are told apart\n"+
+			"as a LAN tells them apart by MAC. Outbound IPv4 packets are linked into sequences (a\n"+
+			"packet continues the one whose last ID is the least below its own, by at most 64, and\n"+
+			"at most a minute old; three packets make a host), and each sequence is classified by\n"+
+			"the host rule of home hosts, learned from what each capture sends beyond the gateway.\n"+
+			"A type is counted only where 90 % of its captures, each alone, form one sequence (a\n"+
+			"stack that numbers each connection apart forms many). Per n, --homes homes with n\n"+
+			"units of the type from distinct captures and --others other devices; the model and\n"+
+			"the type's eligibility are learned per home from the captures it did not draw on, so\n"+
+			"every n leaves two of the type's captures out. The error is |count - units| / units.")
+	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
+	device := fs.String("device", "", "count only this type, or the type of this folder (default: every type its captures make eligible)")
+	unitsFlag := fs.String("units", "1-8", "the n to measure: a range A-B or a list")
+	homes := fs.Int("homes", 10, "homes per n")
+	others := fs.Int("others", 3, "other device types in each home")
+	duration := fs.Duration("duration", 100*time.Second, "each home's length")
+	seed := fs.Uint64("seed", 1, "seed of the homes")
+	if err := parseRequired(fs, args, "home chains needs --from-dir DIR", dir); err != nil {
+		return err
+	}
+	units, err := parseUnits(*unitsFlag)
+	if err != nil {
+		return cli.Usagef("home chains: --units: %v", err)
+	}
+	if *homes < 1 || *others < 0 || *duration <= 0 {
+		return cli.Usagef("home chains: --homes from 1, --others from 0 and a positive --duration")
+	}
+	devs, err := realhome.LoadDevices(*dir)
+	if err != nil {
+		return fmt.Errorf("home chains: --from-dir: %w", err)
+	}
+	hc, err := homecount.NewWANHostCounter(ctx, devs, homecount.DefaultChains())
+	if err != nil {
+		return fmt.Errorf("home chains: %w", err)
+	}
+	types := hc.Types()
+	if *device != "" {
+		t := evaluate.TypeOf(*device)
+		if !slices.Contains(types, t) {
+			return cli.Usagef("home chains: --device %s: no such device folder or type in %s", *device, *dir)
+		}
+		types = []string{t}
+	}
+	var counted []string
+	fmt.Fprintf(out, "%-20s %-9s %s\n", "type", "eligible", "captures forming one IP ID sequence beyond the gateway")
+	for _, t := range types {
+		ok, one, captures := hc.ChainEligible(t, nil)
+		yes := "no"
+		if ok {
+			yes = "yes"
+			counted = append(counted, t)
+		}
+		fmt.Fprintf(out, "%-20s %-9s %d of %d\n", t, yes, one, captures)
+	}
+	if len(counted) == 0 {
+		fmt.Fprintf(out, "no eligible type to count\n")
+		return nil
+	}
+	tmp, err := os.MkdirTemp("", "homemole-chains-")
+	if err != nil {
+		return fmt.Errorf("home chains: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintf(out, "\nmean count error beyond the NAPT, %d homes per n of %s with %d other devices, every home counted by what the captures it did not draw on teach (u: homes whose other captures do not make the type eligible):\n", *homes, *duration, *others)
+	head := fmt.Sprintf("%-20s", "type")
+	for _, n := range units {
+		head += fmt.Sprintf(" %7s", fmt.Sprintf("n=%d", n))
+	}
+	fmt.Fprintf(out, "%s %7s %5s\n", head, "worst", "exact")
+	for _, t := range counted {
+		_, captures := hc.Folders(t)
+		var us []int
+		for _, n := range units {
+			if n+homecount.MinSignatureCaptures <= captures {
+				us = append(us, n)
+			}
+		}
+		pts, err := hc.RunChains(ctx, homecount.HostsConfig{Type: t, Units: us, Homes: *homes, Others: *others, Duration: *duration, Seed: *seed, Dir: tmp})
+		if err != nil {
+			return fmt.Errorf("home chains: %w", err)
+		}
+		row := fmt.Sprintf("%-20s", t)
+		worst, exact, judged := 0.0, 0, 0
+		for _, n := range units {
+			cell := "-"
+			if i := slices.IndexFunc(pts, func(p homecount.ChainsPoint) bool { return p.N == n }); i >= 0 && len(pts[i].Count) > 0 {
+				e, x := homecount.Err(pts[i].Count, pts[i].Units)
+				cell = fmt.Sprintf("%.1f%%", 100*e)
+				if pts[i].Unnamed > 0 {
+					cell += fmt.Sprintf("u%d", pts[i].Unnamed)
+				}
+				worst = max(worst, e)
+				exact += x
+				judged += len(pts[i].Count)
+			}
+			row += fmt.Sprintf(" %7s", cell)
+		}
+		worstCell := fmt.Sprintf("%.1f%%", 100*worst)
+		if judged == 0 {
+			worstCell = "-"
+		}
+		fmt.Fprintf(out, "%s %7s %5s\n", row, worstCell, fmt.Sprintf("%d/%d", exact, judged))
+	}
 	return nil
 }
 

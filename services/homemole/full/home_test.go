@@ -207,6 +207,32 @@ func TestHomeNearestCommand(t *testing.T) {
 	wantUsageErrors(t, []usageCase{{[]string{"nearest"}, "--from-dir"}})
 }
 
+// TestHomeChainsCommand counts one type beyond the NAPT by its IP ID
+// sequences: the eligibility of every type, then the type's row.
+func TestHomeChainsCommand(t *testing.T) {
+	data := sentineldata.Need(t)
+	s := homeOutput(t, "chains", "--from-dir", data, "--device", "Lightify", "--units", "1,3", "--homes", "3")
+	t.Log(s)
+	if !strings.Contains(s, "Lightify             yes       10 of 10") {
+		t.Errorf("home chains printed no eligibility line for Lightify:\n%s", s)
+	}
+	// A Linux stack numbers each connection apart: not counted this way.
+	if linux := homeOutput(t, "chains", "--from-dir", data, "--device", "D-LinkSensor"); !strings.Contains(linux, "D-LinkSensor         no        0 of 10") ||
+		!strings.Contains(linux, "no eligible type to count") {
+		t.Errorf("home chains --device D-LinkSensor:\n%s", linux)
+	}
+	var e1, e3, worst float64
+	var exact, judged int
+	i := strings.LastIndex(s, "\nLightify  ")
+	if i < 0 {
+		t.Fatalf("no Lightify row:\n%s", s)
+	}
+	if _, err := fmt.Sscanf(s[i+1:], "Lightify %f%% %f%% %f%% %d/%d", &e1, &e3, &worst, &exact, &judged); err != nil || judged != 6 || worst > 10 {
+		t.Errorf("Lightify's row (%v): n=1 %.1f, n=3 %.1f, worst %.1f, exact %d of %d homes", err, e1, e3, worst, exact, judged)
+	}
+	wantUsageErrors(t, []usageCase{{[]string{"chains"}, "--from-dir"}, {[]string{"chains", "--from-dir", data, "--homes", "0"}, "--homes"}})
+}
+
 // TestHomeLongCommand plays every device's later captures back to back:
 // a row per device folder with its keys after each session, the kettles
 // marked as never counted, and a summary that no host passed the bound.

@@ -1,0 +1,250 @@
+package homecount
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/heartbeat"
+	"github.com/homemole/homemole/pipeline/realhome"
+	"github.com/homemole/homemole/schemas"
+)
+
+// ChainConfig says how the outbound IPv4 packets beyond a NAPT are linked
+// into their hosts' IP ID sequences (Bellovin, "A technique for counting
+// NATted hosts", IMW 2002). A NAPT rewrites a packet's address and port but
+// keeps its IP ID, and many embedded stacks number every packet they send
+// from one counter: each such host is then one rising sequence of IDs,
+// whatever its connections, so the hosts behind one address can be told
+// apart the way a LAN tells them apart by MAC. A stack that numbers each
+// connection apart (Linux, for TCP) is one sequence per connection; a type
+// is counted this way only where its own captures show one sequence each
+// (HostCounter.ChainEligible).
+type ChainConfig struct {
+	// MaxStep: a packet continues the sequence whose last ID is the least
+	// below its own, by at most MaxStep (modulo 2^16): a host's LAN
+	// packets, which the observer does not see, take IDs in between.
+	MaxStep uint16
+	// MaxIdle: a sequence whose last packet is older than that is over.
+	MaxIdle time.Duration
+	// MinPackets: a sequence of fewer packets is no host.
+	MinPackets int
+}
+
+// DefaultChains is the rule as fixed before any home was counted: steps
+// of up to 64 IDs (one in a thousand of the ID space, so a new host's
+// first packet rarely lands just above another's sequence), a minute's
+// silence ends a sequence, and three packets make a host.
+func DefaultChains() ChainConfig {
+	return ChainConfig{MaxStep: 64, MaxIdle: time.Minute, MinPackets: 3}
+}
+
+// Chain is one IP ID sequence: its packets, and the keys they are
+// (hostKey), which say what the host is as a LAN host's keys do.
+type Chain struct {
+	Packets     int
+	First, Last int64
+	Keys        map[heartbeat.Key]bool
+	lastID      uint16
+	served      servedPorts
+}
+
+// LinkChains links the packets that out says were sent outbound, in time
+// order (a packet out of order joins as if it came last), into IP ID
+// sequences; IPv6 packets (no IP ID) and IDs of zero
+// (stacks that send every packet with ID 0 and DF set) tell nothing and
+// are left out. Sequences of fewer than cfg.MinPackets are dropped.
+func LinkChains(pkts []schemas.Packet, cfg ChainConfig, out func(*schemas.Packet) bool) []*Chain {
+	var live, done []*Chain
+	idle := int64(cfg.MaxIdle)
+	for i := range pkts {
+		p := &pkts[i]
+		if !p.SrcIP.Is4() || p.IPID == 0 || p.Transport == 0 || !out(p) {
+			continue
+		}
+		var best *Chain
+		var bestStep uint16
+		kept := live[:0]
+		for _, c := range live {
+			if p.TsNs-c.Last > idle {
+				done = append(done, c)
+				continue
+			}
+			kept = append(kept, c)
+			if step := p.IPID - c.lastID; step >= 1 && step <= cfg.MaxStep && (best == nil || step < bestStep) {
+				best, bestStep = c, step
+			}
+		}
+		live = kept
+		if best == nil {
+			best = &Chain{First: p.TsNs, Keys: map[heartbeat.Key]bool{}}
+			live = append(live, best)
+		}
+		best.Packets++
+		// A batch's times are the sender's word and need not rise.
+		best.First, best.Last, best.lastID = min(best.First, p.TsNs), max(best.Last, p.TsNs), p.IPID
+		best.Keys[hostKey(p, &best.served)] = true
+	}
+	done = append(done, live...)
+	return slices.DeleteFunc(done, func(c *Chain) bool { return c.Packets < cfg.MinPackets })
+}
+
+// crosses says a device's packet goes beyond the home: to a public
+// address, which a NAPT would translate.
+func crosses(p *schemas.Packet) bool {
+	a := p.DstIP
+	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() && !a.IsLinkLocalUnicast()
+}
+
+// NewWANHostCounter is a HostCounter of what crosses the gateway: every
+// capture's keys of the device's packets to public addresses, what an
+// observer beyond a NAPT sees of it, and how many IP ID sequences each
+// capture's packets form (LinkChains).
+func NewWANHostCounter(ctx context.Context, devs []realhome.Device, cfg ChainConfig) (*HostCounter, error) {
+	ck := captureKeys{keys: map[string]map[heartbeat.Key]bool{}, typ: map[string]string{}}
+	chains := map[string]int{}
+	for _, d := range devs {
+		for _, f := range d.Files {
+			mac := d.MAC
+			pkts, err := heartbeat.ReadAs(ctx, "chains", f, features.PrivateHome(),
+				func(p *schemas.Packet) bool { return p.SrcMAC == mac && crosses(p) },
+				func(p *schemas.Packet) (schemas.Packet, bool) { return *p, true })
+			if err != nil {
+				return nil, fmt.Errorf("WAN keys: %w", err)
+			}
+			var kr hostKeyer
+			keys := map[heartbeat.Key]bool{}
+			for i := range pkts {
+				if hp, _ := kr.packet(&pkts[i]); hp.Key.Transport != 0 {
+					keys[hp.Key] = true
+				}
+			}
+			ck.keys[f], ck.typ[f] = keys, d.Name
+			chains[f] = len(LinkChains(pkts, cfg, func(*schemas.Packet) bool { return true }))
+		}
+	}
+	return &HostCounter{devs: devs, ck: ck, sim: ck.similarities(), chains: chains, chainCfg: cfg}, nil
+}
+
+// ChainEligible says whether a type is counted by its IP ID sequences in a
+// home that drew on the captures in skip: when at least 90 % of its other
+// captures, each read alone, form exactly one sequence. It returns those
+// and the captures it judged.
+func (hc *HostCounter) ChainEligible(typ string, skip []string) (ok bool, one, captures int) {
+	folders, _ := hc.Folders(typ)
+	for _, d := range hc.devs {
+		if !slices.Contains(folders, d.Name) {
+			continue
+		}
+		for _, f := range d.Files {
+			if slices.Contains(skip, f) {
+				continue
+			}
+			captures++
+			if hc.chains[f] == 1 {
+				one++
+			}
+		}
+	}
+	return captures >= MinSignatureCaptures && 10*one >= 9*captures, one, captures
+}
+
+// ChainsPoint is the count of one n beyond the NAPT: per home, the IP ID
+// sequences counted as the type's unit and the units the home holds of it;
+// Unnamed is the homes whose other captures did not make the type
+// eligible (not counted).
+type ChainsPoint struct {
+	N            int
+	Count, Units []int
+	Unnamed      int
+}
+
+// RunChains counts the units of cfg.Type beyond the emulated NAPT by their
+// IP ID sequences: per n, cfg.Homes homes with n units from distinct
+// captures and cfg.Others other devices, each seen by the WAN observer;
+// every sequence is classified by the host model learned from the captures
+// the home did not draw on (HostModel.Classify on its keys), and the count
+// is the sequences of the type's unit. hc must be NewWANHostCounter's.
+func (hc *HostCounter) RunChains(ctx context.Context, cfg HostsConfig) ([]ChainsPoint, error) {
+	if hc.chains == nil {
+		return nil, fmt.Errorf("count %s by IP ID sequences: the counter holds no WAN keys (NewWANHostCounter makes one)", cfg.Type)
+	}
+	hardware, captures := hc.Folders(cfg.Type)
+	if len(hardware) == 0 {
+		return nil, fmt.Errorf("count by IP ID sequences: no device folder of type %s", cfg.Type)
+	}
+	wan := gateway.DefaultConfig().WANAddr
+	var out []ChainsPoint
+	for _, n := range cfg.Units {
+		if n < 1 || n+MinSignatureCaptures > captures {
+			return out, fmt.Errorf("count %s by IP ID sequences: n = %d: the type has %d captures, and %d must stay out of the home to learn from", cfg.Type, n, captures, MinSignatureCaptures)
+		}
+		pt := ChainsPoint{N: n}
+		for k := range cfg.Homes {
+			if err := ctx.Err(); err != nil {
+				return out, err
+			}
+			seed := cfg.Seed + uint64(1000*n+k)
+			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(hc.spread(hardware, n)) + cfg.Others, Units: hc.spread(hardware, n),
+				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed})
+			if err != nil {
+				return out, fmt.Errorf("count %s by IP ID sequences, n = %d: %w", cfg.Type, n, err)
+			}
+			var used []string
+			for _, u := range h.Units {
+				used = append(used, u.Session)
+			}
+			if ok, _, _ := hc.ChainEligible(cfg.Type, used); !ok {
+				pt.Unnamed++
+				continue
+			}
+			hm := hc.Model(used)
+			unit := hm.UnitOf(hardware[0])
+			pkts, err := readView(ctx, h, gateway.Config{Mode: gateway.NAPT, Seed: seed}, filepath.Join(cfg.Dir, fmt.Sprintf("chains-%s-n%d-%d.pcap", cfg.Type, n, k)))
+			if err != nil {
+				return out, fmt.Errorf("count %s by IP ID sequences: %w", cfg.Type, err)
+			}
+			counted := 0
+			for _, c := range LinkChains(pkts, hc.chainCfg, func(p *schemas.Packet) bool { return p.SrcIP == wan }) {
+				if hm.Classify(c.Keys) == unit {
+					counted++
+				}
+			}
+			pt.Count = append(pt.Count, counted)
+			pt.Units = append(pt.Units, unitsOf(h, hm.Units[unit].Members))
+		}
+		out = append(out, pt)
+	}
+	return out, nil
+}
+
+// readView writes what the WAN observer of the home's emulated gateway
+// captures to path, reads every packet back, and removes it.
+func readView(ctx context.Context, h *realhome.Home, gw gateway.Config, path string) ([]schemas.Packet, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	_, _, err = h.View(ctx, gw, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	defer os.Remove(path)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	var all []schemas.Packet
+	if _, err := capture.ReadFile(ctx, path, WANHome(), func(p *schemas.Packet) error {
+		all = append(all, *p)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read the WAN view %s: %w", path, err)
+	}
+	return all, nil
+}
