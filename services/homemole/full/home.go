@@ -452,94 +452,156 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"each home through the detector's counter (hosts count, detector --hosts), the gateway not\n"+
 			"named: the share of its 20 s windows whose count was the units that sent in them, each\n"+
 			"judged --late after it ends.")
-	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
-	device := fs.String("device", "", "count only this type, or the type of this folder (default: every type)")
-	unitsFlag := fs.String("units", "1-8", "the n to measure: a range A-B or a list")
-	homes := fs.Int("homes", 5, "homes per n")
-	others := fs.Int("others", 3, "other device types in each home")
-	duration := fs.Duration("duration", 100*time.Second, "each home's length")
-	seed := fs.Uint64("seed", 1, "seed of the homes")
+	th := typeHomesFlags(fs, 5, "every type")
 	ipv6 := fs.Bool("ipv6", false, "IPv6-only homes: every unit's TCP, UDP and pings carried over IPv6 (home assemble --ipv6); the model still learns from the IPv4 captures")
 	live := homecount.DefaultLiveConfig()
 	fs.DurationVar(&live.Late, "late", live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
-	if err := parseRequired(fs, args, "home hosts needs --from-dir DIR", dir); err != nil {
+	if err := parseRequired(fs, args, "home hosts needs --from-dir DIR", th.dir); err != nil {
 		return err
 	}
-	units, err := parseUnits(*unitsFlag)
-	if err != nil {
-		return cli.Usagef("home hosts: --units: %v", err)
-	}
-	if *homes < 1 || *others < 0 || *duration <= 0 || live.Late < 0 {
-		return cli.Usagef("home hosts: --homes from 1, --others from 0, a positive --duration and --late from 0")
-	}
-	hc, err := loadHostCounter(ctx, "home hosts", *dir)
+	cfg, units, err := th.check("home hosts")
 	if err != nil {
 		return err
 	}
-	types := hc.Types()
-	if *device != "" {
-		t := evaluate.TypeOf(*device)
-		if !slices.Contains(types, t) {
-			return cli.Usagef("home hosts: --device %s: no such device folder or type in %s", *device, *dir)
-		}
-		types = []string{t}
+	if live.Late < 0 {
+		return cli.Usagef("home hosts: --late from 0")
+	}
+	cfg.Live, cfg.IPv6 = live, *ipv6
+	hc, err := loadHostCounter(ctx, "home hosts", *th.dir)
+	if err != nil {
+		return err
+	}
+	types, err := th.types("home hosts", hc)
+	if err != nil {
+		return err
 	}
 	tmp, err := os.MkdirTemp("", "homemole-hosts-")
 	if err != nil {
 		return fmt.Errorf("home hosts: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	fmt.Fprintf(out, "mean count error on the LAN, %d homes per n of %s with %d other devices, every home counted by what the captures it did not draw on teach:\n", *homes, *duration, *others)
-	head := fmt.Sprintf("%-20s", "type")
-	for _, n := range units {
-		head += fmt.Sprintf(" %7s", fmt.Sprintf("n=%d", n))
-	}
-	fmt.Fprintf(out, "%s %7s %5s %6s  %s\n", head, "worst", "exact", "live", "counted as (homes)")
+	cfg.Dir = tmp
+	fmt.Fprintf(out, "mean count error on the LAN, %d homes per n of %s with %d other devices, every home counted by what the captures it did not draw on teach:\n", cfg.Homes, cfg.Duration, cfg.Others)
+	fmt.Fprintf(out, "%s %7s %5s %6s  %s\n", errHead(units), "worst", "exact", "live", "counted as (homes)")
 	for _, t := range types {
-		// Two of the type's captures must stay out of every home to learn
-		// its signature from.
-		_, captures := hc.Folders(t)
-		var us []int
-		for _, n := range units {
-			if n+homecount.MinSignatureCaptures <= captures {
-				us = append(us, n)
-			}
-		}
-		pts, err := hc.Run(ctx, homecount.HostsConfig{Type: t, Units: us, Homes: *homes, Others: *others, Duration: *duration, Seed: *seed, Dir: tmp, Live: live, IPv6: *ipv6})
+		cfg.Type, cfg.Units = t, heldOutUnits(hc, t, units)
+		pts, err := hc.Run(ctx, cfg)
 		if err != nil {
 			return fmt.Errorf("home hosts: %w", err)
 		}
-		row := fmt.Sprintf("%-20s", t)
-		worst, exact, judged := 0.0, 0, 0
 		windows, right := 0, 0
+		cells := map[int]errCell{}
 		for _, p := range pts {
 			windows += p.Windows
 			right += p.LiveRight
-		}
-		for _, n := range units {
-			cell := "-"
-			if i := slices.IndexFunc(pts, func(p homecount.HostsPoint) bool { return p.N == n }); i >= 0 {
-				e, x := homecount.Err(pts[i].Count, pts[i].Units)
-				cell = fmt.Sprintf("%.1f%%", 100*e)
-				worst = max(worst, e)
-				exact += x
-				judged += len(pts[i].Count)
-			}
-			row += fmt.Sprintf(" %7s", cell)
-		}
-		worstCell := fmt.Sprintf("%.1f%%", 100*worst)
-		if judged == 0 {
-			// Too few captures to leave two out of any home: nothing measured.
-			worstCell = "-"
+			cells[p.N] = errCell{count: p.Count, units: p.Units}
 		}
 		live := "-"
 		if windows > 0 {
 			live = fmt.Sprintf("%.1f%%", 100*float64(right)/float64(windows))
 		}
-		fmt.Fprintf(out, "%s %7s %5s %6s  %s\n", row, worstCell, fmt.Sprintf("%d/%d", exact, judged), live, countedAs(pts))
+		fmt.Fprintf(out, "%s %6s  %s\n", errRow(t, units, cells), live, countedAs(pts))
 	}
 	log.Debug("home hosts done", "types", len(types))
 	return nil
+}
+
+// typeHomeFlags are the flags of a command that counts units of each
+// type in assembled homes (home hosts, home chains).
+type typeHomeFlags struct {
+	dir, device, units *string
+	homes, others      *int
+	duration           *time.Duration
+	seed               *uint64
+}
+
+func typeHomesFlags(fs *flag.FlagSet, homes int, every string) *typeHomeFlags {
+	return &typeHomeFlags{
+		dir:      fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt"),
+		device:   fs.String("device", "", "count only this type, or the type of this folder (default: "+every+")"),
+		units:    fs.String("units", "1-8", "the n to measure: a range A-B or a list"),
+		homes:    fs.Int("homes", homes, "homes per n"),
+		others:   fs.Int("others", 3, "other device types in each home"),
+		duration: fs.Duration("duration", 100*time.Second, "each home's length"),
+		seed:     fs.Uint64("seed", 1, "seed of the homes"),
+	}
+}
+
+// check parses --units and checks the counts.
+func (f *typeHomeFlags) check(cmd string) (homecount.HostsConfig, []int, error) {
+	units, err := parseUnits(*f.units)
+	if err != nil {
+		return homecount.HostsConfig{}, nil, cli.Usagef("%s: --units: %v", cmd, err)
+	}
+	if *f.homes < 1 || *f.others < 0 || *f.duration <= 0 {
+		return homecount.HostsConfig{}, nil, cli.Usagef("%s: --homes from 1, --others from 0 and a positive --duration", cmd)
+	}
+	return homecount.HostsConfig{Homes: *f.homes, Others: *f.others, Duration: *f.duration, Seed: *f.seed}, units, nil
+}
+
+// types are the counter's types, or --device's.
+func (f *typeHomeFlags) types(cmd string, hc *homecount.HostCounter) ([]string, error) {
+	types := hc.Types()
+	if *f.device == "" {
+		return types, nil
+	}
+	t := evaluate.TypeOf(*f.device)
+	if !slices.Contains(types, t) {
+		return nil, cli.Usagef("%s: --device %s: no such device folder or type in %s", cmd, *f.device, *f.dir)
+	}
+	return []string{t}, nil
+}
+
+// heldOutUnits are the n of units that leave two of the type's captures
+// out of every home, to learn its signature from.
+func heldOutUnits(hc *homecount.HostCounter, typ string, units []int) []int {
+	_, captures := hc.Folders(typ)
+	var us []int
+	for _, n := range units {
+		if n+homecount.MinSignatureCaptures <= captures {
+			us = append(us, n)
+		}
+	}
+	return us
+}
+
+// errCell is one n's homes: the counts, the units, and a note for the cell.
+type errCell struct {
+	count, units []int
+	note         string
+}
+
+// errHead is the head of errRow's columns.
+func errHead(units []int) string {
+	head := fmt.Sprintf("%-20s", "type")
+	for _, n := range units {
+		head += fmt.Sprintf(" %7s", fmt.Sprintf("n=%d", n))
+	}
+	return head
+}
+
+// errRow is a type's mean count error per n, its worst and its exact
+// homes ("-" where an n counted no home).
+func errRow(typ string, units []int, cells map[int]errCell) string {
+	row := fmt.Sprintf("%-20s", typ)
+	worst, exact, judged := 0.0, 0, 0
+	for _, n := range units {
+		cell := "-"
+		if c, ok := cells[n]; ok && len(c.count) > 0 {
+			e, x := homecount.Err(c.count, c.units)
+			cell = fmt.Sprintf("%.1f%%", 100*e) + c.note
+			worst = max(worst, e)
+			exact += x
+			judged += len(c.count)
+		}
+		row += fmt.Sprintf(" %7s", cell)
+	}
+	worstCell := fmt.Sprintf("%.1f%%", 100*worst)
+	if judged == 0 {
+		// Too few captures to leave two out of any home: nothing measured.
+		worstCell = "-"
+	}
+	return fmt.Sprintf("%s %7s %5s", row, worstCell, fmt.Sprintf("%d/%d", exact, judged))
 }
 
 // countedAs says what a type was counted as in the homes of its points: its
@@ -607,24 +669,15 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 			"units of the type from distinct captures and --others other devices; the model and\n"+
 			"the type's eligibility are learned per home from the captures it did not draw on, so\n"+
 			"every n leaves two of the type's captures out. The error is |count - units| / units.")
-	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
-	device := fs.String("device", "", "count only this type, or the type of this folder (default: every type its captures make eligible)")
-	unitsFlag := fs.String("units", "1-8", "the n to measure: a range A-B or a list")
-	homes := fs.Int("homes", 10, "homes per n")
-	others := fs.Int("others", 3, "other device types in each home")
-	duration := fs.Duration("duration", 100*time.Second, "each home's length")
-	seed := fs.Uint64("seed", 1, "seed of the homes")
-	if err := parseRequired(fs, args, "home chains needs --from-dir DIR", dir); err != nil {
+	th := typeHomesFlags(fs, 10, "every type its captures make eligible")
+	if err := parseRequired(fs, args, "home chains needs --from-dir DIR", th.dir); err != nil {
 		return err
 	}
-	units, err := parseUnits(*unitsFlag)
+	cfg, units, err := th.check("home chains")
 	if err != nil {
-		return cli.Usagef("home chains: --units: %v", err)
+		return err
 	}
-	if *homes < 1 || *others < 0 || *duration <= 0 {
-		return cli.Usagef("home chains: --homes from 1, --others from 0 and a positive --duration")
-	}
-	devs, err := realhome.LoadDevices(*dir)
+	devs, err := realhome.LoadDevices(*th.dir)
 	if err != nil {
 		return fmt.Errorf("home chains: --from-dir: %w", err)
 	}
@@ -632,13 +685,9 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 	if err != nil {
 		return fmt.Errorf("home chains: %w", err)
 	}
-	types := hc.Types()
-	if *device != "" {
-		t := evaluate.TypeOf(*device)
-		if !slices.Contains(types, t) {
-			return cli.Usagef("home chains: --device %s: no such device folder or type in %s", *device, *dir)
-		}
-		types = []string{t}
+	types, err := th.types("home chains", hc)
+	if err != nil {
+		return err
 	}
 	var counted []string
 	fmt.Fprintf(out, "%-20s %-9s %s\n", "type", "eligible", "captures forming one IP ID sequence beyond the gateway")
@@ -660,45 +709,24 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 		return fmt.Errorf("home chains: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	fmt.Fprintf(out, "\nmean count error beyond the NAPT, %d homes per n of %s with %d other devices, every home counted by what the captures it did not draw on teach (u: homes whose other captures do not make the type eligible):\n", *homes, *duration, *others)
-	head := fmt.Sprintf("%-20s", "type")
-	for _, n := range units {
-		head += fmt.Sprintf(" %7s", fmt.Sprintf("n=%d", n))
-	}
-	fmt.Fprintf(out, "%s %7s %5s\n", head, "worst", "exact")
+	cfg.Dir = tmp
+	fmt.Fprintf(out, "\nmean count error beyond the NAPT, %d homes per n of %s with %d other devices, every home counted by what the captures it did not draw on teach (u: homes whose other captures do not make the type eligible):\n", cfg.Homes, cfg.Duration, cfg.Others)
+	fmt.Fprintf(out, "%s %7s %5s\n", errHead(units), "worst", "exact")
 	for _, t := range counted {
-		_, captures := hc.Folders(t)
-		var us []int
-		for _, n := range units {
-			if n+homecount.MinSignatureCaptures <= captures {
-				us = append(us, n)
-			}
-		}
-		pts, err := hc.RunChains(ctx, homecount.HostsConfig{Type: t, Units: us, Homes: *homes, Others: *others, Duration: *duration, Seed: *seed, Dir: tmp})
+		cfg.Type, cfg.Units = t, heldOutUnits(hc, t, units)
+		pts, err := hc.RunChains(ctx, cfg)
 		if err != nil {
 			return fmt.Errorf("home chains: %w", err)
 		}
-		row := fmt.Sprintf("%-20s", t)
-		worst, exact, judged := 0.0, 0, 0
-		for _, n := range units {
-			cell := "-"
-			if i := slices.IndexFunc(pts, func(p homecount.ChainsPoint) bool { return p.N == n }); i >= 0 && len(pts[i].Count) > 0 {
-				e, x := homecount.Err(pts[i].Count, pts[i].Units)
-				cell = fmt.Sprintf("%.1f%%", 100*e)
-				if pts[i].Unnamed > 0 {
-					cell += fmt.Sprintf("u%d", pts[i].Unnamed)
-				}
-				worst = max(worst, e)
-				exact += x
-				judged += len(pts[i].Count)
+		cells := map[int]errCell{}
+		for _, p := range pts {
+			c := errCell{count: p.Count, units: p.Units}
+			if p.Unnamed > 0 {
+				c.note = fmt.Sprintf("u%d", p.Unnamed)
 			}
-			row += fmt.Sprintf(" %7s", cell)
+			cells[p.N] = c
 		}
-		worstCell := fmt.Sprintf("%.1f%%", 100*worst)
-		if judged == 0 {
-			worstCell = "-"
-		}
-		fmt.Fprintf(out, "%s %7s %5s\n", row, worstCell, fmt.Sprintf("%d/%d", exact, judged))
+		fmt.Fprintln(out, errRow(t, units, cells))
 	}
 	return nil
 }
