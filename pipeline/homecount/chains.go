@@ -175,53 +175,31 @@ func (hc *HostCounter) RunChains(ctx context.Context, cfg HostsConfig) ([]Chains
 	if hc.chains == nil {
 		return nil, fmt.Errorf("count %s by IP ID sequences: the counter holds no WAN keys (NewWANHostCounter makes one)", cfg.Type)
 	}
-	hardware, captures := hc.Folders(cfg.Type)
-	if len(hardware) == 0 {
-		return nil, fmt.Errorf("count by IP ID sequences: no device folder of type %s", cfg.Type)
-	}
 	wan := gateway.DefaultConfig().WANAddr
 	var out []ChainsPoint
-	for _, n := range cfg.Units {
-		if n < 1 || n+MinSignatureCaptures > captures {
-			return out, fmt.Errorf("count %s by IP ID sequences: n = %d: the type has %d captures, and %d must stay out of the home to learn from", cfg.Type, n, captures, MinSignatureCaptures)
+	err := hc.eachHome(ctx, cfg, "count by IP ID sequences", func(n int) { out = append(out, ChainsPoint{N: n}) }, func(h *heldOutHome) error {
+		pt := &out[len(out)-1]
+		if ok, _, _ := hc.ChainEligible(cfg.Type, h.used); !ok {
+			pt.Unnamed++
+			return nil
 		}
-		pt := ChainsPoint{N: n}
-		for k := range cfg.Homes {
-			if err := ctx.Err(); err != nil {
-				return out, err
-			}
-			seed := cfg.Seed + uint64(1000*n+k)
-			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(hc.spread(hardware, n)) + cfg.Others, Units: hc.spread(hardware, n),
-				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed})
-			if err != nil {
-				return out, fmt.Errorf("count %s by IP ID sequences, n = %d: %w", cfg.Type, n, err)
-			}
-			var used []string
-			for _, u := range h.Units {
-				used = append(used, u.Session)
-			}
-			if ok, _, _ := hc.ChainEligible(cfg.Type, used); !ok {
-				pt.Unnamed++
-				continue
-			}
-			hm := hc.Model(used)
-			unit := hm.UnitOf(hardware[0])
-			pkts, err := readView(ctx, h, gateway.Config{Mode: gateway.NAPT, Seed: seed}, filepath.Join(cfg.Dir, fmt.Sprintf("chains-%s-n%d-%d.pcap", cfg.Type, n, k)))
-			if err != nil {
-				return out, fmt.Errorf("count %s by IP ID sequences: %w", cfg.Type, err)
-			}
-			counted := 0
-			for _, c := range LinkChains(pkts, hc.chainCfg, func(p *schemas.Packet) bool { return p.SrcIP == wan }) {
-				if hm.Classify(c.Keys) == unit {
-					counted++
-				}
-			}
-			pt.Count = append(pt.Count, counted)
-			pt.Units = append(pt.Units, unitsOf(h, hm.Units[unit].Members))
+		hm := hc.Model(h.used)
+		unit := hm.UnitOf(h.hardware[0])
+		pkts, err := readView(ctx, h.Home, gateway.Config{Mode: gateway.NAPT, Seed: h.seed}, filepath.Join(cfg.Dir, h.name+".pcap"))
+		if err != nil {
+			return err
 		}
-		out = append(out, pt)
-	}
-	return out, nil
+		counted := 0
+		for _, c := range LinkChains(pkts, hc.chainCfg, func(p *schemas.Packet) bool { return p.SrcIP == wan }) {
+			if hm.Classify(c.Keys) == unit {
+				counted++
+			}
+		}
+		pt.Count = append(pt.Count, counted)
+		pt.Units = append(pt.Units, unitsOf(h.Home, hm.Units[unit].Members))
+		return nil
+	})
+	return out, err
 }
 
 // readView writes what the WAN observer of the home's emulated gateway

@@ -130,54 +130,81 @@ func (hc *HostCounter) spread(folders []string, n int) map[string]int {
 // homes per n. Every n must leave MinSignatureCaptures of the type's
 // captures out of the home to learn its signature from.
 func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, error) {
+	var out []HostsPoint
+	err := hc.eachHome(ctx, cfg, "count hosts", func(n int) { out = append(out, HostsPoint{N: n}) }, func(h *heldOutHome) error {
+		pt := &out[len(out)-1]
+		// The type's unit: its folders, or the family the home's training
+		// captures do not tell apart.
+		hm := hc.Model(h.used)
+		unit := hm.UnitOf(h.hardware[0])
+		model := hm.Units[unit].Members
+		m := typeModel{sig: hm.sigs[unit], ck: hc.ck, model: model, skip: h.used}
+		all, err := readHome(ctx, h.Home, filepath.Join(cfg.Dir, h.name+".pcap"))
+		if err != nil {
+			return err
+		}
+		pt.Count = append(pt.Count, countUnits(hostPackets(all), m, h.GatewayMAC))
+		windows, right, err := liveRight(hm, unit, h.Home, all, cfg.Live)
+		if err != nil {
+			return fmt.Errorf("live: %w", err)
+		}
+		pt.Windows += windows
+		pt.LiveRight += right
+		pt.Units = append(pt.Units, unitsOf(h.Home, model))
+		pt.Counted = append(pt.Counted, model)
+		return nil
+	})
+	return out, err
+}
+
+// heldOutHome is one home eachHome assembled: n units of the type from
+// distinct captures, and the sessions it drew on (any type's), which what
+// counts it must not learn from.
+type heldOutHome struct {
+	*realhome.Home
+	hardware []string // the type's device folders
+	used     []string
+	seed     uint64
+	name     string // for its files: what, type, n and home
+}
+
+// eachHome assembles cfg.Homes homes per n of cfg.Units, each with n units
+// of cfg.Type and cfg.Others other devices, and calls point at each n's
+// start and home for each home. Every n must leave MinSignatureCaptures of
+// the type's captures out of the home to learn from. Errors are wrapped
+// with what (the count's name), the type and n.
+func (hc *HostCounter) eachHome(ctx context.Context, cfg HostsConfig, what string, point func(n int), home func(*heldOutHome) error) error {
 	hardware, captures := hc.Folders(cfg.Type)
 	if len(hardware) == 0 {
-		return nil, fmt.Errorf("count hosts: no device folder of type %s", cfg.Type)
+		return fmt.Errorf("%s: no device folder of type %s", what, cfg.Type)
 	}
-	var out []HostsPoint
 	for _, n := range cfg.Units {
 		if n < 1 || n+MinSignatureCaptures > captures {
-			return out, fmt.Errorf("count hosts of %s: n = %d: the type has %d captures, and %d must stay out of the home to learn from", cfg.Type, n, captures, MinSignatureCaptures)
+			return fmt.Errorf("%s of %s: n = %d: the type has %d captures, and %d must stay out of the home to learn from", what, cfg.Type, n, captures, MinSignatureCaptures)
 		}
-		pt := HostsPoint{N: n}
+		point(n)
 		for k := range cfg.Homes {
 			if err := ctx.Err(); err != nil {
-				return out, err
+				return err
 			}
 			seed := cfg.Seed + uint64(1000*n+k)
 			units := hc.spread(hardware, n)
 			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(units) + cfg.Others, Units: units,
 				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6})
 			if err != nil {
-				return out, fmt.Errorf("count hosts of %s, n = %d: %w", cfg.Type, n, err)
+				return fmt.Errorf("%s of %s, n = %d: %w", what, cfg.Type, n, err)
 			}
-			var used []string
+			ho := &heldOutHome{Home: h, hardware: hardware, seed: seed,
+				name: strings.ReplaceAll(fmt.Sprintf("%s-%s-n%d-%d", what, cfg.Type, n, k), " ", "-")}
 			for _, u := range h.Units {
-				used = append(used, u.Session)
+				ho.used = append(ho.used, u.Session)
 			}
-			// The type's unit: its folders, or the family the home's
-			// training captures do not tell apart.
-			hm := hc.Model(used)
-			unit := hm.UnitOf(hardware[0])
-			model := hm.Units[unit].Members
-			m := typeModel{sig: hm.sigs[unit], ck: hc.ck, model: model, skip: used}
-			all, err := readHome(ctx, h, filepath.Join(cfg.Dir, fmt.Sprintf("hosts-%s-n%d-%d.pcap", cfg.Type, n, k)))
-			if err != nil {
-				return out, fmt.Errorf("count hosts of %s: %w", cfg.Type, err)
+			if err := home(ho); err != nil {
+				return fmt.Errorf("%s of %s, n = %d: %w", what, cfg.Type, n, err)
 			}
-			pt.Count = append(pt.Count, countUnits(hostPackets(all), m, h.GatewayMAC))
-			windows, right, err := liveRight(hm, unit, h, all, cfg.Live)
-			if err != nil {
-				return out, fmt.Errorf("count hosts of %s live: %w", cfg.Type, err)
-			}
-			pt.Windows += windows
-			pt.LiveRight += right
-			pt.Units = append(pt.Units, unitsOf(h, model))
-			pt.Counted = append(pt.Counted, model)
 		}
-		out = append(out, pt)
 	}
-	return out, nil
+	return nil
 }
 
 // countUnits is how many hosts of the home, the gateway excepted, are
