@@ -3,6 +3,8 @@ package homecount
 import (
 	"context"
 	"fmt"
+	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,11 +32,11 @@ type ChainConfig struct {
 	// MaxStep: a packet continues the sequence whose last ID is the least
 	// below its own, by at most MaxStep (modulo 2^16): a host's LAN
 	// packets, which the observer does not see, take IDs in between.
-	MaxStep uint16
+	MaxStep uint16 `json:"max_step"`
 	// MaxIdle: a sequence whose last packet is older than that is over.
-	MaxIdle time.Duration
+	MaxIdle time.Duration `json:"max_idle"`
 	// MinPackets: a sequence of fewer packets is no host.
-	MinPackets int
+	MinPackets int `json:"min_packets"`
 }
 
 // DefaultChains is the rule as fixed before any home was counted: steps
@@ -51,48 +53,129 @@ type Chain struct {
 	Packets     int
 	First, Last int64
 	Keys        map[heartbeat.Key]bool
-	lastID      uint16
 	served      servedPorts
 }
 
-// LinkChains links the packets that out says were sent outbound, in time
-// order (a packet out of order joins as if it came last), into IP ID
-// sequences; IPv6 packets (no IP ID) and IDs of zero
-// (stacks that send every packet with ID 0 and DF set) tell nothing and
-// are left out. Sequences of fewer than cfg.MinPackets are dropped.
-func LinkChains(pkts []schemas.Packet, cfg ChainConfig, out func(*schemas.Packet) bool) []*Chain {
-	var live, done []*Chain
-	idle := int64(cfg.MaxIdle)
+// LinkChains links packets, in time order (a packet out of order joins as
+// if it came last), into IP ID sequences, each of one source address: the
+// home's own behind a NAPT, and each server's, whose sequences share no key
+// with any device's and are never a unit. IPv6 packets (no IP ID) and IDs
+// of zero (stacks that send every packet with ID 0 and DF set) tell nothing
+// and are left out. Sequences of fewer than cfg.MinPackets are dropped.
+func LinkChains(pkts []schemas.Packet, cfg ChainConfig) []*Chain {
+	l := newChainLinker(cfg, math.MaxInt)
+	byID := map[uint32]*Chain{}
+	var order []uint32
 	for i := range pkts {
 		p := &pkts[i]
-		if !p.SrcIP.Is4() || p.IPID == 0 || p.Transport == 0 || !out(p) {
+		id, ok := l.link(p)
+		if !ok {
 			continue
 		}
-		var best *Chain
-		var bestStep uint16
-		kept := live[:0]
-		for _, c := range live {
-			if p.TsNs-c.Last > idle {
-				done = append(done, c)
-				continue
-			}
-			kept = append(kept, c)
-			if step := p.IPID - c.lastID; step >= 1 && step <= cfg.MaxStep && (best == nil || step < bestStep) {
-				best, bestStep = c, step
-			}
+		c := byID[id]
+		if c == nil {
+			c = &Chain{First: p.TsNs, Last: p.TsNs, Keys: map[heartbeat.Key]bool{}}
+			byID[id] = c
+			order = append(order, id)
 		}
-		live = kept
-		if best == nil {
-			best = &Chain{First: p.TsNs, Keys: map[heartbeat.Key]bool{}}
-			live = append(live, best)
-		}
-		best.Packets++
+		c.Packets++
 		// A batch's times are the sender's word and need not rise.
-		best.First, best.Last, best.lastID = min(best.First, p.TsNs), max(best.Last, p.TsNs), p.IPID
-		best.Keys[hostKey(p, &best.served)] = true
+		c.First, c.Last = min(c.First, p.TsNs), max(c.Last, p.TsNs)
+		c.Keys[hostKey(p, &c.served)] = true
 	}
-	done = append(done, live...)
-	return slices.DeleteFunc(done, func(c *Chain) bool { return c.Packets < cfg.MinPackets })
+	var out []*Chain
+	for _, id := range order {
+		if c := byID[id]; c.Packets >= cfg.MinPackets {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// chainLinker links packets into IP ID sequences one at a time, per source
+// address, keeping at most max sequences live (the least recently
+// continued goes first): LinkChains over a capture, and a live WAN tap's
+// counter (LiveHome), whose table it is part of.
+type chainLinker struct {
+	cfg  ChainConfig
+	max  int
+	live map[netip.Addr][]*liveChain
+	n    int    // live sequences
+	next uint32 // the next sequence's id
+}
+
+// liveChain is a sequence still open: its id, its last ID and when.
+type liveChain struct {
+	id     uint32
+	lastID uint16
+	last   int64
+}
+
+func newChainLinker(cfg ChainConfig, max int) *chainLinker {
+	return &chainLinker{cfg: cfg, max: max, live: map[netip.Addr][]*liveChain{}}
+}
+
+// link says which sequence p continues, or starts; false for a packet that
+// tells nothing (no IPv4 ID, or no transport).
+func (l *chainLinker) link(p *schemas.Packet) (uint32, bool) {
+	if !p.SrcIP.Is4() || p.IPID == 0 || p.Transport == 0 {
+		return 0, false
+	}
+	src := p.SrcIP
+	idle := int64(l.cfg.MaxIdle)
+	var best *liveChain
+	var bestStep uint16
+	cs := l.live[src]
+	kept := cs[:0]
+	for _, c := range cs {
+		if p.TsNs-c.last > idle {
+			l.n--
+			continue
+		}
+		kept = append(kept, c)
+		if step := p.IPID - c.lastID; step >= 1 && step <= l.cfg.MaxStep && (best == nil || step < bestStep) {
+			best, bestStep = c, step
+		}
+	}
+	if len(kept) == 0 {
+		delete(l.live, src)
+	} else {
+		l.live[src] = kept
+	}
+	if best == nil {
+		if l.n >= l.max {
+			l.evict()
+		}
+		best = &liveChain{id: l.next}
+		l.next++
+		l.live[src] = append(l.live[src], best)
+		l.n++
+	}
+	best.lastID, best.last = p.IPID, max(best.last, p.TsNs)
+	return best.id, true
+}
+
+// evict drops the sequence continued least recently.
+func (l *chainLinker) evict() {
+	var oldest *liveChain
+	var at netip.Addr
+	for a, cs := range l.live {
+		for _, c := range cs {
+			if oldest == nil || c.last < oldest.last || (c.last == oldest.last && c.id < oldest.id) {
+				oldest, at = c, a
+			}
+		}
+	}
+	if oldest == nil {
+		return
+	}
+	cs := slices.DeleteFunc(l.live[at], func(c *liveChain) bool { return c == oldest })
+	if len(cs) == 0 {
+		delete(l.live, at)
+	} else {
+		l.live[at] = cs
+	}
+	l.n--
 }
 
 // crosses says a device's packet goes beyond the home: to a public
@@ -126,7 +209,7 @@ func NewWANHostCounter(ctx context.Context, devs []realhome.Device, cfg ChainCon
 				}
 			}
 			ck.keys[f], ck.typ[f] = keys, d.Name
-			chains[f] = len(LinkChains(pkts, cfg, func(*schemas.Packet) bool { return true }))
+			chains[f] = len(LinkChains(pkts, cfg))
 		}
 	}
 	return &HostCounter{devs: devs, ck: ck, sim: ck.similarities(), chains: chains, chainCfg: cfg}, nil
@@ -159,10 +242,15 @@ func (hc *HostCounter) ChainEligible(typ string, skip []string) (ok bool, one, c
 // sequences counted as the type's unit and the units the home holds of it;
 // Unnamed is the homes whose other captures did not make the type
 // eligible (not counted).
+//
+// Windows and LiveRight are the live count (LiveHome with the WAN model,
+// the detector's): the windows judged, and those whose count was the
+// type's units that sent a packet beyond the gateway in them.
 type ChainsPoint struct {
-	N            int
-	Count, Units []int
-	Unnamed      int
+	N                  int
+	Count, Units       []int
+	Unnamed            int
+	Windows, LiveRight int
 }
 
 // RunChains counts the units of cfg.Type beyond the emulated NAPT by their
@@ -175,7 +263,6 @@ func (hc *HostCounter) RunChains(ctx context.Context, cfg HostsConfig) ([]Chains
 	if hc.chains == nil {
 		return nil, fmt.Errorf("count %s by IP ID sequences: the counter holds no WAN keys (NewWANHostCounter makes one)", cfg.Type)
 	}
-	wan := gateway.DefaultConfig().WANAddr
 	var out []ChainsPoint
 	err := hc.eachHome(ctx, cfg, "count by IP ID sequences", func(n int) { out = append(out, ChainsPoint{N: n}) }, func(h *heldOutHome) error {
 		pt := &out[len(out)-1]
@@ -185,12 +272,29 @@ func (hc *HostCounter) RunChains(ctx context.Context, cfg HostsConfig) ([]Chains
 		}
 		hm := hc.Model(h.used)
 		unit := hm.UnitOf(h.hardware[0])
-		pkts, err := readView(ctx, h.Home, gateway.Config{Mode: gateway.NAPT, Seed: h.seed}, filepath.Join(cfg.Dir, h.name+".pcap"))
+		pkts, lan, err := readView(ctx, h.Home, gateway.Config{Mode: gateway.NAPT, Seed: h.seed}, filepath.Join(cfg.Dir, h.name+".pcap"))
 		if err != nil {
 			return err
 		}
+		// Live: the units of the type that sent a packet beyond the
+		// gateway in the window, by the gateway's truth.
+		members := hm.Units[unit].Members
+		var sent []unitFrame
+		for i, li := range lan {
+			if li >= 0 && int(li) < len(h.Packets) && i < len(pkts) {
+				if u := h.Packets[li].Unit; u >= 0 && u < len(h.Units) && slices.Contains(members, h.Units[u].Device) {
+					sent = append(sent, unitFrame{pkts[i].TsNs, u})
+				}
+			}
+		}
+		windows, right, err := judgeLive(hm, unit, pkts, sent, cfg.Live)
+		if err != nil {
+			return fmt.Errorf("live: %w", err)
+		}
+		pt.Windows += windows
+		pt.LiveRight += right
 		counted := 0
-		for _, c := range LinkChains(pkts, hc.chainCfg, func(p *schemas.Packet) bool { return p.SrcIP == wan }) {
+		for _, c := range LinkChains(pkts, hc.chainCfg) {
 			if hm.Classify(c.Keys) == unit {
 				counted++
 			}
@@ -203,26 +307,29 @@ func (hc *HostCounter) RunChains(ctx context.Context, cfg HostsConfig) ([]Chains
 }
 
 // readView writes what the WAN observer of the home's emulated gateway
-// captures to path, reads every packet back, and removes it.
-func readView(ctx context.Context, h *realhome.Home, gw gateway.Config, path string) ([]schemas.Packet, error) {
+// captures to path, reads every packet back, and removes it; lan is, per
+// packet, the home's packet it came from (-1: the gateway's own).
+func readView(ctx context.Context, h *realhome.Home, gw gateway.Config, path string) (pkts []schemas.Packet, lan []int64, err error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	_, _, err = h.View(ctx, gw, f)
+	lan, _, err = h.View(ctx, gw, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	defer os.Remove(path)
 	if err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
+		return nil, nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	var all []schemas.Packet
 	if _, err := capture.ReadFile(ctx, path, WANHome(), func(p *schemas.Packet) error {
-		all = append(all, *p)
+		pkts = append(pkts, *p)
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("read the WAN view %s: %w", path, err)
+		return nil, nil, fmt.Errorf("read the WAN view %s: %w", path, err)
 	}
-	return all, nil
+	if len(lan) != len(pkts) {
+		return nil, nil, fmt.Errorf("the WAN view %s holds %d packets, its truth %d", path, len(pkts), len(lan))
+	}
+	return pkts, lan, nil
 }

@@ -1,9 +1,13 @@
 package homecount
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,8 +22,6 @@ func out(ts time.Duration, id uint16, dport int32, length uint16) schemas.Packet
 	p.SrcIP, p.IPID, p.SrcPort = netip.MustParseAddr("203.0.113.2"), id, 40000
 	return p
 }
-
-func everyPacket(*schemas.Packet) bool { return true }
 
 // TestLinkChains: two hosts that number every packet from one counter,
 // interleaved behind one address, are two sequences, whatever their
@@ -40,7 +42,7 @@ func TestLinkChains(t *testing.T) {
 	v6 := out(time.Second, 0, 80, 100)
 	v6.SrcIP = netip.MustParseAddr("2001:db8::1")
 	pkts = append(pkts, v6, out(2*time.Second, 0, 80, 100))
-	chains := LinkChains(pkts, cfg, everyPacket)
+	chains := LinkChains(pkts, cfg)
 	if len(chains) != 2 || chains[0].Packets != 19 || chains[1].Packets != 20 || len(chains[0].Keys) != 2 || len(chains[1].Keys) != 1 {
 		for _, c := range chains {
 			t.Logf("chain of %d packets, keys %v", c.Packets, c.Keys)
@@ -58,7 +60,7 @@ func TestLinkChains(t *testing.T) {
 		}
 	}
 	conns = append(conns, out(2*time.Second, 60000, 443, 80), out(3*time.Second, 60001, 443, 80))
-	if got := len(LinkChains(conns, cfg, everyPacket)); got != 3 {
+	if got := len(LinkChains(conns, cfg)); got != 3 {
 		t.Errorf("three connections numbered apart (and one of two packets): %d sequences, want 3", got)
 	}
 
@@ -66,12 +68,17 @@ func TestLinkChains(t *testing.T) {
 	// one ID on, starts another.
 	idle := []schemas.Packet{out(0, 5, 80, 60), out(time.Second, 6, 80, 60), out(2*time.Second, 7, 80, 60),
 		out(63*time.Second, 8, 80, 60), out(64*time.Second, 9, 80, 60), out(65*time.Second, 10, 80, 60)}
-	if got := len(LinkChains(idle, cfg, everyPacket)); got != 2 {
+	if got := len(LinkChains(idle, cfg)); got != 2 {
 		t.Errorf("a sequence silent for 61 s: %d sequences, want 2", got)
 	}
-	// Only what out says was sent outbound is linked.
-	if got := len(LinkChains(pkts, cfg, func(*schemas.Packet) bool { return false })); got != 0 {
-		t.Errorf("no packet outbound: %d sequences", got)
+	// Sequences are of one source address: a server's packets, whose IDs
+	// run just above the home's, do not join the home's sequences.
+	server := slices.Clone(idle[:3])
+	for i := range server {
+		server[i].SrcIP, server[i].IPID = netip.MustParseAddr("198.51.100.7"), uint16(i+6)
+	}
+	if got := LinkChains(append(server, idle[:3]...), cfg); len(got) != 2 || got[0].Packets != 3 || got[1].Packets != 3 {
+		t.Errorf("a server's sequence beside the home's: %d sequences, want two of 3 packets", len(got))
 	}
 }
 
@@ -89,7 +96,7 @@ func FuzzLinkChains(f *testing.F) {
 		}
 		cfg := DefaultChains()
 		total := 0
-		for _, c := range LinkChains(pkts, cfg, everyPacket) {
+		for _, c := range LinkChains(pkts, cfg) {
 			if c.Packets < cfg.MinPackets || len(c.Keys) == 0 || c.Last < c.First {
 				t.Fatalf("sequence of %d packets, %d keys, from %d to %d", c.Packets, len(c.Keys), c.First, c.Last)
 			}
@@ -133,4 +140,116 @@ func TestChainsCountBeyondNAPT(t *testing.T) {
 	if _, err := (&HostCounter{}).RunChains(context.Background(), HostsConfig{Type: "Lightify"}); err == nil {
 		t.Error("a LAN counter counted IP ID sequences")
 	}
+}
+
+// wanModel counts unit A (its captures form one IP ID sequence each) by
+// its sequences beyond a NAPT; unit B's stack numbers each connection
+// apart, so B is never counted.
+func wanModel(t testing.TB) *HostModel {
+	t.Helper()
+	m, err := ReadHostModel(strings.NewReader(`{"version":2,
+	 "chains":{"max_step":64,"max_idle":60000000000,"min_packets":3},
+	 "units":[{"name":"A","members":["A"],"signature":["6/9292/60"],"one_sequence":true},{"name":"B","members":["B"],"signature":["6/443/80"]}],
+	 "captures":[{"unit":0,"keys":["6/9292/60","17/53/60"]},{"unit":1,"keys":["6/443/80","17/53/60"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// wanHome is 60 s beyond a NAPT: two units of A, each numbering all it
+// sends from one counter (from IDs 100 and 30000), a unit of B whose every
+// connection is numbered apart, a server answering, and IPv6 packets,
+// which carry no ID.
+func wanHome() []schemas.Packet {
+	var pkts []schemas.Packet
+	for i := range 60 {
+		ts := time.Duration(i) * time.Second
+		answer := out(ts, uint16(200+i), 40000, 60)
+		answer.SrcIP, answer.SrcPort = netip.MustParseAddr("198.51.100.7"), 9292
+		v6 := out(ts+time.Millisecond, 0, 9292, 60)
+		v6.SrcIP = netip.MustParseAddr("2001:db8::2")
+		pkts = append(pkts, answer, v6)
+		if i%10 == 0 {
+			for j := range 4 {
+				pkts = append(pkts, out(ts+time.Duration(2+j)*time.Millisecond, uint16(5000+1000*i+j), 443, 80))
+			}
+		}
+		pkts = append(pkts, out(ts+10*time.Millisecond, uint16(100+2*i), 9292, 60), out(ts+11*time.Millisecond, uint16(30000+i), 9292, 60))
+	}
+	return pkts
+}
+
+// TestLiveHomeSequences counts a WAN tap beyond a NAPT with a model of
+// Chains: A's two sequences are two units in every window, B's
+// connections and the server's answers are no unit, IPv6 packets are
+// unlinked; and a table saved half way and restored judges the rest as
+// one never stopped.
+func TestLiveHomeSequences(t *testing.T) {
+	m := wanModel(t)
+	pkts := wanHome()
+	h, err := NewLiveHome(m, DefaultLiveConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var whole []schemas.SeenWindow
+	for i := range pkts {
+		whole = append(whole, h.Add(&pkts[i])...)
+	}
+	whole = append(whole, h.Flush()...)
+	if len(whole) < 5 {
+		t.Fatalf("%d windows over a minute", len(whole))
+	}
+	for _, w := range whole {
+		full := w.StartNs >= 0 && w.EndNs <= int64(60*time.Second)
+		if w.Method != MethodIPID || countOf(w, "A") > 2 || countOf(w, "B") != 0 || (full && (countOf(w, "A") != 2 || w.Hosts != 2)) {
+			t.Errorf("window %d-%d s: %+v, want A twice and B never (method %s)", w.StartNs/1e9, w.EndNs/1e9, w, MethodIPID)
+		}
+	}
+	if h.Unlinked != 60 || h.NoMAC != 0 {
+		t.Errorf("%d packets unlinked, %d without MAC: want the 60 IPv6 ones unlinked", h.Unlinked, h.NoMAC)
+	}
+
+	half, err := NewLiveHome(m, DefaultLiveConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resumed []schemas.SeenWindow
+	for i := range pkts[:len(pkts)/2] {
+		resumed = append(resumed, half.Add(&pkts[i])...)
+	}
+	st, err := half.State(9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, seq, err := RestoreLiveHome(m, DefaultLiveConfig(), st)
+	if err != nil || seq != 9 {
+		t.Fatalf("restore: %v (seq %d)", err, seq)
+	}
+	for i := len(pkts) / 2; i < len(pkts); i++ {
+		resumed = append(resumed, back.Add(&pkts[i])...)
+	}
+	resumed = append(resumed, back.Flush()...)
+	a, _ := json.Marshal(whole)
+	b, _ := json.Marshal(resumed)
+	if !bytes.Equal(a, b) {
+		t.Errorf("restored half way, the windows differ:\n%s\n%s", a, b)
+	}
+	// And the tables themselves: the same sequences under the same ids.
+	if x, y := mustState(t, h), mustState(t, back); !bytes.Equal(x, y) {
+		t.Errorf("restored half way, the final tables differ:\n%s\n%s", x, y)
+	}
+	// A table of sequences is refused by a LAN model's counter.
+	if _, _, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), st); err == nil || !strings.Contains(err.Error(), "hosts learn --wan") {
+		t.Errorf("a WAN table restored under a LAN model: %v", err)
+	}
+}
+
+func mustState(t *testing.T, h *LiveHome) []byte {
+	t.Helper()
+	st, err := h.State(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -32,6 +32,8 @@ type HostsConfig struct {
 	// IPv6 makes the homes IPv6-only (realhome.Config.IPv6); the model
 	// still learns from the IPv4 captures.
 	IPv6 bool
+	// IDOffsets shifts each unit's IPv4 IDs (realhome.Config.IDOffsets).
+	IDOffsets bool
 }
 
 // HostsPoint is the count of one n: per home, the hosts counted, the
@@ -190,7 +192,7 @@ func (hc *HostCounter) eachHome(ctx context.Context, cfg HostsConfig, what strin
 			seed := cfg.Seed + uint64(1000*n+k)
 			units := hc.spread(hardware, n)
 			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(units) + cfg.Others, Units: units,
-				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6})
+				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6, IDOffsets: cfg.IDOffsets})
 			if err != nil {
 				return fmt.Errorf("%s of %s, n = %d: %w", what, cfg.Type, n, err)
 			}
@@ -327,18 +329,29 @@ func (hc *HostCounter) Unseen() Unseen {
 // unit was the home's units of its folders that sent a frame in the
 // window (the truth, from the home's own frames).
 func liveRight(hm *HostModel, unit int, h *realhome.Home, pkts []schemas.Packet, cfg LiveConfig) (windows, right int, err error) {
-	if cfg == (LiveConfig{}) {
-		cfg = DefaultLiveConfig()
-	}
-	name, members := hm.Units[unit].Name, hm.Units[unit].Members
-	var sent []int64 // frames of the members' units
-	var from []int
+	members := hm.Units[unit].Members
+	var sent []unitFrame
 	for _, p := range h.Packets {
 		if p.Unit >= 0 && p.Unit < len(h.Units) && slices.Contains(members, h.Units[p.Unit].Device) &&
 			len(p.Data) >= 12 && schemas.MAC(p.Data[6:12]) == h.Units[p.Unit].MAC {
-			sent = append(sent, p.TsNs)
-			from = append(from, p.Unit)
+			sent = append(sent, unitFrame{p.TsNs, p.Unit})
 		}
+	}
+	return judgeLive(hm, unit, pkts, sent, cfg)
+}
+
+// unitFrame is a frame of a home's unit: when, and which unit.
+type unitFrame struct {
+	TsNs int64
+	Unit int
+}
+
+// judgeLive plays pkts through a LiveHome with hm and says how many
+// windows it judged and in how many its count of the unit was the units
+// that sent a frame of sent (ascending) in the window.
+func judgeLive(hm *HostModel, unit int, pkts []schemas.Packet, sent []unitFrame, cfg LiveConfig) (windows, right int, err error) {
+	if cfg == (LiveConfig{}) {
+		cfg = DefaultLiveConfig()
 	}
 	lh, err := NewLiveHome(hm, cfg)
 	if err != nil {
@@ -347,13 +360,13 @@ func liveRight(hm *HostModel, unit int, h *realhome.Home, pkts []schemas.Packet,
 	judge := func(ws []schemas.SeenWindow) {
 		for _, w := range ws {
 			active := map[int]bool{}
-			for i, ts := range sent {
-				if ts >= w.StartNs && ts < w.EndNs {
-					active[from[i]] = true
+			for _, f := range sent {
+				if f.TsNs >= w.StartNs && f.TsNs < w.EndNs {
+					active[f.Unit] = true
 				}
 			}
 			windows++
-			if countOf(w, name) == len(active) {
+			if countOf(w, hm.Units[unit].Name) == len(active) {
 				right++
 			}
 		}

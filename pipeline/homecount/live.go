@@ -2,6 +2,7 @@ package homecount
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -16,8 +17,12 @@ import (
 )
 
 // MethodHosts is the Seen window's method when the LAN host counter
-// judged it.
-const MethodHosts = "hosts"
+// judged it, and MethodIPID when the same counter judged a WAN tap's IP ID
+// sequences (a model with Chains).
+const (
+	MethodHosts = "hosts"
+	MethodIPID  = "ip-id"
+)
 
 // LiveConfig says how a home's LAN hosts are counted while packets come:
 // windows of Window ending on every multiple of Step (Unix time), each
@@ -63,18 +68,27 @@ func (c LiveConfig) Validate() error {
 // LiveHome counts one home's units on its LAN tap as its packets come, in
 // time order: every host's keys since it was first seen, and the steps
 // each was active in. Not safe for concurrent use.
+//
+// With a model of Chains (learned from what crosses the gateway) it counts
+// a WAN tap beyond a NAPT: each packet is linked into its source address's
+// IP ID sequence (chainLinker), and each sequence is a host, named by a
+// MAC of its own (sequenceMAC); a sequence of fewer than MinPackets
+// packets, or of a unit that is not OneSequence, is not counted.
 type LiveHome struct {
-	model *HostModel
-	cfg   LiveConfig
-	hosts map[schemas.MAC]*liveHost
-	keys  int   // of all hosts
-	next  int64 // end of the next window to judge, ns; 0: no packet yet
-	last  int64 // latest packet time
+	model  *HostModel
+	cfg    LiveConfig
+	linker *chainLinker // with a model of Chains
+	hosts  map[schemas.MAC]*liveHost
+	keys   int   // of all hosts
+	next   int64 // end of the next window to judge, ns; 0: no packet yet
+	last   int64 // latest packet time
 	// packets per step still in a window to judge.
 	packets map[int64]uint64
 	// NoMAC counts the packets without a source MAC (not a LAN tap), and
-	// BadTime those whose time is before 1970 or after MaxTimeNs.
-	NoMAC, BadTime uint64
+	// BadTime those whose time is before 1970 or after MaxTimeNs; Unlinked,
+	// with a model of Chains, those no IP ID sequence takes (IPv6, an ID
+	// of 0, no transport).
+	NoMAC, BadTime, Unlinked uint64
 }
 
 type liveHost struct {
@@ -83,6 +97,7 @@ type liveHost struct {
 	infra     bool
 	prefixes  []netip.Prefix // global IPv6 /64s it sent from, up to three
 	served    servedPorts    // TCP ports it answered a connection on (hostKey)
+	packets   int            // a sequence's packets, up to MinPackets (with Chains)
 	active    []int64        // steps it sent in, ascending, still in a window to judge
 	last      int64
 	// unit is Classify's answer for keys; dirty says keys changed since.
@@ -95,7 +110,29 @@ func NewLiveHome(m *HostModel, cfg LiveConfig) (*LiveHome, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &LiveHome{model: m, cfg: cfg, hosts: map[schemas.MAC]*liveHost{}, packets: map[int64]uint64{}}, nil
+	h := &LiveHome{model: m, cfg: cfg, hosts: map[schemas.MAC]*liveHost{}, packets: map[int64]uint64{}}
+	if m.Chains != nil {
+		h.linker = newChainLinker(*m.Chains, maxSequences(cfg))
+	}
+	return h, nil
+}
+
+// maxSequences bounds the IP ID sequences a WAN tap's table keeps open:
+// the home's and every server's it talks to.
+func maxSequences(cfg LiveConfig) int { return 8 * cfg.MaxHosts }
+
+// sequenceMAC is the MAC a WAN tap's IP ID sequence id is counted under: a
+// locally administered one, which no capture holds.
+func sequenceMAC(id uint32) schemas.MAC {
+	return schemas.MAC{0x06, 0, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+}
+
+// Method is the method of the windows the home judges.
+func (h *LiveHome) Method() string {
+	if h.linker != nil {
+		return MethodIPID
+	}
+	return MethodHosts
 }
 
 // Add takes one packet and returns the windows it completes: those that
@@ -169,6 +206,16 @@ func (h *LiveHome) idleUntil(end int64) bool {
 
 func (h *LiveHome) add(p *schemas.Packet) {
 	h.last = max(h.last, p.TsNs)
+	if h.linker != nil {
+		id, ok := h.linker.link(p)
+		if !ok {
+			h.Unlinked++
+			return
+		}
+		q := *p
+		q.SrcMAC = sequenceMAC(id)
+		p = &q
+	}
 	if p.SrcMAC.IsZero() || p.SrcMAC[0]&1 == 1 {
 		h.NoMAC++
 		return
@@ -189,7 +236,10 @@ func (h *LiveHome) add(p *schemas.Packet) {
 		i, _ := slices.BinarySearch(host.active, step)
 		host.active = slices.Insert(host.active, i, step)
 	}
-	if !host.infra && forwards(host, p) {
+	if h.model.Chains != nil {
+		host.packets = min(host.packets+1, h.model.Chains.MinPackets)
+	} else if !host.infra && forwards(host, p) {
+		// Beyond the gateway every sequence sends from a public address.
 		host.infra = true
 	}
 	if p.Transport == 0 || host.saturated {
@@ -267,7 +317,7 @@ func forwards(host *liveHost, p *schemas.Packet) bool {
 func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 	step := int64(h.cfg.Step)
 	from := end - int64(h.cfg.Window)
-	w := schemas.SeenWindow{StartNs: from, EndNs: end, Method: MethodHosts, Detections: []schemas.SeenDetection{}}
+	w := schemas.SeenWindow{StartNs: from, EndNs: end, Method: h.Method(), Detections: []schemas.SeenDetection{}}
 	for s := from / step; s < end/step; s++ {
 		w.Packets += h.packets[s]
 	}
@@ -276,13 +326,19 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 		if !host.activeIn(from/step, end/step) || mac == h.cfg.Gateway || host.infra {
 			continue
 		}
-		w.Hosts++
 		if host.dirty {
 			host.unit, host.dirty = -1, false
 			if !host.saturated {
 				host.unit = h.model.Classify(host.keys)
 			}
 		}
+		if c := h.model.Chains; c != nil && (host.packets < c.MinPackets || host.unit < 0 || !h.model.Units[host.unit].OneSequence) {
+			// Beyond the gateway a host is a sequence of a unit counted
+			// by its sequences; the rest (a server's, a connection of a
+			// stack that numbers each apart, too short) say nothing.
+			continue
+		}
+		w.Hosts++
 		if host.unit >= 0 {
 			counts[host.unit]++
 		} else {
@@ -347,6 +403,18 @@ type liveState struct {
 	Packets map[int64]uint64 `json:"packets,omitempty"`
 	Hosts   []liveHostState  `json:"hosts"`
 	NoMAC   uint64           `json:"no_mac,omitempty"`
+	// The IP ID sequences still open, and the next one's id (a model of
+	// Chains).
+	Sequences    []liveSequenceState `json:"sequences,omitempty"`
+	NextSequence uint32              `json:"next_sequence,omitempty"`
+	Unlinked     uint64              `json:"unlinked,omitempty"`
+}
+
+type liveSequenceState struct {
+	Src    string `json:"src"`
+	ID     uint32 `json:"id"`
+	LastID uint16 `json:"last_id"`
+	Last   int64  `json:"last_ns"`
 }
 
 type liveHostState struct {
@@ -356,6 +424,7 @@ type liveHostState struct {
 	Infra     bool     `json:"infra,omitempty"`
 	Prefixes  []string `json:"prefixes,omitempty"`
 	Served    []uint16 `json:"served,omitempty"`
+	Packets   int      `json:"packets,omitempty"`
 	Active    []int64  `json:"active,omitempty"`
 	Last      int64    `json:"last_ns"`
 }
@@ -368,7 +437,7 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 	st := liveState{Version: liveStateVersion, Seq: seq, Window: h.cfg.Window, Step: h.cfg.Step, Late: h.cfg.Late,
 		Next: h.next, Last: h.last, Packets: h.packets, NoMAC: h.NoMAC}
 	for mac, host := range h.hosts {
-		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Active: host.active, Last: host.last}
+		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active, Last: host.last}
 		for _, k := range keyTexts(host.keys) {
 			hs.Keys = binary.BigEndian.AppendUint16(append(hs.Keys, k.Transport), uint16(k.Port>>16))
 			hs.Keys = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(hs.Keys, uint16(k.Port)), k.IPLen)
@@ -379,6 +448,15 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 		st.Hosts = append(st.Hosts, hs)
 	}
 	slices.SortFunc(st.Hosts, func(a, b liveHostState) int { return strings.Compare(a.MAC, b.MAC) })
+	if l := h.linker; l != nil {
+		st.NextSequence, st.Unlinked = l.next, h.Unlinked
+		for src, cs := range l.live {
+			for _, c := range cs {
+				st.Sequences = append(st.Sequences, liveSequenceState{Src: src.String(), ID: c.id, LastID: c.lastID, Last: c.last})
+			}
+		}
+		slices.SortFunc(st.Sequences, func(a, b liveSequenceState) int { return cmp.Compare(a.ID, b.ID) })
+	}
 	data, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode host table: %w", err)
@@ -435,7 +513,7 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 			return nil, 0, fmt.Errorf("host table: host %s: %d key bytes, steps sorted %v, %d served ports sorted %v: not what State writes",
 				hs.MAC, len(hs.Keys), slices.IsSorted(hs.Active), len(hs.Served), isStrictlySorted(hs.Served))
 		}
-		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, served: hs.Served, active: hs.Active, last: hs.Last, unit: -1, dirty: true}
+		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, served: hs.Served, packets: hs.Packets, active: hs.Active, last: hs.Last, unit: -1, dirty: true}
 		if regrid {
 			host.active = nil
 		}
@@ -459,7 +537,38 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 	if h.keys > cfg.MaxKeys {
 		return nil, 0, fmt.Errorf("host table holds %d keys, this counter keeps at most %d", h.keys, cfg.MaxKeys)
 	}
+	if err := h.restoreSequences(st); err != nil {
+		return nil, 0, err
+	}
 	return h, st.Seq, nil
+}
+
+// restoreSequences rebuilds the open IP ID sequences of a table saved with
+// a model of Chains, each under the id its host's MAC names. A table with
+// sequences for a model without, or over the bound, is refused.
+func (h *LiveHome) restoreSequences(st liveState) error {
+	if h.linker == nil {
+		if len(st.Sequences) > 0 {
+			return fmt.Errorf("host table holds %d IP ID sequences, and the host model counts a LAN (learn a WAN model with `hosts learn --wan`)", len(st.Sequences))
+		}
+		return nil
+	}
+	l := h.linker
+	if len(st.Sequences) > l.max {
+		return fmt.Errorf("host table holds %d IP ID sequences, this counter keeps at most %d", len(st.Sequences), l.max)
+	}
+	l.next, h.Unlinked = st.NextSequence, st.Unlinked
+	seen := map[uint32]bool{}
+	for _, ss := range st.Sequences {
+		src, err := netip.ParseAddr(ss.Src)
+		if err != nil || !src.Is4() || seen[ss.ID] || ss.ID >= l.next || ss.Last < 0 || ss.Last > MaxTimeNs {
+			return fmt.Errorf("host table: IP ID sequence %d from %q at %d ns: not what State writes", ss.ID, ss.Src, ss.Last)
+		}
+		seen[ss.ID] = true
+		l.live[src] = append(l.live[src], &liveChain{id: ss.ID, lastID: ss.LastID, last: ss.Last})
+		l.n++
+	}
+	return nil
 }
 
 // isStrictlySorted says every port is above the one before it.

@@ -374,39 +374,59 @@ func FuzzLiveHomeAdd(f *testing.F) {
 	// A SYN-ACK from port 80, then an answer from it.
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 1, 6, 0xc3, 0x50, 0, 60, 0, 0, 0, 80, 0, 0x12,
 		0, 0, 0, 0, 0, 0, 0, 2, 1, 6, 0xc3, 0x50, 1, 4, 0, 0, 0, 80, 0, 0x18})
-	m := handModel(f)
+	lan, wan := handModel(f), wanModel(f)
 	cfg := DefaultLiveConfig()
 	cfg.MaxHosts, cfg.MaxKeys, cfg.MaxHostKeys = 4, 16, 8
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, err := NewLiveHome(m, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ws []schemas.SeenWindow
-		// A packet is 20 bytes: time, host, transport, destination port,
-		// length, source address, source port, TCP flags.
-		for ; len(data) >= 20; data = data[20:] {
-			p := pkt(0, int(data[8]%8), data[9], int32(binary.BigEndian.Uint16(data[10:])), binary.BigEndian.Uint16(data[12:]))
-			p.TsNs = int64(binary.BigEndian.Uint64(data))
-			if data[14]&1 == 1 {
-				p.SrcIP = netip.AddrFrom4([4]byte{data[15], 1, 2, 3})
-			}
-			p.SrcPort, p.TCPFlags = int32(binary.BigEndian.Uint16(data[16:])), binary.BigEndian.Uint16(data[18:])
-			ws = append(ws, h.Add(&p)...)
-			if h.Hosts() > cfg.MaxHosts || h.keys > cfg.MaxKeys {
-				t.Fatalf("%d hosts, %d keys: over the bounds %d and %d", h.Hosts(), h.keys, cfg.MaxHosts, cfg.MaxKeys)
-			}
-			for _, host := range h.hosts {
-				if len(host.served) > maxServed || !isStrictlySorted(host.served) {
-					t.Fatalf("served ports %v: over the bound %d, or not ascending", host.served, maxServed)
-				}
-			}
-		}
-		ws = append(ws, h.Flush()...)
-		for _, w := range ws {
-			if w.EndNs-w.StartNs != int64(cfg.Window) {
-				t.Fatalf("window %+v: not %s long", w, cfg.Window)
-			}
+		for _, m := range []*HostModel{lan, wan} {
+			fuzzLiveHome(t, m, cfg, data)
 		}
 	})
+}
+
+// fuzzLiveHome is FuzzLiveHomeAdd's run of one model: a LAN one, or a WAN
+// one that links the packets into IP ID sequences.
+func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
+	h, err := NewLiveHome(m, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws []schemas.SeenWindow
+	// A packet is 20 bytes: time, host, transport, destination port,
+	// length, source address, source port, TCP flags.
+	for ; len(data) >= 20; data = data[20:] {
+		p := pkt(0, int(data[8]%8), data[9], int32(binary.BigEndian.Uint16(data[10:])), binary.BigEndian.Uint16(data[12:]))
+		p.TsNs = int64(binary.BigEndian.Uint64(data))
+		if data[14]&1 == 1 {
+			p.SrcIP = netip.AddrFrom4([4]byte{data[15], 1, 2, 3})
+		}
+		p.SrcPort, p.TCPFlags = int32(binary.BigEndian.Uint16(data[16:])), binary.BigEndian.Uint16(data[18:])
+		p.IPID = binary.BigEndian.Uint16(data[10:]) ^ binary.BigEndian.Uint16(data[16:])
+		ws = append(ws, h.Add(&p)...)
+		if l := h.linker; l != nil && l.n > l.max {
+			t.Fatalf("%d IP ID sequences open, over the bound %d", l.n, l.max)
+		}
+		if h.Hosts() > cfg.MaxHosts || h.keys > cfg.MaxKeys {
+			t.Fatalf("%d hosts, %d keys: over the bounds %d and %d", h.Hosts(), h.keys, cfg.MaxHosts, cfg.MaxKeys)
+		}
+		for _, host := range h.hosts {
+			if len(host.served) > maxServed || !isStrictlySorted(host.served) {
+				t.Fatalf("served ports %v: over the bound %d, or not ascending", host.served, maxServed)
+			}
+		}
+	}
+	ws = append(ws, h.Flush()...)
+	for _, w := range ws {
+		if w.EndNs-w.StartNs != int64(cfg.Window) {
+			t.Fatalf("window %+v: not %s long", w, cfg.Window)
+		}
+	}
+	// What it holds saves and restores.
+	st, err := h.State(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := RestoreLiveHome(m, cfg, st); err != nil {
+		t.Fatalf("a table the counter saved is refused: %v", err)
+	}
 }

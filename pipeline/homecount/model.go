@@ -30,10 +30,16 @@ const maxHostModelBytes = 64 << 20
 // the key set of every capture it learned from, to say which unit a host's
 // traffic is nearest. It is the per-home model of HostCounter.Run, learned
 // from every capture instead of those a home did not draw on.
+//
+// A model learned from what crosses the gateway (NewWANHostCounter, `hosts
+// learn --wan`) names Chains, the rule that links a WAN tap's packets into
+// IP ID sequences: its hosts are those sequences, and only its units whose
+// captures form one sequence each (OneSequence) are counted.
 type HostModel struct {
 	Version  int           `json:"version"`
 	Units    []HostUnit    `json:"units"`
 	Captures []HostCapture `json:"captures"`
+	Chains   *ChainConfig  `json:"chains,omitempty"`
 
 	// Prepared by index: signatures as sets, every key's captures (the
 	// captures that show it), and each capture's size.
@@ -51,6 +57,11 @@ type HostUnit struct {
 	// Signature is the keys only the unit's captures show (at least two of
 	// them); a unit without one is never counted.
 	Signature []KeyText `json:"signature"`
+	// OneSequence, in a model with Chains, says 90 % of the unit's captures
+	// form one IP ID sequence each (HostCounter.ChainEligible): a unit whose
+	// stack numbers each connection apart would be counted once a
+	// connection, and is not counted.
+	OneSequence bool `json:"one_sequence,omitempty"`
 }
 
 // HostCapture is one training capture's key set, and its unit.
@@ -171,7 +182,19 @@ func (hc *HostCounter) Model(skip []string) *HostModel {
 		if slices.ContainsFunc(members, func(g string) bool { return evaluate.TypeOf(g) != name }) {
 			name = evaluate.FamilyName(members)
 		}
-		m.Units = append(m.Units, HostUnit{Name: name, Members: members, Signature: keyTexts(counts.signature(members))})
+		unit := HostUnit{Name: name, Members: members, Signature: keyTexts(counts.signature(members))}
+		if hc.chains != nil {
+			unit.OneSequence = true
+			for _, g := range members {
+				ok, _, _ := hc.ChainEligible(evaluate.TypeOf(g), skip)
+				unit.OneSequence = unit.OneSequence && ok
+			}
+		}
+		m.Units = append(m.Units, unit)
+	}
+	if hc.chains != nil {
+		cfg := hc.chainCfg
+		m.Chains = &cfg
 	}
 	for _, f := range hc.sim.files {
 		if !slices.Contains(skip, f) {
@@ -274,6 +297,9 @@ func (m *HostModel) Validate() error {
 		if c.Unit < 0 || c.Unit >= len(m.Units) {
 			return fmt.Errorf("host model capture %d: unit %d of %d", i, c.Unit, len(m.Units))
 		}
+	}
+	if c := m.Chains; c != nil && (c.MaxStep < 1 || c.MaxIdle <= 0 || c.MinPackets < 1) {
+		return fmt.Errorf("host model chains: step up to %d, idle %s, %d packets a host: want each above 0", c.MaxStep, c.MaxIdle, c.MinPackets)
 	}
 	return nil
 }

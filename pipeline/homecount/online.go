@@ -26,12 +26,13 @@ type StateStore interface {
 }
 
 // HostsMsgID is the message id of a home's window counted by the host
-// counter: the campaign, home and window start, so a window republished
-// after a restart is deduplicated. It differs from detect.SeenMsgID, so a
-// host count and a sequence-profile window of the same start, on the same
-// subject, never take each other for a duplicate.
-func HostsMsgID(campaign, home string, startNs int64) string {
-	return schemas.SeenSubject(campaign, home) + "|" + MethodHosts + "|" + strconv.FormatInt(startNs, 10)
+// counter: the campaign, home, method (MethodHosts on a LAN tap, MethodIPID
+// on a WAN tap) and window start, so a window republished after a restart
+// is deduplicated. It differs from detect.SeenMsgID, and between the two
+// methods, so windows of the same start on the same subject never take
+// each other for a duplicate.
+func HostsMsgID(campaign, home, method string, startNs int64) string {
+	return schemas.SeenSubject(campaign, home) + "|" + method + "|" + strconv.FormatInt(startNs, 10)
 }
 
 // Online runs a host model over homes' live LAN packet batches: per home
@@ -159,7 +160,7 @@ func (o *Online) handle(ctx context.Context, h *onlineHome, seq uint64, b *schem
 		if err != nil {
 			return fmt.Errorf("host counter: encode a window: %w", err)
 		}
-		if err := o.Publish(ctx, subject, HostsMsgID(b.Campaign, b.Home, w.StartNs), data); err != nil {
+		if err := o.Publish(ctx, subject, HostsMsgID(b.Campaign, b.Home, w.Method, w.StartNs), data); err != nil {
 			return fmt.Errorf("host counter: publish to %s: %w", subject, err)
 		}
 		if o.OnWindow != nil {

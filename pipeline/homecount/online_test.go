@@ -185,7 +185,7 @@ func TestOnlineHostsAsLiveHome(t *testing.T) {
 		if p.subject != schemas.SeenSubject("spring", "home-1") || s.Campaign != "spring" || s.Home != "home-1" || s.Method != MethodHosts {
 			t.Errorf("window %d on %s: campaign %q, home %q, method %q", s.StartNs, p.subject, s.Campaign, s.Home, s.Method)
 		}
-		if p.id != HostsMsgID("spring", "home-1", s.StartNs) || ids[p.id] {
+		if p.id != HostsMsgID("spring", "home-1", MethodHosts, s.StartNs) || ids[p.id] {
 			t.Errorf("window %d: message id %q (repeated: %v)", s.StartNs, p.id, ids[p.id])
 		}
 		ids[p.id] = true
@@ -242,7 +242,10 @@ func TestOnlineHostsAsLiveHome(t *testing.T) {
 	if cams != 1 || hosts >= all {
 		t.Errorf("an EdimaxCam named the gateway: at most %d EdimaxCams counted in a window, %d hosts in all windows (%d unnamed); want one and fewer", cams, hosts, all)
 	}
-	if HostsMsgID("spring", "home-1", 5) == fmt.Sprintf("%s|%d", schemas.SeenSubject("spring", "home-1"), 5) {
+	if HostsMsgID("spring", "home-1", MethodHosts, 5) == HostsMsgID("spring", "home-1", MethodIPID, 5) {
+		t.Error("a LAN and a WAN host count of one window share a message id")
+	}
+	if HostsMsgID("spring", "home-1", MethodHosts, 5) == fmt.Sprintf("%s|%d", schemas.SeenSubject("spring", "home-1"), 5) {
 		t.Error("HostsMsgID is the sequence-profile detector's message id: the two methods would dedupe each other")
 	}
 }

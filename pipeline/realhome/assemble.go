@@ -42,6 +42,11 @@ type Config struct {
 	// IPv6 assembles an IPv6-only home from the IPv4 captures (to6): the
 	// same segments over IPv6, the hosts in homegen.LANPrefix6.
 	IPv6 bool
+	// IDOffsets shifts each unit's IPv4 IDs by a random offset of its own.
+	// A setup capture starts when its device boots, so every unit's ID
+	// counter starts near the same small number; in a home its devices
+	// have been up for hours, each counter wherever its traffic took it.
+	IDOffsets bool
 }
 
 // Unit is one device unit in the assembled home.
@@ -74,6 +79,10 @@ type Home struct {
 	// frames that have no IPv6 twin, left out (ARP, DHCP, IGMP, ...).
 	IPv6  bool
 	Left6 int
+	// idOffsets draws each unit's IPv4 ID offset (Config.IDOffsets), apart
+	// from the draws that place the units: the home is otherwise the one
+	// of the same seed without.
+	idOffsets *rand.Rand
 }
 
 // Packet is one Ethernet frame of the home and the unit whose traffic it is.
@@ -156,6 +165,9 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 	sort.Strings(chosen)
 
 	h := &Home{Start: cfg.Start, Duration: cfg.Duration, LAN: cfg.LAN, IPv6: cfg.IPv6}
+	if cfg.IDOffsets {
+		h.idOffsets = rand.New(rand.NewPCG(cfg.Seed, 0x69702d6964))
+	}
 	al := newAllocator(cfg.LAN, rng)
 	h.GatewayIP = al.next()
 	h.GatewayMAC = schemas.MAC{0x02, 0x00, 0x5e, 0x00, 0x00, 0x01}
@@ -262,6 +274,9 @@ func (h *Home) place(u *Unit, devMAC schemas.MAC, frames []frame, al *allocator,
 		return err
 	}
 	u.MAC, u.IP = rw.unitMAC, rw.unitIP
+	if h.idOffsets != nil {
+		rw.idOffset = uint16(h.idOffsets.Uint32())
+	}
 	first, last := frames[0].ts, frames[0].ts
 	for _, f := range frames {
 		first, last = min(first, f.ts), max(last, f.ts)
@@ -354,6 +369,8 @@ type rewriter struct {
 	unitIP  netip.Addr
 	home    *Home
 	al      *allocator
+	// idOffset is added to the unit's IPv4 IDs (Config.IDOffsets).
+	idOffset uint16
 }
 
 func isLocal(a netip.Addr) bool { return a.IsPrivate() || a.IsLinkLocalUnicast() }
@@ -504,6 +521,12 @@ func (rw *rewriter) rewrite(b []byte) {
 			return
 		}
 		ihl := int(ip[0]&0x0f) * 4
+		if id := binary.BigEndian.Uint16(ip[4:6]); rw.idOffset != 0 && id != 0 && schemas.MAC(b[6:12]) == rw.unitMAC {
+			var was [2]byte
+			copy(was[:], ip[4:6])
+			binary.BigEndian.PutUint16(ip[4:6], id+rw.idOffset)
+			binary.BigEndian.PutUint16(ip[10:12], gateway.AdjustChecksum(binary.BigEndian.Uint16(ip[10:12]), was[:], ip[4:6]))
+		}
 		old := slices.Clone(ip[12:20])
 		src := rw.addr(netip.AddrFrom4([4]byte(ip[12:16]))).As4()
 		dst := rw.addr(netip.AddrFrom4([4]byte(ip[16:20]))).As4()

@@ -348,3 +348,73 @@ func truthRows(t *testing.T, h *Home, lan []int64) []TruthRow {
 	}
 	return rows
 }
+
+// TestAssembleIDOffsets: with IDOffsets every unit's IPv4 IDs are those of
+// the same home without, shifted by one offset of the unit's own (0 stays
+// 0), and every IP header checksum still holds; nothing else moves.
+func TestAssembleIDOffsets(t *testing.T) {
+	devs := loadSentinel(t)
+	cfg := Config{Devices: 4, Units: map[string]int{"Lightify": 3}, Duration: 100 * time.Second, Seed: 5}
+	plain, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.IDOffsets = true
+	shifted, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plain.Packets) != len(shifted.Packets) {
+		t.Fatalf("%d packets, %d with offsets", len(plain.Packets), len(shifted.Packets))
+	}
+	offsets := map[int]map[uint16]bool{}
+	moved := 0
+	for i, p := range plain.Packets {
+		q := shifted.Packets[i]
+		u := shifted.Units[q.Unit]
+		if p.Unit != q.Unit || p.TsNs != q.TsNs || len(p.Data) != len(q.Data) {
+			t.Fatalf("packet %d: unit, time or length moved", i)
+		}
+		off, et := etherType(p.Data)
+		if ipOK, _, _ := ipv4Valid(q.Data); !ipOK {
+			t.Fatalf("packet %d: IP header checksum wrong after the shift", i)
+		}
+		// Only the ID and the header checksum may differ, and only in the
+		// unit's own IPv4 packets.
+		for j := range p.Data {
+			if p.Data[j] != q.Data[j] && !(et == 0x0800 && (j == off+4 || j == off+5 || j == off+10 || j == off+11)) {
+				t.Fatalf("packet %d: byte %d moved", i, j)
+			}
+		}
+		if et != 0x0800 {
+			continue
+		}
+		a, b := binary.BigEndian.Uint16(p.Data[off+4:]), binary.BigEndian.Uint16(q.Data[off+4:])
+		if schemas.MAC(q.Data[6:12]) != u.MAC || a == 0 {
+			if a != b {
+				t.Fatalf("packet %d: ID %d -> %d, not the unit's own or an ID of 0", i, a, b)
+			}
+			continue
+		}
+		if offsets[q.Unit] == nil {
+			offsets[q.Unit] = map[uint16]bool{}
+		}
+		offsets[q.Unit][b-a] = true
+		moved++
+	}
+	seen := map[uint16]bool{}
+	for unit, offs := range offsets {
+		if len(offs) != 1 {
+			t.Errorf("unit %d shifted by %d offsets, want one", unit, len(offs))
+		}
+		for o := range offs {
+			if seen[o] {
+				t.Errorf("two units shifted by %d", o)
+			}
+			seen[o] = true
+		}
+	}
+	if moved < 100 || len(offsets) < 4 {
+		t.Errorf("%d IDs of %d units shifted: want the units' own packets", moved, len(offsets))
+	}
+}

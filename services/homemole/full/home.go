@@ -496,14 +496,18 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			right += p.LiveRight
 			cells[p.N] = errCell{count: p.Count, units: p.Units}
 		}
-		live := "-"
-		if windows > 0 {
-			live = fmt.Sprintf("%.1f%%", 100*float64(right)/float64(windows))
-		}
-		fmt.Fprintf(out, "%s %6s  %s\n", errRow(t, units, cells), live, countedAs(pts))
+		fmt.Fprintf(out, "%s %6s  %s\n", errRow(t, units, cells), liveCell(windows, right), countedAs(pts))
 	}
 	log.Debug("home hosts done", "types", len(types))
 	return nil
+}
+
+// liveCell is the share of windows the live counter got right, or "-".
+func liveCell(windows, right int) string {
+	if windows == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(right)/float64(windows))
 }
 
 // typeHomeFlags are the flags of a command that counts units of each
@@ -668,8 +672,14 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 			"stack that numbers each connection apart forms many). Per n, --homes homes with n\n"+
 			"units of the type from distinct captures and --others other devices; the model and\n"+
 			"the type's eligibility are learned per home from the captures it did not draw on, so\n"+
-			"every n leaves two of the type's captures out. The error is |count - units| / units.")
+			"every n leaves two of the type's captures out. The error is |count - units| / units.\n"+
+			"The live column plays each home's WAN view through the detector's counter (hosts\n"+
+			"learn --wan, detector --hosts with --tap wan): the share of its 20 s windows whose count\n"+
+			"was the type's units that sent beyond the gateway in them, each judged --late after it ends.")
 	th := typeHomesFlags(fs, 10, "every type its captures make eligible")
+	live := homecount.DefaultLiveConfig()
+	fs.DurationVar(&live.Late, "late", live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
+	offsets := fs.Bool("id-offsets", false, "shift each unit's IPv4 IDs by a random offset of its own: a setup capture starts at boot, so every unit's counter starts near the same small number, where a home's devices have been up for hours")
 	if err := parseRequired(fs, args, "home chains needs --from-dir DIR", th.dir); err != nil {
 		return err
 	}
@@ -677,6 +687,10 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 	if err != nil {
 		return err
 	}
+	if live.Late < 0 {
+		return cli.Usagef("home chains: --late from 0")
+	}
+	cfg.Live, cfg.IDOffsets = live, *offsets
 	devs, err := realhome.LoadDevices(*th.dir)
 	if err != nil {
 		return fmt.Errorf("home chains: --from-dir: %w", err)
@@ -711,7 +725,7 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 	defer os.RemoveAll(tmp)
 	cfg.Dir = tmp
 	fmt.Fprintf(out, "\nmean count error beyond the NAPT, %d homes per n of %s with %d other devices, every home counted by what the captures it did not draw on teach (u: homes whose other captures do not make the type eligible):\n", cfg.Homes, cfg.Duration, cfg.Others)
-	fmt.Fprintf(out, "%s %7s %5s\n", errHead(units), "worst", "exact")
+	fmt.Fprintf(out, "%s %7s %5s %6s\n", errHead(units), "worst", "exact", "live")
 	for _, t := range counted {
 		cfg.Type, cfg.Units = t, heldOutUnits(hc, t, units)
 		pts, err := hc.RunChains(ctx, cfg)
@@ -719,14 +733,17 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 			return fmt.Errorf("home chains: %w", err)
 		}
 		cells := map[int]errCell{}
+		windows, right := 0, 0
 		for _, p := range pts {
 			c := errCell{count: p.Count, units: p.Units}
 			if p.Unnamed > 0 {
 				c.note = fmt.Sprintf("u%d", p.Unnamed)
 			}
 			cells[p.N] = c
+			windows += p.Windows
+			right += p.LiveRight
 		}
-		fmt.Fprintln(out, errRow(t, units, cells))
+		fmt.Fprintf(out, "%s %6s\n", errRow(t, units, cells), liveCell(windows, right))
 	}
 	return nil
 }
