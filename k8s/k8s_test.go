@@ -83,6 +83,7 @@ var externals = map[string][]external{
 	"overlays/gpu":          {s3Secret, natsServerSecret, natsWorkersSecret},
 	"overlays/dev":          {natsServerSecret, natsWorkersSecret}, // generates a fake homemole-s3; a certificate cannot be faked in the repository
 	"overlays/lan-hosts":    {s3Secret, natsServerSecret, natsWorkersSecret},
+	"overlays/wan-ipid":     {s3Secret, natsServerSecret, natsWorkersSecret},
 	"jobs/cv-gather":        jobExternals,
 	"jobs/dataset-assemble": jobExternals,
 	// Written by homemole sweep --emit-k8s from examples/sweep-cluster.yaml.
@@ -220,6 +221,13 @@ func TestKustomizations(t *testing.T) {
 	if !slices.Contains(det.Args, "--hosts-object=$(HOST_MODEL)") || !slices.Contains(det.Args, "--tap=lan") || slices.ContainsFunc(det.Args, func(a string) bool { return strings.HasPrefix(a, "--model") }) ||
 		run.Data["HOST_MODEL"] == "" || run.Data["DATASET"] == "" {
 		t.Errorf("lan-hosts overlay: detector args %v, homemole-run %v: want --hosts-object=$(HOST_MODEL) and --tap=lan, no --model, and HOST_MODEL beside the base's keys", det.Args, run.Data)
+	}
+	// The wan-ipid overlay: the same with a WAN model on the wan tap.
+	det = builds["overlays/wan-ipid"].find("StatefulSet", "detector").(*appsv1.StatefulSet).Spec.Template.Spec.Containers[0]
+	run = builds["overlays/wan-ipid"].find("ConfigMap", "homemole-run").(*corev1.ConfigMap)
+	if !slices.Contains(det.Args, "--hosts-object=$(HOST_MODEL)") || !slices.Contains(det.Args, "--tap=wan") || slices.ContainsFunc(det.Args, func(a string) bool { return strings.HasPrefix(a, "--model") }) ||
+		run.Data["HOST_MODEL"] != "models/hosts-wan.json" || run.Data["DATASET"] == "" {
+		t.Errorf("wan-ipid overlay: detector args %v, homemole-run %v: want --hosts-object=$(HOST_MODEL) and --tap=wan, no --model, and HOST_MODEL beside the base's keys", det.Args, run.Data)
 	}
 	for _, dir := range []string{"overlays/cpu", "overlays/dev"} {
 		for _, pt := range podTemplates(builds[dir]) {

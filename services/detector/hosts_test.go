@@ -17,6 +17,7 @@ import (
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
+	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homecount"
 	"github.com/homemole/homemole/pipeline/metrics"
 	"github.com/homemole/homemole/pipeline/realhome"
@@ -69,16 +70,16 @@ func hostsHome(ctx context.Context, t *testing.T) (*homecount.HostModel, *realho
 	return hm, h, capturetest.Packets(t, lanPath, h.HomeConfig()), modelPath
 }
 
-// publishLAN publishes a session's packets as the capture agent of the
-// lan tap of campaign c's home would: in batches of batch packets, the
-// last one final.
-func publishLAN(ctx context.Context, t *testing.T, conn *bus.Conn, c, home string, pkts []schemas.Packet, batch int) {
+// publishTap publishes a session's packets as the capture agent of tap
+// of campaign c's home would: in batches of batch packets, the last one
+// final.
+func publishTap(ctx context.Context, t *testing.T, conn *bus.Conn, c, home, tap string, pkts []schemas.Packet, batch int) {
 	t.Helper()
 	for lo := 0; lo < len(pkts); lo += batch {
 		hi := min(lo+batch, len(pkts))
-		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c, Home: home, Tap: "lan", Source: c + "/" + home + "/lan/lan.pcap",
+		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c, Home: home, Tap: tap, Source: c + "/" + home + "/" + tap + "/" + tap + ".pcap",
 			Session: "session-01", FirstOffset: uint64(lo), Final: hi == len(pkts), Packets: pkts[lo:hi]}
-		if err := conn.Publish(ctx, schemas.PacketSubject(c, home, "lan"), b); err != nil {
+		if err := conn.Publish(ctx, schemas.PacketSubject(c, home, tap), b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -152,7 +153,7 @@ func TestHostsDetectorCountsLANHosts(t *testing.T) {
 	}
 	for _, c := range []string{"whole", "cut"} {
 		for _, home := range []string{"home-1", "home-2"} {
-			publishLAN(ctx, t, conn, c, home, pkts, 50)
+			publishTap(ctx, t, conn, c, home, "lan", pkts, 50)
 		}
 	}
 	seen, err := conn.JS.Stream(ctx, bus.StreamSeen)
@@ -325,6 +326,14 @@ func TestHostsFlags(t *testing.T) {
 	}
 	base := []string{"--campaign", campaignFile, "--nats", "nats://127.0.0.1:1", "--metrics-addr", ""}
 	missing := filepath.Join(dir, "nosuch.json")
+	// Two models of one unit: a LAN one, and one of `hosts learn --wan`.
+	lanModel, wanModel := filepath.Join(dir, "lan.json"), filepath.Join(dir, "wan.json")
+	for path, chains := range map[string]string{lanModel: "", wanModel: `"chains":{"max_step":64,"max_idle":60000000000,"min_packets":3},`} {
+		model := `{"version":2,` + chains + `"units":[{"name":"A","members":["A"],"signature":["17/69/55"],"one_sequence":true}],"captures":[{"unit":0,"keys":["17/69/55"]}]}`
+		if err := os.WriteFile(path, []byte(model), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		args  []string
 		usage bool
@@ -334,7 +343,9 @@ func TestHostsFlags(t *testing.T) {
 		{[]string{"--hosts", missing, "--hosts-object", "models/hosts.json"}, true, "one of"},
 		{[]string{"--hosts-object", "models/hosts.json"}, true, "--hosts-object models/hosts.json: no object store"},
 		{[]string{"--hosts", missing, "--model-object", "models/m.spm"}, true, "one of"},
-		{[]string{"--hosts", missing, "--tap", "wan"}, true, "--tap lan"},
+		{[]string{"--hosts", lanModel, "--tap", "wan"}, true, "want --tap lan"},
+		{[]string{"--hosts", wanModel, "--tap", "lan"}, true, "want --tap wan"},
+		{[]string{"--hosts", missing, "--tap", "wan"}, false, "homemole hosts learn"},
 		{[]string{"--hosts", missing, "--step", "2"}, true, "--every"},
 		{[]string{"--hosts", missing, "--window", "25s", "--every", "10s"}, true, "whole number"},
 		{[]string{"--model", "m.spm", "--window", "30s"}, true, "--window is the host counter's"},
@@ -346,5 +357,89 @@ func TestHostsFlags(t *testing.T) {
 		if err == nil || errors.Is(err, cli.ErrUsage) != tc.usage || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("detector %v: %v; want a usage error %v saying %q", tc.args, err, tc.usage, tc.says)
 		}
+	}
+}
+
+// TestHostsDetectorCountsWANSequences: a home beyond a NAPT (three
+// Lightifys, two Withings scales and four other devices, five minutes, each
+// unit's IP ID counter at an offset of its own) publishes its wan tap's
+// batches, and the detector runs with a model of `hosts learn --wan`
+// learned without the home's captures, its tap the model's (no --tap):
+// SEEN must hold exactly the windows one LiveHome with the model judges of
+// the WAN packets, of method ip-id, the Lightifys and scales counted in
+// them.
+func TestHostsDetectorCountsWANSequences(t *testing.T) {
+	ctx, log := embeddedtest.Context(t, 2*time.Minute), embeddedtest.Log()
+	devs := realhometest.Devices(t)
+	hc, err := homecount.NewWANHostCounter(ctx, devs, homecount.DefaultChains())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: 6, Units: map[string]int{"Lightify": 3, "Withings": 2},
+		Duration: 5 * time.Minute, Sessions: realhome.AllSessions, Seed: 11, IDOffsets: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used []string
+	for _, u := range h.Units {
+		used = append(used, u.Session)
+	}
+	dir := t.TempDir()
+	modelPath, wanPath := filepath.Join(dir, "hosts-wan.json"), filepath.Join(dir, "wan.pcap")
+	if err := hc.Model(used).SaveFile(modelPath); err != nil {
+		t.Fatal(err)
+	}
+	hm, err := homecount.LoadHostModel(modelPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(wanPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.View(ctx, gateway.Config{Mode: gateway.NAPT, Seed: 11}, f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pkts := capturetest.Packets(t, wanPath, homecount.WANHome())
+	for i := range pkts {
+		pkts[i].SrcMAC, pkts[i].DstMAC = schemas.MAC{}, schemas.MAC{} // a WAN tap's batches carry none
+	}
+	want := liveWindows(t, hm, schemas.MAC{}, pkts)
+	if len(want) < 20 {
+		t.Fatalf("%d windows: the test wants a longer home", len(want))
+	}
+
+	srv, conn, _ := embeddedtest.Start(ctx, t, log)
+	publishTap(ctx, t, conn, "isp", "home-1", "wan", pkts, 100)
+	campaignFile := filepath.Join(dir, "isp.yaml")
+	if err := os.WriteFile(campaignFile, []byte("name: isp\nhomes:\n  - name: home-1\n    taps:\n      - name: wan\n        interface: eth1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runDetector(ctx, t, log, []string{"--hosts", modelPath, "--campaign", campaignFile, "--nats", srv.NATSURL, "--metrics-addr", ""}, func() (bool, string) {
+		cons, err := conn.JS.Consumer(ctx, schemas.StreamPackets, "hostcounter-isp-all-wan")
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0, fmt.Sprintf("consumer %+v", info)
+	})
+	got := seenOf(ctx, t, conn, "isp", "home-1")
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("SEEN holds %d windows, a LiveHome judged %d; they differ", len(got), len(want))
+	}
+	most := map[string]int{}
+	for _, w := range got {
+		if w.Method != homecount.MethodIPID {
+			t.Fatalf("window %d: method %q, want %q", w.StartNs, w.Method, homecount.MethodIPID)
+		}
+		for _, d := range w.Detections {
+			most[d.Device] = max(most[d.Device], d.Count)
+		}
+	}
+	if most["Lightify"] != 3 || most["Withings"] < 1 || most["Withings"] > 2 {
+		t.Errorf("most units counted in a window: %v, want 3 Lightifys and up to 2 scales", most)
 	}
 }

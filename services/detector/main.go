@@ -59,9 +59,9 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	modelKey := fs.String("model-object", "", "read the model from this key of the object store instead (HOMEMOLE_S3_ENDPOINT, HOMEMOLE_S3_BUCKET, HOMEMOLE_S3_ACCESS_KEY, HOMEMOLE_S3_SECRET_KEY): how a pod gets one")
 	file := fs.String("campaign", "", "campaign file (YAML): its name and homes")
 	home := fs.String("home", "*", "home to watch, or * for all the campaign's homes (of this partition)")
-	tap := fs.String("tap", "wan", "tap whose packets are judged: the view beyond the gateway (wan), or lan (the default with --hosts)")
+	tap := fs.String("tap", "wan", "tap whose packets are judged: the view beyond the gateway (wan), or lan (with --hosts, the default is the host model's: lan, or wan for one of `hosts learn --wan`)")
 	step := fs.Int("step", 1, "bins between two reports per home (1: every bin of the model, 10 s by default)")
-	hostsPath := fs.String("hosts", "", "count each home's LAN hosts by unit with this host model from `homemole hosts learn`, instead of a sequence-profile model")
+	hostsPath := fs.String("hosts", "", "count each home's LAN hosts by unit with this host model from `homemole hosts learn` (or, with one of `hosts learn --wan`, its units beyond a NAPT by their IP ID sequences), instead of a sequence-profile model")
 	hostsKey := fs.String("hosts-object", "", "read the host model from this key of the object store instead (as --model-object): how a pod gets one")
 	live := homecount.DefaultLiveConfig()
 	window := fs.Duration("window", live.Window, "with --hosts: how long a counted window is (a whole number of --every)")
@@ -86,10 +86,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	hostsMode := *hostsPath != "" || *hostsKey != ""
 	if hostsMode {
 		if !given["tap"] {
-			*tap = "lan"
-		}
-		if *tap == "wan" {
-			return cli.Usagef("--hosts counts the hosts of a LAN tap, and the wan tap's packets carry no source MAC: give --tap lan (the default with --hosts)")
+			*tap = "" // the model's: lan, or wan for a model of `hosts learn --wan`
 		}
 		if given["step"] {
 			return cli.Usagef("--step is the sequence-profile detector's: with --hosts, a window of --window ends every --every")
@@ -109,7 +106,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	if err := part.Validate(); err != nil {
 		return cli.Usagef("%v", err)
 	}
-	if err := schemas.ValidateToken("--tap", *tap); err != nil {
+	if err := schemas.ValidateToken("--tap", *tap); err != nil && *tap != "" {
 		return cli.Usagef("%v", err)
 	}
 	if *home != "*" {
@@ -165,6 +162,19 @@ func runHosts(ctx context.Context, path, key string, c *campaign.Campaign, cfg C
 	}
 	if path == "" {
 		path = key
+	}
+	// A WAN model's hosts are IP ID sequences beyond the gateway; a LAN
+	// model's are MACs. The other tap would count nothing, silently.
+	wan := hm.Chains != nil
+	if cfg.Tap == "" {
+		cfg.Tap = map[bool]string{false: "lan", true: "wan"}[wan]
+	}
+	if wan != (cfg.Tap == "wan") {
+		want := "lan (a LAN model; learn one for a WAN tap with `homemole hosts learn --wan`)"
+		if wan {
+			want = "wan (a model of `hosts learn --wan` counts beyond the gateway)"
+		}
+		return cli.Usagef("detector: --hosts model %s with --tap %s: want --tap %s", path, cfg.Tap, want)
 	}
 	cfg.Gateways = map[string]schemas.MAC{}
 	named := 0

@@ -59,6 +59,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	cipher := fs.String("cipher", string(gateway.AES256GCM), "vpn: the data channel cipher (aes-256-gcm, aes-256-cbc, wireguard)")
 	seed := fs.Uint64("seed", 1, "seed of every random choice (devices, captures, start times, MACs, the gateway's)")
 	ipv6 := fs.Bool("ipv6", false, "an IPv6-only home: every TCP and UDP segment and ping over IPv6 (hosts in 2001:db8:1:1::/64, each server in a /64 of its own); ARP, DHCP, IGMP and other ICMP left out")
+	idOffsets := fs.Bool("id-offsets", false, "shift each unit's IPv4 IDs by a random offset of its own, as a device's counter stands after hours up (a setup capture starts at boot)")
 	units := map[string]int{}
 	fs.Func("units", "TYPE=K: K units of the device folder TYPE, each from a capture of its own; repeat or separate with commas", func(s string) error {
 		for _, part := range strings.Split(s, ",") {
@@ -106,7 +107,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	for _, d := range devs {
 		inputs = append(inputs, d.Files...)
 	}
-	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6})
+	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6, IDOffsets: *idOffsets})
 	if err != nil {
 		return fmt.Errorf("home assemble: %w", err)
 	}

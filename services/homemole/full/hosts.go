@@ -13,6 +13,7 @@ import (
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homecount"
+	"github.com/homemole/homemole/pipeline/realhome"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -21,24 +22,38 @@ func runHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	return runSubcommand(ctx, log, out, args, map[string]runFunc{
 		"learn": runHostsLearn,
 		"count": runHostsCount,
-	}, "hosts needs a subcommand: learn --from-dir DIR --out hosts.json | count --model hosts.json --in lan.pcap")
+	}, "hosts needs a subcommand: learn --from-dir DIR --out hosts.json [--wan] | count --model hosts.json --in lan.pcap")
 }
 
 func runHostsLearn(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	fs := newFlags("hosts learn", "--from-dir DIR --out hosts.json",
+	fs := newFlags("hosts learn", "--from-dir DIR --out hosts.json [--wan]",
 		"Learns the LAN host counter's model from every capture of a folder laid out like\n"+
 			"../shared/data/iot-sentinel-dev: per hardware type (or family of look-alikes its\n"+
 			"captures cannot tell apart) the signature keys (transport, port, IP length) only its\n"+
 			"captures show, and every capture's key set. `hosts count` and the detector's --hosts\n"+
-			"count with it; `home hosts` measures the same rule on homes held out from it.")
+			"count with it; `home hosts` measures the same rule on homes held out from it.\n"+
+			"--wan learns from what each capture sends beyond the gateway instead, for a WAN tap\n"+
+			"beyond a NAPT, whose hosts are IP ID sequences (home chains measures it): only the\n"+
+			"units whose captures form one sequence each are counted there.")
 	dir := fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt")
 	outPath := fs.String("out", "", "model file to write (JSON)")
+	wan := fs.Bool("wan", false, "learn for a WAN tap beyond a NAPT: the keys of what crosses the gateway, and which units form one IP ID sequence each")
 	if err := parseRequired(fs, args, "hosts learn needs --from-dir DIR and --out FILE", dir, outPath); err != nil {
 		return err
 	}
-	hc, err := loadHostCounter(ctx, "hosts learn", *dir)
+	var hc *homecount.HostCounter
+	var err error
+	if *wan {
+		devs, derr := realhome.LoadDevices(*dir)
+		if derr != nil {
+			return fmt.Errorf("hosts learn: --from-dir: %w", derr)
+		}
+		hc, err = homecount.NewWANHostCounter(ctx, devs, homecount.DefaultChains())
+	} else {
+		hc, err = loadHostCounter(ctx, "hosts learn", *dir)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("hosts learn: %w", err)
 	}
 	m := hc.Model(nil)
 	if err := m.SaveFile(*outPath); err != nil {
@@ -50,9 +65,17 @@ func runHostsLearn(ctx context.Context, log *slog.Logger, out io.Writer, args []
 			blind = append(blind, u.Name)
 		}
 	}
-	fmt.Fprintf(out, "host model %s: %d units from %d captures\n", *outPath, len(m.Units), len(m.Captures))
+	view := "a LAN tap"
+	if m.Chains != nil {
+		view = "a WAN tap beyond a NAPT, by IP ID sequences"
+	}
+	fmt.Fprintf(out, "host model %s: %d units from %d captures, for %s\n", *outPath, len(m.Units), len(m.Captures), view)
 	for _, u := range m.Units {
-		fmt.Fprintf(out, "  %-40s %3d signature keys  %s\n", u.Name, len(u.Signature), strings.Join(u.Members, ", "))
+		note := ""
+		if m.Chains != nil && u.OneSequence {
+			note = "  (counted: one sequence a unit)"
+		}
+		fmt.Fprintf(out, "  %-40s %3d signature keys  %s%s\n", u.Name, len(u.Signature), strings.Join(u.Members, ", "), note)
 	}
 	if len(blind) > 0 {
 		fmt.Fprintf(out, "never counted (no key of their own): %s\n", strings.Join(blind, ", "))
@@ -67,9 +90,11 @@ func runHostsCount(ctx context.Context, log *slog.Logger, out io.Writer, args []
 			"mode does live: a host (a source MAC) is a unit of a type when the training capture\n"+
 			"nearest its keys is the type's and it sent a key of the type's signature. Every window\n"+
 			"is judged --late after it ends, with what each host sent since it was first seen. The\n"+
-			"gateway (named, or found because it forwards from public addresses) is never a unit.")
+			"gateway (named, or found because it forwards from public addresses) is never a unit.\n"+
+			"With a model of `hosts learn --wan` it counts a capture beyond a NAPT instead: each\n"+
+			"IPv4 IP ID sequence is a host (home chains).")
 	modelPath := fs.String("model", "", "host model from `homemole hosts learn`")
-	in := fs.String("in", "", "LAN capture (pcap or pcapng)")
+	in := fs.String("in", "", "LAN capture (pcap or pcapng), or the WAN view beyond a NAPT for a WAN model")
 	gw := fs.String("gateway-mac", "", "the home gateway's MAC (default: found by what it forwards)")
 	cfg := homecount.DefaultLiveConfig()
 	fs.DurationVar(&cfg.Window, "window", cfg.Window, "window length")
@@ -107,10 +132,14 @@ func runHostsCount(ctx context.Context, log *slog.Logger, out io.Writer, args []
 		return fmt.Errorf("hosts count: %w", err)
 	}
 	windows = append(windows, h.Flush()...)
-	if packets > 0 && h.NoMAC == packets {
+	if m.Chains != nil {
+		if packets > 0 && h.Unlinked == packets {
+			return fmt.Errorf("hosts count: %s: none of its %d packets is IPv4 with an IP ID: a WAN host model counts a NAPT's WAN view by its IP ID sequences, which IPv6 and a VPN do not show", *in, packets)
+		}
+	} else if packets > 0 && h.NoMAC == packets {
 		return fmt.Errorf("hosts count: %s: none of its %d packets has a source MAC: the host counter reads a LAN tap's capture (Ethernet), not the view beyond the gateway", *in, packets)
 	}
-	if packets > 0 && !slices.ContainsFunc(windows, func(w schemas.SeenWindow) bool { return w.Hosts > 0 }) {
+	if m.Chains == nil && packets > 0 && !slices.ContainsFunc(windows, func(w schemas.SeenWindow) bool { return w.Hosts > 0 }) {
 		// Beyond the gateway every frame is the gateway's or its ISP's,
 		// both forwarding from public addresses.
 		return fmt.Errorf("hosts count: %s: of its %d packets none came from a LAN host, only from MACs that forward from public addresses: the host counter reads a LAN tap's capture, not the view beyond the gateway", *in, packets)

@@ -55,6 +55,23 @@ func TestHostsCommands(t *testing.T) {
 	if _, err := hostsOutput(t, "count", "--model", model, "--in", wan); err == nil || !strings.Contains(err.Error(), "LAN tap") {
 		t.Errorf("hosts count of a WAN capture: %v, want an error naming the LAN tap", err)
 	}
+	// A WAN model counts the view beyond the NAPT by IP ID sequences.
+	wanModel := filepath.Join(dir, "hosts-wan.json")
+	s, err = hostsOutput(t, "learn", "--from-dir", data, "--out", wanModel, "--wan")
+	if err != nil || !strings.Contains(s, "for a WAN tap beyond a NAPT") || !strings.Contains(s, "Lightify  (counted: one sequence a unit)") {
+		t.Fatalf("hosts learn --wan: %v\n%s", err, s)
+	}
+	napt := filepath.Join(dir, "napt.pcap")
+	homeOutput(t, "assemble", "--from-dir", data, "--devices", "4", "--units", "Lightify=3", "--duration", "2m", "--view", "napt", "--id-offsets", "--out", napt, "--truth", filepath.Join(dir, "napt.csv"))
+	if s, err = hostsOutput(t, "count", "--model", wanModel, "--in", napt); err != nil || !strings.Contains(s, "Lightify 3;") {
+		t.Errorf("hosts count with the WAN model beyond the NAPT: %v, want Lightify 3 at most:\n%s", err, s)
+	}
+	// An IPv6-only capture has no IP ID to link.
+	v6 := filepath.Join(dir, "v6.pcap")
+	homeOutput(t, "assemble", "--from-dir", data, "--devices", "2", "--duration", "1m", "--ipv6", "--out", v6, "--truth", filepath.Join(dir, "v6.csv"))
+	if _, err := hostsOutput(t, "count", "--model", wanModel, "--in", v6); err == nil || !strings.Contains(err.Error(), "IP ID") {
+		t.Errorf("hosts count of an IPv6-only capture with the WAN model: %v, want an error saying it needs IPv4 IP IDs", err)
+	}
 	bad := filepath.Join(dir, "bad.json")
 	if err := os.WriteFile(bad, []byte(`{"version":9}`), 0o644); err != nil {
 		t.Fatal(err)
