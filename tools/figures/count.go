@@ -251,22 +251,38 @@ func metRunners(key, command string, table func(context.Context) ([]hostsRow, er
 }
 
 // chainsRunners are the count beyond the NAPT by IP ID sequences (README
-// "Counting by IP ID beyond the NAPT") of every eligible type, on two
-// seeds' homes and on busier homes.
+// "Counting by IP ID beyond the NAPT") of every eligible type: as the
+// captures hold the IDs and with each unit's counter at an offset of its
+// own, on two seeds' homes and on busier homes, and the live counter's
+// share of windows.
 func chainsRunners(r *reruns) []runner {
 	var rs []runner
 	for _, v := range []struct {
 		key  string
 		args []string
+		live bool
 	}{
-		{"count.chains", nil},
-		{"count.chains.seed100", []string{"--seed", "100"}},
-		{"count.chains.others10", []string{"--others", "10"}},
+		{"count.chains", nil, true},
+		{"count.chains.seed100", []string{"--seed", "100"}, false},
+		{"count.chains.others10", []string{"--others", "10"}, false},
+		{"count.chains.offsets", []string{"--id-offsets"}, true},
+		{"count.chains.offsets.seed100", []string{"--id-offsets", "--seed", "100"}, false},
+		{"count.chains.offsets.others10", []string{"--id-offsets", "--others", "10"}, false},
 	} {
 		command := strings.Join(append([]string{"go run ./services/homemole home chains --from-dir " + sentinelDir}, v.args...), " ")
-		rs = append(rs, metRunners(v.key, command, func(ctx context.Context) ([]hostsRow, error) {
+		table := func(ctx context.Context) ([]hostsRow, error) {
 			return homeTable(ctx, r, "chains", parseHosts, v.args...)
-		})...)
+		}
+		rs = append(rs, metRunners(v.key, command, table)...)
+		if v.live {
+			rs = append(rs, runner{key: v.key + ".live", command: command, measure: func(ctx context.Context) (string, error) {
+				rows, err := table(ctx)
+				if err != nil {
+					return "", err
+				}
+				return liveShare(rows), nil
+			}})
+		}
 	}
 	return rs
 }
