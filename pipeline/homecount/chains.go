@@ -1,6 +1,7 @@
 package homecount
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"math"
@@ -93,27 +94,46 @@ func LinkChains(pkts []schemas.Packet, cfg ChainConfig) []*Chain {
 }
 
 // chainLinker links packets into IP ID sequences one at a time, per source
-// address, keeping at most max sequences live (the least recently
-// continued goes first): LinkChains over a capture, and a live WAN tap's
-// counter (LiveHome), whose table it is part of.
+// address, keeping at most max sequences open (the least recently
+// continued is closed first): LinkChains over a capture, and a live WAN
+// tap's counter (LiveHome), whose table it is part of. A packet is
+// compared only with the sequences whose last ID is at most MaxStep below
+// its own: they are filed by source and last ID over MaxStep, so a hostile
+// home that opens a sequence with every packet costs two small buckets a
+// packet, not every open sequence.
 type chainLinker struct {
-	cfg  ChainConfig
-	max  int
-	live map[netip.Addr][]*liveChain
-	n    int    // live sequences
-	next uint32 // the next sequence's id
+	cfg     ChainConfig
+	max     int
+	buckets map[chainBucket][]*liveChain
+	lru     *list.List // of *liveChain, the least recently continued first
+	next    uint32     // the next sequence's id
 }
 
-// liveChain is a sequence still open: its id, its last ID and when.
+// chainBucket files a sequence by its source and last ID.
+type chainBucket struct {
+	src netip.Addr
+	at  uint16 // last ID / MaxStep
+}
+
+// liveChain is a sequence still open: its id, source, last ID and when.
 type liveChain struct {
 	id     uint32
+	src    netip.Addr
 	lastID uint16
 	last   int64
+	elem   *list.Element
 }
 
 func newChainLinker(cfg ChainConfig, max int) *chainLinker {
-	return &chainLinker{cfg: cfg, max: max, live: map[netip.Addr][]*liveChain{}}
+	return &chainLinker{cfg: cfg, max: max, buckets: map[chainBucket][]*liveChain{}, lru: list.New()}
 }
+
+func (l *chainLinker) bucket(src netip.Addr, id uint16) chainBucket {
+	return chainBucket{src: src, at: id / l.cfg.MaxStep}
+}
+
+// open is how many sequences are open.
+func (l *chainLinker) open() int { return l.lru.Len() }
 
 // link says which sequence p continues, or starts; false for a packet that
 // tells nothing (no IPv4 ID, or no transport).
@@ -121,61 +141,71 @@ func (l *chainLinker) link(p *schemas.Packet) (uint32, bool) {
 	if !p.SrcIP.Is4() || p.IPID == 0 || p.Transport == 0 {
 		return 0, false
 	}
-	src := p.SrcIP
-	idle := int64(l.cfg.MaxIdle)
+	src, idle := p.SrcIP, int64(l.cfg.MaxIdle)
 	var best *liveChain
 	var bestStep uint16
-	cs := l.live[src]
-	kept := cs[:0]
-	for _, c := range cs {
-		if p.TsNs-c.last > idle {
-			l.n--
-			continue
+	var over []*liveChain
+	first, last := l.bucket(src, p.IPID-l.cfg.MaxStep), l.bucket(src, p.IPID-1)
+	for i, b := range [2]chainBucket{first, last} {
+		if i == 1 && b == first {
+			break
 		}
-		kept = append(kept, c)
-		if step := p.IPID - c.lastID; step >= 1 && step <= l.cfg.MaxStep && (best == nil || step < bestStep) {
-			best, bestStep = c, step
-		}
-	}
-	if len(kept) == 0 {
-		delete(l.live, src)
-	} else {
-		l.live[src] = kept
-	}
-	if best == nil {
-		if l.n >= l.max {
-			l.evict()
-		}
-		best = &liveChain{id: l.next}
-		l.next++
-		l.live[src] = append(l.live[src], best)
-		l.n++
-	}
-	best.lastID, best.last = p.IPID, max(best.last, p.TsNs)
-	return best.id, true
-}
-
-// evict drops the sequence continued least recently.
-func (l *chainLinker) evict() {
-	var oldest *liveChain
-	var at netip.Addr
-	for a, cs := range l.live {
-		for _, c := range cs {
-			if oldest == nil || c.last < oldest.last || (c.last == oldest.last && c.id < oldest.id) {
-				oldest, at = c, a
+		for _, c := range l.buckets[b] {
+			if p.TsNs-c.last > idle {
+				over = append(over, c)
+				continue
+			}
+			// Of two equally near, the older sequence.
+			if step := p.IPID - c.lastID; step >= 1 && step <= l.cfg.MaxStep && (best == nil || step < bestStep || step == bestStep && c.id < best.id) {
+				best, bestStep = c, step
 			}
 		}
 	}
-	if oldest == nil {
-		return
+	for _, c := range over {
+		l.close(c)
 	}
-	cs := slices.DeleteFunc(l.live[at], func(c *liveChain) bool { return c == oldest })
-	if len(cs) == 0 {
-		delete(l.live, at)
+	if best == nil {
+		for l.open() >= l.max {
+			l.close(l.lru.Front().Value.(*liveChain))
+		}
+		best = &liveChain{id: l.next, src: src, lastID: p.IPID, last: p.TsNs}
+		l.next++
+		l.file(best)
+		best.elem = l.lru.PushBack(best)
+		return best.id, true
+	}
+	l.unfile(best)
+	best.lastID, best.last = p.IPID, max(best.last, p.TsNs)
+	l.file(best)
+	l.lru.MoveToBack(best.elem)
+	return best.id, true
+}
+
+func (l *chainLinker) file(c *liveChain) {
+	b := l.bucket(c.src, c.lastID)
+	l.buckets[b] = append(l.buckets[b], c)
+}
+
+func (l *chainLinker) unfile(c *liveChain) {
+	b := l.bucket(c.src, c.lastID)
+	if cs := slices.DeleteFunc(l.buckets[b], func(o *liveChain) bool { return o == c }); len(cs) > 0 {
+		l.buckets[b] = cs
 	} else {
-		l.live[at] = cs
+		delete(l.buckets, b)
 	}
-	l.n--
+}
+
+// close ends a sequence.
+func (l *chainLinker) close(c *liveChain) {
+	l.unfile(c)
+	l.lru.Remove(c.elem)
+}
+
+// restore opens a saved sequence; they come least recently continued
+// first.
+func (l *chainLinker) restore(c *liveChain) {
+	l.file(c)
+	c.elem = l.lru.PushBack(c)
 }
 
 // crosses says a device's packet goes beyond the home: to a public

@@ -253,3 +253,39 @@ func mustState(t *testing.T, h *LiveHome) []byte {
 	}
 	return st
 }
+
+// BenchmarkLiveHomeSequences is the WAN counter's cost per packet: 30
+// units behind one address, each numbering its packets from a counter of
+// its own, 200 packets a second; and a hostile home whose every packet
+// bears a random ID, so every packet opens a sequence and the linker holds
+// its bound of open ones, each packet compared with all of them.
+func BenchmarkLiveHomeSequences(b *testing.B) {
+	m := wanModel(b)
+	for _, hostile := range []bool{false, true} {
+		name := map[bool]string{false: "units", true: "hostile"}[hostile]
+		b.Run(name, func(b *testing.B) {
+			pkts := make([]schemas.Packet, 0, 1<<16)
+			x := uint32(1)
+			for i := range cap(pkts) {
+				unit := i % 30
+				id := uint16(2000*unit + i/30)
+				if hostile {
+					x ^= x << 13
+					x ^= x >> 17
+					x ^= x << 5
+					id = uint16(x)
+				}
+				pkts = append(pkts, out(time.Duration(i)*5*time.Millisecond, id, 9292, 60))
+			}
+			h, _ := NewLiveHome(m, DefaultLiveConfig())
+			span := pkts[len(pkts)-1].TsNs + int64(time.Second)
+			b.ResetTimer()
+			for i := range b.N {
+				p := pkts[i%len(pkts)]
+				p.TsNs += int64(i/len(pkts)) * span
+				h.Add(&p)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+		})
+	}
+}

@@ -2,7 +2,6 @@ package homecount
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -272,19 +271,19 @@ func (h *LiveHome) add(p *schemas.Packet) {
 func (h *LiveHome) evict(keep schemas.MAC, room int) {
 	for len(h.hosts)+room > h.cfg.MaxHosts || (room == 0 && h.keys >= h.cfg.MaxKeys) {
 		var oldest schemas.MAC
-		found := false
+		var old *liveHost
 		for mac, host := range h.hosts {
 			if mac == keep {
 				continue
 			}
-			if !found || host.last < h.hosts[oldest].last || (host.last == h.hosts[oldest].last && bytes.Compare(mac[:], oldest[:]) < 0) {
-				oldest, found = mac, true
+			if old == nil || host.last < old.last || (host.last == old.last && bytes.Compare(mac[:], oldest[:]) < 0) {
+				oldest, old = mac, host
 			}
 		}
-		if !found {
+		if old == nil {
 			return
 		}
-		h.keys -= len(h.hosts[oldest].keys)
+		h.keys -= len(old.keys)
 		delete(h.hosts, oldest)
 	}
 }
@@ -450,12 +449,11 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 	slices.SortFunc(st.Hosts, func(a, b liveHostState) int { return strings.Compare(a.MAC, b.MAC) })
 	if l := h.linker; l != nil {
 		st.NextSequence, st.Unlinked = l.next, h.Unlinked
-		for src, cs := range l.live {
-			for _, c := range cs {
-				st.Sequences = append(st.Sequences, liveSequenceState{Src: src.String(), ID: c.id, LastID: c.lastID, Last: c.last})
-			}
+		// Least recently continued first, as the linker closes them.
+		for e := l.lru.Front(); e != nil; e = e.Next() {
+			c := e.Value.(*liveChain)
+			st.Sequences = append(st.Sequences, liveSequenceState{Src: c.src.String(), ID: c.id, LastID: c.lastID, Last: c.last})
 		}
-		slices.SortFunc(st.Sequences, func(a, b liveSequenceState) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	data, err := json.Marshal(st)
 	if err != nil {
@@ -565,8 +563,7 @@ func (h *LiveHome) restoreSequences(st liveState) error {
 			return fmt.Errorf("host table: IP ID sequence %d from %q at %d ns: not what State writes", ss.ID, ss.Src, ss.Last)
 		}
 		seen[ss.ID] = true
-		l.live[src] = append(l.live[src], &liveChain{id: ss.ID, lastID: ss.LastID, last: ss.Last})
-		l.n++
+		l.restore(&liveChain{id: ss.ID, src: src, lastID: ss.LastID, last: ss.Last})
 	}
 	return nil
 }

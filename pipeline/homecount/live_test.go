@@ -403,8 +403,8 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 		p.SrcPort, p.TCPFlags = int32(binary.BigEndian.Uint16(data[16:])), binary.BigEndian.Uint16(data[18:])
 		p.IPID = binary.BigEndian.Uint16(data[10:]) ^ binary.BigEndian.Uint16(data[16:])
 		ws = append(ws, h.Add(&p)...)
-		if l := h.linker; l != nil && l.n > l.max {
-			t.Fatalf("%d IP ID sequences open, over the bound %d", l.n, l.max)
+		if l := h.linker; l != nil && l.open() > l.max {
+			t.Fatalf("%d IP ID sequences open, over the bound %d", l.open(), l.max)
 		}
 		if h.Hosts() > cfg.MaxHosts || h.keys > cfg.MaxKeys {
 			t.Fatalf("%d hosts, %d keys: over the bounds %d and %d", h.Hosts(), h.keys, cfg.MaxHosts, cfg.MaxKeys)
