@@ -19,8 +19,8 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// ChainConfig says how the outbound IPv4 packets beyond a NAPT are linked
-// into their hosts' IP ID sequences (Bellovin, "A technique for counting
+// ChainConfig says how the IPv4 packets beyond a NAPT are linked, per
+// source address, into their hosts' IP ID sequences (Bellovin, "A technique for counting
 // NATted hosts", IMW 2002). A NAPT rewrites a packet's address and port but
 // keeps its IP ID, and many embedded stacks number every packet they send
 // from one counter: each such host is then one rising sequence of IDs,

@@ -160,8 +160,8 @@ func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, 
 }
 
 // heldOutHome is one home eachHome assembled: n units of the type from
-// distinct captures, and the sessions it drew on (any type's), which what
-// counts it must not learn from.
+// distinct captures, and the sessions it drew on (any type's), which the
+// count must not learn from.
 type heldOutHome struct {
 	*realhome.Home
 	hardware []string // the type's device folders
