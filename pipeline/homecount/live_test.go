@@ -308,17 +308,25 @@ func FuzzRestoreLiveHome(f *testing.F) {
 	st, _ := h.State(7)
 	f.Add(st)
 	f.Add([]byte(`{"version":2,"seq":1,"next_ns":10000000000,"last_ns":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAAAAAAAA==","active":[-9,0]}]}`))
-	m := handModel(f)
+	// A WAN tap's table, with open IP ID sequences.
+	wan, _ := NewLiveHome(wanModel(f), DefaultLiveConfig())
+	feed(f, wan, wanHome()[:40])
+	st, _ = wan.State(7)
+	f.Add(st)
+	lan, wm := handModel(f), wanModel(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, _, err := RestoreLiveHome(m, DefaultLiveConfig(), data)
-		if err != nil {
-			return
-		}
-		// Whatever it restored takes packets, judges and saves again.
-		feed(t, h, []schemas.Packet{pkt(time.Minute, 1, 17, 69, 55), pkt(3*time.Minute, 3, 6, 443, 60)})
-		h.Flush()
-		if _, err := h.State(1); err != nil {
-			t.Fatal(err)
+		for _, m := range []*HostModel{lan, wm} {
+			h, _, err := RestoreLiveHome(m, DefaultLiveConfig(), data)
+			if err != nil {
+				continue
+			}
+			// Whatever it restored takes packets, judges and saves again.
+			feed(t, h, []schemas.Packet{pkt(time.Minute, 1, 17, 69, 55), pkt(3*time.Minute, 3, 6, 443, 60)})
+			feed(t, h, wanHome()[40:80])
+			h.Flush()
+			if _, err := h.State(1); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 }
@@ -329,15 +337,26 @@ func FuzzReadHostModel(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(b.Bytes())
+	b.Reset()
+	if err := wanModel(f).Write(&b); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ReadHostModel(bytes.NewReader(data))
 		if err != nil {
 			return
 		}
-		// A model read back classifies without a panic.
+		// A model read back classifies without a panic, and counts a home.
 		if u := m.Classify(map[heartbeat.Key]bool{{Transport: 17, Port: 69, IPLen: 55}: true}); u >= len(m.Units) {
 			t.Fatalf("classified as unit %d of %d", u, len(m.Units))
 		}
+		h, err := NewLiveHome(m, DefaultLiveConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		feed(t, h, wanHome()[:60])
+		h.Flush()
 	})
 }
 
