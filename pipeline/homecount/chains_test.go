@@ -277,15 +277,7 @@ func BenchmarkLiveHomeSequences(b *testing.B) {
 				}
 				pkts = append(pkts, out(time.Duration(i)*5*time.Millisecond, id, 9292, 60))
 			}
-			h, _ := NewLiveHome(m, DefaultLiveConfig())
-			span := pkts[len(pkts)-1].TsNs + int64(time.Second)
-			b.ResetTimer()
-			for i := range b.N {
-				p := pkts[i%len(pkts)]
-				p.TsNs += int64(i/len(pkts)) * span
-				h.Add(&p)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+			benchLiveHome(b, m, pkts)
 		})
 	}
 }

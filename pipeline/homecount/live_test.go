@@ -371,7 +371,16 @@ func BenchmarkLiveHome(b *testing.B) {
 		host := 1 + i%30
 		pkts = append(pkts, pkt(time.Duration(i)*5*time.Millisecond, host, 17, int32(1000+host), uint16(100+(i/30)%20)))
 	}
-	h, _ := NewLiveHome(m, DefaultLiveConfig())
+	benchLiveHome(b, m, pkts)
+}
+
+// benchLiveHome feeds a home with m the packets over and over, each round
+// a second after the last, and reports packets a second.
+func benchLiveHome(b *testing.B, m *HostModel, pkts []schemas.Packet) {
+	h, err := NewLiveHome(m, DefaultLiveConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
 	span := pkts[len(pkts)-1].TsNs + int64(time.Second)
 	b.ResetTimer()
 	for i := range b.N {

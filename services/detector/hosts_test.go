@@ -38,25 +38,9 @@ func hostsHome(ctx context.Context, t *testing.T) (*homecount.HostModel, *realho
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: 8, Units: map[string]int{"Aria": 2, "EdimaxCam1": 2},
+	h, hm, modelPath := heldOutHome(ctx, t, hc, devs, realhome.Config{Devices: 8, Units: map[string]int{"Aria": 2, "EdimaxCam1": 2},
 		Duration: 15 * time.Minute, Sessions: realhome.AllSessions, Seed: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var used []string
-	for _, u := range h.Units {
-		used = append(used, u.Session)
-	}
-	dir := t.TempDir()
-	modelPath := filepath.Join(dir, "hosts.json")
-	if err := hc.Model(used).SaveFile(modelPath); err != nil {
-		t.Fatal(err)
-	}
-	hm, err := homecount.LoadHostModel(modelPath) // the detector reads what hosts learn wrote
-	if err != nil {
-		t.Fatal(err)
-	}
-	lanPath := filepath.Join(dir, "lan.pcap")
+	lanPath := filepath.Join(filepath.Dir(modelPath), "lan.pcap")
 	f, err := os.Create(lanPath)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +52,31 @@ func hostsHome(ctx context.Context, t *testing.T) (*homecount.HostModel, *realho
 		t.Fatal(err)
 	}
 	return hm, h, capturetest.Packets(t, lanPath, h.HomeConfig()), modelPath
+}
+
+// heldOutHome assembles a home of cfg and writes the host model of hc
+// learned from every capture but those the home drew on, as `homemole hosts
+// learn` writes it; it returns the home, the model as the detector reads
+// it, and its path.
+func heldOutHome(ctx context.Context, t *testing.T, hc *homecount.HostCounter, devs []realhome.Device, cfg realhome.Config) (*realhome.Home, *homecount.HostModel, string) {
+	t.Helper()
+	h, err := realhome.Assemble(ctx, devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used []string
+	for _, u := range h.Units {
+		used = append(used, u.Session)
+	}
+	modelPath := filepath.Join(t.TempDir(), "hosts.json")
+	if err := hc.Model(used).SaveFile(modelPath); err != nil {
+		t.Fatal(err)
+	}
+	hm, err := homecount.LoadHostModel(modelPath) // the detector reads what hosts learn wrote
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, hm, modelPath
 }
 
 // publishTap publishes a session's packets as the capture agent of tap
@@ -375,24 +384,10 @@ func TestHostsDetectorCountsWANSequences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: 6, Units: map[string]int{"Lightify": 3, "Withings": 2},
+	h, hm, modelPath := heldOutHome(ctx, t, hc, devs, realhome.Config{Devices: 6, Units: map[string]int{"Lightify": 3, "Withings": 2},
 		Duration: 5 * time.Minute, Sessions: realhome.AllSessions, Seed: 11, IDOffsets: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var used []string
-	for _, u := range h.Units {
-		used = append(used, u.Session)
-	}
-	dir := t.TempDir()
-	modelPath, wanPath := filepath.Join(dir, "hosts-wan.json"), filepath.Join(dir, "wan.pcap")
-	if err := hc.Model(used).SaveFile(modelPath); err != nil {
-		t.Fatal(err)
-	}
-	hm, err := homecount.LoadHostModel(modelPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := filepath.Dir(modelPath)
+	wanPath := filepath.Join(dir, "wan.pcap")
 	f, err := os.Create(wanPath)
 	if err != nil {
 		t.Fatal(err)
