@@ -155,5 +155,11 @@ func devices(h Home) string {
 		}
 		out += fmt.Sprintf(" (LAN hosts: %d of %d active counted)", counted, h.Seen.Hosts)
 	}
+	if h.Seen.Method == "ip-id" {
+		// The same counter on a wan tap: units told apart by their IP ID
+		// sequences, only of the types that number all they send from one
+		// counter.
+		out += " (beyond the gateway, by IP ID sequences)"
+	}
 	return out
 }

@@ -248,6 +248,7 @@ func TestDevicesText(t *testing.T) {
 		{&schemas.Seen{SeenWindow: schemas.SeenWindow{Detections: []schemas.SeenDetection{{Device: "plug", Count: 1}, {Device: "camera", Count: 2}}}}, "camera x2, plug"},
 		{&schemas.Seen{SeenWindow: schemas.SeenWindow{Method: "hosts", Hosts: 5, Detections: []schemas.SeenDetection{{Device: "EdimaxCam", Count: 2}}}}, "EdimaxCam x2 (LAN hosts: 2 of 5 active counted)"},
 		{&schemas.Seen{SeenWindow: schemas.SeenWindow{Method: "hosts", Hosts: 1}}, "none (LAN hosts: 0 of 1 active counted)"},
+		{&schemas.Seen{SeenWindow: schemas.SeenWindow{Method: "ip-id", Hosts: 3, Detections: []schemas.SeenDetection{{Device: "Lightify", Count: 3}}}}, "Lightify x3 (beyond the gateway, by IP ID sequences)"},
 	} {
 		if got := devices(Home{Seen: c.seen}); got != c.want {
 			t.Errorf("devices(%+v) = %q, want %q", c.seen, got, c.want)
