@@ -66,6 +66,9 @@ func TestHostsCommands(t *testing.T) {
 	if s, err = hostsOutput(t, "count", "--model", wanModel, "--in", napt); err != nil || !strings.Contains(s, "Lightify 3;") {
 		t.Errorf("hosts count with the WAN model beyond the NAPT: %v, want Lightify 3 at most:\n%s", err, s)
 	}
+	if s, err = hostsOutput(t, "count", "--model", wanModel, "--in", napt, "--json"); err != nil || !strings.Contains(s, `"method":"ip-id"`) || strings.Contains(s, `"method":"hosts"`) {
+		t.Errorf("hosts count --json with the WAN model: %v, want windows of method ip-id:\n%.300s", err, s)
+	}
 	// An IPv6-only capture has no IP ID to link.
 	v6 := filepath.Join(dir, "v6.pcap")
 	homeOutput(t, "assemble", "--from-dir", data, "--devices", "2", "--duration", "1m", "--ipv6", "--out", v6, "--truth", filepath.Join(dir, "v6.csv"))
