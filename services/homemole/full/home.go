@@ -453,7 +453,7 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"each home through the detector's counter (hosts count, detector --hosts), the gateway not\n"+
 			"named: the share of its 20 s windows whose count was the units that sent in them, each\n"+
 			"judged --late after it ends.")
-	th := typeHomesFlags(fs, 5, "every type")
+	th := newTypeHomeFlags(fs, 5, "every type")
 	ipv6 := fs.Bool("ipv6", false, "IPv6-only homes: every unit's TCP, UDP and pings carried over IPv6 (home assemble --ipv6); the model still learns from the IPv4 captures")
 	live := homecount.DefaultLiveConfig()
 	fs.DurationVar(&live.Late, "late", live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
@@ -520,7 +520,7 @@ type typeHomeFlags struct {
 	seed               *uint64
 }
 
-func typeHomesFlags(fs *flag.FlagSet, homes int, every string) *typeHomeFlags {
+func newTypeHomeFlags(fs *flag.FlagSet, homes int, every string) *typeHomeFlags {
 	return &typeHomeFlags{
 		dir:      fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt"),
 		device:   fs.String("device", "", "count only this type, or the type of this folder (default: "+every+")"),
@@ -677,7 +677,7 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 			"The live column plays each home's WAN view through the detector's counter (hosts\n"+
 			"learn --wan, detector --hosts with --tap wan): the share of its 20 s windows whose count\n"+
 			"was the type's units that sent beyond the gateway in them, each judged --late after it ends.")
-	th := typeHomesFlags(fs, 10, "every type its captures make eligible")
+	th := newTypeHomeFlags(fs, 10, "every type its captures make eligible")
 	live := homecount.DefaultLiveConfig()
 	fs.DurationVar(&live.Late, "late", live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
 	offsets := fs.Bool("id-offsets", false, "shift each unit's IPv4 IDs by a random offset of its own: a setup capture starts at boot, so every unit's counter starts near the same small number, where a home's devices have been up for hours")
