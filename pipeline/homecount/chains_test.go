@@ -281,3 +281,46 @@ func BenchmarkLiveHomeSequences(b *testing.B) {
 		})
 	}
 }
+
+// TestLiveHomeSequencesKeepUnits: a WAN tap's table full of servers'
+// sequences (twenty new servers between two of a unit's packets, a table
+// of eight hosts) still keeps the unit that sends once every 15 s: the
+// sequences that count nothing are evicted first, so the unit is counted in
+// every window it sends in once its sequence holds three packets.
+func TestLiveHomeSequencesKeepUnits(t *testing.T) {
+	cfg := DefaultLiveConfig()
+	cfg.MaxHosts = 8
+	h, err := NewLiveHome(wanModel(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkts []schemas.Packet
+	var sent []int64
+	for i := range 20 {
+		ts := time.Duration(i) * 15 * time.Second
+		pkts = append(pkts, out(ts, uint16(100+i), 9292, 60))
+		sent = append(sent, int64(ts))
+		for s := range 20 {
+			for j := range 3 {
+				p := out(ts+time.Duration(1+s)*time.Second+time.Duration(j)*time.Millisecond, uint16(1000*s+j+1), 40000, 60)
+				p.SrcIP = netip.AddrFrom4([4]byte{198, 51, byte(i), byte(s + 1)})
+				pkts = append(pkts, p)
+			}
+		}
+	}
+	windows := feed(t, h, pkts)
+	windows = append(windows, h.Flush()...)
+	judged := 0
+	for _, w := range windows {
+		if w.EndNs <= sent[2] || !anyIn(sent, w.StartNs, w.EndNs) {
+			continue // before its third packet, or a window it did not send in
+		}
+		judged++
+		if countOf(w, "A") != 1 {
+			t.Errorf("window %d-%d s: A counted %d times, want once", w.StartNs/1e9, w.EndNs/1e9, countOf(w, "A"))
+		}
+	}
+	if judged < 20 || h.Hosts() > cfg.MaxHosts {
+		t.Errorf("%d windows judged with A sending, %d hosts held (at most %d)", judged, h.Hosts(), cfg.MaxHosts)
+	}
+}

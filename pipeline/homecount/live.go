@@ -267,18 +267,31 @@ func (h *LiveHome) add(p *schemas.Packet) {
 }
 
 // evict drops the least recently seen hosts but keep until a host more
-// fits (room 1) or a key more does (room 0).
+// fits (room 1) or a key more does (room 0). On a WAN tap the sequences
+// that count nothing go first (a server's, a connection of a stack that
+// numbers each apart): a home that talks to hundreds of servers fills the
+// table with them within minutes, and a unit that sends once a minute
+// would otherwise lose what it sent before.
 func (h *LiveHome) evict(keep schemas.MAC, room int) {
 	for len(h.hosts)+room > h.cfg.MaxHosts || (room == 0 && h.keys >= h.cfg.MaxKeys) {
-		var oldest schemas.MAC
-		var old *liveHost
+		var oldest, idle schemas.MAC
+		var old, idleHost *liveHost
+		older := func(mac schemas.MAC, host *liveHost, than schemas.MAC, thanHost *liveHost) bool {
+			return thanHost == nil || host.last < thanHost.last || (host.last == thanHost.last && bytes.Compare(mac[:], than[:]) < 0)
+		}
 		for mac, host := range h.hosts {
 			if mac == keep {
 				continue
 			}
-			if old == nil || host.last < old.last || (host.last == old.last && bytes.Compare(mac[:], oldest[:]) < 0) {
+			if older(mac, host, oldest, old) {
 				oldest, old = mac, host
 			}
+			if h.linker != nil && !h.countable(host) && older(mac, host, idle, idleHost) {
+				idle, idleHost = mac, host
+			}
+		}
+		if idleHost != nil {
+			oldest, old = idle, idleHost
 		}
 		if old == nil {
 			return
@@ -286,6 +299,25 @@ func (h *LiveHome) evict(keep schemas.MAC, room int) {
 		h.keys -= len(old.keys)
 		delete(h.hosts, oldest)
 	}
+}
+
+// unitOf is the unit a host is counted as, or -1; classified again when
+// its keys changed.
+func (h *LiveHome) unitOf(host *liveHost) int {
+	if host.dirty {
+		host.unit, host.dirty = -1, false
+		if !host.saturated {
+			host.unit = h.model.Classify(host.keys)
+		}
+	}
+	return host.unit
+}
+
+// countable says a host of a WAN tap's table is a sequence of a unit
+// counted by its sequences (once it holds MinPackets packets).
+func (h *LiveHome) countable(host *liveHost) bool {
+	u := h.unitOf(host)
+	return u >= 0 && h.model.Units[u].OneSequence
 }
 
 // carrierNAT is 100.64.0.0/10, the carrier's NAT: a home host may hold one
@@ -325,13 +357,8 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 		if !host.activeIn(from/step, end/step) || mac == h.cfg.Gateway || host.infra {
 			continue
 		}
-		if host.dirty {
-			host.unit, host.dirty = -1, false
-			if !host.saturated {
-				host.unit = h.model.Classify(host.keys)
-			}
-		}
-		if c := h.model.Chains; c != nil && (host.packets < c.MinPackets || host.unit < 0 || !h.model.Units[host.unit].OneSequence) {
+		h.unitOf(host)
+		if c := h.model.Chains; c != nil && (host.packets < c.MinPackets || !h.countable(host)) {
 			// Beyond the gateway a host is a sequence of a unit counted
 			// by its sequences; the rest (a server's, a connection of a
 			// stack that numbers each apart, too short) say nothing.
