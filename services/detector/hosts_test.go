@@ -291,8 +291,12 @@ func TestHostsDetectorCountsLANHosts(t *testing.T) {
 	}
 	met := metrics.New("detector")
 	n := runCut(met, total/3)
-	if got := counter(t, met, SeenWindows); got != float64(n) {
-		t.Errorf("%s = %v, SEEN holds %d windows", SeenWindows, got, n)
+	// The stop may land between JetStream storing a window and its
+	// publish returning: that window is in SEEN but was not counted (its
+	// batch fails and is redelivered, and the window republished under its
+	// id is stored once). So the metric is SEEN's count or one short.
+	if got := counter(t, met, SeenWindows); got != float64(n) && got != float64(n-1) {
+		t.Errorf("%s = %v, SEEN holds %d windows: want %d, or %d for a window stored as the detector stopped", SeenWindows, got, n, n, n-1)
 	}
 	t.Logf("detector stopped with %d of %d windows stored", n, total)
 	n = runCut(nil, 2*total/3)
