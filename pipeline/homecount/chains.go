@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/capture"
-	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/realhome"
@@ -220,27 +219,10 @@ func crosses(p *schemas.Packet) bool {
 // observer beyond a NAPT sees of it, and how many IP ID sequences each
 // capture's packets form (LinkChains).
 func NewWANHostCounter(ctx context.Context, devs []realhome.Device, cfg ChainConfig) (*HostCounter, error) {
-	ck := captureKeys{keys: map[string]map[heartbeat.Key]bool{}, typ: map[string]string{}}
 	chains := map[string]int{}
-	for _, d := range devs {
-		for _, f := range d.Files {
-			mac := d.MAC
-			pkts, err := heartbeat.ReadAs(ctx, "chains", f, features.PrivateHome(),
-				func(p *schemas.Packet) bool { return p.SrcMAC == mac && crosses(p) },
-				func(p *schemas.Packet) (schemas.Packet, bool) { return *p, true })
-			if err != nil {
-				return nil, fmt.Errorf("WAN keys: %w", err)
-			}
-			var kr hostKeyer
-			keys := map[heartbeat.Key]bool{}
-			for i := range pkts {
-				if hp, _ := kr.packet(&pkts[i]); hp.Key.Transport != 0 {
-					keys[hp.Key] = true
-				}
-			}
-			ck.keys[f], ck.typ[f] = keys, d.Name
-			chains[f] = len(LinkChains(pkts, cfg))
-		}
+	ck, err := readCaptureKeys(ctx, devs, crosses, func(f string, pkts []schemas.Packet) { chains[f] = len(LinkChains(pkts, cfg)) })
+	if err != nil {
+		return nil, fmt.Errorf("WAN keys: %w", err)
 	}
 	return &HostCounter{devs: devs, ck: ck, sim: ck.similarities(), chains: chains, chainCfg: cfg}, nil
 }

@@ -74,7 +74,7 @@ type HostCounter struct {
 // NewHostCounter reads the keys of every capture of devs (the device
 // alone, by its MAC).
 func NewHostCounter(ctx context.Context, devs []realhome.Device) (*HostCounter, error) {
-	ck, err := readCaptureKeys(ctx, devs)
+	ck, err := readCaptureKeys(ctx, devs, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -39,11 +39,6 @@ type hostPacket struct {
 	Key  heartbeat.Key
 }
 
-func readHostPackets(ctx context.Context, path string, home features.HomeConfig, keep func(*schemas.Packet) bool) ([]hostPacket, error) {
-	var kr hostKeyer
-	return heartbeat.ReadAs(ctx, "hosts", path, home, keep, kr.packet)
-}
-
 // captureKeys is, per capture, the keys with a transport its device sent
 // (the device alone, by its MAC), and which type each capture is of.
 type captureKeys struct {
@@ -51,24 +46,33 @@ type captureKeys struct {
 	typ  map[string]string
 }
 
-func readCaptureKeys(ctx context.Context, devs []realhome.Device) (captureKeys, error) {
+// readCaptureKeys reads every capture's keys: of the packets its device
+// sent (by its MAC) that keep takes (nil: all of them). each, when set, is
+// handed each capture's packets too.
+func readCaptureKeys(ctx context.Context, devs []realhome.Device, keep func(*schemas.Packet) bool, each func(file string, pkts []schemas.Packet)) (captureKeys, error) {
 	ck := captureKeys{keys: map[string]map[heartbeat.Key]bool{}, typ: map[string]string{}}
 	for _, d := range devs {
 		for _, f := range d.Files {
 			mac := d.MAC
-			pkts, err := readHostPackets(ctx, f, features.PrivateHome(), func(p *schemas.Packet) bool { return p.SrcMAC == mac })
+			pkts, err := heartbeat.ReadAs(ctx, "capture keys", f, features.PrivateHome(),
+				func(p *schemas.Packet) bool { return p.SrcMAC == mac && (keep == nil || keep(p)) },
+				func(p *schemas.Packet) (schemas.Packet, bool) { return *p, true })
 			if err != nil {
-				return ck, fmt.Errorf("signature: %w", err)
+				return ck, err
 			}
 			// Frames without a transport (ARP and the like) tell no
 			// type from another.
+			var kr hostKeyer
 			keys := map[heartbeat.Key]bool{}
-			for _, p := range pkts {
-				if p.Key.Transport != 0 {
-					keys[p.Key] = true
+			for i := range pkts {
+				if hp, ok := kr.packet(&pkts[i]); ok && hp.Key.Transport != 0 {
+					keys[hp.Key] = true
 				}
 			}
 			ck.keys[f], ck.typ[f] = keys, d.Name
+			if each != nil {
+				each(f, pkts)
+			}
 		}
 	}
 	return ck, nil
