@@ -455,8 +455,6 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"judged --late after it ends.")
 	th := newTypeHomeFlags(fs, 5, "every type")
 	ipv6 := fs.Bool("ipv6", false, "IPv6-only homes: every unit's TCP, UDP and pings carried over IPv6 (home assemble --ipv6); the model still learns from the IPv4 captures")
-	live := homecount.DefaultLiveConfig()
-	fs.DurationVar(&live.Late, "late", live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
 	if err := parseRequired(fs, args, "home hosts needs --from-dir DIR", th.dir); err != nil {
 		return err
 	}
@@ -464,11 +462,8 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	if err != nil {
 		return err
 	}
-	if live.Late < 0 {
-		return cli.Usagef("home hosts: --late from 0")
-	}
-	cfg.Live, cfg.IPv6 = live, *ipv6
-	hc, err := loadHostCounter(ctx, "home hosts", *th.dir)
+	cfg.IPv6 = *ipv6
+	hc, err := loadHostCounter(ctx, "home hosts", *th.dir, false)
 	if err != nil {
 		return err
 	}
@@ -518,10 +513,11 @@ type typeHomeFlags struct {
 	homes, others      *int
 	duration           *time.Duration
 	seed               *uint64
+	live               homecount.LiveConfig // its Late is --late
 }
 
 func newTypeHomeFlags(fs *flag.FlagSet, homes int, every string) *typeHomeFlags {
-	return &typeHomeFlags{
+	f := &typeHomeFlags{
 		dir:      fs.String("from-dir", "", "folder of device folders with captures and _iotdevice-mac.txt"),
 		device:   fs.String("device", "", "count only this type, or the type of this folder (default: "+every+")"),
 		units:    fs.String("units", "1-8", "the n to measure: a range A-B or a list"),
@@ -529,7 +525,10 @@ func newTypeHomeFlags(fs *flag.FlagSet, homes int, every string) *typeHomeFlags 
 		others:   fs.Int("others", 3, "other device types in each home"),
 		duration: fs.Duration("duration", 100*time.Second, "each home's length"),
 		seed:     fs.Uint64("seed", 1, "seed of the homes"),
+		live:     homecount.DefaultLiveConfig(),
 	}
+	fs.DurationVar(&f.live.Late, "late", f.live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
+	return f
 }
 
 // check parses --units and checks the counts.
@@ -538,10 +537,10 @@ func (f *typeHomeFlags) check(cmd string) (homecount.HostsConfig, []int, error) 
 	if err != nil {
 		return homecount.HostsConfig{}, nil, cli.Usagef("%s: --units: %v", cmd, err)
 	}
-	if *f.homes < 1 || *f.others < 0 || *f.duration <= 0 {
-		return homecount.HostsConfig{}, nil, cli.Usagef("%s: --homes from 1, --others from 0 and a positive --duration", cmd)
+	if *f.homes < 1 || *f.others < 0 || *f.duration <= 0 || f.live.Late < 0 {
+		return homecount.HostsConfig{}, nil, cli.Usagef("%s: --homes from 1, --others from 0, a positive --duration and --late from 0", cmd)
 	}
-	return homecount.HostsConfig{Homes: *f.homes, Others: *f.others, Duration: *f.duration, Seed: *f.seed}, units, nil
+	return homecount.HostsConfig{Homes: *f.homes, Others: *f.others, Duration: *f.duration, Seed: *f.seed, Live: f.live}, units, nil
 }
 
 // types are the counter's types, or --device's.
@@ -645,7 +644,7 @@ func runHomeNearest(ctx context.Context, _ *slog.Logger, out io.Writer, args []s
 	if err := parseRequired(fs, args, "home nearest needs --from-dir DIR", dir); err != nil {
 		return err
 	}
-	hc, err := loadHostCounter(ctx, "home nearest", *dir)
+	hc, err := loadHostCounter(ctx, "home nearest", *dir, false)
 	if err != nil {
 		return err
 	}
@@ -678,8 +677,6 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 			"learn --wan, detector --hosts with --tap wan): the share of its 20 s windows whose count\n"+
 			"was the type's units that sent beyond the gateway in them, each judged --late after it ends.")
 	th := newTypeHomeFlags(fs, 10, "every type its captures make eligible")
-	live := homecount.DefaultLiveConfig()
-	fs.DurationVar(&live.Late, "late", live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
 	offsets := fs.Bool("id-offsets", false, "shift each unit's IPv4 IDs by a random offset of its own: a setup capture starts at boot, so every unit's counter starts near the same small number, where a home's devices have been up for hours")
 	if err := parseRequired(fs, args, "home chains needs --from-dir DIR", th.dir); err != nil {
 		return err
@@ -688,17 +685,10 @@ func runHomeChains(ctx context.Context, _ *slog.Logger, out io.Writer, args []st
 	if err != nil {
 		return err
 	}
-	if live.Late < 0 {
-		return cli.Usagef("home chains: --late from 0")
-	}
-	cfg.Live, cfg.IDOffsets = live, *offsets
-	devs, err := realhome.LoadDevices(*th.dir)
+	cfg.IDOffsets = *offsets
+	hc, err := loadHostCounter(ctx, "home chains", *th.dir, true)
 	if err != nil {
-		return fmt.Errorf("home chains: --from-dir: %w", err)
-	}
-	hc, err := homecount.NewWANHostCounter(ctx, devs, homecount.DefaultChains())
-	if err != nil {
-		return fmt.Errorf("home chains: %w", err)
+		return err
 	}
 	types, err := th.types("home chains", hc)
 	if err != nil {
@@ -769,7 +759,7 @@ func runHomeLong(ctx context.Context, _ *slog.Logger, out io.Writer, args []stri
 	if *gap < 0 || live.Late < 0 {
 		return cli.Usagef("home long: --gap and --late from 0")
 	}
-	hc, err := loadHostCounter(ctx, "home long", *dir)
+	hc, err := loadHostCounter(ctx, "home long", *dir, false)
 	if err != nil {
 		return err
 	}
@@ -824,13 +814,20 @@ func printCounts(out io.Writer, counts map[string]int) {
 	}
 }
 
-// loadHostCounter reads every capture's keys of the device folders in dir.
-func loadHostCounter(ctx context.Context, cmd, dir string) (*homecount.HostCounter, error) {
+// loadHostCounter reads every capture's keys of the device folders in dir:
+// of all the device sent, or with wan of what crossed the gateway
+// (homecount.NewWANHostCounter).
+func loadHostCounter(ctx context.Context, cmd, dir string, wan bool) (*homecount.HostCounter, error) {
 	devs, err := realhome.LoadDevices(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: --from-dir: %w", cmd, err)
 	}
-	hc, err := homecount.NewHostCounter(ctx, devs)
+	var hc *homecount.HostCounter
+	if wan {
+		hc, err = homecount.NewWANHostCounter(ctx, devs, homecount.DefaultChains())
+	} else {
+		hc, err = homecount.NewHostCounter(ctx, devs)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd, err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/homecount"
-	"github.com/homemole/homemole/pipeline/realhome"
 	"github.com/homemole/homemole/schemas"
 	"github.com/homemole/homemole/services/internal/cli"
 )
@@ -41,19 +40,9 @@ func runHostsLearn(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	if err := parseRequired(fs, args, "hosts learn needs --from-dir DIR and --out FILE", dir, outPath); err != nil {
 		return err
 	}
-	var hc *homecount.HostCounter
-	var err error
-	if *wan {
-		devs, derr := realhome.LoadDevices(*dir)
-		if derr != nil {
-			return fmt.Errorf("hosts learn: --from-dir: %w", derr)
-		}
-		hc, err = homecount.NewWANHostCounter(ctx, devs, homecount.DefaultChains())
-	} else {
-		hc, err = loadHostCounter(ctx, "hosts learn", *dir)
-	}
+	hc, err := loadHostCounter(ctx, "hosts learn", *dir, *wan)
 	if err != nil {
-		return fmt.Errorf("hosts learn: %w", err)
+		return err
 	}
 	m := hc.Model(nil)
 	if err := m.SaveFile(*outPath); err != nil {
