@@ -21,7 +21,9 @@ const (
 // Version 2 added the pairing fields to packet records; version 1 batches
 // still decode, with those fields zero (SrcPort NoPort). Version 3 added the
 // tunnel records (Packet.Tunnel); version 2 batches decode without them.
-const BatchVersion = 3
+// Version 4 added the DHCP client fingerprint (Packet.DHCP); version 3
+// batches decode without it.
+const BatchVersion = 4
 
 var batchMagic = [3]byte{'H', 'M', 'B'}
 
@@ -121,7 +123,7 @@ func (b *Batch) AppendHeader(dst []byte, n int) ([]byte, error) {
 // MaxPacketRecordLen bounds the encoded length of one record of a packet
 // batch (every varint at its widest), so a producer can tell before encoding
 // a packet whether it still fits under a byte limit.
-const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12 + pairingLen + tunnelLen
+const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12 + pairingLen + tunnelLen + dhcpLen
 
 // pairingLen is the widest encoding of the version 2 pairing fields.
 const pairingLen = 5 + 3 + 5 + 5 + 2*17
@@ -129,6 +131,10 @@ const pairingLen = 5 + 3 + 5 + 5 + 2*17
 // tunnelLen is the widest encoding of the version 3 tunnel records: a flags
 // byte, starts, the count of ends and each end (size<<1 | data).
 const tunnelLen = 1 + 3 + 2 + MaxRecordEnds*3
+
+// dhcpLen is the widest encoding of the version 4 DHCP fingerprint: a
+// flags byte and three 4-byte hashes.
+const dhcpLen = 1 + 3*4
 
 // RecordEncoder encodes the records of one batch in order: each record is
 // delta-coded against the previous one, so the encoder carries that state.
@@ -151,7 +157,22 @@ func (e *RecordEncoder) AppendPacket(dst []byte, p *Packet) []byte {
 	dst = binary.AppendUvarint(dst, uint64(p.TCPAck))
 	dst = appendAddr(dst, p.SrcIP)
 	dst = appendAddr(dst, p.DstIP)
-	return appendTunnel(dst, &p.Tunnel)
+	dst = appendTunnel(dst, &p.Tunnel)
+	return appendDHCP(dst, p.DHCP)
+}
+
+// appendDHCP writes a packet's DHCP fingerprint: a flags byte (bit 0
+// params, bit 1 vendor, bit 2 name) and each hash present, big-endian.
+func appendDHCP(dst []byte, d DHCPClient) []byte {
+	i := len(dst)
+	dst = append(dst, 0)
+	for bit, h := range [3]uint32{d.Params, d.Vendor, d.Name} {
+		if h != 0 {
+			dst[i] |= 1 << bit
+			dst = binary.BigEndian.AppendUint32(dst, h)
+		}
+	}
+	return dst
 }
 
 // appendTunnel writes a packet's tunnel records: a flags byte (1 known,
@@ -304,6 +325,9 @@ func DecodeBatch(data []byte) (*Batch, error) {
 			if version >= 3 {
 				r.tunnel(&p.Tunnel)
 			}
+			if version >= 4 {
+				r.dhcp(&p.DHCP)
+			}
 		} else {
 			l := r.int32()
 			if l < Unlabeled || int(l) >= len(b.Devices) {
@@ -448,6 +472,24 @@ func (r *reader) addr() netip.Addr {
 func (r *reader) string() string {
 	n := r.count(1)
 	return string(r.bytes(n))
+}
+
+// dhcp reads what appendDHCP wrote.
+func (r *reader) dhcp(d *DHCPClient) {
+	flags := r.byte()
+	if flags&^7 != 0 {
+		r.fail(fmt.Errorf("DHCP fingerprint flags %#x", flags))
+		return
+	}
+	for bit, h := range [3]*uint32{&d.Params, &d.Vendor, &d.Name} {
+		if flags&(1<<bit) != 0 {
+			if b := r.bytes(4); len(b) == 4 {
+				if *h = binary.BigEndian.Uint32(b); *h == 0 {
+					r.fail(errors.New("DHCP fingerprint: a hash of 0 flagged present"))
+				}
+			}
+		}
+	}
 }
 
 // tunnel reads what appendTunnel wrote.

@@ -32,6 +32,10 @@ func sampleBatch(kind byte) *Batch {
 			}
 			if i == 1 {
 				p.Tunnel = TunnelRecords{Known: true, Starts: 1}
+				p.DHCP = DHCPClient{Params: 0x9e3779b9}
+			}
+			if i == 0 {
+				p.DHCP = DHCPClient{Params: 1, Vendor: 0xdeadbeef, Name: 0xffffffff}
 			}
 		}
 		b.Packets = append(b.Packets, p)
@@ -58,8 +62,9 @@ func TestBatchRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(in, out) {
 			t.Errorf("kind %c: round trip differs:\n in %+v\nout %+v", kind, in, out)
 		}
-		// Two of the five packets carry tunnel records (version 3).
-		if per := float64(len(data)) / float64(len(in.Packets)); per > 78 {
+		// Two of the five packets carry tunnel records (version 3), and two
+		// a DHCP fingerprint (version 4).
+		if per := float64(len(data)) / float64(len(in.Packets)); per > 82 {
 			t.Errorf("kind %c: %.0f bytes per packet; the encoding should stay compact", kind, per)
 		}
 	}
@@ -177,51 +182,65 @@ func referenceRecord(dst []byte, p *Packet, prevTs int64, prevOff uint64) []byte
 		dst = append(dst, a.AsSlice()...)
 	}
 	if !p.Tunnel.Known {
-		return append(dst, 0)
-	}
-	flags := byte(1)
-	if p.Tunnel.Continues {
-		flags = 3
-	}
-	dst = append(dst, flags)
-	dst = binary.AppendUvarint(dst, uint64(p.Tunnel.Starts))
-	dst = binary.AppendUvarint(dst, uint64(len(p.Tunnel.Ends)))
-	for _, e := range p.Tunnel.Ends {
-		v := uint64(e.Size) << 1
-		if e.Data {
-			v++
+		dst = append(dst, 0)
+	} else {
+		flags := byte(1)
+		if p.Tunnel.Continues {
+			flags = 3
 		}
-		dst = binary.AppendUvarint(dst, v)
+		dst = append(dst, flags)
+		dst = binary.AppendUvarint(dst, uint64(p.Tunnel.Starts))
+		dst = binary.AppendUvarint(dst, uint64(len(p.Tunnel.Ends)))
+		for _, e := range p.Tunnel.Ends {
+			v := uint64(e.Size) << 1
+			if e.Data {
+				v++
+			}
+			dst = binary.AppendUvarint(dst, v)
+		}
 	}
-	return dst
+	flags, hashes := byte(0), []byte(nil)
+	for bit, h := range []uint32{p.DHCP.Params, p.DHCP.Vendor, p.DHCP.Name} {
+		if h != 0 {
+			flags |= 1 << bit
+			hashes = binary.BigEndian.AppendUint32(hashes, h)
+		}
+	}
+	return append(append(dst, flags), hashes...)
 }
 
 // version1Batch is sampleBatch(KindPackets) as a version 1 producer wrote
 // it: records end after the MACs. Zeroed, the version 2 fields take 6
 // bytes at the end (four zero varints, two zero address lengths) and the
-// version 3 field one (a zero flags byte): they are cut off.
+// version 3 and 4 fields one each (a zero flags byte): they are cut off.
 func version1Batch() []byte {
-	return olderBatch(1, 7, func(p *Packet) {
+	return olderBatch(1, 8, func(_ int, p *Packet) {
 		p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck, p.SrcIP, p.DstIP = 0, 0, 0, 0, netip.Addr{}, netip.Addr{}
 	})
 }
 
 // version2Batch is sampleBatch(KindPackets) as a version 2 producer wrote
 // it: records end after the addresses.
-func version2Batch() []byte { return olderBatch(2, 1, func(*Packet) {}) }
+func version2Batch() []byte { return olderBatch(2, 2, func(int, *Packet) {}) }
+
+// version3Batch is sampleBatch(KindPackets) as a version 3 producer wrote
+// it: records end after the tunnel records, with them.
+func version3Batch() []byte {
+	return olderBatch(3, 1, func(i int, p *Packet) { p.Tunnel = sampleBatch(KindPackets).Packets[i].Tunnel })
+}
 
 // olderBatch writes sampleBatch(KindPackets) under an older version: each
-// record with what zero does to it and the tunnel records zero, then its
-// last cut bytes (the newer fields, zero) cut off.
-func olderBatch(version byte, cut int, zero func(*Packet)) []byte {
+// record with the tunnel records and DHCP fingerprint zero and what zero
+// does to it, then its last cut bytes (the newer fields, zero) cut off.
+func olderBatch(version byte, cut int, zero func(i int, p *Packet)) []byte {
 	in := sampleBatch(KindPackets)
 	data, _ := in.AppendHeader(nil, len(in.Packets))
 	data[3] = version
 	prevTs, prevOff := int64(0), in.FirstOffset
 	for i := range in.Packets {
 		p := in.Packets[i]
-		zero(&p)
-		p.Tunnel = TunnelRecords{}
+		p.Tunnel, p.DHCP = TunnelRecords{}, DHCPClient{}
+		zero(i, &p)
 		rec := referenceRecord(nil, &p, prevTs, prevOff)
 		data = append(data, rec[:len(rec)-cut]...)
 		prevTs, prevOff = p.TsNs, p.Offset
@@ -232,7 +251,13 @@ func olderBatch(version byte, cut int, zero func(*Packet)) []byte {
 // TestDecodeVersion2 keeps batches of version 2 producers readable: their
 // packets come without tunnel records, as not known.
 func TestDecodeVersion2(t *testing.T) {
-	decodesOld(t, 2, version2Batch(), func(p *Packet) { p.Tunnel = TunnelRecords{} })
+	decodesOld(t, 2, version2Batch(), func(p *Packet) { p.Tunnel, p.DHCP = TunnelRecords{}, DHCPClient{} })
+}
+
+// TestDecodeVersion3 keeps batches of version 3 producers readable: their
+// packets keep their tunnel records and come without a DHCP fingerprint.
+func TestDecodeVersion3(t *testing.T) {
+	decodesOld(t, 3, version3Batch(), func(p *Packet) { p.DHCP = DHCPClient{} })
 }
 
 // TestDecodeBatchRefusesBadTunnel: corrupt tunnel records name what is
@@ -243,14 +268,17 @@ func TestDecodeBatchRefusesBadTunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The record ends with flags 1, starts 0, one end (9<<1).
-	if n := len(data); data[n-4] != 1 || data[n-3] != 0 || data[n-2] != 1 || data[n-1] != 18 {
-		t.Fatalf("unexpected encoding % x", data[n-4:])
+	// The record ends with flags 1, starts 0, one end (9<<1), and no DHCP
+	// fingerprint (flags 0).
+	if n := len(data); data[n-5] != 1 || data[n-4] != 0 || data[n-3] != 1 || data[n-2] != 18 || data[n-1] != 0 {
+		t.Fatalf("unexpected encoding % x", data[n-5:])
 	}
 	for name, mutate := range map[string]func([]byte){
-		"flags":     func(d []byte) { d[len(d)-4] = 4 },
-		"continues": func(d []byte) { d[len(d)-4] = 2 },
-		"count":     func(d []byte) { d[len(d)-2] = 5 },
+		"flags":      func(d []byte) { d[len(d)-5] = 4 },
+		"continues":  func(d []byte) { d[len(d)-5] = 2 },
+		"count":      func(d []byte) { d[len(d)-3] = 5 },
+		"dhcp flags": func(d []byte) { d[len(d)-1] = 8 },
+		"dhcp hash":  func(d []byte) { d[len(d)-1] = 1 },
 	} {
 		d := append([]byte(nil), data...)
 		mutate(d)
@@ -274,7 +302,7 @@ func TestDecodeBatchRefusesBadTunnel(t *testing.T) {
 func TestDecodeVersion1(t *testing.T) {
 	decodesOld(t, 1, version1Batch(), func(p *Packet) {
 		p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck, p.SrcIP, p.DstIP = NoPort, 0, 0, 0, netip.Addr{}, netip.Addr{}
-		p.Tunnel = TunnelRecords{}
+		p.Tunnel, p.DHCP = TunnelRecords{}, DHCPClient{}
 	})
 }
 
@@ -306,7 +334,8 @@ func TestRecordEncoder(t *testing.T) {
 		TCPWindow: math.MaxUint16, TCPOptionsLen: 0xff, PayloadLen: math.MaxUint32, SrcMAC: MAC{1, 2, 3, 4, 5, 6},
 		SrcPort: math.MinInt32, IPID: math.MaxUint16, TCPSeq: math.MaxUint32, TCPAck: math.MaxUint32,
 		SrcIP: netip.MustParseAddr("2001:db8::1"), DstIP: netip.MustParseAddr("2001:db8::2"),
-		Tunnel: TunnelRecords{Known: true, Continues: true, Starts: math.MaxUint16, Ends: make([]RecordEnd, MaxRecordEnds)}}
+		Tunnel: TunnelRecords{Known: true, Continues: true, Starts: math.MaxUint16, Ends: make([]RecordEnd, MaxRecordEnds)},
+		DHCP:   DHCPClient{Params: 1, Vendor: 2, Name: math.MaxUint32}}
 	for i := range widest.Tunnel.Ends {
 		widest.Tunnel.Ends[i] = RecordEnd{Size: math.MaxUint16, Data: true}
 	}

@@ -86,7 +86,29 @@ type Packet struct {
 	// its payload shows (batch version 3; zero in older batches and for
 	// every other packet).
 	Tunnel TunnelRecords
+	// DHCP is what a DHCPv4 client's message tells of the stack that sent
+	// it (batch version 4; zero in older batches and for every other
+	// packet): on a LAN tap, the oldest and plainest device fingerprint.
+	DHCP DHCPClient
 }
+
+// DHCPClient is the fingerprint of a DHCPv4 client message (DISCOVER,
+// REQUEST, INFORM: a BOOTREQUEST from port 68 to 67), each option as the
+// 32-bit FNV-1a hash of its bytes, 0 where the message lacks it (a hash
+// of 0 is written as 1). The parameter request list and the vendor class
+// are the firmware's; the host name is the model's once any trailing
+// per-unit suffix is cut (features.NormalizeHostName): "ESP_07AEFB" and
+// "Lightify-7B5F6B" are every unit's "ESP" and "Lightify", "DCH-S150" stays.
+// Hashes, not the strings, so a record stays small and a host name leaves
+// the agent only as a number.
+type DHCPClient struct {
+	Params uint32 // option 55, parameter request list
+	Vendor uint32 // option 60, vendor class identifier
+	Name   uint32 // option 12, host name, normalized
+}
+
+// IsZero says the packet carried no DHCP client fingerprint.
+func (d DHCPClient) IsZero() bool { return d == DHCPClient{} }
 
 // TunnelRecords is what a capture agent, which sees payloads, tells the
 // labeler about one TCP segment of an OpenVPN tunnel over TCP: where the
@@ -125,6 +147,7 @@ func (p *Packet) StripAddresses() {
 	p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck = 0, 0, 0, 0
 	p.SrcIP, p.DstIP = netip.Addr{}, netip.Addr{}
 	p.Tunnel = TunnelRecords{}
+	p.DHCP = DHCPClient{}
 }
 
 // MAC is a 48-bit hardware address kept as a value so records stay allocation-free.

@@ -323,6 +323,9 @@ func (d *Decoder) transport(proto uint8, b []byte, wire int, p *schemas.Packet) 
 		if n > 0 {
 			p.ProtoBits |= appBit(false, u.srcPort, u.dstPort, clip(u.payload, n))
 		}
+		if u.srcPort == dhcpClientPort && u.dstPort == dhcpServerPort {
+			p.DHCP = dhcpClient(clip(u.payload, n))
+		}
 	default:
 		p.PayloadLen = uint32(wire)
 		if wire > 0 {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -198,6 +199,9 @@ func (d *gopacketDecoder) transport(proto layers.IPProtocol, b []byte, wire int,
 		if n > 0 {
 			p.ProtoBits |= appBit(false, uint16(u.SrcPort), uint16(u.DstPort), clip(u.Payload, n))
 		}
+		if u.SrcPort == 68 && u.DstPort == 67 {
+			p.DHCP = gopacketDHCP(clip(u.Payload, n))
+		}
 	default:
 		p.PayloadLen = uint32(wire)
 		if wire > 0 {
@@ -291,4 +295,45 @@ func TestDecodeMatchesGopacketOnDamage(t *testing.T) {
 		}
 	}
 	t.Logf("%d damaged frames agree", cases)
+}
+
+// gopacketDHCP is the DHCP client fingerprint as gopacket's DHCPv4 layer
+// reads the message: the options' bytes concatenated per code, hashed.
+func gopacketDHCP(b []byte) schemas.DHCPClient {
+	// gopacket slices the client's hardware address by the length the
+	// message states, past the header when that is over 16; the
+	// fingerprint does not read it.
+	b = append([]byte(nil), b...)
+	if len(b) > 2 {
+		b[2] = 0
+	}
+	var m layers.DHCPv4
+	if m.DecodeFromBytes(b, gopacket.NilDecodeFeedback) != nil || m.Operation != layers.DHCPOpRequest {
+		return schemas.DHCPClient{}
+	}
+	var values [3][]byte
+	var seen [3]bool
+	for _, o := range m.Options {
+		for i, code := range []layers.DHCPOpt{layers.DHCPOptParamsRequest, layers.DHCPOptClassID, layers.DHCPOptHostname} {
+			if o.Type == code {
+				values[i], seen[i] = append(values[i], o.Data...), true
+			}
+		}
+	}
+	hash := func(v []byte) uint32 {
+		h := fnv.New32a()
+		h.Write(v)
+		return max(h.Sum32(), 1)
+	}
+	var d schemas.DHCPClient
+	if seen[0] {
+		d.Params = hash(values[0])
+	}
+	if seen[1] {
+		d.Vendor = hash(values[1])
+	}
+	if name := NormalizeHostName(string(values[2][:min(len(values[2]), 255)])); name != "" {
+		d.Name = hash([]byte(name))
+	}
+	return d
 }

@@ -49,6 +49,9 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 			gopacket.Payload{17, 0, 1, 4, 0, 0, 0, 0}, udp(5353, 5353), dnsQuery(tb))},
 		{LinkTypeRaw, cat([]byte{0x60, 0, 0, 0, 0, 0, 0, 64}, dev6.To16(), cloud6.To16(), []byte{17, 0, 0xc2, 4, 0, 1, 0x11, 0x70}, []byte{0, 53, 0, 53, 0, 0, 0, 0}, make([]byte, 32))},
 	}
+	// A DHCP client's request, for its fingerprint.
+	seeds = append(seeds, decodeSeed{LinkTypeEthernet, dhcpFrame(tb, layers.NewDHCPOption(layers.DHCPOptParamsRequest, []byte{1, 3, 6}),
+		layers.NewDHCPOption(layers.DHCPOptHostname, []byte("ESP_07AEFB")))})
 	// A few real frames of every kind the IoT Sentinel captures hold.
 	if files, _ := filepath.Glob(filepath.Join(sentinelDir, "HueBridge", "Setup-A-1-STA.pcap")); len(files) == 1 {
 		link, frames := readPcap(tb, files[0])

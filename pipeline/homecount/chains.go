@@ -81,7 +81,10 @@ func LinkChains(pkts []schemas.Packet, cfg ChainConfig) []*Chain {
 		c.Packets++
 		// A batch's times are the sender's word and need not rise.
 		c.First, c.Last = min(c.First, p.TsNs), max(c.Last, p.TsNs)
-		c.Keys[hostKey(p, &c.served)] = true
+		keys, n := packetKeys(p, &c.served)
+		for _, k := range keys[:n] {
+			c.Keys[k] = true
+		}
 	}
 	var out []*Chain
 	for _, id := range order {

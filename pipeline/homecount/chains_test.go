@@ -147,7 +147,7 @@ func TestChainsCountBeyondNAPT(t *testing.T) {
 // apart, so B is never counted.
 func wanModel(t testing.TB) *HostModel {
 	t.Helper()
-	m, err := ReadHostModel(strings.NewReader(`{"version":2,
+	m, err := ReadHostModel(strings.NewReader(`{"version":3,
 	 "chains":{"max_step":64,"max_idle":60000000000,"min_packets":3},
 	 "units":[{"name":"A","members":["A"],"signature":["6/9292/60"],"one_sequence":true},{"name":"B","members":["B"],"signature":["6/443/80"]}],
 	 "captures":[{"unit":0,"keys":["6/9292/60","17/53/60"]},{"unit":1,"keys":["6/443/80","17/53/60"]}]}`))

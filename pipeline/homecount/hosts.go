@@ -267,15 +267,26 @@ type Unseen struct {
 
 // Totals are the captures counted as another type's unit, and those of
 // them counted as another vendor's: types of one vendor share a name's
-// prefix (evaluate.FamilyName), two that share none are of two vendors.
+// prefix (evaluate.FamilyName), two that share none are of two vendors,
+// but where maker says otherwise.
 func (u Unseen) Totals() (counted, acrossVendors int) {
 	for k, n := range u.Counted {
 		counted += n
-		if truth, named, _ := strings.Cut(k, " -> "); strings.Contains(evaluate.FamilyName([]string{truth, named}), "/") {
+		if truth, named, _ := strings.Cut(k, " -> "); strings.Contains(evaluate.FamilyName([]string{maker(truth), maker(named)}), "/") {
 			acrossVendors += n
 		}
 	}
 	return counted, acrossVendors
+}
+
+// maker is a type's vendor where IoT Sentinel's name of it does not say
+// it (Smarter makes both the coffee machine and the kettle), or the name.
+func maker(typ string) string {
+	switch typ {
+	case "SmarterCoffee", "iKettle2":
+		return "Smarter"
+	}
+	return typ
 }
 
 // Unseen asks, for every capture, whether the host rule (typeModel.isModel)

@@ -73,7 +73,7 @@ func TestServicePort(t *testing.T) {
 // client's port it would hold a key per connection and be taken for a
 // general-purpose computer.
 func TestLiveHomeServerStaysAUnit(t *testing.T) {
-	m, err := ReadHostModel(strings.NewReader(`{"version":2,
+	m, err := ReadHostModel(strings.NewReader(`{"version":3,
 	 "units":[{"name":"Bridge","members":["Bridge"],"signature":["6/@80/260"]},{"name":"B","members":["B"],"signature":["6/443/60"]}],
 	 "captures":[{"unit":0,"keys":["6/@80/260","6/@80/40","17/53/60"]},{"unit":1,"keys":["6/443/60","17/53/60"]}]}`))
 	if err != nil {

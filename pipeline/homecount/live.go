@@ -244,19 +244,31 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	if p.Transport == 0 || host.saturated {
 		return
 	}
-	k := hostKey(p, &host.served)
+	keys, n := packetKeys(p, &host.served)
+	for _, k := range keys[:n] {
+		if !h.addKey(p.SrcMAC, host, k) {
+			return
+		}
+	}
+}
+
+// addKey adds a key a host sent, and says whether the host may take more.
+func (h *LiveHome) addKey(mac schemas.MAC, host *liveHost, k heartbeat.Key) bool {
+	if host.saturated {
+		return false
+	}
 	if host.keys[k] {
-		return
+		return true
 	}
 	if len(host.keys) >= h.cfg.MaxHostKeys {
 		h.keys -= len(host.keys)
 		host.keys, host.saturated, host.dirty = nil, true, true
-		return
+		return false
 	}
 	if h.keys >= h.cfg.MaxKeys {
-		h.evict(p.SrcMAC, 0)
+		h.evict(mac, 0)
 		if h.keys >= h.cfg.MaxKeys {
-			return
+			return false
 		}
 	}
 	if host.keys == nil {
@@ -264,6 +276,7 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	}
 	host.keys[k], host.dirty = true, true
 	h.keys++
+	return true
 }
 
 // evict drops the least recently seen hosts but keep until a host more

@@ -19,7 +19,7 @@ import (
 // and both send the same DNS query, which tells neither.
 func handModel(t testing.TB) *HostModel {
 	t.Helper()
-	data := `{"version":2,
+	data := `{"version":3,
 	 "units":[{"name":"A","members":["A"],"signature":["17/69/55"]},{"name":"B","members":["B"],"signature":["6/443/60"]}],
 	 "captures":[{"unit":0,"keys":["17/69/55","17/53/60"]},{"unit":1,"keys":["6/443/60","17/53/60"]}]}`
 	m, err := ReadHostModel(strings.NewReader(data))
@@ -285,12 +285,15 @@ func TestLiveHomeStateRefused(t *testing.T) {
 func TestHostModelRefused(t *testing.T) {
 	for _, c := range []struct{ data, want string }{
 		{`[]`, "decode host model"},
-		{`{"version":3}`, "version 3"},
-		{`{"version":2,"units":[],"captures":[]}`, "0 units"},
-		{`{"version":2,"units":[{"name":"A","members":["A"]}],"captures":[{"unit":1}]}`, "unit 1 of 1"},
-		{`{"version":2,"units":[{"name":"","members":["A"]}],"captures":[{"unit":0}]}`, "want a name"},
-		{`{"version":2,"units":[{"name":"A","members":["A"],"signature":["17/69"]}],"captures":[{"unit":0}]}`, "transport/port/length"},
-		{`{"version":2,"units":[{"name":"A","members":["A"],"signature":["0/69/55"]}],"captures":[{"unit":0}]}`, "transport 1-255"},
+		{`{"version":2}`, "version 2"},
+		{`{"version":4}`, "version 4"},
+		{`{"version":3,"units":[],"captures":[]}`, "0 units"},
+		{`{"version":3,"units":[{"name":"A","members":["A"]}],"captures":[{"unit":1}]}`, "unit 1 of 1"},
+		{`{"version":3,"units":[{"name":"","members":["A"]}],"captures":[{"unit":0}]}`, "want a name"},
+		{`{"version":3,"units":[{"name":"A","members":["A"],"signature":["17/69"]}],"captures":[{"unit":0}]}`, "transport/port/length"},
+		{`{"version":3,"units":[{"name":"A","members":["A"],"signature":["0/69/55"]}],"captures":[{"unit":0}]}`, "transport 1-255"},
+		{`{"version":3,"units":[{"name":"A","members":["A"],"signature":["17/dhcp256/1"]}],"captures":[{"unit":0}]}`, "dhcp0-dhcp255"},
+		{`{"version":3,"units":[{"name":"A","members":["A"],"signature":["17/@dhcp55/1"]}],"captures":[{"unit":0}]}`, "dhcp0-dhcp255"},
 		{strings.Repeat(" ", maxHostModelBytes+1), "over 64 MiB"},
 	} {
 		if _, err := ReadHostModel(strings.NewReader(c.data)); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -16,9 +16,11 @@ import (
 )
 
 // HostModelVersion is the version of a host model file; others are refused.
-// Version 2 keys a server's answers by the port it serves (ServedPort);
-// version 1 keyed them by the client's port.
-const HostModelVersion = 2
+// Version 3 adds the keys of DHCP clients' fingerprints (DHCPOption): a
+// version 2 model knows none, so a host's would only dilute its
+// similarity to every capture. Version 2 keyed a server's answers by the
+// port it serves (ServedPort); version 1 by the client's port.
+const HostModelVersion = 3
 
 // maxHostModelBytes bounds what LoadHostModel reads: the IoT Sentinel
 // model is under 1 MB.
@@ -73,11 +75,15 @@ type HostCapture struct {
 // KeyText is a key as a model file writes it: "transport/port/length"
 // ("17/69/55": UDP to port 69, an IP payload of 55 bytes; port -1: none;
 // "6/@80/260": TCP answered from port 80, which the host serves; see
-// hostKey).
+// hostKey; "17/dhcp55/40213": a DHCP client's parameter request list of
+// that folded hash; see DHCPOption).
 type KeyText heartbeat.Key
 
 // MarshalText writes transport/port/length.
 func (k KeyText) MarshalText() ([]byte, error) {
+	if k.Port >= DHCPOption {
+		return fmt.Appendf(nil, "%d/dhcp%d/%d", k.Transport, k.Port-DHCPOption, k.IPLen), nil
+	}
 	if k.Port >= ServedPort {
 		return fmt.Appendf(nil, "%d/@%d/%d", k.Transport, k.Port-ServedPort, k.IPLen), nil
 	}
@@ -90,15 +96,19 @@ func (k *KeyText) UnmarshalText(b []byte) error {
 	if len(parts) != 3 {
 		return fmt.Errorf("key %q: want transport/port/length", b)
 	}
-	served, found := strings.CutPrefix(parts[1], "@")
+	port, served := strings.CutPrefix(parts[1], "@")
+	port, dhcp := strings.CutPrefix(port, "dhcp")
 	t, err1 := strconv.ParseUint(parts[0], 10, 8)
-	p, err2 := strconv.ParseInt(served, 10, 32)
+	p, err2 := strconv.ParseInt(port, 10, 32)
 	l, err3 := strconv.ParseUint(parts[2], 10, 16)
-	if err := errors.Join(err1, err2, err3); err != nil || t == 0 || p < -1 || p > 65535 || (found && p < 0) {
-		return fmt.Errorf("key %q: want a transport 1-255, a port -1-65535 (or @0-@65535, served) and a length 0-65535", b)
+	if err := errors.Join(err1, err2, err3); err != nil || t == 0 || p < -1 || p > 65535 || ((served || dhcp) && p < 0) || (dhcp && (served || p > 255)) {
+		return fmt.Errorf("key %q: want a transport 1-255, a port -1-65535 (or @0-@65535, served; or dhcp0-dhcp255, a DHCP option) and a length 0-65535", b)
 	}
-	if found {
+	switch {
+	case served:
 		p += ServedPort
+	case dhcp:
+		p += DHCPOption
 	}
 	*k = KeyText{Transport: uint8(t), Port: int32(p), IPLen: uint16(l)}
 	return nil

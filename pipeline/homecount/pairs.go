@@ -63,10 +63,14 @@ func readCaptureKeys(ctx context.Context, devs []realhome.Device, keep func(*sch
 			// Frames without a transport (ARP and the like) tell no
 			// type from another.
 			var kr hostKeyer
+			var hps []hostPacket
 			keys := map[heartbeat.Key]bool{}
 			for i := range pkts {
-				if hp, ok := kr.packet(&pkts[i]); ok && hp.Key.Transport != 0 {
-					keys[hp.Key] = true
+				hps = kr.packets(hps[:0], &pkts[i])
+				for _, hp := range hps {
+					if hp.Key.Transport != 0 {
+						keys[hp.Key] = true
+					}
 				}
 			}
 			ck.keys[f], ck.typ[f] = keys, d.Name
@@ -304,9 +308,7 @@ func hostPackets(pkts []schemas.Packet) []hostPacket {
 	var out []hostPacket
 	var kr hostKeyer
 	for i := range pkts {
-		if hp, ok := kr.packet(&pkts[i]); ok {
-			out = append(out, hp)
-		}
+		out = kr.packets(out, &pkts[i])
 	}
 	return out
 }

@@ -342,7 +342,7 @@ func TestHostsFlags(t *testing.T) {
 	// Two models of one unit: a LAN one, and one of `hosts learn --wan`.
 	lanModel, wanModel := filepath.Join(dir, "lan.json"), filepath.Join(dir, "wan.json")
 	for path, chains := range map[string]string{lanModel: "", wanModel: `"chains":{"max_step":64,"max_idle":60000000000,"min_packets":3},`} {
-		model := `{"version":2,` + chains + `"units":[{"name":"A","members":["A"],"signature":["17/69/55"],"one_sequence":true}],"captures":[{"unit":0,"keys":["17/69/55"]}]}`
+		model := `{"version":3,` + chains + `"units":[{"name":"A","members":["A"],"signature":["17/69/55"],"one_sequence":true}],"captures":[{"unit":0,"keys":["17/69/55"]}]}`
 		if err := os.WriteFile(path, []byte(model), 0o644); err != nil {
 			t.Fatal(err)
 		}

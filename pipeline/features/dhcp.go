@@ -1,0 +1,127 @@
+package features
+
+import (
+	"bytes"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// DHCP client ports and the options a fingerprint is made of.
+const (
+	dhcpClientPort = 68
+	dhcpServerPort = 67
+
+	dhcpOptHostName = 12
+	dhcpOptParams   = 55
+	dhcpOptVendor   = 60
+)
+
+// dhcpMagic opens a DHCP message's options (RFC 2131, after the 236 bytes
+// of the BOOTP header).
+var dhcpMagic = []byte{99, 130, 83, 99}
+
+const (
+	fnvOffset = 2166136261
+	fnvPrime  = 16777619
+)
+
+// fnv32 continues a 32-bit FNV-1a hash over b: an option split over
+// several instances (RFC 3396) hashes as their concatenation.
+func fnv32(h uint32, b []byte) uint32 {
+	for _, c := range b {
+		h ^= uint32(c)
+		h *= fnvPrime
+	}
+	return h
+}
+
+// dhcpClient reads the fingerprint of a DHCPv4 client message (a UDP
+// payload from port 68 to 67): the hashes of options 55, 60 and 12 (the
+// host name normalized, NormalizeHostName, of at most 255 bytes). A
+// payload that is not a BOOTREQUEST with the DHCP magic, or whose options
+// run past its end (a snap length, a corrupt length), gives the zero
+// fingerprint: a message cut short may have lost any option.
+func dhcpClient(b []byte) schemas.DHCPClient {
+	const optionsAt = 240
+	if len(b) < optionsAt || b[0] != 1 || !bytes.Equal(b[236:optionsAt], dhcpMagic) {
+		return schemas.DHCPClient{}
+	}
+	params, vendor := uint32(fnvOffset), uint32(fnvOffset)
+	var seen [3]bool
+	var name [255]byte
+	nameLen := 0
+	for i := optionsAt; i < len(b); {
+		code := b[i]
+		if code == 0 {
+			i++
+			continue
+		}
+		if code == 255 {
+			break
+		}
+		if i+1 >= len(b) || i+2+int(b[i+1]) > len(b) {
+			return schemas.DHCPClient{}
+		}
+		l := int(b[i+1])
+		v := b[i+2 : i+2+l]
+		switch code {
+		case dhcpOptParams:
+			params, seen[0] = fnv32(params, v), true
+		case dhcpOptVendor:
+			vendor, seen[1] = fnv32(vendor, v), true
+		case dhcpOptHostName:
+			nameLen += copy(name[nameLen:], v)
+			seen[2] = true
+		}
+		i += 2 + l
+	}
+	var d schemas.DHCPClient
+	if seen[0] {
+		d.Params = nonZero(params)
+	}
+	if seen[1] {
+		d.Vendor = nonZero(vendor)
+	}
+	if n := normalizeHostName(name[:nameLen]); seen[2] && len(n) > 0 {
+		d.Name = nonZero(fnv32(fnvOffset, n))
+	}
+	return d
+}
+
+// nonZero keeps 0 free to mean "absent".
+func nonZero(h uint32) uint32 { return max(h, 1) }
+
+// NormalizeHostName is the part of a DHCP host name that every unit of a
+// model sends: lower case, less a trailing suffix of 4 or more hexadecimal
+// digits with a decimal digit among them (what firmware derives from the
+// unit's MAC or serial number: "ESP_07AEFB", "Lightify-7B5F6B",
+// "GainSpanca9152", "KEQ0817541") and the separators before it. A model
+// name ("DCH-S150", "HS110(EU)", "Philips-hue") is kept whole; a name that
+// is all suffix leaves nothing, and tells no type.
+func NormalizeHostName(name string) string {
+	return string(normalizeHostName([]byte(name)))
+}
+
+// normalizeHostName is NormalizeHostName in place.
+func normalizeHostName(b []byte) []byte {
+	i, digits := len(b), 0
+	for i > 0 && isHex(b[i-1]) {
+		if b[i-1] <= '9' {
+			digits++
+		}
+		i--
+	}
+	if len(b)-i >= 4 && digits > 0 {
+		b = bytes.TrimRight(b[:i], "-_. ")
+	}
+	for j, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[j] = c + 'a' - 'A'
+		}
+	}
+	return b
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
