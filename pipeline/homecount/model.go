@@ -244,9 +244,11 @@ func (m *HostModel) index() {
 }
 
 // Classify is the unit a host that sent keys is counted as, or -1: the
-// unit of the capture nearest its keys (Jaccard), when it sent a key of
-// that unit's signature. It is typeModel.isModel asked of every unit at
-// once: where two units' captures are equally near, the first of them
+// unit whose signature holds a DHCP name the host gave, or else the unit
+// of the capture nearest its keys (Jaccard), when it sent a key of that
+// unit's signature. It is typeModel.isModel asked of every unit at once:
+// a host that gave two units' names (renamed, or hostile) is the first of
+// them, and where two units' captures are equally near, the first of them
 // whose signature the host sent.
 func (m *HostModel) Classify(keys map[heartbeat.Key]bool) int {
 	if len(keys) == 0 {
@@ -270,6 +272,13 @@ func (m *HostModel) Classify(keys map[heartbeat.Key]bool) int {
 	}
 	if len(shown) == 0 {
 		return -1
+	}
+	for u, sig := range m.sigs {
+		for _, k := range shown {
+			if sig[k] && k.Port >= DHCPOption {
+				return u
+			}
+		}
 	}
 	best := make([]float64, len(m.Units))
 	for i, c := range m.Captures {

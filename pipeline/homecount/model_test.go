@@ -92,11 +92,12 @@ func BenchmarkClassify(b *testing.B) {
 }
 
 // TestClassifyIsJaccard: Classify, which counts shared keys through each
-// key's captures, names every host as the plain rule does: the unit of the
+// key's captures, names every host as the plain rule does: the first unit
+// whose signature holds a DHCP name the host gave, or else the unit of the
 // nearest capture by Jaccard similarity over every capture, if the host
 // sent a key of its signature (ties to the first such unit). Hosts: every
-// capture's keys, every two captures' together, and each with a key no
-// capture shows.
+// capture's keys, every two captures' together (some with two names), and
+// each with a key no capture shows.
 func TestClassifyIsJaccard(t *testing.T) {
 	hc, err := NewHostCounter(context.Background(), realhometest.Devices(t))
 	if err != nil {
@@ -110,6 +111,13 @@ func TestClassifyIsJaccard(t *testing.T) {
 	}
 	m := hc.Model(skip)
 	plain := func(keys map[heartbeat.Key]bool) int {
+		for u := range m.Units {
+			for k := range keys {
+				if k.Port >= DHCPOption && m.sigs[u][k] {
+					return u
+				}
+			}
+		}
 		best := make([]float64, len(m.Units))
 		for _, c := range m.Captures {
 			set := map[heartbeat.Key]bool{}

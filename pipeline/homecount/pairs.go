@@ -155,9 +155,20 @@ type typeModel struct {
 // nowhere in training whose traffic is nearest the model's. Together a host
 // is counted when its traffic as a whole looks most like the model's and
 // it shows something only the model sends.
+//
+// But a host that gives a DHCP name of the signature (DHCPOption: the
+// model's name, which no other type's capture gives) is a unit of the
+// model whatever else it sends. Two look-alikes of one platform (D-Link's
+// siren and water sensor) send nearly the same keys, and when a home
+// leaves two captures of one to learn from, a unit's keys can be nearer
+// the other's captures; the name it gives itself is one key of some
+// seventy, which Jaccard similarity weighs as any other.
 func (m typeModel) isModel(keys map[heartbeat.Key]bool) bool {
 	signed := false
 	for k := range keys {
+		if m.sig[k] && k.Port >= DHCPOption {
+			return true
+		}
 		signed = signed || m.sig[k]
 	}
 	if !signed {

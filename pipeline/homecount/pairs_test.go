@@ -85,6 +85,42 @@ func TestPairModelNeedsBoth(t *testing.T) {
 	}
 }
 
+// TestNamedHostIsItsModel: a host that gives the DHCP name only the
+// model's captures give is a unit of it, even when its other keys are
+// nearer a sibling's; a name another type gives too decides nothing.
+func TestNamedHostIsItsModel(t *testing.T) {
+	name := func(h uint16) heartbeat.Key {
+		return heartbeat.Key{Transport: 17, Port: DHCPOption + dhcpHostName, IPLen: h}
+	}
+	shared, own, sib, sib2, platform := udpKey(443, 100), udpKey(443, 120), udpKey(443, 130), udpKey(443, 140), name(7)
+	ck := captureKeys{
+		keys: map[string]map[heartbeat.Key]bool{
+			"siren-a": keySet(shared, own, name(1), platform), "siren-b": keySet(shared, own, name(1)),
+			"water-a": keySet(shared, sib, sib2, name(2), platform), "water-b": keySet(shared, sib, sib2, name(2)),
+		},
+		typ: map[string]string{"siren-a": "Siren", "siren-b": "Siren", "water-a": "Water", "water-b": "Water"},
+	}
+	model := []string{"Siren"}
+	m := typeModel{sig: ck.signature(model, nil), ck: ck, model: model}
+	if !m.sig[name(1)] || m.sig[platform] {
+		t.Fatalf("signature %v: want the siren's name in it and the platform's out", m.sig)
+	}
+	for _, c := range []struct {
+		what string
+		sent map[heartbeat.Key]bool
+		want bool
+	}{
+		{"named a siren, nearer the water sensor", keySet(shared, sib, sib2, name(1)), true},
+		{"named a water sensor", keySet(shared, sib, sib2, name(2)), false},
+		{"the platform's name, nearer the water sensor", keySet(shared, sib, sib2, platform), false},
+		{"no name, the siren's key, nearest the siren", keySet(shared, own), true},
+	} {
+		if got := m.isModel(c.sent); got != c.want {
+			t.Errorf("%s: isModel %v, want %v", c.what, got, c.want)
+		}
+	}
+}
+
 // TestKeySetFamilies groups types whose captures' nearest other capture
 // is another type's: two kettles that send the same keys are one family,
 // a plug whose captures are nearest each other is in none, and a capture
