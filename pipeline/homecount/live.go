@@ -44,19 +44,32 @@ type LiveConfig struct {
 	// more distinct keys than that is a general-purpose computer (the
 	// largest IoT Sentinel capture shows 99), never a unit.
 	MaxHosts, MaxKeys, MaxHostKeys int
+	// Settle is how long a new host of a LAN tap is given to show what it
+	// is. A window in which a host is active that was first seen less
+	// than Settle before and is counted as no unit yet waits, past Late,
+	// until that host is known or Settle has passed since its first
+	// packet: a unit that joins sends DHCP, ARP and DNS before anything
+	// its type alone sends, and judged Late after its first window it is
+	// unknown there. Every other window is judged Late after it ends, so
+	// a home of known hosts pays nothing, and a window waits at most
+	// Settle after it ends. Zero, or at most Late: no window waits.
+	Settle time.Duration
 }
 
-// DefaultLiveConfig counts 20 s windows every 10 s, 20 s late: the
-// windows `home pairs` measures.
+// DefaultLiveConfig counts 20 s windows every 10 s, 20 s late (the
+// windows `home pairs` measures), and gives a new host a minute.
 func DefaultLiveConfig() LiveConfig {
 	return LiveConfig{Window: 20 * time.Second, Step: 10 * time.Second, Late: 20 * time.Second,
-		MaxHosts: 512, MaxKeys: 1 << 15, MaxHostKeys: 2048}
+		MaxHosts: 512, MaxKeys: 1 << 15, MaxHostKeys: 2048, Settle: time.Minute}
 }
+
+// hold is the longest a window waits after it ends.
+func (c LiveConfig) hold() time.Duration { return max(c.Late, c.Settle) }
 
 // Validate says what is wrong with the config.
 func (c LiveConfig) Validate() error {
-	if c.Step <= 0 || c.Window < c.Step || c.Window%c.Step != 0 || c.Late < 0 {
-		return fmt.Errorf("host counter: window %s every %s, %s late: want a window a whole number of positive steps, and a delay from 0", c.Window, c.Step, c.Late)
+	if c.Step <= 0 || c.Window < c.Step || c.Window%c.Step != 0 || c.Late < 0 || c.Settle < 0 {
+		return fmt.Errorf("host counter: window %s every %s, %s late, %s for a new host: want a window a whole number of positive steps, and delays from 0", c.Window, c.Step, c.Late, c.Settle)
 	}
 	if c.MaxHosts < 1 || c.MaxKeys < 1 || c.MaxHostKeys < 1 {
 		return fmt.Errorf("host counter: at most %d hosts, %d keys, %d keys a host: want each from 1", c.MaxHosts, c.MaxKeys, c.MaxHostKeys)
@@ -83,6 +96,9 @@ type LiveHome struct {
 	last   int64 // latest packet time
 	// packets per step still in a window to judge.
 	packets map[int64]uint64
+	// recheck is the packet time before which a window that waits for a
+	// new host (Settle) is not looked at again.
+	recheck int64
 	// NoMAC counts the packets without a source MAC (not a LAN tap), and
 	// BadTime those whose time is before 1970 or after MaxTimeNs; Unlinked,
 	// with a model of Chains, those no IP ID sequence takes (IPv6, an ID
@@ -98,6 +114,7 @@ type liveHost struct {
 	served    servedPorts    // TCP ports it answered a connection on (hostKey)
 	packets   int            // a sequence's packets, up to MinPackets (with Chains)
 	active    []int64        // steps it sent in, ascending, still in a window to judge
+	first     int64          // its first packet (0: from a table that did not keep it)
 	last      int64
 	// unit is Classify's answer for keys; dirty says keys changed since.
 	unit  int
@@ -149,7 +166,7 @@ func (h *LiveHome) Add(p *schemas.Packet) []schemas.SeenWindow {
 	// window: start the windows again where it is now. What the hosts
 	// sent stays known.
 	if h.next != 0 && p.TsNs < h.next-int64(h.cfg.Window)-int64(MaxClockBack) {
-		h.next = 0
+		h.next, h.recheck = 0, 0
 		h.packets = map[int64]uint64{}
 		h.last = p.TsNs
 		for _, host := range h.hosts {
@@ -159,7 +176,7 @@ func (h *LiveHome) Add(p *schemas.Packet) []schemas.SeenWindow {
 	if h.next == 0 {
 		h.next = (p.TsNs/step + 1) * step
 	}
-	for h.next+int64(h.cfg.Late) <= p.TsNs {
+	for h.next+int64(h.cfg.Late) <= p.TsNs && !h.waits(h.next, p.TsNs) {
 		if w, ok := h.judge(h.next); ok {
 			out = append(out, w)
 		}
@@ -172,6 +189,34 @@ func (h *LiveHome) Add(p *schemas.Packet) []schemas.SeenWindow {
 	}
 	h.add(p)
 	return out
+}
+
+// settleRecheck is how often, in packet time, a window that waits for a
+// new host looks at the hosts again: a window is judged at most this much
+// after its host became known, and a waiting home costs one look at its
+// hosts a second, not one a packet.
+const settleRecheck = int64(time.Second)
+
+// waits says the window that ends at end, due at now, waits for a new
+// host (LiveConfig.Settle).
+func (h *LiveHome) waits(end, now int64) bool {
+	if h.linker != nil || h.cfg.Settle <= h.cfg.Late {
+		// Beyond a NAPT every server's sequence is new and none is a unit:
+		// a WAN tap's windows would all wait.
+		return false
+	}
+	if now < h.recheck {
+		return true
+	}
+	step := int64(h.cfg.Step)
+	for mac, host := range h.hosts {
+		if host.first > now-int64(h.cfg.Settle) && host.activeIn((end-int64(h.cfg.Window))/step, end/step) &&
+			mac != h.cfg.Gateway && !host.infra && !host.saturated && h.unitOf(host) < 0 {
+			h.recheck = now + settleRecheck
+			return true
+		}
+	}
+	return false
 }
 
 // MaxClockBack is how far a home's clock may go back before its windows
@@ -224,8 +269,11 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	host := h.hosts[p.SrcMAC]
 	if host == nil {
 		h.evict(p.SrcMAC, 1)
-		host = &liveHost{unit: -1}
+		host = &liveHost{unit: -1, first: p.TsNs}
 		h.hosts[p.SrcMAC] = host
+	}
+	if p.TsNs < host.first {
+		host.first = p.TsNs
 	}
 	host.last = max(host.last, p.TsNs)
 	if n := len(host.active); n == 0 || host.active[n-1] < step {
@@ -434,11 +482,14 @@ type liveState struct {
 	Version int    `json:"version"`
 	Seq     uint64 `json:"seq"`
 	// The windows the table's steps and next window are on.
-	Window  time.Duration    `json:"window"`
-	Step    time.Duration    `json:"step"`
-	Late    time.Duration    `json:"late"`
-	Next    int64            `json:"next_ns"`
-	Last    int64            `json:"last_ns"`
+	Window time.Duration `json:"window"`
+	Step   time.Duration `json:"step"`
+	Late   time.Duration `json:"late"`
+	Next   int64         `json:"next_ns"`
+	Last   int64         `json:"last_ns"`
+	// Recheck is LiveHome.recheck, so a restored home waits as one never
+	// stopped.
+	Recheck int64            `json:"recheck_ns,omitempty"`
 	Packets map[int64]uint64 `json:"packets,omitempty"`
 	Hosts   []liveHostState  `json:"hosts"`
 	NoMAC   uint64           `json:"no_mac,omitempty"`
@@ -465,6 +516,7 @@ type liveHostState struct {
 	Served    []uint16 `json:"served,omitempty"`
 	Packets   int      `json:"packets,omitempty"`
 	Active    []int64  `json:"active,omitempty"`
+	First     int64    `json:"first_ns,omitempty"`
 	Last      int64    `json:"last_ns"`
 }
 
@@ -474,9 +526,9 @@ const packedKey = 7
 // of the last batch it took.
 func (h *LiveHome) State(seq uint64) ([]byte, error) {
 	st := liveState{Version: liveStateVersion, Seq: seq, Window: h.cfg.Window, Step: h.cfg.Step, Late: h.cfg.Late,
-		Next: h.next, Last: h.last, Packets: h.packets, NoMAC: h.NoMAC}
+		Next: h.next, Last: h.last, Recheck: h.recheck, Packets: h.packets, NoMAC: h.NoMAC}
 	for mac, host := range h.hosts {
-		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active, Last: host.last}
+		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active, First: host.first, Last: host.last}
 		for _, k := range keyTexts(host.keys) {
 			hs.Keys = binary.BigEndian.AppendUint16(append(hs.Keys, k.Transport), uint16(k.Port>>16))
 			hs.Keys = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(hs.Keys, uint16(k.Port)), k.IPLen)
@@ -528,14 +580,17 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 	regrid := st.Window != cfg.Window || st.Step != cfg.Step || st.Late != cfg.Late
 	// Where Add and Flush leave the next window: past the last packet
 	// less the delay, and at most a window and a step after it.
-	if st.Last < 0 || st.Last > MaxTimeNs || st.Next < 0 || st.Next > MaxTimeNs+int64(cfg.Window+cfg.Late)+int64(cfg.Step) {
+	if st.Last < 0 || st.Last > MaxTimeNs || st.Next < 0 || st.Next > MaxTimeNs+int64(cfg.Window+cfg.hold())+int64(cfg.Step) {
 		return nil, 0, fmt.Errorf("host table: last packet at %d ns, next window ending at %d ns: outside the times a counter takes (0 to %d)", st.Last, st.Next, int64(MaxTimeNs))
 	}
 	step := int64(st.Step)
-	if !regrid && st.Next != 0 && (st.Next%step != 0 || st.Next+int64(cfg.Late) <= st.Last || st.Next > st.Last+int64(cfg.Window)+step) {
+	if !regrid && st.Next != 0 && (st.Next%step != 0 || st.Next+int64(cfg.hold()) <= st.Last || st.Next > st.Last+int64(cfg.Window)+step) {
 		return nil, 0, fmt.Errorf("host table: next window ends at %d ns, its last packet came at %d: not where a counter of %s windows every %s leaves it", st.Next, st.Last, cfg.Window, cfg.Step)
 	}
 	h.next, h.last, h.NoMAC = st.Next, st.Last, st.NoMAC
+	if st.Recheck >= 0 && st.Recheck <= st.Last+settleRecheck {
+		h.recheck = st.Recheck
+	}
 	if regrid {
 		h.next, st.Packets = 0, nil
 	}
@@ -551,7 +606,7 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 			return nil, 0, fmt.Errorf("host table: host %s: %d key bytes, steps sorted %v, %d served ports sorted %v: not what State writes",
 				hs.MAC, len(hs.Keys), slices.IsSorted(hs.Active), len(hs.Served), isStrictlySorted(hs.Served))
 		}
-		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, served: hs.Served, packets: hs.Packets, active: hs.Active, last: hs.Last, unit: -1, dirty: true}
+		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, served: hs.Served, packets: hs.Packets, active: hs.Active, first: hs.First, last: hs.Last, unit: -1, dirty: true}
 		if regrid {
 			host.active = nil
 		}

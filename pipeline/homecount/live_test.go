@@ -49,7 +49,8 @@ func feed(t testing.TB, h *LiveHome, pkts []schemas.Packet) []schemas.SeenWindow
 
 // TestLiveHomeLate: a host whose first packets tell nothing (a DNS query
 // both units send) is counted in that window when the window is judged
-// after its signature key came, and not when it is judged before.
+// after its signature key came, and not when it is judged before; a
+// window judged on time waits for a new host (Settle).
 func TestLiveHomeLate(t *testing.T) {
 	pkts := []schemas.Packet{
 		pkt(1*time.Second, 1, 17, 53, 60),
@@ -58,11 +59,11 @@ func TestLiveHomeLate(t *testing.T) {
 		pkt(90*time.Second, 1, 17, 53, 60),
 	}
 	for _, c := range []struct {
-		late time.Duration
-		want int // A's count in the window [0 s, 20 s)
-	}{{20 * time.Second, 1}, {0, 0}} {
+		late, settle time.Duration
+		want         int // A's count in the window [0 s, 20 s)
+	}{{20 * time.Second, 0, 1}, {0, 0, 0}, {0, time.Minute, 1}} {
 		cfg := DefaultLiveConfig()
-		cfg.Late = c.late
+		cfg.Late, cfg.Settle = c.late, c.settle
 		h, err := NewLiveHome(handModel(t), cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -87,6 +88,41 @@ func TestLiveHomeLate(t *testing.T) {
 		if a, b := countOf(ws[3], "A"), countOf(ws[3], "B"); a != 1 || b != 1 || ws[3].Hosts != 2 || ws[3].Packets != 2 {
 			t.Errorf("late %s: window [20 s, 40 s): A %d, B %d, %d hosts, %d packets; want 1, 1, 2, 2", c.late, a, b, ws[3].Hosts, ws[3].Packets)
 		}
+	}
+}
+
+// TestLiveHomeSettle: a window waits for a new host it cannot name
+// (Settle) until a minute after that host's first packet, and no longer;
+// a home whose hosts are all known is judged Late after each window, as
+// without Settle.
+func TestLiveHomeSettle(t *testing.T) {
+	judgedAt := func(hosts ...int) time.Duration {
+		t.Helper()
+		h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ts := time.Second; ts < 100*time.Second; ts += 5 * time.Second {
+			for _, host := range hosts {
+				p := pkt(ts, host, 17, 69, 55) // A's signature key
+				if host == 1 {
+					p = pkt(ts, host, 17, 53, 60) // a DNS query, of no type
+				}
+				for _, w := range h.Add(&p) {
+					if w.EndNs == int64(20*time.Second) {
+						return ts
+					}
+				}
+			}
+		}
+		t.Fatal("the window [0 s, 20 s) was never judged")
+		return 0
+	}
+	if at := judgedAt(2); at != 41*time.Second {
+		t.Errorf("a home of one known host: window [0 s, 20 s) judged at %s, want 41 s (the first packet 20 s after it ended)", at)
+	}
+	if at := judgedAt(1, 2); at != 61*time.Second {
+		t.Errorf("a home with a host of no type since 1 s: window [0 s, 20 s) judged at %s, want 61 s (a minute after that host's first packet)", at)
 	}
 }
 

@@ -14,7 +14,8 @@
 // (pipeline/homecount; no torch model is loaded): it reads the lan tap
 // (the default with --hosts), and
 // publishes a window of --window every --every, judged --late after it
-// ends, its Seen method "hosts", on the same subjects under message ids of
+// ends (a window a new host is active in waits for it up to --settle
+// after its first packet), its Seen method "hosts", on the same subjects under message ids of
 // their own. A home's gateway MAC, where the campaign file names it, is
 // never counted. Each home's host table is kept in the key-value bucket
 // hm_detector_hosts, so a restarted detector goes on from it without a
@@ -67,6 +68,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	window := fs.Duration("window", live.Window, "with --hosts: how long a counted window is (a whole number of --every)")
 	every := fs.Duration("every", live.Step, "with --hosts: how often a window ends")
 	late := fs.Duration("late", live.Late, "with --hosts: how long after a window ends it is counted, so a host is known by what it sends just after")
+	settle := fs.Duration("settle", live.Settle, "with --hosts on a lan tap: how long a new host is given to show what it is; a window it is active in and not yet named waits for it, up to this long after its first packet (0: no window waits)")
 	ackWait := fs.Duration("ack-wait", time.Minute, "how long a batch delivered to a detector that died waits before it goes to its replacement")
 	nf := worker.RegisterNATSFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
@@ -91,12 +93,12 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 		if given["step"] {
 			return cli.Usagef("--step is the sequence-profile detector's: with --hosts, a window of --window ends every --every")
 		}
-		live.Window, live.Step, live.Late = *window, *every, *late
+		live.Window, live.Step, live.Late, live.Settle = *window, *every, *late, *settle
 		if err := live.Validate(); err != nil {
-			return cli.Usagef("--window %s --every %s --late %s: %v", *window, *every, *late, err)
+			return cli.Usagef("--window %s --every %s --late %s --settle %s: %v", *window, *every, *late, *settle, err)
 		}
 	} else {
-		for _, f := range []string{"window", "every", "late"} {
+		for _, f := range []string{"window", "every", "late", "settle"} {
 			if given[f] {
 				return cli.Usagef("--%s is the host counter's: give it with --hosts FILE", f)
 			}
@@ -190,7 +192,7 @@ func runHosts(ctx context.Context, path, key string, c *campaign.Campaign, cfg C
 	}
 	defer rt.Close()
 	env.Log.Info("detector running", "mode", "hosts", "host_model", path, "units", len(hm.Units), "campaign", c.Name, "home", cfg.Home, "tap", cfg.Tap,
-		"window", cfg.Live.Window, "every", cfg.Live.Step, "late", cfg.Live.Late, "gateways_named", named, "partition", cfg.Partition.Index, "partitions", cfg.Partition.Count)
+		"window", cfg.Live.Window, "every", cfg.Live.Step, "late", cfg.Live.Late, "settle", cfg.Live.Settle, "gateways_named", named, "partition", cfg.Partition.Index, "partitions", cfg.Partition.Count)
 	return RunHosts(ctx, conn, hm, cfg, rt)
 }
 

@@ -172,6 +172,7 @@ func hostsRunners(r *reruns) []runner {
 		{"count.hosts.seed100", []string{"--seed", "100"}},
 		{"count.hosts.others10", []string{"--others", "10"}},
 		{"count.hosts.late60", []string{"--late", "60s"}},
+		{"count.hosts.settle0", []string{"--settle", "0s"}},
 		{"count.hosts.ipv6", []string{"--ipv6"}},
 	} {
 		key, command := v.key, strings.Join(append([]string{hostsCommand}, v.args...), " ")

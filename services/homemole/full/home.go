@@ -528,6 +528,7 @@ func newTypeHomeFlags(fs *flag.FlagSet, homes int, every string) *typeHomeFlags 
 		live:     homecount.DefaultLiveConfig(),
 	}
 	fs.DurationVar(&f.live.Late, "late", f.live.Late, "the live column: how long after each window (20 s every 10 s) ends the detector's counter judges it")
+	fs.DurationVar(&f.live.Settle, "settle", f.live.Settle, "the live column: how long a new LAN host is given to show what it is; a window it is active in and not yet named waits for it (0: none waits)")
 	return f
 }
 
@@ -537,8 +538,8 @@ func (f *typeHomeFlags) check(cmd string) (homecount.HostsConfig, []int, error) 
 	if err != nil {
 		return homecount.HostsConfig{}, nil, cli.Usagef("%s: --units: %v", cmd, err)
 	}
-	if *f.homes < 1 || *f.others < 0 || *f.duration <= 0 || f.live.Late < 0 {
-		return homecount.HostsConfig{}, nil, cli.Usagef("%s: --homes from 1, --others from 0, a positive --duration and --late from 0", cmd)
+	if *f.homes < 1 || *f.others < 0 || *f.duration <= 0 || f.live.Late < 0 || f.live.Settle < 0 {
+		return homecount.HostsConfig{}, nil, cli.Usagef("%s: --homes from 1, --others from 0, a positive --duration, and --late and --settle from 0", cmd)
 	}
 	return homecount.HostsConfig{Homes: *f.homes, Others: *f.others, Duration: *f.duration, Seed: *f.seed, Live: f.live}, units, nil
 }
