@@ -302,7 +302,7 @@ func (hc *HostCounter) RunChains(ctx context.Context, cfg HostsConfig) ([]Chains
 				}
 			}
 		}
-		windows, right, err := judgeLive(hm, unit, pkts, sent, cfg.Live)
+		windows, right, err := judgeLive(hm, unit, pkts, sent, nil, cfg.Live)
 		if err != nil {
 			return fmt.Errorf("live: %w", err)
 		}

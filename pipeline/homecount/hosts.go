@@ -146,7 +146,7 @@ func (hc *HostCounter) Run(ctx context.Context, cfg HostsConfig) ([]HostsPoint, 
 			return err
 		}
 		pt.Count = append(pt.Count, countUnits(hostPackets(all), m, h.GatewayMAC))
-		windows, right, err := liveRight(hm, unit, h.Home, all, cfg.Live)
+		windows, right, err := liveRight(hm, unit, h.Home, all, nil, cfg.Live)
 		if err != nil {
 			return fmt.Errorf("live: %w", err)
 		}
@@ -338,8 +338,9 @@ func (hc *HostCounter) Unseen() Unseen {
 // the gateway not named: the counter finds it) with the host model hm,
 // and says how many windows it judged and in how many the count of the
 // unit was the home's units of its folders that sent a frame in the
-// window (the truth, from the home's own frames).
-func liveRight(hm *HostModel, unit int, h *realhome.Home, pkts []schemas.Packet, cfg LiveConfig) (windows, right int, err error) {
+// window (the truth, from the home's own frames); with need (units of the
+// home), only in the windows where each of them sent a frame.
+func liveRight(hm *HostModel, unit int, h *realhome.Home, pkts []schemas.Packet, need []int, cfg LiveConfig) (windows, right int, err error) {
 	members := hm.Units[unit].Members
 	var sent []unitFrame
 	for _, p := range h.Packets {
@@ -348,7 +349,7 @@ func liveRight(hm *HostModel, unit int, h *realhome.Home, pkts []schemas.Packet,
 			sent = append(sent, unitFrame{p.TsNs, p.Unit})
 		}
 	}
-	return judgeLive(hm, unit, pkts, sent, cfg)
+	return judgeLive(hm, unit, pkts, sent, need, cfg)
 }
 
 // unitFrame is a frame of a home's unit: when, and which unit.
@@ -359,8 +360,9 @@ type unitFrame struct {
 
 // judgeLive plays pkts through a LiveHome with hm and says how many
 // windows it judged and in how many its count of the unit was the units
-// that sent a frame of sent (ascending) in the window.
-func judgeLive(hm *HostModel, unit int, pkts []schemas.Packet, sent []unitFrame, cfg LiveConfig) (windows, right int, err error) {
+// that sent a frame of sent (ascending) in the window. With need, only
+// the windows where every unit of need sent a frame are judged.
+func judgeLive(hm *HostModel, unit int, pkts []schemas.Packet, sent []unitFrame, need []int, cfg LiveConfig) (windows, right int, err error) {
 	if cfg == (LiveConfig{}) {
 		cfg = DefaultLiveConfig()
 	}
@@ -375,6 +377,9 @@ func judgeLive(hm *HostModel, unit int, pkts []schemas.Packet, sent []unitFrame,
 				if f.TsNs >= w.StartNs && f.TsNs < w.EndNs {
 					active[f.Unit] = true
 				}
+			}
+			if slices.ContainsFunc(need, func(u int) bool { return !active[u] }) {
+				continue
 			}
 			windows++
 			if countOf(w, hm.Units[unit].Name) == len(active) {

@@ -361,9 +361,17 @@ type PairConfig struct {
 // window ends (RightLive) and live Late after it ends (RightLate; the
 // capture may end sooner; see countHosts). Said is how many such windows
 // got each count (by the whole capture).
+//
+// Detector and DetectorRight are the detector's own counter (LiveHome,
+// DefaultLiveConfig: 20 s late, a new host given a minute) with the host
+// model of every capture the home did not draw on: the windows it judged
+// where both units were active, and those where its count of the pair's
+// unit was the units of it active (2, or more where a look-alike of its
+// family is among the home's other devices).
 type PairResult struct {
 	Windows, Right, RightLive, RightLate int
 	Said                                 map[int]int
+	Detector, DetectorRight              int
 }
 
 // RunPair measures counting an identical pair: per home, the model
@@ -391,11 +399,13 @@ func (hc *HostCounter) RunPair(ctx context.Context, cfg PairConfig) (PairResult,
 			return res, fmt.Errorf("pair %s/%s: %w", cfg.A, cfg.B, err)
 		}
 		var used []string
+		var need []int
 		pairUnits := map[schemas.MAC]bool{}
-		for _, u := range h.Units {
+		for i, u := range h.Units {
 			used = append(used, u.Session)
 			if u.Device == cfg.A || u.Device == cfg.B {
 				pairUnits[u.MAC] = true
+				need = append(need, i)
 			}
 		}
 		model := []string{cfg.A, cfg.B}
@@ -405,6 +415,13 @@ func (hc *HostCounter) RunPair(ctx context.Context, cfg PairConfig) (PairResult,
 			return res, fmt.Errorf("pair %s/%s: %w", cfg.A, cfg.B, err)
 		}
 		pkts := hostPackets(all)
+		hm := hc.Model(used)
+		windows, right, err := liveRight(hm, hm.UnitOf(cfg.A), h, all, need, DefaultLiveConfig())
+		if err != nil {
+			return res, fmt.Errorf("pair %s/%s: live: %w", cfg.A, cfg.B, err)
+		}
+		res.Detector += windows
+		res.DetectorRight += right
 		// Active: the unit sent any frame in the window (the truth, from
 		// the home's own frames, not from what the counter reads).
 		sent := map[schemas.MAC][]int64{}

@@ -44,6 +44,10 @@ func TestPairsCountedTwo(t *testing.T) {
 		if late := float64(res.RightLate) / float64(max(res.Windows, 1)); late < 0.80 || res.RightLive > res.Windows {
 			t.Errorf("%s/%s: counted 2 live %d, 20 s late %d (%.1f %%), of %d windows: want late at least 80 %%", c.a, c.b, res.RightLive, res.RightLate, 100*late, res.Windows)
 		}
+		// The detector's own counter, a new host given a minute.
+		if d := float64(res.DetectorRight) / float64(max(res.Detector, 1)); res.Detector < 10 || d < 0.90 {
+			t.Errorf("%s/%s: the detector's counter right in %d of %d windows where both are active, want 90 %% of at least 10", c.a, c.b, res.DetectorRight, res.Detector)
+		}
 	}
 	if _, err := hc.RunPair(context.Background(), PairConfig{A: "EdimaxCam1", B: "NoSuchCam", Homes: 1, Duration: time.Minute, Window: time.Second, Step: time.Second, Dir: t.TempDir()}); err == nil {
 		t.Fatal("a pair with a missing folder measured, want an error naming it")

@@ -186,14 +186,14 @@ func slowCommand(rs []runner, key string) string {
 // TestParsePairs reads home pairs' table by each row's first folder, and
 // fails on output with no rows.
 func TestParsePairs(t *testing.T) {
-	out := "pair (LAN)                             windows both active      counted 2          counted 2 live     counted 2 live, 20s late\n" +
-		"EdimaxCam1/EdimaxCam2                  106                      106 (100.0 %)      89 (84.0 %)        106 (100.0 %)\n" +
-		"WeMoInsightSwitch/WeMoInsightSwitch2   94                       94 (100.0 %)       74 (78.7 %)        93 (98.9 %)\n"
+	out := "pair (LAN)                             windows both active      counted 2          counted 2 live     counted 2 live, 20s late   the detector's counter\n" +
+		"EdimaxCam1/EdimaxCam2                  106                      106 (100.0 %)      89 (84.0 %)        106 (100.0 %)              106 of 106 (100.0 %)\n" +
+		"WeMoInsightSwitch/WeMoInsightSwitch2   94                       94 (100.0 %)       74 (78.7 %)        93 (98.9 %)                95 of 96 (99.0 %)\n"
 	rows, err := parsePairs(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 2 || rows["EdimaxCam1"] != (pairsRow{100, 84, 100}) || rows["WeMoInsightSwitch"] != (pairsRow{100, 78.7, 98.9}) {
+	if len(rows) != 2 || rows["EdimaxCam1"] != (pairsRow{100, 84, 100, 100}) || rows["WeMoInsightSwitch"] != (pairsRow{100, 78.7, 98.9, 99}) {
 		t.Errorf("rows %+v", rows)
 	}
 	if _, err := parsePairs("pair (LAN) windows\n"); err == nil {

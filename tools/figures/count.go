@@ -23,8 +23,9 @@ const pairsCommand = "go run ./services/homemole home pairs --from-dir " + senti
 var pairsShareRe = regexp.MustCompile(`\((\d+(?:\.\d+)?) %\)`)
 
 // pairsRow is one pair's row of home pairs: the share of windows where
-// both units are active counted 2 by the whole capture, live, and late.
-type pairsRow struct{ whole, live, late float64 }
+// both units are active counted 2 by the whole capture, live, late, and by
+// the detector's own counter.
+type pairsRow struct{ whole, live, late, detector float64 }
 
 // parsePairs reads home pairs' table by each row's first folder.
 func parsePairs(out string) (map[string]pairsRow, error) {
@@ -35,17 +36,17 @@ func parsePairs(out string) (map[string]pairsRow, error) {
 			continue
 		}
 		m := pairsShareRe.FindAllStringSubmatch(line, -1)
-		if len(m) != 3 {
+		if len(m) != 4 {
 			continue
 		}
-		var v [3]float64
+		var v [4]float64
 		for i := range v {
 			var err error
 			if v[i], err = strconv.ParseFloat(m[i][1], 64); err != nil {
 				return nil, fmt.Errorf("home pairs row %q: %w", line, err)
 			}
 		}
-		rows[name] = pairsRow{v[0], v[1], v[2]}
+		rows[name] = pairsRow{v[0], v[1], v[2], v[3]}
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("no pair rows in home pairs' output:\n%s", tail(out))
@@ -75,9 +76,10 @@ func pairsRunners(r *reruns) []runner {
 	var rs []runner
 	for _, name := range pairsNames {
 		for col, f := range map[string]func(pairsRow) float64{
-			"":      func(p pairsRow) float64 { return p.whole },
-			".live": func(p pairsRow) float64 { return p.live },
-			".late": func(p pairsRow) float64 { return p.late },
+			"":          func(p pairsRow) float64 { return p.whole },
+			".live":     func(p pairsRow) float64 { return p.live },
+			".late":     func(p pairsRow) float64 { return p.late },
+			".detector": func(p pairsRow) float64 { return p.detector },
 		} {
 			rs = append(rs, runner{key: "count.pairs." + name + col, command: pairsCommand, measure: func(ctx context.Context) (string, error) {
 				p, err := row(ctx, 1, name)
@@ -88,8 +90,9 @@ func pairsRunners(r *reruns) []runner {
 			}})
 		}
 		for col, f := range map[string]func(pairsRow) float64{
-			"":      func(p pairsRow) float64 { return p.whole },
-			".late": func(p pairsRow) float64 { return p.late },
+			"":          func(p pairsRow) float64 { return p.whole },
+			".late":     func(p pairsRow) float64 { return p.late },
+			".detector": func(p pairsRow) float64 { return p.detector },
 		} {
 			rs = append(rs, runner{key: "count.pairs.seeds." + name + col, command: pairsCommand + " --seed S (S = 100 to 500 by 100; the least)",
 				measure: func(ctx context.Context) (string, error) {

@@ -420,7 +420,7 @@ func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 		return fmt.Errorf("home pairs: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	fmt.Fprintf(out, "%-38s %-24s %-18s %-18s %s\n", "pair (LAN)", "windows both active", "counted 2", "counted 2 live", "counted 2 live, "+late.String()+" late")
+	fmt.Fprintf(out, "%-38s %-24s %-18s %-18s %-26s %s\n", "pair (LAN)", "windows both active", "counted 2", "counted 2 live", "counted 2 live, "+late.String()+" late", "the detector's counter")
 	for _, p := range pairs {
 		res, err := hc.RunPair(ctx, homecount.PairConfig{A: p[0], B: p[1], Homes: *homes, Others: *others, Duration: *duration,
 			Window: *window, Step: *step, Late: *late, Seed: *seed, Dir: tmp})
@@ -430,7 +430,8 @@ func runHomePairs(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 		pct := func(k int) string {
 			return fmt.Sprintf("%d (%.1f %%)", k, 100*float64(k)/float64(max(res.Windows, 1)))
 		}
-		fmt.Fprintf(out, "%-38s %-24d %-18s %-18s %s\n", p[0]+"/"+p[1], res.Windows, pct(res.Right), pct(res.RightLive), pct(res.RightLate))
+		detector := fmt.Sprintf("%d of %d (%.1f %%)", res.DetectorRight, res.Detector, 100*float64(res.DetectorRight)/float64(max(res.Detector, 1)))
+		fmt.Fprintf(out, "%-38s %-24d %-18s %-18s %-26s %s\n", p[0]+"/"+p[1], res.Windows, pct(res.Right), pct(res.RightLive), pct(res.RightLate), detector)
 	}
 	log.Debug("home pairs done", "pairs", len(pairs))
 	return nil
