@@ -3,13 +3,20 @@
 // seen beyond the emulated NAPT, each counted by the heartbeat estimator and
 // by a sequence-profile counter, and the two combined.
 //
-// How the estimators combine: a type that steady connections count
+// How the estimators combine. On a LAN tap every unit is a host (a MAC) of
+// its own, and the host counter (HostCounter: a host is a unit when it
+// sends a key of the unit's signature and its keys are nearest the unit's
+// captures) counts it; nothing else is needed there. Beyond a NAPT, a type
+// that steady connections count
 // (heartbeat.Eligibility: one steady cloud connection per unit, in 90 % of
 // its captures, of a service no other type shares unless it too keeps one
 // per unit) is counted by them alone: each unit's connection is a flow of
 // its own on either side of a NAPT, so nothing has to be told apart by
-// timing. Through a VPN tunnel, which hides the connections, and for any
-// other type: heartbeat trains alive at one time are distinct
+// timing. Else a type whose units each number their packets from one
+// counter (HostCounter.ChainEligible) is counted by its IP ID sequences
+// (LinkChains), which a NAPT keeps. Through a VPN tunnel, which hides the
+// connections and the IDs, and for any other type: heartbeat trains alive
+// at one time are distinct
 // units (each keeps a phase of its own, and real units' clocks drift apart
 // rather than together), so the heartbeat count is a lower bound that holds
 // where the sequence-profile counter sees too little of a sparse device; the
@@ -28,6 +35,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
@@ -66,6 +75,14 @@ type Config struct {
 	// home's own: a home it does not name that way gets no steady count
 	// (Point.Unnamed), and its combined count falls back to the others'.
 	HeldOut *CaptureServices
+	// Hosts, when set (NewHostCounter's) and the view is the LAN, counts
+	// the type's unit host by host with the model of every capture the
+	// home did not draw on.
+	Hosts *HostCounter
+	// Chains, when set (NewWANHostCounter's) and the view is NAPT, counts
+	// the type's unit by its IP ID sequences in each home whose other
+	// captures make it eligible (HostCounter.ChainEligible).
+	Chains *HostCounter
 }
 
 // Truth is, per home, the units the estimates are judged against: n, and
@@ -88,8 +105,9 @@ type Point struct {
 	Homes int
 	// Estimates per home: heartbeat trains (-1: the type has no
 	// heartbeat), sequence-profile count (-1: no counter), steady
-	// connections (-1: the type is not counted by them), combined.
-	HB, SP, Steady, Combined []int
+	// connections (-1: the type is not counted by them), LAN hosts (-1:
+	// not counted so), IP ID sequences (-1: not counted so), combined.
+	HB, SP, Steady, Hosts, Chains, Combined []int
 	// Want is, per home, the units of the counted types (Truth).
 	Want []int
 	// Unnamed counts the homes whose held-out captures did not make the
@@ -120,9 +138,14 @@ func Err(est, truth []int) (meanErr float64, exact int) {
 
 // Combine is the count the estimators give together (see the package
 // comment); -1 marks an estimator that had nothing to say.
-func Combine(hb, sp, steady int) int {
-	if steady >= 0 {
+func Combine(hb, sp, steady, hosts, chains int) int {
+	switch {
+	case hosts >= 0:
+		return hosts
+	case steady >= 0:
 		return steady
+	case chains >= 0:
+		return chains
 	}
 	return max(hb, sp, 0)
 }
@@ -177,11 +200,11 @@ func Run(ctx context.Context, devs []realhome.Device, profiles []heartbeat.Profi
 			// A tunnel carries every connection inside one: beyond a VPN
 			// gateway there are no connections to tell apart.
 			named := cfg.Steady != nil && cfg.Steady.Eligible && cfg.View != gateway.VPN
+			var used []string
+			for _, u := range h.Units {
+				used = append(used, u.Session)
+			}
 			if named && cfg.HeldOut != nil {
-				var used []string
-				for _, u := range h.Units {
-					used = append(used, u.Session)
-				}
 				named = false
 				for _, ts := range cfg.HeldOut.Eligibility(used) {
 					if ts.Device == cfg.Device && ts.Eligible && ts.Service == cfg.Steady.Service {
@@ -221,17 +244,34 @@ func Run(ctx context.Context, devs []realhome.Device, profiles []heartbeat.Profi
 					spN += c
 				}
 			}
+			hostsN, chainsN, unitMembers := -1, -1, []string(nil)
+			if cfg.Hosts != nil && cfg.View == "" {
+				if hostsN, unitMembers, err = cfg.Hosts.countLAN(ctx, path, h, cfg.Device, used); err != nil {
+					return out, err
+				}
+			}
+			if cfg.Chains != nil && cfg.View == gateway.NAPT {
+				if chainsN, unitMembers, err = cfg.Chains.countSequences(ctx, path, cfg.Device, used); err != nil {
+					return out, err
+				}
+			}
 			os.Remove(path)
 			counted := []string{cfg.Device, cfg.Also}
 			if cfg.Steady != nil && cfg.Steady.Eligible {
 				counted = append(counted, cfg.Steady.Family...)
 			}
+			// The host and sequence counters count the type's unit: with
+			// its family, where the home's training captures do not tell
+			// the type from a look-alike.
+			counted = append(counted, unitMembers...)
 			pt.Active = append(pt.Active, mostActive(h, cfg.Device, cfg.Also))
 			pt.Want = append(pt.Want, unitsOf(h, counted))
 			pt.HB = append(pt.HB, hb)
 			pt.SP = append(pt.SP, spN)
 			pt.Steady = append(pt.Steady, st)
-			pt.Combined = append(pt.Combined, Combine(hb, spN, st))
+			pt.Hosts = append(pt.Hosts, hostsN)
+			pt.Chains = append(pt.Chains, chainsN)
+			pt.Combined = append(pt.Combined, Combine(hb, spN, st, hostsN, chainsN))
 			pt.Homes++
 		}
 		out = append(out, pt)
@@ -349,4 +389,55 @@ func (cs *CaptureServices) Eligibility(skip []string) []heartbeat.TypeService {
 		}
 	}
 	return heartbeat.Eligibility(per, cs.cfg)
+}
+
+// countLAN counts the units of a device's unit in the LAN capture at path
+// of home h, host by host (countUnits), with the model of every capture
+// but those in used; it says the unit's members too.
+func (hc *HostCounter) countLAN(ctx context.Context, path string, h *realhome.Home, device string, used []string) (int, []string, error) {
+	hm := hc.Model(used)
+	unit := hm.UnitOf(device)
+	if unit < 0 {
+		return -1, nil, nil
+	}
+	var all []schemas.Packet
+	if _, err := capture.ReadFile(ctx, path, h.HomeConfig(), func(p *schemas.Packet) error {
+		all = append(all, *p)
+		return nil
+	}); err != nil {
+		return 0, nil, fmt.Errorf("hosts of %s: %w", path, err)
+	}
+	members := hm.Units[unit].Members
+	m := typeModel{sig: hm.sigs[unit], ck: hc.ck, model: members, skip: used}
+	return countUnits(hostPackets(all), m, h.GatewayMAC), members, nil
+}
+
+// countSequences counts the IP ID sequences of a device's unit in the WAN
+// capture at path beyond a NAPT, with the model of every capture but those
+// in used, or -1 when those captures do not make the unit eligible
+// (ChainEligible); it says the unit's members too. hc must be
+// NewWANHostCounter's.
+func (hc *HostCounter) countSequences(ctx context.Context, path, device string, used []string) (int, []string, error) {
+	if ok, _, _ := hc.ChainEligible(evaluate.TypeOf(device), used); !ok || hc.chains == nil {
+		return -1, nil, nil
+	}
+	hm := hc.Model(used)
+	unit := hm.UnitOf(device)
+	if unit < 0 {
+		return -1, nil, nil
+	}
+	var pkts []schemas.Packet
+	if _, err := capture.ReadFile(ctx, path, WANHome(), func(p *schemas.Packet) error {
+		pkts = append(pkts, *p)
+		return nil
+	}); err != nil {
+		return 0, nil, fmt.Errorf("IP ID sequences of %s: %w", path, err)
+	}
+	n := 0
+	for _, c := range LinkChains(pkts, hc.chainCfg) {
+		if hm.Classify(c.Keys) == unit {
+			n++
+		}
+	}
+	return n, hm.Units[unit].Members, nil
 }

@@ -133,3 +133,78 @@ func TestSteadyCountOnRealUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestCombine: on a LAN the host count, else steady connections, else IP
+// ID sequences, else the larger of heartbeat and sequence profiles.
+func TestCombine(t *testing.T) {
+	for _, c := range []struct{ hb, sp, steady, hosts, chains, want int }{
+		{3, 2, -1, -1, -1, 3},
+		{-1, -1, -1, -1, -1, 0},
+		{1, 2, 5, -1, 4, 5},
+		{1, 2, -1, -1, 4, 4},
+		{1, 2, 5, 6, 4, 6},
+		{1, 2, -1, 0, -1, 0},
+	} {
+		if got := Combine(c.hb, c.sp, c.steady, c.hosts, c.chains); got != c.want {
+			t.Errorf("Combine(hb %d, sp %d, steady %d, hosts %d, chains %d) = %d, want %d", c.hb, c.sp, c.steady, c.hosts, c.chains, got, c.want)
+		}
+	}
+}
+
+// TestRunUnitCounters: home count's homes counted by the unit counters,
+// each with the captures a home did not draw on: on the LAN by the host
+// counter, beyond the NAPT by IP ID sequences (Aria: one sequence a unit),
+// and a type that steady connections count (Lightify) by them first.
+func TestRunUnitCounters(t *testing.T) {
+	devs := realhometest.Devices(t)
+	ctx := context.Background()
+	lan, err := NewHostCounter(ctx, devs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wan, err := NewWANHostCounter(ctx, devs, DefaultChains())
+	if err != nil {
+		t.Fatal(err)
+	}
+	steady, err := SteadyEligibility(ctx, devs, heartbeat.DefaultSteady())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lightify *heartbeat.TypeService
+	for i := range steady {
+		if steady[i].Device == "Lightify" && steady[i].Eligible {
+			lightify = &steady[i]
+		}
+	}
+	if lightify == nil {
+		t.Fatal("Lightify keeps no steady connection, want one")
+	}
+	for _, c := range []struct {
+		device string
+		view   gateway.Mode
+		steady *heartbeat.TypeService
+		by     func(Point) []int
+	}{
+		{"Aria", "", nil, func(p Point) []int { return p.Hosts }},
+		{"Aria", gateway.NAPT, nil, func(p Point) []int { return p.Chains }},
+		{"Lightify", gateway.NAPT, lightify, func(p Point) []int { return p.Steady }},
+	} {
+		pts, err := Run(ctx, devs, nil, nil, Config{Device: c.device, Units: []int{1, 4}, Homes: 2, Others: 3, Duration: 100 * time.Second,
+			Sessions: realhome.AllSessions, View: c.view, Seed: 1, Dir: t.TempDir(), Steady: c.steady, Hosts: lan, Chains: wan})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pts {
+			by := c.by(p)
+			t.Logf("%s %q n=%d: hosts %v chains %v steady %v combined %v, truth %v", c.device, c.view, p.N, p.Hosts, p.Chains, p.Steady, p.Combined, p.Truth())
+			for i := range p.Combined {
+				if by[i] < 0 || p.Combined[i] != by[i] {
+					t.Errorf("%s %q n=%d home %d: combined %d, want the count of its counter, %d", c.device, c.view, p.N, i, p.Combined[i], by[i])
+				}
+			}
+			if e, _ := Err(p.Combined, p.Truth()); e > 0.25 {
+				t.Errorf("%s %q n=%d: count error %.1f %%", c.device, c.view, p.N, 100*e)
+			}
+		}
+	}
+}

@@ -99,6 +99,7 @@ func slowRunners(r *reruns) []runner {
 	rs = append(rs, pairsRunners(r)...)
 	rs = append(rs, hostsRunners(r)...)
 	rs = append(rs, chainsRunners(r)...)
+	rs = append(rs, combinedRunners(r)...)
 	rs = append(rs, nearestRunners(r)...)
 	rs = append(rs, benchRunners(r)...)
 	rs = append(rs, clusterRunner(r))

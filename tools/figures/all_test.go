@@ -278,3 +278,14 @@ func TestParseLong(t *testing.T) {
 		t.Error("output without the summary parsed")
 	}
 }
+
+// TestParseCombined reads home count's summary line, and fails without one.
+func TestParseCombined(t *testing.T) {
+	got, err := parseCombined("n   most at once\nmean count error over 40 homes: ip-id 4.8 % (28 exact) combined 4.8 % (28 exact)\n")
+	if err != nil || got != "4.8 % mean count error over 40 homes of n = 1..8 (28 exact)" {
+		t.Errorf("parseCombined: %q, %v", got, err)
+	}
+	if _, err := parseCombined("n   most at once\n"); err == nil {
+		t.Error("output without a summary parsed")
+	}
+}

@@ -432,3 +432,29 @@ func nearestRunners(r *reruns) []runner {
 		}},
 	}
 }
+
+var combinedRe = regexp.MustCompile(`^mean count error over (\d+) homes:.* combined (\d+(?:\.\d+)?) % \((\d+) exact\)`)
+
+// parseCombined reads home count's summary line: the combined count's mean
+// error over its homes.
+func parseCombined(out string) (string, error) {
+	for line := range strings.Lines(out) {
+		if m := combinedRe.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			return fmt.Sprintf("%s %% mean count error over %s homes of n = 1..8 (%s exact)", m[2], m[1], m[3]), nil
+		}
+	}
+	return "", fmt.Errorf("no summary line in home count's output:\n%s", tail(out))
+}
+
+// combinedRunners are home count's combined count of a type that only the
+// unit counters count (README "How the estimators combine"): Aria beyond
+// the NAPT (its IP ID sequences) and on the LAN (its hosts).
+func combinedRunners(r *reruns) []runner {
+	var rs []runner
+	for _, view := range []string{"napt", "lan"} {
+		args := []string{"--device", "Aria", "--view", view, "--sessions", "all", "--units", "1-8"}
+		rs = append(rs, runner{key: "count.combined.aria." + view, command: "go run ./services/homemole home count --from-dir " + sentinelDir + " " + strings.Join(args, " "),
+			measure: func(ctx context.Context) (string, error) { return homeTable(ctx, r, "count", parseCombined, args...) }})
+	}
+	return rs
+}

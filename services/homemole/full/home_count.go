@@ -1,5 +1,3 @@
-//go:build torch
-
 package main
 
 import (
@@ -12,35 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/homemole/homemole/pipeline/detect"
+	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/pipeline/homecount"
 	"github.com/homemole/homemole/pipeline/realhome"
 	"github.com/homemole/homemole/services/internal/cli"
 )
-
-// spCounter counts with a sequence-profile model: the count of its most
-// confident window over the span, 0 where the detector does not fire.
-type spCounter struct{ m *detect.Model }
-
-func (c spCounter) Count(ctx context.Context, path, device string, fromNs, toNs int64) (int, error) {
-	windows, _, err := c.m.DetectFile(ctx, path, 0)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, w := range windows {
-		if w.EndNs <= fromNs || w.StartNs >= toNs {
-			continue
-		}
-		for _, d := range w.Detections {
-			if d.Device == device {
-				n = max(n, d.Count)
-			}
-		}
-	}
-	return n, nil
-}
 
 func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	fs := newFlags("home count", "--from-dir DIR --device TYPE [--also TYPE2] [--units 1-5] [--homes K] [--sp-model MODEL]",
@@ -50,9 +25,14 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"heartbeats learned from the device's --learn captures: a keepalive of one transport,\n"+
 			"server port and IP length at a steady period, in at least two of them; the count is the\n"+
 			"most heartbeat trains alive at once) and, with --sp-model, by that model's sequence-\n"+
-			"profile counter. A type that steady connections count (see home steady: one steady\n"+
-			"cloud connection per unit) is counted by them alone; any other, combined: the larger\n"+
-			"of the two (heartbeat trains alive at once are distinct units, a lower bound). --also names the other folder of an identical pair (n\n"+
+			"profile counter; on the LAN by the host counter (as home hosts: a host is a unit when\n"+
+			"it sends a key of the unit's signature and its keys are nearest the unit's captures,\n"+
+			"learned from every capture the home did not draw on); beyond the NAPT by its IP ID\n"+
+			"sequences where its units each number their packets from one counter (as home chains).\n"+
+			"Combined: on the LAN the host count; else a type that steady connections count (see\n"+
+			"home steady: one steady cloud connection per unit) by them; else by its sequences; any\n"+
+			"other, the larger of heartbeat and sequence profiles (heartbeat trains alive at once\n"+
+			"are distinct units, a lower bound). --sp-model needs libtorch. --also names the other folder of an identical pair (n\n"+
 			"units split over the two; the sequence-profile count is the sum of the two types'). The\n"+
 			"error is |estimate - n| / n; the most units active at one time (between their first and\n"+
 			"last packet) is shown beside it, as short captures overlap only in part.")
@@ -91,12 +71,28 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	}
 	var sp homecount.Counter
 	if *spModel != "" {
-		m, err := detect.LoadFile(*spModel)
+		if !spCounterLinked {
+			return torchCommand("home")(ctx, log, out, append([]string{"count"}, args...))
+		}
+		c, closer, err := loadSPCounter(*spModel)
 		if err != nil {
 			return err
 		}
-		defer m.Close()
-		sp = spCounter{m}
+		defer closer()
+		sp = c
+	}
+	// The unit counters, each where it sees the units: a LAN tap the
+	// hosts, beyond a NAPT the IP ID sequences.
+	var hosts, chains *homecount.HostCounter
+	switch mode {
+	case "":
+		if hosts, err = homecount.NewHostCounter(ctx, devs); err != nil {
+			return fmt.Errorf("home count: %w", err)
+		}
+	case gateway.NAPT:
+		if chains, err = homecount.NewWANHostCounter(ctx, devs, homecount.DefaultChains()); err != nil {
+			return fmt.Errorf("home count: %w", err)
+		}
 	}
 	tmp, err := os.MkdirTemp("", "homemole-count-")
 	if err != nil {
@@ -121,28 +117,39 @@ func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 		}
 	}
 	pts, err := homecount.Run(ctx, devs, profiles, sp, homecount.Config{Device: *device, Also: *also, Units: units, Homes: *hm.homes,
-		Others: *hm.others, Duration: *hm.duration, Sessions: split, View: mode, Seed: *hm.seed, Dir: tmp, Steady: steady})
-	fmt.Fprintf(out, "%-3s %-16s %-28s %-28s %-28s %s\n", "n", "most at once", "heartbeat: err, exact", "sp counter: err, exact", "steady: err, exact", "combined: err, exact")
-	var sums [4]float64
-	var exacts, judged [4]int
+		Others: *hm.others, Duration: *hm.duration, Sessions: split, View: mode, Seed: *hm.seed, Dir: tmp, Steady: steady,
+		Hosts: hosts, Chains: chains})
+	fmt.Fprintf(out, "%-3s %-16s %-28s %-28s %-28s %-28s %-28s %s\n", "n", "most at once", "heartbeat: err, exact", "sp counter: err, exact", "steady: err, exact",
+		"hosts: err, exact", "ip-id: err, exact", "combined: err, exact")
+	names := []string{"heartbeat", "sp", "steady", "hosts", "ip-id", "combined"}
+	var sums [6]float64
+	var exacts, judged [6]int
 	for _, p := range pts {
 		row := fmt.Sprintf("%-3d %-16s", p.N, ints(p.Active))
-		for i, est := range [][]int{p.HB, p.SP, p.Steady, p.Combined} {
-			if est[0] < 0 && i < 3 {
+		for i, all := range [][]int{p.HB, p.SP, p.Steady, p.Hosts, p.Chains, p.Combined} {
+			// An estimator is judged in the homes it counted (-1: it had
+			// nothing to say there; the combined count always has).
+			var est, truth []int
+			for k, e := range all {
+				if e >= 0 {
+					est, truth = append(est, e), append(truth, p.Truth()[k])
+				}
+			}
+			if len(est) == 0 {
 				row += fmt.Sprintf(" %-28s", "-")
 				continue
 			}
-			e, x := homecount.Err(est, p.Truth())
-			sums[i] += e * float64(p.Homes)
+			e, x := homecount.Err(est, truth)
+			sums[i] += e * float64(len(est))
 			exacts[i] += x
-			judged[i] += p.Homes
-			row += fmt.Sprintf(" %-28s", fmt.Sprintf("%s %.0f%% %d/%d", ints(est), 100*e, x, p.Homes))
+			judged[i] += len(est)
+			row += fmt.Sprintf(" %-28s", fmt.Sprintf("%s %.0f%% %d/%d", ints(all), 100*e, x, len(est)))
 		}
 		fmt.Fprintln(out, strings.TrimRight(row, " "))
 	}
-	if judged[3] > 0 {
-		fmt.Fprintf(out, "mean count error over %d homes:", judged[3])
-		for i, name := range []string{"heartbeat", "sp", "steady", "combined"} {
+	if judged[5] > 0 {
+		fmt.Fprintf(out, "mean count error over %d homes:", judged[5])
+		for i, name := range names {
 			if judged[i] > 0 {
 				fmt.Fprintf(out, " %s %.1f %% (%d exact)", name, 100*sums[i]/float64(judged[i]), exacts[i])
 			}

@@ -3,13 +3,15 @@
 package main
 
 import (
-	"context"
-	"io"
-	"log/slog"
+	"errors"
+
+	"github.com/homemole/homemole/pipeline/homecount"
 )
 
-// runHomeCount counts with sequence-profile CNNs, so the CGO-free build
-// hands it to homemole-torch, as it does the other model commands.
-func runHomeCount(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	return torchCommand("home")(ctx, log, out, append([]string{"count"}, args...))
+// spCounterLinked says this build can load a sequence-profile model: the
+// CGO-free one cannot, and hands home count --sp-model to homemole-torch.
+const spCounterLinked = false
+
+func loadSPCounter(string) (homecount.Counter, func(), error) {
+	return nil, nil, errors.New("home count --sp-model needs libtorch: run it through homemole, which hands it to homemole-torch")
 }
