@@ -244,12 +244,13 @@ func (m *HostModel) index() {
 }
 
 // Classify is the unit a host that sent keys is counted as, or -1: the
-// unit whose signature holds a DHCP name the host gave, or else the unit
-// of the capture nearest its keys (Jaccard), when it sent a key of that
-// unit's signature. It is typeModel.isModel asked of every unit at once:
-// a host that gave two units' names (renamed, or hostile) is the first of
-// them, and where two units' captures are equally near, the first of them
-// whose signature the host sent.
+// unit whose signature holds a DHCP name the host gave, when that unit's
+// nearest capture is at least half as near as the nearest of all, or else
+// the unit of the capture nearest its keys (Jaccard), when it sent a key
+// of that unit's signature. It is typeModel.isModel asked of every unit at
+// once: a host that gave two units' names (renamed, or hostile) is judged
+// by the first of them, and where two units' captures are equally near,
+// the first of them whose signature the host sent.
 func (m *HostModel) Classify(keys map[heartbeat.Key]bool) int {
 	if len(keys) == 0 {
 		return -1
@@ -273,10 +274,11 @@ func (m *HostModel) Classify(keys map[heartbeat.Key]bool) int {
 	if len(shown) == 0 {
 		return -1
 	}
+	named := -1
 	for u, sig := range m.sigs {
 		for _, k := range shown {
-			if sig[k] && k.Port >= DHCPOption {
-				return u
+			if named < 0 && sig[k] && k.Port >= DHCPOption {
+				named = u
 			}
 		}
 	}
@@ -286,6 +288,9 @@ func (m *HostModel) Classify(keys map[heartbeat.Key]bool) int {
 		best[c.Unit] = max(best[c.Unit], float64(n)/float64(max(len(keys)+m.sizes[i]-n, 1)))
 	}
 	top := slices.Max(best)
+	if named >= 0 && 2*best[named] >= top {
+		return named
+	}
 	for u, b := range best {
 		if b != top {
 			continue

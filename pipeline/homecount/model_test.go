@@ -93,8 +93,10 @@ func BenchmarkClassify(b *testing.B) {
 
 // TestClassifyIsJaccard: Classify, which counts shared keys through each
 // key's captures, names every host as the plain rule does: the first unit
-// whose signature holds a DHCP name the host gave, or else the unit of the
-// nearest capture by Jaccard similarity over every capture, if the host
+// whose signature holds a DHCP name the host gave, if that unit's nearest
+// capture is at least half as near as the nearest of all; or else the
+// unit of the nearest capture by Jaccard similarity over every capture, if
+// the host
 // sent a key of its signature (ties to the first such unit). Hosts: every
 // capture's keys, every two captures' together (some with two names), and
 // each with a key no capture shows.
@@ -111,13 +113,6 @@ func TestClassifyIsJaccard(t *testing.T) {
 	}
 	m := hc.Model(skip)
 	plain := func(keys map[heartbeat.Key]bool) int {
-		for u := range m.Units {
-			for k := range keys {
-				if k.Port >= DHCPOption && m.sigs[u][k] {
-					return u
-				}
-			}
-		}
 		best := make([]float64, len(m.Units))
 		for _, c := range m.Captures {
 			set := map[heartbeat.Key]bool{}
@@ -127,6 +122,17 @@ func TestClassifyIsJaccard(t *testing.T) {
 			best[c.Unit] = max(best[c.Unit], similarity(keys, set))
 		}
 		top := slices.Max(best)
+		for u := range m.Units {
+			for k := range keys {
+				if k.Port >= DHCPOption && m.sigs[u][k] {
+					if 2*best[u] >= top {
+						return u
+					}
+					goto nearest
+				}
+			}
+		}
+	nearest:
 		for u, b := range best {
 			for k := range keys {
 				if b == top && m.sigs[u][k] {

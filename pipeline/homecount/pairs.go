@@ -158,17 +158,19 @@ type typeModel struct {
 //
 // But a host that gives a DHCP name of the signature (DHCPOption: the
 // model's name, which no other type's capture gives) is a unit of the
-// model whatever else it sends. Two look-alikes of one platform (D-Link's
-// siren and water sensor) send nearly the same keys, and when a home
-// leaves two captures of one to learn from, a unit's keys can be nearer
-// the other's captures; the name it gives itself is one key of some
-// seventy, which Jaccard similarity weighs as any other.
+// model when the model's nearest capture is at least half as near as any
+// other's. Two look-alikes of one platform (D-Link's siren and water
+// sensor) send nearly the same keys, and when a home leaves two captures
+// of one to learn from, a unit's keys can be nearer the other's captures;
+// the name it gives itself is one key of some seventy, which Jaccard
+// similarity weighs as any other. Half, not any: a name is a chip SDK's
+// as often as a model's (an ESP8266 kettle names itself "ESP_..."), and a
+// device of a type never learned that keeps its SDK's name, but whose
+// traffic is another type's, is not the kettle.
 func (m typeModel) isModel(keys map[heartbeat.Key]bool) bool {
-	signed := false
+	signed, named := false, false
 	for k := range keys {
-		if m.sig[k] && k.Port >= DHCPOption {
-			return true
-		}
+		named = named || m.sig[k] && k.Port >= DHCPOption
 		signed = signed || m.sig[k]
 	}
 	if !signed {
@@ -186,7 +188,7 @@ func (m typeModel) isModel(keys map[heartbeat.Key]bool) bool {
 			other = max(other, j)
 		}
 	}
-	return own >= other
+	return own >= other || named && 2*own >= other
 }
 
 // similarity is the Jaccard similarity of two key sets.

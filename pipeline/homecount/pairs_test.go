@@ -123,6 +123,31 @@ func TestNamedHostIsItsModel(t *testing.T) {
 			t.Errorf("%s: isModel %v, want %v", c.what, got, c.want)
 		}
 	}
+	// A name is a chip's SDK's as often as a model's: an ESP8266 kettle
+	// that sends nothing but its DHCP request and IGMP names itself
+	// "ESP_...", and so may a plug of a type never learned, whose traffic
+	// is far nearer another plug's. The name decides only among near
+	// captures: the named unit's must be at least half as near as any.
+	dhcp, igmp, esp, plug := udpKey(67, 316), heartbeat.Key{Transport: 2, Port: -1, IPLen: 8}, name(3), name(4)
+	ps := []heartbeat.Key{udpKey(443, 1), udpKey(443, 2), udpKey(443, 3), udpKey(443, 4), udpKey(443, 5), udpKey(443, 6)}
+	ck = captureKeys{
+		keys: map[string]map[heartbeat.Key]bool{
+			"kettle-a": keySet(dhcp, igmp, esp), "kettle-b": keySet(dhcp, igmp, esp),
+			"plug-a": keySet(append(ps, dhcp, plug)...), "plug-b": keySet(append(ps, dhcp, plug)...),
+		},
+		typ: map[string]string{"kettle-a": "Kettle", "kettle-b": "Kettle", "plug-a": "Plug", "plug-b": "Plug"},
+	}
+	model = []string{"Kettle"}
+	m = typeModel{sig: ck.signature(model, nil), ck: ck, model: model}
+	if !m.sig[esp] {
+		t.Fatalf("signature %v: want the kettle's name in it", m.sig)
+	}
+	if !m.isModel(keySet(dhcp, igmp, esp)) {
+		t.Error("a kettle: not counted as one")
+	}
+	if m.isModel(keySet(append(ps, dhcp, esp)...)) {
+		t.Error("a plug of an unlearned type named as the kettles are, its traffic a plug's: counted as a kettle")
+	}
 }
 
 // TestKeySetFamilies groups types whose captures' nearest other capture
