@@ -86,25 +86,27 @@ type Packet struct {
 	// its payload shows (batch version 3; zero in older batches and for
 	// every other packet).
 	Tunnel TunnelRecords
-	// DHCP is what a DHCPv4 client's message tells of the stack that sent
+	// DHCP is what a DHCP client's message tells of the stack that sent
 	// it (batch version 4; zero in older batches and for every other
 	// packet): on a LAN tap, the oldest and plainest device fingerprint.
 	DHCP DHCPClient
 }
 
 // DHCPClient is the fingerprint of a DHCPv4 client message (DISCOVER,
-// REQUEST, INFORM: a BOOTREQUEST from port 68 to 67), each option as the
-// 32-bit FNV-1a hash of its bytes, 0 where the message lacks it (a hash
-// of 0 is written as 1). The parameter request list and the vendor class
+// REQUEST, INFORM: a BOOTREQUEST from port 68 to 67) or a DHCPv6 one
+// (from port 546 to 547: its option request option, vendor class and the
+// first label of its client FQDN), each option as the 32-bit FNV-1a hash
+// of its bytes, 0 where the message lacks it (a hash of 0 is written as
+// 1). The parameter request list and the vendor class
 // are the firmware's; the host name is the model's once any trailing
 // per-unit suffix is cut (features.NormalizeHostName): "ESP_07AEFB" and
 // "Lightify-7B5F6B" are every unit's "ESP" and "Lightify", "DCH-S150" stays.
 // Hashes, not the strings, so a record stays small and a host name leaves
 // the agent only as a number.
 type DHCPClient struct {
-	Params uint32 // option 55, parameter request list
-	Vendor uint32 // option 60, vendor class identifier
-	Name   uint32 // option 12, host name, normalized
+	Params uint32 // option 55, parameter request list (DHCPv6: option 6)
+	Vendor uint32 // option 60, vendor class identifier (DHCPv6: option 16)
+	Name   uint32 // option 12, host name, normalized (DHCPv6: option 39's first label)
 }
 
 // IsZero says the packet carried no DHCP client fingerprint.

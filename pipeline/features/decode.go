@@ -323,8 +323,11 @@ func (d *Decoder) transport(proto uint8, b []byte, wire int, p *schemas.Packet) 
 		if n > 0 {
 			p.ProtoBits |= appBit(false, u.srcPort, u.dstPort, clip(u.payload, n))
 		}
-		if u.srcPort == dhcpClientPort && u.dstPort == dhcpServerPort {
+		switch {
+		case u.srcPort == dhcpClientPort && u.dstPort == dhcpServerPort:
 			p.DHCP = dhcpClient(clip(u.payload, n))
+		case u.srcPort == dhcp6ClientPort && u.dstPort == dhcp6ServerPort:
+			p.DHCP = dhcp6Client(clip(u.payload, n))
 		}
 	default:
 		p.PayloadLen = uint32(wire)

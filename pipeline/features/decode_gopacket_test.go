@@ -199,8 +199,11 @@ func (d *gopacketDecoder) transport(proto layers.IPProtocol, b []byte, wire int,
 		if n > 0 {
 			p.ProtoBits |= appBit(false, uint16(u.SrcPort), uint16(u.DstPort), clip(u.Payload, n))
 		}
-		if u.SrcPort == 68 && u.DstPort == 67 {
+		switch {
+		case u.SrcPort == 68 && u.DstPort == 67:
 			p.DHCP = gopacketDHCP(clip(u.Payload, n))
+		case u.SrcPort == 546 && u.DstPort == 547:
+			p.DHCP = gopacketDHCP6(clip(u.Payload, n))
 		}
 	default:
 		p.PayloadLen = uint32(wire)
@@ -333,6 +336,49 @@ func gopacketDHCP(b []byte) schemas.DHCPClient {
 		d.Vendor = hash(values[1])
 	}
 	if name := NormalizeHostName(string(values[2][:min(len(values[2]), 255)])); name != "" {
+		d.Name = hash([]byte(name))
+	}
+	return d
+}
+
+// gopacketDHCP6 is the DHCPv6 client fingerprint as gopacket's DHCPv6
+// layer reads the message: the option request option, the vendor class
+// and the client FQDN's first label.
+func gopacketDHCP6(b []byte) schemas.DHCPClient {
+	var m layers.DHCPv6
+	if m.DecodeFromBytes(b, gopacket.NilDecodeFeedback) != nil {
+		return schemas.DHCPClient{}
+	}
+	switch m.MsgType {
+	case layers.DHCPv6MsgTypeSolicit, layers.DHCPv6MsgTypeRequest, layers.DHCPv6MsgTypeConfirm, layers.DHCPv6MsgTypeRenew,
+		layers.DHCPv6MsgTypeRebind, layers.DHCPv6MsgTypeRelease, layers.DHCPv6MsgTypeDecline, layers.DHCPv6MsgTypeInformationRequest:
+	default:
+		return schemas.DHCPClient{}
+	}
+	hash := func(v []byte) uint32 {
+		h := fnv.New32a()
+		h.Write(v)
+		return max(h.Sum32(), 1)
+	}
+	var d schemas.DHCPClient
+	var oro, vendor []byte
+	var name string
+	named := false
+	for _, o := range m.Options {
+		switch o.Code {
+		case layers.DHCPv6OptOro:
+			oro = append(oro, o.Data...)
+			d.Params = hash(oro)
+		case layers.DHCPv6OptVendorClass:
+			vendor = append(vendor, o.Data...)
+			d.Vendor = hash(vendor)
+		case layers.DHCPv6OptClientFQDN:
+			if !named && len(o.Data) >= 2 && int(o.Data[1]) > 0 && 2+int(o.Data[1]) <= len(o.Data) {
+				name, named = NormalizeHostName(string(o.Data[2:2+int(o.Data[1])])), true
+			}
+		}
+	}
+	if name != "" {
 		d.Name = hash([]byte(name))
 	}
 	return d

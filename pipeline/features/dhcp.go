@@ -88,6 +88,74 @@ func dhcpClient(b []byte) schemas.DHCPClient {
 	return d
 }
 
+// DHCPv6 client ports, and the options of its fingerprint (RFC 8415; the
+// client FQDN, RFC 4704).
+const (
+	dhcp6ClientPort = 546
+	dhcp6ServerPort = 547
+
+	dhcp6OptORO    = 6
+	dhcp6OptVendor = 16
+	dhcp6OptFQDN   = 39
+)
+
+// dhcp6Client reads the fingerprint of a DHCPv6 client message (a UDP
+// payload from port 546 to 547: Solicit, Request, Confirm, Renew, Rebind,
+// Release, Decline, Information-request; never a relay's or a server's):
+// its option request option as Params, its vendor class as Vendor, and the
+// first label of its client FQDN, normalized, as Name, so a unit names
+// itself alike over IPv4 and IPv6. Options that run past the payload give
+// the zero fingerprint, as dhcpClient's.
+func dhcp6Client(b []byte) schemas.DHCPClient {
+	if len(b) < 4 {
+		return schemas.DHCPClient{}
+	}
+	switch b[0] {
+	case 1, 3, 4, 5, 6, 8, 9, 11:
+	default:
+		return schemas.DHCPClient{}
+	}
+	params, vendor := uint32(fnvOffset), uint32(fnvOffset)
+	var seen [2]bool
+	var name []byte
+	for i := 4; i < len(b); {
+		if i+4 > len(b) {
+			return schemas.DHCPClient{}
+		}
+		code, l := int(b[i])<<8|int(b[i+1]), int(b[i+2])<<8|int(b[i+3])
+		if i+4+l > len(b) {
+			return schemas.DHCPClient{}
+		}
+		v := b[i+4 : i+4+l]
+		switch code {
+		case dhcp6OptORO:
+			params, seen[0] = fnv32(params, v), true
+		case dhcp6OptVendor:
+			vendor, seen[1] = fnv32(vendor, v), true
+		case dhcp6OptFQDN:
+			// A flags byte, then the name in DNS labels: the first is
+			// the host's.
+			if len(v) >= 2 && name == nil {
+				if n := int(v[1]); n > 0 && 2+n <= len(v) {
+					name = append([]byte(nil), v[2:2+n]...)
+				}
+			}
+		}
+		i += 4 + l
+	}
+	var d schemas.DHCPClient
+	if seen[0] {
+		d.Params = nonZero(params)
+	}
+	if seen[1] {
+		d.Vendor = nonZero(vendor)
+	}
+	if n := normalizeHostName(name); len(n) > 0 {
+		d.Name = nonZero(fnv32(fnvOffset, n))
+	}
+	return d
+}
+
 // nonZero keeps 0 free to mean "absent".
 func nonZero(h uint32) uint32 { return max(h, 1) }
 

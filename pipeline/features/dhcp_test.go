@@ -121,3 +121,43 @@ func TestDHCPSentinel(t *testing.T) {
 		t.Errorf("D-Link sensor %+v and siren %+v: want one parameter list and the names dch-s150 and dch-s220", sensor, siren)
 	}
 }
+
+// dhcp6Frame is a DHCPv6 client's message of type kind with the options
+// given.
+func dhcp6Frame(tb testing.TB, kind layers.DHCPv6MsgType, options ...layers.DHCPv6Option) []byte {
+	m := &layers.DHCPv6{MsgType: kind, TransactionID: []byte{1, 2, 3}, Options: options}
+	return build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolUDP), udp(546, 547), m)
+}
+
+// fqdn is a client FQDN option's data: flags, then the name in labels.
+func fqdn(labels ...string) []byte {
+	b := []byte{0}
+	for _, l := range labels {
+		b = append(append(b, byte(len(l))), l...)
+	}
+	return append(b, 0)
+}
+
+// TestDHCP6Client: a DHCPv6 client's fingerprint is its option request
+// option, vendor class and FQDN's first label, and that label names it as
+// its DHCPv4 host name does; a server's message gives none.
+func TestDHCP6Client(t *testing.T) {
+	oro, vendor := []byte{0, 23, 0, 24, 0, 39}, []byte{0, 0, 0x01, 0x37, 0, 5, 'u', 'd', 'h', 'c', 'p'}
+	opts := []layers.DHCPv6Option{layers.NewDHCPv6Option(layers.DHCPv6OptOro, oro), layers.NewDHCPv6Option(layers.DHCPv6OptVendorClass, vendor),
+		layers.NewDHCPv6Option(layers.DHCPv6OptClientFQDN, fqdn("ESP_07AEFB", "home", "arpa"))}
+	got := decodeOne(t, dhcp6Frame(t, layers.DHCPv6MsgTypeSolicit, opts...)).DHCP
+	if want := (schemas.DHCPClient{Params: fnvOf(oro), Vendor: fnvOf(vendor), Name: fnvOf([]byte("esp"))}); got != want {
+		t.Errorf("Solicit: fingerprint %+v, want %+v", got, want)
+	}
+	v4 := decodeOne(t, dhcpFrame(t, layers.NewDHCPOption(layers.DHCPOptHostname, []byte("ESP_06D902")))).DHCP
+	if got.Name != v4.Name {
+		t.Errorf("one name over DHCPv6 and DHCPv4: %#x and %#x", got.Name, v4.Name)
+	}
+	if got := decodeOne(t, dhcp6Frame(t, layers.DHCPv6MsgTypeReply, opts...)).DHCP; !got.IsZero() {
+		t.Errorf("a server's Reply gave %+v", got)
+	}
+	cut := dhcp6Frame(t, layers.DHCPv6MsgTypeRequest, opts...)
+	if got := decodeOne(t, cut[:len(cut)-3]).DHCP; !got.IsZero() {
+		t.Errorf("a Request cut short gave %+v", got)
+	}
+}

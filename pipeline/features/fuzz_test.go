@@ -52,6 +52,8 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 	// A DHCP client's request, for its fingerprint.
 	seeds = append(seeds, decodeSeed{LinkTypeEthernet, dhcpFrame(tb, layers.NewDHCPOption(layers.DHCPOptParamsRequest, []byte{1, 3, 6}),
 		layers.NewDHCPOption(layers.DHCPOptHostname, []byte("ESP_07AEFB")))})
+	seeds = append(seeds, decodeSeed{LinkTypeEthernet, dhcp6Frame(tb, layers.DHCPv6MsgTypeSolicit, layers.NewDHCPv6Option(layers.DHCPv6OptOro, []byte{0, 23}),
+		layers.NewDHCPv6Option(layers.DHCPv6OptClientFQDN, fqdn("DCH-S150")))})
 	// A few real frames of every kind the IoT Sentinel captures hold.
 	if files, _ := filepath.Glob(filepath.Join(sentinelDir, "HueBridge", "Setup-A-1-STA.pcap")); len(files) == 1 {
 		link, frames := readPcap(tb, files[0])
