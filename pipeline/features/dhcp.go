@@ -46,10 +46,7 @@ func dhcpClient(b []byte) schemas.DHCPClient {
 	if len(b) < optionsAt || b[0] != 1 || !bytes.Equal(b[236:optionsAt], dhcpMagic) {
 		return schemas.DHCPClient{}
 	}
-	params, vendor := uint32(fnvOffset), uint32(fnvOffset)
-	var seen [3]bool
-	var name [255]byte
-	nameLen := 0
+	var o dhcpOptions
 	for i := optionsAt; i < len(b); {
 		code := b[i]
 		if code == 0 {
@@ -66,23 +63,51 @@ func dhcpClient(b []byte) schemas.DHCPClient {
 		v := b[i+2 : i+2+l]
 		switch code {
 		case dhcpOptParams:
-			params, seen[0] = fnv32(params, v), true
+			o.params.add(v)
 		case dhcpOptVendor:
-			vendor, seen[1] = fnv32(vendor, v), true
+			o.vendor.add(v)
 		case dhcpOptHostName:
-			nameLen += copy(name[nameLen:], v)
-			seen[2] = true
+			o.name = append(o.name, v[:min(len(v), maxHostName-len(o.name))]...)
 		}
 		i += 2 + l
 	}
-	var d schemas.DHCPClient
-	if seen[0] {
-		d.Params = nonZero(params)
+	return o.fingerprint()
+}
+
+// maxHostName bounds the host name a fingerprint reads (a name split
+// over several options included): one option's most.
+const maxHostName = 255
+
+// dhcpOptions gathers a fingerprint's options as a message is read.
+type dhcpOptions struct {
+	params, vendor hashedOption
+	name           []byte
+}
+
+// hashedOption is an option's bytes hashed as they come: an option split
+// over several instances (RFC 3396) hashes as their concatenation.
+type hashedOption struct {
+	h    uint32
+	seen bool
+}
+
+func (x *hashedOption) add(v []byte) {
+	if !x.seen {
+		x.h, x.seen = fnvOffset, true
 	}
-	if seen[1] {
-		d.Vendor = nonZero(vendor)
+	x.h = fnv32(x.h, v)
+}
+
+func (x hashedOption) value() uint32 {
+	if !x.seen {
+		return 0
 	}
-	if n := normalizeHostName(name[:nameLen]); seen[2] && len(n) > 0 {
+	return nonZero(x.h)
+}
+
+func (o *dhcpOptions) fingerprint() schemas.DHCPClient {
+	d := schemas.DHCPClient{Params: o.params.value(), Vendor: o.vendor.value()}
+	if n := normalizeHostName(o.name); len(n) > 0 {
 		d.Name = nonZero(fnv32(fnvOffset, n))
 	}
 	return d
@@ -115,9 +140,8 @@ func dhcp6Client(b []byte) schemas.DHCPClient {
 	default:
 		return schemas.DHCPClient{}
 	}
-	params, vendor := uint32(fnvOffset), uint32(fnvOffset)
-	var seen [2]bool
-	var name []byte
+	var o dhcpOptions
+	named := false
 	for i := 4; i < len(b); {
 		if i+4 > len(b) {
 			return schemas.DHCPClient{}
@@ -129,31 +153,21 @@ func dhcp6Client(b []byte) schemas.DHCPClient {
 		v := b[i+4 : i+4+l]
 		switch code {
 		case dhcp6OptORO:
-			params, seen[0] = fnv32(params, v), true
+			o.params.add(v)
 		case dhcp6OptVendor:
-			vendor, seen[1] = fnv32(vendor, v), true
+			o.vendor.add(v)
 		case dhcp6OptFQDN:
 			// A flags byte, then the name in DNS labels: the first is
 			// the host's.
-			if len(v) >= 2 && name == nil {
+			if len(v) >= 2 && !named {
 				if n := int(v[1]); n > 0 && 2+n <= len(v) {
-					name = append([]byte(nil), v[2:2+n]...)
+					o.name, named = append(o.name, v[2:2+n]...), true
 				}
 			}
 		}
 		i += 4 + l
 	}
-	var d schemas.DHCPClient
-	if seen[0] {
-		d.Params = nonZero(params)
-	}
-	if seen[1] {
-		d.Vendor = nonZero(vendor)
-	}
-	if n := normalizeHostName(name); len(n) > 0 {
-		d.Name = nonZero(fnv32(fnvOffset, n))
-	}
-	return d
+	return o.fingerprint()
 }
 
 // nonZero keeps 0 free to mean "absent".
