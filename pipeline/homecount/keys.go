@@ -25,10 +25,12 @@ const ServedPort = 1 << 16
 // class and one request length, and name themselves DCH-S220 and
 // DCH-S160). Every host sends it when it joins and again at each lease
 // renewal. The parameter request list and the vendor class are a stack's
-// and a build's: keyed too, they counted no type more and took 20 more
-// captures of types left out of training for another vendor's units
-// (HostCounter.Unseen; the OEM cameras of D-Link and Ednet run one udhcp
-// build).
+// and a build's: keyed too (measured with the name as a key like any
+// other, before a name decided among near captures), the list counted no
+// type more, and the vendor class one more at the cost of 20 more
+// captures of types left out of training counted as another vendor's
+// units (HostCounter.Unseen; the OEM cameras of D-Link and Ednet run one
+// udhcp build).
 const DHCPOption = 1 << 17
 
 // maxServed bounds the TCP ports one host is known to serve.
