@@ -133,8 +133,8 @@ const pairingLen = 5 + 3 + 5 + 5 + 2*17
 const tunnelLen = 1 + 3 + 2 + MaxRecordEnds*3
 
 // dhcpLen is the widest encoding of the version 4 DHCP fingerprint: a
-// flags byte and three 4-byte hashes.
-const dhcpLen = 1 + 3*4
+// flags byte, three 4-byte hashes and an IPv4 address.
+const dhcpLen = 1 + 3*4 + 4
 
 // RecordEncoder encodes the records of one batch in order: each record is
 // delta-coded against the previous one, so the encoder carries that state.
@@ -162,7 +162,9 @@ func (e *RecordEncoder) AppendPacket(dst []byte, p *Packet) []byte {
 }
 
 // appendDHCP writes a packet's DHCP fingerprint: a flags byte (bit 0
-// params, bit 1 vendor, bit 2 name) and each hash present, big-endian.
+// params, bit 1 vendor, bit 2 name, bit 3 requested address), each hash
+// present, big-endian, then the address. An address that is not IPv4 is
+// not written.
 func appendDHCP(dst []byte, d DHCPClient) []byte {
 	i := len(dst)
 	dst = append(dst, 0)
@@ -171,6 +173,11 @@ func appendDHCP(dst []byte, d DHCPClient) []byte {
 			dst[i] |= 1 << bit
 			dst = binary.BigEndian.AppendUint32(dst, h)
 		}
+	}
+	if d.Requested.Is4() {
+		dst[i] |= 8
+		a := d.Requested.As4()
+		dst = append(dst, a[:]...)
 	}
 	return dst
 }
@@ -477,7 +484,7 @@ func (r *reader) string() string {
 // dhcp reads what appendDHCP wrote.
 func (r *reader) dhcp(d *DHCPClient) {
 	flags := r.byte()
-	if flags&^7 != 0 {
+	if flags&^15 != 0 {
 		r.fail(fmt.Errorf("DHCP fingerprint flags %#x", flags))
 		return
 	}
@@ -488,6 +495,11 @@ func (r *reader) dhcp(d *DHCPClient) {
 					r.fail(errors.New("DHCP fingerprint: a hash of 0 flagged present"))
 				}
 			}
+		}
+	}
+	if flags&8 != 0 {
+		if b := r.bytes(4); len(b) == 4 {
+			d.Requested = netip.AddrFrom4([4]byte(b))
 		}
 	}
 }

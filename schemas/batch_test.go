@@ -35,7 +35,7 @@ func sampleBatch(kind byte) *Batch {
 				p.DHCP = DHCPClient{Params: 0x9e3779b9}
 			}
 			if i == 0 {
-				p.DHCP = DHCPClient{Params: 1, Vendor: 0xdeadbeef, Name: 0xffffffff}
+				p.DHCP = DHCPClient{Params: 1, Vendor: 0xdeadbeef, Name: 0xffffffff, Requested: netip.AddrFrom4([4]byte{192, 168, 1, 77})}
 			}
 		}
 		b.Packets = append(b.Packets, p)
@@ -206,6 +206,10 @@ func referenceRecord(dst []byte, p *Packet, prevTs int64, prevOff uint64) []byte
 			hashes = binary.BigEndian.AppendUint32(hashes, h)
 		}
 	}
+	if p.DHCP.Requested.Is4() {
+		flags |= 8
+		hashes = append(hashes, p.DHCP.Requested.AsSlice()...)
+	}
 	return append(append(dst, flags), hashes...)
 }
 
@@ -277,7 +281,8 @@ func TestDecodeBatchRefusesBadTunnel(t *testing.T) {
 		"flags":      func(d []byte) { d[len(d)-5] = 4 },
 		"continues":  func(d []byte) { d[len(d)-5] = 2 },
 		"count":      func(d []byte) { d[len(d)-3] = 5 },
-		"dhcp flags": func(d []byte) { d[len(d)-1] = 8 },
+		"dhcp flags": func(d []byte) { d[len(d)-1] = 16 },
+		"dhcp addr":  func(d []byte) { d[len(d)-1] = 8 },
 		"dhcp hash":  func(d []byte) { d[len(d)-1] = 1 },
 	} {
 		d := append([]byte(nil), data...)
@@ -335,7 +340,7 @@ func TestRecordEncoder(t *testing.T) {
 		SrcPort: math.MinInt32, IPID: math.MaxUint16, TCPSeq: math.MaxUint32, TCPAck: math.MaxUint32,
 		SrcIP: netip.MustParseAddr("2001:db8::1"), DstIP: netip.MustParseAddr("2001:db8::2"),
 		Tunnel: TunnelRecords{Known: true, Continues: true, Starts: math.MaxUint16, Ends: make([]RecordEnd, MaxRecordEnds)},
-		DHCP:   DHCPClient{Params: 1, Vendor: 2, Name: math.MaxUint32}}
+		DHCP:   DHCPClient{Params: 1, Vendor: 2, Name: math.MaxUint32, Requested: netip.AddrFrom4([4]byte{255, 255, 255, 255})}}
 	for i := range widest.Tunnel.Ends {
 		widest.Tunnel.Ends[i] = RecordEnd{Size: math.MaxUint16, Data: true}
 	}

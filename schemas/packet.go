@@ -107,6 +107,11 @@ type DHCPClient struct {
 	Params uint32 // option 55, parameter request list (DHCPv6: option 6)
 	Vendor uint32 // option 60, vendor class identifier (DHCPv6: option 16)
 	Name   uint32 // option 12, host name, normalized (DHCPv6: option 39's first label)
+	// Requested is the IPv4 address a DHCPv4 client asks for (option 50)
+	// or renews (ciaddr): the address it will send from, which names it
+	// where its MAC does not (behind a repeater that translates MACs) and
+	// its request comes from 0.0.0.0. Invalid where it names none.
+	Requested netip.Addr
 }
 
 // IsZero says the packet carried no DHCP client fingerprint.

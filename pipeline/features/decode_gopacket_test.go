@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -337,6 +338,15 @@ func gopacketDHCP(b []byte) schemas.DHCPClient {
 	}
 	if name := NormalizeHostName(string(values[2][:min(len(values[2]), 255)])); name != "" {
 		d.Name = hash([]byte(name))
+	}
+	for _, o := range m.Options {
+		if o.Type == layers.DHCPOptRequestIP && len(o.Data) == 4 {
+			d.Requested = netip.AddrFrom4([4]byte(o.Data))
+			break
+		}
+	}
+	if ci, ok := netip.AddrFromSlice(m.ClientIP.To4()); !d.Requested.IsValid() && ok && !ci.IsUnspecified() {
+		d.Requested = ci
 	}
 	return d
 }

@@ -2,6 +2,7 @@ package features
 
 import (
 	"bytes"
+	"net/netip"
 
 	"github.com/homemole/homemole/schemas"
 )
@@ -11,9 +12,10 @@ const (
 	dhcpClientPort = 68
 	dhcpServerPort = 67
 
-	dhcpOptHostName = 12
-	dhcpOptParams   = 55
-	dhcpOptVendor   = 60
+	dhcpOptHostName  = 12
+	dhcpOptRequested = 50
+	dhcpOptParams    = 55
+	dhcpOptVendor    = 60
 )
 
 // dhcpMagic opens a DHCP message's options (RFC 2131, after the 236 bytes
@@ -68,10 +70,19 @@ func dhcpClient(b []byte) schemas.DHCPClient {
 			o.vendor.add(v)
 		case dhcpOptHostName:
 			o.name = append(o.name, v[:min(len(v), maxHostName-len(o.name))]...)
+		case dhcpOptRequested:
+			if l == 4 && !o.requested.IsValid() {
+				o.requested = netip.AddrFrom4([4]byte(v))
+			}
 		}
 		i += 2 + l
 	}
-	return o.fingerprint()
+	d := o.fingerprint()
+	// A client renewing its lease names it in ciaddr and asks for none.
+	if ciaddr := netip.AddrFrom4([4]byte(b[12:16])); !d.Requested.IsValid() && !ciaddr.IsUnspecified() {
+		d.Requested = ciaddr
+	}
+	return d
 }
 
 // maxHostName bounds the host name a fingerprint reads (a name split
@@ -82,6 +93,7 @@ const maxHostName = 255
 type dhcpOptions struct {
 	params, vendor hashedOption
 	name           []byte
+	requested      netip.Addr // DHCPv4's option 50, its first
 }
 
 // hashedOption is an option's bytes hashed as they come: an option split
@@ -106,7 +118,7 @@ func (x hashedOption) value() uint32 {
 }
 
 func (o *dhcpOptions) fingerprint() schemas.DHCPClient {
-	d := schemas.DHCPClient{Params: o.params.value(), Vendor: o.vendor.value()}
+	d := schemas.DHCPClient{Params: o.params.value(), Vendor: o.vendor.value(), Requested: o.requested}
 	if n := normalizeHostName(o.name); len(n) > 0 {
 		d.Name = nonZero(fnv32(fnvOffset, n))
 	}

@@ -2,6 +2,7 @@ package features
 
 import (
 	"hash/fnv"
+	"net/netip"
 	"path/filepath"
 	"testing"
 
@@ -80,6 +81,16 @@ func TestDHCPClient(t *testing.T) {
 	// the whole message, as a snap length leaves them.
 	if got := decodeOne(t, full[:len(full)-6]).DHCP; !got.IsZero() {
 		t.Errorf("a message cut short gave %+v", got)
+	}
+	// The address it asks for names it; a renewal names it in ciaddr.
+	asks := dhcpFrame(t, layers.NewDHCPOption(layers.DHCPOptRequestIP, []byte{192, 168, 1, 77}))
+	if got := decodeOne(t, asks).DHCP.Requested; got != netip.MustParseAddr("192.168.1.77") {
+		t.Errorf("a request for 192.168.1.77: requested %v", got)
+	}
+	renews := append([]byte(nil), full...)
+	copy(renews[14+20+8+12:], []byte{10, 0, 0, 9})
+	if got := decodeOne(t, renews).DHCP.Requested; got != netip.MustParseAddr("10.0.0.9") {
+		t.Errorf("a renewal from ciaddr 10.0.0.9: requested %v", got)
 	}
 	reply := append([]byte(nil), full...)
 	reply[14+20+8] = 2 // BOOTREPLY

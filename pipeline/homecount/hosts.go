@@ -34,6 +34,9 @@ type HostsConfig struct {
 	IPv6 bool
 	// IDOffsets shifts each unit's IPv4 IDs (realhome.Config.IDOffsets).
 	IDOffsets bool
+	// Relay puts every unit of the homes behind one MAC-NAT repeater
+	// (realhome.Config.Relay).
+	Relay bool
 }
 
 // HostsPoint is the count of one n: per home, the hosts counted, the
@@ -192,7 +195,7 @@ func (hc *HostCounter) eachHome(ctx context.Context, cfg HostsConfig, what strin
 			seed := cfg.Seed + uint64(1000*n+k)
 			units := hc.spread(hardware, n)
 			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(units) + cfg.Others, Units: units,
-				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6, IDOffsets: cfg.IDOffsets})
+				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6, IDOffsets: cfg.IDOffsets, Relay: cfg.Relay})
 			if err != nil {
 				return fmt.Errorf("%s of %s, n = %d: %w", what, cfg.Type, n, err)
 			}
@@ -345,7 +348,7 @@ func liveRight(hm *HostModel, unit int, h *realhome.Home, pkts []schemas.Packet,
 	var sent []unitFrame
 	for _, p := range h.Packets {
 		if p.Unit >= 0 && p.Unit < len(h.Units) && slices.Contains(members, h.Units[p.Unit].Device) &&
-			len(p.Data) >= 12 && schemas.MAC(p.Data[6:12]) == h.Units[p.Unit].MAC {
+			len(p.Data) >= 12 && schemas.MAC(p.Data[6:12]) == h.FrameMAC(p.Unit) {
 			sent = append(sent, unitFrame{p.TsNs, p.Unit})
 		}
 	}

@@ -119,9 +119,12 @@ func packetKeys(p *schemas.Packet, served *servedPorts) (keys [2]heartbeat.Key, 
 const dhcpHostName = 12
 
 // hostKeyer keys the packets of a capture or a home, each host with the
-// ports it serves.
+// ports it serves. With relays, the hosts behind a MAC-NAT repeater are
+// told apart by address (relays.host); a capture of one device is read
+// without.
 type hostKeyer struct {
 	served map[schemas.MAC]*servedPorts
+	relays relays
 }
 
 // packets appends a hostPacket for each key of every frame with a source
@@ -134,14 +137,18 @@ func (kr *hostKeyer) packets(dst []hostPacket, p *schemas.Packet) []hostPacket {
 	if kr.served == nil {
 		kr.served = map[schemas.MAC]*servedPorts{}
 	}
-	s := kr.served[p.SrcMAC]
+	host := p.SrcMAC
+	if kr.relays != nil {
+		host = kr.relays.host(p)
+	}
+	s := kr.served[host]
 	if s == nil {
 		s = new(servedPorts)
-		kr.served[p.SrcMAC] = s
+		kr.served[host] = s
 	}
 	keys, n := packetKeys(p, s)
 	for _, k := range keys[:n] {
-		dst = append(dst, hostPacket{TsNs: p.TsNs, Host: p.SrcMAC, Key: k})
+		dst = append(dst, hostPacket{TsNs: p.TsNs, Host: host, Key: k})
 	}
 	return dst
 }

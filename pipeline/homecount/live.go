@@ -116,6 +116,9 @@ type liveHost struct {
 	active    []int64        // steps it sent in, ascending, still in a window to judge
 	first     int64          // its first packet (0: from a table that did not keep it)
 	last      int64
+	// relaySeen is what the IPv4 sources of the host's MAC have shown:
+	// whether it is a MAC-NAT repeater's, which is never a unit.
+	relaySeen
 	// unit is Classify's answer for keys; dirty says keys changed since.
 	unit  int
 	dirty bool
@@ -211,7 +214,7 @@ func (h *LiveHome) waits(end, now int64) bool {
 	step := int64(h.cfg.Step)
 	for mac, host := range h.hosts {
 		if host.first > now-int64(h.cfg.Settle) && host.activeIn((end-int64(h.cfg.Window))/step, end/step) &&
-			mac != h.cfg.Gateway && !host.infra && !host.saturated && h.unitOf(host) < 0 {
+			mac != h.cfg.Gateway && !host.infra && !host.relay && !host.saturated && h.unitOf(host) < 0 {
 			h.recheck = now + settleRecheck
 			return true
 		}
@@ -266,16 +269,23 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	}
 	step := p.TsNs / int64(h.cfg.Step)
 	h.packets[step]++
-	host := h.hosts[p.SrcMAC]
-	if host == nil {
-		h.evict(p.SrcMAC, 1)
-		host = &liveHost{unit: -1, first: p.TsNs}
-		h.hosts[p.SrcMAC] = host
+	mac := p.SrcMAC
+	host := h.host(mac, p.TsNs)
+	if h.linker == nil {
+		a, ok := relayAddr(p)
+		if ok && host.relaySeen.see(a, p.TsNs) || !ok && host.relay {
+			if !ok {
+				a, ok = requestedAddr(p)
+			}
+			if ok {
+				// A MAC-NAT repeater's MAC: the packet is of the device
+				// behind it at its address. The repeater's own host
+				// stays, to tell it is one, and is never counted.
+				mac = relayHost(a)
+				host = h.host(mac, p.TsNs)
+			}
+		}
 	}
-	if p.TsNs < host.first {
-		host.first = p.TsNs
-	}
-	host.last = max(host.last, p.TsNs)
 	if n := len(host.active); n == 0 || host.active[n-1] < step {
 		host.active = append(host.active, step)
 	} else if !slices.Contains(host.active, step) {
@@ -294,10 +304,23 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	}
 	keys, n := packetKeys(p, &host.served)
 	for _, k := range keys[:n] {
-		if !h.addKey(p.SrcMAC, host, k) {
+		if !h.addKey(mac, host, k) {
 			return
 		}
 	}
+}
+
+// host is the table's host of a MAC, added when new, and seen at ts.
+func (h *LiveHome) host(mac schemas.MAC, ts int64) *liveHost {
+	host := h.hosts[mac]
+	if host == nil {
+		h.evict(mac, 1)
+		host = &liveHost{unit: -1, first: ts}
+		h.hosts[mac] = host
+	}
+	host.first = min(host.first, ts)
+	host.last = max(host.last, ts)
+	return host
 }
 
 // addKey adds a key a host sent, and says whether the host may take more.
@@ -415,7 +438,7 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 	}
 	counts := make([]int, len(h.model.Units))
 	for mac, host := range h.hosts {
-		if !host.activeIn(from/step, end/step) || mac == h.cfg.Gateway || host.infra {
+		if !host.activeIn(from/step, end/step) || mac == h.cfg.Gateway || host.infra || host.relay {
 			continue
 		}
 		h.unitOf(host)
@@ -516,6 +539,9 @@ type liveHostState struct {
 	Served    []uint16 `json:"served,omitempty"`
 	Packets   int      `json:"packets,omitempty"`
 	Active    []int64  `json:"active,omitempty"`
+	Addrs     []string `json:"addrs,omitempty"`
+	AddrTimes []int64  `json:"addr_times,omitempty"`
+	Relay     bool     `json:"relay,omitempty"`
 	First     int64    `json:"first_ns,omitempty"`
 	Last      int64    `json:"last_ns"`
 }
@@ -528,7 +554,11 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 	st := liveState{Version: liveStateVersion, Seq: seq, Window: h.cfg.Window, Step: h.cfg.Step, Late: h.cfg.Late,
 		Next: h.next, Last: h.last, Recheck: h.recheck, Packets: h.packets, NoMAC: h.NoMAC}
 	for mac, host := range h.hosts {
-		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active, First: host.first, Last: host.last}
+		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active, Relay: host.relay, First: host.first, Last: host.last}
+		for _, a := range host.addrs {
+			hs.Addrs = append(hs.Addrs, a.String())
+		}
+		hs.AddrTimes = host.times
 		for _, k := range keyTexts(host.keys) {
 			hs.Keys = binary.BigEndian.AppendUint16(append(hs.Keys, k.Transport), uint16(k.Port>>16))
 			hs.Keys = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(hs.Keys, uint16(k.Port)), k.IPLen)
@@ -616,6 +646,17 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 				return nil, 0, fmt.Errorf("host table: host %s: %w", hs.MAC, err)
 			}
 			host.prefixes = append(host.prefixes, pfx)
+		}
+		if len(hs.Addrs) > maxRelayAddrs || len(hs.AddrTimes) != len(hs.Addrs) {
+			return nil, 0, fmt.Errorf("host table: host %s: %d addresses and %d times, a counter keeps at most %d, a time each", hs.MAC, len(hs.Addrs), len(hs.AddrTimes), maxRelayAddrs)
+		}
+		host.relay, host.times = hs.Relay, hs.AddrTimes
+		for _, a := range hs.Addrs {
+			addr, err := netip.ParseAddr(a)
+			if err != nil || !addr.Is4() || slices.Contains(host.addrs, addr) {
+				return nil, 0, fmt.Errorf("host table: host %s: address %q: want distinct IPv4 addresses", hs.MAC, a)
+			}
+			host.addrs = append(host.addrs, addr)
 		}
 		if n := len(hs.Keys) / packedKey; n > 0 {
 			host.keys = make(map[heartbeat.Key]bool, n)

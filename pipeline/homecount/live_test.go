@@ -464,8 +464,13 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 	for ; len(data) >= 20; data = data[20:] {
 		p := pkt(0, int(data[8]%8), data[9], int32(binary.BigEndian.Uint16(data[10:])), binary.BigEndian.Uint16(data[12:]))
 		p.TsNs = int64(binary.BigEndian.Uint64(data))
-		if data[14]&1 == 1 {
+		switch data[14] & 3 {
+		case 1:
 			p.SrcIP = netip.AddrFrom4([4]byte{data[15], 1, 2, 3})
+		case 2:
+			// Hosts of one LAN: a MAC that sends from several in turn is a
+			// MAC-NAT repeater's.
+			p.SrcIP = netip.AddrFrom4([4]byte{192, 168, 1, data[15]})
 		}
 		p.SrcPort, p.TCPFlags = int32(binary.BigEndian.Uint16(data[16:])), binary.BigEndian.Uint16(data[18:])
 		p.IPID = binary.BigEndian.Uint16(data[10:]) ^ binary.BigEndian.Uint16(data[16:])
@@ -477,6 +482,9 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 			t.Fatalf("%d hosts, %d keys: over the bounds %d and %d", h.Hosts(), h.keys, cfg.MaxHosts, cfg.MaxKeys)
 		}
 		for _, host := range h.hosts {
+			if len(host.addrs) > maxRelayAddrs || len(host.addrs) != len(host.times) {
+				t.Fatalf("a host remembers %d addresses and %d times, the bound %d", len(host.addrs), len(host.times), maxRelayAddrs)
+			}
 			if len(host.served) > maxServed || !isStrictlySorted(host.served) {
 				t.Fatalf("served ports %v: over the bound %d, or not ascending", host.served, maxServed)
 			}

@@ -316,14 +316,16 @@ func readHome(ctx context.Context, h *realhome.Home, path string) ([]schemas.Pac
 }
 
 // hostPackets are the packets of pkts a host sent (those with a source
-// MAC).
+// MAC), the hosts behind a MAC-NAT repeater told apart by address; what a
+// repeater's MAC sent itself is left out (its keys, before it was found to
+// be one, are its devices').
 func hostPackets(pkts []schemas.Packet) []hostPacket {
 	var out []hostPacket
-	var kr hostKeyer
+	kr := hostKeyer{relays: relays{}}
 	for i := range pkts {
 		out = kr.packets(out, &pkts[i])
 	}
-	return out
+	return slices.DeleteFunc(out, func(p hostPacket) bool { return kr.relays.isRelay(p.Host) })
 }
 
 // hostKeys is the keys with a transport each host but the gateway sent

@@ -47,6 +47,12 @@ type Config struct {
 	// counter starts near the same small number; in a home its devices
 	// have been up for hours, each counter wherever its traffic took it.
 	IDOffsets bool
+	// Relay puts every unit behind one Wi-Fi repeater that translates MAC
+	// addresses (MAC-NAT, what most consumer range extenders do for the
+	// clients they relay): the gateway's LAN tap sees each unit's frames
+	// from the repeater's MAC (Home.Relay), ARP's too, and sends the
+	// units' frames to it. Each unit keeps its IPv4 address.
+	Relay bool
 }
 
 // Unit is one device unit in the assembled home.
@@ -75,6 +81,9 @@ type Home struct {
 	Packets    []Packet
 	// Cut counts the packets past Duration, left out.
 	Cut int
+	// Relay is the MAC every unit's frames carry when the units are
+	// behind a MAC-NAT repeater (Config.Relay), zero when not.
+	Relay schemas.MAC
 	// IPv6 says the home is IPv6-only (Config.IPv6); Left6 counts the
 	// frames that have no IPv6 twin, left out (ARP, DHCP, IGMP, ...).
 	IPv6  bool
@@ -203,6 +212,9 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 		}
 	}
 	slices.SortStableFunc(h.Packets, func(a, b Packet) int { return cmp.Compare(a.TsNs, b.TsNs) })
+	if cfg.Relay {
+		h.behindRelay(al.peer())
+	}
 	if h.IPv6 {
 		// The frames were moved with the IPv4 addresses; the home says
 		// the IPv6 ones.
@@ -212,6 +224,43 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 		}
 	}
 	return h, nil
+}
+
+// behindRelay rewrites every unit's MAC to the repeater's in the frames'
+// Ethernet headers and ARP's hardware addresses, as a MAC-NAT repeater
+// does between the units and the gateway. No checksum covers a MAC.
+func (h *Home) behindRelay(relay schemas.MAC) {
+	h.Relay = relay
+	units := map[schemas.MAC]bool{}
+	for _, u := range h.Units {
+		units[u.MAC] = true
+	}
+	swap := func(b []byte) {
+		if units[schemas.MAC(b)] {
+			copy(b, relay[:])
+		}
+	}
+	for _, p := range h.Packets {
+		b := p.Data
+		if len(b) < 14 {
+			continue
+		}
+		swap(b[0:6])
+		swap(b[6:12])
+		if off, et := etherType(b); et == 0x0806 && len(b) >= off+28 {
+			swap(b[off+8 : off+14])
+			swap(b[off+18 : off+24])
+		}
+	}
+}
+
+// FrameMAC is the source MAC a unit's frames carry on the LAN: its own,
+// or the repeater's it is behind (Config.Relay).
+func (h *Home) FrameMAC(unit int) schemas.MAC {
+	if !h.Relay.IsZero() {
+		return h.Relay
+	}
+	return h.Units[unit].MAC
 }
 
 func names(devs []Device) string {
@@ -549,13 +598,82 @@ func (rw *rewriter) rewrite(b []byte) {
 			return
 		}
 		old16 := binary.BigEndian.Uint16(l4[at:])
+		dhcp := false
+		if ip[9] == 17 && len(l4) >= 8 {
+			ports := [2]uint16{binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])}
+			dhcp = ports == [2]uint16{68, 67} || ports == [2]uint16{67, 68}
+		}
 		if ip[9] == 17 && old16 == 0 {
+			if dhcp {
+				rw.rewriteDHCP(l4, 0, false)
+			}
 			return // UDP without a checksum
 		}
 		s := gateway.AdjustChecksum(old16, old, ip[12:20])
+		if dhcp {
+			s = rw.rewriteDHCP(l4, s, true)
+		}
 		if ip[9] == 17 && s == 0 {
 			s = 0xffff
 		}
 		binary.BigEndian.PutUint16(l4[at:], s)
 	}
+}
+
+// rewriteDHCP maps the addresses a DHCPv4 message (l4, its UDP header
+// first) carries into the home, as the IP header's were: the client's,
+// the one it is given, the server's and relay's, and options 50
+// (requested address), 54 (server) and 3 (routers); sum is the UDP
+// checksum (when checked: a message may go without), returned updated.
+// An address the session held nowhere else
+// (a lease a device asks back) is taken for the device's own: no new
+// address is drawn, so the home's others stay where they were.
+func (rw *rewriter) rewriteDHCP(l4 []byte, sum uint16, checked bool) uint16 {
+	const magicAt, optionsAt = 8 + 236, 8 + 240
+	if len(l4) < optionsAt || binary.BigEndian.Uint32(l4[magicAt:]) != 0x63825363 {
+		return sum
+	}
+	move := func(at int) {
+		a := netip.AddrFrom4([4]byte(l4[at : at+4]))
+		if a.IsUnspecified() || !isLocal(a) {
+			return
+		}
+		n, ok := rw.addrs[a]
+		if !ok {
+			n = rw.unitIP
+		}
+		if !n.Is4() {
+			return
+		}
+		// The checksum is over 16-bit words: update the aligned ones
+		// the address lies in.
+		lo, hi := at&^1, min((at+5)&^1, len(l4))
+		old := slices.Clone(l4[lo:hi])
+		b := n.As4()
+		copy(l4[at:at+4], b[:])
+		if checked {
+			sum = gateway.AdjustChecksum(sum, old, l4[lo:hi])
+		}
+	}
+	for _, at := range []int{8 + 12, 8 + 16, 8 + 20, 8 + 24} {
+		move(at)
+	}
+	for i := optionsAt; i < len(l4); {
+		code := l4[i]
+		if code == 0 {
+			i++
+			continue
+		}
+		if code == 255 || i+1 >= len(l4) || i+2+int(l4[i+1]) > len(l4) {
+			break
+		}
+		l := int(l4[i+1])
+		if (code == 50 || code == 54 || code == 3) && l%4 == 0 {
+			for at := i + 2; at < i+2+l; at += 4 {
+				move(at)
+			}
+		}
+		i += 2 + l
+	}
+	return sum
 }

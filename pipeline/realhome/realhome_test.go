@@ -418,3 +418,101 @@ func TestAssembleIDOffsets(t *testing.T) {
 		t.Errorf("%d IDs of %d units shifted: want the units' own packets", moved, len(offsets))
 	}
 }
+
+// TestAssembleRelay: behind a MAC-NAT repeater, no frame carries a unit's
+// MAC any more, the repeater's stands in each place it stood (the Ethernet
+// header, ARP's hardware addresses), and nothing else moves.
+func TestAssembleRelay(t *testing.T) {
+	devs := loadSentinel(t)
+	cfg := Config{Devices: 4, Units: map[string]int{"Lightify": 2}, Duration: 100 * time.Second, Seed: 5}
+	plain, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Relay = true
+	relayed, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := relayed.Relay
+	if r.IsZero() || !plain.Relay.IsZero() || len(plain.Packets) != len(relayed.Packets) || relayed.FrameMAC(0) != r || plain.FrameMAC(0) != plain.Units[0].MAC {
+		t.Fatalf("repeater %v (plain %v), %d and %d packets", r, plain.Relay, len(plain.Packets), len(relayed.Packets))
+	}
+	units := map[schemas.MAC]bool{}
+	for _, u := range relayed.Units {
+		units[u.MAC] = true
+	}
+	swapped := 0
+	for i, p := range plain.Packets {
+		q := relayed.Packets[i]
+		if p.Unit != q.Unit || p.TsNs != q.TsNs || len(p.Data) != len(q.Data) {
+			t.Fatalf("packet %d: unit, time or length moved", i)
+		}
+		for j := 0; j < len(p.Data); j++ {
+			if p.Data[j] == q.Data[j] {
+				continue
+			}
+			// A difference is a whole MAC: the unit's in plain, the
+			// repeater's behind it.
+			at := slices.IndexFunc([]int{0, 6, 22, 32}, func(a int) bool { return j >= a && j < a+6 })
+			start := []int{0, 6, 22, 32}[max(at, 0)]
+			if at < 0 || !units[schemas.MAC(p.Data[start:start+6])] || schemas.MAC(q.Data[start:start+6]) != r {
+				t.Fatalf("packet %d: byte %d moved, not a unit's MAC turned the repeater's", i, j)
+			}
+			swapped++
+			j = start + 5
+		}
+		for _, at := range []int{0, 6} {
+			if units[schemas.MAC(q.Data[at:at+6])] {
+				t.Fatalf("packet %d still carries a unit's MAC", i)
+			}
+		}
+	}
+	if swapped < len(relayed.Packets)/2 {
+		t.Errorf("%d MACs swapped in %d packets, want the units' frames behind the repeater", swapped, len(relayed.Packets))
+	}
+}
+
+// TestAssembleDHCPAddresses: the addresses a DHCP message carries move
+// into the home with the headers' (a request asks for the unit's address
+// in the home, not the one its capture held), and every checksum holds.
+func TestAssembleDHCPAddresses(t *testing.T) {
+	devs := loadSentinel(t)
+	h, err := Assemble(context.Background(), devs, Config{Devices: 6, Units: map[string]int{"D-LinkSiren": 2}, Duration: 100 * time.Second, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests := 0
+	for i, p := range h.Packets {
+		off, et := etherType(p.Data)
+		if et != 0x0800 || len(p.Data) < off+28+240 || p.Data[off+9] != 17 {
+			continue
+		}
+		ip := p.Data[off:]
+		l4 := ip[int(ip[0]&0x0f)*4:]
+		if binary.BigEndian.Uint16(l4[0:2]) != 68 || binary.BigEndian.Uint16(l4[2:4]) != 67 {
+			continue
+		}
+		if _, l4OK, checked := ipv4Valid(p.Data); checked && !l4OK {
+			t.Fatalf("packet %d: a DHCP request's UDP checksum is wrong", i)
+		}
+		opts := l4[8+240:]
+		for j := 0; j+1 < len(opts) && opts[j] != 255; {
+			if opts[j] == 0 {
+				j++
+				continue
+			}
+			if opts[j] == 50 && opts[j+1] == 4 {
+				requests++
+				a := netip.AddrFrom4([4]byte(opts[j+2 : j+6]))
+				if a != h.Units[p.Unit].IP {
+					t.Errorf("packet %d: %s asks for %s, its address in the home is %s", i, h.Units[p.Unit].Name, a, h.Units[p.Unit].IP)
+				}
+			}
+			j += 2 + int(opts[j+1])
+		}
+	}
+	if requests == 0 {
+		t.Fatal("no DHCP request asked for an address")
+	}
+}

@@ -177,6 +177,7 @@ func hostsRunners(r *reruns) []runner {
 		{"count.hosts.late60", []string{"--late", "60s"}},
 		{"count.hosts.settle0", []string{"--settle", "0s"}},
 		{"count.hosts.ipv6", []string{"--ipv6"}},
+		{"count.hosts.relay", []string{"--relay"}},
 	} {
 		key, command := v.key, strings.Join(append([]string{hostsCommand}, v.args...), " ")
 		table := func(ctx context.Context) ([]hostsRow, error) {

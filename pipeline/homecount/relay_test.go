@@ -1,0 +1,117 @@
+package homecount
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/homemole/homemole/schemas"
+)
+
+// behind sends p from the repeater's MAC at addr, as a device behind a
+// MAC-NAT repeater does.
+func behind(p schemas.Packet, relay int, addr string) schemas.Packet {
+	p.SrcMAC, p.SrcIP = mac(relay), netip.MustParseAddr(addr)
+	return p
+}
+
+// TestLiveHomeRelay: two units behind one MAC-NAT repeater, sending in
+// turn, are two hosts by their addresses, both counted, and the
+// repeater's MAC is none; a unit whose lease changes once stays one host
+// with what it sent, and so does one that keeps an address in another
+// network (an Edimax plug does). Restored half way, the home judges as
+// one never stopped.
+func TestLiveHomeRelay(t *testing.T) {
+	var pkts []schemas.Packet
+	for i := range 120 {
+		ts := time.Duration(i) * time.Second
+		pkts = append(pkts,
+			behind(pkt(ts, 0, 17, 69, 55), 9, "192.168.1.20"),                      // A behind the repeater
+			behind(pkt(ts+500*time.Millisecond, 0, 6, 443, 60), 9, "192.168.1.21")) // B behind it
+		// A unit of A whose lease changes once, at 60 s.
+		lease := "192.168.1.30"
+		if i >= 60 {
+			lease = "192.168.1.31"
+		}
+		pkts = append(pkts, behind(pkt(ts+100*time.Millisecond, 0, 17, 69, 55), 3, lease))
+		// A unit of B with a second address in another network.
+		pkts = append(pkts, behind(pkt(ts+200*time.Millisecond, 0, 6, 443, 60), 4, []string{"192.168.1.40", "192.168.20.3"}[i%2]))
+	}
+	judge := func(h *LiveHome, pkts []schemas.Packet) []schemas.SeenWindow { return feed(t, h, pkts) }
+	h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := append(judge(h, pkts), h.Flush()...)
+	late := 0
+	for _, w := range ws {
+		if w.StartNs < int64(30*time.Second) || w.EndNs > int64(110*time.Second) {
+			continue // the repeater is found at its devices' second turn; the windows well after
+		}
+		late++
+		if a, b := countOf(w, "A"), countOf(w, "B"); a != 2 || b != 2 || w.Hosts != 4 || w.Unknown {
+			t.Errorf("window [%s, %s): A %d, B %d, %d hosts, unknown %v; want 2 of each, 4 hosts", time.Duration(w.StartNs), time.Duration(w.EndNs), a, b, w.Hosts, w.Unknown)
+		}
+	}
+	if late < 5 {
+		t.Fatalf("%d windows judged between 30 s and 110 s", late)
+	}
+	for _, m := range []schemas.MAC{mac(3), mac(4)} {
+		if host := h.hosts[m]; host == nil || host.relay || len(host.keys) == 0 {
+			t.Errorf("host %s: %+v; want one host of its own keys, no repeater", m, host)
+		}
+	}
+	if host := h.hosts[mac(9)]; host == nil || !host.relay {
+		t.Error("the repeater's MAC was not found to be one")
+	}
+	if h.hosts[relayHost(netip.MustParseAddr("192.168.1.20"))] == nil || h.hosts[relayHost(netip.MustParseAddr("192.168.1.21"))] == nil {
+		t.Error("no host for each device behind the repeater")
+	}
+
+	half, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	got := judge(half, pkts[:len(pkts)/2])
+	st, err := half.State(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(append(got, judge(r, pkts[len(pkts)/2:])...), r.Flush()...)
+	a, _ := json.Marshal(ws)
+	b, _ := json.Marshal(got)
+	if !bytes.Equal(a, b) {
+		t.Errorf("restored half way, the home judged\n%s\nwant\n%s", b, a)
+	}
+}
+
+// TestRelaySeen: a MAC is a repeater's when it goes back to an address of
+// the same /24 within a minute, another in between; not when it goes back
+// later, nor to an address of another network.
+func TestRelaySeen(t *testing.T) {
+	a, b, other := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("10.0.0.6"), netip.MustParseAddr("192.168.20.3")
+	sec := int64(time.Second)
+	for _, c := range []struct {
+		what string
+		seq  []netip.Addr
+		at   []int64
+		want bool
+	}{
+		{"in turn", []netip.Addr{a, b, a}, []int64{0, sec, 2 * sec}, true},
+		{"a lease changed", []netip.Addr{a, a, b, b}, []int64{0, sec, 2 * sec, 3 * sec}, false},
+		{"a lease won back after an hour", []netip.Addr{a, b, a}, []int64{0, 1800 * sec, 3600 * sec}, false},
+		{"two networks", []netip.Addr{a, other, a, other}, []int64{0, sec, 2 * sec, 3 * sec}, false},
+	} {
+		var r relaySeen
+		got := false
+		for i, x := range c.seq {
+			got = r.see(x, c.at[i])
+		}
+		if got != c.want {
+			t.Errorf("%s: a repeater %v, want %v", c.what, got, c.want)
+		}
+	}
+}
