@@ -163,8 +163,7 @@ func (e *RecordEncoder) AppendPacket(dst []byte, p *Packet) []byte {
 
 // appendDHCP writes a packet's DHCP fingerprint: a flags byte (bit 0
 // params, bit 1 vendor, bit 2 name, bit 3 requested address), each hash
-// present, big-endian, then the address. An address that is not IPv4 is
-// not written.
+// present, big-endian, then the address.
 func appendDHCP(dst []byte, d DHCPClient) []byte {
 	i := len(dst)
 	dst = append(dst, 0)
@@ -174,10 +173,9 @@ func appendDHCP(dst []byte, d DHCPClient) []byte {
 			dst = binary.BigEndian.AppendUint32(dst, h)
 		}
 	}
-	if d.Requested.Is4() {
+	if d.Requested != [4]byte{} {
 		dst[i] |= 8
-		a := d.Requested.As4()
-		dst = append(dst, a[:]...)
+		dst = append(dst, d.Requested[:]...)
 	}
 	return dst
 }
@@ -499,7 +497,9 @@ func (r *reader) dhcp(d *DHCPClient) {
 	}
 	if flags&8 != 0 {
 		if b := r.bytes(4); len(b) == 4 {
-			d.Requested = netip.AddrFrom4([4]byte(b))
+			if d.Requested = [4]byte(b); d.Requested == [4]byte{} {
+				r.fail(errors.New("DHCP fingerprint: a requested address of 0.0.0.0 flagged present"))
+			}
 		}
 	}
 }

@@ -35,7 +35,7 @@ func sampleBatch(kind byte) *Batch {
 				p.DHCP = DHCPClient{Params: 0x9e3779b9}
 			}
 			if i == 0 {
-				p.DHCP = DHCPClient{Params: 1, Vendor: 0xdeadbeef, Name: 0xffffffff, Requested: netip.AddrFrom4([4]byte{192, 168, 1, 77})}
+				p.DHCP = DHCPClient{Params: 1, Vendor: 0xdeadbeef, Name: 0xffffffff, Requested: [4]byte{192, 168, 1, 77}}
 			}
 		}
 		b.Packets = append(b.Packets, p)
@@ -206,9 +206,9 @@ func referenceRecord(dst []byte, p *Packet, prevTs int64, prevOff uint64) []byte
 			hashes = binary.BigEndian.AppendUint32(hashes, h)
 		}
 	}
-	if p.DHCP.Requested.Is4() {
+	if p.DHCP.Requested != [4]byte{} {
 		flags |= 8
-		hashes = append(hashes, p.DHCP.Requested.AsSlice()...)
+		hashes = append(hashes, p.DHCP.Requested[:]...)
 	}
 	return append(append(dst, flags), hashes...)
 }
@@ -340,7 +340,7 @@ func TestRecordEncoder(t *testing.T) {
 		SrcPort: math.MinInt32, IPID: math.MaxUint16, TCPSeq: math.MaxUint32, TCPAck: math.MaxUint32,
 		SrcIP: netip.MustParseAddr("2001:db8::1"), DstIP: netip.MustParseAddr("2001:db8::2"),
 		Tunnel: TunnelRecords{Known: true, Continues: true, Starts: math.MaxUint16, Ends: make([]RecordEnd, MaxRecordEnds)},
-		DHCP:   DHCPClient{Params: 1, Vendor: 2, Name: math.MaxUint32, Requested: netip.AddrFrom4([4]byte{255, 255, 255, 255})}}
+		DHCP:   DHCPClient{Params: 1, Vendor: 2, Name: math.MaxUint32, Requested: [4]byte{255, 255, 255, 255}}}
 	for i := range widest.Tunnel.Ends {
 		widest.Tunnel.Ends[i] = RecordEnd{Size: math.MaxUint16, Data: true}
 	}

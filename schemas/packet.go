@@ -110,8 +110,17 @@ type DHCPClient struct {
 	// Requested is the IPv4 address a DHCPv4 client asks for (option 50)
 	// or renews (ciaddr): the address it will send from, which names it
 	// where its MAC does not (behind a repeater that translates MACs) and
-	// its request comes from 0.0.0.0. Invalid where it names none.
-	Requested netip.Addr
+	// its request comes from 0.0.0.0. Zero where it names none. Four
+	// bytes, not a netip.Addr's 24: every record carries the field.
+	Requested [4]byte
+}
+
+// RequestedAddr is Requested as an address, invalid where it is zero.
+func (d DHCPClient) RequestedAddr() netip.Addr {
+	if d.Requested == [4]byte{} {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4(d.Requested)
 }
 
 // IsZero says the packet carried no DHCP client fingerprint.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"net/netip"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -341,12 +340,12 @@ func gopacketDHCP(b []byte) schemas.DHCPClient {
 	}
 	for _, o := range m.Options {
 		if o.Type == layers.DHCPOptRequestIP && len(o.Data) == 4 {
-			d.Requested = netip.AddrFrom4([4]byte(o.Data))
+			d.Requested = [4]byte(o.Data)
 			break
 		}
 	}
-	if ci, ok := netip.AddrFromSlice(m.ClientIP.To4()); !d.Requested.IsValid() && ok && !ci.IsUnspecified() {
-		d.Requested = ci
+	if ci := m.ClientIP.To4(); d.Requested == [4]byte{} && len(ci) == 4 {
+		d.Requested = [4]byte(ci)
 	}
 	return d
 }

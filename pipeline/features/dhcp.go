@@ -2,7 +2,6 @@ package features
 
 import (
 	"bytes"
-	"net/netip"
 
 	"github.com/homemole/homemole/schemas"
 )
@@ -71,15 +70,15 @@ func dhcpClient(b []byte) schemas.DHCPClient {
 		case dhcpOptHostName:
 			o.name = append(o.name, v[:min(len(v), maxHostName-len(o.name))]...)
 		case dhcpOptRequested:
-			if l == 4 && !o.requested.IsValid() {
-				o.requested = netip.AddrFrom4([4]byte(v))
+			if l == 4 && o.requested == [4]byte{} {
+				o.requested = [4]byte(v)
 			}
 		}
 		i += 2 + l
 	}
 	d := o.fingerprint()
 	// A client renewing its lease names it in ciaddr and asks for none.
-	if ciaddr := netip.AddrFrom4([4]byte(b[12:16])); !d.Requested.IsValid() && !ciaddr.IsUnspecified() {
+	if ciaddr := [4]byte(b[12:16]); d.Requested == [4]byte{} {
 		d.Requested = ciaddr
 	}
 	return d
@@ -93,7 +92,7 @@ const maxHostName = 255
 type dhcpOptions struct {
 	params, vendor hashedOption
 	name           []byte
-	requested      netip.Addr // DHCPv4's option 50, its first
+	requested      [4]byte // DHCPv4's option 50, its first
 }
 
 // hashedOption is an option's bytes hashed as they come: an option split

@@ -84,12 +84,12 @@ func TestDHCPClient(t *testing.T) {
 	}
 	// The address it asks for names it; a renewal names it in ciaddr.
 	asks := dhcpFrame(t, layers.NewDHCPOption(layers.DHCPOptRequestIP, []byte{192, 168, 1, 77}))
-	if got := decodeOne(t, asks).DHCP.Requested; got != netip.MustParseAddr("192.168.1.77") {
+	if got := decodeOne(t, asks).DHCP.RequestedAddr(); got != netip.MustParseAddr("192.168.1.77") {
 		t.Errorf("a request for 192.168.1.77: requested %v", got)
 	}
 	renews := append([]byte(nil), full...)
 	copy(renews[14+20+8+12:], []byte{10, 0, 0, 9})
-	if got := decodeOne(t, renews).DHCP.Requested; got != netip.MustParseAddr("10.0.0.9") {
+	if got := decodeOne(t, renews).DHCP.RequestedAddr(); got != netip.MustParseAddr("10.0.0.9") {
 		t.Errorf("a renewal from ciaddr 10.0.0.9: requested %v", got)
 	}
 	reply := append([]byte(nil), full...)

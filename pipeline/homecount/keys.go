@@ -110,9 +110,14 @@ func servicePort(p *schemas.Packet, served *servedPorts) int32 {
 func packetKeys(p *schemas.Packet, served *servedPorts) (keys [2]heartbeat.Key, n int) {
 	keys[0], n = hostKey(p, served), 1
 	if h := p.DHCP.Name; h != 0 {
-		keys[1], n = heartbeat.Key{Transport: 17, Port: DHCPOption + dhcpHostName, IPLen: uint16(h ^ h>>16)}, 2
+		keys[1], n = dhcpNameKey(h), 2
 	}
 	return keys, n
+}
+
+// dhcpNameKey is the key of a DHCP host name's hash.
+func dhcpNameKey(h uint32) heartbeat.Key {
+	return heartbeat.Key{Transport: 17, Port: DHCPOption + dhcpHostName, IPLen: uint16(h ^ h>>16)}
 }
 
 // dhcpHostName is the DHCP option that names the client.

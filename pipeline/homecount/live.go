@@ -271,7 +271,9 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	h.packets[step]++
 	mac := p.SrcMAC
 	host := h.host(mac, p.TsNs)
-	if h.linker == nil {
+	if n := len(host.addrs); h.linker == nil && (n == 0 || host.relay || host.addrs[n-1] != p.SrcIP) {
+		// (A MAC that sends from the address it last sent from, of no
+		// repeater, is the common case: its time is all that moves.)
 		a, ok := relayAddr(p)
 		if ok && host.relaySeen.see(a, p.TsNs) || !ok && host.relay {
 			if !ok {
@@ -285,6 +287,8 @@ func (h *LiveHome) add(p *schemas.Packet) {
 				host = h.host(mac, p.TsNs)
 			}
 		}
+	} else if n > 0 && h.linker == nil {
+		host.times[n-1] = max(host.times[n-1], p.TsNs)
 	}
 	if n := len(host.active); n == 0 || host.active[n-1] < step {
 		host.active = append(host.active, step)
@@ -302,11 +306,13 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	if p.Transport == 0 || host.saturated {
 		return
 	}
-	keys, n := packetKeys(p, &host.served)
-	for _, k := range keys[:n] {
-		if !h.addKey(mac, host, k) {
-			return
-		}
+	// A host sends the same few keys again and again: a key it holds
+	// costs one look.
+	if k := hostKey(p, &host.served); !host.keys[k] && !h.addKey(mac, host, k) {
+		return
+	}
+	if name := p.DHCP.Name; name != 0 {
+		h.addKey(mac, host, dhcpNameKey(name))
 	}
 }
 

@@ -59,7 +59,7 @@ func requestedAddr(p *schemas.Packet) (netip.Addr, bool) {
 	if !p.SrcIP.IsUnspecified() {
 		return netip.Addr{}, false
 	}
-	return lanAddr(p.DHCP.Requested)
+	return lanAddr(p.DHCP.RequestedAddr())
 }
 
 // lanAddr says a is an address a device behind a repeater may hold.
