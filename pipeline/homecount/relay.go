@@ -23,10 +23,12 @@ import (
 // keeps them in two networks: an Edimax plug of IoT Sentinel's sends from
 // its lease (10.10.10.186) and from 192.168.20.3 in turn. Taken for a
 // repeater wrongly, a device is still one host, at its one address: only
-// what it sent before is lost. Addresses that name
-// no device behind it are left to the MAC: 0.0.0.0 (DHCP before a lease),
-// link-local (a device may keep one beside its lease), and public ones (a
-// host that sends from those forwards: the home's infrastructure).
+// what it sent before is lost.
+//
+// Addresses that name no device behind a repeater are left to the MAC:
+// 0.0.0.0 (DHCP before a lease; but see requestedAddr), link-local (a
+// device may keep one beside its lease), and public ones (a host that
+// sends from those forwards: the home's infrastructure).
 
 // maxRelayAddrs bounds the addresses a MAC is remembered to have sent from.
 const maxRelayAddrs = 64
