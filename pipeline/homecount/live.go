@@ -271,24 +271,14 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	h.packets[step]++
 	mac := p.SrcMAC
 	host := h.host(mac, p.TsNs)
-	if n := len(host.addrs); h.linker == nil && (n == 0 || host.relay || host.addrs[n-1] != p.SrcIP) {
-		// (A MAC that sends from the address it last sent from, of no
-		// repeater, is the common case: its time is all that moves.)
-		a, ok := relayAddr(p)
-		if ok && host.relaySeen.see(a, p.TsNs) || !ok && host.relay {
-			if !ok {
-				a, ok = requestedAddr(p)
-			}
-			if ok {
-				// A MAC-NAT repeater's MAC: the packet is of the device
-				// behind it at its address. The repeater's own host
-				// stays, to tell it is one, and is never counted.
-				mac = relayHost(a)
-				host = h.host(mac, p.TsNs)
-			}
+	if h.linker == nil {
+		if a, ok := host.behind(p); ok {
+			// A MAC-NAT repeater's MAC: the packet is of the device behind
+			// it at its address. The repeater's own host stays, to tell it
+			// is one, and is never counted.
+			mac = relayHost(a)
+			host = h.host(mac, p.TsNs)
 		}
-	} else if n > 0 && h.linker == nil {
-		host.times[n-1] = max(host.times[n-1], p.TsNs)
 	}
 	if n := len(host.active); n == 0 || host.active[n-1] < step {
 		host.active = append(host.active, step)

@@ -92,6 +92,25 @@ func (r *relaySeen) see(a netip.Addr, ts int64) bool {
 	return r.relay
 }
 
+// behind is the address of the device behind the MAC that sent p, when
+// the MAC is a repeater's (taking what p shows of it): its source, or
+// for a DHCP request from 0.0.0.0 the address it asks for. A MAC that
+// sends from the address it last sent from, of no repeater, is the common
+// case: its time is all that moves.
+func (r *relaySeen) behind(p *schemas.Packet) (netip.Addr, bool) {
+	if n := len(r.addrs); n > 0 && !r.relay && r.addrs[n-1] == p.SrcIP {
+		r.times[n-1] = max(r.times[n-1], p.TsNs)
+		return netip.Addr{}, false
+	}
+	if a, ok := relayAddr(p); ok {
+		return a, r.see(a, p.TsNs)
+	}
+	if r.relay {
+		return requestedAddr(p)
+	}
+	return netip.Addr{}, false
+}
+
 // relayHost is the host behind a repeater that sends from a: a locally
 // administered MAC that names the address, as no device's does.
 func relayHost(a netip.Addr) schemas.MAC {
@@ -105,19 +124,12 @@ type relays map[schemas.MAC]*relaySeen
 // host is the host a packet is of: its source MAC, or the address it sent
 // from behind a repeater.
 func (rs relays) host(p *schemas.Packet) schemas.MAC {
-	a, ok := relayAddr(p)
-	if !ok {
-		if a, ok := requestedAddr(p); ok && rs.isRelay(p.SrcMAC) {
-			return relayHost(a)
-		}
-		return p.SrcMAC
-	}
 	r := rs[p.SrcMAC]
 	if r == nil {
 		r = &relaySeen{}
 		rs[p.SrcMAC] = r
 	}
-	if r.see(a, p.TsNs) {
+	if a, ok := r.behind(p); ok {
 		return relayHost(a)
 	}
 	return p.SrcMAC
