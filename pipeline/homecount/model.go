@@ -75,8 +75,8 @@ type HostCapture struct {
 // KeyText is a key as a model file writes it: "transport/port/length"
 // ("17/69/55": UDP to port 69, an IP payload of 55 bytes; port -1: none;
 // "6/@80/260": TCP answered from port 80, which the host serves; see
-// hostKey; "17/dhcp55/40213": a DHCP client's parameter request list of
-// that folded hash; see DHCPOption).
+// hostKey; "17/dhcp12/40213": a DHCP client's host name of that folded
+// hash; see DHCPOption).
 type KeyText heartbeat.Key
 
 // MarshalText writes transport/port/length.
@@ -274,10 +274,15 @@ func (m *HostModel) Classify(keys map[heartbeat.Key]bool) int {
 	if len(shown) == 0 {
 		return -1
 	}
+	// The first unit whose signature holds a name the host gave: a host
+	// gives one name, or none, of the keys it shows.
 	named := -1
-	for u, sig := range m.sigs {
-		for _, k := range shown {
-			if named < 0 && sig[k] && k.Port >= DHCPOption {
+	for _, k := range shown {
+		if k.Port < DHCPOption {
+			continue
+		}
+		for u, sig := range m.sigs {
+			if sig[k] && (named < 0 || u < named) {
 				named = u
 			}
 		}
