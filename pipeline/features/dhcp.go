@@ -36,20 +36,20 @@ func fnv32(h uint32, b []byte) uint32 {
 	return h
 }
 
-// dhcpClient reads the fingerprint of a DHCPv4 client message (a UDP
-// payload from port 68 to 67): the hashes of options 55, 60 and 12 (the
-// host name normalized, NormalizeHostName, of at most 255 bytes). A
-// payload that is not a BOOTREQUEST with the DHCP magic, or whose options
-// run past its end (a snap length, a corrupt length), gives the zero
-// fingerprint: a message cut short may have lost any option.
-func dhcpClient(b []byte) schemas.DHCPClient {
+// DHCPv4Options calls fn with each option of a DHCPv4 message (a UDP
+// payload of port 67 or 68), in order: its code and where its value lies
+// in msg, from at, n bytes (an option split over several instances comes
+// as each). It says whether msg is a DHCP message (the BOOTP header and
+// the DHCP magic), and whether its options came whole: an option that runs
+// past the end (a snap length, a corrupt length) ends the walk there.
+// Pad options are skipped; End ends the walk.
+func DHCPv4Options(msg []byte, fn func(code byte, at, n int)) (dhcp, whole bool) {
 	const optionsAt = 240
-	if len(b) < optionsAt || b[0] != 1 || !bytes.Equal(b[236:optionsAt], dhcpMagic) {
-		return schemas.DHCPClient{}
+	if len(msg) < optionsAt || !bytes.Equal(msg[236:optionsAt], dhcpMagic) {
+		return false, false
 	}
-	var o dhcpOptions
-	for i := optionsAt; i < len(b); {
-		code := b[i]
+	for i := optionsAt; i < len(msg); {
+		code := msg[i]
 		if code == 0 {
 			i++
 			continue
@@ -57,11 +57,28 @@ func dhcpClient(b []byte) schemas.DHCPClient {
 		if code == 255 {
 			break
 		}
-		if i+1 >= len(b) || i+2+int(b[i+1]) > len(b) {
-			return schemas.DHCPClient{}
+		if i+1 >= len(msg) || i+2+int(msg[i+1]) > len(msg) {
+			return true, false
 		}
-		l := int(b[i+1])
-		v := b[i+2 : i+2+l]
+		fn(code, i+2, int(msg[i+1]))
+		i += 2 + int(msg[i+1])
+	}
+	return true, true
+}
+
+// dhcpClient reads the fingerprint of a DHCPv4 client message (a UDP
+// payload from port 68 to 67): the hashes of options 55, 60 and 12 (the
+// host name normalized, NormalizeHostName, of at most 255 bytes). A
+// payload that is not a BOOTREQUEST with the DHCP magic, or whose options
+// run past its end, gives the zero fingerprint: a message cut short may
+// have lost any option.
+func dhcpClient(b []byte) schemas.DHCPClient {
+	if len(b) == 0 || b[0] != 1 {
+		return schemas.DHCPClient{}
+	}
+	var o dhcpOptions
+	dhcp, whole := DHCPv4Options(b, func(code byte, at, n int) {
+		v := b[at : at+n]
 		switch code {
 		case dhcpOptParams:
 			o.params.add(v)
@@ -70,11 +87,13 @@ func dhcpClient(b []byte) schemas.DHCPClient {
 		case dhcpOptHostName:
 			o.name = append(o.name, v[:min(len(v), maxHostName-len(o.name))]...)
 		case dhcpOptRequested:
-			if l == 4 && o.requested == [4]byte{} {
+			if n == 4 && o.requested == [4]byte{} {
 				o.requested = [4]byte(v)
 			}
 		}
-		i += 2 + l
+	})
+	if !dhcp || !whole {
+		return schemas.DHCPClient{}
 	}
 	d := o.fingerprint()
 	// A client renewing its lease names it in ciaddr and asks for none.
@@ -152,7 +171,6 @@ func dhcp6Client(b []byte) schemas.DHCPClient {
 		return schemas.DHCPClient{}
 	}
 	var o dhcpOptions
-	named := false
 	for i := 4; i < len(b); {
 		if i+4 > len(b) {
 			return schemas.DHCPClient{}
@@ -170,9 +188,9 @@ func dhcp6Client(b []byte) schemas.DHCPClient {
 		case dhcp6OptFQDN:
 			// A flags byte, then the name in DNS labels: the first is
 			// the host's.
-			if len(v) >= 2 && !named {
+			if len(v) >= 2 && len(o.name) == 0 {
 				if n := int(v[1]); n > 0 && 2+n <= len(v) {
-					o.name, named = append(o.name, v[2:2+n]...), true
+					o.name = append(o.name, v[2:2+n]...)
 				}
 			}
 		}

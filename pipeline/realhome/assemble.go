@@ -625,14 +625,11 @@ func (rw *rewriter) rewrite(b []byte) {
 // the one it is given, the server's and relay's, and options 50
 // (requested address), 54 (server) and 3 (routers); sum is the UDP
 // checksum (when checked: a message may go without), returned updated.
-// An address the session held nowhere else
-// (a lease a device asks back) is taken for the device's own: no new
-// address is drawn, so the home's others stay where they were.
+// An address the session held nowhere else (a lease a device asks back)
+// is taken for the device's own: no new address is drawn, so the home's
+// others stay where they were. The options are read as the decoder reads
+// them (features.DHCPv4Options).
 func (rw *rewriter) rewriteDHCP(l4 []byte, sum uint16, checked bool) uint16 {
-	const magicAt, optionsAt = 8 + 236, 8 + 240
-	if len(l4) < optionsAt || binary.BigEndian.Uint32(l4[magicAt:]) != 0x63825363 {
-		return sum
-	}
 	move := func(at int) {
 		a := netip.AddrFrom4([4]byte(l4[at : at+4]))
 		if a.IsUnspecified() || !isLocal(a) {
@@ -655,25 +652,19 @@ func (rw *rewriter) rewriteDHCP(l4 []byte, sum uint16, checked bool) uint16 {
 			sum = gateway.AdjustChecksum(sum, old, l4[lo:hi])
 		}
 	}
-	for _, at := range []int{8 + 12, 8 + 16, 8 + 20, 8 + 24} {
-		move(at)
-	}
-	for i := optionsAt; i < len(l4); {
-		code := l4[i]
-		if code == 0 {
-			i++
-			continue
-		}
-		if code == 255 || i+1 >= len(l4) || i+2+int(l4[i+1]) > len(l4) {
-			break
-		}
-		l := int(l4[i+1])
-		if (code == 50 || code == 54 || code == 3) && l%4 == 0 {
-			for at := i + 2; at < i+2+l; at += 4 {
-				move(at)
+	const udpHeader = 8
+	dhcp, _ := features.DHCPv4Options(l4[udpHeader:], func(code byte, at, n int) {
+		if (code == 50 || code == 54 || code == 3) && n%4 == 0 {
+			for a := at; a < at+n; a += 4 {
+				move(udpHeader + a)
 			}
 		}
-		i += 2 + l
+	})
+	if dhcp {
+		// The client's, the one it is given, the server's and relay's.
+		for _, at := range []int{12, 16, 20, 24} {
+			move(udpHeader + at)
+		}
 	}
 	return sum
 }
