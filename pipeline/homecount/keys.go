@@ -116,8 +116,11 @@ func packetKeys(p *schemas.Packet, served *servedPorts) (keys [2]heartbeat.Key, 
 }
 
 // dhcpNameKey is the key of a DHCP host name's hash.
-func dhcpNameKey(h uint32) heartbeat.Key {
-	return heartbeat.Key{Transport: 17, Port: DHCPOption + dhcpHostName, IPLen: uint16(h ^ h>>16)}
+func dhcpNameKey(h uint32) heartbeat.Key { return nameKey(uint16(h ^ h>>16)) }
+
+// nameKey is the key of a host name whose hash folds to v.
+func nameKey(v uint16) heartbeat.Key {
+	return heartbeat.Key{Transport: 17, Port: DHCPOption + dhcpHostName, IPLen: v}
 }
 
 // dhcpHostName is the DHCP option that names the client.

@@ -119,6 +119,10 @@ type liveHost struct {
 	// relaySeen is what the IPv4 sources of the host's MAC have shown:
 	// whether it is a MAC-NAT repeater's, which is never a unit.
 	relaySeen
+	// shadow says the host is what an address sent under a MAC that may
+	// be a repeater's (LiveHome.shadowing): never counted, a host of its
+	// own once the MAC is found to be one.
+	shadow bool
 	// unit is Classify's answer for keys; dirty says keys changed since.
 	unit  int
 	dirty bool
@@ -214,7 +218,7 @@ func (h *LiveHome) waits(end, now int64) bool {
 	step := int64(h.cfg.Step)
 	for mac, host := range h.hosts {
 		if host.first > now-int64(h.cfg.Settle) && host.activeIn((end-int64(h.cfg.Window))/step, end/step) &&
-			mac != h.cfg.Gateway && !host.infra && !host.relay && !host.saturated && h.unitOf(host) < 0 {
+			mac != h.cfg.Gateway && !host.infra && !host.relay && !host.shadow && !host.saturated && h.unitOf(host) < 0 {
 			h.recheck = now + settleRecheck
 			return true
 		}
@@ -272,14 +276,31 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	mac := p.SrcMAC
 	host := h.host(mac, p.TsNs)
 	if h.linker == nil {
+		wasRelay := host.relay
 		if a, ok := host.behind(p); ok {
 			// A MAC-NAT repeater's MAC: the packet is of the device behind
 			// it at its address. The repeater's own host stays, to tell it
 			// is one, and is never counted.
+			if !wasRelay {
+				h.promote(host)
+			}
 			mac = relayHost(a)
-			host = h.host(mac, p.TsNs)
+			host = h.host(mac, p.TsNs, p.SrcMAC)
+			// A shadow of an address no packet had come from when the
+			// repeater was found (its device's name came first).
+			host.shadow = false
+		} else if h.shadowing(host, p) {
+			if a, ok := deviceAddr(p); ok {
+				smac := relayHost(a)
+				h.record(smac, h.shadowHost(smac, p.TsNs, mac), p, step)
+			}
 		}
 	}
+	h.record(mac, host, p, step)
+}
+
+// record takes what p shows of the host that sent it, at step.
+func (h *LiveHome) record(mac schemas.MAC, host *liveHost, p *schemas.Packet, step int64) {
 	if n := len(host.active); n == 0 || host.active[n-1] < step {
 		host.active = append(host.active, step)
 	} else if !slices.Contains(host.active, step) {
@@ -306,11 +327,12 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	}
 }
 
-// host is the table's host of a MAC, added when new, and seen at ts.
-func (h *LiveHome) host(mac schemas.MAC, ts int64) *liveHost {
+// host is the table's host of a MAC, added when new (no host of keep
+// making room for it), and seen at ts.
+func (h *LiveHome) host(mac schemas.MAC, ts int64, keep ...schemas.MAC) *liveHost {
 	host := h.hosts[mac]
 	if host == nil {
-		h.evict(mac, 1)
+		h.evict(1, append(keep, mac)...)
 		host = &liveHost{unit: -1, first: ts}
 		h.hosts[mac] = host
 	}
@@ -333,7 +355,7 @@ func (h *LiveHome) addKey(mac schemas.MAC, host *liveHost, k heartbeat.Key) bool
 		return false
 	}
 	if h.keys >= h.cfg.MaxKeys {
-		h.evict(mac, 0)
+		h.evict(0, mac)
 		if h.keys >= h.cfg.MaxKeys {
 			return false
 		}
@@ -352,7 +374,7 @@ func (h *LiveHome) addKey(mac schemas.MAC, host *liveHost, k heartbeat.Key) bool
 // numbers each apart): a home that talks to hundreds of servers fills the
 // table with them within minutes, and a unit that sends once a minute
 // would otherwise lose what it sent before.
-func (h *LiveHome) evict(keep schemas.MAC, room int) {
+func (h *LiveHome) evict(room int, keep ...schemas.MAC) {
 	for len(h.hosts)+room > h.cfg.MaxHosts || (room == 0 && h.keys >= h.cfg.MaxKeys) {
 		var oldest, idle schemas.MAC
 		var old, idleHost *liveHost
@@ -360,7 +382,7 @@ func (h *LiveHome) evict(keep schemas.MAC, room int) {
 			return thanHost == nil || host.last < thanHost.last || (host.last == thanHost.last && bytes.Compare(mac[:], than[:]) < 0)
 		}
 		for mac, host := range h.hosts {
-			if mac == keep {
+			if slices.Contains(keep, mac) {
 				continue
 			}
 			if older(mac, host, oldest, old) {
@@ -434,7 +456,7 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 	}
 	counts := make([]int, len(h.model.Units))
 	for mac, host := range h.hosts {
-		if !host.activeIn(from/step, end/step) || mac == h.cfg.Gateway || host.infra || host.relay {
+		if !host.activeIn(from/step, end/step) || mac == h.cfg.Gateway || host.infra || host.relay || host.shadow {
 			continue
 		}
 		h.unitOf(host)
@@ -538,8 +560,20 @@ type liveHostState struct {
 	Addrs     []string `json:"addrs,omitempty"`
 	AddrTimes []int64  `json:"addr_times,omitempty"`
 	Relay     bool     `json:"relay,omitempty"`
-	First     int64    `json:"first_ns,omitempty"`
-	Last      int64    `json:"last_ns"`
+	// Candidate, Names and Shadow are what the counter keeps of a MAC
+	// that may be a repeater's (LiveHome.shadowing).
+	Candidate bool            `json:"candidate,omitempty"`
+	Names     []liveNameState `json:"names,omitempty"`
+	Shadow    bool            `json:"shadow,omitempty"`
+	First     int64           `json:"first_ns,omitempty"`
+	Last      int64           `json:"last_ns"`
+}
+
+// liveNameState is a relayName: the address and the name's hash as its key
+// holds it.
+type liveNameState struct {
+	Addr string `json:"addr"`
+	Name uint16 `json:"name"`
 }
 
 const packedKey = 7
@@ -550,9 +584,13 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 	st := liveState{Version: liveStateVersion, Seq: seq, Window: h.cfg.Window, Step: h.cfg.Step, Late: h.cfg.Late,
 		Next: h.next, Last: h.last, Recheck: h.recheck, Packets: h.packets, NoMAC: h.NoMAC}
 	for mac, host := range h.hosts {
-		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active, Relay: host.relay, First: host.first, Last: host.last}
+		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active,
+			Relay: host.relay, Candidate: host.candidate, Shadow: host.shadow, First: host.first, Last: host.last}
 		for _, a := range host.addrs {
 			hs.Addrs = append(hs.Addrs, a.String())
+		}
+		for _, n := range host.names {
+			hs.Names = append(hs.Names, liveNameState{Addr: n.addr.String(), Name: n.key.IPLen})
 		}
 		hs.AddrTimes = host.times
 		for _, k := range keyTexts(host.keys) {
@@ -646,7 +684,17 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 		if len(hs.Addrs) > maxRelayAddrs || len(hs.AddrTimes) != len(hs.Addrs) {
 			return nil, 0, fmt.Errorf("host table: host %s: %d addresses and %d times, a counter keeps at most %d, a time each", hs.MAC, len(hs.Addrs), len(hs.AddrTimes), maxRelayAddrs)
 		}
-		host.relay, host.times = hs.Relay, hs.AddrTimes
+		host.relay, host.times, host.candidate, host.shadow = hs.Relay, hs.AddrTimes, hs.Candidate, hs.Shadow
+		if len(hs.Names) > maxRelayNames {
+			return nil, 0, fmt.Errorf("host table: host %s: %d DHCP names kept, a counter keeps at most %d", hs.MAC, len(hs.Names), maxRelayNames)
+		}
+		for _, n := range hs.Names {
+			addr, err := netip.ParseAddr(n.Addr)
+			if err != nil || !addr.Is4() {
+				return nil, 0, fmt.Errorf("host table: host %s: DHCP name of address %q: want an IPv4 address", hs.MAC, n.Addr)
+			}
+			host.names = append(host.names, relayName{addr, nameKey(n.Name)})
+		}
 		for _, a := range hs.Addrs {
 			addr, err := netip.ParseAddr(a)
 			if err != nil || !addr.Is4() || slices.Contains(host.addrs, addr) {

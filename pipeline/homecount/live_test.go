@@ -471,6 +471,10 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 			// Hosts of one LAN: a MAC that sends from several in turn is a
 			// MAC-NAT repeater's.
 			p.SrcIP = netip.AddrFrom4([4]byte{192, 168, 1, data[15]})
+		case 3:
+			// A DHCP request from 0.0.0.0 that names the address it asks
+			// for, and a host name.
+			p.SrcIP, p.DHCP.Requested, p.DHCP.Name = netip.IPv4Unspecified(), [4]byte{192, 168, 1, data[15]}, uint32(data[16])+1
 		}
 		p.SrcPort, p.TCPFlags = int32(binary.BigEndian.Uint16(data[16:])), binary.BigEndian.Uint16(data[18:])
 		p.IPID = binary.BigEndian.Uint16(data[10:]) ^ binary.BigEndian.Uint16(data[16:])
@@ -480,6 +484,16 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 		}
 		if h.Hosts() > cfg.MaxHosts || h.keys > cfg.MaxKeys {
 			t.Fatalf("%d hosts, %d keys: over the bounds %d and %d", h.Hosts(), h.keys, cfg.MaxHosts, cfg.MaxKeys)
+		}
+		keys := 0
+		for _, host := range h.hosts {
+			keys += len(host.keys)
+			if len(host.names) > maxRelayNames {
+				t.Fatalf("a host remembers %d DHCP names, the bound %d", len(host.names), maxRelayNames)
+			}
+		}
+		if keys != h.keys {
+			t.Fatalf("the table's hosts hold %d keys, its count says %d", keys, h.keys)
 		}
 		for _, host := range h.hosts {
 			if len(host.addrs) > maxRelayAddrs || len(host.addrs) != len(host.times) {

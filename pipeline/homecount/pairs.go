@@ -316,16 +316,32 @@ func readHome(ctx context.Context, h *realhome.Home, path string) ([]schemas.Pac
 }
 
 // hostPackets are the packets of pkts a host sent (those with a source
-// MAC), the hosts behind a MAC-NAT repeater told apart by address; what a
-// repeater's MAC sent itself is left out (its keys, before it was found to
-// be one, are its devices').
+// MAC), the hosts behind a MAC-NAT repeater told apart by address. Read
+// whole, a capture is read twice when it holds a repeater: once to find
+// the repeaters' MACs, and once more to give everything each sent, from
+// its first packet, to the device at its address (a live counter keeps
+// shadow hosts instead; LiveHome.shadowing). What none names, a repeater's
+// own, is left out.
 func hostPackets(pkts []schemas.Packet) []hostPacket {
-	var out []hostPacket
-	kr := hostKeyer{relays: relays{}}
-	for i := range pkts {
-		out = kr.packets(out, &pkts[i])
+	read := func(rs relays) ([]hostPacket, relays) {
+		var out []hostPacket
+		kr := hostKeyer{relays: rs}
+		for i := range pkts {
+			out = kr.packets(out, &pkts[i])
+		}
+		return out, kr.relays
 	}
-	return slices.DeleteFunc(out, func(p hostPacket) bool { return kr.relays.isRelay(p.Host) })
+	out, rs := read(relays{})
+	found := relays{}
+	for mac, r := range rs {
+		if r.relay {
+			found[mac] = &relaySeen{relay: true}
+		}
+	}
+	if len(found) > 0 {
+		out, rs = read(found)
+	}
+	return slices.DeleteFunc(out, func(p hostPacket) bool { return rs.isRelay(p.Host) })
 }
 
 // hostKeys is the keys with a transport each host but the gateway sent

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -22,8 +23,7 @@ import (
 // lease lost and won back). A device that keeps two addresses at once
 // keeps them in two networks: an Edimax plug of IoT Sentinel's sends from
 // its lease (10.10.10.186) and from 192.168.20.3 in turn. Taken for a
-// repeater wrongly, a device is still one host, at its one address: only
-// what it sent before is lost.
+// repeater wrongly, a device is still one host, at its one address.
 //
 // Addresses that name no device behind a repeater are left to the MAC:
 // 0.0.0.0 (DHCP before a lease; but see requestedAddr), link-local (a
@@ -44,7 +44,25 @@ type relaySeen struct {
 	addrs []netip.Addr
 	times []int64
 	relay bool
+	// candidate says the live counter keeps shadow hosts for the MAC (see
+	// LiveHome.shadowing).
+	candidate bool
+	// names are the DHCP host names the MAC gave before it was a
+	// candidate, each with the address its request named (the latest
+	// maxRelayNames): a device behind a repeater gives its name from
+	// 0.0.0.0 before it sends from its address, so what the MAC sent
+	// before cannot be given to an address by its keys alone.
+	names []relayName
 }
+
+// relayName is a DHCP host name's key and the address its request named.
+type relayName struct {
+	addr netip.Addr
+	key  heartbeat.Key
+}
+
+// maxRelayNames bounds the names a MAC is remembered to have given.
+const maxRelayNames = 4
 
 // relayAddr is the address a packet names its sender by behind a
 // repeater: its source.
@@ -111,6 +129,50 @@ func (r *relaySeen) behind(p *schemas.Packet) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// deviceAddr is the address p names its sender by, were its MAC a
+// repeater's: its source, or the address a DHCP request from 0.0.0.0 asks
+// for.
+func deviceAddr(p *schemas.Packet) (netip.Addr, bool) {
+	if a, ok := relayAddr(p); ok {
+		return a, true
+	}
+	return requestedAddr(p)
+}
+
+// mayBeRelay says the MAC, no repeater's yet, sent less than RelayWindow
+// before now from an address of the /24 it sends from now, other than
+// that one: were it a repeater's, it would be found one at that address's
+// next turn.
+func (r *relaySeen) mayBeRelay(now int64) bool {
+	n := len(r.addrs)
+	if r.relay || n < 2 {
+		return false
+	}
+	last := r.addrs[n-1].As4()
+	for i := range n - 1 {
+		if b := r.addrs[i].As4(); now-r.times[i] < int64(RelayWindow) && b[0] == last[0] && b[1] == last[1] && b[2] == last[2] {
+			return true
+		}
+	}
+	return false
+}
+
+// remember keeps the DHCP host name p gives, with the address it names.
+func (r *relaySeen) remember(p *schemas.Packet) {
+	a, ok := deviceAddr(p)
+	if !ok {
+		return
+	}
+	n := relayName{a, dhcpNameKey(p.DHCP.Name)}
+	if slices.Contains(r.names, n) {
+		return
+	}
+	if len(r.names) == maxRelayNames {
+		r.names = slices.Delete(r.names, 0, 1)
+	}
+	r.names = append(r.names, n)
+}
+
 // relayHost is the host behind a repeater that sends from a: a locally
 // administered MAC that names the address, as no device's does.
 func relayHost(a netip.Addr) schemas.MAC {
@@ -139,4 +201,99 @@ func (rs relays) host(p *schemas.Packet) schemas.MAC {
 func (rs relays) isRelay(mac schemas.MAC) bool {
 	r := rs[mac]
 	return r != nil && r.relay
+}
+
+// What a repeater's MAC sent before it was found to be one is its
+// devices'. Found at a device's second turn, the repeater's first device
+// has given its name, its DHCP and its first keys by then, under the MAC,
+// and a unit counted on a setup's first minute would go without them. So
+// while a MAC may be a repeater's (mayBeRelay), the live counter keeps,
+// beside its host, a shadow host for each address it sends from: not
+// counted, and dropped if the MAC turns out a device's whose lease
+// changed; once the MAC is found to be a repeater's, each shadow is the
+// host of the device at its address. A capture read whole needs none of
+// this: it reads the capture twice (hostPackets).
+
+// shadowing says what the host of a MAC sends is kept under its addresses
+// too (mayBeRelay), starting or dropping the shadows as that changes.
+// Before, only the names it gives are kept, with their addresses.
+func (h *LiveHome) shadowing(host *liveHost, p *schemas.Packet) bool {
+	may := host.mayBeRelay(p.TsNs)
+	switch {
+	case may && !host.candidate:
+		h.startShadows(host, p.SrcMAC, p.TsNs)
+	case !may && host.candidate:
+		h.dropShadows(host)
+	case !may && p.DHCP.Name != 0:
+		host.remember(p)
+	}
+	host.candidate = may
+	return may
+}
+
+// startShadows gives what a MAC sent before it may be a repeater's to the
+// one address it sent from before the present one (the device whose turn
+// it was), but its names, which go to the addresses their requests named.
+// A MAC that sent from more addresses before (turns more than RelayWindow
+// apart) sent what no address can be told for: only its names are given.
+func (h *LiveHome) startShadows(host *liveHost, mac schemas.MAC, now int64) {
+	for _, n := range host.names {
+		a := relayHost(n.addr)
+		h.addKey(a, h.shadowHost(a, now, mac), n.key)
+	}
+	if len(host.addrs) != 2 {
+		return
+	}
+	prev := relayHost(host.addrs[0])
+	s := h.shadowHost(prev, host.first, mac)
+	s.last = max(s.last, host.last)
+	for k := range host.keys {
+		if k.Port < DHCPOption {
+			h.addKey(prev, s, k)
+		}
+	}
+	for _, st := range host.active {
+		if i, found := slices.BinarySearch(s.active, st); !found {
+			s.active = slices.Insert(s.active, i, st)
+		}
+	}
+}
+
+// dropShadows forgets the shadow hosts of a MAC that is no repeater's.
+func (h *LiveHome) dropShadows(host *liveHost) {
+	host.eachShadow(h, func(a schemas.MAC, s *liveHost) {
+		h.keys -= len(s.keys)
+		delete(h.hosts, a)
+	})
+}
+
+// promote makes the shadow hosts of a MAC just found to be a repeater's
+// the hosts of its devices.
+func (h *LiveHome) promote(host *liveHost) {
+	host.eachShadow(h, func(_ schemas.MAC, s *liveHost) { s.shadow, s.dirty = false, true })
+	host.candidate, host.names = false, nil
+}
+
+// eachShadow calls f with every shadow host of the MAC's addresses and of
+// those its names' requests named.
+func (r *relaySeen) eachShadow(h *LiveHome, f func(schemas.MAC, *liveHost)) {
+	for _, a := range r.addrs {
+		if s := h.hosts[relayHost(a)]; s != nil && s.shadow {
+			f(relayHost(a), s)
+		}
+	}
+	for _, n := range r.names {
+		if s := h.hosts[relayHost(n.addr)]; s != nil && s.shadow {
+			f(relayHost(n.addr), s)
+		}
+	}
+}
+
+// shadowHost is the host of a, a shadow when new, seen at ts; no host of
+// keep makes room for it.
+func (h *LiveHome) shadowHost(a schemas.MAC, ts int64, keep schemas.MAC) *liveHost {
+	_, known := h.hosts[a]
+	s := h.host(a, ts, keep)
+	s.shadow = s.shadow || !known
+	return s
 }

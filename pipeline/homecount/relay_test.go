@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -113,5 +114,101 @@ func TestRelaySeen(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s: a repeater %v, want %v", c.what, got, c.want)
 		}
+	}
+}
+
+// TestRelayKeepsWhatCameFirst: a device behind a repeater that sends its
+// one signature key in its first seconds, alone behind it, and only what
+// every type sends after, is still its type once a second device's turn
+// shows the MAC is a repeater's: live (its shadow host), restored while
+// the MAC only may be a repeater's, and read whole (hostPackets). Its
+// name, given from 0.0.0.0 before it sent from its address, is its own.
+// A MAC whose lease changed keeps no shadow once its old address is past
+// RelayWindow.
+func TestRelayKeepsWhatCameFirst(t *testing.T) {
+	a, b := netip.MustParseAddr("192.168.1.20"), netip.MustParseAddr("192.168.1.21")
+	dhcp := behind(pkt(0, 0, 17, 67, 300), 9, "0.0.0.0")
+	dhcp.DHCP.Requested, dhcp.DHCP.Name = a.As4(), 0xbeef
+	pkts := []schemas.Packet{dhcp}
+	for i := range 120 {
+		ts := time.Duration(i)*time.Second + 100*time.Millisecond
+		if i < 5 {
+			pkts = append(pkts, behind(pkt(ts, 0, 17, 69, 55), 9, a.String())) // A's signature key, early only
+		}
+		pkts = append(pkts, behind(pkt(ts+10*time.Millisecond, 0, 17, 53, 60), 9, a.String())) // what both types send
+		if i >= 30 {
+			pkts = append(pkts, behind(pkt(ts+500*time.Millisecond, 0, 6, 443, 60), 9, b.String())) // B joins
+		}
+	}
+	h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := append(feed(t, h, pkts), h.Flush()...)
+	judged := 0
+	for _, w := range ws {
+		if w.StartNs < int64(40*time.Second) || w.EndNs > int64(110*time.Second) {
+			continue
+		}
+		judged++
+		if countOf(w, "A") != 1 || countOf(w, "B") != 1 {
+			t.Errorf("window [%s, %s): %+v; want A and B once each", time.Duration(w.StartNs), time.Duration(w.EndNs), w.Detections)
+		}
+	}
+	if judged < 5 {
+		t.Fatalf("%d windows judged between 40 s and 110 s", judged)
+	}
+	host := h.hosts[relayHost(a)]
+	if host == nil || host.shadow || !host.keys[udpKey(69, 55)] || !host.keys[dhcpNameKey(0xbeef)] {
+		t.Fatalf("A's host %+v: want a host of its own with its early key and its name", host)
+	}
+	if h.hosts[relayHost(b)].keys[dhcpNameKey(0xbeef)] {
+		t.Error("B's host holds A's name")
+	}
+
+	// Restored while the MAC only may be a repeater's: B's first packet.
+	cut := slices.IndexFunc(pkts, func(p schemas.Packet) bool { return p.SrcIP == b }) + 1
+	half, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	got := feed(t, half, pkts[:cut])
+	if r := half.hosts[mac(9)]; r == nil || !r.candidate || r.relay {
+		t.Fatalf("after B's first packet the MAC is %+v: want a candidate, no repeater yet", r)
+	}
+	st, err := half.State(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(append(got, feed(t, r, pkts[cut:])...), r.Flush()...)
+	want, _ := json.Marshal(ws)
+	if g, _ := json.Marshal(got); !bytes.Equal(g, want) {
+		t.Errorf("restored while a candidate, the home judged\n%s\nwant\n%s", g, want)
+	}
+
+	// Read whole, the capture gives A its early key too.
+	sent := hostKeys(hostPackets(pkts), schemas.MAC{}, 1<<62)
+	if !sent[relayHost(a)][udpKey(69, 55)] || !sent[relayHost(a)][dhcpNameKey(0xbeef)] || sent[mac(9)] != nil {
+		t.Errorf("read whole: A's keys %v, the repeater's %v; want A's early key and name, nothing left to the repeater", sent[relayHost(a)], sent[mac(9)])
+	}
+
+	// A lease changed: the old address is past RelayWindow after 90 s.
+	var lease []schemas.Packet
+	for i := range 200 {
+		addr := "192.168.1.30"
+		if i >= 30 {
+			addr = "192.168.1.31"
+		}
+		lease = append(lease, behind(pkt(time.Duration(i)*time.Second, 0, 17, 69, 55), 3, addr))
+	}
+	l, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	for _, w := range append(feed(t, l, lease), l.Flush()...) {
+		if countOf(w, "A") != 1 || w.Hosts != 1 {
+			t.Errorf("window [%s, %s): %d hosts, %+v; want the one unit of A", time.Duration(w.StartNs), time.Duration(w.EndNs), w.Hosts, w.Detections)
+		}
+	}
+	if l.Hosts() != 1 || l.hosts[mac(3)].candidate {
+		t.Errorf("a changed lease left %d hosts (candidate %v), want its one", l.Hosts(), l.hosts[mac(3)].candidate)
 	}
 }
