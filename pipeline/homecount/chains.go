@@ -227,7 +227,7 @@ func NewWANHostCounter(ctx context.Context, devs []realhome.Device, cfg ChainCon
 	if err != nil {
 		return nil, fmt.Errorf("WAN keys: %w", err)
 	}
-	return &HostCounter{devs: devs, ck: ck, sim: ck.similarities(), chains: chains, chainCfg: cfg}, nil
+	return newHostCounter(devs, ck, chains, cfg), nil
 }
 
 // ChainEligible says whether a type is counted by its IP ID sequences in a

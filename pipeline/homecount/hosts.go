@@ -37,6 +37,9 @@ type HostsConfig struct {
 	// Relay puts every unit of the homes behind one MAC-NAT repeater
 	// (realhome.Config.Relay).
 	Relay bool
+	// NoDHCP leaves the units' DHCP out (realhome.Config.NoDHCP): homes
+	// whose devices joined before the tap started.
+	NoDHCP bool
 }
 
 // HostsPoint is the count of one n: per home, the hosts counted, the
@@ -68,6 +71,9 @@ type HostCounter struct {
 	devs []realhome.Device
 	ck   captureKeys
 	sim  captureSimilarity
+	// traffic is sim without the DHCP names: families are of what the
+	// devices send (newHostCounter).
+	traffic captureSimilarity
 	// chains is, for a counter of what crosses the gateway
 	// (NewWANHostCounter), each capture's IP ID sequences.
 	chains   map[string]int
@@ -81,7 +87,18 @@ func NewHostCounter(ctx context.Context, devs []realhome.Device) (*HostCounter, 
 	if err != nil {
 		return nil, err
 	}
-	return &HostCounter{devs: devs, ck: ck, sim: ck.similarities()}, nil
+	return newHostCounter(devs, ck, nil, ChainConfig{}), nil
+}
+
+// newHostCounter is the counter of the captures' keys ck. Its families are
+// learned without the DHCP names (traffic): a name tells look-alikes
+// apart only where the host gives it, once a lease, and a detector that
+// starts on a home whose devices have been up for hours sees no name until
+// their renewals, nor does an IPv6-only home. Look-alikes split by their
+// names would then be counted by a coin flip between them; as one family
+// they are counted right, named or not.
+func newHostCounter(devs []realhome.Device, ck captureKeys, chains map[string]int, cfg ChainConfig) *HostCounter {
+	return &HostCounter{devs: devs, ck: ck, sim: ck.similarities(), traffic: ck.withoutNames().similarities(), chains: chains, chainCfg: cfg}
 }
 
 // Types are the hardware types of the device folders (evaluate.TypeOf:
@@ -195,7 +212,7 @@ func (hc *HostCounter) eachHome(ctx context.Context, cfg HostsConfig, what strin
 			seed := cfg.Seed + uint64(1000*n+k)
 			units := hc.spread(hardware, n)
 			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(units) + cfg.Others, Units: units,
-				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6, IDOffsets: cfg.IDOffsets, Relay: cfg.Relay})
+				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6, IDOffsets: cfg.IDOffsets, Relay: cfg.Relay, NoDHCP: cfg.NoDHCP})
 			if err != nil {
 				return fmt.Errorf("%s of %s, n = %d: %w", what, cfg.Type, n, err)
 			}

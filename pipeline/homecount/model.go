@@ -134,7 +134,8 @@ func keyTexts(set map[heartbeat.Key]bool) []KeyText {
 // Model is the host model learned from every capture but those in skip
 // (a home's own sessions, when the model is measured on it). Its units are
 // the folders joined by hardware type (an identical pair's two folders)
-// and by family of look-alikes (captureKeys.families), each joined set
+// and by family of look-alikes (captureKeys.families, of the key sets
+// without the DHCP names: newHostCounter), each joined set
 // one unit, in the order of its first folder: every folder is in exactly
 // one unit, even where a family holds one folder of a pair and not the
 // other.
@@ -171,7 +172,7 @@ func (hc *HostCounter) Model(skip []string) *HostModel {
 		members, _ := hc.Folders(typ)
 		join(members)
 	}
-	for _, fam := range hc.ck.families(hc.sim, skip) {
+	for _, fam := range hc.ck.families(hc.traffic, skip) {
 		join(fam)
 	}
 	m := &HostModel{Version: HostModelVersion}

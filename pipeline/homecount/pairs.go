@@ -210,6 +210,20 @@ type captureSimilarity struct {
 	sim   [][]float64
 }
 
+// withoutNames is the key sets without the DHCP names.
+func (ck captureKeys) withoutNames() captureKeys {
+	out := captureKeys{keys: map[string]map[heartbeat.Key]bool{}, typ: ck.typ}
+	for f, keys := range ck.keys {
+		out.keys[f] = map[heartbeat.Key]bool{}
+		for k := range keys {
+			if k.Port < DHCPOption {
+				out.keys[f][k] = true
+			}
+		}
+	}
+	return out
+}
+
 func (ck captureKeys) similarities() captureSimilarity {
 	cs := captureSimilarity{files: slices.Sorted(maps.Keys(ck.keys))}
 	cs.sim = make([][]float64, len(cs.files))

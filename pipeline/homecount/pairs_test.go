@@ -2,11 +2,13 @@ package homecount
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/heartbeat"
+	"github.com/homemole/homemole/pipeline/realhome"
 	"github.com/homemole/homemole/pipeline/realhome/realhometest"
 )
 
@@ -185,4 +187,53 @@ func keySet(ks ...heartbeat.Key) map[heartbeat.Key]bool {
 		m[x] = true
 	}
 	return m
+}
+
+// TestFamiliesOfTraffic: two types whose captures differ only by their
+// DHCP names are one family of the host model, for the names tell them
+// apart only where a host gives one: named or nameless, a unit of either
+// is counted as the family, and a third type stays a unit of its own.
+func TestFamiliesOfTraffic(t *testing.T) {
+	name := func(h uint16) heartbeat.Key { return nameKey(h) }
+	shared, own, plug := udpKey(443, 100), udpKey(443, 120), udpKey(9999, 80)
+	ck := captureKeys{keys: map[string]map[heartbeat.Key]bool{}, typ: map[string]string{}}
+	var devs []realhome.Device
+	for _, d := range []struct {
+		typ  string
+		keys []heartbeat.Key
+	}{
+		{"Siren", []heartbeat.Key{shared, own, name(1)}},
+		{"Water", []heartbeat.Key{shared, own, name(2)}},
+		{"Plug", []heartbeat.Key{shared, plug}},
+	} {
+		dev := realhome.Device{Name: d.typ}
+		for i := range 3 {
+			f := fmt.Sprintf("%s-%d", d.typ, i)
+			ck.keys[f], ck.typ[f] = keySet(d.keys...), d.typ
+			dev.Files = append(dev.Files, f)
+		}
+		devs = append(devs, dev)
+	}
+	if fams := ck.families(ck.similarities(), nil); len(fams) != 0 {
+		t.Fatalf("with the names the captures' families are %v: want none, for this test to say anything", fams)
+	}
+	m := newHostCounter(devs, ck, nil, ChainConfig{}).Model(nil)
+	fam := m.UnitOf("Siren")
+	if fam < 0 || m.UnitOf("Water") != fam || m.UnitOf("Plug") == fam {
+		t.Fatalf("units %+v: want Siren and Water one family, Plug apart", m.Units)
+	}
+	for _, c := range []struct {
+		what string
+		sent map[heartbeat.Key]bool
+		want int
+	}{
+		{"a named siren", keySet(shared, own, name(1)), fam},
+		{"a named water sensor", keySet(shared, own, name(2)), fam},
+		{"a nameless one", keySet(shared, own), fam},
+		{"a plug", keySet(shared, plug), m.UnitOf("Plug")},
+	} {
+		if got := m.Classify(c.sent); got != c.want {
+			t.Errorf("%s: unit %d, want %d", c.what, got, c.want)
+		}
+	}
 }

@@ -53,6 +53,10 @@ type Config struct {
 	// from the repeater's MAC (Home.Relay), ARP's too, and sends the
 	// units' frames to it. Each unit keeps its IPv4 address.
 	Relay bool
+	// NoDHCP leaves every unit's DHCP out, as a tap started on a home
+	// whose devices joined hours before sees none until their leases
+	// renew: no DHCP names, no requests.
+	NoDHCP bool
 }
 
 // Unit is one device unit in the assembled home.
@@ -88,6 +92,10 @@ type Home struct {
 	// frames that have no IPv6 twin, left out (ARP, DHCP, IGMP, ...).
 	IPv6  bool
 	Left6 int
+	// NoDHCP says the units' DHCP was left out (Config.NoDHCP); LeftDHCP
+	// counts those frames.
+	NoDHCP   bool
+	LeftDHCP int
 	// idOffsets draws each unit's IPv4 ID offset (Config.IDOffsets), apart
 	// from the draws that place the units: the home is otherwise the one
 	// of the same seed without.
@@ -173,7 +181,7 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 	chosen = append(chosen, rest[:want-len(chosen)]...)
 	sort.Strings(chosen)
 
-	h := &Home{Start: cfg.Start, Duration: cfg.Duration, LAN: cfg.LAN, IPv6: cfg.IPv6}
+	h := &Home{Start: cfg.Start, Duration: cfg.Duration, LAN: cfg.LAN, IPv6: cfg.IPv6, NoDHCP: cfg.NoDHCP}
 	if cfg.IDOffsets {
 		h.idOffsets = rand.New(rand.NewPCG(cfg.Seed, 0x69702d6964))
 	}
@@ -343,7 +351,13 @@ func (h *Home) place(u *Unit, devMAC schemas.MAC, frames []frame, al *allocator,
 			h.Cut++
 			continue
 		}
+		// Rewritten first, left out after: the home's addresses and MACs
+		// are handed out as in the home with its DHCP.
 		rw.rewrite(f.data)
+		if h.NoDHCP && isDHCP(f.data) {
+			h.LeftDHCP++
+			continue
+		}
 		data := f.data
 		if h.IPv6 {
 			var ok bool
@@ -496,6 +510,33 @@ func ipv4Of(b []byte) (src, dst netip.Addr, srcMAC, dstMAC schemas.MAC, ok bool)
 
 // etherType is the offset of the network header and its type, past one
 // VLAN tag; 0 when the frame is too short.
+// isDHCP says an Ethernet frame is a DHCPv4 or DHCPv6 message (UDP from
+// or to a DHCP port).
+func isDHCP(b []byte) bool {
+	off, et := etherType(b)
+	if off == 0 {
+		return false
+	}
+	ip := b[off:]
+	var l4 []byte
+	switch {
+	case et == 0x0800 && len(ip) >= 20 && ip[0]>>4 == 4 && ip[9] == 17 && binary.BigEndian.Uint16(ip[6:8])&0x1fff == 0:
+		l4 = ip[int(ip[0]&0x0f)*4:]
+	case et == 0x86dd && len(ip) >= 40 && ip[6] == 17:
+		l4 = ip[40:]
+	}
+	if len(l4) < 4 {
+		return false
+	}
+	src, dst := binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+	for _, port := range []uint16{src, dst} {
+		if port == 67 || port == 68 || port == 546 || port == 547 {
+			return true
+		}
+	}
+	return false
+}
+
 func etherType(b []byte) (int, uint16) {
 	if len(b) < 14 {
 		return 0, 0

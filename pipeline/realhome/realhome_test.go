@@ -516,3 +516,74 @@ func TestAssembleDHCPAddresses(t *testing.T) {
 		t.Fatal("no DHCP request asked for an address")
 	}
 }
+
+// TestAssembleNoDHCP: a home whose units joined before the tap started is
+// the same home without its DHCP frames: every other frame kept, in
+// order, byte for byte, and no DHCP message left.
+func TestAssembleNoDHCP(t *testing.T) {
+	devs := loadSentinel(t)
+	cfg := Config{Devices: 4, Units: map[string]int{"iKettle2": 2}, Duration: 100 * time.Second, Seed: 7}
+	plain, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NoDHCP = true
+	joined, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []Packet
+	for _, p := range plain.Packets {
+		if !isDHCP(p.Data) {
+			kept = append(kept, p)
+		}
+	}
+	if joined.LeftDHCP == 0 || !joined.NoDHCP || len(plain.Packets)-len(kept) != joined.LeftDHCP || len(kept) != len(joined.Packets) {
+		t.Fatalf("%d packets, %d DHCP left out; the plain home has %d, %d of them DHCP", len(joined.Packets), joined.LeftDHCP, len(plain.Packets), len(plain.Packets)-len(kept))
+	}
+	for i, p := range joined.Packets {
+		if q := kept[i]; p.TsNs != q.TsNs || p.Unit != q.Unit || !bytes.Equal(p.Data, q.Data) {
+			t.Fatalf("packet %d differs from the plain home's", i)
+		}
+	}
+	// What isDHCP takes: UDP from or to a DHCP port, over IPv4 (a first
+	// fragment too, not a later one) or IPv6, through an 802.1Q tag.
+	udp := func(v6 bool, src, dst uint16, frag uint16, vlan bool) []byte {
+		var b []byte
+		if vlan {
+			b = append(make([]byte, 12), 0x81, 0x00, 0, 1)
+		} else {
+			b = make([]byte, 12)
+		}
+		if v6 {
+			b = append(b, 0x86, 0xdd)
+			ip := make([]byte, 40)
+			ip[0], ip[6] = 0x60, 17
+			b = append(b, ip...)
+		} else {
+			b = append(b, 0x08, 0x00)
+			ip := make([]byte, 20)
+			ip[0], ip[9] = 0x45, 17
+			binary.BigEndian.PutUint16(ip[6:8], frag)
+			b = append(b, ip...)
+		}
+		return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(b, src), dst)
+	}
+	for _, c := range []struct {
+		what  string
+		frame []byte
+		want  bool
+	}{
+		{"a DHCPv4 request", udp(false, 68, 67, 0, false), true},
+		{"a DHCPv4 answer, tagged", udp(false, 67, 68, 0, true), true},
+		{"a DHCPv6 solicit", udp(true, 546, 547, 0, false), true},
+		{"DNS", udp(false, 40000, 53, 0, false), false},
+		{"a later fragment", udp(false, 68, 67, 0x0010, false), false},
+		{"a first fragment", udp(false, 68, 67, 0x2000, false), true},
+		{"a truncated frame", udp(false, 68, 67, 0, false)[:20], false},
+	} {
+		if got := isDHCP(c.frame); got != c.want {
+			t.Errorf("%s: isDHCP %v, want %v", c.what, got, c.want)
+		}
+	}
+}

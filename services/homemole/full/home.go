@@ -61,6 +61,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	ipv6 := fs.Bool("ipv6", false, "an IPv6-only home: every TCP and UDP segment and ping over IPv6 (hosts in 2001:db8:1:1::/64, each server in a /64 of its own); ARP, DHCP, IGMP and other ICMP left out")
 	idOffsets := fs.Bool("id-offsets", false, "shift each unit's IPv4 IDs by a random offset of its own, as a device's counter stands after hours up (a setup capture starts at boot)")
 	relay := fs.Bool("relay", false, "every unit behind one Wi-Fi repeater that translates MACs (MAC-NAT): the LAN sees all their frames from its MAC")
+	noDHCP := fs.Bool("no-dhcp", false, "every unit's DHCP left out, as a tap started on a home whose devices joined hours before sees none until their leases renew")
 	units := map[string]int{}
 	fs.Func("units", "TYPE=K: K units of the device folder TYPE, each from a capture of its own; repeat or separate with commas", func(s string) error {
 		for _, part := range strings.Split(s, ",") {
@@ -108,7 +109,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	for _, d := range devs {
 		inputs = append(inputs, d.Files...)
 	}
-	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6, IDOffsets: *idOffsets, Relay: *relay})
+	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6, IDOffsets: *idOffsets, Relay: *relay, NoDHCP: *noDHCP})
 	if err != nil {
 		return fmt.Errorf("home assemble: %w", err)
 	}
@@ -149,6 +150,9 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	}
 	if !h.Relay.IsZero() {
 		fmt.Fprintf(out, "  every unit behind a MAC-NAT repeater: their frames carry %s on the LAN\n", h.Relay)
+	}
+	if h.NoDHCP {
+		fmt.Fprintf(out, "  the units joined before the tap started: %d DHCP frames left out\n", h.LeftDHCP)
 	}
 	for _, u := range h.Units {
 		fmt.Fprintf(out, "  %-24s %s %-15s from %s at +%s, %d packets\n", u.Name, u.MAC, u.IP, filepath.Base(u.Session), u.Offset.Round(time.Millisecond), u.Packets)
@@ -461,6 +465,7 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	th := newTypeHomeFlags(fs, 5, "every type")
 	ipv6 := fs.Bool("ipv6", false, "IPv6-only homes: every unit's TCP, UDP and pings carried over IPv6 (home assemble --ipv6); the model still learns from the IPv4 captures")
 	relay := fs.Bool("relay", false, "every unit of the homes behind one MAC-NAT repeater (home assemble --relay): the counter tells them apart by address")
+	noDHCP := fs.Bool("no-dhcp", false, "every unit's DHCP left out (home assemble --no-dhcp): homes whose devices joined before the tap started, so no DHCP name is seen")
 	if err := parseRequired(fs, args, "home hosts needs --from-dir DIR", th.dir); err != nil {
 		return err
 	}
@@ -468,7 +473,7 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 	if err != nil {
 		return err
 	}
-	cfg.IPv6, cfg.Relay = *ipv6, *relay
+	cfg.IPv6, cfg.Relay, cfg.NoDHCP = *ipv6, *relay, *noDHCP
 	hc, err := loadHostCounter(ctx, "home hosts", *th.dir, false)
 	if err != nil {
 		return err
