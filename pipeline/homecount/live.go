@@ -276,7 +276,7 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	mac := p.SrcMAC
 	host := h.host(mac, p.TsNs)
 	if h.linker == nil {
-		wasRelay := host.relay
+		wasRelay, addrs := host.relay, len(host.addrs)
 		if a, ok := host.behind(p); ok {
 			// A MAC-NAT repeater's MAC: the packet is of the device behind
 			// it at its address. The repeater's own host stays, to tell it
@@ -289,7 +289,7 @@ func (h *LiveHome) add(p *schemas.Packet) {
 			// A shadow of an address no packet had come from when the
 			// repeater was found (its device's name came first).
 			host.shadow = false
-		} else if h.shadowing(host, p) {
+		} else if h.shadowing(host, p, len(host.addrs) > addrs) {
 			if a, ok := deviceAddr(p); ok {
 				smac := relayHost(a)
 				h.record(smac, h.shadowHost(smac, p.TsNs, mac), p, step)

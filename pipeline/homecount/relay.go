@@ -215,13 +215,14 @@ func (rs relays) isRelay(mac schemas.MAC) bool {
 // this: it reads the capture twice (hostPackets).
 
 // shadowing says what the host of a MAC sends is kept under its addresses
-// too (mayBeRelay), starting or dropping the shadows as that changes.
-// Before, only the names it gives are kept, with their addresses.
-func (h *LiveHome) shadowing(host *liveHost, p *schemas.Packet) bool {
+// too (mayBeRelay), starting or dropping the shadows as that changes;
+// fresh says p's address is one the MAC had not sent from. Before, only
+// the names it gives are kept, with their addresses.
+func (h *LiveHome) shadowing(host *liveHost, p *schemas.Packet, fresh bool) bool {
 	may := host.mayBeRelay(p.TsNs)
 	switch {
 	case may && !host.candidate:
-		h.startShadows(host, p.SrcMAC, p.TsNs)
+		h.startShadows(host, p.SrcMAC, p.TsNs, fresh)
 	case !may && host.candidate:
 		h.dropShadows(host)
 	case !may && p.DHCP.Name != 0:
@@ -235,13 +236,14 @@ func (h *LiveHome) shadowing(host *liveHost, p *schemas.Packet) bool {
 // one address it sent from before the present one (the device whose turn
 // it was), but its names, which go to the addresses their requests named.
 // A MAC that sent from more addresses before (turns more than RelayWindow
-// apart) sent what no address can be told for: only its names are given.
-func (h *LiveHome) startShadows(host *liveHost, mac schemas.MAC, now int64) {
+// apart, or the present address too) sent what no address can be told
+// for: only its names are given.
+func (h *LiveHome) startShadows(host *liveHost, mac schemas.MAC, now int64, fresh bool) {
 	for _, n := range host.names {
 		a := relayHost(n.addr)
 		h.addKey(a, h.shadowHost(a, now, mac), n.key)
 	}
-	if len(host.addrs) != 2 {
+	if !fresh || len(host.addrs) != 2 {
 		return
 	}
 	prev := relayHost(host.addrs[0])

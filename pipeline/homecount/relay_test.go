@@ -193,6 +193,26 @@ func TestRelayKeepsWhatCameFirst(t *testing.T) {
 		t.Errorf("read whole: A's keys %v, the repeater's %v; want A's early key and name, nothing left to the repeater", sent[relayHost(a)], sent[mac(9)])
 	}
 
+	// Turns more than RelayWindow apart: a1, then a2 70 s later, then a1
+	// again. What the MAC sent before is both addresses', and goes to
+	// neither: not a1's key to a2's device.
+	var apart []schemas.Packet
+	for i := range 5 {
+		apart = append(apart, behind(pkt(time.Duration(i)*time.Second, 0, 17, 69, 55), 9, a.String()))
+	}
+	for i := range 5 {
+		apart = append(apart, behind(pkt(time.Duration(70+i)*time.Second, 0, 6, 443, 60), 9, b.String()))
+	}
+	apart = append(apart, behind(pkt(80*time.Second, 0, 17, 53, 60), 9, a.String()), behind(pkt(85*time.Second, 0, 6, 443, 60), 9, b.String()))
+	ap, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	feed(t, ap, apart)
+	if r := ap.hosts[mac(9)]; r == nil || !r.relay {
+		t.Fatal("turns apart: the repeater was not found at a2's second turn")
+	}
+	if hb := ap.hosts[relayHost(b)]; hb == nil || hb.keys[udpKey(69, 55)] {
+		t.Errorf("turns apart: b's host %+v holds a1's early key", hb)
+	}
+
 	// A lease changed: the old address is past RelayWindow after 90 s.
 	var lease []schemas.Packet
 	for i := range 200 {
