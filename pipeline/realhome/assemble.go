@@ -508,8 +508,6 @@ func ipv4Of(b []byte) (src, dst netip.Addr, srcMAC, dstMAC schemas.MAC, ok bool)
 	return src, dst, srcMAC, dstMAC, true
 }
 
-// etherType is the offset of the network header and its type, past one
-// VLAN tag; 0 when the frame is too short.
 // isDHCP says an Ethernet frame is a DHCPv4 or DHCPv6 message (UDP from
 // or to a DHCP port).
 func isDHCP(b []byte) bool {
@@ -521,7 +519,9 @@ func isDHCP(b []byte) bool {
 	var l4 []byte
 	switch {
 	case et == 0x0800 && len(ip) >= 20 && ip[0]>>4 == 4 && ip[9] == 17 && binary.BigEndian.Uint16(ip[6:8])&0x1fff == 0:
-		l4 = ip[int(ip[0]&0x0f)*4:]
+		if ihl := int(ip[0]&0x0f) * 4; ihl >= 20 && ihl <= len(ip) {
+			l4 = ip[ihl:]
+		}
 	case et == 0x86dd && len(ip) >= 40 && ip[6] == 17:
 		l4 = ip[40:]
 	}
@@ -537,6 +537,8 @@ func isDHCP(b []byte) bool {
 	return false
 }
 
+// etherType is the offset of the network header and its type, past one
+// VLAN tag; 0 when the frame is too short.
 func etherType(b []byte) (int, uint16) {
 	if len(b) < 14 {
 		return 0, 0

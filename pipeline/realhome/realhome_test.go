@@ -581,9 +581,23 @@ func TestAssembleNoDHCP(t *testing.T) {
 		{"a later fragment", udp(false, 68, 67, 0x0010, false), false},
 		{"a first fragment", udp(false, 68, 67, 0x2000, false), true},
 		{"a truncated frame", udp(false, 68, 67, 0, false)[:20], false},
+		{"a header length past the frame", func() []byte { b := udp(false, 68, 67, 0, false); b[14] = 0x4f; return b }(), false},
 	} {
 		if got := isDHCP(c.frame); got != c.want {
 			t.Errorf("%s: isDHCP %v, want %v", c.what, got, c.want)
 		}
 	}
+}
+
+// FuzzIsDHCP reads any bytes as a frame: no panic, and a frame taken for
+// DHCP holds a UDP header past its Ethernet and IP headers.
+func FuzzIsDHCP(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(append(make([]byte, 12), 0x08, 0x00, 0x4f, 0, 0, 0, 0, 0, 0, 0, 0, 17))
+	f.Add(append(append(make([]byte, 12), 0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0, 0, 0, 17), append(make([]byte, 10), 0, 68, 0, 67)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if isDHCP(b) && len(b) < 14+20+4 {
+			t.Fatalf("%d bytes taken for a DHCP message: too short for one", len(b))
+		}
+	})
 }
