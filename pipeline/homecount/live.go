@@ -289,7 +289,10 @@ func (h *LiveHome) add(p *schemas.Packet) {
 			// A shadow of an address no packet had come from when the
 			// repeater was found (its device's name came first).
 			host.shadow = false
-		} else if h.shadowing(host, p, len(host.addrs) > addrs) {
+		} else if (len(host.addrs) > 1 || p.DHCP.Name != 0) && h.shadowing(host, p, len(host.addrs) > addrs) {
+			// (The guard: a MAC of one address so far is no candidate,
+			// and all shadowing keeps of it is its names, so the common
+			// case costs no call.)
 			if a, ok := deviceAddr(p); ok {
 				smac := relayHost(a)
 				h.record(smac, h.shadowHost(smac, p.TsNs, mac), p, step)
