@@ -218,7 +218,7 @@ func (h *LiveHome) waits(end, now int64) bool {
 	step := int64(h.cfg.Step)
 	for mac, host := range h.hosts {
 		if host.first > now-int64(h.cfg.Settle) && host.activeIn((end-int64(h.cfg.Window))/step, end/step) &&
-			mac != h.cfg.Gateway && !host.infra && !host.relay && !host.shadow && !host.saturated && h.unitOf(host) < 0 {
+			h.counted(mac, host) && !host.saturated && h.unitOf(host) < 0 {
 			h.recheck = now + settleRecheck
 			return true
 		}
@@ -459,7 +459,7 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 	}
 	counts := make([]int, len(h.model.Units))
 	for mac, host := range h.hosts {
-		if !host.activeIn(from/step, end/step) || mac == h.cfg.Gateway || host.infra || host.relay || host.shadow {
+		if !host.activeIn(from/step, end/step) || !h.counted(mac, host) {
 			continue
 		}
 		h.unitOf(host)
@@ -484,6 +484,13 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 	}
 	h.trim(end + step)
 	return w, w.Packets > 0
+}
+
+// counted says a window counts the host, as a unit or an unknown device:
+// it is not the gateway, the home's infrastructure, a repeater's own MAC
+// or a shadow of one (judge counts those it takes, waits waits for them).
+func (h *LiveHome) counted(mac schemas.MAC, host *liveHost) bool {
+	return mac != h.cfg.Gateway && !host.infra && !host.relay && !host.shadow
 }
 
 // activeIn says the host sent in a step from a up to b.
