@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -182,6 +183,28 @@ func TestReadFileSentinel(t *testing.T) {
 		t.Errorf("no DNS or TLS packets among %d: %v", total.Packets, bits)
 	}
 	t.Logf("%d files, %d packets, %d bytes", len(files), total.Packets, total.Bytes)
+}
+
+// TestReadAll: the packets of a capture at once are those ReadFile hands
+// out one at a time, in order, each a copy of its own; a file that is not
+// there is an error naming it.
+func TestReadAll(t *testing.T) {
+	path := sentinelFiles(t)[0]
+	var want []schemas.Packet
+	if _, err := ReadFile(context.Background(), path, sentinelHome, func(p *schemas.Packet) error {
+		want = append(want, *p)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadAll(context.Background(), path, sentinelHome)
+	if err != nil || len(want) == 0 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: %d packets (err %v), ReadFile handed out %d", path, len(got), err, len(want))
+	}
+	missing := filepath.Join(t.TempDir(), "none.pcap")
+	if _, err := ReadAll(context.Background(), missing, sentinelHome); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("a missing file: %v, want an error naming it", err)
+	}
 }
 
 // TestByteOrdersAndResolutions rewrites a real capture in the four pcap

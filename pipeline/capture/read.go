@@ -43,6 +43,18 @@ func ReadFile(ctx context.Context, path string, home features.HomeConfig, fn fun
 	return st, err
 }
 
+// ReadAll decodes every frame of a capture file as ReadFile does and
+// returns the packets, in capture order: for a capture whose packets are
+// all wanted at once.
+func ReadAll(ctx context.Context, path string, home features.HomeConfig) ([]schemas.Packet, error) {
+	var pkts []schemas.Packet
+	_, err := ReadFile(ctx, path, home, func(p *schemas.Packet) error {
+		pkts = append(pkts, *p)
+		return nil
+	})
+	return pkts, err
+}
+
 // Read decodes every frame of src as one tap stream and calls fn with each
 // decoded packet. The packet is reused: fn must copy what it keeps. Frames
 // the decoder rejects are counted in Stats and skipped. A read error (a

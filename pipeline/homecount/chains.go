@@ -337,10 +337,7 @@ func readView(ctx context.Context, h *realhome.Home, gw gateway.Config, path str
 	if err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err := capture.ReadFile(ctx, path, WANHome(), func(p *schemas.Packet) error {
-		pkts = append(pkts, *p)
-		return nil
-	}); err != nil {
+	if pkts, err = capture.ReadAll(ctx, path, WANHome()); err != nil {
 		return nil, nil, fmt.Errorf("read the WAN view %s: %w", path, err)
 	}
 	if len(lan) != len(pkts) {

@@ -400,11 +400,8 @@ func (hc *HostCounter) countLAN(ctx context.Context, path string, h *realhome.Ho
 	if unit < 0 {
 		return -1, nil, nil
 	}
-	var all []schemas.Packet
-	if _, err := capture.ReadFile(ctx, path, h.HomeConfig(), func(p *schemas.Packet) error {
-		all = append(all, *p)
-		return nil
-	}); err != nil {
+	all, err := capture.ReadAll(ctx, path, h.HomeConfig())
+	if err != nil {
 		return 0, nil, fmt.Errorf("hosts of %s: %w", path, err)
 	}
 	members := hm.Units[unit].Members
@@ -426,11 +423,8 @@ func (hc *HostCounter) countSequences(ctx context.Context, path, device string, 
 	if unit < 0 {
 		return -1, nil, nil
 	}
-	var pkts []schemas.Packet
-	if _, err := capture.ReadFile(ctx, path, WANHome(), func(p *schemas.Packet) error {
-		pkts = append(pkts, *p)
-		return nil
-	}); err != nil {
+	pkts, err := capture.ReadAll(ctx, path, WANHome())
+	if err != nil {
 		return 0, nil, fmt.Errorf("IP ID sequences of %s: %w", path, err)
 	}
 	n := 0

@@ -319,11 +319,8 @@ func readHome(ctx context.Context, h *realhome.Home, path string) ([]schemas.Pac
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(path)
-	var all []schemas.Packet
-	if _, err := capture.ReadFile(ctx, path, h.HomeConfig(), func(p *schemas.Packet) error {
-		all = append(all, *p)
-		return nil
-	}); err != nil {
+	all, err := capture.ReadAll(ctx, path, h.HomeConfig())
+	if err != nil {
 		return nil, fmt.Errorf("hosts of %s: %w", path, err)
 	}
 	return all, nil

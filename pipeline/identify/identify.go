@@ -159,11 +159,8 @@ func homeSide(p *schemas.Packet) string {
 
 // File reads a capture and labels it (see Packets).
 func File(ctx context.Context, m train.Model, meta train.Meta, path string, home features.HomeConfig, byHost bool) (*Result, error) {
-	var pkts []schemas.Packet
-	if _, err := capture.ReadFile(ctx, path, home, func(p *schemas.Packet) error {
-		pkts = append(pkts, *p)
-		return nil
-	}); err != nil {
+	pkts, err := capture.ReadAll(ctx, path, home)
+	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if len(pkts) == 0 {
