@@ -22,8 +22,9 @@ const (
 // still decode, with those fields zero (SrcPort NoPort). Version 3 added the
 // tunnel records (Packet.Tunnel); version 2 batches decode without them.
 // Version 4 added the DHCP client fingerprint (Packet.DHCP); version 3
-// batches decode without it.
-const BatchVersion = 4
+// batches decode without it. Version 5 added ARP's sender address
+// (Packet.ARPSender); version 4 batches decode without it.
+const BatchVersion = 5
 
 var batchMagic = [3]byte{'H', 'M', 'B'}
 
@@ -123,7 +124,7 @@ func (b *Batch) AppendHeader(dst []byte, n int) ([]byte, error) {
 // MaxPacketRecordLen bounds the encoded length of one record of a packet
 // batch (every varint at its widest), so a producer can tell before encoding
 // a packet whether it still fits under a byte limit.
-const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12 + pairingLen + tunnelLen + dhcpLen
+const MaxPacketRecordLen = 10 + 10 + 5 + 2 + 5 + 10 + 3 + 3 + 3 + 3 + 5 + 12 + pairingLen + tunnelLen + dhcpLen + arpLen
 
 // pairingLen is the widest encoding of the version 2 pairing fields.
 const pairingLen = 5 + 3 + 5 + 5 + 2*17
@@ -135,6 +136,10 @@ const tunnelLen = 1 + 3 + 2 + MaxRecordEnds*3
 // dhcpLen is the widest encoding of the version 4 DHCP fingerprint: a
 // flags byte, three 4-byte hashes and an IPv4 address.
 const dhcpLen = 1 + 3*4 + 4
+
+// arpLen is the widest encoding of the version 5 ARP sender address: a
+// flags byte and an IPv4 address.
+const arpLen = 1 + 4
 
 // RecordEncoder encodes the records of one batch in order: each record is
 // delta-coded against the previous one, so the encoder carries that state.
@@ -158,7 +163,12 @@ func (e *RecordEncoder) AppendPacket(dst []byte, p *Packet) []byte {
 	dst = appendAddr(dst, p.SrcIP)
 	dst = appendAddr(dst, p.DstIP)
 	dst = appendTunnel(dst, &p.Tunnel)
-	return appendDHCP(dst, p.DHCP)
+	dst = appendDHCP(dst, p.DHCP)
+	if p.ARPSender == [4]byte{} {
+		return append(dst, 0)
+	}
+	dst = append(dst, 1)
+	return append(dst, p.ARPSender[:]...)
 }
 
 // appendDHCP writes a packet's DHCP fingerprint: a flags byte (bit 0
@@ -333,6 +343,9 @@ func DecodeBatch(data []byte) (*Batch, error) {
 			if version >= 4 {
 				r.dhcp(&p.DHCP)
 			}
+			if version >= 5 {
+				r.arpSender(&p.ARPSender)
+			}
 		} else {
 			l := r.int32()
 			if l < Unlabeled || int(l) >= len(b.Devices) {
@@ -501,6 +514,22 @@ func (r *reader) dhcp(d *DHCPClient) {
 				r.fail(errors.New("DHCP fingerprint: a requested address of 0.0.0.0 flagged present"))
 			}
 		}
+	}
+}
+
+// arpSender reads what AppendPacket wrote of ARP's sender address: a
+// flags byte (0 none, 1 present) and the address.
+func (r *reader) arpSender(a *[4]byte) {
+	switch flags := r.byte(); flags {
+	case 0:
+	case 1:
+		if b := r.bytes(4); len(b) == 4 {
+			if *a = [4]byte(b); *a == [4]byte{} {
+				r.fail(errors.New("ARP sender: 0.0.0.0 flagged present"))
+			}
+		}
+	default:
+		r.fail(fmt.Errorf("ARP sender flags %#x", flags))
 	}
 }
 

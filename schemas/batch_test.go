@@ -25,7 +25,9 @@ func sampleBatch(kind byte) *Batch {
 			p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck = int32(50000+i), uint16(0x1234+i), uint32(1e9)+uint32(i), 77
 			p.SrcIP, p.DstIP = netip.AddrFrom4([4]byte{192, 168, 1, byte(i)}), netip.MustParseAddr("2001:db8::1")
 			if i == 3 {
+				// An ARP request: no IP header, a sender address (version 5).
 				p.SrcPort, p.SrcIP, p.DstIP = NoPort, netip.Addr{}, netip.Addr{}
+				p.ARPSender = [4]byte{192, 168, 1, 3}
 			}
 			if i == 2 {
 				p.Tunnel = TunnelRecords{Known: true, Continues: true, Starts: 2, Ends: []RecordEnd{{Size: 1300, Data: true}, {Size: 0}}}
@@ -62,9 +64,9 @@ func TestBatchRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(in, out) {
 			t.Errorf("kind %c: round trip differs:\n in %+v\nout %+v", kind, in, out)
 		}
-		// Two of the five packets carry tunnel records (version 3), and two
-		// a DHCP fingerprint (version 4).
-		if per := float64(len(data)) / float64(len(in.Packets)); per > 82 {
+		// Two of the five packets carry tunnel records (version 3), two
+		// a DHCP fingerprint (version 4) and one an ARP sender (version 5).
+		if per := float64(len(data)) / float64(len(in.Packets)); per > 84 {
 			t.Errorf("kind %c: %.0f bytes per packet; the encoding should stay compact", kind, per)
 		}
 	}
@@ -140,6 +142,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte("HMB\x01P\x00"))
 	f.Add(version1Batch())
 	f.Add(version2Batch())
+	f.Add(version4Batch())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := DecodeBatch(data)
 		if err != nil {
@@ -210,32 +213,46 @@ func referenceRecord(dst []byte, p *Packet, prevTs int64, prevOff uint64) []byte
 		flags |= 8
 		hashes = append(hashes, p.DHCP.Requested[:]...)
 	}
-	return append(append(dst, flags), hashes...)
+	dst = append(append(dst, flags), hashes...)
+	if p.ARPSender == [4]byte{} {
+		return append(dst, 0)
+	}
+	return append(append(dst, 1), p.ARPSender[:]...)
 }
 
 // version1Batch is sampleBatch(KindPackets) as a version 1 producer wrote
 // it: records end after the MACs. Zeroed, the version 2 fields take 6
 // bytes at the end (four zero varints, two zero address lengths) and the
-// version 3 and 4 fields one each (a zero flags byte): they are cut off.
+// version 3, 4 and 5 fields one each (a zero flags byte): they are cut off.
 func version1Batch() []byte {
-	return olderBatch(1, 8, func(_ int, p *Packet) {
+	return olderBatch(1, 9, func(_ int, p *Packet) {
 		p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck, p.SrcIP, p.DstIP = 0, 0, 0, 0, netip.Addr{}, netip.Addr{}
 	})
 }
 
 // version2Batch is sampleBatch(KindPackets) as a version 2 producer wrote
 // it: records end after the addresses.
-func version2Batch() []byte { return olderBatch(2, 2, func(int, *Packet) {}) }
+func version2Batch() []byte { return olderBatch(2, 3, func(int, *Packet) {}) }
 
 // version3Batch is sampleBatch(KindPackets) as a version 3 producer wrote
 // it: records end after the tunnel records, with them.
 func version3Batch() []byte {
-	return olderBatch(3, 1, func(i int, p *Packet) { p.Tunnel = sampleBatch(KindPackets).Packets[i].Tunnel })
+	return olderBatch(3, 2, func(i int, p *Packet) { p.Tunnel = sampleBatch(KindPackets).Packets[i].Tunnel })
+}
+
+// version4Batch is sampleBatch(KindPackets) as a version 4 producer wrote
+// it: records end after the DHCP fingerprint, with it and the tunnel
+// records.
+func version4Batch() []byte {
+	return olderBatch(4, 1, func(i int, p *Packet) {
+		p.Tunnel, p.DHCP = sampleBatch(KindPackets).Packets[i].Tunnel, sampleBatch(KindPackets).Packets[i].DHCP
+	})
 }
 
 // olderBatch writes sampleBatch(KindPackets) under an older version: each
-// record with the tunnel records and DHCP fingerprint zero and what zero
-// does to it, then its last cut bytes (the newer fields, zero) cut off.
+// record with the tunnel records, DHCP fingerprint and ARP sender zero and
+// what zero does to it, then its last cut bytes (the newer fields, zero)
+// cut off.
 func olderBatch(version byte, cut int, zero func(i int, p *Packet)) []byte {
 	in := sampleBatch(KindPackets)
 	data, _ := in.AppendHeader(nil, len(in.Packets))
@@ -243,7 +260,7 @@ func olderBatch(version byte, cut int, zero func(i int, p *Packet)) []byte {
 	prevTs, prevOff := int64(0), in.FirstOffset
 	for i := range in.Packets {
 		p := in.Packets[i]
-		p.Tunnel, p.DHCP = TunnelRecords{}, DHCPClient{}
+		p.Tunnel, p.DHCP, p.ARPSender = TunnelRecords{}, DHCPClient{}, [4]byte{}
 		zero(i, &p)
 		rec := referenceRecord(nil, &p, prevTs, prevOff)
 		data = append(data, rec[:len(rec)-cut]...)
@@ -255,13 +272,19 @@ func olderBatch(version byte, cut int, zero func(i int, p *Packet)) []byte {
 // TestDecodeVersion2 keeps batches of version 2 producers readable: their
 // packets come without tunnel records, as not known.
 func TestDecodeVersion2(t *testing.T) {
-	decodesOld(t, 2, version2Batch(), func(p *Packet) { p.Tunnel, p.DHCP = TunnelRecords{}, DHCPClient{} })
+	decodesOld(t, 2, version2Batch(), func(p *Packet) { p.Tunnel, p.DHCP, p.ARPSender = TunnelRecords{}, DHCPClient{}, [4]byte{} })
 }
 
 // TestDecodeVersion3 keeps batches of version 3 producers readable: their
 // packets keep their tunnel records and come without a DHCP fingerprint.
 func TestDecodeVersion3(t *testing.T) {
-	decodesOld(t, 3, version3Batch(), func(p *Packet) { p.DHCP = DHCPClient{} })
+	decodesOld(t, 3, version3Batch(), func(p *Packet) { p.DHCP, p.ARPSender = DHCPClient{}, [4]byte{} })
+}
+
+// TestDecodeVersion4 keeps batches of version 4 producers readable: their
+// packets keep their DHCP fingerprints and come without an ARP sender.
+func TestDecodeVersion4(t *testing.T) {
+	decodesOld(t, 4, version4Batch(), func(p *Packet) { p.ARPSender = [4]byte{} })
 }
 
 // TestDecodeBatchRefusesBadTunnel: corrupt tunnel records name what is
@@ -272,18 +295,20 @@ func TestDecodeBatchRefusesBadTunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The record ends with flags 1, starts 0, one end (9<<1), and no DHCP
-	// fingerprint (flags 0).
-	if n := len(data); data[n-5] != 1 || data[n-4] != 0 || data[n-3] != 1 || data[n-2] != 18 || data[n-1] != 0 {
-		t.Fatalf("unexpected encoding % x", data[n-5:])
+	// The record ends with flags 1, starts 0, one end (9<<1), no DHCP
+	// fingerprint (flags 0) and no ARP sender (flags 0).
+	if n := len(data); data[n-6] != 1 || data[n-5] != 0 || data[n-4] != 1 || data[n-3] != 18 || data[n-2] != 0 || data[n-1] != 0 {
+		t.Fatalf("unexpected encoding % x", data[n-6:])
 	}
 	for name, mutate := range map[string]func([]byte){
-		"flags":      func(d []byte) { d[len(d)-5] = 4 },
-		"continues":  func(d []byte) { d[len(d)-5] = 2 },
-		"count":      func(d []byte) { d[len(d)-3] = 5 },
-		"dhcp flags": func(d []byte) { d[len(d)-1] = 16 },
-		"dhcp addr":  func(d []byte) { d[len(d)-1] = 8 },
-		"dhcp hash":  func(d []byte) { d[len(d)-1] = 1 },
+		"flags":      func(d []byte) { d[len(d)-6] = 4 },
+		"continues":  func(d []byte) { d[len(d)-6] = 2 },
+		"count":      func(d []byte) { d[len(d)-4] = 5 },
+		"dhcp flags": func(d []byte) { d[len(d)-2] = 16 },
+		"dhcp addr":  func(d []byte) { d[len(d)-2] = 8 },
+		"dhcp hash":  func(d []byte) { d[len(d)-2] = 1 },
+		"arp flags":  func(d []byte) { d[len(d)-1] = 2 },
+		"arp addr":   func(d []byte) { d[len(d)-1] = 1 },
 	} {
 		d := append([]byte(nil), data...)
 		mutate(d)
@@ -307,7 +332,7 @@ func TestDecodeBatchRefusesBadTunnel(t *testing.T) {
 func TestDecodeVersion1(t *testing.T) {
 	decodesOld(t, 1, version1Batch(), func(p *Packet) {
 		p.SrcPort, p.IPID, p.TCPSeq, p.TCPAck, p.SrcIP, p.DstIP = NoPort, 0, 0, 0, netip.Addr{}, netip.Addr{}
-		p.Tunnel, p.DHCP = TunnelRecords{}, DHCPClient{}
+		p.Tunnel, p.DHCP, p.ARPSender = TunnelRecords{}, DHCPClient{}, [4]byte{}
 	})
 }
 
@@ -339,8 +364,9 @@ func TestRecordEncoder(t *testing.T) {
 		TCPWindow: math.MaxUint16, TCPOptionsLen: 0xff, PayloadLen: math.MaxUint32, SrcMAC: MAC{1, 2, 3, 4, 5, 6},
 		SrcPort: math.MinInt32, IPID: math.MaxUint16, TCPSeq: math.MaxUint32, TCPAck: math.MaxUint32,
 		SrcIP: netip.MustParseAddr("2001:db8::1"), DstIP: netip.MustParseAddr("2001:db8::2"),
-		Tunnel: TunnelRecords{Known: true, Continues: true, Starts: math.MaxUint16, Ends: make([]RecordEnd, MaxRecordEnds)},
-		DHCP:   DHCPClient{Params: 1, Vendor: 2, Name: math.MaxUint32, Requested: [4]byte{255, 255, 255, 255}}}
+		Tunnel:    TunnelRecords{Known: true, Continues: true, Starts: math.MaxUint16, Ends: make([]RecordEnd, MaxRecordEnds)},
+		DHCP:      DHCPClient{Params: 1, Vendor: 2, Name: math.MaxUint32, Requested: [4]byte{255, 255, 255, 255}},
+		ARPSender: [4]byte{10, 0, 0, 1}}
 	for i := range widest.Tunnel.Ends {
 		widest.Tunnel.Ends[i] = RecordEnd{Size: math.MaxUint16, Data: true}
 	}

@@ -90,6 +90,21 @@ type Packet struct {
 	// it (batch version 4; zero in older batches and for every other
 	// packet): on a LAN tap, the oldest and plainest device fingerprint.
 	DHCP DHCPClient
+	// ARPSender is an IPv4-over-Ethernet ARP message's sender protocol
+	// address (batch version 5; zero in older batches, for every other
+	// frame and where ARP names none: a probe's 0.0.0.0). ARP frames carry
+	// no IP header, so SrcIP stays zero for them; but the address is the
+	// one the sender holds, which names a device behind a repeater that
+	// translates MACs, whose ARP goes out under the repeater's MAC.
+	ARPSender [4]byte
+}
+
+// ARPSenderAddr is ARPSender as an address, invalid where it is zero.
+func (p *Packet) ARPSenderAddr() netip.Addr {
+	if p.ARPSender == [4]byte{} {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4(p.ARPSender)
 }
 
 // DHCPClient is the fingerprint of a DHCPv4 client message (DISCOVER,
@@ -164,6 +179,7 @@ func (p *Packet) StripAddresses() {
 	p.SrcIP, p.DstIP = netip.Addr{}, netip.Addr{}
 	p.Tunnel = TunnelRecords{}
 	p.DHCP = DHCPClient{}
+	p.ARPSender = [4]byte{}
 }
 
 // MAC is a 48-bit hardware address kept as a value so records stay allocation-free.

@@ -190,7 +190,28 @@ func (d *Decoder) network(etherType uint16, payload []byte, p *schemas.Packet) e
 	// ARP, EAPOL, LLC and the like are not routed, so they never cross the
 	// gateway: Direction stays DirLocal whatever the MACs say.
 	p.ProtoBits = schemas.ProtoOther
+	if etherType == EtherTypeARP {
+		p.ARPSender = arpSender(payload)
+	}
 	return nil
+}
+
+// arpSender is the sender protocol address of an ARP message for IPv4
+// (RFC 826: hardware type, protocol type, the two address lengths, the
+// operation, then the sender's and the target's hardware and protocol
+// addresses), zero for any other ARP and for one too short to hold its
+// addresses. A malformed ARP is not an error: nothing else of the frame
+// is read, and the frame is kept.
+func arpSender(b []byte) [4]byte {
+	const fixed = 8
+	if len(b) < fixed || binary.BigEndian.Uint16(b[2:4]) != EtherTypeIPv4 || b[5] != 4 {
+		return [4]byte{}
+	}
+	hw := int(b[4])
+	if len(b) < fixed+2*hw+2*4 {
+		return [4]byte{}
+	}
+	return [4]byte(b[fixed+hw : fixed+hw+4])
 }
 
 func (d *Decoder) ipv4(b []byte, p *schemas.Packet) error {

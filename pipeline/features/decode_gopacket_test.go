@@ -57,6 +57,11 @@ func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.Cap
 		err = d.ipv6(payload, p)
 	default:
 		p.ProtoBits = schemas.ProtoOther
+		var arp layers.ARP
+		if l.EtherType == EtherTypeARP && arp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback) == nil &&
+			arp.Protocol == layers.EthernetTypeIPv4 && arp.ProtAddressSize == 4 {
+			p.ARPSender = [4]byte(arp.SourceProtAddress)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)

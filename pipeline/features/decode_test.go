@@ -260,6 +260,9 @@ func TestDecodeRules(t *testing.T) {
 		{"Linux SLL ARP", lanOnly, LinkTypeLinuxSLL,
 			append(sllHeader(0x0806), make([]byte, 28)...),
 			vec{"0000001", none, local, 0, 0, 0, 0, 0, 0, 0}},
+		{"ARP probe names no sender", withGW, LinkTypeEthernet,
+			build(t, eth(devMAC, bcastMAC, layers.EthernetTypeARP), &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4, Operation: layers.ARPRequest, SourceHwAddress: devMAC, SourceProtAddress: net.IPv4zero.To4(), DstHwAddress: make([]byte, 6), DstProtAddress: devIP}),
+			vec{"0000001", none, local, 0, 0, 0, 0, 0, 0, 0}},
 		{"IPv4-in-IPv6 tunnel describes the outer header", lanOnly, LinkTypeEthernet,
 			build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv4), ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(1, 53), dnsQuery(t)),
 			vec{"1000001", none, out, 255, 102, 4, 0, 0, 0, 62}},
@@ -481,6 +484,45 @@ func TestProtoBitsRule(t *testing.T) {
 					t.Errorf("UDP payload %q classified as TLS", pl)
 				}
 			}
+		}
+	}
+}
+
+// TestDecodeARPSender: an ARP for IPv4 names the address its sender holds
+// (behind a MAC-NAT repeater, the device), and nothing else does.
+func TestDecodeARPSender(t *testing.T) {
+	arp := func(op uint16, sender net.IP, proto layers.EthernetType, protoLen uint8) []byte {
+		return build(t, eth(devMAC, bcastMAC, layers.EthernetTypeARP), &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: proto,
+			HwAddressSize: 6, ProtAddressSize: protoLen, Operation: op, SourceHwAddress: devMAC, SourceProtAddress: sender,
+			DstHwAddress: make([]byte, 6), DstProtAddress: make([]byte, protoLen)})
+	}
+	request := arp(layers.ARPRequest, devIP, layers.EthernetTypeIPv4, 4)
+	want := [4]byte(devIP.To4())
+	for _, c := range []struct {
+		name string
+		link LinkType
+		data []byte
+		want [4]byte
+	}{
+		{"request", LinkTypeEthernet, request, want},
+		{"reply", LinkTypeEthernet, arp(layers.ARPReply, devIP, layers.EthernetTypeIPv4, 4), want},
+		{"in a VLAN", LinkTypeEthernet, build(t, eth(devMAC, bcastMAC, layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: 7, Type: layers.EthernetTypeARP}, gopacket.Payload(request[14:])), want},
+		{"Linux SLL", LinkTypeLinuxSLL, append(sllHeader(0x0806), request[14:]...), want},
+		{"probe from 0.0.0.0", LinkTypeEthernet, arp(layers.ARPRequest, net.IPv4zero.To4(), layers.EthernetTypeIPv4, 4), [4]byte{}},
+		{"not for IPv4", LinkTypeEthernet, arp(layers.ARPRequest, make([]byte, 16), layers.EthernetTypeIPv6, 16), [4]byte{}},
+		{"cut before the target's address", LinkTypeEthernet, request[:14+8+6+4+6], [4]byte{}},
+		{"IPv4, not ARP", LinkTypeEthernet, build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(1000, 123), ntp()), [4]byte{}},
+	} {
+		var p schemas.Packet
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(c.data), Length: len(c.data)}
+		if err := NewDecoder(withGW).Decode(c.link, c.data, ci, 0, &p); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if p.ARPSender != c.want || p.SrcIP.IsValid() != (c.name == "IPv4, not ARP") {
+			t.Errorf("%s: ARP sender %v, source IP %v; want %v", c.name, p.ARPSender, p.SrcIP, c.want)
+		}
+		if msg := compareWithGopacket(NewDecoder(withGW), newGopacketDecoder(withGW), c.link, c.data, ci, 0); msg != "" {
+			t.Errorf("%s: against gopacket's layers: %s", c.name, msg)
 		}
 	}
 }

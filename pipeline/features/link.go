@@ -17,6 +17,9 @@ const (
 	// EtherType and that is not IP (a PPP control protocol, a BSD
 	// address family other than INET/INET6).
 	EtherTypeNotIP uint16 = 0
+	// EtherTypeARP is not IP, but its sender protocol address says which
+	// IPv4 address sent it (Packet.ARPSender).
+	EtherTypeARP uint16 = 0x0806
 
 	etherTypeDot1Q      uint16 = 0x8100
 	etherTypeQinQ       uint16 = 0x88a8

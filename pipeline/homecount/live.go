@@ -293,7 +293,7 @@ func (h *LiveHome) add(p *schemas.Packet) {
 			// (The guard: a MAC of one address so far is no candidate,
 			// and all shadowing keeps of it is its names, so the common
 			// case costs no call.)
-			if a, ok := deviceAddr(p); ok {
+			if a, ok := host.deviceAddr(p); ok {
 				smac := relayHost(a)
 				h.record(smac, h.shadowHost(smac, p.TsNs, mac), p, step)
 			}

@@ -441,6 +441,12 @@ func FuzzLiveHomeAdd(f *testing.F) {
 	// A SYN-ACK from port 80, then an answer from it.
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 1, 6, 0xc3, 0x50, 0, 60, 0, 0, 0, 80, 0, 0x12,
 		0, 0, 0, 0, 0, 0, 0, 2, 1, 6, 0xc3, 0x50, 1, 4, 0, 0, 0, 80, 0, 0x18})
+	// One MAC sends from two addresses in turn, then ARPs from each.
+	var relayed []byte
+	for i, kind := range []byte{2, 2, 2, 6, 6} {
+		relayed = append(relayed, 0, 0, 0, 0, 0, 0, 0, byte(i), 1, 17, 0, 69, 0, 55, kind, byte(20+i%2), 0, 0, 0, 0)
+	}
+	f.Add(relayed)
 	lan, wan := handModel(f), wanModel(f)
 	cfg := DefaultLiveConfig()
 	cfg.MaxHosts, cfg.MaxKeys, cfg.MaxHostKeys = 4, 16, 8
@@ -475,6 +481,10 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 			// A DHCP request from 0.0.0.0 that names the address it asks
 			// for, and a host name.
 			p.SrcIP, p.DHCP.Requested, p.DHCP.Name = netip.IPv4Unspecified(), [4]byte{192, 168, 1, data[15]}, uint32(data[16])+1
+		}
+		if data[14]&4 != 0 {
+			// An ARP message: no IP header, a sender address.
+			p.SrcIP, p.Transport, p.DHCP, p.ARPSender = netip.Addr{}, 0, schemas.DHCPClient{}, [4]byte{192, 168, 1, data[15]}
 		}
 		p.SrcPort, p.TCPFlags = int32(binary.BigEndian.Uint16(data[16:])), binary.BigEndian.Uint16(data[18:])
 		p.IPID = binary.BigEndian.Uint16(data[10:]) ^ binary.BigEndian.Uint16(data[16:])

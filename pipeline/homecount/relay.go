@@ -70,6 +70,22 @@ func relayAddr(p *schemas.Packet) (netip.Addr, bool) {
 	return lanAddr(p.SrcIP)
 }
 
+// arpAddr is the address an ARP message names its sender by behind a
+// repeater (a MAC-NAT repeater rewrites ARP's hardware addresses, not
+// its IPv4 ones), when the MAC has sent IP from it: a device that only
+// ARPs in a window is still there. An ARP never makes a host or a
+// repeater, because a device ARPs from addresses it does not hold: on
+// joining, many ask for their last network's gateway from their last
+// address there (RFC 4436's detection of network attachment), which an
+// assembled home maps into the home's /24 and a real one may hold.
+func (r *relaySeen) arpAddr(p *schemas.Packet) (netip.Addr, bool) {
+	if p.SrcIP.IsValid() {
+		return netip.Addr{}, false
+	}
+	a, ok := lanAddr(p.ARPSenderAddr())
+	return a, ok && slices.Contains(r.addrs, a)
+}
+
 // requestedAddr is the address a DHCP request from 0.0.0.0 asks for:
 // behind a repeater, the device it names (its name comes in those). It
 // is a wish (a device asks for its last lease again), so it says which
@@ -124,16 +140,26 @@ func (r *relaySeen) behind(p *schemas.Packet) (netip.Addr, bool) {
 		return a, r.see(a, p.TsNs)
 	}
 	if r.relay {
-		return requestedAddr(p)
+		return r.otherAddr(p)
 	}
 	return netip.Addr{}, false
 }
 
 // deviceAddr is the address p names its sender by, were its MAC a
-// repeater's: its source, or the address a DHCP request from 0.0.0.0 asks
-// for.
-func deviceAddr(p *schemas.Packet) (netip.Addr, bool) {
+// repeater's: its source, an ARP's sender address it has sent from, or
+// the address a DHCP request from 0.0.0.0 asks for.
+func (r *relaySeen) deviceAddr(p *schemas.Packet) (netip.Addr, bool) {
 	if a, ok := relayAddr(p); ok {
+		return a, true
+	}
+	return r.otherAddr(p)
+}
+
+// otherAddr is the address a packet without a LAN source names its
+// sender by behind a repeater: an ARP's (arpAddr) or a DHCP request's
+// (requestedAddr).
+func (r *relaySeen) otherAddr(p *schemas.Packet) (netip.Addr, bool) {
+	if a, ok := r.arpAddr(p); ok {
 		return a, true
 	}
 	return requestedAddr(p)
@@ -159,7 +185,7 @@ func (r *relaySeen) mayBeRelay(now int64) bool {
 
 // remember keeps the DHCP host name p gives, with the address it names.
 func (r *relaySeen) remember(p *schemas.Packet) {
-	a, ok := deviceAddr(p)
+	a, ok := r.deviceAddr(p)
 	if !ok {
 		return
 	}

@@ -232,3 +232,70 @@ func TestRelayKeepsWhatCameFirst(t *testing.T) {
 		t.Errorf("a changed lease left %d hosts (candidate %v), want its one", l.Hosts(), l.hosts[mac(3)].candidate)
 	}
 }
+
+// arp is an ARP message host sends from addr.
+func arp(ts time.Duration, host int, addr string) schemas.Packet {
+	return schemas.Packet{TsNs: int64(ts), SrcMAC: mac(host), DPort: schemas.NoPort, ProtoBits: schemas.ProtoOther,
+		Direction: schemas.DirLocal, FrameLen: 42, ARPSender: netip.MustParseAddr(addr).As4()}
+}
+
+// TestRelayARP: behind a repeater, a device that only ARPs for a minute
+// (its ARP under the repeater's MAC) is still counted, live and read
+// whole; and ARP from an address a MAC never sent IP from (a device
+// asking for its last network's gateway from its last address there)
+// makes neither a host nor a repeater.
+func TestRelayARP(t *testing.T) {
+	var pkts []schemas.Packet
+	for i := range 120 {
+		ts := time.Duration(i) * time.Second
+		if i < 60 {
+			pkts = append(pkts, behind(pkt(ts, 0, 17, 69, 55), 9, "192.168.1.20"))
+		} else {
+			pkts = append(pkts, arp(ts, 9, "192.168.1.20"))
+		}
+		pkts = append(pkts, behind(pkt(ts+500*time.Millisecond, 0, 6, 443, 60), 9, "192.168.1.21"))
+		// A unit of A of its own MAC that ARPs from its last address, and
+		// a device behind the repeater that does.
+		pkts = append(pkts, behind(pkt(ts+100*time.Millisecond, 0, 17, 69, 55), 3, "192.168.1.30"), arp(ts+200*time.Millisecond, 3, "192.168.1.99"),
+			arp(ts+300*time.Millisecond, 9, "192.168.1.98"))
+	}
+	h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := append(feed(t, h, pkts), h.Flush()...)
+	arped := 0
+	for _, w := range ws {
+		if w.StartNs < int64(65*time.Second) || w.EndNs > int64(118*time.Second) {
+			continue
+		}
+		arped++
+		if a, b := countOf(w, "A"), countOf(w, "B"); a != 2 || b != 1 || w.Hosts != 3 {
+			t.Errorf("window [%s, %s), the repeater's A only ARPing: A %d, B %d, %d hosts; want 2 A, 1 B, 3 hosts", time.Duration(w.StartNs), time.Duration(w.EndNs), a, b, w.Hosts)
+		}
+	}
+	if arped < 3 {
+		t.Fatalf("%d windows judged between 65 s and 118 s", arped)
+	}
+	if host := h.hosts[mac(3)]; host == nil || host.relay {
+		t.Errorf("a MAC that ARPs from its last address is taken for a repeater: %+v", host)
+	}
+	for _, a := range []string{"192.168.1.98", "192.168.1.99"} {
+		if h.hosts[relayHost(netip.MustParseAddr(a))] != nil {
+			t.Errorf("an ARP from %s, whence no IP came, made a host", a)
+		}
+	}
+
+	rs := relays{}
+	for i := range pkts {
+		rs.host(&pkts[i])
+	}
+	late := arp(121*time.Second, 9, "192.168.1.20")
+	if got, want := rs.host(&late), relayHost(netip.MustParseAddr("192.168.1.20")); got != want {
+		t.Errorf("read whole, an ARP behind the repeater is of %s, want %s", got, want)
+	}
+	stale := arp(121*time.Second, 9, "192.168.1.98")
+	if got := rs.host(&stale); got != mac(9) {
+		t.Errorf("read whole, an ARP behind the repeater from an address no IP came from is of %s, want the repeater's MAC %s", got, mac(9))
+	}
+}
