@@ -51,7 +51,8 @@ type Config struct {
 	// addresses (MAC-NAT, what most consumer range extenders do for the
 	// clients they relay): the gateway's LAN tap sees each unit's frames
 	// from the repeater's MAC (Home.Relay), ARP's too, and sends the
-	// units' frames to it. Each unit keeps its IPv4 address.
+	// units' frames to it. Each unit keeps its IPv4 address. The units'
+	// EAPOL, their Wi-Fi handshakes with the repeater, is left out.
 	Relay bool
 	// NoDHCP leaves every unit's DHCP out, as a tap started on a home
 	// whose devices joined hours before sees none until their leases
@@ -96,6 +97,9 @@ type Home struct {
 	// counts those frames.
 	NoDHCP   bool
 	LeftDHCP int
+	// LeftEAPOL counts the units' EAPOL frames a repeater kept from the
+	// gateway (Config.Relay).
+	LeftEAPOL int
 	// idOffsets draws each unit's IPv4 ID offset (Config.IDOffsets), apart
 	// from the draws that place the units: the home is otherwise the one
 	// of the same seed without.
@@ -236,7 +240,10 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 
 // behindRelay rewrites every unit's MAC to the repeater's in the frames'
 // Ethernet headers and ARP's hardware addresses, as a MAC-NAT repeater
-// does between the units and the gateway. No checksum covers a MAC.
+// does between the units and the gateway, and leaves out the units'
+// EAPOL (Home.LeftEAPOL): a unit's Wi-Fi handshake is with the repeater
+// it associates with, and never crosses to the gateway (no bridge
+// forwards 802.1X frames either). No checksum covers a MAC.
 func (h *Home) behindRelay(relay schemas.MAC) {
 	h.Relay = relay
 	units := map[schemas.MAC]bool{}
@@ -248,19 +255,35 @@ func (h *Home) behindRelay(relay schemas.MAC) {
 			copy(b, relay[:])
 		}
 	}
+	kept := h.Packets[:0]
 	for _, p := range h.Packets {
 		b := p.Data
 		if len(b) < 14 {
+			kept = append(kept, p)
+			continue
+		}
+		off, et := etherType(b)
+		if et == etherTypeEAPOL && (units[schemas.MAC(b[0:6])] || units[schemas.MAC(b[6:12])]) {
+			h.LeftEAPOL++
+			if p.Unit >= 0 && p.Unit < len(h.Units) {
+				h.Units[p.Unit].Packets--
+			}
 			continue
 		}
 		swap(b[0:6])
 		swap(b[6:12])
-		if off, et := etherType(b); et == 0x0806 && len(b) >= off+28 {
+		if et == 0x0806 && len(b) >= off+28 {
 			swap(b[off+8 : off+14])
 			swap(b[off+18 : off+24])
 		}
+		kept = append(kept, p)
 	}
+	clear(h.Packets[len(kept):])
+	h.Packets = kept
 }
+
+// etherTypeEAPOL is 802.1X's EtherType, the Wi-Fi handshake's frames.
+const etherTypeEAPOL = 0x888e
 
 // FrameMAC is the source MAC a unit's frames carry on the LAN: its own,
 // or the repeater's it is behind (Config.Relay).

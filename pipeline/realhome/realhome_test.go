@@ -421,7 +421,8 @@ func TestAssembleIDOffsets(t *testing.T) {
 
 // TestAssembleRelay: behind a MAC-NAT repeater, no frame carries a unit's
 // MAC any more, the repeater's stands in each place it stood (the Ethernet
-// header, ARP's hardware addresses), and nothing else moves.
+// header, ARP's hardware addresses), the units' EAPOL (their handshakes
+// with the repeater) is left out, and nothing else moves.
 func TestAssembleRelay(t *testing.T) {
 	devs := loadSentinel(t)
 	cfg := Config{Devices: 4, Units: map[string]int{"Lightify": 2}, Duration: 100 * time.Second, Seed: 5}
@@ -435,16 +436,25 @@ func TestAssembleRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := relayed.Relay
-	if r.IsZero() || !plain.Relay.IsZero() || len(plain.Packets) != len(relayed.Packets) || relayed.FrameMAC(0) != r || plain.FrameMAC(0) != plain.Units[0].MAC {
-		t.Fatalf("repeater %v (plain %v), %d and %d packets", r, plain.Relay, len(plain.Packets), len(relayed.Packets))
+	if r.IsZero() || !plain.Relay.IsZero() || len(plain.Packets) != len(relayed.Packets)+relayed.LeftEAPOL || relayed.FrameMAC(0) != r || plain.FrameMAC(0) != plain.Units[0].MAC {
+		t.Fatalf("repeater %v (plain %v), %d and %d packets, %d EAPOL left out", r, plain.Relay, len(plain.Packets), len(relayed.Packets), relayed.LeftEAPOL)
 	}
 	units := map[schemas.MAC]bool{}
 	for _, u := range relayed.Units {
 		units[u.MAC] = true
 	}
-	swapped := 0
-	for i, p := range plain.Packets {
+	swapped, eapol, perUnit := 0, 0, make([]int, len(relayed.Units))
+	i := 0
+	for _, p := range plain.Packets {
+		if _, et := etherType(p.Data); et == etherTypeEAPOL && (units[schemas.MAC(p.Data[0:6])] || units[schemas.MAC(p.Data[6:12])]) {
+			eapol++
+			continue
+		}
 		q := relayed.Packets[i]
+		i++
+		if q.Unit >= 0 {
+			perUnit[q.Unit]++
+		}
 		if p.Unit != q.Unit || p.TsNs != q.TsNs || len(p.Data) != len(q.Data) {
 			t.Fatalf("packet %d: unit, time or length moved", i)
 		}
@@ -466,6 +476,14 @@ func TestAssembleRelay(t *testing.T) {
 			if units[schemas.MAC(q.Data[at:at+6])] {
 				t.Fatalf("packet %d still carries a unit's MAC", i)
 			}
+		}
+	}
+	if eapol == 0 || eapol != relayed.LeftEAPOL {
+		t.Errorf("%d EAPOL frames of the units in the plain home, %d left out behind the repeater; want them all, and some", eapol, relayed.LeftEAPOL)
+	}
+	for u, n := range perUnit {
+		if n != relayed.Units[u].Packets {
+			t.Errorf("unit %s: %d packets in the home, %d counted", relayed.Units[u].Name, n, relayed.Units[u].Packets)
 		}
 	}
 	if swapped < len(relayed.Packets)/2 {

@@ -149,7 +149,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 		fmt.Fprintf(out, "  IPv6-only: %d frames without an IPv6 twin left out (ARP, DHCP, IGMP, other ICMP)\n", h.Left6)
 	}
 	if !h.Relay.IsZero() {
-		fmt.Fprintf(out, "  every unit behind a MAC-NAT repeater: their frames carry %s on the LAN\n", h.Relay)
+		fmt.Fprintf(out, "  every unit behind a MAC-NAT repeater: their frames carry %s on the LAN, and their %d EAPOL frames (Wi-Fi handshakes with the repeater) are left out\n", h.Relay, h.LeftEAPOL)
 	}
 	if h.NoDHCP {
 		fmt.Fprintf(out, "  the units joined before the tap started: %d DHCP frames left out\n", h.LeftDHCP)
