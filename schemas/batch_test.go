@@ -432,3 +432,18 @@ func TestNewWindowsAreNewWindow(t *testing.T) {
 		t.Error("growing one window's column wrote into the next window")
 	}
 }
+
+// TestStripAddresses: a stripped packet keeps its vectors and nothing
+// else, so a field added later that names a host or flow fails here until
+// StripAddresses clears it.
+func TestStripAddresses(t *testing.T) {
+	for i, p := range sampleBatch(KindPackets).Packets {
+		want := Packet{TsNs: p.TsNs, Offset: p.Offset, DPort: p.DPort, ProtoBits: p.ProtoBits, Direction: p.Direction,
+			FrameLen: p.FrameLen, IntervalNs: p.IntervalNs, TTL: p.TTL, IPLen: p.IPLen, Transport: p.Transport,
+			TCPFlags: p.TCPFlags, TCPWindow: p.TCPWindow, TCPOptionsLen: p.TCPOptionsLen, PayloadLen: p.PayloadLen}
+		p.StripAddresses()
+		if !reflect.DeepEqual(p, want) {
+			t.Errorf("packet %d stripped keeps more than its vectors:\n got %+v\nwant %+v", i, p, want)
+		}
+	}
+}
