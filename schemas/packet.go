@@ -90,12 +90,13 @@ type Packet struct {
 	// it (batch version 4; zero in older batches and for every other
 	// packet): on a LAN tap, the oldest and plainest device fingerprint.
 	DHCP DHCPClient
-	// ARPSender is an IPv4-over-Ethernet ARP message's sender protocol
-	// address (batch version 5; zero in older batches, for every other
-	// frame and where ARP names none: a probe's 0.0.0.0). ARP frames carry
-	// no IP header, so SrcIP stays zero for them; but the address is the
-	// one the sender holds, which names a device behind a repeater that
-	// translates MACs, whose ARP goes out under the repeater's MAC.
+	// ARPSender is the sender protocol address of an ARP message for
+	// IPv4 (batch version 5; zero in older batches, for every other frame
+	// and where ARP names none: a probe's 0.0.0.0). ARP frames carry no
+	// IP header, so SrcIP stays zero for them; but the address is the one
+	// the sender claims (mostly one it holds), which names a device behind
+	// a repeater that translates MACs, whose ARP goes out under the
+	// repeater's MAC.
 	ARPSender [4]byte
 }
 
