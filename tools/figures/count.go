@@ -178,6 +178,7 @@ func hostsRunners(r *reruns) []runner {
 		{"count.hosts.settle0", []string{"--settle", "0s"}},
 		{"count.hosts.ipv6", []string{"--ipv6"}},
 		{"count.hosts.relay", []string{"--relay"}},
+		{"count.hosts.relay6", []string{"--relay", "--ipv6"}},
 		{"count.hosts.nodhcp", []string{"--no-dhcp"}},
 	} {
 		key, command := v.key, strings.Join(append([]string{hostsCommand}, v.args...), " ")
