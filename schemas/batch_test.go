@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func sampleBatch(kind byte) *Batch {
@@ -445,5 +446,17 @@ func TestStripAddresses(t *testing.T) {
 		if !reflect.DeepEqual(p, want) {
 			t.Errorf("packet %d stripped keeps more than its vectors:\n got %+v\nwant %+v", i, p, want)
 		}
+	}
+}
+
+// TestPacketSize: every stage holds packets by the thousand (a batch, a
+// window, the decoder's ring), so a field that grows the record has to
+// find padding or say why it may not.
+func TestPacketSize(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("the size is stated for 64-bit platforms")
+	}
+	if n := unsafe.Sizeof(Packet{}); n > 184 {
+		t.Errorf("a Packet takes %d bytes, more than 184", n)
 	}
 }

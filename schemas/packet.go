@@ -81,7 +81,16 @@ type Packet struct {
 	SrcPort        int32  // source port, NoPort when there is none
 	IPID           uint16 // IPv4 identification, 0 for IPv6
 	TCPSeq, TCPAck uint32
-	SrcIP, DstIP   netip.Addr // the zero Addr without IP
+	// ARPSender is the sender protocol address of an ARP message for
+	// IPv4 (batch version 5; zero in older batches, for every other frame
+	// and where ARP names none: a probe's 0.0.0.0). ARP frames carry no
+	// IP header, so SrcIP stays zero for them; but the address is the one
+	// the sender claims (mostly one it holds), which names a device behind
+	// a repeater that translates MACs, whose ARP goes out under the
+	// repeater's MAC. It sits here, in the padding before SrcIP, so that
+	// a Packet stays 184 bytes (TestPacketSize).
+	ARPSender    [4]byte
+	SrcIP, DstIP netip.Addr // the zero Addr without IP
 	// Tunnel is the OpenVPN-over-TCP framing of a WAN segment, which only
 	// its payload shows (batch version 3; zero in older batches and for
 	// every other packet).
@@ -90,14 +99,6 @@ type Packet struct {
 	// it (batch version 4; zero in older batches and for every other
 	// packet): on a LAN tap, the oldest and plainest device fingerprint.
 	DHCP DHCPClient
-	// ARPSender is the sender protocol address of an ARP message for
-	// IPv4 (batch version 5; zero in older batches, for every other frame
-	// and where ARP names none: a probe's 0.0.0.0). ARP frames carry no
-	// IP header, so SrcIP stays zero for them; but the address is the one
-	// the sender claims (mostly one it holds), which names a device behind
-	// a repeater that translates MACs, whose ARP goes out under the
-	// repeater's MAC.
-	ARPSender [4]byte
 }
 
 // ARPSenderAddr is ARPSender as an address, invalid where it is zero.
