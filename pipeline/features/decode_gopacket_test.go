@@ -57,8 +57,12 @@ func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.Cap
 		err = d.ipv6(payload, p)
 	default:
 		p.ProtoBits = schemas.ProtoOther
+		// gopacket 1.1.19 sums an ARP's length in a byte, which wraps
+		// for long address lengths, and then slices past the message
+		// (FuzzDecode found the panic): the length is checked here first.
 		var arp layers.ARP
-		if l.EtherType == EtherTypeARP && arp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback) == nil &&
+		if l.EtherType == EtherTypeARP && len(payload) >= 8 && len(payload) >= 8+2*int(payload[4])+2*int(payload[5]) &&
+			arp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback) == nil &&
 			arp.Protocol == layers.EthernetTypeIPv4 && arp.ProtAddressSize == 4 {
 			p.ARPSender = [4]byte(arp.SourceProtAddress)
 		}
