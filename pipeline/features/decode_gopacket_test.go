@@ -57,14 +57,20 @@ func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.Cap
 		err = d.ipv6(payload, p)
 	default:
 		p.ProtoBits = schemas.ProtoOther
-		// gopacket 1.1.19 sums an ARP's length in a byte, which wraps
-		// for long address lengths, and then slices past the message
-		// (FuzzDecode found the panic): the length is checked here first.
-		var arp layers.ARP
-		if l.EtherType == EtherTypeARP && len(payload) >= 8 && len(payload) >= 8+2*int(payload[4])+2*int(payload[5]) &&
-			arp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback) == nil &&
-			arp.Protocol == layers.EthernetTypeIPv4 && arp.ProtAddressSize == 4 {
-			p.ARPSender = [4]byte(arp.SourceProtAddress)
+		// gopacket 1.1.19 sums an ARP's length and offsets in a byte,
+		// which wraps for long hardware addresses and then slices past
+		// the message or at the wrong place (FuzzDecode found the panic):
+		// a message of 256 bytes or more is read here by hand.
+		if l.EtherType == EtherTypeARP && len(payload) >= 8 {
+			n := 8 + 2*int(payload[4]) + 2*int(payload[5])
+			var arp layers.ARP
+			switch {
+			case len(payload) < n || binary.BigEndian.Uint16(payload[2:4]) != uint16(layers.EthernetTypeIPv4) || payload[5] != 4:
+			case n > 255:
+				p.ARPSender = [4]byte(payload[8+int(payload[4]):])
+			case arp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback) == nil:
+				p.ARPSender = [4]byte(arp.SourceProtAddress)
+			}
 		}
 	}
 	if err != nil {

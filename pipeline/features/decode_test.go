@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -498,6 +499,10 @@ func TestDecodeARPSender(t *testing.T) {
 	}
 	request := arp(layers.ARPRequest, devIP, layers.EthernetTypeIPv4, 4)
 	want := [4]byte(devIP.To4())
+	// An ARP of a link with 250-byte hardware addresses: its length,
+	// 516 bytes, does not fit the byte gopacket 1.1.19 sums it in.
+	longARP := append(append(append(append(append(slices.Clone(request[:14]), 0, 1, 8, 0, 250, 4, 0, 1),
+		make([]byte, 250)...), devIP.To4()...), make([]byte, 250)...), gwIP.To4()...)
 	for _, c := range []struct {
 		name string
 		link LinkType
@@ -511,6 +516,7 @@ func TestDecodeARPSender(t *testing.T) {
 		{"probe from 0.0.0.0", LinkTypeEthernet, arp(layers.ARPRequest, net.IPv4zero.To4(), layers.EthernetTypeIPv4, 4), [4]byte{}},
 		{"not for IPv4", LinkTypeEthernet, arp(layers.ARPRequest, make([]byte, 16), layers.EthernetTypeIPv6, 16), [4]byte{}},
 		{"cut before the target's address", LinkTypeEthernet, request[:14+8+6+4+6], [4]byte{}},
+		{"250-byte hardware addresses", LinkTypeEthernet, longARP, want},
 		{"IPv4, not ARP", LinkTypeEthernet, build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(1000, 123), ntp()), [4]byte{}},
 	} {
 		var p schemas.Packet
