@@ -683,6 +683,8 @@ func (rw *rewriter) rewrite(b []byte) {
 			s = 0xffff
 		}
 		binary.BigEndian.PutUint16(l4[at:], s)
+	case 0x86dd:
+		rw.rewrite6(b[off:])
 	}
 }
 

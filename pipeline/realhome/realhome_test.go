@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
 	"github.com/homemole/homemole/internal/sentineldata"
 
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
@@ -618,4 +621,174 @@ func FuzzIsDHCP(f *testing.F) {
 			t.Fatalf("%d bytes taken for a DHCP message: too short for one", len(b))
 		}
 	})
+}
+
+// TestAssembleLinkLocal: a unit's IPv6 link-local address is the EUI-64
+// of the MAC the home gives it, not of its capture's device, so two units
+// made from captures of one physical device have two; neighbour
+// discovery's link-layer options name the home's MACs; and every
+// ICMPv6 and UDP checksum over the moved addresses holds.
+func TestAssembleLinkLocal(t *testing.T) {
+	devs := loadSentinel(t)
+	h, err := Assemble(context.Background(), devs, Config{Devices: 4, Units: map[string]int{"D-LinkSiren": 2}, Duration: 100 * time.Second, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A unit sends from its own MAC's EUI-64, and may send from others
+	// (IoT Sentinel's D-LinkHomeHub also sends from one of a random local
+	// MAC), but never from another unit's or the gateway's.
+	macs := map[schemas.MAC]bool{h.GatewayMAC: true}
+	for _, u := range h.Units {
+		macs[u.MAC] = true
+	}
+	linkLocal := map[int]map[netip.Addr]bool{}
+	own := map[int]bool{}
+	checked, options := 0, 0
+	for i, p := range h.Packets {
+		pkt := gopacket.NewPacket(p.Data, layers.LayerTypeEthernet, gopacket.Default)
+		ip6, _ := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		if ip6 == nil {
+			continue
+		}
+		src, _ := netip.AddrFromSlice(ip6.SrcIP)
+		eth := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		if from := schemas.MAC(eth.SrcMAC); src.IsLinkLocalUnicast() && p.Unit >= 0 && from == h.Units[p.Unit].MAC {
+			if s := src.As16(); s[11] == 0xff && s[12] == 0xfe {
+				switch m := (schemas.MAC{s[8] ^ 2, s[9], s[10], s[13], s[14], s[15]}); {
+				case m == from:
+					own[p.Unit] = true
+				case macs[m]:
+					t.Fatalf("packet %d: unit %s sends from %s, which names %s", i, h.Units[p.Unit].Name, src, m)
+				}
+			}
+			if linkLocal[p.Unit] == nil {
+				linkLocal[p.Unit] = map[netip.Addr]bool{}
+			}
+			linkLocal[p.Unit][src] = true
+		}
+		for _, l := range pkt.Layers() {
+			var upper []byte
+			var proto layers.IPProtocol
+			switch l := l.(type) {
+			case *layers.ICMPv6:
+				upper, proto = append(slices.Clone(l.Contents), l.Payload...), layers.IPProtocolICMPv6
+			case *layers.UDP:
+				upper, proto = append(slices.Clone(l.Contents), l.Payload...), layers.IPProtocolUDP
+			case *layers.ICMPv6RouterSolicitation:
+				options += ndOptions(t, i, l.Options, eth, macs)
+			case *layers.ICMPv6NeighborSolicitation:
+				options += ndOptions(t, i, l.Options, eth, macs)
+			case *layers.ICMPv6NeighborAdvertisement:
+				options += ndOptions(t, i, l.Options, eth, macs)
+			}
+			if upper == nil {
+				continue
+			}
+			pseudo := append(append(slices.Clone([]byte(ip6.SrcIP)), ip6.DstIP...), 0, 0, byte(len(upper)>>8), byte(len(upper)), 0, 0, 0, byte(proto))
+			if sum := gateway.Checksum(upper, pseudoSum(pseudo)); sum != 0 && sum != 0xffff {
+				t.Fatalf("packet %d: the %s checksum does not hold over the moved addresses (%#04x)", i, proto, sum)
+			}
+			checked++
+		}
+	}
+	if checked == 0 || options == 0 {
+		t.Fatalf("%d checksums and %d neighbour discovery options checked; want some of each", checked, options)
+	}
+	sirens := 0
+	for u, addrs := range linkLocal {
+		if !own[u] {
+			t.Errorf("unit %s sends from no link-local address of its own MAC: %v", h.Units[u].Name, addrs)
+		}
+		for v := range linkLocal {
+			for a := range addrs {
+				if v != u && linkLocal[v][a] {
+					t.Errorf("units %s and %s both send from %s", h.Units[u].Name, h.Units[v].Name, a)
+				}
+			}
+		}
+		if h.Units[u].Device == "D-LinkSiren" {
+			sirens++
+		}
+	}
+	if sirens != 2 {
+		t.Fatalf("link-local addresses of %d D-LinkSiren units; want both (made from captures of one siren)", sirens)
+	}
+	t.Logf("%d checksums and %d neighbour discovery options checked; link-local addresses %v", checked, options, linkLocal)
+}
+
+// ndOptions checks the link-layer address options of packet i's
+// neighbour discovery message: a unit's or the gateway's name the MAC
+// it sent from. It returns how many it checked.
+func ndOptions(t *testing.T, i int, opts layers.ICMPv6Options, eth *layers.Ethernet, macs map[schemas.MAC]bool) int {
+	t.Helper()
+	n := 0
+	for _, o := range opts {
+		if o.Type != layers.ICMPv6OptSourceAddress && o.Type != layers.ICMPv6OptTargetAddress || len(o.Data) != 6 {
+			continue
+		}
+		if from := schemas.MAC(eth.SrcMAC); macs[from] && schemas.MAC(o.Data) != from {
+			t.Errorf("packet %d: sent by %s, its neighbour discovery option names %x", i, from, o.Data)
+		}
+		n++
+	}
+	return n
+}
+
+// pseudoSum is the ones' complement partial sum of b, 16 bits at a time.
+func pseudoSum(b []byte) uint32 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	return s
+}
+
+// FuzzRewrite6 moves any bytes as an IPv6 packet of a capture into a
+// home: no panic, and where the upper layer follows the fixed header and
+// holds its checksum field, the ones' complement sum over the pseudo-
+// header and the upper layer stays what it was (a checksum right before
+// is right after; the adjustment is exact).
+func FuzzRewrite6(f *testing.F) {
+	// A router solicitation from an EUI-64 link-local address, with its
+	// source link-layer address option.
+	rs := append([]byte{0x60, 0, 0, 0, 0, 16, 58, 255, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x92, 0x8d, 0x78, 0xff, 0xfe, 0xdd, 0x0d, 0x60,
+		0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}, 133, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x90, 0x8d, 0x78, 0xdd, 0x0d, 0x60)
+	f.Add(rs)
+	// The same behind a hop-by-hop header, and cut short.
+	f.Add(append(append(slices.Clone(rs[:6]), 0, 1), append(append(slices.Clone(rs[8:40]), 58, 0, 5, 2, 0, 0, 1, 0), rs[40:]...)...))
+	f.Add(rs[:44])
+	f.Fuzz(func(t *testing.T, ip []byte) {
+		rw := &rewriter{macs: map[schemas.MAC]schemas.MAC{}, al: newAllocator(netip.MustParsePrefix("192.168.1.0/24"), rand.New(rand.NewPCG(1, 2)))}
+		before, ok := upperSum(ip)
+		rw.rewrite6(ip)
+		if after, _ := upperSum(ip); ok && after != before {
+			t.Fatalf("the checksum sum moved from %#04x to %#04x", before, after)
+		}
+	})
+}
+
+// upperSum is the folded ones' complement sum (0xffff read as 0) over an
+// IPv6 packet's pseudo-header and upper layer, where that follows the
+// fixed header (ICMPv6, UDP or TCP) and holds its checksum field.
+func upperSum(ip []byte) (uint16, bool) {
+	if len(ip) < 40 || ip[0]>>4 != 6 {
+		return 0, false
+	}
+	at := map[byte]int{58: 2, 17: 6, 6: 16}
+	if a, ok := at[ip[6]]; !ok || len(ip) < 40+a+2 {
+		return 0, false
+	}
+	up := slices.Clone(ip[40:])
+	if len(up)%2 == 1 {
+		up = append(up, 0)
+	}
+	n := len(ip) - 40
+	s := pseudoSum(append(slices.Clone(ip[8:40]), byte(n>>24), byte(n>>16), byte(n>>8), byte(n), 0, 0, 0, ip[6])) + pseudoSum(up)
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	if s == 0xffff {
+		s = 0
+	}
+	return uint16(s), true
 }
