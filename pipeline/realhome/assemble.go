@@ -239,7 +239,8 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 }
 
 // behindRelay rewrites every unit's MAC to the repeater's in the frames'
-// Ethernet headers and ARP's hardware addresses, as a MAC-NAT repeater
+// Ethernet headers, ARP's hardware addresses and neighbour discovery's
+// link-layer address options, as a MAC-NAT repeater
 // does between the units and the gateway, and leaves out the units'
 // EAPOL (Home.LeftEAPOL): a unit's Wi-Fi handshake is with the repeater
 // it associates with, and never crosses to the gateway (no bridge
@@ -272,9 +273,22 @@ func (h *Home) behindRelay(relay schemas.MAC) {
 		}
 		swap(b[0:6])
 		swap(b[6:12])
-		if et == 0x0806 && len(b) >= off+28 {
+		switch {
+		case et == 0x0806 && len(b) >= off+28:
 			swap(b[off+8 : off+14])
 			swap(b[off+18 : off+24])
+		case et == 0x86dd && len(b) >= off+40:
+			// Neighbour discovery's link-layer options name the
+			// repeater too; the addresses keep the unit's EUI-64.
+			if next, l4, at := upperLayer(b[off:]); next == 58 && at >= 0 {
+				sum := neighbourDiscovery(l4, binary.BigEndian.Uint16(l4[at:]), nil, func(m schemas.MAC) schemas.MAC {
+					if units[m] {
+						return relay
+					}
+					return m
+				})
+				binary.BigEndian.PutUint16(l4[at:], sum)
+			}
 		}
 		kept = append(kept, p)
 	}

@@ -29,34 +29,13 @@ func (rw *rewriter) rewrite6(ip []byte) {
 	old := slices.Clone(ip[8:40])
 	rw.linkLocal(ip[8:24])
 	rw.linkLocal(ip[24:40])
-	next, l4 := ip[6], ip[40:]
-	// Hop-by-hop, routing and destination options (MLD's reports carry a
-	// hop-by-hop router alert) lie before the upper layer.
-	for n := 0; n < 8 && (next == 0 || next == 43 || next == 60); n++ {
-		if len(l4) < 8 {
-			return
-		}
-		l := 8 + int(l4[1])*8
-		if len(l4) < l {
-			return
-		}
-		next, l4 = l4[0], l4[l:]
-	}
-	at := -1
-	switch next {
-	case 6:
-		at = 16
-	case 17:
-		at = 6
-	case 58:
-		at = 2
-	}
-	if at < 0 || len(l4) < at+2 {
+	next, l4, at := upperLayer(ip)
+	if at < 0 {
 		return
 	}
 	sum := gateway.AdjustChecksum(binary.BigEndian.Uint16(l4[at:]), old, ip[8:40])
 	if next == 58 {
-		sum = rw.neighbourDiscovery(l4, sum)
+		sum = neighbourDiscovery(l4, sum, rw.linkLocal, rw.mac)
 	}
 	if next == 17 && sum == 0 {
 		sum = 0xffff
@@ -64,12 +43,41 @@ func (rw *rewriter) rewrite6(ip []byte) {
 	binary.BigEndian.PutUint16(l4[at:], sum)
 }
 
-// neighbourDiscovery maps the MACs a neighbour discovery message (m, from
-// its ICMPv6 header on) names: its target's link-local address (a
-// neighbour solicitation's or advertisement's, a redirect's two) and its
-// source and target link-layer address options. sum is its checksum,
-// returned adjusted.
-func (rw *rewriter) neighbourDiscovery(m []byte, sum uint16) uint16 {
+// upperLayer is an IPv6 packet's upper layer (ip from its header on):
+// its protocol, its bytes, and where its checksum lies in them; -1 where
+// it is none of ICMPv6, UDP and TCP or too short to hold the checksum.
+// Hop-by-hop, routing and destination options (MLD's reports carry a
+// hop-by-hop router alert) lie before it.
+func upperLayer(ip []byte) (next byte, l4 []byte, at int) {
+	next, l4 = ip[6], ip[40:]
+	for n := 0; n < 8 && (next == 0 || next == 43 || next == 60); n++ {
+		if len(l4) < 8 || len(l4) < 8+int(l4[1])*8 {
+			return next, nil, -1
+		}
+		next, l4 = l4[0], l4[8+int(l4[1])*8:]
+	}
+	switch next {
+	case 6:
+		at = 16
+	case 17:
+		at = 6
+	case 58:
+		at = 2
+	default:
+		return next, nil, -1
+	}
+	if len(l4) < at+2 {
+		return next, nil, -1
+	}
+	return next, l4, at
+}
+
+// neighbourDiscovery maps what a neighbour discovery message (m, from its
+// ICMPv6 header on) names: its target addresses (a neighbour
+// solicitation's or advertisement's, a redirect's two) by target, and
+// the MACs of its source and target link-layer address options by mac.
+// sum is its checksum, returned adjusted. Any other ICMPv6 message stays.
+func neighbourDiscovery(m []byte, sum uint16, target func([]byte), mac func(schemas.MAC) schemas.MAC) uint16 {
 	opts := -1
 	switch m[0] {
 	case 133: // router solicitation
@@ -86,15 +94,15 @@ func (rw *rewriter) neighbourDiscovery(m []byte, sum uint16) uint16 {
 	if len(m) < opts {
 		return sum
 	}
-	for at := 8; at+16 <= opts; at += 16 {
+	for at := 8; target != nil && at+16 <= opts; at += 16 {
 		was := slices.Clone(m[at : at+16])
-		rw.linkLocal(m[at : at+16])
+		target(m[at : at+16])
 		sum = gateway.AdjustChecksum(sum, was, m[at:at+16])
 	}
 	for o := m[opts:]; len(o) >= 8 && o[1] != 0 && len(o) >= int(o[1])*8; o = o[int(o[1])*8:] {
 		if (o[0] == 1 || o[0] == 2) && o[1] == 1 {
 			was := slices.Clone(o[2:8])
-			n := rw.mac(schemas.MAC(o[2:8]))
+			n := mac(schemas.MAC(o[2:8]))
 			copy(o[2:8], n[:])
 			sum = gateway.AdjustChecksum(sum, was, o[2:8])
 		}

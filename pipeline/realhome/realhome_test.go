@@ -424,7 +424,8 @@ func TestAssembleIDOffsets(t *testing.T) {
 
 // TestAssembleRelay: behind a MAC-NAT repeater, no frame carries a unit's
 // MAC any more, the repeater's stands in each place it stood (the Ethernet
-// header, ARP's hardware addresses), the units' EAPOL (their handshakes
+// header, ARP's hardware addresses; neighbour discovery's options in
+// TestAssembleLinkLocal), the units' EAPOL (their handshakes
 // with the repeater) is left out, and nothing else moves.
 func TestAssembleRelay(t *testing.T) {
 	devs := loadSentinel(t)
@@ -626,94 +627,102 @@ func FuzzIsDHCP(f *testing.F) {
 // TestAssembleLinkLocal: a unit's IPv6 link-local address is the EUI-64
 // of the MAC the home gives it, not of its capture's device, so two units
 // made from captures of one physical device have two; neighbour
-// discovery's link-layer options name the home's MACs; and every
-// ICMPv6 and UDP checksum over the moved addresses holds.
+// discovery's link-layer options name the MAC the frame comes from (the
+// unit's, or behind a repeater the repeater's); and every ICMPv6 and UDP
+// checksum over the moved addresses and MACs holds.
 func TestAssembleLinkLocal(t *testing.T) {
 	devs := loadSentinel(t)
-	h, err := Assemble(context.Background(), devs, Config{Devices: 4, Units: map[string]int{"D-LinkSiren": 2}, Duration: 100 * time.Second, Seed: 9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A unit sends from its own MAC's EUI-64, and may send from others
-	// (IoT Sentinel's D-LinkHomeHub also sends from one of a random local
-	// MAC), but never from another unit's or the gateway's.
-	macs := map[schemas.MAC]bool{h.GatewayMAC: true}
-	for _, u := range h.Units {
-		macs[u.MAC] = true
-	}
-	linkLocal := map[int]map[netip.Addr]bool{}
-	own := map[int]bool{}
-	checked, options := 0, 0
-	for i, p := range h.Packets {
-		pkt := gopacket.NewPacket(p.Data, layers.LayerTypeEthernet, gopacket.Default)
-		ip6, _ := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
-		if ip6 == nil {
-			continue
+	// Behind a MAC-NAT repeater the options name the repeater, and the
+	// addresses keep the unit's own EUI-64.
+	for _, relay := range []bool{false, true} {
+		h, err := Assemble(context.Background(), devs, Config{Devices: 4, Units: map[string]int{"D-LinkSiren": 2}, Duration: 100 * time.Second, Seed: 9, Relay: relay})
+		if err != nil {
+			t.Fatal(err)
 		}
-		src, _ := netip.AddrFromSlice(ip6.SrcIP)
-		eth := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
-		if from := schemas.MAC(eth.SrcMAC); src.IsLinkLocalUnicast() && p.Unit >= 0 && from == h.Units[p.Unit].MAC {
-			if s := src.As16(); s[11] == 0xff && s[12] == 0xfe {
-				switch m := (schemas.MAC{s[8] ^ 2, s[9], s[10], s[13], s[14], s[15]}); {
-				case m == from:
-					own[p.Unit] = true
-				case macs[m]:
-					t.Fatalf("packet %d: unit %s sends from %s, which names %s", i, h.Units[p.Unit].Name, src, m)
-				}
-			}
-			if linkLocal[p.Unit] == nil {
-				linkLocal[p.Unit] = map[netip.Addr]bool{}
-			}
-			linkLocal[p.Unit][src] = true
+		// A unit sends from its own MAC's EUI-64, and may send from others
+		// (IoT Sentinel's D-LinkHomeHub also sends from one of a random local
+		// MAC), but never from another unit's or the gateway's.
+		macs := map[schemas.MAC]bool{h.GatewayMAC: true}
+		for _, u := range h.Units {
+			macs[u.MAC] = true
 		}
-		for _, l := range pkt.Layers() {
-			var upper []byte
-			var proto layers.IPProtocol
-			switch l := l.(type) {
-			case *layers.ICMPv6:
-				upper, proto = append(slices.Clone(l.Contents), l.Payload...), layers.IPProtocolICMPv6
-			case *layers.UDP:
-				upper, proto = append(slices.Clone(l.Contents), l.Payload...), layers.IPProtocolUDP
-			case *layers.ICMPv6RouterSolicitation:
-				options += ndOptions(t, i, l.Options, eth, macs)
-			case *layers.ICMPv6NeighborSolicitation:
-				options += ndOptions(t, i, l.Options, eth, macs)
-			case *layers.ICMPv6NeighborAdvertisement:
-				options += ndOptions(t, i, l.Options, eth, macs)
-			}
-			if upper == nil {
+		if relay {
+			macs[h.Relay] = true
+		}
+		linkLocal := map[int]map[netip.Addr]bool{}
+		own := map[int]bool{}
+		checked, options := 0, 0
+		for i, p := range h.Packets {
+			pkt := gopacket.NewPacket(p.Data, layers.LayerTypeEthernet, gopacket.Default)
+			ip6, _ := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+			if ip6 == nil {
 				continue
 			}
-			pseudo := append(append(slices.Clone([]byte(ip6.SrcIP)), ip6.DstIP...), 0, 0, byte(len(upper)>>8), byte(len(upper)), 0, 0, 0, byte(proto))
-			if sum := gateway.Checksum(upper, pseudoSum(pseudo)); sum != 0 && sum != 0xffff {
-				t.Fatalf("packet %d: the %s checksum does not hold over the moved addresses (%#04x)", i, proto, sum)
+			src, _ := netip.AddrFromSlice(ip6.SrcIP)
+			eth := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+			if from := schemas.MAC(eth.SrcMAC); src.IsLinkLocalUnicast() && p.Unit >= 0 && from == h.FrameMAC(p.Unit) {
+				if s := src.As16(); s[11] == 0xff && s[12] == 0xfe {
+					switch m := (schemas.MAC{s[8] ^ 2, s[9], s[10], s[13], s[14], s[15]}); {
+					case m == h.Units[p.Unit].MAC:
+						own[p.Unit] = true
+					case macs[m]:
+						t.Fatalf("packet %d: unit %s sends from %s, which names %s", i, h.Units[p.Unit].Name, src, m)
+					}
+				}
+				if linkLocal[p.Unit] == nil {
+					linkLocal[p.Unit] = map[netip.Addr]bool{}
+				}
+				linkLocal[p.Unit][src] = true
 			}
-			checked++
+			for _, l := range pkt.Layers() {
+				var upper []byte
+				var proto layers.IPProtocol
+				switch l := l.(type) {
+				case *layers.ICMPv6:
+					upper, proto = append(slices.Clone(l.Contents), l.Payload...), layers.IPProtocolICMPv6
+				case *layers.UDP:
+					upper, proto = append(slices.Clone(l.Contents), l.Payload...), layers.IPProtocolUDP
+				case *layers.ICMPv6RouterSolicitation:
+					options += ndOptions(t, i, l.Options, eth, macs)
+				case *layers.ICMPv6NeighborSolicitation:
+					options += ndOptions(t, i, l.Options, eth, macs)
+				case *layers.ICMPv6NeighborAdvertisement:
+					options += ndOptions(t, i, l.Options, eth, macs)
+				}
+				if upper == nil {
+					continue
+				}
+				pseudo := append(append(slices.Clone([]byte(ip6.SrcIP)), ip6.DstIP...), 0, 0, byte(len(upper)>>8), byte(len(upper)), 0, 0, 0, byte(proto))
+				if sum := gateway.Checksum(upper, pseudoSum(pseudo)); sum != 0 && sum != 0xffff {
+					t.Fatalf("packet %d: the %s checksum does not hold over the moved addresses (%#04x)", i, proto, sum)
+				}
+				checked++
+			}
 		}
-	}
-	if checked == 0 || options == 0 {
-		t.Fatalf("%d checksums and %d neighbour discovery options checked; want some of each", checked, options)
-	}
-	sirens := 0
-	for u, addrs := range linkLocal {
-		if !own[u] {
-			t.Errorf("unit %s sends from no link-local address of its own MAC: %v", h.Units[u].Name, addrs)
+		if checked == 0 || options == 0 {
+			t.Fatalf("%d checksums and %d neighbour discovery options checked; want some of each", checked, options)
 		}
-		for v := range linkLocal {
-			for a := range addrs {
-				if v != u && linkLocal[v][a] {
-					t.Errorf("units %s and %s both send from %s", h.Units[u].Name, h.Units[v].Name, a)
+		sirens := 0
+		for u, addrs := range linkLocal {
+			if !own[u] {
+				t.Errorf("unit %s sends from no link-local address of its own MAC: %v", h.Units[u].Name, addrs)
+			}
+			for v := range linkLocal {
+				for a := range addrs {
+					if v != u && linkLocal[v][a] {
+						t.Errorf("units %s and %s both send from %s", h.Units[u].Name, h.Units[v].Name, a)
+					}
 				}
 			}
+			if h.Units[u].Device == "D-LinkSiren" {
+				sirens++
+			}
 		}
-		if h.Units[u].Device == "D-LinkSiren" {
-			sirens++
+		if sirens != 2 {
+			t.Fatalf("link-local addresses of %d D-LinkSiren units; want both (made from captures of one siren)", sirens)
 		}
+		t.Logf("%d checksums and %d neighbour discovery options checked; link-local addresses %v", checked, options, linkLocal)
 	}
-	if sirens != 2 {
-		t.Fatalf("link-local addresses of %d D-LinkSiren units; want both (made from captures of one siren)", sirens)
-	}
-	t.Logf("%d checksums and %d neighbour discovery options checked; link-local addresses %v", checked, options, linkLocal)
 }
 
 // ndOptions checks the link-layer address options of packet i's
