@@ -240,11 +240,12 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 
 // behindRelay rewrites every unit's MAC to the repeater's in the frames'
 // Ethernet headers, ARP's hardware addresses and neighbour discovery's
-// link-layer address options, as a MAC-NAT repeater
-// does between the units and the gateway, and leaves out the units'
-// EAPOL (Home.LeftEAPOL): a unit's Wi-Fi handshake is with the repeater
-// it associates with, and never crosses to the gateway (no bridge
-// forwards 802.1X frames either). No checksum covers a MAC.
+// link-layer address options, as a MAC-NAT repeater does between the
+// units and the gateway, and leaves out the units' EAPOL
+// (Home.LeftEAPOL): a unit's Wi-Fi handshake is with the repeater it
+// associates with, and never crosses to the gateway (no bridge forwards
+// 802.1X frames either). Only neighbour discovery's checksum covers a
+// MAC, and it is adjusted.
 func (h *Home) behindRelay(relay schemas.MAC) {
 	h.Relay = relay
 	units := map[schemas.MAC]bool{}
