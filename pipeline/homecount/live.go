@@ -401,8 +401,15 @@ func (h *LiveHome) evict(room int, keep ...schemas.MAC) {
 		if old == nil {
 			return
 		}
-		h.keys -= len(old.keys)
-		delete(h.hosts, oldest)
+		h.forget(oldest)
+	}
+}
+
+// forget drops a host from the table, and its keys from the table's count.
+func (h *LiveHome) forget(mac schemas.MAC) {
+	if host := h.hosts[mac]; host != nil {
+		h.keys -= len(host.keys)
+		delete(h.hosts, mac)
 	}
 }
 

@@ -115,9 +115,7 @@ func (r *relaySeen) see(a netip.Addr, ts int64) bool {
 		return r.relay
 	}
 	if i := slices.Index(r.addrs, a); i >= 0 {
-		between := r.addrs[n-1].As4()
-		b := a.As4()
-		r.relay = r.relay || ts-r.times[i] < int64(RelayWindow) && between[0] == b[0] && between[1] == b[1] && between[2] == b[2]
+		r.relay = r.relay || ts-r.times[i] < int64(RelayWindow) && same24(r.addrs[n-1], a)
 		r.addrs, r.times = slices.Delete(r.addrs, i, i+1), slices.Delete(r.times, i, i+1)
 	} else if n == maxRelayAddrs {
 		r.addrs, r.times = slices.Delete(r.addrs, 0, 1), slices.Delete(r.times, 0, 1)
@@ -174,13 +172,19 @@ func (r *relaySeen) mayBeRelay(now int64) bool {
 	if r.relay || n < 2 {
 		return false
 	}
-	last := r.addrs[n-1].As4()
 	for i := range n - 1 {
-		if b := r.addrs[i].As4(); now-r.times[i] < int64(RelayWindow) && b[0] == last[0] && b[1] == last[1] && b[2] == last[2] {
+		if now-r.times[i] < int64(RelayWindow) && same24(r.addrs[i], r.addrs[n-1]) {
 			return true
 		}
 	}
 	return false
+}
+
+// same24 says two IPv4 addresses are of one /24: the devices behind a
+// repeater hold leases of the home's LAN.
+func same24(a, b netip.Addr) bool {
+	x, y := a.As4(), b.As4()
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2]
 }
 
 // remember keeps the DHCP host name p gives, with the address it names.
@@ -289,10 +293,7 @@ func (h *LiveHome) startShadows(host *liveHost, mac schemas.MAC, now int64, fres
 
 // dropShadows forgets the shadow hosts of a MAC that is no repeater's.
 func (h *LiveHome) dropShadows(host *liveHost) {
-	host.eachShadow(h, func(a schemas.MAC, s *liveHost) {
-		h.keys -= len(s.keys)
-		delete(h.hosts, a)
-	})
+	host.eachShadow(h, func(a schemas.MAC, _ *liveHost) { h.forget(a) })
 }
 
 // promote makes the shadow hosts of a MAC just found to be a repeater's
@@ -305,15 +306,16 @@ func (h *LiveHome) promote(host *liveHost) {
 // eachShadow calls f with every shadow host of the MAC's addresses and of
 // those its names' requests named.
 func (r *relaySeen) eachShadow(h *LiveHome, f func(schemas.MAC, *liveHost)) {
-	for _, a := range r.addrs {
+	visit := func(a netip.Addr) {
 		if s := h.hosts[relayHost(a)]; s != nil && s.shadow {
 			f(relayHost(a), s)
 		}
 	}
+	for _, a := range r.addrs {
+		visit(a)
+	}
 	for _, n := range r.names {
-		if s := h.hosts[relayHost(n.addr)]; s != nil && s.shadow {
-			f(relayHost(n.addr), s)
-		}
+		visit(n.addr)
 	}
 }
 
