@@ -20,17 +20,7 @@ import (
 // hosts in homegen.LANPrefix6; ARP, DHCP and IGMP are left out, and
 // nothing decodes as IPv4.
 func TestAssembleIPv6(t *testing.T) {
-	devs := loadSentinel(t)
-	cfg := Config{Devices: 6, Units: map[string]int{"WeMoSwitch": 2}, Duration: 5 * time.Minute, Seed: 5}
-	v4, err := Assemble(context.Background(), devs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.IPv6 = true
-	v6, err := Assemble(context.Background(), devs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v4, v6 := assembleTwice(t, Config{Devices: 6, Units: map[string]int{"WeMoSwitch": 2}, Duration: 5 * time.Minute, Seed: 5}, func(c *Config) { c.IPv6 = true })
 	type seg struct {
 		ts          int64
 		transport   uint8

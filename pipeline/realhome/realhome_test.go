@@ -25,6 +25,22 @@ import (
 
 const sentinel = "../../../shared/data/iot-sentinel-dev"
 
+// assembleTwice assembles the IoT Sentinel home of cfg, and the same home
+// with change made to cfg: what one option does, all else equal.
+func assembleTwice(t *testing.T, cfg Config, change func(*Config)) (plain, changed *Home) {
+	t.Helper()
+	devs := loadSentinel(t)
+	plain, err := Assemble(context.Background(), devs, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	change(&cfg)
+	if changed, err = Assemble(context.Background(), devs, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return plain, changed
+}
+
 func loadSentinel(t *testing.T) []Device {
 	t.Helper()
 	sentineldata.Need(t)
@@ -356,17 +372,7 @@ func truthRows(t *testing.T, h *Home, lan []int64) []TruthRow {
 // the same home without, shifted by one offset of the unit's own (0 stays
 // 0), and every IP header checksum still holds; nothing else moves.
 func TestAssembleIDOffsets(t *testing.T) {
-	devs := loadSentinel(t)
-	cfg := Config{Devices: 4, Units: map[string]int{"Lightify": 3}, Duration: 100 * time.Second, Seed: 5}
-	plain, err := Assemble(context.Background(), devs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.IDOffsets = true
-	shifted, err := Assemble(context.Background(), devs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain, shifted := assembleTwice(t, Config{Devices: 4, Units: map[string]int{"Lightify": 3}, Duration: 100 * time.Second, Seed: 5}, func(c *Config) { c.IDOffsets = true })
 	if len(plain.Packets) != len(shifted.Packets) {
 		t.Fatalf("%d packets, %d with offsets", len(plain.Packets), len(shifted.Packets))
 	}
@@ -428,17 +434,7 @@ func TestAssembleIDOffsets(t *testing.T) {
 // TestAssembleLinkLocal), the units' EAPOL (their handshakes
 // with the repeater) is left out, and nothing else moves.
 func TestAssembleRelay(t *testing.T) {
-	devs := loadSentinel(t)
-	cfg := Config{Devices: 4, Units: map[string]int{"Lightify": 2}, Duration: 100 * time.Second, Seed: 5}
-	plain, err := Assemble(context.Background(), devs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Relay = true
-	relayed, err := Assemble(context.Background(), devs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain, relayed := assembleTwice(t, Config{Devices: 4, Units: map[string]int{"Lightify": 2}, Duration: 100 * time.Second, Seed: 5}, func(c *Config) { c.Relay = true })
 	r := relayed.Relay
 	if r.IsZero() || !plain.Relay.IsZero() || len(plain.Packets) != len(relayed.Packets)+relayed.LeftEAPOL || relayed.FrameMAC(0) != r || plain.FrameMAC(0) != plain.Units[0].MAC {
 		t.Fatalf("repeater %v (plain %v), %d and %d packets, %d EAPOL left out", r, plain.Relay, len(plain.Packets), len(relayed.Packets), relayed.LeftEAPOL)
@@ -543,17 +539,7 @@ func TestAssembleDHCPAddresses(t *testing.T) {
 // the same home without its DHCP frames: every other frame kept, in
 // order, byte for byte, and no DHCP message left.
 func TestAssembleNoDHCP(t *testing.T) {
-	devs := loadSentinel(t)
-	cfg := Config{Devices: 4, Units: map[string]int{"iKettle2": 2}, Duration: 100 * time.Second, Seed: 7}
-	plain, err := Assemble(context.Background(), devs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.NoDHCP = true
-	joined, err := Assemble(context.Background(), devs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain, joined := assembleTwice(t, Config{Devices: 4, Units: map[string]int{"iKettle2": 2}, Duration: 100 * time.Second, Seed: 7}, func(c *Config) { c.NoDHCP = true })
 	var kept []Packet
 	for _, p := range plain.Packets {
 		if !isDHCP(p.Data) {
