@@ -18,6 +18,28 @@ func behind(p schemas.Packet, relay int, addr string) schemas.Packet {
 	return p
 }
 
+// playHand plays pkts through a LiveHome of handModel and returns it,
+// every window it judged, and those that lie within [from, to]; fewer
+// than least of those fails the test.
+func playHand(t *testing.T, pkts []schemas.Packet, from, to time.Duration, least int) (*LiveHome, []schemas.SeenWindow, []schemas.SeenWindow) {
+	t.Helper()
+	h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := append(feed(t, h, pkts), h.Flush()...)
+	var within []schemas.SeenWindow
+	for _, w := range ws {
+		if w.StartNs >= int64(from) && w.EndNs <= int64(to) {
+			within = append(within, w)
+		}
+	}
+	if len(within) < least {
+		t.Fatalf("%d windows judged between %s and %s, want %d or more", len(within), from, to, least)
+	}
+	return h, ws, within
+}
+
 // TestLiveHomeRelay: two units behind one MAC-NAT repeater, sending in
 // turn, are two hosts by their addresses, both counted, and the
 // repeater's MAC is none; a unit whose lease changes once stays one host
@@ -40,24 +62,13 @@ func TestLiveHomeRelay(t *testing.T) {
 		// A unit of B with a second address in another network.
 		pkts = append(pkts, behind(pkt(ts+200*time.Millisecond, 0, 6, 443, 60), 4, []string{"192.168.1.40", "192.168.20.3"}[i%2]))
 	}
-	judge := func(h *LiveHome, pkts []schemas.Packet) []schemas.SeenWindow { return feed(t, h, pkts) }
-	h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws := append(judge(h, pkts), h.Flush()...)
-	late := 0
-	for _, w := range ws {
-		if w.StartNs < int64(30*time.Second) || w.EndNs > int64(110*time.Second) {
-			continue // the repeater is found at its devices' second turn; the windows well after
-		}
-		late++
+	// The repeater is found at its devices' second turn; the windows well
+	// after are judged.
+	h, ws, late := playHand(t, pkts, 30*time.Second, 110*time.Second, 5)
+	for _, w := range late {
 		if a, b := countOf(w, "A"), countOf(w, "B"); a != 2 || b != 2 || w.Hosts != 4 || w.Unknown {
 			t.Errorf("window [%s, %s): A %d, B %d, %d hosts, unknown %v; want 2 of each, 4 hosts", time.Duration(w.StartNs), time.Duration(w.EndNs), a, b, w.Hosts, w.Unknown)
 		}
-	}
-	if late < 5 {
-		t.Fatalf("%d windows judged between 30 s and 110 s", late)
 	}
 	for _, m := range []schemas.MAC{mac(3), mac(4)} {
 		if host := h.hosts[m]; host == nil || host.relay || len(host.keys) == 0 {
@@ -72,7 +83,7 @@ func TestLiveHomeRelay(t *testing.T) {
 	}
 
 	half, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
-	got := judge(half, pkts[:len(pkts)/2])
+	got := feed(t, half, pkts[:len(pkts)/2])
 	st, err := half.State(7)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +92,7 @@ func TestLiveHomeRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = append(append(got, judge(r, pkts[len(pkts)/2:])...), r.Flush()...)
+	got = append(append(got, feed(t, r, pkts[len(pkts)/2:])...), r.Flush()...)
 	a, _ := json.Marshal(ws)
 	b, _ := json.Marshal(got)
 	if !bytes.Equal(a, b) {
@@ -140,23 +151,11 @@ func TestRelayKeepsWhatCameFirst(t *testing.T) {
 			pkts = append(pkts, behind(pkt(ts+500*time.Millisecond, 0, 6, 443, 60), 9, b.String())) // B joins
 		}
 	}
-	h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws := append(feed(t, h, pkts), h.Flush()...)
-	judged := 0
-	for _, w := range ws {
-		if w.StartNs < int64(40*time.Second) || w.EndNs > int64(110*time.Second) {
-			continue
-		}
-		judged++
+	h, ws, judged := playHand(t, pkts, 40*time.Second, 110*time.Second, 5)
+	for _, w := range judged {
 		if countOf(w, "A") != 1 || countOf(w, "B") != 1 {
 			t.Errorf("window [%s, %s): %+v; want A and B once each", time.Duration(w.StartNs), time.Duration(w.EndNs), w.Detections)
 		}
-	}
-	if judged < 5 {
-		t.Fatalf("%d windows judged between 40 s and 110 s", judged)
 	}
 	host := h.hosts[relayHost(a)]
 	if host == nil || host.shadow || !host.keys[udpKey(69, 55)] || !host.keys[dhcpNameKey(0xbeef)] {
@@ -259,23 +258,11 @@ func TestRelayARP(t *testing.T) {
 		pkts = append(pkts, behind(pkt(ts+100*time.Millisecond, 0, 17, 69, 55), 3, "192.168.1.30"), arp(ts+200*time.Millisecond, 3, "192.168.1.99"),
 			arp(ts+300*time.Millisecond, 9, "192.168.1.98"))
 	}
-	h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws := append(feed(t, h, pkts), h.Flush()...)
-	arped := 0
-	for _, w := range ws {
-		if w.StartNs < int64(65*time.Second) || w.EndNs > int64(118*time.Second) {
-			continue
-		}
-		arped++
+	h, _, arped := playHand(t, pkts, 65*time.Second, 118*time.Second, 3)
+	for _, w := range arped {
 		if a, b := countOf(w, "A"), countOf(w, "B"); a != 2 || b != 1 || w.Hosts != 3 {
 			t.Errorf("window [%s, %s), the repeater's A only ARPing: A %d, B %d, %d hosts; want 2 A, 1 B, 3 hosts", time.Duration(w.StartNs), time.Duration(w.EndNs), a, b, w.Hosts)
 		}
-	}
-	if arped < 3 {
-		t.Fatalf("%d windows judged between 65 s and 118 s", arped)
 	}
 	if host := h.hosts[mac(3)]; host == nil || host.relay {
 		t.Errorf("a MAC that ARPs from its last address is taken for a repeater: %+v", host)
