@@ -40,6 +40,28 @@ func playHand(t *testing.T, pkts []schemas.Packet, from, to time.Duration, least
 	return h, ws, within
 }
 
+// playRestored plays pkts[:cut] through a LiveHome of handModel, shows it
+// to atCut, saves its table, and plays the rest through the table
+// restored: the windows judged, in order.
+func playRestored(t *testing.T, pkts []schemas.Packet, cut int, atCut func(*LiveHome)) []schemas.SeenWindow {
+	t.Helper()
+	half, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := feed(t, half, pkts[:cut])
+	atCut(half)
+	st, err := half.State(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(append(got, feed(t, r, pkts[cut:])...), r.Flush()...)
+}
+
 // TestLiveHomeRelay: two units behind one MAC-NAT repeater, sending in
 // turn, are two hosts by their addresses, both counted, and the
 // repeater's MAC is none; a unit whose lease changes once stays one host
@@ -82,17 +104,7 @@ func TestLiveHomeRelay(t *testing.T) {
 		t.Error("no host for each device behind the repeater")
 	}
 
-	half, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
-	got := feed(t, half, pkts[:len(pkts)/2])
-	st, err := half.State(7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, _, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(append(got, feed(t, r, pkts[len(pkts)/2:])...), r.Flush()...)
+	got := playRestored(t, pkts, len(pkts)/2, func(*LiveHome) {})
 	a, _ := json.Marshal(ws)
 	b, _ := json.Marshal(got)
 	if !bytes.Equal(a, b) {
@@ -167,20 +179,11 @@ func TestRelayKeepsWhatCameFirst(t *testing.T) {
 
 	// Restored while the MAC only may be a repeater's: B's first packet.
 	cut := slices.IndexFunc(pkts, func(p schemas.Packet) bool { return p.SrcIP == b }) + 1
-	half, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
-	got := feed(t, half, pkts[:cut])
-	if r := half.hosts[mac(9)]; r == nil || !r.candidate || r.relay {
-		t.Fatalf("after B's first packet the MAC is %+v: want a candidate, no repeater yet", r)
-	}
-	st, err := half.State(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, _, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(append(got, feed(t, r, pkts[cut:])...), r.Flush()...)
+	got := playRestored(t, pkts, cut, func(half *LiveHome) {
+		if r := half.hosts[mac(9)]; r == nil || !r.candidate || r.relay {
+			t.Fatalf("after B's first packet the MAC is %+v: want a candidate, no repeater yet", r)
+		}
+	})
 	want, _ := json.Marshal(ws)
 	if g, _ := json.Marshal(got); !bytes.Equal(g, want) {
 		t.Errorf("restored while a candidate, the home judged\n%s\nwant\n%s", g, want)
