@@ -85,6 +85,10 @@ type Stats struct {
 	Packets      int
 	DecodeErrors int
 	ReadErrors   int
+	// NotPackets counts the frames that are the link's own
+	// (features.ErrNotPacket: a Wi-Fi capture's beacons and
+	// retransmissions), left out like those that do not decode.
+	NotPackets int
 	// Batches were cut in this run; Acked of them, or of those a previous
 	// run spooled, were acknowledged by JetStream.
 	Batches int
@@ -440,9 +444,13 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 	}
 	tunnels := tunnelTracker(in.Tap)
 	var p schemas.Packet
-	var frames, skipped, decodeErrs int
+	var frames, skipped, decodeErrs, notPackets int
 	defer func() {
-		a.count(func(st *Stats) { st.Skipped += skipped; st.DecodeErrors += decodeErrs })
+		a.count(func(st *Stats) {
+			st.Skipped += skipped
+			st.DecodeErrors += decodeErrs
+			st.NotPackets += notPackets
+		})
 	}()
 	for {
 		if frames++; frames%ctxCheckEvery == 0 && ctx.Err() != nil {
@@ -463,7 +471,11 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 		// Frames before the resume point are decoded all the same: the
 		// decoder's clock gives the first resumed packet its interval.
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
-			if fr.Offset >= r.Next {
+			switch {
+			case fr.Offset < r.Next:
+			case errors.Is(err, features.ErrNotPacket):
+				notPackets++
+			default:
 				decodeErrs++
 			}
 			continue

@@ -160,11 +160,17 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 	}
 	tunnels := tunnelTracker(in.Tap)
 	var p schemas.Packet
-	decodeErrs := 0
-	defer func() { a.count(func(st *Stats) { st.DecodeErrors += decodeErrs }) }()
+	decodeErrs, notPackets := 0, 0
+	defer func() {
+		a.count(func(st *Stats) { st.DecodeErrors += decodeErrs; st.NotPackets += notPackets })
+	}()
 	handle := func(fr capture.Frame) error {
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
-			decodeErrs++
+			if errors.Is(err, features.ErrNotPacket) {
+				notPackets++
+			} else {
+				decodeErrs++
+			}
 			return nil
 		}
 		if tunnels != nil {

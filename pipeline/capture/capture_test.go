@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -774,5 +775,67 @@ func TestDecodeErrorsAreCounted(t *testing.T) {
 	}
 	if !errors.Is(st.FirstDecodeError, features.ErrMalformed) {
 		t.Errorf("FirstDecodeError = %v", st.FirstDecodeError)
+	}
+}
+
+// TestWiFiCaptureFile: a monitor-mode capture file (radiotap) of the same
+// traffic reads to the records of the Ethernet capture, and its beacons are
+// counted apart (NotPackets), neither passed on nor taken for errors.
+func TestWiFiCaptureFile(t *testing.T) {
+	gw := sentinelHome.GatewayMAC
+	var eth, air bytes.Buffer
+	we, wa := pcapgo.NewWriter(&eth), pcapgo.NewWriter(&air)
+	we.WriteFileHeader(65535, layers.LinkTypeEthernet)
+	wa.WriteFileHeader(65535, layers.LinkType(features.LinkTypeRadiotap))
+	radiotap := []byte{0, 0, 8, 0, 0, 0, 0, 0} // no fields present
+	beacons, data := 0, 0
+	for i, f := range openAll(t, smallSentinel(t)) {
+		if len(f.data) < 14 || binary.BigEndian.Uint16(f.data[12:14]) < 0x600 {
+			continue
+		}
+		dst, src := f.data[0:6], f.data[6:12]
+		// To the access point (ToDS: BSSID, source, destination), or from
+		// it (FromDS: destination, BSSID, source); then LLC/SNAP.
+		hdr := append([]byte{0x08, 0x01, 0, 0}, append(append(gw[:], src...), dst...)...)
+		if schemas.MAC(src) == gw {
+			hdr = append([]byte{0x08, 0x02, 0, 0}, append(append(append([]byte{}, dst...), gw[:]...), src...)...)
+		}
+		frame := slices.Concat(radiotap, hdr, []byte{byte(i << 4), byte(i >> 4)}, []byte{0xaa, 0xaa, 0x03, 0, 0, 0}, f.data[12:])
+		we.WritePacket(f.ci, f.data)
+		ci := f.ci
+		ci.CaptureLength, ci.Length = len(frame), len(frame)
+		wa.WritePacket(ci, frame)
+		data++
+		if i%5 == 0 {
+			beacon := slices.Concat(radiotap, []byte{0x80, 0, 0, 0}, bytes.Repeat([]byte{0xff}, 6), gw[:], gw[:], []byte{0, 0}, make([]byte, 30))
+			ci.CaptureLength, ci.Length = len(beacon), len(beacon)
+			wa.WritePacket(ci, beacon)
+			beacons++
+		}
+	}
+	read := func(raw []byte, name string) ([]schemas.Packet, Stats) {
+		src, err := NewReader(bytes.NewReader(raw), name)
+		if err != nil {
+			t.Fatalf("open %s: %v", name, err)
+		}
+		var pkts []schemas.Packet
+		st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error {
+			q := *p
+			q.Offset = 0 // the frame's index differs by the beacons
+			pkts = append(pkts, q)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+		return pkts, st
+	}
+	want, _ := read(eth.Bytes(), "wired.pcap")
+	got, st := read(air.Bytes(), "monitor.pcap")
+	if data == 0 || st.Packets != uint64(data+beacons) || st.NotPackets != uint64(beacons) || st.DecodeErrors != 0 || st.Decoded() != uint64(data) {
+		t.Errorf("monitor capture: %+v; want %d frames, %d beacons apart", st, data+beacons, beacons)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%d records from the monitor capture differ from the %d of the wired one", len(got), len(want))
 	}
 }

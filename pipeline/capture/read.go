@@ -19,11 +19,19 @@ type Stats struct {
 	// not passed on. FirstDecodeError says why the first one was rejected.
 	DecodeErrors     uint64
 	FirstDecodeError error
+	// NotPackets is the number of frames that are the link's own, not a
+	// packet a host sent (features.ErrNotPacket: a Wi-Fi capture's
+	// beacons, acknowledgements and retransmissions); not passed on either.
+	NotPackets uint64
 	// Bytes is the wire length of all frames read.
 	Bytes uint64
 	// FirstTs and LastTs are the timestamps of the first and last frame read.
 	FirstTs, LastTs time.Time
 }
+
+// Decoded is the number of frames passed on: read, less those rejected and
+// those of the link's own.
+func (s Stats) Decoded() uint64 { return s.Packets - s.DecodeErrors - s.NotPackets }
 
 // Checking the context on every frame would cost more than decoding some of
 // them; a few thousand frames take well under a millisecond.
@@ -84,6 +92,10 @@ func Read(ctx context.Context, src Source, home features.HomeConfig, fn func(*sc
 		st.Packets++
 		st.Bytes += uint64(f.CI.Length)
 		if err := dec.Decode(f.LinkType, f.Data, f.CI, f.Offset, &p); err != nil {
+			if errors.Is(err, features.ErrNotPacket) {
+				st.NotPackets++
+				continue
+			}
 			if st.DecodeErrors == 0 {
 				st.FirstDecodeError = err
 			}

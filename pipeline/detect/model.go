@@ -712,7 +712,7 @@ func (m *Model) DetectFile(ctx context.Context, path string, window time.Duratio
 		return nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	windows, err = m.Windows(mt.Arrays(), window)
-	return windows, st.Packets - st.DecodeErrors, err
+	return windows, st.Decoded(), err
 }
 
 // Windows reports the windows over all bins arr holds; see Detect.

@@ -39,13 +39,19 @@ const (
 	LinkTypeRaw LinkType = 101
 	// LinkTypeCiscoHDLC is Cisco HDLC: address, control, EtherType.
 	LinkTypeCiscoHDLC LinkType = 104
+	// LinkTypeIEEE80211 is 802.11 frames without a radio header (a Wi-Fi
+	// capture some drivers and Wireshark's decrypted exports write).
+	LinkTypeIEEE80211 LinkType = 105
 	// LinkTypeLoop is OpenBSD loopback: LinkTypeNull with the family
 	// meant to be big-endian.
 	LinkTypeLoop LinkType = 108
 	// LinkTypeLinuxSLL is Linux "cooked" capture v1 (tcpdump -i any).
 	LinkTypeLinuxSLL LinkType = 113
+	// LinkTypeRadiotap is 802.11 frames behind a radiotap header: a Wi-Fi
+	// interface in monitor mode on Linux, macOS or the BSDs.
+	LinkTypeRadiotap LinkType = 127
 	// LinkTypePPI is the Per-Packet Information header in front of another
-	// link type (Ethernet or IP are read; 802.11 is not).
+	// link type (Ethernet, IP or 802.11 are read).
 	LinkTypePPI LinkType = 192
 	// LinkTypeIPv4 and LinkTypeIPv6 are raw IP with the version fixed by the
 	// link type.
@@ -68,6 +74,10 @@ func (t LinkType) String() string {
 		return fmt.Sprintf("raw IP (%d)", uint16(t))
 	case LinkTypeCiscoHDLC:
 		return "Cisco HDLC"
+	case LinkTypeIEEE80211:
+		return "802.11"
+	case LinkTypeRadiotap:
+		return "802.11 radiotap"
 	case LinkTypeLoop:
 		return "OpenBSD loopback"
 	case LinkTypeLinuxSLL:
@@ -90,6 +100,11 @@ var (
 	ErrUnsupportedLinkType = errors.New("unsupported link type")
 	// ErrMalformed: a header is truncated or contradicts itself.
 	ErrMalformed = errors.New("malformed frame")
+	// ErrNotPacket: the frame is the link's own, no packet a host sent: a
+	// Wi-Fi capture's management, control and null frames, and a
+	// retransmission of a frame already read. Callers count these apart:
+	// in a monitor-mode capture they are most frames, and none is lost.
+	ErrNotPacket = errors.New("frame carries no packet")
 )
 
 const (
@@ -117,7 +132,8 @@ type Decoder struct {
 	tcp tcpHeader
 	udp udpHeader
 
-	clock streamClock
+	clock   streamClock
+	retries retransmits
 }
 
 // NewDecoder returns a Decoder for one tap stream of the given home.
@@ -126,12 +142,15 @@ func NewDecoder(home HomeConfig) *Decoder {
 }
 
 // Decode fills p from one frame. linkType is the frame's link type, ci its
-// capture info (FrameLen is ci.Length, the length on the wire) and offset its
-// index in the capture source. Every field of p is overwritten.
+// capture info (FrameLen is ci.Length, the length on the wire; for 802.11
+// the length of the Ethernet frame an access point bridges it to, see
+// dot11) and offset its index in the capture source. Every field of p is
+// overwritten.
 //
 // A frame Decode cannot read (unsupported link type, impossible or truncated
-// headers) yields an error wrapping ErrUnsupportedLinkType or ErrMalformed;
-// the caller is expected to count and skip it. Such a frame does not advance
+// headers) yields an error wrapping ErrUnsupportedLinkType or ErrMalformed,
+// and a frame of the link's own one wrapping ErrNotPacket; the caller is
+// expected to count and skip it. Such a frame does not advance
 // the stream's clock, so IntervalNs of the next frame is the gap to the last
 // frame that was decoded, i.e. to the previous record the stream publishes.
 func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
@@ -176,7 +195,9 @@ func (d *Decoder) link(linkType LinkType, data []byte, p *schemas.Packet) error 
 	if err != nil {
 		return err
 	}
-	p.SrcMAC, p.DstMAC = l.SrcMAC, l.DstMAC
+	if err := d.retries.take(l, p); err != nil {
+		return err
+	}
 	return d.network(l.EtherType, data[l.Offset:], p)
 }
 

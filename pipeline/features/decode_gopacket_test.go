@@ -31,7 +31,8 @@ type gopacketDecoder struct {
 	tcp layers.TCP
 	udp layers.UDP
 
-	clock streamClock
+	clock   streamClock
+	retries retransmits
 	// jumbo says the last frame was an IPv6 jumbogram, which this decoder
 	// reads wrong (gopacket leaves the hop-by-hop header in the payload
 	// and it is counted twice) and the comparison leaves out.
@@ -48,7 +49,9 @@ func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.Cap
 	if err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
-	p.SrcMAC, p.DstMAC = l.SrcMAC, l.DstMAC
+	if err := d.retries.take(l, p); err != nil {
+		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
+	}
 	payload := data[l.Offset:]
 	switch l.EtherType {
 	case EtherTypeIPv4:

@@ -49,6 +49,7 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 			gopacket.Payload{17, 0, 1, 4, 0, 0, 0, 0}, udp(5353, 5353), dnsQuery(tb))},
 		{LinkTypeRaw, cat([]byte{0x60, 0, 0, 0, 0, 0, 0, 64}, dev6.To16(), cloud6.To16(), []byte{17, 0, 0xc2, 4, 0, 1, 0x11, 0x70}, []byte{0, 53, 0, 53, 0, 0, 0, 0}, make([]byte, 32))},
 	}
+	seeds = append(seeds, wifiSeeds(tb)...)
 	// A DHCP client's request, for its fingerprint.
 	seeds = append(seeds, decodeSeed{LinkTypeEthernet, dhcpFrame(tb, layers.NewDHCPOption(layers.DHCPOptParamsRequest, []byte{1, 3, 6}),
 		layers.NewDHCPOption(layers.DHCPOptHostname, []byte("ESP_07AEFB")))})
@@ -101,12 +102,12 @@ func FuzzDecode(f *testing.F) {
 		}
 		err := d.Decode(LinkType(link), data, ci, 0, &p)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupportedLinkType) {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupportedLinkType) && !errors.Is(err, ErrNotPacket) {
 				t.Fatalf("error of no known kind: %v", err)
 			}
 			return
 		}
-		if msg := structural(&p, rawFrame{data, ci}); msg != "" {
+		if msg := structural(&p, rawFrame{data, ci}, !carries80211(LinkType(link), data)); msg != "" {
 			t.Fatalf("%s: %+v", msg, p)
 		}
 		if msg := checkCSVRow(&p); msg != "" {

@@ -39,6 +39,9 @@ type Link struct {
 	EtherType uint16
 	// Offset is where the payload starts in the frame.
 	Offset int
+
+	// wifi holds what an 802.11 frame says beyond the addresses (dot11).
+	wifi wifiFrame
 }
 
 // IsIP tells whether the payload is an IPv4 or IPv6 packet.
@@ -123,6 +126,10 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 	case LinkTypeCiscoHDLC:
 		// address (0x0f unicast, 0x8f broadcast), control, then an EtherType.
 		return l.etherAt(lt, data, 4, 2)
+	case LinkTypeIEEE80211:
+		return dot11(data, base, 0, false)
+	case LinkTypeRadiotap:
+		return radiotap(data, base)
 	case LinkTypePPI:
 		// version(1) flags(1) header length(2, LE) inner link type(4, LE),
 		// then the radio fields, which say nothing about direction or size.
@@ -132,18 +139,25 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 		}
 		hdr := int(binary.LittleEndian.Uint16(data[2:4]))
 		inner := binary.LittleEndian.Uint32(data[4:8])
+		if inner == uint32(LinkTypeIEEE80211) && data[0] == 0 && hdr >= ppiMin && hdr <= len(data) {
+			fcs, err := ppiFCS(data[ppiMin:hdr])
+			if err != nil {
+				return l, err
+			}
+			return dot11(data[hdr:], base+hdr, hdr+fcs, false)
+		}
 		switch {
 		case data[0] != 0:
 			return l, fmt.Errorf("%w: PPI version %d; only version 0 exists", ErrMalformed, data[0])
 		case hdr < ppiMin || hdr > len(data):
 			return l, fmt.Errorf("%w: PPI header length %d with %d bytes captured", ErrMalformed, hdr, len(data))
 		case inner > 0xffff || !pinnable(LinkType(inner)):
-			return l, fmt.Errorf("%w: PPI carrying link type %d: only Ethernet or IP inside PPI is read (802.11 frames carry no IP header the decoder can place)",
+			return l, fmt.Errorf("%w: PPI carrying link type %d: only Ethernet, IP or 802.11 inside PPI is read",
 				ErrUnsupportedLinkType, inner)
 		}
 		return parseLink(LinkType(inner), data[hdr:], base+hdr)
 	}
-	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), Linux SLL (113), SLL2 (276) or PPI (192)",
+	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127), Linux SLL (113), SLL2 (276) or PPI (192)",
 		ErrUnsupportedLinkType, uint16(lt))
 }
 
@@ -166,15 +180,17 @@ func (l Link) etherAt(lt LinkType, data []byte, n, at int) (Link, error) {
 }
 
 // pinnable: the link types PPI may wrap. PPI inside PPI is refused so the
-// recursion stops after one level.
+// recursion stops after one level; PPI carries its own radio fields, not
+// radiotap's.
 func pinnable(t LinkType) bool {
-	return t != LinkTypePPI && knownLinkType(t)
+	return t != LinkTypePPI && t != LinkTypeRadiotap && knownLinkType(t)
 }
 
 func knownLinkType(t LinkType) bool {
 	switch t {
 	case LinkTypeEthernet, LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD, LinkTypeIPv4, LinkTypeIPv6,
-		LinkTypeLinuxSLL, LinkTypeLinuxSLL2, LinkTypeNull, LinkTypeLoop, LinkTypePPP, LinkTypeCiscoHDLC, LinkTypePPI:
+		LinkTypeLinuxSLL, LinkTypeLinuxSLL2, LinkTypeNull, LinkTypeLoop, LinkTypePPP, LinkTypeCiscoHDLC, LinkTypePPI,
+		LinkTypeIEEE80211, LinkTypeRadiotap:
 		return true
 	}
 	return false

@@ -193,7 +193,12 @@ func TestLinkErrors(t *testing.T) {
 		{"PPI version 1", LinkTypePPI, badPPI(func(b []byte) { b[0] = 1 }), ErrMalformed},
 		{"PPI header longer than the frame", LinkTypePPI, badPPI(func(b []byte) { binary.LittleEndian.PutUint16(b[2:4], 0xfff0) }), ErrMalformed},
 		{"PPI header shorter than itself", LinkTypePPI, badPPI(func(b []byte) { binary.LittleEndian.PutUint16(b[2:4], 4) }), ErrMalformed},
-		{"PPI carrying 802.11", LinkTypePPI, badPPI(func(b []byte) { binary.LittleEndian.PutUint32(b[4:8], 105) }), ErrUnsupportedLinkType},
+		{"PPI carrying radiotap", LinkTypePPI, badPPI(func(b []byte) { binary.LittleEndian.PutUint32(b[4:8], 127) }), ErrUnsupportedLinkType},
+		{"PPI carrying 802.11, its fields past the header", LinkTypePPI, func() []byte {
+			b := cat(ppiHeader(105), ethHeader(0x0800), v4)
+			binary.LittleEndian.PutUint16(b[10:12], 100)
+			return b
+		}(), ErrMalformed},
 		{"PPI carrying PPI", LinkTypePPI, cat(ppiHeader(192), ppiHeader(1), ethHeader(0x0800), v4), ErrUnsupportedLinkType},
 		{"PPI carrying a link type above 16 bits", LinkTypePPI, badPPI(func(b []byte) { binary.LittleEndian.PutUint32(b[4:8], 1<<16|1) }), ErrUnsupportedLinkType},
 	}

@@ -149,7 +149,7 @@ func bitsOf(s string) uint8 {
 // checkInvariants checks a packet decoded from a real capture: the
 // structural rules plus what any honest capture's lengths satisfy.
 func checkInvariants(p *schemas.Packet, f rawFrame) string {
-	if msg := structural(p, f); msg != "" {
+	if msg := structural(p, f, true); msg != "" {
 		return msg
 	}
 	isIP := p.ProtoBits&schemas.ProtoIP != 0
@@ -165,13 +165,14 @@ func checkInvariants(p *schemas.Packet, f rawFrame) string {
 }
 
 // structural checks what Decode guarantees for any frame it accepts,
-// however its header fields lie.
-func structural(p *schemas.Packet, f rawFrame) string {
+// however its header fields lie. wire says FrameLen is the wire length (an
+// 802.11 frame's is its bridged Ethernet frame's, no longer).
+func structural(p *schemas.Packet, f rawFrame, wire bool) string {
 	const app = schemas.ProtoTLS | schemas.ProtoHTTP | schemas.ProtoDNS | schemas.ProtoOther
 	isIP := p.ProtoBits&schemas.ProtoIP != 0
 	a := p.ProtoBits & app
 	switch {
-	case p.FrameLen != uint32(max(f.ci.Length, len(f.data))):
+	case p.FrameLen > uint32(max(f.ci.Length, len(f.data))) || wire && p.FrameLen != uint32(max(f.ci.Length, len(f.data))):
 		return "FrameLen is not the wire length"
 	case p.TsNs != f.ci.Timestamp.UnixNano():
 		return "timestamp differs"

@@ -16,6 +16,7 @@ import (
 	"container/heap"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -203,6 +204,7 @@ func (c Config) withDefaults() (Config, error) {
 
 // Stats counts what Emulate did with the LAN packets.
 type Stats struct {
+	// LANPackets counts the LAN capture's frames, NotPackets among them.
 	LANPackets int
 	// Crossing packets went to the WAN; Local ones stayed home.
 	Crossing, Local int
@@ -210,6 +212,10 @@ type Stats struct {
 	// FirstError is the first such error.
 	Undecodable int
 	FirstError  error
+	// NotPackets are frames of the link's own (features.ErrNotPacket: a
+	// Wi-Fi capture's beacons and retransmissions): no host sent them,
+	// and nothing crosses the gateway.
+	NotPackets int
 	// Dropped packets crossing with a TTL of 1 expire at the gateway.
 	Dropped int
 	// Lost packets were dropped by Config.Loss.
@@ -280,6 +286,10 @@ func Emulate(ctx context.Context, src capture.Source, home features.HomeConfig, 
 		}
 		st.LANPackets++
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
+			if errors.Is(err, features.ErrNotPacket) {
+				st.NotPackets++
+				continue
+			}
 			st.Undecodable++
 			if st.FirstError == nil {
 				st.FirstError = err

@@ -25,6 +25,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -217,7 +218,9 @@ func readLAN(ctx context.Context, src capture.Source, home features.HomeConfig) 
 			return nil, 0, fmt.Errorf("read LAN capture: %w", err)
 		}
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
-			skipped++
+			if !errors.Is(err, features.ErrNotPacket) { // a beacon is no LAN packet to pair
+				skipped++
+			}
 			continue
 		}
 		if p.Direction == schemas.DirLocal {

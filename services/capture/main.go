@@ -107,7 +107,7 @@ func run(ctx context.Context, args []string, log *slog.Logger, out io.Writer) er
 		return err
 	}
 	st := ag.Stats()
-	fmt.Fprintf(out, "home %s: %d captures, %d packets in %d batches (%d acknowledged, %d spooled during %d outages, %d packets resumed past); %d undecodable packets, %d unreadable captures\n",
-		*home, st.Files, st.Packets, st.Batches, st.Acked, st.Spooled, st.Outages, st.Skipped, st.DecodeErrors, st.ReadErrors)
+	fmt.Fprintf(out, "home %s: %d captures, %d packets in %d batches (%d acknowledged, %d spooled during %d outages, %d packets resumed past); %d undecodable packets, %d frames of the link's own (802.11 management, control and null frames, retransmissions), %d unreadable captures\n",
+		*home, st.Files, st.Packets, st.Batches, st.Acked, st.Spooled, st.Outages, st.Skipped, st.DecodeErrors, st.NotPackets, st.ReadErrors)
 	return nil
 }

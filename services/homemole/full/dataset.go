@@ -133,7 +133,11 @@ func printBuild(out io.Writer, res *build.Result, env *endpoints.Env) {
 	homes := slices.Sorted(maps.Keys(res.Agents))
 	for _, home := range homes {
 		st := res.Agents[home]
-		fmt.Fprintf(out, "  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures\n", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
+		fmt.Fprintf(out, "  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
+		if st.NotPackets > 0 {
+			fmt.Fprintf(out, ", %d frames of the link's own (802.11 management, control and null frames, retransmissions)", st.NotPackets)
+		}
+		fmt.Fprintln(out)
 		printHomeSides(out, st.HomeSides)
 	}
 	fmt.Fprintf(out, "  %d windows of %d packets (%s) from %d sessions; of %d packets, %d belong to no inventory device",

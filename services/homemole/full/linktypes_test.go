@@ -29,6 +29,10 @@ type linkFixture struct {
 	// dissected is what tshark's frame.protocols must start with for the
 	// IP frames, so that the check knows tshark read the link as meant.
 	dissected string
+	// bridged is how many bytes longer each frame is than the Ethernet
+	// frame an access point bridges it to (802.11), whose length the
+	// decoder gives.
+	bridged int
 }
 
 func join(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
@@ -62,6 +66,32 @@ func ppi(inner uint32) []byte {
 	binary.LittleEndian.PutUint16(h[10:12], 20)
 	return h
 }
+
+// wlanData is an 802.11 data frame's header and LLC/SNAP header from the
+// device to the gateway through an access point (ToDS), or back (FromDS),
+// with a QoS control field when qos; et is the MSDU's EtherType.
+func wlanData(toAP, qos bool, et []byte) []byte {
+	bssid := net.HardwareAddr{2, 0, 0, 0, 0x0a, 1}
+	fc := []byte{0x08, 0x01}
+	addrs := join(bssid, fixDev, fixGW)
+	if !toAP {
+		fc[1], addrs = 0x02, join(fixDev, bssid, fixGW)
+	}
+	if qos {
+		fc[0] = 0x88
+	}
+	h := join(fc, []byte{0, 0}, addrs, []byte{0x10, 0})
+	if qos {
+		h = append(h, 0, 0)
+	}
+	return join(h, []byte{0xaa, 0xaa, 0x03, 0, 0, 0}, et)
+}
+
+// radiotapTSFT is a radiotap header with TSFT and Flags (none set) present.
+var radiotapTSFT = []byte{0, 0, 18, 0, 0x03, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0}
+
+// arpRequest is an ARP request from the device for the gateway.
+var arpRequest = join([]byte{0, 1, 8, 0, 6, 4, 0, 1}, fixDev, []byte{192, 168, 1, 10}, make([]byte, 6), []byte{192, 168, 1, 1})
 
 // nullWrap wraps IP packets in a BSD loopback header: the address family
 // in byte order o, 2 for IPv4, and af6 for IPv6, which differs between
@@ -132,6 +162,16 @@ var linkFixtures = []linkFixture{
 		}},
 	{name: "ppi-raw", link: 192, dissected: "ppi:pcap_pktdata:raw:ip",
 		wrap: func(ip []byte, _ bool) []byte { return join(ppi(101), ip) }},
+	// Wi-Fi: QoS data to the access point behind radiotap, plain data
+	// from it, and data behind PPI; ARP is the frame without IP.
+	{name: "radiotap-80211", link: 127, dissected: "radiotap:wlan_radio:wlan:llc:ip", bridged: 18 + 26 + 8 - 14,
+		wrap:  func(ip []byte, v6 bool) []byte { return join(radiotapTSFT, wlanData(true, true, ipEtherType(v6)), ip) },
+		nonIP: [][]byte{join(radiotapTSFT, wlanData(true, true, []byte{0x08, 0x06}), arpRequest)}},
+	{name: "80211", link: 105, dissected: "wlan:llc:ip", bridged: 24 + 8 - 14,
+		wrap:  func(ip []byte, v6 bool) []byte { return join(wlanData(false, false, ipEtherType(v6)), ip) },
+		nonIP: [][]byte{join(wlanData(true, false, []byte{0x08, 0x06}), arpRequest)}},
+	{name: "ppi-80211", link: 192, dissected: "ppi:wlan_radio:wlan:llc:ip", bridged: 32 + 24 + 8 - 14,
+		wrap: func(ip []byte, v6 bool) []byte { return join(ppi(105), wlanData(true, false, ipEtherType(v6)), ip) }},
 }
 
 // linkFixturePackets are the IP packets every fixture carries: both IP
@@ -258,7 +298,7 @@ func TestLinkTypesAgreeWithTshark(t *testing.T) {
 	for _, fx := range linkFixtures {
 		t.Run(fx.name, func(t *testing.T) {
 			path, nIP := writeLinkFixture(t, dir, fx, ips, v6)
-			c := compareWithTshark(t, path)
+			c := compareWithTshark(t, path, fx.bridged)
 			if c.packets != nIP+len(fx.nonIP) {
 				t.Fatalf("%d rows, want %d", c.packets, nIP+len(fx.nonIP))
 			}

@@ -74,6 +74,9 @@ func Features(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 		fmt.Fprintf(stderr, "features: %s: skipped %d of %d packets the decoder cannot read; the first: %v\n",
 			*in, st.DecodeErrors, st.Packets, st.FirstDecodeError)
 	}
+	if st.NotPackets > 0 {
+		fmt.Fprintf(stderr, "features: %s: left out %d frames of the link's own (802.11 management, control and null frames, retransmissions)\n", *in, st.NotPackets)
+	}
 	if err != nil {
 		return fmt.Errorf("write features CSV of %s: %w", *in, err)
 	}
