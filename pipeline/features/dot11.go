@@ -7,8 +7,9 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// A Wi-Fi capture (a monitor-mode interface, or Wireshark's export of a
-// decrypted one) holds 802.11 frames. Its data frames carry the packets
+// A Wi-Fi capture (a monitor-mode interface on an open network, or a
+// capture decrypted with its 802.11 headers kept, airdecap-ng -l) holds
+// 802.11 frames. Its data frames carry the packets
 // the home's hosts send, each an MSDU whose LLC/SNAP header names its
 // EtherType: the payload an access point bridges onto Ethernet, with the
 // source and destination addresses the frame's DS bits place. The rest is
@@ -207,7 +208,7 @@ func dot11(data []byte, base, outside int, pad bool) (Link, error) {
 	}
 	l.wifi = wifiFrame{data: true, retry: flags&dot11Retry != 0, ta: a2, seq: binary.LittleEndian.Uint16(data[22:24])}
 	if flags&dot11Protected != 0 {
-		return l, fmt.Errorf("%w: a protected 802.11 data frame (WEP or WPA): its packet is encrypted; decrypt the capture first (Wireshark: the network's key under Protocols > IEEE 802.11 > Decryption keys, then File > Export Specified Packets) or capture on the wired side of the access point", ErrUnsupportedLinkType)
+		return l, fmt.Errorf("%w: a protected 802.11 data frame (WEP or WPA): its packet is encrypted; decrypt the capture first with the network's key (airdecap-ng -e SSID -p PASSPHRASE CAPTURE writes CAPTURE-dec with the packets as Ethernet frames; Wireshark decrypts for display only) or capture on the wired side of the access point", ErrUnsupportedLinkType)
 	}
 	if pad {
 		n = (n + 3) &^ 3
