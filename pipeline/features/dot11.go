@@ -249,17 +249,18 @@ func (l Link) llc(data []byte, n, outside int) (Link, error) {
 	return l.ether(binary.BigEndian.Uint16(data[n+6:n+8]), data, n+snapLen)
 }
 
-// retransmits remembers the last data frame of each of the latest
-// transmitters a stream's Wi-Fi frames came from, so that a frame sent
-// again (the Retry bit, the same sequence control) after the first was
-// captured is read once. A fixed ring: a retransmission follows its frame
-// within milliseconds, and the decoder does not allocate.
+// retransmits remembers the last data frame of the transmitters a
+// stream's Wi-Fi frames came from, so that a frame sent again (the Retry
+// bit, the same sequence control) after the first was captured is read
+// once. A fixed table indexed by the transmitter's last bytes: a
+// retransmission follows its frame within milliseconds, two radios that
+// share a slot cost at most a duplicate, and the decoder does not
+// allocate.
 type retransmits struct {
-	last [16]struct {
+	last [64]struct {
 		ta  schemas.MAC
 		seq uint16
 	}
-	next int
 }
 
 // take fills p's link fields from l, or says the frame is a retransmission
@@ -270,18 +271,11 @@ func (r *retransmits) take(l Link, p *schemas.Packet) error {
 	if !w.data {
 		return nil
 	}
-	i := 0
-	for i < len(r.last) && r.last[i].ta != w.ta {
-		i++
-	}
-	switch {
-	case i < len(r.last) && w.retry && r.last[i].seq == w.seq:
+	e := &r.last[(int(w.ta[4])<<3^int(w.ta[5]))%len(r.last)]
+	if w.retry && e.ta == w.ta && e.seq == w.seq {
 		return fmt.Errorf("%w: 802.11 retransmission (sequence %d from %s) of a frame already read", ErrNotPacket, w.seq>>4, w.ta)
-	case i == len(r.last):
-		i, r.next = r.next, (r.next+1)%len(r.last)
-		r.last[i].ta = w.ta
 	}
-	r.last[i].seq = w.seq
+	e.ta, e.seq = w.ta, w.seq
 	if int(p.FrameLen) > w.extra {
 		p.FrameLen -= uint32(w.extra)
 		if w.ethLen != 0 {
