@@ -251,12 +251,15 @@ func liveLinkType(hwType uint16, loopback bool) (features.LinkType, error) {
 	case hwType == unix.ARPHRD_NONE, hwType == unix.ARPHRD_RAWIP, hwType == unix.ARPHRD_PPP,
 		hwType == unix.ARPHRD_TUNNEL, hwType == unix.ARPHRD_TUNNEL6, hwType == unix.ARPHRD_SIT:
 		return features.LinkTypeRaw, nil
-	// A Wi-Fi interface in monitor mode: radiotap, or bare 802.11 on old
-	// drivers. (A managed Wi-Fi interface is ARPHRD_ETHER.)
+	// A Wi-Fi interface in monitor mode: radiotap, or bare 802.11 or a
+	// Prism header on old drivers. (A managed Wi-Fi interface is
+	// ARPHRD_ETHER.)
 	case hwType == unix.ARPHRD_IEEE80211_RADIOTAP:
 		return features.LinkTypeRadiotap, nil
 	case hwType == unix.ARPHRD_IEEE80211:
 		return features.LinkTypeIEEE80211, nil
+	case hwType == unix.ARPHRD_IEEE80211_PRISM:
+		return features.LinkTypePrism, nil
 	}
 	return 0, fmt.Errorf("hardware type ARPHRD %d is not one the capture can read: capture on an Ethernet, Wi-Fi (managed, or monitor with radiotap), bridge, loopback, tun, tunnel or PPP interface instead", hwType)
 }

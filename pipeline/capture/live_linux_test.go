@@ -690,14 +690,15 @@ func TestLiveLinkTypes(t *testing.T) {
 		{unix.ARPHRD_PPP, false, features.LinkTypeRaw},
 		{unix.ARPHRD_IEEE80211_RADIOTAP, false, features.LinkTypeRadiotap},
 		{unix.ARPHRD_IEEE80211, false, features.LinkTypeIEEE80211},
+		{unix.ARPHRD_IEEE80211_PRISM, false, features.LinkTypePrism},
 	} {
 		if got, err := liveLinkType(c.hw, c.loopback); got != c.want || err != nil {
 			t.Errorf("ARPHRD %d: %s, %v; want %s", c.hw, got, err, c.want)
 		}
 	}
-	// Prism headers (old monitor drivers) are not read.
-	if _, err := liveLinkType(unix.ARPHRD_IEEE80211_PRISM, false); err == nil {
-		t.Error("a Prism monitor interface got a link type")
+	// A CAN bus carries no IP.
+	if _, err := liveLinkType(unix.ARPHRD_CAN, false); err == nil {
+		t.Error("a CAN interface got a link type")
 	}
 }
 

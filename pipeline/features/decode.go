@@ -47,9 +47,14 @@ const (
 	LinkTypeLoop LinkType = 108
 	// LinkTypeLinuxSLL is Linux "cooked" capture v1 (tcpdump -i any).
 	LinkTypeLinuxSLL LinkType = 113
+	// LinkTypePrism is 802.11 behind a Prism monitoring header, or behind
+	// an AVS one that some drivers write under this number.
+	LinkTypePrism LinkType = 119
 	// LinkTypeRadiotap is 802.11 frames behind a radiotap header: a Wi-Fi
 	// interface in monitor mode on Linux, macOS or the BSDs.
 	LinkTypeRadiotap LinkType = 127
+	// LinkTypeAVS is 802.11 behind an AVS (wlancap) monitoring header.
+	LinkTypeAVS LinkType = 163
 	// LinkTypePPI is the Per-Packet Information header in front of another
 	// link type (Ethernet, IP or 802.11 are read).
 	LinkTypePPI LinkType = 192
@@ -78,6 +83,10 @@ func (t LinkType) String() string {
 		return "802.11"
 	case LinkTypeRadiotap:
 		return "802.11 radiotap"
+	case LinkTypePrism:
+		return "802.11 Prism"
+	case LinkTypeAVS:
+		return "802.11 AVS"
 	case LinkTypeLoop:
 		return "OpenBSD loopback"
 	case LinkTypeLinuxSLL:

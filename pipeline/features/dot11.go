@@ -129,6 +129,33 @@ func radiotapFlags(h []byte) (byte, error) {
 	return h[off], nil
 }
 
+// monitorHeader reads the monitoring header of older Wi-Fi drivers in
+// front of an 802.11 frame: Prism's (a message code, its length in the
+// writer's byte order, 144) or AVS's (a big-endian version 0x8021100N,
+// then its length), which drivers also write under Prism's link type.
+// Neither says whether an FCS ends the frame; none is taken.
+func monitorHeader(lt LinkType, data []byte, base int) (Link, error) {
+	if err := needHeader(lt, 8, data); err != nil {
+		return Link{Offset: base}, err
+	}
+	avs := binary.BigEndian.Uint32(data[0:4])&^0xf == 0x80211000
+	var n uint32
+	switch {
+	case avs:
+		n = binary.BigEndian.Uint32(data[4:8])
+	case lt == LinkTypeAVS:
+		return Link{Offset: base}, fmt.Errorf("%w: AVS header version %#08x, want 0x8021100N", ErrMalformed, binary.BigEndian.Uint32(data[0:4]))
+	default:
+		if n = binary.LittleEndian.Uint32(data[4:8]); n < 8 || n > uint32(len(data)) {
+			n = binary.BigEndian.Uint32(data[4:8])
+		}
+	}
+	if n < 8 || n > uint32(len(data)) {
+		return Link{Offset: base}, fmt.Errorf("%w: %s header of %d bytes in a frame of %d", ErrMalformed, lt, n, len(data))
+	}
+	return dot11(data[n:], base+int(n), int(n), false)
+}
+
 // ppiFCS is how many FCS bytes end an 802.11 frame behind PPI fields f: 4
 // when its 802.11-common field (type 2: TSFT, then flags) says so.
 func ppiFCS(f []byte) (int, error) {

@@ -93,6 +93,24 @@ func radiotapHeader(flags byte, ext bool) []byte {
 	return h
 }
 
+// prismHeader is a 144-byte Prism monitoring header, its length in the
+// writer's byte order o.
+func prismHeader(o binary.ByteOrder) []byte {
+	h := make([]byte, 144)
+	o.PutUint32(h[0:4], 0x44)
+	o.PutUint32(h[4:8], 144)
+	copy(h[8:], "wlan0")
+	return h
+}
+
+// avsHeader is a version 1 AVS monitoring header (64 bytes, big-endian).
+func avsHeader() []byte {
+	h := make([]byte, 64)
+	binary.BigEndian.PutUint32(h[0:4], 0x80211001)
+	binary.BigEndian.PutUint32(h[4:8], 64)
+	return h
+}
+
 // ppi80211 is a PPI header carrying 802.11 whose 802.11-common field has
 // the given flags.
 func ppi80211(flags uint16) []byte {
@@ -145,6 +163,10 @@ func TestDecodeWiFi(t *testing.T) {
 		{"ad hoc", LinkTypeIEEE80211, wifiCase{}.dataFrame(devMAC, phoneMAC, cat(snap(0x0800), v4)), ether(devMAC, phoneMAC, 0x0800, v4)},
 		{"802.1H bridge tunnel", LinkTypeIEEE80211, wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat([]byte{0xaa, 0xaa, 0x03, 0, 0, 0xf8, 0x08, 0x00}, v4)), ether(devMAC, gwMAC, 0x0800, v4)},
 		{"VLAN tag inside SNAP", LinkTypeIEEE80211, wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x8100), vlan)), ether(devMAC, gwMAC, 0x8100, vlan)},
+		{"Prism header, little-endian", LinkTypePrism, cat(prismHeader(binary.LittleEndian), wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0800), v4))), ether(devMAC, gwMAC, 0x0800, v4)},
+		{"Prism header, big-endian", LinkTypePrism, cat(prismHeader(binary.BigEndian), wifiCase{ds: dot11FromDS}.dataFrame(gwMAC, devMAC, cat(snap(0x0800), v4in))), ether(gwMAC, devMAC, 0x0800, v4in)},
+		{"AVS header", LinkTypeAVS, cat(avsHeader(), wifiCase{ds: dot11ToDS, qos: true}.dataFrame(devMAC, gwMAC, cat(snap(0x86dd), v6))), ether(devMAC, gwMAC, 0x86dd, v6)},
+		{"AVS header under Prism's link type", LinkTypePrism, cat(avsHeader(), wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0800), v4))), ether(devMAC, gwMAC, 0x0800, v4)},
 		{"PPI with FCS", LinkTypePPI, cat(ppi80211(1), wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0800), v4)), fcs), ether(devMAC, gwMAC, 0x0800, v4)},
 		{"A-MSDU: its first MSDU", LinkTypeIEEE80211, amsdu, ether(devMAC, gwMAC, 0x0800, v4)},
 		{"ARP", LinkTypeIEEE80211, wifiCase{ds: dot11ToDS}.dataFrame(devMAC, bcastMAC, cat(snap(0x0806), arp)), ether(devMAC, bcastMAC, 0x0806, arp)},
@@ -277,6 +299,8 @@ func TestWiFiNotPackets(t *testing.T) {
 		{"radiotap longer than the frame", LinkTypeRadiotap, func() []byte { b := bytes.Clone(ok); b[2], b[3] = 0xff, 0xff; return b }()},
 		{"radiotap shorter than its fixed part", LinkTypeRadiotap, func() []byte { b := bytes.Clone(ok); b[2] = 4; return b }()},
 		{"radiotap presence bitmaps without end", LinkTypeRadiotap, cat([]byte{0, 0, 44, 0}, bytes.Repeat([]byte{0, 0, 0, 0x80}, 10))},
+		{"AVS header of another version", LinkTypeAVS, cat([]byte{0x12, 0x34, 0x56, 0x78}, avsHeader()[4:], data(wifiCase{ds: dot11ToDS}))},
+		{"Prism header longer than the frame", LinkTypePrism, cat(func() []byte { h := prismHeader(binary.LittleEndian); h[4], h[5] = 0xff, 0xff; return h }(), data(wifiCase{ds: dot11ToDS}))},
 		{"802.11 protocol version 1", LinkTypeIEEE80211, func() []byte { b := data(wifiCase{ds: dot11ToDS}); b[0] |= 1; return b }()},
 		{"data header cut short", LinkTypeIEEE80211, data(wifiCase{ds: dot11ToDS})[:20]},
 		{"no LLC header", LinkTypeIEEE80211, data(wifiCase{ds: dot11ToDS})[:dot11HeaderLen+2]},
@@ -394,6 +418,8 @@ func wifiSeeds(tb testing.TB) []decodeSeed {
 		{LinkTypeIEEE80211, amsdu},
 		{LinkTypeRadiotap, cat(radiotapHeader(radiotapFCS|radiotapDataPad, true), wifiCase{ds: dot11FromDS, qos: true}.dataFrame(gwMAC, devMAC, nil), []byte{0, 0}, snap(0x0800), v4, []byte{1, 2, 3, 4})},
 		{LinkTypePPI, cat(ppi80211(1), wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0806), make([]byte, 28))))},
+		{LinkTypePrism, cat(prismHeader(binary.LittleEndian), wifiCase{ds: dot11FromDS}.dataFrame(gwMAC, devMAC, cat(snap(0x0800), v4)))},
+		{LinkTypeAVS, cat(avsHeader(), wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x86dd), v6)))},
 	}
 }
 
@@ -401,7 +427,7 @@ func wifiSeeds(tb testing.TB) []decodeSeed {
 // FrameLen is its bridged Ethernet frame's, not the wire length.
 func carries80211(link LinkType, data []byte) bool {
 	switch link {
-	case LinkTypeIEEE80211, LinkTypeRadiotap:
+	case LinkTypeIEEE80211, LinkTypeRadiotap, LinkTypePrism, LinkTypeAVS:
 		return true
 	case LinkTypePPI:
 		return len(data) >= 8 && binary.LittleEndian.Uint32(data[4:8]) == uint32(LinkTypeIEEE80211)

@@ -130,6 +130,8 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 		return dot11(data, base, 0, false)
 	case LinkTypeRadiotap:
 		return radiotap(data, base)
+	case LinkTypePrism, LinkTypeAVS:
+		return monitorHeader(lt, data, base)
 	case LinkTypePPI:
 		// version(1) flags(1) header length(2, LE) inner link type(4, LE),
 		// then the radio fields, which say nothing about direction or size.
@@ -157,7 +159,7 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 		}
 		return parseLink(LinkType(inner), data[hdr:], base+hdr)
 	}
-	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127), Linux SLL (113), SLL2 (276) or PPI (192)",
+	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127, Prism 119, AVS 163), Linux SLL (113), SLL2 (276) or PPI (192)",
 		ErrUnsupportedLinkType, uint16(lt))
 }
 
@@ -181,16 +183,16 @@ func (l Link) etherAt(lt LinkType, data []byte, n, at int) (Link, error) {
 
 // pinnable: the link types PPI may wrap. PPI inside PPI is refused so the
 // recursion stops after one level; PPI carries its own radio fields, not
-// radiotap's.
+// another monitoring header.
 func pinnable(t LinkType) bool {
-	return t != LinkTypePPI && t != LinkTypeRadiotap && knownLinkType(t)
+	return t != LinkTypePPI && t != LinkTypeRadiotap && t != LinkTypePrism && t != LinkTypeAVS && knownLinkType(t)
 }
 
 func knownLinkType(t LinkType) bool {
 	switch t {
 	case LinkTypeEthernet, LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD, LinkTypeIPv4, LinkTypeIPv6,
 		LinkTypeLinuxSLL, LinkTypeLinuxSLL2, LinkTypeNull, LinkTypeLoop, LinkTypePPP, LinkTypeCiscoHDLC, LinkTypePPI,
-		LinkTypeIEEE80211, LinkTypeRadiotap:
+		LinkTypeIEEE80211, LinkTypeRadiotap, LinkTypePrism, LinkTypeAVS:
 		return true
 	}
 	return false

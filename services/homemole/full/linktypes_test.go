@@ -90,6 +90,13 @@ func wlanData(toAP, qos bool, et []byte) []byte {
 // radiotapTSFT is a radiotap header with TSFT and Flags (none set) present.
 var radiotapTSFT = []byte{0, 0, 18, 0, 0x03, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0}
 
+// prismHdr is a Prism monitoring header (little-endian, 144 bytes), avsHdr
+// an AVS one (version 1, 64 bytes).
+var (
+	prismHdr = join([]byte{0x44, 0, 0, 0, 144, 0, 0, 0}, []byte("wlan0"), make([]byte, 144-8-5))
+	avsHdr   = join([]byte{0x80, 0x21, 0x10, 0x01, 0, 0, 0, 64}, make([]byte, 56))
+)
+
 // arpRequest is an ARP request from the device for the gateway.
 var arpRequest = join([]byte{0, 1, 8, 0, 6, 4, 0, 1}, fixDev, []byte{192, 168, 1, 10}, make([]byte, 6), []byte{192, 168, 1, 1})
 
@@ -170,6 +177,10 @@ var linkFixtures = []linkFixture{
 	{name: "80211", link: 105, dissected: "wlan:llc:ip", bridged: 24 + 8 - 14,
 		wrap:  func(ip []byte, v6 bool) []byte { return join(wlanData(false, false, ipEtherType(v6)), ip) },
 		nonIP: [][]byte{join(wlanData(true, false, []byte{0x08, 0x06}), arpRequest)}},
+	{name: "prism-80211", link: 119, dissected: "prism:wlan_radio:wlan:llc:ip", bridged: 144 + 24 + 8 - 14,
+		wrap: func(ip []byte, v6 bool) []byte { return join(prismHdr, wlanData(true, false, ipEtherType(v6)), ip) }},
+	{name: "avs-80211", link: 163, dissected: "wlancap:wlan_radio:wlan:llc:ip", bridged: 64 + 26 + 8 - 14,
+		wrap: func(ip []byte, v6 bool) []byte { return join(avsHdr, wlanData(false, true, ipEtherType(v6)), ip) }},
 	{name: "ppi-80211", link: 192, dissected: "ppi:wlan_radio:wlan:llc:ip", bridged: 32 + 24 + 8 - 14,
 		wrap: func(ip []byte, v6 bool) []byte { return join(ppi(105), wlanData(true, false, ipEtherType(v6)), ip) }},
 }
