@@ -32,6 +32,9 @@ type HostsConfig struct {
 	// IPv6 makes the homes IPv6-only (realhome.Config.IPv6); the model
 	// still learns from the IPv4 captures.
 	IPv6 bool
+	// SLAAC gives the IPv6-only homes' hosts addresses that name their MACs
+	// (realhome.Config.SLAAC).
+	SLAAC bool
 	// IDOffsets shifts each unit's IPv4 IDs (realhome.Config.IDOffsets).
 	IDOffsets bool
 	// Relay puts every unit of the homes behind one MAC-NAT repeater
@@ -212,7 +215,7 @@ func (hc *HostCounter) eachHome(ctx context.Context, cfg HostsConfig, what strin
 			seed := cfg.Seed + uint64(1000*n+k)
 			units := hc.spread(hardware, n)
 			h, err := realhome.Assemble(ctx, hc.devs, realhome.Config{Devices: len(units) + cfg.Others, Units: units,
-				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6, IDOffsets: cfg.IDOffsets, Relay: cfg.Relay, NoDHCP: cfg.NoDHCP})
+				Duration: cfg.Duration, Sessions: realhome.AllSessions, Seed: seed, IPv6: cfg.IPv6, SLAAC: cfg.SLAAC, IDOffsets: cfg.IDOffsets, Relay: cfg.Relay, NoDHCP: cfg.NoDHCP})
 			if err != nil {
 				return fmt.Errorf("%s of %s, n = %d: %w", what, cfg.Type, n, err)
 			}

@@ -277,14 +277,16 @@ func (h *LiveHome) add(p *schemas.Packet) {
 	host := h.host(mac, p.TsNs)
 	if h.linker == nil {
 		wasRelay, addrs := host.relay, len(host.addrs)
-		if a, ok := host.behind(p); ok {
+		m, ok := host.behind(p)
+		if host.relay && !wasRelay {
+			h.promote(host)
+		}
+		if ok {
 			// A MAC-NAT repeater's MAC: the packet is of the device behind
-			// it at its address. The repeater's own host stays, to tell it
-			// is one, and is never counted.
-			if !wasRelay {
-				h.promote(host)
-			}
-			mac = relayHost(a)
+			// it, at its address or under the MAC its address names. The
+			// repeater's own host stays, to tell it is one, and is never
+			// counted.
+			mac = m
 			host = h.host(mac, p.TsNs, p.SrcMAC)
 			// A shadow of an address no packet had come from when the
 			// repeater was found (its device's name came first).
@@ -495,9 +497,10 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 
 // counted says a window counts the host, as a unit or an unknown device:
 // it is not the gateway, the home's infrastructure, a repeater's own MAC
-// or a shadow of one (judge counts those it takes, waits waits for them).
+// (one whose devices were told apart) or a shadow of one (judge counts
+// those it takes, waits waits for them).
 func (h *LiveHome) counted(mac schemas.MAC, host *liveHost) bool {
-	return mac != h.cfg.Gateway && !host.infra && !host.relay && !host.shadow
+	return mac != h.cfg.Gateway && !host.infra && !(host.relay && host.told) && !host.shadow
 }
 
 // activeIn says the host sent in a step from a up to b.
@@ -577,6 +580,10 @@ type liveHostState struct {
 	Addrs     []string `json:"addrs,omitempty"`
 	AddrTimes []int64  `json:"addr_times,omitempty"`
 	Relay     bool     `json:"relay,omitempty"`
+	// V4 and Told are relaySeen's; a table of a counter before them
+	// restores them from Addrs.
+	V4   bool `json:"v4,omitempty"`
+	Told bool `json:"told,omitempty"`
 	// Candidate, Names and Shadow are what the counter keeps of a MAC
 	// that may be a repeater's (LiveHome.shadowing).
 	Candidate bool            `json:"candidate,omitempty"`
@@ -602,7 +609,7 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 		Next: h.next, Last: h.last, Recheck: h.recheck, Packets: h.packets, NoMAC: h.NoMAC}
 	for mac, host := range h.hosts {
 		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active,
-			Relay: host.relay, Candidate: host.candidate, Shadow: host.shadow, First: host.first, Last: host.last}
+			Relay: host.relay, V4: host.v4, Told: host.told, Candidate: host.candidate, Shadow: host.shadow, First: host.first, Last: host.last}
 		for _, a := range host.addrs {
 			hs.Addrs = append(hs.Addrs, a.String())
 		}
@@ -702,6 +709,8 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 			return nil, 0, fmt.Errorf("host table: host %s: %d addresses and %d times, a counter keeps at most %d, a time each", hs.MAC, len(hs.Addrs), len(hs.AddrTimes), maxRelayAddrs)
 		}
 		host.relay, host.times, host.candidate, host.shadow = hs.Relay, hs.AddrTimes, hs.Candidate, hs.Shadow
+		host.v4 = hs.V4 || len(hs.Addrs) > 0
+		host.told = hs.Told || hs.Relay && len(hs.Addrs) > 0
 		if len(hs.Names) > maxRelayNames {
 			return nil, 0, fmt.Errorf("host table: host %s: %d DHCP names kept, a counter keeps at most %d", hs.MAC, len(hs.Names), maxRelayNames)
 		}

@@ -447,6 +447,13 @@ func FuzzLiveHomeAdd(f *testing.F) {
 		relayed = append(relayed, 0, 0, 0, 0, 0, 0, 0, byte(i), 1, 17, 0, 69, 0, 55, kind, byte(20+i%2), 0, 0, 0, 0)
 	}
 	f.Add(relayed)
+	// One MAC sends from the IPv6 addresses SLAAC forms from two devices'
+	// MACs in turn: a repeater of an IPv6-only home.
+	var relayed6 []byte
+	for i := range 4 {
+		relayed6 = append(relayed6, 0, 0, 0, 0, 0, 0, byte(i), 0, 1, 17, 0, 69, 0, 55, 8, byte(i%2), 0, 0, 0, 0)
+	}
+	f.Add(relayed6)
 	lan, wan := handModel(f), wanModel(f)
 	cfg := DefaultLiveConfig()
 	cfg.MaxHosts, cfg.MaxKeys, cfg.MaxHostKeys = 4, 16, 8
@@ -485,6 +492,12 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 		if data[14]&4 != 0 {
 			// An ARP message: no IP header, a sender address.
 			p.SrcIP, p.Transport, p.DHCP, p.ARPSender = netip.Addr{}, 0, schemas.DHCPClient{}, [4]byte{192, 168, 1, data[15]}
+		}
+		if data[14]&8 != 0 {
+			// An IPv6 address SLAAC formed from a device's universal MAC:
+			// behind a MAC-NAT repeater, the device's host.
+			p.SrcIP = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 1, 0x02, 0x24, 0xe4, 0xff, 0xfe, 0, 0, data[15]})
+			p.TTL = [4]uint8{64, 255, 63, 128}[data[17]&3]
 		}
 		p.SrcPort, p.TCPFlags = int32(binary.BigEndian.Uint16(data[16:])), binary.BigEndian.Uint16(data[18:])
 		p.IPID = binary.BigEndian.Uint16(data[10:]) ^ binary.BigEndian.Uint16(data[16:])

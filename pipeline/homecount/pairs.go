@@ -346,7 +346,7 @@ func hostPackets(pkts []schemas.Packet) []hostPacket {
 	found := relays{}
 	for mac, r := range rs {
 		if r.relay {
-			found[mac] = &relaySeen{relay: true}
+			found[mac] = &relaySeen{relay: true, v4: r.v4}
 		}
 	}
 	if len(found) > 0 {

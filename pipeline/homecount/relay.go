@@ -44,6 +44,14 @@ type relaySeen struct {
 	addrs []netip.Addr
 	times []int64
 	relay bool
+	// v4 says the MAC has sent from an IPv4 address of a LAN: its devices,
+	// were it a repeater's, are told by those (behind).
+	v4 bool
+	// told says a packet of the MAC, a repeater's, was given to a device
+	// behind it. A repeater none of whose devices can be told apart (an
+	// IPv6-only home's whose addresses name no MAC) is counted as one
+	// host, as it was before it was found: at least one device is there.
+	told bool
 	// candidate says the live counter keeps shadow hosts for the MAC (see
 	// LiveHome.shadowing).
 	candidate bool
@@ -124,23 +132,83 @@ func (r *relaySeen) see(a netip.Addr, ts int64) bool {
 	return r.relay
 }
 
-// behind is the address of the device behind the MAC that sent p, when
-// the MAC is a repeater's (taking what p shows of it): its source, or
-// for a DHCP request from 0.0.0.0 the address it asks for. A MAC that
-// sends from the address it last sent from, of no repeater, is the common
-// case: its time is all that moves.
-func (r *relaySeen) behind(p *schemas.Packet) (netip.Addr, bool) {
+// behind is the host of the device behind the MAC that sent p, when the
+// MAC is a repeater's (taking what p shows of it): the address it sent
+// from (relayHost), or for a DHCP request from 0.0.0.0 the address it asks
+// for; in an IPv6-only home, the MAC its address names (slaacMAC). A MAC
+// that sends from the address it last sent from, of no repeater, is the
+// common case: its time is all that moves.
+func (r *relaySeen) behind(p *schemas.Packet) (schemas.MAC, bool) {
 	if n := len(r.addrs); n > 0 && !r.relay && r.addrs[n-1] == p.SrcIP {
 		r.times[n-1] = max(r.times[n-1], p.TsNs)
-		return netip.Addr{}, false
+		return schemas.MAC{}, false
+	}
+	if m, ok := slaacMAC(p); ok {
+		// A device's own address under another MAC, in a packet no router
+		// forwarded: the MAC is a repeater's. Its devices are told by their
+		// IPv4 addresses where they have any; a MAC that never sent from
+		// one is an IPv6-only home's, and the device is the MAC its global
+		// address names, whatever hop limit it sends with (SSDP's is 4): a
+		// repeater forwards only its devices' packets. (Not its link-local
+		// address, which a dual-stack device sends from before its IPv4
+		// lease and would be counted twice. Live, the first device behind
+		// a repeater that sends from its global address before its IPv4
+		// one is a host of its own until that comes; read whole, v4 is
+		// known from the first read.)
+		r.relay = r.relay || unforwarded(p)
+		if r.relay && !r.v4 && !p.SrcIP.IsLinkLocalUnicast() {
+			r.told = true
+			return m, true
+		}
+		if r.relay {
+			return schemas.MAC{}, false
+		}
 	}
 	if a, ok := relayAddr(p); ok {
-		return a, r.see(a, p.TsNs)
+		r.v4 = true
+		relay := r.see(a, p.TsNs)
+		r.told = r.told || relay
+		return relayHost(a), relay
 	}
 	if r.relay {
-		return r.otherAddr(p)
+		if a, ok := r.otherAddr(p); ok {
+			r.told = true
+			return relayHost(a), true
+		}
 	}
-	return netip.Addr{}, false
+	return schemas.MAC{}, false
+}
+
+// slaacMAC is the MAC an IPv6 source address names, when it is another
+// host's than the frame's: an identifier that stateless autoconfiguration
+// formed from a universal MAC (modified EUI-64, RFC 4291 appendix A; many
+// embedded stacks form theirs so), other than the frame's source. Behind a
+// MAC-NAT repeater a device's frames carry the repeater's MAC and its
+// addresses its own. A device's second interface (a bridge) has a locally
+// administered MAC, which names no other host (IoT Sentinel's D-Link hub
+// sends from such a link-local address beside its own).
+func slaacMAC(p *schemas.Packet) (schemas.MAC, bool) {
+	a := p.SrcIP
+	if !a.Is6() || a.Is4In6() || !a.IsGlobalUnicast() && !a.IsLinkLocalUnicast() {
+		return schemas.MAC{}, false
+	}
+	b := a.As16()
+	if b[11] != 0xff || b[12] != 0xfe {
+		return schemas.MAC{}, false
+	}
+	m := schemas.MAC{b[8] ^ 0x02, b[9], b[10], b[13], b[14], b[15]}
+	if m[0]&0x03 != 0 || m == p.SrcMAC {
+		return schemas.MAC{}, false // a group or locally administered MAC, or its own
+	}
+	return m, true
+}
+
+// unforwarded says no router forwarded the IPv6 packet p: it comes from a
+// link-local address, or with the hop limit a host starts at (64, 128 or
+// 255). A server beyond the gateway whose address names its MAC comes a
+// hop or more away, and makes no repeater of the gateway.
+func unforwarded(p *schemas.Packet) bool {
+	return p.SrcIP.IsLinkLocalUnicast() || p.TTL == 64 || p.TTL == 128 || p.TTL == 255
 }
 
 // deviceAddr is the address p names its sender by, were its MAC a
@@ -221,16 +289,17 @@ func (rs relays) host(p *schemas.Packet) schemas.MAC {
 		r = &relaySeen{}
 		rs[p.SrcMAC] = r
 	}
-	if a, ok := r.behind(p); ok {
-		return relayHost(a)
+	if m, ok := r.behind(p); ok {
+		return m
 	}
 	return p.SrcMAC
 }
 
-// isRelay says the MAC was found to be a repeater's.
+// isRelay says the MAC was found to be a repeater's whose devices were
+// told apart: its own host is none of them.
 func (rs relays) isRelay(mac schemas.MAC) bool {
 	r := rs[mac]
-	return r != nil && r.relay
+	return r != nil && r.relay && r.told
 }
 
 // What a repeater's MAC sent before it was found to be one is its

@@ -289,3 +289,139 @@ func TestRelayARP(t *testing.T) {
 		t.Errorf("read whole, an ARP behind the repeater from an address no IP came from is of %s, want the repeater's MAC %s", got, mac(9))
 	}
 }
+
+// univ is a universal (vendor-assigned) MAC, as IoT devices have.
+func univ(i int) schemas.MAC { return schemas.MAC{0x00, 0x24, 0xe4, 0, 0, byte(i)} }
+
+// slaacFrom sends p in a frame of MAC frame from the address SLAAC forms
+// from dev's MAC in prefix (a /64, or fe80:: for link-local), with hop
+// limit ttl.
+func slaacFrom(p schemas.Packet, frame, dev schemas.MAC, prefix string, ttl uint8) schemas.Packet {
+	a := netip.MustParseAddr(prefix).As16()
+	copy(a[8:], []byte{dev[0] ^ 0x02, dev[1], dev[2], 0xff, 0xfe, dev[3], dev[4], dev[5]})
+	p.SrcMAC, p.SrcIP, p.TTL = frame, netip.AddrFrom16(a), ttl
+	return p
+}
+
+// TestRelaySLAAC: behind a MAC-NAT repeater of an IPv6-only home, each
+// device is the MAC its autoconfigured address names, counted whatever
+// hop limit it sends with, and the repeater none; restored half way the home judges the same. A gateway
+// forwarding from a server whose address names a MAC, a packet forwarded
+// once, and a device's second, locally administered interface make no
+// repeater. A repeater whose devices have IPv4 addresses keeps to them
+// (a dual-stack device is not counted twice), and is found by the first
+// link-local address of another MAC, before any device's second turn.
+func TestRelaySLAAC(t *testing.T) {
+	const lan6 = "2001:db8:1:1::"
+	var pkts []schemas.Packet
+	for i := range 120 {
+		ts := time.Duration(i) * time.Second
+		pkts = append(pkts,
+			slaacFrom(pkt(ts, 0, 17, 69, 55), mac(9), univ(1), lan6, 64), // A behind the repeater
+			// B behind it, at the hop limit of SSDP: a repeater forwards
+			// only its devices' packets, whatever their hop limit.
+			slaacFrom(pkt(ts+300*time.Millisecond, 0, 6, 443, 60), mac(9), univ(2), lan6, 4),
+			slaacFrom(pkt(ts+400*time.Millisecond, 0, 17, 69, 55), univ(3), univ(3), lan6, 64), // A of its own MAC
+			// Link-local frames behind the repeater stay with it.
+			slaacFrom(pkt(ts+500*time.Millisecond, 0, 17, 5353, 90), mac(9), univ(1), "fe80::", 255),
+			// Not repeaters: the gateway forwarding from a server whose
+			// address names a MAC, a host's packet forwarded once, and a
+			// device's bridge interface.
+			slaacFrom(pkt(ts+600*time.Millisecond, 0, 6, 50000, 80), mac(1), univ(7), "2a00:1450:4001:80b::", 57),
+			slaacFrom(pkt(ts+700*time.Millisecond, 0, 17, 53, 40), mac(5), univ(8), lan6, 63),
+			slaacFrom(pkt(ts+800*time.Millisecond, 0, 17, 5353, 90), mac(6), schemas.MAC{0x06, 0x11, 0x22, 0x33, 0x44, 0x55}, "fe80::", 255))
+	}
+	h, ws, late := playHand(t, pkts, 30*time.Second, 110*time.Second, 5)
+	for _, w := range late {
+		if a, b := countOf(w, "A"), countOf(w, "B"); a != 2 || b != 1 {
+			t.Errorf("window [%s, %s): A %d, B %d; want 2 A (one behind the repeater), 1 B", time.Duration(w.StartNs), time.Duration(w.EndNs), a, b)
+		}
+	}
+	for _, m := range []schemas.MAC{univ(1), univ(2)} {
+		if host := h.hosts[m]; host == nil || len(host.keys) == 0 {
+			t.Errorf("no host of the device %s behind the repeater", m)
+		}
+	}
+	if host := h.hosts[mac(9)]; host == nil || !host.relay {
+		t.Error("the repeater's MAC was not found to be one")
+	}
+	for _, m := range []schemas.MAC{mac(1), mac(5), mac(6), univ(3)} {
+		if host := h.hosts[m]; host == nil || host.relay {
+			t.Errorf("%s taken for a repeater: %+v", m, host)
+		}
+	}
+	for _, m := range []schemas.MAC{univ(7), univ(8), {0x06, 0x11, 0x22, 0x33, 0x44, 0x55}} {
+		if h.hosts[m] != nil {
+			t.Errorf("a host %s made from an address no repeater relayed", m)
+		}
+	}
+	got := playRestored(t, pkts, len(pkts)/2, func(*LiveHome) {})
+	a, _ := json.Marshal(ws)
+	b, _ := json.Marshal(got)
+	if !bytes.Equal(a, b) {
+		t.Errorf("restored half way, the home judged\n%s\nwant\n%s", b, a)
+	}
+	rs := relays{}
+	for i := range pkts {
+		rs.host(&pkts[i])
+	}
+	for i, want := range []schemas.MAC{univ(1), univ(2), univ(3), mac(9), mac(1), mac(5), mac(6)} {
+		if got := rs.host(&pkts[len(pkts)-7+i]); got != want {
+			t.Errorf("read whole, packet %d of the last turn is of %s, want %s", i, got, want)
+		}
+	}
+
+	// Dual stack: the repeater's devices by their IPv4 addresses, found
+	// at the first link-local frame of another MAC.
+	var dual []schemas.Packet
+	dual = append(dual, slaacFrom(pkt(0, 0, 58, 0, 32), mac(10), univ(4), "fe80::", 255))
+	for i := range 60 {
+		ts := time.Duration(i)*time.Second + time.Millisecond
+		dual = append(dual,
+			behind(pkt(ts, 0, 17, 69, 55), 10, "192.168.1.30"),
+			slaacFrom(pkt(ts+100*time.Millisecond, 0, 17, 69, 55), mac(10), univ(4), lan6, 64))
+	}
+	h, _, _ = playHand(t, dual, 0, time.Minute, 0)
+	if host := h.hosts[mac(10)]; host == nil || !host.relay {
+		t.Error("a MAC sending from another MAC's link-local address was not found to be a repeater")
+	}
+	if h.hosts[relayHost(netip.MustParseAddr("192.168.1.30"))] == nil {
+		t.Error("the device behind the repeater found by its link-local address has no host at its IPv4 address")
+	}
+	if h.hosts[univ(4)] != nil {
+		t.Error("a dual-stack device behind a repeater was made a second host by its IPv6 address")
+	}
+	// Read whole, a global address sent from before the first IPv4 one is
+	// known to be of a dual-stack repeater's device too (live, the first
+	// device behind a repeater that sends so is a host of its own until
+	// its IPv4 address comes).
+	early := slaacFrom(pkt(0, 0, 17, 53, 40), mac(10), univ(4), lan6, 64)
+	for _, p := range hostPackets(append([]schemas.Packet{dual[0], early}, dual[1:]...)) {
+		if p.Host == univ(4) || p.Host == mac(10) {
+			t.Fatalf("read whole, a packet of the dual-stack repeater's device is of %s, want its IPv4 address's host", p.Host)
+		}
+	}
+
+	// An IPv6-only repeater whose devices' addresses name no MAC (::N):
+	// found by a link-local address, but none of its devices can be told
+	// apart, so it is counted as one host, as before it was found.
+	var opaque []schemas.Packet
+	for i := range 90 {
+		ts := time.Duration(i) * time.Second
+		p := pkt(ts, 0, 17, 69, 55)
+		p.SrcMAC, p.SrcIP, p.TTL = mac(11), netip.MustParseAddr("2001:db8:1:1::20"), 64
+		opaque = append(opaque, p, slaacFrom(pkt(ts+time.Millisecond, 0, 58, 0, 32), mac(11), univ(5), "fe80::", 255))
+	}
+	h, _, late = playHand(t, opaque, 30*time.Second, 80*time.Second, 3)
+	if host := h.hosts[mac(11)]; host == nil || !host.relay || host.told {
+		t.Errorf("the repeater of devices that cannot be told apart: %+v; want one found, none told", host)
+	}
+	for _, w := range late {
+		if countOf(w, "A") != 1 {
+			t.Errorf("window [%s, %s): A %d; want 1, the repeater's host", time.Duration(w.StartNs), time.Duration(w.EndNs), countOf(w, "A"))
+		}
+	}
+	if hp := hostPackets(opaque); len(hp) != len(opaque) || hp[0].Host != mac(11) {
+		t.Errorf("read whole, %d of %d packets kept under the repeater that tells no device apart", len(hp), len(opaque))
+	}
+}

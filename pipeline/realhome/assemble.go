@@ -42,6 +42,12 @@ type Config struct {
 	// IPv6 assembles an IPv6-only home from the IPv4 captures (to6): the
 	// same segments over IPv6, the hosts in homegen.LANPrefix6.
 	IPv6 bool
+	// SLAAC gives the hosts of an IPv6-only home the addresses stateless
+	// autoconfiguration forms from their MACs (RFC 4862, with modified
+	// EUI-64 identifiers: RFC 4291 appendix A), as many embedded stacks
+	// do, where without it each keeps its IPv4 address's last byte (::N,
+	// as a DHCPv6 server might hand out). The gateway keeps ::1.
+	SLAAC bool
 	// IDOffsets shifts each unit's IPv4 IDs by a random offset of its own.
 	// A setup capture starts when its device boots, so every unit's ID
 	// counter starts near the same small number; in a home its devices
@@ -93,6 +99,8 @@ type Home struct {
 	// frames that have no IPv6 twin, left out (ARP, DHCP, IGMP, ...).
 	IPv6  bool
 	Left6 int
+	// SLAAC says the hosts' IPv6 addresses name their MACs (Config.SLAAC).
+	SLAAC bool
 	// NoDHCP says the units' DHCP was left out (Config.NoDHCP); LeftDHCP
 	// counts those frames.
 	NoDHCP   bool
@@ -185,7 +193,7 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 	chosen = append(chosen, rest[:want-len(chosen)]...)
 	sort.Strings(chosen)
 
-	h := &Home{Start: cfg.Start, Duration: cfg.Duration, LAN: cfg.LAN, IPv6: cfg.IPv6, NoDHCP: cfg.NoDHCP}
+	h := &Home{Start: cfg.Start, Duration: cfg.Duration, LAN: cfg.LAN, IPv6: cfg.IPv6, SLAAC: cfg.IPv6 && cfg.SLAAC, NoDHCP: cfg.NoDHCP}
 	if cfg.IDOffsets {
 		h.idOffsets = rand.New(rand.NewPCG(cfg.Seed, 0x69702d6964))
 	}
@@ -230,9 +238,9 @@ func Assemble(ctx context.Context, devs []Device, cfg Config) (*Home, error) {
 	if h.IPv6 {
 		// The frames were moved with the IPv4 addresses; the home says
 		// the IPv6 ones.
-		h.GatewayIP = map6(h.GatewayIP, h.LAN)
+		h.GatewayIP = h.addr6(h.GatewayIP, h.GatewayMAC)
 		for i := range h.Units {
-			h.Units[i].IP = map6(h.Units[i].IP, h.LAN)
+			h.Units[i].IP = h.addr6(h.Units[i].IP, h.Units[i].MAC)
 		}
 	}
 	return h, nil
@@ -399,7 +407,7 @@ func (h *Home) place(u *Unit, devMAC schemas.MAC, frames []frame, al *allocator,
 		data := f.data
 		if h.IPv6 {
 			var ok bool
-			if data, ok = to6(data, h.LAN); !ok {
+			if data, ok = to6(data, h.addr6); !ok {
 				h.Left6++
 				continue
 			}

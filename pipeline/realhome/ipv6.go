@@ -6,6 +6,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/homegen"
+	"github.com/homemole/homemole/schemas"
 )
 
 // An IPv6-only home is assembled from the same IPv4 captures: every TCP
@@ -17,8 +18,9 @@ import (
 // fragments. Frames that are no IPv4 (EAPOL, IPv6 the device sent) stay.
 
 // to6 is the frame b carried over IPv6, or false when it is left out of an
-// IPv6-only home. lan is the home's IPv4 prefix.
-func to6(b []byte, lan netip.Prefix) ([]byte, bool) {
+// IPv6-only home. addr6 gives the IPv6 address of an IPv4 one whose
+// frames carry the MAC (Home.addr6).
+func to6(b []byte, addr6 func(netip.Addr, schemas.MAC) netip.Addr) ([]byte, bool) {
 	off, et := etherType(b)
 	switch et {
 	case 0x0800:
@@ -61,7 +63,7 @@ func to6(b []byte, lan netip.Prefix) ([]byte, bool) {
 	if len(l4) < csum+2 {
 		return nil, false
 	}
-	src, dst := map6(netip.AddrFrom4([4]byte(ip[12:16])), lan), map6(netip.AddrFrom4([4]byte(ip[16:20])), lan)
+	src, dst := addr6(netip.AddrFrom4([4]byte(ip[12:16])), schemas.MAC(b[6:12])), addr6(netip.AddrFrom4([4]byte(ip[16:20])), schemas.MAC(b[0:6]))
 	out := make([]byte, off+40+len(l4))
 	copy(out, b[:off])
 	if dst.IsMulticast() {
@@ -96,6 +98,25 @@ func to6(b []byte, lan netip.Prefix) ([]byte, bool) {
 	}
 	binary.BigEndian.PutUint16(seg[csum:], c)
 	return out, true
+}
+
+// addr6 is the IPv6 address of a, an IPv4 address of the home or beyond it
+// whose frames carry mac: with SLAAC a LAN host's is formed from its MAC,
+// the gateway's and the rest are map6's.
+func (h *Home) addr6(a netip.Addr, mac schemas.MAC) netip.Addr {
+	if h.SLAAC && h.LAN.Contains(a) && a != lastAddr(h.LAN) && mac != h.GatewayMAC && mac[0]&1 == 0 {
+		return slaac(homegen.LANPrefix6, mac)
+	}
+	return map6(a, h.LAN)
+}
+
+// slaac is the address a host of MAC mac forms in the /64 prefix: the
+// prefix, then the MAC's modified EUI-64 (ff:fe in its middle, the
+// universal/local bit inverted).
+func slaac(prefix netip.Prefix, mac schemas.MAC) netip.Addr {
+	a := prefix.Masked().Addr().As16()
+	copy(a[8:], []byte{mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
+	return netip.AddrFrom16(a)
 }
 
 // map6 is an address of the home in the IPv6 plan: the home's own LAN keeps

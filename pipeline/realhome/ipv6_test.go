@@ -132,7 +132,7 @@ func FuzzTo6(f *testing.F) {
 	f.Add([]byte{0x81, 0x00})
 	lan := netip.MustParsePrefix("192.168.1.0/24")
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out, ok := to6(slices.Clone(b), lan)
+		out, ok := to6(slices.Clone(b), func(a netip.Addr, _ schemas.MAC) netip.Addr { return map6(a, lan) })
 		if !ok {
 			return
 		}
@@ -147,4 +147,46 @@ func FuzzTo6(f *testing.F) {
 			t.Fatalf("IPv6 frame of %d bytes, payload length %d", len(out), binary.BigEndian.Uint16(out[off+4:]))
 		}
 	})
+}
+
+// TestAssembleSLAAC: with SLAAC an IPv6-only home's units send from the
+// addresses autoconfiguration forms from their MACs, and are sent to at
+// them, behind a repeater too; the gateway keeps ::1, and the frames are
+// those of the home without it, addresses and checksums aside.
+func TestAssembleSLAAC(t *testing.T) {
+	for _, relay := range []bool{false, true} {
+		cfg := Config{Devices: 5, Units: map[string]int{"D-LinkSiren": 2}, Duration: 3 * time.Minute, Seed: 3, IPv6: true, Relay: relay}
+		plain, h := assembleTwice(t, cfg, func(c *Config) { c.SLAAC = true })
+		if !h.SLAAC || len(h.Packets) != len(plain.Packets) || h.GatewayIP != plain.GatewayIP {
+			t.Fatalf("relay %v: SLAAC %v, %d packets (%d without), gateway %s (%s without)", relay, h.SLAAC, len(h.Packets), len(plain.Packets), h.GatewayIP, plain.GatewayIP)
+		}
+		own := map[netip.Addr]bool{}
+		for _, u := range h.Units {
+			want := slaac(homegen.LANPrefix6, u.MAC)
+			if u.IP != want {
+				t.Errorf("relay %v: unit %s at %s, want %s from its MAC %s", relay, u.Name, u.IP, want, u.MAC)
+			}
+			own[want] = true
+		}
+		from, to := 0, 0
+		for _, p := range h.Packets {
+			b := p.Data
+			if len(b) < 54 || binary.BigEndian.Uint16(b[12:14]) != 0x86dd {
+				continue
+			}
+			src, dst := netip.AddrFrom16([16]byte(b[22:38])), netip.AddrFrom16([16]byte(b[38:54]))
+			if schemas.MAC(b[6:12]) == h.FrameMAC(p.Unit) && homegen.LANPrefix6.Contains(src) {
+				if src != h.Units[p.Unit].IP {
+					t.Fatalf("relay %v: unit %s sends from %s, want %s", relay, h.Units[p.Unit].Name, src, h.Units[p.Unit].IP)
+				}
+				from++
+			}
+			if own[dst] {
+				to++
+			}
+		}
+		if from == 0 || to == 0 {
+			t.Errorf("relay %v: %d frames from the units' SLAAC addresses, %d to them", relay, from, to)
+		}
+	}
 }

@@ -179,6 +179,8 @@ func hostsRunners(r *reruns) []runner {
 		{"count.hosts.ipv6", []string{"--ipv6"}},
 		{"count.hosts.relay", []string{"--relay"}},
 		{"count.hosts.relay6", []string{"--relay", "--ipv6"}},
+		{"count.hosts.ipv6.slaac", []string{"--ipv6", "--slaac"}},
+		{"count.hosts.relay6.slaac", []string{"--relay", "--ipv6", "--slaac"}},
 		{"count.hosts.nodhcp", []string{"--no-dhcp"}},
 	} {
 		key, command := v.key, strings.Join(append([]string{hostsCommand}, v.args...), " ")

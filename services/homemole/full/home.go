@@ -59,6 +59,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	cipher := fs.String("cipher", string(gateway.AES256GCM), "vpn: the data channel cipher (aes-256-gcm, aes-256-cbc, wireguard)")
 	seed := fs.Uint64("seed", 1, "seed of every random choice (devices, captures, start times, MACs, the gateway's)")
 	ipv6 := fs.Bool("ipv6", false, "an IPv6-only home: every TCP and UDP segment and ping over IPv6 (hosts in 2001:db8:1:1::/64, each server in a /64 of its own); ARP, DHCP, IGMP and other ICMP left out")
+	slaac := fs.Bool("slaac", false, "with --ipv6: each host's address formed from its MAC (SLAAC with modified EUI-64 identifiers, as many embedded stacks do) instead of ::N, its IPv4 address's last byte")
 	idOffsets := fs.Bool("id-offsets", false, "shift each unit's IPv4 IDs by a random offset of its own, as a device's counter stands after hours up (a setup capture starts at boot)")
 	relay := fs.Bool("relay", false, "every unit behind one Wi-Fi repeater that translates MACs (MAC-NAT): the LAN sees all their frames from its MAC")
 	noDHCP := fs.Bool("no-dhcp", false, "every unit's DHCP left out, as a tap started on a home whose devices joined hours before sees none until their leases renew")
@@ -76,6 +77,9 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	})
 	if err := parseRequired(fs, args, "home assemble needs --from-dir DIR, --out home.pcap and --truth truth.csv", dir, outPath, truthPath); err != nil {
 		return err
+	}
+	if *slaac && !*ipv6 {
+		return fmt.Errorf("home assemble: --slaac forms IPv6 addresses, and needs --ipv6")
 	}
 	if *devices == 0 && len(units) == 0 {
 		return cli.Usagef("home assemble: give --devices N, --units TYPE=K, or both")
@@ -109,7 +113,7 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	for _, d := range devs {
 		inputs = append(inputs, d.Files...)
 	}
-	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6, IDOffsets: *idOffsets, Relay: *relay, NoDHCP: *noDHCP})
+	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6, SLAAC: *slaac, IDOffsets: *idOffsets, Relay: *relay, NoDHCP: *noDHCP})
 	if err != nil {
 		return fmt.Errorf("home assemble: %w", err)
 	}
@@ -147,6 +151,9 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 		len(h.Units), countDevices(h.Units), *duration, len(h.Packets), h.Cut, h.GatewayIP, h.GatewayMAC, h.LAN)
 	if h.IPv6 {
 		fmt.Fprintf(out, "  IPv6-only: %d frames without an IPv6 twin left out (ARP, DHCP, IGMP, other ICMP)\n", h.Left6)
+		if h.SLAAC {
+			fmt.Fprintf(out, "  each host at the address SLAAC forms from its MAC (modified EUI-64)\n")
+		}
 	}
 	if !h.Relay.IsZero() {
 		fmt.Fprintf(out, "  every unit behind a MAC-NAT repeater: their frames carry %s on the LAN, and their %d EAPOL frames (Wi-Fi handshakes with the repeater) are left out\n", h.Relay, h.LeftEAPOL)
@@ -464,16 +471,20 @@ func runHomeHosts(ctx context.Context, log *slog.Logger, out io.Writer, args []s
 			"judged --late after it ends.")
 	th := newTypeHomeFlags(fs, 5, "every type")
 	ipv6 := fs.Bool("ipv6", false, "IPv6-only homes: every unit's TCP, UDP and pings carried over IPv6 (home assemble --ipv6); the model still learns from the IPv4 captures")
+	slaac := fs.Bool("slaac", false, "with --ipv6: each host's IPv6 address formed from its MAC (home assemble --slaac)")
 	relay := fs.Bool("relay", false, "every unit of the homes behind one MAC-NAT repeater (home assemble --relay): the counter tells them apart by address")
 	noDHCP := fs.Bool("no-dhcp", false, "every unit's DHCP left out (home assemble --no-dhcp): homes whose devices joined before the tap started, so no DHCP name is seen")
 	if err := parseRequired(fs, args, "home hosts needs --from-dir DIR", th.dir); err != nil {
 		return err
 	}
+	if *slaac && !*ipv6 {
+		return fmt.Errorf("home hosts: --slaac forms IPv6 addresses, and needs --ipv6")
+	}
 	cfg, units, err := th.check("home hosts")
 	if err != nil {
 		return err
 	}
-	cfg.IPv6, cfg.Relay, cfg.NoDHCP = *ipv6, *relay, *noDHCP
+	cfg.IPv6, cfg.SLAAC, cfg.Relay, cfg.NoDHCP = *ipv6, *slaac, *relay, *noDHCP
 	hc, err := loadHostCounter(ctx, "home hosts", *th.dir, false)
 	if err != nil {
 		return err
