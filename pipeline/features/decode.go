@@ -39,8 +39,8 @@ const (
 	LinkTypeRaw LinkType = 101
 	// LinkTypeCiscoHDLC is Cisco HDLC: address, control, EtherType.
 	LinkTypeCiscoHDLC LinkType = 104
-	// LinkTypeIEEE80211 is 802.11 frames without a radio header (a Wi-Fi
-	// capture some drivers and Wireshark's decrypted exports write).
+	// LinkTypeIEEE80211 is 802.11 frames without a radio header (what some
+	// drivers write, and airdecap-ng -l of a decrypted capture).
 	LinkTypeIEEE80211 LinkType = 105
 	// LinkTypeLoop is OpenBSD loopback: LinkTypeNull with the family
 	// meant to be big-endian.

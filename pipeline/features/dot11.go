@@ -267,7 +267,9 @@ func (l Link) llc(data []byte, n, outside int) (Link, error) {
 	if !snap {
 		l.wifi.extra = outside + n - 14
 		if l.wifi.ethLen != 0 {
-			l.wifi.ethLen += 2 // no SNAP header to drop: 802.3's is 14 bytes
+			// Bridged as 802.3: the MSDU whole behind a 14-byte header,
+			// where Ethernet II drops SNAP's 8 bytes for its 14.
+			l.wifi.ethLen += 8
 		}
 		l.EtherType, l.Offset = EtherTypeNotIP, l.Offset+n
 		return l, nil

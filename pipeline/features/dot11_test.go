@@ -144,6 +144,8 @@ func TestDecodeWiFi(t *testing.T) {
 	}
 	amsdu := wifiCase{ds: dot11ToDS, qos: true}.dataFrame(devMAC, gwMAC, cat(sub(devMAC, gwMAC, cat(snap(0x0800), v4)), sub(devMAC, gwMAC, cat(snap(0x86dd), v6))))
 	amsdu[dot11HeaderLen] |= dot11AMSDUPresent
+	amsduLLC := wifiCase{ds: dot11ToDS, qos: true}.dataFrame(devMAC, bcastMAC, cat(sub(devMAC, bcastMAC, stp), sub(devMAC, gwMAC, cat(snap(0x0800), v4))))
+	amsduLLC[dot11HeaderLen] |= dot11AMSDUPresent
 	// DataPad: the 26-byte QoS header padded to 28.
 	padded := wifiCase{ds: dot11ToDS, qos: true}.dataFrame(devMAC, gwMAC, nil)
 	padded = cat(radiotapHeader(radiotapDataPad, false), padded, []byte{0, 0}, snap(0x0800), v4)
@@ -169,6 +171,7 @@ func TestDecodeWiFi(t *testing.T) {
 		{"AVS header under Prism's link type", LinkTypePrism, cat(avsHeader(), wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0800), v4))), ether(devMAC, gwMAC, 0x0800, v4)},
 		{"PPI with FCS", LinkTypePPI, cat(ppi80211(1), wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0800), v4)), fcs), ether(devMAC, gwMAC, 0x0800, v4)},
 		{"A-MSDU: its first MSDU", LinkTypeIEEE80211, amsdu, ether(devMAC, gwMAC, 0x0800, v4)},
+		{"A-MSDU whose first MSDU is LLC without SNAP", LinkTypeIEEE80211, amsduLLC, ether(devMAC, bcastMAC, uint16(len(stp)), stp)},
 		{"ARP", LinkTypeIEEE80211, wifiCase{ds: dot11ToDS}.dataFrame(devMAC, bcastMAC, cat(snap(0x0806), arp)), ether(devMAC, bcastMAC, 0x0806, arp)},
 		{"LLC without SNAP (spanning tree)", LinkTypeIEEE80211, wifiCase{ds: dot11ToDS}.dataFrame(devMAC, bcastMAC, stp), ether(devMAC, bcastMAC, uint16(len(stp)), stp)},
 	} {
