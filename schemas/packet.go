@@ -194,6 +194,23 @@ func (m MAC) String() string {
 // IsZero reports whether no address was recorded.
 func (m MAC) IsZero() bool { return m == MAC{} }
 
+// EUI64 is m's modified EUI-64 interface identifier (RFC 4291 appendix A:
+// ff:fe in its middle, the universal/local bit inverted), the last 8 bytes
+// of the IPv6 addresses a host builds from its MAC: link-local ones, and
+// global ones by stateless autoconfiguration on many embedded stacks.
+func (m MAC) EUI64() [8]byte {
+	return [8]byte{m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]}
+}
+
+// MACOfEUI64 is the MAC an interface identifier (an IPv6 address's last 8
+// bytes) was built from by EUI64, false when id is no modified EUI-64.
+func MACOfEUI64(id []byte) (MAC, bool) {
+	if len(id) != 8 || id[3] != 0xff || id[4] != 0xfe {
+		return MAC{}, false
+	}
+	return MAC{id[0] ^ 0x02, id[1], id[2], id[5], id[6], id[7]}, true
+}
+
 // ParseMAC reads "aa:bb:cc:dd:ee:ff" (or with '-'), case-insensitive.
 func ParseMAC(s string) (MAC, error) {
 	var m MAC

@@ -193,11 +193,8 @@ func slaacMAC(p *schemas.Packet) (schemas.MAC, bool) {
 		return schemas.MAC{}, false
 	}
 	b := a.As16()
-	if b[11] != 0xff || b[12] != 0xfe {
-		return schemas.MAC{}, false
-	}
-	m := schemas.MAC{b[8] ^ 0x02, b[9], b[10], b[13], b[14], b[15]}
-	if m[0]&0x03 != 0 || m == p.SrcMAC {
+	m, ok := schemas.MACOfEUI64(b[8:])
+	if !ok || m[0]&0x03 != 0 || m == p.SrcMAC {
 		return schemas.MAC{}, false // a group or locally administered MAC, or its own
 	}
 	return m, true

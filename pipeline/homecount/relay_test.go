@@ -297,8 +297,8 @@ func univ(i int) schemas.MAC { return schemas.MAC{0x00, 0x24, 0xe4, 0, 0, byte(i
 // from dev's MAC in prefix (a /64, or fe80:: for link-local), with hop
 // limit ttl.
 func slaacFrom(p schemas.Packet, frame, dev schemas.MAC, prefix string, ttl uint8) schemas.Packet {
-	a := netip.MustParseAddr(prefix).As16()
-	copy(a[8:], []byte{dev[0] ^ 0x02, dev[1], dev[2], 0xff, 0xfe, dev[3], dev[4], dev[5]})
+	a, id := netip.MustParseAddr(prefix).As16(), dev.EUI64()
+	copy(a[8:], id[:])
 	p.SrcMAC, p.SrcIP, p.TTL = frame, netip.AddrFrom16(a), ttl
 	return p
 }

@@ -111,11 +111,10 @@ func (h *Home) addr6(a netip.Addr, mac schemas.MAC) netip.Addr {
 }
 
 // slaac is the address a host of MAC mac forms in the /64 prefix: the
-// prefix, then the MAC's modified EUI-64 (ff:fe in its middle, the
-// universal/local bit inverted).
+// prefix, then the MAC's modified EUI-64.
 func slaac(prefix netip.Prefix, mac schemas.MAC) netip.Addr {
-	a := prefix.Masked().Addr().As16()
-	copy(a[8:], []byte{mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
+	a, id := prefix.Masked().Addr().As16(), mac.EUI64()
+	copy(a[8:], id[:])
 	return netip.AddrFrom16(a)
 }
 

@@ -114,13 +114,13 @@ func neighbourDiscovery(m []byte, sum uint16, target func([]byte), mac func(sche
 // interface identifier is a MAC's modified EUI-64 to the identifier of
 // the MAC the home gives that one.
 func (rw *rewriter) linkLocal(a []byte) {
-	if a[0] != 0xfe || a[1]&0xc0 != 0x80 || a[11] != 0xff || a[12] != 0xfe {
+	if a[0] != 0xfe || a[1]&0xc0 != 0x80 {
 		return
 	}
-	m := schemas.MAC{a[8] ^ 0x02, a[9], a[10], a[13], a[14], a[15]}
-	if m[0]&1 != 0 {
-		return // a group bit: no host's MAC
+	m, ok := schemas.MACOfEUI64(a[8:16])
+	if !ok || m[0]&1 != 0 {
+		return // no MAC's identifier, or a group bit: no host's MAC
 	}
-	n := rw.mac(m)
-	a[8], a[9], a[10], a[13], a[14], a[15] = n[0]^0x02, n[1], n[2], n[3], n[4], n[5]
+	id := rw.mac(m).EUI64()
+	copy(a[8:16], id[:])
 }
