@@ -116,6 +116,10 @@ var (
 	ErrNotPacket = errors.New("frame carries no packet")
 )
 
+// NotPacketKinds names the frames ErrNotPacket stands for, in the counts
+// the commands print.
+const NotPacketKinds = "802.11 management, control and null frames, retransmissions"
+
 const (
 	// QinQ stacks two tags; more than a few means a loop of garbage, not a network.
 	maxVLANTags = 4

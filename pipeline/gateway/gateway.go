@@ -204,7 +204,6 @@ func (c Config) withDefaults() (Config, error) {
 
 // Stats counts what Emulate did with the LAN packets.
 type Stats struct {
-	// LANPackets counts the LAN capture's frames, NotPackets among them.
 	LANPackets int
 	// Crossing packets went to the WAN; Local ones stayed home.
 	Crossing, Local int
@@ -213,8 +212,8 @@ type Stats struct {
 	Undecodable int
 	FirstError  error
 	// NotPackets are frames of the link's own (features.ErrNotPacket: a
-	// Wi-Fi capture's beacons and retransmissions): no host sent them,
-	// and nothing crosses the gateway.
+	// Wi-Fi capture's beacons and retransmissions), not among LANPackets:
+	// no host sent them, and nothing crosses the gateway.
 	NotPackets int
 	// Dropped packets crossing with a TTL of 1 expire at the gateway.
 	Dropped int
@@ -271,8 +270,8 @@ func Emulate(ctx context.Context, src capture.Source, home features.HomeConfig, 
 	dec := features.NewDecoder(home)
 	var p schemas.Packet
 	var maxTs int64
-	for {
-		if st.LANPackets&1023 == 0 {
+	for frames := 0; ; frames++ {
+		if frames&1023 == 0 {
 			if err := ctx.Err(); err != nil {
 				return st, err
 			}
@@ -284,12 +283,13 @@ func Emulate(ctx context.Context, src capture.Source, home features.HomeConfig, 
 		if err != nil {
 			return st, fmt.Errorf("read LAN capture: %w", err)
 		}
+		err = dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p)
+		if errors.Is(err, features.ErrNotPacket) {
+			st.NotPackets++
+			continue
+		}
 		st.LANPackets++
-		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
-			if errors.Is(err, features.ErrNotPacket) {
-				st.NotPackets++
-				continue
-			}
+		if err != nil {
 			st.Undecodable++
 			if st.FirstError == nil {
 				st.FirstError = err

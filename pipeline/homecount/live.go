@@ -580,9 +580,8 @@ type liveHostState struct {
 	Addrs     []string `json:"addrs,omitempty"`
 	AddrTimes []int64  `json:"addr_times,omitempty"`
 	Relay     bool     `json:"relay,omitempty"`
-	// V4 and Told are relaySeen's; a table of a counter before them
-	// restores them from Addrs.
-	V4   bool `json:"v4,omitempty"`
+	// Told is relaySeen's; a table of a counter before it restores it
+	// from Addrs (a repeater found by IPv4 tells its devices at once).
 	Told bool `json:"told,omitempty"`
 	// Candidate, Names and Shadow are what the counter keeps of a MAC
 	// that may be a repeater's (LiveHome.shadowing).
@@ -609,7 +608,7 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 		Next: h.next, Last: h.last, Recheck: h.recheck, Packets: h.packets, NoMAC: h.NoMAC}
 	for mac, host := range h.hosts {
 		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active,
-			Relay: host.relay, V4: host.v4, Told: host.told, Candidate: host.candidate, Shadow: host.shadow, First: host.first, Last: host.last}
+			Relay: host.relay, Told: host.told, Candidate: host.candidate, Shadow: host.shadow, First: host.first, Last: host.last}
 		for _, a := range host.addrs {
 			hs.Addrs = append(hs.Addrs, a.String())
 		}
@@ -709,7 +708,8 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 			return nil, 0, fmt.Errorf("host table: host %s: %d addresses and %d times, a counter keeps at most %d, a time each", hs.MAC, len(hs.Addrs), len(hs.AddrTimes), maxRelayAddrs)
 		}
 		host.relay, host.times, host.candidate, host.shadow = hs.Relay, hs.AddrTimes, hs.Candidate, hs.Shadow
-		host.v4 = hs.V4 || len(hs.Addrs) > 0
+		// Live, a MAC keeps at least one of the IPv4 addresses it sent from.
+		host.v4 = len(hs.Addrs) > 0
 		host.told = hs.Told || hs.Relay && len(hs.Addrs) > 0
 		if len(hs.Names) > maxRelayNames {
 			return nil, 0, fmt.Errorf("host table: host %s: %d DHCP names kept, a counter keeps at most %d", hs.MAC, len(hs.Names), maxRelayNames)

@@ -22,6 +22,7 @@ import (
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/endpoints"
+	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
@@ -135,7 +136,7 @@ func printBuild(out io.Writer, res *build.Result, env *endpoints.Env) {
 		st := res.Agents[home]
 		fmt.Fprintf(out, "  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
 		if st.NotPackets > 0 {
-			fmt.Fprintf(out, ", %d frames of the link's own (802.11 management, control and null frames, retransmissions)", st.NotPackets)
+			fmt.Fprintf(out, ", %d frames of the link's own (%s)", st.NotPackets, features.NotPacketKinds)
 		}
 		fmt.Fprintln(out)
 		printHomeSides(out, st.HomeSides)

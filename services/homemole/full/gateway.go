@@ -146,9 +146,9 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		return fmt.Errorf("gateway: %w", err)
 	}
 	fmt.Fprintf(out, "gateway %s: %d LAN packets, %d crossed to the WAN, %d stayed local, %d undecodable, %d expired (TTL 1), %d lost\n",
-		m, st.LANPackets-st.NotPackets, st.Crossing, st.Local, st.Undecodable, st.Dropped, st.Lost)
+		m, st.LANPackets, st.Crossing, st.Local, st.Undecodable, st.Dropped, st.Lost)
 	if st.NotPackets > 0 {
-		fmt.Fprintf(out, "  %d frames of the link's own left out (802.11 management, control and null frames, retransmissions)\n", st.NotPackets)
+		fmt.Fprintf(out, "  %d frames of the link's own left out (%s)\n", st.NotPackets, features.NotPacketKinds)
 	}
 	if m == gateway.VPN {
 		fmt.Fprintf(out, "  %d keepalive pings (WAN packets without a LAN packet)\n", st.Pings)
@@ -351,7 +351,7 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 		log.Warn("defend: packets skipped", "count", st.Undecodable, "first", st.FirstError)
 	}
 	fmt.Fprintf(out, "defend %s (%s): %d LAN packets, %d crossed to the WAN; %d WAN packets undefended, %d defended (%d dummies)\n",
-		sp, m, st.LANPackets-st.NotPackets, st.Crossing, cost.RealPackets, cost.Packets, cost.Dummies)
+		sp, m, st.LANPackets, st.Crossing, cost.RealPackets, cost.Packets, cost.Dummies)
 	fmt.Fprintf(out, "  bytes %d -> %d over %.1f s: byte overhead %.1f %%, %.3f KB/s per home added; packet overhead %.1f %%\n",
 		cost.RealBytes, cost.Bytes, cost.Seconds, 100*cost.ByteOverhead(), cost.KBps(), 100*cost.PacketOverhead())
 	fmt.Fprintf(out, "  added latency per real packet: mean %.3f ms, p99 %.3f ms\n",

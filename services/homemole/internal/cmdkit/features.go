@@ -75,7 +75,7 @@ func Features(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 			*in, st.DecodeErrors, st.Packets, st.FirstDecodeError)
 	}
 	if st.NotPackets > 0 {
-		fmt.Fprintf(stderr, "features: %s: left out %d frames of the link's own (802.11 management, control and null frames, retransmissions)\n", *in, st.NotPackets)
+		fmt.Fprintf(stderr, "features: %s: left out %d frames of the link's own (%s)\n", *in, st.NotPackets, features.NotPacketKinds)
 	}
 	if err != nil {
 		return fmt.Errorf("write features CSV of %s: %w", *in, err)
