@@ -96,7 +96,9 @@ func OpenFile(path string) (Source, error) {
 }
 
 // NewReader reads a capture from r; name appears in errors. Close closes r
-// when it is an io.Closer.
+// when it is an io.Closer. A Linux cooked capture (`tcpdump -i any` on a
+// gateway) is read as its LAN side's Ethernet frames, each once (see
+// cookedView); CookedStatsOf says what was left out.
 func NewReader(r io.Reader, name string) (Source, error) {
 	in := input{r: r, name: name, buf: make([]byte, readBufferSize)}
 	if c, ok := r.(io.Closer); ok {
@@ -122,9 +124,18 @@ func NewReader(r io.Reader, name string) (Source, error) {
 	}
 	switch magic {
 	case magicPcapMicroLE, magicPcapMicroBE, magicPcapNanoLE, magicPcapNanoBE:
-		return newPcapReader(in)
+		r, err := newPcapReader(in)
+		if err != nil || !isCooked(r.link) {
+			return r, err
+		}
+		return newCookedView(r), nil
 	case magicPcapng:
-		return newNgReader(in)
+		// Any of a pcapng file's interfaces may be cooked.
+		r, err := newNgReader(in)
+		if err != nil {
+			return nil, err
+		}
+		return newCookedView(r), nil
 	case magicPcapModLE, magicPcapModBE:
 		return nil, fmt.Errorf("%w: %s is in Kuznetsov's modified pcap format; convert it with `editcap -F pcap`", ErrUnknownFormat, name)
 	}

@@ -23,6 +23,11 @@ type Stats struct {
 	// packet a host sent (features.ErrNotPacket: a Wi-Fi capture's
 	// beacons, acknowledgements and retransmissions); not passed on either.
 	NotPackets uint64
+	// OtherViews is the number of frames a cooked capture (`tcpdump -i
+	// any` on a gateway) held beyond its LAN side's view: copies on the
+	// WAN, tunnel and loopback interfaces and a bridge's second copies
+	// (CookedStats). The source left them out; Packets does not count them.
+	OtherViews uint64
 	// Bytes is the wire length of all frames read.
 	Bytes uint64
 	// FirstTs and LastTs are the timestamps of the first and last frame read.
@@ -68,8 +73,8 @@ func ReadAll(ctx context.Context, path string, home features.HomeConfig) ([]sche
 // the decoder rejects are counted in Stats and skipped. A read error (a
 // truncated or corrupt capture), an error from fn or the end of ctx stops
 // the pass; the Stats returned with it cover what was read until then.
-func Read(ctx context.Context, src Source, home features.HomeConfig, fn func(*schemas.Packet) error) (Stats, error) {
-	var st Stats
+func Read(ctx context.Context, src Source, home features.HomeConfig, fn func(*schemas.Packet) error) (st Stats, err error) {
+	defer func() { st.OtherViews = LeftOut(src) }()
 	dec := features.NewDecoder(home)
 	var p schemas.Packet
 	for {
