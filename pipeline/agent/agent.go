@@ -89,6 +89,9 @@ type Stats struct {
 	// (features.ErrNotPacket: a Wi-Fi capture's beacons and
 	// retransmissions), left out like those that do not decode.
 	NotPackets int
+	// OtherViews counts the frames of cooked captures (tcpdump -i any)
+	// beyond the gateway's LAN side (capture.Stats.OtherViews).
+	OtherViews int
 	// Batches were cut in this run; Acked of them, or of those a previous
 	// run spooled, were acknowledged by JetStream.
 	Batches int
@@ -450,6 +453,7 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 			st.Skipped += skipped
 			st.DecodeErrors += decodeErrs
 			st.NotPackets += notPackets
+			st.OtherViews += int(capture.LeftOut(src))
 		})
 	}()
 	for {

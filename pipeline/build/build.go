@@ -179,7 +179,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		}
 		st := ag.Stats()
 		res.Agents[h.Name] = st
-		b.Log.Info("home published", "home", h.Name, "files", st.Files, "packets", st.Packets, "decode_errors", st.DecodeErrors, "not_packets", st.NotPackets, "read_errors", st.ReadErrors, "batches", st.Batches)
+		b.Log.Info("home published", "home", h.Name, "files", st.Files, "packets", st.Packets, "decode_errors", st.DecodeErrors, "not_packets", st.NotPackets, "other_views", st.OtherViews, "read_errors", st.ReadErrors, "batches", st.Batches)
 		for _, s := range st.Sessions {
 			key := h.Name + "/" + s
 			if len(b.Spec.Views) == 0 || slices.Contains(b.Spec.Views, wanted[key]) {

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,11 +31,17 @@ import (
 // index, SLL not even that), so it is read off the traffic:
 //
 //   - A host on the LAN sends its packets with the hop limit its stack
-//     starts at (64, 128, 255; 32 and 1 on some stacks and for
-//     link-scoped multicast), since no router stands between it and the
-//     gateway. Packets arriving from the internet have crossed routers and
-//     come with less. Each packet that comes in on an interface is a vote,
-//     and an interface is on the LAN side while most of its votes say so.
+//     starts at (64, 128, 255; 32 and 1 on some stacks), since no router
+//     stands between it and the gateway, and sends them through the
+//     gateway, to the internet. Packets arriving from the internet have
+//     crossed routers and come with less. The neighbours on the WAN side
+//     (the ISP's router, a VPN server next door, the ISP's box before a
+//     home router) send at a starting hop limit too, but to the gateway
+//     itself, never through it. So each unicast packet that comes in on
+//     an interface is a vote: for the LAN side when it comes at a starting
+//     hop limit and is not for one of the gateway's own addresses (those
+//     it sends its own packets from), for the other side when it comes
+//     at less. An interface is on the LAN side while most votes say so.
 //     Where SLL gives no interface index, the frame's source MAC stands in
 //     for the interface: a LAN device's MAC gets its own packets' votes, the
 //     upstream router's MAC the internet's, and the gateway's own MAC on
@@ -63,13 +70,23 @@ type cookedView struct {
 
 	foreign macSet     // MACs seen sending into the gateway
 	neigh   neighTable // address -> the MAC it was seen sending from
-	// SLL only: the gateway's MAC that sends to a LAN host, by the
-	// host's MAC (macKey), and the one that sent to a LAN host last.
-	gatewayOf   neighTable
-	lastGateway schemas.MAC
-	seen        map[uint64]seenAt // frames emitted in the last cookedDupWindow
-	seenQ       []seenEntry
-	seed        maphash.Seed
+	// ownAddrs are the gateway's addresses: those it sends its own
+	// packets (and ARP) from.
+	ownAddrs neighTable
+	// SLL only, for want of interfaces: the gateway's MAC that sends to
+	// a LAN host, by the host's MAC (macKey); the one that sent to a LAN
+	// host last; the last MAC the capturing host sent IP from; the last
+	// router that packets from beyond came from.
+	gatewayOf                        neighTable
+	lastGateway, lastOwn, lastRouter schemas.MAC
+	lastOwnL2                        schemas.MAC
+	// l2Peer is, by EtherType, the last host that sent the gateway a
+	// frame that is neither IP nor ARP (EAPOL, say): whom the gateway's
+	// own frames of that protocol go to.
+	l2Peer map[uint16]schemas.MAC
+	seen   map[uint64]seenAt // frames emitted in the last cookedDupWindow
+	seenQ  []seenEntry
+	seed   maphash.Seed
 
 	held      []heldFrame
 	heldBytes int
@@ -165,11 +182,14 @@ type cookedIface struct {
 	hatype   uint16
 	lan, wan uint64 // votes
 	pppoe    bool
-	own      schemas.MAC // the gateway's MAC here: the source of what it sends
-	hasOwn   bool
-	frames   uint64
-	first    time.Time // when its first frame came
-	isLAN    bool      // as counted in lanKeys
+	// own is the gateway's MAC here, as its IP stack uses it: the source
+	// of the IP and ARP it sends; ownL2 the source of the other frames it
+	// sends (an access point's EAPOL, from the radio's own MAC); router
+	// the MAC that packets from beyond the link come from.
+	own, ownL2, router schemas.MAC
+	frames             uint64
+	first              time.Time // when its first frame came
+	isLAN              bool      // as counted in lanKeys
 }
 
 // lanSide says whether the key is on the gateway's LAN side by its votes.
@@ -194,6 +214,10 @@ type seenEntry struct {
 	hash uint64
 	ts   time.Time
 }
+
+// OtherViewKinds names the frames Stats.OtherViews counts, in the counts
+// the commands print.
+const OtherViewKinds = "a tcpdump -i any capture's copies on the gateway's WAN, tunnel and loopback interfaces and a bridge's second copies"
 
 // CookedStats says what a cooked capture's view did with its frames.
 type CookedStats struct {
@@ -292,7 +316,7 @@ func LeftOut(src Source) uint64 {
 }
 
 func newCookedView(src Source) *cookedView {
-	return &cookedView{src: src, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), gatewayOf: newNeighTable(),
+	return &cookedView{src: src, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},
 		seen: map[uint64]seenAt{}, seed: maphash.MakeSeed()}
 }
 
@@ -417,9 +441,23 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 	// seen for cookedHold: its first frames are judged with the votes of
 	// those after them.
 	expired = expired || c.last.Sub(i.first) > cookedHold
+	lan := i.lanSide()
+	var dst schemas.MAC
+	var known, resolved bool
+	if !lan && !h.hasIndex && h.ether() && h.pkttype == pktOutgoing {
+		// SLL judges source MACs: a frame the gateway sends to a LAN host
+		// is on the LAN whatever MAC it is sent from (the gateway's before
+		// that has votes, an access point's radio that sends only EAPOL).
+		dst, known = c.destination(h, i)
+		resolved = true
+		n := c.keys[cookedKey{mac: dst, hatype: arphrdEther, vlan: h.vlan}]
+		lan = known && n != nil && n.lanSide()
+	}
 	switch {
-	case i.lanSide():
-		dst, known := c.destination(h, i)
+	case lan:
+		if !resolved {
+			dst, known = c.destination(h, i)
+		}
 		if !known && !expired {
 			return false, false // the MAC may show in the frames after it
 		}
@@ -459,6 +497,7 @@ type cookedHdr struct {
 	addr     schemas.MAC // the source MAC, where halen is 6
 	proto    uint16
 	vlan     uint16 // outer VLAN ID + 1; 0 untagged
+	et       uint16 // the EtherType after the VLAN tags
 	pppoe    bool
 
 	l3       int // offset of the network packet; hdrLen where unread
@@ -516,6 +555,7 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 		h.vlan = binary.BigEndian.Uint16(data[h.hdrLen:])&0x0fff + 1
 		et = binary.BigEndian.Uint16(data[h.hdrLen+2:])
 	}
+	h.et = et
 	h.pppoe = et == 0x8863 || et == 0x8864
 	l, err := features.ParseLink(lt, data)
 	if err != nil {
@@ -627,20 +667,39 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 	}
 	incoming := h.pkttype != pktOutgoing
 	if h.ether() {
-		if incoming {
+		switch {
+		case incoming:
 			c.foreign.add(h.addr)
-		} else if !c.foreign.has(h.addr) {
-			i.own, i.hasOwn = h.addr, true
+			if h.pkttype == pktHost && !h.ip && h.arpOp == 0 && (len(c.l2Peer) < 64 || c.l2Peer[h.et] != schemas.MAC{}) {
+				c.l2Peer[h.et] = h.addr
+			}
+		case c.foreign.has(h.addr):
+			// Another host's frame the bridge forwards.
+		case h.ip || h.arpOp != 0:
+			i.own, c.lastOwn = h.addr, h.addr
+		default:
+			i.ownL2, c.lastOwnL2 = h.addr, h.addr
 		}
 	}
 	if h.arpOp != 0 && h.ether() && !unspecified(h.arpSPA) {
 		c.neigh.put(h.arpSPA, h.arpSHA)
+		if !incoming {
+			c.ownAddrs.put(h.arpSPA, schemas.MAC{})
+		}
 	}
 	if !h.ip {
 		return
 	}
-	if incoming && startingHop(h.ttl) && h.ether() && !unspecified(h.src) && !multicast(h.src, h.v4) {
-		c.neigh.put(h.src, h.addr)
+	if !incoming && startingHop(h.ttl) && !unspecified(h.src) {
+		// The gateway's own packet, not one it forwards.
+		c.ownAddrs.put(h.src, schemas.MAC{})
+	}
+	if incoming && h.ether() && !unspecified(h.src) && !multicast(h.src, h.v4) {
+		if startingHop(h.ttl) {
+			c.neigh.put(h.src, h.addr)
+		} else {
+			i.router, c.lastRouter = h.addr, h.addr
+		}
 	}
 	// Only unicast packets between routable addresses vote: every
 	// neighbour, the ISP's router too, sends link-scoped packets
@@ -650,10 +709,12 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 	}
 	switch {
 	case h.pkttype == pktHost || h.pkttype == pktOtherHost:
-		if startingHop(h.ttl) {
-			i.lan++
-		} else {
-			i.wan++
+		_, toGateway := c.ownAddrs.get(h.dst)
+		switch {
+		case !startingHop(h.ttl):
+			i.wan++ // from beyond a router
+		case !toGateway:
+			i.lan++ // from a neighbour that sends through the gateway
 		}
 	case h.pkttype == pktOutgoing && !h.hasIndex && h.ether():
 		// SLL: the gateway's own MAC on each side is judged by whom it
@@ -689,6 +750,13 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 	case pktMulticast:
 		return groupMAC(h)
 	case pktHost:
+		l2 := i.ownL2
+		if !h.hasIndex {
+			l2 = c.lastOwnL2
+		}
+		if !h.ip && h.arpOp == 0 && l2 != (schemas.MAC{}) {
+			return l2, true
+		}
 		return c.gateway(h, i)
 	case pktOtherHost:
 		// Another host's frame that the bridge forwards.
@@ -697,10 +765,11 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 			return h.arpTHA, true
 		case h.arpOp == 1:
 			return c.neigh.get(h.arpTPA)
-		case h.ip:
-			if m, ok := c.neigh.get(h.dst); ok {
-				return m, true
-			}
+		case !h.ip:
+			return schemas.MAC{}, false
+		}
+		if m, ok := c.neigh.get(h.dst); ok {
+			return m, true
 		}
 		return c.gateway(h, i)
 	}
@@ -718,7 +787,8 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 		}
 		return bcast, true
 	case !h.ip:
-		return schemas.MAC{}, false
+		m := c.l2Peer[h.et]
+		return m, m != schemas.MAC{}
 	case multicast(h.dst, h.v4):
 		return groupMAC(h)
 	case h.v4 && h.dst == broadcast4:
@@ -726,20 +796,30 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 	case h.isDHCPRep:
 		return h.dhcpClient, true
 	}
-	return c.neigh.get(h.dst)
-}
-
-// gateway is the gateway's MAC where a frame came in: the source of what
-// the gateway sends on that interface; for SLL, which names no interface,
-// the MAC the gateway last sent to this host from, or else to any LAN host.
-func (c *cookedView) gateway(h cookedHdr, i *cookedIface) (schemas.MAC, bool) {
-	if h.hasIndex {
-		return i.own, i.hasOwn
-	}
-	if m, ok := c.gatewayOf.get(macKey(h.addr)); ok {
+	if m, ok := c.neigh.get(h.dst); ok {
 		return m, true
 	}
-	return c.lastGateway, c.lastGateway != schemas.MAC{}
+	// Beyond the link: to the router packets from beyond came from.
+	r := i.router
+	if !h.hasIndex {
+		r = c.lastRouter
+	}
+	return r, r != schemas.MAC{}
+}
+
+// gateway is the gateway's MAC where a frame came in: the source of the IP
+// the gateway sends on that interface; for SLL, which names no interface,
+// the MAC the gateway last sent to this host from, or else to any LAN
+// host, or else any IP at all.
+func (c *cookedView) gateway(h cookedHdr, i *cookedIface) (schemas.MAC, bool) {
+	m := i.own
+	if !h.hasIndex {
+		var ok bool
+		if m, ok = c.gatewayOf.get(macKey(h.addr)); !ok {
+			m = cmp.Or(c.lastGateway, c.lastOwn)
+		}
+	}
+	return m, m != schemas.MAC{}
 }
 
 // groupMAC is the Ethernet group address of an IP multicast destination.
@@ -766,21 +846,25 @@ func unspecified(a [16]byte) bool {
 
 // toEthernet rewrites a LAN-side cooked frame in place into the Ethernet
 // frame it was on the wire: the SLL header's last 14 bytes become the
-// Ethernet header.
+// Ethernet header. A VLAN tag goes: the tag is the trunk's, and the LAN
+// view is the frames of the VLAN, as on its own interface (eth0.1).
 func (c *cookedView) toEthernet(f *Frame, h cookedHdr, dst schemas.MAC, known bool) {
 	if !known {
 		c.stats.NoDestination++
 	}
 	d := f.Data
-	cut := h.hdrLen - 14
-	if h.hasIndex {
-		// SLL2: protocol(2) reserved(2) ifindex(4) | hatype(2) pkttype(1)
-		// addrlen(1) addr(8): the source MAC already stands at 12:18.
-		binary.BigEndian.PutUint16(d[18:20], h.proto)
-	} else {
-		// SLL: the address moves from 6:12 to 8:14; the protocol is at 14:16.
-		copy(d[8:14], d[6:12])
+	src := 12 // where the source MAC stands: SLL2's address field
+	if !h.hasIndex {
+		src = 6
 	}
+	end := h.hdrLen // where the EtherType ends in the Ethernet frame
+	if h.vlan > 0 {
+		end += 4 // the inner EtherType, after the tag, stays
+	} else {
+		binary.BigEndian.PutUint16(d[end-2:end], h.proto)
+	}
+	cut := end - 14
+	copy(d[cut+6:cut+12], d[src:src+6])
 	copy(d[cut:cut+6], dst[:])
 	f.Data = d[cut:]
 	f.LinkType = features.LinkTypeEthernet

@@ -215,6 +215,10 @@ type Stats struct {
 	// Wi-Fi capture's beacons and retransmissions), not among LANPackets:
 	// no host sent them, and nothing crosses the gateway.
 	NotPackets int
+	// OtherViews are the frames of a cooked LAN capture (tcpdump -i any
+	// on the gateway) beyond its LAN side, not among LANPackets either
+	// (capture.Stats.OtherViews).
+	OtherViews int
 	// Dropped packets crossing with a TTL of 1 expire at the gateway.
 	Dropped int
 	// Lost packets were dropped by Config.Loss.
@@ -369,6 +373,7 @@ func Emulate(ctx context.Context, src capture.Source, home features.HomeConfig, 
 	if err := tw.Flush(); err != nil {
 		return st, fmt.Errorf("write ground truth: %w", err)
 	}
+	st.OtherViews = int(capture.LeftOut(src))
 	return st, nil
 }
 

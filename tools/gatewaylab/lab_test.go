@@ -19,7 +19,8 @@ const hueBridge = "../../../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA
 // rewritten to link type 12, holds IPv4 and IPv6 flows, and pairing it with
 // the uplink with the home side inferred, as `homemole pair --lan TUN --wan
 // WAN --mode vpn` does, must be right for at least 99.5 % of the WAN
-// packets, scored against the payload ground truth.
+// packets, scored against the payload ground truth. The gateway's
+// tcpdump -i any capture of the same run must read as its LAN capture.
 func TestTunSideIPv6(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -30,6 +31,12 @@ func TestTunSideIPv6(t *testing.T) {
 	}
 	if r.tun < 100 {
 		t.Fatalf("the tun side captured %d packets: too few for the replay of %d payloads", r.tun, s.packets)
+	}
+	// The gateway captured whole (tcpdump -i any: LAN, WAN, tun and
+	// loopback) reads as its LAN interface's capture.
+	t.Log(r.cooked)
+	if c := r.cooked; c.lan < 100 || c.frames != c.lan || c.same != c.lan || c.stats.OtherSide == 0 || c.stats.NoDestination != 0 {
+		t.Errorf("%v: want every LAN frame once, byte for byte", c)
 	}
 	if r.flows6 == 0 || r.flows6 == len(s.flows) {
 		t.Fatalf("%d of %d flows replayed over IPv6, want IPv4 and IPv6 flows", r.flows6, len(s.flows))

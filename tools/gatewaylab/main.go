@@ -25,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -61,6 +62,52 @@ type row struct {
 	// tunSide scores pairing the WAN with the tun side's capture, the home
 	// inferred: once per link type it was written as.
 	tunSide []tunScore
+	// cooked compares the gateway's tcpdump -i any capture, read as
+	// capture reads it, with its LAN interface's own capture.
+	cooked cookedScore
+}
+
+// cookedScore is how a cooked capture's LAN view compares with the LAN
+// interface's capture of the same run.
+type cookedScore struct {
+	frames, lan, same int
+	stats             capture.CookedStats
+}
+
+func (c cookedScore) String() string {
+	return fmt.Sprintf("tcpdump -i any: %d frames in its LAN view, lan0's capture has %d, %d of them the same frame byte for byte; %s",
+		c.frames, c.lan, c.same, c.stats.Summary())
+}
+
+// cookedView reads a cooked capture's LAN view and matches its frames,
+// as a multiset of their bytes, with the LAN interface's capture.
+func cookedView(anyPath, lanPath string) (cookedScore, error) {
+	var c cookedScore
+	want := map[string]int{}
+	if err := eachFrame(lanPath, func(fr capture.Frame) { want[string(fr.Data)]++; c.lan++ }); err != nil {
+		return c, err
+	}
+	src, err := capture.OpenFile(anyPath)
+	if err != nil {
+		return c, err
+	}
+	defer src.Close()
+	for {
+		fr, err := src.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return c, fmt.Errorf("%s: %w", anyPath, err)
+		}
+		c.frames++
+		if want[string(fr.Data)] > 0 {
+			want[string(fr.Data)]--
+			c.same++
+		}
+	}
+	c.stats, _ = capture.CookedStatsOf(src)
+	return c, nil
 }
 
 // tunScore is the tun side's pairing as written with one link type.
@@ -343,6 +390,9 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 	if tunnel {
 		ifaces = append(ifaces, [2]string{l.tun, tunPath})
 	}
+	// And the whole gateway as people capture it: every interface at once.
+	anyPath := filepath.Join(dir, "any.pcap")
+	ifaces = append(ifaces, [2]string{"any", anyPath})
 	for _, c := range ifaces {
 		if err := caps.start(ctx, l, l.gw, c[0], c[1]); err != nil {
 			return r, err
@@ -363,6 +413,10 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 		fmt.Printf("; %d flow errors, first: %v", n, rs.firstErr.Load())
 	}
 	fmt.Println()
+	if r.cooked, err = cookedView(anyPath, lanPath); err != nil {
+		return r, err
+	}
+	fmt.Println(r.cooked)
 
 	var truth []int64
 	var ti truthInfo

@@ -20,6 +20,7 @@ import (
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/features"
@@ -137,6 +138,9 @@ func printBuild(out io.Writer, res *build.Result, env *endpoints.Env) {
 		fmt.Fprintf(out, "  home %-10s %d captures, %d packets read, %d undecodable, %d unreadable captures", home, st.Files, st.Packets, st.DecodeErrors, st.ReadErrors)
 		if st.NotPackets > 0 {
 			fmt.Fprintf(out, ", %d frames of the link's own (%s)", st.NotPackets, features.NotPacketKinds)
+		}
+		if st.OtherViews > 0 {
+			fmt.Fprintf(out, ", %d frames left out (%s)", st.OtherViews, capture.OtherViewKinds)
 		}
 		fmt.Fprintln(out)
 		printHomeSides(out, st.HomeSides)

@@ -150,6 +150,9 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	if st.NotPackets > 0 {
 		fmt.Fprintf(out, "  %d frames of the link's own left out (%s)\n", st.NotPackets, features.NotPacketKinds)
 	}
+	if st.OtherViews > 0 {
+		fmt.Fprintf(out, "  %d frames left out: %s\n", st.OtherViews, capture.OtherViewKinds)
+	}
 	if m == gateway.VPN {
 		fmt.Fprintf(out, "  %d keepalive pings (WAN packets without a LAN packet)\n", st.Pings)
 	}

@@ -77,6 +77,9 @@ func Features(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 	if st.NotPackets > 0 {
 		fmt.Fprintf(stderr, "features: %s: left out %d frames of the link's own (%s)\n", *in, st.NotPackets, features.NotPacketKinds)
 	}
+	if cs, ok := capture.CookedStatsOf(src); ok {
+		fmt.Fprintf(stderr, "features: %s: %s\n", *in, cs.Summary())
+	}
 	if err != nil {
 		return fmt.Errorf("write features CSV of %s: %w", *in, err)
 	}

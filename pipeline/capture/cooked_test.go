@@ -1,0 +1,488 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/schemas"
+)
+
+// cookedFrame is a frame as `tcpdump -i any` would write it.
+type cookedFrame struct {
+	ifindex uint32
+	hatype  uint16
+	pkttype uint16
+	src     schemas.MAC
+	proto   uint16
+	payload []byte // after the link header (a VLAN tag included)
+	ts      time.Time
+}
+
+func (f cookedFrame) sll2() []byte {
+	b := make([]byte, 20, 20+len(f.payload))
+	binary.BigEndian.PutUint16(b[0:], f.proto)
+	binary.BigEndian.PutUint32(b[4:], f.ifindex)
+	binary.BigEndian.PutUint16(b[8:], f.hatype)
+	b[10] = byte(f.pkttype)
+	if f.src != (schemas.MAC{}) || f.hatype == arphrdEther {
+		b[11] = 6
+		copy(b[12:], f.src[:])
+	}
+	return append(b, f.payload...)
+}
+
+func (f cookedFrame) sll() []byte {
+	b := make([]byte, 16, 16+len(f.payload))
+	binary.BigEndian.PutUint16(b[0:], f.pkttype)
+	binary.BigEndian.PutUint16(b[2:], f.hatype)
+	if f.src != (schemas.MAC{}) || f.hatype == arphrdEther {
+		binary.BigEndian.PutUint16(b[4:], 6)
+		copy(b[6:], f.src[:])
+	}
+	binary.BigEndian.PutUint16(b[14:], f.proto)
+	return append(b, f.payload...)
+}
+
+// cookedPcap writes frames as a pcap file of link type SLL2 (v2) or SLL.
+// pcapgo's writer takes the link type as a byte, which cannot say 276.
+func cookedPcap(frames []cookedFrame, v2 bool) []byte {
+	var b bytes.Buffer
+	lt := features.LinkTypeLinuxSLL
+	if v2 {
+		lt = features.LinkTypeLinuxSLL2
+	}
+	hdr := []byte{0x4d, 0x3c, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0}
+	binary.LittleEndian.PutUint32(hdr[20:], uint32(lt))
+	b.Write(hdr)
+	for _, f := range frames {
+		data := f.sll()
+		if v2 {
+			data = f.sll2()
+		}
+		rec := make([]byte, 16)
+		binary.LittleEndian.PutUint32(rec[0:], uint32(f.ts.Unix()))
+		binary.LittleEndian.PutUint32(rec[4:], uint32(f.ts.Nanosecond()))
+		binary.LittleEndian.PutUint32(rec[8:], uint32(len(data)))
+		binary.LittleEndian.PutUint32(rec[12:], uint32(len(data)))
+		b.Write(rec)
+		b.Write(data)
+	}
+	return b.Bytes()
+}
+
+// gatewayCopies turns a real LAN capture (Ethernet, with the gateway's
+// MAC) into what `tcpdump -i any` records on that gateway: each frame on
+// the LAN bridge and on the bridge port it crossed, the packets to and
+// from the internet again on the WAN (hop limit one further from the
+// device, in an arrival order that follows the packet) and on the VPN's
+// tun device, and loopback chatter. With trunk, the LAN and the WAN are
+// VLANs 1 and 2 of one switch port (OpenWrt's swconfig layout), seen both
+// tagged on the trunk and untagged on eth0.1 and eth0.2.
+//
+// Frames to another unicast MAC than the gateway's are to its radio (the
+// IoT Sentinel captures' access point): those are the radio's own, on the
+// port only, and the radio's side of the exchange (which the captures do
+// not hold) is put before them, so the radio's MAC shows as a gateway's
+// would; with trunk the device is wired and has no such frames. lan is the
+// LAN capture with those changes: what the view should be.
+func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFrame, lan []frame) {
+	const (
+		lo, bridge, port, wan, tun, eth0, eth01, eth02 = 1, 5, 6, 7, 9, 2, 3, 4
+	)
+	wanMAC := schemas.MAC{0x02, 0, 0, 0, 0, 0x57}
+	ispMAC := schemas.MAC{0x02, 0, 0, 0, 0, 0x15}
+	tag := func(vid uint16, et uint16, p []byte) []byte {
+		return slices.Concat(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, vid), et), p)
+	}
+	for _, f := range frames {
+		dst, src := schemas.MAC(f.data[0:6]), schemas.MAC(f.data[6:12])
+		if src != gw && dst != gw && dst[0]&1 == 0 && trunk {
+			continue // a wired device has no radio to talk to
+		}
+		if src != gw && dst != gw && dst[0]&1 == 0 {
+			radio := slices.Concat(src[:], dst[:], f.data[12:14], []byte(fmt.Sprintf("the radio's side, frame %d", len(lan))))
+			ci := f.ci
+			ci.Timestamp = ci.Timestamp.Add(-time.Millisecond)
+			ci.CaptureLength, ci.Length = len(radio), len(radio)
+			lan = append(lan, frame{radio, ci, features.LinkTypeEthernet})
+			out = append(out, cookedFrame{ifindex: port, hatype: arphrdEther, pkttype: pktOutgoing, src: dst, proto: binary.BigEndian.Uint16(f.data[12:14]),
+				payload: radio[14:], ts: ci.Timestamp})
+			out = append(out, cookedFrame{ifindex: port, hatype: arphrdEther, pkttype: pktHost, src: src, proto: binary.BigEndian.Uint16(f.data[12:14]),
+				payload: f.data[14:], ts: f.ci.Timestamp})
+			lan = append(lan, f)
+			continue
+		}
+		lan = append(lan, f)
+		et := binary.BigEndian.Uint16(f.data[12:14])
+		ts := f.ci.Timestamp
+		at := func(n int) time.Time { return ts.Add(time.Duration(n) * time.Microsecond) }
+		pkt := func() uint16 {
+			switch {
+			case src == gw:
+				return pktOutgoing
+			case dst == (schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}):
+				return pktBroadcast
+			case dst[0]&1 == 1:
+				return pktMulticast
+			case dst == gw:
+				return pktHost
+			}
+			return pktOtherHost
+		}
+		p := pkt()
+		lanCopies := []cookedFrame{
+			{ifindex: port, hatype: arphrdEther, pkttype: p, src: src, proto: et, payload: f.data[14:]},
+			{ifindex: bridge, hatype: arphrdEther, pkttype: p, src: src, proto: et, payload: f.data[14:]},
+		}
+		if p == pktOutgoing {
+			// The gateway sends on the bridge, which sends on the port.
+			lanCopies[0], lanCopies[1] = lanCopies[1], lanCopies[0]
+		}
+		if trunk {
+			lanCopies = []cookedFrame{
+				{ifindex: eth0, hatype: arphrdEther, pkttype: p, src: src, proto: 0x8100, payload: tag(1, et, f.data[14:])},
+				{ifindex: eth01, hatype: arphrdEther, pkttype: p, src: src, proto: et, payload: f.data[14:]},
+				{ifindex: bridge, hatype: arphrdEther, pkttype: p, src: src, proto: et, payload: f.data[14:]},
+			}
+			if p == pktOutgoing {
+				slices.Reverse(lanCopies)
+			}
+		}
+		// Only unicast IPv4 between the LAN and beyond crosses the gateway.
+		var wanCopies []cookedFrame
+		far := func() bool {
+			a := f.data[30:34] // the destination address
+			if src == gw {
+				a = f.data[26:30]
+			}
+			return !sentinelHome.LANNets[0].Contains(netip.AddrFrom4([4]byte(a)))
+		}
+		if et == 0x0800 && len(f.data) >= 34 && (dst == gw || src == gw) && far() {
+			ip := bytes.Clone(f.data[14:])
+			toLAN := src == gw
+			if toLAN {
+				ip[8]++ // the gateway took one off on the way in
+			} else {
+				ip[8]--
+			}
+			wanPkt := pktOutgoing
+			wanSrc := wanMAC
+			if toLAN {
+				wanPkt, wanSrc = pktHost, ispMAC
+			}
+			wanCopies = []cookedFrame{
+				{ifindex: wan, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, proto: 0x0800, payload: ip},
+				{ifindex: tun, hatype: 65534, pkttype: uint16(wanPkt), proto: 0x0800, payload: ip},
+			}
+			if trunk {
+				wanCopies = []cookedFrame{
+					{ifindex: eth02, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, proto: 0x0800, payload: ip},
+					{ifindex: eth0, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, proto: 0x8100, payload: tag(2, 0x0800, ip)},
+				}
+			}
+			if toLAN {
+				slices.Reverse(wanCopies)
+			}
+		}
+		// The LAN's first copy keeps the LAN capture's time stamp; a
+		// packet from the internet was on the WAN a little before.
+		all, first := append(lanCopies, wanCopies...), 0
+		if src == gw && len(wanCopies) > 0 {
+			all, first = append(wanCopies, lanCopies...), len(wanCopies)
+		}
+		for i := range all {
+			all[i].ts = at(i - first)
+		}
+		out = append(out, all...)
+		if len(out)%7 == 0 {
+			out = append(out, cookedFrame{ifindex: lo, hatype: arphrdLoopback, pkttype: pktHost, proto: 0x0800,
+				payload: []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1}, ts: at(9)})
+		}
+	}
+	return out, lan
+}
+
+func viewOf(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {
+	t.Helper()
+	src, err := NewReader(bytes.NewReader(raw), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var out []frame
+	for {
+		f, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: after %d frames: %v", name, len(out), err)
+		}
+		out = append(out, frame{bytes.Clone(f.Data), f.CI, f.LinkType})
+	}
+	st, _ := CookedStatsOf(src)
+	return out, st
+}
+
+// TestCookedViewOfRealTraffic: a real device's LAN capture, recorded as a
+// gateway's `tcpdump -i any` would record it, reads back as the LAN
+// capture, frame for frame.
+func TestCookedViewOfRealTraffic(t *testing.T) {
+	_, sentinel := smallSentinelRaw(t)
+	gw := sentinelHome.GatewayMAC
+	for _, c := range []struct {
+		name      string
+		v2, trunk bool
+	}{{"sll2", true, false}, {"sll", false, false}, {"sll2-trunk", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			cooked, lan := gatewayCopies(sentinel, gw, c.trunk)
+			got, st := viewOf(t, cookedPcap(cooked, c.v2), c.name)
+			t.Log(st.Summary())
+			if len(got) != len(lan) {
+				for i := range min(len(got), len(lan)) {
+					if !bytes.Equal(got[i].data, lan[i].data) {
+						t.Errorf("first difference at frame %d:\n% x\nwant\n% x", i, got[i].data, lan[i].data)
+						break
+					}
+				}
+				t.Fatalf("%d frames in the view, the LAN capture has %d", len(got), len(lan))
+			}
+			for i := range got {
+				want := lan[i].data
+				if got[i].link != features.LinkTypeEthernet || !bytes.Equal(got[i].data, want) ||
+					got[i].ci.CaptureLength != len(want) || got[i].ci.Length != len(want) {
+					t.Fatalf("frame %d: link %d, %d/%d bytes\n% x\nwant\n% x", i, got[i].link, got[i].ci.CaptureLength, got[i].ci.Length, got[i].data, want)
+				}
+				if !got[i].ci.Timestamp.Equal(lan[i].ci.Timestamp) {
+					t.Fatalf("frame %d at %v, want %v", i, got[i].ci.Timestamp, lan[i].ci.Timestamp)
+				}
+			}
+			if st.Frames != uint64(len(cooked)) || st.LAN != uint64(len(lan)) || st.LAN+st.LeftOut() != st.Frames || st.NoDestination != 0 || st.Loopback == 0 {
+				t.Errorf("stats %+v for %d cooked frames", st, len(cooked))
+			}
+			// Decoded, the view gives the LAN capture's records.
+			records := func(raw []byte, name string) []schemas.Packet {
+				src, err := NewReader(bytes.NewReader(raw), name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var pkts []schemas.Packet
+				st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error {
+					q := *p
+					q.Offset = 0
+					pkts = append(pkts, q)
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cs, ok := CookedStatsOf(src); ok && st.OtherViews != cs.LeftOut() {
+					t.Errorf("Read counts %d left out, the view %d", st.OtherViews, cs.LeftOut())
+				}
+				return pkts
+			}
+			var lanRaw bytes.Buffer
+			w := pcapgo.NewWriter(&lanRaw)
+			w.WriteFileHeader(65535, layers.LinkTypeEthernet)
+			for _, f := range lan {
+				w.WritePacket(f.ci, f.data)
+			}
+			if want, got := records(lanRaw.Bytes(), "lan"), records(cookedPcap(cooked, c.v2), c.name); !reflect.DeepEqual(got, want) {
+				t.Errorf("%d records from the cooked capture differ from the LAN capture's %d", len(got), len(want))
+			}
+		})
+	}
+}
+
+func ipv4Packet(src, dst [4]byte, ttl uint8) []byte {
+	p := []byte{0x45, 0, 0, 28, 0, 0, 0x40, 0, ttl, 17, 0, 0}
+	p = append(p, src[:]...)
+	p = append(p, dst[:]...)
+	return append(p, 0x30, 0x39, 0, 53, 0, 8, 0, 0)
+}
+
+// TestCookedViewWithoutLAN: captures with no LAN side are read whole:
+// one host's own interfaces (Ethernet with internet traffic, loopback),
+// and a cooked capture of a PPP link.
+func TestCookedViewWithoutLAN(t *testing.T) {
+	host := schemas.MAC{0x02, 0, 0, 0, 0, 1}
+	router := schemas.MAC{0x02, 0, 0, 0, 0, 2}
+	t0 := time.Unix(1700000000, 0)
+	var frames []cookedFrame
+	for i := range 40 {
+		ts := t0.Add(time.Duration(i) * 100 * time.Millisecond)
+		frames = append(frames,
+			cookedFrame{ifindex: 2, hatype: arphrdEther, pkttype: pktOutgoing, src: host, proto: 0x0800, payload: ipv4Packet([4]byte{192, 0, 2, 7}, [4]byte{198, 51, 100, 9}, 64), ts: ts},
+			cookedFrame{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: router, proto: 0x0800, payload: ipv4Packet([4]byte{198, 51, 100, 9}, [4]byte{192, 0, 2, 7}, 51), ts: ts.Add(time.Millisecond)},
+			cookedFrame{ifindex: 1, hatype: arphrdLoopback, pkttype: pktHost, proto: 0x0800, payload: ipv4Packet([4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 1}, 64), ts: ts.Add(2 * time.Millisecond)})
+	}
+	for _, v2 := range []bool{true, false} {
+		got, st := viewOf(t, cookedPcap(frames, v2), "host")
+		if len(got) != 80 || st.LAN != 80 || st.Loopback != 40 || st.OtherSide != 0 {
+			t.Fatalf("v2 %v: %d frames, %+v: want the 80 Ethernet frames and no loopback", v2, len(got), st)
+		}
+		for i, f := range got {
+			src := host
+			if i%2 == 1 {
+				src = router
+			}
+			if f.link != features.LinkTypeEthernet || schemas.MAC(f.data[6:12]) != src {
+				t.Fatalf("v2 %v: frame %d: link %d, source %x", v2, i, f.link, f.data[6:12])
+			}
+		}
+		// The host's MAC goes back on what it received; the router's
+		// MAC on what it sent once the router is known by its address.
+		if schemas.MAC(got[1].data[0:6]) != host || schemas.MAC(got[2].data[0:6]) != router {
+			t.Errorf("v2 %v: destinations %x and %x", v2, got[1].data[0:6], got[2].data[0:6])
+		}
+	}
+
+	// A PPP link cooked: no Ethernet anywhere; passed on as it is, and
+	// the decoder reads it.
+	var ppp []cookedFrame
+	for i := range 10 {
+		ppp = append(ppp, cookedFrame{ifindex: 4, hatype: 512, pkttype: pktOutgoing, proto: 0x0800,
+			payload: ipv4Packet([4]byte{100, 64, 0, 2}, [4]byte{198, 51, 100, 9}, 64), ts: t0.Add(time.Duration(i) * time.Second)})
+	}
+	raw := cookedPcap(ppp, true)
+	got, st := viewOf(t, raw, "ppp")
+	if len(got) != 10 || st.AsIs != 10 || got[0].link != features.LinkTypeLinuxSLL2 || !bytes.Equal(got[0].data, ppp[0].sll2()) {
+		t.Fatalf("PPP: %d frames, %+v", len(got), st)
+	}
+	src, _ := NewReader(bytes.NewReader(raw), "ppp")
+	rst, err := Read(context.Background(), src, features.PrivateHome(), func(*schemas.Packet) error { return nil })
+	if err != nil || rst.Decoded() != 10 || rst.OtherViews != 0 {
+		t.Fatalf("PPP read: %+v, %v", rst, err)
+	}
+}
+
+// TestCookedViewSides: PPPoE makes an interface the access link whatever
+// its votes; a tun device never is the LAN; a frame held back waiting for
+// its interface's votes comes out in its place; the frames before a
+// truncation come out before the error.
+func TestCookedViewSides(t *testing.T) {
+	dev := schemas.MAC{0x02, 0, 0, 0, 0, 1}
+	gwLAN := schemas.MAC{0x02, 0, 0, 0, 0, 0x10}
+	isp := schemas.MAC{0x02, 0, 0, 0, 0, 0x20}
+	t0 := time.Unix(1700000000, 0)
+	ts := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	up := ipv4Packet([4]byte{192, 168, 1, 5}, [4]byte{198, 51, 100, 9}, 64)
+	// A PPPoE session frame: ver/type, code 0, session 1, length, PPP IPv4.
+	pppoe := slices.Concat([]byte{0x11, 0, 0, 1, 0, byte(len(up) + 2), 0, 0x21}, ipv4Packet([4]byte{198, 51, 100, 9}, [4]byte{100, 64, 0, 2}, 64))
+	frames := []cookedFrame{
+		// The access link first, with starting hop limits (its BRAS
+		// talks to the gateway): still not the LAN.
+		{ifindex: 3, hatype: arphrdEther, pkttype: pktHost, src: isp, proto: 0x8864, payload: pppoe, ts: ts(0)},
+		{ifindex: 3, hatype: arphrdEther, pkttype: pktHost, src: isp, proto: 0x8864, payload: pppoe, ts: ts(1)},
+		{ifindex: 8, hatype: 512, pkttype: pktHost, proto: 0x0800, payload: pppoe[8:], ts: ts(2)},
+		// The gateway's first frame on the LAN, before any vote: held.
+		{ifindex: 2, hatype: arphrdEther, pkttype: pktOutgoing, src: gwLAN, proto: 0x0800, payload: ipv4Packet([4]byte{192, 168, 1, 1}, [4]byte{192, 168, 1, 5}, 64), ts: ts(3)},
+		{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: up, ts: ts(4)},
+		{ifindex: 3, hatype: arphrdEther, pkttype: pktOutgoing, src: gwLAN, proto: 0x8864, payload: pppoe, ts: ts(5)},
+		{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: up, ts: ts(6000)},
+	}
+	raw := cookedPcap(frames, true)
+	got, st := viewOf(t, raw, "pppoe")
+	if len(got) != 3 || st.OtherSide != 4 || st.LAN != 3 {
+		t.Fatalf("%d frames, %+v: want the LAN's 3", len(got), st)
+	}
+	if schemas.MAC(got[0].data[0:6]) != dev || schemas.MAC(got[0].data[6:12]) != gwLAN || !got[0].ci.Timestamp.Equal(ts(3)) ||
+		schemas.MAC(got[1].data[0:6]) != gwLAN || !got[2].ci.Timestamp.Equal(ts(6000)) {
+		t.Fatalf("view out of order or addressed wrong: %x %x %v", got[0].data[0:12], got[1].data[0:12], got[0].ci.Timestamp)
+	}
+	var sides []string
+	for _, i := range st.Interfaces {
+		sides = append(sides, i.Name+" "+i.Side)
+	}
+	if want := []string{"interface 2 LAN", "interface 3 other", "interface 8 other"}; !slices.Equal(sides, want) {
+		t.Errorf("sides %q, want %q", sides, want)
+	}
+
+	// Cut inside the last record: the frames held back come out, then
+	// the error.
+	src, err := NewReader(bytes.NewReader(raw[:len(raw)-5]), "cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		_, err = src.Next()
+		if err != nil {
+			break
+		}
+		n++
+	}
+	if n != 2 || !errors.Is(err, ErrTruncated) {
+		t.Fatalf("truncated: %d frames, then %v", n, err)
+	}
+}
+
+// TestCookedViewBounded: a home that sends from a hundred thousand MACs
+// and addresses (SLL, where each MAC is judged apart) costs the view a
+// bounded table, and its frames still come out.
+func TestCookedViewBounded(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	const n = 100_000
+	frames := make([]cookedFrame, 0, n)
+	for i := range n {
+		m := schemas.MAC{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+		frames = append(frames, cookedFrame{hatype: arphrdEther, pkttype: pktHost, src: m, proto: 0x0800,
+			payload: ipv4Packet([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, [4]byte{198, 51, 100, 9}, 64), ts: t0.Add(time.Duration(i) * time.Microsecond)})
+	}
+	src, err := NewReader(bytes.NewReader(cookedPcap(frames, false)), "flood")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for {
+		if _, err := src.Next(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			break
+		}
+		got++
+	}
+	c := src.(*cookedView)
+	if got != n {
+		t.Errorf("%d of %d frames came out", got, n)
+	}
+	if len(c.keys) > cookedMaxKeys+1 || len(c.neigh.cur)+len(c.neigh.old) > cookedMaxTable || len(c.foreign.cur)+len(c.foreign.old) > cookedMaxTable ||
+		len(c.seen) > cookedMaxSeen {
+		t.Errorf("tables grew to %d keys, %d addresses, %d MACs, %d frames remembered", len(c.keys),
+			len(c.neigh.cur)+len(c.neigh.old), len(c.foreign.cur)+len(c.foreign.old), len(c.seen))
+	}
+}
+
+func BenchmarkCookedView(b *testing.B) {
+	_, sentinel := smallSentinelRaw(b)
+	cooked, lan := gatewayCopies(sentinel, sentinelHome.GatewayMAC, false)
+	raw := cookedPcap(cooked, true)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		src, err := NewReader(bytes.NewReader(raw), "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, err := src.Next(); err != nil {
+				break
+			}
+		}
+	}
+	b.ReportMetric(float64(len(lan)), "lan-frames/op")
+}
