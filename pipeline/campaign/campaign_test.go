@@ -85,6 +85,7 @@ func TestLoadBad(t *testing.T) {
 		"gateway-field":      "field macc not found",
 		"bad-rotation":       "divides a day",
 		"bad-retention":      "retention.max_bytes",
+		"wan-any":            "tap wan: interface any is read as the gateway's LAN side",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

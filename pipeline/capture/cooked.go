@@ -299,6 +299,9 @@ func abbreviate(names []string) string {
 // read one (a Source from OpenFile or NewReader).
 func CookedStatsOf(src Source) (CookedStats, bool) {
 	c, ok := src.(*cookedView)
+	if l, live := src.(*liveCooked); live {
+		c, ok = l.cookedView, true
+	}
 	if !ok || c.stats.Frames == 0 {
 		return CookedStats{}, false
 	}
@@ -309,11 +312,19 @@ func CookedStatsOf(src Source) (CookedStats, bool) {
 // capture's copies beyond the LAN side (see CookedStats). Zero for every
 // other source.
 func LeftOut(src Source) uint64 {
-	if c, ok := src.(*cookedView); ok {
-		return c.stats.LeftOut()
-	}
-	return 0
+	cs, _ := CookedStatsOf(src)
+	return cs.LeftOut()
 }
+
+// liveCooked is the LAN view of a live capture on every interface
+// (AnyInterface); Stats and Mechanism are the capture's.
+type liveCooked struct {
+	*cookedView
+	live *LiveSource
+}
+
+func (l *liveCooked) Stats() (LiveStats, error) { return l.live.Stats() }
+func (l *liveCooked) Mechanism() string         { return l.live.Mechanism() }
 
 func newCookedView(src Source) *cookedView {
 	return &cookedView{src: src, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},

@@ -301,6 +301,62 @@ func (l *cookedLab) traffic(t *testing.T) {
 	}
 }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// liveStats are the views' counts of the live captures, by noRing.
+var liveStats [2]CookedStats
+
+// live captures on every interface of the gateway with OpenLive, as the
+// capture agent does with --interface any, into *into; the returned
+// function stops it and says whether the kernel dropped any packet.
+func (l *cookedLab) live(t *testing.T, noRing bool, into *[]labFrame) func() error {
+	t.Helper()
+	var src Source
+	netnstest.Do(t, l.gw, "OpenLive(any)", func() (err error) {
+		src, err = OpenLive(AnyInterface, LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20, noRing: noRing})
+		return err
+	})
+	*into = nil
+	done := make(chan error, 1)
+	go func() {
+		for {
+			f, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				done <- nil
+				return
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+			if f.LinkType != features.LinkTypeEthernet || f.CI.CaptureLength != len(f.Data) || f.CI.Length != len(f.Data) {
+				done <- fmt.Errorf("live frame %d: link type %d, %d of %d bytes, %d in the slice", f.Offset, f.LinkType, f.CI.CaptureLength, f.CI.Length, len(f.Data))
+				return
+			}
+			*into = append(*into, labFrame{data: string(f.Data), ts: f.CI.Timestamp})
+		}
+	}()
+	return func() error {
+		// Let the last packets reach the ring before it closes.
+		time.Sleep(100 * time.Millisecond)
+		ks, _ := src.(interface{ Stats() (LiveStats, error) }).Stats()
+		src.Close()
+		if err := <-done; err != nil {
+			t.Fatalf("live capture on any: %v", err)
+		}
+		liveStats[btoi(noRing)], _ = CookedStatsOf(src)
+		if ks.Dropped > 0 {
+			return fmt.Errorf("the live capture on any dropped %d packets", ks.Dropped)
+		}
+		return nil
+	}
+}
+
 type labFrame struct {
 	data string
 	ts   time.Time
@@ -344,6 +400,7 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	// On a loaded machine tcpdump may fall behind and the kernel drop
 	// frames from one capture and not another: the run is then repeated.
+	var live [2][]labFrame
 	for attempt := 1; ; attempt++ {
 		var stops []func() error
 		for _, c := range [][]string{
@@ -353,6 +410,11 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 			{"any1", "-i", "any", "-y", "LINUX_SLL"},
 		} {
 			stops = append(stops, l.tcpdump(t, path(c[0]), c[1:]...))
+		}
+		// And the agent's own live capture on every interface, by both
+		// of its mechanisms.
+		for _, noRing := range []bool{false, true} {
+			stops = append(stops, l.live(t, noRing, &live[btoi(noRing)]))
 		}
 		time.Sleep(300 * time.Millisecond)
 		l.traffic(t)
@@ -395,12 +457,20 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 		t.Fatalf("the ports saw %d frames: the traffic did not run", lanFrames)
 	}
 
-	for _, name := range []string{"any2", "any1"} {
+	for _, name := range []string{"any2", "any1", "live-ring", "live-recvmsg"} {
 		t.Run(name, func(t *testing.T) {
-			got, src := readLabFrames(t, path(name), 0)
-			st, ok := CookedStatsOf(src)
-			if !ok {
-				t.Fatalf("%s was not read as a cooked capture", name)
+			var got []labFrame
+			var st CookedStats
+			switch name {
+			case "live-ring", "live-recvmsg":
+				got, st = live[btoi(name == "live-recvmsg")], liveStats[btoi(name == "live-recvmsg")]
+			default:
+				var src Source
+				got, src = readLabFrames(t, path(name), 0)
+				var ok bool
+				if st, ok = CookedStatsOf(src); !ok {
+					t.Fatalf("%s was not read as a cooked capture", name)
+				}
 			}
 			t.Log(st.Summary())
 			for _, i := range st.Interfaces {
@@ -435,6 +505,9 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 			}
 			if st.NoDestination != 0 {
 				t.Errorf("%d frames without a destination MAC", st.NoDestination)
+			}
+			if strings.HasPrefix(name, "live") {
+				return
 			}
 			// Read through the decoder as every command reads it.
 			src, err := OpenFile(path(name))

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -65,6 +66,20 @@ func FuzzOpenFile(f *testing.F) {
 		w.WritePacket(gopacket.CaptureInfo{CaptureLength: len(seed.frame), Length: len(seed.frame)}, seed.frame)
 		f.Add(buf.Bytes())
 	}
+	// A gateway's tcpdump -i any, SLL2 and SLL: the cooked view judges
+	// interfaces, holds frames back and rewrites them.
+	dev, gw, isp := schemas.MAC{2, 0, 0, 0, 0, 1}, schemas.MAC{2, 0, 0, 0, 0, 2}, schemas.MAC{2, 0, 0, 0, 0, 3}
+	t0 := time.Unix(1700000000, 0)
+	cooked := []cookedFrame{
+		{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: ipv4Packet([4]byte{192, 168, 1, 5}, [4]byte{198, 51, 100, 9}, 64), ts: t0},
+		{ifindex: 3, hatype: arphrdEther, pkttype: pktOutgoing, src: gw, proto: 0x0800, payload: ipv4Packet([4]byte{203, 0, 113, 2}, [4]byte{198, 51, 100, 9}, 63), ts: t0},
+		{ifindex: 3, hatype: arphrdEther, pkttype: pktHost, src: isp, proto: 0x8100, payload: append([]byte{0, 2, 8, 0}, ipv4Packet([4]byte{198, 51, 100, 9}, [4]byte{203, 0, 113, 2}, 50)...), ts: t0.Add(time.Millisecond)},
+		{ifindex: 2, hatype: arphrdEther, pkttype: pktOutgoing, src: gw, proto: 0x0800, payload: ipv4Packet([4]byte{198, 51, 100, 9}, [4]byte{192, 168, 1, 5}, 49), ts: t0.Add(time.Millisecond)},
+		{ifindex: 1, hatype: arphrdLoopback, pkttype: pktHost, proto: 0x0800, payload: ipv4Packet([4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 1}, 64), ts: t0.Add(2 * time.Millisecond)},
+		{ifindex: 5, hatype: 65534, pkttype: pktOutgoing, proto: 0x86dd, payload: ip6, ts: t0.Add(9 * time.Second)},
+	}
+	f.Add(cookedPcap(cooked, true))
+	f.Add(cookedPcap(cooked, false))
 	f.Add([]byte{})
 	f.Add([]byte{0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4})
 
@@ -86,6 +101,10 @@ func FuzzOpenFile(f *testing.F) {
 			if n := bytes.Count(l, []byte(",")); n != 12 {
 				t.Fatalf("CSV row with %d commas: %q", n, l)
 			}
+		}
+		// Every cooked frame read was judged: passed on or left out.
+		if cs, ok := CookedStatsOf(src); ok && cs.Frames != cs.LAN+cs.AsIs+cs.LeftOut() {
+			t.Fatalf("cooked view: %+v: frames neither passed on nor left out", cs)
 		}
 		if err == nil {
 			return

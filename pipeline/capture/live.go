@@ -7,6 +7,10 @@ import (
 
 // The live-capture types shared by live_linux.go and live_other.go.
 
+// AnyInterface captures on every interface at once, as `tcpdump -i any`
+// does: on a gateway, the LAN side is what comes out (see NewReader).
+const AnyInterface = "any"
+
 // LiveOptions tunes OpenLive. The zero value is a usable configuration.
 type LiveOptions struct {
 	// SnapLen is the most bytes kept of each packet; 0 means 262144, what

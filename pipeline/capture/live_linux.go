@@ -73,8 +73,12 @@ type LiveSource struct {
 	iface    string
 	ifindex  int
 	loopback bool
-	link     features.LinkType
-	snapLen  int
+	// any: every interface at once (libpcap's "any"): the socket is cooked
+	// (SOCK_DGRAM) and each frame gets the SLL2 header tcpdump -i any
+	// writes, from the kernel's address of it.
+	any     bool
+	link    features.LinkType
+	snapLen int
 
 	// mu is held by Next for as long as it runs, so that Close does not unmap
 	// the ring or close the socket under it.
@@ -150,21 +154,30 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 		return nil, fmt.Errorf("live capture on %s: PollTimeout %v is outside 1ms..24 days: set LiveOptions.PollTimeout in that range or 0 for %v", iface, timeout, defaultLivePollTimeout)
 	}
 
-	ifindex, hwType, loopback, err := lookupInterface(iface)
-	if err != nil {
-		return nil, err
-	}
-	link, err := liveLinkType(hwType, loopback)
-	if err != nil {
-		return nil, fmt.Errorf("live capture on %s: %w", iface, err)
+	var ifindex int
+	var loopback bool
+	link := features.LinkTypeLinuxSLL2
+	if any := iface == AnyInterface; any {
+		if opts.Promiscuous {
+			return nil, fmt.Errorf("live capture on %s: promiscuous mode is set per interface, and %s is every interface: capture on the interface to make promiscuous", iface, iface)
+		}
+	} else {
+		var hwType uint16
+		var err error
+		if ifindex, hwType, loopback, err = lookupInterface(iface); err != nil {
+			return nil, err
+		}
+		if link, err = liveLinkType(hwType, loopback); err != nil {
+			return nil, fmt.Errorf("live capture on %s: %w", iface, err)
+		}
 	}
 
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("live capture on %s: create the eventfd that lets Close wake Next: %w", iface, err)
 	}
-	s := &LiveSource{iface: iface, ifindex: ifindex, loopback: loopback, link: link, snapLen: snapLen, fd: -1, efd: efd}
-	s.buf = make([]byte, snapLen+vlanTagLen)
+	s := &LiveSource{iface: iface, ifindex: ifindex, loopback: loopback, any: iface == AnyInterface, link: link, snapLen: snapLen, fd: -1, efd: efd}
+	s.buf = make([]byte, sll2Len+snapLen+vlanTagLen)
 
 	var ringErr error
 	if opts.noRing {
@@ -189,8 +202,13 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 		s.release()
 		return nil, err
 	}
+	if s.any {
+		// A gateway's every interface: read as its LAN side (cookedView).
+		return &liveCooked{cookedView: newCookedView(s), live: s}, nil
+	}
 	return s, nil
 }
+
 
 // permissionError marks a failure that a retry in another mode cannot fix.
 type permissionError struct{ error }
@@ -268,7 +286,13 @@ func liveLinkType(hwType uint16, loopback bool) (features.LinkType, error) {
 // 0 registers no tap, so no packet of another interface slips in before the
 // ring, the filter and the bind are in place.
 func (s *LiveSource) packetSocket() error {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	typ := unix.SOCK_RAW
+	if s.any {
+		// Interfaces of every kind at once: the kernel gives each packet
+		// without its link header and says in its address where it was.
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return permissionError{fmt.Errorf("live capture: capturing on %s needs root or CAP_NET_RAW (%w): run the agent as root or grant it with `setcap cap_net_raw+ep BINARY`", s.iface, err)}
@@ -484,8 +508,18 @@ func (s *LiveSource) nextRing() (Frame, error) {
 		if capLen > s.snapLen || off+mac+capLen > len(blk) {
 			return Frame{}, s.ringCorrupt("packet of %d bytes at offset %d+%d", capLen, off, mac)
 		}
-		copy(s.buf, h[mac:mac+capLen])
-		wireLen := int(binary.NativeEndian.Uint32(h[pktLen:]))
+		at := 0
+		if s.any {
+			// The packet's sockaddr_ll follows the header, aligned to 16.
+			const sllAt = (pktHdrLen + 15) &^ 15
+			if off+sllAt+sizeofSockaddrLL > len(blk) {
+				return Frame{}, s.ringCorrupt("address of the packet at offset %d", off)
+			}
+			at = s.sll2Header(h[sllAt : sllAt+sizeofSockaddrLL])
+		}
+		copy(s.buf[at:], h[mac:mac+capLen])
+		capLen += at
+		wireLen := int(binary.NativeEndian.Uint32(h[pktLen:])) + at
 		ts := time.Unix(int64(binary.NativeEndian.Uint32(h[pktSec:])), int64(binary.NativeEndian.Uint32(h[pktNsec:])))
 		pktStat := binary.NativeEndian.Uint32(h[pktStatus:])
 		tci := uint16(binary.NativeEndian.Uint32(h[pktVlanTCI:]))
@@ -517,7 +551,11 @@ func (s *LiveSource) ringCorrupt(format string, args ...any) error {
 
 func (s *LiveSource) nextRecv() (Frame, error) {
 	for {
-		n, oobn, _, _, err := unix.Recvmsg(s.fd, s.buf[:s.snapLen], s.oob, unix.MSG_TRUNC)
+		at := 0
+		if s.any {
+			at = sll2Len
+		}
+		n, oobn, _, from, err := unix.Recvmsg(s.fd, s.buf[at:at+s.snapLen], s.oob, unix.MSG_TRUNC)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -535,8 +573,15 @@ func (s *LiveSource) nextRecv() (Frame, error) {
 			return Frame{}, fmt.Errorf("live capture on %s: read a packet: %w", s.iface, err)
 		}
 		s.down = false
-		capLen := min(n, s.snapLen)
-		wireLen := n
+		capLen := min(n, s.snapLen) + at
+		wireLen := n + at
+		if s.any {
+			sa, ok := from.(*unix.SockaddrLinklayer)
+			if !ok {
+				return Frame{}, fmt.Errorf("live capture on %s: a packet came without its link-layer address (%T)", s.iface, from)
+			}
+			s.sll2FromSockaddr(sa)
+		}
 		var ts time.Time
 		var pktStat uint32
 		var tci, tpid uint16
@@ -550,7 +595,7 @@ func (s *LiveSource) nextRecv() (Frame, error) {
 				ts = timespec(m.Data)
 			case m.Header.Level == unix.SOL_PACKET && m.Header.Type == unix.PACKET_AUXDATA && len(m.Data) >= sizeofAuxdata:
 				pktStat = binary.NativeEndian.Uint32(m.Data[0:])
-				wireLen = int(binary.NativeEndian.Uint32(m.Data[4:]))
+				wireLen = int(binary.NativeEndian.Uint32(m.Data[4:])) + at
 				tci = binary.NativeEndian.Uint16(m.Data[16:])
 				tpid = binary.NativeEndian.Uint16(m.Data[18:])
 			}
@@ -576,6 +621,19 @@ func timespec(b []byte) time.Time {
 
 // frame builds the Frame for the capLen bytes at the start of s.buf.
 func (s *LiveSource) frame(capLen, wireLen int, ts time.Time, pktStat uint32, tci, tpid uint16) Frame {
+	if pktStat&unix.TP_STATUS_VLAN_VALID != 0 && s.any && capLen >= sll2Len {
+		// As libpcap puts it back in a cooked frame: the tag after the
+		// header, whose protocol becomes the tag's TPID.
+		if pktStat&unix.TP_STATUS_VLAN_TPID_VALID == 0 {
+			tpid = 0x8100
+		}
+		copy(s.buf[sll2Len+vlanTagLen:capLen+vlanTagLen], s.buf[sll2Len:capLen])
+		binary.BigEndian.PutUint16(s.buf[sll2Len:], tci)
+		copy(s.buf[sll2Len+2:sll2Len+4], s.buf[0:2])
+		binary.BigEndian.PutUint16(s.buf[0:], tpid)
+		capLen = min(capLen+vlanTagLen, sll2Len+s.snapLen)
+		wireLen += vlanTagLen
+	}
 	if pktStat&unix.TP_STATUS_VLAN_VALID != 0 && s.link == features.LinkTypeEthernet && capLen >= 12 {
 		if pktStat&unix.TP_STATUS_VLAN_TPID_VALID == 0 {
 			tpid = 0x8100
@@ -592,6 +650,38 @@ func (s *LiveSource) frame(capLen, wireLen int, ts time.Time, pktStat uint32, tc
 		LinkType: s.link,
 		Offset:   s.n,
 	}
+}
+
+// sll2Len is the length of the SLL2 header a capture on every interface
+// gives its frames; sizeofSockaddrLL that of the kernel's address of a
+// packet (struct sockaddr_ll).
+const (
+	sll2Len          = 20
+	sizeofSockaddrLL = 20
+)
+
+// sll2Header writes at the start of s.buf the SLL2 header for the packet
+// whose struct sockaddr_ll is sa, and returns its length.
+func (s *LiveSource) sll2Header(sa []byte) int {
+	// sockaddr_ll: family(2) protocol(2, network order) ifindex(4)
+	// hatype(2) pkttype(1) halen(1) addr(8), all but protocol native.
+	copy(s.buf[0:2], sa[2:4])
+	s.buf[2], s.buf[3] = 0, 0
+	binary.BigEndian.PutUint32(s.buf[4:], binary.NativeEndian.Uint32(sa[4:8]))
+	binary.BigEndian.PutUint16(s.buf[8:], binary.NativeEndian.Uint16(sa[8:10]))
+	s.buf[10], s.buf[11] = sa[10], min(sa[11], 8)
+	copy(s.buf[12:20], sa[12:20])
+	return sll2Len
+}
+
+// sll2FromSockaddr writes the SLL2 header of a packet recvmsg read.
+func (s *LiveSource) sll2FromSockaddr(sa *unix.SockaddrLinklayer) {
+	binary.BigEndian.PutUint16(s.buf[0:], htons(sa.Protocol))
+	s.buf[2], s.buf[3] = 0, 0
+	binary.BigEndian.PutUint32(s.buf[4:], uint32(sa.Ifindex))
+	binary.BigEndian.PutUint16(s.buf[8:], sa.Hatype)
+	s.buf[10], s.buf[11] = sa.Pkttype, min(sa.Halen, 8)
+	copy(s.buf[12:20], sa.Addr[:])
 }
 
 // wait blocks until the socket has something to read or Close was called.
