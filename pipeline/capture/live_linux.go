@@ -209,7 +209,6 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 	return s, nil
 }
 
-
 // permissionError marks a failure that a retry in another mode cannot fix.
 type permissionError struct{ error }
 
