@@ -839,3 +839,54 @@ func TestWiFiCaptureFile(t *testing.T) {
 		t.Errorf("%d records from the monitor capture differ from the %d of the wired one", len(got), len(want))
 	}
 }
+
+// TestFrameCheckSequence: a capture that says it kept each frame's FCS
+// (pcap: the P bit and the length in the link-type field; pcapng:
+// if_fcslen) reads as the same capture without it.
+func TestFrameCheckSequence(t *testing.T) {
+	raw, frames := smallSentinelRaw(t)
+	records := func(raw []byte, name string) []schemas.Packet {
+		src, err := NewReader(bytes.NewReader(raw), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pkts []schemas.Packet
+		if _, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error {
+			pkts = append(pkts, *p)
+			return nil
+		}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return pkts
+	}
+	want := records(raw, "plain")
+	fcs := []byte{0xde, 0xad, 0xbe, 0xef}
+
+	var pc bytes.Buffer
+	w := pcapgo.NewWriter(&pc)
+	w.WriteFileHeader(65535, layers.LinkTypeEthernet)
+	for _, f := range frames {
+		ci := f.ci
+		ci.CaptureLength, ci.Length = len(f.data)+4, ci.Length+4
+		w.WritePacket(ci, append(bytes.Clone(f.data), fcs...))
+	}
+	withP := bytes.Clone(pc.Bytes())
+	binary.LittleEndian.PutUint32(withP[20:], 1|1<<26|2<<28) // Ethernet, P, 2 words
+	if got := records(withP, "pcap-fcs"); !reflect.DeepEqual(got, want) {
+		t.Errorf("pcap with the FCS bits: records differ from the capture without FCS")
+	}
+	// Without the P bit the length is unknown: the frames are read whole.
+	if got := records(pc.Bytes(), "pcap-no-p"); reflect.DeepEqual(got, want) || len(got) != len(want) || got[0].FrameLen != want[0].FrameLen+4 {
+		t.Errorf("pcap without the P bit: the FCS should stay part of the frame")
+	}
+
+	b := &ngBuilder{order: binary.LittleEndian}
+	b.section()
+	b.iface(1, 0, b.option(ngOptTSResol, []byte{9}), b.option(ngOptFCSLen, []byte{4}))
+	for _, f := range frames {
+		b.epb(0, uint64(f.ci.Timestamp.UnixNano()), append(bytes.Clone(f.data), fcs...), uint32(f.ci.Length+4))
+	}
+	if got := records(b.buf.Bytes(), "pcapng-fcs"); !reflect.DeepEqual(got, want) {
+		t.Errorf("pcapng with if_fcslen 4: records differ from the capture without FCS")
+	}
+}

@@ -17,6 +17,7 @@ type pcapReader struct {
 	order     binary.ByteOrder
 	fracNanos int64 // nanoseconds per sub-second unit: 1000 or 1
 	link      features.LinkType
+	fcs       int    // bytes of frame check sequence after each frame
 	n         uint64 // packets delivered
 	err       error  // sticky: once the stream failed, it stays failed
 }
@@ -39,8 +40,14 @@ func newPcapReader(in input) (*pcapReader, error) {
 	if major := r.order.Uint16(h[4:6]); major != 2 {
 		return nil, fmt.Errorf("%w: %s: pcap version %d.%d; only version 2 exists", ErrCorrupt, in.name, major, r.order.Uint16(h[6:8]))
 	}
-	// The upper bits of the link-type field carry FCS information, not the type.
-	r.link = features.LinkType(r.order.Uint32(h[20:24]) & 0xffff)
+	// The upper bits of the link-type field carry FCS information, not the
+	// type: the P bit (26) says that the FCS length is given, in 16-bit
+	// words, by the top four bits.
+	lt := r.order.Uint32(h[20:24])
+	r.link = features.LinkType(lt & 0xffff)
+	if lt&(1<<26) != 0 {
+		r.fcs = int(lt>>28) * 2
+	}
 	return r, nil
 }
 
@@ -83,8 +90,23 @@ func (r *pcapReader) next() (Frame, error) {
 	// Some writers leave the wire length zero or below the captured length;
 	// the wire carried at least what was captured.
 	f.CI.Length = int(max(wireLen, capLen))
+	withoutFCS(&f, r.fcs)
 	r.n++
 	return f, nil
 }
 
 func (r *pcapReader) Close() error { return r.in.close() }
+
+// withoutFCS takes the frame check sequence a capture says it kept off the
+// end of a frame: what the sender sent ends before it, and the features
+// (a frame's length) are of what was sent, as on every other capture.
+func withoutFCS(f *Frame, fcs int) {
+	if fcs == 0 || f.CI.Length < fcs {
+		return
+	}
+	f.CI.Length -= fcs
+	if f.CI.CaptureLength > f.CI.Length {
+		f.CI.CaptureLength = f.CI.Length
+		f.Data = f.Data[:f.CI.Length]
+	}
+}

@@ -24,6 +24,7 @@ const (
 const (
 	ngOptEnd      = 0
 	ngOptTSResol  = 9
+	ngOptFCSLen   = 13
 	ngOptTSOffset = 14
 )
 
@@ -38,6 +39,7 @@ type ngInterface struct {
 	snapLen  uint32
 	units    uint64 // timestamp units per second
 	offsetS  int64  // if_tsoffset, seconds added to every timestamp
+	fcs      int    // if_fcslen: bytes of frame check sequence after each frame
 	resolErr string // set when if_tsresol names a resolution this reader cannot convert
 }
 
@@ -251,6 +253,8 @@ func (r *ngReader) parseInterface(at int64) error {
 					ifc.units *= 10
 				}
 			}
+		case code == ngOptFCSLen && n >= 1:
+			ifc.fcs = int(v[0])
 		case code == ngOptTSOffset && n >= 8:
 			ifc.offsetS = int64(r.order.Uint64(v[:8]))
 		}
@@ -318,6 +322,7 @@ func (r *ngReader) parsePacket(typ uint32, at int64) (Frame, error) {
 	} else {
 		f.CI.Timestamp = ifc.time(ts)
 	}
+	withoutFCS(&f, ifc.fcs)
 	return f, nil
 }
 
