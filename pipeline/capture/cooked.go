@@ -51,18 +51,21 @@ import (
 //
 // The destination MAC, which cooked frames drop, is put back from what the
 // capture shows: broadcast and multicast by the packet type and the
-// group address; the gateway's own MAC (the source of what it sends on
-// that interface) for a frame it received; for a frame it sent, the MAC
-// the destination address was last seen sending from, the target of an ARP
-// reply, the client of a DHCP reply. A frame whose destination the capture
-// never shows keeps a zero MAC and is counted.
+// group address; for a frame the gateway received, its own MAC on that
+// interface (the source of the IP it sends there; of the EAPOL it sends,
+// for an access point's EAPOL); for a frame it sent, the MAC the
+// destination address was last seen sending from, the target of an ARP
+// reply, the client of a DHCP reply, the host it exchanges EAPOL with, or
+// the router that packets from beyond came from. A frame whose destination
+// the capture never shows keeps a zero MAC and is counted.
 //
 // Frames are judged as they come, so a live stream is not held up; only
-// while an interface has no votes yet (the first packets of a capture) are
-// its frames held back, at most cookedHold of capture time, so that its
-// first frames are judged with the votes of those that follow. Everything
-// learned (votes, MACs) is bounded, so a hostile home that sends from
-// millions of addresses costs a fixed amount of memory.
+// while an interface has no votes yet (the first packets of a capture), or
+// a LAN frame's destination has not shown yet, are frames held back, at
+// most cookedHold of capture time after their interface's first frame, so
+// that they are judged with what the frames after them show. Everything
+// learned (votes, MACs, addresses) is bounded, so a hostile home that
+// sends from millions of addresses costs a fixed amount of memory.
 type cookedView struct {
 	src     Source
 	keys    map[cookedKey]*cookedIface
@@ -71,12 +74,12 @@ type cookedView struct {
 	foreign macSet     // MACs seen sending into the gateway
 	neigh   neighTable // address -> the MAC it was seen sending from
 	// ownAddrs are the gateway's addresses: those it sends its own
-	// packets (and ARP) from.
+	// packets (and ARP) from; a set (the MACs are not used).
 	ownAddrs neighTable
 	// SLL only, for want of interfaces: the gateway's MAC that sends to
 	// a LAN host, by the host's MAC (macKey); the one that sent to a LAN
-	// host last; the last MAC the capturing host sent IP from; the last
-	// router that packets from beyond came from.
+	// host last; the last MAC the capturing host sent IP from, and other
+	// frames from; the last router that packets from beyond came from.
 	gatewayOf                        neighTable
 	lastGateway, lastOwn, lastRouter schemas.MAC
 	lastOwnL2                        schemas.MAC
@@ -250,8 +253,10 @@ type CookedInterface struct {
 	Hardware string
 	Side     string // "LAN", "other" or "loopback"
 	Frames   uint64
-	// LANVotes and OtherVotes are the packets that came in on it with a
-	// starting hop limit and with a lower one.
+	// LANVotes are the packets that came in on it at a starting hop
+	// limit to be sent on by the gateway; OtherVotes those that came in
+	// at a lower one (for SLL, also the gateway's packets to hosts beyond
+	// the LAN).
 	LANVotes, OtherVotes uint64
 }
 
