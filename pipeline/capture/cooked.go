@@ -228,9 +228,11 @@ type CookedStats struct {
 	Frames uint64
 	// LAN is the number passed on as Ethernet frames of the LAN side.
 	LAN uint64
-	// AsIs is the number passed on as they were: frames of a capture with
-	// no LAN side found (a cooked capture of a PPP link, say).
-	AsIs uint64
+	// Whole and AsIs are the frames of a capture with no LAN side found
+	// (one host's interfaces, a cooked capture of a PPP link, one
+	// interface cut out of a gateway's): Whole those passed on as
+	// Ethernet frames, AsIs those passed on as they were.
+	Whole, AsIs uint64
 	// OtherSide is the number left out as copies on the gateway's other
 	// interfaces (WAN, tunnels, PPPoE); Loopback those on loopback;
 	// Duplicates the second copies of a frame on another LAN-side
@@ -273,9 +275,9 @@ func (s CookedStats) Summary() string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "cooked capture (tcpdump -i any): %d of %d frames read as the LAN side's Ethernet frames", s.LAN, s.Frames)
-	if len(lan) > 0 {
-		fmt.Fprintf(&b, " (%s)", abbreviate(lan))
+	fmt.Fprintf(&b, "cooked capture (tcpdump -i any), %d frames", s.Frames)
+	if s.LAN > 0 {
+		fmt.Fprintf(&b, ": %d read as the LAN side's Ethernet frames (%s)", s.LAN, abbreviate(lan))
 	}
 	if s.LeftOut() > 0 {
 		fmt.Fprintf(&b, "; left out %d copies on the gateway's other interfaces", s.OtherSide)
@@ -284,8 +286,8 @@ func (s CookedStats) Summary() string {
 		}
 		fmt.Fprintf(&b, ", %d on loopback, %d second copies on a bridge's ports", s.Loopback, s.Duplicates)
 	}
-	if s.AsIs > 0 {
-		fmt.Fprintf(&b, "; %d passed on as they are: no LAN side found", s.AsIs)
+	if s.Whole+s.AsIs > 0 {
+		fmt.Fprintf(&b, "; no LAN side found for %d frames, read whole (%d as Ethernet frames)", s.Whole+s.AsIs, s.Whole)
 	}
 	if s.NoDestination > 0 {
 		fmt.Fprintf(&b, "; %d with no destination MAC: the capture never showed it", s.NoDestination)
@@ -494,7 +496,7 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 		// gateway's. Its Ethernet frames are still read as Ethernet.
 		dst, known := c.destination(h, i)
 		c.toEthernet(f, h, dst, known)
-		c.stats.LAN++
+		c.stats.Whole++
 		return true, true
 	}
 	c.stats.AsIs++

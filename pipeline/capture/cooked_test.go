@@ -331,7 +331,7 @@ func TestCookedViewWithoutLAN(t *testing.T) {
 	}
 	for _, v2 := range []bool{true, false} {
 		got, st := viewOf(t, cookedPcap(frames, v2), "host")
-		if len(got) != 80 || st.LAN != 80 || st.Loopback != 40 || st.OtherSide != 0 {
+		if len(got) != 80 || st.Whole != 80 || st.LAN != 0 || st.Loopback != 40 || st.OtherSide != 0 {
 			t.Fatalf("v2 %v: %d frames, %+v: want the 80 Ethernet frames and no loopback", v2, len(got), st)
 		}
 		for i, f := range got {
