@@ -95,6 +95,16 @@ func readAll(t testing.TB, src Source) []frame {
 	}
 }
 
+// drain reads src to its end and counts the frames before the error that
+// ended it (io.EOF for a clean end).
+func drain(src Source) (int, error) {
+	for n := 0; ; n++ {
+		if _, err := src.Next(); err != nil {
+			return n, err
+		}
+	}
+}
+
 func openAll(t testing.TB, path string) []frame {
 	t.Helper()
 	src, err := OpenFile(path)
@@ -714,14 +724,7 @@ func TestPcapngCorrupt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := 0
-			for {
-				_, err = src.Next()
-				if err != nil {
-					break
-				}
-				n++
-			}
+			n, err := drain(src)
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.mention) || !strings.Contains(err.Error(), "bad.pcapng") {
 				t.Fatalf("after %d frames: error %v, want ErrCorrupt mentioning %q", n, err, tc.mention)
 			}

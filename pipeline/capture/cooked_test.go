@@ -417,15 +417,7 @@ func TestCookedViewSides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for {
-		_, err = src.Next()
-		if err != nil {
-			break
-		}
-		n++
-	}
-	if n != 2 || !errors.Is(err, ErrTruncated) {
+	if n, err := drain(src); n != 2 || !errors.Is(err, ErrTruncated) {
 		t.Fatalf("truncated: %d frames, then %v", n, err)
 	}
 }
@@ -446,15 +438,9 @@ func TestCookedViewBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := 0
-	for {
-		if _, err := src.Next(); err != nil {
-			if !errors.Is(err, io.EOF) {
-				t.Fatal(err)
-			}
-			break
-		}
-		got++
+	got, err := drain(src)
+	if !errors.Is(err, io.EOF) {
+		t.Fatal(err)
 	}
 	c := src.(*cookedView)
 	if got != n {
@@ -493,10 +479,8 @@ func BenchmarkCookedView(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				for {
-					if _, err := src.Next(); err != nil {
-						break
-					}
+				if _, err := drain(src); !errors.Is(err, io.EOF) {
+					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*c.frames), "ns/frame")

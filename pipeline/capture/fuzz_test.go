@@ -166,15 +166,11 @@ func BenchmarkNextSentinel(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			for {
-				if _, err := src.Next(); err != nil {
-					if !errors.Is(err, io.EOF) {
-						b.Fatal(err)
-					}
-					break
-				}
-				packets++
+			n, err := drain(src)
+			if !errors.Is(err, io.EOF) {
+				b.Fatal(err)
 			}
+			packets += uint64(n)
 			src.Close()
 		}
 	}
