@@ -73,10 +73,10 @@ type LiveSource struct {
 	iface    string
 	ifindex  int
 	loopback bool
-	// any: every interface at once (libpcap's "any"): the socket is cooked
+	// every: every interface at once (AnyInterface): the socket is cooked
 	// (SOCK_DGRAM) and each frame gets the SLL2 header tcpdump -i any
 	// writes, from the kernel's address of it.
-	any     bool
+	every   bool
 	link    features.LinkType
 	snapLen int
 
@@ -128,6 +128,10 @@ type LiveSource struct {
 // read as they were on the wire. Frame.CI.InterfaceIndex is 0, the source's
 // only interface.
 //
+// iface AnyInterface ("any") captures every interface at once, as tcpdump
+// -i any does, and returns the gateway's LAN side of it: Ethernet frames,
+// each once (see NewReader); promiscuous mode is then refused.
+//
 // Where the NIC or driver merges packets (GRO, LRO), captures see the merged
 // packet, longer than the MTU, as tcpdump does; for per-packet lengths turn
 // that off with `ethtool -K IFACE gro off lro off`.
@@ -157,7 +161,7 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 	var ifindex int
 	var loopback bool
 	link := features.LinkTypeLinuxSLL2
-	if any := iface == AnyInterface; any {
+	if iface == AnyInterface {
 		if opts.Promiscuous {
 			return nil, fmt.Errorf("live capture on %s: promiscuous mode is set per interface, and %s is every interface: capture on the interface to make promiscuous", iface, iface)
 		}
@@ -176,7 +180,7 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("live capture on %s: create the eventfd that lets Close wake Next: %w", iface, err)
 	}
-	s := &LiveSource{iface: iface, ifindex: ifindex, loopback: loopback, any: iface == AnyInterface, link: link, snapLen: snapLen, fd: -1, efd: efd}
+	s := &LiveSource{iface: iface, ifindex: ifindex, loopback: loopback, every: iface == AnyInterface, link: link, snapLen: snapLen, fd: -1, efd: efd}
 	s.buf = make([]byte, sll2Len+snapLen+vlanTagLen)
 
 	var ringErr error
@@ -202,7 +206,7 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 		s.release()
 		return nil, err
 	}
-	if s.any {
+	if s.every {
 		// A gateway's every interface: read as its LAN side (cookedView).
 		return &liveCooked{cookedView: newCookedView(s), live: s}, nil
 	}
@@ -286,7 +290,7 @@ func liveLinkType(hwType uint16, loopback bool) (features.LinkType, error) {
 // ring, the filter and the bind are in place.
 func (s *LiveSource) packetSocket() error {
 	typ := unix.SOCK_RAW
-	if s.any {
+	if s.every {
 		// Interfaces of every kind at once: the kernel gives each packet
 		// without its link header and says in its address where it was.
 		typ = unix.SOCK_DGRAM
@@ -508,7 +512,7 @@ func (s *LiveSource) nextRing() (Frame, error) {
 			return Frame{}, s.ringCorrupt("packet of %d bytes at offset %d+%d", capLen, off, mac)
 		}
 		at := 0
-		if s.any {
+		if s.every {
 			// The packet's sockaddr_ll follows the header, aligned to 16.
 			const sllAt = (pktHdrLen + 15) &^ 15
 			if off+sllAt+sizeofSockaddrLL > len(blk) {
@@ -551,7 +555,7 @@ func (s *LiveSource) ringCorrupt(format string, args ...any) error {
 func (s *LiveSource) nextRecv() (Frame, error) {
 	for {
 		at := 0
-		if s.any {
+		if s.every {
 			at = sll2Len
 		}
 		n, oobn, _, from, err := unix.Recvmsg(s.fd, s.buf[at:at+s.snapLen], s.oob, unix.MSG_TRUNC)
@@ -574,7 +578,7 @@ func (s *LiveSource) nextRecv() (Frame, error) {
 		s.down = false
 		capLen := min(n, s.snapLen) + at
 		wireLen := n + at
-		if s.any {
+		if s.every {
 			sa, ok := from.(*unix.SockaddrLinklayer)
 			if !ok {
 				return Frame{}, fmt.Errorf("live capture on %s: a packet came without its link-layer address (%T)", s.iface, from)
@@ -620,7 +624,7 @@ func timespec(b []byte) time.Time {
 
 // frame builds the Frame for the capLen bytes at the start of s.buf.
 func (s *LiveSource) frame(capLen, wireLen int, ts time.Time, pktStat uint32, tci, tpid uint16) Frame {
-	if pktStat&unix.TP_STATUS_VLAN_VALID != 0 && s.any && capLen >= sll2Len {
+	if pktStat&unix.TP_STATUS_VLAN_VALID != 0 && s.every && capLen >= sll2Len {
 		// As libpcap puts it back in a cooked frame: the tag after the
 		// header, whose protocol becomes the tag's TPID.
 		if pktStat&unix.TP_STATUS_VLAN_TPID_VALID == 0 {
