@@ -162,7 +162,11 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 	var p schemas.Packet
 	decodeErrs, notPackets := 0, 0
 	defer func() {
-		a.count(func(st *Stats) { st.DecodeErrors += decodeErrs; st.NotPackets += notPackets })
+		a.count(func(st *Stats) {
+			st.DecodeErrors += decodeErrs
+			st.NotPackets += notPackets
+			st.OtherViews += int(capture.LeftOut(src))
+		})
 	}()
 	handle := func(fr capture.Frame) error {
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {

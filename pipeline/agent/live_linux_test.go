@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/internal/netnstest"
+	"github.com/homemole/homemole/schemas"
 )
 
 // TestLiveGatewayRotation captures a real gateway live: a device namespace
@@ -116,5 +118,106 @@ func TestLiveGatewayRotation(t *testing.T) {
 	t.Logf("%d datagrams captured once on each tap in %d sessions per tap; %d WAN copies in the next slot's session", n, len(sessions["lan"]), moved)
 	if moved == 0 {
 		t.Error("no datagram crossed a WAN edge: with a datagram every 5 ms and a 100 ms grace, some must")
+	}
+}
+
+// TestLiveGatewayAny runs the agent as a campaign's `interface: any` lan
+// tap asks: one live capture on every interface of a bridged NAPT gateway
+// (netnstest.BridgedGateway: two devices on the bridge's ports, WAN, ISP
+// router, internet hosts over IPv4 and IPv6). What it publishes is the
+// LAN's: every datagram the devices exchange with the internet and with
+// each other, once, between the device's MAC and its LAN address, none of
+// the WAN's translated copies, and the copies it left out counted.
+func TestLiveGatewayAny(t *testing.T) {
+	g := netnstest.NewBridgedGateway(t)
+	macs := map[string]schemas.MAC{}
+	for _, ns := range []string{g.Dev1, g.Dev2} {
+		netnstest.Do(t, ns, "read the device's MAC", func() error {
+			i, err := net.InterfaceByName("eth0")
+			if err == nil {
+				macs[ns] = schemas.MAC(i.HardwareAddr)
+			}
+			return err
+		})
+	}
+	srv := startNATS(t, t.TempDir())
+	defer srv.Close()
+	conn := connect(t, srv.NATSURL, false)
+	home := &campaign.Home{Name: "h", Gateway: campaign.Gateway{Mode: "napt", MAC: campaign.GatewayAuto},
+		Taps: []campaign.Tap{{Name: "lan", Interface: capture.AnyInterface}}}
+	cfg := testConfig(home, "", testLog(t))
+	cfg.BatchSize, cfg.BatchBytes, cfg.Window, cfg.MaxBatchAge = 256, 16<<10, 32, 50*time.Millisecond
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src capture.Source
+	netnstest.Do(t, g.GW, "capture on any", func() (err error) {
+		src, err = capture.OpenLive(capture.AnyInterface, capture.LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20})
+		return err
+	})
+	done := make(chan error, 1)
+	go func() {
+		done <- ag.Run(context.Background(), conn, []Input{{Tap: "lan", Name: capture.AnyInterface, Live: true, Open: func() (capture.Source, error) { return src, nil }}})
+	}()
+	g.Traffic(t)
+	time.Sleep(300 * time.Millisecond)
+	kernel, _ := src.(interface {
+		Stats() (capture.LiveStats, error)
+	}).Stats()
+	src.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop after its source closed")
+	}
+	if kernel.Dropped > 0 {
+		t.Skipf("the kernel dropped %d packets of the live capture: the machine is too busy for this test", kernel.Dropped)
+	}
+
+	// The datagrams: UDP 5353 with each internet host (4 queries and 4
+	// echoes per device and address) and UDP 7000 between the devices
+	// (5 and 5 per IP version).
+	internet, local := 0, 0
+	for _, b := range readStream(t, conn).batches {
+		for _, p := range b.Packets {
+			if p.Transport != 17 {
+				continue
+			}
+			src, dst := p.SrcIP.String(), p.DstIP.String()
+			switch {
+			case p.SrcPort == 5353 || p.DPort == 5353:
+				internet++
+				dev, devMAC := dst, p.DstMAC // an echo, to the device
+				if p.DPort == 5353 {
+					dev, devMAC = src, p.SrcMAC
+				}
+				if !strings.HasPrefix(dev, "192.168.50.") && !strings.HasPrefix(dev, "2001:db8:50::") {
+					t.Errorf("a datagram with the internet has %s for the device's address: not the LAN's copy", dev)
+				}
+				if devMAC != macs[g.Dev1] && devMAC != macs[g.Dev2] {
+					t.Errorf("a datagram of %s has MAC %v for the device, not a device's", dev, devMAC)
+				}
+			case p.SrcPort == 7000 || p.DPort == 7000:
+				local++
+				if p.SrcMAC != macs[g.Dev1] && p.SrcMAC != macs[g.Dev2] || p.DstMAC != macs[g.Dev1] && p.DstMAC != macs[g.Dev2] {
+					t.Errorf("a datagram between the devices goes %v -> %v", p.SrcMAC, p.DstMAC)
+				}
+			}
+		}
+	}
+	st := ag.Stats()
+	t.Logf("lan tap on any: %d datagrams with the internet, %d between the devices; %d frames left out (%s)", internet, local, st.OtherViews, capture.OtherViewKinds)
+	if want := 2 * (len(netnstest.Inet4) + len(netnstest.Inet6)) * 4 * 2; internet != want {
+		t.Errorf("%d datagrams with the internet in the lan tap, want %d: each once", internet, want)
+	}
+	if local != 2*5*2 {
+		t.Errorf("%d datagrams between the devices, want %d: each once, though the bridge shows each on two ports and itself", local, 2*5*2)
+	}
+	if st.OtherViews == 0 {
+		t.Error("no frame left out: the WAN's copies and the bridge's should have been")
 	}
 }

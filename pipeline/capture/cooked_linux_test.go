@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,116 +22,29 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// cookedLab is a home gateway in namespaces, as real ones are built: two
-// devices on ports of the gateway's LAN bridge, NAPT (IPv4) and routing
-// (IPv6, the home's own prefix) onto a WAN link to an ISP router, and
-// internet hosts behind that router.
-//
-//	dev1 --p1--+
-//	           br0 [gw] wan0 --- isp --- inet (4 addresses of each family)
-//	dev2 --p2--+
-type cookedLab struct {
-	dev1, dev2, gw, isp, inet string
-	p1, p2, br, wan           string
-}
+// cookedLab is netnstest's bridged gateway, captured with tcpdump and live.
+type cookedLab struct{ *netnstest.BridgedGateway }
 
-var (
-	labInet4 = []string{"198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5"}
-	labInet6 = []string{"2001:db8:100::2", "2001:db8:100::3", "2001:db8:100::4", "2001:db8:100::5"}
-)
-
-func newCookedLab(t *testing.T) *cookedLab {
+func newCookedLab(t *testing.T) cookedLab {
 	t.Helper()
 	if os.Getenv("HOMEMOLE_LAB_LATER") != "" {
 		// Five tcpdumps and two live captures on a 2-core machine that is
 		// training models in parallel would drop packets.
 		t.Skip("HOMEMOLE_LAB_LATER is set: go tool task test runs the cooked-capture gateway after this run, alone (go tool task live-test)")
 	}
-	netnstest.NeedRoot(t)
-	for _, tool := range []string{"tcpdump", "iptables"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the cooked-capture gateway needs %s: apt-get install tcpdump iptables (go tool task test installs them)", tool)
-		}
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Skip("the cooked-capture gateway needs tcpdump: apt-get install tcpdump (go tool task test installs it)")
 	}
-	id := netnstest.UniqueID()
-	l := &cookedLab{dev1: "hmkd1" + id, dev2: "hmkd2" + id, gw: "hmkg" + id, isp: "hmki" + id, inet: "hmkn" + id,
-		p1: "hmkp1" + id, p2: "hmkp2" + id, br: "hmkb" + id, wan: "hmkw" + id}
-	for _, ns := range []string{l.dev1, l.dev2, l.gw, l.isp, l.inet} {
-		netnstest.NewNetns(t, ns)
-	}
-	run := func(ns string, args ...string) { netnstest.Run(t, append([]string{"ip", "-n", ns}, args...)...) }
-	// IPv6 back on, without duplicate address detection or router
-	// solicitations, which would only delay the first packets.
-	sysctl := func(ns string, kv ...string) {
-		netnstest.Do(t, ns, "sysctl", func() error {
-			for i := 0; i < len(kv); i += 2 {
-				if err := os.WriteFile("/proc/sys/net/"+kv[i], []byte(kv[i+1]), 0); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	for _, ns := range []string{l.dev1, l.dev2, l.gw, l.isp, l.inet} {
-		sysctl(ns, "ipv6/conf/default/accept_dad", "0", "ipv6/conf/default/router_solicitations", "0",
-			"ipv6/conf/all/disable_ipv6", "0", "ipv6/conf/default/disable_ipv6", "0")
-	}
-	run(l.gw, "link", "add", l.br, "type", "bridge")
-	run(l.gw, "link", "add", l.p1, "type", "veth", "peer", "name", "eth0", "netns", l.dev1)
-	run(l.gw, "link", "add", l.p2, "type", "veth", "peer", "name", "eth0", "netns", l.dev2)
-	run(l.gw, "link", "add", l.wan, "type", "veth", "peer", "name", "wan0", "netns", l.isp)
-	run(l.isp, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", l.inet)
-	run(l.gw, "link", "set", l.p1, "master", l.br)
-	run(l.gw, "link", "set", l.p2, "master", l.br)
-	addrs := map[[2]string][]string{
-		{l.dev1, "eth0"}: {"192.168.50.2/24", "2001:db8:50::2/64"},
-		{l.dev2, "eth0"}: {"192.168.50.3/24", "2001:db8:50::3/64"},
-		{l.gw, l.br}:     {"192.168.50.1/24", "2001:db8:50::1/64"},
-		{l.gw, l.wan}:    {"203.0.113.2/30", "2001:db8:f::2/64"},
-		{l.isp, "wan0"}:  {"203.0.113.1/30", "2001:db8:f::1/64"},
-		{l.isp, "up0"}:   {"198.51.100.1/24", "2001:db8:100::1/64"},
-		{l.inet, "eth0"}: append(slicesMap(labInet4, "/24"), slicesMap(labInet6, "/64")...),
-	}
-	for k, as := range addrs {
-		for _, a := range as {
-			run(k[0], "addr", "add", a, "dev", k[1], "nodad")
-		}
-	}
-	for _, k := range [][2]string{{l.dev1, "eth0"}, {l.dev2, "eth0"}, {l.gw, l.p1}, {l.gw, l.p2}, {l.gw, l.br}, {l.gw, l.wan},
-		{l.isp, "wan0"}, {l.isp, "up0"}, {l.inet, "eth0"}} {
-		run(k[0], "link", "set", k[1], "up")
-	}
-	for _, ns := range []string{l.dev1, l.dev2} {
-		run(ns, "route", "add", "default", "via", "192.168.50.1")
-		run(ns, "-6", "route", "add", "default", "via", "2001:db8:50::1")
-	}
-	run(l.gw, "route", "add", "default", "via", "203.0.113.1")
-	run(l.gw, "-6", "route", "add", "default", "via", "2001:db8:f::1")
-	run(l.isp, "-6", "route", "add", "2001:db8:50::/64", "via", "2001:db8:f::2")
-	run(l.inet, "route", "add", "default", "via", "198.51.100.1")
-	run(l.inet, "-6", "route", "add", "default", "via", "2001:db8:100::1")
-	for _, ns := range []string{l.gw, l.isp} {
-		sysctl(ns, "ipv4/ip_forward", "1", "ipv6/conf/all/forwarding", "1")
-	}
-	netnstest.Run(t, "ip", "netns", "exec", l.gw, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", l.wan, "-j", "MASQUERADE")
-	return l
-}
-
-func slicesMap(s []string, suffix string) []string {
-	out := make([]string, len(s))
-	for i, v := range s {
-		out[i] = v + suffix
-	}
-	return out
+	return cookedLab{netnstest.NewBridgedGateway(t)}
 }
 
 // tcpdump starts tcpdump in the gateway; the returned function stops it
 // and says whether the kernel dropped any packet.
-func (l *cookedLab) tcpdump(t *testing.T, path string, args ...string) func() error {
+func (l cookedLab) tcpdump(t *testing.T, path string, args ...string) func() error {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", l.gw, "tcpdump", "-w", path, "-s", "0", "-B", "65536", "-n", "-U",
+	cmd := exec.Command("ip", append([]string{"netns", "exec", l.GW, "tcpdump", "-w", path, "-s", "0", "-B", "65536", "-n", "-U",
 		"--immediate-mode", "--time-stamp-precision=nano", "-Z", "root"}, args...)...)
-	var stderr bytes.Buffer
+	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start tcpdump %v: %v", args, err)
@@ -155,155 +68,23 @@ func (l *cookedLab) tcpdump(t *testing.T, path string, args ...string) func() er
 	}
 }
 
-// traffic is what a home does: each device talks UDP and TCP to the
-// internet hosts over both IP versions, the devices talk to each other
-// across the bridge, and one pings the gateway.
-func (l *cookedLab) traffic(t *testing.T) {
-	t.Helper()
-	stop := make(chan struct{})
-	done := make(chan error, 1)
-	ready := make(chan error, 1)
-	go func() {
-		done <- netnstest.InNetns(l.inet, func() error {
-			var ls []net.Listener
-			var us []*net.UDPConn
-			defer func() {
-				for _, x := range ls {
-					x.Close()
-				}
-				for _, u := range us {
-					u.Close()
-				}
-			}()
-			for _, a := range append(slices.Clone(labInet4), labInet6...) {
-				tl, err := net.Listen("tcp", net.JoinHostPort(a, "8443"))
-				if err != nil {
-					ready <- err
-					return err
-				}
-				ls = append(ls, tl)
-				go func() {
-					for {
-						c, err := tl.Accept()
-						if err != nil {
-							return
-						}
-						go func() { defer c.Close(); io.Copy(c, c) }()
-					}
-				}()
-				u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(a), Port: 5353})
-				if err != nil {
-					ready <- err
-					return err
-				}
-				us = append(us, u)
-				go func() {
-					buf := make([]byte, 2048)
-					for {
-						n, from, err := u.ReadFromUDP(buf)
-						if err != nil {
-							return
-						}
-						u.WriteToUDP(buf[:n], from)
-					}
-				}()
-			}
-			ready <- nil
-			<-stop
-			return nil
-		})
-	}()
-	if err := <-ready; err != nil {
-		t.Fatalf("internet host: %v", err)
-	}
-	// dev2 listens for dev1.
-	peerUp := make(chan error, 1)
-	peerDone := make(chan error, 1)
-	go func() {
-		peerDone <- netnstest.InNetns(l.dev2, func() error {
-			u, err := net.ListenUDP("udp", &net.UDPAddr{Port: 7000})
-			if err != nil {
-				peerUp <- err
-				return err
-			}
-			peerUp <- nil
-			defer u.Close()
-			go func() { <-stop; u.Close() }()
-			buf := make([]byte, 2048)
-			for {
-				n, from, err := u.ReadFromUDP(buf)
-				if err != nil {
-					return nil
-				}
-				u.WriteToUDP(buf[:n], from)
-			}
-		})
-	}()
-	if err := <-peerUp; err != nil {
-		t.Fatalf("dev2 listener: %v", err)
-	}
-	for d, ns := range []string{l.dev1, l.dev2} {
-		netnstest.Do(t, ns, "talk to the internet", func() error {
-			for i, a := range append(slices.Clone(labInet4), labInet6...) {
-				c, err := net.DialTimeout("tcp", net.JoinHostPort(a, "8443"), 5*time.Second)
-				if err != nil {
-					return err
-				}
-				msg := bytes.Repeat([]byte{byte('a' + i)}, 100+300*i+d)
-				buf := make([]byte, len(msg))
-				for range 3 {
-					c.Write(msg)
-					if _, err := io.ReadFull(c, buf); err != nil {
-						c.Close()
-						return fmt.Errorf("echo from %s: %w", a, err)
-					}
-				}
-				c.Close()
-				u, err := net.Dial("udp", net.JoinHostPort(a, "5353"))
-				if err != nil {
-					return err
-				}
-				u.SetReadDeadline(time.Now().Add(5 * time.Second))
-				for j := range 4 {
-					u.Write([]byte(fmt.Sprintf("query %d from device %d", j, d)))
-					if _, err := u.Read(buf); err != nil {
-						u.Close()
-						return fmt.Errorf("UDP echo from %s: %w", a, err)
-					}
-				}
-				u.Close()
-			}
-			return nil
-		})
-	}
-	netnstest.Do(t, l.dev1, "talk to dev2", func() error {
-		for _, a := range []string{"192.168.50.3", "2001:db8:50::3"} {
-			u, err := net.Dial("udp", net.JoinHostPort(a, "7000"))
-			if err != nil {
-				return err
-			}
-			u.SetReadDeadline(time.Now().Add(5 * time.Second))
-			buf := make([]byte, 64)
-			for j := range 5 {
-				u.Write([]byte(fmt.Sprintf("hello %d", j)))
-				if _, err := u.Read(buf); err != nil {
-					u.Close()
-					return err
-				}
-			}
-			u.Close()
-		}
-		return nil
-	})
-	netnstest.Run(t, "ip", "netns", "exec", l.dev1, "ping", "-c", "3", "-i", "0.2", "192.168.50.1")
-	netnstest.Run(t, "ip", "netns", "exec", l.dev2, "ping", "-6", "-c", "3", "-i", "0.2", "2001:db8:50::1")
-	close(stop)
-	if err := <-done; err != nil {
-		t.Fatalf("internet host: %v", err)
-	}
-	if err := <-peerDone; err != nil {
-		t.Fatalf("dev2: %v", err)
-	}
+// lockedBuffer is tcpdump's stderr, written by exec's copier while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func btoi(b bool) int {
@@ -319,10 +100,10 @@ var liveStats [2]CookedStats
 // live captures on every interface of the gateway with OpenLive, as the
 // capture agent does with --interface any, into *into; the returned
 // function stops it and says whether the kernel dropped any packet.
-func (l *cookedLab) live(t *testing.T, noRing bool, into *[]labFrame) func() error {
+func (l cookedLab) live(t *testing.T, noRing bool, into *[]labFrame) func() error {
 	t.Helper()
 	var src Source
-	netnstest.Do(t, l.gw, "OpenLive(any)", func() (err error) {
+	netnstest.Do(t, l.GW, "OpenLive(any)", func() (err error) {
 		src, err = OpenLive(AnyInterface, LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20, noRing: noRing})
 		return err
 	})
@@ -409,8 +190,8 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		var stops []func() error
 		for _, c := range [][]string{
-			{"p1", "-i", l.p1},
-			{"p2", "-i", l.p2},
+			{"p1", "-i", l.P1},
+			{"p2", "-i", l.P2},
 			{"any2", "-i", "any"},
 			{"any1", "-i", "any", "-y", "LINUX_SLL"},
 		} {
@@ -422,7 +203,7 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 			stops = append(stops, l.live(t, noRing, &live[btoi(noRing)]))
 		}
 		time.Sleep(300 * time.Millisecond)
-		l.traffic(t)
+		l.Traffic(t)
 		time.Sleep(300 * time.Millisecond)
 		var dropped error
 		for i := len(stops) - 1; i >= 0; i-- {
