@@ -472,6 +472,13 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 			log.Error("capture ends early; packets before the fault are kept", "err", err)
 			break
 		}
+		if in.Tap != tapLAN {
+			if err := capture.WANInput(src, in.Name); err != nil {
+				a.count(func(st *Stats) { st.ReadErrors++ })
+				log.Error("capture ends: not a "+in.Tap+" capture", "err", err)
+				break
+			}
+		}
 		// Frames before the resume point are decoded all the same: the
 		// decoder's clock gives the first resumed packet its interval.
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {

@@ -305,11 +305,8 @@ func abbreviate(names []string) string {
 // CookedStatsOf returns what the view of a cooked capture did, if src
 // read one (a Source from OpenFile or NewReader).
 func CookedStatsOf(src Source) (CookedStats, bool) {
-	c, ok := src.(*cookedView)
-	if l, live := src.(*liveCooked); live {
-		c, ok = l.cookedView, true
-	}
-	if !ok || c.stats.Frames == 0 {
+	c := viewOf(src)
+	if c == nil || c.stats.Frames == 0 {
 		return CookedStats{}, false
 	}
 	return c.Stats(), true
@@ -322,6 +319,43 @@ func LeftOut(src Source) uint64 {
 	cs, _ := CookedStatsOf(src)
 	return cs.LeftOut()
 }
+
+// viewOf is the cooked view src reads through, nil for other sources.
+func viewOf(src Source) *cookedView {
+	switch v := src.(type) {
+	case *cookedView:
+		return v
+	case *liveCooked:
+		return v.cookedView
+	}
+	return nil
+}
+
+// WANInput says why src cannot be read as a WAN capture named name: nil,
+// unless it is a gateway's capture on every interface, which is read as
+// the LAN side (it has passed on LAN frames). The error says how to cut
+// the WAN interface out of it.
+func WANInput(src Source, name string) error {
+	c := viewOf(src)
+	if c == nil || c.stats.LAN == 0 {
+		return nil
+	}
+	var other []string
+	for _, i := range c.Stats().Interfaces {
+		if f := strings.Fields(i.Name); i.Side == "other" && f[0] == "interface" {
+			other = append(other, f[1])
+		}
+	}
+	other = slices.Compact(other) // one interface's VLANs are one cut
+	cut := "capture the WAN interface on its own"
+	if len(other) > 0 {
+		cut = fmt.Sprintf("cut its WAN interface out first: tcpdump -r %s -w wan.pcap ifindex N, N one of its other interfaces: %s", name, strings.Join(other, ", "))
+	}
+	return fmt.Errorf("%w: %s is a gateway's capture on every interface (tcpdump -i any), read as its LAN side, not its WAN: %s", ErrNotWAN, name, cut)
+}
+
+// ErrNotWAN is wrapped by WANInput's error.
+var ErrNotWAN = errors.New("not a WAN capture")
 
 // liveCooked is the LAN view of a live capture on every interface
 // (AnyInterface); Stats and Mechanism are the capture's.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,7 +216,7 @@ func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFram
 	return out, lan
 }
 
-func viewOf(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {
+func readView(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {
 	t.Helper()
 	src, err := NewReader(bytes.NewReader(raw), name)
 	if err != nil {
@@ -249,7 +250,7 @@ func TestCookedViewOfRealTraffic(t *testing.T) {
 	}{{"sll2", true, false}, {"sll", false, false}, {"sll2-trunk", true, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			cooked, lan := gatewayCopies(sentinel, gw, c.trunk)
-			got, st := viewOf(t, cookedPcap(cooked, c.v2), c.name)
+			got, st := readView(t, cookedPcap(cooked, c.v2), c.name)
 			t.Log(st.Summary())
 			if len(got) != len(lan) {
 				for i := range min(len(got), len(lan)) {
@@ -330,7 +331,7 @@ func TestCookedViewWithoutLAN(t *testing.T) {
 			cookedFrame{ifindex: 1, hatype: arphrdLoopback, pkttype: pktHost, proto: 0x0800, payload: ipv4Packet([4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 1}, 64), ts: ts.Add(2 * time.Millisecond)})
 	}
 	for _, v2 := range []bool{true, false} {
-		got, st := viewOf(t, cookedPcap(frames, v2), "host")
+		got, st := readView(t, cookedPcap(frames, v2), "host")
 		if len(got) != 80 || st.Whole != 80 || st.LAN != 0 || st.Loopback != 40 || st.OtherSide != 0 {
 			t.Fatalf("v2 %v: %d frames, %+v: want the 80 Ethernet frames and no loopback", v2, len(got), st)
 		}
@@ -342,6 +343,10 @@ func TestCookedViewWithoutLAN(t *testing.T) {
 			if f.link != features.LinkTypeEthernet || schemas.MAC(f.data[6:12]) != src {
 				t.Fatalf("v2 %v: frame %d: link %d, source %x", v2, i, f.link, f.data[6:12])
 			}
+		}
+		src, _ := NewReader(bytes.NewReader(cookedPcap(frames, v2)), "host")
+		if _, err := drain(src); !errors.Is(err, io.EOF) || WANInput(src, "host") != nil {
+			t.Errorf("v2 %v: a capture with no LAN side is refused as a WAN capture: %v", v2, WANInput(src, "host"))
 		}
 		// The host's MAC goes back on what it received; the router's
 		// MAC on what it sent once the router is known by its address.
@@ -358,7 +363,7 @@ func TestCookedViewWithoutLAN(t *testing.T) {
 			payload: ipv4Packet([4]byte{100, 64, 0, 2}, [4]byte{198, 51, 100, 9}, 64), ts: t0.Add(time.Duration(i) * time.Second)})
 	}
 	raw := cookedPcap(ppp, true)
-	got, st := viewOf(t, raw, "ppp")
+	got, st := readView(t, raw, "ppp")
 	if len(got) != 10 || st.AsIs != 10 || got[0].link != features.LinkTypeLinuxSLL2 || !bytes.Equal(got[0].data, ppp[0].sll2()) {
 		t.Fatalf("PPP: %d frames, %+v", len(got), st)
 	}
@@ -395,7 +400,7 @@ func TestCookedViewSides(t *testing.T) {
 		{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: up, ts: ts(6000)},
 	}
 	raw := cookedPcap(frames, true)
-	got, st := viewOf(t, raw, "pppoe")
+	got, st := readView(t, raw, "pppoe")
 	if len(got) != 3 || st.OtherSide != 4 || st.LAN != 3 {
 		t.Fatalf("%d frames, %+v: want the LAN's 3", len(got), st)
 	}
@@ -411,9 +416,21 @@ func TestCookedViewSides(t *testing.T) {
 		t.Errorf("sides %q, want %q", sides, want)
 	}
 
+	// Read as a WAN capture, it is refused, naming the cut to make.
+	src, err := NewReader(bytes.NewReader(raw), "gw.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if err := WANInput(src, "gw.pcap"); !errors.Is(err, ErrNotWAN) || !strings.Contains(err.Error(), "tcpdump -r gw.pcap -w wan.pcap ifindex N, N one of its other interfaces: 3, 8") {
+		t.Errorf("WANInput = %v", err)
+	}
+
 	// Cut inside the last record: the frames held back come out, then
 	// the error.
-	src, err := NewReader(bytes.NewReader(raw[:len(raw)-5]), "cut")
+	src, err = NewReader(bytes.NewReader(raw[:len(raw)-5]), "cut")
 	if err != nil {
 		t.Fatal(err)
 	}

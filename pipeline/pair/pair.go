@@ -76,6 +76,9 @@ type Config struct {
 	// shows the order they were sent in (see sendOrder), to measure what
 	// that order is worth.
 	TimeOrder bool
+	// WANName names the WAN capture in errors (its file); empty is "the
+	// WAN capture".
+	WANName string
 
 	windowDefault bool // Window was left zero
 }
@@ -168,7 +171,7 @@ func Pair(ctx context.Context, lan, wan capture.Source, cfg Config) (Result, err
 	if err != nil {
 		return res, err
 	}
-	wans, wskipped, nwan, err := readWAN(ctx, wan, cfg.Mode == gateway.VPN)
+	wans, wskipped, nwan, err := readWAN(ctx, wan, cmp.Or(cfg.WANName, "the WAN capture"), cfg.Mode == gateway.VPN)
 	if err != nil {
 		return res, err
 	}
@@ -247,7 +250,7 @@ func readLAN(ctx context.Context, src capture.Source, home features.HomeConfig) 
 
 // readWAN reads the WAN capture; with tcpData it keeps the payload of TCP
 // segments, where an OpenVPN tunnel over TCP has its records.
-func readWAN(ctx context.Context, src capture.Source, tcpData bool) ([]wanPkt, int, int, error) {
+func readWAN(ctx context.Context, src capture.Source, name string, tcpData bool) ([]wanPkt, int, int, error) {
 	var out []wanPkt
 	n, skipped := 0, 0
 	for ; ; n++ {
@@ -262,6 +265,9 @@ func readWAN(ctx context.Context, src capture.Source, tcpData bool) ([]wanPkt, i
 		}
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("read WAN capture: %w", err)
+		}
+		if err := capture.WANInput(src, name); err != nil {
+			return nil, 0, 0, err
 		}
 		h, err := gateway.ParseHeader(fr.LinkType, fr.Data)
 		if err != nil {

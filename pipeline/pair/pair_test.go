@@ -3,11 +3,13 @@ package pair
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -396,5 +398,58 @@ func TestRecordsAgreeWithTruth(t *testing.T) {
 		if tc.mode == gateway.VPN && res.Cipher != tc.cipher {
 			t.Errorf("detected cipher %s, the gateway used %s", res.Cipher, tc.cipher)
 		}
+	}
+}
+
+// TestCookedGatewayCapture pairs one tcpdump -i any capture of a NAPT
+// gateway with itself as people would: its LAN side is the LAN capture,
+// and its WAN interface, cut out (here: read whole, which the view does to
+// a capture of one interface), the WAN capture: every datagram pairs.
+// Given whole as the WAN capture, it is refused with the cut to make.
+func TestCookedGatewayCapture(t *testing.T) {
+	const n = 10
+	path := capturetest.GatewayAny(t, n)
+	cfg := Config{Mode: gateway.NAPT, Home: features.HomeConfig{LANNets: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}, WANName: "gw.pcap"}
+
+	lan, wan := capturetest.Open(t, path), capturetest.Open(t, path)
+	defer lan.Close()
+	defer wan.Close()
+	if _, err := Pair(context.Background(), lan, wan, cfg); !errors.Is(err, capture.ErrNotWAN) || !strings.Contains(err.Error(), "tcpdump -r gw.pcap -w wan.pcap ifindex N, N one of its other interfaces: 3") {
+		t.Fatalf("the whole capture as the WAN: %v", err)
+	}
+
+	// tcpdump -r gw.pcap -w wan.pcap ifindex 3, done by hand: the
+	// frames of interface 3, still SLL2.
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := raw[:24]
+	for off := 24; off < len(raw); {
+		l := int(binary.LittleEndian.Uint32(raw[off+8:]))
+		if binary.BigEndian.Uint32(raw[off+16+4:]) == 3 {
+			cut = append(cut, raw[off:off+16+l]...)
+		}
+		off += 16 + l
+	}
+	wanPath := filepath.Join(t.TempDir(), "wan.pcap")
+	if err := os.WriteFile(wanPath, cut, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lan, wan = capturetest.Open(t, path), capturetest.Open(t, wanPath)
+	defer lan.Close()
+	defer wan.Close()
+	res, err := Pair(context.Background(), lan, wan, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paired := 0
+	for _, p := range res.Pairs {
+		if p >= 0 {
+			paired++
+		}
+	}
+	if len(res.Pairs) != 2*n || paired != 2*n {
+		t.Errorf("%d of %d WAN packets paired, want all %d", paired, len(res.Pairs), 2*n)
 	}
 }

@@ -226,6 +226,7 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 		return err
 	}
 	defer wan.Close()
+	cfg.WANName = *wanPath
 	res, err := pair.Pair(ctx, lan, wan, cfg)
 	if err != nil {
 		return fmt.Errorf("pair %s with %s: %w", *wanPath, *lanPath, err)
