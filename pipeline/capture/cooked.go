@@ -59,11 +59,12 @@ import (
 // the router that packets from beyond came from. A frame whose destination
 // the capture never shows keeps a zero MAC and is counted.
 //
-// Frames are judged as they come, so a live stream is not held up; only
+// Frames are judged as they come, so a live stream is not held up. Only
 // while an interface has no votes yet (the first packets of a capture), or
 // a LAN frame's destination has not shown yet, are frames held back, at
-// most cookedHold of capture time after their interface's first frame, so
-// that they are judged with what the frames after them show. Everything
+// most cookedHold of capture time, so that they are judged with what the
+// frames after them show; and while no LAN side has shown at all, at most
+// cookedNoLAN, before the capture is taken for one host's and read whole. Everything
 // learned (votes, MACs, addresses) is bounded, so a hostile home that
 // sends from millions of addresses costs a fixed amount of memory.
 type cookedView struct {
@@ -91,20 +92,27 @@ type cookedView struct {
 	seenQ  []seenEntry
 	seed   maphash.Seed
 
-	held      []heldFrame
-	heldBytes int
-	last      time.Time // the newest frame's time stamp
-	eof       bool
-	err       error // the source's error, returned once the held frames are out
-	stats     CookedStats
+	held        []heldFrame
+	heldBytes   int
+	first, last time.Time // the first and the newest frame's time stamps
+	eof         bool
+	err         error // the source's error, returned once the held frames are out
+	stats       CookedStats
 }
 
 // Bounds of what the view holds back and remembers.
 const (
 	// cookedHold is how long a frame of an interface that has no votes
-	// yet is held back waiting for them: the first seconds of a capture
-	// name every active interface's side.
+	// yet is held back waiting for them (the first seconds of a capture
+	// name every active interface's side), and a LAN frame whose
+	// destination MAC has not shown.
 	cookedHold = 5 * time.Second
+	// cookedNoLAN is how long a capture may show no LAN side before it is
+	// taken for one host's and read whole: until then the frames of its
+	// other interfaces wait, so that a gateway whose LAN is quiet for a
+	// while when the capture starts (IoT devices beat every minute or so)
+	// does not have its WAN read as a host's.
+	cookedNoLAN = time.Minute
 	// cookedHoldBytes and cookedHoldFrames bound the frames held back.
 	cookedHoldBytes  = 32 << 20
 	cookedHoldFrames = 1 << 16
@@ -441,6 +449,9 @@ func (c *cookedView) Next() (Frame, error) {
 		if f.CI.Timestamp.After(c.last) {
 			c.last = f.CI.Timestamp
 		}
+		if c.stats.Frames == 0 {
+			c.first = f.CI.Timestamp
+		}
 		c.stats.Frames++
 		h, ok := parseCookedHdr(f.LinkType, f.Data)
 		var i *cookedIface
@@ -469,10 +480,10 @@ func (c *cookedView) hold(f Frame, h cookedHdr, i *cookedIface, k cookedKey) {
 	c.heldBytes += len(f.Data)
 }
 
-// expired: the held frame has waited as long as it may.
+// expired: the held frame has waited as long as anything may.
 func (c *cookedView) expired(h *heldFrame) bool {
 	return c.eof || c.heldBytes > cookedHoldBytes || len(c.held) > cookedHoldFrames ||
-		c.last.Sub(h.f.CI.Timestamp) > cookedHold
+		c.last.Sub(h.f.CI.Timestamp) > cookedNoLAN
 }
 
 // judge decides a frame: ok false holds it back (only when !expired);
@@ -489,10 +500,6 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 		c.stats.Loopback++
 		return false, true
 	}
-	// A key with no votes yet is held back until it has some, or has been
-	// seen for cookedHold: its first frames are judged with the votes of
-	// those after them.
-	expired = expired || c.last.Sub(i.first) > cookedHold
 	lan := i.lanSide()
 	var dst schemas.MAC
 	var known, resolved bool
@@ -510,7 +517,7 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 		if !resolved {
 			dst, known = c.destination(h, i)
 		}
-		if !known && !expired {
+		if !known && !expired && c.last.Sub(f.CI.Timestamp) <= cookedHold {
 			return false, false // the MAC may show in the frames after it
 		}
 		if c.duplicate(f, h, k) {
@@ -520,11 +527,15 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 		c.toEthernet(f, h, dst, known)
 		c.stats.LAN++
 		return true, true
-	case !expired && (i.lan+i.wan == 0 || c.lanKeys == 0):
+	case !expired && i.lan+i.wan == 0 && c.last.Sub(i.first) <= cookedHold:
+		// A key with no votes yet: its first frames are judged with the
+		// votes of those after them.
 		return false, false
 	case c.lanKeys > 0:
 		c.stats.OtherSide++
 		return false, true
+	case !expired && c.last.Sub(c.first) <= cookedNoLAN:
+		return false, false // no LAN side yet
 	case h.ether():
 		// No LAN side found: a capture of one host's interfaces, not a
 		// gateway's. Its Ethernet frames are still read as Ethernet.

@@ -504,3 +504,39 @@ func BenchmarkCookedView(b *testing.B) {
 		})
 	}
 }
+
+// TestCookedViewQuietLAN: a gateway whose LAN says nothing for the first
+// half minute of the capture (the gateway's own DNS on the WAN meanwhile)
+// is still a gateway: its WAN is not read as a host's, and once the
+// device speaks, the view is the device's traffic only.
+func TestCookedViewQuietLAN(t *testing.T) {
+	dev, gwLAN, gwWAN, isp := schemas.MAC{2, 0, 0, 0, 0, 5}, schemas.MAC{2, 0, 0, 0, 0, 1}, schemas.MAC{2, 0, 0, 0, 0, 2}, schemas.MAC{2, 0, 0, 0, 0, 3}
+	t0 := time.Unix(1700000000, 0)
+	wanIP, resolver, server, devIP := [4]byte{203, 0, 113, 2}, [4]byte{198, 51, 100, 53}, [4]byte{198, 51, 100, 9}, [4]byte{192, 168, 1, 5}
+	var frames []cookedFrame
+	wanFrames := 0
+	for s := range 40 {
+		ts := t0.Add(time.Duration(s) * time.Second)
+		frames = append(frames,
+			cookedFrame{ifindex: 3, hatype: arphrdEther, pkttype: pktOutgoing, src: gwWAN, proto: 0x0800, payload: ipv4Packet(wanIP, resolver, 64), ts: ts},
+			cookedFrame{ifindex: 3, hatype: arphrdEther, pkttype: pktHost, src: isp, proto: 0x0800, payload: ipv4Packet(resolver, wanIP, 52), ts: ts.Add(time.Millisecond)})
+		wanFrames += 2
+		if s >= 30 {
+			frames = append(frames,
+				cookedFrame{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: ipv4Packet(devIP, server, 64), ts: ts.Add(2 * time.Millisecond)},
+				cookedFrame{ifindex: 3, hatype: arphrdEther, pkttype: pktOutgoing, src: gwWAN, proto: 0x0800, payload: ipv4Packet(wanIP, server, 63), ts: ts.Add(3 * time.Millisecond)},
+				cookedFrame{ifindex: 3, hatype: arphrdEther, pkttype: pktHost, src: isp, proto: 0x0800, payload: ipv4Packet(server, wanIP, 50), ts: ts.Add(4 * time.Millisecond)},
+				cookedFrame{ifindex: 2, hatype: arphrdEther, pkttype: pktOutgoing, src: gwLAN, proto: 0x0800, payload: ipv4Packet(server, devIP, 49), ts: ts.Add(5 * time.Millisecond)})
+			wanFrames += 2
+		}
+	}
+	got, st := readView(t, cookedPcap(frames, true), "quiet")
+	if len(got) != 20 || st.LAN != 20 || st.Whole != 0 || st.OtherSide != uint64(wanFrames) {
+		t.Fatalf("%d frames, %+v: want the device's 20 and the %d WAN frames left out", len(got), st, wanFrames)
+	}
+	for i, f := range got {
+		if s, d := schemas.MAC(f.data[6:12]), schemas.MAC(f.data[0:6]); !(s == dev && d == gwLAN || s == gwLAN && d == dev) {
+			t.Fatalf("frame %d goes %v -> %v: not the device's", i, s, d)
+		}
+	}
+}
