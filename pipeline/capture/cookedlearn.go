@@ -1,0 +1,416 @@
+package capture
+
+import (
+	"cmp"
+	"encoding/binary"
+
+	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/schemas"
+)
+
+// What a cooked frame shows the view (cookedView): its SLL header and the
+// packet's addresses and hop limit, the votes and MACs learned from them,
+// and the destination MAC put back.
+
+// cookedHdr is what the view reads of a cooked frame: its SLL header and
+// the addresses and hop limit of the packet it carries.
+type cookedHdr struct {
+	hdrLen   int // 16 (SLL) or 20 (SLL2)
+	ifindex  uint32
+	hasIndex bool
+	hatype   uint16
+	pkttype  uint16
+	halen    int
+	addr     schemas.MAC // the source MAC, where halen is 6
+	proto    uint16
+	vlan     uint16 // outer VLAN ID + 1; 0 untagged
+	et       uint16 // the EtherType after the VLAN tags
+	pppoe    bool
+
+	l3       int // offset of the network packet; hdrLen where unread
+	ip       bool
+	v4       bool
+	ttl      uint8
+	src, dst [16]byte
+	// ARP: the opcode, sender and target.
+	arpOp          uint16
+	arpSHA, arpTHA schemas.MAC
+	arpSPA, arpTPA [16]byte
+	// A DHCP (BOOTP) reply's client MAC.
+	dhcpClient schemas.MAC
+	isDHCPRep  bool
+}
+
+func (h cookedHdr) ether() bool { return h.hatype == arphrdEther && h.halen == 6 }
+
+func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
+	var h cookedHdr
+	switch lt {
+	case features.LinkTypeLinuxSLL2:
+		// protocol(2) reserved(2) ifindex(4) hatype(2) pkttype(1) addrlen(1) addr(8)
+		if len(data) < 20 {
+			return h, false
+		}
+		h.hdrLen, h.hasIndex = 20, true
+		h.proto = binary.BigEndian.Uint16(data[0:2])
+		h.ifindex = binary.BigEndian.Uint32(data[4:8])
+		h.hatype = binary.BigEndian.Uint16(data[8:10])
+		h.pkttype = uint16(data[10])
+		h.halen = int(data[11])
+		copy(h.addr[:], data[12:18])
+	default:
+		// packet type(2) hatype(2) addrlen(2) addr(8) protocol(2)
+		if len(data) < 16 {
+			return h, false
+		}
+		h.hdrLen = 16
+		h.pkttype = binary.BigEndian.Uint16(data[0:2])
+		h.hatype = binary.BigEndian.Uint16(data[2:4])
+		h.halen = int(binary.BigEndian.Uint16(data[4:6]))
+		copy(h.addr[:], data[6:12])
+		h.proto = binary.BigEndian.Uint16(data[14:16])
+	}
+	if h.halen != 6 {
+		h.addr = schemas.MAC{}
+	}
+	h.l3 = h.hdrLen
+	if h.hatype != arphrdEther {
+		return h, true
+	}
+	et := h.proto
+	if (et == 0x8100 || et == 0x88a8) && len(data) >= h.hdrLen+4 {
+		h.vlan = binary.BigEndian.Uint16(data[h.hdrLen:])&0x0fff + 1
+		et = binary.BigEndian.Uint16(data[h.hdrLen+2:])
+	}
+	h.et = et
+	h.pppoe = et == 0x8863 || et == 0x8864
+	l, err := features.ParseLink(lt, data)
+	if err != nil {
+		return h, true
+	}
+	h.l3 = l.Offset
+	p := data[l.Offset:]
+	switch l.EtherType {
+	case features.EtherTypeIPv4:
+		if len(p) < 20 || p[0]>>4 != 4 {
+			return h, true
+		}
+		h.ip, h.v4, h.ttl = true, true, p[8]
+		copy(h.src[12:], p[12:16])
+		copy(h.dst[12:], p[16:20])
+		h.src[10], h.src[11], h.dst[10], h.dst[11] = 0xff, 0xff, 0xff, 0xff
+		ihl := int(p[0]&0x0f) * 4
+		// A DHCP reply names its client in the BOOTP header: the MAC a
+		// server sends an offer to before the client has an address.
+		if p[9] == 17 && ihl >= 20 && len(p) >= ihl+8+34 && binary.BigEndian.Uint16(p[ihl:]) == 67 {
+			b := p[ihl+8:]
+			if b[0] == 2 && b[1] == 1 && b[2] == 6 {
+				h.isDHCPRep = true
+				copy(h.dhcpClient[:], b[28:34])
+			}
+		}
+	case features.EtherTypeIPv6:
+		if len(p) < 40 || p[0]>>4 != 6 {
+			return h, true
+		}
+		h.ip, h.ttl = true, p[7]
+		copy(h.src[:], p[8:24])
+		copy(h.dst[:], p[24:40])
+	case features.EtherTypeARP:
+		// Ethernet and IPv4 only: hardware 1, protocol 0x0800, lengths 6 and 4.
+		if len(p) < 28 || binary.BigEndian.Uint16(p[0:2]) != 1 || binary.BigEndian.Uint16(p[2:4]) != 0x0800 || p[4] != 6 || p[5] != 4 {
+			return h, true
+		}
+		h.arpOp = binary.BigEndian.Uint16(p[6:8])
+		copy(h.arpSHA[:], p[8:14])
+		copy(h.arpSPA[12:], p[14:18])
+		copy(h.arpTHA[:], p[18:24])
+		copy(h.arpTPA[12:], p[24:28])
+		h.arpSPA[10], h.arpSPA[11], h.arpTPA[10], h.arpTPA[11] = 0xff, 0xff, 0xff, 0xff
+	}
+	return h, true
+}
+
+// key names what a frame is judged by: its interface and outer VLAN; for
+// SLL, which names no interface, its source MAC (or its hardware type,
+// where it has no MAC).
+func (c *cookedView) key(h cookedHdr) cookedKey {
+	switch {
+	case h.hasIndex:
+		return cookedKey{ifindex: h.ifindex, vlan: h.vlan, hatype: h.hatype}
+	case h.ether():
+		return cookedKey{mac: h.addr, hatype: h.hatype, vlan: h.vlan}
+	}
+	return cookedKey{hatype: h.hatype}
+}
+
+func (c *cookedView) iface(k cookedKey, hatype uint16) *cookedIface {
+	if i, ok := c.keys[k]; ok {
+		return i
+	}
+	if len(c.keys) >= cookedMaxKeys {
+		k = cookedKey{overflow: true, hatype: hatype}
+		if i, ok := c.keys[k]; ok {
+			return i
+		}
+	}
+	i := &cookedIface{hatype: hatype, first: c.last}
+	c.keys[k] = i
+	return i
+}
+
+// startingHop: a hop limit a host's stack starts its packets at, so that
+// the packet has crossed no router.
+var broadcast4 = [16]byte{10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff}
+
+// macKey files a MAC in a neighTable.
+func macKey(m schemas.MAC) [16]byte {
+	var k [16]byte
+	k[0] = 1 // no IPv4-mapped or IPv6 address of a neighbour starts so
+	copy(k[10:], m[:])
+	return k
+}
+
+func linkLocal(a [16]byte, v4 bool) bool {
+	if v4 {
+		return a[12] == 169 && a[13] == 254
+	}
+	return a[0] == 0xfe && a[1]&0xc0 == 0x80
+}
+
+func startingHop(ttl uint8) bool {
+	switch ttl {
+	case 1, 32, 64, 128, 255:
+		return true
+	}
+	return false
+}
+
+// learn takes what a frame shows: its key's vote, the MACs of the
+// gateway and its neighbours, and which address sends from which MAC.
+func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
+	if h.pppoe {
+		i.pppoe = true
+	}
+	incoming := h.pkttype != pktOutgoing
+	if h.ether() {
+		switch {
+		case incoming:
+			c.foreign.add(h.addr)
+			if h.pkttype == pktHost && !h.ip && h.arpOp == 0 && (len(c.l2Peer) < 64 || c.l2Peer[h.et] != schemas.MAC{}) {
+				c.l2Peer[h.et] = h.addr
+			}
+		case c.foreign.has(h.addr):
+			// Another host's frame the bridge forwards.
+		case h.ip || h.arpOp != 0:
+			i.own, c.lastOwn = h.addr, h.addr
+		default:
+			i.ownL2, c.lastOwnL2 = h.addr, h.addr
+		}
+	}
+	if h.arpOp != 0 && h.ether() && !unspecified(h.arpSPA) {
+		c.neigh.put(h.arpSPA, h.arpSHA)
+		if !incoming {
+			c.ownAddrs.put(h.arpSPA, schemas.MAC{})
+		}
+	}
+	if !h.ip {
+		return
+	}
+	if !incoming && startingHop(h.ttl) && !unspecified(h.src) {
+		// The gateway's own packet, not one it forwards.
+		c.ownAddrs.put(h.src, schemas.MAC{})
+	}
+	if incoming && h.ether() && !unspecified(h.src) && !multicast(h.src, h.v4) {
+		if startingHop(h.ttl) {
+			c.neigh.put(h.src, h.addr)
+		} else {
+			i.router, c.lastRouter = h.addr, h.addr
+		}
+	}
+	// Only unicast packets between routable addresses vote: every
+	// neighbour, the ISP's router too, sends link-scoped packets
+	// (neighbour discovery, multicast, DHCP) with a starting hop limit.
+	if linkLocal(h.src, h.v4) || linkLocal(h.dst, h.v4) || multicast(h.dst, h.v4) || unspecified(h.src) || h.dst == broadcast4 {
+		return
+	}
+	switch {
+	case h.pkttype == pktHost || h.pkttype == pktOtherHost:
+		_, toGateway := c.ownAddrs.get(h.dst)
+		switch {
+		case !startingHop(h.ttl):
+			i.wan++ // from beyond a router
+		case !toGateway:
+			i.lan++ // from a neighbour that sends through the gateway
+		}
+	case h.pkttype == pktOutgoing && !h.hasIndex && h.ether():
+		// SLL: the gateway's own MAC on each side is judged by whom it
+		// sends to, a LAN host or a host beyond the LAN; and a LAN host's
+		// MAC is remembered with the gateway's MAC that talks to it.
+		m, ok := c.neigh.get(h.dst)
+		if n := c.keys[cookedKey{mac: m, hatype: arphrdEther, vlan: h.vlan}]; ok && n != nil && n.lanSide() {
+			i.lan++
+			if !c.foreign.has(h.addr) { // not a frame the bridge forwards
+				c.gatewayOf.put(macKey(m), h.addr)
+				c.lastGateway = h.addr
+			}
+		} else {
+			i.wan++
+		}
+	}
+	if now := i.lanSide(); now != i.isLAN {
+		i.isLAN = now
+		if now {
+			c.lanKeys++
+		} else {
+			c.lanKeys--
+		}
+	}
+}
+
+// destination is the frame's destination MAC, as far as the capture shows.
+func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool) {
+	bcast := schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	switch h.pkttype {
+	case pktBroadcast:
+		return bcast, true
+	case pktMulticast:
+		return groupMAC(h)
+	case pktHost:
+		l2 := i.ownL2
+		if !h.hasIndex {
+			l2 = c.lastOwnL2
+		}
+		if !h.ip && h.arpOp == 0 && l2 != (schemas.MAC{}) {
+			return l2, true
+		}
+		return c.gateway(h, i)
+	case pktOtherHost:
+		// Another host's frame that the bridge forwards.
+		switch {
+		case h.arpOp == 2:
+			return h.arpTHA, true
+		case h.arpOp == 1:
+			return c.neigh.get(h.arpTPA)
+		case !h.ip:
+			return schemas.MAC{}, false
+		}
+		if m, ok := c.neigh.get(h.dst); ok {
+			return m, true
+		}
+		return c.gateway(h, i)
+	}
+	// Sent by the gateway, or through it by the bridge.
+	switch {
+	case h.arpOp == 2:
+		return h.arpTHA, true
+	case h.arpOp == 1:
+		// Linux asks a neighbour it has a MAC for by unicast (a probe of
+		// a stale entry), and broadcasts otherwise. Another host's request
+		// that the bridge forwards is broadcast: its unicast probes go to
+		// the gateway, not through it.
+		if m, ok := c.neigh.get(h.arpTPA); ok && !c.foreign.has(h.addr) {
+			return m, true
+		}
+		return bcast, true
+	case !h.ip:
+		m := c.l2Peer[h.et]
+		return m, m != schemas.MAC{}
+	case multicast(h.dst, h.v4):
+		return groupMAC(h)
+	case h.v4 && h.dst == broadcast4:
+		return bcast, true
+	case h.isDHCPRep:
+		return h.dhcpClient, true
+	}
+	if m, ok := c.neigh.get(h.dst); ok {
+		return m, true
+	}
+	// Beyond the link: to the router packets from beyond came from.
+	r := i.router
+	if !h.hasIndex {
+		r = c.lastRouter
+	}
+	return r, r != schemas.MAC{}
+}
+
+// gateway is the gateway's MAC where a frame came in: the source of the IP
+// the gateway sends on that interface; for SLL, which names no interface,
+// the MAC the gateway last sent to this host from, or else to any LAN
+// host, or else any IP at all.
+func (c *cookedView) gateway(h cookedHdr, i *cookedIface) (schemas.MAC, bool) {
+	m := i.own
+	if !h.hasIndex {
+		var ok bool
+		if m, ok = c.gatewayOf.get(macKey(h.addr)); !ok {
+			m = cmp.Or(c.lastGateway, c.lastOwn)
+		}
+	}
+	return m, m != schemas.MAC{}
+}
+
+// groupMAC is the Ethernet group address of an IP multicast destination.
+func groupMAC(h cookedHdr) (schemas.MAC, bool) {
+	switch {
+	case !h.ip || !multicast(h.dst, h.v4):
+		return schemas.MAC{}, false
+	case h.v4:
+		return schemas.MAC{0x01, 0x00, 0x5e, h.dst[13] & 0x7f, h.dst[14], h.dst[15]}, true
+	}
+	return schemas.MAC{0x33, 0x33, h.dst[12], h.dst[13], h.dst[14], h.dst[15]}, true
+}
+
+func multicast(a [16]byte, v4 bool) bool {
+	if v4 {
+		return a[12]&0xf0 == 0xe0
+	}
+	return a[0] == 0xff
+}
+
+func unspecified(a [16]byte) bool {
+	return a == [16]byte{} || a == [16]byte{10: 0xff, 11: 0xff}
+}
+
+// macSet and neighTable remember at most cookedMaxTable entries: when the
+// newer of two generations is full, the older is dropped, so what is
+// still in use stays and a flood of new addresses pushes out only itself.
+type macSet struct{ cur, old map[schemas.MAC]struct{} }
+
+func newMACSet() macSet { return macSet{cur: map[schemas.MAC]struct{}{}} }
+
+func (s *macSet) add(m schemas.MAC) {
+	if _, ok := s.cur[m]; ok {
+		return
+	}
+	if len(s.cur) >= cookedMaxTable/2 {
+		s.old, s.cur = s.cur, map[schemas.MAC]struct{}{}
+	}
+	s.cur[m] = struct{}{}
+}
+
+func (s *macSet) has(m schemas.MAC) bool {
+	if _, ok := s.cur[m]; ok {
+		return true
+	}
+	_, ok := s.old[m]
+	return ok
+}
+
+type neighTable struct{ cur, old map[[16]byte]schemas.MAC }
+
+func newNeighTable() neighTable { return neighTable{cur: map[[16]byte]schemas.MAC{}} }
+
+func (t *neighTable) put(a [16]byte, m schemas.MAC) {
+	if _, ok := t.cur[a]; !ok && len(t.cur) >= cookedMaxTable/2 {
+		t.old, t.cur = t.cur, map[[16]byte]schemas.MAC{}
+	}
+	t.cur[a] = m
+}
+
+func (t *neighTable) get(a [16]byte) (schemas.MAC, bool) {
+	if m, ok := t.cur[a]; ok {
+		return m, true
+	}
+	m, ok := t.old[a]
+	return m, ok
+}
