@@ -30,8 +30,8 @@ type linkFixture struct {
 	// IP frames, so that the check knows tshark read the link as meant.
 	dissected string
 	// bridged is how many bytes longer each frame is than the Ethernet
-	// frame an access point bridges it to (802.11), whose length the
-	// decoder gives.
+	// frame an access point bridges it to (802.11), or that a cooked
+	// capture's frame was on the LAN (SLL), whose length HomeMole gives.
 	bridged int
 }
 
@@ -163,6 +163,13 @@ var linkFixtures = []linkFixture{
 		wrap: func(ip []byte, v6 bool) []byte {
 			return join(ethHdr(0x9100), []byte{0x00, 0x64, 0x81, 0x00, 0x00, 0x0a}, ipEtherType(v6), ip)
 		}},
+	// A gateway's tcpdump -i any (SLL; pcapgo cannot write SLL2's 276):
+	// frames a device sent in, read as the Ethernet frames they were.
+	{name: "linux-sll", link: 113, dissected: "sll:ethertype:ip", bridged: 16 - 14,
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join([]byte{0, 0, 0, 1, 0, 6}, fixDev, []byte{0, 0}, ipEtherType(v6), ip)
+		},
+		nonIP: [][]byte{join([]byte{0, 1, 0, 1, 0, 6}, fixDev, []byte{0, 0, 8, 6}, arpRequest)}},
 	{name: "ppi-ethernet", link: 192, dissected: "ppi:pcap_pktdata:eth:ethertype:ip",
 		wrap: func(ip []byte, v6 bool) []byte {
 			return join(ppi(1), ethHdr(pick[uint16](v6, 0x0800, 0x86dd)), ip)
