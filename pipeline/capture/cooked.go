@@ -91,6 +91,14 @@ type cookedView struct {
 	seenQ  []seenEntry
 	seed   maphash.Seed
 
+	// wanSide: the view is of the other side (OpenWANSide), its sides
+	// and tables those a first pass over the capture learned (frozen).
+	wanSide, frozen bool
+	// passed is how many frames the view has passed on: it numbers them
+	// (Frame.Offset) as a capture of its side alone would, so that a
+	// LAN view and a LAN interface's own capture agree frame for frame.
+	passed uint64
+
 	held        []heldFrame
 	heldBytes   int
 	first, last time.Time // the first and the newest frame's time stamps
@@ -235,6 +243,9 @@ type CookedStats struct {
 	Frames uint64
 	// LAN is the number passed on as Ethernet frames of the LAN side.
 	LAN uint64
+	// WAN is the number passed on as the other side's Ethernet frames, in
+	// a view opened with OpenWANSide.
+	WAN uint64
 	// Whole and AsIs are the frames of a capture with no LAN side found
 	// (one host's interfaces, a cooked capture of a PPP link, one
 	// interface cut out of a gateway's): Whole those passed on as
@@ -286,7 +297,10 @@ func (s CookedStats) Summary() string {
 	if s.LAN > 0 {
 		fmt.Fprintf(&b, ": %d read as the LAN side's Ethernet frames (%s)", s.LAN, abbreviate(lan))
 	}
-	if s.LeftOut() > 0 {
+	if s.WAN > 0 {
+		fmt.Fprintf(&b, ": %d read as the other side's Ethernet frames (%s); left out %d of the LAN side (%s) and other interfaces, %d on loopback, %d second copies",
+			s.WAN, abbreviate(other), s.OtherSide, abbreviate(lan), s.Loopback, s.Duplicates)
+	} else if s.LeftOut() > 0 {
 		fmt.Fprintf(&b, "; left out %d copies on the gateway's other interfaces", s.OtherSide)
 		if len(other) > 0 {
 			fmt.Fprintf(&b, " (%s)", abbreviate(other))
@@ -417,7 +431,7 @@ func (c *cookedView) Next() (Frame, error) {
 					c.held = nil
 				}
 				if emit {
-					return h.f, nil
+					return c.pass(h.f), nil
 				}
 				continue
 			}
@@ -440,7 +454,7 @@ func (c *cookedView) Next() (Frame, error) {
 		}
 		if !isCooked(f.LinkType) {
 			if len(c.held) == 0 {
-				return f, nil
+				return c.pass(f), nil
 			}
 			c.hold(f, cookedHdr{}, nil, cookedKey{})
 			continue
@@ -458,19 +472,28 @@ func (c *cookedView) Next() (Frame, error) {
 		if ok {
 			k = c.key(h)
 			i = c.iface(k, h.hatype)
-			i.frames++
-			c.learn(h, i)
+			if !c.frozen {
+				i.frames++
+				c.learn(h, i)
+			}
 		}
 		if len(c.held) == 0 {
 			if emit, ok := c.judge(&f, h, i, k, false); ok {
 				if emit {
-					return f, nil
+					return c.pass(f), nil
 				}
 				continue
 			}
 		}
 		c.hold(f, h, i, k)
 	}
+}
+
+// pass numbers a frame the view passes on.
+func (c *cookedView) pass(f Frame) Frame {
+	f.Offset = c.passed
+	c.passed++
+	return f
 }
 
 func (c *cookedView) hold(f Frame, h cookedHdr, i *cookedIface, k cookedKey) {
@@ -498,6 +521,8 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 	case i.hatype == arphrdLoopback:
 		c.stats.Loopback++
 		return false, true
+	case c.wanSide:
+		return c.judgeWAN(f, h, i, k, expired)
 	}
 	lan := i.lanSide()
 	var dst schemas.MAC
@@ -545,6 +570,79 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 	}
 	c.stats.AsIs++
 	return true, true
+}
+
+// judgeWAN is judge for the other side: the Ethernet interfaces that are
+// not the LAN's (the WAN, a PPPoE access link, a trunk's WAN VLAN), each
+// frame once.
+func (c *cookedView) judgeWAN(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, expired bool) (emit, ok bool) {
+	if i.hatype != arphrdEther || i.lanSide() || !h.ether() {
+		c.stats.OtherSide++
+		return false, true
+	}
+	dst, known := c.destination(h, i)
+	if !known && !expired && c.last.Sub(f.CI.Timestamp) <= cookedHold {
+		return false, false
+	}
+	if c.duplicate(f, h, k) {
+		c.stats.Duplicates++
+		return false, true
+	}
+	c.toEthernet(f, h, dst, known)
+	c.stats.WAN++
+	return true, true
+}
+
+// OpenWANSide opens a gateway's capture on every interface (tcpdump -i
+// any) as its other side: the frames of its Ethernet interfaces that are
+// not the LAN's, as Ethernet frames, each once. The capture is read twice:
+// first whole, as its LAN side, which judges every interface; then for
+// the frames of the others. Its frames are numbered as in a capture of
+// that side alone (what tcpdump -r FILE -w wan.pcap ifindex N writes), not
+// as in the whole capture. Pairing a gateway's LAN with its WAN from one
+// capture reads it with OpenFile and with this.
+func OpenWANSide(path string) (Source, error) {
+	first, err := OpenFile(path)
+	if err != nil {
+		return nil, err
+	}
+	lan := viewOf(first)
+	if lan == nil {
+		first.Close()
+		return nil, fmt.Errorf("%w: %s is no capture on every interface (tcpdump -i any): give its WAN capture as it is", ErrNotWAN, path)
+	}
+	for {
+		_, err := lan.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			first.Close()
+			return nil, fmt.Errorf("read %s for its sides: %w", path, err)
+		}
+	}
+	first.Close()
+	others := 0
+	for _, i := range lan.keys {
+		if i.hatype == arphrdEther && !i.lanSide() {
+			others++
+		}
+	}
+	switch {
+	case lan.lanKeys == 0:
+		return nil, fmt.Errorf("%w: %s shows no LAN side (it is one host's capture, not a gateway's): give the WAN capture as it is", ErrNotWAN, path)
+	case others == 0:
+		return nil, fmt.Errorf("%w: %s has no Ethernet interface beside its LAN side (a tunnel or PPP uplink only): capture the uplink on its own", ErrNotWAN, path)
+	}
+	second, err := OpenFile(path)
+	if err != nil {
+		return nil, err
+	}
+	w := viewOf(second)
+	*w = cookedView{src: w.src, keys: lan.keys, lanKeys: lan.lanKeys, foreign: lan.foreign, neigh: lan.neigh, ownAddrs: lan.ownAddrs,
+		gatewayOf: lan.gatewayOf, lastGateway: lan.lastGateway, lastOwn: lan.lastOwn, lastRouter: lan.lastRouter, lastOwnL2: lan.lastOwnL2,
+		l2Peer: lan.l2Peer, seen: map[uint64]seenAt{}, seed: maphash.MakeSeed(), wanSide: true, frozen: true}
+	return second, nil
 }
 
 // toEthernet rewrites a LAN-side cooked frame in place into the Ethernet

@@ -103,7 +103,7 @@ func FuzzOpenFile(f *testing.F) {
 			}
 		}
 		// Every cooked frame read was judged: passed on or left out.
-		if cs, ok := CookedStatsOf(src); ok && cs.Frames != cs.LAN+cs.Whole+cs.AsIs+cs.LeftOut() {
+		if cs, ok := CookedStatsOf(src); ok && cs.Frames != cs.LAN+cs.WAN+cs.Whole+cs.AsIs+cs.LeftOut() {
 			t.Fatalf("cooked view: %+v: frames neither passed on nor left out", cs)
 		}
 		if err == nil {

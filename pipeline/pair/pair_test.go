@@ -403,9 +403,10 @@ func TestRecordsAgreeWithTruth(t *testing.T) {
 
 // TestCookedGatewayCapture pairs one tcpdump -i any capture of a NAPT
 // gateway with itself as people would: its LAN side is the LAN capture,
-// and its WAN interface, cut out (here: read whole, which the view does to
-// a capture of one interface), the WAN capture: every datagram pairs.
-// Given whole as the WAN capture, it is refused with the cut to make.
+// and its WAN interface, cut out (a capture of one interface, which the
+// view reads whole) or read with OpenWANSide, the WAN capture: every
+// datagram pairs. Given whole as the WAN capture, it is refused with the
+// cut to make.
 func TestCookedGatewayCapture(t *testing.T) {
 	const n = 10
 	path := capturetest.GatewayAny(t, n)
@@ -439,9 +440,26 @@ func TestCookedGatewayCapture(t *testing.T) {
 	lan, wan = capturetest.Open(t, path), capturetest.Open(t, wanPath)
 	defer lan.Close()
 	defer wan.Close()
+	allPaired(t, "WAN interface cut out", lan, wan, cfg, 2*n)
+
+	// Or both sides from the one capture (pair --any).
+	lan = capturetest.Open(t, path)
+	defer lan.Close()
+	if wan, err = capture.OpenWANSide(path); err != nil {
+		t.Fatal(err)
+	}
+	defer wan.Close()
+	allPaired(t, "OpenWANSide", lan, wan, cfg, 2*n)
+	if _, err := capture.OpenWANSide(wanPath); !errors.Is(err, capture.ErrNotWAN) {
+		t.Errorf("OpenWANSide of a capture with no LAN side: %v", err)
+	}
+}
+
+func allPaired(t *testing.T, what string, lan, wan capture.Source, cfg Config, n int) {
+	t.Helper()
 	res, err := Pair(context.Background(), lan, wan, cfg)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	paired := 0
 	for _, p := range res.Pairs {
@@ -449,7 +467,7 @@ func TestCookedGatewayCapture(t *testing.T) {
 			paired++
 		}
 	}
-	if len(res.Pairs) != 2*n || paired != 2*n {
-		t.Errorf("%d of %d WAN packets paired, want all %d", paired, len(res.Pairs), 2*n)
+	if len(res.Pairs) != n || paired != n {
+		t.Errorf("%s: %d of %d WAN packets paired, want all %d", what, paired, len(res.Pairs), n)
 	}
 }

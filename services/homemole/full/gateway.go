@@ -167,7 +167,7 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 }
 
 func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) error {
-	fs := newFlags("pair", "--lan FILE --wan FILE --mode napt|vpn [--out pairs.csv] [--truth truth.csv]",
+	fs := newFlags("pair", "--lan FILE --wan FILE | --any FILE, --mode napt|vpn [--out pairs.csv] [--truth truth.csv]",
 		"Pairs every WAN packet with the LAN packet it came from, so LAN labels can follow it.\n"+
 			"napt matches what survives translation (IP length and ID, protocol, remote address and\n"+
 			"port, TCP sequence numbers and flags) within --window, learning the port mapping; vpn\n"+
@@ -175,9 +175,12 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 			"--cipher is auto), assigns one-to-one and keeps the tunnel's order. Writes one row\n"+
 			"wan_index,lan_index per WAN packet (lan_index empty when unpaired) and prints the\n"+
 			"pairing rate, and the accuracy against --truth when given. Both captures may be of any\n"+
-			"link type the capture reader takes (Ethernet, SLL, raw IP).")
+			"link type the capture reader takes (Ethernet, SLL, raw IP). --any takes both from one\n"+
+			"capture of the gateway on every interface (tcpdump -i any): its LAN side, and its other\n"+
+			"Ethernet interfaces as the WAN, whose frames are numbered as in a capture of them alone.")
 	lanPath := fs.String("lan", "", "LAN capture")
 	wanPath := fs.String("wan", "", "WAN capture")
+	anyPath := fs.String("any", "", "the gateway captured on every interface (tcpdump -i any), instead of --lan and --wan")
 	mode := fs.String("mode", "", "napt or vpn")
 	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc (OpenVPN), wireguard, or auto to detect")
 	method := fs.String("method", string(pair.MethodExact), "vpn: exact (size function, one-to-one, in order) or window (the paper's rule)")
@@ -186,8 +189,16 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 	outPath := fs.String("out", "-", "pairs CSV to write; - is stdout")
 	truthPath := fs.String("truth", "", "ground truth from homemole gateway, to report accuracy")
 	home := homeFlags(fs, "gateway-mac")
-	if err := parseRequired(fs, args, "pair needs --lan FILE, --wan FILE and --mode napt|vpn", lanPath, wanPath, mode); err != nil {
+	if err := parseRequired(fs, args, "pair needs --lan FILE and --wan FILE (or --any FILE), and --mode napt|vpn", mode); err != nil {
 		return err
+	}
+	switch {
+	case *anyPath != "" && (*lanPath != "" || *wanPath != ""):
+		return cli.Usagef("pair: --any FILE is both captures: give it or --lan and --wan, not both")
+	case *anyPath != "":
+		*lanPath, *wanPath = *anyPath, *anyPath
+	case *lanPath == "" || *wanPath == "":
+		return cli.Usagef("pair needs --lan FILE and --wan FILE (or --any FILE), and --mode napt|vpn")
 	}
 	m, err := modeFlag("pair", "mode", *mode)
 	if err != nil {
@@ -221,7 +232,11 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 		return err
 	}
 	defer lan.Close()
-	wan, err := capture.OpenFile(*wanPath)
+	openWAN := capture.OpenFile
+	if *anyPath != "" {
+		openWAN = capture.OpenWANSide
+	}
+	wan, err := openWAN(*wanPath)
 	if err != nil {
 		return err
 	}

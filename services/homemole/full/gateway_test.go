@@ -57,8 +57,19 @@ func TestGatewayAndPairCommands(t *testing.T) {
 			t.Fatalf("pairs file: %v %.40q", err, b)
 		}
 	}
-	if err := runPair(context.Background(), log, &bytes.Buffer{}, []string{"--lan", "x"}); !errors.Is(err, cli.ErrUsage) {
-		t.Errorf("pair without --wan: %v, want a usage error", err)
+	for _, args := range [][]string{{"--lan", "x"}, {"--lan", "x", "--mode", "napt"}, {"--any", "x", "--lan", "y", "--mode", "napt"}} {
+		if err := runPair(context.Background(), log, &bytes.Buffer{}, args); !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("pair %q: %v, want a usage error", args, err)
+		}
+	}
+	// One capture of the gateway on every interface is both sides.
+	var out bytes.Buffer
+	anyPath := capturetest.GatewayAny(t, 10)
+	if err := runPair(context.Background(), log, &out, []string{"--any", anyPath, "--mode", "napt", "--lan-net", "192.168.1.0/24", "--out", filepath.Join(dir, "any-pairs.csv")}); err != nil {
+		t.Fatalf("pair --any: %v", err)
+	}
+	if !strings.Contains(out.String(), "20 WAN packets, 20 paired (100.00 %)") {
+		t.Errorf("pair --any: %s", out.String())
 	}
 	if err := runGateway(context.Background(), log, &bytes.Buffer{}, []string{"--in", h.Files[0], "--out", h.Files[0], "--truth", filepath.Join(dir, "t.csv")}); !errors.Is(err, cli.ErrUsage) {
 		t.Errorf("gateway writing over its input: %v, want a usage error", err)
