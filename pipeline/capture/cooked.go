@@ -544,13 +544,7 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 		if !known && !expired && c.last.Sub(f.CI.Timestamp) <= cookedHold {
 			return false, false // the MAC may show in the frames after it
 		}
-		if c.duplicate(f, h, k) {
-			c.stats.Duplicates++
-			return false, true
-		}
-		c.toEthernet(f, h, dst, known)
-		c.stats.LAN++
-		return true, true
+		return c.passEthernet(f, h, k, dst, known, &c.stats.LAN)
 	case !expired && i.lan+i.wan == 0 && c.last.Sub(i.first) <= cookedHold:
 		// A key with no votes yet: its first frames are judged with the
 		// votes of those after them.
@@ -584,12 +578,18 @@ func (c *cookedView) judgeWAN(f *Frame, h cookedHdr, i *cookedIface, k cookedKey
 	if !known && !expired && c.last.Sub(f.CI.Timestamp) <= cookedHold {
 		return false, false
 	}
+	return c.passEthernet(f, h, k, dst, known, &c.stats.WAN)
+}
+
+// passEthernet passes a frame on as the Ethernet frame it was, counted in
+// n, unless it is a second copy of one passed on just before.
+func (c *cookedView) passEthernet(f *Frame, h cookedHdr, k cookedKey, dst schemas.MAC, known bool, n *uint64) (emit, ok bool) {
 	if c.duplicate(f, h, k) {
 		c.stats.Duplicates++
 		return false, true
 	}
 	c.toEthernet(f, h, dst, known)
-	c.stats.WAN++
+	*n++
 	return true, true
 }
 
