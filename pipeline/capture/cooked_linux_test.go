@@ -156,18 +156,11 @@ func readLabFrames(t *testing.T, path string, from int) ([]labFrame, Source) {
 		t.Fatal(err)
 	}
 	var out []labFrame
-	for {
-		f, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	for i, f := range readAll(t, src) {
+		if f.link != features.LinkTypeEthernet || f.ci.CaptureLength != len(f.data) || f.ci.Length != len(f.data) {
+			t.Fatalf("%s: frame %d has link type %d, %d bytes captured of %d, %d in the slice", path, i, f.link, f.ci.CaptureLength, f.ci.Length, len(f.data))
 		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if f.LinkType != features.LinkTypeEthernet || f.CI.CaptureLength != len(f.Data) || f.CI.Length != len(f.Data) {
-			t.Fatalf("%s: frame %d has link type %d, %d bytes captured of %d, %d in the slice", path, f.Offset, f.LinkType, f.CI.CaptureLength, f.CI.Length, len(f.Data))
-		}
-		out = append(out, labFrame{data: string(f.Data), ts: f.CI.Timestamp, from: from})
+		out = append(out, labFrame{data: string(f.data), ts: f.ci.Timestamp, from: from})
 	}
 	return out, src
 }

@@ -223,17 +223,7 @@ func readView(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	var out []frame
-	for {
-		f, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: after %d frames: %v", name, len(out), err)
-		}
-		out = append(out, frame{bytes.Clone(f.Data), f.CI, f.LinkType})
-	}
+	out := readAll(t, src)
 	st, _ := CookedStatsOf(src)
 	return out, st
 }
