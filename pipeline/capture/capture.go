@@ -83,11 +83,19 @@ const formats = "want a pcap file (libpcap, micro- or nanosecond timestamps, eit
 // OpenFile opens a pcap or pcapng file, telling them apart by their magic
 // number; gzip-compressed captures are decompressed on the fly.
 func OpenFile(path string) (Source, error) {
+	return OpenFileSide(path, SideLAN)
+}
+
+// OpenFileSide is OpenFile for a capture of the gateway's side: a capture
+// on every interface of a gateway (tcpdump -i any) is read as that side's
+// Ethernet frames, each once (SideWAN: its WAN side's); every other capture
+// is read as it is.
+func OpenFileSide(path string, side Side) (Source, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open capture: %w", err)
 	}
-	src, err := NewReader(f, path)
+	src, err := NewSideReader(f, path, side)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -100,6 +108,15 @@ func OpenFile(path string) (Source, error) {
 // gateway) is read as its LAN side's Ethernet frames, each once (see
 // cookedView); CookedStatsOf says what was left out.
 func NewReader(r io.Reader, name string) (Source, error) {
+	return NewSideReader(r, name, SideLAN)
+}
+
+// NewSideReader is NewReader for a capture of the gateway's side (one of
+// SideLAN and SideWAN): see OpenFileSide.
+func NewSideReader(r io.Reader, name string, side Side) (Source, error) {
+	if side != SideLAN && side != SideWAN {
+		return nil, fmt.Errorf("capture %s: read as side %v: want the LAN or the WAN side", name, side)
+	}
 	in := input{r: r, name: name, buf: make([]byte, readBufferSize)}
 	if c, ok := r.(io.Closer); ok {
 		in.closers = append(in.closers, c)
@@ -128,14 +145,14 @@ func NewReader(r io.Reader, name string) (Source, error) {
 		if err != nil || !isCooked(r.link) {
 			return r, err
 		}
-		return newCookedView(r), nil
+		return newCookedView(r, side), nil
 	case magicPcapng:
 		// Any of a pcapng file's interfaces may be cooked.
 		r, err := newNgReader(in)
 		if err != nil {
 			return nil, err
 		}
-		return newCookedView(r), nil
+		return newCookedView(r, side), nil
 	case magicPcapModLE, magicPcapModBE:
 		return nil, fmt.Errorf("%w: %s is in Kuznetsov's modified pcap format; convert it with `editcap -F pcap`", ErrUnknownFormat, name)
 	}

@@ -143,6 +143,12 @@ func readWithPcapgo(t testing.TB, path string) []frame {
 func sameFrames(t *testing.T, what string, got, want []frame) {
 	t.Helper()
 	if len(got) != len(want) {
+		for i := range min(len(got), len(want)) {
+			if !bytes.Equal(got[i].data, want[i].data) {
+				t.Errorf("%s: first difference at frame %d:\n% x\nwant\n% x", what, i, got[i].data, want[i].data)
+				break
+			}
+		}
 		t.Fatalf("%s: %d frames, want %d", what, len(got), len(want))
 	}
 	for i := range got {

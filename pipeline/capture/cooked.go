@@ -83,6 +83,9 @@ type cookedView struct {
 	gatewayOf                        neighTable
 	lastGateway, lastOwn, lastRouter schemas.MAC
 	lastOwnL2                        schemas.MAC
+	// lastUplink is, for SLL, the gateway's MAC that sent beyond the LAN
+	// last (its WAN side's).
+	lastUplink schemas.MAC
 	// l2Peer is, by EtherType, the last host that sent the gateway a
 	// frame that is neither IP nor ARP (EAPOL, say): whom the gateway's
 	// own frames of that protocol go to.
@@ -91,13 +94,15 @@ type cookedView struct {
 	seenQ  []seenEntry
 	seed   maphash.Seed
 
-	// wanSide: the view is of the other side (OpenWANSide), its sides
-	// and tables those a first pass over the capture learned (frozen).
-	wanSide, frozen bool
-	// passed is how many frames the view has passed on: it numbers them
-	// (Frame.Offset) as a capture of its side alone would, so that a
-	// LAN view and a LAN interface's own capture agree frame for frame.
-	passed uint64
+	// sides are the gateway's sides the view passes on: the LAN side (a
+	// LAN tap), the other (a WAN tap), or both (one capture feeding both
+	// taps, OpenLiveSides).
+	sides Side
+	// passed is how many frames the view has passed on, per side: it
+	// numbers them (Frame.Offset) as a capture of its side alone would,
+	// so that a LAN view and a LAN interface's own capture agree frame
+	// for frame.
+	passed [2]uint64
 
 	held        []heldFrame
 	heldBytes   int
@@ -283,13 +288,16 @@ type CookedInterface struct {
 // Summary is one line for a person: how many frames the LAN view kept
 // and left out, and which interfaces were taken for the LAN side.
 func (s CookedStats) Summary() string {
-	var lan, other []string
+	var lan, other, uplinks []string
 	for _, i := range s.Interfaces {
 		switch i.Side {
 		case "LAN":
 			lan = append(lan, i.Name)
 		case "other":
 			other = append(other, i.Name)
+			if i.Hardware == hardwareName(arphrdEther) {
+				uplinks = append(uplinks, i.Name)
+			}
 		}
 	}
 	var b strings.Builder
@@ -298,14 +306,18 @@ func (s CookedStats) Summary() string {
 		fmt.Fprintf(&b, ": %d read as the LAN side's Ethernet frames (%s)", s.LAN, abbreviate(lan))
 	}
 	if s.WAN > 0 {
-		fmt.Fprintf(&b, ": %d read as the other side's Ethernet frames (%s); left out %d of the LAN side (%s) and other interfaces, %d on loopback, %d second copies",
-			s.WAN, abbreviate(other), s.OtherSide, abbreviate(lan), s.Loopback, s.Duplicates)
-	} else if s.LeftOut() > 0 {
-		fmt.Fprintf(&b, "; left out %d copies on the gateway's other interfaces", s.OtherSide)
-		if len(other) > 0 {
-			fmt.Fprintf(&b, " (%s)", abbreviate(other))
+		fmt.Fprintf(&b, "; %d read as the WAN side's Ethernet frames (%s)", s.WAN, abbreviate(uplinks))
+	}
+	if s.LeftOut() > 0 {
+		switch {
+		case s.LAN == 0 && s.WAN > 0:
+			fmt.Fprintf(&b, "; left out %d on the LAN side (%s) and tunnels", s.OtherSide, abbreviate(lan))
+		case s.WAN == 0 && len(other) > 0:
+			fmt.Fprintf(&b, "; left out %d copies on the gateway's other interfaces (%s)", s.OtherSide, abbreviate(other))
+		default:
+			fmt.Fprintf(&b, "; left out %d copies on the gateway's other interfaces", s.OtherSide)
 		}
-		fmt.Fprintf(&b, ", %d on loopback, %d second copies on a bridge's ports", s.Loopback, s.Duplicates)
+		fmt.Fprintf(&b, ", %d on loopback, %d second copies (a bridge's ports, a trunk's VLANs)", s.Loopback, s.Duplicates)
 	}
 	if s.Whole+s.AsIs > 0 {
 		fmt.Fprintf(&b, "; no LAN side found for %d frames, read whole (%d as Ethernet frames)", s.Whole+s.AsIs, s.Whole)
@@ -326,11 +338,13 @@ func abbreviate(names []string) string {
 // CookedStatsOf returns what the view of a cooked capture did, if src
 // read one (a Source from OpenFile or NewReader).
 func CookedStatsOf(src Source) (CookedStats, bool) {
-	c := viewOf(src)
-	if c == nil || c.stats.Frames == 0 {
-		return CookedStats{}, false
+	var st CookedStats
+	if o, ok := src.(*sideSource); ok {
+		st = o.cookedStats()
+	} else if c := viewOf(src); c != nil {
+		st = c.Stats()
 	}
-	return c.Stats(), true
+	return st, st.Frames > 0
 }
 
 // LeftOut is the number of frames src read but did not pass on: a cooked
@@ -372,7 +386,7 @@ func WANInput(src Source, name string) error {
 	if len(other) > 0 {
 		cut = fmt.Sprintf("cut its WAN interface out first: tcpdump -r %s -w wan.pcap ifindex N, N one of its other interfaces: %s", name, strings.Join(other, ", "))
 	}
-	return fmt.Errorf("%w: %s is a gateway's capture on every interface (tcpdump -i any), read as its LAN side, not its WAN: %s", ErrNotWAN, name, cut)
+	return fmt.Errorf("%w: %s is a gateway's capture on every interface (tcpdump -i any), read as its LAN side, not its WAN: open it as its WAN side (capture.OpenFileSide with SideWAN), or %s", ErrNotWAN, name, cut)
 }
 
 // ErrNotWAN is wrapped by WANInput's error.
@@ -388,9 +402,56 @@ type liveCooked struct {
 func (l *liveCooked) Stats() (LiveStats, error) { return l.live.Stats() }
 func (l *liveCooked) Mechanism() string         { return l.live.Mechanism() }
 
-func newCookedView(src Source) *cookedView {
-	return &cookedView{src: src, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},
+// Side is a side of a gateway, as a capture on every interface of it
+// (tcpdump -i any) is read: its LAN side, the other (WAN) side, or both.
+type Side uint8
+
+const (
+	// SideLAN is the LAN side's Ethernet frames: what a capture on the LAN
+	// interface shows. The zero Side reads as SideLAN.
+	SideLAN Side = 1 << iota
+	// SideWAN is the other side's: the frames of the gateway's Ethernet
+	// interfaces that are not the LAN's (the WAN, a PPPoE access link, a
+	// trunk's WAN VLAN), as a capture on the WAN interface shows them.
+	SideWAN
+)
+
+func (s Side) String() string {
+	switch s {
+	case SideLAN:
+		return "LAN"
+	case SideWAN:
+		return "WAN"
+	case SideLAN | SideWAN:
+		return "LAN and WAN"
+	}
+	return fmt.Sprintf("Side(%d)", uint8(s))
+}
+
+// index is the side's slot in per-side counts: 0 LAN, 1 WAN.
+func (s Side) index() int {
+	if s == SideWAN {
+		return 1
+	}
+	return 0
+}
+
+func newCookedView(src Source, sides Side) *cookedView {
+	if sides == 0 {
+		sides = SideLAN
+	}
+	return &cookedView{src: src, sides: sides, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},
 		seen: map[uint64]seenAt{}, seed: maphash.MakeSeed()}
+}
+
+// primary is the side a frame goes to that is no side's in particular: a
+// frame that is not cooked, or one of a capture with no LAN side, read
+// whole. A view of both sides gives it to the LAN.
+func (c *cookedView) primary() Side {
+	if c.sides&SideLAN != 0 {
+		return SideLAN
+	}
+	return SideWAN
 }
 
 // Stats returns the counts so far and the sides judged now.
@@ -419,10 +480,17 @@ func isCooked(lt features.LinkType) bool {
 }
 
 func (c *cookedView) Next() (Frame, error) {
+	f, _, err := c.next()
+	return f, err
+}
+
+// next returns the next frame the view passes on and the side it is of
+// (one of c.sides).
+func (c *cookedView) next() (Frame, Side, error) {
 	for {
 		if len(c.held) > 0 {
 			h := c.held[0]
-			emit, ok := c.judge(&h.f, h.h, h.key, h.k, c.expired(&h))
+			side, ok := c.judge(&h.f, h.h, h.key, h.k, c.expired(&h))
 			if ok {
 				c.heldBytes -= len(h.f.Data)
 				c.held[0] = heldFrame{}
@@ -430,17 +498,17 @@ func (c *cookedView) Next() (Frame, error) {
 				if len(c.held) == 0 {
 					c.held = nil
 				}
-				if emit {
-					return c.pass(h.f), nil
+				if side != 0 {
+					return c.pass(h.f, side), side, nil
 				}
 				continue
 			}
 		}
 		if c.eof {
 			if c.err != nil {
-				return Frame{}, c.err
+				return Frame{}, 0, c.err
 			}
-			return Frame{}, io.EOF
+			return Frame{}, 0, io.EOF
 		}
 		f, err := c.src.Next()
 		if err != nil {
@@ -454,7 +522,7 @@ func (c *cookedView) Next() (Frame, error) {
 		}
 		if !isCooked(f.LinkType) {
 			if len(c.held) == 0 {
-				return c.pass(f), nil
+				return c.pass(f, c.primary()), c.primary(), nil
 			}
 			c.hold(f, cookedHdr{}, nil, cookedKey{})
 			continue
@@ -472,15 +540,24 @@ func (c *cookedView) Next() (Frame, error) {
 		if ok {
 			k = c.key(h)
 			i = c.iface(k, h.hatype)
-			if !c.frozen {
-				i.frames++
-				c.learn(h, i)
+			if h.arpOp == 1 && h.pkttype == pktOutgoing && h.ether() {
+				// Linux asks a neighbour it has a MAC for by unicast (a
+				// probe of a stale entry), and broadcasts otherwise: which
+				// one is told by what was known when the request went
+				// out, not when a held frame is judged. Another host's
+				// request that the bridge forwards is broadcast: its
+				// unicast probes go to the gateway, not through it.
+				if m, known := c.neigh.get(h.arpTPA); known && !c.foreign.has(h.addr) {
+					h.arpTo = m
+				}
 			}
+			i.frames++
+			c.learn(h, i)
 		}
 		if len(c.held) == 0 {
-			if emit, ok := c.judge(&f, h, i, k, false); ok {
-				if emit {
-					return c.pass(f), nil
+			if side, ok := c.judge(&f, h, i, k, false); ok {
+				if side != 0 {
+					return c.pass(f, side), side, nil
 				}
 				continue
 			}
@@ -489,10 +566,11 @@ func (c *cookedView) Next() (Frame, error) {
 	}
 }
 
-// pass numbers a frame the view passes on.
-func (c *cookedView) pass(f Frame) Frame {
-	f.Offset = c.passed
-	c.passed++
+// pass numbers a frame the view passes on, among its side's.
+func (c *cookedView) pass(f Frame, side Side) Frame {
+	n := &c.passed[side.index()]
+	f.Offset = *n
+	*n++
 	return f
 }
 
@@ -509,20 +587,18 @@ func (c *cookedView) expired(h *heldFrame) bool {
 }
 
 // judge decides a frame: ok false holds it back (only when !expired);
-// otherwise emit says whether it is passed on, rewritten in place as the
-// LAN side's Ethernet frame where it is one.
-func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, expired bool) (emit, ok bool) {
+// otherwise side is the side it is passed on as (0: left out), rewritten
+// in place as that side's Ethernet frame where it is one.
+func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, expired bool) (side Side, ok bool) {
 	switch {
 	case !isCooked(f.LinkType):
-		return true, true
+		return c.primary(), true
 	case i == nil: // too short for its header: the decoder says so
 		c.stats.AsIs++
-		return true, true
+		return c.primary(), true
 	case i.hatype == arphrdLoopback:
 		c.stats.Loopback++
-		return false, true
-	case c.wanSide:
-		return c.judgeWAN(f, h, i, k, expired)
+		return 0, true
 	}
 	lan := i.lanSide()
 	var dst schemas.MAC
@@ -534,81 +610,89 @@ func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, e
 		dst, known = c.destination(h, i)
 		resolved = true
 		n := c.keys[cookedKey{mac: dst, hatype: arphrdEther, vlan: h.vlan}]
+		if known && dst[0]&1 == 0 && (n == nil || n.lan+n.wan == 0) && !expired && c.last.Sub(f.CI.Timestamp) <= cookedHold {
+			// A host with no votes yet (the gateway's DHCP offer to a
+			// newcomer): its side shows in the frames after it.
+			return 0, false
+		}
 		lan = known && n != nil && n.lanSide()
 	}
 	switch {
+	case lan && c.sides&SideLAN == 0:
+		c.stats.OtherSide++
+		return 0, true
 	case lan:
 		if !resolved {
 			dst, known = c.destination(h, i)
 		}
-		if !known && !expired && c.last.Sub(f.CI.Timestamp) <= cookedHold {
-			return false, false // the MAC may show in the frames after it
-		}
-		return c.passEthernet(f, h, k, dst, known, &c.stats.LAN)
+		return c.passEthernet(f, h, k, dst, known, SideLAN, expired)
 	case !expired && i.lan+i.wan == 0 && c.last.Sub(i.first) <= cookedHold:
 		// A key with no votes yet: its first frames are judged with the
 		// votes of those after them.
-		return false, false
+		return 0, false
+	case c.lanKeys > 0 && c.sides&SideWAN != 0 && i.hatype == arphrdEther && h.ether():
+		// The other side's Ethernet interfaces: the WAN, a PPPoE access
+		// link (its PPP device's copies are left out below), a trunk's
+		// WAN VLAN.
+		if !resolved {
+			dst, known = c.destination(h, i)
+		}
+		return c.passEthernet(f, h, k, dst, known, SideWAN, expired)
 	case c.lanKeys > 0:
 		c.stats.OtherSide++
-		return false, true
+		return 0, true
 	case !expired && c.last.Sub(c.first) <= cookedNoLAN:
-		return false, false // no LAN side yet
+		return 0, false // no LAN side yet
 	case h.ether():
-		// No LAN side found: a capture of one host's interfaces, not a
-		// gateway's. Its Ethernet frames are still read as Ethernet.
+		// No LAN side found: a capture of one host's interfaces, or of a
+		// gateway's WAN interface cut out of its capture, not a gateway's
+		// every interface. Its Ethernet frames are still read as Ethernet.
 		dst, known := c.destination(h, i)
 		c.toEthernet(f, h, dst, known)
 		c.stats.Whole++
-		return true, true
+		return c.primary(), true
 	}
 	c.stats.AsIs++
-	return true, true
+	return c.primary(), true
 }
 
-// judgeWAN is judge for the other side: the Ethernet interfaces that are
-// not the LAN's (the WAN, a PPPoE access link, a trunk's WAN VLAN), each
-// frame once.
-func (c *cookedView) judgeWAN(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, expired bool) (emit, ok bool) {
-	if i.hatype != arphrdEther || i.lanSide() || !h.ether() {
-		c.stats.OtherSide++
-		return false, true
-	}
-	dst, known := c.destination(h, i)
+// passEthernet passes a frame on as the Ethernet frame it was on side,
+// unless it is a second copy of one passed on just before; it holds it
+// back (ok false) while its destination MAC has not shown, for at most
+// cookedHold.
+func (c *cookedView) passEthernet(f *Frame, h cookedHdr, k cookedKey, dst schemas.MAC, known bool, side Side, expired bool) (Side, bool) {
 	if !known && !expired && c.last.Sub(f.CI.Timestamp) <= cookedHold {
-		return false, false
+		return 0, false // the MAC may show in the frames after it
 	}
-	return c.passEthernet(f, h, k, dst, known, &c.stats.WAN)
-}
-
-// passEthernet passes a frame on as the Ethernet frame it was, counted in
-// n, unless it is a second copy of one passed on just before.
-func (c *cookedView) passEthernet(f *Frame, h cookedHdr, k cookedKey, dst schemas.MAC, known bool, n *uint64) (emit, ok bool) {
 	if c.duplicate(f, h, k) {
 		c.stats.Duplicates++
-		return false, true
+		return 0, true
 	}
 	c.toEthernet(f, h, dst, known)
-	*n++
-	return true, true
+	if side == SideWAN {
+		c.stats.WAN++
+	} else {
+		c.stats.LAN++
+	}
+	return side, true
 }
 
 // OpenWANSide opens a gateway's capture on every interface (tcpdump -i
-// any) as its other side: the frames of its Ethernet interfaces that are
-// not the LAN's, as Ethernet frames, each once. The capture is read twice:
-// first whole, as its LAN side, which judges every interface; then for
-// the frames of the others. Its frames are numbered as in a capture of
-// that side alone (what tcpdump -r FILE -w wan.pcap ifindex N writes), not
-// as in the whole capture. Pairing a gateway's LAN with its WAN from one
-// capture reads it with OpenFile and with this.
+// any) as its other side, as OpenFileSide(path, SideWAN) does, and
+// refuses any other capture: it reads the capture once first, to say
+// whether it is a gateway's, with a LAN side and an Ethernet interface
+// beside it. Its frames are numbered as in a capture of that side alone
+// (what tcpdump -r FILE -w wan.pcap ifindex N writes), not as in the whole
+// capture. Pairing a gateway's LAN with its WAN from one capture reads it
+// with OpenFile and with this.
 func OpenWANSide(path string) (Source, error) {
 	first, err := OpenFile(path)
 	if err != nil {
 		return nil, err
 	}
+	defer first.Close()
 	lan := viewOf(first)
 	if lan == nil {
-		first.Close()
 		return nil, fmt.Errorf("%w: %s is no capture on every interface (tcpdump -i any): give its WAN capture as it is", ErrNotWAN, path)
 	}
 	for {
@@ -617,11 +701,9 @@ func OpenWANSide(path string) (Source, error) {
 			break
 		}
 		if err != nil {
-			first.Close()
 			return nil, fmt.Errorf("read %s for its sides: %w", path, err)
 		}
 	}
-	first.Close()
 	others := 0
 	for _, i := range lan.keys {
 		if i.hatype == arphrdEther && !i.lanSide() {
@@ -634,15 +716,7 @@ func OpenWANSide(path string) (Source, error) {
 	case others == 0:
 		return nil, fmt.Errorf("%w: %s has no Ethernet interface beside its LAN side (a tunnel or PPP uplink only): capture the uplink on its own", ErrNotWAN, path)
 	}
-	second, err := OpenFile(path)
-	if err != nil {
-		return nil, err
-	}
-	w := viewOf(second)
-	*w = cookedView{src: w.src, keys: lan.keys, lanKeys: lan.lanKeys, foreign: lan.foreign, neigh: lan.neigh, ownAddrs: lan.ownAddrs,
-		gatewayOf: lan.gatewayOf, lastGateway: lan.lastGateway, lastOwn: lan.lastOwn, lastRouter: lan.lastRouter, lastOwnL2: lan.lastOwnL2,
-		l2Peer: lan.l2Peer, seen: map[uint64]seenAt{}, seed: maphash.MakeSeed(), wanSide: true, frozen: true}
-	return second, nil
+	return OpenFileSide(path, SideWAN)
 }
 
 // toEthernet rewrites a LAN-side cooked frame in place into the Ethernet

@@ -97,16 +97,9 @@ func btoi(b bool) int {
 // liveStats are the views' counts of the live captures, by noRing.
 var liveStats [2]CookedStats
 
-// live captures on every interface of the gateway with OpenLive, as the
-// capture agent does with --interface any, into *into; the returned
-// function stops it and says whether the kernel dropped any packet.
-func (l cookedLab) live(t *testing.T, noRing bool, into *[]labFrame) func() error {
-	t.Helper()
-	var src Source
-	netnstest.Do(t, l.GW, "OpenLive(any)", func() (err error) {
-		src, err = OpenLive(AnyInterface, LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20, noRing: noRing})
-		return err
-	})
+// collectLab reads src into *into on a goroutine until it ends; the returned
+// channel gives its end (nil for io.EOF).
+func collectLab(src Source, into *[]labFrame) <-chan error {
 	*into = nil
 	done := make(chan error, 1)
 	go func() {
@@ -127,6 +120,48 @@ func (l cookedLab) live(t *testing.T, noRing bool, into *[]labFrame) func() erro
 			*into = append(*into, labFrame{data: string(f.Data), ts: f.CI.Timestamp})
 		}
 	}()
+	return done
+}
+
+// liveSides captures on every interface of the gateway with OpenLiveSides,
+// as the capture agent does for a home whose LAN and WAN taps are both
+// interface any, into lan and wan.
+func (l cookedLab) liveSides(t *testing.T, lan, wan *[]labFrame, st *[2]CookedStats) func() error {
+	t.Helper()
+	var sides [2]Source
+	netnstest.Do(t, l.GW, "OpenLiveSides", func() (err error) {
+		sides[0], sides[1], err = OpenLiveSides(LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20})
+		return err
+	})
+	done := []<-chan error{collectLab(sides[0], lan), collectLab(sides[1], wan)}
+	return func() error {
+		time.Sleep(100 * time.Millisecond)
+		ks, _ := sides[0].(interface{ Stats() (LiveStats, error) }).Stats()
+		for i, src := range sides {
+			src.Close()
+			if err := <-done[i]; err != nil {
+				t.Fatalf("live capture of both sides: %v", err)
+			}
+			st[i], _ = CookedStatsOf(src)
+		}
+		if ks.Dropped > 0 {
+			return fmt.Errorf("the live capture of both sides dropped %d packets", ks.Dropped)
+		}
+		return nil
+	}
+}
+
+// live captures on every interface of the gateway with OpenLive, as the
+// capture agent does with --interface any, into *into; the returned
+// function stops it and says whether the kernel dropped any packet.
+func (l cookedLab) live(t *testing.T, noRing bool, into *[]labFrame) func() error {
+	t.Helper()
+	var src Source
+	netnstest.Do(t, l.GW, "OpenLive(any)", func() (err error) {
+		src, err = OpenLive(AnyInterface, LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20, noRing: noRing})
+		return err
+	})
+	done := collectLab(src, into)
 	return func() error {
 		// Let the last packets reach the ring before it closes.
 		time.Sleep(100 * time.Millisecond)
@@ -151,7 +186,12 @@ type labFrame struct {
 
 func readLabFrames(t *testing.T, path string, from int) ([]labFrame, Source) {
 	t.Helper()
-	src, err := OpenFile(path)
+	return readLabSide(t, path, from, SideLAN)
+}
+
+func readLabSide(t *testing.T, path string, from int, side Side) ([]labFrame, Source) {
+	t.Helper()
+	src, err := OpenFileSide(path, side)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +209,9 @@ func readLabFrames(t *testing.T, path string, from int) ([]labFrame, Source) {
 // (SLL2, and SLL with -y LINUX_SLL) while its bridge's ports are captured
 // on their own, and requires the cooked capture's view to be exactly the
 // frames the ports saw, byte for byte, each once: every WAN, loopback and
-// bridge copy left out, every destination MAC put back.
+// bridge copy left out, every destination MAC put back. Read as the WAN
+// side, the same captures are the frames the WAN interface saw; and a live
+// capture of both sides at once (OpenLiveSides) gives both.
 func TestCookedCaptureIsTheLANView(t *testing.T) {
 	l := newCookedLab(t)
 	dir := t.TempDir()
@@ -180,11 +222,14 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 	// On a loaded machine tcpdump may fall behind and the kernel drop
 	// frames from one capture and not another: the run is then repeated.
 	var live [2][]labFrame
+	var both [2][]labFrame // OpenLiveSides' LAN and WAN sides
+	var bothStats [2]CookedStats
 	for attempt := 1; ; attempt++ {
 		var stops []func() error
 		for _, c := range [][]string{
 			{"p1", "-i", l.P1},
 			{"p2", "-i", l.P2},
+			{"wan", "-i", l.WAN},
 			{"any2", "-i", "any"},
 			{"any1", "-i", "any", "-y", "LINUX_SLL"},
 		} {
@@ -195,6 +240,7 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 		for _, noRing := range []bool{false, true} {
 			stops = append(stops, l.live(t, noRing, &live[btoi(noRing)]))
 		}
+		stops = append(stops, l.liveSides(t, &both[0], &both[1], &bothStats))
 		time.Sleep(300 * time.Millisecond)
 		l.Traffic(t)
 		time.Sleep(300 * time.Millisecond)
@@ -236,13 +282,37 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 		t.Fatalf("the ports saw %d frames: the traffic did not run", lanFrames)
 	}
 
-	for _, name := range []string{"any2", "any1", "live-ring", "live-recvmsg"} {
+	// The WAN interface's frames, each once.
+	wan, _ := readLabFrames(t, path("wan"), 0)
+	wantWAN := map[string]int{}
+	for _, f := range wan {
+		wantWAN[f.data]++
+	}
+	for _, name := range []string{"any2", "any1", "live-both"} {
+		t.Run("wan-"+name, func(t *testing.T) {
+			got, st := both[1], bothStats[1]
+			if name != "live-both" {
+				var src Source
+				got, src = readLabSide(t, path(name), 0, SideWAN)
+				st, _ = CookedStatsOf(src)
+			}
+			t.Log(st.Summary())
+			sameMultiset(t, "WAN", got, wantWAN, len(wan))
+			if st.WAN != uint64(len(wan)) || st.NoDestination != 0 {
+				t.Errorf("%d WAN frames, %d without a destination MAC: want %d, 0", st.WAN, st.NoDestination, len(wan))
+			}
+		})
+	}
+
+	for _, name := range []string{"any2", "any1", "live-ring", "live-recvmsg", "live-both"} {
 		t.Run(name, func(t *testing.T) {
 			var got []labFrame
 			var st CookedStats
 			switch name {
 			case "live-ring", "live-recvmsg":
 				got, st = live[btoi(name == "live-recvmsg")], liveStats[btoi(name == "live-recvmsg")]
+			case "live-both":
+				got, st = both[0], bothStats[0]
 			default:
 				var src Source
 				got, src = readLabFrames(t, path(name), 0)
@@ -255,31 +325,8 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 			for _, i := range st.Interfaces {
 				t.Logf("  %s (%s): %s, %d frames, votes %d LAN %d other", i.Name, i.Hardware, i.Side, i.Frames, i.LANVotes, i.OtherVotes)
 			}
-			have := map[string]int{}
-			for _, f := range got {
-				have[f.data]++
-			}
-			missing, extra := 0, 0
-			for d, n := range want {
-				if have[d] < n {
-					missing += n - have[d]
-					if missing <= 5 {
-						t.Errorf("a LAN frame is missing from the view: % x", d[:min(len(d), 64)])
-					}
-				}
-			}
-			for d, n := range have {
-				if want[d] < n {
-					extra += n - want[d]
-					if extra <= 5 {
-						t.Errorf("the view has a frame the LAN did not: % x", d[:min(len(d), 64)])
-					}
-				}
-			}
-			if missing > 0 || extra > 0 || len(got) != lanFrames {
-				t.Errorf("%d frames in the view, the LAN had %d: %d missing, %d extra", len(got), lanFrames, missing, extra)
-			}
-			if st.OtherSide == 0 || st.Duplicates == 0 {
+			sameMultiset(t, "LAN", got, want, lanFrames)
+			if st.OtherSide+st.WAN == 0 || st.Duplicates == 0 {
 				t.Errorf("left out %d copies beyond the LAN and %d bridge copies: the capture should have both", st.OtherSide, st.Duplicates)
 			}
 			if st.NoDestination != 0 {
@@ -299,5 +346,35 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 				t.Errorf("Read: %+v, %v: want %d packets decoded and %d left out", rst, err, lanFrames, st.LeftOut())
 			}
 		})
+	}
+}
+
+// sameMultiset requires the view's frames to be want's (n of them), each
+// as many times.
+func sameMultiset(t *testing.T, side string, got []labFrame, want map[string]int, n int) {
+	t.Helper()
+	have := map[string]int{}
+	for _, f := range got {
+		have[f.data]++
+	}
+	missing, extra := 0, 0
+	for d, n := range want {
+		if have[d] < n {
+			missing += n - have[d]
+			if missing <= 5 {
+				t.Errorf("a %s frame is missing from the view: % x", side, d[:min(len(d), 64)])
+			}
+		}
+	}
+	for d, n := range have {
+		if want[d] < n {
+			extra += n - want[d]
+			if extra <= 5 {
+				t.Errorf("the view has a frame the %s did not: % x", side, d[:min(len(d), 64)])
+			}
+		}
+	}
+	if missing > 0 || extra > 0 || len(got) != n {
+		t.Errorf("%d frames in the view, the %s had %d: %d missing, %d extra", len(got), side, n, missing, extra)
 	}
 }

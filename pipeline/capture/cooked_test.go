@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
@@ -98,8 +99,9 @@ func cookedPcap(frames []cookedFrame, v2 bool) []byte {
 // port only, and the radio's side of the exchange (which the captures do
 // not hold) is put before them, so the radio's MAC shows as a gateway's
 // would; with trunk the device is wired and has no such frames. lan is the
-// LAN capture with those changes: what the view should be.
-func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFrame, lan []frame) {
+// LAN capture with those changes: what the view should be; wan what a
+// capture on the WAN interface (eth0.2 with trunk) shows.
+func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFrame, lan, wanFrames []frame) {
 	const (
 		lo, bridge, port, wan, tun, eth0, eth01, eth02 = 1, 5, 6, 7, 9, 2, 3, 4
 	)
@@ -207,13 +209,30 @@ func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFram
 		for i := range all {
 			all[i].ts = at(i - first)
 		}
+		for _, c := range all {
+			// The first copy on the WAN: a trunk sees a packet from the
+			// internet before its WAN VLAN's interface does.
+			if c.ifindex == wan || c.ifindex == eth02 || c.ifindex == eth0 && c.proto == 0x8100 && c.payload[1] == 2 {
+				dst := wanMAC
+				if c.src == wanMAC {
+					dst = ispMAC
+				}
+				ip := c.payload
+				if c.proto == 0x8100 {
+					ip = ip[4:]
+				}
+				eth := slices.Concat(dst[:], c.src[:], []byte{8, 0}, ip)
+				wanFrames = append(wanFrames, frame{eth, gopacket.CaptureInfo{Timestamp: c.ts, CaptureLength: len(eth), Length: len(eth)}, features.LinkTypeEthernet})
+				break
+			}
+		}
 		out = append(out, all...)
 		if len(out)%7 == 0 {
 			out = append(out, cookedFrame{ifindex: lo, hatype: arphrdLoopback, pkttype: pktHost, proto: 0x0800,
 				payload: []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1}, ts: at(9)})
 		}
 	}
-	return out, lan
+	return out, lan, wanFrames
 }
 
 func readView(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {
@@ -239,28 +258,10 @@ func TestCookedViewOfRealTraffic(t *testing.T) {
 		v2, trunk bool
 	}{{"sll2", true, false}, {"sll", false, false}, {"sll2-trunk", true, true}} {
 		t.Run(c.name, func(t *testing.T) {
-			cooked, lan := gatewayCopies(sentinel, gw, c.trunk)
+			cooked, lan, _ := gatewayCopies(sentinel, gw, c.trunk)
 			got, st := readView(t, cookedPcap(cooked, c.v2), c.name)
 			t.Log(st.Summary())
-			if len(got) != len(lan) {
-				for i := range min(len(got), len(lan)) {
-					if !bytes.Equal(got[i].data, lan[i].data) {
-						t.Errorf("first difference at frame %d:\n% x\nwant\n% x", i, got[i].data, lan[i].data)
-						break
-					}
-				}
-				t.Fatalf("%d frames in the view, the LAN capture has %d", len(got), len(lan))
-			}
-			for i := range got {
-				want := lan[i].data
-				if got[i].link != features.LinkTypeEthernet || !bytes.Equal(got[i].data, want) ||
-					got[i].ci.CaptureLength != len(want) || got[i].ci.Length != len(want) {
-					t.Fatalf("frame %d: link %d, %d/%d bytes\n% x\nwant\n% x", i, got[i].link, got[i].ci.CaptureLength, got[i].ci.Length, got[i].data, want)
-				}
-				if !got[i].ci.Timestamp.Equal(lan[i].ci.Timestamp) {
-					t.Fatalf("frame %d at %v, want %v", i, got[i].ci.Timestamp, lan[i].ci.Timestamp)
-				}
-			}
+			sameFrames(t, "the LAN capture", got, lan)
 			if st.Frames != uint64(len(cooked)) || st.LAN != uint64(len(lan)) || st.LAN+st.LeftOut() != st.Frames || st.NoDestination != 0 || st.Loopback == 0 {
 				t.Errorf("stats %+v for %d cooked frames", st, len(cooked))
 			}
@@ -293,6 +294,82 @@ func TestCookedViewOfRealTraffic(t *testing.T) {
 			}
 			if want, got := records(lanRaw.Bytes(), "lan"), records(cookedPcap(cooked, c.v2), c.name); !reflect.DeepEqual(got, want) {
 				t.Errorf("%d records from the cooked capture differ from the LAN capture's %d", len(got), len(want))
+			}
+		})
+	}
+}
+
+// TestCookedViewWANSide: the same gateway's capture read as its WAN side
+// is the WAN interface's capture, frame for frame; read as both sides at
+// once (what a LAN and a WAN tap of one live capture get), each side is
+// what reading it alone gives, and every frame is counted once.
+func TestCookedViewWANSide(t *testing.T) {
+	_, sentinel := smallSentinelRaw(t)
+	for _, c := range []struct {
+		name      string
+		v2, trunk bool
+	}{{"sll2", true, false}, {"sll", false, false}, {"sll2-trunk", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			cooked, lan, wan := gatewayCopies(sentinel, sentinelHome.GatewayMAC, c.trunk)
+			if len(wan) < 50 {
+				t.Fatalf("the capture has %d WAN frames", len(wan))
+			}
+			raw := cookedPcap(cooked, c.v2)
+			src, err := NewSideReader(bytes.NewReader(raw), c.name, SideWAN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := readAll(t, src)
+			st, _ := CookedStatsOf(src)
+			t.Log(st.Summary())
+			sameFrames(t, "the WAN capture", got, wan)
+			if st.WAN != uint64(len(wan)) || st.LAN != 0 || st.NoDestination != 0 || st.WAN+st.LeftOut() != st.Frames {
+				t.Errorf("WAN side: %+v", st)
+			}
+			if err := WANInput(src, c.name); err != nil {
+				t.Errorf("the WAN side is refused as a WAN capture: %v", err)
+			}
+
+			// Both sides of one reading, each read by its own goroutine.
+			r, err := newPcapReader(input{r: bytes.NewReader(raw), name: c.name, buf: make([]byte, readBufferSize)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newSides(newCookedView(r, SideLAN|SideWAN), nil)
+			var sides [2][]frame
+			errs := make(chan error, 2)
+			for i, o := range s.out {
+				go func() {
+					for {
+						f, err := o.Next()
+						if err != nil {
+							errs <- err
+							return
+						}
+						if f.Offset != uint64(len(sides[i])) {
+							errs <- fmt.Errorf("%v side: frame %d has Offset %d", o.side, len(sides[i]), f.Offset)
+							return
+						}
+						sides[i] = append(sides[i], frame{f.Data, f.CI, f.LinkType})
+					}
+				}()
+			}
+			for range 2 {
+				if err := <-errs; !errors.Is(err, io.EOF) {
+					t.Fatal(err)
+				}
+			}
+			sameFrames(t, "the LAN capture", sides[0], lan)
+			sameFrames(t, "the WAN capture", sides[1], wan)
+			lst, _ := CookedStatsOf(s.out[0])
+			wst, _ := CookedStatsOf(s.out[1])
+			if lst.LAN != uint64(len(lan)) || lst.WAN != uint64(len(wan)) || lst.LAN+lst.WAN+lst.LeftOut() != lst.Frames || wst.LeftOut() != 0 || len(lst.Interfaces) == 0 {
+				t.Errorf("both sides: LAN's stats %+v, WAN's %+v", lst, wst)
+			}
+			for _, o := range s.out {
+				if err := o.Close(); err != nil {
+					t.Error(err)
+				}
 			}
 		})
 	}
@@ -466,7 +543,7 @@ func TestCookedViewBounded(t *testing.T) {
 // frame against ns per Ethernet frame.
 func BenchmarkCookedView(b *testing.B) {
 	_, sentinel := smallSentinelRaw(b)
-	cooked, lan := gatewayCopies(sentinel, sentinelHome.GatewayMAC, false)
+	cooked, lan, _ := gatewayCopies(sentinel, sentinelHome.GatewayMAC, false)
 	var eth bytes.Buffer
 	w := pcapgo.NewWriter(&eth)
 	w.WriteFileHeader(65535, layers.LinkTypeEthernet)

@@ -36,6 +36,10 @@ type cookedHdr struct {
 	arpOp          uint16
 	arpSHA, arpTHA schemas.MAC
 	arpSPA, arpTPA [16]byte
+	// arpTo is where an ARP request the gateway sends goes by unicast: the
+	// target's MAC, where it was known when the request was sent (a probe
+	// of a stale entry); zero for a broadcast request.
+	arpTo schemas.MAC
 	// A DHCP (BOOTP) reply's client MAC.
 	dhcpClient schemas.MAC
 	isDHCPRep  bool
@@ -256,6 +260,16 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 			}
 		} else {
 			i.wan++
+			// The gateway's MAC that sends beyond the LAN, by the router
+			// (or WAN neighbour) it sends to: the destination of what
+			// comes in from there, on the WAN side.
+			if !ok {
+				m = c.lastRouter
+			}
+			if m != (schemas.MAC{}) && !c.foreign.has(h.addr) {
+				c.gatewayOf.put(macKey(m), h.addr)
+				c.lastUplink = h.addr
+			}
 		}
 	}
 	if now := i.lanSide(); now != i.isLAN {
@@ -305,12 +319,8 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 	case h.arpOp == 2:
 		return h.arpTHA, true
 	case h.arpOp == 1:
-		// Linux asks a neighbour it has a MAC for by unicast (a probe of
-		// a stale entry), and broadcasts otherwise. Another host's request
-		// that the bridge forwards is broadcast: its unicast probes go to
-		// the gateway, not through it.
-		if m, ok := c.neigh.get(h.arpTPA); ok && !c.foreign.has(h.addr) {
-			return m, true
+		if h.arpTo != (schemas.MAC{}) {
+			return h.arpTo, true
 		}
 		return bcast, true
 	case !h.ip:
@@ -336,14 +346,18 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 
 // gateway is the gateway's MAC where a frame came in: the source of the IP
 // the gateway sends on that interface; for SLL, which names no interface,
-// the MAC the gateway last sent to this host from, or else to any LAN
-// host, or else any IP at all.
+// the MAC the gateway last sent to this host from, or else to any host on
+// the sender's side, or else any IP at all.
 func (c *cookedView) gateway(h cookedHdr, i *cookedIface) (schemas.MAC, bool) {
 	m := i.own
 	if !h.hasIndex {
 		var ok bool
 		if m, ok = c.gatewayOf.get(macKey(h.addr)); !ok {
-			m = cmp.Or(c.lastGateway, c.lastOwn)
+			last := c.lastGateway
+			if i.wan > i.lan { // a host beyond the LAN: the WAN's router
+				last = c.lastUplink
+			}
+			m = cmp.Or(last, c.lastOwn)
 		}
 	}
 	return m, m != schemas.MAC{}

@@ -32,6 +32,10 @@ type LiveOptions struct {
 	// arrival. The recvmsg fallback delivers each packet at once and ignores
 	// it.
 	PollTimeout time.Duration
+	// Side is the side of the gateway an every-interface capture
+	// (AnyInterface) is read as: SideLAN (the zero value too) or SideWAN.
+	// Other interfaces are read as they are.
+	Side Side
 
 	// noRing makes OpenLive take the recvmsg path, so tests cover it on
 	// kernels where the ring works.

@@ -129,8 +129,9 @@ type LiveSource struct {
 // only interface.
 //
 // iface AnyInterface ("any") captures every interface at once, as tcpdump
-// -i any does, and returns the gateway's LAN side of it: Ethernet frames,
-// each once (see NewReader); promiscuous mode is then refused.
+// -i any does, and returns the gateway's LAN side of it (or the side
+// opts.Side names): Ethernet frames, each once (see NewReader);
+// promiscuous mode is then refused.
 //
 // Where the NIC or driver merges packets (GRO, LRO), captures see the merged
 // packet, longer than the MTU, as tcpdump does; for per-packet lengths turn
@@ -161,6 +162,9 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 	var ifindex int
 	var loopback bool
 	link := features.LinkTypeLinuxSLL2
+	if opts.Side != 0 && opts.Side != SideLAN && opts.Side != SideWAN {
+		return nil, fmt.Errorf("live capture on %s: LiveOptions.Side %v: want the LAN or the WAN side (OpenLiveSides reads both)", iface, opts.Side)
+	}
 	if iface == AnyInterface {
 		if opts.Promiscuous {
 			return nil, fmt.Errorf("live capture on %s: promiscuous mode is set per interface, and %s is every interface: capture on the interface to make promiscuous", iface, iface)
@@ -208,7 +212,7 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 	}
 	if s.every {
 		// A gateway's every interface: read as its LAN side (cookedView).
-		return &liveCooked{cookedView: newCookedView(s), live: s}, nil
+		return &liveCooked{cookedView: newCookedView(s, opts.Side), live: s}, nil
 	}
 	return s, nil
 }

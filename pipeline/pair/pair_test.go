@@ -404,7 +404,8 @@ func TestRecordsAgreeWithTruth(t *testing.T) {
 // TestCookedGatewayCapture pairs one tcpdump -i any capture of a NAPT
 // gateway with itself as people would: its LAN side is the LAN capture,
 // and its WAN interface, cut out (a capture of one interface, which the
-// view reads whole) or read with OpenWANSide, the WAN capture: every
+// view reads whole, as its LAN or its WAN side) or read with OpenWANSide,
+// the WAN capture: every
 // datagram pairs. Given whole as the WAN capture, it is refused with the
 // cut to make.
 func TestCookedGatewayCapture(t *testing.T) {
@@ -450,6 +451,14 @@ func TestCookedGatewayCapture(t *testing.T) {
 	}
 	defer wan.Close()
 	allPaired(t, "OpenWANSide", lan, wan, cfg, 2*n)
+	// A capture of one interface read as a WAN side is read whole.
+	lan = capturetest.Open(t, path)
+	defer lan.Close()
+	if wan, err = capture.OpenFileSide(wanPath, capture.SideWAN); err != nil {
+		t.Fatal(err)
+	}
+	defer wan.Close()
+	allPaired(t, "the cut interface as the WAN side", lan, wan, cfg, 2*n)
 	if _, err := capture.OpenWANSide(wanPath); !errors.Is(err, capture.ErrNotWAN) {
 		t.Errorf("OpenWANSide of a capture with no LAN side: %v", err)
 	}

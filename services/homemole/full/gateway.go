@@ -175,9 +175,10 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 			"--cipher is auto), assigns one-to-one and keeps the tunnel's order. Writes one row\n"+
 			"wan_index,lan_index per WAN packet (lan_index empty when unpaired) and prints the\n"+
 			"pairing rate, and the accuracy against --truth when given. Both captures may be of any\n"+
-			"link type the capture reader takes (Ethernet, SLL, raw IP). --any takes both from one\n"+
-			"capture of the gateway on every interface (tcpdump -i any): its LAN side, and its other\n"+
-			"Ethernet interfaces as the WAN, whose frames are numbered as in a capture of them alone.")
+			"link type the capture reader takes (Ethernet, SLL, raw IP). A capture of the gateway on\n"+
+			"every interface (tcpdump -i any) is read as its LAN side given as --lan, and as its WAN\n"+
+			"side (its other Ethernet interfaces, frames numbered as in a capture of them alone) given\n"+
+			"as --wan. --any FILE is --lan FILE --wan FILE, refusing a capture that is no gateway's.")
 	lanPath := fs.String("lan", "", "LAN capture")
 	wanPath := fs.String("wan", "", "WAN capture")
 	anyPath := fs.String("any", "", "the gateway captured on every interface (tcpdump -i any), instead of --lan and --wan")
@@ -232,7 +233,9 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 		return err
 	}
 	defer lan.Close()
-	openWAN := capture.OpenFile
+	// A gateway's capture on every interface given as --wan is read as its
+	// WAN side; --any also refuses a capture that is no gateway's.
+	openWAN := func(path string) (capture.Source, error) { return capture.OpenFileSide(path, capture.SideWAN) }
 	if *anyPath != "" {
 		openWAN = capture.OpenWANSide
 	}

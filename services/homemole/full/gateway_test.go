@@ -71,6 +71,14 @@ func TestGatewayAndPairCommands(t *testing.T) {
 	if !strings.Contains(out.String(), "20 WAN packets, 20 paired (100.00 %)") {
 		t.Errorf("pair --any: %s", out.String())
 	}
+	// Given as --wan, the same capture is read as its WAN side too.
+	out.Reset()
+	if err := runPair(context.Background(), log, &out, []string{"--lan", anyPath, "--wan", anyPath, "--mode", "napt", "--lan-net", "192.168.1.0/24", "--out", filepath.Join(dir, "wan-pairs.csv")}); err != nil {
+		t.Fatalf("pair --lan any --wan any: %v", err)
+	}
+	if !strings.Contains(out.String(), "20 WAN packets, 20 paired (100.00 %)") {
+		t.Errorf("pair --lan any --wan any: %s", out.String())
+	}
 	if err := runGateway(context.Background(), log, &bytes.Buffer{}, []string{"--in", h.Files[0], "--out", h.Files[0], "--truth", filepath.Join(dir, "t.csv")}); !errors.Is(err, cli.ErrUsage) {
 		t.Errorf("gateway writing over its input: %v, want a usage error", err)
 	}
