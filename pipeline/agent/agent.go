@@ -90,7 +90,8 @@ type Stats struct {
 	// retransmissions), left out like those that do not decode.
 	NotPackets int
 	// OtherViews counts the frames of cooked captures (tcpdump -i any)
-	// beyond the gateway's LAN side (capture.Stats.OtherViews).
+	// beyond the gateway's side each tap reads (capture.Stats.OtherViews);
+	// a capture feeding two taps counts those it gave neither.
 	OtherViews int
 	// Batches were cut in this run; Acked of them, or of those a previous
 	// run spooled, were acknowledged by JetStream.
@@ -217,21 +218,70 @@ func (a *Agent) RunFiles(ctx context.Context, pub Publisher) error {
 
 // Inputs lists the home's taps as inputs: every file of the file taps and,
 // when live is set, every interface tap, which runs until ctx ends.
+//
+// A capture of the gateway on every interface (tcpdump -i any, or
+// interface any) is read as its LAN side for the lan tap and as its WAN side
+// for the others. Where the lan tap and another are both interface any,
+// one capture feeds both (capture.OpenLiveSides).
 func (a *Agent) Inputs(live bool) []Input {
 	var inputs []Input
-	for _, tap := range a.cfg.Home.Taps {
+	// The taps one capture of both sides feeds: the lan tap and the first
+	// other, where both are interface any.
+	anyTap := func(lan bool) int {
+		return slices.IndexFunc(a.cfg.Home.Taps, func(t campaign.Tap) bool {
+			return (t.Name == tapLAN) == lan && t.Interface == capture.AnyInterface
+		})
+	}
+	var both *gatewaySides
+	lanAny, wanAny := anyTap(true), anyTap(false)
+	if live && lanAny >= 0 && wanAny >= 0 {
+		both = &gatewaySides{}
+	}
+	for i, tap := range a.cfg.Home.Taps {
+		side := tapSide(tap.Name)
 		for _, f := range tap.Files {
-			inputs = append(inputs, Input{Tap: tap.Name, Name: f, Open: func() (capture.Source, error) { return openFileAhead(f) }})
+			inputs = append(inputs, Input{Tap: tap.Name, Name: f, Open: func() (capture.Source, error) { return openFileAhead(f, side) }})
 		}
-		if live && tap.Interface != "" {
-			iface := tap.Interface
-			inputs = append(inputs, Input{
-				Tap: tap.Name, Name: iface, Live: true,
-				Open: func() (capture.Source, error) { return capture.OpenLive(iface, capture.LiveOptions{}) },
-			})
+		if !live || tap.Interface == "" {
+			continue
 		}
+		iface := tap.Interface
+		open := func() (capture.Source, error) { return capture.OpenLive(iface, capture.LiveOptions{Side: side}) }
+		if both != nil && (i == lanAny || i == wanAny) {
+			open = func() (capture.Source, error) { return both.open(side) }
+		}
+		inputs = append(inputs, Input{Tap: tap.Name, Name: iface, Live: true, Open: open})
 	}
 	return inputs
+}
+
+// tapSide is the side of the gateway a tap captures: the LAN for the lan
+// tap, the WAN for the others.
+func tapSide(tap string) capture.Side {
+	if tap == tapLAN {
+		return capture.SideLAN
+	}
+	return capture.SideWAN
+}
+
+// gatewaySides is one live capture on every interface of the gateway that
+// feeds a home's lan tap and one other, opened by whichever tap starts
+// first.
+type gatewaySides struct {
+	once     sync.Once
+	lan, wan capture.Source
+	err      error
+}
+
+func (g *gatewaySides) open(side capture.Side) (capture.Source, error) {
+	g.once.Do(func() { g.lan, g.wan, g.err = capture.OpenLiveSides(capture.LiveOptions{}) })
+	switch {
+	case g.err != nil:
+		return nil, g.err
+	case side == capture.SideWAN:
+		return g.wan, nil
+	}
+	return g.lan, nil
 }
 
 // Run publishes the inputs in order and returns once JetStream has
@@ -471,13 +521,6 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 			a.count(func(st *Stats) { st.ReadErrors++ })
 			log.Error("capture ends early; packets before the fault are kept", "err", err)
 			break
-		}
-		if in.Tap != tapLAN {
-			if err := capture.WANInput(src, in.Name); err != nil {
-				a.count(func(st *Stats) { st.ReadErrors++ })
-				log.Error("capture ends: not a "+in.Tap+" capture", "err", err)
-				break
-			}
 		}
 		// Frames before the resume point are decoded all the same: the
 		// decoder's clock gives the first resumed packet its interval.

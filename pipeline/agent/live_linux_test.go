@@ -121,13 +121,16 @@ func TestLiveGatewayRotation(t *testing.T) {
 	}
 }
 
-// TestLiveGatewayAny runs the agent as a campaign's `interface: any` lan
-// tap asks: one live capture on every interface of a bridged NAPT gateway
-// (netnstest.BridgedGateway: two devices on the bridge's ports, WAN, ISP
-// router, internet hosts over IPv4 and IPv6). What it publishes is the
-// LAN's: every datagram the devices exchange with the internet and with
-// each other, once, between the device's MAC and its LAN address, none of
-// the WAN's translated copies, and the copies it left out counted.
+// TestLiveGatewayAny runs the agent as a campaign whose lan and wan taps
+// are both `interface: any` asks: one live capture on every interface of a
+// bridged NAPT gateway (netnstest.BridgedGateway: two devices on the
+// bridge's ports, WAN, ISP router, internet hosts over IPv4 and IPv6) for
+// both taps. The lan tap publishes the LAN's frames: every datagram the
+// devices exchange with the internet and with each other, once, between
+// the device's MAC and its LAN address, none of the WAN's translated
+// copies. The wan tap publishes the WAN's: every datagram with the
+// internet once, translated, between the gateway's and the ISP router's
+// MACs, none between the devices. The copies left out are counted.
 func TestLiveGatewayAny(t *testing.T) {
 	g := netnstest.NewBridgedGateway(t)
 	macs := map[string]schemas.MAC{}
@@ -144,28 +147,37 @@ func TestLiveGatewayAny(t *testing.T) {
 	defer srv.Close()
 	conn := connect(t, srv.NATSURL, false)
 	home := &campaign.Home{Name: "h", Gateway: campaign.Gateway{Mode: "napt", MAC: campaign.GatewayAuto},
-		Taps: []campaign.Tap{{Name: "lan", Interface: capture.AnyInterface}}}
+		Taps: []campaign.Tap{{Name: "lan", Interface: capture.AnyInterface}, {Name: "wan", Interface: capture.AnyInterface}}}
 	cfg := testConfig(home, "", testLog(t))
 	cfg.BatchSize, cfg.BatchBytes, cfg.Window, cfg.MaxBatchAge = 256, 16<<10, 32, 50*time.Millisecond
 	ag, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var src capture.Source
-	netnstest.Do(t, g.GW, "capture on any", func() (err error) {
-		src, err = capture.OpenLive(capture.AnyInterface, capture.LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20})
-		return err
-	})
+	// The agent's own inputs, opened in the gateway's namespace: the
+	// first opens the one capture, the second gets its other side.
+	inputs := ag.Inputs(true)
+	if len(inputs) != 2 {
+		t.Fatalf("inputs %+v, want the two taps", inputs)
+	}
+	var srcs [2]capture.Source
+	for i := range inputs {
+		netnstest.Do(t, g.GW, "capture on any", func() (err error) {
+			srcs[i], err = inputs[i].Open()
+			return err
+		})
+		inputs[i].Open = func() (capture.Source, error) { return srcs[i], nil }
+	}
 	done := make(chan error, 1)
-	go func() {
-		done <- ag.Run(context.Background(), conn, []Input{{Tap: "lan", Name: capture.AnyInterface, Live: true, Open: func() (capture.Source, error) { return src, nil }}})
-	}()
+	go func() { done <- ag.Run(context.Background(), conn, inputs) }()
 	g.Traffic(t)
 	time.Sleep(300 * time.Millisecond)
-	kernel, _ := src.(interface {
+	kernel, _ := srcs[0].(interface {
 		Stats() (capture.LiveStats, error)
 	}).Stats()
-	src.Close()
+	for _, src := range srcs {
+		src.Close()
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -182,12 +194,38 @@ func TestLiveGatewayAny(t *testing.T) {
 	// echoes per device and address) and UDP 7000 between the devices
 	// (5 and 5 per IP version).
 	internet, local := 0, 0
+	wanInternet, wanLocal := 0, 0
+	var gwWAN, isp schemas.MAC
 	for _, b := range readStream(t, conn).batches {
 		for _, p := range b.Packets {
 			if p.Transport != 17 {
 				continue
 			}
 			src, dst := p.SrcIP.String(), p.DstIP.String()
+			if b.Tap == "wan" {
+				switch {
+				case p.SrcPort == 7000 || p.DPort == 7000:
+					wanLocal++
+				case p.SrcPort == 5353 || p.DPort == 5353:
+					wanInternet++
+					// The gateway's WAN MAC and the ISP router's, the same
+					// pair for every datagram.
+					from, to := p.SrcMAC, p.DstMAC
+					if p.SrcPort == 5353 { // an echo, from the internet
+						from, to = to, from
+					}
+					if gwWAN == (schemas.MAC{}) {
+						gwWAN, isp = from, to
+					}
+					if from != gwWAN || to != isp || from == macs[g.Dev1] || from == macs[g.Dev2] || from == to {
+						t.Errorf("a WAN datagram %s -> %s goes %v -> %v", src, dst, p.SrcMAC, p.DstMAC)
+					}
+					if strings.HasPrefix(src, "192.168.50.") || strings.HasPrefix(dst, "192.168.50.") {
+						t.Errorf("a WAN datagram %s -> %s carries a LAN address: not translated", src, dst)
+					}
+				}
+				continue
+			}
 			switch {
 			case p.SrcPort == 5353 || p.DPort == 5353:
 				internet++
@@ -218,6 +256,10 @@ func TestLiveGatewayAny(t *testing.T) {
 		t.Errorf("%d datagrams between the devices, want %d: each once, though the bridge shows each on two ports and itself", local, 2*5*2)
 	}
 	if st.OtherViews == 0 {
-		t.Error("no frame left out: the WAN's copies and the bridge's should have been")
+		t.Error("no frame left out: the bridge's copies should have been")
+	}
+	t.Logf("wan tap on any: %d datagrams with the internet, %d between the devices", wanInternet, wanLocal)
+	if want := 2 * (len(netnstest.Inet4) + len(netnstest.Inet6)) * 4 * 2; wanInternet != want || wanLocal != 0 {
+		t.Errorf("%d datagrams with the internet and %d between the devices in the wan tap, want %d and 0", wanInternet, wanLocal, want)
 	}
 }

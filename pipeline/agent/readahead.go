@@ -20,13 +20,15 @@ const (
 // openFileAhead opens a capture file whose bytes a goroutine of its own
 // reads ahead of the decoder: the copies out of the page cache (or the waits
 // for the disk) then run on another core than decoding does.
-func openFileAhead(path string) (capture.Source, error) {
+// A capture of the gateway on every interface is read as side (see
+// capture.OpenFileSide).
+func openFileAhead(path string, side capture.Side) (capture.Source, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open capture: %w", err)
 	}
 	ra := newReadAhead(f)
-	src, err := capture.NewReader(ra, path)
+	src, err := capture.NewSideReader(ra, path, side)
 	if err != nil {
 		ra.Close()
 		return nil, err

@@ -95,8 +95,12 @@ type Tap struct {
 	// Files are capture files (pcap or pcapng), relative to the campaign
 	// file; each is one capture session.
 	Files []string `yaml:"files,omitempty"`
-	// Interface is a live interface, instead of files; "any" is every
-	// interface of the gateway, read as its LAN side (the lan tap only).
+	// Interface is a live interface, instead of files. "any" is every
+	// interface of the gateway (capture.AnyInterface), read as its LAN
+	// side for the lan tap and as its WAN side for the others; a home
+	// whose lan and wan taps are both "any" captures once for both.
+	// Capture files of a gateway on every interface (tcpdump -i any) are
+	// read the same way.
 	Interface string `yaml:"interface,omitempty"`
 }
 
@@ -249,10 +253,6 @@ func (h *Home) Validate() error {
 		taps[t.Name] = true
 		if (len(t.Files) == 0) == (t.Interface == "") {
 			errs = append(errs, fmt.Errorf("tap %s: give either files or interface", t.Name))
-		}
-		if t.Name == "wan" && t.Interface == "any" {
-			// capture.AnyInterface: every interface, read as the LAN side.
-			errs = append(errs, fmt.Errorf("tap wan: interface any is read as the gateway's LAN side, not its WAN: name the WAN interface (ip link)"))
 		}
 		// Sessions, and so message ids, are named after files: two files
 		// with one name would be taken for one session.

@@ -240,7 +240,7 @@ type seenEntry struct {
 
 // OtherViewKinds names the frames Stats.OtherViews counts, in the counts
 // the commands print.
-const OtherViewKinds = "a tcpdump -i any capture's copies on the gateway's WAN, tunnel and loopback interfaces and a bridge's second copies"
+const OtherViewKinds = "a tcpdump -i any capture's copies on the gateway's side not read, its tunnel and loopback interfaces, and a bridge's second copies"
 
 // CookedStats says what a cooked capture's view did with its frames.
 type CookedStats struct {
@@ -256,8 +256,10 @@ type CookedStats struct {
 	// interface cut out of a gateway's): Whole those passed on as
 	// Ethernet frames, AsIs those passed on as they were.
 	Whole, AsIs uint64
-	// OtherSide is the number left out as copies on the gateway's other
-	// interfaces (WAN, tunnels, PPPoE); Loopback those on loopback;
+	// OtherSide is the number left out as copies on the gateway's
+	// interfaces of the side not read (in a LAN view the WAN's, tunnels,
+	// PPP; in a WAN view the LAN's and tunnels; in a view of both the
+	// tunnels and PPP); Loopback those on loopback;
 	// Duplicates the second copies of a frame on another LAN-side
 	// interface (a bridge and its ports).
 	OtherSide, Loopback, Duplicates uint64

@@ -24,9 +24,10 @@ type Stats struct {
 	// beacons, acknowledgements and retransmissions); not passed on either.
 	NotPackets uint64
 	// OtherViews is the number of frames a cooked capture (`tcpdump -i
-	// any` on a gateway) held beyond its LAN side's view: copies on the
-	// WAN, tunnel and loopback interfaces and a bridge's second copies
-	// (CookedStats). The source left them out; Packets does not count them.
+	// any` on a gateway) held beyond the view of the side read: copies on
+	// the other side's, tunnel and loopback interfaces and a bridge's
+	// second copies (CookedStats). The source left them out; Packets does
+	// not count them.
 	OtherViews uint64
 	// Bytes is the wire length of all frames read.
 	Bytes uint64

@@ -33,10 +33,15 @@ func TestTunSideIPv6(t *testing.T) {
 		t.Fatalf("the tun side captured %d packets: too few for the replay of %d payloads", r.tun, s.packets)
 	}
 	// The gateway captured whole (tcpdump -i any: LAN, WAN, tun and
-	// loopback) reads as its LAN interface's capture.
+	// loopback) reads as its LAN interface's capture, and as its WAN
+	// interface's.
 	t.Log(r.cooked)
 	if c := r.cooked; c.lan < 100 || c.frames != c.lan || c.same != c.lan || c.stats.OtherSide == 0 || c.stats.NoDestination != 0 {
 		t.Errorf("%v: want every LAN frame once, byte for byte", c)
+	}
+	t.Log(r.cookedWAN)
+	if c := r.cookedWAN; c.lan < 100 || c.frames != c.lan || c.same != c.lan || c.stats.OtherSide == 0 || c.stats.NoDestination != 0 {
+		t.Errorf("%v: want every WAN frame once, byte for byte", c)
 	}
 	if r.flows6 == 0 || r.flows6 == len(s.flows) {
 		t.Fatalf("%d of %d flows replayed over IPv6, want IPv4 and IPv6 flows", r.flows6, len(s.flows))

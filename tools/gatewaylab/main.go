@@ -62,32 +62,36 @@ type row struct {
 	// tunSide scores pairing the WAN with the tun side's capture, the home
 	// inferred: once per link type it was written as.
 	tunSide []tunScore
-	// cooked compares the gateway's tcpdump -i any capture, read as
-	// capture reads it, with its LAN interface's own capture.
-	cooked cookedScore
+	// cooked and cookedWAN compare the gateway's tcpdump -i any capture,
+	// read as capture reads it as the LAN and as the WAN side, with its
+	// LAN and WAN interfaces' own captures.
+	cooked, cookedWAN cookedScore
 }
 
-// cookedScore is how a cooked capture's LAN view compares with the LAN
-// interface's capture of the same run.
+// cookedScore is how a cooked capture's view of one side compares with the
+// capture of that side's interface in the same run.
 type cookedScore struct {
-	frames, lan, same int
+	side              capture.Side
+	iface             string
+	frames, lan, same int // lan: the interface's frames
 	stats             capture.CookedStats
 }
 
 func (c cookedScore) String() string {
-	return fmt.Sprintf("tcpdump -i any: %d frames in its LAN view, lan0's capture has %d, %d of them the same frame byte for byte; %s",
-		c.frames, c.lan, c.same, c.stats.Summary())
+	return fmt.Sprintf("tcpdump -i any: %d frames in its %v view, %s's capture has %d, %d of them the same frame byte for byte; %s",
+		c.frames, c.side, c.iface, c.lan, c.same, c.stats.Summary())
 }
 
-// cookedView reads a cooked capture's LAN view and matches its frames,
-// as a multiset of their bytes, with the LAN interface's capture.
-func cookedView(anyPath, lanPath string) (cookedScore, error) {
-	var c cookedScore
+// cookedView reads a cooked capture's view of side and matches its
+// frames, as a multiset of their bytes, with the side's interface's
+// capture.
+func cookedView(anyPath, ifacePath string, side capture.Side) (cookedScore, error) {
+	c := cookedScore{side: side, iface: strings.TrimSuffix(filepath.Base(ifacePath), ".pcap") + "0"}
 	want := map[string]int{}
-	if err := eachFrame(lanPath, func(fr capture.Frame) { want[string(fr.Data)]++; c.lan++ }); err != nil {
+	if err := eachFrame(ifacePath, func(fr capture.Frame) { want[string(fr.Data)]++; c.lan++ }); err != nil {
 		return c, err
 	}
-	src, err := capture.OpenFile(anyPath)
+	src, err := capture.OpenFileSide(anyPath, side)
 	if err != nil {
 		return c, err
 	}
@@ -413,10 +417,14 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 		fmt.Printf("; %d flow errors, first: %v", n, rs.firstErr.Load())
 	}
 	fmt.Println()
-	if r.cooked, err = cookedView(anyPath, lanPath); err != nil {
+	if r.cooked, err = cookedView(anyPath, lanPath, capture.SideLAN); err != nil {
 		return r, err
 	}
 	fmt.Println(r.cooked)
+	if r.cookedWAN, err = cookedView(anyPath, wanPath, capture.SideWAN); err != nil {
+		return r, err
+	}
+	fmt.Println(r.cookedWAN)
 
 	var truth []int64
 	var ti truthInfo

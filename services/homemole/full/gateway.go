@@ -443,23 +443,29 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	if err != nil {
 		return err
 	}
-	read := func(tap, path string) (*schemas.Batch, error) {
+	// A gateway's capture on every interface is read as the side its tap
+	// captures, as the capture agent reads it.
+	read := func(tap, path string, side capture.Side) (*schemas.Batch, error) {
 		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c.Name, Home: "home", Tap: tap,
 			Source: path, Session: campaign.SessionName(tap, path), Final: true}
-		_, err := capture.ReadFile(ctx, path, dc, func(p *schemas.Packet) error {
+		src, err := capture.OpenFileSide(path, side)
+		if err != nil {
+			return nil, fmt.Errorf("label: %w", err)
+		}
+		defer src.Close()
+		if _, err := capture.Read(ctx, src, dc, func(p *schemas.Packet) error {
 			b.Packets = append(b.Packets, *p)
 			return nil
-		})
-		if err != nil {
+		}); err != nil {
 			return nil, fmt.Errorf("label: read %s: %w", path, err)
 		}
 		return b, nil
 	}
-	lan, err := read(label.TapLAN, *lanPath)
+	lan, err := read(label.TapLAN, *lanPath, capture.SideLAN)
 	if err != nil {
 		return err
 	}
-	wan, err := read(label.TapWAN, *wanPath)
+	wan, err := read(label.TapWAN, *wanPath, capture.SideWAN)
 	if err != nil {
 		return err
 	}
@@ -476,6 +482,9 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 		m, *wanPath, len(wan.Packets), pr.Paired, 100*pr.Rate(), len(pr.Pairs)-pr.Paired)
 	if m == gateway.VPN && pr.Cipher != "" {
 		fmt.Fprintf(out, "; cipher %s", pr.Cipher)
+	}
+	if m == gateway.NAPT && pr.WANAddr.IsValid() {
+		fmt.Fprintf(out, "; WAN address %s", pr.WANAddr)
 	}
 	fmt.Fprintln(out)
 	lanCount, wanCount := countLabels(res.LAN), countLabels(res.WAN)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -78,6 +79,19 @@ func TestGatewayAndPairCommands(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "20 WAN packets, 20 paired (100.00 %)") {
 		t.Errorf("pair --lan any --wan any: %s", out.String())
+	}
+	// label reads it so too: the LAN side labeled from the inventory,
+	// the WAN side paired with it.
+	inv := filepath.Join(dir, "inventory.yaml")
+	if err := os.WriteFile(inv, []byte(fmt.Sprintf("- {mac: %q, name: plug, category: iot}\n", capturetest.DeviceMAC)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := runLabel(context.Background(), log, &out, []string{"--lan", anyPath, "--wan", anyPath, "--inventory", inv, "--mode", "napt", "--lan-net", "192.168.1.0/24"}); err != nil {
+		t.Fatalf("label --lan any --wan any: %v", err)
+	}
+	if !strings.Contains(out.String(), "20 packets, 20 paired with a LAN packet (pairing rate 100.00 %), 0 unpaired and kept unlabeled; WAN address 203.0.113.") || !regexp.MustCompile(`plug\s+20\s+20\n`).MatchString(out.String()) {
+		t.Errorf("label --lan any --wan any:\n%s", out.String())
 	}
 	if err := runGateway(context.Background(), log, &bytes.Buffer{}, []string{"--in", h.Files[0], "--out", h.Files[0], "--truth", filepath.Join(dir, "t.csv")}); !errors.Is(err, cli.ErrUsage) {
 		t.Errorf("gateway writing over its input: %v, want a usage error", err)
