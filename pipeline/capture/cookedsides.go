@@ -14,10 +14,10 @@ import (
 // instead of once per tap.
 
 // sidesQueue is how many frames wait for a side's reader before the other
-// side's reader waits too: about a second of a busy home's packets, so
-// that the two taps' readers (each publishing its own batches) need not
-// keep in step.
-const sidesQueue = 4096
+// side's reader waits too: a fraction of a second of a busy home's
+// packets, so that the two taps' readers (each publishing its own
+// batches) need not keep in step.
+const sidesQueue = 1024
 
 // sidesStatsEvery is how often, in frames, the interfaces judged are
 // copied out for Stats: the counters are copied with every frame.

@@ -103,8 +103,28 @@ func FuzzOpenFile(f *testing.F) {
 			}
 		}
 		// Every cooked frame read was judged: passed on or left out.
-		if cs, ok := CookedStatsOf(src); ok && cs.Frames != cs.LAN+cs.WAN+cs.Whole+cs.AsIs+cs.LeftOut() {
+		cs, cooked := CookedStatsOf(src)
+		if cooked && cs.Frames != cs.LAN+cs.WAN+cs.Whole+cs.AsIs+cs.LeftOut() {
 			t.Fatalf("cooked view: %+v: frames neither passed on nor left out", cs)
+		}
+		// Read as its WAN side, the same: every frame judged, numbered
+		// 0, 1, 2, ... as it is passed on, none of them the LAN side's.
+		wan, werr := NewSideReader(bytes.NewReader(data), "fuzz", SideWAN)
+		if werr != nil {
+			t.Fatalf("the WAN side refuses what the LAN side read: %v", werr)
+		}
+		defer wan.Close()
+		for n := uint64(0); ; n++ {
+			f, err := wan.Next()
+			if err != nil {
+				break
+			}
+			if f.Offset != n {
+				t.Fatalf("WAN side: frame %d numbered %d", n, f.Offset)
+			}
+		}
+		if ws, ok := CookedStatsOf(wan); ok && (ws.Frames != ws.WAN+ws.Whole+ws.AsIs+ws.LeftOut() || ws.LAN != 0 || cooked && cs.LAN+ws.WAN > cs.Frames) {
+			t.Fatalf("cooked view of the WAN side: %+v (the LAN side's %+v)", ws, cs)
 		}
 		if err == nil {
 			return
