@@ -151,7 +151,9 @@ const (
 	pktOutgoing  = 4
 
 	arphrdEther    = 1
+	arphrdPPP      = 512
 	arphrdLoopback = 772
+	arphrdNone     = 65534 // tun, WireGuard
 )
 
 // cookedKey names what the view judges apart: an interface (with its
@@ -189,9 +191,9 @@ func hardwareName(hatype uint16) string {
 		return "Ethernet"
 	case arphrdLoopback:
 		return "loopback"
-	case 512:
+	case arphrdPPP:
 		return "PPP"
-	case 65534:
+	case arphrdNone:
 		return "none (tun, WireGuard)"
 	case 776:
 		return "IPv6-in-IPv4"
@@ -213,6 +215,7 @@ type cookedIface struct {
 	frames             uint64
 	first              time.Time // when its first frame came
 	isLAN              bool      // as counted in lanKeys
+	name               string    // a PKTAP interface's name
 }
 
 // lanSide says whether the key is on the gateway's LAN side by its votes.
@@ -240,7 +243,7 @@ type seenEntry struct {
 
 // OtherViewKinds names the frames Stats.OtherViews counts, in the counts
 // the commands print.
-const OtherViewKinds = "a tcpdump -i any capture's copies on the gateway's side not read, its tunnel and loopback interfaces, and a bridge's second copies"
+const OtherViewKinds = "a capture on every interface's (tcpdump -i any, -i pktap) copies on the gateway's side not read, its tunnel and loopback interfaces, and a bridge's second copies"
 
 // CookedStats says what a cooked capture's view did with its frames.
 type CookedStats struct {
@@ -303,7 +306,7 @@ func (s CookedStats) Summary() string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "cooked capture (tcpdump -i any), %d frames", s.Frames)
+	fmt.Fprintf(&b, "capture on every interface (tcpdump -i any, -i pktap), %d frames", s.Frames)
 	if s.LAN > 0 {
 		fmt.Fprintf(&b, ": %d read as the LAN side's Ethernet frames (%s)", s.LAN, abbreviate(lan))
 	}
@@ -379,7 +382,9 @@ func WANInput(src Source, name string) error {
 	}
 	var other []string
 	for _, i := range c.Stats().Interfaces {
-		if f := strings.Fields(i.Name); i.Side == "other" && f[0] == "interface" {
+		// Linux numbers interfaces (SLL2), which tcpdump's ifindex
+		// filter takes; a PKTAP capture names them.
+		if f := strings.Fields(i.Name); i.Side == "other" && f[0] == "interface" && strings.Trim(f[1], "0123456789") == "" {
 			other = append(other, f[1])
 		}
 	}
@@ -468,7 +473,14 @@ func (c *cookedView) Stats() CookedStats {
 		case i.lanSide():
 			side = "LAN"
 		}
-		s.Interfaces = append(s.Interfaces, CookedInterface{Name: k.String(), Hardware: hardwareName(i.hatype), Side: side,
+		name := k.String()
+		if i.name != "" {
+			name = "interface " + i.name
+			if k.vlan > 0 {
+				name += fmt.Sprintf(" VLAN %d", k.vlan-1)
+			}
+		}
+		s.Interfaces = append(s.Interfaces, CookedInterface{Name: name, Hardware: hardwareName(i.hatype), Side: side,
 			Frames: i.frames, LANVotes: i.lan, OtherVotes: i.wan})
 	}
 	slices.SortFunc(s.Interfaces, func(a, b CookedInterface) int { return strings.Compare(a.Name, b.Name) })
@@ -477,8 +489,11 @@ func (c *cookedView) Stats() CookedStats {
 
 func (c *cookedView) Close() error { return c.src.Close() }
 
+// isCooked: the link type is a capture on every interface, read through
+// the view: Linux's cooked captures, and Apple's PKTAP, which keeps each
+// interface's own frames but is every interface's all the same.
 func isCooked(lt features.LinkType) bool {
-	return lt == features.LinkTypeLinuxSLL || lt == features.LinkTypeLinuxSLL2
+	return lt == features.LinkTypeLinuxSLL || lt == features.LinkTypeLinuxSLL2 || lt == features.LinkTypePKTAP
 }
 
 func (c *cookedView) Next() (Frame, error) {
@@ -542,6 +557,10 @@ func (c *cookedView) next() (Frame, Side, error) {
 		if ok {
 			k = c.key(h)
 			i = c.iface(k, h.hatype)
+			if h.ifname != nil && i.name == "" {
+				i.name = string(h.ifname)
+			}
+			h.ifname = nil // a slice of a buffer the source reuses
 			if h.arpOp == 1 && h.pkttype == pktOutgoing && h.ether() {
 				// Linux asks a neighbour it has a MAC for by unicast (a
 				// probe of a stale entry), and broadcasts otherwise: which
@@ -730,10 +749,7 @@ func (c *cookedView) toEthernet(f *Frame, h cookedHdr, dst schemas.MAC, known bo
 		c.stats.NoDestination++
 	}
 	d := f.Data
-	src := 12 // where the source MAC stands: SLL2's address field
-	if !h.hasIndex {
-		src = 6
-	}
+	src := h.srcAt
 	end := h.hdrLen // where the EtherType ends in the Ethernet frame
 	if h.vlan > 0 {
 		end += 4 // the inner EtherType, after the tag, stays

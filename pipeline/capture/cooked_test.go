@@ -28,9 +28,44 @@ type cookedFrame struct {
 	hatype  uint16
 	pkttype uint16
 	src     schemas.MAC
+	dst     schemas.MAC // what SLL drops; a PKTAP Ethernet frame keeps it
 	proto   uint16
 	payload []byte // after the link header (a VLAN tag included)
 	ts      time.Time
+}
+
+// pktapNames are the interfaces of gatewayCopies as a Mac sharing its
+// connection names them: the bridge and its member port, the uplink, a
+// VPN's utun and loopback.
+var pktapNames = map[uint32]string{1: "lo0", 5: "bridge100", 6: "en1", 7: "en0", 9: "utun3"}
+
+// pktap is the frame as macOS tcpdump -i pktap writes it: Apple's header
+// (108 bytes, little-endian: length, a packet follows, its link type, the
+// interface, the direction), then an Ethernet frame, or a BSD loopback one
+// for interfaces without Ethernet.
+func (f cookedFrame) pktap() []byte {
+	h := make([]byte, 108)
+	binary.LittleEndian.PutUint32(h[0:], 108)
+	binary.LittleEndian.PutUint32(h[4:], 1)
+	name, ok := pktapNames[f.ifindex]
+	if !ok {
+		name = fmt.Sprintf("en%d", f.ifindex)
+	}
+	copy(h[12:36], name)
+	dir := uint32(1)
+	if f.pkttype == pktOutgoing {
+		dir = 2
+	}
+	binary.LittleEndian.PutUint32(h[36:], dir)
+	if f.hatype != arphrdEther {
+		af := uint32(2)
+		if f.proto == 0x86dd {
+			af = 30
+		}
+		return slices.Concat(h, binary.LittleEndian.AppendUint32(nil, af), f.payload)
+	}
+	binary.LittleEndian.PutUint32(h[8:], 1)
+	return slices.Concat(h, f.dst[:], f.src[:], binary.BigEndian.AppendUint16(nil, f.proto), f.payload)
 }
 
 func (f cookedFrame) sll2() []byte {
@@ -61,19 +96,24 @@ func (f cookedFrame) sll() []byte {
 // cookedPcap writes frames as a pcap file of link type SLL2 (v2) or SLL.
 // pcapgo's writer takes the link type as a byte, which cannot say 276.
 func cookedPcap(frames []cookedFrame, v2 bool) []byte {
-	var b bytes.Buffer
-	lt := features.LinkTypeLinuxSLL
 	if v2 {
-		lt = features.LinkTypeLinuxSLL2
+		return writeCooked(frames, features.LinkTypeLinuxSLL2, cookedFrame.sll2)
 	}
+	return writeCooked(frames, features.LinkTypeLinuxSLL, cookedFrame.sll)
+}
+
+// pktapPcap writes frames as a pcap file of link type PKTAP (258).
+func pktapPcap(frames []cookedFrame) []byte {
+	return writeCooked(frames, features.LinkTypePKTAP, cookedFrame.pktap)
+}
+
+func writeCooked(frames []cookedFrame, lt features.LinkType, encode func(cookedFrame) []byte) []byte {
+	var b bytes.Buffer
 	hdr := []byte{0x4d, 0x3c, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0}
 	binary.LittleEndian.PutUint32(hdr[20:], uint32(lt))
 	b.Write(hdr)
 	for _, f := range frames {
-		data := f.sll()
-		if v2 {
-			data = f.sll2()
-		}
+		data := encode(f)
 		rec := make([]byte, 16)
 		binary.LittleEndian.PutUint32(rec[0:], uint32(f.ts.Unix()))
 		binary.LittleEndian.PutUint32(rec[4:], uint32(f.ts.Nanosecond()))
@@ -121,9 +161,9 @@ func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFram
 			ci.Timestamp = ci.Timestamp.Add(-time.Millisecond)
 			ci.CaptureLength, ci.Length = len(radio), len(radio)
 			lan = append(lan, frame{radio, ci, features.LinkTypeEthernet})
-			out = append(out, cookedFrame{ifindex: port, hatype: arphrdEther, pkttype: pktOutgoing, src: dst, proto: binary.BigEndian.Uint16(f.data[12:14]),
+			out = append(out, cookedFrame{ifindex: port, hatype: arphrdEther, pkttype: pktOutgoing, src: dst, dst: src, proto: binary.BigEndian.Uint16(f.data[12:14]),
 				payload: radio[14:], ts: ci.Timestamp})
-			out = append(out, cookedFrame{ifindex: port, hatype: arphrdEther, pkttype: pktHost, src: src, proto: binary.BigEndian.Uint16(f.data[12:14]),
+			out = append(out, cookedFrame{ifindex: port, hatype: arphrdEther, pkttype: pktHost, src: src, dst: dst, proto: binary.BigEndian.Uint16(f.data[12:14]),
 				payload: f.data[14:], ts: f.ci.Timestamp})
 			lan = append(lan, f)
 			continue
@@ -147,8 +187,8 @@ func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFram
 		}
 		p := pkt()
 		lanCopies := []cookedFrame{
-			{ifindex: port, hatype: arphrdEther, pkttype: p, src: src, proto: et, payload: f.data[14:]},
-			{ifindex: bridge, hatype: arphrdEther, pkttype: p, src: src, proto: et, payload: f.data[14:]},
+			{ifindex: port, hatype: arphrdEther, pkttype: p, src: src, dst: dst, proto: et, payload: f.data[14:]},
+			{ifindex: bridge, hatype: arphrdEther, pkttype: p, src: src, dst: dst, proto: et, payload: f.data[14:]},
 		}
 		if p == pktOutgoing {
 			// The gateway sends on the bridge, which sends on the port.
@@ -156,9 +196,9 @@ func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFram
 		}
 		if trunk {
 			lanCopies = []cookedFrame{
-				{ifindex: eth0, hatype: arphrdEther, pkttype: p, src: src, proto: 0x8100, payload: tag(1, et, f.data[14:])},
-				{ifindex: eth01, hatype: arphrdEther, pkttype: p, src: src, proto: et, payload: f.data[14:]},
-				{ifindex: bridge, hatype: arphrdEther, pkttype: p, src: src, proto: et, payload: f.data[14:]},
+				{ifindex: eth0, hatype: arphrdEther, pkttype: p, src: src, dst: dst, proto: 0x8100, payload: tag(1, et, f.data[14:])},
+				{ifindex: eth01, hatype: arphrdEther, pkttype: p, src: src, dst: dst, proto: et, payload: f.data[14:]},
+				{ifindex: bridge, hatype: arphrdEther, pkttype: p, src: src, dst: dst, proto: et, payload: f.data[14:]},
 			}
 			if p == pktOutgoing {
 				slices.Reverse(lanCopies)
@@ -182,18 +222,18 @@ func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFram
 				ip[8]--
 			}
 			wanPkt := pktOutgoing
-			wanSrc := wanMAC
+			wanSrc, wanDst := wanMAC, ispMAC
 			if toLAN {
-				wanPkt, wanSrc = pktHost, ispMAC
+				wanPkt, wanSrc, wanDst = pktHost, ispMAC, wanMAC
 			}
 			wanCopies = []cookedFrame{
-				{ifindex: wan, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, proto: 0x0800, payload: ip},
+				{ifindex: wan, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, dst: wanDst, proto: 0x0800, payload: ip},
 				{ifindex: tun, hatype: 65534, pkttype: uint16(wanPkt), proto: 0x0800, payload: ip},
 			}
 			if trunk {
 				wanCopies = []cookedFrame{
-					{ifindex: eth02, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, proto: 0x0800, payload: ip},
-					{ifindex: eth0, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, proto: 0x8100, payload: tag(2, 0x0800, ip)},
+					{ifindex: eth02, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, dst: wanDst, proto: 0x0800, payload: ip},
+					{ifindex: eth0, hatype: arphrdEther, pkttype: uint16(wanPkt), src: wanSrc, dst: wanDst, proto: 0x8100, payload: tag(2, 0x0800, ip)},
 				}
 			}
 			if toLAN {
@@ -235,6 +275,21 @@ func gatewayCopies(frames []frame, gw schemas.MAC, trunk bool) (out []cookedFram
 	return out, lan, wanFrames
 }
 
+// cookedFormats are the ways gatewayCopies' gateway is written as a
+// capture on every interface: Linux's SLL2 and SLL (tcpdump -i any), a
+// switch's trunk under SLL2, and a Mac sharing its connection captured
+// with tcpdump -i pktap.
+var cookedFormats = []struct {
+	name  string
+	trunk bool
+	write func([]cookedFrame) []byte
+}{
+	{"sll2", false, func(f []cookedFrame) []byte { return cookedPcap(f, true) }},
+	{"sll", false, func(f []cookedFrame) []byte { return cookedPcap(f, false) }},
+	{"sll2-trunk", true, func(f []cookedFrame) []byte { return cookedPcap(f, true) }},
+	{"pktap", false, pktapPcap},
+}
+
 func readView(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {
 	t.Helper()
 	src, err := NewReader(bytes.NewReader(raw), name)
@@ -253,13 +308,10 @@ func readView(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {
 func TestCookedViewOfRealTraffic(t *testing.T) {
 	_, sentinel := smallSentinelRaw(t)
 	gw := sentinelHome.GatewayMAC
-	for _, c := range []struct {
-		name      string
-		v2, trunk bool
-	}{{"sll2", true, false}, {"sll", false, false}, {"sll2-trunk", true, true}} {
+	for _, c := range cookedFormats {
 		t.Run(c.name, func(t *testing.T) {
 			cooked, lan, _ := gatewayCopies(sentinel, gw, c.trunk)
-			got, st := readView(t, cookedPcap(cooked, c.v2), c.name)
+			got, st := readView(t, c.write(cooked), c.name)
 			t.Log(st.Summary())
 			sameFrames(t, "the LAN capture", got, lan)
 			if st.Frames != uint64(len(cooked)) || st.LAN != uint64(len(lan)) || st.LAN+st.LeftOut() != st.Frames || st.NoDestination != 0 || st.Loopback == 0 {
@@ -292,7 +344,7 @@ func TestCookedViewOfRealTraffic(t *testing.T) {
 			for _, f := range lan {
 				w.WritePacket(f.ci, f.data)
 			}
-			if want, got := records(lanRaw.Bytes(), "lan"), records(cookedPcap(cooked, c.v2), c.name); !reflect.DeepEqual(got, want) {
+			if want, got := records(lanRaw.Bytes(), "lan"), records(c.write(cooked), c.name); !reflect.DeepEqual(got, want) {
 				t.Errorf("%d records from the cooked capture differ from the LAN capture's %d", len(got), len(want))
 			}
 		})
@@ -305,16 +357,13 @@ func TestCookedViewOfRealTraffic(t *testing.T) {
 // what reading it alone gives, and every frame is counted once.
 func TestCookedViewWANSide(t *testing.T) {
 	_, sentinel := smallSentinelRaw(t)
-	for _, c := range []struct {
-		name      string
-		v2, trunk bool
-	}{{"sll2", true, false}, {"sll", false, false}, {"sll2-trunk", true, true}} {
+	for _, c := range cookedFormats {
 		t.Run(c.name, func(t *testing.T) {
 			cooked, lan, wan := gatewayCopies(sentinel, sentinelHome.GatewayMAC, c.trunk)
 			if len(wan) < 50 {
 				t.Fatalf("the capture has %d WAN frames", len(wan))
 			}
-			raw := cookedPcap(cooked, c.v2)
+			raw := c.write(cooked)
 			src, err := NewSideReader(bytes.NewReader(raw), c.name, SideWAN)
 			if err != nil {
 				t.Fatal(err)

@@ -1,8 +1,10 @@
 package capture
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
+	"hash/fnv"
 
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
@@ -15,17 +17,27 @@ import (
 // cookedHdr is what the view reads of a cooked frame: its SLL header and
 // the addresses and hop limit of the packet it carries.
 type cookedHdr struct {
-	hdrLen   int // 16 (SLL) or 20 (SLL2)
+	// hdrLen is where the payload of the EtherType proto starts: 16 (SLL),
+	// 20 (SLL2), past the Ethernet header behind a PKTAP header.
+	hdrLen   int
 	ifindex  uint32
 	hasIndex bool
 	hatype   uint16
 	pkttype  uint16
 	halen    int
 	addr     schemas.MAC // the source MAC, where halen is 6
-	proto    uint16
-	vlan     uint16 // outer VLAN ID + 1; 0 untagged
-	et       uint16 // the EtherType after the VLAN tags
-	pppoe    bool
+	srcAt    int         // where addr stands in the frame
+	// dstMAC is the destination MAC where the frame has one (an Ethernet
+	// frame behind a PKTAP header), known says so: no guessing then.
+	dstMAC schemas.MAC
+	known  bool
+	// ifname is a PKTAP interface's name, a slice of the frame: read only
+	// while the frame is parsed.
+	ifname []byte
+	proto  uint16
+	vlan   uint16 // outer VLAN ID + 1; 0 untagged
+	et     uint16 // the EtherType after the VLAN tags
+	pppoe  bool
 
 	l3       int // offset of the network packet; hdrLen where unread
 	ip       bool
@@ -47,9 +59,63 @@ type cookedHdr struct {
 
 func (h cookedHdr) ether() bool { return h.hatype == arphrdEther && h.halen == 6 }
 
+// parsePKTAPHdr reads an Apple PKTAP frame (macOS tcpdump -i pktap: every
+// interface, each frame in its interface's own link type) into the terms
+// of SLL2: the interface (named, not numbered: its key is a hash of the
+// name), the direction, and for an Ethernet frame its addresses, the
+// destination included, which SLL has to guess. lo* interfaces are
+// loopback; other interfaces without Ethernet (utun, gif, ppp) are
+// tunnels, never a gateway's LAN side.
+func parsePKTAPHdr(data []byte, h *cookedHdr) bool {
+	p, err := features.ParsePKTAP(data)
+	if err != nil {
+		return false
+	}
+	h.hasIndex, h.ifname = true, p.IfName
+	f := fnv.New32a()
+	f.Write(p.IfName)
+	h.ifindex = f.Sum32()
+	inner := data[p.Len:]
+	switch {
+	case p.LinkType == features.LinkTypeEthernet:
+		if len(inner) < 14 {
+			return false
+		}
+		h.hatype, h.halen, h.known = arphrdEther, 6, true
+		h.dstMAC, h.addr = schemas.MAC(inner[0:6]), schemas.MAC(inner[6:12])
+		h.srcAt, h.hdrLen = p.Len+6, p.Len+14
+		h.proto = binary.BigEndian.Uint16(inner[12:14])
+	case bytes.HasPrefix(p.IfName, []byte("lo")):
+		h.hatype, h.hdrLen = arphrdLoopback, p.Len
+	case p.LinkType == features.LinkTypePPP:
+		h.hatype, h.hdrLen = arphrdPPP, p.Len
+	default:
+		h.hatype, h.hdrLen = arphrdNone, p.Len
+	}
+	switch {
+	case p.Out:
+		h.pkttype = pktOutgoing
+	case !h.known:
+		h.pkttype = pktHost
+	case h.dstMAC == schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}:
+		h.pkttype = pktBroadcast
+	case h.dstMAC[0]&1 == 1:
+		h.pkttype = pktMulticast
+	default:
+		// For the host or, on a bridge's member port, for another: the
+		// view tells them apart by the destination, which it has.
+		h.pkttype = pktHost
+	}
+	return true
+}
+
 func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 	var h cookedHdr
 	switch lt {
+	case features.LinkTypePKTAP:
+		if !parsePKTAPHdr(data, &h) {
+			return h, false
+		}
 	case features.LinkTypeLinuxSLL2:
 		// protocol(2) reserved(2) ifindex(4) hatype(2) pkttype(1) addrlen(1) addr(8)
 		if len(data) < 20 {
@@ -62,6 +128,7 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 		h.pkttype = uint16(data[10])
 		h.halen = int(data[11])
 		copy(h.addr[:], data[12:18])
+		h.srcAt = 12
 	default:
 		// packet type(2) hatype(2) addrlen(2) addr(8) protocol(2)
 		if len(data) < 16 {
@@ -73,6 +140,7 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 		h.halen = int(binary.BigEndian.Uint16(data[4:6]))
 		copy(h.addr[:], data[6:12])
 		h.proto = binary.BigEndian.Uint16(data[14:16])
+		h.srcAt = 6
 	}
 	if h.halen != 6 {
 		h.addr = schemas.MAC{}
@@ -284,6 +352,9 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 
 // destination is the frame's destination MAC, as far as the capture shows.
 func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool) {
+	if h.known {
+		return h.dstMAC, true
+	}
 	bcast := schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	switch h.pkttype {
 	case pktBroadcast:

@@ -80,6 +80,10 @@ func FuzzOpenFile(f *testing.F) {
 	}
 	f.Add(cookedPcap(cooked, true))
 	f.Add(cookedPcap(cooked, false))
+	for i := range cooked {
+		cooked[i].dst = dev // the Ethernet frames' destination, which PKTAP keeps
+	}
+	f.Add(pktapPcap(cooked))
 	f.Add([]byte{})
 	f.Add([]byte{0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4})
 

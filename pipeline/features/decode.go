@@ -62,6 +62,10 @@ const (
 	// link type.
 	LinkTypeIPv4 LinkType = 228
 	LinkTypeIPv6 LinkType = 229
+	// LinkTypePKTAP is Apple's PKTAP: a header naming the interface, the
+	// direction and the process, then the packet in its interface's own
+	// link type (macOS tcpdump -i pktap, which captures every interface).
+	LinkTypePKTAP LinkType = 258
 	// LinkTypeLinuxSLL2 is Linux cooked capture v2 (tcpdump -i any on
 	// libpcap >= 1.10).
 	LinkTypeLinuxSLL2 LinkType = 276
@@ -99,6 +103,8 @@ func (t LinkType) String() string {
 		return "raw IPv6"
 	case LinkTypeLinuxSLL2:
 		return "Linux SLL2"
+	case LinkTypePKTAP:
+		return "Apple PKTAP"
 	}
 	return fmt.Sprintf("link type %d", uint16(t))
 }

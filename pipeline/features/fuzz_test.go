@@ -41,6 +41,8 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 		{LinkTypeEthernet, cat(ethHeader(0x8100), []byte{0, 7, 0x88, 0x64}, pppoeHeader(50), []byte{0, 0x21}, build(tb, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
 		{LinkTypeEthernet, cat(ethHeader(0x88a8), []byte{0, 7, 0x81, 0x00, 0, 8, 0x08, 0x00}, build(tb, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S")))},
 		{LinkTypePPI, cat(ppiHeader(1), ethHeader(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypePKTAP, cat(pktapHeader(1, "en0"), ethHeader(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypePKTAP, cat(pktapHeader(0, "utun3"), []byte{30, 0, 0, 0}, build(tb, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
 		// Header options: IPv4's router alert, TCP's MSS, NOPs and SACK
 		// permitted, an IPv6 hop-by-hop header (PadN) and a jumbogram
 		// (hop-by-hop jumbo length 70000, the UDP length 0, cut short).

@@ -158,9 +158,71 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 				ErrUnsupportedLinkType, inner)
 		}
 		return parseLink(LinkType(inner), data[hdr:], base+hdr)
+	case LinkTypePKTAP:
+		h, err := ParsePKTAP(data)
+		if err != nil {
+			return l, err
+		}
+		return parseLink(h.LinkType, data[h.Len:], base+h.Len)
 	}
-	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127, Prism 119, AVS 163), Linux SLL (113), SLL2 (276) or PPI (192)",
+	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127, Prism 119, AVS 163), Linux SLL (113), SLL2 (276), PPI (192) or Apple PKTAP (258)",
 		ErrUnsupportedLinkType, uint16(lt))
+}
+
+// PKTAP is what an Apple PKTAP header (xnu's struct pktap_header) says of
+// the packet behind it. Its fields are in the capturing host's byte order,
+// little-endian on every Mac since 2006.
+type PKTAP struct {
+	// Len is the header's length: the packet starts at data[Len:].
+	Len int
+	// LinkType is the packet's link type (the header's DLT: Ethernet for
+	// Ethernet and Wi-Fi interfaces, BSD loopback for lo0 and utun).
+	LinkType LinkType
+	// IfName is the interface the packet crossed (en0, bridge100, utun3),
+	// a slice of the header.
+	IfName []byte
+	// Out says the host sent the packet; otherwise it came in.
+	Out bool
+}
+
+// PKTAP header layout: length(4) type of what follows(4) DLT(4)
+// interface name(24) flags(4), then the protocol family, the process and
+// more, which the view does not need.
+const (
+	pktapMinLen     = 40
+	pktapTypePacket = 1 // PTH_TYPE_PACKET: a packet follows
+	pktapFlagOut    = 0x2
+)
+
+// ParsePKTAP reads a PKTAP header. A record that carries no packet (a
+// drop report) is ErrNotPacket; a header that contradicts itself, or a
+// packet of a link type PKTAP cannot carry, is an error too.
+func ParsePKTAP(data []byte) (PKTAP, error) {
+	var h PKTAP
+	if err := needHeader(LinkTypePKTAP, pktapMinLen, data); err != nil {
+		return h, err
+	}
+	n := binary.LittleEndian.Uint32(data[0:4])
+	if n < pktapMinLen || n > uint32(len(data)) {
+		return h, fmt.Errorf("%w: Apple PKTAP header length %d with %d bytes captured", ErrMalformed, n, len(data))
+	}
+	if t := binary.LittleEndian.Uint32(data[4:8]); t != pktapTypePacket {
+		return h, fmt.Errorf("%w: Apple PKTAP record of type %d, which carries no packet", ErrNotPacket, t)
+	}
+	dlt := binary.LittleEndian.Uint32(data[8:12])
+	if dlt > 0xffff || !pinnable(LinkType(dlt)) || LinkType(dlt) == LinkTypeLinuxSLL || LinkType(dlt) == LinkTypeLinuxSLL2 {
+		return h, fmt.Errorf("%w: Apple PKTAP carrying link type %d: only Ethernet, BSD loopback, PPP or IP inside PKTAP is read", ErrUnsupportedLinkType, dlt)
+	}
+	name := data[12:36]
+	for i, b := range name {
+		if b == 0 {
+			name = name[:i]
+			break
+		}
+	}
+	h.Len, h.LinkType, h.IfName = int(n), LinkType(dlt), name
+	h.Out = binary.LittleEndian.Uint32(data[36:40])&pktapFlagOut != 0
+	return h, nil
 }
 
 // needHeader refuses a frame shorter than the n-byte header its link type
@@ -185,14 +247,14 @@ func (l Link) etherAt(lt LinkType, data []byte, n, at int) (Link, error) {
 // recursion stops after one level; PPI carries its own radio fields, not
 // another monitoring header.
 func pinnable(t LinkType) bool {
-	return t != LinkTypePPI && t != LinkTypeRadiotap && t != LinkTypePrism && t != LinkTypeAVS && knownLinkType(t)
+	return t != LinkTypePPI && t != LinkTypeRadiotap && t != LinkTypePrism && t != LinkTypeAVS && t != LinkTypePKTAP && knownLinkType(t)
 }
 
 func knownLinkType(t LinkType) bool {
 	switch t {
 	case LinkTypeEthernet, LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD, LinkTypeIPv4, LinkTypeIPv6,
 		LinkTypeLinuxSLL, LinkTypeLinuxSLL2, LinkTypeNull, LinkTypeLoop, LinkTypePPP, LinkTypeCiscoHDLC, LinkTypePPI,
-		LinkTypeIEEE80211, LinkTypeRadiotap, LinkTypePrism, LinkTypeAVS:
+		LinkTypeIEEE80211, LinkTypeRadiotap, LinkTypePrism, LinkTypeAVS, LinkTypePKTAP:
 		return true
 	}
 	return false

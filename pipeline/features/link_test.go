@@ -36,6 +36,18 @@ func ppiHeader(inner uint32) []byte {
 	return h
 }
 
+// pktapHeader is an Apple PKTAP header (108 bytes, little-endian) for a
+// packet of link type dlt that came in on ifname.
+func pktapHeader(dlt uint32, ifname string) []byte {
+	h := make([]byte, 108)
+	binary.LittleEndian.PutUint32(h[0:4], 108)
+	binary.LittleEndian.PutUint32(h[4:8], 1)
+	binary.LittleEndian.PutUint32(h[8:12], dlt)
+	copy(h[12:36], ifname)
+	binary.LittleEndian.PutUint32(h[36:40], 1)
+	return h
+}
+
 func cat(parts ...[]byte) []byte {
 	var b []byte
 	for _, p := range parts {
@@ -138,6 +150,9 @@ func TestParseLinkOffsets(t *testing.T) {
 		{"PPP compressed", LinkTypePPP, cat([]byte{0x21}, v4), 1, EtherTypeIPv4},
 		{"VLAN, VLAN, PPPoE", LinkTypeEthernet, cat(eth, []byte{0, 1, 0x81, 0, 0, 2, 0x88, 0x64}, pppoeHeader(2+len(v4)), []byte{0, 0x21}, v4), 14 + 8 + 6 + 2, EtherTypeIPv4},
 		{"PPI over Ethernet over VLAN", LinkTypePPI, cat(ppiHeader(1), eth, []byte{0, 1, 0x08, 0}, v4), 32 + 18, EtherTypeIPv4},
+		{"PKTAP over Ethernet over VLAN", LinkTypePKTAP, cat(pktapHeader(1, "en0"), eth, []byte{0, 1, 0x08, 0}, v4), 108 + 18, EtherTypeIPv4},
+		{"PKTAP over BSD loopback (utun)", LinkTypePKTAP, cat(pktapHeader(0, "utun3"), []byte{2, 0, 0, 0}, v4), 108 + 4, EtherTypeIPv4},
+		{"PKTAP over raw IP", LinkTypePKTAP, cat(pktapHeader(12, "utun3"), v4), 108, EtherTypeIPv4},
 		{"ARP", LinkTypeEthernet, cat(build(t, eth2(0x0806)), make([]byte, 28)), 14, 0x0806},
 	}
 	for _, tc := range tests {
@@ -189,6 +204,13 @@ func TestLinkErrors(t *testing.T) {
 		{"PPPoE of another version", LinkTypeEthernet, cat(ethHdr, []byte{0x21, 0, 0, 1, 0, 30, 0, 0x21}, v4), ErrMalformed},
 		{"PPPoE without PPP protocol", LinkTypeEthernet, cat(ethHdr, pppoeHeader(0)), ErrMalformed},
 		{"VLAN tag cut short", LinkTypeEthernet, cat(ethHeader(0x8100), []byte{0, 1}), ErrMalformed},
+		{"PKTAP cut short", LinkTypePKTAP, make([]byte, 39), ErrMalformed},
+		{"PKTAP header longer than the frame", LinkTypePKTAP, cat(binary.LittleEndian.AppendUint32(nil, 400), pktapHeader(1, "en0")[4:], ethHeader(0x0800), v4), ErrMalformed},
+		{"PKTAP header shorter than its fields", LinkTypePKTAP, cat(binary.LittleEndian.AppendUint32(nil, 20), pktapHeader(1, "en0")[4:], ethHeader(0x0800), v4), ErrMalformed},
+		{"PKTAP record of a drop, not a packet", LinkTypePKTAP, cat(pktapHeader(1, "en0")[:4], []byte{4, 0, 0, 0}, pktapHeader(1, "en0")[8:], ethHeader(0x0800), v4), ErrNotPacket},
+		{"PKTAP carrying SLL", LinkTypePKTAP, cat(pktapHeader(113, "en0"), make([]byte, 16), v4), ErrUnsupportedLinkType},
+		{"PKTAP carrying PPI", LinkTypePKTAP, cat(pktapHeader(192, "en0"), ppiHeader(1), ethHeader(0x0800), v4), ErrUnsupportedLinkType},
+		{"PKTAP carrying link type 70000", LinkTypePKTAP, cat(pktapHeader(70000, "en0"), v4), ErrUnsupportedLinkType},
 		{"PPI cut short", LinkTypePPI, make([]byte, 7), ErrMalformed},
 		{"PPI version 1", LinkTypePPI, badPPI(func(b []byte) { b[0] = 1 }), ErrMalformed},
 		{"PPI header longer than the frame", LinkTypePPI, badPPI(func(b []byte) { binary.LittleEndian.PutUint16(b[2:4], 0xfff0) }), ErrMalformed},

@@ -153,7 +153,7 @@ func (c tsharkComparison) log(t *testing.T) {
 
 // inferredLine is the line features prints of the home side it inferred
 // and, for a cooked capture, of what its LAN view kept.
-var inferredLine = regexp.MustCompile(`(?m)^features: (home side of .* inferred|.*: cooked capture \(tcpdump -i any\)).*\n`)
+var inferredLine = regexp.MustCompile(`(?m)^features: (home side of .* inferred|.*: capture on every interface \(tcpdump -i any, -i pktap\)).*\n`)
 
 // needTshark skips a test on a machine without tshark and mergecap.
 func needTshark(t *testing.T) {
@@ -344,7 +344,7 @@ func featuresCapture(t *testing.T, n int, bad map[int]bool) (string, []byte) {
 		frames = append(frames, capFrame{gopacket.CaptureInfo{Timestamp: time.Unix(1_700_000_000, 0).Add(time.Duration(i) * time.Millisecond)}, data})
 	}
 	path := filepath.Join(t.TempDir(), "in.pcap")
-	return path, writeCapture(t, path, layers.LinkTypeEthernet, false, frames)
+	return path, writeCapture(t, path, uint16(layers.LinkTypeEthernet), false, frames)
 }
 
 func TestFeaturesCommand(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/gopacket/layers"
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
@@ -170,7 +169,7 @@ func writeTunCapture(t *testing.T, in string, home features.HomeConfig, out stri
 		}
 		frames = append(frames, capFrame{f.CI, ip})
 	}
-	writeCapture(t, out, layers.LinkType(link), ng, frames)
+	writeCapture(t, out, uint16(link), ng, frames)
 	return out, v4, v6
 }
 

@@ -20,7 +20,7 @@ import (
 // link's own that carry no IP.
 type linkFixture struct {
 	name string
-	link uint8
+	link uint16
 	ng   bool // written as pcapng instead of pcap
 	// wrap puts the link header in front of an IP packet.
 	wrap func(ip []byte, v6 bool) []byte
@@ -64,6 +64,21 @@ func ppi(inner uint32) []byte {
 	binary.LittleEndian.PutUint32(h[4:8], inner)
 	binary.LittleEndian.PutUint16(h[8:10], 2) // 802.11-common
 	binary.LittleEndian.PutUint16(h[10:12], 20)
+	return h
+}
+
+// pktapHdr is an Apple PKTAP header (xnu's struct pktap_header, 108
+// bytes, little-endian) for a packet that came in on ifname in link type
+// dlt, sent to a process named by the header too.
+func pktapHdr(dlt uint32, ifname string) []byte {
+	h := make([]byte, 108)
+	binary.LittleEndian.PutUint32(h[0:4], uint32(len(h)))
+	binary.LittleEndian.PutUint32(h[4:8], 1) // a packet follows
+	binary.LittleEndian.PutUint32(h[8:12], dlt)
+	copy(h[12:36], ifname)
+	binary.LittleEndian.PutUint32(h[36:40], 1) // in
+	binary.LittleEndian.PutUint32(h[52:56], 321)
+	copy(h[56:73], "mDNSResponder")
 	return h
 }
 
@@ -176,6 +191,18 @@ var linkFixtures = []linkFixture{
 		}},
 	{name: "ppi-raw", link: 192, dissected: "ppi:pcap_pktdata:raw:ip",
 		wrap: func(ip []byte, _ bool) []byte { return join(ppi(101), ip) }},
+	// macOS tcpdump -i pktap: every interface, each frame in its own link
+	// type behind Apple's header: Ethernet on en0, read as the Ethernet
+	// frames they were; and a VPN client's utun, BSD loopback framing.
+	{name: "pktap-ethernet", link: 258, dissected: "pktap:pcap_pktdata:eth:ethertype:ip", bridged: 108,
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(pktapHdr(1, "en0"), ethHdr(pick[uint16](v6, 0x0800, 0x86dd)), ip)
+		},
+		nonIP: [][]byte{join(pktapHdr(1, "en0"), ethHdr(0x0806), arpRequest)}},
+	{name: "pktap-utun", link: 258, dissected: "pktap:pcap_pktdata:null:ip",
+		wrap: func(ip []byte, v6 bool) []byte {
+			return join(pktapHdr(0, "utun3"), nullWrap(binary.LittleEndian, 30)(ip, v6))
+		}},
 	// Wi-Fi: QoS data to the access point behind radiotap, plain data
 	// from it, and data behind PPI; ARP is the frame without IP.
 	{name: "radiotap-80211", link: 127, dissected: "radiotap:wlan_radio:wlan:llc:ip", bridged: 18 + 26 + 8 - 14,
@@ -252,23 +279,28 @@ type capFrame struct {
 
 // writeCapture writes frames, each whole (its captured length its length),
 // to path as a capture of link type link, pcapng with ng, else pcap, and
-// returns the file's bytes.
-func writeCapture(t *testing.T, path string, link layers.LinkType, ng bool, frames []capFrame) []byte {
+// returns the file's bytes. pcapgo takes link types up to 255; a pcap
+// header gets a larger one (Apple PKTAP's 258) written over it.
+func writeCapture(t *testing.T, path string, link uint16, ng bool, frames []capFrame) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	var write func(gopacket.CaptureInfo, []byte) error
 	flush := func() error { return nil } // a pcap writer does not buffer
-	if ng {
-		w, err := pcapgo.NewNgWriter(&buf, link)
+	switch {
+	case link > 255 && ng:
+		t.Fatalf("%s: pcapgo writes no pcapng of link type %d", path, link)
+	case ng:
+		w, err := pcapgo.NewNgWriter(&buf, layers.LinkType(link))
 		if err != nil {
 			t.Fatal(err)
 		}
 		write, flush = w.WritePacket, w.Flush
-	} else {
+	default:
 		w := pcapgo.NewWriter(&buf)
-		if err := w.WriteFileHeader(65535, link); err != nil {
+		if err := w.WriteFileHeader(65535, layers.LinkType(link&0xff)); err != nil {
 			t.Fatal(err)
 		}
+		binary.LittleEndian.PutUint32(buf.Bytes()[20:24], uint32(link)) // pcapgo's header is little-endian
 		write = w.WritePacket
 	}
 	for i, f := range frames {
@@ -301,7 +333,7 @@ func writeLinkFixture(t *testing.T, dir string, fx linkFixture, ips [][]byte, v6
 		capFrames = append(capFrames, capFrame{gopacket.CaptureInfo{Timestamp: start.Add(time.Duration(i) * 1500 * time.Microsecond)}, f})
 	}
 	path := filepath.Join(dir, fx.name+map[bool]string{false: ".pcap", true: ".pcapng"}[fx.ng])
-	writeCapture(t, path, layers.LinkType(fx.link), fx.ng, capFrames)
+	writeCapture(t, path, fx.link, fx.ng, capFrames)
 	return path, len(ips)
 }
 
