@@ -243,7 +243,7 @@ type seenEntry struct {
 
 // OtherViewKinds names the frames Stats.OtherViews counts, in the counts
 // the commands print.
-const OtherViewKinds = "a capture on every interface's (tcpdump -i any, -i pktap) copies on the gateway's side not read, its tunnel and loopback interfaces, and a bridge's second copies"
+const OtherViewKinds = "frames of a capture on every interface (tcpdump -i any, -i pktap) beyond the side read: the other side's, tunnel and loopback copies, and a bridge's second copies"
 
 // CookedStats says what a cooked capture's view did with its frames.
 type CookedStats struct {
