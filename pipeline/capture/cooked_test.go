@@ -424,6 +424,64 @@ func TestCookedViewWANSide(t *testing.T) {
 	}
 }
 
+// TestSidesClose: a side closed early drops its frames and the other
+// still gets all of its own; a side whose reader waits for frames that do
+// not come is woken by Close, which returns once the view stopped.
+func TestSidesClose(t *testing.T) {
+	_, sentinel := smallSentinelRaw(t)
+	cooked, _, wan := gatewayCopies(sentinel, sentinelHome.GatewayMAC, false)
+	raw := cookedPcap(cooked, true)
+
+	r, err := newPcapReader(input{r: bytes.NewReader(raw), name: "early", buf: make([]byte, readBufferSize)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSides(newCookedView(r, SideLAN|SideWAN), nil)
+	if err := s.out[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.out[0].Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("Next on a closed side: %v, want io.EOF", err)
+	}
+	sameFrames(t, "the WAN capture, its LAN side closed", readAll(t, s.out[1]), wan)
+	if err := s.out[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A capture that stops delivering mid-stream, as a quiet live one does.
+	pr, pw := io.Pipe()
+	go pw.Write(raw[:len(raw)/2])
+	r, err = newPcapReader(input{r: pr, name: "quiet", buf: make([]byte, readBufferSize), closers: []io.Closer{pr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = newSides(newCookedView(r, SideLAN|SideWAN), nil)
+	ended := make(chan error, 1)
+	go func() { _, err := drain(s.out[1]); ended <- err }()
+	select {
+	case err := <-ended:
+		t.Fatalf("the WAN side ended (%v) while its capture was still open", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	closed := make(chan error, 2)
+	go func() { closed <- s.out[0].Close(); closed <- s.out[1].Close() }()
+	for range 2 {
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close of both sides did not return")
+		}
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, io.EOF) {
+			t.Errorf("the waiting side ended with %v, want io.EOF", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake the side waiting for frames")
+	}
+}
+
 func ipv4Packet(src, dst [4]byte, ttl uint8) []byte {
 	p := []byte{0x45, 0, 0, 28, 0, 0, 0x40, 0, ttl, 17, 0, 0}
 	p = append(p, src[:]...)

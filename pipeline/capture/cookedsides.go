@@ -109,7 +109,13 @@ func (s *sides) pump() {
 	}
 }
 
+// Next returns the side's next frame; once the side is closed, io.EOF.
 func (o *sideSource) Next() (Frame, error) {
+	select {
+	case <-o.stop:
+		return Frame{}, io.EOF
+	default:
+	}
 	select {
 	case f, ok := <-o.frames:
 		if !ok {
