@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -443,8 +444,10 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 	if err != nil {
 		return err
 	}
-	// A gateway's capture on every interface is read as the side its tap
-	// captures, as the capture agent reads it.
+	// The records are read as the capture agent reads them: a gateway's
+	// capture on every interface as the side its tap captures, and the WAN
+	// side's segments of a tunnel over TCP told by the records they hold
+	// (pair.TunnelTracker), which pairing needs.
 	read := func(tap, path string, side capture.Side) (*schemas.Batch, error) {
 		b := &schemas.Batch{Kind: schemas.KindPackets, Campaign: c.Name, Home: "home", Tap: tap,
 			Source: path, Session: campaign.SessionName(tap, path), Final: true}
@@ -453,13 +456,31 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 			return nil, fmt.Errorf("label: %w", err)
 		}
 		defer src.Close()
-		if _, err := capture.Read(ctx, src, dc, func(p *schemas.Packet) error {
-			b.Packets = append(b.Packets, *p)
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("label: read %s: %w", path, err)
+		dec := features.NewDecoder(dc)
+		var tunnels *pair.TunnelTracker
+		if side == capture.SideWAN {
+			tunnels = pair.NewTunnelTracker()
 		}
-		return b, nil
+		var p schemas.Packet
+		for n := 0; ; n++ {
+			if n%4096 == 0 && ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			fr, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				return b, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("label: read %s: %w", path, err)
+			}
+			if dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p) != nil {
+				continue
+			}
+			if tunnels != nil {
+				tunnels.Observe(fr.LinkType, fr.Data, &p)
+			}
+			b.Packets = append(b.Packets, p)
+		}
 	}
 	lan, err := read(label.TapLAN, *lanPath, capture.SideLAN)
 	if err != nil {

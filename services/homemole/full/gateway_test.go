@@ -30,6 +30,10 @@ func TestGatewayAndPairCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	inv := filepath.Join(dir, "inventory.yaml")
+	if err := os.WriteFile(inv, []byte(fmt.Sprintf("- {mac: %q, name: plug, category: iot}\n", capturetest.DeviceMAC)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range [][]string{{"--mode", "napt"}, {"--mode", "vpn", "--cipher", "aes-256-cbc"},
 		{"--mode", "vpn", "--cipher", "wireguard"}, {"--mode", "vpn", "--cipher", "aes-256-gcm", "--vpn-proto", "tcp"}} {
 		wan, truth, pairs := filepath.Join(dir, "wan.pcap"), filepath.Join(dir, "truth.csv"), filepath.Join(dir, "pairs.csv")
@@ -56,6 +60,17 @@ func TestGatewayAndPairCommands(t *testing.T) {
 		if err != nil || !strings.HasPrefix(string(b), "wan_index,lan_index\n0,") {
 			t.Fatalf("pairs file: %v %.40q", err, b)
 		}
+		// label pairs the records as the labeler does, a tunnel over TCP
+		// by the records the agent's cutter finds in its segments.
+		out.Reset()
+		args = append([]string{"--lan", h.Files[0], "--wan", wan, "--inventory", inv, "--truth", truth,
+			"--lan-net", h.LANNet, "--gateway-mac", h.GatewayMAC}, c[:2]...)
+		if err := runLabel(context.Background(), log, &out, args); err != nil {
+			t.Fatalf("label %v: %v", c, err)
+		}
+		if strings.Contains(out.String(), "warning") || !strings.Contains(out.String(), "WAN packets (100.000 %)") {
+			t.Errorf("label %v: %s", c, out.String())
+		}
 	}
 	for _, args := range [][]string{{"--lan", "x"}, {"--lan", "x", "--mode", "napt"}, {"--any", "x", "--lan", "y", "--mode", "napt"}} {
 		if err := runPair(context.Background(), log, &bytes.Buffer{}, args); !errors.Is(err, cli.ErrUsage) {
@@ -81,10 +96,6 @@ func TestGatewayAndPairCommands(t *testing.T) {
 	}
 	// label reads it so too: the LAN side labeled from the inventory,
 	// the WAN side paired with it.
-	inv := filepath.Join(dir, "inventory.yaml")
-	if err := os.WriteFile(inv, []byte(fmt.Sprintf("- {mac: %q, name: plug, category: iot}\n", capturetest.DeviceMAC)), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	out.Reset()
 	if err := runLabel(context.Background(), log, &out, []string{"--lan", anyPath, "--wan", anyPath, "--inventory", inv, "--mode", "napt", "--lan-net", "192.168.1.0/24"}); err != nil {
 		t.Fatalf("label --lan any --wan any: %v", err)
