@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
-	"hash/fnv"
 
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
@@ -65,21 +64,25 @@ func (h cookedHdr) ether() bool { return h.hatype == arphrdEther && h.halen == 6
 // name), the direction, and for an Ethernet frame its addresses, the
 // destination included, which SLL has to guess. lo* interfaces are
 // loopback; other interfaces without Ethernet (utun, gif, ppp) are
-// tunnels, never a gateway's LAN side.
-func parsePKTAPHdr(data []byte, h *cookedHdr) bool {
+// tunnels, never a gateway's LAN side. It returns the frame's own link
+// type and where the frame starts behind the header.
+func parsePKTAPHdr(data []byte, h *cookedHdr) (features.LinkType, int, bool) {
 	p, err := features.ParsePKTAP(data)
 	if err != nil {
-		return false
+		return 0, 0, false
 	}
 	h.hasIndex, h.ifname = true, p.IfName
-	f := fnv.New32a()
-	f.Write(p.IfName)
-	h.ifindex = f.Sum32()
+	// FNV-1a of the name, inline: hash/fnv's hasher would be allocated
+	// for every frame.
+	h.ifindex = 2166136261
+	for _, b := range p.IfName {
+		h.ifindex = (h.ifindex ^ uint32(b)) * 16777619
+	}
 	inner := data[p.Len:]
 	switch {
 	case p.LinkType == features.LinkTypeEthernet:
 		if len(inner) < 14 {
-			return false
+			return 0, 0, false
 		}
 		h.hatype, h.halen, h.known = arphrdEther, 6, true
 		h.dstMAC, h.addr = schemas.MAC(inner[0:6]), schemas.MAC(inner[6:12])
@@ -106,14 +109,18 @@ func parsePKTAPHdr(data []byte, h *cookedHdr) bool {
 		// view tells them apart by the destination, which it has.
 		h.pkttype = pktHost
 	}
-	return true
+	return p.LinkType, p.Len, true
 }
 
 func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 	var h cookedHdr
+	// The link the network packet is found behind: the frame's own, or
+	// the one a PKTAP header wraps, from at.
+	link, at := lt, 0
 	switch lt {
 	case features.LinkTypePKTAP:
-		if !parsePKTAPHdr(data, &h) {
+		var ok bool
+		if link, at, ok = parsePKTAPHdr(data, &h); !ok {
 			return h, false
 		}
 	case features.LinkTypeLinuxSLL2:
@@ -156,12 +163,12 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 	}
 	h.et = et
 	h.pppoe = et == 0x8863 || et == 0x8864
-	l, err := features.ParseLink(lt, data)
+	l, err := features.ParseLink(link, data[at:])
 	if err != nil {
 		return h, true
 	}
-	h.l3 = l.Offset
-	p := data[l.Offset:]
+	h.l3 = at + l.Offset
+	p := data[h.l3:]
 	switch l.EtherType {
 	case features.EtherTypeIPv4:
 		if len(p) < 20 || p[0]>>4 != 4 {

@@ -85,12 +85,14 @@ func (s *sides) pump() {
 	for n := 0; ; n++ {
 		f, side, err := s.view.next()
 		s.mu.Lock()
-		s.stats.Frames, s.stats.LAN, s.stats.WAN = s.view.stats.Frames, s.view.stats.LAN, s.view.stats.WAN
-		s.stats.Whole, s.stats.AsIs, s.stats.OtherSide = s.view.stats.Whole, s.view.stats.AsIs, s.view.stats.OtherSide
-		s.stats.Loopback, s.stats.Duplicates, s.stats.NoDestination = s.view.stats.Loopback, s.view.stats.Duplicates, s.view.stats.NoDestination
+		// The view's counters (it keeps no Interfaces), and the copy of
+		// the interfaces judged, renewed now and then.
+		interfaces := s.stats.Interfaces
 		if n%sidesStatsEvery == 0 || err != nil {
-			s.stats.Interfaces = s.view.Stats().Interfaces
+			interfaces = s.view.Stats().Interfaces
 		}
+		s.stats = s.view.stats
+		s.stats.Interfaces = interfaces
 		s.mu.Unlock()
 		if err != nil {
 			for _, o := range s.out {

@@ -83,10 +83,10 @@ func (c cookedScore) String() string {
 }
 
 // cookedView reads a cooked capture's view of side and matches its
-// frames, as a multiset of their bytes, with the side's interface's
-// capture.
-func cookedView(anyPath, ifacePath string, side capture.Side) (cookedScore, error) {
-	c := cookedScore{side: side, iface: strings.TrimSuffix(filepath.Base(ifacePath), ".pcap") + "0"}
+// frames, as a multiset of their bytes, with the capture of the side's
+// interface iface.
+func cookedView(anyPath, iface, ifacePath string, side capture.Side) (cookedScore, error) {
+	c := cookedScore{side: side, iface: iface}
 	want := map[string]int{}
 	if err := eachFrame(ifacePath, func(fr capture.Frame) { want[string(fr.Data)]++; c.lan++ }); err != nil {
 		return c, err
@@ -417,11 +417,11 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 		fmt.Printf("; %d flow errors, first: %v", n, rs.firstErr.Load())
 	}
 	fmt.Println()
-	if r.cooked, err = cookedView(anyPath, lanPath, capture.SideLAN); err != nil {
+	if r.cooked, err = cookedView(anyPath, "lan0", lanPath, capture.SideLAN); err != nil {
 		return r, err
 	}
 	fmt.Println(r.cooked)
-	if r.cookedWAN, err = cookedView(anyPath, wanPath, capture.SideWAN); err != nil {
+	if r.cookedWAN, err = cookedView(anyPath, "wan0", wanPath, capture.SideWAN); err != nil {
 		return r, err
 	}
 	fmt.Println(r.cookedWAN)
