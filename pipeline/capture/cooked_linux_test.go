@@ -42,8 +42,12 @@ func newCookedLab(t *testing.T) cookedLab {
 // and says whether the kernel dropped any packet.
 func (l cookedLab) tcpdump(t *testing.T, path string, args ...string) func() error {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", l.GW, "tcpdump", "-w", path, "-s", "0", "-B", "65536", "-n", "-U",
-		"--immediate-mode", "--time-stamp-precision=nano", "-Z", "root"}, args...)...)
+	base := []string{"netns", "exec", l.GW, "tcpdump", "-w", path, "-s", "0", "-B", "65536", "-n", "-U", "--immediate-mode", "-Z", "root"}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "nflog") }) {
+		// netfilter's log stamps in microseconds and refuses finer.
+		base = append(base, "--time-stamp-precision=nano")
+	}
+	cmd := exec.Command("ip", append(base, args...)...)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

@@ -91,6 +91,7 @@ func (r *pcapReader) next() (Frame, error) {
 	// the wire carried at least what was captured.
 	f.CI.Length = int(max(wireLen, capLen))
 	withoutFCS(&f, r.fcs)
+	unwrapNFLOG(&f)
 	r.n++
 	return f, nil
 }

@@ -323,6 +323,7 @@ func (r *ngReader) parsePacket(typ uint32, at int64) (Frame, error) {
 		f.CI.Timestamp = ifc.time(ts)
 	}
 	withoutFCS(&f, ifc.fcs)
+	unwrapNFLOG(&f)
 	return f, nil
 }
 

@@ -62,6 +62,10 @@ const (
 	// link type.
 	LinkTypeIPv4 LinkType = 228
 	LinkTypeIPv6 LinkType = 229
+	// LinkTypeNFLOG is Linux NFLOG: the packets an iptables or nftables
+	// rule logs to an NFLOG group (tcpdump -i nflog:N), each a network
+	// packet behind netlink attributes, without its link header.
+	LinkTypeNFLOG LinkType = 239
 	// LinkTypePKTAP is Apple's PKTAP: a header naming the interface, the
 	// direction and the process, then the packet in its interface's own
 	// link type (macOS tcpdump -i pktap, which captures every interface).
@@ -105,6 +109,8 @@ func (t LinkType) String() string {
 		return "Linux SLL2"
 	case LinkTypePKTAP:
 		return "Apple PKTAP"
+	case LinkTypeNFLOG:
+		return "Linux NFLOG"
 	}
 	return fmt.Sprintf("link type %d", uint16(t))
 }

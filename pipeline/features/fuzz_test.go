@@ -1,6 +1,7 @@
 package features
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"path/filepath"
@@ -43,6 +44,9 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 		{LinkTypePPI, cat(ppiHeader(1), ethHeader(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
 		{LinkTypePKTAP, cat(pktapHeader(1, "en0"), ethHeader(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
 		{LinkTypePKTAP, cat(pktapHeader(0, "utun3"), []byte{30, 0, 0, 0}, build(tb, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypeNFLOG, nflogRecord(binary.LittleEndian, afInet, 0x0800, build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypeNFLOG, nflogRecord(binary.BigEndian, afInet6, 0x86dd, build(tb, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		{LinkTypeNFLOG, nflogRecord(binary.LittleEndian, 7, 0x0806, make([]byte, 28))},
 		// Header options: IPv4's router alert, TCP's MSS, NOPs and SACK
 		// permitted, an IPv6 hop-by-hop header (PadN) and a jumbogram
 		// (hop-by-hop jumbo length 70000, the UDP length 0, cut short).

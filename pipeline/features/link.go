@@ -164,8 +164,15 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 			return l, err
 		}
 		return parseLink(h.LinkType, data[h.Len:], base+h.Len)
+	case LinkTypeNFLOG:
+		h, err := ParseNFLOG(data)
+		if err != nil {
+			return l, err
+		}
+		l.EtherType, l.Offset = h.EtherType, base+h.At
+		return l, nil
 	}
-	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127, Prism 119, AVS 163), Linux SLL (113), SLL2 (276), PPI (192) or Apple PKTAP (258)",
+	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127, Prism 119, AVS 163), Linux SLL (113), SLL2 (276), PPI (192), Apple PKTAP (258) or Linux NFLOG (239)",
 		ErrUnsupportedLinkType, uint16(lt))
 }
 
@@ -247,14 +254,14 @@ func (l Link) etherAt(lt LinkType, data []byte, n, at int) (Link, error) {
 // recursion stops after one level; PPI carries its own radio fields, not
 // another monitoring header.
 func pinnable(t LinkType) bool {
-	return t != LinkTypePPI && t != LinkTypeRadiotap && t != LinkTypePrism && t != LinkTypeAVS && t != LinkTypePKTAP && knownLinkType(t)
+	return t != LinkTypePPI && t != LinkTypeRadiotap && t != LinkTypePrism && t != LinkTypeAVS && t != LinkTypePKTAP && t != LinkTypeNFLOG && knownLinkType(t)
 }
 
 func knownLinkType(t LinkType) bool {
 	switch t {
 	case LinkTypeEthernet, LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD, LinkTypeIPv4, LinkTypeIPv6,
 		LinkTypeLinuxSLL, LinkTypeLinuxSLL2, LinkTypeNull, LinkTypeLoop, LinkTypePPP, LinkTypeCiscoHDLC, LinkTypePPI,
-		LinkTypeIEEE80211, LinkTypeRadiotap, LinkTypePrism, LinkTypeAVS, LinkTypePKTAP:
+		LinkTypeIEEE80211, LinkTypeRadiotap, LinkTypePrism, LinkTypeAVS, LinkTypePKTAP, LinkTypeNFLOG:
 		return true
 	}
 	return false

@@ -82,6 +82,30 @@ func pktapHdr(dlt uint32, ifname string) []byte {
 	return h
 }
 
+// nflogHdrLen is how many bytes nflogWrap puts before the packet.
+const nflogHdrLen = 4 + 8 + 12 + 8 + 4
+
+// nflogWrap puts an IP packet in an NFLOG record as the kernel logs a
+// forwarded packet (little-endian attributes): the packet header (its
+// EtherType, the forward hook), the rule's prefix, the incoming interface,
+// then the packet, which ends the record without padding.
+func nflogWrap(ip []byte, v6 bool) []byte {
+	b := []byte{pick[byte](v6, 2, 10), 0, 0, 5}
+	tlv := func(typ uint16, v []byte) {
+		b = binary.LittleEndian.AppendUint16(b, uint16(4+len(v)))
+		b = binary.LittleEndian.AppendUint16(b, typ)
+		b = append(b, v...)
+		for typ != 9 && len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+	}
+	tlv(1, append(ipEtherType(v6), 2, 0))
+	tlv(10, []byte("hm-lan\x00"))
+	tlv(4, []byte{0, 0, 0, 3})
+	tlv(9, ip)
+	return b
+}
+
 // wlanData is an 802.11 data frame's header and LLC/SNAP header from the
 // device to the gateway through an access point (ToDS), or back (FromDS),
 // with a QoS control field when qos; et is the MSDU's EtherType.
@@ -203,6 +227,9 @@ var linkFixtures = []linkFixture{
 		wrap: func(ip []byte, v6 bool) []byte {
 			return join(pktapHdr(0, "utun3"), nullWrap(binary.LittleEndian, 30)(ip, v6))
 		}},
+	// A Linux gateway's iptables or nftables log (tcpdump -i nflog:5):
+	// each packet behind netlink attributes, read as the packet itself.
+	{name: "nflog", link: 239, dissected: "nflog:ip", bridged: nflogHdrLen, wrap: nflogWrap},
 	// Wi-Fi: QoS data to the access point behind radiotap, plain data
 	// from it, and data behind PPI; ARP is the frame without IP.
 	{name: "radiotap-80211", link: 127, dissected: "radiotap:wlan_radio:wlan:llc:ip", bridged: 18 + 26 + 8 - 14,
