@@ -100,7 +100,9 @@ type Tap struct {
 	// side for the lan tap and as its WAN side for the others; a home
 	// whose lan and wan taps are both "any" captures once for both.
 	// Capture files of a gateway on every interface (tcpdump -i any) are
-	// read the same way.
+	// read the same way. "nflog:N" is netfilter's log group N (the
+	// packets iptables or nftables NFLOG rules log), read as the IP
+	// packets it logged.
 	Interface string `yaml:"interface,omitempty"`
 }
 

@@ -131,7 +131,10 @@ type LiveSource struct {
 // iface AnyInterface ("any") captures every interface at once, as tcpdump
 // -i any does, and returns the gateway's LAN side of it (or the side
 // opts.Side names): Ethernet frames, each once (see NewReader);
-// promiscuous mode is then refused.
+// promiscuous mode is then refused. "nflog:N" (and "nflog", group 0) is
+// netfilter's log group N, as tcpdump names it: the packets iptables or
+// nftables NFLOG rules log to it, read as the IP packets they are (see
+// nflog_linux.go).
 //
 // Where the NIC or driver merges packets (GRO, LRO), captures see the merged
 // packet, longer than the MTU, as tcpdump does; for per-packet lengths turn
@@ -157,6 +160,15 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 		timeout = defaultLivePollTimeout
 	case timeout < time.Millisecond || timeout > time.Duration(1<<31)*time.Millisecond:
 		return nil, fmt.Errorf("live capture on %s: PollTimeout %v is outside 1ms..24 days: set LiveOptions.PollTimeout in that range or 0 for %v", iface, timeout, defaultLivePollTimeout)
+	}
+
+	switch group, ok, err := nflogGroup(iface); {
+	case err != nil:
+		return nil, err
+	case ok && opts.Promiscuous:
+		return nil, fmt.Errorf("live capture on %s: promiscuous mode is an interface's, and %s is netfilter's log: capture on the interface to make promiscuous", iface, iface)
+	case ok:
+		return openNFLOG(iface, group, snapLen, buffer, timeout)
 	}
 
 	var ifindex int

@@ -4,10 +4,15 @@ import (
 	"cmp"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket"
 
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/internal/netnstest"
@@ -33,10 +38,15 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 		}
 		return nil
 	})
+	// Group 7 for tcpdump, group 8 for the live capture: a group has one
+	// listener.
 	for _, ipt := range []string{"iptables", "ip6tables"} {
-		netnstest.Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", l.Bridge, "-j", "NFLOG", "--nflog-group", "7", "--nflog-prefix", "lan-in")
-		netnstest.Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", l.Bridge, "-j", "NFLOG", "--nflog-group", "7", "--nflog-prefix", "lan-out")
+		for _, g := range []string{"7", "8"} {
+			netnstest.Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", l.Bridge, "-j", "NFLOG", "--nflog-group", g, "--nflog-prefix", "lan-in")
+			netnstest.Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", l.Bridge, "-j", "NFLOG", "--nflog-group", g, "--nflog-prefix", "lan-out")
+		}
 	}
+	var live []labFrame
 	dir := t.TempDir()
 	nflog, bridge := filepath.Join(dir, "nflog.pcap"), filepath.Join(dir, "bridge.pcap")
 	time.Sleep(2 * time.Second)
@@ -44,7 +54,21 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 		// -p: the bridge device out of promiscuous mode, so that its
 		// capture holds what the bridge hands its own IP stack, not the
 		// frames between the devices.
-		stops := []func() error{l.tcpdump(t, nflog, "-i", "nflog:7"), l.tcpdump(t, bridge, "-p", "-i", l.Bridge)}
+		stops := []func() error{l.tcpdump(t, nflog, "-i", "nflog:7"), l.tcpdump(t, bridge, "-p", "-i", l.Bridge), l.liveNFLOG(t, "nflog:8", &live)}
+		if attempt == 1 {
+			// tcpdump holds group 7: a second listener is told so.
+			netnstest.Do(t, l.GW, "a second listener", func() error {
+				src, err := OpenLive("nflog:7", LiveOptions{})
+				if err == nil {
+					src.Close()
+					return errors.New("OpenLive(nflog:7) bound the group tcpdump holds")
+				}
+				if !strings.Contains(err.Error(), "another listener holds it") {
+					return fmt.Errorf("OpenLive(nflog:7) beside tcpdump: %v: want it to say another listener holds the group", err)
+				}
+				return nil
+			})
+		}
 		time.Sleep(300 * time.Millisecond)
 		l.Traffic(t)
 		time.Sleep(300 * time.Millisecond)
@@ -89,18 +113,115 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []labFrame
-	v6 := 0
+	var file []labFrame
 	for i, f := range readAll(t, src) {
-		if f.link != features.LinkTypeIPv4 && f.link != features.LinkTypeIPv6 || f.ci.CaptureLength != len(f.data) || f.ci.Length != len(f.data) {
-			t.Fatalf("NFLOG frame %d: link type %v, %d of %d bytes, %d in the slice: want a whole IP packet", i, f.link, f.ci.CaptureLength, f.ci.Length, len(f.data))
+		if msg := wholeIP(f.link, f.data, f.ci); msg != "" {
+			t.Fatalf("NFLOG frame %d: %s", i, msg)
 		}
-		v6 += btoi(f.link == features.LinkTypeIPv6)
-		got = append(got, labFrame{data: string(f.data)})
+		file = append(file, labFrame{data: string(f.data), from: btoi(f.link == features.LinkTypeIPv6)})
 	}
-	sameMultiset(t, "bridge", got, want, n)
-	t.Logf("%d IP packets in the log (%d IPv6), every one the bridge's, byte for byte", len(got), v6)
-	if v6 == 0 || v6 == len(got) {
-		t.Errorf("%d of %d packets IPv6: the log should hold both versions", v6, len(got))
+	for name, got := range map[string][]labFrame{"tcpdump -i nflog:7": file, "OpenLive(nflog:8)": live} {
+		t.Run(name, func(t *testing.T) {
+			sameMultiset(t, "bridge", got, want, n)
+			v6 := 0
+			for _, f := range got {
+				v6 += f.from
+			}
+			t.Logf("%s: %d IP packets (%d IPv6), every one the bridge's, byte for byte", name, len(got), v6)
+			if v6 == 0 || v6 == len(got) {
+				t.Errorf("%d of %d packets IPv6: the log should hold both versions", v6, len(got))
+			}
+		})
+	}
+}
+
+// wholeIP says what is wrong with a frame that should be a whole IP
+// packet, or "".
+func wholeIP(link features.LinkType, data []byte, ci gopacket.CaptureInfo) string {
+	if link != features.LinkTypeIPv4 && link != features.LinkTypeIPv6 || ci.CaptureLength != len(data) || ci.Length != len(data) {
+		return fmt.Sprintf("link type %v, %d of %d bytes, %d in the slice: want a whole IP packet", link, ci.CaptureLength, ci.Length, len(data))
+	}
+	return ""
+}
+
+// liveNFLOG captures the gateway's NFLOG group iface (nflog:N) with
+// OpenLive into *into (from: 1 for IPv6); the returned function stops it
+// and says whether the kernel dropped any record.
+func (l cookedLab) liveNFLOG(t *testing.T, iface string, into *[]labFrame) func() error {
+	t.Helper()
+	var src Source
+	netnstest.Do(t, l.GW, "OpenLive("+iface+")", func() (err error) {
+		src, err = OpenLive(iface, LiveOptions{PollTimeout: 10 * time.Millisecond})
+		return err
+	})
+	*into = nil
+	done := make(chan error, 1)
+	go func() {
+		for {
+			f, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				done <- nil
+				return
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+			if msg := wholeIP(f.LinkType, f.Data, f.CI); msg != "" {
+				done <- fmt.Errorf("frame %d: %s", f.Offset, msg)
+				return
+			}
+			if d := time.Since(f.CI.Timestamp); d < -time.Second || d > time.Minute {
+				done <- fmt.Errorf("frame %d stamped %v, %v ago", f.Offset, f.CI.Timestamp, d)
+				return
+			}
+			*into = append(*into, labFrame{data: string(f.Data), ts: f.CI.Timestamp, from: btoi(f.LinkType == features.LinkTypeIPv6)})
+		}
+	}()
+	return func() error {
+		// The kernel batches records for up to 10 ms.
+		time.Sleep(200 * time.Millisecond)
+		st, _ := src.(interface{ Stats() (LiveStats, error) }).Stats()
+		if err := src.Close(); err != nil {
+			t.Errorf("close %s: %v", iface, err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("live capture on %s: %v", iface, err)
+		}
+		if st.Dropped > 0 {
+			return fmt.Errorf("the live capture on %s dropped %d records", iface, st.Dropped)
+		}
+		return nil
+	}
+}
+
+// TestNFLOGInterfaceNames: netfilter's log groups go by tcpdump's names,
+// and a group that is no number is refused before any socket is opened.
+func TestNFLOGInterfaceNames(t *testing.T) {
+	for _, c := range []struct {
+		iface string
+		group uint16
+		ok    bool
+		err   string
+	}{
+		{"nflog", 0, true, ""},
+		{"nflog:5", 5, true, ""},
+		{"nflog:65535", 65535, true, ""},
+		{"nflog:65536", 0, true, "a number 0..65535"},
+		{"nflog:lan", 0, true, "a number 0..65535"},
+		{"nflog:", 0, true, "a number 0..65535"},
+		{"nflogd0", 0, false, ""},
+		{"eth0", 0, false, ""},
+	} {
+		g, ok, err := nflogGroup(c.iface)
+		if g != c.group || ok != c.ok || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("nflogGroup(%q) = %d, %v, %v; want %d, %v, an error saying %q", c.iface, g, ok, err, c.group, c.ok, c.err)
+		}
+	}
+	if _, err := OpenLive("nflog:lan", LiveOptions{}); err == nil || !strings.Contains(err.Error(), "--nflog-group") {
+		t.Errorf("OpenLive(nflog:lan): %v, want the group refused", err)
+	}
+	if _, err := OpenLive("nflog:5", LiveOptions{Promiscuous: true}); err == nil || !strings.Contains(err.Error(), "netfilter's log") {
+		t.Errorf("OpenLive(nflog:5) promiscuous: %v, want it refused", err)
 	}
 }

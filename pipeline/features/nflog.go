@@ -3,6 +3,7 @@ package features
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // NFLOG is where a Linux NFLOG record (the log of an iptables or nftables
@@ -16,6 +17,14 @@ type NFLOG struct {
 	EtherType uint16
 	// Group is the NFLOG group the rule logged to (--nflog-group).
 	Group uint16
+	// Stamp is when the packet arrived, where the kernel stamped it
+	// (NFULA_TIMESTAMP: a packet that came in); zero otherwise.
+	Stamp time.Time
+	// Seq is the record's number in its group, where the listener asked
+	// for numbers (NFULA_SEQ): a gap is records the kernel could not
+	// deliver. HasSeq says whether it did.
+	Seq    uint32
+	HasSeq bool
 }
 
 // NFLOG record layout: address family(1) version(1) group(2, big-endian),
@@ -32,8 +41,10 @@ const (
 	// what the other byte order's bytes read as.
 	nflogMaxType = 63
 
-	nflogPacketHdr = 1 // NFULA_PACKET_HDR: hardware protocol(2, big-endian) hook(1) pad(1)
-	nflogPayload   = 9 // NFULA_PAYLOAD: the packet
+	nflogPacketHdr = 1  // NFULA_PACKET_HDR: hardware protocol(2, big-endian) hook(1) pad(1)
+	nflogTimestamp = 3  // NFULA_TIMESTAMP: seconds(8) microseconds(8), big-endian
+	nflogPayload   = 9  // NFULA_PAYLOAD: the packet
+	nflogSeq       = 12 // NFULA_SEQ: the record's number in its group (4, big-endian)
 
 	afInet  = 2
 	afInet6 = 10
@@ -93,6 +104,15 @@ func walkNFLOG(data []byte, o binary.ByteOrder) (NFLOG, error) {
 		case nflogPacketHdr:
 			if n >= nflogTLVLen+2 {
 				hwProto = binary.BigEndian.Uint16(data[off+nflogTLVLen:])
+			}
+		case nflogTimestamp:
+			if n >= nflogTLVLen+16 {
+				v := data[off+nflogTLVLen:]
+				h.Stamp = time.Unix(int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:])%1e6)*1e3)
+			}
+		case nflogSeq:
+			if n >= nflogTLVLen+4 {
+				h.Seq, h.HasSeq = binary.BigEndian.Uint32(data[off+nflogTLVLen:]), true
 			}
 		case nflogPayload:
 			// The snap length may end the capture inside the packet.

@@ -140,6 +140,30 @@ func TestDecodeNFLOG(t *testing.T) {
 	}
 }
 
+// TestNFLOGStampAndNumber: the kernel's time stamp and record number, as
+// a live listener that asked for numbers gets them (big-endian in either
+// attribute order).
+func TestNFLOGStampAndNumber(t *testing.T) {
+	v4 := build(t, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(1, 2), ntp())
+	for _, o := range []binary.AppendByteOrder{binary.LittleEndian, binary.BigEndian} {
+		b := []byte{afInet, 0, 0, 5}
+		b = nflogTLV(o, b, 3, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 1_700_000_000), 250_001))
+		b = nflogTLV(o, b, 12, binary.BigEndian.AppendUint32(nil, 41))
+		b = nflogTLV(o, b, 9, v4)
+		h, err := ParseNFLOG(b)
+		if err != nil {
+			t.Fatalf("%v: %v", o, err)
+		}
+		if want := time.Unix(1_700_000_000, 250_001_000); !h.Stamp.Equal(want) || h.Seq != 41 || !h.HasSeq || h.Len != len(v4) {
+			t.Errorf("%v: stamp %v, record %d (%v), %d bytes; want %v, 41, %d", o, h.Stamp, h.Seq, h.HasSeq, h.Len, want, len(v4))
+		}
+	}
+	h, err := ParseNFLOG(nflogRecord(binary.LittleEndian, afInet, 0x0800, v4))
+	if err != nil || !h.Stamp.IsZero() || h.HasSeq {
+		t.Errorf("a record without stamp or number: %+v, %v", h, err)
+	}
+}
+
 func TestParseNFLOGDoesNotAllocate(t *testing.T) {
 	rec := nflogRecord(binary.LittleEndian, afInet, 0x0800, build(t, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(1, 2), ntp()))
 	if n := testing.AllocsPerRun(100, func() { ParseLink(LinkTypeNFLOG, rec) }); n != 0 {
