@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -262,4 +264,106 @@ func TestLiveGatewayAny(t *testing.T) {
 	if want := 2 * (len(netnstest.Inet4) + len(netnstest.Inet6)) * 4 * 2; wanInternet != want || wanLocal != 0 {
 		t.Errorf("%d datagrams with the internet and %d between the devices in the wan tap, want %d and 0", wanInternet, wanLocal, want)
 	}
+}
+
+// TestLiveGatewayNFLOG runs the agent on a router that logs its LAN with
+// netfilter (iptables NFLOG in the mangle table, both IP versions) and
+// taps the log live (interface nflog:9): every datagram with the internet
+// is published once, with the device's LAN address, and direction; the
+// devices' datagrams to each other, bridged, never reach the log.
+func TestLiveGatewayNFLOG(t *testing.T) {
+	g := netnstest.NewBridgedGateway(t)
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		netnstest.Run(t, "ip", "netns", "exec", g.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", g.Bridge, "-j", "NFLOG", "--nflog-group", "9")
+		netnstest.Run(t, "ip", "netns", "exec", g.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", g.Bridge, "-j", "NFLOG", "--nflog-group", "9")
+	}
+	netnstest.Do(t, g.GW, "keep bridged frames off iptables", func() error {
+		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
+			if err := os.WriteFile("/proc/sys/net/bridge/"+f, []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		return nil
+	})
+	srv := startNATS(t, t.TempDir())
+	defer srv.Close()
+	conn := connect(t, srv.NATSURL, false)
+	home := &campaign.Home{Name: "h", Gateway: campaign.Gateway{Mode: "napt", LANNets: []string{"192.168.50.0/24", "2001:db8:50::/64"}},
+		Taps: []campaign.Tap{{Name: "lan", Interface: "nflog:9"}}}
+	cfg := testConfig(home, "", testLog(t))
+	cfg.BatchSize, cfg.BatchBytes, cfg.Window, cfg.MaxBatchAge = 256, 16<<10, 32, 50*time.Millisecond
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := ag.Inputs(true)
+	if len(inputs) != 1 {
+		t.Fatalf("inputs %+v, want the lan tap", inputs)
+	}
+	var src capture.Source
+	netnstest.Do(t, g.GW, "tap netfilter's log", func() (err error) {
+		src, err = inputs[0].Open()
+		return err
+	})
+	inputs[0].Open = func() (capture.Source, error) { return src, nil }
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(context.Background(), conn, inputs) }()
+	g.Traffic(t)
+	time.Sleep(300 * time.Millisecond)
+	kernel, _ := src.(interface {
+		Stats() (capture.LiveStats, error)
+	}).Stats()
+	src.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop after its source closed")
+	}
+	if kernel.Dropped > 0 {
+		t.Skipf("the kernel dropped %d records of the log: the machine is too busy for this test", kernel.Dropped)
+	}
+	internet, local, out, in := 0, 0, 0, 0
+	for _, b := range readStream(t, conn).batches {
+		for _, p := range b.Packets {
+			if p.Transport != 17 {
+				continue
+			}
+			src, dst := p.SrcIP.String(), p.DstIP.String()
+			switch {
+			case p.SrcPort == 7000 || p.DPort == 7000:
+				local++
+			case p.SrcPort == 5353 || p.DPort == 5353:
+				internet++
+				dev, dir := dst, schemas.DirInbound // an echo, to the device
+				if p.DPort == 5353 {
+					dev, dir = src, schemas.DirOutbound
+				}
+				if !strings.HasPrefix(dev, "192.168.50.") && !strings.HasPrefix(dev, "2001:db8:50::") {
+					t.Errorf("a datagram with the internet has %s for the device's address: not the LAN's copy", dev)
+				}
+				if p.Direction != dir {
+					t.Errorf("a datagram %s -> %s has direction %d, want %d", src, dst, p.Direction, dir)
+				}
+				out += btoi(dir == schemas.DirOutbound)
+				in += btoi(dir == schemas.DirInbound)
+			}
+		}
+	}
+	t.Logf("lan tap on nflog:9: %d datagrams with the internet (%d out, %d in), %d between the devices", internet, out, in, local)
+	if want := 2 * (len(netnstest.Inet4) + len(netnstest.Inet6)) * 4 * 2; internet != want || out != in {
+		t.Errorf("%d datagrams with the internet in the lan tap (%d out, %d in), want %d: each once", internet, out, in, want)
+	}
+	if local != 0 {
+		t.Errorf("%d datagrams between the devices: bridged, they never reach the log", local)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
