@@ -153,3 +153,42 @@ func TestNFLOGCapture(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkReadNFLOG reads and decodes a real capture's IP packets as an
+// NFLOG log against the same packets as Ethernet frames: what unwrapping
+// the records costs.
+func BenchmarkReadNFLOG(b *testing.B) {
+	var eth, nflog bytes.Buffer
+	we, wn := pcapgo.NewWriter(&eth), pcapgo.NewWriter(&nflog)
+	we.WriteFileHeader(65535, layers.LinkTypeEthernet)
+	wn.WriteFileHeader(65535, layers.LinkType(features.LinkTypeNFLOG))
+	n := 0
+	for _, f := range openAll(b, smallSentinel(b)) {
+		et := binary.BigEndian.Uint16(f.data[12:14])
+		if et != 0x0800 && et != 0x86dd {
+			continue
+		}
+		rec := nflogRecord(binary.LittleEndian, et, f.data[14:])
+		we.WritePacket(gopacket.CaptureInfo{Timestamp: f.ci.Timestamp, CaptureLength: len(f.data), Length: len(f.data)}, f.data)
+		wn.WritePacket(gopacket.CaptureInfo{Timestamp: f.ci.Timestamp, CaptureLength: len(rec), Length: len(rec)}, rec)
+		n++
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{{"ethernet", eth.Bytes()}, {"nflog", nflog.Bytes()}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				src, err := NewReader(bytes.NewReader(c.data), c.name)
+				if err != nil {
+					b.Fatal(err)
+				}
+				st, err := Read(context.Background(), src, sentinelHome, func(*schemas.Packet) error { return nil })
+				if err != nil || st.Decoded() != uint64(n) {
+					b.Fatalf("%+v, %v: want %d packets", st, err, n)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/frame")
+		})
+	}
+}
