@@ -87,6 +87,7 @@ func FuzzOpenFile(f *testing.F) {
 		cooked[i].dst = dev // the Ethernet frames' destination, which PKTAP keeps
 	}
 	f.Add(pktapPcap(cooked))
+	f.Add(amsduPcap())
 	f.Add([]byte{})
 	f.Add([]byte{0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4})
 

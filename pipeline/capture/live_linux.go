@@ -92,6 +92,7 @@ type LiveSource struct {
 	buf    []byte
 	oob    []byte
 	n      uint64
+	amsdu  amsduSplit // a monitor interface's aggregates, given a subframe at a time
 
 	// The ring: nil in recvmsg mode.
 	ring      []byte
@@ -478,6 +479,11 @@ func (s *LiveSource) Next() (Frame, error) {
 	if s.err != nil {
 		return Frame{}, s.err
 	}
+	if s.amsdu.pending() {
+		s.n++
+		s.delivered.Add(1)
+		return s.amsdu.pop(s.n - 1), nil
+	}
 	var f Frame
 	var err error
 	if s.ring != nil {
@@ -493,7 +499,7 @@ func (s *LiveSource) Next() (Frame, error) {
 	}
 	s.n++
 	s.delivered.Add(1)
-	return f, nil
+	return s.amsdu.split(f), nil
 }
 
 func (s *LiveSource) nextRing() (Frame, error) {

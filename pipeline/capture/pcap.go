@@ -14,6 +14,7 @@ import (
 // length, wire length) and the captured bytes.
 type pcapReader struct {
 	in        input
+	amsdu     amsduSplit
 	order     binary.ByteOrder
 	fracNanos int64 // nanoseconds per sub-second unit: 1000 or 1
 	link      features.LinkType
@@ -55,12 +56,16 @@ func (r *pcapReader) Next() (Frame, error) {
 	if r.err != nil {
 		return Frame{}, r.err
 	}
+	if r.amsdu.pending() {
+		r.n++
+		return r.amsdu.pop(r.n - 1), nil
+	}
 	f, err := r.next()
 	if err != nil {
 		r.err = err
 		return Frame{}, err
 	}
-	return f, nil
+	return r.amsdu.split(f), nil
 }
 
 func (r *pcapReader) next() (Frame, error) {

@@ -49,6 +49,7 @@ type ngInterface struct {
 // Ethernet tap and a raw-IP tunnel interface, say) are read whole.
 type ngReader struct {
 	in     input
+	amsdu  amsduSplit
 	order  binary.ByteOrder
 	ifaces []ngInterface
 	head   [12]byte
@@ -73,6 +74,10 @@ func (r *ngReader) Next() (Frame, error) {
 	if r.err != nil {
 		return Frame{}, r.err
 	}
+	if r.amsdu.pending() {
+		r.n++
+		return r.amsdu.pop(r.n - 1), nil
+	}
 	for {
 		f, ok, err := r.packet()
 		if err != nil {
@@ -81,7 +86,7 @@ func (r *ngReader) Next() (Frame, error) {
 		}
 		if ok {
 			r.n++
-			return f, nil
+			return r.amsdu.split(f), nil
 		}
 	}
 }

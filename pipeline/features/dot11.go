@@ -21,7 +21,8 @@ import (
 // fields, the LLC/SNAP header and the radio header are not on that wire, so
 // a model learned from a gateway's Ethernet tap reads a Wi-Fi capture of
 // the same devices. Of an A-MSDU (several MSDUs aggregated in one frame)
-// the first is read.
+// the decoder reads the first; the capture readers give each subframe as a
+// frame of its own (ParseAMSDU), so every MSDU is read.
 
 // wifiFrame is what an 802.11 data frame says that an Ethernet frame does
 // not.
@@ -39,6 +40,41 @@ type wifiFrame struct {
 	// length of the Ethernet frame of an A-MSDU's first MSDU, which the
 	// rest of the aggregate follows.
 	extra, ethLen int
+	// amsdu places an A-MSDU's parts; its Subframes is 0 for a frame of
+	// one MSDU.
+	amsdu AMSDU
+}
+
+// AMSDU places the parts of an 802.11 A-MSDU in a captured frame: the
+// 802.11 frame starts at Frame, the first subframe (destination, source,
+// length, MSDU, each subframe padded to 4 bytes) at Subframes, and FCS
+// bytes end the capture. Everything before Subframes is the frame's
+// headers, radio header included.
+type AMSDU struct {
+	Frame, Subframes, FCS int
+}
+
+// A-MSDU subframes: destination(6) source(6) MSDU length(2), the MSDU.
+const amsduSubHdrLen = 14
+
+// ParseAMSDU says where the subframes of an A-MSDU lie in a frame of link
+// type lt, appending each one's [start, end) to subs: from its subframe
+// header to its MSDU's end, the last cut where the capture ends. ok is false
+// for any frame that is not a readable A-MSDU data frame; the decoder then
+// says what it is.
+func ParseAMSDU(lt LinkType, data []byte, subs [][2]int) (a AMSDU, out [][2]int, ok bool) {
+	l, err := ParseLink(lt, data)
+	if err != nil || l.wifi.amsdu.Subframes == 0 {
+		return AMSDU{}, subs, false
+	}
+	a = l.wifi.amsdu
+	end := len(data) - a.FCS
+	for at := a.Subframes; at+amsduSubHdrLen <= end; {
+		n := amsduSubHdrLen + int(binary.BigEndian.Uint16(data[at+12:]))
+		subs = append(subs, [2]int{at, min(at+n, end)})
+		at += (n + 3) &^ 3 // each subframe but the last padded to 4 bytes
+	}
+	return a, subs, len(subs) > 0
 }
 
 // 802.11 frame control (IEEE 802.11-2020 9.2.4.1): the type in bits 2-3 of
@@ -97,7 +133,7 @@ func radiotap(data []byte, base int) (Link, error) {
 	if flags&radiotapFCS != 0 {
 		fcs = 4
 	}
-	return dot11(data[n:], base+n, n+fcs, flags&radiotapDataPad != 0)
+	return dot11(data[n:], base+n, n+fcs, fcs, flags&radiotapDataPad != 0)
 }
 
 // radiotapFlags is the Flags field of a radiotap header h, 0 when absent.
@@ -153,7 +189,7 @@ func monitorHeader(lt LinkType, data []byte, base int) (Link, error) {
 	if n < 8 || n > uint32(len(data)) {
 		return Link{Offset: base}, fmt.Errorf("%w: %s header of %d bytes in a frame of %d", ErrMalformed, lt, n, len(data))
 	}
-	return dot11(data[n:], base+int(n), int(n), false)
+	return dot11(data[n:], base+int(n), int(n), 0, false)
 }
 
 // ppiFCS is how many FCS bytes end an 802.11 frame behind PPI fields f: 4
@@ -190,9 +226,9 @@ func ppiFCS(f []byte) (int, error) {
 // dot11 reads an 802.11 frame (IEEE 802.11-2020 9.3.2.1) that starts at
 // base in the capture: a data frame's addresses and its MSDU's EtherType.
 // outside is how many bytes of the captured frame are not the 802.11
-// frame's (a radio header, an FCS); pad says the header is padded to 32
-// bits (radiotap's DataPad flag).
-func dot11(data []byte, base, outside int, pad bool) (Link, error) {
+// frame's (a radio header, an FCS), fcs how many of those end it; pad says
+// the header is padded to 32 bits (radiotap's DataPad flag).
+func dot11(data []byte, base, outside, fcs int, pad bool) (Link, error) {
 	l := Link{Offset: base}
 	if err := needHeader(LinkTypeIEEE80211, 2, data); err != nil {
 		return l, err
@@ -247,6 +283,7 @@ func dot11(data []byte, base, outside int, pad bool) (Link, error) {
 		}
 		l.DstMAC, l.SrcMAC = schemas.MAC(data[n:n+6]), schemas.MAC(data[n+6:n+12])
 		l.wifi.ethLen = int(binary.BigEndian.Uint16(data[n+12:n+14])) + 6
+		l.wifi.amsdu = AMSDU{Frame: base, Subframes: base + n, FCS: fcs}
 		n += 14
 	}
 	return l.llc(data, n, outside)
@@ -301,7 +338,11 @@ func (r *retransmits) take(l Link, p *schemas.Packet) error {
 		return nil
 	}
 	e := &r.last[(int(w.ta[4])<<3^int(w.ta[5]))%len(r.last)]
-	if w.retry && e.ta == w.ta && e.seq == w.seq {
+	// A frame sent again repeats its sequence number and fragment number.
+	// The fragments of one MSDU, and the subframes of an A-MSDU the capture
+	// readers give one by one (numbered as fragments), come in rising
+	// order: one numbered as high as the last read, or lower, was read.
+	if w.retry && e.ta == w.ta && e.seq>>4 == w.seq>>4 && w.seq&0xf <= e.seq&0xf {
 		return fmt.Errorf("%w: 802.11 retransmission (sequence %d from %s) of a frame already read", ErrNotPacket, w.seq>>4, w.ta)
 	}
 	e.ta, e.seq = w.ta, w.seq

@@ -100,6 +100,17 @@ func FuzzDecode(f *testing.F) {
 		if r := inf.Result(); r.Frames != 2 || r.IPFrames > 2 {
 			t.Fatalf("inference counted %d frames, %d IP, of 2", r.Frames, r.IPFrames)
 		}
+		// The capture readers split an A-MSDU where ParseAMSDU says: its
+		// subframes must lie in the frame, in order, after the headers.
+		if a, subs, ok := ParseAMSDU(LinkType(link), data, nil); ok {
+			prev := a.Subframes
+			for _, s := range subs {
+				if s[0] < prev || s[1] < s[0]+14 && s[1] != len(data)-a.FCS || s[1] > len(data)-a.FCS || a.Frame+24 > a.Subframes {
+					t.Fatalf("A-MSDU %+v: subframe %v out of place in %d bytes", a, s, len(data))
+				}
+				prev = s[1]
+			}
+		}
 		d := NewDecoder(withGW)
 		var p schemas.Packet
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(data), Length: len(data)}

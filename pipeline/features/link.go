@@ -127,7 +127,7 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 		// address (0x0f unicast, 0x8f broadcast), control, then an EtherType.
 		return l.etherAt(lt, data, 4, 2)
 	case LinkTypeIEEE80211:
-		return dot11(data, base, 0, false)
+		return dot11(data, base, 0, 0, false)
 	case LinkTypeRadiotap:
 		return radiotap(data, base)
 	case LinkTypePrism, LinkTypeAVS:
@@ -146,7 +146,7 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 			if err != nil {
 				return l, err
 			}
-			return dot11(data[hdr:], base+hdr, hdr+fcs, false)
+			return dot11(data[hdr:], base+hdr, hdr+fcs, fcs, false)
 		}
 		switch {
 		case data[0] != 0:
