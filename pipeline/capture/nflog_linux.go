@@ -22,7 +22,11 @@ import (
 // them. The packets an iptables or nftables NFLOG rule logs to the group come
 // over a netlink socket, each message the NFLOG record a capture file of
 // link type 239 holds, and are read as the packets they logged
-// (unwrapNFLOG), as the file would be.
+// (unwrapNFLOG), as the file would be. Kernels before 3.17 log to a group
+// only once its address family is bound to nfnetlink_log system-wide
+// (NFULNL_CFG_CMD_PF_BIND, which libpcap sends); that changes where every
+// other log rule of the family goes, so it is not done here.
+
 
 // nflogInterface is the name netfilter's log goes by, before ":group".
 const nflogInterface = "nflog"
