@@ -27,7 +27,6 @@ import (
 // (NFULNL_CFG_CMD_PF_BIND, which libpcap sends); that changes where every
 // other log rule of the family goes, so it is not done here.
 
-
 // nflogInterface is the name netfilter's log goes by, before ":group".
 const nflogInterface = "nflog"
 
