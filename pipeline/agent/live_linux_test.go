@@ -2,13 +2,12 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/internal/netnstest"
@@ -158,39 +157,7 @@ func TestLiveGatewayAny(t *testing.T) {
 	}
 	// The agent's own inputs, opened in the gateway's namespace: the
 	// first opens the one capture, the second gets its other side.
-	inputs := ag.Inputs(true)
-	if len(inputs) != 2 {
-		t.Fatalf("inputs %+v, want the two taps", inputs)
-	}
-	var srcs [2]capture.Source
-	for i := range inputs {
-		netnstest.Do(t, g.GW, "capture on any", func() (err error) {
-			srcs[i], err = inputs[i].Open()
-			return err
-		})
-		inputs[i].Open = func() (capture.Source, error) { return srcs[i], nil }
-	}
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(context.Background(), conn, inputs) }()
-	g.Traffic(t)
-	time.Sleep(300 * time.Millisecond)
-	kernel, _ := srcs[0].(interface {
-		Stats() (capture.LiveStats, error)
-	}).Stats()
-	for _, src := range srcs {
-		src.Close()
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the agent did not stop after its source closed")
-	}
-	if kernel.Dropped > 0 {
-		t.Skipf("the kernel dropped %d packets of the live capture: the machine is too busy for this test", kernel.Dropped)
-	}
+	runGatewayLive(t, ag, conn, g, 2)
 
 	// The datagrams: UDP 5353 with each internet host (4 queries and 4
 	// echoes per device and address) and UDP 7000 between the devices
@@ -273,18 +240,7 @@ func TestLiveGatewayAny(t *testing.T) {
 // devices' datagrams to each other, bridged, never reach the log.
 func TestLiveGatewayNFLOG(t *testing.T) {
 	g := netnstest.NewBridgedGateway(t)
-	for _, ipt := range []string{"iptables", "ip6tables"} {
-		netnstest.Run(t, "ip", "netns", "exec", g.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", g.Bridge, "-j", "NFLOG", "--nflog-group", "9")
-		netnstest.Run(t, "ip", "netns", "exec", g.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", g.Bridge, "-j", "NFLOG", "--nflog-group", "9")
-	}
-	netnstest.Do(t, g.GW, "keep bridged frames off iptables", func() error {
-		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
-			if err := os.WriteFile("/proc/sys/net/bridge/"+f, []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-		}
-		return nil
-	})
+	g.LogLAN(t, "9")
 	srv := startNATS(t, t.TempDir())
 	defer srv.Close()
 	conn := connect(t, srv.NATSURL, false)
@@ -296,35 +252,7 @@ func TestLiveGatewayNFLOG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inputs := ag.Inputs(true)
-	if len(inputs) != 1 {
-		t.Fatalf("inputs %+v, want the lan tap", inputs)
-	}
-	var src capture.Source
-	netnstest.Do(t, g.GW, "tap netfilter's log", func() (err error) {
-		src, err = inputs[0].Open()
-		return err
-	})
-	inputs[0].Open = func() (capture.Source, error) { return src, nil }
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(context.Background(), conn, inputs) }()
-	g.Traffic(t)
-	time.Sleep(300 * time.Millisecond)
-	kernel, _ := src.(interface {
-		Stats() (capture.LiveStats, error)
-	}).Stats()
-	src.Close()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the agent did not stop after its source closed")
-	}
-	if kernel.Dropped > 0 {
-		t.Skipf("the kernel dropped %d records of the log: the machine is too busy for this test", kernel.Dropped)
-	}
+	runGatewayLive(t, ag, conn, g, 1)
 	internet, local, out, in := 0, 0, 0, 0
 	for _, b := range readStream(t, conn).batches {
 		for _, p := range b.Packets {
@@ -358,6 +286,47 @@ func TestLiveGatewayNFLOG(t *testing.T) {
 	}
 	if local != 0 {
 		t.Errorf("%d datagrams between the devices: bridged, they never reach the log", local)
+	}
+}
+
+// runGatewayLive opens the agent's n live inputs in the gateway's
+// namespace, runs the agent while the home's traffic runs, closes the
+// captures and waits for the agent to stop. A capture the kernel dropped
+// packets of skips the test: the machine was too busy for it.
+func runGatewayLive(t *testing.T, ag *Agent, conn *bus.Conn, g *netnstest.BridgedGateway, n int) {
+	t.Helper()
+	inputs := ag.Inputs(true)
+	if len(inputs) != n {
+		t.Fatalf("inputs %+v, want %d", inputs, n)
+	}
+	srcs := make([]capture.Source, n)
+	for i := range inputs {
+		netnstest.Do(t, g.GW, "open "+inputs[i].Name, func() (err error) {
+			srcs[i], err = inputs[i].Open()
+			return err
+		})
+		inputs[i].Open = func() (capture.Source, error) { return srcs[i], nil }
+	}
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(context.Background(), conn, inputs) }()
+	g.Traffic(t)
+	time.Sleep(300 * time.Millisecond)
+	kernel, _ := srcs[0].(interface {
+		Stats() (capture.LiveStats, error)
+	}).Stats()
+	for _, src := range srcs {
+		src.Close()
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop after its source closed")
+	}
+	if kernel.Dropped > 0 {
+		t.Skipf("the kernel dropped %d packets of the live capture: the machine is too busy for this test", kernel.Dropped)
 	}
 }
 

@@ -2,7 +2,6 @@ package capture
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"reflect"
 	"slices"
@@ -121,25 +120,8 @@ func TestWiFiAMSDUCapture(t *testing.T) {
 		t.Fatalf("%d aggregates (%d subframes sent again), %d single frames: the capture is not the one meant", aggregates, retried, single)
 	}
 
-	read := func(raw []byte, name string) ([]schemas.Packet, Stats) {
-		src, err := NewReader(bytes.NewReader(raw), name)
-		if err != nil {
-			t.Fatalf("open %s: %v", name, err)
-		}
-		var pkts []schemas.Packet
-		st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error {
-			q := *p
-			q.Offset = 0 // the frame's index differs by the retransmissions
-			pkts = append(pkts, q)
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		return pkts, st
-	}
-	want, _ := read(eth.Bytes(), "wired.pcap")
-	got, st := read(air.Bytes(), "monitor.pcap")
+	want, _ := readRecords(t, eth.Bytes(), "wired.pcap")
+	got, st := readRecords(t, air.Bytes(), "monitor.pcap")
 	t.Logf("%d packets in %d aggregates and %d single frames; %d subframes sent again", len(want), aggregates, single, retried)
 	if st.NotPackets != uint64(retried) || st.DecodeErrors != 0 || st.Decoded() != uint64(len(want)) {
 		t.Errorf("monitor capture: %+v; want %d packets, %d retransmitted subframes apart", st, len(want), retried)
@@ -153,7 +135,7 @@ func TestWiFiAMSDUCapture(t *testing.T) {
 		}
 	}
 	// The fuzzer's seed: three packets, then their three again.
-	if _, st := read(amsduPcap(), "seed.pcap"); st.Decoded() != 3 || st.NotPackets != 3 || st.Packets != 6 {
+	if _, st := readRecords(t, amsduPcap(), "seed.pcap"); st.Decoded() != 3 || st.NotPackets != 3 || st.Packets != 6 {
 		t.Errorf("the seed's aggregate and its retransmission: %+v, want 3 packets and 3 retransmitted", st)
 	}
 }

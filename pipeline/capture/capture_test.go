@@ -822,31 +822,40 @@ func TestWiFiCaptureFile(t *testing.T) {
 			beacons++
 		}
 	}
-	read := func(raw []byte, name string) ([]schemas.Packet, Stats) {
-		src, err := NewReader(bytes.NewReader(raw), name)
-		if err != nil {
-			t.Fatalf("open %s: %v", name, err)
-		}
-		var pkts []schemas.Packet
-		st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error {
-			q := *p
-			q.Offset = 0 // the frame's index differs by the beacons
-			pkts = append(pkts, q)
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		return pkts, st
-	}
-	want, _ := read(eth.Bytes(), "wired.pcap")
-	got, st := read(air.Bytes(), "monitor.pcap")
+	want, _ := readRecords(t, eth.Bytes(), "wired.pcap")
+	got, st := readRecords(t, air.Bytes(), "monitor.pcap")
 	if data == 0 || st.Packets != uint64(data+beacons) || st.NotPackets != uint64(beacons) || st.DecodeErrors != 0 || st.Decoded() != uint64(data) {
 		t.Errorf("monitor capture: %+v; want %d frames, %d beacons apart", st, data+beacons, beacons)
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("%d records from the monitor capture differ from the %d of the wired one", len(got), len(want))
 	}
+}
+
+// readRecords reads a capture's packet records as every command does,
+// each with its frame's index zeroed: two captures of the same packets
+// number their frames apart (a Wi-Fi capture's beacons and
+// retransmissions, a cooked capture's copies).
+func readRecords(t *testing.T, raw []byte, name string) ([]schemas.Packet, Stats) {
+	t.Helper()
+	src, err := NewReader(bytes.NewReader(raw), name)
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
+	}
+	var pkts []schemas.Packet
+	st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error {
+		q := *p
+		q.Offset = 0
+		pkts = append(pkts, q)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read %s: %v", name, err)
+	}
+	if cs, ok := CookedStatsOf(src); ok && st.OtherViews != cs.LeftOut() {
+		t.Errorf("%s: Read counts %d left out, the view %d", name, st.OtherViews, cs.LeftOut())
+	}
+	return pkts, st
 }
 
 // TestFrameCheckSequence: a capture that says it kept each frame's FCS

@@ -72,6 +72,32 @@ func (l cookedLab) tcpdump(t *testing.T, path string, args ...string) func() err
 	}
 }
 
+// runTraffic runs the home's traffic (Traffic) while the captures that
+// start starts run, and stops them, last started first. On a loaded machine
+// tcpdump may fall behind and the kernel drop frames from one capture and
+// not another: then the whole run is repeated, up to three times; attempt
+// counts them from 1.
+func (l cookedLab) runTraffic(t *testing.T, start func(attempt int) []func() error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		stops := start(attempt)
+		time.Sleep(300 * time.Millisecond)
+		l.Traffic(t)
+		time.Sleep(300 * time.Millisecond)
+		var dropped error
+		for i := len(stops) - 1; i >= 0; i-- {
+			dropped = cmp.Or(stops[i](), dropped)
+		}
+		if dropped == nil {
+			return
+		}
+		if attempt == 3 {
+			t.Fatalf("three runs: %v", dropped)
+		}
+		t.Logf("run %d: %v; running again", attempt, dropped)
+	}
+}
+
 // lockedBuffer is tcpdump's stderr, written by exec's copier while the test
 // reads it.
 type lockedBuffer struct {
@@ -101,9 +127,10 @@ func btoi(b bool) int {
 // liveStats are the views' counts of the live captures, by noRing.
 var liveStats [2]CookedStats
 
-// collectLab reads src into *into on a goroutine until it ends; the returned
+// collectLab reads src into *into on a goroutine until it ends, each frame
+// passed by check (which says what is wrong with one, or ""); the returned
 // channel gives its end (nil for io.EOF).
-func collectLab(src Source, into *[]labFrame) <-chan error {
+func collectLab(src Source, into *[]labFrame, check func(Frame) string) <-chan error {
 	*into = nil
 	done := make(chan error, 1)
 	go func() {
@@ -117,14 +144,23 @@ func collectLab(src Source, into *[]labFrame) <-chan error {
 				done <- err
 				return
 			}
-			if f.LinkType != features.LinkTypeEthernet || f.CI.CaptureLength != len(f.Data) || f.CI.Length != len(f.Data) {
-				done <- fmt.Errorf("live frame %d: link type %d, %d of %d bytes, %d in the slice", f.Offset, f.LinkType, f.CI.CaptureLength, f.CI.Length, len(f.Data))
+			if msg := check(f); msg != "" {
+				done <- fmt.Errorf("live frame %d: %s", f.Offset, msg)
 				return
 			}
 			*into = append(*into, labFrame{data: string(f.Data), ts: f.CI.Timestamp})
 		}
 	}()
 	return done
+}
+
+// wholeEthernet says what is wrong with a frame that should be a whole
+// Ethernet frame, or "".
+func wholeEthernet(f Frame) string {
+	if f.LinkType != features.LinkTypeEthernet || f.CI.CaptureLength != len(f.Data) || f.CI.Length != len(f.Data) {
+		return fmt.Sprintf("link type %d, %d of %d bytes, %d in the slice", f.LinkType, f.CI.CaptureLength, f.CI.Length, len(f.Data))
+	}
+	return ""
 }
 
 // liveSides captures on every interface of the gateway with OpenLiveSides,
@@ -137,7 +173,7 @@ func (l cookedLab) liveSides(t *testing.T, lan, wan *[]labFrame, st *[2]CookedSt
 		sides[0], sides[1], err = OpenLiveSides(LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20})
 		return err
 	})
-	done := []<-chan error{collectLab(sides[0], lan), collectLab(sides[1], wan)}
+	done := []<-chan error{collectLab(sides[0], lan, wholeEthernet), collectLab(sides[1], wan, wholeEthernet)}
 	return func() error {
 		time.Sleep(100 * time.Millisecond)
 		ks, _ := sides[0].(interface{ Stats() (LiveStats, error) }).Stats()
@@ -165,7 +201,7 @@ func (l cookedLab) live(t *testing.T, noRing bool, into *[]labFrame) func() erro
 		src, err = OpenLive(AnyInterface, LiveOptions{PollTimeout: 10 * time.Millisecond, BufferBytes: 16 << 20, noRing: noRing})
 		return err
 	})
-	done := collectLab(src, into)
+	done := collectLab(src, into, wholeEthernet)
 	return func() error {
 		// Let the last packets reach the ring before it closes.
 		time.Sleep(100 * time.Millisecond)
@@ -223,12 +259,10 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 	// The devices' IPv6 start-up (MLD reports) is over before any capture
 	// starts, and nothing is sent while only some of them run.
 	time.Sleep(2 * time.Second)
-	// On a loaded machine tcpdump may fall behind and the kernel drop
-	// frames from one capture and not another: the run is then repeated.
 	var live [2][]labFrame
 	var both [2][]labFrame // OpenLiveSides' LAN and WAN sides
 	var bothStats [2]CookedStats
-	for attempt := 1; ; attempt++ {
+	l.runTraffic(t, func(int) []func() error {
 		var stops []func() error
 		for _, c := range [][]string{
 			{"p1", "-i", l.P1},
@@ -244,22 +278,8 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 		for _, noRing := range []bool{false, true} {
 			stops = append(stops, l.live(t, noRing, &live[btoi(noRing)]))
 		}
-		stops = append(stops, l.liveSides(t, &both[0], &both[1], &bothStats))
-		time.Sleep(300 * time.Millisecond)
-		l.Traffic(t)
-		time.Sleep(300 * time.Millisecond)
-		var dropped error
-		for i := len(stops) - 1; i >= 0; i-- {
-			dropped = cmp.Or(stops[i](), dropped)
-		}
-		if dropped == nil {
-			break
-		}
-		if attempt == 3 {
-			t.Fatalf("three runs: %v", dropped)
-		}
-		t.Logf("run %d: %v; running again", attempt, dropped)
-	}
+		return append(stops, l.liveSides(t, &both[0], &both[1], &bothStats))
+	})
 
 	// The LAN's frames: each frame on a port once; a frame that crossed
 	// the bridge (or that the gateway flooded to both ports) is on both,

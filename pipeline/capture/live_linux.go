@@ -813,11 +813,7 @@ func (s *LiveSource) Close() error {
 	var err error
 	s.once.Do(func() {
 		s.closed.Store(true)
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		if _, werr := unix.Write(s.efd, one[:]); werr != nil {
-			err = fmt.Errorf("live capture on %s: wake the reader: %w", s.iface, werr)
-		}
+		err = wakeReader(s.efd, s.iface)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.statsMu.Lock()
@@ -827,6 +823,17 @@ func (s *LiveSource) Close() error {
 		err = errors.Join(err, serr, s.release())
 	})
 	return err
+}
+
+// wakeReader writes the eventfd a waiting Next polls beside its socket, so
+// that Close ends the wait at once.
+func wakeReader(efd int, iface string) error {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	if _, err := unix.Write(efd, one[:]); err != nil {
+		return fmt.Errorf("live capture on %s: wake the reader: %w", iface, err)
+	}
+	return nil
 }
 
 // release frees the ring, the socket and the eventfd; its callers hold

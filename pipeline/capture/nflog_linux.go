@@ -358,11 +358,7 @@ func (s *nflogSource) Close() error {
 	var err error
 	s.once.Do(func() {
 		s.closed.Store(true)
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		if _, werr := unix.Write(s.efd, one[:]); werr != nil {
-			err = fmt.Errorf("live capture on %s: wake the reader: %w", s.iface, werr)
-		}
+		err = wakeReader(s.efd, s.iface)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		// Closing the socket unbinds too; saying so frees the group at once

@@ -1,12 +1,9 @@
 package capture
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,30 +24,14 @@ import (
 // byte, each once.
 func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 	l := newCookedLab(t)
-	// Bridged frames between the devices stay off the IP hooks, as on a
-	// router without br_netfilter, so the log holds what the bridge device's
-	// own capture holds.
-	netnstest.Do(t, l.GW, "keep bridged frames off iptables", func() error {
-		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
-			if err := os.WriteFile("/proc/sys/net/bridge/"+f, []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-		}
-		return nil
-	})
 	// Group 7 for tcpdump, group 8 for the live capture: a group has one
 	// listener.
-	for _, ipt := range []string{"iptables", "ip6tables"} {
-		for _, g := range []string{"7", "8"} {
-			netnstest.Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", l.Bridge, "-j", "NFLOG", "--nflog-group", g, "--nflog-prefix", "lan-in")
-			netnstest.Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", l.Bridge, "-j", "NFLOG", "--nflog-group", g, "--nflog-prefix", "lan-out")
-		}
-	}
+	l.LogLAN(t, "7", "8")
 	var live []labFrame
 	dir := t.TempDir()
 	nflog, bridge := filepath.Join(dir, "nflog.pcap"), filepath.Join(dir, "bridge.pcap")
 	time.Sleep(2 * time.Second)
-	for attempt := 1; ; attempt++ {
+	l.runTraffic(t, func(attempt int) []func() error {
 		// -p: the bridge device out of promiscuous mode, so that its
 		// capture holds what the bridge hands its own IP stack, not the
 		// frames between the devices.
@@ -69,21 +50,8 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 				return nil
 			})
 		}
-		time.Sleep(300 * time.Millisecond)
-		l.Traffic(t)
-		time.Sleep(300 * time.Millisecond)
-		var dropped error
-		for i := len(stops) - 1; i >= 0; i-- {
-			dropped = cmp.Or(stops[i](), dropped)
-		}
-		if dropped == nil {
-			break
-		}
-		if attempt == 3 {
-			t.Fatalf("three runs: %v", dropped)
-		}
-		t.Logf("run %d: %v; running again", attempt, dropped)
-	}
+		return stops
+	})
 
 	// The bridge's IP packets, without the Ethernet header and padding.
 	want := map[string]int{}
@@ -118,14 +86,14 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 		if msg := wholeIP(f.link, f.data, f.ci); msg != "" {
 			t.Fatalf("NFLOG frame %d: %s", i, msg)
 		}
-		file = append(file, labFrame{data: string(f.data), from: btoi(f.link == features.LinkTypeIPv6)})
+		file = append(file, labFrame{data: string(f.data)})
 	}
 	for name, got := range map[string][]labFrame{"tcpdump -i nflog:7": file, "OpenLive(nflog:8)": live} {
 		t.Run(name, func(t *testing.T) {
 			sameMultiset(t, "bridge", got, want, n)
 			v6 := 0
 			for _, f := range got {
-				v6 += f.from
+				v6 += btoi(f.data[0]>>4 == 6)
 			}
 			t.Logf("%s: %d IP packets (%d IPv6), every one the bridge's, byte for byte", name, len(got), v6)
 			if v6 == 0 || v6 == len(got) {
@@ -145,8 +113,8 @@ func wholeIP(link features.LinkType, data []byte, ci gopacket.CaptureInfo) strin
 }
 
 // liveNFLOG captures the gateway's NFLOG group iface (nflog:N) with
-// OpenLive into *into (from: 1 for IPv6); the returned function stops it
-// and says whether the kernel dropped any record.
+// OpenLive into *into; the returned function stops it and says whether the
+// kernel dropped any record.
 func (l cookedLab) liveNFLOG(t *testing.T, iface string, into *[]labFrame) func() error {
 	t.Helper()
 	var src Source
@@ -154,30 +122,15 @@ func (l cookedLab) liveNFLOG(t *testing.T, iface string, into *[]labFrame) func(
 		src, err = OpenLive(iface, LiveOptions{PollTimeout: 10 * time.Millisecond})
 		return err
 	})
-	*into = nil
-	done := make(chan error, 1)
-	go func() {
-		for {
-			f, err := src.Next()
-			if errors.Is(err, io.EOF) {
-				done <- nil
-				return
-			}
-			if err != nil {
-				done <- err
-				return
-			}
-			if msg := wholeIP(f.LinkType, f.Data, f.CI); msg != "" {
-				done <- fmt.Errorf("frame %d: %s", f.Offset, msg)
-				return
-			}
-			if d := time.Since(f.CI.Timestamp); d < -time.Second || d > time.Minute {
-				done <- fmt.Errorf("frame %d stamped %v, %v ago", f.Offset, f.CI.Timestamp, d)
-				return
-			}
-			*into = append(*into, labFrame{data: string(f.Data), ts: f.CI.Timestamp, from: btoi(f.LinkType == features.LinkTypeIPv6)})
+	done := collectLab(src, into, func(f Frame) string {
+		if msg := wholeIP(f.LinkType, f.Data, f.CI); msg != "" {
+			return msg
 		}
-	}()
+		if d := time.Since(f.CI.Timestamp); d < -time.Second || d > time.Minute {
+			return fmt.Sprintf("stamped %v, %v ago", f.CI.Timestamp, d)
+		}
+		return ""
+	})
 	return func() error {
 		// The kernel batches records for up to 10 ms.
 		time.Sleep(200 * time.Millisecond)

@@ -4,6 +4,7 @@ package netnstest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -265,5 +266,28 @@ func (l *BridgedGateway) Traffic(t testing.TB) {
 	}
 	if err := <-peerDone; err != nil {
 		t.Fatalf("dev2: %v", err)
+	}
+}
+
+// LogLAN logs the gateway's LAN as a router's owner would with netfilter:
+// an NFLOG rule in the mangle table for every packet the IP stack takes in
+// from the bridge and every packet it sends out on it, IPv4 and IPv6, to
+// each group. Bridged frames between the devices stay off the IP hooks, as
+// on a router without br_netfilter.
+func (l *BridgedGateway) LogLAN(t testing.TB, groups ...string) {
+	t.Helper()
+	Do(t, l.GW, "keep bridged frames off iptables", func() error {
+		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
+			if err := os.WriteFile("/proc/sys/net/bridge/"+f, []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		for _, g := range groups {
+			Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", l.Bridge, "-j", "NFLOG", "--nflog-group", g, "--nflog-prefix", "lan-in")
+			Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", l.Bridge, "-j", "NFLOG", "--nflog-group", g, "--nflog-prefix", "lan-out")
+		}
 	}
 }
