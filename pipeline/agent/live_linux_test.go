@@ -240,7 +240,7 @@ func TestLiveGatewayAny(t *testing.T) {
 // devices' datagrams to each other, bridged, never reach the log.
 func TestLiveGatewayNFLOG(t *testing.T) {
 	g := netnstest.NewBridgedGateway(t)
-	g.LogLAN(t, "9")
+	g.LogLAN(t, "9", false)
 	srv := startNATS(t, t.TempDir())
 	defer srv.Close()
 	conn := connect(t, srv.NATSURL, false)

@@ -169,7 +169,7 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 	case ok && opts.Promiscuous:
 		return nil, fmt.Errorf("live capture on %s: promiscuous mode is an interface's, and %s is netfilter's log: capture on the interface to make promiscuous", iface, iface)
 	case ok:
-		return openNFLOG(iface, group, snapLen, buffer, timeout)
+		return openNFLOG(iface, group, snapLen, buffer)
 	}
 
 	var ifindex int

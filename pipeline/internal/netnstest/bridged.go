@@ -272,9 +272,12 @@ func (l *BridgedGateway) Traffic(t testing.TB) {
 // LogLAN logs the gateway's LAN as a router's owner would with netfilter:
 // an NFLOG rule in the mangle table for every packet the IP stack takes in
 // from the bridge and every packet it sends out on it, IPv4 and IPv6, to
-// each group. Bridged frames between the devices stay off the IP hooks, as
+// group. With sendAtOnce the rules ask the kernel to send each record at
+// once (--nflog-threshold 1), as the README's recipe does; without it, the
+// kernel batches records for up to a second unless the listener asks
+// otherwise. Bridged frames between the devices stay off the IP hooks, as
 // on a router without br_netfilter.
-func (l *BridgedGateway) LogLAN(t testing.TB, groups ...string) {
+func (l *BridgedGateway) LogLAN(t testing.TB, group string, sendAtOnce bool) {
 	t.Helper()
 	Do(t, l.GW, "keep bridged frames off iptables", func() error {
 		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
@@ -284,10 +287,12 @@ func (l *BridgedGateway) LogLAN(t testing.TB, groups ...string) {
 		}
 		return nil
 	})
+	target := []string{"-j", "NFLOG", "--nflog-group", group}
+	if sendAtOnce {
+		target = append(target, "--nflog-threshold", "1")
+	}
 	for _, ipt := range []string{"iptables", "ip6tables"} {
-		for _, g := range groups {
-			Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", l.Bridge, "-j", "NFLOG", "--nflog-group", g, "--nflog-prefix", "lan-in")
-			Run(t, "ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", l.Bridge, "-j", "NFLOG", "--nflog-group", g, "--nflog-prefix", "lan-out")
-		}
+		Run(t, append([]string{"ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", l.Bridge}, target...)...)
+		Run(t, append([]string{"ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", l.Bridge}, target...)...)
 	}
 }
