@@ -134,16 +134,7 @@ func TestLiveGatewayRotation(t *testing.T) {
 // MACs, none between the devices. The copies left out are counted.
 func TestLiveGatewayAny(t *testing.T) {
 	g := netnstest.NewBridgedGateway(t)
-	macs := map[string]schemas.MAC{}
-	for _, ns := range []string{g.Dev1, g.Dev2} {
-		netnstest.Do(t, ns, "read the device's MAC", func() error {
-			i, err := net.InterfaceByName("eth0")
-			if err == nil {
-				macs[ns] = schemas.MAC(i.HardwareAddr)
-			}
-			return err
-		})
-	}
+	macs := deviceMACs(t, g)
 	srv := startNATS(t, t.TempDir())
 	defer srv.Close()
 	conn := connect(t, srv.NATSURL, false)
@@ -236,11 +227,13 @@ func TestLiveGatewayAny(t *testing.T) {
 // TestLiveGatewayNFLOG runs the agent on a router that logs its LAN with
 // netfilter (iptables NFLOG in the mangle table, both IP versions) and
 // taps the log live (interface nflog:9): every datagram with the internet
-// is published once, with the device's LAN address, and direction; the
-// devices' datagrams to each other, bridged, never reach the log.
+// is published once, with the device's LAN address, its MAC and
+// direction; the devices' datagrams to each other, bridged, never reach
+// the log.
 func TestLiveGatewayNFLOG(t *testing.T) {
 	g := netnstest.NewBridgedGateway(t)
 	g.LogLAN(t, "9", false)
+	macs := deviceMACs(t, g)
 	srv := startNATS(t, t.TempDir())
 	defer srv.Close()
 	conn := connect(t, srv.NATSURL, false)
@@ -265,12 +258,15 @@ func TestLiveGatewayNFLOG(t *testing.T) {
 				local++
 			case p.SrcPort == 5353 || p.DPort == 5353:
 				internet++
-				dev, dir := dst, schemas.DirInbound // an echo, to the device
+				dev, devMAC, dir := dst, p.DstMAC, schemas.DirInbound // an echo, to the device
 				if p.DPort == 5353 {
-					dev, dir = src, schemas.DirOutbound
+					dev, devMAC, dir = src, p.SrcMAC, schemas.DirOutbound
 				}
 				if !strings.HasPrefix(dev, "192.168.50.") && !strings.HasPrefix(dev, "2001:db8:50::") {
 					t.Errorf("a datagram with the internet has %s for the device's address: not the LAN's copy", dev)
+				}
+				if devMAC != macs[g.Dev1] && devMAC != macs[g.Dev2] {
+					t.Errorf("a datagram of %s has MAC %v for the device, not a device's", dev, devMAC)
 				}
 				if p.Direction != dir {
 					t.Errorf("a datagram %s -> %s has direction %d, want %d", src, dst, p.Direction, dir)
@@ -287,6 +283,22 @@ func TestLiveGatewayNFLOG(t *testing.T) {
 	if local != 0 {
 		t.Errorf("%d datagrams between the devices: bridged, they never reach the log", local)
 	}
+}
+
+// deviceMACs reads the gateway's devices' MACs, by namespace.
+func deviceMACs(t *testing.T, g *netnstest.BridgedGateway) map[string]schemas.MAC {
+	t.Helper()
+	macs := map[string]schemas.MAC{}
+	for _, ns := range []string{g.Dev1, g.Dev2} {
+		netnstest.Do(t, ns, "read the device's MAC", func() error {
+			i, err := net.InterfaceByName("eth0")
+			if err == nil {
+				macs[ns] = schemas.MAC(i.HardwareAddr)
+			}
+			return err
+		})
+	}
+	return macs
 }
 
 // runGatewayLive opens the agent's n live inputs in the gateway's

@@ -101,8 +101,8 @@ type Tap struct {
 	// whose lan and wan taps are both "any" captures once for both.
 	// Capture files of a gateway on every interface (tcpdump -i any) are
 	// read the same way. "nflog:N" is netfilter's log group N (the
-	// packets iptables or nftables NFLOG rules log), read as the IP
-	// packets it logged.
+	// packets iptables or nftables NFLOG rules log), read as the frames
+	// it logged (see capture's nflogView).
 	Interface string `yaml:"interface,omitempty"`
 }
 

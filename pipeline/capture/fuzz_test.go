@@ -60,8 +60,8 @@ func FuzzOpenFile(f *testing.F) {
 		{1, append([]byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0, 0, 7, 0x88, 0x64, 0x11, 0, 0, 1, 0, 30, 0, 0x21}, ip...)},
 		{192, append(append([]byte{0, 0, 8, 0, 1, 0, 0, 0}, make([]byte, 12)...), append([]byte{0x08, 0}, ip...)...)},
 		// A gateway's NFLOG log (tcpdump -i nflog:5), read as the packets it logged.
-		{layers.LinkType(features.LinkTypeNFLOG), nflogRecord(binary.LittleEndian, 0x0800, ip)},
-		{layers.LinkType(features.LinkTypeNFLOG), nflogRecord(binary.BigEndian, 0x86dd, ip6)},
+		{layers.LinkType(features.LinkTypeNFLOG), nflogRecord(binary.LittleEndian, 0x0800, ip, nil)},
+		{layers.LinkType(features.LinkTypeNFLOG), nflogRecord(binary.BigEndian, 0x86dd, ip6, []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd})},
 	} {
 		var buf bytes.Buffer
 		w := pcapgo.NewWriter(&buf)

@@ -134,7 +134,7 @@ type LiveSource struct {
 // opts.Side names): Ethernet frames, each once (see NewReader);
 // promiscuous mode is then refused. "nflog:N" (and "nflog", group 0) is
 // netfilter's log group N, as tcpdump names it: the packets iptables or
-// nftables NFLOG rules log to it, read as the IP packets they are (see
+// nftables NFLOG rules log to it, read as the frames they logged (see
 // nflog_linux.go).
 //
 // Where the NIC or driver merges packets (GRO, LRO), captures see the merged

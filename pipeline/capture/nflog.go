@@ -4,45 +4,125 @@ import (
 	"encoding/binary"
 
 	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/schemas"
 )
 
-// unwrapNFLOG gives a Linux NFLOG record (tcpdump -i nflog:N) as the raw IP
-// packet it logged, as a tun device's capture would hold it: the record's
-// netlink attributes (its prefix, interface indexes, the incoming frame's
-// link header) are no part of the packet, and their length varies with the
-// rule, so a frame length that counted them would say more about the rule
-// than about the device. The link header NFLOG keeps for a packet that came
-// in is not made into an Ethernet frame: a packet sent out has none, and
-// half of a conversation with MACs would name hosts by two keys.
+// nflogView gives the records of a Linux NFLOG log (tcpdump -i nflog:N, or
+// the live group) as the frames they logged. The record's attributes (the
+// rule's prefix, interface numbers) vary with the rule and were never on a
+// wire, so they are no part of the frame:
+//
+//   - A packet logged as it came in on an Ethernet or Wi-Fi interface
+//     (PREROUTING, INPUT) has its link header in the record: it is that
+//     Ethernet frame, byte for byte but for a wire's padding, which the
+//     kernel has taken off.
+//   - A packet logged going out (POSTROUTING, OUTPUT, FORWARD) is the frame
+//     it leaves by: it gets the MACs the frames that came in showed, its
+//     destination's (the MAC its address came in from, or the group MAC of a
+//     multicast address) and the gateway's on the interface it leaves by
+//     (the MAC frames coming in by that interface were sent to). The link
+//     header a forwarded packet's record keeps is the other interface's. A
+//     destination not yet seen keeps a zero MAC (counted in NoDestination).
+//   - A packet going out of an interface no Ethernet frame has come in by (a
+//     PPP or tun interface, or before any) is the raw IP packet, as a tun
+//     capture holds it.
+//
+// So a log of the LAN interface's two hooks (iptables -t mangle PREROUTING
+// -i br-lan and POSTROUTING -o br-lan) reads as a capture of that interface,
+// and the inventory's MACs label it.
 //
 // A record that holds no IP packet (a prefix alone, a bridge hook's ARP) or
-// that is malformed is left as it is, for the decoder to count or refuse
-// with the record's own error.
-func unwrapNFLOG(f *Frame) {
+// that is malformed is left as it is, for the decoder to count or refuse with
+// the record's own error.
+type nflogView struct {
+	macOf neighTable             // each host's MAC, as its packets came in
+	gwOn  map[uint32]schemas.MAC // the gateway's MAC on each interface, as packets came in by it
+	buf   []byte
+	// NoDestination counts the frames going out whose destination's MAC no
+	// frame had shown yet.
+	NoDestination uint64
+}
+
+// nflogMaxInterfaces bounds the interfaces a log's records may name: a
+// gateway has a handful, and a crafted log cannot grow the table.
+const nflogMaxInterfaces = 1024
+
+// unwrap rewrites f, a frame of any link type, in place.
+func (v *nflogView) unwrap(f *Frame) {
 	if f.LinkType != features.LinkTypeNFLOG {
 		return
 	}
 	h, err := features.ParseNFLOG(f.Data)
-	if err != nil {
+	if err != nil || h.EtherType != features.EtherTypeIPv4 && h.EtherType != features.EtherTypeIPv6 {
 		return
 	}
 	ip := f.Data[h.At : h.At+h.Len]
-	var wire int
-	switch h.EtherType {
-	case features.EtherTypeIPv4:
-		f.LinkType = features.LinkTypeIPv4
-		if len(ip) >= 4 {
-			wire = int(binary.BigEndian.Uint16(ip[2:4]))
+	v4 := h.EtherType == features.EtherTypeIPv4
+	src, dst, wire, ok := ipAddrs(v4, ip)
+	if v.gwOn == nil {
+		v.macOf, v.gwOn = newNeighTable(), map[uint32]schemas.MAC{}
+	}
+	var hdr [14]byte
+	cameIn := h.HwType == arphrdEther && h.HwLen == len(hdr) && h.InDev != 0
+	if cameIn {
+		// The frame as it came in by InDev, whichever hook logged it:
+		// its source's MAC, and the gateway's on that interface.
+		copy(hdr[:], f.Data[h.HwAt:])
+		from, to := schemas.MAC(hdr[6:12]), schemas.MAC(hdr[0:6])
+		if ok && !unspecified(src) && from[0]&1 == 0 {
+			v.macOf.put(src, from)
 		}
-	case features.EtherTypeIPv6:
-		f.LinkType = features.LinkTypeIPv6
-		if len(ip) >= 6 {
-			wire = 40 + int(binary.BigEndian.Uint16(ip[4:6]))
+		if _, seen := v.gwOn[h.InDev]; to[0]&1 == 0 && (seen || len(v.gwOn) < nflogMaxInterfaces) {
+			v.gwOn[h.InDev] = to
 		}
+	}
+	// A packet going out is the frame it leaves by OutDev as, though the
+	// record keeps the link header it came in with (a forwarded packet
+	// logged at POSTROUTING).
+	switch gw, known := v.gwOn[h.OutDev]; {
+	case h.OutDev == 0 && cameIn:
+	case h.OutDev != 0 && known:
+		to, found := schemas.MAC{}, false
+		if ok {
+			if to, found = groupMAC(cookedHdr{ip: true, v4: v4, dst: dst}); !found {
+				to, found = v.macOf.get(dst)
+			}
+			if !found && v4 && dst == [16]byte{10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff} {
+				to, found = schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, true
+			}
+		}
+		if !found {
+			v.NoDestination++
+		}
+		copy(hdr[0:6], to[:])
+		copy(hdr[6:12], gw[:])
 	default:
+		f.LinkType = features.LinkTypeIPv4
+		if !v4 {
+			f.LinkType = features.LinkTypeIPv6
+		}
+		f.Data, f.CI.CaptureLength, f.CI.Length = ip, len(ip), max(len(ip), wire)
 		return
 	}
+	binary.BigEndian.PutUint16(hdr[12:], h.EtherType)
+	v.buf = append(append(v.buf[:0], hdr[:]...), ip...)
 	// The packet's own length says how long it was where a snap length
 	// (tcpdump -s, --nflog-size) cut the copy short.
-	f.Data, f.CI.CaptureLength, f.CI.Length = ip, len(ip), max(len(ip), wire)
+	f.LinkType, f.Data = features.LinkTypeEthernet, v.buf
+	f.CI.CaptureLength, f.CI.Length = len(v.buf), len(hdr)+max(len(ip), wire)
+}
+
+// ipAddrs reads an IP packet's addresses (IPv4 ones mapped into IPv6, as
+// the cooked view keeps them) and total length, where it holds them.
+func ipAddrs(v4 bool, ip []byte) (src, dst [16]byte, wire int, ok bool) {
+	switch {
+	case v4 && len(ip) >= 20:
+		src[10], src[11], dst[10], dst[11] = 0xff, 0xff, 0xff, 0xff
+		copy(src[12:], ip[12:16])
+		copy(dst[12:], ip[16:20])
+		return src, dst, int(binary.BigEndian.Uint16(ip[2:4])), true
+	case !v4 && len(ip) >= 40:
+		return [16]byte(ip[8:24]), [16]byte(ip[24:40]), 40 + int(binary.BigEndian.Uint16(ip[4:6])), true
+	}
+	return src, dst, 0, false
 }

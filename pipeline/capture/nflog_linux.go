@@ -21,8 +21,8 @@ import (
 // "nflog:N" (group N; "nflog" is group 0) are NFLOG groups, as tcpdump names
 // them. The packets an iptables or nftables NFLOG rule logs to the group come
 // over a netlink socket, each message the NFLOG record a capture file of
-// link type 239 holds, and are read as the packets they logged
-// (unwrapNFLOG), as the file would be. Kernels before 3.17 log to a group
+// link type 239 holds, and are read as the frames they logged
+// (nflogView), as the file would be. Kernels before 3.17 log to a group
 // only once its address family is bound to nfnetlink_log system-wide
 // (NFULNL_CFG_CMD_PF_BIND, which libpcap sends); that changes where every
 // other log rule of the family goes, so it is not done here.
@@ -93,6 +93,7 @@ type nflogSource struct {
 	msgs    []byte   // the part of buf not yet read
 	backlog [][]byte // records that came while the configuration was acknowledged
 	n       uint64
+	view    nflogView
 	seq     uint32 // the next record number expected
 	seen    bool   // seq holds a number
 
@@ -325,7 +326,7 @@ func (s *nflogSource) frame(rec []byte) Frame {
 	}
 	f := Frame{Data: rec, LinkType: features.LinkTypeNFLOG, Offset: s.n,
 		CI: gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(rec), Length: len(rec)}}
-	unwrapNFLOG(&f)
+	s.view.unwrap(&f)
 	return f
 }
 

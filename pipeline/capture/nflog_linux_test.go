@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/gopacket"
-
-	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/internal/netnstest"
 )
 
@@ -57,7 +54,7 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 		return stops
 	})
 
-	// The bridge's IP packets, without the Ethernet header and padding.
+	// The bridge's IP frames, without a wire's padding.
 	want := map[string]int{}
 	when := map[string][]time.Time{}
 	n := 0
@@ -75,8 +72,9 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 		default:
 			continue // ARP: no IP hook sees it
 		}
-		want[string(ip)]++
-		when[string(ip)] = append(when[string(ip)], f.ci.Timestamp)
+		frame := string(f.data[:14+len(ip)])
+		want[frame]++
+		when[frame] = append(when[frame], f.ci.Timestamp)
 		n++
 	}
 	if n < 150 {
@@ -89,7 +87,7 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 	}
 	var file []labFrame
 	for i, f := range readAll(t, src) {
-		if msg := wholeIP(f.link, f.data, f.ci); msg != "" {
+		if msg := wholeEthernet(Frame{LinkType: f.link, Data: f.data, CI: f.ci}); msg != "" {
 			t.Fatalf("NFLOG frame %d: %s", i, msg)
 		}
 		file = append(file, labFrame{data: string(f.data), ts: f.ci.Timestamp})
@@ -99,9 +97,9 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 			sameMultiset(t, "bridge", got, want, n)
 			v6 := 0
 			for _, f := range got {
-				v6 += btoi(f.data[0]>>4 == 6)
+				v6 += btoi(f.data[14]>>4 == 6)
 			}
-			t.Logf("%s: %d IP packets (%d IPv6), every one the bridge's, byte for byte", name, len(got), v6)
+			t.Logf("%s: %d IP packets (%d IPv6), every one the bridge's Ethernet frame, byte for byte", name, len(got), v6)
 			if v6 == 0 || v6 == len(got) {
 				t.Errorf("%d of %d packets IPv6: the log should hold both versions", v6, len(got))
 			}
@@ -137,15 +135,6 @@ func stampOffsets(got []labFrame, when map[string][]time.Time) []time.Duration {
 	return off
 }
 
-// wholeIP says what is wrong with a frame that should be a whole IP
-// packet, or "".
-func wholeIP(link features.LinkType, data []byte, ci gopacket.CaptureInfo) string {
-	if link != features.LinkTypeIPv4 && link != features.LinkTypeIPv6 || ci.CaptureLength != len(data) || ci.Length != len(data) {
-		return fmt.Sprintf("link type %v, %d of %d bytes, %d in the slice: want a whole IP packet", link, ci.CaptureLength, ci.Length, len(data))
-	}
-	return ""
-}
-
 // liveNFLOG captures the gateway's NFLOG group iface (nflog:N) with
 // OpenLive into *into; the returned function stops it and says whether the
 // kernel dropped any record.
@@ -157,7 +146,7 @@ func (l cookedLab) liveNFLOG(t *testing.T, iface string, into *[]labFrame) func(
 		return err
 	})
 	done := collectLab(src, into, func(f Frame) string {
-		if msg := wholeIP(f.LinkType, f.Data, f.CI); msg != "" {
+		if msg := wholeEthernet(f); msg != "" {
 			return msg
 		}
 		if d := time.Since(f.CI.Timestamp); d < -time.Second || d > time.Minute {

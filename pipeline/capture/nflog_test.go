@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -15,9 +17,10 @@ import (
 )
 
 // nflogRecord is an NFLOG record of group 5 as the kernel logs a packet of
-// EtherType et that came in on interface 3, with the rule's prefix,
-// attributes in byte order o and padded to 4 bytes.
-func nflogRecord(o binary.AppendByteOrder, et uint16, pkt []byte) []byte {
+// EtherType et, with the rule's prefix, attributes in byte order o and
+// padded to 4 bytes: with hw (the frame's link header) as one that came in
+// by interface 3 (PREROUTING), without as one going out by it (POSTROUTING).
+func nflogRecord(o binary.AppendByteOrder, et uint16, pkt, hw []byte) []byte {
 	fam := byte(7) // a bridge's hook: ARP and the like
 	switch et {
 	case 0x0800:
@@ -36,7 +39,14 @@ func nflogRecord(o binary.AppendByteOrder, et uint16, pkt []byte) []byte {
 	}
 	tlv(1, append(binary.BigEndian.AppendUint16(nil, et), 2, 0))
 	tlv(10, []byte("hm-lan\x00"))
-	tlv(4, []byte{0, 0, 0, 3})
+	if hw != nil {
+		tlv(4, []byte{0, 0, 0, 3})
+		tlv(15, binary.BigEndian.AppendUint16(nil, 1)) // ARPHRD_ETHER
+		tlv(17, binary.BigEndian.AppendUint16(nil, uint16(len(hw))))
+		tlv(16, hw)
+	} else {
+		tlv(5, []byte{0, 0, 0, 3})
+	}
 	if pkt != nil {
 		tlv(9, pkt)
 	}
@@ -44,29 +54,36 @@ func nflogRecord(o binary.AppendByteOrder, et uint16, pkt []byte) []byte {
 }
 
 // TestNFLOGCapture writes a real capture's packets as a gateway's NFLOG
-// log (pcap little-endian, and pcapng big-endian cut at a snap length) and
-// requires each read back as the IP packet it logged, its length the
-// packet's, and the records decoded as the packets are.
+// log of its LAN interface (the device's packets as they came in, with
+// their link header; the gateway's as they went out, without), as pcap
+// little-endian and as pcapng big-endian cut at a snap length. Every
+// packet must read back as its Ethernet frame: those that came in as they
+// were, those that went out with the MACs the others showed. Only what no
+// earlier frame could show is missing: a going-out packet before the
+// gateway's MAC came in is raw IP, one to an address not yet seen has a
+// zero destination MAC.
 func TestNFLOGCapture(t *testing.T) {
 	frames := openAll(t, smallSentinel(t))
-	var pkts [][]byte // each frame's packet, nil for a record of no packet
-	var ets []uint16
-	for _, f := range frames {
-		et := binary.BigEndian.Uint16(f.data[12:14])
-		pkt := f.data[14:]
-		switch et {
-		case 0x0800:
-			pkt = pkt[:binary.BigEndian.Uint16(pkt[2:4])] // without the Ethernet padding
-		case 0x86dd:
-			pkt = pkt[:40+binary.BigEndian.Uint16(pkt[4:6])]
-		}
-		pkts, ets = append(pkts, pkt), append(ets, et)
+	gw := sentinelHome.GatewayMAC
+	type logged struct {
+		frame []byte // the Ethernet frame without a wire's padding, nil for no packet
+		out   bool   // the gateway sent it
 	}
-	// A rule that logs its prefix only.
-	pkts, ets = append(pkts, nil), append(ets, 0x0800)
+	var log []logged
+	for _, f := range frames {
+		n := len(f.data)
+		switch binary.BigEndian.Uint16(f.data[12:14]) {
+		case 0x0800:
+			n = 14 + int(binary.BigEndian.Uint16(f.data[16:18]))
+		case 0x86dd:
+			n = 14 + 40 + int(binary.BigEndian.Uint16(f.data[18:20]))
+		}
+		log = append(log, logged{f.data[:n], schemas.MAC(f.data[6:12]) == gw})
+	}
+	log = append(log, logged{}) // a rule that logs its prefix only
 
 	// Enough for every header of these packets, not for every payload.
-	const snap = 140
+	const snap = 160
 	var pcap bytes.Buffer
 	w := pcapgo.NewWriter(&pcap)
 	if err := w.WriteFileHeader(65535, layers.LinkType(features.LinkTypeNFLOG)); err != nil {
@@ -75,13 +92,20 @@ func TestNFLOGCapture(t *testing.T) {
 	ng := &ngBuilder{order: binary.BigEndian}
 	ng.section()
 	ng.iface(uint16(features.LinkTypeNFLOG), snap)
-	for i, pkt := range pkts {
-		rec := nflogRecord(binary.LittleEndian, ets[i], pkt)
+	for i, l := range log {
+		et, pkt, hw := uint16(0x0800), []byte(nil), []byte(nil)
+		if l.frame != nil {
+			et, pkt = binary.BigEndian.Uint16(l.frame[12:14]), l.frame[14:]
+			if !l.out {
+				hw = l.frame[:14]
+			}
+		}
 		ts := frames[min(i, len(frames)-1)].ci.Timestamp
+		rec := nflogRecord(binary.LittleEndian, et, pkt, hw)
 		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(rec), Length: len(rec)}, rec); err != nil {
 			t.Fatal(err)
 		}
-		rec = nflogRecord(binary.BigEndian, ets[i], pkt)
+		rec = nflogRecord(binary.BigEndian, et, pkt, hw)
 		ng.epb(0, uint64(ts.UnixMicro()), rec[:min(len(rec), snap)], uint32(len(rec)))
 	}
 
@@ -96,57 +120,68 @@ func TestNFLOGCapture(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := readAll(t, src)
-			if len(got) != len(pkts) {
-				t.Fatalf("%d frames, want %d", len(got), len(pkts))
+			if len(got) != len(log) {
+				t.Fatalf("%d frames, want %d", len(got), len(log))
 			}
-			ip := 0
+			exact, rawIP, noDst := 0, 0, 0
+			gwSeen := false // a frame came in to the gateway's MAC
 			for i, f := range got {
-				pkt := pkts[i]
-				switch {
-				case pkt == nil || (ets[i] != 0x0800 && ets[i] != 0x86dd):
+				l := log[i]
+				if l.frame == nil || !slices.Contains([]uint16{0x0800, 0x86dd}, binary.BigEndian.Uint16(l.frame[12:14])) {
 					if f.link != features.LinkTypeNFLOG {
 						t.Fatalf("frame %d, no IP packet: link type %v, want the record kept", i, f.link)
 					}
 					continue
-				case c.snap > 0:
-					pkt = pkt[:min(len(pkt), c.snap-36)] // the record holds 36 bytes before the packet
 				}
-				ip++
-				want := map[uint16]features.LinkType{0x0800: features.LinkTypeIPv4, 0x86dd: features.LinkTypeIPv6}[ets[i]]
-				if f.link != want || !bytes.Equal(f.data, pkt) || f.ci.CaptureLength != len(pkt) || f.ci.Length != len(pkts[i]) {
-					t.Fatalf("frame %d: %v, %d of %d bytes; want %v, the packet's %d of %d", i, f.link, f.ci.CaptureLength, f.ci.Length, want, len(pkt), len(pkts[i]))
+				want := l.frame
+				if c.snap > 0 {
+					// The record holds 72 or 36 bytes before the packet.
+					want = want[:min(len(want), 14+c.snap-map[bool]int{false: 72, true: 36}[l.out])]
+				}
+				switch {
+				case f.link == features.LinkTypeEthernet && bytes.Equal(f.data, want):
+					exact++
+				case f.link == features.LinkTypeEthernet && l.out && schemas.MAC(f.data[0:6]).IsZero() && bytes.Equal(f.data[6:], want[6:]):
+					noDst++
+				case l.out && !gwSeen && f.link != features.LinkTypeEthernet && bytes.Equal(f.data, want[14:]):
+					rawIP++
+				default:
+					t.Fatalf("frame %d (%s): link type %v\n% x\nwant\n% x", i, map[bool]string{false: "came in", true: "went out"}[l.out], f.link, f.data[:min(len(f.data), 40)], want[:min(len(want), 40)])
+				}
+				gwSeen = gwSeen || !l.out && schemas.MAC(l.frame[0:6]) == gw
+				full := len(l.frame)
+				if f.link != features.LinkTypeEthernet {
+					full -= 14
+				}
+				if f.ci.Length != full || f.ci.CaptureLength != len(f.data) {
+					t.Errorf("frame %d: %d of %d bytes, want %d of %d", i, f.ci.CaptureLength, f.ci.Length, len(f.data), full)
 				}
 			}
-			if ip < 20 {
-				t.Fatalf("%d IP packets: the capture is not the one meant", ip)
+			t.Logf("%d frames exactly as on the LAN, %d gone out before the gateway's MAC came in (raw IP), %d to an address not yet seen", exact, rawIP, noDst)
+			if ip := exact + rawIP + noDst; ip < 50 || exact < ip*9/10 {
+				t.Errorf("%d of %d IP frames read back as they were on the LAN", exact, ip)
 			}
 
-			// Decoded, each packet's record is the Ethernet frame's but
-			// for the MACs and the link header's bytes.
-			var recs []schemas.Packet
-			src, _ = NewReader(bytes.NewReader(c.data), c.name)
-			st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error { recs = append(recs, *p); return nil })
-			if err != nil || st.NotPackets != 1 || st.DecodeErrors != 0 || int(st.Decoded()) != len(frames) {
-				t.Fatalf("Read: %+v, %v: want %d decoded, the prefix alone counted apart", st, err, len(frames))
+			// Decoded: each packet's record is the LAN capture's but for
+			// a wire's padding (the frame length), and the MACs a frame
+			// could not be given.
+			recs, st := readRecords(t, c.data, c.name)
+			if st.NotPackets != 1 || st.DecodeErrors != 0 || int(st.Decoded()) != len(frames) {
+				t.Fatalf("Read: %+v: want %d decoded, the prefix alone counted apart", st, len(frames))
 			}
-			var wantRecs []schemas.Packet
-			src, _ = OpenFile(smallSentinel(t))
-			if _, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error { wantRecs = append(wantRecs, *p); return nil }); err != nil {
-				t.Fatal(err)
-			}
+			lan, _ := smallSentinelRaw(t)
+			wantRecs, _ := readRecords(t, lan, "lan")
 			for i, p := range recs {
 				w := wantRecs[i]
-				if !w.SrcIP.IsValid() {
-					continue // ARP: no packet of IP
+				if !w.SrcIP.IsValid() || p.SrcMAC != w.SrcMAC || p.DstMAC != w.DstMAC {
+					continue // ARP, or a frame given no MAC
 				}
-				// The gateway's own packets to a device are told by its
-				// MAC; without one they are the LAN's, as the addresses say.
-				lan := sentinelHome.LANNets[0]
-				if lan.Contains(w.SrcIP) && lan.Contains(w.DstIP) {
-					w.Direction = schemas.DirLocal
+				w.FrameLen, w.TsNs, w.IntervalNs = p.FrameLen, p.TsNs/1000*1000, p.IntervalNs
+				p.TsNs = p.TsNs / 1000 * 1000
+				if c.snap > 0 {
+					w.PayloadLen, w.ProtoBits, w.DHCP = p.PayloadLen, p.ProtoBits, p.DHCP
 				}
-				if p.IPLen != w.IPLen || p.FrameLen != uint32(len(pkts[i])) || p.DPort != w.DPort || p.ProtoBits != w.ProtoBits || p.Direction != w.Direction ||
-					p.SrcIP != w.SrcIP || p.DstIP != w.DstIP || p.TTL != w.TTL || p.TsNs/1000 != w.TsNs/1000 || p.IntervalNs/1000 != w.IntervalNs/1000 {
+				if !reflect.DeepEqual(p, w) {
 					t.Fatalf("packet %d decoded to\n%+v\nwant\n%+v", i, p, w)
 				}
 			}
@@ -168,7 +203,7 @@ func BenchmarkReadNFLOG(b *testing.B) {
 		if et != 0x0800 && et != 0x86dd {
 			continue
 		}
-		rec := nflogRecord(binary.LittleEndian, et, f.data[14:])
+		rec := nflogRecord(binary.LittleEndian, et, f.data[14:], f.data[:14])
 		we.WritePacket(gopacket.CaptureInfo{Timestamp: f.ci.Timestamp, CaptureLength: len(f.data), Length: len(f.data)}, f.data)
 		wn.WritePacket(gopacket.CaptureInfo{Timestamp: f.ci.Timestamp, CaptureLength: len(rec), Length: len(rec)}, rec)
 		n++

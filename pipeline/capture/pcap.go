@@ -15,6 +15,7 @@ import (
 type pcapReader struct {
 	in        input
 	amsdu     amsduSplit
+	nflog     nflogView
 	order     binary.ByteOrder
 	fracNanos int64 // nanoseconds per sub-second unit: 1000 or 1
 	link      features.LinkType
@@ -96,7 +97,7 @@ func (r *pcapReader) next() (Frame, error) {
 	// the wire carried at least what was captured.
 	f.CI.Length = int(max(wireLen, capLen))
 	withoutFCS(&f, r.fcs)
-	unwrapNFLOG(&f)
+	r.nflog.unwrap(&f)
 	r.n++
 	return f, nil
 }

@@ -50,6 +50,7 @@ type ngInterface struct {
 type ngReader struct {
 	in     input
 	amsdu  amsduSplit
+	nflog  nflogView
 	order  binary.ByteOrder
 	ifaces []ngInterface
 	head   [12]byte
@@ -328,7 +329,7 @@ func (r *ngReader) parsePacket(typ uint32, at int64) (Frame, error) {
 		f.CI.Timestamp = ifc.time(ts)
 	}
 	withoutFCS(&f, ifc.fcs)
-	unwrapNFLOG(&f)
+	r.nflog.unwrap(&f)
 	return f, nil
 }
 

@@ -25,6 +25,15 @@ type NFLOG struct {
 	// deliver. HasSeq says whether it did.
 	Seq    uint32
 	HasSeq bool
+	// InDev and OutDev are the interfaces (ifindex) the packet came in by
+	// and goes out by, 0 for none: a packet the hook saw come in has an
+	// InDev, one going out an OutDev, a forwarded one both.
+	InDev, OutDev uint32
+	// HwAt and HwLen place the link header of a packet that came in
+	// (NFULA_HWHEADER), HwLen 0 where the record has none; HwType is that
+	// interface's ARPHRD type (1 for Ethernet and Wi-Fi).
+	HwAt, HwLen int
+	HwType      uint16
 }
 
 // NFLOG record layout: address family(1) version(1) group(2, big-endian),
@@ -43,8 +52,12 @@ const (
 
 	nflogPacketHdr = 1  // NFULA_PACKET_HDR: hardware protocol(2, big-endian) hook(1) pad(1)
 	nflogTimestamp = 3  // NFULA_TIMESTAMP: seconds(8) microseconds(8), big-endian
+	nflogInDev     = 4  // NFULA_IFINDEX_INDEV (4, big-endian)
+	nflogOutDev    = 5  // NFULA_IFINDEX_OUTDEV (4, big-endian)
 	nflogPayload   = 9  // NFULA_PAYLOAD: the packet
 	nflogSeq       = 12 // NFULA_SEQ: the record's number in its group (4, big-endian)
+	nflogHwType    = 15 // NFULA_HWTYPE: ARPHRD type (2, big-endian)
+	nflogHwHeader  = 16 // NFULA_HWHEADER: the link header as it came in
 
 	afInet  = 2
 	afInet6 = 10
@@ -114,6 +127,21 @@ func walkNFLOG(data []byte, o binary.ByteOrder) (NFLOG, error) {
 			if n >= nflogTLVLen+4 {
 				h.Seq, h.HasSeq = binary.BigEndian.Uint32(data[off+nflogTLVLen:]), true
 			}
+		case nflogInDev, nflogOutDev:
+			if n >= nflogTLVLen+4 {
+				dev := binary.BigEndian.Uint32(data[off+nflogTLVLen:])
+				if typ == nflogInDev {
+					h.InDev = dev
+				} else {
+					h.OutDev = dev
+				}
+			}
+		case nflogHwType:
+			if n >= nflogTLVLen+2 {
+				h.HwType = binary.BigEndian.Uint16(data[off+nflogTLVLen:])
+			}
+		case nflogHwHeader:
+			h.HwAt, h.HwLen = off+nflogTLVLen, n-nflogTLVLen
 		case nflogPayload:
 			// The snap length may end the capture inside the packet.
 			h.At, h.Len, found = off+nflogTLVLen, min(n, len(data)-off)-nflogTLVLen, true

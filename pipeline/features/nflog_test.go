@@ -113,7 +113,7 @@ func TestParseNFLOG(t *testing.T) {
 
 // TestDecodeNFLOG: a logged packet's record is the raw IP packet's but
 // for the frame length, which the capture readers take from the packet
-// (capture.unwrapNFLOG).
+// (capture.nflogView).
 func TestDecodeNFLOG(t *testing.T) {
 	for _, pkt := range [][]byte{
 		build(t, ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 40)),
@@ -161,6 +161,19 @@ func TestNFLOGStampAndNumber(t *testing.T) {
 	h, err := ParseNFLOG(nflogRecord(binary.LittleEndian, afInet, 0x0800, v4))
 	if err != nil || !h.Stamp.IsZero() || h.HasSeq {
 		t.Errorf("a record without stamp or number: %+v, %v", h, err)
+	}
+	// A forwarded packet logged going out: both interfaces, and the link
+	// header it came in with.
+	hw := cat(ethHeader(0x0800))
+	b := []byte{afInet, 0, 0, 5}
+	b = nflogTLV(binary.LittleEndian, b, 4, []byte{0, 0, 0, 7})
+	b = nflogTLV(binary.LittleEndian, b, 5, []byte{0, 0, 1, 2})
+	b = nflogTLV(binary.LittleEndian, b, 15, []byte{0, 1})
+	b = nflogTLV(binary.LittleEndian, b, 16, hw)
+	b = nflogTLV(binary.LittleEndian, b, 9, v4)
+	h, err = ParseNFLOG(b)
+	if err != nil || h.InDev != 7 || h.OutDev != 258 || h.HwType != 1 || h.HwLen != len(hw) || string(b[h.HwAt:h.HwAt+h.HwLen]) != string(hw) {
+		t.Errorf("a forwarded packet's record: %+v, %v; want interfaces 7 and 258, the Ethernet header", h, err)
 	}
 }
 
