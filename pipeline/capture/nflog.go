@@ -22,7 +22,7 @@ import (
 //     multicast address) and the gateway's on the interface it leaves by
 //     (the MAC frames coming in by that interface were sent to). The link
 //     header a forwarded packet's record keeps is the other interface's. A
-//     destination not yet seen keeps a zero MAC (counted in NoDestination).
+//     destination not yet seen keeps a zero MAC.
 //   - A packet going out of an interface no Ethernet frame has come in by (a
 //     PPP or tun interface, or before any) is the raw IP packet, as a tun
 //     capture holds it.
@@ -38,9 +38,6 @@ type nflogView struct {
 	macOf neighTable             // each host's MAC, as its packets came in
 	gwOn  map[uint32]schemas.MAC // the gateway's MAC on each interface, as packets came in by it
 	buf   []byte
-	// NoDestination counts the frames going out whose destination's MAC no
-	// frame had shown yet.
-	NoDestination uint64
 }
 
 // nflogMaxInterfaces bounds the interfaces a log's records may name: a
@@ -90,9 +87,6 @@ func (v *nflogView) unwrap(f *Frame) {
 			if !found && v4 && dst == [16]byte{10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff} {
 				to, found = schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, true
 			}
-		}
-		if !found {
-			v.NoDestination++
 		}
 		copy(hdr[0:6], to[:])
 		copy(hdr[6:12], gw[:])
