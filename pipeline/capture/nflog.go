@@ -79,16 +79,10 @@ func (v *nflogView) unwrap(f *Frame) {
 	switch gw, known := v.gwOn[h.OutDev]; {
 	case h.OutDev == 0 && cameIn:
 	case h.OutDev != 0 && known:
-		to, found := schemas.MAC{}, false
 		if ok {
-			if to, found = groupMAC(cookedHdr{ip: true, v4: v4, dst: dst}); !found {
-				to, found = v.macOf.get(dst)
-			}
-			if !found && v4 && dst == [16]byte{10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff} {
-				to, found = schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, true
-			}
+			to := v.destination(dst, v4)
+			copy(hdr[0:6], to[:])
 		}
-		copy(hdr[0:6], to[:])
 		copy(hdr[6:12], gw[:])
 	default:
 		f.LinkType = features.LinkTypeIPv4
@@ -104,6 +98,19 @@ func (v *nflogView) unwrap(f *Frame) {
 	// (tcpdump -s, --nflog-size) cut the copy short.
 	f.LinkType, f.Data = features.LinkTypeEthernet, v.buf
 	f.CI.CaptureLength, f.CI.Length = len(v.buf), len(hdr)+max(len(ip), wire)
+}
+
+// destination is the MAC a packet going out to dst is sent to: a group's,
+// the broadcast's, or the MAC dst came in from; zero where none came.
+func (v *nflogView) destination(dst [16]byte, v4 bool) schemas.MAC {
+	if m, ok := groupMAC(cookedHdr{ip: true, v4: v4, dst: dst}); ok {
+		return m
+	}
+	if v4 && dst == [16]byte{10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff} {
+		return schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	}
+	m, _ := v.macOf.get(dst)
+	return m
 }
 
 // ipAddrs reads an IP packet's addresses (IPv4 ones mapped into IPv6, as
