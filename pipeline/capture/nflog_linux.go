@@ -50,9 +50,9 @@ const (
 	nfulnlCopyRangeMax = 0xffff - 4
 
 	nlmsgHdrLen = unix.SizeofNlMsghdr
-	// nflogRecvLen holds a batch of records: the kernel sends one message
-	// of up to 64 KiB for a packet copied whole, and batches smaller ones
-	// into messages of a page or two.
+	// nflogRecvLen holds what one read returns: a record (up to 64 KiB for
+	// a packet copied whole), or a batch of them from a kernel that did
+	// not take the queue threshold.
 	nflogRecvLen = 128 << 10
 	// nflogAckWait bounds the wait for the kernel to acknowledge the
 	// group's configuration.
