@@ -28,3 +28,6 @@ func (s *LiveSource) Next() (Frame, error)      { return Frame{}, io.EOF }
 func (s *LiveSource) Close() error              { return nil }
 func (s *LiveSource) Stats() (LiveStats, error) { return LiveStats{}, nil }
 func (s *LiveSource) Mechanism() string         { return "none: " + errLiveUnsupported.Error() }
+
+// liveNFLOGStats: no live source here.
+func liveNFLOGStats(Source) NFLOGStats { return NFLOGStats{} }

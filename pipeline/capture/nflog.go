@@ -2,6 +2,7 @@ package capture
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
@@ -38,7 +39,53 @@ type nflogView struct {
 	macOf neighTable             // each host's MAC, as its packets came in
 	gwOn  map[uint32]schemas.MAC // the gateway's MAC on each interface, as packets came in by it
 	buf   []byte
+	stats NFLOGStats
 }
+
+// NFLOGStats says how an NFLOG log's records were read (NFLOGStatsOf).
+type NFLOGStats struct {
+	// Records is how many records held an IP packet; Ethernet of them
+	// became Ethernet frames, RawIP raw IP packets (going out before a
+	// frame came in by their interface, or by a PPP or tun interface).
+	Records, Ethernet, RawIP uint64
+	// NoDestination is how many Ethernet frames went out to an address no
+	// frame had come in from: their destination MAC is zero.
+	NoDestination uint64
+	// Forward is how many records the FORWARD hook logged: a packet from
+	// the internet logged there carries the WAN's MACs, not the LAN's.
+	Forward uint64
+}
+
+// Summary is the stats in a line a person reads, with the fix for what
+// went wrong.
+func (s NFLOGStats) Summary() string {
+	line := fmt.Sprintf("NFLOG log: %d packets read as Ethernet frames, %d as raw IP (going out before a frame came in by their interface, or by a PPP or tun interface), %d of the frames with no destination MAC (an address not yet seen)",
+		s.Ethernet, s.RawIP, s.NoDestination)
+	if s.Forward > 0 {
+		line += fmt.Sprintf("; %d logged by FORWARD rules, whose packets from the internet carry the WAN's MACs: log the LAN interface instead (-t mangle PREROUTING -i LAN and POSTROUTING -o LAN)", s.Forward)
+	}
+	return line
+}
+
+// NFLOGStatsOf returns how src read an NFLOG log, if it read one (a Source
+// from OpenFile, NewReader or OpenLive("nflog:N")).
+func NFLOGStatsOf(src Source) (NFLOGStats, bool) {
+	var st NFLOGStats
+	switch s := src.(type) {
+	case *pcapReader:
+		st = s.nflog.stats
+	case *cookedView:
+		if r, ok := s.src.(*ngReader); ok {
+			st = r.nflog.stats
+		}
+	default:
+		st = liveNFLOGStats(src)
+	}
+	return st, st.Records > 0
+}
+
+// nfForward is the FORWARD hook's number (NF_INET_FORWARD).
+const nfForward = 2
 
 // nflogMaxInterfaces bounds the interfaces a log's records may name: a
 // gateway has a handful, and a crafted log cannot grow the table.
@@ -55,6 +102,10 @@ func (v *nflogView) unwrap(f *Frame) {
 	}
 	ip := f.Data[h.At : h.At+h.Len]
 	v4 := h.EtherType == features.EtherTypeIPv4
+	v.stats.Records++
+	if h.Hook == nfForward {
+		v.stats.Forward++
+	}
 	src, dst, wire, ok := ipAddrs(v4, ip)
 	if v.gwOn == nil {
 		v.macOf, v.gwOn = newNeighTable(), map[uint32]schemas.MAC{}
@@ -79,10 +130,11 @@ func (v *nflogView) unwrap(f *Frame) {
 	switch gw, known := v.gwOn[h.OutDev]; {
 	case h.OutDev == 0 && cameIn:
 	case h.OutDev != 0 && known:
-		if ok {
-			to := v.destination(dst, v4)
-			copy(hdr[0:6], to[:])
+		to := v.destination(dst, v4)
+		if !ok || to.IsZero() {
+			v.stats.NoDestination++
 		}
+		copy(hdr[0:6], to[:])
 		copy(hdr[6:12], gw[:])
 	default:
 		f.LinkType = features.LinkTypeIPv4
@@ -90,8 +142,10 @@ func (v *nflogView) unwrap(f *Frame) {
 			f.LinkType = features.LinkTypeIPv6
 		}
 		f.Data, f.CI.CaptureLength, f.CI.Length = ip, len(ip), max(len(ip), wire)
+		v.stats.RawIP++
 		return
 	}
+	v.stats.Ethernet++
 	binary.BigEndian.PutUint16(hdr[12:], h.EtherType)
 	v.buf = append(append(v.buf[:0], hdr[:]...), ip...)
 	// The packet's own length says how long it was where a snap length

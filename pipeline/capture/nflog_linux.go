@@ -99,6 +99,7 @@ type nflogSource struct {
 
 	statsMu   sync.Mutex
 	stats     LiveStats
+	viewStats NFLOGStats // the view's, copied out of Next for NFLOGStatsOf
 	delivered atomic.Uint64
 }
 
@@ -327,6 +328,9 @@ func (s *nflogSource) frame(rec []byte) Frame {
 	f := Frame{Data: rec, LinkType: features.LinkTypeNFLOG, Offset: s.n,
 		CI: gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(rec), Length: len(rec)}}
 	s.view.unwrap(&f)
+	s.statsMu.Lock()
+	s.viewStats = s.view.stats
+	s.statsMu.Unlock()
 	return f
 }
 
@@ -412,4 +416,15 @@ func hasCapNetAdmin() bool {
 		return false
 	}
 	return data[unix.CAP_NET_ADMIN/32].Effective&(1<<(unix.CAP_NET_ADMIN%32)) != 0
+}
+
+// liveNFLOGStats is the NFLOG stats of a live group's source, zero for any
+// other source.
+func liveNFLOGStats(src Source) NFLOGStats {
+	if s, ok := src.(*nflogSource); ok {
+		s.statsMu.Lock()
+		defer s.statsMu.Unlock()
+		return s.viewStats
+	}
+	return NFLOGStats{}
 }

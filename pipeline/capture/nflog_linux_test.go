@@ -92,6 +92,9 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 		}
 		file = append(file, labFrame{data: string(f.data), ts: f.ci.Timestamp})
 	}
+	if st, _ := NFLOGStatsOf(src); st.Ethernet != uint64(len(file)) || st.RawIP+st.NoDestination+st.Forward != 0 {
+		t.Errorf("%s: %d frames; want every one an Ethernet frame with its MACs and none logged by FORWARD", st.Summary(), len(file))
+	}
 	for name, got := range map[string][]labFrame{"tcpdump -i nflog:7": file, "OpenLive(nflog:8)": live} {
 		t.Run(name, func(t *testing.T) {
 			sameMultiset(t, "bridge", got, want, n)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -37,7 +38,11 @@ func nflogRecord(o binary.AppendByteOrder, et uint16, pkt, hw []byte) []byte {
 			b = append(b, 0)
 		}
 	}
-	tlv(1, append(binary.BigEndian.AppendUint16(nil, et), 2, 0))
+	hook := byte(4) // POSTROUTING
+	if hw != nil {
+		hook = 0 // PREROUTING
+	}
+	tlv(1, append(binary.BigEndian.AppendUint16(nil, et), hook, 0))
 	tlv(10, []byte("hm-lan\x00"))
 	if hw != nil {
 		tlv(4, []byte{0, 0, 0, 3})
@@ -158,6 +163,11 @@ func TestNFLOGCapture(t *testing.T) {
 				}
 			}
 			t.Logf("%d frames exactly as on the LAN, %d gone out before the gateway's MAC came in (raw IP), %d to an address not yet seen", exact, rawIP, noDst)
+			ns, ok := NFLOGStatsOf(src)
+			if want := (NFLOGStats{Records: uint64(exact + rawIP + noDst), Ethernet: uint64(exact + noDst), RawIP: uint64(rawIP), NoDestination: uint64(noDst)}); !ok || ns != want {
+				t.Errorf("NFLOGStatsOf: %+v, %v; want %+v", ns, ok, want)
+			}
+			t.Log(ns.Summary())
 			if ip := exact + rawIP + noDst; ip < 50 || exact < ip*9/10 {
 				t.Errorf("%d of %d IP frames read back as they were on the LAN", exact, ip)
 			}
@@ -225,5 +235,35 @@ func BenchmarkReadNFLOG(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/frame")
 		})
+	}
+}
+
+// TestNFLOGForwardRules: a log of FORWARD rules is read, and its summary
+// says why its packets from the internet carry the WAN's MACs and which
+// rules to write instead.
+func TestNFLOGForwardRules(t *testing.T) {
+	rec := nflogRecord(binary.LittleEndian, 0x0800, []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 192, 168, 1, 5, 52, 0, 0, 2}, nil)
+	rec[4+4+2] = 2 // the packet header's hook: FORWARD
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	w.WriteFileHeader(65535, layers.LinkType(features.LinkTypeNFLOG))
+	w.WritePacket(gopacket.CaptureInfo{CaptureLength: len(rec), Length: len(rec)}, rec)
+	src, err := NewReader(bytes.NewReader(buf.Bytes()), "forward.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, src)
+	st, ok := NFLOGStatsOf(src)
+	if !ok || st.Forward != 1 || st.RawIP != 1 || !strings.Contains(st.Summary(), "POSTROUTING -o LAN") {
+		t.Errorf("%+v, %v: %s", st, ok, st.Summary())
+	}
+	eth, err := OpenFile(smallSentinel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eth.Close()
+	readAll(t, eth)
+	if _, ok := NFLOGStatsOf(eth); ok {
+		t.Error("an Ethernet capture has NFLOG stats")
 	}
 }

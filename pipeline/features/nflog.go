@@ -34,7 +34,14 @@ type NFLOG struct {
 	// interface's ARPHRD type (1 for Ethernet and Wi-Fi).
 	HwAt, HwLen int
 	HwType      uint16
+	// Hook is the netfilter hook that logged it (NFULA_PACKET_HDR; for the
+	// IP families 0 PREROUTING, 1 INPUT, 2 FORWARD, 3 OUTPUT, 4
+	// POSTROUTING), NFLOGNoHook where the record does not say.
+	Hook uint8
 }
+
+// NFLOGNoHook is NFLOG.Hook for a record without a packet header.
+const NFLOGNoHook = 0xff
 
 // NFLOG record layout: address family(1) version(1) group(2, big-endian),
 // then attributes of length(2) type(2), each padded to 4 bytes, in the
@@ -97,7 +104,7 @@ type nflogOrderError struct{ error }
 
 // walkNFLOG reads the record's attributes in byte order o.
 func walkNFLOG(data []byte, o binary.ByteOrder) (NFLOG, error) {
-	h := NFLOG{Group: binary.BigEndian.Uint16(data[2:4])}
+	h := NFLOG{Group: binary.BigEndian.Uint16(data[2:4]), Hook: NFLOGNoHook}
 	var hwProto uint16
 	found := false
 	for off := nflogHdrLen; off < len(data); {
@@ -117,6 +124,9 @@ func walkNFLOG(data []byte, o binary.ByteOrder) (NFLOG, error) {
 		case nflogPacketHdr:
 			if n >= nflogTLVLen+2 {
 				hwProto = binary.BigEndian.Uint16(data[off+nflogTLVLen:])
+			}
+			if n >= nflogTLVLen+3 {
+				h.Hook = data[off+nflogTLVLen+2]
 			}
 		case nflogTimestamp:
 			if n >= nflogTLVLen+16 {

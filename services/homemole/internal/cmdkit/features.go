@@ -80,6 +80,9 @@ func Features(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 	if cs, ok := capture.CookedStatsOf(src); ok {
 		fmt.Fprintf(stderr, "features: %s: %s\n", *in, cs.Summary())
 	}
+	if ns, ok := capture.NFLOGStatsOf(src); ok {
+		fmt.Fprintf(stderr, "features: %s: %s\n", *in, ns.Summary())
+	}
 	if err != nil {
 		return fmt.Errorf("write features CSV of %s: %w", *in, err)
 	}
