@@ -85,10 +85,11 @@ func pktapHdr(dlt uint32, ifname string) []byte {
 // nflogHdrLen is how many bytes nflogWrap puts before the packet.
 const nflogHdrLen = 4 + 8 + 12 + 8 + 4
 
-// nflogWrap puts an IP packet in an NFLOG record as the kernel logs a
-// forwarded packet (little-endian attributes): the packet header (its
-// EtherType, the forward hook), the rule's prefix, the incoming interface,
-// then the packet, which ends the record without padding.
+// nflogWrap puts an IP packet in an NFLOG record as the kernel logs one
+// coming in (little-endian attributes) by a link without Ethernet (a tun
+// or PPP interface): the packet header (its EtherType, the PREROUTING
+// hook), the rule's prefix, the incoming interface, then the packet, which
+// ends the record without padding.
 func nflogWrap(ip []byte, v6 bool) []byte {
 	b := []byte{pick[byte](v6, 2, 10), 0, 0, 5}
 	tlv := func(typ uint16, v []byte) {
@@ -99,7 +100,7 @@ func nflogWrap(ip []byte, v6 bool) []byte {
 			b = append(b, 0)
 		}
 	}
-	tlv(1, append(ipEtherType(v6), 2, 0))
+	tlv(1, append(ipEtherType(v6), 0, 0)) // PREROUTING
 	tlv(10, []byte("hm-lan\x00"))
 	tlv(4, []byte{0, 0, 0, 3})
 	tlv(9, ip)
