@@ -51,8 +51,9 @@ type NFLOGStats struct {
 	// NoDestination is how many Ethernet frames went out to an address no
 	// frame had come in from: their destination MAC is zero.
 	NoDestination uint64
-	// Forward is how many records the FORWARD hook logged: a packet from
-	// the internet logged there carries the WAN's MACs, not the LAN's.
+	// Forward is how many records the FORWARD hook logged: a packet to
+	// the internet logged there is the frame it leaves the WAN by, with
+	// the WAN's MACs, not the device's.
 	Forward uint64
 }
 
@@ -62,7 +63,7 @@ func (s NFLOGStats) Summary() string {
 	line := fmt.Sprintf("NFLOG log: %d packets read as Ethernet frames, %d as raw IP (going out before a frame came in by their interface, or by a PPP or tun interface), %d of the frames with no destination MAC (an address not yet seen)",
 		s.Ethernet, s.RawIP, s.NoDestination)
 	if s.Forward > 0 {
-		line += fmt.Sprintf("; %d logged by FORWARD rules, whose packets from the internet carry the WAN's MACs: log the LAN interface instead (-t mangle PREROUTING -i LAN and POSTROUTING -o LAN)", s.Forward)
+		line += fmt.Sprintf("; %d logged by FORWARD rules, whose packets to the internet carry the WAN's MACs, not the devices': log the LAN interface instead (-t mangle PREROUTING -i LAN and POSTROUTING -o LAN)", s.Forward)
 	}
 	return line
 }

@@ -239,7 +239,7 @@ func BenchmarkReadNFLOG(b *testing.B) {
 }
 
 // TestNFLOGForwardRules: a log of FORWARD rules is read, and its summary
-// says why its packets from the internet carry the WAN's MACs and which
+// says why its packets to the internet carry the WAN's MACs and which
 // rules to write instead.
 func TestNFLOGForwardRules(t *testing.T) {
 	rec := nflogRecord(binary.LittleEndian, 0x0800, []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 192, 168, 1, 5, 52, 0, 0, 2}, nil)
