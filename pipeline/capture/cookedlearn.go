@@ -100,7 +100,7 @@ func parsePKTAPHdr(data []byte, h *cookedHdr) (features.LinkType, int, bool) {
 		h.pkttype = pktOutgoing
 	case !h.known:
 		h.pkttype = pktHost
-	case h.dstMAC == schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}:
+	case h.dstMAC == bcastMAC:
 		h.pkttype = pktBroadcast
 	case h.dstMAC[0]&1 == 1:
 		h.pkttype = pktMulticast
@@ -362,12 +362,14 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 	if h.known {
 		return h.dstMAC, true
 	}
-	bcast := schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	switch h.pkttype {
 	case pktBroadcast:
-		return bcast, true
+		return bcastMAC, true
 	case pktMulticast:
-		return groupMAC(h)
+		if !h.ip {
+			return schemas.MAC{}, false
+		}
+		return groupMAC(h.dst, h.v4)
 	case pktHost:
 		l2 := i.ownL2
 		if !h.hasIndex {
@@ -400,15 +402,15 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 		if h.arpTo != (schemas.MAC{}) {
 			return h.arpTo, true
 		}
-		return bcast, true
+		return bcastMAC, true
 	case !h.ip:
 		m := c.l2Peer[h.et]
 		return m, m != schemas.MAC{}
-	case multicast(h.dst, h.v4):
-		return groupMAC(h)
-	case h.v4 && h.dst == broadcast4:
-		return bcast, true
-	case h.isDHCPRep:
+	}
+	if m, ok := groupDestination(h.dst, h.v4); ok {
+		return m, true
+	}
+	if h.isDHCPRep {
 		return h.dhcpClient, true
 	}
 	if m, ok := c.neigh.get(h.dst); ok {
@@ -441,15 +443,28 @@ func (c *cookedView) gateway(h cookedHdr, i *cookedIface) (schemas.MAC, bool) {
 	return m, m != schemas.MAC{}
 }
 
+// bcastMAC is the Ethernet broadcast address.
+var bcastMAC = schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
 // groupMAC is the Ethernet group address of an IP multicast destination.
-func groupMAC(h cookedHdr) (schemas.MAC, bool) {
+func groupMAC(dst [16]byte, v4 bool) (schemas.MAC, bool) {
 	switch {
-	case !h.ip || !multicast(h.dst, h.v4):
+	case !multicast(dst, v4):
 		return schemas.MAC{}, false
-	case h.v4:
-		return schemas.MAC{0x01, 0x00, 0x5e, h.dst[13] & 0x7f, h.dst[14], h.dst[15]}, true
+	case v4:
+		return schemas.MAC{0x01, 0x00, 0x5e, dst[13] & 0x7f, dst[14], dst[15]}, true
 	}
-	return schemas.MAC{0x33, 0x33, h.dst[12], h.dst[13], h.dst[14], h.dst[15]}, true
+	return schemas.MAC{0x33, 0x33, dst[12], dst[13], dst[14], dst[15]}, true
+}
+
+// groupDestination is the MAC a packet sent to an IP multicast group or
+// to the limited broadcast goes to, which its address alone says (the
+// cooked view's and the NFLOG view's frames going out).
+func groupDestination(dst [16]byte, v4 bool) (schemas.MAC, bool) {
+	if v4 && dst == broadcast4 {
+		return bcastMAC, true
+	}
+	return groupMAC(dst, v4)
 }
 
 func multicast(a [16]byte, v4 bool) bool {

@@ -158,11 +158,8 @@ func (v *nflogView) unwrap(f *Frame) {
 // destination is the MAC a packet going out to dst is sent to: a group's,
 // the broadcast's, or the MAC dst came in from; zero where none came.
 func (v *nflogView) destination(dst [16]byte, v4 bool) schemas.MAC {
-	if m, ok := groupMAC(cookedHdr{ip: true, v4: v4, dst: dst}); ok {
+	if m, ok := groupDestination(dst, v4); ok {
 		return m
-	}
-	if v4 && dst == [16]byte{10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff} {
-		return schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	}
 	m, _ := v.macOf.get(dst)
 	return m
