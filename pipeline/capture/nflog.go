@@ -92,14 +92,19 @@ const nfForward = 2
 // gateway has a handful, and a crafted log cannot grow the table.
 const nflogMaxInterfaces = 1024
 
-// unwrap rewrites f, a frame of any link type, in place.
-func (v *nflogView) unwrap(f *Frame) {
+// unwrap rewrites f, a frame of any link type, in place. For an NFLOG
+// record that parses it returns the record's header, read once here for
+// the live source's time stamps and record numbers too.
+func (v *nflogView) unwrap(f *Frame) (features.NFLOG, bool) {
 	if f.LinkType != features.LinkTypeNFLOG {
-		return
+		return features.NFLOG{}, false
 	}
 	h, err := features.ParseNFLOG(f.Data)
-	if err != nil || h.EtherType != features.EtherTypeIPv4 && h.EtherType != features.EtherTypeIPv6 {
-		return
+	if err != nil {
+		return h, false
+	}
+	if h.EtherType != features.EtherTypeIPv4 && h.EtherType != features.EtherTypeIPv6 {
+		return h, true
 	}
 	ip := f.Data[h.At : h.At+h.Len]
 	v4 := h.EtherType == features.EtherTypeIPv4
@@ -144,7 +149,7 @@ func (v *nflogView) unwrap(f *Frame) {
 		}
 		f.Data, f.CI.CaptureLength, f.CI.Length = ip, len(ip), max(len(ip), wire)
 		v.stats.RawIP++
-		return
+		return h, true
 	}
 	v.stats.Ethernet++
 	binary.BigEndian.PutUint16(hdr[12:], h.EtherType)
@@ -153,6 +158,7 @@ func (v *nflogView) unwrap(f *Frame) {
 	// (tcpdump -s, --nflog-size) cut the copy short.
 	f.LinkType, f.Data = features.LinkTypeEthernet, v.buf
 	f.CI.CaptureLength, f.CI.Length = len(v.buf), len(hdr)+max(len(ip), wire)
+	return h, true
 }
 
 // destination is the MAC a packet going out to dst is sent to: a group's,

@@ -318,16 +318,14 @@ func (s *nflogSource) Next() (Frame, error) {
 // frame is the record as a capture file would hold it (its time stamp the
 // kernel's, where it took one, else now), read as the packet it logged.
 func (s *nflogSource) frame(rec []byte) Frame {
-	ts := time.Now()
-	if h, err := features.ParseNFLOG(rec); err == nil {
+	f := Frame{Data: rec, LinkType: features.LinkTypeNFLOG, Offset: s.n,
+		CI: gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(rec), Length: len(rec)}}
+	if h, ok := s.view.unwrap(&f); ok {
 		if !h.Stamp.IsZero() {
-			ts = h.Stamp
+			f.CI.Timestamp = h.Stamp
 		}
 		s.count(h)
 	}
-	f := Frame{Data: rec, LinkType: features.LinkTypeNFLOG, Offset: s.n,
-		CI: gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(rec), Length: len(rec)}}
-	s.view.unwrap(&f)
 	s.statsMu.Lock()
 	s.viewStats = s.view.stats
 	s.statsMu.Unlock()
