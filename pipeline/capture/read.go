@@ -75,6 +75,13 @@ func ReadAll(ctx context.Context, path string, home features.HomeConfig) ([]sche
 // truncated or corrupt capture), an error from fn or the end of ctx stops
 // the pass; the Stats returned with it cover what was read until then.
 func Read(ctx context.Context, src Source, home features.HomeConfig, fn func(*schemas.Packet) error) (st Stats, err error) {
+	return ReadFrames(ctx, src, home, func(_ Frame, p *schemas.Packet) error { return fn(p) })
+}
+
+// ReadFrames is Read for a caller that reads the frame beside its packet
+// (the pairing's tunnel tracker finds a TCP tunnel's records in the
+// segment's bytes). The frame's Data is valid only during the call.
+func ReadFrames(ctx context.Context, src Source, home features.HomeConfig, fn func(Frame, *schemas.Packet) error) (st Stats, err error) {
 	defer func() { st.OtherViews = LeftOut(src) }()
 	dec := features.NewDecoder(home)
 	var p schemas.Packet
@@ -108,7 +115,7 @@ func Read(ctx context.Context, src Source, home features.HomeConfig, fn func(*sc
 			st.DecodeErrors++
 			continue
 		}
-		if err := fn(&p); err != nil {
+		if err := fn(f, &p); err != nil {
 			return st, fmt.Errorf("handle packet %d: %w", f.Offset, err)
 		}
 	}

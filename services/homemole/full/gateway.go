@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -456,31 +455,20 @@ func runLabel(ctx context.Context, _ *slog.Logger, out io.Writer, args []string)
 			return nil, fmt.Errorf("label: %w", err)
 		}
 		defer src.Close()
-		dec := features.NewDecoder(dc)
 		var tunnels *pair.TunnelTracker
 		if side == capture.SideWAN {
 			tunnels = pair.NewTunnelTracker()
 		}
-		var p schemas.Packet
-		for n := 0; ; n++ {
-			if n%4096 == 0 && ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			fr, err := src.Next()
-			if errors.Is(err, io.EOF) {
-				return b, nil
-			}
-			if err != nil {
-				return nil, fmt.Errorf("label: read %s: %w", path, err)
-			}
-			if dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p) != nil {
-				continue
-			}
+		if _, err := capture.ReadFrames(ctx, src, dc, func(fr capture.Frame, p *schemas.Packet) error {
 			if tunnels != nil {
-				tunnels.Observe(fr.LinkType, fr.Data, &p)
+				tunnels.Observe(fr.LinkType, fr.Data, p)
 			}
-			b.Packets = append(b.Packets, p)
+			b.Packets = append(b.Packets, *p)
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("label: read %s: %w", path, err)
 		}
+		return b, nil
 	}
 	lan, err := read(label.TapLAN, *lanPath, capture.SideLAN)
 	if err != nil {
