@@ -745,7 +745,7 @@ func OpenWANSide(path string) (Source, error) {
 // Ethernet header. A VLAN tag goes: the tag is the trunk's, and the LAN
 // view is the frames of the VLAN, as on its own interface (eth0.1).
 func (c *cookedView) toEthernet(f *Frame, h cookedHdr, dst schemas.MAC, known bool) {
-	if !known {
+	if !known && dst == (schemas.MAC{}) { // not a guess (gateway) either
 		c.stats.NoDestination++
 	}
 	d := f.Data

@@ -718,3 +718,45 @@ func TestCookedViewQuietLAN(t *testing.T) {
 		}
 	}
 }
+
+// TestCookedViewFirstFrameThroughGateway: a capture whose first frame is
+// a device's packet to the internet (the lab's tcpdump -i any, started
+// between two of the device's flows), followed by that packet leaving by
+// the WAN and the gateway's answer on the LAN. The device's frame goes to
+// the gateway's LAN MAC, which only the answer shows; SLL, which names no
+// interface, had taken the WAN MAC the gateway sent from just before.
+func TestCookedViewFirstFrameThroughGateway(t *testing.T) {
+	dev, gwLAN, gwWAN, isp := schemas.MAC{2, 0, 0, 0, 0, 5}, schemas.MAC{2, 0, 0, 0, 0, 1}, schemas.MAC{2, 0, 0, 0, 0, 2}, schemas.MAC{2, 0, 0, 0, 0, 3}
+	devIP, wanIP, server := [4]byte{192, 168, 50, 2}, [4]byte{203, 0, 113, 2}, [4]byte{198, 51, 100, 2}
+	const port, bridge, wan = 2, 3, 4
+	t0 := time.Unix(1700000000, 0)
+	var frames []cookedFrame
+	for s := range 5 {
+		at := func(n int) time.Time {
+			return t0.Add(time.Duration(s)*time.Second + time.Duration(n)*10*time.Microsecond)
+		}
+		up, down := ipv4Packet(devIP, server, 64), ipv4Packet(server, devIP, 62)
+		frames = append(frames,
+			cookedFrame{ifindex: port, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: up, ts: at(0)},
+			cookedFrame{ifindex: bridge, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: up, ts: at(1)},
+			cookedFrame{ifindex: wan, hatype: arphrdEther, pkttype: pktOutgoing, src: gwWAN, proto: 0x0800, payload: ipv4Packet(wanIP, server, 63), ts: at(2)},
+			cookedFrame{ifindex: wan, hatype: arphrdEther, pkttype: pktHost, src: isp, proto: 0x0800, payload: ipv4Packet(server, wanIP, 63), ts: at(3)},
+			cookedFrame{ifindex: bridge, hatype: arphrdEther, pkttype: pktOutgoing, src: gwLAN, proto: 0x0800, payload: down, ts: at(4)},
+			cookedFrame{ifindex: port, hatype: arphrdEther, pkttype: pktOutgoing, src: gwLAN, proto: 0x0800, payload: down, ts: at(5)})
+	}
+	for _, v2 := range []bool{true, false} {
+		got, st := readView(t, cookedPcap(frames, v2), "first")
+		if len(got) != 10 || st.LAN != 10 || st.NoDestination != 0 {
+			t.Fatalf("v2 %v: %d frames, %+v: want the LAN's 10", v2, len(got), st)
+		}
+		for i, f := range got {
+			want := [2]schemas.MAC{gwLAN, dev}
+			if i%2 == 1 {
+				want = [2]schemas.MAC{dev, gwLAN}
+			}
+			if d, s := schemas.MAC(f.data[0:6]), schemas.MAC(f.data[6:12]); d != want[0] || s != want[1] {
+				t.Errorf("v2 %v: frame %d goes %v -> %v, want %v -> %v", v2, i, s, d, want[1], want[0])
+			}
+		}
+	}
+}

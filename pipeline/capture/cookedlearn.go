@@ -2,7 +2,6 @@ package capture
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/binary"
 
 	"github.com/homemole/homemole/pipeline/features"
@@ -427,20 +426,27 @@ func (c *cookedView) destination(h cookedHdr, i *cookedIface) (schemas.MAC, bool
 // gateway is the gateway's MAC where a frame came in: the source of the IP
 // the gateway sends on that interface; for SLL, which names no interface,
 // the MAC the gateway last sent to this host from, or else to any host on
-// the sender's side, or else any IP at all.
+// the sender's side. Failing those, the MAC it last sent any IP from is
+// only a guess (known false): a host's first packet through the gateway
+// is often the capture's first frame, and the gateway's next is that
+// packet leaving by the WAN, so the frame is held until the gateway's
+// answer shows its MAC on the host's side, and takes the guess only when
+// the hold runs out.
 func (c *cookedView) gateway(h cookedHdr, i *cookedIface) (schemas.MAC, bool) {
-	m := i.own
-	if !h.hasIndex {
-		var ok bool
-		if m, ok = c.gatewayOf.get(macKey(h.addr)); !ok {
-			last := c.lastGateway
-			if i.wan > i.lan { // a host beyond the LAN: the WAN's router
-				last = c.lastUplink
-			}
-			m = cmp.Or(last, c.lastOwn)
-		}
+	if h.hasIndex {
+		return i.own, i.own != schemas.MAC{}
 	}
-	return m, m != schemas.MAC{}
+	if m, ok := c.gatewayOf.get(macKey(h.addr)); ok {
+		return m, true
+	}
+	last := c.lastGateway
+	if i.wan > i.lan { // a host beyond the LAN: the WAN's router
+		last = c.lastUplink
+	}
+	if last != (schemas.MAC{}) {
+		return last, true
+	}
+	return c.lastOwn, false
 }
 
 // bcastMAC is the Ethernet broadcast address.
