@@ -232,6 +232,7 @@ func TestLiveGatewayAny(t *testing.T) {
 // the log.
 func TestLiveGatewayNFLOG(t *testing.T) {
 	g := netnstest.NewBridgedGateway(t)
+	g.BridgeNetfilter(t, false)
 	g.LogLAN(t, "9", false)
 	macs := deviceMACs(t, g)
 	srv := startNATS(t, t.TempDir())

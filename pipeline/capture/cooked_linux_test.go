@@ -281,27 +281,13 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 		return append(stops, l.liveSides(t, &both[0], &both[1], &bothStats))
 	})
 
-	// The LAN's frames: each frame on a port once; a frame that crossed
-	// the bridge (or that the gateway flooded to both ports) is on both,
-	// the same bytes within microseconds.
-	p1, _ := readLabFrames(t, path("p1"), 1)
-	p2, _ := readLabFrames(t, path("p2"), 2)
-	ports := append(p1, p2...)
-	slices.SortStableFunc(ports, func(a, b labFrame) int { return a.ts.Compare(b.ts) })
+	// The LAN's frames, each once.
 	want := map[string]int{}
-	var lastOn [3]map[string]time.Time
-	lastOn[1], lastOn[2] = map[string]time.Time{}, map[string]time.Time{}
-	lanFrames := 0
-	for _, f := range ports {
-		other := 3 - f.from
-		if ts, ok := lastOn[other][f.data]; ok && f.ts.Sub(ts) < cookedDupWindow {
-			delete(lastOn[other], f.data)
-			continue
-		}
-		lastOn[f.from][f.data] = f.ts
+	var lanFrames int
+	portFrames(t, path("p1"), path("p2"), func(f labFrame) {
 		want[f.data]++
 		lanFrames++
-	}
+	})
 	if lanFrames < 300 {
 		t.Fatalf("the ports saw %d frames: the traffic did not run", lanFrames)
 	}
@@ -370,6 +356,29 @@ func TestCookedCaptureIsTheLANView(t *testing.T) {
 				t.Errorf("Read: %+v, %v: want %d packets decoded and %d left out", rst, err, lanFrames, st.LeftOut())
 			}
 		})
+	}
+}
+
+// portFrames gives each frame of the LAN once, from the captures of the
+// bridge's two ports, in time order: a frame that crossed the bridge (or
+// that the gateway flooded to both ports) is on both, the same bytes within
+// microseconds, and given once.
+func portFrames(t *testing.T, p1Path, p2Path string, each func(labFrame)) {
+	t.Helper()
+	p1, _ := readLabFrames(t, p1Path, 1)
+	p2, _ := readLabFrames(t, p2Path, 2)
+	ports := append(p1, p2...)
+	slices.SortStableFunc(ports, func(a, b labFrame) int { return a.ts.Compare(b.ts) })
+	var lastOn [3]map[string]time.Time
+	lastOn[1], lastOn[2] = map[string]time.Time{}, map[string]time.Time{}
+	for _, f := range ports {
+		other := 3 - f.from
+		if ts, ok := lastOn[other][f.data]; ok && f.ts.Sub(ts) < cookedDupWindow {
+			delete(lastOn[other], f.data)
+			continue
+		}
+		lastOn[f.from][f.data] = f.ts
+		each(f)
 	}
 }
 

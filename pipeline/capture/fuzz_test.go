@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -88,6 +89,10 @@ func FuzzOpenFile(f *testing.F) {
 	}
 	f.Add(pktapPcap(cooked))
 	f.Add(amsduPcap())
+	// A br_netfilter log: a bridged frame coming in with its header, then
+	// going out by a bridge port, left out as a repeat.
+	bridged := ipv4Packet([4]byte{192, 168, 1, 5}, [4]byte{192, 168, 1, 6}, 64)
+	f.Add(nflogPcap(nflogHookRecord(0, 3, 0, 0, slices.Concat(gw[:], dev[:], []byte{8, 0}), bridged), nflogHookRecord(4, 0, 3, 5, nil, bridged)))
 	f.Add([]byte{})
 	f.Add([]byte{0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4})
 

@@ -27,6 +27,15 @@ import (
 //   - A packet going out of an interface no Ethernet frame has come in by (a
 //     PPP or tun interface, or before any) is the raw IP packet, as a tun
 //     capture holds it.
+//   - A frame the LAN bridge forwards from one device to another, which the
+//     IP hooks see too where br_netfilter is loaded (bridge-nf-call-iptables,
+//     on by default wherever Docker runs) and every bridge-family hook sees,
+//     is its own frame at every hook: its header is kept. Such a frame is
+//     addressed to another host, not to the gateway, which is how it is
+//     told apart from a packet the gateway routes. A log of the LAN's two
+//     hooks logs it twice, coming in and going out: the second record is
+//     left out (NFLOGStats.Repeats), as a capture on the bridge's port holds
+//     the frame once.
 //
 // So a log of the LAN interface's two hooks (iptables -t mangle PREROUTING
 // -i br-lan and POSTROUTING -o br-lan) reads as a capture of that interface,
@@ -36,10 +45,39 @@ import (
 // that is malformed is left as it is, for the decoder to count or refuse with
 // the record's own error.
 type nflogView struct {
-	macOf neighTable             // each host's MAC, as its packets came in
-	gwOn  map[uint32]schemas.MAC // the gateway's MAC on each interface, as packets came in by it
-	buf   []byte
-	stats NFLOGStats
+	macOf neighTable // each host's MAC, as its packets came in
+	// gwOn is the gateway's MAC on each interface: the MAC most frames that
+	// came in by it were sent to, bridged ones left out.
+	gwOn map[uint32]*macVote
+	// loggedIn are the interfaces whose frames the log holds as they came
+	// in (a PREROUTING rule): a bridged frame logged again going out is a
+	// repeat.
+	loggedIn map[uint32]bool
+	buf      []byte
+	stats    NFLOGStats
+}
+
+// macVote is a running majority over the MACs an interface's frames were
+// sent to: the gateway's, as long as most frames are to it, so a device's
+// frame to a host not yet seen (bridged, but not yet known for that) does
+// not move it. The count is capped so that a new MAC (another router put
+// in its place) takes over after nflogVoteCap frames.
+type macVote struct {
+	mac schemas.MAC
+	n   int
+}
+
+const nflogVoteCap = 8
+
+func (m *macVote) add(mac schemas.MAC) {
+	switch {
+	case mac == m.mac:
+		m.n = min(m.n+1, nflogVoteCap)
+	case m.n > 0:
+		m.n--
+	default:
+		m.mac, m.n = mac, 1
+	}
 }
 
 // NFLOGStats says how an NFLOG log's records were read (NFLOGStatsOf).
@@ -55,6 +93,11 @@ type NFLOGStats struct {
 	// the internet logged there is the frame it leaves the WAN by, with
 	// the WAN's MACs, not the device's.
 	Forward uint64
+	// Bridged is how many of the Ethernet frames were a device's to
+	// another host on the LAN, forwarded by the bridge (br_netfilter, or a
+	// bridge-family log); Repeats how many records were such a frame
+	// logged again going out, after the log held it coming in: left out.
+	Bridged, Repeats uint64
 }
 
 // Summary is the stats in a line a person reads, with the fix for what
@@ -62,6 +105,9 @@ type NFLOGStats struct {
 func (s NFLOGStats) Summary() string {
 	line := fmt.Sprintf("NFLOG log: %d packets read as Ethernet frames, %d as raw IP (going out before a frame came in by their interface, or by a PPP or tun interface), %d of the frames with no destination MAC (an address not yet seen)",
 		s.Ethernet, s.RawIP, s.NoDestination)
+	if s.Bridged+s.Repeats > 0 {
+		line += fmt.Sprintf("; %d frames bridged between LAN hosts, %d second records of them (logged going out too) left out", s.Bridged, s.Repeats)
+	}
 	if s.Forward > 0 {
 		line += fmt.Sprintf("; %d logged by FORWARD rules, whose packets to the internet carry the WAN's MACs, not the devices': log the LAN interface instead (-t mangle PREROUTING -i LAN and POSTROUTING -o LAN)", s.Forward)
 	}
@@ -85,8 +131,11 @@ func NFLOGStatsOf(src Source) (NFLOGStats, bool) {
 	return st, st.Records > 0
 }
 
-// nfForward is the FORWARD hook's number (NF_INET_FORWARD).
-const nfForward = 2
+// Netfilter's hook numbers, the same for the IP and the bridge families.
+const (
+	nfPrerouting = 0
+	nfForward    = 2
+)
 
 // nflogMaxInterfaces bounds the interfaces a log's records may name: a
 // gateway has a handful, and a crafted log cannot grow the table.
@@ -94,48 +143,89 @@ const nflogMaxInterfaces = 1024
 
 // unwrap rewrites f, a frame of any link type, in place. For an NFLOG
 // record that parses it returns the record's header, read once here for
-// the live source's time stamps and record numbers too.
-func (v *nflogView) unwrap(f *Frame) (features.NFLOG, bool) {
+// the live source's time stamps and record numbers too; repeat says the
+// record is a bridged frame the log already gave, which the reader leaves
+// out.
+func (v *nflogView) unwrap(f *Frame) (h features.NFLOG, parsed, repeat bool) {
 	if f.LinkType != features.LinkTypeNFLOG {
-		return features.NFLOG{}, false
+		return features.NFLOG{}, false, false
 	}
 	h, err := features.ParseNFLOG(f.Data)
 	if err != nil {
-		return h, false
+		return h, false, false
 	}
 	if h.EtherType != features.EtherTypeIPv4 && h.EtherType != features.EtherTypeIPv6 {
-		return h, true
+		return h, true, false
 	}
 	ip := f.Data[h.At : h.At+h.Len]
 	v4 := h.EtherType == features.EtherTypeIPv4
-	v.stats.Records++
-	if h.Hook == nfForward {
-		v.stats.Forward++
-	}
 	src, dst, wire, ok := ipAddrs(v4, ip)
 	if v.gwOn == nil {
-		v.macOf, v.gwOn = newNeighTable(), map[uint32]schemas.MAC{}
+		v.macOf, v.gwOn, v.loggedIn = newNeighTable(), map[uint32]*macVote{}, map[uint32]bool{}
 	}
 	var hdr [14]byte
 	cameIn := h.HwType == arphrdEther && h.HwLen == len(hdr) && h.InDev != 0
+	// bridged: a frame sent to its destination host's own MAC, which the
+	// bridge forwards as it is; flooded: one to a group or to everyone.
+	bridged, flooded := false, false
 	if cameIn {
 		// The frame as it came in by InDev, whichever hook logged it:
-		// its source's MAC, and the gateway's on that interface.
+		// its source's MAC, and, unless it was bridged, the gateway's on
+		// that interface.
 		copy(hdr[:], f.Data[h.HwAt:])
 		from, to := schemas.MAC(hdr[6:12]), schemas.MAC(hdr[0:6])
+		m, seen := v.macOf.get(dst)
+		switch {
+		case to[0]&1 == 1:
+			flooded = true
+		case !ok:
+		case seen && m == to:
+			bridged = true
+		default:
+			if vote := v.vote(h.InDev); vote != nil {
+				vote.add(to)
+				bridged = vote.mac != to
+			}
+		}
 		if ok && !unspecified(src) && from[0]&1 == 0 {
 			v.macOf.put(src, from)
 		}
-		if _, seen := v.gwOn[h.InDev]; to[0]&1 == 0 && (seen || len(v.gwOn) < nflogMaxInterfaces) {
-			v.gwOn[h.InDev] = to
+		if h.Hook == nfPrerouting && (v.loggedIn[h.InDev] || len(v.loggedIn) < nflogMaxInterfaces) {
+			v.loggedIn[h.InDev] = true
 		}
+	}
+	asIs := bridged || flooded
+	// br_netfilter names the port a bridged frame leaves by. Its record
+	// going out (FORWARD, POSTROUTING: the bridge is OutDev) holds no link
+	// header at POSTROUTING, where the hook has no InDev.
+	bridgedOut := h.Family != features.NFLOGFamilyBridge && h.PhysOutDev != 0
+	if h.OutDev != 0 && h.Hook != nfPrerouting && (bridgedOut && v.loggedIn[h.OutDev] || asIs && v.loggedIn[h.InDev]) {
+		v.stats.Repeats++
+		return h, true, true
+	}
+	v.stats.Records++
+	if h.Hook == nfForward && !asIs && !bridgedOut {
+		v.stats.Forward++
+	}
+	if bridged || bridgedOut && !flooded {
+		v.stats.Bridged++
 	}
 	// A packet going out is the frame it leaves by OutDev as, though the
 	// record keeps the link header it came in with (a forwarded packet
-	// logged at POSTROUTING).
-	switch gw, known := v.gwOn[h.OutDev]; {
-	case h.OutDev == 0 && cameIn:
-	case h.OutDev != 0 && known:
+	// logged at POSTROUTING), unless the bridge forwards it as it is.
+	gw, known := v.gateway(h.OutDev)
+	from, fromKnown := v.macOf.get(src)
+	switch {
+	case cameIn && (h.OutDev == 0 || asIs || bridgedOut):
+	case bridgedOut && ok && fromKnown:
+		// A bridged frame logged going out only: its hosts' MACs.
+		to := v.destination(dst, v4)
+		if to.IsZero() {
+			v.stats.NoDestination++
+		}
+		copy(hdr[0:6], to[:])
+		copy(hdr[6:12], from[:])
+	case h.OutDev != 0 && known && !bridgedOut:
 		to := v.destination(dst, v4)
 		if !ok || to.IsZero() {
 			v.stats.NoDestination++
@@ -149,7 +239,7 @@ func (v *nflogView) unwrap(f *Frame) (features.NFLOG, bool) {
 		}
 		f.Data, f.CI.CaptureLength, f.CI.Length = ip, len(ip), max(len(ip), wire)
 		v.stats.RawIP++
-		return h, true
+		return h, true, false
 	}
 	v.stats.Ethernet++
 	binary.BigEndian.PutUint16(hdr[12:], h.EtherType)
@@ -158,7 +248,26 @@ func (v *nflogView) unwrap(f *Frame) (features.NFLOG, bool) {
 	// (tcpdump -s, --nflog-size) cut the copy short.
 	f.LinkType, f.Data = features.LinkTypeEthernet, v.buf
 	f.CI.CaptureLength, f.CI.Length = len(v.buf), len(hdr)+max(len(ip), wire)
-	return h, true
+	return h, true, false
+}
+
+// vote is the running vote for the gateway's MAC on interface dev, made
+// on its first frame while the table has room; nil once it has none.
+func (v *nflogView) vote(dev uint32) *macVote {
+	m := v.gwOn[dev]
+	if m == nil && len(v.gwOn) < nflogMaxInterfaces {
+		m = &macVote{}
+		v.gwOn[dev] = m
+	}
+	return m
+}
+
+// gateway is the gateway's MAC on interface dev, as frames came in by it.
+func (v *nflogView) gateway(dev uint32) (schemas.MAC, bool) {
+	if m := v.gwOn[dev]; m != nil && m.mac != (schemas.MAC{}) {
+		return m.mac, true
+	}
+	return schemas.MAC{}, false
 }
 
 // destination is the MAC a packet going out to dst is sent to: a group's,

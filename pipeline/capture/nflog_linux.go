@@ -308,19 +308,24 @@ func (s *nflogSource) Next() (Frame, error) {
 				continue
 			}
 		}
-		f := s.frame(rec)
-		s.n++
 		s.delivered.Add(1)
+		f, repeat := s.frame(rec)
+		if repeat {
+			continue // a bridged frame the log gave already
+		}
+		s.n++
 		return f, nil
 	}
 }
 
 // frame is the record as a capture file would hold it (its time stamp the
-// kernel's, where it took one, else now), read as the packet it logged.
-func (s *nflogSource) frame(rec []byte) Frame {
-	f := Frame{Data: rec, LinkType: features.LinkTypeNFLOG, Offset: s.n,
+// kernel's, where it took one, else now), read as the packet it logged;
+// repeat says the view leaves it out.
+func (s *nflogSource) frame(rec []byte) (f Frame, repeat bool) {
+	f = Frame{Data: rec, LinkType: features.LinkTypeNFLOG, Offset: s.n,
 		CI: gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(rec), Length: len(rec)}}
-	if h, ok := s.view.unwrap(&f); ok {
+	h, ok, repeat := s.view.unwrap(&f)
+	if ok {
 		if !h.Stamp.IsZero() {
 			f.CI.Timestamp = h.Stamp
 		}
@@ -329,7 +334,7 @@ func (s *nflogSource) frame(rec []byte) Frame {
 	s.statsMu.Lock()
 	s.viewStats = s.view.stats
 	s.statsMu.Unlock()
-	return f
+	return f, repeat
 }
 
 // count follows the group's record numbers: a gap is records the kernel

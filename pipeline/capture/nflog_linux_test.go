@@ -17,11 +17,28 @@ import (
 // router's owner would with netfilter (iptables NFLOG in the mangle table:
 // every packet the IP stack takes in from the LAN bridge and every packet
 // it sends out on it, IPv4 and IPv6), captures the log with `tcpdump -i
-// nflog:7` beside a capture of the bridge itself, and requires the log to
-// read back as exactly the IP packets of the bridge's capture, byte for
-// byte, each once.
+// nflog:7` and live, and requires each to read back as exactly the LAN's
+// IP packets, byte for byte, each once:
+//
+//   - without br_netfilter, the IP hooks see what the bridge hands the
+//     gateway's own IP stack: the log is the bridge's own capture (-p);
+//   - with it (bridge-nf-call-iptables, on wherever Docker runs and by
+//     default in this kernel's namespaces), they see the frames the bridge
+//     forwards between the devices too, coming in and again going out: the
+//     log is the capture of the bridge's ports, each frame once.
 func TestNFLOGCaptureIsTheLANView(t *testing.T) {
+	for _, brnf := range []bool{false, true} {
+		name := "without br_netfilter"
+		if brnf {
+			name = "with br_netfilter"
+		}
+		t.Run(name, func(t *testing.T) { nflogLANView(t, brnf) })
+	}
+}
+
+func nflogLANView(t *testing.T, brnf bool) {
 	l := newCookedLab(t)
+	l.BridgeNetfilter(t, brnf)
 	// Group 7 for tcpdump, its rules as the README's recipe writes them;
 	// group 8 for the live capture, whose rules leave the kernel to batch
 	// (the capture asks for each record at once itself). A group has one
@@ -30,14 +47,16 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 	l.LogLAN(t, "8", false)
 	var live []labFrame
 	dir := t.TempDir()
-	nflog, bridge := filepath.Join(dir, "nflog.pcap"), filepath.Join(dir, "bridge.pcap")
+	path := func(n string) string { return filepath.Join(dir, n+".pcap") }
+	nflog := path("nflog")
 	time.Sleep(2 * time.Second)
 	l.runTraffic(t, func(attempt int) []func() error {
 		// -p: the bridge device out of promiscuous mode, so that its
 		// capture holds what the bridge hands its own IP stack, not the
 		// frames between the devices.
-		stops := []func() error{l.tcpdump(t, nflog, "-i", "nflog:7"), l.tcpdump(t, bridge, "-p", "-i", l.Bridge), l.liveNFLOG(t, "nflog:8", &live)}
-		if attempt == 1 {
+		stops := []func() error{l.tcpdump(t, nflog, "-i", "nflog:7"), l.tcpdump(t, path("bridge"), "-p", "-i", l.Bridge),
+			l.tcpdump(t, path("p1"), "-i", l.P1), l.tcpdump(t, path("p2"), "-i", l.P2), l.liveNFLOG(t, "nflog:8", &live)}
+		if attempt == 1 && !brnf {
 			// tcpdump holds group 7: a second listener is told so.
 			netnstest.Do(t, l.GW, "a second listener", func() error {
 				src, err := OpenLive("nflog:7", LiveOptions{})
@@ -54,34 +73,51 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 		return stops
 	})
 
-	// The bridge's IP frames, without a wire's padding.
+	// The IP frames the log should hold, without a wire's padding.
 	want := map[string]int{}
 	when := map[string][]time.Time{}
-	n := 0
-	src, err := OpenFile(bridge)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range readAll(t, src) {
-		et, ip := binary.BigEndian.Uint16(f.data[12:14]), f.data[14:]
+	n, bridged := 0, 0
+	add := func(f labFrame) bool {
+		et, ip := binary.BigEndian.Uint16([]byte(f.data[12:14])), f.data[14:]
 		switch et {
 		case 0x0800:
-			ip = ip[:binary.BigEndian.Uint16(ip[2:4])]
+			ip = ip[:binary.BigEndian.Uint16([]byte(ip[2:4]))]
 		case 0x86dd:
-			ip = ip[:40+binary.BigEndian.Uint16(ip[4:6])]
+			ip = ip[:40+binary.BigEndian.Uint16([]byte(ip[4:6]))]
 		default:
-			continue // ARP: no IP hook sees it
+			return false // ARP: no IP hook sees it
 		}
-		frame := string(f.data[:14+len(ip)])
+		frame := f.data[:14+len(ip)]
 		want[frame]++
-		when[frame] = append(when[frame], f.ci.Timestamp)
+		when[frame] = append(when[frame], f.ts)
 		n++
+		return true
+	}
+	bridge, _ := readLabFrames(t, path("bridge"), 0)
+	ref := "bridge's"
+	if brnf {
+		ref = "bridge ports'"
+		onBridge := map[string]int{}
+		for _, f := range bridge {
+			onBridge[f.data]++
+		}
+		portFrames(t, path("p1"), path("p2"), func(f labFrame) {
+			onGW := onBridge[f.data] > 0
+			onBridge[f.data]--
+			if add(f) && !onGW && f.data[0]&1 == 0 {
+				bridged++ // between the devices: the bridge's own capture lacks it
+			}
+		})
+	} else {
+		for _, f := range bridge {
+			add(f)
+		}
 	}
 	if n < 150 {
-		t.Fatalf("the bridge saw %d IP packets: the traffic did not run", n)
+		t.Fatalf("the LAN had %d IP packets: the traffic did not run", n)
 	}
 
-	src, err = OpenFile(nflog)
+	src, err := OpenFile(nflog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,17 +128,22 @@ func TestNFLOGCaptureIsTheLANView(t *testing.T) {
 		}
 		file = append(file, labFrame{data: string(f.data), ts: f.ci.Timestamp})
 	}
-	if st, _ := NFLOGStatsOf(src); st.Ethernet != uint64(len(file)) || st.RawIP+st.NoDestination+st.Forward != 0 {
+	st, _ := NFLOGStatsOf(src)
+	t.Log(st.Summary())
+	if st.Ethernet != uint64(len(file)) || st.RawIP+st.NoDestination+st.Forward != 0 {
 		t.Errorf("%s: %d frames; want every one an Ethernet frame with its MACs and none logged by FORWARD", st.Summary(), len(file))
+	}
+	if brnf != (st.Repeats > 0) || brnf != (st.Bridged > 0) || st.Bridged > uint64(bridged) {
+		t.Errorf("%d frames bridged between the devices, %d repeats left out; the ports show %d bridged: want some of each with br_netfilter, none without", st.Bridged, st.Repeats, bridged)
 	}
 	for name, got := range map[string][]labFrame{"tcpdump -i nflog:7": file, "OpenLive(nflog:8)": live} {
 		t.Run(name, func(t *testing.T) {
-			sameMultiset(t, "bridge", got, want, n)
+			sameMultiset(t, ref, got, want, n)
 			v6 := 0
 			for _, f := range got {
 				v6 += btoi(f.data[14]>>4 == 6)
 			}
-			t.Logf("%s: %d IP packets (%d IPv6), every one the bridge's Ethernet frame, byte for byte", name, len(got), v6)
+			t.Logf("%s: %d IP packets (%d IPv6), every one the %s Ethernet frame, byte for byte", name, len(got), v6, ref)
 			if v6 == 0 || v6 == len(got) {
 				t.Errorf("%d of %d packets IPv6: the log should hold both versions", v6, len(got))
 			}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"io"
 	"reflect"
 	"slices"
 	"strings"
@@ -265,5 +267,116 @@ func TestNFLOGForwardRules(t *testing.T) {
 	readAll(t, eth)
 	if _, ok := NFLOGStatsOf(eth); ok {
 		t.Error("an Ethernet capture has NFLOG stats")
+	}
+}
+
+// nflogHookRecord is an IP-family NFLOG record as netfilter logs pkt at
+// hook, with the interfaces it names (0: none), br_netfilter's port going
+// out (physOut) and, for a hook with an in interface, the link header hw.
+func nflogHookRecord(hook byte, in, out, physOut uint32, hw, pkt []byte) []byte {
+	b := []byte{2, 0, 0, 5}
+	tlv := func(typ uint16, v []byte) {
+		b = binary.LittleEndian.AppendUint16(b, uint16(4+len(v)))
+		b = binary.LittleEndian.AppendUint16(b, typ)
+		b = append(b, v...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+	}
+	tlv(1, []byte{8, 0, hook, 0})
+	for typ, dev := range map[uint16]uint32{4: in, 5: out, 7: physOut} {
+		if dev != 0 {
+			tlv(typ, binary.BigEndian.AppendUint32(nil, dev))
+		}
+	}
+	if hw != nil {
+		tlv(15, binary.BigEndian.AppendUint16(nil, 1))
+		tlv(16, hw)
+	}
+	tlv(9, pkt)
+	return b
+}
+
+// nflogPcap writes NFLOG records as a pcap file.
+func nflogPcap(recs ...[]byte) []byte {
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	w.WriteFileHeader(65535, layers.LinkType(features.LinkTypeNFLOG))
+	for _, r := range recs {
+		w.WritePacket(gopacket.CaptureInfo{CaptureLength: len(r), Length: len(r)}, r)
+	}
+	return buf.Bytes()
+}
+
+// TestNFLOGBridgedFrames: where br_netfilter passes bridged frames to the
+// IP hooks, a log of the LAN's two hooks holds each frame between two
+// devices twice, coming in with its own link header and going out without
+// one. The view gives it once, as it was on the LAN, and the frames between
+// the devices, sent to each other's MACs, do not move the gateway's MAC
+// that the gateway's own packets get. A FORWARD log's bridged frames keep
+// their headers and are not taken for routed ones.
+func TestNFLOGBridgedFrames(t *testing.T) {
+	gw, a, b := schemas.MAC{2, 0, 0, 0, 0, 1}, schemas.MAC{2, 0, 0, 0, 0, 0x0a}, schemas.MAC{2, 0, 0, 0, 0, 0x0b}
+	ipA, ipB, far := [4]byte{192, 168, 1, 10}, [4]byte{192, 168, 1, 11}, [4]byte{52, 0, 0, 2}
+	const br, port = 3, 5
+	eth := func(dst, src schemas.MAC) []byte { return slices.Concat(dst[:], src[:], []byte{8, 0}) }
+	read := func(recs ...[]byte) ([]frame, NFLOGStats) {
+		src, err := NewReader(bytes.NewReader(nflogPcap(recs...)), "bridged.pcap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []frame
+		for i := 0; ; i++ {
+			f, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Numbered as a capture without the left-out records.
+			if f.Offset != uint64(i) {
+				t.Errorf("frame %d numbered %d", i, f.Offset)
+			}
+			got = append(got, frame{bytes.Clone(f.Data), f.CI, f.LinkType})
+		}
+		st, _ := NFLOGStatsOf(src)
+		return got, st
+	}
+	check := func(got []frame, want [][2]schemas.MAC) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%d frames, want %d", len(got), len(want))
+		}
+		for i, f := range got {
+			if f.link != features.LinkTypeEthernet || schemas.MAC(f.data[0:6]) != want[i][0] || schemas.MAC(f.data[6:12]) != want[i][1] {
+				t.Errorf("frame %d: link %d, %x -> %x; want %v -> %v", i, f.link, f.data[6:12], f.data[0:6], want[i][1], want[i][0])
+			}
+		}
+	}
+
+	got, st := read(
+		nflogHookRecord(0, br, 0, 0, eth(gw, a), ipv4Packet(ipA, far, 64)),
+		// A to B before B has sent anything: bridged, and no vote for B.
+		nflogHookRecord(0, br, 0, 0, eth(b, a), ipv4Packet(ipA, ipB, 64)),
+		nflogHookRecord(4, 0, br, port, nil, ipv4Packet(ipA, ipB, 64)),
+		nflogHookRecord(0, br, 0, 0, eth(a, b), ipv4Packet(ipB, ipA, 64)),
+		nflogHookRecord(4, 0, br, port, nil, ipv4Packet(ipB, ipA, 64)),
+		// The gateway's answer from beyond, routed out by the bridge.
+		nflogHookRecord(4, 0, br, 0, nil, ipv4Packet(far, ipA, 50)),
+	)
+	check(got, [][2]schemas.MAC{{gw, a}, {b, a}, {a, b}, {a, gw}})
+	if st.Ethernet != 4 || st.Bridged != 2 || st.Repeats != 2 || st.RawIP+st.NoDestination+st.Forward != 0 || !strings.Contains(st.Summary(), "2 second records") {
+		t.Errorf("%+v: %s", st, st.Summary())
+	}
+
+	// FORWARD alone: the bridged frame once, with its header.
+	got, st = read(
+		nflogHookRecord(2, br, br, port, eth(b, a), ipv4Packet(ipA, ipB, 64)),
+		nflogHookRecord(2, br, br, port, eth(a, b), ipv4Packet(ipB, ipA, 64)),
+	)
+	check(got, [][2]schemas.MAC{{b, a}, {a, b}})
+	if st.Bridged != 2 || st.Repeats != 0 || st.Forward != 0 {
+		t.Errorf("FORWARD log: %+v", st)
 	}
 }

@@ -61,12 +61,19 @@ func (r *pcapReader) Next() (Frame, error) {
 		r.n++
 		return r.amsdu.pop(r.n - 1), nil
 	}
-	f, err := r.next()
-	if err != nil {
-		r.err = err
-		return Frame{}, err
+	for {
+		f, err := r.next()
+		if err != nil {
+			r.err = err
+			return Frame{}, err
+		}
+		// A bridged frame an NFLOG log holds twice is given once, and
+		// numbered as a capture without the second record would be.
+		if _, _, repeat := r.nflog.unwrap(&f); !repeat {
+			r.n++
+			return r.amsdu.split(f), nil
+		}
 	}
-	return r.amsdu.split(f), nil
 }
 
 func (r *pcapReader) next() (Frame, error) {
@@ -97,8 +104,6 @@ func (r *pcapReader) next() (Frame, error) {
 	// the wire carried at least what was captured.
 	f.CI.Length = int(max(wireLen, capLen))
 	withoutFCS(&f, r.fcs)
-	r.nflog.unwrap(&f)
-	r.n++
 	return f, nil
 }
 

@@ -110,7 +110,12 @@ func (r *ngReader) packet() (Frame, bool, error) {
 	switch typ {
 	case ngEnhancedPacket, ngObsoletePacket, ngSimplePacket:
 		f, err := r.parsePacket(typ, at)
-		return f, err == nil, err
+		if err != nil {
+			return f, false, err
+		}
+		// A bridged frame an NFLOG log holds twice is given once.
+		_, _, repeat := r.nflog.unwrap(&f)
+		return f, !repeat, nil
 	}
 	return Frame{}, false, nil
 }
@@ -329,7 +334,6 @@ func (r *ngReader) parsePacket(typ uint32, at int64) (Frame, error) {
 		f.CI.Timestamp = ifc.time(ts)
 	}
 	withoutFCS(&f, ifc.fcs)
-	r.nflog.unwrap(&f)
 	return f, nil
 }
 

@@ -29,6 +29,15 @@ type NFLOG struct {
 	// and goes out by, 0 for none: a packet the hook saw come in has an
 	// InDev, one going out an OutDev, a forwarded one both.
 	InDev, OutDev uint32
+	// PhysInDev and PhysOutDev are the bridge ports a frame came in and
+	// goes out by, where br_netfilter passed it to an IP hook (InDev and
+	// OutDev are then the bridge), or, in a bridge-family record, the
+	// ports; 0 where the record names none. An IP-family record with a
+	// PhysOutDev is of a frame the bridge forwards.
+	PhysInDev, PhysOutDev uint32
+	// Family is the record's address family: 2 (IPv4) and 10 (IPv6) for
+	// the IP hooks, 7 for a bridge's (nftables' bridge family).
+	Family uint8
 	// HwAt and HwLen place the link header of a packet that came in
 	// (NFULA_HWHEADER), HwLen 0 where the record has none; HwType is that
 	// interface's ARPHRD type (1 for Ethernet and Wi-Fi).
@@ -61,6 +70,8 @@ const (
 	nflogTimestamp = 3  // NFULA_TIMESTAMP: seconds(8) microseconds(8), big-endian
 	nflogInDev     = 4  // NFULA_IFINDEX_INDEV (4, big-endian)
 	nflogOutDev    = 5  // NFULA_IFINDEX_OUTDEV (4, big-endian)
+	nflogPhysIn    = 6  // NFULA_IFINDEX_PHYSINDEV (4, big-endian)
+	nflogPhysOut   = 7  // NFULA_IFINDEX_PHYSOUTDEV (4, big-endian)
 	nflogPayload   = 9  // NFULA_PAYLOAD: the packet
 	nflogSeq       = 12 // NFULA_SEQ: the record's number in its group (4, big-endian)
 	nflogHwType    = 15 // NFULA_HWTYPE: ARPHRD type (2, big-endian)
@@ -68,6 +79,9 @@ const (
 
 	afInet  = 2
 	afInet6 = 10
+	// NFLOGFamilyBridge is a bridge-family record's address family
+	// (NFPROTO_BRIDGE).
+	NFLOGFamilyBridge = 7
 )
 
 // ParseNFLOG reads an NFLOG record's header and attributes. A record that
@@ -104,7 +118,7 @@ type nflogOrderError struct{ error }
 
 // walkNFLOG reads the record's attributes in byte order o.
 func walkNFLOG(data []byte, o binary.ByteOrder) (NFLOG, error) {
-	h := NFLOG{Group: binary.BigEndian.Uint16(data[2:4]), Hook: NFLOGNoHook}
+	h := NFLOG{Group: binary.BigEndian.Uint16(data[2:4]), Hook: NFLOGNoHook, Family: data[0]}
 	var hwProto uint16
 	found := false
 	for off := nflogHdrLen; off < len(data); {
@@ -137,13 +151,18 @@ func walkNFLOG(data []byte, o binary.ByteOrder) (NFLOG, error) {
 			if n >= nflogTLVLen+4 {
 				h.Seq, h.HasSeq = binary.BigEndian.Uint32(data[off+nflogTLVLen:]), true
 			}
-		case nflogInDev, nflogOutDev:
+		case nflogInDev, nflogOutDev, nflogPhysIn, nflogPhysOut:
 			if n >= nflogTLVLen+4 {
 				dev := binary.BigEndian.Uint32(data[off+nflogTLVLen:])
-				if typ == nflogInDev {
+				switch typ {
+				case nflogInDev:
 					h.InDev = dev
-				} else {
+				case nflogOutDev:
 					h.OutDev = dev
+				case nflogPhysIn:
+					h.PhysInDev = dev
+				default:
+					h.PhysOutDev = dev
 				}
 			}
 		case nflogHwType:

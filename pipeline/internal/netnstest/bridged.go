@@ -275,18 +275,10 @@ func (l *BridgedGateway) Traffic(t testing.TB) {
 // group. With sendAtOnce the rules ask the kernel to send each record at
 // once (--nflog-threshold 1), as the README's recipe does; without it, the
 // kernel batches records for up to a second unless the listener asks
-// otherwise. Bridged frames between the devices stay off the IP hooks, as
-// on a router without br_netfilter.
+// otherwise. Whether the frames the bridge forwards between the devices
+// pass the IP hooks too is BridgeNetfilter's.
 func (l *BridgedGateway) LogLAN(t testing.TB, group string, sendAtOnce bool) {
 	t.Helper()
-	Do(t, l.GW, "keep bridged frames off iptables", func() error {
-		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
-			if err := os.WriteFile("/proc/sys/net/bridge/"+f, []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-		}
-		return nil
-	})
 	target := []string{"-j", "NFLOG", "--nflog-group", group}
 	if sendAtOnce {
 		target = append(target, "--nflog-threshold", "1")
@@ -295,4 +287,27 @@ func (l *BridgedGateway) LogLAN(t testing.TB, group string, sendAtOnce bool) {
 		Run(t, append([]string{"ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "PREROUTING", "-i", l.Bridge}, target...)...)
 		Run(t, append([]string{"ip", "netns", "exec", l.GW, ipt, "-t", "mangle", "-A", "POSTROUTING", "-o", l.Bridge}, target...)...)
 	}
+}
+
+// BridgeNetfilter turns br_netfilter's passing of bridged frames to the IP
+// hooks (bridge-nf-call-iptables and -ip6tables) on or off in the gateway's
+// namespace: on, as wherever Docker runs and by default in this kernel's
+// new namespaces, iptables sees the frames the bridge forwards between the
+// devices; off, as on a router without br_netfilter, it does not.
+func (l *BridgedGateway) BridgeNetfilter(t testing.TB, on bool) {
+	t.Helper()
+	v := []byte("0")
+	if on {
+		v = []byte("1")
+	}
+	Do(t, l.GW, "set bridge-nf-call-iptables", func() error {
+		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
+			if err := os.WriteFile("/proc/sys/net/bridge/"+f, v, 0); err != nil {
+				if on || !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("%s (br_netfilter: modprobe br_netfilter): %w", f, err)
+				}
+			}
+		}
+		return nil
+	})
 }
