@@ -228,11 +228,22 @@ func TestLiveGatewayAny(t *testing.T) {
 // netfilter (iptables NFLOG in the mangle table, both IP versions) and
 // taps the log live (interface nflog:9): every datagram with the internet
 // is published once, with the device's LAN address, its MAC and
-// direction; the devices' datagrams to each other, bridged, never reach
-// the log.
+// direction. The devices' datagrams to each other, bridged, reach the log
+// only through br_netfilter: without it none is published; with it each
+// is, once (the log holds it twice), with both devices' MACs.
 func TestLiveGatewayNFLOG(t *testing.T) {
+	for _, brnf := range []bool{false, true} {
+		name := "without br_netfilter"
+		if brnf {
+			name = "with br_netfilter"
+		}
+		t.Run(name, func(t *testing.T) { liveGatewayNFLOG(t, brnf) })
+	}
+}
+
+func liveGatewayNFLOG(t *testing.T, brnf bool) {
 	g := netnstest.NewBridgedGateway(t)
-	g.BridgeNetfilter(t, false)
+	g.BridgeNetfilter(t, brnf)
 	g.LogLAN(t, "9", false)
 	macs := deviceMACs(t, g)
 	srv := startNATS(t, t.TempDir())
@@ -257,6 +268,9 @@ func TestLiveGatewayNFLOG(t *testing.T) {
 			switch {
 			case p.SrcPort == 7000 || p.DPort == 7000:
 				local++
+				if !(p.SrcMAC == macs[g.Dev1] && p.DstMAC == macs[g.Dev2] || p.SrcMAC == macs[g.Dev2] && p.DstMAC == macs[g.Dev1]) {
+					t.Errorf("a datagram between the devices goes %v -> %v, not between their MACs", p.SrcMAC, p.DstMAC)
+				}
 			case p.SrcPort == 5353 || p.DPort == 5353:
 				internet++
 				dev, devMAC, dir := dst, p.DstMAC, schemas.DirInbound // an echo, to the device
@@ -281,8 +295,9 @@ func TestLiveGatewayNFLOG(t *testing.T) {
 	if want := 2 * (len(netnstest.Inet4) + len(netnstest.Inet6)) * 4 * 2; internet != want || out != in {
 		t.Errorf("%d datagrams with the internet in the lan tap (%d out, %d in), want %d: each once", internet, out, in, want)
 	}
-	if local != 0 {
-		t.Errorf("%d datagrams between the devices: bridged, they never reach the log", local)
+	// dev1 sends dev2 5 datagrams, each echoed, over each IP version.
+	if want := 20 * btoi(brnf); local != want {
+		t.Errorf("%d datagrams between the devices, want %d (br_netfilter %v)", local, want, brnf)
 	}
 }
 

@@ -93,6 +93,12 @@ func FuzzOpenFile(f *testing.F) {
 	// going out by a bridge port, left out as a repeat.
 	bridged := ipv4Packet([4]byte{192, 168, 1, 5}, [4]byte{192, 168, 1, 6}, 64)
 	f.Add(nflogPcap(nflogHookRecord(0, 3, 0, 0, slices.Concat(gw[:], dev[:], []byte{8, 0}), bridged), nflogHookRecord(4, 0, 3, 5, nil, bridged)))
+	// A bridge-family log (ebtables): a flooded ARP request taken in and
+	// sent on, each record with the frame's own header.
+	arpReq := nflogAttrs{fam: 7, et: 0x0806, hook: 1, in: 3, l2: slices.Concat(bcastMAC[:], dev[:], []byte{8, 6}), pkt: make([]byte, 28)}
+	arpFwd := arpReq
+	arpFwd.hook, arpFwd.out, arpFwd.physOut = 2, 3, 6
+	f.Add(nflogPcap(arpReq.record(), arpFwd.record()))
 	f.Add([]byte{})
 	f.Add([]byte{0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4})
 

@@ -1,8 +1,11 @@
 package capture
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
@@ -36,6 +39,9 @@ import (
 //     hooks logs it twice, coming in and going out: the second record is
 //     left out (NFLOGStats.Repeats), as a capture on the bridge's port holds
 //     the frame once.
+//   - A bridge-family record (an nftables bridge table, ebtables) holds its
+//     frame's own header at every hook: it is that frame, whatever its
+//     EtherType (bridgeFrame).
 //
 // So a log of the LAN interface's two hooks (iptables -t mangle PREROUTING
 // -i br-lan and POSTROUTING -o br-lan) reads as a capture of that interface,
@@ -48,13 +54,18 @@ type nflogView struct {
 	macOf neighTable // each host's MAC, as its packets came in
 	// gwOn is the gateway's MAC on each interface: the MAC most frames that
 	// came in by it were sent to, bridged ones left out.
-	gwOn map[uint32]*macVote
+	gwOn map[uint32]macVote
 	// loggedIn are the interfaces whose frames the log holds as they came
 	// in (a PREROUTING rule): a bridged frame logged again going out is a
 	// repeat.
 	loggedIn map[uint32]bool
-	buf      []byte
-	stats    NFLOGStats
+	// recent are the last bridge-family records given (a ring; seen is
+	// how many in all), to find a flooded frame's copies by.
+	recent [nflogFloodFrames]nflogSeen
+	seen   int
+	seed   maphash.Seed
+	buf    []byte
+	stats  NFLOGStats
 }
 
 // macVote is a running majority over the MACs an interface's frames were
@@ -82,8 +93,9 @@ func (m *macVote) add(mac schemas.MAC) {
 
 // NFLOGStats says how an NFLOG log's records were read (NFLOGStatsOf).
 type NFLOGStats struct {
-	// Records is how many records held an IP packet; Ethernet of them
-	// became Ethernet frames, RawIP raw IP packets (going out before a
+	// Records is how many records held an IP packet (any packet, for a
+	// bridge-family record, which holds its frame's header); Ethernet of
+	// them became Ethernet frames, RawIP raw IP packets (going out before a
 	// frame came in by their interface, or by a PPP or tun interface).
 	Records, Ethernet, RawIP uint64
 	// NoDestination is how many Ethernet frames went out to an address no
@@ -95,8 +107,9 @@ type NFLOGStats struct {
 	Forward uint64
 	// Bridged is how many of the Ethernet frames were a device's to
 	// another host on the LAN, forwarded by the bridge (br_netfilter, or a
-	// bridge-family log); Repeats how many records were such a frame
-	// logged again going out, after the log held it coming in: left out.
+	// bridge-family log); Repeats how many records were a frame the log
+	// held already, left out: a bridged frame logged again going out, a
+	// flooded frame's copy for another port.
 	Bridged, Repeats uint64
 }
 
@@ -106,7 +119,7 @@ func (s NFLOGStats) Summary() string {
 	line := fmt.Sprintf("NFLOG log: %d packets read as Ethernet frames, %d as raw IP (going out before a frame came in by their interface, or by a PPP or tun interface), %d of the frames with no destination MAC (an address not yet seen)",
 		s.Ethernet, s.RawIP, s.NoDestination)
 	if s.Bridged+s.Repeats > 0 {
-		line += fmt.Sprintf("; %d frames bridged between LAN hosts, %d second records of them (logged going out too) left out", s.Bridged, s.Repeats)
+		line += fmt.Sprintf("; %d frames bridged between LAN hosts, %d second records of a frame (logged again going out, or for another bridge port) left out", s.Bridged, s.Repeats)
 	}
 	if s.Forward > 0 {
 		line += fmt.Sprintf("; %d logged by FORWARD rules, whose packets to the internet carry the WAN's MACs, not the devices': log the LAN interface instead (-t mangle PREROUTING -i LAN and POSTROUTING -o LAN)", s.Forward)
@@ -154,15 +167,16 @@ func (v *nflogView) unwrap(f *Frame) (h features.NFLOG, parsed, repeat bool) {
 	if err != nil {
 		return h, false, false
 	}
+	if h.Family == features.NFLOGFamilyBridge && h.L2Len >= 12 {
+		return h, true, v.bridgeFrame(f, h)
+	}
 	if h.EtherType != features.EtherTypeIPv4 && h.EtherType != features.EtherTypeIPv6 {
 		return h, true, false
 	}
 	ip := f.Data[h.At : h.At+h.Len]
 	v4 := h.EtherType == features.EtherTypeIPv4
 	src, dst, wire, ok := ipAddrs(v4, ip)
-	if v.gwOn == nil {
-		v.macOf, v.gwOn, v.loggedIn = newNeighTable(), map[uint32]*macVote{}, map[uint32]bool{}
-	}
+	v.tables()
 	var hdr [14]byte
 	cameIn := h.HwType == arphrdEther && h.HwLen == len(hdr) && h.InDev != 0
 	// bridged: a frame sent to its destination host's own MAC, which the
@@ -182,10 +196,7 @@ func (v *nflogView) unwrap(f *Frame) (h features.NFLOG, parsed, repeat bool) {
 		case seen && m == to:
 			bridged = true
 		default:
-			if vote := v.vote(h.InDev); vote != nil {
-				vote.add(to)
-				bridged = vote.mac != to
-			}
+			bridged = v.vote(h.InDev, to)
 		}
 		if ok && !unspecified(src) && from[0]&1 == 0 {
 			v.macOf.put(src, from)
@@ -251,20 +262,101 @@ func (v *nflogView) unwrap(f *Frame) (h features.NFLOG, parsed, repeat bool) {
 	return h, true, false
 }
 
-// vote is the running vote for the gateway's MAC on interface dev, made
-// on its first frame while the table has room; nil once it has none.
-func (v *nflogView) vote(dev uint32) *macVote {
-	m := v.gwOn[dev]
-	if m == nil && len(v.gwOn) < nflogMaxInterfaces {
-		m = &macVote{}
-		v.gwOn[dev] = m
+// bridgeFrame rewrites a bridge-family record (an nftables bridge table's
+// log, ebtables --nflog-group) into the frame it logged, and says whether
+// it is a repeat. Its link header is the frame's own at every hook, the
+// gateway's own frames going out included, so the frame is exact: ARP
+// and every other EtherType too, as a capture of the bridge's ports holds
+// them. A frame the bridge floods (to a group, or to a host it has not
+// learned) is logged once for each port it leaves by, and once more where
+// the gateway takes it in; a capture of the ports holds it once. So a
+// record equal to one of the last few, logged at another hook or for
+// another port within nflogFloodWindow, is a repeat; a frame a host sends
+// twice is logged twice for the same port, and kept.
+func (v *nflogView) bridgeFrame(f *Frame, h features.NFLOG) (repeat bool) {
+	pkt := f.Data[h.At : h.At+h.Len]
+	macs := f.Data[h.L2At : h.L2At+12]
+	if v.seen == 0 {
+		v.seed = maphash.MakeSeed()
 	}
-	return m
+	var mh maphash.Hash
+	mh.SetSeed(v.seed)
+	mh.Write(macs)
+	mh.Write(pkt)
+	sum := mh.Sum64()
+	key := uint64(h.Hook)<<32 | uint64(cmp.Or(h.PhysOutDev, h.OutDev))
+	at := f.CI.Timestamp
+	for _, r := range v.recent[:min(v.seen, len(v.recent))] {
+		if r.sum == sum && r.key != key && at.Sub(r.at).Abs() <= nflogFloodWindow {
+			v.stats.Repeats++
+			return true
+		}
+	}
+	v.recent[v.seen%len(v.recent)] = nflogSeen{sum: sum, key: key, at: at}
+	v.seen++
+
+	v.stats.Records++
+	v.stats.Ethernet++
+	to, from := schemas.MAC(macs[0:6]), schemas.MAC(macs[6:12])
+	v4 := h.EtherType == features.EtherTypeIPv4
+	wire := len(pkt)
+	if v4 || h.EtherType == features.EtherTypeIPv6 {
+		src, _, n, ok := ipAddrs(v4, pkt)
+		if ok {
+			wire = max(wire, n)
+			if h.InDev != 0 && from[0]&1 == 0 && !unspecified(src) {
+				v.tables()
+				v.macOf.put(src, from)
+			}
+		}
+	}
+	if h.Hook == nfForward && to[0]&1 == 0 {
+		v.stats.Bridged++
+	}
+	v.buf = binary.BigEndian.AppendUint16(append(v.buf[:0], macs...), h.EtherType)
+	v.buf = append(v.buf, pkt...)
+	f.LinkType, f.Data = features.LinkTypeEthernet, v.buf
+	f.CI.CaptureLength, f.CI.Length = len(v.buf), 14+wire
+	return false
+}
+
+// nflogSeen is a bridge-family record the view gave: its frame's hash, the
+// hook and port it was logged for, and when.
+type nflogSeen struct {
+	sum, key uint64
+	at       time.Time
+}
+
+// How far back a flooded frame's copies are looked for: they are logged
+// back to back, within microseconds.
+const (
+	nflogFloodFrames = 16
+	nflogFloodWindow = 5 * time.Millisecond
+)
+
+// tables makes what the view learns, on its first record.
+func (v *nflogView) tables() {
+	if v.gwOn == nil {
+		v.macOf, v.gwOn, v.loggedIn = newNeighTable(), map[uint32]macVote{}, map[uint32]bool{}
+	}
+}
+
+// vote counts a frame that came in by interface dev sent to MAC to, while
+// the table has room, and says whether to is not the gateway's MAC there:
+// a frame the bridge forwards to another host.
+func (v *nflogView) vote(dev uint32, to schemas.MAC) (bridged bool) {
+	m, ok := v.gwOn[dev]
+	if !ok && len(v.gwOn) >= nflogMaxInterfaces {
+		return false
+	}
+	m.add(to)
+	v.gwOn[dev] = m
+	return m.mac != to
 }
 
 // gateway is the gateway's MAC on interface dev, as frames came in by it.
 func (v *nflogView) gateway(dev uint32) (schemas.MAC, bool) {
-	if m := v.gwOn[dev]; m != nil && m.mac != (schemas.MAC{}) {
+	if m := v.gwOn[dev]; m.mac != (schemas.MAC{}) {
 		return m.mac, true
 	}
 	return schemas.MAC{}, false

@@ -14,37 +14,56 @@ import (
 )
 
 // TestNFLOGCaptureIsTheLANView logs a gateway's LAN traffic the way a
-// router's owner would with netfilter (iptables NFLOG in the mangle table:
-// every packet the IP stack takes in from the LAN bridge and every packet
-// it sends out on it, IPv4 and IPv6), captures the log with `tcpdump -i
+// router's owner would with netfilter, captures the log with `tcpdump -i
 // nflog:7` and live, and requires each to read back as exactly the LAN's
-// IP packets, byte for byte, each once:
+// frames, byte for byte, each once:
 //
-//   - without br_netfilter, the IP hooks see what the bridge hands the
-//     gateway's own IP stack: the log is the bridge's own capture (-p);
-//   - with it (bridge-nf-call-iptables, on wherever Docker runs and by
-//     default in this kernel's namespaces), they see the frames the bridge
-//     forwards between the devices too, coming in and again going out: the
-//     log is the capture of the bridge's ports, each frame once.
+//   - iptables NFLOG in the mangle table (every packet the IP stack takes
+//     in from the LAN bridge and every packet it sends out on it, IPv4 and
+//     IPv6) without br_netfilter: the IP hooks see what the bridge hands
+//     the gateway's own IP stack, so the log is the IP frames of the
+//     bridge's own capture (-p);
+//   - the same rules with br_netfilter (bridge-nf-call-iptables, on
+//     wherever Docker runs and by default in this kernel's namespaces):
+//     they see the frames the bridge forwards between the devices too,
+//     coming in and again going out, so the log is the IP frames of the
+//     captures of the bridge's ports, each frame once;
+//   - ebtables' NFLOG at the bridge's INPUT, FORWARD and OUTPUT hooks (the
+//     nftables bridge family): every frame of every EtherType, a flooded
+//     one logged for each port, so the log is the captures of the bridge's
+//     ports, each frame once, ARP included.
 func TestNFLOGCaptureIsTheLANView(t *testing.T) {
-	for _, brnf := range []bool{false, true} {
-		name := "without br_netfilter"
-		if brnf {
-			name = "with br_netfilter"
-		}
-		t.Run(name, func(t *testing.T) { nflogLANView(t, brnf) })
+	for _, m := range []nflogLab{ipHooks, ipHooksBrNF, bridgeHooks} {
+		t.Run(m.String(), func(t *testing.T) { nflogLANView(t, m) })
 	}
 }
 
-func nflogLANView(t *testing.T, brnf bool) {
+// nflogLab is how the lab's gateway logs its LAN.
+type nflogLab int
+
+const (
+	ipHooks nflogLab = iota
+	ipHooksBrNF
+	bridgeHooks
+)
+
+func (m nflogLab) String() string {
+	return [...]string{"iptables without br_netfilter", "iptables with br_netfilter", "ebtables"}[m]
+}
+
+func nflogLANView(t *testing.T, mode nflogLab) {
 	l := newCookedLab(t)
-	l.BridgeNetfilter(t, brnf)
+	l.BridgeNetfilter(t, mode == ipHooksBrNF)
+	logLAN := l.LogLAN
+	if mode == bridgeHooks {
+		logLAN = l.LogLANBridge
+	}
 	// Group 7 for tcpdump, its rules as the README's recipe writes them;
 	// group 8 for the live capture, whose rules leave the kernel to batch
 	// (the capture asks for each record at once itself). A group has one
 	// listener.
-	l.LogLAN(t, "7", true)
-	l.LogLAN(t, "8", false)
+	logLAN(t, "7", true)
+	logLAN(t, "8", false)
 	var live []labFrame
 	dir := t.TempDir()
 	path := func(n string) string { return filepath.Join(dir, n+".pcap") }
@@ -56,7 +75,7 @@ func nflogLANView(t *testing.T, brnf bool) {
 		// frames between the devices.
 		stops := []func() error{l.tcpdump(t, nflog, "-i", "nflog:7"), l.tcpdump(t, path("bridge"), "-p", "-i", l.Bridge),
 			l.tcpdump(t, path("p1"), "-i", l.P1), l.tcpdump(t, path("p2"), "-i", l.P2), l.liveNFLOG(t, "nflog:8", &live)}
-		if attempt == 1 && !brnf {
+		if attempt == 1 && mode == ipHooks {
 			// tcpdump holds group 7: a second listener is told so.
 			netnstest.Do(t, l.GW, "a second listener", func() error {
 				src, err := OpenLive("nflog:7", LiveOptions{})
@@ -73,18 +92,19 @@ func nflogLANView(t *testing.T, brnf bool) {
 		return stops
 	})
 
-	// The IP frames the log should hold, without a wire's padding.
+	// The frames the log should hold, without a wire's padding: IP
+	// frames, and, at the bridge's hooks, every frame.
 	want := map[string]int{}
 	when := map[string][]time.Time{}
 	n, bridged := 0, 0
 	add := func(f labFrame) bool {
 		et, ip := binary.BigEndian.Uint16([]byte(f.data[12:14])), f.data[14:]
-		switch et {
-		case 0x0800:
+		switch {
+		case et == 0x0800:
 			ip = ip[:binary.BigEndian.Uint16([]byte(ip[2:4]))]
-		case 0x86dd:
+		case et == 0x86dd:
 			ip = ip[:40+binary.BigEndian.Uint16([]byte(ip[4:6]))]
-		default:
+		case mode != bridgeHooks:
 			return false // ARP: no IP hook sees it
 		}
 		frame := f.data[:14+len(ip)]
@@ -95,7 +115,7 @@ func nflogLANView(t *testing.T, brnf bool) {
 	}
 	bridge, _ := readLabFrames(t, path("bridge"), 0)
 	ref := "bridge's"
-	if brnf {
+	if mode != ipHooks {
 		ref = "bridge ports'"
 		onBridge := map[string]int{}
 		for _, f := range bridge {
@@ -114,7 +134,7 @@ func nflogLANView(t *testing.T, brnf bool) {
 		}
 	}
 	if n < 150 {
-		t.Fatalf("the LAN had %d IP packets: the traffic did not run", n)
+		t.Fatalf("the LAN had %d frames to log: the traffic did not run", n)
 	}
 
 	src, err := OpenFile(nflog)
@@ -133,8 +153,8 @@ func nflogLANView(t *testing.T, brnf bool) {
 	if st.Ethernet != uint64(len(file)) || st.RawIP+st.NoDestination+st.Forward != 0 {
 		t.Errorf("%s: %d frames; want every one an Ethernet frame with its MACs and none logged by FORWARD", st.Summary(), len(file))
 	}
-	if brnf != (st.Repeats > 0) || brnf != (st.Bridged > 0) || st.Bridged > uint64(bridged) {
-		t.Errorf("%d frames bridged between the devices, %d repeats left out; the ports show %d bridged: want some of each with br_netfilter, none without", st.Bridged, st.Repeats, bridged)
+	if sees := mode != ipHooks; sees != (st.Repeats > 0) || sees != (st.Bridged > 0) || st.Bridged > uint64(bridged) {
+		t.Errorf("%d frames bridged between the devices, %d repeats left out; the ports show %d bridged: want some of each where the log sees bridged frames, none where it does not", st.Bridged, st.Repeats, bridged)
 	}
 	for name, got := range map[string][]labFrame{"tcpdump -i nflog:7": file, "OpenLive(nflog:8)": live} {
 		t.Run(name, func(t *testing.T) {
@@ -143,7 +163,7 @@ func nflogLANView(t *testing.T, brnf bool) {
 			for _, f := range got {
 				v6 += btoi(f.data[14]>>4 == 6)
 			}
-			t.Logf("%s: %d IP packets (%d IPv6), every one the %s Ethernet frame, byte for byte", name, len(got), v6, ref)
+			t.Logf("%s: %d frames (%d IPv6), every one the %s Ethernet frame, byte for byte", name, len(got), v6, ref)
 			if v6 == 0 || v6 == len(got) {
 				t.Errorf("%d of %d packets IPv6: the log should hold both versions", v6, len(got))
 			}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -270,11 +271,21 @@ func TestNFLOGForwardRules(t *testing.T) {
 	}
 }
 
-// nflogHookRecord is an IP-family NFLOG record as netfilter logs pkt at
-// hook, with the interfaces it names (0: none), br_netfilter's port going
-// out (physOut) and, for a hook with an in interface, the link header hw.
-func nflogHookRecord(hook byte, in, out, physOut uint32, hw, pkt []byte) []byte {
-	b := []byte{2, 0, 0, 5}
+// nflogAttrs is an NFLOG record as netfilter logs pkt (EtherType et) at
+// hook for family fam, with the interfaces it names (0: none),
+// br_netfilter's port going out (physOut), for a hook with an in
+// interface the link header hw, and for the bridge family its own link
+// header l2 (NFULA_L2HDR).
+type nflogAttrs struct {
+	fam              byte
+	et               uint16
+	hook             byte
+	in, out, physOut uint32
+	hw, l2, pkt      []byte
+}
+
+func (a nflogAttrs) record() []byte {
+	b := []byte{a.fam, 0, 0, 5}
 	tlv := func(typ uint16, v []byte) {
 		b = binary.LittleEndian.AppendUint16(b, uint16(4+len(v)))
 		b = binary.LittleEndian.AppendUint16(b, typ)
@@ -283,18 +294,29 @@ func nflogHookRecord(hook byte, in, out, physOut uint32, hw, pkt []byte) []byte 
 			b = append(b, 0)
 		}
 	}
-	tlv(1, []byte{8, 0, hook, 0})
-	for typ, dev := range map[uint16]uint32{4: in, 5: out, 7: physOut} {
-		if dev != 0 {
-			tlv(typ, binary.BigEndian.AppendUint32(nil, dev))
+	tlv(1, append(binary.BigEndian.AppendUint16(nil, a.et), a.hook, 0))
+	for _, d := range []struct {
+		typ uint16
+		dev uint32
+	}{{4, a.in}, {5, a.out}, {7, a.physOut}} {
+		if d.dev != 0 {
+			tlv(d.typ, binary.BigEndian.AppendUint32(nil, d.dev))
 		}
 	}
-	if hw != nil {
+	if a.hw != nil {
 		tlv(15, binary.BigEndian.AppendUint16(nil, 1))
-		tlv(16, hw)
+		tlv(16, a.hw)
 	}
-	tlv(9, pkt)
+	if a.l2 != nil {
+		tlv(21, a.l2)
+	}
+	tlv(9, a.pkt)
 	return b
+}
+
+// nflogHookRecord is an IPv4 record of the IP family's hook.
+func nflogHookRecord(hook byte, in, out, physOut uint32, hw, pkt []byte) []byte {
+	return nflogAttrs{fam: 2, et: 0x0800, hook: hook, in: in, out: out, physOut: physOut, hw: hw, pkt: pkt}.record()
 }
 
 // nflogPcap writes NFLOG records as a pcap file.
@@ -302,8 +324,9 @@ func nflogPcap(recs ...[]byte) []byte {
 	var buf bytes.Buffer
 	w := pcapgo.NewWriter(&buf)
 	w.WriteFileHeader(65535, layers.LinkType(features.LinkTypeNFLOG))
-	for _, r := range recs {
-		w.WritePacket(gopacket.CaptureInfo{CaptureLength: len(r), Length: len(r)}, r)
+	for i, r := range recs {
+		// 2 ms apart: a flooded frame's copies come within microseconds.
+		w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1700000000, 0).Add(time.Duration(i) * 2 * time.Millisecond), CaptureLength: len(r), Length: len(r)}, r)
 	}
 	return buf.Bytes()
 }
@@ -366,7 +389,7 @@ func TestNFLOGBridgedFrames(t *testing.T) {
 		nflogHookRecord(4, 0, br, 0, nil, ipv4Packet(far, ipA, 50)),
 	)
 	check(got, [][2]schemas.MAC{{gw, a}, {b, a}, {a, b}, {a, gw}})
-	if st.Ethernet != 4 || st.Bridged != 2 || st.Repeats != 2 || st.RawIP+st.NoDestination+st.Forward != 0 || !strings.Contains(st.Summary(), "2 second records") {
+	if st.Ethernet != 4 || st.Bridged != 2 || st.Repeats != 2 || st.RawIP+st.NoDestination+st.Forward != 0 || !strings.Contains(st.Summary(), "2 second records of a frame") {
 		t.Errorf("%+v: %s", st, st.Summary())
 	}
 
@@ -378,5 +401,62 @@ func TestNFLOGBridgedFrames(t *testing.T) {
 	check(got, [][2]schemas.MAC{{b, a}, {a, b}})
 	if st.Bridged != 2 || st.Repeats != 0 || st.Forward != 0 {
 		t.Errorf("FORWARD log: %+v", st)
+	}
+}
+
+// TestNFLOGBridgeFamily: a log of the bridge's own hooks (ebtables,
+// nftables' bridge family) holds each frame's own header at every hook,
+// the gateway's frames going out included, so every frame, ARP too, reads
+// back exactly. A flooded frame, logged where the gateway takes it in and
+// for each port it leaves by, is given once; a frame a host sends twice is
+// given twice, as is one sent again after the flood's copies are over.
+func TestNFLOGBridgeFamily(t *testing.T) {
+	gw, a, b := schemas.MAC{2, 0, 0, 0, 0, 1}, schemas.MAC{2, 0, 0, 0, 0, 0x0a}, schemas.MAC{2, 0, 0, 0, 0, 0x0b}
+	bcast, mcast := schemas.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, schemas.MAC{0x33, 0x33, 0, 0, 0, 1}
+	const br, p1, p2 = 3, 5, 6
+	ipA, ipB := [4]byte{192, 168, 1, 10}, [4]byte{192, 168, 1, 11}
+	toGW, toB := ipv4Packet(ipA, [4]byte{192, 168, 1, 1}, 64), ipv4Packet(ipA, ipB, 64)
+	arp := make([]byte, 28)
+	ra := append([]byte{0x60, 0, 0, 0, 0, 8, 58, 255}, make([]byte, 32)...)
+	ra = append(ra, 134, 0, 0, 0, 0, 0, 0, 0)
+	rec := func(hook byte, et uint16, out uint32, dst, src schemas.MAC, pkt []byte) []byte {
+		a := nflogAttrs{fam: 7, et: et, hook: hook, l2: slices.Concat(dst[:], src[:], binary.BigEndian.AppendUint16(nil, et)), pkt: pkt}
+		if hook != 3 {
+			a.in = br
+		}
+		if out != 0 {
+			a.out, a.physOut = br, out
+		}
+		return a.record()
+	}
+	recs := [][]byte{
+		rec(1, 0x0800, 0, gw, a, toGW),    // INPUT: to the gateway
+		rec(2, 0x0800, p2, b, a, toB),     // FORWARD: A to B
+		rec(2, 0x0800, p2, b, a, toB),     // A sends B the same again at once
+		rec(1, 0x0806, 0, bcast, a, arp),  // A's ARP request, taken in by the gateway
+		rec(2, 0x0806, p2, bcast, a, arp), // and flooded to B's port: a repeat
+		rec(3, 0x86dd, p1, mcast, gw, ra), // OUTPUT: the gateway's RA, to A's port
+		rec(3, 0x86dd, p2, mcast, gw, ra), // and to B's: a repeat
+		rec(2, 0x0806, p2, bcast, a, arp), // A's ARP again, later
+	}
+	want := []int{0, 1, 2, 3, 5, 7}
+	src, err := NewReader(bytes.NewReader(nflogPcap(recs...)), "bridge.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, src)
+	if len(got) != len(want) {
+		t.Fatalf("%d frames, want %d", len(got), len(want))
+	}
+	for i, f := range got {
+		h, _ := features.ParseNFLOG(recs[want[i]])
+		w := slices.Concat(recs[want[i]][h.L2At:h.L2At+h.L2Len], recs[want[i]][h.At:h.At+h.Len])
+		if f.link != features.LinkTypeEthernet || !bytes.Equal(f.data, w) {
+			t.Errorf("frame %d: link %d, % x; want record %d's frame % x", i, f.link, f.data, want[i], w)
+		}
+	}
+	st, _ := NFLOGStatsOf(src)
+	if st.Ethernet != 6 || st.Repeats != 2 || st.Bridged != 2 || st.RawIP+st.NoDestination+st.Forward != 0 {
+		t.Errorf("%+v: %s", st, st.Summary())
 	}
 }

@@ -43,6 +43,11 @@ type NFLOG struct {
 	// interface's ARPHRD type (1 for Ethernet and Wi-Fi).
 	HwAt, HwLen int
 	HwType      uint16
+	// L2At and L2Len place a bridge-family record's link header
+	// (NFULA_L2HDR, kernel 4.17 and later): the frame's own Ethernet
+	// header at every hook, the bridge's own frames going out included; 0
+	// where the record has none.
+	L2At, L2Len int
 	// Hook is the netfilter hook that logged it (NFULA_PACKET_HDR; for the
 	// IP families 0 PREROUTING, 1 INPUT, 2 FORWARD, 3 OUTPUT, 4
 	// POSTROUTING), NFLOGNoHook where the record does not say.
@@ -76,6 +81,7 @@ const (
 	nflogSeq       = 12 // NFULA_SEQ: the record's number in its group (4, big-endian)
 	nflogHwType    = 15 // NFULA_HWTYPE: ARPHRD type (2, big-endian)
 	nflogHwHeader  = 16 // NFULA_HWHEADER: the link header as it came in
+	nflogL2Header  = 21 // NFULA_L2HDR: a bridge-family record's link header, at every hook
 
 	afInet  = 2
 	afInet6 = 10
@@ -171,6 +177,8 @@ func walkNFLOG(data []byte, o binary.ByteOrder) (NFLOG, error) {
 			}
 		case nflogHwHeader:
 			h.HwAt, h.HwLen = off+nflogTLVLen, n-nflogTLVLen
+		case nflogL2Header:
+			h.L2At, h.L2Len = off+nflogTLVLen, n-nflogTLVLen
 		case nflogPayload:
 			// The snap length may end the capture inside the packet.
 			h.At, h.Len, found = off+nflogTLVLen, min(n, len(data)-off)-nflogTLVLen, true
