@@ -179,9 +179,9 @@ func nflogLANView(t *testing.T, mode nflogLab) {
 				return
 			}
 			p50, p99, worst := off[len(off)/2], off[len(off)*99/100], off[len(off)-1]
-			t.Logf("%s: time stamps against the bridge capture's: median %v, 99th percentile %v, most %v", name, p50, p99, worst)
+			t.Logf("%s: time stamps against the %s capture: median %v, 99th percentile %v, most %v", name, ref, p50, p99, worst)
 			if p50 > 5*time.Millisecond || p99 > 100*time.Millisecond {
-				t.Errorf("the log's time stamps are %v (median) and %v (99th percentile) off the bridge capture's: want under 5 ms and 100 ms", p50, p99)
+				t.Errorf("the log's time stamps are %v (median) and %v (99th percentile) off the %s capture: want under 5 ms and 100 ms", p50, p99, ref)
 			}
 		})
 	}
