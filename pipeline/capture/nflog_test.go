@@ -20,19 +20,28 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// nflogRecord is an NFLOG record of group 5 as the kernel logs a packet of
-// EtherType et, with the rule's prefix, attributes in byte order o and
-// padded to 4 bytes: with hw (the frame's link header) as one that came in
-// by interface 3 (PREROUTING), without as one going out by it (POSTROUTING).
-func nflogRecord(o binary.AppendByteOrder, et uint16, pkt, hw []byte) []byte {
-	fam := byte(7) // a bridge's hook: ARP and the like
-	switch et {
-	case 0x0800:
-		fam = 2
-	case 0x86dd:
-		fam = 10
+// nflogAttrs is an NFLOG record of group 5 as netfilter logs pkt
+// (EtherType et) at hook for family fam, attributes in byte order order
+// (little-endian if nil) and padded to 4 bytes: the rule's prefix if any,
+// the interfaces it names (0: none), br_netfilter's port going out
+// (physOut), for a hook with an in interface the link header hw, and for
+// the bridge family its own link header l2 (NFULA_L2HDR).
+type nflogAttrs struct {
+	order            binary.AppendByteOrder
+	fam              byte
+	et               uint16
+	hook             byte
+	prefix           string
+	in, out, physOut uint32
+	hw, l2, pkt      []byte
+}
+
+func (a nflogAttrs) record() []byte {
+	o := a.order
+	if o == nil {
+		o = binary.LittleEndian
 	}
-	b := []byte{fam, 0, 0, 5}
+	b := []byte{a.fam, 0, 0, 5}
 	tlv := func(typ uint16, v []byte) {
 		b = o.AppendUint16(b, uint16(4+len(v)))
 		b = o.AppendUint16(b, typ)
@@ -41,24 +50,48 @@ func nflogRecord(o binary.AppendByteOrder, et uint16, pkt, hw []byte) []byte {
 			b = append(b, 0)
 		}
 	}
-	hook := byte(4) // POSTROUTING
-	if hw != nil {
-		hook = 0 // PREROUTING
+	tlv(1, append(binary.BigEndian.AppendUint16(nil, a.et), a.hook, 0))
+	if a.prefix != "" {
+		tlv(10, []byte(a.prefix+"\x00"))
 	}
-	tlv(1, append(binary.BigEndian.AppendUint16(nil, et), hook, 0))
-	tlv(10, []byte("hm-lan\x00"))
-	if hw != nil {
-		tlv(4, []byte{0, 0, 0, 3})
+	for _, d := range []struct {
+		typ uint16
+		dev uint32
+	}{{4, a.in}, {5, a.out}, {7, a.physOut}} {
+		if d.dev != 0 {
+			tlv(d.typ, binary.BigEndian.AppendUint32(nil, d.dev))
+		}
+	}
+	if a.hw != nil {
 		tlv(15, binary.BigEndian.AppendUint16(nil, 1)) // ARPHRD_ETHER
-		tlv(17, binary.BigEndian.AppendUint16(nil, uint16(len(hw))))
-		tlv(16, hw)
-	} else {
-		tlv(5, []byte{0, 0, 0, 3})
+		tlv(17, binary.BigEndian.AppendUint16(nil, uint16(len(a.hw))))
+		tlv(16, a.hw)
 	}
-	if pkt != nil {
-		tlv(9, pkt)
+	if a.l2 != nil {
+		tlv(21, a.l2)
+	}
+	if a.pkt != nil {
+		tlv(9, a.pkt)
 	}
 	return b
+}
+
+// nflogRecord is an NFLOG record as the kernel logs a packet of EtherType
+// et, with the rule's prefix, attributes in byte order o: with hw (the
+// frame's link header) as one that came in by interface 3 (PREROUTING),
+// without as one going out by it (POSTROUTING).
+func nflogRecord(o binary.AppendByteOrder, et uint16, pkt, hw []byte) []byte {
+	a := nflogAttrs{order: o, fam: 7, et: et, hook: 4, prefix: "hm-lan", out: 3, hw: hw, pkt: pkt} // 7: a bridge's hook, ARP and the like
+	switch et {
+	case 0x0800:
+		a.fam = 2
+	case 0x86dd:
+		a.fam = 10
+	}
+	if hw != nil {
+		a.hook, a.in, a.out = 0, 3, 0 // PREROUTING
+	}
+	return a.record()
 }
 
 // TestNFLOGCapture writes a real capture's packets as a gateway's NFLOG
@@ -269,49 +302,6 @@ func TestNFLOGForwardRules(t *testing.T) {
 	if _, ok := NFLOGStatsOf(eth); ok {
 		t.Error("an Ethernet capture has NFLOG stats")
 	}
-}
-
-// nflogAttrs is an NFLOG record as netfilter logs pkt (EtherType et) at
-// hook for family fam, with the interfaces it names (0: none),
-// br_netfilter's port going out (physOut), for a hook with an in
-// interface the link header hw, and for the bridge family its own link
-// header l2 (NFULA_L2HDR).
-type nflogAttrs struct {
-	fam              byte
-	et               uint16
-	hook             byte
-	in, out, physOut uint32
-	hw, l2, pkt      []byte
-}
-
-func (a nflogAttrs) record() []byte {
-	b := []byte{a.fam, 0, 0, 5}
-	tlv := func(typ uint16, v []byte) {
-		b = binary.LittleEndian.AppendUint16(b, uint16(4+len(v)))
-		b = binary.LittleEndian.AppendUint16(b, typ)
-		b = append(b, v...)
-		for len(b)%4 != 0 {
-			b = append(b, 0)
-		}
-	}
-	tlv(1, append(binary.BigEndian.AppendUint16(nil, a.et), a.hook, 0))
-	for _, d := range []struct {
-		typ uint16
-		dev uint32
-	}{{4, a.in}, {5, a.out}, {7, a.physOut}} {
-		if d.dev != 0 {
-			tlv(d.typ, binary.BigEndian.AppendUint32(nil, d.dev))
-		}
-	}
-	if a.hw != nil {
-		tlv(15, binary.BigEndian.AppendUint16(nil, 1))
-		tlv(16, a.hw)
-	}
-	if a.l2 != nil {
-		tlv(21, a.l2)
-	}
-	tlv(9, a.pkt)
-	return b
 }
 
 // nflogHookRecord is an IPv4 record of the IP family's hook.
