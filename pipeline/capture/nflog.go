@@ -224,25 +224,29 @@ func (v *nflogView) unwrap(f *Frame) (h features.NFLOG, parsed, repeat bool) {
 	// A packet going out is the frame it leaves by OutDev as, though the
 	// record keeps the link header it came in with (a forwarded packet
 	// logged at POSTROUTING), unless the bridge forwards it as it is.
-	gw, known := v.gateway(h.OutDev)
-	from, fromKnown := v.macOf.get(src)
+	keep := cameIn && (h.OutDev == 0 || asIs || bridgedOut)
+	// from is the source MAC of a frame rebuilt going out: the gateway's
+	// on OutDev, or, for a bridged frame logged going out only, its
+	// sender's.
+	var from schemas.MAC
+	rebuilt := false
 	switch {
-	case cameIn && (h.OutDev == 0 || asIs || bridgedOut):
-	case bridgedOut && ok && fromKnown:
-		// A bridged frame logged going out only: its hosts' MACs.
-		to := v.destination(dst, v4)
-		if to.IsZero() {
-			v.stats.NoDestination++
-		}
-		copy(hdr[0:6], to[:])
-		copy(hdr[6:12], from[:])
-	case h.OutDev != 0 && known && !bridgedOut:
+	case keep:
+	case bridgedOut:
+		from, rebuilt = v.macOf.get(src)
+		rebuilt = rebuilt && ok
+	case h.OutDev != 0:
+		from, rebuilt = v.gateway(h.OutDev)
+	}
+	switch {
+	case keep:
+	case rebuilt:
 		to := v.destination(dst, v4)
 		if !ok || to.IsZero() {
 			v.stats.NoDestination++
 		}
 		copy(hdr[0:6], to[:])
-		copy(hdr[6:12], gw[:])
+		copy(hdr[6:12], from[:])
 	default:
 		f.LinkType = features.LinkTypeIPv4
 		if !v4 {
