@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
-	"io"
 	"reflect"
 	"slices"
 	"strings"
@@ -338,21 +336,9 @@ func TestNFLOGBridgedFrames(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []frame
-		for i := 0; ; i++ {
-			f, err := src.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Numbered as a capture without the left-out records.
-			if f.Offset != uint64(i) {
-				t.Errorf("frame %d numbered %d", i, f.Offset)
-			}
-			got = append(got, frame{bytes.Clone(f.Data), f.CI, f.LinkType})
-		}
+		// readAll requires the frames numbered as in a capture without the
+		// left-out records.
+		got := readAll(t, src)
 		st, _ := NFLOGStatsOf(src)
 		return got, st
 	}
