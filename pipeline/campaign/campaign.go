@@ -374,7 +374,10 @@ func WriteInventory(path string, inv []Device) error {
 // at a time, and two devices that talk through one another share a MAC, so
 // the folder, not the MAC, says which device a capture records. Everything
 // else in a capture (the phone doing the setup, the router) is left
-// unlabeled.
+// unlabeled. No folder names its gateway, so each home's is `gateway:
+// auto`: the home side each capture shows, as predict and features infer
+// it, so that a model trained here reads packets' directions as predict
+// will give them.
 func FromDeviceDirs(dir, name string) (*Campaign, error) {
 	devs, err := DeviceDirs(dir)
 	if err != nil {
@@ -386,6 +389,7 @@ func FromDeviceDirs(dir, name string) (*Campaign, error) {
 			Name:      tokenOf(d.Device),
 			Taps:      []Tap{{Name: "lan", Files: d.Files}},
 			Inventory: []Device{{MAC: d.MAC.String(), Name: d.Device, Category: CategoryIoT}},
+			Gateway:   Gateway{MAC: GatewayAuto},
 		})
 	}
 	c.Defaults()
