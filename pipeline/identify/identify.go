@@ -31,10 +31,15 @@ type Host struct {
 	Likeliest string `json:"likeliest,omitempty"`
 	// Confidence is the host's score under the model's open-set rule
 	// (train.Tally.Decide); Score says which.
-	Confidence float64        `json:"confidence"`
-	Score      string         `json:"score"`
-	Share      float64        `json:"share"` // of its packets, the share labeled as the likeliest device
-	Votes      map[string]int `json:"votes"`
+	Confidence float64 `json:"confidence"`
+	Score      string  `json:"score"`
+	// Familiarity is the share of its packets of a kind (direction,
+	// transport, frame length) the likeliest device's training windows
+	// hold: the open-set rule's second test. Absent for a model saved
+	// without that test.
+	Familiarity *float64       `json:"familiarity,omitempty"`
+	Share       float64        `json:"share"` // of its packets, the share labeled as the likeliest device
+	Votes       map[string]int `json:"votes"`
 	// Family is the named device's vendor family, when the model's
 	// families (train.Meta.Families) hold it: the devices it cannot tell
 	// apart. FamilyShare is the share of the host's packets labeled as one
@@ -55,7 +60,10 @@ type Result struct {
 	// Threshold is the open-set threshold a host's confidence must reach
 	// to be named; absent for a model saved without one.
 	Threshold *float64 `json:"unknown_threshold,omitempty"`
-	Hosts     []Host   `json:"hosts"`
+	// FamiliarityThreshold is the familiarity a host must reach to be
+	// named; absent for a model saved without that test.
+	FamiliarityThreshold *float64 `json:"familiarity_threshold,omitempty"`
+	Hosts                []Host   `json:"hosts"`
 	// Labels are the predicted labels of every packet, in capture order.
 	Labels []string `json:"-"`
 }
@@ -70,8 +78,12 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 	if gateway != (schemas.MAC{}) {
 		res.Gateway = gateway.String()
 	}
+	var fam *train.Familiarity
 	if meta.Unknown != nil {
 		res.Threshold = &meta.Unknown.Threshold
+		if fam = meta.Unknown.Familiarity; fam != nil {
+			res.FamiliarityThreshold = &fam.Threshold
+		}
 	}
 	var hosts []string
 	idx := map[string]int16{}
@@ -118,7 +130,7 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 			if p < 0 || p >= len(meta.Labels) {
 				return nil, fmt.Errorf("the model predicted class %d, its vocabulary has %d devices", p, len(meta.Labels))
 			}
-			t.Add(p, train.Row(lp, ws, i, k))
+			t.Add(p, train.Row(lp, ws, i, k), train.PacketKind(w, k))
 		}
 	}
 	for host, t := range tallies {
@@ -130,7 +142,11 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 		for c, n := range t.Votes {
 			h.Votes[meta.Labels[c]] = n
 		}
-		if meta.Unknown.IsUnknown(conf) {
+		familiar := t.Familiarity(fam, best)
+		if fam != nil {
+			h.Familiarity = &familiar
+		}
+		if meta.Unknown.IsUnknown(conf, familiar) {
 			h.Device, h.Likeliest = train.Unknown, meta.Labels[best]
 		} else if _, ok := family[h.Device]; ok {
 			// Scored as experiment scores a test capture's family.

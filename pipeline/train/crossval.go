@@ -72,9 +72,11 @@ type FoldResult struct {
 	TrainSeconds  float64 `json:"train_seconds"`
 	Report        string  `json:"report"`
 	Checkpoint    string  `json:"checkpoint"`
-	// UnknownThreshold is the fold model's open-set threshold (see
-	// Calibrate), taken on the fold's held-out sessions.
-	UnknownThreshold float64 `json:"unknown_threshold,omitempty"`
+	// UnknownThreshold and UnknownFamiliarity are the fold model's
+	// open-set thresholds (see Calibrate), taken on the fold's held-out
+	// sessions.
+	UnknownThreshold   float64 `json:"unknown_threshold,omitempty"`
+	UnknownFamiliarity float64 `json:"unknown_familiarity,omitempty"`
 }
 
 // CVResult sums the folds up: means and spreads, and the confusion matrix
@@ -461,6 +463,9 @@ func (cv *CrossValidation) fitFold(ctx context.Context, m *dataset.Manifest, i i
 	r.TrainSeconds, r.Checkpoint, r.Report = rep.TrainSeconds, out.Checkpoint, out.ReportJSON
 	if out.Unknown != nil {
 		r.UnknownThreshold = out.Unknown.Threshold
+		if f := out.Unknown.Familiarity; f != nil {
+			r.UnknownFamiliarity = f.Threshold
+		}
 	}
 	r.Accuracy, r.MacroF1 = rep.Confusion.Accuracy(), rep.Confusion.MacroF1()
 	r.SessionAccuracy, r.SessionAccuracyTypes = evaluate.SessionAccuracy(rep.Sessions)

@@ -40,8 +40,9 @@ func TestCrossValidationGrouped(t *testing.T) {
 		// Each fold's model is usable by predict, with the threshold its
 		// held-out sessions gave.
 		fm, meta, err := LoadModel(ctx, st, fmt.Sprintf("cv-test/fold-%d", f.Fold))
-		if err != nil || meta.Unknown == nil || meta.Unknown.Threshold != f.UnknownThreshold || f.UnknownThreshold <= 0 {
-			t.Errorf("fold %d's stored model: %+v, %v; want its unknown threshold %.3f", f.Fold, meta.Unknown, err, f.UnknownThreshold)
+		if err != nil || meta.Unknown == nil || meta.Unknown.Threshold != f.UnknownThreshold || f.UnknownThreshold <= 0 ||
+			meta.Unknown.Familiarity == nil || meta.Unknown.Familiarity.Threshold != f.UnknownFamiliarity || f.UnknownFamiliarity <= 0 {
+			t.Errorf("fold %d's stored model: %+v, %v; want its unknown thresholds %.3f and %.3f", f.Fold, meta.Unknown, err, f.UnknownThreshold, f.UnknownFamiliarity)
 		}
 		if fm != nil {
 			fm.Close()

@@ -122,11 +122,25 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 			e.Progress(s)
 		}
 	}
+	// The familiarity test of a model calibrated on held-out windows
+	// judges them against the packet kinds it was trained on.
+	trained := NewKindSets(classes)
 	var model Model
 	var err error
 	if e.TrainSource != nil {
-		model, err = e.Spec.FitStream(ctx, e.TrainSource, classes, progress)
+		src := func(ctx context.Context, pass int, yield func(*schemas.Window) error) error {
+			if pass != 0 {
+				return e.TrainSource(ctx, pass, yield)
+			}
+			// The first pass sees every training window.
+			return e.TrainSource(ctx, pass, func(w *schemas.Window) error {
+				trained.Add(w)
+				return yield(w)
+			})
+		}
+		model, err = e.Spec.FitStream(ctx, src, classes, progress)
 	} else {
+		trained.Add(e.Train...)
 		model, err = e.Spec.Fit(ctx, e.Train, classes, progress, e.Log)
 	}
 	if err != nil {
@@ -138,7 +152,7 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 
 	out := &Outcome{Report: &rep}
 	if e.SaveAs != "" {
-		if err := e.save(ctx, model, classes, out); err != nil {
+		if err := e.save(ctx, model, classes, trained, out); err != nil {
 			return nil, err
 		}
 	}
@@ -201,8 +215,9 @@ func (e *Evaluation) label(model Model, out *Outcome) ([][]float32, error) {
 	return lp, err
 }
 
-// save calibrates the unknown-device threshold and stores the model.
-func (e *Evaluation) save(ctx context.Context, model Model, classes int, out *Outcome) error {
+// save calibrates the unknown-device threshold and stores the model;
+// trained are the packet kinds of its training windows.
+func (e *Evaluation) save(ctx context.Context, model Model, classes int, trained *KindSets, out *Outcome) error {
 	meta := e.Meta
 	meta.Model, meta.Seed = e.Spec.Name, e.Spec.Learn.Seed
 	if meta.Labels == nil {
@@ -212,7 +227,7 @@ func (e *Evaluation) save(ctx context.Context, model Model, classes int, out *Ou
 	var err error
 	switch e.Calibration {
 	case CalibrateOnTest:
-		held, err = Calibrate(model, e.Test, classes, DefaultUnknownQuantile)
+		held, err = Calibrate(model, e.Test, trained, classes, DefaultUnknownQuantile)
 	case CalibrateOnTrain:
 		folds := e.CalibrationFolds
 		if folds == 0 {
@@ -229,7 +244,7 @@ func (e *Evaluation) save(ctx context.Context, model Model, classes int, out *Ou
 			return fmt.Errorf("learn the families: %w", err)
 		}
 		e.Log.Info("unknown-device threshold", "score", meta.Unknown.Score, "threshold", fmt.Sprintf("%.3f", meta.Unknown.Threshold),
-			"held_out_hosts", meta.Unknown.Hosts, "false_unknown", fmt.Sprintf("%.3f", meta.Unknown.FalseUnknown))
+			"familiarity_threshold", fmt.Sprintf("%.3f", meta.Unknown.Familiarity.Threshold), "held_out_hosts", meta.Unknown.Hosts, "false_unknown", fmt.Sprintf("%.3f", meta.Unknown.FalseUnknown))
 		e.Log.Info("families", "learned_from", "the held-out calibration sessions", "families", evaluate.FamilyList(meta.Families))
 	}
 	if err := SaveModel(ctx, e.Store, e.SaveAs, model, meta); err != nil {

@@ -264,7 +264,7 @@ func LoadModelOn(ctx context.Context, st store.Store, run, device string) (Model
 	if meta.Window <= 0 || len(meta.Labels) == 0 {
 		return nil, meta, fmt.Errorf("%s: window %d and %d labels: the metadata is incomplete", st.Location(mk), meta.Window, len(meta.Labels))
 	}
-	if err := meta.Unknown.check(); err != nil {
+	if err := meta.Unknown.check(len(meta.Labels)); err != nil {
 		return nil, meta, fmt.Errorf("%s: %w (train the model again, or delete its \"unknown\" entry to name every host)", st.Location(mk), err)
 	}
 	data, err := st.Get(ctx, ck)

@@ -51,6 +51,12 @@ type OpenSet struct {
 	FalseUnknown float64 `json:"false_unknown"`
 	// Sessions are the held-out capture sessions it was calibrated on.
 	Sessions []string `json:"sessions,omitempty"`
+	// Familiarity is the second test: a host is unknown when either says
+	// so. Threshold and Familiarity.Threshold are each taken at half of
+	// Quantile, so FalseUnknown, the share of held-out hosts either calls
+	// unknown, stays at most Quantile. Models saved before it have none
+	// and judge by confidence alone.
+	Familiarity *Familiarity `json:"familiarity,omitempty"`
 }
 
 // Tally sums one host's packets up: the votes of its packets' labels and,
@@ -59,15 +65,17 @@ type Tally struct {
 	Votes   map[int]int
 	Packets int
 	prob    []float64
+	kinds   map[uint64]int
 }
 
-// Add counts one packet labeled pred; logProbs is its row of class
-// log-probabilities, nil for a model without them.
-func (t *Tally) Add(pred int, logProbs []float32) {
+// Add counts one packet labeled pred, of kind (PacketKind); logProbs is
+// its row of class log-probabilities, nil for a model without them.
+func (t *Tally) Add(pred int, logProbs []float32, kind uint64) {
 	if t.Votes == nil {
-		t.Votes = map[int]int{}
+		t.Votes, t.kinds = map[int]int{}, map[uint64]int{}
 	}
 	t.Votes[pred]++
+	t.kinds[kind]++
 	t.Packets++
 	if logProbs == nil {
 		return
@@ -108,10 +116,27 @@ func (t *Tally) Decide() (best int, share, confidence float64, score string) {
 	return best, share, t.prob[best] / float64(t.Packets), ScoreMeanProb
 }
 
-// check refuses a stored rule predict could not apply.
-func (o *OpenSet) check() error {
+// Familiarity is the share of the host's packets of a kind the training
+// windows of class holds (see Familiarity), or 1 when f is nil: a model
+// without the test finds every host familiar.
+func (t *Tally) Familiarity(f *Familiarity, class int) float64 {
+	if f == nil {
+		return 1
+	}
+	if class < 0 || class >= len(f.Kinds) {
+		return 0
+	}
+	return familiarity(t.kinds, f.Kinds[class])
+}
+
+// check refuses a stored rule predict could not apply to a model of
+// classes classes.
+func (o *OpenSet) check(classes int) error {
 	if o == nil {
 		return nil
+	}
+	if err := o.Familiarity.check(classes); err != nil {
+		return err
 	}
 	if o.Score != ScoreMeanProb && o.Score != ScoreVoteShare {
 		return fmt.Errorf("unknown-device score %q: want %s or %s", o.Score, ScoreMeanProb, ScoreVoteShare)
@@ -122,10 +147,14 @@ func (o *OpenSet) check() error {
 	return nil
 }
 
-// IsUnknown says whether a host of this confidence is unlike every trained
-// device; a model without a calibrated rule never says so.
-func (o *OpenSet) IsUnknown(confidence float64) bool {
-	return o != nil && confidence < o.Threshold
+// IsUnknown says whether a host of this confidence and familiarity (see
+// Tally.Familiarity) is unlike every trained device; a model without a
+// calibrated rule never says so.
+func (o *OpenSet) IsUnknown(confidence, familiarity float64) bool {
+	if o == nil {
+		return false
+	}
+	return confidence < o.Threshold || (o.Familiarity != nil && familiarity < o.Familiarity.Threshold)
 }
 
 // classProbModel is a model that gives class probabilities rather than
@@ -207,28 +236,30 @@ func (h *HeldOut) Families(labels []string) ([][]string, error) {
 	return evaluate.Families(&evaluate.Confusion{Labels: labels, Counts: h.Confusion}, evaluate.FamilyShare), nil
 }
 
-// Calibrate sets the open-set threshold from held-out windows of known
+// Calibrate sets the open-set rule from held-out windows of known
 // devices: every (session, device) pair is one host, scored as predict
-// scores a host, and the threshold is the quantile of their confidences,
-// so that about that share of known hosts would be called unknown. m has
-// classes outputs.
-func Calibrate(m Model, ws []*schemas.Window, classes int, quantile float64) (*HeldOut, error) {
+// scores a host, against trained, the packet kinds of the windows m was
+// trained on; each test's threshold is the quantile/2 of the hosts'
+// scores, so that about quantile of known hosts would be called unknown.
+// m has classes outputs.
+func Calibrate(m Model, ws []*schemas.Window, trained *KindSets, classes int, quantile float64) (*HeldOut, error) {
 	if _, _, err := openset.Threshold([]float64{0}, quantile); err != nil {
 		return nil, err // refused before labeling a single window
 	}
 	h := newHeldOutHosts(classes)
-	if err := h.add(m, ws); err != nil {
+	kinds := trained.Sorted()
+	if err := h.add(m, ws, kinds); err != nil {
 		return nil, err
 	}
-	return h.heldOut(quantile)
+	return h.heldOut(quantile, kinds)
 }
 
-// heldOutHosts gathers the confidences of known hosts, and the confusion
-// of their packets, over one set of held-out windows or several (one per
-// calibration fold).
+// heldOutHosts gathers the confidences and familiarities of known hosts,
+// and the confusion of their packets, over one set of held-out windows or
+// several (one per calibration fold).
 type heldOutHosts struct {
 	score     string
-	conf      []float64
+	conf, fam []float64
 	sessions  []string
 	confusion [][]int
 }
@@ -241,8 +272,10 @@ func newHeldOutHosts(classes int) *heldOutHosts {
 	return h
 }
 
-// add labels ws with m and keeps each (session, device) pair's confidence.
-func (h *heldOutHosts) add(m Model, ws []*schemas.Window) error {
+// add labels ws with m and keeps each (session, device) pair's confidence,
+// and its familiarity against kinds, the packet kinds of m's training
+// windows by class.
+func (h *heldOutHosts) add(m Model, ws []*schemas.Window, kinds [][]uint64) error {
 	preds, lp, err := Label(m, ws)
 	if err != nil {
 		return fmt.Errorf("label the calibration windows: %w", err)
@@ -271,17 +304,19 @@ func (h *heldOutHosts) add(m Model, ws []*schemas.Window) error {
 				t = &Tally{}
 				tallies[k] = t
 			}
-			t.Add(pred, Row(lp, ws, i, j))
+			t.Add(pred, Row(lp, ws, i, j), PacketKind(w, j))
 			sessions[w.Group] = true
 		}
 	}
 	if len(tallies) == 0 {
 		return fmt.Errorf("%d calibration windows hold no labeled packet: the open-set threshold needs held-out sessions of known devices", len(ws))
 	}
+	f := &Familiarity{Kinds: kinds}
 	for _, t := range tallies {
-		_, _, c, score := t.Decide()
+		best, _, c, score := t.Decide()
 		h.score = score
 		h.conf = append(h.conf, c)
+		h.fam = append(h.fam, t.Familiarity(f, best))
 	}
 	for s := range sessions {
 		h.sessions = append(h.sessions, s)
@@ -289,12 +324,24 @@ func (h *heldOutHosts) add(m Model, ws []*schemas.Window) error {
 	return nil
 }
 
-func (h *heldOutHosts) heldOut(quantile float64) (*HeldOut, error) {
-	o := &OpenSet{Score: h.score, Quantile: quantile, Hosts: len(h.conf)}
+// heldOut takes both tests' thresholds, each at half of quantile; kinds
+// are what the saved model's familiarity is judged against.
+func (h *heldOutHosts) heldOut(quantile float64, kinds [][]uint64) (*HeldOut, error) {
+	o := &OpenSet{Score: h.score, Quantile: quantile, Hosts: len(h.conf), Familiarity: &Familiarity{Kinds: kinds}}
 	var err error
-	if o.Threshold, o.FalseUnknown, err = openset.Threshold(h.conf, quantile); err != nil {
+	if o.Threshold, _, err = openset.Threshold(h.conf, quantile/2); err != nil {
 		return nil, err
 	}
+	if o.Familiarity.Threshold, _, err = openset.Threshold(h.fam, quantile/2); err != nil {
+		return nil, err
+	}
+	unknown := 0
+	for i := range h.conf {
+		if o.IsUnknown(h.conf[i], h.fam[i]) {
+			unknown++
+		}
+	}
+	o.FalseUnknown = float64(unknown) / float64(len(h.conf))
 	o.Sessions = slices.Clone(h.sessions)
 	sort.Strings(o.Sessions)
 	return &HeldOut{Unknown: o, Confusion: h.confusion}, nil
@@ -376,11 +423,15 @@ func CalibrateBySplit(ctx context.Context, spec Spec, ws []*schemas.Window, numC
 		if err != nil {
 			return nil, fmt.Errorf("calibration model of fold %d: %w", f+1, err)
 		}
-		err = h.add(m, calW)
+		fitKinds := NewKindSets(numClasses)
+		fitKinds.Add(fitW...)
+		err = h.add(m, calW, fitKinds.Sorted())
 		m.Close()
 		if err != nil {
 			return nil, fmt.Errorf("calibration fold %d: %w", f+1, err)
 		}
 	}
-	return h.heldOut(quantile)
+	all := NewKindSets(numClasses)
+	all.Add(ws...)
+	return h.heldOut(quantile, all.Sorted())
 }

@@ -46,12 +46,15 @@ func twoDevices(rng *rand.Rand, sessions, perSession, n int) []*schemas.Window {
 func TestCalibrate(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	log := embeddedtest.Log()
-	m, err := Spec{Name: "rf", Learn: learn.Config{Seed: 1}, Trees: 20}.Fit(context.Background(), twoDevices(rng, 6, 10, 20), 2, nil, log)
+	fit := twoDevices(rng, 6, 10, 20)
+	m, err := Spec{Name: "rf", Learn: learn.Config{Seed: 1}, Trees: 20}.Fit(context.Background(), fit, 2, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	trained := NewKindSets(2)
+	trained.Add(fit...)
 	held := twoDevices(rng, 20, 3, 20)
-	h, err := Calibrate(m, held, 2, 0.1)
+	h, err := Calibrate(m, held, trained, 2, 0.1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,20 +63,28 @@ func TestCalibrate(t *testing.T) {
 	if o.Score != ScoreMeanProb || o.Hosts != 20 || len(o.Sessions) != 20 {
 		t.Errorf("calibrated %+v: want the mean probability over 20 held-out hosts", *o)
 	}
-	// The threshold is the 10th percentile of 20 hosts: the third lowest,
-	// so at most two (10 %) of the known hosts fall below it.
-	if o.FalseUnknown > 0.1 || o.Threshold <= 0.5 || o.Threshold > 1 {
-		t.Errorf("threshold %.3f calls %.3f of known hosts unknown: want above 0.5 and at most 10 %%", o.Threshold, o.FalseUnknown)
+	// Each test's threshold is the 5th percentile of 20 hosts, the second
+	// lowest, so each calls at most one known host (5 %) unknown and the
+	// two together at most two (10 %).
+	f := o.Familiarity
+	if o.FalseUnknown > 0.1 || o.Threshold <= 0.5 || o.Threshold > 1 || f == nil || f.Threshold < 0.5 || f.Threshold > 1 {
+		t.Errorf("thresholds %.3f and %+v call %.3f of known hosts unknown: want above 0.5 and at most 10 %%", o.Threshold, f, o.FalseUnknown)
 	}
-	if !o.IsUnknown(o.Threshold-1e-9) || o.IsUnknown(o.Threshold) {
-		t.Error("a host is unknown exactly when its confidence is below the threshold")
+	if !o.IsUnknown(o.Threshold-1e-9, 1) || o.IsUnknown(o.Threshold, 1) {
+		t.Error("a familiar host is unknown exactly when its confidence is below the threshold")
+	}
+	if !o.IsUnknown(1, f.Threshold-1e-9) || o.IsUnknown(1, f.Threshold) {
+		t.Error("a confident host is unknown exactly when its familiarity is below the threshold")
+	}
+	if !slices.Equal(f.Kinds[1], trained.Sorted()[1]) || len(f.Kinds[0]) == 0 {
+		t.Errorf("the rule judges familiarity against kinds %v, not those of the training windows", f.Kinds)
 	}
 	var none *OpenSet
-	if none.IsUnknown(0) {
+	if none.IsUnknown(0, 0) {
 		t.Error("a model without a threshold never says unknown")
 	}
 
-	if _, err := Calibrate(m, held, 2, 1); err == nil || !strings.Contains(err.Error(), "quantile") {
+	if _, err := Calibrate(m, held, trained, 2, 1); err == nil || !strings.Contains(err.Error(), "quantile") {
 		t.Errorf("quantile 1: %v, want an error naming it", err)
 	}
 	unlabeled := twoDevices(rng, 2, 1, 20)
@@ -82,8 +93,61 @@ func TestCalibrate(t *testing.T) {
 			w.Label[i] = -1
 		}
 	}
-	if _, err := Calibrate(m, unlabeled, 2, 0.05); err == nil || !strings.Contains(err.Error(), "known devices") {
+	if _, err := Calibrate(m, unlabeled, trained, 2, 0.05); err == nil || !strings.Contains(err.Error(), "known devices") {
 		t.Errorf("no labeled packet: %v, want an error saying what is missing", err)
+	}
+}
+
+// TestFamiliarityCatchesConfidentStranger: a device the model never saw
+// sends DNS, as device 1 does, but in frames of sizes neither device ever
+// sent. The forest, which splits on length thresholds, names it device 1
+// as surely as device 1 itself; only the familiarity test says unknown.
+func TestFamiliarityCatchesConfidentStranger(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	fit := twoDevices(rng, 6, 10, 20)
+	m, err := Spec{Name: "rf", Learn: learn.Config{Seed: 1}, Trees: 20}.Fit(context.Background(), fit, 2, nil, embeddedtest.Log())
+	if err != nil {
+		t.Fatal(err)
+	}
+	trained := NewKindSets(2)
+	trained.Add(fit...)
+	h, err := Calibrate(m, twoDevices(rng, 20, 3, 20), trained, 2, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := h.Unknown
+	host := func(ws []*schemas.Window) (best int, conf, familiar float64) {
+		preds, lp, err := Label(m, ws)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tally Tally
+		for i, w := range ws {
+			for j := range w.Len {
+				tally.Add(int(preds[i][j]), Row(lp, ws, i, j), PacketKind(w, j))
+			}
+		}
+		best, _, conf, _ = tally.Decide()
+		return best, conf, tally.Familiarity(o.Familiarity, best)
+	}
+
+	known := twoDevices(rng, 2, 3, 20)[3:] // session 1: device 1
+	if best, conf, familiar := host(known); best != 1 || o.IsUnknown(conf, familiar) {
+		t.Errorf("a held-out session of device 1: named %d at confidence %.3f, familiarity %.3f; want device 1, known", best, conf, familiar)
+	}
+	stranger := twoDevices(rng, 2, 3, 20)[3:]
+	for _, w := range stranger {
+		for i := range w.Len {
+			w.DPort[i], w.FrameLen[i], w.Label[i] = 53, 1000+rng.Int32N(100), -1
+		}
+	}
+	best, conf, familiar := host(stranger)
+	t.Logf("the stranger: named %d at confidence %.3f (threshold %.3f), familiarity %.3f (threshold %.3f)", best, conf, o.Threshold, familiar, o.Familiarity.Threshold)
+	if best != 1 || o.IsUnknown(conf, 1) {
+		t.Fatalf("the stranger is named %d at confidence %.3f: the test needs one the model takes for device 1 with confidence", best, conf)
+	}
+	if familiar != 0 || !o.IsUnknown(conf, familiar) {
+		t.Errorf("the stranger's frames are of no size device 1 sent, yet its familiarity is %.3f and unknown is %v", familiar, o.IsUnknown(conf, familiar))
 	}
 }
 
@@ -143,17 +207,21 @@ func TestMetaWithoutThreshold(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"model":"rf","labels":["a","b"],"window":20,"seed":1}`), &meta); err != nil {
 		t.Fatal(err)
 	}
-	if meta.Unknown != nil || meta.Unknown.IsUnknown(0) {
+	if meta.Unknown != nil || meta.Unknown.IsUnknown(0, 0) {
 		t.Errorf("an old model.json gained a threshold: %+v", meta.Unknown)
 	}
-	meta.Unknown = &OpenSet{Score: ScoreMeanProb, Threshold: 0.4, Quantile: 0.05, Hosts: 9}
+	meta.Unknown = &OpenSet{Score: ScoreMeanProb, Threshold: 0.4, Quantile: 0.05, Hosts: 9, Familiarity: &Familiarity{Threshold: 0.8, Kinds: [][]uint64{{1, 1 << 40}, {2}}}}
 	js, err := json.Marshal(meta)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var back Meta
-	if err := json.Unmarshal(js, &back); err != nil || back.Unknown == nil || back.Unknown.Threshold != 0.4 || back.Unknown.Hosts != 9 || back.Unknown.Score != ScoreMeanProb {
+	if err := json.Unmarshal(js, &back); err != nil || back.Unknown == nil || back.Unknown.Threshold != 0.4 || back.Unknown.Hosts != 9 || back.Unknown.Score != ScoreMeanProb ||
+		back.Unknown.Familiarity == nil || back.Unknown.Familiarity.Threshold != 0.8 || !slices.EqualFunc(back.Unknown.Familiarity.Kinds, meta.Unknown.Familiarity.Kinds, slices.Equal) {
 		t.Errorf("model.json round trip: %s -> %+v (%v)", js, back.Unknown, err)
+	}
+	if err := back.Unknown.check(len(back.Labels)); err != nil {
+		t.Errorf("the round-tripped rule is refused: %v", err)
 	}
 }
 
@@ -169,8 +237,11 @@ func TestLoadModelRefusesBadThreshold(t *testing.T) {
 	}
 	_, _, st := embeddedtest.Start(ctx, t, log)
 	for name, o := range map[string]*OpenSet{
-		"score":     {Score: "entropy", Threshold: 0.5},
-		"threshold": {Score: ScoreMeanProb, Threshold: 7},
+		"score":       {Score: "entropy", Threshold: 0.5},
+		"threshold":   {Score: ScoreMeanProb, Threshold: 7},
+		"familiarity": {Score: ScoreMeanProb, Threshold: 0.5, Familiarity: &Familiarity{Threshold: -1, Kinds: [][]uint64{{1}, {2}}}},
+		"kinds":       {Score: ScoreMeanProb, Threshold: 0.5, Familiarity: &Familiarity{Threshold: 0.9, Kinds: [][]uint64{{1}}}},
+		"sorted":      {Score: ScoreMeanProb, Threshold: 0.5, Familiarity: &Familiarity{Threshold: 0.9, Kinds: [][]uint64{{1}, {3, 2}}}},
 	} {
 		if err := SaveModel(ctx, st, "bad-"+name, m, Meta{Model: "rf", Labels: []string{"a", "b"}, Window: 20, Unknown: o}); err != nil {
 			t.Fatal(err)

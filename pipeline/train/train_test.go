@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -214,6 +215,15 @@ func TestStreamTrainingTrains(t *testing.T) {
 	}
 	if streamed.Report.Accuracy < whole.Report.Accuracy-0.15 {
 		t.Errorf("streamed held-out accuracy %.3f, read whole %.3f", streamed.Report.Accuracy, whole.Report.Accuracy)
+	}
+	// The familiarity test judges hosts against the training windows'
+	// packet kinds, gathered as they stream by as from the whole set.
+	if streamed.Unknown == nil || whole.Unknown == nil || streamed.Unknown.Familiarity == nil || whole.Unknown.Familiarity == nil {
+		t.Fatalf("streamed rule %+v, whole %+v: want both with a familiarity test", streamed.Unknown, whole.Unknown)
+	}
+	sk, wk := streamed.Unknown.Familiarity.Kinds, whole.Unknown.Familiarity.Kinds
+	if !slices.EqualFunc(sk, wk, slices.Equal) || len(wk) == 0 || len(wk[0]) == 0 {
+		t.Errorf("streamed training's packet kinds %v, read whole %v", sk, wk)
 	}
 }
 

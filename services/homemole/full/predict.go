@@ -99,9 +99,13 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	case !*wan:
 		fmt.Fprintf(out, "  gateway not known (--gateway-mac names it)\n")
 	}
-	if res.Threshold != nil {
+	switch {
+	case res.FamiliarityThreshold != nil:
+		fmt.Fprintf(out, "  a host is \"%s\" when its confidence (%s) is below %.3f or its familiarity (the share of its packets of a direction, transport and frame length its device's training traffic holds) below %.3f, both calibrated on held-out training sessions\n",
+			train.Unknown, meta.Unknown.Score, *res.Threshold, *res.FamiliarityThreshold)
+	case res.Threshold != nil:
 		fmt.Fprintf(out, "  a host is \"%s\" when its confidence (%s) is below %.3f, calibrated on held-out training sessions\n", train.Unknown, meta.Unknown.Score, *res.Threshold)
-	} else {
+	default:
 		fmt.Fprintf(out, "  the model has no unknown-device threshold (saved before it existed): every host is named its likeliest device\n")
 	}
 	switch {
@@ -110,7 +114,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	case meta.Families != nil:
 		fmt.Fprintf(out, "  families the model learned from its held-out calibration sessions: %s\n", evaluate.FamilyList(meta.Families))
 	}
-	fmt.Fprintf(out, "  %-19s %8s  %-24s %10s  %s\n", "host", "packets", "device", "confidence", "share of its packets")
+	fmt.Fprintf(out, "  %-19s %8s  %-24s %10s %11s  %s\n", "host", "packets", "device", "confidence", "familiarity", "share of its packets")
 	for _, h := range res.Hosts {
 		dev := h.Device
 		if h.Likeliest != "" {
@@ -121,7 +125,11 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 			dev += " [family " + h.Family + "]"
 			share += fmt.Sprintf(" (family %.1f %%)", 100*h.FamilyShare)
 		}
-		fmt.Fprintf(out, "  %-19s %8d  %-24s %10.3f  %s\n", h.Host, h.Packets, dev, h.Confidence, share)
+		familiar := "-"
+		if h.Familiarity != nil {
+			familiar = fmt.Sprintf("%.3f", *h.Familiarity)
+		}
+		fmt.Fprintf(out, "  %-19s %8d  %-24s %10.3f %11s  %s\n", h.Host, h.Packets, dev, h.Confidence, familiar, share)
 	}
 	return nil
 }
