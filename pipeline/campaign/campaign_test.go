@@ -133,6 +133,11 @@ func TestFromDeviceDirs(t *testing.T) {
 		if len(h.Inventory) != 1 || h.Inventory[0].Category != CategoryIoT {
 			t.Errorf("home %s inventory %+v", h.Name, h.Inventory)
 		}
+		// No folder names its gateway: each capture's home side is
+		// inferred, as predict infers it.
+		if !h.Gateway.Auto() || len(h.Gateway.LANNets) != 0 {
+			t.Errorf("home %s gateway %+v, want %s", h.Name, h.Gateway, GatewayAuto)
+		}
 	}
 	if files != 277 {
 		t.Errorf("%d captures, want 277", files)
