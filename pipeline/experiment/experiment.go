@@ -70,6 +70,23 @@ type Session struct {
 	// members apart.
 	Family     string  `json:"family,omitempty"`
 	Confidence float64 `json:"confidence,omitempty"`
+	// Unknown: the saved model's open-set rule calls the capture's device
+	// unknown (only with SaveAs).
+	Unknown bool `json:"unknown,omitempty"`
+}
+
+// OpenSet counts the test captures the saved model's open-set rule calls
+// unknown: of devices it was trained on (each a false unknown) and of
+// devices it never saw (each right). The rule was taken on the training
+// captures alone. A capture's host is its device's packets as the dataset
+// labels them (every packet to or from its MAC); predict gives a packet
+// between two LAN hosts to its sender, so where devices talk to each
+// other its hosts can score otherwise.
+type OpenSet struct {
+	Known        int `json:"known"`
+	KnownUnknown int `json:"known_called_unknown"`
+	New          int `json:"new"`
+	NewUnknown   int `json:"new_called_unknown"`
 }
 
 // Result is the experiment's JSON summary.
@@ -94,7 +111,10 @@ type Result struct {
 	// saved model learned (both from the training captures alone).
 	SessionAccuracyFamilies float64    `json:"session_accuracy_families,omitempty"`
 	Families                [][]string `json:"families,omitempty"`
-	Sessions                []Session  `json:"sessions"`
+	// OpenSet is the saved model's open-set rule on the test captures;
+	// nil without SaveAs.
+	OpenSet  *OpenSet  `json:"open_set,omitempty"`
+	Sessions []Session `json:"sessions"`
 	// Unscored are test captures without a packet of their device in the
 	// chosen view (nothing to vote with); they count as wrong above.
 	Unscored      []string `json:"unscored,omitempty"`
@@ -189,7 +209,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if res.Families == nil {
 		res.Families = out.Families
 	}
-	res.summarize(sessionFiles(testC, cfg.TestDir), res.Families)
+	files := sessionFiles(testC, cfg.TestDir)
+	res.summarize(files, res.Families)
+	res.openSet(out.TestHosts, numClasses, files)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -285,6 +307,37 @@ func (r *Result) summarize(files map[string]string, fams [][]string) {
 		if families != nil {
 			r.SessionAccuracyFamilies = evaluate.FamilyAccuracy(scored, families) * scale
 		}
+	}
+}
+
+// openSet marks the sessions whose device the saved model's rule calls
+// unknown (hosts, from train.Evaluate) and counts them; devices from
+// numClasses on are those only the test captures hold; files name each
+// session's capture.
+func (r *Result) openSet(hosts []train.HostScore, numClasses int, files map[string]string) {
+	if hosts == nil {
+		return
+	}
+	r.OpenSet = &OpenSet{}
+	unknown := map[string]bool{}
+	for _, h := range hosts {
+		if int(h.Device) < numClasses {
+			r.OpenSet.Known++
+			if h.Unknown {
+				r.OpenSet.KnownUnknown++
+			}
+		} else {
+			r.OpenSet.New++
+			if h.Unknown {
+				r.OpenSet.NewUnknown++
+			}
+		}
+		if h.Unknown {
+			unknown[files[h.Session]] = true
+		}
+	}
+	for i, s := range r.Sessions {
+		r.Sessions[i].Unknown = unknown[s.File]
 	}
 }
 

@@ -84,7 +84,12 @@ type Outcome struct {
 	Unknown *OpenSet
 	// Families are those the saved model learned from its held-out
 	// calibration sessions (Meta.Families); nil when not saved.
-	Families   [][]string
+	Families [][]string
+	// TestHosts are the held-out windows' hosts, (session, device) pairs,
+	// under the saved model's open-set rule; only for a model
+	// calibrated on its training captures (CalibrateOnTrain), whose rule
+	// never saw these sessions.
+	TestHosts  []HostScore
 	Checkpoint string // store key; empty when not saved
 	ReportJSON string // store keys; empty when not written
 	ReportHTML string
@@ -164,6 +169,11 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
+	if out.Unknown != nil && e.Calibration == CalibrateOnTrain {
+		if out.TestHosts, err = e.openSet(model, out, lp); err != nil {
+			return nil, err
+		}
+	}
 	rep.Confusion = conf
 	rep.Sessions = voter.Votes()
 	rep.Fill()
@@ -173,6 +183,24 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 		}
 	}
 	return out, nil
+}
+
+// openSet judges the held-out hosts by the saved model's open-set rule,
+// from the labels the rule was calibrated with: the model's own, with
+// their probabilities (lp, when label kept them; else labeled again).
+func (e *Evaluation) openSet(model Model, out *Outcome, lp [][]float32) ([]HostScore, error) {
+	preds := out.Preds
+	if lp == nil {
+		var err error
+		if preds, lp, err = Label(model, e.Test); err != nil {
+			return nil, fmt.Errorf("label held-out windows for the open-set rule: %w", err)
+		}
+	}
+	hosts, _ := ScoreHosts(preds, lp, e.Test, out.Unknown.Familiarity)
+	for i := range hosts {
+		hosts[i].Unknown = out.Unknown.IsUnknown(hosts[i].Confidence, hosts[i].Familiarity)
+	}
+	return hosts, nil
 }
 
 // judge tallies held-out predictions per packet and per session vote; lp,

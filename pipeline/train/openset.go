@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/openset"
@@ -281,22 +282,57 @@ func (h *heldOutHosts) add(m Model, ws []*schemas.Window, kinds [][]uint64) erro
 		return fmt.Errorf("label the calibration windows: %w", err)
 	}
 	classes := len(h.confusion)
+	for i, w := range ws {
+		for j := range w.Len {
+			truth, pred := int(w.Label[j]), int(preds[i][j])
+			// A device the model has no class for (a test-only one) is
+			// no member of a family of the model's classes.
+			if truth >= 0 && truth < classes && pred >= 0 && pred < classes {
+				h.confusion[truth][pred]++
+			}
+		}
+	}
+	hosts, sessions := ScoreHosts(preds, lp, ws, &Familiarity{Kinds: kinds})
+	if len(hosts) == 0 {
+		return fmt.Errorf("%d calibration windows hold no labeled packet: the open-set threshold needs held-out sessions of known devices", len(ws))
+	}
+	for _, hs := range hosts {
+		h.score = hs.Score
+		h.conf = append(h.conf, hs.Confidence)
+		h.fam = append(h.fam, hs.Familiarity)
+	}
+	h.sessions = append(h.sessions, sessions...)
+	return nil
+}
+
+// HostScore is one host of labeled windows, a (capture session, device)
+// pair, scored as predict scores a host.
+type HostScore struct {
+	Session string // the windows' group
+	Device  int16  // the true device's label
+	Named   int    // the device its packets' labels name
+	// Confidence (under Score) and Familiarity are the open-set rule's
+	// two scores; Unknown is set by the caller that applies a rule.
+	Confidence, Familiarity float64
+	Score                   string
+	Unknown                 bool
+}
+
+// ScoreHosts tallies the labeled packets of ws per (session, device) pair
+// from a model's labels preds and log-probabilities lp (nil for a model
+// without them), and scores each host's familiarity against f (1 when f
+// is nil). Hosts come in session, device order; sessions lists the
+// sessions they are of.
+func ScoreHosts(preds [][]int32, lp [][]float32, ws []*schemas.Window, f *Familiarity) (hosts []HostScore, sessions []string) {
 	type key struct {
 		group string
 		label int16
 	}
 	tallies := map[key]*Tally{}
-	sessions := map[string]bool{}
 	for i, w := range ws {
 		for j := range w.Len {
 			if w.Label[j] < 0 {
 				continue
-			}
-			truth, pred := int(w.Label[j]), int(preds[i][j])
-			// A device the model has no class for (a test-only one) is
-			// no member of a family of the model's classes.
-			if truth < classes && pred >= 0 && pred < classes {
-				h.confusion[truth][pred]++
 			}
 			k := key{w.Group, w.Label[j]}
 			t := tallies[k]
@@ -304,24 +340,26 @@ func (h *heldOutHosts) add(m Model, ws []*schemas.Window, kinds [][]uint64) erro
 				t = &Tally{}
 				tallies[k] = t
 			}
-			t.Add(pred, Row(lp, ws, i, j), PacketKind(w, j))
-			sessions[w.Group] = true
+			t.Add(int(preds[i][j]), Row(lp, ws, i, j), PacketKind(w, j))
 		}
 	}
-	if len(tallies) == 0 {
-		return fmt.Errorf("%d calibration windows hold no labeled packet: the open-set threshold needs held-out sessions of known devices", len(ws))
-	}
-	f := &Familiarity{Kinds: kinds}
-	for _, t := range tallies {
+	seen := map[string]bool{}
+	for k, t := range tallies {
 		best, _, c, score := t.Decide()
-		h.score = score
-		h.conf = append(h.conf, c)
-		h.fam = append(h.fam, t.Familiarity(f, best))
+		hosts = append(hosts, HostScore{Session: k.group, Device: k.label, Named: best, Confidence: c, Familiarity: t.Familiarity(f, best), Score: score})
+		if !seen[k.group] {
+			seen[k.group] = true
+			sessions = append(sessions, k.group)
+		}
 	}
-	for s := range sessions {
-		h.sessions = append(h.sessions, s)
-	}
-	return nil
+	slices.SortFunc(hosts, func(a, b HostScore) int {
+		if a.Session != b.Session {
+			return strings.Compare(a.Session, b.Session)
+		}
+		return int(a.Device) - int(b.Device)
+	})
+	slices.Sort(sessions)
+	return hosts, sessions
 }
 
 // heldOut takes both tests' thresholds, each at half of quantile; kinds

@@ -326,6 +326,10 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 	case res.Families != nil:
 		fmt.Fprintf(out, "  family accuracy      %5.1f %%   (families learned from the training captures' calibration folds: %s)\n", 100*res.SessionAccuracyFamilies, evaluate.FamilyList(res.Families))
 	}
+	if o := res.OpenSet; o != nil {
+		fmt.Fprintf(out, "  open set             %d of %d test captures of trained devices called unknown; %d of %d of devices never trained (the saved model's rule on each capture's device packets)\n",
+			o.KnownUnknown, o.Known, o.NewUnknown, o.New)
+	}
 	for _, s := range res.Sessions {
 		if evaluate.TypeOf(s.True) != evaluate.TypeOf(s.Predicted) {
 			fmt.Fprintf(out, "    miss: %-40s %s taken for %s (%.0f %% of %d packets)\n", s.File, s.True, s.Predicted, 100*s.Share, s.Packets)

@@ -349,17 +349,34 @@ func TestPredictUnknown(t *testing.T) {
 // openSet runs the open-set test on the experiment of modelArgs.
 func openSet(t *testing.T, model string, modelArgs []string, minKnown, minUnknown float64) {
 	trainDir, testDir, knownFiles := splitDevices(t, knownDevices...)
+	// The experiment's test side holds the never-trained devices too: it
+	// reports the saved rule on them beside the known captures.
+	for _, d := range unknownDevices {
+		src, err := filepath.Abs(filepath.Join(sentinelDir, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(src, filepath.Join(testDir, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
 	home := filepath.Join(t.TempDir(), "hm")
 	t.Setenv("HOMEMOLE_HOME", home)
 	ctx := context.Background()
-	args := []string{"--home", home, "--train", trainDir, "--test", testDir, "--seed", "1", "--save", "open", "--json", filepath.Join(t.TempDir(), "s.json")}
+	summary := filepath.Join(t.TempDir(), "s.json")
+	args := []string{"--home", home, "--train", trainDir, "--test", testDir, "--seed", "1", "--save", "open", "--json", summary}
 	args = append(args, modelArgs...)
 	if err := runExperiment(ctx, quiet(), &bytes.Buffer{}, args); err != nil {
 		t.Fatal(err)
 	}
-
+	var exp experiment.Result
+	if data, err := os.ReadFile(summary); err != nil {
+		t.Fatal(err)
+	} else if err := json.Unmarshal(data, &exp); err != nil {
+		t.Fatal(err)
+	}
 	type capt struct{ path, device string }
 	var known []capt
 	for _, f := range knownFiles {
@@ -379,6 +396,19 @@ func openSet(t *testing.T, model string, modelArgs []string, minKnown, minUnknow
 		return out
 	}
 	unknown, siblings := capturesOf(unknownDevices), capturesOf(siblingDevices)
+
+	// The experiment's own account of the saved rule on its test captures
+	// (each device's packets as the dataset labels them) is held to the
+	// same bars as predict's below.
+	if o := exp.OpenSet; o == nil {
+		t.Error("experiment --save reported no open-set count")
+	} else {
+		t.Logf("%s: experiment's open set: %d of %d known test captures called unknown, %d of %d never-trained", model, o.KnownUnknown, o.Known, o.NewUnknown, o.New)
+		if o.Known != len(knownFiles) || o.New != len(unknown) || float64(o.Known-o.KnownUnknown) < minKnown*float64(o.Known) || float64(o.NewUnknown) < minUnknown*float64(o.New) {
+			t.Errorf("experiment's open set %+v: want %d known and %d new captures, at most %.0f %% of the known called unknown and at least %.0f %% of the new",
+				*o, len(knownFiles), len(unknown), 100*(1-minKnown), 100*minUnknown)
+		}
+	}
 
 	// The command, once each way, for what a user reads.
 	for _, c := range []capt{known[0], unknown[0]} {
