@@ -23,7 +23,12 @@ import (
 // linkDevices lays out a folder of the given IoT Sentinel device folders.
 func linkDevices(t *testing.T, devices ...string) string {
 	t.Helper()
-	root := t.TempDir()
+	return linkDevicesInto(t, t.TempDir(), devices...)
+}
+
+// linkDevicesInto links the given IoT Sentinel device folders into root.
+func linkDevicesInto(t *testing.T, root string, devices ...string) string {
+	t.Helper()
 	for _, d := range devices {
 		src, err := filepath.Abs(filepath.Join(sentinelDir, d))
 		if err != nil {

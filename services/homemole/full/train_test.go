@@ -351,15 +351,7 @@ func openSet(t *testing.T, model string, modelArgs []string, minKnown, minUnknow
 	trainDir, testDir, knownFiles := splitDevices(t, knownDevices...)
 	// The experiment's test side holds the never-trained devices too: it
 	// reports the saved rule on them beside the known captures.
-	for _, d := range unknownDevices {
-		src, err := filepath.Abs(filepath.Join(sentinelDir, d))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(src, filepath.Join(testDir, d)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	linkDevicesInto(t, testDir, unknownDevices...)
 	t.Setenv("HOMEMOLE_NATS_URL", "")
 	t.Setenv("HOMEMOLE_S3_ENDPOINT", "")
 	home := filepath.Join(t.TempDir(), "hm")
