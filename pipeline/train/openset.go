@@ -306,7 +306,8 @@ func (h *heldOutHosts) add(m Model, ws []*schemas.Window, kinds [][]uint64) erro
 }
 
 // HostScore is one host of labeled windows, a (capture session, device)
-// pair, scored as predict scores a host.
+// pair: the packets the windows label as the device, scored as predict
+// scores a host.
 type HostScore struct {
 	Session string // the windows' group
 	Device  int16  // the true device's label

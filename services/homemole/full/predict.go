@@ -30,7 +30,9 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 			"capture, per home-side MAC the device most of its packets were labeled as; on a\n"+
 			"capture taken beyond the gateway (--wan: NAPT or VPN), for the capture as a whole.\n"+
 			"The gateway (--gateway-mac, else inferred) is reported apart, never as a device; a host\n"+
-			"unlike every trained device is \"unknown\" when the model has a calibrated threshold.")
+			"unlike every trained device is \"unknown\" when the model has a calibrated threshold:\n"+
+			"its confidence is below it, or its familiarity (the share of its packets of a direction,\n"+
+			"transport and frame length the named device's training traffic holds) below its own.")
 	run := fs.String("model", "", "run name of the stored model")
 	in := fs.String("in", "", "capture file (pcap or pcapng, optionally gzipped)")
 	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
