@@ -127,25 +127,35 @@ func Evaluate(ctx context.Context, e *Evaluation) (*Outcome, error) {
 			e.Progress(s)
 		}
 	}
-	// The familiarity test of a model calibrated on held-out windows
-	// judges them against the packet kinds it was trained on.
-	trained := NewKindSets(classes)
+	// The familiarity test of a model saved and calibrated on held-out
+	// windows judges them against the packet kinds it was trained on
+	// (CalibrateBySplit gathers its own, fold by fold); nil when no such
+	// calibration follows.
+	var trained *KindSets
+	if e.SaveAs != "" && e.Calibration == CalibrateOnTest {
+		trained = NewKindSets(classes)
+	}
 	var model Model
 	var err error
 	if e.TrainSource != nil {
-		src := func(ctx context.Context, pass int, yield func(*schemas.Window) error) error {
-			if pass != 0 {
-				return e.TrainSource(ctx, pass, yield)
+		src := e.TrainSource
+		if trained != nil {
+			src = func(ctx context.Context, pass int, yield func(*schemas.Window) error) error {
+				if pass != 0 {
+					return e.TrainSource(ctx, pass, yield)
+				}
+				// The first pass sees every training window.
+				return e.TrainSource(ctx, pass, func(w *schemas.Window) error {
+					trained.Add(w)
+					return yield(w)
+				})
 			}
-			// The first pass sees every training window.
-			return e.TrainSource(ctx, pass, func(w *schemas.Window) error {
-				trained.Add(w)
-				return yield(w)
-			})
 		}
 		model, err = e.Spec.FitStream(ctx, src, classes, progress)
 	} else {
-		trained.Add(e.Train...)
+		if trained != nil {
+			trained.Add(e.Train...)
+		}
 		model, err = e.Spec.Fit(ctx, e.Train, classes, progress, e.Log)
 	}
 	if err != nil {
@@ -244,7 +254,8 @@ func (e *Evaluation) label(model Model, out *Outcome) ([][]float32, error) {
 }
 
 // save calibrates the unknown-device threshold and stores the model;
-// trained are the packet kinds of its training windows.
+// trained are the packet kinds of its training windows, which a
+// calibration on the held-out windows (CalibrateOnTest) judges them by.
 func (e *Evaluation) save(ctx context.Context, model Model, classes int, trained *KindSets, out *Outcome) error {
 	meta := e.Meta
 	meta.Model, meta.Seed = e.Spec.Name, e.Spec.Learn.Seed
