@@ -17,6 +17,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/internal/tzsptest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
 )
@@ -63,6 +64,10 @@ func FuzzOpenFile(f *testing.F) {
 		// A gateway's NFLOG log (tcpdump -i nflog:5), read as the packets it logged.
 		{layers.LinkType(features.LinkTypeNFLOG), nflogRecord(binary.LittleEndian, 0x0800, ip, nil)},
 		{layers.LinkType(features.LinkTypeNFLOG), nflogRecord(binary.BigEndian, 0x86dd, ip6, []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd})},
+		// A BSD gateway's pf log (tcpdump -i pflog0): FreeBSD's header.
+		{layers.LinkType(features.LinkTypePFLOG), append(append([]byte{61, 2, 0, 0, 'e', 'm', '0'}, make([]byte, 57)...), ip...)},
+		// A MikroTik's stream to a collector: TZSP in UDP.
+		{1, tzsptest.Sniffed(append([]byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0}, ip...), 1)[0]},
 	} {
 		var buf bytes.Buffer
 		w := pcapgo.NewWriter(&buf)

@@ -47,6 +47,11 @@ const (
 	LinkTypeLoop LinkType = 108
 	// LinkTypeLinuxSLL is Linux "cooked" capture v1 (tcpdump -i any).
 	LinkTypeLinuxSLL LinkType = 113
+	// LinkTypePFLOG is the BSDs' pf log (tcpdump -i pflog0 on OpenBSD,
+	// FreeBSD, pfSense, OPNsense): each packet a pf rule logged, behind a
+	// header naming the rule, the interface and the direction, without
+	// its link header.
+	LinkTypePFLOG LinkType = 117
 	// LinkTypePrism is 802.11 behind a Prism monitoring header, or behind
 	// an AVS one that some drivers write under this number.
 	LinkTypePrism LinkType = 119
@@ -99,6 +104,8 @@ func (t LinkType) String() string {
 		return "OpenBSD loopback"
 	case LinkTypeLinuxSLL:
 		return "Linux SLL"
+	case LinkTypePFLOG:
+		return "pflog"
 	case LinkTypePPI:
 		return "PPI"
 	case LinkTypeIPv4:
@@ -123,14 +130,15 @@ var (
 	ErrMalformed = errors.New("malformed frame")
 	// ErrNotPacket: the frame is the link's own, no packet a host sent: a
 	// Wi-Fi capture's management, control and null frames, and a
-	// retransmission of a frame already read. Callers count these apart:
+	// retransmission of a frame already read, a remote sniffer's TZSP
+	// keepalive or the later fragments of its datagrams. Callers count these apart:
 	// in a monitor-mode capture they are most frames, and none is lost.
 	ErrNotPacket = errors.New("frame carries no packet")
 )
 
 // NotPacketKinds names the frames ErrNotPacket stands for, in the counts
 // the commands print.
-const NotPacketKinds = "802.11 management, control and null frames, retransmissions"
+const NotPacketKinds = "802.11 management, control and null frames, retransmissions, TZSP keepalives and the later fragments of TZSP datagrams"
 
 const (
 	// QinQ stacks two tags; more than a few means a loop of garbage, not a network.
@@ -159,6 +167,7 @@ type Decoder struct {
 
 	clock   streamClock
 	retries retransmits
+	tzsp    tzspRest
 }
 
 // NewDecoder returns a Decoder for one tap stream of the given home.
@@ -218,6 +227,9 @@ func malformed(what string, err error) error {
 func (d *Decoder) link(linkType LinkType, data []byte, p *schemas.Packet) error {
 	l, err := ParseLink(linkType, data)
 	if err != nil {
+		return err
+	}
+	if err := d.tzsp.take(l, data); err != nil {
 		return err
 	}
 	if err := d.retries.take(l, p); err != nil {

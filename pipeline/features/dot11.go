@@ -333,6 +333,12 @@ type retransmits struct {
 // of one already read (ErrNotPacket).
 func (r *retransmits) take(l Link, p *schemas.Packet) error {
 	p.SrcMAC, p.DstMAC = l.SrcMAC, l.DstMAC
+	switch {
+	case l.wire > 0:
+		p.FrameLen = uint32(l.wire)
+	case l.unwired > 0 && int(p.FrameLen) > l.unwired:
+		p.FrameLen -= uint32(l.unwired)
+	}
 	w := &l.wifi
 	if !w.data {
 		return nil

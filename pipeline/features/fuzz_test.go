@@ -47,6 +47,16 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 		{LinkTypeNFLOG, nflogRecord(binary.LittleEndian, afInet, 0x0800, build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
 		{LinkTypeNFLOG, nflogRecord(binary.BigEndian, afInet6, 0x86dd, build(tb, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
 		{LinkTypeNFLOG, nflogRecord(binary.LittleEndian, 7, 0x0806, make([]byte, 28))},
+		{LinkTypePFLOG, cat(pflogHeader(61, 2, "igb1", 2), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp()))},
+		{LinkTypePFLOG, cat(pflogHeader(100, 24, "em0", 1), build(tb, ip6(dev6, cloud6, layers.IPProtocolTCP), tcp(1, 2, "S")))},
+		// A remote sniffer's TZSP datagrams: an Ethernet frame with tags,
+		// the first fragment of a full-size one, and a Wi-Fi frame.
+		{LinkTypeEthernet, tzspOver4(tb, TZSPPort, 1, tzspPayload(tzspTypeRX, 1, []byte{10, 1, 0xc4, 0}, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S"))))},
+		{LinkTypeEthernet, func() []byte {
+			first, _ := fragment4(tzspOver4(tb, TZSPPort, 2, tzspPayload(tzspTypeRX, 1, nil, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(1, 2), gopacket.Payload(make([]byte, 1472))))), 1480)
+			return first
+		}()},
+		{LinkTypeEthernet, tzspOver4(tb, TZSPPort, 3, tzspPayload(tzspTypeRX, 18, nil, wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())))))},
 		// Header options: IPv4's router alert, TCP's MSS, NOPs and SACK
 		// permitted, an IPv6 hop-by-hop header (PadN) and a jumbogram
 		// (hop-by-hop jumbo length 70000, the UDP length 0, cut short).
@@ -124,7 +134,17 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if msg := structural(&p, rawFrame{data, ci}, !carries80211(LinkType(link), data)); msg != "" {
+		// A frame carried in TZSP has its own length on the home's wire
+		// (less its 802.11 headers for a Wi-Fi frame), which a fragmented
+		// datagram's first piece is shorter than.
+		wire := ci
+		if l, err := ParseLink(LinkType(link), data); err == nil && l.wire > 0 {
+			if p.FrameLen > uint32(l.wire) || !l.wifi.data && p.FrameLen != uint32(l.wire) {
+				t.Fatalf("FrameLen %d of a TZSP frame of %d bytes", p.FrameLen, l.wire)
+			}
+			wire.Length = l.wire
+		}
+		if msg := structural(&p, rawFrame{data, wire}, !lengthRewritten(LinkType(link), data)); msg != "" {
 			t.Fatalf("%s: %+v", msg, p)
 		}
 		if msg := checkCSVRow(&p); msg != "" {

@@ -48,6 +48,10 @@ type HomeInference struct {
 	pairs          map[[2]netip.Prefix]int
 	client, server map[netip.Prefix]int
 	flows          map[rawFlow]struct{}
+
+	// tzsp leaves out the later fragments of a remote sniffer's
+	// datagrams, as the decoder does: they are not the home's.
+	tzsp tzspRest
 }
 
 type macStats struct {
@@ -92,7 +96,7 @@ func NewHomeInference() *HomeInference {
 func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	h.frames++
 	l, err := ParseLink(lt, data)
-	if err != nil || !l.IsIP() {
+	if err != nil || !l.IsIP() || h.tzsp.take(l, data) != nil {
 		return
 	}
 	ip := data[l.Offset:]

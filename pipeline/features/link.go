@@ -42,6 +42,15 @@ type Link struct {
 
 	// wifi holds what an 802.11 frame says beyond the addresses (dot11).
 	wifi wifiFrame
+	// wire is the length on the home's wire of a frame a TZSP datagram
+	// carries, 0 for a frame read as captured; tzspFrag names the datagram
+	// when it came in IP fragments, the rest of which are left out.
+	wire     int
+	tzspFrag uint64
+	// unwired is how many bytes at the frame's start the capture added
+	// and no wire carried (a pflog header): FrameLen leaves them out, as
+	// a capture on the interface would.
+	unwired int
 }
 
 // IsIP tells whether the payload is an IPv4 or IPv6 packet.
@@ -52,8 +61,31 @@ func (l Link) IsIP() bool { return l.EtherType == EtherTypeIPv4 || l.EtherType =
 // allocates on success, and bounds every chain it follows (VLAN tags, PPI
 // encapsulation), so a crafted frame costs a handful of header reads.
 // Errors wrap ErrUnsupportedLinkType or ErrMalformed.
+//
+// A UDP datagram to TZSPPort that a remote sniffer streamed (see tzsp.go)
+// is read as the frame it carries, one level deep: the Link is the inner
+// frame's, its Offset in data.
 func ParseLink(lt LinkType, data []byte) (Link, error) {
-	return parseLink(lt, data, 0)
+	l, err := parseLink(lt, data, 0)
+	if err != nil || !l.IsIP() {
+		return l, err
+	}
+	t, ok, err := FindTZSP(l.EtherType, data, l.Offset)
+	if !ok {
+		return l, nil
+	}
+	if err != nil {
+		return l, err
+	}
+	inner, err := parseLink(t.LinkType, data[t.At:t.End], t.At)
+	if err != nil {
+		return inner, fmt.Errorf("the frame a TZSP datagram carries: %w", err)
+	}
+	inner.wire = t.Wire
+	if t.Fragmented {
+		inner.tzspFrag = t.FragKey
+	}
+	return inner, nil
 }
 
 func parseLink(lt LinkType, data []byte, base int) (Link, error) {
@@ -171,8 +203,15 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 		}
 		l.EtherType, l.Offset = h.EtherType, base+h.At
 		return l, nil
+	case LinkTypePFLOG:
+		h, err := ParsePFLOG(data)
+		if err != nil {
+			return l, err
+		}
+		l.EtherType, l.Offset, l.unwired = familyEtherType(uint32(h.Family)), base+h.Len, h.Len
+		return l, nil
 	}
-	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127, Prism 119, AVS 163), Linux SLL (113), SLL2 (276), PPI (192), Apple PKTAP (258) or Linux NFLOG (239)",
+	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127, Prism 119, AVS 163), Linux SLL (113), SLL2 (276), PPI (192), Apple PKTAP (258), Linux NFLOG (239) or pflog (117)",
 		ErrUnsupportedLinkType, uint16(lt))
 }
 
@@ -254,14 +293,14 @@ func (l Link) etherAt(lt LinkType, data []byte, n, at int) (Link, error) {
 // recursion stops after one level; PPI carries its own radio fields, not
 // another monitoring header.
 func pinnable(t LinkType) bool {
-	return t != LinkTypePPI && t != LinkTypeRadiotap && t != LinkTypePrism && t != LinkTypeAVS && t != LinkTypePKTAP && t != LinkTypeNFLOG && knownLinkType(t)
+	return t != LinkTypePPI && t != LinkTypeRadiotap && t != LinkTypePrism && t != LinkTypeAVS && t != LinkTypePKTAP && t != LinkTypeNFLOG && t != LinkTypePFLOG && knownLinkType(t)
 }
 
 func knownLinkType(t LinkType) bool {
 	switch t {
 	case LinkTypeEthernet, LinkTypeRaw, LinkTypeRawDLT, LinkTypeRawOpenBSD, LinkTypeIPv4, LinkTypeIPv6,
 		LinkTypeLinuxSLL, LinkTypeLinuxSLL2, LinkTypeNull, LinkTypeLoop, LinkTypePPP, LinkTypeCiscoHDLC, LinkTypePPI,
-		LinkTypeIEEE80211, LinkTypeRadiotap, LinkTypePrism, LinkTypeAVS, LinkTypePKTAP, LinkTypeNFLOG:
+		LinkTypeIEEE80211, LinkTypeRadiotap, LinkTypePrism, LinkTypeAVS, LinkTypePKTAP, LinkTypeNFLOG, LinkTypePFLOG:
 		return true
 	}
 	return false

@@ -60,7 +60,7 @@ func TestFeaturesAgreeWithTshark(t *testing.T) {
 		t.Fatalf("mergecap -a over %d captures: %v\n%s", len(files), err, out)
 	}
 
-	c := compareWithTshark(t, merged, 0)
+	c := compareWithTshark(t, merged, 0, "f")
 	t.Logf("%d packets of %d captures; %d ICMP errors quote an inner header, whose fields tshark shows and which are not the packet's own",
 		c.packets, len(files), c.quoted)
 	c.log(t)
@@ -83,11 +83,13 @@ var comparedFields = []string{"timestamp", "interval", "frame length", "TTL", "I
 // and compares them field by field, failing the test on every disagreement
 // (the first five of each field are shown). bridged is how many bytes
 // longer than its bridged Ethernet frame each frame is (802.11 captures;
-// tshark's frame.len is the captured frame's).
-func compareWithTshark(t *testing.T, path string, bridged int) tsharkComparison {
+// tshark's frame.len is the captured frame's); occurrence is tshark's: f
+// for the outermost header's fields, l for the innermost, of a frame
+// carried in another.
+func compareWithTshark(t *testing.T, path string, bridged int, occurrence string) tsharkComparison {
 	t.Helper()
 	// tshark is single-threaded and takes seconds; ours runs beside it.
-	args := []string{"-n", "-r", path, "-T", "fields", "-E", "occurrence=f", "-E", "separator=/t"}
+	args := []string{"-n", "-r", path, "-T", "fields", "-E", "occurrence=" + occurrence, "-E", "separator=/t"}
 	for _, f := range tsharkFields {
 		args = append(args, "-e", f)
 	}
@@ -229,10 +231,16 @@ func expectFromTshark(t *testing.T, i int, r map[string]string) expectation {
 	}
 	v["frame length"] = r["frame.len"]
 
-	// The outer IP version is the first IP layer tshark names.
+	// The outer IP version is the first IP layer tshark names; of a TZSP
+	// datagram, the first of the frame it carries, which is the record's
+	// (tshark's fields are then the last occurrences).
 	var transport string
 	ipPayload, later := 0, false
-	for _, p := range strings.Split(r["frame.protocols"], ":") {
+	protocols := r["frame.protocols"]
+	if _, carried, ok := strings.Cut(protocols, ":tzsp:"); ok {
+		protocols = carried
+	}
+	for _, p := range strings.Split(protocols, ":") {
 		if p == "ip" {
 			v["TTL"], v["IP total length"] = r["ip.ttl"], r["ip.len"]
 			transport = r["ip.proto"]

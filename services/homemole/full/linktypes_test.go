@@ -13,6 +13,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"github.com/homemole/homemole/internal/tzsptest"
 )
 
 // linkFixture is a capture of one link type: every IP packet of
@@ -33,6 +35,9 @@ type linkFixture struct {
 	// frame an access point bridges it to (802.11), or that a cooked
 	// capture's frame was on the LAN (SLL), whose length HomeMole gives.
 	bridged int
+	// carried says each frame carries the frame HomeMole reads inside
+	// another (TZSP): tshark's fields are then their last occurrences.
+	carried bool
 }
 
 func join(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
@@ -149,6 +154,20 @@ func nullWrap(o binary.AppendByteOrder, af6 uint32) func(ip []byte, v6 bool) []b
 	}
 }
 
+// pflogWrap puts an IP packet behind a pf log header whose length byte
+// is length, padded to 4 bytes, of af6 for IPv6, logged passing in on
+// em0 by rule 3.
+func pflogWrap(length int, af6 byte) func(ip []byte, v6 bool) []byte {
+	return func(ip []byte, v6 bool) []byte {
+		h := make([]byte, (length+3)&^3)
+		h[0], h[1] = byte(length), pick(v6, byte(2), af6)
+		copy(h[4:20], "em0")
+		binary.BigEndian.PutUint32(h[36:40], 3)
+		h[60] = 1 // in
+		return join(h, ip)
+	}
+}
+
 // rawIP is the wrap of the link types that carry bare IP packets.
 func rawIP(ip []byte, _ bool) []byte { return ip }
 
@@ -231,6 +250,16 @@ var linkFixtures = []linkFixture{
 	// A Linux gateway's iptables or nftables log (tcpdump -i nflog:5):
 	// each packet behind netlink attributes, read as the packet itself.
 	{name: "nflog", link: 239, dissected: "nflog:ip", bridged: nflogHdrLen, wrap: nflogWrap},
+	// A BSD gateway's pf log (tcpdump -i pflog0): FreeBSD's and pfSense's
+	// header (IPv6 is 28) and OpenBSD's (24), read as the packet itself.
+	{name: "pflog-freebsd", link: 117, dissected: "pflog:ip", bridged: 64, wrap: pflogWrap(61, 28)},
+	{name: "pflog-openbsd", link: 117, dissected: "pflog:ip", bridged: 100, wrap: pflogWrap(100, 24)},
+	// A MikroTik's packet sniffer streaming the LAN to a collector, whose
+	// capture holds TZSP datagrams: read as the frames they carry.
+	{name: "tzsp", link: 1, dissected: "eth:ethertype:ip:udp:tzsp:eth:ethertype:ip", bridged: 14 + 20 + 8 + 8, carried: true,
+		wrap: func(ip []byte, v6 bool) []byte {
+			return tzsptest.Sniffed(join(ethHdr(pick[uint16](v6, 0x0800, 0x86dd)), ip), 1)[0]
+		}},
 	// Wi-Fi: QoS data to the access point behind radiotap, plain data
 	// from it, and data behind PPI; ARP is the frame without IP.
 	{name: "radiotap-80211", link: 127, dissected: "radiotap:wlan_radio:wlan:llc:ip", bridged: 18 + 26 + 8 - 14,
@@ -376,7 +405,7 @@ func TestLinkTypesAgreeWithTshark(t *testing.T) {
 	for _, fx := range linkFixtures {
 		t.Run(fx.name, func(t *testing.T) {
 			path, nIP := writeLinkFixture(t, dir, fx, ips, v6)
-			c := compareWithTshark(t, path, fx.bridged)
+			c := compareWithTshark(t, path, fx.bridged, pick(fx.carried, "f", "l"))
 			if c.packets != nIP+len(fx.nonIP) {
 				t.Fatalf("%d rows, want %d", c.packets, nIP+len(fx.nonIP))
 			}
