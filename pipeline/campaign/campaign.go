@@ -282,11 +282,31 @@ func (h *Home) Validate() error {
 // SessionName derives a capture session's name from its file: deterministic,
 // so a restarted agent republishes under the same message ids.
 func SessionName(tap, file string) string {
-	base := filepath.Base(file)
-	for _, ext := range []string{".gz", ".pcapng", ".pcap"} {
-		base = strings.TrimSuffix(base, ext)
-	}
+	base, _ := CaptureBase(filepath.Base(file))
 	return tap + "-" + tokenOf(base)
+}
+
+// compressedExts are the suffixes of compressed captures: those the
+// readers decompress as they read, and xz's and bzip2's, which they refuse
+// saying how to decompress them (capture.OpenFile tells them by their
+// bytes), rather than a folder's captures being passed over unsaid.
+var compressedExts = []string{".gz", ".zst", ".zstd", ".lz4", ".xz", ".bz2"}
+
+// CaptureBase is a capture file's name without its extensions (a
+// compression's, then .pcapng or .pcap); ok says it had a capture's.
+func CaptureBase(name string) (base string, ok bool) {
+	for _, ext := range compressedExts {
+		if b, cut := strings.CutSuffix(name, ext); cut {
+			name = b
+			break
+		}
+	}
+	for _, ext := range []string{".pcapng", ".pcap"} {
+		if b, cut := strings.CutSuffix(name, ext); cut {
+			return b, true
+		}
+	}
+	return name, false
 }
 
 // LANPrefixes parses the home's LAN prefixes. A home whose gateway is

@@ -18,7 +18,7 @@ type DeviceDir struct {
 	Device string // the folder's name, which names the device
 	Path   string
 	MAC    schemas.MAC
-	// Files are its captures (.pcap, .pcapng, gzipped too), in name order.
+	// Files are its captures (.pcap, .pcapng, compressed too), in name order.
 	Files []string
 }
 
@@ -71,8 +71,7 @@ func captureFiles(dir string) ([]string, error) {
 	}
 	var files []string
 	for _, e := range entries {
-		n := strings.TrimSuffix(e.Name(), ".gz")
-		if !strings.HasSuffix(n, ".pcap") && !strings.HasSuffix(n, ".pcapng") {
+		if _, ok := CaptureBase(e.Name()); !ok {
 			continue
 		}
 		if st, err := os.Stat(filepath.Join(dir, e.Name())); err == nil && !st.IsDir() {

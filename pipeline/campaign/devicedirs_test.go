@@ -70,3 +70,26 @@ func TestLinkTimeSplit(t *testing.T) {
 		t.Error("a missing folder split without an error")
 	}
 }
+
+// TestCaptureBase: a capture's name without its extensions, compressed or
+// not, so that a session keeps its name (and its messages their ids)
+// whether its file is compressed or not; other files are no captures.
+func TestCaptureBase(t *testing.T) {
+	for name, want := range map[string]string{
+		"Setup-A-1-STA.pcap": "Setup-A-1-STA", "lan.pcapng": "lan", "lan.pcap.gz": "lan",
+		"lan.pcapng.zst": "lan", "lan.pcap.zstd": "lan", "lan.pcap.lz4": "lan", "a.pcapng.pcap": "a.pcapng",
+		"lan.pcap.xz": "lan", "lan.pcap.bz2": "lan",
+	} {
+		if got, ok := CaptureBase(name); !ok || got != want {
+			t.Errorf("CaptureBase(%q) = %q, %v; want %q, true", name, got, ok, want)
+		}
+		if a, b := SessionName("lan", "/x/"+name), SessionName("lan", want+".pcap"); a != b {
+			t.Errorf("session of %s is %s, of the uncompressed capture %s", name, a, b)
+		}
+	}
+	for _, name := range []string{"notes.txt", "lan.gz", "_iotdevice-mac.txt", "lan.zst"} {
+		if _, ok := CaptureBase(name); ok {
+			t.Errorf("CaptureBase(%q) takes it for a capture", name)
+		}
+	}
+}

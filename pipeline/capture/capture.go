@@ -11,7 +11,6 @@ package capture
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -78,10 +77,11 @@ var (
 	magicPcapng      = [4]byte{0x0a, 0x0d, 0x0d, 0x0a}
 )
 
-const formats = "want a pcap file (libpcap, micro- or nanosecond timestamps, either byte order) or a pcapng file, optionally gzip-compressed"
+const formats = "want a pcap file (libpcap, micro- or nanosecond timestamps, either byte order) or a pcapng file, optionally compressed with gzip, zstd or lz4"
 
 // OpenFile opens a pcap or pcapng file, telling them apart by their magic
-// number; gzip-compressed captures are decompressed on the fly.
+// number; captures compressed with gzip, zstd or lz4 (as tcpdump's -z
+// gzip, or a campaign's archive, leaves them) are decompressed on the fly.
 func OpenFile(path string) (Source, error) {
 	return OpenFileSide(path, SideLAN)
 }
@@ -125,13 +125,17 @@ func NewSideReader(r io.Reader, name string, side Side) (Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	if magic[0] == 0x1f && magic[1] == 0x8b {
+	if c, ok := compressionOf(magic); ok {
+		if c.open == nil {
+			return nil, fmt.Errorf("%w: %s is compressed with %s, which is not read as it streams; decompress it first (%s), or compress it with gzip, zstd or lz4", ErrUnknownFormat, name, c.name, c.fix)
+		}
 		// The sniffed bytes are already in the buffer, which the
-		// decompressed stream is about to reuse: gzip gets its own copy.
+		// decompressed stream is about to reuse: the decompressor gets
+		// its own copy.
 		head := bytes.Clone(in.buf[in.start:in.end])
-		zr, err := gzip.NewReader(io.MultiReader(bytes.NewReader(head), r))
+		zr, err := c.open(io.MultiReader(bytes.NewReader(head), r))
 		if err != nil {
-			return nil, fmt.Errorf("capture %s: open gzip stream: %w", name, err)
+			return nil, fmt.Errorf("capture %s: open %s stream: %w", name, c.name, err)
 		}
 		in.closers = append([]io.Closer{zr}, in.closers...)
 		in.r, in.start, in.end, in.err = zr, 0, 0, nil
@@ -265,6 +269,9 @@ func (in *input) peekMagic() ([4]byte, error) {
 		return m, fmt.Errorf("%w: %s is empty; %s", ErrUnknownFormat, in.name, formats)
 	case err == io.EOF:
 		return m, fmt.Errorf("%w: %s is only %d bytes long; %s", ErrUnknownFormat, in.name, len(b), formats)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// A compressed stream cut short before its first whole block.
+		return m, fmt.Errorf("%w: %s ends before its file header: the compressed stream is cut short; nothing of it could be read (copy the file again if it was still being written)", ErrTruncated, in.name)
 	}
 	return m, fmt.Errorf("capture %s: read file header: %w", in.name, err)
 }

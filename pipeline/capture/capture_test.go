@@ -21,6 +21,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
 
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/features"
@@ -415,17 +417,86 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestGzipCapture(t *testing.T) {
-	raw, want := smallSentinelRaw(t)
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(raw)
-	zw.Close()
-	p := filepath.Join(t.TempDir(), "x.pcap.gz")
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+// TestCompressedCaptures: a capture compressed with gzip (tcpdump -z
+// gzip), zstd or lz4 reads as the capture; one cut short reads up to the
+// cut and says it is truncated; xz and bzip2 are refused with the command
+// that decompresses them.
+func TestCompressedCaptures(t *testing.T) {
+	// A capture of 450 KB, so that two thirds of it compressed hold
+	// whole blocks of each format.
+	path := filepath.Join(sentinelDir, "HueSwitch", "Setup-A-1-STA.pcap")
+	sentinelFiles(t)
+	raw, err := os.ReadFile(path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	sameFrames(t, "gzip", openAll(t, p), want)
+	want := openAll(t, path)
+	compress := map[string]func(io.Writer) io.WriteCloser{
+		"gzip": func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) },
+		"zstd": func(w io.Writer) io.WriteCloser {
+			zw, err := zstd.NewWriter(w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return zw
+		},
+		"lz4": func(w io.Writer) io.WriteCloser {
+			zw := lz4.NewWriter(w)
+			if err := zw.Apply(lz4.BlockSizeOption(lz4.Block64Kb)); err != nil {
+				t.Fatal(err)
+			}
+			return zw
+		},
+	}
+	for name, newWriter := range compress {
+		t.Run(name, func(t *testing.T) {
+			var buf bytes.Buffer
+			zw := newWriter(&buf)
+			if _, err := zw.Write(raw); err != nil {
+				t.Fatal(err)
+			}
+			if err := zw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			p := filepath.Join(dir, "x.pcap."+name)
+			if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			sameFrames(t, name, openAll(t, p), want)
+
+			cut := filepath.Join(dir, "cut.pcap."+name)
+			if err := os.WriteFile(cut, buf.Bytes()[:buf.Len()*2/3], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			src, err := OpenFile(cut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			n, err := drain(src)
+			if !errors.Is(err, ErrTruncated) || n == 0 || n >= len(want) {
+				t.Errorf("a %s capture cut at two thirds: %d of %d frames, then %v; want some frames, then ErrTruncated", name, n, len(want), err)
+			}
+			// Cut before its first block ends: nothing to read, and said so.
+			if err := os.WriteFile(cut, buf.Bytes()[:12], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := OpenFile(cut); !errors.Is(err, ErrTruncated) {
+				t.Errorf("a %s capture of its first 12 bytes: %v, want ErrTruncated", name, err)
+			}
+		})
+	}
+	for name, magic := range map[string][]byte{"xz": {0xfd, '7', 'z', 'X', 'Z', 0}, "bzip2": []byte("BZh91AY&SY")} {
+		p := filepath.Join(t.TempDir(), "x.pcap."+name)
+		if err := os.WriteFile(p, append(magic, make([]byte, 64)...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := OpenFile(p)
+		if !errors.Is(err, ErrUnknownFormat) || !strings.Contains(err.Error(), "compressed with "+name) || !strings.Contains(err.Error(), "decompress it first") {
+			t.Errorf("%s capture: %v; want it refused, saying how to decompress it", name, err)
+		}
+	}
 }
 
 // TestPcapngFromNgWriter writes real frames with gopacket's pcapng writer

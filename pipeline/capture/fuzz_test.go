@@ -16,6 +16,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
 
 	"github.com/homemole/homemole/internal/tzsptest"
 	"github.com/homemole/homemole/pipeline/features"
@@ -25,6 +27,16 @@ import (
 func FuzzOpenFile(f *testing.F) {
 	if raw, err := os.ReadFile(filepath.Join(sentinelDir, "TP-LinkPlugHS100", "Setup-A-1-STA.pcap")); err == nil {
 		f.Add(raw[:min(len(raw), 2000)])
+		// The same, compressed with zstd and lz4, for the decompressors'
+		// paths through a damaged stream.
+		if zw, err := zstd.NewWriter(nil); err == nil {
+			f.Add(zw.EncodeAll(raw[:min(len(raw), 2000)], nil))
+		}
+		var lz bytes.Buffer
+		lw := lz4.NewWriter(&lz)
+		lw.Write(raw[:min(len(raw), 2000)])
+		lw.Close()
+		f.Add(lz.Bytes())
 		var buf bytes.Buffer
 		w, _ := pcapgo.NewNgWriter(&buf, layers.LinkTypeEthernet)
 		src, _ := NewReader(bytes.NewReader(raw), "seed")

@@ -8,14 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -156,7 +155,7 @@ func ViewsOfDir(ctx context.Context, dir string, cfg gateway.Config) ([][]Packet
 	var views [][]Packet
 	for _, e := range entries {
 		name := e.Name()
-		if e.IsDir() || !slices.ContainsFunc([]string{".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz"}, func(s string) bool { return strings.HasSuffix(name, s) }) {
+		if _, ok := campaign.CaptureBase(name); e.IsDir() || !ok {
 			continue
 		}
 		path := filepath.Join(dir, name)

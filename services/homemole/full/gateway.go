@@ -102,7 +102,7 @@ func runGateway(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 			"pcap with nanosecond timestamps, in WAN time order; the truth file has one row\n"+
 			"wan_index,lan_index per WAN packet (0-based packet ordinals). The same seed gives the\n"+
 			"same bytes.")
-	in := fs.String("in", "", "LAN capture (pcap or pcapng, optionally gzipped)")
+	in := fs.String("in", "", "LAN capture (pcap or pcapng, optionally compressed with gzip, zstd or lz4)")
 	mode := fs.String("mode", "napt", "napt or vpn")
 	cipher := fs.String("cipher", string(gateway.AES256GCM), "VPN data channel: aes-256-gcm or aes-256-cbc (with HMAC-SHA1) for OpenVPN, or wireguard")
 	seed := fs.Uint64("seed", 1, "seed of every random choice (ports, delays, payload bytes)")
@@ -316,7 +316,7 @@ func runDefend(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 			"  vpn-pad          the tunnel pads to the MTU: every tunnel packet is full-sized (vpn only)\n"+
 			"Cover traffic is added first, then shaping, then padding, whatever the order in SPEC.\n"+
 			"The truth file has a row per WAN packet; a dummy's lan_index is empty.")
-	in := fs.String("in", "", "LAN capture (pcap or pcapng, optionally gzipped)")
+	in := fs.String("in", "", "LAN capture (pcap or pcapng, optionally compressed with gzip, zstd or lz4)")
 	spec := fs.String("defense", "", "the defences, e.g. pad:mtu+cbr:20 (none: the gateway alone)")
 	mode := fs.String("mode", "", "napt or vpn (default napt, vpn with vpn-pad)")
 	cipher := fs.String("cipher", string(gateway.AES256GCM), "vpn: aes-256-gcm, aes-256-cbc or wireguard")

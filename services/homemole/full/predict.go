@@ -34,7 +34,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 			"its confidence is below it, or its familiarity (the share of its packets of a direction,\n"+
 			"transport and frame length the named device's training traffic holds) below its own.")
 	run := fs.String("model", "", "run name of the stored model")
-	in := fs.String("in", "", "capture file (pcap or pcapng, optionally gzipped)")
+	in := fs.String("in", "", "capture file (pcap or pcapng, optionally compressed with gzip, zstd or lz4)")
 	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
 	wan := fs.Bool("wan", false, "the capture was taken beyond the gateway: do not split it by MAC")
 	familiesFrom := fs.String("families", "", "cv.json of a cross-validation of the model's training captures: name each host's vendor family by its families instead of those the model learned when it was saved")
@@ -157,7 +157,7 @@ func runDetect(ctx context.Context, log *slog.Logger, out io.Writer, args []stri
 			"The JSON is {model, capture, packets, windows: [{start_ns, end_ns, detections:\n"+
 			"[{device, count, score}]}]}; score is the detector's probability.")
 	modelPath := fs.String("model", "", "model file from `homemole sp train`")
-	in := fs.String("in", "", "capture to judge (pcap or pcapng, gzip too)")
+	in := fs.String("in", "", "capture to judge (pcap or pcapng, gzip, zstd or lz4 too)")
 	window := fs.Duration("window", 0, "report window (default: the model's, 360s unless trained otherwise)")
 	jsonOut := fs.String("json", "", "file to write the detections to (- for standard output)")
 	var device string

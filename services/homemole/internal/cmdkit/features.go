@@ -17,7 +17,7 @@ import (
 // one CSV row per packet. stderr gets the skipped-packet report.
 func Features(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fs := NewFlags("features", "--in FILE [--lan-net CIDR]... [--lan-mac MAC] [--out FILE.csv|-]",
-		"Decodes every packet of a capture (pcap or pcapng, optionally gzipped) as the capture\n"+
+		"Decodes every packet of a capture (pcap or pcapng, gzip, zstd or lz4 too) as the capture\n"+
 			"agent does and writes one CSV row per packet under a header row:\n"+
 			"  "+features.CSVHeader+"\n"+
 			"A field is empty where its header does not exist in the packet: dport without TCP or\n"+
@@ -37,7 +37,7 @@ func Features(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 			"corrupt capture, the rows of the packets before the fault are written, then the\n"+
 			"command fails.")
 	fs.SetOutput(stderr)
-	in := fs.String("in", "", "capture file to read (pcap or pcapng, optionally gzip-compressed)")
+	in := fs.String("in", "", "capture file to read (pcap or pcapng, optionally compressed with gzip, zstd or lz4)")
 	outPath := fs.String("out", "-", "CSV file to write; - is stdout")
 	homeOf := HomeFlags(fs, "lan-mac")
 	if err := ParseRequired(fs, args, "features needs --in FILE", in); err != nil {
