@@ -131,14 +131,14 @@ var (
 	// ErrNotPacket: the frame is the link's own, no packet a host sent: a
 	// Wi-Fi capture's management, control and null frames, and a
 	// retransmission of a frame already read, a remote sniffer's TZSP
-	// keepalive or the later fragments of its datagrams. Callers count these apart:
+	// keepalive, the later fragments of a mirror's packets. Callers count these apart:
 	// in a monitor-mode capture they are most frames, and none is lost.
 	ErrNotPacket = errors.New("frame carries no packet")
 )
 
 // NotPacketKinds names the frames ErrNotPacket stands for, in the counts
 // the commands print.
-const NotPacketKinds = "802.11 management, control and null frames, retransmissions, TZSP keepalives and the later fragments of TZSP datagrams"
+const NotPacketKinds = "802.11 management, control and null frames, retransmissions, TZSP keepalives and the later fragments of mirrored frames"
 
 const (
 	// QinQ stacks two tags; more than a few means a loop of garbage, not a network.
@@ -167,7 +167,7 @@ type Decoder struct {
 
 	clock   streamClock
 	retries retransmits
-	tzsp    tzspRest
+	mirror  mirrorRest
 }
 
 // NewDecoder returns a Decoder for one tap stream of the given home.
@@ -229,7 +229,7 @@ func (d *Decoder) link(linkType LinkType, data []byte, p *schemas.Packet) error 
 	if err != nil {
 		return err
 	}
-	if err := d.tzsp.take(l, data); err != nil {
+	if err := d.mirror.take(l, data); err != nil {
 		return err
 	}
 	if err := d.retries.take(l, p); err != nil {

@@ -33,7 +33,7 @@ type gopacketDecoder struct {
 
 	clock   streamClock
 	retries retransmits
-	tzsp    tzspRest
+	mirror  mirrorRest
 	// jumbo says the last frame was an IPv6 jumbogram, which this decoder
 	// reads wrong (gopacket leaves the hop-by-hop header in the payload
 	// and it is counted twice) and the comparison leaves out.
@@ -50,7 +50,7 @@ func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.Cap
 	if err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
-	if err := d.tzsp.take(l, data); err != nil {
+	if err := d.mirror.take(l, data); err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
 	if err := d.retries.take(l, p); err != nil {

@@ -428,7 +428,7 @@ func wifiSeeds(tb testing.TB) []decodeSeed {
 
 // lengthRewritten says a frame's FrameLen is not its captured wire
 // length: an 802.11 frame's is its bridged Ethernet frame's, a pflog
-// record's its packet's, a TZSP datagram's the frame's it carries.
+// record's its packet's, a mirror's packet's the frame's it carries.
 func lengthRewritten(link LinkType, data []byte) bool {
 	if l, err := ParseLink(link, data); err == nil && (l.wire > 0 || l.unwired > 0) {
 		return true

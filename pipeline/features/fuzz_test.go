@@ -57,6 +57,9 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 			return first
 		}()},
 		{LinkTypeEthernet, tzspOver4(tb, TZSPPort, 3, tzspPayload(tzspTypeRX, 18, nil, wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())))))},
+		// VXLAN and ERSPAN type III mirrors.
+		{LinkTypeEthernet, mirrorOver4(tb, layers.IPProtocolUDP, VXLANPort, cat(vxlanHdr, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolUDP), udp(1, 53), dnsQuery(tb))))},
+		{LinkTypeEthernet, mirrorOver4(tb, layers.IPProtocolGRE, 0, cat(erspanIIIPlatHd, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S"))))},
 		// Header options: IPv4's router alert, TCP's MSS, NOPs and SACK
 		// permitted, an IPv6 hop-by-hop header (PadN) and a jumbogram
 		// (hop-by-hop jumbo length 70000, the UDP length 0, cut short).
@@ -134,13 +137,13 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		// A frame carried in TZSP has its own length on the home's wire
-		// (less its 802.11 headers for a Wi-Fi frame), which a fragmented
-		// datagram's first piece is shorter than.
+		// A mirrored frame has its own length on the mirrored wire (less
+		// its 802.11 headers for a Wi-Fi frame), which a fragmented
+		// packet's first piece is shorter than.
 		wire := ci
 		if l, err := ParseLink(LinkType(link), data); err == nil && l.wire > 0 {
 			if p.FrameLen > uint32(l.wire) || !l.wifi.data && p.FrameLen != uint32(l.wire) {
-				t.Fatalf("FrameLen %d of a TZSP frame of %d bytes", p.FrameLen, l.wire)
+				t.Fatalf("FrameLen %d of a mirrored frame of %d bytes", p.FrameLen, l.wire)
 			}
 			wire.Length = l.wire
 		}

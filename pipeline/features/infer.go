@@ -49,9 +49,9 @@ type HomeInference struct {
 	client, server map[netip.Prefix]int
 	flows          map[rawFlow]struct{}
 
-	// tzsp leaves out the later fragments of a remote sniffer's
-	// datagrams, as the decoder does: they are not the home's.
-	tzsp tzspRest
+	// mirror leaves out the later fragments of a mirror's packets (TZSP,
+	// VXLAN, GRE), as the decoder does: they are not the home's.
+	mirror mirrorRest
 }
 
 type macStats struct {
@@ -96,7 +96,7 @@ func NewHomeInference() *HomeInference {
 func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	h.frames++
 	l, err := ParseLink(lt, data)
-	if err != nil || !l.IsIP() || h.tzsp.take(l, data) != nil {
+	if err != nil || !l.IsIP() || h.mirror.take(l, data) != nil {
 		return
 	}
 	ip := data[l.Offset:]

@@ -42,11 +42,11 @@ type Link struct {
 
 	// wifi holds what an 802.11 frame says beyond the addresses (dot11).
 	wifi wifiFrame
-	// wire is the length on the home's wire of a frame a TZSP datagram
-	// carries, 0 for a frame read as captured; tzspFrag names the datagram
-	// when it came in IP fragments, the rest of which are left out.
-	wire     int
-	tzspFrag uint64
+	// wire is the length on the mirrored wire of a frame a mirror's
+	// packet carries, 0 for a frame read as captured; mirrorFrag names the
+	// packet when it came in IP fragments, the rest of which are left out.
+	wire       int
+	mirrorFrag uint64
 	// unwired is how many bytes at the frame's start the capture added
 	// and no wire carried (a pflog header): FrameLen leaves them out, as
 	// a capture on the interface would.
@@ -60,30 +60,36 @@ func (l Link) IsIP() bool { return l.EtherType == EtherTypeIPv4 || l.EtherType =
 // down to the network packet. It reads only the bytes it is given, never
 // allocates on success, and bounds every chain it follows (VLAN tags, PPI
 // encapsulation), so a crafted frame costs a handful of header reads.
-// Errors wrap ErrUnsupportedLinkType or ErrMalformed.
+// Errors wrap ErrUnsupportedLinkType or ErrMalformed, or ErrNotPacket for
+// a frame of the link's own (an 802.11 beacon, a TZSP keepalive).
 //
-// A UDP datagram to TZSPPort that a remote sniffer streamed (see tzsp.go)
-// is read as the frame it carries, one level deep: the Link is the inner
-// frame's, its Offset in data.
+// A mirror's packet (TZSP, VXLAN, GRE or ERSPAN; see mirror.go) is read as
+// the frame it carries, one level deep: the Link is the inner frame's, its
+// Offset in data.
 func ParseLink(lt LinkType, data []byte) (Link, error) {
 	l, err := parseLink(lt, data, 0)
 	if err != nil || !l.IsIP() {
 		return l, err
 	}
-	t, ok, err := FindTZSP(l.EtherType, data, l.Offset)
+	m, ok, err := FindMirrored(l.EtherType, data, l.Offset)
 	if !ok {
 		return l, nil
 	}
 	if err != nil {
 		return l, err
 	}
-	inner, err := parseLink(t.LinkType, data[t.At:t.End], t.At)
+	inner, err := parseLink(m.LinkType, data[m.At:m.End], m.At)
 	if err != nil {
-		return inner, fmt.Errorf("the frame a TZSP datagram carries: %w", err)
+		return inner, fmt.Errorf("the frame a %s packet carries: %w", m.Via, err)
 	}
-	inner.wire = t.Wire
-	if t.Fragmented {
-		inner.tzspFrag = t.FragKey
+	inner.wire = m.Wire
+	if inner.wire == 0 {
+		// A GRE packet's first fragment: the frame is as long as its
+		// headers and the IP packet its header says.
+		inner.wire = inner.Offset - m.At + ipTotalLen(inner.EtherType, data[inner.Offset:])
+	}
+	if m.Fragmented {
+		inner.mirrorFrag = m.FragKey
 	}
 	return inner, nil
 }

@@ -231,14 +231,17 @@ func expectFromTshark(t *testing.T, i int, r map[string]string) expectation {
 	}
 	v["frame length"] = r["frame.len"]
 
-	// The outer IP version is the first IP layer tshark names; of a TZSP
-	// datagram, the first of the frame it carries, which is the record's
-	// (tshark's fields are then the last occurrences).
+	// The outer IP version is the first IP layer tshark names; of a
+	// mirror's packet, the first of the frame it carries, which is the
+	// record's (tshark's fields are then the last occurrences).
 	var transport string
 	ipPayload, later := 0, false
 	protocols := r["frame.protocols"]
-	if _, carried, ok := strings.Cut(protocols, ":tzsp:"); ok {
-		protocols = carried
+	for _, mirror := range []string{":tzsp:", ":vxlan:", ":erspan:", ":gre:"} {
+		if _, carried, ok := strings.Cut(protocols, mirror); ok {
+			protocols = carried
+			break
+		}
 	}
 	for _, p := range strings.Split(protocols, ":") {
 		if p == "ip" {

@@ -168,6 +168,21 @@ func pflogWrap(length int, af6 byte) func(ip []byte, v6 bool) []byte {
 	}
 }
 
+// mirrorWrap puts an IP packet in an Ethernet frame and that, behind hdr,
+// in an IPv4 packet of protocol proto from a mirror to a collector: UDP
+// to VXLAN's port for 17, GRE for 47.
+func mirrorWrap(proto byte, hdr []byte) func(ip []byte, v6 bool) []byte {
+	return func(ip []byte, v6 bool) []byte {
+		payload := join(hdr, ethHdr(pick[uint16](v6, 0x0800, 0x86dd)), ip)
+		if proto == 17 {
+			payload = join(binary.BigEndian.AppendUint16([]byte{0x9c, 0x40, 0x12, 0xb5}, uint16(8+len(payload))), []byte{0, 0}, payload)
+		}
+		outer := join(tzsptest.CollectorMAC, tzsptest.SnifferMAC, []byte{0x08, 0x00, 0x45, 0, 0, 0, 0, 1, 0, 0, 64, proto, 0, 0}, tzsptest.SnifferIP, tzsptest.CollectorIP)
+		binary.BigEndian.PutUint16(outer[14+2:], uint16(20+len(payload)))
+		return join(outer, payload)
+	}
+}
+
 // rawIP is the wrap of the link types that carry bare IP packets.
 func rawIP(ip []byte, _ bool) []byte { return ip }
 
@@ -260,6 +275,14 @@ var linkFixtures = []linkFixture{
 		wrap: func(ip []byte, v6 bool) []byte {
 			return tzsptest.Sniffed(join(ethHdr(pick[uint16](v6, 0x0800, 0x86dd)), ip), 1)[0]
 		}},
+	// Mirror ports sending to a collector: VXLAN (cloud traffic
+	// mirroring), Linux gretap, a switch's ERSPAN type II.
+	{name: "vxlan", link: 1, dissected: "eth:ethertype:ip:udp:vxlan:eth:ethertype:ip", bridged: 14 + 20 + 8 + 8, carried: true,
+		wrap: mirrorWrap(17, []byte{0x08, 0, 0, 0, 0, 0, 42, 0})},
+	{name: "gretap", link: 1, dissected: "eth:ethertype:ip:gre:eth:ethertype:ip", bridged: 14 + 20 + 4, carried: true,
+		wrap: mirrorWrap(47, []byte{0, 0, 0x65, 0x58})},
+	{name: "erspan-ii", link: 1, dissected: "eth:ethertype:ip:gre:erspan:eth:ethertype:ip", bridged: 14 + 20 + 8 + 8, carried: true,
+		wrap: mirrorWrap(47, []byte{0x10, 0, 0x88, 0xbe, 0, 0, 0, 9, 0x10, 0, 0, 1, 0, 0, 0, 0})},
 	// Wi-Fi: QoS data to the access point behind radiotap, plain data
 	// from it, and data behind PPI; ARP is the frame without IP.
 	{name: "radiotap-80211", link: 127, dissected: "radiotap:wlan_radio:wlan:llc:ip", bridged: 18 + 26 + 8 - 14,

@@ -56,10 +56,35 @@ func at(ts int64, data []byte) gopacket.CaptureInfo {
 	return gopacket.CaptureInfo{Timestamp: time.Unix(ts, 0), CaptureLength: len(data), Length: len(data)}
 }
 
-// TestDecodeTZSP: a frame a sniffer streamed decodes to the record of the
-// frame itself, length on the home's wire included, whatever the tags,
-// the IP version to the collector, or the capture's snap length.
-func TestDecodeTZSP(t *testing.T) {
+// mirrorOver4 is the Ethernet frame a mirror sends the collector over
+// IPv4 as IP protocol proto (17 to UDP port port, 47 GRE), payload after
+// the UDP header.
+func mirrorOver4(tb testing.TB, proto layers.IPProtocol, port uint16, payload []byte) []byte {
+	ip := ip4(snifferIP, collectorIP, proto)
+	if proto == layers.IPProtocolUDP {
+		return build(tb, eth(snifferMAC, collectorMAC, layers.EthernetTypeIPv4), ip, udp(40000, port), gopacket.Payload(payload))
+	}
+	return build(tb, eth(snifferMAC, collectorMAC, layers.EthernetTypeIPv4), ip, gopacket.Payload(payload))
+}
+
+// GRE headers of the mirrors: gretap's transparent bridging, with a key;
+// ERSPAN type I, II (sequence number, 8-byte header) and III (12 bytes,
+// and with the platform subheader).
+var (
+	greTEBHdr       = []byte{0x00, 0x00, 0x65, 0x58}
+	greTEBKeyHdr    = []byte{0x20, 0x00, 0x65, 0x58, 0, 0, 0, 7}
+	erspanIHdr      = []byte{0x00, 0x00, 0x88, 0xbe}
+	erspanIIHdr     = []byte{0x10, 0x00, 0x88, 0xbe, 0, 0, 0, 9, 0x10, 0x00, 0x00, 0x01, 0, 0, 0, 0}
+	erspanIIIHdr    = []byte{0x10, 0x00, 0x22, 0xeb, 0, 0, 0, 9, 0x20, 0x00, 0x00, 0x01, 1, 2, 3, 4, 0, 0, 0, 0}
+	erspanIIIPlatHd = []byte{0x10, 0x00, 0x22, 0xeb, 0, 0, 0, 9, 0x20, 0x00, 0x00, 0x01, 1, 2, 3, 4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}
+	vxlanHdr        = []byte{0x08, 0, 0, 0, 0, 0, 42, 0}
+)
+
+// TestDecodeMirrored: a frame a mirror sent decodes to the record of the
+// frame itself, length on the mirrored wire included, whatever the mirror
+// (TZSP with or without tags, VXLAN, gretap, ERSPAN I to III), the IP
+// version to the collector, or the capture's snap length.
+func TestDecodeMirrored(t *testing.T) {
 	inner := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 300))
 	innerV6 := build(t, eth(gwMAC, devMAC, layers.EthernetTypeIPv6), ip6(cloud6, dev6, layers.IPProtocolUDP), udp(53, 40000), dnsQuery(t))
 	rssi := []byte{10, 1, 0xc4, tzspTagPadding, 12, 1, 0x6c} // RSSI, padding, data rate
@@ -77,6 +102,14 @@ func TestDecodeTZSP(t *testing.T) {
 		{"a frame the sniffer sent", innerV6, tzspOver4(t, TZSPPort, 3, tzspPayload(tzspTypeTX, 1, nil, innerV6)), 0},
 		{"to a collector over IPv6", innerV6, over6(tzspPayload(tzspTypeRX, 1, rssi, innerV6)), 0},
 		{"cut at a snap length of 128", inner, tzspOver4(t, TZSPPort, 4, tzspPayload(tzspTypeRX, 1, nil, inner)), 128},
+		{"VXLAN", inner, mirrorOver4(t, layers.IPProtocolUDP, VXLANPort, cat(vxlanHdr, inner)), 0},
+		{"VXLAN cut at a snap length of 128", innerV6, mirrorOver4(t, layers.IPProtocolUDP, VXLANPort, cat(vxlanHdr, innerV6)), 128},
+		{"gretap", inner, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(greTEBHdr, inner)), 0},
+		{"gretap with a key", innerV6, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(greTEBKeyHdr, innerV6)), 0},
+		{"ERSPAN type I", inner, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIHdr, inner)), 0},
+		{"ERSPAN type II", inner, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIIHdr, inner)), 0},
+		{"ERSPAN type III", innerV6, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIIIHdr, innerV6)), 0},
+		{"ERSPAN type III with its platform subheader", inner, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIIIPlatHd, inner)), 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,11 +136,11 @@ func TestDecodeTZSP(t *testing.T) {
 	}
 }
 
-// TestTZSPFragments: a full-size frame, which a sniffer on a 1,500-byte
+// TestMirrorFragments: a full-size frame, which a mirror on a 1,500-byte
 // MTU sends in two IP fragments, is read once, from the first; the second
 // is left out as the link's own, and does not move the stream's clock.
 // Another host's fragments are read as they are.
-func TestTZSPFragments(t *testing.T) {
+func TestMirrorFragments(t *testing.T) {
 	inner := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 1514-14-20-20-5))
 	if len(inner) != 1514 {
 		t.Fatalf("inner frame of %d bytes", len(inner))
@@ -131,6 +164,15 @@ func TestTZSPFragments(t *testing.T) {
 	if err := d.Decode(LinkTypeEthernet, otherRest, at(4, otherRest), 3, &p); err != nil || p.SrcMAC != schemas.MAC(devMAC) {
 		t.Errorf("a device's own later fragment: %v from %s; want it read as the device's", err, p.SrcMAC)
 	}
+	// ERSPAN across a 1,500-byte path: GRE says no length, so the first
+	// fragment's frame is as long as its IP header says.
+	gre1, gre2 := fragment4(mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIIHdr, inner)), 1400)
+	if err := d.Decode(LinkTypeEthernet, gre1, at(5, gre1), 4, &p); err != nil || p.FrameLen != 1514 || p.SrcMAC != schemas.MAC(devMAC) {
+		t.Errorf("ERSPAN first fragment: %v, a frame of %d bytes from %s; want the device's 1514", err, p.FrameLen, p.SrcMAC)
+	}
+	if err := d.Decode(LinkTypeEthernet, gre2, at(6, gre2), 5, &p); !errors.Is(err, ErrNotPacket) {
+		t.Errorf("ERSPAN second fragment: %v, want ErrNotPacket", err)
+	}
 	// A decoder that never saw the first fragment reads the second as
 	// what it is: it cannot know.
 	if err := NewDecoder(withGW).Decode(LinkTypeEthernet, rest, at(2, rest), 0, &p); err != nil || p.SrcMAC != schemas.MAC(snifferMAC) {
@@ -138,13 +180,17 @@ func TestTZSPFragments(t *testing.T) {
 	}
 }
 
-// TestTZSPNotTZSP: a datagram to another port, or to TZSP's port but of
-// another version, is the UDP datagram it is.
-func TestTZSPNotTZSP(t *testing.T) {
+// TestNotMirrored: a datagram to another port, to TZSP's port but of
+// another version, VXLAN-GPE, or GRE carrying a tunnel's IP packets, is
+// the packet it is.
+func TestNotMirrored(t *testing.T) {
 	inner := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())
 	for name, frame := range map[string][]byte{
-		"another port":    tzspOver4(t, 37009, 1, tzspPayload(tzspTypeRX, 1, nil, inner)),
-		"another version": tzspOver4(t, TZSPPort, 1, cat([]byte{2}, tzspPayload(tzspTypeRX, 1, nil, inner)[1:])),
+		"another port":      tzspOver4(t, 37009, 1, tzspPayload(tzspTypeRX, 1, nil, inner)),
+		"another version":   tzspOver4(t, TZSPPort, 1, cat([]byte{2}, tzspPayload(tzspTypeRX, 1, nil, inner)[1:])),
+		"VXLAN-GPE":         mirrorOver4(t, layers.IPProtocolUDP, VXLANPort, cat([]byte{0x0c, 0, 0, 3, 0, 0, 42, 0}, inner)),
+		"GRE carrying IPv4": mirrorOver4(t, layers.IPProtocolGRE, 0, cat([]byte{0, 0, 0x08, 0x00}, inner[14:])),
+		"GRE version 1":     mirrorOver4(t, layers.IPProtocolGRE, 0, cat([]byte{0, 1, 0x65, 0x58}, inner)),
 	} {
 		var p schemas.Packet
 		if err := NewDecoder(withGW).Decode(LinkTypeEthernet, frame, at(1, frame), 0, &p); err != nil {
@@ -157,7 +203,7 @@ func TestTZSPNotTZSP(t *testing.T) {
 	}
 }
 
-func TestTZSPErrors(t *testing.T) {
+func TestMirrorErrors(t *testing.T) {
 	inner := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())
 	long := make([]byte, 300)
 	for i := 0; i < len(long); i += 3 {
@@ -179,6 +225,9 @@ func TestTZSPErrors(t *testing.T) {
 		{"tags past the bound", tzspOver4(t, TZSPPort, 1, cat([]byte{1, 0, 0, 1}, long, []byte{tzspTagEnd}, inner)), ErrMalformed},
 		{"inner frame cut short", tzspOver4(t, TZSPPort, 1, tzspPayload(tzspTypeRX, 1, nil, inner[:10])), ErrMalformed},
 		{"UDP length short of the frame", badUDPLen, ErrMalformed},
+		{"ERSPAN type II of version 2", mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIIHdr[:8], []byte{0x20, 0, 0, 1, 0, 0, 0, 0}, inner)), ErrMalformed},
+		{"ERSPAN type III cut short", mirrorOver4(t, layers.IPProtocolGRE, 0, erspanIIIHdr[:14]), ErrMalformed},
+		{"gretap frame cut short", mirrorOver4(t, layers.IPProtocolGRE, 0, cat(greTEBHdr, inner[:10])), ErrMalformed},
 	} {
 		var p schemas.Packet
 		if err := NewDecoder(withGW).Decode(LinkTypeEthernet, tc.data, at(1, tc.data), 0, &p); !errors.Is(err, tc.want) {
