@@ -74,6 +74,11 @@ type Config struct {
 	// Progress, when set, is called after every acknowledged batch, from
 	// the goroutine that publishes: it must return quickly.
 	Progress func(Stats)
+	// WatchSettle is how long a file of a watch tap's folder must have
+	// gone unchanged to be complete when no later file lies beside it: the
+	// capture stopped (default the home's live idle timeout). WatchPoll is
+	// how often the folder is listed (default 2 s).
+	WatchSettle, WatchPoll time.Duration
 }
 
 // Stats counts what the agent read and sent.
@@ -133,6 +138,7 @@ func New(cfg Config) (*Agent, error) {
 	def(&cfg.AckTimeout, 10*time.Second)
 	def(&cfg.RetryMax, 5*time.Second)
 	def(&cfg.ShutdownGrace, 2*time.Second)
+	def(&cfg.WatchPoll, 2*time.Second)
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 4096
 	}
@@ -152,7 +158,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("batch bytes %d: want 4 KiB..8 MiB (and at most the NATS server's max_payload)", cfg.BatchBytes)
 	case cfg.Window < 1 || cfg.Window > 1024:
 		return nil, fmt.Errorf("publish window %d: want 1..1024 batches", cfg.Window)
-	case cfg.MaxBatchAge < 0 || cfg.AckTimeout < 0 || cfg.RetryMax < 0 || cfg.ShutdownGrace < 0:
+	case cfg.MaxBatchAge < 0 || cfg.AckTimeout < 0 || cfg.RetryMax < 0 || cfg.ShutdownGrace < 0 || cfg.WatchSettle < 0 || cfg.WatchPoll < 0:
 		return nil, errors.New("agent durations must not be negative")
 	case cfg.SpoolDir != "" && cfg.SpoolMaxBytes < 4*int64(cfg.BatchBytes+spoolSlack):
 		return nil, fmt.Errorf("spool limit %d bytes: want at least 4 batches (%d bytes)", cfg.SpoolMaxBytes, 4*(cfg.BatchBytes+spoolSlack))
@@ -172,6 +178,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := live.Validate(); err != nil {
 		return nil, fmt.Errorf("home %s: live: %w", cfg.Home.Name, err)
 	}
+	def(&cfg.WatchSettle, live.IdleTimeout)
 	return &Agent{cfg: cfg, home: features.HomeConfig{LANNets: nets, GatewayMAC: cfg.Home.GatewayMAC()}, live: live}, nil
 }
 
@@ -206,6 +213,9 @@ type Input struct {
 	// progress of an earlier run. Its Close must interrupt a Next that
 	// waits for packets.
 	Live bool
+	// Watch marks a watch tap's folder (Name; Open is nil): its files are
+	// read as they complete, beside the other inputs (Agent.watch).
+	Watch bool
 }
 
 // RunFiles publishes every file of every file tap, one capture session per
@@ -217,7 +227,9 @@ func (a *Agent) RunFiles(ctx context.Context, pub Publisher) error {
 }
 
 // Inputs lists the home's taps as inputs: every file of the file taps and,
-// when live is set, every interface tap, which runs until ctx ends.
+// when live is set, every interface tap, which runs until ctx ends. A watch
+// tap is its folder, watched until ctx ends, when live is set; otherwise
+// the files its folder holds now.
 //
 // A capture of the gateway on every interface (tcpdump -i any, or
 // interface any) is read as its LAN side for the lan tap and as its WAN side
@@ -239,7 +251,22 @@ func (a *Agent) Inputs(live bool) []Input {
 	}
 	for i, tap := range a.cfg.Home.Taps {
 		side := tapSide(tap.Name)
-		for _, f := range tap.Files {
+		files := tap.Files
+		if tap.Watch != "" {
+			if live {
+				inputs = append(inputs, Input{Tap: tap.Name, Name: tap.Watch, Watch: true})
+				continue
+			}
+			watched, err := campaign.WatchedFiles(tap.Name, tap.Watch)
+			if err != nil {
+				// Counted and logged as a capture that cannot be read.
+				inputs = append(inputs, Input{Tap: tap.Name, Name: tap.Watch, Open: func() (capture.Source, error) { return nil, err }})
+			}
+			for _, w := range watched {
+				files = append(files, w.Path)
+			}
+		}
+		for _, f := range files {
 			inputs = append(inputs, Input{Tap: tap.Name, Name: f, Open: func() (capture.Source, error) { return openFileAhead(f, side) }})
 		}
 		if !live || tap.Interface == "" {
@@ -420,7 +447,8 @@ func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[strin
 		live   []*liveTap
 	)
 	for _, input := range inputs {
-		if input.Live {
+		switch {
+		case input.Live:
 			wg.Go(func() {
 				lt, err := a.publishLive(ctx, input, clk, bufs, send)
 				fail(err)
@@ -430,10 +458,12 @@ func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[strin
 					liveMu.Unlock()
 				}
 			})
+		case input.Watch:
+			wg.Go(func() { fail(a.watch(ctx, input, resume, bufs, send)) })
 		}
 	}
 	for _, input := range inputs {
-		if input.Live {
+		if input.Live || input.Watch {
 			continue
 		}
 		r := progress{}

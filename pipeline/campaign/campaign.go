@@ -104,6 +104,14 @@ type Tap struct {
 	// packets iptables or nftables NFLOG rules log), read as the frames
 	// it logged (see capture's nflogView).
 	Interface string `yaml:"interface,omitempty"`
+	// Watch is a folder a capture tool writes its rotated files into
+	// (tcpdump -G SECONDS -w 'lan-%Y%m%d-%H%M%S.pcap', tcpdump -C MB,
+	// dumpcap -b), relative to the campaign file: each capture file is
+	// one capture session, published once complete, for as long as the
+	// capture runs (the capture agent's WatchSettle says when a file is
+	// complete). A one-off build reads the files there when it starts
+	// (SnapshotWatched).
+	Watch string `yaml:"watch,omitempty"`
 }
 
 // Device is one inventory entry.
@@ -139,6 +147,9 @@ func Load(path string) (*Campaign, error) {
 				if !filepath.IsAbs(f) {
 					h.Taps[i].Files[j] = filepath.Join(base, f)
 				}
+			}
+			if w := h.Taps[i].Watch; w != "" && !filepath.IsAbs(w) {
+				h.Taps[i].Watch = filepath.Join(base, w)
 			}
 		}
 		if h.InventoryFile != "" {
@@ -253,8 +264,8 @@ func (h *Home) Validate() error {
 			errs = append(errs, fmt.Errorf("tap %s appears twice", t.Name))
 		}
 		taps[t.Name] = true
-		if (len(t.Files) == 0) == (t.Interface == "") {
-			errs = append(errs, fmt.Errorf("tap %s: give either files or interface", t.Name))
+		if n := btoi(len(t.Files) > 0) + btoi(t.Interface != "") + btoi(t.Watch != ""); n != 1 {
+			errs = append(errs, fmt.Errorf("tap %s: give one of files, interface and watch (a folder of rotated capture files)", t.Name))
 		}
 		// Sessions, and so message ids, are named after files: two files
 		// with one name would be taken for one session.
@@ -286,6 +297,13 @@ func SessionName(tap, file string) string {
 	return tap + "-" + tokenOf(base)
 }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // compressedExts are the suffixes of compressed captures: those the
 // readers decompress as they read, and xz's and bzip2's, which they refuse
 // saying how to decompress them (capture.OpenFile tells them by their
@@ -293,7 +311,9 @@ func SessionName(tap, file string) string {
 var compressedExts = []string{".gz", ".zst", ".zstd", ".lz4", ".xz", ".bz2"}
 
 // CaptureBase is a capture file's name without its extensions (a
-// compression's, then .pcapng or .pcap); ok says it had a capture's.
+// compression's, then .pcapng or .pcap); ok says it had a capture's. The
+// number tcpdump -C puts after the extension of each file but its first
+// (lan.pcap, lan.pcap1, lan.pcap2) is kept: lan-1, lan-2.
 func CaptureBase(name string) (base string, ok bool) {
 	for _, ext := range compressedExts {
 		if b, cut := strings.CutSuffix(name, ext); cut {
@@ -301,9 +321,13 @@ func CaptureBase(name string) (base string, ok bool) {
 			break
 		}
 	}
+	num := strings.TrimRightFunc(name, func(r rune) bool { return r >= '0' && r <= '9' })
 	for _, ext := range []string{".pcapng", ".pcap"} {
 		if b, cut := strings.CutSuffix(name, ext); cut {
 			return b, true
+		}
+		if b, cut := strings.CutSuffix(num, ext); cut && len(num) < len(name) {
+			return b + "-" + name[len(num):], true
 		}
 	}
 	return name, false

@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestLinkTimeSplit: captures split by their sequence number, not their
@@ -78,7 +80,7 @@ func TestCaptureBase(t *testing.T) {
 	for name, want := range map[string]string{
 		"Setup-A-1-STA.pcap": "Setup-A-1-STA", "lan.pcapng": "lan", "lan.pcap.gz": "lan",
 		"lan.pcapng.zst": "lan", "lan.pcap.zstd": "lan", "lan.pcap.lz4": "lan", "a.pcapng.pcap": "a.pcapng",
-		"lan.pcap.xz": "lan", "lan.pcap.bz2": "lan",
+		"lan.pcap.xz": "lan", "lan.pcap.bz2": "lan", "lan.pcap1": "lan-1", "lan.pcapng12.gz": "lan-12",
 	} {
 		if got, ok := CaptureBase(name); !ok || got != want {
 			t.Errorf("CaptureBase(%q) = %q, %v; want %q, true", name, got, ok, want)
@@ -91,5 +93,65 @@ func TestCaptureBase(t *testing.T) {
 		if _, ok := CaptureBase(name); ok {
 			t.Errorf("CaptureBase(%q) takes it for a capture", name)
 		}
+	}
+}
+
+// TestWatchedFiles: a watched folder's capture files in the order they
+// were written (modification time, then name), tcpdump -C's numbered ones
+// too, other files left out; a snapshot makes the tap a tap of those
+// files; an empty folder is no snapshot.
+func TestWatchedFiles(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Now().Add(-time.Hour)
+	for i, name := range []string{"lan.pcap", "lan.pcap1", "lan.pcap2", "notes.txt", "b.pcap.gz", "a.pcapng"} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		at := t0.Add(time.Duration(i) * time.Minute)
+		if name == "a.pcapng" {
+			at = t0.Add(3 * time.Minute) // written with b.pcap.gz: name order
+		}
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := WatchedFiles("lan", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, filepath.Base(f.Path))
+	}
+	if want := []string{"lan.pcap", "lan.pcap1", "lan.pcap2", "a.pcapng", "b.pcap.gz"}; !slices.Equal(names, want) {
+		t.Errorf("watched files %v, want %v", names, want)
+	}
+	if a, b := SessionName("lan", "lan.pcap1"), SessionName("lan", "lan.pcap"); a == b {
+		t.Errorf("tcpdump -C's second file is session %s, as its first", a)
+	}
+	c := &Campaign{Name: "c", Homes: []*Home{{Name: "h", Taps: []Tap{{Name: "lan", Watch: dir}}}}}
+	if err := c.SnapshotWatched(); err != nil {
+		t.Fatal(err)
+	}
+	if tap := c.Homes[0].Taps[0]; tap.Watch != "" || len(tap.Files) != 5 {
+		t.Errorf("snapshot: watch %q, %d files; want a tap of the 5 files", tap.Watch, len(tap.Files))
+	}
+	// A campaign file's watch folder is relative to the file.
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "name: c\nhomes:\n  - name: h\n    gateway: auto\n    taps: [{name: lan, watch: caps/lan}]\n    inventory: [{mac: \"02:00:5e:10:00:01\", name: plug, category: iot}]\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := loaded.Homes[0].Taps[0].Watch, filepath.Join(filepath.Dir(file), "caps", "lan"); got != want {
+		t.Errorf("watch folder %s, want %s", got, want)
+	}
+	empty := &Campaign{Name: "c", Homes: []*Home{{Name: "h", Taps: []Tap{{Name: "lan", Watch: t.TempDir()}}}}}
+	if err := empty.SnapshotWatched(); err == nil || !strings.Contains(err.Error(), "holds no capture file") {
+		t.Errorf("snapshot of an empty folder: %v", err)
 	}
 }

@@ -14,12 +14,13 @@ import (
 // idleOf is how long a session pair of the home may go without a batch; 0
 // waits for ever. A home of capture files waits for ever unless the
 // labeler's IdleTimeout says otherwise: a killed agent resumes its files
-// where it stopped, however much later.
+// where it stopped, however much later. A home with a watched folder waits
+// as a live one: its other tap may never write the counterpart.
 func (l *Labeler) idleOf(h *homeIndex) time.Duration {
 	switch {
 	case l.IdleTimeout > 0:
 		return l.IdleTimeout
-	case h.live[TapLAN] || h.live[TapWAN]:
+	case h.live[TapLAN] || h.live[TapWAN] || h.watched[TapLAN] || h.watched[TapWAN]:
 		return h.rotation.IdleTimeout
 	}
 	return 0

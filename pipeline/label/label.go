@@ -72,9 +72,13 @@ type homeIndex struct {
 	// files holds, per tap, the base names of the sessions its capture
 	// files make, and live whether the tap reads an interface: a session
 	// whose counterpart no file of the other tap makes is never waited for.
-	files map[string]map[string]bool
-	live  map[string]bool
-	lan   features.HomeConfig
+	// watched says the tap watches a folder whose files are not known
+	// beforehand: its counterpart is waited for, as a live tap's, for the
+	// home's idle timeout.
+	files   map[string]map[string]bool
+	live    map[string]bool
+	watched map[string]bool
+	lan     features.HomeConfig
 	// rotation is the home's live settings, defaults filled in.
 	rotation campaign.Live
 }
@@ -139,7 +143,7 @@ func New(c *campaign.Campaign) (*Labeler, error) {
 		if err != nil {
 			return nil, err
 		}
-		hi := &homeIndex{macs: map[schemas.MAC]int32{}, lan: hc, files: map[string]map[string]bool{}, live: map[string]bool{}, rotation: h.Live}
+		hi := &homeIndex{macs: map[schemas.MAC]int32{}, lan: hc, files: map[string]map[string]bool{}, live: map[string]bool{}, watched: map[string]bool{}, rotation: h.Live}
 		hi.rotation.Defaults()
 		// Vocabulary in inventory order, so a home's label indexes are stable
 		// across batches and restarts.
@@ -154,6 +158,9 @@ func New(c *campaign.Campaign) (*Labeler, error) {
 			}
 			if t.Interface != "" {
 				hi.live[t.Name] = true
+			}
+			if t.Watch != "" {
+				hi.watched[t.Name] = true
 			}
 			if hi.files[t.Name] == nil {
 				hi.files[t.Name] = map[string]bool{}
@@ -368,8 +375,8 @@ func (l *Labeler) publishUnpaired(ctx context.Context, conn *bus.Conn, h *homeIn
 }
 
 // expects reports whether the tap will publish the counterpart of a
-// session of tap from: always for a live tap, else when one of its files
-// makes a session of the same base name.
+// session of tap from: always for a live tap or a watched folder, else
+// when one of its files makes a session of the same base name.
 func (h *homeIndex) expects(tap, session, from string) bool {
-	return h.live[tap] || h.files[tap][BaseName(from, session)]
+	return h.live[tap] || h.watched[tap] || h.files[tap][BaseName(from, session)]
 }

@@ -157,3 +157,29 @@ func TestSessionChainAnyOrder(t *testing.T) {
 		t.Fatalf("an empty non-final batch completed the session: %v", got)
 	}
 }
+
+// TestWatchedTapsAreWaitedFor: a LAN session waits for its WAN session
+// where the WAN tap watches a folder (its files are not known beforehand),
+// for the home's idle timeout, as for a live tap; where the WAN tap's files
+// make no such session, it does not wait.
+func TestWatchedTapsAreWaitedFor(t *testing.T) {
+	napt := campaign.Gateway{Mode: "napt", MAC: "02:00:5e:00:00:01", LANNets: []string{"192.168.1.0/24"}}
+	c := &campaign.Campaign{Name: "c", Homes: []*campaign.Home{
+		{Name: "watched", Gateway: napt, Taps: []campaign.Tap{{Name: "lan", Watch: "/captures/lan"}, {Name: "wan", Watch: "/captures/wan"}}},
+		{Name: "files", Gateway: napt, Taps: []campaign.Tap{{Name: "lan", Files: []string{"/c/x.pcap"}}, {Name: "wan", Files: []string{"/c/y.pcap"}}}},
+	}}
+	l, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, f := l.homes["watched"], l.homes["files"]
+	if !w.expects(TapWAN, "lan-x", TapLAN) || f.expects(TapWAN, "lan-x", TapLAN) {
+		t.Errorf("a LAN session waits for its WAN session: watched %v, files %v; want true, false", w.expects(TapWAN, "lan-x", TapLAN), f.expects(TapWAN, "lan-x", TapLAN))
+	}
+	if got, want := l.idleOf(w), w.rotation.IdleTimeout; got != want || want == 0 {
+		t.Errorf("a watched home's pairs wait %v; want its idle timeout %v", got, want)
+	}
+	if got := l.idleOf(f); got != 0 {
+		t.Errorf("a home of files waits %v; want for ever (0)", got)
+	}
+}

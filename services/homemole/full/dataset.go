@@ -69,7 +69,10 @@ func runBuild(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	var c *campaign.Campaign
 	var err error
 	if *file != "" {
-		c, err = campaign.Load(*file)
+		// A one-off build reads what watched folders hold when it starts.
+		if c, err = campaign.Load(*file); err == nil {
+			err = c.SnapshotWatched()
+		}
 	} else {
 		c, err = campaign.FromDeviceDirs(*dir, spec.Dataset)
 		if err == nil {
