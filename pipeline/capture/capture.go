@@ -127,7 +127,7 @@ func NewSideReader(r io.Reader, name string, side Side) (Source, error) {
 	}
 	if c, ok := compressionOf(magic); ok {
 		if c.open == nil {
-			return nil, fmt.Errorf("%w: %s is compressed with %s, which is not read as it streams; decompress it first (%s), or compress it with gzip, zstd or lz4", ErrUnknownFormat, name, c.name, c.fix)
+			return nil, fmt.Errorf("%w: %s is compressed with %s, which is not read (its decoder takes as much memory as the file's header asks); decompress it first (%s), or compress it with gzip, zstd or lz4", ErrUnknownFormat, name, c.name, c.fix)
 		}
 		// The sniffed bytes are already in the buffer, which the
 		// decompressed stream is about to reuse: the decompressor gets
