@@ -225,14 +225,21 @@ func malformed(what string, err error) error {
 }
 
 func (d *Decoder) link(linkType LinkType, data []byte, p *schemas.Packet) error {
-	l, err := ParseLink(linkType, data)
+	// ParseLink, spelled out: a Link is large enough that a call that
+	// returns it costs a copy per packet.
+	l, err := parseLink(linkType, data, 0)
 	if err != nil {
 		return err
 	}
-	if err := d.mirror.take(l, data); err != nil {
+	if mayCarry(l.EtherType, data[l.Offset:]) {
+		if l, err = parseMirrored(l, data); err != nil {
+			return err
+		}
+	}
+	if err := d.mirror.take(&l, data); err != nil {
 		return err
 	}
-	if err := d.retries.take(l, p); err != nil {
+	if err := d.retries.take(&l, p); err != nil {
 		return err
 	}
 	return d.network(l.EtherType, data[l.Offset:], p)

@@ -50,10 +50,10 @@ func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.Cap
 	if err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
-	if err := d.mirror.take(l, data); err != nil {
+	if err := d.mirror.take(&l, data); err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
-	if err := d.retries.take(l, p); err != nil {
+	if err := d.retries.take(&l, p); err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
 	payload := data[l.Offset:]

@@ -331,12 +331,12 @@ type retransmits struct {
 
 // take fills p's link fields from l, or says the frame is a retransmission
 // of one already read (ErrNotPacket).
-func (r *retransmits) take(l Link, p *schemas.Packet) error {
+func (r *retransmits) take(l *Link, p *schemas.Packet) error {
 	p.SrcMAC, p.DstMAC = l.SrcMAC, l.DstMAC
 	switch {
 	case l.wire > 0:
 		p.FrameLen = uint32(l.wire)
-	case l.unwired > 0 && int(p.FrameLen) > l.unwired:
+	case l.unwired > 0 && p.FrameLen > uint32(l.unwired):
 		p.FrameLen -= uint32(l.unwired)
 	}
 	w := &l.wifi

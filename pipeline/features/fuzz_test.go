@@ -145,7 +145,7 @@ func FuzzDecode(f *testing.F) {
 			if p.FrameLen > uint32(l.wire) || !l.wifi.data && p.FrameLen != uint32(l.wire) {
 				t.Fatalf("FrameLen %d of a mirrored frame of %d bytes", p.FrameLen, l.wire)
 			}
-			wire.Length = l.wire
+			wire.Length = int(l.wire)
 		}
 		if msg := structural(&p, rawFrame{data, wire}, !lengthRewritten(LinkType(link), data)); msg != "" {
 			t.Fatalf("%s: %+v", msg, p)

@@ -96,7 +96,7 @@ func NewHomeInference() *HomeInference {
 func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	h.frames++
 	l, err := ParseLink(lt, data)
-	if err != nil || !l.IsIP() || h.mirror.take(l, data) != nil {
+	if err != nil || !l.IsIP() || h.mirror.take(&l, data) != nil {
 		return
 	}
 	ip := data[l.Offset:]

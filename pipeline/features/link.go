@@ -45,12 +45,12 @@ type Link struct {
 	// wire is the length on the mirrored wire of a frame a mirror's
 	// packet carries, 0 for a frame read as captured; mirrorFrag names the
 	// packet when it came in IP fragments, the rest of which are left out.
-	wire       int
+	wire       int32
 	mirrorFrag uint64
 	// unwired is how many bytes at the frame's start the capture added
 	// and no wire carried (a pflog header): FrameLen leaves them out, as
 	// a capture on the interface would.
-	unwired int
+	unwired int32
 }
 
 // IsIP tells whether the payload is an IPv4 or IPv6 packet.
@@ -66,11 +66,45 @@ func (l Link) IsIP() bool { return l.EtherType == EtherTypeIPv4 || l.EtherType =
 // A mirror's packet (TZSP, VXLAN, GRE or ERSPAN; see mirror.go) is read as
 // the frame it carries, one level deep: the Link is the inner frame's, its
 // Offset in data.
-func ParseLink(lt LinkType, data []byte) (Link, error) {
-	l, err := parseLink(lt, data, 0)
-	if err != nil || !l.IsIP() {
+func ParseLink(lt LinkType, data []byte) (l Link, err error) {
+	l, err = parseLink(lt, data, 0)
+	if err != nil || !mayCarry(l.EtherType, data[l.Offset:]) {
 		return l, err
 	}
+	return parseMirrored(l, data)
+}
+
+// mayCarry says whether an IP packet could be a mirror's: UDP to TZSP's or
+// VXLAN's port, GRE, or an IPv6 fragment. Every other packet (a home's
+// TCP, its DNS and NTP) is passed over here, before a mirror's headers are
+// looked for.
+func mayCarry(etherType uint16, b []byte) bool {
+	var proto byte
+	var l4 int
+	switch {
+	case etherType == EtherTypeIPv4 && len(b) >= 20:
+		proto, l4 = b[9], int(b[0]&0xf)*4
+	case etherType == EtherTypeIPv6 && len(b) >= 40:
+		proto, l4 = b[6], 40
+	default:
+		return false
+	}
+	switch proto {
+	case 47, 44:
+		return true
+	case 17:
+		if len(b) < l4+4 {
+			return false
+		}
+		port := uint16(b[l4+2])<<8 | uint16(b[l4+3])
+		return port == TZSPPort || port == VXLANPort
+	}
+	return false
+}
+
+// parseMirrored reads the frame a mirror's packet l carries, or returns l
+// when it is none (see mirror.go).
+func parseMirrored(l Link, data []byte) (Link, error) {
 	m, ok, err := FindMirrored(l.EtherType, data, l.Offset)
 	if !ok {
 		return l, nil
@@ -82,12 +116,13 @@ func ParseLink(lt LinkType, data []byte) (Link, error) {
 	if err != nil {
 		return inner, fmt.Errorf("the frame a %s packet carries: %w", m.Via, err)
 	}
-	inner.wire = m.Wire
-	if inner.wire == 0 {
+	wire := m.Wire
+	if wire == 0 {
 		// A GRE packet's first fragment: the frame is as long as its
 		// headers and the IP packet its header says.
-		inner.wire = inner.Offset - m.At + ipTotalLen(inner.EtherType, data[inner.Offset:])
+		wire = inner.Offset - m.At + ipTotalLen(inner.EtherType, data[inner.Offset:])
 	}
+	inner.wire = int32(wire)
 	if m.Fragmented {
 		inner.mirrorFrag = m.FragKey
 	}
@@ -214,7 +249,7 @@ func parseLink(lt LinkType, data []byte, base int) (Link, error) {
 		if err != nil {
 			return l, err
 		}
-		l.EtherType, l.Offset, l.unwired = familyEtherType(uint32(h.Family)), base+h.Len, h.Len
+		l.EtherType, l.Offset, l.unwired = familyEtherType(uint32(h.Family)), base+h.Len, int32(h.Len)
 		return l, nil
 	}
 	return l, fmt.Errorf("%w %d: want Ethernet (1), raw IP (12, 14, 101, 228, 229), BSD loopback (0, 108), PPP (9), Cisco HDLC (104), 802.11 (105, radiotap 127, Prism 119, AVS 163), Linux SLL (113), SLL2 (276), PPI (192), Apple PKTAP (258), Linux NFLOG (239) or pflog (117)",

@@ -313,18 +313,27 @@ func ipTotalLen(etherType uint16, b []byte) int {
 type mirrorRest struct {
 	keys [16]uint64
 	next int
+	any  bool // a key was taken: until then no fragment is looked at
 }
 
 // take remembers the packet of a frame l read from a fragmented mirror
 // packet, or says the frame in data, read as l, is a later fragment of
 // one remembered (ErrNotPacket).
-func (r *mirrorRest) take(l Link, data []byte) error {
+func (r *mirrorRest) take(l *Link, data []byte) error {
+	if l.mirrorFrag == 0 && (!r.any || l.wire != 0) {
+		return nil // the path of every capture that holds no mirror's fragments
+	}
+	return r.takeSlow(l, data)
+}
+
+func (r *mirrorRest) takeSlow(l *Link, data []byte) error {
 	if l.mirrorFrag != 0 {
 		r.keys[r.next] = l.mirrorFrag
 		r.next = (r.next + 1) % len(r.keys)
+		r.any = true
 		return nil
 	}
-	if l.wire == 0 && r.later(l.EtherType, data, l.Offset) {
+	if r.later(l.EtherType, data, l.Offset) {
 		return fmt.Errorf("%w: a later IP fragment of a mirror's packet, the rest of a frame already read", ErrNotPacket)
 	}
 	return nil
