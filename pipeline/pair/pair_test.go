@@ -16,6 +16,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 	"github.com/homemole/homemole/internal/sentineldata"
+	"github.com/homemole/homemole/internal/tzsptest"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
@@ -291,6 +292,63 @@ func TestRawIPWAN(t *testing.T) {
 		}
 		if c, n := Score(res.Pairs, want); c != n || n == 0 {
 			t.Errorf("%s over raw IP: %d of %d right", mode, c, n)
+		}
+	}
+}
+
+// TestMirroredWAN pairs a WAN capture a collector took of a mirror's TZSP
+// stream (full-size frames in two fragments): every WAN packet is paired
+// as in the capture itself, and the second fragments, the mirror's own
+// packets to the collector, with none.
+func TestMirroredWAN(t *testing.T) {
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
+	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
+		wan, truth := emulated(t, h.Files[0], home, gateway.Config{Mode: mode, Cipher: gateway.AES256CBC})
+		var mirrored bytes.Buffer
+		w := pcapgo.NewWriterNanos(&mirrored)
+		if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+			t.Fatal(err)
+		}
+		var at []int // the mirrored capture's frame of each WAN frame
+		rest, n := 0, 0
+		for i, fr := range capturetest.FramesOf(t, "wan", wan.Bytes()) {
+			for k, piece := range tzsptest.Sniffed(fr.Data, uint16(i)) {
+				if k == 0 {
+					at = append(at, n)
+				} else {
+					rest++
+				}
+				ci := fr.CI
+				ci.CaptureLength, ci.Length = len(piece), len(piece)
+				if err := w.WritePacket(ci, piece); err != nil {
+					t.Fatal(err)
+				}
+				n++
+			}
+		}
+		if rest == 0 {
+			t.Fatalf("%s: no WAN frame was sent in two fragments: the test checks none", mode)
+		}
+		lan := capturetest.Open(t, h.Files[0])
+		src, err := capture.NewReader(bytes.NewReader(mirrored.Bytes()), "mirrored")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Pair(context.Background(), lan, src, Config{Mode: mode, Home: home})
+		lan.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := gateway.ReadTruth(truth, "truth")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairs := make([]int64, len(at))
+		for i, j := range at {
+			pairs[i] = res.Pairs[j]
+		}
+		if c, n := Score(pairs, want); c != n || n == 0 || res.Paired != n {
+			t.Errorf("%s mirrored: %d of %d right, %d paired; want every WAN packet paired right and nothing else", mode, c, n, res.Paired)
 		}
 	}
 }
