@@ -153,8 +153,10 @@ func FindMirrored(etherType uint16, data []byte, ip int) (m Mirrored, ok bool, e
 		}
 	case 47:
 		ok, err = m.gre(b, l4, end)
-		if ok && err == nil && !m.Fragmented {
-			m.Wire = end - m.At
+		if ok && err == nil && !m.Fragmented && ipEnd > m.At {
+			// As long as the IP packet says, which a snap length may
+			// have cut.
+			m.Wire = ipEnd - m.At
 		}
 	}
 	if !ok || err != nil {

@@ -106,6 +106,7 @@ func TestDecodeMirrored(t *testing.T) {
 		{"VXLAN cut at a snap length of 128", innerV6, mirrorOver4(t, layers.IPProtocolUDP, VXLANPort, cat(vxlanHdr, innerV6)), 128},
 		{"gretap", inner, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(greTEBHdr, inner)), 0},
 		{"gretap with a key", innerV6, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(greTEBKeyHdr, innerV6)), 0},
+		{"gretap cut at a snap length of 128", inner, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(greTEBHdr, inner)), 128},
 		{"ERSPAN type I", inner, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIHdr, inner)), 0},
 		{"ERSPAN type II", inner, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIIHdr, inner)), 0},
 		{"ERSPAN type III", innerV6, mirrorOver4(t, layers.IPProtocolGRE, 0, cat(erspanIIIHdr, innerV6)), 0},
