@@ -231,12 +231,13 @@ func (d *Decoder) link(linkType LinkType, data []byte, p *schemas.Packet) error 
 	if err != nil {
 		return err
 	}
+	var frag uint64
 	if mayCarry(l.EtherType, data[l.Offset:]) {
-		if l, err = parseMirrored(l, data); err != nil {
+		if l, frag, err = parseMirrored(l, data); err != nil {
 			return err
 		}
 	}
-	if err := d.mirror.take(&l, data); err != nil {
+	if err := d.mirror.take(&l, frag, data); err != nil {
 		return err
 	}
 	if err := d.retries.take(&l, p); err != nil {

@@ -46,11 +46,11 @@ func newGopacketDecoder(home HomeConfig) *gopacketDecoder {
 
 func (d *gopacketDecoder) decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
 	startRecord(p, data, ci, offset)
-	l, err := ParseLink(linkType, data)
+	l, frag, err := parseLinkMirrored(linkType, data)
 	if err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
-	if err := d.mirror.take(&l, data); err != nil {
+	if err := d.mirror.take(&l, frag, data); err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
 	if err := d.retries.take(&l, p); err != nil {

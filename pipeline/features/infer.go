@@ -95,8 +95,8 @@ func NewHomeInference() *HomeInference {
 // read, only count.
 func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	h.frames++
-	l, err := ParseLink(lt, data)
-	if err != nil || !l.IsIP() || h.mirror.take(&l, data) != nil {
+	l, frag, err := parseLinkMirrored(lt, data)
+	if err != nil || !l.IsIP() || h.mirror.take(&l, frag, data) != nil {
 		return
 	}
 	ip := data[l.Offset:]

@@ -43,14 +43,11 @@ type Link struct {
 	// wifi holds what an 802.11 frame says beyond the addresses (dot11).
 	wifi wifiFrame
 	// wire is the length on the mirrored wire of a frame a mirror's
-	// packet carries, 0 for a frame read as captured; mirrorFrag names the
-	// packet when it came in IP fragments, the rest of which are left out.
-	wire       int32
-	mirrorFrag uint64
-	// unwired is how many bytes at the frame's start the capture added
-	// and no wire carried (a pflog header): FrameLen leaves them out, as
-	// a capture on the interface would.
-	unwired int32
+	// packet carries, 0 for a frame read as captured. unwired is how many
+	// bytes at the frame's start the capture added and no wire carried (a
+	// pflog header): FrameLen leaves them out, as a capture on the
+	// interface would. int32s, as the Link is copied per packet.
+	wire, unwired int32
 }
 
 // IsIP tells whether the payload is an IPv4 or IPv6 packet.
@@ -66,10 +63,17 @@ func (l Link) IsIP() bool { return l.EtherType == EtherTypeIPv4 || l.EtherType =
 // A mirror's packet (TZSP, VXLAN, GRE or ERSPAN; see mirror.go) is read as
 // the frame it carries, one level deep: the Link is the inner frame's, its
 // Offset in data.
-func ParseLink(lt LinkType, data []byte) (l Link, err error) {
+func ParseLink(lt LinkType, data []byte) (Link, error) {
+	l, _, err := parseLinkMirrored(lt, data)
+	return l, err
+}
+
+// parseLinkMirrored is ParseLink, and for the first fragment of a mirror's
+// packet the key that names the packet (mirrorFragKey), 0 otherwise.
+func parseLinkMirrored(lt LinkType, data []byte) (l Link, frag uint64, err error) {
 	l, err = parseLink(lt, data, 0)
 	if err != nil || !mayCarry(l.EtherType, data[l.Offset:]) {
-		return l, err
+		return l, 0, err
 	}
 	return parseMirrored(l, data)
 }
@@ -77,44 +81,55 @@ func ParseLink(lt LinkType, data []byte) (l Link, err error) {
 // mayCarry says whether an IP packet could be a mirror's: UDP to TZSP's or
 // VXLAN's port, GRE, or an IPv6 fragment. Every other packet (a home's
 // TCP, its DNS and NTP) is passed over here, before a mirror's headers are
-// looked for.
+// looked for: the protocol alone is looked at inline, the port in a call
+// UDP packets alone pay.
 func mayCarry(etherType uint16, b []byte) bool {
+	at := 9 // the protocol: IPv4's, or IPv6's next header
+	if etherType == EtherTypeIPv6 {
+		at = 6
+	}
+	return len(b) > at && (b[at] == 17 || b[at] == 47 || b[at] == 44) && mirrorProto(etherType, b)
+}
+
+// mirrorProto is mayCarry past the protocol: GRE and IPv6 fragments may
+// be a mirror's, UDP when it is to TZSP's or VXLAN's port. Kept out of line
+// so that mayCarry, on every packet's path, is inlined.
+//
+//go:noinline
+func mirrorProto(etherType uint16, b []byte) bool {
 	var proto byte
-	var l4 int
+	var at int
 	switch {
 	case etherType == EtherTypeIPv4 && len(b) >= 20:
-		proto, l4 = b[9], int(b[0]&0xf)*4
+		proto, at = b[9], int(b[0]&0xf)*4
 	case etherType == EtherTypeIPv6 && len(b) >= 40:
-		proto, l4 = b[6], 40
+		proto, at = b[6], 40
 	default:
 		return false
 	}
-	switch proto {
-	case 47, 44:
+	if proto != 17 {
 		return true
-	case 17:
-		if len(b) < l4+4 {
-			return false
-		}
-		port := uint16(b[l4+2])<<8 | uint16(b[l4+3])
-		return port == TZSPPort || port == VXLANPort
 	}
-	return false
+	if len(b) < at+4 {
+		return false
+	}
+	p := uint16(b[at+2])<<8 | uint16(b[at+3])
+	return p == TZSPPort || p == VXLANPort
 }
 
 // parseMirrored reads the frame a mirror's packet l carries, or returns l
-// when it is none (see mirror.go).
-func parseMirrored(l Link, data []byte) (Link, error) {
+// when it is none (see mirror.go); frag names a fragmented packet.
+func parseMirrored(l Link, data []byte) (inner Link, frag uint64, err error) {
 	m, ok, err := FindMirrored(l.EtherType, data, l.Offset)
 	if !ok {
-		return l, nil
+		return l, 0, nil
 	}
 	if err != nil {
-		return l, err
+		return l, 0, err
 	}
-	inner, err := parseLink(m.LinkType, data[m.At:m.End], m.At)
+	inner, err = parseLink(m.LinkType, data[m.At:m.End], m.At)
 	if err != nil {
-		return inner, fmt.Errorf("the frame a %s packet carries: %w", m.Via, err)
+		return inner, 0, fmt.Errorf("the frame a %s packet carries: %w", m.Via, err)
 	}
 	wire := m.Wire
 	if wire == 0 {
@@ -124,9 +139,9 @@ func parseMirrored(l Link, data []byte) (Link, error) {
 	}
 	inner.wire = int32(wire)
 	if m.Fragmented {
-		inner.mirrorFrag = m.FragKey
+		frag = m.FragKey
 	}
-	return inner, nil
+	return inner, frag, nil
 }
 
 func parseLink(lt LinkType, data []byte, base int) (Link, error) {

@@ -318,19 +318,19 @@ type mirrorRest struct {
 	any  bool // a key was taken: until then no fragment is looked at
 }
 
-// take remembers the packet of a frame l read from a fragmented mirror
-// packet, or says the frame in data, read as l, is a later fragment of
-// one remembered (ErrNotPacket).
-func (r *mirrorRest) take(l *Link, data []byte) error {
-	if l.mirrorFrag == 0 && (!r.any || l.wire != 0) {
+// take remembers frag, the key of the fragmented mirror's packet a frame
+// l was read from, or says the frame in data, read as l, is a later
+// fragment of one remembered (ErrNotPacket).
+func (r *mirrorRest) take(l *Link, frag uint64, data []byte) error {
+	if frag == 0 && (!r.any || l.wire != 0) {
 		return nil // the path of every capture that holds no mirror's fragments
 	}
-	return r.takeSlow(l, data)
+	return r.takeSlow(l, frag, data)
 }
 
-func (r *mirrorRest) takeSlow(l *Link, data []byte) error {
-	if l.mirrorFrag != 0 {
-		r.keys[r.next] = l.mirrorFrag
+func (r *mirrorRest) takeSlow(l *Link, frag uint64, data []byte) error {
+	if frag != 0 {
+		r.keys[r.next] = frag
 		r.next = (r.next + 1) % len(r.keys)
 		r.any = true
 		return nil
