@@ -38,8 +38,9 @@ type wifiFrame struct {
 	// extra is how many more bytes the frame takes than the Ethernet frame
 	// it is bridged to (its headers, its FCS); ethLen, when not zero, is the
 	// length of the Ethernet frame of an A-MSDU's first MSDU, which the
-	// rest of the aggregate follows.
-	extra, ethLen int
+	// rest of the aggregate follows. int32s, in the padding after seq: a
+	// Link is copied per packet.
+	extra, ethLen int32
 	// amsdu places an A-MSDU's parts; its Subframes is 0 for a frame of
 	// one MSDU.
 	amsdu AMSDU
@@ -282,7 +283,7 @@ func dot11(data []byte, base, outside, fcs int, pad bool) (Link, error) {
 			return l, fmt.Errorf("%w: A-MSDU subframe header cut short at byte %d of %d", ErrMalformed, n, len(data))
 		}
 		l.DstMAC, l.SrcMAC = schemas.MAC(data[n:n+6]), schemas.MAC(data[n+6:n+12])
-		l.wifi.ethLen = int(binary.BigEndian.Uint16(data[n+12:n+14])) + 6
+		l.wifi.ethLen = int32(binary.BigEndian.Uint16(data[n+12:n+14])) + 6
 		l.wifi.amsdu = AMSDU{Frame: base, Subframes: base + n, FCS: fcs}
 		n += 14
 	}
@@ -302,7 +303,7 @@ func (l Link) llc(data []byte, n, outside int) (Link, error) {
 	snap := len(data) >= n+snapLen && data[n] == 0xaa && data[n+1] == 0xaa && data[n+2] == 0x03 &&
 		data[n+3] == 0 && data[n+4] == 0 && (data[n+5] == 0 || data[n+5] == 0xf8)
 	if !snap {
-		l.wifi.extra = outside + n - 14
+		l.wifi.extra = int32(outside + n - 14)
 		if l.wifi.ethLen != 0 {
 			// Bridged as 802.3: the MSDU whole behind a 14-byte header,
 			// where Ethernet II drops SNAP's 8 bytes for its 14.
@@ -311,7 +312,7 @@ func (l Link) llc(data []byte, n, outside int) (Link, error) {
 		l.EtherType, l.Offset = EtherTypeNotIP, l.Offset+n
 		return l, nil
 	}
-	l.wifi.extra = outside + n + snapLen - 14
+	l.wifi.extra = int32(outside + n + snapLen - 14)
 	return l.ether(binary.BigEndian.Uint16(data[n+6:n+8]), data, n+snapLen)
 }
 
@@ -352,7 +353,7 @@ func (r *retransmits) take(l *Link, p *schemas.Packet) error {
 		return fmt.Errorf("%w: 802.11 retransmission (sequence %d from %s) of a frame already read", ErrNotPacket, w.seq>>4, w.ta)
 	}
 	e.ta, e.seq = w.ta, w.seq
-	if int(p.FrameLen) > w.extra {
+	if int64(p.FrameLen) > int64(w.extra) {
 		p.FrameLen -= uint32(w.extra)
 		if w.ethLen != 0 {
 			// An MSDU no longer than what follows its subframe header: a
