@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 	"github.com/homemole/homemole/internal/sentineldata"
@@ -253,43 +254,60 @@ func checkDecodes(t *testing.T, name string, wan []byte) {
 	}
 }
 
+// pairRewritten emulates the gateway in mode on a LAN capture, writes its
+// WAN capture again as rewrite does (another link, another capture point)
+// and pairs that with the LAN capture; it returns the pairing and the
+// emulator's ground truth.
+func pairRewritten(t *testing.T, lanPath string, home features.HomeConfig, mode gateway.Mode, rewrite func([]capture.Frame, *pcapgo.Writer)) (Result, []int64) {
+	t.Helper()
+	wan, truth := emulated(t, lanPath, home, gateway.Config{Mode: mode, Cipher: gateway.AES256CBC})
+	var out bytes.Buffer
+	w := pcapgo.NewWriterNanos(&out)
+	rewrite(capturetest.FramesOf(t, "wan", wan.Bytes()), w)
+	lan := capturetest.Open(t, lanPath)
+	defer lan.Close()
+	src, err := capture.NewReader(bytes.NewReader(out.Bytes()), "rewritten")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Pair(context.Background(), lan, src, Config{Mode: mode, Home: home})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := gateway.ReadTruth(truth, "truth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, want
+}
+
+// writeFrame writes data as a frame with ci's time, whole.
+func writeFrame(t *testing.T, w *pcapgo.Writer, ci gopacket.CaptureInfo, data []byte) {
+	t.Helper()
+	ci.CaptureLength, ci.Length = len(data), len(data)
+	if err := w.WritePacket(ci, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRawIPWAN pairs a WAN capture taken as raw IP (as on a tunnel or
 // router interface) instead of Ethernet.
 func TestRawIPWAN(t *testing.T) {
 	h, home := homegentest.Generate(t, homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
 	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
-		wan, truth := emulated(t, h.Files[0], home, gateway.Config{Mode: mode, Cipher: gateway.AES256CBC})
-		var raw bytes.Buffer
-		w := pcapgo.NewWriterNanos(&raw)
-		if err := w.WriteFileHeader(65535, layers.LinkTypeRaw); err != nil {
-			t.Fatal(err)
-		}
-		for _, fr := range capturetest.FramesOf(t, "wan", wan.Bytes()) {
-			ip := fr.Data[14:]
-			// Ethernet padding is not part of the IP packet.
-			if l := int(ip[2])<<8 | int(ip[3]); l < len(ip) {
-				ip = ip[:l]
-			}
-			ci := fr.CI
-			ci.CaptureLength, ci.Length = len(ip), len(ip)
-			if err := w.WritePacket(ci, ip); err != nil {
+		res, want := pairRewritten(t, h.Files[0], home, mode, func(frames []capture.Frame, w *pcapgo.Writer) {
+			if err := w.WriteFileHeader(65535, layers.LinkTypeRaw); err != nil {
 				t.Fatal(err)
 			}
-		}
-		lan := capturetest.Open(t, h.Files[0])
-		rawSrc, err := capture.NewReader(bytes.NewReader(raw.Bytes()), "raw")
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := Pair(context.Background(), lan, rawSrc, Config{Mode: mode, Home: home})
-		lan.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := gateway.ReadTruth(truth, "truth")
-		if err != nil {
-			t.Fatal(err)
-		}
+			for _, fr := range frames {
+				ip := fr.Data[14:]
+				// Ethernet padding is not part of the IP packet.
+				if l := int(ip[2])<<8 | int(ip[3]); l < len(ip) {
+					ip = ip[:l]
+				}
+				writeFrame(t, w, fr.CI, ip)
+			}
+		})
 		if c, n := Score(res.Pairs, want); c != n || n == 0 {
 			t.Errorf("%s over raw IP: %d of %d right", mode, c, n)
 		}
@@ -303,45 +321,27 @@ func TestRawIPWAN(t *testing.T) {
 func TestMirroredWAN(t *testing.T) {
 	h, home := homegentest.Generate(t, homegen.Config{Seed: 4, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
 	for _, mode := range []gateway.Mode{gateway.NAPT, gateway.VPN} {
-		wan, truth := emulated(t, h.Files[0], home, gateway.Config{Mode: mode, Cipher: gateway.AES256CBC})
-		var mirrored bytes.Buffer
-		w := pcapgo.NewWriterNanos(&mirrored)
-		if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-			t.Fatal(err)
-		}
 		var at []int // the mirrored capture's frame of each WAN frame
-		rest, n := 0, 0
-		for i, fr := range capturetest.FramesOf(t, "wan", wan.Bytes()) {
-			for k, piece := range tzsptest.Sniffed(fr.Data, uint16(i)) {
-				if k == 0 {
-					at = append(at, n)
-				} else {
-					rest++
-				}
-				ci := fr.CI
-				ci.CaptureLength, ci.Length = len(piece), len(piece)
-				if err := w.WritePacket(ci, piece); err != nil {
-					t.Fatal(err)
-				}
-				n++
+		rest := 0
+		res, want := pairRewritten(t, h.Files[0], home, mode, func(frames []capture.Frame, w *pcapgo.Writer) {
+			if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+				t.Fatal(err)
 			}
-		}
+			n := 0
+			for i, fr := range frames {
+				for k, piece := range tzsptest.Sniffed(fr.Data, uint16(i)) {
+					if k == 0 {
+						at = append(at, n)
+					} else {
+						rest++
+					}
+					writeFrame(t, w, fr.CI, piece)
+					n++
+				}
+			}
+		})
 		if rest == 0 {
 			t.Fatalf("%s: no WAN frame was sent in two fragments: the test checks none", mode)
-		}
-		lan := capturetest.Open(t, h.Files[0])
-		src, err := capture.NewReader(bytes.NewReader(mirrored.Bytes()), "mirrored")
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := Pair(context.Background(), lan, src, Config{Mode: mode, Home: home})
-		lan.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := gateway.ReadTruth(truth, "truth")
-		if err != nil {
-			t.Fatal(err)
 		}
 		pairs := make([]int64, len(at))
 		for i, j := range at {
