@@ -81,8 +81,7 @@ func parseLinkMirrored(lt LinkType, data []byte) (l Link, frag uint64, err error
 // mayCarry says whether an IP packet could be a mirror's: UDP to TZSP's or
 // VXLAN's port, GRE, or an IPv6 fragment. Every other packet (a home's
 // TCP, its DNS and NTP) is passed over here, before a mirror's headers are
-// looked for: the protocol alone is looked at inline, the port in a call
-// UDP packets alone pay.
+// looked for: the protocol first, the port of UDP packets alone after.
 func mayCarry(etherType uint16, b []byte) bool {
 	at := 9 // the protocol: IPv4's, or IPv6's next header
 	if etherType == EtherTypeIPv6 {
@@ -92,10 +91,7 @@ func mayCarry(etherType uint16, b []byte) bool {
 }
 
 // mirrorProto is mayCarry past the protocol: GRE and IPv6 fragments may
-// be a mirror's, UDP when it is to TZSP's or VXLAN's port. Kept out of line
-// so that mayCarry, on every packet's path, is inlined.
-//
-//go:noinline
+// be a mirror's, UDP when it is to TZSP's or VXLAN's port.
 func mirrorProto(etherType uint16, b []byte) bool {
 	var proto byte
 	var at int
