@@ -100,32 +100,28 @@ func FindMirrored(etherType uint16, data []byte, ip int) (m Mirrored, ok bool, e
 			return m, false, nil
 		}
 		ihl := int(b[0]&0xf) * 4
-		frag := binary.BigEndian.Uint16(b[6:8])
-		if ihl < 20 || frag&0x1fff != 0 {
+		if ihl < 20 {
 			return m, false, nil
 		}
 		proto, l4, ipEnd = b[9], ihl, int(binary.BigEndian.Uint16(b[2:4]))
-		if frag&0x2000 != 0 {
-			m.Fragmented = true
-			m.FragKey = mirrorFragKey(b[12:20], uint32(binary.BigEndian.Uint16(b[4:6])))
-		}
 	case EtherTypeIPv6:
 		if len(b) < 40 || b[0]>>4 != 6 {
 			return m, false, nil
 		}
 		proto, l4, ipEnd = b[6], 40, 40+int(binary.BigEndian.Uint16(b[4:6]))
-		if proto == 44 { // a fragment header: next(1) reserved(1) offset and M(2) id(4)
-			if len(b) < 48 || binary.BigEndian.Uint16(b[42:44])&^7 != 0 {
-				return m, false, nil
-			}
+		if proto == 44 && len(b) >= 48 {
 			proto, l4 = b[40], 48
-			if b[43]&1 != 0 {
-				m.Fragmented = true
-				m.FragKey = mirrorFragKey(b[8:40], binary.BigEndian.Uint32(b[44:48]))
-			}
 		}
 	default:
 		return m, false, nil
+	}
+	key, later, more := ipFragment(etherType, b)
+	if later {
+		return m, false, nil
+	}
+	m.Fragmented = more
+	if more {
+		m.FragKey = key
 	}
 	// The captured bytes of the packet end where its IP header says, or
 	// where the capture does (a snap length, a fragment).
@@ -280,6 +276,26 @@ func ver(b []byte, at, end int) int {
 	return int(b[at] >> 4)
 }
 
+// ipFragment says where the IP packet b lies in its datagram: later, past
+// its first fragment; more, with fragments after it; key names the
+// datagram (mirrorFragKey) when it is a fragment. Of IPv6 it reads a
+// fragment header right after the fixed header.
+func ipFragment(etherType uint16, b []byte) (key uint64, later, more bool) {
+	switch {
+	case etherType == EtherTypeIPv4 && len(b) >= 20 && b[0]>>4 == 4:
+		frag := binary.BigEndian.Uint16(b[6:8])
+		later, more = frag&0x1fff != 0, frag&0x2000 != 0
+		if later || more {
+			key = mirrorFragKey(b[12:20], uint32(binary.BigEndian.Uint16(b[4:6])))
+		}
+	case etherType == EtherTypeIPv6 && len(b) >= 48 && b[0]>>4 == 6 && b[6] == 44:
+		// next(1) reserved(1) offset and M(2) id(4)
+		later, more = binary.BigEndian.Uint16(b[42:44])&^7 != 0, b[43]&1 != 0
+		key = mirrorFragKey(b[8:40], binary.BigEndian.Uint32(b[44:48]))
+	}
+	return key, later, more
+}
+
 // mirrorFragKey names one fragmented packet: its addresses and IP ID.
 func mirrorFragKey(addrs []byte, id uint32) uint64 {
 	// FNV-1a: the key only has to tell a few packets in flight apart.
@@ -344,20 +360,8 @@ func (r *mirrorRest) takeSlow(l *Link, frag uint64, data []byte) error {
 // later says whether the IP packet at data[ip:] is a later fragment of a
 // packet take remembered.
 func (r *mirrorRest) later(etherType uint16, data []byte, ip int) bool {
-	b := data[ip:]
-	var key uint64
-	switch {
-	case etherType == EtherTypeIPv4 && len(b) >= 20 && b[0]>>4 == 4:
-		if binary.BigEndian.Uint16(b[6:8])&0x1fff == 0 {
-			return false
-		}
-		key = mirrorFragKey(b[12:20], uint32(binary.BigEndian.Uint16(b[4:6])))
-	case etherType == EtherTypeIPv6 && len(b) >= 48 && b[0]>>4 == 6 && b[6] == 44:
-		if binary.BigEndian.Uint16(b[42:44])&^7 == 0 {
-			return false
-		}
-		key = mirrorFragKey(b[8:40], binary.BigEndian.Uint32(b[44:48]))
-	default:
+	key, later, _ := ipFragment(etherType, data[ip:])
+	if !later {
 		return false
 	}
 	for _, k := range r.keys {
