@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 
 	"github.com/klauspost/compress/zstd"
@@ -51,4 +52,33 @@ func compressionOf(magic [4]byte) (compression, bool) {
 		}
 	}
 	return compression{}, false
+}
+
+// damagedStream reads a decompressed stream, and says that the file is
+// damaged where its decompressor fails (a checksum, a block header): an
+// ErrCorrupt naming the file, rather than the decompressor's own words
+// alone. The end of the stream, where it is cut short too, stays the
+// reader's to tell.
+type damagedStream struct {
+	r      io.Reader
+	name   string
+	format string
+}
+
+func (d damagedStream) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		err = fmt.Errorf("%w: %s: its %s stream is damaged (%v); the packets before the damage were read, decompress it by hand (%s) to see how much more can be saved", ErrCorrupt, d.name, d.format, err, d.fix())
+	}
+	return n, err
+}
+
+func (d damagedStream) fix() string {
+	switch d.format {
+	case "zstd":
+		return "zstd -dc FILE > out.pcap"
+	case "lz4":
+		return "lz4 -dc FILE > out.pcap"
+	}
+	return "gzip -dc FILE > out.pcap"
 }

@@ -94,6 +94,14 @@ type cookedView struct {
 	seenQ  []seenEntry
 	seed   maphash.Seed
 
+	// ng is the pcapng file read, nil for other sources: a section of it
+	// with several interfaces is read as the gateway's interfaces
+	// (cookedng.go). fwd remembers its packets for the match of a
+	// forwarded packet's two copies, fwdQ in the order they came.
+	ng   *ngReader
+	fwd  map[uint64]*forwardSeen
+	fwdQ []forwardEntry
+
 	// sides are the gateway's sides the view passes on: the LAN side (a
 	// LAN tap), the other (a WAN tap), or both (one capture feeding both
 	// taps, OpenLiveSides).
@@ -223,12 +231,14 @@ func (c *cookedIface) lanSide() bool {
 	return c.hatype == arphrdEther && !c.pppoe && c.lan > c.wan
 }
 
-// heldFrame is a frame held back with its own copy of the bytes.
+// heldFrame is a frame held back with its own copy of the bytes; judged
+// says it is a frame the view judges (not one passed on as it is).
 type heldFrame struct {
-	f   Frame
-	h   cookedHdr
-	key *cookedIface
-	k   cookedKey
+	f      Frame
+	h      cookedHdr
+	key    *cookedIface
+	k      cookedKey
+	judged bool
 }
 
 type seenAt struct {
@@ -243,7 +253,7 @@ type seenEntry struct {
 
 // OtherViewKinds names the frames Stats.OtherViews counts, in the counts
 // the commands print.
-const OtherViewKinds = "frames of a capture on every interface (tcpdump -i any, -i pktap) beyond the side read: the other side's, tunnel and loopback copies, and a bridge's second copies"
+const OtherViewKinds = "frames of a gateway's capture on every interface (tcpdump -i any, -i pktap) or on several (dumpcap -i A -i B) beyond the side read: the other side's, tunnel and loopback copies, and a bridge's second copies"
 
 // CookedStats says what a cooked capture's view did with its frames.
 type CookedStats struct {
@@ -272,6 +282,10 @@ type CookedStats struct {
 	// Interfaces are the interfaces (for SLL, the source MACs) seen, and
 	// which side each was judged to be on at the end.
 	Interfaces []CookedInterface
+	// Pcapng says the frames were those of a pcapng file's several
+	// interfaces (dumpcap -i A -i B), judged by the packets forwarded
+	// between them, not a capture on every interface.
+	Pcapng bool
 }
 
 // LeftOut is the number of frames the view did not pass on.
@@ -306,7 +320,11 @@ func (s CookedStats) Summary() string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "capture on every interface (tcpdump -i any, -i pktap), %d frames", s.Frames)
+	if s.Pcapng {
+		fmt.Fprintf(&b, "capture on several interfaces (dumpcap -i A -i B), %d frames", s.Frames)
+	} else {
+		fmt.Fprintf(&b, "capture on every interface (tcpdump -i any, -i pktap), %d frames", s.Frames)
+	}
 	if s.LAN > 0 {
 		fmt.Fprintf(&b, ": %d read as the LAN side's Ethernet frames (%s)", s.LAN, abbreviate(lan))
 	}
@@ -326,6 +344,11 @@ func (s CookedStats) Summary() string {
 	}
 	if s.Whole+s.AsIs > 0 {
 		fmt.Fprintf(&b, "; no LAN side found for %d frames, read whole (%d as Ethernet frames)", s.Whole+s.AsIs, s.Whole)
+		if s.Pcapng {
+			// The sides are told by the packets forwarded between them:
+			// a VPN gateway forwards its LAN's into the tunnel only.
+			b.WriteString(": no packet was forwarded between its interfaces (no gateway's, or a VPN gateway's without its tunnel interface: capture that too, dumpcap -i tun0)")
+		}
 	}
 	if s.NoDestination > 0 {
 		fmt.Fprintf(&b, "; %d with no destination MAC: the capture never showed it", s.NoDestination)
@@ -390,10 +413,31 @@ func WANInput(src Source, name string) error {
 	}
 	other = slices.Compact(other) // one interface's VLANs are one cut
 	cut := "capture the WAN interface on its own"
-	if len(other) > 0 {
+	switch {
+	case c.stats.Pcapng:
+		var uplinks []string
+		for _, i := range c.Stats().Interfaces {
+			if i.Side != "other" || i.Hardware != hardwareName(arphrdEther) {
+				continue
+			}
+			n := strings.TrimPrefix(i.Name, "interface ")
+			if id, ok := strings.CutPrefix(n, "#"); ok { // unnamed in the file
+				uplinks = append(uplinks, "frame.interface_id == "+id)
+			} else {
+				uplinks = append(uplinks, fmt.Sprintf("frame.interface_name == %q", n))
+			}
+		}
+		if len(uplinks) > 0 {
+			cut = fmt.Sprintf("cut its WAN interface out first: tshark -r %s -w wan.pcapng -Y '%s'", name, strings.Join(slices.Compact(uplinks), " or "))
+		}
+	case len(other) > 0:
 		cut = fmt.Sprintf("cut its WAN interface out first: tcpdump -r %s -w wan.pcap ifindex N, N one of its other interfaces: %s", name, strings.Join(other, ", "))
 	}
-	return fmt.Errorf("%w: %s is a gateway's capture on every interface (tcpdump -i any), read as its LAN side, not its WAN: open it as its WAN side (capture.OpenFileSide with SideWAN), or %s", ErrNotWAN, name, cut)
+	what := "capture on every interface (tcpdump -i any)"
+	if c.stats.Pcapng {
+		what = "capture on several interfaces (dumpcap -i A -i B)"
+	}
+	return fmt.Errorf("%w: %s is a gateway's %s, read as its LAN side, not its WAN: open it as its WAN side (capture.OpenFileSide with SideWAN), or %s", ErrNotWAN, name, what, cut)
 }
 
 // ErrNotWAN is wrapped by WANInput's error.
@@ -447,8 +491,10 @@ func newCookedView(src Source, sides Side) *cookedView {
 	if sides == 0 {
 		sides = SideLAN
 	}
-	return &cookedView{src: src, sides: sides, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},
-		seen: map[uint64]seenAt{}, seed: maphash.MakeSeed()}
+	c := &cookedView{src: src, sides: sides, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},
+		seen: map[uint64]seenAt{}, seed: maphash.MakeSeed(), fwd: map[uint64]*forwardSeen{}}
+	c.ng, _ = src.(*ngReader)
+	return c
 }
 
 // primary is the side a frame goes to that is no side's in particular: a
@@ -507,7 +553,7 @@ func (c *cookedView) next() (Frame, Side, error) {
 	for {
 		if len(c.held) > 0 {
 			h := c.held[0]
-			side, ok := c.judge(&h.f, h.h, h.key, h.k, c.expired(&h))
+			side, ok := c.judge(&h.f, h.h, h.key, h.k, h.judged, c.expired(&h))
 			if ok {
 				c.heldBytes -= len(h.f.Data)
 				c.held[0] = heldFrame{}
@@ -537,11 +583,12 @@ func (c *cookedView) next() (Frame, Side, error) {
 			}
 			continue
 		}
-		if !isCooked(f.LinkType) {
+		ng := c.byForwards(f)
+		if !ng && !isCooked(f.LinkType) {
 			if len(c.held) == 0 {
 				return c.pass(f, c.primary()), c.primary(), nil
 			}
-			c.hold(f, cookedHdr{}, nil, cookedKey{})
+			c.hold(f, cookedHdr{}, nil, cookedKey{}, false)
 			continue
 		}
 		if f.CI.Timestamp.After(c.last) {
@@ -551,13 +598,24 @@ func (c *cookedView) next() (Frame, Side, error) {
 			c.first = f.CI.Timestamp
 		}
 		c.stats.Frames++
-		h, ok := parseCookedHdr(f.LinkType, f.Data)
+		c.stats.Pcapng = c.stats.Pcapng || ng
+		var h cookedHdr
+		var ok bool
+		if ng {
+			h, ok = c.parseNgHdr(f)
+		} else {
+			h, ok = parseCookedHdr(f.LinkType, f.Data)
+		}
 		var i *cookedIface
 		var k cookedKey
 		if ok {
 			k = c.key(h)
 			i = c.iface(k, h.hatype)
-			if h.ifname != nil && i.name == "" {
+			switch {
+			case i.name != "":
+			case ng:
+				i.name = c.ngIfaceName(f.CI.InterfaceIndex)
+			case h.ifname != nil:
 				i.name = string(h.ifname)
 			}
 			h.ifname = nil // a slice of a buffer the source reuses
@@ -574,16 +632,19 @@ func (c *cookedView) next() (Frame, Side, error) {
 			}
 			i.frames++
 			c.learn(h, i)
+			if ng {
+				c.forwards(f, h, i, k)
+			}
 		}
 		if len(c.held) == 0 {
-			if side, ok := c.judge(&f, h, i, k, false); ok {
+			if side, ok := c.judge(&f, h, i, k, true, false); ok {
 				if side != 0 {
 					return c.pass(f, side), side, nil
 				}
 				continue
 			}
 		}
-		c.hold(f, h, i, k)
+		c.hold(f, h, i, k, true)
 	}
 }
 
@@ -595,9 +656,9 @@ func (c *cookedView) pass(f Frame, side Side) Frame {
 	return f
 }
 
-func (c *cookedView) hold(f Frame, h cookedHdr, i *cookedIface, k cookedKey) {
+func (c *cookedView) hold(f Frame, h cookedHdr, i *cookedIface, k cookedKey, judged bool) {
 	f.Data = append([]byte(nil), f.Data...)
-	c.held = append(c.held, heldFrame{f: f, h: h, key: i, k: k})
+	c.held = append(c.held, heldFrame{f: f, h: h, key: i, k: k, judged: judged})
 	c.heldBytes += len(f.Data)
 }
 
@@ -609,10 +670,11 @@ func (c *cookedView) expired(h *heldFrame) bool {
 
 // judge decides a frame: ok false holds it back (only when !expired);
 // otherwise side is the side it is passed on as (0: left out), rewritten
-// in place as that side's Ethernet frame where it is one.
-func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, expired bool) (side Side, ok bool) {
+// in place as that side's Ethernet frame where it is one. A frame that is
+// not judged (!judged) is passed on as it is.
+func (c *cookedView) judge(f *Frame, h cookedHdr, i *cookedIface, k cookedKey, judged, expired bool) (side Side, ok bool) {
 	switch {
-	case !isCooked(f.LinkType):
+	case !judged:
 		return c.primary(), true
 	case i == nil: // too short for its header: the decoder says so
 		c.stats.AsIs++

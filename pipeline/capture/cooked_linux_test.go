@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -409,5 +410,107 @@ func sameMultiset(t *testing.T, side string, got []labFrame, want map[string]int
 	}
 	if missing > 0 || extra > 0 || len(got) != n {
 		t.Errorf("%d frames in the view, the %s had %d: %d missing, %d extra", len(got), side, n, missing, extra)
+	}
+}
+
+// dumpcap starts dumpcap in the gateway on the interfaces named, into
+// one pcapng file; the returned function stops it and says whether it or
+// the kernel dropped any packet.
+func (l cookedLab) dumpcap(t *testing.T, path string, ifaces ...string) func() error {
+	t.Helper()
+	if _, err := exec.LookPath("dumpcap"); err != nil {
+		t.Skip("the capture of several interfaces needs dumpcap: apt-get install tshark (go tool task test installs it)")
+	}
+	args := []string{"netns", "exec", l.GW, "dumpcap", "-q", "-w", path, "-B", "64"}
+	for _, i := range ifaces {
+		args = append(args, "-i", i)
+	}
+	cmd := exec.Command("ip", args...)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start dumpcap %v: %v", ifaces, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "Capturing on") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("dumpcap %v did not start: %s", ifaces, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return func() error {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		out := stderr.String()
+		// "Packets received/dropped on interface 'x': 120/0 (...)"
+		for _, m := range regexp.MustCompile(`received/dropped on interface .*: \d+/(\d+) \(`).FindAllStringSubmatch(out, -1) {
+			if m[1] != "0" {
+				return fmt.Errorf("dumpcap %v dropped packets: %s", ifaces, out)
+			}
+		}
+		return nil
+	}
+}
+
+// TestDumpcapOfGatewayInterfaces captures the gateway's LAN bridge, its
+// WAN and its loopback into one pcapng file with dumpcap, as a router's
+// owner does with Wireshark, while tcpdump captures the bridge and the WAN
+// each on its own. Read as its LAN side the pcapng must be exactly the
+// bridge's frames, each once; as its WAN side exactly the WAN's: the file
+// names the interfaces but not their sides, which the packets the gateway
+// forwards between them tell.
+func TestDumpcapOfGatewayInterfaces(t *testing.T) {
+	l := newCookedLab(t)
+	dir := t.TempDir()
+	path := func(n string) string { return filepath.Join(dir, n+".pcap") }
+	time.Sleep(2 * time.Second)
+	l.runTraffic(t, func(int) []func() error {
+		return []func() error{
+			l.tcpdump(t, path("bridge"), "-i", l.Bridge),
+			l.tcpdump(t, path("wan"), "-i", l.WAN),
+			l.dumpcap(t, path("ng"), l.Bridge, l.WAN, "lo"),
+			l.tcpdump(t, path("p1"), "-i", l.P1),
+			l.tcpdump(t, path("p2"), "-i", l.P2),
+			l.dumpcap(t, path("ports"), l.P1, l.P2, l.Bridge, l.WAN),
+		}
+	})
+	{
+		want := map[string]int{}
+		var n int
+		portFrames(t, path("p1"), path("p2"), func(f labFrame) {
+			want[f.data]++
+			n++
+		})
+		got, src := readLabSide(t, path("ports"), 0, SideLAN)
+		st, _ := CookedStatsOf(src)
+		t.Log(st.Summary())
+		for _, i := range st.Interfaces {
+			t.Logf("  %s (%s): %s, %d frames, votes %d LAN %d other", i.Name, i.Hardware, i.Side, i.Frames, i.LANVotes, i.OtherVotes)
+		}
+		sameMultiset(t, "ports", got, want, n)
+	}
+	for _, side := range []struct {
+		side Side
+		cap  string
+	}{{SideLAN, "bridge"}, {SideWAN, "wan"}} {
+		own, _ := readLabFrames(t, path(side.cap), 0)
+		want := map[string]int{}
+		for _, f := range own {
+			want[f.data]++
+		}
+		if len(own) < 100 {
+			t.Fatalf("the %s saw %d frames: the traffic did not run", side.cap, len(own))
+		}
+		got, src := readLabSide(t, path("ng"), 0, side.side)
+		st, ok := CookedStatsOf(src)
+		if !ok || !st.Pcapng {
+			t.Fatalf("%v side: not read as a capture of several interfaces", side.side)
+		}
+		t.Log(st.Summary())
+		for _, i := range st.Interfaces {
+			t.Logf("  %s (%s): %s, %d frames, votes %d LAN %d other", i.Name, i.Hardware, i.Side, i.Frames, i.LANVotes, i.OtherVotes)
+		}
+		sameMultiset(t, side.side.String(), got, want, len(own))
 	}
 }

@@ -32,10 +32,14 @@ type cookedHdr struct {
 	// ifname is a PKTAP interface's name, a slice of the frame: read only
 	// while the frame is parsed.
 	ifname []byte
-	proto  uint16
-	vlan   uint16 // outer VLAN ID + 1; 0 untagged
-	et     uint16 // the EtherType after the VLAN tags
-	pppoe  bool
+	// byForwards: a frame of one of a pcapng's interfaces, whose
+	// interface is judged by the packets the gateway forwards (forwards),
+	// not by SLL's direction.
+	byForwards bool
+	proto      uint16
+	vlan       uint16 // outer VLAN ID + 1; 0 untagged
+	et         uint16 // the EtherType after the VLAN tags
+	pppoe      bool
 
 	l3       int // offset of the network packet; hdrLen where unread
 	ip       bool
@@ -152,11 +156,18 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 		h.addr = schemas.MAC{}
 	}
 	h.l3 = h.hdrLen
-	if h.hatype != arphrdEther {
-		return h, true
+	if h.hatype == arphrdEther {
+		h.readPacket(link, data, at)
 	}
+	return h, true
+}
+
+// readPacket reads the packet behind the link header (of link, from at):
+// an Ethernet frame's VLAN tag and EtherType, and the addresses and hop
+// limit of the IP packet, or the ARP message, it carries.
+func (h *cookedHdr) readPacket(link features.LinkType, data []byte, at int) {
 	et := h.proto
-	if (et == 0x8100 || et == 0x88a8) && len(data) >= h.hdrLen+4 {
+	if h.hatype == arphrdEther && (et == 0x8100 || et == 0x88a8) && len(data) >= h.hdrLen+4 {
 		h.vlan = binary.BigEndian.Uint16(data[h.hdrLen:])&0x0fff + 1
 		et = binary.BigEndian.Uint16(data[h.hdrLen+2:])
 	}
@@ -164,14 +175,14 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 	h.pppoe = et == 0x8863 || et == 0x8864
 	l, err := features.ParseLink(link, data[at:])
 	if err != nil {
-		return h, true
+		return
 	}
 	h.l3 = at + l.Offset
 	p := data[h.l3:]
 	switch l.EtherType {
 	case features.EtherTypeIPv4:
 		if len(p) < 20 || p[0]>>4 != 4 {
-			return h, true
+			return
 		}
 		h.ip, h.v4, h.ttl = true, true, p[8]
 		copy(h.src[12:], p[12:16])
@@ -189,7 +200,7 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 		}
 	case features.EtherTypeIPv6:
 		if len(p) < 40 || p[0]>>4 != 6 {
-			return h, true
+			return
 		}
 		h.ip, h.ttl = true, p[7]
 		copy(h.src[:], p[8:24])
@@ -197,7 +208,7 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 	case features.EtherTypeARP:
 		// Ethernet and IPv4 only: hardware 1, protocol 0x0800, lengths 6 and 4.
 		if len(p) < 28 || binary.BigEndian.Uint16(p[0:2]) != 1 || binary.BigEndian.Uint16(p[2:4]) != 0x0800 || p[4] != 6 || p[5] != 4 {
-			return h, true
+			return
 		}
 		h.arpOp = binary.BigEndian.Uint16(p[6:8])
 		copy(h.arpSHA[:], p[8:14])
@@ -206,7 +217,6 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 		copy(h.arpTPA[12:], p[24:28])
 		h.arpSPA[10], h.arpSPA[11], h.arpTPA[10], h.arpTPA[11] = 0xff, 0xff, 0xff, 0xff
 	}
-	return h, true
 }
 
 // key names what a frame is judged by: its interface and outer VLAN; for
@@ -269,6 +279,13 @@ func startingHop(ttl uint8) bool {
 func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 	if h.pppoe {
 		i.pppoe = true
+	}
+	if h.byForwards {
+		// Frames of a pcapng's interfaces say neither which way they went
+		// nor, where their destination MAC is there, need any learned:
+		// their interfaces are voted for by the packets the gateway
+		// forwards (forwards).
+		return
 	}
 	incoming := h.pkttype != pktOutgoing
 	if h.ether() {
@@ -346,6 +363,11 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 			}
 		}
 	}
+	c.settle(i)
+}
+
+// settle counts the key among the LAN side's, or not, by its votes now.
+func (c *cookedView) settle(i *cookedIface) {
 	if now := i.lanSide(); now != i.isLAN {
 		i.isLAN = now
 		if now {

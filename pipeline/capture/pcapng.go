@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/features"
@@ -23,6 +24,7 @@ const (
 // Interface description options read here.
 const (
 	ngOptEnd      = 0
+	ngOptName     = 2
 	ngOptTSResol  = 9
 	ngOptFCSLen   = 13
 	ngOptTSOffset = 14
@@ -41,7 +43,12 @@ type ngInterface struct {
 	offsetS  int64  // if_tsoffset, seconds added to every timestamp
 	fcs      int    // if_fcslen: bytes of frame check sequence after each frame
 	resolErr string // set when if_tsresol names a resolution this reader cannot convert
+	name     string // if_name, as the capturing host named it ("eth0", "br-lan")
 }
+
+// maxNgIfName bounds the if_name kept: an interface's name is short, and a
+// hostile file's is not kept whole.
+const maxNgIfName = 64
 
 // ngReader reads pcapng: a sequence of sections, each a section header block
 // followed by interface descriptions and packet blocks. Every packet carries
@@ -53,10 +60,13 @@ type ngReader struct {
 	nflog  nflogView
 	order  binary.ByteOrder
 	ifaces []ngInterface
-	head   [12]byte
-	body   []byte // the body of the block just read, in the input's buffer
-	n      uint64 // packets delivered
-	err    error  // sticky
+	// section counts the section headers read: interface numbers restart
+	// with each section, so that an interface is named by both.
+	section uint32
+	head    [12]byte
+	body    []byte // the body of the block just read, in the input's buffer
+	n       uint64 // packets delivered
+	err     error  // sticky
 }
 
 func newNgReader(in input) (*ngReader, error) {
@@ -223,6 +233,7 @@ func (r *ngReader) parseSection(at int64) error {
 	}
 	// Interface numbers restart with every section.
 	r.ifaces = r.ifaces[:0]
+	r.section++
 	return nil
 }
 
@@ -264,6 +275,8 @@ func (r *ngReader) parseInterface(at int64) error {
 					ifc.units *= 10
 				}
 			}
+		case code == ngOptName:
+			ifc.name = strings.ToValidUTF8(string(v[:min(n, maxNgIfName)]), "?")
 		case code == ngOptFCSLen && n >= 1:
 			ifc.fcs = int(v[0])
 		case code == ngOptTSOffset && n >= 8:

@@ -522,6 +522,55 @@ func TestCookedGatewayCapture(t *testing.T) {
 	}
 }
 
+// TestGatewayInterfacesCapture pairs a NAPT gateway captured on its LAN
+// and WAN interfaces into one pcapng file (dumpcap -i br-lan -i eth1) with
+// itself, as pair --any does: its LAN side is the LAN capture and
+// OpenWANSide its WAN, told apart by the packets forwarded between them;
+// every WAN packet pairs right. Given whole as the WAN capture it is
+// refused, with the tshark cut to make.
+func TestGatewayInterfacesCapture(t *testing.T) {
+	h, home := homegentest.Generate(t, homegen.Config{Seed: 5, Sessions: 1, SessionDuration: 2 * time.Minute}, t.TempDir())
+	wan, truth := emulated(t, h.Files[0], home, gateway.Config{Mode: gateway.NAPT})
+	var frames []capturetest.OnInterface
+	for _, f := range capturetest.Frames(t, h.Files[0]) {
+		frames = append(frames, capturetest.OnInterface{Frame: f, Iface: 1})
+	}
+	for _, f := range capturetest.FramesOf(t, "wan", wan.Bytes()) {
+		frames = append(frames, capturetest.OnInterface{Frame: f, Iface: 0})
+	}
+	path := filepath.Join(t.TempDir(), "gw.pcapng")
+	if err := os.WriteFile(path, capturetest.Interfaces(t, []string{"eth1", "br-lan"}, frames, 100*time.Millisecond), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, err := gateway.ReadTruth(truth, "truth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Mode: gateway.NAPT, Home: home, WANName: "gw.pcapng"}
+
+	lan, whole := capturetest.Open(t, path), capturetest.Open(t, path)
+	defer lan.Close()
+	defer whole.Close()
+	if _, err := Pair(context.Background(), lan, whole, cfg); !errors.Is(err, capture.ErrNotWAN) || !strings.Contains(err.Error(), `tshark -r gw.pcapng -w wan.pcapng -Y 'frame.interface_name == "eth1"'`) {
+		t.Fatalf("the whole capture as the WAN: %v", err)
+	}
+
+	lan = capturetest.Open(t, path)
+	defer lan.Close()
+	ws, err := capture.OpenWANSide(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	res, err := Pair(context.Background(), lan, ws, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, n := Score(res.Pairs, want); c != n || n < 100 || res.Paired != n {
+		t.Errorf("pairs from one capture of both interfaces: %d of %d right, %d paired; want every WAN packet paired right", c, n, res.Paired)
+	}
+}
+
 func allPaired(t *testing.T, what string, lan, wan capture.Source, cfg Config, n int) {
 	t.Helper()
 	res, err := Pair(context.Background(), lan, wan, cfg)

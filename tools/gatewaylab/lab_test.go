@@ -20,7 +20,8 @@ const hueBridge = "../../../shared/data/iot-sentinel-dev/HueBridge/Setup-A-1-STA
 // the uplink with the home side inferred, as `homemole pair --lan TUN --wan
 // WAN --mode vpn` does, must be right for at least 99.5 % of the WAN
 // packets, scored against the payload ground truth. The gateway's
-// tcpdump -i any capture of the same run must read as its LAN capture.
+// tcpdump -i any capture of the same run must read as its LAN capture, and
+// so must its dumpcap capture of the LAN, WAN and tun interfaces.
 func TestTunSideIPv6(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -34,14 +35,17 @@ func TestTunSideIPv6(t *testing.T) {
 	}
 	// The gateway captured whole (tcpdump -i any: LAN, WAN, tun and
 	// loopback) reads as its LAN interface's capture, and as its WAN
-	// interface's.
-	t.Log(r.cooked)
-	if c := r.cooked; c.lan < 100 || c.frames != c.lan || c.same != c.lan || c.stats.OtherSide == 0 || c.stats.NoDestination != 0 {
-		t.Errorf("%v: want every LAN frame once, byte for byte", c)
-	}
-	t.Log(r.cookedWAN)
-	if c := r.cookedWAN; c.lan < 100 || c.frames != c.lan || c.same != c.lan || c.stats.OtherSide == 0 || c.stats.NoDestination != 0 {
-		t.Errorf("%v: want every WAN frame once, byte for byte", c)
+	// interface's; so does its LAN, WAN and tun captured into one pcapng
+	// file (dumpcap), whose sides the packets forwarded between the LAN
+	// and the tun tell.
+	for _, c := range []cookedScore{r.cooked, r.cookedWAN, r.several, r.severalWAN} {
+		t.Log(c)
+		if c.lan < 100 || c.frames != c.lan || c.same != c.lan || c.stats.OtherSide == 0 || c.stats.NoDestination != 0 {
+			t.Errorf("%v: want every %v frame once, byte for byte", c, c.side)
+		}
+		if c.stats.Pcapng != strings.HasPrefix(c.what, "dumpcap") {
+			t.Errorf("%s read as a capture of several interfaces: %v", c.what, c.stats.Pcapng)
+		}
 	}
 	if r.flows6 == 0 || r.flows6 == len(s.flows) {
 		t.Fatalf("%d of %d flows replayed over IPv6, want IPv4 and IPv6 flows", r.flows6, len(s.flows))

@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -64,13 +65,16 @@ type row struct {
 	tunSide []tunScore
 	// cooked and cookedWAN compare the gateway's tcpdump -i any capture,
 	// read as capture reads it as the LAN and as the WAN side, with its
-	// LAN and WAN interfaces' own captures.
-	cooked, cookedWAN cookedScore
+	// LAN and WAN interfaces' own captures; several and severalWAN its
+	// dumpcap capture of its LAN, WAN and tunnel interfaces into one
+	// pcapng file.
+	cooked, cookedWAN, several, severalWAN cookedScore
 }
 
 // cookedScore is how a cooked capture's view of one side compares with the
 // capture of that side's interface in the same run.
 type cookedScore struct {
+	what              string // the capture: "tcpdump -i any", "dumpcap -i lan0 -i wan0"
 	side              capture.Side
 	iface             string
 	frames, lan, same int // lan: the interface's frames
@@ -78,15 +82,15 @@ type cookedScore struct {
 }
 
 func (c cookedScore) String() string {
-	return fmt.Sprintf("tcpdump -i any: %d frames in its %v view, %s's capture has %d, %d of them the same frame byte for byte; %s",
-		c.frames, c.side, c.iface, c.lan, c.same, c.stats.Summary())
+	return fmt.Sprintf("%s: %d frames in its %v view, %s's capture has %d, %d of them the same frame byte for byte; %s",
+		c.what, c.frames, c.side, c.iface, c.lan, c.same, c.stats.Summary())
 }
 
-// cookedView reads a cooked capture's view of side and matches its
-// frames, as a multiset of their bytes, with the capture of the side's
-// interface iface.
-func cookedView(anyPath, iface, ifacePath string, side capture.Side) (cookedScore, error) {
-	c := cookedScore{side: side, iface: iface}
+// cookedView reads the view of side of a capture of several interfaces
+// (what, at anyPath) and matches its frames, as a multiset of their bytes,
+// with the capture of the side's interface iface.
+func cookedView(what, anyPath, iface, ifacePath string, side capture.Side) (cookedScore, error) {
+	c := cookedScore{what: what, side: side, iface: iface}
 	want := map[string]int{}
 	if err := eachFrame(ifacePath, func(fr capture.Frame) { want[string(fr.Data)]++; c.lan++ }); err != nil {
 		return c, err
@@ -351,6 +355,43 @@ func (l *lab) tcpdump(ctx context.Context, ns, iface, path string) (func() (stri
 	}, nil
 }
 
+// dumpcap captures the interfaces of namespace ns into one pcapng file at
+// path, as tcpdump does one (IP only); the returned function stops it and
+// fails where dumpcap or the kernel dropped a packet.
+func (l *lab) dumpcap(ctx context.Context, ns string, ifaces []string, path string) (func() (string, error), error) {
+	errPath := path + ".log"
+	ef, err := os.Create(errPath)
+	if err != nil {
+		return nil, err
+	}
+	defer ef.Close()
+	// A filter before the first -i is every interface's.
+	args := []string{"dumpcap", "-q", "-w", path, "-B", "32", "-f", "ip or ip6"}
+	for _, i := range ifaces {
+		args = append(args, "-i", i)
+	}
+	cmd, err := l.start(ns, nil, ef, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitLog(ctx, errPath, "Capturing on", 10*time.Second); err != nil {
+		return nil, fmt.Errorf("dumpcap on %v: %w", ifaces, err)
+	}
+	return func() (string, error) {
+		stop(cmd, 5*time.Second)
+		b, _ := os.ReadFile(errPath)
+		// "Packets received/dropped on interface 'lan0': 120/0 (...)"
+		for _, m := range dumpcapDrops.FindAllStringSubmatch(string(b), -1) {
+			if m[1] != "0" {
+				return "", fmt.Errorf("dumpcap on %v dropped packets: %s", ifaces, b)
+			}
+		}
+		return strings.TrimSpace(string(b)), nil
+	}, nil
+}
+
+var dumpcapDrops = regexp.MustCompile(`received/dropped on interface .*: \d+/(\d+) \(`)
+
 // captureSet is a run's tcpdumps, stopped together.
 type captureSet []func() (string, error)
 
@@ -394,7 +435,8 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 	if tunnel {
 		ifaces = append(ifaces, [2]string{l.tun, tunPath})
 	}
-	// And the whole gateway as people capture it: every interface at once.
+	// And the whole gateway as people capture it: every interface at once,
+	// and its interfaces into one pcapng file, as Wireshark does.
 	anyPath := filepath.Join(dir, "any.pcap")
 	ifaces = append(ifaces, [2]string{"any", anyPath})
 	for _, c := range ifaces {
@@ -402,6 +444,16 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 			return r, err
 		}
 	}
+	severalPath := filepath.Join(dir, "several.pcapng")
+	several := []string{"lan0", "wan0"}
+	if tunnel {
+		several = append(several, l.tun)
+	}
+	st, err := l.dumpcap(ctx, l.gw, several, severalPath)
+	if err != nil {
+		return r, err
+	}
+	caps = append(caps, st)
 	rs, err := l.replay(ctx, s.withIPv6(ipv6))
 	if err != nil {
 		return r, err
@@ -417,14 +469,22 @@ func runMode(ctx context.Context, s *script, mode, cipher, dir string, ipv6 bool
 		fmt.Printf("; %d flow errors, first: %v", n, rs.firstErr.Load())
 	}
 	fmt.Println()
-	if r.cooked, err = cookedView(anyPath, "lan0", lanPath, capture.SideLAN); err != nil {
-		return r, err
+	for _, v := range []struct {
+		score     *cookedScore
+		what, in  string
+		iface, at string
+		side      capture.Side
+	}{
+		{&r.cooked, "tcpdump -i any", anyPath, "lan0", lanPath, capture.SideLAN},
+		{&r.cookedWAN, "tcpdump -i any", anyPath, "wan0", wanPath, capture.SideWAN},
+		{&r.several, "dumpcap -i " + strings.Join(several, " -i "), severalPath, "lan0", lanPath, capture.SideLAN},
+		{&r.severalWAN, "dumpcap -i " + strings.Join(several, " -i "), severalPath, "wan0", wanPath, capture.SideWAN},
+	} {
+		if *v.score, err = cookedView(v.what, v.in, v.iface, v.at, v.side); err != nil {
+			return r, err
+		}
+		fmt.Println(*v.score)
 	}
-	fmt.Println(r.cooked)
-	if r.cookedWAN, err = cookedView(anyPath, "wan0", wanPath, capture.SideWAN); err != nil {
-		return r, err
-	}
-	fmt.Println(r.cookedWAN)
 
 	var truth []int64
 	var ti truthInfo

@@ -176,12 +176,13 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 			"wan_index,lan_index per WAN packet (lan_index empty when unpaired) and prints the\n"+
 			"pairing rate, and the accuracy against --truth when given. Both captures may be of any\n"+
 			"link type the capture reader takes (Ethernet, SLL, raw IP). A capture of the gateway on\n"+
-			"every interface (tcpdump -i any) is read as its LAN side given as --lan, and as its WAN\n"+
+			"every interface (tcpdump -i any), or of its interfaces into one pcapng (dumpcap -i br-lan\n"+
+			"-i eth1), is read as its LAN side given as --lan, and as its WAN\n"+
 			"side (its other Ethernet interfaces, frames numbered as in a capture of them alone) given\n"+
 			"as --wan. --any FILE is --lan FILE --wan FILE, refusing a capture that is no gateway's.")
 	lanPath := fs.String("lan", "", "LAN capture")
 	wanPath := fs.String("wan", "", "WAN capture")
-	anyPath := fs.String("any", "", "the gateway captured on every interface (tcpdump -i any), instead of --lan and --wan")
+	anyPath := fs.String("any", "", "the gateway captured on every interface (tcpdump -i any) or on its LAN and WAN interfaces into one pcapng (dumpcap -i LAN -i WAN), instead of --lan and --wan")
 	mode := fs.String("mode", "", "napt or vpn")
 	cipher := fs.String("cipher", "auto", "vpn: aes-256-gcm, aes-256-cbc (OpenVPN), wireguard, or auto to detect")
 	method := fs.String("method", string(pair.MethodExact), "vpn: exact (size function, one-to-one, in order) or window (the paper's rule)")
