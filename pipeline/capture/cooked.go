@@ -99,7 +99,7 @@ type cookedView struct {
 	// (cookedng.go). fwd remembers its packets for the match of a
 	// forwarded packet's two copies, fwdQ in the order they came.
 	ng   *ngReader
-	fwd  map[uint64]*forwardSeen
+	fwd  map[uint64]forwardSeen
 	fwdQ []forwardEntry
 
 	// sides are the gateway's sides the view passes on: the LAN side (a
@@ -492,7 +492,7 @@ func newCookedView(src Source, sides Side) *cookedView {
 		sides = SideLAN
 	}
 	c := &cookedView{src: src, sides: sides, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},
-		seen: map[uint64]seenAt{}, seed: maphash.MakeSeed(), fwd: map[uint64]*forwardSeen{}}
+		seen: map[uint64]seenAt{}, seed: maphash.MakeSeed(), fwd: map[uint64]forwardSeen{}}
 	c.ng, _ = src.(*ngReader)
 	return c
 }

@@ -288,6 +288,44 @@ var cookedFormats = []struct {
 	{"sll", false, func(f []cookedFrame) []byte { return cookedPcap(f, false) }},
 	{"sll2-trunk", true, func(f []cookedFrame) []byte { return cookedPcap(f, true) }},
 	{"pktap", false, pktapPcap},
+	{"pcapng", false, ngPcap},
+	{"pcapng-trunk", true, ngPcap},
+}
+
+// linuxNames are gatewayCopies' interfaces as an OpenWrt gateway names
+// them, in a pcapng file of them all (dumpcap -i ...).
+var linuxNames = map[uint32]string{1: "lo", 2: "eth0", 3: "eth0.1", 4: "eth0.2", 5: "br-lan", 6: "lan1", 7: "eth1", 9: "tun0"}
+
+// ngPcap writes gatewayCopies' frames as dumpcap writes a capture of
+// every interface of the gateway named: one pcapng file, each interface
+// in its own link type (Linux's lo an Ethernet interface of zero MACs, a
+// tun raw IP), nothing saying which way a frame went.
+func ngPcap(frames []cookedFrame) []byte {
+	b := &ngBuilder{order: binary.LittleEndian}
+	b.section()
+	ids := map[uint32]uint32{}
+	for _, f := range frames {
+		if _, ok := ids[f.ifindex]; ok {
+			continue
+		}
+		ids[f.ifindex] = uint32(len(ids))
+		link := uint16(features.LinkTypeEthernet)
+		if f.hatype == arphrdNone {
+			link = uint16(features.LinkTypeRaw)
+		}
+		b.iface(link, 0, b.option(2, []byte(linuxNames[f.ifindex])), b.option(9, []byte{9}))
+	}
+	for _, f := range frames {
+		data := f.payload
+		switch f.hatype {
+		case arphrdEther:
+			data = slices.Concat(f.dst[:], f.src[:], binary.BigEndian.AppendUint16(nil, f.proto), f.payload)
+		case arphrdLoopback:
+			data = slices.Concat(make([]byte, 12), binary.BigEndian.AppendUint16(nil, f.proto), f.payload)
+		}
+		b.epb(ids[f.ifindex], uint64(f.ts.UnixNano()), data, uint32(len(data)))
+	}
+	return b.buf.Bytes()
 }
 
 func readView(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {
@@ -361,7 +399,13 @@ func TestCookedViewWANSide(t *testing.T) {
 			}
 
 			// Both sides of one reading, each read by its own goroutine.
-			r, err := newPcapReader(input{r: bytes.NewReader(raw), name: c.name, buf: make([]byte, readBufferSize)})
+			in := input{r: bytes.NewReader(raw), name: c.name, buf: make([]byte, readBufferSize)}
+			var r Source
+			if bytes.HasPrefix(raw, magicPcapng[:]) {
+				r, err = newNgReader(in)
+			} else {
+				r, err = newPcapReader(in)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -642,7 +686,7 @@ func BenchmarkCookedView(b *testing.B) {
 		name   string
 		raw    []byte
 		frames int
-	}{{"cooked", cookedPcap(cooked, true), len(cooked)}, {"ethernet", eth.Bytes(), len(lan)}} {
+	}{{"cooked", cookedPcap(cooked, true), len(cooked)}, {"pcapng-interfaces", ngPcap(cooked), len(cooked)}, {"ethernet", eth.Bytes(), len(lan)}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(c.raw)))
 			b.ReportAllocs()

@@ -171,6 +171,7 @@ func (c *cookedView) forwards(f Frame, h cookedHdr, i *cookedIface, k cookedKey)
 				if s.voted { // written after the copy that went out
 					c.forwardVote(i, s.ttl)
 				}
+				c.fwd[sum] = s
 			}
 			return
 		case s.ttl == h.ttl+1 && s.keys[0] != k:
@@ -180,18 +181,22 @@ func (c *cookedView) forwards(f Frame, h cookedHdr, i *cookedIface, k cookedKey)
 					c.forwardVote(s.ifs[j], s.ttl)
 				}
 				s.voted = true
+				c.fwd[sum] = s
 			}
 			return
 		case h.ttl == s.ttl+1 && s.keys[0] != k:
 			// Written after the copy that went out.
 			c.forwardVote(i, h.ttl)
-			c.fwd[sum] = &forwardSeen{ttl: h.ttl, voted: true, n: 1, ts: now, keys: [forwardKeys]cookedKey{k}, ifs: [forwardKeys]*cookedIface{i}}
-			c.fwdQ = append(c.fwdQ, forwardEntry{sum: sum, ts: now})
+			c.remember(sum, forwardSeen{ttl: h.ttl, voted: true, n: 1, ts: now, keys: [forwardKeys]cookedKey{k}, ifs: [forwardKeys]*cookedIface{i}})
 			return
 		}
 	}
-	c.fwd[sum] = &forwardSeen{ttl: h.ttl, n: 1, ts: now, keys: [forwardKeys]cookedKey{k}, ifs: [forwardKeys]*cookedIface{i}}
-	c.fwdQ = append(c.fwdQ, forwardEntry{sum: sum, ts: now})
+	c.remember(sum, forwardSeen{ttl: h.ttl, n: 1, ts: now, keys: [forwardKeys]cookedKey{k}, ifs: [forwardKeys]*cookedIface{i}})
+}
+
+func (c *cookedView) remember(sum uint64, s forwardSeen) {
+	c.fwd[sum] = s
+	c.fwdQ = append(c.fwdQ, forwardEntry{sum: sum, ts: s.ts})
 }
 
 // forwardVote is the vote of a packet the gateway forwarded for the
