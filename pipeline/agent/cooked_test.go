@@ -9,17 +9,23 @@ import (
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 )
 
-// TestCookedCaptureTaps: one tcpdump -i any capture of a gateway given as
-// both taps of a home. The lan tap publishes its LAN side, each datagram
+// TestCookedCaptureTaps: one tcpdump -i any capture of a gateway (or one
+// dumpcap capture of its interfaces) given as both taps of a home. The lan tap publishes its LAN side, each datagram
 // once, with the device's MAC; the wan tap its WAN side, each datagram
 // once, translated, from the gateway's WAN MAC or to it. Each tap counts
 // the other's frames as left out.
 func TestCookedCaptureTaps(t *testing.T) {
+	const n = 10
+	t.Run("tcpdump-any", func(t *testing.T) { gatewayTaps(t, capturetest.GatewayAny(t, n), n) })
+	// The same gateway's LAN and WAN interfaces in one pcapng file
+	// (dumpcap -i br-lan -i eth1): read so too.
+	t.Run("dumpcap-interfaces", func(t *testing.T) { gatewayTaps(t, capturetest.GatewayInterfaces(t, n), n) })
+}
+
+func gatewayTaps(t *testing.T, path string, n int) {
 	srv := startNATS(t, t.TempDir())
 	defer srv.Close()
 	conn := connect(t, srv.NATSURL, false)
-	const n = 10
-	path := capturetest.GatewayAny(t, n)
 	home := &campaign.Home{Name: "h", Gateway: campaign.Gateway{Mode: "napt", LANNets: []string{"192.168.1.0/24"}},
 		Taps: []campaign.Tap{{Name: "lan", Files: []string{path}}, {Name: "wan", Files: []string{path}}}}
 	ag, err := New(testConfig(home, "", testLog(t)))

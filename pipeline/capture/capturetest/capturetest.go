@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -96,6 +97,62 @@ var DeviceMAC = schemas.MAC{2, 0, 0, 0, 0, 5}
 // is written here.
 func GatewayAny(t testing.TB, n int) string {
 	t.Helper()
+	hdr := []byte{0x4d, 0x3c, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0}
+	binary.LittleEndian.PutUint32(hdr[20:], uint32(features.LinkTypeLinuxSLL2))
+	out := hdr
+	for _, x := range gatewayExchanges(n) {
+		f := make([]byte, 20, 20+len(x.ip))
+		binary.BigEndian.PutUint16(f[0:], 0x0800)
+		binary.BigEndian.PutUint32(f[4:], x.ifindex)
+		binary.BigEndian.PutUint16(f[8:], 1) // Ethernet
+		f[10], f[11] = x.pkttype, 6
+		copy(f[12:], x.src[:])
+		f = append(f, x.ip...)
+		rec := make([]byte, 16)
+		binary.LittleEndian.PutUint32(rec[0:], uint32(x.ts.Unix()))
+		binary.LittleEndian.PutUint32(rec[4:], uint32(x.ts.Nanosecond()))
+		binary.LittleEndian.PutUint32(rec[8:], uint32(len(f)))
+		binary.LittleEndian.PutUint32(rec[12:], uint32(len(f)))
+		out = append(append(out, rec...), f...)
+	}
+	path := filepath.Join(t.TempDir(), "gw.pcap")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// GatewayInterfaces writes GatewayAny's exchanges as dumpcap records the
+// gateway's LAN (br-lan) and WAN (eth1) interfaces into one pcapng file:
+// whole Ethernet frames, nothing saying which interface is which side.
+func GatewayInterfaces(t testing.TB, n int) string {
+	t.Helper()
+	var frames []OnInterface
+	for _, x := range gatewayExchanges(n) {
+		data := slices.Concat(x.dst[:], x.src[:], []byte{8, 0}, x.ip)
+		f := capture.Frame{Data: data}
+		f.CI.Timestamp, f.CI.CaptureLength, f.CI.Length = x.ts, len(data), len(data)
+		frames = append(frames, OnInterface{Frame: f, Iface: int(x.ifindex) - 2})
+	}
+	path := filepath.Join(t.TempDir(), "gw.pcapng")
+	if err := os.WriteFile(path, Interfaces(t, []string{"br-lan", "eth1"}, frames, time.Millisecond), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// exchangeFrame is one frame of gatewayExchanges: the IP packet, the
+// interface and way it crossed, its MACs.
+type exchangeFrame struct {
+	ifindex  uint32
+	pkttype  byte // SLL's: 0 came in, 4 went out
+	src, dst schemas.MAC
+	ip       []byte
+	ts       time.Time
+}
+
+// gatewayExchanges are GatewayAny's frames.
+func gatewayExchanges(n int) []exchangeFrame {
 	dev, gwLAN, gwWAN, isp := DeviceMAC, schemas.MAC{2, 0, 0, 0, 0, 1}, schemas.MAC{2, 0, 0, 0, 0, 2}, schemas.MAC{2, 0, 0, 0, 0, 3}
 	udp := func(src, dst [4]byte, ttl uint8, sport, dport uint16) []byte {
 		p := []byte{0x45, 0, 0, 36, 0, 0, 0x40, 0, ttl, 17, 0, 0}
@@ -104,40 +161,20 @@ func GatewayAny(t testing.TB, n int) string {
 		p = binary.BigEndian.AppendUint16(p, dport)
 		return append(p, 0, 16, 0, 0, 'h', 'e', 'l', 'l', 'o', 0, 0, 0)
 	}
-	sll2 := func(ifindex uint32, pkttype byte, src schemas.MAC, payload []byte) []byte {
-		b := make([]byte, 20, 20+len(payload))
-		binary.BigEndian.PutUint16(b[0:], 0x0800)
-		binary.BigEndian.PutUint32(b[4:], ifindex)
-		binary.BigEndian.PutUint16(b[8:], 1) // Ethernet
-		b[10], b[11] = pkttype, 6
-		copy(b[12:], src[:])
-		return append(b, payload...)
-	}
 	devIP, wanIP, server := [4]byte{192, 168, 1, 5}, [4]byte{203, 0, 113, 2}, [4]byte{198, 51, 100, 9}
-	hdr := []byte{0x4d, 0x3c, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0}
-	binary.LittleEndian.PutUint32(hdr[20:], uint32(features.LinkTypeLinuxSLL2))
-	out := hdr
 	t0 := time.Unix(1700000000, 0)
+	var out []exchangeFrame
 	for i := range n {
 		port := uint16(40000 + i)
-		for j, f := range [][]byte{
-			sll2(2, 0, dev, udp(devIP, server, 64, port, 53)),   // in on the LAN
-			sll2(3, 4, gwWAN, udp(wanIP, server, 63, port, 53)), // out on the WAN
-			sll2(3, 0, isp, udp(server, wanIP, 50, 53, port)),   // the answer in on the WAN
-			sll2(2, 4, gwLAN, udp(server, devIP, 49, 53, port)), // out on the LAN
+		for j, f := range []exchangeFrame{
+			{2, 0, dev, gwLAN, udp(devIP, server, 64, port, 53), time.Time{}}, // in on the LAN
+			{3, 4, gwWAN, isp, udp(wanIP, server, 63, port, 53), time.Time{}}, // out on the WAN
+			{3, 0, isp, gwWAN, udp(server, wanIP, 50, 53, port), time.Time{}}, // the answer in on the WAN
+			{2, 4, gwLAN, dev, udp(server, devIP, 49, 53, port), time.Time{}}, // out on the LAN
 		} {
-			ts := t0.Add(time.Duration(i)*time.Second + time.Duration(j)*time.Millisecond)
-			rec := make([]byte, 16)
-			binary.LittleEndian.PutUint32(rec[0:], uint32(ts.Unix()))
-			binary.LittleEndian.PutUint32(rec[4:], uint32(ts.Nanosecond()))
-			binary.LittleEndian.PutUint32(rec[8:], uint32(len(f)))
-			binary.LittleEndian.PutUint32(rec[12:], uint32(len(f)))
-			out = append(append(out, rec...), f...)
+			f.ts = t0.Add(time.Duration(i)*time.Second + time.Duration(j)*time.Millisecond)
+			out = append(out, f)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "gw.pcap")
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return out
 }

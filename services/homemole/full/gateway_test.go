@@ -86,6 +86,14 @@ func TestGatewayAndPairCommands(t *testing.T) {
 	if !strings.Contains(out.String(), "20 WAN packets, 20 paired (100.00 %)") {
 		t.Errorf("pair --any: %s", out.String())
 	}
+	// So is one dumpcap capture of its LAN and WAN interfaces.
+	out.Reset()
+	if err := runPair(context.Background(), log, &out, []string{"--any", capturetest.GatewayInterfaces(t, 10), "--mode", "napt", "--lan-net", "192.168.1.0/24", "--out", filepath.Join(dir, "ng-pairs.csv")}); err != nil {
+		t.Fatalf("pair --any of a pcapng of its interfaces: %v", err)
+	}
+	if !strings.Contains(out.String(), "20 WAN packets, 20 paired (100.00 %)") {
+		t.Errorf("pair --any of a pcapng of its interfaces: %s", out.String())
+	}
 	// Given as --wan, the same capture is read as its WAN side too.
 	out.Reset()
 	if err := runPair(context.Background(), log, &out, []string{"--lan", anyPath, "--wan", anyPath, "--mode", "napt", "--lan-net", "192.168.1.0/24", "--out", filepath.Join(dir, "wan-pairs.csv")}); err != nil {
