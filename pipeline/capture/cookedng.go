@@ -59,8 +59,26 @@ func (c *cookedView) byForwards(f Frame) bool {
 	case features.LinkTypeEthernet, features.LinkTypeRaw, features.LinkTypeRawDLT, features.LinkTypeRawOpenBSD,
 		features.LinkTypeIPv4, features.LinkTypeIPv6, features.LinkTypePPP, features.LinkTypeNull, features.LinkTypeLoop:
 		return true
+	case features.LinkTypeLinuxSLL, features.LinkTypeLinuxSLL2:
+		// libpcap captures a Linux PPP device (pppoe-wan, ppp0) cooked:
+		// that interface is one of the several. A cooked Ethernet
+		// interface is a capture on every interface ticked beside the
+		// others, judged as one.
+		hatype, ok := cookedHatype(f.LinkType, f.Data)
+		return ok && hatype != arphrdEther
 	}
 	return false
+}
+
+// cookedHatype is a cooked frame's hardware type.
+func cookedHatype(lt features.LinkType, data []byte) (uint16, bool) {
+	switch {
+	case lt == features.LinkTypeLinuxSLL && len(data) >= 16:
+		return uint16(data[2])<<8 | uint16(data[3]), true
+	case lt == features.LinkTypeLinuxSLL2 && len(data) >= 20:
+		return uint16(data[8])<<8 | uint16(data[9]), true
+	}
+	return 0, false
 }
 
 // parseNgHdr reads a frame of one of a pcapng's interfaces into the terms
@@ -92,6 +110,14 @@ func (c *cookedView) parseNgHdr(f Frame) (cookedHdr, bool) {
 		}
 	case f.LinkType == features.LinkTypePPP:
 		h.hatype = arphrdPPP
+	case isCooked(f.LinkType):
+		// A PPP device captured cooked (byForwards): its packets behind
+		// the SLL header.
+		ch, ok := parseCookedHdr(f.LinkType, data)
+		if !ok {
+			return h, false
+		}
+		h.hatype, h.hdrLen, h.proto = ch.hatype, ch.hdrLen, ch.proto
 	default:
 		h.hatype = arphrdNone
 	}

@@ -3,12 +3,15 @@ package capture_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket/layers"
 
 	"github.com/homemole/homemole/internal/sentineldata"
 	"github.com/homemole/homemole/pipeline/capture"
@@ -69,7 +72,7 @@ func TestCaptureOfAGatewaysInterfaces(t *testing.T) {
 					frames = append(frames, capturetest.OnInterface{Frame: f, Iface: at[side.name]})
 				}
 			}
-			file := capturetest.Interfaces(t, order, frames, 250*time.Millisecond)
+			file := capturetest.Interfaces(t, capturetest.Ethernet(order...), frames, 250*time.Millisecond)
 			// Each side's frames in the order the file has them.
 			var inFile [3][]capture.Frame
 			for _, fr := range frames {
@@ -111,6 +114,57 @@ func TestCaptureOfAGatewaysInterfaces(t *testing.T) {
 		})
 	}
 
+	// A PPPoE gateway captured on its LAN bridge and its PPP device
+	// (dumpcap -i br-lan -i pppoe-wan), which libpcap captures cooked
+	// (SLL, hardware type PPP, no address): the LAN side is the LAN
+	// capture; the PPP device is no Ethernet interface, and no WAN side.
+	t.Run("pppoe-wan", func(t *testing.T) {
+		var frames []capturetest.OnInterface
+		for _, f := range lan {
+			frames = append(frames, capturetest.OnInterface{Frame: f, Iface: 0})
+		}
+		ppp := 0
+		for _, f := range wan {
+			if binary.BigEndian.Uint16(f.Data[12:14]) != 0x0800 {
+				continue
+			}
+			sll := make([]byte, 16, 16+len(f.Data)-14)
+			binary.BigEndian.PutUint16(sll[2:], 512) // ARPHRD_PPP
+			copy(sll[14:], f.Data[12:14])
+			f.Data = append(sll, f.Data[14:]...)
+			f.CI.CaptureLength, f.CI.Length = len(f.Data), len(f.Data)
+			frames = append(frames, capturetest.OnInterface{Frame: f, Iface: 1})
+			ppp++
+		}
+		file := capturetest.Interfaces(t, []capturetest.Iface{{Name: "br-lan", Link: layers.LinkTypeEthernet}, {Name: "pppoe-wan", Link: layers.LinkTypeLinuxSLL}}, frames, 250*time.Millisecond)
+		var want []capture.Frame
+		for _, fr := range frames {
+			if fr.Iface == 0 {
+				want = append(want, fr.Frame)
+			}
+		}
+		src, err := capture.NewReader(bytes.NewReader(file), "pppoe.pcapng")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := capturetestAll(t, src)
+		st, _ := capture.CookedStatsOf(src)
+		t.Log(st.Summary())
+		if len(got) != len(want) || st.OtherSide != uint64(ppp) {
+			t.Fatalf("%d frames, %d left out: want the LAN capture's %d, and the PPP device's %d left out", len(got), st.OtherSide, len(want), ppp)
+		}
+		for i := range got {
+			if !bytes.Equal(got[i].Data, want[i].Data) {
+				t.Fatalf("frame %d is not the LAN capture's", i)
+			}
+		}
+		for _, i := range st.Interfaces {
+			if i.Name == "interface pppoe-wan" && (i.Hardware != "PPP" || i.OtherVotes == 0) {
+				t.Errorf("the PPP device: %+v", i)
+			}
+		}
+	})
+
 	// Two interfaces that forward nothing to each other (two hosts'
 	// captures merged) are no gateway's: every frame is read, once.
 	t.Run("no-gateway", func(t *testing.T) {
@@ -118,7 +172,7 @@ func TestCaptureOfAGatewaysInterfaces(t *testing.T) {
 		for _, f := range lan {
 			frames = append(frames, capturetest.OnInterface{Frame: f, Iface: 1 - btoi(f.CI.Timestamp.Nanosecond()%2 == 0)})
 		}
-		file := capturetest.Interfaces(t, []string{"eth0", "wlan0"}, frames, time.Millisecond)
+		file := capturetest.Interfaces(t, capturetest.Ethernet("eth0", "wlan0"), frames, time.Millisecond)
 		src, err := capture.NewReader(bytes.NewReader(file), "hosts.pcapng")
 		if err != nil {
 			t.Fatal(err)

@@ -539,7 +539,7 @@ func TestGatewayInterfacesCapture(t *testing.T) {
 		frames = append(frames, capturetest.OnInterface{Frame: f, Iface: 0})
 	}
 	path := filepath.Join(t.TempDir(), "gw.pcapng")
-	if err := os.WriteFile(path, capturetest.Interfaces(t, []string{"eth1", "br-lan"}, frames, 100*time.Millisecond), 0o644); err != nil {
+	if err := os.WriteFile(path, capturetest.Interfaces(t, capturetest.Ethernet("eth1", "br-lan"), frames, 100*time.Millisecond), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	want, err := gateway.ReadTruth(truth, "truth")

@@ -135,7 +135,7 @@ func GatewayInterfaces(t testing.TB, n int) string {
 		frames = append(frames, OnInterface{Frame: f, Iface: int(x.ifindex) - 2})
 	}
 	path := filepath.Join(t.TempDir(), "gw.pcapng")
-	if err := os.WriteFile(path, Interfaces(t, []string{"br-lan", "eth1"}, frames, time.Millisecond), 0o644); err != nil {
+	if err := os.WriteFile(path, Interfaces(t, Ethernet("br-lan", "eth1"), frames, time.Millisecond), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -19,23 +19,39 @@ type OnInterface struct {
 	Iface int
 }
 
-// Interfaces writes frames into one pcapng file of the named interfaces
-// (all Ethernet) as dumpcap writes a capture of several: each interface's
+// Iface is an interface of a capture of several: its name, and its link
+// type (0 is Ethernet).
+type Iface struct {
+	Name string
+	Link layers.LinkType
+}
+
+// Ethernet names Ethernet interfaces.
+func Ethernet(names ...string) []Iface {
+	var out []Iface
+	for _, n := range names {
+		out = append(out, Iface{Name: n, Link: layers.LinkTypeEthernet})
+	}
+	return out
+}
+
+// Interfaces writes frames into one pcapng file of the interfaces as
+// dumpcap writes a capture of several: each interface's
 // frames in batches, a batch written when it is a flush period old, so
 // the file mixes the interfaces out of time order by up to that period.
 // frames is sorted into the file's order.
-func Interfaces(tb testing.TB, names []string, frames []OnInterface, flush time.Duration) []byte {
+func Interfaces(tb testing.TB, ifaces []Iface, frames []OnInterface, flush time.Duration) []byte {
 	tb.Helper()
 	var buf bytes.Buffer
-	desc := func(name string) pcapgo.NgInterface {
-		return pcapgo.NgInterface{Name: name, LinkType: layers.LinkTypeEthernet, SnapLength: 262144, TimestampResolution: 9}
+	desc := func(i Iface) pcapgo.NgInterface {
+		return pcapgo.NgInterface{Name: i.Name, LinkType: i.Link, SnapLength: 262144, TimestampResolution: 9}
 	}
-	w, err := pcapgo.NewNgWriterInterface(&buf, desc(names[0]), pcapgo.NgWriterOptions{})
+	w, err := pcapgo.NewNgWriterInterface(&buf, desc(ifaces[0]), pcapgo.NgWriterOptions{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for _, n := range names[1:] {
-		if _, err := w.AddInterface(desc(n)); err != nil {
+	for _, i := range ifaces[1:] {
+		if _, err := w.AddInterface(desc(i)); err != nil {
 			tb.Fatal(err)
 		}
 	}
