@@ -837,7 +837,15 @@ func (c *cookedView) duplicate(f *Frame, h cookedHdr, k cookedKey) bool {
 	mh.Write(f.Data[min(h.l3, len(f.Data)):])
 	sum := mh.Sum64()
 	now := f.CI.Timestamp
-	for len(c.seenQ) > 0 && (absDur(now.Sub(c.seenQ[0].ts)) > cookedDupWindow || len(c.seenQ) >= cookedMaxSeen) {
+	// A pcapng of several interfaces is written by one thread per
+	// interface, each frame as its thread gets it: a copy may come a
+	// second after frames far later than it (forwardWindow), so frames
+	// are remembered that much longer than the copies' window.
+	keep := cookedDupWindow
+	if c.stats.Pcapng {
+		keep += forwardWindow
+	}
+	for len(c.seenQ) > 0 && (absDur(now.Sub(c.seenQ[0].ts)) > keep || len(c.seenQ) >= cookedMaxSeen) {
 		e := c.seenQ[0]
 		if s, ok := c.seen[e.hash]; ok && s.ts.Equal(e.ts) {
 			delete(c.seen, e.hash)
