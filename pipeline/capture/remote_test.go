@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"reflect"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/homemole/homemole/internal/tzsptest"
 	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/schemas"
 )
 
 // withFullSizeFrames is the first IoT Sentinel capture holding a frame a
@@ -59,6 +61,24 @@ func TestStreamedCapture(t *testing.T) {
 	wantHome, gotHome := inferOf(t, lan.Bytes()), inferOf(t, streamed.Bytes())
 	if !reflect.DeepEqual(gotHome.Home, wantHome.Home) || gotHome.Gateway != wantHome.Gateway {
 		t.Errorf("streamed capture's home side: %s\nthe capture's: %s", gotHome, wantHome)
+	}
+
+	// The collector captured on every interface (tcpdump -i any): the
+	// stream's frames cooked, SLL2 without their destination MAC. The
+	// collector is one host, no gateway: its capture is read whole, each
+	// frame the stream's, and carries the same records.
+	var cooked []cookedFrame
+	src, err := NewReader(bytes.NewReader(streamed.Bytes()), "streamed.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range readAll(t, src) {
+		cooked = append(cooked, cookedFrame{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: schemas.MAC(f.data[6:12]),
+			proto: binary.BigEndian.Uint16(f.data[12:14]), payload: f.data[14:], ts: f.ci.Timestamp})
+	}
+	got, st = readRecords(t, cookedPcap(cooked, true), "collector-any.pcap")
+	if st.NotPackets != uint64(rest) || st.DecodeErrors != 0 || !reflect.DeepEqual(got, want) {
+		t.Errorf("the collector's -i any capture: %+v, %d records; want the %d of the capture itself", st, len(got), len(want))
 	}
 }
 
