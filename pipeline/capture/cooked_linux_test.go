@@ -43,31 +43,41 @@ func newCookedLab(t *testing.T) cookedLab {
 // and says whether the kernel dropped any packet.
 func (l cookedLab) tcpdump(t *testing.T, path string, args ...string) func() error {
 	t.Helper()
-	base := []string{"netns", "exec", l.GW, "tcpdump", "-w", path, "-s", "0", "-B", "65536", "-n", "-U", "--immediate-mode", "-Z", "root"}
+	base := []string{"tcpdump", "-w", path, "-s", "0", "-B", "65536", "-n", "-U", "--immediate-mode", "-Z", "root"}
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "nflog") }) {
 		// netfilter's log stamps in microseconds and refuses finer.
 		base = append(base, "--time-stamp-precision=nano")
 	}
-	cmd := exec.Command("ip", append(base, args...)...)
+	return l.capturing(t, append(base, args...), "listening on", func(out string) bool {
+		return strings.Contains(out, "dropped by kernel") && !strings.Contains(out, "\n0 packets dropped by kernel")
+	})
+}
+
+// capturing starts a capturing program (args) in the gateway and waits
+// until its stderr says ready; the returned function stops it (SIGINT, so
+// that it writes its file out) and says whether dropped, given the
+// program's stderr, finds that it lost packets.
+func (l cookedLab) capturing(t *testing.T, args []string, ready string, dropped func(stderr string) bool) func() error {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", l.GW}, args...)...)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start tcpdump %v: %v", args, err)
+		t.Fatalf("start %v: %v", args, err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "listening on") {
+	for !strings.Contains(stderr.String(), ready) {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
-			t.Fatalf("tcpdump %v did not start: %s", args, stderr.String())
+			t.Fatalf("%v did not start: %s", args, stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return func() error {
 		cmd.Process.Signal(syscall.SIGINT)
 		cmd.Wait()
-		out := stderr.String()
-		if strings.Contains(out, "dropped by kernel") && !strings.Contains(out, "\n0 packets dropped by kernel") {
-			return fmt.Errorf("tcpdump %v dropped packets: %s", args, out)
+		if out := stderr.String(); dropped(out) {
+			return fmt.Errorf("%v dropped packets: %s", args, out)
 		}
 		return nil
 	}
@@ -421,37 +431,17 @@ func (l cookedLab) dumpcap(t *testing.T, path string, ifaces ...string) func() e
 	if _, err := exec.LookPath("dumpcap"); err != nil {
 		t.Skip("the capture of several interfaces needs dumpcap: apt-get install tshark (go tool task test installs it)")
 	}
-	args := []string{"netns", "exec", l.GW, "dumpcap", "-q", "-w", path, "-B", "64"}
+	args := []string{"dumpcap", "-q", "-w", path, "-B", "64"}
 	for _, i := range ifaces {
 		args = append(args, "-i", i)
 	}
-	cmd := exec.Command("ip", args...)
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dumpcap %v: %v", ifaces, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "Capturing on") {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("dumpcap %v did not start: %s", ifaces, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return func() error {
-		cmd.Process.Signal(syscall.SIGINT)
-		cmd.Wait()
-		out := stderr.String()
+	return l.capturing(t, args, "Capturing on", func(out string) bool {
 		// "Packets received/dropped on interface 'x': 120/0 (...)"
-		for _, m := range regexp.MustCompile(`received/dropped on interface .*: \d+/(\d+) \(`).FindAllStringSubmatch(out, -1) {
-			if m[1] != "0" {
-				return fmt.Errorf("dumpcap %v dropped packets: %s", ifaces, out)
-			}
-		}
-		return nil
-	}
+		return slices.ContainsFunc(dumpcapDrops.FindAllStringSubmatch(out, -1), func(m []string) bool { return m[1] != "0" })
+	})
 }
+
+var dumpcapDrops = regexp.MustCompile(`received/dropped on interface .*: \d+/(\d+) \(`)
 
 // TestDumpcapOfGatewayInterfaces captures the gateway's LAN bridge, its
 // WAN and its loopback into one pcapng file with dumpcap, as a router's

@@ -82,16 +82,10 @@ func TestCaptureOfAGatewaysInterfaces(t *testing.T) {
 				side   capture.Side
 				frames []capture.Frame
 			}{{capture.SideLAN, inFile[at["br-lan"]]}, {capture.SideWAN, inFile[at["eth1"]]}} {
-				src, err := capture.NewSideReader(bytes.NewReader(file), "gateway.pcapng", want.side)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got := capturetestAll(t, src)
-				st, ok := capture.CookedStatsOf(src)
-				if !ok {
+				got, st := readSide(t, file, "gateway.pcapng", want.side)
+				if !st.Pcapng {
 					t.Fatalf("%v side: not read as a capture of several interfaces", want.side)
 				}
-				t.Logf("%v side: %s", want.side, st.Summary())
 				for _, i := range st.Interfaces {
 					t.Logf("  %s (%s): %s, %d frames, votes %d LAN %d other", i.Name, i.Hardware, i.Side, i.Frames, i.LANVotes, i.OtherVotes)
 					wantSide := map[string]string{"interface br-lan": "LAN", "interface eth1": "other", "interface lo": "loopback"}[i.Name]
@@ -143,13 +137,7 @@ func TestCaptureOfAGatewaysInterfaces(t *testing.T) {
 				want = append(want, fr.Frame)
 			}
 		}
-		src, err := capture.NewReader(bytes.NewReader(file), "pppoe.pcapng")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := capturetestAll(t, src)
-		st, _ := capture.CookedStatsOf(src)
-		t.Log(st.Summary())
+		got, st := readSide(t, file, "pppoe.pcapng", capture.SideLAN)
 		if len(got) != len(want) || st.OtherSide != uint64(ppp) {
 			t.Fatalf("%d frames, %d left out: want the LAN capture's %d, and the PPP device's %d left out", len(got), st.OtherSide, len(want), ppp)
 		}
@@ -173,13 +161,7 @@ func TestCaptureOfAGatewaysInterfaces(t *testing.T) {
 			frames = append(frames, capturetest.OnInterface{Frame: f, Iface: 1 - btoi(f.CI.Timestamp.Nanosecond()%2 == 0)})
 		}
 		file := capturetest.Interfaces(t, capturetest.Ethernet("eth0", "wlan0"), frames, time.Millisecond)
-		src, err := capture.NewReader(bytes.NewReader(file), "hosts.pcapng")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := capturetestAll(t, src)
-		st, _ := capture.CookedStatsOf(src)
-		t.Log(st.Summary())
+		got, st := readSide(t, file, "hosts.pcapng", capture.SideLAN)
 		if len(got) != len(lan) || st.Whole != uint64(len(lan)) || !strings.Contains(st.Summary(), "no packet was forwarded") {
 			t.Errorf("%d frames read, %d read whole: want all %d, and the summary to say why", len(got), st.Whole, len(lan))
 		}
@@ -191,6 +173,21 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// readSide reads a capture held in memory as its side, to its end, and
+// says what its view did.
+func readSide(t *testing.T, file []byte, name string, side capture.Side) ([]capture.Frame, capture.CookedStats) {
+	t.Helper()
+	src, err := capture.NewSideReader(bytes.NewReader(file), name, side)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	got := capturetestAll(t, src)
+	st, _ := capture.CookedStatsOf(src)
+	t.Logf("%v side: %s", side, st.Summary())
+	return got, st
 }
 
 // capturetestAll reads src to its end, each frame its own copy.

@@ -321,27 +321,13 @@ func install(ctx context.Context) error {
 
 // tcpdump starts a capture and waits until it is listening.
 func (l *lab) tcpdump(ctx context.Context, ns, iface, path string) (func() (string, error), error) {
-	errPath := path + ".log"
-	ef, err := os.Create(errPath)
-	if err != nil {
-		return nil, err
-	}
-	defer ef.Close()
-	cmd, err := l.start(ns, nil, ef, "tcpdump", "-i", iface, "-w", path, "-s", "0", "-B", "32768", "-n", "-U", "--immediate-mode",
-		"--time-stamp-precision=nano", "-Z", "root", "ip or ip6")
-	if err != nil {
-		return nil, err
-	}
-	if err := waitLog(ctx, errPath, "listening on", 10*time.Second); err != nil {
-		return nil, fmt.Errorf("tcpdump on %s: %w", iface, err)
-	}
-	return func() (string, error) {
-		stop(cmd, 5*time.Second)
-		b, _ := os.ReadFile(errPath)
+	args := []string{"tcpdump", "-i", iface, "-w", path, "-s", "0", "-B", "32768", "-n", "-U", "--immediate-mode",
+		"--time-stamp-precision=nano", "-Z", "root", "ip or ip6"}
+	return l.capturing(ctx, ns, path, args, "listening on", func(log string) error {
 		var captured, filtered int
-		for _, line := range strings.Split(string(b), "\n") {
+		for _, line := range strings.Split(log, "\n") {
 			if strings.Contains(line, "dropped by kernel") && !strings.HasPrefix(line, "0 ") {
-				return "", fmt.Errorf("tcpdump on %s: %s", iface, line)
+				return fmt.Errorf("tcpdump on %s: %s", iface, line)
 			}
 			fmt.Sscanf(line, "%d packets captured", &captured)
 			fmt.Sscanf(line, "%d packets received by filter", &filtered)
@@ -349,42 +335,55 @@ func (l *lab) tcpdump(ctx context.Context, ns, iface, path string) (func() (stri
 		// Packets the kernel accepted but tcpdump had not read when it
 		// stopped are lost to the file without counting as drops.
 		if captured != filtered {
-			return "", fmt.Errorf("tcpdump on %s: %d packets captured of %d received by filter", iface, captured, filtered)
+			return fmt.Errorf("tcpdump on %s: %d packets captured of %d received by filter", iface, captured, filtered)
 		}
-		return strings.TrimSpace(string(b)), nil
-	}, nil
+		return nil
+	})
 }
 
 // dumpcap captures the interfaces of namespace ns into one pcapng file at
 // path, as tcpdump does one (IP only); the returned function stops it and
 // fails where dumpcap or the kernel dropped a packet.
 func (l *lab) dumpcap(ctx context.Context, ns string, ifaces []string, path string) (func() (string, error), error) {
+	// A filter before the first -i is every interface's.
+	args := []string{"dumpcap", "-q", "-w", path, "-B", "32", "-f", "ip or ip6"}
+	for _, i := range ifaces {
+		args = append(args, "-i", i)
+	}
+	return l.capturing(ctx, ns, path, args, "Capturing on", func(log string) error {
+		// "Packets received/dropped on interface 'lan0': 120/0 (...)"
+		for _, m := range dumpcapDrops.FindAllStringSubmatch(log, -1) {
+			if m[1] != "0" {
+				return fmt.Errorf("dumpcap on %v dropped packets: %s", ifaces, log)
+			}
+		}
+		return nil
+	})
+}
+
+// capturing starts a capturing program (args, writing path) in namespace
+// ns, its stderr logged beside path, and waits until the log says ready;
+// the returned function stops it and gives its log, or lost's error where
+// the log says it lost packets.
+func (l *lab) capturing(ctx context.Context, ns, path string, args []string, ready string, lost func(log string) error) (func() (string, error), error) {
 	errPath := path + ".log"
 	ef, err := os.Create(errPath)
 	if err != nil {
 		return nil, err
 	}
 	defer ef.Close()
-	// A filter before the first -i is every interface's.
-	args := []string{"dumpcap", "-q", "-w", path, "-B", "32", "-f", "ip or ip6"}
-	for _, i := range ifaces {
-		args = append(args, "-i", i)
-	}
 	cmd, err := l.start(ns, nil, ef, args...)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitLog(ctx, errPath, "Capturing on", 10*time.Second); err != nil {
-		return nil, fmt.Errorf("dumpcap on %v: %w", ifaces, err)
+	if err := waitLog(ctx, errPath, ready, 10*time.Second); err != nil {
+		return nil, fmt.Errorf("%s for %s: %w", args[0], path, err)
 	}
 	return func() (string, error) {
 		stop(cmd, 5*time.Second)
 		b, _ := os.ReadFile(errPath)
-		// "Packets received/dropped on interface 'lan0': 120/0 (...)"
-		for _, m := range dumpcapDrops.FindAllStringSubmatch(string(b), -1) {
-			if m[1] != "0" {
-				return "", fmt.Errorf("dumpcap on %v dropped packets: %s", ifaces, b)
-			}
+		if err := lost(string(b)); err != nil {
+			return "", err
 		}
 		return strings.TrimSpace(string(b)), nil
 	}, nil
