@@ -300,7 +300,12 @@ var linuxNames = map[uint32]string{1: "lo", 2: "eth0", 3: "eth0.1", 4: "eth0.2",
 // every interface of the gateway named: one pcapng file, each interface
 // in its own link type (Linux's lo an Ethernet interface of zero MACs, a
 // tun raw IP), nothing saying which way a frame went.
-func ngPcap(frames []cookedFrame) []byte {
+func ngPcap(frames []cookedFrame) []byte { return ngPcapNamed(frames, linuxNames, false) }
+
+// ngPcapNamed is ngPcap with the interfaces named by names; bsd writes
+// loopback and tunnels as macOS does, NULL link type (a 4-byte address
+// family before the packet).
+func ngPcapNamed(frames []cookedFrame, names map[uint32]string, bsd bool) []byte {
 	b := &ngBuilder{order: binary.LittleEndian}
 	b.section()
 	ids := map[uint32]uint32{}
@@ -310,22 +315,57 @@ func ngPcap(frames []cookedFrame) []byte {
 		}
 		ids[f.ifindex] = uint32(len(ids))
 		link := uint16(features.LinkTypeEthernet)
-		if f.hatype == arphrdNone {
+		switch {
+		case bsd && f.hatype != arphrdEther:
+			link = uint16(features.LinkTypeNull)
+		case f.hatype == arphrdNone:
 			link = uint16(features.LinkTypeRaw)
 		}
-		b.iface(link, 0, b.option(2, []byte(linuxNames[f.ifindex])), b.option(9, []byte{9}))
+		b.iface(link, 0, b.option(2, []byte(names[f.ifindex])), b.option(9, []byte{9}))
 	}
 	for _, f := range frames {
 		data := f.payload
-		switch f.hatype {
-		case arphrdEther:
+		switch {
+		case f.hatype == arphrdEther:
 			data = slices.Concat(f.dst[:], f.src[:], binary.BigEndian.AppendUint16(nil, f.proto), f.payload)
-		case arphrdLoopback:
+		case bsd:
+			af := uint32(2)
+			if f.proto == 0x86dd {
+				af = 30
+			}
+			data = slices.Concat(binary.LittleEndian.AppendUint32(nil, af), f.payload)
+		case f.hatype == arphrdLoopback:
 			data = slices.Concat(make([]byte, 12), binary.BigEndian.AppendUint16(nil, f.proto), f.payload)
 		}
 		b.epb(ids[f.ifindex], uint64(f.ts.UnixNano()), data, uint32(len(data)))
 	}
 	return b.buf.Bytes()
+}
+
+// TestMacVPNInterfaces: a Mac sharing its VPN (Internet Sharing's bridge
+// and port, the VPN's utun, a NULL interface as lo0 is) captured with
+// Wireshark into one pcapng. Its uplink carries only the tunnel's own
+// packets, so the LAN's sides show only in what the Mac forwards into the
+// utun: the LAN view is still the LAN capture, and utun and lo0 are left
+// out.
+func TestMacVPNInterfaces(t *testing.T) {
+	_, sentinel := smallSentinelRaw(t)
+	cooked, lan, _ := gatewayCopies(sentinel, sentinelHome.GatewayMAC, false)
+	var vpn []cookedFrame
+	for _, f := range cooked {
+		if pktapNames[f.ifindex] != "en0" { // the uplink's NAPT copies: not a VPN's
+			vpn = append(vpn, f)
+		}
+	}
+	got, st := readView(t, ngPcapNamed(vpn, pktapNames, true), "mac.pcapng")
+	t.Log(st.Summary())
+	sameFrames(t, "the LAN capture", got, lan)
+	for _, i := range st.Interfaces {
+		want := map[string]string{"interface bridge100": "LAN", "interface en1": "LAN", "interface utun3": "other", "interface lo0": "loopback"}[i.Name]
+		if i.Side != want {
+			t.Errorf("%s (%s) judged %s, want %s", i.Name, i.Hardware, i.Side, want)
+		}
+	}
 }
 
 func readView(t *testing.T, raw []byte, name string) ([]frame, CookedStats) {

@@ -91,8 +91,10 @@ func (c *cookedView) parseNgHdr(f Frame) (cookedHdr, bool) {
 	h.ifindex = c.ng.section<<16 | uint32(f.CI.InterfaceIndex)&0xffff
 	data := f.Data
 	switch {
-	case f.LinkType == features.LinkTypeNull || f.LinkType == features.LinkTypeLoop || loopbackName(c.ng.ifaceName(f.CI.InterfaceIndex)):
-		// Linux's lo is an Ethernet interface of zero MACs.
+	case loopbackName(c.ng.ifaceName(f.CI.InterfaceIndex)):
+		// Linux's lo is an Ethernet interface of zero MACs, the BSDs'
+		// lo0 a NULL one. A NULL interface of another name is a tunnel
+		// (macOS's utun, gif), below.
 		h.hatype = arphrdLoopback
 		return h, true
 	case f.LinkType == features.LinkTypeEthernet:
@@ -127,9 +129,11 @@ func (c *cookedView) parseNgHdr(f Frame) (cookedHdr, bool) {
 }
 
 // loopbackName: an interface named as a loopback is (lo on Linux, lo0 on
-// the BSDs and macOS).
+// the BSDs and macOS, Npcap's "Adapter for loopback traffic capture" and
+// \Device\NPF_Loopback on Windows).
 func loopbackName(name string) bool {
-	return name == "lo" || strings.HasPrefix(name, "lo") && len(name) > 2 && strings.Trim(name[2:], "0123456789") == ""
+	return name == "lo" || strings.HasPrefix(name, "lo") && len(name) > 2 && strings.Trim(name[2:], "0123456789") == "" ||
+		strings.Contains(strings.ToLower(name), "loopback")
 }
 
 // ifaceName is the name the file gives the section's interface id, "" if
