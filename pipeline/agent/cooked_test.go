@@ -3,7 +3,10 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
@@ -59,5 +62,77 @@ func gatewayTaps(t *testing.T, path string, n int) {
 	}
 	if st.ReadErrors != 0 || st.OtherViews != 4*n {
 		t.Errorf("%d read errors and %d frames left out, want 0 and %d", st.ReadErrors, st.OtherViews, 4*n)
+	}
+}
+
+// TestWatchedGatewayInterfaces: dumpcap's ring buffer of a gateway's LAN
+// and WAN interfaces (dumpcap -b duration:900 -i br-lan -i eth1 -w
+// gw.pcapng) in one folder, which both taps of a home watch. Each file is
+// a session of each tap: the lan tap publishes its LAN side, the wan tap
+// its WAN side, every datagram once.
+func TestWatchedGatewayInterfaces(t *testing.T) {
+	srv := startNATS(t, t.TempDir())
+	defer srv.Close()
+	conn := connect(t, srv.NATSURL, false)
+	const n = 5
+	dir := t.TempDir()
+	t0 := time.Now().Add(-time.Hour)
+	for i, name := range []string{"gw_00001_20261207100000.pcapng", "gw_00002_20261207101500.pcapng"} {
+		raw, err := os.ReadFile(capturetest.GatewayInterfaces(t, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		at := t0.Add(time.Duration(i) * 15 * time.Minute)
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	home := &campaign.Home{Name: "h", Gateway: campaign.Gateway{Mode: "napt", LANNets: []string{"192.168.1.0/24"}},
+		Taps: []campaign.Tap{{Name: "lan", Watch: dir}, {Name: "wan", Watch: dir}}}
+	cfg := testConfig(home, t.TempDir(), testLog(t))
+	cfg.WatchPoll, cfg.WatchSettle = 20*time.Millisecond, time.Minute
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(ctx, conn, ag.Inputs(true)) }()
+	// Each tap ends a session per file.
+	ended := func() int {
+		n := 0
+		for _, b := range readStream(t, conn).batches {
+			if b.Final {
+				n++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(20 * time.Second); ended() < 4 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil && ctx.Err() == nil {
+		t.Fatal(err)
+	}
+	packets, finals := map[string]int{}, map[string]int{}
+	for _, b := range readStream(t, conn).batches {
+		packets[b.Tap] += len(b.Packets)
+		if b.Final {
+			finals[b.Tap]++
+		}
+		for _, p := range b.Packets {
+			lanAddr := netip.MustParsePrefix("192.168.1.0/24").Contains(p.SrcIP) || netip.MustParsePrefix("192.168.1.0/24").Contains(p.DstIP)
+			if lanAddr != (b.Tap == "lan") {
+				t.Errorf("tap %s published %v -> %v", b.Tap, p.SrcIP, p.DstIP)
+			}
+		}
+	}
+	if packets["lan"] != 2*2*n || packets["wan"] != 2*2*n || finals["lan"] != 2 || finals["wan"] != 2 {
+		t.Errorf("lan %d packets in %d sessions, wan %d in %d: want %d in 2 each", packets["lan"], finals["lan"], packets["wan"], finals["wan"], 4*n)
 	}
 }
