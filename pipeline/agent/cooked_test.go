@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 )
@@ -38,23 +39,7 @@ func gatewayTaps(t *testing.T, path string, n int) {
 	if err := ag.RunFiles(context.Background(), conn); err != nil {
 		t.Fatal(err)
 	}
-	packets, finals := map[string]int{}, map[string]int{}
-	for _, b := range readStream(t, conn).batches {
-		packets[b.Tap] += len(b.Packets)
-		if b.Final {
-			finals[b.Tap]++
-		}
-		for _, p := range b.Packets {
-			dev := p.SrcMAC == capturetest.DeviceMAC || p.DstMAC == capturetest.DeviceMAC
-			lanAddr := netip.MustParsePrefix("192.168.1.0/24").Contains(p.SrcIP) || netip.MustParsePrefix("192.168.1.0/24").Contains(p.DstIP)
-			switch {
-			case b.Tap == "lan" && (!dev || !lanAddr):
-				t.Errorf("a LAN packet %v -> %v (%v -> %v) is not the device's", p.SrcMAC, p.DstMAC, p.SrcIP, p.DstIP)
-			case b.Tap == "wan" && (dev || lanAddr):
-				t.Errorf("a WAN packet %v -> %v (%v -> %v) is the LAN's", p.SrcMAC, p.DstMAC, p.SrcIP, p.DstIP)
-			}
-		}
-	}
+	packets, finals := sidesPublished(t, conn)
 	st := ag.Stats()
 	t.Logf("lan %d packets, wan %d; stats %+v", packets["lan"], packets["wan"], st)
 	if packets["lan"] != 2*n || packets["wan"] != 2*n || finals["lan"] != 1 || finals["wan"] != 1 {
@@ -95,13 +80,7 @@ func TestWatchedGatewayInterfaces(t *testing.T) {
 		Taps: []campaign.Tap{{Name: "lan", Watch: dir}, {Name: "wan", Watch: dir}}}
 	cfg := testConfig(home, t.TempDir(), testLog(t))
 	cfg.WatchPoll, cfg.WatchSettle = 20*time.Millisecond, time.Minute
-	ag, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(ctx, conn, ag.Inputs(true)) }()
+	stop := runWatching(t, conn, cfg)
 	// Each tap ends a session per file.
 	ended := func() int {
 		n := 0
@@ -115,24 +94,36 @@ func TestWatchedGatewayInterfaces(t *testing.T) {
 	for deadline := time.Now().Add(20 * time.Second); ended() < 4 && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
 	}
-	cancel()
-	if err := <-done; err != nil && ctx.Err() == nil {
-		t.Fatal(err)
+	stop()
+	packets, finals := sidesPublished(t, conn)
+	if packets["lan"] != 2*2*n || packets["wan"] != 2*2*n || finals["lan"] != 2 || finals["wan"] != 2 {
+		t.Errorf("lan %d packets in %d sessions, wan %d in %d: want %d in 2 each", packets["lan"], finals["lan"], packets["wan"], finals["wan"], 4*n)
 	}
-	packets, finals := map[string]int{}, map[string]int{}
+}
+
+// sidesPublished counts the packets and the sessions ended per tap of
+// GatewayAny's home, and requires the lan tap's packets to be the
+// device's, with its MAC and LAN address, and the wan tap's to carry
+// neither.
+func sidesPublished(t *testing.T, conn *bus.Conn) (packets, finals map[string]int) {
+	t.Helper()
+	packets, finals = map[string]int{}, map[string]int{}
+	lanNet := netip.MustParsePrefix("192.168.1.0/24")
 	for _, b := range readStream(t, conn).batches {
 		packets[b.Tap] += len(b.Packets)
 		if b.Final {
 			finals[b.Tap]++
 		}
 		for _, p := range b.Packets {
-			lanAddr := netip.MustParsePrefix("192.168.1.0/24").Contains(p.SrcIP) || netip.MustParsePrefix("192.168.1.0/24").Contains(p.DstIP)
-			if lanAddr != (b.Tap == "lan") {
-				t.Errorf("tap %s published %v -> %v", b.Tap, p.SrcIP, p.DstIP)
+			dev := p.SrcMAC == capturetest.DeviceMAC || p.DstMAC == capturetest.DeviceMAC
+			lanAddr := lanNet.Contains(p.SrcIP) || lanNet.Contains(p.DstIP)
+			switch {
+			case b.Tap == "lan" && (!dev || !lanAddr):
+				t.Errorf("a LAN packet %v -> %v (%v -> %v) is not the device's", p.SrcMAC, p.DstMAC, p.SrcIP, p.DstIP)
+			case b.Tap == "wan" && (dev || lanAddr):
+				t.Errorf("a WAN packet %v -> %v (%v -> %v) is the LAN's", p.SrcMAC, p.DstMAC, p.SrcIP, p.DstIP)
 			}
 		}
 	}
-	if packets["lan"] != 2*2*n || packets["wan"] != 2*2*n || finals["lan"] != 2 || finals["wan"] != 2 {
-		t.Errorf("lan %d packets in %d sessions, wan %d in %d: want %d in 2 each", packets["lan"], finals["lan"], packets["wan"], finals["wan"], 4*n)
-	}
+	return packets, finals
 }

@@ -44,21 +44,7 @@ func TestWatchTap(t *testing.T) {
 	cfg := testConfig(home, t.TempDir(), testLog(t))
 	cfg.WatchPoll, cfg.WatchSettle = 20*time.Millisecond, 24*time.Hour
 
-	run := func(cfg Config) (stop func()) {
-		ag, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- ag.Run(ctx, conn, ag.Inputs(true)) }()
-		return func() {
-			cancel()
-			if err := <-done; err != nil && ctx.Err() == nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	run := func(cfg Config) (stop func()) { return runWatching(t, conn, cfg) }
 	stop := run(cfg)
 	waitFinal(t, conn, files[:1])
 	time.Sleep(10 * cfg.WatchPoll)
@@ -115,5 +101,24 @@ func waitFinal(t *testing.T, c *bus.Conn, files []string) {
 			t.Fatalf("after 30 s the stream ends sessions %v; want those of %v", got, files)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runWatching runs an agent of cfg, its taps live or watching folders,
+// until the returned stop is called.
+func runWatching(t *testing.T, conn *bus.Conn, cfg Config) (stop func()) {
+	t.Helper()
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(ctx, conn, ag.Inputs(true)) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil && ctx.Err() == nil {
+			t.Fatal(err)
+		}
 	}
 }
