@@ -269,16 +269,14 @@ func (h *Home) Validate() error {
 		}
 		// Sessions, and so message ids, are named after files: two files
 		// with one name would be taken for one session.
-		sessions := map[string]string{}
+		sessions := sessionFiles{}
 		for _, f := range t.Files {
-			s := SessionName(t.Name, f)
-			if err := schemas.ValidateSession(s); err != nil {
+			if err := schemas.ValidateSession(SessionName(t.Name, f)); err != nil {
 				errs = append(errs, fmt.Errorf("tap %s: file %s: %w: shorten its name", t.Name, f, err))
 			}
-			if prev, dup := sessions[s]; dup {
-				errs = append(errs, fmt.Errorf("tap %s: %s and %s would both be session %s: rename one (sessions are named after their files)", t.Name, prev, f, s))
+			if err := sessions.claim(t.Name, f); err != nil {
+				errs = append(errs, err)
 			}
-			sessions[s] = f
 		}
 	}
 	if _, err := h.MACIndex(); err != nil {
@@ -288,6 +286,20 @@ func (h *Home) Validate() error {
 		errs = append(errs, fmt.Errorf("live: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// sessionFiles are the files of one tap by the session each is named.
+type sessionFiles map[string]string
+
+// claim names file's session of tap, and refuses a name another file of
+// the tap has: two files of one name would be taken for one session.
+func (s sessionFiles) claim(tap, file string) error {
+	name := SessionName(tap, file)
+	if prev, dup := s[name]; dup {
+		return fmt.Errorf("tap %s: %s and %s would both be session %s: rename one (sessions are named after their files)", tap, prev, file, name)
+	}
+	s[name] = file
+	return nil
 }
 
 // SessionName derives a capture session's name from its file: deterministic,

@@ -25,7 +25,7 @@ func WatchedFiles(tap, dir string) ([]WatchedFile, error) {
 		return nil, fmt.Errorf("watched folder of tap %s: %w", tap, err)
 	}
 	var out []WatchedFile
-	sessions := map[string]string{}
+	sessions := sessionFiles{}
 	for _, e := range entries {
 		if _, ok := CaptureBase(e.Name()); !ok || e.IsDir() {
 			continue
@@ -35,11 +35,9 @@ func WatchedFiles(tap, dir string) ([]WatchedFile, error) {
 			continue // removed since the listing
 		}
 		p := filepath.Join(dir, e.Name())
-		s := SessionName(tap, p)
-		if prev, dup := sessions[s]; dup {
-			return nil, fmt.Errorf("watched folder of tap %s: %s and %s would both be session %s: rename one (sessions are named after their files)", tap, prev, p, s)
+		if err := sessions.claim(tap, p); err != nil {
+			return nil, fmt.Errorf("watched folder: %w", err)
 		}
-		sessions[s] = p
 		out = append(out, WatchedFile{Path: p, ModTime: info.ModTime()})
 	}
 	slices.SortFunc(out, func(a, b WatchedFile) int {
