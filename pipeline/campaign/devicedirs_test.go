@@ -134,6 +134,16 @@ func TestWatchedFiles(t *testing.T) {
 	if err := c.SnapshotWatched(); err != nil {
 		t.Fatal(err)
 	}
+	// A capture and its compressed copy side by side would be one session.
+	twice := t.TempDir()
+	for _, name := range []string{"x.pcap", "x.pcap.zst"} {
+		if err := os.WriteFile(filepath.Join(twice, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := WatchedFiles("lan", twice); err == nil || !strings.Contains(err.Error(), "would both be session lan-x") {
+		t.Errorf("a folder of x.pcap and x.pcap.zst: %v, want the two named as one session", err)
+	}
 	if tap := c.Homes[0].Taps[0]; tap.Watch != "" || len(tap.Files) != 5 {
 		t.Errorf("snapshot: watch %q, %d files; want a tap of the 5 files", tap.Watch, len(tap.Files))
 	}
