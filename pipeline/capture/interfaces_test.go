@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
-	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -184,25 +182,8 @@ func readSide(t *testing.T, file []byte, name string, side capture.Side) ([]capt
 		t.Fatal(err)
 	}
 	defer src.Close()
-	got := capturetestAll(t, src)
+	got := capturetest.All(t, name, src)
 	st, _ := capture.CookedStatsOf(src)
 	t.Logf("%v side: %s", side, st.Summary())
 	return got, st
-}
-
-// capturetestAll reads src to its end, each frame its own copy.
-func capturetestAll(t *testing.T, src capture.Source) []capture.Frame {
-	t.Helper()
-	var out []capture.Frame
-	for {
-		f, err := src.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return out
-			}
-			t.Fatalf("after %d frames: %v", len(out), err)
-		}
-		f.Data = bytes.Clone(f.Data)
-		out = append(out, f)
-	}
 }

@@ -38,7 +38,7 @@ func Frames(tb testing.TB, path string) []capture.Frame {
 	tb.Helper()
 	src := Open(tb, path)
 	defer src.Close()
-	return all(tb, path, src)
+	return All(tb, path, src)
 }
 
 // FramesOf is Frames for a capture a test holds in memory, named name.
@@ -49,10 +49,12 @@ func FramesOf(tb testing.TB, name string, data []byte) []capture.Frame {
 		tb.Fatal(err)
 	}
 	defer src.Close()
-	return all(tb, name, src)
+	return All(tb, name, src)
 }
 
-func all(tb testing.TB, name string, src capture.Source) []capture.Frame {
+// All reads src, named name, to its end, each frame with its own copy of
+// the bytes; a read error fails the test.
+func All(tb testing.TB, name string, src capture.Source) []capture.Frame {
 	tb.Helper()
 	var out []capture.Frame
 	for {
