@@ -138,7 +138,7 @@ func NewSideReader(r io.Reader, name string, side Side) (Source, error) {
 			return nil, fmt.Errorf("capture %s: open %s stream: %w", name, c.name, err)
 		}
 		in.closers = append([]io.Closer{zr}, in.closers...)
-		in.r, in.start, in.end, in.err = damagedStream{r: zr, name: name, format: c.name}, 0, 0, nil
+		in.r, in.start, in.end, in.err = damagedStream{r: zr, name: name, c: c}, 0, 0, nil
 		if magic, err = in.peekMagic(); err != nil {
 			return nil, err
 		}

@@ -15,7 +15,8 @@ type compression struct {
 	name  string
 	magic []byte
 	// open decompresses a stream as it is read; nil for a format that is
-	// refused, with fix saying how to decompress it first.
+	// refused. fix is the command that decompresses a file by hand: what a
+	// refused file, or a damaged one, is told to do.
 	open func(io.Reader) (io.ReadCloser, error)
 	fix  string
 }
@@ -26,15 +27,15 @@ type compression struct {
 const zstdMaxWindow = 128 << 20
 
 var compressions = []compression{
-	{name: "gzip", magic: []byte{0x1f, 0x8b}, open: func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }},
-	{name: "zstd", magic: []byte{0x28, 0xb5, 0x2f, 0xfd}, open: func(r io.Reader) (io.ReadCloser, error) {
+	{name: "gzip", magic: []byte{0x1f, 0x8b}, fix: "gzip -dc FILE > out.pcap", open: func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }},
+	{name: "zstd", magic: []byte{0x28, 0xb5, 0x2f, 0xfd}, fix: "zstd -dc FILE > out.pcap", open: func(r io.Reader) (io.ReadCloser, error) {
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 		if err != nil {
 			return nil, err
 		}
 		return d.IOReadCloser(), nil
 	}},
-	{name: "lz4", magic: []byte{0x04, 0x22, 0x4d, 0x18}, open: func(r io.Reader) (io.ReadCloser, error) {
+	{name: "lz4", magic: []byte{0x04, 0x22, 0x4d, 0x18}, fix: "lz4 -dc FILE > out.pcap", open: func(r io.Reader) (io.ReadCloser, error) {
 		return io.NopCloser(lz4.NewReader(r)), nil
 	}},
 	// xz's and bzip2's decoders size their memory from the stream's own
@@ -60,25 +61,15 @@ func compressionOf(magic [4]byte) (compression, bool) {
 // alone. The end of the stream, where it is cut short too, stays the
 // reader's to tell.
 type damagedStream struct {
-	r      io.Reader
-	name   string
-	format string
+	r    io.Reader
+	name string
+	c    compression
 }
 
 func (d damagedStream) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
 	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-		err = fmt.Errorf("%w: %s: its %s stream is damaged (%v); the packets before the damage were read, decompress it by hand (%s) to see how much more can be saved", ErrCorrupt, d.name, d.format, err, d.fix())
+		err = fmt.Errorf("%w: %s: its %s stream is damaged (%v); the packets before the damage were read, decompress it by hand (%s) to see how much more can be saved", ErrCorrupt, d.name, d.c.name, err, d.c.fix)
 	}
 	return n, err
-}
-
-func (d damagedStream) fix() string {
-	switch d.format {
-	case "zstd":
-		return "zstd -dc FILE > out.pcap"
-	case "lz4":
-		return "lz4 -dc FILE > out.pcap"
-	}
-	return "gzip -dc FILE > out.pcap"
 }
