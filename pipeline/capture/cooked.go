@@ -633,7 +633,7 @@ func (c *cookedView) next() (Frame, Side, error) {
 			i.frames++
 			c.learn(h, i)
 			if ng {
-				c.forwards(f, h, i, k)
+				c.forwards(f, h, i)
 			}
 		}
 		if len(c.held) == 0 {

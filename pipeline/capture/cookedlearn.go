@@ -81,16 +81,11 @@ func parsePKTAPHdr(data []byte, h *cookedHdr) (features.LinkType, int, bool) {
 	for _, b := range p.IfName {
 		h.ifindex = (h.ifindex ^ uint32(b)) * 16777619
 	}
-	inner := data[p.Len:]
 	switch {
 	case p.LinkType == features.LinkTypeEthernet:
-		if len(inner) < 14 {
+		if !h.wholeEthernet(data, p.Len) {
 			return 0, 0, false
 		}
-		h.hatype, h.halen, h.known = arphrdEther, 6, true
-		h.dstMAC, h.addr = schemas.MAC(inner[0:6]), schemas.MAC(inner[6:12])
-		h.srcAt, h.hdrLen = p.Len+6, p.Len+14
-		h.proto = binary.BigEndian.Uint16(inner[12:14])
 	case bytes.HasPrefix(p.IfName, []byte("lo")):
 		h.hatype, h.hdrLen = arphrdLoopback, p.Len
 	case p.LinkType == features.LinkTypePPP:
@@ -98,21 +93,37 @@ func parsePKTAPHdr(data []byte, h *cookedHdr) (features.LinkType, int, bool) {
 	default:
 		h.hatype, h.hdrLen = arphrdNone, p.Len
 	}
-	switch {
-	case p.Out:
+	if p.Out {
 		h.pkttype = pktOutgoing
-	case !h.known:
-		h.pkttype = pktHost
+	}
+	return p.LinkType, p.Len, true
+}
+
+// wholeEthernet reads the Ethernet header of a frame that keeps it (behind
+// a PKTAP header, or a pcapng interface's own), at data[at:]: its
+// addresses, the destination included, which SLL has to guess, and the
+// packet type the destination says (pktHost for one host: for the
+// capturing host or, on a bridge's member port, for another, which the
+// view tells apart by the destination it has). False if the frame is too
+// short for it.
+func (h *cookedHdr) wholeEthernet(data []byte, at int) bool {
+	if len(data) < at+14 {
+		return false
+	}
+	e := data[at:]
+	h.hatype, h.halen, h.known = arphrdEther, 6, true
+	h.dstMAC, h.addr = schemas.MAC(e[0:6]), schemas.MAC(e[6:12])
+	h.srcAt, h.hdrLen = at+6, at+14
+	h.proto = binary.BigEndian.Uint16(e[12:14])
+	switch {
 	case h.dstMAC == bcastMAC:
 		h.pkttype = pktBroadcast
 	case h.dstMAC[0]&1 == 1:
 		h.pkttype = pktMulticast
 	default:
-		// For the host or, on a bridge's member port, for another: the
-		// view tells them apart by the destination, which it has.
 		h.pkttype = pktHost
 	}
-	return p.LinkType, p.Len, true
+	return true
 }
 
 func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/features"
-	"github.com/homemole/homemole/schemas"
 )
 
 // A gateway's owner who captures with Wireshark or dumpcap picks the
@@ -91,24 +90,15 @@ func (c *cookedView) parseNgHdr(f Frame) (cookedHdr, bool) {
 	h.ifindex = c.ng.section<<16 | uint32(f.CI.InterfaceIndex)&0xffff
 	data := f.Data
 	switch {
-	case loopbackName(c.ng.ifaceName(f.CI.InterfaceIndex)):
+	case c.ng.loopback(f.CI.InterfaceIndex):
 		// Linux's lo is an Ethernet interface of zero MACs, the BSDs'
 		// lo0 a NULL one. A NULL interface of another name is a tunnel
 		// (macOS's utun, gif), below.
 		h.hatype = arphrdLoopback
 		return h, true
 	case f.LinkType == features.LinkTypeEthernet:
-		if len(data) < 14 {
+		if !h.wholeEthernet(data, 0) {
 			return h, false
-		}
-		h.hatype, h.halen, h.known, h.hdrLen, h.srcAt = arphrdEther, 6, true, 14, 6
-		h.dstMAC, h.addr = schemas.MAC(data[0:6]), schemas.MAC(data[6:12])
-		h.proto = uint16(data[12])<<8 | uint16(data[13])
-		switch {
-		case h.dstMAC == bcastMAC:
-			h.pkttype = pktBroadcast
-		case h.dstMAC[0]&1 == 1:
-			h.pkttype = pktMulticast
 		}
 	case f.LinkType == features.LinkTypePPP:
 		h.hatype = arphrdPPP
@@ -145,6 +135,12 @@ func (r *ngReader) ifaceName(id int) string {
 	return r.ifaces[id].name
 }
 
+// loopback says the section's interface id is named as a loopback is
+// (judged once, as its description is read).
+func (r *ngReader) loopback(id int) bool {
+	return id >= 0 && id < len(r.ifaces) && r.ifaces[id].loopback
+}
+
 // ngIfaceName names a pcapng's interface for a person: its name in the
 // file, or its number.
 func (c *cookedView) ngIfaceName(id int) string {
@@ -162,7 +158,6 @@ type forwardSeen struct {
 	voted bool
 	n     int
 	ts    time.Time
-	keys  [forwardKeys]cookedKey
 	ifs   [forwardKeys]*cookedIface
 }
 
@@ -177,7 +172,7 @@ type forwardEntry struct {
 
 // forwards matches a frame's packet with the copies of it seen on other
 // interfaces, and votes for the interface of the copy that came in.
-func (c *cookedView) forwards(f Frame, h cookedHdr, i *cookedIface, k cookedKey) {
+func (c *cookedView) forwards(f Frame, h cookedHdr, i *cookedIface) {
 	if !h.ip || linkLocal(h.src, h.v4) || linkLocal(h.dst, h.v4) || multicast(h.dst, h.v4) || unspecified(h.src) || h.dst == broadcast4 {
 		return
 	}
@@ -195,8 +190,8 @@ func (c *cookedView) forwards(f Frame, h cookedHdr, i *cookedIface, k cookedKey)
 		switch {
 		case s.ttl == h.ttl:
 			// The same hop: a bridge's copy of its port's frame.
-			if s.n < len(s.keys) && !slices.Contains(s.keys[:s.n], k) {
-				s.keys[s.n], s.ifs[s.n] = k, i
+			if s.n < len(s.ifs) && !slices.Contains(s.ifs[:s.n], i) {
+				s.ifs[s.n] = i
 				s.n++
 				if s.voted { // written after the copy that went out
 					c.forwardVote(i, s.ttl)
@@ -204,7 +199,7 @@ func (c *cookedView) forwards(f Frame, h cookedHdr, i *cookedIface, k cookedKey)
 				c.fwd[sum] = s
 			}
 			return
-		case s.ttl == h.ttl+1 && s.keys[0] != k:
+		case s.ttl == h.ttl+1 && s.ifs[0] != i:
 			// This is the copy that went out: the remembered came in.
 			if !s.voted {
 				for j := range s.n {
@@ -214,14 +209,14 @@ func (c *cookedView) forwards(f Frame, h cookedHdr, i *cookedIface, k cookedKey)
 				c.fwd[sum] = s
 			}
 			return
-		case h.ttl == s.ttl+1 && s.keys[0] != k:
+		case h.ttl == s.ttl+1 && s.ifs[0] != i:
 			// Written after the copy that went out.
 			c.forwardVote(i, h.ttl)
-			c.remember(sum, forwardSeen{ttl: h.ttl, voted: true, n: 1, ts: now, keys: [forwardKeys]cookedKey{k}, ifs: [forwardKeys]*cookedIface{i}})
+			c.remember(sum, forwardSeen{ttl: h.ttl, voted: true, n: 1, ts: now, ifs: [forwardKeys]*cookedIface{i}})
 			return
 		}
 	}
-	c.remember(sum, forwardSeen{ttl: h.ttl, n: 1, ts: now, keys: [forwardKeys]cookedKey{k}, ifs: [forwardKeys]*cookedIface{i}})
+	c.remember(sum, forwardSeen{ttl: h.ttl, n: 1, ts: now, ifs: [forwardKeys]*cookedIface{i}})
 }
 
 func (c *cookedView) remember(sum uint64, s forwardSeen) {

@@ -44,6 +44,7 @@ type ngInterface struct {
 	fcs      int    // if_fcslen: bytes of frame check sequence after each frame
 	resolErr string // set when if_tsresol names a resolution this reader cannot convert
 	name     string // if_name, as the capturing host named it ("eth0", "br-lan")
+	loopback bool   // named as a loopback is (loopbackName)
 }
 
 // maxNgIfName bounds the if_name kept: an interface's name is short, and a
@@ -277,6 +278,7 @@ func (r *ngReader) parseInterface(at int64) error {
 			}
 		case code == ngOptName:
 			ifc.name = strings.ToValidUTF8(string(v[:min(n, maxNgIfName)]), "?")
+			ifc.loopback = loopbackName(ifc.name)
 		case code == ngOptFCSLen && n >= 1:
 			ifc.fcs = int(v[0])
 		case code == ngOptTSOffset && n >= 8:
