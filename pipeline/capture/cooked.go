@@ -403,8 +403,9 @@ func WANInput(src Source, name string) error {
 	if c == nil || c.stats.LAN == 0 {
 		return nil
 	}
+	ifaces := c.Stats().Interfaces
 	var other []string
-	for _, i := range c.Stats().Interfaces {
+	for _, i := range ifaces {
 		// Linux numbers interfaces (SLL2), which tcpdump's ifindex
 		// filter takes; a PKTAP capture names them.
 		if f := strings.Fields(i.Name); i.Side == "other" && f[0] == "interface" && strings.Trim(f[1], "0123456789") == "" {
@@ -416,7 +417,7 @@ func WANInput(src Source, name string) error {
 	switch {
 	case c.stats.Pcapng:
 		var uplinks []string
-		for _, i := range c.Stats().Interfaces {
+		for _, i := range ifaces {
 			if i.Side != "other" || i.Hardware != hardwareName(arphrdEther) {
 				continue
 			}
