@@ -3,6 +3,8 @@ package pair
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
+	"time"
 
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/gateway"
@@ -43,7 +45,11 @@ func (c *RecordCutter) Cut(seq uint32, payload []byte) schemas.TunnelRecords {
 	if !c.started {
 		c.started, c.base = true, seq
 	}
-	r := int64(int32(seq - c.base))
+	// The segment's place is measured from the byte expected next, not
+	// from the stream's first: a tunnel of weeks passes 2 GiB, where a
+	// distance from the first byte no longer fits the 32 bits of a
+	// sequence number.
+	r := c.next + int64(int32(seq-(c.base+uint32(c.next))))
 	b := payload
 	switch {
 	case r+int64(len(b)) <= c.next:
@@ -140,10 +146,44 @@ func (a *recordAssembler) add(w wanPkt, t schemas.TunnelRecords) {
 
 // TunnelTracker is the capture agent's side of RecordCutter: it finds the
 // TCP streams of a WAN tap that look like OpenVPN over TCP and fills in
-// each of their segments' tunnel records. Memory is bounded: past
-// maxTunnelStreams directions, new streams are not followed.
+// each of their segments' tunnel records. A live tap keeps one for as long
+// as it reads, across its sessions: a tunnel's stream outlives them, and
+// its framing cannot be found again mid-stream.
+//
+// Memory is bounded, and a WAN tap sees whatever the internet sends, so
+// the table is kept for tunnels: a stream is forgotten at its FIN or RST,
+// and a new stream that finds the table full takes the place of the oldest
+// one that is not a tunnel at work: one whose framing was lost, one quiet
+// for tunnelIdle, or one that never went past the single segment that
+// looked like a record (what a scan or a flood of such packets leaves). A
+// tunnel keeps its place however many others come and go; only when
+// maxTunnelStreams tunnels are at work is a new stream not followed.
 type TunnelTracker struct {
-	streams map[streamKey]*RecordCutter
+	streams map[streamKey]*followed
+	// order holds the streams in the order they were first followed, the
+	// oldest first: where room is looked for. An entry whose stream was
+	// forgotten, or followed anew since, is stale (its n differs).
+	order []queued
+	added uint64
+	// fullAt: capture time a full table last had no room; it is not
+	// searched again for sweepEvery.
+	fullAt int64
+	full   bool
+}
+
+// followed is one stream direction being cut into records.
+type followed struct {
+	c    RecordCutter
+	n    uint64 // which stream followed under its key
+	last int64  // capture time of its last segment
+	// segs counts the segments it was told: a second one that carried on
+	// the first's records makes it a stream.
+	segs int
+}
+
+type queued struct {
+	k streamKey
+	n uint64
 }
 
 type streamKey struct {
@@ -151,13 +191,26 @@ type streamKey struct {
 	srcPort, dstPort uint16
 }
 
-// maxTunnelStreams bounds a TunnelTracker; a home has a tunnel or two.
-const maxTunnelStreams = 4096
+const (
+	// maxTunnelStreams bounds a TunnelTracker; a home has a tunnel or two.
+	maxTunnelStreams = 4096
+	// tunnelIdle: a stream quiet this long may make room. OpenVPN's
+	// keepalive pings a tunnel every 10 s or so.
+	tunnelIdle = int64(5 * time.Minute)
+	// sweepEvery spaces the searches of a table full of tunnels at work.
+	sweepEvery = int64(time.Second)
+)
 
-// NewTunnelTracker returns a tracker for one capture session.
+// NewTunnelTracker returns a tracker for a tap's streams.
 func NewTunnelTracker() *TunnelTracker {
-	return &TunnelTracker{streams: map[streamKey]*RecordCutter{}}
+	return &TunnelTracker{streams: map[streamKey]*followed{}}
 }
+
+// TCP flags that end a stream.
+const (
+	tcpFIN = 0x01
+	tcpRST = 0x04
+)
 
 // Observe sets p.Tunnel for the frame p was decoded from: the segment's
 // records where it belongs to a followed stream, zero otherwise. A stream
@@ -166,27 +219,82 @@ func NewTunnelTracker() *TunnelTracker {
 // one that began before the capture usually does not, and stays unknown.
 func (t *TunnelTracker) Observe(lt features.LinkType, data []byte, p *schemas.Packet) {
 	p.Tunnel = schemas.TunnelRecords{}
-	if p.Transport != gateway.ProtoTCP || p.PayloadLen == 0 {
+	if p.Transport != gateway.ProtoTCP || p.PayloadLen == 0 && p.TCPFlags&(tcpFIN|tcpRST) == 0 {
 		return
 	}
 	h, err := gateway.ParseHeader(lt, data)
 	if err != nil || h.Proto != gateway.ProtoTCP || h.Later || !h.HasPorts {
 		return
 	}
-	payload := tcpPayload(data[h.IPStart:], h)
-	if len(payload) == 0 {
+	k := streamKey{h.Src, h.Dst, h.SrcPort, h.DstPort}
+	if h.Flags&tcpRST != 0 {
+		delete(t.streams, k)
+		delete(t.streams, streamKey{h.Dst, h.Src, h.DstPort, h.SrcPort})
 		return
 	}
-	k := streamKey{h.Src, h.Dst, h.SrcPort, h.DstPort}
-	c := t.streams[k]
-	if c == nil {
-		if len(t.streams) >= maxTunnelStreams || !recordHead(payload) {
-			return
-		}
-		c = &RecordCutter{}
-		t.streams[k] = c
+	var payload []byte
+	if p.PayloadLen > 0 {
+		payload = tcpPayload(data[h.IPStart:], h)
 	}
-	p.Tunnel = c.Cut(h.Seq, payload)
+	f := t.streams[k]
+	if f == nil && len(payload) > 0 && recordHead(payload) && t.room(p.TsNs) {
+		t.added++
+		f = &followed{n: t.added}
+		t.streams[k] = f
+		t.order = append(t.order, queued{k, f.n})
+	}
+	if f == nil {
+		return
+	}
+	if len(payload) > 0 {
+		p.Tunnel = f.c.Cut(h.Seq, payload)
+		f.last = p.TsNs
+		if p.Tunnel.Known {
+			f.segs++
+		}
+	}
+	if h.Flags&tcpFIN != 0 {
+		delete(t.streams, k)
+	}
+}
+
+// room says whether a new stream may be followed at capture time now,
+// making room in a full table (see TunnelTracker).
+func (t *TunnelTracker) room(now int64) bool {
+	if len(t.order) > 2*len(t.streams)+64 {
+		// Forgotten streams leave stale entries behind.
+		t.order = slices.DeleteFunc(t.order, t.stale)
+	}
+	if len(t.streams) < maxTunnelStreams {
+		return true
+	}
+	if t.full && now-t.fullAt < sweepEvery && now >= t.fullAt {
+		return false
+	}
+	// Each entry is looked at once: a tunnel at work goes to the back.
+	for range len(t.order) {
+		q := t.order[0]
+		t.order = t.order[1:]
+		if t.stale(q) {
+			continue
+		}
+		f := t.streams[q.k]
+		// A stream heard "later" than now was heard before the clock
+		// was set back: not quiet.
+		if f.c.lost || f.segs < 2 || now-f.last > tunnelIdle {
+			delete(t.streams, q.k)
+			t.full = false
+			return true
+		}
+		t.order = append(t.order, q)
+	}
+	t.full, t.fullAt = true, now
+	return false
+}
+
+func (t *TunnelTracker) stale(q queued) bool {
+	f := t.streams[q.k]
+	return f == nil || f.n != q.n
 }
 
 // recordHead: b begins like an OpenVPN record over TCP: a length a tun

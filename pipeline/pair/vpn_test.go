@@ -93,3 +93,58 @@ func TestRecordAssemblerMidStream(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordsPastFourGiB: a tunnel over TCP that stays up for weeks
+// carries more than the 2 GiB a signed 32-bit distance from its first byte
+// reaches, and more than the 4 GiB its sequence numbers count. Its records
+// are cut as they are at its start, by the agent segment by segment and by
+// the pairing from a capture's segments, and a retransmission or a hole
+// past the wrap is still told apart.
+func TestRecordsPastFourGiB(t *testing.T) {
+	const segLen = 64 << 10
+	var seg []byte
+	for len(seg) < segLen {
+		seg = append(seg, rec(segLen/4-RecordLenPrefix, 9<<3)...)
+	}
+	const n = 5 << 30 / segLen  // 5 GiB of one direction
+	base := uint32(0xfff0_0000) // the sequence numbers wrap early on
+	seq := func(i int) uint32 { return base + uint32(i)*segLen }
+	var c RecordCutter
+	for i := range n {
+		got := c.Cut(seq(i), seg)
+		if !got.Known || got.Starts != 4 || len(got.Ends) != 4 || got.Continues {
+			t.Fatalf("segment %d (stream byte %d): told %+v, want 4 records begun and ended", i, int64(i)*segLen, got)
+		}
+	}
+	if got := c.Cut(seq(n-1), seg); got.Known || c.lost {
+		t.Fatalf("a retransmission of the last segment: told %+v, lost %v; want not known, and the stream still followed", got, c.lost)
+	}
+	if got := c.Cut(seq(n), seg); !got.Known {
+		t.Fatalf("the segment after the retransmission: told %+v, want known", got)
+	}
+	if got := c.Cut(seq(n+2), seg); got.Known || !c.lost {
+		t.Fatalf("a segment behind a hole: told %+v, lost %v; want the framing lost", got, c.lost)
+	}
+
+	// The pairing's reassembly, from a capture that holds segments a
+	// little out of order (each pair swapped).
+	segs := make([]wanPkt, n)
+	for i := range segs {
+		k := i ^ 1
+		segs[i] = wanPkt{idx: int64(k), tcp: seg, h: gateway.Header{Proto: gateway.ProtoTCP, Seq: seq(k)}}
+	}
+	td := splitRecords(segs)
+	if len(td.records) != 4*n {
+		t.Fatalf("splitRecords found %d records in %d segments, want %d", len(td.records), n, 4*n)
+	}
+	for i, r := range td.records {
+		if !r.complete || !r.data || r.size != segLen/4-RecordLenPrefix {
+			t.Fatalf("record %d: %+v, want a complete data record of %d bytes", i, r, segLen/4-RecordLenPrefix)
+		}
+	}
+	for i, s := range td.segs {
+		if s.idx != int64(i) || td.segRecord[i] != 4*i {
+			t.Fatalf("stream position %d holds segment %d with record %d, want segment %d with record %d", i, s.idx, td.segRecord[i], i, 4*i)
+		}
+	}
+}

@@ -64,9 +64,24 @@ func splitRecords(segs []wanPkt) tcpDirection {
 	if len(segs) == 0 {
 		return tcpDirection{}
 	}
-	base := segs[0].h.Seq
-	rel := func(w wanPkt) int64 { return int64(int32(w.h.Seq - base)) }
-	slices.SortStableFunc(segs, func(a, b wanPkt) int { return cmp.Compare(rel(a), rel(b)) })
+	// Each segment's place in the stream, unwrapped in capture order from
+	// the one before it: a capture may hold more than the 4 GiB a sequence
+	// number counts (or the 2 GiB a signed distance from the first
+	// segment reaches), and segments arrive in about stream order.
+	at := make([]int64, len(segs))
+	for i := 1; i < len(segs); i++ {
+		at[i] = at[i-1] + int64(int32(segs[i].h.Seq-segs[i-1].h.Seq))
+	}
+	order := make([]int, len(segs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(at[a], at[b]) })
+	sorted := make([]wanPkt, len(segs))
+	for i, k := range order {
+		sorted[i] = segs[k]
+	}
+	segs = sorted
 	var c RecordCutter
 	var a recordAssembler
 	for _, s := range segs {
