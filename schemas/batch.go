@@ -313,7 +313,15 @@ func DecodeBatch(data []byte) (*Batch, error) {
 		p := &b.Packets[i]
 		prevTs += r.varint()
 		p.TsNs = prevTs
-		prevOff += uint64(r.varint())
+		// Offsets rise from the batch's first offset: consumers chain a
+		// session's batches by them (each the offset after the one
+		// before's last packet), and a hostile batch whose offsets ran
+		// back or wrapped would send that walk round in a circle.
+		if d := r.varint(); d < 0 || d == 0 && i > 0 || prevOff+uint64(d) < prevOff || prevOff+uint64(d) == math.MaxUint64 {
+			r.fail(fmt.Errorf("offset delta %d after offset %d: offsets must rise from the first offset", d, prevOff))
+		} else {
+			prevOff += uint64(d)
+		}
 		p.Offset = prevOff
 		p.DPort = r.int32()
 		p.ProtoBits = r.byte()

@@ -360,7 +360,7 @@ func decodesOld(t *testing.T, version int, data []byte, absent func(*Packet)) {
 // field at its widest.
 func TestRecordEncoder(t *testing.T) {
 	in := sampleBatch(KindPackets)
-	widest := Packet{TsNs: math.MinInt64, Offset: 1 << 63, DPort: math.MinInt32, ProtoBits: 0xff, Direction: DirLocal,
+	widest := Packet{TsNs: math.MinInt64, DPort: math.MinInt32, ProtoBits: 0xff, Direction: DirLocal,
 		FrameLen: math.MaxUint32, IntervalNs: -1, TTL: 0xff, IPLen: math.MaxUint16, Transport: 0xff, TCPFlags: math.MaxUint16,
 		TCPWindow: math.MaxUint16, TCPOptionsLen: 0xff, PayloadLen: math.MaxUint32, SrcMAC: MAC{1, 2, 3, 4, 5, 6},
 		SrcPort: math.MinInt32, IPID: math.MaxUint16, TCPSeq: math.MaxUint32, TCPAck: math.MaxUint32,
@@ -371,7 +371,9 @@ func TestRecordEncoder(t *testing.T) {
 	for i := range widest.Tunnel.Ends {
 		widest.Tunnel.Ends[i] = RecordEnd{Size: math.MaxUint16, Data: true}
 	}
-	in.Packets = append(in.Packets, widest, Packet{Offset: 3})
+	// The widest offset delta a batch may hold: offsets only rise.
+	widest.Offset = in.Packets[len(in.Packets)-1].Offset + math.MaxInt64
+	in.Packets = append(in.Packets, widest, Packet{Offset: widest.Offset + 1})
 	got, err := in.AppendHeader(nil, len(in.Packets))
 	if err != nil {
 		t.Fatal(err)
@@ -458,5 +460,40 @@ func TestPacketSize(t *testing.T) {
 	}
 	if n := unsafe.Sizeof(Packet{}); n > 184 {
 		t.Errorf("a Packet takes %d bytes, more than 184", n)
+	}
+}
+
+// TestDecodeBatchRefusesOffsetsThatDoNotRise: consumers chain a session's
+// batches by their offsets, so a batch whose offsets run back, repeat,
+// start before its first offset or reach 2^64 - 1 (where the next batch's
+// offset wraps to 0) is refused.
+func TestDecodeBatchRefusesOffsetsThatDoNotRise(t *testing.T) {
+	for name, c := range map[string]struct {
+		first   uint64
+		offsets []uint64
+		ok      bool
+	}{
+		"rising with gaps":      {5, []uint64{7, 8, 20}, true},
+		"starting at the first": {5, []uint64{5, 6}, true},
+		"running back":          {0, []uint64{3, 2}, false},
+		"repeating":             {0, []uint64{3, 3}, false},
+		"before the first":      {5, []uint64{4}, false},
+		"wrapping":              {0, []uint64{math.MaxUint64}, false},
+		"to the last offset":    {math.MaxUint64 - 1, []uint64{math.MaxUint64 - 1, math.MaxUint64}, false},
+	} {
+		b := sampleBatch(KindPackets)
+		b.FirstOffset = c.first
+		b.Packets = make([]Packet, len(c.offsets))
+		for i, o := range c.offsets {
+			b.Packets[i] = Packet{Offset: o, DPort: NoPort, SrcPort: NoPort}
+		}
+		data, err := b.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = DecodeBatch(data)
+		if c.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "offsets must rise") {
+			t.Errorf("%s: first offset %d, offsets %v: %v", name, c.first, c.offsets, err)
+		}
 	}
 }

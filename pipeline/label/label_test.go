@@ -2,6 +2,7 @@ package label
 
 import (
 	"errors"
+	"math"
 	"net/netip"
 	"testing"
 
@@ -155,6 +156,21 @@ func TestSessionChainAnyOrder(t *testing.T) {
 	tb = tapBuffer{held: map[uint64]heldBatch{0: batch(0, nil, false)}}
 	if got := tb.chain(); got != nil {
 		t.Fatalf("an empty non-final batch completed the session: %v", got)
+	}
+	// Nor batches whose offsets lead back to one already walked (decoding
+	// refuses them; the walk must end whatever it holds): the last
+	// offset 2^64 - 1 leads to 0, and a batch at 3 ending at 1 to 2.
+	for _, held := range [][]heldBatch{
+		{batch(0, []uint64{math.MaxUint64}, false)},
+		{batch(0, []uint64{0, 1, 2}, false), batch(3, []uint64{1}, false)},
+	} {
+		tb = tapBuffer{held: map[uint64]heldBatch{}}
+		for _, hb := range held {
+			tb.held[hb.batch.FirstOffset] = hb
+		}
+		if got := tb.chain(); got != nil {
+			t.Fatalf("batches whose offsets lead back completed the session: %v", got)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package label
 import (
 	"context"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +197,33 @@ func TestSecurityUnknownTapDeadLettered(t *testing.T) {
 		t.Errorf("LABELED holds %d batches", n)
 	}
 	t.Logf("attack: a batch of a tap named neither lan nor wan | expected: kept in the DLQ with why | observed: %d dead letter, reason %q", len(deadLetters(t, conn)), dl.Reason)
+}
+
+// TestSecurityOffsetsThatRunBack: a home whose LAN session waits for its
+// WAN session sends a batch whose one packet's offset wraps to 2^64 - 1
+// (an offset delta of -1). Chaining that session's batches by their
+// offsets would go round in a circle, holding the lock every home's
+// batches wait for. It is refused as it is decoded and dead-lettered, and
+// the next home's batch is labeled.
+func TestSecurityOffsetsThatRunBack(t *testing.T) {
+	conn, log := startBus(t)
+	c := securityCampaign(t, "home-1", "home-2")
+	c.Homes[0].Taps = append(c.Homes[0].Taps, campaign.Tap{Name: TapWAN, Interface: "eth1"})
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	stop := runLabeler(t, conn, log, c)
+	defer stop()
+	looping := homeBatch("home-1", 0, false, "lan-session-01")
+	looping.Packets = looping.Packets[:1]
+	looping.Packets[0].Offset = math.MaxUint64
+	publishRaw(t, conn, schemas.PacketSubject("c", "home-1", "lan"), looping)
+	publishRaw(t, conn, schemas.PacketSubject("c", "home-2", "lan"), homeBatch("home-2", 0, true, "lan-session-01"))
+	waitFor(t, "home-2's batch to be labeled", func() bool { _, n := labeledPackets(t, conn); return n == 1 })
+	waitFor(t, "the looping batch in the DLQ", func() bool { return len(deadLetters(t, conn)) == 1 })
+	dl := deadLetters(t, conn)[0]
+	if dl.Subject != schemas.PacketSubject("c", "home-1", "lan") || !strings.Contains(dl.Reason, "offsets must rise") {
+		t.Errorf("dead letter on %s, reason %q: want home-1's batch, refused for its offsets", dl.Subject, dl.Reason)
+	}
+	t.Logf("attack: a batch whose offsets wrap back | expected: dead-lettered, other homes labeled | observed: home-2 labeled, DLQ reason %q", dl.Reason)
 }

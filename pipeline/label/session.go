@@ -60,7 +60,13 @@ func (t *tapBuffer) chain() []heldBatch {
 		if n == 0 {
 			return nil // only a final batch may be empty
 		}
-		t.next = hb.batch.Packets[n-1].Offset + 1
+		next := hb.batch.Packets[n-1].Offset + 1
+		if next <= t.next {
+			// Decoding refuses offsets that do not rise; this walk
+			// must end whatever it is given.
+			return nil
+		}
+		t.next = next
 	}
 	var out []heldBatch
 	for next := uint64(0); ; {
@@ -77,7 +83,10 @@ func (t *tapBuffer) chain() []heldBatch {
 			// Only a final batch may be empty; anything else would loop.
 			return nil
 		}
-		next = hb.batch.Packets[n-1].Offset + 1
+		last := next
+		if next = hb.batch.Packets[n-1].Offset + 1; next <= last {
+			return nil
+		}
 	}
 }
 
