@@ -463,8 +463,8 @@ type ConsumerConfig struct {
 }
 
 // Consume delivers batches to handle until ctx ends. A batch that fails to
-// decode, does not match its subject (schemas.Batch.CheckSubject) or whose
-// handler says it is Permanent can never succeed: it is moved to the
+// decode, does not match its subject (see DecodeMsg) or whose handler says
+// it is Permanent can never succeed: it is moved to the
 // dead-letter stream with the reason (see deadLetter); a newer batch version
 // is nak'ed with a delay so a newer worker can take it; any other handler
 // error naks the message for redelivery.
@@ -548,18 +548,13 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 			c.log.Warn("fetch from JetStream failed; retrying", "consumer", cc.Durable, "err", err)
 			continue
 		}
-		b, err := schemas.DecodeBatch(msg.Data())
-		if err != nil {
-			if errors.Is(err, schemas.ErrUnknownVersion) {
-				c.log.Warn("batch from a newer producer left for a newer worker", "subject", msg.Subject(), "err", err)
-				_ = msg.NakWithDelay(time.Minute)
-				continue
-			}
-			c.deadLetter(ctx, msg, cc.Durable, fmt.Errorf("undecodable batch: %w", err))
+		b, err := DecodeMsg(msg.Subject(), msg.Data())
+		if errors.Is(err, schemas.ErrUnknownVersion) {
+			c.log.Warn("batch from a newer producer left for a newer worker", "subject", msg.Subject(), "err", err)
+			_ = msg.NakWithDelay(time.Minute)
 			continue
 		}
-		// The subject is the one name of a batch the server vouches for.
-		if err := b.CheckSubject(msg.Subject()); err != nil {
+		if err != nil {
 			c.deadLetter(ctx, msg, cc.Durable, err)
 			continue
 		}
@@ -575,6 +570,29 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 			_ = msg.NakWithDelay(time.Second)
 		}
 	}
+}
+
+// DecodeMsg reads the batch of a message stored under subject, as Consume
+// does before any handler sees it. A message that does not decode, or whose
+// batch does not match its subject (schemas.Batch.CheckSubject), can never
+// be processed: the error wraps ErrPermanent and Consume dead-letters the
+// message with it. One from a newer producer wraps schemas.ErrUnknownVersion
+// and is left for a newer worker. A worker that reads the stream back
+// outside Consume (the detector's replay) calls this too, so that it skips
+// exactly the messages its handler was never given.
+func DecodeMsg(subject string, data []byte) (*schemas.Batch, error) {
+	b, err := schemas.DecodeBatch(data)
+	if errors.Is(err, schemas.ErrUnknownVersion) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("undecodable batch: %w", err))
+	}
+	// The subject is the one name of a batch the server vouches for.
+	if err := b.CheckSubject(subject); err != nil {
+		return nil, Permanent(err)
+	}
+	return b, nil
 }
 
 // transient reports errors a JetStream cluster gives while it moves a
