@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -81,7 +82,8 @@ func (k *KVCheckpoints) Load(ctx context.Context, campaign, home, tap string) (C
 	}
 	cp, err := DecodeCheckpoint(data)
 	if err != nil {
-		return cp, false, fmt.Errorf("checkpoint %s/%s: %w (delete it, %s, to start the home afresh)", CheckpointBucket, bus.HomeKey(campaign, home, tap), err, k.Forget(campaign, home, tap))
+		// Reading it again gives the same bytes: only deleting it helps.
+		return cp, false, bus.Permanent(fmt.Errorf("checkpoint %s/%s: %w (delete it, %s, to start the home afresh)", CheckpointBucket, bus.HomeKey(campaign, home, tap), err, k.Forget(campaign, home, tap)))
 	}
 	return cp, true, nil
 }
@@ -97,39 +99,48 @@ func (k *KVCheckpoints) Save(ctx context.Context, campaign, home, tap string, cp
 
 // StreamReplayer reads batches back from the PACKETS stream one by one
 // (the next message of the home's subject at or after a position), so a
-// replay touches only the home's messages.
-func StreamReplayer(js jetstream.JetStream) Replayer {
+// replay touches only the home's messages. A message Consume dead-letters
+// (undecodable, or not matching its subject: bus.DecodeMsg) stays in the
+// stream and was never handled: the replay steps over it as Consume did,
+// and log counts it. A batch at from that is gone (removed by the stream's
+// retention) will never come back: that error wraps bus.ErrPermanent.
+func StreamReplayer(js jetstream.JetStream, log *slog.Logger) Replayer {
 	return func(ctx context.Context, campaign, home, tap string, from, to uint64, fn func(uint64, *schemas.Batch) error) error {
 		s, err := js.Stream(ctx, schemas.StreamPackets)
 		if err != nil {
 			return fmt.Errorf("open stream %s: %w", schemas.StreamPackets, err)
 		}
 		subject := schemas.PacketSubject(campaign, home, tap)
+		skipped := 0
 		for seq := from; seq <= to; {
 			msg, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				return nil // nothing of the home's left after seq
+				break // nothing of the home's left after seq
 			}
 			if err != nil {
 				return fmt.Errorf("read %s at %d: %w (were the stream's messages removed by its retention? delete the checkpoint to start afresh)", subject, seq, err)
 			}
 			if seq == from && msg.Sequence != from {
-				return fmt.Errorf("the batch at %d the checkpoint starts from is gone from %s (removed by the stream's retention?); delete the checkpoint to start the home afresh", from, schemas.StreamPackets)
+				return bus.Permanent(fmt.Errorf("the batch at %d the checkpoint starts from is gone from %s (removed by the stream's retention?); delete the checkpoint to start the home afresh", from, schemas.StreamPackets))
 			}
 			if msg.Sequence > to {
-				return nil
+				break
 			}
-			b, err := schemas.DecodeBatch(msg.Data)
+			seq = msg.Sequence + 1
+			b, err := bus.DecodeMsg(msg.Subject, msg.Data)
+			if errors.Is(err, bus.ErrPermanent) {
+				skipped++
+				continue
+			}
 			if err != nil {
-				return fmt.Errorf("batch at %d: %w", msg.Sequence, err)
-			}
-			if err := b.CheckSubject(msg.Subject); err != nil {
 				return fmt.Errorf("batch at %d: %w", msg.Sequence, err)
 			}
 			if err := fn(msg.Sequence, b); err != nil {
 				return err
 			}
-			seq = msg.Sequence + 1
+		}
+		if skipped > 0 {
+			log.Warn("replay stepped over messages the consumer dead-lettered", "subject", subject, "from", from, "to", to, "skipped", skipped)
 		}
 		return nil
 	}

@@ -112,7 +112,12 @@ func (o *Online) Handle(ctx context.Context, b *schemas.Batch) error {
 // sequence; 0: unknown). With Checkpoints, a batch at or before the home's
 // checkpoint was handled already (a redelivery whose ack was lost) and is
 // skipped; the caller acks a batch once HandleAt returns nil, by when its
-// windows are published and the checkpoint covering it is written.
+// windows are published and the checkpoint covering it is written. An
+// error wrapping bus.ErrPermanent says the home cannot be restored from its
+// checkpoint however often the batch comes (the checkpoint is damaged, or
+// the batches it holds were removed): the caller dead-letters the batch
+// rather than hold up the other homes behind it. Any other error is worth
+// a retry.
 func (o *Online) HandleAt(ctx context.Context, seq uint64, b *schemas.Batch) error {
 	if b.Kind != schemas.KindPackets {
 		return fmt.Errorf("online detector: batch %s is not a packet batch; bind the detector to the PACKETS stream", b.MsgID())

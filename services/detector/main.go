@@ -29,6 +29,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -287,7 +288,7 @@ func (cfg Config) Consumer() bus.ConsumerConfig {
 // checkpoint: no window is skipped, and one published twice keeps its
 // message id and is stored once. rt's metrics count what it does.
 func Run(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config, rt *worker.Runtime) error {
-	o, err := newOnline(ctx, conn, m, cfg)
+	o, err := newOnline(ctx, conn, m, cfg, rt.Log)
 	if err != nil {
 		return err
 	}
@@ -295,13 +296,13 @@ func Run(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config, rt *w
 }
 
 // newOnline is the detector of cfg, its checkpoints in the bucket and its
-// windows stored in SEEN.
-func newOnline(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config) (*detect.Online, error) {
+// windows stored in SEEN; log hears of what a home's replay stepped over.
+func newOnline(ctx context.Context, conn *bus.Conn, m *detect.Model, cfg Config, log *slog.Logger) (*detect.Online, error) {
 	cps, err := detect.OpenKVCheckpoints(ctx, conn.JS, cfg.Replicas)
 	if err != nil {
 		return nil, err
 	}
-	return &detect.Online{Model: m, Step: cfg.Step, Lag: 1, Checkpoints: cps, Replay: detect.StreamReplayer(conn.JS),
+	return &detect.Online{Model: m, Step: cfg.Step, Lag: 1, Checkpoints: cps, Replay: detect.StreamReplayer(conn.JS, log),
 		Publish: publishSeen(conn),
 	}, nil
 }
@@ -323,7 +324,9 @@ type online interface {
 
 // serve feeds o the batches of cfg's consumer, counted in rt's metrics,
 // until ctx ends. A batch the host counter refuses (homecount.ErrRefused:
-// not one of a LAN tap) goes to the dead letters rather than hold up its
+// not one of a LAN tap), or of a home the detector can never restore (its
+// checkpoint damaged, or its batches removed by retention: the error wraps
+// bus.ErrPermanent), goes to the dead letters rather than hold up its
 // partition.
 func serve(ctx context.Context, conn *bus.Conn, o online, cfg Config, rt *worker.Runtime) error {
 	var in, windows atomic.Int64

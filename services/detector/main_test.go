@@ -295,7 +295,7 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 		runCtx, cancelRun := context.WithCancel(ctx)
 		defer cancelRun()
 		errc := make(chan error, 1)
-		o, err := newOnline(ctx, rc, model, cfg(c))
+		o, err := newOnline(ctx, rc, model, cfg(c), log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -406,7 +406,7 @@ func TestRestartedDetectorHasNoGapNorDuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again := &detect.Online{Model: model, Step: 1, Lag: 1, Checkpoints: cps, Replay: detect.StreamReplayer(conn.JS),
+	again := &detect.Online{Model: model, Step: 1, Lag: 1, Checkpoints: cps, Replay: detect.StreamReplayer(conn.JS, log),
 		Publish: func(_ context.Context, subject, id string, _ []byte) error {
 			t.Errorf("a covered batch published %s to %s", id, subject)
 			return nil

@@ -1,0 +1,287 @@
+package detect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/detect/scene"
+	"github.com/homemole/homemole/pipeline/embedded/embeddedtest"
+	"github.com/homemole/homemole/schemas"
+)
+
+// homeBatches cuts packets into a home's wan batches of n, as its capture
+// agent publishes them.
+func homeBatches(campaign, home string, pkts []schemas.Packet, n int) []*schemas.Batch {
+	var out []*schemas.Batch
+	for lo := 0; lo < len(pkts); lo += n {
+		hi := min(lo+n, len(pkts))
+		out = append(out, &schemas.Batch{Kind: schemas.KindPackets, Campaign: campaign, Home: home, Tap: "wan",
+			Source: campaign + "/" + home + "/wan/wan.pcap", Session: "wan-1", FirstOffset: uint64(lo), Packets: pkts[lo:hi]})
+	}
+	return out
+}
+
+// store puts data on subject in PACKETS and returns its stream position.
+func store(ctx context.Context, t *testing.T, conn *bus.Conn, subject string, data []byte) uint64 {
+	t.Helper()
+	ack, err := conn.JS.Publish(ctx, subject, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// storeBatch puts b on its home's wan subject and returns its position.
+func storeBatch(ctx context.Context, t *testing.T, conn *bus.Conn, b *schemas.Batch) uint64 {
+	t.Helper()
+	data, err := b.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store(ctx, t, conn, schemas.PacketSubject(b.Campaign, b.Home, b.Tap), data)
+}
+
+// sameWindows says whether two runs published the same windows, judged
+// alike (the scores aside).
+func sameWindows(a, b []schemas.Seen) error {
+	if len(a) != len(b) {
+		return fmt.Errorf("%d windows, want %d", len(b), len(a))
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		same := x.StartNs == y.StartNs && x.Packets == y.Packets && x.Unknown == y.Unknown && len(x.Detections) == len(y.Detections)
+		for j := 0; same && j < len(x.Detections); j++ {
+			same = x.Detections[j].Device == y.Detections[j].Device && x.Detections[j].Count == y.Detections[j].Count
+		}
+		if !same {
+			return fmt.Errorf("window %d: %+v, want %+v", i, y, x)
+		}
+	}
+	return nil
+}
+
+// collect is a Publish that keeps the windows in *to.
+func collect(to *[]schemas.Seen) func(context.Context, string, string, []byte) error {
+	return func(_ context.Context, _, _ string, data []byte) error {
+		s, err := schemas.DecodeSeen(data)
+		if err != nil {
+			return err
+		}
+		*to = append(*to, s)
+		return nil
+	}
+}
+
+// TestRestartReplaysPastDeadLetteredMessages: a home publishes an
+// undecodable message and a batch naming another home between two genuine
+// batches. Consume dead-letters both, but they stay in PACKETS, inside the
+// range a checkpoint's replay reads back. A detector restarted before
+// every batch must step over them as Consume did, and publish the windows
+// of one that never restarted. Before, the replay stopped at the first
+// ("decode batch: not a HomeMole batch (bad magic)"), and the home's
+// batch was retried for ever.
+func TestRestartReplaysPastDeadLetteredMessages(t *testing.T) {
+	ctx, log := embeddedtest.Context(t, 2*time.Minute), embeddedtest.Log()
+	_, conn, _ := embeddedtest.Start(ctx, t, log)
+	m := smallModel(t)
+	beat, _, noise := synthetic(5, 1.9e18)
+	batches := homeBatches("c", "h", packetsOf(scene.Superpose(beat, noise)), 100)
+	batches[len(batches)-1].Final = true
+	subject := schemas.PacketSubject("c", "h", "wan")
+
+	forged := *batches[0]
+	forged.Home, forged.Source = "other", "c/other/wan/wan.pcap"
+	forgedData, err := forged.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := len(batches) / 2
+	seqs := make([]uint64, len(batches))
+	var junk []uint64
+	for i, b := range batches {
+		if i == mid {
+			junk = append(junk, store(ctx, t, conn, subject, []byte("not a batch")), store(ctx, t, conn, subject, forgedData))
+		}
+		seqs[i] = storeBatch(ctx, t, conn, b)
+	}
+	for _, seq := range junk {
+		data, err := getMsg(ctx, conn, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bus.DecodeMsg(subject, data); !errors.Is(err, bus.ErrPermanent) {
+			t.Fatalf("message %d: Consume would not dead-letter it (%v): the test plants nothing", seq, err)
+		}
+	}
+
+	var whole []schemas.Seen
+	ref := &Online{Model: m, Step: 1, Lag: 1, Publish: collect(&whole)}
+	for _, b := range batches {
+		if err := ref.Handle(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cps, err := OpenKVCheckpoints(ctx, conn.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay, across := StreamReplayer(conn.JS, log), 0
+	var restarted []schemas.Seen
+	for i, b := range batches {
+		o := &Online{Model: m, Step: 1, Lag: 1, Checkpoints: cps, Publish: collect(&restarted),
+			Replay: func(ctx context.Context, campaign, home, tap string, from, to uint64, fn func(uint64, *schemas.Batch) error) error {
+				if from < junk[0] && to > junk[1] {
+					across++
+				}
+				return replay(ctx, campaign, home, tap, from, to, fn)
+			}}
+		if err := o.HandleAt(ctx, seqs[i], b); err != nil {
+			t.Fatalf("batch %d of %d at %d, the dead-lettered messages at %v: %v", i, len(batches), seqs[i], junk, err)
+		}
+	}
+	if across == 0 {
+		t.Fatal("no restart replayed across the dead-lettered messages: the test shows nothing")
+	}
+	if err := sameWindows(whole, restarted); err != nil {
+		t.Errorf("restarted before each batch: %v", err)
+	}
+	t.Logf("%d batches, 2 dead-lettered messages at %v; %d restarts replayed across them; %d windows as without restarts", len(batches), junk, across, len(restarted))
+}
+
+func getMsg(ctx context.Context, conn *bus.Conn, seq uint64) ([]byte, error) {
+	s, err := conn.JS.Stream(ctx, schemas.StreamPackets)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
+}
+
+// TestBrokenHomeDoesNotStallOthers: the detector's consumer holds one
+// batch at a time (MaxAckPending 1), so a home whose batch is retried for
+// ever stalls every home of its partition. A home whose checkpoint's
+// batches retention removed, and one whose checkpoint is damaged, cannot be
+// restored however often their batches come: those are dead-lettered, with
+// the fix named, and the other home's windows go on. A restore that fails
+// for a while (NATS unreachable) is retried, not dead-lettered.
+func TestBrokenHomeDoesNotStallOthers(t *testing.T) {
+	ctx, log := embeddedtest.Context(t, 2*time.Minute), embeddedtest.Log()
+	_, conn, _ := embeddedtest.Start(ctx, t, log)
+	m := smallModel(t)
+	beat, _, noise := synthetic(5, 1.9e18)
+	pkts := packetsOf(scene.Superpose(beat, noise))
+	cps, err := OpenKVCheckpoints(ctx, conn.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// gone: its checkpoint holds batches from its first, which retention
+	// then removed. damaged: its checkpoint does not decode.
+	gone := homeBatches("c", "gone", pkts, 100)
+	var goneSeqs []uint64
+	for _, b := range gone[:3] {
+		goneSeqs = append(goneSeqs, storeBatch(ctx, t, conn, b))
+	}
+	if err := cps.Save(ctx, "c", "gone", "wan", Checkpoint{Version: CheckpointVersion, Next: 1, Seq: goneSeqs[2], From: goneSeqs[0]}); err != nil {
+		t.Fatal(err)
+	}
+	packets, err := conn.JS.Stream(ctx, schemas.StreamPackets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := packets.DeleteMsg(ctx, goneSeqs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cps.Put(ctx, "c", "damaged", "wan", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	fine := homeBatches("c", "fine", pkts, 100)
+	damaged := homeBatches("c", "damaged", pkts, 100)
+	for i := range 4 {
+		storeBatch(ctx, t, conn, gone[3+i])
+		storeBatch(ctx, t, conn, damaged[i])
+	}
+	for _, b := range fine {
+		storeBatch(ctx, t, conn, b)
+	}
+
+	var mu sync.Mutex
+	var windows []schemas.Seen
+	o := &Online{Model: m, Step: 1, Lag: 1, Checkpoints: cps, Replay: StreamReplayer(conn.JS, log),
+		Publish: func(ctx context.Context, subject, id string, data []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return collect(&windows)(ctx, subject, id, data)
+		}}
+	runCtx, stop := context.WithTimeout(ctx, 30*time.Second)
+	defer stop()
+	handled := 0
+	err = conn.Consume(runCtx, bus.ConsumerConfig{Stream: schemas.StreamPackets, Durable: "detector-test", Filter: schemas.PacketSubject("c", "*", "wan"),
+		MaxAckPending: 1, AckWait: time.Minute}, func(ctx context.Context, d *bus.Delivery) error {
+		if err := o.HandleAt(ctx, d.Seq(), d.Batch); err != nil {
+			return err
+		}
+		if d.Batch.Home == "fine" {
+			if handled++; handled == len(fine) {
+				stop()
+			}
+		}
+		return d.Ack()
+	})
+	if handled < len(fine) {
+		t.Fatalf("home fine: %d of %d batches handled in 30 s (%v): the broken homes stalled it", handled, len(fine), err)
+	}
+	if len(windows) == 0 {
+		t.Error("home fine published no window")
+	}
+	for home, want := range map[string]struct {
+		n      int
+		reason string
+	}{"gone": {6, "is gone from"}, "damaged": {4, "decode checkpoint"}} {
+		dls, err := conn.DeadLetters(ctx, schemas.PacketSubject("c", home, "wan"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// gone's batches from its second on: the first was removed.
+		if len(dls) != want.n || !strings.Contains(dls[0].Reason, want.reason) || !strings.Contains(dls[0].Reason, "start the home afresh") {
+			t.Errorf("home %s: %d dead letters (%+v), want %d, the reason with %q and the fix", home, len(dls), dls, want.n, want.reason)
+		}
+	}
+	if dls, err := conn.DeadLetters(ctx, schemas.PacketSubject("c", "fine", "wan")); err != nil || len(dls) != 0 {
+		t.Errorf("home fine: %d dead letters, %v", len(dls), err)
+	}
+
+	// A replay that cannot reach NATS fails the batch for another try; the
+	// next try restores the home.
+	down := true
+	flaky := &Online{Model: m, Step: 1, Lag: 1, Checkpoints: cps, Publish: collect(new([]schemas.Seen)),
+		Replay: func(ctx context.Context, campaign, home, tap string, from, to uint64, fn func(uint64, *schemas.Batch) error) error {
+			if down {
+				return fmt.Errorf("read %s at %d: %w", schemas.PacketSubject(campaign, home, tap), from, nats.ErrTimeout)
+			}
+			return StreamReplayer(conn.JS, log)(ctx, campaign, home, tap, from, to, fn)
+		}}
+	last := fine[len(fine)-1]
+	more := *last
+	more.FirstOffset += uint64(len(last.Packets))
+	seq := storeBatch(ctx, t, conn, &more)
+	if err := flaky.HandleAt(ctx, seq, &more); err == nil || errors.Is(err, bus.ErrPermanent) {
+		t.Fatalf("a replay that timed out: %v, want an error to retry", err)
+	}
+	down = false
+	if err := flaky.HandleAt(ctx, seq, &more); err != nil {
+		t.Fatalf("the same batch once NATS answers: %v", err)
+	}
+}
