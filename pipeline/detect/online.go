@@ -62,8 +62,10 @@ type onlineHome struct {
 }
 
 type heldBatch struct {
-	seq     uint64
-	lastBin int64 // the bin of the batch's last (latest) packet
+	seq uint64
+	// lastBin is the last bin the matcher may read the batch's packets
+	// at: its present once the batch was added (see add).
+	lastBin int64
 }
 
 // SeenMsgID is the message id of a home's window: the campaign, home and
@@ -168,13 +170,30 @@ func (o *Online) handle(ctx context.Context, h *onlineHome, seq uint64, b *schem
 
 // add feeds a batch's packets to the home's matcher.
 func (o *Online) add(h *onlineHome, seq uint64, b *schemas.Batch) {
+	jumps := h.m.Stats().Jumps
 	for i := range b.Packets {
 		p := &b.Packets[i]
 		h.m.Add(p.TsNs, seqprofile.VectorOf(p))
 	}
-	if n := len(b.Packets); n > 0 && seq != 0 {
-		h.held = append(h.held, heldBatch{seq: seq, lastBin: b.Packets[n-1].TsNs / int64(o.Model.Config.Match.Bin)})
+	if len(b.Packets) == 0 || seq == 0 {
+		return
 	}
+	// The matcher counts a packet at its present, never later, and drops
+	// one stamped far from it. The batch's own last stamp would hold it,
+	// and every batch after it (trim stops at the first it may not drop),
+	// until that time: one packet stamped 2^62 ns pinned the replay's
+	// start until about 2116.
+	now := h.m.Now() / int64(o.Model.Config.Match.Bin)
+	if h.m.Stats().Jumps != jumps {
+		// The present moved to a run of far packets that held batches may
+		// have begun: a replay must read them again to move it too. Their
+		// bins are of the old present (after a jump back, ahead of the new
+		// one): they are held as long as this batch.
+		for i := range h.held {
+			h.held[i].lastBin = now
+		}
+	}
+	h.held = append(h.held, heldBatch{seq: seq, lastBin: now})
 }
 
 // restore rebuilds a home from its checkpoint: the batches the matcher

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/detect/scene"
@@ -283,5 +285,102 @@ func TestBrokenHomeDoesNotStallOthers(t *testing.T) {
 	down = false
 	if err := flaky.HandleAt(ctx, seq, &more); err != nil {
 		t.Fatalf("the same batch once NATS answers: %v", err)
+	}
+}
+
+// TestFarFutureBatchIsNotHeldForEver: a home's batch whose last packet is
+// stamped 2^62 ns (about 2116). The matcher drops that packet as an
+// outlier, so the batch must leave the checkpoint's replay range as its
+// honest packets do. Before, it was held by that stamp: every checkpoint
+// started from it, each restart replayed the home's whole history since,
+// and once retention removed it no restart could rebuild the home ("the
+// batch ... is gone"). A capture that really resumes two hours later moves
+// the present (README, "Timestamps far from the present"): a detector
+// restarted before each of its batches still publishes the windows of one
+// that never restarted.
+func TestFarFutureBatchIsNotHeldForEver(t *testing.T) {
+	ctx, log := embeddedtest.Context(t, 2*time.Minute), embeddedtest.Log()
+	_, conn, _ := embeddedtest.Start(ctx, t, log)
+	m := smallModel(t)
+	const t0 = int64(1.9e18)
+	beat, _, noise := synthetic(5, t0)
+	honest := packetsOf(scene.Superpose(beat, noise))
+	beat2, _, noise2 := synthetic(6, t0+int64(150*time.Minute))
+	resumed := append(slices.Clone(honest), packetsOf(scene.Superpose(beat2, noise2))...)
+	const forged = 2
+	for _, c := range []struct {
+		name string
+		pkts []schemas.Packet
+		far  bool
+	}{{"far", honest, true}, {"jump", resumed, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			batches := homeBatches(c.name, "h", c.pkts, 100)
+			if !c.far {
+				// The run of packets that moves the present starts in one
+				// batch and ends in the next.
+				cut := len(honest) + 8
+				batches = append(homeBatches(c.name, "h", c.pkts[:cut], 100), homeBatches(c.name, "h", c.pkts[cut:], 100)...)
+			}
+			if c.far {
+				b := batches[forged]
+				b.Packets = slices.Clone(b.Packets)
+				b.Packets[len(b.Packets)-1].TsNs = 1 << 62
+			}
+			seqs := make([]uint64, len(batches))
+			for i, b := range batches {
+				seqs[i] = storeBatch(ctx, t, conn, b)
+			}
+			var whole []schemas.Seen
+			ref := &Online{Model: m, Step: 1, Lag: 1, Publish: collect(&whole)}
+			for _, b := range batches {
+				if err := ref.Handle(ctx, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if st := ref.homes[c.name+"\x00h"].m.Stats(); c.far && st.Outliers != 1 || !c.far && st.Jumps != 1 {
+				t.Fatalf("matcher %+v: the test plants no outlier or jump", st)
+			}
+
+			cps, err := OpenKVCheckpoints(ctx, conn.JS, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			replay, replayed := StreamReplayer(conn.JS, log), 0
+			var restarted []schemas.Seen
+			last := len(batches) - 1
+			for i, b := range batches {
+				if c.far && i == last {
+					// Retention removes the forged batch and the ones before.
+					packets, err := conn.JS.Stream(ctx, schemas.StreamPackets)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := packets.Purge(ctx, jetstream.WithPurgeSubject(schemas.PacketSubject(c.name, "h", "wan")), jetstream.WithPurgeSequence(seqs[forged]+1)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				o := &Online{Model: m, Step: 1, Lag: 1, Checkpoints: cps, Publish: collect(&restarted),
+					Replay: func(ctx context.Context, campaign, home, tap string, from, to uint64, fn func(uint64, *schemas.Batch) error) error {
+						return replay(ctx, campaign, home, tap, from, to, func(seq uint64, b *schemas.Batch) error {
+							replayed++
+							return fn(seq, b)
+						})
+					}}
+				if err := o.HandleAt(ctx, seqs[i], b); err != nil {
+					t.Fatalf("batch %d of %d at %d: %v", i, len(batches), seqs[i], err)
+				}
+			}
+			cp, _, err := cps.Load(ctx, c.name, "h", "wan")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if held := cp.Seq + 1 - cp.From; held > 6 {
+				t.Errorf("checkpoint %+v holds %d of %d batches, want at most a window's (6)", cp, held, len(batches))
+			}
+			if err := sameWindows(whole, restarted); err != nil {
+				t.Errorf("restarted before each batch: %v", err)
+			}
+			t.Logf("%d batches, %d replayed over %d restarts; the last checkpoint holds batches %d to %d; %d windows as without restarts", len(batches), replayed, len(batches), cp.From, cp.Seq, len(restarted))
+		})
 	}
 }

@@ -574,6 +574,11 @@ func (m *Matcher) Arrays() *Arrays { return &m.arr }
 // Stats is what the Matcher counted so far.
 func (m *Matcher) Stats() MatchStats { return m.stats }
 
+// Now is the stream's present, in ns: the latest timestamp matched (0
+// before the first packet). An outlier, dropped or held as part of a
+// possible jump, does not move it; a confirmed jump does.
+func (m *Matcher) Now() int64 { return m.nowNs }
+
 // Trim drops the bins before absolute bin b, for a long-running stream.
 // A match that started there and completes later is counted as Late.
 func (m *Matcher) Trim(b int64) {
