@@ -83,17 +83,17 @@ func captureFiles(dir string) ([]string, error) {
 
 // LinkTimeSplit lays the device folders of dir out again under dst as two
 // folders of symbolic links, dst/early and dst/late: each device's earlier
-// captures and its later half by capture sequence number (SplitByTime, the
-// split of cv --mode time --folds 2), its MAC file in both. A device with
-// one capture is in early only. Nothing is copied.
-func LinkTimeSplit(dir, dst string) (early, late string, err error) {
+// captures and its later half (SplitByTime, dated by at: the split of cv
+// --mode time --folds 2), its MAC file in both. A device with one capture
+// is in early only. Nothing is copied.
+func LinkTimeSplit(dir, dst string, at CaptureTime) (early, late string, err error) {
 	devs, err := DeviceDirs(dir)
 	if err != nil {
 		return "", "", err
 	}
 	early, late = filepath.Join(dst, "early"), filepath.Join(dst, "late")
 	for _, d := range devs {
-		e, l := SplitByTime(d.Files)
+		e, l := SplitByTime(d.Files, at)
 		for side, files := range map[string][]string{early: e, late: l} {
 			if len(files) == 0 {
 				continue

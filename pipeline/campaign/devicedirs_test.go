@@ -31,7 +31,7 @@ func TestLinkTimeSplit(t *testing.T) {
 	}
 	write("Plug", "Setup-A-10-STA.pcap", "Setup-A-1-STA.pcap", "Setup-B-2-STA.pcap", "Setup-A-3-STA.pcap")
 	write("Scale", "Setup-A-1-STA.pcap")
-	early, late, err := LinkTimeSplit(src, t.TempDir())
+	early, late, err := LinkTimeSplit(src, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,32 @@ func TestLinkTimeSplit(t *testing.T) {
 	if got := names(late, "Scale"); got != nil {
 		t.Errorf("late Scale %v, want no folder", got)
 	}
-	if _, _, err := LinkTimeSplit(filepath.Join(src, "missing"), t.TempDir()); err == nil {
+	// Dated captures are ordered by when they began, not by their numbers
+	// (IoT Sentinel's setups number their captures apart); a capture that
+	// cannot be dated leaves the device in number order.
+	began := map[string]int64{"Setup-A-10-STA.pcap": 1, "Setup-A-3-STA.pcap": 2, "Setup-B-2-STA.pcap": 3, "Setup-A-1-STA.pcap": 4}
+	for _, c := range []struct {
+		name        string
+		at          CaptureTime
+		early, late []string
+	}{
+		{"dated", func(f string) (int64, bool) { t, ok := began[filepath.Base(f)]; return t, ok },
+			[]string{"Setup-A-10-STA.pcap", "Setup-A-3-STA.pcap"}, []string{"Setup-A-1-STA.pcap", "Setup-B-2-STA.pcap"}},
+		{"one undated", func(f string) (int64, bool) { t, ok := began[filepath.Base(f)]; return t, ok && t != 3 },
+			[]string{"Setup-A-1-STA.pcap", "Setup-B-2-STA.pcap"}, []string{"Setup-A-10-STA.pcap", "Setup-A-3-STA.pcap"}},
+	} {
+		early, late, err := LinkTimeSplit(src, t.TempDir(), c.at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(early, "Plug"); !slices.Equal(got, c.early) {
+			t.Errorf("%s: early Plug %v, want %v", c.name, got, c.early)
+		}
+		if got := names(late, "Plug"); !slices.Equal(got, c.late) {
+			t.Errorf("%s: late Plug %v, want %v", c.name, got, c.late)
+		}
+	}
+	if _, _, err := LinkTimeSplit(filepath.Join(src, "missing"), t.TempDir(), nil); err == nil {
 		t.Error("a missing folder split without an error")
 	}
 }

@@ -103,6 +103,23 @@ func OpenFileSide(path string, side Side) (Source, error) {
 	return src, nil
 }
 
+// FirstPacketTime is when the capture at path began: its first frame's
+// timestamp, ns since the epoch (a campaign.CaptureTime, which orders
+// captures in time); ok is false for a capture that cannot be read or
+// holds no frame.
+func FirstPacketTime(path string) (ns int64, ok bool) {
+	src, err := OpenFile(path)
+	if err != nil {
+		return 0, false
+	}
+	defer src.Close()
+	fr, err := src.Next()
+	if err != nil {
+		return 0, false
+	}
+	return fr.CI.Timestamp.UnixNano(), true
+}
+
 // NewReader reads a capture from r; name appears in errors. Close closes r
 // when it is an io.Closer. A Linux cooked capture (`tcpdump -i any` on a
 // gateway) is read as its LAN side's Ethernet frames, each once (see

@@ -34,7 +34,7 @@ type LongResult struct {
 }
 
 // Long plays, for every device folder, its later half of captures (by
-// sequence number, campaign.SplitByTime) back to back through a LiveHome
+// sequence number, campaign.SplitByTime without dates) back to back through a LiveHome
 // with the model learned from every other capture, gap apart, each whole
 // (the phone and the lab's router too: the gateway is not named).
 func (hc *HostCounter) Long(ctx context.Context, cfg LiveConfig, gap time.Duration) ([]LongResult, error) {
@@ -43,7 +43,7 @@ func (hc *HostCounter) Long(ctx context.Context, cfg LiveConfig, gap time.Durati
 	}
 	var out []LongResult
 	for _, d := range hc.devs {
-		_, later := campaign.SplitByTime(d.Files)
+		_, later := campaign.SplitByTime(d.Files, nil)
 		if len(later) == 0 {
 			continue
 		}

@@ -41,9 +41,13 @@ func ParseSplit(s string) (Split, error) {
 	return "", fmt.Errorf("sessions %q: want %s, %s (earlier half by sequence number) or %s (later half, held out)", s, AllSessions, EarlySessions, LateSessions)
 }
 
-// ByTime orders a device's captures earlier to later by IoT Sentinel's
-// sequence number and splits them in halves (campaign.SplitByTime).
-func ByTime(files []string) (early, late []string) { return campaign.SplitByTime(files) }
+// ByTime orders a device's captures by IoT Sentinel's sequence number and
+// splits them in halves (campaign.SplitByTime without dates). The halves
+// are disjoint, which is what an assembled home's held-out sessions need;
+// they are not the earlier and later captures in time (see
+// campaign.SplitLater): the sessions a figure's homes were assembled from
+// stay the ones it named.
+func ByTime(files []string) (early, late []string) { return campaign.SplitByTime(files, nil) }
 
 // Pick is the captures of the split.
 func (sp Split) Pick(files []string) []string {

@@ -6,13 +6,16 @@ import (
 
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 )
 
 // CVTime trains on each home's earlier capture sessions and judges the
-// later ones (IoT Sentinel's sequence numbers: Setup-X-N-STA, ordered by
-// N): one fold, as a model is trained once and then meets the captures of
-// later days. With k folds the later 1/k is judged, so a model trains on
+// later ones, ordered by their first packets' timestamps (the part records
+// keep them; a dataset built before they did is ordered by IoT Sentinel's
+// sequence numbers, Setup-X-N-STA by N, which are not the order in time:
+// see campaign.SplitLater): one fold, as a model is trained once and then
+// meets the captures of later days. With k folds the later 1/k is judged, so a model trains on
 // as many sessions as in a grouped k-fold cross-validation, and the two
 // differ only in which sessions are held out.
 const CVTime = "time"
@@ -45,10 +48,26 @@ func LateGroups(m *dataset.Manifest, k int) (map[string]bool, error) {
 		}
 		byHome[home] = append(byHome[home], session)
 	}
+	// A group's sessions (its LAN and WAN views) began together: the
+	// earliest first packet of its parts dates it.
+	began := map[string]int64{}
+	for _, p := range m.Parts {
+		if p.FirstTs == 0 {
+			continue
+		}
+		g := window.GroupOf(p.Home, p.Session)
+		if t, ok := began[g]; !ok || p.FirstTs < t {
+			began[g] = p.FirstTs
+		}
+	}
 	late := map[string]bool{}
 	numbered := 0
 	for home, sessions := range byHome {
-		_, l := campaign.SplitLater(sessions, k)
+		at := func(session string) (int64, bool) {
+			t, ok := began[home+"/"+session]
+			return t, ok
+		}
+		_, l := campaign.SplitLater(sessions, k, at)
 		for _, s := range l {
 			late[home+"/"+s] = true
 		}
@@ -58,8 +77,8 @@ func LateGroups(m *dataset.Manifest, k int) (map[string]bool, error) {
 			}
 		}
 	}
-	if numbered == 0 {
-		return nil, fmt.Errorf("time split of %s/%s: no session name carries a sequence number (Setup-X-N-STA): the captures' order in time is unknown; use --mode grouped", m.Dataset, m.Version)
+	if numbered == 0 && len(began) == 0 {
+		return nil, fmt.Errorf("time split of %s/%s: no part records its first packet's time (a dataset built before they did: build it again) and no session name carries a sequence number (Setup-X-N-STA): the captures' order in time is unknown; use --mode grouped", m.Dataset, m.Version)
 	}
 	if len(late) == 0 {
 		return nil, fmt.Errorf("time split of %s/%s: every home has a single session, nothing is later than another", m.Dataset, m.Version)

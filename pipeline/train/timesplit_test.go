@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/homemole/homemole/pipeline/dataset"
+	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -46,6 +47,37 @@ func TestTimeFolds(t *testing.T) {
 	} {
 		if _, err := timeFolds(bad, 2); err == nil || !strings.Contains(err.Error(), "time split") {
 			t.Errorf("timeFolds(%v) = %v, want an error explaining the time split", bad.Groups, err)
+		}
+	}
+}
+
+// TestTimeFoldsByFirstPacket: where the part records date the sessions,
+// the later ones are those that began later, whatever their numbers say
+// (IoT Sentinel's Setup-A and Setup-C captures interleave in time); a
+// session's LAN and WAN parts date it by the earlier of their first
+// packets, and sessions named without numbers are split too.
+func TestTimeFoldsByFirstPacket(t *testing.T) {
+	m := &dataset.Manifest{Dataset: "d", Version: "v", Groups: []string{
+		"Cam/Setup-A-1-STA", "Cam/Setup-C-2-STA", "Cam/Setup-A-3-STA", "Cam/Setup-C-10-STA",
+		"gw/20240101", "gw/20240102",
+	}}
+	part := func(home, session string, first int64) window.Part {
+		return window.Part{Home: home, Session: session, FirstTs: first}
+	}
+	m.Parts = []window.Part{
+		part("Cam", "lan-Setup-C-10-STA", 100), part("Cam", "lan-Setup-A-3-STA", 200),
+		part("Cam", "lan-Setup-A-1-STA", 400), part("Cam", "napt-Setup-A-1-STA", 300),
+		part("Cam", "lan-Setup-C-2-STA", 350),
+		part("gw", "lan-20240101", 20), part("gw", "lan-20240102", 10),
+	}
+	fs, err := timeFolds(m, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := map[string]bool{"Cam/Setup-A-1-STA": true, "Cam/Setup-C-2-STA": true, "gw/20240101": true}
+	for _, g := range m.Groups {
+		if got := fs[0].test(&schemas.Window{Group: g}); got != late[g] {
+			t.Errorf("group %s held out %v, want %v", g, got, late[g])
 		}
 	}
 }

@@ -50,6 +50,7 @@ type incState struct {
 	Unlabeled  int                 `json:"unlabeled_packets"`
 	Background int                 `json:"background_packets"`
 	Offsets    [2]uint64           `json:"offsets"`
+	FirstTs    int64               `json:"first_ts_ns,omitempty"`
 	Windows    int                 `json:"windows"` // windows stored
 	PerDevice  map[string]int      `json:"windows_per_device"`
 	CapScores  map[string][]uint64 `json:"cap_scores,omitempty"`
@@ -159,7 +160,7 @@ func (w *Windower) handleIncremental(ctx context.Context, key string, s *session
 		for _, c := range s.chunks {
 			for j := range c {
 				if i == 0 {
-					s.inc.Offsets[0] = c[j].Offset
+					s.inc.Offsets[0], s.inc.FirstTs = c[j].Offset, c[j].TsNs
 				}
 				s.inc.Offsets[1] = c[j].Offset
 				w.feed(s, &c[j], s.labels[i])
@@ -356,7 +357,7 @@ func (w *Windower) finish(ctx context.Context, s *session) (Part, error) {
 	}
 	part := Part{Home: s.home, View: s.view, Session: s.id, Source: s.source, Packets: st.Packets,
 		Unlabeled: st.Unlabeled, Background: st.Background, Windows: st.Windows, PerDevice: st.PerDevice,
-		Objects: st.Objects, Offsets: st.Offsets, CapScores: st.CapScores, CutShort: s.cutShort}
+		Objects: st.Objects, Offsets: st.Offsets, FirstTs: st.FirstTs, CapScores: st.CapScores, CutShort: s.cutShort}
 	pj, err := json.MarshalIndent(part, "", "  ")
 	if err != nil {
 		return part, err

@@ -22,6 +22,10 @@ type Part struct {
 	PerDevice  map[string]int     `json:"windows_per_device"`
 	Objects    []store.ObjectInfo `json:"objects"`
 	Offsets    [2]uint64          `json:"offsets"` // lineage: first and last packet offset of the source
+	// FirstTs is the capture timestamp of the session's first packet, ns
+	// since the epoch (0: none, or a part written before it was kept):
+	// what orders a home's sessions in time (cv --mode time).
+	FirstTs int64 `json:"first_ts_ns,omitempty"`
 	// CapScores holds, per device, the smallest CapScores of the session's
 	// windows, ascending, at most Spec.Cap of them: the dataset's Cap
 	// windows of smallest score are among the union of the sessions' Cap

@@ -339,6 +339,7 @@ func (w *Windower) flush(ctx context.Context, s *session) (Part, error) {
 			}
 		}
 		part.Offsets = [2]uint64{first[0].Offset, last[len(last)-1].Offset}
+		part.FirstTs = first[0].TsNs
 	}
 	if w.spec.Cap > 0 {
 		part.CapScores = map[string][]uint64{}

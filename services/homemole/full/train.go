@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/endpoints"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/experiment"
@@ -262,7 +263,7 @@ func runExperiment(ctx context.Context, log *slog.Logger, out io.Writer, args []
 			return fmt.Errorf("temporary folder of the time split: %w", err)
 		}
 		defer os.RemoveAll(dir)
-		if *trainDir, *testDir, err = campaign.LinkTimeSplit(*byTime, dir); err != nil {
+		if *trainDir, *testDir, err = campaign.LinkTimeSplit(*byTime, dir, capture.FirstPacketTime); err != nil {
 			return cli.Usagef("--split-by-time: %v", err)
 		}
 	}
