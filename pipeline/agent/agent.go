@@ -106,6 +106,10 @@ type Stats struct {
 	// JetStream stopped acknowledging.
 	Spooled int
 	Outages int
+	// InterfaceOutages counts the times a live tap found its interface
+	// missing, at its start or later (removed: a PPP link or a VPN's tun
+	// re-created, a USB NIC unplugged); the tap reopens it once it is back.
+	InterfaceOutages int
 	// Skipped counts the packets of resumed sessions that an earlier run
 	// had published or spooled already.
 	Skipped int
@@ -122,6 +126,11 @@ type Agent struct {
 	cfg  Config
 	home features.HomeConfig
 	live campaign.Live
+	// now is the wall clock of live sessions; tests set it back.
+	now func() time.Time
+	// reopenMin and reopenMax bound the pauses between attempts to reopen
+	// a live tap's missing interface.
+	reopenMin, reopenMax time.Duration
 
 	mu sync.Mutex
 	st Stats
@@ -179,7 +188,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("home %s: live: %w", cfg.Home.Name, err)
 	}
 	def(&cfg.WatchSettle, live.IdleTimeout)
-	return &Agent{cfg: cfg, home: features.HomeConfig{LANNets: nets, GatewayMAC: cfg.Home.GatewayMAC()}, live: live}, nil
+	return &Agent{cfg: cfg, home: features.HomeConfig{LANNets: nets, GatewayMAC: cfg.Home.GatewayMAC()}, live: live,
+		now: time.Now, reopenMin: time.Second, reopenMax: 30 * time.Second}, nil
 }
 
 // Stats returns the counts so far.
@@ -204,7 +214,10 @@ type Input struct {
 	// the message ids, derive; for a live source, the interface, which
 	// only the logs show: its sessions are named after their rotation slots.
 	Name string
-	// Open opens the source when its turn comes.
+	// Open opens the source when its turn comes. A live input's is called
+	// again while its interface is missing (an error wrapping
+	// capture.ErrNoInterface, from Open or Next), until the interface is
+	// back.
 	Open func() (capture.Source, error)
 	// Live marks a source that delivers packets as they happen: it is read
 	// beside the other inputs, cut into sessions on the home's rotation
@@ -431,7 +444,7 @@ var errSenderStopped = errors.New("publishing stopped")
 func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[string]progress, bufs *bufPool, send func(*outBatch, bool) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	clk := newClock(a.live, time.Now())
+	clk := newClock(a.live, a.now())
 	var (
 		wg    sync.WaitGroup
 		once  sync.Once

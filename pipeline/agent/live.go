@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,29 +108,31 @@ type liveTap struct {
 // session per rotation slot (or size-cap cut), each starting at offset 0
 // under a source named after the session. It leaves the last session open
 // for endLive; a source that could not be opened gives no liveTap.
+//
+// An interface that is missing, at the start or later (a PPPoE link, a
+// VPN's tun or a USB NIC re-created), does not end the tap: its sessions go
+// on, empty, so that the labeler still finds this side of every session,
+// and the tap reopens the interface until it is back or ctx ends. Any other
+// read error ends the tap and, returned, the run: a source that is broken
+// for good is for the supervisor to restart, not to be left half blind.
 func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *bufPool, send func(*outBatch, bool) error) (*liveTap, error) {
 	log := a.cfg.Log.With("home", a.cfg.Home.Name, "tap", in.Tap, "interface", in.Name)
 	src, err := in.Open()
-	if err != nil {
+	if err != nil && !errors.Is(err, capture.ErrNoInterface) {
 		a.count(func(st *Stats) { st.ReadErrors++ })
 		log.Error("live capture not started", "err", err)
 		return nil, nil
 	}
-	// A live source blocks in Next while the tap is quiet; closing it is
-	// what wakes it when the run is cancelled.
-	stop := context.AfterFunc(ctx, func() { src.Close() })
-	defer func() {
-		if stop() {
-			src.Close()
-		}
-	}()
 	lt := &liveTap{a: a, in: in, clk: clk, shift: int64(a.live.Shift(in.Tap)), bufs: bufs, send: send}
 	lt.mu.Lock()
 	lo, hi := clk.span(clk.start)
-	err = lt.open(lo, hi, 0)
+	oerr := lt.open(lo, hi, 0)
 	lt.mu.Unlock()
-	if err != nil {
-		return nil, err
+	if oerr != nil {
+		if src != nil {
+			src.Close()
+		}
+		return nil, oerr
 	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -142,7 +146,7 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 			case <-t.C:
 			}
 			lt.mu.Lock()
-			err := lt.tick(time.Now())
+			err := lt.tick(a.now())
 			lt.mu.Unlock()
 			if err != nil {
 				return // the reader meets the same error on its next send
@@ -165,7 +169,6 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 		a.count(func(st *Stats) {
 			st.DecodeErrors += decodeErrs
 			st.NotPackets += notPackets
-			st.OtherViews += int(capture.LeftOut(src))
 		})
 	}()
 	handle := func(fr capture.Frame) error {
@@ -197,26 +200,45 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 		}
 		return nil
 	}
-	for {
-		fr, err := src.Next()
-		if errors.Is(err, io.EOF) || err != nil && ctx.Err() != nil {
-			break
-		}
-		if err != nil {
-			a.count(func(st *Stats) { st.ReadErrors++ })
-			log.Error("live capture ends early; packets before the fault are kept", "err", err)
-			break
-		}
+	// A reopened source numbers its frames from 0 again: the tap's frame
+	// offsets go on from the last frame read (next), so that a session's
+	// offsets stay unique and growing across the reopen.
+	var next, base uint64
+	frame := func(fr capture.Frame) error {
+		fr.Offset += base
+		next = fr.Offset + 1
 		if warm != nil {
 			if warm.hold(fr) {
-				continue
+				return nil
 			}
 			if err := endWarmup(); err != nil {
-				return nil, err
+				return err
 			}
 		}
-		if err := handle(fr); err != nil {
-			return nil, err
+		return handle(fr)
+	}
+	var rerr error // the read error that ended the tap
+	for {
+		if src == nil {
+			// err says why the interface is missing.
+			if src = a.reopenLive(ctx, in, err, log); src == nil {
+				break
+			}
+			base = next
+		}
+		var ferr error
+		err, ferr = a.readLive(ctx, src, frame)
+		src = nil
+		if ferr != nil {
+			return nil, ferr
+		}
+		if err == nil {
+			break // the source or ctx ended
+		}
+		if !errors.Is(err, capture.ErrNoInterface) {
+			a.count(func(st *Stats) { st.ReadErrors++ })
+			rerr = fmt.Errorf("tap %s ends (the packets before the fault are published): %w", in.Tap, err)
+			break
 		}
 	}
 	if warm != nil {
@@ -224,7 +246,67 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 			return nil, err
 		}
 	}
-	return lt, nil
+	return lt, rerr
+}
+
+// readLive hands src's frames to f until src ends (nil, nil), ctx ends
+// (nil, nil), src fails (the read error) or f does (f's error), and closes
+// src.
+func (a *Agent) readLive(ctx context.Context, src capture.Source, f func(capture.Frame) error) (readErr, err error) {
+	// A live source blocks in Next while the tap is quiet; closing it is
+	// what wakes it when the run is cancelled.
+	stop := context.AfterFunc(ctx, func() { src.Close() })
+	defer func() {
+		a.count(func(st *Stats) { st.OtherViews += int(capture.LeftOut(src)) })
+		if stop() {
+			src.Close()
+		}
+	}()
+	for {
+		fr, err := src.Next()
+		switch {
+		case errors.Is(err, io.EOF) || err != nil && ctx.Err() != nil:
+			return nil, nil
+		case err != nil:
+			return err, nil
+		}
+		if err := f(fr); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// reopenLive opens a live input whose interface is missing (why) again,
+// with pauses doubling from reopenMin to reopenMax, until it opens or ctx
+// ends (nil). The outage is logged and counted once, as is the recovery;
+// the tap's ticker keeps its sessions going meanwhile. An error other than
+// a missing interface is retried too, as an interface being set up again
+// may fail in other ways for a moment, but logged, once per kind of error.
+func (a *Agent) reopenLive(ctx context.Context, in Input, why error, log *slog.Logger) capture.Source {
+	a.count(func(st *Stats) { st.InterfaceOutages++ })
+	log.Warn("interface missing: the tap publishes empty sessions until it is back", "err", why, "retry_max", a.reopenMax)
+	since := time.Now()
+	pause := a.reopenMin
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		src, err := in.Open()
+		if err == nil {
+			log.Info("interface back: live capture resumed", "missing_for", time.Since(since).Round(time.Millisecond))
+			return src
+		}
+		if !errors.Is(err, capture.ErrNoInterface) && err.Error() != why.Error() {
+			log.Warn("interface not reopened yet", "err", err)
+		}
+		why = err
+		pause = min(2*pause, a.reopenMax)
+		t.Reset(pause)
+	}
 }
 
 // endLive ends the last session of every live tap of the home with a final
@@ -289,11 +371,7 @@ func (lt *liveTap) rotate(t int64, base uint64) error {
 
 // add puts a decoded packet read at frame offset off in its session.
 func (lt *liveTap) add(p *schemas.Packet, off uint64) error {
-	if v := lt.clk.ver.Load(); v != lt.ver {
-		// Another tap cut the sessions short: this session may end sooner.
-		_, lt.hi = lt.clk.span(lt.lo)
-		lt.ver = v
-	}
+	lt.follow()
 	// A packet stamped before its session started (it came late out of the
 	// ring after a quiet tap's session was closed) stays in the session
 	// open now: late, not lost.
@@ -311,19 +389,25 @@ func (lt *liveTap) add(p *schemas.Packet, off uint64) error {
 	if max := lt.a.live.MaxPackets; max > 0 && lt.packets >= max && !lt.cutAsked {
 		// Far enough ahead that every tap, WAN edge included, is still
 		// before it.
-		lt.clk.cut(lt.lo, time.Now().UnixNano()+int64(lt.a.live.Grace+rotationSettle))
+		lt.clk.cut(lt.lo, lt.a.now().UnixNano()+int64(lt.a.live.Grace+rotationSettle))
 		lt.cutAsked = true
 	}
 	return nil
 }
 
-// tick sends a batch that has waited MaxBatchAge, and closes the session of
-// a quiet tap once its end has passed.
-func (lt *liveTap) tick(now time.Time) error {
+// follow takes the cuts the clock got since the tap last looked: another
+// tap may have cut the sessions short, so that this one ends sooner.
+func (lt *liveTap) follow() {
 	if v := lt.clk.ver.Load(); v != lt.ver {
 		_, lt.hi = lt.clk.span(lt.lo)
 		lt.ver = v
 	}
+}
+
+// tick sends a batch that has waited MaxBatchAge, and closes the session of
+// a quiet tap once its end has passed.
+func (lt *liveTap) tick(now time.Time) error {
+	lt.follow()
 	if t := now.UnixNano() + lt.shift; t >= lt.hi+int64(rotationSettle) {
 		return lt.rotate(lt.hi, lt.nextFrame)
 	}
