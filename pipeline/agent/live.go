@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,16 +19,21 @@ import (
 
 // clock says where a home's live sessions start and end. Edges are the
 // UTC-aligned slot edges of the home's rotation, the agent's start, and
-// the cuts a tap asks for when its session reaches the size cap; every tap
-// of the home steps through the same edges (the WAN tap Grace earlier, see
-// campaign.Live), so the taps' sessions share their names.
+// the cuts a tap asks for when its session reaches the size cap (at once
+// where the wall clock was set back: force); every tap of the home steps
+// through the same edges (the WAN tap Grace earlier, see campaign.Live),
+// so the taps' sessions share their names.
 type clock struct {
 	live  campaign.Live
 	start int64
 
-	mu   sync.Mutex
-	cuts []int64 // ascending
-	ver  atomic.Uint64
+	mu     sync.Mutex
+	cuts   []int64 // ascending
+	latest int64   // the start of the latest session a tap opened
+	ver    atomic.Uint64
+	// forced is the latest edge that force made: a tap whose session ends
+	// at or before it leaves that session at once.
+	forced atomic.Int64
 }
 
 func newClock(l campaign.Live, start time.Time) *clock {
@@ -56,17 +62,59 @@ func (c *clock) span(t int64) (lo, hi int64) {
 // cut ends the session that started at lo at t, for every tap of the
 // home, unless a cut after lo already ends it: the taps of a home fill a
 // session at about the same time, and each asks. Edges are whole
-// milliseconds, which session names resolve.
-func (c *clock) cut(lo, t int64) {
+// milliseconds, which session names resolve. It reports whether a cut now
+// ends the session: not when t is not after lo.
+func (c *clock) cut(lo, t int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t -= t % int64(time.Millisecond)
-	if len(c.cuts) > 0 && c.cuts[len(c.cuts)-1] > lo || t <= lo {
-		return
+	switch {
+	case len(c.cuts) > 0 && c.cuts[len(c.cuts)-1] > lo:
+		return true
+	case t <= lo:
+		return false
 	}
-	c.cuts = append(c.cuts, t)
+	c.insert(t)
+	return true
+}
+
+// force ends the latest session a tap of the home is in (the one that
+// started at lo, or a later one) a millisecond after its start, and every
+// tap leaves its session for the next as soon as it sees the cut
+// (liveTap.follow), whatever its packets' stamps say. It is for a wall
+// clock set back behind lo: for as long as it is behind, no packet and no
+// tick reaches an edge ahead, while the session grows past the size cap.
+// Ending the latest session, not lo's, keeps a tap that was already a
+// session ahead (the WAN tap, a grace early) in step with the others. A
+// cut asked before the clock went back stays, as the next session's end.
+func (c *clock) force(lo int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := max(lo, c.latest) + int64(time.Millisecond)
+	t -= t % int64(time.Millisecond)
+	if t <= c.forced.Load() {
+		return // another tap of the home forced it
+	}
+	// Before the version goes up: a tap that sees the new version must
+	// see the edge forced.
+	c.forced.Store(t)
+	c.insert(t)
+}
+
+// entered records that a tap opened the session that starts at lo.
+func (c *clock) entered(lo int64) {
+	c.mu.Lock()
+	c.latest = max(c.latest, lo)
+	c.mu.Unlock()
+}
+
+// insert adds the edge t, with c.mu held.
+func (c *clock) insert(t int64) {
+	if i, found := slices.BinarySearch(c.cuts, t); !found {
+		c.cuts = slices.Insert(c.cuts, i, t)
+	}
 	// Cuts older than two slots can no longer end a session.
-	old := t - 2*int64(c.live.Rotation)
+	old := c.cuts[len(c.cuts)-1] - 2*int64(c.live.Rotation)
 	for len(c.cuts) > 0 && c.cuts[0] < old {
 		c.cuts = c.cuts[1:]
 	}
@@ -102,6 +150,10 @@ type liveTap struct {
 	nextFrame uint64 // the offset after the last frame read
 	packets   int
 	cutAsked  bool
+	// stepped is set while the wall clock is behind the session's start
+	// (set back), so that the step is logged once.
+	stepped bool
+	log     *slog.Logger
 }
 
 // publishLive reads a live input until ctx ends or the source does, one
@@ -123,7 +175,7 @@ func (a *Agent) publishLive(ctx context.Context, in Input, clk *clock, bufs *buf
 		log.Error("live capture not started", "err", err)
 		return nil, nil
 	}
-	lt := &liveTap{a: a, in: in, clk: clk, shift: int64(a.live.Shift(in.Tap)), bufs: bufs, send: send}
+	lt := &liveTap{a: a, in: in, clk: clk, shift: int64(a.live.Shift(in.Tap)), bufs: bufs, send: send, log: log}
 	lt.mu.Lock()
 	lo, hi := clk.span(clk.start)
 	oerr := lt.open(lo, hi, 0)
@@ -344,6 +396,7 @@ func (lt *liveTap) open(lo, hi int64, base uint64) error {
 	}
 	lt.bt, lt.lo, lt.hi, lt.base, lt.packets, lt.cutAsked = bt, lo, hi, base, 0, false
 	lt.ver = lt.clk.ver.Load()
+	lt.clk.entered(lo)
 	a.count(func(st *Stats) { st.Files++; st.Sessions = append(st.Sessions, session) })
 	return nil
 }
@@ -371,7 +424,9 @@ func (lt *liveTap) rotate(t int64, base uint64) error {
 
 // add puts a decoded packet read at frame offset off in its session.
 func (lt *liveTap) add(p *schemas.Packet, off uint64) error {
-	lt.follow()
+	if err := lt.follow(off); err != nil {
+		return err
+	}
 	// A packet stamped before its session started (it came late out of the
 	// ring after a quiet tap's session was closed) stays in the session
 	// open now: late, not lost.
@@ -386,28 +441,57 @@ func (lt *liveTap) add(p *schemas.Packet, off uint64) error {
 		return err
 	}
 	lt.packets++
-	if max := lt.a.live.MaxPackets; max > 0 && lt.packets >= max && !lt.cutAsked {
-		// Far enough ahead that every tap, WAN edge included, is still
-		// before it.
-		lt.clk.cut(lt.lo, lt.a.now().UnixNano()+int64(lt.a.live.Grace+rotationSettle))
-		lt.cutAsked = true
+	if max := lt.a.live.MaxPackets; max > 0 && lt.packets >= max {
+		lt.full()
 	}
 	return nil
 }
 
-// follow takes the cuts the clock got since the tap last looked: another
-// tap may have cut the sessions short, so that this one ends sooner.
-func (lt *liveTap) follow() {
-	if v := lt.clk.ver.Load(); v != lt.ver {
-		_, lt.hi = lt.clk.span(lt.lo)
-		lt.ver = v
+// follow takes the cuts the clock got since the tap last looked, at frame
+// offset base: another tap may have cut the sessions short, so that this
+// one ends sooner, or forced them to end at once.
+func (lt *liveTap) follow(base uint64) error {
+	v := lt.clk.ver.Load()
+	if v == lt.ver {
+		return nil
 	}
+	_, lt.hi = lt.clk.span(lt.lo)
+	lt.ver = v
+	if f := lt.clk.forced.Load(); f >= lt.hi {
+		return lt.rotate(f, base)
+	}
+	return nil
+}
+
+// full ends the session, which reached the size cap, for every tap of the
+// home: a grace and a settle ahead of now, far enough that every tap, WAN
+// edge included, is still before it.
+func (lt *liveTap) full() {
+	now := lt.a.now()
+	if t := now.UnixNano() + int64(lt.a.live.Grace+rotationSettle); t > lt.lo {
+		lt.stepped = false
+		if !lt.cutAsked {
+			lt.cutAsked = lt.clk.cut(lt.lo, t)
+		}
+		return
+	}
+	// The wall clock was set back behind the session's start: a cut ahead
+	// of it would come before the session started, and the cut asked
+	// before the step, if any, lies as far ahead as the clock went back.
+	if !lt.stepped {
+		lt.stepped = true
+		lt.log.Warn("the wall clock is behind the session's start, set back: sessions that reach the size cap end at once until it catches up",
+			"session_start", time.Unix(0, lt.lo).UTC(), "now", now.UTC())
+	}
+	lt.clk.force(lt.lo)
 }
 
 // tick sends a batch that has waited MaxBatchAge, and closes the session of
 // a quiet tap once its end has passed.
 func (lt *liveTap) tick(now time.Time) error {
-	lt.follow()
+	if err := lt.follow(lt.nextFrame); err != nil {
+		return err
+	}
 	if t := now.UnixNano() + lt.shift; t >= lt.hi+int64(rotationSettle) {
 		return lt.rotate(lt.hi, lt.nextFrame)
 	}

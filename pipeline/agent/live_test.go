@@ -457,6 +457,95 @@ func TestLiveInterfaceComesBack(t *testing.T) {
 	t.Logf("%d packets in %d sessions per tap over %s", served, len(names["lan"]), time.Since(start).Round(time.Millisecond))
 }
 
+// steppedSource is a nowSource whose frames are stamped as far back as the
+// wall clock was set (step).
+type steppedSource struct {
+	*nowSource
+	step *atomic.Int64
+}
+
+func (s steppedSource) Next() (capture.Frame, error) {
+	fr, err := s.nowSource.Next()
+	fr.CI.Timestamp = fr.CI.Timestamp.Add(-time.Duration(s.step.Load()))
+	return fr, err
+}
+
+// TestLiveClockSetBack: the wall clock set back behind the session's start
+// (NTP stepping a gateway's clock back) does not lift the size cap: with a
+// rotation of an hour, only the cap cuts, before the step and after it,
+// and both taps keep naming their sessions alike, every packet published
+// once.
+func TestLiveClockSetBack(t *testing.T) {
+	srv := startNATS(t, t.TempDir())
+	defer srv.Close()
+	conn := connect(t, srv.NATSURL, false)
+	file := sentinelFiles(t)[0]
+	const maxPackets = 1000
+	home := &campaign.Home{Name: "h",
+		Taps: []campaign.Tap{{Name: "lan", Interface: "eth1"}, {Name: "wan", Interface: "eth0"}},
+		Live: campaign.Live{Rotation: time.Hour, Grace: 100 * time.Millisecond, MaxPackets: maxPackets}}
+	cfg := testConfig(home, "", testLog(t))
+	cfg.BatchSize, cfg.BatchBytes, cfg.Window = 200, 16<<10, 32
+	cfg.MaxBatchAge = 50 * time.Millisecond
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var step atomic.Int64
+	ag.now = func() time.Time { return time.Now().Add(-time.Duration(step.Load())) }
+	srcs := map[string]*nowSource{"lan": newNowSource(t, file, time.Millisecond, 5), "wan": newNowSource(t, file, time.Millisecond, 5)}
+	var inputs []Input
+	for tap, s := range srcs {
+		inputs = append(inputs, Input{Tap: tap, Name: "veth-" + tap, Live: true, Open: func() (capture.Source, error) { return steppedSource{s, &step}, nil }})
+	}
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(context.Background(), conn, inputs) }()
+	time.Sleep(1200 * time.Millisecond)
+	step.Store(int64(10 * time.Minute))
+	var before int64
+	for _, s := range srcs {
+		before += s.served.Load()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	for _, s := range srcs {
+		s.Close()
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("live run whose taps ended returned %v", err)
+	}
+	st := readStream(t, conn)
+
+	packets := map[string]int{}
+	names := map[string]map[string]bool{"lan": {}, "wan": {}}
+	for _, b := range st.batches {
+		packets[b.Source] += len(b.Packets)
+		names[b.Tap][strings.TrimPrefix(b.Session, b.Tap+"-")] = true
+	}
+	for src, n := range packets {
+		// The cut comes a grace and a settle after the cap is reached.
+		if n > 3*maxPackets {
+			t.Errorf("session %s holds %d packets, cap %d", src, n, maxPackets)
+		}
+	}
+	if !maps.Equal(names["lan"], names["wan"]) {
+		t.Errorf("LAN sessions %v, WAN sessions %v: want the same names", slices.Sorted(maps.Keys(names["lan"])), slices.Sorted(maps.Keys(names["wan"])))
+	}
+	served := srcs["lan"].served.Load() + srcs["wan"].served.Load()
+	dups := 0
+	for _, n := range st.packets {
+		if n > 1 {
+			dups++
+		}
+	}
+	if int64(len(st.packets)) != served || dups > 0 {
+		t.Fatalf("%d frames read, %d packets stored, %d of them more than once", served, len(st.packets), dups)
+	}
+	if served-before < 4*maxPackets {
+		t.Fatalf("%d packets after the step: too few to fill sessions", served-before)
+	}
+	t.Logf("%d packets (%d after the step) in %d sessions per tap", served, served-before, len(names["lan"]))
+}
+
 // brokenSource is a live capture that fails for good after n frames.
 type brokenSource struct {
 	*nowSource
