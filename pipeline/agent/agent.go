@@ -79,6 +79,11 @@ type Config struct {
 	// capture stopped (default the home's live idle timeout). WatchPoll is
 	// how often the folder is listed (default 2 s).
 	WatchSettle, WatchPoll time.Duration
+	// OnSession, when set, is called with the name of each capture session
+	// as the agent starts publishing it or finds that an earlier run did,
+	// from the goroutine reading the tap: it must return quickly, and guard
+	// what it keeps, as a home's live and watch taps are read side by side.
+	OnSession func(session string)
 }
 
 // Stats counts what the agent read and sent.
@@ -113,9 +118,12 @@ type Stats struct {
 	// Skipped counts the packets of resumed sessions that an earlier run
 	// had published or spooled already.
 	Skipped int
-	// Sessions are the capture sessions published, in order, including
-	// those an earlier run completed.
-	Sessions []string
+	// Sessions counts the capture sessions published, including those an
+	// earlier run completed; LastSessions names the latest of them, oldest
+	// first, at most lastSessions: a live agent opens about 200 a day per
+	// home, for weeks. Config.OnSession sees every one.
+	Sessions     int
+	LastSessions []string
 	// HomeSides are the home sides inferred (gateway "auto"), one per LAN
 	// capture, as InferredHome.Brief tells them (the log has the evidence).
 	HomeSides []string
@@ -197,8 +205,27 @@ func (a *Agent) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.st
-	st.Sessions = slices.Clone(a.st.Sessions)
+	st.LastSessions = slices.Clone(a.st.LastSessions)
 	return st
+}
+
+// lastSessions is how many session names Stats keeps.
+const lastSessions = 64
+
+// session counts the capture session published under name.
+func (a *Agent) session(name string) {
+	a.count(func(st *Stats) {
+		st.Files++
+		st.Sessions++
+		if len(st.LastSessions) == lastSessions {
+			n := copy(st.LastSessions, st.LastSessions[1:])
+			st.LastSessions = st.LastSessions[:n]
+		}
+		st.LastSessions = append(st.LastSessions, name)
+	})
+	if a.cfg.OnSession != nil {
+		a.cfg.OnSession(name)
+	}
 }
 
 func (a *Agent) count(f func(*Stats)) {
@@ -511,7 +538,7 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 	session := campaign.SessionName(in.Tap, in.Name)
 	if r.Final {
 		log.Info("session already published by an earlier run")
-		a.count(func(st *Stats) { st.Files++; st.Sessions = append(st.Sessions, session) })
+		a.session(session)
 		return nil
 	}
 	src, err := in.Open()
@@ -521,7 +548,7 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 		return nil
 	}
 	defer src.Close()
-	a.count(func(st *Stats) { st.Files++; st.Sessions = append(st.Sessions, session) })
+	a.session(session)
 	if r.Next > 0 {
 		log.Info("resuming session", "offset", r.Next)
 	}

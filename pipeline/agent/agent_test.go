@@ -10,6 +10,7 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -326,8 +327,8 @@ func TestAgentRestartResumes(t *testing.T) {
 	if err := third.RunFiles(context.Background(), conn); err != nil {
 		t.Fatal(err)
 	}
-	if st := third.Stats(); st.Packets != 0 || st.Batches != 0 || len(st.Sessions) != len(home.Taps[0].Files) {
-		t.Errorf("a run after completion published %d packets in %d batches, listed %d sessions", st.Packets, st.Batches, len(st.Sessions))
+	if st := third.Stats(); st.Packets != 0 || st.Batches != 0 || st.Sessions != len(home.Taps[0].Files) {
+		t.Errorf("a run after completion published %d packets in %d batches, listed %d sessions", st.Packets, st.Batches, st.Sessions)
 	}
 	exactlyOnce(t, conn, wanted)
 }
@@ -466,7 +467,7 @@ func TestTruncatedCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := ag.Stats()
-	if st.ReadErrors != 1 || len(st.Sessions) != 2 {
+	if st.ReadErrors != 1 || st.Sessions != 2 {
 		t.Errorf("stats %+v: want one read error and both sessions", st)
 	}
 	cutPackets := 0
@@ -556,10 +557,57 @@ func TestLiveSourceAgeFlush(t *testing.T) {
 	st := readStream(t, conn)
 	// The frames carry their capture's old timestamps: all of them fall in
 	// the session the agent's start opened.
-	if s := ag.Stats().Sessions; len(s) != 1 || st.finals["c/h/lan/"+s[0]] != 1 {
+	if s := ag.Stats().LastSessions; len(s) != 1 || st.finals["c/h/lan/"+s[0]] != 1 {
 		t.Fatalf("sessions %v, finals %v: want one live session with one final batch", s, st.finals)
 	}
 	if len(st.packets) != 12 || len(st.finals) != 1 || st.msgs < 2 {
 		t.Fatalf("stream holds %d packets, finals %v in %d messages; want 12 packets, one final batch, several messages", len(st.packets), st.finals, st.msgs)
+	}
+}
+
+// emptySource is a capture without a frame.
+type emptySource struct{}
+
+func (emptySource) Next() (capture.Frame, error) { return capture.Frame{}, io.EOF }
+func (emptySource) Close() error                 { return nil }
+
+// TestStatsKeepLastSessions: Stats counts every session an agent published
+// but names only the latest (a live agent opens some 200 a day per home,
+// and Stats is copied at every metrics scrape), while OnSession sees each
+// name.
+func TestStatsKeepLastSessions(t *testing.T) {
+	srv := startNATS(t, t.TempDir())
+	defer srv.Close()
+	conn := connect(t, srv.NATSURL, false)
+	home := fileHome("h")
+	cfg := testConfig(home, "", testLog(t))
+	var seen []string
+	cfg.OnSession = func(s string) { seen = append(seen, s) }
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = lastSessions + 10
+	var want []string
+	var in []Input
+	for i := range n {
+		name := fmt.Sprintf("s%03d.pcap", i)
+		want = append(want, campaign.SessionName("lan", name))
+		in = append(in, Input{Tap: "lan", Name: name, Open: func() (capture.Source, error) { return emptySource{}, nil }})
+	}
+	if err := ag.Run(context.Background(), conn, in); err != nil {
+		t.Fatal(err)
+	}
+	st := ag.Stats()
+	if st.Sessions != n || st.Files != n || !slices.Equal(st.LastSessions, want[n-lastSessions:]) {
+		t.Errorf("%d sessions, %d files, last %d names %v: want %d, %d, and the last %d of %v", st.Sessions, st.Files, len(st.LastSessions), st.LastSessions, n, n, lastSessions, want)
+	}
+	if !slices.Equal(seen, want) {
+		t.Errorf("OnSession saw %v, want %v", seen, want)
+	}
+	// A copy: the agent's own list is not the caller's.
+	st.LastSessions[0] = "changed"
+	if ag.Stats().LastSessions[0] == "changed" {
+		t.Error("Stats hands out the agent's own list of names")
 	}
 }

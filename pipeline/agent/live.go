@@ -397,7 +397,7 @@ func (lt *liveTap) open(lo, hi int64, base uint64) error {
 	lt.bt, lt.lo, lt.hi, lt.base, lt.packets, lt.cutAsked = bt, lo, hi, base, 0, false
 	lt.ver = lt.clk.ver.Load()
 	lt.clk.entered(lo)
-	a.count(func(st *Stats) { st.Files++; st.Sessions = append(st.Sessions, session) })
+	a.session(session)
 	return nil
 }
 

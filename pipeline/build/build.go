@@ -170,7 +170,11 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	res := &Result{Agents: map[string]agent.Stats{}}
 	var expected []string
 	for _, h := range b.Campaign.Homes {
-		ag, err := agent.New(agent.Config{Campaign: b.Campaign.Name, Home: h, Log: b.Log, BatchSize: b.batchSize})
+		// Stats names only the last sessions; RunFiles reads the files one
+		// after the other, on this goroutine, and OnSession sees each.
+		var sessions []string
+		ag, err := agent.New(agent.Config{Campaign: b.Campaign.Name, Home: h, Log: b.Log, BatchSize: b.batchSize,
+			OnSession: func(s string) { sessions = append(sessions, s) }})
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +184,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		st := ag.Stats()
 		res.Agents[h.Name] = st
 		b.Log.Info("home published", "home", h.Name, "files", st.Files, "packets", st.Packets, "decode_errors", st.DecodeErrors, "not_packets", st.NotPackets, "other_views", st.OtherViews, "read_errors", st.ReadErrors, "batches", st.Batches)
-		for _, s := range st.Sessions {
+		for _, s := range sessions {
 			key := h.Name + "/" + s
 			if len(b.Spec.Views) == 0 || slices.Contains(b.Spec.Views, wanted[key]) {
 				expected = append(expected, key)

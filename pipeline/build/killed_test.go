@@ -91,7 +91,7 @@ func TestLiveAgentKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	killedSession, newSession := first.Stats().Sessions[0], second.Stats().Sessions[0]
+	killedSession, newSession := first.Stats().LastSessions[0], second.Stats().LastSessions[0]
 	if killedSession == newSession {
 		t.Fatalf("the restarted agent reused the killed agent's session %s", newSession)
 	}

@@ -112,7 +112,12 @@ func TestClusterSoak(t *testing.T) {
 					return fmt.Errorf("%s: %w", h.Name, err)
 				}
 				defer conn.Close()
-				ag, err := agent.New(agent.Config{Campaign: c.Name, Home: h, Log: testLog})
+				// Stats names only the last sessions; the home's one tap
+				// hands each to OnSession, and Run has returned before they
+				// are read.
+				var sessions []string
+				ag, err := agent.New(agent.Config{Campaign: c.Name, Home: h, Log: testLog,
+					OnSession: func(s string) { sessions = append(sessions, s) }})
 				if err != nil {
 					return err
 				}
@@ -124,7 +129,7 @@ func TestClusterSoak(t *testing.T) {
 				mu.Lock()
 				defer mu.Unlock()
 				read += ast.Packets
-				for _, s := range ast.Sessions {
+				for _, s := range sessions {
 					w.sessions = append(w.sessions, h.Name+"/"+s)
 				}
 				return nil
