@@ -159,7 +159,8 @@ type liveTap struct {
 // publishLive reads a live input until ctx ends or the source does, one
 // session per rotation slot (or size-cap cut), each starting at offset 0
 // under a source named after the session. It leaves the last session open
-// for endLive; a source that could not be opened gives no liveTap.
+// for endLive; a source that could not be opened, for another reason than
+// a missing interface, gives no liveTap.
 //
 // An interface that is missing, at the start or later (a PPPoE link, a
 // VPN's tun or a USB NIC re-created), does not end the tap: its sessions go
