@@ -256,6 +256,10 @@ type Input struct {
 	// Watch marks a watch tap's folder (Name; Open is nil): its files are
 	// read as they complete, beside the other inputs (Agent.watch).
 	Watch bool
+	// Rewrites counts the files a watched folder held under this file's
+	// name before it (a ring buffer's): the session and source of any but
+	// the first carry its version (Agent.watch).
+	Rewrites int
 }
 
 // RunFiles publishes every file of every file tap, one capture session per
@@ -440,7 +444,7 @@ func (a *Agent) Run(ctx context.Context, pub Publisher, inputs []Input) error {
 			return ctx.Err()
 		}
 	}
-	rerr := a.publishAll(ctx, inputs, resume, s.bufs, send)
+	rerr := a.publishAll(ctx, inputs, resume, s.book, s.bufs, send)
 	if ctx.Err() != nil {
 		stopSender()
 	}
@@ -468,7 +472,7 @@ var errSenderStopped = errors.New("publishing stopped")
 // input beside them, on one rotation clock so that a home's taps cut their
 // sessions at the same instants. Live inputs run until ctx ends or an input
 // fails.
-func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[string]progress, bufs *bufPool, send func(*outBatch, bool) error) error {
+func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[string]progress, book *progressBook, bufs *bufPool, send func(*outBatch, bool) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	clk := newClock(a.live, a.now())
@@ -499,7 +503,7 @@ func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[strin
 				}
 			})
 		case input.Watch:
-			wg.Go(func() { fail(a.watch(ctx, input, resume, bufs, send)) })
+			wg.Go(func() { fail(a.watch(ctx, input, resume, book, bufs, send)) })
 		}
 	}
 	for _, input := range inputs {
@@ -524,7 +528,7 @@ func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[strin
 // the file's base name is mapped into the source-name alphabet, which
 // leaves the usual capture names as they are.
 func (a *Agent) source(in Input) string {
-	return a.cfg.Campaign + "/" + a.cfg.Home.Name + "/" + in.Tap + "/" + schemas.SourceName(filepath.Base(in.Name))
+	return a.cfg.Campaign + "/" + a.cfg.Home.Name + "/" + in.Tap + "/" + schemas.SourceName(versioned(filepath.Base(in.Name), in.Rewrites, "+"))
 }
 
 // Frames are read in runs between context checks: a check per frame would
@@ -535,7 +539,7 @@ const ctxCheckEvery = 4096
 // batches to send.
 func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bufPool, send func(*outBatch, bool) error) error {
 	log := a.cfg.Log.With("home", a.cfg.Home.Name, "tap", in.Tap, "input", in.Name)
-	session := campaign.SessionName(in.Tap, in.Name)
+	session := versioned(campaign.SessionName(in.Tap, in.Name), in.Rewrites, "-")
 	if r.Final {
 		log.Info("session already published by an earlier run")
 		a.session(session)

@@ -9,17 +9,27 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 )
 
 // progress is what JetStream has acknowledged of one source: every batch
 // before Next, and the whole session when Final is set. It is only ever
 // written with acknowledged values, so a stale file makes a restart resend
 // (which message ids deduplicate within the stream's window), never skip.
+//
+// A watched file's source also says which of the files written under its
+// name it is (Agent.watch): Rewrites is how many came before it, First what
+// tells it from them, and Modified its modification time when it was last
+// examined, which spares a restart reading an unchanged file again.
 type progress struct {
-	Source  string `json:"source"`
-	Session string `json:"session"`
-	Next    uint64 `json:"next"`
-	Final   bool   `json:"final"`
+	Source   string    `json:"source"`
+	Session  string    `json:"session"`
+	Next     uint64    `json:"next"`
+	Final    bool      `json:"final"`
+	Rewrites int       `json:"rewrites,omitempty"`
+	First    time.Time `json:"first,omitzero"`
+	Modified time.Time `json:"modified,omitzero"`
 }
 
 // covers reports whether the batch is acknowledged according to p.
@@ -28,10 +38,14 @@ func (p progress) covers(m *batchMeta) bool {
 }
 
 // progressBook keeps one small JSON file per source in dir, replaced
-// atomically (write, rename) so a crash leaves the old or the new one.
+// atomically (write, rename) so a crash leaves the old or the new one. The
+// sender advances and flushes it; a watch tap also notes its files'
+// sources, from its own goroutine.
 type progressBook struct {
-	dir   string
-	log   *slog.Logger
+	dir string
+	log *slog.Logger
+
+	mu    sync.Mutex
 	m     map[string]progress
 	dirty map[string]bool
 }
@@ -62,39 +76,86 @@ func openProgress(dir string, log *slog.Logger) (*progressBook, error) {
 	return b, nil
 }
 
-func (b *progressBook) get(source string) progress { return b.m[source] }
+func (b *progressBook) get(source string) progress {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.m[source]
+}
+
+// under returns the progress of the sources whose names start with prefix.
+func (b *progressBook) under(prefix string) []progress {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []progress
+	for src, p := range b.m {
+		if strings.HasPrefix(src, prefix) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
 
 func (b *progressBook) advance(m *batchMeta) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	p := b.m[m.source]
 	if p.Final || m.next < p.Next {
 		return
 	}
-	b.m[m.source] = progress{Source: m.source, Session: m.session, Next: m.next, Final: m.final}
+	p.Source, p.Session, p.Next, p.Final = m.source, m.session, m.next, m.final
+	b.m[m.source] = p
 	b.dirty[m.source] = true
+}
+
+// note records which file a source is (v's names and watched file's
+// fields; what is acknowledged of it stays), and writes it at once: a
+// restart must find the version of a rewritten file it was publishing
+// before any of it is published, not take the file for a newer one.
+func (b *progressBook) note(v progress) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.m[v.Source]
+	p.Source, p.Session, p.Rewrites, p.First, p.Modified = v.Source, v.Session, v.Rewrites, v.First, v.Modified
+	b.m[v.Source] = p
+	b.dirty[v.Source] = true
+	if err := b.write(v.Source); err != nil {
+		return err
+	}
+	delete(b.dirty, v.Source)
+	return nil
 }
 
 // flush writes the files of the sources that advanced since the last flush.
 // They are not fsynced: a power cut can only roll them back.
 func (b *progressBook) flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	var errs []error
 	for src := range b.dirty {
-		data, err := json.Marshal(b.m[src])
-		if err != nil {
-			return fmt.Errorf("encode progress of %s: %w", src, err)
-		}
-		path := filepath.Join(b.dir, progressFileName(src))
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("write progress of %s: %w", src, err))
-			continue
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			errs = append(errs, fmt.Errorf("replace progress of %s: %w", src, err))
+		if err := b.write(src); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		delete(b.dirty, src)
 	}
 	return errors.Join(errs...)
+}
+
+// write replaces the file of src with its progress; b.mu is held.
+func (b *progressBook) write(src string) error {
+	data, err := json.Marshal(b.m[src])
+	if err != nil {
+		return fmt.Errorf("encode progress of %s: %w", src, err)
+	}
+	path := filepath.Join(b.dir, progressFileName(src))
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write progress of %s: %w", src, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("replace progress of %s: %w", src, err)
+	}
+	return nil
 }
 
 // progressFileName is readable for people and unique per source: source

@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -16,10 +19,20 @@ import (
 // for WatchSettle (the capture stopped). A run resumes where the last one
 // stopped: a file it published is passed over, one it was reading when
 // stopped is read on from where it was.
-func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress, bufs *bufPool, send func(*outBatch, bool) error) error {
+//
+// A ring buffer (tcpdump -C with -W) writes new captures under the names
+// of old ones. A file is told from the one published under its name by its
+// first frame's time stamp, kept in the progress files, and is published
+// as a session of its own: the second file named lan.pcap3 is session
+// lan-lan-3-v2, source lan.pcap3+v2. A home's taps whose rings wrap alike
+// count their versions alike, so their sessions still pair.
+func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress, book *progressBook, bufs *bufPool, send func(*outBatch, bool) error) error {
 	log := a.cfg.Log.With("home", a.cfg.Home.Name, "tap", in.Tap, "watch", in.Name)
+	w := a.newWatched(in.Tap, resume, book)
 	side := tapSide(in.Tap)
-	done := map[string]bool{}
+	// seen holds the files examined, with their modification time then: a
+	// file modified since is examined again (a ring wrote it anew).
+	seen := map[string]time.Time{}
 	poll := time.NewTicker(a.cfg.WatchPoll)
 	defer poll.Stop()
 	var failing string
@@ -37,19 +50,20 @@ func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress,
 		}
 		now := time.Now()
 		for _, f := range files {
-			if done[f.Path] {
+			if at, ok := seen[f.Path]; ok && at.Equal(f.ModTime) {
 				continue
 			}
 			written := files[len(files)-1].ModTime.After(f.ModTime) || now.Sub(f.ModTime) >= a.cfg.WatchSettle
 			if !written {
 				break // the one being written, and any as new
 			}
-			done[f.Path] = true
-			fi := Input{Tap: in.Tap, Name: f.Path, Open: func() (capture.Source, error) { return openFileAhead(f.Path, side) }}
-			r := resume[a.source(fi)]
+			seen[f.Path] = f.ModTime
+			v := w.version(f, side, log)
+			r := w.resumeAt(v.Source)
 			if r.Final {
-				continue // published by an earlier run
+				continue // published already
 			}
+			fi := Input{Tap: in.Tap, Name: f.Path, Rewrites: v.Rewrites, Open: func() (capture.Source, error) { return openFileAhead(f.Path, side) }}
 			if err := a.publishInput(ctx, fi, r, bufs, send); err != nil {
 				if ctx.Err() != nil {
 					return nil // the next run resumes the file
@@ -63,4 +77,115 @@ func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress,
 		case <-poll.C:
 		}
 	}
+}
+
+// watched is what a watch tap knows of the files of its folder.
+type watched struct {
+	a      *Agent
+	tap    string
+	prefix string // of the tap's sources
+	resume map[string]progress
+	book   *progressBook // nil without a spool folder
+	// latest holds the last version seen of each file name, by the
+	// source of its first version.
+	latest map[string]progress
+}
+
+func (a *Agent) newWatched(tap string, resume map[string]progress, book *progressBook) *watched {
+	w := &watched{
+		a: a, tap: tap, prefix: a.source(Input{Tap: tap, Name: "x"}),
+		resume: resume, book: book, latest: map[string]progress{},
+	}
+	w.prefix = strings.TrimSuffix(w.prefix, "x")
+	if book == nil {
+		return w
+	}
+	for _, p := range book.under(w.prefix) {
+		name := strings.TrimSuffix(p.Source, versioned("", p.Rewrites, "+"))
+		if l, ok := w.latest[name]; !ok || p.Rewrites > l.Rewrites {
+			w.latest[name] = p
+		}
+	}
+	return w
+}
+
+// version says which version of its name the complete file f is, and
+// notes a new one in the progress book before any of it is published.
+func (w *watched) version(f campaign.WatchedFile, side capture.Side, log *slog.Logger) progress {
+	name := w.a.source(Input{Tap: w.tap, Name: f.Path})
+	last, known := w.latest[name]
+	if known && !last.First.IsZero() && last.Modified.Equal(f.ModTime) {
+		return last // unchanged since it was examined
+	}
+	first := firstStamp(f, side)
+	switch {
+	case known && (last.First.IsZero() || last.First.Equal(first)):
+		// The same file, modified (touched, copied) or published by an
+		// agent that recorded no time stamps: told by its stamp from now.
+		last.First, last.Modified = first, f.ModTime
+	case known:
+		if !w.resumeAt(last.Source).Final {
+			log.Error("a capture file was written anew before the last one of its name was published whole; the rest of that one is lost: keep more files in the ring (tcpdump -W), or use names that do not come back (tcpdump -G with strftime names, dumpcap -b)",
+				"file", f.Path, "lost", last.Session)
+			w.a.count(func(st *Stats) { st.ReadErrors++ })
+		}
+		n := last.Rewrites + 1
+		last = progress{
+			Source: versioned(name, n, "+"), Session: versioned(campaign.SessionName(w.tap, f.Path), n, "-"),
+			Rewrites: n, First: first, Modified: f.ModTime,
+		}
+		log.Info("capture file written anew under a published name: a session of its own", "file", f.Path, "session", last.Session)
+	default:
+		last = progress{Source: name, Session: campaign.SessionName(w.tap, f.Path), First: first, Modified: f.ModTime}
+	}
+	w.latest[name] = last
+	if w.book != nil {
+		if err := w.book.note(last); err != nil {
+			log.Warn("progress not saved; a restart may take the file for a new one", "file", f.Path, "err", err)
+		}
+	}
+	return last
+}
+
+// resumeAt is where to read source from: what the progress book says now,
+// or what the spool held at the start, whichever goes further.
+func (w *watched) resumeAt(source string) progress {
+	r := w.resume[source]
+	if w.book == nil {
+		return r
+	}
+	p := w.book.get(source)
+	switch {
+	case p.Final:
+		return p
+	case !r.Final && p.Next > r.Next:
+		r.Next = p.Next
+	}
+	return r
+}
+
+// firstStamp tells a capture file from the others written under its name:
+// the time stamp of its first frame, or, when it holds none, its
+// modification time.
+func firstStamp(f campaign.WatchedFile, side capture.Side) time.Time {
+	src, err := capture.OpenFileSide(f.Path, side)
+	if err != nil {
+		return f.ModTime // publishInput says why
+	}
+	defer src.Close()
+	fr, err := src.Next()
+	if err != nil {
+		return f.ModTime
+	}
+	return fr.CI.Timestamp
+}
+
+// versioned names a version of a file written under a name others had (a
+// ring buffer's): the first keeps the name, the nth (n > 1) has sep and
+// "vn" after it.
+func versioned(name string, rewrites int, sep string) string {
+	if rewrites == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s%sv%d", name, sep, rewrites+1)
 }

@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +122,145 @@ func runWatching(t *testing.T, conn *bus.Conn, cfg Config) (stop func()) {
 		cancel()
 		if err := <-done; err != nil && ctx.Err() == nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// folder is a watched folder the test writes captures into, as a capture
+// tool rotates them, a minute apart.
+type folder struct {
+	t   *testing.T
+	dir string
+	at  time.Time
+}
+
+func newFolder(t *testing.T) *folder {
+	return &folder{t: t, dir: t.TempDir(), at: time.Now().Add(-time.Hour)}
+}
+
+// put writes the capture at path src as name, modified a minute after the
+// file put before it, in place of any file of that name (as tcpdump -W
+// does: it truncates the file).
+func (f *folder) put(name, src string) string {
+	f.t.Helper()
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	p := filepath.Join(f.dir, name)
+	if err := os.WriteFile(p, raw, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	f.at = f.at.Add(time.Minute)
+	if err := os.Chtimes(p, f.at, f.at); err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+// wantAs is want for the capture at path src published by tap as source
+// name.
+func wantAs(t *testing.T, out map[key]bool, tap, name, src string) {
+	t.Helper()
+	h := fileHome("h", src)
+	h.Taps[0].Name = tap
+	for k := range want(t, "c", h) {
+		out[key{"c/h/" + tap + "/" + name, k.offset}] = true
+	}
+}
+
+// waitSources waits until the stream holds the final batch of each of
+// sources.
+func waitSources(t *testing.T, c *bus.Conn, sources ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := finalSources(t, c)
+		n := 0
+		for _, s := range sources {
+			if got[s] > 0 {
+				n++
+			}
+		}
+		if n == len(sources) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s the stream ends sessions %v; want those of %v", got, sources)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWatchRing: tcpdump -C -W 3 -w lan.pcap writes lan.pcap0, lan.pcap1
+// and lan.pcap2, then lan.pcap0 again. A file written anew under a name
+// already published is a session of its own (lan-lan-0-v2), noticed while
+// the agent runs and across a restart; the lan and wan taps, whose rings
+// wrap alike, name their sessions alike, so the labeler pairs them. Every
+// packet is stored once.
+func TestWatchRing(t *testing.T) {
+	srv := startNATS(t, t.TempDir())
+	defer srv.Close()
+	conn := connect(t, srv.NATSURL, false)
+	captures := testHome(t, "h", 6).Taps[0].Files
+	taps := []string{"lan", "wan"}
+	dirs := map[string]*folder{}
+	for _, tap := range taps {
+		dirs[tap] = newFolder(t)
+	}
+	wanted := map[key]bool{}
+	// put writes capture i into ring slot i%3 of both taps.
+	put := func(i int) {
+		name := fmt.Sprintf("cap.pcap%d", i%3)
+		for _, tap := range taps {
+			dirs[tap].put(name, captures[i])
+			wantAs(t, wanted, tap, versioned(name, i/3, "+"), captures[i])
+		}
+	}
+	// ended waits for the sessions of capture i on both taps.
+	ended := func(i int) {
+		t.Helper()
+		name := versioned(fmt.Sprintf("cap.pcap%d", i%3), i/3, "+")
+		waitSources(t, conn, "c/h/lan/"+name, "c/h/wan/"+name)
+	}
+	home := &campaign.Home{Name: "h", Taps: []campaign.Tap{{Name: "lan", Watch: dirs["lan"].dir}, {Name: "wan", Watch: dirs["wan"].dir}}}
+	spool := t.TempDir()
+	cfg := testConfig(home, spool, testLog(t))
+	cfg.WatchPoll, cfg.WatchSettle = 20*time.Millisecond, 24*time.Hour
+
+	stop := runWatching(t, conn, cfg)
+	put(0)
+	put(1)
+	ended(0)
+	put(2)
+	ended(1)
+	put(3) // cap.pcap0 again
+	ended(2)
+	put(4)
+	ended(3) // noticed as it runs
+	stop()
+
+	put(5) // while the agent is stopped
+	stop = runWatching(t, conn, cfg)
+	ended(4) // noticed across a restart
+	stop()
+
+	cfg.WatchSettle = time.Minute // the capture has stopped
+	stop = runWatching(t, conn, cfg)
+	ended(5)
+	stop()
+	exactlyOnce(t, conn, wanted)
+
+	sessions := map[string][]string{}
+	for _, b := range readStream(t, conn).batches {
+		if b.Final {
+			sessions[b.Tap] = append(sessions[b.Tap], strings.TrimPrefix(b.Session, b.Tap+"-"))
+		}
+	}
+	wantSessions := []string{"cap-0", "cap-1", "cap-2", "cap-0-v2", "cap-1-v2", "cap-2-v2"}
+	for _, tap := range taps {
+		if !slices.Equal(sessions[tap], wantSessions) {
+			t.Errorf("tap %s ended sessions %v, want %s-%v: one per file, the same names on both taps", tap, sessions[tap], tap, wantSessions)
 		}
 	}
 }
