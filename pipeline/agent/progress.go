@@ -39,8 +39,8 @@ func (p progress) covers(m *batchMeta) bool {
 
 // progressBook keeps one small JSON file per source in dir, replaced
 // atomically (write, rename) so a crash leaves the old or the new one. The
-// sender advances and flushes it; a watch tap also notes its files'
-// sources, from its own goroutine.
+// sender advances and flushes it; a watch tap also notes and forgets its
+// files' sources, from its own goroutine.
 type progressBook struct {
 	dir string
 	log *slog.Logger
@@ -48,13 +48,16 @@ type progressBook struct {
 	mu    sync.Mutex
 	m     map[string]progress
 	dirty map[string]bool
+	// gone are the sources forgotten since the last flush: their files
+	// are removed once the files of the dirty ones are written.
+	gone map[string]bool
 }
 
 func openProgress(dir string, log *slog.Logger) (*progressBook, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create progress folder: %w", err)
 	}
-	b := &progressBook{dir: dir, log: log, m: map[string]progress{}, dirty: map[string]bool{}}
+	b := &progressBook{dir: dir, log: log, m: map[string]progress{}, dirty: map[string]bool{}, gone: map[string]bool{}}
 	names, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {
 		return nil, fmt.Errorf("list progress files in %s: %w", dir, err)
@@ -118,6 +121,7 @@ func (b *progressBook) note(v progress) error {
 	p.Source, p.Session, p.Rewrites, p.First, p.Modified = v.Source, v.Session, v.Rewrites, v.First, v.Modified
 	b.m[v.Source] = p
 	b.dirty[v.Source] = true
+	delete(b.gone, v.Source)
 	if err := b.write(v.Source); err != nil {
 		return err
 	}
@@ -125,8 +129,24 @@ func (b *progressBook) note(v progress) error {
 	return nil
 }
 
-// flush writes the files of the sources that advanced since the last flush.
-// They are not fsynced: a power cut can only roll them back.
+// forget drops a source that is acknowledged whole, saved so, and that no
+// run will read again, and says whether it did. Its file goes at the next
+// flush, after those of the sources that advanced: a crash between them
+// loses no record that a newer version of a file needs.
+func (b *progressBook) forget(source string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.m[source].Final || b.dirty[source] {
+		return false
+	}
+	delete(b.m, source)
+	b.gone[source] = true
+	return true
+}
+
+// flush writes the files of the sources that advanced since the last
+// flush, then, if all were written, removes those of the sources
+// forgotten. They are not fsynced: a power cut can only roll them back.
 func (b *progressBook) flush() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -137,6 +157,17 @@ func (b *progressBook) flush() error {
 			continue
 		}
 		delete(b.dirty, src)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	for src := range b.gone {
+		err := os.Remove(filepath.Join(b.dir, progressFileName(src)))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove progress of %s: %w", src, err))
+			continue
+		}
+		delete(b.gone, src)
 	}
 	return errors.Join(errs...)
 }

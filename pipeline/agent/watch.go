@@ -26,6 +26,10 @@ import (
 // as a session of its own: the second file named lan.pcap3 is session
 // lan-lan-3-v2, source lan.pcap3+v2. A home's taps whose rings wrap alike
 // count their versions alike, so their sessions still pair.
+//
+// Once a file has left the folder, or been rewritten, and its session is
+// acknowledged whole, its progress file is removed: a campaign of weeks
+// would otherwise leave thousands, all read at every start.
 func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress, book *progressBook, bufs *bufPool, send func(*outBatch, bool) error) error {
 	log := a.cfg.Log.With("home", a.cfg.Home.Name, "tap", in.Tap, "watch", in.Name)
 	w := a.newWatched(in.Tap, resume, book)
@@ -70,6 +74,9 @@ func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress,
 				}
 				return err
 			}
+		}
+		if err == nil {
+			w.forgetGone(files)
 		}
 		select {
 		case <-ctx.Done():
@@ -162,6 +169,33 @@ func (w *watched) resumeAt(source string) progress {
 		r.Next = p.Next
 	}
 	return r
+}
+
+// forgetGone drops the progress of the sessions acknowledged whole whose
+// files have left the folder (files, a listing of it) or been written
+// anew: no run will read them again. The last version of a file still in
+// the folder stays, so a restart passes over it. A file counts as gone
+// only while one modified after its first frame lies in the folder: an
+// empty listing may be a share or a stick not mounted.
+func (w *watched) forgetGone(files []campaign.WatchedFile) {
+	if w.book == nil || len(files) == 0 {
+		return
+	}
+	here := map[string]bool{}
+	for _, f := range files {
+		here[w.a.source(Input{Tap: w.tap, Name: f.Path})] = true
+	}
+	newest := files[len(files)-1].ModTime
+	for _, p := range w.book.under(w.prefix) {
+		name := strings.TrimSuffix(p.Source, versioned("", p.Rewrites, "+"))
+		l, ok := w.latest[name]
+		if here[name] && (!ok || l.Source == p.Source) || !newest.After(p.First) {
+			continue // in the folder, or maybe only out of sight
+		}
+		if w.book.forget(p.Source) && ok && l.Source == p.Source {
+			delete(w.latest, name)
+		}
+	}
 }
 
 // firstStamp tells a capture file from the others written under its name:

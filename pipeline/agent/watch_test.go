@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -192,12 +193,27 @@ func waitSources(t *testing.T, c *bus.Conn, sources ...string) {
 	}
 }
 
+// progressFiles lists the progress files of a spool folder by base name.
+func progressFiles(t *testing.T, spool string) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(spool, "progress", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range names {
+		names[i] = filepath.Base(n)
+	}
+	sort.Strings(names)
+	return names
+}
+
 // TestWatchRing: tcpdump -C -W 3 -w lan.pcap writes lan.pcap0, lan.pcap1
 // and lan.pcap2, then lan.pcap0 again. A file written anew under a name
 // already published is a session of its own (lan-lan-0-v2), noticed while
 // the agent runs and across a restart; the lan and wan taps, whose rings
 // wrap alike, name their sessions alike, so the labeler pairs them. Every
-// packet is stored once.
+// packet is stored once, and only the last file of each name keeps a
+// progress file.
 func TestWatchRing(t *testing.T) {
 	srv := startNATS(t, t.TempDir())
 	defer srv.Close()
@@ -262,5 +278,89 @@ func TestWatchRing(t *testing.T) {
 		if !slices.Equal(sessions[tap], wantSessions) {
 			t.Errorf("tap %s ended sessions %v, want %s-%v: one per file, the same names on both taps", tap, sessions[tap], tap, wantSessions)
 		}
+	}
+	if got := progressFiles(t, spool); len(got) != 6 {
+		t.Errorf("progress files %v: want 6, one per tap and file name, of the last file written under it", got)
+	}
+}
+
+// TestWatchForgetsProgress: dumpcap -b files:2 makes new names and deletes
+// the oldest file. Once a file has left the folder and its session is
+// acknowledged whole, its progress file goes; a file still in the folder
+// keeps its own, so a restart passes over it. A folder found empty (a
+// stick not mounted) forgets nothing.
+func TestWatchForgetsProgress(t *testing.T) {
+	srv := startNATS(t, t.TempDir())
+	defer srv.Close()
+	conn := connect(t, srv.NATSURL, false)
+	captures := testHome(t, "h", 3).Taps[0].Files
+	dir := newFolder(t)
+	wanted := map[key]bool{}
+	var names []string
+	put := func(i int) string {
+		name := fmt.Sprintf("lan_%05d_20261207%02d0000.pcap", i+1, 10+i)
+		names = append(names, name)
+		wantAs(t, wanted, "lan", name, captures[i])
+		return dir.put(name, captures[i])
+	}
+	source := func(i int) string { return "c/h/lan/" + names[i] }
+	progressOf := func(is ...int) []string {
+		var out []string
+		for _, i := range is {
+			out = append(out, progressFileName(source(i)))
+		}
+		sort.Strings(out)
+		return out
+	}
+	home := &campaign.Home{Name: "h", Taps: []campaign.Tap{{Name: "lan", Watch: dir.dir}}}
+	spool := t.TempDir()
+	cfg := testConfig(home, spool, testLog(t))
+	cfg.WatchPoll, cfg.WatchSettle = 20*time.Millisecond, 24*time.Hour
+
+	stop := runWatching(t, conn, cfg)
+	first := put(0)
+	put(1)
+	waitSources(t, conn, source(0))
+	put(2)
+	if err := os.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	waitSources(t, conn, source(1))
+	for deadline := time.Now().Add(10 * time.Second); !slices.Equal(progressFiles(t, spool), progressOf(1)); {
+		if time.Now().After(deadline) {
+			t.Fatalf("progress files %v; want only %v, of the one file published and still in the folder", progressFiles(t, spool), progressOf(1))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+
+	// The folder is empty, as a stick not mounted shows it.
+	away := dir.dir + ".away"
+	if err := os.Rename(dir.dir, away); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stop = runWatching(t, conn, cfg)
+	time.Sleep(10 * cfg.WatchPoll)
+	stop()
+	if got := progressFiles(t, spool); !slices.Equal(got, progressOf(1)) {
+		t.Errorf("progress files %v after a run on the empty folder; want %v, as before", got, progressOf(1))
+	}
+	if err := os.Remove(dir.dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(away, dir.dir); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.WatchSettle = time.Minute // the capture has stopped
+	stop = runWatching(t, conn, cfg)
+	waitSources(t, conn, source(2))
+	stop()
+	exactlyOnce(t, conn, wanted)
+	if got := progressFiles(t, spool); !slices.Equal(got, progressOf(1, 2)) {
+		t.Errorf("progress files %v; want %v, of the files in the folder", got, progressOf(1, 2))
 	}
 }
