@@ -77,6 +77,15 @@ func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress,
 		}
 		if err == nil {
 			w.forgetGone(files)
+			// Files gone from the folder are forgotten here too: a run
+			// of weeks would otherwise hold every name it saw.
+			listed := make(map[string]time.Time, len(files))
+			for _, f := range files {
+				if at, ok := seen[f.Path]; ok {
+					listed[f.Path] = at
+				}
+			}
+			seen = listed
 		}
 		select {
 		case <-ctx.Done():
@@ -100,10 +109,9 @@ type watched struct {
 
 func (a *Agent) newWatched(tap string, resume map[string]progress, book *progressBook) *watched {
 	w := &watched{
-		a: a, tap: tap, prefix: a.source(Input{Tap: tap, Name: "x"}),
+		a: a, tap: tap, prefix: a.cfg.Campaign + "/" + a.cfg.Home.Name + "/" + tap + "/",
 		resume: resume, book: book, latest: map[string]progress{},
 	}
-	w.prefix = strings.TrimSuffix(w.prefix, "x")
 	if book == nil {
 		return w
 	}
