@@ -460,20 +460,49 @@ type ConsumerConfig struct {
 	// windower holds a session's messages until the session ends.
 	MaxAckPending int
 	AckWait       time.Duration
+	// RetryFor bounds how long a message whose handler keeps failing with
+	// a retryable error is retried before it is moved to the dead letters
+	// (homemole dlq replay puts it back). A message waiting out its retry
+	// delay still takes one of the MaxAckPending slots, so without a bound
+	// messages that can never succeed (a session that never starts, for
+	// the windower) stop the consumer for every home it reads. 0: three
+	// ack waits and at least 10 minutes, so that an object store or NATS
+	// down for minutes is waited out, and so is a batch that waits for a
+	// dead worker's batches, which come back only after their ack wait.
+	RetryFor time.Duration
 }
 
+// minRetryFor is the least time a retryable failure is retried by default.
+const minRetryFor = 10 * time.Minute
+
+// maxRetryDelay caps the growing delay between a failing message's
+// deliveries: long enough not to spin on a message that waits for long,
+// short enough that one that can go on (room freed, an earlier batch
+// arrived) is not kept waiting.
+const maxRetryDelay = 10 * time.Second
+
+// failureForgotten is how long after its last failure a message is
+// forgotten by its consumer (it succeeded on another worker, or was
+// dead-lettered): retried, it comes back within maxRetryDelay.
+const failureForgotten = 5 * time.Minute
+
 // Consume delivers batches to handle until ctx ends. A batch that fails to
-// decode, does not match its subject (see DecodeMsg) or whose handler says
-// it is Permanent can never succeed: it is moved to the
-// dead-letter stream with the reason (see deadLetter); a newer batch version
-// is nak'ed with a delay so a newer worker can take it; any other handler
-// error naks the message for redelivery.
+// decode, does not match its subject (see DecodeMsg) or whose handler
+// says it is Permanent can never succeed: it is moved to the dead-letter
+// stream with the reason (see deadLetter). So is a batch of a newer version
+// than this worker reads, to be replayed once the workers are upgraded. Any
+// other handler error naks the message for redelivery, after a delay that
+// grows with its failures, until it has failed for cc.RetryFor: then it too
+// is moved to the dead letters.
 func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(context.Context, *Delivery) error) error {
 	if cc.MaxAckPending == 0 {
 		cc.MaxAckPending = 1000
 	}
 	if cc.AckWait == 0 {
 		cc.AckWait = 2 * time.Minute
+	}
+	if cc.RetryFor == 0 {
+		cc.RetryFor = max(3*cc.AckWait, minRetryFor)
 	}
 	filter, filters := cc.Filter, []string(nil)
 	if cc.Filters != nil {
@@ -539,6 +568,7 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	defer it.Stop()
+	fails := &failures{seen: map[uint64]failure{}}
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -549,11 +579,6 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 			continue
 		}
 		b, err := DecodeMsg(msg.Subject(), msg.Data())
-		if errors.Is(err, schemas.ErrUnknownVersion) {
-			c.log.Warn("batch from a newer producer left for a newer worker", "subject", msg.Subject(), "err", err)
-			_ = msg.NakWithDelay(time.Minute)
-			continue
-		}
 		if err != nil {
 			c.deadLetter(ctx, msg, cc.Durable, err)
 			continue
@@ -566,9 +591,10 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			c.log.Warn("batch failed; will be redelivered", "subject", msg.Subject(), "id", b.MsgID(), "err", err)
-			_ = msg.NakWithDelay(time.Second)
+			c.retry(ctx, msg, cc, fails, b.MsgID(), err)
+			continue
 		}
+		fails.forget(msg)
 	}
 }
 
@@ -576,14 +602,19 @@ func (c *Conn) Consume(ctx context.Context, cc ConsumerConfig, handle func(conte
 // does before any handler sees it. A message that does not decode, or whose
 // batch does not match its subject (schemas.Batch.CheckSubject), can never
 // be processed: the error wraps ErrPermanent and Consume dead-letters the
-// message with it. One from a newer producer wraps schemas.ErrUnknownVersion
-// and is left for a newer worker. A worker that reads the stream back
-// outside Consume (the detector's replay) calls this too, so that it skips
-// exactly the messages its handler was never given.
+// message with it. So can one from a newer producer (it wraps
+// schemas.ErrUnknownVersion too), until the workers are upgraded and it is
+// replayed. A worker that reads the stream back outside Consume (the
+// detector's replay) calls this too, so that it skips exactly the messages
+// its handler was never given.
 func DecodeMsg(subject string, data []byte) (*schemas.Batch, error) {
 	b, err := schemas.DecodeBatch(data)
 	if errors.Is(err, schemas.ErrUnknownVersion) {
-		return nil, err
+		// Not nak'ed for a newer worker: while it waited it would hold one
+		// of the consumer's ack slots, and every home's batches would wait
+		// behind enough such messages (one, for the detector) for as long
+		// as no newer worker comes.
+		return nil, Permanent(fmt.Errorf("%w; replay it once the workers are upgraded (homemole dlq replay)", err))
 	}
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("undecodable batch: %w", err))
@@ -593,6 +624,81 @@ func DecodeMsg(subject string, data []byte) (*schemas.Batch, error) {
 		return nil, Permanent(err)
 	}
 	return b, nil
+}
+
+// failures remembers, by stream sequence, the messages of one consumer
+// whose handler failed with a retryable error and are to come again.
+//
+// The count is this worker's own, not the server's: a server-side
+// MaxDeliver, or the delivery count of a message's metadata, also counts
+// the redeliveries of messages a worker holds on purpose (the labeler's
+// and windower's sessions outlive their ack wait), and a server that
+// reaches MaxDeliver drops the message from its pending list, so a held
+// batch would be lost, unkept, if its worker then died. A restarted
+// worker starts counting again, which only delays giving up.
+type failures struct {
+	seen  map[uint64]failure
+	swept time.Time
+}
+
+type failure struct {
+	first, last time.Time
+	n           int
+}
+
+// record counts one more failure of msg at now and returns its tally.
+func (f *failures) record(seq uint64, now time.Time) failure {
+	if now.Sub(f.swept) > failureForgotten {
+		for s, fl := range f.seen {
+			if now.Sub(fl.last) > failureForgotten {
+				delete(f.seen, s)
+			}
+		}
+		f.swept = now
+	}
+	fl, ok := f.seen[seq]
+	if !ok {
+		fl.first = now
+	}
+	fl.last = now
+	fl.n++
+	f.seen[seq] = fl
+	return fl
+}
+
+// forget drops what is known of msg's failures: it succeeded.
+func (f *failures) forget(msg jetstream.Msg) {
+	if len(f.seen) == 0 {
+		return
+	}
+	if md, err := msg.Metadata(); err == nil {
+		delete(f.seen, md.Sequence.Stream)
+	}
+}
+
+// retry naks a message whose handler failed with a retryable error, to
+// come again after a delay that doubles with each failure up to
+// maxRetryDelay, or, once it has failed for cc.RetryFor, moves it to the
+// dead letters: no retryable failure may hold a consumer's ack slot for
+// ever.
+func (c *Conn) retry(ctx context.Context, msg jetstream.Msg, cc ConsumerConfig, fails *failures, id string, err error) {
+	md, merr := msg.Metadata()
+	if merr != nil {
+		c.log.Warn("batch failed; will be redelivered", "subject", msg.Subject(), "id", id, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	now := time.Now()
+	fl := fails.record(md.Sequence.Stream, now)
+	if failing := now.Sub(fl.first); failing >= cc.RetryFor {
+		c.deadLetter(ctx, msg, cc.Durable, fmt.Errorf("gave up after %d failed deliveries over %v (the consumer retries for %v): %w",
+			fl.n, failing.Round(time.Second), cc.RetryFor, err))
+		return
+	}
+	delay := min(time.Second<<min(fl.n-1, 16), maxRetryDelay)
+	c.log.Warn("batch failed; will be redelivered", "subject", msg.Subject(), "id", id, "failures", fl.n, "in", delay,
+		"dead_letter_in", (cc.RetryFor - now.Sub(fl.first)).Round(time.Second), "err", err)
+	_ = msg.NakWithDelay(delay)
 }
 
 // transient reports errors a JetStream cluster gives while it moves a

@@ -209,3 +209,95 @@ func TestTransientErrors(t *testing.T) {
 		}
 	}
 }
+
+// consumeUntil runs a consumer of cc until handle has acked the batch at
+// offset want, or fails the test after limit. It returns how often each
+// offset was delivered.
+func consumeUntil(t *testing.T, c *Conn, cc ConsumerConfig, want uint64, limit time.Duration, handle func(*Delivery, int) error) map[uint64]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	seen := map[uint64]int{}
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(ctx, cc, func(_ context.Context, d *Delivery) error {
+			seen[d.Batch.FirstOffset]++
+			if err := handle(d, seen[d.Batch.FirstOffset]); err != nil {
+				return err
+			}
+			if d.Batch.FirstOffset == want {
+				cancel()
+			}
+			return nil
+		})
+	}()
+	<-done
+	if seen[want] == 0 {
+		t.Fatalf("the batch at offset %d was not delivered within %v (deliveries %v): the consumer is stuck", want, limit, seen)
+	}
+	return seen
+}
+
+// TestConsumeDeadLettersNewerVersion: a message stamped with a batch
+// version newer than the worker's, however small, goes to the dead letters
+// to be replayed after an upgrade; nak'ed, it held the consumer's only ack
+// slot (the detector allows one) and every later batch waited for ever.
+func TestConsumeDeadLettersNewerVersion(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	subj := schemas.PacketSubject("c", "h", "lan")
+	newer := []byte{'H', 'M', 'B', schemas.BatchVersion + 1, 'P', 0}
+	if _, err := c.JS.Publish(ctx, subj, newer); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Publish(ctx, subj, batch(10, 10)); err != nil {
+		t.Fatal(err)
+	}
+	cc := ConsumerConfig{Stream: schemas.StreamPackets, Durable: "newer", Filter: subj, MaxAckPending: 1}
+	consumeUntil(t, c, cc, 10, 15*time.Second, func(d *Delivery, _ int) error { return d.Ack() })
+	dls, err := c.DeadLetters(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dls) != 1 || !strings.Contains(dls[0].Reason, "version") || !strings.Contains(dls[0].Reason, "replay") || dls[0].Bytes != len(newer) {
+		t.Fatalf("dead letters %+v: want the newer batch, kept to be replayed", dls)
+	}
+}
+
+// TestConsumeGivesUpOnRetryableFailure: a batch whose handler keeps
+// failing with a retryable error (a windower's session that never starts
+// at offset 0) is retried, with a growing delay, for RetryFor and then
+// dead-lettered; retried for ever, it held the consumer's ack slot and the
+// batches behind it never came.
+func TestConsumeGivesUpOnRetryableFailure(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	subj := schemas.PacketSubject("c", "h", "lan")
+	for _, off := range []uint64{0, 10} {
+		if err := c.Publish(ctx, subj, batch(off, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc := ConsumerConfig{Stream: schemas.StreamPackets, Durable: "giveup", Filter: subj, MaxAckPending: 1, RetryFor: 2 * time.Second}
+	seen := consumeUntil(t, c, cc, 10, 20*time.Second, func(d *Delivery, _ int) error {
+		if d.Batch.FirstOffset == 0 {
+			return errors.New("waiting for an earlier batch")
+		}
+		return d.Ack()
+	})
+	if seen[0] < 2 {
+		t.Errorf("the failing batch was delivered %d times: want it retried before giving up", seen[0])
+	}
+	dls, err := c.DeadLetters(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dls) != 1 || !strings.Contains(dls[0].Reason, "gave up") || !strings.Contains(dls[0].Reason, "waiting for an earlier batch") {
+		t.Fatalf("dead letters %+v: want the failing batch, with why", dls)
+	}
+	// Replayed once the cause is gone, it comes to the same consumer again.
+	if n, err := c.Replay(ctx, dls); n != 1 || err != nil {
+		t.Fatalf("replay: %d, %v", n, err)
+	}
+	consumeUntil(t, c, cc, 0, 10*time.Second, func(d *Delivery, _ int) error { return d.Ack() })
+}
