@@ -1,7 +1,11 @@
 package bus
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -24,6 +28,10 @@ const (
 	HeaderConsumer   = "Homemole-Dlq-Consumer"
 	HeaderFailedAt   = "Homemole-Dlq-Failed-At"
 	HeaderOrigPrefix = "Homemole-Dlq-Orig-"
+	// HeaderReplayID is a random nonce drawn when the message is
+	// dead-lettered: a replay is published under an id made of it (see
+	// replayID).
+	HeaderReplayID = "Homemole-Dlq-Replay-Id"
 )
 
 // deadLetterRetry is how long a message waits for another try when the
@@ -60,6 +68,7 @@ func (c *Conn) deadLetter(ctx context.Context, msg jetstream.Msg, consumer strin
 	dl.Header.Set(HeaderStreamSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
 	dl.Header.Set(HeaderConsumer, consumer)
 	dl.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	dl.Header.Set(HeaderReplayID, rand.Text())
 	id := fmt.Sprintf("dlq|%s|%d", meta.Stream, meta.Sequence.Stream)
 	if _, err := c.JS.PublishMsg(ctx, dl, jetstream.WithMsgID(id)); err != nil {
 		c.log.Warn("dead-letter stream refused a message; it stays for another try", "subject", msg.Subject(), "reason", reason, "err", err)
@@ -132,10 +141,12 @@ func (c *Conn) DeadLetters(ctx context.Context, filter string) ([]DeadLetter, er
 
 // Replay publishes dead letters back on their original subjects, with
 // their original headers, and removes each from the DLQ once its stream
-// has stored it. The republished message's id is the dead letter's
-// sequence (its original id would be taken for a duplicate of the message
-// that failed), so replaying twice stores it once; what consumers make of
-// it is deduplicated by their own deterministic ids.
+// has stored it. The republished message's id is the dead letter's own
+// (see replayID; its original id would be taken for a duplicate of the
+// message that failed), so replaying twice stores it once; what consumers
+// make of it is deduplicated by their own deterministic ids. A replay the
+// stream takes for a duplicate of anything but the dead letter's own
+// earlier replay fails and keeps the dead letter.
 func (c *Conn) Replay(ctx context.Context, letters []DeadLetter) (int, error) {
 	return c.removeEach(ctx, letters, "remove replayed", func(dl DeadLetter) error {
 		if dl.Subject == "" {
@@ -152,12 +163,64 @@ func (c *Conn) Replay(ctx context.Context, letters []DeadLetter) (int, error) {
 				m.Header.Add(orig, v)
 			}
 		}
-		id := MsgID(dl.Subject, fmt.Sprintf("replay:%d", dl.Seq), nil)
-		if _, err := c.JS.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
+		id := MsgID(dl.Subject, "replay:"+dl.replayID(), nil)
+		ack, err := c.JS.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+		if err != nil {
 			return fmt.Errorf("replay dead letter %d to %s: %w", dl.Seq, dl.Subject, err)
+		}
+		if ack.Duplicate {
+			// JetStream deduplicates ids across the whole stream, and any
+			// publisher may set any id: removing the dead letter on the
+			// word of a duplicate would lose the batch whenever another
+			// home published under its id first.
+			if err := c.replayedBefore(ctx, ack, dl); err != nil {
+				return fmt.Errorf("replay dead letter %d to %s: the stream took it for a duplicate of its message %d under id %q; the dead letter is kept: %w",
+					dl.Seq, dl.Subject, ack.Sequence, id, err)
+			}
+			c.log.Info("dead letter was replayed before; removing it", "seq", dl.Seq, "subject", dl.Subject, "stream_seq", ack.Sequence)
 		}
 		return nil
 	})
+}
+
+// replayID is the nonce the dead letter drew when it was kept. Dead
+// letters kept before there were nonces get a digest of what only a
+// reader of the DLQ knows in full (the batch and the failure time to the
+// nanosecond) instead: their replay ids used to be the DLQ sequence,
+// which another home could guess and publish under first. Either way a
+// second replay of the same dead letter uses the same id.
+func (dl DeadLetter) replayID() string {
+	if n := dl.header.Get(HeaderReplayID); n != "" {
+		return n
+	}
+	h := sha256.New()
+	for _, k := range []string{HeaderStream, HeaderStreamSeq, HeaderSubject, HeaderFailedAt} {
+		fmt.Fprintf(h, "%s=%q\n", k, dl.header.Get(k))
+	}
+	h.Write(dl.data)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// replayedBefore checks that the message a replay was deduplicated
+// against is the dead letter's own earlier replay (the operator ran the
+// replay twice, or its removal failed): the same batch on the same
+// subject.
+func (c *Conn) replayedBefore(ctx context.Context, ack *jetstream.PubAck, dl DeadLetter) error {
+	if ack.Sequence == 0 {
+		return errors.New("the stream did not say which message")
+	}
+	s, err := c.JS.Stream(ctx, ack.Stream)
+	if err != nil {
+		return fmt.Errorf("open stream %s to compare: %w", ack.Stream, err)
+	}
+	m, err := s.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		return fmt.Errorf("read message %d of %s to compare: %w", ack.Sequence, ack.Stream, err)
+	}
+	if m.Subject != dl.Subject || !bytes.Equal(m.Data, dl.data) {
+		return fmt.Errorf("message %d of %s is another (subject %s, %d bytes): someone published under the replay's id", ack.Sequence, ack.Stream, m.Subject, len(m.Data))
+	}
+	return nil
 }
 
 // subjectMatches reports whether subject matches a NATS pattern with '*'
