@@ -373,3 +373,57 @@ func TestSecurityStoreRefusesClimbingKeys(t *testing.T) {
 	}
 	t.Logf("attack: object keys that climb (../, ./, //, \\) | expected: refused by the store | observed: %d of %d refused", refused, len(bad))
 }
+
+// TestSecuritySessionWithoutStart: a home whose labeled batches of a
+// session never include offset 0 has them refused (they wait for the
+// session's start) and, once that has lasted the consumer's RetryFor, moved
+// to the dead letters. Retried for ever, as they were, enough of them (here
+// as many as the consumer's ack slots, 100,000 in production) held every
+// slot and no other home's session was windowed again.
+func TestSecuritySessionWithoutStart(t *testing.T) {
+	spec := Spec{Dataset: "d", Version: "v1", Kind: schemas.KindNoise, Size: 50, Labels: []string{"plug", "cam", "bulb", "hub"}}
+	orphans := benchSession("h1", "lan-never-started", 400, 100, 4)[1:]
+	good := benchSession("h2", "lan-good", 200, 100, 5)
+	ctx := embeddedtest.Context(t, 60*time.Second)
+	log := slog.New(slog.DiscardHandler)
+	conn, st := embeddedServers(t, log)
+	for _, b := range append(append([]*schemas.Batch{}, orphans...), good...) {
+		if err := conn.Publish(ctx, schemas.LabeledSubject(b.Campaign, b.Home, b.View), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := New(spec, st, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := make(chan Part, 4)
+	w.OnPart = func(p Part) { parts <- p }
+	cc := ConsumerConfig(spec, "c", time.Minute)
+	cc.MaxAckPending, cc.RetryFor = len(orphans), 2*time.Second
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- conn.Consume(cctx, cc, w.Handle) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case p := <-parts:
+		if p.Home != "h2" || p.Packets != 200 {
+			t.Fatalf("part %+v: want h2's session", p)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("h2's session was not windowed: h1's batches of a session that never starts hold the consumer")
+	}
+	var dls []bus.DeadLetter
+	for deadline := time.Now().Add(20 * time.Second); len(dls) < len(orphans); time.Sleep(50 * time.Millisecond) {
+		if dls, err = conn.DeadLetters(ctx, ""); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dead letters, want h1's %d batches", len(dls), len(orphans))
+		}
+	}
+	for _, dl := range dls {
+		if !strings.Contains(dl.Reason, "gave up") || !strings.Contains(dl.Subject, ".h1.") {
+			t.Errorf("dead letter %+v: want one of h1's batches, given up", dl)
+		}
+	}
+}
