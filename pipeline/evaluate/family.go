@@ -103,11 +103,21 @@ func FamilyList(families [][]string) string {
 }
 
 // FamilyOf maps every member of the families to its family's name; a
-// device in none is its own family.
+// device in none is its own family. Families are told apart by these
+// names, so two that FamilyName names alike (D-LinkCam/D-LinkDayCam and
+// D-LinkSiren/D-LinkWaterSensor are both "D-Link") are named by their
+// members instead: a camera taken for the siren is not "in its family".
 func FamilyOf(families [][]string) map[string]string {
+	named := map[string]int{}
+	for _, f := range families {
+		named[FamilyName(f)]++
+	}
 	out := map[string]string{}
 	for _, f := range families {
 		name := FamilyName(f)
+		if named[name] > 1 {
+			name = strings.Join(f, "/")
+		}
 		for _, d := range f {
 			out[d] = name
 		}

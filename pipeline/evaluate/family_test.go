@@ -57,3 +57,22 @@ func TestFamilies(t *testing.T) {
 		}
 	}
 }
+
+// TestFamiliesNamedAlike: two families FamilyName names alike are still
+// two families, for scoring as for reading.
+func TestFamiliesNamedAlike(t *testing.T) {
+	of := FamilyOf([][]string{{"D-LinkCam", "D-LinkDayCam"}, {"D-LinkSiren", "D-LinkWaterSensor"}, {"EdimaxCam1", "EdimaxCam2"}})
+	if of["D-LinkCam"] == of["D-LinkSiren"] {
+		t.Fatalf("the cameras and the sensors are one family, %q", of["D-LinkCam"])
+	}
+	if of["D-LinkCam"] != of["D-LinkDayCam"] || of["D-LinkSiren"] != of["D-LinkWaterSensor"] || of["EdimaxCam1"] != "EdimaxCam" {
+		t.Fatalf("family names %v", of)
+	}
+	votes := []SessionVote{
+		{Truth: "D-LinkCam", Predicted: "D-LinkSiren"},         // another family of one vendor
+		{Truth: "D-LinkSiren", Predicted: "D-LinkWaterSensor"}, // its family
+	}
+	if got := FamilyAccuracy(votes, of); got != 0.5 {
+		t.Fatalf("family accuracy %.2f, want 0.50", got)
+	}
+}

@@ -4,8 +4,10 @@ import "github.com/homemole/homemole/pipeline/evaluate"
 
 // FamilyScore is family-level session accuracy over the folds: fold i is
 // scored with the families learned from the other folds' held-out
-// confusions, predictions of models that never trained on those sessions
-// and never saw fold i's, so that no fold's own misses make its families.
+// confusions, so that no fold's own misses make its families. Fold i's
+// sessions are not wholly apart from them: the model that judged fold j
+// trained on fold i, which shapes what it confuses (a second-order tie; an
+// inner cross-validation would cut it at k times the training).
 type FamilyScore struct {
 	// Families are those of the whole run (every fold's confusions), to show.
 	Families [][]string `json:"families"`
