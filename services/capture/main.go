@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, log *slog.Logger, out io.Writer) er
 		return err
 	}
 	st := ag.Stats()
-	fmt.Fprintf(out, "home %s: %d captures, %d packets in %d batches (%d acknowledged, %d spooled during %d outages, %d packets resumed past); %d undecodable packets, %d frames of the link's own (%s), %d frames left out (%s), %d unreadable captures\n",
-		*home, st.Files, st.Packets, st.Batches, st.Acked, st.Spooled, st.Outages, st.Skipped, st.DecodeErrors, st.NotPackets, features.NotPacketKinds, st.OtherViews, capture.OtherViewKinds, st.ReadErrors)
+	fmt.Fprintf(out, "home %s: %d captures, %d packets in %d batches (%d acknowledged, %d spooled during %d outages, %d packets resumed past); %d undecodable packets, %d frames of the link's own (%s), %d frames left out (%s), %d unreadable captures, %d times an interface went missing\n",
+		*home, st.Files, st.Packets, st.Batches, st.Acked, st.Spooled, st.Outages, st.Skipped, st.DecodeErrors, st.NotPackets, features.NotPacketKinds, st.OtherViews, capture.OtherViewKinds, st.ReadErrors, st.InterfaceOutages)
 	return nil
 }
