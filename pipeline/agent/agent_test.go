@@ -86,6 +86,21 @@ func readStream(t *testing.T, c *bus.Conn) stored {
 	return st
 }
 
+// servedOnce fails unless the stream holds as many packets as the sources
+// served frames, none of them twice.
+func (st stored) servedOnce(t *testing.T, served int64) {
+	t.Helper()
+	dups := 0
+	for _, n := range st.packets {
+		if n > 1 {
+			dups++
+		}
+	}
+	if int64(len(st.packets)) != served || dups > 0 {
+		t.Fatalf("%d frames read, %d packets stored, %d of them more than once", served, len(st.packets), dups)
+	}
+}
+
 // eachBatch hands every batch the PACKETS stream holds to fn, in stream
 // order, checking that each message's id is its batch's.
 func eachBatch(t *testing.T, c *bus.Conn, fn func(*schemas.Batch)) {

@@ -20,8 +20,12 @@ import (
 )
 
 // homeBatches cuts packets into a home's wan batches of n, as its capture
-// agent publishes them.
+// agent publishes them: the packets numbered from 0 in the order given.
 func homeBatches(campaign, home string, pkts []schemas.Packet, n int) []*schemas.Batch {
+	pkts = slices.Clone(pkts)
+	for i := range pkts {
+		pkts[i].Offset = uint64(i)
+	}
 	var out []*schemas.Batch
 	for lo := 0; lo < len(pkts); lo += n {
 		hi := min(lo+n, len(pkts))
@@ -278,6 +282,10 @@ func TestBrokenHomeDoesNotStallOthers(t *testing.T) {
 	last := fine[len(fine)-1]
 	more := *last
 	more.FirstOffset += uint64(len(last.Packets))
+	more.Packets = slices.Clone(last.Packets)
+	for i := range more.Packets {
+		more.Packets[i].Offset += uint64(len(last.Packets))
+	}
 	seq := storeBatch(ctx, t, conn, &more)
 	if err := flaky.HandleAt(ctx, seq, &more); err == nil || errors.Is(err, bus.ErrPermanent) {
 		t.Fatalf("a replay that timed out: %v, want an error to retry", err)
