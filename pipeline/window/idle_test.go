@@ -426,4 +426,5 @@ func TestSecuritySessionWithoutStart(t *testing.T) {
 			t.Errorf("dead letter %+v: want one of h1's batches, given up", dl)
 		}
 	}
+	t.Logf("attack: a home sends %d batches of a session whose first batch never comes, as many as the windower's ack slots | expected: the other homes windowed, the batches dead-lettered once the retry limit passes | observed: h2's session windowed, %d of h1's batches dead-lettered", len(orphans), len(dls))
 }
