@@ -312,6 +312,8 @@ type Matcher struct {
 	// accepted counts the packets matched since the stream began or last
 	// jumped.
 	accepted int
+	// jumpFrom and jumpTo are the last confirmed jump (see LastJump).
+	jumpFrom, jumpTo int64
 }
 
 // NewMatcher prepares the SPs (each a sequence of elements) for matching.
@@ -460,6 +462,7 @@ func (m *Matcher) far(tsNs int64, v Vector) {
 		m.arr.Counts, m.arr.Packets = m.arr.Counts[:0], m.arr.Packets[:0]
 	}
 	m.accepted = 0
+	m.jumpFrom, m.jumpTo = m.nowNs, m.pending[0].TsNs
 	m.nowNs = m.pending[0].TsNs
 	for _, p := range m.pending {
 		m.nowNs = max(m.nowNs, p.TsNs)
@@ -556,6 +559,7 @@ func (m *Matcher) Reset() {
 	m.clearPartials()
 	m.arr.Counts, m.arr.Packets, m.arr.FirstBin = m.arr.Counts[:0], m.arr.Packets[:0], 0
 	m.nowNs, m.seeded, m.stats, m.pending, m.accepted = 0, false, MatchStats{}, m.pending[:0], 0
+	m.jumpFrom, m.jumpTo = 0, 0
 }
 
 func (m *Matcher) clearPartials() {
@@ -578,6 +582,15 @@ func (m *Matcher) Stats() MatchStats { return m.stats }
 // before the first packet). An outlier, dropped or held as part of a
 // possible jump, does not move it; a confirmed jump does.
 func (m *Matcher) Now() int64 { return m.nowNs }
+
+// LastJump is the last time the present jumped (Stats().Jumps counts
+// them): from is the present before, to the stamp of the first packet of
+// the run that confirmed it, in ns; both 0 before the first jump. A
+// consumer that reports the stream as it goes (the online detector) needs
+// both ends: the bins between them are a pause in the capture, not quiet
+// traffic, and after a forward jump within the span the arrays still hold
+// them, zeroed, between the old present and the new.
+func (m *Matcher) LastJump() (from, to int64) { return m.jumpFrom, m.jumpTo }
 
 // Trim drops the bins before absolute bin b, for a long-running stream.
 // A match that started there and completes later is counted as Late.

@@ -153,13 +153,21 @@ func TestMatcherSparseStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	at := func(i int) int64 { return 1.8e18 + int64(i)*int64(2*time.Hour) }
 	for i := range 40 {
-		m.Add(1.8e18+int64(i)*int64(2*time.Hour), v)
+		if from, to := m.LastJump(); i == 16 && (from != 0 || to != 0) {
+			t.Errorf("before the first jump: jumped from %d to %d, want 0 and 0", from, to)
+		}
+		m.Add(at(i), v)
 	}
 	st := m.Stats()
 	// 1 anchors, two runs of 16 move the present, 7 wait.
 	if st.Matches != 33 || st.Jumps != 2 || st.Outliers != 7 {
 		t.Errorf("%+v: want 33 matches, 2 jumps, 7 outliers", st)
+	}
+	// The second run: from the first run's last packet to its own first.
+	if from, to := m.LastJump(); from != at(16) || to != at(17) {
+		t.Errorf("last jump from %d to %d, want %d to %d", from, to, at(16), at(17))
 	}
 }
 
