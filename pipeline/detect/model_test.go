@@ -178,6 +178,59 @@ func TestOnlinePublishesEveryStep(t *testing.T) {
 	}
 }
 
+// TestOnlineStartsAgainAfterJump: captures that resume after pauses
+// longer than the matcher's horizon (README, "Timestamps far from the
+// present"). The detector publishes the windows of the traffic, not one per
+// step of each pause, whether a batch holds one jump or several, and
+// whether the matcher still holds the old capture's bins (a pause under
+// its span of a day) or slid them out (a longer one: the old capture's
+// windows not judged before the batch that jumps go with its bins).
+// Before, a pause under a day was a window per step of it (two hours: 720
+// more), and the old capture's held windows were published twice.
+func TestOnlineStartsAgainAfterJump(t *testing.T) {
+	m := smallModel(t)
+	const t0 = int64(1.9e18)
+	capture := func(seed uint64, at time.Duration) []schemas.Packet {
+		beat, _, noise := synthetic(seed, t0+int64(at))
+		return packetsOf(scene.Superpose(beat, noise))
+	}
+	for _, c := range []struct {
+		name  string
+		at    []time.Duration // when each capture starts
+		batch int             // packets per batch
+		tails bool
+	}{
+		{"two hours later", []time.Duration{0, 150 * time.Minute}, 100, true},
+		{"three captures in one batch", []time.Duration{0, 150 * time.Minute, 300 * time.Minute}, 1 << 20, true},
+		{"past the span", []time.Duration{0, 26 * time.Hour}, 100, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var segs [][]schemas.Packet
+			var pkts []schemas.Packet
+			for i, at := range c.at {
+				segs = append(segs, capture(uint64(5+i), at))
+				pkts = append(pkts, segs[i]...)
+			}
+			var seen []schemas.Seen
+			o := &Online{Model: m, Step: 1, Lag: 1, Publish: collect(&seen)}
+			batches := homeBatches("c", "h", pkts, c.batch)
+			batches[len(batches)-1].Final = true
+			for _, b := range batches {
+				if err := o.Handle(context.Background(), b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if st := o.homes["c\x00h"].m.Stats(); st.Jumps != uint64(len(c.at)-1) {
+				t.Fatalf("matcher %+v: want %d jumps", st, len(c.at)-1)
+			}
+			if err := windowsAcrossJumps(seen, m, c.tails, segs...); err != nil {
+				t.Error(err)
+			}
+			t.Logf("%d captures, %d packets in %d batches: %d windows", len(c.at), len(pkts), len(batches), len(seen))
+		})
+	}
+}
+
 // FuzzLoad: damaged model files are refused with an error, never a crash or
 // an allocation their weights cannot back; what loads can judge a stream.
 func FuzzLoad(f *testing.F) {

@@ -49,9 +49,13 @@ type onlineHome struct {
 	mu   sync.Mutex
 	m    *seqprofile.Matcher
 	next int64 // absolute bin where the next judged window ends
-	// started says next is set; jumps is the Matcher's jump count when it was.
+	// started says next is set; jumps is the Matcher's jump count when the
+	// windows were last placed (the checkpoint records it).
 	started bool
 	jumps   uint64
+	// jumped are the jumps of the matcher's present since then, oldest
+	// first: judge places the windows around them.
+	jumped []jump
 	// restored says the home's checkpoint was read (and replayed).
 	restored bool
 	// seq is the stream position of the last batch handled (0: none).
@@ -66,6 +70,16 @@ type heldBatch struct {
 	// lastBin is the last bin the matcher may read the batch's packets
 	// at: its present once the batch was added (see add).
 	lastBin int64
+}
+
+// jump is a move of a home's present, in absolute bins: from the old
+// present's bin to the bin of the first packet of the run that moved it.
+// kept says the arrays still held the old present's bin once it moved (a
+// jump forward within the span): the old capture's last windows can still
+// be judged.
+type jump struct {
+	from, to int64
+	kept     bool
 }
 
 // SeenMsgID is the message id of a home's window: the campaign, home and
@@ -170,10 +184,22 @@ func (o *Online) handle(ctx context.Context, h *onlineHome, seq uint64, b *schem
 
 // add feeds a batch's packets to the home's matcher.
 func (o *Online) add(h *onlineHome, seq uint64, b *schemas.Batch) {
+	bin := int64(o.Model.Config.Match.Bin)
 	jumps := h.m.Stats().Jumps
+	n := jumps
 	for i := range b.Packets {
 		p := &b.Packets[i]
 		h.m.Add(p.TsNs, seqprofile.VectorOf(p))
+		// Each jump is noted as it happens: a batch may hold several (a
+		// sparse stream moves on by runs), and only the matcher's last is
+		// left to ask for once the batch is in.
+		if st := h.m.Stats(); st.Jumps != n {
+			n = st.Jumps
+			from, to := h.m.LastJump()
+			j := jump{from: from / bin, to: to / bin}
+			j.kept = to > from && h.m.Arrays().FirstBin <= j.from
+			h.jumped = append(h.jumped, j)
+		}
 	}
 	if len(b.Packets) == 0 || seq == 0 {
 		return
@@ -183,7 +209,7 @@ func (o *Online) add(h *onlineHome, seq uint64, b *schemas.Batch) {
 	// and every batch after it (trim stops at the first it may not drop),
 	// until that time: one packet stamped 2^62 ns pinned the replay's
 	// start until about 2116.
-	now := h.m.Now() / int64(o.Model.Config.Match.Bin)
+	now := h.m.Now() / bin
 	if h.m.Stats().Jumps != jumps {
 		// The present moved to a run of far packets that held batches may
 		// have begun: a replay must read them again to move it too. Their
@@ -218,8 +244,10 @@ func (o *Online) restore(ctx context.Context, h *onlineHome, campaign, home, tap
 			return fmt.Errorf("online detector: rebuild home %s/%s from its checkpoint (stream positions %d to %d): %w", campaign, home, cp.From, cp.Seq, err)
 		}
 	}
+	// The replayed batches' jumps were judged before the checkpoint: its
+	// next window is past them.
 	h.next, h.started, h.seq = cp.Next, true, cp.Seq
-	h.jumps = h.m.Stats().Jumps
+	h.jumps, h.jumped = h.m.Stats().Jumps, h.jumped[:0]
 	o.trim(h)
 	return nil
 }
@@ -232,26 +260,27 @@ func (o *Online) judge(ctx context.Context, h *onlineHome, campaign, home string
 	}
 	step, lag := int64(max(1, o.Step)), int64(max(0, o.Lag))
 	w := int64(o.Model.Config.WindowBins)
-	// A stream whose clock jumped (a capture resumed, a bad first
-	// timestamp corrected) starts its windows again where it is now.
-	if st := h.m.Stats(); !h.started || st.Jumps != h.jumps {
-		h.next, h.started, h.jumps = arr.FirstBin+step, true, st.Jumps
+	if !h.started {
+		h.next, h.started = arr.FirstBin+step, true
 	}
 	// Windows that end before the held bins saw nothing: step over them
 	// on the same grid rather than judge and publish each one.
 	if h.next < arr.FirstBin {
 		h.next += (arr.FirstBin - h.next + step - 1) / step * step
 	}
+	ends := h.placeJumps(step)
 	// The last bin that holds packets is still filling unless the session ended.
 	done := arr.FirstBin + int64(arr.Bins()) - 1 - lag
 	if final {
 		done = arr.FirstBin + int64(arr.Bins())
 	}
-	var ends []int64
 	for e := h.next; e <= done; e += step {
 		ends = append(ends, e)
 	}
 	if len(ends) == 0 {
+		// A jump may have moved the next window past bins no window will
+		// read again.
+		o.trim(h)
 		return nil
 	}
 	found, err := o.Model.Assess(arr, ends)
@@ -278,9 +307,42 @@ func (o *Online) judge(ctx context.Context, h *onlineHome, campaign, home string
 			o.OnWindow(msg)
 		}
 	}
-	h.next = ends[len(ends)-1] + step
+	h.next = max(h.next, ends[len(ends)-1]+step)
 	o.trim(h)
 	return nil
+}
+
+// placeJumps moves the home's next window over the jumps of its present
+// and returns the ends of the windows to judge before it. A stream whose
+// clock jumped (a capture resumed after a pause, a bad first timestamp
+// corrected) starts its windows again at its new present, as it started
+// them at its first packet: the pause is no traffic, quiet or not, and a
+// window per step of it would be a report about nothing (before, an hour
+// of traffic two hours apart was 1,115 windows, and the first capture's
+// last windows were published twice). After a jump forward whose old bins
+// the matcher still holds, the old capture is over (its started matches
+// were given up, and a packet near it is now an outlier), so its last
+// windows are judged now, up to its last bin as a Final batch's are.
+func (h *onlineHome) placeJumps(step int64) []int64 {
+	jumped := h.jumped
+	// A jump whose old bins are gone (back in time, past the span, or a
+	// bad first timestamp outvoted) leaves nothing before it to judge.
+	for i := len(jumped) - 1; i >= 0; i-- {
+		if !jumped[i].kept {
+			h.next = jumped[i].to + step
+			jumped = jumped[i+1:]
+			break
+		}
+	}
+	var ends []int64
+	for _, j := range jumped {
+		for ; h.next <= j.from+1; h.next += step {
+			ends = append(ends, h.next)
+		}
+		h.next = max(h.next, j.to+step)
+	}
+	h.jumped, h.jumps = h.jumped[:0], h.m.Stats().Jumps
+	return ends
 }
 
 // trim keeps one window and the lag of history: nothing older is read again.

@@ -348,6 +348,11 @@ func TestFarFutureBatchIsNotHeldForEver(t *testing.T) {
 			if st := ref.homes[c.name+"\x00h"].m.Stats(); c.far && st.Outliers != 1 || !c.far && st.Jumps != 1 {
 				t.Fatalf("matcher %+v: the test plants no outlier or jump", st)
 			}
+			if !c.far {
+				if err := windowsAcrossJumps(whole, m, true, honest, c.pkts[len(honest):]); err != nil {
+					t.Errorf("without restarts: %v", err)
+				}
+			}
 
 			cps, err := OpenKVCheckpoints(ctx, conn.JS, 1)
 			if err != nil {
@@ -391,4 +396,48 @@ func TestFarFutureBatchIsNotHeldForEver(t *testing.T) {
 			t.Logf("%d batches, %d replayed over %d restarts; the last checkpoint holds batches %d to %d; %d windows as without restarts", len(batches), replayed, len(batches), cp.From, cp.Seq, len(restarted))
 		})
 	}
+}
+
+// windowsAcrossJumps checks the windows of captures separated by pauses
+// longer than the matcher's horizon, as the README promises ("Timestamps
+// far from the present"): with one window per bin (Step 1) none is
+// published twice, none lies in a pause, and each capture's windows start
+// again with its first bin; with tails, each capture but the last also
+// ends its windows with its last bin (the matcher still held it when the
+// next began). At
+// most one window per bin of traffic: before, the windows started again
+// from the first capture's held bins, republished them and went on one per
+// step of the pause, 1,115 windows for an hour of traffic two hours apart.
+func windowsAcrossJumps(ws []schemas.Seen, m *Model, tails bool, segs ...[]schemas.Packet) error {
+	bin := int64(m.Config.Match.Bin)
+	bins := 0
+	for _, s := range segs {
+		bins += int(s[len(s)-1].TsNs/bin - s[0].TsNs/bin + 1)
+	}
+	if len(ws) > bins {
+		return fmt.Errorf("%d windows for %d bins of traffic: windows for the pauses, or twice", len(ws), bins)
+	}
+	for i, w := range ws {
+		if i > 0 && w.EndNs <= ws[i-1].EndNs {
+			return fmt.Errorf("window %d ends at %d, window %d at %d: not one window per step forward", i-1, ws[i-1].EndNs, i, w.EndNs)
+		}
+		for k := 1; k < len(segs); k++ {
+			last, first := segs[k-1][len(segs[k-1])-1].TsNs/bin, segs[k][0].TsNs/bin
+			if w.StartNs > last*bin && w.EndNs <= first*bin {
+				return fmt.Errorf("window %d (%d to %d) lies in pause %d, bins %d to %d", i, w.StartNs, w.EndNs, k, last+1, first-1)
+			}
+		}
+	}
+	ends := func(b int64) bool {
+		return slices.ContainsFunc(ws, func(w schemas.Seen) bool { return w.EndNs == (b+1)*bin })
+	}
+	for k, s := range segs {
+		if first := s[0].TsNs / bin; !ends(first) {
+			return fmt.Errorf("capture %d: no window ends with its first bin %d", k, first)
+		}
+		if last := s[len(s)-1].TsNs / bin; tails && k < len(segs)-1 && !ends(last) {
+			return fmt.Errorf("capture %d: no window ends with its last bin %d", k, last)
+		}
+	}
+	return nil
 }
