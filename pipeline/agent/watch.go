@@ -210,16 +210,10 @@ func (w *watched) forgetGone(files []campaign.WatchedFile) {
 // the time stamp of its first frame, or, when it holds none, its
 // modification time.
 func firstStamp(f campaign.WatchedFile, side capture.Side) time.Time {
-	src, err := capture.OpenFileSide(f.Path, side)
-	if err != nil {
-		return f.ModTime // publishInput says why
+	if t, ok := capture.FirstFrameTime(f.Path, side); ok {
+		return t
 	}
-	defer src.Close()
-	fr, err := src.Next()
-	if err != nil {
-		return f.ModTime
-	}
-	return fr.CI.Timestamp
+	return f.ModTime // publishInput says why it cannot be read
 }
 
 // versioned names a version of a file written under a name others had (a

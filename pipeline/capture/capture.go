@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/google/gopacket"
 
@@ -103,21 +104,27 @@ func OpenFileSide(path string, side Side) (Source, error) {
 	return src, nil
 }
 
-// FirstPacketTime is when the capture at path began: its first frame's
-// timestamp, ns since the epoch (a campaign.CaptureTime, which orders
-// captures in time); ok is false for a capture that cannot be read or
-// holds no frame.
-func FirstPacketTime(path string) (ns int64, ok bool) {
-	src, err := OpenFile(path)
+// FirstFrameTime is when the capture at path began, read as side: its
+// first frame's timestamp; ok is false for a capture that cannot be read
+// or holds no frame.
+func FirstFrameTime(path string, side Side) (t time.Time, ok bool) {
+	src, err := OpenFileSide(path, side)
 	if err != nil {
-		return 0, false
+		return time.Time{}, false
 	}
 	defer src.Close()
 	fr, err := src.Next()
 	if err != nil {
-		return 0, false
+		return time.Time{}, false
 	}
-	return fr.CI.Timestamp.UnixNano(), true
+	return fr.CI.Timestamp, true
+}
+
+// FirstPacketTime is FirstFrameTime of the LAN side in ns since the epoch:
+// a campaign.CaptureTime, which orders captures in time.
+func FirstPacketTime(path string) (ns int64, ok bool) {
+	t, ok := FirstFrameTime(path, SideLAN)
+	return t.UnixNano(), ok
 }
 
 // NewReader reads a capture from r; name appears in errors. Close closes r
