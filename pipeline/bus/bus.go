@@ -466,14 +466,20 @@ type ConsumerConfig struct {
 	// delay still takes one of the MaxAckPending slots, so without a bound
 	// messages that can never succeed (a session that never starts, for
 	// the windower) stop the consumer for every home it reads. 0: three
-	// ack waits and at least 10 minutes, so that an object store or NATS
-	// down for minutes is waited out, and so is a batch that waits for a
-	// dead worker's batches, which come back only after their ack wait.
+	// ack waits and at least minRetryFor, so that an object store or NATS
+	// down for minutes is waited out, and so are a batch that waits for a
+	// dead worker's batches, which come back only after their ack wait,
+	// and one refused for room while the pair or session ahead of it waits
+	// out its idle timeout.
 	RetryFor time.Duration
 }
 
-// minRetryFor is the least time a retryable failure is retried by default.
-const minRetryFor = 10 * time.Minute
+// minRetryFor is the least time a retryable failure is retried by default:
+// over twice a home's default idle timeout (31 min). A labeler's or
+// windower's batch refused for room waits for the session pair or session
+// ahead of it, which, when its producer died, only that timeout releases;
+// a new session's batches must not be dead-lettered just before it does.
+const minRetryFor = 70 * time.Minute
 
 // maxRetryDelay caps the growing delay between a failing message's
 // deliveries: long enough not to spin on a message that waits for long,
