@@ -311,7 +311,7 @@ func (a *Agent) Inputs(live bool) []Input {
 			}
 		}
 		for _, f := range files {
-			inputs = append(inputs, Input{Tap: tap.Name, Name: f, Open: func() (capture.Source, error) { return openFileAhead(f, side) }})
+			inputs = append(inputs, fileInput(tap.Name, f, side))
 		}
 		if !live || tap.Interface == "" {
 			continue
@@ -324,6 +324,11 @@ func (a *Agent) Inputs(live bool) []Input {
 		inputs = append(inputs, Input{Tap: tap.Name, Name: iface, Live: true, Open: open})
 	}
 	return inputs
+}
+
+// fileInput is the input of a tap's capture file, read ahead as side.
+func fileInput(tap, path string, side capture.Side) Input {
+	return Input{Tap: tap, Name: path, Open: func() (capture.Source, error) { return openFileAhead(path, side) }}
 }
 
 // tapSide is the side of the gateway a tap captures: the LAN for the lan

@@ -67,7 +67,8 @@ func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress,
 			if r.Final {
 				continue // published already
 			}
-			fi := Input{Tap: in.Tap, Name: f.Path, Rewrites: v.Rewrites, Open: func() (capture.Source, error) { return openFileAhead(f.Path, side) }}
+			fi := fileInput(in.Tap, f.Path, side)
+			fi.Rewrites = v.Rewrites
 			if err := a.publishInput(ctx, fi, r, bufs, send); err != nil {
 				if ctx.Err() != nil {
 					return nil // the next run resumes the file
