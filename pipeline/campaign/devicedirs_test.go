@@ -9,9 +9,10 @@ import (
 	"time"
 )
 
-// TestLinkTimeSplit: captures split by their sequence number, not their
-// name (Setup-A-10 is later than Setup-B-2), every link resolving to the
-// original file, and a device of one capture kept for training only.
+// TestLinkTimeSplit: captures split by when they began where they are
+// dated, else by their sequence number, not their name (Setup-A-10 comes
+// after Setup-B-2), every link resolving to the original file, and a
+// device of one capture kept for training only.
 func TestLinkTimeSplit(t *testing.T) {
 	src := t.TempDir()
 	write := func(dev string, files ...string) {
