@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/homegen"
@@ -84,20 +85,8 @@ func TestLiveRotation(t *testing.T) {
 		{"size-cap", time.Millisecond, 5, 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startNATS(t, t.TempDir())
-			defer srv.Close()
-			conn := connect(t, srv.NATSURL, false)
-			file := sentinelFiles(t)[0]
-			home := &campaign.Home{Name: "h",
-				Taps: []campaign.Tap{{Name: "lan", Interface: "eth1"}, {Name: "wan", Interface: "eth0"}},
-				Live: campaign.Live{Rotation: time.Second, Grace: 100 * time.Millisecond, MaxPackets: tc.maxPackets}}
-			cfg := testConfig(home, "", testLog(t))
-			cfg.BatchSize, cfg.BatchBytes, cfg.Window = 200, 16<<10, 32
-			cfg.MaxBatchAge = 50 * time.Millisecond
-			ag, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			live := campaign.Live{Rotation: time.Second, Grace: 100 * time.Millisecond, MaxPackets: tc.maxPackets}
+			conn, ag, file := liveGateway(t, "eth0", live)
 			srcs := map[string]*nowSource{"lan": newNowSource(t, file, tc.gap, tc.burst), "wan": newNowSource(t, file, tc.gap, tc.burst)}
 			var inputs []Input
 			for tap, s := range srcs {
@@ -163,7 +152,7 @@ func TestLiveRotation(t *testing.T) {
 				lo := sessionStart(t, b.Session)
 				shift := int64(0)
 				if b.Tap == "wan" {
-					shift = int64(home.Live.Grace)
+					shift = int64(live.Grace)
 				}
 				for _, p := range b.Packets {
 					if p.TsNs+shift < lo-int64(rotationSettle) {
@@ -336,20 +325,7 @@ func (c *flakyCapture) Close() error {
 // its offsets going on from where they were (a new capture numbers its
 // frames from 0 again); and every packet read is published once.
 func TestLiveInterfaceComesBack(t *testing.T) {
-	srv := startNATS(t, t.TempDir())
-	defer srv.Close()
-	conn := connect(t, srv.NATSURL, false)
-	file := sentinelFiles(t)[0]
-	home := &campaign.Home{Name: "h",
-		Taps: []campaign.Tap{{Name: "lan", Interface: "eth1"}, {Name: "wan", Interface: "ppp0"}},
-		Live: campaign.Live{Rotation: time.Second, Grace: 100 * time.Millisecond}}
-	cfg := testConfig(home, "", testLog(t))
-	cfg.BatchSize, cfg.BatchBytes, cfg.Window = 200, 16<<10, 32
-	cfg.MaxBatchAge = 50 * time.Millisecond
-	ag, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, ag, file := liveGateway(t, "ppp0", campaign.Live{Rotation: time.Second, Grace: 100 * time.Millisecond})
 	ag.reopenMin, ag.reopenMax = 20*time.Millisecond, 100*time.Millisecond
 	lan := &flakyIface{name: "eth1", file: file, gap: 2 * time.Millisecond, present: true}
 	wan := &flakyIface{name: "ppp0", file: file, gap: 2 * time.Millisecond}
@@ -460,21 +436,8 @@ func (s steppedSource) Next() (capture.Frame, error) {
 // and both taps keep naming their sessions alike, every packet published
 // once.
 func TestLiveClockSetBack(t *testing.T) {
-	srv := startNATS(t, t.TempDir())
-	defer srv.Close()
-	conn := connect(t, srv.NATSURL, false)
-	file := sentinelFiles(t)[0]
 	const maxPackets = 1000
-	home := &campaign.Home{Name: "h",
-		Taps: []campaign.Tap{{Name: "lan", Interface: "eth1"}, {Name: "wan", Interface: "eth0"}},
-		Live: campaign.Live{Rotation: time.Hour, Grace: 100 * time.Millisecond, MaxPackets: maxPackets}}
-	cfg := testConfig(home, "", testLog(t))
-	cfg.BatchSize, cfg.BatchBytes, cfg.Window = 200, 16<<10, 32
-	cfg.MaxBatchAge = 50 * time.Millisecond
-	ag, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, ag, file := liveGateway(t, "eth0", campaign.Live{Rotation: time.Hour, Grace: 100 * time.Millisecond, MaxPackets: maxPackets})
 	var step atomic.Int64
 	ag.now = func() time.Time { return time.Now().Add(-time.Duration(step.Load())) }
 	srcs := map[string]*nowSource{"lan": newNowSource(t, file, time.Millisecond, 5), "wan": newNowSource(t, file, time.Millisecond, 5)}
@@ -582,4 +545,24 @@ func TestLiveBrokenSourceEndsRun(t *testing.T) {
 	if ast := ag.Stats(); ast.ReadErrors != 1 || ast.InterfaceOutages != 0 {
 		t.Errorf("%d read errors, %d interface outages: want 1 and 0", ast.ReadErrors, ast.InterfaceOutages)
 	}
+}
+
+// liveGateway starts NATS and an agent of a home whose lan tap reads eth1
+// and whose wan tap reads wan, on the live settings l, cutting small batches
+// (200 packets, 16 KiB, a window of 32, at most 50 ms old); file is a
+// capture for the test's live sources to replay.
+func liveGateway(t *testing.T, wan string, l campaign.Live) (conn *bus.Conn, ag *Agent, file string) {
+	t.Helper()
+	srv := startNATS(t, t.TempDir())
+	t.Cleanup(srv.Close)
+	conn = connect(t, srv.NATSURL, false)
+	home := &campaign.Home{Name: "h", Taps: []campaign.Tap{{Name: "lan", Interface: "eth1"}, {Name: "wan", Interface: wan}}, Live: l}
+	cfg := testConfig(home, "", testLog(t))
+	cfg.BatchSize, cfg.BatchBytes, cfg.Window = 200, 16<<10, 32
+	cfg.MaxBatchAge = 50 * time.Millisecond
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, ag, sentinelFiles(t)[0]
 }
