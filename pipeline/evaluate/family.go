@@ -1,7 +1,6 @@
 package evaluate
 
 import (
-	"slices"
 	"strings"
 	"unicode"
 )
@@ -44,19 +43,7 @@ func Families(c *Confusion, minShare float64) [][]string {
 			}
 		}
 	}
-	groups := map[int][]string{}
-	for i := range n {
-		groups[find(i)] = append(groups[find(i)], c.Labels[i])
-	}
-	var out [][]string
-	for _, g := range groups {
-		if len(g) > 1 {
-			slices.Sort(g)
-			out = append(out, g)
-		}
-	}
-	slices.SortFunc(out, func(a, b []string) int { return strings.Compare(a[0], b[0]) })
-	return out
+	return groups(c.Labels, find)
 }
 
 // FamilyName names a family by its members' common prefix cut at a word

@@ -23,6 +23,7 @@ import (
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/gateway"
+	"github.com/homemole/homemole/pipeline/realhome"
 	"github.com/homemole/homemole/pipeline/store"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
@@ -111,6 +112,12 @@ type Result struct {
 	// saved model learned (both from the training captures alone).
 	SessionAccuracyFamilies float64    `json:"session_accuracy_families,omitempty"`
 	Families                [][]string `json:"families,omitempty"`
+	// ServerFamilies are the training types that reach one vendor's servers
+	// (evaluate.ServerFamilies; lan and napt views, whose observer sees the
+	// servers), joined into Families. SessionAccuracyConfusionFamilies
+	// scores the families of the model's confusions alone, without them.
+	ServerFamilies                   [][]string `json:"server_families,omitempty"`
+	SessionAccuracyConfusionFamilies float64    `json:"session_accuracy_confusion_families,omitempty"`
 	// OpenSet is the saved model's open-set rule on the test captures;
 	// nil without SaveAs.
 	OpenSet  *OpenSet  `json:"open_set,omitempty"`
@@ -182,6 +189,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// test-only devices keep theirs for scoring.
 	cfg.Log.Info("datasets built", "train_windows", len(trainW), "test_windows", len(testW), "devices", numClasses)
 
+	// The lan and napt views show the servers each device reaches, and
+	// types that share a vendor's servers are one family beside those the
+	// model confuses; the vpn view hides them.
+	var serverFams [][]string
+	if cfg.View == "lan" || cfg.View == "napt" {
+		devs, err := realhome.DevicesOf(trainC, cfg.TrainDir)
+		if err != nil {
+			return nil, err
+		}
+		servers, err := realhome.Servers(ctx, devs)
+		if err != nil {
+			return nil, fmt.Errorf("training captures: %w", err)
+		}
+		serverFams = evaluate.ServerFamilies(servers)
+		cfg.Log.Info("server families", "families", evaluate.FamilyList(serverFams))
+	}
+
 	res := &Result{Model: cfg.Spec.Name, View: cfg.View, Kind: cfg.Kind, Window: cfg.Window, Seed: cfg.Spec.Learn.Seed,
 		TrainWindows: len(trainW), TestWindows: len(testW), TrainSessions: len(trainM.Groups), TestSessions: len(testM.Groups)}
 	e := &train.Evaluation{
@@ -194,7 +218,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Meta: train.Meta{Window: cfg.Window, View: cfg.View, Kind: cfg.Kind, Dataset: cfg.TrainDir},
 		Pool: cfg.Pool && cfg.Kind == schemas.KindInd, Store: cfg.Store, Log: cfg.Log,
 		// One vote per test capture, whatever streams its windows came from.
-		VoteBy: func(w *schemas.Window, _ int) string { return w.Group },
+		VoteBy:         func(w *schemas.Window, _ int) string { return w.Group },
+		ServerFamilies: serverFams,
 	}
 	out, err := train.Evaluate(ctx, e)
 	if err != nil {
@@ -205,12 +230,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.TrainSeconds = out.Report.TrainSeconds
 	res.Report = out.Report
-	res.Families = cfg.Families
-	if res.Families == nil {
-		res.Families = out.Families
+	res.ServerFamilies = serverFams
+	confusion := cfg.Families
+	if cfg.Families != nil {
+		res.Families = append([][]string{}, evaluate.MergeFamilies(cfg.Families, serverFams)...)
+	} else {
+		confusion, res.Families = out.ConfusionFamilies, out.Families
 	}
 	files := sessionFiles(testC, cfg.TestDir)
-	res.summarize(files, res.Families)
+	res.summarize(files, res.Families, confusion)
 	res.openSet(out.TestHosts, numClasses, files)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
@@ -264,7 +292,7 @@ func sessionFiles(c *campaign.Campaign, dir string) map[string]string {
 // summarize fills the per-packet figures from the report and, per test
 // capture, the device its packets voted for (the report's session votes,
 // over the packets of an inventory device).
-func (r *Result) summarize(files map[string]string, fams [][]string) {
+func (r *Result) summarize(files map[string]string, fams, confusionFams [][]string) {
 	var families map[string]string
 	if fams != nil {
 		families = evaluate.FamilyOf(fams)
@@ -306,6 +334,9 @@ func (r *Result) summarize(files map[string]string, fams [][]string) {
 		r.SessionAccuracy, r.SessionAccuracyTypes = d*scale, t*scale
 		if families != nil {
 			r.SessionAccuracyFamilies = evaluate.FamilyAccuracy(scored, families) * scale
+			if len(r.ServerFamilies) > 0 {
+				r.SessionAccuracyConfusionFamilies = evaluate.FamilyAccuracy(scored, evaluate.FamilyOf(confusionFams)) * scale
+			}
 		}
 	}
 }

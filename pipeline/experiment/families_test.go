@@ -34,7 +34,7 @@ func TestScoreFamilies(t *testing.T) {
 	votes := voter.Votes()
 	files["never-scored"] = "Aria/c.pcap"
 	r := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels), Sessions: votes}}
-	r.summarize(files, fams)
+	r.summarize(files, fams, fams)
 	if len(r.Unscored) != 1 || r.Unscored[0] != "Aria/c.pcap" {
 		t.Fatalf("unscored %v, want the capture without votes", r.Unscored)
 	}
@@ -55,8 +55,17 @@ func TestScoreFamilies(t *testing.T) {
 		}
 	}
 	plain := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels), Sessions: votes}}
-	plain.summarize(files, nil)
-	if plain.SessionAccuracyFamilies != 0 || plain.Sessions[0].Family != "" {
+	plain.summarize(files, nil, nil)
+	if plain.SessionAccuracyFamilies != 0 || plain.SessionAccuracyConfusionFamilies != 0 || plain.Sessions[0].Family != "" {
 		t.Fatalf("without families: %+v", plain)
+	}
+
+	// With the plugs a family by their servers alone, the confusions'
+	// families (none) are scored beside: the HS100 capture is right only
+	// with the servers'.
+	servers := Result{Report: &evaluate.Report{Confusion: evaluate.NewConfusion(labels), Sessions: votes}, ServerFamilies: fams}
+	servers.summarize(files, fams, [][]string{})
+	if servers.SessionAccuracyFamilies != 2.0/3 || servers.SessionAccuracyConfusionFamilies != 1.0/3 {
+		t.Fatalf("families %.3f, of the confusions alone %.3f; want 2/3 and 1/3", servers.SessionAccuracyFamilies, servers.SessionAccuracyConfusionFamilies)
 	}
 }

@@ -18,7 +18,10 @@ import (
 
 	"github.com/homemole/homemole/internal/sentineldata"
 
+	"github.com/homemole/homemole/pipeline/campaign"
+	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
+	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/schemas"
 )
@@ -786,4 +789,42 @@ func upperSum(ip []byte) (uint16, bool) {
 		s = 0
 	}
 	return uint16(s), true
+}
+
+// TestServersOfRealCaptures: on IoT Sentinel's captures, the servers of
+// each device type's earlier half (by first packet) join D-LinkSensor with
+// its siblings, whose traffic its later firmware copies, and no family
+// spans two vendors.
+func TestServersOfRealCaptures(t *testing.T) {
+	devs := loadSentinel(t)
+	for i := range devs {
+		devs[i].Files, _ = campaign.SplitByTime(devs[i].Files, func(f string) (int64, bool) { return capture.FirstPacketTime(f) })
+	}
+	servers, err := Servers(context.Background(), devs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := evaluate.ServerFamilies(servers)
+	t.Logf("server families: %s", evaluate.FamilyList(fams))
+	var dlink []string
+	for _, f := range fams {
+		if slices.Contains(f, "D-LinkSensor") {
+			dlink = f
+		}
+		// A vendor's devices share its name's first letters.
+		if evaluate.FamilyName(f) == strings.Join(f, "/") {
+			t.Errorf("family %v spans vendors", f)
+		}
+	}
+	for _, d := range []string{"D-LinkSensor", "D-LinkSiren", "D-LinkWaterSensor"} {
+		if !slices.Contains(dlink, d) {
+			t.Errorf("D-LinkSensor's family %v lacks %s", dlink, d)
+		}
+	}
+	// The kettles reach no server: nothing beyond the LAN joins them.
+	for _, k := range servers["iKettle2"] {
+		if len(k) > 0 {
+			t.Errorf("an iKettle2 capture reaches servers %v", k)
+		}
+	}
 }

@@ -75,6 +75,12 @@ func LoadDevices(dir string) ([]Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	return DevicesOf(c, dir)
+}
+
+// DevicesOf is LoadDevices of a campaign campaign.FromDeviceDirs made of
+// dir, in name order.
+func DevicesOf(c *campaign.Campaign, dir string) ([]Device, error) {
 	var out []Device
 	for _, h := range c.Homes {
 		d := h.Inventory[0]

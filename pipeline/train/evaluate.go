@@ -52,6 +52,10 @@ type Evaluation struct {
 	SaveAs      string
 	Meta        Meta
 	Calibration Calibration
+	// ServerFamilies are families of another reason than the model's
+	// confusions (evaluate.ServerFamilies: types that reach one vendor's
+	// servers), joined with those the calibration learns.
+	ServerFamilies [][]string
 	// CalibrationFolds is how many models CalibrateOnTrain fits (0:
 	// CalibrationFolds), each scoring the training sessions it never saw.
 	CalibrationFolds int
@@ -83,8 +87,10 @@ type Outcome struct {
 	Preds   [][]int32
 	Unknown *OpenSet
 	// Families are those the saved model learned from its held-out
-	// calibration sessions (Meta.Families); nil when not saved.
-	Families [][]string
+	// calibration sessions (Meta.Families), joined with
+	// Evaluation.ServerFamilies; nil when not saved. ConfusionFamilies are
+	// those of the calibration's confusions alone.
+	Families, ConfusionFamilies [][]string
 	// TestHosts are the held-out windows' hosts, (session, device) pairs,
 	// under the saved model's open-set rule; only for a model
 	// calibrated on its training captures (CalibrateOnTrain), whose rule
@@ -282,9 +288,15 @@ func (e *Evaluation) save(ctx context.Context, model Model, classes int, trained
 		if meta.Families, err = held.Families(meta.Labels); err != nil {
 			return fmt.Errorf("learn the families: %w", err)
 		}
+		out.ConfusionFamilies = meta.Families
+		meta.Families = evaluate.MergeFamilies(meta.Families, evaluate.OnlyOf(e.ServerFamilies, meta.Labels))
 		e.Log.Info("unknown-device threshold", "score", meta.Unknown.Score, "threshold", fmt.Sprintf("%.3f", meta.Unknown.Threshold),
 			"familiarity_threshold", fmt.Sprintf("%.3f", meta.Unknown.Familiarity.Threshold), "held_out_hosts", meta.Unknown.Hosts, "false_unknown", fmt.Sprintf("%.3f", meta.Unknown.FalseUnknown))
-		e.Log.Info("families", "learned_from", "the held-out calibration sessions", "families", evaluate.FamilyList(meta.Families))
+		from := "the held-out calibration sessions"
+		if len(e.ServerFamilies) > 0 {
+			from += " and shared vendor servers"
+		}
+		e.Log.Info("families", "learned_from", from, "families", evaluate.FamilyList(meta.Families))
 	}
 	if err := SaveModel(ctx, e.Store, e.SaveAs, model, meta); err != nil {
 		return fmt.Errorf("save model %s: %w", e.SaveAs, err)

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/homemole/homemole/pipeline/detect/scene"
+	"github.com/homemole/homemole/pipeline/evaluate"
 )
 
 // sentinelDir is where the IoT Sentinel captures lie, relative to the
@@ -230,9 +231,11 @@ func timeDriftRunners(r *reruns) []runner {
 
 // experimentSummary is what the figures read of experiment's JSON.
 type experimentSummary struct {
-	Types    *float64   `json:"session_accuracy_types"`
-	Families *float64   `json:"session_accuracy_families"`
-	Learned  [][]string `json:"families"`
+	Types     *float64   `json:"session_accuracy_types"`
+	Families  *float64   `json:"session_accuracy_families"`
+	Confusion *float64   `json:"session_accuracy_confusion_families"`
+	Learned   [][]string `json:"families"`
+	Servers   [][]string `json:"server_families"`
 }
 
 // timeFamilyRunners are the time split through experiment --save, seeds 1
@@ -246,7 +249,7 @@ func timeFamilyRunners(r *reruns) []runner {
 	for seed := 1; seed <= 3; seed++ {
 		args := []string{"experiment", "--split-by-time", sentinelDir, "--model", "blstm", "--window", "40", "--seed", strconv.Itoa(seed), "--save", "time-families"}
 		command := "go run ./services/homemole " + strings.Join(args, " ") + " --json time-families.json"
-		for _, col := range []string{"types", "families"} {
+		for _, col := range []string{"types", "families", "confusion_families", "server_families"} {
 			rs = append(rs, runner{key: fmt.Sprintf("experiment.time.blstm.s%d.%s", seed, col), command: command, measure: func(ctx context.Context) (string, error) {
 				v, err := r.once(command, func() (any, error) {
 					if err := needSentinel(); err != nil {
@@ -269,8 +272,17 @@ func timeFamilyRunners(r *reruns) []runner {
 					return "", err
 				}
 				res := v.(*experimentSummary)
-				if col == "types" {
+				switch col {
+				case "types":
 					return fmt.Sprintf("%.1f %%", 100**res.Types), nil
+				case "confusion_families":
+					// Without server families the two are one figure.
+					if len(res.Servers) == 0 || res.Confusion == nil {
+						return fmt.Sprintf("%.1f %%", 100**res.Families), nil
+					}
+					return fmt.Sprintf("%.1f %%", 100**res.Confusion), nil
+				case "server_families":
+					return evaluate.FamilyList(res.Servers), nil
 				}
 				return fmt.Sprintf("%.1f %%", 100**res.Families), nil
 			}})
