@@ -27,14 +27,18 @@ func (s Server) String() string {
 	return fmt.Sprintf("%s/%s", name, netip.AddrPortFrom(s.Addr, uint16(s.Port)))
 }
 
+// sharedSpace is RFC 6598's shared address space: an ISP's carrier-grade
+// NAT, never a vendor's server.
+var sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
+
 // IsVendorServer says whether a packet to addr, port tells of the vendor's
-// cloud: a public unicast address, and no name or time service (DNS, DNS
+// cloud: a public unicast address (not an ISP's shared address space), and no name or time service (DNS, DNS
 // over TLS, NTP), whose servers a network's configuration or an operating
 // system's default picks, whatever the vendor: Level 3's resolver or a
 // university's time server would join unrelated vendors into one family.
 func IsVendorServer(addr netip.Addr, port int32) bool {
 	addr = addr.Unmap()
-	if !addr.IsGlobalUnicast() || addr.IsPrivate() {
+	if !addr.IsGlobalUnicast() || addr.IsPrivate() || sharedSpace.Contains(addr) {
 		return false
 	}
 	switch port {

@@ -20,6 +20,7 @@ func TestIsVendorServer(t *testing.T) {
 		{"1.1.1.1", 853, false},
 		{"10.10.10.72", 58813, false}, // the phone on the LAN
 		{"192.168.0.1", 80, false},
+		{"100.64.12.1", 443, false}, // the ISP's carrier-grade NAT
 		{"fd00::1", 443, false},
 		{"fe80::1", 443, false},
 		{"239.255.255.250", 1900, false},
