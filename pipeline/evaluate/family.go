@@ -17,18 +17,7 @@ const FamilyShare = 0.05
 // are left out; each family is sorted, and so is the list.
 func Families(c *Confusion, minShare float64) [][]string {
 	n := len(c.Labels)
-	parent := make([]int, n)
-	for i := range parent {
-		parent[i] = i
-	}
-	find := func(i int) int {
-		for parent[i] != i {
-			parent[i] = parent[parent[i]]
-			i = parent[i]
-		}
-		return i
-	}
-	union := func(i, j int) { parent[find(i)] = find(j) }
+	sets := newSets(n)
 	for i := range n {
 		row := 0
 		for _, v := range c.Counts[i] {
@@ -39,11 +28,11 @@ func Families(c *Confusion, minShare float64) [][]string {
 				continue
 			}
 			if TypeOf(c.Labels[i]) == TypeOf(c.Labels[j]) || row > 0 && float64(c.Counts[i][j]) >= minShare*float64(row) {
-				union(i, j)
+				sets.union(i, j)
 			}
 		}
 	}
-	return groups(c.Labels, find)
+	return groups(c.Labels, sets.find)
 }
 
 // FamilyName names a family by its members' common prefix cut at a word

@@ -2,7 +2,6 @@ package evaluate
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,17 +13,6 @@ type Server struct {
 	Addr      netip.Addr
 	Transport uint8
 	Port      int32
-}
-
-func (s Server) String() string {
-	name := fmt.Sprintf("ip%d", s.Transport)
-	switch s.Transport {
-	case 6:
-		name = "tcp"
-	case 17:
-		name = "udp"
-	}
-	return fmt.Sprintf("%s/%s", name, netip.AddrPortFrom(s.Addr, uint16(s.Port)))
 }
 
 // sharedSpace is RFC 6598's shared address space: an ISP's carrier-grade
@@ -87,27 +75,17 @@ func ServerFamilies(captures map[string][]map[Server]bool) [][]string {
 			}
 		}
 	}
-	parent := make([]int, len(types))
-	for i := range parent {
-		parent[i] = i
-	}
-	find := func(i int) int {
-		for parent[i] != i {
-			parent[i] = parent[parent[i]]
-			i = parent[i]
-		}
-		return i
-	}
+	sets := newSets(len(types))
 	most := max(2, len(types)/2)
 	for _, ts := range habits {
 		if len(ts) < 2 || len(ts) > most {
 			continue
 		}
 		for _, t := range ts[1:] {
-			parent[find(t)] = find(ts[0])
+			sets.union(t, ts[0])
 		}
 	}
-	return groups(types, find)
+	return groups(types, sets.find)
 }
 
 // MergeFamilies joins families that share a member: the families of a
@@ -125,26 +103,37 @@ func MergeFamilies(lists ...[][]string) [][]string {
 			}
 		}
 	}
-	parent := make([]int, len(names))
-	for i := range parent {
-		parent[i] = i
-	}
-	find := func(i int) int {
-		for parent[i] != i {
-			parent[i] = parent[parent[i]]
-			i = parent[i]
-		}
-		return i
-	}
+	sets := newSets(len(names))
 	for _, l := range lists {
 		for _, f := range l {
 			for _, d := range f[1:] {
-				parent[find(index[d])] = find(index[f[0]])
+				sets.union(index[d], index[f[0]])
 			}
 		}
 	}
-	return groups(names, find)
+	return groups(names, sets.find)
 }
+
+// sets is a union-find over members 0..n-1.
+type sets []int
+
+func newSets(n int) sets {
+	s := make(sets, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+func (s sets) find(i int) int {
+	for s[i] != i {
+		s[i] = s[s[i]]
+		i = s[i]
+	}
+	return i
+}
+
+func (s sets) union(i, j int) { s[s.find(i)] = s.find(j) }
 
 // groups lists the sets of more than one member that find makes of names,
 // each sorted, the list by first member.
