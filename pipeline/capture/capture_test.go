@@ -499,6 +499,92 @@ func TestCompressedCaptures(t *testing.T) {
 	}
 }
 
+// udpPcap is a pcap of n Ethernet frames of UDP, frame i of size(i)
+// bytes.
+func udpPcap(t *testing.T, n int, size func(i int) int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1700000000, 0)
+	for i := range n {
+		f := make([]byte, size(i))
+		copy(f, []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0})
+		copy(f[14:], ipv4Packet([4]byte{192, 168, 1, 5}, [4]byte{198, 51, 100, 9}, 64))
+		binary.BigEndian.PutUint16(f[16:], uint16(len(f)-14))
+		binary.BigEndian.PutUint16(f[38:], uint16(len(f)-34))
+		for j := 42; j < len(f); j++ {
+			f[j] = byte(i + j) // some for the compressors to do
+		}
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: t0.Add(time.Duration(i) * time.Millisecond), CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
+}
+
+// TestLZ4CutAtBlockEnd: lz4 writes a capture in blocks (64 KiB to 4 MiB
+// of it each, lz4 -B4 to -B7); one still being written (tcpdump -w - |
+// lz4) or copied part-way stops where a block ends, and where that is
+// where a packet record ends, the decompressed bytes look like a whole
+// capture. It is read up to the cut and said to be truncated. So is one
+// cut between its end mark and the checksum after it. With block
+// checksums (lz4 -BX) or without.
+func TestLZ4CutAtBlockEnd(t *testing.T) {
+	// Records of 1024 bytes after the 24-byte file header, the first 24
+	// bytes shorter: the first 64 KiB block ends with record 64.
+	raw := udpPcap(t, 201, func(i int) int {
+		if i == 0 {
+			return 1024 - 16 - 24
+		}
+		return 1024 - 16
+	})
+	for _, blockSums := range []bool{false, true} {
+		var buf bytes.Buffer
+		zw := lz4.NewWriter(&buf)
+		if err := zw.Apply(lz4.BlockSizeOption(lz4.Block64Kb), lz4.ChecksumOption(true), lz4.BlockChecksumOption(blockSums)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := zw.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		z := buf.Bytes()
+		// The frame header: magic(4) FLG BD HC, the content size (8)
+		// where FLG says; then the first block: size(4) data, a checksum
+		// (4) where FLG says.
+		at := 7
+		if z[4]&0x08 != 0 {
+			at += 8
+		}
+		blockEnd := at + 4 + int(binary.LittleEndian.Uint32(z[at:])&^(1<<31))
+		if z[4]&0x10 != 0 {
+			blockEnd += 4
+		}
+		for _, c := range []struct {
+			name   string
+			cut    int
+			frames int
+		}{
+			{"where its first block ends", blockEnd, 64},
+			{"before its end mark", len(z) - 8, 201},
+			{"before its content checksum", len(z) - 4, 201},
+		} {
+			src, err := NewReader(bytes.NewReader(z[:c.cut]), "cut.pcap.lz4")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := drain(src); n != c.frames || !errors.Is(err, ErrTruncated) {
+				t.Errorf("block checksums %v: cut %s (%d of %d bytes): %d frames, then %v; want %d, then ErrTruncated", blockSums, c.name, c.cut, len(z), n, err, c.frames)
+			}
+		}
+	}
+}
+
 // TestPcapngFromNgWriter writes real frames with gopacket's pcapng writer
 // and reads them back.
 func TestPcapngFromNgWriter(t *testing.T) {

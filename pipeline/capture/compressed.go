@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"fmt"
 	"io"
 
@@ -36,7 +37,8 @@ var compressions = []compression{
 		return d.IOReadCloser(), nil
 	}},
 	{name: "lz4", magic: []byte{0x04, 0x22, 0x4d, 0x18}, fix: "lz4 -dc FILE > out.pcap", open: func(r io.Reader) (io.ReadCloser, error) {
-		return io.NopCloser(lz4.NewReader(r)), nil
+		f := &lz4Frame{r: r}
+		return io.NopCloser(lz4Ended{lz4.NewReader(f), f}), nil
 	}},
 	// xz's and bzip2's decoders size their memory from the stream's own
 	// header, up to gigabytes: a campaign reading captures it did not
@@ -72,4 +74,95 @@ func (d damagedStream) Read(p []byte) (int, error) {
 		err = fmt.Errorf("%w: %s: its %s stream is damaged (%v); the packets before the damage were read, decompress it by hand (%s) to see how much more can be saved", ErrCorrupt, d.name, d.c.name, err, d.c.fix)
 	}
 	return n, err
+}
+
+// lz4Ended is an lz4 stream that ends only where its frame does. The
+// decoder (pierrec/lz4) takes a stream that stops where a field starts
+// for its end: cut after its magic number, where a block ends, or between
+// the end mark and the checksum after it, it returns io.EOF with the rest
+// of the capture missing. Such a stream ends in io.ErrUnexpectedEOF here,
+// so that it is said to be truncated.
+type lz4Ended struct {
+	zr *lz4.Reader
+	f  *lz4Frame
+}
+
+func (l lz4Ended) Read(p []byte) (int, error) {
+	n, err := l.zr.Read(p)
+	if err == io.EOF && !l.f.done {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// lz4Frame follows an lz4 frame's fields as the decoder reads them (it
+// reads no further than it needs): done once the frame has ended, its end
+// mark and the content checksum its flags ask for read. The frame is
+// magic(4) FLG(1) BD(1) [content size(8)] HC(1), blocks of size(4, little
+// endian; the high bit: stored) data [block checksum(4)], an end mark of
+// size 0, [content checksum(4)].
+type lz4Frame struct {
+	r    io.Reader
+	head int // bytes of the frame header read, up to its length
+	flg  byte
+	// field collects a block size; skip is what is left of the block
+	// (data and checksum) or of the content checksum.
+	field  [4]byte
+	fn     int
+	skip   int64
+	ending bool // the end mark read: skip is the content checksum
+	done   bool
+}
+
+func (f *lz4Frame) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	f.follow(p[:n])
+	return n, err
+}
+
+func (f *lz4Frame) follow(b []byte) {
+	for len(b) > 0 && !f.done {
+		switch {
+		case f.head < f.headLen():
+			if f.head == 4 {
+				f.flg = b[0]
+			}
+			f.head++
+			b = b[1:]
+		case f.skip > 0:
+			k := min(f.skip, int64(len(b)))
+			f.skip -= k
+			b = b[k:]
+			f.done = f.ending && f.skip == 0
+		default:
+			k := copy(f.field[f.fn:], b)
+			f.fn += k
+			b = b[k:]
+			if f.fn < 4 {
+				continue
+			}
+			f.fn = 0
+			size := int64(binary.LittleEndian.Uint32(f.field[:]) &^ (1 << 31))
+			switch {
+			case binary.LittleEndian.Uint32(f.field[:]) != 0:
+				f.skip = size
+				if f.flg&0x10 != 0 { // block checksums
+					f.skip += 4
+				}
+			case f.flg&0x04 != 0: // the end mark, then the content checksum
+				f.ending, f.skip = true, 4
+			default:
+				f.done = true
+			}
+		}
+	}
+}
+
+// headLen is the length of the frame header: 15 with a content size, 7
+// without; 7 while its flags are still unread.
+func (f *lz4Frame) headLen() int {
+	if f.head > 4 && f.flg&0x08 != 0 {
+		return 15
+	}
+	return 7
 }
