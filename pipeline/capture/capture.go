@@ -158,7 +158,11 @@ func NewSideReader(r io.Reader, name string, side Side) (Source, error) {
 		// its own copy.
 		head := bytes.Clone(in.buf[in.start:in.end])
 		zr, err := c.open(io.MultiReader(bytes.NewReader(head), r))
-		if err != nil {
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			// gzip reads its header (10 bytes and the file's name) here.
+			return nil, in.cutBeforeHeader()
+		case err != nil:
 			return nil, fmt.Errorf("capture %s: open %s stream: %w", name, c.name, err)
 		}
 		in.closers = append([]io.Closer{zr}, in.closers...)
@@ -292,12 +296,24 @@ func (in *input) peekMagic() ([4]byte, error) {
 	case len(b) == 0 && err == io.EOF:
 		return m, fmt.Errorf("%w: %s is empty; %s", ErrUnknownFormat, in.name, formats)
 	case err == io.EOF:
+		copy(m[:], b)
+		if c, ok := compressionOf(m); ok && c.open != nil {
+			// The whole magic number of a compression read (gzip's
+			// two bytes): a compressed stream cut inside its header.
+			return m, in.cutBeforeHeader()
+		}
 		return m, fmt.Errorf("%w: %s is only %d bytes long; %s", ErrUnknownFormat, in.name, len(b), formats)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		// A compressed stream cut short before its first whole block.
-		return m, fmt.Errorf("%w: %s ends before its file header: the compressed stream is cut short; nothing of it could be read (copy the file again if it was still being written)", ErrTruncated, in.name)
+		return m, in.cutBeforeHeader()
 	}
 	return m, fmt.Errorf("capture %s: read file header: %w", in.name, err)
+}
+
+// cutBeforeHeader is the error for a compressed stream that ends before
+// the capture's file header.
+func (in *input) cutBeforeHeader() error {
+	return fmt.Errorf("%w: %s ends before its file header: the compressed stream is cut short; nothing of it could be read (copy the file again if it was still being written)", ErrTruncated, in.name)
 }
 
 func (in *input) close() error {

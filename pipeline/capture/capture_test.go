@@ -525,6 +525,76 @@ func udpPcap(t *testing.T, n int, size func(i int) int) []byte {
 	return buf.Bytes()
 }
 
+// TestCompressedCutAnywhere: a compressed capture cut at any length is
+// read up to the cut (the frames read never fewer for a longer cut) and
+// said to be truncated: not read as a whole capture with its end missing
+// (lz4 cut where a field starts: after its magic number, where a block
+// ends, before its checksum), nor refused as no capture at all (gzip cut
+// inside its header, the file's name in it included). Only a cut inside
+// the magic number itself leaves nothing to tell the file by.
+func TestCompressedCutAnywhere(t *testing.T) {
+	raw := udpPcap(t, 60, func(i int) int { return 60 + i%50 })
+	compress := map[string]func(io.Writer) io.WriteCloser{
+		"gzip": func(w io.Writer) io.WriteCloser {
+			zw := gzip.NewWriter(w)
+			zw.Name = "capture.pcap" // as gzip FILE writes it
+			return zw
+		},
+		"zstd": func(w io.Writer) io.WriteCloser {
+			zw, err := zstd.NewWriter(w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return zw
+		},
+		"lz4": func(w io.Writer) io.WriteCloser {
+			zw := lz4.NewWriter(w)
+			if err := zw.Apply(lz4.BlockSizeOption(lz4.Block64Kb), lz4.BlockChecksumOption(true)); err != nil {
+				t.Fatal(err)
+			}
+			return zw
+		},
+	}
+	for name, newWriter := range compress {
+		t.Run(name, func(t *testing.T) {
+			var buf bytes.Buffer
+			zw := newWriter(&buf)
+			if _, err := zw.Write(raw); err != nil {
+				t.Fatal(err)
+			}
+			if err := zw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			z := buf.Bytes()
+			c, _ := compressionOf([4]byte(z))
+			last := 0
+			for cut := 1; cut <= len(z); cut++ {
+				src, err := NewReader(bytes.NewReader(z[:cut]), name)
+				n := 0
+				if err == nil {
+					n, err = drain(src)
+				}
+				switch {
+				case cut == len(z):
+					if !errors.Is(err, io.EOF) || n != 60 {
+						t.Errorf("whole: %d of 60 frames, then %v", n, err)
+					}
+				case cut < len(c.magic):
+					if !errors.Is(err, ErrUnknownFormat) {
+						t.Errorf("cut inside its magic number, at %d bytes: %v, want ErrUnknownFormat", cut, err)
+					}
+				case !errors.Is(err, ErrTruncated):
+					t.Errorf("cut at %d of %d bytes: %d of 60 frames, then %v; want ErrTruncated", cut, len(z), n, err)
+				}
+				if n < last {
+					t.Errorf("cut at %d bytes: %d frames read, %d at a shorter cut", cut, n, last)
+				}
+				last = n
+			}
+		})
+	}
+}
+
 // TestLZ4CutAtBlockEnd: lz4 writes a capture in blocks (64 KiB to 4 MiB
 // of it each, lz4 -B4 to -B7); one still being written (tcpdump -w - |
 // lz4) or copied part-way stops where a block ends, and where that is
