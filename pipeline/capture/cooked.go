@@ -39,8 +39,9 @@ import (
 //     itself, never through it. So each unicast packet that comes in on
 //     an interface is a vote: for the LAN side when it comes at a starting
 //     hop limit and is not for one of the gateway's own addresses (those
-//     it sends its own packets from), for the other side when it comes
-//     at less. An interface is on the LAN side while most votes say so.
+//     it sends its own packets from, before the packet or after it: a
+//     LAN vote for a packet to an address the gateway then sends from is
+//     taken back), for the other side when it comes at less. An interface is on the LAN side while most votes say so.
 //     Where SLL gives no interface index, the frame's source MAC stands in
 //     for the interface: a LAN device's MAC gets its own packets' votes, the
 //     upstream router's MAC the internet's, and the gateway's own MAC on
@@ -76,6 +77,9 @@ type cookedView struct {
 	// ownAddrs are the gateway's addresses: those it sends its own
 	// packets (and ARP) from; a set (the MACs are not used).
 	ownAddrs neighTable
+	// lanVotes are the LAN votes by the address the packet went to, to be
+	// taken back should it show as one of ownAddrs.
+	lanVotes voteTable
 	// SLL only, for want of interfaces: the gateway's MAC that sends to
 	// a LAN host, by the host's MAC (macKey); the one that sent to a LAN
 	// host last; the last MAC the capturing host sent IP from, and other
@@ -145,6 +149,9 @@ const (
 	cookedMaxKeys = 4096
 	// cookedMaxTable bounds the MACs and addresses remembered.
 	cookedMaxTable = 1 << 16
+	// cookedMaxPending bounds the addresses whose LAN votes are
+	// remembered to be taken back (voteTable).
+	cookedMaxPending = 1 << 12
 	// cookedMaxSeen bounds the frames remembered for duplicates.
 	cookedMaxSeen = 1 << 14
 )
@@ -492,7 +499,7 @@ func newCookedView(src Source, sides Side) *cookedView {
 	if sides == 0 {
 		sides = SideLAN
 	}
-	c := &cookedView{src: src, sides: sides, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},
+	c := &cookedView{src: src, sides: sides, keys: map[cookedKey]*cookedIface{}, foreign: newMACSet(), neigh: newNeighTable(), ownAddrs: newNeighTable(), lanVotes: newVoteTable(), gatewayOf: newNeighTable(), l2Peer: map[uint16]schemas.MAC{},
 		seen: map[uint64]seenAt{}, seed: maphash.MakeSeed(), fwd: map[uint64]forwardSeen{}}
 	c.ng, _ = src.(*ngReader)
 	return c

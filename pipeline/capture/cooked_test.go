@@ -613,6 +613,66 @@ func TestCookedViewWithoutLAN(t *testing.T) {
 	}
 }
 
+// TestCookedViewHostPeerFirst: one host's capture on every interface (a
+// Raspberry Pi running a home hub, tcpdump -i any) whose first frames are
+// a LAN peer's (a phone opening the hub's web UI) before the host has
+// sent anything, then the host's own traffic to the internet through the
+// home router, is read whole: the peer's packets were to the host, not
+// through it, which the host's first packet from that address shows,
+// answering them or not (a firewall that drops them). Under SLL, which
+// judges each source MAC apart, the peer's MAC had stayed a LAN side that
+// nothing outvotes, and every other frame was left out as the other
+// side's: 2 of 42 frames read. (Under SLL2 every frame was read, its
+// first as a LAN side's.)
+func TestCookedViewHostPeerFirst(t *testing.T) {
+	host, phone, router := schemas.MAC{0xb8, 0x27, 0xeb, 0, 0, 0x20}, schemas.MAC{2, 0x11, 0x22, 0, 0, 0x30}, schemas.MAC{2, 0xaa, 0xbb, 0, 0, 1}
+	hostIP, phoneIP, cloud := [4]byte{192, 168, 1, 20}, [4]byte{192, 168, 1, 30}, [4]byte{1, 1, 1, 1}
+	t0 := time.Unix(1700000000, 0)
+	for _, answered := range []bool{true, false} {
+		var frames []cookedFrame
+		add := func(pkttype uint16, src schemas.MAC, payload []byte) {
+			frames = append(frames, cookedFrame{ifindex: 2, hatype: arphrdEther, pkttype: pkttype, src: src, proto: 0x0800, payload: payload,
+				ts: t0.Add(time.Duration(len(frames)) * time.Second)})
+		}
+		add(pktHost, phone, ipv4Packet(phoneIP, hostIP, 64))
+		if answered {
+			add(pktOutgoing, host, ipv4Packet(hostIP, phoneIP, 64))
+		} else {
+			add(pktHost, phone, ipv4Packet(phoneIP, hostIP, 64))
+		}
+		for range 20 {
+			add(pktOutgoing, host, ipv4Packet(hostIP, cloud, 64))
+			add(pktHost, router, ipv4Packet(cloud, hostIP, 57))
+		}
+		for _, v2 := range []bool{false, true} {
+			got, st := readView(t, cookedPcap(frames, v2), "pi")
+			if len(got) != 42 || st.Whole != 42 || st.LAN != 0 || st.OtherSide != 0 {
+				t.Errorf("answered %v, v2 %v: %d of 42 frames, %s: want all, read whole", answered, v2, len(got), st.Summary())
+			}
+		}
+	}
+}
+
+// TestCookedViewVotesBounded: the LAN votes remembered to be taken back
+// are a bounded table, as a gateway's LAN sends to the whole internet;
+// the votes of the addresses sent to lately are still there to take.
+func TestCookedViewVotesBounded(t *testing.T) {
+	c := newCookedView(nil, SideLAN)
+	i := &cookedIface{hatype: arphrdEther}
+	for n := range 100_000 {
+		i.lan++
+		c.lanVotes.add([16]byte{10: 0xff, 11: 0xff, 12: 198, 13: byte(n >> 16), 14: byte(n >> 8), 15: byte(n)}, i)
+	}
+	if n := len(c.lanVotes.cur) + len(c.lanVotes.old); n > cookedMaxPending {
+		t.Errorf("%d addresses remembered, want at most %d", n, cookedMaxPending)
+	}
+	last := [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 1, 14: 0x86, 15: 0x9f} // 99999
+	c.ownAddr(last)
+	if i.lan != 100_000-1 {
+		t.Errorf("%d LAN votes left, want one taken back", i.lan)
+	}
+}
+
 // TestCookedViewSides: PPPoE makes an interface the access link whatever
 // its votes; a tun device never is the LAN; a frame held back waiting for
 // its interface's votes comes out in its place; the frames before a
@@ -626,6 +686,9 @@ func TestCookedViewSides(t *testing.T) {
 	up := ipv4Packet([4]byte{192, 168, 1, 5}, [4]byte{198, 51, 100, 9}, 64)
 	// A PPPoE session frame: ver/type, code 0, session 1, length, PPP IPv4.
 	pppoe := slices.Concat([]byte{0x11, 0, 0, 1, 0, byte(len(up) + 2), 0, 0x21}, ipv4Packet([4]byte{198, 51, 100, 9}, [4]byte{100, 64, 0, 2}, 64))
+	// The device's packet as the gateway sends it on: from its PPP
+	// address (NAT), one hop on.
+	pppoeOut := slices.Concat(pppoe[:8], ipv4Packet([4]byte{100, 64, 0, 2}, [4]byte{198, 51, 100, 9}, 63))
 	frames := []cookedFrame{
 		// The access link first, with starting hop limits (its BRAS
 		// talks to the gateway): still not the LAN.
@@ -635,7 +698,7 @@ func TestCookedViewSides(t *testing.T) {
 		// The gateway's first frame on the LAN, before any vote: held.
 		{ifindex: 2, hatype: arphrdEther, pkttype: pktOutgoing, src: gwLAN, proto: 0x0800, payload: ipv4Packet([4]byte{192, 168, 1, 1}, [4]byte{192, 168, 1, 5}, 64), ts: ts(3)},
 		{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: up, ts: ts(4)},
-		{ifindex: 3, hatype: arphrdEther, pkttype: pktOutgoing, src: gwLAN, proto: 0x8864, payload: pppoe, ts: ts(5)},
+		{ifindex: 3, hatype: arphrdEther, pkttype: pktOutgoing, src: gwLAN, proto: 0x8864, payload: pppoeOut, ts: ts(5)},
 		{ifindex: 2, hatype: arphrdEther, pkttype: pktHost, src: dev, proto: 0x0800, payload: up, ts: ts(6000)},
 	}
 	raw := cookedPcap(frames, true)

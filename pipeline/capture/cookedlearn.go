@@ -317,7 +317,7 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 	if h.arpOp != 0 && h.ether() && !unspecified(h.arpSPA) {
 		c.neigh.put(h.arpSPA, h.arpSHA)
 		if !incoming {
-			c.ownAddrs.put(h.arpSPA, schemas.MAC{})
+			c.ownAddr(h.arpSPA)
 		}
 	}
 	if !h.ip {
@@ -325,7 +325,7 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 	}
 	if !incoming && startingHop(h.ttl) && !unspecified(h.src) {
 		// The gateway's own packet, not one it forwards.
-		c.ownAddrs.put(h.src, schemas.MAC{})
+		c.ownAddr(h.src)
 	}
 	if incoming && h.ether() && !unspecified(h.src) && !multicast(h.src, h.v4) {
 		if startingHop(h.ttl) {
@@ -347,7 +347,10 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 		case !startingHop(h.ttl):
 			i.wan++ // from beyond a router
 		case !toGateway:
-			i.lan++ // from a neighbour that sends through the gateway
+			// From a neighbour that sends through the gateway, as far
+			// as the gateway's addresses are known yet.
+			i.lan++
+			c.lanVotes.add(h.dst, i)
 		}
 	case h.pkttype == pktOutgoing && !h.hasIndex && h.ether():
 		// SLL: the gateway's own MAC on each side is judged by whom it
@@ -375,6 +378,25 @@ func (c *cookedView) learn(h cookedHdr, i *cookedIface) {
 		}
 	}
 	c.settle(i)
+}
+
+// ownAddr takes a as one of the gateway's addresses. The LAN votes of the
+// packets that came to it before it showed as the gateway's are taken
+// back: they were packets to the gateway, not through it. One host's
+// capture on every interface (tcpdump -i any) whose first frame is a LAN
+// peer's packet to it (a phone opening the host's web UI) would otherwise
+// show that peer as a LAN side that nothing outvotes where SLL judges
+// each source MAC apart, and leave out all the rest as the other side.
+func (c *cookedView) ownAddr(a [16]byte) {
+	if _, known := c.ownAddrs.get(a); !known {
+		for _, v := range c.lanVotes.take(a) {
+			if v.key != nil {
+				v.key.lan -= min(v.key.lan, uint64(v.n))
+				c.settle(v.key)
+			}
+		}
+	}
+	c.ownAddrs.put(a, schemas.MAC{})
 }
 
 // settle counts the key among the LAN side's, or not, by its votes now.
@@ -540,6 +562,67 @@ func (s *macSet) has(m schemas.MAC) bool {
 	}
 	_, ok := s.old[m]
 	return ok
+}
+
+// voteTable remembers, by destination address, the LAN votes of the
+// packets sent to it (up to voteKeys keys an address): the votes to take
+// back should the address show as the gateway's. At most
+// cookedMaxPending addresses, in two generations as a neighTable: those
+// of one host's capture are its own few, which stay; a gateway's LAN
+// sends to the whole internet, whose older addresses are dropped (their
+// votes, as the votes of packets to addresses that never show as the
+// gateway's, are kept).
+type voteTable struct {
+	cur, old map[[16]byte]*[voteKeys]pendingVote
+}
+
+const voteKeys = 4
+
+type pendingVote struct {
+	key *cookedIface
+	n   uint32
+}
+
+func newVoteTable() voteTable { return voteTable{cur: map[[16]byte]*[voteKeys]pendingVote{}} }
+
+func (t *voteTable) add(a [16]byte, key *cookedIface) {
+	v, ok := t.cur[a]
+	if !ok {
+		if v, ok = t.old[a]; ok {
+			delete(t.old, a)
+		} else {
+			v = new([voteKeys]pendingVote)
+		}
+		if len(t.cur) >= cookedMaxPending/2 {
+			t.old, t.cur = t.cur, map[[16]byte]*[voteKeys]pendingVote{}
+		}
+		t.cur[a] = v
+	}
+	for j := range v {
+		switch {
+		case v[j].key == key:
+			if v[j].n < 1<<32-1 {
+				v[j].n++
+			}
+			return
+		case v[j].key == nil:
+			v[j] = pendingVote{key: key, n: 1}
+			return
+		}
+	}
+}
+
+// take returns the votes of the packets to a, and forgets them.
+func (t *voteTable) take(a [16]byte) []pendingVote {
+	v, ok := t.cur[a]
+	if ok {
+		delete(t.cur, a)
+	} else if v, ok = t.old[a]; ok {
+		delete(t.old, a)
+	} else {
+		return nil
+	}
+	return v[:]
 }
 
 type neighTable struct{ cur, old map[[16]byte]schemas.MAC }
