@@ -410,6 +410,35 @@ func TestCookedViewOfRealTraffic(t *testing.T) {
 	}
 }
 
+// TestCookedViewTrunkTag9100: a switch's trunk whose VLAN tags carry the
+// TPID 0x9100 (the QinQ outer tag before 802.1ad, which some switches
+// still write) is judged VLAN by VLAN, as one tagged 0x8100 is: before,
+// the LAN's and the WAN's VLANs on it were one interface to the view,
+// and the WAN's frames on the trunk were read as the LAN's.
+func TestCookedViewTrunkTag9100(t *testing.T) {
+	_, sentinel := smallSentinelRaw(t)
+	for _, c := range cookedFormats {
+		if !c.trunk {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			cooked, lan, _ := gatewayCopies(sentinel, sentinelHome.GatewayMAC, true)
+			tagged := 0
+			for i := range cooked {
+				if cooked[i].proto == 0x8100 {
+					cooked[i].proto = 0x9100
+					tagged++
+				}
+			}
+			got, st := readView(t, c.write(cooked), c.name)
+			sameFrames(t, "the LAN capture", got, lan)
+			if tagged == 0 || st.LAN != uint64(len(lan)) || st.NoDestination != 0 {
+				t.Errorf("%d frames tagged; stats %+v", tagged, st)
+			}
+		})
+	}
+}
+
 // TestCookedViewWANSide: the same gateway's capture read as its WAN side
 // is the WAN interface's capture, frame for frame; read as both sides at
 // once (what a LAN and a WAN tap of one live capture get), each side is

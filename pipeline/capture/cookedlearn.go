@@ -175,10 +175,12 @@ func parseCookedHdr(lt features.LinkType, data []byte) (cookedHdr, bool) {
 
 // readPacket reads the packet behind the link header (of link, from at):
 // an Ethernet frame's VLAN tag and EtherType, and the addresses and hop
-// limit of the IP packet, or the ARP message, it carries.
+// limit of the IP packet, or the ARP message, it carries. A tag is
+// 802.1Q's (0x8100), 802.1ad's (0x88a8) or the QinQ outer tag before
+// 802.1ad (0x9100), as the decoder walks them.
 func (h *cookedHdr) readPacket(link features.LinkType, data []byte, at int) {
 	et := h.proto
-	if h.hatype == arphrdEther && (et == 0x8100 || et == 0x88a8) && len(data) >= h.hdrLen+4 {
+	if h.hatype == arphrdEther && (et == 0x8100 || et == 0x88a8 || et == 0x9100) && len(data) >= h.hdrLen+4 {
 		h.vlan = binary.BigEndian.Uint16(data[h.hdrLen:])&0x0fff + 1
 		et = binary.BigEndian.Uint16(data[h.hdrLen+2:])
 	}
