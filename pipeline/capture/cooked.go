@@ -41,7 +41,8 @@ import (
 //     hop limit and is not for one of the gateway's own addresses (those
 //     it sends its own packets from, before the packet or after it: a
 //     LAN vote for a packet to an address the gateway then sends from is
-//     taken back), for the other side when it comes at less. An interface is on the LAN side while most votes say so.
+//     taken back), for the other side when it comes at less. An
+//     interface is on the LAN side while most votes say so.
 //     Where SLL gives no interface index, the frame's source MAC stands in
 //     for the interface: a LAN device's MAC gets its own packets' votes, the
 //     upstream router's MAC the internet's, and the gateway's own MAC on
