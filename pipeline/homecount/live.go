@@ -31,11 +31,13 @@ const (
 type LiveConfig struct {
 	Window, Step, Late time.Duration
 	// Gateway is the home's gateway when a campaign names it. Named or
-	// not, a host that forwards (sends from a public IPv4 address, or from
-	// three global IPv6 /64s) is the home's infrastructure, never a unit.
-	// Answering DHCP is not taken for it: many devices serve DHCP on an
-	// access point of their own while they are set up (D-LinkSwitch does
-	// in IoT Sentinel's captures).
+	// not, a host that forwards for others (LiveHome.forwards: it sends
+	// from a NAT64 address, from three remote addresses or /64s within
+	// ten minutes, or from one outside the LAN's own prefixes) is the
+	// home's infrastructure, never a unit, until an hour after the last
+	// packet that showed it. Answering DHCP is not taken for it: many
+	// devices serve DHCP on an access point of their own while they are
+	// set up (D-LinkSwitch does in IoT Sentinel's captures).
 	Gateway schemas.MAC
 	// MaxHosts bounds the hosts a home's table keeps (the least recently
 	// seen goes first) and MaxKeys the keys of all of them: a home that
@@ -91,9 +93,12 @@ type LiveHome struct {
 	cfg    LiveConfig
 	linker *chainLinker // with a model of Chains
 	hosts  map[schemas.MAC]*liveHost
-	keys   int   // of all hosts
-	next   int64 // end of the next window to judge, ns; 0: no packet yet
-	last   int64 // latest packet time
+	// lan is the LAN's own prefixes as its hosts showed them (learnLAN),
+	// the most recently seen last, at most maxLANPrefixes.
+	lan  []netip.Prefix
+	keys int   // of all hosts
+	next int64 // end of the next window to judge, ns; 0: no packet yet
+	last int64 // latest packet time
 	// packets per step still in a window to judge.
 	packets map[int64]uint64
 	// recheck is the packet time before which a window that waits for a
@@ -109,13 +114,18 @@ type LiveHome struct {
 type liveHost struct {
 	keys      map[heartbeat.Key]bool
 	saturated bool
-	infra     bool
-	prefixes  []netip.Prefix // global IPv6 /64s it sent from, up to three
-	served    servedPorts    // TCP ports it answered a connection on (hostKey)
-	packets   int            // a sequence's packets, up to MinPackets (with Chains)
-	active    []int64        // steps it sent in, ascending, still in a window to judge
-	first     int64          // its first packet (0: from a table that did not keep it)
-	last      int64
+	// remote is the latest sources, each an IPv4 address or an IPv6 /64,
+	// it sent from that are neither private nor the LAN's, at most
+	// forwardSources, each with its latest packet (forwards); forwardedUntil
+	// is the time until which it is the home's infrastructure for what it
+	// sent (0: never).
+	remote         []remoteSource
+	forwardedUntil int64
+	served         servedPorts // TCP ports it answered a connection on (hostKey)
+	packets        int         // a sequence's packets, up to MinPackets (with Chains)
+	active         []int64     // steps it sent in, ascending, still in a window to judge
+	first          int64       // its first packet (0: from a table that did not keep it)
+	last           int64
 	// relaySeen is what the IPv4 sources of the host's MAC have shown:
 	// whether it is a MAC-NAT repeater's, which is never a unit.
 	relaySeen
@@ -178,6 +188,11 @@ func (h *LiveHome) Add(p *schemas.Packet) []schemas.SeenWindow {
 		h.last = p.TsNs
 		for _, host := range h.hosts {
 			host.active = nil
+			// What showed a host forwards showed it now, not hours ahead.
+			host.forwardedUntil = min(host.forwardedUntil, p.TsNs+int64(forwardHold))
+			for i := range host.remote {
+				host.remote[i].last = min(host.remote[i].last, p.TsNs)
+			}
 		}
 	}
 	if h.next == 0 {
@@ -315,9 +330,11 @@ func (h *LiveHome) record(mac schemas.MAC, host *liveHost, p *schemas.Packet, st
 	}
 	if h.model.Chains != nil {
 		host.packets = min(host.packets+1, h.model.Chains.MinPackets)
-	} else if !host.infra && forwards(host, p) {
-		// Beyond the gateway every sequence sends from a public address.
-		host.infra = true
+	} else {
+		// (Not beyond the gateway: there every sequence sends from a public
+		// address, and none is the LAN's.)
+		h.learnLAN(p)
+		h.forwards(host, p)
 	}
 	if p.Transport == 0 || host.saturated {
 		return
@@ -438,22 +455,169 @@ func (h *LiveHome) countable(host *liveHost) bool {
 // of its addresses.
 var carrierNAT = netip.MustParsePrefix("100.64.0.0/10")
 
-// forwards says a packet shows its host is the home's infrastructure: it
-// forwards from the Internet (a public IPv4 source, or a third global
-// IPv6 /64).
-func forwards(host *liveHost, p *schemas.Packet) bool {
-	a := p.SrcIP
-	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() {
-		return false
+// nat64 is the NAT64 prefixes of RFC 6052 and RFC 8215: an IPv4 server's
+// address as a translator gives it to an IPv6-only home, which no LAN host
+// holds (a CLAT sends to them, from its own address).
+var nat64 = [...]netip.Prefix{netip.MustParsePrefix("64:ff9b::/96"), netip.MustParsePrefix("64:ff9b:1::/48")}
+
+// A host forwards for others when what it sends from is the Internet's,
+// not its own. That is told by what holds on every address plan, and not
+// by a public source alone: on a LAN of public addresses (an ISP that
+// routes a block to the home, and every IPv6 LAN) each host sends from
+// one, and an ISP that renumbers the home's IPv6 prefix gives a device a
+// new /64 each day. So a host forwards when it sends
+//   - from a NAT64 address (nat64),
+//   - from forwardSources remote sources (IPv4 addresses or IPv6 /64s
+//     outside the LAN's prefixes) within forwardSpan: a host sends from
+//     its one address, or two /64s while a renumbered prefix lives on
+//     beside the new one, and a gateway forwards from every server its
+//     LAN talks to, or
+//   - from one source outside the LAN's own prefixes once those are known
+//     for its family (learnLAN): a private LAN's gateway forwarding one
+//     server, judged again as the LAN shows more of its prefixes.
+//
+// A packet sent with a hop limit a stack starts at (64, 128, 255:
+// unforwarded) left its host's own stack, whatever its address, and shows
+// nothing of forwarding; a packet forwarded from the Internet comes with
+// less. A host stays infrastructure until forwardHold after the last
+// packet that showed it, so a gateway is not a host of the home while the
+// LAN is quiet, and nothing a host once did marks it for good.
+const (
+	forwardSources = 3
+	forwardSpan    = 10 * time.Minute
+	forwardHold    = time.Hour
+	// maxLANPrefixes bounds the LAN's prefixes a home keeps: a LAN of a
+	// few /24s and /64s, and those its ISP renumbered it from lately.
+	maxLANPrefixes = 8
+)
+
+// remoteSource is a remote source a host sent from (an IPv4 address as a
+// /32, an IPv6 /64) and its latest packet from it.
+type remoteSource struct {
+	src  netip.Prefix
+	last int64
+}
+
+// learnLAN takes what p shows of the LAN's own prefixes (a /24 of IPv4, a
+// /64 of IPv6): an address its sender claims in ARP or asks DHCP for, a
+// private or the carrier NAT's IPv4 source (no router forwards one from
+// the Internet to a home), and the source of a packet that left its
+// host's stack (unforwarded: on a LAN of public addresses, a host's own).
+func (h *LiveHome) learnLAN(p *schemas.Packet) {
+	if a := p.SrcIP.Unmap(); a.Is4() && (a.IsPrivate() || carrierNAT.Contains(a)) || unforwarded(p) && !inNAT64(a) {
+		h.onLAN(a)
+	} else if a.IsUnspecified() {
+		h.onLAN(p.DHCP.RequestedAddr())
 	}
-	if a.Is4() || a.Is4In6() {
-		return !carrierNAT.Contains(a.Unmap())
+	if p.ARPSender != [4]byte{} {
+		h.onLAN(netip.AddrFrom4(p.ARPSender))
 	}
-	pfx := netip.PrefixFrom(a, 64).Masked()
-	if !slices.Contains(host.prefixes, pfx) {
-		host.prefixes = append(host.prefixes, pfx)
+}
+
+// onLAN takes a as an address of the LAN: its prefix becomes the most
+// recently seen.
+func (h *LiveHome) onLAN(a netip.Addr) {
+	if n := len(h.lan); n > 0 && h.lan[n-1].Contains(a) {
+		// The common case: a host of the LAN's latest prefix.
+		return
 	}
-	return len(host.prefixes) >= 3
+	if !a.IsGlobalUnicast() || !a.Is4() && a.IsPrivate() {
+		// Link-local, multicast, unspecified; and ULA, which tells nothing
+		// of the global /64s.
+		return
+	}
+	pfx := lanPrefix(a)
+	if i := slices.Index(h.lan, pfx); i >= 0 {
+		h.lan = slices.Delete(h.lan, i, i+1)
+	} else if len(h.lan) >= maxLANPrefixes {
+		h.lan = slices.Delete(h.lan, 0, 1)
+	}
+	h.lan = append(h.lan, pfx)
+}
+
+// lanPrefix is the prefix of the LAN a holds: its /24 or /64.
+func lanPrefix(a netip.Addr) netip.Prefix {
+	if a.Is4() {
+		return netip.PrefixFrom(a, 24).Masked()
+	}
+	return netip.PrefixFrom(a, 64).Masked()
+}
+
+// inLAN says a is in one of the LAN's prefixes.
+func (h *LiveHome) inLAN(a netip.Addr) bool {
+	return slices.ContainsFunc(h.lan, func(pfx netip.Prefix) bool { return pfx.Contains(a) })
+}
+
+// offLAN says a is outside the LAN's prefixes of its family, which are
+// known; false where none is.
+func (h *LiveHome) offLAN(a netip.Addr) bool {
+	return !h.inLAN(a) && slices.ContainsFunc(h.lan, func(pfx netip.Prefix) bool { return pfx.Addr().Is4() == a.Is4() })
+}
+
+func inNAT64(a netip.Addr) bool {
+	return nat64[0].Contains(a) || nat64[1].Contains(a)
+}
+
+// forwards takes what p shows of whether its host forwards for others
+// (see forwardSources).
+func (h *LiveHome) forwards(host *liveHost, p *schemas.Packet) {
+	a := p.SrcIP.Unmap()
+	if a.IsPrivate() || !a.IsGlobalUnicast() || a.Is4() && carrierNAT.Contains(a) {
+		return
+	}
+	ts := p.TsNs
+	if inNAT64(a) {
+		host.forwardedUntil = max(host.forwardedUntil, ts+int64(forwardHold))
+		return
+	}
+	if unforwarded(p) || h.inLAN(a) {
+		return
+	}
+	src := netip.PrefixFrom(a, 64).Masked()
+	if a.Is4() {
+		src = netip.PrefixFrom(a, 32)
+	}
+	if i := slices.IndexFunc(host.remote, func(r remoteSource) bool { return r.src == src }); i >= 0 {
+		host.remote[i].last = max(host.remote[i].last, ts)
+	} else {
+		host.remote = slices.DeleteFunc(host.remote, func(r remoteSource) bool { return r.last <= ts-int64(forwardHold) })
+		if len(host.remote) >= forwardSources {
+			oldest := 0
+			for i, r := range host.remote {
+				if r.last < host.remote[oldest].last {
+					oldest = i
+				}
+			}
+			host.remote = slices.Delete(host.remote, oldest, oldest+1)
+		}
+		host.remote = append(host.remote, remoteSource{src, ts})
+	}
+	recent := 0
+	for _, r := range host.remote {
+		if r.last > ts-int64(forwardSpan) {
+			recent++
+		}
+	}
+	if recent >= forwardSources {
+		host.forwardedUntil = max(host.forwardedUntil, ts+int64(forwardHold))
+	}
+}
+
+// forwarding says the host is the home's infrastructure as of the latest
+// packet: it showed it forwards less than forwardHold before, or sent
+// from outside the LAN's prefixes as the home knows them now (the LAN
+// shows its prefixes in its hosts' ARP and own packets, which may come
+// after a host's first).
+func (h *LiveHome) forwarding(host *liveHost) bool {
+	if h.last < host.forwardedUntil {
+		return true
+	}
+	for _, r := range host.remote {
+		if r.last > h.last-int64(forwardHold) && h.offLAN(r.src.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // judge counts the window that ends at end: every host active in it, the
@@ -500,7 +664,7 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 // (one whose devices were told apart) or a shadow of one (judge counts
 // those it takes, waits waits for them).
 func (h *LiveHome) counted(mac schemas.MAC, host *liveHost) bool {
-	return mac != h.cfg.Gateway && !host.infra && !(host.relay && host.told) && !host.shadow
+	return mac != h.cfg.Gateway && !h.forwarding(host) && !(host.relay && host.told) && !host.shadow
 }
 
 // activeIn says the host sent in a step from a up to b.
@@ -552,8 +716,10 @@ type liveState struct {
 	// stopped.
 	Recheck int64            `json:"recheck_ns,omitempty"`
 	Packets map[int64]uint64 `json:"packets,omitempty"`
-	Hosts   []liveHostState  `json:"hosts"`
-	NoMAC   uint64           `json:"no_mac,omitempty"`
+	// LAN is the LAN's own prefixes (LiveHome.lan), in its order.
+	LAN   []string        `json:"lan,omitempty"`
+	Hosts []liveHostState `json:"hosts"`
+	NoMAC uint64          `json:"no_mac,omitempty"`
 	// The IP ID sequences still open, and the next one's id (a model of
 	// Chains).
 	Sequences    []liveSequenceState `json:"sequences,omitempty"`
@@ -569,17 +735,24 @@ type liveSequenceState struct {
 }
 
 type liveHostState struct {
-	MAC       string   `json:"mac"`
-	Keys      []byte   `json:"keys,omitempty"`
-	Saturated bool     `json:"saturated,omitempty"`
-	Infra     bool     `json:"infra,omitempty"`
-	Prefixes  []string `json:"prefixes,omitempty"`
-	Served    []uint16 `json:"served,omitempty"`
-	Packets   int      `json:"packets,omitempty"`
-	Active    []int64  `json:"active,omitempty"`
-	Addrs     []string `json:"addrs,omitempty"`
-	AddrTimes []int64  `json:"addr_times,omitempty"`
-	Relay     bool     `json:"relay,omitempty"`
+	MAC       string `json:"mac"`
+	Keys      []byte `json:"keys,omitempty"`
+	Saturated bool   `json:"saturated,omitempty"`
+	// Remote and ForwardedUntil are what showed the host forwards
+	// (liveHost.remote, forwardedUntil). Infra and Prefixes are what a
+	// counter before them kept (forwarding for good, the /64s of the
+	// host's life), read only: Infra holds as a host that showed it at its
+	// last packet, and the /64s are dropped.
+	Remote         []liveRemoteState `json:"remote,omitempty"`
+	ForwardedUntil int64             `json:"forwarded_until_ns,omitempty"`
+	Infra          bool              `json:"infra,omitempty"`
+	Prefixes       []string          `json:"prefixes,omitempty"`
+	Served         []uint16          `json:"served,omitempty"`
+	Packets        int               `json:"packets,omitempty"`
+	Active         []int64           `json:"active,omitempty"`
+	Addrs          []string          `json:"addrs,omitempty"`
+	AddrTimes      []int64           `json:"addr_times,omitempty"`
+	Relay          bool              `json:"relay,omitempty"`
 	// Told is relaySeen's; a table of a counter before it restores it
 	// from Addrs (a repeater found by IPv4 tells its devices at once).
 	Told bool `json:"told,omitempty"`
@@ -590,6 +763,12 @@ type liveHostState struct {
 	Shadow    bool            `json:"shadow,omitempty"`
 	First     int64           `json:"first_ns,omitempty"`
 	Last      int64           `json:"last_ns"`
+}
+
+// liveRemoteState is a remoteSource.
+type liveRemoteState struct {
+	Src  string `json:"src"`
+	Last int64  `json:"last_ns"`
 }
 
 // liveNameState is a relayName: the address and the name's hash as its key
@@ -606,8 +785,11 @@ const packedKey = 7
 func (h *LiveHome) State(seq uint64) ([]byte, error) {
 	st := liveState{Version: liveStateVersion, Seq: seq, Window: h.cfg.Window, Step: h.cfg.Step, Late: h.cfg.Late,
 		Next: h.next, Last: h.last, Recheck: h.recheck, Packets: h.packets, NoMAC: h.NoMAC}
+	for _, pfx := range h.lan {
+		st.LAN = append(st.LAN, pfx.String())
+	}
 	for mac, host := range h.hosts {
-		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, Infra: host.infra, Served: host.served, Packets: host.packets, Active: host.active,
+		hs := liveHostState{MAC: mac.String(), Saturated: host.saturated, ForwardedUntil: host.forwardedUntil, Served: host.served, Packets: host.packets, Active: host.active,
 			Relay: host.relay, Told: host.told, Candidate: host.candidate, Shadow: host.shadow, First: host.first, Last: host.last}
 		for _, a := range host.addrs {
 			hs.Addrs = append(hs.Addrs, a.String())
@@ -620,8 +802,8 @@ func (h *LiveHome) State(seq uint64) ([]byte, error) {
 			hs.Keys = binary.BigEndian.AppendUint16(append(hs.Keys, k.Transport), uint16(k.Port>>16))
 			hs.Keys = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(hs.Keys, uint16(k.Port)), k.IPLen)
 		}
-		for _, p := range host.prefixes {
-			hs.Prefixes = append(hs.Prefixes, p.String())
+		for _, r := range host.remote {
+			hs.Remote = append(hs.Remote, liveRemoteState{Src: r.src.String(), Last: r.last})
 		}
 		st.Hosts = append(st.Hosts, hs)
 	}
@@ -684,6 +866,16 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 	for s, n := range st.Packets {
 		h.packets[s] = n
 	}
+	if len(st.LAN) > maxLANPrefixes {
+		return nil, 0, fmt.Errorf("host table holds %d LAN prefixes, a counter keeps at most %d", len(st.LAN), maxLANPrefixes)
+	}
+	for _, l := range st.LAN {
+		pfx, err := netip.ParsePrefix(l)
+		if err != nil || !pfx.Addr().IsGlobalUnicast() || pfx != lanPrefix(pfx.Addr()) || slices.Contains(h.lan, pfx) {
+			return nil, 0, fmt.Errorf("host table: LAN prefix %q: want distinct /24s and /64s", l)
+		}
+		h.lan = append(h.lan, pfx)
+	}
 	for _, hs := range st.Hosts {
 		mac, err := schemas.ParseMAC(hs.MAC)
 		if err != nil {
@@ -693,16 +885,12 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 			return nil, 0, fmt.Errorf("host table: host %s: %d key bytes, steps sorted %v, %d served ports sorted %v: not what State writes",
 				hs.MAC, len(hs.Keys), slices.IsSorted(hs.Active), len(hs.Served), isStrictlySorted(hs.Served))
 		}
-		host := &liveHost{saturated: hs.Saturated, infra: hs.Infra, served: hs.Served, packets: hs.Packets, active: hs.Active, first: hs.First, last: hs.Last, unit: -1, dirty: true}
+		host := &liveHost{saturated: hs.Saturated, served: hs.Served, packets: hs.Packets, active: hs.Active, first: hs.First, last: hs.Last, unit: -1, dirty: true}
 		if regrid {
 			host.active = nil
 		}
-		for _, p := range hs.Prefixes {
-			pfx, err := netip.ParsePrefix(p)
-			if err != nil {
-				return nil, 0, fmt.Errorf("host table: host %s: %w", hs.MAC, err)
-			}
-			host.prefixes = append(host.prefixes, pfx)
+		if err := host.restoreForwarding(hs); err != nil {
+			return nil, 0, err
 		}
 		if len(hs.Addrs) > maxRelayAddrs || len(hs.AddrTimes) != len(hs.Addrs) {
 			return nil, 0, fmt.Errorf("host table: host %s: %d addresses and %d times, a counter keeps at most %d, a time each", hs.MAC, len(hs.Addrs), len(hs.AddrTimes), maxRelayAddrs)
@@ -745,6 +933,33 @@ func RestoreLiveHome(m *HostModel, cfg LiveConfig, data []byte) (*LiveHome, uint
 		return nil, 0, err
 	}
 	return h, st.Seq, nil
+}
+
+// restoreForwarding rebuilds what showed a saved host forwards; a table
+// of a counter before it marked a host infrastructure for good, which
+// holds as it would have had that host shown it at its last packet.
+func (host *liveHost) restoreForwarding(hs liveHostState) error {
+	if len(hs.Remote) > forwardSources || hs.ForwardedUntil < 0 || hs.ForwardedUntil > MaxTimeNs+int64(forwardHold) {
+		return fmt.Errorf("host table: host %s: %d remote sources, forwarding until %d ns: a counter keeps at most %d, until at most %d ns",
+			hs.MAC, len(hs.Remote), hs.ForwardedUntil, forwardSources, MaxTimeNs+int64(forwardHold))
+	}
+	host.forwardedUntil = hs.ForwardedUntil
+	if hs.Infra && hs.Last >= 0 && hs.Last <= MaxTimeNs {
+		host.forwardedUntil = max(host.forwardedUntil, hs.Last+int64(forwardHold))
+	}
+	for _, r := range hs.Remote {
+		src, err := netip.ParsePrefix(r.Src)
+		want := 64
+		if src.Addr().Is4() {
+			want = 32
+		}
+		if err != nil || src.Bits() != want || src != src.Masked() || r.Last < 0 || r.Last > MaxTimeNs ||
+			slices.ContainsFunc(host.remote, func(o remoteSource) bool { return o.src == src }) {
+			return fmt.Errorf("host table: host %s: remote source %q at %d ns: want distinct IPv4 addresses and IPv6 /64s, at times a counter takes", hs.MAC, r.Src, r.Last)
+		}
+		host.remote = append(host.remote, remoteSource{src, r.Last})
+	}
+	return nil
 }
 
 // restoreSequences rebuilds the open IP ID sequences of a table saved with

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/netip"
 	"slices"
@@ -159,6 +160,169 @@ func TestLiveHomeInfrastructure(t *testing.T) {
 	}
 }
 
+// from is p sent from src.
+func from(p schemas.Packet, src string) schemas.Packet {
+	p.SrcIP = netip.MustParseAddr(src)
+	return p
+}
+
+// TestLiveHomePublicLAN: on a LAN of public addresses (an ISP that routes
+// a public /24 to the home, no NAT) a public source is no sign of
+// forwarding: a unit at 85.10.20.11 is counted as at 192.168.1.11. Once
+// the hop limit shows which packets left their host's stack, the gateway
+// is found by the one server it forwards from, and the unit still counted.
+func TestLiveHomePublicLAN(t *testing.T) {
+	count := func(pkts []schemas.Packet) (a, hosts int) {
+		t.Helper()
+		h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws := append(feed(t, h, pkts), h.Flush()...)
+		if len(ws) == 0 {
+			t.Fatal("no window judged")
+		}
+		for _, w := range ws {
+			a, hosts = max(a, countOf(w, "A")), max(hosts, w.Hosts)
+		}
+		return a, hosts
+	}
+	for _, src := range []string{"192.168.1.11", "85.10.20.11"} {
+		var pkts []schemas.Packet
+		for ts := time.Second; ts < 80*time.Second; ts += 10 * time.Second {
+			pkts = append(pkts, from(pkt(ts, 1, 17, 69, 55), src)) // A's signature key, no TTL seen
+		}
+		if a, hosts := count(pkts); a != 1 || hosts != 1 {
+			t.Errorf("a unit at %s: A counted %d of %d hosts at most, want 1 of 1", src, a, hosts)
+		}
+	}
+	var pkts []schemas.Packet
+	for ts := time.Second; ts < 80*time.Second; ts += 10 * time.Second {
+		dev := from(pkt(ts, 1, 17, 69, 55), "85.10.20.11")
+		dev.TTL = 64
+		gw := from(pkt(ts+time.Millisecond, 9, 6, 40000, 60), "93.184.216.34") // the server's answer, forwarded
+		gw.TTL = 52
+		pkts = append(pkts, dev, gw)
+	}
+	if a, hosts := count(pkts); a != 1 || hosts != 1 {
+		t.Errorf("a public LAN with hop limits: A counted %d of %d hosts at most, want 1 of 1 (the gateway none)", a, hosts)
+	}
+	// A device left at its factory address (192.168.1.50) makes the LAN's
+	// /24s known, and the unit's public address outside them until its
+	// ARP shows it is the LAN's; the windows are judged with what that
+	// showed.
+	pkts = nil
+	for ts := time.Second; ts < 80*time.Second; ts += 10 * time.Second {
+		pkts = append(pkts, from(pkt(ts, 5, 17, 53, 60), "192.168.1.50"), from(pkt(ts+time.Millisecond, 1, 17, 69, 55), "85.10.20.11"))
+	}
+	arp := pkt(3*time.Second, 1, 0, schemas.NoPort, 28)
+	arp.SrcIP, arp.ARPSender = netip.Addr{}, [4]byte{85, 10, 20, 11}
+	pkts = slices.Insert(pkts, 2, arp)
+	if a, hosts := count(pkts); a != 1 || hosts != 2 {
+		t.Errorf("a public LAN with a host at a private address: A counted %d of %d hosts at most, want 1 of 2", a, hosts)
+	}
+}
+
+// TestLiveHomePrefixRenumbering: an ISP that renumbers the home's IPv6
+// prefix (daily, on reconnect) gives a device a new /64 each day; three
+// /64s over three days are not a router's, which forwards from many at
+// once, so the device is counted every day.
+func TestLiveHomePrefixRenumbering(t *testing.T) {
+	h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkts []schemas.Packet
+	for day := range 3 {
+		start := time.Duration(day) * 24 * time.Hour
+		for ts := start + time.Second; ts < start+80*time.Second; ts += 10 * time.Second {
+			pkts = append(pkts, from(pkt(ts, 1, 17, 69, 55), fmt.Sprintf("2001:db8:%x::11", 0x100+day)))
+		}
+	}
+	perDay := map[int]int{}
+	for _, w := range append(feed(t, h, pkts), h.Flush()...) {
+		d := int(time.Duration(w.EndNs) / (24 * time.Hour))
+		perDay[d] = max(perDay[d], countOf(w, "A"))
+	}
+	for day := range 3 {
+		if perDay[day] != 1 {
+			t.Errorf("day %d (the device's /64 number %d): A counted %d, want 1", day, day+1, perDay[day])
+		}
+	}
+}
+
+// TestLiveHomeNAT64Gateway: in an IPv6-only home with NAT64 the gateway
+// forwards every IPv4 server's packets from 64:ff9b::/96, one /64, which no
+// host of a LAN holds: it is found as when it forwards from native IPv6
+// servers of many /64s, and the one host counted is the unit.
+func TestLiveHomeNAT64Gateway(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		server func(i int) string
+	}{
+		{"native", func(i int) string { return fmt.Sprintf("2600:1f18:%x::10", i+1) }},
+		{"nat64", func(i int) string { return fmt.Sprintf("64:ff9b::34.%d.2.3", i+1) }},
+	} {
+		h, err := NewLiveHome(handModel(t), DefaultLiveConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pkts []schemas.Packet
+		for i, ts := 0, time.Second; ts < 80*time.Second; i, ts = i+1, ts+5*time.Second {
+			pkts = append(pkts, from(pkt(ts, 1, 17, 69, 55), "2001:db8:1::11"),
+				from(pkt(ts+time.Millisecond, 9, 6, 40000, 60), c.server(i%8))) // a server's answer, forwarded
+		}
+		ws := append(feed(t, h, pkts), h.Flush()...)
+		if len(ws) == 0 {
+			t.Fatal("no window judged")
+		}
+		for _, w := range ws {
+			if w.Hosts != 1 || w.Unknown || countOf(w, "A") != 1 {
+				t.Errorf("%s servers: window %+v: want one host, A; the gateway none", c.name, w)
+				break
+			}
+		}
+	}
+}
+
+// TestLiveHomeForwardingHolds: a host that forwarded (from three /64s of
+// servers) is the home's infrastructure for an hour after the last packet
+// that showed it, not for good: sending its unit's keys from its own
+// address it is not counted half an hour later, and is two hours later.
+// A table of the counter before, which kept "infra" for good, restores as
+// a host that showed it at its last packet.
+func TestLiveHomeForwardingHolds(t *testing.T) {
+	later := func(h *LiveHome) (at30m, at2h int) {
+		t.Helper()
+		ws := append(feed(t, h, []schemas.Packet{pkt(30*time.Minute, 9, 17, 69, 55), pkt(2*time.Hour, 9, 17, 69, 55)}), h.Flush()...)
+		for _, w := range ws {
+			switch {
+			case w.EndNs > int64(30*time.Minute) && w.StartNs <= int64(30*time.Minute):
+				at30m = max(at30m, countOf(w, "A"))
+			case w.EndNs > int64(2*time.Hour) && w.StartNs <= int64(2*time.Hour):
+				at2h = max(at2h, countOf(w, "A"))
+			}
+		}
+		return at30m, at2h
+	}
+	h, _ := NewLiveHome(handModel(t), DefaultLiveConfig())
+	for i := range 3 {
+		p := from(pkt(time.Duration(i+1)*time.Second, 9, 6, 40000, 60), fmt.Sprintf("2600:1f18:%x::10", i+1))
+		feed(t, h, []schemas.Packet{p})
+	}
+	if a, b := later(h); a != 0 || b != 1 {
+		t.Errorf("a host that forwarded at 3 s: A counted %d at 30 min and %d at 2 h, want 0 and 1", a, b)
+	}
+	old := `{"version":2,"seq":1,"last_ns":1000000000,"hosts":[{"mac":"02:00:00:00:00:09","infra":true,"prefixes":["2001:db8:1::/64","2001:db8:2::/64","2001:db8:3::/64"],"last_ns":1000000000}]}`
+	r, _, err := RestoreLiveHome(handModel(t), DefaultLiveConfig(), []byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := later(r); a != 0 || b != 1 {
+		t.Errorf("a host an older table marked infra at 1 s: A counted %d at 30 min and %d at 2 h, want 0 and 1", a, b)
+	}
+}
+
 // TestLiveHomeBounded: a home that sends from ever new MACs and sizes keeps
 // at most MaxHosts hosts and MaxKeys keys, and its checkpoint stays under
 // NATS's 1 MiB message; a host of more keys than any IoT capture is none.
@@ -303,6 +467,13 @@ func TestLiveHomeStateRefused(t *testing.T) {
 		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","keys":"AAAA"}]}`, "key bytes"},
 		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","active":[5,3]}]}`, "sorted"},
 		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","served":[80,80]}]}`, "served ports"},
+		{cfg, `{"version":2,"seq":1,"lan":["192.168.1.7/24"]}`, "LAN prefix"},
+		{cfg, `{"version":2,"seq":1,"lan":["10.0.0.0/24","10.0.0.0/24"]}`, "LAN prefix"},
+		{cfg, `{"version":2,"seq":1,"lan":["` + strings.Repeat(`10.0.0.0/24","`, maxLANPrefixes) + `10.0.1.0/24"]}`, "LAN prefixes"},
+		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","remote":[{"src":"2001:db8::/48"}]}]}`, "remote source"},
+		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","remote":[{"src":"1.2.3.4/32","last_ns":-1}]}]}`, "remote source"},
+		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","remote":[{"src":"1.2.3.4/32"},{"src":"1.2.3.5/32"},{"src":"1.2.3.6/32"},{"src":"1.2.3.7/32"}]}]}`, "remote sources"},
+		{cfg, `{"version":2,"seq":1,"hosts":[{"mac":"02:00:00:00:00:01","forwarded_until_ns":-1}]}`, "forwarding until"},
 		{cfg, `{"version":1,"seq":1}`, "earlier version"},
 		{cfg, `{"version":2,"seq":1,"last_ns":-5}`, "outside the times"},
 		{cfg, `{"version":2,"seq":1,"window":20000000000,"step":10000000000,"late":20000000000,"next_ns":10000000000,"last_ns":900000000000}`, "next window"},
@@ -525,6 +696,12 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 			if len(host.served) > maxServed || !isStrictlySorted(host.served) {
 				t.Fatalf("served ports %v: over the bound %d, or not ascending", host.served, maxServed)
 			}
+			if len(host.remote) > forwardSources {
+				t.Fatalf("a host remembers %d remote sources, the bound %d", len(host.remote), forwardSources)
+			}
+		}
+		if len(h.lan) > maxLANPrefixes {
+			t.Fatalf("the home keeps %d LAN prefixes, the bound %d", len(h.lan), maxLANPrefixes)
 		}
 	}
 	ws = append(ws, h.Flush()...)
