@@ -27,8 +27,9 @@ import (
 //
 // Addresses that name no device behind a repeater are left to the MAC:
 // 0.0.0.0 (DHCP before a lease; but see requestedAddr), link-local (a
-// device may keep one beside its lease), and public ones (a host that
-// sends from those forwards: the home's infrastructure).
+// device may keep one beside its lease), and public ones (what a gateway
+// forwards, or a host's own on a LAN of public addresses: LiveHome.forwards
+// tells them apart).
 
 // maxRelayAddrs bounds the addresses a MAC is remembered to have sent from.
 const maxRelayAddrs = 64
