@@ -22,8 +22,10 @@ import (
 // internet and behind a host only its own addresses; failing that (an
 // access point that translates remote servers to private addresses), the
 // MAC the most other MACs talk to. The home's prefixes are the private
-// ranges, ULA and link-local, plus every global IPv6 /64 that a MAC other
-// than the gateway sources.
+// ranges, ULA and link-local, plus every global IPv6 /64 that a host
+// sources: a MAC that routes (the gateway, a second router that forwards
+// the home's IPv6) sources remote servers' prefixes too (see
+// hostPrefixes).
 //
 // A capture without Ethernet (raw IP on a tun device, PPP, loopback) has
 // no MACs: every unicast packet on it crosses the gateway, so the home side
@@ -40,8 +42,9 @@ type HomeInference struct {
 	frames, ipFrames, withMAC int
 
 	macs map[schemas.MAC]*macStats
-	// srcPrefixes counts, per source MAC, the global IPv6 /64s it sources.
-	srcPrefixes map[macPrefix]int
+	// srcPrefixes counts, per source MAC, the frames of each global IPv6
+	// /64 it sources, by how far their hop limit says they come from.
+	srcPrefixes map[macPrefix]srcTally
 
 	// Raw-IP captures: packets per address pair, and per address how
 	// often it was the client and the server of a conversation.
@@ -76,6 +79,24 @@ type macPrefix struct {
 	p   netip.Prefix
 }
 
+// srcTally counts the frames a MAC sent from one prefix: near, with the
+// TTL (hop limit) a host's own packets leave with or at most one router
+// below it; far, lower still: forwarded from beyond the home.
+type srcTally struct{ near, far int }
+
+// nearTTL: a TTL or hop limit that a packet has at its sender's first hop
+// (the initial values of nearly every stack, 64, 128 and 255) or one
+// router further (a host on another segment of the home). A packet from
+// the internet has crossed its own network, the ISP's and the home's
+// router, and arrives lower.
+func nearTTL(ttl byte) bool {
+	switch ttl {
+	case 255, 254, 128, 127, 64, 63:
+		return true
+	}
+	return false
+}
+
 // maxInferKeys bounds every map of a HomeInference.
 const maxInferKeys = 1 << 16
 
@@ -83,7 +104,7 @@ const maxInferKeys = 1 << 16
 func NewHomeInference() *HomeInference {
 	return &HomeInference{
 		macs:        map[schemas.MAC]*macStats{},
-		srcPrefixes: map[macPrefix]int{},
+		srcPrefixes: map[macPrefix]srcTally{},
 		pairs:       map[[2]netip.Prefix]int{},
 		client:      map[netip.Prefix]int{},
 		server:      map[netip.Prefix]int{},
@@ -101,15 +122,15 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	}
 	ip := data[l.Offset:]
 	var src, dst netip.Addr
-	var proto byte
+	var proto, ttl byte
 	var l4 []byte
 	switch {
 	case l.EtherType == EtherTypeIPv4 && len(ip) >= 20 && ip[0]>>4 == 4 && len(ip) >= int(ip[0]&0xf)*4:
 		src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
-		proto, l4 = ip[9], ip[int(ip[0]&0xf)*4:]
+		proto, ttl, l4 = ip[9], ip[8], ip[int(ip[0]&0xf)*4:]
 	case l.EtherType == EtherTypeIPv6 && len(ip) >= 40 && ip[0]>>4 == 6:
 		src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
-		proto, l4 = ip[6], ip[40:]
+		proto, ttl, l4 = ip[6], ip[7], ip[40:]
 	default:
 		return
 	}
@@ -154,8 +175,14 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	if isGlobal6(src) {
 		p := prefix64(src)
 		addKey(s.global6, p)
-		if len(h.srcPrefixes) < maxInferKeys || h.srcPrefixes[macPrefix{l.SrcMAC, p}] > 0 {
-			h.srcPrefixes[macPrefix{l.SrcMAC, p}]++
+		k := macPrefix{l.SrcMAC, p}
+		if c, ok := h.srcPrefixes[k]; ok || len(h.srcPrefixes) < maxInferKeys {
+			if nearTTL(ttl) {
+				c.near++
+			} else {
+				c.far++
+			}
+			h.srcPrefixes[k] = c
 		}
 	}
 	if isGlobal6(dst) {
@@ -348,16 +375,57 @@ func (h *HomeInference) Result() InferredHome {
 	if r.Home.GatewayMAC.IsZero() {
 		return r
 	}
-	var global []netip.Prefix
-	for k := range h.srcPrefixes {
-		if k.mac != r.Home.GatewayMAC && !slices.Contains(global, k.p) {
-			global = append(global, k.p)
-		}
-	}
-	slices.SortFunc(global, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-	r.Home.LANNets = append(r.Home.LANNets, global...)
+	r.Home.LANNets = append(r.Home.LANNets, h.hostPrefixes(r.Home.GatewayMAC)...)
 	return r
 }
+
+// hostPrefixes are the global prefixes the home's hosts source: each
+// prefix a MAC sends from with a near TTL, unless that MAC routes. A MAC
+// that forwards packets from the internet sources the remote servers'
+// prefixes, which must not become the home's, or the home's traffic with
+// them would decode as local. A MAC routes when it is the gateway; when
+// it is the MAC behind which the most global /64s appear (an IPv6 router
+// beside an IPv4 gateway, the rule that finds an IPv6-only home's
+// gateway); or when it alone sources minRouted prefixes or more, since a
+// host holds addresses in its home's one prefix (two while the ISP
+// renumbers), and the home's prefixes are sourced by every host in them.
+// Without a routing MAC to blame, a prefix whose packets come from afar
+// (their TTL well below any initial value) is a remote one still.
+func (h *HomeInference) hostPrefixes(gw schemas.MAC) []netip.Prefix {
+	routes := map[schemas.MAC]bool{gw: true}
+	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.global6) }); ok && n >= 2 {
+		routes[m] = true
+	}
+	sources := map[netip.Prefix][]schemas.MAC{}
+	for k := range h.srcPrefixes {
+		if k.mac != gw {
+			sources[k.p] = append(sources[k.p], k.mac)
+		}
+	}
+	alone := map[schemas.MAC]int{}
+	for _, ms := range sources {
+		if len(ms) == 1 {
+			alone[ms[0]]++
+		}
+	}
+	for m, n := range alone {
+		if n >= minRouted {
+			routes[m] = true
+		}
+	}
+	var out []netip.Prefix
+	for k, c := range h.srcPrefixes {
+		if !routes[k.mac] && c.near >= c.far && !slices.Contains(out, k.p) {
+			out = append(out, k.p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
+}
+
+// minRouted is how many prefixes a MAC sources alone for it to be taken
+// for a router.
+const minRouted = 3
 
 // defaultHomeNets are the ranges that are always the home's: the private
 // IPv4 ranges, IPv4 and IPv6 link-local, ULA (campaign.DefaultLANNets).

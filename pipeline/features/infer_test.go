@@ -199,3 +199,106 @@ func TestInferHomeFile(t *testing.T) {
 		t.Error("a missing capture inferred without error")
 	}
 }
+
+// laidOut reads the frames of a home a test laid out by hand as a capture
+// file holds them.
+func laidOut(t *testing.T, fs []capturetest.IPFrame, extra ...[]byte) []capture.Frame {
+	t.Helper()
+	raw := slices.Clone(extra)
+	for _, f := range fs {
+		raw = append(raw, f.Bytes(t))
+	}
+	return capturetest.Frames(t, capturetest.WriteEthernet(t, raw))
+}
+
+// homeHolds lists the addresses of addrs that the inferred home prefixes
+// hold.
+func homeHolds(r features.InferredHome, addrs ...string) []string {
+	var in []string
+	for _, s := range addrs {
+		if slices.ContainsFunc(r.Home.LANNets, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr(s)) }) {
+			in = append(in, s)
+		}
+	}
+	return in
+}
+
+// checkCrossing requires every frame of fs to cross the gateway: outbound,
+// or inbound when sent by one of routers.
+func checkCrossing(t *testing.T, r features.InferredHome, fs []capturetest.IPFrame, frames []capture.Frame, routers ...string) {
+	t.Helper()
+	wrong := 0
+	for i, d := range directions(t, r.Home, frames) {
+		want := schemas.DirOutbound
+		if slices.Contains(routers, fs[i].SrcMAC) {
+			want = schemas.DirInbound
+		}
+		if d != want {
+			if wrong == 0 {
+				t.Errorf("packet %d (%s to %s): direction %d, want %d", i, fs[i].Src, fs[i].Dst, d, want)
+			}
+			wrong++
+		}
+	}
+	if wrong > 0 {
+		t.Errorf("%d of %d packets with the wrong direction", wrong, len(frames))
+	}
+}
+
+// TestInferHomeSecondIPv6Router: a dual-stack home whose IPv4 leaves
+// through the NAT router A and whose IPv6 is routed by another MAC B (an
+// ISP box beside the user's router, a mesh node that routes). A is the
+// gateway, and the remote /64s that B forwards are not the home's: the
+// home's IPv6 traffic with the internet crosses (outbound to B, inbound
+// from it) instead of decoding as local. B is told by the hop limits of
+// what it forwards (below a host's initial 64, 128 or 255), which also
+// tells a single remote server; and, in a capture whose hop limits say
+// nothing (all 64), by the many remote /64s behind it.
+func TestInferHomeSecondIPv6Router(t *testing.T) {
+	const (
+		a    = "02:aa:00:00:00:01" // IPv4 NAT gateway
+		b    = "02:bb:00:00:00:02" // routes IPv6
+		home = "2001:db8:1::/64"
+	)
+	hosts := []struct{ mac, v4, v6 string }{
+		{"02:00:00:00:00:11", "192.168.1.11", "2001:db8:1::11"},
+		{"02:00:00:00:00:12", "192.168.1.12", "2001:db8:1::12"},
+	}
+	remotes4 := []string{"52.1.2.3", "34.5.6.7", "104.16.1.1"}
+	for _, c := range []struct {
+		name     string
+		remotes6 []string
+		hopLimit uint8 // of the remote servers' packets as B forwards them
+	}{
+		{"three servers, hop limits as on the wire", []string{"2600:1f18:1::10", "2a00:1450:4001::5", "2606:4700::6810:1"}, 52},
+		{"one server, hop limits as on the wire", []string{"2600:1f18:1::10"}, 115},
+		{"three servers, every hop limit 64", []string{"2600:1f18:1::10", "2a00:1450:4001::5", "2606:4700::6810:1"}, 64},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var fs []capturetest.IPFrame
+			for i := range 10 {
+				for j, h := range hosts {
+					r4, r6 := remotes4[(i+j)%len(remotes4)], c.remotes6[(i+j)%len(c.remotes6)]
+					fs = append(fs,
+						capturetest.IPFrame{SrcMAC: h.mac, DstMAC: a, Src: h.v4, Dst: r4, SrcPort: 40000, DstPort: 443, TCP: true},
+						capturetest.IPFrame{SrcMAC: a, DstMAC: h.mac, Src: r4, Dst: h.v4, SrcPort: 443, DstPort: 40000, TCP: true, TTL: 50},
+						capturetest.IPFrame{SrcMAC: h.mac, DstMAC: b, Src: h.v6, Dst: r6, SrcPort: 40001, DstPort: 443, TCP: true},
+						capturetest.IPFrame{SrcMAC: b, DstMAC: h.mac, Src: r6, Dst: h.v6, SrcPort: 443, DstPort: 40001, TCP: true, TTL: c.hopLimit})
+				}
+			}
+			frames := laidOut(t, fs)
+			r := infer(frames)
+			t.Log(r)
+			if r.Home.GatewayMAC.String() != a {
+				t.Errorf("gateway %s, want %s", r.Home.GatewayMAC, a)
+			}
+			if in := homeHolds(r, c.remotes6...); len(in) > 0 {
+				t.Errorf("remote IPv6 servers %v are in the home prefixes", in)
+			}
+			if !slices.Contains(r.Home.LANNets, netip.MustParsePrefix(home)) {
+				t.Errorf("home prefixes lack the hosts' %s", home)
+			}
+			checkCrossing(t, r, fs, frames, a, b)
+		})
+	}
+}

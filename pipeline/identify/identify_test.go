@@ -1,0 +1,89 @@
+package identify_test
+
+import (
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/homemole/homemole/pipeline/capture"
+	"github.com/homemole/homemole/pipeline/capture/capturetest"
+	"github.com/homemole/homemole/pipeline/identify"
+	"github.com/homemole/homemole/pipeline/train"
+	"github.com/homemole/homemole/schemas"
+)
+
+// oneDevice names every packet the model's first device: enough to see
+// which host rows predict makes and which packets each holds.
+type oneDevice struct{}
+
+func (oneDevice) Predict(ws []*schemas.Window) ([][]int32, error) {
+	out := make([][]int32, len(ws))
+	for i, w := range ws {
+		out[i] = make([]int32, w.Len)
+	}
+	return out, nil
+}
+func (oneDevice) Save(io.Writer) error { return nil }
+func (oneDevice) Device() string       { return "cpu" }
+func (oneDevice) Close()               {}
+
+// predict runs File as `homemole predict` does without flags: the home
+// side inferred from the capture, hosts by MAC.
+func predict(t *testing.T, fs []capturetest.IPFrame) *identify.Result {
+	t.Helper()
+	var raw [][]byte
+	for _, f := range fs {
+		raw = append(raw, f.Bytes(t))
+	}
+	path := capturetest.WriteEthernet(t, raw)
+	r, err := capture.InferHome(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("inferred: %s", r)
+	res, err := identify.File(t.Context(), oneDevice{}, train.Meta{Model: "stub", Labels: []string{"SmartPlug"}, Window: 4}, path, r.Home, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("gateway %s (%d packets left out); host rows %v", res.Gateway, res.GatewayPackets, hostRows(res))
+	return res
+}
+
+func hostRows(res *identify.Result) map[string]int {
+	out := map[string]int{}
+	for _, h := range res.Hosts {
+		out[h.Host] = h.Packets
+	}
+	return out
+}
+
+// TestFileSecondIPv6Router: predict on a home whose IPv4 leaves through
+// the NAT gateway A and whose IPv6 is routed by another MAC B. B is no
+// host (were the remote /64s it forwards taken for the home's, it would be
+// a host row holding every IPv6 packet from the internet, named a device),
+// and the host holds all its packets, IPv4 and IPv6, both ways.
+func TestFileSecondIPv6Router(t *testing.T) {
+	const (
+		a  = "02:aa:00:00:00:01"
+		b  = "02:bb:00:00:00:02"
+		h1 = "02:00:00:00:00:11"
+	)
+	var fs []capturetest.IPFrame
+	for i := range 20 {
+		r4 := fmt.Sprintf("52.1.2.%d", i%4+1)
+		r6 := fmt.Sprintf("2600:1f18:%x::10", i%4+1)
+		fs = append(fs,
+			capturetest.IPFrame{SrcMAC: h1, DstMAC: a, Src: "192.168.1.11", Dst: r4, SrcPort: 40000, DstPort: 443, TCP: true},
+			capturetest.IPFrame{SrcMAC: a, DstMAC: h1, Src: r4, Dst: "192.168.1.11", SrcPort: 443, DstPort: 40000, TCP: true, TTL: 50},
+			capturetest.IPFrame{SrcMAC: h1, DstMAC: b, Src: "2001:db8:1::11", Dst: r6, SrcPort: 40001, DstPort: 443, TCP: true},
+			capturetest.IPFrame{SrcMAC: b, DstMAC: h1, Src: r6, Dst: "2001:db8:1::11", SrcPort: 443, DstPort: 40001, TCP: true, TTL: 50})
+	}
+	res := predict(t, fs)
+	rows := hostRows(res)
+	if n, ok := rows[b]; ok {
+		t.Errorf("the MAC that routes the home's IPv6 (%s) is a host row of %d packets", b, n)
+	}
+	if rows[h1] != 80 {
+		t.Errorf("host %s holds %d of its 80 packets", h1, rows[h1])
+	}
+}
