@@ -18,14 +18,15 @@ import (
 // The gateway is the Ethernet peer of the traffic between the home's
 // private IPv4 addresses and public ones; failing that (an IPv6-only home,
 // where both ends are global), the MAC behind which the most distinct
-// global IPv6 /64 prefixes appear, since behind the gateway lies the
-// internet and behind a host only its own addresses; failing that (an
-// access point that translates remote servers to private addresses), the
-// MAC the most other MACs talk to. The home's prefixes are the private
-// ranges, ULA and link-local, plus every global IPv6 /64 that a host
-// sources: a MAC that routes (the gateway, a second router that forwards
-// the home's IPv6) sources remote servers' prefixes too (see
-// hostPrefixes).
+// global IPv6 /64 prefixes appear (a NAT64 address counted as the IPv4
+// server it stands for), since behind the gateway lies the internet and
+// behind a host only its own addresses; failing that (an access point that
+// translates remote servers to private addresses), the MAC the most other
+// MACs talk to. Each winner needs more than twice the runner-up's count.
+// The home's prefixes are the private ranges, ULA and link-local, plus
+// every global IPv6 /64 that a host sources: a MAC that routes (the
+// gateway, a second router that forwards the home's IPv6) sources remote
+// servers' prefixes too (see hostPrefixes); a NAT64 prefix never is.
 //
 // A capture without Ethernet (raw IP on a tun device, PPP, loopback) has
 // no MACs: every unicast packet on it crosses the gateway, so the home side
@@ -173,7 +174,7 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 		return
 	}
 	if isGlobal6(src) {
-		p := prefix64(src)
+		p := key6(src)
 		addKey(s.global6, p)
 		k := macPrefix{l.SrcMAC, p}
 		if c, ok := h.srcPrefixes[k]; ok || len(h.srcPrefixes) < maxInferKeys {
@@ -186,7 +187,7 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 		}
 	}
 	if isGlobal6(dst) {
-		addKey(d.global6, prefix64(dst))
+		addKey(d.global6, key6(dst))
 	}
 }
 
@@ -280,17 +281,42 @@ func servicePort(p uint16) bool {
 	return p < 1024
 }
 
-// rawKey is the unit a raw-IP home is made of: an IPv4 address, an IPv6 /64.
+// rawKey is the unit a raw-IP home is made of: an IPv4 address, an IPv6 /64
+// (a NAT64 address alone: see key6).
 func rawKey(a netip.Addr) netip.Prefix {
 	if a.Is4() {
 		return netip.PrefixFrom(a, 32)
 	}
-	return prefix64(a)
+	return key6(a)
 }
 
 func prefix64(a netip.Addr) netip.Prefix {
 	p, _ := a.Prefix(64)
 	return p
+}
+
+// key6 is the unit a global IPv6 address is counted in: its /64, a
+// network; but a NAT64 address is an IPv4 server (RFC 6052 embeds it in the
+// last 32 bits of a /96) and is itself the unit. Every IPv4-only cloud an
+// IPv6-only home reaches lies in the one /64 64:ff9b::/64: counted as a
+// /64, a NAT64 gateway would stand for one network however many servers it
+// fronts.
+func key6(a netip.Addr) netip.Prefix {
+	if isNAT64(a) {
+		return netip.PrefixFrom(a, 128)
+	}
+	return prefix64(a)
+}
+
+var (
+	nat64WellKnown = netip.MustParsePrefix("64:ff9b::/96")   // RFC 6052
+	nat64Local     = netip.MustParsePrefix("64:ff9b:1::/48") // RFC 8215
+)
+
+// isNAT64: an address in a NAT64 prefix, which stands for an IPv4 host
+// beyond a translator and is never the home's.
+func isNAT64(a netip.Addr) bool {
+	return nat64WellKnown.Contains(a) || nat64Local.Contains(a)
 }
 
 // routerFrame: a DHCP (v4 or v6) answer or an IPv6 router advertisement,
@@ -415,7 +441,7 @@ func (h *HomeInference) hostPrefixes(gw schemas.MAC) []netip.Prefix {
 	}
 	var out []netip.Prefix
 	for k, c := range h.srcPrefixes {
-		if !routes[k.mac] && c.near >= c.far && !slices.Contains(out, k.p) {
+		if !routes[k.mac] && c.near >= c.far && !isNAT64(k.p.Addr()) && !slices.Contains(out, k.p) {
 			out = append(out, k.p)
 		}
 	}
@@ -461,7 +487,7 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 		return m, fmt.Sprintf("the Ethernet peer of %d of %d frames between private and public IPv4 addresses", n, total4)
 	}
 	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.global6) }); ok && n >= 2 {
-		return m, fmt.Sprintf("behind it %d global IPv6 /64 prefixes, more than twice any other MAC's", n)
+		return m, fmt.Sprintf("behind it %d global IPv6 /64 prefixes or NAT64 servers, more than twice any other MAC's", n)
 	}
 	// No public traffic: the MAC that hands out addresses (DHCP answers,
 	// IPv6 router advertisements) is the home's router, else the MAC most
@@ -469,18 +495,11 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return s.serves }); ok && len(h.macs[m].peers) > 0 {
 		return m, fmt.Sprintf("no public traffic tells; the MAC that sent %d DHCP answers or router advertisements", n)
 	}
-	var best, second int
-	var bestMAC schemas.MAC
-	for m, s := range h.macs {
-		switch v := len(s.peers); {
-		case v > best:
-			best, second, bestMAC = v, best, m
-		case v > second:
-			second = v
-		}
-	}
-	if best >= 2 && best > second {
-		return bestMAC, fmt.Sprintf("no public traffic tells; the MAC most hosts talk to (%d of %d MACs)", best, len(h.macs))
+	// More than twice the runner-up's peers, as every rule here: a hub
+	// that polls the home's devices is talked to by about as many hosts
+	// as the router.
+	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.peers) }); ok && n >= 2 {
+		return m, fmt.Sprintf("no public traffic tells; the MAC most hosts talk to (%d of %d MACs)", n, len(h.macs))
 	}
 	// As many hosts talk to one as to another (a single device and its
 	// gateway): the gateway answers for more addresses than a host has.
@@ -513,7 +532,7 @@ func mostAddrs(macs map[schemas.MAC]*macStats) (schemas.MAC, int, bool) {
 func (h *HomeInference) rawHome() []netip.Prefix {
 	var home []netip.Prefix
 	for k, n := range h.client {
-		if n > h.server[k] {
+		if n > h.server[k] && !isNAT64(k.Addr()) {
 			home = append(home, k)
 		}
 	}
@@ -522,10 +541,18 @@ func (h *HomeInference) rawHome() []netip.Prefix {
 		return slices.Contains(home, e.k[0]) || slices.Contains(home, e.k[1])
 	})
 	for len(uncovered) > 0 {
+		// A NAT64 address is an IPv4 server beyond the translator: the
+		// other end of its packets is the home's.
 		weight := map[netip.Prefix]int{}
 		for _, e := range uncovered {
-			weight[e.k[0]] += e.n
-			weight[e.k[1]] += e.n
+			for _, k := range e.k {
+				if !isNAT64(k.Addr()) {
+					weight[k] += e.n
+				}
+			}
+		}
+		if len(weight) == 0 {
+			break
 		}
 		var best netip.Prefix
 		for k, w := range weight {

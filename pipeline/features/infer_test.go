@@ -2,6 +2,7 @@ package features_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -301,4 +302,132 @@ func TestInferHomeSecondIPv6Router(t *testing.T) {
 			checkCrossing(t, r, fs, frames, a, b)
 		})
 	}
+}
+
+// hubHome lays out a home whose router is the gateway to clouds: two
+// devices and a hub reach them through the router (remote servers' packets
+// arrive with ttl), and the hub polls five local devices, so that it talks
+// to twice as many MACs as the router does. The home is IPv6 (2001:db8:1::/64)
+// or, with v4, IPv4 (192.168.1.0/24). No router advertisement or DHCP: a
+// capture shorter than their intervals holds none.
+func hubHome(clouds []string, v4 bool, ttl uint8) []capturetest.IPFrame {
+	ip := func(i int) string { return fmt.Sprintf("2001:db8:1::%x", 0x11+i) }
+	hubIP := "2001:db8:1::3"
+	if v4 {
+		ip = func(i int) string { return fmt.Sprintf("192.168.1.%d", 11+i) }
+		hubIP = "192.168.1.3"
+	}
+	var fs []capturetest.IPFrame
+	for round := range 6 {
+		for i, d := range hubDevices[:2] {
+			c := clouds[(round+i)%len(clouds)]
+			fs = append(fs,
+				capturetest.IPFrame{SrcMAC: d, DstMAC: hubRouter, Src: ip(i), Dst: c, SrcPort: 40000, DstPort: 443, TCP: true},
+				capturetest.IPFrame{SrcMAC: hubRouter, DstMAC: d, Src: c, Dst: ip(i), SrcPort: 443, DstPort: 40000, TCP: true, TTL: ttl})
+		}
+		c := clouds[(round+5)%len(clouds)]
+		fs = append(fs,
+			capturetest.IPFrame{SrcMAC: hubMAC, DstMAC: hubRouter, Src: hubIP, Dst: c, SrcPort: 40000, DstPort: 443, TCP: true},
+			capturetest.IPFrame{SrcMAC: hubRouter, DstMAC: hubMAC, Src: c, Dst: hubIP, SrcPort: 443, DstPort: 40000, TCP: true, TTL: ttl})
+		for i, d := range hubDevices {
+			fs = append(fs,
+				capturetest.IPFrame{SrcMAC: hubMAC, DstMAC: d, Src: hubIP, Dst: ip(i), SrcPort: 50000, DstPort: 80, TCP: true},
+				capturetest.IPFrame{SrcMAC: d, DstMAC: hubMAC, Src: ip(i), Dst: hubIP, SrcPort: 80, DstPort: 50000, TCP: true})
+		}
+	}
+	return fs
+}
+
+// checkHubHome requires the router of hubHome's frames fs to be the
+// gateway, and every packet with a cloud to cross.
+func checkHubHome(t *testing.T, fs []capturetest.IPFrame, frames []capture.Frame, r features.InferredHome) {
+	t.Helper()
+	if r.Home.GatewayMAC.String() != hubRouter {
+		t.Errorf("gateway %s, want the router %s", r.Home.GatewayMAC, hubRouter)
+	}
+	wrong := 0
+	for i, d := range directions(t, r.Home, frames) {
+		want := int8(schemas.DirLocal)
+		switch {
+		case fs[i].DstMAC == hubRouter:
+			want = schemas.DirOutbound
+		case fs[i].SrcMAC == hubRouter:
+			want = schemas.DirInbound
+		}
+		if d != want {
+			wrong++
+		}
+	}
+	if wrong > 0 {
+		t.Errorf("%d of %d packets with the wrong direction", wrong, len(frames))
+	}
+}
+
+const (
+	hubRouter = "02:aa:00:00:00:01"
+	hubMAC    = "02:cc:00:00:00:03"
+)
+
+var hubDevices = []string{"02:00:00:00:00:11", "02:00:00:00:00:12", "02:00:00:00:00:13", "02:00:00:00:00:14", "02:00:00:00:00:15"}
+
+// TestInferHomeNAT64: in an IPv6-only home with NAT64 (64:ff9b::/96, as
+// 464XLAT and DNS64 ISPs run it), every IPv4-only cloud lies in the one
+// /64 64:ff9b::/64. Counted by their embedded IPv4 addresses, the ten
+// clouds behind the router make it the gateway, as ten native IPv6 clouds
+// do; the hub, which talks to twice as many MACs, is not. NAT64 addresses
+// are never home prefixes, and every packet with a cloud crosses.
+func TestInferHomeNAT64(t *testing.T) {
+	var nat64, native []string
+	for i := range 10 {
+		nat64 = append(nat64, fmt.Sprintf("64:ff9b::52.%d.3.4", 10+i))
+		native = append(native, fmt.Sprintf("2600:1f18:%x::10", i+1))
+	}
+	for _, c := range []struct {
+		name     string
+		clouds   []string
+		hopLimit uint8
+	}{
+		{"NAT64, hop limits as on the wire", nat64, 47},
+		{"NAT64, every hop limit 64", nat64, 64},
+		{"native IPv6", native, 64},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fs := hubHome(c.clouds, false, c.hopLimit)
+			frames := laidOut(t, fs)
+			r := infer(frames)
+			t.Log(r)
+			checkHubHome(t, fs, frames, r)
+			if in := homeHolds(r, c.clouds...); len(in) > 0 {
+				t.Errorf("clouds %v are in the home prefixes", in)
+			}
+			for _, p := range r.Home.LANNets {
+				if p.Overlaps(netip.MustParsePrefix("64:ff9b::/96")) {
+					t.Errorf("home prefix %s overlaps NAT64's", p)
+				}
+			}
+			// A router advertisement names the router whatever the rest.
+			withRA := infer(laidOut(t, fs, capturetest.RouterAdvertisement(t, hubRouter, "fe80::1")))
+			if withRA.Home.GatewayMAC.String() != hubRouter {
+				t.Errorf("with a router advertisement: %s", withRA)
+			}
+		})
+	}
+}
+
+// TestInferHomeBusyHub: with no public traffic to tell (an access point
+// that translates remote servers to private addresses) and no DHCP answer
+// or router advertisement in the capture, the MAC most hosts talk to must
+// have more than twice the runner-up's peers to be the gateway, as every
+// winner here: a hub that polls the home's devices talks to twice as many
+// as the router, and is not taken for it.
+func TestInferHomeBusyHub(t *testing.T) {
+	var clouds []string
+	for i := range 10 {
+		clouds = append(clouds, fmt.Sprintf("10.200.0.%d", 10+i))
+	}
+	fs := hubHome(clouds, true, 64)
+	frames := laidOut(t, fs)
+	r := infer(frames)
+	t.Log(r)
+	checkHubHome(t, fs, frames, r)
 }

@@ -87,3 +87,45 @@ func TestFileSecondIPv6Router(t *testing.T) {
 		t.Errorf("host %s holds %d of its 80 packets", h1, rows[h1])
 	}
 }
+
+// TestFileNAT64Home: predict on an IPv6-only home with NAT64 whose hub
+// polls five local devices and talks to twice as many MACs as the router.
+// The router is the gateway, left out and never a host row; the hub, a
+// device, is one.
+func TestFileNAT64Home(t *testing.T) {
+	const (
+		router = "02:aa:00:00:00:01"
+		hub    = "02:cc:00:00:00:03"
+		hubIP  = "2001:db8:1::3"
+	)
+	devs := []string{"02:00:00:00:00:11", "02:00:00:00:00:12", "02:00:00:00:00:13", "02:00:00:00:00:14", "02:00:00:00:00:15"}
+	ip := func(i int) string { return fmt.Sprintf("2001:db8:1::%x", 0x11+i) }
+	cloud := func(i int) string { return fmt.Sprintf("64:ff9b::52.%d.3.4", 10+i%10) }
+	var fs []capturetest.IPFrame
+	for round := range 6 {
+		for i, d := range devs[:2] {
+			fs = append(fs,
+				capturetest.IPFrame{SrcMAC: d, DstMAC: router, Src: ip(i), Dst: cloud(round + i), SrcPort: 40000, DstPort: 443, TCP: true},
+				capturetest.IPFrame{SrcMAC: router, DstMAC: d, Src: cloud(round + i), Dst: ip(i), SrcPort: 443, DstPort: 40000, TCP: true, TTL: 47})
+		}
+		fs = append(fs,
+			capturetest.IPFrame{SrcMAC: hub, DstMAC: router, Src: hubIP, Dst: cloud(round + 5), SrcPort: 40000, DstPort: 443, TCP: true},
+			capturetest.IPFrame{SrcMAC: router, DstMAC: hub, Src: cloud(round + 5), Dst: hubIP, SrcPort: 443, DstPort: 40000, TCP: true, TTL: 47})
+		for i, d := range devs {
+			fs = append(fs,
+				capturetest.IPFrame{SrcMAC: hub, DstMAC: d, Src: hubIP, Dst: ip(i), SrcPort: 50000, DstPort: 80, TCP: true},
+				capturetest.IPFrame{SrcMAC: d, DstMAC: hub, Src: ip(i), Dst: hubIP, SrcPort: 80, DstPort: 50000, TCP: true})
+		}
+	}
+	res := predict(t, fs)
+	rows := hostRows(res)
+	if res.Gateway != router {
+		t.Errorf("predict's gateway is %s, want the router %s", res.Gateway, router)
+	}
+	if n, ok := rows[router]; ok {
+		t.Errorf("the router %s is a host row of %d packets", router, n)
+	}
+	if _, ok := rows[hub]; !ok {
+		t.Errorf("the hub %s, a device, is no host row", hub)
+	}
+}
