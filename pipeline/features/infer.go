@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -21,8 +22,12 @@ import (
 // global IPv6 /64 prefixes appear (a NAT64 address counted as the IPv4
 // server it stands for), since behind the gateway lies the internet and
 // behind a host only its own addresses; failing that (an access point that
-// translates remote servers to private addresses), the MAC the most other
-// MACs talk to. Each winner needs more than twice the runner-up's count.
+// translates remote servers to private addresses), the MAC that sends DHCP
+// answers or router advertisements, the MAC that forwards packets from
+// afar (their TTL below a host's initial values), the MAC the most other
+// MACs talk to, the MAC behind the most servers of networks other than
+// their clients', and last the MAC behind the most addresses. Each winner
+// needs more than twice the runner-up's count.
 // The home's prefixes are the private ranges, ULA and link-local, plus
 // every global IPv6 /64 that a host sources: a MAC that routes (the
 // gateway, a second router that forwards the home's IPv6) sources remote
@@ -71,6 +76,14 @@ type macStats struct {
 	// serves counts the frames it sent as a home's router does: DHCP
 	// answers, IPv6 router advertisements.
 	serves int
+	// farTTL are the TTLs (hop limits) below a host's initial values of
+	// the frames it sent, and farSrc their source addresses: packets it
+	// forwarded from beyond the home.
+	farTTL [4]uint64
+	farSrc map[netip.Addr]struct{}
+	// servers are the addresses on its side that serve a conversation
+	// (see serverEnd) whose client is in another network (offLink).
+	servers map[netip.Addr]struct{}
 	// frames carrying this MAC as source or destination.
 	frames int
 }
@@ -125,10 +138,12 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	var src, dst netip.Addr
 	var proto, ttl byte
 	var l4 []byte
+	later := false // a later fragment, which holds no transport header
 	switch {
 	case l.EtherType == EtherTypeIPv4 && len(ip) >= 20 && ip[0]>>4 == 4 && len(ip) >= int(ip[0]&0xf)*4:
 		src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
 		proto, ttl, l4 = ip[9], ip[8], ip[int(ip[0]&0xf)*4:]
+		later = binary.BigEndian.Uint16(ip[6:8])&0x1fff != 0
 	case l.EtherType == EtherTypeIPv6 && len(ip) >= 40 && ip[0]>>4 == 6:
 		src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
 		proto, ttl, l4 = ip[6], ip[7], ip[40:]
@@ -164,6 +179,18 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 	addKey(d.peers, l.SrcMAC)
 	addKey(s.addrs, src)
 	addKey(d.addrs, dst)
+	if !nearTTL(ttl) {
+		s.farTTL[ttl>>6] |= 1 << (ttl & 63)
+		addKey(s.farSrc, src)
+	}
+	if srcServes, ok := serverEnd(proto, l4); ok && !later {
+		switch {
+		case srcServes && offLink(dst, src):
+			addKey(s.servers, src)
+		case !srcServes && offLink(src, dst):
+			addKey(d.servers, dst)
+		}
+	}
 	if src.Is4() {
 		switch sp, dp := isHomeRange(src), isHomeRange(dst); {
 		case sp && !dp:
@@ -194,7 +221,8 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 func (h *HomeInference) mac(m schemas.MAC) *macStats {
 	s := h.macs[m]
 	if s == nil && len(h.macs) < maxInferKeys {
-		s = &macStats{global6: map[netip.Prefix]struct{}{}, peers: map[schemas.MAC]struct{}{}, addrs: map[netip.Addr]struct{}{}}
+		s = &macStats{global6: map[netip.Prefix]struct{}{}, peers: map[schemas.MAC]struct{}{}, addrs: map[netip.Addr]struct{}{},
+			farSrc: map[netip.Addr]struct{}{}, servers: map[netip.Addr]struct{}{}}
 		h.macs[m] = s
 	}
 	return s
@@ -317,6 +345,60 @@ var (
 // beyond a translator and is never the home's.
 func isNAT64(a netip.Addr) bool {
 	return nat64WellKnown.Contains(a) || nat64Local.Contains(a)
+}
+
+// serverEnd says which end of a TCP or UDP packet is the server of its
+// conversation: the one on a service port when the other is not; failing
+// that, for TCP, the receiver of a SYN or the sender of a SYN-ACK.
+func serverEnd(proto byte, l4 []byte) (srcServes, ok bool) {
+	if proto != 6 && proto != 17 || len(l4) < 4 {
+		return false, false
+	}
+	switch ss, ds := servicePort(binary.BigEndian.Uint16(l4[0:2])), servicePort(binary.BigEndian.Uint16(l4[2:4])); {
+	case ss && !ds:
+		return true, true
+	case ds && !ss:
+		return false, true
+	}
+	if proto == 6 && len(l4) >= 14 {
+		switch l4[13] & 0x12 {
+		case 0x02: // SYN
+			return false, true
+		case 0x12: // SYN-ACK
+			return true, true
+		}
+	}
+	return false, false
+}
+
+// offLink: the server of a conversation is in another network than its
+// client (another IPv4 /24, IPv6 /64, or a NAT64 address): reached through
+// a router. A host's own server (a bridge's API, a camera's stream) is in
+// its clients' network, and link-local addresses are on the link.
+func offLink(client, server netip.Addr) bool {
+	if client.Is4() != server.Is4() || client.IsLinkLocalUnicast() || server.IsLinkLocalUnicast() {
+		return false
+	}
+	if server.Is4() {
+		c, _ := client.Prefix(24)
+		s, _ := server.Prefix(24)
+		return c != s
+	}
+	return key6(client) != key6(server)
+}
+
+// forwarded scores how surely a MAC forwards packets from beyond the home:
+// the distinct TTLs below a host's initial values among the frames it
+// sent, at most as many as their distinct source addresses. A router
+// forwards from many servers at many distances; a host sends with its
+// stack's one initial value, which an odd stack (32, 60) has below the
+// usual ones, and a host's traceroute walks the TTLs from its one address.
+func forwarded(s *macStats) int {
+	n := 0
+	for _, w := range s.farTTL {
+		n += bits.OnesCount64(w)
+	}
+	return min(n, len(s.farSrc))
 }
 
 // routerFrame: a DHCP (v4 or v6) answer or an IPv6 router advertisement,
@@ -495,6 +577,12 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return s.serves }); ok && len(h.macs[m].peers) > 0 {
 		return m, fmt.Sprintf("no public traffic tells; the MAC that sent %d DHCP answers or router advertisements", n)
 	}
+	// A packet's TTL (hop limit) drops at each router: the gateway sends
+	// the packets of remote servers, translated or not, lower than any
+	// host's own, which leave with their stack's initial value.
+	if m, n, ok := clearWinner(h.macs, forwarded); ok {
+		return m, fmt.Sprintf("no public traffic tells; the MAC that forwards from afar (its frames' TTLs below a host's initial values, %d of them distinct)", n)
+	}
 	// More than twice the runner-up's peers, as every rule here: a hub
 	// that polls the home's devices is talked to by about as many hosts
 	// as the router.
@@ -502,28 +590,21 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 		return m, fmt.Sprintf("no public traffic tells; the MAC most hosts talk to (%d of %d MACs)", n, len(h.macs))
 	}
 	// As many hosts talk to one as to another (a single device and its
-	// gateway): the gateway answers for more addresses than a host has.
-	if m, n, ok := mostAddrs(h.macs); ok {
+	// gateway): behind the gateway are the servers of other networks that
+	// the hosts use, behind a host only its own addresses, which serve
+	// clients of its own network if any. The addresses themselves do not
+	// tell: a host with link-local, stable and temporary addresses has
+	// more than a gateway whose remote is one server.
+	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.servers) }); ok {
+		return m, fmt.Sprintf("a guess: no public traffic, no MAC most hosts talk to; the MAC behind the most servers of other networks (%d)", n)
+	}
+	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.addrs) }); ok && n >= 2 {
 		return m, fmt.Sprintf("a guess: no public traffic, no MAC most hosts talk to; the MAC behind the most addresses (%d)", n)
 	}
 	if len(h.macs) == 0 {
 		return schemas.MAC{}, "no unicast IP frame between two MACs"
 	}
 	return schemas.MAC{}, "no MAC stands out as the gateway; pass --gateway-mac"
-}
-
-func mostAddrs(macs map[schemas.MAC]*macStats) (schemas.MAC, int, bool) {
-	var best, second int
-	var bestMAC schemas.MAC
-	for m, s := range macs {
-		switch v := len(s.addrs); {
-		case v > best:
-			best, second, bestMAC = v, best, m
-		case v > second:
-			second = v
-		}
-	}
-	return bestMAC, best, best >= 2 && best > second
 }
 
 // rawHome is the clients, then a greedy cover of the packets between two

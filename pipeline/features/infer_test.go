@@ -425,9 +425,52 @@ func TestInferHomeBusyHub(t *testing.T) {
 	for i := range 10 {
 		clouds = append(clouds, fmt.Sprintf("10.200.0.%d", 10+i))
 	}
-	fs := hubHome(clouds, true, 64)
-	frames := laidOut(t, fs)
-	r := infer(frames)
-	t.Log(r)
-	checkHubHome(t, fs, frames, r)
+	// With TTLs as on the wire, the translated servers' packets arrive
+	// lower than any host's; with every TTL 64, the router is behind the
+	// most servers of other networks.
+	for _, ttl := range []uint8{64, 49} {
+		fs := hubHome(clouds, true, ttl)
+		frames := laidOut(t, fs)
+		r := infer(frames)
+		t.Logf("servers' TTL %d: %s", ttl, r)
+		checkHubHome(t, fs, frames, r)
+	}
+}
+
+// TestInferHomeIPv6OnlyOneCloud: the capture of one device of an
+// IPv6-only home and its router (as IoT Sentinel's are), with no router
+// advertisement. The device talks to one cloud server, from its stable
+// and then its temporary address, and to the router's resolver at the
+// router's link-local address from its own. Behind each MAC lies one
+// global /64 and one peer, and the device has more addresses (three) than
+// the router (two): the router is told by the servers of other networks
+// behind it, or by the hop limits of what it forwards, and every packet
+// crosses.
+func TestInferHomeIPv6OnlyOneCloud(t *testing.T) {
+	const (
+		router = "02:aa:00:00:00:01"
+		dev    = "02:00:00:00:00:11"
+		cloud  = "2600:1f18:4a3:6d00::10"
+	)
+	for _, hopLimit := range []uint8{64, 51} {
+		var fs []capturetest.IPFrame
+		for i := range 20 {
+			src := "2001:db8:1::ff:fe00:11"
+			if i >= 10 {
+				src = "2001:db8:1:0:8c1e:53aa:1b2:77c3"
+			}
+			fs = append(fs,
+				capturetest.IPFrame{SrcMAC: dev, DstMAC: router, Src: "fe80::ff:fe00:11", Dst: "fe80::1", SrcPort: 33000, DstPort: 53},
+				capturetest.IPFrame{SrcMAC: router, DstMAC: dev, Src: "fe80::1", Dst: "fe80::ff:fe00:11", SrcPort: 53, DstPort: 33000},
+				capturetest.IPFrame{SrcMAC: dev, DstMAC: router, Src: src, Dst: cloud, SrcPort: 40000, DstPort: 8883, TCP: true},
+				capturetest.IPFrame{SrcMAC: router, DstMAC: dev, Src: cloud, Dst: src, SrcPort: 8883, DstPort: 40000, TCP: true, TTL: hopLimit})
+		}
+		frames := laidOut(t, fs)
+		r := infer(frames)
+		t.Logf("cloud's hop limit %d: %s", hopLimit, r)
+		if r.Home.GatewayMAC.String() != router {
+			t.Errorf("cloud's hop limit %d: gateway %s, want the router %s", hopLimit, r.Home.GatewayMAC, router)
+		}
+		checkCrossing(t, r, fs, frames, router)
+	}
 }
