@@ -21,7 +21,9 @@ import (
 // where both ends are global), the MAC behind which the most distinct
 // global IPv6 /64 prefixes appear (a NAT64 address counted as the IPv4
 // server it stands for), since behind the gateway lies the internet and
-// behind a host only its own addresses; failing that (an access point that
+// behind a host only its own addresses, then (a LAN on public or CGNAT
+// IPv4 addresses) the MAC behind the most public IPv4 addresses; failing
+// that (an access point that
 // translates remote servers to private addresses), the MAC that sends DHCP
 // answers or router advertisements, the MAC that forwards packets from
 // afar (their TTL below a host's initial values), the MAC the most other
@@ -29,9 +31,10 @@ import (
 // their clients', and last the MAC behind the most addresses. Each winner
 // needs more than twice the runner-up's count.
 // The home's prefixes are the private ranges, ULA and link-local, plus
-// every global IPv6 /64 that a host sources: a MAC that routes (the
-// gateway, a second router that forwards the home's IPv6) sources remote
-// servers' prefixes too (see hostPrefixes); a NAT64 prefix never is.
+// every global IPv6 /64 and the /24 of every public IPv4 address that a
+// host sources: a MAC that routes (the gateway, a second router that
+// forwards the home's IPv6) sources remote servers' prefixes too (see
+// hostPrefixes); a NAT64 prefix never is.
 //
 // A capture without Ethernet (raw IP on a tun device, PPP, loopback) has
 // no MACs: every unicast packet on it crosses the gateway, so the home side
@@ -198,24 +201,37 @@ func (h *HomeInference) Observe(lt LinkType, data []byte) {
 		case dp && !sp:
 			s.public4++
 		}
+		if isPublic4(src) {
+			// A LAN on public or shared (CGNAT) addresses: the /24 is
+			// the common size of the one an ISP routes to a home.
+			p, _ := src.Prefix(24)
+			h.sourced(l.SrcMAC, p, ttl)
+		}
 		return
 	}
 	if isGlobal6(src) {
 		p := key6(src)
 		addKey(s.global6, p)
-		k := macPrefix{l.SrcMAC, p}
-		if c, ok := h.srcPrefixes[k]; ok || len(h.srcPrefixes) < maxInferKeys {
-			if nearTTL(ttl) {
-				c.near++
-			} else {
-				c.far++
-			}
-			h.srcPrefixes[k] = c
-		}
+		h.sourced(l.SrcMAC, p, ttl)
 	}
 	if isGlobal6(dst) {
 		addKey(d.global6, key6(dst))
 	}
+}
+
+// sourced counts a frame that m sent from prefix p with ttl.
+func (h *HomeInference) sourced(m schemas.MAC, p netip.Prefix, ttl byte) {
+	k := macPrefix{m, p}
+	c, ok := h.srcPrefixes[k]
+	if !ok && len(h.srcPrefixes) >= maxInferKeys {
+		return
+	}
+	if nearTTL(ttl) {
+		c.near++
+	} else {
+		c.far++
+	}
+	h.srcPrefixes[k] = c
 }
 
 func (h *HomeInference) mac(m schemas.MAC) *macStats {
@@ -420,6 +436,24 @@ func isHomeRange(a netip.Addr) bool {
 	return a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLoopback()
 }
 
+// isPublic4: an IPv4 address that is no home's whatever the capture says:
+// public, or the ISPs' shared space (100.64.0.0/10), which a LAN may be
+// numbered in as well.
+func isPublic4(a netip.Addr) bool {
+	return a.Is4() && a.IsGlobalUnicast() && !isHomeRange(a)
+}
+
+// public4Addrs counts the public IPv4 addresses on a MAC's side.
+func public4Addrs(s *macStats) int {
+	n := 0
+	for a := range s.addrs {
+		if isPublic4(a) {
+			n++
+		}
+	}
+	return n
+}
+
 func isGlobal6(a netip.Addr) bool {
 	return a.Is6() && !a.Is4In6() && a.IsGlobalUnicast() && !a.IsPrivate()
 }
@@ -487,14 +521,18 @@ func (h *HomeInference) Result() InferredHome {
 	return r
 }
 
-// hostPrefixes are the global prefixes the home's hosts source: each
-// prefix a MAC sends from with a near TTL, unless that MAC routes. A MAC
-// that forwards packets from the internet sources the remote servers'
-// prefixes, which must not become the home's, or the home's traffic with
-// them would decode as local. A MAC routes when it is the gateway; when
-// it is the MAC behind which the most global /64s appear (an IPv6 router
-// beside an IPv4 gateway, the rule that finds an IPv6-only home's
-// gateway); or when it alone sources minRouted prefixes or more, since a
+// hostPrefixes are the global prefixes the home's hosts source (IPv6 /64s,
+// and the /24s of a LAN on public IPv4 addresses): each prefix a MAC
+// sends from with a near TTL, unless that MAC routes. Without them, what
+// leans on the prefixes takes the home's own addresses for remote ones:
+// the gateway emulator would forward the hosts' DNS to the gateway's LAN
+// address. A MAC that forwards packets from the internet sources the
+// remote servers' prefixes, which must not become the home's, or the
+// home's traffic with them would decode as local. A MAC routes when it is
+// the gateway; when it is the MAC behind which the most global /64s or
+// public IPv4 addresses appear (an IPv6 router beside an IPv4 gateway, the
+// rules that find the gateway of an IPv6-only home or a public LAN); or
+// when it alone sources minRouted prefixes of a family or more, since a
 // host holds addresses in its home's one prefix (two while the ISP
 // renumbers), and the home's prefixes are sourced by every host in them.
 // Without a routing MAC to blame, a prefix whose packets come from afar
@@ -504,20 +542,30 @@ func (h *HomeInference) hostPrefixes(gw schemas.MAC) []netip.Prefix {
 	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.global6) }); ok && n >= 2 {
 		routes[m] = true
 	}
+	if m, n, ok := clearWinner(h.macs, public4Addrs); ok && n >= 2 {
+		routes[m] = true
+	}
 	sources := map[netip.Prefix][]schemas.MAC{}
 	for k := range h.srcPrefixes {
 		if k.mac != gw {
 			sources[k.p] = append(sources[k.p], k.mac)
 		}
 	}
-	alone := map[schemas.MAC]int{}
-	for _, ms := range sources {
+	alone := map[schemas.MAC]*[2]int{} // IPv4 prefixes, IPv6
+	for p, ms := range sources {
 		if len(ms) == 1 {
-			alone[ms[0]]++
+			if alone[ms[0]] == nil {
+				alone[ms[0]] = &[2]int{}
+			}
+			fam := 1
+			if p.Addr().Is4() {
+				fam = 0
+			}
+			alone[ms[0]][fam]++
 		}
 	}
 	for m, n := range alone {
-		if n >= minRouted {
+		if max(n[0], n[1]) >= minRouted {
 			routes[m] = true
 		}
 	}
@@ -570,6 +618,11 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 	}
 	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return len(s.global6) }); ok && n >= 2 {
 		return m, fmt.Sprintf("behind it %d global IPv6 /64 prefixes or NAT64 servers, more than twice any other MAC's", n)
+	}
+	// A LAN on public or shared IPv4 addresses has no private-public
+	// traffic: as with IPv6, the internet lies behind the gateway.
+	if m, n, ok := clearWinner(h.macs, public4Addrs); ok && n >= 2 {
+		return m, fmt.Sprintf("behind it %d public IPv4 addresses, more than twice any other MAC's", n)
 	}
 	// No public traffic: the MAC that hands out addresses (DHCP answers,
 	// IPv6 router advertisements) is the home's router, else the MAC most

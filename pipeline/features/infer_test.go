@@ -474,3 +474,52 @@ func TestInferHomeIPv6OnlyOneCloud(t *testing.T) {
 		checkCrossing(t, r, fs, frames, router)
 	}
 }
+
+// publicLAN lays out a home whose ISP routes the LAN's addresses to it
+// (lan is a format for the last byte, the gateway at 1): two hosts ask the
+// gateway's resolver on its LAN address and talk to five servers, whose
+// packets arrive with ttl.
+func publicLAN(lan string, ttl uint8) []capturetest.IPFrame {
+	const gw = "02:aa:00:00:00:01"
+	var fs []capturetest.IPFrame
+	for i := range 10 {
+		for j, h := range []string{"02:00:00:00:00:11", "02:00:00:00:00:12"} {
+			me, gwIP := fmt.Sprintf(lan, 11+j), fmt.Sprintf(lan, 1)
+			r := fmt.Sprintf("52.1.2.%d", (i+j)%5+1)
+			fs = append(fs,
+				capturetest.IPFrame{SrcMAC: h, DstMAC: gw, Src: me, Dst: gwIP, SrcPort: 33000, DstPort: 53},
+				capturetest.IPFrame{SrcMAC: gw, DstMAC: h, Src: gwIP, Dst: me, SrcPort: 53, DstPort: 33000},
+				capturetest.IPFrame{SrcMAC: h, DstMAC: gw, Src: me, Dst: r, SrcPort: 40000, DstPort: 443, TCP: true},
+				capturetest.IPFrame{SrcMAC: gw, DstMAC: h, Src: r, Dst: me, SrcPort: 443, DstPort: 40000, TCP: true, TTL: ttl})
+		}
+	}
+	return fs
+}
+
+// TestInferHomePublicIPv4LAN: a LAN numbered in public addresses (an ISP
+// that routes a /24 to the home, no NAT) or in the ISPs' shared space
+// (100.64.0.0/10) has no private-public traffic to find the gateway by; it
+// is the MAC behind the most public addresses, and the LAN's /24, which
+// the hosts source, is a home prefix, as the private ranges are, so that
+// the gateway's own LAN address is the home's. The remote servers' is not.
+func TestInferHomePublicIPv4LAN(t *testing.T) {
+	for _, lan := range []string{"192.168.1.%d", "85.10.20.%d", "100.64.3.%d"} {
+		net := fmt.Sprintf(lan, 0) + "/24"
+		for _, ttl := range []uint8{50, 64} {
+			fs := publicLAN(lan, ttl)
+			frames := laidOut(t, fs)
+			r := infer(frames)
+			t.Logf("LAN %s, servers' TTL %d: %s", net, ttl, r)
+			if r.Home.GatewayMAC.String() != fs[1].SrcMAC {
+				t.Errorf("LAN %s, servers' TTL %d: gateway %s, want %s", net, ttl, r.Home.GatewayMAC, fs[1].SrcMAC)
+			}
+			if in := homeHolds(r, fmt.Sprintf(lan, 1), fmt.Sprintf(lan, 11), fmt.Sprintf(lan, 12)); len(in) != 3 {
+				t.Errorf("LAN %s, servers' TTL %d: of the gateway's and hosts' addresses, the home prefixes hold only %v", net, ttl, in)
+			}
+			if in := homeHolds(r, "52.1.2.1", "52.1.2.5"); len(in) > 0 {
+				t.Errorf("LAN %s, servers' TTL %d: remote servers %v are in the home prefixes", net, ttl, in)
+			}
+			checkCrossing(t, r, fs, frames, fs[1].SrcMAC)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -384,5 +385,47 @@ func TestICMPErrorQuote(t *testing.T) {
 	// The quoted UDP checksum must be the probe's WAN checksum.
 	if got, want := binary.BigEndian.Uint16(q[26:28]), binary.BigEndian.Uint16(frames[0].Data[p.IPStart+p.L4+6:]); got != want {
 		t.Errorf("quoted UDP checksum %#04x, the probe's on the WAN is %#04x", got, want)
+	}
+}
+
+// TestEmulateInferredPublicLAN: on a LAN numbered in public addresses (an
+// ISP that routes a /24 to the home) or in the ISPs' shared space, with the
+// home side inferred from the capture as `gateway` does without flags, the
+// hosts' DNS queries to the gateway's own LAN address stay home, as on a
+// private LAN: only their 40 packets with the internet cross.
+func TestEmulateInferredPublicLAN(t *testing.T) {
+	const gw = "02:aa:00:00:00:01"
+	for _, lan := range []string{"192.168.1.%d", "85.10.20.%d", "100.64.3.%d"} {
+		net := fmt.Sprintf(lan, 0) + "/24"
+		var raw [][]byte
+		for i := range 10 {
+			for j, h := range []string{"02:00:00:00:00:11", "02:00:00:00:00:12"} {
+				me, gwIP := fmt.Sprintf(lan, 11+j), fmt.Sprintf(lan, 1)
+				r := fmt.Sprintf("52.1.2.%d", (i+j)%5+1)
+				for _, f := range []capturetest.IPFrame{
+					{SrcMAC: h, DstMAC: gw, Src: me, Dst: gwIP, SrcPort: 33000, DstPort: 53},
+					{SrcMAC: gw, DstMAC: h, Src: gwIP, Dst: me, SrcPort: 53, DstPort: 33000},
+					{SrcMAC: h, DstMAC: gw, Src: me, Dst: r, SrcPort: 40000, DstPort: 443, TCP: true},
+					{SrcMAC: gw, DstMAC: h, Src: r, Dst: me, SrcPort: 443, DstPort: 40000, TCP: true, TTL: 50},
+				} {
+					raw = append(raw, f.Bytes(t))
+				}
+			}
+		}
+		path := capturetest.WriteEthernet(t, raw)
+		r, err := capture.InferHome(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := capturetest.Open(t, path)
+		st, err := Emulate(t.Context(), src, r.Home, DefaultConfig(), io.Discard, io.Discard)
+		src.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("LAN %s: %s; %d crossing, %d local of %d", net, r.Brief(), st.Crossing, st.Local, st.LANPackets)
+		if st.Crossing != 40 {
+			t.Errorf("LAN %s: %d packets cross, want the 40 with the internet", net, st.Crossing)
+		}
 	}
 }
