@@ -21,15 +21,16 @@ import (
 // where both ends are global), the MAC behind which the most distinct
 // global IPv6 /64 prefixes appear (a NAT64 address counted as the IPv4
 // server it stands for), since behind the gateway lies the internet and
-// behind a host only its own addresses, then (a LAN on public or CGNAT
-// IPv4 addresses) the MAC behind the most public IPv4 addresses; failing
-// that (an access point that
-// translates remote servers to private addresses), the MAC that sends DHCP
-// answers or router advertisements, the MAC that forwards packets from
-// afar (their TTL below a host's initial values), the MAC the most other
-// MACs talk to, the MAC behind the most servers of networks other than
-// their clients', and last the MAC behind the most addresses. Each winner
-// needs more than twice the runner-up's count.
+// behind a host only its own addresses; then, for a LAN on public or CGNAT
+// IPv4 addresses, the MAC behind the most public IPv4 addresses. With no
+// public traffic to tell (an access point that translates remote servers
+// to private addresses), it is the MAC that sends DHCP answers or router
+// advertisements; the MAC that forwards packets from afar (their TTL below
+// a host's initial values); the MAC the most other MACs talk to; the MAC
+// behind the most servers of networks other than their clients'; and last
+// the MAC behind the most addresses. Each winner needs more than twice the
+// runner-up's count.
+//
 // The home's prefixes are the private ranges, ULA and link-local, plus
 // every global IPv6 /64 and the /24 of every public IPv4 address that a
 // host sources: a MAC that routes (the gateway, a second router that
@@ -51,8 +52,9 @@ type HomeInference struct {
 	frames, ipFrames, withMAC int
 
 	macs map[schemas.MAC]*macStats
-	// srcPrefixes counts, per source MAC, the frames of each global IPv6
-	// /64 it sources, by how far their hop limit says they come from.
+	// srcPrefixes counts, per source MAC, the frames of each global prefix
+	// it sources (IPv6 /64, NAT64 address, public IPv4 /24), by how far
+	// their TTL says they come from.
 	srcPrefixes map[macPrefix]srcTally
 
 	// Raw-IP captures: packets per address pair, and per address how
@@ -625,8 +627,8 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 		return m, fmt.Sprintf("behind it %d public IPv4 addresses, more than twice any other MAC's", n)
 	}
 	// No public traffic: the MAC that hands out addresses (DHCP answers,
-	// IPv6 router advertisements) is the home's router, else the MAC most
-	// hosts talk to; a tie is no answer.
+	// IPv6 router advertisements) is the home's router; a tie here and
+	// below is no answer.
 	if m, n, ok := clearWinner(h.macs, func(s *macStats) int { return s.serves }); ok && len(h.macs[m].peers) > 0 {
 		return m, fmt.Sprintf("no public traffic tells; the MAC that sent %d DHCP answers or router advertisements", n)
 	}
