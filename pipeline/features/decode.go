@@ -155,7 +155,9 @@ const (
 //
 // The record describes the outermost IP header and its transport header
 // only: the decoder does not walk into tunnels (IPv4 in IPv4), and it reads
-// an IPv4 first fragment's transport header. The link layer is walked by
+// an IPv4 first fragment's transport header. IPv6's extension headers and
+// an IPsec authentication header (IPv4's or IPv6's) lie between the two
+// and are walked past. The link layer is walked by
 // ParseLink, the IP and transport headers by headers.go's readers.
 type Decoder struct {
 	home HomeConfig
@@ -305,7 +307,24 @@ func (d *Decoder) ipv4(b []byte, p *schemas.Packet) error {
 		p.PayloadLen = uint32(wire)
 		return nil
 	}
-	return d.transport(ip.proto, ip.payload, wire, p)
+	next, payload := ip.proto, ip.payload
+	// IPsec's authentication header signs the packet and hides nothing:
+	// the transport header follows it, as tshark reads it.
+	for n := 0; next == protoAH; n++ {
+		if n == maxIPv6ExtHeaders {
+			return fmt.Errorf("%w: more than %d authentication headers", ErrMalformed, maxIPv6ExtHeaders)
+		}
+		l, err := ahLen(payload)
+		if err != nil {
+			return malformed("IPv4 authentication header", err)
+		}
+		next, payload, wire = payload[0], payload[l:], wire-l
+	}
+	if wire < 0 {
+		return fmt.Errorf("%w: authentication headers longer than the IPv4 payload (%d bytes)", ErrMalformed, int(ip.length)-int(ip.ihl)*4)
+	}
+	p.Transport = next
+	return d.transport(next, payload, wire, p)
 }
 
 func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
@@ -340,6 +359,15 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 			l, err := ipv6ExtLen(payload)
 			if err != nil {
 				return malformed("IPv6 extension header", err)
+			}
+			next, payload, extLen = payload[0], payload[l:], extLen+l
+			continue
+		case protoAH:
+			// Its own length encoding (4-octet units), and no more
+			// hidden behind it than behind the others.
+			l, err := ahLen(payload)
+			if err != nil {
+				return malformed("IPv6 authentication header", err)
 			}
 			next, payload, extLen = payload[0], payload[l:], extLen+l
 			continue

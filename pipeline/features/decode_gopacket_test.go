@@ -113,7 +113,37 @@ func (d *gopacketDecoder) ipv4(b []byte, p *schemas.Packet) error {
 		p.PayloadLen = uint32(wire)
 		return nil
 	}
-	return d.transport(ip.Protocol, ip.Payload, wire, p)
+	next, payload := ip.Protocol, ip.Payload
+	for n := 0; next == layers.IPProtocolAH; n++ {
+		if n == maxIPv6ExtHeaders {
+			return fmt.Errorf("%w: more than %d authentication headers", ErrMalformed, maxIPv6ExtHeaders)
+		}
+		ah, err := gopacketAH(payload)
+		if err != nil {
+			return malformed("IPv4 authentication header", err)
+		}
+		next, payload, wire = ah.NextHeader, ah.Payload, wire-len(ah.Contents)
+	}
+	if wire < 0 {
+		return fmt.Errorf("%w: authentication headers longer than the IPv4 payload", ErrMalformed)
+	}
+	p.Transport = uint8(next)
+	return d.transport(next, payload, wire, p)
+}
+
+// gopacketAH reads an IPsec authentication header as gopacket's layer
+// does, which has no DecodeFromBytes: through a packet of its own, whose
+// decoder turns a panic (a header length below 12 bytes slices its
+// authentication data backwards) into a missing layer.
+func gopacketAH(b []byte) (*layers.IPSecAH, error) {
+	pkt := gopacket.NewPacket(b, layers.LayerTypeIPSecAH, gopacket.DecodeOptions{NoCopy: true})
+	if ah, ok := pkt.Layer(layers.LayerTypeIPSecAH).(*layers.IPSecAH); ok {
+		return ah, nil
+	}
+	if e := pkt.ErrorLayer(); e != nil {
+		return nil, e.Error()
+	}
+	return nil, errors.New("no authentication header")
 }
 
 func (d *gopacketDecoder) ipv6(b []byte, p *schemas.Packet) error {
@@ -153,6 +183,13 @@ func (d *gopacketDecoder) ipv6(b []byte, p *schemas.Packet) error {
 				return malformed("IPv6 extension header", err)
 			}
 			next, payload, extLen = d.ext.NextHeader, d.ext.Payload, extLen+len(d.ext.Contents)
+			continue
+		case layers.IPProtocolAH:
+			ah, err := gopacketAH(payload)
+			if err != nil {
+				return malformed("IPv6 authentication header", err)
+			}
+			next, payload, extLen = ah.NextHeader, ah.Payload, extLen+len(ah.Contents)
 			continue
 		case layers.IPProtocolIPv6Fragment:
 			const fragLen = 8

@@ -293,6 +293,59 @@ func TestDecodeRules(t *testing.T) {
 	}
 }
 
+// ahHeader is an IPsec authentication header (RFC 4302) of 24 bytes, its
+// 12 fixed ones and a 96-bit ICV (HMAC-SHA1-96), before next.
+func ahHeader(next layers.IPProtocol) gopacket.Payload {
+	b := make([]byte, 24)
+	b[0], b[1] = byte(next), 24/4-2            // the length in 4-octet units, less 2
+	binary.BigEndian.PutUint32(b[4:8], 0x1000) // SPI
+	binary.BigEndian.PutUint32(b[8:12], 7)     // sequence number
+	return b
+}
+
+// TestDecodeAuthenticationHeader: an IPsec authentication header, in IPv4
+// or among IPv6's extension headers, is walked past to the transport header
+// behind it, as tshark does (it hides nothing; ESP would); one whose length
+// is below its fixed 12 bytes or beyond the packet is malformed. Before, the
+// record was of transport 51 and had no port. gopacket's layer agrees.
+func TestDecodeAuthenticationHeader(t *testing.T) {
+	shortAH := ahHeader(layers.IPProtocolTCP)
+	shortAH[1] = 0 // 8 bytes
+	longAH := ahHeader(layers.IPProtocolTCP)
+	longAH[1] = 60
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want vec
+		err  error
+	}{
+		{"IPv4 AH then TCP", build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolAH), ahHeader(layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 100)),
+			vec{"1101000", 443, out, 64, 20 + 24 + 20 + 105, 6, 0x018, 64240, 0, 105}, nil},
+		{"IPv6 AH then TCP", build(t, eth(gwMAC, devMAC, layers.EthernetTypeIPv6), ip6(cloud6, dev6, layers.IPProtocolAH), ahHeader(layers.IPProtocolTCP), tcp(443, 50000, "A")),
+			vec{"1100000", 50000, in, 255, 40 + 24 + 20, 6, 0x010, 64240, 0, 0}, nil},
+		{"IPv6 destination options, AH, UDP", build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv6Destination),
+			gopacket.Payload{byte(layers.IPProtocolAH), 0, 1, 4, 0, 0, 0, 0}, ahHeader(layers.IPProtocolUDP), udp(40000, 53), dnsQuery(t)),
+			vec{"1010010", 53, out, 255, 40 + 8 + 24 + 8 + 34, 17, 0, 0, 0, 34}, nil},
+		{"IPv4 AH below its 12 bytes", build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolAH), shortAH, tcp(50000, 443, "A")), vec{}, ErrMalformed},
+		{"IPv6 AH beyond the packet", build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolAH), longAH, tcp(50000, 443, "A")), vec{}, ErrMalformed},
+	} {
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(tc.data), Length: len(tc.data)}
+		var p schemas.Packet
+		err := NewDecoder(lanOnly).Decode(LinkTypeEthernet, tc.data, ci, 0, &p)
+		switch {
+		case tc.err != nil && !errors.Is(err, tc.err):
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.err)
+		case tc.err == nil && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.err == nil && vecOf(&p) != tc.want:
+			t.Errorf("%s: decoded\n got %+v\nwant %+v", tc.name, vecOf(&p), tc.want)
+		}
+		if msg := compareWithGopacket(NewDecoder(lanOnly), newGopacketDecoder(lanOnly), LinkTypeEthernet, tc.data, ci, 0); msg != "" {
+			t.Errorf("%s: against gopacket's layers: %s", tc.name, msg)
+		}
+	}
+}
+
 func sllHeader(proto uint16) []byte {
 	h := make([]byte, 16)
 	binary.BigEndian.PutUint16(h[0:2], 4) // sent by us

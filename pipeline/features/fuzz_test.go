@@ -67,6 +67,11 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv6HopByHop),
 			gopacket.Payload{17, 0, 1, 4, 0, 0, 0, 0}, udp(5353, 5353), dnsQuery(tb))},
 		{LinkTypeRaw, cat([]byte{0x60, 0, 0, 0, 0, 0, 0, 64}, dev6.To16(), cloud6.To16(), []byte{17, 0, 0xc2, 4, 0, 1, 0x11, 0x70}, []byte{0, 53, 0, 53, 0, 0, 0, 0}, make([]byte, 32))},
+		// IPsec authentication headers, in IPv4 and behind IPv6's
+		// destination options.
+		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolAH), ahHeader(layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 40))},
+		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv6Destination),
+			gopacket.Payload{byte(layers.IPProtocolAH), 0, 1, 4, 0, 0, 0, 0}, ahHeader(layers.IPProtocolUDP), udp(40000, 53), dnsQuery(tb))},
 	}
 	seeds = append(seeds, wifiSeeds(tb)...)
 	// A DHCP client's request, for its fingerprint.

@@ -22,6 +22,7 @@ const (
 	protoUDP             = 17
 	protoIPv6Routing     = 43
 	protoIPv6Fragment    = 44
+	protoAH              = 51
 	protoIPv6Destination = 60
 )
 
@@ -179,6 +180,25 @@ func ipv6ExtLen(b []byte) (int, error) {
 	n := int(b[1])*8 + 8
 	if len(b) < n {
 		return 0, fmt.Errorf("extension header of %d bytes, %d captured", n, len(b))
+	}
+	return n, nil
+}
+
+// ahLen is the length of the IPsec authentication header at the start of
+// b (RFC 4302: next header, its length in 4-octet units less 2, then at
+// least the SPI and sequence number), which IPv4 and IPv6 put between the
+// IP header and the transport's. The checks are gopacket's.
+func ahLen(b []byte) (int, error) {
+	const fixed = 12
+	if len(b) < fixed {
+		return 0, fmt.Errorf("authentication header: %d bytes, less than %d", len(b), fixed)
+	}
+	n := (int(b[1]) + 2) * 4
+	switch {
+	case n < fixed:
+		return 0, fmt.Errorf("authentication header of %d bytes, less than its %d fixed ones", n, fixed)
+	case len(b) < n:
+		return 0, fmt.Errorf("authentication header of %d bytes, %d captured", n, len(b))
 	}
 	return n, nil
 }
