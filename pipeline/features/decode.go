@@ -166,6 +166,10 @@ type Decoder struct {
 	ip6 ipv6Header
 	tcp tcpHeader
 	udp udpHeader
+	// cut says the frame being decoded was cut by the capture (its
+	// captured length below its length on the wire): its headers are
+	// read as far as they were captured (see headers.go).
+	cut bool
 
 	clock   streamClock
 	retries retransmits
@@ -183,6 +187,12 @@ func NewDecoder(home HomeConfig) *Decoder {
 // dot11) and offset its index in the capture source. Every field of p is
 // overwritten.
 //
+// A frame the capture cut short (ci.Length above len(data): a snap length)
+// is read as far as it was captured, as tshark reads it: a header it ends
+// in gives the fields it holds, the ports when the first 4 bytes of TCP or
+// UDP are there, and the rest stay zero (no port: schemas.NoPort). The
+// frame's own length fields still have to agree.
+//
 // A frame Decode cannot read (unsupported link type, impossible or truncated
 // headers) yields an error wrapping ErrUnsupportedLinkType or ErrMalformed,
 // and a frame of the link's own one wrapping ErrNotPacket; the caller is
@@ -191,6 +201,7 @@ func NewDecoder(home HomeConfig) *Decoder {
 // frame that was decoded, i.e. to the previous record the stream publishes.
 func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
 	startRecord(p, data, ci, offset)
+	d.cut = ci.Length > len(data)
 	if err := d.link(linkType, data, p); err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
 	}
@@ -288,7 +299,7 @@ func (d *Decoder) ipv4(b []byte, p *schemas.Packet) error {
 		return fmt.Errorf("%w: IPv4 header carries IP version %d", ErrMalformed, b[0]>>4)
 	}
 	ip := &d.ip4
-	if err := parseIPv4(b, ip); err != nil {
+	if err := parseIPv4(b, ip, d.cut); err != nil {
 		return malformed("IPv4 header", err)
 	}
 	p.ProtoBits = schemas.ProtoIP
@@ -314,11 +325,14 @@ func (d *Decoder) ipv4(b []byte, p *schemas.Packet) error {
 		if n == maxIPv6ExtHeaders {
 			return fmt.Errorf("%w: more than %d authentication headers", ErrMalformed, maxIPv6ExtHeaders)
 		}
-		l, err := ahLen(payload)
+		if d.cut && len(payload) < 2 {
+			break // not captured: the record's transport is AH
+		}
+		l, err := ahLen(payload, d.cut)
 		if err != nil {
 			return malformed("IPv4 authentication header", err)
 		}
-		next, payload, wire = payload[0], payload[l:], wire-l
+		next, payload, wire = payload[0], payload[min(l, len(payload)):], wire-l
 	}
 	if wire < 0 {
 		return fmt.Errorf("%w: authentication headers longer than the IPv4 payload (%d bytes)", ErrMalformed, int(ip.length)-int(ip.ihl)*4)
@@ -332,7 +346,7 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 		return fmt.Errorf("%w: IPv6 header carries IP version %d", ErrMalformed, b[0]>>4)
 	}
 	ip := &d.ip6
-	if err := parseIPv6(b, ip); err != nil {
+	if err := parseIPv6(b, ip, d.cut); err != nil {
 		return malformed("IPv6 header", err)
 	}
 	p.ProtoBits = schemas.ProtoIP
@@ -346,9 +360,10 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 	p.Direction = d.home.direction(p.SrcIP, p.DstIP, p.SrcMAC, p.DstMAC)
 
 	next, payload, extLen := ip.next, ip.payload, 0
-	if ip.next == protoIPv6HopByHop {
+	if ip.next == protoIPv6HopByHop && ip.hbhLen > 0 {
 		next, extLen = ip.hbhNext, ip.hbhLen
 	}
+chain:
 	for n := 0; ; n++ {
 		if n == maxIPv6ExtHeaders {
 			return fmt.Errorf("%w: more than %d IPv6 extension headers", ErrMalformed, maxIPv6ExtHeaders)
@@ -356,29 +371,40 @@ func (d *Decoder) ipv6(b []byte, p *schemas.Packet) error {
 		switch next {
 		case protoIPv6HopByHop, protoIPv6Routing, protoIPv6Destination,
 			135, 139, 140: // mobility, HIP, shim6: same length encoding
-			l, err := ipv6ExtLen(payload)
+			if d.cut && len(payload) < 2 {
+				// Not captured: what follows is unknown, and the
+				// record's transport is this header.
+				break chain
+			}
+			l, err := ipv6ExtLen(payload, d.cut)
 			if err != nil {
 				return malformed("IPv6 extension header", err)
 			}
-			next, payload, extLen = payload[0], payload[l:], extLen+l
+			next, payload, extLen = payload[0], payload[min(l, len(payload)):], extLen+l
 			continue
 		case protoAH:
 			// Its own length encoding (4-octet units), and no more
 			// hidden behind it than behind the others.
-			l, err := ahLen(payload)
+			if d.cut && len(payload) < 2 {
+				break chain
+			}
+			l, err := ahLen(payload, d.cut)
 			if err != nil {
 				return malformed("IPv6 authentication header", err)
 			}
-			next, payload, extLen = payload[0], payload[l:], extLen+l
+			next, payload, extLen = payload[0], payload[min(l, len(payload)):], extLen+l
 			continue
 		case protoIPv6Fragment:
 			const fragLen = 8
-			if len(payload) < fragLen {
+			if d.cut && len(payload) < 4 {
+				break chain // its offset not captured
+			}
+			if len(payload) < fragLen && !d.cut {
 				return fmt.Errorf("%w: IPv6 fragment header needs %d bytes, %d left", ErrMalformed, fragLen, len(payload))
 			}
 			next = payload[0]
 			later := binary.BigEndian.Uint16(payload[2:4])>>3 != 0
-			payload, extLen = payload[fragLen:], extLen+fragLen
+			payload, extLen = payload[min(fragLen, len(payload)):], extLen+fragLen
 			if later {
 				p.Transport = next
 				p.ProtoBits |= transportBit(next)
@@ -405,8 +431,17 @@ func (d *Decoder) transport(proto uint8, b []byte, wire int, p *schemas.Packet) 
 	case protoTCP:
 		p.ProtoBits |= schemas.ProtoTCP
 		t := &d.tcp
-		if err := parseTCP(b, t); err != nil {
+		if err := parseTCP(b, t, d.cut); err != nil {
 			return malformed("TCP header", err)
+		}
+		if t.dataOffset == 0 {
+			// A cut frame that ends before the data offset: the
+			// header's length, and so the payload's, is not captured.
+			if t.have >= 4 {
+				p.DPort, p.SrcPort = int32(t.dstPort), int32(t.srcPort)
+			}
+			p.TCPSeq, p.TCPAck = t.seq, t.ack
+			return nil
 		}
 		hdr := int(t.dataOffset) * 4
 		n := wire - hdr
@@ -415,8 +450,7 @@ func (d *Decoder) transport(proto uint8, b []byte, wire int, p *schemas.Packet) 
 		}
 		p.DPort, p.SrcPort = int32(t.dstPort), int32(t.srcPort)
 		p.TCPSeq, p.TCPAck = t.seq, t.ack
-		// Nine flag bits, FIN in bit 0 up to NS (the low bit of byte 12) in bit 8.
-		p.TCPFlags = uint16(b[13]) | uint16(b[12]&1)<<8
+		p.TCPFlags = t.flags
 		p.TCPWindow = t.window
 		p.TCPOptionsLen = uint8(hdr - 20)
 		p.PayloadLen = uint32(n)
@@ -426,15 +460,18 @@ func (d *Decoder) transport(proto uint8, b []byte, wire int, p *schemas.Packet) 
 	case protoUDP:
 		p.ProtoBits |= schemas.ProtoUDP
 		u := &d.udp
-		if err := parseUDP(b, u); err != nil {
+		if err := parseUDP(b, u, d.cut); err != nil {
 			return malformed("UDP header", err)
 		}
 		n := wire - 8
 		if n < 0 {
 			return fmt.Errorf("%w: UDP header longer than the IP payload (%d bytes)", ErrMalformed, wire)
 		}
-		p.DPort, p.SrcPort = int32(u.dstPort), int32(u.srcPort)
 		p.PayloadLen = uint32(n)
+		if u.have < 4 {
+			return nil // a cut frame that ends before the ports
+		}
+		p.DPort, p.SrcPort = int32(u.dstPort), int32(u.srcPort)
 		if n > 0 {
 			p.ProtoBits |= appBit(false, u.srcPort, u.dstPort, clip(u.payload, n))
 		}

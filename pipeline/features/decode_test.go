@@ -501,6 +501,79 @@ func TestIntervalAndFrameLen(t *testing.T) {
 	}
 }
 
+// TestDecodeSnapLengthCuts: a frame the capture cut inside its IPv4
+// options, its IPv6 extension headers or its TCP header (tcpdump -s 68 of
+// a SYN with 20 bytes of TCP options) is read as far as it was captured,
+// as tshark reads it: its direction, frame length and interval, the IP
+// figures, and the ports when TCP's or UDP's first 4 bytes are there; a
+// field not captured stays zero. It used to be dropped whole as
+// malformed. The same bytes as a whole frame (no snap length) still are,
+// as is a cut frame whose own length fields disagree.
+func TestDecodeSnapLengthCuts(t *testing.T) {
+	syn := synWithOptions()
+	routing := gopacket.Payload(cat([]byte{byte(layers.IPProtocolTCP), 2}, make([]byte, 22))) // 24 bytes
+	routingUDP := gopacket.Payload(cat([]byte{byte(layers.IPProtocolUDP), 2}, make([]byte, 22)))
+	syn4 := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), syn)
+	syn6 := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolTCP), syn)
+	synRouted := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv6Routing), routing, syn)
+	udp4opts := build(t, eth(gwMAC, devMAC, layers.EthernetTypeIPv4), ip4opts(cloudIP, devIP, layers.IPProtocolUDP), udp(53, 40000), dnsQuery(t))
+	udpRouted := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv6Routing), routingUDP, udp(40000, 53), dnsQuery(t))
+	tls4 := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 100))
+	ah4 := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolAH), ahHeader(layers.IPProtocolTCP), tcp(50000, 443, "A"))
+	longOffset := slices.Clone(tls4)
+	longOffset[14+20+12] = 0xf0 // 60 bytes of TCP header in a 145-byte IP payload: fine
+	longOffset[14+3] = 20 + 40  // but the IP packet is 60 bytes long
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		snap  int
+		want  vec
+		err   error
+	}{
+		{"IPv4 SYN cut at 68 in its TCP options", syn4, 68, vec{"1100000", 443, out, 64, 60, 6, 0x002, 64240, 20, 0}, nil},
+		{"IPv6 SYN cut at 68, before its window", syn6, 68, vec{"1100000", 443, out, 255, 80, 6, 0x002, 0, 20, 0}, nil},
+		{"IPv6 SYN behind a routing header cut at 96", synRouted, 96, vec{"1100000", 443, out, 255, 104, 6, 0x002, 64240, 20, 0}, nil},
+		{"TCP cut before its ports", tls4, 14 + 20 + 3, vec{"1100000", none, out, 64, 145, 6, 0, 0, 0, 0}, nil},
+		{"TCP cut after its ports, before its data offset", tls4, 14 + 20 + 6, vec{"1100000", 443, out, 64, 145, 6, 0, 0, 0, 0}, nil},
+		{"IPv4 cut in its options", udp4opts, 14 + 22, vec{"1010000", none, in, 64, 24 + 8 + 34, 17, 0, 0, 0, 34}, nil},
+		{"IPv6 cut in a routing header", udpRouted, 14 + 40 + 16, vec{"1010000", none, out, 255, 40 + 24 + 8 + 34, 17, 0, 0, 0, 34}, nil},
+		{"IPv6 cut before a routing header's length", udpRouted, 14 + 40 + 1, vec{"1000001", none, out, 255, 40 + 24 + 8 + 34, 43, 0, 0, 0, 24 + 8 + 34}, nil},
+		{"IPv4 cut in an authentication header", ah4, 14 + 20 + 6, vec{"1100000", none, out, 64, 20 + 24 + 20, 6, 0, 0, 0, 0}, nil},
+		{"UDP cut after its ports", udpRouted, 14 + 40 + 24 + 5, vec{"1010010", 53, out, 255, 40 + 24 + 8 + 34, 17, 0, 0, 0, 34}, nil},
+		{"TCP header longer than its IP packet", longOffset, 14 + 20 + 30, vec{}, ErrMalformed},
+	} {
+		d := NewDecoder(lanOnly)
+		base := time.Unix(1_700_000_000, 0)
+		var p schemas.Packet
+		if err := d.Decode(LinkTypeEthernet, tc.frame, gopacket.CaptureInfo{Timestamp: base, CaptureLength: len(tc.frame), Length: len(tc.frame)}, 0, &p); err != nil && tc.err == nil {
+			t.Fatalf("%s: the whole frame: %v", tc.name, err)
+		}
+		data := tc.frame[:tc.snap]
+		err := d.Decode(LinkTypeEthernet, data, gopacket.CaptureInfo{Timestamp: base.Add(time.Second), CaptureLength: tc.snap, Length: len(tc.frame)}, 1, &p)
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("%s: %v, want %v", tc.name, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if got := vecOf(&p); got != tc.want {
+			t.Errorf("%s: decoded\n got %+v\nwant %+v", tc.name, got, tc.want)
+		}
+		if p.FrameLen != uint32(len(tc.frame)) || p.IntervalNs != int64(time.Second) || (p.DPort == none) != (p.SrcPort == none) {
+			t.Errorf("%s: FrameLen %d IntervalNs %d ports %d -> %d; want %d, 1 s, both or neither", tc.name, p.FrameLen, p.IntervalNs, p.SrcPort, p.DPort, len(tc.frame))
+		}
+		// Uncut, the same bytes say they hold a header they do not.
+		whole := gopacket.CaptureInfo{Timestamp: base, CaptureLength: tc.snap, Length: tc.snap}
+		if err := NewDecoder(lanOnly).Decode(LinkTypeEthernet, data, whole, 0, &p); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: as a whole frame of %d bytes: %v, want %v", tc.name, tc.snap, err, ErrMalformed)
+		}
+	}
+}
+
 func TestDecodeDoesNotAllocate(t *testing.T) {
 	frames := [][]byte{
 		build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 100)),

@@ -3,6 +3,7 @@ package features
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
@@ -68,10 +69,14 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 			gopacket.Payload{17, 0, 1, 4, 0, 0, 0, 0}, udp(5353, 5353), dnsQuery(tb))},
 		{LinkTypeRaw, cat([]byte{0x60, 0, 0, 0, 0, 0, 0, 64}, dev6.To16(), cloud6.To16(), []byte{17, 0, 0xc2, 4, 0, 1, 0x11, 0x70}, []byte{0, 53, 0, 53, 0, 0, 0, 0}, make([]byte, 32))},
 		// IPsec authentication headers, in IPv4 and behind IPv6's
-		// destination options.
+		// destination options; a SYN with 20 bytes of options behind an
+		// IPv6 routing header (the fuzz target reads each seed cut by a
+		// snap length too).
 		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolAH), ahHeader(layers.IPProtocolTCP), tcp(50000, 443, "PA"), tlsRecord(23, 40))},
 		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv6Destination),
 			gopacket.Payload{byte(layers.IPProtocolAH), 0, 1, 4, 0, 0, 0, 0}, ahHeader(layers.IPProtocolUDP), udp(40000, 53), dnsQuery(tb))},
+		{LinkTypeEthernet, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolIPv6Routing),
+			gopacket.Payload(cat([]byte{byte(layers.IPProtocolTCP), 2}, make([]byte, 22))), synWithOptions())},
 	}
 	seeds = append(seeds, wifiSeeds(tb)...)
 	// A DHCP client's request, for its fingerprint.
@@ -93,6 +98,20 @@ func ip4opts(src, dst net.IP, proto layers.IPProtocol) *layers.IPv4 {
 	ip := ip4(src, dst, proto)
 	ip.Options = []layers.IPv4Option{{OptionType: 148, OptionLength: 4, OptionData: []byte{0, 0}}}
 	return ip
+}
+
+// synWithOptions is a SYN with the 20 bytes of options Linux sends: MSS,
+// SACK permitted, timestamps, NOP, window scale.
+func synWithOptions() *layers.TCP {
+	syn := tcp(50000, 443, "S")
+	syn.Options = []layers.TCPOption{
+		{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}},
+		{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2},
+		{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: make([]byte, 8)},
+		{OptionType: layers.TCPOptionKindNop},
+		{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{7}},
+	}
+	return syn
 }
 
 func tcpOpts(sport, dport uint16) *layers.TCP {
@@ -129,36 +148,64 @@ func FuzzDecode(f *testing.F) {
 				prev = s[1]
 			}
 		}
-		d := NewDecoder(withGW)
-		var p schemas.Packet
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(data), Length: len(data)}
 		if msg := compareWithGopacket(NewDecoder(withGW), newGopacketDecoder(withGW), LinkType(link), data, ci, 0); msg != "" {
 			t.Fatalf("against gopacket's layers: %s", msg)
 		}
-		err := d.Decode(LinkType(link), data, ci, 0, &p)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupportedLinkType) && !errors.Is(err, ErrNotPacket) {
-				t.Fatalf("error of no known kind: %v", err)
-			}
-			return
+		if msg := checkDecode(LinkType(link), data, ci); msg != "" {
+			t.Fatal(msg)
 		}
-		// A mirrored frame has its own length on the mirrored wire (less
-		// its 802.11 headers for a Wi-Fi frame), which a fragmented
-		// packet's first piece is shorter than.
-		wire := ci
-		if l, err := ParseLink(LinkType(link), data); err == nil && l.wire > 0 {
-			if p.FrameLen > uint32(l.wire) || !l.wifi.data && p.FrameLen != uint32(l.wire) {
-				t.Fatalf("FrameLen %d of a mirrored frame of %d bytes", p.FrameLen, l.wire)
-			}
-			wire.Length = int(l.wire)
-		}
-		if msg := structural(&p, rawFrame{data, wire}, !lengthRewritten(LinkType(link), data)); msg != "" {
-			t.Fatalf("%s: %+v", msg, p)
-		}
-		if msg := checkCSVRow(&p); msg != "" {
-			t.Fatalf("CSV row: %s", msg)
+		// The same bytes as what a snap length left of a longer frame.
+		ci.Length += 100
+		if msg := checkDecode(LinkType(link), data, ci); msg != "" {
+			t.Fatalf("cut by the capture: %s", msg)
 		}
 	})
+}
+
+// checkDecode decodes one frame and says what is wrong with the outcome,
+// "" when nothing is: an error of a known kind, or a record that holds
+// together (structural) and makes a CSV row.
+func checkDecode(link LinkType, data []byte, ci gopacket.CaptureInfo) string {
+	var p schemas.Packet
+	if err := NewDecoder(withGW).Decode(link, data, ci, 0, &p); err != nil {
+		if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupportedLinkType) && !errors.Is(err, ErrNotPacket) {
+			return fmt.Sprintf("error of no known kind: %v", err)
+		}
+		return ""
+	}
+	// A mirrored frame has its own length on the mirrored wire (less
+	// its 802.11 headers for a Wi-Fi frame), which a fragmented
+	// packet's first piece is shorter than.
+	wire := ci
+	if l, err := ParseLink(link, data); err == nil && l.wire > 0 {
+		if p.FrameLen > uint32(l.wire) || !l.wifi.data && p.FrameLen != uint32(l.wire) {
+			return fmt.Sprintf("FrameLen %d of a mirrored frame of %d bytes", p.FrameLen, l.wire)
+		}
+		wire.Length = int(l.wire)
+	}
+	if msg := structural(&p, rawFrame{data, wire}, !lengthRewritten(link, data)); msg != "" {
+		return fmt.Sprintf("%s: %+v", msg, p)
+	}
+	if msg := checkCSVRow(&p); msg != "" {
+		return fmt.Sprintf("CSV row: %s", msg)
+	}
+	return ""
+}
+
+// TestDecodeCutSeeds: the fuzz seeds cut at every length, as a snap length
+// cuts a frame (the wire length the seed's), decode without a panic to a
+// record that holds together or an error of a known kind: the headers
+// read as far as they were captured, in every go test.
+func TestDecodeCutSeeds(t *testing.T) {
+	for si, s := range decodeSeeds(t) {
+		for n := range len(s.data) {
+			ci := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: n, Length: len(s.data)}
+			if msg := checkDecode(s.link, s.data[:n], ci); msg != "" {
+				t.Fatalf("seed %d (%s) cut to %d of its %d bytes: %s", si, s.link, n, len(s.data), msg)
+			}
+		}
+	}
 }
 
 // BenchmarkDecode decodes the frames of real captures held in memory.
