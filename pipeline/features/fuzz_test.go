@@ -58,6 +58,10 @@ func decodeSeeds(tb testing.TB) []decodeSeed {
 			return first
 		}()},
 		{LinkTypeEthernet, tzspOver4(tb, TZSPPort, 3, tzspPayload(tzspTypeRX, 18, nil, wifiCase{ds: dot11ToDS}.dataFrame(devMAC, gwMAC, cat(snap(0x0800), build(tb, ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())))))},
+		// A STUN Binding success to a device's port 37008, TZSP's: no
+		// TZSP header.
+		{LinkTypeEthernet, build(tb, eth(gwMAC, devMAC, layers.EthernetTypeIPv4), ip4(cloudIP, devIP, layers.IPProtocolUDP), udp(3478, TZSPPort),
+			gopacket.Payload(cat([]byte{0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42}, make([]byte, 12), []byte{0x00, 0x20, 0x00, 0x08, 0, 1, 0x90, 0x90, 1, 2, 3, 4})))},
 		// VXLAN and ERSPAN type III mirrors.
 		{LinkTypeEthernet, mirrorOver4(tb, layers.IPProtocolUDP, VXLANPort, cat(vxlanHdr, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv6), ip6(dev6, cloud6, layers.IPProtocolUDP), udp(1, 53), dnsQuery(tb))))},
 		{LinkTypeEthernet, mirrorOver4(tb, layers.IPProtocolGRE, 0, cat(erspanIIIPlatHd, build(tb, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolTCP), tcp(1, 2, "S"))))},

@@ -12,7 +12,11 @@ import (
 //
 //   - TZSP, to UDP port 37008: MikroTik RouterOS's packet sniffer (/tool
 //     sniffer, streaming-enabled) and its firewall's sniff-tzsp action,
-//     some access points and sensors;
+//     some access points and sensors. The port lies in Linux's range of
+//     ephemeral ports, so a home device's DNS or STUN answer may be sent
+//     to it: a datagram is taken for TZSP only when its first four bytes
+//     are a TZSP header (version 1, a type and an encapsulation TZSP
+//     defines), which such an answer's are not;
 //   - VXLAN, to UDP port 4789: cloud traffic mirroring (AWS VPC Traffic
 //     Mirroring), Open vSwitch and Linux mirror ports;
 //   - GRE: Linux's gretap (tc mirred to a gretap device, Open vSwitch)
@@ -44,6 +48,8 @@ const (
 	tzspVersion     = 1
 	tzspTypeRX      = 0 // a frame the sniffer received
 	tzspTypeTX      = 1 // a frame the sniffer sent
+	tzspTypeConfig  = 3
+	tzspTypePort    = 5 // a port opener; 4 between is a keepalive
 	tzspTagPadding  = 0
 	tzspTagEnd      = 1
 	tzspMaxTagBytes = 256 // sniffers send a handful of tags; a longer list is garbage
@@ -67,6 +73,17 @@ type Mirrored struct {
 	// is the first; FragKey names the packet (mirrorFragKey).
 	Fragmented bool
 	FragKey    uint64
+}
+
+// tzspEncap says whether encap is an encapsulation TZSP defines: those
+// tzspLinkType reads, Token Ring (2), SLIP (3), PPP (4), FDDI (5) and raw
+// (7).
+func tzspEncap(encap uint16) bool {
+	switch encap {
+	case 1, 2, 3, 4, 5, 7, 18, 119, 127:
+		return true
+	}
+	return false
 }
 
 // tzspLinkType maps TZSP's encapsulation numbers to link types.
@@ -165,17 +182,33 @@ func FindMirrored(etherType uint16, data []byte, ip int) (m Mirrored, ok bool, e
 	return m, true, nil
 }
 
-// tzsp reads a TZSP header at b[at:end]; ok is false for another version
-// than TZSP's, which is read as the datagram it is.
+// tzsp reads a TZSP header at b[at:end]; ok is false for a datagram whose
+// first four bytes are no TZSP header (another version, a type or an
+// encapsulation TZSP does not define), which is read as the datagram it
+// is: a STUN Binding success (0x0101, then a length of 12 or more) or a
+// DNS answer (the QR bit sets the encapsulation's top bit) to a device
+// that took 37008 for its port.
 func (m *Mirrored) tzsp(b []byte, at, end int) (ok bool, err error) {
 	if end < at+tzspHdrLen || b[at] != tzspVersion {
 		return false, nil
 	}
-	m.Via = "TZSP"
-	if typ := b[at+1]; typ != tzspTypeRX && typ != tzspTypeTX {
+	typ, encap := b[at+1], binary.BigEndian.Uint16(b[at+2:])
+	switch {
+	case typ == tzspTypeRX || typ == tzspTypeTX:
+		if !tzspEncap(encap) {
+			return false, nil
+		}
+	case typ >= tzspTypeConfig && typ <= tzspTypePort:
+		// Carrying no frame, it need not name an encapsulation.
+		if encap != 0 && !tzspEncap(encap) {
+			return false, nil
+		}
+		m.Via = "TZSP"
 		return true, fmt.Errorf("%w: TZSP datagram of type %d (a keepalive or a sniffer's configuration), which carries no frame", ErrNotPacket, typ)
+	default:
+		return false, nil
 	}
-	encap := binary.BigEndian.Uint16(b[at+2:])
+	m.Via = "TZSP"
 	lt, known := tzspLinkType(encap)
 	if !known {
 		return true, fmt.Errorf("%w: TZSP carrying encapsulation %d: only Ethernet (1) and 802.11 (18, Prism 119, AVS 127) are read", ErrUnsupportedLinkType, encap)

@@ -204,6 +204,40 @@ func TestNotMirrored(t *testing.T) {
 	}
 }
 
+// TestAnswerToEphemeralPort37008: TZSP's port lies in Linux's and
+// Android's range of ephemeral ports (32768-60999), so a home device may
+// take it for its own. A STUN Binding success, a TURN Refresh success or a
+// DNS answer sent to it begins with version byte 1 too, but not with a
+// TZSP header (the type and encapsulation TZSP defines): it is read as the
+// datagram it is, not as a sniffer's stream (it used to be dropped as a
+// TZSP frame of an unsupported encapsulation, or as a keepalive).
+func TestAnswerToEphemeralPort37008(t *testing.T) {
+	xorMapped := []byte{0x00, 0x20, 0x00, 0x08, 0, 1, 0x90, 0x90, 1, 2, 3, 4}
+	cookie := []byte{0x21, 0x12, 0xa4, 0x42}
+	for _, tc := range []struct {
+		name    string
+		sport   uint16
+		payload []byte
+		bits    string
+	}{
+		{"STUN Binding success", 3478, cat([]byte{0x01, 0x01, 0x00, 0x0c}, cookie, make([]byte, 12), xorMapped), "1010001"},
+		{"TURN Refresh success", 3478, cat([]byte{0x01, 0x04, 0x00, 0x08}, cookie, make([]byte, 12), []byte{0x00, 0x0d, 0x00, 0x04, 0, 0, 0x02, 0x58}), "1010001"},
+		{"DNS answer of ID 0x0100", 53, cat([]byte{0x01, 0x00, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0}, make([]byte, 30)), "1010010"},
+		{"DNS answer of ID 0x0104", 53, cat([]byte{0x01, 0x04, 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0}, make([]byte, 30)), "1010010"},
+	} {
+		frame := build(t, eth(gwMAC, devMAC, layers.EthernetTypeIPv4), ip4(cloudIP, devIP, layers.IPProtocolUDP), udp(tc.sport, TZSPPort), gopacket.Payload(tc.payload))
+		var p schemas.Packet
+		if err := NewDecoder(withGW).Decode(LinkTypeEthernet, frame, at(1, frame), 0, &p); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		want := vec{tc.bits, TZSPPort, in, 64, uint16(28 + len(tc.payload)), 17, 0, 0, 0, uint32(len(tc.payload))}
+		if got := vecOf(&p); got != want || p.SrcPort != int32(tc.sport) || p.FrameLen != uint32(len(frame)) {
+			t.Errorf("%s: decoded\n got %+v from port %d, %d bytes\nwant %+v from port %d, %d bytes", tc.name, got, p.SrcPort, p.FrameLen, want, tc.sport, len(frame))
+		}
+	}
+}
+
 func TestMirrorErrors(t *testing.T) {
 	inner := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(123, 123), ntp())
 	long := make([]byte, 300)
