@@ -121,10 +121,16 @@ func FirstFrameTime(path string, side Side) (t time.Time, ok bool) {
 }
 
 // FirstPacketTime is FirstFrameTime of the LAN side in ns since the epoch:
-// a campaign.CaptureTime, which orders captures in time.
+// a campaign.CaptureTime, which orders captures in time. ok is false too
+// for a time ns cannot hold (features.TimestampNs), which would order the
+// capture in another year.
 func FirstPacketTime(path string) (ns int64, ok bool) {
 	t, ok := FirstFrameTime(path, SideLAN)
-	return t.UnixNano(), ok
+	if !ok {
+		return 0, false
+	}
+	ns, err := features.TimestampNs(t)
+	return ns, err == nil
 }
 
 // NewReader reads a capture from r; name appears in errors. Close closes r

@@ -1014,6 +1014,51 @@ func TestDecodeErrorsAreCounted(t *testing.T) {
 	}
 }
 
+// TestPcapngTimestampsBeyondNanoseconds: a pcapng writer that wrote
+// nanoseconds without saying so (no if_tsresol: microseconds) gives times
+// near the year 56302, which a record's nanoseconds cannot hold. Its
+// frames are counted as decode errors, the first named with the option
+// to fix, rather than passed on with their times wrapped to 1938; frames
+// of the file's other interface, whose times are right, are read.
+func TestPcapngTimestampsBeyondNanoseconds(t *testing.T) {
+	frames := openAll(t, smallSentinel(t))
+	pkt := frames[10].data
+	ts := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	b := &ngBuilder{order: binary.LittleEndian}
+	b.section()
+	b.iface(1, 0) // no if_tsresol: microseconds
+	b.iface(1, 0, b.option(ngOptTSResol, []byte{9}))
+	b.epb(0, uint64(ts.UnixNano()), pkt, uint32(len(pkt)))
+	b.epb(1, uint64(ts.UnixNano()), pkt, uint32(len(pkt)))
+	b.epb(0, uint64(ts.UnixNano())+1_000_000_000, pkt, uint32(len(pkt)))
+	src, err := NewReader(bytes.NewReader(b.buf.Bytes()), "ns.pcapng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	st, err := Read(context.Background(), src, sentinelHome, func(p *schemas.Packet) error {
+		got = append(got, p.TsNs)
+		return nil
+	})
+	if err != nil || st.Packets != 3 || st.DecodeErrors != 2 {
+		t.Fatalf("Read = %+v, %v; want 3 frames, 2 decode errors", st, err)
+	}
+	if !errors.Is(st.FirstDecodeError, features.ErrMalformed) || !strings.Contains(st.FirstDecodeError.Error(), "if_tsresol") {
+		t.Errorf("FirstDecodeError = %v, want it malformed and naming if_tsresol", st.FirstDecodeError)
+	}
+	if len(got) != 1 || got[0] != ts.UnixNano() {
+		t.Errorf("records at %v, want one at %d", got, ts.UnixNano())
+	}
+	// Nor is the capture ordered by a first frame's wrapped time.
+	path := filepath.Join(t.TempDir(), "ns.pcapng")
+	if err := os.WriteFile(path, b.buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ns, ok := FirstPacketTime(path); ok {
+		t.Errorf("FirstPacketTime = %d, true; want no time", ns)
+	}
+}
+
 // TestWiFiCaptureFile: a monitor-mode capture file (radiotap) of the same
 // traffic reads to the records of the Ethernet capture, and its beacons are
 // counted apart (NotPackets), neither passed on nor taken for errors.

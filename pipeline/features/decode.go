@@ -9,6 +9,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/google/gopacket"
 
@@ -194,13 +196,19 @@ func NewDecoder(home HomeConfig) *Decoder {
 // frame's own length fields still have to agree.
 //
 // A frame Decode cannot read (unsupported link type, impossible or truncated
-// headers) yields an error wrapping ErrUnsupportedLinkType or ErrMalformed,
+// headers, a timestamp TsNs cannot hold: see TimestampNs) yields an error
+// wrapping ErrUnsupportedLinkType or ErrMalformed,
 // and a frame of the link's own one wrapping ErrNotPacket; the caller is
 // expected to count and skip it. Such a frame does not advance
 // the stream's clock, so IntervalNs of the next frame is the gap to the last
 // frame that was decoded, i.e. to the previous record the stream publishes.
 func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo, offset uint64, p *schemas.Packet) error {
 	startRecord(p, data, ci, offset)
+	if _, err := TimestampNs(ci.Timestamp); err != nil && !ci.Timestamp.IsZero() {
+		// (A frame given no time at all, the zero time.Time, is a
+		// caller's that has none to give, and is read as it was.)
+		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
+	}
 	d.cut = ci.Length > len(data)
 	if err := d.link(linkType, data, p); err != nil {
 		return fmt.Errorf("decode packet %d (%s): %w", offset, linkType, err)
@@ -215,6 +223,29 @@ func (d *Decoder) Decode(linkType LinkType, data []byte, ci gopacket.CaptureInfo
 func startRecord(p *schemas.Packet, data []byte, ci gopacket.CaptureInfo, offset uint64) {
 	*p = schemas.Packet{TsNs: ci.Timestamp.UnixNano(), Offset: offset, DPort: schemas.NoPort, SrcPort: schemas.NoPort,
 		Direction: schemas.DirLocal, FrameLen: uint32(max(ci.Length, len(data)))}
+}
+
+// The instants a record's TsNs, nanoseconds since 1970 in an int64, holds:
+// 1677-09-21 to 2262-04-11.
+var (
+	firstTsNs = time.Unix(0, math.MinInt64)
+	lastTsNs  = time.Unix(0, math.MaxInt64)
+)
+
+// TimestampNs is t in nanoseconds since 1970, as a record's TsNs holds it,
+// or an error wrapping ErrMalformed for an instant outside the years an
+// int64 of nanoseconds spans, which time.Time.UnixNano would wrap to
+// another year without a word. Such a timestamp is a capture read in the
+// wrong unit: a writer that wrote nanoseconds and said microseconds (a
+// pcapng interface without its if_tsresol option) gives a year past
+// 50000.
+func TimestampNs(t time.Time) (int64, error) {
+	if t.Before(firstTsNs) || t.After(lastTsNs) {
+		return 0, fmt.Errorf("%w: timestamp %s lies outside 1677-2262, the years nanoseconds since 1970 hold in 64 bits: "+
+			"the capture's timestamps are likely read in the wrong unit (a pcapng interface that records nanoseconds needs the option if_tsresol 9; a pcap file's magic number says microseconds or nanoseconds)",
+			ErrMalformed, t.UTC().Format(time.RFC3339))
+	}
+	return t.UnixNano(), nil
 }
 
 // streamClock is the time of a stream's last decoded frame.

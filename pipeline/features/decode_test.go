@@ -3,9 +3,12 @@ package features
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -570,6 +573,44 @@ func TestDecodeSnapLengthCuts(t *testing.T) {
 		whole := gopacket.CaptureInfo{Timestamp: base, CaptureLength: tc.snap, Length: tc.snap}
 		if err := NewDecoder(lanOnly).Decode(LinkTypeEthernet, data, whole, 0, &p); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: as a whole frame of %d bytes: %v, want %v", tc.name, tc.snap, err, ErrMalformed)
+		}
+	}
+}
+
+// TestDecodeTimestampOutOfRange: a frame whose time lies outside the
+// years an int64 of nanoseconds since 1970 holds (1677-2262) is malformed,
+// with a reason that names the likely cause, and does not move the
+// stream's clock; it used to be decoded with a TsNs wrapped to another
+// year (nanoseconds read as microseconds give the year 56302, whose TsNs
+// fell in 1938). The first and last instants TsNs holds are decoded.
+func TestDecodeTimestampOutOfRange(t *testing.T) {
+	frame := build(t, eth(devMAC, gwMAC, layers.EthernetTypeIPv4), ip4(devIP, cloudIP, layers.IPProtocolUDP), udp(40000, 53), dnsQuery(t))
+	good := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	d := NewDecoder(lanOnly)
+	for i, s := range []struct {
+		ts       time.Time
+		ok       bool
+		interval time.Duration
+	}{
+		{good, true, 0},
+		{time.Unix(good.UnixNano()/1e6, 0), false, 0}, // nanoseconds read as microseconds: 56302
+		{time.Date(1653, 1, 1, 0, 0, 0, 0, time.UTC), false, 0},
+		{good.Add(time.Second), true, time.Second}, // the gap to the last frame decoded
+		{time.Unix(0, math.MaxInt64), true, time.Unix(0, math.MaxInt64).Sub(good.Add(time.Second))},
+		{time.Unix(0, math.MaxInt64).Add(1), false, 0},
+		{time.Unix(0, math.MinInt64), true, 0},
+		{time.Unix(0, math.MinInt64).Add(-1), false, 0},
+	} {
+		var p schemas.Packet
+		ci := gopacket.CaptureInfo{Timestamp: s.ts, CaptureLength: len(frame), Length: len(frame)}
+		err := d.Decode(LinkTypeEthernet, frame, ci, uint64(i), &p)
+		switch {
+		case s.ok && err != nil:
+			t.Errorf("frame %d at %v: %v", i, s.ts, err)
+		case s.ok && (p.TsNs != s.ts.UnixNano() || p.IntervalNs != int64(s.interval)):
+			t.Errorf("frame %d at %v: TsNs %d IntervalNs %d, want %d %d", i, s.ts, p.TsNs, p.IntervalNs, s.ts.UnixNano(), int64(s.interval))
+		case !s.ok && (!errors.Is(err, ErrMalformed) || !strings.Contains(fmt.Sprint(err), "if_tsresol")):
+			t.Errorf("frame %d at %v: %v, want %v naming if_tsresol", i, s.ts, err, ErrMalformed)
 		}
 	}
 }
