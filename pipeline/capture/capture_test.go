@@ -431,42 +431,17 @@ func TestCompressedCaptures(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := openAll(t, path)
-	compress := map[string]func(io.Writer) io.WriteCloser{
-		"gzip": func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) },
-		"zstd": func(w io.Writer) io.WriteCloser {
-			zw, err := zstd.NewWriter(w)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return zw
-		},
-		"lz4": func(w io.Writer) io.WriteCloser {
-			zw := lz4.NewWriter(w)
-			if err := zw.Apply(lz4.BlockSizeOption(lz4.Block64Kb)); err != nil {
-				t.Fatal(err)
-			}
-			return zw
-		},
-	}
-	for name, newWriter := range compress {
+	for name, z := range compressedAll(t, raw, "", lz4.BlockSizeOption(lz4.Block64Kb)) {
 		t.Run(name, func(t *testing.T) {
-			var buf bytes.Buffer
-			zw := newWriter(&buf)
-			if _, err := zw.Write(raw); err != nil {
-				t.Fatal(err)
-			}
-			if err := zw.Close(); err != nil {
-				t.Fatal(err)
-			}
 			dir := t.TempDir()
 			p := filepath.Join(dir, "x.pcap."+name)
-			if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+			if err := os.WriteFile(p, z, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			sameFrames(t, name, openAll(t, p), want)
 
 			cut := filepath.Join(dir, "cut.pcap."+name)
-			if err := os.WriteFile(cut, buf.Bytes()[:buf.Len()*2/3], 0o644); err != nil {
+			if err := os.WriteFile(cut, z[:len(z)*2/3], 0o644); err != nil {
 				t.Fatal(err)
 			}
 			src, err := OpenFile(cut)
@@ -479,7 +454,7 @@ func TestCompressedCaptures(t *testing.T) {
 				t.Errorf("a %s capture cut at two thirds: %d of %d frames, then %v; want some frames, then ErrTruncated", name, n, len(want), err)
 			}
 			// Cut before its first block ends: nothing to read, and said so.
-			if err := os.WriteFile(cut, buf.Bytes()[:12], 0o644); err != nil {
+			if err := os.WriteFile(cut, z[:12], 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := OpenFile(cut); !errors.Is(err, ErrTruncated) {
@@ -525,6 +500,37 @@ func udpPcap(t *testing.T, n int, size func(i int) int) []byte {
 	return buf.Bytes()
 }
 
+// compressedAll is raw compressed by gzip (with name in its header, if
+// any), zstd and lz4 (with lz4opts), by the name of each.
+func compressedAll(t *testing.T, raw []byte, name string, lz4opts ...lz4.Option) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	write := func(format string, zw io.WriteCloser, buf *bytes.Buffer) {
+		if _, err := zw.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		out[format] = buf.Bytes()
+	}
+	var gz, zs, l4 bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Name = name
+	write("gzip", gw, &gz)
+	zw, err := zstd.NewWriter(&zs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("zstd", zw, &zs)
+	lw := lz4.NewWriter(&l4)
+	if err := lw.Apply(lz4opts...); err != nil {
+		t.Fatal(err)
+	}
+	write("lz4", lw, &l4)
+	return out
+}
+
 // TestCompressedCutAnywhere: a compressed capture cut at any length is
 // read up to the cut (the frames read never fewer for a longer cut) and
 // said to be truncated: not read as a whole capture with its end missing
@@ -534,38 +540,10 @@ func udpPcap(t *testing.T, n int, size func(i int) int) []byte {
 // the magic number itself leaves nothing to tell the file by.
 func TestCompressedCutAnywhere(t *testing.T) {
 	raw := udpPcap(t, 60, func(i int) int { return 60 + i%50 })
-	compress := map[string]func(io.Writer) io.WriteCloser{
-		"gzip": func(w io.Writer) io.WriteCloser {
-			zw := gzip.NewWriter(w)
-			zw.Name = "capture.pcap" // as gzip FILE writes it
-			return zw
-		},
-		"zstd": func(w io.Writer) io.WriteCloser {
-			zw, err := zstd.NewWriter(w)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return zw
-		},
-		"lz4": func(w io.Writer) io.WriteCloser {
-			zw := lz4.NewWriter(w)
-			if err := zw.Apply(lz4.BlockSizeOption(lz4.Block64Kb), lz4.BlockChecksumOption(true)); err != nil {
-				t.Fatal(err)
-			}
-			return zw
-		},
-	}
-	for name, newWriter := range compress {
+	// gzip FILE writes the file's name in its header; block checksums
+	// are lz4's field before the next block.
+	for name, z := range compressedAll(t, raw, "capture.pcap", lz4.BlockSizeOption(lz4.Block64Kb), lz4.BlockChecksumOption(true)) {
 		t.Run(name, func(t *testing.T) {
-			var buf bytes.Buffer
-			zw := newWriter(&buf)
-			if _, err := zw.Write(raw); err != nil {
-				t.Fatal(err)
-			}
-			if err := zw.Close(); err != nil {
-				t.Fatal(err)
-			}
-			z := buf.Bytes()
 			c, _ := compressionOf([4]byte(z))
 			last := 0
 			for cut := 1; cut <= len(z); cut++ {

@@ -447,24 +447,8 @@ func TestInferHomeBusyHub(t *testing.T) {
 // behind it, or by the hop limits of what it forwards, and every packet
 // crosses.
 func TestInferHomeIPv6OnlyOneCloud(t *testing.T) {
-	const (
-		router = "02:aa:00:00:00:01"
-		dev    = "02:00:00:00:00:11"
-		cloud  = "2600:1f18:4a3:6d00::10"
-	)
 	for _, hopLimit := range []uint8{64, 51} {
-		var fs []capturetest.IPFrame
-		for i := range 20 {
-			src := "2001:db8:1::ff:fe00:11"
-			if i >= 10 {
-				src = "2001:db8:1:0:8c1e:53aa:1b2:77c3"
-			}
-			fs = append(fs,
-				capturetest.IPFrame{SrcMAC: dev, DstMAC: router, Src: "fe80::ff:fe00:11", Dst: "fe80::1", SrcPort: 33000, DstPort: 53},
-				capturetest.IPFrame{SrcMAC: router, DstMAC: dev, Src: "fe80::1", Dst: "fe80::ff:fe00:11", SrcPort: 53, DstPort: 33000},
-				capturetest.IPFrame{SrcMAC: dev, DstMAC: router, Src: src, Dst: cloud, SrcPort: 40000, DstPort: 8883, TCP: true},
-				capturetest.IPFrame{SrcMAC: router, DstMAC: dev, Src: cloud, Dst: src, SrcPort: 8883, DstPort: 40000, TCP: true, TTL: hopLimit})
-		}
+		fs, router, _ := capturetest.IPv6OnlyOneCloud(hopLimit)
 		frames := laidOut(t, fs)
 		r := infer(frames)
 		t.Logf("cloud's hop limit %d: %s", hopLimit, r)

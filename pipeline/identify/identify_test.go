@@ -136,23 +136,7 @@ func TestFileNAT64Home(t *testing.T) {
 // The device is the host row, holding all its packets; the router is the
 // gateway.
 func TestFileIPv6OnlyOneCloud(t *testing.T) {
-	const (
-		router = "02:aa:00:00:00:01"
-		dev    = "02:00:00:00:00:11"
-		cloud  = "2600:1f18:4a3:6d00::10"
-	)
-	var fs []capturetest.IPFrame
-	for i := range 20 {
-		src := "2001:db8:1::ff:fe00:11"
-		if i >= 10 {
-			src = "2001:db8:1:0:8c1e:53aa:1b2:77c3"
-		}
-		fs = append(fs,
-			capturetest.IPFrame{SrcMAC: dev, DstMAC: router, Src: "fe80::ff:fe00:11", Dst: "fe80::1", SrcPort: 33000, DstPort: 53},
-			capturetest.IPFrame{SrcMAC: router, DstMAC: dev, Src: "fe80::1", Dst: "fe80::ff:fe00:11", SrcPort: 53, DstPort: 33000},
-			capturetest.IPFrame{SrcMAC: dev, DstMAC: router, Src: src, Dst: cloud, SrcPort: 40000, DstPort: 8883, TCP: true},
-			capturetest.IPFrame{SrcMAC: router, DstMAC: dev, Src: cloud, Dst: src, SrcPort: 8883, DstPort: 40000, TCP: true})
-	}
+	fs, router, dev := capturetest.IPv6OnlyOneCloud(0)
 	res := predict(t, fs)
 	if res.Gateway != router {
 		t.Errorf("predict's gateway is %s, want the router %s", res.Gateway, router)

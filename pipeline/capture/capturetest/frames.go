@@ -124,3 +124,26 @@ func hwAddr(tb testing.TB, s string) net.HardwareAddr {
 	}
 	return m
 }
+
+// IPv6OnlyOneCloud is the capture of one device of an IPv6-only home and
+// its router, with no router advertisement: the device asks the router's
+// resolver at its link-local address, and talks to one cloud server (its
+// answers come at hopLimit, 64 when zero), from its stable address and
+// then from a temporary one. The device has more addresses than the
+// router: 20 rounds of four frames.
+func IPv6OnlyOneCloud(hopLimit uint8) (frames []IPFrame, router, device string) {
+	const cloud = "2600:1f18:4a3:6d00::10"
+	router, device = "02:aa:00:00:00:01", "02:00:00:00:00:11"
+	for i := range 20 {
+		src := "2001:db8:1::ff:fe00:11"
+		if i >= 10 {
+			src = "2001:db8:1:0:8c1e:53aa:1b2:77c3"
+		}
+		frames = append(frames,
+			IPFrame{SrcMAC: device, DstMAC: router, Src: "fe80::ff:fe00:11", Dst: "fe80::1", SrcPort: 33000, DstPort: 53},
+			IPFrame{SrcMAC: router, DstMAC: device, Src: "fe80::1", Dst: "fe80::ff:fe00:11", SrcPort: 53, DstPort: 33000},
+			IPFrame{SrcMAC: device, DstMAC: router, Src: src, Dst: cloud, SrcPort: 40000, DstPort: 8883, TCP: true},
+			IPFrame{SrcMAC: router, DstMAC: device, Src: cloud, Dst: src, SrcPort: 8883, DstPort: 40000, TCP: true, TTL: hopLimit})
+	}
+	return frames, router, device
+}
