@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -25,6 +26,9 @@ type Campaign struct {
 	// Retention bounds the streams (optional; flags and the environment
 	// of the workers override it).
 	Retention Retention `yaml:"retention,omitempty"`
+
+	// file is the campaign file Load read, for errors found later.
+	file string
 }
 
 // Home is one household behind one gateway.
@@ -168,6 +172,7 @@ func Load(path string) (*Campaign, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("campaign file %s: %w", path, err)
 	}
+	c.file = path
 	return c, nil
 }
 
@@ -176,7 +181,9 @@ func Parse(data []byte) (*Campaign, error) {
 	var c Campaign
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	if err := dec.Decode(&c); errors.Is(err, io.EOF) {
+		return nil, errors.New("the file is empty (or only comments): a campaign gives its name and its homes, each with a gateway, taps and an inventory")
+	} else if err != nil {
 		return nil, fmt.Errorf("decode YAML: %w", err)
 	}
 	// A bare "-" in the list decodes to no home at all.
@@ -255,6 +262,9 @@ func (h *Home) Validate() error {
 	if _, err := h.LANPrefixes(); err != nil {
 		errs = append(errs, err)
 	}
+	if len(h.Taps) == 0 {
+		errs = append(errs, errors.New("no taps: add one under taps, e.g. {name: lan, files: [lan.pcap]}, {name: lan, interface: br-lan} or {name: lan, watch: captures/lan}"))
+	}
 	taps := map[string]bool{}
 	for i, t := range h.Taps {
 		if err := schemas.ValidateToken(fmt.Sprintf("taps[%d].name", i), t.Name); err != nil {
@@ -286,6 +296,27 @@ func (h *Home) Validate() error {
 		errs = append(errs, fmt.Errorf("live: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// ValidateInventories refuses homes without an inventory, where labels
+// are wanted (a dataset build, a labeler, a windower): a home's inventory
+// is the only source of its labels. Validate does not, as a detector's
+// campaign needs none.
+func (c *Campaign) ValidateInventories() error {
+	var errs []error
+	for _, h := range c.Homes {
+		if len(h.Inventory) == 0 {
+			errs = append(errs, fmt.Errorf("home %s has no inventory, and its inventory gives the labels: add inventory (one {mac, name, category} per device) or inventory_file to the home", h.Name))
+		}
+	}
+	err := errors.Join(errs...)
+	switch {
+	case err == nil:
+		return nil
+	case c.file != "":
+		return fmt.Errorf("campaign file %s: %w", c.file, err)
+	}
+	return fmt.Errorf("campaign %s: %w", c.Name, err)
 }
 
 // sessionFiles are the files of one tap by the session each is named.
@@ -401,7 +432,9 @@ func LoadInventory(path string) ([]Device, error) {
 	var inv []Device
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&inv); err != nil {
+	if err := dec.Decode(&inv); errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("inventory %s is empty (or only comments): list the home's devices, one {mac, name, category} each", path)
+	} else if err != nil {
 		return nil, fmt.Errorf("inventory %s: decode YAML: %w", path, err)
 	}
 	for i := range inv {

@@ -96,6 +96,9 @@ func TestLoadBad(t *testing.T) {
 		"gateway-field":      "field macc not found",
 		"bad-rotation":       "divides a day",
 		"bad-retention":      "retention.max_bytes",
+		// Before, these two were "decode YAML: EOF" and accepted.
+		"empty":   "the file is empty",
+		"no-taps": "home h: no taps: add one under taps",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {
@@ -111,6 +114,27 @@ func TestLoadBad(t *testing.T) {
 		if !strings.Contains(err.Error(), want[name]) || !strings.Contains(err.Error(), f) {
 			t.Errorf("%s: error %q should name the file and say %q", name, err, want[name])
 		}
+	}
+}
+
+// TestInventoriesWanted: a campaign whose home has no inventory loads (a
+// detector's needs none), but ValidateInventories, which a dataset build
+// and a windower call, refuses it naming the file, the home and what to
+// add. Before, a build over it failed with "label vocabulary of 0
+// devices: want 1..32767", naming neither.
+func TestInventoriesWanted(t *testing.T) {
+	c := loadTestdata(t, "no-inventory.yaml")
+	err := c.ValidateInventories()
+	if err == nil || !strings.Contains(err.Error(), filepath.Join("testdata", "no-inventory.yaml")) || !strings.Contains(err.Error(), "home h has no inventory") || !strings.Contains(err.Error(), "inventory_file") {
+		t.Errorf("got %v, want the file, the home and what to add", err)
+	}
+	for _, name := range []string{"good.yaml", "auto.yaml"} {
+		if err := loadTestdata(t, name).ValidateInventories(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := (&Campaign{Name: "x", Homes: []*Home{{Name: "h"}}}).ValidateInventories(); err == nil || !strings.Contains(err.Error(), "campaign x: home h") {
+		t.Errorf("a campaign not read from a file: %v, want it named", err)
 	}
 }
 
@@ -139,6 +163,9 @@ func TestFromDeviceDirs(t *testing.T) {
 		if !h.Gateway.Auto() || len(h.Gateway.LANNets) != 0 {
 			t.Errorf("home %s gateway %+v, want %s", h.Name, h.Gateway, GatewayAuto)
 		}
+	}
+	if err := c.ValidateInventories(); err != nil {
+		t.Errorf("device folders give every home its inventory: %v", err)
 	}
 	if files != 277 {
 		t.Errorf("%d captures, want 277", files)
