@@ -85,7 +85,9 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	if _, err := b.Store.Get(ctx, dataset.Key(b.Spec.Dataset, b.Spec.Version)); err == nil {
 		return nil, fmt.Errorf("dataset %s/%s already exists: choose another --version (datasets are immutable)", b.Spec.Dataset, b.Spec.Version)
 	}
-	if err := window.SaveSpec(ctx, b.Store, b.Spec); err != nil {
+	// Nothing is stored before the build is known to be one that can run:
+	// a spec stored for a refused build would refuse its corrected retry.
+	if err := b.Campaign.ValidateInventories(); err != nil {
 		return nil, err
 	}
 	lab, err := label.New(b.Campaign)
@@ -150,6 +152,9 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	}
 	// Fail before publishing on a spec no windower can take.
 	if _, err := newWindower(b.Store); err != nil {
+		return nil, err
+	}
+	if err := window.SaveSpec(ctx, b.Store, b.Spec); err != nil {
 		return nil, err
 	}
 

@@ -262,3 +262,48 @@ func TestBuildSurvivesCorruptCaptures(t *testing.T) {
 		t.Errorf("truncated capture gave %d packets, the whole one %d: the packets before the cut should be kept", trunc.Packets, full.Packets)
 	}
 }
+
+// TestBuildRefusedStoresNoSpec: a build refused for its spec or its
+// campaign (a window of 0 packets, an unknown kind, a negative cap, a home
+// without inventory) stores nothing, so the corrected build of the same
+// version runs. Before, each stored its spec first, and the corrected
+// build was refused as "started with another spec".
+func TestBuildRefusedStoresNoSpec(t *testing.T) {
+	h := start(t)
+	home := sentinelHome(t, "EdimaxPlug1101W")
+	home.Taps[0].Files = home.Taps[0].Files[:1]
+	c := &campaign.Campaign{Name: "refused", Homes: []*campaign.Home{home}}
+	c.Defaults()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	good := window.Spec{Dataset: "refused", Version: "v1", Kind: schemas.KindInd, Size: 20, Labels: LabelsOf(c)}
+	noInventory := &campaign.Campaign{Name: "refused", Homes: []*campaign.Home{{Name: home.Name, Gateway: home.Gateway, Taps: home.Taps}}}
+	for _, bad := range []struct {
+		name string
+		c    *campaign.Campaign
+		edit func(*window.Spec)
+		want string
+	}{
+		{"window 0", c, func(s *window.Spec) { s.Size = 0 }, "window size 0"},
+		{"kind foo", c, func(s *window.Spec) { s.Kind = "foo" }, `window kind "foo"`},
+		{"cap -1", c, func(s *window.Spec) { s.Cap = -1 }, "cap of -1"},
+		{"no inventory", noInventory, func(s *window.Spec) { s.Labels = nil }, "home " + home.Name + " has no inventory"},
+	} {
+		spec := good
+		bad.edit(&spec)
+		_, err := (&Build{Campaign: bad.c, Spec: spec, Bus: h.bus, Store: h.store, Log: h.log}).Run(ctx)
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: build returned %v, want %q", bad.name, err, bad.want)
+		}
+		if _, err := h.store.Get(ctx, spec.SpecKey()); err == nil {
+			t.Fatalf("%s: the refused build stored its spec", bad.name)
+		}
+	}
+	res, err := (&Build{Campaign: c, Spec: good, Bus: h.bus, Store: h.store, Log: h.log, Timeout: 2 * time.Minute}).Run(ctx)
+	if err != nil {
+		t.Fatalf("the corrected build: %v", err)
+	}
+	if res.Manifest.Windows == 0 {
+		t.Error("the corrected build wrote no window")
+	}
+}

@@ -96,8 +96,12 @@ func (s *Spec) Prefix() string { return path.Join("datasets", s.Dataset, s.Versi
 // assembled by any process once the windowers are done.
 func (s *Spec) SpecKey() string { return path.Join(s.Prefix(), "_spec.json") }
 
-// SaveSpec records the spec; a spec already there must be the same.
+// SaveSpec records the spec; a spec already there must be the same. A spec
+// Validate refuses is not recorded: it would refuse the corrected retry.
 func SaveSpec(ctx context.Context, st store.Store, s Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err

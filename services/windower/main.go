@@ -51,7 +51,15 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	if err != nil {
 		return err
 	}
+	if err := c.ValidateInventories(); err != nil {
+		return err
+	}
 	spec.Labels = build.LabelsOf(c)
+	// Refused before anything starts, and before the spec is stored: a
+	// stored spec would refuse the corrected command.
+	if err := spec.Validate(); err != nil {
+		return cli.Usagef("%v", err)
+	}
 	if sf.Endpoints.Retention, err = retention(c.Retention); err != nil {
 		return cli.Usagef("%v", err)
 	}
@@ -74,11 +82,11 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	if err != nil {
 		return err
 	}
-	if err := window.SaveSpec(ctx, eps.Store, spec); err != nil {
-		return err
-	}
 	w, err := window.New(spec, eps.Store, env.Log)
 	if err != nil {
+		return err
+	}
+	if err := window.SaveSpec(ctx, eps.Store, spec); err != nil {
 		return err
 	}
 	w.IdleTimeout = *idle

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/homemole/homemole/pipeline/build"
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/dataset"
 	"github.com/homemole/homemole/pipeline/label"
 	"github.com/homemole/homemole/pipeline/window"
@@ -74,5 +79,52 @@ func TestWindowerRefusesBadFlags(t *testing.T) {
 		} else {
 			t.Logf("%q: %v", args, err)
 		}
+	}
+}
+
+// TestWindowerRefusedStoresNoSpec: a windower refused for its flags (a
+// window of 0 packets, an unknown kind, a negative cap) or its campaign (a
+// home without inventory) stores no spec, so the corrected command for the
+// same dataset runs. Before, the spec was stored first, and the corrected
+// windower was refused as "started with another spec".
+func TestWindowerRefusedStoresNoSpec(t *testing.T) {
+	ctx, r := workertest.New(t, 2*time.Minute, 1, time.Minute)
+	c := *r.Campaign
+	h := *c.Homes[0]
+	h.Inventory = nil
+	c.Homes = []*campaign.Home{&h}
+	data, err := yaml.Marshal(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noInventory := filepath.Join(t.TempDir(), "noinv.yaml")
+	if err := os.WriteFile(noInventory, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	servers := []string{"--nats", r.Servers.NATSURL, "--s3", r.Servers.S3Endpoint}
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--campaign", r.CampaignFile, "--window", "0"}, "window size 0"},
+		{[]string{"--campaign", r.CampaignFile, "--window", "40", "--kind", "foo"}, `window kind "foo"`},
+		{[]string{"--campaign", r.CampaignFile, "--window", "40", "--cap", "-1"}, "cap of -1"},
+		{[]string{"--campaign", noInventory, "--window", "40"}, noInventory + ": home " + h.Name + " has no inventory"},
+	} {
+		args := append(append([]string{"--dataset", "wz"}, bad.args...), servers...)
+		if err := run(ctx, args, workertest.Env(t)); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: %v, want %q", bad.args, err, bad.want)
+		}
+		if _, err := r.Store.Get(ctx, (&window.Spec{Dataset: "wz", Version: "v1"}).SpecKey()); err == nil {
+			t.Fatalf("%q: the refused windower stored its spec", bad.args)
+		}
+	}
+	stop := workertest.Start(ctx, t, run, r.Log, append([]string{"--dataset", "wz", "--campaign", r.CampaignFile, "--window", "40"}, servers...)...)
+	workertest.Eventually(ctx, t, time.Minute, "the corrected windower stored no spec", func() bool {
+		s, err := window.LoadSpec(ctx, r.Store, "wz", "v1")
+		return err == nil && s.Size == 40
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("the corrected windower: %v", err)
 	}
 }
