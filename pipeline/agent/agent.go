@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -263,11 +264,51 @@ type Input struct {
 }
 
 // RunFiles publishes every file of every file tap, one capture session per
-// file. A corrupt file ends its session where the corruption starts: the
-// packets before it are published, the error is logged and counted, and
-// the agent goes on with the next file.
+// file. A capture cut short (capture.ErrTruncated) is read up to the cut,
+// with a warning, and its session ends there. A capture that cannot be
+// read whole (it cannot be opened, it is corrupt, or none of its frames
+// decode) is logged and counted, the agent goes on with the next file, and
+// the run then fails with UnreadCaptures naming each of them.
 func (a *Agent) RunFiles(ctx context.Context, pub Publisher) error {
 	return a.Run(ctx, pub, a.Inputs(false))
+}
+
+// CaptureError is a capture that could not be read whole: it could not be
+// opened, reading it failed before its end for another reason than a cut
+// at the end (capture.ErrTruncated, whose packets up to the cut are read),
+// or none of its frames decode. The packets before a fault are published,
+// but a capture file's session gets no final batch: a later run over the
+// mended file publishes it whole, under the same message ids. A watched
+// folder's file does get its final batch, as its rotation goes on.
+type CaptureError struct {
+	Home, Tap string
+	File      string // the capture file, or a watched folder
+	Err       error
+}
+
+func (e *CaptureError) Error() string {
+	return fmt.Sprintf("home %s tap %s: capture %s: %v", e.Home, e.Tap, e.File, e.Err)
+}
+
+func (e *CaptureError) Unwrap() error { return e.Err }
+
+// UnreadCaptures is the error of a run that read some of its capture files
+// only in part, or not at all: one CaptureError each.
+type UnreadCaptures []*CaptureError
+
+func (u UnreadCaptures) Error() string {
+	var b strings.Builder
+	if len(u) == 1 {
+		b.WriteString("1 capture could not be read whole")
+	} else {
+		fmt.Fprintf(&b, "%d captures could not be read whole", len(u))
+	}
+	b.WriteString(" (mend each, or take it out of the campaign, and run again: what was read of it is published under the same message ids again, so nothing is duplicated):")
+	for _, e := range u {
+		b.WriteString("\n  ")
+		b.WriteString(e.Error())
+	}
+	return b.String()
 }
 
 // Inputs lists the home's taps as inputs: every file of the file taps and,
@@ -460,9 +501,14 @@ func (a *Agent) Run(ctx context.Context, pub Publisher, inputs []Input) error {
 		stopSender()
 		<-stopped
 	}
+	var unread UnreadCaptures
 	switch {
 	case serr != nil:
 		return fmt.Errorf("home %s: publish: %w", a.cfg.Home.Name, serr)
+	case errors.As(rerr, &unread):
+		// Before a stop by signal, which would end the process with 0: a
+		// capture not read whole fails the run. Each names its home.
+		return unread
 	case ctx.Err() != nil:
 		return fmt.Errorf("home %s: stopped: %w", a.cfg.Home.Name, ctx.Err())
 	case rerr != nil:
@@ -511,6 +557,7 @@ func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[strin
 			wg.Go(func() { fail(a.watch(ctx, input, resume, book, bufs, send)) })
 		}
 	}
+	var unread UnreadCaptures
 	for _, input := range inputs {
 		if input.Live || input.Watch {
 			continue
@@ -519,13 +566,20 @@ func (a *Agent) publishAll(ctx context.Context, inputs []Input, resume map[strin
 		if a.cfg.SpoolDir != "" {
 			r = resume[a.source(input)]
 		}
-		if err := a.publishInput(ctx, input, r, bufs, send); err != nil {
+		var ce *CaptureError
+		if err := a.publishInput(ctx, input, r, bufs, send, false); errors.As(err, &ce) {
+			unread = append(unread, ce) // logged; the next file is read
+		} else if err != nil {
 			fail(err)
 			break
 		}
 	}
 	wg.Wait()
 	fail(endLive(live))
+	if len(unread) > 0 {
+		// Run reports them whatever else ended the run.
+		return errors.Join(unread, first)
+	}
 	return first
 }
 
@@ -541,8 +595,10 @@ func (a *Agent) source(in Input) string {
 const ctxCheckEvery = 4096
 
 // publishInput reads one capture session, starting at r, and hands its
-// batches to send.
-func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bufPool, send func(*outBatch, bool) error) error {
+// batches to send. A capture it cannot read whole is logged and counted,
+// and returned as a *CaptureError; endOnFault still ends its session with
+// the final batch (a watched folder's file, which no one will mend).
+func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bufPool, send func(*outBatch, bool) error, endOnFault bool) error {
 	log := a.cfg.Log.With("home", a.cfg.Home.Name, "tap", in.Tap, "input", in.Name)
 	session := versioned(campaign.SessionName(in.Tap, in.Name), in.Rewrites, "-")
 	if r.Final {
@@ -553,8 +609,8 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 	src, err := in.Open()
 	if err != nil {
 		a.count(func(st *Stats) { st.ReadErrors++ })
-		log.Error("capture skipped", "err", err)
-		return nil
+		log.Error("capture cannot be read", "err", err)
+		return &CaptureError{Home: a.cfg.Home.Name, Tap: in.Tap, File: in.Name, Err: err}
 	}
 	defer src.Close()
 	a.session(session)
@@ -577,6 +633,12 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 	tunnels := tunnelTracker(in.Tap)
 	var p schemas.Packet
 	var frames, skipped, decodeErrs, notPackets int
+	// Over every frame, those before the resume point too: decoded tells
+	// whether any frame decoded (or was the link's own), undecodable how
+	// many did not, firstErr why the first did not.
+	var decoded bool
+	var undecodable int
+	var firstErr, fault error
 	defer func() {
 		a.count(func(st *Stats) {
 			st.Skipped += skipped
@@ -598,21 +660,34 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 				break
 			}
 			a.count(func(st *Stats) { st.ReadErrors++ })
-			log.Error("capture ends early; packets before the fault are kept", "err", err)
+			if errors.Is(err, capture.ErrTruncated) {
+				// Cut at its end (a copy of a file still being written):
+				// read up to the cut.
+				log.Warn("capture is cut short: its packets up to the cut are published, its session ends there", "err", err)
+			} else {
+				fault = err
+			}
 			break
 		}
 		// Frames before the resume point are decoded all the same: the
 		// decoder's clock gives the first resumed packet its interval.
 		if err := dec.Decode(fr.LinkType, fr.Data, fr.CI, fr.Offset, &p); err != nil {
+			notPacket := errors.Is(err, features.ErrNotPacket)
+			if notPacket {
+				decoded = true
+			} else if undecodable++; firstErr == nil {
+				firstErr = err // it names the frame and the link type
+			}
 			switch {
 			case fr.Offset < r.Next:
-			case errors.Is(err, features.ErrNotPacket):
+			case notPacket:
 				notPackets++
 			default:
 				decodeErrs++
 			}
 			continue
 		}
+		decoded = true
 		// Before the resume point too: a stream's records are cut from
 		// its beginning.
 		if tunnels != nil {
@@ -629,6 +704,25 @@ func (a *Agent) publishInput(ctx context.Context, in Input, r progress, bufs *bu
 	if ctx.Err() != nil {
 		// A file is resumed by the next run.
 		return ctx.Err()
+	}
+	if undecodable > 0 {
+		// Once per capture, not per frame: a capture of an unknown link
+		// type has every frame fail alike.
+		log.Warn("frames that do not decode are left out", "undecodable", undecodable, "first_err", firstErr)
+	}
+	if fault == nil && undecodable > 0 && !decoded {
+		fault = fmt.Errorf("none of its %d frames decode: %w", undecodable, firstErr)
+	}
+	if fault != nil {
+		if endOnFault {
+			log.Error("capture cannot be read whole: its packets before the fault are published, its session ends there", "err", fault)
+			if err := bt.cut(true); err != nil {
+				return err
+			}
+		} else {
+			log.Error("capture cannot be read whole: its packets before the fault are published, its session is left open for a run over the mended file", "err", fault)
+		}
+		return &CaptureError{Home: a.cfg.Home.Name, Tap: in.Tap, File: in.Name, Err: fault}
 	}
 	// The final batch may be empty: it still tells downstream the session ended.
 	return bt.cut(true)

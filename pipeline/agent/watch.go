@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -69,7 +70,10 @@ func (a *Agent) watch(ctx context.Context, in Input, resume map[string]progress,
 			}
 			fi := fileInput(in.Tap, f.Path, side)
 			fi.Rewrites = v.Rewrites
-			if err := a.publishInput(ctx, fi, r, bufs, send); err != nil {
+			var ce *CaptureError
+			if err := a.publishInput(ctx, fi, r, bufs, send, true); errors.As(err, &ce) {
+				continue // logged and counted: the folder is watched on
+			} else if err != nil {
 				if ctx.Err() != nil {
 					return nil // the next run resumes the file
 				}

@@ -174,6 +174,9 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 
 	res := &Result{Agents: map[string]agent.Stats{}}
 	var expected []string
+	// The captures not read whole, of every home: the build fails naming
+	// them all once every home is published, before its manifest.
+	var unread agent.UnreadCaptures
 	for _, h := range b.Campaign.Homes {
 		// Stats names only the last sessions; RunFiles reads the files one
 		// after the other, on this goroutine, and OnSession sees each.
@@ -183,7 +186,10 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := ag.RunFiles(ctx, b.Bus); err != nil {
+		var u agent.UnreadCaptures
+		if err := ag.RunFiles(ctx, b.Bus); errors.As(err, &u) {
+			unread = append(unread, u...)
+		} else if err != nil {
 			return nil, err
 		}
 		st := ag.Stats()
@@ -195,6 +201,9 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 				expected = append(expected, key)
 			}
 		}
+	}
+	if len(unread) > 0 {
+		return nil, fmt.Errorf("dataset %s/%s not written: %w", b.Spec.Dataset, b.Spec.Version, unread)
 	}
 	if len(expected) == 0 {
 		return nil, errors.New("no capture could be read: check the taps' files in the campaign")

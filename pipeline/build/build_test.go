@@ -3,6 +3,7 @@ package build
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/homemole/homemole/internal/sentineldata"
+	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
@@ -222,7 +224,14 @@ func TestBuildRealCaptures(t *testing.T) {
 	}
 }
 
-func TestBuildSurvivesCorruptCaptures(t *testing.T) {
+// TestBuildRefusesUnreadCaptures: a build over a good capture, a truncated
+// one, one that is no capture and one that is missing fails before its
+// manifest, naming the two it could not read and why; the truncated one
+// is read up to its cut. Run again with the two taken out of the campaign,
+// the same version builds, the truncated capture's packets before the cut
+// kept. Before, the build wrote its immutable manifest without the two,
+// and exited 0.
+func TestBuildRefusesUnreadCaptures(t *testing.T) {
 	h := start(t)
 	home := sentinelHome(t, "EdimaxPlug1101W")
 	home.Taps[0].Files = home.Taps[0].Files[:1]
@@ -240,16 +249,31 @@ func TestBuildSurvivesCorruptCaptures(t *testing.T) {
 	if err := os.WriteFile(junk, bytes.Repeat([]byte("not a capture "), 100), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	home.Taps[0].Files = append(home.Taps[0].Files, cut, junk)
+	missing := filepath.Join(dir, "missing.pcap")
+	home.Taps[0].Files = append(home.Taps[0].Files, cut, junk, missing)
 	c := &campaign.Campaign{Name: "corrupt", Homes: []*campaign.Home{home}}
 	c.Defaults()
+	_, err = h.build(t, c, "v1")
+	var unread agent.UnreadCaptures
+	if !errors.As(err, &unread) {
+		t.Fatalf("build over unreadable captures returned %v, want the captures it could not read", err)
+	}
+	t.Logf("build: %v", err)
+	if len(unread) != 2 || !strings.Contains(err.Error(), junk) || !strings.Contains(err.Error(), missing) || strings.Contains(err.Error(), cut) {
+		t.Errorf("build error %q: want %s and %s named, not the truncated %s", err, junk, missing, cut)
+	}
+	if _, err := h.store.Get(context.Background(), dataset.Key("sentinel", "v1")); err == nil {
+		t.Fatal("a manifest was written although two captures were not read")
+	}
+
+	home.Taps[0].Files = []string{good, cut}
 	res, err := h.build(t, c, "v1")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the same version, the unreadable captures taken out: %v", err)
 	}
 	st := res.Agents[home.Name]
-	if st.ReadErrors != 2 {
-		t.Errorf("want 2 read errors (truncated and junk), got %d", st.ReadErrors)
+	if st.ReadErrors != 1 {
+		t.Errorf("want 1 read error (the truncated capture), got %d", st.ReadErrors)
 	}
 	if len(res.Manifest.Parts) != 2 {
 		t.Fatalf("want the good and the truncated capture as sessions, got %d", len(res.Manifest.Parts))

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -105,11 +106,15 @@ func run(ctx context.Context, args []string, log *slog.Logger, out io.Writer) er
 	m.SetReady(func() error { return nil })
 	// Interface taps capture until the agent is stopped (SIGTERM); the
 	// final batch of each live session is sent on the way out.
-	if err := ag.Run(ctx, conn, ag.Inputs(true)); err != nil {
+	// A capture file not read whole fails the run once the others are
+	// published, after the summary (a watched folder's file is logged
+	// and counted, and the agent watches on).
+	err = ag.Run(ctx, conn, ag.Inputs(true))
+	if err != nil && !errors.As(err, new(agent.UnreadCaptures)) {
 		return err
 	}
 	st := ag.Stats()
 	fmt.Fprintf(out, "home %s: %d captures, %d packets in %d batches (%d acknowledged, %d spooled during %d outages, %d packets resumed past); %d undecodable packets, %d frames of the link's own (%s), %d frames left out (%s), %d unreadable captures, %d times an interface went missing\n",
 		*home, st.Files, st.Packets, st.Batches, st.Acked, st.Spooled, st.Outages, st.Skipped, st.DecodeErrors, st.NotPackets, features.NotPacketKinds, st.OtherViews, capture.OtherViewKinds, st.ReadErrors, st.InterfaceOutages)
-	return nil
+	return err
 }

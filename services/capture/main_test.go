@@ -4,12 +4,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/homemole/homemole/pipeline/bus"
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
@@ -88,5 +94,35 @@ func TestAgentRefusesBadFlags(t *testing.T) {
 			continue
 		}
 		t.Logf("%q: %v", args, err)
+	}
+}
+
+// TestAgentFailsOnUnreadCapture: an agent one of whose capture files
+// cannot be read publishes the others, prints its summary and returns an
+// error naming the file, so that it exits non-zero. Before, it only logged
+// the file and exited 0.
+func TestAgentFailsOnUnreadCapture(t *testing.T) {
+	ctx, r := workertest.New(t, 2*time.Minute, 1, time.Minute)
+	c := *r.Campaign
+	h := *c.Homes[0]
+	missing := filepath.Join(t.TempDir(), "missing.pcap")
+	h.Taps = slices.Clone(h.Taps)
+	h.Taps[0].Files = append(slices.Clone(h.Taps[0].Files), missing)
+	c.Homes = []*campaign.Home{&h}
+	data, err := yaml.Marshal(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "campaign.yaml")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err = run(ctx, []string{"--campaign", file, "--home", h.Name, "--nats", r.Servers.NATSURL}, r.Log, &out)
+	if err == nil || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("capture returned %v, want an error naming %s", err, missing)
+	}
+	if !strings.Contains(out.String(), "1 unreadable captures") {
+		t.Errorf("printed %q, want the summary with the unreadable capture", out.String())
 	}
 }
