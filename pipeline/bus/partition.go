@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"hash/fnv"
@@ -20,12 +21,21 @@ import (
 // unpartitioned durable name, as the embedded mode runs it.
 type Partition struct {
 	Index, Count int
+
+	// indexErr and countErr are why HOMEMOLE_PARTITION and
+	// HOMEMOLE_PARTITIONS could not be read (RegisterFlags); Validate
+	// reports them unless --partition and --partitions replaced them.
+	indexErr, countErr error
 }
 
-// Validate rejects an index outside 0..Count-1.
+// Validate rejects an index outside 0..Count-1, and a HOMEMOLE_PARTITION or
+// HOMEMOLE_PARTITIONS that is not a number.
 func (p Partition) Validate() error {
+	if err := errors.Join(p.indexErr, p.countErr); err != nil {
+		return err
+	}
 	if p.Count < 0 || p.Count > 1 && (p.Index < 0 || p.Index >= p.Count) || p.Count <= 1 && p.Index != 0 {
-		return fmt.Errorf("partition %d of %d: want --partitions N >= 1 and 0 <= --partition I < N", p.Index, p.Count)
+		return fmt.Errorf("partition %d of %d: want --partitions N >= 1 and 0 <= --partition I < N (env %s, %s)", p.Index, p.Count, EnvPartition, EnvPartitions)
 	}
 	return nil
 }
@@ -61,16 +71,37 @@ func (p Partition) Apply(cc ConsumerConfig, homes []string, subject func(home st
 	return cc
 }
 
+// Env variables that give --partition and --partitions their defaults.
+const (
+	EnvPartition  = "HOMEMOLE_PARTITION"
+	EnvPartitions = "HOMEMOLE_PARTITIONS"
+)
+
 // RegisterFlags adds --partition and --partitions to fs, defaulting to
-// HOMEMOLE_PARTITION and HOMEMOLE_PARTITIONS (a Kubernetes StatefulSet can
-// derive the index from the pod's ordinal).
+// HOMEMOLE_PARTITION and HOMEMOLE_PARTITIONS (a Kubernetes StatefulSet
+// gives the index from the pod's ordinal, the apps.kubernetes.io/pod-index
+// label, as k8s/base/labeler.yaml does). Both are whole numbers: a value
+// that is not (a pod's name such as labeler-1) is an error Validate
+// reports naming the variable, never partition 0, which would give two
+// replicas the same homes and leave another partition unread.
 func (p *Partition) RegisterFlags(fs *flag.FlagSet) {
-	atoi := func(name string, def int) int {
-		if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
-			return n
-		}
-		return def
+	p.Index, p.indexErr = envPartition(EnvPartition, 0,
+		"want this replica's partition, a whole number 0 to N-1; on Kubernetes take the pod's ordinal from its apps.kubernetes.io/pod-index label (k8s/base/labeler.yaml), not its name")
+	p.Count, p.countErr = envPartition(EnvPartitions, 1,
+		"want how many partitions the homes are split into, a whole number >= 1 (the replicas of the StatefulSet)")
+	fs.Var(envInt{&p.Index, &p.indexErr}, "partition", "this replica's partition of the homes, 0..N-1 (env "+EnvPartition+")")
+	fs.Var(envInt{&p.Count, &p.countErr}, "partitions", "how many partitions the homes are split into, one replica each; 1 reads every home (env "+EnvPartitions+")")
+}
+
+// envPartition reads one of the partition variables: def when unset.
+func envPartition(name string, def int, want string) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
 	}
-	fs.IntVar(&p.Index, "partition", atoi("HOMEMOLE_PARTITION", 0), "this replica's partition of the homes, 0..N-1 (env HOMEMOLE_PARTITION)")
-	fs.IntVar(&p.Count, "partitions", atoi("HOMEMOLE_PARTITIONS", 1), "how many partitions the homes are split into, one replica each; 1 reads every home (env HOMEMOLE_PARTITIONS)")
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return def, fmt.Errorf("%s=%q: %s", name, v, want)
+	}
+	return n, nil
 }

@@ -2,7 +2,9 @@ package bus
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,15 +37,55 @@ func TestPartitionOfMatchesServer(t *testing.T) {
 }
 
 func TestPartitionValidate(t *testing.T) {
-	for _, p := range []Partition{{0, 0}, {0, 1}, {0, 2}, {1, 2}} {
+	for _, p := range []Partition{{Index: 0, Count: 0}, {Index: 0, Count: 1}, {Index: 0, Count: 2}, {Index: 1, Count: 2}} {
 		if err := p.Validate(); err != nil {
 			t.Errorf("%+v: %v", p, err)
 		}
 	}
-	for _, p := range []Partition{{2, 2}, {-1, 2}, {1, 1}, {0, -1}} {
+	for _, p := range []Partition{{Index: 2, Count: 2}, {Index: -1, Count: 2}, {Index: 1, Count: 1}, {Index: 0, Count: -1}} {
 		if err := p.Validate(); err == nil {
 			t.Errorf("%+v: accepted", p)
 		}
+	}
+}
+
+// TestPartitionFromEnv: HOMEMOLE_PARTITION and HOMEMOLE_PARTITIONS are
+// whole numbers. Anything else (a pod's name, a word) is an error naming
+// the variable, where it used to be partition 0 of 1: with two replicas
+// given HOMEMOLE_PARTITION=labeler-1 both read partition 0 and partition 1
+// was never read. --partition and --partitions, when given, win over the
+// variables and their errors.
+func TestPartitionFromEnv(t *testing.T) {
+	parse := func(args ...string) Partition {
+		t.Helper()
+		var p Partition
+		fs := flag.NewFlagSet("labeler", flag.ContinueOnError)
+		p.RegisterFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	t.Setenv(EnvPartition, "1")
+	t.Setenv(EnvPartitions, "2")
+	if p := parse(); p.Index != 1 || p.Count != 2 || p.Validate() != nil {
+		t.Errorf("HOMEMOLE_PARTITION=1 HOMEMOLE_PARTITIONS=2: partition %d of %d, %v", p.Index, p.Count, p.Validate())
+	}
+	for _, bad := range []struct{ name, value string }{{EnvPartition, "labeler-1"}, {EnvPartition, " 1"}, {EnvPartitions, "two"}, {EnvPartitions, "2.0"}} {
+		t.Run(bad.name+"="+bad.value, func(t *testing.T) {
+			t.Setenv(bad.name, bad.value)
+			err := parse().Validate()
+			if err == nil || !strings.Contains(err.Error(), bad.name+"=") || !strings.Contains(err.Error(), "whole number") {
+				t.Errorf("got %v, want an error naming %s and what it takes", err, bad.name)
+			}
+			if p := parse("--partition", "1", "--partitions", "2"); p.Validate() != nil || p.Index != 1 || p.Count != 2 {
+				t.Errorf("with the flags given: partition %d of %d, %v", p.Index, p.Count, p.Validate())
+			}
+		})
+	}
+	t.Setenv(EnvPartition, "3")
+	if err := parse().Validate(); err == nil || !strings.Contains(err.Error(), EnvPartition) {
+		t.Errorf("HOMEMOLE_PARTITION=3 of 2: %v, want an error naming the variable", err)
 	}
 }
 
