@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -105,6 +106,9 @@ func AuthFromEnv() Auth {
 	return a
 }
 
+// EnvReplicas is the variable ReplicasFromEnv reads.
+const EnvReplicas = "HOMEMOLE_NATS_REPLICAS"
+
 func authFromEnv() Auth {
 	return Auth{
 		User:      os.Getenv("HOMEMOLE_NATS_USER"),
@@ -119,15 +123,53 @@ func authFromEnv() Auth {
 	}
 }
 
+// MaxReplicas is the most replicas JetStream gives a stream.
+const MaxReplicas = 5
+
 // ReplicasFromEnv is the stream replica count HOMEMOLE_NATS_REPLICAS asks
-// for: 3 on a cluster; anything else is 1. Every worker declares the
-// streams, so every worker of a cluster must say 3, or the first one to
-// start with 1 would scale the streams down.
+// for: 3 on a 3-node cluster; 1 when unset. Every worker declares the
+// streams, so every worker of a cluster must say 3 (a worker never scales
+// streams down, but one that starts first with 1 would make them R1). A
+// value that is not a whole number 1 to MaxReplicas gives a count that
+// CheckReplicas, and so Connect, refuses with an error naming the variable,
+// never a silent 1.
 func ReplicasFromEnv() int {
-	if os.Getenv("HOMEMOLE_NATS_REPLICAS") == "3" {
-		return 3
+	n, err := replicasFromEnv()
+	if err != nil {
+		return badReplicasEnv
 	}
-	return 1
+	return n
+}
+
+// badReplicasEnv is what ReplicasFromEnv gives for a value it cannot use.
+const badReplicasEnv = -1 << 20
+
+func replicasFromEnv() (int, error) {
+	v := os.Getenv(EnvReplicas)
+	if v == "" {
+		return 1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxReplicas {
+		return 0, fmt.Errorf("%s=%q: want the replicas of each stream, a whole number 1 to %d and at most the NATS servers of the cluster (3 on a 3-node cluster; 1, or unset, on one server)", EnvReplicas, v, MaxReplicas)
+	}
+	return n, nil
+}
+
+// CheckReplicas refuses a stream replica count JetStream does not take
+// (0 is the default, 1), naming HOMEMOLE_NATS_REPLICAS when the count is
+// what ReplicasFromEnv made of a value it could not use.
+func CheckReplicas(n int) error {
+	if n == badReplicasEnv {
+		if _, err := replicasFromEnv(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s could not be read (and has changed since): want a whole number 1 to %d", EnvReplicas, MaxReplicas)
+	}
+	if n < 0 || n > MaxReplicas {
+		return fmt.Errorf("stream replicas %d: want 1 to %d (%s)", n, MaxReplicas, EnvReplicas)
+	}
+	return nil
 }
 
 // LogValue keeps secrets out of logs: only which settings are present.

@@ -81,6 +81,9 @@ const asyncAckTimeout = time.Minute
 // Connect dials NATS and declares the PACKETS, LABELED and SEEN streams
 // idempotently, so every worker can start in any order.
 func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
+	if err := CheckReplicas(cfg.Replicas); err != nil {
+		return nil, err
+	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
