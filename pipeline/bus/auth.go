@@ -49,7 +49,15 @@ type Auth struct {
 	// fileErr is why HOMEMOLE_NATS_PASSWORD_FILE could not be read;
 	// Connect reports it.
 	fileErr error
+	// envErr is why HOMEMOLE_NATS_REQUIRE_TLS could not be read (cleared
+	// by --require-tls); Connect reports it.
+	envErr error
 }
+
+// EnvErr is why HOMEMOLE_NATS_REQUIRE_TLS could not be read, unless
+// --require-tls replaced it; Connect reports it too. (An unreadable
+// HOMEMOLE_NATS_PASSWORD_FILE only Connect reports.)
+func (a Auth) EnvErr() error { return a.envErr }
 
 // Inbox is the inbox prefix the connection uses (see InboxPrefix); "" for
 // nats.go's default.
@@ -63,9 +71,10 @@ func (a Auth) Inbox() string {
 	return ""
 }
 
-// RegisterFlags adds --require-tls to fs.
+// RegisterFlags adds --require-tls to fs; given, it wins over
+// HOMEMOLE_NATS_REQUIRE_TLS.
 func (a *Auth) RegisterFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&a.RequireTLS, "require-tls", a.RequireTLS, "refuse to send NATS credentials over a plain nats:// connection; give tls:// URLs and HOMEMOLE_NATS_CA (env HOMEMOLE_NATS_REQUIRE_TLS=true)")
+	BoolVarEnv(fs, &a.RequireTLS, &a.envErr, "require-tls", "refuse to send NATS credentials over a plain nats:// connection; give tls:// URLs and HOMEMOLE_NATS_CA (env "+EnvRequireTLS+"=true)")
 }
 
 // ErrPlainCredentials is what RequireTLS refuses.
@@ -106,10 +115,14 @@ func AuthFromEnv() Auth {
 	return a
 }
 
-// EnvReplicas is the variable ReplicasFromEnv reads.
-const EnvReplicas = "HOMEMOLE_NATS_REPLICAS"
+// Env variables of the NATS settings that are not secrets.
+const (
+	EnvRequireTLS = "HOMEMOLE_NATS_REQUIRE_TLS"
+	EnvReplicas   = "HOMEMOLE_NATS_REPLICAS"
+)
 
 func authFromEnv() Auth {
+	requireTLS, err := EnvBool(EnvRequireTLS)
 	return Auth{
 		User:      os.Getenv("HOMEMOLE_NATS_USER"),
 		Password:  os.Getenv("HOMEMOLE_NATS_PASSWORD"),
@@ -119,7 +132,8 @@ func authFromEnv() Auth {
 		KeyFile:   os.Getenv("HOMEMOLE_NATS_KEY"),
 
 		InboxPrefix: os.Getenv("HOMEMOLE_NATS_INBOX"),
-		RequireTLS:  os.Getenv("HOMEMOLE_NATS_REQUIRE_TLS") == "true",
+		RequireTLS:  requireTLS,
+		envErr:      err,
 	}
 }
 

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,6 +54,72 @@ func TestPasswordFile(t *testing.T) {
 	_, err := Connect(context.Background(), Config{URL: "tls://127.0.0.1:1", Auth: AuthFromEnv()}, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "HOMEMOLE_NATS_PASSWORD_FILE") {
 		t.Errorf("unreadable password file: %v", err)
+	}
+}
+
+// TestRequireTLSFromEnv: HOMEMOLE_NATS_REQUIRE_TLS takes every spelling
+// of true strconv.ParseBool knows, and refuses what it does not know
+// naming the variable; it used to be off for anything but "true", so
+// HOMEMOLE_NATS_REQUIRE_TLS=1 (or yes) sent the password over plain
+// nats:// with only a warning. In neither case is a connection opened.
+// --require-tls, when given, wins over the variable.
+func TestRequireTLSFromEnv(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var knocks atomic.Int64
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			knocks.Add(1)
+			conn.Close()
+		}
+	}()
+	url := "nats://" + ln.Addr().String()
+	t.Setenv("HOMEMOLE_NATS_USER", "home-1")
+	t.Setenv("HOMEMOLE_NATS_PASSWORD", "home-1-pw")
+	connect := func(a Auth) error {
+		_, err := Connect(context.Background(), Config{URL: url, Auth: a}, slog.New(slog.DiscardHandler))
+		return err
+	}
+	for _, v := range []string{"true", "1", "TRUE", "t"} {
+		t.Setenv(EnvRequireTLS, v)
+		if a := AuthFromEnv(); !a.RequireTLS || a.EnvErr() != nil {
+			t.Errorf("%s=%s: require TLS %v, %v", EnvRequireTLS, v, a.RequireTLS, a.EnvErr())
+		}
+		if err := connect(AuthFromEnv()); !errors.Is(err, ErrPlainCredentials) {
+			t.Errorf("%s=%s, a password over %s: %v, want ErrPlainCredentials", EnvRequireTLS, v, url, err)
+		}
+	}
+	for _, v := range []string{"yes", "on", "ture", " true"} {
+		t.Setenv(EnvRequireTLS, v)
+		if err := connect(AuthFromEnv()); err == nil || !strings.Contains(err.Error(), EnvRequireTLS+"=") || !strings.Contains(err.Error(), "want true or false") {
+			t.Errorf("%s=%q: %v, want an error naming the variable and what it takes", EnvRequireTLS, v, err)
+		}
+		a := AuthFromEnv()
+		fs := flag.NewFlagSet("labeler", flag.ContinueOnError)
+		a.RegisterFlags(fs)
+		if err := fs.Parse([]string{"--require-tls"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := connect(a); !errors.Is(err, ErrPlainCredentials) {
+			t.Errorf("%s=%q with --require-tls: %v, want ErrPlainCredentials", EnvRequireTLS, v, err)
+		}
+	}
+	for _, v := range []string{"false", "0", ""} {
+		t.Setenv(EnvRequireTLS, v)
+		if a := AuthFromEnv(); a.RequireTLS || a.EnvErr() != nil {
+			t.Errorf("%s=%q: require TLS %v, %v", EnvRequireTLS, v, a.RequireTLS, a.EnvErr())
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := knocks.Load(); n != 0 {
+		t.Errorf("%d connections were opened with TLS required", n)
 	}
 }
 

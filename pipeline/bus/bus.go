@@ -93,6 +93,9 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if cfg.Auth.fileErr != nil {
 		return nil, cfg.Auth.fileErr
 	}
+	if cfg.Auth.envErr != nil {
+		return nil, cfg.Auth.envErr
+	}
 	if err := cfg.Auth.plainCredentials(cfg.URL); err != nil {
 		if cfg.Auth.RequireTLS {
 			return nil, err

@@ -5,6 +5,7 @@ package endpoints
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -33,20 +34,32 @@ type Config struct {
 	NATSAuth bus.Auth
 	// Retention limits the streams (see bus.Retention); zero leaves them.
 	Retention bus.Retention
+
+	// s3TLSErr is why HOMEMOLE_S3_TLS could not be read (cleared by
+	// --s3-tls); Open and OpenStore report it.
+	s3TLSErr error
 }
 
-// FromEnv reads the environment.
+// EnvS3TLS is the variable that says S3 speaks https.
+const EnvS3TLS = "HOMEMOLE_S3_TLS"
+
+// FromEnv reads the environment. A setting it cannot read (HOMEMOLE_S3_TLS
+// or HOMEMOLE_NATS_REQUIRE_TLS not a boolean, HOMEMOLE_NATS_REPLICAS not 1
+// to 5) is an error Open and OpenStore report naming the variable, unless
+// a flag replaces it.
 func FromEnv() Config {
+	s3TLS, s3TLSErr := bus.EnvBool(EnvS3TLS)
 	c := Config{
 		Home:      os.Getenv("HOMEMOLE_HOME"),
 		NATSURL:   os.Getenv("HOMEMOLE_NATS_URL"),
 		S3:        os.Getenv("HOMEMOLE_S3_ENDPOINT"),
 		S3Bucket:  os.Getenv("HOMEMOLE_S3_BUCKET"),
-		S3TLS:     os.Getenv("HOMEMOLE_S3_TLS") == "true",
+		S3TLS:     s3TLS,
 		AccessKey: os.Getenv("HOMEMOLE_S3_ACCESS_KEY"),
 		SecretKey: os.Getenv("HOMEMOLE_S3_SECRET_KEY"),
 		Replicas:  bus.ReplicasFromEnv(),
 		NATSAuth:  bus.AuthFromEnv(),
+		s3TLSErr:  s3TLSErr,
 	}
 	if c.Home == "" {
 		c.Home = ".homemole"
@@ -57,13 +70,18 @@ func FromEnv() Config {
 	return c
 }
 
+// S3Err is why an S3 setting of the environment could not be read, unless
+// its flag replaced it: for callers that open the store themselves
+// (store.OpenS3) rather than through Open or OpenStore, which report it.
+func (c Config) S3Err() error { return c.s3TLSErr }
+
 // Register adds the endpoint flags to fs, defaulting to the environment.
 func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Home, "home", c.Home, "folder for embedded state: JetStream store, S3 buckets, demo captures, reports (env HOMEMOLE_HOME)")
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS URL of a JetStream cluster; empty starts an embedded server (env HOMEMOLE_NATS_URL)")
 	fs.StringVar(&c.S3, "s3", c.S3, "S3 endpoint host:port (MinIO); empty starts an embedded S3 server; keys from HOMEMOLE_S3_ACCESS_KEY and HOMEMOLE_S3_SECRET_KEY (env HOMEMOLE_S3_ENDPOINT)")
 	fs.StringVar(&c.S3Bucket, "bucket", c.S3Bucket, "S3 bucket for datasets, models and reports (env HOMEMOLE_S3_BUCKET)")
-	fs.BoolVar(&c.S3TLS, "s3-tls", c.S3TLS, "use TLS to S3 (env HOMEMOLE_S3_TLS=true)")
+	bus.BoolVarEnv(fs, &c.S3TLS, &c.s3TLSErr, "s3-tls", "use TLS to S3 (env "+EnvS3TLS+"=true)")
 	c.NATSAuth.RegisterFlags(fs)
 }
 
@@ -81,6 +99,11 @@ type Env struct {
 // Open connects to the configured endpoints, starting embedded servers
 // for whichever is not configured.
 func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, error) {
+	// Settings that could not be read are wrong whichever servers run,
+	// embedded ones too.
+	if err := errors.Join(c.s3TLSErr, c.NATSAuth.EnvErr(), bus.CheckReplicas(c.Replicas)); err != nil {
+		return nil, err
+	}
 	env := &Env{}
 	natsURL, s3 := c.NATSURL, store.S3Config{Endpoint: c.S3, AccessKey: c.AccessKey, SecretKey: c.SecretKey, Bucket: c.S3Bucket, TLS: c.S3TLS}
 	if natsURL == "" || s3.Endpoint == "" {
@@ -126,6 +149,9 @@ func Open(ctx context.Context, c Config, name string, log *slog.Logger) (*Env, e
 // use it: they neither wait for JetStream nor need a cluster to reach one,
 // and --nats is ignored. Env.Bus is nil.
 func OpenStore(ctx context.Context, c Config, log *slog.Logger) (*Env, error) {
+	if c.s3TLSErr != nil {
+		return nil, c.s3TLSErr
+	}
 	env := &Env{}
 	s3 := store.S3Config{Endpoint: c.S3, AccessKey: c.AccessKey, SecretKey: c.SecretKey, Bucket: c.S3Bucket, TLS: c.S3TLS}
 	if s3.Endpoint == "" {
