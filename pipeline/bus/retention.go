@@ -35,13 +35,31 @@ const (
 	EnvStreamMaxBytes = "HOMEMOLE_STREAM_MAX_BYTES"
 )
 
+// checkMaxAge holds a stream max age d, given as input (the campaign's
+// retention.max_age, HOMEMOLE_STREAM_MAX_AGE or --stream-max-age, with the
+// value), to the campaign's rule, campaign.Retention.Validate: at least 1h,
+// or 0 for no limit; zero says what 0 means for that input. JetStream
+// itself refuses a negative max age, or one shorter than the streams'
+// duplicates window (1h by default), only when the streams are declared,
+// with an error that names neither the input nor the fix.
+func checkMaxAge(input string, d time.Duration, zero string) error {
+	if (campaign.Retention{MaxAge: d}).Validate() == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: want at least 1h, such as 720h, or %s: a stream must keep traffic longer than a worker may be down", input, zero)
+}
+
 // RetentionFromEnv reads the retention the environment sets over r (its
 // own values come from the campaign); parseBytes reads sizes such as 50GiB.
+// HOMEMOLE_STREAM_MAX_AGE=0 removes the campaign's age limit.
 func RetentionFromEnv(r Retention, parseBytes func(string) (int64, error)) (Retention, error) {
 	if v := os.Getenv(EnvStreamMaxAge); v != "" {
 		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return r, fmt.Errorf("%s=%q: want a duration such as 720h", EnvStreamMaxAge, v)
+		if err != nil {
+			return r, fmt.Errorf("%s=%q: want a duration of at least 1h such as 720h, or 0 for no limit", EnvStreamMaxAge, v)
+		}
+		if err := checkMaxAge(fmt.Sprintf("%s=%q", EnvStreamMaxAge, v), d, "0 for no limit"); err != nil {
+			return r, err
 		}
 		r.MaxAge = d
 	}
@@ -134,9 +152,12 @@ func (c *Conn) watchRetention(r Retention) {
 // The function it returns resolves a worker's retention: its flags over
 // the environment (EnvStreamMaxAge, EnvStreamMaxBytes) over the campaign's.
 func RetentionFlags(fs *flag.FlagSet) func(campaign.Retention) (Retention, error) {
-	age := fs.Duration("stream-max-age", 0, "remove stream messages older than this, read or not (e.g. 720h); 0 takes "+EnvStreamMaxAge+", else the campaign's retention.max_age")
+	age := fs.Duration("stream-max-age", 0, "remove stream messages older than this, read or not; at least 1h (e.g. 720h); 0 takes "+EnvStreamMaxAge+", else the campaign's retention.max_age")
 	size := fs.String("stream-max-bytes", "", "the most bytes each stream keeps; past it the stream refuses new batches and agents spool (e.g. 50GiB); empty takes "+EnvStreamMaxBytes+", else the campaign's retention.max_bytes")
 	return func(c campaign.Retention) (Retention, error) {
+		if err := checkMaxAge(fmt.Sprintf("campaign retention.max_age %s", c.MaxAge), c.MaxAge, "leave it out for no limit"); err != nil {
+			return Retention{}, err
+		}
 		r := Retention{MaxAge: c.MaxAge}
 		n, err := c.Bytes()
 		if err != nil {
@@ -147,6 +168,9 @@ func RetentionFlags(fs *flag.FlagSet) func(campaign.Retention) (Retention, error
 			return r, err
 		}
 		if *age != 0 {
+			if err := checkMaxAge(fmt.Sprintf("--stream-max-age %s", *age), *age, "leave it out for "+EnvStreamMaxAge+", else the campaign's retention.max_age"); err != nil {
+				return r, err
+			}
 			r.MaxAge = *age
 		}
 		if *size != "" {

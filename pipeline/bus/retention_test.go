@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"context"
+	"flag"
 	"log/slog"
 	"strings"
 	"sync"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/embedded"
+	"github.com/homemole/homemole/pipeline/internal/natstest"
 	"github.com/homemole/homemole/schemas"
 )
 
@@ -109,4 +112,59 @@ func TestRetention(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestRetentionMaxAgeChecked: a stream max age from --stream-max-age or
+// HOMEMOLE_STREAM_MAX_AGE is held to the campaign's rule for
+// retention.max_age (at least 1h) and refused naming the flag or the
+// variable. It used to reach JetStream, which refused it as "max age can
+// not be negative" or "duplicates window can not be larger then max age"
+// while declaring the streams, with a fix about JetStream permissions;
+// and --stream-max-age -1h without --stream-max-bytes was silently
+// ignored. 1h, the shortest accepted, is one the server takes.
+func TestRetentionMaxAgeChecked(t *testing.T) {
+	resolve := func(c campaign.Retention, args ...string) (Retention, error) {
+		fs := flag.NewFlagSet("labeler", flag.ContinueOnError)
+		ret := RetentionFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return ret(c)
+	}
+	for _, args := range [][]string{
+		{"--stream-max-age", "-1h", "--stream-max-bytes", "1GiB"},
+		{"--stream-max-age", "-1h"},
+		{"--stream-max-age", "1ns", "--stream-max-bytes", "1GiB"},
+		{"--stream-max-age", "100ms"},
+		{"--stream-max-age", "59m"},
+	} {
+		if r, err := resolve(campaign.Retention{MaxAge: 720 * time.Hour}, args...); err == nil || !strings.Contains(err.Error(), "--stream-max-age") || !strings.Contains(err.Error(), "at least 1h") {
+			t.Errorf("%q: retention %+v, %v; want an error naming --stream-max-age and what it takes", args, r, err)
+		}
+	}
+	for _, v := range []string{"1ms", "-1h", "30m", "1 h"} {
+		t.Run(EnvStreamMaxAge+"="+v, func(t *testing.T) {
+			t.Setenv(EnvStreamMaxAge, v)
+			if r, err := resolve(campaign.Retention{}); err == nil || !strings.Contains(err.Error(), EnvStreamMaxAge+"=") || !strings.Contains(err.Error(), "at least 1h") {
+				t.Errorf("retention %+v, %v; want an error naming %s and what it takes", r, err, EnvStreamMaxAge)
+			}
+		})
+	}
+	if _, err := resolve(campaign.Retention{MaxAge: time.Minute}); err == nil || !strings.Contains(err.Error(), "retention.max_age") {
+		t.Errorf("campaign retention.max_age 1m: %v, want the campaign's error", err)
+	}
+	t.Setenv(EnvStreamMaxAge, "0")
+	if r, err := resolve(campaign.Retention{MaxAge: 720 * time.Hour, MaxBytes: "1GiB"}); err != nil || r.MaxAge != 0 || r.MaxBytes != 1<<30 {
+		t.Errorf("%s=0 over a campaign's 720h: %+v, %v; want no age limit", EnvStreamMaxAge, r, err)
+	}
+	t.Setenv(EnvStreamMaxAge, "2h")
+	r, err := resolve(campaign.Retention{MaxAge: 720 * time.Hour}, "--stream-max-age", "1h", "--stream-max-bytes", "1GiB")
+	if err != nil || r.MaxAge != time.Hour {
+		t.Fatalf("--stream-max-age 1h over %s=2h: %+v, %v", EnvStreamMaxAge, r, err)
+	}
+	c, err := Connect(context.Background(), Config{URL: natstest.Server(t), Retention: r}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("a 1h max age: %v", err)
+	}
+	c.Close()
 }
