@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -55,6 +56,57 @@ const (
 	fixCredentials = "set HOMEMOLE_S3_ACCESS_KEY and HOMEMOLE_S3_SECRET_KEY to a key pair the server knows"
 )
 
+// CheckBucket refuses a bucket name S3 does not take, before any server is
+// asked (which answers such a name as an unreachable server, or with an
+// error that says nothing of --bucket): 3 to 63 lowercase letters, digits,
+// '.' and '-', starting and ending with a letter or digit, no '..' (nor
+// '.-' or '-.', which MinIO refuses), and not an IP address.
+func CheckBucket(name string) error {
+	var why string
+	bad := strings.IndexFunc(name, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '.' || r == '-')
+	})
+	alnum := func(b byte) bool { return 'a' <= b && b <= 'z' || '0' <= b && b <= '9' }
+	switch {
+	case bad >= 0:
+		r, _ := utf8.DecodeRuneInString(name[bad:])
+		why = fmt.Sprintf("%q is not a lowercase letter, digit, '.' or '-'", r)
+	case len(name) < 3 || len(name) > 63:
+		why = fmt.Sprintf("it has %d characters", len(name))
+	case !alnum(name[0]) || !alnum(name[len(name)-1]):
+		why = "it must start and end with a letter or digit"
+	case strings.Contains(name, "..") || strings.Contains(name, ".-") || strings.Contains(name, "-."):
+		why = "it has '..', '.-' or '-.'"
+	case ipLike(name):
+		why = "it is an IP address"
+	default:
+		return nil
+	}
+	return fmt.Errorf("S3 bucket %q: %s; bucket names are 3 to 63 lowercase letters, digits, '.' and '-', start and end with a letter or digit, and are no IP address (set --bucket or %s; the default is %q)",
+		name, why, EnvBucket, DefaultBucket)
+}
+
+// ipLike reports whether a bucket name is four dot-separated numbers.
+func ipLike(name string) bool {
+	parts := strings.Split(name, ".")
+	if len(parts) != 4 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// EnvBucket and DefaultBucket are where the bucket's name comes from
+// (besides --bucket) and what it is when none is given.
+const (
+	EnvBucket     = "HOMEMOLE_S3_BUCKET"
+	DefaultBucket = "homemole"
+)
+
 // S3 is a Store on an S3-compatible server.
 type S3 struct {
 	cli    *minio.Client
@@ -66,8 +118,8 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if cfg.Endpoint == "" {
 		return nil, errors.New("S3 endpoint is empty: set --s3 or HOMEMOLE_S3_ENDPOINT, or leave both empty for the embedded store")
 	}
-	if len(cfg.Bucket) < 3 {
-		return nil, fmt.Errorf("S3 bucket %q: names need at least 3 characters", cfg.Bucket)
+	if err := CheckBucket(cfg.Bucket); err != nil {
+		return nil, err
 	}
 	cli, err := minio.New(cfg.Endpoint, &minio.Options{
 		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
@@ -89,6 +141,11 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	}
 	if !ok {
 		if err := cli.MakeBucket(cctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
+			if minio.ToErrorResponse(err).Code == "InvalidBucketName" {
+				// A server's own rules, stricter than CheckBucket's (the
+				// embedded S3 wants every '.'-separated part 3 long).
+				return nil, fmt.Errorf("S3 at %s refused the bucket name %q: %w (set --bucket or %s to another name)", cfg.Endpoint, cfg.Bucket, err, EnvBucket)
+			}
 			// Another worker may have created it in between.
 			if ok2, err2 := cli.BucketExists(cctx, cfg.Bucket); err2 != nil || !ok2 {
 				return nil, fmt.Errorf("create bucket %s on %s: %w", cfg.Bucket, cfg.Endpoint, err)

@@ -79,3 +79,39 @@ func TestUnreachable(t *testing.T) {
 		t.Fatal("two-letter bucket accepted")
 	}
 }
+
+// TestBucketNames: a bucket name S3 does not take is refused before the
+// server is asked, naming --bucket and HOMEMOLE_S3_BUCKET and the rule it
+// breaks. It used to be reported as an unreachable server ("reach S3 at
+// ...: Bucket name cannot contain path separators (is the server up?")
+// or as the server's bare "Bucket name contains invalid characters".
+// Names at the rules' edges are taken by the embedded S3; one it refuses
+// by a rule of its own (x.hm1: every part 3 long) is refused naming them
+// too.
+func TestBucketNames(t *testing.T) {
+	srv, err := embedded.Start(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := S3Config{Endpoint: srv.S3Endpoint, AccessKey: srv.S3AccessKey, SecretKey: srv.S3SecretKey}
+	for _, bad := range []string{"x/y", "has space", strings.Repeat("a", 64), "192.168.1.1", "Bad_Bucket", "homeMole", "hm", "-homemole", "homemole.", "home..mole", "home.-mole", "hôme"} {
+		cfg.Bucket = bad
+		_, err := OpenS3(ctx, cfg)
+		if err == nil || !strings.Contains(err.Error(), "--bucket") || !strings.Contains(err.Error(), "HOMEMOLE_S3_BUCKET") || strings.Contains(err.Error(), "is the server up") {
+			t.Errorf("bucket %q: %v, want an error naming --bucket and HOMEMOLE_S3_BUCKET", bad, err)
+		}
+	}
+	cfg.Bucket = "x.hm1"
+	if _, err := OpenS3(ctx, cfg); err == nil || !strings.Contains(err.Error(), "--bucket") || !strings.Contains(err.Error(), "HOMEMOLE_S3_BUCKET") {
+		t.Errorf("bucket %q: %v, want an error naming --bucket and HOMEMOLE_S3_BUCKET", cfg.Bucket, err)
+	}
+	for _, good := range []string{"hm1", strings.Repeat("a", 63), "home.mole-1", "192.168.100.1a1"} {
+		cfg.Bucket = good
+		if _, err := OpenS3(ctx, cfg); err != nil {
+			t.Errorf("bucket %q: %v", good, err)
+		}
+	}
+}
