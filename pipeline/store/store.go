@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -107,6 +109,58 @@ const (
 	DefaultBucket = "homemole"
 )
 
+// fixNotS3 is what to do about an endpoint that answers HTTP but not S3.
+const fixNotS3 = "set --s3 or HOMEMOLE_S3_ENDPOINT to the host:port of an S3 API (MinIO's API port, not its console), HOMEMOLE_S3_TLS=true if it speaks https, or leave both empty for the embedded store"
+
+// notS3 recognises an answer to op that did not come from an S3 server and
+// says so, naming the endpoint and the fix; nil for anything else. minio-go
+// gives a body it cannot read as an S3 error its HTTP status as the code
+// ("501 Unsupported method") and the body, an HTML page perhaps, as the
+// message; and a 404 without a readable body it takes for NoSuchBucket,
+// which no S3 server answers to creating a bucket (creating says so).
+func notS3(endpoint, op string, err error, creating bool) error {
+	er := minio.ToErrorResponse(err)
+	if er.StatusCode == 0 {
+		return nil // no HTTP answer at all
+	}
+	msg := strings.TrimSpace(er.Message)
+	lower := strings.ToLower(msg)
+	html := strings.HasPrefix(lower, "<!doctype html") || strings.Contains(lower, "<html")
+	status := er.Code != "" && er.Code[0] >= '0' && er.Code[0] <= '9'
+	if !html && !status && !(creating && er.Code == minio.NoSuchBucket) {
+		return nil
+	}
+	answer := fmt.Sprintf("HTTP %d %s", er.StatusCode, http.StatusText(er.StatusCode))
+	if status {
+		answer = "HTTP " + er.Code
+	}
+	switch {
+	case html:
+		answer += ", an HTML page"
+		if a := strings.Index(lower, "<title>"); a >= 0 {
+			if z := strings.Index(lower[a:], "</title>"); z >= 0 {
+				answer += " titled " + strconv.Quote(cut(msg[a+len("<title>"):a+z], 80))
+			}
+		}
+	case msg != "" && msg != er.Code && !(creating && er.Code == minio.NoSuchBucket):
+		answer += ": " + cut(msg, 200)
+	}
+	return fmt.Errorf("%s answers HTTP but not as an S3 server: %s got %s (%s)", endpoint, op, answer, fixNotS3)
+}
+
+// cut shortens a body for an error message: its words on one line, at
+// most n bytes.
+func cut(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}
+
 // S3 is a Store on an S3-compatible server.
 type S3 struct {
 	cli    *minio.Client
@@ -137,10 +191,16 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied":
 			return nil, fmt.Errorf("S3 at %s refused the credentials for bucket %s: %w (%s)", cfg.Endpoint, cfg.Bucket, err, fixCredentials)
 		}
+		if e := notS3(cfg.Endpoint, "looking up bucket "+cfg.Bucket, err, false); e != nil {
+			return nil, e
+		}
 		return nil, fmt.Errorf("reach S3 at %s (bucket %s): %w (%s)", cfg.Endpoint, cfg.Bucket, err, fixUnreachable)
 	}
 	if !ok {
 		if err := cli.MakeBucket(cctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
+			if e := notS3(cfg.Endpoint, "creating bucket "+cfg.Bucket, err, true); e != nil {
+				return nil, e
+			}
 			if minio.ToErrorResponse(err).Code == "InvalidBucketName" {
 				// A server's own rules, stricter than CheckBucket's (the
 				// embedded S3 wants every '.'-separated part 3 long).

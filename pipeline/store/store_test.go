@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +115,39 @@ func TestBucketNames(t *testing.T) {
 		cfg.Bucket = good
 		if _, err := OpenS3(ctx, cfg); err != nil {
 			t.Errorf("bucket %q: %v", good, err)
+		}
+	}
+}
+
+// TestNotS3: an endpoint that answers HTTP but is no S3 server (a web
+// server that answers PUT with a 501 HTML page, as python's http.server
+// does; one that answers 404 to everything) is said to be no S3 server,
+// naming --s3 and HOMEMOLE_S3_ENDPOINT, in an error of a line, not the
+// whole page. It used to be "create bucket homemole on ...: <!DOCTYPE
+// HTML> ..." (the page) or "The specified bucket does not exist.", with no
+// fix.
+func TestNotS3(t *testing.T) {
+	page := "<!DOCTYPE HTML>\n<html lang=\"en\">\n<head><title>Error response</title></head>\n<body>" + strings.Repeat("<p>padding</p>\n", 200) + "<p>END OF PAGE</p></body></html>\n"
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html;charset=utf-8")
+		w.WriteHeader(http.StatusNotImplemented)
+		io.WriteString(w, page)
+	}))
+	defer web.Close()
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	defer notFound.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, srv := range []*httptest.Server{web, notFound} {
+		endpoint := strings.TrimPrefix(srv.URL, "http://")
+		_, err := OpenS3(ctx, S3Config{Endpoint: endpoint, AccessKey: "a", SecretKey: "b", Bucket: "homemole"})
+		if err == nil || !strings.Contains(err.Error(), "not as an S3 server") || !strings.Contains(err.Error(), endpoint) ||
+			!strings.Contains(err.Error(), "HOMEMOLE_S3_ENDPOINT") || strings.Contains(err.Error(), "END OF PAGE") || strings.Contains(err.Error(), "\n") || len(err.Error()) > 600 {
+			t.Errorf("%s: %v\nwant one line saying it is no S3 server, naming it and the fix", endpoint, err)
 		}
 	}
 }
