@@ -220,6 +220,10 @@ func readObject(ctx context.Context, flag, key string, ep endpoints.Config) ([]b
 	if ep.S3 == "" {
 		return nil, "", cli.Usagef("%s %s: no object store: set HOMEMOLE_S3_ENDPOINT (and HOMEMOLE_S3_BUCKET, HOMEMOLE_S3_ACCESS_KEY, HOMEMOLE_S3_SECRET_KEY)", flag, key)
 	}
+	if err := ep.S3Err(); err != nil {
+		// A TLS setting that is no boolean is refused, not read as false.
+		return nil, "", cli.Usagef("%s %s: %v", flag, key, err)
+	}
 	st, err := store.OpenS3(ctx, store.S3Config{Endpoint: ep.S3, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, Bucket: ep.S3Bucket, TLS: ep.S3TLS})
 	if err != nil {
 		return nil, "", err
