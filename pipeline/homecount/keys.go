@@ -127,27 +127,26 @@ func nameKey(v uint16) heartbeat.Key {
 const dhcpHostName = 12
 
 // hostKeyer keys the packets of a capture or a home, each host with the
-// ports it serves. With relays, the hosts behind a MAC-NAT repeater are
-// told apart by address (relays.host); a capture of one device is read
-// without.
+// ports it serves. The hosts behind a MAC-NAT repeater are told apart by
+// address before (readHosts); a capture of one device is read without.
 type hostKeyer struct {
 	served map[schemas.MAC]*servedPorts
-	relays relays
 }
 
 // packets appends a hostPacket for each key of every frame with a source
 // MAC, ARP included: any frame shows its host is there; only those with a
-// transport can show what it is.
+// transport can show what it is. The host is the frame's source MAC.
 func (kr *hostKeyer) packets(dst []hostPacket, p *schemas.Packet) []hostPacket {
+	return kr.packetsOf(dst, p, p.SrcMAC)
+}
+
+// packetsOf is packets with the frame given to host.
+func (kr *hostKeyer) packetsOf(dst []hostPacket, p *schemas.Packet, host schemas.MAC) []hostPacket {
 	if p.SrcMAC.IsZero() {
 		return dst
 	}
 	if kr.served == nil {
 		kr.served = map[schemas.MAC]*servedPorts{}
-	}
-	host := p.SrcMAC
-	if kr.relays != nil {
-		host = kr.relays.host(p)
 	}
 	s := kr.served[host]
 	if s == nil {

@@ -330,27 +330,15 @@ func readHome(ctx context.Context, h *realhome.Home, path string) ([]schemas.Pac
 // MAC), the hosts behind a MAC-NAT repeater told apart by address. Read
 // whole, a capture is read twice when it holds a repeater: once to find
 // the repeaters' MACs, and once more to give everything each sent, from
-// its first packet, to the device at its address (a live counter keeps
-// shadow hosts instead; LiveHome.shadowing). What none names, a repeater's
-// own, is left out.
+// its first packet, to the device at its address (readHosts; a live
+// counter keeps shadow hosts instead, LiveHome.shadowing). What none
+// names, a repeater's own, is left out.
 func hostPackets(pkts []schemas.Packet) []hostPacket {
-	read := func(rs relays) ([]hostPacket, relays) {
-		var out []hostPacket
-		kr := hostKeyer{relays: rs}
-		for i := range pkts {
-			out = kr.packets(out, &pkts[i])
-		}
-		return out, kr.relays
-	}
-	out, rs := read(relays{})
-	found := relays{}
-	for mac, r := range rs {
-		if r.relay {
-			found[mac] = &relaySeen{relay: true, v4: r.v4}
-		}
-	}
-	if len(found) > 0 {
-		out, rs = read(found)
+	hosts, rs := readHosts(pkts)
+	var out []hostPacket
+	var kr hostKeyer
+	for i := range pkts {
+		out = kr.packetsOf(out, &pkts[i], hosts[i])
 	}
 	return slices.DeleteFunc(out, func(p hostPacket) bool { return rs.isRelay(p.Host) })
 }

@@ -189,14 +189,23 @@ func (r *relaySeen) behind(p *schemas.Packet) (schemas.MAC, bool) {
 // administered MAC, which names no other host (IoT Sentinel's D-Link hub
 // sends from such a link-local address beside its own).
 func slaacMAC(p *schemas.Packet) (schemas.MAC, bool) {
-	a := p.SrcIP
+	m, ok := addrMAC(p.SrcIP)
+	if !ok || m == p.SrcMAC {
+		return schemas.MAC{}, false
+	}
+	return m, true
+}
+
+// addrMAC is the universal MAC a global or link-local IPv6 address names
+// (slaacMAC).
+func addrMAC(a netip.Addr) (schemas.MAC, bool) {
 	if !a.Is6() || a.Is4In6() || !a.IsGlobalUnicast() && !a.IsLinkLocalUnicast() {
 		return schemas.MAC{}, false
 	}
 	b := a.As16()
 	m, ok := schemas.MACOfEUI64(b[8:])
-	if !ok || m[0]&0x03 != 0 || m == p.SrcMAC {
-		return schemas.MAC{}, false // a group or locally administered MAC, or its own
+	if !ok || m[0]&0x03 != 0 {
+		return schemas.MAC{}, false // a group or locally administered MAC
 	}
 	return m, true
 }
@@ -298,6 +307,104 @@ func (rs relays) host(p *schemas.Packet) schemas.MAC {
 func (rs relays) isRelay(mac schemas.MAC) bool {
 	r := rs[mac]
 	return r != nil && r.relay && r.told
+}
+
+// readHosts is the host each packet of pkts (a capture read whole, in
+// order) is of (relays.host; the zero MAC for a frame without a source
+// MAC), and the repeaters as the last read left them. A capture that holds
+// a repeater is read twice: once to find the repeaters' MACs, and once
+// more with them known, so that what each sent from its first packet goes
+// to the device at its address.
+func readHosts(pkts []schemas.Packet) ([]schemas.MAC, relays) {
+	read := func(rs relays) []schemas.MAC {
+		out := make([]schemas.MAC, len(pkts))
+		for i := range pkts {
+			if p := &pkts[i]; !p.SrcMAC.IsZero() {
+				out[i] = rs.host(p)
+			}
+		}
+		return out
+	}
+	rs := relays{}
+	hosts := read(rs)
+	found := relays{}
+	for mac, r := range rs {
+		if r.relay {
+			found[mac] = &relaySeen{relay: true, v4: r.v4}
+		}
+	}
+	if len(found) == 0 {
+		return hosts, rs
+	}
+	return read(found), found
+}
+
+// Relayed is what a capture read whole shows of the MAC-NAT repeaters in
+// it, found as the host counter finds them (hostPackets): predict
+// (pipeline/identify) gives a repeater's packets to the devices behind it
+// by it.
+type Relayed struct {
+	// Hosts is the host that sent each packet of the capture, in order:
+	// its source MAC; when that is a repeater's (IsRelay), the device
+	// behind it at the IPv4 address the packet names it by (its source,
+	// an ARP's sender address it has sent from, or the address a DHCP
+	// request from 0.0.0.0 asks for; RelayAddr), or in an IPv6-only home
+	// the MAC its address names; the repeater's own MAC where the packet
+	// names none. The zero MAC for a frame without a source MAC.
+	Hosts []schemas.MAC
+	rs    relays
+	// behind holds the hosts seen sending behind each repeater.
+	behind map[schemas.MAC]map[schemas.MAC]bool
+}
+
+// ReadRelayed finds the repeaters of pkts, a capture read whole, in order.
+func ReadRelayed(pkts []schemas.Packet) *Relayed {
+	hosts, rs := readHosts(pkts)
+	r := &Relayed{Hosts: hosts, rs: rs, behind: map[schemas.MAC]map[schemas.MAC]bool{}}
+	for i, h := range hosts {
+		if mac := pkts[i].SrcMAC; h != mac && rs.isRelay(mac) {
+			if r.behind[mac] == nil {
+				r.behind[mac] = map[schemas.MAC]bool{}
+			}
+			r.behind[mac][h] = true
+		}
+	}
+	return r
+}
+
+// IsRelay says mac is a repeater's whose devices were told apart: its own
+// host is none of them, and what it sent that names no device is the
+// repeater's own (or its devices' where nothing tells which: a
+// dual-stack device's IPv6, link-local frames).
+func (r *Relayed) IsRelay(mac schemas.MAC) bool {
+	return r.rs.isRelay(mac)
+}
+
+// Receiver is the device behind the repeater p is addressed to (its
+// destination MAC) that p's destination names: a LAN IPv4 address, or an
+// IPv6 address that names a MAC (modified EUI-64), of a device seen
+// sending behind that repeater (Hosts). A packet to an address no device
+// behind it sent from is the repeater's own.
+func (r *Relayed) Receiver(p *schemas.Packet) (schemas.MAC, bool) {
+	var h schemas.MAC
+	if a, ok := lanAddr(p.DstIP); ok {
+		h = relayHost(a)
+	} else if m, ok := addrMAC(p.DstIP); ok {
+		h = m
+	} else {
+		return schemas.MAC{}, false
+	}
+	return h, r.behind[p.DstMAC][h]
+}
+
+// RelayAddr is the IPv4 address of a host behind a repeater (one of
+// Relayed.Hosts other than its packet's source MAC), false for a host
+// that is a MAC an IPv6 address names.
+func RelayAddr(host schemas.MAC) (netip.Addr, bool) {
+	if host[0] != 0x0a || host[1] != 0 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(host[2:])), true
 }
 
 // What a repeater's MAC sent before it was found to be one is its
