@@ -6,11 +6,13 @@ package identify
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/features"
+	"github.com/homemole/homemole/pipeline/homecount"
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
@@ -21,9 +23,18 @@ import (
 type Host struct {
 	// Host is the home-side MAC of a LAN capture's host, or "wan" for the
 	// whole of a capture beyond the gateway (NAPT, VPN), where addresses no
-	// longer tell devices apart.
+	// longer tell devices apart. A device behind a MAC-NAT Wi-Fi repeater
+	// (Repeater) is "ADDR@MAC", its LAN IPv4 address (Addr) at the
+	// repeater's MAC, or in an IPv6-only home the MAC its IPv6 address
+	// names (see Packets).
 	Host    string `json:"host"`
 	Packets int    `json:"packets"`
+	// Repeater is the MAC of the MAC-NAT repeater the host is behind, and
+	// Addr the LAN IPv4 address that tells it from the repeater's other
+	// devices (absent in an IPv6-only home, where Host is the MAC its
+	// address names); both absent for a host of its own MAC.
+	Repeater string `json:"repeater,omitempty"`
+	Addr     string `json:"addr,omitempty"`
 	// Device is the majority of its packets' labels, or train.Unknown
 	// when the model's open-set rule finds the host unlike every trained
 	// device; Likeliest is then the trained device it is nearest to.
@@ -57,6 +68,12 @@ type Result struct {
 	// device to name. GatewayPackets counts the ones left out so.
 	Gateway        string `json:"gateway,omitempty"`
 	GatewayPackets int    `json:"gateway_packets,omitempty"`
+	// Repeaters are the MACs of the MAC-NAT Wi-Fi repeaters whose devices
+	// are hosts of their own (Host.Repeater). A repeater is no host:
+	// RepeaterPackets counts its packets that name no device behind it,
+	// left out.
+	Repeaters       []string `json:"repeaters,omitempty"`
+	RepeaterPackets int      `json:"repeater_packets,omitempty"`
 	// Threshold is the open-set threshold a host's confidence must reach
 	// to be named; absent for a model saved without one.
 	Threshold *float64 `json:"unknown_threshold,omitempty"`
@@ -73,6 +90,22 @@ type Result struct {
 // the ind windows the model was trained on hold one device's packets;
 // otherwise the stream is labeled as one, as noise windows are. Packets
 // whose home side is gateway (when not zero) are left out.
+//
+// Behind a MAC-NAT Wi-Fi repeater every device's frames carry the
+// repeater's MAC. Where the host counter finds a MAC to be a repeater's
+// (homecount.ReadRelayed: it sends from addresses of one /24 in turn), a
+// host is a device behind it: what it sent, by the LAN IPv4 address it
+// names itself by (its source, an ARP's sender, a DHCP request's wish),
+// and what came in to it, by its destination. The repeater's own packets,
+// those that name no device behind it, are left out (RepeaterPackets), as
+// the gateway's are: the repeater is no device to name, and what is left
+// under its MAC mixes its own frames with its devices' that no address
+// tells apart, so no one device's. That includes IPv6: a dual-stack
+// device behind a repeater is its IPv4 address's host, and its IPv6
+// packets are the repeater's, left out. In an IPv6-only home, a device
+// behind one whose address names its MAC (modified EUI-64) is that MAC's
+// host; a repeater none of whose devices can be told apart stays one host
+// row of its MAC, as before it was found.
 func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool, gateway schemas.MAC) (*Result, error) {
 	res := &Result{Packets: len(pkts)}
 	if gateway != (schemas.MAC{}) {
@@ -87,6 +120,11 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 	}
 	var hosts []string
 	idx := map[string]int16{}
+	behind := map[string]Host{} // the hosts behind a repeater, by host
+	var relayed *homecount.Relayed
+	if byHost {
+		relayed = homecount.ReadRelayed(pkts)
+	}
 	kept := pkts[:0:0]
 	var hostOf []int16
 	for i := range pkts {
@@ -96,6 +134,13 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 			if h == res.Gateway {
 				res.GatewayPackets++
 				continue
+			}
+			if b, ok := relayedHost(relayed, pkts, i); !ok {
+				res.RepeaterPackets++
+				continue
+			} else if b.Host != "" {
+				h = b.Host
+				behind[h] = b
 			}
 		}
 		k, ok := idx[h]
@@ -138,7 +183,8 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 		if meta.Unknown != nil && meta.Unknown.Score != score {
 			return nil, fmt.Errorf("the model's unknown-device threshold is a %s, but the model gives a %s: train it again", meta.Unknown.Score, score)
 		}
-		h := Host{Host: host, Packets: t.Packets, Device: meta.Labels[best], Confidence: conf, Score: score, Share: share, Votes: map[string]int{}}
+		b := behind[host]
+		h := Host{Host: host, Repeater: b.Repeater, Addr: b.Addr, Packets: t.Packets, Device: meta.Labels[best], Confidence: conf, Score: score, Share: share, Votes: map[string]int{}}
 		for c, n := range t.Votes {
 			h.Votes[meta.Labels[c]] = n
 		}
@@ -155,6 +201,12 @@ func Packets(m train.Model, meta train.Meta, pkts []schemas.Packet, byHost bool,
 		}
 		res.Hosts = append(res.Hosts, h)
 	}
+	for _, h := range res.Hosts {
+		if h.Repeater != "" && !slices.Contains(res.Repeaters, h.Repeater) {
+			res.Repeaters = append(res.Repeaters, h.Repeater)
+		}
+	}
+	slices.Sort(res.Repeaters)
 	sort.Slice(res.Hosts, func(i, j int) bool {
 		if res.Hosts[i].Packets != res.Hosts[j].Packets {
 			return res.Hosts[i].Packets > res.Hosts[j].Packets
@@ -171,6 +223,35 @@ func homeSide(p *schemas.Packet) string {
 		return p.DstMAC.String()
 	}
 	return p.SrcMAC.String()
+}
+
+// relayedHost is the host behind a repeater pkts[i] is of, when its home
+// side is a repeater's MAC (Host.Host, Repeater and Addr set), and false
+// when it is the repeater's own; the zero Host for a packet of no
+// repeater.
+func relayedHost(r *homecount.Relayed, pkts []schemas.Packet, i int) (Host, bool) {
+	p := &pkts[i]
+	rep, dev := p.SrcMAC, r.Hosts[i]
+	if p.Direction == schemas.DirInbound {
+		rep = p.DstMAC
+		if !r.IsRelay(rep) {
+			return Host{}, true
+		}
+		var ok bool
+		if dev, ok = r.Receiver(p); !ok {
+			return Host{}, false
+		}
+	} else if !r.IsRelay(rep) {
+		return Host{}, true
+	} else if dev == rep {
+		return Host{}, false
+	}
+	h := Host{Host: dev.String(), Repeater: rep.String()}
+	if a, ok := homecount.RelayAddr(dev); ok {
+		h.Addr = a.String()
+		h.Host = h.Addr + "@" + h.Repeater
+	}
+	return h, true
 }
 
 // File reads a capture and labels it (see Packets).

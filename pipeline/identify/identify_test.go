@@ -3,6 +3,8 @@ package identify_test
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/homemole/homemole/pipeline/capture"
@@ -143,5 +145,103 @@ func TestFileIPv6OnlyOneCloud(t *testing.T) {
 	}
 	if rows := hostRows(res); rows[dev] != 80 || len(rows) != 1 {
 		t.Errorf("host rows %v, want the device %s with its 80 packets", rows, dev)
+	}
+}
+
+// TestFileBehindRepeater: predict on a home where two devices sit behind a
+// MAC-NAT Wi-Fi repeater (a range extender in client mode gives their
+// frames its own MAC) and a third is on the LAN itself. The repeater's MAC
+// is found as the host counter finds it (homecount.ReadRelayed): each
+// device behind it is a host row of its own, named by its address at the
+// repeater and holding its packets both ways; the repeater, whose own
+// frames (IPv6 link-local, as a dual-stack device's IPv6 would be) name no
+// device, is no host row, its packets left out and counted. Split by MAC
+// alone, the two devices were one host row, named one device.
+func TestFileBehindRepeater(t *testing.T) {
+	const (
+		gw  = "02:aa:00:00:00:01"
+		rep = "02:dd:00:00:00:04"
+		h3  = "02:00:00:00:00:13"
+	)
+	ips := []string{"192.168.1.11", "192.168.1.12"}
+	var fs []capturetest.IPFrame
+	for i := range 20 {
+		for j, ip := range ips {
+			r := fmt.Sprintf("52.%d.2.3", 10*j+i%3)
+			fs = append(fs,
+				capturetest.IPFrame{SrcMAC: rep, DstMAC: gw, Src: ip, Dst: r, SrcPort: 40000, DstPort: 443 + uint16(j*1000), TCP: true},
+				capturetest.IPFrame{SrcMAC: gw, DstMAC: rep, Src: r, Dst: ip, SrcPort: 443 + uint16(j*1000), DstPort: 40000, TCP: true, TTL: 50})
+		}
+		fs = append(fs,
+			capturetest.IPFrame{SrcMAC: h3, DstMAC: gw, Src: "192.168.1.13", Dst: "52.30.2.3", SrcPort: 40000, DstPort: 8883, TCP: true},
+			capturetest.IPFrame{SrcMAC: gw, DstMAC: h3, Src: "52.30.2.3", Dst: "192.168.1.13", SrcPort: 8883, DstPort: 40000, TCP: true, TTL: 50})
+		if i%5 == 0 {
+			fs = append(fs, capturetest.IPFrame{SrcMAC: rep, DstMAC: "33:33:00:00:00:01", Src: "fe80::dd:4", Dst: "ff02::1", SrcPort: 5353, DstPort: 5353})
+		}
+	}
+	res := predict(t, fs)
+	if res.Gateway != gw {
+		t.Fatalf("predict's gateway is %s, want %s", res.Gateway, gw)
+	}
+	want := map[string]int{ips[0] + "@" + rep: 40, ips[1] + "@" + rep: 40, h3: 40}
+	if rows := hostRows(res); !maps.Equal(rows, want) {
+		t.Errorf("host rows %v, want %v", rows, want)
+	}
+	for _, h := range res.Hosts {
+		if h.Host == h3 {
+			if h.Repeater != "" || h.Addr != "" {
+				t.Errorf("host %s, on the LAN itself, is behind repeater %q at %q", h3, h.Repeater, h.Addr)
+			}
+		} else if h.Repeater != rep || h.Host != h.Addr+"@"+rep {
+			t.Errorf("host %s is behind repeater %q at %q, want %s", h.Host, h.Repeater, h.Addr, rep)
+		}
+	}
+	if !slices.Equal(res.Repeaters, []string{rep}) || res.RepeaterPackets != 4 {
+		t.Errorf("repeaters %v with %d packets of their own left out, want [%s] with its 4", res.Repeaters, res.RepeaterPackets, rep)
+	}
+}
+
+// TestFileNoRepeater: the control of TestFileBehindRepeater, an ordinary
+// home with no repeater, host rows by MAC as before. A device whose lease
+// changes half way (it never goes back to the old address) and one that
+// keeps two addresses in two networks at once (as an Edimax plug of IoT
+// Sentinel's does) are each one host row of its MAC, with all its
+// packets; nothing is left out but the gateway's.
+func TestFileNoRepeater(t *testing.T) {
+	const (
+		gw     = "02:aa:00:00:00:01"
+		moved  = "02:00:00:00:00:11"
+		twoNet = "02:00:00:00:00:12"
+		plain  = "02:00:00:00:00:13"
+	)
+	var fs []capturetest.IPFrame
+	for i := range 20 {
+		lease := "192.168.1.11"
+		if i >= 10 {
+			lease = "192.168.1.21"
+		}
+		second := "192.168.1.12"
+		if i%2 == 1 {
+			second = "10.10.10.186"
+		}
+		for _, d := range []struct{ mac, ip string }{{moved, lease}, {twoNet, second}, {plain, "192.168.1.13"}} {
+			r := fmt.Sprintf("52.1.2.%d", i%3+1)
+			fs = append(fs,
+				capturetest.IPFrame{SrcMAC: d.mac, DstMAC: gw, Src: d.ip, Dst: r, SrcPort: 40000, DstPort: 443, TCP: true},
+				capturetest.IPFrame{SrcMAC: gw, DstMAC: d.mac, Src: r, Dst: d.ip, SrcPort: 443, DstPort: 40000, TCP: true, TTL: 50})
+		}
+	}
+	res := predict(t, fs)
+	want := map[string]int{moved: 40, twoNet: 40, plain: 40}
+	if rows := hostRows(res); !maps.Equal(rows, want) {
+		t.Errorf("host rows %v, want %v", rows, want)
+	}
+	for _, h := range res.Hosts {
+		if h.Repeater != "" || h.Addr != "" {
+			t.Errorf("host %s is behind repeater %q at %q in a home with none", h.Host, h.Repeater, h.Addr)
+		}
+	}
+	if res.Repeaters != nil || res.RepeaterPackets != 0 {
+		t.Errorf("repeaters %v with %d packets left out in a home with none", res.Repeaters, res.RepeaterPackets)
 	}
 }
