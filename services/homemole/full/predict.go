@@ -101,6 +101,12 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	case !*wan:
 		fmt.Fprintf(out, "  gateway not known (--gateway-mac names it)\n")
 	}
+	for _, r := range res.Repeaters {
+		fmt.Fprintf(out, "  repeater %s (MAC-NAT: each device behind it is a host ADDR@MAC by its IPv4 address)\n", r)
+	}
+	if res.RepeaterPackets > 0 {
+		fmt.Fprintf(out, "  %d packets of repeaters that name no device behind them left out: a repeater is no device\n", res.RepeaterPackets)
+	}
 	switch {
 	case res.FamiliarityThreshold != nil:
 		fmt.Fprintf(out, "  a host is \"%s\" when its confidence (%s) is below %.3f or its familiarity (the share of its packets of a direction, transport and frame length its device's training traffic holds) below %.3f, both calibrated on held-out training sessions\n",
@@ -116,7 +122,11 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 	case meta.Families != nil:
 		fmt.Fprintf(out, "  families the model learned from its held-out calibration sessions: %s\n", evaluate.FamilyList(meta.Families))
 	}
-	fmt.Fprintf(out, "  %-19s %8s  %-24s %10s %11s  %s\n", "host", "packets", "device", "confidence", "familiarity", "share of its packets")
+	w := 19 // a MAC; a host behind a repeater, ADDR@MAC, is wider
+	for _, h := range res.Hosts {
+		w = max(w, len(h.Host))
+	}
+	fmt.Fprintf(out, "  %-*s %8s  %-24s %10s %11s  %s\n", w, "host", "packets", "device", "confidence", "familiarity", "share of its packets")
 	for _, h := range res.Hosts {
 		dev := h.Device
 		if h.Likeliest != "" {
@@ -131,7 +141,7 @@ func runPredict(ctx context.Context, log *slog.Logger, out io.Writer, args []str
 		if h.Familiarity != nil {
 			familiar = fmt.Sprintf("%.3f", *h.Familiarity)
 		}
-		fmt.Fprintf(out, "  %-19s %8d  %-24s %10.3f %11s  %s\n", h.Host, h.Packets, dev, h.Confidence, familiar, share)
+		fmt.Fprintf(out, "  %-*s %8d  %-24s %10.3f %11s  %s\n", w, h.Host, h.Packets, dev, h.Confidence, familiar, share)
 	}
 	return nil
 }
