@@ -68,10 +68,27 @@ func DefaultLiveConfig() LiveConfig {
 // hold is the longest a window waits after it ends.
 func (c LiveConfig) hold() time.Duration { return max(c.Late, c.Settle) }
 
+// MaxWindowSteps bounds the steps a window spans (Window / Step): every
+// packet is in that many windows, each judged and published, so a window
+// of a million hours every 10 s would judge 360 million windows per
+// packet. A day every 10 s is 8640 steps.
+const MaxWindowSteps = 10000
+
+// MaxLiveSpan bounds Window, Late and Settle: a window's end, a packet's
+// time plus it, stays far inside int64 nanoseconds (MaxTimeNs), and no
+// home waits longer than this for a window.
+const MaxLiveSpan = 30 * 24 * time.Hour
+
 // Validate says what is wrong with the config.
 func (c LiveConfig) Validate() error {
 	if c.Step <= 0 || c.Window < c.Step || c.Window%c.Step != 0 || c.Late < 0 || c.Settle < 0 {
 		return fmt.Errorf("host counter: window %s every %s, %s late, %s for a new host: want a window a whole number of positive steps, and delays from 0", c.Window, c.Step, c.Late, c.Settle)
+	}
+	if c.Window > MaxLiveSpan || c.Late > MaxLiveSpan || c.Settle > MaxLiveSpan {
+		return fmt.Errorf("host counter: window %s, %s late, %s for a new host: want each at most %s", c.Window, c.Late, c.Settle, MaxLiveSpan)
+	}
+	if n := c.Window / c.Step; n > MaxWindowSteps {
+		return fmt.Errorf("host counter: a window of %s every %s spans %d steps: want at most %d (a shorter window, or windows that end less often)", c.Window, c.Step, n, MaxWindowSteps)
 	}
 	if c.MaxHosts < 1 || c.MaxKeys < 1 || c.MaxHostKeys < 1 {
 		return fmt.Errorf("host counter: at most %d hosts, %d keys, %d keys a host: want each from 1", c.MaxHosts, c.MaxKeys, c.MaxHostKeys)
@@ -252,16 +269,44 @@ const MaxClockBack = time.Hour
 const MaxTimeNs = 1 << 62
 
 // Flush judges every window up to the last packet (the capture session
-// ended).
+// ended). A window that holds no packet is never published, so it walks
+// from one step that holds packets to the next: its work is the windows
+// those steps are in, not every step of the time that Late and Window
+// span.
 func (h *LiveHome) Flush() []schemas.SeenWindow {
 	var out []schemas.SeenWindow
-	for h.next != 0 && h.next-int64(h.cfg.Window) <= h.last {
+	step, window := int64(h.cfg.Step), int64(h.cfg.Window)
+	for h.next != 0 && h.next-window <= h.last {
+		s, ok := h.firstStep()
+		if !ok {
+			// No window left holds a packet: end where the walk would.
+			h.next += ((h.last-(h.next-window))/step + 1) * step
+			h.trim(h.next)
+			break
+		}
+		// The first window that holds step s ends just after it.
+		h.next = max(h.next, (s+1)*step)
+		if h.next-window > h.last {
+			break
+		}
 		if w, ok := h.judge(h.next); ok {
 			out = append(out, w)
 		}
-		h.next += int64(h.cfg.Step)
+		h.next += step
 	}
 	return out
+}
+
+// firstStep is the earliest step that holds packets still in a window to
+// judge, if any.
+func (h *LiveHome) firstStep() (int64, bool) {
+	first, ok := int64(0), false
+	for s, n := range h.packets {
+		if n > 0 && (!ok || s < first) {
+			first, ok = s, true
+		}
+	}
+	return first, ok
 }
 
 // idleUntil says no packet was seen in the window that ends at end or
@@ -627,8 +672,17 @@ func (h *LiveHome) judge(end int64) (schemas.SeenWindow, bool) {
 	step := int64(h.cfg.Step)
 	from := end - int64(h.cfg.Window)
 	w := schemas.SeenWindow{StartNs: from, EndNs: end, Method: h.Method(), Detections: []schemas.SeenDetection{}}
-	for s := from / step; s < end/step; s++ {
-		w.Packets += h.packets[s]
+	// The steps that hold packets, or those of the window where fewer.
+	if lo, hi := from/step, end/step; hi-lo <= int64(len(h.packets)) {
+		for s := lo; s < hi; s++ {
+			w.Packets += h.packets[s]
+		}
+	} else {
+		for s, n := range h.packets {
+			if s >= lo && s < hi {
+				w.Packets += n
+			}
+		}
 	}
 	counts := make([]int, len(h.model.Units))
 	for mac, host := range h.hosts {

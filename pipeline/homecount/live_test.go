@@ -719,3 +719,66 @@ func fuzzLiveHome(t *testing.T, m *HostModel, cfg LiveConfig, data []byte) {
 		t.Fatalf("a table the counter saved is refused: %v", err)
 	}
 }
+
+// TestLiveConfigBounded: a window of more steps than MaxWindowSteps (a
+// million hours every 10 s: 360 million windows a packet is in) and a
+// window, late or settle beyond MaxLiveSpan are refused, not walked for
+// hours.
+func TestLiveConfigBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*LiveConfig)
+	}{
+		{"window of a million hours", func(c *LiveConfig) { c.Window = 1000000 * time.Hour }},
+		{"window of too many steps", func(c *LiveConfig) { c.Window = (MaxWindowSteps + 1) * c.Step }},
+		{"late beyond the span", func(c *LiveConfig) { c.Late = MaxLiveSpan + time.Second }},
+		{"settle beyond the span", func(c *LiveConfig) { c.Settle = MaxLiveSpan + time.Second }},
+		{"step near the end of int64", func(c *LiveConfig) { c.Step, c.Window = math.MaxInt64/2, math.MaxInt64/2 }},
+	} {
+		cfg := DefaultLiveConfig()
+		tc.edit(&cfg)
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%s: window %s every %s, %s late, %s settle accepted", tc.name, cfg.Window, cfg.Step, cfg.Late, cfg.Settle)
+		}
+	}
+	cfg := DefaultLiveConfig()
+	cfg.Window = MaxWindowSteps * cfg.Step
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("a window of %d steps refused: %v", MaxWindowSteps, err)
+	}
+}
+
+// TestLiveHomeFlushWalksPackets: Flush's work is the windows the steps
+// that hold packets are in, not every step of the time they span: three
+// packets over 20 days, judged a month late on 1 ms steps, are three
+// windows at once, not 1.7 billion steps walked.
+func TestLiveHomeFlushWalksPackets(t *testing.T) {
+	cfg := DefaultLiveConfig()
+	cfg.Window, cfg.Step, cfg.Late, cfg.Settle = time.Millisecond, time.Millisecond, MaxLiveSpan, 0
+	h, err := NewLiveHome(handModel(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws := feed(t, h, []schemas.Packet{pkt(time.Second, 1, 17, 69, 55), pkt(2*time.Second, 1, 17, 69, 55), pkt(20*24*time.Hour, 2, 6, 443, 60)}); len(ws) != 0 {
+		t.Fatalf("windows %+v judged before they are a month old", ws)
+	}
+	done := make(chan []schemas.SeenWindow, 1)
+	go func() { done <- h.Flush() }()
+	select {
+	case ws := <-done:
+		if len(ws) != 3 || countOf(ws[0], "A") != 1 || countOf(ws[2], "B") != 1 {
+			t.Errorf("windows %+v: want 3, A in the first, B in the last", ws)
+		}
+		for _, w := range ws {
+			if w.Packets != 1 || w.EndNs-w.StartNs != int64(time.Millisecond) {
+				t.Errorf("window %+v: want one packet in 1 ms", w)
+			}
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Flush still walking after 20 s")
+	}
+	// Once flushed, the home goes on from the last packet.
+	if ws := h.Flush(); len(ws) != 0 {
+		t.Errorf("a second Flush judged %+v, want nothing", ws)
+	}
+}

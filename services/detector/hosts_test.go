@@ -361,6 +361,8 @@ func TestHostsFlags(t *testing.T) {
 		{[]string{"--hosts", missing, "--tap", "wan"}, false, "homemole hosts learn"},
 		{[]string{"--hosts", missing, "--step", "2"}, true, "--every"},
 		{[]string{"--hosts", missing, "--window", "25s", "--every", "10s"}, true, "whole number"},
+		// 360 million steps a window: refused, not walked for hours.
+		{[]string{"--hosts", missing, "--window", "1000000h"}, true, "--window 1000000h0m0s"},
 		{[]string{"--model", "m.spm", "--window", "30s"}, true, "--window is the host counter's"},
 		{[]string{"--model", "m.spm", "--late", "1m"}, true, "--late is the host counter's"},
 		{[]string{"--hosts", missing}, false, "homemole hosts learn"},

@@ -101,7 +101,7 @@ func runHostsCount(ctx context.Context, log *slog.Logger, out io.Writer, args []
 		cfg.Gateway = mac
 	}
 	if err := cfg.Validate(); err != nil {
-		return cli.Usagef("hosts count: %v", err)
+		return cli.Usagef("hosts count: --window %s --every %s --late %s: %v", cfg.Window, cfg.Step, cfg.Late, err)
 	}
 	m, err := homecount.LoadHostModel(*modelPath)
 	if err != nil {

@@ -86,6 +86,9 @@ func TestHostsCommands(t *testing.T) {
 		{[]string{"learn"}, "--from-dir"},
 		{[]string{"count", "--model", model}, "--in"},
 		{[]string{"count", "--model", model, "--in", lan, "--every", "0s"}, "whole number"},
+		// A window of a million hours every 10 s is 360 million windows
+		// a packet is in: refused, naming the flag, not walked for hours.
+		{[]string{"count", "--model", model, "--in", lan, "--window", "1000000h"}, "--window 1000000h0m0s"},
 		{[]string{"count", "--model", model, "--in", lan, "--gateway-mac", "nope"}, "--gateway-mac"},
 	} {
 		if _, err := hostsOutput(t, c.args...); !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), c.want) {
