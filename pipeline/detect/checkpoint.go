@@ -8,7 +8,7 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/homemole/homemole/pipeline/internal/atomicfile"
+	"github.com/homemole/homemole/internal/atomicfile"
 	"github.com/homemole/homemole/pipeline/learn"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/heartbeat"
-	"github.com/homemole/homemole/pipeline/internal/atomicfile"
+	"github.com/homemole/homemole/internal/atomicfile"
 )
 
 // HostModelVersion is the version of a host model file; others are refused.
