@@ -14,6 +14,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/homemole/homemole/internal/atomicfile"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
@@ -102,14 +103,26 @@ func Write(pkts []Packet, wan, truth io.Writer) error {
 
 // File emulates the gateway on the LAN capture at lanPath, defends its WAN
 // view with spec and writes the defended WAN capture and ground truth.
-// The LAN capture is opened first, so a wrong input leaves no empty
-// outputs behind.
+// The LAN capture is opened first and both outputs are created (as
+// temporary files beside them) before anything is written, and they get
+// their names only once both are whole: a wrong input, a missing folder or
+// an error part-way leaves no output behind.
 func File(ctx context.Context, lanPath, wanPath, truthPath string, home features.HomeConfig, cfg gateway.Config, spec Spec, opt Options) (gateway.Stats, Cost, error) {
 	src, err := capture.OpenFile(lanPath)
 	if err != nil {
 		return gateway.Stats{}, Cost{}, err
 	}
 	defer src.Close()
+	wan, err := atomicfile.Create(wanPath)
+	if err != nil {
+		return gateway.Stats{}, Cost{}, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
+	}
+	defer wan.Abort()
+	truth, err := atomicfile.Create(truthPath)
+	if err != nil {
+		return gateway.Stats{}, Cost{}, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
+	}
+	defer truth.Abort()
 	pkts, st, err := WANView(ctx, src, home, cfg)
 	if err != nil {
 		return st, Cost{}, fmt.Errorf("emulate the WAN view of %s: %w", lanPath, err)
@@ -122,24 +135,11 @@ func File(ctx context.Context, lanPath, wanPath, truthPath string, home features
 	if err != nil {
 		return st, cost, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
 	}
-	wan, err := os.Create(wanPath)
-	if err != nil {
-		return st, cost, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
-	}
-	defer wan.Close()
-	truth, err := os.Create(truthPath)
-	if err != nil {
-		return st, cost, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
-	}
-	defer truth.Close()
 	if err := Write(def, wan, truth); err != nil {
 		return st, cost, fmt.Errorf("defend the WAN view of %s: %w", lanPath, err)
 	}
-	if err := wan.Close(); err != nil {
-		return st, cost, fmt.Errorf("write %s: %w", wanPath, err)
-	}
-	if err := truth.Close(); err != nil {
-		return st, cost, fmt.Errorf("write %s: %w", truthPath, err)
+	if err := atomicfile.Commit(wan, truth); err != nil {
+		return st, cost, err
 	}
 	return st, cost, nil
 }

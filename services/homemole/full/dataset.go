@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/homemole/homemole/internal/atomicfile"
 	"github.com/homemole/homemole/pipeline/build"
 	"github.com/homemole/homemole/pipeline/bus"
 	"github.com/homemole/homemole/pipeline/campaign"
@@ -518,7 +519,7 @@ func sessionWord(s string) string {
 // so a failed export leaves no truncated file that looks complete, and
 // records its SHA-256 beside it in path.sha256 (the format `sha256sum -c`
 // checks), so a copy damaged later is caught; "-" writes to stdout.
-func writeOutput(path string, stdout io.Writer, write func(io.Writer) error) (err error) {
+func writeOutput(path string, stdout io.Writer, write func(io.Writer) error) error {
 	if path == "-" {
 		bw := bufio.NewWriterSize(stdout, 1<<20)
 		if err := write(bw); err != nil {
@@ -526,16 +527,11 @@ func writeOutput(path string, stdout io.Writer, write func(io.Writer) error) (er
 		}
 		return bw.Flush()
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
+	f, err := atomicfile.Create(path)
 	if err != nil {
-		return fmt.Errorf("create %s: %w (does its folder exist and is it writable?)", path, err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
+	defer f.Abort()
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
 	if err := write(bw); err != nil {
@@ -548,14 +544,5 @@ func writeOutput(path string, stdout io.Writer, write func(io.Writer) error) (er
 	if err := os.WriteFile(path+".sha256", []byte(sum), 0o644); err != nil {
 		return fmt.Errorf("write %s.sha256: %w", path, err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return f.Commit()
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/homemole/homemole/internal/atomicfile"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
@@ -85,7 +86,7 @@ func refuseWANOutputs(cmd, in, outPath, truthPath string) error {
 	return refuseInput(cmd, "truth", truthPath, in)
 }
 
-func createOutput(cmd, flagName, path string, inputs ...string) (*os.File, error) {
+func createOutput(cmd, flagName, path string, inputs ...string) (*atomicfile.File, error) {
 	return cmdkit.CreateOutput(cmd, flagName, path, inputs...)
 }
 
@@ -259,12 +260,12 @@ func runPair(ctx context.Context, _ *slog.Logger, out io.Writer, args []string) 
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer f.Abort()
 		if err := gateway.WriteTruth(f, res.Pairs); err != nil {
 			return fmt.Errorf("pair: %s: %w", *outPath, err)
 		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("pair: write %s: %w", *outPath, err)
+		if err := f.Commit(); err != nil {
+			return fmt.Errorf("pair: %w", err)
 		}
 	}
 	fmt.Fprintf(report, "pair %s: %d WAN packets, %d paired (%.2f %%), %d not the gateway's traffic; %d of %d crossing LAN packets unpaired",

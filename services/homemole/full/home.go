@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/homemole/homemole/internal/atomicfile"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/gateway"
 	"github.com/homemole/homemole/pipeline/heartbeat"
@@ -113,15 +114,23 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	for _, d := range devs {
 		inputs = append(inputs, d.Files...)
 	}
-	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6, SLAAC: *slaac, IDOffsets: *idOffsets, Relay: *relay, NoDHCP: *noDHCP})
-	if err != nil {
-		return fmt.Errorf("home assemble: %w", err)
-	}
+	// Both outputs are created before the home is assembled and named
+	// only once both are whole: a missing folder or an error part-way leaves
+	// neither behind.
 	capFile, err := createOutput("home assemble", "out", *outPath, inputs...)
 	if err != nil {
 		return err
 	}
-	defer capFile.Close()
+	defer capFile.Abort()
+	truthFile, err := createOutput("home assemble", "truth", *truthPath, inputs...)
+	if err != nil {
+		return err
+	}
+	defer truthFile.Abort()
+	h, err := realhome.Assemble(ctx, devs, realhome.Config{Devices: *devices, Units: units, Duration: *duration, Sessions: split, Seed: *seed, IPv6: *ipv6, SLAAC: *slaac, IDOffsets: *idOffsets, Relay: *relay, NoDHCP: *noDHCP})
+	if err != nil {
+		return fmt.Errorf("home assemble: %w", err)
+	}
 	var lan []int64
 	var st gateway.Stats
 	if mode == "" {
@@ -129,23 +138,14 @@ func runHomeAssemble(ctx context.Context, _ *slog.Logger, out io.Writer, args []
 	} else {
 		lan, st, err = h.View(ctx, gateway.Config{Mode: mode, Cipher: c, Seed: *seed}, capFile)
 	}
-	if err == nil {
-		err = capFile.Close()
-	}
 	if err != nil {
-		os.Remove(*outPath)
 		return fmt.Errorf("home assemble: %s: %w", *outPath, err)
 	}
-	truthFile, err := createOutput("home assemble", "truth", *truthPath, inputs...)
-	if err != nil {
-		return err
-	}
-	defer truthFile.Close()
 	if err := h.WriteTruth(truthFile, lan); err != nil {
 		return fmt.Errorf("home assemble: %s: %w", *truthPath, err)
 	}
-	if err := truthFile.Close(); err != nil {
-		return fmt.Errorf("home assemble: write %s: %w", *truthPath, err)
+	if err := atomicfile.Commit(capFile, truthFile); err != nil {
+		return fmt.Errorf("home assemble: %w", err)
 	}
 	fmt.Fprintf(out, "home assemble: %d units of %d devices over %s, %d LAN packets (%d past the end cut); gateway %s %s on %s\n",
 		len(h.Units), countDevices(h.Units), *duration, len(h.Packets), h.Cut, h.GatewayIP, h.GatewayMAC, h.LAN)

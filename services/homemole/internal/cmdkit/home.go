@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/homemole/homemole/internal/atomicfile"
 	"github.com/homemole/homemole/pipeline/campaign"
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/features"
@@ -107,14 +107,18 @@ func RefuseInput(cmd, flagName, path string, inputs ...string) error {
 	return nil
 }
 
-// CreateOutput creates path unless it is one of the inputs.
-func CreateOutput(cmd, flagName, path string, inputs ...string) (*os.File, error) {
+// CreateOutput starts the output path unless it is one of the inputs: a
+// temporary file beside it, which gets the name on Commit (defer Abort).
+// A command of several outputs creates them all before it writes any, and
+// commits them once all are written (atomicfile.Commit), so a missing
+// folder or an error part-way leaves no output behind.
+func CreateOutput(cmd, flagName, path string, inputs ...string) (*atomicfile.File, error) {
 	if err := RefuseInput(cmd, flagName, path, inputs...); err != nil {
 		return nil, err
 	}
-	f, err := os.Create(path)
+	f, err := atomicfile.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: create --%s: %w", cmd, flagName, err)
+		return nil, fmt.Errorf("%s: --%s: %w", cmd, flagName, err)
 	}
 	return f, nil
 }
