@@ -92,6 +92,9 @@ var Models = func() []string {
 
 // Check refuses a model the registry does not have.
 func (s Spec) Check() error {
+	if s.Trees < 0 {
+		return fmt.Errorf("%d trees: want at least 1 (0: the paper's 100)", s.Trees)
+	}
 	_, err := s.fitter()
 	return err
 }

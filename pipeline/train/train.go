@@ -33,6 +33,8 @@ type Job struct {
 	RunName string
 	Spec    Spec
 	// TestShare of the groups (capture sessions) is held out; at least one.
+	// 0 is the default, 0.2; otherwise it must lie strictly between 0 and
+	// 1 (CheckTestShare).
 	TestShare float64
 	Seed      uint64
 	Log       *slog.Logger
@@ -59,6 +61,16 @@ func SplitGroups(groups []string, share float64, seed uint64) (train, test []str
 	return train, test, nil
 }
 
+// CheckTestShare refuses a held-out share that is not strictly between 0
+// and 1: 1 would train on one session and 0 or less hold out none, which
+// SplitGroups would otherwise round to one session either way.
+func CheckTestShare(share float64) error {
+	if math.IsNaN(share) || share <= 0 || share >= 1 {
+		return fmt.Errorf("test share %g: want a share above 0 and below 1, such as 0.2", share)
+	}
+	return nil
+}
+
 // CheckRunName refuses a run name that is not a plain token: it names
 // models/RUN and reports/RUN in the store and a folder on disk, and
 // "../.." would write outside them.
@@ -75,6 +87,9 @@ func (j *Job) Run(ctx context.Context) (*Outcome, error) {
 	}
 	if j.TestShare == 0 {
 		j.TestShare = 0.2
+	}
+	if err := CheckTestShare(j.TestShare); err != nil {
+		return nil, err
 	}
 	// What the runtime holds before this job reads a window: the
 	// streaming trainer's whole budget counts from here.

@@ -31,7 +31,7 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	fs.StringVar(&job.Version, "version", "v1", "dataset version")
 	fs.StringVar(&job.RunName, "run", "", "run name: checkpoint and report go under models/RUN and reports/RUN")
 	fs.Uint64Var(&job.Seed, "seed", 1, "seed of the split and the training")
-	fs.Float64Var(&job.TestShare, "test-share", 0.2, "share of capture sessions held out for evaluation")
+	modelflag.TestShare(fs, &job.TestShare)
 	spec := modelflag.Register(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/homemole/homemole/pipeline/train"
 	"github.com/homemole/homemole/pipeline/window"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/cli"
 	"github.com/homemole/homemole/services/internal/workertest"
 )
 
@@ -76,6 +78,20 @@ func TestTrainerRefusesBadFlags(t *testing.T) {
 			t.Errorf("%q: ran", args)
 		} else {
 			t.Logf("%q: %v", args, err)
+		}
+	}
+	// Numbers out of range were clamped or taken for the default, and a
+	// checkpoint stored: --test-share 1 trained on one session, 0 held out
+	// 0.2, -0.5 and NaN one session, --trees 0 and -5 grew 100 trees.
+	for _, c := range [][2]string{
+		{"--test-share", "1"}, {"--test-share", "0"}, {"--test-share", "-0.5"}, {"--test-share", "NaN"}, {"--test-share", "1.5"},
+		{"--trees", "0"}, {"--trees", "-5"}, {"--epochs", "0"}, {"--batch", "0"}, {"--lr", "0"}, {"--lr", "Inf"},
+		{"--hidden", "0"}, {"--dropout", "1"}, {"--label-smoothing", "-0.1"}, {"--len-embed", "-1"}, {"--port-sessions", "-1"}, {"--threads", "-2"},
+	} {
+		args := []string{"--dataset", "d", "--run", "r", "--nats", "nats://h:1", "--s3", "h:2", c[0], c[1]}
+		err := run(context.Background(), args, workertest.Env(t))
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "-"+c[0][2:]) {
+			t.Errorf("%s %s: %v, want a usage error naming %s", c[0], c[1], err, c[0])
 		}
 	}
 }

@@ -36,7 +36,8 @@ func runTrain(ctx context.Context, log *slog.Logger, out io.Writer, args []strin
 	version := fs.String("version", "v1", "dataset version")
 	run := fs.String("run", "", "run name (default: dataset-model-time)")
 	seed := fs.Uint64("seed", 1, "seed of the split and the training")
-	share := fs.Float64("test-share", 0.2, "share of capture sessions held out for evaluation")
+	share := new(float64)
+	modelflag.TestShare(fs, share)
 	spec := modelflag.Register(fs)
 	if err := parseRequired(fs, args, "train needs --dataset NAME", name); err != nil {
 		return err
