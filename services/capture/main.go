@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 
 	"github.com/homemole/homemole/pipeline/agent"
 	"github.com/homemole/homemole/pipeline/bus"
@@ -104,13 +105,23 @@ func run(ctx context.Context, args []string, log *slog.Logger, out io.Writer) er
 	// Ready once running, connected or not: a spooling agent works
 	// through an outage, and no Service routes to it.
 	m.SetReady(func() error { return nil })
-	// Interface taps capture until the agent is stopped (SIGTERM); the
-	// final batch of each live session is sent on the way out.
-	// A capture file not read whole fails the run once the others are
-	// published, after the summary (a watched folder's file is logged
-	// and counted, and the agent watches on).
-	err = ag.Run(ctx, conn, ag.Inputs(true))
-	if err != nil && !errors.As(err, new(agent.UnreadCaptures)) {
+	// Interface and watch taps capture until the agent is stopped
+	// (SIGTERM); the final batch of each live session is sent on the way
+	// out, and that stop is the agent's success (exit 0). An agent of
+	// capture files alone is a one-shot run: stopped before it published
+	// them all, it fails (cli.Main: exit 130 or 143). A capture file not
+	// read whole fails the run once the others are published, after the
+	// summary (a watched folder's file is logged and counted, and the
+	// agent watches on).
+	inputs := ag.Inputs(true)
+	live := slices.ContainsFunc(inputs, func(in agent.Input) bool { return in.Live || in.Watch })
+	err = ag.Run(ctx, conn, inputs)
+	switch {
+	case err == nil, errors.As(err, new(agent.UnreadCaptures)):
+	case live && ctx.Err() != nil && errors.Is(err, context.Canceled):
+		log.Info("capture stopped", "home", *home, "reason", context.Cause(ctx))
+		err = nil
+	default:
 		return err
 	}
 	st := ag.Stats()

@@ -52,7 +52,8 @@ import (
 // SeenWindows is the metric of the windows the detector published.
 const SeenWindows = "homemole_seen_windows_total"
 
-func main() { worker.Main(run) }
+// A long-running worker: stopped by SIGTERM it shuts down and exits 0.
+func main() { worker.Serve(run) }
 
 func run(ctx context.Context, args []string, env worker.Env) error {
 	log := env.Log

@@ -19,7 +19,8 @@ import (
 	"github.com/homemole/homemole/services/internal/worker"
 )
 
-func main() { worker.Main(run) }
+// A long-running worker: stopped by SIGTERM it shuts down and exits 0.
+func main() { worker.Serve(run) }
 
 func run(ctx context.Context, args []string, env worker.Env) error {
 	fs := flag.NewFlagSet("labeler", flag.ContinueOnError)

@@ -21,6 +21,7 @@ import (
 	"github.com/homemole/homemole/services/internal/worker"
 )
 
+// A one-shot job: interrupted, it exits 130 or 143, never 0.
 func main() { worker.Main(run) }
 
 func run(ctx context.Context, args []string, env worker.Env) error {

@@ -28,30 +28,106 @@ func Logger() *slog.Logger {
 }
 
 // Context is cancelled on SIGINT or SIGTERM, so workers stop fetching,
-// flush and ack before they exit.
+// flush and ack before they exit; its cause (context.Cause) is then a
+// *Signal saying which.
 func Context() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-ch:
+			cancel(&Signal{Signal: s})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		cancel(context.Canceled)
+	}
 }
 
-// Main runs fn and turns its error into an exit code: 2 for usage errors,
-// 1 for everything else, 0 when interrupted cleanly.
+// Signal is the cause of a Context a signal cancelled.
+type Signal struct{ Signal os.Signal }
+
+func (s *Signal) Error() string { return "stopped by " + s.Signal.String() }
+
+// Is makes a *Signal a context.Canceled too.
+func (s *Signal) Is(target error) bool { return target == context.Canceled }
+
+// Code is the shell's exit status of a process the signal ended: 128 plus
+// its number (130 for SIGINT, 143 for SIGTERM).
+func (s *Signal) Code() int {
+	if n, ok := s.Signal.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
+	return 1
+}
+
+// Main runs fn, a one-shot command (build, train, cv, experiment, home
+// assemble, a Kubernetes Job's command), and turns its error into an exit
+// code: 0 when it finished, 2 for usage errors, 1 for everything else,
+// and 128 plus the signal's number (130 for SIGINT, 143 for SIGTERM) when
+// a signal interrupted it. An interrupted one-shot run never exits 0: its
+// work is not done, `build && train` must stop there, and a Kubernetes
+// Job takes exit 0 for success and would not run it again.
+//
+// A command that runs until it is stopped (serve, a capture agent with
+// live taps) and shut down cleanly on the signal returns nil: that is
+// its success, and it exits 0. Long-running workers whose every run ends
+// by a signal (labeler, windower, detector) use Serve.
 func Main(fn func(ctx context.Context, log *slog.Logger) error) {
+	run(false, fn)
+}
+
+// Serve is Main for a long-running worker (a Deployment's or
+// StatefulSet's: labeler, windower, detector): stopped by SIGINT or
+// SIGTERM, it shuts down gracefully, and the context.Canceled it returns
+// then is a clean stop that exits 0. Any other error exits as in Main.
+func Serve(fn func(ctx context.Context, log *slog.Logger) error) {
+	run(true, fn)
+}
+
+func run(lasting bool, fn func(ctx context.Context, log *slog.Logger) error) {
 	ctx, cancel := Context()
 	log := Logger()
 	err := fn(ctx, log)
+	var sig *Signal
+	errors.As(context.Cause(ctx), &sig)
 	cancel()
+	code := ExitCode(err, sig, lasting)
 	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
+	case code == 0:
+		if sig != nil {
+			log.Info("stopped by signal", "signal", sig.Signal.String())
+		}
 		return
-	case errors.Is(err, context.Canceled):
-		log.Info("stopped by signal")
-		return
+	case sig != nil && errors.Is(err, context.Canceled):
+		fmt.Fprintf(os.Stderr, "interrupted by %s: the run did not finish (exit status %d)\n", sig.Signal, code)
 	case errors.Is(err, ErrUsage):
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+// ExitCode is the exit status of a run that returned err, sig the signal
+// that cancelled its context (nil: none came), lasting whether it is a
+// long-running worker (Serve) rather than a one-shot command (Main).
+func ExitCode(err error, sig *Signal, lasting bool) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case sig != nil && lasting && errors.Is(err, context.Canceled):
+		return 0
+	case sig != nil:
+		// Whatever it failed with, the signal is why it stopped.
+		return sig.Code()
+	case errors.Is(err, ErrUsage):
+		return 2
+	default:
+		return 1
 	}
 }
 

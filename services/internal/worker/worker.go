@@ -27,10 +27,20 @@ type Env struct {
 // Run is a worker: it parses args and works until ctx ends or it is done.
 type Run func(ctx context.Context, args []string, env Env) error
 
-// Main runs a worker as a program: the command line's arguments, the
-// signal-aware context and exit codes of cli.Main.
+// Main runs a one-shot worker (the trainer, a Job's) as a program: the
+// command line's arguments, the signal-aware context and exit codes of
+// cli.Main, so an interrupted run exits 130 or 143, never 0.
 func Main(run Run) {
 	cli.Main(func(ctx context.Context, log *slog.Logger) error {
+		return run(ctx, os.Args[1:], Env{Log: log, Out: os.Stdout})
+	})
+}
+
+// Serve runs a long-running worker (labeler, windower, detector) as a
+// program, with the exit codes of cli.Serve: stopped by SIGTERM, it
+// shuts down and exits 0.
+func Serve(run Run) {
+	cli.Serve(func(ctx context.Context, log *slog.Logger) error {
 		return run(ctx, os.Args[1:], Env{Log: log, Out: os.Stdout})
 	})
 }

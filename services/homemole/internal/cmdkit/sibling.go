@@ -62,7 +62,9 @@ func Main(fn func(ctx context.Context, log *slog.Logger) error) {
 }
 
 // Run runs the sibling with args, this process's stdin and stderr and out
-// as its stdout. A failed command is an *ExitCode.
+// as its stdout. A failed command is an *ExitCode, which cmdkit.Main
+// exits with: the sibling's status, 130 or 143 for an interrupted
+// one-shot command included, passes through unchanged.
 func (s Sibling) Run(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
 	bin, err := s.find(ctx, log)
 	if err != nil {
@@ -78,6 +80,10 @@ func (s Sibling) Run(ctx context.Context, log *slog.Logger, out io.Writer, args 
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
+		return nil
+	case cmd.ProcessState != nil && cmd.ProcessState.Success():
+		// Stopped by the signal and exited 0 (serve, shut down cleanly):
+		// the sibling's status is the command's.
 		return nil
 	case errors.As(err, &ee) && ee.ExitCode() > 0:
 		return &ExitCode{Binary: s.Binary, Code: ee.ExitCode()}

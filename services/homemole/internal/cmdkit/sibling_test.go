@@ -1,8 +1,11 @@
 package cmdkit
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -77,5 +80,39 @@ func TestSiblingBuiltAgainBesideAnOnDemandBuild(t *testing.T) {
 	got, err = s.findFrom(ctx, log, filepath.Join(dir, "homemole-full"), nil)
 	if err != nil || got != installed {
 		t.Errorf("beside an installed executable: %s, %v; want %s", got, err, installed)
+	}
+}
+
+// TestSiblingStatusPassesThrough: the front passes on the status the
+// sibling exits with when a signal stops both: 0 for a command that shut
+// down cleanly (serve), which the front took for interrupted, and 143 for
+// an interrupted one-shot command.
+func TestSiblingStatusPassesThrough(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for _, c := range []struct {
+		onTerm string
+		want   int // -1: nil
+	}{{"exit 0", -1}, {"exit 143", 143}} {
+		script := "#!/bin/sh\ntrap '" + c.onTerm + "' TERM\necho ready\nwhile :; do sleep 0.05; done\n"
+		if err := os.WriteFile(filepath.Join(dir, "hm-sibling-test"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		r, w := io.Pipe()
+		go func() {
+			bufio.NewReader(r).ReadString('\n')
+			cancel()
+			io.Copy(io.Discard, r)
+		}()
+		err := Sibling{Binary: "hm-sibling-test"}.Run(ctx, slog.New(slog.DiscardHandler), w, nil)
+		w.Close()
+		var exit *ExitCode
+		switch {
+		case c.want < 0 && err != nil:
+			t.Errorf("sibling that exited 0 on SIGTERM: %v, want nil", err)
+		case c.want >= 0 && (!errors.As(err, &exit) || exit.Code != c.want):
+			t.Errorf("sibling that exited %d on SIGTERM: %v, want its status", c.want, err)
+		}
 	}
 }
