@@ -53,6 +53,17 @@ func run(ctx context.Context, args []string, log *slog.Logger, out io.Writer) er
 	if *file == "" || *home == "" || *natsURL == "" {
 		return cli.Usagef("capture needs --campaign FILE, --home NAME and --nats URL")
 	}
+	// The agent takes 0 for its default; on the command line a 0 is a
+	// mistake, refused as a negative value is, not the default in
+	// disguise.
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"batch", *batch}, {"batch-bytes", *batchBytes}, {"window", *window}} {
+		if f.v < 1 {
+			return cli.Usagef("--%s %d: want a positive number (leave the flag out for its default, %s)", f.name, f.v, fs.Lookup(f.name).DefValue)
+		}
+	}
 	maxBytes, err := campaign.ParseBytes(*spoolMax)
 	if err != nil {
 		return cli.Usagef("--spool-max: %v", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/homemole/homemole/pipeline/capture/capturetest"
 	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/schemas"
+	"github.com/homemole/homemole/services/internal/cli"
 	"github.com/homemole/homemole/services/internal/workertest"
 )
 
@@ -94,6 +96,46 @@ func TestAgentRefusesBadFlags(t *testing.T) {
 			continue
 		}
 		t.Logf("%q: %v", args, err)
+	}
+	// 0 was taken for the default, silently, where a negative value was
+	// refused: it is refused too, naming the flag.
+	for _, f := range []string{"--batch", "--batch-bytes", "--window"} {
+		for _, v := range []string{"0", "-1"} {
+			err := run(context.Background(), []string{"--campaign", "x.yaml", "--home", "h", "--nats", "nats://h:4222", f, v}, env.Log, env.Out)
+			if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), f+" "+v) {
+				t.Errorf("%s %s: %v, want a usage error naming it", f, v, err)
+			}
+		}
+	}
+}
+
+// TestAgentStoppedLive: an agent with a watch tap runs until it is
+// stopped, and stopped it has done its work: it prints its figures and
+// returns nil (exit 0), where it returned the cancellation, which a
+// one-shot command's exit status (cli.Main) now makes 130 or 143.
+func TestAgentStoppedLive(t *testing.T) {
+	ctx, r := workertest.New(t, 2*time.Minute, 1, 30*time.Second)
+	c := *r.Campaign
+	h := *c.Homes[0]
+	h.Taps = []campaign.Tap{{Name: "lan", Watch: t.TempDir()}}
+	c.Homes = []*campaign.Home{&h}
+	data, err := yaml.Marshal(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "campaign.yaml")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	time.AfterFunc(2*time.Second, stop) // as SIGTERM cancels cli.Main's context
+	var out bytes.Buffer
+	if err := run(sctx, []string{"--campaign", file, "--home", h.Name, "--nats", r.Servers.NATSURL}, r.Log, &out); err != nil {
+		t.Fatalf("a live agent stopped: %v, want nil", err)
+	}
+	if !strings.Contains(out.String(), "home "+h.Name+":") {
+		t.Errorf("a live agent stopped printed %q, want its figures", out.String())
 	}
 }
 
