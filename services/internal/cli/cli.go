@@ -50,7 +50,18 @@ func Context() (context.Context, context.CancelFunc) {
 // Signal is the cause of a Context a signal cancelled.
 type Signal struct{ Signal os.Signal }
 
-func (s *Signal) Error() string { return "stopped by " + s.Signal.String() }
+func (s *Signal) Error() string { return "stopped by " + s.Name() }
+
+// Name is the signal's name: SIGINT, SIGTERM.
+func (s *Signal) Name() string {
+	switch s.Signal {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.Signal.String()
+}
 
 // Is makes a *Signal a context.Canceled too.
 func (s *Signal) Is(target error) bool { return target == context.Canceled }
@@ -99,11 +110,11 @@ func run(lasting bool, fn func(ctx context.Context, log *slog.Logger) error) {
 	switch {
 	case code == 0:
 		if sig != nil {
-			log.Info("stopped by signal", "signal", sig.Signal.String())
+			log.Info("stopped by signal", "signal", sig.Name())
 		}
 		return
 	case sig != nil && errors.Is(err, context.Canceled):
-		fmt.Fprintf(os.Stderr, "interrupted by %s: the run did not finish (exit status %d)\n", sig.Signal, code)
+		fmt.Fprintf(os.Stderr, "stopped by %s before it finished (exit status %d)\n", sig.Name(), code)
 	case errors.Is(err, ErrUsage):
 		fmt.Fprintln(os.Stderr, err)
 	default:
