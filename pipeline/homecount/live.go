@@ -599,6 +599,17 @@ func (h *LiveHome) offLAN(a netip.Addr) bool {
 	return !h.inLAN(a) && slices.ContainsFunc(h.lan, func(pfx netip.Prefix) bool { return pfx.Addr().Is4() == a.Is4() })
 }
 
+// natted says a packet from a public source left its sender one hop
+// below a starting hop limit (63, 127, 254): a stack never starts there,
+// so the sender forwarded it, rewritten to its own address, as a NAPT
+// gateway's WAN side sends its LAN's packets. That address is also the one
+// the gateway's own packets (DNS, NTP) leave from, at a starting hop
+// limit, which makes it look like a host of a public LAN; the hop limit
+// tells the two apart.
+func natted(p *schemas.Packet) bool {
+	return p.TTL == 63 || p.TTL == 127 || p.TTL == 254
+}
+
 func inNAT64(a netip.Addr) bool {
 	return nat64[0].Contains(a) || nat64[1].Contains(a)
 }
@@ -611,7 +622,7 @@ func (h *LiveHome) forwards(host *liveHost, p *schemas.Packet) {
 		return
 	}
 	ts := p.TsNs
-	if inNAT64(a) {
+	if inNAT64(a) || natted(p) {
 		host.forwardedUntil = max(host.forwardedUntil, ts+int64(forwardHold))
 		return
 	}
