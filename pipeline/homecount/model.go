@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/homemole/homemole/internal/atomicfile"
 	"github.com/homemole/homemole/pipeline/evaluate"
 	"github.com/homemole/homemole/pipeline/heartbeat"
-	"github.com/homemole/homemole/internal/atomicfile"
 )
 
 // HostModelVersion is the version of a host model file; others are refused.
