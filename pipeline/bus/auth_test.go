@@ -6,10 +6,8 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,23 +62,8 @@ func TestPasswordFile(t *testing.T) {
 // nats:// with only a warning. In neither case is a connection opened.
 // --require-tls, when given, wins over the variable.
 func TestRequireTLSFromEnv(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var knocks atomic.Int64
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			knocks.Add(1)
-			conn.Close()
-		}
-	}()
-	url := "nats://" + ln.Addr().String()
+	addr, knocks := knockCounter(t)
+	url := "nats://" + addr
 	t.Setenv("HOMEMOLE_NATS_USER", "home-1")
 	t.Setenv("HOMEMOLE_NATS_PASSWORD", "home-1-pw")
 	connect := func(a Auth) error {

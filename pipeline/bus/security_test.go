@@ -118,24 +118,9 @@ func TestSecurityPlainCredentials(t *testing.T) {
 		t.Errorf("the warning shows the password: %s", buf.String())
 	}
 	// A listener that only counts who knocks: nothing may.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var knocks atomic.Int64
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			knocks.Add(1)
-			conn.Close()
-		}
-	}()
+	addr, knocks := knockCounter(t)
 	auth = Auth{User: "home-1", Password: "home-1-pw", RequireTLS: true}
-	for _, u := range []string{"nats://" + ln.Addr().String(), "nats://home-1:home-1-pw@" + ln.Addr().String(), "tls://" + ln.Addr().String() + ",nats://" + ln.Addr().String()} {
+	for _, u := range []string{"nats://" + addr, "nats://home-1:home-1-pw@" + addr, "tls://" + addr + ",nats://" + addr} {
 		a := auth
 		if strings.Contains(u, "@") {
 			a.Password = ""
@@ -168,4 +153,28 @@ func TestInboxPrefix(t *testing.T) {
 			t.Errorf("%+v: inbox %q, want %q", c.auth, got, c.want)
 		}
 	}
+}
+
+// knockCounter listens on a loopback port and counts the connections
+// opened to it (each closed at once): a test that nothing may connect
+// checks the count stays 0.
+func knockCounter(t *testing.T) (addr string, knocks *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	knocks = new(atomic.Int64)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			knocks.Add(1)
+			conn.Close()
+		}
+	}()
+	return ln.Addr().String(), knocks
 }

@@ -119,14 +119,7 @@ func TestAgentStoppedLive(t *testing.T) {
 	h := *c.Homes[0]
 	h.Taps = []campaign.Tap{{Name: "lan", Watch: t.TempDir()}}
 	c.Homes = []*campaign.Home{&h}
-	data, err := yaml.Marshal(&c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "campaign.yaml")
-	if err := os.WriteFile(file, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := writeCampaign(t, &c)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	time.AfterFunc(2*time.Second, stop) // as SIGTERM cancels cli.Main's context
@@ -151,7 +144,21 @@ func TestAgentFailsOnUnreadCapture(t *testing.T) {
 	h.Taps = slices.Clone(h.Taps)
 	h.Taps[0].Files = append(slices.Clone(h.Taps[0].Files), missing)
 	c.Homes = []*campaign.Home{&h}
-	data, err := yaml.Marshal(&c)
+	file := writeCampaign(t, &c)
+	var out bytes.Buffer
+	err := run(ctx, []string{"--campaign", file, "--home", h.Name, "--nats", r.Servers.NATSURL}, r.Log, &out)
+	if err == nil || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("capture returned %v, want an error naming %s", err, missing)
+	}
+	if !strings.Contains(out.String(), "1 unreadable captures") {
+		t.Errorf("printed %q, want the summary with the unreadable capture", out.String())
+	}
+}
+
+// writeCampaign writes c as a campaign file in a temporary folder.
+func writeCampaign(t *testing.T, c *campaign.Campaign) string {
+	t.Helper()
+	data, err := yaml.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,12 +166,5 @@ func TestAgentFailsOnUnreadCapture(t *testing.T) {
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	err = run(ctx, []string{"--campaign", file, "--home", h.Name, "--nats", r.Servers.NATSURL}, r.Log, &out)
-	if err == nil || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "no such file") {
-		t.Errorf("capture returned %v, want an error naming %s", err, missing)
-	}
-	if !strings.Contains(out.String(), "1 unreadable captures") {
-		t.Errorf("printed %q, want the summary with the unreadable capture", out.String())
-	}
+	return file
 }
