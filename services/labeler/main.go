@@ -43,6 +43,11 @@ func run(ctx context.Context, args []string, env worker.Env) error {
 	if err != nil {
 		return err
 	}
+	// The inventory is what labels a home's packets: a home without one
+	// would pass every packet through unlabeled.
+	if err := c.ValidateInventories(); err != nil {
+		return err
+	}
 	l, err := label.New(c)
 	if err != nil {
 		return err

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,5 +78,20 @@ func TestLabelerRefusesBadFlags(t *testing.T) {
 			continue
 		}
 		t.Logf("%q: %v", args, err)
+	}
+}
+
+// TestLabelerRefusesHomeWithoutInventory: the inventory gives the labels,
+// so a campaign home without one is refused before the labeler connects,
+// naming the file, the home and what to add.
+func TestLabelerRefusesHomeWithoutInventory(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "name: c\nhomes:\n  - name: home-1\n    gateway: {mode: napt}\n    taps:\n      - {name: lan, interface: eth0}\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"--campaign", file, "--nats", "nats://127.0.0.1:1"}, workertest.Env(t))
+	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "home-1 has no inventory") {
+		t.Fatalf("labeler with a home without inventory: %v, want an error naming %s, home-1 and its inventory", err, file)
 	}
 }
