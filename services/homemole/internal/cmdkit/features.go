@@ -66,8 +66,10 @@ func Features(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		w, closeOut = f, f.Close
+		// Renamed over --out only once every row is written: a capture
+		// that fails part-way leaves no truncated CSV.
+		defer f.Abort()
+		w, closeOut = f, f.Commit
 	}
 	st, err := capture.WriteCSV(ctx, src, home, w)
 	if st.DecodeErrors > 0 {
