@@ -8,32 +8,12 @@ import (
 )
 
 // Server is a service end a device reaches beyond the home: the remote
-// address, the transport and its port.
+// address, the transport and its port (which ones tell of a vendor's
+// cloud: realhome.Servers).
 type Server struct {
 	Addr      netip.Addr
 	Transport uint8
 	Port      int32
-}
-
-// sharedSpace is RFC 6598's shared address space: an ISP's carrier-grade
-// NAT, never a vendor's server.
-var sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
-
-// IsVendorServer says whether a packet to addr, port tells of the vendor's
-// cloud: a public unicast address (not an ISP's shared address space), and no name or time service (DNS, DNS
-// over TLS, NTP), whose servers a network's configuration or an operating
-// system's default picks, whatever the vendor: Level 3's resolver or a
-// university's time server would join unrelated vendors into one family.
-func IsVendorServer(addr netip.Addr, port int32) bool {
-	addr = addr.Unmap()
-	if !addr.IsGlobalUnicast() || addr.IsPrivate() || sharedSpace.Contains(addr) {
-		return false
-	}
-	switch port {
-	case 53, 853, 123:
-		return false
-	}
-	return true
 }
 
 // ServerFamilies groups the types that reach one vendor's servers: two

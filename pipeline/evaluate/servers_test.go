@@ -6,32 +6,6 @@ import (
 	"testing"
 )
 
-func TestIsVendorServer(t *testing.T) {
-	for _, c := range []struct {
-		addr string
-		port int32
-		want bool
-	}{
-		{"52.28.38.154", 443, true},
-		{"2a00:1450:4001:82b::200e", 443, true},
-		{"::ffff:52.28.38.154", 80, true}, // a v4-mapped address is the v4 one
-		{"4.2.2.2", 53, false},            // a public resolver
-		{"129.132.2.21", 123, false},      // a university's time server
-		{"1.1.1.1", 853, false},
-		{"10.10.10.72", 58813, false}, // the phone on the LAN
-		{"192.168.0.1", 80, false},
-		{"100.64.12.1", 443, false}, // the ISP's carrier-grade NAT
-		{"fd00::1", 443, false},
-		{"fe80::1", 443, false},
-		{"239.255.255.250", 1900, false},
-		{"255.255.255.255", 67, false},
-	} {
-		if got := IsVendorServer(netip.MustParseAddr(c.addr), c.port); got != c.want {
-			t.Errorf("IsVendorServer(%s, %d) = %v, want %v", c.addr, c.port, got, c.want)
-		}
-	}
-}
-
 // TestServerFamilies: types join where a server is a habit of both; one
 // capture's server, and a server most types reach, join nothing.
 func TestServerFamilies(t *testing.T) {

@@ -348,7 +348,7 @@ func prefix64(a netip.Addr) netip.Prefix {
 // /64, a NAT64 gateway would stand for one network however many servers it
 // fronts.
 func key6(a netip.Addr) netip.Prefix {
-	if isNAT64(a) {
+	if IsNAT64(a) {
 		return netip.PrefixFrom(a, 128)
 	}
 	return prefix64(a)
@@ -359,11 +359,20 @@ var (
 	nat64Local     = netip.MustParsePrefix("64:ff9b:1::/48") // RFC 8215
 )
 
-// isNAT64: an address in a NAT64 prefix, which stands for an IPv4 host
-// beyond a translator and is never the home's.
-func isNAT64(a netip.Addr) bool {
+// IsNAT64 says a is in a NAT64 prefix: it stands for an IPv4 host beyond
+// a translator and is never the home's, and no LAN host holds one (a CLAT
+// sends to them, from its own address).
+func IsNAT64(a netip.Addr) bool {
 	return nat64WellKnown.Contains(a) || nat64Local.Contains(a)
 }
+
+// carrierNAT is RFC 6598's shared address space, 100.64.0.0/10.
+var carrierNAT = netip.MustParsePrefix("100.64.0.0/10")
+
+// IsCarrierNAT says a is in the ISPs' shared address space: a carrier
+// NAT's inside, which a home's gateway (or a LAN numbered in it) may hold;
+// never a server of the Internet.
+func IsCarrierNAT(a netip.Addr) bool { return carrierNAT.Contains(a.Unmap()) }
 
 // serverEnd says which end of a TCP or UDP packet is the server of its
 // conversation: the one on a service port when the other is not; failing
@@ -573,7 +582,7 @@ func (h *HomeInference) hostPrefixes(gw schemas.MAC) []netip.Prefix {
 	}
 	var out []netip.Prefix
 	for k, c := range h.srcPrefixes {
-		if !routes[k.mac] && c.near >= c.far && !isNAT64(k.p.Addr()) && !slices.Contains(out, k.p) {
+		if !routes[k.mac] && c.near >= c.far && !IsNAT64(k.p.Addr()) && !slices.Contains(out, k.p) {
 			out = append(out, k.p)
 		}
 	}
@@ -668,7 +677,7 @@ func (h *HomeInference) gateway() (schemas.MAC, string) {
 func (h *HomeInference) rawHome() []netip.Prefix {
 	var home []netip.Prefix
 	for k, n := range h.client {
-		if n > h.server[k] && !isNAT64(k.Addr()) {
+		if n > h.server[k] && !IsNAT64(k.Addr()) {
 			home = append(home, k)
 		}
 	}
@@ -682,7 +691,7 @@ func (h *HomeInference) rawHome() []netip.Prefix {
 		weight := map[netip.Prefix]int{}
 		for _, e := range uncovered {
 			for _, k := range e.k {
-				if !isNAT64(k.Addr()) {
+				if !IsNAT64(k.Addr()) {
 					weight[k] += e.n
 				}
 			}

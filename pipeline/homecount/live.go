@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/schemas"
 )
@@ -496,15 +497,6 @@ func (h *LiveHome) countable(host *liveHost) bool {
 	return u >= 0 && h.model.Units[u].OneSequence
 }
 
-// carrierNAT is 100.64.0.0/10, the carrier's NAT: a home host may hold one
-// of its addresses.
-var carrierNAT = netip.MustParsePrefix("100.64.0.0/10")
-
-// nat64 is the NAT64 prefixes of RFC 6052 and RFC 8215: an IPv4 server's
-// address as a translator gives it to an IPv6-only home, which no LAN host
-// holds (a CLAT sends to them, from its own address).
-var nat64 = [...]netip.Prefix{netip.MustParsePrefix("64:ff9b::/96"), netip.MustParsePrefix("64:ff9b:1::/48")}
-
 // A host forwards for others when what it sends from is the Internet's,
 // not its own. That is told by what holds on every address plan, and not
 // by a public source alone: on a LAN of public addresses (an ISP that
@@ -549,7 +541,7 @@ type remoteSource struct {
 // the Internet to a home), and the source of a packet that left its
 // host's stack (unforwarded: on a LAN of public addresses, a host's own).
 func (h *LiveHome) learnLAN(p *schemas.Packet) {
-	if a := p.SrcIP.Unmap(); a.Is4() && (a.IsPrivate() || carrierNAT.Contains(a)) || unforwarded(p) && !inNAT64(a) {
+	if a := p.SrcIP.Unmap(); a.Is4() && (a.IsPrivate() || features.IsCarrierNAT(a)) || unforwarded(p) && !features.IsNAT64(a) {
 		h.onLAN(a)
 	} else if a.IsUnspecified() {
 		h.onLAN(p.DHCP.RequestedAddr())
@@ -610,19 +602,15 @@ func natted(p *schemas.Packet) bool {
 	return p.TTL == 63 || p.TTL == 127 || p.TTL == 254
 }
 
-func inNAT64(a netip.Addr) bool {
-	return nat64[0].Contains(a) || nat64[1].Contains(a)
-}
-
 // forwards takes what p shows of whether its host forwards for others
 // (see forwardSources).
 func (h *LiveHome) forwards(host *liveHost, p *schemas.Packet) {
 	a := p.SrcIP.Unmap()
-	if a.IsPrivate() || !a.IsGlobalUnicast() || a.Is4() && carrierNAT.Contains(a) {
+	if a.IsPrivate() || !a.IsGlobalUnicast() || a.Is4() && features.IsCarrierNAT(a) {
 		return
 	}
 	ts := p.TsNs
-	if inNAT64(a) || natted(p) {
+	if features.IsNAT64(a) || natted(p) {
 		host.forwardedUntil = max(host.forwardedUntil, ts+int64(forwardHold))
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/homemole/homemole/pipeline/features"
 	"github.com/homemole/homemole/pipeline/heartbeat"
 	"github.com/homemole/homemole/schemas"
 )
@@ -109,7 +110,7 @@ func requestedAddr(p *schemas.Packet) (netip.Addr, bool) {
 
 // lanAddr says a is an address a device behind a repeater may hold.
 func lanAddr(a netip.Addr) (netip.Addr, bool) {
-	if !a.Is4() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || !(a.IsPrivate() || carrierNAT.Contains(a)) {
+	if !a.Is4() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || !(a.IsPrivate() || features.IsCarrierNAT(a)) {
 		return netip.Addr{}, false
 	}
 	return a, true

@@ -3,6 +3,7 @@ package realhome
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/homemole/homemole/pipeline/capture"
 	"github.com/homemole/homemole/pipeline/evaluate"
@@ -10,7 +11,7 @@ import (
 	"github.com/homemole/homemole/schemas"
 )
 
-// Servers reads, per device type, the vendor servers (evaluate.IsVendorServer)
+// Servers reads, per device type, the vendor servers (vendorServer)
 // each of its captures shows the device sending to, by its MAC: what
 // evaluate.ServerFamilies joins types by. Devices of one name (a type's
 // units) pool their captures.
@@ -20,7 +21,7 @@ func Servers(ctx context.Context, devs []Device) (map[string][]map[evaluate.Serv
 		for _, f := range d.Files {
 			servers := map[evaluate.Server]bool{}
 			_, err := capture.ReadFile(ctx, f, features.PrivateHome(), func(p *schemas.Packet) error {
-				if p.SrcMAC == d.MAC && p.DPort != schemas.NoPort && evaluate.IsVendorServer(p.DstIP, p.DPort) {
+				if p.SrcMAC == d.MAC && p.DPort != schemas.NoPort && vendorServer(p.DstIP, p.DPort) {
 					servers[evaluate.Server{Addr: p.DstIP.Unmap(), Transport: p.Transport, Port: p.DPort}] = true
 				}
 				return nil
@@ -32,4 +33,22 @@ func Servers(ctx context.Context, devs []Device) (map[string][]map[evaluate.Serv
 		}
 	}
 	return out, nil
+}
+
+// vendorServer says whether a packet to addr, port tells of the vendor's
+// cloud: a public unicast address (not an ISP's shared address space), and
+// no name or time service (DNS, DNS over TLS, NTP), whose servers a
+// network's configuration or an operating system's default picks,
+// whatever the vendor: Level 3's resolver or a university's time server
+// would join unrelated vendors into one family.
+func vendorServer(addr netip.Addr, port int32) bool {
+	addr = addr.Unmap()
+	if !addr.IsGlobalUnicast() || addr.IsPrivate() || features.IsCarrierNAT(addr) {
+		return false
+	}
+	switch port {
+	case 53, 853, 123:
+		return false
+	}
+	return true
 }
