@@ -401,27 +401,20 @@ chain:
 		}
 		switch next {
 		case protoIPv6HopByHop, protoIPv6Routing, protoIPv6Destination,
-			135, 139, 140: // mobility, HIP, shim6: same length encoding
+			135, 139, 140, // mobility, HIP, shim6: same length encoding
+			protoAH: // its own length encoding (4-octet units), and no more hidden behind it
 			if d.cut && len(payload) < 2 {
 				// Not captured: what follows is unknown, and the
 				// record's transport is this header.
 				break chain
 			}
-			l, err := ipv6ExtLen(payload, d.cut)
-			if err != nil {
-				return malformed("IPv6 extension header", err)
+			extHeader, what := ipv6ExtLen, "IPv6 extension header"
+			if next == protoAH {
+				extHeader, what = ahLen, "IPv6 authentication header"
 			}
-			next, payload, extLen = payload[0], payload[min(l, len(payload)):], extLen+l
-			continue
-		case protoAH:
-			// Its own length encoding (4-octet units), and no more
-			// hidden behind it than behind the others.
-			if d.cut && len(payload) < 2 {
-				break chain
-			}
-			l, err := ahLen(payload, d.cut)
+			l, err := extHeader(payload, d.cut)
 			if err != nil {
-				return malformed("IPv6 authentication header", err)
+				return malformed(what, err)
 			}
 			next, payload, extLen = payload[0], payload[min(l, len(payload)):], extLen+l
 			continue
