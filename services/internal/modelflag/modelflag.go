@@ -49,6 +49,7 @@ func Register(fs *flag.FlagSet) *train.Spec {
 	fs.Var(atLeast(&cfg.Hidden, 1), "hidden", "LSTM hidden `size` per direction (paper: 64; at least 1)")
 	fs.Var(share(&cfg.Dropout, "a share from 0 up to, not including, 1", func(v float64) bool { return v >= 0 && v < 1 }), "dropout", "dropout `share` on the LSTM outputs (paper: 0.5; below 1)")
 	fs.Var(atLeast(&cfg.Threads, 0), "threads", "libtorch intra-op `threads`, process-wide (0: libtorch's default, one per core; commands that train several models at once divide the cores among them)")
+	fs.Func("thread-mode", fmt.Sprintf("how --threads above 1 are used on the CPU: %s (libtorch splits each operation) or %s (each thread steps a batch of --batch-size windows on its own copy of the model, gradients summed into one step of threads x batch-size windows; README \"Both cores\") (default %s)", learn.ParallelIntraOp, learn.ParallelData, learn.ParallelIntraOp), oneOf(&cfg.Parallel, learn.ParallelIntraOp, learn.ParallelData))
 	fs.Func("max-memory", "bound what a trainer adds to its memory once libtorch is loaded, all in (e.g. 256MiB; at least about 100MiB): it streams its training windows from the store through a shuffle buffer sized to fit beside the held-out windows, the Go heap's slack and libtorch's working memory, instead of reading them all (lstm and blstm; default: read all)", func(v string) error {
 		n, err := campaign.ParseBytes(v)
 		if err != nil {

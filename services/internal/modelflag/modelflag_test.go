@@ -61,3 +61,21 @@ func TestNumbersChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestThreadMode: --thread-mode stays a model flag, beside --threads (the
+// flags' rewrite to checked numbers once dropped it, and the two-core
+// benchmark's data-parallel row runs with it).
+func TestThreadMode(t *testing.T) {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	s := Register(fs)
+	if err := fs.Parse([]string{"--threads", "2", "--thread-mode", learn.ParallelData}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Learn.Threads != 2 || s.Learn.Parallel != learn.ParallelData {
+		t.Errorf("--threads 2 --thread-mode %s: threads %d, mode %q", learn.ParallelData, s.Learn.Threads, s.Learn.Parallel)
+	}
+	if err := fs.Parse([]string{"--thread-mode", "both"}); err == nil {
+		t.Error("--thread-mode both: accepted")
+	}
+}
